@@ -1,0 +1,24 @@
+//! esl-replay: a storage engine and toolkit for FreeSWITCH Event Socket (ESL) traffic.
+//!
+//! The crate is layered; each top-level module is drawn as a future crate and may only use
+//! the modules below it (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`storage`]: the segment log engine. It knows only bytes: CRC-framed records in
+//!   segment files, sparse index, mmap reads, torn-tail recovery, group commit, prefix
+//!   truncation, atomic files and the single-writer lock. Its byte layout is specified in
+//!   `format/`.
+//! - [`record`]: the replay record model, its reference-compatible checksum and NDJSON
+//!   interchange, and its binary encoding inside log frames.
+//!
+//! Library code returns errors and never panics on input; only the CLI prints.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+pub mod record;
+pub mod storage;
+pub mod cli;

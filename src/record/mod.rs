@@ -1,0 +1,1 @@
+//! The replay record model (placeholder: filled in by the record-model work).

@@ -1,0 +1,1 @@
+//! The segment log engine (placeholder: filled in by the storage work).
