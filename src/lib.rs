@@ -19,6 +19,6 @@
     clippy::print_stderr
 )]
 
+pub mod cli;
 pub mod record;
 pub mod storage;
-pub mod cli;

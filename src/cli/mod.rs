@@ -1,5 +1,9 @@
 //! The command-line interface: argument parsing, output and exit codes.
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI is the only module that prints")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is the only module that prints"
+)]
 
 use std::process::ExitCode;
 

@@ -1,1 +1,69 @@
-//! The segment log engine (placeholder: filled in by the storage work).
+//! The segment log engine: an append-only log of byte records in CRC-framed segment files.
+//!
+//! It knows only bytes; it never imports the record model, ESL, replay or CLI code. The byte
+//! layout is normative in `format/`; this module's files cite its requirement IDs.
+//!
+//! - [`Log`] is the single writer: [`Log::open`] takes the directory's lock and recovers the
+//!   log (opening *is* recovery), then appends with the [`SyncPolicy`] chosen.
+//! - [`Reader`] reads (cursor, point reads, live tail) beside the writer, in this process
+//!   ([`Log::reader`]) or in another ([`Reader::open`], no lock needed), and truncates the
+//!   prefix for retention.
+//! - [`write_atomic`] replaces a small file atomically and durably.
+//!
+//! ```
+//! use esl_replay::storage::{Log, LogOptions, Seq};
+//! # fn main() -> Result<(), esl_replay::storage::Error> {
+//! let dir = tempfile::tempdir().map_err(|e| esl_replay::storage::Error::NotALog { dir: e.to_string().into() })?;
+//! let (mut log, _report) = Log::open(dir.path(), LogOptions::default())?;
+//! let seq = log.append(b"hello")?;
+//! log.wait_durable(seq)?;
+//! let reader = log.reader();
+//! assert_eq!(reader.get(seq)?.as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(seq, Seq::FIRST);
+//! # Ok(()) }
+//! ```
+
+mod dir;
+mod durable;
+mod error;
+mod frame;
+mod header;
+mod id;
+mod index;
+pub mod io;
+mod meta;
+mod options;
+mod reader;
+mod recovery;
+mod segment;
+mod shared;
+mod writer;
+
+pub use durable::write_atomic;
+pub use error::{CorruptKind, Error, IoOp, Result};
+pub use id::{SegmentId, Seq};
+pub use options::{
+    LogOptions, ReadStrategy, RecoveryMode, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
+};
+pub use reader::{Cursor, Durability, Reader, RecordRef, Records, TruncateReport};
+pub use recovery::{RecoveryReport, TornTail};
+pub use writer::Log;
+
+/// The byte codecs of the format, exposed for format vectors, fuzzing and tools.
+///
+/// These are pure functions over `&[u8]`; see `format/` for the layouts they implement.
+pub mod codec {
+    pub use super::dir::{
+        CLEAN_FILE, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path, segment_path,
+    };
+    pub use super::frame::{
+        Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,
+        encode as encode_frame, seq_tag,
+    };
+    pub use super::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
+    pub use super::index::{
+        ENTRY_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
+        decode_file as decode_index_file,
+    };
+    pub use super::meta::{CLEAN_LEN, CLEAN_MAGIC, CleanMark, START_LEN, START_MAGIC, StartMark};
+}

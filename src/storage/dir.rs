@@ -1,0 +1,120 @@
+//! The files of a log directory: naming, listing and locks (format/directory.md).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use super::error::{Error, IoOp, Result};
+
+/// The writer lock file: held (flock-style, exclusive) by the one writer [DIR-03].
+pub const WRITER_LOCK: &str = "writer.lock";
+/// The retention lock file: serialises prefix truncations across processes [DIR-04].
+pub const RETENTION_LOCK: &str = "retention.lock";
+/// The logical-start file.
+pub const START_FILE: &str = "start.meta";
+/// The clean-shutdown marker.
+pub const CLEAN_FILE: &str = "clean.meta";
+/// The preallocated spare segment, renamed into place at the next roll.
+pub const SPARE_FILE: &str = "spare.seg.tmp";
+
+/// The segment file of the segment starting at `base` [DIR-01].
+#[must_use]
+pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+/// The index file of the segment starting at `base`.
+#[must_use]
+pub fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.idx"))
+}
+
+fn parse_base(name: &str, extension: &str) -> Option<u64> {
+    let digits = name.strip_suffix(extension)?;
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// What a log directory holds.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Base sequences of segment files, ascending.
+    pub(crate) segments: Vec<u64>,
+    /// Base sequences of index files, ascending.
+    pub(crate) indexes: Vec<u64>,
+    /// Temporary files left by an interrupted operation [DIR-02].
+    pub(crate) temporaries: Vec<PathBuf>,
+}
+
+/// Lists the log files in `dir`, ignoring files that are not the log's.
+pub(crate) fn list(dir: &Path) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(IoOp::List, dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(IoOp::List, dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = parse_base(name, ".seg") {
+            listing.segments.push(base);
+        } else if let Some(base) = parse_base(name, ".idx") {
+            listing.indexes.push(base);
+        } else if name.ends_with(".tmp") {
+            listing.temporaries.push(entry.path());
+        }
+    }
+    listing.segments.sort_unstable();
+    listing.indexes.sort_unstable();
+    Ok(listing)
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(IoOp::Lock, path, e))
+}
+
+/// Takes the writer lock, failing at once if anyone holds it.
+///
+/// The lock belongs to the open file description, so a second writer in the same process is
+/// refused just like one in another process; it is released when the returned file closes.
+pub(crate) fn lock_writer(dir: &Path) -> Result<File> {
+    let path = dir.join(WRITER_LOCK);
+    let file = open_lock_file(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io(IoOp::Lock, path, e)),
+    }
+}
+
+/// Takes the retention lock, waiting for a concurrent truncation to finish.
+pub(crate) fn lock_retention(dir: &Path) -> Result<File> {
+    let path = dir.join(RETENTION_LOCK);
+    let file = open_lock_file(&path)?;
+    file.lock().map_err(|e| Error::io(IoOp::Lock, &path, e))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_and_parse() {
+        let dir = Path::new("/x");
+        let path = segment_path(dir, 1024);
+        assert_eq!(path, Path::new("/x/00000000000000001024.seg"));
+        assert_eq!(parse_base("00000000000000001024.seg", ".seg"), Some(1024));
+        assert_eq!(parse_base("1024.seg", ".seg"), None);
+        assert_eq!(parse_base("0000000000000000102x.seg", ".seg"), None);
+        assert!(segment_path(dir, 9) < segment_path(dir, 10));
+    }
+}

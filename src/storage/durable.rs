@@ -1,0 +1,110 @@
+//! The only place that renames, removes, preallocates and syncs directories (format/recovery.md).
+//!
+//! Every durable multi-step operation is built from these steps, each of which goes through
+//! the [`Io`] seam so tests can fail it.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::error::{Error, IoOp, Result};
+use super::io::{Io, StdIo, write_all_at};
+
+/// Makes a directory's entries durable.
+pub(crate) fn sync_dir(io: &dyn Io, dir: &Path) -> Result<()> {
+    io.sync_dir(dir)
+        .map_err(|e| Error::io(IoOp::SyncDir, dir, e))
+}
+
+/// Replaces `target` with `bytes` atomically and durably [ATOM-01]:
+///
+/// 1. write a uniquely named temporary file in the same directory;
+/// 2. `fsync` it;
+/// 3. rename it over `target`;
+/// 4. `fsync` the directory.
+///
+/// A crash before step 3 leaves the old file (and a stray temporary, removed on open); after
+/// step 3 the new file, durable once step 4 returns. Concurrent replacements of one target
+/// never mix bytes: each has its own temporary and the last rename wins.
+pub(crate) fn replace_file(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io(IoOp::Create, &temp, e))?;
+        write_all_at(io, &file, bytes, 0, &temp)?;
+        io.sync_all(&file)
+            .map_err(|e| Error::io(IoOp::Sync, &temp, e))?;
+        io.rename(&temp, target)
+            .map_err(|e| Error::io(IoOp::Rename, target, e))
+    })();
+    if result.is_err() {
+        let _ = io.remove_file(&temp);
+        return result;
+    }
+    sync_dir(io, dir)
+}
+
+/// Replaces a small file atomically and durably on the real file system.
+///
+/// This is the helper checkpoints and other metadata use; see [`replace_file`] for the steps.
+///
+/// # Errors
+///
+/// The first file-system operation that failed, with its path.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(&StdIo, target, bytes)
+}
+
+/// Removes files and then makes the removals durable with one directory sync.
+pub(crate) fn remove_files(io: &dyn Io, dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        match io.remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(IoOp::Remove, path, e)),
+        }
+    }
+    if paths.is_empty() {
+        Ok(())
+    } else {
+        sync_dir(io, dir)
+    }
+}
+
+/// Renames within one directory and makes the rename durable.
+pub(crate) fn rename(io: &dyn Io, dir: &Path, source: &Path, target: &Path) -> Result<()> {
+    io.rename(source, target)
+        .map_err(|e| Error::io(IoOp::Rename, target, e))?;
+    sync_dir(io, dir)
+}
+
+/// Creates (or recreates) `path` as `len` zero bytes, written and synced, so that later
+/// writes through a mapping need no block allocation and `fdatasync` has no size change to
+/// record [SEG-08]. An `ENOSPC` surfaces here, never as a fault on a mapped page.
+pub(crate) fn create_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io(IoOp::Create, path, e))?;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = usize::try_from(len - offset).unwrap_or(CHUNK).min(CHUNK);
+        write_all_at(io, &file, zeros.get(..n).unwrap_or_default(), offset, path)?;
+        offset += n as u64;
+    }
+    io.sync_all(&file)
+        .map_err(|e| Error::io(IoOp::Sync, path, e))?;
+    Ok(file)
+}

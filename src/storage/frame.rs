@@ -1,0 +1,333 @@
+//! Record frames: the CRC-protected envelope of every record in a segment (format/segment.md).
+//!
+//! A frame is an 8-byte header (checksum, then length-and-flags) followed by the payload.
+//! The checksum covers the segment's salt, the length-and-flags word and the payload, and is
+//! then mixed with the frame's sequence number, which is implicit (base sequence plus
+//! position). A frame copied from another segment or another position therefore never
+//! validates [FRM-03], and zeroed space never validates because the PRESENT bit is clear
+//! [FRM-02]. Decoders work on `&[u8]` and never know where the bytes came from.
+
+use super::error::CorruptKind;
+
+/// Bytes in a frame header.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// The largest payload length the length field can express (2^28 - 1 bytes).
+pub const FRAME_PAYLOAD_LIMIT: u32 = (1 << 28) - 1;
+
+const LEN_MASK: u32 = FRAME_PAYLOAD_LIMIT;
+/// The payload is zstd-compressed.
+const FLAG_COMPRESSED: u32 = 1 << 28;
+/// The frame is the seal that ends a segment; its payload is empty.
+const FLAG_SEAL: u32 = 1 << 29;
+/// Reserved; must be zero [FRM-04].
+const FLAG_RESERVED: u32 = 1 << 30;
+/// Set in every frame, so that zeroed space never parses as a frame [FRM-02].
+const FLAG_PRESENT: u32 = 1 << 31;
+
+const SEQ_TAG_MULTIPLIER: u32 = 0x9E37_79B1;
+/// The multiplicative inverse of `SEQ_TAG_MULTIPLIER` modulo 2^32.
+const SEQ_TAG_INVERSE: u32 = inverse_mod_2_32(SEQ_TAG_MULTIPLIER);
+
+const fn inverse_mod_2_32(odd: u32) -> u32 {
+    // Newton's iteration doubles the number of correct low bits each step: 5 steps give 32.
+    let mut x = odd;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+const _: () = assert!(SEQ_TAG_MULTIPLIER.wrapping_mul(SEQ_TAG_INVERSE) == 1);
+const _: () = assert!(FRAME_HEADER_LEN == 8);
+
+/// The 32-bit tag a sequence contributes to its frame's checksum [FRM-03].
+#[must_use]
+pub fn seq_tag(seq: u64) -> u32 {
+    let folded = (seq as u32) ^ ((seq >> 32) as u32);
+    folded.wrapping_mul(SEQ_TAG_MULTIPLIER)
+}
+
+/// What kind of frame a header announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A record whose payload is stored as is.
+    Plain,
+    /// A record whose payload is zstd-compressed.
+    Compressed,
+    /// The seal ending a segment.
+    Seal,
+}
+
+impl FrameKind {
+    fn flags(self) -> u32 {
+        match self {
+            FrameKind::Plain => FLAG_PRESENT,
+            FrameKind::Compressed => FLAG_PRESENT | FLAG_COMPRESSED,
+            FrameKind::Seal => FLAG_PRESENT | FLAG_SEAL,
+        }
+    }
+}
+
+/// The result of decoding the bytes at a frame position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A valid record frame.
+    Record {
+        /// Whether the payload is compressed.
+        compressed: bool,
+        /// The stored payload bytes.
+        payload: &'a [u8],
+        /// Total bytes of the frame, header included.
+        frame_len: usize,
+    },
+    /// A valid seal: the segment ends here.
+    Seal,
+    /// The header is all zero: nothing was written here.
+    Empty,
+    /// The bytes are not a valid frame for this position.
+    Invalid(CorruptKind),
+}
+
+fn checksum(salt: u64, len_flags: u32, payload: &[u8], seq: u64) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&len_flags.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize() ^ seq_tag(seq)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(raw))
+}
+
+/// Bytes a frame with this payload length occupies.
+#[must_use]
+pub(crate) fn frame_len(payload_len: usize) -> usize {
+    FRAME_HEADER_LEN + payload_len
+}
+
+/// Writes a frame for `payload` into `out`, which must be exactly `frame_len(payload.len())`
+/// bytes long. The payload is written before the header, so a concurrent scanner that sees a
+/// header also sees (or at worst fails the checksum of) its payload.
+///
+/// # Panics
+///
+/// Panics if `out` has the wrong length or the payload exceeds [`FRAME_PAYLOAD_LIMIT`]; both
+/// are caller bugs (the writer validates lengths first).
+pub(crate) fn encode_into(out: &mut [u8], salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) {
+    assert_eq!(
+        out.len(),
+        frame_len(payload.len()),
+        "frame buffer has the wrong length"
+    );
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    assert!(
+        len <= FRAME_PAYLOAD_LIMIT,
+        "payload exceeds the frame limit"
+    );
+    let len_flags = len | kind.flags();
+    let crc = checksum(salt, len_flags, payload, seq);
+    let (header, body) = out.split_at_mut(FRAME_HEADER_LEN);
+    body.copy_from_slice(payload);
+    header[4..8].copy_from_slice(&len_flags.to_le_bytes());
+    header[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Encodes a frame into a new vector (tests, vectors and the pread-free paths).
+#[must_use]
+pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; frame_len(payload.len())];
+    encode_into(&mut out, salt, seq, kind, payload);
+    out
+}
+
+/// Decodes the frame at the start of `bytes`, expected to carry sequence `seq`.
+///
+/// `bytes` extends to the end of the readable region; `max_payload` bounds the length field
+/// before anything is read past the header [FRM-05].
+#[must_use]
+pub fn decode(bytes: &[u8], salt: u64, seq: u64, max_payload: u32) -> Decoded<'_> {
+    let (Some(stored), Some(len_flags)) = (read_u32(bytes, 0), read_u32(bytes, 4)) else {
+        return if bytes.iter().all(|b| *b == 0) {
+            Decoded::Empty
+        } else {
+            Decoded::Invalid(CorruptKind::LengthOutOfBounds {
+                len: FRAME_HEADER_LEN as u64,
+                max: bytes.len() as u64,
+            })
+        };
+    };
+    if stored == 0 && len_flags == 0 {
+        return Decoded::Empty;
+    }
+    if len_flags & FLAG_PRESENT == 0 || len_flags & FLAG_RESERVED != 0 {
+        return Decoded::Invalid(CorruptKind::ReservedBits {
+            bits: u64::from(len_flags & !(LEN_MASK | FLAG_COMPRESSED | FLAG_SEAL)),
+        });
+    }
+    let len = len_flags & LEN_MASK;
+    let available = bytes.len().saturating_sub(FRAME_HEADER_LEN);
+    let limit = max_payload.min(FRAME_PAYLOAD_LIMIT);
+    if len > limit || len as usize > available {
+        return Decoded::Invalid(CorruptKind::LengthOutOfBounds {
+            len: u64::from(len),
+            max: u64::from(limit).min(available as u64),
+        });
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len as usize) else {
+        return Decoded::Invalid(CorruptKind::LengthOutOfBounds {
+            len: u64::from(len),
+            max: 0,
+        });
+    };
+    let computed = checksum(salt, len_flags, payload, seq);
+    if computed != stored {
+        return Decoded::Invalid(CorruptKind::ChecksumMismatch { stored, computed });
+    }
+    let seal = len_flags & FLAG_SEAL != 0;
+    let compressed = len_flags & FLAG_COMPRESSED != 0;
+    if seal {
+        if len != 0 || compressed {
+            return Decoded::Invalid(CorruptKind::ReservedBits {
+                bits: u64::from(len_flags),
+            });
+        }
+        return Decoded::Seal;
+    }
+    Decoded::Record {
+        compressed,
+        payload,
+        frame_len: frame_len(len as usize),
+    }
+}
+
+/// Whether `bytes` starts with a valid frame of *some* sequence in `(after, after + window]`.
+///
+/// Recovery uses this to tell a torn tail (nothing valid follows the damage) from damage
+/// before the tail (valid frames follow) [REC-03]. The checksum is computed once and the
+/// sequence recovered by inverting its tag, so each candidate position costs one CRC.
+#[must_use]
+pub(crate) fn valid_frame_after(
+    bytes: &[u8],
+    salt: u64,
+    after: u64,
+    window: u64,
+    max_payload: u32,
+) -> bool {
+    let (Some(stored), Some(len_flags)) = (read_u32(bytes, 0), read_u32(bytes, 4)) else {
+        return false;
+    };
+    if len_flags & FLAG_PRESENT == 0 || len_flags & FLAG_RESERVED != 0 {
+        return false;
+    }
+    let len = len_flags & LEN_MASK;
+    if len > max_payload.min(FRAME_PAYLOAD_LIMIT) {
+        return false;
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len as usize) else {
+        return false;
+    };
+    // seq_tag(0) is 0, so this leaves the candidate's own tag.
+    let tag = stored ^ checksum(salt, len_flags, payload, 0);
+    let folded = tag.wrapping_mul(SEQ_TAG_INVERSE);
+    // Candidates share the high half of `after` (or the next one, across a 2^32 boundary).
+    [after >> 32, (after >> 32) + 1].into_iter().any(|high| {
+        let low = folded ^ (high as u32);
+        let seq = (high << 32) | u64::from(low);
+        seq > after && seq - after <= window
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SALT: u64 = 0x0123_4567_89ab_cdef;
+
+    #[test]
+    fn round_trip_record_and_seal() {
+        let bytes = encode(SALT, 7, FrameKind::Plain, b"hello");
+        assert_eq!(
+            decode(&bytes, SALT, 7, 1 << 20),
+            Decoded::Record {
+                compressed: false,
+                payload: b"hello",
+                frame_len: 13
+            }
+        );
+        let seal = encode(SALT, 8, FrameKind::Seal, b"");
+        assert_eq!(decode(&seal, SALT, 8, 1 << 20), Decoded::Seal);
+    }
+
+    /// [FRM-02] zeroed space is Empty, never a frame.
+    #[test]
+    fn zeroed_space_is_empty() {
+        assert_eq!(decode(&[0; 64], SALT, 1, 1 << 20), Decoded::Empty);
+        assert_eq!(decode(&[0; 3], SALT, 1, 1 << 20), Decoded::Empty);
+    }
+
+    /// [FRM-03] a frame does not validate at another sequence or under another salt.
+    #[test]
+    fn frame_is_bound_to_sequence_and_salt() {
+        let bytes = encode(SALT, 7, FrameKind::Plain, b"hello");
+        assert!(matches!(
+            decode(&bytes, SALT, 8, 1 << 20),
+            Decoded::Invalid(_)
+        ));
+        assert!(matches!(
+            decode(&bytes, SALT ^ 1, 7, 1 << 20),
+            Decoded::Invalid(_)
+        ));
+    }
+
+    /// [FRM-04] reserved bits must be zero.
+    #[test]
+    fn reserved_bit_is_rejected() {
+        let mut bytes = encode(SALT, 7, FrameKind::Plain, b"x");
+        bytes[7] |= 0x40;
+        assert!(matches!(
+            decode(&bytes, SALT, 7, 1 << 20),
+            Decoded::Invalid(CorruptKind::ReservedBits { .. })
+        ));
+    }
+
+    /// [FRM-05] the length is bounded before the payload is touched.
+    #[test]
+    fn oversized_length_is_rejected() {
+        let bytes = encode(SALT, 7, FrameKind::Plain, &[1; 100]);
+        assert!(matches!(
+            decode(&bytes, SALT, 7, 50),
+            Decoded::Invalid(CorruptKind::LengthOutOfBounds { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..50], SALT, 7, 1 << 20),
+            Decoded::Invalid(CorruptKind::LengthOutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn every_bit_flip_is_detected() {
+        let bytes = encode(SALT, 42, FrameKind::Plain, b"some payload");
+        for i in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[i / 8] ^= 1 << (i % 8);
+            assert!(
+                !matches!(decode(&damaged, SALT, 42, 1 << 20), Decoded::Record { .. }),
+                "bit {i} flip went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_frame_after_recovers_the_sequence() {
+        let bytes = encode(SALT, 1_000, FrameKind::Plain, b"abc");
+        assert!(valid_frame_after(&bytes, SALT, 999, 1, 1 << 20));
+        assert!(valid_frame_after(&bytes, SALT, 990, 64, 1 << 20));
+        assert!(!valid_frame_after(&bytes, SALT, 1_000, 64, 1 << 20));
+        assert!(!valid_frame_after(&bytes, SALT, 900, 64, 1 << 20));
+        let high = encode(SALT, (1 << 32) + 3, FrameKind::Plain, b"abc");
+        assert!(valid_frame_after(&high, SALT, (1 << 32) - 2, 8, 1 << 20));
+    }
+}

@@ -1,0 +1,246 @@
+//! The sparse sequence index of a segment (format/index.md).
+//!
+//! One entry at most every [`INDEX_INTERVAL`] bytes of frames maps a sequence to the offset
+//! of its frame, so a seek costs a binary search plus at most one interval of scanning.
+//! Index files are append-only: a 40-byte header, 16-byte entries each with its own
+//! checksum, and a 16-byte footer when the segment is sealed. Entries are written only after
+//! the frames they point to are durable, so any entry that survives a crash points at
+//! durable data. A missing or damaged index is rebuilt from the segment; it is never
+//! authoritative.
+
+use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC};
+
+/// Bytes of frames between index entries (at most).
+pub const INDEX_INTERVAL: u64 = 4096;
+/// Bytes in one index entry or footer.
+pub const ENTRY_LEN: usize = 16;
+
+const DOMAIN_ENTRY: u8 = 0;
+const DOMAIN_FOOTER: u8 = 1;
+
+/// One index entry: the frame of `seq` starts at `offset` in the segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The record's sequence.
+    pub seq: u64,
+    /// The frame's byte offset in the segment file.
+    pub offset: u32,
+}
+
+/// The footer that completes the index of a sealed segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexFooter {
+    /// The sequence after the segment's last record (the seal's sequence).
+    pub end_seq: u64,
+    /// The offset of the seal frame.
+    pub seal_offset: u32,
+}
+
+fn entry_crc(salt: u64, domain: u8, seq: u64, offset: u32) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&[domain]);
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(&offset.to_le_bytes());
+    hasher.finalize()
+}
+
+fn encode_slot(salt: u64, domain: u8, seq: u64, offset: u32) -> [u8; ENTRY_LEN] {
+    let mut out = [0u8; ENTRY_LEN];
+    out[0..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..12].copy_from_slice(&offset.to_le_bytes());
+    out[12..16].copy_from_slice(&entry_crc(salt, domain, seq, offset).to_le_bytes());
+    out
+}
+
+impl IndexEntry {
+    /// Encodes the entry [IDX-02].
+    #[must_use]
+    pub fn encode(&self, salt: u64) -> [u8; ENTRY_LEN] {
+        encode_slot(salt, DOMAIN_ENTRY, self.seq, self.offset)
+    }
+}
+
+impl IndexFooter {
+    /// Encodes the footer [IDX-03].
+    #[must_use]
+    pub fn encode(&self, salt: u64) -> [u8; ENTRY_LEN] {
+        encode_slot(salt, DOMAIN_FOOTER, self.end_seq, self.seal_offset)
+    }
+}
+
+/// An index file's valid content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Entries in file order, up to the first invalid slot.
+    pub entries: Vec<IndexEntry>,
+    /// The footer, if the file is complete.
+    pub footer: Option<IndexFooter>,
+}
+
+/// Decodes an index file for the segment with this base and salt [IDX-04].
+///
+/// Returns `None` when the header does not belong to that segment; otherwise the longest
+/// valid prefix of entries, stopping at the first damaged slot (a torn index tail loses only
+/// entries, which a scan replaces). Entries must increase in sequence and offset.
+#[must_use]
+pub fn decode_file(bytes: &[u8], base: u64, salt: u64) -> Option<IndexFile> {
+    let header = FileHeader::decode(bytes, INDEX_MAGIC).ok()?;
+    if header.base != base || header.salt != salt {
+        return None;
+    }
+    let mut file = IndexFile::default();
+    for slot in bytes
+        .get(HEADER_LEN..)
+        .unwrap_or_default()
+        .chunks_exact(ENTRY_LEN)
+    {
+        let seq = u64::from_le_bytes(slot.get(0..8)?.try_into().ok()?);
+        let offset = u32::from_le_bytes(slot.get(8..12)?.try_into().ok()?);
+        let crc = u32::from_le_bytes(slot.get(12..16)?.try_into().ok()?);
+        let ordered = file
+            .entries
+            .last()
+            .is_none_or(|last| seq > last.seq && offset > last.offset);
+        if crc == entry_crc(salt, DOMAIN_ENTRY, seq, offset) && ordered && seq >= base {
+            file.entries.push(IndexEntry { seq, offset });
+        } else if crc == entry_crc(salt, DOMAIN_FOOTER, seq, offset) {
+            file.footer = Some(IndexFooter {
+                end_seq: seq,
+                seal_offset: offset,
+            });
+            break;
+        } else {
+            break;
+        }
+    }
+    Some(file)
+}
+
+/// The in-memory sparse index of one segment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SparseIndex {
+    entries: Vec<IndexEntry>,
+}
+
+impl SparseIndex {
+    /// An index over these entries, which must be sorted by sequence.
+    #[must_use]
+    pub(crate) fn from_entries(entries: Vec<IndexEntry>) -> SparseIndex {
+        SparseIndex { entries }
+    }
+
+    /// Whether a frame at `offset` should get an entry [IDX-01].
+    #[must_use]
+    pub(crate) fn wants(&self, offset: u64) -> bool {
+        self.entries
+            .last()
+            .is_none_or(|last| offset >= u64::from(last.offset) + INDEX_INTERVAL)
+    }
+
+    /// Adds an entry after the last one.
+    pub(crate) fn push(&mut self, entry: IndexEntry) {
+        debug_assert!(self.entries.last().is_none_or(|last| last.seq < entry.seq));
+        self.entries.push(entry);
+    }
+
+    /// The entry with the greatest sequence at or below `seq`.
+    #[must_use]
+    pub(crate) fn floor(&self, seq: u64) -> Option<IndexEntry> {
+        let after = self.entries.partition_point(|e| e.seq <= seq);
+        after
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .copied()
+    }
+
+    /// All entries.
+    #[must_use]
+    pub(crate) fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
+    /// The last entry.
+    #[must_use]
+    pub(crate) fn last(&self) -> Option<IndexEntry> {
+        self.entries.last().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(entries: &[IndexEntry], footer: Option<IndexFooter>) -> Vec<u8> {
+        let mut bytes = FileHeader::new(10, 77).encode(INDEX_MAGIC).to_vec();
+        for e in entries {
+            bytes.extend_from_slice(&e.encode(77));
+        }
+        if let Some(f) = footer {
+            bytes.extend_from_slice(&f.encode(77));
+        }
+        bytes
+    }
+
+    #[test]
+    fn decodes_entries_and_footer() {
+        let entries = [
+            IndexEntry {
+                seq: 10,
+                offset: 40,
+            },
+            IndexEntry {
+                seq: 20,
+                offset: 4200,
+            },
+        ];
+        let footer = IndexFooter {
+            end_seq: 25,
+            seal_offset: 6000,
+        };
+        let decoded = decode_file(&file_with(&entries, Some(footer)), 10, 77).unwrap();
+        assert_eq!(decoded.entries, entries);
+        assert_eq!(decoded.footer, Some(footer));
+    }
+
+    /// [IDX-04] a torn or damaged tail keeps the valid prefix; a foreign header is refused.
+    #[test]
+    fn damaged_slot_ends_the_valid_prefix() {
+        let entries = [
+            IndexEntry {
+                seq: 10,
+                offset: 40,
+            },
+            IndexEntry {
+                seq: 20,
+                offset: 4200,
+            },
+        ];
+        let mut bytes = file_with(&entries, None);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(decode_file(&bytes, 10, 77).unwrap().entries, entries[..1]);
+        bytes.truncate(bytes.len() - 3);
+        assert_eq!(decode_file(&bytes, 10, 77).unwrap().entries, entries[..1]);
+        assert!(decode_file(&bytes, 11, 77).is_none());
+        assert!(decode_file(&bytes, 10, 78).is_none());
+    }
+
+    #[test]
+    fn floor_finds_the_nearest_entry_at_or_below() {
+        let index = SparseIndex::from_entries(vec![
+            IndexEntry {
+                seq: 10,
+                offset: 40,
+            },
+            IndexEntry {
+                seq: 20,
+                offset: 4200,
+            },
+        ]);
+        assert_eq!(index.floor(9), None);
+        assert_eq!(index.floor(10).map(|e| e.seq), Some(10));
+        assert_eq!(index.floor(19).map(|e| e.seq), Some(10));
+        assert_eq!(index.floor(99).map(|e| e.seq), Some(20));
+    }
+}

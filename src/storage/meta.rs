@@ -1,0 +1,166 @@
+//! The log's small metadata files (format/directory.md): the logical start and the
+//! clean-shutdown marker. Both are replaced atomically through `durable::replace_file` and
+//! carry their own magic, versions and checksum.
+
+use super::error::CorruptKind;
+use super::header::FORMAT_VERSION;
+
+/// Magic number of the start file.
+pub const START_MAGIC: [u8; 8] = *b"\x89ESLSTA\n";
+/// Magic number of the clean-shutdown file.
+pub const CLEAN_MAGIC: [u8; 8] = *b"\x89ESLCLN\n";
+
+/// Bytes in the start file.
+pub const START_LEN: usize = 32;
+/// Bytes in the clean-shutdown file.
+pub const CLEAN_LEN: usize = 56;
+
+fn seal_crc(out: &mut [u8]) {
+    let split = out.len() - 4;
+    let crc = crc32fast::hash(&out[..split]);
+    out[split..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn check(bytes: &[u8], magic: [u8; 8], len: usize) -> Result<(), CorruptKind> {
+    if bytes.len() != len {
+        return Err(CorruptKind::LengthOutOfBounds {
+            len: bytes.len() as u64,
+            max: len as u64,
+        });
+    }
+    if bytes.get(0..8) != Some(magic.as_slice()) {
+        return Err(CorruptKind::BadMagic);
+    }
+    let split = len - 4;
+    let stored = bytes
+        .get(split..)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes);
+    let computed = crc32fast::hash(bytes.get(..split).unwrap_or_default());
+    if stored != computed {
+        return Err(CorruptKind::ChecksumMismatch { stored, computed });
+    }
+    let read_version = bytes
+        .get(8..10)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u16::from_le_bytes);
+    if read_version > FORMAT_VERSION {
+        return Err(CorruptKind::UnsupportedVersion {
+            found: read_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn prologue(out: &mut [u8], magic: [u8; 8]) {
+    out[0..8].copy_from_slice(&magic);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[10..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+}
+
+/// The logical start: no sequence below it is ever returned again [META-01].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartMark {
+    /// The first sequence readers may see.
+    pub start: u64,
+}
+
+impl StartMark {
+    /// Encodes the start file.
+    #[must_use]
+    pub fn encode(&self) -> [u8; START_LEN] {
+        let mut out = [0u8; START_LEN];
+        prologue(&mut out, START_MAGIC);
+        out[16..24].copy_from_slice(&self.start.to_le_bytes());
+        seal_crc(&mut out);
+        out
+    }
+
+    /// Decodes the start file.
+    ///
+    /// # Errors
+    ///
+    /// The kind of damage.
+    pub fn decode(bytes: &[u8]) -> Result<StartMark, CorruptKind> {
+        check(bytes, START_MAGIC, START_LEN)?;
+        Ok(StartMark {
+            start: u64_at(bytes, 16),
+        })
+    }
+}
+
+/// Written at clean shutdown so the next open need not scan [META-02].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanMark {
+    /// The last segment's base sequence.
+    pub segment: u64,
+    /// The last segment's salt.
+    pub salt: u64,
+    /// Where the last segment's frames end.
+    pub end_offset: u64,
+    /// The next sequence to assign.
+    pub next_seq: u64,
+}
+
+impl CleanMark {
+    /// Encodes the clean-shutdown file.
+    #[must_use]
+    pub fn encode(&self) -> [u8; CLEAN_LEN] {
+        let mut out = [0u8; CLEAN_LEN];
+        prologue(&mut out, CLEAN_MAGIC);
+        out[16..24].copy_from_slice(&self.segment.to_le_bytes());
+        out[24..32].copy_from_slice(&self.salt.to_le_bytes());
+        out[32..40].copy_from_slice(&self.end_offset.to_le_bytes());
+        out[40..48].copy_from_slice(&self.next_seq.to_le_bytes());
+        seal_crc(&mut out);
+        out
+    }
+
+    /// Decodes the clean-shutdown file.
+    ///
+    /// # Errors
+    ///
+    /// The kind of damage.
+    pub fn decode(bytes: &[u8]) -> Result<CleanMark, CorruptKind> {
+        check(bytes, CLEAN_MAGIC, CLEAN_LEN)?;
+        Ok(CleanMark {
+            segment: u64_at(bytes, 16),
+            salt: u64_at(bytes, 24),
+            end_offset: u64_at(bytes, 32),
+            next_seq: u64_at(bytes, 40),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        let start = StartMark { start: 4242 };
+        assert_eq!(StartMark::decode(&start.encode()), Ok(start));
+        let clean = CleanMark {
+            segment: 1,
+            salt: 2,
+            end_offset: 3,
+            next_seq: 4,
+        };
+        let bytes = clean.encode();
+        assert_eq!(CleanMark::decode(&bytes), Ok(clean));
+        for i in 0..bytes.len() {
+            let mut damaged = bytes;
+            damaged[i] ^= 4;
+            assert!(CleanMark::decode(&damaged).is_err(), "byte {i}");
+        }
+        assert!(StartMark::decode(&bytes).is_err());
+    }
+}

@@ -1,0 +1,650 @@
+//! Readers: cursors over records, point reads, live tail, and prefix truncation.
+//!
+//! A [`Reader`] is cheap to clone, `Send + Sync`, and reads while the writer appends. It is
+//! either attached to a writer in this process ([`Log::reader`]) or opened read-only with
+//! [`Reader::open`], which takes no lock and works beside a writer in another process.
+//!
+//! [`Cursor::next`] is a lending iterator: the payload it returns borrows from a memory map
+//! or from the cursor's own buffer, so it lives until the next call. [`Reader::iter`] adapts
+//! it to an ordinary `Iterator` of owned records.
+//!
+//! [`Log::reader`]: super::Log::reader
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use event_listener::Listener as _;
+
+use super::dir;
+use super::durable;
+use super::error::{CorruptKind, Error, Result};
+use super::frame::{self, Decoded};
+use super::header::HEADER_LEN;
+use super::id::{SegmentId, Seq};
+use super::options::LogOptions;
+use super::segment::{FileWindow, SegmentData};
+use super::shared::{self, Shared, Slot};
+
+/// A record as a cursor yields it: its sequence and a borrowed payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The record's sequence.
+    pub seq: Seq,
+    /// The payload, decompressed if it was stored compressed.
+    pub payload: &'a [u8],
+}
+
+/// What a prefix truncation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TruncateReport {
+    /// The first sequence readers can see now.
+    pub start: Seq,
+    /// Whether the start moved.
+    pub moved: bool,
+    /// Segment files deleted.
+    pub segments_removed: usize,
+    /// Bytes of segment and index files deleted.
+    pub bytes_reclaimed: u64,
+}
+
+/// A cheap, cloneable handle for reading a log.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    shared: Arc<Shared>,
+}
+
+impl Reader {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Reader {
+        Reader { shared }
+    }
+
+    /// Opens a log read-only, without the writer lock, beside a writer in any process [RD-01].
+    ///
+    /// Only `read_strategy` and `max_payload_bytes` of the options are used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotALog`] if the directory holds no segments, corruption of the last segment's
+    /// header, and I/O errors.
+    pub fn open(dir: impl AsRef<Path>, options: &LogOptions) -> Result<Reader> {
+        let dir = dir.as_ref();
+        let listing = dir::list(dir)?;
+        let Some(&last) = listing.segments.last() else {
+            return Err(Error::NotALog {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let shared = Shared::new(
+            dir,
+            options.io.clone(),
+            options.read_strategy,
+            options.max_payload_bytes,
+            true,
+        );
+        let tail = shared::open_tail(
+            dir,
+            last,
+            options.read_strategy,
+            options.max_payload_bytes,
+            false,
+        )?;
+        let next = tail.end_seq();
+        {
+            let mut slots = shared.slots.write();
+            for base in listing.segments.iter().take(listing.segments.len() - 1) {
+                slots.push(Slot::unloaded(*base));
+            }
+            slots.push(Slot::loaded(Arc::new(tail)));
+        }
+        let first = listing.segments.first().copied().unwrap_or(last);
+        let start = shared::read_start(dir)?.unwrap_or(1).max(first);
+        shared.start.store(start, Ordering::Release);
+        shared.next.store(next, Ordering::Release);
+        shared.durable.store(next, Ordering::Release);
+        let reader = Reader {
+            shared: Arc::new(shared),
+        };
+        // The last segment may already be sealed with a successor created since the listing.
+        reader.shared.refresh()?;
+        Ok(reader)
+    }
+
+    /// The first sequence readers can see (equal to [`Reader::next_seq`] when empty).
+    #[must_use]
+    pub fn first_seq(&self) -> Seq {
+        Seq(self.shared.first_seq())
+    }
+
+    /// The sequence the next record will get; every sequence below it that is not below
+    /// [`Reader::first_seq`] can be read. Followers look for new records first.
+    ///
+    /// # Errors
+    ///
+    /// I/O or corruption met while a follower looks for new records.
+    pub fn next_seq(&self) -> Result<Seq> {
+        self.shared.refresh()?;
+        Ok(Seq(self.shared.next.load(Ordering::Acquire)))
+    }
+
+    /// A cursor yielding records from `from` on (or from the first sequence, if `from` is
+    /// below it) [RD-02].
+    ///
+    /// # Errors
+    ///
+    /// Corruption or I/O met while seeking.
+    pub fn cursor(&self, from: Seq) -> Result<Cursor> {
+        let mut cursor = Cursor {
+            shared: self.shared.clone(),
+            segment: None,
+            offset: 0,
+            seq: 0,
+            target: from.0,
+            window: FileWindow::default(),
+            inflated: Vec::new(),
+        };
+        cursor.seek(from.0.max(self.shared.first_seq()))?;
+        Ok(cursor)
+    }
+
+    /// Reads one record by sequence; `None` if it is below the start or not yet written.
+    ///
+    /// # Errors
+    ///
+    /// Corruption or I/O.
+    pub fn get(&self, seq: Seq) -> Result<Option<Vec<u8>>> {
+        if seq.0 < self.shared.first_seq() {
+            return Ok(None);
+        }
+        let mut cursor = self.cursor(seq)?;
+        Ok(cursor
+            .next()?
+            .filter(|r| r.seq == seq)
+            .map(|r| r.payload.to_vec()))
+    }
+
+    /// Owned records from `from` to the current end.
+    ///
+    /// # Errors
+    ///
+    /// Corruption or I/O met while seeking; later errors are yielded as items.
+    pub fn iter(&self, from: Seq) -> Result<Records> {
+        Ok(Records {
+            cursor: self.cursor(from)?,
+            done: false,
+        })
+    }
+
+    /// Blocks until a record with sequence `seq` exists (or `timeout` passes); returns whether
+    /// it exists [TAIL-01].
+    ///
+    /// Readers attached to a writer in this process are woken by the writer. Followers check
+    /// the end of the active segment with a backoff from 1 ms to 20 ms, reading only the
+    /// page cache while nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// I/O or corruption met while a follower looks for new records.
+    pub fn wait_for(&self, seq: Seq, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.next_seq()? > seq {
+                return Ok(true);
+            }
+            if self.shared.follower {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_millis(20));
+                continue;
+            }
+            let listener = self.shared.appended.listen();
+            if self.shared.next.load(Ordering::Acquire) > seq.0 {
+                return Ok(true);
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return Ok(self.shared.next.load(Ordering::Acquire) > seq.0);
+            }
+        }
+    }
+
+    /// Waits until a record with sequence `seq` exists; for async code (any executor) [TAIL-02].
+    ///
+    /// Followers are served by a background thread that checks for new records with the same
+    /// backoff as [`Reader::wait_for`] and wakes waiting tasks.
+    ///
+    /// # Errors
+    ///
+    /// I/O or corruption met while a follower looks for new records.
+    pub async fn wait_for_async(&self, seq: Seq) -> Result<()> {
+        if self.shared.follower {
+            self.start_watcher();
+        }
+        loop {
+            if self.shared.next.load(Ordering::Acquire) > seq.0 {
+                return Ok(());
+            }
+            let listener = self.shared.appended.listen();
+            if self.shared.next.load(Ordering::Acquire) > seq.0 {
+                return Ok(());
+            }
+            listener.await;
+        }
+    }
+
+    fn start_watcher(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        self.shared.watcher.get_or_init(|| {
+            let spawned = std::thread::Builder::new()
+                .name("esl-replay-follow".into())
+                .spawn(move || {
+                    let mut pause = Duration::from_millis(1);
+                    while let Some(shared) = weak.upgrade() {
+                        let grew = match shared.refresh() {
+                            Ok(grew) => grew,
+                            Err(error) => {
+                                tracing::warn!(%error, "follower could not look for new records");
+                                false
+                            }
+                        };
+                        drop(shared);
+                        pause = if grew {
+                            Duration::from_millis(1)
+                        } else {
+                            (pause * 2).min(Duration::from_millis(20))
+                        };
+                        std::thread::sleep(pause);
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start the follower thread");
+            }
+        });
+    }
+
+    /// Makes `before` the new first sequence, then deletes whole segments below it [TRUNC-01].
+    ///
+    /// The steps (format/recovery.md): take the retention lock (serialising truncations across
+    /// processes); write the new start durably; publish it to this process's readers; delete
+    /// every segment whose successor starts at or below the new start; sync the directory.
+    /// The active segment is never deleted, so the next sequence is never lost and numbering
+    /// continues even when everything is truncated. This works from any process, beside a
+    /// writer in another: the writer never reads the start file and never touches sealed
+    /// segments, and deleted files stay readable through existing mappings and handles.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if `before` is beyond the next sequence; I/O errors with paths.
+    pub fn truncate_prefix(&self, before: Seq) -> Result<TruncateReport> {
+        let shared = &*self.shared;
+        let _lock = dir::lock_retention(&shared.dir)?;
+        shared.refresh()?;
+        let next = shared.next.load(Ordering::Acquire);
+        if before.0 > next {
+            return Err(Error::OutOfRange {
+                requested: before,
+                first: Seq(shared.first_seq()),
+                next: Seq(next),
+            });
+        }
+        let current = shared.reload_start()?;
+        let mut report = TruncateReport {
+            start: Seq(current.max(before.0)),
+            ..TruncateReport::default()
+        };
+        if before.0 > current {
+            super::writer::write_start(&*shared.io, &shared.dir, before.0)?;
+            shared.start.fetch_max(before.0, Ordering::AcqRel);
+            report.moved = true;
+        }
+        let start = shared.start.load(Ordering::Acquire);
+        let doomed: Vec<u64> = {
+            let slots = shared.slots.read();
+            slots
+                .windows(2)
+                .filter(|w| w.get(1).is_some_and(|next| next.base <= start))
+                .filter_map(|w| w.first().map(|s| s.base))
+                .collect()
+        };
+        let mut paths = Vec::new();
+        for base in &doomed {
+            for path in [
+                dir::segment_path(&shared.dir, *base),
+                dir::index_path(&shared.dir, *base),
+            ] {
+                report.bytes_reclaimed += std::fs::metadata(&path).map_or(0, |m| m.len());
+                paths.push(path);
+            }
+        }
+        durable::remove_files(&*shared.io, &shared.dir, &paths)?;
+        shared
+            .slots
+            .write()
+            .retain(|slot| doomed.binary_search(&slot.base).is_err());
+        report.segments_removed = doomed.len();
+        Ok(report)
+    }
+
+    /// Reads every record and checks every frame, returning how many records were checked.
+    ///
+    /// # Errors
+    ///
+    /// The first corrupt frame, with its segment and offset.
+    pub fn verify(&self) -> Result<u64> {
+        let mut cursor = self.cursor(self.first_seq())?;
+        let mut count = 0;
+        while cursor.next()?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Segment ids currently known, oldest first.
+    #[must_use]
+    pub fn segments(&self) -> Vec<SegmentId> {
+        self.shared
+            .slots
+            .read()
+            .iter()
+            .map(|s| SegmentId(s.base))
+            .collect()
+    }
+}
+
+/// Where the payload of the record just decoded lives.
+#[derive(Clone, Copy)]
+enum Payload {
+    Mapped { from: usize, to: usize },
+    Window { offset: u64, len: usize },
+    Inflated,
+}
+
+/// A position in the log that yields records in order.
+#[derive(Debug)]
+pub struct Cursor {
+    shared: Arc<Shared>,
+    segment: Option<Arc<SegmentData>>,
+    offset: u64,
+    /// The sequence of the frame at `offset`.
+    seq: u64,
+    /// Records below this are skipped.
+    target: u64,
+    window: FileWindow,
+    inflated: Vec<u8>,
+}
+
+impl Cursor {
+    /// The next record, or `None` at the current end of the log [RD-03].
+    ///
+    /// After `None`, later calls return records appended since.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming the segment and offset of a damaged frame; I/O errors.
+    pub fn next(&mut self) -> Result<Option<RecordRef<'_>>> {
+        let Some((seq, payload)) = self.advance()? else {
+            return Ok(None);
+        };
+        let bytes = match payload {
+            Payload::Mapped { from, to } => self
+                .segment
+                .as_ref()
+                .and_then(|s| s.map.as_ref())
+                .and_then(|m| m.published(to as u64).get(from..to))
+                .unwrap_or_default(),
+            Payload::Window { offset, len } => self.window.slice(offset, len),
+            Payload::Inflated => &self.inflated,
+        };
+        Ok(Some(RecordRef {
+            seq: Seq(seq),
+            payload: bytes,
+        }))
+    }
+
+    /// The sequence the next call to [`Cursor::next`] looks for.
+    #[must_use]
+    pub fn position(&self) -> Seq {
+        Seq(self.seq.max(self.target))
+    }
+
+    fn seek(&mut self, seq: u64) -> Result<()> {
+        self.target = self.target.max(seq);
+        let Some(segment) = self.shared.segment_for(seq)? else {
+            self.segment = None;
+            self.seq = seq;
+            return Ok(());
+        };
+        let (offset, at) = segment
+            .index
+            .read()
+            .floor(seq)
+            .map_or((HEADER_LEN as u64, segment.id.0), |e| {
+                (u64::from(e.offset), e.seq)
+            });
+        self.offset = offset;
+        self.seq = at;
+        self.segment = Some(segment);
+        self.window.reset();
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<Option<(u64, Payload)>> {
+        loop {
+            let start = self.shared.start.load(Ordering::Acquire);
+            if self.seq < start && self.target < start {
+                self.seek(start)?;
+            }
+            let Some(segment) = self.segment.as_deref() else {
+                if self.seq < self.shared.next.load(Ordering::Acquire) || self.shared.refresh()? {
+                    let seq = self.seq.max(self.target);
+                    self.seek(seq)?;
+                    if self.segment.is_some() {
+                        continue;
+                    }
+                }
+                return Ok(None);
+            };
+            let end = segment.end();
+            if self.offset < end {
+                let max = self.shared.max_payload;
+                let (decoded, payload) = match segment.map.as_ref() {
+                    Some(map) => {
+                        let bytes = map
+                            .published(end)
+                            .get(self.offset as usize..)
+                            .unwrap_or_default();
+                        let decoded = frame::decode(bytes, segment.salt, self.seq, max);
+                        let payload = match decoded {
+                            Decoded::Record { payload, .. } => {
+                                let from = self.offset as usize + frame::FRAME_HEADER_LEN;
+                                Some((
+                                    payload,
+                                    Payload::Mapped {
+                                        from,
+                                        to: from + payload.len(),
+                                    },
+                                ))
+                            }
+                            _ => None,
+                        };
+                        (strip(&decoded), payload)
+                    }
+                    None => {
+                        let bytes = self.window.frame(
+                            &segment.file,
+                            &segment.path,
+                            self.offset,
+                            end,
+                            max,
+                        )?;
+                        let decoded = frame::decode(bytes, segment.salt, self.seq, max);
+                        let payload = match decoded {
+                            Decoded::Record { payload, .. } => Some((
+                                payload,
+                                Payload::Window {
+                                    offset: self.offset + frame::FRAME_HEADER_LEN as u64,
+                                    len: payload.len(),
+                                },
+                            )),
+                            _ => None,
+                        };
+                        (strip(&decoded), payload)
+                    }
+                };
+                let Step::Record {
+                    compressed,
+                    frame_len,
+                } = decoded
+                else {
+                    let kind = match decoded {
+                        Step::Invalid(kind) => kind,
+                        _ => CorruptKind::LengthOutOfBounds {
+                            len: 0,
+                            max: end - self.offset,
+                        },
+                    };
+                    return Err(segment.corrupt(self.offset, kind));
+                };
+                let Some((bytes, mut location)) = payload else {
+                    continue;
+                };
+                if compressed {
+                    self.inflated.clear();
+                    self.inflated.reserve(max as usize);
+                    if zstd::bulk::decompress_to_buffer(bytes, &mut self.inflated).is_err() {
+                        return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
+                    }
+                    location = Payload::Inflated;
+                }
+                let seq = self.seq;
+                self.offset += frame_len as u64;
+                self.seq += 1;
+                if seq < self.target || seq < self.shared.start.load(Ordering::Acquire) {
+                    continue;
+                }
+                return Ok(Some((seq, location)));
+            }
+            if segment.is_sealed() {
+                let id = segment.id;
+                let seq = self.seq;
+                match self.shared.segment_for(seq)? {
+                    Some(next) if next.id.0 == seq => {
+                        self.segment = Some(next);
+                        self.offset = HEADER_LEN as u64;
+                        self.window.reset();
+                        continue;
+                    }
+                    _ if self.shared.refresh()? => continue,
+                    _ => {
+                        return Err(Error::Corrupt {
+                            segment: id,
+                            offset: end,
+                            kind: CorruptKind::MissingSeal,
+                        });
+                    }
+                }
+            }
+            if self.shared.follower && self.shared.refresh()? {
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+}
+
+/// A decoded frame without its borrowed payload.
+enum Step {
+    Record { compressed: bool, frame_len: usize },
+    Invalid(CorruptKind),
+    Other,
+}
+
+fn strip(decoded: &Decoded<'_>) -> Step {
+    match decoded {
+        Decoded::Record {
+            compressed,
+            frame_len,
+            ..
+        } => Step::Record {
+            compressed: *compressed,
+            frame_len: *frame_len,
+        },
+        Decoded::Invalid(kind) => Step::Invalid(kind.clone()),
+        Decoded::Seal | Decoded::Empty => Step::Other,
+    }
+}
+
+/// Owned records, as an ordinary iterator over a [`Cursor`].
+#[derive(Debug)]
+pub struct Records {
+    cursor: Cursor,
+    done: bool,
+}
+
+impl Iterator for Records {
+    type Item = Result<(Seq, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.cursor.next() {
+            Ok(Some(record)) => Some(Ok((record.seq, record.payload.to_vec()))),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// A handle for waiting until records are durable, usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    shared: Arc<Shared>,
+}
+
+impl Durability {
+    pub(crate) fn new(shared: Arc<Shared>) -> Durability {
+        Durability { shared }
+    }
+
+    /// Every sequence below this is durable.
+    #[must_use]
+    pub fn durable_seq(&self) -> Seq {
+        Seq(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// Blocks until `seq` is durable [DUR-03].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`] if a sync failed first.
+    pub fn wait(&self, seq: Seq) -> Result<()> {
+        let mut guard = self.shared.durable_lock.lock();
+        loop {
+            if self.shared.durable.load(Ordering::Acquire) > seq.0 {
+                return Ok(());
+            }
+            self.shared.check_poison()?;
+            self.shared
+                .durable_changed
+                .wait_for(&mut guard, Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! Open segments: their handles, the frame scanner, and lazy loading (format/segment.md).
+//!
+//! A [`SegmentData`] is what readers need to read a segment: the file, an optional memory
+//! map, the published end of its frames, whether it is sealed, and its sparse index. Scans
+//! (recovery, lazy validation of sealed segments, and followers discovering new frames)
+//! always read with `pread` through a [`FileWindow`]; memory maps are only used for bytes
+//! whose frames were already validated (docs/SAFETY.md).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::dir;
+use super::error::{CorruptKind, Error, IoOp, Result};
+use super::frame::{self, Decoded, FRAME_HEADER_LEN};
+use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
+use super::id::SegmentId;
+use super::index::{self, IndexEntry, IndexFooter, SparseIndex};
+use super::io::mmap::SegmentMap;
+use super::io::{Io, read_at, write_all_at};
+use super::options::ReadStrategy;
+
+/// Bytes `pread` fetches at a time when scanning.
+const WINDOW_BYTES: usize = 1 << 20;
+
+/// An open segment.
+#[derive(Debug)]
+pub(crate) struct SegmentData {
+    pub(crate) id: SegmentId,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) salt: u64,
+    pub(crate) file_len: u64,
+    pub(crate) map: Option<Arc<SegmentMap>>,
+    /// Where the published frames end; bytes below never change.
+    pub(crate) end: AtomicU64,
+    /// The sequence of the first frame at or after `end`.
+    pub(crate) end_seq: AtomicU64,
+    /// Whether a seal frame sits at `end`.
+    pub(crate) sealed: AtomicBool,
+    pub(crate) index: RwLock<SparseIndex>,
+    /// How many index entries are in the index file, and the file once created.
+    pub(crate) index_file: Mutex<IndexFileState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct IndexFileState {
+    file: Option<File>,
+    persisted: usize,
+    complete: bool,
+}
+
+impl SegmentData {
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.end_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn corrupt(&self, offset: u64, kind: CorruptKind) -> Error {
+        Error::Corrupt {
+            segment: self.id,
+            offset,
+            kind,
+        }
+    }
+
+    /// Appends index entries for frames below `durable_end` to the index file (no sync).
+    ///
+    /// Entries are only written for frames already durable, so any entry found after a crash
+    /// points at durable data [IDX-05]. With `footer`, the index is completed and synced.
+    pub(crate) fn persist_index(
+        &self,
+        io: &dyn Io,
+        dir: &Path,
+        durable_end: u64,
+        footer: Option<IndexFooter>,
+    ) -> Result<()> {
+        let mut state = self.index_file.lock();
+        if state.complete {
+            return Ok(());
+        }
+        let path = dir::index_path(dir, self.id.0);
+        if state.file.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| Error::io(IoOp::Create, &path, e))?;
+            let header = FileHeader::new(self.id.0, self.salt).encode(INDEX_MAGIC);
+            write_all_at(io, &file, &header, 0, &path)?;
+            state.file = Some(file);
+            state.persisted = 0;
+        }
+        let mut bytes = Vec::new();
+        let mut count = state.persisted;
+        {
+            let index = self.index.read();
+            for entry in index.entries().iter().skip(state.persisted) {
+                if u64::from(entry.offset) >= durable_end {
+                    break;
+                }
+                bytes.extend_from_slice(&entry.encode(self.salt));
+                count += 1;
+            }
+        }
+        if let Some(footer) = footer {
+            bytes.extend_from_slice(&footer.encode(self.salt));
+        }
+        let Some(file) = state.file.as_ref() else {
+            return Ok(());
+        };
+        let offset = (HEADER_LEN + state.persisted * index::ENTRY_LEN) as u64;
+        write_all_at(io, file, &bytes, offset, &path)?;
+        if footer.is_some() {
+            io.sync_data(file)
+                .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+            state.complete = true;
+        }
+        state.persisted = count;
+        Ok(())
+    }
+
+    /// Syncs the index file (the clean-close path, which writes no footer).
+    pub(crate) fn sync_index(&self, io: &dyn Io, dir: &Path) -> Result<()> {
+        let state = self.index_file.lock();
+        if let Some(file) = state.file.as_ref() {
+            let path = dir::index_path(dir, self.id.0);
+            io.sync_data(file)
+                .map_err(|e| Error::io(IoOp::Sync, path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A `pread` buffer over part of a file.
+#[derive(Debug, Default)]
+pub(crate) struct FileWindow {
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl FileWindow {
+    /// The bytes `[offset, min(offset + want, limit))`, reading as needed.
+    pub(crate) fn get(
+        &mut self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        want: usize,
+        limit: u64,
+    ) -> Result<&[u8]> {
+        let stop = offset.saturating_add(want as u64).min(limit);
+        let have_end = self.start + self.buf.len() as u64;
+        if offset < self.start || stop > have_end {
+            let read_len = usize::try_from(limit.saturating_sub(offset))
+                .unwrap_or(usize::MAX)
+                .min(WINDOW_BYTES.max(want));
+            self.buf.resize(read_len, 0);
+            let n = read_at(file, &mut self.buf, offset, path)?;
+            self.buf.truncate(n);
+            self.start = offset;
+        }
+        let from = usize::try_from(offset - self.start).unwrap_or(usize::MAX);
+        let to = usize::try_from(stop.saturating_sub(self.start))
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        Ok(self.buf.get(from..to).unwrap_or_default())
+    }
+
+    /// Forgets the buffered bytes (the cursor moved to another file).
+    pub(crate) fn reset(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
+    /// Bytes `[offset, offset + len)` if the window holds them (after [`FileWindow::frame`]).
+    pub(crate) fn slice(&self, offset: u64, len: usize) -> &[u8] {
+        let from = usize::try_from(offset.saturating_sub(self.start)).unwrap_or(usize::MAX);
+        self.buf
+            .get(from..from.saturating_add(len))
+            .unwrap_or_default()
+    }
+
+    /// The bytes of the frame at `offset`: its header, and its payload if the header's length
+    /// is plausible, bounded by `limit`.
+    pub(crate) fn frame(
+        &mut self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        limit: u64,
+        max_payload: u32,
+    ) -> Result<&[u8]> {
+        let want = match self.get(file, path, offset, FRAME_HEADER_LEN, limit)? {
+            head if head.len() == FRAME_HEADER_LEN => {
+                let len_flags = u32::from_le_bytes(
+                    head.get(4..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default(),
+                );
+                let len = len_flags & frame::FRAME_PAYLOAD_LIMIT;
+                FRAME_HEADER_LEN + len.min(max_payload) as usize
+            }
+            head => head.len(),
+        };
+        self.get(file, path, offset, want, limit)
+    }
+}
+
+/// Why a scan stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// It reached the limit it was given.
+    Limit,
+    /// Zeroed space: nothing was written here.
+    Empty,
+    /// A seal: the segment is complete.
+    Seal,
+    /// Bytes that are not a valid frame for this position.
+    Invalid(CorruptKind),
+}
+
+/// The result of scanning frames.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// Where the valid frames end (the seal's offset if sealed).
+    pub(crate) end: u64,
+    /// The sequence after the last valid frame.
+    pub(crate) end_seq: u64,
+    pub(crate) stop: Stop,
+    /// Index entries for the frames scanned.
+    pub(crate) entries: Vec<IndexEntry>,
+}
+
+/// Scans frames from `offset` (holding `seq`) until something other than a record frame or
+/// until `limit`, collecting index entries after `last_indexed`.
+#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
+pub(crate) fn scan(
+    window: &mut FileWindow,
+    file: &File,
+    path: &Path,
+    salt: u64,
+    mut offset: u64,
+    mut seq: u64,
+    limit: u64,
+    max_payload: u32,
+    mut last_indexed: Option<u64>,
+) -> Result<Scan> {
+    let mut entries = Vec::new();
+    loop {
+        if offset >= limit {
+            return Ok(Scan {
+                end: offset,
+                end_seq: seq,
+                stop: Stop::Limit,
+                entries,
+            });
+        }
+        let bytes = window.frame(file, path, offset, limit, max_payload)?;
+        match frame::decode(bytes, salt, seq, max_payload) {
+            Decoded::Record { frame_len, .. } => {
+                if last_indexed.is_none_or(|last| offset >= last + index::INDEX_INTERVAL) {
+                    let offset32 = u32::try_from(offset).unwrap_or(u32::MAX);
+                    entries.push(IndexEntry {
+                        seq,
+                        offset: offset32,
+                    });
+                    last_indexed = Some(offset);
+                }
+                offset += frame_len as u64;
+                seq += 1;
+            }
+            Decoded::Seal => {
+                return Ok(Scan {
+                    end: offset,
+                    end_seq: seq,
+                    stop: Stop::Seal,
+                    entries,
+                });
+            }
+            Decoded::Empty => {
+                return Ok(Scan {
+                    end: offset,
+                    end_seq: seq,
+                    stop: Stop::Empty,
+                    entries,
+                });
+            }
+            Decoded::Invalid(kind) => {
+                return Ok(Scan {
+                    end: offset,
+                    end_seq: seq,
+                    stop: Stop::Invalid(kind),
+                    entries,
+                });
+            }
+        }
+    }
+}
+
+/// Opens a segment file and validates its header against its name [SEG-01].
+pub(crate) fn open_file(
+    dir: &Path,
+    base: u64,
+    writable: bool,
+) -> Result<(File, PathBuf, FileHeader, u64)> {
+    let path = dir::segment_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(&path)
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?
+        .len();
+    let mut bytes = [0u8; HEADER_LEN];
+    let n = read_at(&file, &mut bytes, 0, &path)?;
+    let segment = SegmentId(base);
+    let header =
+        FileHeader::decode(bytes.get(..n).unwrap_or_default(), SEGMENT_MAGIC).map_err(|kind| {
+            Error::Corrupt {
+                segment,
+                offset: 0,
+                kind,
+            }
+        })?;
+    if header.base != base {
+        return Err(Error::Corrupt {
+            segment,
+            offset: 16,
+            kind: CorruptKind::WrongSegment {
+                expected: base,
+                found: header.base,
+            },
+        });
+    }
+    Ok((file, path, header, file_len))
+}
+
+/// Reads a segment's index file; `None` when missing or belonging to another segment.
+pub(crate) fn read_index(dir: &Path, base: u64, salt: u64) -> Option<index::IndexFile> {
+    let bytes = std::fs::read(dir::index_path(dir, base)).ok()?;
+    index::decode_file(&bytes, base, salt)
+}
+
+/// Where to start scanning: the last index entry whose frame validates, else the first frame.
+pub(crate) fn resume_point(
+    window: &mut FileWindow,
+    file: &File,
+    path: &Path,
+    header: &FileHeader,
+    entries: &mut Vec<IndexEntry>,
+    file_len: u64,
+    max_payload: u32,
+) -> Result<(u64, u64)> {
+    while let Some(entry) = entries.last().copied() {
+        let bytes = window.frame(file, path, u64::from(entry.offset), file_len, max_payload)?;
+        if matches!(
+            frame::decode(bytes, header.salt, entry.seq, max_payload),
+            Decoded::Record { .. }
+        ) {
+            return Ok((u64::from(entry.offset), entry.seq));
+        }
+        entries.pop();
+    }
+    Ok((HEADER_LEN as u64, header.base))
+}
+
+/// What a segment handle is built from.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) header: FileHeader,
+    pub(crate) file_len: u64,
+    pub(crate) end: u64,
+    pub(crate) end_seq: u64,
+    pub(crate) sealed: bool,
+    pub(crate) entries: Vec<IndexEntry>,
+}
+
+impl Parts {
+    pub(crate) fn into_data(self, map: Option<Arc<SegmentMap>>) -> SegmentData {
+        SegmentData {
+            id: SegmentId(self.header.base),
+            path: self.path,
+            file: self.file,
+            salt: self.header.salt,
+            file_len: self.file_len,
+            map,
+            end: AtomicU64::new(self.end),
+            end_seq: AtomicU64::new(self.end_seq),
+            sealed: AtomicBool::new(self.sealed),
+            index: RwLock::new(SparseIndex::from_entries(self.entries)),
+            index_file: Mutex::new(IndexFileState {
+                file: None,
+                persisted: 0,
+                complete: self.sealed,
+            }),
+        }
+    }
+}
+
+/// Maps a segment for readers when the strategy asks for it.
+pub(crate) fn map_for_reading(
+    strategy: ReadStrategy,
+    file: &File,
+    path: &Path,
+) -> Result<Option<Arc<SegmentMap>>> {
+    match strategy {
+        ReadStrategy::Mmap => SegmentMap::read_only(file, path).map(|m| Some(Arc::new(m))),
+        ReadStrategy::Pread => Ok(None),
+    }
+}
+
+/// Loads a sealed segment (one with a successor) for reading [SEG-06].
+///
+/// The index footer and the seal it names are checked; if either is missing or damaged the
+/// segment is scanned, which must end in a seal, and the index is rebuilt (and rewritten when
+/// `rewrite_index` is set, that is, by the writer).
+pub(crate) fn load_sealed(
+    dir: &Path,
+    base: u64,
+    successor: u64,
+    strategy: ReadStrategy,
+    max_payload: u32,
+    rewrite_index: Option<&dyn Io>,
+) -> Result<SegmentData> {
+    let (file, path, header, file_len) = open_file(dir, base, false)?;
+    let segment = SegmentId(base);
+    let mut window = FileWindow::default();
+    let index = read_index(dir, base, header.salt).unwrap_or_default();
+    let mut entries = index.entries;
+    let footer_ok = index.footer.filter(|footer| {
+        let offset = u64::from(footer.seal_offset);
+        window
+            .frame(&file, &path, offset, file_len, max_payload)
+            .is_ok_and(|bytes| {
+                frame::decode(bytes, header.salt, footer.end_seq, max_payload) == Decoded::Seal
+            })
+            && entries
+                .last()
+                .is_none_or(|e| u64::from(e.offset) < offset && e.seq < footer.end_seq)
+    });
+    let (end, end_seq) = if let Some(footer) = footer_ok {
+        (u64::from(footer.seal_offset), footer.end_seq)
+    } else {
+        tracing::info!(segment = %segment, "rebuilding the index of a sealed segment");
+        let (offset, seq) = resume_point(
+            &mut window,
+            &file,
+            &path,
+            &header,
+            &mut entries,
+            file_len,
+            max_payload,
+        )?;
+        let last = entries.last().map(|e| u64::from(e.offset));
+        let found = scan(
+            &mut window,
+            &file,
+            &path,
+            header.salt,
+            offset,
+            seq,
+            file_len,
+            max_payload,
+            last,
+        )?;
+        match found.stop {
+            Stop::Seal => {}
+            Stop::Invalid(kind) => {
+                return Err(Error::Corrupt {
+                    segment,
+                    offset: found.end,
+                    kind,
+                });
+            }
+            Stop::Empty | Stop::Limit => {
+                return Err(Error::Corrupt {
+                    segment,
+                    offset: found.end,
+                    kind: CorruptKind::MissingSeal,
+                });
+            }
+        }
+        entries.extend(found.entries);
+        if let Some(io) = rewrite_index {
+            let mut bytes = FileHeader::new(base, header.salt)
+                .encode(INDEX_MAGIC)
+                .to_vec();
+            for entry in &entries {
+                bytes.extend_from_slice(&entry.encode(header.salt));
+            }
+            let footer = IndexFooter {
+                end_seq: found.end_seq,
+                seal_offset: u32::try_from(found.end).unwrap_or(u32::MAX),
+            };
+            bytes.extend_from_slice(&footer.encode(header.salt));
+            super::durable::replace_file(io, &dir::index_path(dir, base), &bytes)?;
+        }
+        (found.end, found.end_seq)
+    };
+    if end_seq != successor {
+        return Err(Error::Corrupt {
+            segment,
+            offset: end,
+            kind: CorruptKind::SequenceGap {
+                expected: end_seq,
+                found: successor,
+            },
+        });
+    }
+    let map = map_for_reading(strategy, &file, &path)?;
+    let parts = Parts {
+        file,
+        path,
+        header,
+        file_len,
+        end,
+        end_seq,
+        sealed: true,
+        entries,
+    };
+    Ok(parts.into_data(map))
+}

@@ -1,0 +1,356 @@
+//! State shared by a log's writer, its readers and its sync thread.
+//!
+//! The writer publishes each segment's frame end and the log's next sequence with release
+//! stores; readers load them with acquire and read only below them. A follower (a read-only
+//! open, possibly in another process than the writer) has no writer to publish for it, so it
+//! discovers new frames itself by scanning past the end it knows with `pread`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use event_listener::Event;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::dir;
+use super::error::{Error, IoOp, Result};
+use super::header::HEADER_LEN;
+use super::io::Io;
+use super::meta::StartMark;
+use super::options::ReadStrategy;
+use super::segment::{self, FileWindow, SegmentData, Stop};
+
+/// A segment known by name, loaded on first use.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) base: u64,
+    data: OnceLock<Arc<SegmentData>>,
+}
+
+impl Slot {
+    pub(crate) fn unloaded(base: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            base,
+            data: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn loaded(data: Arc<SegmentData>) -> Arc<Slot> {
+        let slot = Slot {
+            base: data.id.0,
+            data: OnceLock::new(),
+        };
+        let _ = slot.data.set(data);
+        Arc::new(slot)
+    }
+
+    pub(crate) fn get(&self) -> Option<&Arc<SegmentData>> {
+        self.data.get()
+    }
+}
+
+/// Group-commit signalling between appenders and the sync thread.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    pub(crate) shutdown: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) io: Arc<dyn Io>,
+    pub(crate) strategy: ReadStrategy,
+    pub(crate) max_payload: u32,
+    /// Whether this handle discovers frames itself (no writer in this process).
+    pub(crate) follower: bool,
+    pub(crate) slots: RwLock<Vec<Arc<Slot>>>,
+    /// No sequence below this is returned.
+    pub(crate) start: AtomicU64,
+    /// Every sequence below this is published.
+    pub(crate) next: AtomicU64,
+    /// Every sequence below this is durable.
+    pub(crate) durable: AtomicU64,
+    /// Notified whenever records are published.
+    pub(crate) appended: Event,
+    pub(crate) durable_lock: Mutex<()>,
+    pub(crate) durable_changed: Condvar,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) poison_cause: Mutex<Option<String>>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) sync_wake: Condvar,
+    pub(crate) sync_idle: AtomicBool,
+    /// The writer's active segment, for the sync thread.
+    pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
+    /// Serialises follower refreshes and holds their scan buffer.
+    pub(crate) refresh_window: Mutex<FileWindow>,
+    pub(crate) watcher: OnceLock<()>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        dir: &Path,
+        io: Arc<dyn Io>,
+        strategy: ReadStrategy,
+        max_payload: u32,
+        follower: bool,
+    ) -> Shared {
+        Shared {
+            dir: dir.to_path_buf(),
+            io,
+            strategy,
+            max_payload,
+            follower,
+            slots: RwLock::new(Vec::new()),
+            start: AtomicU64::new(1),
+            next: AtomicU64::new(1),
+            durable: AtomicU64::new(1),
+            appended: Event::new(),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            sync: Mutex::new(SyncState::default()),
+            sync_wake: Condvar::new(),
+            sync_idle: AtomicBool::new(false),
+            active: Mutex::new(None),
+            refresh_window: Mutex::new(FileWindow::default()),
+            watcher: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.start
+            .load(Ordering::Acquire)
+            .min(self.next.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let cause = self.poison_cause.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned {
+                dir: self.dir.clone(),
+                cause,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses further writes after a failed sync (fsyncgate) [DUR-04].
+    pub(crate) fn poison(&self, cause: &Error) {
+        tracing::error!(dir = %self.dir.display(), error = %cause, "sync failed; the log refuses writes until reopened");
+        let mut slot = self.poison_cause.lock();
+        if slot.is_none() {
+            *slot = Some(error_chain(cause));
+        }
+        self.poisoned.store(true, Ordering::Release);
+        drop(slot);
+        self.notify_durable();
+    }
+
+    pub(crate) fn notify_durable(&self) {
+        let _guard = self.durable_lock.lock();
+        self.durable_changed.notify_all();
+    }
+
+    /// Makes everything published so far durable, from any thread [DUR-02].
+    pub(crate) fn sync_now(&self) -> Result<()> {
+        self.check_poison()?;
+        let target = self.next.load(Ordering::Acquire);
+        let Some(active) = self.active.lock().clone() else {
+            return Ok(());
+        };
+        let end = active.end();
+        if let Err(source) = self.io.sync_data(&active.file) {
+            let error = Error::io(IoOp::Sync, &active.path, source);
+            self.poison(&error);
+            return Err(error);
+        }
+        self.durable.fetch_max(target, Ordering::AcqRel);
+        self.notify_durable();
+        if let Err(error) = active.persist_index(&*self.io, &self.dir, end, None) {
+            tracing::warn!(%error, "could not extend the index file; it will be rebuilt if needed");
+        }
+        Ok(())
+    }
+
+    /// The segment holding `seq` (or, past the end, the last segment), loading it if needed.
+    pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<SegmentData>>> {
+        let (slot, successor) = {
+            let slots = self.slots.read();
+            let after = slots.partition_point(|s| s.base <= seq);
+            let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)).cloned() else {
+                return Ok(None);
+            };
+            (slot, slots.get(after).map(|s| s.base))
+        };
+        if let Some(data) = slot.get() {
+            return Ok(Some(data.clone()));
+        }
+        let Some(successor) = successor else {
+            // Only the last segment can lack a successor, and it is always loaded.
+            return Ok(None);
+        };
+        let rewrite = if self.follower { None } else { Some(&*self.io) };
+        let data = match segment::load_sealed(
+            &self.dir,
+            slot.base,
+            successor,
+            self.strategy,
+            self.max_payload,
+            rewrite,
+        ) {
+            Ok(data) => data,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted by a truncation in another process: the start has moved past it.
+                self.reload_start()?;
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        let _ = slot.data.set(Arc::new(data));
+        Ok(slot.get().cloned())
+    }
+
+    /// Re-reads the start file, which another process may have advanced.
+    pub(crate) fn reload_start(&self) -> Result<u64> {
+        let start = read_start(&self.dir)?.unwrap_or(0);
+        Ok(self.start.fetch_max(start, Ordering::AcqRel).max(start))
+    }
+
+    /// For followers: discovers frames and segments the writer added since the last look.
+    /// Returns whether anything new was found.
+    pub(crate) fn refresh(&self) -> Result<bool> {
+        if !self.follower {
+            return Ok(false);
+        }
+        let mut window = self.refresh_window.lock();
+        self.reload_start()?;
+        // The bytes past the end change under us: never trust an earlier read of them.
+        window.reset();
+        let before = self.next.load(Ordering::Acquire);
+        loop {
+            let Some(last) = self.slots.read().last().and_then(|s| s.get().cloned()) else {
+                break;
+            };
+            if !last.is_sealed() {
+                window.reset();
+                let last_indexed = last.index.read().last().map(|e| u64::from(e.offset));
+                let found = segment::scan(
+                    &mut window,
+                    &last.file,
+                    &last.path,
+                    last.salt,
+                    last.end(),
+                    last.end_seq(),
+                    last.file_len,
+                    self.max_payload,
+                    last_indexed,
+                )?;
+                {
+                    let mut index = last.index.write();
+                    for entry in found.entries {
+                        index.push(entry);
+                    }
+                }
+                last.end_seq.store(found.end_seq, Ordering::Release);
+                last.end.store(found.end, Ordering::Release);
+                if found.stop == Stop::Seal {
+                    last.sealed.store(true, Ordering::Release);
+                }
+                self.next.store(found.end_seq, Ordering::Release);
+            }
+            if !last.is_sealed() || !self.adopt_successor(&last)? {
+                break;
+            }
+        }
+        let grew = self.next.load(Ordering::Acquire) > before;
+        if grew {
+            self.appended.notify(usize::MAX);
+        }
+        Ok(grew)
+    }
+
+    /// After a sealed last segment, opens the segment the writer rolled to, if it exists yet.
+    fn adopt_successor(&self, last: &SegmentData) -> Result<bool> {
+        let base = last.end_seq();
+        let path = dir::segment_path(&self.dir, base);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let data = open_tail(&self.dir, base, self.strategy, self.max_payload, false)?;
+        self.slots.write().push(Slot::loaded(Arc::new(data)));
+        Ok(true)
+    }
+}
+
+/// Opens the last segment for a follower: its frames are found by scanning with `pread`.
+pub(crate) fn open_tail(
+    dir: &Path,
+    base: u64,
+    strategy: ReadStrategy,
+    max_payload: u32,
+    _writable: bool,
+) -> Result<SegmentData> {
+    let (file, path, header, file_len) = segment::open_file(dir, base, false)?;
+    let mut window = FileWindow::default();
+    let mut entries = segment::read_index(dir, base, header.salt)
+        .map(|i| i.entries)
+        .unwrap_or_default();
+    let (offset, seq) = segment::resume_point(
+        &mut window,
+        &file,
+        &path,
+        &header,
+        &mut entries,
+        file_len,
+        max_payload,
+    )?;
+    let last = entries.last().map(|e| u64::from(e.offset));
+    let found = segment::scan(
+        &mut window,
+        &file,
+        &path,
+        header.salt,
+        offset,
+        seq,
+        file_len,
+        max_payload,
+        last,
+    )?;
+    entries.extend(found.entries);
+    let map = segment::map_for_reading(strategy, &file, &path)?;
+    let parts = segment::Parts {
+        file,
+        path,
+        header,
+        file_len,
+        end: found.end.max(HEADER_LEN as u64),
+        end_seq: found.end_seq,
+        sealed: found.stop == Stop::Seal,
+        entries,
+    };
+    Ok(parts.into_data(map))
+}
+
+/// Reads the start file; `None` if there is none.
+pub(crate) fn read_start(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(dir::START_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => StartMark::decode(&bytes)
+            .map(|mark| Some(mark.start))
+            .map_err(|kind| Error::CorruptFile { path, kind }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(IoOp::Read, path, e)),
+    }
+}
+
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
