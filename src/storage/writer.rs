@@ -275,6 +275,30 @@ impl Log {
         self.shutdown()
     }
 
+    /// Stops the writer as a killed process would: background threads stop and the lock is
+    /// released, but nothing is synced and no clean-shutdown marker is written. Bytes already
+    /// copied into the mapped segment stay in the page cache, exactly as after `SIGKILL`.
+    /// For crash tests.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        self.closed = true;
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        {
+            let mut state = self.shared.sync.lock();
+            state.shutdown = true;
+            self.shared.sync_wake.notify_all();
+        }
+        if let Some(handle) = self.syncer.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.spare.take() {
+            let _ = handle.join();
+        }
+    }
+
     fn check_size(&self, payload: &[u8]) -> Result<()> {
         let max = self.options.max_payload_bytes;
         if payload.len() as u64 > u64::from(max) {
@@ -452,17 +476,7 @@ impl Log {
             return Ok(());
         }
         self.closed = true;
-        {
-            let mut state = self.shared.sync.lock();
-            state.shutdown = true;
-            self.shared.sync_wake.notify_all();
-        }
-        if let Some(handle) = self.syncer.take() {
-            let _ = handle.join();
-        }
-        if let Some(handle) = self.spare.take() {
-            let _ = handle.join();
-        }
+        self.stop_threads();
         self.publish()?;
         self.shared.sync_now()?;
         let io = &*self.options.io;
