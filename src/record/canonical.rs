@@ -1,0 +1,362 @@
+//! How does PHP's `json_encode` write a JSON value, byte for byte?
+//!
+//! The reference writes every JSON document (NDJSON lines, the checksum input) with
+//! `json_encode` and the flags "unescaped slashes, unescaped unicode" (§1.6). This module
+//! reproduces those bytes for a [`serde_json::Value`]:
+//!
+//! - strings: `"` and `\` escaped, `\b \f \n \r \t` as short escapes, other C0 controls as
+//!   `\u00XX` with lowercase hex, U+2028 and U+2029 as `\u2028` and `\u2029`; `/`, DEL,
+//!   every other non-ASCII character and `< > & '` written raw;
+//! - integers in the `i64` range as decimal; larger integers as the float PHP would have
+//!   decoded them to (`12345678901234567890` -> `1.2345678901234567e+19`);
+//! - floats as PHP's `serialize_precision = -1` form: the shortest digits that round-trip,
+//!   positional when the decimal exponent is in `-4..=16`, otherwise `d.ddde±x`; a zero
+//!   fraction is not written (`1.0` -> `1`, `1e100` -> `1.0e+100`, `-0.0` -> `-0`);
+//! - maps: an empty map as `[]`, and a map whose keys are exactly "0", "1", ... "n-1" in
+//!   that order as a list, because PHP cannot tell such an array from a list;
+//! - compact output, no whitespace.
+//!
+//! Keys are written in insertion order, or in PHP `ksort` order at every map level for the
+//! checksum ([`KeyOrder`]). Lists always keep their order.
+//!
+//! Non-finite floats never reach this writer: `serde_json` cannot hold them.
+
+use serde_json::{Number, Value};
+
+use super::{Error, JsonMap, check_value_depth, ksort};
+
+/// The order in which the keys of every map are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Insertion order, as `json_encode` writes an array it did not sort (NDJSON lines).
+    Insertion,
+    /// PHP `ksort` order applied at every map level, as the checksum writes its payload.
+    PhpKsort,
+}
+
+/// Writes a JSON value exactly as the reference's `json_encode` would.
+///
+/// # Errors
+///
+/// [`Error::NestingTooDeep`] if the value nests deeper than
+/// [`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH) levels (the value itself is level 1).
+pub fn to_json(value: &Value, order: KeyOrder) -> Result<String, Error> {
+    let mut out = String::new();
+    write_json(value, order, &mut out)?;
+    Ok(out)
+}
+
+/// Appends a JSON value to `out` exactly as the reference's `json_encode` would.
+///
+/// # Errors
+///
+/// [`Error::NestingTooDeep`] as for [`to_json`]; nothing is written in that case.
+pub fn write_json(value: &Value, order: KeyOrder, out: &mut String) -> Result<(), Error> {
+    check_value_depth(value, 1)?;
+    write_value(out, value, order);
+    Ok(())
+}
+
+/// Writes a value; the caller has checked that its depth is bounded.
+pub(crate) fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(number) => write_number(out, number),
+        Value::String(text) => write_string(out, text),
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_value(out, item, order);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => write_map(out, map, order),
+    }
+}
+
+/// Writes a map; the caller has checked that its depth is bounded.
+pub(crate) fn write_map(out: &mut String, map: &JsonMap, order: KeyOrder) {
+    match order {
+        KeyOrder::Insertion => write_entries(
+            out,
+            map.iter().map(|(key, value)| (key.as_str(), value)),
+            order,
+        ),
+        KeyOrder::PhpKsort => {
+            let entries = map
+                .iter()
+                .map(|(key, value)| (key.as_str(), value))
+                .collect();
+            write_entries(out, ksort::sort_entries(entries).into_iter(), order);
+        }
+    }
+}
+
+fn write_entries<'a>(
+    out: &mut String,
+    entries: impl Iterator<Item = (&'a str, &'a Value)> + Clone,
+    order: KeyOrder,
+) {
+    let is_list = entries
+        .clone()
+        .enumerate()
+        .all(|(index, (key, _))| key_is_index(key, index));
+    if is_list {
+        out.push('[');
+        for (index, (_, value)) in entries.enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            write_value(out, value, order);
+        }
+        out.push(']');
+    } else {
+        out.push('{');
+        for (index, (key, value)) in entries.enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            write_string(out, key);
+            out.push(':');
+            write_value(out, value, order);
+        }
+        out.push('}');
+    }
+}
+
+/// Whether `key` is the canonical decimal text of `index` (PHP's integer key `index`).
+fn key_is_index(key: &str, index: usize) -> bool {
+    let bytes = key.as_bytes();
+    let canonical = match bytes {
+        [b'0'] => true,
+        [first, ..] => *first != b'0' && bytes.iter().all(u8::is_ascii_digit),
+        [] => false,
+    };
+    canonical && key.parse::<usize>().is_ok_and(|value| value == index)
+}
+
+/// Writes a JSON string with PHP's escaping (see the module docs).
+pub(crate) fn write_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            control if u32::from(control) < 0x20 => {
+                let code = u32::from(control) as usize;
+                out.push_str("\\u00");
+                out.extend(
+                    [code >> 4, code & 0xf]
+                        .iter()
+                        .filter_map(|nibble| HEX.get(*nibble))
+                        .map(|digit| char::from(*digit)),
+                );
+            }
+            other => out.push(other),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes a JSON number as PHP would after decoding it (see the module docs).
+pub(crate) fn write_number(out: &mut String, number: &Number) {
+    if let Some(integer) = number.as_i64() {
+        out.push_str(&integer.to_string());
+    } else if let Some(unsigned) = number.as_u64() {
+        // Beyond i64::MAX PHP decodes an integer literal as a float.
+        write_php_float(out, unsigned as f64);
+    } else if let Some(float) = number.as_f64() {
+        write_php_float(out, float);
+    }
+}
+
+/// Writes a finite float the way PHP's `json_encode` does with `serialize_precision = -1`.
+pub(crate) fn write_php_float(out: &mut String, value: f64) {
+    // Rust's `{:e}` gives the shortest round-trip digits, as PHP's `zend_gcvt` mode 0 does:
+    // "1.5e20", "1e-7", "-0e0".
+    let scientific = format!("{value:e}");
+    let (negative, unsigned) = match scientific.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, scientific.as_str()),
+    };
+    let Some((mantissa, exponent)) = unsigned.split_once('e') else {
+        // Only "inf" and "NaN" lack an exponent, and serde_json cannot hold them.
+        out.push('0');
+        return;
+    };
+    let digits: Vec<char> = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    // PHP's `decpt`: the position of the decimal point relative to the first digit.
+    let point = exponent + 1;
+    if negative {
+        out.push('-');
+    }
+    if !(-3..=17).contains(&point) {
+        let mut rest = digits.iter();
+        out.extend(rest.next());
+        out.push('.');
+        if digits.len() > 1 {
+            out.extend(rest);
+        } else {
+            out.push('0');
+        }
+        out.push('e');
+        out.push(if point - 1 < 0 { '-' } else { '+' });
+        out.push_str(&(point - 1).unsigned_abs().to_string());
+    } else if point <= 0 {
+        out.push_str("0.");
+        for _ in point..0 {
+            out.push('0');
+        }
+        out.extend(digits.iter());
+    } else {
+        let whole = usize::try_from(point).unwrap_or(0);
+        for index in 0..whole {
+            out.push(digits.get(index).copied().unwrap_or('0'));
+        }
+        if digits.len() > whole {
+            out.push('.');
+            out.extend(digits.iter().skip(whole));
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::unwrap_used,
+    reason = "in tests a failed unwrap is a failed test"
+)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn float(value: f64) -> String {
+        let mut out = String::new();
+        write_php_float(&mut out, value);
+        out
+    }
+
+    fn insertion(value: &Value) -> String {
+        to_json(value, KeyOrder::Insertion).unwrap()
+    }
+
+    #[test]
+    fn floats_use_php_positional_form_for_moderate_exponents() {
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(1.5), "1.5");
+        assert_eq!(float(-2.25), "-2.25");
+        assert_eq!(float(0.0001), "0.0001");
+        assert_eq!(float(0.000_123_4), "0.0001234");
+        assert_eq!(float(123_456.789), "123456.789");
+        assert_eq!(float(1e16), "10000000000000000");
+        assert_eq!(float(0.30000000000000004), "0.30000000000000004");
+    }
+
+    #[test]
+    fn zero_fraction_floats_are_written_as_integers() {
+        assert_eq!(float(1.0), "1");
+        assert_eq!(float(0.0), "0");
+        assert_eq!(float(-0.0), "-0");
+        assert_eq!(float(100.0), "100");
+        assert_eq!(float(-42.0), "-42");
+    }
+
+    #[test]
+    fn floats_use_php_exponent_form_for_large_and_small_magnitudes() {
+        assert_eq!(float(1.5e20), "1.5e+20");
+        assert_eq!(float(1e100), "1.0e+100");
+        assert_eq!(float(1e17), "1.0e+17");
+        assert_eq!(float(1e-5), "1.0e-5");
+        assert_eq!(float(-1.5e-7), "-1.5e-7");
+        assert_eq!(float(1.7976931348623157e308), "1.7976931348623157e+308");
+        assert_eq!(
+            float(12_345_678_901_234_567_890.0),
+            "1.2345678901234567e+19"
+        );
+    }
+
+    #[test]
+    fn integers_beyond_i64_are_written_as_php_floats() {
+        let value: Value = serde_json::from_str("12345678901234567890").unwrap();
+        assert_eq!(insertion(&value), "1.2345678901234567e+19");
+        assert_eq!(insertion(&json!(u64::MAX)), "1.8446744073709552e+19");
+        assert_eq!(insertion(&json!(i64::MAX)), "9223372036854775807");
+        assert_eq!(insertion(&json!(i64::MIN)), "-9223372036854775808");
+    }
+
+    #[test]
+    fn strings_use_php_escaping() {
+        let value = json!(
+            "a/b \"q\" \\ é 😀 <>&' \u{7f} \u{85} \u{2028}\u{2029} \u{8}\u{c}\n\r\t \u{0}\u{1}\u{1f}"
+        );
+        assert_eq!(
+            insertion(&value),
+            "\"a/b \\\"q\\\" \\\\ é 😀 <>&' \u{7f} \u{85} \\u2028\\u2029 \\b\\f\\n\\r\\t \\u0000\\u0001\\u001f\""
+        );
+    }
+
+    #[test]
+    fn empty_maps_are_written_as_empty_lists() {
+        assert_eq!(insertion(&json!({})), "[]");
+        assert_eq!(insertion(&json!({"a": {}, "b": []})), "{\"a\":[],\"b\":[]}");
+    }
+
+    #[test]
+    fn maps_with_sequential_index_keys_are_written_as_lists() {
+        assert_eq!(insertion(&json!({"0": "a", "1": "b"})), "[\"a\",\"b\"]");
+        assert_eq!(
+            insertion(&json!({"1": "b", "0": "a"})),
+            "{\"1\":\"b\",\"0\":\"a\"}"
+        );
+        assert_eq!(
+            insertion(&json!({"0": "a", "2": "b"})),
+            "{\"0\":\"a\",\"2\":\"b\"}"
+        );
+        assert_eq!(insertion(&json!({"00": "a"})), "{\"00\":\"a\"}");
+        assert_eq!(
+            to_json(&json!({"1": "b", "0": "a"}), KeyOrder::PhpKsort).unwrap(),
+            "[\"a\",\"b\"]"
+        );
+    }
+
+    #[test]
+    fn ksort_applies_at_every_map_level_but_not_to_lists() {
+        let value = json!({"z": {"b": 1, "a": [3, 1, {"y": 1, "x": 2}]}, "a": true});
+        assert_eq!(
+            to_json(&value, KeyOrder::PhpKsort).unwrap(),
+            "{\"a\":true,\"z\":{\"a\":[3,1,{\"x\":2,\"y\":1}],\"b\":1}}"
+        );
+        assert_eq!(
+            insertion(&value),
+            "{\"z\":{\"b\":1,\"a\":[3,1,{\"y\":1,\"x\":2}]},\"a\":true}"
+        );
+    }
+
+    #[test]
+    fn too_deep_values_are_rejected() {
+        let mut value = json!(1);
+        for _ in 0..super::super::MAX_JSON_DEPTH {
+            value = json!([value]);
+        }
+        assert!(to_json(&value, KeyOrder::Insertion).is_ok());
+        let value = json!([value]);
+        assert!(matches!(
+            to_json(&value, KeyOrder::Insertion),
+            Err(Error::NestingTooDeep { max: 128 })
+        ));
+    }
+}

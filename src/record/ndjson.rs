@@ -1,0 +1,366 @@
+//! How is a record written to and read from a reference NDJSON line?
+//!
+//! The reference filesystem adapter stores one compact JSON object per line (§1.8,
+//! decision K3). [`to_ndjson_line`] writes the exact bytes the reference serializer writes:
+//! keys `schema_version` (1), `id`, `artifact_version`, `artifact_name`,
+//! `capture_timestamp`, `stored_at`, `append_sequence`, `connection_generation`,
+//! `session_id`, `job_uuid`, `event_name`, `capture_path` (string or `null`, always
+//! present), `correlation_ids`, `runtime_flags`, `payload`, `checksum`, `tags`; payload and
+//! maps in insertion order (not sorted); PHP escaping and number forms ([`super::canonical`]);
+//! empty maps as `[]`; timestamps in the millisecond reference text form.
+//!
+//! [`from_ndjson_line`] accepts every line the reference accepts, with its rules:
+//!
+//! - the line must be JSON whose top level is an object (anything else is
+//!   [`Error::InvalidJson`] or [`Error::NotAnObject`]);
+//! - `schema_version` must be the integer 1 (a string `"1"`, `1.0` or `2` is
+//!   [`Error::UnsupportedSchemaVersion`] naming the value; decision C4);
+//! - `id`, `artifact_version`, `artifact_name`, `capture_timestamp`, `stored_at` and
+//!   `checksum` must be strings ([`Error::FieldNotString`]);
+//! - `append_sequence` must be a JSON integer ([`Error::FieldNotInteger`]; `1.0` fails);
+//! - `correlation_ids`, `runtime_flags`, `payload` and `tags` must be a JSON object or a
+//!   list ([`Error::FieldNotObject`]); a list becomes a map keyed "0", "1", ... exactly as
+//!   PHP holds it, and is written back as the same list;
+//! - the five optional fields become `None` when missing, `null` or not a string;
+//! - unknown keys are ignored (and not written back);
+//! - timestamps must parse ([`Error::InvalidField`]) and the record must be valid
+//!   ([`super::Record::new`]).
+//!
+//! Lines nest at most [`MAX_JSON_DEPTH`] levels below the line object itself; the reference
+//! allows 512. An NDJSON export imported again gives the same records and the same bytes,
+//! with two corner cases that keep their bytes but change representation: a nested map
+//! with keys "0".."n-1" comes back as a list, and a float with a zero fraction (written
+//! `1`) comes back as an integer. A float `-0.0` is written `-0` and read back as `-0.0`
+//! (PHP would read an integer 0), so checksums stay valid.
+//!
+//! [`NdjsonReader`] reads a whole stream, skipping blank lines and naming the line number
+//! of every failure (decision C10).
+
+use std::io::BufRead;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::canonical::{self, KeyOrder};
+use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, is_blank, timestamp};
+
+/// The NDJSON schema version this build reads and writes.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// Writes a record as a reference NDJSON line, without the terminating `\n`.
+#[must_use]
+pub fn to_ndjson_line(record: &Record) -> String {
+    let mut line = String::with_capacity(512);
+    write_record(record, &mut line);
+    line
+}
+
+/// Appends a record's NDJSON line and its terminating `\n` to `out`.
+pub fn append_ndjson_line(record: &Record, out: &mut String) {
+    write_record(record, out);
+    out.push('\n');
+}
+
+fn write_record(record: &Record, out: &mut String) {
+    out.push_str("{\"schema_version\":");
+    out.push_str(&SCHEMA_VERSION.to_string());
+    out.push_str(",\"id\":");
+    canonical::write_string(out, record.id().as_str());
+    out.push_str(",\"artifact_version\":");
+    canonical::write_string(out, record.artifact_version());
+    out.push_str(",\"artifact_name\":");
+    canonical::write_string(out, record.artifact_name());
+    out.push_str(",\"capture_timestamp\":\"");
+    timestamp::write_reference_text(record.capture_timestamp(), out);
+    out.push_str("\",\"stored_at\":\"");
+    timestamp::write_reference_text(record.stored_at(), out);
+    out.push_str("\",\"append_sequence\":");
+    out.push_str(&record.append_sequence().to_string());
+    for (key, value) in [
+        ("connection_generation", record.connection_generation()),
+        ("session_id", record.session_id()),
+        ("job_uuid", record.job_uuid()),
+        ("event_name", record.event_name()),
+        ("capture_path", record.capture_path()),
+    ] {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        match value {
+            Some(text) => canonical::write_string(out, text),
+            None => out.push_str("null"),
+        }
+    }
+    // Record maps are depth-checked at construction, so the recursive writer is bounded.
+    out.push_str(",\"correlation_ids\":");
+    canonical::write_map(out, record.correlation_ids(), KeyOrder::Insertion);
+    out.push_str(",\"runtime_flags\":");
+    canonical::write_map(out, record.runtime_flags(), KeyOrder::Insertion);
+    out.push_str(",\"payload\":");
+    canonical::write_map(out, record.payload(), KeyOrder::Insertion);
+    out.push_str(",\"checksum\":");
+    canonical::write_string(out, record.checksum());
+    out.push_str(",\"tags\":");
+    canonical::write_map(out, record.tags(), KeyOrder::Insertion);
+    out.push('}');
+}
+
+/// Reads a record from one NDJSON line (a trailing `\n` or `\r\n` is allowed).
+///
+/// # Errors
+///
+/// Every rule of the module docs, each with its own variant;
+/// [`Error::NestingTooDeep`] for lines nested too deeply.
+pub fn from_ndjson_line(line: &str) -> Result<Record, Error> {
+    from_ndjson_bytes(line.as_bytes())
+}
+
+/// Reads a record from one NDJSON line given as bytes (invalid UTF-8 is invalid JSON).
+///
+/// # Errors
+///
+/// As [`from_ndjson_line`].
+pub fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
+    // The line object is one level above the record's maps.
+    check_nesting(line, MAX_JSON_DEPTH + 1)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(line);
+    // Safe to lift serde_json's own limit: `check_nesting` bounded the depth above.
+    deserializer.disable_recursion_limit();
+    let value =
+        Value::deserialize(&mut deserializer).map_err(|source| Error::InvalidJson { source })?;
+    deserializer
+        .end()
+        .map_err(|source| Error::InvalidJson { source })?;
+    let Value::Object(object) = value else {
+        return Err(Error::NotAnObject);
+    };
+    record_from_object(object)
+}
+
+fn record_from_object(mut object: JsonMap) -> Result<Record, Error> {
+    match object.get("schema_version") {
+        None => {
+            return Err(Error::MissingSchemaVersion {
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Some(Value::Number(number))
+            if number.is_u64() && number.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(found) => {
+            return Err(Error::UnsupportedSchemaVersion {
+                found: found.clone(),
+                supported: SCHEMA_VERSION,
+            });
+        }
+    }
+    let id = take_string(&mut object, "id")?;
+    let artifact_version = take_string(&mut object, "artifact_version")?;
+    let artifact_name = take_string(&mut object, "artifact_name")?;
+    let capture_timestamp = take_string(&mut object, "capture_timestamp")?;
+    let stored_at = take_string(&mut object, "stored_at")?;
+    let checksum = take_string(&mut object, "checksum")?;
+    let append_sequence = take_sequence(&mut object)?;
+    let correlation_ids = take_map(&mut object, "correlation_ids")?;
+    let runtime_flags = take_map(&mut object, "runtime_flags")?;
+    let payload = take_map(&mut object, "payload")?;
+    let tags = take_map(&mut object, "tags")?;
+    Record::new(RecordFields {
+        id: RecordId::new(id)?,
+        artifact_version,
+        artifact_name,
+        capture_timestamp: parse_timestamp("capture_timestamp", &capture_timestamp)?,
+        stored_at: parse_timestamp("stored_at", &stored_at)?,
+        append_sequence,
+        connection_generation: take_optional(&mut object, "connection_generation"),
+        session_id: take_optional(&mut object, "session_id"),
+        job_uuid: take_optional(&mut object, "job_uuid"),
+        event_name: take_optional(&mut object, "event_name"),
+        capture_path: take_optional(&mut object, "capture_path"),
+        correlation_ids,
+        runtime_flags,
+        payload,
+        checksum,
+        tags,
+    })
+}
+
+fn take_string(object: &mut JsonMap, field: &'static str) -> Result<String, Error> {
+    match object.swap_remove(field) {
+        Some(Value::String(text)) => Ok(text),
+        _ => Err(Error::FieldNotString { field }),
+    }
+}
+
+fn take_optional(object: &mut JsonMap, field: &'static str) -> Option<String> {
+    match object.swap_remove(field) {
+        Some(Value::String(text)) => Some(text),
+        _ => None,
+    }
+}
+
+fn take_sequence(object: &mut JsonMap) -> Result<u64, Error> {
+    const FIELD: &str = "append_sequence";
+    let Some(Value::Number(number)) = object.swap_remove(FIELD) else {
+        return Err(Error::FieldNotInteger { field: FIELD });
+    };
+    // Integers beyond i64 are floats to PHP, so they are not integers here either.
+    let Some(sequence) = number.as_i64() else {
+        return Err(Error::FieldNotInteger { field: FIELD });
+    };
+    u64::try_from(sequence)
+        .ok()
+        .filter(|sequence| *sequence >= 1)
+        .ok_or(Error::SequenceOutOfRange {
+            sequence: i128::from(sequence),
+        })
+}
+
+fn take_map(object: &mut JsonMap, field: &'static str) -> Result<JsonMap, Error> {
+    match object.swap_remove(field) {
+        Some(Value::Object(map)) => Ok(map),
+        Some(Value::Array(items)) => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| (index.to_string(), item))
+            .collect()),
+        _ => Err(Error::FieldNotObject { field }),
+    }
+}
+
+fn parse_timestamp(field: &'static str, text: &str) -> Result<time::OffsetDateTime, Error> {
+    timestamp::parse(text).map_err(|source| Error::InvalidField {
+        field,
+        source: Box::new(source),
+    })
+}
+
+/// Rejects input whose brackets nest deeper than `max` outside strings. Runs before the
+/// recursive parser, so deep input can never exhaust the stack. Malformed JSON is left for
+/// the parser to report.
+fn check_nesting(bytes: &[u8], max: usize) -> Result<(), Error> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if *byte == b'\\' {
+                escaped = true;
+            } else if *byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(Error::NestingTooDeep {
+                        max: MAX_JSON_DEPTH,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads records from an NDJSON stream, one per non-blank line.
+///
+/// Blank lines (empty after PHP `trim`) are skipped, as the reference reader skips them.
+/// Unlike the reference, a malformed line is not skipped silently: it is yielded as
+/// [`Error::AtLine`] with its 1-based line number, and iteration continues with the next
+/// line. An I/O error is yielded as [`Error::Io`] and ends the iteration.
+#[derive(Debug)]
+pub struct NdjsonReader<R> {
+    reader: R,
+    buffer: Vec<u8>,
+    line: u64,
+    finished: bool,
+}
+
+impl<R: BufRead> NdjsonReader<R> {
+    /// Reads NDJSON from `reader`.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buffer: Vec::new(),
+            line: 0,
+            finished: false,
+        }
+    }
+
+    /// The 1-based number of the last line read (0 before the first).
+    #[must_use]
+    pub fn line_number(&self) -> u64 {
+        self.line
+    }
+}
+
+impl<R: BufRead> Iterator for NdjsonReader<R> {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.finished {
+            self.buffer.clear();
+            match self.reader.read_until(b'\n', &mut self.buffer) {
+                Ok(0) => self.finished = true,
+                Ok(_) => {
+                    self.line += 1;
+                    let is_blank_line = std::str::from_utf8(&self.buffer).is_ok_and(is_blank);
+                    if !is_blank_line {
+                        let line = self.line;
+                        return Some(from_ndjson_bytes(&self.buffer).map_err(|source| {
+                            Error::AtLine {
+                                line,
+                                source: Box::new(source),
+                            }
+                        }));
+                    }
+                }
+                Err(source) => {
+                    self.finished = true;
+                    return Some(Err(Error::Io {
+                        line: self.line + 1,
+                        source,
+                    }));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::unwrap_used,
+    reason = "in tests a failed unwrap is a failed test"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_check_counts_only_brackets_outside_strings() {
+        let inside_string = format!("{{\"a\":\"{}\"}}", "[".repeat(1000));
+        assert!(check_nesting(inside_string.as_bytes(), 2).is_ok());
+        let escaped_quote = format!("{{\"a\":\"\\\"{}\"}}", "{".repeat(10));
+        assert!(check_nesting(escaped_quote.as_bytes(), 2).is_ok());
+        assert!(check_nesting(b"[[[]]]", 3).is_ok());
+        assert!(matches!(
+            check_nesting(b"[[[[]]]]", 3),
+            Err(Error::NestingTooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn list_maps_are_keyed_by_index() {
+        let mut object = JsonMap::new();
+        object.insert("payload".into(), serde_json::json!(["a", "b"]));
+        let map = take_map(&mut object, "payload").unwrap();
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["0", "1"]);
+    }
+}
