@@ -32,13 +32,27 @@ pub(crate) struct DemoArgs {
 }
 
 fn options() -> LogOptions {
-    LogOptions { segment_bytes: 8 << 20, max_payload_bytes: 1 << 20, sync_policy: SyncPolicy::default(), ..LogOptions::default() }
+    LogOptions {
+        segment_bytes: 8 << 20,
+        max_payload_bytes: 1 << 20,
+        sync_policy: SyncPolicy::default(),
+        ..LogOptions::default()
+    }
 }
 
 /// A synthetic plain-format ESL event of about 370 bytes, deterministic in `n`.
 fn event(n: u64) -> Vec<u8> {
-    let names = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_BRIDGE", "CHANNEL_HANGUP_COMPLETE", "HEARTBEAT"];
-    let name = names.get((n % names.len() as u64) as usize).copied().unwrap_or("HEARTBEAT");
+    let names = [
+        "CHANNEL_CREATE",
+        "CHANNEL_ANSWER",
+        "CHANNEL_BRIDGE",
+        "CHANNEL_HANGUP_COMPLETE",
+        "HEARTBEAT",
+    ];
+    let name = names
+        .get((n % names.len() as u64) as usize)
+        .copied()
+        .unwrap_or("HEARTBEAT");
     format!(
         "Event-Name: {name}\nCore-UUID: 6d3c9a2e-1f0b-4c5d-9e8f-a1b2c3d4e5f6\nFreeSWITCH-Hostname: pbx-01\n\
          Event-Date-Timestamp: {}\nEvent-Sequence: {n}\nUnique-ID: {:08x}-0000-4000-8000-{:012x}\n\
@@ -59,7 +73,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     }
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
-        None => (std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())),
+            true,
+        ),
     };
     let result = demo(&dir, args);
     if temporary {
@@ -102,7 +119,8 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     log.close()?;
 
     // 2. A writer in a child process, killed mid-stream.
-    let exe = std::env::current_exe().context("cannot find this program to run the child writer")?;
+    let exe =
+        std::env::current_exe().context("cannot find this program to run the child writer")?;
     let mut child = Command::new(exe)
         .args(["demo", "--child-writer"])
         .arg(dir)
@@ -124,7 +142,11 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     child.kill().context("cannot kill the child writer")?;
     let _ = child.wait();
     let last_acked = acks.join().unwrap_or(0);
-    writeln!(out, "2. killed the child writer with SIGKILL after {} ms; last sequence it saw durable: {last_acked}", args.kill_after_ms)?;
+    writeln!(
+        out,
+        "2. killed the child writer with SIGKILL after {} ms; last sequence it saw durable: {last_acked}",
+        args.kill_after_ms
+    )?;
 
     // 3. Reopen: recovery.
     let started = Instant::now();
@@ -136,17 +158,28 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
         started.elapsed().as_secs_f64() * 1e3,
         report.clean_shutdown,
         report.scanned_bytes,
-        report.torn_tail.as_ref().map_or_else(|| "none".to_owned(), |t| format!("{} bytes cut at offset {}", t.bytes_dropped, t.offset)),
+        report.torn_tail.as_ref().map_or_else(
+            || "none".to_owned(),
+            |t| format!("{} bytes cut at offset {}", t.bytes_dropped, t.offset)
+        ),
         next
     )?;
     if next.0 <= last_acked {
-        bail!("acknowledged record {last_acked} was lost: the log ends at {}", next.0 - 1);
+        bail!(
+            "acknowledged record {last_acked} was lost: the log ends at {}",
+            next.0 - 1
+        );
     }
     let reader = log.reader();
-    if last_acked > 0 && reader.get(Seq(last_acked))?.as_deref() != Some(event(last_acked).as_slice()) {
+    if last_acked > 0
+        && reader.get(Seq(last_acked))?.as_deref() != Some(event(last_acked).as_slice())
+    {
         bail!("acknowledged record {last_acked} does not read back intact");
     }
-    writeln!(out, "   every acknowledged record is present (last acknowledged {last_acked} < next {next})")?;
+    writeln!(
+        out,
+        "   every acknowledged record is present (last acknowledged {last_acked} < next {next})"
+    )?;
 
     // 4. Read everything back, checking every frame.
     let started = Instant::now();
@@ -160,7 +193,12 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
         count += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    writeln!(out, "4. read back {count} records in {:.3} s ({:.0} records/s): contiguous, every checksum valid", elapsed, count as f64 / elapsed)?;
+    writeln!(
+        out,
+        "4. read back {count} records in {:.3} s ({:.0} records/s): contiguous, every checksum valid",
+        elapsed,
+        count as f64 / elapsed
+    )?;
 
     // 5. Retention: truncate the older half; numbering continues.
     let before = Seq(reader.first_seq().0 + count / 2);
@@ -175,7 +213,12 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     )?;
     log.close()?;
     let follower = Reader::open(dir, &options())?;
-    writeln!(out, "   a read-only reader sees sequences {}..{}", follower.first_seq(), follower.next_seq()?)?;
+    writeln!(
+        out,
+        "   a read-only reader sees sequences {}..{}",
+        follower.first_seq(),
+        follower.next_seq()?
+    )?;
     Ok(Outcome::Success)
 }
 

@@ -22,7 +22,8 @@ pub(crate) struct VerifyArgs {
 }
 
 fn open(dir: &PathBuf) -> anyhow::Result<Reader> {
-    Reader::open(dir, &LogOptions::default()).with_context(|| format!("cannot open the log in {}", dir.display()))
+    Reader::open(dir, &LogOptions::default())
+        .with_context(|| format!("cannot open the log in {}", dir.display()))
 }
 
 pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
@@ -31,7 +32,11 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
     let next = reader.next_seq()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "log        {}", args.dir.display())?;
-    writeln!(out, "records    {} (sequences {first}..{next})", next.0 - first.0)?;
+    writeln!(
+        out,
+        "records    {} (sequences {first}..{next})",
+        next.0 - first.0
+    )?;
     let segments = reader.segments();
     writeln!(out, "segments   {}", segments.len())?;
     for id in segments {

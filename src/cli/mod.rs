@@ -3,7 +3,11 @@
 //! This is the only module that prints, reads the environment or uses `anyhow`. Exit codes:
 //! 0 success, 1 a check found problems (`verify`), 2 an error (bad flags, I/O, corruption).
 //! A closed output pipe (for example `| head`) exits 0.
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI is the only module that prints")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is the only module that prints"
+)]
 
 mod demo;
 mod log;
@@ -71,11 +75,16 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ESL_REPLAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

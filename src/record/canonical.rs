@@ -235,10 +235,6 @@ pub(crate) fn write_php_float(out: &mut String, value: f64) {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use serde_json::json;
 

@@ -312,10 +312,6 @@ impl<'de> Visitor<'de> for JsonVisitor {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use serde_json::json;
     use time::macros::datetime;

@@ -134,10 +134,6 @@ fn equals(wanted: Option<&str>, actual: Option<&str>) -> bool {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use serde_json::{Value, json};
     use time::macros::datetime;

@@ -74,10 +74,6 @@ impl Default for ReadCursor {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use super::*;
 

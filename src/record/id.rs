@@ -77,10 +77,6 @@ impl TryFrom<String> for RecordId {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use super::*;
 

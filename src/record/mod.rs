@@ -447,10 +447,6 @@ pub(crate) fn check_value_depth(value: &Value, level: usize) -> Result<(), Error
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use serde_json::json;
     use time::macros::datetime;

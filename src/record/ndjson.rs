@@ -336,10 +336,6 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use super::*;
 

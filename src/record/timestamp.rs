@@ -224,10 +224,6 @@ fn push_padded(out: &mut String, value: u32, width: usize) {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "in tests a failed unwrap is a failed test"
-)]
 mod tests {
     use time::macros::datetime;
 
