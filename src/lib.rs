@@ -22,3 +22,4 @@
 pub mod cli;
 pub mod record;
 pub mod storage;
+pub mod store;

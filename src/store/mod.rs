@@ -1,0 +1,201 @@
+//! The artifact store: replay records on a durable backend behind one contract.
+//!
+//! [`ArtifactStore`] is the contract (reference semantics §2-3, decisions K4, C1, C5, C6,
+//! C8, C10). Two backends implement it: [`LogStore`] on the segment log (the product) and
+//! [`SqliteStore`] on SQLite with the reference schema (for migration and side-by-side
+//! benchmarks). One contract test suite runs unchanged against both.
+//!
+//! Sequences are assigned by the store: a write builds and validates the whole record before
+//! it consumes a sequence, so invalid input never leaves a gap.
+
+mod error;
+mod log_store;
+mod sqlite;
+mod tail;
+
+use std::path::Path;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
+
+pub use error::Error;
+pub use log_store::LogStore;
+pub use sqlite::SqliteStore;
+pub use tail::Tail;
+
+/// The store's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Summary figures of a store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Which backend holds the records (`"log"` or `"sqlite"`).
+    pub backend: &'static str,
+    /// Records currently readable.
+    pub records: u64,
+    /// The append sequence of the first readable record, if any.
+    pub first_sequence: Option<u64>,
+    /// The last append sequence ever assigned (0 for a new store); survives pruning (C1).
+    pub last_sequence: u64,
+    /// Bytes the backend occupies on disk.
+    pub bytes: u64,
+}
+
+/// The contract every artifact store backend keeps.
+pub trait ArtifactStore: Send {
+    /// Stores one captured artifact and returns its new id (§2.5). The store assigns the id
+    /// (a UUIDv4), `stored_at` (now, UTC), the next append sequence and the checksum.
+    ///
+    /// # Errors
+    ///
+    /// Invalid input ([`Error::Record`]) before any sequence is consumed; backend errors;
+    /// [`Error::ReadOnly`] on a read-only handle.
+    fn write(&mut self, envelope: Envelope) -> Result<RecordId> {
+        let mut ids = self.write_batch(vec![envelope])?;
+        ids.pop().ok_or(Error::EmptyBatch)
+    }
+
+    /// Stores artifacts in order, in one backend transaction or batch; all-or-nothing for
+    /// validation (every envelope is validated before anything is written).
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::write`].
+    fn write_batch(&mut self, envelopes: Vec<Envelope>) -> Result<Vec<RecordId>>;
+
+    /// Appends complete records as they are (import): ids, sequences, `stored_at`, checksums
+    /// and tags are kept. Sequences must be strictly increasing and above the last one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SequenceNotIncreasing`] naming the offending sequence; backend errors.
+    fn append_records(&mut self, records: &[Record]) -> Result<()>;
+
+    /// Up to `limit` records after the cursor's last consumed sequence that match
+    /// `criteria`, in append order (§2.2). A byte-offset hint in the cursor is advisory and
+    /// can never hide a record (C5).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] when `limit` is 0; damaged stored data, naming where.
+    fn read_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+    ) -> Result<Vec<Record>>;
+
+    /// The record with this id, found without scanning the store (§2.3).
+    ///
+    /// # Errors
+    ///
+    /// Damaged stored data; backend errors.
+    fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>>;
+
+    /// A cursor at the start of the stream (§2.4).
+    fn open_cursor(&self) -> ReadCursor {
+        ReadCursor::start()
+    }
+
+    /// Figures about the store.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn stats(&self) -> Result<StoreStats>;
+
+    /// Makes every stored record durable.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn sync(&mut self) -> Result<()>;
+
+    /// Blocks until a record with an append sequence above `after` exists or `timeout`
+    /// passes; returns whether one exists. The basis of live tail.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool>;
+}
+
+/// Which backend a path selects: a path ending in `.sqlite` or `.db` is a SQLite database
+/// file; anything else is a segment-log store directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The segment log.
+    Log,
+    /// SQLite with the reference schema.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a path selects.
+    #[must_use]
+    pub fn for_path(path: &Path) -> Backend {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("sqlite" | "db") => Backend::Sqlite,
+            _ => Backend::Log,
+        }
+    }
+}
+
+/// Opens the store at `path` for writing (creating it if needed), choosing the backend by
+/// the path ([`Backend::for_path`]) unless one is given.
+///
+/// # Errors
+///
+/// Backend errors, including [`Error::Storage`] when another writer holds a log store.
+pub fn open(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactStore>> {
+    Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
+        Backend::Log => Box::new(LogStore::open(path)?),
+        Backend::Sqlite => Box::new(SqliteStore::open(path)?),
+    })
+}
+
+/// Opens the store at `path` read-only: no writer lock is taken, and a writer may be
+/// appending in this or another process (C6).
+///
+/// # Errors
+///
+/// Backend errors; a missing store.
+pub fn open_read_only(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactStore>> {
+    Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
+        Backend::Log => Box::new(LogStore::open_read_only(path)?),
+        Backend::Sqlite => Box::new(SqliteStore::open_read_only(path)?),
+    })
+}
+
+/// Builds the records for a batch of envelopes: validates everything first, then assigns
+/// ids, `stored_at` and consecutive sequences after `last`.
+pub(crate) fn build_records(
+    envelopes: Vec<Envelope>,
+    last: u64,
+    now: OffsetDateTime,
+) -> Result<Vec<Record>> {
+    envelopes
+        .into_iter()
+        .zip(last + 1..)
+        .map(|(envelope, sequence)| {
+            Ok(Record::from_envelope(
+                envelope,
+                RecordId::generate(),
+                now,
+                sequence,
+            )?)
+        })
+        .collect()
+}
+
+/// Checks the `limit` argument of a read (§2.2).
+pub(crate) fn check_limit(limit: usize) -> Result<()> {
+    if limit == 0 {
+        Err(Error::InvalidLimit)
+    } else {
+        Ok(())
+    }
+}

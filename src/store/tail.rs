@@ -1,0 +1,85 @@
+//! Live tail over any store: a blocking iterator of records as they are appended.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{ArtifactStore, Result};
+use crate::record::{Criteria, ReadCursor, Record};
+
+/// Records after a cursor, waiting for new ones at the end; filtered by criteria.
+///
+/// It reads unfiltered pages and filters itself, so its cursor advances past records that do
+/// not match and the wait never spins on them.
+#[derive(Debug)]
+pub struct Tail<'a, S: ArtifactStore + ?Sized> {
+    store: &'a S,
+    cursor: ReadCursor,
+    criteria: Criteria,
+    pending: VecDeque<Record>,
+    wait: Duration,
+}
+
+impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
+    /// Follows `store` from `cursor`, yielding records that match `criteria`.
+    pub fn new(store: &'a S, cursor: ReadCursor, criteria: Criteria) -> Self {
+        Tail {
+            store,
+            cursor,
+            criteria,
+            pending: VecDeque::new(),
+            wait: Duration::from_millis(500),
+        }
+    }
+
+    /// The cursor after the last record yielded or skipped.
+    #[must_use]
+    pub fn cursor(&self) -> &ReadCursor {
+        &self.cursor
+    }
+
+    /// The next matching record, waiting at most `timeout` for one; `None` on timeout.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub fn next_within(&mut self, timeout: Duration) -> Result<Option<Record>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            while let Some(record) = self.pending.pop_front() {
+                self.cursor = self.cursor.advance(record.append_sequence(), None)?;
+                if self.criteria.matches(&record) {
+                    return Ok(Some(record));
+                }
+            }
+            let page = self
+                .store
+                .read_from_cursor(&self.cursor, 500, &Criteria::any())?;
+            if page.is_empty() {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                self.store.wait_for_records(
+                    self.cursor.last_consumed_sequence(),
+                    (deadline - now).min(self.wait),
+                )?;
+            }
+            self.pending.extend(page);
+        }
+    }
+}
+
+impl<S: ArtifactStore + ?Sized> Iterator for Tail<'_, S> {
+    type Item = Result<Record>;
+
+    /// Blocks until the next matching record exists.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_within(Duration::from_secs(3600)) {
+                Ok(Some(record)) => return Some(Ok(record)),
+                Ok(None) => {}
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+}
