@@ -9,6 +9,7 @@
 //! it consumes a sequence, so invalid input never leaves a gap.
 
 mod error;
+mod ids;
 mod log_store;
 mod sqlite;
 mod tail;

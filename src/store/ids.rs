@@ -1,0 +1,420 @@
+//! The id index and capture-time ranges of a log store, per segment.
+//!
+//! Every record's id is hashed (FNV-1a, 64 bits) and kept with its log sequence: for the
+//! active segment in a hash map that the writer extends as it writes (followers extend it by
+//! scanning), and for each sealed segment in a sorted array persisted beside the log as
+//! `ids/{base:020}.ids`, loaded on first use and rebuilt by scanning when missing or damaged.
+//! Each segment also keeps the range of its records' capture times (truncated to
+//! milliseconds, as criteria compare them) so time-window reads can skip whole segments.
+//!
+//! `.ids` layout (little-endian): magic `\x89ESLIDS\n` (8), version u16, reserved u16 and
+//! u32 (zero), base u64, end u64 (exclusive log sequence), min and max capture ms i64,
+//! count u64, then `count` pairs of (hash u64, log sequence u64) sorted, then a CRC-32 of
+//! everything before it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Error, Result};
+use crate::record::Record;
+use crate::storage::{Reader, Seq};
+
+const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 56;
+
+/// The 64-bit FNV-1a hash of an id; stable across builds, so it can live on disk.
+pub(crate) fn hash_id(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A record's capture instant in milliseconds, as criteria compare it.
+pub(crate) fn capture_ms(record: &Record) -> i64 {
+    i64::try_from(
+        record
+            .capture_timestamp()
+            .unix_timestamp_nanos()
+            .div_euclid(1_000_000),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+/// The index of one sealed segment.
+#[derive(Debug)]
+pub(crate) struct SegmentIds {
+    pub(crate) base: u64,
+    pub(crate) end: u64,
+    pub(crate) min_ms: i64,
+    pub(crate) max_ms: i64,
+    pairs: Vec<(u64, u64)>,
+}
+
+impl SegmentIds {
+    fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
+        let from = self.pairs.partition_point(|p| p.0 < hash);
+        out.extend(
+            self.pairs
+                .iter()
+                .skip(from)
+                .take_while(|p| p.0 == hash)
+                .map(|p| p.1),
+        );
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.pairs.len() * 16 + 4);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&self.base.to_le_bytes());
+        out.extend_from_slice(&self.end.to_le_bytes());
+        out.extend_from_slice(&self.min_ms.to_le_bytes());
+        out.extend_from_slice(&self.max_ms.to_le_bytes());
+        out.extend_from_slice(&(self.pairs.len() as u64).to_le_bytes());
+        for (hash, seq) in &self.pairs {
+            out.extend_from_slice(&hash.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8], base: u64, end: u64) -> Option<SegmentIds> {
+        let u64_at = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?)
+            || body.get(..8)? != MAGIC
+        {
+            return None;
+        }
+        let version = u16::from_le_bytes(body.get(8..10)?.try_into().ok()?);
+        let count = usize::try_from(u64_at(48)?).ok()?;
+        if version != VERSION
+            || u64_at(16)? != base
+            || u64_at(24)? != end
+            || body.len() != HEADER_LEN + count * 16
+        {
+            return None;
+        }
+        let pairs = body
+            .get(HEADER_LEN..)?
+            .chunks_exact(16)
+            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
+            .collect();
+        Some(SegmentIds {
+            base,
+            end,
+            min_ms: u64_at(32)? as i64,
+            max_ms: u64_at(40)? as i64,
+            pairs,
+        })
+    }
+}
+
+fn u64_at_slice(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// The index of the segment being filled.
+#[derive(Debug)]
+struct Building {
+    base: u64,
+    /// Every record below this log sequence is in `map`.
+    until: u64,
+    map: HashMap<u64, u64>,
+    collisions: Vec<(u64, u64)>,
+    min_ms: i64,
+    max_ms: i64,
+}
+
+impl Building {
+    fn new(base: u64) -> Building {
+        Building {
+            base,
+            until: base,
+            map: HashMap::new(),
+            collisions: Vec::new(),
+            min_ms: i64::MAX,
+            max_ms: i64::MIN,
+        }
+    }
+
+    fn add(&mut self, seq: u64, hash: u64, ms: i64) {
+        if let Some(previous) = self.map.insert(hash, seq) {
+            self.collisions.push((hash, previous));
+        }
+        self.min_ms = self.min_ms.min(ms);
+        self.max_ms = self.max_ms.max(ms);
+        self.until = self.until.max(seq + 1);
+    }
+
+    fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
+        out.extend(self.map.get(&hash));
+        out.extend(self.collisions.iter().filter(|p| p.0 == hash).map(|p| p.1));
+    }
+
+    fn seal(self, end: u64) -> SegmentIds {
+        let mut pairs: Vec<(u64, u64)> = self.map.into_iter().chain(self.collisions).collect();
+        pairs.sort_unstable();
+        SegmentIds {
+            base: self.base,
+            end,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            pairs,
+        }
+    }
+}
+
+/// Id index and time ranges of every segment of one store.
+#[derive(Debug)]
+pub(crate) struct IdIndex {
+    dir: PathBuf,
+    /// Whether this handle may write `.ids` files (the writer).
+    persist: bool,
+    sealed: BTreeMap<u64, Arc<SegmentIds>>,
+    building: Option<Building>,
+}
+
+impl IdIndex {
+    pub(crate) fn new(dir: PathBuf, persist: bool) -> IdIndex {
+        IdIndex {
+            dir,
+            persist,
+            sealed: BTreeMap::new(),
+            building: None,
+        }
+    }
+
+    fn path(&self, base: u64) -> PathBuf {
+        self.dir.join(format!("{base:020}.ids"))
+    }
+
+    /// Notes records the writer just appended (log sequence, hash, capture ms), which must
+    /// directly follow what the index has seen.
+    pub(crate) fn written(&mut self, reader: &Reader, entries: &[(u64, u64, i64)]) -> Result<()> {
+        self.catch_up_to(reader, entries.first().map_or(0, |e| e.0))?;
+        let segments = reader.segments();
+        for &(seq, hash, ms) in entries {
+            let base = segments
+                .iter()
+                .rev()
+                .map(|s| s.0)
+                .find(|b| *b <= seq)
+                .unwrap_or(seq);
+            self.roll_to(base)?;
+            if let Some(building) = self.building.as_mut() {
+                building.add(seq, hash, ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the segment being built when `base` starts a later one.
+    fn roll_to(&mut self, base: u64) -> Result<()> {
+        match self.building.take() {
+            Some(building) if building.base < base => {
+                let sealed = building.seal(base);
+                self.store(sealed)?;
+                self.building = Some(Building::new(base));
+            }
+            Some(building) => self.building = Some(building),
+            None => self.building = Some(Building::new(base)),
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, ids: SegmentIds) -> Result<()> {
+        if self.persist {
+            std::fs::create_dir_all(&self.dir).map_err(|source| Error::Io {
+                op: "create",
+                path: self.dir.clone(),
+                source,
+            })?;
+            crate::storage::write_atomic(&self.path(ids.base), &ids.encode())?;
+        }
+        self.sealed.insert(ids.base, Arc::new(ids));
+        Ok(())
+    }
+
+    /// Indexes records below `until` (or the log's end if 0) that the index has not seen.
+    fn catch_up_to(&mut self, reader: &Reader, until: u64) -> Result<()> {
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        let Some(&active) = segments.last() else {
+            return Ok(());
+        };
+        let until = if until == 0 {
+            reader.next_seq()?.0
+        } else {
+            until
+        };
+        if self
+            .building
+            .as_ref()
+            .is_some_and(|b| b.base < active && segments.binary_search(&b.base).is_err())
+        {
+            self.building = None; // its segment was truncated away
+        }
+        let mut from = match &self.building {
+            Some(building) => building.until,
+            None => active,
+        };
+        if self.building.is_none() {
+            self.building = Some(Building::new(active));
+        }
+        if from >= until {
+            return Ok(());
+        }
+        let mut cursor = reader.cursor(Seq(from))?;
+        while from < until {
+            let Some(found) = cursor.next()? else { break };
+            let record = Record::decode(found.payload).map_err(|source| Error::CorruptRecord {
+                sequence: found.seq.0,
+                source,
+            })?;
+            let base = segments
+                .iter()
+                .rev()
+                .copied()
+                .find(|b| *b <= found.seq.0)
+                .unwrap_or(active);
+            self.roll_to(base)?;
+            if let Some(building) = self.building.as_mut() {
+                building.add(
+                    found.seq.0,
+                    hash_id(record.id().as_str()),
+                    capture_ms(&record),
+                );
+            }
+            from = found.seq.0 + 1;
+        }
+        Ok(())
+    }
+
+    /// The index of a sealed segment `[base, end)`: cached, loaded, or rebuilt by scanning.
+    fn sealed_ids(&mut self, reader: &Reader, base: u64, end: u64) -> Result<Arc<SegmentIds>> {
+        if let Some(ids) = self.sealed.get(&base) {
+            return Ok(ids.clone());
+        }
+        if let Some(ids) = std::fs::read(self.path(base))
+            .ok()
+            .and_then(|b| SegmentIds::decode(&b, base, end))
+        {
+            let ids = Arc::new(ids);
+            self.sealed.insert(base, ids.clone());
+            return Ok(ids);
+        }
+        let mut building = Building::new(base);
+        let mut cursor = reader.cursor(Seq(base))?;
+        while let Some(found) = cursor.next()? {
+            if found.seq.0 >= end {
+                break;
+            }
+            let record = Record::decode(found.payload).map_err(|source| Error::CorruptRecord {
+                sequence: found.seq.0,
+                source,
+            })?;
+            building.add(
+                found.seq.0,
+                hash_id(record.id().as_str()),
+                capture_ms(&record),
+            );
+        }
+        self.store(building.seal(end))?;
+        self.sealed.get(&base).cloned().ok_or(Error::EmptyBatch)
+    }
+
+    /// Log sequences whose record id may hash like `id`, newest segment first.
+    pub(crate) fn candidates(&mut self, reader: &Reader, id: &str) -> Result<Vec<u64>> {
+        self.catch_up_to(reader, 0)?;
+        let hash = hash_id(id);
+        let mut out = Vec::new();
+        if let Some(building) = &self.building {
+            building.candidates(hash, &mut out);
+        }
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        for pair in segments.windows(2).rev() {
+            if let [base, end] = *pair {
+                self.sealed_ids(reader, base, end)?
+                    .candidates(hash, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`.
+    pub(crate) fn may_overlap(
+        &mut self,
+        reader: &Reader,
+        base: u64,
+        end: u64,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let ids = self.sealed_ids(reader, base, end)?;
+        Ok(ids.pairs.is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
+    }
+
+    /// Forgets (and, for the writer, deletes) the index files of segments no longer in the log.
+    pub(crate) fn forget_below(&mut self, first_base: u64) {
+        let doomed: Vec<u64> = self.sealed.range(..first_base).map(|(b, _)| *b).collect();
+        for base in doomed {
+            self.sealed.remove(&base);
+        }
+        if self.persist
+            && let Ok(entries) = std::fs::read_dir(&self.dir)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let base = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".ids"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                if base.is_some_and(|b| b < first_base) {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a rebuildable cache file; losing the removal is harmless"
+                    )]
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_file_round_trips_and_rejects_damage() {
+        let mut building = Building::new(10);
+        building.add(10, hash_id("a"), 5);
+        building.add(11, hash_id("b"), 7);
+        building.add(12, hash_id("a"), 6);
+        let ids = building.seal(13);
+        let bytes = ids.encode();
+        let back = SegmentIds::decode(&bytes, 10, 13).unwrap();
+        let mut out = Vec::new();
+        back.candidates(hash_id("a"), &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![10, 12]);
+        assert_eq!((back.min_ms, back.max_ms), (5, 7));
+        assert!(SegmentIds::decode(&bytes, 10, 14).is_none());
+        let mut damaged = bytes.clone();
+        damaged[60] ^= 1;
+        assert!(SegmentIds::decode(&damaged, 10, 13).is_none());
+    }
+}
