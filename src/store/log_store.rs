@@ -221,11 +221,11 @@ impl LogStore {
 
     fn append(&mut self, records: &[Record]) -> Result<()> {
         let mut last = self.last_sequence()?;
-        let mut next_log = self.reader.next_seq()?.0;
+        let first_log = self.reader.next_seq()?.0;
         let mut new_runs = self.runs.read().clone();
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(records.len(), Vec::new);
-        for (record, buffer) in records.iter().zip(encoded.iter_mut()) {
+        for (next_log, (record, buffer)) in (first_log..).zip(records.iter().zip(encoded.iter_mut())) {
             let sequence = record.append_sequence();
             if sequence <= last {
                 self.encoded = encoded;
@@ -240,7 +240,6 @@ impl LogStore {
             buffer.clear();
             record.encode_into(buffer)?;
             last = sequence;
-            next_log += 1;
         }
         let result = self.append_encoded(records, &encoded, new_runs);
         self.encoded = encoded;
