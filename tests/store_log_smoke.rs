@@ -15,7 +15,7 @@ fn envelope(i: u64) -> Envelope {
     payload.insert("pad".into(), "x".repeat(300).into());
     Envelope {
         artifact_version: "1".into(),
-        artifact_name: if i % 2 == 0 {
+        artifact_name: if i.is_multiple_of(2) {
             "event.raw".into()
         } else {
             "api.dispatch".into()
@@ -87,7 +87,9 @@ fn log_store_round_trip() {
     let sequences: Vec<u64> = hits.iter().map(Record::append_sequence).collect();
     assert_eq!(
         sequences,
-        (601..=602).filter(|s| s % 2 == 1).collect::<Vec<_>>()
+        (601..=602)
+            .filter(|s| !s.is_multiple_of(2))
+            .collect::<Vec<_>>()
     );
     store.close().unwrap();
 

@@ -225,7 +225,9 @@ impl LogStore {
         let mut new_runs = self.runs.read().clone();
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(records.len(), Vec::new);
-        for (next_log, (record, buffer)) in (first_log..).zip(records.iter().zip(encoded.iter_mut())) {
+        for (next_log, (record, buffer)) in
+            (first_log..).zip(records.iter().zip(encoded.iter_mut()))
+        {
             let sequence = record.append_sequence();
             if sequence <= last {
                 self.encoded = encoded;
