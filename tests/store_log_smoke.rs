@@ -85,12 +85,7 @@ fn log_store_round_trip() {
         .read_from_cursor(&ReadCursor::start(), 1000, &window)
         .unwrap();
     let sequences: Vec<u64> = hits.iter().map(Record::append_sequence).collect();
-    assert_eq!(
-        sequences,
-        (601..=602)
-            .filter(|s| !s.is_multiple_of(2))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(sequences, vec![601u64]);
     store.close().unwrap();
 
     let reopened = LogStore::open_with(&root, small()).unwrap();
