@@ -11,6 +11,7 @@
 
 mod demo;
 mod log;
+mod store;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -33,6 +34,34 @@ struct Cli {
 enum Command {
     /// Demonstrate the storage engine: append, crash, recover, read back, truncate.
     Demo(demo::DemoArgs),
+    /// Import a reference `artifacts.ndjson` file into a store.
+    Import(store::ImportArgs),
+    /// Export a store (or part of it) as reference NDJSON.
+    Export(store::ExportArgs),
+    /// Read records after a sequence, filtered by criteria.
+    Read(store::ReadArgs),
+    /// Print one record by id.
+    Get(store::GetArgs),
+    /// Print the newest records; with -f, keep printing new ones as they are appended.
+    Tail(store::TailArgs),
+    /// Show a store's records, sequences, bytes, capture-time range and artifact counts.
+    #[command(alias = "inspect")]
+    Stats(store::StatsArgs),
+    /// Check every frame and every record checksum of a store; exit 1 if any is damaged.
+    Verify(VerifyArgs),
+    /// Tools for a raw segment log directory.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    store: store::StoreArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
     /// Show a log's segments, sequences and sizes.
     Inspect(log::InspectArgs),
     /// Check every frame of a log; exit 1 if any is damaged.
@@ -52,8 +81,19 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Inspect(args) => log::inspect(&args),
-        Command::Verify(args) => log::verify(&args),
+        Command::Import(args) => store::import(&args),
+        Command::Export(args) => store::export(&args),
+        Command::Read(args) => store::read(&args),
+        Command::Get(args) => store::get(&args),
+        Command::Tail(args) => store::tail(&args),
+        Command::Stats(args) => store::stats(&args),
+        Command::Verify(args) => match store::verify_store(&args.store) {
+            Ok(0) => Ok(Outcome::Success),
+            Ok(_) => Ok(Outcome::ProblemsFound),
+            Err(error) => Err(error),
+        },
+        Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
+        Command::Log(LogCommand::Verify(args)) => log::verify(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -268,9 +268,10 @@ impl LogStore {
         self.ids.lock().written(&self.reader, &entries)
     }
 
-    fn decode(found: crate::storage::RecordRef<'_>) -> Result<Record> {
+    /// Decodes a frame's record; an error names the append sequence the record should have.
+    fn decode(&self, found: crate::storage::RecordRef<'_>) -> Result<Record> {
         Record::decode(found.payload).map_err(|source| Error::CorruptRecord {
-            sequence: found.seq.0,
+            sequence: self.runs.read().append_seq(found.seq.0),
             source,
         })
     }
@@ -385,7 +386,7 @@ impl ArtifactStore for LogStore {
             let Some(found) = log_cursor.next()? else {
                 break;
             };
-            let record = LogStore::decode(found)?;
+            let record = self.decode(found)?;
             if record.append_sequence() > after && criteria.matches(&record) {
                 out.push(record);
             }
@@ -398,7 +399,7 @@ impl ArtifactStore for LogStore {
         for seq in candidates {
             let mut cursor = self.reader.cursor(Seq(seq))?;
             if let Some(found) = cursor.next()?.filter(|f| f.seq.0 == seq) {
-                let record = LogStore::decode(found)?;
+                let record = self.decode(found)?;
                 if record.id() == id {
                     return Ok(Some(record));
                 }
@@ -412,7 +413,7 @@ impl ArtifactStore for LogStore {
         let first_log = self.reader.first_seq().0;
         let next_log = self.reader.next_seq()?.0;
         let first_sequence = match self.reader.cursor(Seq(first_log))?.next()? {
-            Some(found) => Some(LogStore::decode(found)?.append_sequence()),
+            Some(found) => Some(self.decode(found)?.append_sequence()),
             None => None,
         };
         let mut bytes = 0;

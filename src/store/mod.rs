@@ -10,6 +10,7 @@
 
 mod error;
 mod ids;
+pub mod interchange;
 mod log_store;
 mod sqlite;
 mod tail;

@@ -1,0 +1,504 @@
+//! Store commands: `import`, `export`, `read`, `get`, `tail`, `stats`, and `verify` of stores.
+
+use std::io::{BufReader, IsTerminal as _, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Outcome;
+use crate::record::{Criteria, CriteriaFields, ReadCursor, Record, RecordId, ndjson, timestamp};
+use crate::store::{self, ArtifactStore, Backend, LogStore, Tail, interchange};
+
+/// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArg {
+    /// The store: a directory (segment log) or a `.sqlite`/`.db` file.
+    #[arg(long, short = 's', env = "ESL_REPLAY_STORE")]
+    pub(crate) store: PathBuf,
+    /// Force the SQLite backend whatever the path's extension.
+    #[arg(long)]
+    pub(crate) sqlite: bool,
+}
+
+impl StoreArg {
+    fn backend(&self) -> Option<Backend> {
+        self.sqlite.then_some(Backend::Sqlite)
+    }
+
+    pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
+        store::open_read_only(&self.store, self.backend()).with_context(|| {
+            format!(
+                "cannot open the store {} for reading (does it exist?)",
+                self.store.display()
+            )
+        })
+    }
+
+    pub(crate) fn open_write(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
+        store::open(&self.store, self.backend())
+            .with_context(|| format!("cannot open the store {} for writing", self.store.display()))
+    }
+}
+
+/// The bounded read criteria, shared by every command that reads.
+#[derive(Debug, Args, Default)]
+pub(crate) struct CriteriaArgs {
+    /// Only this artifact name (e.g. event.raw).
+    #[arg(long)]
+    artifact_name: Option<String>,
+    /// Only this background job UUID.
+    #[arg(long)]
+    job_uuid: Option<String>,
+    /// Only this replay session id (correlation ids, then runtime flags).
+    #[arg(long)]
+    replay_session_id: Option<String>,
+    /// Only this PBX node slug (runtime flags).
+    #[arg(long)]
+    pbx_node_slug: Option<String>,
+    /// Only this worker session id (runtime flags).
+    #[arg(long)]
+    worker_session_id: Option<String>,
+    /// Only this session id.
+    #[arg(long)]
+    session_id: Option<String>,
+    /// Only this connection generation.
+    #[arg(long)]
+    connection_generation: Option<String>,
+    /// Only records captured at or after this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    captured_from: Option<time::OffsetDateTime>,
+    /// Only records captured at or before this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    captured_until: Option<time::OffsetDateTime>,
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
+    timestamp::parse(text).map_err(|e| e.to_string())
+}
+
+impl CriteriaArgs {
+    pub(crate) fn criteria(&self) -> anyhow::Result<Criteria> {
+        Criteria::new(CriteriaFields {
+            captured_from: self.captured_from,
+            captured_until: self.captured_until,
+            artifact_name: self.artifact_name.clone(),
+            job_uuid: self.job_uuid.clone(),
+            replay_session_id: self.replay_session_id.clone(),
+            pbx_node_slug: self.pbx_node_slug.clone(),
+            worker_session_id: self.worker_session_id.clone(),
+            session_id: self.session_id.clone(),
+            connection_generation: self.connection_generation.clone(),
+        })
+        .context("invalid criteria")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// One reference NDJSON line per record.
+    #[default]
+    Ndjson,
+    /// A JSON array of records (reference layout).
+    Json,
+    /// A table for people.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The reference NDJSON file (`-` for standard input).
+    file: PathBuf,
+    /// Skip malformed lines, reporting each, instead of failing on the first.
+    #[arg(long)]
+    skip_malformed: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Write here instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Only records after this append sequence.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    #[command(flatten)]
+    criteria: CriteriaArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Only records after this append sequence (the cursor's last consumed sequence).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// At most this many records (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    #[command(flatten)]
+    criteria: CriteriaArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The record id.
+    id: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Keep waiting for new records (like `tail -f`).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Start after this append sequence (default: show the last 10 records first).
+    #[arg(long)]
+    after: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    #[command(flatten)]
+    criteria: CriteriaArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match total {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::new_spinner(),
+    };
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let template = if total.is_some() {
+            "{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})"
+        } else {
+            "{msg} {pos} ({per_sec})"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
+    let mut store = args.store.open_write()?;
+    let bar = progress(None, "importing");
+    let options = interchange::ImportOptions {
+        skip_malformed: args.skip_malformed,
+        ..interchange::ImportOptions::default()
+    };
+    let mut on_progress = |n: u64| bar.set_position(n);
+    let report = if args.file == Path::new("-") {
+        interchange::import(
+            store.as_mut(),
+            std::io::stdin().lock(),
+            options,
+            &mut on_progress,
+        )
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        interchange::import(
+            store.as_mut(),
+            BufReader::new(file),
+            options,
+            &mut on_progress,
+        )
+    };
+    bar.finish_and_clear();
+    let report = report.with_context(|| {
+        format!(
+            "import of {} failed (fix the line, or pass --skip-malformed to skip bad lines)",
+            args.file.display()
+        )
+    })?;
+    store.sync()?;
+    let mut err = std::io::stderr().lock();
+    for (line, reason) in &report.skipped {
+        writeln!(err, "skipped line {line}: {reason}")?;
+    }
+    let range = report
+        .sequences
+        .map_or_else(String::new, |(a, b)| format!(", sequences {a}..={b}"));
+    writeln!(
+        err,
+        "imported {} records{range}; skipped {} malformed lines",
+        report.imported,
+        report.skipped.len()
+    )?;
+    Ok(Outcome::Success)
+}
+
+pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let store = args.store.open_read()?;
+    let criteria = args.criteria.criteria()?;
+    let bar = progress(Some(store.stats()?.records), "exporting");
+    let mut on_progress = |n: u64| bar.set_position(n);
+    let written = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            interchange::export(
+                store.as_ref(),
+                std::io::BufWriter::new(file),
+                args.after,
+                &criteria,
+                &mut on_progress,
+            )?
+        }
+        None => interchange::export(
+            store.as_ref(),
+            std::io::stdout().lock(),
+            args.after,
+            &criteria,
+            &mut on_progress,
+        )?,
+    };
+    bar.finish_and_clear();
+    if args.output.is_some() {
+        eprintln!("exported {written} records");
+    }
+    Ok(Outcome::Success)
+}
+
+/// Prints records in a format; `json` collects them into one array.
+struct Printer<W: Write> {
+    out: W,
+    format: Format,
+    first: bool,
+}
+
+impl<W: Write> Printer<W> {
+    fn new(out: W, format: Format) -> anyhow::Result<Printer<W>> {
+        let mut printer = Printer {
+            out,
+            format,
+            first: true,
+        };
+        if format == Format::Table {
+            writeln!(
+                printer.out,
+                "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  id",
+                "sequence", "captured", "artifact", "event", "job"
+            )?;
+        }
+        Ok(printer)
+    }
+
+    fn print(&mut self, record: &Record) -> anyhow::Result<()> {
+        match self.format {
+            Format::Ndjson => writeln!(self.out, "{}", ndjson::to_ndjson_line(record))?,
+            Format::Json => {
+                let open = if self.first { "[" } else { "," };
+                writeln!(self.out, "{open}{}", ndjson::to_ndjson_line(record))?;
+            }
+            Format::Table => writeln!(
+                self.out,
+                "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  {}",
+                record.append_sequence(),
+                timestamp::to_reference_text(record.capture_timestamp()),
+                record.artifact_name(),
+                record.event_name().unwrap_or("-"),
+                record.job_uuid().unwrap_or("-"),
+                record.id()
+            )?,
+        }
+        self.first = false;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if self.format == Format::Json {
+            writeln!(self.out, "{}", if self.first { "[]" } else { "]" })?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn read(args: &ReadArgs) -> anyhow::Result<Outcome> {
+    let store = args.store.open_read()?;
+    let criteria = args.criteria.criteria()?;
+    let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
+    let records = store.read_from_cursor(&ReadCursor::new(args.after, None), limit, &criteria)?;
+    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    for record in &records {
+        printer.print(record)?;
+    }
+    printer.finish()?;
+    Ok(Outcome::Success)
+}
+
+pub(crate) fn get(args: &GetArgs) -> anyhow::Result<Outcome> {
+    let store = args.store.open_read()?;
+    let id = RecordId::new(args.id.clone()).context("invalid record id")?;
+    let Some(record) = store.read_by_id(&id)? else {
+        bail!(
+            "no record with id {} in {}",
+            args.id,
+            args.store.store.display()
+        );
+    };
+    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    printer.print(&record)?;
+    printer.finish()?;
+    Ok(Outcome::Success)
+}
+
+pub(crate) fn tail(args: &TailArgs) -> anyhow::Result<Outcome> {
+    let store = args.store.open_read()?;
+    let criteria = args.criteria.criteria()?;
+    let after = match args.after {
+        Some(after) => after,
+        None => store.stats()?.last_sequence.saturating_sub(10),
+    };
+    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    let mut tail = Tail::new(store.as_ref(), ReadCursor::new(after, None), criteria);
+    loop {
+        let wait = if args.follow {
+            Duration::from_secs(3600)
+        } else {
+            Duration::ZERO
+        };
+        match tail.next_within(wait)? {
+            Some(record) => printer.print(&record)?,
+            None if args.follow => {}
+            None => break,
+        }
+    }
+    printer.finish()?;
+    Ok(Outcome::Success)
+}
+
+pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
+    let store = args.store.open_read()?;
+    let stats = store.stats()?;
+    let mut per_artifact = std::collections::BTreeMap::<String, u64>::new();
+    let (mut first_capture, mut last_capture) = (None, None);
+    let bar = progress(Some(stats.records), "scanning");
+    let mut cursor = ReadCursor::start();
+    let mut seen = 0;
+    loop {
+        let page = store.read_from_cursor(&cursor, 1000, &Criteria::any())?;
+        let Some(last) = page.last() else { break };
+        cursor = cursor.advance(last.append_sequence(), None)?;
+        for record in &page {
+            *per_artifact
+                .entry(record.artifact_name().to_owned())
+                .or_default() += 1;
+            let at = *record.capture_timestamp();
+            first_capture = Some(first_capture.map_or(at, |f: time::OffsetDateTime| f.min(at)));
+            last_capture = Some(last_capture.map_or(at, |l: time::OffsetDateTime| l.max(at)));
+        }
+        seen += page.len() as u64;
+        bar.set_position(seen);
+    }
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "store       {} ({})",
+        args.store.store.display(),
+        stats.backend
+    )?;
+    writeln!(out, "records     {}", stats.records)?;
+    match stats.first_sequence {
+        Some(first) => writeln!(out, "sequences   {first}..={}", stats.last_sequence)?,
+        None => writeln!(
+            out,
+            "sequences   none (last assigned {})",
+            stats.last_sequence
+        )?,
+    }
+    writeln!(out, "bytes       {}", stats.bytes)?;
+    if let (Some(first), Some(last)) = (first_capture, last_capture) {
+        writeln!(
+            out,
+            "captured    {} .. {}",
+            timestamp::to_reference_text(&first),
+            timestamp::to_reference_text(&last)
+        )?;
+    }
+    if !args.store.sqlite && Backend::for_path(&args.store.store) == Backend::Log {
+        let store = LogStore::open_read_only(&args.store.store)?;
+        writeln!(out, "segments    {}", store.log_reader().segments().len())?;
+    }
+    writeln!(out, "artifacts")?;
+    for (name, count) in per_artifact {
+        writeln!(out, "  {count:>10}  {name}")?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Verifies a store: every frame's CRC (log backend) and every record's checksum; reports
+/// each problem with its sequence and id. Returns the number of problems.
+pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
+    let store = arg.open_read()?;
+    let total = store.stats()?.records;
+    let bar = progress(Some(total), "verifying");
+    let mut problems = 0u64;
+    let mut checked = 0u64;
+    let mut cursor = ReadCursor::start();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let page = match store.read_from_cursor(&cursor, 1000, &Criteria::any()) {
+            Ok(page) => page,
+            Err(store::Error::CorruptRecord { sequence, source }) => {
+                problems += 1;
+                writeln!(out, "sequence {sequence}: record does not decode: {source}")?;
+                cursor = ReadCursor::new(sequence.max(cursor.last_consumed_sequence() + 1), None);
+                continue;
+            }
+            Err(store::Error::Storage(error)) if error.is_corruption() => {
+                problems += 1;
+                writeln!(out, "damaged frame: {error}")?;
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let Some(last) = page.last() else { break };
+        cursor = cursor.advance(last.append_sequence(), None)?;
+        for record in &page {
+            if !record.verify_checksum() {
+                problems += 1;
+                writeln!(
+                    out,
+                    "sequence {} id {}: checksum mismatch (stored {})",
+                    record.append_sequence(),
+                    record.id(),
+                    record.checksum()
+                )?;
+            }
+        }
+        checked += page.len() as u64;
+        bar.set_position(checked);
+    }
+    bar.finish_and_clear();
+    writeln!(out, "checked {checked} records: {problems} problems")?;
+    Ok(problems)
+}
