@@ -9,6 +9,7 @@
     reason = "the CLI is the only module that prints"
 )]
 
+mod bench;
 mod demo;
 mod log;
 mod store;
@@ -49,6 +50,9 @@ enum Command {
     Stats(store::StatsArgs),
     /// Check every frame and every record checksum of a store; exit 1 if any is damaged.
     Verify(VerifyArgs),
+    /// Benchmarks that compare engines on the same data.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Tools for a raw segment log directory.
     #[command(subcommand)]
     Log(LogCommand),
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
             Ok(_) => Ok(Outcome::ProblemsFound),
             Err(error) => Err(error),
         },
+        Command::Bench(command) => bench::run(&command),
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
     };

@@ -8,6 +8,7 @@
 //! Sequences are assigned by the store: a write builds and validates the whole record before
 //! it consumes a sequence, so invalid input never leaves a gap.
 
+pub mod dataset;
 mod error;
 mod ids;
 pub mod interchange;

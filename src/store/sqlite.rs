@@ -24,6 +24,17 @@ impl SqliteStore {
         })
     }
 
+    /// Opens with `synchronous=FULL`.
+    ///
+    /// # Errors
+    ///
+    /// Not yet implemented.
+    pub fn open_durable(path: &Path) -> Result<Self> {
+        Err(Error::ReadOnly {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Opens read-only.
     ///
     /// # Errors

@@ -1,0 +1,309 @@
+//! `bench compare`: the segment-log store against SQLite on the same generated dataset, in
+//! one run, printed as a table of figures and ratios against the targets of
+//! `performance.md` (T2, T5, T6, T7, T9).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::Outcome;
+use crate::record::{Criteria, ReadCursor, RecordId};
+use crate::storage::{LogOptions, Seq, SyncPolicy};
+use crate::store::{ArtifactStore, LogStore, SqliteStore, dataset};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Compare the segment-log store with SQLite on the same dataset.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// Records in the dataset.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Records appended one by one, durably, for the per-record durable comparison.
+    #[arg(long, default_value_t = 1_000)]
+    durable_records: u64,
+    /// Random lookups by id.
+    #[arg(long, default_value_t = 10_000)]
+    lookups: u64,
+    /// Where to put the stores (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
+    let BenchCommand::Compare(args) = command;
+    let (dir, temporary) = match &args.dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("esl-replay-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = compare(&dir, args);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// A measured figure for both engines; `higher_is_better` decides the ratio's direction.
+struct Row {
+    what: String,
+    ours: f64,
+    sqlite: f64,
+    unit: &'static str,
+    higher_is_better: bool,
+    target: &'static str,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        if self.higher_is_better {
+            self.ours / self.sqlite
+        } else {
+            self.sqlite / self.ours
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+fn progress(message: &str) {
+    eprintln!("… {message}");
+}
+
+fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
+    let log_path = dir.join("log-store");
+    let sqlite_path = dir.join("store.sqlite");
+    let mut rows = Vec::new();
+    let mut log = LogStore::open(&log_path)?;
+    let mut sqlite = SqliteStore::open(&sqlite_path)?;
+
+    // T2: artifact append in batches of 1,000 (ids, checksums, encoding, framing).
+    progress(&format!("appending {} records to each store", args.records));
+    let (mut log_time, mut sqlite_time) = (Duration::ZERO, Duration::ZERO);
+    let mut ids: Vec<RecordId> = Vec::new();
+    let mut n = 0;
+    while n < args.records {
+        let batch: Vec<u64> = (n..(n + 1000).min(args.records)).collect();
+        let envelopes: Vec<_> = batch.iter().map(|i| dataset::envelope(*i)).collect();
+        let started = Instant::now();
+        ids.extend(log.write_batch(envelopes)?);
+        log_time += started.elapsed();
+        let envelopes: Vec<_> = batch.iter().map(|i| dataset::envelope(*i)).collect();
+        let started = Instant::now();
+        sqlite.write_batch(envelopes)?;
+        sqlite_time += started.elapsed();
+        n += batch.len() as u64;
+    }
+    log.sync()?;
+    sqlite.sync()?;
+    let per_sec = |count: u64, time: Duration| count as f64 / time.as_secs_f64();
+    rows.push(Row {
+        what: "artifact append, batches of 1,000 (T2)".into(),
+        ours: per_sec(args.records, log_time),
+        sqlite: per_sec(args.records, sqlite_time),
+        unit: "records/s",
+        higher_is_better: true,
+        target: ">= 8x",
+    });
+
+    // T6: replay of decoded records in cursor pages of 500.
+    progress("replaying decoded records in pages of 500");
+    let replay = |store: &dyn ArtifactStore| -> anyhow::Result<(u64, Duration)> {
+        let started = Instant::now();
+        let (mut cursor, mut count) = (ReadCursor::start(), 0u64);
+        loop {
+            let page = store.read_from_cursor(&cursor, 500, &Criteria::any())?;
+            let Some(last) = page.last() else { break };
+            cursor = cursor.advance(last.append_sequence(), None)?;
+            count += page.len() as u64;
+        }
+        Ok((count, started.elapsed()))
+    };
+    let (log_count, log_time) = replay(&log)?;
+    let (sqlite_count, sqlite_time) = replay(&sqlite)?;
+    anyhow::ensure!(
+        log_count == args.records && sqlite_count == args.records,
+        "replay saw {log_count} and {sqlite_count} records"
+    );
+    rows.push(Row {
+        what: "replay decoded records, pages of 500 (T6)".into(),
+        ours: per_sec(log_count, log_time),
+        sqlite: per_sec(sqlite_count, sqlite_time),
+        unit: "records/s",
+        higher_is_better: true,
+        target: ">= 5x",
+    });
+
+    // T7: raw frames (zero-copy, CRC checked) against an SQLite full scan.
+    progress("scanning raw frames and raw rows");
+    let started = Instant::now();
+    let mut cursor = log.log_reader().cursor(Seq::FIRST)?;
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    while let Some(record) = cursor.next()? {
+        frames += 1;
+        bytes += record.payload.len() as u64;
+    }
+    let log_time = started.elapsed();
+    let (rows_scanned, sqlite_time) = sqlite_full_scan(&sqlite_path)?;
+    anyhow::ensure!(
+        frames == args.records && rows_scanned == args.records && bytes > 0,
+        "raw scans saw {frames} frames and {rows_scanned} rows"
+    );
+    rows.push(Row {
+        what: "replay raw frames vs SQLite full scan (T7)".into(),
+        ours: per_sec(frames, log_time),
+        sqlite: per_sec(rows_scanned, sqlite_time),
+        unit: "records/s",
+        higher_is_better: true,
+        target: ">= 6x",
+    });
+
+    // T9: lookup by id, random ids.
+    progress(&format!("{} random lookups by id", args.lookups));
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let picks: Vec<usize> = (0..args.lookups)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % ids.len().max(1) as u64) as usize
+        })
+        .collect();
+    let lookups = |store: &dyn ArtifactStore| -> anyhow::Result<Vec<Duration>> {
+        let mut times = Vec::with_capacity(picks.len());
+        for &pick in &picks {
+            let id = ids.get(pick).context("no ids")?;
+            let started = Instant::now();
+            let found = store.read_by_id(id)?;
+            times.push(started.elapsed());
+            anyhow::ensure!(found.is_some_and(|r| r.id() == id), "lookup of {id} failed");
+        }
+        times.sort_unstable();
+        Ok(times)
+    };
+    let log_times = lookups(&log)?;
+    let sqlite_times = lookups(&sqlite)?;
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        rows.push(Row {
+            what: format!("lookup by id, {name} (T9)"),
+            ours: percentile(&log_times, p),
+            sqlite: percentile(&sqlite_times, p),
+            unit: "µs",
+            higher_is_better: false,
+            target: if p > 0.9 {
+                ">= 1x (p99 <= SQLite's)"
+            } else {
+                "-"
+            },
+        });
+    }
+    log.close()?;
+    drop(sqlite);
+
+    // T5: durable per-record append (sync every append) against synchronous=FULL autocommit.
+    progress(&format!(
+        "{} durable appends, one by one, to each store",
+        args.durable_records
+    ));
+    let mut durable_log = LogStore::open_with(
+        &dir.join("durable-log"),
+        LogOptions {
+            sync_policy: SyncPolicy::EveryAppend,
+            ..LogOptions::default()
+        },
+    )?;
+    let mut durable_sqlite = SqliteStore::open_durable(&dir.join("durable.sqlite"))?;
+    let durable = |store: &mut dyn ArtifactStore| -> anyhow::Result<(Duration, Vec<Duration>)> {
+        let mut times = Vec::new();
+        let started = Instant::now();
+        for i in 0..args.durable_records {
+            let envelope = dataset::envelope(i);
+            let one = Instant::now();
+            store.write(envelope)?;
+            times.push(one.elapsed());
+        }
+        let total = started.elapsed();
+        times.sort_unstable();
+        Ok((total, times))
+    };
+    let (log_total, log_times) = durable(&mut durable_log)?;
+    let (sqlite_total, sqlite_times) = durable(&mut durable_sqlite)?;
+    rows.push(Row {
+        what: "durable append, one at a time (T5)".into(),
+        ours: per_sec(args.durable_records, log_total),
+        sqlite: per_sec(args.durable_records, sqlite_total),
+        unit: "records/s",
+        higher_is_better: true,
+        target: ">= 2x",
+    });
+    rows.push(Row {
+        what: "durable append latency p99 (T5)".into(),
+        ours: percentile(&log_times, 0.99),
+        sqlite: percentile(&sqlite_times, 0.99),
+        unit: "µs",
+        higher_is_better: false,
+        target: ">= 4x (p99 <= 1/4)",
+    });
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "dataset: {} records of about 370 bytes; {} durable appends; {} lookups",
+        args.records, args.durable_records, args.lookups
+    )?;
+    writeln!(
+        out,
+        "{:<46} {:>14} {:>14} {:>10} {:>8}  target",
+        "measure", "esl-replay", "sqlite", "unit", "ratio"
+    )?;
+    for row in &rows {
+        writeln!(
+            out,
+            "{:<46} {:>14.1} {:>14.1} {:>10} {:>7.2}x  {}",
+            row.what,
+            row.ours,
+            row.sqlite,
+            row.unit,
+            row.ratio(),
+            row.target
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// An SQLite full scan of every row in sequence order, memory-mapped, touching each column.
+fn sqlite_full_scan(path: &Path) -> anyhow::Result<(u64, Duration)> {
+    let connection =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    connection.pragma_update(None, "mmap_size", 1u64 << 32)?;
+    let started = Instant::now();
+    let mut statement =
+        connection.prepare("SELECT * FROM replay_records ORDER BY append_sequence")?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([])?;
+    let mut count = 0u64;
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        for column in 0..columns {
+            bytes += match row.get_ref(column)? {
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.len(),
+                _ => 1,
+            };
+        }
+        count += 1;
+    }
+    anyhow::ensure!(bytes > 0, "the scan read nothing");
+    Ok((count, started.elapsed()))
+}
