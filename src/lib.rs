@@ -21,5 +21,6 @@
 
 pub mod cli;
 pub mod record;
+pub mod retention;
 pub mod storage;
 pub mod store;

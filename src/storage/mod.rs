@@ -49,6 +49,9 @@ pub use reader::{Cursor, Durability, Reader, RecordRef, Records, TruncateReport}
 pub use recovery::{RecoveryReport, TornTail};
 pub use writer::Log;
 
+/// Bytes a record's frame adds to its payload on disk (the frame header).
+pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
+
 /// The byte codecs of the format, exposed for format vectors, fuzzing and tools.
 ///
 /// These are pure functions over `&[u8]`; see `format/` for the layouts they implement.

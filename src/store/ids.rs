@@ -42,6 +42,18 @@ pub(crate) fn capture_ms(record: &Record) -> i64 {
     .unwrap_or(i64::MAX)
 }
 
+/// Decodes a record for indexing; a damaged one is left out of the index (reads of it fail
+/// on their own, naming it) rather than failing unrelated writes and lookups.
+fn indexable(found: &crate::storage::RecordRef<'_>) -> Option<Record> {
+    match Record::decode(found.payload) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            tracing::warn!(log_sequence = found.seq.0, %error, "record left out of the id index: it does not decode");
+            None
+        }
+    }
+}
+
 /// The index of one sealed segment.
 #[derive(Debug)]
 pub(crate) struct SegmentIds {
@@ -280,10 +292,6 @@ impl IdIndex {
         let mut cursor = reader.cursor(Seq(from))?;
         while from < until {
             let Some(found) = cursor.next()? else { break };
-            let record = Record::decode(found.payload).map_err(|source| Error::CorruptRecord {
-                sequence: found.seq.0,
-                source,
-            })?;
             let base = segments
                 .iter()
                 .rev()
@@ -291,7 +299,7 @@ impl IdIndex {
                 .find(|b| *b <= found.seq.0)
                 .unwrap_or(active);
             self.roll_to(base)?;
-            if let Some(building) = self.building.as_mut() {
+            if let (Some(record), Some(building)) = (indexable(&found), self.building.as_mut()) {
                 building.add(
                     found.seq.0,
                     hash_id(record.id().as_str()),
@@ -322,10 +330,9 @@ impl IdIndex {
             if found.seq.0 >= end {
                 break;
             }
-            let record = Record::decode(found.payload).map_err(|source| Error::CorruptRecord {
-                sequence: found.seq.0,
-                source,
-            })?;
+            let Some(record) = indexable(&found) else {
+                continue;
+            };
             building.add(
                 found.seq.0,
                 hash_id(record.id().as_str()),

@@ -194,6 +194,32 @@ impl LogStore {
         &self.reader
     }
 
+    /// The append sequence of the record at (or that will get) this log sequence.
+    pub(crate) fn append_sequence_of(&self, log_seq: u64) -> u64 {
+        self.runs.read().append_seq(log_seq)
+    }
+
+    /// Decodes a record read from the log.
+    pub(crate) fn decode_record(&self, found: crate::storage::RecordRef<'_>) -> Result<Record> {
+        self.decode(found)
+    }
+
+    /// Truncates the log before `log_seq` (through the writer when this handle is one) and
+    /// forgets the id indexes of deleted segments.
+    pub(crate) fn truncate_log_before(
+        &self,
+        log_seq: Seq,
+    ) -> Result<crate::storage::TruncateReport> {
+        let report = match self.log.as_ref() {
+            Some(log) => log.truncate_prefix(log_seq)?,
+            None => self.reader.truncate_prefix(log_seq)?,
+        };
+        self.ids
+            .lock()
+            .forget_below(self.reader.segments().first().map_or(0, |s| s.0));
+        Ok(report)
+    }
+
     /// The store directory.
     #[must_use]
     pub fn root(&self) -> &Path {

@@ -1,0 +1,306 @@
+//! Checkpoint-aware retention: planning and applying prefix prunes of a log store.
+//!
+//! Semantics follow reference §6 with decisions C7: the age pass prunes the prefix captured
+//! at or before `now - max_record_age`; the size pass then prunes further only while the
+//! stream is above `max_stream_bytes`; a policy with neither prunes nothing. The protected
+//! newest-N window and the lowest active checkpoint cap both passes; a checkpoint whose next
+//! needed record was already pruned fails the plan; a damaged record inside the range to be
+//! pruned fails the plan. Byte figures are the records' real stored bytes (frame header and
+//! payload as stored).
+//!
+//! Applying a plan truncates the log prefix through the log engine: the new start is made
+//! durable first, then whole segments below it are deleted. This is safe beside a writer
+//! appending in this or another process, and sequence numbering continues after any prune,
+//! even one of everything (C1).
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::record::Record;
+use crate::storage::{FRAME_OVERHEAD, Seq};
+use crate::store::LogStore;
+
+/// Errors of retention.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A policy value is out of range.
+    #[error("invalid prune policy: {0}")]
+    InvalidPolicy(String),
+    /// An active checkpoint needs a record that is no longer stored.
+    #[error(
+        "checkpoint {key} needs append sequence {needed}, but the stream now starts at {first}; it is incompatible with the retained stream"
+    )]
+    IncompatibleCheckpoint {
+        /// The checkpoint's key.
+        key: String,
+        /// The sequence it needs next.
+        needed: u64,
+        /// The first retained sequence.
+        first: u64,
+    },
+    /// A checkpoint query matched nothing and an empty match was not allowed.
+    #[error(
+        "checkpoint query matched no active checkpoints; refusing to prune without them (pass the explicit opt-in to prune anyway)"
+    )]
+    NoActiveCheckpoints,
+    /// A record in the range to prune does not decode.
+    #[error("record at append sequence {sequence} inside the range to prune is damaged: {source}")]
+    DamagedRecord {
+        /// Its append sequence.
+        sequence: u64,
+        /// Why.
+        #[source]
+        source: crate::store::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The log engine failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
+}
+
+/// The retention result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to prune (§6.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrunePolicy {
+    /// Prune records captured at or before `now - max_record_age`.
+    pub max_record_age: Option<Duration>,
+    /// Then prune further while the stream is larger than this many bytes.
+    pub max_stream_bytes: Option<u64>,
+    /// Never prune the newest this many records.
+    pub protected_record_count: u64,
+}
+
+/// An active checkpoint as retention sees it: its key and last consumed sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveCheckpoint {
+    /// The checkpoint's key (for messages).
+    pub key: String,
+    /// The last append sequence it consumed.
+    pub last_consumed: u64,
+}
+
+/// What a prune would do (§6.1), computed by [`plan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionPlan {
+    /// Stored bytes of the stream before the prune.
+    pub stream_bytes_before: u64,
+    /// Stored bytes after it.
+    pub stream_bytes_after: u64,
+    /// Records pruned.
+    pub pruned_count: u64,
+    /// Records retained.
+    pub retained_count: u64,
+    /// Append sequences of the pruned prefix, in order.
+    pub pruned_sequences: Vec<u64>,
+    /// First retained append sequence.
+    pub retained_first_sequence: Option<u64>,
+    /// Last retained append sequence.
+    pub retained_last_sequence: Option<u64>,
+    /// The lowest active checkpoint's last consumed sequence, when checkpoints were given.
+    pub checkpoint_floor_sequence: Option<u64>,
+    /// First sequence of the protected newest-N window.
+    pub protected_window_start_sequence: Option<u64>,
+    /// Whether the stream ends at or below `max_stream_bytes` (true when there is none).
+    pub size_target_satisfied: bool,
+    /// The log sequence the log will start at after the prune.
+    pub(crate) new_log_start: Option<u64>,
+}
+
+/// What applying a plan did (§6.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionResult {
+    /// The plan applied.
+    pub plan: RetentionPlan,
+    /// Whether anything was pruned.
+    pub changed: bool,
+    /// When it was applied.
+    pub pruned_at: OffsetDateTime,
+    /// Whole segment files deleted (space is reclaimed a segment at a time).
+    pub segments_removed: usize,
+    /// Bytes of files deleted.
+    pub bytes_reclaimed: u64,
+}
+
+/// Checks that no active checkpoint needs a record that is no longer stored (§4.7).
+///
+/// # Errors
+///
+/// [`Error::IncompatibleCheckpoint`] for the first such checkpoint.
+pub fn check_compatible(
+    first_retained: Option<u64>,
+    checkpoints: &[ActiveCheckpoint],
+) -> Result<()> {
+    let Some(first) = first_retained else {
+        return Ok(());
+    };
+    for checkpoint in checkpoints {
+        let needed = checkpoint.last_consumed.saturating_add(1);
+        if first > needed {
+            return Err(Error::IncompatibleCheckpoint {
+                key: checkpoint.key.clone(),
+                needed,
+                first,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Plans a prune of `store` under `policy` at `now` (§6.2 with C7).
+///
+/// `progress` is called with the number of records examined, now and then.
+///
+/// # Errors
+///
+/// An incompatible checkpoint, a damaged record inside the range to prune, storage errors.
+pub fn plan(
+    store: &LogStore,
+    checkpoints: &[ActiveCheckpoint],
+    policy: &PrunePolicy,
+    now: OffsetDateTime,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RetentionPlan> {
+    let reader = store.log_reader();
+    let first_log = reader.first_seq().0;
+    let next_log = reader.next_seq()?.0;
+    let count = next_log - first_log;
+    let mut plan = RetentionPlan {
+        size_target_satisfied: true,
+        ..RetentionPlan::default()
+    };
+    if count == 0 {
+        return Ok(plan);
+    }
+    let first = store.append_sequence_of(first_log);
+    let last = store.append_sequence_of(next_log - 1);
+    check_compatible(Some(first), checkpoints)?;
+
+    // Stored bytes of every record, from a raw scan (no decoding).
+    let mut sizes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut cursor = reader.cursor(Seq(first_log))?;
+    while let Some(found) = cursor.next()? {
+        sizes.push(found.payload.len() as u64 + FRAME_OVERHEAD);
+        if sizes.len().is_multiple_of(100_000) {
+            progress(sizes.len() as u64);
+        }
+    }
+    let before: u64 = sizes.iter().sum();
+
+    let floor = checkpoints.iter().map(|c| c.last_consumed).min();
+    let protected_start = (policy.protected_record_count > 0).then(|| {
+        last.saturating_sub(policy.protected_record_count - 1)
+            .max(1)
+    });
+    let floor_or_last = floor.unwrap_or(last);
+    let max_prunable = match protected_start {
+        Some(start) => floor_or_last.min(start.saturating_sub(1)),
+        None => floor_or_last,
+    };
+    let cutoff = policy.max_record_age.map(|age| now - age);
+
+    // Walk the prefix, decoding each candidate (a damaged one fails the plan).
+    let mut pruned_bytes = 0u64;
+    let mut cursor = reader.cursor(Seq(first_log))?;
+    let mut age_pass = cutoff.is_some();
+    let mut new_log_start = first_log;
+    for size in &sizes {
+        let Some(found) = cursor.next()? else { break };
+        let record = store
+            .decode_record(found)
+            .map_err(|source| Error::DamagedRecord {
+                sequence: store.append_sequence_of(new_log_start),
+                source,
+            })?;
+        let sequence = record.append_sequence();
+        if sequence > max_prunable {
+            break;
+        }
+        if age_pass && !captured_at_or_before(&record, cutoff) {
+            age_pass = false;
+        }
+        let over_size = policy
+            .max_stream_bytes
+            .is_some_and(|max| before - pruned_bytes > max);
+        if !age_pass && !over_size {
+            break;
+        }
+        plan.pruned_sequences.push(sequence);
+        pruned_bytes += size;
+        new_log_start += 1;
+    }
+    progress(count);
+
+    plan.stream_bytes_before = before;
+    plan.stream_bytes_after = before - pruned_bytes;
+    plan.pruned_count = plan.pruned_sequences.len() as u64;
+    plan.retained_count = count - plan.pruned_count;
+    if plan.retained_count > 0 {
+        plan.retained_first_sequence = Some(store.append_sequence_of(new_log_start));
+        plan.retained_last_sequence = Some(last);
+    }
+    plan.checkpoint_floor_sequence = floor;
+    plan.protected_window_start_sequence = protected_start;
+    plan.size_target_satisfied = policy
+        .max_stream_bytes
+        .is_none_or(|max| plan.stream_bytes_after <= max);
+    plan.new_log_start = (plan.pruned_count > 0).then_some(new_log_start);
+    Ok(plan)
+}
+
+fn captured_at_or_before(record: &Record, cutoff: Option<OffsetDateTime>) -> bool {
+    cutoff.is_some_and(|cutoff| {
+        crate::record::timestamp::truncate_to_millis(*record.capture_timestamp()) <= cutoff
+    })
+}
+
+/// Applies a plan: makes the new start durable, then deletes whole segments below it.
+///
+/// # Errors
+///
+/// Storage errors; the prune is then partial but consistent (the start, once durable, holds).
+pub fn apply(
+    store: &LogStore,
+    plan: RetentionPlan,
+    now: OffsetDateTime,
+) -> Result<RetentionResult> {
+    let Some(new_start) = plan.new_log_start else {
+        return Ok(RetentionResult {
+            plan,
+            changed: false,
+            pruned_at: now,
+            segments_removed: 0,
+            bytes_reclaimed: 0,
+        });
+    };
+    let report = store.truncate_log_before(Seq(new_start))?;
+    Ok(RetentionResult {
+        plan,
+        changed: report.moved,
+        pruned_at: now,
+        segments_removed: report.segments_removed,
+        bytes_reclaimed: report.bytes_reclaimed,
+    })
+}
+
+/// Plans and applies in one step.
+///
+/// # Errors
+///
+/// As [`plan`] and [`apply`].
+pub fn prune(
+    store: &LogStore,
+    checkpoints: &[ActiveCheckpoint],
+    policy: &PrunePolicy,
+    now: OffsetDateTime,
+) -> Result<RetentionResult> {
+    let planned = plan(store, checkpoints, policy, now, &mut |_| {})?;
+    apply(store, planned, now)
+}

@@ -1,0 +1,347 @@
+//! Checkpoint-aware retention (reference §6 with decisions C7, C1): each reference retention
+//! test as a named test (adapted where C7 changes the outcome, saying why), plus the size
+//! pass, prunes of everything, damaged records and whole-segment space reclaim.
+
+use std::time::Duration;
+
+use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
+use esl_replay::retention::{self, ActiveCheckpoint, Error, PrunePolicy};
+use esl_replay::storage::{Log, LogOptions};
+use esl_replay::store::{ArtifactStore, LogStore};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn envelope(at: OffsetDateTime) -> Envelope {
+    let mut payload = JsonMap::new();
+    payload.insert("k".into(), "v".repeat(100).into());
+    Envelope {
+        artifact_version: "1".into(),
+        artifact_name: "event.raw".into(),
+        capture_timestamp: at,
+        capture_path: None,
+        connection_generation: None,
+        session_id: None,
+        job_uuid: None,
+        event_name: None,
+        correlation_ids: JsonMap::new(),
+        runtime_flags: JsonMap::new(),
+        payload,
+    }
+}
+
+/// A store with one record per day from 2024-01-01.
+fn store_with(days: u32) -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    for day in 0..days {
+        store
+            .write(envelope(
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::days(i64::from(day)),
+            ))
+            .unwrap();
+    }
+    (dir, store)
+}
+
+fn checkpoint(at: u64) -> ActiveCheckpoint {
+    ActiveCheckpoint {
+        key: format!("cp-{at}"),
+        last_consumed: at,
+    }
+}
+
+fn sequences(store: &LogStore) -> Vec<u64> {
+    store
+        .read_from_cursor(&ReadCursor::start(), 1000, &Criteria::any())
+        .unwrap()
+        .iter()
+        .map(Record::append_sequence)
+        .collect()
+}
+
+fn now() -> OffsetDateTime {
+    datetime!(2024-01-10 00:00 UTC)
+}
+
+#[test]
+fn prune_by_age_does_not_prune_beyond_oldest_active_checkpoint() {
+    let (_dir, store) = store_with(3);
+    let policy = PrunePolicy {
+        max_record_age: Some(DAY),
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &[checkpoint(1)], &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_sequences, vec![1]);
+    assert_eq!(sequences(&store), vec![2, 3]);
+}
+
+#[test]
+fn prune_respects_protected_record_window() {
+    let (_dir, store) = store_with(5);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: 2,
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &[], &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_sequences, vec![1, 2, 3]);
+    assert_eq!(result.plan.retained_first_sequence, Some(4));
+    assert_eq!(result.plan.protected_window_start_sequence, Some(4));
+}
+
+#[test]
+fn prune_throws_when_checkpoint_is_already_incompatible_with_retained_stream() {
+    let (_dir, store) = store_with(5);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: 1,
+        ..PrunePolicy::default()
+    };
+    retention::prune(&store, &[], &policy, now()).unwrap();
+    assert_eq!(sequences(&store), vec![5]);
+    let error = retention::plan(&store, &[checkpoint(1)], &policy, now(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::IncompatibleCheckpoint {
+                needed: 2,
+                first: 5,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn plan_reports_unsatisfied_size_target_when_checkpoint_blocks_more_pruning() {
+    let (_dir, store) = store_with(3);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(1),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &[checkpoint(1)], &policy, now(), &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_sequences, vec![1]);
+    assert!(!plan.size_target_satisfied);
+    assert_eq!(plan.checkpoint_floor_sequence, Some(1));
+}
+
+#[test]
+fn plan_reports_truthful_empty_result_for_empty_stream() {
+    let (_dir, store) = store_with(0);
+    let plan = retention::plan(&store, &[], &PrunePolicy::default(), now(), &mut |_| {}).unwrap();
+    assert_eq!(
+        (
+            plan.pruned_count,
+            plan.retained_count,
+            plan.stream_bytes_before
+        ),
+        (0, 0, 0)
+    );
+    assert!(plan.size_target_satisfied);
+}
+
+#[test]
+fn checkpoint_exactly_on_prune_boundary_can_resume_from_retained_suffix() {
+    let (_dir, store) = store_with(4);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(1),
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &[checkpoint(2)], &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_sequences, vec![1, 2]);
+    let resumed = store
+        .read_from_cursor(&ReadCursor::new(2, None), 10, &Criteria::any())
+        .unwrap();
+    assert_eq!(
+        resumed
+            .iter()
+            .map(Record::append_sequence)
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}
+
+#[test]
+fn repeated_prune_runs_become_no_op_once_minimal_eligible_set_is_reached() {
+    let (_dir, store) = store_with(4);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(1),
+        ..PrunePolicy::default()
+    };
+    assert!(
+        retention::prune(&store, &[checkpoint(2)], &policy, now())
+            .unwrap()
+            .changed
+    );
+    let again = retention::prune(&store, &[checkpoint(2)], &policy, now()).unwrap();
+    assert!(!again.changed);
+    assert!(again.plan.pruned_sequences.is_empty());
+}
+
+/// C7: an empty policy prunes nothing. The reference prunes everything up to the floor
+/// because its age pass without an age limit takes the whole prunable prefix (§11.1).
+#[test]
+fn empty_policy_prunes_nothing() {
+    let (_dir, store) = store_with(5);
+    let plan = retention::plan(&store, &[], &PrunePolicy::default(), now(), &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_count, 0);
+    assert!(plan.size_target_satisfied);
+}
+
+/// C7: a size limit alone prunes only while the stream is above it. The reference prunes the
+/// whole prefix (§6.2: "maxStreamBytes = 1e9 alone prunes [1..5]").
+#[test]
+fn size_limit_prunes_only_down_to_the_target() {
+    let (_dir, store) = store_with(5);
+    let before = retention::plan(&store, &[], &PrunePolicy::default(), now(), &mut |_| {})
+        .unwrap()
+        .stream_bytes_before;
+    let one = before / 5;
+    let big = PrunePolicy {
+        max_stream_bytes: Some(1_000_000_000),
+        ..PrunePolicy::default()
+    };
+    assert_eq!(
+        retention::plan(&store, &[], &big, now(), &mut |_| {})
+            .unwrap()
+            .pruned_count,
+        0
+    );
+    let half = PrunePolicy {
+        max_stream_bytes: Some(one * 5 / 2),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &[], &half, now(), &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_sequences, vec![1, 2, 3]);
+    assert_eq!(plan.stream_bytes_after, before - 3 * one);
+    assert!(plan.size_target_satisfied);
+}
+
+/// The age pass is inclusive and prefix-only; the size pass continues from where it stopped.
+#[test]
+fn age_pass_then_size_pass() {
+    let (_dir, store) = store_with(5);
+    let age = PrunePolicy {
+        max_record_age: Some(2 * DAY),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(
+        &store,
+        &[],
+        &age,
+        datetime!(2024-01-05 00:00 UTC),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        plan.pruned_sequences,
+        vec![1, 2, 3],
+        "captured at or before 01-03 are pruned"
+    );
+    let one = plan.stream_bytes_before / 5;
+    let both = PrunePolicy {
+        max_record_age: Some(10 * DAY),
+        max_stream_bytes: Some(one + one / 3),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(
+        &store,
+        &[],
+        &both,
+        datetime!(2024-01-05 00:00 UTC),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(plan.pruned_sequences, vec![1, 2, 3, 4]);
+}
+
+/// C1: numbering continues after pruning everything, across a reopen.
+#[test]
+fn prune_of_everything_keeps_numbering() {
+    let (dir, store) = store_with(3);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &[], &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_sequences, vec![1, 2, 3]);
+    assert!(sequences(&store).is_empty());
+    drop(store);
+    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    assert_eq!(store.stats().unwrap().last_sequence, 3);
+    store.write(envelope(now())).unwrap();
+    assert_eq!(sequences(&store), vec![4]);
+}
+
+/// A record that does not decode inside the range to prune fails the plan; reads of the
+/// records after it still work.
+#[test]
+fn damaged_record_in_the_prune_range_fails_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    drop(LogStore::open(&root).unwrap());
+    let (mut log, _) = Log::open(root.join("log"), LogOptions::default()).unwrap();
+    log.append(b"not a record").unwrap();
+    log.close().unwrap();
+    let mut store = LogStore::open(&root).unwrap();
+    store
+        .write(envelope(datetime!(2024-01-02 00:00 UTC)))
+        .unwrap();
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        ..PrunePolicy::default()
+    };
+    let error = retention::plan(&store, &[], &policy, now(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(error, Error::DamagedRecord { sequence: 1, .. }),
+        "{error}"
+    );
+    let after = store
+        .read_from_cursor(&ReadCursor::new(1, None), 10, &Criteria::any())
+        .unwrap();
+    assert_eq!(
+        after
+            .iter()
+            .map(Record::append_sequence)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+/// Space comes back a whole segment at a time, and the pruned records are gone for readers
+/// in other handles too.
+#[test]
+fn pruning_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        max_payload_bytes: 16 << 10,
+        ..LogOptions::default()
+    };
+    let mut store = LogStore::open_with(&root, options).unwrap();
+    for day in 0..2000 {
+        store
+            .write(envelope(
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(day),
+            ))
+            .unwrap();
+    }
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: 100,
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &[], &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_count, 1900);
+    assert!(result.segments_removed > 0 && result.bytes_reclaimed > 0);
+    let follower = LogStore::open_read_only(&root).unwrap();
+    let seen = follower
+        .read_from_cursor(&ReadCursor::start(), 5000, &Criteria::any())
+        .unwrap();
+    assert_eq!(seen.first().map(Record::append_sequence), Some(1901));
+    assert_eq!(seen.len(), 100);
+}
