@@ -394,7 +394,7 @@ impl Cursor {
     /// [`Error::Corrupt`] naming the segment and offset of a damaged frame; I/O errors.
     #[expect(
         clippy::should_implement_trait,
-        reason = "a lending cursor cannot implement Iterator"
+        reason = "a lending cursor cannot implement Iterator: each record borrows the cursor"
     )]
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>> {
         let Some((seq, payload)) = self.advance()? else {

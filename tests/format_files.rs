@@ -1,0 +1,1216 @@
+//! The format as the engine writes and reads it: logs are written through the public API,
+//! then their files are read back byte by byte with the public codecs, or damaged on
+//! purpose, and reopened. This checks the layout rules of format/segment.md and
+//! format/index.md on real files, the directory rules of format/directory.md, and the
+//! premises of the crash analyses in format/recovery.md: the order of the durable steps of
+//! a roll, an atomic replacement and a truncation (observed through a recording `Io`), and
+//! what open does with a torn tail, damage before the tail, an interrupted roll and an
+//! interrupted truncation.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use esl_replay::storage::codec::{
+    CLEAN_FILE, CleanMark, Decoded, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN,
+    INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE,
+    START_FILE, StartMark, decode_frame, decode_index_file, encode_frame, index_path, segment_path,
+};
+use esl_replay::storage::io::{Io, StdIo};
+use esl_replay::storage::{
+    CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, SyncPolicy,
+};
+
+fn options(segment_bytes: u64, max_payload_bytes: u32, sync_policy: SyncPolicy) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        max_payload_bytes,
+        sync_policy,
+        compress_min_bytes: None,
+        ..LogOptions::default()
+    }
+}
+
+/// Small segments that roll often; records durable on return.
+fn small() -> LogOptions {
+    options(64 << 10, 8 << 10, SyncPolicy::EveryAppend)
+}
+
+/// A deterministic payload of `len` bytes for record `i`.
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    format!("Event-Sequence: {i}\nEvent-Name: CUSTOM\n")
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(len)
+        .collect()
+}
+
+/// Pseudo-random bytes that do not compress.
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+fn header(path: &Path) -> FileHeader {
+    FileHeader::decode(&read(path), SEGMENT_MAGIC).unwrap()
+}
+
+fn ino(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// The base sequences of the segment files in `dir`, ascending.
+fn bases(dir: &Path) -> Vec<u64> {
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+#[derive(Debug, PartialEq)]
+enum Stop {
+    Seal,
+    Empty,
+    Invalid(CorruptKind),
+    EndOfFile,
+}
+
+#[derive(Debug)]
+struct Frame {
+    offset: u64,
+    seq: u64,
+    len: usize,
+    compressed: bool,
+    payload: Vec<u8>,
+}
+
+/// The frames of a segment file, decoded with the public codec from offset 40.
+#[derive(Debug)]
+struct Walk {
+    salt: u64,
+    frames: Vec<Frame>,
+    end: u64,
+    next: u64,
+    stop: Stop,
+}
+
+fn walk(path: &Path) -> Walk {
+    let bytes = read(path);
+    let header = FileHeader::decode(&bytes, SEGMENT_MAGIC).unwrap();
+    let mut frames = Vec::new();
+    let mut at = HEADER_LEN;
+    let mut seq = header.base;
+    let stop = loop {
+        if at >= bytes.len() {
+            break Stop::EndOfFile;
+        }
+        match decode_frame(&bytes[at..], header.salt, seq, FRAME_PAYLOAD_LIMIT) {
+            Decoded::Record {
+                compressed,
+                payload,
+                frame_len,
+            } => {
+                frames.push(Frame {
+                    offset: at as u64,
+                    seq,
+                    len: frame_len,
+                    compressed,
+                    payload: payload.to_vec(),
+                });
+                at += frame_len;
+                seq += 1;
+            }
+            Decoded::Seal => break Stop::Seal,
+            Decoded::Empty => break Stop::Empty,
+            Decoded::Invalid(kind) => break Stop::Invalid(kind),
+        }
+    };
+    Walk {
+        salt: header.salt,
+        frames,
+        end: at as u64,
+        next: seq,
+        stop,
+    }
+}
+
+/// The entries [IDX-01] asks for, from the frames of a segment.
+fn sparse_entries<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> Vec<IndexEntry> {
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    for frame in frames {
+        if entries
+            .last()
+            .is_none_or(|last| frame.offset >= u64::from(last.offset) + INDEX_INTERVAL)
+        {
+            entries.push(IndexEntry {
+                seq: frame.seq,
+                offset: u32::try_from(frame.offset).unwrap(),
+            });
+        }
+    }
+    entries
+}
+
+fn read_index(dir: &Path, base: u64, salt: u64) -> Option<IndexFile> {
+    decode_index_file(&std::fs::read(index_path(dir, base)).ok()?, base, salt)
+}
+
+/// Appends `count` records of about 1 KiB; returns their payloads by sequence.
+fn fill(log: &mut Log, count: u64) -> Vec<(Seq, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let bytes = payload(i, 600 + (i as usize * 97) % 900);
+            (log.append(&bytes).unwrap(), bytes)
+        })
+        .collect()
+}
+
+fn all_records(reader: &Reader) -> Vec<(Seq, Vec<u8>)> {
+    reader.iter(Seq(1)).unwrap().map(Result::unwrap).collect()
+}
+
+/// [SEG-03] [SEG-04] [LOG-01] Frames start at offset 40 and follow each other without gaps;
+/// the k-th holds sequence base + k; the written frames end in empty space; and sequences
+/// continue after a reopen.
+#[test]
+fn frames_follow_the_header_back_to_back_with_implied_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(report.next_seq, 1);
+    let payloads: Vec<Vec<u8>> = (0..60)
+        .map(|i| payload(i, (i as usize * 37) % 300))
+        .collect();
+    for (i, bytes) in payloads.iter().enumerate() {
+        assert_eq!(log.append(bytes).unwrap(), Seq(i as u64 + 1));
+    }
+    log.close().unwrap();
+
+    let path = segment_path(dir.path(), 1);
+    let walk = walk(&path);
+    assert_eq!(walk.stop, Stop::Empty);
+    let mut offset = HEADER_LEN as u64;
+    for (k, frame) in walk.frames.iter().enumerate() {
+        assert_eq!(frame.offset, offset, "frame {k}");
+        assert_eq!(frame.seq, 1 + k as u64);
+        assert!(!frame.compressed);
+        assert_eq!(frame.payload, payloads[k]);
+        offset += frame.len as u64;
+    }
+    assert_eq!(walk.frames.len(), payloads.len());
+    assert!(read(&path)[walk.end as usize..].iter().all(|b| *b == 0));
+
+    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(report.next_seq, 61);
+    assert_eq!(log.append(b"after reopen").unwrap(), Seq(61));
+}
+
+/// [SEG-08] Segment files are created at their full length, zero beyond their frames, and
+/// keep that length; the spare is prepared the same way; segments written under another
+/// size option keep theirs.
+#[test]
+fn segment_files_are_preallocated_and_never_change_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 300);
+    log.close().unwrap();
+    let first = bases(dir.path());
+    assert!(first.len() >= 3, "{first:?}");
+    for base in &first {
+        let path = segment_path(dir.path(), *base);
+        let bytes = read(&path);
+        assert_eq!(bytes.len(), 64 << 10, "{}", path.display());
+        let walk = walk(&path);
+        let zero_from = walk.end as usize + if walk.stop == Stop::Seal { 8 } else { 0 };
+        assert!(bytes[zero_from..].iter().all(|b| *b == 0));
+    }
+    let spare = read(&dir.path().join(SPARE_FILE));
+    assert_eq!(spare.len(), 64 << 10);
+    assert!(spare.iter().all(|b| *b == 0));
+
+    let larger = options(128 << 10, 8 << 10, SyncPolicy::EveryAppend);
+    let (mut log, _) = Log::open(dir.path(), larger).unwrap();
+    let more = fill(&mut log, 300);
+    let records = all_records(&log.reader());
+    log.close().unwrap();
+    assert_eq!(records.len(), 600);
+    assert_eq!(records.last().unwrap().1, more.last().unwrap().1);
+    let last_old = *first.last().unwrap();
+    let now = bases(dir.path());
+    assert!(now.iter().any(|base| *base > last_old));
+    for base in now {
+        let len = read(&segment_path(dir.path(), base)).len() as u64;
+        let expected = if base <= last_old {
+            64 << 10
+        } else {
+            128 << 10
+        };
+        assert_eq!(len, expected, "segment {base}");
+    }
+}
+
+/// [SEG-02] Every segment gets its own salt, and recovery keeps the active segment's.
+#[test]
+fn every_segment_has_its_own_salt_which_recovery_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 300);
+    log.simulate_crash();
+    let all = bases(dir.path());
+    let salts: HashSet<u64> = all
+        .iter()
+        .map(|b| header(&segment_path(dir.path(), *b)).salt)
+        .collect();
+    assert_eq!(salts.len(), all.len());
+    let last = segment_path(dir.path(), *all.last().unwrap());
+    let before = header(&last);
+    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    drop(log);
+    assert_eq!(header(&last), before);
+}
+
+/// [SEG-05] [FRM-07] [ROLL-01] [LOG-01] A payload of the maximum size fills an empty segment
+/// exactly, leaving the 8 bytes the seal needs; a larger payload is refused without
+/// consuming a sequence; the next record rolls, and the seal carries the next sequence.
+#[test]
+fn a_seal_always_fits_after_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = (64 << 10) - 56;
+    let (mut log, _) =
+        Log::open(dir.path(), options(64 << 10, max, SyncPolicy::EveryAppend)).unwrap();
+    assert_eq!(log.append(&vec![1; max as usize]).unwrap(), Seq(1));
+    assert!(matches!(
+        log.append(&vec![2; max as usize + 1]),
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(log.next_seq(), Seq(2));
+    assert_eq!(log.append(b"next").unwrap(), Seq(2));
+    assert_eq!(log.active_segment(), SegmentId(2));
+    log.close().unwrap();
+
+    let path = segment_path(dir.path(), 1);
+    let walk = walk(&path);
+    assert_eq!(walk.frames.len(), 1);
+    assert_eq!(walk.stop, Stop::Seal);
+    assert_eq!(walk.end, (64 << 10) - 8);
+    assert_eq!(walk.next, 2);
+    assert_eq!(header(&segment_path(dir.path(), 2)).base, 2);
+}
+
+/// [SEG-06] [IDX-01] [IDX-03] [ROLL-03] Every segment with a successor ends in a seal whose
+/// sequence is the successor's base; its index holds the entries of the sparse rule and a
+/// footer naming the seal. A segment whose seal is gone cannot be read past its end.
+#[test]
+fn sealed_segments_end_in_a_seal_naming_their_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 300);
+    log.close().unwrap();
+    let all = bases(dir.path());
+    assert!(all.len() >= 3);
+    for pair in all.windows(2) {
+        let (base, successor) = (pair[0], pair[1]);
+        let walk = walk(&segment_path(dir.path(), base));
+        assert_eq!(walk.stop, Stop::Seal, "segment {base}");
+        assert_eq!(walk.next, successor);
+        let index = read_index(dir.path(), base, walk.salt).unwrap();
+        assert_eq!(index.entries, sparse_entries(&walk.frames));
+        assert_eq!(
+            index.footer,
+            Some(IndexFooter {
+                end_seq: successor,
+                seal_offset: u32::try_from(walk.end).unwrap(),
+            })
+        );
+    }
+
+    let first = walk(&segment_path(dir.path(), all[0]));
+    write_at(&segment_path(dir.path(), all[0]), first.end, &[0; 8]);
+    let reader = Reader::open(dir.path(), &small()).unwrap();
+    let outcome = reader
+        .iter(Seq(1))
+        .and_then(|records| records.collect::<Result<Vec<_>, _>>());
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::Corrupt {
+                kind: CorruptKind::MissingSeal,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+/// [SEG-01] A segment whose header names another base than its file name is refused.
+#[test]
+fn header_base_must_match_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 3);
+    log.close().unwrap();
+    StdIo
+        .rename(&segment_path(dir.path(), 1), &segment_path(dir.path(), 5))
+        .unwrap();
+    let wrong = |result: Result<(), Error>| {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Corrupt {
+                    segment: SegmentId(5),
+                    offset: 16,
+                    kind: CorruptKind::WrongSegment {
+                        expected: 5,
+                        found: 1
+                    },
+                })
+            ),
+            "{result:?}"
+        );
+    };
+    wrong(Reader::open(dir.path(), &small()).map(drop));
+    wrong(Log::open(dir.path(), small()).map(drop));
+}
+
+/// [HDR-03] [HDR-04] A log whose last segment has a newer write version opens read-only
+/// only; a newer read version is refused by every reader, naming both versions.
+#[test]
+fn newer_versions_are_refused_or_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let written = fill(&mut log, 5);
+    log.close().unwrap();
+    let path = segment_path(dir.path(), 1);
+    let original = header(&path);
+
+    let newer_write = FileHeader {
+        write_version: 2,
+        ..original
+    };
+    write_at(&path, 0, &newer_write.encode(SEGMENT_MAGIC));
+    assert!(matches!(
+        Log::open(dir.path(), small()),
+        Err(Error::ReadOnlyVersion {
+            segment: SegmentId(1),
+            found: 2,
+            supported: 1
+        })
+    ));
+    let reader = Reader::open(dir.path(), &small()).unwrap();
+    assert_eq!(all_records(&reader), written);
+
+    let newer_read = FileHeader {
+        read_version: 2,
+        ..original
+    };
+    write_at(&path, 0, &newer_read.encode(SEGMENT_MAGIC));
+    let refused = |result: Result<(), Error>| {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Corrupt {
+                    kind: CorruptKind::UnsupportedVersion {
+                        found: 2,
+                        supported: 1
+                    },
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    };
+    refused(Log::open(dir.path(), small()).map(drop));
+    refused(Reader::open(dir.path(), &small()).map(drop));
+}
+
+/// [FRM-06] Payloads at least `compress_min_bytes` long are stored compressed when that
+/// saves an eighth, and readers get the original bytes back, also from a compressed frame
+/// that another writer produced (the frame of `format/vectors/compressed-frame.hex`).
+#[test]
+#[ignore = "known deviation 10 of format/changelog.md: the writer never compresses and readers cannot decompress"]
+fn large_compressible_payloads_are_stored_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        compress_min_bytes: Some(1024),
+        ..options(1 << 20, 64 << 10, SyncPolicy::EveryAppend)
+    };
+    let text = payload(0, 8192);
+    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    log.append(&text).unwrap();
+    log.append(&[b'A'; 100]).unwrap();
+    log.close().unwrap();
+
+    let path = segment_path(dir.path(), 1);
+    let walk = walk(&path);
+    let frames = &walk.frames;
+    assert!(frames[0].compressed);
+    assert!(frames[0].payload.len() <= 8192 - 1024);
+    assert_eq!(
+        zstd::bulk::decompress(&frames[0].payload, 8192).unwrap(),
+        text
+    );
+    assert!(!frames[1].compressed, "below the threshold");
+
+    // The second record, rewritten as the 10-byte zstd frame of the vector.
+    let zstd_frame = [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x64, 0x23, 0x03, 0x00, 0x41];
+    write_at(
+        &path,
+        frames[1].offset,
+        &encode_frame(walk.salt, 2, FrameKind::Compressed, &zstd_frame),
+    );
+    let reader = Reader::open(dir.path(), &options).unwrap();
+    assert_eq!(
+        all_records(&reader),
+        [(Seq(1), text), (Seq(2), vec![b'A'; 100])]
+    );
+}
+
+/// [FRM-06] Payloads below the threshold, or that do not compress by an eighth, are stored
+/// as they are; a compressed frame whose payload does not decompress is reported as
+/// corrupt, not returned.
+#[test]
+fn payloads_that_do_not_qualify_are_stored_plain_and_bad_compression_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        compress_min_bytes: Some(1024),
+        ..options(1 << 20, 64 << 10, SyncPolicy::EveryAppend)
+    };
+    let random = noise(8192, 0x9E37_79B9_7F4A_7C15);
+    let short = vec![b'a'; 512];
+    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    log.append(&random).unwrap();
+    log.append(&short).unwrap();
+    log.close().unwrap();
+
+    let path = segment_path(dir.path(), 1);
+    let walk = walk(&path);
+    assert!(!walk.frames[0].compressed && walk.frames[0].payload == random);
+    assert!(!walk.frames[1].compressed && walk.frames[1].payload == short);
+
+    // A frame that validates but whose payload is not a zstd frame.
+    write_at(
+        &path,
+        walk.frames[0].offset,
+        &encode_frame(walk.salt, 1, FrameKind::Compressed, &random),
+    );
+    let reader = Reader::open(dir.path(), &options).unwrap();
+    assert!(matches!(
+        reader.get(Seq(1)),
+        Err(Error::Corrupt {
+            kind: CorruptKind::Decompress,
+            ..
+        })
+    ));
+    assert_eq!(reader.get(Seq(2)).unwrap(), Some(short));
+}
+
+/// [IDX-01] [IDX-02] [IDX-04] After a clean close, the active segment's index holds exactly
+/// the entries of the sparse rule, each pointing at the frame of its sequence, and no
+/// footer.
+#[test]
+fn index_entries_follow_the_sparse_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(1 << 20, 8 << 10, SyncPolicy::EveryAppend);
+    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    fill(&mut log, 200);
+    log.close().unwrap();
+    let walk = walk(&segment_path(dir.path(), 1));
+    let index = read_index(dir.path(), 1, walk.salt).unwrap();
+    assert!(index.entries.len() > 10);
+    assert_eq!(index.entries, sparse_entries(&walk.frames));
+    assert_eq!(index.footer, None);
+    assert_eq!(index.entries[0], IndexEntry { seq: 1, offset: 40 });
+}
+
+/// [IDX-05] [REC-02] [DUR-02] Index entries reach the file only for frames that were made
+/// durable by a sync; after a crash, open scans from the last entry to the end.
+#[test]
+fn index_entries_point_only_at_durable_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(1 << 20, 8 << 10, SyncPolicy::OsOnly);
+    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    fill(&mut log, 40);
+    log.sync().unwrap();
+    assert_eq!(log.durability().durable_seq(), Seq(41));
+    fill(&mut log, 40);
+    log.simulate_crash();
+
+    let walk = walk(&segment_path(dir.path(), 1));
+    assert_eq!(walk.frames.len(), 80);
+    let synced_end = walk.frames[40].offset;
+    let index = read_index(dir.path(), 1, walk.salt).unwrap();
+    let durable: Vec<&Frame> = walk.frames.iter().take(40).collect();
+    assert_eq!(index.entries, sparse_entries(durable));
+    assert!(
+        index
+            .entries
+            .iter()
+            .all(|e| u64::from(e.offset) < synced_end)
+    );
+    assert!(index.entries.len() >= 2);
+
+    let last = index.entries.last().unwrap();
+    let (log, report) = Log::open(dir.path(), options).unwrap();
+    assert!(!report.clean_shutdown);
+    assert_eq!(report.next_seq, 81);
+    assert_eq!(report.scanned_bytes, walk.end - u64::from(last.offset));
+    assert_eq!(report.torn_tail, None);
+    drop(log);
+}
+
+/// [IDX-06] [IDX-04] A missing or damaged index is rebuilt from its segment (and rewritten
+/// by the writer's process with a footer); a wrong but well-formed entry can make a read
+/// fail, never return a wrong record.
+#[test]
+fn indexes_are_advisory_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let written = fill(&mut log, 300);
+    log.close().unwrap();
+    let all = bases(dir.path());
+    assert!(all.len() >= 4);
+    let walks: Vec<Walk> = all
+        .iter()
+        .map(|b| walk(&segment_path(dir.path(), *b)))
+        .collect();
+
+    StdIo.remove_file(&index_path(dir.path(), all[0])).unwrap();
+    write_at(
+        &index_path(dir.path(), all[1]),
+        HEADER_LEN as u64 + 3,
+        &[0xEE],
+    );
+    let third = read_index(dir.path(), all[2], walks[2].salt).unwrap();
+    assert!(third.entries.len() >= 2, "{third:?}");
+    let target = third.entries[0];
+    let next_frame = walks[2]
+        .frames
+        .iter()
+        .find(|f| f.offset > u64::from(target.offset))
+        .unwrap();
+    let wrong = IndexEntry {
+        seq: target.seq,
+        offset: u32::try_from(next_frame.offset).unwrap(),
+    };
+    write_at(
+        &index_path(dir.path(), all[2]),
+        HEADER_LEN as u64,
+        &wrong.encode(walks[2].salt),
+    );
+
+    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    let reader = log.reader();
+    assert_eq!(all_records(&reader), written);
+    for (base, walk) in all.iter().zip(&walks).take(2) {
+        let index = read_index(dir.path(), *base, walk.salt).unwrap();
+        assert_eq!(
+            index.entries,
+            sparse_entries(&walk.frames),
+            "segment {base}"
+        );
+        assert_eq!(
+            index.footer,
+            Some(IndexFooter {
+                end_seq: walk.next,
+                seal_offset: u32::try_from(walk.end).unwrap()
+            })
+        );
+    }
+    let read = reader.get(Seq(target.seq));
+    assert!(
+        matches!(&read, Err(e) if e.is_corruption()),
+        "a wrong entry must not yield a record: {read:?}"
+    );
+}
+
+/// [META-02] [REC-01] A clean close leaves a clean-shutdown file naming the active
+/// segment's end; the next open trusts it after checking it, scans nothing and removes it;
+/// a file that does not match the segment is ignored.
+#[test]
+fn clean_close_lets_the_next_open_skip_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 40);
+    log.close().unwrap();
+    let last = *bases(dir.path()).last().unwrap();
+    let walk = walk(&segment_path(dir.path(), last));
+    let clean_path = dir.path().join(CLEAN_FILE);
+    let mark = CleanMark::decode(&read(&clean_path)).unwrap();
+    assert_eq!(
+        mark,
+        CleanMark {
+            segment: last,
+            salt: walk.salt,
+            end_offset: walk.end,
+            next_seq: walk.next,
+        }
+    );
+
+    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(report.scanned_bytes, 0);
+    assert_eq!(report.next_seq, 41);
+    assert!(!clean_path.exists());
+    log.close().unwrap();
+
+    let stale = CleanMark {
+        next_seq: mark.next_seq + 1,
+        ..mark
+    };
+    std::fs::write(&clean_path, stale.encode()).unwrap();
+    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    assert!(!report.clean_shutdown);
+    assert!(report.scanned_bytes > 0);
+    assert_eq!(report.next_seq, 41);
+    assert!(!clean_path.exists());
+    log.close().unwrap();
+
+    std::fs::write(&clean_path, b"not a clean-shutdown file").unwrap();
+    let (_log, report) = Log::open(dir.path(), small()).unwrap();
+    assert!(!report.clean_shutdown);
+    assert_eq!(report.next_seq, 41);
+}
+
+/// Writes five records durably, crashes, and returns the directory and the frames.
+fn crashed_log() -> (tempfile::TempDir, Walk) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(
+        dir.path(),
+        options(256 << 10, 64 << 10, SyncPolicy::EveryAppend),
+    )
+    .unwrap();
+    for i in 0..5 {
+        log.append(&payload(i, 200)).unwrap();
+    }
+    log.simulate_crash();
+    let walk = walk(&segment_path(dir.path(), 1));
+    assert_eq!(walk.frames.len(), 5);
+    (dir, walk)
+}
+
+fn reopen(
+    dir: &Path,
+    mode: RecoveryMode,
+) -> Result<(Log, esl_replay::storage::RecoveryReport), Error> {
+    Log::open(
+        dir,
+        LogOptions {
+            recovery_mode: mode,
+            ..options(256 << 10, 64 << 10, SyncPolicy::EveryAppend)
+        },
+    )
+}
+
+/// [REC-03] [REC-04] [REC-05] A frame cut short by a crash is a torn tail:
+/// `AbsoluteConsistency` refuses it and changes nothing; the default mode zeroes it in place
+/// (the file keeps its length), reports it, and the next append takes its place.
+#[test]
+fn a_torn_tail_is_zeroed_in_place_and_reported() {
+    let (dir, walk) = crashed_log();
+    let path = segment_path(dir.path(), 1);
+    let torn = encode_frame(walk.salt, 6, FrameKind::Plain, &[b'z'; 3000]);
+    write_at(&path, walk.end, &torn[..1500]);
+    let before = read(&path);
+
+    let refused = reopen(dir.path(), RecoveryMode::AbsoluteConsistency).map(drop);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Corrupt {
+                kind: CorruptKind::TornTail { bytes: 1500 },
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(read(&path), before);
+
+    let (mut log, report) = reopen(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+    let tail = report.torn_tail.clone().unwrap();
+    assert_eq!(tail.segment, SegmentId(1));
+    assert_eq!(tail.offset, walk.end);
+    assert_eq!(tail.bytes_dropped, 1500);
+    assert!(matches!(tail.kind, CorruptKind::ChecksumMismatch { .. }));
+    assert_eq!(report.next_seq, 6);
+    let after = read(&path);
+    assert_eq!(after.len(), before.len());
+    assert!(after[walk.end as usize..].iter().all(|b| *b == 0));
+    assert_eq!(log.append(b"sixth").unwrap(), Seq(6));
+    log.close().unwrap();
+    let rewalk = self::walk(&path);
+    assert_eq!(rewalk.frames[5].offset, walk.end);
+    assert_eq!(rewalk.frames[5].payload, b"sixth");
+
+    // A payload that reached the disk without its header is a torn tail as well.
+    let (dir, walk) = crashed_log();
+    let path = segment_path(dir.path(), 1);
+    write_at(&path, walk.end + 8, &[b'q'; 1000]);
+    let (_log, report) = reopen(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+    let tail = report.torn_tail.unwrap();
+    assert_eq!((tail.offset, tail.bytes_dropped), (walk.end, 1008));
+    assert_eq!(tail.kind, CorruptKind::TornTail { bytes: 1008 });
+}
+
+/// [REC-03] [REC-04] [REC-05] Damage followed by valid frames is not a torn tail: the default
+/// mode and `AbsoluteConsistency` refuse it and change nothing, naming the next valid frame;
+/// `PointInTime` cuts the log at the damage, valid frames after it included.
+#[test]
+fn damage_before_the_tail_is_refused_unless_point_in_time() {
+    let (dir, walk) = crashed_log();
+    let path = segment_path(dir.path(), 1);
+    let third = &walk.frames[2];
+    let fourth = &walk.frames[3];
+    write_at(&path, third.offset + 20, &[0xFF]);
+    let before = read(&path);
+
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        let refused = reopen(dir.path(), mode).map(drop);
+        assert!(
+            matches!(
+                &refused,
+                Err(Error::Corrupt { offset, kind: CorruptKind::DamagedBeforeTail { next_valid }, .. })
+                    if *offset == third.offset && *next_valid == fourth.offset
+            ),
+            "{mode:?}: {refused:?}"
+        );
+        assert_eq!(read(&path), before);
+    }
+
+    let (log, report) = reopen(dir.path(), RecoveryMode::PointInTime).unwrap();
+    assert_eq!(report.next_seq, 3);
+    let tail = report.torn_tail.clone().unwrap();
+    assert_eq!(tail.offset, third.offset);
+    assert_eq!(tail.bytes_dropped, walk.end - third.offset);
+    assert_eq!(
+        tail.kind,
+        CorruptKind::DamagedBeforeTail {
+            next_valid: fourth.offset
+        }
+    );
+    assert!(read(&path)[third.offset as usize..].iter().all(|b| *b == 0));
+    assert_eq!(all_records(&log.reader()).len(), 2);
+}
+
+/// [REC-06] [ROLL-04] [ROLL-05] A last segment that ends in a seal (a roll interrupted after
+/// its seal) gets its successor when the log is opened, before the first append.
+#[test]
+fn an_interrupted_roll_is_completed_on_open() {
+    let (dir, walk) = crashed_log();
+    let path = segment_path(dir.path(), 1);
+    write_at(
+        &path,
+        walk.end,
+        &encode_frame(walk.salt, 6, FrameKind::Seal, b""),
+    );
+    let (mut log, report) = reopen(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+    assert!(report.completed_roll);
+    assert_eq!(report.segments, 2);
+    assert_eq!(report.next_seq, 6);
+    assert_eq!(log.active_segment(), SegmentId(6));
+    assert_eq!(header(&segment_path(dir.path(), 6)).base, 6);
+    assert_eq!(log.append(b"sixth").unwrap(), Seq(6));
+    let records = all_records(&log.reader());
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[5], (Seq(6), b"sixth".to_vec()));
+}
+
+/// [TRUNC-03] [META-01] Open finishes a truncation that a crash interrupted after the new
+/// start was durable: segments wholly below the start and orphaned index files are
+/// deleted, and nothing below the start is returned.
+#[test]
+fn an_interrupted_truncation_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 300);
+    log.close().unwrap();
+    let all = bases(dir.path());
+    assert!(all.len() >= 4);
+    let start = all[2] + 1;
+    std::fs::write(dir.path().join(START_FILE), StartMark { start }.encode()).unwrap();
+    let orphan = index_path(dir.path(), all[all.len() - 1] + 1_000_000);
+    std::fs::copy(index_path(dir.path(), all[0]), &orphan).unwrap();
+
+    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(report.removed_segments, 2);
+    assert_eq!(report.first_seq, start);
+    assert_eq!(bases(dir.path()), all[2..]);
+    for base in &all[..2] {
+        assert!(!index_path(dir.path(), *base).exists());
+    }
+    assert!(!orphan.exists());
+    let reader = log.reader();
+    assert_eq!(reader.get(Seq(start - 1)).unwrap(), None);
+    assert_eq!(all_records(&reader)[0].0, Seq(start));
+}
+
+/// [TRUNC-01] [TRUNC-02] [META-01] [LOG-01] A truncation writes the start file, deletes only
+/// whole segments below it, never moves the start back, refuses to pass the next sequence,
+/// and keeps the last segment so numbering continues when nothing is left.
+#[test]
+fn truncation_deletes_whole_segments_below_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 300);
+    let all = bases(dir.path());
+    assert!(all.len() >= 4);
+
+    let before = all[1] + 2;
+    let report = log.truncate_prefix(Seq(before)).unwrap();
+    assert!(report.moved);
+    assert_eq!(report.start, Seq(before));
+    assert_eq!(report.segments_removed, 1);
+    assert_eq!(bases(dir.path()), all[1..]);
+    let start = StartMark::decode(&read(&dir.path().join(START_FILE))).unwrap();
+    assert_eq!(start.start, before);
+    let reader = log.reader();
+    assert_eq!(reader.first_seq(), Seq(before));
+    assert_eq!(reader.get(Seq(before - 1)).unwrap(), None);
+    assert!(reader.get(Seq(before)).unwrap().is_some());
+
+    let report = log.truncate_prefix(Seq(5)).unwrap();
+    assert!(!report.moved);
+    assert_eq!((report.start, report.segments_removed), (Seq(before), 0));
+
+    let next = log.next_seq();
+    assert!(matches!(
+        log.truncate_prefix(next.next()),
+        Err(Error::OutOfRange { .. })
+    ));
+    let report = log.truncate_prefix(next).unwrap();
+    assert_eq!(report.segments_removed, all.len() - 2);
+    assert_eq!(bases(dir.path()), [*all.last().unwrap()]);
+    assert_eq!(reader.first_seq(), next);
+    assert_eq!(log.append(b"after everything").unwrap(), next);
+    log.close().unwrap();
+    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(report.first_seq, next.get());
+    assert_eq!(log.next_seq(), next.next());
+}
+
+/// [DIR-02] Temporaries are removed on open; other files are left alone.
+#[test]
+fn temporaries_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 3);
+    log.close().unwrap();
+    let stray = [
+        dir.path().join("x.tmp"),
+        dir.path().join(".start.meta.0123456789abcdef.tmp"),
+    ];
+    for path in &stray {
+        std::fs::write(path, b"left by a crash").unwrap();
+    }
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, b"not the log's").unwrap();
+    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    assert!(report.removed_temporaries >= stray.len());
+    for path in &stray {
+        assert!(!path.exists(), "{}", path.display());
+    }
+    assert!(foreign.exists());
+    assert_eq!(all_records(&log.reader()).len(), 3);
+}
+
+/// [DIR-03] [RD-01] A second writer is refused at once, in the same process too, while a
+/// reader opens without any lock and reads beside the writer.
+#[test]
+fn one_writer_per_directory_and_lock_free_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let written = fill(&mut log, 10);
+    assert!(matches!(
+        Log::open(dir.path(), small()),
+        Err(Error::Locked { .. })
+    ));
+    let reader = Reader::open(dir.path(), &small()).unwrap();
+    assert_eq!(all_records(&reader), written);
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    drop(log);
+}
+
+/// [DIR-04] Truncations and the writer's open wait for the retention lock.
+#[test]
+fn truncation_and_open_wait_for_the_retention_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    fill(&mut log, 10);
+    let holder = File::options()
+        .read(true)
+        .write(true)
+        .open(dir.path().join(RETENTION_LOCK))
+        .unwrap();
+    holder.lock().unwrap();
+    let reader = log.reader();
+    let (sender, receiver) = mpsc::channel();
+    let truncation = std::thread::spawn(move || {
+        sender.send(reader.truncate_prefix(Seq(2)).is_ok()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.try_recv().is_err(), "truncation did not wait");
+    holder.unlock().unwrap();
+    assert!(receiver.recv_timeout(Duration::from_secs(30)).unwrap());
+    truncation.join().unwrap();
+    log.close().unwrap();
+
+    holder.lock().unwrap();
+    let path = dir.path().to_path_buf();
+    let (sender, receiver) = mpsc::channel();
+    let opener = std::thread::spawn(move || {
+        sender.send(Log::open(&path, small()).is_ok()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.try_recv().is_err(), "open did not wait");
+    holder.unlock().unwrap();
+    assert!(receiver.recv_timeout(Duration::from_secs(30)).unwrap());
+    opener.join().unwrap();
+}
+
+/// One file-system operation, as the recording `Io` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Op {
+    Write { ino: u64, offset: u64, len: usize },
+    SyncData(u64),
+    SyncAll(u64),
+    SyncDir(PathBuf),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+/// An `Io` that records every operation and then performs it.
+#[derive(Debug, Default)]
+struct Recorder {
+    ops: Mutex<Vec<Op>>,
+}
+
+impl Recorder {
+    fn push(&self, op: Op) {
+        self.ops.lock().unwrap().push(op);
+    }
+
+    fn ops(&self) -> Vec<Op> {
+        self.ops.lock().unwrap().clone()
+    }
+}
+
+fn file_ino(file: &File) -> u64 {
+    file.metadata().unwrap().ino()
+}
+
+impl Io for Recorder {
+    fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.push(Op::Write {
+            ino: file_ino(file),
+            offset,
+            len: buf.len(),
+        });
+        StdIo.write_at(file, buf, offset)
+    }
+
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        self.push(Op::SyncData(file_ino(file)));
+        StdIo.sync_data(file)
+    }
+
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        self.push(Op::SyncAll(file_ino(file)));
+        StdIo.sync_all(file)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.push(Op::SyncDir(dir.to_path_buf()));
+        StdIo.sync_dir(dir)
+    }
+
+    fn rename(&self, source: &Path, target: &Path) -> io::Result<()> {
+        self.push(Op::Rename(source.to_path_buf(), target.to_path_buf()));
+        StdIo.rename(source, target)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.push(Op::Remove(path.to_path_buf()));
+        StdIo.remove_file(path)
+    }
+}
+
+/// The index of the first operation at or after `from` that matches.
+fn find(ops: &[Op], from: usize, what: &str, matches: impl Fn(&Op) -> bool) -> usize {
+    ops.iter()
+        .skip(from)
+        .position(matches)
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("no {what} after operation {from} in {ops:#?}"))
+}
+
+/// [ROLL-01] [ROLL-02] [ROLL-03] [ROLL-04] [ROLL-05] [ROLL-06] [DUR-01] [ATOM-01] [TRUNC-01]
+/// The durable steps happen in the order the crash analyses of format/recovery.md assume.
+/// Under `OsOnly` nothing syncs the active segment until the roll; the roll syncs the
+/// sealed segment, then writes and syncs the index footer, then writes and syncs the
+/// successor's header in the zeroed, synced spare, then renames it into place and syncs
+/// the directory; readers then see the successor. A truncation then writes a temporary
+/// start file, syncs it, renames it over `start.meta` and syncs the directory before it
+/// removes anything, and syncs the directory after the removals.
+#[test]
+fn durable_steps_happen_in_the_specified_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let options = LogOptions {
+        io: recorder.clone(),
+        ..options(64 << 10, 8 << 10, SyncPolicy::OsOnly)
+    };
+    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let reader = log.reader();
+    let opened = recorder.ops().len();
+    let mut written = Vec::new();
+    while log.active_segment() == SegmentId(1) {
+        let bytes = payload(written.len() as u64, 1000);
+        written.push((log.append(&bytes).unwrap(), bytes));
+    }
+    let successor = log.active_segment().0;
+    let ops = recorder.ops();
+    let d = dir.path().to_path_buf();
+    let seg1 = ino(&segment_path(&d, 1));
+    let seg2 = ino(&segment_path(&d, successor));
+    let idx1 = ino(&index_path(&d, 1));
+
+    // [DUR-01] under OsOnly the roll's sync is the only sync of the segment after open.
+    let syncs: Vec<usize> = (opened..ops.len())
+        .filter(|i| ops[*i] == Op::SyncData(seg1))
+        .collect();
+    assert_eq!(syncs.len(), 1, "{ops:#?}");
+    let step2 = syncs[0];
+    let step3 = find(&ops, step2, "index sync", |op| *op == Op::SyncData(idx1));
+    let footer = find(
+        &ops,
+        step2,
+        "index write",
+        |op| matches!(op, Op::Write { ino, .. } if *ino == idx1),
+    );
+    assert!(footer < step3);
+    let spare_synced = find(&ops, 0, "spare sync", |op| *op == Op::SyncAll(seg2));
+    let step4_write = find(&ops, step3, "successor header", |op| {
+        *op == Op::Write {
+            ino: seg2,
+            offset: 0,
+            len: HEADER_LEN,
+        }
+    });
+    let step4_sync = find(&ops, step4_write, "successor sync", |op| {
+        *op == Op::SyncData(seg2)
+    });
+    let step5 = find(&ops, step4_sync, "rename", |op| {
+        *op == Op::Rename(d.join(SPARE_FILE), segment_path(&d, successor))
+    });
+    let step5_dir = find(&ops, step5, "directory sync", |op| {
+        *op == Op::SyncDir(d.clone())
+    });
+    assert!(spare_synced < step4_write);
+    assert!(step2 < step3 && step3 < step4_write && step5 < step5_dir);
+
+    // [ROLL-01] the seal carries the successor's base; [ROLL-03] the footer names it.
+    let sealed = walk(&segment_path(&d, 1));
+    assert_eq!((sealed.stop, sealed.next), (Stop::Seal, successor));
+    assert_eq!(
+        read_index(&d, 1, sealed.salt).unwrap().footer,
+        Some(IndexFooter {
+            end_seq: successor,
+            seal_offset: u32::try_from(sealed.end).unwrap()
+        })
+    );
+    // [ROLL-06] a reader created before the roll sees the successor and every record.
+    assert_eq!(reader.segments(), [SegmentId(1), SegmentId(successor)]);
+    assert_eq!(all_records(&reader), written);
+
+    // [TRUNC-01] [ATOM-01] the start is durable before anything is removed.
+    let mark = recorder.ops().len();
+    let report = log.truncate_prefix(Seq(successor)).unwrap();
+    assert_eq!(report.segments_removed, 1);
+    let start_ino = ino(&d.join(START_FILE));
+    let ops: Vec<Op> = recorder.ops()[mark..]
+        .iter()
+        .filter(|op| match op {
+            Op::Write { ino, .. } | Op::SyncData(ino) | Op::SyncAll(ino) => *ino == start_ino,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let Op::Rename(temporary, _) = &ops[2] else {
+        panic!("{ops:#?}")
+    };
+    let name = temporary.file_name().unwrap().to_str().unwrap();
+    let random = name
+        .strip_prefix(".start.meta.")
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .unwrap();
+    assert_eq!(temporary.parent(), Some(d.as_path()));
+    assert!(random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        ops,
+        [
+            Op::Write {
+                ino: start_ino,
+                offset: 0,
+                len: 32
+            },
+            Op::SyncAll(start_ino),
+            Op::Rename(temporary.clone(), d.join(START_FILE)),
+            Op::SyncDir(d.clone()),
+            Op::Remove(segment_path(&d, 1)),
+            Op::Remove(index_path(&d, 1)),
+            Op::SyncDir(d.clone()),
+        ]
+    );
+}
+
+/// [DUR-01] Under `EveryAppend` every append syncs the segment before it returns, and the
+/// record is durable when it does.
+#[test]
+fn every_append_syncs_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let options = LogOptions {
+        io: recorder.clone(),
+        ..small()
+    };
+    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let segment = ino(&segment_path(dir.path(), 1));
+    let mark = recorder.ops().len();
+    for i in 0..5 {
+        let seq = log.append(&payload(i, 100)).unwrap();
+        assert!(log.durability().durable_seq() > seq);
+    }
+    let syncs = recorder.ops()[mark..]
+        .iter()
+        .filter(|op| **op == Op::SyncData(segment))
+        .count();
+    assert_eq!(syncs, 5);
+    drop(log);
+}

@@ -1,0 +1,394 @@
+//! Repository hygiene, checked on the source tree itself.
+//!
+//! - Requirement IDs: every ID defined in `format/*.md` (in bold, exactly once) is listed in
+//!   the index of `format/README.md`, every ID the documents mention is defined, every ID
+//!   `src/storage/` cites is defined, and every defined ID is cited by a test: a file under
+//!   `tests/` or a `src/` file with a `#[cfg(test)]` module. Failures list every offending ID
+//!   at once, so one run shows all the work left.
+//! - Every `.rs` file under `src/` starts with a `//!` module doc.
+//! - Layering: `storage` never uses `record`, `cli`, `tokio`, `clap` or `rusqlite`.
+//! - `unsafe` code appears only in `src/storage/io/mmap.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path, extension));
+        } else if path.extension().is_some_and(|e| e == extension) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Requirement IDs in `text`: `[`, capital letters, `-`, digits, `]`. With `bold`, only
+/// those written `**[ID]**` (a definition).
+fn ids(text: &str, bold: bool) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    for (start, _) in text.match_indices('[') {
+        let mut at = start + 1;
+        let letters = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_uppercase())
+            .count();
+        at += letters;
+        if letters == 0 || bytes.get(at) != Some(&b'-') {
+            continue;
+        }
+        at += 1;
+        let digits = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        at += digits;
+        if digits == 0 || bytes.get(at) != Some(&b']') {
+            continue;
+        }
+        if bold && !(text[..start].ends_with("**") && text[at + 1..].starts_with("**")) {
+            continue;
+        }
+        found.push(text[start + 1..at].to_owned());
+    }
+    found
+}
+
+fn format_docs() -> Vec<(PathBuf, String)> {
+    files(&root().join("format"), "md")
+        .into_iter()
+        .filter(|p| p.parent() == Some(root().join("format").as_path()))
+        .map(|p| {
+            let text = read(&p);
+            (p, text)
+        })
+        .collect()
+}
+
+/// Every defined ID with the documents defining it.
+fn definitions() -> BTreeMap<String, Vec<String>> {
+    let mut defined: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, text) in format_docs() {
+        for id in ids(&text, true) {
+            defined.entry(id).or_default().push(relative(&path));
+        }
+    }
+    defined
+}
+
+fn report(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what} ({} found):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn requirements_are_defined_once_and_indexed() {
+    let defined = definitions();
+    assert!(!defined.is_empty(), "format/ defines no requirement IDs");
+    let mut problems = Vec::new();
+    for (id, places) in &defined {
+        if places.len() > 1 {
+            problems.push(format!(
+                "[{id}] is defined {} times: {places:?}",
+                places.len()
+            ));
+        }
+    }
+    let readme = read(&root().join("format/README.md"));
+    let indexed: BTreeSet<String> = readme
+        .lines()
+        .filter(|line| line.starts_with("| ["))
+        .flat_map(|line| ids(line, false).into_iter().take(1))
+        .collect();
+    for id in defined.keys() {
+        if !indexed.contains(id) {
+            problems.push(format!(
+                "[{id}] is missing from the index in format/README.md"
+            ));
+        }
+    }
+    for id in &indexed {
+        if !defined.contains_key(id) {
+            problems.push(format!("[{id}] is indexed but defined nowhere"));
+        }
+    }
+    for (path, text) in format_docs() {
+        let mentioned: BTreeSet<String> = ids(&text, false).into_iter().collect();
+        for id in mentioned {
+            if !defined.contains_key(&id) {
+                problems.push(format!("{} refers to undefined [{id}]", relative(&path)));
+            }
+        }
+    }
+    report("requirement ID problems in format/", &problems);
+}
+
+/// The files whose citations count as tests: everything under `tests/` but this file, and
+/// the `src/` files that hold a `#[cfg(test)]` module.
+fn citing_files() -> Vec<PathBuf> {
+    let this = root().join("tests/tidy.rs");
+    let mut citing: Vec<PathBuf> = files(&root().join("tests"), "rs")
+        .into_iter()
+        .filter(|p| *p != this)
+        .collect();
+    citing.extend(
+        files(&root().join("src"), "rs")
+            .into_iter()
+            .filter(|p| read(p).contains("#[cfg(test)]")),
+    );
+    citing
+}
+
+#[test]
+fn every_requirement_is_cited_by_a_test() {
+    let mut cited = BTreeSet::new();
+    for path in citing_files() {
+        cited.extend(ids(&read(&path), false));
+    }
+    let missing: Vec<String> = definitions()
+        .keys()
+        .filter(|id| !cited.contains(*id))
+        .map(|id| format!("[{id}]"))
+        .collect();
+    report(
+        "requirement IDs defined in format/ that no test cites (name them in a test's doc comment)",
+        &missing,
+    );
+}
+
+#[test]
+fn storage_cites_only_defined_requirements() {
+    let defined = definitions();
+    let mut problems = Vec::new();
+    for path in files(&root().join("src/storage"), "rs") {
+        let unknown: BTreeSet<String> = ids(&read(&path), false)
+            .into_iter()
+            .filter(|id| !defined.contains_key(id))
+            .collect();
+        for id in unknown {
+            problems.push(format!("{} cites undefined [{id}]", relative(&path)));
+        }
+    }
+    report(
+        "citations of requirements that format/ does not define",
+        &problems,
+    );
+}
+
+#[test]
+fn every_source_file_starts_with_a_module_doc() {
+    let missing: Vec<String> = files(&root().join("src"), "rs")
+        .into_iter()
+        .filter(|p| !read(p).starts_with("//!"))
+        .map(|p| relative(&p))
+        .collect();
+    report("source files that do not start with a `//!` line", &missing);
+}
+
+/// The text of Rust source with comments and the contents of string literals blanked out,
+/// so that words in documentation and messages are not mistaken for code.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+        } else if c == '"' {
+            out.push('"');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                if chars.get(i) == Some(&'\n') {
+                    out.push('\n');
+                }
+                i += 1;
+            }
+            out.push('"');
+            i += 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Identifier and punctuation tokens of code (after `code_only`), in order.
+fn tokens(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut word = String::new();
+    for c in code.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            found.push(std::mem::take(&mut word));
+        }
+        if !c.is_whitespace() {
+            found.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        found.push(word);
+    }
+    found
+}
+
+/// The module path of a file under `src/` (`src/storage/io/mod.rs` is `storage::io`).
+fn module_depth(path: &Path) -> usize {
+    let relative = path.strip_prefix(root().join("src")).unwrap();
+    let parts = relative.components().count();
+    let name = relative.file_name().unwrap().to_string_lossy();
+    if name == "mod.rs" || name == "lib.rs" || name == "main.rs" {
+        parts - 1
+    } else {
+        parts
+    }
+}
+
+#[test]
+fn storage_does_not_depend_on_upper_layers() {
+    let forbidden_crates = ["tokio", "clap", "rusqlite"];
+    let forbidden_modules = ["record", "cli"];
+    let mut problems = Vec::new();
+    for path in files(&root().join("src/storage"), "rs") {
+        let tokens = tokens(&code_only(&read(&path)));
+        let depth = module_depth(&path);
+        for (i, token) in tokens.iter().enumerate() {
+            let name = relative(&path);
+            if forbidden_crates.contains(&token.as_str()) {
+                problems.push(format!("{name} uses `{token}`"));
+            }
+            // `crate::record`, `esl_replay::cli`, or enough `super::` to reach the root.
+            let path_to = |at: usize| -> Option<&str> {
+                (tokens.get(at)? == ":" && tokens.get(at + 1)? == ":")
+                    .then(|| tokens.get(at + 2).map(String::as_str))
+                    .flatten()
+            };
+            if (token == "crate" || token == "esl_replay")
+                && let Some(next) = path_to(i + 1)
+                && forbidden_modules.contains(&next)
+            {
+                problems.push(format!("{name} uses `{token}::{next}`"));
+            }
+            if token == "super" && (i < 3 || tokens[i - 3] != "super") {
+                let mut at = i;
+                let mut supers = 1;
+                while path_to(at + 1) == Some("super") {
+                    at += 3;
+                    supers += 1;
+                }
+                if supers >= depth
+                    && let Some(next) = path_to(at + 1)
+                    && forbidden_modules.contains(&next)
+                {
+                    problems.push(format!("{name} reaches `{next}` through `super::`"));
+                }
+            }
+        }
+    }
+    report(
+        "layering violations in src/storage (format/README.md; docs/ARCHITECTURE.md)",
+        &problems,
+    );
+}
+
+/// Places in `text` where `unsafe` starts a block, function, impl, trait or extern block.
+fn unsafe_sites(text: &str) -> usize {
+    let tokens = tokens(&code_only(text));
+    tokens
+        .windows(2)
+        .filter(|w| {
+            w[0] == "unsafe" && ["{", "fn", "impl", "trait", "extern"].contains(&w[1].as_str())
+        })
+        .count()
+}
+
+#[test]
+fn unsafe_code_lives_only_in_the_mmap_module() {
+    let allowed = root().join("src/storage/io/mmap.rs");
+    assert!(
+        unsafe_sites(&read(&allowed)) > 0,
+        "the detector finds no unsafe code even in src/storage/io/mmap.rs"
+    );
+    let offenders: Vec<String> = files(&root().join("src"), "rs")
+        .into_iter()
+        .filter(|p| *p != allowed && unsafe_sites(&read(p)) > 0)
+        .map(|p| relative(&p))
+        .collect();
+    report(
+        "files with unsafe code outside src/storage/io/mmap.rs",
+        &offenders,
+    );
+}
+
+#[test]
+fn detectors_see_code_but_not_comments_or_strings() {
+    assert_eq!(
+        ids("x [SEG-07] **[FRM-01]** [a-1] [AB-] [ROLL-01..06]", false),
+        ["SEG-07", "FRM-01"]
+    );
+    assert_eq!(ids("x [SEG-07] **[FRM-01]**", true), ["FRM-01"]);
+    assert_eq!(unsafe_sites("// unsafe { }\nlet s = \"unsafe fn\";"), 0);
+    assert_eq!(
+        unsafe_sites("let x = unsafe  {\n 1 };\n unsafe fn f() {}"),
+        2
+    );
+    assert_eq!(
+        tokens(&code_only("use super::super::record; // crate::cli")),
+        ["use", "super", ":", ":", "super", ":", ":", "record", ";"]
+    );
+    assert_eq!(module_depth(&root().join("src/storage/io/mmap.rs")), 3);
+    assert_eq!(module_depth(&root().join("src/storage/mod.rs")), 1);
+}
