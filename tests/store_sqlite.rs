@@ -2,8 +2,8 @@
 //! opening databases the reference package wrote (read-only as they are, and migrated for
 //! writing: `capture_us`, derived columns, the sequence high-water mark), stale writers
 //! that fail instead of leapfrogging (C1), corrupt rows that fail every read touching them
-//! (`SqliteChaosTest`, `SqliteCorruptionHandlingTest`), read-only handles, WAL mode and the
-//! entry points (`SqliteReplayArtifactStoreTest`).
+//! (`SqliteChaosTest`, `SqliteCorruptionHandlingTest`), concurrent writers, read-only
+//! handles, WAL mode and the entry points (`SqliteReplayArtifactStoreTest`).
 //!
 //! Reference databases are built here by hand with the exact reference DDL and rows as the
 //! reference writes them (§9), in its default rollback-journal mode.
@@ -733,6 +733,73 @@ fn sqlite_writer_model_requires_reopen_between_writer_epochs() {
         second.read_by_id(&id).unwrap().unwrap().append_sequence(),
         3
     );
+}
+
+#[test]
+fn concurrent_writers_that_reopen_on_staleness_leave_no_gaps() {
+    let fixture = Fixture::new();
+    drop(SqliteStore::open(&fixture.path).unwrap());
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            let path = fixture.path.clone();
+            std::thread::spawn(move || {
+                let mut store = SqliteStore::open(&path).unwrap();
+                let mut stale = 0;
+                let mut written = 0;
+                while written < 50 {
+                    let mut envelope = envelope();
+                    envelope.artifact_name = format!("writer.{writer}");
+                    match store.write(envelope) {
+                        Ok(_) => written += 1,
+                        Err(Error::StaleWriter { .. }) => {
+                            stale += 1;
+                            store = SqliteStore::open(&path).unwrap();
+                        }
+                        Err(error) => panic!("{error}"),
+                    }
+                }
+                stale
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let store = SqliteStore::open_read_only(&fixture.path).unwrap();
+    let records = read_all(&store, &Criteria::any()).unwrap();
+    assert_eq!(sequences(&records), (1..=100).collect::<Vec<_>>());
+    for writer in 0..2 {
+        let name = format!("writer.{writer}");
+        let own = criteria(|fields| fields.artifact_name = Some(name));
+        assert_eq!(read_all(&store, &own).unwrap().len(), 50);
+    }
+}
+
+#[test]
+fn existing_unreadable_database_fails_to_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = Fixture::new();
+    let mut store = SqliteStore::open(&fixture.path).unwrap();
+    store.write(envelope()).unwrap();
+    drop(store);
+    let permissions = |mode| std::fs::Permissions::from_mode(mode);
+    std::fs::set_permissions(&fixture.path, permissions(0o000)).unwrap();
+    if std::fs::read(&fixture.path).is_ok() {
+        // This user (root) reads the file regardless of its mode.
+        std::fs::set_permissions(&fixture.path, permissions(0o644)).unwrap();
+        return;
+    }
+    assert!(matches!(
+        SqliteStore::open(&fixture.path),
+        Err(Error::Sqlite { .. })
+    ));
+    assert!(matches!(
+        SqliteStore::open_read_only(&fixture.path),
+        Err(Error::Sqlite { .. })
+    ));
+    std::fs::set_permissions(&fixture.path, permissions(0o644)).unwrap();
+    let store = SqliteStore::open_read_only(&fixture.path).unwrap();
+    assert_eq!(sequences_of(&store, &Criteria::any()), [1]);
 }
 
 #[test]
