@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use super::Outcome;
 use crate::record::{Criteria, ReadCursor, RecordId};
 use crate::storage::{LogOptions, Seq, SyncPolicy};
-use crate::store::{ArtifactStore, LogStore, SqliteStore, dataset};
+use crate::store::{ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -224,7 +224,10 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             ..LogOptions::default()
         },
     )?;
-    let mut durable_sqlite = SqliteStore::open_durable(&dir.join("durable.sqlite"))?;
+    let mut durable_sqlite = SqliteStore::open_with(
+        &dir.join("durable.sqlite"),
+        SqliteOptions::new().synchronous(SqliteSync::Full),
+    )?;
     let durable = |store: &mut dyn ArtifactStore| -> anyhow::Result<(Duration, Vec<Duration>)> {
         let mut times = Vec::new();
         let started = Instant::now();

@@ -25,7 +25,7 @@ use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
 
 pub use error::Error;
 pub use log_store::LogStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 pub use tail::Tail;
 
 /// The store's result type.
