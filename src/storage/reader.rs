@@ -392,6 +392,10 @@ impl Cursor {
     /// # Errors
     ///
     /// [`Error::Corrupt`] naming the segment and offset of a damaged frame; I/O errors.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a lending cursor cannot implement Iterator: each record borrows the cursor"
+    )]
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>> {
         let Some((seq, payload)) = self.advance()? else {
             return Ok(None);

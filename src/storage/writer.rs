@@ -359,10 +359,10 @@ impl Log {
         }
         scratch.clear();
         scratch.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        match zstd::bulk::compress_to_buffer(payload, scratch, 3) {
-            Ok(n) if n <= payload.len() - payload.len() / 8 => true,
-            _ => false,
-        }
+        matches!(
+            zstd::bulk::compress_to_buffer(payload, scratch, 3),
+            Ok(n) if n <= payload.len() - payload.len() / 8
+        )
     }
 
     /// The offset where a frame of `len` bytes goes, rolling to a new segment if needed.
