@@ -9,8 +9,9 @@
 //! and a long-lived lending cursor) and the segment files present must match the model. A
 //! simulated crash keeps the page cache, as a killed process does, so nothing appended may
 //! be lost across it. Reopens pick a random read strategy. Logs use 64 KiB segments so rolls
-//! happen every few dozen records, and skip syncs (page-cache semantics are all a
-//! process-level model can observe; `storage_faults.rs` and `storage_crash.rs` cover syncs).
+//! happen every few dozen records, skip syncs and live in memory (`/dev/shm`) when possible:
+//! page-cache semantics are all a process-level model can observe, and `storage_faults.rs`
+//! and `storage_crash.rs` cover syncs. `ESL_REPLAY_MODEL_TESTS` sets the number of cases.
 //!
 //! The plain tests below the property pin down individual guarantees: sequences never
 //! restart, and the mmap and pread read strategies return identical records.
@@ -574,7 +575,7 @@ fn log_agrees_with_model_under_random_operation_sequences() {
     let tests = std::env::var("ESL_REPLAY_MODEL_TESTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(1_000);
     QuickCheck::new()
         .tests(tests)
         .max_tests(tests * 10)

@@ -11,7 +11,8 @@
 //! damage followed by valid frames, a `Corrupt` error naming the segment and the damaged
 //! frame's offset unless the mode is `PointInTime`. No case may panic or yield a corrupt
 //! record. The remaining tests damage sealed segments, index files and headers, and check
-//! the recovery report of clean and unclean shutdowns.
+//! the recovery report of clean and unclean shutdowns. The copies live in memory
+//! (`/dev/shm`) when possible, since the tests reopen thousands of them.
 
 #![allow(
     clippy::disallowed_methods,
@@ -259,11 +260,8 @@ fn flipping_any_byte_of_the_last_frames_never_yields_a_corrupt_record() {
                 flip_byte(&segment, at, mask);
                 let damaged = read_range(&segment, frame.offset, last.end());
                 let dropped = last_nonzero(&damaged, frame.offset).unwrap() + 1 - frame.offset;
-                let refused = match (mode, next_valid) {
-                    (RecoveryMode::AbsoluteConsistency, _) => true,
-                    (RecoveryMode::TolerateTornTail, Some(_)) => true,
-                    _ => false,
-                };
+                let refused = mode == RecoveryMode::AbsoluteConsistency
+                    || (mode == RecoveryMode::TolerateTornTail && next_valid.is_some());
                 let opened = Log::open(copy.path(), options(mode));
                 if refused {
                     let Err(error) = opened else {
@@ -380,6 +378,9 @@ fn expect_corrupt_at(reader: &Reader, payloads: &[Vec<u8>], segment: u64, offset
     panic!("{case}: the damage went unnoticed");
 }
 
+/// A named damage to a segment file and the offset where reading must report it.
+type Damage = (&'static str, u64, Box<dyn Fn(&Path)>);
+
 /// [SEG-06] Damage inside a sealed segment (a record, the seal, or its tail zeroed) is never
 /// skipped: reading reaches it and fails with `Corrupt` naming the segment and the offset,
 /// with or without the segment's index, and for followers as well.
@@ -393,21 +394,21 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let seal = *frames.last().unwrap();
     assert!(seal.seal);
     for drop_index in [false, true] {
-        let damages: [(&str, u64, Box<dyn Fn(&Path)>); 3] = [
+        let damages: [Damage; 3] = [
             (
                 "payload byte flipped",
                 record.offset,
-                Box::new(|p: &Path| flip_byte(p, record.offset + 9, 0x20)),
+                Box::new(move |p: &Path| flip_byte(p, record.offset + 9, 0x20)),
             ),
             (
                 "seal flipped",
                 seal.offset,
-                Box::new(|p: &Path| flip_byte(p, seal.offset + 2, 0x01)),
+                Box::new(move |p: &Path| flip_byte(p, seal.offset + 2, 0x01)),
             ),
             (
                 "zeroed from a record on",
                 record.offset,
-                Box::new(|p: &Path| zero_range(p, record.offset, seal.end())),
+                Box::new(move |p: &Path| zero_range(p, record.offset, seal.end())),
             ),
         ];
         for (what, offset, damage) in &damages {
@@ -728,6 +729,39 @@ fn interrupted_roll_is_completed_on_open() {
         );
     }
     assert_eq!(all[template.payloads.len()].1, b"next");
+}
+
+/// [RD-01] [RD-03] A follower reading a log whose last segment is sealed but has no successor
+/// yet (a roll in progress, or a writer killed mid-roll) reads every record and then finds
+/// the end of the log, not corruption; it continues once the successor appears.
+#[test]
+fn follower_at_a_seal_without_successor_sees_the_end_not_corruption() {
+    let template = build(10);
+    let dir = template.copy();
+    let last = *template.frames.last().unwrap();
+    let (header, _) = frames_of(&template.segment(dir.path()));
+    let seal = encode_frame(header.salt, last.seq + 1, FrameKind::Seal, &[]);
+    common::write_bytes(&template.segment(dir.path()), last.end(), &seal);
+    let follower = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(last.seq + 1));
+    let mut cursor = follower.cursor(Seq(1)).unwrap();
+    let mut count = 0;
+    while let Some(record) = cursor.next().unwrap() {
+        assert!(record.payload == template.payloads[record.seq.0 as usize - 1]);
+        count += 1;
+    }
+    assert_eq!(count, last.seq);
+    assert!(cursor.next().unwrap().is_none(), "the end stays the end");
+
+    let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    assert!(report.completed_roll);
+    log.append(b"in the successor").unwrap();
+    let record = cursor.next().unwrap().expect("the follower moves on");
+    assert_eq!(
+        (record.seq, record.payload),
+        (Seq(last.seq + 1), &b"in the successor"[..])
+    );
+    assert_eq!(read_all(&follower).len() as u64, last.seq + 1);
 }
 
 /// [DIR-02] Temporary files of interrupted operations (the spare segment, a half-written

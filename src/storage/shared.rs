@@ -272,12 +272,28 @@ impl Shared {
 
     /// After a sealed last segment, opens the segment the writer rolled to, if it exists yet.
     fn adopt_successor(&self, last: &SegmentData) -> Result<bool> {
-        let base = last.end_seq();
-        let path = dir::segment_path(&self.dir, base);
-        if !path.exists() {
-            return Ok(false);
+        let mut base = last.end_seq();
+        if !dir::segment_path(&self.dir, base).exists() {
+            // Either the writer is still creating it, or a truncation deleted it (and maybe
+            // more) before this follower looked: then go on with the oldest segment after it
+            // that is still there.
+            if self.reload_start()? <= base {
+                return Ok(false);
+            }
+            let listing = dir::list(&self.dir)?;
+            let Some(&next) = listing.segments.iter().find(|b| **b > base) else {
+                return Ok(false);
+            };
+            base = next;
         }
-        let data = open_tail(&self.dir, base, self.strategy, self.max_payload, false)?;
+        let data = match open_tail(&self.dir, base, self.strategy, self.max_payload, false) {
+            Ok(data) => data,
+            // Deleted by a truncation since we looked; look again next time.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
         self.slots.write().push(Slot::loaded(Arc::new(data)));
         Ok(true)
     }
