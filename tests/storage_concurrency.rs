@@ -437,6 +437,66 @@ fn follower_that_slept_through_rolls_and_a_truncation_catches_up() {
     }
 }
 
+/// Segment files under `dir` that were deleted but that this process still maps or holds
+/// open (Linux `/proc`), which keeps their disk space allocated.
+fn deleted_segments_held(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let is_deleted_segment =
+        |text: &str| text.contains(&dir) && text.contains(".seg") && text.ends_with("(deleted)");
+    let mut held: Vec<String> = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| is_deleted_segment(line))
+        .map(|line| format!("mapped: {line}"))
+        .collect();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let target = target.display().to_string();
+            if is_deleted_segment(&target) {
+                held.push(format!("open: {target}"));
+            }
+        }
+    }
+    held
+}
+
+/// [TRUNC-01] A long-lived follower lets go of the segments a truncation by another process
+/// deleted (their maps and file handles) once it has moved past them, so their disk space
+/// is reclaimed while it keeps running.
+#[test]
+fn follower_releases_segments_truncated_by_another_process() {
+    if !Path::new("/proc/self/maps").exists() {
+        return;
+    }
+    for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
+        let seed = 11;
+        let dir = temp_dir();
+        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let mut seq = 1;
+        while segment_bases(dir.path()).len() < 6 {
+            log.append(&payload(seed, seq)).unwrap();
+            seq += 1;
+        }
+        let follower = Reader::open(dir.path(), &options(strategy)).unwrap();
+        assert_eq!(read_all(&follower).len() as u64, seq - 1);
+        let start = segment_bases(dir.path())[4];
+        log.truncate_prefix(Seq(start)).unwrap();
+        log.append(&payload(seed, seq)).unwrap();
+        assert_eq!(follower.next_seq().unwrap(), Seq(seq + 1));
+        assert_eq!(read_all(&follower).len() as u64, seq + 1 - start);
+        let held = deleted_segments_held(dir.path());
+        assert!(
+            held.is_empty(),
+            "{strategy:?}: the follower still holds deleted segments:\n{}",
+            held.join("\n")
+        );
+    }
+}
+
 /// [DIR-03] [RD-01] A second writer gets `Error::Locked` naming the directory, whether the
 /// first writer is in this process or another; readers need no lock; the lock is released
 /// when the holder closes or exits.

@@ -224,7 +224,22 @@ impl Shared {
             return Ok(false);
         }
         let mut window = self.refresh_window.lock();
-        self.reload_start()?;
+        let start = self.reload_start()?;
+        // Forget segments a truncation (by any process) deleted, as `truncate_prefix` does, so
+        // their maps and handles close and their space is freed once no cursor reads them.
+        // Files still present (an interrupted truncation) stay known, for `truncate_prefix`.
+        {
+            let mut slots = self.slots.write();
+            let deleted = slots
+                .windows(2)
+                .take_while(|w| {
+                    w.get(1).is_some_and(|next| next.base <= start)
+                        && w.first()
+                            .is_some_and(|s| !dir::segment_path(&self.dir, s.base).exists())
+                })
+                .count();
+            slots.drain(..deleted);
+        }
         // The bytes past the end change under us: never trust an earlier read of them.
         window.reset();
         let before = self.next.load(Ordering::Acquire);
