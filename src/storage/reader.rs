@@ -136,6 +136,10 @@ impl Reader {
     ///
     /// Corruption or I/O met while seeking.
     pub fn cursor(&self, from: Seq) -> Result<Cursor> {
+        if self.shared.follower {
+            // Another process may have truncated: a new cursor never starts below the start.
+            self.shared.reload_start()?;
+        }
         let mut cursor = Cursor {
             shared: self.shared.clone(),
             segment: None,
@@ -459,6 +463,9 @@ impl Cursor {
                 }
                 return Ok(None);
             };
+            // `sealed` before `end`: the seal is published after the frames before it, so a
+            // cursor that sees the seal also sees every frame before it.
+            let sealed = segment.is_sealed();
             let end = segment.end();
             if self.offset < end {
                 let max = self.shared.max_payload;
@@ -539,25 +546,43 @@ impl Cursor {
                 }
                 return Ok(Some((seq, location)));
             }
-            if segment.is_sealed() {
+            if sealed {
                 let id = segment.id;
                 let seq = self.seq;
-                match self.shared.segment_for(seq)? {
-                    Some(next) if next.id.0 == seq => {
-                        self.segment = Some(next);
-                        self.offset = HEADER_LEN as u64;
-                        self.window.reset();
-                        continue;
-                    }
-                    _ if self.shared.refresh()? => continue,
-                    _ => {
-                        return Err(Error::Corrupt {
-                            segment: id,
-                            offset: end,
-                            kind: CorruptKind::MissingSeal,
-                        });
-                    }
+                if let Some(next) = self.shared.segment_for(seq)?.filter(|n| n.id.0 == seq) {
+                    self.segment = Some(next);
+                    self.offset = HEADER_LEN as u64;
+                    self.window.reset();
+                    continue;
                 }
+                // The successor is not in this reader's view: a follower looks for it (and
+                // another thread may have just found it, so look at the view again after).
+                self.shared.refresh()?;
+                let start = self.shared.start.load(Ordering::Acquire);
+                if seq < start {
+                    // A truncation removed the successor: continue from the new start.
+                    self.seek(start)?;
+                    continue;
+                }
+                let (known, last) = {
+                    let slots = self.shared.slots.read();
+                    let known = slots.binary_search_by_key(&seq, |s| s.base).is_ok();
+                    (known, slots.last().map(|s| s.base))
+                };
+                if known {
+                    continue;
+                }
+                if last == Some(id.0) {
+                    // A follower sees the seal before the writer has renamed the successor
+                    // into place (a roll in progress, or a writer killed mid-roll, whose next
+                    // open completes the roll): the log simply has nothing more yet.
+                    return Ok(None);
+                }
+                return Err(Error::Corrupt {
+                    segment: id,
+                    offset: end,
+                    kind: CorruptKind::MissingSeal,
+                });
             }
             if self.shared.follower && self.shared.refresh()? {
                 continue;

@@ -224,7 +224,22 @@ impl Shared {
             return Ok(false);
         }
         let mut window = self.refresh_window.lock();
-        self.reload_start()?;
+        let start = self.reload_start()?;
+        // Forget segments a truncation (by any process) deleted, as `truncate_prefix` does, so
+        // their maps and handles close and their space is freed once no cursor reads them.
+        // Files still present (an interrupted truncation) stay known, for `truncate_prefix`.
+        {
+            let mut slots = self.slots.write();
+            let deleted = slots
+                .windows(2)
+                .take_while(|w| {
+                    w.get(1).is_some_and(|next| next.base <= start)
+                        && w.first()
+                            .is_some_and(|s| !dir::segment_path(&self.dir, s.base).exists())
+                })
+                .count();
+            slots.drain(..deleted);
+        }
         // The bytes past the end change under us: never trust an earlier read of them.
         window.reset();
         let before = self.next.load(Ordering::Acquire);
@@ -272,12 +287,28 @@ impl Shared {
 
     /// After a sealed last segment, opens the segment the writer rolled to, if it exists yet.
     fn adopt_successor(&self, last: &SegmentData) -> Result<bool> {
-        let base = last.end_seq();
-        let path = dir::segment_path(&self.dir, base);
-        if !path.exists() {
-            return Ok(false);
+        let mut base = last.end_seq();
+        if !dir::segment_path(&self.dir, base).exists() {
+            // Either the writer is still creating it, or a truncation deleted it (and maybe
+            // more) before this follower looked: then go on with the oldest segment after it
+            // that is still there.
+            if self.reload_start()? <= base {
+                return Ok(false);
+            }
+            let listing = dir::list(&self.dir)?;
+            let Some(&next) = listing.segments.iter().find(|b| **b > base) else {
+                return Ok(false);
+            };
+            base = next;
         }
-        let data = open_tail(&self.dir, base, self.strategy, self.max_payload, false)?;
+        let data = match open_tail(&self.dir, base, self.strategy, self.max_payload, false) {
+            Ok(data) => data,
+            // Deleted by a truncation since we looked; look again next time.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
         self.slots.write().push(Slot::loaded(Arc::new(data)));
         Ok(true)
     }

@@ -385,6 +385,9 @@ impl Log {
         if self.active.end() == self.end && !self.sealed_without_successor {
             return Ok(());
         }
+        // After a failed sync, a later sync that succeeds proves nothing about the frames the
+        // failed one covered (fsyncgate): never publish them or move the durable watermark.
+        self.shared.check_poison()?;
         if self.options.sync_policy == SyncPolicy::EveryAppend {
             if let Err(source) = self.options.io.sync_data(&self.active.file) {
                 let error = Error::io(IoOp::Sync, &self.active.path, source);
