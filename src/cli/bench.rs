@@ -93,6 +93,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     progress(&format!("appending {} records to each store", args.records));
     let (mut log_time, mut sqlite_time) = (Duration::ZERO, Duration::ZERO);
     let mut ids: Vec<RecordId> = Vec::new();
+    let mut sqlite_ids: Vec<RecordId> = Vec::new();
     let mut n = 0;
     while n < args.records {
         let batch: Vec<u64> = (n..(n + 1000).min(args.records)).collect();
@@ -102,7 +103,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
         log_time += started.elapsed();
         let envelopes: Vec<_> = batch.iter().map(|i| dataset::envelope(*i)).collect();
         let started = Instant::now();
-        sqlite.write_batch(envelopes)?;
+        sqlite_ids.extend(sqlite.write_batch(envelopes)?);
         sqlite_time += started.elapsed();
         n += batch.len() as u64;
     }
@@ -181,20 +182,20 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             (state % ids.len().max(1) as u64) as usize
         })
         .collect();
-    let lookups = |store: &dyn ArtifactStore| -> anyhow::Result<Vec<Duration>> {
+    let lookups = |store: &dyn ArtifactStore, ids: &[RecordId], name: &str| -> anyhow::Result<Vec<Duration>> {
         let mut times = Vec::with_capacity(picks.len());
         for &pick in &picks {
             let id = ids.get(pick).context("no ids")?;
             let started = Instant::now();
             let found = store.read_by_id(id)?;
             times.push(started.elapsed());
-            anyhow::ensure!(found.is_some_and(|r| r.id() == id), "lookup of {id} failed");
+            anyhow::ensure!(found.is_some_and(|r| r.id() == id), "{name}: lookup of {id} (record {}) failed", pick + 1);
         }
         times.sort_unstable();
         Ok(times)
     };
-    let log_times = lookups(&log)?;
-    let sqlite_times = lookups(&sqlite)?;
+    let log_times = lookups(&log, &ids, "log store")?;
+    let sqlite_times = lookups(&sqlite, &sqlite_ids, "sqlite")?;
     for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
         rows.push(Row {
             what: format!("lookup by id, {name} (T9)"),
