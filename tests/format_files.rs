@@ -451,7 +451,6 @@ fn newer_versions_are_refused_or_read_only() {
 /// saves an eighth, and readers get the original bytes back, also from a compressed frame
 /// that another writer produced (the frame of `format/vectors/compressed-frame.hex`).
 #[test]
-#[ignore = "known deviation 10 of format/changelog.md: the writer never compresses and readers cannot decompress"]
 fn large_compressible_payloads_are_stored_compressed() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use esl_replay::storage::codec::{SPARE_FILE, decode_index_file, index_path};
 use esl_replay::storage::io::StdIo;
-use esl_replay::storage::{Error, IoOp, Log, Reader, SegmentId, Seq, SyncPolicy};
+use esl_replay::storage::{Error, IoOp, Log, LogOptions, Reader, SegmentId, Seq, SyncPolicy};
 
 use common::{
     FaultyIo, NoSyncIo, OpKind, Plan, SEGMENT_BYTES, fast_options, frames_of, read_all,
@@ -116,7 +116,11 @@ fn drive(log: &mut Log, out: &mut Outcome, policy: SyncPolicy) -> Result<(), Err
 /// Runs the workload on a fresh log in `dir` through `io`.
 fn workload(dir: &Path, io: Arc<FaultyIo>, policy: SyncPolicy) -> Outcome {
     let mut out = Outcome::new();
-    let options = with_policy(with_io(small_options(), io.clone()), policy);
+    // Plain frames keep the workload's byte volume (and so its rolls) fixed.
+    let options = LogOptions {
+        compress_min_bytes: None,
+        ..with_policy(with_io(small_options(), io.clone()), policy)
+    };
     let (mut log, _) = match Log::open(dir, options) {
         Ok(opened) => opened,
         Err(error) => {

@@ -5,11 +5,19 @@ use esl_replay::store::{ArtifactStore, LogStore, SqliteStore, dataset};
 fn check(store: &mut dyn ArtifactStore) {
     let mut ids = Vec::new();
     for chunk in (0..20_000u64).collect::<Vec<_>>().chunks(1000) {
-        ids.extend(store.write_batch(chunk.iter().map(|n| dataset::envelope(*n)).collect()).unwrap());
+        ids.extend(
+            store
+                .write_batch(chunk.iter().map(|n| dataset::envelope(*n)).collect())
+                .unwrap(),
+        );
     }
     for (i, id) in ids.iter().enumerate().step_by(7) {
         let found = store.read_by_id(id).unwrap();
-        assert_eq!(found.map(|r| r.append_sequence()), Some(i as u64 + 1), "lookup {i} of {id}");
+        assert_eq!(
+            found.map(|r| r.append_sequence()),
+            Some(i as u64 + 1),
+            "lookup {i} of {id}"
+        );
     }
 }
 

@@ -182,14 +182,21 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             (state % ids.len().max(1) as u64) as usize
         })
         .collect();
-    let lookups = |store: &dyn ArtifactStore, ids: &[RecordId], name: &str| -> anyhow::Result<Vec<Duration>> {
+    let lookups = |store: &dyn ArtifactStore,
+                   ids: &[RecordId],
+                   name: &str|
+     -> anyhow::Result<Vec<Duration>> {
         let mut times = Vec::with_capacity(picks.len());
         for &pick in &picks {
             let id = ids.get(pick).context("no ids")?;
             let started = Instant::now();
             let found = store.read_by_id(id)?;
             times.push(started.elapsed());
-            anyhow::ensure!(found.is_some_and(|r| r.id() == id), "{name}: lookup of {id} (record {}) failed", pick + 1);
+            anyhow::ensure!(
+                found.is_some_and(|r| r.id() == id),
+                "{name}: lookup of {id} (record {}) failed",
+                pick + 1
+            );
         }
         times.sort_unstable();
         Ok(times)

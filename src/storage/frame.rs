@@ -203,7 +203,8 @@ pub fn decode(bytes: &[u8], salt: u64, seq: u64, max_payload: u32) -> Decoded<'_
     }
 }
 
-/// Whether `bytes` starts with a valid frame of *some* sequence in `(after, after + window]`.
+/// The sequence of the valid frame at the start of `bytes`, if its sequence is in
+/// `(after, after + window]`.
 ///
 /// Recovery uses this to tell a torn tail (nothing valid follows the damage) from damage
 /// before the tail (valid frames follow) [REC-03]. The checksum is computed once and the
@@ -215,29 +216,45 @@ pub(crate) fn valid_frame_after(
     after: u64,
     window: u64,
     max_payload: u32,
-) -> bool {
-    let (Some(stored), Some(len_flags)) = (read_u32(bytes, 0), read_u32(bytes, 4)) else {
-        return false;
-    };
-    if len_flags & FLAG_PRESENT == 0 || len_flags & FLAG_RESERVED != 0 {
-        return false;
+) -> Option<u64> {
+    let (stored, len_flags) = (read_u32(bytes, 0)?, read_u32(bytes, 4)?);
+    if !plausible(len_flags, max_payload) {
+        return None;
     }
-    let len = len_flags & LEN_MASK;
-    if len > max_payload.min(FRAME_PAYLOAD_LIMIT) {
-        return false;
-    }
-    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len as usize) else {
-        return false;
-    };
+    let payload =
+        bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + (len_flags & LEN_MASK) as usize)?;
     // seq_tag(0) is 0, so this leaves the candidate's own tag.
     let tag = stored ^ checksum(salt, len_flags, payload, 0);
     let folded = tag.wrapping_mul(SEQ_TAG_INVERSE);
     // Candidates share the high half of `after` (or the next one, across a 2^32 boundary).
-    [after >> 32, (after >> 32) + 1].into_iter().any(|high| {
-        let low = folded ^ (high as u32);
-        let seq = (high << 32) | u64::from(low);
-        seq > after && seq - after <= window
-    })
+    [after >> 32, (after >> 32) + 1]
+        .into_iter()
+        .find_map(|high| {
+            let seq = (high << 32) | u64::from(folded ^ (high as u32));
+            (seq > after && seq - after <= window).then_some(seq)
+        })
+}
+
+/// Whether a length-and-flags word could belong to a record or seal frame: the PRESENT bit
+/// set, the reserved bit clear and the length within the limit. Cheap, so recovery checks it
+/// before spending a checksum on a candidate.
+#[must_use]
+pub(crate) fn plausible(len_flags: u32, max_payload: u32) -> bool {
+    len_flags & FLAG_PRESENT != 0
+        && len_flags & FLAG_RESERVED == 0
+        && len_flags & LEN_MASK <= max_payload.min(FRAME_PAYLOAD_LIMIT)
+}
+
+/// The length-and-flags word of the frame header at the start of `bytes`.
+#[must_use]
+pub(crate) fn len_flags(bytes: &[u8]) -> Option<u32> {
+    read_u32(bytes, 4)
+}
+
+/// The payload length a length-and-flags word announces.
+#[must_use]
+pub(crate) fn payload_len(len_flags: u32) -> usize {
+    (len_flags & LEN_MASK) as usize
 }
 
 #[cfg(test)]
@@ -323,11 +340,20 @@ mod tests {
     #[test]
     fn valid_frame_after_recovers_the_sequence() {
         let bytes = encode(SALT, 1_000, FrameKind::Plain, b"abc");
-        assert!(valid_frame_after(&bytes, SALT, 999, 1, 1 << 20));
-        assert!(valid_frame_after(&bytes, SALT, 990, 64, 1 << 20));
-        assert!(!valid_frame_after(&bytes, SALT, 1_000, 64, 1 << 20));
-        assert!(!valid_frame_after(&bytes, SALT, 900, 64, 1 << 20));
+        assert_eq!(
+            valid_frame_after(&bytes, SALT, 999, 1, 1 << 20),
+            Some(1_000)
+        );
+        assert_eq!(
+            valid_frame_after(&bytes, SALT, 990, 64, 1 << 20),
+            Some(1_000)
+        );
+        assert_eq!(valid_frame_after(&bytes, SALT, 1_000, 64, 1 << 20), None);
+        assert_eq!(valid_frame_after(&bytes, SALT, 900, 64, 1 << 20), None);
         let high = encode(SALT, (1 << 32) + 3, FrameKind::Plain, b"abc");
-        assert!(valid_frame_after(&high, SALT, (1 << 32) - 2, 8, 1 << 20));
+        assert_eq!(
+            valid_frame_after(&high, SALT, (1 << 32) - 2, 8, 1 << 20),
+            Some((1 << 32) + 3)
+        );
     }
 }

@@ -20,7 +20,7 @@ use event_listener::Listener as _;
 use super::dir;
 use super::durable;
 use super::error::{CorruptKind, Error, Result};
-use super::frame::{self, Decoded};
+use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::LogOptions;
@@ -63,7 +63,8 @@ impl Reader {
 
     /// Opens a log read-only, without the writer lock, beside a writer in any process [RD-01].
     ///
-    /// Only `read_strategy` and `max_payload_bytes` of the options are used.
+    /// Only `read_strategy` and `io` of the options are used. Frames are checked against the
+    /// format's own payload limit, not `max_payload_bytes`, which only bounds new appends.
     ///
     /// # Errors
     ///
@@ -81,16 +82,10 @@ impl Reader {
             dir,
             options.io.clone(),
             options.read_strategy,
-            options.max_payload_bytes,
+            READ_PAYLOAD_LIMIT,
             true,
         );
-        let tail = shared::open_tail(
-            dir,
-            last,
-            options.read_strategy,
-            options.max_payload_bytes,
-            false,
-        )?;
+        let tail = shared::open_tail(dir, last, options.read_strategy, READ_PAYLOAD_LIMIT, false)?;
         let next = tail.end_seq();
         {
             let mut slots = shared.slots.write();
@@ -302,6 +297,9 @@ impl Reader {
             ..TruncateReport::default()
         };
         if before.0 > current {
+            // Everything below the new start must be durable before the start is: otherwise a
+            // power loss could leave the start above the recovered end [TRUNC-01].
+            shared.sync_tail()?;
             super::writer::write_start(&*shared.io, &shared.dir, before.0)?;
             shared.start.fetch_max(before.0, Ordering::AcqRel);
             report.moved = true;
@@ -531,9 +529,7 @@ impl Cursor {
                     continue;
                 };
                 if compressed {
-                    self.inflated.clear();
-                    self.inflated.reserve(max as usize);
-                    if zstd::bulk::decompress_to_buffer(bytes, &mut self.inflated).is_err() {
+                    if inflate(bytes, &mut self.inflated).is_none() {
                         return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
                     }
                     location = Payload::Inflated;
@@ -550,6 +546,9 @@ impl Cursor {
                 let id = segment.id;
                 let seq = self.seq;
                 if let Some(next) = self.shared.segment_for(seq)?.filter(|n| n.id.0 == seq) {
+                    // A segment boundary is where a truncation made by another process (which
+                    // only deletes whole segments) becomes visible to readers of this one.
+                    self.shared.reload_start()?;
                     self.segment = Some(next);
                     self.offset = HEADER_LEN as u64;
                     self.window.reset();
@@ -590,6 +589,20 @@ impl Cursor {
             return Ok(None);
         }
     }
+}
+
+/// Decompresses one zstd frame into `out`, sized from the frame's declared content size
+/// (bounded by the format's payload limit) [FRM-06]. `None` if it does not decompress to
+/// exactly that size.
+fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let size = zstd::zstd_safe::get_frame_content_size(compressed).ok()??;
+    if size > u64::from(READ_PAYLOAD_LIMIT) {
+        return None;
+    }
+    out.clear();
+    out.resize(usize::try_from(size).ok()?, 0);
+    let written = zstd::bulk::decompress_to_buffer(compressed, out.as_mut_slice()).ok()?;
+    (written as u64 == size).then_some(())
 }
 
 /// A decoded frame without its borrowed payload.

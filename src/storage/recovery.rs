@@ -282,7 +282,18 @@ fn last_nonzero_byte(file: &File, path: &Path, from: u64, to: u64) -> Result<Opt
     Ok(last)
 }
 
+/// Bytes past the last non-zero byte that a candidate frame may still cover (a payload can
+/// end in zero bytes).
+const SEARCH_SLACK: u64 = 1 << 20;
+
 /// The offset of a valid frame of a later sequence in `(from, last]`, if there is one.
+///
+/// A candidate counts only if its header is plausible, its checksum validates for a
+/// sequence no further from `expected_seq` than the frames that could fit in between, and
+/// what follows it is the next frame, a seal or zeroed space. The chain check makes random
+/// bytes that happen to pass one checksum (about one in 2^32 per position, times the window)
+/// count as nothing. Checksum work is bounded: past [`SEARCH_BUDGET`] bytes the answer is
+/// the conservative one (damage before the tail).
 fn valid_frame_follows(
     file: &File,
     path: &Path,
@@ -292,40 +303,53 @@ fn valid_frame_follows(
     expected_seq: u64,
     max_payload: u32,
 ) -> Result<Option<u64>> {
-    let end = last + 1;
-    let len = usize::try_from(end - from).unwrap_or(usize::MAX);
-    let mut bytes = vec![0u8; len];
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(IoOp::Read, path, e))?
+        .len();
+    let end = (last + 1 + SEARCH_SLACK).min(file_len.max(last + 1));
+    let mut bytes = vec![0u8; usize::try_from(end - from).unwrap_or(usize::MAX)];
     let n = read_at(file, &mut bytes, from, path)?;
     bytes.truncate(n);
+    let scan_end = usize::try_from(last + 1 - from)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     let mut budget = SEARCH_BUDGET;
-    for start in 1..bytes.len() {
+    for start in 1..scan_end {
         let Some(candidate) = bytes.get(start..) else {
             break;
         };
-        if candidate.first() == Some(&0)
-            && candidate
-                .get(..frame::FRAME_HEADER_LEN)
-                .is_some_and(|h| h.iter().all(|b| *b == 0))
-        {
+        let Some(len_flags) = frame::len_flags(candidate) else {
+            break;
+        };
+        if !frame::plausible(len_flags, max_payload) {
             continue;
         }
-        let claimed = candidate
-            .get(4..8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, |b| {
-                u64::from(u32::from_le_bytes(b) & frame::FRAME_PAYLOAD_LIMIT)
-            });
-        budget = budget.saturating_sub(claimed.min(candidate.len() as u64));
+        let frame_len = frame::FRAME_HEADER_LEN + frame::payload_len(len_flags);
+        if frame_len > candidate.len() {
+            continue; // it claims more bytes than there are: it cannot validate
+        }
+        budget = budget.saturating_sub(frame_len as u64);
         if budget == 0 {
             return Ok(Some(from + start as u64));
         }
-        if frame::valid_frame_after(
+        // At most one frame per 8 bytes fits between the damage and the candidate.
+        let window = start as u64 / frame::FRAME_HEADER_LEN as u64 + 1;
+        let Some(seq) = frame::valid_frame_after(
             candidate,
             salt,
             expected_seq.saturating_sub(1),
-            1 << 24,
+            window,
             max_payload,
-        ) {
+        ) else {
+            continue;
+        };
+        let next = candidate.get(frame_len..).unwrap_or_default();
+        let chained = match frame::decode(next, salt, seq + 1, max_payload) {
+            Decoded::Record { .. } | Decoded::Seal | Decoded::Empty => true,
+            Decoded::Invalid(_) => next.is_empty(),
+        };
+        if chained {
             return Ok(Some(from + start as u64));
         }
     }

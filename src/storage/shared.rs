@@ -173,6 +173,22 @@ impl Shared {
         Ok(())
     }
 
+    /// Makes every published record durable from any handle: the writer's sync in the
+    /// writer's process, otherwise an `fdatasync` of the last segment through this handle's
+    /// own descriptor (which flushes the file's pages whoever wrote them).
+    pub(crate) fn sync_tail(&self) -> Result<()> {
+        if !self.follower {
+            return self.sync_now();
+        }
+        let last = self.slots.read().last().and_then(|s| s.get().cloned());
+        if let Some(last) = last {
+            self.io
+                .sync_data(&last.file)
+                .map_err(|e| Error::io(IoOp::Sync, &last.path, e))?;
+        }
+        Ok(())
+    }
+
     /// The segment holding `seq` (or, past the end, the last segment), loading it if needed.
     pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<SegmentData>>> {
         let (slot, successor) = {

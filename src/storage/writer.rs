@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::dir;
 use super::durable;
 use super::error::{Error, IoOp, Result};
-use super::frame::{self, FRAME_HEADER_LEN, FrameKind};
+use super::frame::{self, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind};
 use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
 use super::id::{SegmentId, Seq};
 use super::index::{IndexEntry, IndexFooter};
@@ -105,7 +105,7 @@ impl Log {
                 last,
                 clean,
                 options.recovery_mode,
-                options.max_payload_bytes,
+                FRAME_PAYLOAD_LIMIT,
                 &mut report,
             )?,
             None => {
@@ -125,13 +125,7 @@ impl Log {
         let (end, next_seq) = (parts.end, parts.end_seq);
         let map = Arc::new(SegmentMap::writable(&parts.file, &parts.path)?);
         let active = Arc::new(parts.into_data(shared_map(options.read_strategy, &map)));
-        let shared = Shared::new(
-            dir,
-            io,
-            options.read_strategy,
-            options.max_payload_bytes,
-            false,
-        );
+        let shared = Shared::new(dir, io, options.read_strategy, FRAME_PAYLOAD_LIMIT, false);
         {
             let mut slots = shared.slots.write();
             for base in segments.iter().take(segments.len().saturating_sub(1)) {
@@ -358,11 +352,14 @@ impl Log {
             return false;
         }
         scratch.clear();
-        scratch.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        matches!(
-            zstd::bulk::compress_to_buffer(payload, scratch, 3),
-            Ok(n) if n <= payload.len() - payload.len() / 8
-        )
+        scratch.resize(zstd::zstd_safe::compress_bound(payload.len()), 0);
+        match zstd::bulk::compress_to_buffer(payload, scratch.as_mut_slice(), 3) {
+            Ok(n) if n <= payload.len() - payload.len() / 8 => {
+                scratch.truncate(n);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The offset where a frame of `len` bytes goes, rolling to a new segment if needed.
