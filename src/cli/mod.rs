@@ -9,6 +9,7 @@
     reason = "the CLI is the only module that prints"
 )]
 
+mod checkpoint;
 mod demo;
 mod log;
 mod store;
@@ -52,6 +53,9 @@ enum Command {
     /// Tools for a raw segment log directory.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Save, show, list, find and delete consumer checkpoints in a checkpoint directory.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
         },
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
+        Command::Checkpoint(command) => checkpoint::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
