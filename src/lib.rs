@@ -9,6 +9,9 @@
 //!   `format/`.
 //! - [`record`]: the replay record model, its reference-compatible checksum and NDJSON
 //!   interchange, and its binary encoding inside log frames.
+//! - [`checkpoint`]: consumer progress (key, cursor, metadata) in reference-compatible,
+//!   atomically replaced files; lookup by identity; resume state; compatibility with
+//!   what the artifact store retains.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
 #![deny(
@@ -19,6 +22,7 @@
     clippy::print_stderr
 )]
 
+pub mod checkpoint;
 pub mod cli;
 pub mod record;
 pub mod retention;

@@ -10,6 +10,7 @@
 )]
 
 mod bench;
+mod checkpoint;
 mod demo;
 mod log;
 mod store;
@@ -56,6 +57,9 @@ enum Command {
     /// Tools for a raw segment log directory.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Save, show, list, find and delete consumer checkpoints in a checkpoint directory.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Bench(command) => bench::run(&command),
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
+        Command::Checkpoint(command) => checkpoint::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -14,7 +14,11 @@
 //!   fraction is not written (`1.0` -> `1`, `1e100` -> `1.0e+100`, `-0.0` -> `-0`);
 //! - maps: an empty map as `[]`, and a map whose keys are exactly "0", "1", ... "n-1" in
 //!   that order as a list, because PHP cannot tell such an array from a list;
-//! - compact output, no whitespace.
+//! - compact output, no whitespace ([`to_json`]); or PHP's `JSON_PRETTY_PRINT` layout
+//!   ([`to_json_pretty`]), which the reference uses for checkpoint files (§4.2): every
+//!   non-empty list or map opens a new line per element, indented four spaces per level,
+//!   `"key": value` with one space after the colon, `\n` line breaks, no trailing newline,
+//!   and empty lists and maps stay on one line as `[]`.
 //!
 //! Keys are written in insertion order, or in PHP `ksort` order at every map level for the
 //! checksum ([`KeyOrder`]). Lists always keep their order.
@@ -57,76 +61,160 @@ pub fn write_json(value: &Value, order: KeyOrder, out: &mut String) -> Result<()
     Ok(())
 }
 
+/// Writes a JSON value as the reference's `json_encode` with `JSON_PRETTY_PRINT` would
+/// (see the module docs for the layout).
+///
+/// # Errors
+///
+/// [`Error::NestingTooDeep`] as for [`to_json`].
+pub fn to_json_pretty(value: &Value, order: KeyOrder) -> Result<String, Error> {
+    let mut out = String::new();
+    write_json_pretty(value, order, &mut out)?;
+    Ok(out)
+}
+
+/// Appends a JSON value to `out` in PHP's `JSON_PRETTY_PRINT` layout, starting at the
+/// current position with no indentation.
+///
+/// # Errors
+///
+/// [`Error::NestingTooDeep`] as for [`to_json`]; nothing is written in that case.
+pub fn write_json_pretty(value: &Value, order: KeyOrder, out: &mut String) -> Result<(), Error> {
+    check_value_depth(value, 1)?;
+    write_value_in(out, value, order, Layout::Pretty { level: 0 });
+    Ok(())
+}
+
+/// Compact output, or PHP's pretty-print layout at an indentation level.
+#[derive(Clone, Copy)]
+enum Layout {
+    Compact,
+    Pretty { level: usize },
+}
+
+impl Layout {
+    /// The layout of the elements inside a list or map written with this layout.
+    fn inner(self) -> Layout {
+        match self {
+            Layout::Compact => Layout::Compact,
+            Layout::Pretty { level } => Layout::Pretty { level: level + 1 },
+        }
+    }
+
+    /// What goes before the element at `index` inside a container written with this layout.
+    fn push_element_separator(self, out: &mut String, index: usize) {
+        if index > 0 {
+            out.push(',');
+        }
+        if let Layout::Pretty { level } = self {
+            out.push('\n');
+            push_indent(out, level + 1);
+        }
+    }
+
+    /// What goes before the closing bracket of a non-empty container.
+    fn push_close_separator(self, out: &mut String) {
+        if let Layout::Pretty { level } = self {
+            out.push('\n');
+            push_indent(out, level);
+        }
+    }
+
+    fn key_separator(self) -> &'static str {
+        match self {
+            Layout::Compact => ":",
+            Layout::Pretty { .. } => ": ",
+        }
+    }
+}
+
+fn push_indent(out: &mut String, level: usize) {
+    for _ in 0..level {
+        out.push_str("    ");
+    }
+}
+
 /// Writes a value; the caller has checked that its depth is bounded.
 pub(crate) fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
+    write_value_in(out, value, order, Layout::Compact);
+}
+
+fn write_value_in(out: &mut String, value: &Value, order: KeyOrder, layout: Layout) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Number(number) => write_number(out, number),
         Value::String(text) => write_string(out, text),
-        Value::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_value(out, item, order);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => write_map(out, map, order),
+        Value::Array(items) => write_list(out, items.iter(), order, layout),
+        Value::Object(map) => write_map_in(out, map, order, layout),
     }
+}
+
+fn write_list<'a>(
+    out: &mut String,
+    items: impl ExactSizeIterator<Item = &'a Value>,
+    order: KeyOrder,
+    layout: Layout,
+) {
+    out.push('[');
+    let empty = items.len() == 0;
+    for (index, item) in items.enumerate() {
+        layout.push_element_separator(out, index);
+        write_value_in(out, item, order, layout.inner());
+    }
+    if !empty {
+        layout.push_close_separator(out);
+    }
+    out.push(']');
 }
 
 /// Writes a map; the caller has checked that its depth is bounded.
 pub(crate) fn write_map(out: &mut String, map: &JsonMap, order: KeyOrder) {
+    write_map_in(out, map, order, Layout::Compact);
+}
+
+fn write_map_in(out: &mut String, map: &JsonMap, order: KeyOrder, layout: Layout) {
     match order {
         KeyOrder::Insertion => write_entries(
             out,
             map.iter().map(|(key, value)| (key.as_str(), value)),
             order,
+            layout,
         ),
         KeyOrder::PhpKsort => {
             let entries = map
                 .iter()
                 .map(|(key, value)| (key.as_str(), value))
                 .collect();
-            write_entries(out, ksort::sort_entries(entries).into_iter(), order);
+            write_entries(out, ksort::sort_entries(entries).into_iter(), order, layout);
         }
     }
 }
 
 fn write_entries<'a>(
     out: &mut String,
-    entries: impl Iterator<Item = (&'a str, &'a Value)> + Clone,
+    entries: impl ExactSizeIterator<Item = (&'a str, &'a Value)> + Clone,
     order: KeyOrder,
+    layout: Layout,
 ) {
     let is_list = entries
         .clone()
         .enumerate()
         .all(|(index, (key, _))| key_is_index(key, index));
     if is_list {
-        out.push('[');
-        for (index, (_, value)) in entries.enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            write_value(out, value, order);
-        }
-        out.push(']');
-    } else {
-        out.push('{');
-        for (index, (key, value)) in entries.enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            write_string(out, key);
-            out.push(':');
-            write_value(out, value, order);
-        }
-        out.push('}');
+        write_list(out, entries.map(|(_, value)| value), order, layout);
+        return;
     }
+    out.push('{');
+    for (index, (key, value)) in entries.enumerate() {
+        layout.push_element_separator(out, index);
+        write_string(out, key);
+        out.push_str(layout.key_separator());
+        write_value_in(out, value, order, layout.inner());
+    }
+    layout.push_close_separator(out);
+    out.push('}');
 }
 
 /// Whether `key` is the canonical decimal text of `index` (PHP's integer key `index`).
@@ -339,6 +427,37 @@ mod tests {
         assert_eq!(
             insertion(&value),
             "{\"z\":{\"b\":1,\"a\":[3,1,{\"y\":1,\"x\":2}]},\"a\":true}"
+        );
+    }
+
+    #[test]
+    fn pretty_layout_matches_php_pretty_print() {
+        let value = json!({
+            "a": 1,
+            "b": [1, "x/y"],
+            "c": {},
+            "e": [],
+            "d": {"x": {"y": null, "z": [{}]}},
+            "l": {"0": true, "1": false}
+        });
+        let expected = "{\n    \"a\": 1,\n    \"b\": [\n        1,\n        \"x/y\"\n    ],\n    \"c\": [],\n    \"e\": [],\n    \"d\": {\n        \"x\": {\n            \"y\": null,\n            \"z\": [\n                []\n            ]\n        }\n    },\n    \"l\": [\n        true,\n        false\n    ]\n}";
+        assert_eq!(
+            to_json_pretty(&value, KeyOrder::Insertion).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn pretty_layout_of_scalars_and_empty_containers_is_compact() {
+        for value in [json!(1), json!("a"), json!(null), json!({}), json!([])] {
+            assert_eq!(
+                to_json_pretty(&value, KeyOrder::Insertion).unwrap(),
+                insertion(&value)
+            );
+        }
+        assert_eq!(
+            to_json_pretty(&json!({"b": 1, "a": 2}), KeyOrder::PhpKsort).unwrap(),
+            "{\n    \"a\": 2,\n    \"b\": 1\n}"
         );
     }
 

@@ -62,6 +62,47 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(&StdIo, target, bytes)
 }
 
+/// Removes one file durably: unlinks it, then syncs its directory. Returns whether the file
+/// existed; a missing file is not an error.
+///
+/// This is the helper checkpoints and other metadata use to delete a small file.
+///
+/// # Errors
+///
+/// The removal or the directory sync failed, with its path.
+pub fn remove_durable(path: &Path) -> Result<bool> {
+    match StdIo.remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(IoOp::Remove, path, e)),
+    }
+    sync_dir(&StdIo, path.parent().unwrap_or(Path::new(".")))?;
+    Ok(true)
+}
+
+/// Creates a directory and any missing ancestors, durably: each directory created is made
+/// durable by syncing its parent, so a crash cannot lose a directory that a later durable
+/// write put files in. An existing directory is left as it is.
+///
+/// # Errors
+///
+/// The creation or a directory sync failed, with its path.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.is_dir())
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(IoOp::Create, dir, e))?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(&StdIo, parent)?;
+    }
+    Ok(())
+}
+
 /// Removes files and then makes the removals durable with one directory sync.
 pub(crate) fn remove_files(io: &dyn Io, dir: &Path, paths: &[PathBuf]) -> Result<()> {
     for path in paths {

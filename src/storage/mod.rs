@@ -8,7 +8,8 @@
 //! - [`Reader`] reads (cursor, point reads, live tail) beside the writer, in this process
 //!   ([`Log::reader`]) or in another ([`Reader::open`], no lock needed), and truncates the
 //!   prefix for retention.
-//! - [`write_atomic`] replaces a small file atomically and durably.
+//! - [`write_atomic`] replaces a small file atomically and durably; [`remove_durable`] and
+//!   [`create_dir_durable`] remove a file and create a directory durably.
 //!
 //! ```
 //! use esl_replay::storage::{Log, LogOptions, Seq};
@@ -40,6 +41,7 @@ mod shared;
 mod writer;
 
 pub use durable::write_atomic;
+pub use durable::{create_dir_durable, remove_durable};
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};
 pub use options::{
