@@ -345,3 +345,110 @@ fn pruning_deletes_whole_segments() {
     assert_eq!(seen.first().map(Record::append_sequence), Some(1901));
     assert_eq!(seen.len(), 100);
 }
+
+fn checkpoints_dir(
+    entries: &[(&str, u64, Option<&str>, Option<&str>)],
+) -> (tempfile::TempDir, esl_replay::checkpoint::CheckpointStore) {
+    use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+    for (key, at, replay, worker) in entries {
+        let mut metadata = JsonMap::new();
+        if let Some(replay) = replay {
+            metadata.insert("replay_session_id".into(), (*replay).into());
+        }
+        if let Some(worker) = worker {
+            metadata.insert("worker_session_id".into(), (*worker).into());
+        }
+        store
+            .save(&Checkpoint::new(*key, ReadCursor::new(*at, None), now(), metadata).unwrap())
+            .unwrap();
+    }
+    (dir, store)
+}
+
+fn query(replay: &str, worker: &str) -> esl_replay::checkpoint::CheckpointCriteria {
+    use esl_replay::checkpoint::{CheckpointCriteria, IdentityAnchors};
+    let anchors = IdentityAnchors {
+        replay_session_id: Some(replay.into()),
+        worker_session_id: Some(worker.into()),
+        ..IdentityAnchors::default()
+    };
+    CheckpointCriteria::new(anchors, CheckpointCriteria::DEFAULT_LIMIT).unwrap()
+}
+
+#[test]
+fn plan_for_checkpoint_query_resolves_active_checkpoints_from_store_metadata() {
+    let (_dir, store) = store_with(4);
+    let (_cp_dir, checkpoints) = checkpoints_dir(&[
+        ("a", 2, Some("replay-1"), Some("worker-1")),
+        ("b", 0, Some("other"), None),
+    ]);
+    let active =
+        retention::active_checkpoints(&checkpoints, Some(&query("replay-1", "worker-1")), false)
+            .unwrap();
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(1),
+        protected_record_count: 1,
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &active, &policy, now(), &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_sequences, vec![1, 2]);
+    assert_eq!(plan.checkpoint_floor_sequence, Some(2));
+}
+
+#[test]
+fn plan_for_checkpoint_query_fails_closed_when_query_matches_no_checkpoints() {
+    let (_cp_dir, checkpoints) = checkpoints_dir(&[("a", 2, Some("replay-1"), Some("worker-1"))]);
+    let error =
+        retention::active_checkpoints(&checkpoints, Some(&query("nobody", "worker-1")), false)
+            .unwrap_err();
+    assert!(matches!(error, Error::NoActiveCheckpoints));
+    assert!(error.to_string().contains("matched no active checkpoints"));
+}
+
+#[test]
+fn prune_for_checkpoint_query_requires_explicit_empty_query_opt_in_and_keeps_protected_window() {
+    let (_dir, store) = store_with(5);
+    let (_cp_dir, checkpoints) = checkpoints_dir(&[]);
+    let active =
+        retention::active_checkpoints(&checkpoints, Some(&query("nobody", "none")), true).unwrap();
+    assert!(active.is_empty());
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: 2,
+        ..PrunePolicy::default()
+    };
+    let result = retention::prune(&store, &active, &policy, now()).unwrap();
+    assert_eq!(result.plan.pruned_sequences, vec![1, 2, 3]);
+    assert_eq!(result.plan.retained_first_sequence, Some(4));
+    assert_eq!(result.plan.checkpoint_floor_sequence, None);
+}
+
+/// C7: a checkpoint query considers every matching checkpoint, not the newest 100.
+#[test]
+fn checkpoint_query_has_no_silent_limit() {
+    let (_dir, store) = store_with(3);
+    let entries: Vec<(String, u64)> = (0..150)
+        .map(|i| (format!("reader-{i}"), if i == 0 { 1 } else { 3 }))
+        .collect();
+    let borrowed: Vec<(&str, u64, Option<&str>, Option<&str>)> = entries
+        .iter()
+        .map(|(k, at)| (k.as_str(), *at, Some("replay-1"), Some("worker-1")))
+        .collect();
+    let (_cp_dir, checkpoints) = checkpoints_dir(&borrowed);
+    let active =
+        retention::active_checkpoints(&checkpoints, Some(&query("replay-1", "worker-1")), false)
+            .unwrap();
+    assert_eq!(active.len(), 150);
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &active, &policy, now(), &mut |_| {}).unwrap();
+    assert_eq!(
+        plan.pruned_sequences,
+        vec![1],
+        "the oldest-saved checkpoint at 1 caps the prune"
+    );
+}

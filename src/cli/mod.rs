@@ -13,6 +13,7 @@ mod bench;
 mod checkpoint;
 mod demo;
 mod log;
+mod prune;
 mod store;
 
 use std::io::Write as _;
@@ -51,6 +52,8 @@ enum Command {
     Stats(store::StatsArgs),
     /// Check every frame and every record checksum of a store; exit 1 if any is damaged.
     Verify(VerifyArgs),
+    /// Plan or apply checkpoint-aware retention on a segment-log store.
+    Prune(prune::PruneArgs),
     /// Benchmarks that compare engines on the same data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Bench(command) => bench::run(&command),
+        Command::Prune(args) => prune::run(&args),
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),

@@ -183,7 +183,7 @@ pub(crate) struct StatsArgs {
     store: StoreArg,
 }
 
-fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     let bar = match total {
         Some(total) => ProgressBar::new(total),
         None => ProgressBar::new_spinner(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::checkpoint::{Checkpoint, CheckpointCriteria, CheckpointStore};
 use crate::record::Record;
 use crate::storage::{FRAME_OVERHEAD, Seq};
 use crate::store::LogStore;
@@ -60,6 +61,9 @@ pub enum Error {
     /// The log engine failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
 }
 
 /// The retention result type.
@@ -127,6 +131,38 @@ pub struct RetentionResult {
     pub segments_removed: usize,
     /// Bytes of files deleted.
     pub bytes_reclaimed: u64,
+}
+
+impl From<&Checkpoint> for ActiveCheckpoint {
+    fn from(checkpoint: &Checkpoint) -> ActiveCheckpoint {
+        ActiveCheckpoint {
+            key: checkpoint.key().to_owned(),
+            last_consumed: checkpoint.cursor().last_consumed_sequence(),
+        }
+    }
+}
+
+/// The active checkpoints of a checkpoint directory (§6.4 with C7): every checkpoint there,
+/// or every one matching `query` — with no silent limit. A query that matches nothing fails
+/// closed unless `allow_empty` is set, in which case the prune proceeds as an uncheckpointed
+/// one.
+///
+/// # Errors
+///
+/// [`Error::NoActiveCheckpoints`]; checkpoint-store errors (a corrupt file names its path).
+pub fn active_checkpoints(
+    store: &CheckpointStore,
+    query: Option<&CheckpointCriteria>,
+    allow_empty: bool,
+) -> Result<Vec<ActiveCheckpoint>> {
+    let checkpoints = match query {
+        Some(criteria) => store.find_all(criteria)?,
+        None => store.list()?,
+    };
+    if checkpoints.is_empty() && query.is_some() && !allow_empty {
+        return Err(Error::NoActiveCheckpoints);
+    }
+    Ok(checkpoints.iter().map(ActiveCheckpoint::from).collect())
 }
 
 /// Checks that no active checkpoint needs a record that is no longer stored (§4.7).

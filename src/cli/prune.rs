@@ -1,0 +1,265 @@
+//! `prune`: plan or apply checkpoint-aware retention on a segment-log store.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use time::OffsetDateTime;
+
+use super::Outcome;
+use crate::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
+use crate::record::timestamp;
+use crate::retention::{self, PrunePolicy, RetentionPlan};
+use crate::store::{ArtifactStore as _, LogStore};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["plan", "apply"])))]
+pub(crate) struct PruneArgs {
+    /// The segment-log store directory.
+    #[arg(long, short = 's', env = "ESL_REPLAY_STORE")]
+    store: PathBuf,
+    /// Only show what would be pruned.
+    #[arg(long)]
+    plan: bool,
+    /// Prune: make the new start durable, then delete whole segments below it.
+    #[arg(long)]
+    apply: bool,
+    /// Prune records captured at or before now minus this age (e.g. 7d, 12h, 90m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_age: Option<Duration>,
+    /// Then prune further while the stream is larger than this (e.g. 10GB, 512MiB, 1000000).
+    #[arg(long, value_parser = parse_bytes)]
+    max_bytes: Option<u64>,
+    /// Never prune the newest this many records.
+    #[arg(long, default_value_t = 0)]
+    protect: u64,
+    /// Directory of active checkpoints; none is pruned past (every checkpoint there counts,
+    /// or those matching the query flags).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Active checkpoints are those with this replay session id.
+    #[arg(long, requires = "checkpoint_dir")]
+    replay_session_id: Option<String>,
+    /// Active checkpoints are those with this job UUID.
+    #[arg(long, requires = "checkpoint_dir")]
+    job_uuid: Option<String>,
+    /// Active checkpoints are those with this PBX node slug.
+    #[arg(long, requires = "checkpoint_dir")]
+    pbx_node_slug: Option<String>,
+    /// Active checkpoints are those with this worker session id.
+    #[arg(long, requires = "checkpoint_dir")]
+    worker_session_id: Option<String>,
+    /// Active checkpoints are those with this recovery generation id.
+    #[arg(long, requires = "checkpoint_dir")]
+    recovery_generation_id: Option<String>,
+    /// Prune even when the checkpoint query matches no checkpoint.
+    #[arg(long)]
+    allow_empty_checkpoint_query: bool,
+    /// Plan against this instant (RFC 3339) instead of now, so plans are reproducible.
+    #[arg(long, value_parser = |t: &str| timestamp::parse(t).map_err(|e| e.to_string()))]
+    now: Option<OffsetDateTime>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a byte size such as `10GB`, `512MiB`, `64k` or `1000`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte size (e.g. 10GB, 512MiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
+    // Retention works beside a running writer (e.g. a capture daemon): use it if this
+    // process can take the writer lock, otherwise truncate through a read-only handle.
+    let store = match LogStore::open(&args.store) {
+        Ok(store) => store,
+        Err(crate::store::Error::Storage(crate::storage::Error::Locked { .. })) => {
+            LogStore::open_read_only(&args.store)?
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot open the store {}", args.store.display()));
+        }
+    };
+    let checkpoints = match &args.checkpoint_dir {
+        Some(dir) => {
+            let checkpoint_store = CheckpointStore::open(dir.clone())
+                .with_context(|| format!("cannot open checkpoints in {}", dir.display()))?;
+            let anchors = IdentityAnchors {
+                replay_session_id: args.replay_session_id.clone(),
+                job_uuid: args.job_uuid.clone(),
+                pbx_node_slug: args.pbx_node_slug.clone(),
+                worker_session_id: args.worker_session_id.clone(),
+                recovery_generation_id: args.recovery_generation_id.clone(),
+            };
+            let query = if anchors.is_empty() {
+                None
+            } else {
+                Some(CheckpointCriteria::new(
+                    anchors,
+                    CheckpointCriteria::DEFAULT_LIMIT,
+                )?)
+            };
+            retention::active_checkpoints(&checkpoint_store, query.as_ref(), args.allow_empty_checkpoint_query)
+                .context("resolving active checkpoints (--allow-empty-checkpoint-query prunes when none match)")?
+        }
+        None => Vec::new(),
+    };
+    let policy = PrunePolicy {
+        max_record_age: args.max_age,
+        max_stream_bytes: args.max_bytes,
+        protected_record_count: args.protect,
+    };
+    if policy == PrunePolicy::default() {
+        eprintln!("note: no --max-age or --max-bytes given, so nothing is pruned");
+    }
+    let now = args.now.unwrap_or_else(OffsetDateTime::now_utc);
+    let bar = super::store::progress(Some(store.stats()?.records), "planning");
+    let plan = retention::plan(&store, &checkpoints, &policy, now, &mut |n| {
+        bar.set_position(n)
+    })?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if args.plan {
+        if args.json {
+            writeln!(out, "{}", plan_json(&plan, None))?;
+        } else {
+            print_plan(&mut out, &plan, checkpoints.len())?;
+        }
+        return Ok(Outcome::Success);
+    }
+    let result = retention::apply(&store, plan, now)?;
+    if args.json {
+        let applied = serde_json::json!({
+            "changed": result.changed,
+            "pruned_at": timestamp::to_reference_text(&result.pruned_at),
+            "segments_removed": result.segments_removed,
+            "bytes_reclaimed": result.bytes_reclaimed,
+        });
+        writeln!(out, "{}", plan_json(&result.plan, Some(applied)))?;
+    } else {
+        print_plan(&mut out, &result.plan, checkpoints.len())?;
+        writeln!(
+            out,
+            "applied: {}; {} segments deleted, {} bytes reclaimed (space returns a whole segment at a time)",
+            if result.changed {
+                "pruned"
+            } else {
+                "nothing to prune"
+            },
+            result.segments_removed,
+            result.bytes_reclaimed
+        )?;
+    }
+    if !result.plan.size_target_satisfied {
+        eprintln!(
+            "warning: the size target is not met: active checkpoints or the protected window hold more records"
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_plan(
+    out: &mut impl std::io::Write,
+    plan: &RetentionPlan,
+    checkpoints: usize,
+) -> anyhow::Result<()> {
+    let range = |s: &[u64]| match (s.first(), s.last()) {
+        (Some(a), Some(b)) => format!("{a}..={b}"),
+        _ => "none".to_owned(),
+    };
+    writeln!(
+        out,
+        "records     {} pruned ({}), {} retained",
+        plan.pruned_count,
+        range(&plan.pruned_sequences),
+        plan.retained_count
+    )?;
+    writeln!(
+        out,
+        "bytes       {} -> {}",
+        plan.stream_bytes_before, plan.stream_bytes_after
+    )?;
+    if let (Some(first), Some(last)) = (plan.retained_first_sequence, plan.retained_last_sequence) {
+        writeln!(out, "retained    {first}..={last}")?;
+    }
+    let floor = plan
+        .checkpoint_floor_sequence
+        .map_or_else(|| "none".to_owned(), |f| f.to_string());
+    writeln!(out, "checkpoints {checkpoints} active; floor {floor}")?;
+    if let Some(start) = plan.protected_window_start_sequence {
+        writeln!(out, "protected   from {start}")?;
+    }
+    writeln!(
+        out,
+        "size target {}",
+        if plan.size_target_satisfied {
+            "satisfied"
+        } else {
+            "NOT satisfied"
+        }
+    )?;
+    Ok(())
+}
+
+/// The plan in the reference field names (snake_case).
+fn plan_json(plan: &RetentionPlan, applied: Option<serde_json::Value>) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "stream_bytes_before": plan.stream_bytes_before,
+        "stream_bytes_after": plan.stream_bytes_after,
+        "pruned_count": plan.pruned_count,
+        "retained_count": plan.retained_count,
+        "pruned_sequences": plan.pruned_sequences,
+        "retained_first_sequence": plan.retained_first_sequence,
+        "retained_last_sequence": plan.retained_last_sequence,
+        "checkpoint_floor_sequence": plan.checkpoint_floor_sequence,
+        "protected_window_start_sequence": plan.protected_window_start_sequence,
+        "size_target_satisfied": plan.size_target_satisfied,
+    });
+    if let (Some(applied), Some(map)) = (applied, value.as_object_mut()) {
+        map.insert("result".into(), applied);
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("GB").is_err());
+    }
+}
