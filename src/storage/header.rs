@@ -93,7 +93,7 @@ impl FileHeader {
             return Err(CorruptKind::ReservedBits { bits: reserved });
         }
         let read_version = field(8..10) as u16;
-        if read_version > FORMAT_VERSION {
+        if read_version == 0 || read_version > FORMAT_VERSION {
             return Err(CorruptKind::UnsupportedVersion {
                 found: read_version,
                 supported: FORMAT_VERSION,

@@ -144,6 +144,11 @@ impl SparseIndex {
         self.entries.push(entry);
     }
 
+    /// Drops the entries at or after `offset` (their frames were discarded).
+    pub(crate) fn truncate_from(&mut self, offset: u64) {
+        self.entries.retain(|e| u64::from(e.offset) < offset);
+    }
+
     /// The entry with the greatest sequence at or below `seq`.
     #[must_use]
     pub(crate) fn floor(&self, seq: u64) -> Option<IndexEntry> {

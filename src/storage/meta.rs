@@ -28,7 +28,12 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-fn check(bytes: &[u8], magic: [u8; 8], len: usize) -> Result<(), CorruptKind> {
+fn check(
+    bytes: &[u8],
+    magic: [u8; 8],
+    len: usize,
+    reserved_from: usize,
+) -> Result<(), CorruptKind> {
     if bytes.len() != len {
         return Err(CorruptKind::LengthOutOfBounds {
             len: bytes.len() as u64,
@@ -51,11 +56,21 @@ fn check(bytes: &[u8], magic: [u8; 8], len: usize) -> Result<(), CorruptKind> {
         .get(8..10)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u16::from_le_bytes);
-    if read_version > FORMAT_VERSION {
+    if read_version == 0 || read_version > FORMAT_VERSION {
         return Err(CorruptKind::UnsupportedVersion {
             found: read_version,
             supported: FORMAT_VERSION,
         });
+    }
+    // Reserved: bytes 12..16 and everything between the last field and the checksum.
+    let reserved = bytes
+        .get(12..16)
+        .into_iter()
+        .chain(bytes.get(reserved_from..split))
+        .flatten()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    if reserved != 0 {
+        return Err(CorruptKind::ReservedBits { bits: reserved });
     }
     Ok(())
 }
@@ -90,7 +105,7 @@ impl StartMark {
     ///
     /// The kind of damage.
     pub fn decode(bytes: &[u8]) -> Result<StartMark, CorruptKind> {
-        check(bytes, START_MAGIC, START_LEN)?;
+        check(bytes, START_MAGIC, START_LEN, 24)?;
         Ok(StartMark {
             start: u64_at(bytes, 16),
         })
@@ -130,7 +145,7 @@ impl CleanMark {
     ///
     /// The kind of damage.
     pub fn decode(bytes: &[u8]) -> Result<CleanMark, CorruptKind> {
-        check(bytes, CLEAN_MAGIC, CLEAN_LEN)?;
+        check(bytes, CLEAN_MAGIC, CLEAN_LEN, 48)?;
         Ok(CleanMark {
             segment: u64_at(bytes, 16),
             salt: u64_at(bytes, 24),

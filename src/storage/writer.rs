@@ -62,7 +62,8 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<(Log, RecoveryReport)> {
         options.validate()?;
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(IoOp::Create, dir, e))?;
+        // A new directory is made durable in its parent before anything in it is acknowledged.
+        durable::create_dir_durable(dir)?;
         let lock = dir::lock_writer(dir)?;
         let retention = dir::lock_retention(dir)?;
         let io = options.io.clone();
@@ -73,9 +74,14 @@ impl Log {
         durable::remove_files(&*io, dir, &listing.temporaries)?;
         let start = shared::read_start(dir)?.unwrap_or(1).max(1);
         let clean_path = dir.join(dir::CLEAN_FILE);
-        let clean = std::fs::read(&clean_path)
-            .ok()
-            .and_then(|b| CleanMark::decode(&b).ok());
+        let clean_bytes = std::fs::read(&clean_path).ok();
+        let clean = clean_bytes.as_deref().and_then(|b| match CleanMark::decode(b) {
+            Ok(mark) => Some(mark),
+            Err(kind) => {
+                tracing::warn!(path = %clean_path.display(), %kind, "ignoring a damaged clean-shutdown marker; scanning the tail");
+                None
+            }
+        });
 
         // Segments wholly below the start belong to an interrupted truncation [TRUNC-03].
         let mut segments = listing.segments;
@@ -115,7 +121,8 @@ impl Log {
                 }
             }
         };
-        if clean.is_some() {
+        // Valid or not, the marker must not outlive this open: a crash from here on is unclean.
+        if clean_bytes.is_some() {
             durable::remove_files(&*io, dir, &[clean_path])?;
         }
         drop(retention);
@@ -162,7 +169,6 @@ impl Log {
             report.segments += 1;
         }
         log.syncer = spawn_syncer(&log.shared, log.options.sync_policy);
-        log.spare = Some(spawn_spare(&log.shared, log.options.segment_bytes));
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
     }
@@ -374,6 +380,11 @@ impl Log {
                 max: self.map.len() as u64,
             });
         }
+        // Prepare the next segment's file once this one is half full: off the append path,
+        // and only for logs that will actually roll.
+        if self.spare.is_none() && self.end * 2 >= self.map.len() as u64 {
+            self.spare = Some(spawn_spare(&self.shared, self.options.segment_bytes));
+        }
         Ok(self.end)
     }
 
@@ -389,6 +400,7 @@ impl Log {
             if let Err(source) = self.options.io.sync_data(&self.active.file) {
                 let error = Error::io(IoOp::Sync, &self.active.path, source);
                 self.shared.poison(&error);
+                self.discard_unpublished();
                 return Err(error);
             }
             self.shared.durable.store(self.next_seq, Ordering::Release);
@@ -405,6 +417,20 @@ impl Log {
             self.shared.notify_durable();
         }
         Ok(())
+    }
+
+    /// Forgets frames written but not published (their append failed): zeroes them in the
+    /// page cache, so that a reopen in this boot does not bring back a record whose append
+    /// reported an error, and moves the write position back. Best effort: after a failed
+    /// sync nothing about those pages is certain, and the log is poisoned anyway.
+    fn discard_unpublished(&mut self) {
+        let published = self.active.end();
+        if let Ok(len) = usize::try_from(self.end.saturating_sub(published)) {
+            let _ = self.map.write(published, len, |bytes| bytes.fill(0));
+        }
+        self.end = published;
+        self.next_seq = self.active.end_seq();
+        self.active.index.write().truncate_from(published);
     }
 
     /// Seals the active segment and continues in a new one [ROLL-01..06].
@@ -466,7 +492,6 @@ impl Log {
         self.map = map;
         self.end = HEADER_LEN as u64;
         self.sealed_without_successor = false;
-        self.spare = Some(spawn_spare(&self.shared, self.options.segment_bytes));
         tracing::debug!(segment = %self.active.id, "rolled to a new segment");
         Ok(())
     }
