@@ -1,6 +1,10 @@
 //! Regression tests for the deviations between `format/` and the first implementation that
-#![allow(clippy::disallowed_methods, reason = "tests damage and remove log files on purpose")]
 //! review found (see `format/changelog.md`): each test failed before its fix.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests damage and remove log files on purpose"
+)]
 
 use esl_replay::storage::codec::{
     CLEAN_FILE, CleanMark, FileHeader, SEGMENT_MAGIC, START_FILE, StartMark, segment_path,
