@@ -452,3 +452,36 @@ fn checkpoint_query_has_no_silent_limit() {
         "the oldest-saved checkpoint at 1 caps the prune"
     );
 }
+
+/// Long-running writers can run a policy periodically beside their appends.
+#[test]
+fn periodic_retention_prunes_beside_a_running_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        max_payload_bytes: 16 << 10,
+        ..LogOptions::default()
+    };
+    let mut writer = LogStore::open_with(&root, options).unwrap();
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: 50,
+        ..PrunePolicy::default()
+    };
+    let schedule =
+        retention::PeriodicPrune::start(root.clone(), None, policy, Duration::from_millis(20));
+    for i in 0..3000 {
+        writer
+            .write(envelope(
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::seconds(i),
+            ))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    schedule.stop();
+    let first = writer.stats().unwrap().first_sequence.unwrap();
+    assert!(first > 1, "nothing was pruned");
+    writer.write(envelope(now())).unwrap();
+    assert_eq!(writer.stats().unwrap().last_sequence, 3001);
+}

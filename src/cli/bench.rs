@@ -18,6 +18,19 @@ use crate::store::{ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSy
 pub(crate) enum BenchCommand {
     /// Compare the segment-log store with SQLite on the same dataset.
     Compare(CompareArgs),
+    /// Time prune planning and applying on a large store, and a concurrent writer's append
+    /// latency during the prune against quiet (T12).
+    Retention(RetentionArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetentionArgs {
+    /// Records in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Where to put the store (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -37,8 +50,11 @@ pub(crate) struct CompareArgs {
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
-    let BenchCommand::Compare(args) = command;
-    let (dir, temporary) = match &args.dir {
+    let (dir, records) = match command {
+        BenchCommand::Compare(args) => (&args.dir, None),
+        BenchCommand::Retention(args) => (&args.dir, Some(args.records)),
+    };
+    let (dir, temporary) = match dir {
         Some(dir) => (dir.clone(), false),
         None => (
             std::env::temp_dir().join(format!("esl-replay-bench-{}", std::process::id())),
@@ -46,7 +62,11 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
         ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = compare(&dir, args);
+    let result = match (command, records) {
+        (BenchCommand::Compare(args), _) => compare(&dir, args),
+        (BenchCommand::Retention(_), Some(records)) => retention(&dir, records),
+        (BenchCommand::Retention(_), None) => Ok(Outcome::Success),
+    };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -317,4 +337,109 @@ fn sqlite_full_scan(path: &Path) -> anyhow::Result<(u64, Duration)> {
     }
     anyhow::ensure!(bytes > 0, "the scan read nothing");
     Ok((count, started.elapsed()))
+}
+
+/// Appends durably (group commit) at a fixed rate for `duration` and returns each append's
+/// latency until its record is durable: open loop, so a stall shows as latency.
+fn paced_durable_appends(
+    store: &mut LogStore,
+    rate: u64,
+    duration: Duration,
+    first: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let interval = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
+    let started = Instant::now();
+    let mut times = Vec::new();
+    let mut n = first;
+    while started.elapsed() < duration {
+        let due = started + interval * u32::try_from(times.len()).unwrap_or(u32::MAX);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        store.write(dataset::envelope(n))?;
+        store.wait_durable()?;
+        times.push(due.elapsed());
+        n += 1;
+    }
+    times.sort_unstable();
+    Ok(times)
+}
+
+fn retention(dir: &Path, records: u64) -> anyhow::Result<Outcome> {
+    use crate::retention::{self, PrunePolicy};
+    let root = dir.join("store");
+    progress(&format!("writing {records} records"));
+    let mut store = LogStore::open(&root)?;
+    let mut n = 0;
+    while n < records {
+        let batch: Vec<_> = (n..(n + 1000).min(records))
+            .map(dataset::envelope)
+            .collect();
+        n += batch.len() as u64;
+        store.write_batch(batch)?;
+    }
+    store.sync()?;
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(0),
+        protected_record_count: records / 10,
+        ..PrunePolicy::default()
+    };
+    let now = time::OffsetDateTime::now_utc();
+
+    progress("quiet: durable appends at 500/s for 3 s");
+    let quiet = paced_durable_appends(&mut store, 500, Duration::from_secs(3), records)?;
+
+    progress("planning the prune of 90 % of the store");
+    let reader = LogStore::open_read_only(&root)?;
+    let started = Instant::now();
+    let plan = retention::plan(&reader, &[], &policy, now, &mut |_| {})?;
+    let plan_time = started.elapsed();
+    let pruned = plan.pruned_count;
+
+    progress("applying it from another handle while the writer appends durably at 500/s");
+    let applying = std::thread::spawn(
+        move || -> anyhow::Result<(Duration, crate::retention::RetentionResult)> {
+            std::thread::sleep(Duration::from_millis(500));
+            let started = Instant::now();
+            let result = retention::apply(&reader, plan, now)?;
+            Ok((started.elapsed(), result))
+        },
+    );
+    let during = paced_durable_appends(&mut store, 500, Duration::from_secs(3), records * 2)?;
+    let (apply_time, result) = applying
+        .join()
+        .map_err(|_| anyhow::anyhow!("the prune thread panicked"))??;
+    store.close()?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "store: {records} records; pruned {pruned} ({} segments, {:.1} MB reclaimed)",
+        result.segments_removed,
+        result.bytes_reclaimed as f64 / 1e6
+    )?;
+    writeln!(out, "plan  {:>10.1} ms", plan_time.as_secs_f64() * 1e3)?;
+    writeln!(out, "apply {:>10.1} ms", apply_time.as_secs_f64() * 1e3)?;
+    writeln!(
+        out,
+        "durable append latency at 500/s (group commit), µs: {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "p50", "p99", "p99.9", "max", "n"
+    )?;
+    for (name, times) in [("quiet", &quiet), ("during prune", &during)] {
+        writeln!(
+            out,
+            "  {name:<52} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>6}",
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            percentile(times, 0.999),
+            percentile(times, 1.0),
+            times.len()
+        )?;
+    }
+    writeln!(
+        out,
+        "p99.9 during prune / quiet: {:.2} (target T12: <= 2)",
+        percentile(&during, 0.999) / percentile(&quiet, 0.999)
+    )?;
+    Ok(Outcome::Success)
 }

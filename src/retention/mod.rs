@@ -340,3 +340,64 @@ pub fn prune(
     let planned = plan(store, checkpoints, policy, now, &mut |_| {})?;
     apply(store, planned, now)
 }
+
+/// A policy run periodically beside a long-running writer (for example a capture daemon),
+/// on a thread of its own through a read-only handle, so appends are never blocked.
+#[derive(Debug)]
+pub struct PeriodicPrune {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeriodicPrune {
+    /// Starts pruning the store at `root` every `interval`, honouring the checkpoints in
+    /// `checkpoint_dir` (all of them are active). Failures are logged and retried next time.
+    #[must_use]
+    pub fn start(
+        root: std::path::PathBuf,
+        checkpoint_dir: Option<std::path::PathBuf>,
+        policy: PrunePolicy,
+        interval: Duration,
+    ) -> PeriodicPrune {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("esl-replay-retention".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    match prune_once(&root, checkpoint_dir.as_deref(), &policy) {
+                        Ok(result) if result.changed => tracing::info!(
+                            pruned = result.plan.pruned_count,
+                            segments = result.segments_removed,
+                            bytes = result.bytes_reclaimed,
+                            "periodic retention pruned the store"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "periodic retention failed; retrying next period"),
+                    }
+                }
+            })
+            .ok();
+        PeriodicPrune { stop, thread }
+    }
+
+    /// Stops the schedule and waits for a prune in progress to finish.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn prune_once(
+    root: &std::path::Path,
+    checkpoint_dir: Option<&std::path::Path>,
+    policy: &PrunePolicy,
+) -> Result<RetentionResult> {
+    let store = LogStore::open_read_only(root)?;
+    let checkpoints = match checkpoint_dir {
+        Some(dir) => active_checkpoints(&CheckpointStore::open(dir.to_path_buf())?, None, true)?,
+        None => Vec::new(),
+    };
+    prune(&store, &checkpoints, policy, OffsetDateTime::now_utc())
+}

@@ -107,6 +107,17 @@ impl Reader {
         Ok(reader)
     }
 
+    /// Re-reads the start file, which a truncation in another handle or process may have
+    /// moved, and returns the first sequence readers can see.
+    ///
+    /// # Errors
+    ///
+    /// A damaged start file; I/O errors.
+    pub fn reload_start(&self) -> Result<Seq> {
+        self.shared.reload_start()?;
+        Ok(self.first_seq())
+    }
+
     /// The first sequence readers can see (equal to [`Reader::next_seq`] when empty).
     #[must_use]
     pub fn first_seq(&self) -> Seq {

@@ -313,6 +313,22 @@ impl LogStore {
         Ok(self.reader.wait_for_async(Seq(log_seq)).await?)
     }
 
+    /// Waits until every record written so far is durable under the log's sync policy (with
+    /// group commit, the sync thread's next batch), without forcing a sync of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if a sync failed (the log is then poisoned).
+    pub fn wait_durable(&self) -> Result<()> {
+        if let Some(log) = self.log.as_ref() {
+            let next = log.next_seq().0;
+            if next > 1 {
+                log.wait_durable(Seq(next - 1))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the store's records durable and closes it cleanly.
     ///
     /// # Errors
@@ -380,6 +396,8 @@ impl ArtifactStore for LogStore {
     ) -> Result<Vec<Record>> {
         check_limit(limit)?;
         self.refresh_runs()?;
+        // A prune through another handle or process moves the start; honour it at once.
+        self.reader.reload_start()?;
         let after = cursor.last_consumed_sequence();
         let mut start = self.runs.read().log_seq_after(after);
         let window = LogStore::window(criteria);
@@ -436,7 +454,7 @@ impl ArtifactStore for LogStore {
 
     fn stats(&self) -> Result<StoreStats> {
         self.refresh_runs()?;
-        let first_log = self.reader.first_seq().0;
+        let first_log = self.reader.reload_start()?.0;
         let next_log = self.reader.next_seq()?.0;
         let first_sequence = match self.reader.cursor(Seq(first_log))?.next()? {
             Some(found) => Some(self.decode(found)?.append_sequence()),
