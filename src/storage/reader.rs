@@ -85,7 +85,7 @@ impl Reader {
             READ_PAYLOAD_LIMIT,
             true,
         );
-        let tail = shared::open_tail(dir, last, options.read_strategy, READ_PAYLOAD_LIMIT, false)?;
+        let tail = shared::open_tail(dir, last, options.read_strategy, READ_PAYLOAD_LIMIT)?;
         let next = tail.end_seq();
         {
             let mut slots = shared.slots.write();

@@ -91,30 +91,20 @@ pub(crate) fn recover_active(
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)
         .unwrap_or_default();
-    let (offset, seq) = segment::resume_point(
-        &mut window,
-        &file,
-        &path,
-        &header,
-        &mut entries,
-        file_len,
-        max_payload,
-    )?;
-    let last_indexed = entries.last().map(|e| u64::from(e.offset));
 
     if let Some(mark) =
         clean.filter(|m| m.segment == base && m.salt == header.salt && m.end_offset <= file_len)
     {
-        let found = segment::scan(
+        let mut clean_entries = entries.clone();
+        let (_, found) = segment::scan_from_index(
             &mut window,
             &file,
             &path,
-            header.salt,
-            offset,
-            seq,
+            &header,
+            &mut clean_entries,
             mark.end_offset,
+            file_len,
             max_payload,
-            last_indexed,
         )?;
         let beyond = window.frame(&file, &path, mark.end_offset, file_len, max_payload)?;
         let tail = frame::decode(beyond, header.salt, mark.next_seq, max_payload);
@@ -123,7 +113,6 @@ pub(crate) fn recover_active(
             && matches!(tail, Decoded::Empty | Decoded::Seal)
         {
             report.clean_shutdown = true;
-            entries.extend(found.entries);
             let sealed = tail == Decoded::Seal;
             let parts = Parts {
                 file,
@@ -133,7 +122,7 @@ pub(crate) fn recover_active(
                 end: mark.end_offset,
                 end_seq: mark.next_seq,
                 sealed,
-                entries,
+                entries: clean_entries,
             };
             return Ok(Recovered { parts });
         }
@@ -143,19 +132,17 @@ pub(crate) fn recover_active(
         );
     }
 
-    let found = segment::scan(
+    let (offset, found) = segment::scan_from_index(
         &mut window,
         &file,
         &path,
-        header.salt,
-        offset,
-        seq,
+        &header,
+        &mut entries,
+        file_len,
         file_len,
         max_payload,
-        last_indexed,
     )?;
     report.scanned_bytes += found.end - offset;
-    entries.extend(found.entries);
     let damage_from = match found.stop {
         Stop::Limit => file_len,
         Stop::Seal => found.end + frame::FRAME_HEADER_LEN as u64,

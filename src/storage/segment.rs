@@ -379,6 +379,36 @@ pub(crate) fn resume_point(
     Ok((HEADER_LEN as u64, header.base))
 }
 
+/// Scans from the resume point of `entries` (see [`resume_point`]) up to `limit`, appending
+/// the index entries it finds; returns where the scan started and what it found.
+#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
+pub(crate) fn scan_from_index(
+    window: &mut FileWindow,
+    file: &File,
+    path: &Path,
+    header: &FileHeader,
+    entries: &mut Vec<IndexEntry>,
+    limit: u64,
+    file_len: u64,
+    max_payload: u32,
+) -> Result<(u64, Scan)> {
+    let (offset, seq) = resume_point(window, file, path, header, entries, file_len, max_payload)?;
+    let last = entries.last().map(|e| u64::from(e.offset));
+    let mut found = scan(
+        window,
+        file,
+        path,
+        header.salt,
+        offset,
+        seq,
+        limit,
+        max_payload,
+        last,
+    )?;
+    entries.append(&mut found.entries);
+    Ok((offset, found))
+}
+
 /// What a segment handle is built from.
 #[derive(Debug)]
 pub(crate) struct Parts {
@@ -459,26 +489,15 @@ pub(crate) fn load_sealed(
         (u64::from(footer.seal_offset), footer.end_seq)
     } else {
         tracing::info!(segment = %segment, "rebuilding the index of a sealed segment");
-        let (offset, seq) = resume_point(
+        let (_, found) = scan_from_index(
             &mut window,
             &file,
             &path,
             &header,
             &mut entries,
             file_len,
-            max_payload,
-        )?;
-        let last = entries.last().map(|e| u64::from(e.offset));
-        let found = scan(
-            &mut window,
-            &file,
-            &path,
-            header.salt,
-            offset,
-            seq,
             file_len,
             max_payload,
-            last,
         )?;
         match found.stop {
             Stop::Seal => {}
@@ -497,7 +516,6 @@ pub(crate) fn load_sealed(
                 });
             }
         }
-        entries.extend(found.entries);
         if let Some(io) = rewrite_index {
             let mut bytes = FileHeader::new(base, header.salt)
                 .encode(INDEX_MAGIC)

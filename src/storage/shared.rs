@@ -317,7 +317,7 @@ impl Shared {
             };
             base = next;
         }
-        let data = match open_tail(&self.dir, base, self.strategy, self.max_payload, false) {
+        let data = match open_tail(&self.dir, base, self.strategy, self.max_payload) {
             Ok(data) => data,
             // Deleted by a truncation since we looked; look again next time.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -336,35 +336,22 @@ pub(crate) fn open_tail(
     base: u64,
     strategy: ReadStrategy,
     max_payload: u32,
-    _writable: bool,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = segment::open_file(dir, base, false)?;
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)
         .unwrap_or_default();
-    let (offset, seq) = segment::resume_point(
+    let (_, found) = segment::scan_from_index(
         &mut window,
         &file,
         &path,
         &header,
         &mut entries,
         file_len,
-        max_payload,
-    )?;
-    let last = entries.last().map(|e| u64::from(e.offset));
-    let found = segment::scan(
-        &mut window,
-        &file,
-        &path,
-        header.salt,
-        offset,
-        seq,
         file_len,
         max_payload,
-        last,
     )?;
-    entries.extend(found.entries);
     let map = segment::map_for_reading(strategy, &file, &path)?;
     let parts = segment::Parts {
         file,
