@@ -100,7 +100,11 @@ pub fn decode(
     if bytes.is_empty() {
         return Err(CorruptKind::Empty);
     }
-    check_nesting(bytes, FILE_DEPTH_MAX)?;
+    if crate::record::json_nesting_exceeds(bytes, FILE_DEPTH_MAX) {
+        return Err(CorruptKind::NestingTooDeep {
+            max: FILE_DEPTH_MAX,
+        });
+    }
     let value: Value = serde_json::from_slice(bytes).map_err(|error| {
         let (line, column) = (error.line(), error.column());
         if error.is_eof() {
@@ -242,39 +246,6 @@ fn php_string_to_int(text: &str) -> i64 {
     } else {
         float_to_int(float).unwrap_or(if float > 0.0 { i64::MAX } else { i64::MIN })
     }
-}
-
-/// Rejects input whose brackets nest deeper than `max` outside strings, before the parser
-/// runs (PHP's decoder applies the same limit while parsing). Malformed JSON is left for
-/// the parser to report.
-fn check_nesting(bytes: &[u8], max: usize) -> Result<(), CorruptKind> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for byte in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if *byte == b'\\' {
-                escaped = true;
-            } else if *byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(CorruptKind::NestingTooDeep { max });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -99,6 +99,38 @@ pub fn is_blank(text: &str) -> bool {
         .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0 | 0x0b))
 }
 
+/// Whether the brackets of JSON text nest deeper than `max` outside strings. Parsers run it
+/// first, so deep input can never exhaust the stack of a recursive parser; malformed JSON is
+/// left for the parser to report.
+#[must_use]
+pub fn json_nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in bytes {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                (false, _) => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A captured ESL artifact as handed to the store (§1.1). Every field is copied verbatim
 /// into the stored record; nothing is validated until [`Record::from_envelope`].
 #[derive(Clone, Debug)]

@@ -122,7 +122,11 @@ pub fn from_ndjson_line(line: &str) -> Result<Record, Error> {
 /// As [`from_ndjson_line`].
 pub fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
     // The line object is one level above the record's maps.
-    check_nesting(line, MAX_JSON_DEPTH + 1)?;
+    if super::json_nesting_exceeds(line, MAX_JSON_DEPTH + 1) {
+        return Err(Error::NestingTooDeep {
+            max: MAX_JSON_DEPTH,
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(line);
     // Safe to lift serde_json's own limit: `check_nesting` bounded the depth above.
     deserializer.disable_recursion_limit();
@@ -234,41 +238,6 @@ fn parse_timestamp(field: &'static str, text: &str) -> Result<time::OffsetDateTi
     })
 }
 
-/// Rejects input whose brackets nest deeper than `max` outside strings. Runs before the
-/// recursive parser, so deep input can never exhaust the stack. Malformed JSON is left for
-/// the parser to report.
-fn check_nesting(bytes: &[u8], max: usize) -> Result<(), Error> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for byte in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if *byte == b'\\' {
-                escaped = true;
-            } else if *byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(Error::NestingTooDeep {
-                        max: MAX_JSON_DEPTH,
-                    });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Reads records from an NDJSON stream, one per non-blank line.
 ///
 /// Blank lines (empty after PHP `trim`) are skipped, as the reference reader skips them.
@@ -342,14 +311,12 @@ mod tests {
     #[test]
     fn nesting_check_counts_only_brackets_outside_strings() {
         let inside_string = format!("{{\"a\":\"{}\"}}", "[".repeat(1000));
-        assert!(check_nesting(inside_string.as_bytes(), 2).is_ok());
+        let check = |bytes: &[u8], max| !super::super::json_nesting_exceeds(bytes, max);
+        assert!(check(inside_string.as_bytes(), 2));
         let escaped_quote = format!("{{\"a\":\"\\\"{}\"}}", "{".repeat(10));
-        assert!(check_nesting(escaped_quote.as_bytes(), 2).is_ok());
-        assert!(check_nesting(b"[[[]]]", 3).is_ok());
-        assert!(matches!(
-            check_nesting(b"[[[[]]]]", 3),
-            Err(Error::NestingTooDeep { .. })
-        ));
+        assert!(check(escaped_quote.as_bytes(), 2));
+        assert!(check(b"[[[]]]", 3));
+        assert!(!check(b"[[[[]]]]", 3));
     }
 
     #[test]

@@ -937,9 +937,13 @@ fn decode_map(field: &'static str, text: &str) -> Result<JsonMap, record::Error>
         field,
         source: Box::new(source),
     };
-    check_nesting(text.as_bytes()).map_err(invalid)?;
+    if record::json_nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(invalid(record::Error::NestingTooDeep {
+            max: MAX_JSON_DEPTH,
+        }));
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    // Safe to lift serde_json's own limit: `check_nesting` bounded the depth.
+    // Safe to lift serde_json's own limit: the depth was bounded above.
     deserializer.disable_recursion_limit();
     let value = Value::deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value))
@@ -953,39 +957,6 @@ fn decode_map(field: &'static str, text: &str) -> Result<JsonMap, record::Error>
             .collect()),
         _ => Err(record::Error::FieldNotObject { field }),
     }
-}
-
-/// Rejects JSON whose brackets nest deeper than [`MAX_JSON_DEPTH`] outside strings, before
-/// the recursive parser sees it. Malformed JSON is left for the parser to report.
-fn check_nesting(bytes: &[u8]) -> Result<(), record::Error> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for byte in bytes {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                (false, _) => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return Err(record::Error::NestingTooDeep {
-                        max: MAX_JSON_DEPTH,
-                    });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// What the backfill writes into one row.
@@ -1105,10 +1076,19 @@ mod tests {
     #[test]
     fn nesting_check_ignores_brackets_in_strings() {
         let deep = "[".repeat(MAX_JSON_DEPTH);
-        assert!(check_nesting(deep.as_bytes()).is_ok());
-        assert!(check_nesting(format!("[{deep}").as_bytes()).is_err());
+        assert!(!record::json_nesting_exceeds(
+            deep.as_bytes(),
+            MAX_JSON_DEPTH
+        ));
+        assert!(record::json_nesting_exceeds(
+            format!("[{deep}").as_bytes(),
+            MAX_JSON_DEPTH
+        ));
         let quoted = format!(r#"{{"k":"{deep}\"{deep}"}}"#);
-        assert!(check_nesting(quoted.as_bytes()).is_ok());
+        assert!(!record::json_nesting_exceeds(
+            quoted.as_bytes(),
+            MAX_JSON_DEPTH
+        ));
     }
 
     #[test]
