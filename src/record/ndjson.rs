@@ -128,7 +128,7 @@ pub fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
         });
     }
     let mut deserializer = serde_json::Deserializer::from_slice(line);
-    // Safe to lift serde_json's own limit: `check_nesting` bounded the depth above.
+    // Safe to lift serde_json's own limit: the nesting check above bounded the depth.
     deserializer.disable_recursion_limit();
     let value =
         Value::deserialize(&mut deserializer).map_err(|source| Error::InvalidJson { source })?;
