@@ -522,7 +522,12 @@ impl Cursor {
                 if compressed {
                     self.inflated.clear();
                     self.inflated.reserve(max as usize);
-                    if zstd::bulk::decompress_to_buffer(bytes, &mut self.inflated).is_err() {
+                    // The `Decompressor` method fills the vector's spare capacity (at most
+                    // `max` bytes); the free function takes a slice, which an empty vector
+                    // derefs to, and would reject every frame.
+                    let inflated = zstd::bulk::Decompressor::new()
+                        .and_then(|mut z| z.decompress_to_buffer(bytes, &mut self.inflated));
+                    if inflated.is_err() {
                         return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
                     }
                     location = Payload::Inflated;

@@ -120,7 +120,18 @@ impl Log {
         }
         drop(retention);
 
-        let parts = recovered.parts;
+        let mut parts = recovered.parts;
+        // A segment file cut short by something other than this writer can end less than a
+        // seal's length after its last frame; zero-extend it so that the seal ending it always
+        // fits, as place() guarantees for every frame this writer adds.
+        let room = parts.end + FRAME_HEADER_LEN as u64;
+        if room > parts.file_len {
+            let zeros = [0u8; FRAME_HEADER_LEN];
+            let missing = usize::try_from(room - parts.file_len).unwrap_or(FRAME_HEADER_LEN);
+            let zeros = zeros.get(..missing).unwrap_or(&zeros);
+            write_all_at(&*io, &parts.file, zeros, parts.file_len, &parts.path)?;
+            parts.file_len = room;
+        }
         let sealed = parts.sealed;
         let (end, next_seq) = (parts.end, parts.end_seq);
         let map = Arc::new(SegmentMap::writable(&parts.file, &parts.path)?);
@@ -359,10 +370,12 @@ impl Log {
         }
         scratch.clear();
         scratch.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        match zstd::bulk::compress_to_buffer(payload, scratch, 3) {
-            Ok(n) if n <= payload.len() - payload.len() / 8 => true,
-            _ => false,
-        }
+        // The `Compressor` method fills the vector's spare capacity; the free function takes
+        // a slice, which the cleared vector derefs to, and so never compressed anything.
+        matches!(
+            zstd::bulk::Compressor::new(3).and_then(|mut z| z.compress_to_buffer(payload, scratch)),
+            Ok(n) if n <= payload.len() - payload.len() / 8
+        )
     }
 
     /// The offset where a frame of `len` bytes goes, rolling to a new segment if needed.
