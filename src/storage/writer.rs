@@ -127,7 +127,18 @@ impl Log {
         }
         drop(retention);
 
-        let parts = recovered.parts;
+        let mut parts = recovered.parts;
+        // A segment file cut short by something other than this writer can end less than a
+        // seal's length after its last frame; zero-extend it so that the seal ending it always
+        // fits, as place() guarantees for every frame this writer adds.
+        let room = parts.end + FRAME_HEADER_LEN as u64;
+        if room > parts.file_len {
+            let zeros = [0u8; FRAME_HEADER_LEN];
+            let missing = usize::try_from(room - parts.file_len).unwrap_or(FRAME_HEADER_LEN);
+            let zeros = zeros.get(..missing).unwrap_or(&zeros);
+            write_all_at(&*io, &parts.file, zeros, parts.file_len, &parts.path)?;
+            parts.file_len = room;
+        }
         let sealed = parts.sealed;
         let (end, next_seq) = (parts.end, parts.end_seq);
         let map = Arc::new(SegmentMap::writable(&parts.file, &parts.path)?);
