@@ -48,6 +48,8 @@ pub struct Log {
     spare: Option<JoinHandle<Result<File>>>,
     syncer: Option<JoinHandle<()>>,
     scratch: Vec<u8>,
+    /// The frame being written with `pwrite` under `EveryAppend`.
+    frame: Vec<u8>,
     _lock: File,
     closed: bool,
 }
@@ -171,6 +173,7 @@ impl Log {
             spare: None,
             syncer: None,
             scratch: Vec::new(),
+            frame: Vec::new(),
             _lock: lock,
             closed: false,
         };
@@ -338,13 +341,32 @@ impl Log {
             (FrameKind::Plain, payload)
         };
         let len = frame::frame_len(body.len());
-        let result = self.place(len).map(|offset| {
+        let result = self.place(len).and_then(|offset| {
             let seq = self.next_seq;
             let salt = self.active.salt;
-            let written = self.map.write(offset, len, |out| {
-                frame::encode_into(out, salt, seq, kind, body)
-            });
-            debug_assert!(written.is_some(), "place() guarantees the frame fits");
+            if self.options.sync_policy == SyncPolicy::EveryAppend {
+                // Written through the file, not the map: a sync of pages dirtied with `pwrite`
+                // is much cheaper than one of pages dirtied through a shared mapping, and each
+                // append syncs. Readers see the bytes through their maps all the same.
+                let mut frame = std::mem::take(&mut self.frame);
+                frame.clear();
+                frame.resize(len, 0);
+                frame::encode_into(&mut frame, salt, seq, kind, body);
+                let written = write_all_at(
+                    &*self.options.io,
+                    &self.active.file,
+                    &frame,
+                    offset,
+                    &self.active.path,
+                );
+                self.frame = frame;
+                written?;
+            } else {
+                let written = self.map.write(offset, len, |out| {
+                    frame::encode_into(out, salt, seq, kind, body)
+                });
+                debug_assert!(written.is_some(), "place() guarantees the frame fits");
+            }
             let mut index = self.active.index.write();
             if index.wants(offset) {
                 index.push(IndexEntry {
@@ -354,7 +376,7 @@ impl Log {
             }
             self.end = offset + len as u64;
             self.next_seq = seq + 1;
-            seq
+            Ok(seq)
         });
         self.scratch = scratch;
         result
