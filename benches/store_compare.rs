@@ -9,6 +9,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use esl_replay::record::{Criteria, ReadCursor, RecordId};
 use esl_replay::store::{ArtifactStore, LogStore, SqliteStore, dataset};
 
+// The same allocator as the `esl-replay` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORDS: u64 = 20_000;
 
 fn filled(store: &mut dyn ArtifactStore) -> Vec<RecordId> {
