@@ -152,3 +152,39 @@ fn truncating_everything_then_crashing_reopens_consistently() {
         drop(log);
     }
 }
+
+/// [SEG-07] [ROLL-05] Reopening an empty log with larger segments, then appending a record
+/// that did not fit the old segment, never replaces the active segment with a successor of
+/// the same name (which a later truncation then deleted, losing the record).
+#[test]
+fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = LogOptions {
+        segment_bytes: 64 << 10,
+        max_payload_bytes: 32 << 10,
+        compress_min_bytes: None,
+        ..LogOptions::default()
+    };
+    let (log, _) = Log::open(dir.path(), small).unwrap();
+    log.close().unwrap();
+    let big = LogOptions {
+        segment_bytes: 1 << 20,
+        max_payload_bytes: 512 << 10,
+        compress_min_bytes: None,
+        ..LogOptions::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), big.clone()).unwrap();
+    assert_eq!(log.append(&[3u8; 200 << 10]).unwrap(), Seq(1));
+    log.truncate_prefix(Seq(1)).unwrap();
+    assert_eq!(
+        log.reader().get(Seq(1)).unwrap().map(|p| p.len()),
+        Some(200 << 10)
+    );
+    drop(log);
+    let (log, report) = Log::open(dir.path(), big).unwrap();
+    assert_eq!(report.next_seq, 2);
+    assert_eq!(
+        log.reader().get(Seq(1)).unwrap().map(|p| p.len()),
+        Some(200 << 10)
+    );
+}

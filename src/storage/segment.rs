@@ -127,6 +127,9 @@ impl SegmentData {
             io.sync_data(file)
                 .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
             state.complete = true;
+            // A complete index is never written again: release its descriptor, so a long-lived
+            // writer holds one descriptor per sealed segment, not two.
+            state.file = None;
         }
         state.persisted = count;
         Ok(())

@@ -130,16 +130,23 @@ impl Log {
         drop(retention);
 
         let mut parts = recovered.parts;
-        // A segment file cut short by something other than this writer can end less than a
-        // seal's length after its last frame; zero-extend it so that the seal ending it always
-        // fits, as place() guarantees for every frame this writer adds.
-        let room = parts.end + FRAME_HEADER_LEN as u64;
-        if room > parts.file_len {
-            let zeros = [0u8; FRAME_HEADER_LEN];
-            let missing = usize::try_from(room - parts.file_len).unwrap_or(FRAME_HEADER_LEN);
-            let zeros = zeros.get(..missing).unwrap_or(&zeros);
-            write_all_at(&*io, &parts.file, zeros, parts.file_len, &parts.path)?;
-            parts.file_len = room;
+        // The active segment must leave room for its seal after its last frame (a file cut
+        // short from outside may not), and an empty one is grown to the configured size, so
+        // that a record which fits a fresh segment fits it too: an empty segment is never
+        // rolled, since its successor would have its very name. Growing only appends zeros,
+        // which existing maps never cover.
+        let empty = parts.end_seq == parts.header.base && !parts.sealed;
+        let wanted = if empty {
+            parts.file_len.max(options.segment_bytes)
+        } else {
+            parts.file_len
+        };
+        let wanted = wanted.max(parts.end + FRAME_HEADER_LEN as u64);
+        if wanted > parts.file_len {
+            recovery::zero_range(&*io, &parts.file, &parts.path, parts.file_len, wanted)?;
+            io.sync_all(&parts.file)
+                .map_err(|e| Error::io(IoOp::Sync, &parts.path, e))?;
+            parts.file_len = wanted;
         }
         let sealed = parts.sealed;
         let (end, next_seq) = (parts.end, parts.end_seq);
@@ -404,7 +411,8 @@ impl Log {
     /// The offset where a frame of `len` bytes goes, rolling to a new segment if needed.
     fn place(&mut self, len: usize) -> Result<u64> {
         let needed = (len + FRAME_HEADER_LEN) as u64;
-        if self.sealed_without_successor || self.end + needed > self.map.len() as u64 {
+        let empty = self.end == HEADER_LEN as u64;
+        if self.sealed_without_successor || (!empty && self.end + needed > self.map.len() as u64) {
             self.roll()?;
         }
         if self.end + needed > self.map.len() as u64 {
