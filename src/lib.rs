@@ -12,6 +12,11 @@
 //! - [`checkpoint`]: consumer progress (key, cursor, metadata) in reference-compatible,
 //!   atomically replaced files; lookup by identity; resume state; compatibility with
 //!   what the artifact store retains.
+//! - [`store`]: the artifact store contract and its two backends, the segment log
+//!   ([`store::LogStore`]) and SQLite with the reference schema ([`store::SqliteStore`]);
+//!   NDJSON import and export; live tail.
+//! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
+//! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
 #![deny(
