@@ -53,7 +53,9 @@ pub(crate) fn replace_file(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<(
 
 /// Replaces a small file atomically and durably on the real file system.
 ///
-/// This is the helper checkpoints and other metadata use; see [`replace_file`] for the steps.
+/// This is the helper checkpoints and other metadata use. The steps: write a uniquely named
+/// temporary file in the same directory, `fsync` it, rename it over `target`, `fsync` the
+/// directory [ATOM-01].
 ///
 /// # Errors
 ///
