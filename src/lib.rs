@@ -16,6 +16,8 @@
 //!   ([`store::LogStore`]) and SQLite with the reference schema ([`store::SqliteStore`]);
 //!   NDJSON import and export; live tail.
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
+//! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
+//!   plain/JSON event-body parsers. It uses no other module.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -29,6 +31,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod esl;
 pub mod record;
 pub mod retention;
 pub mod storage;

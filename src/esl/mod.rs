@@ -1,0 +1,21 @@
+//! How are FreeSWITCH Event Socket bytes framed, re-encoded and parsed?
+//!
+//! This module is the pure ESL frame codec; it does no I/O and uses nothing else from the
+//! crate (spec: `esl-protocol.md` §1.2, §1.7, §1.8, §1.12, §1.13).
+//!
+//! - [`Frame`] is one frame as received: raw header bytes (so it re-encodes byte for byte),
+//!   headers as an ordered multimap, and the body.
+//! - [`EslCodec`] is the `tokio_util` decoder and encoder of frames, with configurable caps
+//!   on `Content-Length` and on the header block.
+//! - [`event`] parses event bodies on demand: [`event::PlainEvent`] for `text/event-plain`
+//!   (percent-decoded values, inner body) and [`event::json_event`] for `text/event-json`.
+//! - [`Error`] is every failure, one structured variant each.
+
+mod codec;
+mod error;
+pub mod event;
+mod frame;
+
+pub use codec::{DEFAULT_MAX_CONTENT_LENGTH, DEFAULT_MAX_HEADER_BLOCK, EslCodec};
+pub use error::{Block, Error};
+pub use frame::Frame;
