@@ -560,7 +560,12 @@ fn never_panics(data: Vec<u8>, sizes: Vec<u8>) -> TestResult {
                         let _ = frame.content_length();
                     }
                     Ok(None) => break,
-                    Err(_) => break 'feed,
+                    Err(_) => {
+                        // Calling again after an error must not panic either.
+                        let _ = codec.decode(&mut buf);
+                        let _ = codec.decode_eof(&mut buf);
+                        break 'feed;
+                    }
                 }
             }
         }
@@ -588,4 +593,33 @@ fn arbitrary_bytes_never_panic() {
     QuickCheck::new()
         .tests(1000)
         .quickcheck(framed as fn(Vec<(String, String)>, u8, Vec<u8>) -> TestResult);
+}
+
+#[test]
+fn errors_name_the_line_and_repeat_without_consuming() {
+    let bytes = b"Content-Type: x\nGood: 1\nBad line\n\n";
+    let mut codec = EslCodec::new();
+    let mut buf = BytesMut::from(&bytes[..]);
+    for _ in 0..2 {
+        match codec.decode(&mut buf) {
+            Err(Error::MissingColon {
+                block: Block::Outer,
+                line: 3,
+                text,
+            }) => {
+                assert_eq!(text, "Bad line")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+    assert_eq!(buf.len(), bytes.len());
+    let message = Error::EmptyHeaderName {
+        block: Block::Inner,
+        line: 2,
+        text: ": v".into(),
+    };
+    assert_eq!(
+        message.to_string(),
+        "inner header line 2 has an empty name: \": v\""
+    );
 }
