@@ -23,8 +23,11 @@ use super::io::mmap::SegmentMap;
 use super::io::{Io, read_at, write_all_at};
 use super::options::ReadStrategy;
 
-/// Bytes `pread` fetches at a time when scanning.
-const WINDOW_BYTES: usize = 1 << 20;
+/// Bytes `pread` fetches after a seek: a point read needs at most one index interval.
+const WINDOW_BYTES_MIN: usize = 64 << 10;
+/// Bytes `pread` fetches at a time once reading runs on sequentially (the window doubles
+/// on each sequential refill up to this).
+const WINDOW_BYTES_MAX: usize = 1 << 20;
 
 /// An open segment.
 #[derive(Debug)]
@@ -152,6 +155,8 @@ impl SegmentData {
 pub(crate) struct FileWindow {
     buf: Vec<u8>,
     start: u64,
+    /// The next refill's size (0 before the first read).
+    size: usize,
 }
 
 impl FileWindow {
@@ -167,9 +172,15 @@ impl FileWindow {
         let stop = offset.saturating_add(want as u64).min(limit);
         let have_end = self.start + self.buf.len() as u64;
         if offset < self.start || stop > have_end {
+            let sequential = !self.buf.is_empty() && offset >= self.start && offset <= have_end;
+            self.size = if sequential {
+                (self.size * 2).clamp(WINDOW_BYTES_MIN, WINDOW_BYTES_MAX)
+            } else {
+                WINDOW_BYTES_MIN
+            };
             let read_len = usize::try_from(limit.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
-                .min(WINDOW_BYTES.max(want));
+                .min(self.size.max(want));
             self.buf.resize(read_len, 0);
             let n = read_at(file, &mut self.buf, offset, path)?;
             self.buf.truncate(n);
@@ -186,6 +197,7 @@ impl FileWindow {
     pub(crate) fn reset(&mut self) {
         self.buf.clear();
         self.start = 0;
+        self.size = 0;
     }
 
     /// Bytes `[offset, offset + len)` if the window holds them (after [`FileWindow::frame`]).
