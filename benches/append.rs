@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     NaiveLog, Percentiles, fmt_ns, fmt_rate, group_commit, median, nanos, ours, payloads,
-    percentiles, print_latency, print_note, print_ratio, print_section, raw_fdatasync_latencies,
-    scratch_dir, selected, settle_disk, size,
+    percentiles, print_latency, print_note, print_rate_ratio, print_ratio, print_section,
+    raw_fdatasync_latencies, scratch_dir, selected, settle_disk, size,
 };
 use criterion::{Criterion, Throughput};
 use esl_replay::storage::{Log, Seq, SyncPolicy};
@@ -220,39 +220,14 @@ fn t1_throughput(pool: &[Vec<u8>]) {
         floor.push(count as f64 / start.elapsed().as_secs_f64());
     }
     log.close().expect("close");
-    let ratio = |ours: &[f64]| {
-        median(
-            &ours
-                .iter()
-                .zip(&floor)
-                .map(|(o, n)| o / n)
-                .collect::<Vec<_>>(),
-        )
-    };
     print_note(&format!(
         "{rounds} rounds of {count} records; medians: ours single {}, ours batch{BATCH} {}, naive {}",
         fmt_rate(median(&single)),
         fmt_rate(median(&batched)),
         fmt_rate(median(&floor)),
     ));
-    let r = ratio(&single);
-    print_ratio(
-        "T1 append (single)",
-        &fmt_rate(median(&single)),
-        &fmt_rate(median(&floor)),
-        r,
-        ">= 1.0x naive",
-        r >= 1.0,
-    );
-    let r = ratio(&batched);
-    print_ratio(
-        "T1 append (batch 64)",
-        &fmt_rate(median(&batched)),
-        &fmt_rate(median(&floor)),
-        r,
-        ">= 1.0x naive",
-        r >= 1.0,
-    );
+    print_rate_ratio("T1 append (single)", &single, &floor, 1.0);
+    print_rate_ratio("T1 append (batch 64)", &batched, &floor, 1.0);
 }
 
 /// T1 caller-thread latency: every append timed on the caller thread (rolls included).
@@ -362,39 +337,14 @@ fn t3_throughput(pool: &[Vec<u8>]) -> f64 {
         floor.push(count as f64 / start.elapsed().as_secs_f64());
     }
     log.close().expect("close");
-    let ratio = |ours: &[f64]| {
-        median(
-            &ours
-                .iter()
-                .zip(&floor)
-                .map(|(o, n)| o / n)
-                .collect::<Vec<_>>(),
-        )
-    };
     print_note(&format!(
         "{rounds} rounds of {count} records; medians: group commit {}, group commit waiting every 1000 {}, naive fsync/1000 {}",
         fmt_rate(median(&pipelined)),
         fmt_rate(median(&every_1000)),
         fmt_rate(median(&floor)),
     ));
-    let r = ratio(&pipelined);
-    print_ratio(
-        "T3 group commit",
-        &fmt_rate(median(&pipelined)),
-        &fmt_rate(median(&floor)),
-        r,
-        ">= 1.5x naive",
-        r >= 1.5,
-    );
-    let r = ratio(&every_1000);
-    print_ratio(
-        "T3 (wait every 1000)",
-        &fmt_rate(median(&every_1000)),
-        &fmt_rate(median(&floor)),
-        r,
-        ">= 1.5x naive",
-        r >= 1.5,
-    );
+    print_rate_ratio("T3 group commit", &pipelined, &floor, 1.5);
+    print_rate_ratio("T3 (wait every 1000)", &every_1000, &floor, 1.5);
     median(&pipelined)
 }
 

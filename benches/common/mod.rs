@@ -353,6 +353,21 @@ pub(crate) fn print_ratio(
     );
 }
 
+/// Prints the result line for a throughput compared round by round with a baseline: the
+/// medians of both, and the median of the per-round ratios against `min_ratio`.
+pub(crate) fn print_rate_ratio(id: &str, ours: &[f64], baseline: &[f64], min_ratio: f64) {
+    let ratios: Vec<f64> = ours.iter().zip(baseline).map(|(o, b)| o / b).collect();
+    let ratio = median(&ratios);
+    print_ratio(
+        id,
+        &fmt_rate(median(ours)),
+        &fmt_rate(median(baseline)),
+        ratio,
+        &format!(">= {min_ratio:.1}x naive"),
+        ratio >= min_ratio,
+    );
+}
+
 /// Prints a free-form line.
 #[expect(clippy::print_stdout, reason = "benches report on stdout")]
 pub(crate) fn print_note(text: &str) {
