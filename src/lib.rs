@@ -16,6 +16,9 @@
 //!   ([`store::LogStore`]) and SQLite with the reference schema ([`store::SqliteStore`]);
 //!   NDJSON import and export; live tail.
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
+//! - [`replay`]: offline replay: the plan/execute executor (dry-run, handler dispatch,
+//!   guarded re-injection), whole-range replay with checkpoints, and fold replay of typed
+//!   state from persisted snapshots.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
 //! - [`cli`]: the `esl-replay` command.
@@ -33,6 +36,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod esl;
 pub mod record;
+pub mod replay;
 pub mod retention;
 pub mod storage;
 pub mod store;

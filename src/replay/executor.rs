@@ -1,0 +1,297 @@
+//! The offline replay executor: plan a batch after a cursor, then execute it in one of
+//! three modes (§5).
+//!
+//! - **Dry-run** (the plan says so): nothing is invoked; every record gets a
+//!   `dry_run_skip` outcome saying which handler would run and whether it would be
+//!   re-injected.
+//! - **Observational** (live, re-injection off): each record is handed to the handler
+//!   registered for its exact artifact name, or recorded as `observed`.
+//! - **Re-injection** (live, re-injection on): handlers are ignored; records the
+//!   classifier clears are handed to the injector, the rest are rejected with a reason.
+//!
+//! A handler or injector error stops the batch: the result is failed, carries the outcomes
+//! produced before the failing record and the error's message.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use super::handler::HandlerRegistry;
+use super::inject::{
+    Classifier, DefaultClassifier, ExecutionCandidate, InjectionGuard, Injector, Verdict,
+};
+use super::plan::{ExecutionResult, Outcome, OutcomeRecord, Plan};
+use super::{Error, ExecutionConfig};
+use crate::record::{Criteria, ReadCursor, Record};
+use crate::store::ArtifactStore;
+
+/// Plans and executes replay batches over one artifact store.
+pub struct Executor<'s, S: ArtifactStore + ?Sized = dyn ArtifactStore> {
+    config: ExecutionConfig,
+    store: &'s S,
+    handlers: HandlerRegistry,
+    injector: Option<Box<dyn Injector>>,
+    classifier: Box<dyn Classifier>,
+    guard: Option<InjectionGuard>,
+}
+
+impl<S: ArtifactStore + ?Sized> fmt::Debug for Executor<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("config", &self.config)
+            .field("handlers", &self.handlers)
+            .field("injector", &self.injector.as_ref().map(|i| i.name()))
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s, S: ArtifactStore + ?Sized> Executor<'s, S> {
+    /// An executor over `store` with the reference classifier.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InjectorRequired`] if the configuration enables re-injection and no
+    /// injector is given.
+    pub fn new(
+        config: ExecutionConfig,
+        store: &'s S,
+        handlers: HandlerRegistry,
+        injector: Option<Box<dyn Injector>>,
+    ) -> Result<Self, Error> {
+        if config.reinjection_enabled() && injector.is_none() {
+            return Err(Error::InjectorRequired);
+        }
+        let guard = if config.reinjection_allowlist().is_empty() {
+            None
+        } else {
+            Some(InjectionGuard::new(
+                config.reinjection_allowlist().iter().cloned(),
+            )?)
+        };
+        Ok(Self {
+            config,
+            store,
+            handlers,
+            injector,
+            classifier: Box::new(DefaultClassifier),
+            guard,
+        })
+    }
+
+    /// Replaces the classifier that decides which records may be re-injected.
+    #[must_use]
+    pub fn with_classifier(mut self, classifier: Box<dyn Classifier>) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &ExecutionConfig {
+        &self.config
+    }
+
+    /// The store records are planned from.
+    #[must_use]
+    pub fn store(&self) -> &'s S {
+        self.store
+    }
+
+    /// The handler registry.
+    #[must_use]
+    pub fn handlers(&self) -> &HandlerRegistry {
+        &self.handlers
+    }
+
+    /// Takes the executor apart into its handlers and injector (to read what they
+    /// gathered after a run).
+    #[must_use]
+    pub fn into_parts(self) -> (HandlerRegistry, Option<Box<dyn Injector>>) {
+        (self.handlers, self.injector)
+    }
+
+    /// Plans the next batch: at most `batch_limit` records after `from`, every record, as
+    /// the reference does. The cursor is not advanced.
+    ///
+    /// # Errors
+    ///
+    /// Store read errors.
+    pub fn plan(&self, from: &ReadCursor) -> Result<Plan, Error> {
+        self.plan_matching(from, &Criteria::any(), None)
+    }
+
+    /// Plans the next batch of records after `from` that match `criteria`, up to and
+    /// including sequence `until` if given. A batch holds at most `batch_limit` records;
+    /// the cursor is not advanced.
+    ///
+    /// # Errors
+    ///
+    /// Store read errors.
+    pub fn plan_matching(
+        &self,
+        from: &ReadCursor,
+        criteria: &Criteria,
+        until: Option<u64>,
+    ) -> Result<Plan, Error> {
+        let mut records = if until.is_some_and(|until| until <= from.last_consumed_sequence()) {
+            Vec::new()
+        } else {
+            self.store
+                .read_from_cursor(from, self.config.batch_limit(), criteria)?
+        };
+        if let Some(until) = until {
+            records.retain(|record| record.append_sequence() <= until);
+        }
+        Ok(Plan::new(
+            *from,
+            records,
+            self.config.dry_run(),
+            OffsetDateTime::now_utc(),
+        ))
+    }
+
+    /// Executes a plan: dry-run if the plan says so, else re-injection if this executor's
+    /// configuration enables it, else observational.
+    pub fn execute(&mut self, plan: Plan) -> ExecutionResult {
+        if plan.is_dry_run() {
+            self.dry_run(plan)
+        } else if self.config.reinjection_enabled() {
+            self.reinject(plan)
+        } else {
+            self.observe(plan)
+        }
+    }
+
+    /// What the re-injection classifier says about a record, if re-injection is enabled.
+    fn verdict(&self, record: &Record) -> Option<Verdict> {
+        if !self.config.reinjection_enabled() {
+            return None;
+        }
+        self.guard
+            .as_ref()
+            .map(|guard| self.classifier.classify(record, guard))
+    }
+
+    fn dry_run(&self, plan: Plan) -> ExecutionResult {
+        let outcomes: Vec<Outcome> = plan
+            .records()
+            .iter()
+            .map(|record| {
+                let verdict = self.verdict(record);
+                Outcome::DryRunSkip {
+                    record: OutcomeRecord::of(record),
+                    handler: self
+                        .handlers
+                        .get(record.artifact_name())
+                        .map(|h| h.name().to_owned()),
+                    would_reinject: verdict.as_ref().is_some_and(Verdict::is_eligible),
+                    reinjection_reason: verdict.map(|v| match v {
+                        Verdict::Eligible => super::inject::ELIGIBLE.into(),
+                        Verdict::Rejected(reason) => reason,
+                    }),
+                }
+            })
+            .collect();
+        let skipped = outcomes.len() as u64;
+        finished(plan, true, 0, skipped, outcomes, None)
+    }
+
+    fn observe(&mut self, plan: Plan) -> ExecutionResult {
+        let mut outcomes = Vec::with_capacity(plan.record_count());
+        let mut failure = None;
+        for record in plan.records() {
+            let outcome = match self.handlers.get_mut(record.artifact_name()) {
+                None => Outcome::Observed {
+                    record: OutcomeRecord::of(record),
+                },
+                Some(handler) => match handler.handle(record) {
+                    Ok(result) => {
+                        let (action, metadata) = result.into_parts();
+                        Outcome::Handled {
+                            record: OutcomeRecord::of(record),
+                            action,
+                            handler: handler.name().to_owned(),
+                            metadata,
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(error.to_string());
+                        break;
+                    }
+                },
+            };
+            outcomes.push(outcome);
+        }
+        let processed = outcomes.len() as u64;
+        finished(plan, failure.is_none(), processed, 0, outcomes, failure)
+    }
+
+    fn reinject(&mut self, plan: Plan) -> ExecutionResult {
+        let mut outcomes = Vec::with_capacity(plan.record_count());
+        let (mut processed, mut skipped) = (0, 0);
+        let mut failure = None;
+        for record in plan.records() {
+            let verdict = self.verdict(record);
+            let Some(Verdict::Eligible) = verdict else {
+                skipped += 1;
+                outcomes.push(Outcome::ReinjectionRejected {
+                    record: OutcomeRecord::of(record),
+                    reason: match verdict {
+                        Some(Verdict::Rejected(reason)) => reason,
+                        // Unreachable with a valid configuration: re-injection mode always
+                        // has a guard. Reject rather than inject unguarded.
+                        _ => super::inject::REJECT_NOT_ALLOWLISTED.into(),
+                    },
+                });
+                continue;
+            };
+            let Some(injector) = self.injector.as_mut() else {
+                failure = Some(Error::InjectorRequired.to_string());
+                break;
+            };
+            match injector.inject(&ExecutionCandidate::new(record.clone())) {
+                Ok(result) => {
+                    processed += 1;
+                    let (action, metadata) = result.into_parts();
+                    outcomes.push(Outcome::Injected {
+                        record: OutcomeRecord::of(record),
+                        action,
+                        metadata,
+                    });
+                }
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        finished(
+            plan,
+            failure.is_none(),
+            processed,
+            skipped,
+            outcomes,
+            failure,
+        )
+    }
+}
+
+fn finished(
+    plan: Plan,
+    success: bool,
+    processed: u64,
+    skipped: u64,
+    outcomes: Vec<Outcome>,
+    error: Option<String>,
+) -> ExecutionResult {
+    ExecutionResult::new(
+        plan,
+        success,
+        processed,
+        skipped,
+        outcomes,
+        OffsetDateTime::now_utc(),
+        error,
+    )
+}
