@@ -19,7 +19,9 @@ pub enum Error {
     #[error("injection guard allowlist must not be empty")]
     EmptyAllowlist,
     /// An allowlist entry is blank.
-    #[error("reinjection_artifact_allowlist entries must be non-blank strings (entry {index} is blank)")]
+    #[error(
+        "reinjection_artifact_allowlist entries must be non-blank strings (entry {index} is blank)"
+    )]
     BlankAllowlistEntry {
         /// Its position in the allowlist.
         index: usize,

@@ -26,7 +26,7 @@ use crate::record::{Criteria, ReadCursor, Record};
 use crate::store::ArtifactStore;
 
 /// Plans and executes replay batches over one artifact store.
-pub struct Executor<'s, S: ArtifactStore + ?Sized = dyn ArtifactStore> {
+pub struct Executor<'s, S: ArtifactStore + ?Sized = dyn ArtifactStore + 's> {
     config: ExecutionConfig,
     store: &'s S,
     handlers: HandlerRegistry,

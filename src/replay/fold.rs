@@ -29,7 +29,9 @@ impl Stream {
     pub fn new(key: impl Into<String>, criteria: Criteria) -> Result<Self, Error> {
         let key = key.into();
         if is_blank(&key) {
-            return Err(Error::BlankField { field: "stream key" });
+            return Err(Error::BlankField {
+                field: "stream key",
+            });
         }
         Ok(Self { key, criteria })
     }
@@ -47,11 +49,17 @@ impl Stream {
         };
         put(
             "captured_from",
-            fields.captured_from.as_ref().map(timestamp::to_reference_text),
+            fields
+                .captured_from
+                .as_ref()
+                .map(timestamp::to_reference_text),
         );
         put(
             "captured_until",
-            fields.captured_until.as_ref().map(timestamp::to_reference_text),
+            fields
+                .captured_until
+                .as_ref()
+                .map(timestamp::to_reference_text),
         );
         put("artifact_name", fields.artifact_name.clone());
         put("job_uuid", fields.job_uuid.clone());
@@ -59,7 +67,10 @@ impl Stream {
         put("pbx_node_slug", fields.pbx_node_slug.clone());
         put("worker_session_id", fields.worker_session_id.clone());
         put("session_id", fields.session_id.clone());
-        put("connection_generation", fields.connection_generation.clone());
+        put(
+            "connection_generation",
+            fields.connection_generation.clone(),
+        );
         let key = if set.is_empty() {
             "all".to_owned()
         } else {

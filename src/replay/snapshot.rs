@@ -52,8 +52,11 @@ pub trait SnapshotStore<S> {
     /// # Errors
     ///
     /// Storage failures; a damaged snapshot.
-    fn latest_at_or_before(&self, stream: &str, sequence: u64)
-    -> Result<Option<Snapshot<S>>, Error>;
+    fn latest_at_or_before(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<Option<Snapshot<S>>, Error>;
 
     /// The sequences kept for `stream`, ascending.
     ///
@@ -234,8 +237,7 @@ impl<S> DirSnapshots<S> {
     ///
     /// [`Error::SnapshotIo`] if the root cannot be listed.
     pub fn stream_dirs(&self) -> Result<Vec<PathBuf>, Error> {
-        let entries =
-            std::fs::read_dir(&self.root).map_err(|e| io_error("list", &self.root, e))?;
+        let entries = std::fs::read_dir(&self.root).map_err(|e| io_error("list", &self.root, e))?;
         let mut dirs = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("list", &self.root, e))?;
