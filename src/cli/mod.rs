@@ -14,6 +14,7 @@ mod checkpoint;
 mod demo;
 mod log;
 mod prune;
+mod replay;
 mod store;
 
 use std::io::Write as _;
@@ -63,6 +64,10 @@ enum Command {
     /// Save, show, list, find and delete consumer checkpoints in a checkpoint directory.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Replay stored records offline: plan a batch, or run a range (dry-run by default)
+    /// through a handler or guarded re-injection, resuming from a checkpoint.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
+        Command::Replay(command) => replay::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
