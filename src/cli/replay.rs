@@ -147,10 +147,18 @@ pub(crate) fn run(command: &ReplayCommand) -> anyhow::Result<Outcome> {
 }
 
 /// The cursor to start from and, with a checkpoint, the service that keeps progress.
-fn start(args: &RangeArgs) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
+/// Only a run that saves (`save`) creates a missing checkpoint directory; otherwise a
+/// missing directory means a fresh start.
+fn start(
+    args: &RangeArgs,
+    save: bool,
+) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
     let (Some(dir), Some(key)) = (&args.checkpoint_dir, &args.checkpoint_key) else {
         return Ok((ReadCursor::new(args.after.unwrap_or(0), None), None));
     };
+    if !save && !dir.is_dir() {
+        return Ok((ReadCursor::start(), None));
+    }
     let store = CheckpointStore::open(dir)
         .with_context(|| format!("cannot open the checkpoint directory {}", dir.display()))?;
     let state = ResumeState::resolve(&store, key)
@@ -163,7 +171,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let range = &args.range;
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, _) = start(range)?;
+    let (cursor, _) = start(range, false)?;
     let config = ExecutionConfig::new(ExecutionSettings {
         batch_limit: range.batch,
         ..ExecutionSettings::default()
@@ -217,7 +225,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, checkpoint) = start(range)?;
+    let (cursor, checkpoint) = start(range, !dry_run)?;
     let config = ExecutionConfig::new(ExecutionSettings {
         dry_run,
         reinjection_enabled: args.reinject,
