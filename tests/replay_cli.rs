@@ -369,7 +369,10 @@ fn checkpoint_resumes_and_saves_progress_only_when_executing() {
 
     let dry = run(&[&base[..], &["--until", "2"]].concat());
     assert!(dry.status.success(), "{}", stderr(&dry));
-    assert!(!checkpoints.exists(), "a dry-run creates no checkpoint directory");
+    assert!(
+        !checkpoints.exists(),
+        "a dry-run creates no checkpoint directory"
+    );
     assert!(
         CheckpointStore::open(&checkpoints)
             .unwrap()

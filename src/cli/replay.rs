@@ -149,10 +149,7 @@ pub(crate) fn run(command: &ReplayCommand) -> anyhow::Result<Outcome> {
 /// The cursor to start from and, with a checkpoint, the service that keeps progress.
 /// Only a run that saves (`save`) creates a missing checkpoint directory; otherwise a
 /// missing directory means a fresh start.
-fn start(
-    args: &RangeArgs,
-    save: bool,
-) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
+fn start(args: &RangeArgs, save: bool) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
     let (Some(dir), Some(key)) = (&args.checkpoint_dir, &args.checkpoint_key) else {
         return Ok((ReadCursor::new(args.after.unwrap_or(0), None), None));
     };
