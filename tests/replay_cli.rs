@@ -85,7 +85,7 @@ fn run_is_a_dry_run_by_default_with_one_line_per_record() {
             .iter()
             .all(|l| l.contains("dry_run_skip") && l.contains("would run count"))
     );
-    assert!(stderr(&output).contains("dry-run: 5 records in 1 batches: 0 processed, 5 skipped"));
+    assert!(stderr(&output).contains("dry-run: 5 records in 1 batch: 0 processed, 5 skipped"));
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn print_handler_prints_reference_ndjson_for_selected_artifacts() {
         .collect();
     assert_eq!(names, ["api.dispatch", "bgapi.dispatch"]);
     assert_eq!(records[0]["append_sequence"], 1);
-    assert!(stderr(&output).contains("5 records in 1 batches: 5 processed"));
+    assert!(stderr(&output).contains("5 records in 1 batch: 5 processed"));
 }
 
 #[test]

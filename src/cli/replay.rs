@@ -306,10 +306,15 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         let mut err = std::io::stderr().lock();
         writeln!(
             err,
-            "{}{} records in {} batches: {} processed, {} skipped; last consumed sequence {}{}",
+            "{}{} records in {} {}: {} processed, {} skipped; last consumed sequence {}{}",
             if dry_run { "dry-run: " } else { "" },
             report.records,
             report.batches,
+            if report.batches == 1 {
+                "batch"
+            } else {
+                "batches"
+            },
             report.processed,
             report.skipped,
             report.cursor.last_consumed_sequence(),
