@@ -545,3 +545,27 @@ fn conflicting_or_incomplete_flags_are_errors() {
         );
     }
 }
+
+#[test]
+fn exec_handler_reports_a_command_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--execute",
+        "--handler",
+        "exec",
+        "--",
+        "/nonexistent/esl-replay-handler",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("replay stopped at sequence 1"), "{text}");
+    assert!(
+        text.contains("cannot run `/nonexistent/esl-replay-handler`"),
+        "{text}"
+    );
+}
