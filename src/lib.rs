@@ -18,6 +18,9 @@
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
+//! - [`evidence`]: recovery evidence rebuilt from stored records (operations, generations,
+//!   postures, publications), written as byte-stable JSON bundles and compared with
+//!   scenario expectations; windows resumed from checkpoints.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -32,6 +35,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod esl;
+pub mod evidence;
 pub mod record;
 pub mod retention;
 pub mod storage;
