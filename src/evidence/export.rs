@@ -38,18 +38,63 @@ use crate::record::{Criteria, CriteriaFields, JsonMap, ReadCursor, timestamp};
 /// The bundle id written while the id itself is being derived.
 const PENDING_ID: &str = "pending";
 
+/// Bytes of output buffered before they are handed to the hasher.
+const HASH_CHUNK: usize = 64 * 1024;
+
+/// Where the writers put their bytes: a string, or a string that is drained into a SHA-256
+/// hasher as it fills, so the id of a large bundle is derived in bounded memory.
+struct Out {
+    buf: String,
+    hasher: Option<Sha256>,
+}
+
+impl Out {
+    fn text() -> Self {
+        Self {
+            buf: String::new(),
+            hasher: None,
+        }
+    }
+
+    fn hashing() -> Self {
+        Self {
+            buf: String::with_capacity(2 * HASH_CHUNK),
+            hasher: Some(Sha256::new()),
+        }
+    }
+
+    fn push(&mut self, character: char) {
+        self.buf.push(character);
+    }
+
+    fn push_str(&mut self, text: &str) {
+        self.buf.push_str(text);
+    }
+
+    /// Hands full chunks to the hasher (called between list items).
+    fn drain(&mut self) {
+        if let Some(hasher) = &mut self.hasher
+            && self.buf.len() >= HASH_CHUNK
+        {
+            hasher.update(self.buf.as_bytes());
+            self.buf.clear();
+        }
+    }
+}
+
 /// Writes a bundle in the export format.
 #[must_use]
 pub fn export_bundle(bundle: &EvidenceBundle) -> String {
-    let mut out = String::with_capacity(256 + 160 * bundle.record_references.len());
+    let mut out = Out::text();
+    out.buf.reserve(256 + 160 * bundle.record_references.len());
     write_bundle(&mut out, bundle, &bundle.manifest.bundle_id);
-    out
+    out.buf
 }
 
 /// Writes a comparison result in the export format.
 #[must_use]
 pub fn export_comparison(result: &ComparisonResult) -> String {
-    let mut out = String::new();
+    let mut out = Out::text();
     let mut object = Object::open(&mut out);
     write_string(object.key("scenario_name"), &result.scenario_name);
     object
@@ -58,7 +103,7 @@ pub fn export_comparison(result: &ComparisonResult) -> String {
     write_string(object.key("bundle_id"), &result.bundle_id);
     write_list(object.key("issues"), &result.issues, write_issue);
     object.close();
-    out
+    out.buf
 }
 
 /// Derives the id of a bundle from its content and window (the module docs say how). The
@@ -66,7 +111,7 @@ pub fn export_comparison(result: &ComparisonResult) -> String {
 #[must_use]
 pub fn bundle_id(bundle: &EvidenceBundle) -> String {
     let window = &bundle.manifest.window;
-    let mut input = String::with_capacity(512 + 160 * bundle.record_references.len());
+    let mut input = Out::hashing();
     let mut object = Object::open(&mut input);
     {
         let out = object.key("window");
@@ -85,7 +130,7 @@ pub fn bundle_id(bundle: &EvidenceBundle) -> String {
         );
         write_opt_str(raw.key("checkpoint_key"), window.checkpoint_key.as_deref());
         canonical::write_map(
-            raw.key("checkpoint_metadata"),
+            &mut raw.key("checkpoint_metadata").buf,
             &window.checkpoint_metadata,
             KeyOrder::Insertion,
         );
@@ -93,7 +138,9 @@ pub fn bundle_id(bundle: &EvidenceBundle) -> String {
     }
     write_bundle(object.key("continuity_snapshot"), bundle, PENDING_ID);
     object.close();
-    let digest = Sha256::digest(input.as_bytes());
+    let mut hasher = input.hasher.take().unwrap_or_default();
+    hasher.update(input.buf.as_bytes());
+    let digest = hasher.finalize();
     let mut id = String::with_capacity(64);
     for byte in digest {
         let _ = write!(id, "{byte:02x}");
@@ -103,23 +150,23 @@ pub fn bundle_id(bundle: &EvidenceBundle) -> String {
 
 /// Writes the keys of one JSON object in the order they are added.
 struct Object<'a> {
-    out: &'a mut String,
+    out: &'a mut Out,
     first: bool,
 }
 
 impl<'a> Object<'a> {
-    fn open(out: &'a mut String) -> Self {
+    fn open(out: &'a mut Out) -> Self {
         out.push('{');
         Self { out, first: true }
     }
 
     /// Writes the separator and `"name":`, and returns the output for the value.
-    fn key(&mut self, name: &str) -> &mut String {
+    fn key(&mut self, name: &str) -> &mut Out {
         if !self.first {
             self.out.push(',');
         }
         self.first = false;
-        canonical::write_string(self.out, name);
+        canonical::write_string(&mut self.out.buf, name);
         self.out.push(':');
         self.out
     }
@@ -129,44 +176,45 @@ impl<'a> Object<'a> {
     }
 }
 
-fn write_string(out: &mut String, text: &str) {
-    canonical::write_string(out, text);
+fn write_string(out: &mut Out, text: &str) {
+    canonical::write_string(&mut out.buf, text);
 }
 
-fn write_u64(out: &mut String, value: u64) {
-    let _ = write!(out, "{value}");
+fn write_u64(out: &mut Out, value: u64) {
+    let _ = write!(out.buf, "{value}");
 }
 
-fn write_opt_u64(out: &mut String, value: Option<u64>) {
+fn write_opt_u64(out: &mut Out, value: Option<u64>) {
     match value {
         Some(value) => write_u64(out, value),
         None => out.push_str("null"),
     }
 }
 
-fn write_opt_str(out: &mut String, value: Option<&str>) {
+fn write_opt_str(out: &mut Out, value: Option<&str>) {
     match value {
         Some(text) => write_string(out, text),
         None => out.push_str("null"),
     }
 }
 
-fn write_normalised(out: &mut String, map: &JsonMap) {
-    canonical::write_map(out, map, KeyOrder::PhpKsort);
+fn write_normalised(out: &mut Out, map: &JsonMap) {
+    canonical::write_map(&mut out.buf, map, KeyOrder::PhpKsort);
 }
 
-fn write_list<T>(out: &mut String, items: &[T], write_item: fn(&mut String, &T)) {
+fn write_list<T>(out: &mut Out, items: &[T], write_item: fn(&mut Out, &T)) {
     out.push('[');
     for (index, item) in items.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
         write_item(out, item);
+        out.drain();
     }
     out.push(']');
 }
 
-fn write_bundle(out: &mut String, bundle: &EvidenceBundle, id: &str) {
+fn write_bundle(out: &mut Out, bundle: &EvidenceBundle, id: &str) {
     let mut object = Object::open(out);
     write_manifest(object.key("manifest"), &bundle.manifest, id);
     write_snapshot(
@@ -196,7 +244,7 @@ fn write_bundle(out: &mut String, bundle: &EvidenceBundle, id: &str) {
     object.close();
 }
 
-fn write_manifest(out: &mut String, manifest: &Manifest, id: &str) {
+fn write_manifest(out: &mut Out, manifest: &Manifest, id: &str) {
     let mut object = Object::open(out);
     write_u64(object.key("bundle_version"), manifest.bundle_version);
     write_string(object.key("bundle_id"), id);
@@ -219,7 +267,7 @@ fn write_manifest(out: &mut String, manifest: &Manifest, id: &str) {
     object.close();
 }
 
-fn write_window(out: &mut String, window: &ReconstructionWindow) {
+fn write_window(out: &mut Out, window: &ReconstructionWindow) {
     let mut object = Object::open(out);
     write_u64(
         object.key("from_last_consumed_sequence"),
@@ -249,7 +297,7 @@ fn write_window(out: &mut String, window: &ReconstructionWindow) {
     object.close();
 }
 
-fn write_criteria(out: &mut String, criteria: &Criteria) {
+fn write_criteria(out: &mut Out, criteria: &Criteria) {
     let fields = criteria.fields();
     let mut object = Object::open(out);
     for (key, time) in [
@@ -276,7 +324,7 @@ fn write_criteria(out: &mut String, criteria: &Criteria) {
     object.close();
 }
 
-fn write_issue(out: &mut String, issue: &Issue) {
+fn write_issue(out: &mut Out, issue: &Issue) {
     let mut object = Object::open(out);
     write_string(object.key("kind"), issue.kind.as_str());
     write_string(object.key("code"), issue.code.as_str());
@@ -287,7 +335,7 @@ fn write_issue(out: &mut String, issue: &Issue) {
     object.close();
 }
 
-fn write_snapshot(out: &mut String, snapshot: &ContinuitySnapshot) {
+fn write_snapshot(out: &mut Out, snapshot: &ContinuitySnapshot) {
     let mut object = Object::open(out);
     write_list(
         object.key("recovery_generations"),
@@ -317,7 +365,7 @@ fn write_snapshot(out: &mut String, snapshot: &ContinuitySnapshot) {
     object.close();
 }
 
-fn write_generation(out: &mut String, generation: &GenerationObservation) {
+fn write_generation(out: &mut Out, generation: &GenerationObservation) {
     let mut object = Object::open(out);
     write_string(object.key("generation_id"), &generation.generation_id);
     write_u64(object.key("append_sequence"), generation.append_sequence);
@@ -325,19 +373,19 @@ fn write_generation(out: &mut String, generation: &GenerationObservation) {
     object.close();
 }
 
-fn write_reference(out: &mut String, reference: &RecordReference) {
+fn write_reference(out: &mut Out, reference: &RecordReference) {
     let mut object = Object::open(out);
     write_string(object.key("record_id"), &reference.record_id);
     write_u64(object.key("append_sequence"), reference.append_sequence);
     write_string(object.key("artifact_name"), &reference.artifact_name);
     let out = object.key("capture_timestamp");
     out.push('"');
-    timestamp::write_reference_text(&reference.capture_timestamp, out);
+    timestamp::write_reference_text(&reference.capture_timestamp, &mut out.buf);
     out.push('"');
     object.close();
 }
 
-fn write_operation(out: &mut String, operation: &OperationRecord) {
+fn write_operation(out: &mut Out, operation: &OperationRecord) {
     let mut object = Object::open(out);
     write_string(object.key("operation_id"), &operation.operation_id);
     write_opt_str(
@@ -371,7 +419,7 @@ fn write_operation(out: &mut String, operation: &OperationRecord) {
 }
 
 /// Observed states are normalised maps: their keys appear in sorted order.
-fn write_observed_state(out: &mut String, observed: &ObservedState) {
+fn write_observed_state(out: &mut Out, observed: &ObservedState) {
     let mut object = Object::open(out);
     write_u64(object.key("append_sequence"), observed.append_sequence);
     write_string(object.key("artifact_name"), &observed.artifact_name);
@@ -379,7 +427,7 @@ fn write_observed_state(out: &mut String, observed: &ObservedState) {
     object.close();
 }
 
-fn write_publication(out: &mut String, publication: &TerminalPublicationRecord) {
+fn write_publication(out: &mut Out, publication: &TerminalPublicationRecord) {
     let mut object = Object::open(out);
     write_string(object.key("publication_id"), &publication.publication_id);
     write_string(object.key("status"), &publication.status);
@@ -393,7 +441,7 @@ fn write_publication(out: &mut String, publication: &TerminalPublicationRecord) 
     object.close();
 }
 
-fn write_semantic(out: &mut String, semantic: &LifecycleSemanticRecord) {
+fn write_semantic(out: &mut Out, semantic: &LifecycleSemanticRecord) {
     let mut object = Object::open(out);
     write_string(object.key("semantic"), &semantic.semantic);
     write_string(object.key("posture"), &semantic.posture);
