@@ -232,6 +232,15 @@ fn key_is_index(key: &str, index: usize) -> bool {
 pub(crate) fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    // Most strings need no escape: copy them whole. 0xE2 leads U+2028 and U+2029.
+    if !text
+        .bytes()
+        .any(|byte| byte < 0x20 || matches!(byte, b'"' | b'\\' | 0xe2))
+    {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for character in text.chars() {
         match character {
             '"' => out.push_str("\\\""),
