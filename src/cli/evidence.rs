@@ -25,7 +25,7 @@ use crate::record::{JsonMap, ReadCursor};
 #[derive(Debug, Subcommand)]
 pub(crate) enum EvidenceCommand {
     /// Rebuild the recovery evidence of a window of a store as a bundle.
-    Reconstruct(ReconstructArgs),
+    Reconstruct(Box<ReconstructArgs>),
     /// Compare a saved bundle with a scenario expectation; exit 1 if it does not match.
     Compare(CompareArgs),
 }

@@ -494,11 +494,11 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
             .list()?
             .iter()
             .map(|at| {
-                Ok(GenerationObservation::new(GenerationObservationFields {
+                GenerationObservation::new(GenerationObservationFields {
                     generation_id: at.field("generation_id")?.string()?,
                     append_sequence: at.field("append_sequence")?.u64()?,
                     artifact_name: at.field("artifact_name")?.string()?,
-                })?)
+                })
             })
             .collect::<Result<_, Error>>()?,
         replay_continuity_posture: snapshot.field("replay_continuity_posture")?.opt_string()?,
@@ -517,12 +517,12 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
             let time_at = at.field("capture_timestamp")?;
             let capture_timestamp = timestamp::parse(time_at.str()?)
                 .map_err(|error| time_at.malformed(error.to_string()))?;
-            Ok(RecordReference::new(RecordReferenceFields {
+            RecordReference::new(RecordReferenceFields {
                 record_id: at.field("record_id")?.string()?,
                 append_sequence: at.field("append_sequence")?.u64()?,
                 artifact_name: at.field("artifact_name")?.string()?,
                 capture_timestamp,
-            })?)
+            })
         })
         .collect::<Result<_, Error>>()?;
     let operations = root
@@ -536,16 +536,14 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
         .list()?
         .iter()
         .map(|at| {
-            Ok(TerminalPublicationRecord::new(
-                TerminalPublicationRecordFields {
-                    publication_id: at.field("publication_id")?.string()?,
-                    status: at.field("status")?.string()?,
-                    append_sequence: at.field("append_sequence")?.u64()?,
-                    artifact_name: at.field("artifact_name")?.string()?,
-                    operation_id: at.field("operation_id")?.opt_string()?,
-                    facts: at.field("facts")?.map()?,
-                },
-            )?)
+            TerminalPublicationRecord::new(TerminalPublicationRecordFields {
+                publication_id: at.field("publication_id")?.string()?,
+                status: at.field("status")?.string()?,
+                append_sequence: at.field("append_sequence")?.u64()?,
+                artifact_name: at.field("artifact_name")?.string()?,
+                operation_id: at.field("operation_id")?.opt_string()?,
+                facts: at.field("facts")?.map()?,
+            })
         })
         .collect::<Result<_, Error>>()?;
     let lifecycle_semantics = root
@@ -553,16 +551,14 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
         .list()?
         .iter()
         .map(|at| {
-            Ok(LifecycleSemanticRecord::new(
-                LifecycleSemanticRecordFields {
-                    semantic: at.field("semantic")?.string()?,
-                    posture: at.field("posture")?.string()?,
-                    append_sequence: at.field("append_sequence")?.u64()?,
-                    artifact_name: at.field("artifact_name")?.string()?,
-                    operation_id: at.field("operation_id")?.opt_string()?,
-                    facts: at.field("facts")?.map()?,
-                },
-            )?)
+            LifecycleSemanticRecord::new(LifecycleSemanticRecordFields {
+                semantic: at.field("semantic")?.string()?,
+                posture: at.field("posture")?.string()?,
+                append_sequence: at.field("append_sequence")?.u64()?,
+                artifact_name: at.field("artifact_name")?.string()?,
+                operation_id: at.field("operation_id")?.opt_string()?,
+                facts: at.field("facts")?.map()?,
+            })
         })
         .collect::<Result<_, Error>>()?;
     Ok(EvidenceBundle {
@@ -629,20 +625,20 @@ fn parse_issues(at: &At<'_>) -> Result<Vec<Issue>, Error> {
             let code_at = at.field("code")?;
             let code = IssueCode::from_name(code_at.str()?)
                 .ok_or_else(|| code_at.malformed("unknown issue code".into()))?;
-            Ok(Issue::new(IssueFields {
+            Issue::new(IssueFields {
                 kind,
                 code,
                 message: at.field("message")?.string()?,
                 append_sequence: at.field("append_sequence")?.opt_u64()?,
                 artifact_name: at.field("artifact_name")?.opt_string()?,
                 details: at.field("details")?.map()?,
-            })?)
+            })
         })
         .collect()
 }
 
 fn parse_operation(at: &At<'_>) -> Result<OperationRecord, Error> {
-    Ok(OperationRecord::new(OperationRecordFields {
+    OperationRecord::new(OperationRecordFields {
         operation_id: at.field("operation_id")?.string()?,
         operation_kind: at.field("operation_kind")?.opt_string()?,
         bgapi_job_uuid: at.field("bgapi_job_uuid")?.opt_string()?,
@@ -663,7 +659,7 @@ fn parse_operation(at: &At<'_>) -> Result<OperationRecord, Error> {
         retry_posture: at.field("retry_posture")?.opt_string()?,
         drain_posture: at.field("drain_posture")?.opt_string()?,
         issues: parse_issues(&at.field("issues")?)?,
-    })?)
+    })
 }
 
 /// A value inside a parsed bundle, with its path for error messages.

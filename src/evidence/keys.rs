@@ -341,7 +341,7 @@ mod tests {
         }
     }
 
-    fn record(name: &str, job: Option<&str>, flags: Value, payload: Value) -> Record {
+    fn stored(name: &str, job: Option<&str>, flags: Value, payload: Value) -> Record {
         Record::new(RecordFields {
             id: RecordId::generate(),
             artifact_version: "1".into(),
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn an_alias_in_an_earlier_context_beats_the_key_in_a_later_one() {
-        let record = record(
+        let record = stored(
             "event.raw",
             None,
             json!({"recovery_generation_id": "from-flags"}),
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn blank_and_non_string_values_are_absent() {
-        let record = record(
+        let record = stored(
             "event.raw",
             Some("  "),
             json!({"retry_posture": "  ", "drain_posture": 7}),
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn operation_identity_falls_back_to_job_uuid_and_state_to_the_artifact() {
-        let record = record("bgapi.ack", Some("job-1"), json!({}), json!({}));
+        let record = stored("bgapi.ack", Some("job-1"), json!({}), json!({}));
         let metadata = RecordMetadata::of(&record);
         assert_eq!(metadata.operation_id(), Some("job-1"));
         assert_eq!(metadata.stated_operation_id(), None);
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn prepared_recovery_context_is_not_an_operation_context() {
-        let record = record(
+        let record = stored(
             "event.raw",
             None,
             json!({}),
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_nested_snapshot_copy_takes_precedence_and_lists_count_as_snapshots() {
-        let record = record(
+        let record = stored(
             "event.raw",
             None,
             json!({"runtime_terminal_publication_snapshot": {"publication_id": "nested", "status": "s"}}),
@@ -441,7 +441,7 @@ mod tests {
             .unwrap();
         assert_eq!(snapshot.publication(), (Some("nested"), Some("s")));
 
-        let record = record(
+        let record = stored(
             "event.raw",
             None,
             json!({}),

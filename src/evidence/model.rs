@@ -147,14 +147,10 @@ impl ReconstructionWindowFields {
 }
 
 validated! {
-    /// The bounded stretch of a stream that one reconstruction reads (§7.3).
+    /// The bounded stretch of a stream that one reconstruction reads (§7.3). The default
+    /// is the whole stream from its start, unfiltered, 100 records per batch.
+    #[derive(Default)]
     ReconstructionWindow(ReconstructionWindowFields)
-}
-
-impl Default for ReconstructionWindow {
-    fn default() -> Self {
-        Self(ReconstructionWindowFields::default())
-    }
 }
 
 /// The fields of a [`GenerationObservation`].

@@ -403,6 +403,15 @@ mod tests {
     }
 
     #[test]
+    fn strings_without_escapes_are_copied_whole_and_others_escaped() {
+        // Plain text, and text whose only U+2xxx characters are not U+2028/U+2029.
+        assert_eq!(insertion(&json!("plain/text é")), "\"plain/text é\"");
+        assert_eq!(insertion(&json!("€ – ‘x’")), "\"€ – ‘x’\"");
+        assert_eq!(insertion(&json!("€\u{2028}")), "\"€\\u2028\"");
+        assert_eq!(insertion(&json!("a\"")), "\"a\\\"\"");
+    }
+
+    #[test]
     fn empty_maps_are_written_as_empty_lists() {
         assert_eq!(insertion(&json!({})), "[]");
         assert_eq!(insertion(&json!({"a": {}, "b": []})), "{\"a\":[],\"b\":[]}");
