@@ -87,6 +87,39 @@ fn reconstruct_prints_the_bundle_json_on_both_backends() {
 }
 
 #[test]
+fn reconstruct_can_use_the_reference_operation_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = worked_store(dir.path(), Backend::Log);
+    let output = run(&reconstruct_args(
+        &store,
+        &["--reference-operation-identity"],
+    ));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let window = ReconstructionWindow::new(ReconstructionWindowFields {
+        until_append_sequence: Some(5),
+        batch_limit: 2,
+        checkpoint_key: Some("worker-a".into()),
+        checkpoint_metadata: map(serde_json::from_str(METADATA).unwrap()),
+        ..ReconstructionWindowFields::default()
+    })
+    .unwrap();
+    let expected = export::export_bundle(
+        &Engine::reference()
+            .reconstruct_records(&worked_example(), &window)
+            .unwrap(),
+    );
+    assert_eq!(stdout(&output), format!("{expected}\n"));
+    let bundle: Value = serde_json::from_str(&expected).unwrap();
+    let ids: Vec<_> = bundle["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|operation| operation["operation_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["job-1", "op-1"]);
+}
+
+#[test]
 fn reconstruct_writes_exact_bytes_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = worked_store(dir.path(), Backend::Log);

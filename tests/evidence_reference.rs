@@ -881,6 +881,13 @@ fn exported_bundles_read_back_identically() {
         export::parse_bundle(&json.replace("\"bundle_version\":1", "\"bundle_version\":2")),
         Err(Error::UnsupportedBundleVersion { version: 2 })
     ));
+    // Readers accept an empty map written `{}` as well as PHP's `[]`.
+    assert!(json.contains(r#""details":[]"#));
+    let with_objects = json.replace(r#""details":[]"#, r#""details":{}"#);
+    assert_eq!(
+        export::export_bundle(&export::parse_bundle(&with_objects).unwrap()),
+        json
+    );
     let error = export::parse_bundle(&json.replace("\"record_count\":5", "\"record_count\":\"5\""))
         .unwrap_err();
     assert!(
