@@ -122,89 +122,188 @@ pub fn implied_operation_state(artifact_name: &str) -> Option<&'static str> {
     }
 }
 
+/// The values [`RecordMetadata`] extracts with context lookup, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Generation,
+    ContinuityPosture,
+    RetryPosture,
+    DrainPosture,
+    ReconstructionPosture,
+    OperationId,
+    OperationKind,
+    BgapiJobUuid,
+    OperationState,
+}
+
+const FIELDS: usize = 9;
+
+impl Field {
+    /// The field a key feeds and the key's rank in that field's key list (0 = canonical).
+    fn of_key(key: &str) -> Option<(Field, u8)> {
+        Some(match key {
+            RECOVERY_GENERATION_ID => (Field::Generation, 0),
+            ALIAS_GENERATION_ID => (Field::Generation, 1),
+            REPLAY_CONTINUITY_POSTURE => (Field::ContinuityPosture, 0),
+            RETRY_POSTURE => (Field::RetryPosture, 0),
+            DRAIN_POSTURE => (Field::DrainPosture, 0),
+            RECONSTRUCTION_POSTURE => (Field::ReconstructionPosture, 0),
+            OPERATION_ID => (Field::OperationId, 0),
+            OPERATION_KIND => (Field::OperationKind, 0),
+            ALIAS_KIND => (Field::OperationKind, 1),
+            BGAPI_JOB_UUID => (Field::BgapiJobUuid, 0),
+            ALIAS_JOB_UUID => (Field::BgapiJobUuid, 1),
+            OPERATION_STATE => (Field::OperationState, 0),
+            ALIAS_STATE => (Field::OperationState, 1),
+            _ => return None,
+        })
+    }
+
+    /// Whether the field is read from the operation contexts only.
+    fn is_operation_field(self) -> bool {
+        matches!(
+            self,
+            Field::OperationId | Field::OperationKind | Field::BgapiJobUuid | Field::OperationState
+        )
+    }
+}
+
+/// Context slots in lookup order: the six payload sub-objects of
+/// [`GENERAL_PAYLOAD_CONTEXTS`], then runtime flags, correlation ids, payload.
+const SLOTS: usize = 9;
+
+/// Whether a slot is also an operation context (`runtime_operation_snapshot`,
+/// `replay_metadata`, runtime flags, correlation ids, payload).
+fn is_operation_slot(slot: usize) -> bool {
+    matches!(slot, 2 | 5..=8)
+}
+
 /// The recovery metadata of one record, read through its contexts (see the module docs).
+///
+/// Every value is found in one pass over the entries of the record's contexts, in context
+/// order, keeping for each value the first context that has it and, within that context,
+/// the key that comes first in the value's key list; the result is exactly that of trying
+/// each context and each key in order.
 #[derive(Clone, Copy, Debug)]
 pub struct RecordMetadata<'a> {
     record: &'a Record,
-    /// General contexts in order; `None` where the payload lacks the sub-object.
-    general: [Option<&'a JsonMap>; 9],
+    /// Per field: the slot and key rank it was found with, and the value.
+    found: [Option<(usize, u8, &'a str)>; FIELDS],
+    terminal_publication: Option<Snapshot<'a>>,
+    lifecycle_semantic: Option<Snapshot<'a>>,
 }
 
 impl<'a> RecordMetadata<'a> {
-    /// Locates the contexts of a record.
+    /// Reads the recovery metadata of a record.
     #[must_use]
     pub fn of(record: &'a Record) -> Self {
         let payload = record.payload();
-        let sub = |key: &str| match payload.get(key) {
-            Some(Value::Object(map)) => Some(map),
-            _ => None,
-        };
-        let [a, b, c, d, e, f] = GENERAL_PAYLOAD_CONTEXTS;
-        Self {
+        let mut slots: [Option<&'a JsonMap>; SLOTS] = [None; SLOTS];
+        for (key, value) in payload {
+            if let Value::Object(map) = value
+                && let Some(slot) = GENERAL_PAYLOAD_CONTEXTS
+                    .iter()
+                    .position(|name| *name == key.as_str())
+                && let Some(entry) = slots.get_mut(slot)
+            {
+                *entry = Some(map);
+            }
+        }
+        slots[6] = Some(record.runtime_flags());
+        slots[7] = Some(record.correlation_ids());
+        slots[8] = Some(payload);
+
+        let mut metadata = Self {
             record,
-            general: [
-                sub(a),
-                sub(b),
-                sub(c),
-                sub(d),
-                sub(e),
-                sub(f),
-                Some(record.runtime_flags()),
-                Some(record.correlation_ids()),
-                Some(payload),
-            ],
+            found: [None; FIELDS],
+            terminal_publication: None,
+            lifecycle_semantic: None,
+        };
+        for (slot, context) in slots.iter().enumerate() {
+            let Some(context) = context else { continue };
+            for (key, value) in *context {
+                metadata.take(slot, key, value);
+            }
+        }
+        metadata
+    }
+
+    fn take(&mut self, slot: usize, key: &str, value: &'a Value) {
+        if let Some((field, rank)) = Field::of_key(key) {
+            if field.is_operation_field() && !is_operation_slot(slot) {
+                return;
+            }
+            let Value::String(text) = value else { return };
+            if is_blank(text) {
+                return;
+            }
+            if let Some(found) = self.found.get_mut(field as usize) {
+                let better = match found {
+                    None => true,
+                    Some((found_slot, found_rank, _)) => *found_slot == slot && rank < *found_rank,
+                };
+                if better {
+                    *found = Some((slot, rank, text));
+                }
+            }
+            return;
+        }
+        let target = match key {
+            RUNTIME_TERMINAL_PUBLICATION_SNAPSHOT => &mut self.terminal_publication,
+            RUNTIME_LIFECYCLE_SEMANTIC_SNAPSHOT => &mut self.lifecycle_semantic,
+            _ => return,
+        };
+        if target.is_none() {
+            *target = match value {
+                Value::Object(map) => Some(Snapshot::Object(map)),
+                Value::Array(_) => Some(Snapshot::List),
+                _ => None,
+            };
         }
     }
 
-    fn general_contexts(&self) -> impl Iterator<Item = &'a JsonMap> + '_ {
-        self.general.iter().flatten().copied()
-    }
-
-    /// Operation contexts: `runtime_operation_snapshot`, `replay_metadata`, runtime flags,
-    /// correlation ids, payload (general slots 2, 5, 6, 7, 8).
-    fn operation_contexts(&self) -> impl Iterator<Item = &'a JsonMap> + '_ {
-        [2, 5, 6, 7, 8]
-            .into_iter()
-            .filter_map(|slot| self.general.get(slot).copied().flatten())
+    fn get(&self, field: Field) -> Option<&'a str> {
+        self.found
+            .get(field as usize)
+            .copied()
+            .flatten()
+            .map(|(_, _, text)| text)
     }
 
     /// The recovery generation id (`recovery_generation_id`, alias `generation_id`).
     #[must_use]
     pub fn recovery_generation_id(&self) -> Option<&'a str> {
-        lookup(
-            self.general_contexts(),
-            &[RECOVERY_GENERATION_ID, ALIAS_GENERATION_ID],
-        )
+        self.get(Field::Generation)
     }
 
     /// The replay continuity posture.
     #[must_use]
     pub fn replay_continuity_posture(&self) -> Option<&'a str> {
-        lookup(self.general_contexts(), &[REPLAY_CONTINUITY_POSTURE])
+        self.get(Field::ContinuityPosture)
     }
 
     /// The retry posture.
     #[must_use]
     pub fn retry_posture(&self) -> Option<&'a str> {
-        lookup(self.general_contexts(), &[RETRY_POSTURE])
+        self.get(Field::RetryPosture)
     }
 
     /// The drain posture.
     #[must_use]
     pub fn drain_posture(&self) -> Option<&'a str> {
-        lookup(self.general_contexts(), &[DRAIN_POSTURE])
+        self.get(Field::DrainPosture)
     }
 
     /// The reconstruction posture.
     #[must_use]
     pub fn reconstruction_posture(&self) -> Option<&'a str> {
-        lookup(self.general_contexts(), &[RECONSTRUCTION_POSTURE])
+        self.get(Field::ReconstructionPosture)
     }
 
     /// The `operation_id` stated in an operation context, without any fallback.
     #[must_use]
     pub fn stated_operation_id(&self) -> Option<&'a str> {
-        lookup(self.operation_contexts(), &[OPERATION_ID])
+        self.get(Field::OperationId)
     }
 
     /// The record's top-level `job_uuid`, absent when blank (decision C9).
@@ -222,22 +321,21 @@ impl<'a> RecordMetadata<'a> {
     /// The operation kind (`operation_kind`, alias `kind`).
     #[must_use]
     pub fn operation_kind(&self) -> Option<&'a str> {
-        lookup(self.operation_contexts(), &[OPERATION_KIND, ALIAS_KIND])
+        self.get(Field::OperationKind)
     }
 
     /// The background-job UUID (`bgapi_job_uuid`, alias `job_uuid`), else the record's
     /// `job_uuid`.
     #[must_use]
     pub fn bgapi_job_uuid(&self) -> Option<&'a str> {
-        lookup(self.operation_contexts(), &[BGAPI_JOB_UUID, ALIAS_JOB_UUID])
-            .or_else(|| self.job_uuid())
+        self.get(Field::BgapiJobUuid).or_else(|| self.job_uuid())
     }
 
     /// The operation state (`operation_state`, alias `state`), else the state the artifact
     /// name implies.
     #[must_use]
     pub fn operation_state(&self) -> Option<&'a str> {
-        lookup(self.operation_contexts(), &[OPERATION_STATE, ALIAS_STATE])
+        self.get(Field::OperationState)
             .or_else(|| implied_operation_state(self.record.artifact_name()))
     }
 
@@ -245,22 +343,13 @@ impl<'a> RecordMetadata<'a> {
     /// `runtime_terminal_publication_snapshot` that is an object or a list.
     #[must_use]
     pub fn terminal_publication_snapshot(&self) -> Option<Snapshot<'a>> {
-        self.snapshot(RUNTIME_TERMINAL_PUBLICATION_SNAPSHOT)
+        self.terminal_publication
     }
 
     /// The lifecycle-semantic snapshot, found as the terminal-publication one.
     #[must_use]
     pub fn lifecycle_semantic_snapshot(&self) -> Option<Snapshot<'a>> {
-        self.snapshot(RUNTIME_LIFECYCLE_SEMANTIC_SNAPSHOT)
-    }
-
-    fn snapshot(&self, key: &str) -> Option<Snapshot<'a>> {
-        self.general_contexts()
-            .find_map(|context| match context.get(key) {
-                Some(Value::Object(map)) => Some(Snapshot::Object(map)),
-                Some(Value::Array(_)) => Some(Snapshot::List),
-                _ => None,
-            })
+        self.lifecycle_semantic
     }
 }
 
@@ -451,5 +540,185 @@ mod tests {
             .lifecycle_semantic_snapshot()
             .unwrap();
         assert_eq!(snapshot.lifecycle(), (None, None));
+    }
+
+    /// The straightforward reading of §7.2: try each context, then each key, in order.
+    mod oracle {
+        use super::*;
+
+        fn lookup<'a>(contexts: &[&'a JsonMap], keys: &[&str]) -> Option<&'a str> {
+            contexts.iter().find_map(|context| {
+                keys.iter().find_map(|key| match context.get(*key) {
+                    Some(Value::String(text)) if !is_blank(text) => Some(text.as_str()),
+                    _ => None,
+                })
+            })
+        }
+
+        fn sub<'a>(payload: &'a JsonMap, key: &str) -> Option<&'a JsonMap> {
+            match payload.get(key) {
+                Some(Value::Object(map)) => Some(map),
+                _ => None,
+            }
+        }
+
+        /// Everything the metadata reader extracts, as owned text, from the oracle.
+        pub(super) fn extract(record: &Record) -> Vec<Option<String>> {
+            let payload = record.payload();
+            let general: Vec<&JsonMap> = GENERAL_PAYLOAD_CONTEXTS
+                .iter()
+                .filter_map(|key| sub(payload, key))
+                .chain([record.runtime_flags(), record.correlation_ids(), payload])
+                .collect();
+            let operation: Vec<&JsonMap> = OPERATION_PAYLOAD_CONTEXTS
+                .iter()
+                .filter_map(|key| sub(payload, key))
+                .chain([record.runtime_flags(), record.correlation_ids(), payload])
+                .collect();
+            let job = record.job_uuid().filter(|text| !is_blank(text));
+            let snapshot = |key: &str| {
+                general.iter().find_map(|context| match context.get(key) {
+                    Some(Value::Object(map)) => {
+                        Some(format!("object {}", Value::Object(map.clone())))
+                    }
+                    Some(Value::Array(_)) => Some("list".to_owned()),
+                    _ => None,
+                })
+            };
+            let values = [
+                lookup(&general, &[RECOVERY_GENERATION_ID, ALIAS_GENERATION_ID]),
+                lookup(&general, &[REPLAY_CONTINUITY_POSTURE]),
+                lookup(&general, &[RETRY_POSTURE]),
+                lookup(&general, &[DRAIN_POSTURE]),
+                lookup(&general, &[RECONSTRUCTION_POSTURE]),
+                lookup(&operation, &[OPERATION_ID]).or(job),
+                lookup(&operation, &[OPERATION_KIND, ALIAS_KIND]),
+                lookup(&operation, &[BGAPI_JOB_UUID, ALIAS_JOB_UUID]).or(job),
+                lookup(&operation, &[OPERATION_STATE, ALIAS_STATE])
+                    .or_else(|| implied_operation_state(record.artifact_name())),
+            ];
+            values
+                .iter()
+                .map(|value| value.map(str::to_owned))
+                .chain([
+                    snapshot(RUNTIME_TERMINAL_PUBLICATION_SNAPSHOT),
+                    snapshot(RUNTIME_LIFECYCLE_SEMANTIC_SNAPSHOT),
+                ])
+                .collect()
+        }
+    }
+
+    fn extract(record: &Record) -> Vec<Option<String>> {
+        let metadata = RecordMetadata::of(record);
+        let snapshot = |found: Option<Snapshot<'_>>| {
+            found.map(|snapshot| match snapshot {
+                Snapshot::Object(map) => format!("object {}", Value::Object(map.clone())),
+                Snapshot::List => "list".to_owned(),
+            })
+        };
+        [
+            metadata.recovery_generation_id(),
+            metadata.replay_continuity_posture(),
+            metadata.retry_posture(),
+            metadata.drain_posture(),
+            metadata.reconstruction_posture(),
+            metadata.operation_id(),
+            metadata.operation_kind(),
+            metadata.bgapi_job_uuid(),
+            metadata.operation_state(),
+        ]
+        .iter()
+        .map(|value| value.map(str::to_owned))
+        .chain([
+            snapshot(metadata.terminal_publication_snapshot()),
+            snapshot(metadata.lifecycle_semantic_snapshot()),
+        ])
+        .collect()
+    }
+
+    const KEYS: &[&str] = &[
+        "recovery_generation_id",
+        "generation_id",
+        "replay_continuity_posture",
+        "retry_posture",
+        "drain_posture",
+        "reconstruction_posture",
+        "operation_id",
+        "operation_kind",
+        "kind",
+        "bgapi_job_uuid",
+        "job_uuid",
+        "operation_state",
+        "state",
+        "prepared_recovery_context",
+        "runtime_recovery_snapshot",
+        "runtime_operation_snapshot",
+        "runtime_terminal_publication_snapshot",
+        "runtime_lifecycle_semantic_snapshot",
+        "replay_metadata",
+        "other",
+    ];
+
+    fn arbitrary_map(g: &mut quickcheck::Gen, depth: u8) -> JsonMap {
+        use quickcheck::Arbitrary as _;
+        let mut map = JsonMap::new();
+        for _ in 0..u8::arbitrary(g) % 8 {
+            let key = g.choose(KEYS).copied().unwrap_or("other");
+            let value = match u8::arbitrary(g) % 7 {
+                0 if depth > 0 => Value::Object(arbitrary_map(g, depth - 1)),
+                1 => Value::Array(vec![]),
+                2 => json!(7),
+                3 => json!(" "),
+                _ => json!(g.choose(&["a", "b", "c"]).copied().unwrap_or("a")),
+            };
+            map.insert(key.to_owned(), value);
+        }
+        map
+    }
+
+    #[derive(Clone, Debug)]
+    struct Maps {
+        name: &'static str,
+        job: Option<&'static str>,
+        correlation: JsonMap,
+        flags: JsonMap,
+        payload: JsonMap,
+    }
+
+    impl quickcheck::Arbitrary for Maps {
+        fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+            Maps {
+                name: g
+                    .choose(&["api.dispatch", "bgapi.ack", "bgapi.complete", "event.raw"])
+                    .copied()
+                    .unwrap_or("event.raw"),
+                job: g
+                    .choose(&[None, Some("job-1"), Some("  ")])
+                    .copied()
+                    .flatten(),
+                correlation: arbitrary_map(g, 1),
+                flags: arbitrary_map(g, 1),
+                payload: arbitrary_map(g, 2),
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_trying_each_context_and_key_in_order() {
+        fn agrees(maps: Maps) -> bool {
+            let mut record = stored(
+                maps.name,
+                maps.job,
+                Value::Object(maps.flags),
+                Value::Object(maps.payload),
+            )
+            .into_fields();
+            record.correlation_ids = maps.correlation;
+            let record = Record::new(record).unwrap();
+            extract(&record) == oracle::extract(&record)
+        }
+        quickcheck::QuickCheck::new()
+            .tests(2000)
+            .quickcheck(agrees as fn(Maps) -> bool);
     }
 }
