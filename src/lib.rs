@@ -21,6 +21,9 @@
 //!   state from persisted snapshots.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
+//! - [`evidence`]: recovery evidence rebuilt from stored records (operations, generations,
+//!   postures, publications), written as byte-stable JSON bundles and compared with
+//!   scenario expectations; windows resumed from checkpoints.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -35,6 +38,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod esl;
+pub mod evidence;
 pub mod record;
 pub mod replay;
 pub mod retention;

@@ -1,7 +1,7 @@
 //! The command-line interface: argument parsing, output and exit codes.
 //!
 //! This is the only module that prints, reads the environment or uses `anyhow`. Exit codes:
-//! 0 success, 1 a check found problems (`verify`), 2 an error (bad flags, I/O, corruption).
+//! 0 success, 1 a check found problems (`verify`, `evidence compare`), 2 an error (bad flags, I/O, corruption).
 //! A closed output pipe (for example `| head`) exits 0.
 #![allow(
     clippy::print_stdout,
@@ -12,6 +12,7 @@
 mod bench;
 mod checkpoint;
 mod demo;
+mod evidence;
 mod log;
 mod prune;
 mod replay;
@@ -68,6 +69,9 @@ enum Command {
     /// through a handler or guarded re-injection, resuming from a checkpoint.
     #[command(subcommand)]
     Replay(replay::ReplayCommand),
+    /// Rebuild recovery evidence from stored records and compare it with scenarios.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
         Command::Replay(command) => replay::run(&command),
+        Command::Evidence(command) => evidence::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

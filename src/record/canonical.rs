@@ -232,6 +232,15 @@ fn key_is_index(key: &str, index: usize) -> bool {
 pub(crate) fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    // Most strings need no escape: copy them whole. 0xE2 leads U+2028 and U+2029.
+    if !text
+        .bytes()
+        .any(|byte| byte < 0x20 || matches!(byte, b'"' | b'\\' | 0xe2))
+    {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for character in text.chars() {
         match character {
             '"' => out.push_str("\\\""),
@@ -391,6 +400,15 @@ mod tests {
             insertion(&value),
             "\"a/b \\\"q\\\" \\\\ é 😀 <>&' \u{7f} \u{85} \\u2028\\u2029 \\b\\f\\n\\r\\t \\u0000\\u0001\\u001f\""
         );
+    }
+
+    #[test]
+    fn strings_without_escapes_are_copied_whole_and_others_escaped() {
+        // Plain text, and text whose only U+2xxx characters are not U+2028/U+2029.
+        assert_eq!(insertion(&json!("plain/text é")), "\"plain/text é\"");
+        assert_eq!(insertion(&json!("€ – ‘x’")), "\"€ – ‘x’\"");
+        assert_eq!(insertion(&json!("€\u{2028}")), "\"€\\u2028\"");
+        assert_eq!(insertion(&json!("a\"")), "\"a\\\"\"");
     }
 
     #[test]

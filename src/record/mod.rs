@@ -69,7 +69,7 @@ mod cursor;
 mod error;
 mod id;
 pub mod identity;
-mod ksort;
+pub(crate) mod ksort;
 pub mod ndjson;
 pub mod timestamp;
 
