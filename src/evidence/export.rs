@@ -7,6 +7,9 @@
 //! `facts`, observed states) are *normalised*: their keys are sorted in PHP `ksort` order at
 //! every level, lists keep their order. The same bundle therefore always gives the same
 //! bytes, whichever backend the records came from and however their maps were ordered.
+//! (One exception, shared with the reference: distinct keys that PHP compares as equal
+//! numbers, such as `1.0` and `1e0` in one map, keep their stored order relative to each
+//! other.)
 //!
 //! The bundle id ([`bundle_id`], §7.6) is the SHA-256 (lowercase hex) of the compact JSON
 //! object `{"window":W,"continuity_snapshot":B}`, where `W` is the window's cursor, upper
