@@ -18,6 +18,8 @@
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
+//! - [`forward`]: ships records to Redis Streams and NATS (JetStream or core) with
+//!   checkpointed, resumable delivery, retries with backoff, and metrics.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -32,6 +34,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod esl;
+pub mod forward;
 pub mod record;
 pub mod retention;
 pub mod storage;

@@ -12,6 +12,7 @@
 mod bench;
 mod checkpoint;
 mod demo;
+mod forward;
 mod log;
 mod prune;
 mod store;
@@ -63,6 +64,9 @@ enum Command {
     /// Save, show, list, find and delete consumer checkpoints in a checkpoint directory.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Forward records to Redis Streams or NATS with checkpointed, resumable delivery.
+    #[command(subcommand)]
+    Forward(forward::ForwardCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
+        Command::Forward(command) => forward::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
