@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use esl_replay::record::ndjson;
 use futures::StreamExt as _;
 use forward_support::{
-    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
+    Kind, Server, append_in_background, expect_success, check_in_order_at_least_once, checkpoint_sequence,
     fill_store, free_port, health, signal, spawn_forwarder, stdout_of, wait_exit,
 };
 use rand::{Rng as _, SeedableRng as _};
@@ -59,6 +59,10 @@ fn read_stream(url: &str, stream: &str) -> Vec<(u64, String, String)> {
 }
 
 fn jetstream_args(store: &Path, checkpoints: &Path, server: &Server) -> Vec<String> {
+    args_for_stream(store, checkpoints, server, STREAM)
+}
+
+fn args_for_stream(store: &Path, checkpoints: &Path, server: &Server, stream: &str) -> Vec<String> {
     [
         "nats",
         "--store",
@@ -70,7 +74,7 @@ fn jetstream_args(store: &Path, checkpoints: &Path, server: &Server) -> Vec<Stri
         "--subject",
         SUBJECT,
         "--jetstream-stream",
-        STREAM,
+        stream,
         "--create-stream",
         "--retry-max",
         "500ms",
@@ -227,8 +231,9 @@ fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut child = spawn_forwarder(&args, &dir.path().join("core.log"));
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let log = dir.path().join("core.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
     let mut received = Vec::new();
     rt.block_on(async {
         while received.len() < 2400 {
@@ -254,9 +259,8 @@ fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
     assert_eq!(checkpoint_sequence(&checkpoints, "forward.nats.core.events"), Some(3000));
 
     // JetStream mode without --create-stream refuses a stream that does not exist.
-    let mut args = jetstream_args(&store, &checkpoints, &server);
+    let mut args = args_for_stream(&store, &checkpoints, &server, "MISSING");
     args.retain(|arg| arg != "--create-stream");
-    args.extend(["--jetstream-stream", "MISSING"].map(str::to_owned));
     let log = dir.path().join("missing.log");
     let mut child = spawn_forwarder(&args, &log);
     let status = wait_exit(&mut child, Duration::from_secs(30));

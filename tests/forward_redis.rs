@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use esl_replay::record::ndjson;
 use forward_support::{
-    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
+    Kind, Server, append_in_background, expect_success, check_in_order_at_least_once, checkpoint_sequence,
     fill_store, free_port, health, http_get, signal, spawn_forwarder, stdout_of, wait_exit,
 };
 use rand::{Rng as _, SeedableRng as _};
@@ -46,6 +46,10 @@ fn read_stream(url: &str, stream: &str) -> Vec<(u64, String, String)> {
 }
 
 fn common_args(store: &Path, checkpoints: &Path, server: &Server) -> Vec<String> {
+    args_for_stream(store, checkpoints, server, STREAM)
+}
+
+fn args_for_stream(store: &Path, checkpoints: &Path, server: &Server, stream: &str) -> Vec<String> {
     [
         "redis",
         "--store",
@@ -55,7 +59,7 @@ fn common_args(store: &Path, checkpoints: &Path, server: &Server) -> Vec<String>
         "--url",
         &server.url(),
         "--stream",
-        STREAM,
+        stream,
         "--retry-max",
         "500ms",
         "--log-interval",
@@ -221,8 +225,9 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
     fill_store(&store, 5000);
     let mut args = common_args(&store, &checkpoints, &server);
     args.extend(["--artifact-name", "bgapi.complete"].map(str::to_owned));
-    let mut child = spawn_forwarder(&args, &dir.path().join("a.log"));
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let log = dir.path().join("a.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
     let entries = read_stream(&server.url(), STREAM);
     // Every fifth dataset record is a bgapi.complete.
     assert_eq!(entries.len(), 1000);
@@ -236,13 +241,11 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
     );
 
     // A second stream, trimmed to about 1000 entries, with its own checkpoint key.
-    let mut args = common_args(&store, &checkpoints, &server);
-    args.extend(
-        ["--stream", "fs:trimmed", "--maxlen", "1000", "--checkpoint-key", "trimmed"]
-            .map(str::to_owned),
-    );
-    let mut child = spawn_forwarder(&args, &dir.path().join("b.log"));
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut args = args_for_stream(&store, &checkpoints, &server, "fs:trimmed");
+    args.extend(["--maxlen", "1000", "--checkpoint-key", "trimmed"].map(str::to_owned));
+    let log = dir.path().join("b.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
     let trimmed = read_stream(&server.url(), "fs:trimmed");
     assert!(
         (1000..2000).contains(&trimmed.len()),
@@ -253,7 +256,8 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
     assert_eq!(checkpoint_sequence(&checkpoints, "trimmed"), Some(5000));
 
     // Nothing new: a rerun sends nothing and keeps the checkpoint.
-    let mut child = spawn_forwarder(&args, &dir.path().join("c.log"));
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let log = dir.path().join("c.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
     assert!(stdout_of(&mut child).starts_with("forwarded 0 records"));
 }

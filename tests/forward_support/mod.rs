@@ -230,6 +230,15 @@ pub(crate) fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Waits for a child to exit and asserts it succeeded, showing its log otherwise.
+pub(crate) fn expect_success(child: &mut Child, log: &Path) {
+    let status = wait_exit(child, Duration::from_secs(90));
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("forwarder failed: {status}\n--- {}\n{text}", log.display());
+    }
+}
+
 /// The stdout of an exited child.
 pub(crate) fn stdout_of(child: &mut Child) -> String {
     let mut text = String::new();
