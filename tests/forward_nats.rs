@@ -138,6 +138,23 @@ fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream(
         assert_eq!(record.id().as_str(), id);
     }
     assert_eq!(checkpoint_sequence(&checkpoints, KEY), Some(TOTAL));
+
+    // A crash between the acknowledgements and the checkpoint save, made certain: move the
+    // checkpoint back and run again. Every re-sent record is a server-side duplicate.
+    let service = esl_replay::checkpoint::CheckpointService::new(
+        esl_replay::checkpoint::CheckpointStore::open(&checkpoints).unwrap(),
+        KEY,
+    )
+    .unwrap();
+    service
+        .save(esl_replay::record::ReadCursor::new(TOTAL - 5000, None), Default::default())
+        .unwrap();
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
+    let summary = stdout_of(&mut child);
+    assert!(summary.starts_with("forwarded 5000 records"), "{summary}");
+    assert!(summary.contains("5000 already stored"), "{summary}");
+    check_exactly_once(&read_stream(&server.url(), STREAM), TOTAL);
 }
 
 #[test]
