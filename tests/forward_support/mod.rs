@@ -48,11 +48,18 @@ pub(crate) struct Server {
     pub(crate) port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Redis only: append-only file synced on every write (survives any stop).
+    durable: bool,
 }
 
 impl Server {
     /// Starts a server, or returns `None` (after saying so) when its binary is missing.
     pub(crate) fn start(kind: Kind) -> Option<Server> {
+        Server::start_with(kind, true)
+    }
+
+    /// As [`Server::start`]; `durable: false` runs Redis without persistence (benchmarks).
+    pub(crate) fn start_with(kind: Kind, durable: bool) -> Option<Server> {
         let name = match kind {
             Kind::Redis => "redis-server",
             Kind::Nats => "nats-server",
@@ -69,6 +76,7 @@ impl Server {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            durable,
         };
         server.restart();
         Some(server)
@@ -97,7 +105,7 @@ impl Server {
                     "--save",
                     "",
                     "--appendonly",
-                    "yes",
+                    if self.durable { "yes" } else { "no" },
                     "--appendfsync",
                     "always",
                     "--protected-mode",
