@@ -46,7 +46,9 @@ fn forward_once<S: Sink>(
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let report = runtime
-        .block_on(forward::forward(source, sink, &service, &options, &metrics, shutdown))
+        .block_on(forward::forward(
+            source, sink, &service, &options, &metrics, shutdown,
+        ))
         .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(report.acked_sequence, RECORDS);

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use esl_replay::record::ndjson;
-use futures::StreamExt as _;
 use forward_support::{
-    Kind, Server, append_in_background, expect_success, check_in_order_at_least_once, checkpoint_sequence,
-    fill_store, free_port, health, signal, spawn_forwarder, stdout_of, wait_exit,
+    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
+    expect_success, fill_store, free_port, health, signal, spawn_forwarder, stdout_of, wait_exit,
 };
+use futures::StreamExt as _;
 use rand::{Rng as _, SeedableRng as _};
 
 const SUBJECT: &str = "fs.events";
@@ -48,7 +48,12 @@ fn read_stream(url: &str, stream: &str) -> Vec<(u64, String, String)> {
                 .unwrap()
                 .unwrap();
             let headers = message.headers.clone().unwrap();
-            let sequence = headers.get("Esl-Append-Sequence").unwrap().as_str().parse().unwrap();
+            let sequence = headers
+                .get("Esl-Append-Sequence")
+                .unwrap()
+                .as_str()
+                .parse()
+                .unwrap();
             let id = headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
             assert_eq!(headers.get("Esl-Record-Id").unwrap().as_str(), id);
             let body = String::from_utf8(message.payload.to_vec()).unwrap();
@@ -124,11 +129,18 @@ fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream(
     let mut child = spawn_forwarder(&args, &log);
     let status = wait_exit(&mut child, Duration::from_secs(90));
     let summary = stdout_of(&mut child);
-    assert!(status.success(), "final run failed: {status}; see {}", log.display());
+    assert!(
+        status.success(),
+        "final run failed: {status}; see {}",
+        log.display()
+    );
     assert!(summary.contains("at sequence 100000"), "{summary}");
     eprintln!("checkpoints after kills: {saved:?}; {summary}");
     assert!(saved.windows(2).all(|pair| pair[0] <= pair[1]), "{saved:?}");
-    assert!(saved.iter().any(|&s| s > 0) && saved.last() < Some(&TOTAL), "{saved:?}");
+    assert!(
+        saved.iter().any(|&s| s > 0) && saved.last() < Some(&TOTAL),
+        "{saved:?}"
+    );
 
     let entries = read_stream(&server.url(), STREAM);
     check_exactly_once(&entries, TOTAL);
@@ -147,7 +159,10 @@ fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream(
     )
     .unwrap();
     service
-        .save(esl_replay::record::ReadCursor::new(TOTAL - 5000, None), Default::default())
+        .save(
+            esl_replay::record::ReadCursor::new(TOTAL - 5000, None),
+            Default::default(),
+        )
         .unwrap();
     let mut child = spawn_forwarder(&args, &log);
     expect_success(&mut child, &log);
@@ -200,7 +215,10 @@ fn a_jetstream_outage_is_retried_and_shows_as_lag_without_duplicates() {
     assert!(saw_503, "/health reports the failing target");
     assert!(during["retries"].as_u64().unwrap() >= 1, "{during}");
     assert!(worst_lag_records > 0);
-    assert!(worst_lag_seconds >= 2.0, "lag in seconds: {worst_lag_seconds}");
+    assert!(
+        worst_lag_seconds >= 2.0,
+        "lag in seconds: {worst_lag_seconds}"
+    );
 
     writer.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -259,8 +277,14 @@ fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
                 .unwrap()
                 .unwrap();
             let headers = message.headers.unwrap();
-            assert!(headers.get("Nats-Msg-Id").is_none(), "core mode sets no dedup id");
-            assert_eq!(headers.get("Esl-Artifact-Name").unwrap().as_str(), "event.raw");
+            assert!(
+                headers.get("Nats-Msg-Id").is_none(),
+                "core mode sets no dedup id"
+            );
+            assert_eq!(
+                headers.get("Esl-Artifact-Name").unwrap().as_str(),
+                "event.raw"
+            );
             received.push(
                 headers
                     .get("Esl-Append-Sequence")
@@ -272,8 +296,14 @@ fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
         }
     });
     let expected: Vec<u64> = (1..=3000).filter(|s| (s - 1) % 5 != 0).collect();
-    assert_eq!(received, expected, "a live subscriber gets the event.raw records in order");
-    assert_eq!(checkpoint_sequence(&checkpoints, "forward.nats.core.events"), Some(3000));
+    assert_eq!(
+        received, expected,
+        "a live subscriber gets the event.raw records in order"
+    );
+    assert_eq!(
+        checkpoint_sequence(&checkpoints, "forward.nats.core.events"),
+        Some(3000)
+    );
 
     // JetStream mode without --create-stream refuses a stream that does not exist.
     let mut args = args_for_stream(&store, &checkpoints, &server, "MISSING");
@@ -301,7 +331,14 @@ fn metrics_port_in_use_is_reported() {
     args.extend(["--metrics-listen".to_owned(), format!("127.0.0.1:{port}")]);
     let log = dir.path().join("taken.log");
     let mut child = spawn_forwarder(&args, &log);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)).code(), Some(2));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("cannot listen for metrics"));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(2)
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("cannot listen for metrics")
+    );
     let _ = free_port();
 }

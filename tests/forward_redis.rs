@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use esl_replay::record::ndjson;
 use forward_support::{
-    Kind, Server, append_in_background, expect_success, check_in_order_at_least_once, checkpoint_sequence,
-    fill_store, free_port, health, http_get, signal, spawn_forwarder, stdout_of, wait_exit,
+    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
+    expect_success, fill_store, free_port, health, http_get, signal, spawn_forwarder, stdout_of,
+    wait_exit,
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -101,7 +102,11 @@ fn killed_and_restarted_forwarders_deliver_every_record_at_least_once_in_order()
     let mut child = spawn_forwarder(&args, &log);
     let status = wait_exit(&mut child, Duration::from_secs(90));
     let summary = stdout_of(&mut child);
-    assert!(status.success(), "final run failed: {status}; see {}", log.display());
+    assert!(
+        status.success(),
+        "final run failed: {status}; see {}",
+        log.display()
+    );
     assert!(summary.contains("at sequence 100000"), "{summary}");
     eprintln!("checkpoints after {kills} kills: {saved:?}");
     assert!(
@@ -142,17 +147,14 @@ fn a_server_outage_is_retried_with_backoff_and_shows_as_lag() {
     let writer = append_in_background(&store, TOTAL, 100, Duration::from_millis(25));
     let metrics_port = free_port();
     let mut args = common_args(&store, &checkpoints, &server);
-    args.extend(
-        [
-            "--follow".to_owned(),
-            "--metrics-listen".to_owned(),
-            format!("127.0.0.1:{metrics_port}"),
-        ],
-    );
+    args.extend([
+        "--follow".to_owned(),
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
     let mut child = spawn_forwarder(&args, &log);
-    let acked = |port| {
-        health(port).map_or(0, |(_, body)| body["acked_sequence"].as_u64().unwrap_or(0))
-    };
+    let acked =
+        |port| health(port).map_or(0, |(_, body)| body["acked_sequence"].as_u64().unwrap_or(0));
     let deadline = Instant::now() + Duration::from_secs(30);
     while acked(metrics_port) < 2000 {
         assert!(Instant::now() < deadline, "no progress before the outage");
@@ -202,7 +204,10 @@ fn a_server_outage_is_retried_with_backoff_and_shows_as_lag() {
     }
     signal(&child, "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert!(status.success(), "SIGTERM ends the forwarder cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the forwarder cleanly: {status}"
+    );
     assert!(stdout_of(&mut child).contains("stopped by signal"));
     assert_eq!(
         checkpoint_sequence(&checkpoints, "forward.redis.fs:events"),
@@ -231,7 +236,11 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
     let entries = read_stream(&server.url(), STREAM);
     // Every fifth dataset record is a bgapi.complete.
     assert_eq!(entries.len(), 1000);
-    assert!(entries.iter().all(|(_, artifact, _)| artifact == "bgapi.complete"));
+    assert!(
+        entries
+            .iter()
+            .all(|(_, artifact, _)| artifact == "bgapi.complete")
+    );
     let sequences: HashSet<u64> = entries.iter().map(|(sequence, _, _)| *sequence).collect();
     assert_eq!(sequences, (1..=5000).filter(|s| (s - 1) % 5 == 0).collect());
     // The checkpoint moves past the records the filter left out.

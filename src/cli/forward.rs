@@ -15,8 +15,8 @@ use super::store::{CriteriaArgs, StoreArg, progress};
 use crate::checkpoint::CheckpointService;
 use crate::checkpoint::CheckpointStore;
 use crate::forward::{
-    self, ForwardOptions, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions, RedisSink,
-    Sink, Source, Stopped, Trim,
+    self, ForwardOptions, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions, RedisSink, Sink,
+    Source, Stopped, Trim,
 };
 use crate::record::JsonMap;
 
@@ -168,12 +168,26 @@ async fn run_sink<S: Sink>(
     default_key: &str,
     destination: &str,
 ) -> anyhow::Result<Outcome> {
-    let source = Source::open_read_only(&args.store.store, args.store.sqlite.then_some(crate::store::Backend::Sqlite))
-        .with_context(|| format!("cannot open the store {} for reading", args.store.store.display()))?;
-    let checkpoints = CheckpointStore::open(&args.checkpoint_dir).with_context(|| {
-        format!("cannot open the checkpoint directory {}", args.checkpoint_dir.display())
+    let source = Source::open_read_only(
+        &args.store.store,
+        args.store.sqlite.then_some(crate::store::Backend::Sqlite),
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the store {} for reading",
+            args.store.store.display()
+        )
     })?;
-    let key = args.checkpoint_key.clone().unwrap_or_else(|| default_key.to_owned());
+    let checkpoints = CheckpointStore::open(&args.checkpoint_dir).with_context(|| {
+        format!(
+            "cannot open the checkpoint directory {}",
+            args.checkpoint_dir.display()
+        )
+    })?;
+    let key = args
+        .checkpoint_key
+        .clone()
+        .unwrap_or_else(|| default_key.to_owned());
     let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
     let mut metadata = JsonMap::new();
     metadata.insert("forward_target".into(), sink.target().into());
@@ -189,7 +203,7 @@ async fn run_sink<S: Sink>(
 
     let metrics = Arc::new(Metrics::new(sink.target()));
     let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(stop_on_signal(stop));
+    stop_on_signal(stop)?;
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -211,7 +225,10 @@ async fn run_sink<S: Sink>(
             bar_task.set_position(snapshot.forwarded);
             bar_task.set_message(format!(
                 "acked {} lag {} records {:.1}s retries {}",
-                snapshot.acked_sequence, snapshot.lag_records, snapshot.lag_seconds, snapshot.retries
+                snapshot.acked_sequence,
+                snapshot.lag_records,
+                snapshot.lag_seconds,
+                snapshot.retries
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -241,23 +258,19 @@ async fn run_sink<S: Sink>(
     Ok(Outcome::Success)
 }
 
-/// Turns the first SIGINT or SIGTERM into a graceful stop.
-async fn stop_on_signal(stop: watch::Sender<bool>) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Turns the first SIGINT or SIGTERM into a graceful stop. The handlers are installed
+/// before this returns, so a signal arriving right after start is not fatal.
+fn stop_on_signal(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("stopping: finishing the batch in flight and keeping its checkpoint");
-    let _ = stop.send(true);
+        tracing::info!("stopping: finishing the batch in flight and keeping its checkpoint");
+        let _ = stop.send(true);
+    });
+    Ok(())
 }

@@ -79,7 +79,10 @@ mod tests {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
         let delays: std::collections::HashSet<Duration> =
             (0..50).map(|_| backoff.next_delay()).collect();
-        assert!(delays.len() > 40, "full jitter should rarely repeat a delay");
+        assert!(
+            delays.len() > 40,
+            "full jitter should rarely repeat a delay"
+        );
     }
 
     #[test]

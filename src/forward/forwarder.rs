@@ -93,7 +93,9 @@ pub async fn forward<S: Sink>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ForwardReport, Error> {
     if options.batch_size == 0 {
-        return Err(Error::InvalidOption("the batch size must be at least 1".into()));
+        return Err(Error::InvalidOption(
+            "the batch size must be at least 1".into(),
+        ));
     }
     let store = source.store();
     let resume = checkpoints.resume_state()?;
@@ -159,7 +161,17 @@ pub async fn forward<S: Sink>(
         let delivery = if messages.is_empty() {
             Delivery::default()
         } else {
-            match deliver(sink, &messages, source, acked, oldest_pending, &mut progress, &mut shutdown).await? {
+            match deliver(
+                sink,
+                &messages,
+                source,
+                acked,
+                oldest_pending,
+                &mut progress,
+                &mut shutdown,
+            )
+            .await?
+            {
                 Some(delivery) => delivery,
                 None => break Stopped::Shutdown,
             }
@@ -293,9 +305,10 @@ impl Progress<'_> {
 
     /// The age of the first record after `acked`.
     fn oldest_pending_age(&self, source: &Source, acked: u64) -> Result<f64, Error> {
-        let next = source
-            .store()
-            .read_from_cursor(&ReadCursor::new(acked, None), 1, &Criteria::any())?;
+        let next =
+            source
+                .store()
+                .read_from_cursor(&ReadCursor::new(acked, None), 1, &Criteria::any())?;
         Ok(next.first().map_or(0.0, |record| {
             (OffsetDateTime::now_utc() - *record.stored_at()).as_seconds_f64()
         }))
@@ -318,5 +331,254 @@ impl Progress<'_> {
             last_error = snapshot.last_error.as_deref().unwrap_or("-"),
             "forwarder progress"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::checkpoint::CheckpointStore;
+    use crate::record::CriteriaFields;
+    use crate::store::{ArtifactStore as _, LogStore, dataset};
+
+    /// A sink that records what it was given and fails as scripted.
+    #[derive(Default)]
+    struct FakeSink {
+        script: VecDeque<SinkError>,
+        received: Vec<u64>,
+        attempts: u32,
+    }
+
+    impl Sink for FakeSink {
+        fn target(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn publish(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+            self.attempts += 1;
+            if let Some(error) = self.script.pop_front() {
+                return Err(error);
+            }
+            self.received.extend(batch.iter().map(|m| m.sequence));
+            Ok(Delivery::default())
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        source: Source,
+        service: CheckpointService,
+    }
+
+    fn fixture(records: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+        store
+            .write_batch((0..records).map(dataset::envelope).collect())
+            .unwrap();
+        store.close().unwrap();
+        let source = Source::from(LogStore::open_read_only(&dir.path().join("store")).unwrap());
+        let checkpoints = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+        let service = CheckpointService::new(checkpoints, "test").unwrap();
+        Fixture {
+            _dir: dir,
+            source,
+            service,
+        }
+    }
+
+    fn options() -> ForwardOptions {
+        ForwardOptions {
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(4),
+            ..ForwardOptions::default()
+        }
+    }
+
+    fn run(
+        fixture: &Fixture,
+        sink: &mut FakeSink,
+        options: &ForwardOptions,
+        metrics: &Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ForwardReport, Error> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(forward(
+                &fixture.source,
+                sink,
+                &fixture.service,
+                options,
+                metrics,
+                shutdown,
+            ))
+    }
+
+    fn saved(fixture: &Fixture) -> Option<u64> {
+        fixture
+            .service
+            .load()
+            .unwrap()
+            .map(|c| c.cursor().last_consumed_sequence())
+    }
+
+    #[test]
+    fn unavailable_batches_are_retried_and_the_checkpoint_follows_acks() {
+        let fixture = fixture(2500);
+        let mut sink = FakeSink::default();
+        sink.script.push_back(SinkError::Unavailable("down".into()));
+        sink.script
+            .push_back(SinkError::Unavailable("still down".into()));
+        let metrics = Metrics::new("fake");
+        let (_stop, shutdown) = watch::channel(false);
+        let report = run(&fixture, &mut sink, &options(), &metrics, shutdown).unwrap();
+        assert_eq!(report.stopped, Stopped::EndReached);
+        assert_eq!((report.forwarded, report.retries), (2500, 2));
+        assert_eq!(sink.received, (1..=2500).collect::<Vec<_>>());
+        assert_eq!(sink.attempts, 5, "3 batches, the first tried 3 times");
+        assert_eq!(saved(&fixture), Some(2500));
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.forwarded, snapshot.retries), (2500, 2));
+        assert_eq!(snapshot.last_error.as_deref(), Some("still down"));
+        assert_eq!((snapshot.lag_records, snapshot.lag_seconds), (0, 0.0));
+        assert!(snapshot.connected);
+    }
+
+    #[test]
+    fn a_restart_resumes_after_the_checkpoint() {
+        let fixture = fixture(2500);
+        fixture
+            .service
+            .save(ReadCursor::new(1200, None), JsonMap::new())
+            .unwrap();
+        let mut sink = FakeSink::default();
+        let (_stop, shutdown) = watch::channel(false);
+        let report = run(
+            &fixture,
+            &mut sink,
+            &options(),
+            &Metrics::new("fake"),
+            shutdown,
+        )
+        .unwrap();
+        assert_eq!(report.resumed_after, 1200);
+        assert_eq!(sink.received, (1201..=2500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn criteria_skip_records_but_the_checkpoint_moves_past_them() {
+        let fixture = fixture(2500);
+        let mut sink = FakeSink::default();
+        let mut options = options();
+        options.criteria = Criteria::new(CriteriaFields {
+            artifact_name: Some("bgapi.complete".into()),
+            ..CriteriaFields::default()
+        })
+        .unwrap();
+        let metrics = Metrics::new("fake");
+        let (_stop, shutdown) = watch::channel(false);
+        run(&fixture, &mut sink, &options, &metrics, shutdown).unwrap();
+        assert_eq!(sink.received.len(), 500);
+        assert!(sink.received.iter().all(|s| (s - 1) % 5 == 0));
+        assert_eq!(metrics.snapshot().skipped, 2000);
+        assert_eq!(saved(&fixture), Some(2500));
+    }
+
+    #[test]
+    fn a_rejected_batch_stops_without_moving_the_checkpoint() {
+        let fixture = fixture(100);
+        let mut sink = FakeSink::default();
+        sink.script
+            .push_back(SinkError::Rejected("WRONGTYPE".into()));
+        let (_stop, shutdown) = watch::channel(false);
+        let error = run(
+            &fixture,
+            &mut sink,
+            &options(),
+            &Metrics::new("fake"),
+            shutdown,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, Error::Rejected { target: "fake", .. }),
+            "{error}"
+        );
+        assert_eq!(saved(&fixture), None);
+    }
+
+    #[test]
+    fn shutdown_interrupts_backoff_and_following() {
+        let fixture = fixture(100);
+        // Down for good: shutdown ends the retries, the checkpoint stays where it was.
+        let mut sink = FakeSink::default();
+        for _ in 0..1000 {
+            sink.script.push_back(SinkError::Unavailable("down".into()));
+        }
+        let (stop, shutdown) = watch::channel(false);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = stop.send(true);
+        });
+        let report = run(
+            &fixture,
+            &mut sink,
+            &options(),
+            &Metrics::new("fake"),
+            shutdown,
+        )
+        .unwrap();
+        assert_eq!(report.stopped, Stopped::Shutdown);
+        assert!(report.retries > 1);
+        assert_eq!(saved(&fixture), None);
+
+        // Following an idle store: shutdown ends the wait after everything was delivered.
+        let mut sink = FakeSink::default();
+        let mut options = options();
+        options.follow = true;
+        let (stop, shutdown) = watch::channel(false);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = stop.send(true);
+        });
+        let report = run(
+            &fixture,
+            &mut sink,
+            &options,
+            &Metrics::new("fake"),
+            shutdown,
+        )
+        .unwrap();
+        assert_eq!(report.stopped, Stopped::Shutdown);
+        assert_eq!(report.acked_sequence, 100);
+        assert_eq!(sink.received.len(), 100);
+    }
+
+    #[test]
+    fn messages_carry_the_ndjson_line_and_routing_fields() {
+        let fixture = fixture(1);
+        let records = fixture
+            .source
+            .store()
+            .read_from_cursor(&ReadCursor::start(), 1, &Criteria::any())
+            .unwrap();
+        let record = &records[0];
+        let message = Message::from_record(record);
+        assert_eq!(
+            message.body.as_ref(),
+            crate::record::ndjson::to_ndjson_line(record).as_bytes()
+        );
+        let fields: Vec<(&str, String)> = message
+            .routing_fields()
+            .into_iter()
+            .map(|(field, _, value)| (field, value))
+            .collect();
+        assert_eq!(fields[0], ("id", record.id().as_str().to_owned()));
+        assert_eq!(fields[1], ("sequence", "1".to_owned()));
+        assert_eq!(fields[2], ("artifact_name", "bgapi.complete".to_owned()));
+        assert!(fields.contains(&("job_uuid", record.job_uuid().unwrap().to_owned())));
     }
 }

@@ -203,16 +203,16 @@ impl Metrics {
     pub(crate) fn record_failure(&self, error: &str) {
         self.retries.inc();
         self.connected.set(0);
-        self.last_error_time.set(
-            time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
-        );
+        self.last_error_time
+            .set(time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9);
         *self.last_error.lock() = Some(error.to_owned());
     }
 
     pub(crate) fn record_position(&self, acked: u64, store_last: u64, lag_seconds: f64) {
         self.acked_sequence.set(gauge_i64(acked));
         self.store_last_sequence.set(gauge_i64(store_last));
-        self.lag_records.set(gauge_i64(store_last.saturating_sub(acked)));
+        self.lag_records
+            .set(gauge_i64(store_last.saturating_sub(acked)));
         self.lag_seconds.set(lag_seconds.max(0.0));
     }
 }
