@@ -23,10 +23,10 @@ use crate::record::JsonMap;
 #[derive(Debug, Subcommand)]
 pub(crate) enum ForwardCommand {
     /// Append records to a Redis stream with pipelined XADD (at-least-once).
-    Redis(RedisArgs),
+    Redis(Box<RedisArgs>),
     /// Publish records to NATS: JetStream with acks and dedup (exactly once within the
     /// duplicate window), or core NATS (at-most-once).
-    Nats(NatsArgs),
+    Nats(Box<NatsArgs>),
 }
 
 /// Options every target shares.
@@ -192,14 +192,15 @@ async fn run_sink<S: Sink>(
     let mut metadata = JsonMap::new();
     metadata.insert("forward_target".into(), sink.target().into());
     metadata.insert("forward_destination".into(), destination.into());
-    let mut options = ForwardOptions::default();
-    options.criteria = args.criteria.criteria()?;
-    options.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
-    options.follow = args.follow;
-    options.retry_initial = args.retry_initial;
-    options.retry_max = args.retry_max;
-    options.log_interval = args.log_interval;
-    options.checkpoint_metadata = metadata;
+    let options = ForwardOptions {
+        criteria: args.criteria.criteria()?,
+        batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
+        follow: args.follow,
+        retry_initial: args.retry_initial,
+        retry_max: args.retry_max,
+        log_interval: args.log_interval,
+        checkpoint_metadata: metadata,
+    };
 
     let metrics = Arc::new(Metrics::new(sink.target()));
     let (stop, shutdown) = watch::channel(false);

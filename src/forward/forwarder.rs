@@ -99,7 +99,7 @@ pub async fn forward<S: Sink>(
     }
     let store = source.store();
     let resume = checkpoints.resume_state()?;
-    let mut cursor = resume.cursor().clone();
+    let mut cursor = *resume.cursor();
     let resumed_after = cursor.last_consumed_sequence();
     let end = if options.follow {
         None
@@ -177,7 +177,7 @@ pub async fn forward<S: Sink>(
             }
         };
         cursor = ReadCursor::new(last, None);
-        checkpoints.save(cursor.clone(), options.checkpoint_metadata.clone())?;
+        checkpoints.save(cursor, options.checkpoint_metadata.clone())?;
         let delivered = messages.len() as u64 - delivery.duplicates - delivery.maybe_lost;
         metrics.record_batch(delivered, skipped, delivery.duplicates, delivery.maybe_lost);
         progress.forwarded += messages.len() as u64;

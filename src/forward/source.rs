@@ -9,7 +9,7 @@ use crate::store::{self, ArtifactStore, Backend, LogStore};
 /// other backends are polled.
 pub enum Source {
     /// A segment-log store (woken by appends).
-    Log(LogStore),
+    Log(Box<LogStore>),
     /// Any other backend (polled every [`Source::POLL`]).
     Other(Box<dyn ArtifactStore>),
 }
@@ -34,7 +34,7 @@ impl Source {
     /// Store errors, including a missing store.
     pub fn open_read_only(path: &Path, backend: Option<Backend>) -> store::Result<Source> {
         Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
-            Backend::Log => Source::Log(LogStore::open_read_only(path)?),
+            Backend::Log => Source::Log(Box::new(LogStore::open_read_only(path)?)),
             Backend::Sqlite => Source::Other(store::open_read_only(path, Some(Backend::Sqlite))?),
         })
     }
@@ -43,7 +43,7 @@ impl Source {
     #[must_use]
     pub fn store(&self) -> &dyn ArtifactStore {
         match self {
-            Source::Log(store) => store,
+            Source::Log(store) => store.as_ref(),
             Source::Other(store) => store.as_ref(),
         }
     }
@@ -68,6 +68,6 @@ impl Source {
 
 impl From<LogStore> for Source {
     fn from(store: LogStore) -> Source {
-        Source::Log(store)
+        Source::Log(Box::new(store))
     }
 }
