@@ -24,6 +24,8 @@
 //! - [`evidence`]: recovery evidence rebuilt from stored records (operations, generations,
 //!   postures, publications), written as byte-stable JSON bundles and compared with
 //!   scenario expectations; windows resumed from checkpoints.
+//! - [`forward`]: ships records to Redis Streams and NATS (JetStream or core) with
+//!   checkpointed, resumable delivery, retries with backoff, and metrics.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -39,6 +41,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod esl;
 pub mod evidence;
+pub mod forward;
 pub mod record;
 pub mod replay;
 pub mod retention;

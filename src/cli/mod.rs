@@ -13,6 +13,7 @@ mod bench;
 mod checkpoint;
 mod demo;
 mod evidence;
+mod forward;
 mod log;
 mod prune;
 mod replay;
@@ -72,6 +73,9 @@ enum Command {
     /// Rebuild recovery evidence from stored records and compare it with scenarios.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
+    /// Forward records to Redis Streams or NATS with checkpointed, resumable delivery.
+    #[command(subcommand)]
+    Forward(forward::ForwardCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(command) => checkpoint::run(&command),
         Command::Replay(command) => replay::run(&command),
         Command::Evidence(command) => evidence::run(&command),
+        Command::Forward(command) => forward::run(&command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

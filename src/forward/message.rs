@@ -1,0 +1,83 @@
+//! What one forwarded record looks like on the wire: the reference NDJSON line as the body,
+//! plus routing fields consumers can read without parsing it.
+
+use bytes::Bytes;
+
+use crate::record::{Record, ndjson};
+
+/// Redis stream field holding the record as reference NDJSON (one JSON object).
+pub const FIELD_RECORD: &str = "record";
+/// Redis stream field holding the record id.
+pub const FIELD_ID: &str = "id";
+/// Redis stream field holding the append sequence (decimal).
+pub const FIELD_SEQUENCE: &str = "sequence";
+/// Redis stream field holding the artifact name.
+pub const FIELD_ARTIFACT_NAME: &str = "artifact_name";
+/// Redis stream field holding the ESL event name (absent when the record has none).
+pub const FIELD_EVENT_NAME: &str = "event_name";
+/// Redis stream field holding the background job UUID (absent when the record has none).
+pub const FIELD_JOB_UUID: &str = "job_uuid";
+
+/// NATS header holding the record id (besides `Nats-Msg-Id`, which JetStream consumes).
+pub const HEADER_RECORD_ID: &str = "Esl-Record-Id";
+/// NATS header holding the append sequence (decimal).
+pub const HEADER_SEQUENCE: &str = "Esl-Append-Sequence";
+/// NATS header holding the artifact name.
+pub const HEADER_ARTIFACT_NAME: &str = "Esl-Artifact-Name";
+/// NATS header holding the ESL event name (absent when the record has none).
+pub const HEADER_EVENT_NAME: &str = "Esl-Event-Name";
+/// NATS header holding the background job UUID (absent when the record has none).
+pub const HEADER_JOB_UUID: &str = "Esl-Job-Uuid";
+
+/// One record ready to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The record's append sequence.
+    pub sequence: u64,
+    /// The record id (also the JetStream deduplication id).
+    pub id: String,
+    /// The artifact name, e.g. `event.raw`.
+    pub artifact_name: String,
+    /// The ESL event name, if any.
+    pub event_name: Option<String>,
+    /// The background job UUID, if any.
+    pub job_uuid: Option<String>,
+    /// The record as one reference NDJSON line (without the newline).
+    pub body: Bytes,
+}
+
+impl Message {
+    /// The message for a record.
+    #[must_use]
+    pub fn from_record(record: &Record) -> Message {
+        Message {
+            sequence: record.append_sequence(),
+            id: record.id().as_str().to_owned(),
+            artifact_name: record.artifact_name().to_owned(),
+            event_name: record.event_name().map(str::to_owned),
+            job_uuid: record.job_uuid().map(str::to_owned),
+            body: Bytes::from(ndjson::to_ndjson_line(record)),
+        }
+    }
+
+    /// The routing fields as (Redis field, NATS header, value) triples, absent ones left out.
+    #[must_use]
+    pub fn routing_fields(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut fields = vec![
+            (FIELD_ID, HEADER_RECORD_ID, self.id.clone()),
+            (FIELD_SEQUENCE, HEADER_SEQUENCE, self.sequence.to_string()),
+            (
+                FIELD_ARTIFACT_NAME,
+                HEADER_ARTIFACT_NAME,
+                self.artifact_name.clone(),
+            ),
+        ];
+        if let Some(event) = &self.event_name {
+            fields.push((FIELD_EVENT_NAME, HEADER_EVENT_NAME, event.clone()));
+        }
+        if let Some(job) = &self.job_uuid {
+            fields.push((FIELD_JOB_UUID, HEADER_JOB_UUID, job.clone()));
+        }
+        fields
+    }
+}

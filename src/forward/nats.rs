@@ -1,0 +1,262 @@
+//! The NATS sink: JetStream publish with acknowledgements and server-side deduplication, or
+//! core NATS publish without any confirmation.
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, stream};
+use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
+
+use super::{Delivery, Message, Sink, SinkError};
+
+/// How records are published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NatsMode {
+    /// JetStream: every publish acknowledged by the stream, `Nats-Msg-Id` = record id.
+    JetStream {
+        /// The stream that must hold the subject; checked (or created) before the first
+        /// batch. `None` publishes without checking.
+        stream: Option<String>,
+        /// Create the stream (file storage, the subject, `duplicate_window`) if missing.
+        create: bool,
+        /// The duplicate window of a created stream: how long the server remembers ids.
+        duplicate_window: Duration,
+    },
+    /// Core NATS: fire and forget. At-most-once: a record is never resent, and records
+    /// written before a connection failure may be lost.
+    Core,
+}
+
+/// Where and how to publish.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NatsOptions {
+    /// `nats://host:port`.
+    pub url: String,
+    /// The subject every record is published on, e.g. `fs.events`.
+    pub subject: String,
+    /// JetStream or core.
+    pub mode: NatsMode,
+    /// How long a connection attempt, an acknowledgement or a flush may take.
+    pub timeout: Duration,
+}
+
+impl NatsOptions {
+    /// Options for `url`, `subject` and `mode`, with a 5 s timeout.
+    #[must_use]
+    pub fn new(url: impl Into<String>, subject: impl Into<String>, mode: NatsMode) -> NatsOptions {
+        NatsOptions {
+            url: url.into(),
+            subject: subject.into(),
+            mode,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Publishes batches to NATS. In JetStream mode every message of a batch is sent before
+/// the acknowledgements are awaited (one round trip per batch, not per record); a record
+/// already stored under the same `Nats-Msg-Id` within the duplicate window is acknowledged
+/// as a duplicate and not stored again, which makes re-sent batches harmless.
+#[derive(Debug)]
+pub struct NatsSink {
+    options: NatsOptions,
+    client: Option<async_nats::Client>,
+    context: Option<jetstream::Context>,
+    stream_ready: bool,
+}
+
+impl NatsSink {
+    /// A sink for these options; nothing is connected until the first batch.
+    #[must_use]
+    pub fn new(options: NatsOptions) -> NatsSink {
+        NatsSink {
+            options,
+            client: None,
+            context: None,
+            stream_ready: false,
+        }
+    }
+
+    /// Connects once; afterwards the client reconnects by itself in the background.
+    async fn client(&mut self) -> Result<async_nats::Client, SinkError> {
+        if let Some(client) = &self.client {
+            if client.connection_state() != State::Connected {
+                return Err(SinkError::Unavailable(format!(
+                    "not connected to {}",
+                    self.options.url
+                )));
+            }
+            return Ok(client.clone());
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(self.options.timeout)
+            .max_reconnects(None)
+            .connect(self.options.url.as_str())
+            .await
+            .map_err(|error| SinkError::Unavailable(format!("{}: {error}", self.options.url)))?;
+        let context = jetstream::ContextBuilder::new()
+            .timeout(self.options.timeout)
+            .build(client.clone());
+        self.client = Some(client.clone());
+        self.context = Some(context);
+        Ok(client)
+    }
+
+    async fn prepare_stream(&mut self, context: &jetstream::Context) -> Result<(), SinkError> {
+        let NatsMode::JetStream {
+            stream: Some(name),
+            create,
+            duplicate_window,
+        } = &self.options.mode
+        else {
+            return Ok(());
+        };
+        if self.stream_ready {
+            return Ok(());
+        }
+        if *create {
+            context
+                .get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![self.options.subject.clone()],
+                    duplicate_window: *duplicate_window,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| {
+                    SinkError::Unavailable(format!("cannot create stream {name}: {error}"))
+                })?;
+        } else {
+            match context.get_stream(name).await {
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(_)
+                    ) =>
+                {
+                    return Err(SinkError::Rejected(format!(
+                        "JetStream stream {name} does not exist (create it, or pass --create-stream): {error}"
+                    )));
+                }
+                Err(error) => {
+                    return Err(SinkError::Unavailable(format!(
+                        "cannot look up stream {name}: {error}"
+                    )));
+                }
+            }
+        }
+        self.stream_ready = true;
+        Ok(())
+    }
+
+    fn headers(message: &Message, dedup: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if dedup {
+            headers.insert(NATS_MESSAGE_ID, message.id.as_str());
+        }
+        for (_, header, value) in message.routing_fields() {
+            // Header values cannot carry line breaks; such a value stays in the body only.
+            if !value.contains(['\r', '\n']) {
+                headers.insert(header, value);
+            }
+        }
+        headers
+    }
+
+    async fn publish_jetstream(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        self.client().await?;
+        let Some(context) = self.context.clone() else {
+            return Err(SinkError::Unavailable("no JetStream context".into()));
+        };
+        self.prepare_stream(&context).await?;
+        let subject = self.options.subject.clone();
+        let mut pending = Vec::with_capacity(batch.len());
+        for message in batch {
+            let ack = context
+                .publish_with_headers(
+                    subject.clone(),
+                    Self::headers(message, true),
+                    message.body.clone(),
+                )
+                .await
+                .map_err(|error| SinkError::Unavailable(format!("publish: {error}")))?;
+            pending.push(ack);
+        }
+        let mut duplicates = 0;
+        for ack in pending {
+            // A missing stream right after a server restart is JetStream still starting,
+            // so every acknowledgement failure is retried.
+            let ack = ack
+                .await
+                .map_err(|error| SinkError::Unavailable(format!("acknowledgement: {error}")))?;
+            if ack.duplicate {
+                duplicates += 1;
+            }
+        }
+        Ok(Delivery::new(duplicates, 0))
+    }
+
+    async fn publish_core(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        // Waiting for a connection before sending is safe; after sending, nothing is resent.
+        let client = self.client().await?;
+        let subject = self.options.subject.clone();
+        let mut sent = 0u64;
+        let mut failure = None;
+        for message in batch {
+            match client
+                .publish_with_headers(
+                    subject.clone(),
+                    Self::headers(message, false),
+                    message.body.clone(),
+                )
+                .await
+            {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        if failure.is_none()
+            && let Err(error) = tokio::time::timeout(self.options.timeout, client.flush())
+                .await
+                .map_err(|_| "flush timed out".to_owned())
+                .and_then(|flushed| flushed.map_err(|error| error.to_string()))
+        {
+            failure = Some(error);
+        }
+        match failure {
+            None => Ok(Delivery::default()),
+            Some(error) => {
+                tracing::warn!(
+                    subject = %self.options.subject,
+                    error = %error,
+                    records = batch.len(),
+                    "core NATS could not confirm a flush; at-most-once: the batch is not resent"
+                );
+                let unsent = batch.len() as u64 - sent;
+                Ok(Delivery::new(0, sent + unsent))
+            }
+        }
+    }
+}
+
+impl Sink for NatsSink {
+    fn target(&self) -> &'static str {
+        match self.options.mode {
+            NatsMode::JetStream { .. } => "jetstream",
+            NatsMode::Core => "nats",
+        }
+    }
+
+    async fn publish(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        match self.options.mode {
+            NatsMode::JetStream { .. } => self.publish_jetstream(batch).await,
+            NatsMode::Core => self.publish_core(batch).await,
+        }
+    }
+}

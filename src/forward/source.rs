@@ -1,0 +1,73 @@
+//! The store a forwarder follows, opened read-only beside the writer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::store::{self, ArtifactStore, Backend, LogStore};
+
+/// A followed store: the segment log wakes the forwarder as soon as records are appended;
+/// other backends are polled.
+pub enum Source {
+    /// A segment-log store (woken by appends).
+    Log(Box<LogStore>),
+    /// Any other backend (polled every [`Source::POLL`]).
+    Other(Box<dyn ArtifactStore>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Log(store) => f.debug_tuple("Log").field(&store.root()).finish(),
+            Source::Other(_) => f.write_str("Other"),
+        }
+    }
+}
+
+impl Source {
+    /// How often a non-log store is polled for new records.
+    pub const POLL: Duration = Duration::from_millis(100);
+
+    /// Opens the store at `path` read-only (no writer lock; a capture may be appending).
+    ///
+    /// # Errors
+    ///
+    /// Store errors, including a missing store.
+    pub fn open_read_only(path: &Path, backend: Option<Backend>) -> store::Result<Source> {
+        Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
+            Backend::Log => Source::Log(Box::new(LogStore::open_read_only(path)?)),
+            Backend::Sqlite => Source::Other(store::open_read_only(path, Some(Backend::Sqlite))?),
+        })
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &dyn ArtifactStore {
+        match self {
+            Source::Log(store) => store.as_ref(),
+            Source::Other(store) => store.as_ref(),
+        }
+    }
+
+    /// Returns once a record with an append sequence above `after` exists.
+    ///
+    /// # Errors
+    ///
+    /// Store errors met while looking for new records.
+    pub async fn wait_after(&self, after: u64) -> store::Result<()> {
+        match self {
+            Source::Log(store) => store.wait_for_records_async(after).await,
+            Source::Other(store) => loop {
+                if store.wait_for_records(after, Duration::ZERO)? {
+                    return Ok(());
+                }
+                tokio::time::sleep(Self::POLL).await;
+            },
+        }
+    }
+}
+
+impl From<LogStore> for Source {
+    fn from(store: LogStore) -> Source {
+        Source::Log(Box::new(store))
+    }
+}
