@@ -18,6 +18,9 @@
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
+//! - [`capture`]: the ESL capture node: a tokio client per FreeSWITCH node (auth,
+//!   subscriptions restored after every reconnect, backoff with jitter, gap markers), a
+//!   byte-bounded queue to a batch writer, `/health`, `/metrics` and a command gateway.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -29,6 +32,7 @@
     clippy::print_stderr
 )]
 
+pub mod capture;
 pub mod checkpoint;
 pub mod cli;
 pub mod esl;
