@@ -531,6 +531,17 @@ impl Node {
                 Some(request) = requests.recv() => self.gateway(&mut session, request),
             }
         };
+        if !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
+            // Keep what FreeSWITCH sends after the close (the notice after an auth -ERR or
+            // a rude rejection) until it hangs up.
+            let drain = Duration::from_millis(250);
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(drain, framed.next()).await {
+                frames += 1;
+                self.telemetry.frames.get_or_create(&self.label).inc();
+                let inbound = session.handle_frame(&frame, self.now());
+                self.push(Captured::Frame { frame, inbound });
+            }
+        }
         self.subscriptions = session.subscriptions().clone();
         let jobs = session.take_jobs();
         for (_, waiter) in self.waiting.drain() {
