@@ -214,7 +214,7 @@ fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec
     }
 }
 
-fn store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
+fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(&dir.path().join("store")).unwrap();
     (dir, Box::new(store))
@@ -277,7 +277,7 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
         events: vec!["ALL".into()],
         filters: vec![("Event-Name".into(), "HEARTBEAT".into())],
     };
-    let (_dir, store) = store();
+    let (_dir, store) = new_store();
     let capture = Capture::start(
         vec![node(&address, "s3cret-pw", subs)],
         store,
@@ -422,7 +422,7 @@ async fn a_rejected_password_stops_the_node_and_is_recorded() {
         end: End::Notice,
     }])
     .await;
-    let (_dir, store) = store();
+    let (_dir, store) = new_store();
     let capture = Capture::start(
         vec![node(&address, "wrong", Subscriptions::all())],
         store,
@@ -470,7 +470,7 @@ async fn a_rude_rejection_is_stored_and_terminal() {
             .await
             .unwrap();
     });
-    let (_dir, store) = store();
+    let (_dir, store) = new_store();
     let capture = Capture::start(
         vec![node(&address, "x", Subscriptions::all())],
         store,
@@ -503,7 +503,7 @@ async fn gateway_commands_are_dispatched_and_every_reply_is_captured() {
         end: End::Serve,
     }])
     .await;
-    let (_dir, store) = store();
+    let (_dir, store) = new_store();
     let capture = Capture::start(
         vec![node(&address, "ClueCon", Subscriptions::all())],
         store,
@@ -828,7 +828,7 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
         end: End::Serve,
     }])
     .await;
-    let (_dir, store) = store();
+    let (_dir, store) = new_store();
     let capture = Capture::start(
         vec![node(&address, "ClueCon", Subscriptions::all())],
         store,
@@ -887,4 +887,90 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
     }
     server.abort();
     capture.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_nodes_share_one_store_each_tagged_with_its_slug() {
+    let (a, _) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec!["12-event-plain-heartbeat.esl"],
+        end: End::Serve,
+    }])
+    .await;
+    let (b, _) = fake_freeswitch(vec![Script {
+        password: "other",
+        events: vec![
+            "13-event-plain-dtmf.esl",
+            "14-event-plain-custom-sofia-register.esl",
+        ],
+        end: End::Serve,
+    }])
+    .await;
+    let mut node_a = node(&a, "ClueCon", Subscriptions::all());
+    node_a.slug = "pbx-a".into();
+    let mut node_b = node(&b, "other", Subscriptions::all());
+    node_b.slug = "pbx-b".into();
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node_a, node_b.clone()],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let telemetry = capture.telemetry();
+    let frames = |slug: &str| telemetry.frames.get_or_create(&Telemetry::node(slug)).get();
+    wait_until("both nodes' events", || {
+        frames("pbx-a") >= 4 && frames("pbx-b") >= 5
+    })
+    .await;
+    // Both nodes answer through the gateway; naming no node is refused with two.
+    assert!(
+        capture
+            .gateway()
+            .dispatch(None, GatewayCommand::Api("status".into()))
+            .await
+            .is_err()
+    );
+    let (store, _) = capture.shutdown().await.unwrap();
+    let records = all_records(store.as_ref());
+    let events = |slug: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| {
+                r.runtime_flags()["pbx_node_slug"] == slug && r.artifact_name() == "event.raw"
+            })
+            .map(|r| r.event_name().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(events("pbx-a"), ["HEARTBEAT"]);
+    assert_eq!(events("pbx-b"), ["DTMF", "CUSTOM"]);
+    // One session id for the process; each node numbers its own capture sequences.
+    let session = records[0].session_id().unwrap();
+    assert!(records.iter().all(|r| r.session_id() == Some(session)));
+    for slug in ["pbx-a", "pbx-b"] {
+        let sequences: Vec<u64> = records
+            .iter()
+            .filter(|r| r.runtime_flags()["pbx_node_slug"] == slug)
+            .map(|r| {
+                r.runtime_flags()["replay_capture_sequence"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            sequences,
+            (1..=sequences.len() as u64).collect::<Vec<_>>(),
+            "{slug}"
+        );
+    }
+    // Duplicate slugs are refused.
+    let (_dir2, store2) = new_store();
+    assert!(
+        Capture::start(
+            vec![node_b.clone(), node_b],
+            store2,
+            CaptureOptions::default()
+        )
+        .is_err()
+    );
 }

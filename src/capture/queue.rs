@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 
 use super::artifact::{Captured, GapKind, Mapper, NodeIdentity, Stamp};
 use super::telemetry::Telemetry;
+use crate::record::{Record, RecordId};
 use crate::store::ArtifactStore;
 
 /// Bytes an item is charged on top of its frame bytes (envelope maps, bookkeeping).
@@ -317,78 +318,135 @@ impl Default for WriterOptions {
     }
 }
 
-/// Starts the writer thread: it appends batches until the queue is closed and drained, then
-/// syncs the store and hands it back.
+/// A mapped batch on its way from the mapping thread to the store thread.
+struct Mapped {
+    records: Vec<Record>,
+    per_node: Vec<u64>,
+    runs: Vec<Option<DropRun>>,
+}
+
+/// Starts the writer: a mapping thread turns queued items into complete records (the
+/// checksum is most of the work) while the store thread appends the previous batch with
+/// `append_records`, so the two overlap. The store thread appends until the queue is closed
+/// and drained, then syncs the store and hands it back.
 ///
 /// # Errors
 ///
-/// The thread could not be spawned.
+/// A thread could not be spawned.
 pub fn spawn_writer(
     queue: Arc<CaptureQueue>,
     mut store: Box<dyn ArtifactStore>,
     options: WriterOptions,
 ) -> std::io::Result<JoinHandle<crate::store::Result<Box<dyn ArtifactStore>>>> {
+    let (batches, mapped) = std::sync::mpsc::sync_channel::<Mapped>(2);
+    let mapper_queue = Arc::clone(&queue);
+    let mapper = std::thread::Builder::new()
+        .name("capture-mapper".into())
+        .spawn(move || map_batches(&mapper_queue, options.max_batch, &batches))?;
     std::thread::Builder::new()
         .name("capture-writer".into())
         .spawn(move || {
             let telemetry = Arc::clone(&queue.telemetry);
-            let mut mappers: Vec<Mapper> = queue.nodes.iter().cloned().map(Mapper::new).collect();
             let labels: Vec<_> = queue
                 .nodes
                 .iter()
                 .map(|n| Telemetry::node(&n.pbx_node_slug))
                 .collect();
-            while let Some(batch) = queue.pop_batch(options.max_batch, Duration::from_millis(200)) {
-                if batch.is_empty() {
-                    continue;
-                }
-                let mut envelopes = Vec::with_capacity(batch.len() + 8);
-                let mut per_node = vec![0u64; mappers.len()];
-                let mut runs: Vec<Option<DropRun>> = vec![None; mappers.len()];
-                for entry in batch {
-                    let run = runs[entry.node].get_or_insert(DropRun {
-                        dropped: 0,
-                        bytes: 0,
-                        first: entry.stamp.capture_sequence,
-                        last: entry.stamp.capture_sequence,
-                        generation: entry.stamp.connection_generation,
-                    });
-                    run.dropped += 1;
-                    run.bytes += entry.size as u64;
-                    run.first = run.first.min(entry.stamp.capture_sequence);
-                    run.last = run.last.max(entry.stamp.capture_sequence);
-                    let mapped = mappers[entry.node].map(&entry.stamp, entry.captured);
-                    per_node[entry.node] += mapped.len() as u64;
-                    envelopes.extend(mapped);
-                }
+            let mut last = store.stats()?.last_sequence;
+            for batch in mapped {
+                let Mapped {
+                    records,
+                    per_node,
+                    runs,
+                } = batch;
+                // Records were built with sequence 1; place them after the store's last one.
+                let records = records
+                    .into_iter()
+                    .zip(last + 1..)
+                    .map(|(record, sequence)| {
+                        let mut fields = record.into_fields();
+                        fields.append_sequence = sequence;
+                        Record::new(fields)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 let started = Instant::now();
-                let records = envelopes.len();
-                match store.write_batch(envelopes) {
-                    Ok(_) => {
+                match store.append_records(&records) {
+                    Ok(()) => {
                         telemetry.append_latency.observe(started.elapsed().as_secs_f64());
                         telemetry.set_writer_error(None);
+                        last += records.len() as u64;
+                        for (label, n) in labels.iter().zip(per_node) {
+                            telemetry.artifacts.get_or_create(label).inc_by(n);
+                        }
                     }
                     Err(error) if queue.is_closed() => return Err(error),
                     Err(error) => {
                         // The batch is lost: account for it like a queue drop, so the next
                         // write of each node carries a gap marker naming these sequences.
                         telemetry.write_errors.inc();
-                        tracing::error!(%error, records, "store batch write failed; recorded as a gap");
+                        tracing::error!(%error, records = records.len(), "store batch write failed; recorded as a gap");
                         telemetry.set_writer_error(Some(error.to_string()));
                         for (node, run) in runs.into_iter().enumerate() {
                             if let Some(run) = run {
                                 queue.merge_drop_run(node, run);
                             }
                         }
+                        last = store.stats()?.last_sequence;
                         std::thread::sleep(options.retry_delay);
-                        continue;
                     }
                 }
-                for (label, n) in labels.iter().zip(per_node) {
-                    telemetry.artifacts.get_or_create(label).inc_by(n);
-                }
             }
+            let _ = mapper.join();
             store.sync()?;
             Ok(store)
         })
+}
+
+/// The mapping thread: queue items to complete records, until the queue is closed and empty.
+fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::SyncSender<Mapped>) {
+    let mut mappers: Vec<Mapper> = queue.nodes.iter().cloned().map(Mapper::new).collect();
+    while let Some(batch) = queue.pop_batch(max_batch, Duration::from_millis(200)) {
+        if batch.is_empty() {
+            continue;
+        }
+        let mut per_node = vec![0u64; mappers.len()];
+        let mut runs: Vec<Option<DropRun>> = vec![None; mappers.len()];
+        let mut records = Vec::with_capacity(batch.len() + 8);
+        let stored_at = OffsetDateTime::now_utc();
+        for entry in batch {
+            let run = runs[entry.node].get_or_insert(DropRun {
+                dropped: 0,
+                bytes: 0,
+                first: entry.stamp.capture_sequence,
+                last: entry.stamp.capture_sequence,
+                generation: entry.stamp.connection_generation,
+            });
+            run.dropped += 1;
+            run.bytes += entry.size as u64;
+            run.first = run.first.min(entry.stamp.capture_sequence);
+            run.last = run.last.max(entry.stamp.capture_sequence);
+            for envelope in mappers[entry.node].map(&entry.stamp, entry.captured) {
+                match Record::from_envelope(envelope, RecordId::generate(), stored_at, 1) {
+                    Ok(record) => {
+                        per_node[entry.node] += 1;
+                        records.push(record);
+                    }
+                    // Our envelopes are always valid; if one is not, say so loudly.
+                    Err(error) => {
+                        tracing::error!(%error, "capture built an invalid record; skipped")
+                    }
+                }
+            }
+        }
+        if out
+            .send(Mapped {
+                records,
+                per_node,
+                runs,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
 }
