@@ -26,6 +26,9 @@
 //!   scenario expectations; windows resumed from checkpoints.
 //! - [`forward`]: ships records to Redis Streams and NATS (JetStream or core) with
 //!   checkpointed, resumable delivery, retries with backoff, and metrics.
+//! - [`capture`]: the ESL capture node: a tokio client per FreeSWITCH node (auth,
+//!   subscriptions restored after every reconnect, backoff with jitter, gap markers), a
+//!   byte-bounded queue to a batch writer, `/health`, `/metrics` and a command gateway.
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -37,6 +40,7 @@
     clippy::print_stderr
 )]
 
+pub mod capture;
 pub mod checkpoint;
 pub mod cli;
 pub mod esl;

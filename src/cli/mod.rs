@@ -10,6 +10,7 @@
 )]
 
 mod bench;
+mod capture;
 mod checkpoint;
 mod demo;
 mod evidence;
@@ -38,6 +39,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Capture FreeSWITCH event-socket traffic into a store (until SIGINT/SIGTERM).
+    Capture(capture::CaptureArgs),
     /// Demonstrate the storage engine: append, crash, recover, read back, truncate.
     Demo(demo::DemoArgs),
     /// Import a reference `artifacts.ndjson` file into a store.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
+        Command::Capture(args) => capture::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Import(args) => store::import(&args),
         Command::Export(args) => store::export(&args),

@@ -9,12 +9,15 @@
 //!   on `Content-Length` and on the header block.
 //! - [`event`] parses event bodies on demand: [`event::PlainEvent`] for `text/event-plain`
 //!   (percent-decoded values, inner body) and [`event::json_event`] for `text/event-json`.
+//! - [`session`] is the sans-IO client session: handshake, commands and FIFO reply
+//!   correlation, bgapi jobs, subscriptions, liveness and timeouts, with time passed in.
 //! - [`Error`] is every failure, one structured variant each.
 
 mod codec;
 mod error;
 pub mod event;
 mod frame;
+pub mod session;
 
 pub use codec::{DEFAULT_MAX_CONTENT_LENGTH, DEFAULT_MAX_HEADER_BLOCK, EslCodec};
 pub use error::{Block, Error};

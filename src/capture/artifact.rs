@@ -1,0 +1,743 @@
+//! How does every captured frame, command and connection change become a replay record?
+//!
+//! [`Captured`] is what the socket side observed, stamped with its [`Stamp`]; [`Mapper`]
+//! turns it into [`Envelope`]s named and filled as the apntalk family does
+//! (`esl-protocol.md` §4.3-4.7), plus our own `wire.*`, `connection.*` and `capture.gap`
+//! artifacts that make the capture a complete wire log. `docs/capture.md` is the table.
+//!
+//! Payload contract (shared with the replay server):
+//! - `raw_payload`: for events the outer frame's body (the URL-encoded plain text, the JSON
+//!   text); for replies and every other inbound frame the header lines, the blank line and
+//!   the body; for dispatches the command line.
+//! - `protocol_facts["content-type"]`: the outer `Content-Type`.
+//! - `frame_headers`: the outer headers as an ordered list of `[name, value]` pairs.
+//! - `raw_payload_base64`: present only when the bytes are not valid UTF-8; `raw_payload`
+//!   then holds a lossy text and this the exact bytes.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::esl::Frame;
+use crate::esl::event::json_event;
+use crate::esl::session::{
+    Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus, header_ci, scan_plain_headers,
+};
+use crate::record::{Envelope, JsonMap};
+
+/// The artifact version of everything this capture writes (the apntalk vocabulary's "1").
+pub const ARTIFACT_VERSION: &str = "1";
+
+/// Who captures: fixed for one node of one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The capture process's session id (a UUIDv4 made once per process).
+    pub session_id: String,
+    /// The FreeSWITCH node's slug (`runtime_flags.pbx_node_slug`).
+    pub pbx_node_slug: String,
+    /// An optional worker label (`runtime_flags.worker_session_id`).
+    pub worker_session_id: Option<String>,
+}
+
+/// When and where something was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The node's capture sequence: +1 for every frame, dispatch and marker, dropped or not.
+    pub capture_sequence: u64,
+    /// Wall-clock capture time (UTC, microseconds kept).
+    pub captured_at: OffsetDateTime,
+    /// The TCP connection's generation (1 for the first connect, +1 per connect).
+    pub connection_generation: u64,
+}
+
+/// Why capture lost continuity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GapKind {
+    /// The connection was down: events FreeSWITCH fired meanwhile are gone.
+    Reconnect {
+        /// When the previous connection closed.
+        down_since: OffsetDateTime,
+        /// How long no connection was up, in microseconds.
+        down_micros: u64,
+        /// Why the previous connection closed.
+        reason: String,
+    },
+    /// The write queue was full: these frames were dropped locally.
+    LocalDrop {
+        /// How many artifacts were dropped.
+        dropped: u64,
+        /// Their bytes.
+        dropped_bytes: u64,
+        /// First dropped capture sequence.
+        first_capture_sequence: u64,
+        /// Last dropped capture sequence.
+        last_capture_sequence: u64,
+    },
+}
+
+/// Something the capture observed.
+#[derive(Debug, Clone)]
+pub enum Captured {
+    /// An inbound frame, as the session classified it.
+    Frame {
+        /// The frame.
+        frame: Frame,
+        /// Its classification.
+        inbound: Inbound,
+    },
+    /// Bytes the codec could not frame (sent before the connection is closed).
+    Malformed {
+        /// The bytes buffered when the error happened.
+        bytes: Bytes,
+        /// The codec's error.
+        error: String,
+    },
+    /// A request we sent (the auth password is never part of it).
+    Dispatch {
+        /// The request.
+        pending: Pending,
+    },
+    /// A change of the desired subscription or filter state, before its command is sent.
+    Mutation {
+        /// `subscription.mutate` or `filter.mutate` style document (see docs/capture.md).
+        filter: bool,
+        /// The mutation document.
+        document: Value,
+    },
+    /// A TCP connection was made.
+    ConnectionOpened {
+        /// The peer address.
+        peer: String,
+        /// Connect attempts since the last ready session (1 = first try).
+        attempt: u64,
+    },
+    /// A TCP connection ended.
+    ConnectionClosed {
+        /// Why (`CloseReason::as_str` or an I/O description).
+        reason: String,
+        /// Whether the node reconnects.
+        retryable: bool,
+        /// Frames read on this connection.
+        frames: u64,
+    },
+    /// Capture continuity was lost.
+    Gap(GapKind),
+}
+
+/// Builds envelopes for one node; remembers the last `(Core-UUID, Event-Sequence)` stored
+/// so gap markers can name where continuity stopped.
+#[derive(Debug)]
+pub struct Mapper {
+    identity: Arc<NodeIdentity>,
+    last_core_uuid: Option<String>,
+    last_event_sequence: Option<String>,
+}
+
+impl Mapper {
+    /// A mapper for one node.
+    #[must_use]
+    pub fn new(identity: Arc<NodeIdentity>) -> Mapper {
+        Mapper {
+            identity,
+            last_core_uuid: None,
+            last_event_sequence: None,
+        }
+    }
+
+    /// The node's identity.
+    #[must_use]
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The envelopes for one captured item, in order (a bgapi ack gives `command.reply`
+    /// then `bgapi.ack`; a tracked BACKGROUND_JOB gives `event.raw` then `bgapi.complete`).
+    pub fn map(&mut self, stamp: &Stamp, captured: Captured) -> Vec<Envelope> {
+        match captured {
+            Captured::Frame { frame, inbound } => self.frame(stamp, &frame, inbound),
+            Captured::Malformed { bytes, error } => {
+                let mut a = Artifact::new("wire.malformed", "wire", "malformed");
+                a.raw(&bytes);
+                a.derived("malformed-error", &error);
+                vec![self.finish(stamp, a)]
+            }
+            Captured::Dispatch { pending } => vec![self.dispatch(stamp, &pending)],
+            Captured::Mutation { filter, document } => {
+                let name = if filter {
+                    "filter.mutate"
+                } else {
+                    "subscription.mutate"
+                };
+                let mut a = Artifact::new(name, "dispatch", name);
+                a.raw_payload = Value::String(document.to_string());
+                let kind = document["mutation_kind"].as_str().unwrap_or_default();
+                a.fact(
+                    "command-type",
+                    if filter { "filter" } else { "subscription" },
+                );
+                a.fact("mutation-kind", kind);
+                a.derived(
+                    "runtime-command-type",
+                    if filter { "filter" } else { "subscription" },
+                );
+                a.derived("runtime-mutation-kind", kind);
+                a.derived("runtime-mutation-noop", "false");
+                if filter {
+                    for (key, field) in [
+                        ("filter-header-name", "header_name"),
+                        ("filter-header-value", "header_value"),
+                    ] {
+                        let value = document[field].as_str().unwrap_or_default();
+                        a.fact(key, value);
+                        a.derived(&format!("runtime-{key}"), value);
+                    }
+                }
+                vec![self.finish(stamp, a)]
+            }
+            Captured::ConnectionOpened { peer, attempt } => {
+                let mut a = Artifact::new("connection.opened", "connection", "opened");
+                let doc = json!({"peer": peer, "attempt": attempt, "connection_generation": stamp.connection_generation});
+                a.raw_payload = Value::String(doc.to_string());
+                a.fact("peer", &peer);
+                a.derived("connect-attempt", &attempt.to_string());
+                vec![self.finish(stamp, a)]
+            }
+            Captured::ConnectionClosed {
+                reason,
+                retryable,
+                frames,
+            } => {
+                let mut a = Artifact::new("connection.closed", "connection", "closed");
+                let doc = json!({"reason": reason, "retryable": retryable, "frames": frames});
+                a.raw_payload = Value::String(doc.to_string());
+                a.fact("close-reason", &reason);
+                a.derived("close-retryable", if retryable { "true" } else { "false" });
+                a.derived("connection-frames", &frames.to_string());
+                vec![self.finish(stamp, a)]
+            }
+            Captured::Gap(kind) => vec![self.gap(stamp, kind)],
+        }
+    }
+
+    fn gap(&mut self, stamp: &Stamp, kind: GapKind) -> Envelope {
+        let last = json!({
+            "core_uuid": self.last_core_uuid,
+            "event_sequence": self.last_event_sequence,
+        });
+        let (name, doc) = match kind {
+            GapKind::Reconnect {
+                down_since,
+                down_micros,
+                reason,
+            } => (
+                "reconnect",
+                json!({
+                    "kind": "reconnect",
+                    "down_since": rfc3339(down_since),
+                    "reconnected_at": rfc3339(stamp.captured_at),
+                    "down_micros": down_micros,
+                    "reason": reason,
+                    "last_seen": last,
+                }),
+            ),
+            GapKind::LocalDrop {
+                dropped,
+                dropped_bytes,
+                first_capture_sequence,
+                last_capture_sequence,
+            } => (
+                "local_drop",
+                json!({
+                    "kind": "local_drop",
+                    "dropped": dropped,
+                    "dropped_bytes": dropped_bytes,
+                    "first_capture_sequence": first_capture_sequence,
+                    "last_capture_sequence": last_capture_sequence,
+                    "last_seen": last,
+                }),
+            ),
+        };
+        let mut a = Artifact::new("capture.gap", "gap", name);
+        a.raw_payload = Value::String(doc.to_string());
+        a.derived("runtime-replay-continuity", "gap-detected");
+        a.extra.push(("gap", doc));
+        self.finish(stamp, a)
+    }
+
+    fn dispatch(&mut self, stamp: &Stamp, pending: &Pending) -> Envelope {
+        let line = pending.line();
+        let kind = pending.kind();
+        let (name, type_) = match kind {
+            CommandKind::Api => ("api.dispatch", "api"),
+            CommandKind::BgApi => ("bgapi.dispatch", "bgapi"),
+            CommandKind::Auth => ("wire.auth", "auth"),
+            _ => ("wire.command", kind.as_str()),
+        };
+        let (command_name, args) = command_parts(pending.command.as_ref());
+        let captured_name = if command_name.is_empty() {
+            kind.as_str().to_owned()
+        } else {
+            command_name.clone()
+        };
+        let mut a = Artifact::new(name, "dispatch", &captured_name);
+        a.raw_payload = Value::String(line);
+        a.classifier("runtime-capture-path", name);
+        a.classifier("runtime-command-type", type_);
+        a.fact("command-type", type_);
+        a.fact("command-name", &command_name);
+        a.fact("command-args", &args);
+        a.derived("runtime-command-type", type_);
+        a.derived("runtime-command-name", &command_name);
+        a.derived("runtime-command-args", &args);
+        a.derived("runtime-command-origin", origin_str(pending.origin));
+        a.derived("runtime-command-id", &pending.id.0.to_string());
+        if let Some(Command::BgApi { job_uuid, .. }) = &pending.command {
+            a.job_uuid = Some(job_uuid.clone());
+            a.derived("runtime-job-uuid", job_uuid);
+        }
+        self.finish(stamp, a)
+    }
+
+    fn frame(&mut self, stamp: &Stamp, frame: &Frame, inbound: Inbound) -> Vec<Envelope> {
+        let content_type = header_ci(frame, "Content-Type")
+            .unwrap_or_default()
+            .to_owned();
+        match inbound {
+            Inbound::Event { completes, .. } => self.event(stamp, frame, &content_type, completes),
+            Inbound::Reply {
+                pending,
+                status,
+                job_uuid,
+            } => self.reply(
+                stamp,
+                frame,
+                &content_type,
+                Some(&pending),
+                status,
+                job_uuid,
+            ),
+            Inbound::UnexpectedReply => {
+                self.reply(stamp, frame, &content_type, None, ReplyStatus::Other, None)
+            }
+            other => {
+                let (name, captured_name) = match other {
+                    Inbound::Greeting => ("wire.greeting", "auth/request"),
+                    Inbound::Disconnect { linger: true } => ("wire.disconnect", "linger"),
+                    Inbound::Disconnect { linger: false } => ("wire.disconnect", "disconnect"),
+                    Inbound::RudeRejection => ("wire.rejection", "rude-rejection"),
+                    Inbound::Log => ("wire.log", "log/data"),
+                    _ => ("wire.unknown", "unknown"),
+                };
+                let mut a = Artifact::new(name, "wire", captured_name);
+                a.frame_whole(frame);
+                a.classifier("content-type", &content_type);
+                a.fact("content-type", &content_type);
+                for header in [
+                    "Content-Disposition",
+                    "Controlled-Session-UUID",
+                    "Log-Level",
+                ] {
+                    if let Some(v) = header_ci(frame, header) {
+                        a.fact(&header.to_ascii_lowercase(), v);
+                    }
+                }
+                vec![self.finish(stamp, a)]
+            }
+        }
+    }
+
+    fn reply(
+        &mut self,
+        stamp: &Stamp,
+        frame: &Frame,
+        content_type: &str,
+        pending: Option<&Pending>,
+        status: ReplyStatus,
+        job_uuid: Option<String>,
+    ) -> Vec<Envelope> {
+        let is_api = content_type.eq_ignore_ascii_case("api/response");
+        let reply_text = header_ci(frame, "Reply-Text")
+            .unwrap_or_default()
+            .to_owned();
+        let kind = pending.map(Pending::kind);
+        let captured_name = match (kind, status) {
+            (None, _) => "UnknownReply",
+            (_, _) if is_api => "ApiReply",
+            (Some(CommandKind::Auth), ReplyStatus::Ok) => "AuthAcceptedReply",
+            (Some(CommandKind::BgApi), ReplyStatus::Ok) => "BgapiAcceptedReply",
+            (_, ReplyStatus::Err) => "ErrorReply",
+            _ => "CommandReply",
+        };
+        let name = if is_api { "api.reply" } else { "command.reply" };
+        let mut a = Artifact::new(name, "reply", captured_name);
+        a.frame_whole(frame);
+        a.classifier("content-type", content_type);
+        a.classifier("reply-text", &reply_text);
+        a.fact("content-type", content_type);
+        a.fact("reply-text", &reply_text);
+        if let Some(job) = &job_uuid {
+            a.fact("job-uuid", job);
+            a.derived("job-correlation.job-uuid", job);
+            a.job_uuid = Some(job.clone());
+        }
+        if let Some(p) = pending {
+            a.derived("runtime-command-id", &p.id.0.to_string());
+            a.derived("runtime-command-origin", origin_str(p.origin));
+            a.derived("runtime-command-line", &p.line());
+        } else {
+            a.derived("runtime-correlation", "unmatched");
+        }
+        let mut out = vec![self.finish(stamp, a.clone())];
+        if let (Some(p), Some(job), ReplyStatus::Ok) = (pending, &job_uuid, status)
+            && p.kind() == CommandKind::BgApi
+        {
+            let (command_name, args) = command_parts(p.command.as_ref());
+            a.name = "bgapi.ack";
+            a.derived.retain(|(k, _)| !k.starts_with("job-correlation"));
+            a.derived("runtime-command-type", "bgapi");
+            a.derived("runtime-command-name", &command_name);
+            a.derived("runtime-command-args", &args);
+            a.derived("runtime-job-uuid", job);
+            out.push(self.finish(stamp, a));
+        }
+        out
+    }
+
+    fn event(
+        &mut self,
+        stamp: &Stamp,
+        frame: &Frame,
+        content_type: &str,
+        completes: Option<Job>,
+    ) -> Vec<Envelope> {
+        const NAMES: [&str; 7] = [
+            "Event-Name",
+            "Event-Sequence",
+            "Event-Date-Timestamp",
+            "Core-UUID",
+            "Unique-ID",
+            "Job-UUID",
+            "Channel-Name",
+        ];
+        let values: [Option<String>; 7] = if content_type.eq_ignore_ascii_case("text/event-plain") {
+            scan_plain_headers(frame.body(), NAMES)
+        } else if content_type.eq_ignore_ascii_case("text/event-json") {
+            match json_event(frame.body()) {
+                Ok(map) => NAMES.map(|n| map.get(n).and_then(Value::as_str).map(str::to_owned)),
+                Err(_) => Default::default(),
+            }
+        } else {
+            Default::default()
+        };
+        let [event_name, sequence, date, core, unique, job, channel] = values;
+        let event_name_text = event_name.clone().unwrap_or_default();
+        let mut a = Artifact::new(
+            "event.raw",
+            "event",
+            if event_name_text.is_empty() {
+                "unknown"
+            } else {
+                &event_name_text
+            },
+        );
+        a.raw(frame.body());
+        a.headers = Some(frame.headers().to_vec());
+        a.event_name = event_name.clone();
+        a.classifier("content-type", content_type);
+        a.classifier("event-name", &event_name_text);
+        a.classifier("unique-id", unique.as_deref().unwrap_or_default());
+        a.fact("content-type", content_type);
+        for (key, value) in [
+            ("event-name", &event_name),
+            ("event-sequence", &sequence),
+            ("event-date-timestamp", &date),
+            ("core-uuid", &core),
+            ("unique-id", &unique),
+            ("job-uuid", &job),
+        ] {
+            if let Some(v) = value {
+                a.fact(key, v);
+            }
+        }
+        if let Some(u) = &unique {
+            a.derived("channel-correlation.unique-id", u);
+        }
+        if let Some(c) = &channel {
+            a.derived("channel-correlation.channel-name", c);
+        }
+        if let Some(j) = &job {
+            a.derived("job-correlation.job-uuid", j);
+            a.job_uuid = Some(j.clone());
+        }
+        a.protocol_sequence = sequence.clone();
+        if core.is_some() {
+            self.last_core_uuid = core;
+        }
+        if sequence.is_some() {
+            self.last_event_sequence = sequence;
+        }
+        let mut out = vec![self.finish(stamp, a.clone())];
+        if let Some(job) = completes {
+            let (command_name, args) =
+                split_line(job.line.strip_prefix("bgapi ").unwrap_or(&job.line));
+            a.name = "bgapi.complete";
+            a.derived.retain(|(k, _)| !k.contains("correlation"));
+            a.derived("runtime-command-type", "bgapi");
+            a.derived("runtime-command-name", &command_name);
+            a.derived("runtime-command-args", &args);
+            a.derived("runtime-job-uuid", &job.job_uuid);
+            out.push(self.finish(stamp, a));
+        }
+        out
+    }
+
+    fn finish(&self, stamp: &Stamp, a: Artifact) -> Envelope {
+        let id = &self.identity;
+        let generation = stamp.connection_generation.to_string();
+        let mut derived = JsonMap::new();
+        for (k, v) in &a.derived {
+            derived.insert(k.clone(), Value::String(v.clone()));
+        }
+        derived.insert("session-id".into(), id.session_id.clone().into());
+        derived.insert(
+            "captured-at-micros".into(),
+            micros(stamp.captured_at).to_string().into(),
+        );
+        derived.insert("replay-artifact-version".into(), ARTIFACT_VERSION.into());
+        derived.insert("replay-artifact-name".into(), a.name.into());
+        derived.insert("runtime-capture-path".into(), a.name.into());
+        derived.insert(
+            "runtime-connection-generation".into(),
+            generation.clone().into(),
+        );
+
+        let mut payload = JsonMap::new();
+        payload.insert("captured_type".into(), a.captured_type.into());
+        payload.insert("captured_name".into(), a.captured_name.into());
+        payload.insert("raw_payload".into(), a.raw_payload);
+        if let Some(b64) = a.raw_payload_base64 {
+            payload.insert("raw_payload_base64".into(), b64.into());
+        }
+        payload.insert("classifier_context".into(), pairs(&a.classifier));
+        payload.insert("protocol_facts".into(), pairs(&a.facts));
+        payload.insert("derived_metadata".into(), Value::Object(derived));
+        if let Some(headers) = a.headers {
+            let list = headers.into_iter().map(|(n, v)| json!([n, v])).collect();
+            payload.insert("frame_headers".into(), Value::Array(list));
+        }
+        for (key, value) in a.extra {
+            payload.insert(key.into(), value);
+        }
+
+        let mut correlation = JsonMap::new();
+        correlation.insert("replay_session_id".into(), id.session_id.clone().into());
+        if let Some(job) = &a.job_uuid {
+            correlation.insert("job_uuid".into(), job.clone().into());
+        }
+        let mut flags = JsonMap::new();
+        flags.insert("provider_code".into(), "freeswitch".into());
+        flags.insert("pbx_node_slug".into(), id.pbx_node_slug.clone().into());
+        if let Some(worker) = &id.worker_session_id {
+            correlation.insert("worker_session_id".into(), worker.clone().into());
+            flags.insert("worker_session_id".into(), worker.clone().into());
+        }
+        flags.insert("transport".into(), "tcp".into());
+        flags.insert("replay_session_id".into(), id.session_id.clone().into());
+        flags.insert(
+            "replay_capture_sequence".into(),
+            stamp.capture_sequence.into(),
+        );
+        if let Some(seq) = a.protocol_sequence {
+            flags.insert("replay_protocol_sequence".into(), seq.into());
+        }
+        Envelope {
+            artifact_version: ARTIFACT_VERSION.into(),
+            artifact_name: a.name.into(),
+            capture_timestamp: stamp.captured_at,
+            capture_path: Some(a.name.into()),
+            connection_generation: Some(generation),
+            session_id: Some(id.session_id.clone()),
+            job_uuid: a.job_uuid,
+            event_name: a.event_name,
+            correlation_ids: correlation,
+            runtime_flags: flags,
+            payload,
+        }
+    }
+}
+
+/// An artifact under construction.
+#[derive(Debug, Clone)]
+struct Artifact {
+    name: &'static str,
+    captured_type: &'static str,
+    captured_name: String,
+    raw_payload: Value,
+    raw_payload_base64: Option<String>,
+    headers: Option<Vec<(String, String)>>,
+    classifier: Vec<(String, String)>,
+    facts: Vec<(String, String)>,
+    derived: Vec<(String, String)>,
+    job_uuid: Option<String>,
+    event_name: Option<String>,
+    protocol_sequence: Option<String>,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl Artifact {
+    fn new(name: &'static str, captured_type: &'static str, captured_name: &str) -> Artifact {
+        Artifact {
+            name,
+            captured_type,
+            captured_name: captured_name.to_owned(),
+            raw_payload: Value::String(String::new()),
+            raw_payload_base64: None,
+            headers: None,
+            classifier: Vec::new(),
+            facts: Vec::new(),
+            derived: Vec::new(),
+            job_uuid: None,
+            event_name: None,
+            protocol_sequence: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Sets `raw_payload` to the bytes as text, with the exact bytes in base64 when they
+    /// are not UTF-8.
+    fn raw(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.raw_payload = Value::String(text.to_owned()),
+            Err(_) => {
+                self.raw_payload = Value::String(String::from_utf8_lossy(bytes).into_owned());
+                self.raw_payload_base64 =
+                    Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+        }
+    }
+
+    /// The whole frame without stray leading newlines: header lines, blank line, body.
+    fn frame_whole(&mut self, frame: &Frame) {
+        let head = frame.raw_head();
+        let start = head
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+        let mut bytes = Vec::with_capacity(head.len() - start + frame.body().len());
+        bytes.extend_from_slice(&head[start..]);
+        bytes.extend_from_slice(frame.body());
+        self.raw(&bytes);
+        self.headers = Some(frame.headers().to_vec());
+    }
+
+    fn classifier(&mut self, key: &str, value: &str) {
+        self.classifier.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Protocol facts drop empty values, as esl-core does.
+    fn fact(&mut self, key: &str, value: &str) {
+        if !value.is_empty() {
+            self.facts.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn derived(&mut self, key: &str, value: &str) {
+        match self.derived.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => self.derived.push((key.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+fn pairs(list: &[(String, String)]) -> Value {
+    Value::Object(
+        list.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn origin_str(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Handshake => "handshake",
+        Origin::Restore => "restore",
+        Origin::Probe => "probe",
+        Origin::User => "user",
+    }
+}
+
+/// `(command name, args)` of an api/bgapi command; empty for the others.
+fn command_parts(command: Option<&Command>) -> (String, String) {
+    match command {
+        Some(Command::Api { command } | Command::BgApi { command, .. }) => split_line(command),
+        _ => (String::new(), String::new()),
+    }
+}
+
+fn split_line(text: &str) -> (String, String) {
+    let text = text.trim();
+    match text.split_once(' ') {
+        Some((name, args)) => (name.to_owned(), args.trim().to_owned()),
+        None => (text.to_owned(), String::new()),
+    }
+}
+
+/// Microseconds since the Unix epoch.
+#[must_use]
+pub fn micros(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos() / 1000
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The `subscription.mutate` document (`esl-protocol.md` §4.3).
+#[must_use]
+pub fn subscription_document(
+    kind: &str,
+    names: &[String],
+    before: &crate::esl::session::Subscriptions,
+    after: &crate::esl::session::Subscriptions,
+) -> Value {
+    let state = |s: &crate::esl::session::Subscriptions| {
+        let all = s.events.iter().any(|e| e.eq_ignore_ascii_case("ALL"));
+        json!({"subscribe_all": all, "event_names": s.events})
+    };
+    json!({
+        "mutation_kind": kind,
+        "input": {"event_names": names},
+        "desired_state_before": state(before),
+        "desired_state_after": state(after),
+        "noop": before == after,
+    })
+}
+
+/// The `filter.mutate` document (`esl-protocol.md` §4.3).
+#[must_use]
+pub fn filter_document(
+    kind: &str,
+    header: &str,
+    value: &str,
+    before: &crate::esl::session::Subscriptions,
+    after: &crate::esl::session::Subscriptions,
+) -> Value {
+    let state = |s: &crate::esl::session::Subscriptions| {
+        s.filters
+            .iter()
+            .map(|(h, v)| json!({"headerName": h, "headerValue": v}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "mutation_kind": kind,
+        "header_name": header,
+        "header_value": value,
+        "desired_state_before": state(before),
+        "desired_state_after": state(after),
+        "noop": before == after,
+    })
+}

@@ -1,0 +1,609 @@
+//! How does one capture node stay connected to FreeSWITCH and hand every frame to the queue?
+//!
+//! [`run_node`] drives an [`esl::session::Session`](crate::esl::session::Session) over a
+//! tokio TCP stream: connect (with a timeout), authenticate when greeted, restore the desired
+//! subscriptions and filters, then read frames until the session closes. Each TCP connect
+//! gets the next `connection_generation`; after a retryable close the node waits a capped
+//! exponential backoff with full jitter ([`Backoff`]) and reconnects (handshake timeouts
+//! included), and the first artifacts of the new connection are `connection.opened` and a
+//! `capture.gap` saying how long the node was down. Every frame, dispatch and lifecycle
+//! change is pushed to the [`CaptureQueue`], which never blocks the socket task.
+//!
+//! Gateway requests ([`GatewayRequest`]) dispatch `api`/`bgapi` through this connection;
+//! their replies are sent back when the session matches them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::Framed;
+
+use super::artifact::{Captured, GapKind, filter_document, subscription_document};
+use super::queue::CaptureQueue;
+use super::telemetry::{NodeLabel, Telemetry};
+use crate::esl::EslCodec;
+use crate::esl::session::{
+    CloseReason, Command, CommandId, Inbound, Output, Phase, ReplyStatus, Session, SessionConfig,
+    Subscriptions, header_ci,
+};
+
+/// A password kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    #[must_use]
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password text (only for the `auth` line).
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Password {
+    /// FreeSWITCH's default, `ClueCon`.
+    fn default() -> Self {
+        Password("ClueCon".into())
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Capped exponential backoff with full jitter: the delay before retry `n` (1-based) is
+/// uniform in `[0, min(max, initial × 2^(n-1))]`, so many nodes restarting together do not
+/// reconnect in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The cap of the first retry's delay.
+    pub initial: Duration,
+    /// The cap of every delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The upper bound of the delay before retry `attempt` (1-based).
+    #[must_use]
+    pub fn ceiling(&self, attempt: u64) -> Duration {
+        let shift = attempt.saturating_sub(1).min(30) as u32;
+        self.initial.saturating_mul(1u32 << shift).min(self.max)
+    }
+
+    /// A random delay in `[0, ceiling(attempt)]`.
+    #[must_use]
+    pub fn delay(&self, attempt: u64, rng: &mut impl rand::Rng) -> Duration {
+        let ceiling = self.ceiling(attempt).as_micros() as u64;
+        Duration::from_micros(rng.random_range(0..=ceiling))
+    }
+}
+
+/// One FreeSWITCH node to capture.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `host:port` of the event socket.
+    pub address: String,
+    /// The password for `auth`.
+    pub password: Password,
+    /// The desired subscriptions and filters, restored after every auth.
+    pub subscriptions: Subscriptions,
+    /// Session timeouts and liveness.
+    pub session: SessionConfig,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// The codec's `Content-Length` cap.
+    pub max_content_length: usize,
+    /// Stop after this many failed connects in a row (`None`: never).
+    pub max_attempts: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node at `address`: password `ClueCon`, `event plain ALL`.
+    #[must_use]
+    pub fn new(address: impl Into<String>) -> NodeConfig {
+        NodeConfig {
+            address: address.into(),
+            password: Password::default(),
+            subscriptions: Subscriptions::all(),
+            session: SessionConfig::default(),
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(5),
+            max_content_length: crate::esl::DEFAULT_MAX_CONTENT_LENGTH,
+            max_attempts: None,
+        }
+    }
+}
+
+/// A command the gateway dispatches through a capture connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayCommand {
+    /// `api <command>`.
+    Api(String),
+    /// `bgapi <command>` (the node supplies the Job-UUID).
+    BgApi(String),
+}
+
+/// The reply handed back to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayReply {
+    /// `ok`, `err` or `other` (api bodies are not read as success or failure).
+    pub status: &'static str,
+    /// `Reply-Text` of a command/reply; empty for api/response.
+    pub reply_text: String,
+    /// The api/response body (lossy text).
+    pub body: String,
+    /// The bgapi job's UUID.
+    pub job_uuid: Option<String>,
+}
+
+/// Why the gateway got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The node's session is not ready (connecting, restoring, backing off).
+    #[error("the esl connection is not ready")]
+    NotReady,
+    /// The command was refused before sending.
+    #[error("command refused: {0}")]
+    Refused(String),
+    /// The connection closed before the reply arrived; the outcome is unknown.
+    #[error("the connection closed before the reply arrived (outcome unknown)")]
+    ConnectionLost,
+    /// The reply did not arrive in time; the connection was closed.
+    #[error("the reply did not arrive in time (outcome unknown)")]
+    TimedOut,
+    /// The node is not running.
+    #[error("the capture node is not running")]
+    NodeStopped,
+}
+
+/// A gateway request and where to send its reply.
+#[derive(Debug)]
+pub struct GatewayRequest {
+    /// What to dispatch.
+    pub command: GatewayCommand,
+    /// Where the reply goes.
+    pub reply: oneshot::Sender<Result<GatewayReply, GatewayError>>,
+}
+
+/// How a node stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeExit {
+    /// Shutdown was requested.
+    Shutdown,
+    /// A terminal close (auth or ACL rejection).
+    Terminal(String),
+    /// `max_attempts` failed connects in a row.
+    GaveUp(String),
+}
+
+struct Node {
+    index: usize,
+    slug: String,
+    label: NodeLabel,
+    config: NodeConfig,
+    queue: Arc<CaptureQueue>,
+    telemetry: Arc<Telemetry>,
+    origin: Instant,
+    generation: u64,
+    subscriptions: Subscriptions,
+    waiting: HashMap<CommandId, oneshot::Sender<Result<GatewayReply, GatewayError>>>,
+}
+
+/// Runs one capture node until shutdown or a terminal failure.
+pub async fn run_node(
+    index: usize,
+    config: NodeConfig,
+    queue: Arc<CaptureQueue>,
+    telemetry: Arc<Telemetry>,
+    mut requests: mpsc::Receiver<GatewayRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) -> NodeExit {
+    let slug = queue
+        .nodes()
+        .get(index)
+        .map(|n| n.pbx_node_slug.clone())
+        .unwrap_or_default();
+    let mut node = Node {
+        index,
+        label: Telemetry::node(&slug),
+        slug,
+        subscriptions: config.subscriptions.clone(),
+        config,
+        queue,
+        telemetry,
+        origin: Instant::now(),
+        generation: 0,
+        waiting: HashMap::new(),
+    };
+    node.telemetry.update_health(&node.slug, |h| {
+        h.address = node.config.address.clone();
+        h.connection = "connecting".into();
+    });
+    // The configured state is the node's first (and only) mutation of the desired state.
+    let empty = Subscriptions::default();
+    if !node.subscriptions.events.is_empty() {
+        let all = node
+            .subscriptions
+            .events
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case("ALL"));
+        let kind = if all { "subscribe_all" } else { "subscribe" };
+        let after = Subscriptions {
+            events: node.subscriptions.events.clone(),
+            filters: Vec::new(),
+        };
+        let document = subscription_document(kind, &node.subscriptions.events, &empty, &after);
+        node.push(Captured::Mutation {
+            filter: false,
+            document,
+        });
+    }
+    let mut before = Subscriptions {
+        events: node.subscriptions.events.clone(),
+        filters: Vec::new(),
+    };
+    for (header, value) in node.subscriptions.filters.clone() {
+        let mut after = before.clone();
+        after.filters.push((header.clone(), value.clone()));
+        let document = filter_document("add", &header, &value, &before, &after);
+        node.push(Captured::Mutation {
+            filter: true,
+            document,
+        });
+        before = after;
+    }
+    let mut attempt: u64 = 0;
+    let mut jobs = Vec::new();
+    let mut down: Option<(OffsetDateTime, Instant, String)> = None;
+    loop {
+        if *shutdown.borrow() {
+            return node.stopped(NodeExit::Shutdown);
+        }
+        attempt += 1;
+        node.telemetry.update_health(&node.slug, |h| {
+            h.connection = "connecting".into();
+            h.reconnect_attempts = attempt;
+        });
+        let connect = tokio::time::timeout(
+            node.config.connect_timeout,
+            TcpStream::connect(&node.config.address),
+        );
+        let result = tokio::select! {
+            r = connect => r,
+            _ = shutdown.changed() => return node.stopped(NodeExit::Shutdown),
+        };
+        let error = match result {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                node.generation += 1;
+                if node.generation > 1 {
+                    node.telemetry.reconnects.get_or_create(&node.label).inc();
+                }
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| node.config.address.clone(), |a| a.to_string());
+                tracing::info!(node = %node.slug, %peer, generation = node.generation, "connected");
+                node.push(Captured::ConnectionOpened { peer, attempt });
+                if let Some((since, instant, reason)) = down.take() {
+                    let down_micros = instant.elapsed().as_micros() as u64;
+                    node.push(Captured::Gap(GapKind::Reconnect {
+                        down_since: since,
+                        down_micros,
+                        reason,
+                    }));
+                }
+                let (reason, ready, carried) = node
+                    .connection(
+                        stream,
+                        std::mem::take(&mut jobs),
+                        &mut requests,
+                        &mut shutdown,
+                    )
+                    .await;
+                jobs = carried;
+                let retryable = reason.is_retryable() && !*shutdown.borrow();
+                tracing::warn!(node = %node.slug, reason = %reason, retryable, "connection closed");
+                down = Some((
+                    OffsetDateTime::now_utc(),
+                    Instant::now(),
+                    reason.to_string(),
+                ));
+                if ready {
+                    attempt = 0;
+                }
+                node.telemetry.update_health(&node.slug, |h| {
+                    h.last_error = Some(reason.to_string());
+                    h.session = Phase::Closed.as_str().into();
+                });
+                if *shutdown.borrow() {
+                    return node.stopped(NodeExit::Shutdown);
+                }
+                if !reason.is_retryable() {
+                    return node.stopped(NodeExit::Terminal(reason.to_string()));
+                }
+                reason.to_string()
+            }
+            Ok(Err(error)) => format!("connect to {}: {error}", node.config.address),
+            Err(_) => format!("connect to {} timed out", node.config.address),
+        };
+        if node.config.max_attempts.is_some_and(|max| attempt >= max) {
+            return node.stopped(NodeExit::GaveUp(error));
+        }
+        let delay = node.config.backoff.delay(attempt.max(1), &mut rand::rng());
+        tracing::info!(node = %node.slug, attempt, ?delay, %error, "reconnecting after backoff");
+        node.telemetry.update_health(&node.slug, |h| {
+            h.connection = "backing_off".into();
+            h.last_error = Some(error.clone());
+        });
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = shutdown.changed() => return node.stopped(NodeExit::Shutdown),
+                Some(request) = requests.recv() => {
+                    let _ = request.reply.send(Err(GatewayError::NotReady));
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn push(&self, captured: Captured) {
+        self.queue.push(
+            self.index,
+            self.generation,
+            OffsetDateTime::now_utc(),
+            captured,
+        );
+    }
+
+    fn stopped(&mut self, exit: NodeExit) -> NodeExit {
+        for (_, waiter) in self.waiting.drain() {
+            let _ = waiter.send(Err(GatewayError::NodeStopped));
+        }
+        self.telemetry
+            .update_health(&self.slug, |h| h.connection = "stopped".into());
+        exit
+    }
+
+    /// One TCP connection: returns why it closed, whether it got ready, and the bgapi jobs
+    /// still tracked (their results may arrive on the next connection).
+    async fn connection(
+        &mut self,
+        stream: TcpStream,
+        jobs: Vec<crate::esl::session::Job>,
+        requests: &mut mpsc::Receiver<GatewayRequest>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (CloseReason, bool, Vec<crate::esl::session::Job>) {
+        let codec = EslCodec::new().with_max_content_length(self.config.max_content_length);
+        let mut framed = Framed::with_capacity(stream, codec, 64 * 1024);
+        let mut session = Session::new(
+            self.config.session.clone(),
+            self.subscriptions.clone(),
+            self.now(),
+        );
+        session.adopt_jobs(jobs);
+        let generation = self.generation;
+        self.telemetry.update_health(&self.slug, |h| {
+            h.connection = "connected".into();
+            h.connection_generation = generation;
+        });
+        let mut recorded = CommandId(0);
+        let mut ready = false;
+        let mut frames = 0u64;
+        let reason = loop {
+            // Settle what the session wants: record new requests, write bytes, act on outputs.
+            let mut closed = None;
+            loop {
+                for pending in session.pending() {
+                    if pending.id > recorded {
+                        recorded = pending.id;
+                        self.push(Captured::Dispatch {
+                            pending: pending.clone(),
+                        });
+                    }
+                }
+                let mut progressed = false;
+                while let Some(bytes) = session.poll_transmit() {
+                    progressed = true;
+                    if let Err(error) = framed.get_mut().write_all(&bytes).await {
+                        session.close_locally(format!("write: {error}"));
+                    }
+                }
+                while let Some(output) = session.poll_output() {
+                    progressed = true;
+                    match output {
+                        Output::AuthRequested => {
+                            let now = self.now();
+                            if let Err(error) =
+                                session.authenticate(self.config.password.expose(), now)
+                            {
+                                session.close_locally(error.to_string());
+                            }
+                        }
+                        Output::Authenticated => {
+                            self.telemetry.update_health(&self.slug, |h| {
+                                h.session = Phase::Restoring.as_str().into()
+                            });
+                        }
+                        Output::Ready => {
+                            ready = true;
+                            tracing::info!(node = %self.slug, generation, "session ready");
+                            self.telemetry.update_health(&self.slug, |h| {
+                                h.connection = "ready".into();
+                                h.session = Phase::Ready.as_str().into();
+                                h.liveness = "live".into();
+                                h.reconnect_attempts = 0;
+                            });
+                        }
+                        Output::Liveness(l) => {
+                            tracing::info!(node = %self.slug, liveness = l.as_str(), "liveness changed");
+                            self.telemetry
+                                .update_health(&self.slug, |h| h.liveness = l.as_str().into());
+                        }
+                        Output::TimedOut(p) => {
+                            if let Some(w) = self.waiting.remove(&p.id) {
+                                let _ = w.send(Err(GatewayError::TimedOut));
+                            }
+                        }
+                        Output::Abandoned(p) => {
+                            if let Some(w) = self.waiting.remove(&p.id) {
+                                let _ = w.send(Err(GatewayError::ConnectionLost));
+                            }
+                        }
+                        Output::JobOrphaned(job) => {
+                            tracing::warn!(node = %self.slug, job_uuid = %job.job_uuid, "bgapi job orphaned");
+                        }
+                        Output::Closed(reason) => closed = Some(reason),
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            if let Some(reason) = closed {
+                break reason;
+            }
+            let deadline = session
+                .poll_timeout()
+                .map(|at| tokio::time::Instant::from_std(self.origin + at));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    session.close_locally("shutdown");
+                }
+                frame = framed.next() => match frame {
+                    Some(Ok(frame)) => {
+                        frames += 1;
+                        self.telemetry.frames.get_or_create(&self.label).inc();
+                        self.telemetry
+                            .bytes
+                            .get_or_create(&self.label)
+                            .inc_by((frame.raw_head().len() + frame.body().len()) as u64);
+                        let inbound = session.handle_frame(&frame, self.now());
+                        if let Inbound::Reply { pending, status, job_uuid } = &inbound
+                            && let Some(waiter) = self.waiting.remove(&pending.id)
+                        {
+                            let _ = waiter.send(Ok(gateway_reply(&frame, *status, job_uuid.clone())));
+                        }
+                        self.push(Captured::Frame { frame, inbound });
+                    }
+                    Some(Err(error)) => {
+                        let bytes = Bytes::copy_from_slice(framed.read_buffer());
+                        self.push(Captured::Malformed { bytes, error: error.to_string() });
+                        session.close_locally(format!("codec: {error}"));
+                    }
+                    None => session.handle_eof(self.now()),
+                },
+                _ = sleep_until(deadline) => session.handle_timeout(self.now()),
+                Some(request) = requests.recv() => self.gateway(&mut session, request),
+            }
+        };
+        if !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
+            // Keep what FreeSWITCH sends after the close (the notice after an auth -ERR or
+            // a rude rejection) until it hangs up.
+            let drain = Duration::from_millis(250);
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(drain, framed.next()).await {
+                frames += 1;
+                self.telemetry.frames.get_or_create(&self.label).inc();
+                let inbound = session.handle_frame(&frame, self.now());
+                self.push(Captured::Frame { frame, inbound });
+            }
+        }
+        self.subscriptions = session.subscriptions().clone();
+        let jobs = session.take_jobs();
+        for (_, waiter) in self.waiting.drain() {
+            let _ = waiter.send(Err(GatewayError::ConnectionLost));
+        }
+        self.push(Captured::ConnectionClosed {
+            reason: reason.as_str().into(),
+            retryable: reason.is_retryable(),
+            frames,
+        });
+        // Best effort: a polite goodbye is not needed, FreeSWITCH handles a dropped socket.
+        let _ = framed.get_mut().shutdown().await;
+        (reason, ready, jobs)
+    }
+
+    fn gateway(&mut self, session: &mut Session, request: GatewayRequest) {
+        if session.phase() != Phase::Ready {
+            let _ = request.reply.send(Err(GatewayError::NotReady));
+            return;
+        }
+        let command = match request.command {
+            GatewayCommand::Api(command) => Command::Api { command },
+            GatewayCommand::BgApi(command) => Command::BgApi {
+                command,
+                job_uuid: uuid::Uuid::new_v4().to_string(),
+            },
+        };
+        match session.send(command, self.now()) {
+            Ok(id) => {
+                self.waiting.insert(id, request.reply);
+            }
+            Err(error) => {
+                let _ = request
+                    .reply
+                    .send(Err(GatewayError::Refused(error.to_string())));
+            }
+        }
+    }
+}
+
+fn gateway_reply(
+    frame: &crate::esl::Frame,
+    status: ReplyStatus,
+    job_uuid: Option<String>,
+) -> GatewayReply {
+    GatewayReply {
+        status: match status {
+            ReplyStatus::Ok => "ok",
+            ReplyStatus::Err => "err",
+            ReplyStatus::Other => "other",
+        },
+        reply_text: header_ci(frame, "Reply-Text")
+            .unwrap_or_default()
+            .to_owned(),
+        body: String::from_utf8_lossy(frame.body()).into_owned(),
+        job_uuid,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,148 @@
+//! What does the capture's local HTTP endpoint serve?
+//!
+//! - `GET /health`: JSON with each node's connection, session and liveness state,
+//!   generation, reconnect attempts and last error, plus queue depth and the writer's last
+//!   error. Status 200 when every node is ready, 503 otherwise.
+//! - `GET /metrics`: the Prometheus text exposition.
+//! - `POST /v1/api` and `POST /v1/bgapi` with `{"command": "...", "node": "slug"?}`:
+//!   the command gateway. They need `Authorization: Bearer <token>`; the command goes out on
+//!   the node's capture connection, so the dispatch and every reply are captured.
+//!
+//! Bind it to 127.0.0.1 (the CLI default): it is a control API.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Gateway;
+use super::client::{GatewayCommand, GatewayError};
+use super::queue::CaptureQueue;
+use super::telemetry::Telemetry;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// Metrics and health.
+    pub telemetry: Arc<Telemetry>,
+    /// The command gateway.
+    pub gateway: Gateway,
+    /// The bearer token the gateway requires.
+    pub token: Arc<str>,
+    /// Queue depth for `/health`.
+    pub queue: Option<Arc<CaptureQueue>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommandBody {
+    command: String,
+    node: Option<String>,
+}
+
+/// The router of the endpoints above.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/api", post(api))
+        .route("/v1/bgapi", post(bgapi))
+        .with_state(state)
+}
+
+async fn health(State(state): State<HttpState>) -> Response {
+    let nodes = state.telemetry.health();
+    let all_ready = !nodes.is_empty() && nodes.values().all(|h| h.connection == "ready");
+    let (items, bytes) = state.queue.as_ref().map_or((0, 0), |q| q.depth());
+    let body = json!({
+        "status": if all_ready { "ok" } else { "degraded" },
+        "nodes": nodes,
+        "queue": {"items": items, "bytes": bytes},
+        "writer_error": state.telemetry.writer_error(),
+    });
+    let code = if all_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.telemetry.encode(),
+    )
+        .into_response()
+}
+
+async fn api(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Json(body): Json<CommandBody>,
+) -> Response {
+    dispatch(state, &headers, body, GatewayCommand::Api).await
+}
+
+async fn bgapi(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Json(body): Json<CommandBody>,
+) -> Response {
+    dispatch(state, &headers, body, GatewayCommand::BgApi).await
+}
+
+async fn dispatch(
+    state: HttpState,
+    headers: &HeaderMap,
+    body: CommandBody,
+    make: fn(String) -> GatewayCommand,
+) -> Response {
+    if !authorized(headers, &state.token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bearer token required"})),
+        )
+            .into_response();
+    }
+    match state
+        .gateway
+        .dispatch(body.node.as_deref(), make(body.command))
+        .await
+    {
+        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
+        Err(error) => {
+            let code = match error {
+                GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
+                GatewayError::NotReady | GatewayError::NodeStopped => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::GATEWAY_TIMEOUT,
+            };
+            (code, Json(json!({"error": error.to_string()}))).into_response()
+        }
+    }
+}
+
+/// Compares the bearer token in constant time (no early exit on the first differing byte).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    !token.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,277 @@
+//! How is live FreeSWITCH traffic captured into the artifact store?
+//!
+//! The capture layer sits on `esl` (codec and session), `record` and `store`
+//! (`docs/capture.md` is the operator's view and the artifact table).
+//!
+//! - [`artifact`] maps frames, dispatches and connection changes to replay envelopes with
+//!   the apntalk names and fields, plus our own wire-log artifacts.
+//! - [`client`] keeps one node connected (auth, restore, backoff with full jitter,
+//!   generations, gap markers) and feeds the queue.
+//! - [`queue`] is the byte-bounded queue to the batch writer thread; when full it drops and
+//!   records exactly what it dropped.
+//! - [`telemetry`] holds the Prometheus metrics and per-node health; [`http`] serves
+//!   `/health`, `/metrics` and the bearer-token command gateway.
+//! - [`command`] is a small client for one-off `api`/`bgapi` commands (the replay injector).
+//!
+//! [`Capture`] wires them together for any number of nodes sharing one store.
+
+pub mod artifact;
+pub mod client;
+pub mod command;
+pub mod http;
+pub mod queue;
+pub mod telemetry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use artifact::NodeIdentity;
+use client::{GatewayCommand, GatewayError, GatewayReply, GatewayRequest, NodeConfig, NodeExit};
+use queue::{CaptureQueue, WriterOptions};
+use telemetry::Telemetry;
+
+use crate::store::ArtifactStore;
+
+/// Default write-queue bound: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// One node to capture and its slug.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// `runtime_flags.pbx_node_slug` of its artifacts; unique within the process.
+    pub slug: String,
+    /// Connection settings.
+    pub config: NodeConfig,
+}
+
+/// Capture-wide options.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Bound of the write queue in bytes.
+    pub queue_bytes: usize,
+    /// Writer batching.
+    pub writer: WriterOptions,
+    /// `runtime_flags.worker_session_id` of every artifact, if set.
+    pub worker_session_id: Option<String>,
+    /// The process session id; a new UUIDv4 when `None`.
+    pub session_id: Option<String>,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            writer: WriterOptions::default(),
+            worker_session_id: None,
+            session_id: None,
+        }
+    }
+}
+
+/// Errors starting or stopping a capture.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaptureError {
+    /// No node was configured.
+    #[error("no esl node to capture")]
+    NoNodes,
+    /// Two nodes share a slug.
+    #[error("node slug {0:?} is used twice")]
+    DuplicateSlug(String),
+    /// The writer thread could not start.
+    #[error("could not start the writer thread")]
+    Spawn(#[source] std::io::Error),
+    /// The writer thread panicked.
+    #[error("the writer thread panicked")]
+    WriterPanicked,
+    /// The store failed at shutdown (final write or sync).
+    #[error("the store failed while flushing at shutdown")]
+    Store(#[from] crate::store::Error),
+}
+
+/// Dispatches commands through the capture connections; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    nodes: Arc<BTreeMap<String, mpsc::Sender<GatewayRequest>>>,
+}
+
+impl Gateway {
+    /// The node slugs.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// Sends a command through `node` (the only node when `None`) and awaits its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError`]; an unknown node or several nodes without a choice are
+    /// [`GatewayError::Refused`].
+    pub async fn dispatch(
+        &self,
+        node: Option<&str>,
+        command: GatewayCommand,
+    ) -> Result<GatewayReply, GatewayError> {
+        let sender = match node {
+            Some(slug) => self.nodes.get(slug),
+            None if self.nodes.len() == 1 => self.nodes.values().next(),
+            None => return Err(GatewayError::Refused("several nodes: name one".into())),
+        }
+        .ok_or_else(|| GatewayError::Refused(format!("unknown node {node:?}")))?;
+        let (reply, wait) = oneshot::channel();
+        sender
+            .send(GatewayRequest { command, reply })
+            .await
+            .map_err(|_| GatewayError::NodeStopped)?;
+        wait.await.map_err(|_| GatewayError::NodeStopped)?
+    }
+}
+
+/// A running capture: node tasks, the queue and the writer thread.
+#[derive(Debug)]
+pub struct Capture {
+    session_id: String,
+    queue: Arc<CaptureQueue>,
+    telemetry: Arc<Telemetry>,
+    shutdown: watch::Sender<bool>,
+    nodes: Vec<(String, JoinHandle<NodeExit>)>,
+    gateway: Gateway,
+    writer: std::thread::JoinHandle<crate::store::Result<Box<dyn ArtifactStore>>>,
+}
+
+impl Capture {
+    /// Starts capturing every node into `store`. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// No nodes, duplicate slugs, or the writer thread could not start.
+    pub fn start(
+        nodes: Vec<NodeSpec>,
+        store: Box<dyn ArtifactStore>,
+        options: CaptureOptions,
+    ) -> Result<Capture, CaptureError> {
+        if nodes.is_empty() {
+            return Err(CaptureError::NoNodes);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for node in &nodes {
+            if !seen.insert(node.slug.clone()) {
+                return Err(CaptureError::DuplicateSlug(node.slug.clone()));
+            }
+        }
+        let session_id = options
+            .session_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let identities: Vec<Arc<NodeIdentity>> = nodes
+            .iter()
+            .map(|n| {
+                Arc::new(NodeIdentity {
+                    session_id: session_id.clone(),
+                    pbx_node_slug: n.slug.clone(),
+                    worker_session_id: options.worker_session_id.clone(),
+                })
+            })
+            .collect();
+        let telemetry = Arc::new(Telemetry::new());
+        let queue = Arc::new(CaptureQueue::new(
+            options.queue_bytes,
+            identities,
+            Arc::clone(&telemetry),
+        ));
+        let writer = queue::spawn_writer(Arc::clone(&queue), store, options.writer)
+            .map_err(CaptureError::Spawn)?;
+        let (shutdown, watch) = watch::channel(false);
+        let mut senders = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (index, node) in nodes.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(64);
+            senders.insert(node.slug.clone(), tx);
+            let task = tokio::spawn(client::run_node(
+                index,
+                node.config,
+                Arc::clone(&queue),
+                Arc::clone(&telemetry),
+                rx,
+                watch.clone(),
+            ));
+            tasks.push((node.slug, task));
+        }
+        Ok(Capture {
+            session_id,
+            queue,
+            telemetry,
+            shutdown,
+            nodes: tasks,
+            gateway: Gateway {
+                nodes: Arc::new(senders),
+            },
+            writer,
+        })
+    }
+
+    /// The process session id stamped on every artifact.
+    #[must_use]
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Metrics and health.
+    #[must_use]
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.telemetry)
+    }
+
+    /// The command gateway.
+    #[must_use]
+    pub fn gateway(&self) -> Gateway {
+        self.gateway.clone()
+    }
+
+    /// The write queue.
+    #[must_use]
+    pub fn queue(&self) -> Arc<CaptureQueue> {
+        Arc::clone(&self.queue)
+    }
+
+    /// Items and bytes waiting in the write queue.
+    #[must_use]
+    pub fn queue_depth(&self) -> (usize, usize) {
+        self.queue.depth()
+    }
+
+    /// Whether every node task has ended (terminal failures or gave up).
+    #[must_use]
+    pub fn all_nodes_stopped(&self) -> bool {
+        self.nodes.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// Stops every node, drains the queue into the store, syncs it and hands it back with
+    /// each node's exit.
+    ///
+    /// # Errors
+    ///
+    /// The writer failed or panicked.
+    pub async fn shutdown(
+        self,
+    ) -> Result<(Box<dyn ArtifactStore>, Vec<(String, NodeExit)>), CaptureError> {
+        let _ = self.shutdown.send(true);
+        let mut exits = Vec::new();
+        for (slug, task) in self.nodes {
+            let exit = task
+                .await
+                .unwrap_or_else(|e| NodeExit::Terminal(format!("node task failed: {e}")));
+            exits.push((slug, exit));
+        }
+        self.queue.close();
+        let writer = self.writer;
+        let store = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|_| CaptureError::WriterPanicked)?
+            .map_err(|_| CaptureError::WriterPanicked)??;
+        Ok((store, exits))
+    }
+}

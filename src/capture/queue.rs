@@ -1,0 +1,452 @@
+//! How do captured items reach the store without the socket ever waiting on storage?
+//!
+//! [`CaptureQueue`] is a queue bounded in bytes between the socket tasks (which only ever
+//! [`CaptureQueue::push`], never block) and one writer thread ([`spawn_writer`]) that maps
+//! items to envelopes and appends them in batches; the store's group commit makes a batch
+//! durable with one sync. The queue also hands out each node's capture sequence, so every
+//! item, stored or dropped, has one.
+//!
+//! When an item does not fit, it is dropped and counted in the node's drop run (how many,
+//! bytes, first and last capture sequence). The next item of that node that fits is
+//! preceded by a `capture.gap` marker with exactly that run, so no loss is silent and the
+//! capture sequences of stored records plus the gap ranges cover every sequence handed out.
+//! A run still open at shutdown is written then.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use time::OffsetDateTime;
+
+use super::artifact::{Captured, GapKind, Mapper, NodeIdentity, Stamp};
+use super::telemetry::Telemetry;
+use crate::record::{Record, RecordId};
+use crate::store::ArtifactStore;
+
+/// Bytes an item is charged on top of its frame bytes (envelope maps, bookkeeping).
+const ITEM_OVERHEAD: usize = 512;
+
+/// One queued item.
+#[derive(Debug)]
+struct Entry {
+    node: usize,
+    stamp: Stamp,
+    captured: Captured,
+    size: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DropRun {
+    dropped: u64,
+    bytes: u64,
+    first: u64,
+    last: u64,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    items: VecDeque<Entry>,
+    bytes: usize,
+    next_sequence: Vec<u64>,
+    drops: Vec<Option<DropRun>>,
+    closed: bool,
+}
+
+/// What happened to a pushed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued with this capture sequence.
+    Queued(u64),
+    /// Dropped (queue full); it had this capture sequence.
+    Dropped(u64),
+    /// The queue is closed (shutdown).
+    Closed,
+}
+
+/// The bounded queue between the socket tasks and the writer (see the module docs).
+#[derive(Debug)]
+pub struct CaptureQueue {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+    max_bytes: usize,
+    nodes: Vec<Arc<NodeIdentity>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl CaptureQueue {
+    /// A queue holding at most `max_bytes` (frame bytes plus a fixed overhead per item) for
+    /// these nodes (indexes into `nodes` name a node in [`CaptureQueue::push`]).
+    #[must_use]
+    pub fn new(
+        max_bytes: usize,
+        nodes: Vec<Arc<NodeIdentity>>,
+        telemetry: Arc<Telemetry>,
+    ) -> CaptureQueue {
+        let n = nodes.len();
+        CaptureQueue {
+            inner: Mutex::new(Inner {
+                next_sequence: vec![1; n],
+                drops: vec![None; n],
+                ..Inner::default()
+            }),
+            wake: Condvar::new(),
+            max_bytes,
+            nodes,
+            telemetry,
+        }
+    }
+
+    /// The nodes this queue serves.
+    #[must_use]
+    pub fn nodes(&self) -> &[Arc<NodeIdentity>] {
+        &self.nodes
+    }
+
+    /// Queues an item of `node`, or drops it when the queue is full. Never blocks beyond a
+    /// short lock.
+    pub fn push(
+        &self,
+        node: usize,
+        connection_generation: u64,
+        captured_at: OffsetDateTime,
+        captured: Captured,
+    ) -> Pushed {
+        let size = ITEM_OVERHEAD + captured_size(&captured);
+        let mut inner = self.inner.lock();
+        if inner.closed || node >= inner.next_sequence.len() {
+            return Pushed::Closed;
+        }
+        let sequence = inner.next_sequence[node];
+        inner.next_sequence[node] += 1;
+        let gap_size = if inner.drops[node].is_some() {
+            ITEM_OVERHEAD
+        } else {
+            0
+        };
+        if inner.bytes + size + gap_size > self.max_bytes && !inner.items.is_empty() {
+            let run = inner.drops[node].get_or_insert(DropRun {
+                dropped: 0,
+                bytes: 0,
+                first: sequence,
+                last: sequence,
+                generation: connection_generation,
+            });
+            run.dropped += 1;
+            run.bytes += size as u64;
+            run.last = sequence;
+            drop(inner);
+            self.telemetry
+                .drops
+                .get_or_create(&Telemetry::node(&self.nodes[node].pbx_node_slug))
+                .inc();
+            return Pushed::Dropped(sequence);
+        }
+        let mut sequence = sequence;
+        if let Some(run) = inner.drops[node].take() {
+            // The marker takes this sequence; the item the next one.
+            let marker_sequence = sequence;
+            sequence = inner.next_sequence[node];
+            inner.next_sequence[node] += 1;
+            Self::enqueue(
+                &mut inner,
+                Entry {
+                    node,
+                    stamp: Stamp {
+                        capture_sequence: marker_sequence,
+                        captured_at,
+                        connection_generation: run.generation,
+                    },
+                    captured: Captured::Gap(GapKind::LocalDrop {
+                        dropped: run.dropped,
+                        dropped_bytes: run.bytes,
+                        first_capture_sequence: run.first,
+                        last_capture_sequence: run.last,
+                    }),
+                    size: ITEM_OVERHEAD,
+                },
+            );
+        }
+        Self::enqueue(
+            &mut inner,
+            Entry {
+                node,
+                stamp: Stamp {
+                    capture_sequence: sequence,
+                    captured_at,
+                    connection_generation,
+                },
+                captured,
+                size,
+            },
+        );
+        self.telemetry.queue_depth.set(inner.items.len() as i64);
+        self.telemetry.queue_bytes.set(inner.bytes as i64);
+        drop(inner);
+        self.wake.notify_one();
+        Pushed::Queued(sequence)
+    }
+
+    /// Adds items the writer could not store to the node's drop run.
+    fn merge_drop_run(&self, node: usize, lost: DropRun) {
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.drops.get_mut(node) else {
+            return;
+        };
+        let run = slot.get_or_insert(DropRun {
+            dropped: 0,
+            bytes: 0,
+            ..lost
+        });
+        run.dropped += lost.dropped;
+        run.bytes += lost.bytes;
+        run.first = run.first.min(lost.first);
+        run.last = run.last.max(lost.last);
+        drop(inner);
+        if let Some(identity) = self.nodes.get(node) {
+            self.telemetry
+                .drops
+                .get_or_create(&Telemetry::node(&identity.pbx_node_slug))
+                .inc_by(lost.dropped);
+        }
+    }
+
+    fn enqueue(inner: &mut Inner, entry: Entry) {
+        inner.bytes += entry.size;
+        inner.items.push_back(entry);
+    }
+
+    /// Items and bytes waiting.
+    #[must_use]
+    pub fn depth(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.items.len(), inner.bytes)
+    }
+
+    /// Stops accepting items; the writer drains what is queued, writes open drop runs as
+    /// gap markers, syncs and ends.
+    pub fn close(&self) {
+        self.inner.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Whether [`CaptureQueue::close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
+    /// Turns open drop runs into gap markers (at shutdown).
+    fn flush_drop_runs(inner: &mut Inner) {
+        let runs: Vec<(usize, DropRun)> = inner
+            .drops
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(node, run)| run.take().map(|r| (node, r)))
+            .collect();
+        for (node, run) in runs {
+            let sequence = inner.next_sequence[node];
+            inner.next_sequence[node] += 1;
+            Self::enqueue(
+                inner,
+                Entry {
+                    node,
+                    stamp: Stamp {
+                        capture_sequence: sequence,
+                        captured_at: OffsetDateTime::now_utc(),
+                        connection_generation: run.generation,
+                    },
+                    captured: Captured::Gap(GapKind::LocalDrop {
+                        dropped: run.dropped,
+                        dropped_bytes: run.bytes,
+                        first_capture_sequence: run.first,
+                        last_capture_sequence: run.last,
+                    }),
+                    size: ITEM_OVERHEAD,
+                },
+            );
+        }
+    }
+
+    /// Up to `max` items; waits up to `wait` for the first. `None` once closed and empty.
+    fn pop_batch(&self, max: usize, wait: Duration) -> Option<Vec<Entry>> {
+        let mut inner = self.inner.lock();
+        if inner.items.is_empty() && !inner.closed {
+            self.wake.wait_for(&mut inner, wait);
+        }
+        if inner.items.is_empty() && inner.closed {
+            Self::flush_drop_runs(&mut inner);
+            if inner.items.is_empty() {
+                return None;
+            }
+        }
+        let n = inner.items.len().min(max);
+        let batch: Vec<Entry> = inner.items.drain(..n).collect();
+        inner.bytes -= batch.iter().map(|e| e.size).sum::<usize>();
+        self.telemetry.queue_depth.set(inner.items.len() as i64);
+        self.telemetry.queue_bytes.set(inner.bytes as i64);
+        Some(batch)
+    }
+}
+
+fn captured_size(captured: &Captured) -> usize {
+    match captured {
+        Captured::Frame { frame, .. } => frame.raw_head().len() + frame.body().len(),
+        Captured::Malformed { bytes, .. } => bytes.len(),
+        Captured::Mutation { document, .. } => document.to_string().len(),
+        _ => 0,
+    }
+}
+
+/// Writer options.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Most items per store batch.
+    pub max_batch: usize,
+    /// Delay before retrying a failed batch.
+    pub retry_delay: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            max_batch: 4096,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A mapped batch on its way from the mapping thread to the store thread.
+struct Mapped {
+    records: Vec<Record>,
+    per_node: Vec<u64>,
+    runs: Vec<Option<DropRun>>,
+}
+
+/// Starts the writer: a mapping thread turns queued items into complete records (the
+/// checksum is most of the work) while the store thread appends the previous batch with
+/// `append_records`, so the two overlap. The store thread appends until the queue is closed
+/// and drained, then syncs the store and hands it back.
+///
+/// # Errors
+///
+/// A thread could not be spawned.
+pub fn spawn_writer(
+    queue: Arc<CaptureQueue>,
+    mut store: Box<dyn ArtifactStore>,
+    options: WriterOptions,
+) -> std::io::Result<JoinHandle<crate::store::Result<Box<dyn ArtifactStore>>>> {
+    let (batches, mapped) = std::sync::mpsc::sync_channel::<Mapped>(2);
+    let mapper_queue = Arc::clone(&queue);
+    let mapper = std::thread::Builder::new()
+        .name("capture-mapper".into())
+        .spawn(move || map_batches(&mapper_queue, options.max_batch, &batches))?;
+    std::thread::Builder::new()
+        .name("capture-writer".into())
+        .spawn(move || {
+            let telemetry = Arc::clone(&queue.telemetry);
+            let labels: Vec<_> = queue
+                .nodes
+                .iter()
+                .map(|n| Telemetry::node(&n.pbx_node_slug))
+                .collect();
+            let mut last = store.stats()?.last_sequence;
+            for batch in mapped {
+                let Mapped {
+                    records,
+                    per_node,
+                    runs,
+                } = batch;
+                // Records were built with sequence 1; place them after the store's last one.
+                let records = records
+                    .into_iter()
+                    .zip(last + 1..)
+                    .map(|(record, sequence)| {
+                        let mut fields = record.into_fields();
+                        fields.append_sequence = sequence;
+                        Record::new(fields)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let started = Instant::now();
+                match store.append_records(&records) {
+                    Ok(()) => {
+                        telemetry.append_latency.observe(started.elapsed().as_secs_f64());
+                        telemetry.set_writer_error(None);
+                        last += records.len() as u64;
+                        for (label, n) in labels.iter().zip(per_node) {
+                            telemetry.artifacts.get_or_create(label).inc_by(n);
+                        }
+                    }
+                    Err(error) if queue.is_closed() => return Err(error),
+                    Err(error) => {
+                        // The batch is lost: account for it like a queue drop, so the next
+                        // write of each node carries a gap marker naming these sequences.
+                        telemetry.write_errors.inc();
+                        tracing::error!(%error, records = records.len(), "store batch write failed; recorded as a gap");
+                        telemetry.set_writer_error(Some(error.to_string()));
+                        for (node, run) in runs.into_iter().enumerate() {
+                            if let Some(run) = run {
+                                queue.merge_drop_run(node, run);
+                            }
+                        }
+                        last = store.stats()?.last_sequence;
+                        std::thread::sleep(options.retry_delay);
+                    }
+                }
+            }
+            let _ = mapper.join();
+            store.sync()?;
+            Ok(store)
+        })
+}
+
+/// The mapping thread: queue items to complete records, until the queue is closed and empty.
+fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::SyncSender<Mapped>) {
+    let mut mappers: Vec<Mapper> = queue.nodes.iter().cloned().map(Mapper::new).collect();
+    while let Some(batch) = queue.pop_batch(max_batch, Duration::from_millis(200)) {
+        if batch.is_empty() {
+            continue;
+        }
+        let mut per_node = vec![0u64; mappers.len()];
+        let mut runs: Vec<Option<DropRun>> = vec![None; mappers.len()];
+        let mut records = Vec::with_capacity(batch.len() + 8);
+        let stored_at = OffsetDateTime::now_utc();
+        for entry in batch {
+            let run = runs[entry.node].get_or_insert(DropRun {
+                dropped: 0,
+                bytes: 0,
+                first: entry.stamp.capture_sequence,
+                last: entry.stamp.capture_sequence,
+                generation: entry.stamp.connection_generation,
+            });
+            run.dropped += 1;
+            run.bytes += entry.size as u64;
+            run.first = run.first.min(entry.stamp.capture_sequence);
+            run.last = run.last.max(entry.stamp.capture_sequence);
+            for envelope in mappers[entry.node].map(&entry.stamp, entry.captured) {
+                match Record::from_envelope(envelope, RecordId::generate(), stored_at, 1) {
+                    Ok(record) => {
+                        per_node[entry.node] += 1;
+                        records.push(record);
+                    }
+                    // Our envelopes are always valid; if one is not, say so loudly.
+                    Err(error) => {
+                        tracing::error!(%error, "capture built an invalid record; skipped")
+                    }
+                }
+            }
+        }
+        if out
+            .send(Mapped {
+                records,
+                per_node,
+                runs,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! What does the capture report about itself: Prometheus metrics and per-node health?
+//!
+//! [`Telemetry`] is shared by the socket tasks, the writer and the HTTP endpoints. Counters
+//! are labelled by node slug; the queue gauges and the append-latency histogram are global
+//! because one writer serves every node. [`NodeHealth`] is the `/health` view of one node.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// The node label of per-node metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The node's slug.
+    pub node: String,
+}
+
+/// Health of one node, as `/health` shows it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// The FreeSWITCH address.
+    pub address: String,
+    /// `connecting`, `connected`, `ready`, `backing_off`, `stopped`.
+    pub connection: String,
+    /// The session phase (`esl::session::Phase::as_str`).
+    pub session: String,
+    /// `live`, `degraded`, `dead`.
+    pub liveness: String,
+    /// The current connection generation.
+    pub connection_generation: u64,
+    /// Connect attempts since the last ready session.
+    pub reconnect_attempts: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Metrics and health shared across the capture.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    /// Frames read from FreeSWITCH.
+    pub frames: Family<NodeLabel, Counter>,
+    /// Bytes of frames read.
+    pub bytes: Family<NodeLabel, Counter>,
+    /// Artifacts written to the store.
+    pub artifacts: Family<NodeLabel, Counter>,
+    /// Artifacts dropped because the write queue was full.
+    pub drops: Family<NodeLabel, Counter>,
+    /// TCP connects after the first.
+    pub reconnects: Family<NodeLabel, Counter>,
+    /// Items waiting in the write queue.
+    pub queue_depth: Gauge<i64, AtomicI64>,
+    /// Bytes waiting in the write queue.
+    pub queue_bytes: Gauge<i64, AtomicI64>,
+    /// Failed store writes (each retried).
+    pub write_errors: Counter<u64, AtomicU64>,
+    /// Seconds per store batch append.
+    pub append_latency: Histogram,
+    health: Mutex<BTreeMap<String, NodeHealth>>,
+    writer_error: Mutex<Option<String>>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every metric under the `esl_capture` prefix.
+    #[must_use]
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::with_prefix("esl_capture");
+        let t = Telemetry {
+            frames: Family::default(),
+            bytes: Family::default(),
+            artifacts: Family::default(),
+            drops: Family::default(),
+            reconnects: Family::default(),
+            queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            write_errors: Counter::default(),
+            append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            health: Mutex::new(BTreeMap::new()),
+            writer_error: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register("frames", "Frames read from FreeSWITCH", t.frames.clone());
+        registry.register("bytes", "Bytes of frames read", t.bytes.clone());
+        registry.register(
+            "artifacts",
+            "Artifacts written to the store",
+            t.artifacts.clone(),
+        );
+        registry.register(
+            "dropped_artifacts",
+            "Artifacts dropped because the write queue was full",
+            t.drops.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "TCP connects after the first",
+            t.reconnects.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Items in the write queue",
+            t.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_bytes",
+            "Bytes in the write queue",
+            t.queue_bytes.clone(),
+        );
+        registry.register(
+            "write_errors",
+            "Failed store batch writes",
+            t.write_errors.clone(),
+        );
+        registry.register(
+            "append_latency_seconds",
+            "Store batch append latency",
+            t.append_latency.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Updates one node's health.
+    pub fn update_health(&self, slug: &str, update: impl FnOnce(&mut NodeHealth)) {
+        update(self.health.lock().entry(slug.to_owned()).or_default());
+    }
+
+    /// Every node's health, by slug.
+    #[must_use]
+    pub fn health(&self) -> BTreeMap<String, NodeHealth> {
+        self.health.lock().clone()
+    }
+
+    /// Records (or clears) the writer's last error.
+    pub fn set_writer_error(&self, error: Option<String>) {
+        *self.writer_error.lock() = error;
+    }
+
+    /// The writer's last error.
+    #[must_use]
+    pub fn writer_error(&self) -> Option<String> {
+        self.writer_error.lock().clone()
+    }
+
+    /// The label for a node.
+    #[must_use]
+    pub fn node(slug: &str) -> NodeLabel {
+        NodeLabel {
+            node: slug.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! `esl-replay capture`: capture one or more FreeSWITCH nodes into a store until SIGINT or
+//! SIGTERM (or `--duration`), then flush and sync the store.
+//!
+//! Passwords come from `--password-file` or the `ESL_PASSWORD` environment variable (default
+//! `ClueCon`), never from the command line; the gateway token from `--token-file` or
+//! `ESL_REPLAY_TOKEN`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
+//! `--config` file (format in `docs/capture.md`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use super::Outcome;
+use crate::capture::client::{NodeConfig, NodeExit, Password};
+use crate::capture::http::{HttpState, router};
+use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
+use crate::esl::session::Subscriptions;
+use crate::retention::{PeriodicPrune, PrunePolicy};
+
+#[derive(Debug, Args)]
+pub(crate) struct CaptureArgs {
+    /// FreeSWITCH event socket as `[SLUG=]HOST:PORT` (repeat for several nodes; default
+    /// 127.0.0.1:8021). The slug tags artifacts as `runtime_flags.pbx_node_slug`.
+    #[arg(long = "esl")]
+    esl: Vec<String>,
+    /// Store to append to (a directory, or a `.sqlite` file).
+    #[arg(long, short = 's', env = "ESL_REPLAY_STORE")]
+    store: Option<PathBuf>,
+    /// TOML configuration file (nodes, store, options); flags override its top-level values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// File holding the ESL password (else `ESL_PASSWORD`, else `ClueCon`).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Events to subscribe to (plain format), comma separated; `CUSTOM` subclasses last.
+    #[arg(long, default_value = "ALL", value_delimiter = ',')]
+    events: Vec<String>,
+    /// Delivery filter `HEADER=VALUE` (repeatable). Add `Event-Name=HEARTBEAT` to keep the
+    /// liveness signal.
+    #[arg(long = "filter")]
+    filters: Vec<String>,
+    /// Bound of the write queue (`64MiB`, `512KiB`, bytes).
+    #[arg(long, value_parser = parse_bytes)]
+    queue_bytes: Option<u64>,
+    /// Serve `/health`, `/metrics` and the command gateway on this address (e.g.
+    /// 127.0.0.1:9821).
+    #[arg(long)]
+    http: Option<String>,
+    /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without one the
+    /// gateway refuses every command).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Stop after this long (e.g. `30s`); default: until SIGINT/SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// `runtime_flags.worker_session_id` of every artifact.
+    #[arg(long)]
+    worker_session_id: Option<String>,
+    /// Prune records older than this, every `--retention-interval` (segment-log stores).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retain_for: Option<Duration>,
+    /// How often retention runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    retention_interval: Duration,
+    /// Checkpoint directory retention must honour.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+}
+
+/// The TOML configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    store: Option<PathBuf>,
+    queue_bytes: Option<u64>,
+    http: Option<String>,
+    token_file: Option<PathBuf>,
+    worker_session_id: Option<String>,
+    #[serde(default, rename = "node")]
+    nodes: Vec<FileNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    slug: Option<String>,
+    esl: String,
+    password_file: Option<PathBuf>,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    filters: Vec<(String, String)>,
+}
+
+pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("parse {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let store_path = args
+        .store
+        .clone()
+        .or(file.store.clone())
+        .context("--store (or `store` in the config file) is required")?;
+    let default_password = read_password(args.password_file.as_deref())?;
+    let filters = args
+        .filters
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .with_context(|| format!("--filter {f:?} is not HEADER=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut nodes = Vec::new();
+    for node in &file.nodes {
+        let password = match &node.password_file {
+            Some(path) => read_password(Some(path))?,
+            None => default_password.clone(),
+        };
+        let mut config = NodeConfig::new(node.esl.clone());
+        config.password = password;
+        config.subscriptions = Subscriptions {
+            events: node.events.clone().unwrap_or_else(|| args.events.clone()),
+            filters: node.filters.clone(),
+        };
+        nodes.push(NodeSpec {
+            slug: node.slug.clone().unwrap_or_else(|| node.esl.clone()),
+            config,
+        });
+    }
+    let esl = if args.esl.is_empty() && nodes.is_empty() {
+        vec!["127.0.0.1:8021".to_owned()]
+    } else {
+        args.esl.clone()
+    };
+    for spec in esl {
+        let (slug, address) = match spec.split_once('=') {
+            Some((slug, address)) => (slug.to_owned(), address.to_owned()),
+            None => (spec.clone(), spec.clone()),
+        };
+        let mut config = NodeConfig::new(address);
+        config.password = default_password.clone();
+        config.subscriptions = Subscriptions {
+            events: args.events.clone(),
+            filters: filters.clone(),
+        };
+        nodes.push(NodeSpec { slug, config });
+    }
+    let token = match args.token_file.as_ref().or(file.token_file.as_ref()) {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("ESL_REPLAY_TOKEN").unwrap_or_default(),
+    };
+    let options = CaptureOptions {
+        queue_bytes: args
+            .queue_bytes
+            .or(file.queue_bytes)
+            .map_or(DEFAULT_QUEUE_BYTES, |b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
+        worker_session_id: args
+            .worker_session_id
+            .clone()
+            .or(file.worker_session_id.clone()),
+        ..CaptureOptions::default()
+    };
+    let http = args.http.clone().or(file.http.clone());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(capture(args, &store_path, nodes, options, http, token))
+}
+
+async fn capture(
+    args: &CaptureArgs,
+    store_path: &Path,
+    nodes: Vec<NodeSpec>,
+    options: CaptureOptions,
+    http: Option<String>,
+    token: String,
+) -> anyhow::Result<Outcome> {
+    let store = crate::store::open(store_path, None)
+        .with_context(|| format!("open store {}", store_path.display()))?;
+    let slugs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.slug, n.config.address))
+        .collect();
+    let capture = Capture::start(nodes, store, options).context("start the capture")?;
+    tracing::info!(session_id = capture.session_id(), nodes = ?slugs, store = %store_path.display(), "capture started");
+    eprintln!(
+        "capturing {} into {} (session {})",
+        slugs.join(", "),
+        store_path.display(),
+        capture.session_id()
+    );
+
+    let server = match http {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("bind {address}"))?;
+            let state = HttpState {
+                telemetry: capture.telemetry(),
+                gateway: capture.gateway(),
+                token: Arc::from(token),
+                queue: Some(capture.queue()),
+            };
+            eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi on {address}");
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router(state)).await {
+                    tracing::error!(%error, "http server failed");
+                }
+            }))
+        }
+        None => None,
+    };
+    let retention = match args.retain_for {
+        Some(age) if crate::store::Backend::for_path(store_path) == crate::store::Backend::Log => {
+            Some(PeriodicPrune::start(
+                store_path.to_path_buf(),
+                args.checkpoint_dir.clone(),
+                PrunePolicy {
+                    max_record_age: Some(age),
+                    max_stream_bytes: None,
+                    protected_record_count: 0,
+                },
+                args.retention_interval,
+            ))
+        }
+        Some(_) => bail!("--retain-for needs a segment-log store"),
+        None => None,
+    };
+
+    wait_for_stop(args.duration, &capture).await;
+    eprintln!("stopping: flushing and syncing the store");
+    if let Some(server) = server {
+        server.abort();
+    }
+    if let Some(retention) = retention {
+        retention.stop();
+    }
+    let telemetry = capture.telemetry();
+    let (store, exits) = capture.shutdown().await.context("flush the store")?;
+    let stats = store.stats().context("store stats")?;
+    drop(store);
+    let artifacts: u64 = telemetry_sum(&telemetry.encode(), "esl_capture_artifacts_total");
+    let drops: u64 = telemetry_sum(&telemetry.encode(), "esl_capture_dropped_artifacts_total");
+    eprintln!(
+        "captured {artifacts} artifacts ({drops} dropped); store holds {} records up to sequence {}",
+        stats.records, stats.last_sequence
+    );
+    let mut failed = false;
+    for (slug, exit) in exits {
+        match exit {
+            NodeExit::Shutdown => {}
+            NodeExit::Terminal(reason) | NodeExit::GaveUp(reason) => {
+                failed = true;
+                eprintln!("node {slug} stopped: {reason}");
+            }
+        }
+    }
+    if failed {
+        bail!("a node stopped before shutdown");
+    }
+    Ok(Outcome::Success)
+}
+
+/// Waits for SIGINT, SIGTERM, the duration, or every node having stopped on its own.
+async fn wait_for_stop(duration: Option<Duration>, capture: &Capture) {
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    let stopped = async {
+        while !capture.all_nodes_stopped() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+        () = deadline => {}
+        () = stopped => {}
+    }
+}
+
+fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {
+    Ok(match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read password file {}", path.display()))?;
+            Password::new(text.trim_end_matches(['\n', '\r']))
+        }
+        None => std::env::var("ESL_PASSWORD").map_or_else(|_| Password::default(), Password::new),
+    })
+}
+
+/// Sums every sample of a counter family in a Prometheus text exposition.
+fn telemetry_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}

@@ -1,0 +1,1214 @@
+//! What does an inbound ESL client session do with each frame, command and tick of time?
+//!
+//! [`Session`] is a sans-IO state machine for one TCP connection to FreeSWITCH (spec:
+//! `esl-protocol.md` §1.1, §1.3-1.6, §1.10-1.11, §4.9). It never touches a socket or a
+//! clock: the driver feeds it decoded [`Frame`]s ([`Session::handle_frame`]), the current
+//! monotonic time as a [`Duration`] since any fixed origin, and timer expiries
+//! ([`Session::handle_timeout`] at [`Session::poll_timeout`]); it hands back the bytes to
+//! write ([`Session::poll_transmit`]) and lifecycle [`Output`]s ([`Session::poll_output`]).
+//! The same inputs always give the same outputs, so tests and replay drive it exactly.
+//!
+//! - Handshake: greeting (`auth/request`) → [`Session::authenticate`] → `+OK accepted`, then
+//!   the desired [`Subscriptions`] are restored (`event plain …`, then each `filter`); the
+//!   session reports [`Output::Ready`] only when every restore command got `+OK`.
+//! - Commands ([`Command`]): `event`, `nixevent`, `noevents`, `filter`, `filter delete`,
+//!   `api`, `bgapi` (always with our own `Job-UUID` header), `log`, `nolog`, `exit`.
+//!   FreeSWITCH answers strictly in order and nothing in a reply names its command, so
+//!   replies are matched first-in first-out ([`Inbound::Reply`]).
+//! - bgapi jobs are tracked by `Job-UUID` until their `BACKGROUND_JOB` event arrives
+//!   ([`Inbound::Event`] names the job) or the orphan timeout passes. Jobs can be carried to
+//!   the next connection ([`Session::take_jobs`]), since FreeSWITCH broadcasts the result.
+//! - Liveness: any inbound frame is activity. After `idle_timeout` without one (default two
+//!   HEARTBEAT intervals) the session turns [`Liveness::Degraded`] and probes with
+//!   `api status`; if nothing arrives within `probe_timeout` it is [`Liveness::Dead`] and
+//!   closes. A command that times out closes the session too, because a late reply would
+//!   otherwise be matched to the wrong command.
+//! - End: a disconnect notice (not a linger notice), a rude rejection, an auth `-ERR`, a
+//!   timeout or end of stream close the session; every pending command is then settled
+//!   with [`Output::Abandoned`], and [`Output::Closed`] says why and whether a reconnect
+//!   makes sense.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::frame::Frame;
+
+/// Timeouts and intervals of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// From connect to `+OK accepted` (greeting and auth reply).
+    pub handshake_timeout: Duration,
+    /// How long an `api` command may wait for its reply.
+    pub api_timeout: Duration,
+    /// How long any other command may wait for its `command/reply`.
+    pub command_timeout: Duration,
+    /// Without any inbound frame for this long the session probes (HEARTBEAT fires every
+    /// 20 s by default, so the default is two missed heartbeats).
+    pub idle_timeout: Duration,
+    /// How long the probe may take before the session is declared dead.
+    pub probe_timeout: Duration,
+    /// How long a bgapi job is tracked before it is reported orphaned.
+    pub job_orphan_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(40),
+            probe_timeout: Duration::from_secs(10),
+            job_orphan_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The event format named in an `event` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventFormat {
+    /// `text/event-plain`: exact, ASCII-safe bytes (the capture default).
+    #[default]
+    Plain,
+    /// `text/event-json`.
+    Json,
+    /// `text/event-xml`.
+    Xml,
+}
+
+impl EventFormat {
+    fn keyword(self) -> &'static str {
+        match self {
+            EventFormat::Plain => "plain",
+            EventFormat::Json => "json",
+            EventFormat::Xml => "xml",
+        }
+    }
+}
+
+/// A command the client sends after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `event <format> <names…>`: adds events to the subscription.
+    Event {
+        /// Format of every later event on the connection.
+        format: EventFormat,
+        /// Event names; put `CUSTOM <subclasses…>` last.
+        names: Vec<String>,
+    },
+    /// `nixevent <names…>`: removes events from the subscription.
+    NixEvent {
+        /// Event names to remove.
+        names: Vec<String>,
+    },
+    /// `noevents`: removes every subscription.
+    NoEvents,
+    /// `filter <header> <value>`.
+    Filter {
+        /// Header name.
+        header: String,
+        /// Value (`+`/`-` prefix, `/regex/`, or a literal).
+        value: String,
+    },
+    /// `filter delete <header> [<value>]`.
+    FilterDelete {
+        /// Header name (or `all`).
+        header: String,
+        /// Value; `None` deletes every filter on the header.
+        value: Option<String>,
+    },
+    /// `api <command>`: runs synchronously; answered by an `api/response`.
+    Api {
+        /// Command and arguments (`status`, `show channels as json`).
+        command: String,
+    },
+    /// `bgapi <command>` with our own `Job-UUID` header.
+    BgApi {
+        /// Command and arguments.
+        command: String,
+        /// The job's UUID, chosen by us so correlation is deterministic.
+        job_uuid: String,
+    },
+    /// `log <level>`: stream console logs as `log/data` frames.
+    Log {
+        /// Log level (`debug`, `7`, …).
+        level: String,
+    },
+    /// `nolog`.
+    NoLog,
+    /// `exit`: ends the session.
+    Exit,
+}
+
+impl Command {
+    /// The command line as sent, without the trailing newline (`api status`).
+    #[must_use]
+    pub fn line(&self) -> String {
+        match self {
+            Command::Event { format, names } => {
+                format!("event {} {}", format.keyword(), names.join(" "))
+            }
+            Command::NixEvent { names } => format!("nixevent {}", names.join(" ")),
+            Command::NoEvents => "noevents".into(),
+            Command::Filter { header, value } => format!("filter {header} {value}"),
+            Command::FilterDelete {
+                header,
+                value: Some(value),
+            } => format!("filter delete {header} {value}"),
+            Command::FilterDelete {
+                header,
+                value: None,
+            } => format!("filter delete {header}"),
+            Command::Api { command } => format!("api {command}"),
+            Command::BgApi { command, .. } => format!("bgapi {command}"),
+            Command::Log { level } => format!("log {level}"),
+            Command::NoLog => "nolog".into(),
+            Command::Exit => "exit".into(),
+        }
+    }
+
+    /// The exact bytes sent: the command line, extra header lines, an empty line.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut text = self.line();
+        text.push('\n');
+        if let Command::BgApi { job_uuid, .. } = self {
+            text.push_str("Job-UUID: ");
+            text.push_str(job_uuid);
+            text.push('\n');
+        }
+        text.push('\n');
+        Bytes::from(text)
+    }
+
+    /// The kind of this command.
+    #[must_use]
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Event { .. } => CommandKind::Event,
+            Command::NixEvent { .. } => CommandKind::NixEvent,
+            Command::NoEvents => CommandKind::NoEvents,
+            Command::Filter { .. } => CommandKind::Filter,
+            Command::FilterDelete { .. } => CommandKind::FilterDelete,
+            Command::Api { .. } => CommandKind::Api,
+            Command::BgApi { .. } => CommandKind::BgApi,
+            Command::Log { .. } => CommandKind::Log,
+            Command::NoLog => CommandKind::NoLog,
+            Command::Exit => CommandKind::Exit,
+        }
+    }
+
+    /// Checks that no text would break the line framing (a newline ends a command).
+    fn validate(&self) -> Result<(), SessionError> {
+        let mut parts: Vec<&str> = Vec::new();
+        match self {
+            Command::Event { names, .. } | Command::NixEvent { names } => {
+                if names.is_empty() {
+                    return Err(SessionError::EmptyEventList);
+                }
+                parts.extend(names.iter().map(String::as_str));
+            }
+            Command::Filter { header, value } => parts.extend([header.as_str(), value.as_str()]),
+            Command::FilterDelete { header, value } => {
+                parts.push(header);
+                parts.extend(value.as_deref());
+            }
+            Command::Api { command } => parts.push(command),
+            Command::BgApi { command, job_uuid } => parts.extend([command.as_str(), job_uuid]),
+            Command::Log { level } => parts.push(level),
+            Command::NoEvents | Command::NoLog | Command::Exit => {}
+        }
+        match parts.iter().find(|p| p.contains(['\n', '\r'])) {
+            Some(part) => Err(SessionError::LineBreakInCommand {
+                text: part.chars().take(64).collect(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a pending request is, without its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// `auth`.
+    Auth,
+    /// `event`.
+    Event,
+    /// `nixevent`.
+    NixEvent,
+    /// `noevents`.
+    NoEvents,
+    /// `filter`.
+    Filter,
+    /// `filter delete`.
+    FilterDelete,
+    /// `api`.
+    Api,
+    /// `bgapi`.
+    BgApi,
+    /// `log`.
+    Log,
+    /// `nolog`.
+    NoLog,
+    /// `exit`.
+    Exit,
+}
+
+impl CommandKind {
+    /// The wire keyword (`api`, `filter`, …; `filter delete` for deletions).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Auth => "auth",
+            CommandKind::Event => "event",
+            CommandKind::NixEvent => "nixevent",
+            CommandKind::NoEvents => "noevents",
+            CommandKind::Filter => "filter",
+            CommandKind::FilterDelete => "filter delete",
+            CommandKind::Api => "api",
+            CommandKind::BgApi => "bgapi",
+            CommandKind::Log => "log",
+            CommandKind::NoLog => "nolog",
+            CommandKind::Exit => "exit",
+        }
+    }
+}
+
+/// Identifies one request within a session (auth, restore, probe and user commands alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// Why a request was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The handshake's `auth`.
+    Handshake,
+    /// Re-applying the desired subscriptions and filters after auth.
+    Restore,
+    /// The liveness probe (`api status`).
+    Probe,
+    /// The session's user.
+    User,
+}
+
+/// One request in flight, as handed back with its reply. The auth password is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The request's id.
+    pub id: CommandId,
+    /// Why it was sent.
+    pub origin: Origin,
+    /// The command; `None` for `auth`.
+    pub command: Option<Command>,
+    /// When it was sent.
+    pub sent_at: Duration,
+    deadline: Duration,
+}
+
+impl Pending {
+    /// The request's kind.
+    #[must_use]
+    pub fn kind(&self) -> CommandKind {
+        self.command
+            .as_ref()
+            .map_or(CommandKind::Auth, Command::kind)
+    }
+
+    /// The command line as sent (`auth` without its password).
+    #[must_use]
+    pub fn line(&self) -> String {
+        self.command
+            .as_ref()
+            .map_or_else(|| "auth".to_owned(), Command::line)
+    }
+}
+
+/// How a reply reads: FreeSWITCH's `+OK` / `-ERR` convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// Text starts with `+OK`.
+    Ok,
+    /// Text starts with `-ERR`.
+    Err,
+    /// Neither (`api/response` bodies such as `UP 0 years…`, `getvar` values).
+    Other,
+}
+
+impl ReplyStatus {
+    fn of(text: &[u8]) -> ReplyStatus {
+        if text.starts_with(b"+OK") {
+            ReplyStatus::Ok
+        } else if text.starts_with(b"-ERR") {
+            ReplyStatus::Err
+        } else {
+            ReplyStatus::Other
+        }
+    }
+}
+
+/// A tracked bgapi job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The job's UUID.
+    pub job_uuid: String,
+    /// The `bgapi` command line.
+    pub line: String,
+    /// When the bgapi was sent.
+    pub sent_at: Duration,
+}
+
+/// What one inbound frame is, decided by its `Content-Type` and the session state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// `auth/request`.
+    Greeting,
+    /// `command/reply` or `api/response`, matched to the oldest pending request.
+    Reply {
+        /// The request it answers.
+        pending: Pending,
+        /// `+OK` / `-ERR` / other, from `Reply-Text` or the `api/response` body.
+        status: ReplyStatus,
+        /// The `Job-UUID` of a bgapi acknowledgement.
+        job_uuid: Option<String>,
+    },
+    /// A reply while no request was pending.
+    UnexpectedReply,
+    /// `text/event-plain|json|xml`.
+    Event {
+        /// The Event-Name, when the body could be read (plain or JSON).
+        event_name: Option<String>,
+        /// For a BACKGROUND_JOB of a job this session tracks: that job (now settled).
+        completes: Option<Job>,
+    },
+    /// `text/disconnect-notice`; `linger` when it is a linger notice (the socket stays).
+    Disconnect {
+        /// Whether this is a linger notice.
+        linger: bool,
+    },
+    /// `text/rude-rejection` (ACL refusal).
+    RudeRejection,
+    /// `log/data`.
+    Log,
+    /// Any other or no `Content-Type`.
+    Unknown,
+}
+
+/// Connection liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Frames arrive.
+    Live,
+    /// Idle past the window; a probe may be out.
+    Degraded,
+    /// The probe went unanswered.
+    Dead,
+}
+
+impl Liveness {
+    /// `live`, `degraded` or `dead`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Live => "live",
+            Liveness::Degraded => "degraded",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connected; waiting for `auth/request`.
+    AwaitingGreeting,
+    /// Greeting received; the driver should call [`Session::authenticate`].
+    Greeted,
+    /// `auth` sent.
+    Authenticating,
+    /// Authenticated; restoring subscriptions and filters.
+    Restoring,
+    /// Authenticated and restored.
+    Ready,
+    /// Closed (see [`Output::Closed`]).
+    Closed,
+}
+
+impl Phase {
+    /// A short lower-case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::AwaitingGreeting => "awaiting_greeting",
+            Phase::Greeted => "greeted",
+            Phase::Authenticating => "authenticating",
+            Phase::Restoring => "restoring",
+            Phase::Ready => "ready",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+/// Why a session closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// FreeSWITCH sent a disconnect notice.
+    DisconnectNotice,
+    /// FreeSWITCH refused the peer (ACL).
+    Rejected,
+    /// Auth was answered with `-ERR`.
+    AuthRejected {
+        /// The reply text.
+        reply_text: String,
+    },
+    /// No greeting or auth reply within the handshake timeout.
+    HandshakeTimeout,
+    /// A restore command (`event`, `filter`) was answered with `-ERR`.
+    RestoreFailed {
+        /// The command line.
+        command: String,
+        /// The reply text.
+        reply_text: String,
+    },
+    /// A request got no reply in time.
+    CommandTimeout {
+        /// The request's kind.
+        kind: CommandKind,
+    },
+    /// The liveness probe went unanswered.
+    Dead,
+    /// The stream ended (without a notice: possibly FreeSWITCH killed a slow listener).
+    Eof,
+    /// The driver closed the session (local shutdown, I/O or codec error).
+    Local {
+        /// What happened.
+        detail: String,
+    },
+}
+
+impl CloseReason {
+    /// Whether reconnecting makes sense: everything but a rejected password or ACL.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            CloseReason::AuthRejected { .. } | CloseReason::Rejected
+        )
+    }
+
+    /// A short snake-case name.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::DisconnectNotice => "disconnect_notice",
+            CloseReason::Rejected => "rude_rejection",
+            CloseReason::AuthRejected { .. } => "auth_rejected",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::RestoreFailed { .. } => "restore_failed",
+            CloseReason::CommandTimeout { .. } => "command_timeout",
+            CloseReason::Dead => "dead",
+            CloseReason::Eof => "eof",
+            CloseReason::Local { .. } => "local",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::AuthRejected { reply_text } => write!(f, "auth rejected: {reply_text}"),
+            CloseReason::RestoreFailed {
+                command,
+                reply_text,
+            } => write!(f, "restore of {command:?} failed: {reply_text}"),
+            CloseReason::CommandTimeout { kind } => {
+                write!(f, "{} command timed out", kind.as_str())
+            }
+            CloseReason::Local { detail } => write!(f, "closed locally: {detail}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A lifecycle event the driver acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The greeting arrived; call [`Session::authenticate`].
+    AuthRequested,
+    /// Auth accepted; restore commands are on their way.
+    Authenticated,
+    /// Authenticated and every subscription and filter restored.
+    Ready,
+    /// Liveness changed.
+    Liveness(Liveness),
+    /// A request timed out (the session closes right after).
+    TimedOut(Pending),
+    /// A request that will never get its reply (the session closed first).
+    Abandoned(Pending),
+    /// A tracked bgapi job whose BACKGROUND_JOB did not arrive in time.
+    JobOrphaned(Job),
+    /// The session closed; nothing more will be transmitted.
+    Closed(CloseReason),
+}
+
+/// Requests the session refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session is not authenticated and restored yet.
+    #[error("the esl session is not ready (phase {phase})")]
+    NotReady {
+        /// The current phase.
+        phase: &'static str,
+    },
+    /// `authenticate` outside the greeted phase.
+    #[error("authentication is only possible after the greeting (phase {phase})")]
+    NotGreeted {
+        /// The current phase.
+        phase: &'static str,
+    },
+    /// A command text with a line break would smuggle extra commands.
+    #[error("command text contains a line break: {text:?}")]
+    LineBreakInCommand {
+        /// The offending part (cut to 64 characters).
+        text: String,
+    },
+    /// An `event`/`nixevent` without names.
+    #[error("an event subscription command needs at least one event name")]
+    EmptyEventList,
+}
+
+/// The desired subscription state, restored after every authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Subscriptions {
+    /// Event names (plain format); `ALL` subscribes to everything. Put `CUSTOM <subclasses>`
+    /// last.
+    pub events: Vec<String>,
+    /// Filters as `(header, value)`, applied in order.
+    pub filters: Vec<(String, String)>,
+}
+
+impl Subscriptions {
+    /// Subscribes to every event (`event plain ALL`), no filters.
+    #[must_use]
+    pub fn all() -> Subscriptions {
+        Subscriptions {
+            events: vec!["ALL".into()],
+            filters: Vec::new(),
+        }
+    }
+
+    /// The commands that install this state on a fresh connection.
+    #[must_use]
+    pub fn restore_commands(&self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if !self.events.is_empty() {
+            commands.push(Command::Event {
+                format: EventFormat::Plain,
+                names: self.events.clone(),
+            });
+        }
+        commands.extend(self.filters.iter().map(|(h, v)| Command::Filter {
+            header: h.clone(),
+            value: v.clone(),
+        }));
+        commands
+    }
+}
+
+/// Where liveness stands.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// No probe out.
+    Idle,
+    /// Degraded while commands are in flight: their timeouts decide.
+    Busy,
+    /// A probe was sent; dead at this time.
+    Sent { dead_at: Duration },
+}
+
+/// Bytes waiting to be written. Its `Debug` shows only sizes: the `auth` line holds the
+/// password.
+#[derive(Default)]
+struct Transmit(VecDeque<Bytes>);
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Transmit({} chunks)", self.0.len())
+    }
+}
+
+/// The sans-IO inbound ESL client session (see the module docs).
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    subscriptions: Subscriptions,
+    pending: VecDeque<Pending>,
+    jobs: Vec<(Job, Duration)>,
+    next_id: u64,
+    connected_at: Duration,
+    last_inbound: Duration,
+    liveness: Liveness,
+    probe: Probe,
+    restoring: usize,
+    rejected: bool,
+    transmit: Transmit,
+    outputs: VecDeque<Output>,
+}
+
+impl Session {
+    /// A session for a TCP connection made at `now`, restoring `subscriptions` after auth.
+    #[must_use]
+    pub fn new(config: SessionConfig, subscriptions: Subscriptions, now: Duration) -> Session {
+        Session {
+            config,
+            phase: Phase::AwaitingGreeting,
+            subscriptions,
+            pending: VecDeque::new(),
+            jobs: Vec::new(),
+            next_id: 1,
+            connected_at: now,
+            last_inbound: now,
+            liveness: Liveness::Live,
+            probe: Probe::Idle,
+            restoring: 0,
+            rejected: false,
+            transmit: Transmit::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The current phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The current liveness.
+    #[must_use]
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    /// The desired subscription state (updated by the mutation methods).
+    #[must_use]
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    /// Requests waiting for their reply, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &Pending> {
+        self.pending.iter()
+    }
+
+    /// Tracked bgapi jobs.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.iter().map(|(job, _)| job)
+    }
+
+    /// Takes the tracked jobs, to hand them to the next connection's session.
+    pub fn take_jobs(&mut self) -> Vec<Job> {
+        self.jobs.drain(..).map(|(job, _)| job).collect()
+    }
+
+    /// Adopts jobs from an earlier connection; their orphan timeouts keep running from
+    /// when they were sent.
+    pub fn adopt_jobs(&mut self, jobs: Vec<Job>) {
+        let timeout = self.config.job_orphan_timeout;
+        self.jobs.extend(
+            jobs.into_iter()
+                .map(|job| (job.clone(), job.sent_at + timeout)),
+        );
+    }
+
+    /// The next bytes to write, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmit.0.pop_front()
+    }
+
+    /// The next lifecycle output, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] should next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        let mut next: Option<Duration> = None;
+        let mut consider = |t: Duration| next = Some(next.map_or(t, |n: Duration| n.min(t)));
+        if matches!(
+            self.phase,
+            Phase::AwaitingGreeting | Phase::Greeted | Phase::Authenticating
+        ) {
+            consider(self.connected_at + self.config.handshake_timeout);
+        }
+        for pending in &self.pending {
+            consider(pending.deadline);
+        }
+        for (_, orphan_at) in &self.jobs {
+            consider(*orphan_at);
+        }
+        if matches!(self.phase, Phase::Ready) {
+            match self.probe {
+                Probe::Idle => consider(self.last_inbound + self.config.idle_timeout),
+                Probe::Sent { dead_at } => consider(dead_at),
+                Probe::Busy => {}
+            }
+        }
+        next
+    }
+
+    /// Sends `auth <password>`. The password goes only into the transmitted bytes; it is
+    /// not kept, and the pending request reads `auth`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotGreeted`] before the greeting or after auth;
+    /// [`SessionError::LineBreakInCommand`] for a password with a line break.
+    pub fn authenticate(
+        &mut self,
+        password: &str,
+        now: Duration,
+    ) -> Result<CommandId, SessionError> {
+        if self.phase != Phase::Greeted {
+            return Err(SessionError::NotGreeted {
+                phase: self.phase.as_str(),
+            });
+        }
+        if password.contains(['\n', '\r']) {
+            return Err(SessionError::LineBreakInCommand {
+                text: "<password>".into(),
+            });
+        }
+        self.phase = Phase::Authenticating;
+        self.transmit
+            .0
+            .push_back(Bytes::from(format!("auth {password}\n\n")));
+        let deadline = self.connected_at + self.config.handshake_timeout;
+        Ok(self.track(Origin::Handshake, None, now, deadline))
+    }
+
+    /// Sends a command. `event`/`nixevent`/`filter` sent this way do not change the desired
+    /// state restored after a reconnect; use the mutation methods for that.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotReady`] before the session is ready or after it closed; invalid
+    /// command text.
+    pub fn send(&mut self, command: Command, now: Duration) -> Result<CommandId, SessionError> {
+        if self.phase != Phase::Ready {
+            return Err(SessionError::NotReady {
+                phase: self.phase.as_str(),
+            });
+        }
+        command.validate()?;
+        Ok(self.dispatch(Origin::User, command, now))
+    }
+
+    /// Adds event names to the desired state and subscribes to them. Returns the command's
+    /// id and the desired state before and after.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`].
+    pub fn subscribe(
+        &mut self,
+        names: Vec<String>,
+        now: Duration,
+    ) -> Result<(CommandId, Subscriptions, Subscriptions), SessionError> {
+        let before = self.subscriptions.clone();
+        let id = self.send(
+            Command::Event {
+                format: EventFormat::Plain,
+                names: names.clone(),
+            },
+            now,
+        )?;
+        for name in names {
+            if !self.subscriptions.events.contains(&name) {
+                self.subscriptions.events.push(name);
+            }
+        }
+        Ok((id, before, self.subscriptions.clone()))
+    }
+
+    /// Removes event names from the desired state with `nixevent` (never by re-sending a
+    /// shorter `event` list, which FreeSWITCH would not honour).
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`].
+    pub fn unsubscribe(
+        &mut self,
+        names: Vec<String>,
+        now: Duration,
+    ) -> Result<(CommandId, Subscriptions, Subscriptions), SessionError> {
+        let before = self.subscriptions.clone();
+        let id = self.send(
+            Command::NixEvent {
+                names: names.clone(),
+            },
+            now,
+        )?;
+        self.subscriptions.events.retain(|e| !names.contains(e));
+        Ok((id, before, self.subscriptions.clone()))
+    }
+
+    /// Adds a filter to the desired state and installs it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`].
+    pub fn add_filter(
+        &mut self,
+        header: String,
+        value: String,
+        now: Duration,
+    ) -> Result<(CommandId, Subscriptions, Subscriptions), SessionError> {
+        let before = self.subscriptions.clone();
+        let id = self.send(
+            Command::Filter {
+                header: header.clone(),
+                value: value.clone(),
+            },
+            now,
+        )?;
+        self.subscriptions.filters.push((header, value));
+        Ok((id, before, self.subscriptions.clone()))
+    }
+
+    /// Removes a filter from the desired state and deletes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`].
+    pub fn remove_filter(
+        &mut self,
+        header: String,
+        value: String,
+        now: Duration,
+    ) -> Result<(CommandId, Subscriptions, Subscriptions), SessionError> {
+        let before = self.subscriptions.clone();
+        let id = self.send(
+            Command::FilterDelete {
+                header: header.clone(),
+                value: Some(value.clone()),
+            },
+            now,
+        )?;
+        self.subscriptions
+            .filters
+            .retain(|(h, v)| !(h == &header && v == &value));
+        Ok((id, before, self.subscriptions.clone()))
+    }
+
+    /// Classifies one inbound frame and advances the session.
+    pub fn handle_frame(&mut self, frame: &Frame, now: Duration) -> Inbound {
+        self.last_inbound = now;
+        if self.phase == Phase::Ready && self.liveness != Liveness::Live {
+            self.liveness = Liveness::Live;
+            self.outputs.push_back(Output::Liveness(Liveness::Live));
+        }
+        if !matches!(self.probe, Probe::Idle) {
+            self.probe = Probe::Idle;
+        }
+        let content_type = header_ci(frame, "Content-Type").unwrap_or_default();
+        match content_type.to_ascii_lowercase().as_str() {
+            "auth/request" => self.on_greeting(),
+            "command/reply" => {
+                let text = header_ci(frame, "Reply-Text").unwrap_or_default();
+                let status = ReplyStatus::of(text.as_bytes());
+                let job_uuid = header_ci(frame, "Job-UUID").map(str::to_owned);
+                self.on_reply(status, text, job_uuid, now)
+            }
+            "api/response" => {
+                let status = ReplyStatus::of(frame.body());
+                let text = String::from_utf8_lossy(frame.body()).into_owned();
+                self.on_reply(status, &text, None, now)
+            }
+            "text/event-plain" | "text/event-json" | "text/event-xml" => {
+                self.on_event(frame, content_type)
+            }
+            "text/disconnect-notice" => {
+                let linger = header_ci(frame, "Content-Disposition")
+                    .is_some_and(|d| d.eq_ignore_ascii_case("linger"));
+                if !linger {
+                    let reason = if self.rejected {
+                        CloseReason::Rejected
+                    } else {
+                        CloseReason::DisconnectNotice
+                    };
+                    self.close(reason);
+                }
+                Inbound::Disconnect { linger }
+            }
+            "text/rude-rejection" => {
+                self.rejected = true;
+                Inbound::RudeRejection
+            }
+            "log/data" => Inbound::Log,
+            _ => Inbound::Unknown,
+        }
+    }
+
+    /// Handles timers due at `now` (call at [`Session::poll_timeout`]; early calls are
+    /// harmless).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if matches!(
+            self.phase,
+            Phase::AwaitingGreeting | Phase::Greeted | Phase::Authenticating
+        ) && now >= self.connected_at + self.config.handshake_timeout
+        {
+            self.close(CloseReason::HandshakeTimeout);
+            return;
+        }
+        if let Some(late) = self.pending.iter().find(|p| now >= p.deadline).cloned() {
+            self.pending.retain(|p| p.id != late.id);
+            let kind = late.kind();
+            self.outputs.push_back(Output::TimedOut(late));
+            self.close(CloseReason::CommandTimeout { kind });
+            return;
+        }
+        let (orphaned, kept): (Vec<_>, Vec<_>) =
+            self.jobs.drain(..).partition(|(_, at)| now >= *at);
+        self.jobs = kept;
+        self.outputs.extend(
+            orphaned
+                .into_iter()
+                .map(|(job, _)| Output::JobOrphaned(job)),
+        );
+        if self.phase != Phase::Ready {
+            return;
+        }
+        match self.probe {
+            Probe::Sent { dead_at } if now >= dead_at => {
+                self.liveness = Liveness::Dead;
+                self.outputs.push_back(Output::Liveness(Liveness::Dead));
+                self.close(CloseReason::Dead);
+            }
+            Probe::Idle if now >= self.last_inbound + self.config.idle_timeout => {
+                self.liveness = Liveness::Degraded;
+                self.outputs.push_back(Output::Liveness(Liveness::Degraded));
+                if self.pending.is_empty() {
+                    let probe = Command::Api {
+                        command: "status".into(),
+                    };
+                    self.dispatch(Origin::Probe, probe, now);
+                    self.probe = Probe::Sent {
+                        dead_at: now + self.config.probe_timeout,
+                    };
+                } else {
+                    self.probe = Probe::Busy;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The stream ended at `now`.
+    pub fn handle_eof(&mut self, _now: Duration) {
+        self.close(CloseReason::Eof);
+    }
+
+    /// The driver closes the session (shutdown, I/O or codec error).
+    pub fn close_locally(&mut self, detail: impl Into<String>) {
+        self.close(CloseReason::Local {
+            detail: detail.into(),
+        });
+    }
+
+    fn on_greeting(&mut self) -> Inbound {
+        if self.phase == Phase::AwaitingGreeting {
+            self.phase = Phase::Greeted;
+            self.outputs.push_back(Output::AuthRequested);
+        }
+        Inbound::Greeting
+    }
+
+    fn on_reply(
+        &mut self,
+        status: ReplyStatus,
+        text: &str,
+        job_uuid: Option<String>,
+        now: Duration,
+    ) -> Inbound {
+        let Some(pending) = self.pending.pop_front() else {
+            return Inbound::UnexpectedReply;
+        };
+        match pending.origin {
+            Origin::Handshake => {
+                if status == ReplyStatus::Ok {
+                    self.outputs.push_back(Output::Authenticated);
+                    self.phase = Phase::Restoring;
+                    let commands = self.subscriptions.restore_commands();
+                    self.restoring = commands.len();
+                    for command in commands {
+                        let deadline = now + self.config.command_timeout;
+                        self.transmit.0.push_back(command.encode());
+                        self.track(Origin::Restore, Some(command), now, deadline);
+                    }
+                    self.ready_if_restored();
+                } else {
+                    self.close(CloseReason::AuthRejected {
+                        reply_text: text.to_owned(),
+                    });
+                }
+            }
+            Origin::Restore => {
+                if status == ReplyStatus::Err {
+                    self.close(CloseReason::RestoreFailed {
+                        command: pending.line(),
+                        reply_text: text.to_owned(),
+                    });
+                } else {
+                    self.restoring = self.restoring.saturating_sub(1);
+                    self.ready_if_restored();
+                }
+            }
+            Origin::Probe | Origin::User => {}
+        }
+        if let (Some(Command::BgApi { job_uuid: ours, .. }), ReplyStatus::Ok) =
+            (&pending.command, status)
+        {
+            // FreeSWITCH honours our Job-UUID; track the one it echoes, else ours.
+            let job_uuid = job_uuid.clone().unwrap_or_else(|| ours.clone());
+            let job = Job {
+                job_uuid,
+                line: pending.line(),
+                sent_at: pending.sent_at,
+            };
+            let orphan_at = pending.sent_at + self.config.job_orphan_timeout;
+            self.jobs.push((job, orphan_at));
+        }
+        Inbound::Reply {
+            pending,
+            status,
+            job_uuid,
+        }
+    }
+
+    fn on_event(&mut self, frame: &Frame, content_type: &str) -> Inbound {
+        let event_name = event_header(frame, content_type, "Event-Name");
+        let mut completes = None;
+        if !self.jobs.is_empty()
+            && event_name.as_deref() == Some("BACKGROUND_JOB")
+            && let Some(uuid) = event_header(frame, content_type, "Job-UUID")
+            && let Some(at) = self.jobs.iter().position(|(j, _)| j.job_uuid == uuid)
+        {
+            completes = Some(self.jobs.remove(at).0);
+        }
+        Inbound::Event {
+            event_name,
+            completes,
+        }
+    }
+
+    fn ready_if_restored(&mut self) {
+        if self.phase == Phase::Restoring && self.restoring == 0 {
+            self.phase = Phase::Ready;
+            self.outputs.push_back(Output::Ready);
+        }
+    }
+
+    fn dispatch(&mut self, origin: Origin, command: Command, now: Duration) -> CommandId {
+        let timeout = match command.kind() {
+            CommandKind::Api => self.config.api_timeout,
+            _ => self.config.command_timeout,
+        };
+        self.transmit.0.push_back(command.encode());
+        self.track(origin, Some(command), now, now + timeout)
+    }
+
+    fn track(
+        &mut self,
+        origin: Origin,
+        command: Option<Command>,
+        now: Duration,
+        deadline: Duration,
+    ) -> CommandId {
+        let id = CommandId(self.next_id);
+        self.next_id += 1;
+        self.pending.push_back(Pending {
+            id,
+            origin,
+            command,
+            sent_at: now,
+            deadline,
+        });
+        id
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.transmit.0.clear();
+        for pending in self.pending.drain(..) {
+            self.outputs.push_back(Output::Abandoned(pending));
+        }
+        self.outputs.push_back(Output::Closed(reason));
+    }
+}
+
+/// The first header named `name`, compared case-insensitively (FreeSWITCH is not consistent
+/// about case, and libesl matches this way).
+#[must_use]
+pub fn header_ci<'a>(frame: &'a Frame, name: &str) -> Option<&'a str> {
+    frame
+        .headers()
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// An event header's decoded value from a plain or JSON body (`None` for XML or unreadable
+/// bodies; framing never depends on this).
+#[must_use]
+pub fn event_header(frame: &Frame, content_type: &str, name: &str) -> Option<String> {
+    if content_type.eq_ignore_ascii_case("text/event-plain") {
+        let [value] = scan_plain_headers(frame.body(), [name]);
+        value
+    } else if content_type.eq_ignore_ascii_case("text/event-json") {
+        let map = super::event::json_event(frame.body()).ok()?;
+        map.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+    } else {
+        None
+    }
+}
+
+/// The first values of the named headers of a plain event body, percent-decoded (lossy for
+/// non-UTF-8), found by scanning the inner header block only: no full parse, no copy of
+/// the other headers. Names compare exactly; lines without `": "` are skipped.
+#[must_use]
+pub fn scan_plain_headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut missing = N;
+    for line in body.split(|&b| b == b'\n') {
+        if line.is_empty() || missing == 0 {
+            break;
+        }
+        let Some(colon) = line.windows(2).position(|w| w == b": ") else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 2..]);
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && name == wanted.as_bytes() {
+                let decoded = super::event::percent_decode(value);
+                *slot = Some(String::from_utf8_lossy(&decoded).into_owned());
+                missing -= 1;
+                break;
+            }
+        }
+    }
+    found
+}
