@@ -18,6 +18,8 @@
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
 //! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
 //!   plain/JSON event-body parsers. It uses no other module.
+//! - [`server`]: a FreeSWITCH-compatible inbound ESL server that replays a store's events
+//!   to any ESL client (`serve`) or simulates a busy FreeSWITCH (`simulate`).
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -34,5 +36,6 @@ pub mod cli;
 pub mod esl;
 pub mod record;
 pub mod retention;
+pub mod server;
 pub mod storage;
 pub mod store;
