@@ -14,6 +14,7 @@ mod checkpoint;
 mod demo;
 mod log;
 mod prune;
+mod serve;
 mod store;
 
 use std::io::Write as _;
@@ -63,6 +64,10 @@ enum Command {
     /// Save, show, list, find and delete consumer checkpoints in a checkpoint directory.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Serve a store's events to ESL clients as a FreeSWITCH inbound event socket would.
+    Serve(serve::ServeArgs),
+    /// Run a built-in FreeSWITCH simulator on an inbound event socket.
+    Simulate(serve::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +113,8 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Simulate(args) => serve::simulate(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -133,7 +133,8 @@ pub(crate) async fn serve_connection(
                 return Ok(());
             }
             () = sleep_until_opt(wait_until), if wait_until.is_some() => {}
-            () = std::future::ready(()), if more_ready => {}
+            // Yield so other tasks (and stop requests) run between batches.
+            () = tokio::task::yield_now(), if more_ready => {}
         }
     }
 }
