@@ -296,3 +296,46 @@ async fn graceful_shutdown_sends_the_shutdown_notice_and_abort_does_not() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_simulator_can_keep_its_core_uuid_and_sequence() {
+    let config = SimulatorConfig {
+        rate: None,
+        max_events: Some(10),
+        ..SimulatorConfig::default()
+    };
+    let first = std::sync::Arc::new(Simulator::new(config.clone()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = first.serve(listener, ServerConfig::default()).unwrap();
+    let mut c = Client::authenticated(addr, "ClueCon").await;
+    c.command("event plain ALL").await;
+    let (before, _) = c.events_until_notice().await;
+    running.abort().await;
+    assert_eq!(first.next_sequence(), 11);
+
+    let second = Simulator::new(SimulatorConfig {
+        core_uuid: Some(first.core_uuid().to_owned()),
+        first_sequence: first.next_sequence(),
+        ..config
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _running = std::sync::Arc::new(second)
+        .serve(listener, ServerConfig::default())
+        .unwrap();
+    let mut c = Client::authenticated(addr, "ClueCon").await;
+    c.command("event plain ALL").await;
+    let (after, _) = c.events_until_notice().await;
+    let core = |e: &esl_replay::esl::Frame| header(e, "Core-UUID").unwrap();
+    assert_eq!(core(&before[0]), core(&after[0]));
+    let last: u64 = header(before.last().unwrap(), "Event-Sequence")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next: u64 = header(&after[0], "Event-Sequence")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(next, last + 1);
+}

@@ -187,6 +187,7 @@ pub(crate) fn simulate(args: &SimulateArgs) -> anyhow::Result<Outcome> {
         duration: None,
         heartbeat_interval: args.heartbeat_interval,
         hostname: args.hostname.clone(),
+        ..SimulatorConfig::default()
     };
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -57,6 +57,11 @@ pub struct SimulatorConfig {
     pub heartbeat_interval: Duration,
     /// `FreeSWITCH-Hostname` and `FreeSWITCH-Switchname`.
     pub hostname: String,
+    /// The Core-UUID to report; `None` makes a fresh one (a restarted switch). Reuse one to
+    /// simulate a listener that died while the switch kept running.
+    pub core_uuid: Option<String>,
+    /// The first `Event-Sequence` handed out.
+    pub first_sequence: u64,
 }
 
 impl Default for SimulatorConfig {
@@ -67,6 +72,8 @@ impl Default for SimulatorConfig {
             duration: None,
             heartbeat_interval: Duration::from_secs(20),
             hostname: "fs-sim".into(),
+            core_uuid: None,
+            first_sequence: 1,
         }
     }
 }
@@ -107,16 +114,20 @@ impl Simulator {
                 "heartbeat interval must not be zero".into(),
             ));
         }
-        let core = CoreIdentity {
+        let mut core = CoreIdentity {
             hostname: config.hostname.clone(),
             ..CoreIdentity::default()
         };
+        if let Some(uuid) = &config.core_uuid {
+            core.core_uuid.clone_from(uuid);
+        }
         let templates = Templates::new(&core);
+        let first_sequence = config.first_sequence;
         Ok(Simulator {
             shared: Arc::new(Shared {
                 config,
                 core,
-                sequence: AtomicU64::new(1),
+                sequence: AtomicU64::new(first_sequence),
                 calls: AtomicU64::new(0),
                 started: Instant::now(),
                 templates,
@@ -128,6 +139,27 @@ impl Simulator {
     #[must_use]
     pub fn core_uuid(&self) -> &str {
         &self.shared.core.core_uuid
+    }
+
+    /// The `Event-Sequence` the next event gets: with [`SimulatorConfig::first_sequence`],
+    /// the count of events generated so far (across all listeners).
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.shared.sequence.load(Ordering::Relaxed)
+    }
+
+    /// Serves this simulator on `listener`; the caller keeps the simulator to read its
+    /// Core-UUID and sequence counter (call from within a tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the listener's address cannot be read.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        server: ServerConfig,
+    ) -> Result<RunningServer, Error> {
+        spawn(listener, server, Arc::clone(self) as Arc<dyn Traffic>)
     }
 
     /// Starts a simulator serving on `listener` (call from within a tokio runtime).

@@ -132,25 +132,31 @@ pub fn url_encode(out: &mut impl BufMut, value: &[u8]) {
 /// Invalid UTF-8 is replaced, since a JSON document must be text.
 pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     let text = String::from_utf8_lossy(value);
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    // Copy runs of bytes that need no escape in one go; only ASCII bytes are ever escaped.
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(run..i).unwrap_or_default());
+        match escape {
+            Some(text) => out.extend_from_slice(text),
+            None => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
         }
+        run = i + 1;
     }
+    out.extend_from_slice(bytes.get(run..).unwrap_or_default());
     out.push(b'"');
 }
 
