@@ -87,19 +87,7 @@ pub(crate) async fn serve_connection(
     let mut decoder = CommandDecoder::default();
     let mut input = BytesMut::with_capacity(4096);
     loop {
-        let (wait_until, more_ready) = conn.pump_events()?;
-        if conn.feed_done && !conn.linger && conn.pending.is_none() {
-            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-            conn.flush(&mut writer).await?;
-            let _ = writer.shutdown().await;
-            return Ok(());
-        }
-        if !conn.out.is_empty() {
-            tokio::select! {
-                result = conn.flush(&mut writer) => result?,
-                changed = stop.changed() => if changed.is_err() { return Ok(()) },
-            }
-        }
+        // Checked before rendering more events, so a stop is not delayed by a batch.
         let state = *stop.borrow();
         match state {
             Stop::Running => {}
@@ -111,6 +99,16 @@ pub(crate) async fn serve_connection(
             }
             Stop::Abort => return Ok(()),
         }
+        let (wait_until, more_ready) = conn.pump_events()?;
+        if conn.feed_done && !conn.linger && conn.pending.is_none() {
+            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
+            conn.flush(&mut writer).await?;
+            let _ = writer.shutdown().await;
+            return Ok(());
+        }
+        // Never interrupted: a partly written frame cannot be taken back. An abort cancels
+        // the whole task instead.
+        conn.flush(&mut writer).await?;
         tokio::select! {
             biased;
             changed = stop.changed() => if changed.is_err() { return Ok(()) },

@@ -52,6 +52,9 @@ pub const DEFAULT_PASSWORD: &str = "ClueCon";
 /// How long an unauthenticated connection may stay silent (FreeSWITCH: 25 s).
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// How long a graceful shutdown waits for connections to finish writing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Settings shared by every connection of a server. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -153,10 +156,16 @@ impl RunningServer {
     }
 
     /// Stops accepting, sends every client FreeSWITCH's shutdown disconnect notice, and
-    /// waits until every connection is closed.
+    /// waits until every connection is closed; connections still busy writing to a client
+    /// that does not read after [`SHUTDOWN_GRACE`] are closed at once.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(Stop::Graceful);
-        if let Some(task) = self.task.take() {
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
             let _ = task.await;
         }
     }

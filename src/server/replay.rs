@@ -545,7 +545,8 @@ impl std::fmt::Debug for ReplayFeed {
 }
 
 impl ReplayFeed {
-    fn fill(&mut self) -> Result<(), Error> {
+    /// Reads the next page of records; returns how many were read (0 at the end).
+    fn fill(&mut self) -> Result<usize, Error> {
         let records = self
             .store
             .lock()
@@ -559,7 +560,7 @@ impl ReplayFeed {
                 self.page.push_back((record.append_sequence(), event, at));
             }
         }
-        Ok(())
+        Ok(records.len())
     }
 
     fn save_checkpoint(&mut self) {
@@ -582,9 +583,8 @@ impl ReplayFeed {
 impl Feed for ReplayFeed {
     fn next_item(&mut self) -> Result<FeedItem, Error> {
         loop {
-            if self.page.is_empty() {
-                self.fill()?;
-            }
+            // A page may hold only records without a payload: read on until one has.
+            while self.page.is_empty() && self.fill()? > 0 {}
             if let Some((sequence, event, at)) = self.page.pop_front() {
                 self.handed = Some(sequence);
                 self.served_this_pass += 1;
