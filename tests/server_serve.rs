@@ -384,3 +384,26 @@ async fn records_without_a_raw_payload_are_counted_and_skipped() {
     assert_eq!(events.len(), 1);
     assert_eq!(fixture_frames("12-event-plain-heartbeat.esl")[0], events[0]);
 }
+
+#[tokio::test]
+async fn a_full_page_of_records_without_payload_does_not_end_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut envelopes: Vec<Envelope> = (0..600).map(esl_replay::store::dataset::envelope).collect();
+    envelopes
+        .iter_mut()
+        .for_each(|e| e.artifact_name = "event.raw".into());
+    envelopes.push(event_envelope(
+        &fixture_frame("12-event-plain-heartbeat.esl"),
+        at(0),
+    ));
+    write_store(dir.path(), envelopes);
+    let server = serve(dir.path(), fast()).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("event plain ALL").await;
+    let (events, _) = c.events_until_notice().await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the event after 600 payload-less records arrives"
+    );
+}
