@@ -29,6 +29,8 @@
 //! - [`capture`]: the ESL capture node: a tokio client per FreeSWITCH node (auth,
 //!   subscriptions restored after every reconnect, backoff with jitter, gap markers), a
 //!   byte-bounded queue to a batch writer, `/health`, `/metrics` and a command gateway.
+//! - [`server`]: a FreeSWITCH-compatible inbound ESL server that replays a store's events
+//!   to any ESL client (`serve`) or simulates a busy FreeSWITCH (`simulate`).
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
@@ -49,5 +51,6 @@ pub mod forward;
 pub mod record;
 pub mod replay;
 pub mod retention;
+pub mod server;
 pub mod storage;
 pub mod store;

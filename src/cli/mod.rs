@@ -18,6 +18,7 @@ mod forward;
 mod log;
 mod prune;
 mod replay;
+mod serve;
 mod store;
 
 use std::io::Write as _;
@@ -79,6 +80,10 @@ enum Command {
     /// Forward records to Redis Streams or NATS with checkpointed, resumable delivery.
     #[command(subcommand)]
     Forward(forward::ForwardCommand),
+    /// Serve a store's events to ESL clients as a FreeSWITCH inbound event socket would.
+    Serve(serve::ServeArgs),
+    /// Run a built-in FreeSWITCH simulator on an inbound event socket.
+    Simulate(serve::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +133,8 @@ pub fn main() -> ExitCode {
         Command::Replay(command) => replay::run(&command),
         Command::Evidence(command) => evidence::run(&command),
         Command::Forward(command) => forward::run(&command),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Simulate(args) => serve::simulate(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,0 +1,337 @@
+//! What did the client ask for?
+//!
+//! Client-to-server ESL commands (esl-protocol.md §1.3, §1.5): a command line, optional
+//! `Name: value` header lines, an empty line, and for `sendmsg`/`sendevent` an optional
+//! `Content-Length` body. [`CommandDecoder`] cuts them out of the byte stream the way
+//! FreeSWITCH's `read_packet` does: carriage returns are ignored, so CRLF clients work, and
+//! stray newlines before a command are skipped. [`Command::parse`] then classifies the line.
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::Error;
+
+/// Default cap on a command's header block (FreeSWITCH allows 10 MiB; commands are tiny).
+pub const DEFAULT_MAX_COMMAND_HEAD: usize = 1024 * 1024;
+
+/// Cap on a command body (`sendmsg`/`sendevent`), as FreeSWITCH since 2026: 16 MiB.
+pub const DEFAULT_MAX_COMMAND_BODY: usize = 16 * 1024 * 1024;
+
+/// One command as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCommand {
+    /// The first line, without line ending and surrounding whitespace.
+    pub line: String,
+    /// The following `Name: value` lines in order.
+    pub headers: Vec<(String, String)>,
+    /// The body announced by a `Content-Length` header (empty without one).
+    pub body: Bytes,
+}
+
+impl ClientCommand {
+    /// The first header named `name`, compared case-insensitively as FreeSWITCH does.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Cuts client commands out of a byte buffer.
+#[derive(Debug, Clone)]
+pub struct CommandDecoder {
+    max_head: usize,
+    max_body: usize,
+    /// A parsed head waiting for its body: (head length, command, body length).
+    pending: Option<(usize, ClientCommand, usize)>,
+}
+
+impl Default for CommandDecoder {
+    fn default() -> Self {
+        Self {
+            max_head: DEFAULT_MAX_COMMAND_HEAD,
+            max_body: DEFAULT_MAX_COMMAND_BODY,
+            pending: None,
+        }
+    }
+}
+
+impl CommandDecoder {
+    /// Takes the next complete command out of `buf`, `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CommandTooLarge`] or [`Error::CommandContentLength`]; the connection should
+    /// be closed, as FreeSWITCH does.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ClientCommand>, Error> {
+        if self.pending.is_none() {
+            let skip = buf
+                .iter()
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+            let _ = buf.split_to(skip);
+            let Some(head_len) = head_end(buf) else {
+                if buf.len() > self.max_head {
+                    return Err(Error::CommandTooLarge { max: self.max_head });
+                }
+                return Ok(None);
+            };
+            let head = buf.get(..head_len).unwrap_or_default();
+            let mut lines = head
+                .split(|&b| b == b'\n')
+                .map(|l| String::from_utf8_lossy(l).replace('\r', ""))
+                .filter(|l| !l.is_empty());
+            let line = lines.next().unwrap_or_default().trim().to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    Some((n.trim().to_owned(), v.trim_start().to_owned()))
+                })
+                .collect();
+            let body_len = match headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+            {
+                None => 0,
+                Some((_, v)) => v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n <= self.max_body)
+                    .ok_or_else(|| Error::CommandContentLength {
+                        value: v.chars().take(64).collect(),
+                        max: self.max_body,
+                    })?,
+            };
+            let command = ClientCommand {
+                line,
+                headers,
+                body: Bytes::new(),
+            };
+            self.pending = Some((head_len, command, body_len));
+        }
+        let Some((head_len, _, body_len)) = &self.pending else {
+            return Ok(None);
+        };
+        let (head_len, body_len) = (*head_len, *body_len);
+        if buf.len() < head_len + body_len {
+            return Ok(None);
+        }
+        let Some((_, mut command, _)) = self.pending.take() else {
+            return Ok(None);
+        };
+        let _ = buf.split_to(head_len);
+        command.body = buf.split_to(body_len).freeze();
+        Ok(Some(command))
+    }
+}
+
+/// Length of the header block including its terminating empty line: two line feeds with
+/// only carriage returns between them.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut after_lf = false;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'\r' => {}
+            b'\n' if after_lf => return Some(i + 1),
+            b'\n' => after_lf = true,
+            _ => after_lf = false,
+        }
+    }
+    None
+}
+
+/// The event formats a listener can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventFormat {
+    /// `text/event-plain`: URL-encoded header lines.
+    Plain,
+    /// `text/event-json`: one JSON object.
+    Json,
+    /// `text/event-xml`: an `<event>` document.
+    Xml,
+}
+
+impl EventFormat {
+    /// The keyword used in `event <format> ...` and in the reply text.
+    #[must_use]
+    pub fn keyword(self) -> &'static str {
+        match self {
+            EventFormat::Plain => "plain",
+            EventFormat::Json => "json",
+            EventFormat::Xml => "xml",
+        }
+    }
+
+    /// The frame `Content-Type` of events in this format.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            EventFormat::Plain => "text/event-plain",
+            EventFormat::Json => "text/event-json",
+            EventFormat::Xml => "text/event-xml",
+        }
+    }
+
+    /// The format a keyword names (case-insensitive).
+    #[must_use]
+    pub fn from_keyword(word: &str) -> Option<EventFormat> {
+        [EventFormat::Plain, EventFormat::Json, EventFormat::Xml]
+            .into_iter()
+            .find(|f| f.keyword().eq_ignore_ascii_case(word))
+    }
+
+    /// The format a frame `Content-Type` names.
+    #[must_use]
+    pub fn from_content_type(content_type: &str) -> Option<EventFormat> {
+        [EventFormat::Plain, EventFormat::Json, EventFormat::Xml]
+            .into_iter()
+            .find(|f| f.content_type().eq_ignore_ascii_case(content_type.trim()))
+    }
+}
+
+/// A classified command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `auth <password>`.
+    Auth(String),
+    /// `userauth <user>@<domain>:<password>`.
+    UserAuth(String),
+    /// `exit` or `...`.
+    Exit,
+    /// `api <command> [args]`: the command text after `api `.
+    Api(String),
+    /// `bgapi <command> [args]`: the command text after `bgapi `.
+    BgApi(String),
+    /// `event [plain|json|xml] <names...>`: the words after `event`.
+    Event(Vec<String>),
+    /// `nixevent <names...>`.
+    NixEvent(Vec<String>),
+    /// `noevents`.
+    NoEvents,
+    /// `myevents [<uuid> [format]]`.
+    MyEvents(Vec<String>),
+    /// `divert_events on|off`.
+    DivertEvents(Option<String>),
+    /// `filter ...`: the words after `filter`.
+    Filter(Vec<String>),
+    /// `sendmsg [<uuid>]`.
+    SendMsg(Option<String>),
+    /// `sendevent <name>`.
+    SendEvent(Option<String>),
+    /// `linger [<seconds>]`.
+    Linger(Option<String>),
+    /// `nolinger`.
+    NoLinger,
+    /// `log [<level>]`.
+    Log(Option<String>),
+    /// `nolog`.
+    NoLog,
+    /// `resume`, `getvar`, `connect`: outbound (session-bound) commands.
+    SessionOnly(String),
+    /// Anything else.
+    Unknown(String),
+}
+
+impl Command {
+    /// Classifies a command line; the command word is matched case-insensitively.
+    #[must_use]
+    pub fn parse(line: &str) -> Command {
+        let line = line.trim();
+        let (word, rest) = match line.split_once([' ', '\t']) {
+            Some((w, r)) => (w, r.trim()),
+            None => (line, ""),
+        };
+        let words = || -> Vec<String> { rest.split_whitespace().map(str::to_owned).collect() };
+        let arg = || (!rest.is_empty()).then(|| rest.to_owned());
+        match word.to_ascii_lowercase().as_str() {
+            "auth" => Command::Auth(rest.to_owned()),
+            "userauth" => Command::UserAuth(rest.to_owned()),
+            "exit" | "..." => Command::Exit,
+            "api" if !rest.is_empty() => Command::Api(rest.to_owned()),
+            "bgapi" if !rest.is_empty() => Command::BgApi(rest.to_owned()),
+            "event" => Command::Event(words()),
+            "nixevent" => Command::NixEvent(words()),
+            "noevents" => Command::NoEvents,
+            "myevents" => Command::MyEvents(words()),
+            "divert_events" => Command::DivertEvents(arg()),
+            "filter" => Command::Filter(words()),
+            "sendmsg" => Command::SendMsg(arg()),
+            "sendevent" => Command::SendEvent(arg()),
+            "linger" => Command::Linger(arg()),
+            "nolinger" => Command::NoLinger,
+            "log" => Command::Log(arg()),
+            "nolog" => Command::NoLog,
+            "resume" | "getvar" | "connect" => Command::SessionOnly(word.to_ascii_lowercase()),
+            _ => Command::Unknown(line.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(bytes: &[u8]) -> Vec<ClientCommand> {
+        let mut decoder = CommandDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for &b in bytes {
+            buf.extend_from_slice(&[b]);
+            while let Some(c) = decoder.decode(&mut buf).unwrap() {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn commands_are_cut_at_any_split_with_crlf_and_bodies() {
+        let wire = b"\r\nauth ClueCon\r\n\r\nbgapi status\nJob-UUID: abc\n\nsendevent CUSTOM\nContent-Length: 3\n\nxyzexit\n\n";
+        let commands = decode_all(wire);
+        assert_eq!(commands.len(), 4);
+        assert_eq!(commands[0].line, "auth ClueCon");
+        assert_eq!(commands[1].header("job-uuid"), Some("abc"));
+        assert_eq!(&commands[2].body[..], b"xyz");
+        assert_eq!(commands[3].line, "exit");
+    }
+
+    #[test]
+    fn oversized_or_bad_lengths_are_errors() {
+        let mut decoder = CommandDecoder::default();
+        let mut buf = BytesMut::from(&b"sendmsg\nContent-Length: -1\n\n"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(Error::CommandContentLength { .. })
+        ));
+        let mut decoder = CommandDecoder {
+            max_head: 8,
+            ..CommandDecoder::default()
+        };
+        let mut buf = BytesMut::from(&b"auth aaaaaaaaaaaa"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(Error::CommandTooLarge { max: 8 })
+        ));
+    }
+
+    #[test]
+    fn lines_are_classified() {
+        assert_eq!(Command::parse("AUTH pw"), Command::Auth("pw".into()));
+        assert_eq!(Command::parse("api status"), Command::Api("status".into()));
+        assert_eq!(Command::parse("api"), Command::Unknown("api".into()));
+        assert_eq!(
+            Command::parse("event json ALL"),
+            Command::Event(vec!["json".into(), "ALL".into()])
+        );
+        assert_eq!(Command::parse("..."), Command::Exit);
+        assert_eq!(
+            Command::parse("linger 30"),
+            Command::Linger(Some("30".into()))
+        );
+        assert_eq!(
+            Command::parse("frobnicate"),
+            Command::Unknown("frobnicate".into())
+        );
+    }
+}
