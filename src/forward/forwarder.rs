@@ -63,7 +63,7 @@ pub struct ForwardReport {
     pub resumed_after: u64,
     /// The sequence the checkpoint holds now.
     pub acked_sequence: u64,
-    /// Records the target acknowledged.
+    /// Records the target acknowledged (JetStream duplicates included).
     pub forwarded: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
@@ -555,6 +555,46 @@ mod tests {
         assert_eq!(report.stopped, Stopped::Shutdown);
         assert_eq!(report.acked_sequence, 100);
         assert_eq!(sink.received.len(), 100);
+    }
+
+    #[test]
+    fn a_sqlite_store_is_followed_by_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut store = crate::store::open(&path, None).unwrap();
+        store
+            .write_batch((0..300).map(dataset::envelope).collect())
+            .unwrap();
+        let source = Source::open_read_only(&path, None).unwrap();
+        assert!(matches!(source, Source::Other(_)));
+        let checkpoints = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+        let fixture = Fixture {
+            _dir: dir,
+            source,
+            service: CheckpointService::new(checkpoints, "sqlite").unwrap(),
+        };
+        let mut options = options();
+        options.follow = true;
+        let (stop, shutdown) = watch::channel(false);
+        let metrics = std::sync::Arc::new(Metrics::new("fake"));
+        let watched = std::sync::Arc::clone(&metrics);
+        let writer = std::thread::spawn(move || {
+            // Appended while the forwarder follows: found by a later poll.
+            std::thread::sleep(Duration::from_millis(150));
+            store
+                .write_batch((300..400).map(dataset::envelope).collect())
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while watched.snapshot().acked_sequence < 400 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = stop.send(true);
+        });
+        let mut sink = FakeSink::default();
+        let report = run(&fixture, &mut sink, &options, &metrics, shutdown).unwrap();
+        writer.join().unwrap();
+        assert_eq!(report.acked_sequence, 400);
+        assert_eq!(sink.received, (1..=400).collect::<Vec<_>>());
     }
 
     #[test]
