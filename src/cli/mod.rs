@@ -42,7 +42,8 @@ struct Cli {
 enum Command {
     /// Capture FreeSWITCH event-socket traffic into a store (until SIGINT/SIGTERM).
     Capture(capture::CaptureArgs),
-    /// Demonstrate the storage engine: append, crash, recover, read back, truncate.
+    /// Demonstrate the pipeline with no FreeSWITCH: simulate, capture (with a dropped
+    /// connection), then dry-run replay and evidence; `demo storage` shows crash recovery.
     Demo(demo::DemoArgs),
     /// Import a reference `artifacts.ndjson` file into a store.
     Import(store::ImportArgs),

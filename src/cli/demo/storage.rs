@@ -1,4 +1,5 @@
-//! `demo`: a self-demonstration of the storage engine that needs nothing but a directory.
+//! `demo storage`: a self-demonstration of the storage engine that needs nothing but a
+//! directory.
 //!
 //! It appends synthetic ESL events, runs a writer in a child process and kills it with
 //! `SIGKILL` mid-stream, reopens (recovery), checks that every record the child saw
@@ -12,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::Outcome;
+use crate::cli::Outcome;
 use crate::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
 
 #[derive(Debug, Args)]
-pub(crate) struct DemoArgs {
+pub(super) struct StorageArgs {
     /// Directory for the demo log (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -67,7 +68,7 @@ fn event(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+pub(super) fn run(args: &StorageArgs) -> anyhow::Result<Outcome> {
     if let Some(dir) = &args.child_writer {
         return child_writer(dir);
     }
@@ -85,7 +86,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     result
 }
 
-fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
+fn demo(dir: &Path, args: &StorageArgs) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "esl-replay storage demo in {}", dir.display())?;
 
@@ -122,7 +123,7 @@ fn demo(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let exe =
         std::env::current_exe().context("cannot find this program to run the child writer")?;
     let mut child = Command::new(exe)
-        .args(["demo", "--child-writer"])
+        .args(["demo", "storage", "--child-writer"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
