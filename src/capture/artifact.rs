@@ -390,6 +390,12 @@ impl Mapper {
         } else {
             a.derived("runtime-correlation", "unmatched");
         }
+        let acknowledged = status == ReplyStatus::Ok
+            && job_uuid.is_some()
+            && pending.is_some_and(|p| p.kind() == CommandKind::BgApi);
+        if !acknowledged {
+            return vec![self.finish(stamp, a)];
+        }
         let mut out = vec![self.finish(stamp, a.clone())];
         if let (Some(p), Some(job), ReplyStatus::Ok) = (pending, &job_uuid, status)
             && p.kind() == CommandKind::BgApi
@@ -479,18 +485,18 @@ impl Mapper {
         if sequence.is_some() {
             self.last_event_sequence = sequence;
         }
+        let Some(job) = completes else {
+            return vec![self.finish(stamp, a)];
+        };
         let mut out = vec![self.finish(stamp, a.clone())];
-        if let Some(job) = completes {
-            let (command_name, args) =
-                split_line(job.line.strip_prefix("bgapi ").unwrap_or(&job.line));
-            a.name = "bgapi.complete";
-            a.derived.retain(|(k, _)| !k.contains("correlation"));
-            a.derived("runtime-command-type", "bgapi");
-            a.derived("runtime-command-name", &command_name);
-            a.derived("runtime-command-args", &args);
-            a.derived("runtime-job-uuid", &job.job_uuid);
-            out.push(self.finish(stamp, a));
-        }
+        let (command_name, args) = split_line(job.line.strip_prefix("bgapi ").unwrap_or(&job.line));
+        a.name = "bgapi.complete";
+        a.derived.retain(|(k, _)| !k.contains("correlation"));
+        a.derived("runtime-command-type", "bgapi");
+        a.derived("runtime-command-name", &command_name);
+        a.derived("runtime-command-args", &args);
+        a.derived("runtime-job-uuid", &job.job_uuid);
+        out.push(self.finish(stamp, a));
         out
     }
 
