@@ -110,21 +110,30 @@ fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     }
     let mut events: BTreeMap<&str, u64> = BTreeMap::new();
     for record in records.iter().filter(|r| r.artifact_name() == "event.raw") {
-        *events.entry(record.event_name().unwrap_or("?")).or_default() += 1;
+        *events
+            .entry(record.event_name().unwrap_or("?"))
+            .or_default() += 1;
     }
     let events: Vec<String> = events.iter().map(|(n, c)| format!("{n} {c}")).collect();
     writeln!(out, "   events: {}", events.join(", "))?;
-    for gap in records.iter().filter(|r| r.artifact_name() == "capture.gap") {
+    for gap in records
+        .iter()
+        .filter(|r| r.artifact_name() == "capture.gap")
+    {
         let details = gap.payload().get("gap");
         let field = |name: &str| {
-            details
-                .and_then(|d| d.get(name))
-                .map_or_else(|| "?".to_owned(), |v| v.to_string().trim_matches('"').to_owned())
+            details.and_then(|d| d.get(name)).map_or_else(
+                || "?".to_owned(),
+                |v| v.to_string().trim_matches('"').to_owned(),
+            )
         };
         let last_seen = details
             .and_then(|d| d.get("last_seen"))
             .and_then(|l| l.get("event_sequence"))
-            .map_or_else(|| "?".to_owned(), |v| v.to_string().trim_matches('"').to_owned());
+            .map_or_else(
+                || "?".to_owned(),
+                |v| v.to_string().trim_matches('"').to_owned(),
+            );
         writeln!(
             out,
             "   gap at #{}: {} after Event-Sequence {last_seen}, down {} µs",
