@@ -21,6 +21,9 @@ use esl_replay::capture::telemetry::Telemetry;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
+use esl_replay::evidence::{
+    Engine, EvidenceBundle, ReconstructionWindow, ReconstructionWindowFields,
+};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::store::{ArtifactStore, LogStore};
 use parking_lot::Mutex;
@@ -244,6 +247,32 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// The evidence the engine rebuilds from the captured records (all of them, in order).
+fn evidence(records: &[Record]) -> EvidenceBundle {
+    let window = ReconstructionWindow::new(ReconstructionWindowFields {
+        from: ReadCursor::start(),
+        until_append_sequence: None,
+        criteria: None,
+        batch_limit: 500,
+        checkpoint_key: None,
+        checkpoint_metadata: Default::default(),
+    })
+    .unwrap();
+    Engine::new().reconstruct_records(records, &window).unwrap()
+}
+
+/// Each operation's id and its states in order.
+fn operation_states(bundle: &EvidenceBundle) -> Vec<(String, Vec<String>)> {
+    bundle
+        .operations
+        .iter()
+        .map(|op| {
+            let states = op.observed_states.iter().map(|s| s.state.clone()).collect();
+            (op.operation_id.clone(), states)
+        })
+        .collect()
+}
+
 fn frames_read(capture: &Capture) -> u64 {
     capture
         .telemetry()
@@ -412,6 +441,42 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
         records[15].payload()["protocol_facts"]["close-reason"],
         "disconnect_notice"
     );
+
+    // Evidence: the second auth starts recovery generation 2; the gap changes the
+    // continuity posture, so the window is partial with that one issue at the gap.
+    let bundle = evidence(&records);
+    let generations: Vec<&str> = bundle
+        .continuity_snapshot
+        .recovery_generations
+        .iter()
+        .map(|g| g.generation_id.as_str())
+        .collect();
+    assert_eq!(generations, ["1", "2"]);
+    let issues = &bundle.manifest.verdict.issues;
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].code.as_str(), "replay_continuity_posture_changed");
+    assert_eq!(
+        issues[0].append_sequence,
+        Some(records[17].append_sequence())
+    );
+    assert_eq!(bundle.manifest.verdict.posture.as_str(), "partial");
+    let auths: Vec<_> = operation_states(&bundle)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("auth-"))
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            (
+                "auth-g1-1".to_owned(),
+                vec!["accepted".to_owned(), "completed".to_owned()]
+            ),
+            (
+                "auth-g2-1".to_owned(),
+                vec!["accepted".to_owned(), "completed".to_owned()]
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -578,6 +643,31 @@ async fn gateway_commands_are_dispatched_and_every_reply_is_captured() {
         "originate"
     );
     assert_eq!(complete.event_name(), Some("BACKGROUND_JOB"));
+
+    // Evidence: the api and the bgapi are operations; the bgapi's completion joins it by
+    // job UUID (decision C9), so nothing is left without identity.
+    let bundle = evidence(&records);
+    assert!(
+        bundle.manifest.verdict.issues.is_empty(),
+        "{:?}",
+        bundle.manifest.verdict
+    );
+    let operations = operation_states(&bundle);
+    let of = |prefix: &str| {
+        operations
+            .iter()
+            .find(|(id, _)| id.starts_with(prefix))
+            .map(|(_, states)| states.join(" "))
+            .unwrap()
+    };
+    assert_eq!(of("api-g1-"), "accepted completed");
+    assert_eq!(of("bgapi-g1-"), "accepted accepted accepted completed");
+    let bgapi = bundle
+        .operations
+        .iter()
+        .find(|op| op.operation_id.starts_with("bgapi-"))
+        .unwrap();
+    assert_eq!(bgapi.bgapi_job_uuid.as_deref(), Some(job_uuid.as_str()));
 }
 
 #[tokio::test]

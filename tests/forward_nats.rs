@@ -137,10 +137,8 @@ fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream(
     assert!(summary.contains("at sequence 100000"), "{summary}");
     eprintln!("checkpoints after kills: {saved:?}; {summary}");
     assert!(saved.windows(2).all(|pair| pair[0] <= pair[1]), "{saved:?}");
-    assert!(
-        saved.iter().any(|&s| s > 0) && saved.last() < Some(&TOTAL),
-        "{saved:?}"
-    );
+    // At least one kill interrupted delivery mid-stream (later ones may find it caught up).
+    assert!(saved.iter().any(|&s| s > 0 && s < TOTAL), "{saved:?}");
 
     let entries = read_stream(&server.url(), STREAM);
     check_exactly_once(&entries, TOTAL);

@@ -113,8 +113,9 @@ fn killed_and_restarted_forwarders_deliver_every_record_at_least_once_in_order()
         saved.windows(2).all(|pair| pair[0] <= pair[1]),
         "checkpoints never go back: {saved:?}"
     );
+    // At least one kill interrupted delivery mid-stream (later ones may find it caught up).
     assert!(
-        saved.iter().any(|&s| s > 0) && saved.last() < Some(&TOTAL),
+        saved.iter().any(|&s| s > 0 && s < TOTAL),
         "kills should land mid-stream: {saved:?}"
     );
 

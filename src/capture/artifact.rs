@@ -134,6 +134,11 @@ pub struct Mapper {
     identity: Arc<NodeIdentity>,
     last_core_uuid: Option<String>,
     last_event_sequence: Option<String>,
+    /// esl-react's recovery generation: 1, then the connection generation of every
+    /// accepted `auth` (`esl-protocol.md` §4.5).
+    recovery_generation: u64,
+    /// `continuous` until the first gap, `gap-detected` from then on.
+    continuity: &'static str,
 }
 
 impl Mapper {
@@ -144,6 +149,8 @@ impl Mapper {
             identity,
             last_core_uuid: None,
             last_event_sequence: None,
+            recovery_generation: 1,
+            continuity: "continuous",
         }
     }
 
@@ -260,6 +267,7 @@ impl Mapper {
                 }),
             ),
         };
+        self.continuity = "gap-detected";
         let mut a = Artifact::new("capture.gap", "gap", name);
         a.raw_payload = Value::String(doc.to_string());
         a.derived("runtime-replay-continuity", "gap-detected");
@@ -294,6 +302,7 @@ impl Mapper {
         a.derived("runtime-command-args", &args);
         a.derived("runtime-command-origin", origin_str(pending.origin));
         a.derived("runtime-command-id", &pending.id.0.to_string());
+        a.operation = Some(Self::operation(stamp, pending, "accepted"));
         if let Some(Command::BgApi { job_uuid, .. }) = &pending.command {
             a.job_uuid = Some(job_uuid.clone());
             a.derived("runtime-job-uuid", job_uuid);
@@ -384,6 +393,15 @@ impl Mapper {
             a.job_uuid = Some(job.clone());
         }
         if let Some(p) = pending {
+            if p.kind() == CommandKind::Auth && status == ReplyStatus::Ok {
+                self.recovery_generation = stamp.connection_generation;
+            }
+            let state = match (p.kind(), status) {
+                (_, ReplyStatus::Err) => "failed",
+                (CommandKind::BgApi, ReplyStatus::Ok) => "accepted",
+                _ => "completed",
+            };
+            a.operation = Some(Self::operation(stamp, p, state));
             a.derived("runtime-command-id", &p.id.0.to_string());
             a.derived("runtime-command-origin", origin_str(p.origin));
             a.derived("runtime-command-line", &p.line());
@@ -491,6 +509,11 @@ impl Mapper {
         let mut out = vec![self.finish(stamp, a.clone())];
         let (command_name, args) = split_line(job.line.strip_prefix("bgapi ").unwrap_or(&job.line));
         a.name = "bgapi.complete";
+        a.operation = Some(Operation {
+            id: None,
+            kind: "bgapi",
+            state: "completed",
+        });
         a.derived.retain(|(k, _)| !k.contains("correlation"));
         a.derived("runtime-command-type", "bgapi");
         a.derived("runtime-command-name", &command_name);
@@ -498,6 +521,24 @@ impl Mapper {
         a.derived("runtime-job-uuid", &job.job_uuid);
         out.push(self.finish(stamp, a));
         out
+    }
+
+    /// The evidence engine's operation for a request (reference §7.2). The id has
+    /// esl-react's shape `<kind>-g<generation>-<n>`, with the connection generation: it is
+    /// the same for a request and its reply (an `auth` changes the recovery generation
+    /// between the two), and request numbers restart on every connection.
+    fn operation(stamp: &Stamp, pending: &Pending, state: &'static str) -> Operation {
+        let kind = pending.kind().as_str();
+        Operation {
+            id: Some(format!(
+                "{}-g{}-{}",
+                kind.replace(' ', "-"),
+                stamp.connection_generation,
+                pending.id.0
+            )),
+            kind,
+            state,
+        }
     }
 
     fn finish(&self, stamp: &Stamp, a: Artifact) -> Envelope {
@@ -537,6 +578,22 @@ impl Mapper {
         for (key, value) in a.extra {
             payload.insert(key.into(), value);
         }
+        // What the evidence engine reads first (reference §7.2 general and operation
+        // contexts); a bgapi's completion joins its operation by job UUID (decision C9).
+        let mut replay = JsonMap::new();
+        replay.insert(
+            "recovery_generation_id".into(),
+            self.recovery_generation.to_string().into(),
+        );
+        replay.insert("replay_continuity_posture".into(), self.continuity.into());
+        if let Some(operation) = a.operation {
+            if let Some(id) = operation.id {
+                replay.insert("operation_id".into(), id.into());
+            }
+            replay.insert("operation_kind".into(), operation.kind.into());
+            replay.insert("operation_state".into(), operation.state.into());
+        }
+        payload.insert("replay_metadata".into(), Value::Object(replay));
 
         let mut correlation = JsonMap::new();
         correlation.insert("replay_session_id".into(), id.session_id.clone().into());
@@ -591,6 +648,16 @@ struct Artifact {
     event_name: Option<String>,
     protocol_sequence: Option<String>,
     extra: Vec<(&'static str, Value)>,
+    operation: Option<Operation>,
+}
+
+/// The request an artifact belongs to, as the evidence engine sees it.
+#[derive(Debug, Clone)]
+struct Operation {
+    /// `None` when the job UUID identifies it (a bgapi's completion).
+    id: Option<String>,
+    kind: &'static str,
+    state: &'static str,
 }
 
 impl Artifact {
@@ -609,6 +676,7 @@ impl Artifact {
             event_name: None,
             protocol_sequence: None,
             extra: Vec::new(),
+            operation: None,
         }
     }
 
