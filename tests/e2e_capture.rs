@@ -498,14 +498,19 @@ fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
         .unwrap();
     assert!(stats.status.success());
     let text = String::from_utf8_lossy(&stats.stdout);
-    let event_count = text
-        .lines()
-        .find(|l| l.contains("event.raw"))
-        .unwrap_or_else(|| panic!("no event.raw in stats:\n{text}"));
+    // `  <count>  <artifact>` lines under `artifacts`.
+    let count_of = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [count, artifact] if artifact == name => count.parse().ok(),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {name} in stats:\n{text}"))
+    };
+    assert_eq!(count_of("event.raw"), seen.len() as u64);
     assert!(
-        event_count.contains(&seen.len().to_string()),
-        "{event_count} vs {}",
-        seen.len()
+        text.contains(&format!("records     {}", records.len())),
+        "{text}"
     );
     let verify = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(["verify", "--store"])

@@ -153,15 +153,12 @@ impl EslInjector {
         let config = &self.config;
         let connection = &mut self.connection;
         let reply = self.runtime.block_on(async {
-            if connection.is_none() {
-                *connection = Some(
+            let open = match connection {
+                Some(open) => open,
+                None => connection.insert(
                     CommandConnection::connect(&config.address, &config.password, config.timeout)
                         .await?,
-                );
-            }
-            let Some(open) = connection.as_mut() else {
-                // Just set above; unreachable in practice but not worth a panic.
-                return Err(CommandError::Closed(crate::esl::session::CloseReason::Eof));
+                ),
             };
             match kind {
                 Kind::Api => open.api(command, config.timeout).await,
