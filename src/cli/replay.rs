@@ -410,7 +410,7 @@ fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> 
     }
     let Some(address) = &args.reinject_to else {
         bail!(
-            "--reinject --execute needs a target: add --reinject-to HOST:PORT (a FreeSWITCH \
+            "--reinject --execute needs an injector target: add --reinject-to HOST:PORT (a FreeSWITCH \
              event socket), or run without --execute to see what would be re-injected"
         );
     };
