@@ -8,8 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use esl_replay::capture::client::Password;
+use esl_replay::capture::client::{GatewayCommand, NodeConfig, Password};
 use esl_replay::capture::inject::{EslInjector, INJECTED, InjectorConfig};
+use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::record::{Envelope, ReadCursor};
 use esl_replay::replay::{ExecutionConfig, ExecutionSettings, Executor, HandlerRegistry, Outcome};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};
@@ -308,4 +309,76 @@ fn the_cli_refuses_execute_reinject_without_a_target() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--reinject-to HOST:PORT"), "{stderr}");
+}
+
+/// The whole loop: commands dispatched through a capture's gateway are stored by the
+/// capture, and re-injecting that store sends the same commands to a second switch.
+#[test]
+fn commands_captured_through_the_gateway_are_reinjected_as_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (runtime, source) = simulator("ClueCon");
+    runtime.block_on(async {
+        let store = store::open(&store_dir, None).unwrap();
+        let capture = Capture::start(
+            vec![NodeSpec {
+                slug: "pbx-a".into(),
+                config: NodeConfig::new(source.local_addr().to_string()),
+            }],
+            store,
+            CaptureOptions::default(),
+        )
+        .unwrap();
+        let telemetry = capture.telemetry();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while telemetry
+            .health()
+            .get("pbx-a")
+            .is_none_or(|h| h.connection != "ready")
+        {
+            assert!(std::time::Instant::now() < deadline, "capture never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let gateway = capture.gateway();
+        let echo = gateway
+            .dispatch(None, GatewayCommand::Api("echo captured-91c2".into()))
+            .await
+            .unwrap();
+        assert_eq!(echo.body, "captured-91c2");
+        gateway
+            .dispatch(None, GatewayCommand::BgApi("hostname".into()))
+            .await
+            .unwrap();
+        capture.shutdown().await.unwrap();
+    });
+
+    let (_target_runtime, target) = simulator("ClueCon");
+    let store = store::open_read_only(&store_dir, None).unwrap();
+    let mut executor = Executor::new(
+        reinjection(&["api.dispatch", "bgapi.dispatch"]),
+        store.as_ref(),
+        HandlerRegistry::new(),
+        Some(Box::new(
+            EslInjector::new(InjectorConfig::new(target.local_addr().to_string())).unwrap(),
+        )),
+    )
+    .unwrap();
+    let plan = executor.plan(&ReadCursor::start()).unwrap();
+    let result = executor.execute(plan);
+    assert!(result.success(), "{:?}", result.error());
+    let injected: Vec<&Outcome> = result
+        .outcomes()
+        .iter()
+        .filter(|o| o.action() == INJECTED)
+        .collect();
+    assert_eq!(injected.len(), 2, "{:?}", result.outcomes());
+    assert_eq!(
+        metadata_str(injected[0], "command_line"),
+        "api echo captured-91c2"
+    );
+    assert_eq!(metadata_str(injected[0], "reply_text"), "captured-91c2");
+    assert_eq!(metadata_str(injected[1], "command_line"), "bgapi hostname");
+    assert_eq!(metadata_str(injected[1], "reply_status"), "ok");
+    assert_eq!(target.figures().connections, 1);
+    runtime.block_on(source.abort());
 }
