@@ -28,7 +28,8 @@
 //!   checkpointed, resumable delivery, retries with backoff, and metrics.
 //! - [`capture`]: the ESL capture node: a tokio client per FreeSWITCH node (auth,
 //!   subscriptions restored after every reconnect, backoff with jitter, gap markers), a
-//!   byte-bounded queue to a batch writer, `/health`, `/metrics` and a command gateway.
+//!   byte-bounded queue to a batch writer, `/health`, `/metrics`, a command gateway, and
+//!   the ESL injector that re-sends stored commands for [`replay`].
 //! - [`server`]: a FreeSWITCH-compatible inbound ESL server that replays a store's events
 //!   to any ESL client (`serve`) or simulates a busy FreeSWITCH (`simulate`).
 //! - [`cli`]: the `esl-replay` command.

@@ -11,7 +11,8 @@
 //!   records exactly what it dropped.
 //! - [`telemetry`] holds the Prometheus metrics and per-node health; [`http`] serves
 //!   `/health`, `/metrics` and the bearer-token command gateway.
-//! - [`command`] is a small client for one-off `api`/`bgapi` commands (the replay injector).
+//! - [`command`] is a small client for one-off `api`/`bgapi` commands; [`inject`] builds the
+//!   replay executor's ESL injector on it (`replay run --reinject-to`).
 //!
 //! [`Capture`] wires them together for any number of nodes sharing one store.
 
@@ -19,6 +20,7 @@ pub mod artifact;
 pub mod client;
 pub mod command;
 pub mod http;
+pub mod inject;
 pub mod queue;
 pub mod telemetry;
 

@@ -8,12 +8,16 @@
 //! `append_sequence`, `action`, `would_dispatch_handler`, `handler`, `would_reinject`,
 //! `reinjection_reason`, ...), then one `{"summary"}` object.
 //!
+//! `run --execute --reinject --allowlist api.dispatch --reinject-to HOST:PORT` sends the
+//! allowlisted dispatches to a live event socket through the capture layer's ESL injector
+//! (password from `--password-file`, else `ESL_PASSWORD`, else `ClueCon`).
+//!
 //! Exit codes: 0 when every record was dealt with, 1 when a handler or injector failed
 //! (progress up to the record before it is saved), 2 on errors.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,6 +27,8 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
+use crate::capture::client::Password;
+use crate::capture::inject::{EslInjector, InjectorConfig};
 use crate::checkpoint::{self, CheckpointService, CheckpointStore, ResumeState};
 use crate::record::{Criteria, JsonMap, ReadCursor, Record, ndjson, timestamp};
 use crate::replay::{
@@ -131,6 +137,12 @@ pub(crate) struct RunArgs {
     /// Artifact names re-injection may send, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     allowlist: Vec<String>,
+    /// The live FreeSWITCH event socket `--reinject --execute` sends the commands to.
+    #[arg(long, value_name = "HOST:PORT", requires = "reinject")]
+    reinject_to: Option<String>,
+    /// File holding the target's `auth` password (else `ESL_PASSWORD`, else `ClueCon`).
+    #[arg(long, requires = "reinject_to")]
+    password_file: Option<PathBuf>,
     /// Print only the summary, not one line per record.
     #[arg(long)]
     summary: bool,
@@ -391,17 +403,44 @@ fn handlers(
 }
 
 /// The injector for `--reinject`. Dry-run never calls it, so it can report would-be
-/// re-injections without a target; live re-injection needs a real target, which is
-/// plugged in here.
-fn injector(_args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> {
+/// re-injections without a target; live re-injection sends to `--reinject-to`.
+fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> {
     if dry_run {
         return Ok(Box::new(NoTarget));
     }
-    bail!(
-        "--reinject --execute needs an injector target to send commands to, and this build has \
-         none (a live ESL target is planned as --reinject-to HOST:PORT); run without --execute \
-         to see what would be re-injected"
-    )
+    let Some(address) = &args.reinject_to else {
+        bail!(
+            "--reinject --execute needs an injector target: add --reinject-to HOST:PORT (a FreeSWITCH \
+             event socket), or run without --execute to see what would be re-injected"
+        );
+    };
+    let mut config = InjectorConfig::new(address.clone());
+    config.password = injection_password(args.password_file.as_deref())?;
+    Ok(Box::new(
+        EslInjector::new(config).context("cannot start the ESL injector")?,
+    ))
+}
+
+/// The target's password: `--password-file` (first line), else `ESL_PASSWORD`, else
+/// FreeSWITCH's default. Never taken from the command line.
+fn injection_password(file: Option<&Path>) -> anyhow::Result<Password> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the password file {}", path.display()))?;
+        let line = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('\r');
+        if line.is_empty() {
+            bail!("the password file {} is empty", path.display());
+        }
+        return Ok(Password::new(line));
+    }
+    Ok(match std::env::var("ESL_PASSWORD") {
+        Ok(password) if !password.is_empty() => Password::new(password),
+        _ => Password::default(),
+    })
 }
 
 /// An injector for dry-runs: it has nowhere to send to and fails if ever called.
