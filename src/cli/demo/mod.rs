@@ -278,8 +278,8 @@ async fn capture_phase(
     server.abort().await;
     writeln!(
         out,
-        "   dropped the simulator's sockets after Event-Sequence {}",
-        next_sequence.saturating_sub(1)
+        "   dropped the simulator's sockets without a disconnect notice (as when FreeSWITCH \
+         kills a slow listener)"
     )?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let listener = TcpListener::bind(address)
