@@ -93,54 +93,25 @@ fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let captured_for = started.elapsed();
     drop(runtime);
 
-    // What was captured.
-    let records = read_all(store.as_ref())?;
+    // What was captured, read back in batches.
+    let summary = summarize(store.as_ref())?;
     writeln!(
         out,
         "\n2. captured {} records in {:.1} s",
-        records.len(),
+        summary.records,
         captured_for.as_secs_f64()
     )?;
-    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
-    for record in &records {
-        *by_name.entry(record.artifact_name()).or_default() += 1;
-    }
-    for (name, count) in &by_name {
+    for (name, count) in &summary.by_name {
         writeln!(out, "   {count:>7}  {name}")?;
     }
-    let mut events: BTreeMap<&str, u64> = BTreeMap::new();
-    for record in records.iter().filter(|r| r.artifact_name() == "event.raw") {
-        *events
-            .entry(record.event_name().unwrap_or("?"))
-            .or_default() += 1;
-    }
-    let events: Vec<String> = events.iter().map(|(n, c)| format!("{n} {c}")).collect();
-    writeln!(out, "   events: {}", events.join(", "))?;
-    for gap in records
+    let events: Vec<String> = summary
+        .events
         .iter()
-        .filter(|r| r.artifact_name() == "capture.gap")
-    {
-        let details = gap.payload().get("gap");
-        let field = |name: &str| {
-            details.and_then(|d| d.get(name)).map_or_else(
-                || "?".to_owned(),
-                |v| v.to_string().trim_matches('"').to_owned(),
-            )
-        };
-        let last_seen = details
-            .and_then(|d| d.get("last_seen"))
-            .and_then(|l| l.get("event_sequence"))
-            .map_or_else(
-                || "?".to_owned(),
-                |v| v.to_string().trim_matches('"').to_owned(),
-            );
-        writeln!(
-            out,
-            "   gap at #{}: {} after Event-Sequence {last_seen}, down {} µs",
-            gap.append_sequence(),
-            field("kind"),
-            field("down_micros"),
-        )?;
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
+    writeln!(out, "   events: {}", events.join(", "))?;
+    for gap in &summary.gaps {
+        writeln!(out, "   {gap}")?;
     }
 
     // A dry-run replay of everything: nothing is invoked.
@@ -168,8 +139,8 @@ fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
                 .count() as u64;
         },
     )?;
-    let dispatches = by_name.get("api.dispatch").copied().unwrap_or(0)
-        + by_name.get("bgapi.dispatch").copied().unwrap_or(0);
+    let dispatches = summary.by_name.get("api.dispatch").copied().unwrap_or(0)
+        + summary.by_name.get("bgapi.dispatch").copied().unwrap_or(0);
     writeln!(
         out,
         "\n3. dry-run replay: {} records in {} batches, {} skipped, {} processed; the handler \
@@ -264,10 +235,22 @@ async fn capture_phase(
         GatewayCommand::Api("status".into()),
         GatewayCommand::BgApi("status".into()),
     ] {
-        let label = format!("{command:?}");
+        let label = match &command {
+            GatewayCommand::Api(text) => format!("api {text}"),
+            GatewayCommand::BgApi(text) => format!("bgapi {text}"),
+        };
         match gateway.dispatch(None, command).await {
-            Ok(reply) => writeln!(out, "   gateway {label}: {}", reply.status)?,
-            Err(error) => writeln!(out, "   gateway {label} failed: {error}")?,
+            Ok(reply) => {
+                let answer = match &reply.job_uuid {
+                    Some(_) => reply.reply_text.clone(),
+                    None => format!("{} bytes of api/response", reply.body.len()),
+                };
+                writeln!(
+                    out,
+                    "   gateway `{label}` through the capture connection: {answer}"
+                )?;
+            }
+            Err(error) => writeln!(out, "   gateway `{label}` failed: {error}")?,
         }
     }
     tokio::time::sleep(half / 2).await;
@@ -303,18 +286,61 @@ async fn capture_phase(
     Ok(store)
 }
 
-fn read_all(store: &dyn ArtifactStore) -> anyhow::Result<Vec<Record>> {
-    let mut records = Vec::new();
+/// Counts of what a store holds, and a line per gap marker.
+#[derive(Debug, Default)]
+struct Summary {
+    records: u64,
+    by_name: BTreeMap<String, u64>,
+    events: BTreeMap<String, u64>,
+    gaps: Vec<String>,
+}
+
+fn summarize(store: &dyn ArtifactStore) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
     let mut cursor = ReadCursor::start();
     let any = Criteria::any();
     loop {
         let batch = store.read_from_cursor(&cursor, 1000, &any)?;
         let Some(last) = batch.last() else {
-            return Ok(records);
+            return Ok(summary);
         };
         cursor = cursor.advance(last.append_sequence(), None)?;
-        records.extend(batch);
+        for record in &batch {
+            summary.records += 1;
+            let name = record.artifact_name();
+            *summary.by_name.entry(name.to_owned()).or_default() += 1;
+            match name {
+                "event.raw" => {
+                    let event = record.event_name().unwrap_or("?").to_owned();
+                    *summary.events.entry(event).or_default() += 1;
+                }
+                "capture.gap" => summary.gaps.push(gap_line(record)),
+                _ => {}
+            }
+        }
     }
+}
+
+/// `gap at #SEQ: KIND after Event-Sequence N, down D µs`, from a `capture.gap` record.
+fn gap_line(gap: &Record) -> String {
+    let details = gap.payload().get("gap");
+    let text = |value: Option<&serde_json::Value>| match value {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => "?".to_owned(),
+    };
+    let field = |name: &str| text(details.and_then(|d| d.get(name)));
+    let last_seen = text(
+        details
+            .and_then(|d| d.get("last_seen"))
+            .and_then(|l| l.get("event_sequence")),
+    );
+    format!(
+        "gap at #{}: {} after Event-Sequence {last_seen}, down {} µs",
+        gap.append_sequence(),
+        field("kind"),
+        field("down_micros"),
+    )
 }
 
 /// The demo's handler for `event.raw`: it would count events (dry-run never calls it).
