@@ -65,7 +65,7 @@ impl Log {
         options.validate()?;
         let dir = dir.as_ref();
         // A new directory is made durable in its parent before anything in it is acknowledged.
-        durable::create_dir_durable(dir)?;
+        durable::create_dir_durable_with(&*options.io, dir)?;
         let lock = dir::lock_writer(dir)?;
         let retention = dir::lock_retention(dir)?;
         let io = options.io.clone();
