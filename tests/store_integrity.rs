@@ -171,7 +171,7 @@ fn tear_log_from(store: &Path, from: u64) {
     let end = frames.last().unwrap().end();
     common::zero_range(&segment, first.offset, end);
     for name in ["clean.meta", "00000000000000000001.idx"] {
-        let _ = std::fs::remove_file(log.join(name));
+        esl_replay::storage::remove_durable(&log.join(name)).unwrap();
     }
 }
 
@@ -414,36 +414,30 @@ impl Recorder {
     fn ops(&self) -> Vec<Op> {
         self.ops.lock().unwrap().clone()
     }
+
+    fn push(&self, op: Op) {
+        self.ops.lock().unwrap().push(op);
+    }
 }
 
 impl Io for Recorder {
     fn sync_data(&self, file: &File) -> io::Result<()> {
-        self.ops
-            .lock()
-            .unwrap()
-            .push(Op::SyncFile(common::file_path(file)));
+        self.push(Op::SyncFile(common::file_path(file)));
         StdIo.sync_data(file)
     }
 
     fn sync_all(&self, file: &File) -> io::Result<()> {
-        self.ops
-            .lock()
-            .unwrap()
-            .push(Op::SyncFile(common::file_path(file)));
+        self.push(Op::SyncFile(common::file_path(file)));
         StdIo.sync_all(file)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.ops
-            .lock()
-            .unwrap()
-            .push(Op::SyncDir(dir.to_path_buf()));
+        self.push(Op::SyncDir(dir.to_path_buf()));
         StdIo.sync_dir(dir)
     }
 
     fn rename(&self, source: &Path, target: &Path) -> io::Result<()> {
-        let op = Op::Rename(source.to_path_buf(), target.to_path_buf());
-        self.ops.lock().unwrap().push(op);
+        self.push(Op::Rename(source.to_path_buf(), target.to_path_buf()));
         StdIo.rename(source, target)
     }
 }
