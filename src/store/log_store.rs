@@ -140,16 +140,18 @@ impl LogStore {
     /// The append sequence stored in the record at `log_seq`, if that record exists and
     /// decodes (damage is `verify`'s to report, not this check's).
     fn stored_append_seq(&self, log_seq: u64) -> Result<Option<u64>> {
-        let mut cursor = self.reader.cursor(Seq(log_seq))?;
-        let found = match cursor.next() {
-            Ok(Some(found)) if found.seq.0 == log_seq => found,
-            Ok(_) => return Ok(None),
-            Err(error) if error.is_corruption() => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
-        Ok(Record::decode(found.payload)
-            .ok()
-            .map(|record| record.append_sequence()))
+        let stored = self.reader.cursor(Seq(log_seq)).and_then(|mut cursor| {
+            Ok(cursor
+                .next()?
+                .filter(|found| found.seq.0 == log_seq)
+                .and_then(|found| Record::decode(found.payload).ok())
+                .map(|record| record.append_sequence()))
+        });
+        match stored {
+            Ok(stored) => Ok(stored),
+            Err(error) if error.is_corruption() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Checks that the records at these log sequences have the append sequences the map
