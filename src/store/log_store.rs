@@ -13,6 +13,7 @@
 //! few extra records read but never hide one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 use super::ids::{IdIndex, capture_ms, hash_id};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
+use crate::storage::io::Io;
 use crate::storage::{Log, LogOptions, Reader, Seq};
 
 const META_FILE: &str = "store.meta";
@@ -128,6 +130,8 @@ pub struct LogStore {
     runs: RwLock<Runs>,
     ids: Mutex<IdIndex>,
     encoded: Vec<Vec<u8>>,
+    /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
+    io: Arc<dyn Io>,
 }
 
 impl LogStore {
@@ -146,11 +150,10 @@ impl LogStore {
     ///
     /// As [`LogStore::open`].
     pub fn open_with(root: &Path, options: LogOptions) -> Result<LogStore> {
-        std::fs::create_dir_all(root).map_err(|source| Error::Io {
-            op: "create",
-            path: root.to_path_buf(),
-            source,
-        })?;
+        // Durably: a store directory whose own entry a power loss can drop takes every
+        // record acknowledged in it along.
+        let io = options.io.clone();
+        crate::storage::create_dir_durable_with(&*io, root)?;
         let (log, report) = Log::open(root.join("log"), options)?;
         if report.torn_tail.is_some() {
             tracing::warn!(store = %root.display(), ?report.torn_tail, "cut a torn tail on open");
@@ -161,8 +164,9 @@ impl LogStore {
             log: Some(log),
             reader,
             runs: RwLock::new(Runs::load(root)?),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), true)),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), true, io.clone())),
             encoded: Vec::new(),
+            io,
         };
         store
             .ids
@@ -177,14 +181,16 @@ impl LogStore {
     ///
     /// [`Error::Storage`] if there is no store, damaged metadata.
     pub fn open_read_only(root: &Path) -> Result<LogStore> {
-        let reader = Reader::open(root.join("log"), &LogOptions::default())?;
+        let options = LogOptions::default();
+        let reader = Reader::open(root.join("log"), &options)?;
         Ok(LogStore {
             root: root.to_path_buf(),
             log: None,
             reader,
             runs: RwLock::new(Runs::load(root)?),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), false)),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
+            io: options.io,
         })
     }
 
@@ -282,7 +288,11 @@ impl LogStore {
     ) -> Result<()> {
         if runs != *self.runs.read() {
             // A run is durable before the first record that needs it.
-            crate::storage::write_atomic(&self.root.join(META_FILE), runs.encode().as_bytes())?;
+            crate::storage::write_atomic_with(
+                &*self.io,
+                &self.root.join(META_FILE),
+                runs.encode().as_bytes(),
+            )?;
             *self.runs.write() = runs;
         }
         let range = self.writer()?.append_batch(encoded)?;
