@@ -160,10 +160,12 @@ impl CheckpointStore {
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let path = self.path_for(checkpoint.key());
         let text = file::encode(checkpoint)?;
-        storage::write_atomic_with(&*self.io, &path, text.as_bytes()).map_err(|source| Error::Save {
-            key: checkpoint.key().to_owned(),
-            path,
-            source,
+        storage::write_atomic_with(&*self.io, &path, text.as_bytes()).map_err(|source| {
+            Error::Save {
+                key: checkpoint.key().to_owned(),
+                path,
+                source,
+            }
         })
     }
 
@@ -209,10 +211,11 @@ impl CheckpointStore {
     pub fn delete(&self, key: &str) -> Result<bool, Error> {
         let mut removed = false;
         for path in self.candidate_paths(key) {
-            removed |= storage::remove_durable_with(&*self.io, &path).map_err(|source| Error::Delete {
-                path: path.clone(),
-                source,
-            })?;
+            removed |=
+                storage::remove_durable_with(&*self.io, &path).map_err(|source| Error::Delete {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         Ok(removed)
     }
@@ -333,9 +336,11 @@ impl CheckpointStore {
                 .is_some_and(|age| age >= older_than);
             if old_enough {
                 let path = entry.path();
-                if storage::remove_durable_with(&*self.io, &path).map_err(|source| Error::Delete {
-                    path: path.clone(),
-                    source,
+                if storage::remove_durable_with(&*self.io, &path).map_err(|source| {
+                    Error::Delete {
+                        path: path.clone(),
+                        source,
+                    }
                 })? {
                     removed.push(path);
                 }

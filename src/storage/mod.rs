@@ -42,8 +42,8 @@ mod shared;
 mod writer;
 
 pub use durable::{
-    create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with,
-    write_atomic, write_atomic_with,
+    create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,
+    write_atomic_with,
 };
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};

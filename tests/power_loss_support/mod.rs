@@ -67,9 +67,19 @@ enum Node {
 /// An entry change since a directory's last sync.
 #[derive(Clone, Debug)]
 enum DirOp {
-    Link { name: OsString, node: Node },
-    Unlink { name: OsString, node: Node },
-    Rename { from: OsString, to: OsString, id: u64 },
+    Link {
+        name: OsString,
+        node: Node,
+    },
+    Unlink {
+        name: OsString,
+        node: Node,
+    },
+    Rename {
+        from: OsString,
+        to: OsString,
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -401,7 +411,11 @@ impl<P: Clone + Send + std::fmt::Debug> SimDisk<P> {
 
     /// The page-cache content of the file named `path` now, if it has one.
     fn capture(&self, state: &mut DiskState<P>, rel: &Path, name: &OsString) {
-        let Some(Node::File(id)) = state.dirs.get(rel).and_then(|m| m.current.get(name)).copied()
+        let Some(Node::File(id)) = state
+            .dirs
+            .get(rel)
+            .and_then(|m| m.current.get(name))
+            .copied()
         else {
             return;
         };
@@ -465,7 +479,9 @@ impl<P: Clone + Send + Sync + std::fmt::Debug> Io for SimDisk<P> {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        self.maybe_crash(&mut state, || format!("sync of directory {}", dir.display()));
+        self.maybe_crash(&mut state, || {
+            format!("sync of directory {}", dir.display())
+        });
         let Some(rel) = self.relative(dir) else {
             return Ok(());
         };
@@ -628,11 +644,14 @@ impl<P> CrashState<P> {
                     self.materialize_dir(rng, pick, &rel.join(&name), dest, info, images);
                 }
                 Node::File(id) => {
-                    let bytes = images.entry(id).or_insert_with(|| match self.files.get(&id) {
-                        Some(file) => file_image(rng, pick, file, info),
-                        None => Vec::new(),
-                    });
-                    std::fs::write(target.join(&name), bytes.as_slice()).expect("write an image file");
+                    let bytes = images
+                        .entry(id)
+                        .or_insert_with(|| match self.files.get(&id) {
+                            Some(file) => file_image(rng, pick, file, info),
+                            None => Vec::new(),
+                        });
+                    std::fs::write(target.join(&name), bytes.as_slice())
+                        .expect("write an image file");
                 }
             }
         }
