@@ -484,6 +484,16 @@ struct LogProgress {
     start_requested: u64,
 }
 
+impl LogProgress {
+    /// A new log: nothing appended, acknowledged or truncated.
+    const FRESH: LogProgress = LogProgress {
+        acked: 1,
+        attempted: 1,
+        start_acked: 1,
+        start_requested: 1,
+    };
+}
+
 const LOG_STEPS: u64 = 240;
 
 /// The payload appended as `seq` in the run with `seed`: 200 to 4,000 bytes, half of them
@@ -500,12 +510,7 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
         disk_dir.path(),
         harness.rng.next_u64(),
         CRASH_CHANCE,
-        LogProgress {
-            acked: 1,
-            attempted: 1,
-            start_acked: 1,
-            start_requested: 1,
-        },
+        LogProgress::FRESH,
     ));
     let options = log_options(disk.clone(), policy, RecoveryMode::TolerateTornTail);
     let dir = disk_dir.path().join("log");
@@ -637,12 +642,7 @@ fn kill_then_reopen(seed: u64) -> Tally {
                 disk_dir.path(),
                 seed,
                 (0, 1),
-                LogProgress {
-                    acked: 1,
-                    attempted: 1,
-                    start_acked: 1,
-                    start_requested: 1,
-                },
+                LogProgress::FRESH,
             ));
             let options = log_options(disk.clone(), policy, RecoveryMode::TolerateTornTail);
             let dir = disk_dir.path().join("log");

@@ -321,52 +321,40 @@ impl<P: Clone + Send + std::fmt::Debug> SimDisk<P> {
                 listed.insert(entry.file_name(), node);
             }
         }
-        let model = state.dirs.entry(rel.to_path_buf()).or_default();
-        let mut ops = Vec::new();
-        for (name, node) in &model.current {
-            let still = match (listed.get(name), node) {
-                (Some(Node::Dir), Node::Dir) => true,
-                (Some(Node::File(ino)), Node::File(id)) => state.live.get(ino) == Some(id),
-                _ => false,
-            };
-            if !still {
-                ops.push(DirOp::Unlink {
+        let known = state
+            .dirs
+            .entry(rel.to_path_buf())
+            .or_default()
+            .current
+            .clone();
+        let same = |state: &DiskState<P>, listed: Option<&Node>, node: &Node| match (listed, node) {
+            (Some(Node::Dir), Node::Dir) => true,
+            (Some(Node::File(ino)), Node::File(id)) => state.live.get(ino) == Some(id),
+            _ => false,
+        };
+        for (name, node) in &known {
+            if !same(state, listed.get(name), node) {
+                let model = state.dirs.entry(rel.to_path_buf()).or_default();
+                model.current.remove(name);
+                model.pending.push(DirOp::Unlink {
                     name: name.clone(),
                     node: *node,
                 });
+                if let Node::File(id) = node {
+                    forget_if_unlinked(state, *id);
+                }
             }
         }
-        for op in &ops {
-            if let DirOp::Unlink { name, .. } = op {
-                model.current.remove(name);
+        for (name, listed_node) in listed {
+            let current = state
+                .dirs
+                .get(rel)
+                .and_then(|m| m.current.get(&name))
+                .copied();
+            if current.is_some_and(|node| same(state, Some(&listed_node), &node)) {
+                continue;
             }
-        }
-        for op in &ops {
-            if let DirOp::Unlink {
-                node: Node::File(id),
-                ..
-            } = op
-            {
-                let model = state.dirs.get(rel).map(|m| &m.current);
-                let _ = model;
-                forget_if_unlinked(state, *id);
-            }
-        }
-        let model = state.dirs.entry(rel.to_path_buf()).or_default();
-        model.pending.extend(ops);
-        let mut links = Vec::new();
-        for (name, node) in listed {
-            let known = match (model.current.get(&name), node) {
-                (Some(Node::Dir), Node::Dir) => true,
-                (Some(Node::File(id)), Node::File(ino)) => state.live.get(&ino) == Some(id),
-                _ => false,
-            };
-            if !known {
-                links.push((name, node));
-            }
-        }
-        for (name, node) in links {
-            let node = match node {
+            let node = match listed_node {
                 Node::Dir => {
                     state.dirs.entry(rel.join(&name)).or_default();
                     Node::Dir
