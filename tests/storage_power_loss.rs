@@ -15,7 +15,9 @@
 //!
 //! * `segment log`: appends and batches under `EveryAppend`, group commit and `OsOnly`
 //!   (with explicit syncs), 64 KiB segments so that rolls are frequent, prefix truncations,
-//!   clean closes and reopens. Opening in the default mode must succeed, or refuse with
+//!   clean closes and reopens, process crashes (`simulate_crash`) and reopens. A read-only
+//!   follower on the unrecovered image returns only records appended with those sequences,
+//!   contiguously. Opening in the default mode must succeed, or refuse with
 //!   damage before the tail only where the image reorders unsynced writes (or, under group
 //!   commit, where a sync raced with appends); such an image must then open in `PointInTime`
 //!   mode. Either way: the start is the last acknowledged truncation or the one in flight,
@@ -50,7 +52,9 @@ use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
 use esl_replay::storage::codec::{START_FILE, StartMark};
 use esl_replay::storage::io::Io;
-use esl_replay::storage::{CorruptKind, Error, Log, LogOptions, RecoveryMode, Seq, SyncPolicy};
+use esl_replay::storage::{
+    CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, Seq, SyncPolicy,
+};
 use esl_replay::store::{self, ArtifactStore, LogStore, dataset};
 use time::OffsetDateTime;
 
@@ -107,6 +111,7 @@ struct Tally {
     acked_checked: u64,
     acked_lost: u64,
     beyond_checked: u64,
+    followed: u64,
     refusals: u64,
     /// Refusals of images whose unsynced writes were not reordered (a sync raced appends).
     refusals_racing: u64,
@@ -240,7 +245,7 @@ fn main() -> ExitCode {
     let mut total = Tally::default();
     for (suite, tally, seconds) in &results {
         eprintln!(
-            "power loss [{}]: {} runs, {} crash points, {} states (images) opened ({} reordering), {} acknowledged records checked, {} lost, {} unacknowledged records checked, {} damage-before-tail refusals ({} where a sync raced appends, the rest in images with reordered writes; all recovered in PointInTime mode), {} failures, {seconds:.1} s",
+            "power loss [{}]: {} runs, {} crash points, {} states (images) opened ({} reordering), {} acknowledged records checked, {} lost, {} unacknowledged records checked, {} records read by followers before recovery, {} damage-before-tail refusals ({} where a sync raced appends, the rest in images with reordered writes; all recovered in PointInTime mode), {} failures, {seconds:.1} s",
             suite.name(),
             tally.runs,
             tally.points,
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
             tally.acked_checked,
             tally.acked_lost,
             tally.beyond_checked,
+            tally.followed,
             tally.refusals,
             tally.refusals_racing,
             tally.failure_count
@@ -335,6 +341,8 @@ struct Checked {
     beyond: u64,
     lost: u64,
     refused: bool,
+    /// Records a follower read before recovery.
+    followed: u64,
 }
 
 impl Harness<'_> {
@@ -369,6 +377,7 @@ impl Harness<'_> {
                     Ok(checked) => {
                         self.tally.acked_checked += checked.acked;
                         self.tally.beyond_checked += checked.beyond;
+                        self.tally.followed += checked.followed;
                         self.tally.acked_lost += checked.lost;
                         self.tally.refusals += u64::from(checked.refused);
                         self.tally.refusals_racing += u64::from(checked.refused && !info.reordered);
@@ -688,6 +697,20 @@ fn check_log_image(
     pick: Pick,
     info: ImageInfo,
 ) -> Result<Checked, String> {
+    let followed = follow_unrecovered(dir, progress, seed)?;
+    let mut checked = check_recovered_log(dir, progress, seed, policy, pick, info)?;
+    checked.followed = followed;
+    Ok(checked)
+}
+
+fn check_recovered_log(
+    dir: &Path,
+    progress: &LogProgress,
+    seed: u64,
+    policy: SyncPolicy,
+    pick: Pick,
+    info: ImageInfo,
+) -> Result<Checked, String> {
     match Log::open(dir, image_options(RecoveryMode::TolerateTornTail)) {
         Ok((log, _)) => verify_log(dir, log, progress, seed),
         Err(Error::Corrupt {
@@ -711,6 +734,30 @@ fn check_log_image(
         }
         Err(error) => Err(format!("opening the image failed: {error}")),
     }
+}
+
+/// A read-only follower on the image before any recovery returns only records appended
+/// with those sequences, contiguously.
+fn follow_unrecovered(dir: &Path, progress: &LogProgress, seed: u64) -> Result<u64, String> {
+    let Ok(reader) = Reader::open(dir, &image_options(RecoveryMode::TolerateTornTail)) else {
+        return Ok(0); // no log to follow (its directory entry was lost), or nothing in it yet
+    };
+    let first = reader.first_seq().0;
+    let records = reader
+        .iter(Seq(first))
+        .map_err(|e| format!("a follower cannot seek to {first}: {e}"))?;
+    let mut expected = first;
+    for record in records {
+        let (seq, payload) = record.map_err(|e| format!("a follower failed at {expected}: {e}"))?;
+        if seq.0 != expected || seq.0 >= progress.attempted || payload != log_payload(seed, seq.0) {
+            return Err(format!(
+                "a follower read sequence {} (expected {expected}) with bytes never appended there",
+                seq.0
+            ));
+        }
+        expected += 1;
+    }
+    Ok(expected - first)
 }
 
 fn verify_log(
