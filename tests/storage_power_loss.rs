@@ -533,6 +533,14 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
     // no real power loss can (a sealed segment whose successor's entry is lost while later
     // ones survive), on which a follower does not return (reported separately).
     let follow = lie == Lie::None;
+    let run = LogCheck {
+        seed,
+        policy,
+        follow,
+    };
+    let check = |image: &Path, progress: &LogProgress, pick, info| {
+        check_log_image(&image.join("log"), progress, pick, info, run)
+    };
     let every_append = policy == SyncPolicy::EveryAppend;
     harness.count(
         match policy {
@@ -618,18 +626,7 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
             harness.count("rolls", 1);
         }
         disk.crash_point(&format!("after step {step}"));
-        let states = disk.take_crashes();
-        harness.check_states(states, |image, progress, pick, info| {
-            check_log_image(
-                &image.join("log"),
-                progress,
-                seed,
-                policy,
-                pick,
-                info,
-                follow,
-            )
-        });
+        harness.check_states(disk.take_crashes(), check);
     }
     if let Some(open) = log.take() {
         let next = open.next_seq().0;
@@ -637,18 +634,7 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
         disk.progress(|p| p.acked = next);
     }
     disk.crash_now("after the final close");
-    let states = disk.take_crashes();
-    harness.check_states(states, |image, progress, pick, info| {
-        check_log_image(
-            &image.join("log"),
-            progress,
-            seed,
-            policy,
-            pick,
-            info,
-            follow,
-        )
-    });
+    harness.check_states(disk.take_crashes(), check);
 }
 
 /// A writer killed with appends not yet synced, reopened, asked to wait for durability and
@@ -701,7 +687,12 @@ fn kill_then_reopen(seed: u64) -> Tally {
             disk.progress(|p| p.acked = seq);
             disk.crash_now(&format!("killed, reopened and waited under {policy:?}"));
             harness.check_states(disk.take_crashes(), |image, progress, pick, info| {
-                check_log_image(&image.join("log"), progress, seed, policy, pick, info, true)
+                let run = LogCheck {
+                    seed,
+                    policy,
+                    follow: true,
+                };
+                check_log_image(&image.join("log"), progress, pick, info, run)
             });
             log.close().expect("close");
         }
@@ -709,33 +700,41 @@ fn kill_then_reopen(seed: u64) -> Tally {
     tally
 }
 
+/// How a run's log images are checked.
+#[derive(Clone, Copy, Debug)]
+struct LogCheck {
+    /// The run's payload seed.
+    seed: u64,
+    policy: SyncPolicy,
+    /// Whether a follower reads the image before recovery.
+    follow: bool,
+}
+
 fn check_log_image(
     dir: &Path,
     progress: &LogProgress,
-    seed: u64,
-    policy: SyncPolicy,
     pick: Pick,
     info: ImageInfo,
-    follow: bool,
+    run: LogCheck,
 ) -> Result<Checked, String> {
-    let followed = if follow {
-        follow_unrecovered(dir, progress, seed)?
+    let followed = if run.follow {
+        follow_unrecovered(dir, progress, run.seed)?
     } else {
         0
     };
-    let mut checked = check_recovered_log(dir, progress, seed, policy, pick, info)?;
+    let mut checked = recover_log_image(dir, progress, run, pick, info)?;
     checked.followed = followed;
     Ok(checked)
 }
 
-fn check_recovered_log(
+fn recover_log_image(
     dir: &Path,
     progress: &LogProgress,
-    seed: u64,
-    policy: SyncPolicy,
+    run: LogCheck,
     pick: Pick,
     info: ImageInfo,
 ) -> Result<Checked, String> {
+    let LogCheck { seed, policy, .. } = run;
     match Log::open(dir, image_options(RecoveryMode::TolerateTornTail)) {
         Ok((log, _)) => verify_log(dir, log, progress, seed),
         Err(Error::Corrupt {
