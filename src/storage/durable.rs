@@ -64,8 +64,8 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(&StdIo, target, bytes)
 }
 
-/// [`write_atomic`] through an [`Io`] seam, for callers that take a log's options (the
-/// artifact store's `store.meta`).
+/// [`write_atomic`] through another I/O seam (for crash and fault tests of the layers that
+/// keep metadata in small files).
 ///
 /// # Errors
 ///
@@ -83,12 +83,21 @@ pub fn write_atomic_with(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()>
 ///
 /// The removal or the directory sync failed, with its path.
 pub fn remove_durable(path: &Path) -> Result<bool> {
-    match StdIo.remove_file(path) {
+    remove_durable_with(&StdIo, path)
+}
+
+/// [`remove_durable`] through another I/O seam.
+///
+/// # Errors
+///
+/// As [`remove_durable`].
+pub fn remove_durable_with(io: &dyn Io, path: &Path) -> Result<bool> {
+    match io.remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(IoOp::Remove, path, e)),
     }
-    sync_dir(&StdIo, path.parent().unwrap_or(Path::new(".")))?;
+    sync_dir(io, path.parent().unwrap_or(Path::new(".")))?;
     Ok(true)
 }
 
@@ -103,7 +112,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
     create_dir_durable_with(&StdIo, dir)
 }
 
-/// [`create_dir_durable`] with its directory syncs through an [`Io`] seam.
+/// [`create_dir_durable`] through another I/O seam.
 ///
 /// # Errors
 ///

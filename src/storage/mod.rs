@@ -9,8 +9,8 @@
 //!   ([`Log::reader`]) or in another ([`Reader::open`], no lock needed), and truncates the
 //!   prefix for retention.
 //! - [`write_atomic`] replaces a small file atomically and durably; [`remove_durable`] and
-//!   [`create_dir_durable`] remove a file and create a directory durably (the `_with`
-//!   variants go through an [`io::Io`] seam).
+//!   [`create_dir_durable`] remove a file and create a directory durably. Their `_with`
+//!   forms go through another [`io::Io`] seam, for the layers above that take one.
 //!
 //! ```
 //! use esl_replay::storage::{Log, LogOptions, Seq};
@@ -41,8 +41,10 @@ mod segment;
 mod shared;
 mod writer;
 
-pub use durable::{create_dir_durable, create_dir_durable_with, remove_durable};
-pub use durable::{write_atomic, write_atomic_with};
+pub use durable::{
+    create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,
+    write_atomic_with,
+};
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};
 pub use options::{

@@ -23,7 +23,7 @@ use super::ids::{IdIndex, capture_ms, hash_id};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
-use crate::storage::io::{Io, StdIo};
+use crate::storage::io::Io;
 use crate::storage::{Log, LogOptions, Reader, Seq};
 
 /// Reads and validates `store.meta`; a missing file is the identity map.
@@ -54,7 +54,7 @@ pub struct LogStore {
     runs: RwLock<SequenceMap>,
     ids: Mutex<IdIndex>,
     encoded: Vec<Vec<u8>>,
-    /// The seam `store.meta` is written through (the log's).
+    /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
     io: Arc<dyn Io>,
 }
 
@@ -76,6 +76,8 @@ impl LogStore {
     /// As [`LogStore::open`]; [`Error::Metadata`] if `store.meta` is damaged or does not
     /// describe the last record.
     pub fn open_with(root: &Path, options: LogOptions) -> Result<LogStore> {
+        // Durably: a store directory whose own entry a power loss can drop takes every
+        // record acknowledged in it along.
         let io = options.io.clone();
         crate::storage::create_dir_durable_with(&*io, root)?;
         let (log, report) = Log::open(root.join("log"), options)?;
@@ -93,7 +95,7 @@ impl LogStore {
             log: Some(log),
             reader,
             runs: RwLock::new(map),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), true)),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), true, io.clone())),
             encoded: Vec::new(),
             io,
         };
@@ -118,15 +120,16 @@ impl LogStore {
     ///
     /// [`Error::Storage`] if there is no store, [`Error::Metadata`] if `store.meta` is damaged.
     pub fn open_read_only(root: &Path) -> Result<LogStore> {
-        let reader = Reader::open(root.join("log"), &LogOptions::default())?;
+        let options = LogOptions::default();
+        let reader = Reader::open(root.join("log"), &options)?;
         Ok(LogStore {
             root: root.to_path_buf(),
             log: None,
             reader,
             runs: RwLock::new(load_map(root)?.0),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), false)),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
-            io: Arc::new(StdIo),
+            io: options.io,
         })
     }
 
