@@ -296,18 +296,8 @@ fn recorded_store(dir: &std::path::Path, target: &std::path::Path) {
     let chunks = fs_recordings::load(dir, "events-plain.jsonl");
     let frames = fs_recordings::frames(&fs_recordings::stream(&chunks, Dir::ServerToClient));
     let start = time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_796_426_200);
-    let envelopes: Vec<_> = frames
-        .iter()
-        .filter(|f| is_event(f))
-        .enumerate()
-        .map(|(i, f)| {
-            server_support::event_envelope(f, start + time::Duration::milliseconds(i as i64))
-        })
-        .collect();
-    assert_eq!(envelopes.len(), 757, "the README's event count");
-    let mut store = esl_replay::store::open(target, None).unwrap();
-    store.write_batch(envelopes).unwrap();
-    store.sync().unwrap();
+    let written = server_support::write_event_store(&frames, start, target);
+    assert_eq!(written, 757, "the README's event count");
 }
 
 async fn hold_to_recordings(target: Target) -> Option<Tally> {
