@@ -108,21 +108,8 @@ fn greenswitch_receives_the_stored_events_intact() {
 
     let (mut server, port) = serve_cli(&store_dir, &["--as-fast-as-possible"]);
 
-    let output = Command::new("python3")
-        .args(["-c", CLIENT])
-        .arg(port.to_string())
-        .arg("not-the-default")
-        .arg(&expected_path)
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        output.status.success(),
-        "greenswitch client failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let expected_arg = expected_path.to_string_lossy();
+    let output = run_client(&mut server, CLIENT, port, &[&expected_arg]);
     assert!(String::from_utf8_lossy(&output.stdout).starts_with(&format!("OK {}", EVENTS.len())));
 }
 
@@ -151,6 +138,32 @@ fn serve_cli(store_dir: &std::path::Path, extra: &[&str]) -> (std::process::Chil
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or_else(|| panic!("no port in {banner:?}"));
     (server, port)
+}
+
+/// Runs a Python client against the server on `port`, then stops the server; the client
+/// must succeed.
+fn run_client(
+    server: &mut std::process::Child,
+    script: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Output {
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(port.to_string())
+        .arg("not-the-default")
+        .args(extra)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "greenswitch client failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 const FS_CLI_SCENARIO: &str = r#"
@@ -211,20 +224,7 @@ fn greenswitch_runs_the_recorded_fs_cli_scenario_against_serve() {
         .count();
 
     let (mut server, port) = serve_cli(&store_dir, &["--as-fast-as-possible"]);
-    let output = Command::new("python3")
-        .args(["-c", FS_CLI_SCENARIO])
-        .arg(port.to_string())
-        .arg("not-the-default")
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        output.status.success(),
-        "greenswitch client failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run_client(&mut server, FS_CLI_SCENARIO, port, &[]);
     let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let interactive = "fs_cli-interactive.jsonl";
     for command in ["api switchname", "api hostname", "api console_complete sta"] {

@@ -201,6 +201,12 @@ async fn api_and_bgapi_are_answered_and_jobs_complete_with_background_job() {
         &unknown.body()[..],
         b"-ERR no_such_cmd Command not found!\n"
     );
+    // Through the console (fs_cli's `console_execute: true`) the whole line is named.
+    let unknown = c.api("api no_such_cmd arg\nconsole_execute: true").await;
+    assert_eq!(
+        &unknown.body()[..],
+        b"-ERR no_such_cmd arg Command not found!\n"
+    );
 
     c.command("event plain BACKGROUND_JOB").await;
     let job = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
@@ -381,4 +387,41 @@ async fn a_restarted_simulator_can_keep_its_core_uuid_and_sequence() {
         .parse()
         .unwrap();
     assert_eq!(next, last + 1);
+}
+
+/// Issue 15 item 3: `simulate`'s `status` and `show` agree with each other and with the
+/// calls in progress (it used to report sessions since startup with a peak of 0).
+#[tokio::test]
+async fn simulated_status_and_show_channels_agree() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("event plain CHANNEL_CREATE").await;
+    // The first event of the first call: a call was open.
+    let first = c.frame().await.unwrap();
+    assert_eq!(event_name(&first), "CHANNEL_CREATE");
+    c.command("noevents").await;
+    // One write: both answers come from the same moment.
+    c.send("api status\n\napi show channels count").await;
+    let status = c.reply_frame().await;
+    let count = c.reply_frame().await;
+    let status = String::from_utf8(status.body().to_vec()).unwrap();
+    let lines: Vec<&str> = status.lines().collect();
+    let number = |line: &str, at: usize| -> u64 {
+        line.split_whitespace()
+            .nth(at)
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap()
+    };
+    let since = number(lines[2], 0);
+    let current = number(lines[3], 0);
+    let peak = number(lines[3], 4);
+    // One listener: at most its call in progress is open; a call was open, so a peak.
+    assert!(current <= 1 && peak >= 1, "{status}");
+    assert!(peak >= current && since >= peak, "{status}");
+    assert_eq!(
+        String::from_utf8(count.body().to_vec()).unwrap(),
+        format!("\n{current} total.\n")
+    );
 }

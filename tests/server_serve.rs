@@ -45,12 +45,8 @@ async fn serve(dir: &std::path::Path, options: ReplayOptions) -> RunningServer {
     server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap()
 }
 
-fn fast() -> ReplayOptions {
-    ReplayOptions::default()
-}
-
-#[tokio::test]
-async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
+/// Serves the plain fixture events as fast as possible (keep the directory alive).
+async fn serve_plain_fixtures() -> (tempfile::TempDir, RunningServer) {
     let dir = tempfile::tempdir().unwrap();
     let envelopes = PLAIN_FIXTURES
         .iter()
@@ -59,6 +55,16 @@ async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
         .collect();
     write_store(dir.path(), envelopes);
     let server = serve(dir.path(), fast()).await;
+    (dir, server)
+}
+
+fn fast() -> ReplayOptions {
+    ReplayOptions::default()
+}
+
+#[tokio::test]
+async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
+    let (_dir, server) = serve_plain_fixtures().await;
     let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
     assert_eq!(
         c.command("event plain ALL").await,
@@ -127,14 +133,7 @@ async fn json_captures_are_exact_in_json_and_converted_for_plain_listeners() {
 
 #[tokio::test]
 async fn subscriptions_and_filters_apply_to_stored_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let envelopes = PLAIN_FIXTURES
-        .iter()
-        .enumerate()
-        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
-        .collect();
-    write_store(dir.path(), envelopes);
-    let server = serve(dir.path(), fast()).await;
+    let (_dir, server) = serve_plain_fixtures().await;
     let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
     // Filters first: the stream starts with the first subscription.
     c.command("filter Unique-ID 4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30")
@@ -249,14 +248,7 @@ async fn api_and_bgapi_are_answered_from_recorded_replies() {
 /// inbound-commands); other events keep coming.
 #[tokio::test]
 async fn nixevent_after_all_stops_custom_subclasses_not_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let envelopes = PLAIN_FIXTURES
-        .iter()
-        .enumerate()
-        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
-        .collect();
-    write_store(dir.path(), envelopes);
-    let server = serve(dir.path(), fast()).await;
+    let (_dir, server) = serve_plain_fixtures().await;
     let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
     c.command("filter Event-Name /^(CUSTOM|HEARTBEAT|DTMF)$/")
         .await;
