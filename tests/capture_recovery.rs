@@ -129,11 +129,13 @@ async fn health_is_not_live_while_backing_off_and_clears_the_error_on_recovery()
     assert_ne!(during.liveness, "live", "{during:?}");
     assert!(during.last_error.is_some(), "{during:?}");
 
+    let back = std::time::Instant::now();
     let switch = simulator_on(TcpListener::bind(address).await.unwrap()).await;
     wait_until("ready again", Duration::from_secs(30), || {
         health(&capture).connection == "ready"
     })
     .await;
+    println!("switch back: capture ready again in {:?}", back.elapsed());
     let after = health(&capture);
     assert_eq!(after.liveness, "live");
     assert_eq!(after.last_error, None, "{after:?}");
