@@ -11,7 +11,9 @@
 //!   [`StoreReplay`] streams a store's `event.raw` records (paced or as fast as possible,
 //!   looping, resumable from a checkpoint) and answers `api`/`bgapi` from recorded
 //!   replies; [`Simulator`] generates realistic FreeSWITCH traffic from pre-rendered
-//!   templates.
+//!   templates;
+//! - `core_api`: the core API commands clients send on their own (`status`, `switchname`,
+//!   `show channels`, `console_complete`, ...), answered from the served switch.
 //!
 //! [`spawn`] runs a server on a bound listener and returns a [`RunningServer`] handle
 //! (address, figures, graceful shutdown with the FreeSWITCH shutdown notice, or an abrupt
