@@ -418,9 +418,12 @@ enum Slot {
     Billsec,
     Duration,
     CallerPort,
+    SessionCount,
+    SessionPeak,
+    PeakPerSecond,
 }
 
-const SLOTS: [(&str, Slot); 18] = [
+const SLOTS: [(&str, Slot); 21] = [
     ("date_local", Slot::DateLocal),
     ("date_gmt", Slot::DateGmt),
     ("timestamp", Slot::Timestamp),
@@ -439,6 +442,9 @@ const SLOTS: [(&str, Slot); 18] = [
     ("billsec", Slot::Billsec),
     ("duration", Slot::Duration),
     ("caller_port", Slot::CallerPort),
+    ("session_count", Slot::SessionCount),
+    ("session_peak", Slot::SessionPeak),
+    ("peak_per_second", Slot::PeakPerSecond),
 ];
 
 #[derive(Debug, Clone)]
@@ -745,10 +751,10 @@ impl Templates {
              user-agent: Zoiper%20rv2.10.20.3\n";
         let heartbeat = "Event-Info: System%20Ready\nUp-Time: {{duration}}%20seconds\n\
              FreeSWITCH-Version: 1.10.12-release%2Besl-replay~simulator~64bit\n\
-             Uptime-msec: {{billsec}}\nSession-Count: 0\nMax-Sessions: 1000\n\
-             Session-Per-Sec: 30\nSession-Per-Sec-Last: 0\nSession-Per-Sec-Max: 2\n\
+             Uptime-msec: {{billsec}}\nSession-Count: {{session_count}}\nMax-Sessions: 1000\n\
+             Session-Per-Sec: 30\nSession-Per-Sec-Last: 0\nSession-Per-Sec-Max: {{peak_per_second}}\n\
              Session-Per-Sec-FiveMin: 0\nSession-Since-Startup: {{session_number}}\n\
-             Session-Peak-Max: 9\nSession-Peak-FiveMin: 1\nIdle-CPU: 97.766667\n";
+             Session-Peak-Max: {{session_peak}}\nSession-Peak-FiveMin: {{session_peak}}\nIdle-CPU: 99.000000\n";
         Templates {
             create: build(
                 "CHANNEL_CREATE",
@@ -931,11 +937,26 @@ impl Feed for SimFeed {
                 Slot::Billsec,
                 u64::try_from(uptime.as_millis()).unwrap_or(0),
             );
+            // The same figures `status` reports, so the two never disagree.
+            let (open, peak, per_second) = {
+                let sessions = self.shared.sessions.lock();
+                (
+                    sessions.channels.len() as u64,
+                    sessions.peak,
+                    sessions.peak_per_second,
+                )
+            };
+            let call_session = self.values.get(Slot::SessionNumber).to_vec();
             self.values.set_number(
                 Slot::SessionNumber,
                 self.shared.calls.load(Ordering::Relaxed),
             );
+            self.values.set_number(Slot::SessionCount, open);
+            self.values.set_number(Slot::SessionPeak, peak);
+            self.values.set_number(Slot::PeakPerSecond, per_second);
             let event = self.render("HEARTBEAT", true);
+            // The call in progress keeps its own session number.
+            self.values.set(Slot::SessionNumber, &call_session);
             return Ok(FeedItem::Event {
                 event,
                 due: heartbeat_due,
@@ -1013,6 +1034,38 @@ mod tests {
         assert_eq!(names.first().map(String::as_str), Some("CHANNEL_CREATE"));
         assert!(names.iter().any(|n| n == "CUSTOM"));
         assert!(names.iter().any(|n| n == "CHANNEL_HANGUP_COMPLETE"));
+    }
+
+    #[test]
+    fn heartbeats_report_the_sessions_status_reports() {
+        let simulator = Simulator::new(SimulatorConfig {
+            rate: Some(1000.0),
+            max_events: Some(60),
+            heartbeat_interval: Duration::from_millis(20),
+            ..SimulatorConfig::default()
+        })
+        .unwrap();
+        let mut feed = simulator.feed().unwrap();
+        let mut heartbeats = 0;
+        while let FeedItem::Event { event, .. } = feed.next_item().unwrap() {
+            if event.name() != "HEARTBEAT" {
+                continue;
+            }
+            heartbeats += 1;
+            let parsed = PlainEvent::parse(event.body()).unwrap();
+            let number = |name| -> u64 { parsed.header_str(name).unwrap().parse().unwrap() };
+            let (count, peak, since) = (
+                number("Session-Count"),
+                number("Session-Peak-Max"),
+                number("Session-Since-Startup"),
+            );
+            assert!(
+                count <= 1 && count <= peak && peak <= since,
+                "{count} {peak} {since}"
+            );
+            assert!(since >= 1);
+        }
+        assert!(heartbeats >= 2);
     }
 
     #[test]
