@@ -1,9 +1,14 @@
 //! A real third-party ESL client against `esl-replay serve`: the Python `greenswitch`
 //! library (installed by `.ci/run`) connects to the command-line server, authenticates with
 //! the password from `ESL_PASSWORD`, asks a recorded `api` command, subscribes and receives
-//! every stored event with the same headers its own parser reads from the stored bytes.
-//! Skips (with a message) when `python3` or `greenswitch` is not available.
+//! every stored event with the same headers its own parser reads from the stored bytes;
+//! and runs the real `fs_cli`'s recorded scenario (start-up `switchname`/`hostname`, tab
+//! completion, `version`, `status`, `show calls count`, an event subscription) against a
+//! store of the recorded FreeSWITCH events, getting the recorded switch's answers.
+//! Skips (with a message) when `python3` or `greenswitch` is not available, or the
+//! recordings are absent outside CI.
 
+mod fs_recordings;
 mod server_support;
 
 use std::io::{BufRead as _, BufReader};
@@ -101,10 +106,21 @@ fn greenswitch_receives_the_stored_events_intact() {
     let expected_path = dir.path().join("expected.json");
     std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
 
+    let (mut server, port) = serve_cli(&store_dir, &["--as-fast-as-possible"]);
+
+    let expected_arg = expected_path.to_string_lossy();
+    let output = run_client(&mut server, CLIENT, port, &[&expected_arg]);
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with(&format!("OK {}", EVENTS.len())));
+}
+
+/// `esl-replay serve` on a free port with the password `not-the-default`; returns the
+/// process and its port (read from its banner, which never shows the password).
+fn serve_cli(store_dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(["serve", "--store"])
-        .arg(&store_dir)
-        .args(["--listen", "127.0.0.1:0", "--as-fast-as-possible"])
+        .arg(store_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("ESL_PASSWORD", "not-the-default")
         .stderr(Stdio::piped())
         .spawn()
@@ -121,12 +137,22 @@ fn greenswitch_receives_the_stored_events_intact() {
         .and_then(|(_, rest)| rest.split(';').next())
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or_else(|| panic!("no port in {banner:?}"));
+    (server, port)
+}
 
+/// Runs a Python client against the server on `port`, then stops the server; the client
+/// must succeed.
+fn run_client(
+    server: &mut std::process::Child,
+    script: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Output {
     let output = Command::new("python3")
-        .args(["-c", CLIENT])
+        .args(["-c", script])
         .arg(port.to_string())
         .arg("not-the-default")
-        .arg(&expected_path)
+        .args(extra)
         .output()
         .unwrap();
     let _ = server.kill();
@@ -137,5 +163,98 @@ fn greenswitch_receives_the_stored_events_intact() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with(&format!("OK {}", EVENTS.len())));
+    output
+}
+
+const FS_CLI_SCENARIO: &str = r#"
+import json, sys, gevent, greenswitch
+
+port, password = int(sys.argv[1]), sys.argv[2]
+fs = greenswitch.InboundESL(host="127.0.0.1", port=port, password=password)
+fs.connect()
+creates = []
+fs.register_handle("CHANNEL_CREATE", lambda event: creates.append(event.headers.get("Unique-ID")))
+out = {}
+for command in ["api switchname", "api hostname", "api console_complete sta", "api version",
+                "api status", "api show calls count"]:
+    out[command] = fs.send(command).data
+out["event"] = fs.send("event plain CHANNEL_CREATE").headers["Reply-Text"]
+deadline = 100
+while len(creates) < 30 and deadline > 0:
+    gevent.sleep(0.1)
+    deadline -= 1
+out["creates"] = len(creates)
+print(json.dumps(out))
+"#;
+
+/// The body FreeSWITCH answered to `command` in a recorded conversation.
+fn recorded_answer(dir: &std::path::Path, recording: &str, command: &str) -> String {
+    let conversation = fs_recordings::conversation(&fs_recordings::load(dir, recording));
+    let turn = conversation
+        .turns
+        .iter()
+        .find(|t| String::from_utf8_lossy(&t.command).lines().next() == Some(command))
+        .unwrap_or_else(|| panic!("{command} in {recording}"));
+    String::from_utf8(turn.replies[0].body().to_vec()).unwrap()
+}
+
+#[test]
+fn greenswitch_runs_the_recorded_fs_cli_scenario_against_serve() {
+    if !python_with_greenswitch() {
+        eprintln!(
+            "skipped: python3 with the greenswitch package is not available (pip install greenswitch)"
+        );
+        return;
+    }
+    let Some(recordings) = fs_recordings::dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let chunks = fs_recordings::load(&recordings, "events-plain.jsonl");
+    let frames = fs_recordings::frames(&fs_recordings::stream(
+        &chunks,
+        fs_recordings::Dir::ServerToClient,
+    ));
+    let start = time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_796_426_200);
+    server_support::write_event_store(&frames, start, &store_dir);
+    let creates = frames
+        .iter()
+        .filter(|f| server_support::event_name(f) == "CHANNEL_CREATE")
+        .count();
+
+    let (mut server, port) = serve_cli(&store_dir, &["--as-fast-as-possible"]);
+    let output = run_client(&mut server, FS_CLI_SCENARIO, port, &[]);
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let interactive = "fs_cli-interactive.jsonl";
+    for command in ["api switchname", "api hostname", "api console_complete sta"] {
+        assert_eq!(
+            out[command],
+            recorded_answer(&recordings, interactive, command),
+            "{command}"
+        );
+    }
+    assert_eq!(
+        out["api version"],
+        recorded_answer(&recordings, "inbound-commands.jsonl", "api version")
+    );
+    assert_eq!(
+        out["api show calls count"],
+        recorded_answer(
+            &recordings,
+            "fs_cli-x-show-calls.jsonl",
+            "api show calls count"
+        )
+    );
+    // `status`: the lines that do not depend on time or on the calls served.
+    let recorded = recorded_answer(&recordings, "fs_cli-x-status.jsonl", "api status");
+    let ours = out["api status"].as_str().unwrap();
+    for line in [1, 5, 7] {
+        assert_eq!(ours.lines().nth(line), recorded.lines().nth(line), "{ours}");
+    }
+    assert_eq!(out["event"], "+OK event listener enabled plain");
+    assert_eq!(
+        out["creates"], creates,
+        "every recorded CHANNEL_CREATE delivered"
+    );
 }

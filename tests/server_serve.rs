@@ -45,12 +45,8 @@ async fn serve(dir: &std::path::Path, options: ReplayOptions) -> RunningServer {
     server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap()
 }
 
-fn fast() -> ReplayOptions {
-    ReplayOptions::default()
-}
-
-#[tokio::test]
-async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
+/// Serves the plain fixture events as fast as possible (keep the directory alive).
+async fn serve_plain_fixtures() -> (tempfile::TempDir, RunningServer) {
     let dir = tempfile::tempdir().unwrap();
     let envelopes = PLAIN_FIXTURES
         .iter()
@@ -59,6 +55,16 @@ async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
         .collect();
     write_store(dir.path(), envelopes);
     let server = serve(dir.path(), fast()).await;
+    (dir, server)
+}
+
+fn fast() -> ReplayOptions {
+    ReplayOptions::default()
+}
+
+#[tokio::test]
+async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
+    let (_dir, server) = serve_plain_fixtures().await;
     let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
     assert_eq!(
         c.command("event plain ALL").await,
@@ -127,14 +133,7 @@ async fn json_captures_are_exact_in_json_and_converted_for_plain_listeners() {
 
 #[tokio::test]
 async fn subscriptions_and_filters_apply_to_stored_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let envelopes = PLAIN_FIXTURES
-        .iter()
-        .enumerate()
-        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
-        .collect();
-    write_store(dir.path(), envelopes);
-    let server = serve(dir.path(), fast()).await;
+    let (_dir, server) = serve_plain_fixtures().await;
     let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
     // Filters first: the stream starts with the first subscription.
     c.command("filter Unique-ID 4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30")
@@ -166,10 +165,24 @@ async fn api_and_bgapi_are_answered_from_recorded_replies() {
             reply_envelope("command.reply", &ack, at(3)),
             reply_envelope("bgapi.ack", &ack, at(3)),
             event_envelope(&job, at(4)),
+            // An hour later: keeps the paced stream (and the connection) open meanwhile.
+            timed_event(
+                "HEARTBEAT",
+                2,
+                header(&job, "Event-Date-Timestamp")
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap()
+                    + 3_600_000_000,
+            ),
         ],
     );
     let store = store::open_read_only(dir.path(), None).unwrap();
-    let replay = StoreReplay::load(store, fast()).unwrap();
+    let paced = ReplayOptions {
+        speed: Some(1.0),
+        ..ReplayOptions::default()
+    };
+    let replay = StoreReplay::load(store, paced).unwrap();
     let summary = replay.summary();
     assert_eq!((summary.api_commands, summary.bgapi_commands), (1, 1));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -181,11 +194,16 @@ async fn api_and_bgapi_are_answered_from_recorded_replies() {
         reply.to_bytes().to_vec(),
         fixture_bytes("06-api-response-version.esl")
     );
+    // Not recorded, but a core command: answered from the served switch.
     let reply = c.api("api status").await;
-    assert_eq!(&reply.body()[..], b"-ERR status Command not found!\n");
+    assert!(reply.body().starts_with(b"UP 0 years, "), "{reply:?}");
+    let reply = c.api("api no_such_command").await;
+    assert_eq!(
+        &reply.body()[..],
+        b"-ERR no_such_command Command not found!\n"
+    );
 
     c.command("filter Event-Name BACKGROUND_JOB").await;
-    assert_eq!(c.command("linger").await, "+OK will linger");
     c.command("event plain ALL").await;
     let (stream, _) = {
         // The recorded BACKGROUND_JOB is also part of the stream; read it first.
@@ -216,7 +234,35 @@ async fn api_and_bgapi_are_answered_from_recorded_replies() {
     let event = c.frame().await.unwrap();
     assert_eq!(header(&event, "Job-UUID").unwrap(), made);
     let parsed = esl_replay::esl::event::PlainEvent::parse(event.body()).unwrap();
-    assert_eq!(parsed.body(), b"-ERR show Command not found!\n");
+    assert_eq!(parsed.body(), b"\n0 total.\n", "a core command, as a job");
+
+    c.send("bgapi frobnicate now").await;
+    c.reply_frame().await;
+    let event = c.frame().await.unwrap();
+    let parsed = esl_replay::esl::event::PlainEvent::parse(event.body()).unwrap();
+    assert_eq!(parsed.body(), b"-ERR frobnicate Command not found!\n");
+}
+
+/// Issue 15 item 2: after `event plain ALL` then `nixevent CHANNEL_STATE CODEC`,
+/// FreeSWITCH stops CUSTOM events whose subclass was never named (fixture
+/// inbound-commands); other events keep coming.
+#[tokio::test]
+async fn nixevent_after_all_stops_custom_subclasses_not_named() {
+    let (_dir, server) = serve_plain_fixtures().await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("filter Event-Name /^(CUSTOM|HEARTBEAT|DTMF)$/")
+        .await;
+    // One write: both commands are handled before the first event is sent.
+    c.send("event plain ALL\n\nnixevent CHANNEL_STATE CODEC")
+        .await;
+    let replies = [c.reply_frame().await, c.reply_frame().await];
+    assert_eq!(
+        replies.map(|r| r.header("Reply-Text").unwrap_or_default().to_owned()),
+        ["+OK event listener enabled plain", "+OK events nixed"]
+    );
+    let (events, _) = c.events_until_notice().await;
+    let names: Vec<String> = events.iter().map(event_name).collect();
+    assert_eq!(names, ["DTMF", "HEARTBEAT"], "no CUSTOM sofia::register");
 }
 
 /// A plain event named `name` with the given `Event-Date-Timestamp`.

@@ -90,8 +90,10 @@ pub enum Captured {
     },
     /// Bytes the codec could not frame (sent before the connection is closed).
     Malformed {
-        /// The bytes buffered when the error happened.
+        /// The bytes buffered when the error happened, at most `client::MALFORMED_KEEP`.
         bytes: Bytes,
+        /// How many bytes were buffered (more than `bytes` holds when capped).
+        buffered: usize,
         /// The codec's error.
         error: String,
     },
@@ -165,10 +167,17 @@ impl Mapper {
     pub fn map(&mut self, stamp: &Stamp, captured: Captured) -> Vec<Envelope> {
         match captured {
             Captured::Frame { frame, inbound } => self.frame(stamp, &frame, inbound),
-            Captured::Malformed { bytes, error } => {
+            Captured::Malformed {
+                bytes,
+                buffered,
+                error,
+            } => {
                 let mut a = Artifact::new("wire.malformed", "wire", "malformed");
                 a.raw(&bytes);
                 a.derived("malformed-error", &error);
+                if buffered > bytes.len() {
+                    a.derived("malformed-buffered-bytes", &buffered.to_string());
+                }
                 vec![self.finish(stamp, a)]
             }
             Captured::Dispatch { pending } => vec![self.dispatch(stamp, &pending)],

@@ -4,8 +4,11 @@
 //! tokio TCP stream: connect (with a timeout), authenticate when greeted, restore the desired
 //! subscriptions and filters, then read frames until the session closes. Each TCP connect
 //! gets the next `connection_generation`; after a retryable close the node waits a capped
-//! exponential backoff with full jitter ([`Backoff`]) and reconnects (handshake timeouts
-//! included), and the first artifacts of the new connection are `connection.opened` and a
+//! exponential backoff with full jitter ([`Backoff`]), never longer than a quarter of how
+//! long the node has been down, and reconnects (handshake timeouts included). Attempts are
+//! counted from the last connection that stayed ready for [`STABLE_AFTER`], whatever
+//! ended the ones since (refused connects, rejected auth, garbage after auth), so a flapping
+//! switch is backed off too. The first artifacts of the new connection are `connection.opened` and a
 //! `capture.gap` saying how long the node was down. Every frame, dispatch and lifecycle
 //! change is pushed to the [`CaptureQueue`], which never blocks the socket task.
 //!
@@ -66,8 +69,11 @@ impl fmt::Debug for Password {
 }
 
 /// Capped exponential backoff with full jitter: the delay before retry `n` (1-based) is
-/// uniform in `[0, min(max, initial × 2^(n-1))]`, so many nodes restarting together do not
-/// reconnect in step.
+/// uniform in `[0, min(max, initial × 2^(n-1), max(initial, down / 4))]`, where `down` is
+/// how long the node has been without a stable connection. Jitter keeps many nodes
+/// restarting together out of step; the outage cap keeps the wait after a short outage
+/// short (a switch back after 12 s is retried within 3 s), while a long outage still
+/// backs off to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The cap of the first retry's delay.
@@ -80,26 +86,38 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
+            max: Duration::from_secs(10),
         }
     }
 }
 
 impl Backoff {
-    /// The upper bound of the delay before retry `attempt` (1-based).
+    /// The upper bound of the delay before retry `attempt` (1-based) of an outage that
+    /// began `down` ago.
     #[must_use]
-    pub fn ceiling(&self, attempt: u64) -> Duration {
+    pub fn ceiling(&self, attempt: u64, down: Duration) -> Duration {
         let shift = attempt.saturating_sub(1).min(30) as u32;
-        self.initial.saturating_mul(1u32 << shift).min(self.max)
+        self.initial
+            .saturating_mul(1u32 << shift)
+            .min(self.max)
+            .min((down / 4).max(self.initial))
     }
 
-    /// A random delay in `[0, ceiling(attempt)]`.
+    /// A random delay in `[0, ceiling(attempt, down)]`.
     #[must_use]
-    pub fn delay(&self, attempt: u64, rng: &mut impl rand::Rng) -> Duration {
-        let ceiling = self.ceiling(attempt).as_micros() as u64;
+    pub fn delay(&self, attempt: u64, down: Duration, rng: &mut impl rand::Rng) -> Duration {
+        let ceiling = self.ceiling(attempt, down).as_micros() as u64;
         Duration::from_micros(rng.random_range(0..=ceiling))
     }
 }
+
+/// A connection that stayed ready this long ends an outage: the attempt count and the
+/// outage clock start over at its close.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// At most this many bytes of a malformed read buffer are stored per connection (the
+/// `wire.malformed` artifact says how many there were).
+pub const MALFORMED_KEEP: usize = 64 * 1024;
 
 /// One FreeSWITCH node to capture.
 #[derive(Debug, Clone)]
@@ -281,6 +299,8 @@ pub async fn run_node(
     let mut attempt: u64 = 0;
     let mut jobs = Vec::new();
     let mut down: Option<(OffsetDateTime, Instant, String)> = None;
+    // When the node last lost a stable connection (or started): the outage's age.
+    let mut outage_since = Instant::now();
     loop {
         if *shutdown.borrow() {
             return node.stopped(NodeExit::Shutdown);
@@ -288,7 +308,7 @@ pub async fn run_node(
         attempt += 1;
         node.telemetry.update_health(&node.slug, |h| {
             h.connection = "connecting".into();
-            h.reconnect_attempts = attempt;
+            h.reconnect_attempts = attempt - 1;
         });
         let connect = tokio::time::timeout(
             node.config.connect_timeout,
@@ -318,7 +338,7 @@ pub async fn run_node(
                         reason,
                     }));
                 }
-                let (reason, ready, carried) = node
+                let (reason, ready_for, carried) = node
                     .connection(
                         stream,
                         std::mem::take(&mut jobs),
@@ -327,15 +347,14 @@ pub async fn run_node(
                     )
                     .await;
                 jobs = carried;
-                let retryable = reason.is_retryable() && !*shutdown.borrow();
-                tracing::warn!(node = %node.slug, reason = %reason, retryable, "connection closed");
                 down = Some((
                     OffsetDateTime::now_utc(),
                     Instant::now(),
                     reason.to_string(),
                 ));
-                if ready {
+                if ready_for.is_some_and(|d| d >= STABLE_AFTER) {
                     attempt = 0;
+                    outage_since = Instant::now();
                 }
                 node.telemetry.update_health(&node.slug, |h| {
                     h.last_error = Some(reason.to_string());
@@ -355,10 +374,16 @@ pub async fn run_node(
         if node.config.max_attempts.is_some_and(|max| attempt >= max) {
             return node.stopped(NodeExit::GaveUp(error));
         }
-        let delay = node.config.backoff.delay(attempt.max(1), &mut rand::rng());
+        let delay =
+            node.config
+                .backoff
+                .delay(attempt.max(1), outage_since.elapsed(), &mut rand::rng());
         tracing::info!(node = %node.slug, attempt, ?delay, %error, "reconnecting after backoff");
         node.telemetry.update_health(&node.slug, |h| {
             h.connection = "backing_off".into();
+            // No connection, no liveness signal: not live until the next session is ready.
+            h.liveness = "down".into();
+            h.session = Phase::Closed.as_str().into();
             h.last_error = Some(error.clone());
         });
         let sleep = tokio::time::sleep(delay);
@@ -398,15 +423,15 @@ impl Node {
         exit
     }
 
-    /// One TCP connection: returns why it closed, whether it got ready, and the bgapi jobs
-    /// still tracked (their results may arrive on the next connection).
+    /// One TCP connection: returns why it closed, how long it was ready (`None`: never),
+    /// and the bgapi jobs still tracked (their results may arrive on the next connection).
     async fn connection(
         &mut self,
         stream: TcpStream,
         jobs: Vec<crate::esl::session::Job>,
         requests: &mut mpsc::Receiver<GatewayRequest>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> (CloseReason, bool, Vec<crate::esl::session::Job>) {
+    ) -> (CloseReason, Option<Duration>, Vec<crate::esl::session::Job>) {
         let codec = EslCodec::new().with_max_content_length(self.config.max_content_length);
         let mut framed = Framed::with_capacity(stream, codec, 64 * 1024);
         let mut session = Session::new(
@@ -421,7 +446,7 @@ impl Node {
             h.connection_generation = generation;
         });
         let mut recorded = CommandId(0);
-        let mut ready = false;
+        let mut ready: Option<Instant> = None;
         let mut frames = 0u64;
         let reason = loop {
             // Settle what the session wants: record new requests, write bytes, act on outputs.
@@ -459,13 +484,14 @@ impl Node {
                             });
                         }
                         Output::Ready => {
-                            ready = true;
+                            ready = Some(Instant::now());
                             tracing::info!(node = %self.slug, generation, "session ready");
                             self.telemetry.update_health(&self.slug, |h| {
                                 h.connection = "ready".into();
                                 h.session = Phase::Ready.as_str().into();
                                 h.liveness = "live".into();
-                                h.reconnect_attempts = 0;
+                                // Recovered: the outage's error is history (in the store).
+                                h.last_error = None;
                             });
                         }
                         Output::Liveness(l) => {
@@ -521,8 +547,15 @@ impl Node {
                         self.push(Captured::Frame { frame, inbound });
                     }
                     Some(Err(error)) => {
-                        let bytes = Bytes::copy_from_slice(framed.read_buffer());
-                        self.push(Captured::Malformed { bytes, error: error.to_string() });
+                        // One per connection (the session closes), and capped: a peer
+                        // sending garbage cannot fill the store.
+                        let buffered = framed.read_buffer();
+                        let kept = buffered.get(..MALFORMED_KEEP).unwrap_or(buffered);
+                        self.push(Captured::Malformed {
+                            bytes: Bytes::copy_from_slice(kept),
+                            buffered: buffered.len(),
+                            error: error.to_string(),
+                        });
                         session.close_locally(format!("codec: {error}"));
                     }
                     None => session.handle_eof(self.now()),
@@ -547,14 +580,18 @@ impl Node {
         for (_, waiter) in self.waiting.drain() {
             let _ = waiter.send(Err(GatewayError::ConnectionLost));
         }
+        // One verdict for the record and the log line: a close we asked for (shutdown)
+        // is not retried, whatever the reason's kind says.
+        let retryable = reason.is_retryable() && !*shutdown.borrow();
+        tracing::warn!(node = %self.slug, reason = %reason, retryable, "connection closed");
         self.push(Captured::ConnectionClosed {
             reason: reason.as_str().into(),
-            retryable: reason.is_retryable(),
+            retryable,
             frames,
         });
         // Best effort: a polite goodbye is not needed, FreeSWITCH handles a dropped socket.
         let _ = framed.get_mut().shutdown().await;
-        (reason, ready, jobs)
+        (reason, ready.map(|at| at.elapsed()), jobs)
     }
 
     fn gateway(&mut self, session: &mut Session, request: GatewayRequest) {

@@ -122,7 +122,14 @@ impl Gateway {
             None if self.nodes.len() == 1 => self.nodes.values().next(),
             None => return Err(GatewayError::Refused("several nodes: name one".into())),
         }
-        .ok_or_else(|| GatewayError::Refused(format!("unknown node {node:?}")))?;
+        .ok_or_else(|| {
+            let known: Vec<&str> = self.nodes().collect();
+            GatewayError::Refused(format!(
+                "unknown node \"{}\" (nodes: {})",
+                node.unwrap_or_default(),
+                known.join(", ")
+            ))
+        })?;
         let (reply, wait) = oneshot::channel();
         sender
             .send(GatewayRequest { command, reply })

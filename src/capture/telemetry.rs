@@ -32,11 +32,12 @@ pub struct NodeHealth {
     pub connection: String,
     /// The session phase (`esl::session::Phase::as_str`).
     pub session: String,
-    /// `live`, `degraded`, `dead`.
+    /// `live`, `degraded`, `dead` while connected; `down` while backing off.
     pub liveness: String,
     /// The current connection generation.
     pub connection_generation: u64,
-    /// Connect attempts since the last ready session.
+    /// Connections tried since the last stable one (ready for `STABLE_AFTER`) that failed
+    /// or did not last, whatever ended them.
     pub reconnect_attempts: u64,
     /// The last error, if any.
     pub last_error: Option<String>,

@@ -57,6 +57,10 @@ pub(crate) struct CaptureArgs {
     /// Stop after this long (e.g. `30s`); default: until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Give up (exit 2) if a node has not connected within this long (e.g. `30s`); by
+    /// default a node that never connected is an error only when the capture stops.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    startup_timeout: Option<Duration>,
     /// `runtime_flags.worker_session_id` of every artifact.
     #[arg(long)]
     worker_session_id: Option<String>,
@@ -245,7 +249,7 @@ async fn capture(
         None => None,
     };
 
-    wait_for_stop(args.duration, &capture).await;
+    wait_for_stop(args.duration, args.startup_timeout, &capture).await;
     eprintln!("stopping: flushing and syncing the store");
     if let Some(server) = server {
         server.abort();
@@ -254,6 +258,16 @@ async fn capture(
         retention.stop();
     }
     let telemetry = capture.telemetry();
+    // Read before shutdown, which marks every node stopped.
+    let never_connected: Vec<String> = telemetry
+        .health()
+        .into_iter()
+        .filter(|(_, h)| h.connection_generation == 0)
+        .map(|(slug, h)| {
+            let error = h.last_error.unwrap_or_else(|| "no attempt finished".into());
+            format!("node {slug} never connected to {}: {error}", h.address)
+        })
+        .collect();
     let (store, exits) = capture.shutdown().await.context("flush the store")?;
     let stats = store.stats().context("store stats")?;
     drop(store);
@@ -273,18 +287,46 @@ async fn capture(
             }
         }
     }
+    if !never_connected.is_empty() {
+        for line in &never_connected {
+            eprintln!("{line}");
+        }
+        bail!(
+            "{} (is FreeSWITCH listening there, and is the address right?)",
+            never_connected.join("; ")
+        );
+    }
     if failed {
         bail!("a node stopped before shutdown");
     }
     Ok(Outcome::Success)
 }
 
-/// Waits for SIGINT, SIGTERM, the duration, or every node having stopped on its own.
-async fn wait_for_stop(duration: Option<Duration>, capture: &Capture) {
+/// Waits for SIGINT, SIGTERM, the duration, every node having stopped on its own, or the
+/// start-up timeout with a node that has not connected yet.
+async fn wait_for_stop(
+    duration: Option<Duration>,
+    startup_timeout: Option<Duration>,
+    capture: &Capture,
+) {
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
+        }
+    };
+    let startup = async {
+        let Some(timeout) = startup_timeout else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(timeout).await;
+        let telemetry = capture.telemetry();
+        if telemetry
+            .health()
+            .values()
+            .all(|h| h.connection_generation > 0)
+        {
+            std::future::pending::<()>().await;
         }
     };
     let terminate = async {
@@ -309,6 +351,7 @@ async fn wait_for_stop(duration: Option<Duration>, capture: &Capture) {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
         () = deadline => {}
+        () = startup => {}
         () = stopped => {}
     }
 }

@@ -1,12 +1,13 @@
 //! How is one inbound ESL connection served?
 //!
 //! [`serve_connection`] speaks FreeSWITCH's side of the inbound protocol (esl-protocol.md
-//! §1.1-1.6, §1.11): greeting, authentication (only `auth`, `userauth` and `exit` before it,
-//! a `-ERR invalid` reply then the disconnect notice on a wrong password, and a timeout),
+//! §1.1-1.6, §1.11): greeting, authentication (only `auth`, `userauth` and `exit` before it;
+//! on a wrong password, after a short delay, a `-ERR invalid` reply then the disconnect
+//! notice; a 25 s timeout until the first command, as FreeSWITCH),
 //! then commands answered in order with FreeSWITCH's reply texts, interleaved with the
 //! listener's events. Events come from the listener's own [`Feed`], started at its first
 //! subscription and paced by the feed's due times; at the end of the feed the server sends
-//! the disconnect notice and closes, unless the client asked to `linger`. Writes go through
+//! the disconnect notice and closes (as it does when the client hangs up). Writes go through
 //! one buffer flushed between batches, so a slow client slows only its own connection.
 
 use std::collections::HashMap;
@@ -37,6 +38,9 @@ enum After {
     Continue,
     /// Send the disconnect notice and close.
     Disconnect,
+    /// A wrong password: wait [`ServerConfig::auth_failure_delay`], then reply `-ERR invalid`,
+    /// send the disconnect notice and close (a brake on password guessing).
+    RejectAuth,
 }
 
 struct Connection {
@@ -44,8 +48,9 @@ struct Connection {
     traffic: Arc<dyn Traffic>,
     stats: Arc<ServerStats>,
     authenticated: bool,
+    /// FreeSWITCH waits for the first command at most 25 s; after it, never again.
+    first_command_seen: bool,
     subscription: Subscription,
-    linger: bool,
     logging: bool,
     feed: Option<Box<dyn Feed>>,
     feed_started: Instant,
@@ -72,8 +77,8 @@ pub(crate) async fn serve_connection(
         traffic,
         stats,
         authenticated: false,
+        first_command_seen: false,
         subscription: Subscription::default(),
-        linger: false,
         logging: false,
         feed: None,
         feed_started: Instant::now(),
@@ -100,7 +105,7 @@ pub(crate) async fn serve_connection(
             Stop::Abort => return Ok(()),
         }
         let (wait_until, more_ready) = conn.pump_events()?;
-        if conn.feed_done && !conn.linger && conn.pending.is_none() {
+        if conn.feed_done && conn.pending.is_none() {
             wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
             conn.flush(&mut writer).await?;
             let _ = writer.shutdown().await;
@@ -114,18 +119,38 @@ pub(crate) async fn serve_connection(
             changed = stop.changed() => if changed.is_err() { return Ok(()) },
             read = reader.read_buf(&mut input) => {
                 if read? == 0 {
+                    // FreeSWITCH says goodbye whenever its listener loop ends, EOF included.
+                    wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
+                    let _ = conn.flush(&mut writer).await;
                     return Ok(());
                 }
                 while let Some(command) = decoder.decode(&mut input)? {
-                    if let After::Disconnect = conn.handle(command)? {
-                        wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-                        conn.flush(&mut writer).await?;
-                        let _ = writer.shutdown().await;
-                        return Ok(());
+                    conn.first_command_seen = true;
+                    match conn.handle(command)? {
+                        After::Continue => {}
+                        After::Disconnect => {
+                            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
+                            conn.flush(&mut writer).await?;
+                            let _ = writer.shutdown().await;
+                            return Ok(());
+                        }
+                        After::RejectAuth => {
+                            conn.flush(&mut writer).await?;
+                            // Input sent meanwhile is never read: the connection is closing.
+                            tokio::select! {
+                                () = tokio::time::sleep(config.auth_failure_delay) => {}
+                                _ = stop.changed() => {}
+                            }
+                            wire::command_reply(&mut conn.out, "-ERR invalid");
+                            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
+                            let _ = conn.flush(&mut writer).await;
+                            let _ = writer.shutdown().await;
+                            return Ok(());
+                        }
                     }
                 }
             }
-            () = tokio::time::sleep_until(auth_deadline), if !conn.authenticated => {
+            () = tokio::time::sleep_until(auth_deadline), if !conn.first_command_seen => {
                 wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
                 let _ = conn.flush(&mut writer).await;
                 return Ok(());
@@ -243,6 +268,16 @@ impl Connection {
                 match self.traffic.api(&text, occurrence) {
                     ApiAnswer::Body(body) => wire::api_response(&mut self.out, &body),
                     ApiAnswer::Frame(frame) => self.out.extend_from_slice(&frame),
+                    ApiAnswer::NotFound => {
+                        // Through the console (`console_execute: true`, as fs_cli sends)
+                        // FreeSWITCH names the whole command line, else the command word.
+                        let body = if command.header("console_execute").is_some_and(is_true) {
+                            format!("-ERR {text} Command not found!\n").into_bytes()
+                        } else {
+                            wire::unknown_api_body(&text)
+                        };
+                        wire::api_response(&mut self.out, &body);
+                    }
                 }
             }
             Command::BgApi(text) => {
@@ -269,6 +304,10 @@ impl Connection {
             Command::NoEvents => {
                 let reply = self.subscription.noevents();
                 self.reply(reply);
+            }
+            Command::MyEvents(words) if words.is_empty() => {
+                // Only `myevents <uuid>` is an inbound command (`"myevents "` in FreeSWITCH).
+                wire::command_reply(&mut self.out, "-ERR command not found");
             }
             Command::MyEvents(words) => {
                 let reply = self.subscription.myevents(&words);
@@ -297,21 +336,23 @@ impl Connection {
                 let id = uuid::Uuid::new_v4();
                 wire::command_reply(&mut self.out, &format!("+OK {id}"));
             }
-            Command::Linger(seconds) => {
-                self.linger = true;
-                let text = match seconds.and_then(|s| s.parse::<u64>().ok()) {
-                    Some(n) => format!("+OK will linger {n} seconds"),
-                    None => "+OK will linger".to_owned(),
-                };
-                wire::command_reply(&mut self.out, &text);
-            }
-            Command::NoLinger => {
-                self.linger = false;
-                wire::command_reply(&mut self.out, "+OK will not linger");
+            Command::Linger(_) | Command::NoLinger => {
+                // Lingering keeps a call's socket open after hangup; inbound has no call.
+                wire::command_reply(&mut self.out, "-ERR not controlling a session");
             }
             Command::Log(level) => {
-                let level = level.unwrap_or_else(|| "debug".to_owned());
-                match log_level(&level) {
+                // FreeSWITCH echoes the level word as given (none: empty) and defaults to 7.
+                let level = level
+                    .as_deref()
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let number = if level.is_empty() {
+                    Some(7)
+                } else {
+                    log_level(&level)
+                };
+                match number {
                     Some(number) => {
                         self.logging = true;
                         let text = format!("+OK log level {level} [{number}]");
@@ -344,8 +385,7 @@ impl Connection {
                     After::Continue
                 } else {
                     self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    wire::command_reply(&mut self.out, "-ERR invalid");
-                    After::Disconnect
+                    After::RejectAuth
                 }
             }
             Command::UserAuth(credentials) => {
@@ -358,8 +398,7 @@ impl Connection {
                     After::Continue
                 } else {
                     self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    wire::command_reply(&mut self.out, "-ERR invalid");
-                    After::Disconnect
+                    After::RejectAuth
                 }
             }
             Command::Exit => {
@@ -372,6 +411,17 @@ impl Connection {
             }
         }
     }
+}
+
+/// `switch_true`: the words FreeSWITCH reads as yes.
+fn is_true(value: &str) -> bool {
+    let value = value.trim();
+    [
+        "yes", "on", "true", "t", "enabled", "enable", "active", "allow",
+    ]
+    .iter()
+    .any(|w| w.eq_ignore_ascii_case(value))
+        || value.parse::<i64>().is_ok_and(|n| n != 0)
 }
 
 /// FreeSWITCH's log level names and numbers (`switch_log_str2level`).

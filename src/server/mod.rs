@@ -11,7 +11,9 @@
 //!   [`StoreReplay`] streams a store's `event.raw` records (paced or as fast as possible,
 //!   looping, resumable from a checkpoint) and answers `api`/`bgapi` from recorded
 //!   replies; [`Simulator`] generates realistic FreeSWITCH traffic from pre-rendered
-//!   templates.
+//!   templates;
+//! - `core_api`: the core API commands clients send on their own (`status`, `switchname`,
+//!   `show channels`, `console_complete`, ...), answered from the served switch.
 //!
 //! [`spawn`] runs a server on a bound listener and returns a [`RunningServer`] handle
 //! (address, figures, graceful shutdown with the FreeSWITCH shutdown notice, or an abrupt
@@ -22,6 +24,7 @@
 
 pub mod command;
 mod connection;
+mod core_api;
 mod error;
 pub mod event;
 mod replay;
@@ -52,6 +55,10 @@ pub const DEFAULT_PASSWORD: &str = "ClueCon";
 /// How long an unauthenticated connection may stay silent (FreeSWITCH: 25 s).
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// How long a wrong `auth` waits before `-ERR invalid` and the close: one guess per
+/// connection and second, so a password cannot be guessed at network speed.
+pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
 /// How long a graceful shutdown waits for connections to finish writing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -60,6 +67,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct ServerConfig {
     password: String,
     auth_timeout: Duration,
+    auth_failure_delay: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -67,6 +75,7 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("password", &"<redacted>")
             .field("auth_timeout", &self.auth_timeout)
+            .field("auth_failure_delay", &self.auth_failure_delay)
             .finish()
     }
 }
@@ -84,10 +93,18 @@ impl ServerConfig {
         Self {
             password: password.into(),
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY,
         }
     }
 
-    /// Sets how long a connection may wait before authenticating.
+    /// Sets how long a wrong password waits before its `-ERR invalid` and the close.
+    #[must_use]
+    pub fn with_auth_failure_delay(mut self, delay: Duration) -> Self {
+        self.auth_failure_delay = delay;
+        self
+    }
+
+    /// Sets how long a connection may wait before its first command.
     #[must_use]
     pub fn with_auth_timeout(mut self, timeout: Duration) -> Self {
         self.auth_timeout = timeout;

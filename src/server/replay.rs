@@ -16,7 +16,11 @@
 //! every `api.dispatch` (`raw_payload` = `api <command>`) is paired with the next `api.reply`
 //! of the same connection, every `bgapi.dispatch` with the Job-UUID of its acknowledgement
 //! and that job's `BACKGROUND_JOB` event. A command asked again gets the next recorded
-//! answer, cycling. Anything not recorded gets FreeSWITCH's unknown-command answer.
+//! answer, cycling. The core commands clients send on their own (`status`, `version`,
+//! `switchname`, `show channels`, ...) are answered, when not recorded, from the switch the
+//! store describes: its identity from the events' `FreeSWITCH-*` headers, its sessions from
+//! the channels the events open and close (see `core_api`). Anything else gets FreeSWITCH's
+//! unknown-command answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::command::EventFormat;
+use super::core_api::{self, ChannelRow, SessionFigures, SwitchIdentity};
 use super::error::Error;
 use super::event::{HeaderValue, ServedEvent};
 use super::simulator::{CoreIdentity, background_job};
@@ -91,6 +96,10 @@ pub struct StoreReplay {
     api: HashMap<String, Vec<Bytes>>,
     bgapi: HashMap<String, Vec<ServedEvent>>,
     core: CoreIdentity,
+    identity: SwitchIdentity,
+    /// Sessions at the end of the store; the uptime grows from there while serving.
+    figures: SessionFigures,
+    loaded: Instant,
     summary: ReplaySummary,
 }
 
@@ -143,12 +152,22 @@ impl StoreReplay {
             api_commands: scan.api.len(),
             bgapi_commands: scan.bgapi.len(),
         };
+        let figures = scan.sessions.figures();
+        let header = |name: &str| scan.identity.get(name).cloned();
+        let hostname = header("FreeSWITCH-Hostname").unwrap_or_else(|| "esl-replay".into());
+        let identity = SwitchIdentity {
+            core_uuid: header("Core-UUID").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            switchname: header("FreeSWITCH-Switchname").unwrap_or_else(|| hostname.clone()),
+            hostname,
+            version: header("FreeSWITCH-Version")
+                .unwrap_or_else(|| core_api::DEFAULT_VERSION.into()),
+            ipv4: header("FreeSWITCH-IPv4").unwrap_or_default(),
+            ipv6: header("FreeSWITCH-IPv6").unwrap_or_default(),
+        };
         let core = CoreIdentity {
-            core_uuid: scan
-                .core_uuid
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            hostname: scan.hostname.unwrap_or_else(|| "esl-replay".into()),
-            ..CoreIdentity::default()
+            core_uuid: identity.core_uuid.clone(),
+            hostname: identity.hostname.clone(),
+            ipv4: identity.ipv4.clone(),
         };
         Ok(StoreReplay {
             store: Arc::new(Mutex::new(store)),
@@ -156,6 +175,9 @@ impl StoreReplay {
             api: scan.api,
             bgapi: scan.bgapi,
             core,
+            identity,
+            figures,
+            loaded: Instant::now(),
             summary,
         })
     }
@@ -188,8 +210,9 @@ struct Scan {
     records: u64,
     events: u64,
     events_without_payload: u64,
-    core_uuid: Option<String>,
-    hostname: Option<String>,
+    /// The first value seen of each identity header.
+    identity: HashMap<&'static str, String>,
+    sessions: Sessions,
     pending_api: HashMap<String, VecDeque<String>>,
     pending_bgapi: HashMap<String, VecDeque<String>>,
     job_commands: HashMap<String, String>,
@@ -258,16 +281,21 @@ impl Scan {
                     return;
                 };
                 self.events += 1;
-                if self.core_uuid.is_none() || self.hostname.is_none() {
+                let needs_identity = self.identity.len() < IDENTITY_HEADERS.len();
+                if needs_identity || Sessions::tracks(event.name()) {
                     let parts = event.parts();
-                    let text = |name| {
-                        parts
-                            .header(name)
-                            .map(|v| String::from_utf8_lossy(&v.joined()).into_owned())
-                    };
-                    self.core_uuid = self.core_uuid.take().or_else(|| text("Core-UUID"));
-                    self.hostname = self.hostname.take().or_else(|| text("FreeSWITCH-Hostname"));
+                    if needs_identity {
+                        for name in IDENTITY_HEADERS {
+                            if !self.identity.contains_key(name)
+                                && let Some(value) = text(&parts, name)
+                            {
+                                self.identity.insert(name, value);
+                            }
+                        }
+                    }
+                    self.sessions.event(&event, &parts);
                 }
+                self.sessions.seen(event.timestamp_us());
                 if event.name() == "BACKGROUND_JOB" {
                     let parts = event.parts();
                     let Some(job) = parts
@@ -289,6 +317,145 @@ impl Scan {
             _ => {}
         }
     }
+}
+
+/// The headers a served switch takes its identity from.
+const IDENTITY_HEADERS: [&str; 6] = [
+    "Core-UUID",
+    "FreeSWITCH-Hostname",
+    "FreeSWITCH-Switchname",
+    "FreeSWITCH-Version",
+    "FreeSWITCH-IPv4",
+    "FreeSWITCH-IPv6",
+];
+
+fn text(parts: &super::event::EventParts, name: &str) -> Option<String> {
+    parts
+        .header(name)
+        .map(|v| String::from_utf8_lossy(&v.joined()).into_owned())
+}
+
+/// The switch's sessions as the stored events tell them: channels opened by
+/// `CHANNEL_CREATE` and closed by `CHANNEL_DESTROY`, the peaks, and the last `HEARTBEAT`'s
+/// limits and uptime.
+#[derive(Default)]
+struct Sessions {
+    open: HashMap<String, ChannelRow>,
+    since_startup: u64,
+    peak: u64,
+    /// Creates in the current second, and the most in any second.
+    second: (i64, u64),
+    peak_per_second: u64,
+    heartbeat: Option<(SessionFigures, Duration, i64)>,
+    first_us: Option<i64>,
+    last_us: Option<i64>,
+}
+
+impl Sessions {
+    fn tracks(name: &str) -> bool {
+        matches!(
+            name,
+            "CHANNEL_CREATE" | "CHANNEL_DESTROY" | "CHANNEL_CALLSTATE" | "HEARTBEAT"
+        )
+    }
+
+    fn seen(&mut self, at_us: Option<i64>) {
+        if let Some(at) = at_us {
+            self.first_us.get_or_insert(at);
+            self.last_us = Some(self.last_us.map_or(at, |last| last.max(at)));
+        }
+    }
+
+    fn event(&mut self, event: &ServedEvent, parts: &super::event::EventParts) {
+        let value = |name| text(parts, name).unwrap_or_default();
+        let number = |name| value(name).trim().parse::<u64>().ok();
+        let uuid = value("Unique-ID");
+        match event.name() {
+            "CHANNEL_CREATE" => {
+                self.since_startup += 1;
+                let second = event.timestamp_us().unwrap_or(0) / 1_000_000;
+                self.second = if self.second.0 == second {
+                    (second, self.second.1 + 1)
+                } else {
+                    (second, 1)
+                };
+                self.peak_per_second = self.peak_per_second.max(self.second.1);
+                let created = number("Caller-Channel-Created-Time")
+                    .or_else(|| event.timestamp_us().and_then(|t| u64::try_from(t).ok()))
+                    .unwrap_or(0);
+                self.open.insert(
+                    uuid.clone(),
+                    ChannelRow {
+                        uuid,
+                        direction: value("Call-Direction"),
+                        created_epoch: created / 1_000_000,
+                        name: value("Channel-Name"),
+                        state: value("Channel-State"),
+                        cid_name: value("Caller-Caller-ID-Name"),
+                        cid_num: value("Caller-Caller-ID-Number"),
+                        dest: value("Caller-Destination-Number"),
+                        call_uuid: value("Channel-Call-UUID"),
+                        callstate: value("Channel-Call-State"),
+                    },
+                );
+                self.peak = self.peak.max(self.open.len() as u64);
+            }
+            "CHANNEL_DESTROY" => {
+                self.open.remove(&uuid);
+            }
+            "CHANNEL_CALLSTATE" => {
+                if let Some(row) = self.open.get_mut(&uuid) {
+                    row.callstate = value("Channel-Call-State");
+                    row.state = value("Channel-State");
+                }
+            }
+            "HEARTBEAT" => {
+                let limits = SessionFigures {
+                    max_sessions: number("Max-Sessions").unwrap_or(1000),
+                    max_per_second: number("Session-Per-Sec").unwrap_or(30),
+                    idle_cpu: value("Idle-CPU").trim().parse().unwrap_or(100.0),
+                    ..SessionFigures::default()
+                };
+                let uptime = Duration::from_millis(number("Uptime-msec").unwrap_or(0));
+                self.heartbeat = Some((limits, uptime, event.timestamp_us().unwrap_or(0)));
+            }
+            _ => {}
+        }
+    }
+
+    /// The figures at the end of the store; `uptime` is the switch's uptime at its last
+    /// event (from the last heartbeat, else the span of the events).
+    fn figures(&self) -> SessionFigures {
+        let last = self.last_us.unwrap_or(0);
+        let (limits, uptime) = match &self.heartbeat {
+            Some((limits, uptime, at)) => {
+                (limits.clone(), *uptime + micros(last.saturating_sub(*at)))
+            }
+            None => (
+                SessionFigures {
+                    max_sessions: 1000,
+                    max_per_second: 30,
+                    idle_cpu: 100.0,
+                    ..SessionFigures::default()
+                },
+                micros(last.saturating_sub(self.first_us.unwrap_or(last))),
+            ),
+        };
+        let mut channels: Vec<ChannelRow> = self.open.values().cloned().collect();
+        channels.sort_by(|a, b| (a.created_epoch, &a.uuid).cmp(&(b.created_epoch, &b.uuid)));
+        SessionFigures {
+            uptime,
+            since_startup: self.since_startup,
+            channels,
+            peak: self.peak,
+            peak_per_second: self.peak_per_second,
+            ..limits
+        }
+    }
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 fn raw_payload(payload: &JsonMap) -> Option<Bytes> {
@@ -482,7 +649,9 @@ impl Traffic for StoreReplay {
                     .unwrap_or_default();
                 ApiAnswer::Frame(frame)
             }
-            _ => ApiAnswer::Body(wire::unknown_api_body(command)),
+            _ => self
+                .core_answer(command)
+                .map_or(ApiAnswer::NotFound, ApiAnswer::Body),
         }
     }
 
@@ -490,24 +659,36 @@ impl Traffic for StoreReplay {
         match self.bgapi.get(&normalize(command)) {
             Some(events) if !events.is_empty() => {
                 events.get(occurrence % events.len()).map_or_else(
-                    || self.unknown_job(command, job_uuid),
+                    || self.job(command, job_uuid),
                     |e| with_job_uuid(e, job_uuid),
                 )
             }
-            _ => self.unknown_job(command, job_uuid),
+            _ => self.job(command, job_uuid),
         }
     }
 }
 
 impl StoreReplay {
-    fn unknown_job(&self, command: &str, job_uuid: &str) -> ServedEvent {
+    /// A core command's answer from the served switch (uptime grown since loading).
+    fn core_answer(&self, command: &str) -> Option<Vec<u8>> {
+        core_api::answer(command, &self.identity, || SessionFigures {
+            uptime: self.figures.uptime + self.loaded.elapsed(),
+            ..self.figures.clone()
+        })
+    }
+
+    /// The `BACKGROUND_JOB` of a job with no recorded one: a core answer or not found.
+    fn job(&self, command: &str, job_uuid: &str) -> ServedEvent {
         static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+        let output = self
+            .core_answer(command)
+            .unwrap_or_else(|| wire::unknown_api_body(command));
         background_job(
             &self.core,
             SEQUENCE.fetch_add(1, Ordering::Relaxed),
             job_uuid,
             command,
-            &wire::unknown_api_body(command),
+            &output,
         )
     }
 }

@@ -5,8 +5,10 @@
 //! `CHANNEL_HANGUP_COMPLETE` with plausible channel data and variables, a `CUSTOM`
 //! `sofia::register` every fourth call, and a `HEARTBEAT` every 20 seconds; all with one
 //! Core-UUID and one `Event-Sequence` counter that increases across every connection.
-//! `api status`, `version`, `uptime`, `hostname`, `echo` and `originate` are answered;
-//! `bgapi` jobs are acknowledged and their `BACKGROUND_JOB` sent at once.
+//! The core API commands (`status`, `version`, `switchname`, `show channels`, ... see
+//! `core_api`) are answered from the simulated switch, whose open channels are the calls
+//! listeners are in the middle of; `echo` and `originate` too. `bgapi` jobs are acknowledged
+//! and their `BACKGROUND_JOB` sent at once.
 //!
 //! Generation is cheap: every event kind is a template rendered once at start and split at
 //! its variable fields, so an event costs a few `memcpy`s of literal text plus the
@@ -17,9 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 use super::command::EventFormat;
+use super::core_api::{self, ChannelRow, SessionFigures, SwitchIdentity};
 use super::error::Error;
 use super::event::ServedEvent;
 use super::traffic::{ApiAnswer, Feed, FeedItem, Traffic};
@@ -90,8 +94,19 @@ struct Shared {
     core: CoreIdentity,
     sequence: AtomicU64,
     calls: AtomicU64,
+    sessions: Mutex<OpenCalls>,
     started: Instant,
     templates: Templates,
+}
+
+/// The calls listeners are in the middle of: the simulated switch's open channels.
+#[derive(Debug, Default)]
+struct OpenCalls {
+    channels: std::collections::BTreeMap<String, ChannelRow>,
+    peak: u64,
+    /// Calls started in the current second, and the most in any second.
+    second: (u64, u64),
+    peak_per_second: u64,
 }
 
 impl Simulator {
@@ -129,6 +144,7 @@ impl Simulator {
                 core,
                 sequence: AtomicU64::new(first_sequence),
                 calls: AtomicU64::new(0),
+                sessions: Mutex::new(OpenCalls::default()),
                 started: Instant::now(),
                 templates,
             }),
@@ -176,59 +192,57 @@ impl Simulator {
         spawn(listener, server, Arc::new(simulator))
     }
 
-    fn answer(&self, command: &str) -> Vec<u8> {
+    /// The answer to `api <command>`, `None` for a command the simulator does not know.
+    fn answer(&self, command: &str) -> Option<Vec<u8>> {
         let (name, args) = command
             .trim()
             .split_once(' ')
             .map_or((command.trim(), ""), |(n, a)| (n, a.trim()));
-        let uptime = self.shared.started.elapsed();
         match name {
-            "status" => status_text(
-                uptime,
-                self.shared.calls.load(Ordering::Relaxed),
-                &self.shared.core,
-            )
-            .into_bytes(),
-            "version" => VERSION_TEXT.as_bytes().to_vec(),
-            "uptime" => format!("{}\n", uptime.as_secs()).into_bytes(),
-            "hostname" => self.shared.core.hostname.clone().into_bytes(),
-            "echo" => args.as_bytes().to_vec(),
-            "originate" => format!("+OK {}\n", uuid::Uuid::new_v4()).into_bytes(),
-            _ => super::wire::unknown_api_body(command),
+            "echo" => Some(args.as_bytes().to_vec()),
+            "originate" => Some(format!("+OK {}\n", uuid::Uuid::new_v4()).into_bytes()),
+            _ => core_api::answer(command, &self.identity(), || self.figures()),
+        }
+    }
+
+    fn identity(&self) -> SwitchIdentity {
+        let core = &self.shared.core;
+        SwitchIdentity {
+            core_uuid: core.core_uuid.clone(),
+            hostname: core.hostname.clone(),
+            switchname: core.hostname.clone(),
+            version: SIMULATOR_VERSION.into(),
+            ipv4: core.ipv4.clone(),
+            ipv6: "::1".into(),
+        }
+    }
+
+    /// One snapshot, so the counts agree: every started call is a session since startup,
+    /// the calls not yet hung up are the open channels.
+    fn figures(&self) -> SessionFigures {
+        let sessions = self.shared.sessions.lock();
+        SessionFigures {
+            uptime: self.shared.started.elapsed(),
+            since_startup: self.shared.calls.load(Ordering::Relaxed),
+            channels: sessions.channels.values().cloned().collect(),
+            peak: sessions.peak,
+            peak_per_second: sessions.peak_per_second,
+            max_sessions: 1000,
+            max_per_second: 30,
+            idle_cpu: 99.0,
         }
     }
 }
 
-const VERSION_TEXT: &str =
-    "FreeSWITCH Version 1.10.12-release+esl-replay~simulator~64bit (esl-replay simulator 64bit)";
-
-fn status_text(uptime: Duration, calls: u64, core: &CoreIdentity) -> String {
-    let secs = uptime.as_secs();
-    format!(
-        "UP 0 years, {} days, {} hours, {} minutes, {} seconds, {} milliseconds, {} microseconds\n\
-         FreeSWITCH ({}) is ready\n\
-         {calls} session(s) since startup\n\
-         0 session(s) - peak 0, last 5min 0 \n\
-         0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n\
-         1000 session(s) max\n\
-         min idle cpu 0.00/99.00\n\
-         Current Stack Size/Max 240K/8192K\n",
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-        uptime.subsec_millis(),
-        uptime.subsec_micros() % 1000,
-        VERSION_TEXT.trim_start_matches("FreeSWITCH Version "),
-    )
-    .replace("fs-sim", &core.hostname)
-}
+/// `switch_version_full()` of the simulator: a 1.10.12 release that says what it is.
+const SIMULATOR_VERSION: &str = "1.10.12-release+esl-replay~simulator~64bit";
 
 impl Traffic for Simulator {
     fn feed(&self) -> Result<Box<dyn Feed>, Error> {
         Ok(Box::new(SimFeed {
             shared: Arc::clone(&self.shared),
             values: Values::new(rand::random()),
+            open_call: None,
             call: 0,
             step: 0,
             emitted: 0,
@@ -239,11 +253,14 @@ impl Traffic for Simulator {
     }
 
     fn api(&self, command: &str, _occurrence: usize) -> ApiAnswer {
-        ApiAnswer::Body(self.answer(command))
+        self.answer(command)
+            .map_or(ApiAnswer::NotFound, ApiAnswer::Body)
     }
 
     fn bgapi(&self, command: &str, job_uuid: &str, _occurrence: usize) -> ServedEvent {
-        let body = self.answer(command);
+        let body = self
+            .answer(command)
+            .unwrap_or_else(|| super::wire::unknown_api_body(command));
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed);
         background_job(&self.shared.core, sequence, job_uuid, command, &body)
     }
@@ -401,9 +418,12 @@ enum Slot {
     Billsec,
     Duration,
     CallerPort,
+    SessionCount,
+    SessionPeak,
+    PeakPerSecond,
 }
 
-const SLOTS: [(&str, Slot); 18] = [
+const SLOTS: [(&str, Slot); 21] = [
     ("date_local", Slot::DateLocal),
     ("date_gmt", Slot::DateGmt),
     ("timestamp", Slot::Timestamp),
@@ -422,6 +442,9 @@ const SLOTS: [(&str, Slot); 18] = [
     ("billsec", Slot::Billsec),
     ("duration", Slot::Duration),
     ("caller_port", Slot::CallerPort),
+    ("session_count", Slot::SessionCount),
+    ("session_peak", Slot::SessionPeak),
+    ("peak_per_second", Slot::PeakPerSecond),
 ];
 
 #[derive(Debug, Clone)]
@@ -728,10 +751,10 @@ impl Templates {
              user-agent: Zoiper%20rv2.10.20.3\n";
         let heartbeat = "Event-Info: System%20Ready\nUp-Time: {{duration}}%20seconds\n\
              FreeSWITCH-Version: 1.10.12-release%2Besl-replay~simulator~64bit\n\
-             Uptime-msec: {{billsec}}\nSession-Count: 0\nMax-Sessions: 1000\n\
-             Session-Per-Sec: 30\nSession-Per-Sec-Last: 0\nSession-Per-Sec-Max: 2\n\
+             Uptime-msec: {{billsec}}\nSession-Count: {{session_count}}\nMax-Sessions: 1000\n\
+             Session-Per-Sec: 30\nSession-Per-Sec-Last: 0\nSession-Per-Sec-Max: {{peak_per_second}}\n\
              Session-Per-Sec-FiveMin: 0\nSession-Since-Startup: {{session_number}}\n\
-             Session-Peak-Max: 9\nSession-Peak-FiveMin: 1\nIdle-CPU: 97.766667\n";
+             Session-Peak-Max: {{session_peak}}\nSession-Peak-FiveMin: {{session_peak}}\nIdle-CPU: 99.000000\n";
         Templates {
             create: build(
                 "CHANNEL_CREATE",
@@ -804,6 +827,8 @@ const CALL_STEPS: [&str; 7] = [
 struct SimFeed {
     shared: Arc<Shared>,
     values: Values,
+    /// The UUID of the call in progress (an open channel until its hangup).
+    open_call: Option<String>,
     call: u64,
     step: usize,
     emitted: u64,
@@ -845,6 +870,50 @@ impl SimFeed {
     }
 }
 
+impl SimFeed {
+    fn open_channel(&mut self, now_us: u64) {
+        let text = |slot| String::from_utf8_lossy(self.values.get(slot)).into_owned();
+        let uuid = text(Slot::Uuid);
+        let caller = text(Slot::Caller);
+        let row = ChannelRow {
+            uuid: uuid.clone(),
+            direction: "inbound".into(),
+            created_epoch: now_us / 1_000_000,
+            name: format!("sofia/internal/{caller}@{}", self.shared.core.ipv4),
+            state: "CS_EXECUTE".into(),
+            cid_name: format!("Extension {caller}"),
+            cid_num: caller,
+            dest: text(Slot::Destination),
+            call_uuid: uuid.clone(),
+            callstate: "ACTIVE".into(),
+        };
+        let mut sessions = self.shared.sessions.lock();
+        sessions.channels.insert(uuid.clone(), row);
+        sessions.peak = sessions.peak.max(sessions.channels.len() as u64);
+        let second = now_us / 1_000_000;
+        sessions.second = if sessions.second.0 == second {
+            (second, sessions.second.1 + 1)
+        } else {
+            (second, 1)
+        };
+        sessions.peak_per_second = sessions.peak_per_second.max(sessions.second.1);
+        self.open_call = Some(uuid);
+    }
+
+    fn close_channel(&mut self) {
+        if let Some(uuid) = self.open_call.take() {
+            self.shared.sessions.lock().channels.remove(&uuid);
+        }
+    }
+}
+
+impl Drop for SimFeed {
+    fn drop(&mut self) {
+        // A listener that leaves mid-call ends its call.
+        self.close_channel();
+    }
+}
+
 impl Feed for SimFeed {
     fn next_item(&mut self) -> Result<FeedItem, Error> {
         let config = &self.shared.config;
@@ -868,11 +937,26 @@ impl Feed for SimFeed {
                 Slot::Billsec,
                 u64::try_from(uptime.as_millis()).unwrap_or(0),
             );
+            // The same figures `status` reports, so the two never disagree.
+            let (open, peak, per_second) = {
+                let sessions = self.shared.sessions.lock();
+                (
+                    sessions.channels.len() as u64,
+                    sessions.peak,
+                    sessions.peak_per_second,
+                )
+            };
+            let call_session = self.values.get(Slot::SessionNumber).to_vec();
             self.values.set_number(
                 Slot::SessionNumber,
                 self.shared.calls.load(Ordering::Relaxed),
             );
+            self.values.set_number(Slot::SessionCount, open);
+            self.values.set_number(Slot::SessionPeak, peak);
+            self.values.set_number(Slot::PeakPerSecond, per_second);
             let event = self.render("HEARTBEAT", true);
+            // The call in progress keeps its own session number.
+            self.values.set(Slot::SessionNumber, &call_session);
             return Ok(FeedItem::Event {
                 event,
                 due: heartbeat_due,
@@ -880,9 +964,14 @@ impl Feed for SimFeed {
         }
         if self.step == 0 {
             self.shared.calls.fetch_add(1, Ordering::Relaxed);
-            self.values.start_call(self.call, now_micros());
+            let now_us = now_micros();
+            self.values.start_call(self.call, now_us);
+            self.open_channel(now_us);
         }
         let name = CALL_STEPS.get(self.step).copied().unwrap_or("CUSTOM");
+        if name == "CHANNEL_HANGUP_COMPLETE" {
+            self.close_channel();
+        }
         if name == "DTMF" {
             let digits = b"0123456789*#";
             let pick = (self.call as usize + self.step) % digits.len();
@@ -945,6 +1034,38 @@ mod tests {
         assert_eq!(names.first().map(String::as_str), Some("CHANNEL_CREATE"));
         assert!(names.iter().any(|n| n == "CUSTOM"));
         assert!(names.iter().any(|n| n == "CHANNEL_HANGUP_COMPLETE"));
+    }
+
+    #[test]
+    fn heartbeats_report_the_sessions_status_reports() {
+        let simulator = Simulator::new(SimulatorConfig {
+            rate: Some(1000.0),
+            max_events: Some(60),
+            heartbeat_interval: Duration::from_millis(20),
+            ..SimulatorConfig::default()
+        })
+        .unwrap();
+        let mut feed = simulator.feed().unwrap();
+        let mut heartbeats = 0;
+        while let FeedItem::Event { event, .. } = feed.next_item().unwrap() {
+            if event.name() != "HEARTBEAT" {
+                continue;
+            }
+            heartbeats += 1;
+            let parsed = PlainEvent::parse(event.body()).unwrap();
+            let number = |name| -> u64 { parsed.header_str(name).unwrap().parse().unwrap() };
+            let (count, peak, since) = (
+                number("Session-Count"),
+                number("Session-Peak-Max"),
+                number("Session-Since-Startup"),
+            );
+            assert!(
+                count <= 1 && count <= peak && peak <= since,
+                "{count} {peak} {since}"
+            );
+            assert!(since >= 1);
+        }
+        assert!(heartbeats >= 2);
     }
 
     #[test]

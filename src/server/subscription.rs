@@ -262,8 +262,11 @@ impl Subscription {
     pub fn event(&mut self, words: &[String]) -> Reply {
         let mut keys = 0;
         let mut custom = false;
-        for word in words {
-            if let Some(format) = EventFormat::from_keyword(word) {
+        for (i, word) in words.iter().enumerate() {
+            // Only the first word may name the format (`event json ...`).
+            if i == 0
+                && let Some(format) = EventFormat::from_keyword(word)
+            {
                 self.format = format;
                 continue;
             }
@@ -322,8 +325,12 @@ impl Subscription {
                 "CUSTOM" => custom = true,
                 _ => {
                     if self.all {
-                        // Removing one type from ALL leaves every other type subscribed.
+                        // Removing one type from ALL leaves every other type subscribed,
+                        // but CUSTOM only for subclasses named explicitly: FreeSWITCH's
+                        // ALL covers subclasses without listing them (fixture
+                        // inbound-commands: `esl::test` stops after the nixevent).
                         self.all = false;
+                        self.any_subclass = false;
                         self.names = EVENT_NAMES
                             .iter()
                             .copied()
@@ -337,6 +344,7 @@ impl Subscription {
         if keys == 0 {
             return Err("-ERR no keywords supplied".into());
         }
+        self.listening = true;
         Ok("+OK events nixed".into())
     }
 
@@ -525,6 +533,17 @@ mod tests {
         all.nixevent(&words("DTMF")).unwrap();
         assert!(!all.wants(&plain("DTMF", "")));
         assert!(all.wants(&plain("HEARTBEAT", "")));
+        assert!(
+            !all.wants(&plain("CUSTOM", "Event-Subclass: esl%3A%3Atest")),
+            "after a nixevent, ALL no longer covers unnamed CUSTOM subclasses"
+        );
+        assert!(
+            all.wants(&plain("CUSTOM", "")),
+            "CUSTOM without a subclass stays"
+        );
+        let mut json_late = Subscription::default();
+        json_late.event(&words("CHANNEL_CREATE json")).unwrap();
+        assert_eq!(json_late.format(), EventFormat::Plain, "format only first");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum ApiAnswer {
     Body(Vec<u8>),
     /// A complete recorded `api/response` frame, sent byte for byte.
     Frame(Bytes),
+    /// Not a command this server knows: FreeSWITCH's `-ERR <command> Command not found!`.
+    NotFound,
 }
 
 /// What a server serves.

@@ -363,6 +363,29 @@ impl Reader {
         &self.shared.dir
     }
 
+    /// Bytes the log's segments hold: each segment's header, frames and seal, without the
+    /// zero-filled space preallocated past its end (nor the spare segment). Loads every
+    /// sealed segment.
+    ///
+    /// # Errors
+    ///
+    /// Loading a segment failed.
+    pub fn used_bytes(&self) -> Result<u64> {
+        let bases: Vec<u64> = self.shared.slots.read().iter().map(|s| s.base).collect();
+        let mut total = 0;
+        for base in bases {
+            if let Some(data) = self.shared.segment_for(base)? {
+                let seal = if data.is_sealed() {
+                    frame::FRAME_HEADER_LEN as u64
+                } else {
+                    0
+                };
+                total += data.end() + seal;
+            }
+        }
+        Ok(total)
+    }
+
     /// Segment ids currently known, oldest first.
     #[must_use]
     pub fn segments(&self) -> Vec<SegmentId> {

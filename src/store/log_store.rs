@@ -480,11 +480,18 @@ impl ArtifactStore for LogStore {
             Some(found) => Some(self.decode(found)?.append_sequence()),
             None => None,
         };
-        let mut bytes = 0;
+        // Segments count what they hold, not their preallocated length (a fresh store is
+        // 64 MiB of zeros on disk); indexes and metadata count whole.
+        let mut bytes = self.reader.used_bytes()?;
         for dir in [self.root.join("log"), self.root.join("ids")] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 bytes += entries
                     .flatten()
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        !name.ends_with(".seg") && !name.ends_with(".seg.tmp")
+                    })
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum::<u64>();

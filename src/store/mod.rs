@@ -44,7 +44,8 @@ pub struct StoreStats {
     pub first_sequence: Option<u64>,
     /// The last append sequence ever assigned (0 for a new store); survives pruning (C1).
     pub last_sequence: u64,
-    /// Bytes the backend occupies on disk.
+    /// Bytes the backend holds: for the log, each segment's frames (not the zero-filled
+    /// space preallocated past them) plus its indexes; for SQLite, the database files.
     pub bytes: u64,
 }
 

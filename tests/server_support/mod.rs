@@ -272,3 +272,23 @@ pub(crate) fn reply_envelope(
     envelope.job_uuid = frame.header("Job-UUID").map(str::to_owned);
     envelope
 }
+
+/// Writes `frames`' events into a new store at `path` as capture stores them, one
+/// millisecond apart from `start`; returns how many were written.
+pub(crate) fn write_event_store(
+    frames: &[Frame],
+    start: time::OffsetDateTime,
+    path: &std::path::Path,
+) -> usize {
+    let envelopes: Vec<_> = frames
+        .iter()
+        .filter(|f| is_event(f))
+        .enumerate()
+        .map(|(i, f)| event_envelope(f, start + time::Duration::milliseconds(i as i64)))
+        .collect();
+    let count = envelopes.len();
+    let mut store = esl_replay::store::open(path, None).unwrap();
+    store.write_batch(envelopes).unwrap();
+    store.sync().unwrap();
+    count
+}
