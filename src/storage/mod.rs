@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bounded;
 mod dir;
 mod durable;
 mod error;
@@ -40,6 +41,9 @@ mod segment;
 mod shared;
 mod writer;
 
+pub use bounded::{
+    deadline_after, read_file_limited, read_text_limited, read_to_end_limited, time_left,
+};
 pub use durable::write_atomic;
 pub use durable::{create_dir_durable, remove_durable};
 pub use error::{CorruptKind, Error, IoOp, Result};

@@ -49,7 +49,10 @@ impl Runs {
 
     /// The first log sequence whose append sequence is above `after`.
     fn log_seq_after(&self, after: u64) -> u64 {
-        let want = after + 1;
+        // No record can follow the largest sequence: start past every log sequence.
+        let Some(want) = after.checked_add(1) else {
+            return u64::MAX;
+        };
         let mut chosen = want; // identity when there are no runs
         let mut runs = self.0.iter().peekable();
         if self.0.first().is_some_and(|(_, r)| *r > want) {
@@ -510,6 +513,9 @@ mod tests {
         assert_eq!(runs.log_seq_after(65), 4);
         assert_eq!(runs.log_seq_after(70), 5);
         assert_eq!(Runs::default().log_seq_after(9), 10);
+        // A cursor at the very end (e.g. `--after 18446744073709551615`) wraps nowhere.
+        assert_eq!(Runs::default().log_seq_after(u64::MAX), u64::MAX);
+        assert_eq!(runs.log_seq_after(u64::MAX), u64::MAX);
         let text = runs.encode();
         assert_eq!(Runs::decode(&text, Path::new("x")).unwrap(), runs);
     }
