@@ -6,7 +6,7 @@
 //! forever" instead of a panic, and `/dev/zero` or a runaway file is refused after
 //! `limit + 1` bytes instead of filling memory.
 
-use std::io::Read as _;
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,34 +24,64 @@ pub fn time_left(deadline: Option<Instant>) -> Option<Duration> {
 }
 
 /// Reads all of `reader` into memory, but never more than `limit` bytes: a longer input is
-/// refused with [`std::io::ErrorKind::FileTooLarge`] after reading `limit + 1` bytes, so
-/// memory stays bounded by the limit whatever the input (a pipe, `/dev/zero`, a growing
-/// file).
+/// refused with [`std::io::ErrorKind::FileTooLarge`] as soon as it passes the limit, and the
+/// buffer never grows beyond the limit plus one 64 KiB chunk, whatever the input (a pipe,
+/// `/dev/zero`, a growing file).
 ///
 /// # Errors
 ///
 /// The reader's errors; `FileTooLarge` naming the limit.
-pub fn read_to_end_limited(reader: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("larger than the limit of {limit} bytes"),
-        ));
-    }
-    Ok(bytes)
+pub fn read_to_end_limited(reader: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_limited(reader, limit, 0)
 }
 
-/// [`read_to_end_limited`] on the file at `path`.
+/// [`read_to_end_limited`] with a first allocation of `expected` bytes (capped at the limit).
+fn read_limited(mut reader: impl Read, limit: u64, expected: u64) -> std::io::Result<Vec<u8>> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(usize::try_from(expected.min(limit)).unwrap_or(0));
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        let len = bytes.len().saturating_add(n);
+        if len > cap {
+            return Err(too_large(limit));
+        }
+        if len > bytes.capacity() {
+            // Grow by doubling, but never past the limit.
+            let target = bytes.capacity().saturating_mul(2).clamp(len, cap);
+            bytes.reserve_exact(target - bytes.len());
+        }
+        bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+}
+
+fn too_large(limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!("larger than the limit of {limit} bytes"),
+    )
+}
+
+/// [`read_to_end_limited`] on the file at `path`; a regular file whose size is already
+/// above the limit is refused without reading it.
 ///
 /// # Errors
 ///
 /// Opening or reading the file; `FileTooLarge` when it holds more than `limit` bytes.
 pub fn read_file_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    read_to_end_limited(std::fs::File::open(path)?, limit)
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if metadata.is_file() && metadata.len() > limit {
+        return Err(too_large(limit));
+    }
+    // One allocation for a regular file; doubling (at most 1.5 times the limit while
+    // moving) for devices and pipes.
+    read_limited(file, limit, metadata.len())
 }
 
 /// [`read_file_limited`] for UTF-8 text.
@@ -82,9 +112,17 @@ mod tests {
     #[test]
     fn reads_stop_one_byte_past_the_limit() {
         assert_eq!(read_to_end_limited(&b"abc"[..], 3).unwrap(), b"abc");
+        assert_eq!(
+            read_to_end_limited(&b"abcd"[..], 3).unwrap_err().kind(),
+            std::io::ErrorKind::FileTooLarge
+        );
         let endless = std::io::repeat(0);
         let error = read_to_end_limited(endless, 1 << 20).unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
         assert!(error.to_string().contains("1048576"), "{error}");
+        // A long input that fits is read whole, in a buffer no larger than the limit.
+        let fits = read_to_end_limited(std::io::repeat(7).take(300_000), 300_000).unwrap();
+        assert_eq!(fits.len(), 300_000);
+        assert!(fits.capacity() <= 300_000);
     }
 }

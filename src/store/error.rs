@@ -49,6 +49,19 @@ pub enum Error {
         /// The sequence offered.
         found: u64,
     },
+    /// A record is larger than the backend can store in one piece (the segment log's
+    /// `max_payload_bytes`); nothing of its batch was written.
+    #[error(
+        "the record with append sequence {sequence} takes {bytes} bytes stored, more than the store's limit of {max} bytes"
+    )]
+    RecordTooLarge {
+        /// The record's append sequence.
+        sequence: u64,
+        /// Its stored size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The next records would need append sequences beyond the largest one a record can
     /// hold (`i64::MAX`, the reference's and SQLite's limit); nothing was written. This is
     /// permanent for the store: retrying cannot succeed.

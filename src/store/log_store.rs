@@ -131,6 +131,8 @@ pub struct LogStore {
     runs: RwLock<Runs>,
     ids: Mutex<IdIndex>,
     encoded: Vec<Vec<u8>>,
+    /// The log's payload limit: a larger record is refused before its batch is written.
+    max_payload: u64,
 }
 
 impl LogStore {
@@ -154,6 +156,7 @@ impl LogStore {
             path: root.to_path_buf(),
             source,
         })?;
+        let max_payload = u64::from(options.max_payload_bytes);
         let (log, report) = Log::open(root.join("log"), options)?;
         if report.torn_tail.is_some() {
             tracing::warn!(store = %root.display(), ?report.torn_tail, "cut a torn tail on open");
@@ -166,6 +169,7 @@ impl LogStore {
             runs: RwLock::new(Runs::load(root)?),
             ids: Mutex::new(IdIndex::new(root.join("ids"), true)),
             encoded: Vec::new(),
+            max_payload,
         };
         store
             .ids
@@ -188,6 +192,7 @@ impl LogStore {
             runs: RwLock::new(Runs::load(root)?),
             ids: Mutex::new(IdIndex::new(root.join("ids"), false)),
             encoded: Vec::new(),
+            max_payload: u64::from(LogOptions::default().max_payload_bytes),
         })
     }
 
@@ -270,6 +275,15 @@ impl LogStore {
             }
             buffer.clear();
             record.encode_into(buffer)?;
+            if buffer.len() as u64 > self.max_payload {
+                let bytes = buffer.len() as u64;
+                self.encoded = encoded;
+                return Err(Error::RecordTooLarge {
+                    sequence,
+                    bytes,
+                    max: self.max_payload,
+                });
+            }
             last = sequence;
         }
         let result = self.append_encoded(records, &encoded, new_runs);
