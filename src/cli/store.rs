@@ -246,7 +246,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
             }
             // Make what was committed durable before saying so.
             let synced = store.sync();
-            return Err(import_failure(args, &error, synced.err()));
+            return Err(import_failure(&args.file, &error, synced.err()));
         }
     };
     store.sync()?;
@@ -272,13 +272,13 @@ fn sequence_range(report: &interchange::ImportReport) -> String {
 /// The message of a failed import: what went wrong, where, what is committed, what to do.
 /// Only a bad line suggests `--skip-malformed`.
 fn import_failure(
-    args: &ImportArgs,
+    file: &Path,
     error: &interchange::ImportError,
     sync_error: Option<store::Error>,
 ) -> anyhow::Error {
     use interchange::ImportError;
     let report = error.report();
-    let file = args.file.display();
+    let file = file.display();
     let committed = format!(
         "{} records were imported before it{}",
         report.imported,
@@ -559,4 +559,37 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
     bar.finish_and_clear();
     writeln!(out, "checked {checked} records: {problems} problems")?;
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 item 8: a store failure says what happened, what is committed and how to
+    /// resume, and never suggests `--skip-malformed`.
+    #[test]
+    fn a_store_failure_message_never_suggests_skipping_lines() {
+        let mut report = interchange::ImportReport::default();
+        report.imported = 2000;
+        report.sequences = Some((1, 2000));
+        let error = interchange::ImportError::Store {
+            line: 2001,
+            source: store::Error::Io {
+                op: "write",
+                path: "log".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+            report,
+        };
+        let message = import_failure(Path::new("in.ndjson"), &error, None).to_string();
+        assert!(message.contains("stopped at line 2001: the store failed"), "{message}");
+        assert!(message.contains("No space left on device"), "{message}");
+        assert!(
+            message.contains("2000 records were imported before it, sequences 1..=2000"),
+            "{message}"
+        );
+        assert!(message.contains("consistent up to there"), "{message}");
+        assert!(message.contains("tail -n +2001"), "{message}");
+        assert!(!message.contains("--skip-malformed"), "{message}");
+    }
 }
