@@ -350,3 +350,34 @@ fn bad_lines_are_classified() {
         "{error:?}"
     );
 }
+
+/// Item 9: a checkpoint file is read only up to its limit (a runaway file is reported as
+/// unreadable, naming it, instead of being read into memory).
+#[test]
+fn an_oversize_checkpoint_file_is_refused_without_reading_it() {
+    use esl_replay::checkpoint::{Checkpoint, CheckpointStore, Error as CheckpointError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+    let checkpoint = Checkpoint::new(
+        "serve",
+        ReadCursor::new(7, None),
+        time::OffsetDateTime::now_utc(),
+        esl_replay::record::JsonMap::new(),
+    )
+    .unwrap();
+    store.save(&checkpoint).unwrap();
+    assert!(store.load("serve").unwrap().is_some());
+    let file = store.path_for("serve");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(esl_replay::checkpoint::MAX_CHECKPOINT_FILE_BYTES + 1)
+        .unwrap();
+    let error = store.load("serve").unwrap_err();
+    let CheckpointError::Read { path, source } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(path, &file);
+    assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
+}
