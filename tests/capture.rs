@@ -1104,7 +1104,9 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
         last,
     )
     .unwrap();
-    store.append_records(&[near_the_limit.clone()]).unwrap();
+    store
+        .append_records(std::slice::from_ref(&near_the_limit))
+        .unwrap();
     let capture = Capture::start(
         vec![node(&address, "ClueCon", Subscriptions::all())],
         Box::new(store),
@@ -1131,7 +1133,10 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     assert!(error.contains("sequences are exhausted"), "{error}");
     let (_, metrics) = http_request(&http, get("/metrics")).await;
     assert!(metrics.contains("esl_capture_writer_failed 1"), "{metrics}");
-    assert!(metrics.contains("esl_capture_write_errors_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("esl_capture_write_errors_total 1"),
+        "{metrics}"
+    );
     server.abort();
 
     let result = capture.shutdown().await.map(|_| ());

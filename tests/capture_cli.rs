@@ -220,8 +220,18 @@ fn a_store_at_the_sequence_limit_stops_the_capture_with_exit_two() {
     let store = dir.path().join("store");
     let input = dir.path().join("near-limit.ndjson");
     std::fs::write(&input, ndjson_line(i64::MAX as u64 - 1) + "\n").unwrap();
-    let import = binary().arg("import").arg("--store").arg(&store).arg(&input).output().unwrap();
-    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let import = binary()
+        .arg("import")
+        .arg("--store")
+        .arg(&store)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
 
     let mut child = binary()
         .args(["capture", "--esl", &address, "--store"])
@@ -260,14 +270,25 @@ fn an_absurd_retention_age_is_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     for age in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
         let output = binary()
-            .args(["capture", "--duration", "2s", "--esl", "127.0.0.1:9", "--retain-for", age])
+            .args([
+                "capture",
+                "--duration",
+                "2s",
+                "--esl",
+                "127.0.0.1:9",
+                "--retain-for",
+                age,
+            ])
             .arg("--store")
             .arg(dir.path().join("store"))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("beyond the representable date range"), "{stderr}");
+        assert!(
+            stderr.contains("beyond the representable date range"),
+            "{stderr}"
+        );
         assert!(stderr.contains("--retain-for"), "{stderr}");
     }
 }

@@ -33,6 +33,22 @@ fn line(sequence: u64, payload_bytes: usize) -> String {
     )
 }
 
+/// Makes `path` a sparse file of `len` bytes (created if missing).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test file nobody maps, grown (not truncated) to an oversize length"
+)]
+fn grow_sparse(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let file = dir.join(name);
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
@@ -69,7 +85,11 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let input = write_lines(dir.path(), "in.ndjson", &[line(1, 10)]);
-    assert!(run(&["import", "--store", path(&store), path(&input)]).status.success());
+    assert!(
+        run(&["import", "--store", path(&store), path(&input)])
+            .status
+            .success()
+    );
     for age in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
         let output = run(&["prune", "--store", path(&store), "--plan", "--max-age", age]);
         let text = stderr(&output);
@@ -82,7 +102,14 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
         );
     }
     // The longest age that fits plans a prune of nothing.
-    let output = run(&["prune", "--store", path(&store), "--plan", "--max-age", "7300000d"]);
+    let output = run(&[
+        "prune",
+        "--store",
+        path(&store),
+        "--plan",
+        "--max-age",
+        "7300000d",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(sequences(&store), [1]);
 }
@@ -101,8 +128,14 @@ fn a_malformed_line_names_its_line_and_what_was_imported_before_it() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("stopped at line 2: invalid json"), "{text}");
-    assert!(text.contains("1 records were imported before it, sequences 1..=1"), "{text}");
-    assert!(text.contains("fix the line, or pass --skip-malformed"), "{text}");
+    assert!(
+        text.contains("1 records were imported before it, sequences 1..=1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix the line, or pass --skip-malformed"),
+        "{text}"
+    );
     assert_eq!(sequences(&store), [1]);
 }
 
@@ -119,16 +152,28 @@ fn an_oversize_record_names_its_line_and_is_skipped_on_request() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("stopped at line 2"), "{text}");
-    assert!(text.contains("more than the store's limit of 16777216 bytes"), "{text}");
+    assert!(
+        text.contains("more than the store's limit of 16777216 bytes"),
+        "{text}"
+    );
     assert!(text.contains("1 records were imported before it"), "{text}");
     assert_eq!(sequences(&store), [1]);
 
     let store = dir.path().join("skipping");
-    let output = run(&["import", "--store", path(&store), "--skip-malformed", path(&input)]);
+    let output = run(&[
+        "import",
+        "--store",
+        path(&store),
+        "--skip-malformed",
+        path(&input),
+    ]);
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("skipped line 2: the record takes"), "{text}");
-    assert!(text.contains("imported 2 records, sequences 1..=3; skipped 1 bad lines"), "{text}");
+    assert!(
+        text.contains("imported 2 records, sequences 1..=3; skipped 1 bad lines"),
+        "{text}"
+    );
     assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 3]);
 }
 
@@ -138,7 +183,11 @@ fn an_oversize_record_names_its_line_and_is_skipped_on_request() {
 fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let endless_line = "y".repeat(3 << 20);
-    let input = write_lines(dir.path(), "in.ndjson", &[line(1, 10), endless_line, line(3, 10)]);
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), endless_line, line(3, 10)],
+    );
     let store = dir.path().join("strict");
     let output = run(&[
         "import",
@@ -187,7 +236,10 @@ fn an_endless_input_stops_at_the_line_limit() {
     ]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(text.contains("line 1: the line is longer than 65536 bytes"), "{text}");
+    assert!(
+        text.contains("line 1: the line is longer than 65536 bytes"),
+        "{text}"
+    );
 }
 
 /// Item 9: `evidence compare --bundle /dev/zero` used to read until memory ran out.
@@ -208,17 +260,27 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("cannot read the bundle /dev/zero"), "{text}");
-    assert!(text.contains("larger than the limit of 268435456 bytes"), "{text}");
+    assert!(
+        text.contains("larger than the limit of 268435456 bytes"),
+        "{text}"
+    );
     // A regular file above the limit is refused without reading it.
     let big = dir.path().join("big.json");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
-    let output = run(&["evidence", "compare", "--bundle", path(&big), "--expect", path(&expect)]);
+    grow_sparse(&big, 300 << 20);
+    let output = run(&[
+        "evidence",
+        "compare",
+        "--bundle",
+        path(&big),
+        "--expect",
+        path(&expect),
+    ]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(text.contains("larger than the limit of 268435456 bytes"), "{text}");
+    assert!(
+        text.contains("larger than the limit of 268435456 bytes"),
+        "{text}"
+    );
 }
 
 /// A store whose appends fail with "no space left" from the `fail_on`-th call on.
@@ -300,7 +362,12 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
         };
         let error =
             interchange::import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap_err();
-        let ImportError::Store { line, source, report } = &error else {
+        let ImportError::Store {
+            line,
+            source,
+            report,
+        } = &error
+        else {
             panic!("not a store failure: {error:?}");
         };
         assert_eq!(*line, 3, "lines 1 and 2 were committed");
@@ -329,7 +396,11 @@ fn bad_lines_are_classified() {
     assert_eq!(report.imported, 2);
     assert_eq!(report.skipped.len(), 2);
     assert_eq!(report.skipped[0].0, 2);
-    assert!(report.skipped[0].1.contains("append sequence 4 does not follow 5"));
+    assert!(
+        report.skipped[0]
+            .1
+            .contains("append sequence 4 does not follow 5")
+    );
     assert_eq!(report.skipped[1].0, 3);
     let error = interchange::import(
         &mut store,
@@ -368,12 +439,7 @@ fn an_oversize_checkpoint_file_is_refused_without_reading_it() {
     store.save(&checkpoint).unwrap();
     assert!(store.load("serve").unwrap().is_some());
     let file = store.path_for("serve");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(esl_replay::checkpoint::MAX_CHECKPOINT_FILE_BYTES + 1)
-        .unwrap();
+    grow_sparse(&file, esl_replay::checkpoint::MAX_CHECKPOINT_FILE_BYTES + 1);
     let error = store.load("serve").unwrap_err();
     let CheckpointError::Read { path, source } = &error else {
         panic!("{error:?}");

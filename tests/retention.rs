@@ -543,7 +543,10 @@ fn periodic_retention_reports_each_failure_and_keeps_running() {
     .unwrap();
     for _ in 0..2 {
         let failure = failures.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert!(failure.is_some(), "a store that does not exist is a failure");
+        assert!(
+            failure.is_some(),
+            "a store that does not exist is a failure"
+        );
     }
     assert!(schedule.is_running());
     schedule.stop();

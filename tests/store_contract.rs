@@ -1349,7 +1349,11 @@ fn a_cursor_at_the_largest_sequence_reads_nothing(harness: &Harness) {
             .read_from_cursor(&ReadCursor::new(after, None), 10, &Criteria::any())
             .unwrap();
         assert!(page.is_empty(), "after {after}: {page:?}");
-        assert!(!store.wait_for_records(after, Duration::from_millis(1)).unwrap());
+        assert!(
+            !store
+                .wait_for_records(after, Duration::from_millis(1))
+                .unwrap()
+        );
     }
 }
 

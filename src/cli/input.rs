@@ -55,7 +55,9 @@ pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
 pub(crate) fn parse_speed(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
-        _ => Err(format!("{text:?} is not a speed factor (a number above 0, e.g. 0.5 or 2)")),
+        _ => Err(format!(
+            "{text:?} is not a speed factor (a number above 0, e.g. 0.5 or 2)"
+        )),
     }
 }
 
@@ -77,10 +79,16 @@ mod tests {
     fn ages_beyond_the_date_range_are_refused_with_a_reason() {
         for absurd in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
             let error = parse_age(absurd).unwrap_err();
-            assert!(error.contains("beyond the representable date range"), "{error}");
+            assert!(
+                error.contains("beyond the representable date range"),
+                "{error}"
+            );
         }
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_age("7300000d").is_ok(), "about 20,000 years still fits");
+        assert!(
+            parse_age("7300000d").is_ok(),
+            "about 20,000 years still fits"
+        );
     }
 
     #[test]

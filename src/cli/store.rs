@@ -306,11 +306,12 @@ fn import_failure(
         ),
     };
     match sync_error {
-        Some(sync) => anyhow::anyhow!("{message} (and syncing the store afterwards failed: {sync})"),
+        Some(sync) => {
+            anyhow::anyhow!("{message} (and syncing the store afterwards failed: {sync})")
+        }
         None => anyhow::anyhow!(message),
     }
 }
-
 
 pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
     let store = args.store.open_read()?;
@@ -569,9 +570,11 @@ mod tests {
     /// resume, and never suggests `--skip-malformed`.
     #[test]
     fn a_store_failure_message_never_suggests_skipping_lines() {
-        let mut report = interchange::ImportReport::default();
-        report.imported = 2000;
-        report.sequences = Some((1, 2000));
+        let report = interchange::ImportReport {
+            imported: 2000,
+            sequences: Some((1, 2000)),
+            ..interchange::ImportReport::default()
+        };
         let error = interchange::ImportError::Store {
             line: 2001,
             source: store::Error::Io {
@@ -582,7 +585,10 @@ mod tests {
             report,
         };
         let message = import_failure(Path::new("in.ndjson"), &error, None).to_string();
-        assert!(message.contains("stopped at line 2001: the store failed"), "{message}");
+        assert!(
+            message.contains("stopped at line 2001: the store failed"),
+            "{message}"
+        );
         assert!(message.contains("No space left on device"), "{message}");
         assert!(
             message.contains("2000 records were imported before it, sequences 1..=2000"),

@@ -75,5 +75,6 @@ pub use plan::{
 };
 pub use range::{RangeOptions, RangeReport, replay_range};
 pub use snapshot::{
-    DirSnapshots, MAX_SNAPSHOT_FILE_BYTES, MemorySnapshots, SNAPSHOT_FORMAT, Snapshot, SnapshotStore,
+    DirSnapshots, MAX_SNAPSHOT_FILE_BYTES, MemorySnapshots, SNAPSHOT_FORMAT, Snapshot,
+    SnapshotStore,
 };

@@ -91,7 +91,10 @@ pub fn read_file_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 /// As [`read_file_limited`]; `InvalidData` when the file is not UTF-8.
 pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
     String::from_utf8(read_file_limited(path, limit)?).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text")
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is not UTF-8 text",
+        )
     })
 }
 

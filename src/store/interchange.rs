@@ -143,6 +143,10 @@ struct Batch {
 ///
 /// [`ImportError`]: a bad line (unless skipping), a store failure, an input failure; each
 /// with the report of what was committed before it.
+#[expect(
+    clippy::result_large_err,
+    reason = "an import fails at most once; the error carries its report by value"
+)]
 pub fn import(
     store: &mut dyn ArtifactStore,
     input: impl BufRead,
@@ -212,6 +216,10 @@ pub fn import(
 /// rest appended) when skipping, else the batch before it is appended and the import ends.
 /// On a store failure the store is asked what it holds, so the report counts exactly the
 /// records committed (a partly written batch included).
+#[expect(
+    clippy::result_large_err,
+    reason = "an import fails at most once; the error carries its report by value"
+)]
 fn flush(
     store: &mut dyn ArtifactStore,
     batch: &mut Batch,
