@@ -897,6 +897,20 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
     assert_eq!(envelopes[0].correlation_ids["worker_session_id"], "ws-01");
 }
 
+/// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.
+async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = HttpState {
+        telemetry: capture.telemetry(),
+        gateway: capture.gateway(),
+        token: Arc::from("t0ken"),
+        queue: Some(capture.queue()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    (http, server)
+}
+
 async fn http_request(address: &str, request: String) -> (u16, String) {
     let mut socket = TcpStream::connect(address).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
@@ -925,15 +939,7 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
         CaptureOptions::default(),
     )
     .unwrap();
-    let state = HttpState {
-        telemetry: capture.telemetry(),
-        gateway: capture.gateway(),
-        token: Arc::from("t0ken"),
-        queue: Some(capture.queue()),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let (http, server) = serve_http(&capture).await;
     let telemetry = capture.telemetry();
     wait_until("ready", || {
         telemetry
@@ -1113,15 +1119,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
         CaptureOptions::default(),
     )
     .unwrap();
-    let state = HttpState {
-        telemetry: capture.telemetry(),
-        gateway: capture.gateway(),
-        token: Arc::from("t0ken"),
-        queue: Some(capture.queue()),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let (http, server) = serve_http(&capture).await;
     wait_until("the writer to stop", || capture.writer_stopped()).await;
 
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -21,6 +21,15 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let output = run(args);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -91,10 +100,7 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
             .success()
     );
     for age in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
-        let output = run(&["prune", "--store", path(&store), "--plan", "--max-age", age]);
-        let text = stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{text}");
-        assert!(!text.contains("panicked"), "{text}");
+        let text = fails(&["prune", "--store", path(&store), "--plan", "--max-age", age]);
         assert!(text.contains("--max-age"), "{text}");
         assert!(
             text.contains(&format!("{age} is beyond the representable date range")),
@@ -124,9 +130,7 @@ fn a_malformed_line_names_its_line_and_what_was_imported_before_it() {
         "in.ndjson",
         &[line(1, 10), "{not json".into(), line(3, 10)],
     );
-    let output = run(&["import", "--store", path(&store), path(&input)]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
     assert!(text.contains("stopped at line 2: invalid json"), "{text}");
     assert!(
         text.contains("1 records were imported before it, sequences 1..=1"),
@@ -148,9 +152,7 @@ fn an_oversize_record_names_its_line_and_is_skipped_on_request() {
     let input = write_lines(dir.path(), "in.ndjson", &lines);
 
     let store = dir.path().join("strict");
-    let output = run(&["import", "--store", path(&store), path(&input)]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
     assert!(text.contains("stopped at line 2"), "{text}");
     assert!(
         text.contains("more than the store's limit of 16777216 bytes"),
@@ -189,7 +191,7 @@ fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
         &[line(1, 10), endless_line, line(3, 10)],
     );
     let store = dir.path().join("strict");
-    let output = run(&[
+    let text = fails(&[
         "import",
         "--store",
         path(&store),
@@ -197,8 +199,6 @@ fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
         "1048576",
         path(&input),
     ]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         text.contains("stopped at line 2: the line is longer than 1048576 bytes"),
         "{text}"
@@ -226,7 +226,7 @@ fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
 fn an_endless_input_stops_at_the_line_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let output = run(&[
+    let text = fails(&[
         "import",
         "--store",
         path(&store),
@@ -234,8 +234,6 @@ fn an_endless_input_stops_at_the_line_limit() {
         "65536",
         "/dev/zero",
     ]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         text.contains("line 1: the line is longer than 65536 bytes"),
         "{text}"
@@ -249,7 +247,7 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let expect = dir.path().join("expect.json");
     std::fs::write(&expect, "{}").unwrap();
-    let output = run(&[
+    let text = fails(&[
         "evidence",
         "compare",
         "--bundle",
@@ -257,8 +255,6 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
         "--expect",
         path(&expect),
     ]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("cannot read the bundle /dev/zero"), "{text}");
     assert!(
         text.contains("larger than the limit of 268435456 bytes"),
@@ -267,7 +263,7 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
     // A regular file above the limit is refused without reading it.
     let big = dir.path().join("big.json");
     grow_sparse(&big, 300 << 20);
-    let output = run(&[
+    let text = fails(&[
         "evidence",
         "compare",
         "--bundle",
@@ -275,8 +271,6 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
         "--expect",
         path(&expect),
     ]);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         text.contains("larger than the limit of 268435456 bytes"),
         "{text}"
