@@ -1071,7 +1071,7 @@ async fn several_nodes_share_one_store_each_tagged_with_its_slug() {
     );
 }
 
-/// Issue 16 item 11: capturing into a store whose last sequence is one below the record
+/// Issue 16 item 11: capturing into a store whose last sequence is at the record
 /// model's limit (`i64::MAX`) fails at once and for good: the writer stops, the error is on
 /// `/health` (503, `failed`) and in `/metrics`, and shutdown returns it. Records already
 /// stored stay untouched.
@@ -1085,7 +1085,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = LogStore::open(&dir.path().join("store")).unwrap();
-    let last = i64::MAX as u64 - 1;
+    let last = i64::MAX as u64;
     let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
         session_id: "s".into(),
         pbx_node_slug: "pbx-a".into(),
@@ -1133,6 +1133,14 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     assert!(metrics.contains("esl_capture_writer_failed 1"), "{metrics}");
     assert!(
         metrics.contains("esl_capture_write_errors_total 1"),
+        "{metrics}"
+    );
+    // The refused batch is accounted for as dropped, not silently lost.
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("esl_capture_dropped_artifacts_total"))
+            .any(|l| !l.ends_with(" 0")),
         "{metrics}"
     );
     server.abort();

@@ -213,6 +213,15 @@ impl CaptureQueue {
         }
     }
 
+    /// [`CaptureQueue::merge_drop_run`] for each node's run of a lost batch.
+    fn merge_drop_runs(&self, runs: Vec<Option<DropRun>>) {
+        for (node, run) in runs.into_iter().enumerate() {
+            if let Some(run) = run {
+                self.merge_drop_run(node, run);
+            }
+        }
+    }
+
     fn enqueue(inner: &mut Inner, entry: Entry) {
         inner.bytes += entry.size;
         inner.items.push_back(entry);
@@ -423,6 +432,9 @@ fn write_batches(
             Err(error) => {
                 telemetry.write_errors.inc();
                 telemetry.set_writer_error(Some(error.to_string()));
+                // The batch is lost: account for it like a queue drop (counted), so the next
+                // write of each node carries a gap marker naming these sequences.
+                queue.merge_drop_runs(runs);
                 let permanent = matches!(error, crate::store::Error::SequencesExhausted { .. });
                 failures_in_a_row += 1;
                 if queue.is_closed()
@@ -431,14 +443,7 @@ fn write_batches(
                 {
                     return Err(error);
                 }
-                // The batch is lost: account for it like a queue drop, so the next write of
-                // each node carries a gap marker naming these sequences.
                 tracing::error!(%error, records = count, failures_in_a_row, "store batch write failed; recorded as a gap");
-                for (node, run) in runs.into_iter().enumerate() {
-                    if let Some(run) = run {
-                        queue.merge_drop_run(node, run);
-                    }
-                }
                 last = store.stats()?.last_sequence;
                 std::thread::sleep(options.retry_delay);
             }
@@ -483,14 +488,13 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
                 }
             }
         }
-        if out
-            .send(Mapped {
-                records,
-                per_node,
-                runs,
-            })
-            .is_err()
-        {
+        if let Err(std::sync::mpsc::SendError(lost)) = out.send(Mapped {
+            records,
+            per_node,
+            runs,
+        }) {
+            // The writer stopped on a store failure: this batch is dropped, and counted.
+            queue.merge_drop_runs(lost.runs);
             return;
         }
     }

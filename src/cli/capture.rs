@@ -273,12 +273,15 @@ async fn capture(
         retention.stop();
     }
     let telemetry = capture.telemetry();
+    let queue = capture.queue();
     let (store, exits) = match capture.shutdown().await {
         Ok(done) => done,
         Err(error) => {
+            // Dropped (the lost batches included) plus what was still queued.
             let drops = telemetry_sum(&telemetry.encode(), "esl_capture_dropped_artifacts_total");
+            let unstored = drops + queue.depth().0 as u64;
             return Err(error).context(format!(
-                "the capture stopped: its store failed, and {drops} artifacts were not stored (records stored before the failure are intact)"
+                "the capture stopped: its store failed, and {unstored} captured items were not stored (records stored before the failure are intact)"
             ));
         }
     };
