@@ -64,6 +64,16 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(&StdIo, target, bytes)
 }
 
+/// [`write_atomic`] through an [`Io`] seam, for callers that take a log's options (the
+/// artifact store's `store.meta`).
+///
+/// # Errors
+///
+/// As [`write_atomic`].
+pub fn write_atomic_with(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(io, target, bytes)
+}
+
 /// Removes one file durably: unlinks it, then syncs its directory. Returns whether the file
 /// existed; a missing file is not an error.
 ///
@@ -90,6 +100,15 @@ pub fn remove_durable(path: &Path) -> Result<bool> {
 ///
 /// The creation or a directory sync failed, with its path.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    create_dir_durable_with(&StdIo, dir)
+}
+
+/// [`create_dir_durable`] with its directory syncs through an [`Io`] seam.
+///
+/// # Errors
+///
+/// As [`create_dir_durable`].
+pub fn create_dir_durable_with(io: &dyn Io, dir: &Path) -> Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
         .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.is_dir())
@@ -100,7 +119,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        sync_dir(&StdIo, parent)?;
+        sync_dir(io, parent)?;
     }
     Ok(())
 }

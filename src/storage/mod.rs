@@ -9,7 +9,8 @@
 //!   ([`Log::reader`]) or in another ([`Reader::open`], no lock needed), and truncates the
 //!   prefix for retention.
 //! - [`write_atomic`] replaces a small file atomically and durably; [`remove_durable`] and
-//!   [`create_dir_durable`] remove a file and create a directory durably.
+//!   [`create_dir_durable`] remove a file and create a directory durably (the `_with`
+//!   variants go through an [`io::Io`] seam).
 //!
 //! ```
 //! use esl_replay::storage::{Log, LogOptions, Seq};
@@ -44,8 +45,8 @@ mod writer;
 pub use bounded::{
     deadline_after, read_file_limited, read_text_limited, read_to_end_limited, time_left,
 };
-pub use durable::write_atomic;
-pub use durable::{create_dir_durable, remove_durable};
+pub use durable::{create_dir_durable, create_dir_durable_with, remove_durable};
+pub use durable::{write_atomic, write_atomic_with};
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};
 pub use options::{
