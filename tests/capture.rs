@@ -897,6 +897,20 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
     assert_eq!(envelopes[0].correlation_ids["worker_session_id"], "ws-01");
 }
 
+/// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.
+async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = HttpState {
+        telemetry: capture.telemetry(),
+        gateway: capture.gateway(),
+        token: Arc::from("t0ken"),
+        queue: Some(capture.queue()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    (http, server)
+}
+
 async fn http_request(address: &str, request: String) -> (u16, String) {
     let mut socket = TcpStream::connect(address).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
@@ -925,15 +939,7 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
         CaptureOptions::default(),
     )
     .unwrap();
-    let state = HttpState {
-        telemetry: capture.telemetry(),
-        gateway: capture.gateway(),
-        token: Arc::from("t0ken"),
-        queue: Some(capture.queue()),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let (http, server) = serve_http(&capture).await;
     let telemetry = capture.telemetry();
     wait_until("ready", || {
         telemetry
@@ -1063,4 +1069,92 @@ async fn several_nodes_share_one_store_each_tagged_with_its_slug() {
         )
         .is_err()
     );
+}
+
+/// Issue 16 item 11: capturing into a store whose last sequence is at the record
+/// model's limit (`i64::MAX`) fails at once and for good: the writer stops, the error is on
+/// `/health` (503, `failed`) and in `/metrics`, and shutdown returns it. Records already
+/// stored stay untouched.
+#[tokio::test]
+async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
+    let (address, _log) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec!["12-event-plain-heartbeat.esl"],
+        end: End::Serve,
+    }])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let last = i64::MAX as u64;
+    let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
+        session_id: "s".into(),
+        pbx_node_slug: "pbx-a".into(),
+        worker_session_id: None,
+    }))
+    .map(
+        &Stamp {
+            capture_sequence: 1,
+            captured_at: OffsetDateTime::now_utc(),
+            connection_generation: 1,
+        },
+        Captured::ConnectionOpened {
+            peer: "127.0.0.1:8021".into(),
+            attempt: 1,
+        },
+    )
+    .remove(0);
+    let near_the_limit = Record::from_envelope(
+        envelope,
+        esl_replay::record::RecordId::generate(),
+        OffsetDateTime::now_utc(),
+        last,
+    )
+    .unwrap();
+    store
+        .append_records(std::slice::from_ref(&near_the_limit))
+        .unwrap();
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        Box::new(store),
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let (http, server) = serve_http(&capture).await;
+    wait_until("the writer to stop", || capture.writer_stopped()).await;
+
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, body) = http_request(&http, get("/health")).await;
+    assert_eq!(status, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "failed");
+    let error = health["writer_error"].as_str().unwrap();
+    assert!(error.contains("sequences are exhausted"), "{error}");
+    let (_, metrics) = http_request(&http, get("/metrics")).await;
+    assert!(metrics.contains("esl_capture_writer_failed 1"), "{metrics}");
+    assert!(
+        metrics.contains("esl_capture_write_errors_total 1"),
+        "{metrics}"
+    );
+    // The refused batch is accounted for as dropped, not silently lost.
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("esl_capture_dropped_artifacts_total"))
+            .any(|l| !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    server.abort();
+
+    let result = capture.shutdown().await.map(|_| ());
+    assert!(
+        matches!(
+            result,
+            Err(esl_replay::capture::CaptureError::Store(
+                esl_replay::store::Error::SequencesExhausted { .. }
+            ))
+        ),
+        "{result:?}"
+    );
+    let store = LogStore::open_read_only(&dir.path().join("store")).unwrap();
+    assert_eq!(all_records(&store), [near_the_limit]);
 }

@@ -201,3 +201,94 @@ fn config_file_nodes_and_a_rejected_password_exit_two() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth rejected"));
 }
+
+/// A reference NDJSON line with append sequence `sequence` (the checksum is kept verbatim
+/// by import).
+fn ndjson_line(sequence: u64) -> String {
+    format!(
+        r#"{{"schema_version":1,"id":"3f1c2b9e-8a4d-4c1e-9b7a-2d5e6f708192","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":"sess-001","job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"command":"originate"}},"checksum":"353a1621b83b5bf2d2357f86e0b7c35adff2750052fb09291211ba7d97493754","tags":[]}}"#
+    )
+}
+
+/// Issue 16 item 11: a capture into a store whose last sequence is near `i64::MAX` (here
+/// imported) stops by itself with exit 2 and says why, instead of failing batch after
+/// batch until shutdown.
+#[test]
+fn a_store_at_the_sequence_limit_stops_the_capture_with_exit_two() {
+    let address = fake_freeswitch("ClueCon", vec!["12-event-plain-heartbeat.esl"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("near-limit.ndjson");
+    std::fs::write(&input, ndjson_line(i64::MAX as u64) + "\n").unwrap();
+    let import = binary()
+        .arg("import")
+        .arg("--store")
+        .arg(&store)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    let mut child = binary()
+        .args(["capture", "--esl", &address, "--store"])
+        .arg(&store)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "capture kept running on a store that cannot take a record: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sequences are exhausted"), "{stderr}");
+    assert!(stderr.contains("the capture stopped"), "{stderr}");
+    let stored = records(&store);
+    assert_eq!(stored.len(), 1, "the imported record is intact and alone");
+    assert_eq!(stored[0].append_sequence(), i64::MAX as u64);
+}
+
+/// Issue 16 item 3: an absurd `--retain-for` is refused at start-up with exit 2 (it used to
+/// kill the retention thread while capture went on without retention and exited 0).
+#[test]
+fn an_absurd_retention_age_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for age in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
+        let output = binary()
+            .args([
+                "capture",
+                "--duration",
+                "2s",
+                "--esl",
+                "127.0.0.1:9",
+                "--retain-for",
+                age,
+            ])
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("beyond the representable date range"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--retain-for"), "{stderr}");
+    }
+}

@@ -469,8 +469,14 @@ fn periodic_retention_prunes_beside_a_running_writer() {
         protected_record_count: 50,
         ..PrunePolicy::default()
     };
-    let schedule =
-        retention::PeriodicPrune::start(root.clone(), None, policy, Duration::from_millis(20));
+    let schedule = retention::PeriodicPrune::start(
+        root.clone(),
+        None,
+        policy,
+        Duration::from_millis(20),
+        Box::new(|_| {}),
+    )
+    .unwrap();
     for i in 0..3000 {
         writer
             .write(envelope(
@@ -484,4 +490,64 @@ fn periodic_retention_prunes_beside_a_running_writer() {
     assert!(first > 1, "nothing was pruned");
     writer.write(envelope(now())).unwrap();
     assert_eq!(writer.stats().unwrap().last_sequence, 3001);
+}
+
+/// Issue 16 item 3: an age reaching before the earliest representable date (the CLI's
+/// `--max-age 9999999999d`, `106751991167300d`, `18446744073709551615s`) makes no record
+/// old enough: the plan prunes nothing instead of panicking on `now - age`.
+#[test]
+fn an_age_beyond_the_date_range_prunes_nothing() {
+    let (_dir, store) = store_with(3);
+    for age in [
+        Duration::from_secs(9_999_999_999 * 86_400),
+        Duration::from_secs(106_751_991_167_300 * 86_400),
+        Duration::from_secs(u64::MAX),
+        Duration::MAX,
+    ] {
+        assert_eq!(retention::age_cutoff(now(), age), None, "{age:?}");
+        let policy = PrunePolicy {
+            max_record_age: Some(age),
+            ..PrunePolicy::default()
+        };
+        let plan = retention::plan(&store, &[], &policy, now(), &mut |_| {}).unwrap();
+        assert_eq!(plan.pruned_count, 0);
+        assert_eq!(plan.retained_count, 3);
+    }
+    // An age that still fits prunes as usual.
+    let policy = PrunePolicy {
+        max_record_age: Some(Duration::from_secs(8 * 86_400)),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &[], &policy, now(), &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_sequences, [1, 2]);
+}
+
+/// Issue 16 item 3: a periodic prune that fails reports each failure to its owner (the
+/// capture turns it into `/health` and a metric) and keeps running.
+#[test]
+fn periodic_retention_reports_each_failure_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender, failures) = std::sync::mpsc::channel();
+    let schedule = retention::PeriodicPrune::start(
+        dir.path().join("no-store-here"),
+        None,
+        PrunePolicy {
+            max_record_age: Some(Duration::from_secs(60)),
+            ..PrunePolicy::default()
+        },
+        Duration::from_millis(5),
+        Box::new(move |result| {
+            let _ = sender.send(result.err().map(ToString::to_string));
+        }),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let failure = failures.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(
+            failure.is_some(),
+            "a store that does not exist is a failure"
+        );
+    }
+    assert!(schedule.is_running());
+    schedule.stop();
 }

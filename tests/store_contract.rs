@@ -154,6 +154,9 @@ macro_rules! contract_tests {
                 wait_for_records_reports_new_records_or_times_out
                 live_tail_follows_a_writer_thread
                 live_tail_applies_criteria
+                huge_timeouts_wait_without_a_deadline
+                a_cursor_at_the_largest_sequence_reads_nothing
+                sequences_exhausted_is_refused_clearly_at_the_boundary
             );
         }
     };
@@ -1314,4 +1317,66 @@ fn live_tail_applies_criteria(harness: &Harness) {
             .is_none()
     );
     assert_eq!(tail.cursor().last_consumed_sequence(), 30);
+}
+
+/// Issue 16 item 3: a timeout too large for the clock (`Duration::MAX`) waits without a
+/// deadline instead of panicking on `Instant::now() + timeout`.
+fn huge_timeouts_wait_without_a_deadline(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    store.write(envelope()).unwrap();
+    assert!(store.wait_for_records(0, Duration::MAX).unwrap());
+    let reader = (harness.open_read_only)(&fixture.path);
+    assert!(reader.wait_for_records(0, Duration::MAX).unwrap());
+    let mut tail = Tail::new(reader.as_ref(), ReadCursor::start(), Criteria::any());
+    assert!(tail.next_within(Duration::MAX).unwrap().is_some());
+    // A wait with no deadline still ends when the record arrives.
+    let writer = thread::spawn(move || {
+        store.write(envelope()).unwrap();
+        store
+    });
+    assert!(reader.wait_for_records(1, Duration::MAX).unwrap());
+    drop(writer.join().unwrap());
+}
+
+/// Issue 16 item 3: `--after 18446744073709551615` reads nothing (no `after + 1` wrap).
+fn a_cursor_at_the_largest_sequence_reads_nothing(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    store.append_records(&[imported(5), imported(9)]).unwrap();
+    for after in [u64::MAX, u64::MAX - 1, i64::MAX as u64] {
+        let page = store
+            .read_from_cursor(&ReadCursor::new(after, None), 10, &Criteria::any())
+            .unwrap();
+        assert!(page.is_empty(), "after {after}: {page:?}");
+        assert!(
+            !store
+                .wait_for_records(after, Duration::from_millis(1))
+                .unwrap()
+        );
+    }
+}
+
+/// Issue 16 item 11: a store whose last sequence is at the record model's limit refuses a
+/// write with one clear, permanent error, and consumes nothing.
+fn sequences_exhausted_is_refused_clearly_at_the_boundary(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    let max = i64::MAX as u64;
+    store.append_records(&[imported(max - 1)]).unwrap();
+    let result = store.write_batch(vec![envelope(), envelope()]);
+    assert!(
+        matches!(result, Err(Error::SequencesExhausted { last, count: 2 }) if last == max - 1),
+        "{result:?}"
+    );
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("sequences are exhausted"), "{message}");
+    // The one sequence left is still usable, then nothing more.
+    store.write(envelope()).unwrap();
+    assert_eq!(store.stats().unwrap().last_sequence, max);
+    assert!(matches!(
+        store.write(envelope()),
+        Err(Error::SequencesExhausted { count: 1, .. })
+    ));
+    assert_eq!(store.stats().unwrap().records, 2);
 }

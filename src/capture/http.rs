@@ -2,7 +2,10 @@
 //!
 //! - `GET /health`: JSON with each node's connection, session and liveness state,
 //!   generation, reconnect attempts and last error, plus queue depth and the writer's last
-//!   error. Status 200 when every node is ready, 503 otherwise.
+//!   error and the last periodic retention error. `status` is `ok` (200) when every node is
+//!   ready and the last store write and retention run succeeded; `degraded` (503) when a
+//!   node is not ready or the last write or retention run failed; `failed` (503) once the
+//!   writer stopped on a persistent store failure (the capture then stops).
 //! - `GET /metrics`: the Prometheus text exposition.
 //! - `POST /v1/api` and `POST /v1/bgapi` with `{"command": "...", "node": "slug"?}`:
 //!   the command gateway. They need `Authorization: Bearer <token>`; the command goes out on
@@ -59,13 +62,23 @@ async fn health(State(state): State<HttpState>) -> Response {
     let nodes = state.telemetry.health();
     let all_ready = !nodes.is_empty() && nodes.values().all(|h| h.connection == "ready");
     let (items, bytes) = state.queue.as_ref().map_or((0, 0), |q| q.depth());
+    let writer_error = state.telemetry.writer_error();
+    let retention_error = state.telemetry.retention_error();
+    let status = if state.telemetry.writer_failed.get() != 0 {
+        "failed"
+    } else if writer_error.is_some() || retention_error.is_some() || !all_ready {
+        "degraded"
+    } else {
+        "ok"
+    };
     let body = json!({
-        "status": if all_ready { "ok" } else { "degraded" },
+        "status": status,
         "nodes": nodes,
         "queue": {"items": items, "bytes": bytes},
-        "writer_error": state.telemetry.writer_error(),
+        "writer_error": writer_error,
+        "retention_error": retention_error,
     });
-    let code = if all_ready {
+    let code = if status == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

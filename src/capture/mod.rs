@@ -89,8 +89,9 @@ pub enum CaptureError {
     /// The writer thread panicked.
     #[error("the writer thread panicked")]
     WriterPanicked,
-    /// The store failed at shutdown (final write or sync).
-    #[error("the store failed while flushing at shutdown")]
+    /// The store failed: persistently while capturing (the writer stopped; see
+    /// [`queue::spawn_writer`]), or at shutdown (final write or sync).
+    #[error("the store failed")]
     Store(#[from] crate::store::Error),
 }
 
@@ -256,6 +257,14 @@ impl Capture {
     #[must_use]
     pub fn all_nodes_stopped(&self) -> bool {
         self.nodes.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// Whether the writer stopped on its own: the store failed persistently (the error is
+    /// the telemetry's writer error and what [`Capture::shutdown`] returns). The caller
+    /// should shut the capture down: nothing more is stored.
+    #[must_use]
+    pub fn writer_stopped(&self) -> bool {
+        self.writer.is_finished()
     }
 
     /// Stops every node, drains the queue into the store, syncs it and hands it back with

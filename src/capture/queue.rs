@@ -213,6 +213,15 @@ impl CaptureQueue {
         }
     }
 
+    /// [`CaptureQueue::merge_drop_run`] for each node's run of a lost batch.
+    fn merge_drop_runs(&self, runs: Vec<Option<DropRun>>) {
+        for (node, run) in runs.into_iter().enumerate() {
+            if let Some(run) = run {
+                self.merge_drop_run(node, run);
+            }
+        }
+    }
+
     fn enqueue(inner: &mut Inner, entry: Entry) {
         inner.bytes += entry.size;
         inner.items.push_back(entry);
@@ -305,8 +314,11 @@ fn captured_size(captured: &Captured) -> usize {
 pub struct WriterOptions {
     /// Most items per store batch.
     pub max_batch: usize,
-    /// Delay before retrying a failed batch.
+    /// Delay before retrying after a failed batch.
     pub retry_delay: Duration,
+    /// Failed batches in a row after which the store counts as persistently failed and
+    /// the writer stops (each failed batch is recorded as a gap; see [`spawn_writer`]).
+    pub max_consecutive_failures: u32,
 }
 
 impl Default for WriterOptions {
@@ -314,6 +326,7 @@ impl Default for WriterOptions {
         WriterOptions {
             max_batch: 4096,
             retry_delay: Duration::from_millis(500),
+            max_consecutive_failures: 10,
         }
     }
 }
@@ -330,12 +343,20 @@ struct Mapped {
 /// `append_records`, so the two overlap. The store thread appends until the queue is closed
 /// and drained, then syncs the store and hands it back.
 ///
+/// Failure policy: a failed batch is logged at once (error level), counted in
+/// `esl_capture_write_errors`, shown as the writer error on `/health`, and recorded as a
+/// gap so the next write of each node names the lost capture sequences; the batch is not
+/// retried. A failure that cannot heal (the store's sequences are exhausted) or
+/// `max_consecutive_failures` failed batches in a row stop the writer: it sets
+/// `esl_capture_writer_failed` to 1 and ends with the error, and the thread's
+/// [`JoinHandle::is_finished`] tells the capture to stop.
+///
 /// # Errors
 ///
 /// A thread could not be spawned.
 pub fn spawn_writer(
     queue: Arc<CaptureQueue>,
-    mut store: Box<dyn ArtifactStore>,
+    store: Box<dyn ArtifactStore>,
     options: WriterOptions,
 ) -> std::io::Result<JoinHandle<crate::store::Result<Box<dyn ArtifactStore>>>> {
     let (batches, mapped) = std::sync::mpsc::sync_channel::<Mapped>(2);
@@ -346,60 +367,89 @@ pub fn spawn_writer(
     std::thread::Builder::new()
         .name("capture-writer".into())
         .spawn(move || {
-            let telemetry = Arc::clone(&queue.telemetry);
-            let labels: Vec<_> = queue
-                .nodes
-                .iter()
-                .map(|n| Telemetry::node(&n.pbx_node_slug))
-                .collect();
-            let mut last = store.stats()?.last_sequence;
-            for batch in mapped {
-                let Mapped {
-                    records,
-                    per_node,
-                    runs,
-                } = batch;
-                // Records were built with sequence 1; place them after the store's last one.
-                let records = records
-                    .into_iter()
-                    .zip(last + 1..)
-                    .map(|(record, sequence)| {
-                        let mut fields = record.into_fields();
-                        fields.append_sequence = sequence;
-                        Record::new(fields)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let started = Instant::now();
-                match store.append_records(&records) {
-                    Ok(()) => {
-                        telemetry.append_latency.observe(started.elapsed().as_secs_f64());
-                        telemetry.set_writer_error(None);
-                        last += records.len() as u64;
-                        for (label, n) in labels.iter().zip(per_node) {
-                            telemetry.artifacts.get_or_create(label).inc_by(n);
-                        }
-                    }
-                    Err(error) if queue.is_closed() => return Err(error),
-                    Err(error) => {
-                        // The batch is lost: account for it like a queue drop, so the next
-                        // write of each node carries a gap marker naming these sequences.
-                        telemetry.write_errors.inc();
-                        tracing::error!(%error, records = records.len(), "store batch write failed; recorded as a gap");
-                        telemetry.set_writer_error(Some(error.to_string()));
-                        for (node, run) in runs.into_iter().enumerate() {
-                            if let Some(run) = run {
-                                queue.merge_drop_run(node, run);
-                            }
-                        }
-                        last = store.stats()?.last_sequence;
-                        std::thread::sleep(options.retry_delay);
-                    }
-                }
+            let mut store = store;
+            if let Err(error) = write_batches(&queue, store.as_mut(), &mapped, options) {
+                tracing::error!(%error, "the capture writer stopped: the store failed persistently; nothing more is stored");
+                queue.telemetry.set_writer_error(Some(error.to_string()));
+                queue.telemetry.writer_failed.set(1);
+                return Err(error);
             }
             let _ = mapper.join();
             store.sync()?;
             Ok(store)
         })
+}
+
+/// The store thread's loop (see [`spawn_writer`] for the failure policy).
+fn write_batches(
+    queue: &CaptureQueue,
+    store: &mut dyn ArtifactStore,
+    mapped: &std::sync::mpsc::Receiver<Mapped>,
+    options: WriterOptions,
+) -> crate::store::Result<()> {
+    let telemetry = Arc::clone(&queue.telemetry);
+    let labels: Vec<_> = queue
+        .nodes
+        .iter()
+        .map(|n| Telemetry::node(&n.pbx_node_slug))
+        .collect();
+    let mut last = store.stats()?.last_sequence;
+    let mut failures_in_a_row = 0u32;
+    for batch in mapped {
+        let Mapped {
+            records,
+            per_node,
+            runs,
+        } = batch;
+        let count = records.len();
+        // Records were built with sequence 1; place them after the store's last one.
+        let result = crate::store::next_sequences(last, count).and_then(|first| {
+            let records = records
+                .into_iter()
+                .zip(first..)
+                .map(|(record, sequence)| {
+                    let mut fields = record.into_fields();
+                    fields.append_sequence = sequence;
+                    Record::new(fields)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let started = Instant::now();
+            store.append_records(&records)?;
+            telemetry
+                .append_latency
+                .observe(started.elapsed().as_secs_f64());
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                failures_in_a_row = 0;
+                telemetry.set_writer_error(None);
+                last += count as u64;
+                for (label, n) in labels.iter().zip(per_node) {
+                    telemetry.artifacts.get_or_create(label).inc_by(n);
+                }
+            }
+            Err(error) => {
+                telemetry.write_errors.inc();
+                telemetry.set_writer_error(Some(error.to_string()));
+                // The batch is lost: account for it like a queue drop (counted), so the next
+                // write of each node carries a gap marker naming these sequences.
+                queue.merge_drop_runs(runs);
+                let permanent = matches!(error, crate::store::Error::SequencesExhausted { .. });
+                failures_in_a_row += 1;
+                if queue.is_closed()
+                    || permanent
+                    || failures_in_a_row >= options.max_consecutive_failures
+                {
+                    return Err(error);
+                }
+                tracing::error!(%error, records = count, failures_in_a_row, "store batch write failed; recorded as a gap");
+                last = store.stats()?.last_sequence;
+                std::thread::sleep(options.retry_delay);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The mapping thread: queue items to complete records, until the queue is closed and empty.
@@ -438,14 +488,13 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
                 }
             }
         }
-        if out
-            .send(Mapped {
-                records,
-                per_node,
-                runs,
-            })
-            .is_err()
-        {
+        if let Err(std::sync::mpsc::SendError(lost)) = out.send(Mapped {
+            records,
+            per_node,
+            runs,
+        }) {
+            // The writer stopped on a store failure: this batch is dropped, and counted.
+            queue.merge_drop_runs(lost.runs);
             return;
         }
     }

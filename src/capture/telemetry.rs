@@ -61,12 +61,17 @@ pub struct Telemetry {
     pub queue_depth: Gauge<i64, AtomicI64>,
     /// Bytes waiting in the write queue.
     pub queue_bytes: Gauge<i64, AtomicI64>,
-    /// Failed store writes (each retried).
+    /// Failed store batch writes (each recorded as a gap).
     pub write_errors: Counter<u64, AtomicU64>,
+    /// 1 once the writer stopped on a persistent store failure (the capture then stops).
+    pub writer_failed: Gauge<i64, AtomicI64>,
+    /// Periodic retention runs that failed (each retried next period).
+    pub retention_failures: Counter<u64, AtomicU64>,
     /// Seconds per store batch append.
     pub append_latency: Histogram,
     health: Mutex<BTreeMap<String, NodeHealth>>,
     writer_error: Mutex<Option<String>>,
+    retention_error: Mutex<Option<String>>,
 }
 
 impl Default for Telemetry {
@@ -89,9 +94,12 @@ impl Telemetry {
             queue_depth: Gauge::default(),
             queue_bytes: Gauge::default(),
             write_errors: Counter::default(),
+            writer_failed: Gauge::default(),
+            retention_failures: Counter::default(),
             append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             health: Mutex::new(BTreeMap::new()),
             writer_error: Mutex::new(None),
+            retention_error: Mutex::new(None),
             registry: Registry::default(),
         };
         registry.register("frames", "Frames read from FreeSWITCH", t.frames.clone());
@@ -125,6 +133,16 @@ impl Telemetry {
             "write_errors",
             "Failed store batch writes",
             t.write_errors.clone(),
+        );
+        registry.register(
+            "writer_failed",
+            "1 once the writer stopped on a persistent store failure",
+            t.writer_failed.clone(),
+        );
+        registry.register(
+            "retention_failures",
+            "Periodic retention runs that failed",
+            t.retention_failures.clone(),
         );
         registry.register(
             "append_latency_seconds",
@@ -163,6 +181,17 @@ impl Telemetry {
     #[must_use]
     pub fn writer_error(&self) -> Option<String> {
         self.writer_error.lock().clone()
+    }
+
+    /// Records (or clears) the last periodic retention error.
+    pub fn set_retention_error(&self, error: Option<String>) {
+        *self.retention_error.lock() = error;
+    }
+
+    /// The last periodic retention error, until a run succeeds.
+    #[must_use]
+    pub fn retention_error(&self) -> Option<String> {
+        self.retention_error.lock().clone()
     }
 
     /// The label for a node.

@@ -61,4 +61,6 @@ pub use model::{
 };
 pub use reference::{CheckpointReference, CheckpointRepository};
 pub use service::{CheckpointConfig, CheckpointService, ResumeState};
-pub use store::{CheckpointStore, Clock, LocatedCheckpoint, ScannedFile, newest_first};
+pub use store::{
+    CheckpointStore, Clock, LocatedCheckpoint, MAX_CHECKPOINT_FILE_BYTES, ScannedFile, newest_first,
+};

@@ -37,6 +37,10 @@ use super::{Checkpoint, CheckpointCriteria, Error, file};
 use crate::storage;
 use crate::storage::io::{Io, StdIo};
 
+/// The largest checkpoint file read (its metadata included): 16 MiB. A larger file is
+/// reported as unreadable rather than read into memory.
+pub const MAX_CHECKPOINT_FILE_BYTES: u64 = 16 << 20;
+
 /// The time source of a store: when a file has no `saved_at`, and for checkpoints the
 /// service and repository save.
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -355,7 +359,7 @@ impl CheckpointStore {
 
     /// Reads and decodes one file; `None` if it does not exist.
     fn read_file(&self, path: &Path, fallback_key: &str) -> Result<Option<Checkpoint>, Error> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match storage::read_file_limited(path, MAX_CHECKPOINT_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {

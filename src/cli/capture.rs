@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::Outcome;
+use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
 use crate::capture::client::{NodeConfig, NodeExit, Password};
 use crate::capture::http::{HttpState, router};
 use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
@@ -65,7 +66,7 @@ pub(crate) struct CaptureArgs {
     #[arg(long)]
     worker_session_id: Option<String>,
     /// Prune records older than this, every `--retention-interval` (segment-log stores).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = super::input::parse_age)]
     retain_for: Option<Duration>,
     /// How often retention runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
@@ -102,8 +103,7 @@ struct FileNode {
 pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read {}", path.display()))?;
+            let text = read_text(path, MAX_CONFIG_BYTES, "the configuration file")?;
             toml::from_str::<FileConfig>(&text)
                 .with_context(|| format!("parse {}", path.display()))?
         }
@@ -160,8 +160,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         nodes.push(NodeSpec { slug, config });
     }
     let token = match args.token_file.as_ref().or(file.token_file.as_ref()) {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("read {}", path.display()))?
+        Some(path) => read_text(path, MAX_SECRET_BYTES, "the token file")?
             .trim()
             .to_owned(),
         None => std::env::var("ESL_REPLAY_TOKEN").unwrap_or_default(),
@@ -234,23 +233,43 @@ async fn capture(
     };
     let retention = match args.retain_for {
         Some(age) if crate::store::Backend::for_path(store_path) == crate::store::Backend::Log => {
-            Some(PeriodicPrune::start(
-                store_path.to_path_buf(),
-                args.checkpoint_dir.clone(),
-                PrunePolicy {
-                    max_record_age: Some(age),
-                    max_stream_bytes: None,
-                    protected_record_count: 0,
-                },
-                args.retention_interval,
-            ))
+            let telemetry = capture.telemetry();
+            // Each run's outcome reaches /health and /metrics; failures are retried.
+            let report = move |result: Result<&_, &crate::retention::Error>| match result {
+                Ok(_) => telemetry.set_retention_error(None),
+                Err(error) => {
+                    telemetry.retention_failures.inc();
+                    telemetry.set_retention_error(Some(error.to_string()));
+                }
+            };
+            Some(
+                PeriodicPrune::start(
+                    store_path.to_path_buf(),
+                    args.checkpoint_dir.clone(),
+                    PrunePolicy {
+                        max_record_age: Some(age),
+                        max_stream_bytes: None,
+                        protected_record_count: 0,
+                    },
+                    args.retention_interval,
+                    Box::new(report),
+                )
+                .context("start the retention thread")?,
+            )
         }
         Some(_) => bail!("--retain-for needs a segment-log store"),
         None => None,
     };
 
-    wait_for_stop(args.duration, args.startup_timeout, &capture).await;
-    eprintln!("stopping: flushing and syncing the store");
+    let stop = wait_for_stop(args.duration, args.startup_timeout, &capture, retention.as_ref()).await;
+    match stop {
+        Stop::Requested => eprintln!("stopping: flushing and syncing the store"),
+        Stop::WriterFailed => eprintln!(
+            "stopping: the store failed persistently ({}); nothing more can be stored",
+            capture.telemetry().writer_error().unwrap_or_default()
+        ),
+        Stop::RetentionDied => eprintln!("stopping: the retention thread ended unexpectedly"),
+    }
     if let Some(server) = server {
         server.abort();
     }
@@ -268,7 +287,18 @@ async fn capture(
             format!("node {slug} never connected to {}: {error}", h.address)
         })
         .collect();
-    let (store, exits) = capture.shutdown().await.context("flush the store")?;
+    let queue = capture.queue();
+    let (store, exits) = match capture.shutdown().await {
+        Ok(done) => done,
+        Err(error) => {
+            // Dropped (the lost batches included) plus what was still queued.
+            let drops = telemetry_sum(&telemetry.encode(), "esl_capture_dropped_artifacts_total");
+            let unstored = drops + queue.depth().0 as u64;
+            return Err(error).context(format!(
+                "the capture stopped: its store failed, and {unstored} captured items were not stored (records stored before the failure are intact)"
+            ));
+        }
+    };
     let stats = store.stats().context("store stats")?;
     drop(store);
     let artifacts: u64 = telemetry_sum(&telemetry.encode(), "esl_capture_artifacts_total");
@@ -299,16 +329,32 @@ async fn capture(
     if failed {
         bail!("a node stopped before shutdown");
     }
+    if stop == Stop::RetentionDied {
+        bail!("the retention thread ended unexpectedly; records were captured without retention");
+    }
     Ok(Outcome::Success)
 }
 
-/// Waits for SIGINT, SIGTERM, the duration, every node having stopped on its own, or the
-/// start-up timeout with a node that has not connected yet.
+/// Why the capture stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A signal, the duration, the start-up timeout, or every node stopped on its own.
+    Requested,
+    /// The writer stopped on a persistent store failure.
+    WriterFailed,
+    /// The retention thread is gone.
+    RetentionDied,
+}
+
+/// Waits for SIGINT, SIGTERM, the duration, every node having stopped on its own, the
+/// start-up timeout with a node that has not connected yet, the writer having failed, or the
+/// retention thread having died.
 async fn wait_for_stop(
     duration: Option<Duration>,
     startup_timeout: Option<Duration>,
     capture: &Capture,
-) {
+    retention: Option<&PeriodicPrune>,
+) -> Stop {
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -343,24 +389,32 @@ async fn wait_for_stop(
         std::future::pending::<()>().await
     };
     let stopped = async {
-        while !capture.all_nodes_stopped() {
+        loop {
+            if capture.writer_stopped() {
+                return Stop::WriterFailed;
+            }
+            if retention.is_some_and(|r| !r.is_running()) {
+                return Stop::RetentionDied;
+            }
+            if capture.all_nodes_stopped() {
+                return Stop::Requested;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-        () = deadline => {}
-        () = startup => {}
-        () = stopped => {}
+        _ = tokio::signal::ctrl_c() => Stop::Requested,
+        () = terminate => Stop::Requested,
+        () = deadline => Stop::Requested,
+        () = startup => Stop::Requested,
+        stop = stopped => stop,
     }
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {
     Ok(match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read password file {}", path.display()))?;
+            let text = read_text(path, MAX_SECRET_BYTES, "the password file")?;
             Password::new(text.trim_end_matches(['\n', '\r']))
         }
         None => std::env::var("ESL_PASSWORD").map_or_else(|_| Password::default(), Password::new),

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use super::Outcome;
+use super::input::{MAX_BUNDLE_BYTES, MAX_SCENARIO_BYTES, read_text};
 use super::store::{CriteriaArgs, StoreArg, progress};
 use crate::checkpoint::CheckpointStore;
 use crate::evidence::{
@@ -162,12 +163,10 @@ fn parse_metadata(text: Option<&str>) -> anyhow::Result<JsonMap> {
 }
 
 fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
-    let bundle_text = std::fs::read_to_string(&args.bundle)
-        .with_context(|| format!("cannot read the bundle {}", args.bundle.display()))?;
+    let bundle_text = read_text(&args.bundle, MAX_BUNDLE_BYTES, "the bundle")?;
     let bundle = export::parse_bundle(&bundle_text)
         .with_context(|| format!("{} is not an evidence bundle", args.bundle.display()))?;
-    let expect_text = std::fs::read_to_string(&args.expect)
-        .with_context(|| format!("cannot read the expectation {}", args.expect.display()))?;
+    let expect_text = read_text(&args.expect, MAX_SCENARIO_BYTES, "the expectation")?;
     let expectation: ScenarioExpectation = serde_json::from_str(&expect_text)
         .with_context(|| format!("{} is not a scenario expectation", args.expect.display()))?;
     let result = compare_scenario(&bundle, &expectation)?;

@@ -77,7 +77,7 @@ pub(crate) struct RedisArgs {
     #[arg(long, conflicts_with = "max_age")]
     maxlen: Option<u64>,
     /// Trim entries older than this (XADD MINID ~ now-AGE), e.g. 7d.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = super::input::parse_age)]
     max_age: Option<Duration>,
 }
 

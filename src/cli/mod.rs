@@ -15,6 +15,7 @@ mod checkpoint;
 mod demo;
 mod evidence;
 mod forward;
+mod input;
 mod log;
 mod prune;
 mod replay;

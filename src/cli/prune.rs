@@ -26,8 +26,9 @@ pub(crate) struct PruneArgs {
     /// Prune: make the new start durable, then delete whole segments below it.
     #[arg(long)]
     apply: bool,
-    /// Prune records captured at or before now minus this age (e.g. 7d, 12h, 90m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Prune records captured at or before now minus this age (e.g. 7d, 12h, 90m); an age
+    /// reaching before the earliest representable date prunes nothing.
+    #[arg(long, value_parser = super::input::parse_age)]
     max_age: Option<Duration>,
     /// Then prune further while the stream is larger than this (e.g. 10GB, 512MiB, 1000000).
     #[arg(long, value_parser = parse_bytes)]

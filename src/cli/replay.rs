@@ -425,8 +425,8 @@ fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> 
 /// FreeSWITCH's default. Never taken from the command line.
 fn injection_password(file: Option<&Path>) -> anyhow::Result<Password> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the password file {}", path.display()))?;
+        let text =
+            super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
         let line = text
             .lines()
             .next()

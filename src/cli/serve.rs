@@ -33,8 +33,8 @@ pub(crate) struct PasswordArg {
 impl PasswordArg {
     fn load(&self) -> anyhow::Result<String> {
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the password file {}", path.display()))?;
+            let text =
+                super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
             let line = text
                 .lines()
                 .next()
@@ -60,7 +60,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8021")]
     listen: SocketAddr,
     /// Pace events by their original times divided by this factor (2 = twice as fast).
-    #[arg(long, default_value_t = 1.0, conflicts_with = "as_fast_as_possible")]
+    #[arg(long, default_value_t = 1.0, conflicts_with = "as_fast_as_possible",
+          value_parser = super::input::parse_speed)]
     speed: f64,
     /// Send events as fast as the client reads them, ignoring their original times.
     #[arg(long)]
@@ -87,7 +88,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:8021")]
     listen: SocketAddr,
     /// Events per second per connected listener (0 = as fast as the client reads).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = super::input::parse_non_negative)]
     rate: f64,
     /// Stop after this long (e.g. 30s, 5m), sending the shutdown notice.
     #[arg(long, value_parser = humantime::parse_duration)]

@@ -113,9 +113,14 @@ pub(crate) struct ImportArgs {
     store: StoreArg,
     /// The reference NDJSON file (`-` for standard input).
     file: PathBuf,
-    /// Skip malformed lines, reporting each, instead of failing on the first.
+    /// Skip bad lines (not a valid record, too long, out of sequence order, or a record
+    /// too large for the store), reporting each, instead of failing on the first.
     #[arg(long)]
     skip_malformed: bool,
+    /// The longest line accepted, in bytes (not counting the line end); a longer line is a
+    /// bad line, read past without being held in memory.
+    #[arg(long, default_value_t = crate::record::ndjson::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +215,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     let bar = progress(None, "importing");
     let options = interchange::ImportOptions {
         skip_malformed: args.skip_malformed,
+        max_line_bytes: args.max_line_bytes,
         ..interchange::ImportOptions::default()
     };
     let mut on_progress = |n: u64| bar.set_position(n);
@@ -231,27 +237,80 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
         )
     };
     bar.finish_and_clear();
-    let report = report.with_context(|| {
-        format!(
-            "import of {} failed (fix the line, or pass --skip-malformed to skip bad lines)",
-            args.file.display()
-        )
-    })?;
-    store.sync()?;
     let mut err = std::io::stderr().lock();
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            for (line, reason) in &error.report().skipped {
+                writeln!(err, "skipped line {line}: {reason}")?;
+            }
+            // Make what was committed durable before saying so.
+            let synced = store.sync();
+            return Err(import_failure(&args.file, &error, synced.err()));
+        }
+    };
+    store.sync()?;
     for (line, reason) in &report.skipped {
         writeln!(err, "skipped line {line}: {reason}")?;
     }
-    let range = report
-        .sequences
-        .map_or_else(String::new, |(a, b)| format!(", sequences {a}..={b}"));
     writeln!(
         err,
-        "imported {} records{range}; skipped {} malformed lines",
+        "imported {} records{}; skipped {} bad lines",
         report.imported,
+        sequence_range(&report),
         report.skipped.len()
     )?;
     Ok(Outcome::Success)
+}
+
+fn sequence_range(report: &interchange::ImportReport) -> String {
+    report
+        .sequences
+        .map_or_else(String::new, |(a, b)| format!(", sequences {a}..={b}"))
+}
+
+/// The message of a failed import: what went wrong, where, what is committed, what to do.
+/// Only a bad line suggests `--skip-malformed`.
+fn import_failure(
+    file: &Path,
+    error: &interchange::ImportError,
+    sync_error: Option<store::Error>,
+) -> anyhow::Error {
+    use interchange::ImportError;
+    let report = error.report();
+    let file = file.display();
+    let committed = format!(
+        "{} records were imported before it{}",
+        report.imported,
+        sequence_range(report)
+    );
+    let message = match error {
+        ImportError::BadLine { line, reason, .. } => {
+            let fix = match reason {
+                interchange::BadLine::Malformed(crate::record::Error::LineTooLong { .. }) => {
+                    "shorten the line or raise --max-line-bytes, or pass --skip-malformed to skip bad lines"
+                }
+                _ => "fix the line, or pass --skip-malformed to skip bad lines",
+            };
+            let reason = interchange::error_chain(reason);
+            format!("import of {file} stopped at line {line}: {reason}; {committed}; {fix}")
+        }
+        ImportError::Store { line, source, .. } => {
+            let chain = interchange::error_chain(source);
+            format!(
+                "import of {file} stopped at line {line}: the store failed: {chain}; {committed}, and the store is consistent up to there; fix the cause (free disk space, stop the other writer, ...) and import the rest from line {line} on (e.g. `tail -n +{line} FILE | esl-replay import --store STORE -`)"
+            )
+        }
+        ImportError::Input { line, source, .. } => format!(
+            "import of {file} stopped at line {line}: cannot read the input: {source}; {committed}; import the rest from line {line} on once the input is readable"
+        ),
+    };
+    match sync_error {
+        Some(sync) => {
+            anyhow::anyhow!("{message} (and syncing the store afterwards failed: {sync})")
+        }
+        None => anyhow::anyhow!(message),
+    }
 }
 
 pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
@@ -525,4 +584,42 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
     bar.finish_and_clear();
     writeln!(out, "checked {checked} records: {problems} problems")?;
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 item 8: a store failure says what happened, what is committed and how to
+    /// resume, and never suggests `--skip-malformed`.
+    #[test]
+    fn a_store_failure_message_never_suggests_skipping_lines() {
+        let report = interchange::ImportReport {
+            imported: 2000,
+            sequences: Some((1, 2000)),
+            ..interchange::ImportReport::default()
+        };
+        let error = interchange::ImportError::Store {
+            line: 2001,
+            source: store::Error::Io {
+                op: "write",
+                path: "log".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+            report,
+        };
+        let message = import_failure(Path::new("in.ndjson"), &error, None).to_string();
+        assert!(
+            message.contains("stopped at line 2001: the store failed"),
+            "{message}"
+        );
+        assert!(message.contains("No space left on device"), "{message}");
+        assert!(
+            message.contains("2000 records were imported before it, sequences 1..=2000"),
+            "{message}"
+        );
+        assert!(message.contains("consistent up to there"), "{message}");
+        assert!(message.contains("tail -n +2001"), "{message}");
+        assert!(!message.contains("--skip-malformed"), "{message}");
+    }
 }

@@ -110,6 +110,13 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An NDJSON line is longer than the reader's limit (it was read past, not buffered).
+    #[error("the line is longer than {max} bytes, the most an NDJSON line may hold")]
+    LineTooLong {
+        /// The limit in bytes (not counting the line end).
+        max: u64,
+    },
+
     /// Reading an NDJSON stream failed.
     #[error("failed to read ndjson input at line {line}")]
     Io {

@@ -238,27 +238,57 @@ fn parse_timestamp(field: &'static str, text: &str) -> Result<time::OffsetDateTi
     })
 }
 
+/// The longest NDJSON line [`NdjsonReader::new`] accepts: 64 MiB, well above what a
+/// record the segment log can store (16 MiB by default) takes as JSON.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
+
 /// Reads records from an NDJSON stream, one per non-blank line.
 ///
 /// Blank lines (empty after PHP `trim`) are skipped, as the reference reader skips them.
 /// Unlike the reference, a malformed line is not skipped silently: it is yielded as
 /// [`Error::AtLine`] with its 1-based line number, and iteration continues with the next
-/// line. An I/O error is yielded as [`Error::Io`] and ends the iteration.
+/// line. A line longer than the reader's limit is such a malformed line
+/// ([`Error::LineTooLong`]): it is read past without being buffered, so memory stays
+/// bounded by the limit plus one read buffer whatever the input (a 1 GB line, a stream of
+/// zero bytes without a newline). An I/O error is yielded as [`Error::Io`] and ends the
+/// iteration.
 #[derive(Debug)]
 pub struct NdjsonReader<R> {
     reader: R,
     buffer: Vec<u8>,
     line: u64,
+    max_line_bytes: usize,
+    /// The rest of an over-long line is still to be read past (lazily, so a caller that
+    /// stops at the error never reads it: the input may be endless).
+    skip_rest: bool,
     finished: bool,
 }
 
+/// What one bounded line read found.
+enum LineRead {
+    /// The end of the input.
+    End,
+    /// A line (in the buffer, with its `\n` if it had one).
+    Line,
+    /// A line longer than the limit, read past and dropped.
+    TooLong,
+}
+
 impl<R: BufRead> NdjsonReader<R> {
-    /// Reads NDJSON from `reader`.
+    /// Reads NDJSON from `reader`, with lines of at most [`DEFAULT_MAX_LINE_BYTES`].
     pub fn new(reader: R) -> Self {
+        Self::with_max_line_bytes(reader, DEFAULT_MAX_LINE_BYTES)
+    }
+
+    /// Reads NDJSON from `reader`, with lines of at most `max_line_bytes` (not counting the
+    /// line end).
+    pub fn with_max_line_bytes(reader: R, max_line_bytes: usize) -> Self {
         Self {
             reader,
             buffer: Vec::new(),
             line: 0,
+            max_line_bytes,
+            skip_rest: false,
             finished: false,
         }
     }
@@ -268,6 +298,58 @@ impl<R: BufRead> NdjsonReader<R> {
     pub fn line_number(&self) -> u64 {
         self.line
     }
+
+    /// Reads the next line into the buffer, never holding more than the limit plus one
+    /// chunk of the underlying reader. An over-long line ends the read at once; its rest is
+    /// read past by the next call.
+    fn read_line(&mut self) -> std::io::Result<LineRead> {
+        self.buffer.clear();
+        let mut skipping = std::mem::take(&mut self.skip_rest);
+        let mut any = false;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            if available.is_empty() {
+                break;
+            }
+            let newline = available.iter().position(|&b| b == b'\n');
+            let take = newline.map_or(available.len(), |at| at + 1);
+            if skipping {
+                // The rest of the previous, over-long line.
+                self.reader.consume(take);
+                skipping = newline.is_none();
+                continue;
+            }
+            any = true;
+            let content = self.buffer.len() + newline.unwrap_or(take);
+            if content > self.max_line_bytes {
+                self.buffer = Vec::new();
+                self.skip_rest = true;
+                return Ok(LineRead::TooLong);
+            }
+            let needed = self.buffer.len() + take;
+            if needed > self.buffer.capacity() {
+                // Grow by doubling, but never past the limit (plus the line end).
+                let target = self
+                    .buffer
+                    .capacity()
+                    .saturating_mul(2)
+                    .clamp(needed, self.max_line_bytes.saturating_add(2));
+                self.buffer.reserve_exact(target - self.buffer.len());
+            }
+            if let Some(chunk) = available.get(..take) {
+                self.buffer.extend_from_slice(chunk);
+            }
+            self.reader.consume(take);
+            if newline.is_some() {
+                break;
+            }
+        }
+        Ok(if any { LineRead::Line } else { LineRead::End })
+    }
 }
 
 impl<R: BufRead> Iterator for NdjsonReader<R> {
@@ -275,10 +357,18 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.finished {
-            self.buffer.clear();
-            match self.reader.read_until(b'\n', &mut self.buffer) {
-                Ok(0) => self.finished = true,
-                Ok(_) => {
+            match self.read_line() {
+                Ok(LineRead::End) => self.finished = true,
+                Ok(LineRead::TooLong) => {
+                    self.line += 1;
+                    return Some(Err(Error::AtLine {
+                        line: self.line,
+                        source: Box::new(Error::LineTooLong {
+                            max: self.max_line_bytes as u64,
+                        }),
+                    }));
+                }
+                Ok(LineRead::Line) => {
                     self.line += 1;
                     let is_blank_line = std::str::from_utf8(&self.buffer).is_ok_and(is_blank);
                     if !is_blank_line {

@@ -74,4 +74,7 @@ pub use plan::{
     OutcomeRecord, Plan,
 };
 pub use range::{RangeOptions, RangeReport, replay_range};
-pub use snapshot::{DirSnapshots, MemorySnapshots, SNAPSHOT_FORMAT, Snapshot, SnapshotStore};
+pub use snapshot::{
+    DirSnapshots, MAX_SNAPSHOT_FILE_BYTES, MemorySnapshots, SNAPSHOT_FORMAT, Snapshot,
+    SnapshotStore,
+};

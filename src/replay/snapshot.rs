@@ -27,6 +27,10 @@ use crate::storage;
 /// The snapshot file format version.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// The largest snapshot file read: 1 GiB. A larger file is reported as unreadable rather
+/// than read into memory.
+pub const MAX_SNAPSHOT_FILE_BYTES: u64 = 1 << 30;
+
 /// A stored state: the stream it belongs to, the sequence it reflects, the state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot<S> {
@@ -271,7 +275,7 @@ impl<S: Serialize + DeserializeOwned> DirSnapshots<S> {
     /// not decode or does not belong to this stream and sequence.
     pub fn load(&self, stream: &str, sequence: u64) -> Result<Option<Snapshot<S>>, Error> {
         let path = self.path_for(stream, sequence);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match storage::read_file_limited(&path, MAX_SNAPSHOT_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path, e)),

@@ -240,11 +240,13 @@ pub fn plan(
         Some(start) => floor_or_last.min(start.saturating_sub(1)),
         None => floor_or_last,
     };
-    let cutoff = policy.max_record_age.map(|age| now - age);
+    let cutoff = policy.max_record_age.and_then(|age| age_cutoff(now, age));
 
     // Walk the prefix, decoding each candidate (a damaged one fails the plan).
     let mut pruned_bytes = 0u64;
     let mut cursor = reader.cursor(Seq(first_log))?;
+    // No cutoff (no age policy, or one reaching past the earliest date): the age pass
+    // prunes nothing.
     let mut age_pass = cutoff.is_some();
     let mut new_log_start = first_log;
     for size in &sizes {
@@ -289,6 +291,15 @@ pub fn plan(
         .is_none_or(|max| plan.stream_bytes_after <= max);
     plan.new_log_start = (plan.pruned_count > 0).then_some(new_log_start);
     Ok(plan)
+}
+
+/// The capture-time cutoff `now - age`, or `None` when that lies before the earliest
+/// representable date: no capture time can be that old, so nothing is old enough to prune.
+#[must_use]
+pub fn age_cutoff(now: OffsetDateTime, age: Duration) -> Option<OffsetDateTime> {
+    time::Duration::try_from(age)
+        .ok()
+        .and_then(|age| now.checked_sub(age))
 }
 
 fn captured_at_or_before(record: &Record, cutoff: Option<OffsetDateTime>) -> bool {
@@ -349,22 +360,33 @@ pub struct PeriodicPrune {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a periodic prune reports after each run.
+pub type PruneReporter = Box<dyn FnMut(std::result::Result<&RetentionResult, &Error>) + Send>;
+
 impl PeriodicPrune {
     /// Starts pruning the store at `root` every `interval`, honouring the checkpoints in
-    /// `checkpoint_dir` (all of them are active). Failures are logged and retried next time.
-    #[must_use]
+    /// `checkpoint_dir` (all of them are active). Failures are logged at error level,
+    /// handed to `report` (for health and metrics) and retried next time.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be spawned.
     pub fn start(
         root: std::path::PathBuf,
         checkpoint_dir: Option<std::path::PathBuf>,
         policy: PrunePolicy,
         interval: Duration,
-    ) -> PeriodicPrune {
+        mut report: PruneReporter,
+    ) -> std::io::Result<PeriodicPrune> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("esl-replay-retention".into())
             .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    match prune_once(&root, checkpoint_dir.as_deref(), &policy) {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    let result = prune_once(&root, checkpoint_dir.as_deref(), &policy);
+                    match &result {
                         Ok(result) if result.changed => tracing::info!(
                             pruned = result.plan.pruned_count,
                             segments = result.segments_removed,
@@ -372,12 +394,25 @@ impl PeriodicPrune {
                             "periodic retention pruned the store"
                         ),
                         Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "periodic retention failed; retrying next period"),
+                        Err(error) => tracing::error!(
+                            %error,
+                            "periodic retention failed; retrying next period"
+                        ),
                     }
+                    report(result.as_ref());
                 }
-            })
-            .ok();
-        PeriodicPrune { stop, thread }
+            })?;
+        Ok(PeriodicPrune {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the schedule's thread is still running (it ends only when stopped, or if it
+    /// died, which the owner should treat as a failure).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the schedule and waits for a prune in progress to finish.

@@ -206,7 +206,13 @@ impl Connection {
             if self.pending.is_none() {
                 match feed.next_item()? {
                     FeedItem::Event { event, due } => {
-                        self.pending = Some((event, due.map(|d| self.feed_started + d)));
+                        // A due time beyond the clock (a tiny speed) is a century away.
+                        let due = due.map(|d| {
+                            self.feed_started.checked_add(d).unwrap_or_else(|| {
+                                now + std::time::Duration::from_secs(100 * 365 * 86_400)
+                            })
+                        });
+                        self.pending = Some((event, due));
                     }
                     FeedItem::End => {
                         self.feed_done = true;

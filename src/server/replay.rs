@@ -772,8 +772,10 @@ impl Feed for ReplayFeed {
                 let due = self.speed.map(|speed| {
                     let base = *self.pass_base_us.get_or_insert(at);
                     let offset_us = u64::try_from(at.saturating_sub(base)).unwrap_or(0);
-                    let scaled = Duration::from_secs_f64(offset_us as f64 / 1e6 / speed);
-                    let due = (self.pass_offset + scaled).max(self.last_due);
+                    // A tiny speed (or a huge offset) saturates instead of overflowing.
+                    let scaled = Duration::try_from_secs_f64(offset_us as f64 / 1e6 / speed)
+                        .unwrap_or(Duration::MAX);
+                    let due = self.pass_offset.saturating_add(scaled).max(self.last_due);
                     self.last_due = due;
                     due
                 });
@@ -786,7 +788,7 @@ impl Feed for ReplayFeed {
             // Start the next pass just after the last event of this one.
             self.cursor = self.loop_start;
             self.pass_base_us = None;
-            self.pass_offset = self.last_due + Duration::from_millis(1);
+            self.pass_offset = self.last_due.saturating_add(Duration::from_millis(1));
             self.served_this_pass = 0;
         }
     }

@@ -920,9 +920,10 @@ impl Feed for SimFeed {
         if config.max_events.is_some_and(|max| self.emitted >= max) {
             return Ok(FeedItem::End);
         }
-        let due = config
-            .rate
-            .map(|rate| Duration::from_secs_f64(self.emitted as f64 / rate));
+        let due = config.rate.map(|rate| {
+            // A tiny rate saturates instead of overflowing.
+            Duration::try_from_secs_f64(self.emitted as f64 / rate).unwrap_or(Duration::MAX)
+        });
         let elapsed = due.unwrap_or_else(|| self.started.elapsed());
         if config.duration.is_some_and(|limit| elapsed >= limit) {
             return Ok(FeedItem::End);

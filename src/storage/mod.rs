@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bounded;
 mod dir;
 mod durable;
 mod error;
@@ -41,6 +42,9 @@ mod segment;
 mod shared;
 mod writer;
 
+pub use bounded::{
+    deadline_after, read_file_limited, read_text_limited, read_to_end_limited, time_left,
+};
 pub use durable::{
     create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,
     write_atomic_with,

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_listener::Listener as _;
 
@@ -198,18 +198,19 @@ impl Reader {
     ///
     /// I/O or corruption met while a follower looks for new records.
     pub fn wait_for(&self, seq: Seq, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock waits without a deadline.
+        let deadline = super::deadline_after(timeout);
         let mut pause = Duration::from_millis(1);
         loop {
             if self.next_seq()? > seq {
                 return Ok(true);
             }
             if self.shared.follower {
-                let now = Instant::now();
-                if now >= deadline {
+                let left = super::time_left(deadline).unwrap_or(pause);
+                if left.is_zero() {
                     return Ok(false);
                 }
-                std::thread::sleep(pause.min(deadline - now));
+                std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(20));
                 continue;
             }
@@ -217,8 +218,13 @@ impl Reader {
             if self.shared.next.load(Ordering::Acquire) > seq.0 {
                 return Ok(true);
             }
-            if listener.wait_deadline(deadline).is_none() {
-                return Ok(self.shared.next.load(Ordering::Acquire) > seq.0);
+            match deadline {
+                Some(deadline) => {
+                    if listener.wait_deadline(deadline).is_none() {
+                        return Ok(self.shared.next.load(Ordering::Acquire) > seq.0);
+                    }
+                }
+                None => listener.wait(),
             }
         }
     }

@@ -693,12 +693,13 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
 
 /// Waits up to `max_delay` for more appends, or until `max_bytes` are pending.
 fn gather(shared: &Shared, max_delay: Duration, max_bytes: u64) {
-    let deadline = Instant::now() + max_delay;
+    // A delay too large for the clock gathers until `max_bytes` are pending.
+    let deadline = super::deadline_after(max_delay);
     let Some(active) = shared.active.lock().clone() else {
         return;
     };
     let started_at = active.end();
-    while Instant::now() < deadline {
+    while deadline.is_none_or(|deadline| Instant::now() < deadline) {
         if active.end().saturating_sub(started_at) >= max_bytes {
             return;
         }

@@ -49,6 +49,32 @@ pub enum Error {
         /// The sequence offered.
         found: u64,
     },
+    /// A record is larger than the backend can store in one piece (the segment log's
+    /// `max_payload_bytes`); nothing of its batch was written.
+    #[error(
+        "the record with append sequence {sequence} takes {bytes} bytes stored, more than the store's limit of {max} bytes"
+    )]
+    RecordTooLarge {
+        /// The record's append sequence.
+        sequence: u64,
+        /// Its stored size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The next records would need append sequences beyond the largest one a record can
+    /// hold (`i64::MAX`, the reference's and SQLite's limit); nothing was written. This is
+    /// permanent for the store: retrying cannot succeed.
+    #[error(
+        "the store's sequences are exhausted: its last append sequence is {last}, and {count} more records would pass the largest sequence a record can hold ({max}); nothing was written; capture into a new store",
+        max = super::MAX_SEQUENCE
+    )]
+    SequencesExhausted {
+        /// The store's last append sequence.
+        last: u64,
+        /// How many records were to be appended.
+        count: u64,
+    },
     /// Another writer advanced the SQLite stream since this handle opened; reopen.
     #[error(
         "failed to persist record at append_sequence {sequence}: another writer advanced the stream; reopen the store"

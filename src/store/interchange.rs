@@ -3,22 +3,33 @@
 //! Export writes lines byte-identical to the reference serializer, one per record, each
 //! ending in `\n`. Import reads any line the reference writes and keeps ids, sequences,
 //! `stored_at`, checksums and tags unchanged; sequences must strictly increase (a pruned
-//! reference file that starts above 1 is fine). A malformed line fails the import with its
-//! line number and reason, unless malformed lines are skipped on request, in which case
-//! each is reported. An unknown `schema_version` is always such a malformed line.
+//! reference file that starts above 1 is fine).
+//!
+//! Import tells three kinds of failure apart ([`ImportError`]):
+//!
+//! - a bad line: not a valid record (an unknown `schema_version` included), longer than
+//!   the line limit, a sequence that does not follow the previous one, or a record larger
+//!   than the store can hold. It names the line; on request such lines are skipped, and
+//!   each is reported;
+//! - a store failure (no space, a locked or read-only store, I/O): never skipped. Records
+//!   of the lines before it are committed and the store is consistent up to there; the
+//!   error names the first line not stored;
+//! - an input failure (the file or pipe could not be read), likewise.
 
 use std::io::{BufRead, Write};
 
 use super::{ArtifactStore, Error, Result};
-use crate::record::{Criteria, ReadCursor, ndjson};
+use crate::record::{Criteria, ReadCursor, Record, ndjson};
 
 /// How to import.
 #[derive(Clone, Copy, Debug)]
 pub struct ImportOptions {
-    /// Skip malformed lines (reporting each) instead of failing on the first.
+    /// Skip bad lines (reporting each) instead of failing on the first.
     pub skip_malformed: bool,
     /// Records appended per batch.
     pub batch: usize,
+    /// The longest line read, not counting its end; longer lines are bad lines.
+    pub max_line_bytes: usize,
 }
 
 impl Default for ImportOptions {
@@ -26,20 +37,103 @@ impl Default for ImportOptions {
         ImportOptions {
             skip_malformed: false,
             batch: 1000,
+            max_line_bytes: ndjson::DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
 
-/// What an import did.
+/// What an import did (or, inside an [`ImportError`], did before it failed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ImportReport {
-    /// Records imported.
+    /// Records imported (committed to the store).
     pub imported: u64,
-    /// Malformed lines skipped: line number and reason.
+    /// Bad lines skipped: line number and reason.
     pub skipped: Vec<(u64, String)>,
     /// The first and last append sequence imported.
     pub sequences: Option<(u64, u64)>,
+}
+
+/// Why a line is bad.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadLine {
+    /// Not a valid record, or longer than the line limit.
+    #[error(transparent)]
+    Malformed(crate::record::Error),
+    /// Its sequence does not follow the previous record's.
+    #[error("append sequence {found} does not follow {last} (sequences must strictly increase)")]
+    OutOfOrder {
+        /// The sequence before it (the store's last, or the previous line's).
+        last: u64,
+        /// Its sequence.
+        found: u64,
+    },
+    /// The record is larger than the store can hold.
+    #[error("the record takes {bytes} bytes stored, more than the store's limit of {max} bytes")]
+    TooLarge {
+        /// Its stored size.
+        bytes: u64,
+        /// The store's limit.
+        max: u64,
+    },
+}
+
+/// Why an import stopped. Each variant carries the report of what was committed before.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// A bad line, and bad lines were not to be skipped. Nothing of it was stored.
+    #[error("line {line}: {reason}")]
+    BadLine {
+        /// Its 1-based number.
+        line: u64,
+        /// What is wrong with it.
+        reason: BadLine,
+        /// What was committed before it.
+        report: ImportReport,
+    },
+    /// The store failed; the records of every line before `line` are committed.
+    #[error("the store failed while storing line {line} or a line before it in its batch")]
+    Store {
+        /// The first line whose record is not stored.
+        line: u64,
+        /// The store's error.
+        #[source]
+        source: Error,
+        /// What was committed before.
+        report: ImportReport,
+    },
+    /// The input could not be read at `line`; the records of every line before it are
+    /// committed.
+    #[error("cannot read the input at line {line}")]
+    Input {
+        /// The line being read.
+        line: u64,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+        /// What was committed before.
+        report: ImportReport,
+    },
+}
+
+impl ImportError {
+    /// What was committed before the failure.
+    #[must_use]
+    pub fn report(&self) -> &ImportReport {
+        match self {
+            ImportError::BadLine { report, .. }
+            | ImportError::Store { report, .. }
+            | ImportError::Input { report, .. } => report,
+        }
+    }
+}
+
+/// The batch being built: records and the line each came from.
+struct Batch {
+    records: Vec<Record>,
+    lines: Vec<u64>,
 }
 
 /// Imports reference NDJSON into `store`. `progress` is called with the records imported so
@@ -47,51 +141,174 @@ pub struct ImportReport {
 ///
 /// # Errors
 ///
-/// The first malformed line ([`crate::record::Error::AtLine`] inside [`Error::Record`])
-/// unless skipping; [`Error::SequenceNotIncreasing`]; backend errors. Records of batches
-/// before the failure stay imported; the report of a failed import is not returned, so the
-/// store's statistics tell where it stopped.
+/// [`ImportError`]: a bad line (unless skipping), a store failure, an input failure; each
+/// with the report of what was committed before it.
+#[expect(
+    clippy::result_large_err,
+    reason = "an import fails at most once; the error carries its report by value"
+)]
 pub fn import(
     store: &mut dyn ArtifactStore,
     input: impl BufRead,
     options: ImportOptions,
     progress: &mut dyn FnMut(u64),
-) -> Result<ImportReport> {
+) -> std::result::Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
-    let mut batch = Vec::with_capacity(options.batch.max(1));
-    let mut flush =
-        |batch: &mut Vec<crate::record::Record>, report: &mut ImportReport| -> Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            store.append_records(batch)?;
-            let first = batch.first().map_or(0, |r| r.append_sequence());
-            let last = batch.last().map_or(0, |r| r.append_sequence());
-            report.sequences = Some((report.sequences.map_or(first, |s| s.0), last));
-            report.imported += batch.len() as u64;
-            batch.clear();
-            progress(report.imported);
-            Ok(())
-        };
-    for line in ndjson::NdjsonReader::new(input) {
-        match line {
-            Ok(record) => batch.push(record),
-            Err(error @ crate::record::Error::Io { .. }) => return Err(error.into()),
-            Err(error) if options.skip_malformed => {
-                let (number, reason) = match &error {
-                    crate::record::Error::AtLine { line, source } => (*line, source.to_string()),
-                    other => (0, other.to_string()),
-                };
-                report.skipped.push((number, reason));
-            }
-            Err(error) => return Err(error.into()),
+    let mut last = match store.stats() {
+        Ok(stats) => stats.last_sequence,
+        Err(source) => {
+            return Err(ImportError::Store {
+                line: 1,
+                source,
+                report,
+            });
         }
-        if batch.len() >= options.batch.max(1) {
-            flush(&mut batch, &mut report)?;
+    };
+    let size = options.batch.max(1);
+    let mut batch = Batch {
+        records: Vec::with_capacity(size),
+        lines: Vec::with_capacity(size),
+    };
+    let mut reader = ndjson::NdjsonReader::with_max_line_bytes(input, options.max_line_bytes);
+    while let Some(item) = reader.next() {
+        let line = reader.line_number();
+        let bad = match item {
+            Ok(record) if record.append_sequence() <= last => BadLine::OutOfOrder {
+                last,
+                found: record.append_sequence(),
+            },
+            Ok(record) => {
+                last = record.append_sequence();
+                batch.records.push(record);
+                batch.lines.push(line);
+                if batch.records.len() >= size {
+                    flush(store, &mut batch, &mut report, options, progress)?;
+                }
+                continue;
+            }
+            Err(crate::record::Error::Io { line, source }) => {
+                flush(store, &mut batch, &mut report, options, progress)?;
+                return Err(ImportError::Input {
+                    line,
+                    source,
+                    report,
+                });
+            }
+            Err(crate::record::Error::AtLine { source, .. }) => BadLine::Malformed(*source),
+            Err(other) => BadLine::Malformed(other),
+        };
+        if !options.skip_malformed {
+            flush(store, &mut batch, &mut report, options, progress)?;
+            return Err(ImportError::BadLine {
+                line,
+                reason: bad,
+                report,
+            });
+        }
+        report.skipped.push((line, error_chain(&bad)));
+    }
+    flush(store, &mut batch, &mut report, options, progress)?;
+    report.skipped.sort_by_key(|(line, _)| *line);
+    Ok(report)
+}
+
+/// Appends the batch. A record too large for the store is a bad line: skipped (and the
+/// rest appended) when skipping, else the batch before it is appended and the import ends.
+/// On a store failure the store is asked what it holds, so the report counts exactly the
+/// records committed (a partly written batch included).
+#[expect(
+    clippy::result_large_err,
+    reason = "an import fails at most once; the error carries its report by value"
+)]
+fn flush(
+    store: &mut dyn ArtifactStore,
+    batch: &mut Batch,
+    report: &mut ImportReport,
+    options: ImportOptions,
+    progress: &mut dyn FnMut(u64),
+) -> std::result::Result<(), ImportError> {
+    while !batch.records.is_empty() {
+        match store.append_records(&batch.records) {
+            Ok(()) => {
+                commit(report, &batch.records);
+                batch.records.clear();
+                batch.lines.clear();
+                progress(report.imported);
+            }
+            Err(Error::RecordTooLarge {
+                sequence,
+                bytes,
+                max,
+            }) => {
+                let at = batch
+                    .records
+                    .iter()
+                    .position(|r| r.append_sequence() == sequence)
+                    .unwrap_or(0);
+                let line = batch.lines.get(at).copied().unwrap_or(0);
+                let reason = BadLine::TooLarge { bytes, max };
+                if !options.skip_malformed {
+                    // Store what came before it, then stop at it.
+                    batch.records.truncate(at);
+                    batch.lines.truncate(at);
+                    flush(store, batch, report, options, progress)?;
+                    return Err(ImportError::BadLine {
+                        line,
+                        reason,
+                        report: report.clone(),
+                    });
+                }
+                report.skipped.push((line, error_chain(&reason)));
+                batch.records.remove(at);
+                batch.lines.remove(at);
+            }
+            Err(source) => {
+                // Count what the store holds of this batch: it may have written a prefix.
+                let stored_up_to = store.stats().map_or(0, |stats| stats.last_sequence);
+                let written = batch
+                    .records
+                    .iter()
+                    .take_while(|r| r.append_sequence() <= stored_up_to)
+                    .count();
+                let line = batch.lines.get(written).copied().unwrap_or(0);
+                commit(report, batch.records.get(..written).unwrap_or_default());
+                return Err(ImportError::Store {
+                    line,
+                    source,
+                    report: report.clone(),
+                });
+            }
         }
     }
-    flush(&mut batch, &mut report)?;
-    Ok(report)
+    Ok(())
+}
+
+/// An error and its causes, `: `-separated (a cause already in the text is not repeated).
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Adds committed records to the report.
+fn commit(report: &mut ImportReport, records: &[Record]) {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return;
+    };
+    report.sequences = Some((
+        report.sequences.map_or(first.append_sequence(), |s| s.0),
+        last.append_sequence(),
+    ));
+    report.imported += records.len() as u64;
 }
 
 /// Exports the records after `after` that match `criteria` as reference NDJSON; returns how

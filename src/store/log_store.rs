@@ -54,6 +54,8 @@ pub struct LogStore {
     runs: RwLock<SequenceMap>,
     ids: Mutex<IdIndex>,
     encoded: Vec<Vec<u8>>,
+    /// The log's payload limit: a larger record is refused before its batch is written.
+    max_payload: u64,
     /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
     io: Arc<dyn Io>,
 }
@@ -80,6 +82,7 @@ impl LogStore {
         // record acknowledged in it along.
         let io = options.io.clone();
         crate::storage::create_dir_durable_with(&*io, root)?;
+        let max_payload = u64::from(options.max_payload_bytes);
         let (log, report) = Log::open(root.join("log"), options)?;
         if report.torn_tail.is_some() {
             tracing::warn!(store = %root.display(), ?report.torn_tail, "cut a torn tail on open");
@@ -97,6 +100,7 @@ impl LogStore {
             runs: RwLock::new(map),
             ids: Mutex::new(IdIndex::new(root.join("ids"), true, io.clone())),
             encoded: Vec::new(),
+            max_payload,
             io,
         };
         // The last record decides the next append sequence: it must agree with the map, or
@@ -129,6 +133,7 @@ impl LogStore {
             runs: RwLock::new(load_map(root)?.0),
             ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
+            max_payload: u64::from(options.max_payload_bytes),
             io: options.io,
         })
     }
@@ -287,6 +292,15 @@ impl LogStore {
             map.continue_at(next_log, sequence);
             buffer.clear();
             record.encode_into(buffer)?;
+            if buffer.len() as u64 > self.max_payload {
+                let bytes = buffer.len() as u64;
+                self.encoded = encoded;
+                return Err(Error::RecordTooLarge {
+                    sequence,
+                    bytes,
+                    max: self.max_payload,
+                });
+            }
             last = sequence;
         }
         let result = self.append_encoded(records, &encoded, map);

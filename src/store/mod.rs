@@ -175,6 +175,23 @@ pub fn open_read_only(path: &Path, backend: Option<Backend>) -> Result<Box<dyn A
     })
 }
 
+/// The largest append sequence a record can hold (the reference's and SQLite's `i64::MAX`).
+pub const MAX_SEQUENCE: u64 = i64::MAX as u64;
+
+/// The first of `count` consecutive sequences after `last`, or
+/// [`Error::SequencesExhausted`] when the last of them would pass [`MAX_SEQUENCE`].
+///
+/// # Errors
+///
+/// [`Error::SequencesExhausted`].
+pub fn next_sequences(last: u64, count: usize) -> Result<u64> {
+    let count = count as u64;
+    match last.checked_add(count) {
+        Some(end) if end <= MAX_SEQUENCE => Ok(last + 1),
+        _ => Err(Error::SequencesExhausted { last, count }),
+    }
+}
+
 /// Builds the records for a batch of envelopes: validates everything first, then assigns
 /// ids, `stored_at` and consecutive sequences after `last`.
 pub(crate) fn build_records(
@@ -182,9 +199,10 @@ pub(crate) fn build_records(
     last: u64,
     now: OffsetDateTime,
 ) -> Result<Vec<Record>> {
+    let first = next_sequences(last, envelopes.len())?;
     envelopes
         .into_iter()
-        .zip(last + 1..)
+        .zip(first..)
         .map(|(envelope, sequence)| {
             Ok(Record::from_envelope(
                 envelope,

@@ -36,7 +36,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{
@@ -707,17 +707,18 @@ impl ArtifactStore for SqliteStore {
     }
 
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock waits without a deadline.
+        let deadline = crate::storage::deadline_after(timeout);
         let mut pause = Duration::from_millis(1);
         loop {
             if max_sequence(&self.connection, &self.path)? > after {
                 return Ok(true);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let left = crate::storage::time_left(deadline).unwrap_or(pause);
+            if left.is_zero() {
                 return Ok(false);
             }
-            std::thread::sleep(pause.min(deadline - now));
+            std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(WAIT_POLL_MAX);
         }
     }

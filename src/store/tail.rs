@@ -43,7 +43,8 @@ impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
     ///
     /// Backend errors.
     pub fn next_within(&mut self, timeout: Duration) -> Result<Option<Record>> {
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout too large for the clock waits without a deadline.
+        let deadline = crate::storage::deadline_after(timeout);
         loop {
             while let Some(record) = self.pending.pop_front() {
                 self.cursor = self.cursor.advance(record.append_sequence(), None)?;
@@ -55,14 +56,12 @@ impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
                 .store
                 .read_from_cursor(&self.cursor, 500, &Criteria::any())?;
             if page.is_empty() {
-                let now = std::time::Instant::now();
-                if now >= deadline {
+                let left = crate::storage::time_left(deadline).unwrap_or(self.wait);
+                if left.is_zero() {
                     return Ok(None);
                 }
-                self.store.wait_for_records(
-                    self.cursor.last_consumed_sequence(),
-                    (deadline - now).min(self.wait),
-                )?;
+                self.store
+                    .wait_for_records(self.cursor.last_consumed_sequence(), left.min(self.wait))?;
             }
             self.pending.extend(page);
         }

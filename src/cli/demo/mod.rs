@@ -41,10 +41,10 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// How long to capture, in seconds.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = super::input::parse_non_negative)]
     seconds: f64,
     /// Simulated events per second.
-    #[arg(long, default_value_t = 2_000.0)]
+    #[arg(long, default_value_t = 2_000.0, value_parser = super::input::parse_non_negative)]
     rate: f64,
 }
 
