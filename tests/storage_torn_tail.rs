@@ -704,10 +704,11 @@ fn stale_clean_shutdown_marker_is_not_trusted() {
     assert_eq!(all[79].1, payload_of_len(80, 100));
 }
 
-/// A segment that ends in a seal with no successor (a crash in the middle of a roll) is
-/// completed on open: the successor is created and numbering continues.
+/// [REC-06] A segment that ends in a seal with no successor (a crash in the middle of a roll)
+/// is completed by the first append after the open: the successor is created and numbering
+/// continues.
 #[test]
-fn interrupted_roll_is_completed_on_open() {
+fn interrupted_roll_is_completed_by_the_first_append() {
     let template = build(10);
     let dir = template.copy();
     let last = template.frames.last().unwrap();
@@ -715,11 +716,11 @@ fn interrupted_roll_is_completed_on_open() {
     let seal = encode_frame(header.salt, last.seq + 1, FrameKind::Seal, &[]);
     common::write_bytes(&template.segment(dir.path()), last.end(), &seal);
     let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
-    assert!(report.completed_roll, "{report:?}");
+    assert!(report.pending_roll, "{report:?}");
     assert!(report.torn_tail.is_none(), "{report:?}");
     assert_eq!(report.next_seq, last.seq + 1);
-    assert_eq!(log.active_segment(), SegmentId(last.seq + 1));
     assert_eq!(log.append(b"next").unwrap(), Seq(last.seq + 1));
+    assert_eq!(log.active_segment(), SegmentId(last.seq + 1));
     let all = read_all(&log.reader());
     assert_eq!(all.len() as u64, last.seq + 1);
     for (seq, payload) in &all[..template.payloads.len()] {
@@ -754,7 +755,7 @@ fn follower_at_a_seal_without_successor_sees_the_end_not_corruption() {
     assert!(cursor.next().unwrap().is_none(), "the end stays the end");
 
     let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
-    assert!(report.completed_roll);
+    assert!(report.pending_roll);
     log.append(b"in the successor").unwrap();
     let record = cursor.next().unwrap().expect("the follower moves on");
     assert_eq!(

@@ -49,15 +49,34 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
 
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let reader = open(&args.dir)?;
-    match reader.verify() {
-        Ok(count) => {
-            println!("ok: {count} records, every frame checksum valid");
-            Ok(Outcome::Success)
-        }
-        Err(error) if error.is_corruption() => {
-            println!("damaged: {error}");
-            Ok(Outcome::ProblemsFound)
-        }
-        Err(error) => Err(error).context("verify failed"),
+    let report = reader
+        .verify()
+        .with_context(|| format!("cannot verify the log in {}", args.dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    for damage in &report.problems {
+        writeln!(out, "damaged: {damage}")?;
+    }
+    if let Some((segment, offset)) = report.unclean_tail {
+        writeln!(
+            out,
+            "note: segment {segment} ends in bytes after offset {offset} that hold no valid frame (an unclean stop); the next writer open cuts them"
+        )?;
+    }
+    if report.is_ok() {
+        writeln!(
+            out,
+            "ok: {} records in {} segments, every frame checksum valid",
+            report.records, report.segments
+        )?;
+        Ok(Outcome::Success)
+    } else {
+        writeln!(
+            out,
+            "checked {} intact records in {} segments: {} damaged regions",
+            report.records,
+            report.segments,
+            report.problems.len()
+        )?;
+        Ok(Outcome::ProblemsFound)
     }
 }
