@@ -424,13 +424,17 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
             let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
             let reader = log.reader();
             expect_corrupt_at(&reader, &payloads, base, *offset, &case);
-            match reader.verify() {
-                Err(Error::Corrupt {
-                    segment: SegmentId(s),
-                    offset: o,
-                    ..
-                }) => assert_eq!((s, o), (base, *offset), "{case}"),
-                other => panic!("{case}: verify gave {other:?}"),
+            // [VER-01] verify names the damage and reads on past it.
+            let report = reader.verify().unwrap();
+            match report.problems.first() {
+                Some(damage) => {
+                    assert_eq!(
+                        (damage.segment, damage.offset),
+                        (SegmentId(base), *offset),
+                        "{case}"
+                    );
+                }
+                None => panic!("{case}: verify found nothing: {report:?}"),
             }
         }
     }
@@ -570,7 +574,12 @@ fn damaged_segment_header_is_an_error_naming_the_segment() {
             copy_dir(template.path(), copy.path());
             flip_byte(&segment_file(copy.path(), sealed), at, mask);
             let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
-            expect_header_error(log.reader().verify().map(|_| ()), sealed);
+            let report = log.reader().verify().unwrap();
+            let first = report
+                .problems
+                .first()
+                .map_or(Ok(()), |d| Err(d.to_error()));
+            expect_header_error(first, sealed);
             let mut before = log.reader().iter(Seq(1)).unwrap();
             for seq in 1..sealed {
                 let (got, payload) = before.next().unwrap().unwrap();

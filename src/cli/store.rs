@@ -38,8 +38,21 @@ impl StoreArg {
     }
 
     pub(crate) fn open_write(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
-        store::open(&self.store, self.backend())
-            .with_context(|| format!("cannot open the store {} for writing", self.store.display()))
+        store::open(&self.store, self.backend()).map_err(|error| {
+            let damaged = matches!(&error, store::Error::Storage(e) if e.is_corruption());
+            let hint = if damaged {
+                format!(
+                    " (`esl-replay verify -s {0}` lists the damage; `esl-replay log repair {0}/log` cuts a damaged end, losing the records after it)",
+                    self.store.display()
+                )
+            } else {
+                String::new()
+            };
+            anyhow::Error::new(error).context(format!(
+                "cannot open the store {} for writing{hint}",
+                self.store.display()
+            ))
+        })
     }
 }
 
@@ -231,12 +244,18 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
         )
     };
     bar.finish_and_clear();
-    let report = report.with_context(|| {
-        format!(
-            "import of {} failed (fix the line, or pass --skip-malformed to skip bad lines)",
-            args.file.display()
-        )
-    })?;
+    let report = match report {
+        // A write failed part-way: the error counts what was committed.
+        Err(error @ store::Error::ImportStopped { .. }) => {
+            Err(error).with_context(|| format!("cannot import {}", args.file.display()))
+        }
+        other => other.with_context(|| {
+            format!(
+                "import of {} failed (fix the line, or pass --skip-malformed to skip bad lines)",
+                args.file.display()
+            )
+        }),
+    }?;
     store.sync()?;
     let mut err = std::io::stderr().lock();
     for (line, reason) in &report.skipped {
@@ -448,7 +467,7 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     }
     // The counts above leave out what could not be read; say where that is.
     for problem in &scan.problems {
-        writeln!(out, "damaged     {problem}")?;
+        writeln!(out, "problem     {problem}")?;
     }
     Ok(Outcome::ProblemsFound)
 }
@@ -524,6 +543,14 @@ fn scan_records(
     Ok(scan)
 }
 
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// A damaged frame of a log store, with the append sequences it makes unreadable.
 fn describe_damage(log: &LogStore, damage: &crate::storage::Damage) -> String {
     let what = format!(
@@ -533,8 +560,8 @@ fn describe_damage(log: &LogStore, damage: &crate::storage::Damage) -> String {
     let first = log.append_sequence_of(damage.first_seq.0);
     match damage.resumes_at {
         Some(end) if end > damage.first_seq => format!(
-            "{what} ({} records unreadable, append sequences {first}..={})",
-            end.0 - damage.first_seq.0,
+            "{what} ({} unreadable, append sequences {first}..={})",
+            plural(end.0 - damage.first_seq.0, "record"),
             log.append_sequence_of(end.0 - 1)
         ),
         Some(_) => what,

@@ -378,7 +378,8 @@ pub(crate) fn read_start(dir: &Path) -> Result<Option<u64>> {
     }
 }
 
-fn error_chain(error: &Error) -> String {
+/// An error and its causes on one line, for logs.
+pub(crate) fn error_chain(error: &Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

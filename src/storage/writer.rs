@@ -447,7 +447,7 @@ impl Log {
             Ok(Ok(file)) => Spare::Ready(file),
             Ok(Err(error)) => {
                 tracing::warn!(
-                    %error,
+                    error = shared::error_chain(&error),
                     dir = %self.shared.dir.display(),
                     segment_bytes = self.options.segment_bytes,
                     next_seq = self.next_seq,

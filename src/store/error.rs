@@ -68,6 +68,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An import stopped part-way. The records it committed before the failure stay in the
+    /// store: `committed` of them, the last with append sequence `last_committed`.
+    #[error("import stopped after committing {committed} records{}", last_committed.map_or_else(String::new, |last| format!(" (through append sequence {last})")))]
+    ImportStopped {
+        /// Records of this import now in the store.
+        committed: u64,
+        /// The append sequence of the last of them.
+        last_committed: Option<u64>,
+        /// Why it stopped.
+        #[source]
+        source: Box<Error>,
+    },
     /// An I/O error outside the log engine.
     #[error("cannot {op} {path}")]
     Io {

@@ -48,9 +48,10 @@ pub struct ImportReport {
 /// # Errors
 ///
 /// The first malformed line ([`crate::record::Error::AtLine`] inside [`Error::Record`])
-/// unless skipping; [`Error::SequenceNotIncreasing`]; backend errors. Records of batches
-/// before the failure stay imported; the report of a failed import is not returned, so the
-/// store's statistics tell where it stopped.
+/// unless skipping. A failure while writing ([`Error::SequenceNotIncreasing`], backend
+/// errors such as a full disk) comes as [`Error::ImportStopped`], which counts the records
+/// committed before it (they stay imported, including the part of the failed batch that
+/// was written) and holds the cause.
 pub fn import(
     store: &mut dyn ArtifactStore,
     input: impl BufRead,
@@ -58,15 +59,38 @@ pub fn import(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
+    // The store's last sequence before each batch, to count what a failed batch committed.
+    let mut last_before = store.stats().ok().map(|s| s.last_sequence);
     let mut batch = Vec::with_capacity(options.batch.max(1));
     let mut flush =
         |batch: &mut Vec<crate::record::Record>, report: &mut ImportReport| -> Result<()> {
             if batch.is_empty() {
                 return Ok(());
             }
-            store.append_records(batch)?;
+            if let Err(source) = store.append_records(batch) {
+                // Part of the batch may be in: the store's last sequence tells how much.
+                let last = store.stats().ok().map(|s| s.last_sequence);
+                let in_batch = match (last_before, last) {
+                    (Some(before), Some(after)) => batch
+                        .iter()
+                        .filter(|r| (before + 1..=after).contains(&r.append_sequence()))
+                        .count() as u64,
+                    _ => 0,
+                };
+                let committed = report.imported + in_batch;
+                let last_committed = match in_batch {
+                    0 => report.sequences.map(|s| s.1),
+                    n => batch.get(n as usize - 1).map(|r| r.append_sequence()),
+                };
+                return Err(Error::ImportStopped {
+                    committed,
+                    last_committed,
+                    source: Box::new(source),
+                });
+            }
             let first = batch.first().map_or(0, |r| r.append_sequence());
             let last = batch.last().map_or(0, |r| r.append_sequence());
+            last_before = Some(last);
             report.sequences = Some((report.sequences.map_or(first, |s| s.0), last));
             report.imported += batch.len() as u64;
             batch.clear();
