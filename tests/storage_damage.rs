@@ -134,6 +134,16 @@ fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
         other => panic!("expected damage below the clean end, got {other:?}"),
     }
 
+    // A reader meets the damage where the records stop, rather than finding the end.
+    let follower = Reader::open(dir.path(), &small_options()).unwrap();
+    assert_eq!(follower.get(Seq(199)).unwrap(), Some(payload(199)));
+    match follower.get(Seq(200)) {
+        Err(Error::Corrupt {
+            segment, offset, ..
+        }) => assert_eq!((segment, offset), (SegmentId(base), last.offset)),
+        other => panic!("record 200 must not be hidden: {other:?}"),
+    }
+
     for mode in [
         RecoveryMode::TolerateTornTail,
         RecoveryMode::AbsoluteConsistency,

@@ -640,6 +640,11 @@ impl Cursor {
             if self.shared.follower && self.shared.refresh()? {
                 continue;
             }
+            if let Some((offset, kind)) = segment.damaged_end.get()
+                && *offset == self.offset
+            {
+                return Err(segment.corrupt(*offset, kind.clone()));
+            }
             return Ok(None);
         }
     }

@@ -217,9 +217,10 @@ pub(crate) fn recover_active(
 /// What checking a clean-shutdown marker's promise found [REC-01].
 #[derive(Debug)]
 pub(crate) enum CleanEnd {
-    /// Every frame below the recorded end decodes and the sequences agree. `sealed` says
-    /// whether a seal follows (`Some(true)`), empty space (`Some(false)`), or anything else
-    /// (`None`: bytes written after the end, which hold no promised record).
+    /// Every frame below the recorded end decodes. `sealed` says whether a seal follows
+    /// (`Some(true)`) or empty space (`Some(false)`); `None` if anything else follows (bytes
+    /// written after the end) or the sequences disagree with the marker: no promised record
+    /// is at stake then, and the segment is scanned.
     Kept { sealed: Option<bool> },
     /// Durable frames are damaged: valid frames stop at `offset` (sequence `end_seq`), below
     /// the recorded end.
@@ -254,20 +255,21 @@ pub(crate) fn check_clean_end(
         file_len,
         max_payload,
     )?;
+    if found.stop == Stop::Limit && found.end == mark.end_offset && found.end_seq == mark.next_seq {
+        let beyond = window.frame(file, path, mark.end_offset, file_len, max_payload)?;
+        let sealed = match frame::decode(beyond, header.salt, mark.next_seq, max_payload) {
+            Decoded::Empty => Some(false),
+            Decoded::Seal => Some(true),
+            Decoded::Record { .. } | Decoded::Invalid(_) => None,
+        };
+        return Ok(CleanEnd::Kept { sealed });
+    }
+    if found.end >= mark.end_offset || found.end_seq >= mark.next_seq {
+        // The frames reach the recorded end, or every promised sequence: the marker does not
+        // describe this segment (a stale or rewritten one), and no promised record is missing.
+        return Ok(CleanEnd::Kept { sealed: None });
+    }
     let fault = match found.stop {
-        Stop::Limit if found.end == mark.end_offset && found.end_seq == mark.next_seq => {
-            let beyond = window.frame(file, path, mark.end_offset, file_len, max_payload)?;
-            let sealed = match frame::decode(beyond, header.salt, mark.next_seq, max_payload) {
-                Decoded::Empty => Some(false),
-                Decoded::Seal => Some(true),
-                Decoded::Record { .. } | Decoded::Invalid(_) => None,
-            };
-            return Ok(CleanEnd::Kept { sealed });
-        }
-        Stop::Limit if found.end == mark.end_offset => Some(Box::new(CorruptKind::SequenceGap {
-            expected: mark.next_seq,
-            found: found.end_seq,
-        })),
         // The file ends before the recorded end.
         Stop::Limit => None,
         Stop::Invalid(kind) => Some(Box::new(kind)),

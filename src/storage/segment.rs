@@ -47,6 +47,9 @@ pub(crate) struct SegmentData {
     pub(crate) index: RwLock<SparseIndex>,
     /// How many index entries are in the index file, and the file once created.
     pub(crate) index_file: Mutex<IndexFileState>,
+    /// For a follower's last segment: damage where its frames stop, below the end a clean
+    /// shutdown recorded, so reads that reach it fail instead of finding the end [REC-01].
+    pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
 }
 
 #[derive(Debug, Default)]
@@ -455,6 +458,7 @@ impl Parts {
                 persisted: 0,
                 complete: self.sealed,
             }),
+            damaged_end: std::sync::OnceLock::new(),
         }
     }
 }

@@ -383,12 +383,7 @@ fn check_end(
         (None, Some(mark)) if promise_broken(Some(mark), offset, seq) => Some((
             CorruptKind::BelowCleanEnd {
                 clean_end: mark.end_offset,
-                fault: (mark.next_seq != seq).then(|| {
-                    Box::new(CorruptKind::SequenceGap {
-                        expected: mark.next_seq,
-                        found: seq,
-                    })
-                }),
+                fault: None,
             },
             Some(mark.next_seq),
         )),
@@ -409,8 +404,8 @@ fn check_end(
 }
 
 /// Whether frames of the last segment that stop at `offset` with sequence `seq` break the
-/// clean shutdown's promise: they stop below its recorded end, or at it with another
-/// sequence. (Frames that go on past it break nothing that was promised.)
+/// clean shutdown's promise: they stop below its recorded end before its next sequence, so
+/// promised records are missing. (Frames that reach either break nothing that was promised.)
 fn promise_broken(clean: Option<CleanMark>, offset: u64, seq: u64) -> bool {
-    clean.is_some_and(|m| offset < m.end_offset || (offset == m.end_offset && seq != m.next_seq))
+    clean.is_some_and(|m| offset < m.end_offset && seq < m.next_seq)
 }
