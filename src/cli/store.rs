@@ -506,7 +506,7 @@ fn scan_records(
                 )),
             }
             scan.checked += 1;
-            if scan.checked % 4096 == 0 {
+            if scan.checked.is_multiple_of(4096) {
                 bar.set_position(scan.checked);
             }
         })?;
