@@ -142,7 +142,10 @@ pub(crate) fn recover_active(
                         });
                     }
                     // The one explicit repair: cut the promised frames from the damage on.
-                    cut(io, &file, &path, &header, offset, file_len, kind, report)?;
+                    if let Some(last) = segment::last_nonzero_byte(&file, &path, offset, file_len)?
+                    {
+                        cut(io, &file, &path, &header, offset..last + 1, kind, report)?;
+                    }
                     let parts = Parts {
                         file,
                         path,
@@ -341,33 +344,29 @@ fn cut_damage(
             kind,
         });
     }
-    cut(io, file, path, header, from, file_len, kind, report)
+    cut(io, file, path, header, from..last_nonzero + 1, kind, report)
 }
 
-/// Zeroes `[from, last non-zero byte]` of the segment, syncs it and reports the cut [REC-05].
-#[expect(clippy::too_many_arguments, reason = "the whole recovery position")]
+/// Zeroes `range` (damage up to its last non-zero byte) of the segment, syncs it and reports
+/// the cut [REC-05].
 fn cut(
     io: &dyn Io,
     file: &File,
     path: &Path,
     header: &FileHeader,
-    from: u64,
-    file_len: u64,
+    range: std::ops::Range<u64>,
     kind: CorruptKind,
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let segment = SegmentId(header.base);
-    let Some(last_nonzero) = segment::last_nonzero_byte(file, path, from, file_len)? else {
-        return Ok(());
-    };
-    let bytes_dropped = last_nonzero + 1 - from;
-    tracing::warn!(%segment, offset = from, bytes = bytes_dropped, %kind, "cutting off a damaged tail");
-    zero_range(io, file, path, from, last_nonzero + 1)?;
+    let bytes_dropped = range.end - range.start;
+    tracing::warn!(%segment, offset = range.start, bytes = bytes_dropped, %kind, "cutting off a damaged tail");
+    zero_range(io, file, path, range.start, range.end)?;
     io.sync_data(file)
         .map_err(|e| Error::io(IoOp::Sync, path, e))?;
     report.torn_tail = Some(TornTail {
         segment,
-        offset: from,
+        offset: range.start,
         bytes_dropped,
         kind,
     });

@@ -113,6 +113,19 @@ struct Target<'a> {
     clean: Option<CleanMark>,
 }
 
+impl Target<'_> {
+    /// Damage at `offset`, where the frame of `seq` should be.
+    fn damage(&self, offset: u64, seq: u64, kind: CorruptKind, resumes_at: Option<u64>) -> Damage {
+        Damage {
+            segment: self.id,
+            offset,
+            kind,
+            first_seq: Seq(seq),
+            resumes_at: resumes_at.map(Seq),
+        }
+    }
+}
+
 impl Reader {
     /// Checks every frame of every segment, and the last segment against a clean shutdown's
     /// recorded end, continuing past damage; returns every problem and the number of intact
@@ -253,13 +266,7 @@ fn verify_segment(
                         Some(_) => {}
                         None => problem(
                             report,
-                            Damage {
-                                segment: target.id,
-                                offset,
-                                kind: CorruptKind::Decompress,
-                                first_seq: Seq(seq),
-                                resumes_at: Some(Seq(seq + 1)),
-                            },
+                            target.damage(offset, seq, CorruptKind::Decompress, Some(seq + 1)),
                         ),
                     }
                     offset += frame_len as u64;
@@ -298,16 +305,7 @@ fn verify_segment(
                 seq: next_seq,
             }) => {
                 let kind = fault.unwrap_or(CorruptKind::DamagedBeforeTail { next_valid: next });
-                problem(
-                    report,
-                    Damage {
-                        segment: target.id,
-                        offset,
-                        kind,
-                        first_seq: Seq(seq),
-                        resumes_at: next_seq.map(Seq),
-                    },
-                );
+                problem(report, target.damage(offset, seq, kind, next_seq));
                 let Some(next_seq) = next_seq else {
                     // The search gave up: the rest of this segment is not examined.
                     return Ok(());
@@ -341,20 +339,8 @@ fn verify_segment(
                         }
                     }
                 };
-                let resumes_at = target
-                    .successor
-                    .or(target.clean.map(|m| m.next_seq))
-                    .map(Seq);
-                problem(
-                    report,
-                    Damage {
-                        segment: target.id,
-                        offset,
-                        kind,
-                        first_seq: Seq(seq),
-                        resumes_at,
-                    },
-                );
+                let resumes_at = target.successor.or(target.clean.map(|m| m.next_seq));
+                problem(report, target.damage(offset, seq, kind, resumes_at));
                 return Ok(());
             }
         }
@@ -390,16 +376,7 @@ fn check_end(
         _ => None,
     };
     if let Some((kind, resumes_at)) = kind {
-        problem(
-            report,
-            Damage {
-                segment: target.id,
-                offset,
-                kind,
-                first_seq: Seq(seq),
-                resumes_at: resumes_at.map(Seq),
-            },
-        );
+        problem(report, target.damage(offset, seq, kind, resumes_at));
     }
 }
 
