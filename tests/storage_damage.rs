@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esl_replay::record::{Criteria, Record};
-use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE};
+use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
 use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
     CorruptKind, Error, IoOp, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq,
@@ -276,9 +276,10 @@ fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
     assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing was zeroed");
 }
 
-/// [VER-01] Item 7: with damaged frames in two sealed segments (and a damaged seal in a
-/// third), `verify` lists every one with its segment and offset and counts every other
-/// record, instead of stopping at the first.
+/// [VER-01] [RD-04] [SEG-06] Item 7: with damaged frames in two sealed segments (one of which
+/// lost its index) and a damaged seal in a third, `verify` lists every one with its segment
+/// and offset and counts every other record, instead of stopping at the first; every other
+/// record of those segments still reads.
 #[test]
 fn verify_lists_every_damaged_segment_and_counts_the_rest() {
     let dir = closed_log(600);
@@ -302,9 +303,23 @@ fn verify_lists_every_damaged_segment_and_counts_the_rest() {
             Some(Seq(resumes)),
         ));
     }
+    // One damaged segment has lost its index too: it is rebuilt by scanning, past the damage.
+    std::fs::remove_file(index_path(dir.path(), bases[1])).unwrap();
     let follower = Reader::open(dir.path(), &small_options()).unwrap();
     let (log, _) = Log::open(dir.path(), small_options()).unwrap();
     for reader in [follower, log.reader()] {
+        // [RD-04] Every record but the damaged ones reads, in the damaged segments too.
+        for base in &bases {
+            assert_eq!(reader.get(Seq(*base)).unwrap(), Some(payload(*base)));
+        }
+        for (_, _, Seq(seq), resumes) in &expected {
+            if let Some(Seq(after)) = resumes {
+                assert_eq!(reader.get(Seq(*after)).unwrap(), Some(payload(*after)));
+            }
+            if resumes != &Some(Seq(*seq)) {
+                assert!(reader.get(Seq(*seq)).is_err(), "record {seq} is damaged");
+            }
+        }
         let report = reader.verify().unwrap();
         let found: Vec<_> = report
             .problems

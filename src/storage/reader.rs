@@ -430,7 +430,19 @@ impl Cursor {
     ///
     /// I/O errors.
     pub fn skip_damage(&mut self) -> Result<Option<Seq>> {
-        let Some(segment) = self.segment.clone() else {
+        let Some((offset, seq)) = self.resync_point()? else {
+            return Ok(None);
+        };
+        self.offset = offset;
+        self.seq = seq;
+        self.window.reset();
+        Ok(Some(Seq(seq.max(self.target))))
+    }
+
+    /// Where reading resumes after the damaged frame at the cursor's position: the next valid
+    /// frame of the segment, or (for a sealed segment) its seal, which leads to the next.
+    fn resync_point(&self) -> Result<Option<(u64, u64)>> {
+        let Some(segment) = self.segment.as_deref() else {
             return Ok(None);
         };
         let end = segment.end();
@@ -457,19 +469,15 @@ impl Cursor {
                 )?,
                 None => None,
             };
-        let (offset, seq) = match found {
+        Ok(match found {
             Some(segment::Resync {
                 offset,
                 seq: Some(seq),
-            }) => (offset, seq),
+            }) => Some((offset, seq)),
             // Nothing valid in the rest of a sealed segment: go on at its seal.
-            _ if sealed => (end, segment.end_seq()),
-            _ => return Ok(None),
-        };
-        self.offset = offset;
-        self.seq = seq;
-        self.window.reset();
-        Ok(Some(Seq(seq.max(self.target))))
+            _ if sealed => Some((end, segment.end_seq())),
+            _ => None,
+        })
     }
 
     /// The sequence the next call to [`Cursor::next`] looks for.
@@ -577,7 +585,19 @@ impl Cursor {
                             max: end - self.offset,
                         },
                     };
-                    return Err(segment.corrupt(self.offset, kind));
+                    let error = segment.corrupt(self.offset, kind);
+                    // Damage before the record asked for is not in the way of it: read on
+                    // from the next valid frame, if that is not past the record [RD-04].
+                    if self.seq < self.target
+                        && let Some((offset, seq)) = self.resync_point()?
+                        && seq <= self.target
+                    {
+                        self.offset = offset;
+                        self.seq = seq;
+                        self.window.reset();
+                        continue;
+                    }
+                    return Err(error);
                 };
                 let Some((bytes, mut location)) = payload else {
                     continue;

@@ -508,7 +508,7 @@ pub(crate) fn load_sealed(
         (u64::from(footer.seal_offset), footer.end_seq)
     } else {
         tracing::info!(segment = %segment, "rebuilding the index of a sealed segment");
-        let (_, found) = scan_from_index(
+        let (_, mut found) = scan_from_index(
             &mut window,
             &file,
             &path,
@@ -518,22 +518,60 @@ pub(crate) fn load_sealed(
             file_len,
             max_payload,
         )?;
-        match found.stop {
-            Stop::Seal => {}
-            Stop::Invalid(kind) => {
+        // Damage hides only itself [RD-04]: past a damaged frame the scan resumes at the next
+        // valid one, so that reads of the records around it work; a damaged seal that the
+        // index footer vouches for ends the segment as the seal would.
+        loop {
+            let fault = match found.stop {
+                Stop::Seal => break,
+                Stop::Limit => CorruptKind::MissingSeal,
+                Stop::Invalid(_)
+                    if index.footer.is_some_and(|f| {
+                        u64::from(f.seal_offset) == found.end && f.end_seq == found.end_seq
+                    }) =>
+                {
+                    tracing::warn!(%segment, offset = found.end, "the seal is damaged; the index footer gives the end");
+                    break;
+                }
+                Stop::Invalid(kind) => kind,
+                Stop::Empty => CorruptKind::MissingSeal,
+            };
+            let resync = match last_nonzero_byte(&file, &path, found.end, file_len)? {
+                Some(last) => find_valid_frame(
+                    &file,
+                    &path,
+                    header.salt,
+                    found.end,
+                    last,
+                    found.end_seq,
+                    max_payload,
+                )?,
+                None => None,
+            };
+            let Some(Resync {
+                offset,
+                seq: Some(seq),
+            }) = resync
+            else {
                 return Err(Error::Corrupt {
                     segment,
                     offset: found.end,
-                    kind,
+                    kind: fault,
                 });
-            }
-            Stop::Empty | Stop::Limit => {
-                return Err(Error::Corrupt {
-                    segment,
-                    offset: found.end,
-                    kind: CorruptKind::MissingSeal,
-                });
-            }
+            };
+            tracing::warn!(%segment, offset = found.end, %fault, resumes_at = offset, "damaged frames in a sealed segment; reading on after them");
+            found = scan(
+                &mut window,
+                &file,
+                &path,
+                header.salt,
+                offset,
+                seq,
+                file_len,
+                max_payload,
+                None,
+            )?;
+            entries.append(&mut found.entries);
         }
         if let Some(io) = rewrite_index {
             let mut bytes = FileHeader::new(base, header.salt)
