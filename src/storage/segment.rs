@@ -519,20 +519,12 @@ pub(crate) fn load_sealed(
             max_payload,
         )?;
         // Damage hides only itself [RD-04]: past a damaged frame the scan resumes at the next
-        // valid one, so that reads of the records around it work; a damaged seal that the
-        // index footer vouches for ends the segment as the seal would.
+        // valid one, so that reads of the records around it work. (A damaged seal still fails
+        // the segment: the proof that it is complete is gone.)
         loop {
             let fault = match found.stop {
                 Stop::Seal => break,
                 Stop::Limit => CorruptKind::MissingSeal,
-                Stop::Invalid(_)
-                    if index.footer.is_some_and(|f| {
-                        u64::from(f.seal_offset) == found.end && f.end_seq == found.end_seq
-                    }) =>
-                {
-                    tracing::warn!(%segment, offset = found.end, "the seal is damaged; the index footer gives the end");
-                    break;
-                }
                 Stop::Invalid(kind) => kind,
                 Stop::Empty => CorruptKind::MissingSeal,
             };
