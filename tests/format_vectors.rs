@@ -1,10 +1,11 @@
 //! The annotated hex vectors of `format/vectors/` are test vectors.
 //!
 //! Every `*.hex` file is parsed (bytes, plus the `#@ key: value` parameters), decoded with
-//! the public codecs of `esl_replay::storage::codec`, checked against its parameters, and
-//! re-encoded byte for byte. Every vector must also appear verbatim in a document of
-//! `format/`, so the examples in the specification cannot drift from the bytes tested here.
-//! The vectors fit together as the start of one segment, which is checked as well.
+//! the public codecs of `esl_replay::storage::codec` (`esl_replay::store::meta` for the
+//! store's metadata), checked against its parameters, and re-encoded byte for byte. Every
+//! vector must also appear verbatim in a document of `format/`, so the examples in the
+//! specification cannot drift from the bytes tested here. The log's vectors fit together as
+//! the start of one segment, which is checked as well.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use esl_replay::storage::codec::{
     INDEX_MAGIC, IndexEntry, IndexFile, IndexFooter, SEGMENT_MAGIC, START_LEN, StartMark,
     decode_frame, decode_index_file, encode_frame, seq_tag,
 };
+use esl_replay::store::meta::{self, Layout, Run, SequenceMap};
 
 /// One parsed vector file.
 #[derive(Debug)]
@@ -140,6 +142,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "index-file",
         "start-file",
         "clean-file",
+        "store-meta",
     ];
     for vector in vectors() {
         assert!(
@@ -158,6 +161,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "index-file.hex",
         "start-file.hex",
         "clean-file.hex",
+        "store-meta.hex",
     ] {
         vector(name);
     }
@@ -378,6 +382,38 @@ fn clean_file_vector_round_trips() {
             }
         );
         assert_eq!(mark.encode().as_slice(), vector.bytes);
+    }
+}
+
+/// [STORE-01] [STORE-02] The store metadata vector decodes to its runs in the current
+/// layout, its checksum is the CRC-32 of the bytes before it, and it re-encodes byte for
+/// byte.
+#[test]
+fn store_meta_vector_round_trips() {
+    for vector in vectors_of("store-meta") {
+        let runs: Vec<Run> = vector
+            .params("run")
+            .iter()
+            .map(|run| {
+                let (log_seq, append_seq) = run.split_once(' ').unwrap();
+                Run {
+                    log_seq: number(log_seq),
+                    append_seq: number(append_seq),
+                }
+            })
+            .collect();
+        let bytes = &vector.bytes;
+        assert_eq!(bytes.len(), 20 + 16 * runs.len(), "{}", vector.name);
+        assert_eq!(bytes[..8], meta::MAGIC);
+        let len = bytes.len();
+        assert_eq!(
+            crc32fast::hash(&bytes[..len - 4]).to_le_bytes(),
+            bytes[len - 4..]
+        );
+        let (map, layout) = SequenceMap::decode(bytes).unwrap();
+        assert_eq!(layout, Layout::Current);
+        assert_eq!(map.runs(), runs.as_slice());
+        assert_eq!(SequenceMap::from_runs(&runs).unwrap().encode(), *bytes);
     }
 }
 

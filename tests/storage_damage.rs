@@ -85,6 +85,17 @@ fn store_options() -> LogOptions {
     }
 }
 
+/// Tests here spawn the command-line binary, and a child holds the parent's descriptors
+/// (writer locks included) between `fork` and `exec`: a test reopening a log at that moment
+/// would find it locked. The tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
 }
@@ -94,6 +105,7 @@ fn binary() -> Command {
 /// default and strict modes and zeroes nothing; only `PointInTime` cuts it, and says so.
 #[test]
 fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
+    let _serial = serial();
     let dir = closed_log(200);
     let mark = clean_mark(dir.path());
     let base = *segment_bases(dir.path()).last().unwrap();
@@ -187,6 +199,7 @@ fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
 /// misdirected write would leave) are refused too, not taken for the end of the log.
 #[test]
 fn frames_zeroed_below_a_clean_end_are_damage() {
+    let _serial = serial();
     let dir = closed_log(120);
     let mark = clean_mark(dir.path());
     let path = segment_file(dir.path(), mark.segment);
@@ -223,6 +236,7 @@ fn frames_zeroed_below_a_clean_end_are_damage() {
 /// ok"), and the next writer (an import) refuses to open instead of cutting a "torn tail".
 #[test]
 fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
+    let _serial = serial();
     let dir = temp_dir();
     let root = dir.path().join("store");
     let mut store = LogStore::open(&root).unwrap();
@@ -282,6 +296,7 @@ fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
 /// record of those segments still reads.
 #[test]
 fn verify_lists_every_damaged_segment_and_counts_the_rest() {
+    let _serial = serial();
     let dir = closed_log(600);
     let bases = segment_bases(dir.path());
     assert!(bases.len() >= 6, "{bases:?}");
@@ -358,6 +373,7 @@ fn verify_lists_every_damaged_segment_and_counts_the_rest() {
 /// the damage and names where reading resumes.
 #[test]
 fn reads_beside_a_damaged_frame_keep_working() {
+    let _serial = serial();
     let dir = closed_log_with_full_tail(300, 40);
     let bases = segment_bases(dir.path());
     let base = *bases.last().unwrap();
@@ -435,6 +451,7 @@ fn small_store(count: u64, in_last: u64) -> (tempfile::TempDir, std::path::PathB
 /// `stats` and `verify` read past it and list it.
 #[test]
 fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
+    let _serial = serial();
     let (_dir, root, records) = small_store(1_000, 60);
     let total = records.len() as u64;
     let log_dir = root.join("log");
@@ -515,6 +532,7 @@ fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
 /// work on the full disk; once truncation frees space the next append rolls.
 #[test]
 fn a_full_disk_is_recovered_with_the_logs_own_operations() {
+    let _serial = serial();
     let dir = temp_dir();
     let io = FaultyIo::new(Arc::new(StdIo));
     io.set_plan(Plan {
@@ -612,6 +630,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
 /// failed batch included), and they are in the store.
 #[test]
 fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
+    let _serial = serial();
     let (_source_dir, source_root, _) = small_store(800, 0);
     let source = LogStore::open_read_only(&source_root).unwrap();
     let mut ndjson = Vec::new();
@@ -669,6 +688,7 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
 /// store is opened, verified and pruned with no room for a segment, and takes records again.
 #[test]
 fn a_real_full_disk_is_recovered_when_one_is_available() {
+    let _serial = serial();
     let Some(dir) = std::env::var_os("ESL_REPLAY_SMALL_FS") else {
         eprintln!("skipped: set ESL_REPLAY_SMALL_FS to a directory on a small file system");
         return;

@@ -35,6 +35,7 @@ use time::OffsetDateTime;
 use super::name::{self, FILE_SUFFIX};
 use super::{Checkpoint, CheckpointCriteria, Error, file};
 use crate::storage;
+use crate::storage::io::{Io, StdIo};
 
 /// The time source of a store: when a file has no `saved_at`, and for checkpoints the
 /// service and repository save.
@@ -45,6 +46,7 @@ pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 pub struct CheckpointStore {
     dir: PathBuf,
     clock: Clock,
+    io: Arc<dyn Io>,
 }
 
 impl fmt::Debug for CheckpointStore {
@@ -91,8 +93,19 @@ impl CheckpointStore {
     ///
     /// [`Error::Directory`] if the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
+        Self::open_with_io(dir, Arc::new(StdIo))
+    }
+
+    /// Opens the checkpoint directory with every write, sync, rename and removal going
+    /// through `io` (crash and fault tests; [`CheckpointStore::open`] uses the real file
+    /// system).
+    ///
+    /// # Errors
+    ///
+    /// As [`CheckpointStore::open`].
+    pub fn open_with_io(dir: impl Into<PathBuf>, io: Arc<dyn Io>) -> Result<Self, Error> {
         let dir = dir.into();
-        storage::create_dir_durable(&dir).map_err(|source| Error::Directory {
+        storage::create_dir_durable_with(&*io, &dir).map_err(|source| Error::Directory {
             op: "create",
             path: dir.clone(),
             source: Box::new(source),
@@ -100,6 +113,7 @@ impl CheckpointStore {
         Ok(Self {
             dir,
             clock: Arc::new(OffsetDateTime::now_utc),
+            io,
         })
     }
 
@@ -146,10 +160,12 @@ impl CheckpointStore {
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let path = self.path_for(checkpoint.key());
         let text = file::encode(checkpoint)?;
-        storage::write_atomic(&path, text.as_bytes()).map_err(|source| Error::Save {
-            key: checkpoint.key().to_owned(),
-            path,
-            source,
+        storage::write_atomic_with(&*self.io, &path, text.as_bytes()).map_err(|source| {
+            Error::Save {
+                key: checkpoint.key().to_owned(),
+                path,
+                source,
+            }
         })
     }
 
@@ -195,10 +211,11 @@ impl CheckpointStore {
     pub fn delete(&self, key: &str) -> Result<bool, Error> {
         let mut removed = false;
         for path in self.candidate_paths(key) {
-            removed |= storage::remove_durable(&path).map_err(|source| Error::Delete {
-                path: path.clone(),
-                source,
-            })?;
+            removed |=
+                storage::remove_durable_with(&*self.io, &path).map_err(|source| Error::Delete {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         Ok(removed)
     }
@@ -319,9 +336,11 @@ impl CheckpointStore {
                 .is_some_and(|age| age >= older_than);
             if old_enough {
                 let path = entry.path();
-                if storage::remove_durable(&path).map_err(|source| Error::Delete {
-                    path: path.clone(),
-                    source,
+                if storage::remove_durable_with(&*self.io, &path).map_err(|source| {
+                    Error::Delete {
+                        path: path.clone(),
+                        source,
+                    }
                 })? {
                     removed.push(path);
                 }

@@ -569,9 +569,34 @@ fn describe_damage(log: &LogStore, damage: &crate::storage::Damage) -> String {
     }
 }
 
-/// Verifies a store: every frame's CRC (log backend, continuing past damage) and every
-/// record's checksum; reports each problem with where it is. Returns the number of problems.
+/// Verifies a store: its sequence map (log backend, format/store.md [STORE-02]), every
+/// frame's CRC (log backend, continuing past damage) and every record's checksum; reports
+/// each problem with where it is. Returns the number of problems.
 pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
+    if !arg.sqlite && Backend::for_path(&arg.store) == Backend::Log {
+        // The sequence map decides which records readers find: check it first. Other
+        // failures to open are reported by the open below, as for every command.
+        let checked = match LogStore::open_read_only(&arg.store) {
+            Ok(store) => store.verify_metadata(),
+            Err(error @ store::Error::Metadata { .. }) => Err(error),
+            Err(_) => Ok(()),
+        };
+        match checked {
+            Ok(()) => {}
+            Err(error @ store::Error::Metadata { .. }) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{error}")?;
+                writeln!(
+                    out,
+                    "records not checked: readers cannot find them without valid store metadata \
+                     (`esl-replay log verify {}` checks the frames)",
+                    arg.store.join("log").display()
+                )?;
+                return Ok(1);
+            }
+            Err(error) => return Err(error).context("cannot check the store metadata"),
+        }
+    }
     let store = arg.open_read()?;
     let total = store.stats()?.records;
     let bar = progress(Some(total), "verifying");

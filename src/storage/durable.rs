@@ -64,6 +64,16 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(&StdIo, target, bytes)
 }
 
+/// [`write_atomic`] through another I/O seam (for crash and fault tests of the layers that
+/// keep metadata in small files).
+///
+/// # Errors
+///
+/// As [`write_atomic`].
+pub fn write_atomic_with(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(io, target, bytes)
+}
+
 /// Removes one file durably: unlinks it, then syncs its directory. Returns whether the file
 /// existed; a missing file is not an error.
 ///
@@ -73,12 +83,21 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// The removal or the directory sync failed, with its path.
 pub fn remove_durable(path: &Path) -> Result<bool> {
-    match StdIo.remove_file(path) {
+    remove_durable_with(&StdIo, path)
+}
+
+/// [`remove_durable`] through another I/O seam.
+///
+/// # Errors
+///
+/// As [`remove_durable`].
+pub fn remove_durable_with(io: &dyn Io, path: &Path) -> Result<bool> {
+    match io.remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(IoOp::Remove, path, e)),
     }
-    sync_dir(&StdIo, path.parent().unwrap_or(Path::new(".")))?;
+    sync_dir(io, path.parent().unwrap_or(Path::new(".")))?;
     Ok(true)
 }
 
@@ -90,6 +109,15 @@ pub fn remove_durable(path: &Path) -> Result<bool> {
 ///
 /// The creation or a directory sync failed, with its path.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    create_dir_durable_with(&StdIo, dir)
+}
+
+/// [`create_dir_durable`] through another I/O seam.
+///
+/// # Errors
+///
+/// As [`create_dir_durable`].
+pub fn create_dir_durable_with(io: &dyn Io, dir: &Path) -> Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
         .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.is_dir())
@@ -100,7 +128,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        sync_dir(&StdIo, parent)?;
+        sync_dir(io, parent)?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!   ([`Log::reader`]) or in another ([`Reader::open`], no lock needed), and truncates the
 //!   prefix for retention.
 //! - [`write_atomic`] replaces a small file atomically and durably; [`remove_durable`] and
-//!   [`create_dir_durable`] remove a file and create a directory durably.
+//!   [`create_dir_durable`] remove a file and create a directory durably. Their `_with`
+//!   forms go through another [`io::Io`] seam, for the layers above that take one.
 //!
 //! ```
 //! use esl_replay::storage::{Log, LogOptions, Seq};
@@ -41,8 +42,10 @@ mod shared;
 mod verify;
 mod writer;
 
-pub use durable::write_atomic;
-pub use durable::{create_dir_durable, remove_durable};
+pub use durable::{
+    create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,
+    write_atomic_with,
+};
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};
 pub use options::{

@@ -65,7 +65,7 @@ impl Log {
         options.validate()?;
         let dir = dir.as_ref();
         // A new directory is made durable in its parent before anything in it is acknowledged.
-        durable::create_dir_durable(dir)?;
+        durable::create_dir_durable_with(&*options.io, dir)?;
         let lock = dir::lock_writer(dir)?;
         let retention = dir::lock_retention(dir)?;
         let io = options.io.clone();
@@ -130,6 +130,14 @@ impl Log {
         drop(retention);
 
         let mut parts = recovered.parts;
+        // After a process crash the frames recovery found may exist only in the page cache;
+        // they are declared durable below, so make them durable first [REC-07]. (A clean
+        // close synced them before writing its marker.) This also covers a seal whose roll
+        // the next step completes: the old segment must be durable before its successor.
+        if !report.clean_shutdown {
+            io.sync_data(&parts.file)
+                .map_err(|e| Error::io(IoOp::Sync, &parts.path, e))?;
+        }
         // The active segment must leave room for its seal after its last frame (a file cut
         // short from outside may not), and an empty one is grown to the configured size, so
         // that a record which fits a fresh segment fits it too: an empty segment is never

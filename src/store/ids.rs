@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use super::{Error, Result};
 use crate::record::Record;
+use crate::storage::io::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
@@ -196,6 +197,8 @@ pub(crate) struct IdIndex {
     dir: PathBuf,
     /// Whether this handle may write `.ids` files (the writer).
     persist: bool,
+    /// The seam `.ids` files are written through.
+    io: Arc<dyn Io>,
     sealed: BTreeMap<u64, Arc<SegmentIds>>,
     building: Option<Building>,
     /// Damaged frames met while indexing (segment, offset, what): their records are not in
@@ -204,10 +207,11 @@ pub(crate) struct IdIndex {
 }
 
 impl IdIndex {
-    pub(crate) fn new(dir: PathBuf, persist: bool) -> IdIndex {
+    pub(crate) fn new(dir: PathBuf, persist: bool, io: Arc<dyn Io>) -> IdIndex {
         IdIndex {
             dir,
             persist,
+            io,
             sealed: BTreeMap::new(),
             building: None,
             damage: Vec::new(),
@@ -293,7 +297,7 @@ impl IdIndex {
                 path: self.dir.clone(),
                 source,
             })?;
-            crate::storage::write_atomic(&self.path(ids.base), &ids.encode())?;
+            crate::storage::write_atomic_with(&*self.io, &self.path(ids.base), &ids.encode())?;
         }
         self.sealed.insert(ids.base, Arc::new(ids));
         Ok(())

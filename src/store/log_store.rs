@@ -1,121 +1,47 @@
 //! The segment-log backend of the artifact store.
 //!
-//! Layout of a store directory: `log/` holds the segment log (one record per frame, in the
-//! record module's binary form), `ids/` the per-segment id indexes and time ranges, and
-//! `store.meta` the mapping between log sequences and append sequences.
+//! Layout of a store directory (format/store.md): `log/` holds the segment log (one record
+//! per frame, in the record module's binary form), `ids/` the per-segment id indexes and time
+//! ranges, and `store.meta` the runs that map log sequences to append sequences
+//! ([`SequenceMap`]).
 //!
 //! Native writes give each record the append sequence that follows the last; the log's own
-//! sequence then moves in step. Imported reference data may start above 1 or have gaps
-//! (the reference leaves one for every failed write), so the store keeps *runs*: each run
-//! says "from log sequence L on, append sequence = R + (log sequence - L)". A run is made
-//! durable before the first record that needs it is appended. Reads seek by log sequence
-//! through the runs and then compare decoded append sequences, so a stale run can cost a
-//! few extra records read but never hide one.
+//! sequence then moves in step. Imported reference data may start above 1 or have gaps, and
+//! each jump is a run, made durable before the first record that needs it is appended
+//! ([STORE-03]). Reads seek by log sequence through the runs and then compare decoded append
+//! sequences. The runs are validated on every load and checked against the records on
+//! the writer's open (the last record) and by [`LogStore::verify_metadata`] (every run).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::ids::{IdIndex, capture_ms, hash_id};
+use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
+use crate::storage::io::Io;
 use crate::storage::{Log, LogOptions, Reader, Seq};
 
-const META_FILE: &str = "store.meta";
-const META_MAGIC: &str = "esl-replay store";
-const META_VERSION: u32 = 1;
-
-/// Log-sequence ↔ append-sequence runs; empty means they are equal.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Runs(Vec<(u64, u64)>);
-
-impl Runs {
-    fn run_for_log(&self, log_seq: u64) -> (u64, u64) {
-        self.0
-            .iter()
-            .rev()
-            .find(|(l, _)| *l <= log_seq)
-            .copied()
-            .unwrap_or((1, 1))
-    }
-
-    /// The append sequence the record at `log_seq` has (or gets).
-    fn append_seq(&self, log_seq: u64) -> u64 {
-        let (l, r) = self.run_for_log(log_seq);
-        r + (log_seq - l)
-    }
-
-    /// The first log sequence whose append sequence is above `after`.
-    fn log_seq_after(&self, after: u64) -> u64 {
-        let want = after + 1;
-        let mut chosen = want; // identity when there are no runs
-        let mut runs = self.0.iter().peekable();
-        if self.0.first().is_some_and(|(_, r)| *r > want) {
-            return self.0.first().map_or(want, |(l, _)| *l);
-        }
-        while let Some(&(l, r)) = runs.next() {
-            if r <= want {
-                chosen = l + (want - r);
-                if let Some(&&(next_l, _)) = runs.peek()
-                    && chosen >= next_l
-                {
-                    chosen = next_l;
-                }
-            }
-        }
-        chosen.max(1)
-    }
-
-    fn encode(&self) -> String {
-        let runs: Vec<String> = self.0.iter().map(|(l, r)| format!("{l} {r}")).collect();
-        format!(
-            "{META_MAGIC}\nversion {META_VERSION}\n{}\n",
-            runs.join("\n")
-        )
-    }
-
-    fn decode(text: &str, path: &Path) -> Result<Runs> {
-        let invalid = |reason: String| Error::Metadata {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut lines = text.lines();
-        if lines.next() != Some(META_MAGIC) {
-            return Err(invalid("not an esl-replay store metadata file".into()));
-        }
-        let version = lines
-            .next()
-            .and_then(|l| l.strip_prefix("version "))
-            .and_then(|v| v.parse::<u32>().ok());
-        if version != Some(META_VERSION) {
-            return Err(invalid(format!(
-                "unknown version {version:?} (this build reads {META_VERSION})"
-            )));
-        }
-        let mut runs = Vec::new();
-        for line in lines.filter(|l| !l.is_empty()) {
-            let mut parts = line.split(' ').map(str::parse::<u64>);
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(Ok(l)), Some(Ok(r)), None) => runs.push((l, r)),
-                _ => return Err(invalid(format!("bad run line {line:?}"))),
-            }
-        }
-        Ok(Runs(runs))
-    }
-
-    fn load(root: &Path) -> Result<Runs> {
-        let path = root.join(META_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Runs::decode(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Runs::default()),
-            Err(source) => Err(Error::Io {
-                op: "read",
+/// Reads and validates `store.meta`; a missing file is the identity map.
+fn load_map(root: &Path) -> Result<(SequenceMap, Option<Layout>)> {
+    let path = root.join(meta::FILE_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => SequenceMap::decode(&bytes)
+            .map(|(map, layout)| (map, Some(layout)))
+            .map_err(|e| Error::Metadata {
                 path,
-                source,
+                reason: e.to_string(),
             }),
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((SequenceMap::default(), None)),
+        Err(source) => Err(Error::Io {
+            op: "read",
+            path,
+            source,
+        }),
     }
 }
 
@@ -125,9 +51,11 @@ pub struct LogStore {
     root: PathBuf,
     log: Option<Log>,
     reader: Reader,
-    runs: RwLock<Runs>,
+    runs: RwLock<SequenceMap>,
     ids: Mutex<IdIndex>,
     encoded: Vec<Vec<u8>>,
+    /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
+    io: Arc<dyn Io>,
 }
 
 impl LogStore {
@@ -140,30 +68,45 @@ impl LogStore {
         LogStore::open_with(root, LogOptions::default())
     }
 
-    /// Opens the store for writing with these log options.
+    /// Opens the store for writing with these log options. A new store directory is made
+    /// durable in its parent before anything is written in it ([STORE-04]).
     ///
     /// # Errors
     ///
-    /// As [`LogStore::open`].
+    /// As [`LogStore::open`]; [`Error::Metadata`] if `store.meta` is damaged or does not
+    /// describe the last record.
     pub fn open_with(root: &Path, options: LogOptions) -> Result<LogStore> {
-        std::fs::create_dir_all(root).map_err(|source| Error::Io {
-            op: "create",
-            path: root.to_path_buf(),
-            source,
-        })?;
+        // Durably: a store directory whose own entry a power loss can drop takes every
+        // record acknowledged in it along.
+        let io = options.io.clone();
+        crate::storage::create_dir_durable_with(&*io, root)?;
         let (log, report) = Log::open(root.join("log"), options)?;
         if report.torn_tail.is_some() {
             tracing::warn!(store = %root.display(), ?report.torn_tail, "cut a torn tail on open");
         }
         let reader = log.reader();
+        let (mut map, layout) = load_map(root)?;
+        let stored = map.clone();
+        // Runs of records a crash lost describe nothing; the next append must not use them.
+        let next_log = reader.next_seq()?.0;
+        map.forget_from(next_log);
         let store = LogStore {
             root: root.to_path_buf(),
             log: Some(log),
             reader,
-            runs: RwLock::new(Runs::load(root)?),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), true)),
+            runs: RwLock::new(map),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), true, io.clone())),
             encoded: Vec::new(),
+            io,
         };
+        // The last record decides the next append sequence: it must agree with the map, or
+        // an import could reuse sequences.
+        if next_log > store.reader.first_seq().0 {
+            store.check_map_at(&[next_log - 1])?;
+        }
+        if layout == Some(Layout::LegacyText) || *store.runs.read() != stored {
+            store.write_map(&store.runs.read())?;
+        }
         store
             .ids
             .lock()
@@ -175,17 +118,92 @@ impl LogStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] if there is no store, damaged metadata.
+    /// [`Error::Storage`] if there is no store, [`Error::Metadata`] if `store.meta` is damaged.
     pub fn open_read_only(root: &Path) -> Result<LogStore> {
-        let reader = Reader::open(root.join("log"), &LogOptions::default())?;
+        let options = LogOptions::default();
+        let reader = Reader::open(root.join("log"), &options)?;
         Ok(LogStore {
             root: root.to_path_buf(),
             log: None,
             reader,
-            runs: RwLock::new(Runs::load(root)?),
-            ids: Mutex::new(IdIndex::new(root.join("ids"), false)),
+            runs: RwLock::new(load_map(root)?.0),
+            ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
+            io: options.io,
         })
+    }
+
+    /// Replaces `store.meta` atomically and durably ([STORE-03], [ATOM-01]).
+    fn write_map(&self, map: &SequenceMap) -> Result<()> {
+        let path = self.root.join(meta::FILE_NAME);
+        crate::storage::write_atomic_with(&*self.io, &path, &map.encode())?;
+        Ok(())
+    }
+
+    /// The append sequence stored in the record at `log_seq`, if that record exists and
+    /// decodes (damage is `verify`'s to report, not this check's).
+    fn stored_append_seq(&self, log_seq: u64) -> Result<Option<u64>> {
+        let stored = self.reader.cursor(Seq(log_seq)).and_then(|mut cursor| {
+            Ok(cursor
+                .next()?
+                .filter(|found| found.seq.0 == log_seq)
+                .and_then(|found| Record::decode(found.payload).ok())
+                .map(|record| record.append_sequence()))
+        });
+        match stored {
+            Ok(stored) => Ok(stored),
+            Err(error) if error.is_corruption() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Checks that the records at these log sequences have the append sequences the map
+    /// gives them.
+    fn check_map_at(&self, log_seqs: &[u64]) -> Result<()> {
+        for &log_seq in log_seqs {
+            let Some(stored) = self.stored_append_seq(log_seq)? else {
+                continue;
+            };
+            let mapped = self.runs.read().append_seq(log_seq);
+            if stored != mapped {
+                return Err(Error::Metadata {
+                    path: self.root.join(meta::FILE_NAME),
+                    reason: format!(
+                        "it maps log sequence {log_seq} to append sequence {mapped}, but the \
+                         record there has {stored}: the file does not describe this log \
+                         (restore it from a backup; nothing was changed)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `store.meta` against the log ([STORE-02]): the first and last record of every
+    /// run must have the append sequences the run gives them. Append sequences strictly
+    /// increase along the log, so this proves the whole mapping with two reads per run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Metadata`] naming the first record that disagrees; storage errors.
+    pub fn verify_metadata(&self) -> Result<()> {
+        self.refresh_runs()?;
+        let first = self.reader.reload_start()?.0;
+        let next = self.reader.next_seq()?.0;
+        let mut bounds: Vec<u64> = std::iter::once(1)
+            .chain(self.runs.read().runs().iter().map(|r| r.log_seq))
+            .collect();
+        bounds.dedup();
+        bounds.push(u64::MAX);
+        let mut points = Vec::new();
+        for pair in bounds.windows(2) {
+            let [start, end] = *pair else { continue };
+            let (start, end) = (start.max(first), end.min(next));
+            if start < end {
+                points.extend([start, end - 1]);
+            }
+        }
+        self.check_map_at(&points)
     }
 
     /// The underlying log reader (for raw-frame tools such as `verify`).
@@ -231,16 +249,20 @@ impl LogStore {
         self.log.as_mut().ok_or(Error::ReadOnly { path })
     }
 
-    /// The last append sequence ever assigned (0 for a new store).
+    /// The last append sequence ever assigned (0 for a new store): the one of the last
+    /// record written, whether or not it was pruned since.
     fn last_sequence(&self) -> Result<u64> {
         let next_log = self.reader.next_seq()?.0;
-        Ok(self.runs.read().append_seq(next_log) - 1)
+        Ok(match next_log {
+            0 | 1 => 0,
+            _ => self.runs.read().append_seq(next_log - 1),
+        })
     }
 
     /// Followers pick up runs another process added.
     fn refresh_runs(&self) -> Result<()> {
         if self.log.is_none() {
-            *self.runs.write() = Runs::load(&self.root)?;
+            *self.runs.write() = load_map(&self.root)?.0;
         }
         Ok(())
     }
@@ -248,7 +270,7 @@ impl LogStore {
     fn append(&mut self, records: &[Record]) -> Result<()> {
         let mut last = self.last_sequence()?;
         let first_log = self.reader.next_seq()?.0;
-        let mut new_runs = self.runs.read().clone();
+        let mut map = self.runs.read().clone();
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(records.len(), Vec::new);
         for (next_log, (record, buffer)) in
@@ -262,14 +284,12 @@ impl LogStore {
                     found: sequence,
                 });
             }
-            if sequence != new_runs.append_seq(next_log) {
-                new_runs.0.push((next_log, sequence));
-            }
+            map.continue_at(next_log, sequence);
             buffer.clear();
             record.encode_into(buffer)?;
             last = sequence;
         }
-        let result = self.append_encoded(records, &encoded, new_runs);
+        let result = self.append_encoded(records, &encoded, map);
         self.encoded = encoded;
         result
     }
@@ -278,12 +298,12 @@ impl LogStore {
         &mut self,
         records: &[Record],
         encoded: &[Vec<u8>],
-        runs: Runs,
+        map: SequenceMap,
     ) -> Result<()> {
-        if runs != *self.runs.read() {
-            // A run is durable before the first record that needs it.
-            crate::storage::write_atomic(&self.root.join(META_FILE), runs.encode().as_bytes())?;
-            *self.runs.write() = runs;
+        if map != *self.runs.read() {
+            // A run is durable before the first record that needs it ([STORE-03]).
+            self.write_map(&map)?;
+            *self.runs.write() = map;
         }
         let range = self.writer()?.append_batch(encoded)?;
         let entries: Vec<(u64, u64, i64)> = records
@@ -478,7 +498,7 @@ impl ArtifactStore for LogStore {
             backend: "log",
             records: next_log - first_log,
             first_sequence,
-            last_sequence: self.runs.read().append_seq(next_log) - 1,
+            last_sequence: self.last_sequence()?,
             bytes,
         })
     }
@@ -494,27 +514,5 @@ impl ArtifactStore for LogStore {
         self.refresh_runs()?;
         let log_seq = self.runs.read().log_seq_after(after);
         Ok(self.reader.wait_for(Seq(log_seq), timeout)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_map_both_ways_across_gaps() {
-        let runs = Runs(vec![(1, 57), (4, 70)]);
-        assert_eq!(runs.append_seq(1), 57);
-        assert_eq!(runs.append_seq(3), 59);
-        assert_eq!(runs.append_seq(4), 70);
-        assert_eq!(runs.append_seq(6), 72);
-        assert_eq!(runs.log_seq_after(0), 1);
-        assert_eq!(runs.log_seq_after(57), 2);
-        assert_eq!(runs.log_seq_after(59), 4);
-        assert_eq!(runs.log_seq_after(65), 4);
-        assert_eq!(runs.log_seq_after(70), 5);
-        assert_eq!(Runs::default().log_seq_after(9), 10);
-        let text = runs.encode();
-        assert_eq!(Runs::decode(&text, Path::new("x")).unwrap(), runs);
     }
 }

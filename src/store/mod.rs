@@ -13,6 +13,7 @@ mod error;
 mod ids;
 pub mod interchange;
 mod log_store;
+pub mod meta;
 mod sqlite;
 mod tail;
 
