@@ -818,9 +818,9 @@ fn damage_before_the_tail_is_refused_unless_point_in_time() {
 }
 
 /// [REC-06] [ROLL-04] [ROLL-05] A last segment that ends in a seal (a roll interrupted after
-/// its seal) gets its successor when the log is opened, before the first append.
+/// its seal) gets its successor from the first append after the open, not from the open.
 #[test]
-fn an_interrupted_roll_is_completed_on_open() {
+fn an_interrupted_roll_is_completed_by_the_first_append() {
     let (dir, walk) = crashed_log();
     let path = segment_path(dir.path(), 1);
     write_at(
@@ -829,12 +829,17 @@ fn an_interrupted_roll_is_completed_on_open() {
         &encode_frame(walk.salt, 6, FrameKind::Seal, b""),
     );
     let (mut log, report) = reopen(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
-    assert!(report.completed_roll);
-    assert_eq!(report.segments, 2);
+    assert!(report.pending_roll);
+    assert_eq!(report.segments, 1);
     assert_eq!(report.next_seq, 6);
+    assert_eq!(log.active_segment(), SegmentId(1));
+    assert!(
+        !segment_path(dir.path(), 6).exists(),
+        "opening creates no segment"
+    );
+    assert_eq!(log.append(b"sixth").unwrap(), Seq(6));
     assert_eq!(log.active_segment(), SegmentId(6));
     assert_eq!(header(&segment_path(dir.path(), 6)).base, 6);
-    assert_eq!(log.append(b"sixth").unwrap(), Seq(6));
     let records = all_records(&log.reader());
     assert_eq!(records.len(), 6);
     assert_eq!(records[5], (Seq(6), b"sixth".to_vec()));

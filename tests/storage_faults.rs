@@ -495,7 +495,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
         if crash {
             log.simulate_crash();
             let (mut log, report) = Log::open(dir.path(), small_options()).unwrap();
-            assert!(report.completed_roll, "{report:?}");
+            assert!(report.pending_roll, "{report:?}");
             assert_eq!(report.next_seq, seq);
             assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
             assert_eq!(log.active_segment(), SegmentId(seq));

@@ -424,13 +424,17 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
             let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
             let reader = log.reader();
             expect_corrupt_at(&reader, &payloads, base, *offset, &case);
-            match reader.verify() {
-                Err(Error::Corrupt {
-                    segment: SegmentId(s),
-                    offset: o,
-                    ..
-                }) => assert_eq!((s, o), (base, *offset), "{case}"),
-                other => panic!("{case}: verify gave {other:?}"),
+            // [VER-01] verify names the damage and reads on past it.
+            let report = reader.verify().unwrap();
+            match report.problems.first() {
+                Some(damage) => {
+                    assert_eq!(
+                        (damage.segment, damage.offset),
+                        (SegmentId(base), *offset),
+                        "{case}"
+                    );
+                }
+                None => panic!("{case}: verify found nothing: {report:?}"),
             }
         }
     }
@@ -570,7 +574,12 @@ fn damaged_segment_header_is_an_error_naming_the_segment() {
             copy_dir(template.path(), copy.path());
             flip_byte(&segment_file(copy.path(), sealed), at, mask);
             let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
-            expect_header_error(log.reader().verify().map(|_| ()), sealed);
+            let report = log.reader().verify().unwrap();
+            let first = report
+                .problems
+                .first()
+                .map_or(Ok(()), |d| Err(d.to_error()));
+            expect_header_error(first, sealed);
             let mut before = log.reader().iter(Seq(1)).unwrap();
             for seq in 1..sealed {
                 let (got, payload) = before.next().unwrap().unwrap();
@@ -704,10 +713,11 @@ fn stale_clean_shutdown_marker_is_not_trusted() {
     assert_eq!(all[79].1, payload_of_len(80, 100));
 }
 
-/// A segment that ends in a seal with no successor (a crash in the middle of a roll) is
-/// completed on open: the successor is created and numbering continues.
+/// [REC-06] A segment that ends in a seal with no successor (a crash in the middle of a roll)
+/// is completed by the first append after the open: the successor is created and numbering
+/// continues.
 #[test]
-fn interrupted_roll_is_completed_on_open() {
+fn interrupted_roll_is_completed_by_the_first_append() {
     let template = build(10);
     let dir = template.copy();
     let last = template.frames.last().unwrap();
@@ -715,11 +725,11 @@ fn interrupted_roll_is_completed_on_open() {
     let seal = encode_frame(header.salt, last.seq + 1, FrameKind::Seal, &[]);
     common::write_bytes(&template.segment(dir.path()), last.end(), &seal);
     let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
-    assert!(report.completed_roll, "{report:?}");
+    assert!(report.pending_roll, "{report:?}");
     assert!(report.torn_tail.is_none(), "{report:?}");
     assert_eq!(report.next_seq, last.seq + 1);
-    assert_eq!(log.active_segment(), SegmentId(last.seq + 1));
     assert_eq!(log.append(b"next").unwrap(), Seq(last.seq + 1));
+    assert_eq!(log.active_segment(), SegmentId(last.seq + 1));
     let all = read_all(&log.reader());
     assert_eq!(all.len() as u64, last.seq + 1);
     for (seq, payload) in &all[..template.payloads.len()] {
@@ -754,7 +764,7 @@ fn follower_at_a_seal_without_successor_sees_the_end_not_corruption() {
     assert!(cursor.next().unwrap().is_none(), "the end stays the end");
 
     let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
-    assert!(report.completed_roll);
+    assert!(report.pending_roll);
     log.append(b"in the successor").unwrap();
     let record = cursor.next().unwrap().expect("the follower moves on");
     assert_eq!(

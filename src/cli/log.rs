@@ -1,4 +1,5 @@
-//! `inspect` and `verify`: looking at a log directory without writing to it.
+//! `inspect` and `verify`: looking at a log directory without writing to it; `repair`: the
+//! explicit cut of a damaged end that a plain open refuses.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
-use crate::storage::{LogOptions, Reader};
+use crate::storage::{Log, LogOptions, Reader, RecoveryMode};
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
@@ -18,6 +19,12 @@ pub(crate) struct InspectArgs {
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
     /// The log directory.
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RepairArgs {
+    /// The log directory (for a store, its `log` subdirectory).
     dir: PathBuf,
 }
 
@@ -49,15 +56,61 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
 
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let reader = open(&args.dir)?;
-    match reader.verify() {
-        Ok(count) => {
-            println!("ok: {count} records, every frame checksum valid");
-            Ok(Outcome::Success)
-        }
-        Err(error) if error.is_corruption() => {
-            println!("damaged: {error}");
-            Ok(Outcome::ProblemsFound)
-        }
-        Err(error) => Err(error).context("verify failed"),
+    let report = reader
+        .verify()
+        .with_context(|| format!("cannot verify the log in {}", args.dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    for damage in &report.problems {
+        writeln!(out, "damaged: {damage}")?;
     }
+    if let Some((segment, offset)) = report.unclean_tail {
+        writeln!(
+            out,
+            "note: segment {segment} ends in bytes after offset {offset} that hold no valid frame (an unclean stop); the next writer open cuts them"
+        )?;
+    }
+    if report.is_ok() {
+        writeln!(
+            out,
+            "ok: {} records in {} segments, every frame checksum valid",
+            report.records, report.segments
+        )?;
+        Ok(Outcome::Success)
+    } else {
+        writeln!(
+            out,
+            "checked {} intact records in {} segments: {} damaged regions",
+            report.records,
+            report.segments,
+            report.problems.len()
+        )?;
+        Ok(Outcome::ProblemsFound)
+    }
+}
+
+/// Opens the log with `RecoveryMode::PointInTime`, which cuts the active segment at its first
+/// damaged frame (records after it included), and reports what was cut.
+pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<Outcome> {
+    let options = LogOptions {
+        recovery_mode: RecoveryMode::PointInTime,
+        ..LogOptions::default()
+    };
+    let (log, report) = Log::open(&args.dir, options)
+        .with_context(|| format!("cannot repair the log in {}", args.dir.display()))?;
+    log.close()
+        .with_context(|| format!("cannot close the log in {}", args.dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    match report.torn_tail {
+        Some(cut) => writeln!(
+            out,
+            "cut segment {} from offset {}: {} bytes zeroed ({}); the log now ends before sequence {}",
+            cut.segment, cut.offset, cut.bytes_dropped, cut.kind, report.next_seq
+        )?,
+        None => writeln!(
+            out,
+            "nothing to cut: the end of the log is intact (next sequence {})",
+            report.next_seq
+        )?,
+    }
+    Ok(Outcome::Success)
 }

@@ -59,7 +59,8 @@ enum Command {
     /// Show a store's records, sequences, bytes, capture-time range and artifact counts.
     #[command(alias = "inspect")]
     Stats(store::StatsArgs),
-    /// Check every frame and every record checksum of a store; exit 1 if any is damaged.
+    /// Check every frame and every record checksum of a store, listing every problem; exit 1
+    /// if any is damaged.
     Verify(VerifyArgs),
     /// Plan or apply checkpoint-aware retention on a segment-log store.
     Prune(prune::PruneArgs),
@@ -98,8 +99,11 @@ struct VerifyArgs {
 enum LogCommand {
     /// Show a log's segments, sequences and sizes.
     Inspect(log::InspectArgs),
-    /// Check every frame of a log; exit 1 if any is damaged.
+    /// Check every frame of a log and list every damaged one; exit 1 if any is damaged.
     Verify(log::VerifyArgs),
+    /// Cut a damaged end of the last segment that opening refuses (recovery mode
+    /// PointInTime): the records from the first damaged frame on are lost. Run `verify` first.
+    Repair(log::RepairArgs),
 }
 
 /// What a command reports back to `main`.
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Prune(args) => prune::run(&args),
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
+        Command::Log(LogCommand::Repair(args)) => log::repair(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
         Command::Replay(command) => replay::run(&command),
         Command::Evidence(command) => evidence::run(&command),

@@ -38,8 +38,21 @@ impl StoreArg {
     }
 
     pub(crate) fn open_write(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
-        store::open(&self.store, self.backend())
-            .with_context(|| format!("cannot open the store {} for writing", self.store.display()))
+        store::open(&self.store, self.backend()).map_err(|error| {
+            let damaged = matches!(&error, store::Error::Storage(e) if e.is_corruption());
+            let hint = if damaged {
+                format!(
+                    " (`esl-replay verify -s {0}` lists the damage; `esl-replay log repair {0}/log` cuts a damaged end, losing the records after it)",
+                    self.store.display()
+                )
+            } else {
+                String::new()
+            };
+            anyhow::Error::new(error).context(format!(
+                "cannot open the store {} for writing{hint}",
+                self.store.display()
+            ))
+        })
     }
 }
 
@@ -460,23 +473,14 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     let mut per_artifact = std::collections::BTreeMap::<String, u64>::new();
     let (mut first_capture, mut last_capture) = (None, None);
     let bar = progress(Some(stats.records), "scanning");
-    let mut cursor = ReadCursor::start();
-    let mut seen = 0;
-    loop {
-        let page = store.read_from_cursor(&cursor, 1000, &Criteria::any())?;
-        let Some(last) = page.last() else { break };
-        cursor = cursor.advance(last.append_sequence(), None)?;
-        for record in &page {
-            *per_artifact
-                .entry(record.artifact_name().to_owned())
-                .or_default() += 1;
-            let at = *record.capture_timestamp();
-            first_capture = Some(first_capture.map_or(at, |f: time::OffsetDateTime| f.min(at)));
-            last_capture = Some(last_capture.map_or(at, |l: time::OffsetDateTime| l.max(at)));
-        }
-        seen += page.len() as u64;
-        bar.set_position(seen);
-    }
+    let scan = scan_records(&args.store, store.as_ref(), &bar, &mut |record| {
+        *per_artifact
+            .entry(record.artifact_name().to_owned())
+            .or_default() += 1;
+        let at = *record.capture_timestamp();
+        first_capture = Some(first_capture.map_or(at, |f: time::OffsetDateTime| f.min(at)));
+        last_capture = Some(last_capture.map_or(at, |l: time::OffsetDateTime| l.max(at)));
+    })?;
     bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -511,15 +515,117 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     for (name, count) in per_artifact {
         writeln!(out, "  {count:>10}  {name}")?;
     }
-    Ok(Outcome::Success)
+    if scan.problems.is_empty() {
+        return Ok(Outcome::Success);
+    }
+    // The counts above leave out what could not be read; say where that is.
+    for problem in &scan.problems {
+        writeln!(out, "problem     {problem}")?;
+    }
+    Ok(Outcome::ProblemsFound)
+}
+
+/// What a full read of a store met.
+struct Scan {
+    /// Records read (decoded or not).
+    checked: u64,
+    /// One line per problem: a damaged frame with its segment and offset, or a record that
+    /// does not decode.
+    problems: Vec<String>,
+}
+
+/// Hands every readable record to `visit` in sequence order. A log store is read past
+/// damage, each damaged frame becoming a problem line, so records in other segments (and
+/// after the damage) are still read.
+fn scan_records(
+    arg: &StoreArg,
+    store: &dyn ArtifactStore,
+    bar: &ProgressBar,
+    visit: &mut dyn FnMut(&Record),
+) -> anyhow::Result<Scan> {
+    let mut scan = Scan {
+        checked: 0,
+        problems: Vec::new(),
+    };
+    if !arg.sqlite && Backend::for_path(&arg.store) == Backend::Log {
+        let log = LogStore::open_read_only(&arg.store)?;
+        let mut undecodable = Vec::new();
+        let report = log.log_reader().verify_each(&mut |seq, payload| {
+            match Record::decode(payload) {
+                Ok(record) => visit(&record),
+                Err(error) => undecodable.push(format!(
+                    "sequence {}: record does not decode: {error}",
+                    log.append_sequence_of(seq.0)
+                )),
+            }
+            scan.checked += 1;
+            if scan.checked.is_multiple_of(4096) {
+                bar.set_position(scan.checked);
+            }
+        })?;
+        scan.problems = report
+            .problems
+            .iter()
+            .map(|damage| describe_damage(&log, damage))
+            .collect();
+        scan.problems.extend(undecodable);
+        return Ok(scan);
+    }
+    let mut cursor = ReadCursor::start();
+    loop {
+        let page = match store.read_from_cursor(&cursor, 1000, &Criteria::any()) {
+            Ok(page) => page,
+            Err(store::Error::CorruptRecord { sequence, source }) => {
+                scan.checked += 1;
+                scan.problems.push(format!(
+                    "sequence {sequence}: record does not decode: {source}"
+                ));
+                cursor = ReadCursor::new(sequence.max(cursor.last_consumed_sequence() + 1), None);
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let Some(last) = page.last() else { break };
+        cursor = cursor.advance(last.append_sequence(), None)?;
+        for record in &page {
+            visit(record);
+        }
+        scan.checked += page.len() as u64;
+        bar.set_position(scan.checked);
+    }
+    Ok(scan)
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// A damaged frame of a log store, with the append sequences it makes unreadable.
+fn describe_damage(log: &LogStore, damage: &crate::storage::Damage) -> String {
+    let what = format!(
+        "damaged frame: segment {} at offset {}: {}",
+        damage.segment, damage.offset, damage.kind
+    );
+    let first = log.append_sequence_of(damage.first_seq.0);
+    match damage.resumes_at {
+        Some(end) if end > damage.first_seq => format!(
+            "{what} ({} unreadable, append sequences {first}..={})",
+            plural(end.0 - damage.first_seq.0, "record"),
+            log.append_sequence_of(end.0 - 1)
+        ),
+        Some(_) => what,
+        None => format!("{what} (records from append sequence {first} on unreadable)"),
+    }
 }
 
 /// Verifies a store: its sequence map (log backend, format/store.md [STORE-02]), every
-/// frame's CRC (log backend) and every record's checksum; reports each problem with its
-/// sequence and id. Returns the number of problems.
+/// frame's CRC (log backend, continuing past damage) and every record's checksum; reports
+/// each problem with where it is. Returns the number of problems.
 pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
-    let mut out = std::io::stdout().lock();
-    let mut problems = 0u64;
     if !arg.sqlite && Backend::for_path(&arg.store) == Backend::Log {
         // The sequence map decides which records readers find: check it first. Other
         // failures to open are reported by the open below, as for every command.
@@ -531,6 +637,7 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
         match checked {
             Ok(()) => {}
             Err(error @ store::Error::Metadata { .. }) => {
+                let mut out = std::io::stdout().lock();
                 writeln!(out, "{error}")?;
                 writeln!(
                     out,
@@ -546,43 +653,24 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
     let store = arg.open_read()?;
     let total = store.stats()?.records;
     let bar = progress(Some(total), "verifying");
-    let mut checked = 0u64;
-    let mut cursor = ReadCursor::start();
-    loop {
-        let page = match store.read_from_cursor(&cursor, 1000, &Criteria::any()) {
-            Ok(page) => page,
-            Err(store::Error::CorruptRecord { sequence, source }) => {
-                problems += 1;
-                writeln!(out, "sequence {sequence}: record does not decode: {source}")?;
-                cursor = ReadCursor::new(sequence.max(cursor.last_consumed_sequence() + 1), None);
-                continue;
-            }
-            Err(store::Error::Storage(error)) if error.is_corruption() => {
-                problems += 1;
-                writeln!(out, "damaged frame: {error}")?;
-                break;
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let Some(last) = page.last() else { break };
-        cursor = cursor.advance(last.append_sequence(), None)?;
-        for record in &page {
-            if !record.verify_checksum() {
-                problems += 1;
-                writeln!(
-                    out,
-                    "sequence {} id {}: checksum mismatch (stored {})",
-                    record.append_sequence(),
-                    record.id(),
-                    record.checksum()
-                )?;
-            }
+    let mut mismatches = Vec::new();
+    let scan = scan_records(arg, store.as_ref(), &bar, &mut |record| {
+        if !record.verify_checksum() {
+            mismatches.push(format!(
+                "sequence {} id {}: checksum mismatch (stored {})",
+                record.append_sequence(),
+                record.id(),
+                record.checksum()
+            ));
         }
-        checked += page.len() as u64;
-        bar.set_position(checked);
-    }
+    })?;
     bar.finish_and_clear();
-    writeln!(out, "checked {checked} records: {problems} problems")?;
+    let mut out = std::io::stdout().lock();
+    for line in scan.problems.iter().chain(&mismatches) {
+        writeln!(out, "{line}")?;
+    }
+    let problems = (scan.problems.len() + mismatches.len()) as u64;
+    writeln!(out, "checked {} records: {problems} problems", scan.checked)?;
     Ok(problems)
 }
 

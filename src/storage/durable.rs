@@ -159,7 +159,18 @@ pub(crate) fn rename(io: &dyn Io, dir: &Path, source: &Path, target: &Path) -> R
 /// Creates (or recreates) `path` as `len` zero bytes, written and synced, so that later
 /// writes through a mapping need no block allocation and `fdatasync` has no size change to
 /// record [SEG-08]. An `ENOSPC` surfaces here, never as a fault on a mapped page.
+///
+/// On failure the partial file is removed (best effort), so that a disk that ran out of space
+/// is not left full of zeros that hold nothing.
 pub(crate) fn create_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> {
+    let created = fill_zeroed(io, path, len);
+    if created.is_err() {
+        let _ = io.remove_file(path);
+    }
+    created
+}
+
+fn fill_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)

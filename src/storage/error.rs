@@ -80,6 +80,19 @@ pub enum CorruptKind {
     /// A compressed frame did not decompress.
     #[error("compressed payload does not decompress")]
     Decompress,
+    /// The frames of the last segment do not reach the end that the clean shutdown recorded:
+    /// durable records are damaged (this is never a torn tail).
+    #[error(
+        "{}, below offset {clean_end} where the clean shutdown recorded the end of durable frames: durable records are damaged",
+        fault.as_deref().map_or_else(|| "frames end early".to_owned(), ToString::to_string)
+    )]
+    BelowCleanEnd {
+        /// Where the clean shutdown recorded the end of the segment's frames.
+        clean_end: u64,
+        /// What is wrong at the offset where valid frames stop (`None`: zeroed space or the
+        /// end of the file).
+        fault: Option<Box<CorruptKind>>,
+    },
 }
 
 /// The file-system operation that failed, for error messages.

@@ -40,6 +40,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod shared;
+mod verify;
 mod writer;
 
 pub use bounded::{
@@ -56,6 +57,7 @@ pub use options::{
 };
 pub use reader::{Cursor, Durability, Reader, RecordRef, Records, TruncateReport};
 pub use recovery::{RecoveryReport, TornTail};
+pub use verify::{Damage, VerifyReport};
 pub use writer::Log;
 
 /// Bytes a record's frame adds to its payload on disk (the frame header).

@@ -24,7 +24,7 @@ use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::LogOptions;
-use super::segment::{FileWindow, SegmentData};
+use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
 
 /// A record as a cursor yields it: its sequence and a borrowed payload.
@@ -59,6 +59,10 @@ pub struct Reader {
 impl Reader {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Reader {
         Reader { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Opens a log read-only, without the writer lock, beside a writer in any process [RD-01].
@@ -349,20 +353,6 @@ impl Reader {
         Ok(report)
     }
 
-    /// Reads every record and checks every frame, returning how many records were checked.
-    ///
-    /// # Errors
-    ///
-    /// The first corrupt frame, with its segment and offset.
-    pub fn verify(&self) -> Result<u64> {
-        let mut cursor = self.cursor(self.first_seq())?;
-        let mut count = 0;
-        while cursor.next()?.is_some() {
-            count += 1;
-        }
-        Ok(count)
-    }
-
     /// The log's directory.
     #[must_use]
     pub fn dir(&self) -> &Path {
@@ -456,6 +446,67 @@ impl Cursor {
             seq: Seq(seq),
             payload: bytes,
         }))
+    }
+
+    /// After [`Cursor::next`] failed on a damaged frame, moves past the damage: to the next
+    /// valid frame of the same segment (found as recovery's classifier finds one [REC-03]),
+    /// or to the next segment. Returns the sequence reading resumes at; the sequences
+    /// between the damaged frame's and it cannot be read. `None` if nothing readable follows
+    /// the damage in the log as known (the cursor stays at the damage, so the next call to
+    /// [`Cursor::next`] fails again) [RD-04].
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn skip_damage(&mut self) -> Result<Option<Seq>> {
+        let Some((offset, seq)) = self.resync_point()? else {
+            return Ok(None);
+        };
+        self.offset = offset;
+        self.seq = seq;
+        self.window.reset();
+        Ok(Some(Seq(seq.max(self.target))))
+    }
+
+    /// Where reading resumes after the damaged frame at the cursor's position: the next valid
+    /// frame of the segment, or (for a sealed segment) its seal, which leads to the next.
+    fn resync_point(&self) -> Result<Option<(u64, u64)>> {
+        let Some(segment) = self.segment.as_deref() else {
+            return Ok(None);
+        };
+        let end = segment.end();
+        let sealed = segment.is_sealed();
+        let limit = end
+            + if sealed {
+                frame::FRAME_HEADER_LEN as u64
+            } else {
+                0
+            };
+        if self.offset >= end {
+            return Ok(None);
+        }
+        let found =
+            match segment::last_nonzero_byte(&segment.file, &segment.path, self.offset, limit)? {
+                Some(last) => segment::find_valid_frame(
+                    &segment.file,
+                    &segment.path,
+                    segment.salt,
+                    self.offset,
+                    last,
+                    self.seq,
+                    self.shared.max_payload,
+                )?,
+                None => None,
+            };
+        Ok(match found {
+            Some(segment::Resync {
+                offset,
+                seq: Some(seq),
+            }) => Some((offset, seq)),
+            // Nothing valid in the rest of a sealed segment: go on at its seal.
+            _ if sealed => Some((end, segment.end_seq())),
+            _ => None,
+        })
     }
 
     /// The sequence the next call to [`Cursor::next`] looks for.
@@ -563,7 +614,19 @@ impl Cursor {
                             max: end - self.offset,
                         },
                     };
-                    return Err(segment.corrupt(self.offset, kind));
+                    let error = segment.corrupt(self.offset, kind);
+                    // Damage before the record asked for is not in the way of it: read on
+                    // from the next valid frame, if that is not past the record [RD-04].
+                    if self.seq < self.target
+                        && let Some((offset, seq)) = self.resync_point()?
+                        && seq <= self.target
+                    {
+                        self.offset = offset;
+                        self.seq = seq;
+                        self.window.reset();
+                        continue;
+                    }
+                    return Err(error);
                 };
                 let Some((bytes, mut location)) = payload else {
                     continue;
@@ -626,6 +689,11 @@ impl Cursor {
             if self.shared.follower && self.shared.refresh()? {
                 continue;
             }
+            if let Some((offset, kind)) = segment.damaged_end.get()
+                && *offset == self.offset
+            {
+                return Err(segment.corrupt(*offset, kind.clone()));
+            }
             return Ok(None);
         }
     }
@@ -634,7 +702,7 @@ impl Cursor {
 /// Decompresses one zstd frame into `out`, sized from the frame's declared content size
 /// (bounded by the format's payload limit) [FRM-06]. `None` if it does not decompress to
 /// exactly that size.
-fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Option<()> {
+pub(crate) fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let size = zstd::zstd_safe::get_frame_content_size(compressed).ok()??;
     if size > u64::from(READ_PAYLOAD_LIMIT) {
         return None;

@@ -1,8 +1,9 @@
 //! Opening is recovery: finding where the active segment's valid frames end and cutting off a
 //! torn tail (format/recovery.md).
 //!
-//! After a clean close the clean-shutdown marker names the end, so nothing is scanned
-//! [REC-01]. Otherwise the scan starts at the last index entry (written only for durable
+//! After a clean close the clean-shutdown marker names the end, so nothing is scanned; it is
+//! a promise, so frames below that end that do not decode are corruption, refused in every
+//! mode but `PointInTime`, never a torn tail [REC-01]. Otherwise the scan starts at the last index entry (written only for durable
 //! frames) and runs to the first position that holds no valid frame [REC-02]. What lies
 //! beyond decides the outcome [REC-03]: if no valid frame follows anywhere in the rest of the
 //! segment, the damage is a torn tail, which is zeroed (never truncated: readers may have the
@@ -16,7 +17,8 @@ use super::error::{CorruptKind, Error, IoOp, Result};
 use super::frame::{self, Decoded};
 use super::header::{FileHeader, HEADER_LEN};
 use super::id::SegmentId;
-use super::io::{Io, read_at, write_all_at};
+use super::index::IndexEntry;
+use super::io::{Io, write_all_at};
 use super::meta::CleanMark;
 use super::options::RecoveryMode;
 use super::segment::{self, FileWindow, Parts, Stop};
@@ -41,9 +43,10 @@ pub struct RecoveryReport {
     pub removed_temporaries: usize,
     /// Segments wholly below the logical start that were removed (an interrupted truncation).
     pub removed_segments: usize,
-    /// The last segment was sealed without a successor (an interrupted roll), so a new one was
-    /// created.
-    pub completed_roll: bool,
+    /// The last segment ends in a seal without a successor (a roll that was interrupted or
+    /// failed, for example for lack of space); the first append creates the successor
+    /// [REC-06], so opening never needs room for a new segment.
+    pub pending_roll: bool,
 }
 
 /// A damaged end of the active segment that recovery cut off.
@@ -64,10 +67,6 @@ pub struct TornTail {
 pub(crate) struct Recovered {
     pub(crate) parts: Parts,
 }
-
-/// Limit on bytes checksummed while looking for valid frames after damage; past it the damage
-/// is treated as not being a torn tail (the conservative answer).
-const SEARCH_BUDGET: u64 = 256 << 20;
 
 /// Recovers the last segment of a log for writing.
 pub(crate) fn recover_active(
@@ -92,44 +91,83 @@ pub(crate) fn recover_active(
         .map(|i| i.entries)
         .unwrap_or_default();
 
-    if let Some(mark) =
-        clean.filter(|m| m.segment == base && m.salt == header.salt && m.end_offset <= file_len)
-    {
-        let mut clean_entries = entries.clone();
-        let (_, found) = segment::scan_from_index(
-            &mut window,
-            &file,
-            &path,
-            &header,
-            &mut clean_entries,
-            mark.end_offset,
-            file_len,
-            max_payload,
-        )?;
-        let beyond = window.frame(&file, &path, mark.end_offset, file_len, max_payload)?;
-        let tail = frame::decode(beyond, header.salt, mark.next_seq, max_payload);
-        if found.stop == Stop::Limit
-            && found.end_seq == mark.next_seq
-            && matches!(tail, Decoded::Empty | Decoded::Seal)
-        {
-            report.clean_shutdown = true;
-            let sealed = tail == Decoded::Seal;
-            let parts = Parts {
-                file,
-                path,
-                header,
+    match clean {
+        Some(mark) if mark.segment == base && mark.salt == header.salt => {
+            let promise = check_clean_end(
+                &mut window,
+                &file,
+                &path,
+                &header,
+                &mut entries,
+                &mark,
                 file_len,
-                end: mark.end_offset,
-                end_seq: mark.next_seq,
-                sealed,
-                entries: clean_entries,
-            };
-            return Ok(Recovered { parts });
+                max_payload,
+            )?;
+            match promise {
+                CleanEnd::Kept {
+                    sealed: Some(sealed),
+                } => {
+                    report.clean_shutdown = true;
+                    let parts = Parts {
+                        file,
+                        path,
+                        header,
+                        file_len,
+                        end: mark.end_offset,
+                        end_seq: mark.next_seq,
+                        sealed,
+                        entries,
+                    };
+                    return Ok(Recovered { parts });
+                }
+                // Every promised frame is intact, but the space after them is not empty: no
+                // durable record is at stake there, so it is scanned as an unclean tail.
+                CleanEnd::Kept { sealed: None } => {
+                    tracing::warn!(
+                        segment = base,
+                        offset = mark.end_offset,
+                        "bytes after the end recorded by the clean shutdown; scanning from there"
+                    );
+                }
+                CleanEnd::Broken {
+                    offset,
+                    end_seq,
+                    kind,
+                } => {
+                    if mode != RecoveryMode::PointInTime {
+                        return Err(Error::Corrupt {
+                            segment: SegmentId(base),
+                            offset,
+                            kind,
+                        });
+                    }
+                    // The one explicit repair: cut the promised frames from the damage on.
+                    if let Some(last) = segment::last_nonzero_byte(&file, &path, offset, file_len)?
+                    {
+                        cut(io, &file, &path, &header, offset..last + 1, kind, report)?;
+                    }
+                    let parts = Parts {
+                        file,
+                        path,
+                        header,
+                        file_len,
+                        end: offset,
+                        end_seq,
+                        sealed: false,
+                        entries,
+                    };
+                    return Ok(Recovered { parts });
+                }
+            }
         }
-        tracing::warn!(
-            segment = base,
-            "clean-shutdown marker does not match the segment; scanning"
-        );
+        Some(mark) => {
+            tracing::warn!(
+                segment = base,
+                marker_segment = mark.segment,
+                "the clean-shutdown marker describes another segment; ignoring it and scanning"
+            );
+        }
+        None => {}
     }
 
     let (offset, found) = segment::scan_from_index(
@@ -179,6 +217,78 @@ pub(crate) fn recover_active(
     Ok(Recovered { parts })
 }
 
+/// What checking a clean-shutdown marker's promise found [REC-01].
+#[derive(Debug)]
+pub(crate) enum CleanEnd {
+    /// Every frame below the recorded end decodes. `sealed` says whether a seal follows
+    /// (`Some(true)`) or empty space (`Some(false)`); `None` if anything else follows (bytes
+    /// written after the end) or the sequences disagree with the marker: no promised record
+    /// is at stake then, and the segment is scanned.
+    Kept { sealed: Option<bool> },
+    /// Durable frames are damaged: valid frames stop at `offset` (sequence `end_seq`), below
+    /// the recorded end.
+    Broken {
+        offset: u64,
+        end_seq: u64,
+        kind: CorruptKind,
+    },
+}
+
+/// Checks that the frames of the last segment reach the end its clean-shutdown marker
+/// recorded, decoding from the resume point of `entries` (which it extends) [REC-01].
+#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
+pub(crate) fn check_clean_end(
+    window: &mut FileWindow,
+    file: &File,
+    path: &Path,
+    header: &FileHeader,
+    entries: &mut Vec<IndexEntry>,
+    mark: &CleanMark,
+    file_len: u64,
+    max_payload: u32,
+) -> Result<CleanEnd> {
+    let limit = mark.end_offset.min(file_len);
+    let (_, found) = segment::scan_from_index(
+        window,
+        file,
+        path,
+        header,
+        entries,
+        limit,
+        file_len,
+        max_payload,
+    )?;
+    if found.stop == Stop::Limit && found.end == mark.end_offset && found.end_seq == mark.next_seq {
+        let beyond = window.frame(file, path, mark.end_offset, file_len, max_payload)?;
+        let sealed = match frame::decode(beyond, header.salt, mark.next_seq, max_payload) {
+            Decoded::Empty => Some(false),
+            Decoded::Seal => Some(true),
+            Decoded::Record { .. } | Decoded::Invalid(_) => None,
+        };
+        return Ok(CleanEnd::Kept { sealed });
+    }
+    if found.end >= mark.end_offset || found.end_seq >= mark.next_seq {
+        // The frames reach the recorded end, or every promised sequence: the marker does not
+        // describe this segment (a stale or rewritten one), and no promised record is missing.
+        return Ok(CleanEnd::Kept { sealed: None });
+    }
+    let fault = match found.stop {
+        // The file ends before the recorded end.
+        Stop::Limit => None,
+        Stop::Invalid(kind) => Some(Box::new(kind)),
+        // Zeroed space, or a seal, below the recorded end: frames after it were promised.
+        Stop::Empty | Stop::Seal => None,
+    };
+    Ok(CleanEnd::Broken {
+        offset: found.end,
+        end_seq: found.end_seq,
+        kind: CorruptKind::BelowCleanEnd {
+            clean_end: mark.end_offset,
+            fault,
+        },
+    })
+}
+
 /// Classifies what lies in `[from, file_len)` and zeroes it if the mode allows.
 #[expect(clippy::too_many_arguments, reason = "the whole recovery position")]
 fn cut_damage(
@@ -195,11 +305,11 @@ fn cut_damage(
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let segment = SegmentId(header.base);
-    let Some(last_nonzero) = last_nonzero_byte(file, path, from, file_len)? else {
+    let Some(last_nonzero) = segment::last_nonzero_byte(file, path, from, file_len)? else {
         return Ok(());
     };
     let bytes_dropped = last_nonzero + 1 - from;
-    let follows = valid_frame_follows(
+    let follows = segment::find_valid_frame(
         file,
         path,
         header.salt,
@@ -207,7 +317,8 @@ fn cut_damage(
         last_nonzero,
         expected_seq,
         max_payload,
-    )?;
+    )?
+    .map(|found| found.offset);
     let kind = match follows {
         Some(next_valid) => CorruptKind::DamagedBeforeTail { next_valid },
         None => invalid.unwrap_or(CorruptKind::TornTail {
@@ -233,114 +344,33 @@ fn cut_damage(
             kind,
         });
     }
-    tracing::warn!(%segment, offset = from, bytes = bytes_dropped, "cutting off a damaged tail");
-    zero_range(io, file, path, from, last_nonzero + 1)?;
+    cut(io, file, path, header, from..last_nonzero + 1, kind, report)
+}
+
+/// Zeroes `range` (damage up to its last non-zero byte) of the segment, syncs it and reports
+/// the cut [REC-05].
+fn cut(
+    io: &dyn Io,
+    file: &File,
+    path: &Path,
+    header: &FileHeader,
+    range: std::ops::Range<u64>,
+    kind: CorruptKind,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let segment = SegmentId(header.base);
+    let bytes_dropped = range.end - range.start;
+    tracing::warn!(%segment, offset = range.start, bytes = bytes_dropped, %kind, "cutting off a damaged tail");
+    zero_range(io, file, path, range.start, range.end)?;
     io.sync_data(file)
         .map_err(|e| Error::io(IoOp::Sync, path, e))?;
     report.torn_tail = Some(TornTail {
         segment,
-        offset: from,
+        offset: range.start,
         bytes_dropped,
         kind,
     });
     Ok(())
-}
-
-/// The offset of the last non-zero byte in `[from, to)`, if any.
-fn last_nonzero_byte(file: &File, path: &Path, from: u64, to: u64) -> Result<Option<u64>> {
-    const CHUNK: u64 = 1 << 20;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut last = None;
-    let mut offset = from;
-    while offset < to {
-        let len = (to - offset).min(CHUNK) as usize;
-        let Some(chunk) = buf.get_mut(..len) else {
-            break;
-        };
-        let n = read_at(file, chunk, offset, path)?;
-        if let Some(i) = chunk.get(..n).and_then(|c| c.iter().rposition(|b| *b != 0)) {
-            last = Some(offset + i as u64);
-        }
-        if n < len {
-            break;
-        }
-        offset += len as u64;
-    }
-    Ok(last)
-}
-
-/// Bytes past the last non-zero byte that a candidate frame may still cover (a payload can
-/// end in zero bytes).
-const SEARCH_SLACK: u64 = 1 << 20;
-
-/// The offset of a valid frame of a later sequence in `(from, last]`, if there is one.
-///
-/// A candidate counts only if its header is plausible, its checksum validates for a
-/// sequence no further from `expected_seq` than the frames that could fit in between, and
-/// what follows it is the next frame, a seal or zeroed space. The chain check makes random
-/// bytes that happen to pass one checksum (about one in 2^32 per position, times the window)
-/// count as nothing. Checksum work is bounded: past [`SEARCH_BUDGET`] bytes the answer is
-/// the conservative one (damage before the tail).
-fn valid_frame_follows(
-    file: &File,
-    path: &Path,
-    salt: u64,
-    from: u64,
-    last: u64,
-    expected_seq: u64,
-    max_payload: u32,
-) -> Result<Option<u64>> {
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::io(IoOp::Read, path, e))?
-        .len();
-    let end = (last + 1 + SEARCH_SLACK).min(file_len.max(last + 1));
-    let mut bytes = vec![0u8; usize::try_from(end - from).unwrap_or(usize::MAX)];
-    let n = read_at(file, &mut bytes, from, path)?;
-    bytes.truncate(n);
-    let scan_end = usize::try_from(last + 1 - from)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    let mut budget = SEARCH_BUDGET;
-    for start in 1..scan_end {
-        let Some(candidate) = bytes.get(start..) else {
-            break;
-        };
-        let Some(len_flags) = frame::len_flags(candidate) else {
-            break;
-        };
-        if !frame::plausible(len_flags, max_payload) {
-            continue;
-        }
-        let frame_len = frame::FRAME_HEADER_LEN + frame::payload_len(len_flags);
-        if frame_len > candidate.len() {
-            continue; // it claims more bytes than there are: it cannot validate
-        }
-        budget = budget.saturating_sub(frame_len as u64);
-        if budget == 0 {
-            return Ok(Some(from + start as u64));
-        }
-        // At most one frame per 8 bytes fits between the damage and the candidate.
-        let window = start as u64 / frame::FRAME_HEADER_LEN as u64 + 1;
-        let Some(seq) = frame::valid_frame_after(
-            candidate,
-            salt,
-            expected_seq.saturating_sub(1),
-            window,
-            max_payload,
-        ) else {
-            continue;
-        };
-        let next = candidate.get(frame_len..).unwrap_or_default();
-        let chained = match frame::decode(next, salt, seq + 1, max_payload) {
-            Decoded::Record { .. } | Decoded::Seal | Decoded::Empty => true,
-            Decoded::Invalid(_) => next.is_empty(),
-        };
-        if chained {
-            return Ok(Some(from + start as u64));
-        }
-    }
-    Ok(None)
 }
 
 /// Overwrites `[from, to)` with zeros.

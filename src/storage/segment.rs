@@ -47,6 +47,9 @@ pub(crate) struct SegmentData {
     pub(crate) index: RwLock<SparseIndex>,
     /// How many index entries are in the index file, and the file once created.
     pub(crate) index_file: Mutex<IndexFileState>,
+    /// For a follower's last segment: damage where its frames stop, below the end a clean
+    /// shutdown recorded, so reads that reach it fail instead of finding the end [REC-01].
+    pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
 }
 
 #[derive(Debug, Default)]
@@ -455,6 +458,7 @@ impl Parts {
                 persisted: 0,
                 complete: self.sealed,
             }),
+            damaged_end: std::sync::OnceLock::new(),
         }
     }
 }
@@ -504,7 +508,7 @@ pub(crate) fn load_sealed(
         (u64::from(footer.seal_offset), footer.end_seq)
     } else {
         tracing::info!(segment = %segment, "rebuilding the index of a sealed segment");
-        let (_, found) = scan_from_index(
+        let (_, mut found) = scan_from_index(
             &mut window,
             &file,
             &path,
@@ -514,22 +518,52 @@ pub(crate) fn load_sealed(
             file_len,
             max_payload,
         )?;
-        match found.stop {
-            Stop::Seal => {}
-            Stop::Invalid(kind) => {
+        // Damage hides only itself [RD-04]: past a damaged frame the scan resumes at the next
+        // valid one, so that reads of the records around it work. (A damaged seal still fails
+        // the segment: the proof that it is complete is gone.)
+        loop {
+            let fault = match found.stop {
+                Stop::Seal => break,
+                Stop::Limit => CorruptKind::MissingSeal,
+                Stop::Invalid(kind) => kind,
+                Stop::Empty => CorruptKind::MissingSeal,
+            };
+            let resync = match last_nonzero_byte(&file, &path, found.end, file_len)? {
+                Some(last) => find_valid_frame(
+                    &file,
+                    &path,
+                    header.salt,
+                    found.end,
+                    last,
+                    found.end_seq,
+                    max_payload,
+                )?,
+                None => None,
+            };
+            let Some(Resync {
+                offset,
+                seq: Some(seq),
+            }) = resync
+            else {
                 return Err(Error::Corrupt {
                     segment,
                     offset: found.end,
-                    kind,
+                    kind: fault,
                 });
-            }
-            Stop::Empty | Stop::Limit => {
-                return Err(Error::Corrupt {
-                    segment,
-                    offset: found.end,
-                    kind: CorruptKind::MissingSeal,
-                });
-            }
+            };
+            tracing::warn!(%segment, offset = found.end, %fault, resumes_at = offset, "damaged frames in a sealed segment; reading on after them");
+            found = scan(
+                &mut window,
+                &file,
+                &path,
+                header.salt,
+                offset,
+                seq,
+                file_len,
+                max_payload,
+                None,
+            )?;
+            entries.append(&mut found.entries);
         }
         if let Some(io) = rewrite_index {
             let mut bytes = FileHeader::new(base, header.salt)
@@ -543,7 +577,12 @@ pub(crate) fn load_sealed(
                 seal_offset: u32::try_from(found.end).unwrap_or(u32::MAX),
             };
             bytes.extend_from_slice(&footer.encode(header.salt));
-            super::durable::replace_file(io, &dir::index_path(dir, base), &bytes)?;
+            // The index is only a shortcut: a full disk must not make the segment unreadable.
+            if let Err(error) =
+                super::durable::replace_file(io, &dir::index_path(dir, base), &bytes)
+            {
+                tracing::warn!(%error, %segment, "could not rewrite the index of a sealed segment; it will be rebuilt again");
+            }
         }
         (found.end, found.end_seq)
     };
@@ -569,4 +608,126 @@ pub(crate) fn load_sealed(
         entries,
     };
     Ok(parts.into_data(map))
+}
+
+/// Limit on bytes checksummed while looking for a valid frame after damage; past it the search
+/// gives up with the conservative answer (something valid may follow) [REC-03].
+const SEARCH_BUDGET: u64 = 256 << 20;
+
+/// Bytes past the last non-zero byte that a candidate frame may still cover (a payload can
+/// end in zero bytes).
+const SEARCH_SLACK: u64 = 1 << 20;
+
+/// The offset of the last non-zero byte in `[from, to)`, if any.
+pub(crate) fn last_nonzero_byte(
+    file: &File,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut last = None;
+    let mut offset = from;
+    while offset < to {
+        let len = (to - offset).min(CHUNK) as usize;
+        let Some(chunk) = buf.get_mut(..len) else {
+            break;
+        };
+        let n = read_at(file, chunk, offset, path)?;
+        if let Some(i) = chunk.get(..n).and_then(|c| c.iter().rposition(|b| *b != 0)) {
+            last = Some(offset + i as u64);
+        }
+        if n < len {
+            break;
+        }
+        offset += len as u64;
+    }
+    Ok(last)
+}
+
+/// A valid frame found after damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resync {
+    /// Where it starts.
+    pub(crate) offset: u64,
+    /// Its sequence (a seal's is the successor's base); `None` when the search budget ran out
+    /// at `offset` before a frame was proven valid.
+    pub(crate) seq: Option<u64>,
+}
+
+/// The first valid frame of a later sequence in `(from, last]` [REC-03], if there is one.
+///
+/// A candidate counts only if its header is plausible, its checksum validates for a
+/// sequence no further from `expected_seq` than the frames that could fit in between, and
+/// what follows it is the next frame, a seal or zeroed space. The chain check makes random
+/// bytes that happen to pass one checksum (about one in 2^32 per position, times the window)
+/// count as nothing. Checksum work is bounded: past [`SEARCH_BUDGET`] bytes the answer is
+/// the conservative one, a `Resync` without a sequence.
+pub(crate) fn find_valid_frame(
+    file: &File,
+    path: &Path,
+    salt: u64,
+    from: u64,
+    last: u64,
+    expected_seq: u64,
+    max_payload: u32,
+) -> Result<Option<Resync>> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(IoOp::Read, path, e))?
+        .len();
+    let end = (last + 1 + SEARCH_SLACK).min(file_len.max(last + 1));
+    let mut bytes = vec![0u8; usize::try_from(end.saturating_sub(from)).unwrap_or(usize::MAX)];
+    let n = read_at(file, &mut bytes, from, path)?;
+    bytes.truncate(n);
+    let scan_end = usize::try_from((last + 1).saturating_sub(from))
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let mut budget = SEARCH_BUDGET;
+    for start in 1..scan_end {
+        let Some(candidate) = bytes.get(start..) else {
+            break;
+        };
+        let Some(len_flags) = frame::len_flags(candidate) else {
+            break;
+        };
+        if !frame::plausible(len_flags, max_payload) {
+            continue;
+        }
+        let frame_len = FRAME_HEADER_LEN + frame::payload_len(len_flags);
+        if frame_len > candidate.len() {
+            continue; // it claims more bytes than there are: it cannot validate
+        }
+        budget = budget.saturating_sub(frame_len as u64);
+        if budget == 0 {
+            return Ok(Some(Resync {
+                offset: from + start as u64,
+                seq: None,
+            }));
+        }
+        // At most one frame per 8 bytes fits between the damage and the candidate.
+        let window = start as u64 / FRAME_HEADER_LEN as u64 + 1;
+        let Some(seq) = frame::valid_frame_after(
+            candidate,
+            salt,
+            expected_seq.saturating_sub(1),
+            window,
+            max_payload,
+        ) else {
+            continue;
+        };
+        let next = candidate.get(frame_len..).unwrap_or_default();
+        let chained = match frame::decode(next, salt, seq + 1, max_payload) {
+            Decoded::Record { .. } | Decoded::Seal | Decoded::Empty => true,
+            Decoded::Invalid(_) => next.is_empty(),
+        };
+        if chained {
+            return Ok(Some(Resync {
+                offset: from + start as u64,
+                seq: Some(seq),
+            }));
+        }
+    }
+    Ok(None)
 }

@@ -13,10 +13,10 @@ use event_listener::Event;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::dir;
-use super::error::{Error, IoOp, Result};
+use super::error::{CorruptKind, Error, IoOp, Result};
 use super::header::HEADER_LEN;
 use super::io::Io;
-use super::meta::StartMark;
+use super::meta::{CleanMark, StartMark};
 use super::options::ReadStrategy;
 use super::segment::{self, FileWindow, SegmentData, Stop};
 
@@ -352,6 +352,28 @@ pub(crate) fn open_tail(
         file_len,
         max_payload,
     )?;
+    // A clean shutdown's recorded end is a promise: frames that stop below it are damage,
+    // which reads must meet rather than take for the end of the log [REC-01].
+    let promised = std::fs::read(dir.join(dir::CLEAN_FILE))
+        .ok()
+        .and_then(|bytes| CleanMark::decode(&bytes).ok())
+        .filter(|m| {
+            m.segment == base
+                && m.salt == header.salt
+                && found.end < m.end_offset
+                && found.end_seq < m.next_seq
+        });
+    let damage = promised.map(|mark| {
+        let fault = match &found.stop {
+            Stop::Invalid(kind) => Some(Box::new(kind.clone())),
+            _ => None,
+        };
+        let kind = CorruptKind::BelowCleanEnd {
+            clean_end: mark.end_offset,
+            fault,
+        };
+        (found.end, kind)
+    });
     let map = segment::map_for_reading(strategy, &file, &path)?;
     let parts = segment::Parts {
         file,
@@ -363,7 +385,11 @@ pub(crate) fn open_tail(
         sealed: found.stop == Stop::Seal,
         entries,
     };
-    Ok(parts.into_data(map))
+    let data = parts.into_data(map);
+    if let Some(damage) = damage {
+        let _ = data.damaged_end.set(damage);
+    }
+    Ok(data)
 }
 
 /// Reads the start file; `None` if there is none.
@@ -378,7 +404,8 @@ pub(crate) fn read_start(dir: &Path) -> Result<Option<u64>> {
     }
 }
 
-fn error_chain(error: &Error) -> String {
+/// An error and its causes on one line, for logs.
+pub(crate) fn error_chain(error: &Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

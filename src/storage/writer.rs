@@ -45,7 +45,7 @@ pub struct Log {
     next_seq: u64,
     /// The active segment carries a seal but its successor could not be created yet.
     sealed_without_successor: bool,
-    spare: Option<JoinHandle<Result<File>>>,
+    spare: Spare,
     syncer: Option<JoinHandle<()>>,
     scratch: Vec<u8>,
     /// The frame being written with `pwrite` under `EveryAppend`.
@@ -185,18 +185,16 @@ impl Log {
             end,
             next_seq,
             sealed_without_successor: sealed,
-            spare: None,
+            spare: Spare::None,
             syncer: None,
             scratch: Vec::new(),
             frame: Vec::new(),
             _lock: lock,
             closed: false,
         };
-        if sealed {
-            report.completed_roll = true;
-            log.roll()?;
-            report.segments += 1;
-        }
+        // The successor of a sealed last segment is created by the first append, not here:
+        // opening (to prune, say) must work on a disk without room for a segment [REC-06].
+        report.pending_roll = sealed;
         log.syncer = spawn_syncer(&log.shared, log.options.sync_policy);
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
@@ -323,7 +321,7 @@ impl Log {
         if let Some(handle) = self.syncer.take() {
             let _ = handle.join();
         }
-        if let Some(handle) = self.spare.take() {
+        if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
             let _ = handle.join();
         }
     }
@@ -431,10 +429,42 @@ impl Log {
         }
         // Prepare the next segment's file once this one is half full: off the append path,
         // and only for logs that will actually roll.
-        if self.spare.is_none() && self.end * 2 >= self.map.len() as u64 {
-            self.spare = Some(spawn_spare(&self.shared, self.options.segment_bytes));
+        if self.end * 2 >= self.map.len() as u64 {
+            match &self.spare {
+                Spare::None => {
+                    self.spare =
+                        Spare::Preparing(spawn_spare(&self.shared, self.options.segment_bytes));
+                }
+                Spare::Preparing(handle) if handle.is_finished() => {
+                    self.spare = self.collect_spare();
+                }
+                Spare::Preparing(_) | Spare::Ready(_) | Spare::Failed => {}
+            }
         }
         Ok(self.end)
+    }
+
+    /// Takes the result of the background preparation of the next segment's file. A failure
+    /// is reported at once (appends go on in the active segment, and the roll tries again),
+    /// rather than discovered only when the segment is full.
+    fn collect_spare(&mut self) -> Spare {
+        let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) else {
+            return Spare::None;
+        };
+        match handle.join() {
+            Ok(Ok(file)) => Spare::Ready(file),
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    error = shared::error_chain(&error),
+                    dir = %self.shared.dir.display(),
+                    segment_bytes = self.options.segment_bytes,
+                    next_seq = self.next_seq,
+                    "cannot prepare the next segment file; appends continue in the active segment, and rolling to a new segment will fail the same way unless space is freed"
+                );
+                Spare::Failed
+            }
+            Err(_) => Spare::Failed,
+        }
     }
 
     /// Publishes written frames to readers (and, under `EveryAppend`, syncs first).
@@ -519,11 +549,13 @@ impl Log {
             }
         }
         // 4-5. The successor: header durable, then renamed into place and the directory synced.
-        let spare = self
-            .spare
-            .take()
-            .and_then(|handle| handle.join().ok())
-            .and_then(Result::ok);
+        if matches!(self.spare, Spare::Preparing(_)) {
+            self.spare = self.collect_spare();
+        }
+        let spare = match std::mem::replace(&mut self.spare, Spare::None) {
+            Spare::Ready(file) => Some(file),
+            Spare::None | Spare::Preparing(_) | Spare::Failed => None,
+        };
         let parts = create_segment(
             &*self.options.io,
             &self.shared.dir,
@@ -610,6 +642,17 @@ fn create_segment(
         sealed: false,
         entries: Vec::new(),
     })
+}
+
+/// The next segment's file, prepared in the background [SEG-08].
+#[derive(Debug)]
+enum Spare {
+    /// Not started: the active segment is less than half full, or a roll just consumed it.
+    None,
+    Preparing(JoinHandle<Result<File>>),
+    Ready(File),
+    /// Preparation failed (already reported); the roll creates the file itself.
+    Failed,
 }
 
 /// Readers in this process read the writer's map of a segment when they read through maps.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::{Error, Result};
 use crate::record::Record;
 use crate::storage::io::Io;
-use crate::storage::{Reader, Seq};
+use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
 const VERSION: u16 = 1;
@@ -201,6 +201,9 @@ pub(crate) struct IdIndex {
     io: Arc<dyn Io>,
     sealed: BTreeMap<u64, Arc<SegmentIds>>,
     building: Option<Building>,
+    /// Damaged frames met while indexing (segment, offset, what): their records are not in
+    /// the index, so a lookup that finds nothing must report them rather than say "absent".
+    damage: Vec<(SegmentId, u64, CorruptKind)>,
 }
 
 impl IdIndex {
@@ -211,6 +214,7 @@ impl IdIndex {
             io,
             sealed: BTreeMap::new(),
             building: None,
+            damage: Vec::new(),
         }
     }
 
@@ -250,6 +254,40 @@ impl IdIndex {
             None => self.building = Some(Building::new(base)),
         }
         Ok(())
+    }
+
+    /// Notes a damaged frame met by `cursor` and moves past it; returns where reading resumes
+    /// (`None`: nothing readable follows). Other errors are returned.
+    fn skip_damage(
+        &mut self,
+        cursor: &mut Cursor,
+        error: crate::storage::Error,
+    ) -> Result<Option<u64>> {
+        let crate::storage::Error::Corrupt {
+            segment,
+            offset,
+            kind,
+        } = error
+        else {
+            return Err(error.into());
+        };
+        if !self.damage.iter().any(|d| d.0 == segment && d.1 == offset) {
+            tracing::warn!(%segment, offset, %kind, "damaged records left out of the id index; lookups that do not find their id report the damage");
+            self.damage.push((segment, offset, kind));
+        }
+        Ok(cursor.skip_damage()?.map(|seq| seq.0))
+    }
+
+    /// The first damaged frame met while indexing, as the error a lookup that found nothing
+    /// returns: the id may be in the records it hides.
+    pub(crate) fn damage(&self) -> Option<crate::storage::Error> {
+        self.damage
+            .first()
+            .map(|(segment, offset, kind)| crate::storage::Error::Corrupt {
+                segment: *segment,
+                offset: *offset,
+                kind: kind.clone(),
+            })
     }
 
     fn store(&mut self, ids: SegmentIds) -> Result<()> {
@@ -295,7 +333,20 @@ impl IdIndex {
         }
         let mut cursor = reader.cursor(Seq(from))?;
         while from < until {
-            let Some(found) = cursor.next()? else { break };
+            let found = match cursor.next() {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(error) if error.is_corruption() => {
+                    match self.skip_damage(&mut cursor, error)? {
+                        Some(resumed) => {
+                            from = resumed;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            };
             let base = segments
                 .iter()
                 .rev()
@@ -330,7 +381,19 @@ impl IdIndex {
         }
         let mut building = Building::new(base);
         let mut cursor = reader.cursor(Seq(base))?;
-        while let Some(found) = cursor.next()? {
+        let damaged_before = self.damage.len();
+        loop {
+            let found = match cursor.next() {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(error) if error.is_corruption() => {
+                    match self.skip_damage(&mut cursor, error)? {
+                        Some(_) => continue,
+                        None => break,
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            };
             if found.seq.0 >= end {
                 break;
             }
@@ -343,7 +406,12 @@ impl IdIndex {
                 capture_ms(&record),
             );
         }
-        self.store(building.seal(end))?;
+        if self.damage.len() > damaged_before {
+            // Built around damage: kept in memory only, so every process meets the damage.
+            self.sealed.insert(base, Arc::new(building.seal(end)));
+        } else {
+            self.store(building.seal(end))?;
+        }
         self.sealed.get(&base).cloned().ok_or(Error::EmptyBatch)
     }
 

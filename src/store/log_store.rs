@@ -483,7 +483,11 @@ impl ArtifactStore for LogStore {
                 }
             }
         }
-        Ok(None)
+        // Not found: absent, unless damaged records that could hold it were left unindexed.
+        match self.ids.lock().damage() {
+            Some(damage) => Err(damage.into()),
+            None => Ok(None),
+        }
     }
 
     fn stats(&self) -> Result<StoreStats> {
