@@ -261,7 +261,13 @@ async fn capture(
         None => None,
     };
 
-    let stop = wait_for_stop(args.duration, args.startup_timeout, &capture, retention.as_ref()).await;
+    let stop = wait_for_stop(
+        args.duration,
+        args.startup_timeout,
+        &capture,
+        retention.as_ref(),
+    )
+    .await;
     match stop {
         Stop::Requested => eprintln!("stopping: flushing and syncing the store"),
         Stop::WriterFailed => eprintln!(
