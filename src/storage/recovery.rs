@@ -3,8 +3,9 @@
 //!
 //! After a clean close the clean-shutdown marker names the end, so nothing is scanned; it is
 //! a promise, so frames below that end that do not decode are corruption, refused in every
-//! mode but `PointInTime`, never a torn tail [REC-01]. Otherwise the scan starts at the last index entry (written only for durable
-//! frames) and runs to the first position that holds no valid frame [REC-02]. What lies
+//! mode but `PointInTime`, never a torn tail [REC-01]. Otherwise the scan starts at the last
+//! index entry (written only for durable frames) and runs to the first position that holds
+//! no valid frame [REC-02]. What lies
 //! beyond decides the outcome [REC-03]: if no valid frame follows anywhere in the rest of the
 //! segment, the damage is a torn tail, which is zeroed (never truncated: readers may have the
 //! file mapped) and reported; if a valid frame follows, the damage is before the tail and is
