@@ -279,6 +279,20 @@ async fn each_wrong_password_waits_the_failure_delay_then_closes() {
     assert_eq!(server.figures().auth_failures, u64::from(attempts));
 }
 
+/// Issue 16 item 3: an auth timeout too long for the clock means no timeout, not a panic in
+/// the connection task.
+#[tokio::test]
+async fn an_auth_timeout_beyond_the_clock_waits_without_a_deadline() {
+    let server = simulator(
+        None,
+        ServerConfig::default().with_auth_timeout(Duration::MAX),
+    )
+    .await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.frame().await.unwrap();
+    assert_eq!(client.command("auth ClueCon").await, "+OK accepted");
+}
+
 /// FreeSWITCH times out only a client that sends nothing: after its first command (even a
 /// refused one) an unauthenticated connection stays open (fixture
 /// unauthenticated-command-then-shutdown: open 16 s, closed by the shutdown notice).

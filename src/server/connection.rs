@@ -88,7 +88,8 @@ pub(crate) async fn serve_connection(
         out: BytesMut::with_capacity(64 * 1024),
     };
     conn.out.extend_from_slice(wire::GREETING);
-    let auth_deadline = Instant::now() + config.auth_timeout;
+    // A timeout too long for the clock means no deadline, never an overflow.
+    let auth_deadline = Instant::now().checked_add(config.auth_timeout);
     let mut decoder = CommandDecoder::default();
     let mut input = BytesMut::with_capacity(4096);
     loop {
@@ -150,7 +151,7 @@ pub(crate) async fn serve_connection(
                     }
                 }
             }
-            () = tokio::time::sleep_until(auth_deadline), if !conn.first_command_seen => {
+            () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() && !conn.first_command_seen => {
                 wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
                 let _ = conn.flush(&mut writer).await;
                 return Ok(());
