@@ -730,3 +730,51 @@ fn a_real_full_disk_is_recovered_when_one_is_available() {
     drop(store);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A segment missing from the middle of a log (deleted from outside, or lost by a lying disk)
+/// is reported by a follower's cursor and by `verify` with where the gap is; reading never
+/// spins, and the records after the gap stay reachable by skipping it.
+#[test]
+fn a_missing_middle_segment_is_reported_not_spun_on() {
+    let dir = closed_log(400);
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4, "{bases:?}");
+    let missing = bases[bases.len() / 2];
+    std::fs::remove_file(segment_file(dir.path(), missing)).unwrap();
+    let _ = std::fs::remove_file(index_path(dir.path(), missing));
+
+    let after = bases[bases.len() / 2 + 1];
+    let (done, outcome) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let reader = Reader::open(&path, &LogOptions::default()).unwrap();
+        let mut cursor = reader.cursor(Seq(1)).unwrap();
+        let (mut read, mut errors) = (Vec::new(), Vec::new());
+        loop {
+            match cursor.next() {
+                Ok(Some(record)) => read.push(record.seq.0),
+                Ok(None) => break,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    if errors.len() > 3 || cursor.skip_damage().unwrap().is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        let verified = reader.verify().unwrap();
+        let _ = done.send((read, errors, verified));
+    });
+    let (read, errors, verified) = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the cursor spun on the missing segment");
+    let expected: Vec<u64> = (1..missing).chain(after..=400).collect();
+    assert_eq!(read, expected, "{bases:?} {errors:?}");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("expected {missing}, found {after}")),
+        "{errors:?}"
+    );
+    assert!(!verified.is_ok(), "{verified:?}");
+    assert_eq!(verified.records, expected.len() as u64, "{verified:?}");
+}

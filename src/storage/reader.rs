@@ -459,6 +459,10 @@ impl Cursor {
     ///
     /// I/O errors.
     pub fn skip_damage(&mut self) -> Result<Option<Seq>> {
+        if let Some(next) = self.segment_past_gap() {
+            self.seek(next)?;
+            return Ok(Some(Seq(next.max(self.target))));
+        }
         let Some((offset, seq)) = self.resync_point()? else {
             return Ok(None);
         };
@@ -466,6 +470,20 @@ impl Cursor {
         self.seq = seq;
         self.window.reset();
         Ok(Some(Seq(seq.max(self.target))))
+    }
+
+    /// At the seal of a segment whose successor is missing, the next segment there is.
+    fn segment_past_gap(&self) -> Option<u64> {
+        let segment = self.segment.as_deref()?;
+        if !segment.is_sealed() || self.offset < segment.end() {
+            return None;
+        }
+        let slots = self.shared.slots.read();
+        slots
+            .iter()
+            .find(|s| s.base > segment.id.0)
+            .map(|s| s.base)
+            .filter(|next| *next != self.seq)
     }
 
     /// Where reading resumes after the damaged frame at the cursor's position: the next valid
@@ -666,24 +684,29 @@ impl Cursor {
                     self.seek(start)?;
                     continue;
                 }
-                let (known, last) = {
+                let (known, next) = {
                     let slots = self.shared.slots.read();
                     let known = slots.binary_search_by_key(&seq, |s| s.base).is_ok();
-                    (known, slots.last().map(|s| s.base))
+                    (known, slots.iter().find(|s| s.base > id.0).map(|s| s.base))
                 };
                 if known {
                     continue;
                 }
-                if last == Some(id.0) {
+                let Some(found) = next else {
                     // A follower sees the seal before the writer has renamed the successor
                     // into place (a roll in progress, or a writer killed mid-roll, whose next
                     // open completes the roll): the log simply has nothing more yet.
                     return Ok(None);
-                }
+                };
+                // The next segment does not start where this one ends: the records between
+                // are gone (a segment deleted from outside). `skip_damage` goes on at `found`.
                 return Err(Error::Corrupt {
                     segment: id,
                     offset: end,
-                    kind: CorruptKind::MissingSeal,
+                    kind: CorruptKind::SequenceGap {
+                        expected: seq,
+                        found,
+                    },
                 });
             }
             if self.shared.follower && self.shared.refresh()? {
