@@ -8,9 +8,10 @@
 //! long the node has been down, and reconnects (handshake timeouts included). Attempts are
 //! counted from the last connection that stayed ready for [`STABLE_AFTER`], whatever
 //! ended the ones since (refused connects, rejected auth, garbage after auth), so a flapping
-//! switch is backed off too. The first artifacts of the new connection are `connection.opened` and a
-//! `capture.gap` saying how long the node was down. Every frame, dispatch and lifecycle
-//! change is pushed to the [`CaptureQueue`], which never blocks the socket task.
+//! switch is backed off too. The first artifacts of the new connection are
+//! `connection.opened` and a `capture.gap` saying how long the node was down. Every frame,
+//! dispatch and lifecycle change is pushed to the [`CaptureQueue`], which never blocks the
+//! socket task.
 //!
 //! Gateway requests ([`GatewayRequest`]) dispatch `api`/`bgapi` through this connection;
 //! their replies are sent back when the session matches them.
