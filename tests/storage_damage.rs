@@ -778,3 +778,41 @@ fn a_missing_middle_segment_is_reported_not_spun_on() {
     assert!(!verified.is_ok(), "{verified:?}");
     assert_eq!(verified.records, expected.len() as u64, "{verified:?}");
 }
+
+/// A start (a truncation's) that lies in the gap a missing segment left: the cursor used to
+/// seek back into the segment before the gap again and again; now it reports the gap.
+#[test]
+fn a_start_inside_a_missing_segment_is_reported_not_spun_on() {
+    use esl_replay::storage::codec::{START_FILE, StartMark};
+    let dir = closed_log(400);
+    let bases = segment_bases(dir.path());
+    let (missing, after) = (bases[2], bases[3]);
+    std::fs::remove_file(segment_file(dir.path(), missing)).unwrap();
+    let _ = std::fs::remove_file(index_path(dir.path(), missing));
+    let start = missing + 3;
+    std::fs::write(dir.path().join(START_FILE), StartMark { start }.encode()).unwrap();
+
+    let (done, outcome) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let reader = Reader::open(&path, &LogOptions::default()).unwrap();
+        let mut cursor = reader.cursor(Seq(start)).unwrap();
+        let first = cursor
+            .next()
+            .map(|r| r.map(|r| r.seq.0))
+            .map_err(|e| e.to_string());
+        let skipped = cursor.skip_damage().unwrap();
+        let next = cursor.next().unwrap().map(|r| r.seq.0);
+        let _ = done.send((first, skipped, next));
+    });
+    let (first, skipped, next) = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the cursor spun between the start and the gap");
+    let error = first.expect_err("the records from the start on are missing");
+    assert!(
+        error.contains(&format!("expected {start}, found {after}")),
+        "{error}"
+    );
+    assert_eq!(skipped, Some(Seq(after)));
+    assert_eq!(next, Some(after));
+}

@@ -678,20 +678,26 @@ impl Cursor {
                 // The successor is not in this reader's view: a follower looks for it (and
                 // another thread may have just found it, so look at the view again after).
                 self.shared.refresh()?;
-                let start = self.shared.start.load(Ordering::Acquire);
-                if seq < start {
-                    // A truncation removed the successor: continue from the new start.
-                    self.seek(start)?;
+                // Reading goes on at the successor or, if a truncation passed it, at the new
+                // start: in a later segment, so that every turn of this loop moves forward.
+                let want = seq.max(self.shared.start.load(Ordering::Acquire));
+                if self
+                    .shared
+                    .segment_for(want)?
+                    .is_some_and(|found| found.id != id)
+                {
+                    self.seek(want)?;
                     continue;
                 }
-                let (known, next) = {
+                // Looking may have found a truncation made by another process; then go on at
+                // its new start.
+                if self.shared.start.load(Ordering::Acquire) > want {
+                    continue;
+                }
+                let next = {
                     let slots = self.shared.slots.read();
-                    let known = slots.binary_search_by_key(&seq, |s| s.base).is_ok();
-                    (known, slots.iter().find(|s| s.base > id.0).map(|s| s.base))
+                    slots.iter().find(|s| s.base > id.0).map(|s| s.base)
                 };
-                if known {
-                    continue;
-                }
                 let Some(found) = next else {
                     // A follower sees the seal before the writer has renamed the successor
                     // into place (a roll in progress, or a writer killed mid-roll, whose next
@@ -704,7 +710,7 @@ impl Cursor {
                     segment: id,
                     offset: end,
                     kind: CorruptKind::SequenceGap {
-                        expected: seq,
+                        expected: want,
                         found,
                     },
                 });
