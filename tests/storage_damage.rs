@@ -740,8 +740,8 @@ fn a_missing_middle_segment_is_reported_not_spun_on() {
     let bases = segment_bases(dir.path());
     assert!(bases.len() >= 4, "{bases:?}");
     let missing = bases[bases.len() / 2];
-    std::fs::remove_file(segment_file(dir.path(), missing)).unwrap();
-    let _ = std::fs::remove_file(index_path(dir.path(), missing));
+    esl_replay::storage::remove_durable(&segment_file(dir.path(), missing)).unwrap();
+    esl_replay::storage::remove_durable(&index_path(dir.path(), missing)).unwrap();
 
     let after = bases[bases.len() / 2 + 1];
     let (done, outcome) = std::sync::mpsc::channel();
@@ -787,8 +787,8 @@ fn a_start_inside_a_missing_segment_is_reported_not_spun_on() {
     let dir = closed_log(400);
     let bases = segment_bases(dir.path());
     let (missing, after) = (bases[2], bases[3]);
-    std::fs::remove_file(segment_file(dir.path(), missing)).unwrap();
-    let _ = std::fs::remove_file(index_path(dir.path(), missing));
+    esl_replay::storage::remove_durable(&segment_file(dir.path(), missing)).unwrap();
+    esl_replay::storage::remove_durable(&index_path(dir.path(), missing)).unwrap();
     let start = missing + 3;
     std::fs::write(dir.path().join(START_FILE), StartMark { start }.encode()).unwrap();
 
