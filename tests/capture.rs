@@ -7,6 +7,8 @@
 //! store holds afterwards: names, order, fields, payload layout, generations, restored
 //! subscriptions and the gap markers; and the queue's exact drop accounting.
 
+mod capture_support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +23,8 @@ use esl_replay::capture::telemetry::Telemetry;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
-use esl_replay::evidence::{
-    Engine, EvidenceBundle, ReconstructionWindow, ReconstructionWindowFields,
-};
-use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::evidence::EvidenceBundle;
+use esl_replay::record::Record;
 use esl_replay::store::{ArtifactStore, LogStore};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -32,6 +32,8 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
+
+use capture_support::{all_records, evidence, new_store};
 
 const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
 
@@ -217,18 +219,6 @@ fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec
     }
 }
 
-fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(&dir.path().join("store")).unwrap();
-    (dir, Box::new(store))
-}
-
-fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
-    store
-        .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
-        .unwrap()
-}
-
 fn names(records: &[Record]) -> Vec<&str> {
     records.iter().map(Record::artifact_name).collect()
 }
@@ -245,20 +235,6 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
-}
-
-/// The evidence the engine rebuilds from the captured records (all of them, in order).
-fn evidence(records: &[Record]) -> EvidenceBundle {
-    let window = ReconstructionWindow::new(ReconstructionWindowFields {
-        from: ReadCursor::start(),
-        until_append_sequence: None,
-        criteria: None,
-        batch_limit: 500,
-        checkpoint_key: None,
-        checkpoint_metadata: Default::default(),
-    })
-    .unwrap();
-    Engine::new().reconstruct_records(records, &window).unwrap()
 }
 
 /// Each operation's id and its states in order.

@@ -6,6 +6,7 @@
 //! switch sent byte for byte in arrival order, with the right lifecycle, gap and evidence
 //! records. Skips without `../shared` (outside CI).
 
+mod capture_support;
 mod fs_recordings;
 
 use std::time::Duration;
@@ -16,13 +17,14 @@ use esl_replay::capture::client::{Backoff, NodeConfig, NodeExit, Password};
 use esl_replay::capture::telemetry::Telemetry;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::Frame;
-use esl_replay::evidence::{Engine, ReconstructionWindow, ReconstructionWindowFields};
-use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::record::Record;
 use esl_replay::server::command::CommandDecoder;
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::LogStore;
 use fs_recordings::{Chunk, Dir};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+
+use capture_support::{all_records, evidence};
 
 /// Plays the switch side of `chunks` to the first client: writes each recorded server
 /// chunk, and at each recorded client chunk reads as many commands from our client as the
@@ -82,12 +84,6 @@ fn node(address: &str, password: &str) -> NodeSpec {
         slug: "fs-vm".into(),
         config,
     }
-}
-
-fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
-    store
-        .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
-        .unwrap()
 }
 
 /// The bytes of the frame a record stores: events keep their header list and body;
@@ -228,18 +224,7 @@ async fn events_are_stored_byte_for_byte(name: &str) {
     assert_eq!(closed["retryable"], true, "{name}");
     assert_eq!(exit, NodeExit::Shutdown);
 
-    let window = ReconstructionWindow::new(ReconstructionWindowFields {
-        from: ReadCursor::start(),
-        until_append_sequence: None,
-        criteria: None,
-        batch_limit: 500,
-        checkpoint_key: None,
-        checkpoint_metadata: Default::default(),
-    })
-    .unwrap();
-    let bundle = Engine::new()
-        .reconstruct_records(&records, &window)
-        .unwrap();
+    let bundle = evidence(&records);
     let generations: Vec<&str> = bundle
         .continuity_snapshot
         .recovery_generations

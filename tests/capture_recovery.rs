@@ -5,6 +5,8 @@
 //! authenticates and then sends garbage is backed off with counted attempts and a capped
 //! `wire.malformed`, and a node that never connected fails the command with exit code 2.
 
+mod capture_support;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,30 +18,19 @@ use esl_replay::capture::client::{
 };
 use esl_replay::capture::telemetry::NodeHealth;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::record::Record;
 use esl_replay::server::command::CommandDecoder;
 use esl_replay::server::{RunningServer, ServerConfig, Simulator, SimulatorConfig};
-use esl_replay::store::{ArtifactStore, LogStore};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+
+use capture_support::{all_records, new_store};
 
 fn node(address: &str) -> NodeSpec {
     NodeSpec {
         slug: "pbx-a".into(),
         config: NodeConfig::new(address),
     }
-}
-
-fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(&dir.path().join("store")).unwrap();
-    (dir, Box::new(store))
-}
-
-fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
-    store
-        .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
-        .unwrap()
 }
 
 fn health(capture: &Capture) -> NodeHealth {

@@ -1,0 +1,41 @@
+//! Helpers shared by the capture test binaries: a fresh store, everything in it, and the
+//! evidence the engine rebuilds from it.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers"
+)]
+
+use esl_replay::evidence::{
+    Engine, EvidenceBundle, ReconstructionWindow, ReconstructionWindowFields,
+};
+use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::store::{ArtifactStore, LogStore};
+
+/// A new segment-log store in a temporary directory (kept alive by the returned guard).
+pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&dir.path().join("store")).unwrap();
+    (dir, Box::new(store))
+}
+
+/// Every record of `store`, in order.
+pub(crate) fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
+    store
+        .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
+        .unwrap()
+}
+
+/// The evidence the engine rebuilds from `records` (all of them, in order).
+pub(crate) fn evidence(records: &[Record]) -> EvidenceBundle {
+    let window = ReconstructionWindow::new(ReconstructionWindowFields {
+        from: ReadCursor::start(),
+        until_append_sequence: None,
+        criteria: None,
+        batch_limit: 500,
+        checkpoint_key: None,
+        checkpoint_metadata: Default::default(),
+    })
+    .unwrap();
+    Engine::new().reconstruct_records(records, &window).unwrap()
+}
