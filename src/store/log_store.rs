@@ -29,7 +29,7 @@ use crate::storage::{Log, LogOptions, Reader, Seq};
 /// Reads and validates `store.meta`; a missing file is the identity map.
 fn load_map(root: &Path) -> Result<(SequenceMap, Option<Layout>)> {
     let path = root.join(meta::FILE_NAME);
-    match std::fs::read(&path) {
+    match crate::storage::read_file_limited(&path, meta::MAX_FILE_BYTES) {
         Ok(bytes) => SequenceMap::decode(&bytes)
             .map(|(map, layout)| (map, Some(layout)))
             .map_err(|e| Error::Metadata {

@@ -14,6 +14,9 @@ pub const FILE_NAME: &str = "store.meta";
 pub const MAGIC: [u8; 8] = *b"\x89ESLRUN\n";
 /// The layout this build writes (version 1 was the unchecksummed text layout).
 pub const VERSION: u16 = 2;
+/// The largest `store.meta` a store reads (four million runs): a larger file is refused
+/// before it is read into memory.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// Bytes before the first run: magic, versions, run count.
 const HEADER_LEN: usize = 16;
