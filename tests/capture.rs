@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
 
-use capture_support::{all_records, evidence, new_store};
+use capture_support::{all_records, evidence, generation_ids, new_store};
 
 const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
 
@@ -421,12 +421,7 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
     // Evidence: the second auth starts recovery generation 2; the gap changes the
     // continuity posture, so the window is partial with that one issue at the gap.
     let bundle = evidence(&records);
-    let generations: Vec<&str> = bundle
-        .continuity_snapshot
-        .recovery_generations
-        .iter()
-        .map(|g| g.generation_id.as_str())
-        .collect();
+    let generations = generation_ids(&bundle);
     assert_eq!(generations, ["1", "2"]);
     let issues = &bundle.manifest.verdict.issues;
     assert_eq!(issues.len(), 1, "{issues:?}");

@@ -24,7 +24,7 @@ use fs_recordings::{Chunk, Dir};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use capture_support::{all_records, evidence};
+use capture_support::{all_records, evidence, generation_ids};
 
 /// Plays the switch side of `chunks` to the first client: writes each recorded server
 /// chunk, and at each recorded client chunk reads as many commands from our client as the
@@ -225,12 +225,7 @@ async fn events_are_stored_byte_for_byte(name: &str) {
     assert_eq!(exit, NodeExit::Shutdown);
 
     let bundle = evidence(&records);
-    let generations: Vec<&str> = bundle
-        .continuity_snapshot
-        .recovery_generations
-        .iter()
-        .map(|g| g.generation_id.as_str())
-        .collect();
+    let generations = generation_ids(&bundle);
     assert_eq!(generations, ["1"], "{name}");
     assert!(
         bundle.manifest.verdict.issues.is_empty(),

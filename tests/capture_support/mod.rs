@@ -39,3 +39,13 @@ pub(crate) fn evidence(records: &[Record]) -> EvidenceBundle {
     .unwrap();
     Engine::new().reconstruct_records(records, &window).unwrap()
 }
+
+/// The recovery generations of `bundle`, in order.
+pub(crate) fn generation_ids(bundle: &EvidenceBundle) -> Vec<&str> {
+    bundle
+        .continuity_snapshot
+        .recovery_generations
+        .iter()
+        .map(|g| g.generation_id.as_str())
+        .collect()
+}
