@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use esl_replay::storage::codec::{
-    CLEAN_FILE, CleanMark, Decoded, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN,
-    INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE,
-    START_FILE, StartMark, decode_frame, decode_index_file, encode_frame, index_path, segment_path,
+    CLEAN_FILE, CleanMark, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind,
+    HEADER_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC,
+    SPARE_FILE, START_FILE, StartMark, decode_frame, decode_index_file, encode_frame, index_path,
+    segment_path,
 };
 use esl_replay::storage::io::{Io, StdIo};
 use esl_replay::storage::{
@@ -279,6 +280,7 @@ fn every_segment_has_its_own_salt_which_recovery_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = Log::open(dir.path(), small()).unwrap();
     fill(&mut log, 300);
+    log.flush().unwrap();
     log.simulate_crash();
     let all = bases(dir.path());
     let salts: HashSet<u64> = all
@@ -556,6 +558,8 @@ fn index_entries_point_only_at_durable_frames() {
     log.sync().unwrap();
     assert_eq!(log.durability().durable_seq(), Seq(41));
     fill(&mut log, 40);
+    // Written to the file (a process crash keeps them) but not synced [LOG-02].
+    log.flush().unwrap();
     log.simulate_crash();
 
     let walk = walk(&segment_path(dir.path(), 1));
@@ -705,6 +709,7 @@ fn crashed_log() -> (tempfile::TempDir, Walk) {
     for i in 0..5 {
         log.append(&payload(i, 200)).unwrap();
     }
+    log.flush().unwrap();
     log.simulate_crash();
     let walk = walk(&segment_path(dir.path(), 1));
     assert_eq!(walk.frames.len(), 5);
@@ -1074,14 +1079,15 @@ fn find(ops: &[Op], from: usize, what: &str, matches: impl Fn(&Op) -> bool) -> u
         .unwrap_or_else(|| panic!("no {what} after operation {from} in {ops:#?}"))
 }
 
-/// [ROLL-01] [ROLL-02] [ROLL-03] [ROLL-04] [ROLL-05] [ROLL-06] [DUR-01] [ATOM-01] [TRUNC-01]
-/// The durable steps happen in the order the crash analyses of format/recovery.md assume.
-/// Under `OsOnly` nothing syncs the active segment until the roll; the roll syncs the
-/// sealed segment, then writes and syncs the index footer, then writes and syncs the
-/// successor's header in the zeroed, synced spare, then renames it into place and syncs
-/// the directory; readers then see the successor. A truncation then writes a temporary
-/// start file, syncs it, renames it over `start.meta` and syncs the directory before it
-/// removes anything, and syncs the directory after the removals.
+/// [ROLL-01] [ROLL-02] [ROLL-03] [ROLL-04] [ROLL-05] [ROLL-06] [ROLL-07] [LOG-02] [DUR-01]
+/// [ATOM-01] [TRUNC-01] The durable steps happen in the order the crash analyses of
+/// format/recovery.md assume. Under `OsOnly` nothing syncs the active segment until the
+/// roll; the appending thread writes the seal, writes the successor's header in the
+/// preallocated, synced spare and renames it into place, syncing nothing; the sync thread
+/// then syncs the sealed segment, the successor and the directory, and writes and syncs the
+/// index footer last; readers see the successor. A truncation then writes a temporary start
+/// file, syncs it, renames it over `start.meta` and syncs the directory before it removes
+/// anything, and syncs the directory after the removals.
 #[test]
 fn durable_steps_happen_in_the_specified_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -1099,45 +1105,76 @@ fn durable_steps_happen_in_the_specified_order() {
         written.push((log.append(&bytes).unwrap(), bytes));
     }
     let successor = log.active_segment().0;
-    let ops = recorder.ops();
+    // [ROLL-07] the roll's syncs run on the sync thread, which raises the watermark to the
+    // successor's base once the directory is synced.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.durability().durable_seq() < Seq(successor) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the roll never finished"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log.durability().wait(Seq(successor - 1)).unwrap();
     let d = dir.path().to_path_buf();
     let seg1 = ino(&segment_path(&d, 1));
     let seg2 = ino(&segment_path(&d, successor));
     let idx1 = ino(&index_path(&d, 1));
+    // The footer is written after the watermark moves; wait for its sync.
+    while !recorder.ops().contains(&Op::SyncData(idx1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the footer was never synced"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ops = recorder.ops();
 
     // [DUR-01] under OsOnly the roll's sync is the only sync of the segment after open.
     let syncs: Vec<usize> = (opened..ops.len())
         .filter(|i| ops[*i] == Op::SyncData(seg1))
         .collect();
     assert_eq!(syncs.len(), 1, "{ops:#?}");
-    let step2 = syncs[0];
-    let step3 = find(&ops, step2, "index sync", |op| *op == Op::SyncData(idx1));
-    let footer = find(
+    let seal = find(
         &ops,
-        step2,
-        "index write",
-        |op| matches!(op, Op::Write { ino, .. } if *ino == idx1),
+        opened,
+        "seal write",
+        |op| matches!(op, Op::Write { ino, len, .. } if *ino == seg1 && *len == FRAME_HEADER_LEN),
     );
-    assert!(footer < step3);
     let spare_synced = find(&ops, 0, "spare sync", |op| *op == Op::SyncAll(seg2));
-    let step4_write = find(&ops, step3, "successor header", |op| {
+    let header = find(&ops, seal, "successor header", |op| {
         *op == Op::Write {
             ino: seg2,
             offset: 0,
             len: HEADER_LEN,
         }
     });
-    let step4_sync = find(&ops, step4_write, "successor sync", |op| {
-        *op == Op::SyncData(seg2)
-    });
-    let step5 = find(&ops, step4_sync, "rename", |op| {
+    let rename = find(&ops, header, "rename", |op| {
         *op == Op::Rename(d.join(SPARE_FILE), segment_path(&d, successor))
     });
-    let step5_dir = find(&ops, step5, "directory sync", |op| {
+    // [ROLL-01] [ROLL-04] [ROLL-05] the appending thread syncs nothing in the roll.
+    assert!(
+        !ops[seal..rename].iter().any(|op| matches!(op,
+            Op::SyncData(ino) if *ino == seg1 || *ino == seg2)
+            || matches!(op, Op::SyncDir(_))),
+        "{ops:#?}"
+    );
+    let sealed_sync = syncs[0];
+    assert!(rename < sealed_sync, "{ops:#?}");
+    let successor_sync = find(&ops, sealed_sync, "successor sync", |op| {
+        *op == Op::SyncData(seg2)
+    });
+    let directory = find(&ops, successor_sync, "directory sync", |op| {
         *op == Op::SyncDir(d.clone())
     });
-    assert!(spare_synced < step4_write);
-    assert!(step2 < step3 && step3 < step4_write && step5 < step5_dir);
+    let footer = find(
+        &ops,
+        directory,
+        "index write",
+        |op| matches!(op, Op::Write { ino, .. } if *ino == idx1),
+    );
+    let footer_sync = find(&ops, footer, "index sync", |op| *op == Op::SyncData(idx1));
+    assert!(spare_synced < header && footer < footer_sync);
 
     // [ROLL-01] the seal carries the successor's base; [ROLL-03] the footer names it.
     let sealed = walk(&segment_path(&d, 1));
@@ -1217,4 +1254,77 @@ fn every_append_syncs_before_returning() {
         .count();
     assert_eq!(syncs, 5);
     drop(log);
+}
+
+/// [REC-08] [ROLL-07] [REC-06] An unclean open checks the last roll. Without the sealed
+/// segment's index footer (the proof the roll finished), a seal or a successor header that
+/// never reached the disk means the roll had not finished: the successor, whose records were
+/// never acknowledged, is removed and reported, and every record of the sealed segment stays.
+/// With the footer, a damaged successor header is damage, refused.
+#[test]
+fn an_unfinished_roll_loses_only_its_successor() {
+    for damage in [
+        "seal",
+        "successor header",
+        "successor header after the footer",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
+        let (mut log, _) = Log::open(&d, opts.clone()).unwrap();
+        let mut written = Vec::new();
+        while log.active_segment() == SegmentId(1) {
+            written.extend(fill(&mut log, 1));
+        }
+        let successor = log.active_segment().0;
+        written.retain(|(seq, _)| seq.0 < successor);
+        let in_successor = fill(&mut log, 3);
+        log.sync().unwrap();
+        log.flush().unwrap();
+        log.simulate_crash();
+        if damage != "successor header after the footer" {
+            esl_replay::storage::remove_durable(&index_path(&d, 1)).unwrap();
+        }
+        if damage == "seal" {
+            let sealed = walk(&segment_path(&d, 1));
+            write_at(&segment_path(&d, 1), sealed.end, &[0; FRAME_HEADER_LEN]);
+        } else {
+            write_at(&segment_path(&d, successor), 0, &[0; HEADER_LEN]);
+        }
+
+        let opened = Log::open(&d, opts.clone());
+        if damage == "successor header after the footer" {
+            match opened {
+                Err(Error::Corrupt { segment, .. }) => {
+                    assert_eq!(segment, SegmentId(successor), "{damage}");
+                }
+                other => panic!(
+                    "{damage}: expected the damage refused, got {:?}",
+                    other.map(|o| o.1)
+                ),
+            }
+            assert!(segment_path(&d, successor).exists(), "{damage}");
+            continue;
+        }
+        let (mut log, report) = opened.unwrap_or_else(|e| panic!("{damage}: {e}"));
+        let removed = report
+            .unfinished_roll
+            .clone()
+            .expect("the roll is found unfinished");
+        assert_eq!(removed.segment, SegmentId(successor), "{damage}");
+        assert!(!segment_path(&d, successor).exists(), "{damage}");
+        assert_eq!(report.next_seq, successor, "{damage}: {report:?}");
+        assert_eq!(
+            report.pending_roll,
+            damage == "successor header",
+            "{damage}"
+        );
+        assert!(
+            all_records(&log.reader()) == written,
+            "{damage}: records of the sealed segment"
+        );
+        let (_, first_lost) = &in_successor[0];
+        assert_eq!(log.append(first_lost).unwrap(), Seq(successor), "{damage}");
+        log.close().unwrap();
+    }
 }

@@ -403,6 +403,7 @@ fn follower_that_slept_through_rolls_and_a_truncation_catches_up() {
         for seq in 1..=10 {
             log.append(&payload(seed, seq)).unwrap();
         }
+        log.flush().unwrap();
         let follower = Reader::open(dir.path(), &options(strategy)).unwrap();
         let mut old_cursor = follower.cursor(Seq(1)).unwrap();
         assert_eq!(old_cursor.next().unwrap().map(|r| r.seq), Some(Seq(1)));
@@ -481,11 +482,13 @@ fn follower_releases_segments_truncated_by_another_process() {
             log.append(&payload(seed, seq)).unwrap();
             seq += 1;
         }
+        log.flush().unwrap();
         let follower = Reader::open(dir.path(), &options(strategy)).unwrap();
         assert_eq!(read_all(&follower).len() as u64, seq - 1);
         let start = segment_bases(dir.path())[4];
         log.truncate_prefix(Seq(start)).unwrap();
         log.append(&payload(seed, seq)).unwrap();
+        log.flush().unwrap();
         assert_eq!(follower.next_seq().unwrap(), Seq(seq + 1));
         assert_eq!(read_all(&follower).len() as u64, seq + 1 - start);
         let held = deleted_segments_held(dir.path());
@@ -522,6 +525,8 @@ fn a_second_writer_is_locked_out_in_this_process_and_from_another() {
 
     let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
     log.append(b"first").unwrap();
+    // Another handle sees records once they are written to the file [LOG-02].
+    log.flush().unwrap();
     expect_locked(Log::open(dir.path(), fast_options()));
     let follower = Reader::open(dir.path(), &fast_options()).unwrap();
     assert_eq!(

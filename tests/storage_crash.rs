@@ -294,6 +294,7 @@ fn round(dir: &Path, round: u64, rng: &mut Rng, history: &mut History) -> Result
     if rng.chance(1, 2) {
         log.close().map_err(|e| format!("close: {e}"))?;
     } else {
+        log.flush().unwrap();
         log.simulate_crash();
     }
     Ok(format!(

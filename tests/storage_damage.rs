@@ -565,7 +565,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
     };
     match &error {
         Error::Io {
-            op: IoOp::Write,
+            op: IoOp::Allocate,
             source,
             ..
         } => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),

@@ -169,9 +169,11 @@ fn check_recovery(dir: &Path, out: &Outcome, case: &str) {
         .unwrap_or_else(|e| panic!("{case}: reopening on a healthy disk failed: {e}; {out:?}"));
     let (first, next) = (report.first_seq, report.next_seq);
     // Sequences written in the tolerated after-failure append are not part of the payload
-    // scheme, so only compare those the workload wrote.
+    // scheme, so only compare those the workload wrote. Records appended but never synced
+    // may be gone, as after a crash: a failed write of staged frames poisons the log before
+    // they reach the file [LOG-02].
     assert!(
-        next >= out.appended.max(out.durable) && next <= out.attempted.max(out.appended),
+        next >= out.durable && next <= out.attempted.max(out.appended),
         "{case}: reopened with next {next}; {out:?}"
     );
     assert!(
@@ -290,6 +292,7 @@ fn torn_template() -> (tempfile::TempDir, u64) {
     for seq in 1..=100 {
         log.append(&payload(seq)).unwrap();
     }
+    log.flush().unwrap();
     log.simulate_crash();
     let base = *segment_bases(dir.path()).last().unwrap();
     let (_, frames) = frames_of(&segment_file(dir.path(), base));
@@ -467,7 +470,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
         };
         match &error {
             Error::Io {
-                op: IoOp::Write,
+                op: IoOp::Allocate,
                 path,
                 source,
             } => {
@@ -493,6 +496,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
         assert_eq!(reader.next_seq().unwrap(), Seq(seq));
         assert_eq!(read_all(&reader).len() as u64, seq - 1);
         if crash {
+            log.flush().unwrap();
             log.simulate_crash();
             let (mut log, report) = Log::open(dir.path(), small_options()).unwrap();
             assert!(report.pending_roll, "{report:?}");

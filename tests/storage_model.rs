@@ -378,6 +378,7 @@ impl Harness<'_> {
             }
             Op::Crash(strategy) => {
                 let log = self.log.take().expect("an open log");
+                log.flush().unwrap();
                 log.simulate_crash();
                 let report = self.reopen(*strategy)?;
                 ensure!(
@@ -624,6 +625,7 @@ fn sequences_never_restart_after_reopen_truncation_or_failed_append() {
     let (log, report) = Log::open(dir.path(), options.clone()).unwrap();
     assert_eq!((report.first_seq, report.next_seq), (102, 103));
     assert!(log.truncate_prefix(Seq(103)).unwrap().moved);
+    log.flush().unwrap();
     log.simulate_crash();
 
     let (mut log, report) = Log::open(dir.path(), options.clone()).unwrap();

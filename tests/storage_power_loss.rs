@@ -681,6 +681,7 @@ fn kill_then_reopen(seed: u64) -> Tally {
                 log.append(&log_payload(seed, seq)).expect("append");
                 seq += 1;
             }
+            log.flush().unwrap();
             log.simulate_crash();
             let log = Log::open(&dir, options).expect("reopen after a kill").0;
             log.wait_durable(Seq(seq - 1)).expect("wait for durability");

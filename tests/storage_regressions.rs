@@ -27,6 +27,7 @@ fn a_smaller_max_payload_never_cuts_valid_records() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = Log::open(dir.path(), options(64 << 10)).unwrap();
     log.append(&[7u8; 40_000]).unwrap();
+    log.flush().unwrap();
     log.simulate_crash();
     let (log, report) = Log::open(dir.path(), options(1 << 10)).unwrap();
     assert!(report.torn_tail.is_none(), "{report:?}");
@@ -129,6 +130,7 @@ fn truncating_everything_then_crashing_reopens_consistently() {
         log.append(b"record").unwrap();
     }
     log.truncate_prefix(Seq(6)).unwrap();
+    log.flush().unwrap();
     log.simulate_crash();
     let start = StartMark::decode(&std::fs::read(dir.path().join(START_FILE)).unwrap())
         .unwrap()

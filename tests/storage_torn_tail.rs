@@ -120,6 +120,7 @@ fn build(filler: u64) -> Template {
         "the tail must not straddle a roll"
     );
     log.sync().unwrap();
+    log.flush().unwrap();
     log.simulate_crash();
     let base = *segment_bases(dir.path()).last().unwrap();
     let (_, frames) = frames_of(&segment_file(dir.path(), base));
@@ -224,6 +225,7 @@ fn truncating_the_tail_at_every_byte_offset_recovers_exactly_the_valid_prefix() 
                         "{case}"
                     );
                 }
+                log.flush().unwrap();
                 log.simulate_crash();
             }
         }
@@ -321,6 +323,7 @@ fn flipping_any_byte_of_the_last_frames_never_yields_a_corrupt_record() {
                     ),
                 }
                 assert_prefix(&template, &log, frame.seq, &case);
+                log.flush().unwrap();
                 log.simulate_crash();
             }
         }
@@ -498,6 +501,7 @@ fn every_damaged_byte_or_truncation_of_a_sealed_index_is_rebuilt_transparently()
         expect_records(&log.reader(), &payloads, &case);
         let rebuilt = std::fs::read(index_path(copy.path(), base)).unwrap();
         assert!(rebuilt == original, "{case}: index not rebuilt as it was");
+        log.flush().unwrap();
         log.simulate_crash();
     }
 }
@@ -515,6 +519,7 @@ fn damaged_index_of_the_active_segment_only_lengthens_the_scan() {
         payloads.push(payload);
     }
     log.sync().unwrap();
+    log.flush().unwrap();
     log.simulate_crash();
     let base = *segment_bases(dir.path()).last().unwrap();
     let index = std::fs::read(index_path(dir.path(), base)).unwrap();
@@ -539,6 +544,7 @@ fn damaged_index_of_the_active_segment_only_lengthens_the_scan() {
         assert_eq!(report.next_seq, 41, "{case}");
         assert!(report.torn_tail.is_none(), "{case}: {report:?}");
         expect_records(&log.reader(), &payloads, &case);
+        log.flush().unwrap();
         log.simulate_crash();
     }
 }
@@ -678,6 +684,7 @@ fn clean_shutdown_reopens_without_scanning_and_a_crash_scans() {
     for seq in 301..=320u64 {
         log.append(&payload_of_len(seq, 500)).unwrap();
     }
+    log.flush().unwrap();
     log.simulate_crash();
 
     let (log, report) = Log::open(dir.path(), opts).unwrap();
@@ -703,6 +710,7 @@ fn stale_clean_shutdown_marker_is_not_trusted() {
     for seq in 51..=80u64 {
         log.append(&payload_of_len(seq, 100)).unwrap();
     }
+    log.flush().unwrap();
     log.simulate_crash();
     write_atomic(&dir.path().join(CLEAN_FILE), &marker).unwrap();
     let (log, report) = Log::open(dir.path(), opts).unwrap();
@@ -766,6 +774,7 @@ fn follower_at_a_seal_without_successor_sees_the_end_not_corruption() {
     let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
     assert!(report.pending_roll);
     log.append(b"in the successor").unwrap();
+    log.flush().unwrap();
     let record = cursor.next().unwrap().expect("the follower moves on");
     assert_eq!(
         (record.seq, record.payload),

@@ -156,9 +156,14 @@ pub(crate) fn rename(io: &dyn Io, dir: &Path, source: &Path, target: &Path) -> R
     sync_dir(io, dir)
 }
 
-/// Creates (or recreates) `path` as `len` zero bytes, written and synced, so that later
-/// writes through a mapping need no block allocation and `fdatasync` has no size change to
-/// record [SEG-08]. An `ENOSPC` surfaces here, never as a fault on a mapped page.
+/// Creates (or recreates) `path` as `len` bytes that read as zeros, with their blocks
+/// reserved and the size durable, so that an `ENOSPC` surfaces here and never on a later
+/// write, and `fdatasync` of the segment has no size change to record [SEG-08].
+///
+/// The blocks are reserved with `fallocate`: they read as zeros without being written, so a
+/// segment costs the device its records' bytes and not a second pass of zeros that an
+/// `fdatasync` of the active segment would queue behind. Where the file system cannot
+/// allocate, zeros are written instead, flushed as they go.
 ///
 /// On failure the partial file is removed (best effort), so that a disk that ran out of space
 /// is not left full of zeros that hold nothing.
@@ -178,22 +183,32 @@ fn fill_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> {
         .truncate(true)
         .open(path)
         .map_err(|e| Error::io(IoOp::Create, path, e))?;
+    let allocated = io
+        .allocate(&file, len)
+        .map_err(|e| Error::io(IoOp::Allocate, path, e))?;
+    if !allocated {
+        write_zeros(io, &file, path, len)?;
+    }
+    io.sync_all(&file)
+        .map_err(|e| Error::io(IoOp::Sync, path, e))?;
+    Ok(file)
+}
+
+/// Writes `[0, len)` as zeros, flushing every few MiB so that a foreground `fdatasync` of
+/// the active segment never queues behind a whole segment's worth of writeback.
+fn write_zeros(io: &dyn Io, file: &File, path: &Path, len: u64) -> Result<()> {
     const CHUNK: usize = 1 << 20;
-    // Flushing as it goes keeps the dirty zeros small, so a foreground `fdatasync` of the
-    // active segment never queues behind a whole segment's worth of writeback.
     const FLUSH_EVERY: u64 = 4 << 20;
     let zeros = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < len {
         let n = usize::try_from(len - offset).unwrap_or(CHUNK).min(CHUNK);
-        write_all_at(io, &file, zeros.get(..n).unwrap_or_default(), offset, path)?;
+        write_all_at(io, file, zeros.get(..n).unwrap_or_default(), offset, path)?;
         offset += n as u64;
         if offset.is_multiple_of(FLUSH_EVERY) && offset < len {
-            io.sync_data(&file)
+            io.sync_data(file)
                 .map_err(|e| Error::io(IoOp::Sync, path, e))?;
         }
     }
-    io.sync_all(&file)
-        .map_err(|e| Error::io(IoOp::Sync, path, e))?;
-    Ok(file)
+    Ok(())
 }

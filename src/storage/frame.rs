@@ -108,20 +108,19 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
     FRAME_HEADER_LEN + payload_len
 }
 
-/// Writes a frame for `payload` into `out`, which must be exactly `frame_len(payload.len())`
-/// bytes long. The payload is written before the header, so a concurrent scanner that sees a
-/// header also sees (or at worst fails the checksum of) its payload.
+/// Appends the frame for `payload` to `out`.
 ///
 /// # Panics
 ///
-/// Panics if `out` has the wrong length or the payload exceeds [`FRAME_PAYLOAD_LIMIT`]; both
-/// are caller bugs (the writer validates lengths first).
-pub(crate) fn encode_into(out: &mut [u8], salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) {
-    assert_eq!(
-        out.len(),
-        frame_len(payload.len()),
-        "frame buffer has the wrong length"
-    );
+/// Panics if the payload exceeds [`FRAME_PAYLOAD_LIMIT`], a caller bug (the writer validates
+/// lengths first).
+pub(crate) fn encode_append(
+    out: &mut Vec<u8>,
+    salt: u64,
+    seq: u64,
+    kind: FrameKind,
+    payload: &[u8],
+) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     assert!(
         len <= FRAME_PAYLOAD_LIMIT,
@@ -129,17 +128,17 @@ pub(crate) fn encode_into(out: &mut [u8], salt: u64, seq: u64, kind: FrameKind, 
     );
     let len_flags = len | kind.flags();
     let crc = checksum(salt, len_flags, payload, seq);
-    let (header, body) = out.split_at_mut(FRAME_HEADER_LEN);
-    body.copy_from_slice(payload);
-    header[4..8].copy_from_slice(&len_flags.to_le_bytes());
-    header[0..4].copy_from_slice(&crc.to_le_bytes());
+    out.reserve(frame_len(payload.len()));
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&len_flags.to_le_bytes());
+    out.extend_from_slice(payload);
 }
 
-/// Encodes a frame into a new vector (tests, vectors and the pread-free paths).
+/// Encodes one frame (for format vectors and tests).
 #[must_use]
 pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0; frame_len(payload.len())];
-    encode_into(&mut out, salt, seq, kind, payload);
+    let mut out = Vec::new();
+    encode_append(&mut out, salt, seq, kind, payload);
     out
 }
 

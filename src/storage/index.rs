@@ -130,14 +130,6 @@ impl SparseIndex {
         SparseIndex { entries }
     }
 
-    /// Whether a frame at `offset` should get an entry [IDX-01].
-    #[must_use]
-    pub(crate) fn wants(&self, offset: u64) -> bool {
-        self.entries
-            .last()
-            .is_none_or(|last| offset >= u64::from(last.offset) + INDEX_INTERVAL)
-    }
-
     /// Adds an entry after the last one.
     pub(crate) fn push(&mut self, entry: IndexEntry) {
         debug_assert!(self.entries.last().is_none_or(|last| last.seq < entry.seq));

@@ -56,7 +56,7 @@ pub use options::{
     LogOptions, ReadStrategy, RecoveryMode, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
 };
 pub use reader::{Cursor, Durability, Reader, RecordRef, Records, TruncateReport};
-pub use recovery::{RecoveryReport, TornTail};
+pub use recovery::{RecoveryReport, TornTail, UnfinishedRoll};
 pub use verify::{Damage, VerifyReport};
 pub use writer::Log;
 

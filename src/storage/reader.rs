@@ -715,7 +715,10 @@ impl Cursor {
                     },
                 });
             }
-            if self.shared.follower && self.shared.refresh()? {
+            // A follower looks for frames the writer added; in the writer's process, this
+            // writes the frames the writer has staged [LOG-02] (or waits for the thread that
+            // is writing them).
+            if self.shared.refresh()? || segment.end() > self.offset {
                 continue;
             }
             if let Some((offset, kind)) = segment.damaged_end.get()

@@ -487,6 +487,7 @@ pub(crate) fn load_sealed(
     strategy: ReadStrategy,
     max_payload: u32,
     rewrite_index: Option<&dyn Io>,
+    unproven: bool,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = open_file(dir, base, false)?;
     let segment = SegmentId(base);
@@ -518,6 +519,25 @@ pub(crate) fn load_sealed(
             file_len,
             max_payload,
         )?;
+        // A follower may see the segment before the last without the roll that sealed it
+        // having finished: after a power loss its last frames and seal may be missing, and
+        // the successor's records were never acknowledged. Its frames then end the log, as
+        // the writer's next open decides [REC-08].
+        if unproven && found.stop != Stop::Seal {
+            tracing::warn!(%segment, offset = found.end, "the last roll did not finish; the log ends in the segment before the last until the writer recovers it");
+            let map = map_for_reading(strategy, &file, &path)?;
+            let parts = Parts {
+                file,
+                path,
+                header,
+                file_len,
+                end: found.end,
+                end_seq: found.end_seq,
+                sealed: false,
+                entries,
+            };
+            return Ok(parts.into_data(map));
+        }
         // Damage hides only itself [RD-04]: past a damaged frame the scan resumes at the next
         // valid one, so that reads of the records around it work. (A damaged seal still fails
         // the segment: the proof that it is complete is gone.)

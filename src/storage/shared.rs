@@ -15,7 +15,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::dir;
 use super::error::{CorruptKind, Error, IoOp, Result};
 use super::header::HEADER_LEN;
-use super::io::Io;
+use super::index::{IndexEntry, IndexFooter};
+use super::io::{Io, write_all_at};
 use super::meta::{CleanMark, StartMark};
 use super::options::ReadStrategy;
 use super::segment::{self, FileWindow, SegmentData, Stop};
@@ -55,6 +56,39 @@ pub(crate) struct SyncState {
     pub(crate) shutdown: bool,
 }
 
+/// Frames appended but not yet written to the active segment's file (format/recovery.md,
+/// "Appending"). The writer stages frames here and writes them with one `pwrite` when the
+/// buffer fills; the sync thread and readers that reach the written end write them sooner
+/// ([`Shared::flush`]). Records become visible to readers when written.
+#[derive(Debug, Default)]
+pub(crate) struct Staging {
+    /// The segment the staged frames belong to.
+    pub(crate) segment: Option<Arc<SegmentData>>,
+    /// The staged frames, which go at `offset` in the segment's file.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) offset: u64,
+    /// The sequence after the last staged frame.
+    pub(crate) next_seq: u64,
+    /// Index entries of the staged frames.
+    pub(crate) entries: Vec<IndexEntry>,
+    /// An empty buffer for the next flush to swap in.
+    pub(crate) spare: Vec<u8>,
+}
+
+/// A roll whose durable steps run in the background ([ROLL-07]): until they
+/// finish, no record at or after `end_seq` is acknowledged as durable.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRoll {
+    /// The sealed segment.
+    pub(crate) sealed: Arc<SegmentData>,
+    /// Where its seal frame is.
+    pub(crate) seal_offset: u64,
+    /// The successor's base: the sequence after the sealed segment's last record.
+    pub(crate) end_seq: u64,
+    /// The successor, renamed into place but not yet durable.
+    pub(crate) successor: Arc<SegmentData>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -81,6 +115,16 @@ pub(crate) struct Shared {
     pub(crate) sync_idle: AtomicBool,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
+    /// Frames appended but not yet written.
+    pub(crate) staging: Mutex<Staging>,
+    /// Serialises writing staged frames, so that they reach the file in order.
+    pub(crate) flush_order: Mutex<()>,
+    /// The roll whose durable steps have not run yet (at most one).
+    pub(crate) pending_roll: Mutex<Option<PendingRoll>>,
+    /// Notified when a pending roll finishes (or the log is poisoned).
+    pub(crate) roll_finished: Condvar,
+    /// Serialises finishing a roll.
+    pub(crate) roll_order: Mutex<()>,
     /// Serialises follower refreshes and holds their scan buffer.
     pub(crate) refresh_window: Mutex<FileWindow>,
     pub(crate) watcher: OnceLock<()>,
@@ -113,6 +157,11 @@ impl Shared {
             sync_wake: Condvar::new(),
             sync_idle: AtomicBool::new(false),
             active: Mutex::new(None),
+            staging: Mutex::new(Staging::default()),
+            flush_order: Mutex::new(()),
+            pending_roll: Mutex::new(None),
+            roll_finished: Condvar::new(),
+            roll_order: Mutex::new(()),
             refresh_window: Mutex::new(FileWindow::default()),
             watcher: OnceLock::new(),
         }
@@ -145,6 +194,8 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         drop(slot);
         self.notify_durable();
+        let _roll = self.pending_roll.lock();
+        self.roll_finished.notify_all();
     }
 
     pub(crate) fn notify_durable(&self) {
@@ -152,14 +203,71 @@ impl Shared {
         self.durable_changed.notify_all();
     }
 
-    /// Makes everything published so far durable, from any thread [DUR-02].
+    /// Writes the staged frames to the active segment's file and publishes them to readers
+    /// [LOG-02]. Returns whether anything was written.
+    ///
+    /// A failed write poisons the log: those records were acknowledged as appended, and a
+    /// later write cannot be trusted to land where they should have [DUR-04].
+    pub(crate) fn flush(&self) -> Result<bool> {
+        let _order = self.flush_order.lock();
+        let (segment, mut bytes, offset, next_seq, entries) = {
+            let mut staging = self.staging.lock();
+            if staging.bytes.is_empty() {
+                return Ok(false);
+            }
+            let spare = std::mem::take(&mut staging.spare);
+            let bytes = std::mem::replace(&mut staging.bytes, spare);
+            let offset = staging.offset;
+            staging.offset += bytes.len() as u64;
+            let entries = std::mem::take(&mut staging.entries);
+            (
+                staging.segment.clone(),
+                bytes,
+                offset,
+                staging.next_seq,
+                entries,
+            )
+        };
+        let Some(segment) = segment else {
+            return Ok(false);
+        };
+        self.check_poison()?;
+        if let Err(error) = write_all_at(&*self.io, &segment.file, &bytes, offset, &segment.path) {
+            self.poison(&error);
+            return Err(error);
+        }
+        if !entries.is_empty() {
+            let mut index = segment.index.write();
+            for entry in entries {
+                index.push(entry);
+            }
+        }
+        segment.end_seq.store(next_seq, Ordering::Release);
+        segment
+            .end
+            .store(offset + bytes.len() as u64, Ordering::Release);
+        self.appended.notify(usize::MAX);
+        bytes.clear();
+        let mut staging = self.staging.lock();
+        if staging.spare.capacity() == 0 {
+            staging.spare = bytes;
+        }
+        Ok(true)
+    }
+
+    /// Makes everything appended so far durable, from any thread [DUR-02].
     pub(crate) fn sync_now(&self) -> Result<()> {
         self.check_poison()?;
-        let target = self.next.load(Ordering::Acquire);
+        self.flush()?;
         let Some(active) = self.active.lock().clone() else {
             return Ok(());
         };
+        // What is written before the sync starts is what it covers.
+        let target = active.end_seq();
         let end = active.end();
+        // A roll that made `active` the active segment must finish first: its sealed segment,
+        // the successor's header and its name are durable before any record after them.
+        self.finish_roll()?;
         if let Err(source) = self.io.sync_data(&active.file) {
             let error = Error::io(IoOp::Sync, &active.path, source);
             self.poison(&error);
@@ -171,6 +279,62 @@ impl Shared {
             tracing::warn!(%error, "could not extend the index file; it will be rebuilt if needed");
         }
         Ok(())
+    }
+
+    /// Runs the durable steps of a pending roll [ROLL-07]: the sealed segment's
+    /// records and seal, then the successor's header and name, then the sealed segment's
+    /// index footer, which is the proof that the roll finished [REC-08]. A failure poisons
+    /// the log.
+    pub(crate) fn finish_roll(&self) -> Result<()> {
+        let _order = self.roll_order.lock();
+        let Some(roll) = self.pending_roll.lock().clone() else {
+            return Ok(());
+        };
+        self.check_poison()?;
+        let fail = |error: Error| {
+            self.poison(&error);
+            Err(error)
+        };
+        for segment in [&roll.sealed, &roll.successor] {
+            if let Err(source) = self.io.sync_data(&segment.file) {
+                return fail(Error::io(IoOp::Sync, &segment.path, source));
+            }
+        }
+        if let Err(error) = super::durable::sync_dir(&*self.io, &self.dir) {
+            return fail(error);
+        }
+        let footer = IndexFooter {
+            end_seq: roll.end_seq,
+            seal_offset: u32::try_from(roll.seal_offset).unwrap_or(u32::MAX),
+        };
+        // The index can be rebuilt, so failing to write it is not fatal (the next open after
+        // a crash then checks the sealed segment by scanning it) [ROLL-03].
+        if let Err(error) = roll
+            .sealed
+            .persist_index(&*self.io, &self.dir, u64::MAX, Some(footer))
+        {
+            tracing::warn!(%error, segment = %roll.sealed.id, "could not write the index of a sealed segment");
+        }
+        self.durable.fetch_max(roll.end_seq, Ordering::AcqRel);
+        self.notify_durable();
+        let mut pending = self.pending_roll.lock();
+        *pending = None;
+        self.roll_finished.notify_all();
+        Ok(())
+    }
+
+    /// Blocks until no roll is pending; a second roll waits for the first [ROLL-07].
+    pub(crate) fn wait_roll_finished(&self) -> Result<()> {
+        let mut pending = self.pending_roll.lock();
+        while pending.is_some() {
+            if self.poisoned.load(Ordering::Acquire) {
+                break;
+            }
+            self.roll_finished
+                .wait_for(&mut pending, std::time::Duration::from_millis(100));
+        }
+        drop(pending);
+        self.check_poison()
     }
 
     /// Makes every published record durable from any handle: the writer's sync in the
@@ -191,13 +355,13 @@ impl Shared {
 
     /// The segment holding `seq` (or, past the end, the last segment), loading it if needed.
     pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<SegmentData>>> {
-        let (slot, successor) = {
+        let (slot, successor, before_last) = {
             let slots = self.slots.read();
             let after = slots.partition_point(|s| s.base <= seq);
             let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)).cloned() else {
                 return Ok(None);
             };
-            (slot, slots.get(after).map(|s| s.base))
+            (slot, slots.get(after).map(|s| s.base), after + 1 == slots.len())
         };
         if let Some(data) = slot.get() {
             return Ok(Some(data.clone()));
@@ -214,6 +378,7 @@ impl Shared {
             self.strategy,
             self.max_payload,
             rewrite,
+            self.follower && before_last,
         ) {
             Ok(data) => data,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -235,9 +400,12 @@ impl Shared {
 
     /// For followers: discovers frames and segments the writer added since the last look.
     /// Returns whether anything new was found.
+    ///
+    /// In the writer's process, this writes the writer's staged frames instead, so that
+    /// every record below [`Shared::next`] can be read.
     pub(crate) fn refresh(&self) -> Result<bool> {
         if !self.follower {
-            return Ok(false);
+            return self.flush();
         }
         let mut window = self.refresh_window.lock();
         let start = self.reload_start()?;

@@ -1,10 +1,13 @@
 //! The writer: append, batch append, segment roll, durability policies and clean close.
 //!
-//! Appends copy the frame into the mapped, preallocated active segment and publish its end;
-//! no system call is made on the append path unless the policy is `EveryAppend` or the
-//! segment is full. Syncs run on a dedicated thread (group commit and periodic policies) that
-//! publishes a durable-sequence watermark. See format/recovery.md for the numbered steps of
-//! a roll and a close and what recovery does after a crash at each.
+//! Appends encode the frame into a staging buffer that is written to the preallocated active
+//! segment with one `pwrite` when it fills, or sooner when the sync thread or a reader needs
+//! the records (format/recovery.md, "Appending"); no system call is made on the append path
+//! unless the policy is `EveryAppend` or the buffer is full. Syncs run on a dedicated thread
+//! that publishes a durable-sequence watermark, and a roll's syncs run there too, so under
+//! `OsOnly` and `GroupCommit` the appending thread never waits for a sync. See
+//! format/recovery.md for the numbered steps of a roll and a close and what recovery does
+//! after a crash at each.
 
 use std::fs::File;
 use std::ops::Range;
@@ -20,15 +23,18 @@ use super::error::{Error, IoOp, Result};
 use super::frame::{self, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind};
 use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
 use super::id::{SegmentId, Seq};
-use super::index::{IndexEntry, IndexFooter};
-use super::io::mmap::SegmentMap;
+use super::index::{INDEX_INTERVAL, IndexEntry, IndexFooter};
 use super::io::write_all_at;
 use super::meta::{CleanMark, StartMark};
-use super::options::{LogOptions, ReadStrategy, SyncPolicy};
+use super::options::{LogOptions, SyncPolicy};
 use super::reader::{Durability, Reader, TruncateReport};
 use super::recovery::{self, RecoveryReport};
-use super::segment::{Parts, SegmentData};
-use super::shared::{self, Shared, Slot};
+use super::segment::{self, Parts, SegmentData};
+use super::shared::{self, PendingRoll, Shared, Slot};
+
+/// Staged bytes written at once: large enough that the `pwrite` costs little per record,
+/// small enough to stay in the CPU's caches.
+const STAGE_BYTES: usize = 256 << 10;
 
 /// The single writer of a log directory.
 ///
@@ -40,9 +46,11 @@ pub struct Log {
     shared: Arc<Shared>,
     options: LogOptions,
     active: Arc<SegmentData>,
-    map: Arc<SegmentMap>,
+    /// Where the next frame goes in the active segment (staged frames included).
     end: u64,
     next_seq: u64,
+    /// The offset from which the next frame gets an index entry [IDX-01].
+    next_index_at: u64,
     /// The active segment carries a seal but its successor could not be created yet.
     sealed_without_successor: bool,
     spare: Spare,
@@ -106,6 +114,9 @@ impl Log {
         report.removed_segments = doomed;
         durable::remove_files(&*io, dir, &stale)?;
 
+        if clean.is_none() {
+            recovery::check_last_roll(&*io, dir, &mut segments, FRAME_PAYLOAD_LIMIT, &mut report)?;
+        }
         let recovered = match segments.last() {
             Some(&last) => recovery::recover_active(
                 &*io,
@@ -119,7 +130,7 @@ impl Log {
             None => {
                 segments.push(start);
                 recovery::Recovered {
-                    parts: create_segment(&*io, dir, start, options.segment_bytes, None)?,
+                    parts: create_segment(&*io, dir, start, options.segment_bytes, None, true)?,
                 }
             }
         };
@@ -158,8 +169,12 @@ impl Log {
         }
         let sealed = parts.sealed;
         let (end, next_seq) = (parts.end, parts.end_seq);
-        let map = Arc::new(SegmentMap::writable(&parts.file, &parts.path)?);
-        let active = Arc::new(parts.into_data(shared_map(options.read_strategy, &map)));
+        let next_index_at = parts
+            .entries
+            .last()
+            .map_or(0, |e| u64::from(e.offset) + INDEX_INTERVAL);
+        let map = segment::map_for_reading(options.read_strategy, &parts.file, &parts.path)?;
+        let active = Arc::new(parts.into_data(map));
         let shared = Shared::new(dir, io, options.read_strategy, FRAME_PAYLOAD_LIMIT, false);
         {
             let mut slots = shared.slots.write();
@@ -173,6 +188,7 @@ impl Log {
         shared.next.store(next_seq, Ordering::Release);
         shared.durable.store(next_seq, Ordering::Release);
         *shared.active.lock() = Some(active.clone());
+        restage(&shared, &active, end, next_seq);
         report.segments = segments.len();
         report.first_seq = shared.first_seq();
         report.next_seq = next_seq;
@@ -181,9 +197,9 @@ impl Log {
             shared: Arc::new(shared),
             options,
             active,
-            map,
             end,
             next_seq,
+            next_index_at,
             sealed_without_successor: sealed,
             spare: Spare::None,
             syncer: None,
@@ -237,6 +253,19 @@ impl Log {
         }
         self.publish()?;
         Ok(Seq(first)..Seq(self.next_seq))
+    }
+
+    /// Writes the records appended so far to the operating system, without syncing: after
+    /// this returns they survive a crash of this process (not a power loss) and readers in
+    /// other processes see them. Appends are staged in memory until the staging buffer fills,
+    /// a sync, or a reader in this process reaches them [LOG-02].
+    ///
+    /// # Errors
+    ///
+    /// The write error; the log is poisoned afterwards, and the staged records are lost as
+    /// in a crash.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.flush().map(|_| ())
     }
 
     /// Makes every appended record durable now.
@@ -303,9 +332,9 @@ impl Log {
     }
 
     /// Stops the writer as a killed process would: background threads stop and the lock is
-    /// released, but nothing is synced and no clean-shutdown marker is written. Bytes already
-    /// copied into the mapped segment stay in the page cache, exactly as after `SIGKILL`.
-    /// For crash tests.
+    /// released, but nothing is synced and no clean-shutdown marker is written. Records
+    /// already written to the file ([`Log::flush`]) stay in the page cache and staged ones
+    /// are lost, exactly as after `SIGKILL`. For crash tests.
     #[doc(hidden)]
     pub fn simulate_crash(mut self) {
         self.closed = true;
@@ -357,14 +386,16 @@ impl Log {
         let result = self.place(len).and_then(|offset| {
             let seq = self.next_seq;
             let salt = self.active.salt;
+            let indexed = offset >= self.next_index_at;
+            let entry = IndexEntry {
+                seq,
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            };
             if self.options.sync_policy == SyncPolicy::EveryAppend {
-                // Written through the file, not the map: a sync of pages dirtied with `pwrite`
-                // is much cheaper than one of pages dirtied through a shared mapping, and each
-                // append syncs. Readers see the bytes through their maps all the same.
+                // Written at once: each append syncs, and a record is visible only once durable.
                 let mut frame = std::mem::take(&mut self.frame);
                 frame.clear();
-                frame.resize(len, 0);
-                frame::encode_into(&mut frame, salt, seq, kind, body);
+                frame::encode_append(&mut frame, salt, seq, kind, body);
                 let written = write_all_at(
                     &*self.options.io,
                     &self.active.file,
@@ -374,18 +405,25 @@ impl Log {
                 );
                 self.frame = frame;
                 written?;
+                if indexed {
+                    self.active.index.write().push(entry);
+                }
             } else {
-                let written = self.map.write(offset, len, |out| {
-                    frame::encode_into(out, salt, seq, kind, body)
-                });
-                debug_assert!(written.is_some(), "place() guarantees the frame fits");
+                let full = {
+                    let mut staging = self.shared.staging.lock();
+                    frame::encode_append(&mut staging.bytes, salt, seq, kind, body);
+                    staging.next_seq = seq + 1;
+                    if indexed {
+                        staging.entries.push(entry);
+                    }
+                    staging.bytes.len() >= STAGE_BYTES
+                };
+                if full {
+                    self.shared.flush()?;
+                }
             }
-            let mut index = self.active.index.write();
-            if index.wants(offset) {
-                index.push(IndexEntry {
-                    seq,
-                    offset: u32::try_from(offset).unwrap_or(u32::MAX),
-                });
+            if indexed {
+                self.next_index_at = offset + INDEX_INTERVAL;
             }
             self.end = offset + len as u64;
             self.next_seq = seq + 1;
@@ -418,18 +456,20 @@ impl Log {
     fn place(&mut self, len: usize) -> Result<u64> {
         let needed = (len + FRAME_HEADER_LEN) as u64;
         let empty = self.end == HEADER_LEN as u64;
-        if self.sealed_without_successor || (!empty && self.end + needed > self.map.len() as u64) {
+        let capacity = self.active.file_len;
+        if self.sealed_without_successor || (!empty && self.end + needed > capacity) {
             self.roll()?;
         }
-        if self.end + needed > self.map.len() as u64 {
+        let capacity = self.active.file_len;
+        if self.end + needed > capacity {
             return Err(Error::PayloadTooLarge {
                 len: len as u64,
-                max: self.map.len() as u64,
+                max: capacity,
             });
         }
         // Prepare the next segment's file once this one is half full: off the append path,
         // and only for logs that will actually roll.
-        if self.end * 2 >= self.map.len() as u64 {
+        if self.end * 2 >= capacity {
             match &self.spare {
                 Spare::None => {
                     self.spare =
@@ -467,25 +507,27 @@ impl Log {
         }
     }
 
-    /// Publishes written frames to readers (and, under `EveryAppend`, syncs first).
+    /// Publishes appended frames: under `EveryAppend`, syncs the frames written and makes them
+    /// visible; otherwise announces the staged records, which readers write out when they
+    /// reach them ([`Shared::flush`]), and wakes the sync thread.
     fn publish(&mut self) -> Result<()> {
-        if self.active.end() == self.end && !self.sealed_without_successor {
+        if self.shared.next.load(Ordering::Acquire) == self.next_seq {
             return Ok(());
         }
-        // After a failed sync, a later sync that succeeds proves nothing about the frames the
-        // failed one covered (fsyncgate): never publish them or move the durable watermark.
-        self.shared.check_poison()?;
         if self.options.sync_policy == SyncPolicy::EveryAppend {
+            // After a failed sync, a later sync that succeeds proves nothing about the frames
+            // the failed one covered (fsyncgate): never publish them or move the watermark.
+            self.shared.check_poison()?;
             if let Err(source) = self.options.io.sync_data(&self.active.file) {
                 let error = Error::io(IoOp::Sync, &self.active.path, source);
                 self.shared.poison(&error);
-                self.discard_unpublished();
+                self.discard_unwritten();
                 return Err(error);
             }
             self.shared.durable.store(self.next_seq, Ordering::Release);
+            self.active.end_seq.store(self.next_seq, Ordering::Release);
+            self.active.end.store(self.end, Ordering::Release);
         }
-        self.active.end_seq.store(self.next_seq, Ordering::Release);
-        self.active.end.store(self.end, Ordering::Release);
         self.shared.next.store(self.next_seq, Ordering::SeqCst);
         self.shared.appended.notify(usize::MAX);
         if self.shared.sync_idle.load(Ordering::SeqCst) {
@@ -498,57 +540,59 @@ impl Log {
         Ok(())
     }
 
-    /// Forgets frames written but not published (their append failed): zeroes them in the
-    /// page cache, so that a reopen in this boot does not bring back a record whose append
-    /// reported an error, and moves the write position back. Best effort: after a failed
-    /// sync nothing about those pages is certain, and the log is poisoned anyway.
-    fn discard_unpublished(&mut self) {
+    /// Forgets frames written under `EveryAppend` whose sync failed: zeroes them in the file
+    /// (best effort), so that a reopen in this boot does not bring back a record whose append
+    /// reported an error, and moves the write position back. After a failed sync nothing
+    /// about those pages is certain, and the log is poisoned anyway.
+    fn discard_unwritten(&mut self) {
         let published = self.active.end();
         if let Ok(len) = usize::try_from(self.end.saturating_sub(published)) {
-            let _ = self.map.write(published, len, |bytes| bytes.fill(0));
+            let _ = write_all_at(
+                &*self.options.io,
+                &self.active.file,
+                &vec![0; len],
+                published,
+                &self.active.path,
+            );
         }
         self.end = published;
         self.next_seq = self.active.end_seq();
         self.active.index.write().truncate_from(published);
+        self.next_index_at = self
+            .active
+            .index
+            .read()
+            .last()
+            .map_or(0, |e| u64::from(e.offset) + INDEX_INTERVAL);
     }
 
-    /// Seals the active segment and continues in a new one [ROLL-01..06].
+    /// Seals the active segment and continues in a new one [ROLL-01] to [ROLL-07].
+    ///
+    /// Under `EveryAppend` every step runs here, in order. Otherwise the steps that write run
+    /// here and the syncs run on the sync thread ([`Shared::finish_roll`]); the durable
+    /// watermark does not pass the seal until they have, and a second roll waits for the
+    /// first, so at most one roll is ever unfinished [REC-08].
     fn roll(&mut self) -> Result<()> {
         self.publish()?;
+        let inline = self.options.sync_policy == SyncPolicy::EveryAppend;
+        // 1. Every staged frame written, no earlier roll unfinished, then the seal frame after
+        // the last record.
+        self.shared.flush()?;
+        if !inline {
+            self.shared.wait_roll_finished()?;
+        }
         let old = self.active.clone();
+        let (seal_offset, end_seq) = (self.end, self.next_seq);
         if !self.sealed_without_successor {
-            // 1. The seal frame, after the last record.
-            let (salt, seq) = (old.salt, self.next_seq);
-            let written = self.map.write(self.end, FRAME_HEADER_LEN, |out| {
-                frame::encode_into(out, salt, seq, FrameKind::Seal, &[])
-            });
-            debug_assert!(
-                written.is_some(),
-                "a seal always fits: place() reserves room for it"
-            );
-            // 2. Every record and the seal durable.
-            if let Err(source) = self.options.io.sync_data(&old.file) {
-                let error = Error::io(IoOp::Sync, &old.path, source);
-                self.shared.poison(&error);
-                return Err(error);
-            }
+            let seal = frame::encode(old.salt, end_seq, FrameKind::Seal, &[]);
+            write_all_at(&*self.options.io, &old.file, &seal, seal_offset, &old.path)?;
             self.sealed_without_successor = true;
-            self.shared
-                .durable
-                .fetch_max(self.next_seq, Ordering::AcqRel);
-            self.shared.notify_durable();
-            // 3. The complete index; it can be rebuilt, so failing here is not fatal.
-            let footer = IndexFooter {
-                end_seq: seq,
-                seal_offset: u32::try_from(self.end).unwrap_or(u32::MAX),
-            };
-            if let Err(error) =
-                old.persist_index(&*self.options.io, &self.shared.dir, u64::MAX, Some(footer))
-            {
-                tracing::warn!(%error, segment = %old.id, "could not write the index of a sealed segment");
+            // 2-3. Under `EveryAppend`, the sealed segment durable and its index complete now.
+            if inline {
+                self.sync_sealed(&old, seal_offset, end_seq)?;
             }
         }
-        // 4-5. The successor: header durable, then renamed into place and the directory synced.
+        // 4-5. The successor: its header, then its name.
         if matches!(self.spare, Spare::Preparing(_)) {
             self.spare = self.collect_spare();
         }
@@ -556,24 +600,73 @@ impl Log {
             Spare::Ready(file) => Some(file),
             Spare::None | Spare::Preparing(_) | Spare::Failed => None,
         };
-        let parts = create_segment(
+        let created = create_segment(
             &*self.options.io,
             &self.shared.dir,
-            self.next_seq,
+            end_seq,
             self.options.segment_bytes,
             spare,
-        )?;
-        let map = Arc::new(SegmentMap::writable(&parts.file, &parts.path)?);
-        let new = Arc::new(parts.into_data(shared_map(self.options.read_strategy, &map)));
-        // 6. Publish: readers find the successor before they see the old segment sealed.
+            inline,
+        );
+        let parts = match created {
+            Ok(parts) => parts,
+            Err(error) => {
+                // The roll stops here: the sealed segment is made durable now, so that every
+                // record before the failure is committed ([ROLL-02] of the failed roll).
+                if !inline {
+                    self.sync_sealed(&old, seal_offset, end_seq)?;
+                }
+                return Err(error);
+            }
+        };
+        let map = segment::map_for_reading(self.options.read_strategy, &parts.file, &parts.path)?;
+        let new = Arc::new(parts.into_data(map));
+        // 6. Publish. First the durable steps for the sync thread [ROLL-07], before it can see
+        // the successor as the active segment; then readers find the successor before they
+        // see the old segment sealed.
+        if !inline {
+            *self.shared.pending_roll.lock() = Some(PendingRoll {
+                sealed: old.clone(),
+                seal_offset,
+                end_seq,
+                successor: new.clone(),
+            });
+        }
         self.shared.slots.write().push(Slot::loaded(new.clone()));
         *self.shared.active.lock() = Some(new.clone());
+        restage(&self.shared, &new, HEADER_LEN as u64, end_seq);
         old.sealed.store(true, Ordering::Release);
         self.active = new;
-        self.map = map;
         self.end = HEADER_LEN as u64;
+        self.next_index_at = 0;
         self.sealed_without_successor = false;
+        if !inline {
+            let _state = self.shared.sync.lock();
+            self.shared.sync_wake.notify_one();
+        }
         tracing::debug!(segment = %self.active.id, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Makes a sealed segment durable with its index footer, on this thread ([ROLL-02] under
+    /// `EveryAppend`, and when a roll stops before its successor exists).
+    fn sync_sealed(&self, old: &SegmentData, seal_offset: u64, end_seq: u64) -> Result<()> {
+        if let Err(source) = self.options.io.sync_data(&old.file) {
+            let error = Error::io(IoOp::Sync, &old.path, source);
+            self.shared.poison(&error);
+            return Err(error);
+        }
+        self.shared.durable.fetch_max(end_seq, Ordering::AcqRel);
+        self.shared.notify_durable();
+        let footer = IndexFooter {
+            end_seq,
+            seal_offset: u32::try_from(seal_offset).unwrap_or(u32::MAX),
+        };
+        if let Err(error) =
+            old.persist_index(&*self.options.io, &self.shared.dir, u64::MAX, Some(footer))
+        {
+            tracing::warn!(%error, segment = %old.id, "could not write the index of a sealed segment");
+        }
         Ok(())
     }
 
@@ -584,6 +677,7 @@ impl Log {
         self.closed = true;
         self.stop_threads();
         self.publish()?;
+        // Writes the staged frames and finishes a pending roll before syncing.
         self.shared.sync_now()?;
         let io = &*self.options.io;
         self.active
@@ -611,15 +705,20 @@ impl Drop for Log {
 
 /// Creates the segment starting at `base` [ROLL-04] [ROLL-05]:
 ///
-/// 1. a zeroed, synced file (the spare, if one was prepared in the background);
-/// 2. its header written and synced;
-/// 3. renamed to its segment name, and the directory synced.
+/// 1. a preallocated, synced file that reads as zeros (the spare, if one was prepared in the
+///    background);
+/// 2. its header written (and, with `sync`, synced);
+/// 3. renamed to its segment name (and, with `sync`, the directory synced).
+///
+/// Without `sync`, the caller makes the header and the name durable before any record of the
+/// segment is acknowledged ([ROLL-07]).
 fn create_segment(
     io: &dyn super::io::Io,
     dir: &Path,
     base: u64,
     segment_bytes: u64,
     spare: Option<File>,
+    sync: bool,
 ) -> Result<Parts> {
     let spare_path = dir.join(dir::SPARE_FILE);
     let file = match spare {
@@ -628,10 +727,15 @@ fn create_segment(
     };
     let header = FileHeader::new(base, rand::random());
     write_all_at(io, &file, &header.encode(SEGMENT_MAGIC), 0, &spare_path)?;
-    io.sync_data(&file)
-        .map_err(|e| Error::io(IoOp::Sync, &spare_path, e))?;
     let path = dir::segment_path(dir, base);
-    durable::rename(io, dir, &spare_path, &path)?;
+    if sync {
+        io.sync_data(&file)
+            .map_err(|e| Error::io(IoOp::Sync, &spare_path, e))?;
+        durable::rename(io, dir, &spare_path, &path)?;
+    } else {
+        io.rename(&spare_path, &path)
+            .map_err(|e| Error::io(IoOp::Rename, &path, e))?;
+    }
     Ok(Parts {
         file,
         path,
@@ -655,9 +759,13 @@ enum Spare {
     Failed,
 }
 
-/// Readers in this process read the writer's map of a segment when they read through maps.
-fn shared_map(strategy: ReadStrategy, map: &Arc<SegmentMap>) -> Option<Arc<SegmentMap>> {
-    (strategy == ReadStrategy::Mmap).then(|| map.clone())
+/// Points the staging buffer at `segment`, whose frames end at `end` before `next_seq`.
+fn restage(shared: &Shared, segment: &Arc<SegmentData>, end: u64, next_seq: u64) {
+    let mut staging = shared.staging.lock();
+    debug_assert!(staging.bytes.is_empty(), "staged frames of another segment");
+    staging.segment = Some(segment.clone());
+    staging.offset = end;
+    staging.next_seq = next_seq;
 }
 
 /// Prepares the next segment's file in the background, off the append path [SEG-08].
@@ -667,8 +775,10 @@ fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<Fi
     std::thread::spawn(move || durable::create_zeroed(&*io, &path, segment_bytes))
 }
 
+/// Starts the sync thread: it syncs appends under the group-commit and periodic policies,
+/// and finishes rolls under every policy but `EveryAppend` (which rolls on its own thread).
 fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<()>> {
-    if matches!(policy, SyncPolicy::EveryAppend | SyncPolicy::OsOnly) {
+    if policy == SyncPolicy::EveryAppend {
         return None;
     }
     let shared = shared.clone();
@@ -684,9 +794,15 @@ fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<(
     }
 }
 
-/// The sync thread: waits for unsynced appends, then syncs and publishes the watermark.
+/// The sync thread: waits for unsynced appends (or a roll to finish), then syncs and
+/// publishes the watermark.
 fn sync_loop(shared: &Shared, policy: SyncPolicy) {
-    let pending = || shared.next.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst);
+    let roll = || shared.pending_roll.lock().is_some();
+    let pending = || {
+        roll()
+            || (policy != SyncPolicy::OsOnly
+                && shared.next.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst))
+    };
     loop {
         {
             let mut state = shared.sync.lock();
@@ -728,7 +844,12 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
         {
             gather(shared, max_delay, max_bytes);
         }
-        if shared.sync_now().is_err() {
+        let synced = if policy == SyncPolicy::OsOnly {
+            shared.finish_roll()
+        } else {
+            shared.sync_now()
+        };
+        if synced.is_err() {
             return;
         }
     }
@@ -738,12 +859,13 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
 fn gather(shared: &Shared, max_delay: Duration, max_bytes: u64) {
     // A delay too large for the clock gathers until `max_bytes` are pending.
     let deadline = super::deadline_after(max_delay);
-    let Some(active) = shared.active.lock().clone() else {
-        return;
+    let staged_end = || {
+        let staging = shared.staging.lock();
+        staging.offset + staging.bytes.len() as u64
     };
-    let started_at = active.end();
+    let started_at = staged_end();
     while deadline.is_none_or(|deadline| Instant::now() < deadline) {
-        if active.end().saturating_sub(started_at) >= max_bytes {
+        if staged_end().saturating_sub(started_at) >= max_bytes {
             return;
         }
         std::thread::sleep(Duration::from_micros(50).min(max_delay));

@@ -314,6 +314,15 @@ impl Io for FaultyIo {
             .write_at(file, buf.get(..len).unwrap_or_default(), offset)
     }
 
+    /// Reserving space is a write as far as faults go: `ENOSPC` above all.
+    fn allocate(&self, file: &File, len: u64) -> io::Result<bool> {
+        let size = usize::try_from(len).unwrap_or(usize::MAX);
+        if let Some(errno) = self.decide(OpKind::Write, &file_path(file), size) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.inner.allocate(file, len)
+    }
+
     fn sync_data(&self, file: &File) -> io::Result<()> {
         if let Some(errno) = self.decide(OpKind::Sync, &file_path(file), 0) {
             return Err(io::Error::from_raw_os_error(errno));

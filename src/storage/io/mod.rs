@@ -37,6 +37,21 @@ pub trait Io: Send + Sync + fmt::Debug {
         file.sync_data()
     }
 
+    /// Reserves blocks for `[0, len)` of the file and extends it to at least `len`, reading
+    /// as zeros (`fallocate`). Returns `Ok(false)` when the file system cannot, and the
+    /// caller then writes zeros instead.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (`ENOSPC` above all).
+    fn allocate(&self, file: &File, len: u64) -> io::Result<bool> {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(false),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
     /// Makes the file's data and metadata durable (`fsync`).
     ///
     /// # Errors
