@@ -1256,18 +1256,23 @@ fn every_append_syncs_before_returning() {
     drop(log);
 }
 
-/// [REC-08] [ROLL-07] [REC-06] An unclean open checks the last roll. Without the sealed
-/// segment's index footer (the proof the roll finished), a seal or a successor header that
-/// never reached the disk means the roll had not finished: the successor, whose records were
-/// never acknowledged, is removed and reported, and every record of the sealed segment stays.
-/// With the footer, a damaged successor header is damage, refused.
+/// [REC-08] [ROLL-07] [REC-06] An unclean open checks the rolls after the last proven one.
+/// Without the sealed segment's index footer (the proof the roll finished), a seal or a
+/// successor header that never reached the disk means the roll had not finished: the
+/// successor and every later segment, whose records were never acknowledged, are removed and
+/// reported, and every record of the sealed segment stays. A roll whose writes all landed is
+/// kept, and the check goes on with the next. With the footer, a damaged successor header is
+/// damage, refused.
 #[test]
-fn an_unfinished_roll_loses_only_its_successor() {
+fn an_unfinished_roll_loses_only_the_segments_after_it() {
     for damage in [
         "seal",
         "successor header",
         "successor header after the footer",
+        "seal, two rolls unfinished",
+        "second seal, two rolls unfinished",
     ] {
+        let two = damage.ends_with("two rolls unfinished");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
@@ -1276,16 +1281,31 @@ fn an_unfinished_roll_loses_only_its_successor() {
         while log.active_segment() == SegmentId(1) {
             written.extend(fill(&mut log, 1));
         }
-        let successor = log.active_segment().0;
-        written.retain(|(seq, _)| seq.0 < successor);
+        let mut successor = log.active_segment().0;
+        if two {
+            while log.active_segment() == SegmentId(successor) {
+                written.extend(fill(&mut log, 1));
+            }
+        }
+        let last = log.active_segment().0;
         let in_successor = fill(&mut log, 3);
         log.sync().unwrap();
         log.flush().unwrap();
         log.simulate_crash();
         if damage != "successor header after the footer" {
             esl_replay::storage::remove_durable(&index_path(&d, 1)).unwrap();
+            esl_replay::storage::remove_durable(&index_path(&d, successor)).unwrap();
         }
-        if damage == "seal" {
+        if damage == "second seal, two rolls unfinished" {
+            // The first roll landed: only the second is unfinished.
+            let sealed = walk(&segment_path(&d, successor));
+            write_at(
+                &segment_path(&d, successor),
+                sealed.end,
+                &[0; FRAME_HEADER_LEN],
+            );
+            successor = last;
+        } else if damage.starts_with("seal") {
             let sealed = walk(&segment_path(&d, 1));
             write_at(&segment_path(&d, 1), sealed.end, &[0; FRAME_HEADER_LEN]);
         } else {
@@ -1312,7 +1332,15 @@ fn an_unfinished_roll_loses_only_its_successor() {
             .clone()
             .expect("the roll is found unfinished");
         assert_eq!(removed.segment, SegmentId(successor), "{damage}");
+        let expected_removed = if damage == "seal, two rolls unfinished" {
+            2
+        } else {
+            1
+        };
+        assert_eq!(removed.removed, expected_removed, "{damage}");
         assert!(!segment_path(&d, successor).exists(), "{damage}");
+        assert!(!segment_path(&d, last).exists(), "{damage}");
+        written.retain(|(seq, _)| seq.0 < successor);
         assert_eq!(report.next_seq, successor, "{damage}: {report:?}");
         assert_eq!(
             report.pending_roll,
@@ -1323,8 +1351,8 @@ fn an_unfinished_roll_loses_only_its_successor() {
             all_records(&log.reader()) == written,
             "{damage}: records of the sealed segment"
         );
-        let (_, first_lost) = &in_successor[0];
-        assert_eq!(log.append(first_lost).unwrap(), Seq(successor), "{damage}");
+        let (_, lost) = &in_successor[0];
+        assert_eq!(log.append(lost).unwrap(), Seq(successor), "{damage}");
         log.close().unwrap();
     }
 }

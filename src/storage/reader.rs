@@ -818,6 +818,11 @@ impl Durability {
     ///
     /// [`Error::Poisoned`] if a sync failed first.
     pub fn wait(&self, seq: Seq) -> Result<()> {
+        if self.shared.durable.load(Ordering::Acquire) > seq.0 {
+            return Ok(());
+        }
+        // Group commit syncs at once when someone waits [DUR-01].
+        let _waiting = Waiting::new(&self.shared);
         let mut guard = self.shared.durable_lock.lock();
         loop {
             if self.shared.durable.load(Ordering::Acquire) > seq.0 {
@@ -828,5 +833,23 @@ impl Durability {
                 .durable_changed
                 .wait_for(&mut guard, Duration::from_millis(100));
         }
+    }
+}
+
+/// Counts a thread waiting for durability while it lives, and wakes the sync thread.
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn new(shared: &'a Shared) -> Waiting<'a> {
+        shared.waiters.fetch_add(1, Ordering::SeqCst);
+        let _state = shared.sync.lock();
+        shared.sync_wake.notify_all();
+        Waiting(shared)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -49,15 +49,19 @@ pub struct RecoveryReport {
     /// [REC-06], so opening never needs room for a new segment.
     pub pending_roll: bool,
     /// A roll that had not finished when the previous writer stopped: its successor, removed
-    /// with the records in it, none of which had been acknowledged as durable [REC-08].
+    /// with every later segment and the records in them, none of which had been acknowledged
+    /// as durable [REC-08].
     pub unfinished_roll: Option<UnfinishedRoll>,
 }
 
-/// The successor of a roll that had not finished, which recovery removed [REC-08].
+/// The successor of a roll that had not finished, which recovery removed with every segment
+/// after it [REC-08].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnfinishedRoll {
     /// The removed successor.
     pub segment: SegmentId,
+    /// How many segments were removed: the successor and every later one.
+    pub removed: usize,
     /// Why the roll could not have finished: what the sealed segment's check found (its
     /// frames stop before the seal), or the successor's damaged header.
     pub kind: CorruptKind,
@@ -82,47 +86,81 @@ pub(crate) struct Recovered {
     pub(crate) parts: Parts,
 }
 
-/// Checks the last roll of a log whose writer did not close cleanly [REC-08].
+/// Checks the unfinished rolls of a log whose writer did not close cleanly [REC-08].
 ///
-/// A roll's syncs run after its successor is renamed into place ([ROLL-07]), so
-/// a power loss can leave a successor beside a sealed segment whose last frames or seal never
-/// reached the disk, or a successor whose header never did. The sealed segment's index footer
-/// is written last, so it proves the roll finished. Without it, the sealed segment is scanned:
-/// if its frames run to a seal for the successor and the successor's header is intact, the
-/// roll's writes all landed and its syncs are made now. Otherwise no record at or after the seal was
-/// acknowledged as durable, and the successor is removed; the sealed segment is then the last
-/// one, recovered as such (its damaged tail cut by the recovery mode's rules, or its roll
-/// completed by the first append, [REC-06]).
-pub(crate) fn check_last_roll(
+/// A roll's syncs run after its successor is renamed into place ([ROLL-07]), so a power loss
+/// can leave successors beside sealed segments whose last frames or seal never reached the
+/// disk, or successors whose header never did. Rolls finish in order, and each writes its
+/// sealed segment's index footer last, so the last footer proves every roll before it
+/// finished. The rolls after it are checked oldest first: if the sealed segment's frames run
+/// to a seal for the successor's base and the successor's header is intact, the roll's writes
+/// all landed, and its syncs are made now. Otherwise no record at or after that seal was
+/// acknowledged as durable, and every later segment is removed; the sealed segment is then
+/// the last one, recovered as such (its damaged tail cut by the recovery mode's rules, or its
+/// roll completed by the first append, [REC-06]).
+pub(crate) fn check_rolls(
     io: &dyn Io,
     dir: &Path,
     segments: &mut Vec<u64>,
     max_payload: u32,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let [.., sealed, last] = segments[..] else {
-        return Ok(());
-    };
-    let (file, path, header, file_len) = segment::open_file(dir, sealed, false)?;
-    let index = segment::read_index(dir, sealed, header.salt).unwrap_or_default();
-    let mut window = FileWindow::default();
-    if let Some(footer) = index.footer {
-        let bytes = window.frame(
-            &file,
-            &path,
-            u64::from(footer.seal_offset),
-            file_len,
-            max_payload,
-        )?;
-        if footer.end_seq == last
-            && frame::decode(bytes, header.salt, footer.end_seq, max_payload) == Decoded::Seal
-        {
-            return Ok(());
+    let mut first = segments.len().saturating_sub(1);
+    while let Some(i) = first.checked_sub(1) {
+        let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
+            break;
+        };
+        if segment::roll_proven(dir, sealed, successor, max_payload)? {
+            break;
         }
+        first = i;
     }
-    let mut entries = index.entries;
+    for i in first..segments.len().saturating_sub(1) {
+        let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
+            break;
+        };
+        let Some(kind) = check_roll(io, dir, sealed, successor, max_payload, report)? else {
+            continue;
+        };
+        let removed: Vec<u64> = segments.drain(i + 1..).collect();
+        let segment = SegmentId(successor);
+        tracing::warn!(%segment, sealed = %SegmentId(sealed), %kind, removed = removed.len(), "removing the segments after a roll that had not finished");
+        let paths: Vec<_> = removed
+            .iter()
+            .flat_map(|base| {
+                [
+                    super::dir::segment_path(dir, *base),
+                    super::dir::index_path(dir, *base),
+                ]
+            })
+            .collect();
+        super::durable::remove_files(io, dir, &paths)?;
+        report.unfinished_roll = Some(UnfinishedRoll {
+            segment,
+            removed: removed.len(),
+            kind,
+        });
+        break;
+    }
+    Ok(())
+}
+
+/// Checks one roll without its proof: `None` if its writes all landed (and are now synced),
+/// otherwise what shows it had not finished.
+fn check_roll(
+    io: &dyn Io,
+    dir: &Path,
+    sealed: u64,
+    successor: u64,
+    max_payload: u32,
+    report: &mut RecoveryReport,
+) -> Result<Option<CorruptKind>> {
+    let (file, path, header, file_len) = segment::open_file(dir, sealed, false)?;
+    let mut entries = segment::read_index(dir, sealed, header.salt)
+        .map(|i| i.entries)
+        .unwrap_or_default();
     let (offset, found) = segment::scan_from_index(
-        &mut window,
+        &mut FileWindow::default(),
         &file,
         &path,
         &header,
@@ -132,37 +170,27 @@ pub(crate) fn check_last_roll(
         max_payload,
     )?;
     report.scanned_bytes += found.end - offset;
-    let kind = match found.stop {
-        Stop::Seal if found.end_seq == last => match segment::open_file(dir, last, false) {
-            Ok((successor, successor_path, ..)) => {
-                // After a process crash the roll's writes are all in the page cache but may
-                // not be durable: finish its syncs before anything after it is declared
-                // durable [REC-07] [ROLL-07].
-                io.sync_data(&file)
-                    .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
-                io.sync_data(&successor)
-                    .map_err(|e| Error::io(IoOp::Sync, &successor_path, e))?;
-                return super::durable::sync_dir(io, dir);
+    Ok(match found.stop {
+        Stop::Seal if found.end_seq == successor => {
+            match segment::open_file(dir, successor, false) {
+                Ok((next, next_path, ..)) => {
+                    // After a process crash the roll's writes are all in the page cache but
+                    // may not be durable: finish its syncs before anything after it is
+                    // declared durable [REC-07] [ROLL-07].
+                    io.sync_data(&file)
+                        .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+                    io.sync_data(&next)
+                        .map_err(|e| Error::io(IoOp::Sync, &next_path, e))?;
+                    super::durable::sync_dir(io, dir)?;
+                    None
+                }
+                Err(Error::Corrupt { kind, .. }) => Some(kind),
+                Err(error) => return Err(error),
             }
-            Err(Error::Corrupt { kind, .. }) => kind,
-            Err(error) => return Err(error),
-        },
-        Stop::Invalid(kind) => kind,
-        Stop::Seal | Stop::Empty | Stop::Limit => CorruptKind::MissingSeal,
-    };
-    let segment = SegmentId(last);
-    tracing::warn!(%segment, sealed = %SegmentId(sealed), %kind, "removing the successor of a roll that had not finished");
-    super::durable::remove_files(
-        io,
-        dir,
-        &[
-            super::dir::segment_path(dir, last),
-            super::dir::index_path(dir, last),
-        ],
-    )?;
-    segments.pop();
-    report.unfinished_roll = Some(UnfinishedRoll { segment, kind });
-    Ok(())
+        }
+        Stop::Invalid(kind) => Some(kind),
+        Stop::Seal | Stop::Empty | Stop::Limit => Some(CorruptKind::MissingSeal),
+    })
 }
 
 /// Recovers the last segment of a log for writing.

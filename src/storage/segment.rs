@@ -475,6 +475,33 @@ pub(crate) fn map_for_reading(
     }
 }
 
+/// Whether the roll from `sealed` to `successor` is proven finished: the sealed segment's
+/// index footer names the successor and its seal decodes [ROLL-03] [REC-08].
+pub(crate) fn roll_proven(
+    dir: &Path,
+    sealed: u64,
+    successor: u64,
+    max_payload: u32,
+) -> Result<bool> {
+    let (file, path, header, file_len) = open_file(dir, sealed, false)?;
+    let Some(footer) = read_index(dir, sealed, header.salt).and_then(|i| i.footer) else {
+        return Ok(false);
+    };
+    if footer.end_seq != successor {
+        return Ok(false);
+    }
+    let bytes = FileWindow::default()
+        .frame(
+            &file,
+            &path,
+            u64::from(footer.seal_offset),
+            file_len,
+            max_payload,
+        )?
+        .to_vec();
+    Ok(frame::decode(&bytes, header.salt, footer.end_seq, max_payload) == Decoded::Seal)
+}
+
 /// Loads a sealed segment (one with a successor) for reading [SEG-06].
 ///
 /// The index footer and the seal it names are checked; if either is missing or damaged the
@@ -487,7 +514,7 @@ pub(crate) fn load_sealed(
     strategy: ReadStrategy,
     max_payload: u32,
     rewrite_index: Option<&dyn Io>,
-    unproven: bool,
+    later: Option<&[u64]>,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = open_file(dir, base, false)?;
     let segment = SegmentId(base);
@@ -519,12 +546,25 @@ pub(crate) fn load_sealed(
             file_len,
             max_payload,
         )?;
-        // A follower may see the segment before the last without the roll that sealed it
-        // having finished: after a power loss its last frames and seal may be missing, and
-        // the successor's records were never acknowledged. Its frames then end the log, as
-        // the writer's next open decides [REC-08].
-        if unproven && found.stop != Stop::Seal {
-            tracing::warn!(%segment, offset = found.end, "the last roll did not finish; the log ends in the segment before the last until the writer recovers it");
+        // A follower may see a segment whose roll had not finished: after a power loss its
+        // last frames and seal may be missing, and no later record was acknowledged. If no
+        // later roll proves it finished, its frames end the log, as the writer's next open
+        // decides [REC-08]. (`later`: the bases after this one, for followers.)
+        let unfinished = || -> Result<bool> {
+            let Some(later) = later else {
+                return Ok(false);
+            };
+            for pair in later.windows(2) {
+                if let [sealed, successor] = *pair
+                    && roll_proven(dir, sealed, successor, max_payload)?
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        if found.stop != Stop::Seal && unfinished()? {
+            tracing::warn!(%segment, offset = found.end, "a roll did not finish; the log ends in this segment until the writer recovers it");
             let map = map_for_reading(strategy, &file, &path)?;
             let parts = Parts {
                 file,

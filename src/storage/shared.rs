@@ -5,6 +5,7 @@
 //! open, possibly in another process than the writer) has no writer to publish for it, so it
 //! discovers new frames itself by scanning past the end it knows with `pread`.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -75,6 +76,13 @@ pub(crate) struct Staging {
     pub(crate) spare: Vec<u8>,
 }
 
+/// What the flusher thread is asked to do.
+#[derive(Debug, Default)]
+pub(crate) struct FlushRequest {
+    pub(crate) flush: bool,
+    pub(crate) shutdown: bool,
+}
+
 /// A roll whose durable steps run in the background ([ROLL-07]): until they
 /// finish, no record at or after `end_seq` is acknowledged as durable.
 #[derive(Clone, Debug)]
@@ -113,17 +121,20 @@ pub(crate) struct Shared {
     pub(crate) sync: Mutex<SyncState>,
     pub(crate) sync_wake: Condvar,
     pub(crate) sync_idle: AtomicBool,
+    /// Threads waiting for durability: group commit syncs at once for them.
+    pub(crate) waiters: std::sync::atomic::AtomicUsize,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
     /// Frames appended but not yet written.
     pub(crate) staging: Mutex<Staging>,
     /// Serialises writing staged frames, so that they reach the file in order.
     pub(crate) flush_order: Mutex<()>,
-    /// The roll whose durable steps have not run yet (at most one).
-    pub(crate) pending_roll: Mutex<Option<PendingRoll>>,
-    /// Notified when a pending roll finishes (or the log is poisoned).
-    pub(crate) roll_finished: Condvar,
-    /// Serialises finishing a roll.
+    /// Whether the flusher thread should write the staging buffer (or stop).
+    pub(crate) flush_wanted: Mutex<FlushRequest>,
+    pub(crate) flush_wake: Condvar,
+    /// Rolls whose durable steps have not run yet, oldest first.
+    pub(crate) pending_rolls: Mutex<VecDeque<PendingRoll>>,
+    /// Serialises finishing rolls, so that they finish in order.
     pub(crate) roll_order: Mutex<()>,
     /// Serialises follower refreshes and holds their scan buffer.
     pub(crate) refresh_window: Mutex<FileWindow>,
@@ -156,11 +167,13 @@ impl Shared {
             sync: Mutex::new(SyncState::default()),
             sync_wake: Condvar::new(),
             sync_idle: AtomicBool::new(false),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
             active: Mutex::new(None),
             staging: Mutex::new(Staging::default()),
             flush_order: Mutex::new(()),
-            pending_roll: Mutex::new(None),
-            roll_finished: Condvar::new(),
+            flush_wanted: Mutex::new(FlushRequest::default()),
+            flush_wake: Condvar::new(),
+            pending_rolls: Mutex::new(VecDeque::new()),
             roll_order: Mutex::new(()),
             refresh_window: Mutex::new(FileWindow::default()),
             watcher: OnceLock::new(),
@@ -194,8 +207,6 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         drop(slot);
         self.notify_durable();
-        let _roll = self.pending_roll.lock();
-        self.roll_finished.notify_all();
     }
 
     pub(crate) fn notify_durable(&self) {
@@ -255,6 +266,25 @@ impl Shared {
         Ok(true)
     }
 
+    /// Asks the flusher thread to write the staging buffer.
+    pub(crate) fn request_flush(&self) {
+        let mut wanted = self.flush_wanted.lock();
+        if !wanted.flush {
+            wanted.flush = true;
+            self.flush_wake.notify_one();
+        }
+    }
+
+    /// For the flusher thread: waits for a request; `false` once it should stop.
+    pub(crate) fn wait_flush_request(&self) -> bool {
+        let mut wanted = self.flush_wanted.lock();
+        while !wanted.flush && !wanted.shutdown {
+            self.flush_wake.wait(&mut wanted);
+        }
+        wanted.flush = false;
+        !wanted.shutdown
+    }
+
     /// Makes everything appended so far durable, from any thread [DUR-02].
     pub(crate) fn sync_now(&self) -> Result<()> {
         self.check_poison()?;
@@ -267,7 +297,7 @@ impl Shared {
         let end = active.end();
         // A roll that made `active` the active segment must finish first: its sealed segment,
         // the successor's header and its name are durable before any record after them.
-        self.finish_roll()?;
+        self.finish_rolls()?;
         if let Err(source) = self.io.sync_data(&active.file) {
             let error = Error::io(IoOp::Sync, &active.path, source);
             self.poison(&error);
@@ -281,60 +311,48 @@ impl Shared {
         Ok(())
     }
 
-    /// Runs the durable steps of a pending roll [ROLL-07]: the sealed segment's
-    /// records and seal, then the successor's header and name, then the sealed segment's
-    /// index footer, which is the proof that the roll finished [REC-08]. A failure poisons
-    /// the log.
-    pub(crate) fn finish_roll(&self) -> Result<()> {
+    /// Runs the durable steps of every pending roll, oldest first [ROLL-07]: the sealed
+    /// segment's records and seal, then the successor's header and name, then the sealed
+    /// segment's index footer, which is the proof that the roll finished [REC-08]. A failure
+    /// poisons the log.
+    pub(crate) fn finish_rolls(&self) -> Result<()> {
         let _order = self.roll_order.lock();
-        let Some(roll) = self.pending_roll.lock().clone() else {
-            return Ok(());
-        };
-        self.check_poison()?;
-        let fail = |error: Error| {
-            self.poison(&error);
-            Err(error)
-        };
-        for segment in [&roll.sealed, &roll.successor] {
-            if let Err(source) = self.io.sync_data(&segment.file) {
-                return fail(Error::io(IoOp::Sync, &segment.path, source));
-            }
-        }
-        if let Err(error) = super::durable::sync_dir(&*self.io, &self.dir) {
-            return fail(error);
-        }
-        let footer = IndexFooter {
-            end_seq: roll.end_seq,
-            seal_offset: u32::try_from(roll.seal_offset).unwrap_or(u32::MAX),
-        };
-        // The index can be rebuilt, so failing to write it is not fatal (the next open after
-        // a crash then checks the sealed segment by scanning it) [ROLL-03].
-        if let Err(error) = roll
-            .sealed
-            .persist_index(&*self.io, &self.dir, u64::MAX, Some(footer))
-        {
-            tracing::warn!(%error, segment = %roll.sealed.id, "could not write the index of a sealed segment");
-        }
-        self.durable.fetch_max(roll.end_seq, Ordering::AcqRel);
-        self.notify_durable();
-        let mut pending = self.pending_roll.lock();
-        *pending = None;
-        self.roll_finished.notify_all();
-        Ok(())
-    }
-
-    /// Blocks until no roll is pending; a second roll waits for the first [ROLL-07].
-    pub(crate) fn wait_roll_finished(&self) -> Result<()> {
-        let mut pending = self.pending_roll.lock();
-        while pending.is_some() {
-            if self.poisoned.load(Ordering::Acquire) {
+        loop {
+            // The guard must not live through the loop body, which pops the roll at its end.
+            let next = self.pending_rolls.lock().front().cloned();
+            let Some(roll) = next else {
                 break;
+            };
+            self.check_poison()?;
+            let fail = |error: Error| {
+                self.poison(&error);
+                Err(error)
+            };
+            for segment in [&roll.sealed, &roll.successor] {
+                if let Err(source) = self.io.sync_data(&segment.file) {
+                    return fail(Error::io(IoOp::Sync, &segment.path, source));
+                }
             }
-            self.roll_finished
-                .wait_for(&mut pending, std::time::Duration::from_millis(100));
+            if let Err(error) = super::durable::sync_dir(&*self.io, &self.dir) {
+                return fail(error);
+            }
+            let footer = IndexFooter {
+                end_seq: roll.end_seq,
+                seal_offset: u32::try_from(roll.seal_offset).unwrap_or(u32::MAX),
+            };
+            // The index can be rebuilt, so failing to write it is not fatal (the next open
+            // after a crash then checks the sealed segment by scanning it) [ROLL-03].
+            if let Err(error) =
+                roll.sealed
+                    .persist_index(&*self.io, &self.dir, u64::MAX, Some(footer))
+            {
+                tracing::warn!(%error, segment = %roll.sealed.id, "could not write the index of a sealed segment");
+            }
+            self.durable.fetch_max(roll.end_seq, Ordering::AcqRel);
+            self.notify_durable();
+            self.pending_rolls.lock().pop_front();
         }
-        drop(pending);
-        self.check_poison()
+        Ok(())
     }
 
     /// Makes every published record durable from any handle: the writer's sync in the
@@ -355,14 +373,16 @@ impl Shared {
 
     /// The segment holding `seq` (or, past the end, the last segment), loading it if needed.
     pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<SegmentData>>> {
-        let (slot, successor, before_last) = {
+        let (slot, later) = {
             let slots = self.slots.read();
             let after = slots.partition_point(|s| s.base <= seq);
             let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)).cloned() else {
                 return Ok(None);
             };
-            (slot, slots.get(after).map(|s| s.base), after + 1 == slots.len())
+            let later: Vec<u64> = slots.iter().skip(after).map(|s| s.base).collect();
+            (slot, later)
         };
+        let successor = later.first().copied();
         if let Some(data) = slot.get() {
             return Ok(Some(data.clone()));
         }
@@ -378,7 +398,7 @@ impl Shared {
             self.strategy,
             self.max_payload,
             rewrite,
-            self.follower && before_last,
+            self.follower.then_some(later.as_slice()),
         ) {
             Ok(data) => data,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

@@ -34,7 +34,10 @@ use super::shared::{self, PendingRoll, Shared, Slot};
 
 /// Staged bytes written at once: large enough that the `pwrite` costs little per record,
 /// small enough to stay in the CPU's caches.
-const STAGE_BYTES: usize = 256 << 10;
+const STAGE_BYTES: usize = 1 << 20;
+/// Staged bytes at which the appending thread writes them itself, the flusher thread having
+/// fallen behind.
+const STAGE_BYTES_MAX: usize = 8 << 20;
 
 /// The single writer of a log directory.
 ///
@@ -55,6 +58,8 @@ pub struct Log {
     sealed_without_successor: bool,
     spare: Spare,
     syncer: Option<JoinHandle<()>>,
+    /// Writes full staging buffers, so that the appending thread only encodes.
+    flusher: Option<JoinHandle<()>>,
     scratch: Vec<u8>,
     /// The frame being written with `pwrite` under `EveryAppend`.
     frame: Vec<u8>,
@@ -115,7 +120,7 @@ impl Log {
         durable::remove_files(&*io, dir, &stale)?;
 
         if clean.is_none() {
-            recovery::check_last_roll(&*io, dir, &mut segments, FRAME_PAYLOAD_LIMIT, &mut report)?;
+            recovery::check_rolls(&*io, dir, &mut segments, FRAME_PAYLOAD_LIMIT, &mut report)?;
         }
         let recovered = match segments.last() {
             Some(&last) => recovery::recover_active(
@@ -203,6 +208,7 @@ impl Log {
             sealed_without_successor: sealed,
             spare: Spare::None,
             syncer: None,
+            flusher: None,
             scratch: Vec::new(),
             frame: Vec::new(),
             _lock: lock,
@@ -212,6 +218,9 @@ impl Log {
         // opening (to prune, say) must work on a disk without room for a segment [REC-06].
         report.pending_roll = sealed;
         log.syncer = spawn_syncer(&log.shared, log.options.sync_policy);
+        if log.options.sync_policy != SyncPolicy::EveryAppend {
+            log.flusher = spawn_flusher(&log.shared);
+        }
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
     }
@@ -350,6 +359,14 @@ impl Log {
         if let Some(handle) = self.syncer.take() {
             let _ = handle.join();
         }
+        {
+            let mut wanted = self.shared.flush_wanted.lock();
+            wanted.shutdown = true;
+            self.shared.flush_wake.notify_all();
+        }
+        if let Some(handle) = self.flusher.take() {
+            let _ = handle.join();
+        }
         if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
             let _ = handle.join();
         }
@@ -409,17 +426,21 @@ impl Log {
                     self.active.index.write().push(entry);
                 }
             } else {
-                let full = {
+                let staged = {
                     let mut staging = self.shared.staging.lock();
                     frame::encode_append(&mut staging.bytes, salt, seq, kind, body);
                     staging.next_seq = seq + 1;
                     if indexed {
                         staging.entries.push(entry);
                     }
-                    staging.bytes.len() >= STAGE_BYTES
+                    staging.bytes.len()
                 };
-                if full {
+                // A full buffer goes to the flusher thread; if it falls far behind (or is
+                // not running), this thread writes, which bounds the memory staged.
+                if staged >= STAGE_BYTES_MAX || (staged >= STAGE_BYTES && self.flusher.is_none()) {
                     self.shared.flush()?;
+                } else if staged >= STAGE_BYTES {
+                    self.shared.request_flush();
                 }
             }
             if indexed {
@@ -530,7 +551,11 @@ impl Log {
         }
         self.shared.next.store(self.next_seq, Ordering::SeqCst);
         self.shared.appended.notify(usize::MAX);
-        if self.shared.sync_idle.load(Ordering::SeqCst) {
+        // Only group commit syncs as soon as anything is pending; the sync thread of the
+        // other policies wakes on its own clock or for rolls.
+        if matches!(self.options.sync_policy, SyncPolicy::GroupCommit { .. })
+            && self.shared.sync_idle.load(Ordering::SeqCst)
+        {
             let _state = self.shared.sync.lock();
             self.shared.sync_wake.notify_one();
         }
@@ -569,18 +594,13 @@ impl Log {
     /// Seals the active segment and continues in a new one [ROLL-01] to [ROLL-07].
     ///
     /// Under `EveryAppend` every step runs here, in order. Otherwise the steps that write run
-    /// here and the syncs run on the sync thread ([`Shared::finish_roll`]); the durable
-    /// watermark does not pass the seal until they have, and a second roll waits for the
-    /// first, so at most one roll is ever unfinished [REC-08].
+    /// here and the syncs run on the sync thread ([`Shared::finish_rolls`]), rolls in order;
+    /// the durable watermark does not pass a seal until they have [REC-08].
     fn roll(&mut self) -> Result<()> {
         self.publish()?;
         let inline = self.options.sync_policy == SyncPolicy::EveryAppend;
-        // 1. Every staged frame written, no earlier roll unfinished, then the seal frame after
-        // the last record.
+        // 1. Every staged frame written, then the seal frame after the last record.
         self.shared.flush()?;
-        if !inline {
-            self.shared.wait_roll_finished()?;
-        }
         let old = self.active.clone();
         let (seal_offset, end_seq) = (self.end, self.next_seq);
         if !self.sealed_without_successor {
@@ -625,7 +645,7 @@ impl Log {
         // the successor as the active segment; then readers find the successor before they
         // see the old segment sealed.
         if !inline {
-            *self.shared.pending_roll.lock() = Some(PendingRoll {
+            self.shared.pending_rolls.lock().push_back(PendingRoll {
                 sealed: old.clone(),
                 seal_offset,
                 end_seq,
@@ -775,6 +795,29 @@ fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<Fi
     std::thread::spawn(move || durable::create_zeroed(&*io, &path, segment_bytes))
 }
 
+/// Starts the flusher thread, which writes full staging buffers [LOG-02].
+fn spawn_flusher(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("esl-replay-flush".into())
+        .spawn(move || {
+            while shared.wait_flush_request() {
+                // A failed write poisons the log, and the next append reports it.
+                if let Err(error) = shared.flush() {
+                    tracing::error!(%error, "could not write appended records");
+                    return;
+                }
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "cannot start the flusher thread; appends write their own buffers");
+            None
+        }
+    }
+}
+
 /// Starts the sync thread: it syncs appends under the group-commit and periodic policies,
 /// and finishes rolls under every policy but `EveryAppend` (which rolls on its own thread).
 fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<()>> {
@@ -797,7 +840,7 @@ fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<(
 /// The sync thread: waits for unsynced appends (or a roll to finish), then syncs and
 /// publishes the watermark.
 fn sync_loop(shared: &Shared, policy: SyncPolicy) {
-    let roll = || shared.pending_roll.lock().is_some();
+    let roll = || !shared.pending_rolls.lock().is_empty();
     let pending = || {
         roll()
             || (policy != SyncPolicy::OsOnly
@@ -822,6 +865,15 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
                     }
                     _ => {
                         if pending() {
+                            if let SyncPolicy::GroupCommit {
+                                max_delay,
+                                max_bytes,
+                            } = policy
+                                && max_delay.is_zero()
+                                && !roll()
+                            {
+                                linger(shared, &mut state, max_bytes);
+                            }
                             break;
                         }
                         // Announce idleness, then look again: an appender either sees the flag
@@ -845,11 +897,32 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
             gather(shared, max_delay, max_bytes);
         }
         let synced = if policy == SyncPolicy::OsOnly {
-            shared.finish_roll()
+            shared.finish_rolls()
         } else {
             shared.sync_now()
         };
         if synced.is_err() {
+            return;
+        }
+    }
+}
+
+/// How long group commit without a delay waits for a thread to wait for durability before
+/// it syncs anyway: while appends stream in with nobody waiting, syncing at once would make
+/// a sync that covers only the first of them, and the waiter that comes next waits for two.
+const LINGER: Duration = Duration::from_micros(250);
+
+/// Waits, holding the sync state's lock, until a thread waits for durability, `LINGER`
+/// passes, `max_bytes` are staged or the log shuts down [DUR-01].
+fn linger(
+    shared: &Shared,
+    state: &mut parking_lot::MutexGuard<'_, shared::SyncState>,
+    max_bytes: u64,
+) {
+    let deadline = Instant::now() + LINGER;
+    let staged = || shared.staging.lock().bytes.len() as u64;
+    while shared.waiters.load(Ordering::SeqCst) == 0 && !state.shutdown && staged() < max_bytes {
+        if shared.sync_wake.wait_until(state, deadline).timed_out() {
             return;
         }
     }
