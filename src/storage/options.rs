@@ -22,7 +22,8 @@ pub enum SyncPolicy {
     /// [`Log::wait_durable`]: super::Log::wait_durable
     GroupCommit {
         /// How long to gather appends before syncing. Default: zero: sync as soon as a thread
-        /// waits for durability ([`Log::wait_durable`], [`Durability::wait`]), or 250 µs
+        /// waits for durability ([`Log::wait_durable`](super::Log::wait_durable),
+        /// [`Durability::wait`]), or 250 µs
         /// after the first unsynced append if none does; appends that arrive during a sync
         /// form the next batch.
         ///
