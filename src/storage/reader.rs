@@ -23,7 +23,7 @@ use super::error::{CorruptKind, Error, Result};
 use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
-use super::options::LogOptions;
+use super::options::{LogOptions, ReadStrategy};
 use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
 
@@ -146,24 +146,20 @@ impl Reader {
     ///
     /// Corruption or I/O met while seeking.
     pub fn cursor(&self, from: Seq) -> Result<Cursor> {
-        self.cursor_with(from, FileWindow::default())
-    }
-
-    fn cursor_with(&self, from: Seq, window: FileWindow) -> Result<Cursor> {
         if self.shared.follower {
             // Another process may have truncated: a new cursor never starts below the start.
             // (Cheap unless the start file was replaced since this reader last read it.)
             self.shared.reload_start()?;
         }
-        let mut cursor = Cursor::new(self.shared.clone(), from.0, window);
+        let mut cursor = Cursor::new(self.shared.clone(), from.0);
         cursor.seek(from.0.max(self.shared.first_seq()))?;
         Ok(cursor)
     }
 
     /// Reads one record by sequence; `None` if it is below the start or not yet written.
     ///
-    /// The only allocation is the returned payload's (reading with `pread`, the read buffer
-    /// is reused from one point read to the next).
+    /// The only allocation is the returned payload's (reading with `pread`, cursors reuse
+    /// the read buffers of cursors dropped before).
     ///
     /// # Errors
     ///
@@ -172,13 +168,11 @@ impl Reader {
         if seq.0 < self.shared.first_seq() {
             return Ok(None);
         }
-        let mut cursor = self.cursor_with(seq, self.shared.take_window())?;
-        let found = cursor
+        let mut cursor = self.cursor(seq)?;
+        Ok(cursor
             .next()?
             .filter(|r| r.seq == seq)
-            .map(|r| r.payload.to_vec());
-        self.shared.return_window(cursor.into_window());
-        Ok(found)
+            .map(|r| r.payload.to_vec()))
     }
 
     /// Owned records from `from` to the current end.
@@ -417,7 +411,11 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    fn new(shared: Arc<Shared>, target: u64, window: FileWindow) -> Cursor {
+    fn new(shared: Arc<Shared>, target: u64) -> Cursor {
+        let window = match shared.strategy {
+            ReadStrategy::Pread => shared.take_window(),
+            ReadStrategy::Mmap => FileWindow::default(),
+        };
         Cursor {
             shared,
             segment: None,
@@ -428,10 +426,6 @@ impl Cursor {
             window,
             inflated: Vec::new(),
         }
-    }
-
-    fn into_window(self) -> FileWindow {
-        self.window
     }
 
     /// The next record, or `None` at the current end of the log [RD-03].
@@ -741,6 +735,14 @@ impl Cursor {
         self.seq = at;
         self.segment = Some(segment);
         Ok(())
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        if self.shared.strategy == ReadStrategy::Pread {
+            self.shared.return_window(std::mem::take(&mut self.window));
+        }
     }
 }
 

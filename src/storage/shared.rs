@@ -84,10 +84,11 @@ pub(crate) struct Shared {
     /// Serialises follower refreshes and holds their scan buffer.
     pub(crate) refresh_window: Mutex<FileWindow>,
     pub(crate) watcher: OnceLock<()>,
-    /// `pread` buffers of finished point reads, for the next ones.
+    /// `pread` buffers of dropped cursors, for the next ones.
     windows: Mutex<Vec<FileWindow>>,
     /// The start file as last read, kept open to tell whether it was replaced since.
     start_file: Mutex<Option<StartFile>>,
+    start_path: PathBuf,
 }
 
 /// An open start file and what it said. A truncation replaces the file by renaming a new one
@@ -100,7 +101,7 @@ struct StartFile {
     start: u64,
 }
 
-/// Point-read buffers kept for reuse.
+/// Cursor buffers kept for reuse.
 const SPARE_WINDOWS: usize = 4;
 
 impl Shared {
@@ -134,15 +135,16 @@ impl Shared {
             watcher: OnceLock::new(),
             windows: Mutex::new(Vec::new()),
             start_file: Mutex::new(None),
+            start_path: dir.join(dir::START_FILE),
         }
     }
 
-    /// A `pread` buffer for a point read.
+    /// A `pread` buffer for a new cursor.
     pub(crate) fn take_window(&self) -> FileWindow {
         self.windows.lock().pop().unwrap_or_default()
     }
 
-    /// Keeps a point read's buffer for the next one.
+    /// Keeps a dropped cursor's buffer for the next cursor.
     pub(crate) fn return_window(&self, window: FileWindow) {
         let mut windows = self.windows.lock();
         if windows.len() < SPARE_WINDOWS {
@@ -280,8 +282,17 @@ impl Shared {
         {
             return Ok(Some(known.start));
         }
-        let path = self.dir.join(dir::START_FILE);
-        let file = match std::fs::File::open(&path) {
+        let path = &self.start_path;
+        if held.is_none() {
+            // Nothing to open yet (no truncation so far) is the common case: `stat` says so
+            // without creating an open file.
+            match std::fs::symlink_metadata(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(IoOp::Read, path, e)),
+            }
+        }
+        let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 *held = None;
@@ -291,9 +302,9 @@ impl Shared {
         };
         let meta = file
             .metadata()
-            .map_err(|e| Error::io(IoOp::Read, &path, e))?;
+            .map_err(|e| Error::io(IoOp::Read, path, e))?;
         let mut bytes = [0u8; START_LEN];
-        let n = super::io::read_at(&file, &mut bytes, 0, &path)?;
+        let n = super::io::read_at(&file, &mut bytes, 0, path)?;
         let decoded = if meta.len() > n as u64 {
             Err(CorruptKind::LengthOutOfBounds {
                 len: meta.len(),
@@ -303,7 +314,10 @@ impl Shared {
             StartMark::decode(bytes.get(..n).unwrap_or_default())
         };
         let start = decoded
-            .map_err(|kind| Error::CorruptFile { path, kind })?
+            .map_err(|kind| Error::CorruptFile {
+                path: path.clone(),
+                kind,
+            })?
             .start;
         *held = Some(StartFile {
             file,
