@@ -204,7 +204,11 @@ fn t8_point_read(dir: &Path, count: usize) {
     ));
     let n = 200_000;
     settle_disk(dir);
-    for (strategy, name) in [(ReadStrategy::Mmap, "mmap"), (ReadStrategy::Pread, "pread")] {
+    // performance.md T8: p99 <= 3 µs reading through maps, <= 15 µs with `pread`.
+    for (strategy, name, target_ns) in [
+        (ReadStrategy::Mmap, "mmap", 3_000),
+        (ReadStrategy::Pread, "pread", 15_000),
+    ] {
         let reader = reader(dir, strategy);
         let mut rng = Rng::new(88);
         // Touch every segment once so lazy loading is not measured.
@@ -238,22 +242,17 @@ fn t8_point_read(dir: &Path, count: usize) {
             &seek,
             "borrowed payload",
         );
-        print_ratio(
-            &format!("T8 get p99 ({name})"),
-            &common::fmt_ns(get.p99),
-            "3 µs (absolute)",
-            get.p99 as f64 / 3_000.0,
-            "p99 <= 3 us",
-            get.p99 <= 3_000,
-        );
-        print_ratio(
-            &format!("T8 seek p99 ({name})"),
-            &common::fmt_ns(seek.p99),
-            "3 µs (absolute)",
-            seek.p99 as f64 / 3_000.0,
-            "p99 <= 3 us",
-            seek.p99 <= 3_000,
-        );
+        let target = common::fmt_ns(target_ns);
+        for (what, p99) in [("get", get.p99), ("seek", seek.p99)] {
+            print_ratio(
+                &format!("T8 {what} p99 ({name})"),
+                &common::fmt_ns(p99),
+                &format!("{target} (absolute)"),
+                p99 as f64 / target_ns as f64,
+                &format!("p99 <= {target}"),
+                p99 <= target_ns,
+            );
+        }
     }
 }
 

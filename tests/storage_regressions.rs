@@ -190,3 +190,46 @@ fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
         Some(200 << 10)
     );
 }
+
+/// [TRUNC-01] [RD-02] A follower keeps the start file it read open and reads it again only
+/// once it was replaced: each truncation made through another handle (as another process
+/// would make it) is seen by the follower's next cursor and point read, the first truncation
+/// and every later one, reading through maps or with `pread`.
+#[test]
+fn a_follower_sees_every_truncation_made_through_another_handle() {
+    use esl_replay::storage::ReadStrategy;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    for i in 0..3000u32 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    log.sync().unwrap();
+    let record = |seq: u64| Some(u32::try_from(seq - 1).unwrap().to_le_bytes().to_vec());
+    let other = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+    let followers = [ReadStrategy::Mmap, ReadStrategy::Pread].map(|read_strategy| {
+        let options = LogOptions {
+            read_strategy,
+            ..LogOptions::default()
+        };
+        Reader::open(dir.path(), &options).unwrap()
+    });
+    for start in [10u64, 11, 500, 2999] {
+        for follower in &followers {
+            // The follower reads (and holds) the start file as it is before the truncation.
+            assert!(follower.get(Seq(start - 1)).unwrap().is_some());
+        }
+        other.truncate_prefix(Seq(start)).unwrap();
+        for follower in &followers {
+            let first = follower
+                .cursor(Seq(1))
+                .unwrap()
+                .next()
+                .unwrap()
+                .map(|r| r.seq);
+            assert_eq!(first, Some(Seq(start)));
+            assert_eq!(follower.get(Seq(start - 1)).unwrap(), None);
+            assert_eq!(follower.get(Seq(start)).unwrap(), record(start));
+            assert_eq!(follower.first_seq(), Seq(start));
+        }
+    }
+}

@@ -89,6 +89,37 @@ pub enum Decoded<'a> {
     Invalid(CorruptKind),
 }
 
+/// The checksum state after a segment's salt, which every frame checksum of the segment
+/// starts from [FRM-03]: computed once per segment, so checking a frame is one pass over its
+/// length-and-flags word and payload, which lie next to each other in the frame.
+#[derive(Clone)]
+pub(crate) struct FrameCrc(crc32fast::Hasher);
+
+impl FrameCrc {
+    /// The state after hashing `salt`.
+    #[must_use]
+    pub(crate) fn new(salt: u64) -> FrameCrc {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&salt.to_le_bytes());
+        FrameCrc(hasher)
+    }
+
+    /// The checksum of a frame whose length-and-flags word and payload are `tail` (the frame
+    /// from its byte 4 on), for sequence `seq`.
+    #[inline]
+    fn of(&self, tail: &[u8], seq: u64) -> u32 {
+        let mut hasher = self.0.clone();
+        hasher.update(tail);
+        hasher.finalize() ^ seq_tag(seq)
+    }
+}
+
+impl std::fmt::Debug for FrameCrc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCrc").finish_non_exhaustive()
+    }
+}
+
 fn checksum(salt: u64, len_flags: u32, payload: &[u8], seq: u64) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&salt.to_le_bytes());
@@ -108,7 +139,7 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
     FRAME_HEADER_LEN + payload_len
 }
 
-/// Appends the frame for `payload` to `out`.
+/// Appends the frame for `payload` to `out`, checksummed from the segment's state `crc`.
 ///
 /// # Panics
 ///
@@ -116,7 +147,7 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
 /// lengths first).
 pub(crate) fn encode_append(
     out: &mut Vec<u8>,
-    salt: u64,
+    crc: &FrameCrc,
     seq: u64,
     kind: FrameKind,
     payload: &[u8],
@@ -127,18 +158,23 @@ pub(crate) fn encode_append(
         "payload exceeds the frame limit"
     );
     let len_flags = len | kind.flags();
-    let crc = checksum(salt, len_flags, payload, seq);
+    let start = out.len();
     out.reserve(frame_len(payload.len()));
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len_flags.to_le_bytes());
     out.extend_from_slice(payload);
+    // The length-and-flags word and the payload, checksummed in one pass.
+    let sum = crc.of(out.get(start + 4..).unwrap_or_default(), seq);
+    if let Some(slot) = out.get_mut(start..start + 4) {
+        slot.copy_from_slice(&sum.to_le_bytes());
+    }
 }
 
 /// Encodes one frame (for format vectors and tests).
 #[must_use]
 pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_append(&mut out, salt, seq, kind, payload);
+    encode_append(&mut out, &FrameCrc::new(salt), seq, kind, payload);
     out
 }
 
@@ -148,6 +184,19 @@ pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
 /// before anything is read past the header [FRM-05].
 #[must_use]
 pub fn decode(bytes: &[u8], salt: u64, seq: u64, max_payload: u32) -> Decoded<'_> {
+    decode_with(bytes, &FrameCrc::new(salt), seq, max_payload)
+}
+
+/// [`decode`] with the segment's checksum state computed beforehand (readers decode many
+/// frames of one segment).
+#[must_use]
+#[inline]
+pub(crate) fn decode_with<'a>(
+    bytes: &'a [u8],
+    crc: &FrameCrc,
+    seq: u64,
+    max_payload: u32,
+) -> Decoded<'a> {
     let (Some(stored), Some(len_flags)) = (read_u32(bytes, 0), read_u32(bytes, 4)) else {
         return if bytes.iter().all(|b| *b == 0) {
             Decoded::Empty
@@ -175,13 +224,15 @@ pub fn decode(bytes: &[u8], salt: u64, seq: u64, max_payload: u32) -> Decoded<'_
             max: u64::from(limit).min(available as u64),
         });
     }
-    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len as usize) else {
+    // The length-and-flags word and the payload, checksummed in one pass.
+    let Some(tail) = bytes.get(4..FRAME_HEADER_LEN + len as usize) else {
         return Decoded::Invalid(CorruptKind::LengthOutOfBounds {
             len: u64::from(len),
             max: 0,
         });
     };
-    let computed = checksum(salt, len_flags, payload, seq);
+    let payload = tail.get(4..).unwrap_or_default();
+    let computed = crc.of(tail, seq);
     if computed != stored {
         return Decoded::Invalid(CorruptKind::ChecksumMismatch { stored, computed });
     }
@@ -332,6 +383,24 @@ mod tests {
             assert!(
                 !matches!(decode(&damaged, SALT, 42, 1 << 20), Decoded::Record { .. }),
                 "bit {i} flip went unnoticed"
+            );
+        }
+    }
+
+    /// The one-pass checksum from the salt's precomputed state equals the checksum over
+    /// salt, length-and-flags and payload.
+    #[test]
+    fn precomputed_salt_state_gives_the_same_checksum() {
+        for len in [
+            0usize, 1, 7, 15, 16, 63, 64, 127, 128, 255, 256, 370, 1000, 5000,
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let bytes = encode(SALT, 9, FrameKind::Plain, &payload);
+            let len_flags = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+            assert_eq!(
+                FrameCrc::new(SALT).of(&bytes[4..], 9),
+                checksum(SALT, len_flags, &payload, 9),
+                "len {len}"
             );
         }
     }

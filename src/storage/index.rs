@@ -141,14 +141,16 @@ impl SparseIndex {
         self.entries.retain(|e| u64::from(e.offset) < offset);
     }
 
-    /// The entry with the greatest sequence at or below `seq`.
+    /// The entry with the greatest sequence at or below `seq`, and the offset of the entry after it: the frames of every sequence before that
+    /// entry's lie below that offset.
     #[must_use]
-    pub(crate) fn floor(&self, seq: u64) -> Option<IndexEntry> {
+    pub(crate) fn interval(&self, seq: u64) -> (Option<IndexEntry>, Option<u64>) {
         let after = self.entries.partition_point(|e| e.seq <= seq);
-        after
+        let floor = after
             .checked_sub(1)
             .and_then(|i| self.entries.get(i))
-            .copied()
+            .copied();
+        (floor, self.entries.get(after).map(|e| u64::from(e.offset)))
     }
 
     /// All entries.
@@ -224,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn floor_finds_the_nearest_entry_at_or_below() {
+    fn interval_finds_the_nearest_entry_at_or_below_and_the_next() {
         let index = SparseIndex::from_entries(vec![
             IndexEntry {
                 seq: 10,
@@ -235,9 +237,14 @@ mod tests {
                 offset: 4200,
             },
         ]);
-        assert_eq!(index.floor(9), None);
-        assert_eq!(index.floor(10).map(|e| e.seq), Some(10));
-        assert_eq!(index.floor(19).map(|e| e.seq), Some(10));
-        assert_eq!(index.floor(99).map(|e| e.seq), Some(20));
+        let floor = |seq| index.interval(seq).0.map(|e| e.seq);
+        assert_eq!(floor(9), None);
+        assert_eq!(floor(10), Some(10));
+        assert_eq!(floor(19), Some(10));
+        assert_eq!(floor(99), Some(20));
+        // Where the interval holding the sequence ends: the next entry's frame.
+        assert_eq!(index.interval(9).1, Some(40));
+        assert_eq!(index.interval(19).1, Some(4200));
+        assert_eq!(index.interval(20).1, None);
     }
 }

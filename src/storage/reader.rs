@@ -23,7 +23,7 @@ use super::error::{CorruptKind, Error, Result};
 use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
-use super::options::LogOptions;
+use super::options::{LogOptions, ReadStrategy};
 use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
 
@@ -148,22 +148,18 @@ impl Reader {
     pub fn cursor(&self, from: Seq) -> Result<Cursor> {
         if self.shared.follower {
             // Another process may have truncated: a new cursor never starts below the start.
+            // (Cheap unless the start file was replaced since this reader last read it.)
             self.shared.reload_start()?;
         }
-        let mut cursor = Cursor {
-            shared: self.shared.clone(),
-            segment: None,
-            offset: 0,
-            seq: 0,
-            target: from.0,
-            window: FileWindow::default(),
-            inflated: Vec::new(),
-        };
+        let mut cursor = Cursor::new(self.shared.clone(), from.0);
         cursor.seek(from.0.max(self.shared.first_seq()))?;
         Ok(cursor)
     }
 
     /// Reads one record by sequence; `None` if it is below the start or not yet written.
+    ///
+    /// The only allocation is the returned payload's (reading with `pread`, cursors reuse
+    /// the read buffers of cursors dropped before).
     ///
     /// # Errors
     ///
@@ -394,19 +390,17 @@ impl Reader {
     }
 }
 
-/// Where the payload of the record just decoded lives.
-#[derive(Clone, Copy)]
-enum Payload {
-    Mapped { from: usize, to: usize },
-    Window { offset: u64, len: usize },
-    Inflated,
-}
-
 /// A position in the log that yields records in order.
+///
+/// Reading runs in stretches: the cursor loads its segment's published end once and decodes
+/// frames up to it without looking at shared state again; only at that end does it look for
+/// more (a new end, the next segment, a follower's refresh, damage recorded there).
 #[derive(Debug)]
 pub struct Cursor {
     shared: Arc<Shared>,
     segment: Option<Arc<SegmentData>>,
+    /// The published end of `segment` as last loaded: frames below it can be read.
+    end: u64,
     offset: u64,
     /// The sequence of the frame at `offset`.
     seq: u64,
@@ -417,6 +411,23 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    fn new(shared: Arc<Shared>, target: u64) -> Cursor {
+        let window = match shared.strategy {
+            ReadStrategy::Pread => shared.take_window(),
+            ReadStrategy::Mmap => FileWindow::default(),
+        };
+        Cursor {
+            shared,
+            segment: None,
+            end: 0,
+            offset: 0,
+            seq: 0,
+            target,
+            window,
+            inflated: Vec::new(),
+        }
+    }
+
     /// The next record, or `None` at the current end of the log [RD-03].
     ///
     /// After `None`, later calls return records appended since.
@@ -428,24 +439,191 @@ impl Cursor {
         clippy::should_implement_trait,
         reason = "a lending cursor cannot implement Iterator: each record borrows the cursor"
     )]
+    #[inline]
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>> {
-        let Some((seq, payload)) = self.advance()? else {
+        let start = self.shared.start.load(Ordering::Acquire);
+        if (self.offset >= self.end || self.seq < self.target || self.seq < start)
+            && !self.find_next()?
+        {
+            return Ok(None);
+        }
+        // `find_next` left the cursor before a frame of its segment that it should yield.
+        let Some(segment) = self.segment.as_deref() else {
             return Ok(None);
         };
-        let bytes = match payload {
-            Payload::Mapped { from, to } => self
-                .segment
-                .as_ref()
-                .and_then(|s| s.map.as_ref())
-                .and_then(|m| m.published(to as u64).get(from..to))
-                .unwrap_or_default(),
-            Payload::Window { offset, len } => self.window.slice(offset, len),
-            Payload::Inflated => &self.inflated,
+        let max = self.shared.max_payload;
+        let bytes = segment.frame_at(&mut self.window, self.offset, self.end, max)?;
+        let (compressed, payload, frame_len) =
+            match frame::decode_with(bytes, &segment.crc, self.seq, max) {
+                Decoded::Record {
+                    compressed,
+                    payload,
+                    frame_len,
+                } => (compressed, payload, frame_len),
+                other => {
+                    let kind = damage(other, self.end - self.offset);
+                    return Err(segment.corrupt(self.offset, kind));
+                }
+            };
+        let payload = if compressed {
+            if inflate(payload, &mut self.inflated).is_none() {
+                return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
+            }
+            self.inflated.as_slice()
+        } else {
+            payload
         };
+        let seq = self.seq;
+        self.offset += frame_len as u64;
+        self.seq += 1;
         Ok(Some(RecordRef {
             seq: Seq(seq),
-            payload: bytes,
+            payload,
         }))
+    }
+
+    /// Moves the cursor to the next frame it should yield: below its segment's published
+    /// end, at or past the target and the start. `false` at the current end of the log.
+    ///
+    /// Every turn of the loop moves forward (to a later offset or segment) or returns.
+    #[inline(never)]
+    fn find_next(&mut self) -> Result<bool> {
+        loop {
+            let start = self.shared.start.load(Ordering::Acquire);
+            if self.seq < start && self.target < start {
+                self.seek(start)?;
+            }
+            let Some(segment) = self.segment.clone() else {
+                if self.seq < self.shared.next.load(Ordering::Acquire) || self.shared.refresh()? {
+                    let seq = self.seq.max(self.target);
+                    self.seek(seq)?;
+                    if self.segment.is_some() {
+                        continue;
+                    }
+                }
+                return Ok(false);
+            };
+            if self.offset < self.end {
+                if self.seq >= self.target && self.seq >= start {
+                    return Ok(true);
+                }
+                self.step_over(&segment)?;
+                continue;
+            }
+            // At the end known: look again. `sealed` before `end`: the seal is published
+            // after the frames before it, so a cursor that sees the seal also sees every
+            // frame before it.
+            let sealed = segment.is_sealed();
+            self.end = segment.load_end();
+            if self.offset < self.end {
+                continue;
+            }
+            if sealed {
+                if self.next_segment(&segment)? {
+                    continue;
+                }
+                return Ok(false);
+            }
+            // A follower looks for frames the writer added; in the writer's process, this
+            // writes the frames the writer has staged [LOG-02] (or waits for the thread that
+            // is writing them).
+            if self.shared.refresh()? || segment.load_end() > self.offset {
+                self.end = segment.load_end();
+                continue;
+            }
+            if let Some((offset, kind)) = segment.damaged_end.get()
+                && *offset == self.offset
+            {
+                return Err(segment.corrupt(*offset, kind.clone()));
+            }
+            return Ok(false);
+        }
+    }
+
+    /// Checks the frame at the cursor (one below the target) and moves past it. Damage
+    /// before the record asked for is not in the way of it: reading goes on from the next
+    /// valid frame, if that is not past the record [RD-04]; otherwise the damage is the
+    /// error.
+    fn step_over(&mut self, segment: &SegmentData) -> Result<()> {
+        let max = self.shared.max_payload;
+        let bytes = segment.frame_at(&mut self.window, self.offset, self.end, max)?;
+        let kind = match frame::decode_with(bytes, &segment.crc, self.seq, max) {
+            Decoded::Record { frame_len, .. } => {
+                self.offset += frame_len as u64;
+                self.seq += 1;
+                return Ok(());
+            }
+            other => damage(other, self.end - self.offset),
+        };
+        let error = segment.corrupt(self.offset, kind);
+        if self.seq < self.target
+            && let Some((offset, seq)) = self.resync_point()?
+            && seq <= self.target
+        {
+            // `resync_point` lies past the damaged frame: the cursor moves forward.
+            self.offset = offset;
+            self.seq = seq;
+            self.window.reset();
+            return Ok(());
+        }
+        Err(error)
+    }
+
+    /// At the seal of `segment` (the cursor's): moves to the segment that follows. `false`
+    /// if there is none yet; an error if the next segment does not start where this one
+    /// ends.
+    fn next_segment(&mut self, segment: &SegmentData) -> Result<bool> {
+        let id = segment.id;
+        let seq = self.seq;
+        if let Some(next) = self.shared.segment_for(seq)?.filter(|n| n.id.0 == seq) {
+            // A segment boundary is where a truncation made by another process (which only
+            // deletes whole segments) becomes visible to readers of this one.
+            self.shared.reload_start()?;
+            self.offset = HEADER_LEN as u64;
+            self.end = next.load_end();
+            self.segment = Some(next);
+            self.window.reset();
+            return Ok(true);
+        }
+        // The successor is not in this reader's view: a follower looks for it (and another
+        // thread may have just found it, so look at the view again after).
+        self.shared.refresh()?;
+        // Reading goes on at the successor or, if a truncation passed it, at the new start:
+        // in a later segment, so that every turn of the caller's loop moves forward.
+        let want = seq.max(self.shared.start.load(Ordering::Acquire));
+        if self
+            .shared
+            .segment_for(want)?
+            .is_some_and(|found| found.id != id)
+        {
+            self.seek(want)?;
+            return Ok(true);
+        }
+        // Looking may have found a truncation made by another process; then go on at its
+        // new start.
+        if self.shared.start.load(Ordering::Acquire) > want {
+            return Ok(true);
+        }
+        let next = {
+            let slots = self.shared.slots.read();
+            slots.iter().find(|s| s.base > id.0).map(|s| s.base)
+        };
+        let Some(found) = next else {
+            // A follower sees the seal before the writer has renamed the successor into
+            // place (a roll in progress, or a writer killed mid-roll, whose next open
+            // completes the roll): the log simply has nothing more yet.
+            return Ok(false);
+        };
+        // The next segment does not start where this one ends: the records between are gone
+        // (a segment deleted from outside). `skip_damage` goes on at `found`.
+        Err(Error::Corrupt {
+            segment: id,
+            offset: self.end,
+            kind: CorruptKind::SequenceGap {
+                expected: want,
+                found,
+            },
+        })
     }
 
     /// After [`Cursor::next`] failed on a damaged frame, moves past the damage: to the next
@@ -533,201 +711,54 @@ impl Cursor {
         Seq(self.seq.max(self.target))
     }
 
+    /// Moves to the frame of `seq`'s segment where the index says to start scanning for it.
+    /// Reading through `pread`, the first read fetches just the index interval to scan.
     fn seek(&mut self, seq: u64) -> Result<()> {
         self.target = self.target.max(seq);
         let Some(segment) = self.shared.segment_for(seq)? else {
             self.segment = None;
+            self.end = 0;
             self.seq = seq;
             return Ok(());
         };
-        let (offset, at) = segment
-            .index
-            .read()
-            .floor(seq)
-            .map_or((HEADER_LEN as u64, segment.id.0), |e| {
-                (u64::from(e.offset), e.seq)
-            });
+        let (floor, interval_end) = segment.index.read().interval(seq);
+        let (offset, at) = floor.map_or((HEADER_LEN as u64, segment.id.0), |e| {
+            (u64::from(e.offset), e.seq)
+        });
+        self.end = segment.load_end();
+        let reach = interval_end
+            .unwrap_or(self.end)
+            .min(self.end)
+            .saturating_sub(offset);
+        self.window.plan(
+            usize::try_from(reach)
+                .unwrap_or(usize::MAX)
+                .min(segment::WINDOW_BYTES_MIN),
+        );
         self.offset = offset;
         self.seq = at;
         self.segment = Some(segment);
-        self.window.reset();
         Ok(())
     }
+}
 
-    fn advance(&mut self) -> Result<Option<(u64, Payload)>> {
-        loop {
-            let start = self.shared.start.load(Ordering::Acquire);
-            if self.seq < start && self.target < start {
-                self.seek(start)?;
-            }
-            let Some(segment) = self.segment.as_deref() else {
-                if self.seq < self.shared.next.load(Ordering::Acquire) || self.shared.refresh()? {
-                    let seq = self.seq.max(self.target);
-                    self.seek(seq)?;
-                    if self.segment.is_some() {
-                        continue;
-                    }
-                }
-                return Ok(None);
-            };
-            // `sealed` before `end`: the seal is published after the frames before it, so a
-            // cursor that sees the seal also sees every frame before it.
-            let sealed = segment.is_sealed();
-            let end = segment.end();
-            if self.offset < end {
-                let max = self.shared.max_payload;
-                let (decoded, payload) = match segment.map.as_ref() {
-                    Some(map) => {
-                        let bytes = map
-                            .published(end)
-                            .get(self.offset as usize..)
-                            .unwrap_or_default();
-                        let decoded = frame::decode(bytes, segment.salt, self.seq, max);
-                        let payload = match decoded {
-                            Decoded::Record { payload, .. } => {
-                                let from = self.offset as usize + frame::FRAME_HEADER_LEN;
-                                Some((
-                                    payload,
-                                    Payload::Mapped {
-                                        from,
-                                        to: from + payload.len(),
-                                    },
-                                ))
-                            }
-                            _ => None,
-                        };
-                        (strip(&decoded), payload)
-                    }
-                    None => {
-                        let bytes = self.window.frame(
-                            &segment.file,
-                            &segment.path,
-                            self.offset,
-                            end,
-                            max,
-                        )?;
-                        let decoded = frame::decode(bytes, segment.salt, self.seq, max);
-                        let payload = match decoded {
-                            Decoded::Record { payload, .. } => Some((
-                                payload,
-                                Payload::Window {
-                                    offset: self.offset + frame::FRAME_HEADER_LEN as u64,
-                                    len: payload.len(),
-                                },
-                            )),
-                            _ => None,
-                        };
-                        (strip(&decoded), payload)
-                    }
-                };
-                let Step::Record {
-                    compressed,
-                    frame_len,
-                } = decoded
-                else {
-                    let kind = match decoded {
-                        Step::Invalid(kind) => kind,
-                        _ => CorruptKind::LengthOutOfBounds {
-                            len: 0,
-                            max: end - self.offset,
-                        },
-                    };
-                    let error = segment.corrupt(self.offset, kind);
-                    // Damage before the record asked for is not in the way of it: read on
-                    // from the next valid frame, if that is not past the record [RD-04].
-                    if self.seq < self.target
-                        && let Some((offset, seq)) = self.resync_point()?
-                        && seq <= self.target
-                    {
-                        self.offset = offset;
-                        self.seq = seq;
-                        self.window.reset();
-                        continue;
-                    }
-                    return Err(error);
-                };
-                let Some((bytes, mut location)) = payload else {
-                    continue;
-                };
-                if compressed {
-                    if inflate(bytes, &mut self.inflated).is_none() {
-                        return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
-                    }
-                    location = Payload::Inflated;
-                }
-                let seq = self.seq;
-                self.offset += frame_len as u64;
-                self.seq += 1;
-                if seq < self.target || seq < self.shared.start.load(Ordering::Acquire) {
-                    continue;
-                }
-                return Ok(Some((seq, location)));
-            }
-            if sealed {
-                let id = segment.id;
-                let seq = self.seq;
-                if let Some(next) = self.shared.segment_for(seq)?.filter(|n| n.id.0 == seq) {
-                    // A segment boundary is where a truncation made by another process (which
-                    // only deletes whole segments) becomes visible to readers of this one.
-                    self.shared.reload_start()?;
-                    self.segment = Some(next);
-                    self.offset = HEADER_LEN as u64;
-                    self.window.reset();
-                    continue;
-                }
-                // The successor is not in this reader's view: a follower looks for it (and
-                // another thread may have just found it, so look at the view again after).
-                self.shared.refresh()?;
-                // Reading goes on at the successor or, if a truncation passed it, at the new
-                // start: in a later segment, so that every turn of this loop moves forward.
-                let want = seq.max(self.shared.start.load(Ordering::Acquire));
-                if self
-                    .shared
-                    .segment_for(want)?
-                    .is_some_and(|found| found.id != id)
-                {
-                    self.seek(want)?;
-                    continue;
-                }
-                // Looking may have found a truncation made by another process; then go on at
-                // its new start.
-                if self.shared.start.load(Ordering::Acquire) > want {
-                    continue;
-                }
-                let next = {
-                    let slots = self.shared.slots.read();
-                    slots.iter().find(|s| s.base > id.0).map(|s| s.base)
-                };
-                let Some(found) = next else {
-                    // A follower sees the seal before the writer has renamed the successor
-                    // into place (a roll in progress, or a writer killed mid-roll, whose next
-                    // open completes the roll): the log simply has nothing more yet.
-                    return Ok(None);
-                };
-                // The next segment does not start where this one ends: the records between
-                // are gone (a segment deleted from outside). `skip_damage` goes on at `found`.
-                return Err(Error::Corrupt {
-                    segment: id,
-                    offset: end,
-                    kind: CorruptKind::SequenceGap {
-                        expected: want,
-                        found,
-                    },
-                });
-            }
-            // A follower looks for frames the writer added; in the writer's process, this
-            // writes the frames the writer has staged [LOG-02] (or waits for the thread that
-            // is writing them).
-            if self.shared.refresh()? || segment.end() > self.offset {
-                continue;
-            }
-            if let Some((offset, kind)) = segment.damaged_end.get()
-                && *offset == self.offset
-            {
-                return Err(segment.corrupt(*offset, kind.clone()));
-            }
-            return Ok(None);
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        if self.shared.strategy == ReadStrategy::Pread {
+            self.shared.return_window(std::mem::take(&mut self.window));
         }
+    }
+}
+
+/// What is wrong with a frame that should hold a record: a seal or zeroed space below the
+/// published end means the bytes there are not the frame that was published.
+fn damage(decoded: Decoded<'_>, available: u64) -> CorruptKind {
+    match decoded {
+        Decoded::Invalid(kind) => kind,
+        Decoded::Record { .. } | Decoded::Seal | Decoded::Empty => CorruptKind::LengthOutOfBounds {
+            len: 0,
+            max: available,
+        },
     }
 }
 
@@ -743,28 +774,6 @@ pub(crate) fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Option<()> {
     out.resize(usize::try_from(size).ok()?, 0);
     let written = zstd::bulk::decompress_to_buffer(compressed, out.as_mut_slice()).ok()?;
     (written as u64 == size).then_some(())
-}
-
-/// A decoded frame without its borrowed payload.
-enum Step {
-    Record { compressed: bool, frame_len: usize },
-    Invalid(CorruptKind),
-    Other,
-}
-
-fn strip(decoded: &Decoded<'_>) -> Step {
-    match decoded {
-        Decoded::Record {
-            compressed,
-            frame_len,
-            ..
-        } => Step::Record {
-            compressed: *compressed,
-            frame_len: *frame_len,
-        },
-        Decoded::Invalid(kind) => Step::Invalid(kind.clone()),
-        Decoded::Seal | Decoded::Empty => Step::Other,
-    }
 }
 
 /// Owned records, as an ordinary iterator over a [`Cursor`].

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::dir;
 use super::error::{CorruptKind, Error, IoOp, Result};
-use super::frame::{self, Decoded, FRAME_HEADER_LEN};
+use super::frame::{self, Decoded, FRAME_HEADER_LEN, FrameCrc};
 use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
 use super::id::SegmentId;
 use super::index::{self, IndexEntry, IndexFooter, SparseIndex};
@@ -23,11 +23,13 @@ use super::io::mmap::SegmentMap;
 use super::io::{Io, read_at, write_all_at};
 use super::options::ReadStrategy;
 
-/// Bytes `pread` fetches after a seek: a point read needs at most one index interval.
-const WINDOW_BYTES_MIN: usize = 64 << 10;
+/// Bytes `pread` fetches after a jump when nothing better is known (a cursor's seek reads
+/// just the index interval holding its target instead).
+pub(crate) const WINDOW_BYTES_MIN: usize = 64 << 10;
 /// Bytes `pread` fetches at a time once reading runs on sequentially (the window doubles
-/// on each sequential refill up to this).
-const WINDOW_BYTES_MAX: usize = 1 << 20;
+/// on each sequential refill up to this). Small enough to stay in a core's cache between
+/// the copy and the checksum that reads it.
+const WINDOW_BYTES_MAX: usize = 256 << 10;
 
 /// An open segment.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub(crate) struct SegmentData {
     pub(crate) path: PathBuf,
     pub(crate) file: File,
     pub(crate) salt: u64,
+    /// The checksum state after `salt`, which every frame checksum starts from.
+    pub(crate) crc: FrameCrc,
     pub(crate) file_len: u64,
     pub(crate) map: Option<Arc<SegmentMap>>,
     /// Where the published frames end; bytes below never change.
@@ -62,6 +66,49 @@ pub(crate) struct IndexFileState {
 impl SegmentData {
     pub(crate) fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
+    }
+
+    /// The published end, made readable through the segment's map as well (readers borrow
+    /// from a map only below the map's own published end).
+    pub(crate) fn load_end(&self) -> u64 {
+        let end = self.end();
+        if let Some(map) = &self.map {
+            map.publish(end);
+        }
+        end
+    }
+
+    /// The bytes of the frame at `offset`, bounded by `end` (a published end): borrowed from
+    /// the map when the segment is read through one, else read into `window` with `pread`.
+    /// Either way they are the header and, if its length is plausible, the payload.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; a map shorter than `end` (the file is shorter than its frames).
+    #[inline]
+    pub(crate) fn frame_at<'a>(
+        &'a self,
+        window: &'a mut FileWindow,
+        offset: u64,
+        end: u64,
+        max_payload: u32,
+    ) -> Result<&'a [u8]> {
+        let Some(map) = &self.map else {
+            return window.frame(&self.file, &self.path, offset, end, max_payload);
+        };
+        let published = map.published();
+        let range = usize::try_from(offset).ok().zip(usize::try_from(end).ok());
+        range
+            .and_then(|(from, to)| published.get(from..to))
+            .ok_or_else(|| {
+                self.corrupt(
+                    offset,
+                    CorruptKind::LengthOutOfBounds {
+                        len: end,
+                        max: published.len() as u64,
+                    },
+                )
+            })
     }
 
     pub(crate) fn end_seq(&self) -> u64 {
@@ -156,9 +203,11 @@ impl SegmentData {
 /// A `pread` buffer over part of a file.
 #[derive(Debug, Default)]
 pub(crate) struct FileWindow {
+    /// Allocated (and zeroed) once as it grows; only `[..filled]` holds file bytes.
     buf: Vec<u8>,
+    filled: usize,
     start: u64,
-    /// The next refill's size (0 before the first read).
+    /// The next refill's size (0 before the first read, unless a caller planned it).
     size: usize,
 }
 
@@ -173,46 +222,74 @@ impl FileWindow {
         limit: u64,
     ) -> Result<&[u8]> {
         let stop = offset.saturating_add(want as u64).min(limit);
-        let have_end = self.start + self.buf.len() as u64;
+        let have_end = self.start + self.filled as u64;
         if offset < self.start || stop > have_end {
-            let sequential = !self.buf.is_empty() && offset >= self.start && offset <= have_end;
+            let sequential = self.filled > 0 && offset >= self.start && offset <= have_end;
             self.size = if sequential {
                 (self.size * 2).clamp(WINDOW_BYTES_MIN, WINDOW_BYTES_MAX)
+            } else if self.filled == 0 && self.size > 0 {
+                self.size // planned by the caller
             } else {
                 WINDOW_BYTES_MIN
             };
             let read_len = usize::try_from(limit.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
                 .min(self.size.max(want));
-            self.buf.resize(read_len, 0);
-            let n = read_at(file, &mut self.buf, offset, path)?;
-            self.buf.truncate(n);
+            if self.buf.len() < read_len {
+                self.buf.resize(read_len, 0);
+            }
+            self.filled = 0;
+            let n = match self.buf.get_mut(..read_len) {
+                Some(target) => read_at(file, target, offset, path)?,
+                None => 0,
+            };
+            self.filled = n;
             self.start = offset;
         }
         let from = usize::try_from(offset - self.start).unwrap_or(usize::MAX);
         let to = usize::try_from(stop.saturating_sub(self.start))
             .unwrap_or(usize::MAX)
-            .min(self.buf.len());
+            .min(self.filled);
         Ok(self.buf.get(from..to).unwrap_or_default())
     }
 
-    /// Forgets the buffered bytes (the cursor moved to another file).
+    /// Forgets the buffered bytes (the cursor moved to another file, or they may be stale).
     pub(crate) fn reset(&mut self) {
-        self.buf.clear();
+        self.filled = 0;
         self.start = 0;
         self.size = 0;
     }
 
-    /// Bytes `[offset, offset + len)` if the window holds them (after [`FileWindow::frame`]).
-    pub(crate) fn slice(&self, offset: u64, len: usize) -> &[u8] {
-        let from = usize::try_from(offset.saturating_sub(self.start)).unwrap_or(usize::MAX);
-        self.buf
-            .get(from..from.saturating_add(len))
-            .unwrap_or_default()
+    /// Forgets the buffered bytes and makes the next read fetch `bytes` (at least a header):
+    /// a seek knows how far the frames it must scan reach.
+    pub(crate) fn plan(&mut self, bytes: usize) {
+        self.reset();
+        self.size = bytes.clamp(FRAME_HEADER_LEN, WINDOW_BYTES_MAX);
+    }
+
+    /// Where the frame at `offset` lies in the buffer, if the buffer holds its header and
+    /// every byte [`FileWindow::frame`] would return for it.
+    #[inline]
+    fn buffered(&self, offset: u64, limit: u64, max_payload: u32) -> Option<(usize, usize)> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        let head = self
+            .buf
+            .get(from..from.checked_add(FRAME_HEADER_LEN)?.min(self.filled))?;
+        let len_flags = frame::len_flags(head)?;
+        let len = (len_flags & frame::FRAME_PAYLOAD_LIMIT).min(max_payload);
+        let stop = offset
+            .checked_add((FRAME_HEADER_LEN + len as usize) as u64)?
+            .min(limit);
+        if stop < offset + FRAME_HEADER_LEN as u64 {
+            return None;
+        }
+        let to = usize::try_from(stop - self.start).ok()?;
+        (to <= self.filled).then_some((from, to))
     }
 
     /// The bytes of the frame at `offset`: its header, and its payload if the header's length
     /// is plausible, bounded by `limit`.
+    #[inline]
     pub(crate) fn frame(
         &mut self,
         file: &File,
@@ -221,13 +298,12 @@ impl FileWindow {
         limit: u64,
         max_payload: u32,
     ) -> Result<&[u8]> {
+        if let Some((from, to)) = self.buffered(offset, limit, max_payload) {
+            return Ok(self.buf.get(from..to).unwrap_or_default());
+        }
         let want = match self.get(file, path, offset, FRAME_HEADER_LEN, limit)? {
             head if head.len() == FRAME_HEADER_LEN => {
-                let len_flags = u32::from_le_bytes(
-                    head.get(4..8)
-                        .and_then(|b| b.try_into().ok())
-                        .unwrap_or_default(),
-                );
+                let len_flags = frame::len_flags(head).unwrap_or_default();
                 let len = len_flags & frame::FRAME_PAYLOAD_LIMIT;
                 FRAME_HEADER_LEN + len.min(max_payload) as usize
             }
@@ -447,6 +523,7 @@ impl Parts {
             path: self.path,
             file: self.file,
             salt: self.header.salt,
+            crc: FrameCrc::new(self.header.salt),
             file_len: self.file_len,
             map,
             end: AtomicU64::new(self.end),
@@ -785,4 +862,81 @@ pub(crate) fn find_valid_frame(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment file of `file_len` bytes whose handle claims frames up to `end`.
+    fn segment_claiming(
+        dir: &Path,
+        file_len: usize,
+        end: u64,
+        strategy: ReadStrategy,
+    ) -> SegmentData {
+        let mut bytes = vec![0u8; file_len];
+        bytes[..HEADER_LEN].copy_from_slice(&FileHeader::new(1, 7).encode(SEGMENT_MAGIC));
+        std::fs::write(dir::segment_path(dir, 1), &bytes).unwrap();
+        let data = super::super::shared::open_tail(dir, 1, strategy, 1 << 20).unwrap();
+        data.end.store(end, Ordering::Release);
+        data
+    }
+
+    /// A map never lends bytes past its own published end, which cannot pass the mapping:
+    /// a segment whose end lies past its file (shortened from outside) fails with an error
+    /// naming the segment, never an empty or partial frame.
+    #[test]
+    fn a_map_shorter_than_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = segment_claiming(dir.path(), 4096, 8192, ReadStrategy::Mmap);
+        assert_eq!(data.load_end(), 8192);
+        let mut window = FileWindow::default();
+        let error = data
+            .frame_at(&mut window, HEADER_LEN as u64, 8192, 1 << 20)
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Corrupt {
+                    segment: SegmentId(1),
+                    offset,
+                    kind: CorruptKind::LengthOutOfBounds { len: 8192, max: 4096 },
+                } if offset == HEADER_LEN as u64
+            ),
+            "{error:?}"
+        );
+        // Below the mapping's length the same segment reads (zeroed space here).
+        let bytes = data
+            .frame_at(&mut window, HEADER_LEN as u64, 4096, 1 << 20)
+            .unwrap();
+        assert_eq!(frame::decode(bytes, 7, 1, 1 << 20), Decoded::Empty);
+    }
+
+    /// A `pread` window returns the frame at an offset in one piece whether it was buffered
+    /// already or not, and never more than the limit.
+    #[test]
+    fn the_window_returns_whole_frames_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = segment_claiming(dir.path(), 64 << 10, 64 << 10, ReadStrategy::Pread);
+        let frames: Vec<Vec<u8>> = (0..50u64)
+            .map(|i| frame::encode(7, 1 + i, frame::FrameKind::Plain, &vec![i as u8; 700]))
+            .collect();
+        let rw = OpenOptions::new().write(true).open(&data.path).unwrap();
+        let mut offset = HEADER_LEN as u64;
+        for bytes in &frames {
+            std::os::unix::fs::FileExt::write_all_at(&rw, bytes, offset).unwrap();
+            offset += bytes.len() as u64;
+        }
+        let mut window = FileWindow::default();
+        window.plan(1000);
+        let mut at = HEADER_LEN as u64;
+        for (i, bytes) in frames.iter().enumerate() {
+            let got = data.frame_at(&mut window, at, offset, 1 << 20).unwrap();
+            assert_eq!(got, bytes.as_slice(), "frame {i}");
+            at += bytes.len() as u64;
+        }
+        let cut = window.frame(&data.file, &data.path, HEADER_LEN as u64, 100, 1 << 20);
+        assert_eq!(cut.unwrap().len(), 100 - HEADER_LEN);
+    }
 }

@@ -18,7 +18,7 @@ use super::error::{CorruptKind, Error, IoOp, Result};
 use super::header::HEADER_LEN;
 use super::index::{IndexEntry, IndexFooter};
 use super::io::{Io, write_all_at};
-use super::meta::{CleanMark, StartMark};
+use super::meta::{CleanMark, START_LEN, StartMark};
 use super::options::ReadStrategy;
 use super::segment::{self, FileWindow, SegmentData, Stop};
 
@@ -139,7 +139,25 @@ pub(crate) struct Shared {
     /// Serialises follower refreshes and holds their scan buffer.
     pub(crate) refresh_window: Mutex<FileWindow>,
     pub(crate) watcher: OnceLock<()>,
+    /// `pread` buffers of dropped cursors, for the next ones.
+    windows: Mutex<Vec<FileWindow>>,
+    /// The start file as last read, kept open to tell whether it was replaced since.
+    start_file: Mutex<Option<StartFile>>,
+    start_path: PathBuf,
 }
+
+/// An open start file and what it said. A truncation replaces the file by renaming a new one
+/// over it ([TRUNC-01]), which drops the link count of the one held here to zero.
+#[derive(Debug)]
+struct StartFile {
+    file: std::fs::File,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    start: u64,
+}
+
+/// Cursor buffers kept for reuse.
+const SPARE_WINDOWS: usize = 4;
 
 impl Shared {
     pub(crate) fn new(
@@ -177,6 +195,22 @@ impl Shared {
             roll_order: Mutex::new(()),
             refresh_window: Mutex::new(FileWindow::default()),
             watcher: OnceLock::new(),
+            windows: Mutex::new(Vec::new()),
+            start_file: Mutex::new(None),
+            start_path: dir.join(dir::START_FILE),
+        }
+    }
+
+    /// A `pread` buffer for a new cursor.
+    pub(crate) fn take_window(&self) -> FileWindow {
+        self.windows.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps a dropped cursor's buffer for the next cursor.
+    pub(crate) fn return_window(&self, window: FileWindow) {
+        let mut windows = self.windows.lock();
+        if windows.len() < SPARE_WINDOWS {
+            windows.push(window);
         }
     }
 
@@ -413,9 +447,70 @@ impl Shared {
     }
 
     /// Re-reads the start file, which another process may have advanced.
+    ///
+    /// The file read last is kept open: while it is still linked (a truncation replaces it
+    /// by a rename, which unlinks the old one) and unchanged, what it said still holds and
+    /// checking costs one `fstat`. Otherwise it is opened and read again.
     pub(crate) fn reload_start(&self) -> Result<u64> {
-        let start = read_start(&self.dir)?.unwrap_or(0);
+        let start = self.read_start_cached()?.unwrap_or(0);
         Ok(self.start.fetch_max(start, Ordering::AcqRel).max(start))
+    }
+
+    fn read_start_cached(&self) -> Result<Option<u64>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut held = self.start_file.lock();
+        if let Some(known) = held.as_ref()
+            && let Ok(meta) = known.file.metadata()
+            && meta.nlink() > 0
+            && meta.len() == known.len
+            && meta.modified().ok() == known.modified
+        {
+            return Ok(Some(known.start));
+        }
+        let path = &self.start_path;
+        if held.is_none() {
+            // Nothing to open yet (no truncation so far) is the common case: `stat` says so
+            // without creating an open file.
+            match std::fs::symlink_metadata(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(IoOp::Read, path, e)),
+            }
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                *held = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(IoOp::Read, path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(IoOp::Read, path, e))?;
+        let mut bytes = [0u8; START_LEN];
+        let n = super::io::read_at(&file, &mut bytes, 0, path)?;
+        let decoded = if meta.len() > n as u64 {
+            Err(CorruptKind::LengthOutOfBounds {
+                len: meta.len(),
+                max: START_LEN as u64,
+            })
+        } else {
+            StartMark::decode(bytes.get(..n).unwrap_or_default())
+        };
+        let start = decoded
+            .map_err(|kind| Error::CorruptFile {
+                path: path.clone(),
+                kind,
+            })?
+            .start;
+        *held = Some(StartFile {
+            file,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            start,
+        });
+        Ok(Some(start))
     }
 
     /// For followers: discovers frames and segments the writer added since the last look.

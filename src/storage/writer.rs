@@ -402,7 +402,6 @@ impl Log {
         let len = frame::frame_len(body.len());
         let result = self.place(len).and_then(|offset| {
             let seq = self.next_seq;
-            let salt = self.active.salt;
             let indexed = offset >= self.next_index_at;
             let entry = IndexEntry {
                 seq,
@@ -412,7 +411,7 @@ impl Log {
                 // Written at once: each append syncs, and a record is visible only once durable.
                 let mut frame = std::mem::take(&mut self.frame);
                 frame.clear();
-                frame::encode_append(&mut frame, salt, seq, kind, body);
+                frame::encode_append(&mut frame, &self.active.crc, seq, kind, body);
                 let written = write_all_at(
                     &*self.options.io,
                     &self.active.file,
@@ -428,7 +427,7 @@ impl Log {
             } else {
                 let staged = {
                     let mut staging = self.shared.staging.lock();
-                    frame::encode_append(&mut staging.bytes, salt, seq, kind, body);
+                    frame::encode_append(&mut staging.bytes, &self.active.crc, seq, kind, body);
                     staging.next_seq = seq + 1;
                     if indexed {
                         staging.entries.push(entry);

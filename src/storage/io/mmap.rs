@@ -1,12 +1,19 @@
 //! The one module with `unsafe` code: memory maps of segment files (docs/SAFETY.md).
 //!
-//! A [`SegmentMap`] maps a whole preallocated segment file, read-only. One rule makes the
-//! slices it hands out sound, and every caller keeps it: **readers only see published
-//! bytes.** [`SegmentMap::published`] returns `[0, end)`, where `end` was published (with
-//! release ordering) by the writer after `pwrite` put the bytes below it in the file, or was
-//! established by validating the frames below it with `pread`. Bytes below a published end
-//! are never written again while the file exists: the writer writes files only with
-//! `pwrite`, only beyond the published end, and never maps them writable.
+//! A [`SegmentMap`] maps a whole preallocated segment file, read-only, and keeps its own
+//! published end: the length of the prefix that readers may borrow. Two rules make the
+//! slices it hands out sound:
+//!
+//! 1. **Readers only see published bytes.** [`SegmentMap::published`] returns `[0, end)` for
+//!    the map's own published end, which only grows ([`SegmentMap::publish`]), so no caller
+//!    can ask for more; nothing else in this module reads the mapping.
+//! 2. **Nothing writes below the published end.** Segment files are never mapped writable:
+//!    the writer writes them with `pwrite`, only beyond the published end, and publishes a
+//!    range only after writing it (format/recovery.md [LOG-02]).
+//!
+//! Publishing states that the bytes below the new end are complete and never change again:
+//! the writer's end after it wrote them, or an end established by validating the frames
+//! below it with `pread` (followers).
 //!
 //! Files are never truncated while mapped: recovery zeroes a torn tail instead, and
 //! retention only unlinks whole files (a mapping outlives the unlink). The remaining hazard
@@ -15,6 +22,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -24,26 +32,51 @@ use crate::storage::error::{Error, IoOp, Result};
 #[derive(Debug)]
 pub(crate) struct SegmentMap {
     raw: MmapRaw,
+    /// Bytes below this are published: readers may borrow them, and nothing writes them
+    /// again. Only grows, and never exceeds `raw.len()`.
+    published: AtomicUsize,
 }
 
 impl SegmentMap {
+    fn new(raw: MmapRaw) -> SegmentMap {
+        SegmentMap {
+            raw,
+            published: AtomicUsize::new(0),
+        }
+    }
+
     /// Maps the file for reading only.
     pub(crate) fn read_only(file: &File, path: &Path) -> Result<SegmentMap> {
         let raw = MmapOptions::new()
             .map_raw_read_only(file)
             .map_err(|e| Error::io(IoOp::Map, path, e))?;
-        Ok(SegmentMap { raw })
+        Ok(SegmentMap::new(raw))
     }
 
-    /// The published bytes `[0, end)`, clamped to the mapping.
-    pub(crate) fn published(&self, end: u64) -> &[u8] {
-        let len = usize::try_from(end)
+    /// Publishes `[0, end)` (clamped to the mapping): its bytes are complete and never
+    /// change again (rule 2 of the module docs). A smaller end than the current one changes
+    /// nothing.
+    pub(crate) fn publish(&self, end: u64) {
+        let end = usize::try_from(end)
             .unwrap_or(usize::MAX)
             .min(self.raw.len());
+        if end > self.published.load(Ordering::Relaxed) {
+            self.published.fetch_max(end, Ordering::Release);
+        }
+    }
+
+    /// The published bytes: `[0, end)` for the end last published.
+    #[inline]
+    pub(crate) fn published(&self) -> &[u8] {
+        // Acquire pairs with the release in `publish`: the bytes below the end loaded are
+        // visible to this thread.
+        let len = self.published.load(Ordering::Acquire);
+        debug_assert!(len <= self.raw.len());
         #[expect(unsafe_code, reason = "reading a shared file mapping (docs/SAFETY.md)")]
         // SAFETY: the pointer is valid for `raw.len()` bytes for as long as `self` lives, and
-        // `len` is clamped to that. By the rule of the module docs, nothing writes `[0, end)`
-        // while this borrow of `self` lives.
+        // `len <= raw.len()` (`publish` clamps it). The published end only grows, so `[0, len)`
+        // stays published while this borrow of `self` lives, and by rule 2 of the module docs
+        // nothing writes published bytes.
         unsafe {
             std::slice::from_raw_parts(self.raw.as_ptr(), len)
         }
