@@ -319,7 +319,11 @@ impl LogStore {
             self.write_map(&map)?;
             *self.runs.write() = map;
         }
-        let range = self.writer()?.append_batch(encoded)?;
+        let writer = self.writer()?;
+        let range = writer.append_batch(encoded)?;
+        // A write returns with its records in the file: read-only handles in any process see
+        // them, and a crash of this process keeps them (durable per the sync policy).
+        writer.flush()?;
         let entries: Vec<(u64, u64, i64)> = records
             .iter()
             .zip(range.start.0..)
