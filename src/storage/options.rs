@@ -21,11 +21,11 @@ pub enum SyncPolicy {
     ///
     /// [`Log::wait_durable`]: super::Log::wait_durable
     GroupCommit {
-        /// How long to gather appends before syncing. Default: zero: sync as soon as a thread
-        /// waits for durability ([`Log::wait_durable`](super::Log::wait_durable),
-        /// [`Durability::wait`]), or 250 µs
-        /// after the first unsynced append if none does; appends that arrive during a sync
-        /// form the next batch.
+        /// How long to gather appends before syncing. Default: zero: a thread waiting for
+        /// durability ([`Log::wait_durable`](super::Log::wait_durable), [`Durability::wait`])
+        /// syncs itself as soon as its record is appended and no other thread is syncing
+        /// (appends that arrive during a sync form the next batch), and the sync thread syncs
+        /// what nobody waits for within 250 µs.
         ///
         /// [`Durability::wait`]: super::Durability::wait
         max_delay: Duration,

@@ -827,38 +827,36 @@ impl Durability {
     ///
     /// [`Error::Poisoned`] if a sync failed first.
     pub fn wait(&self, seq: Seq) -> Result<()> {
-        if self.shared.durable.load(Ordering::Acquire) > seq.0 {
-            return Ok(());
-        }
-        // Group commit syncs at once when someone waits [DUR-01].
-        let _waiting = Waiting::new(&self.shared);
-        let mut guard = self.shared.durable_lock.lock();
+        let shared = &*self.shared;
+        let lead = shared.waiters_sync.load(Ordering::Acquire);
         loop {
-            if self.shared.durable.load(Ordering::Acquire) > seq.0 {
+            if shared.durable.load(Ordering::Acquire) > seq.0 {
                 return Ok(());
             }
-            self.shared.check_poison()?;
-            self.shared
-                .durable_changed
-                .wait_for(&mut guard, Duration::from_millis(100));
+            shared.check_poison()?;
+            if lead {
+                // Group commit: a waiting thread syncs itself when nobody else is syncing,
+                // once its record is appended [DUR-01].
+                if seq.0 < shared.next.load(Ordering::Acquire) {
+                    if shared.try_lead_sync(seq.0)? {
+                        continue;
+                    }
+                } else {
+                    let listener = shared.appended.listen();
+                    if seq.0 >= shared.next.load(Ordering::Acquire) {
+                        let _ = listener.wait_timeout(Duration::from_millis(100));
+                    }
+                    continue;
+                }
+            }
+            let mut guard = shared.durable_lock.lock();
+            if shared.durable.load(Ordering::Acquire) <= seq.0
+                && !shared.poisoned.load(Ordering::Acquire)
+            {
+                shared
+                    .durable_changed
+                    .wait_for(&mut guard, Duration::from_millis(100));
+            }
         }
-    }
-}
-
-/// Counts a thread waiting for durability while it lives, and wakes the sync thread.
-struct Waiting<'a>(&'a Shared);
-
-impl<'a> Waiting<'a> {
-    fn new(shared: &'a Shared) -> Waiting<'a> {
-        shared.waiters.fetch_add(1, Ordering::SeqCst);
-        let _state = shared.sync.lock();
-        shared.sync_wake.notify_all();
-        Waiting(shared)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -121,8 +121,11 @@ pub(crate) struct Shared {
     pub(crate) sync: Mutex<SyncState>,
     pub(crate) sync_wake: Condvar,
     pub(crate) sync_idle: AtomicBool,
-    /// Threads waiting for durability: group commit syncs at once for them.
-    pub(crate) waiters: std::sync::atomic::AtomicUsize,
+    /// Held by the thread syncing for group commit: a waiting thread leads a sync itself
+    /// when no other thread is syncing ([`Shared::try_lead_sync`]).
+    pub(crate) sync_leader: Mutex<()>,
+    /// Whether threads waiting for durability sync themselves (group commit).
+    pub(crate) waiters_sync: AtomicBool,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
     /// Frames appended but not yet written.
@@ -185,7 +188,8 @@ impl Shared {
             sync: Mutex::new(SyncState::default()),
             sync_wake: Condvar::new(),
             sync_idle: AtomicBool::new(false),
-            waiters: std::sync::atomic::AtomicUsize::new(0),
+            sync_leader: Mutex::new(()),
+            waiters_sync: AtomicBool::new(false),
             active: Mutex::new(None),
             staging: Mutex::new(Staging::default()),
             flush_order: Mutex::new(()),
@@ -298,6 +302,27 @@ impl Shared {
             staging.spare = bytes;
         }
         Ok(true)
+    }
+
+    /// For a thread waiting for `seq` under group commit: if no other thread is syncing, syncs
+    /// now (everything appended so far) and returns `true`; `false` if another thread is
+    /// syncing, whose sync may cover `seq` [DUR-01].
+    pub(crate) fn try_lead_sync(&self, seq: u64) -> Result<bool> {
+        let Some(_leader) = self.sync_leader.try_lock() else {
+            return Ok(false);
+        };
+        if self.durable.load(Ordering::Acquire) <= seq {
+            self.sync_now()?;
+        }
+        Ok(true)
+    }
+
+    /// For the sync thread: syncs what is still pending once no other thread is syncing.
+    pub(crate) fn sync_pending(&self) -> Result<()> {
+        let _leader = self.sync_leader.lock();
+        let pending = self.next.load(Ordering::Acquire) > self.durable.load(Ordering::Acquire)
+            || !self.pending_rolls.lock().is_empty();
+        if pending { self.sync_now() } else { Ok(()) }
     }
 
     /// Asks the flusher thread to write the staging buffer.

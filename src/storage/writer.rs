@@ -181,6 +181,10 @@ impl Log {
         let map = segment::map_for_reading(options.read_strategy, &parts.file, &parts.path)?;
         let active = Arc::new(parts.into_data(map));
         let shared = Shared::new(dir, io, options.read_strategy, FRAME_PAYLOAD_LIMIT, false);
+        shared.waiters_sync.store(
+            matches!(options.sync_policy, SyncPolicy::GroupCommit { .. }),
+            Ordering::Release,
+        );
         {
             let mut slots = shared.slots.write();
             for base in segments.iter().take(segments.len().saturating_sub(1)) {
@@ -898,7 +902,7 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
         let synced = if policy == SyncPolicy::OsOnly {
             shared.finish_rolls()
         } else {
-            shared.sync_now()
+            shared.sync_pending()
         };
         if synced.is_err() {
             return;
@@ -906,13 +910,14 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
     }
 }
 
-/// How long group commit without a delay waits for a thread to wait for durability before
-/// it syncs anyway: while appends stream in with nobody waiting, syncing at once would make
-/// a sync that covers only the first of them, and the waiter that comes next waits for two.
+/// How long the group-commit sync thread leaves appends to the threads waiting for them
+/// before it syncs them itself. A waiting thread syncs at once ([`Shared::try_lead_sync`]):
+/// no thread hand-off on its way to durability. Records nobody waits for are durable within
+/// this, plus a sync.
 const LINGER: Duration = Duration::from_micros(250);
 
-/// Waits, holding the sync state's lock, until a thread waits for durability, `LINGER`
-/// passes, `max_bytes` are staged or the log shuts down [DUR-01].
+/// Waits, holding the sync state's lock, until `LINGER` passes, `max_bytes` are staged or
+/// the log shuts down [DUR-01].
 fn linger(
     shared: &Shared,
     state: &mut parking_lot::MutexGuard<'_, shared::SyncState>,
@@ -920,7 +925,7 @@ fn linger(
 ) {
     let deadline = Instant::now() + LINGER;
     let staged = || shared.staging.lock().bytes.len() as u64;
-    while shared.waiters.load(Ordering::SeqCst) == 0 && !state.shutdown && staged() < max_bytes {
+    while !state.shutdown && staged() < max_bytes {
         if shared.sync_wake.wait_until(state, deadline).timed_out() {
             return;
         }

@@ -3,8 +3,8 @@
 //! Production uses [`StdIo`]. Tests substitute an implementation that fails the N-th write
 //! or sync, writes short, or reports `ENOSPC`, to prove that errors surface, that nothing
 //! acknowledged as durable is lost, and that the log poisons itself after a failed sync.
-//! Record bytes are copied into the mapped active segment, which was preallocated through
-//! this seam, so the only data-path failure points are the syncs.
+//! Record bytes are written with `pwrite` into the active segment, which was preallocated
+//! through this seam ([`Io::allocate`]), so a write fails only on a failing disk.
 
 pub(crate) mod mmap;
 
