@@ -259,7 +259,7 @@ fn t1_latency(pool: &[Vec<u8>]) {
     let p_ours = percentiles(&mut samples);
     print_latency("ours append (OsOnly)", &p_ours, "back-to-back");
     print_note(&format!(
-        "ours: {} appends took >= 100 µs (segment rolls, which sync the sealed segment on the caller thread): {} of {} total ({:.0} %)",
+        "ours: {} appends took >= 100 µs (segment rolls, and writes of the staged frames when the flusher thread falls behind): {} of {} total ({:.0} %)",
         slow.len(),
         fmt_ns(slow.iter().sum()),
         fmt_ns(total),
