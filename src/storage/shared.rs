@@ -57,9 +57,9 @@ pub(crate) struct SyncState {
     pub(crate) shutdown: bool,
 }
 
-/// Frames appended but not yet written to the active segment's file (format/recovery.md,
-/// "Appending"). The writer stages frames here and writes them with one `pwrite` when the
-/// buffer fills; the sync thread and readers that reach the written end write them sooner
+/// Frames appended but not yet written to the active segment's file ([LOG-02] in
+/// format/recovery.md). The flusher thread writes them with one `pwrite` when the buffer
+/// fills; the sync thread and readers that reach the written end write them sooner
 /// ([`Shared::flush`]). Records become visible to readers when written.
 #[derive(Debug, Default)]
 pub(crate) struct Staging {
@@ -256,7 +256,7 @@ impl Shared {
     /// [LOG-02]. Returns whether anything was written.
     ///
     /// A failed write poisons the log: those records were acknowledged as appended, and a
-    /// later write cannot be trusted to land where they should have [DUR-04].
+    /// later write cannot be trusted to land where they should have ([LOG-02], [DUR-04]).
     pub(crate) fn flush(&self) -> Result<bool> {
         let _order = self.flush_order.lock();
         let (segment, mut bytes, offset, next_seq, entries) = {

@@ -2,7 +2,7 @@
 //!
 //! Appends encode the frame into a staging buffer that is written to the preallocated active
 //! segment with one `pwrite` when it fills, or sooner when the sync thread or a reader needs
-//! the records (format/recovery.md, "Appending"); no system call is made on the append path
+//! the records (format/recovery.md, "Append"); no system call is made on the append path
 //! unless the policy is `EveryAppend` or the buffer is full. Syncs run on a dedicated thread
 //! that publishes a durable-sequence watermark, and a roll's syncs run there too, so under
 //! `OsOnly` and `GroupCommit` the appending thread never waits for a sync. See
