@@ -188,6 +188,19 @@ impl SegmentData {
         Ok(())
     }
 
+    /// Completes the index of this segment, sealed at `seal_offset` for successor `end_seq`,
+    /// with its footer [ROLL-03]. The index can be rebuilt, so a failure is logged, not
+    /// returned (the next open after a crash then checks the segment by scanning it).
+    pub(crate) fn complete_index(&self, io: &dyn Io, dir: &Path, seal_offset: u64, end_seq: u64) {
+        let footer = IndexFooter {
+            end_seq,
+            seal_offset: u32::try_from(seal_offset).unwrap_or(u32::MAX),
+        };
+        if let Err(error) = self.persist_index(io, dir, u64::MAX, Some(footer)) {
+            tracing::warn!(%error, segment = %self.id, "could not write the index of a sealed segment");
+        }
+    }
+
     /// Syncs the index file (the clean-close path, which writes no footer).
     pub(crate) fn sync_index(&self, io: &dyn Io, dir: &Path) -> Result<()> {
         let state = self.index_file.lock();
@@ -567,7 +580,8 @@ pub(crate) fn roll_proven(
     if footer.end_seq != successor {
         return Ok(false);
     }
-    let bytes = FileWindow::default()
+    let mut window = FileWindow::default();
+    let bytes = window
         .frame(
             &file,
             &path,

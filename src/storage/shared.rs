@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::dir;
 use super::error::{CorruptKind, Error, IoOp, Result};
 use super::header::HEADER_LEN;
-use super::index::{IndexEntry, IndexFooter};
+use super::index::IndexEntry;
 use super::io::{Io, write_all_at};
 use super::meta::{CleanMark, START_LEN, StartMark};
 use super::options::ReadStrategy;
@@ -261,7 +261,7 @@ impl Shared {
         let _order = self.flush_order.lock();
         let (segment, mut bytes, offset, next_seq, entries) = {
             let mut staging = self.staging.lock();
-            if staging.bytes.is_empty() {
+            if staging.bytes.is_empty() || staging.segment.is_none() {
                 return Ok(false);
             }
             let spare = std::mem::take(&mut staging.spare);
@@ -395,18 +395,9 @@ impl Shared {
             if let Err(error) = super::durable::sync_dir(&*self.io, &self.dir) {
                 return fail(error);
             }
-            let footer = IndexFooter {
-                end_seq: roll.end_seq,
-                seal_offset: u32::try_from(roll.seal_offset).unwrap_or(u32::MAX),
-            };
-            // The index can be rebuilt, so failing to write it is not fatal (the next open
-            // after a crash then checks the sealed segment by scanning it) [ROLL-03].
-            if let Err(error) =
-                roll.sealed
-                    .persist_index(&*self.io, &self.dir, u64::MAX, Some(footer))
-            {
-                tracing::warn!(%error, segment = %roll.sealed.id, "could not write the index of a sealed segment");
-            }
+            // The footer last: it is the proof that the roll finished [REC-08].
+            roll.sealed
+                .complete_index(&*self.io, &self.dir, roll.seal_offset, roll.end_seq);
             self.durable.fetch_max(roll.end_seq, Ordering::AcqRel);
             self.notify_durable();
             self.pending_rolls.lock().pop_front();

@@ -23,7 +23,7 @@ use super::error::{Error, IoOp, Result};
 use super::frame::{self, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind};
 use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
 use super::id::{SegmentId, Seq};
-use super::index::{INDEX_INTERVAL, IndexEntry, IndexFooter};
+use super::index::{INDEX_INTERVAL, IndexEntry};
 use super::io::write_all_at;
 use super::meta::{CleanMark, StartMark};
 use super::options::{LogOptions, SyncPolicy};
@@ -635,8 +635,10 @@ impl Log {
             Ok(parts) => parts,
             Err(error) => {
                 // The roll stops here: the sealed segment is made durable now, so that every
-                // record before the failure is committed ([ROLL-02] of the failed roll).
+                // record before the failure is committed ([ROLL-02] of the failed roll), after
+                // the rolls before it, which the watermark must not pass unfinished.
                 if !inline {
+                    self.shared.finish_rolls()?;
                     self.sync_sealed(&old, seal_offset, end_seq)?;
                 }
                 return Err(error);
@@ -681,15 +683,7 @@ impl Log {
         }
         self.shared.durable.fetch_max(end_seq, Ordering::AcqRel);
         self.shared.notify_durable();
-        let footer = IndexFooter {
-            end_seq,
-            seal_offset: u32::try_from(seal_offset).unwrap_or(u32::MAX),
-        };
-        if let Err(error) =
-            old.persist_index(&*self.options.io, &self.shared.dir, u64::MAX, Some(footer))
-        {
-            tracing::warn!(%error, segment = %old.id, "could not write the index of a sealed segment");
-        }
+        old.complete_index(&*self.options.io, &self.shared.dir, seal_offset, end_seq);
         Ok(())
     }
 
@@ -868,14 +862,11 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
                     }
                     _ => {
                         if pending() {
-                            if let SyncPolicy::GroupCommit {
-                                max_delay,
-                                max_bytes,
-                            } = policy
+                            if let SyncPolicy::GroupCommit { max_delay, .. } = policy
                                 && max_delay.is_zero()
                                 && !roll()
                             {
-                                linger(shared, &mut state, max_bytes);
+                                linger(shared, &mut state);
                             }
                             break;
                         }
@@ -916,16 +907,10 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
 /// this, plus a sync.
 const LINGER: Duration = Duration::from_micros(250);
 
-/// Waits, holding the sync state's lock, until `LINGER` passes, `max_bytes` are staged or
-/// the log shuts down [DUR-01].
-fn linger(
-    shared: &Shared,
-    state: &mut parking_lot::MutexGuard<'_, shared::SyncState>,
-    max_bytes: u64,
-) {
+/// Waits on the sync state until `LINGER` passes or the log shuts down [DUR-01].
+fn linger(shared: &Shared, state: &mut parking_lot::MutexGuard<'_, shared::SyncState>) {
     let deadline = Instant::now() + LINGER;
-    let staged = || shared.staging.lock().bytes.len() as u64;
-    while !state.shutdown && staged() < max_bytes {
+    while !state.shutdown {
         if shared.sync_wake.wait_until(state, deadline).timed_out() {
             return;
         }
