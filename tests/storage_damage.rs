@@ -22,7 +22,8 @@ use esl_replay::record::{Criteria, Record};
 use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
 use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
-    CorruptKind, Error, IoOp, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq,
+    CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId,
+    Seq,
 };
 use esl_replay::store::{self, ArtifactStore as _, LogStore, dataset, interchange};
 
@@ -413,6 +414,48 @@ fn reads_beside_a_damaged_frame_keep_working() {
         let total = reader.next_seq().unwrap().0 - 1;
         assert_eq!(read.len() as u64, total - 1);
         assert!(!read.contains(&hit.seq));
+    }
+}
+
+/// [RD-04] Damage in one frame, in its payload or in its length (which would send a walk by
+/// lengths astray), fails only the point read of that record, with an error naming its own
+/// offset: a point read of every other record of the segment, before or after it, returns
+/// that record, with either read strategy.
+#[test]
+fn point_reads_beside_damage_return_every_other_record() {
+    let _serial = serial();
+    let dir = closed_log_with_full_tail(300, 60);
+    let base = *segment_bases(dir.path()).last().unwrap();
+    let path = segment_file(dir.path(), base);
+    let frames = frames_of(&path).1;
+    let last = frames.last().unwrap().seq;
+    // Bytes 4..8 of a frame are its length and flags; byte 9 is in its payload.
+    for (at, mask) in [(4, 0x08), (5, 0x01), (9, 0x10)] {
+        for hit in frames.iter().skip(1).step_by(7).take(6) {
+            flip_byte(&path, hit.offset + at, mask);
+            for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
+                let options = LogOptions {
+                    read_strategy: strategy,
+                    ..small_options()
+                };
+                let reader = Reader::open(dir.path(), &options).unwrap();
+                for seq in base..=last {
+                    let read = reader.get(Seq(seq));
+                    if seq == hit.seq {
+                        match read {
+                            Err(Error::Corrupt {
+                                segment, offset, ..
+                            }) => assert_eq!((segment, offset), (SegmentId(base), hit.offset)),
+                            other => panic!("seq {seq}: expected the damage, got {other:?}"),
+                        }
+                    } else {
+                        let got = read.unwrap_or_else(|e| panic!("seq {seq} ({hit:?}): {e}"));
+                        assert_eq!(got, Some(payload(seq)), "seq {seq}, damage at {hit:?}");
+                    }
+                }
+            }
+            flip_byte(&path, hit.offset + at, mask);
+        }
     }
 }
 

@@ -103,6 +103,29 @@ pub(crate) fn lock_retention(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// An open handle on a log directory (`O_PATH`), to ask whether a file exists there with a
+/// lookup of its one name rather than of the directory's whole path: readers ask on every
+/// cursor whether a start file has appeared.
+#[derive(Debug)]
+pub(crate) struct DirHandle(rustix::fd::OwnedFd);
+
+impl DirHandle {
+    pub(crate) fn open(dir: &Path) -> std::io::Result<DirHandle> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(DirHandle(rustix::fs::open(dir, flags, Mode::empty())?))
+    }
+
+    /// Whether `name` exists in the directory (a symbolic link is not followed).
+    pub(crate) fn contains(&self, name: &str) -> std::io::Result<bool> {
+        match rustix::fs::statat(&self.0, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +139,16 @@ mod tests {
         assert_eq!(parse_base("1024.seg", ".seg"), None);
         assert_eq!(parse_base("0000000000000000102x.seg", ".seg"), None);
         assert!(segment_path(dir, 9) < segment_path(dir, 10));
+    }
+
+    #[test]
+    fn a_directory_handle_sees_files_come_and_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let handle = DirHandle::open(dir.path()).expect("open");
+        assert!(!handle.contains(START_FILE).expect("lookup"));
+        std::fs::write(dir.path().join(START_FILE), b"x").expect("write");
+        assert!(handle.contains(START_FILE).expect("lookup"));
+        std::fs::remove_file(dir.path().join(START_FILE)).expect("remove");
+        assert!(!handle.contains(START_FILE).expect("lookup"));
     }
 }

@@ -145,12 +145,60 @@ impl SparseIndex {
     /// entry's lie below that offset.
     #[must_use]
     pub(crate) fn interval(&self, seq: u64) -> (Option<IndexEntry>, Option<u64>) {
-        let after = self.entries.partition_point(|e| e.seq <= seq);
+        let after = self.count_at_or_below(seq);
         let floor = after
             .checked_sub(1)
             .and_then(|i| self.entries.get(i))
             .copied();
         (floor, self.entries.get(after).map(|e| u64::from(e.offset)))
+    }
+
+    /// How many entries have a sequence at or below `seq`.
+    ///
+    /// Entries lie at about even byte intervals, so a guess interpolated by sequence lands
+    /// near the answer; the search gallops outward from it and touches a few cache lines,
+    /// where a binary search over a cold index of thousands of entries misses at each step.
+    fn count_at_or_below(&self, seq: u64) -> usize {
+        let entries = self.entries.as_slice();
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return 0;
+        };
+        if seq < first.seq {
+            return 0;
+        }
+        if seq >= last.seq {
+            return entries.len();
+        }
+        // From here first.seq <= seq < last.seq: at least two entries, the first one at or
+        // below `seq` and the last one above it, so both gallops below stop.
+        let at_or_below = |i: usize| entries.get(i).is_some_and(|e| e.seq <= seq);
+        let top = entries.len() - 1;
+        let guess = u128::from(seq - first.seq) * top as u128 / u128::from(last.seq - first.seq);
+        let guess = usize::try_from(guess).unwrap_or(top).min(top);
+        // Bracket the answer: `low` at or below `seq`, `high` above it.
+        let (mut low, mut high) = (guess, guess);
+        let mut step = 1;
+        if at_or_below(guess) {
+            loop {
+                high = low.saturating_add(step).min(top);
+                if !at_or_below(high) {
+                    break;
+                }
+                low = high;
+                step *= 2;
+            }
+        } else {
+            loop {
+                low = high.saturating_sub(step);
+                if at_or_below(low) {
+                    break;
+                }
+                high = low;
+                step *= 2;
+            }
+        }
+        let between = entries.get(low + 1..high).unwrap_or_default();
+        low + 1 + between.partition_point(|e| e.seq <= seq)
     }
 
     /// All entries.
@@ -223,6 +271,34 @@ mod tests {
         assert_eq!(decode_file(&bytes, 10, 77).unwrap().entries, entries[..1]);
         assert!(decode_file(&bytes, 11, 77).is_none());
         assert!(decode_file(&bytes, 10, 78).is_none());
+    }
+
+    #[test]
+    fn the_interpolated_search_agrees_with_a_binary_search() {
+        quickcheck::QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(interpolated_agrees as fn(Vec<u16>, Vec<u64>));
+    }
+
+    fn interpolated_agrees(gaps: Vec<u16>, probes: Vec<u64>) {
+        let mut seq = 5u64;
+        let entries: Vec<IndexEntry> = gaps
+            .iter()
+            .enumerate()
+            .map(|(i, gap)| {
+                seq += u64::from(*gap) + 1;
+                IndexEntry {
+                    seq,
+                    offset: u32::try_from(i).expect("small") * 64,
+                }
+            })
+            .collect();
+        let index = SparseIndex::from_entries(entries.clone());
+        let last = entries.last().map_or(0, |e| e.seq);
+        for probe in probes.iter().map(|p| p % (last + 10)).chain([0, 5, 6, last, last + 1]) {
+            let expected = entries.partition_point(|e| e.seq <= probe);
+            assert_eq!(index.count_at_or_below(probe), expected, "probe {probe}");
+        }
     }
 
     #[test]

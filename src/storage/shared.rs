@@ -147,6 +147,9 @@ pub(crate) struct Shared {
     /// The start file as last read, kept open to tell whether it was replaced since.
     start_file: Mutex<Option<StartFile>>,
     start_path: PathBuf,
+    /// The directory, to look for a start file cheaply (`None` if it could not be opened:
+    /// then the start file's path is looked up).
+    dir_handle: Option<dir::DirHandle>,
 }
 
 /// An open start file and what it said. A truncation replaces the file by renaming a new one
@@ -202,6 +205,7 @@ impl Shared {
             windows: Mutex::new(Vec::new()),
             start_file: Mutex::new(None),
             start_path: dir.join(dir::START_FILE),
+            dir_handle: dir::DirHandle::open(dir).ok(),
         }
     }
 
@@ -426,16 +430,16 @@ impl Shared {
         let (slot, later) = {
             let slots = self.slots.read();
             let after = slots.partition_point(|s| s.base <= seq);
-            let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)).cloned() else {
+            let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)) else {
                 return Ok(None);
             };
+            if let Some(data) = slot.get() {
+                return Ok(Some(data.clone()));
+            }
             let later: Vec<u64> = slots.iter().skip(after).map(|s| s.base).collect();
-            (slot, later)
+            (slot.clone(), later)
         };
         let successor = later.first().copied();
-        if let Some(data) = slot.get() {
-            return Ok(Some(data.clone()));
-        }
         let Some(successor) = successor else {
             // Only the last segment can lack a successor, and it is always loaded.
             return Ok(None);
@@ -485,12 +489,20 @@ impl Shared {
         }
         let path = &self.start_path;
         if held.is_none() {
-            // Nothing to open yet (no truncation so far) is the common case: `stat` says so
+            // Nothing to open yet (no truncation so far) is the common case: a lookup says so
             // without creating an open file.
-            match std::fs::symlink_metadata(path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io(IoOp::Read, path, e)),
+            let exists = match &self.dir_handle {
+                Some(handle) => handle.contains(dir::START_FILE),
+                None => std::fs::symlink_metadata(path).map(|_| true).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(false)
+                    } else {
+                        Err(e)
+                    }
+                }),
+            };
+            if !exists.map_err(|e| Error::io(IoOp::Read, path, e))? {
+                return Ok(None);
             }
         }
         let file = match std::fs::File::open(path) {
