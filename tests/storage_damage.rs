@@ -22,8 +22,7 @@ use esl_replay::record::{Criteria, Record};
 use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
 use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
-    CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId,
-    Seq,
+    CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
 };
 use esl_replay::store::{self, ArtifactStore as _, LogStore, dataset, interchange};
 

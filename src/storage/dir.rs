@@ -148,7 +148,7 @@ mod tests {
         assert!(!handle.contains(START_FILE).expect("lookup"));
         std::fs::write(dir.path().join(START_FILE), b"x").expect("write");
         assert!(handle.contains(START_FILE).expect("lookup"));
-        std::fs::remove_file(dir.path().join(START_FILE)).expect("remove");
+        crate::storage::durable::remove_durable(&dir.path().join(START_FILE)).expect("remove");
         assert!(!handle.contains(START_FILE).expect("lookup"));
     }
 }

@@ -295,7 +295,11 @@ mod tests {
             .collect();
         let index = SparseIndex::from_entries(entries.clone());
         let last = entries.last().map_or(0, |e| e.seq);
-        for probe in probes.iter().map(|p| p % (last + 10)).chain([0, 5, 6, last, last + 1]) {
+        for probe in probes
+            .iter()
+            .map(|p| p % (last + 10))
+            .chain([0, 5, 6, last, last + 1])
+        {
             let expected = entries.partition_point(|e| e.seq <= probe);
             assert_eq!(index.count_at_or_below(probe), expected, "probe {probe}");
         }

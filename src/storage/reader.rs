@@ -315,8 +315,12 @@ impl Reader {
         };
         if before.0 > current {
             // Everything below the new start must be durable before the start is: otherwise a
-            // power loss could leave the start above the recovered end [TRUNC-01].
-            shared.sync_tail()?;
+            // power loss could leave the start above the recovered end [TRUNC-01]. Beside the
+            // writer, its watermark says whether it already is (retention's usual case), and
+            // a sync that would compete with the appenders' is not needed.
+            if shared.follower || before.0 > shared.durable.load(Ordering::Acquire) {
+                shared.sync_tail()?;
+            }
             super::writer::write_start(&*shared.io, &shared.dir, before.0)?;
             shared.start.fetch_max(before.0, Ordering::AcqRel);
             report.moved = true;
@@ -684,13 +688,10 @@ impl Cursor {
         let found =
             match segment::last_nonzero_byte(&segment.file, &segment.path, self.offset, limit)? {
                 Some(last) => segment::find_valid_frame(
-                    &segment.file,
-                    &segment.path,
-                    segment.salt,
+                    segment.scan_file(self.shared.max_payload),
                     self.offset,
                     last,
                     self.seq,
-                    self.shared.max_payload,
                 )?,
                 None => None,
             };

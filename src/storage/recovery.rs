@@ -16,13 +16,13 @@ use std::path::Path;
 
 use super::error::{CorruptKind, Error, IoOp, Result};
 use super::frame::{self, Decoded};
-use super::header::{FileHeader, HEADER_LEN};
+use super::header::HEADER_LEN;
 use super::id::SegmentId;
 use super::index::IndexEntry;
 use super::io::{Io, write_all_at};
 use super::meta::CleanMark;
 use super::options::RecoveryMode;
-use super::segment::{self, FileWindow, Parts, Stop};
+use super::segment::{self, FileWindow, Parts, ScanFile, Stop};
 
 /// What opening found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,19 +156,19 @@ fn check_roll(
     report: &mut RecoveryReport,
 ) -> Result<Option<CorruptKind>> {
     let (file, path, header, file_len) = segment::open_file(dir, sealed, false)?;
+    let source = ScanFile {
+        file: &file,
+        path: &path,
+        base: sealed,
+        salt: header.salt,
+        len: file_len,
+        max_payload,
+    };
     let mut entries = segment::read_index(dir, sealed, header.salt)
         .map(|i| i.entries)
         .unwrap_or_default();
-    let (offset, found) = segment::scan_from_index(
-        &mut FileWindow::default(),
-        &file,
-        &path,
-        &header,
-        &mut entries,
-        file_len,
-        file_len,
-        max_payload,
-    )?;
+    let (offset, found) =
+        segment::scan_from_index(&mut FileWindow::default(), source, &mut entries, file_len)?;
     report.scanned_bytes += found.end - offset;
     Ok(match found.stop {
         Stop::Seal if found.end_seq == successor => {
@@ -211,6 +211,14 @@ pub(crate) fn recover_active(
             supported: super::header::FORMAT_VERSION,
         });
     }
+    let source = ScanFile {
+        file: &file,
+        path: &path,
+        base,
+        salt: header.salt,
+        len: file_len,
+        max_payload,
+    };
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)
@@ -218,16 +226,7 @@ pub(crate) fn recover_active(
 
     match clean {
         Some(mark) if mark.segment == base && mark.salt == header.salt => {
-            let promise = check_clean_end(
-                &mut window,
-                &file,
-                &path,
-                &header,
-                &mut entries,
-                &mark,
-                file_len,
-                max_payload,
-            )?;
+            let promise = check_clean_end(&mut window, source, &mut entries, &mark)?;
             match promise {
                 CleanEnd::Kept {
                     sealed: Some(sealed),
@@ -269,7 +268,7 @@ pub(crate) fn recover_active(
                     // The one explicit repair: cut the promised frames from the damage on.
                     if let Some(last) = segment::last_nonzero_byte(&file, &path, offset, file_len)?
                     {
-                        cut(io, &file, &path, &header, offset..last + 1, kind, report)?;
+                        cut(io, source, offset..last + 1, kind, report)?;
                     }
                     let parts = Parts {
                         file,
@@ -295,16 +294,7 @@ pub(crate) fn recover_active(
         None => {}
     }
 
-    let (offset, found) = segment::scan_from_index(
-        &mut window,
-        &file,
-        &path,
-        &header,
-        &mut entries,
-        file_len,
-        file_len,
-        max_payload,
-    )?;
+    let (offset, found) = segment::scan_from_index(&mut window, source, &mut entries, file_len)?;
     report.scanned_bytes += found.end - offset;
     let damage_from = match found.stop {
         Stop::Limit => file_len,
@@ -315,19 +305,7 @@ pub(crate) fn recover_active(
         Stop::Invalid(kind) => Some(kind.clone()),
         _ => None,
     };
-    cut_damage(
-        io,
-        &file,
-        &path,
-        &header,
-        damage_from,
-        found.end_seq,
-        file_len,
-        kind,
-        mode,
-        max_payload,
-        report,
-    )?;
+    cut_damage(io, source, (damage_from, found.end_seq), kind, mode, report)?;
     let sealed = found.stop == Stop::Seal;
     let parts = Parts {
         file,
@@ -361,31 +339,16 @@ pub(crate) enum CleanEnd {
 
 /// Checks that the frames of the last segment reach the end its clean-shutdown marker
 /// recorded, decoding from the resume point of `entries` (which it extends) [REC-01].
-#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
 pub(crate) fn check_clean_end(
     window: &mut FileWindow,
-    file: &File,
-    path: &Path,
-    header: &FileHeader,
+    source: ScanFile<'_>,
     entries: &mut Vec<IndexEntry>,
     mark: &CleanMark,
-    file_len: u64,
-    max_payload: u32,
 ) -> Result<CleanEnd> {
-    let limit = mark.end_offset.min(file_len);
-    let (_, found) = segment::scan_from_index(
-        window,
-        file,
-        path,
-        header,
-        entries,
-        limit,
-        file_len,
-        max_payload,
-    )?;
+    let limit = mark.end_offset.min(source.len);
+    let (_, found) = segment::scan_from_index(window, source, entries, limit)?;
     if found.stop == Stop::Limit && found.end == mark.end_offset && found.end_seq == mark.next_seq {
-        let beyond = window.frame(file, path, mark.end_offset, file_len, max_payload)?;
-        let sealed = match frame::decode(beyond, header.salt, mark.next_seq, max_payload) {
+        let sealed = match source.decode_at(window, mark.end_offset, mark.next_seq, source.len)? {
             Decoded::Empty => Some(false),
             Decoded::Seal => Some(true),
             Decoded::Record { .. } | Decoded::Invalid(_) => None,
@@ -414,36 +377,25 @@ pub(crate) fn check_clean_end(
     })
 }
 
-/// Classifies what lies in `[from, file_len)` and zeroes it if the mode allows.
-#[expect(clippy::too_many_arguments, reason = "the whole recovery position")]
+/// Classifies what lies in `[from, end of file)`, where a frame holding `expected_seq` was
+/// due, and zeroes it if the mode allows.
 fn cut_damage(
     io: &dyn Io,
-    file: &File,
-    path: &Path,
-    header: &FileHeader,
-    from: u64,
-    expected_seq: u64,
-    file_len: u64,
+    source: ScanFile<'_>,
+    (from, expected_seq): (u64, u64),
     invalid: Option<CorruptKind>,
     mode: RecoveryMode,
-    max_payload: u32,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let segment = SegmentId(header.base);
-    let Some(last_nonzero) = segment::last_nonzero_byte(file, path, from, file_len)? else {
+    let segment = SegmentId(source.base);
+    let Some(last_nonzero) =
+        segment::last_nonzero_byte(source.file, source.path, from, source.len)?
+    else {
         return Ok(());
     };
     let bytes_dropped = last_nonzero + 1 - from;
-    let follows = segment::find_valid_frame(
-        file,
-        path,
-        header.salt,
-        from,
-        last_nonzero,
-        expected_seq,
-        max_payload,
-    )?
-    .map(|found| found.offset);
+    let follows = segment::find_valid_frame(source, from, last_nonzero, expected_seq)?
+        .map(|found| found.offset);
     let kind = match follows {
         Some(next_valid) => CorruptKind::DamagedBeforeTail { next_valid },
         None => invalid.unwrap_or(CorruptKind::TornTail {
@@ -469,21 +421,20 @@ fn cut_damage(
             kind,
         });
     }
-    cut(io, file, path, header, from..last_nonzero + 1, kind, report)
+    cut(io, source, from..last_nonzero + 1, kind, report)
 }
 
 /// Zeroes `range` (damage up to its last non-zero byte) of the segment, syncs it and reports
 /// the cut [REC-05].
 fn cut(
     io: &dyn Io,
-    file: &File,
-    path: &Path,
-    header: &FileHeader,
+    source: ScanFile<'_>,
     range: std::ops::Range<u64>,
     kind: CorruptKind,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let segment = SegmentId(header.base);
+    let (file, path) = (source.file, source.path);
+    let segment = SegmentId(source.base);
     let bytes_dropped = range.end - range.start;
     tracing::warn!(%segment, offset = range.start, bytes = bytes_dropped, %kind, "cutting off a damaged tail");
     zero_range(io, file, path, range.start, range.end)?;

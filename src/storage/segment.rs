@@ -111,6 +111,18 @@ impl SegmentData {
             })
     }
 
+    /// The segment's file as a scan reads it.
+    pub(crate) fn scan_file(&self, max_payload: u32) -> ScanFile<'_> {
+        ScanFile {
+            file: &self.file,
+            path: &self.path,
+            base: self.id.0,
+            salt: self.salt,
+            len: self.file_len,
+            max_payload,
+        }
+    }
+
     pub(crate) fn end_seq(&self) -> u64 {
         self.end_seq.load(Ordering::Acquire)
     }
@@ -351,18 +363,42 @@ pub(crate) struct Scan {
     pub(crate) entries: Vec<IndexEntry>,
 }
 
-/// Scans frames from `offset` (holding `seq`) until something other than a record frame or
-/// until `limit`, collecting index entries after `last_indexed`.
-#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
+/// One segment file as a scan reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanFile<'a> {
+    pub(crate) file: &'a File,
+    /// For errors.
+    pub(crate) path: &'a Path,
+    /// The segment's base sequence and salt ([HDR-01]).
+    pub(crate) base: u64,
+    pub(crate) salt: u64,
+    /// The file's length: no frame reaches past it.
+    pub(crate) len: u64,
+    /// The payload bound frames are checked against ([FRM-05]).
+    pub(crate) max_payload: u32,
+}
+
+impl ScanFile<'_> {
+    /// Decodes the frame at `offset`, expected to hold `seq`, reading no further than `limit`.
+    pub(crate) fn decode_at<'w>(
+        &self,
+        window: &'w mut FileWindow,
+        offset: u64,
+        seq: u64,
+        limit: u64,
+    ) -> Result<Decoded<'w>> {
+        let bytes = window.frame(self.file, self.path, offset, limit, self.max_payload)?;
+        Ok(frame::decode(bytes, self.salt, seq, self.max_payload))
+    }
+}
+
+/// Scans the frames of `source` from `offset` (holding `seq`) until something other than a
+/// record frame or until `limit`, collecting index entries after `last_indexed`.
 pub(crate) fn scan(
     window: &mut FileWindow,
-    file: &File,
-    path: &Path,
-    salt: u64,
-    mut offset: u64,
-    mut seq: u64,
+    source: ScanFile<'_>,
+    (mut offset, mut seq): (u64, u64),
     limit: u64,
-    max_payload: u32,
     mut last_indexed: Option<u64>,
 ) -> Result<Scan> {
     let mut entries = Vec::new();
@@ -375,8 +411,7 @@ pub(crate) fn scan(
                 entries,
             });
         }
-        let bytes = window.frame(file, path, offset, limit, max_payload)?;
-        match frame::decode(bytes, salt, seq, max_payload) {
+        match source.decode_at(window, offset, seq, limit)? {
             Decoded::Record { frame_len, .. } => {
                 if last_indexed.is_none_or(|last| offset >= last + index::INDEX_INTERVAL) {
                     let offset32 = u32::try_from(offset).unwrap_or(u32::MAX);
@@ -466,52 +501,30 @@ pub(crate) fn read_index(dir: &Path, base: u64, salt: u64) -> Option<index::Inde
 /// Where to start scanning: the last index entry whose frame validates, else the first frame.
 pub(crate) fn resume_point(
     window: &mut FileWindow,
-    file: &File,
-    path: &Path,
-    header: &FileHeader,
+    source: ScanFile<'_>,
     entries: &mut Vec<IndexEntry>,
-    file_len: u64,
-    max_payload: u32,
 ) -> Result<(u64, u64)> {
     while let Some(entry) = entries.last().copied() {
-        let bytes = window.frame(file, path, u64::from(entry.offset), file_len, max_payload)?;
-        if matches!(
-            frame::decode(bytes, header.salt, entry.seq, max_payload),
-            Decoded::Record { .. }
-        ) {
-            return Ok((u64::from(entry.offset), entry.seq));
+        let offset = u64::from(entry.offset);
+        if let Decoded::Record { .. } = source.decode_at(window, offset, entry.seq, source.len)? {
+            return Ok((offset, entry.seq));
         }
         entries.pop();
     }
-    Ok((HEADER_LEN as u64, header.base))
+    Ok((HEADER_LEN as u64, source.base))
 }
 
 /// Scans from the resume point of `entries` (see [`resume_point`]) up to `limit`, appending
 /// the index entries it finds; returns where the scan started and what it found.
-#[expect(clippy::too_many_arguments, reason = "a scan needs its whole position")]
 pub(crate) fn scan_from_index(
     window: &mut FileWindow,
-    file: &File,
-    path: &Path,
-    header: &FileHeader,
+    source: ScanFile<'_>,
     entries: &mut Vec<IndexEntry>,
     limit: u64,
-    file_len: u64,
-    max_payload: u32,
 ) -> Result<(u64, Scan)> {
-    let (offset, seq) = resume_point(window, file, path, header, entries, file_len, max_payload)?;
+    let (offset, seq) = resume_point(window, source, entries)?;
     let last = entries.last().map(|e| u64::from(e.offset));
-    let mut found = scan(
-        window,
-        file,
-        path,
-        header.salt,
-        offset,
-        seq,
-        limit,
-        max_payload,
-        last,
-    )?;
+    let mut found = scan(window, source, (offset, seq), limit, last)?;
     entries.append(&mut found.entries);
     Ok((offset, found))
 }
@@ -608,6 +621,14 @@ pub(crate) fn load_sealed(
     later: Option<&[u64]>,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = open_file(dir, base, false)?;
+    let source = ScanFile {
+        file: &file,
+        path: &path,
+        base,
+        salt: header.salt,
+        len: file_len,
+        max_payload,
+    };
     let segment = SegmentId(base);
     let mut window = FileWindow::default();
     let index = read_index(dir, base, header.salt).unwrap_or_default();
@@ -627,16 +648,7 @@ pub(crate) fn load_sealed(
         (u64::from(footer.seal_offset), footer.end_seq)
     } else {
         tracing::info!(segment = %segment, "rebuilding the index of a sealed segment");
-        let (_, mut found) = scan_from_index(
-            &mut window,
-            &file,
-            &path,
-            &header,
-            &mut entries,
-            file_len,
-            file_len,
-            max_payload,
-        )?;
+        let (_, mut found) = scan_from_index(&mut window, source, &mut entries, file_len)?;
         // A follower may see a segment whose roll had not finished: after a power loss its
         // last frames and seal may be missing, and no later record was acknowledged. If no
         // later roll proves it finished, its frames end the log, as the writer's next open
@@ -680,15 +692,7 @@ pub(crate) fn load_sealed(
                 Stop::Empty => CorruptKind::MissingSeal,
             };
             let resync = match last_nonzero_byte(&file, &path, found.end, file_len)? {
-                Some(last) => find_valid_frame(
-                    &file,
-                    &path,
-                    header.salt,
-                    found.end,
-                    last,
-                    found.end_seq,
-                    max_payload,
-                )?,
+                Some(last) => find_valid_frame(source, found.end, last, found.end_seq)?,
                 None => None,
             };
             let Some(Resync {
@@ -703,17 +707,7 @@ pub(crate) fn load_sealed(
                 });
             };
             tracing::warn!(%segment, offset = found.end, %fault, resumes_at = offset, "damaged frames in a sealed segment; reading on after them");
-            found = scan(
-                &mut window,
-                &file,
-                &path,
-                header.salt,
-                offset,
-                seq,
-                file_len,
-                max_payload,
-                None,
-            )?;
+            found = scan(&mut window, source, (offset, seq), file_len, None)?;
             entries.append(&mut found.entries);
         }
         if let Some(io) = rewrite_index {
@@ -811,14 +805,18 @@ pub(crate) struct Resync {
 /// count as nothing. Checksum work is bounded: past [`SEARCH_BUDGET`] bytes the answer is
 /// the conservative one, a `Resync` without a sequence.
 pub(crate) fn find_valid_frame(
-    file: &File,
-    path: &Path,
-    salt: u64,
+    source: ScanFile<'_>,
     from: u64,
     last: u64,
     expected_seq: u64,
-    max_payload: u32,
 ) -> Result<Option<Resync>> {
+    let ScanFile {
+        file,
+        path,
+        salt,
+        max_payload,
+        ..
+    } = source;
     let file_len = file
         .metadata()
         .map_err(|e| Error::io(IoOp::Read, path, e))?

@@ -577,17 +577,9 @@ impl Shared {
             if !last.is_sealed() {
                 window.reset();
                 let last_indexed = last.index.read().last().map(|e| u64::from(e.offset));
-                let found = segment::scan(
-                    &mut window,
-                    &last.file,
-                    &last.path,
-                    last.salt,
-                    last.end(),
-                    last.end_seq(),
-                    last.file_len,
-                    self.max_payload,
-                    last_indexed,
-                )?;
+                let source = last.scan_file(self.max_payload);
+                let from = (last.end(), last.end_seq());
+                let found = segment::scan(&mut window, source, from, last.file_len, last_indexed)?;
                 {
                     let mut index = last.index.write();
                     for entry in found.entries {
@@ -649,20 +641,19 @@ pub(crate) fn open_tail(
     max_payload: u32,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = segment::open_file(dir, base, false)?;
+    let source = segment::ScanFile {
+        file: &file,
+        path: &path,
+        base,
+        salt: header.salt,
+        len: file_len,
+        max_payload,
+    };
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)
         .unwrap_or_default();
-    let (_, found) = segment::scan_from_index(
-        &mut window,
-        &file,
-        &path,
-        &header,
-        &mut entries,
-        file_len,
-        file_len,
-        max_payload,
-    )?;
+    let (_, found) = segment::scan_from_index(&mut window, source, &mut entries, file_len)?;
     // A clean shutdown's recorded end is a promise: frames that stop below it are damage,
     // which reads must meet rather than take for the end of the log [REC-01].
     let promised = std::fs::read(dir.join(dir::CLEAN_FILE))

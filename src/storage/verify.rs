@@ -289,13 +289,17 @@ fn verify_segment(
         let last = segment::last_nonzero_byte(target.file, target.path, offset, target.limit)?;
         let resync = match last {
             Some(last) => segment::find_valid_frame(
-                target.file,
-                target.path,
-                target.salt,
+                segment::ScanFile {
+                    file: target.file,
+                    path: target.path,
+                    base: target.id.0,
+                    salt: target.salt,
+                    len: target.limit,
+                    max_payload,
+                },
                 offset,
                 last,
                 seq,
-                max_payload,
             )?,
             None => None,
         };
