@@ -156,14 +156,7 @@ fn check_roll(
     report: &mut RecoveryReport,
 ) -> Result<Option<CorruptKind>> {
     let (file, path, header, file_len) = segment::open_file(dir, sealed, false)?;
-    let source = ScanFile {
-        file: &file,
-        path: &path,
-        base: sealed,
-        salt: header.salt,
-        len: file_len,
-        max_payload,
-    };
+    let source = ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut entries = segment::read_index(dir, sealed, header.salt)
         .map(|i| i.entries)
         .unwrap_or_default();
@@ -211,14 +204,7 @@ pub(crate) fn recover_active(
             supported: super::header::FORMAT_VERSION,
         });
     }
-    let source = ScanFile {
-        file: &file,
-        path: &path,
-        base,
-        salt: header.salt,
-        len: file_len,
-        max_payload,
-    };
+    let source = ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)

@@ -378,7 +378,25 @@ pub(crate) struct ScanFile<'a> {
     pub(crate) max_payload: u32,
 }
 
-impl ScanFile<'_> {
+impl<'a> ScanFile<'a> {
+    /// A file [`open_file`] opened, with its header.
+    pub(crate) fn opened(
+        file: &'a File,
+        path: &'a Path,
+        header: &FileHeader,
+        len: u64,
+        max_payload: u32,
+    ) -> ScanFile<'a> {
+        ScanFile {
+            file,
+            path,
+            base: header.base,
+            salt: header.salt,
+            len,
+            max_payload,
+        }
+    }
+
     /// Decodes the frame at `offset`, expected to hold `seq`, reading no further than `limit`.
     pub(crate) fn decode_at<'w>(
         &self,
@@ -621,14 +639,7 @@ pub(crate) fn load_sealed(
     later: Option<&[u64]>,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = open_file(dir, base, false)?;
-    let source = ScanFile {
-        file: &file,
-        path: &path,
-        base,
-        salt: header.salt,
-        len: file_len,
-        max_payload,
-    };
+    let source = ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let segment = SegmentId(base);
     let mut window = FileWindow::default();
     let index = read_index(dir, base, header.salt).unwrap_or_default();

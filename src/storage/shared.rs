@@ -641,14 +641,7 @@ pub(crate) fn open_tail(
     max_payload: u32,
 ) -> Result<SegmentData> {
     let (file, path, header, file_len) = segment::open_file(dir, base, false)?;
-    let source = segment::ScanFile {
-        file: &file,
-        path: &path,
-        base,
-        salt: header.salt,
-        len: file_len,
-        max_payload,
-    };
+    let source = segment::ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
         .map(|i| i.entries)
