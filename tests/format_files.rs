@@ -983,8 +983,11 @@ fn truncation_and_open_wait_for_the_retention_lock() {
     let truncation = std::thread::spawn(move || {
         sender.send(reader.truncate_prefix(Seq(2)).is_ok()).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(receiver.try_recv().is_err(), "truncation did not wait");
+    // Nothing can show a thread blocked on a lock; what can fail is finishing while it is held.
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "truncation did not wait"
+    );
     holder.unlock().unwrap();
     assert!(receiver.recv_timeout(Duration::from_secs(30)).unwrap());
     truncation.join().unwrap();
@@ -996,8 +999,11 @@ fn truncation_and_open_wait_for_the_retention_lock() {
     let opener = std::thread::spawn(move || {
         sender.send(Log::open(&path, small()).is_ok()).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(receiver.try_recv().is_err(), "open did not wait");
+    // Nothing can show a thread blocked on a lock; what can fail is finishing while it is held.
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "open did not wait"
+    );
     holder.unlock().unwrap();
     assert!(receiver.recv_timeout(Duration::from_secs(30)).unwrap());
     opener.join().unwrap();

@@ -148,7 +148,10 @@ fn workload(dir: &Path, io: Arc<FaultyIo>, policy: SyncPolicy) -> Outcome {
                 let failed_sync = io.injected().iter().any(common::Injected::is_segment_sync);
                 if failed_sync {
                     // The sync thread records the failure just before it poisons the log.
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while log.durability().check().is_ok() && std::time::Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
                 }
                 let retry = log.append(b"after the failure");
                 out.attempted = log.next_seq().0;

@@ -822,6 +822,16 @@ impl Durability {
         Seq(self.shared.durable.load(Ordering::Acquire))
     }
 
+    /// Whether the log still accepts writes, without waiting: [`Error::Poisoned`] once a
+    /// failed sync has poisoned it [DUR-04]. For health checks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], naming the failed sync.
+    pub fn check(&self) -> Result<()> {
+        self.shared.check_poison()
+    }
+
     /// Blocks until `seq` is durable [DUR-03].
     ///
     /// # Errors
