@@ -4,7 +4,8 @@
 //! A log is prefilled with many segments, then one appender runs closed-loop durable appends
 //! (`append` then `wait_durable`, group commit) for alternating one-second phases: quiet,
 //! then deleting (a second thread calls `Reader::truncate_prefix` to drop the oldest segment
-//! every 200 ms). Samples are attributed to the phase they started in.
+//! every 200 ms). Samples are attributed to the phase they started in, except that samples
+//! that overlap a deletion running on past its phase count as deleting.
 //!
 //! The same phases are then run without the log, as the file system's floor: `pwrite` of
 //! 4 KiB plus `fdatasync` on a pre-zeroed file, while another thread unlinks synced 64 MiB
@@ -35,6 +36,8 @@ struct Phased {
 
 /// Runs `op` back to back for `phases` alternating phases (quiet first); during deleting
 /// phases another thread calls `delete` every 200 ms (it returns false when nothing is left).
+/// A sample counts as deleting if it starts in a deleting phase or while a deletion that
+/// began in one is still running, so that quiet samples are quiet.
 fn run_phases(
     phases: u32,
     phase: Duration,
@@ -42,6 +45,7 @@ fn run_phases(
     mut delete: impl FnMut() -> bool + Send,
 ) -> Phased {
     let deleting = AtomicBool::new(false);
+    let busy = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     let mut result = Phased {
         quiet: Vec::new(),
@@ -53,10 +57,12 @@ fn run_phases(
             let mut took = Vec::new();
             while !done.load(Ordering::Acquire) {
                 if deleting.load(Ordering::Acquire) {
+                    busy.store(true, Ordering::Release);
                     let t = Instant::now();
                     if delete() {
                         took.push(nanos(t.elapsed()));
                     }
+                    busy.store(false, Ordering::Release);
                     std::thread::sleep(Duration::from_millis(200));
                 } else {
                     std::thread::sleep(Duration::from_millis(5));
@@ -68,10 +74,11 @@ fn run_phases(
         while start.elapsed() < phase * phases {
             let in_deleting = (start.elapsed().as_nanos() / phase.as_nanos()) % 2 == 1;
             deleting.store(in_deleting, Ordering::Release);
+            let overlaps = busy.load(Ordering::Acquire);
             let t = Instant::now();
             op();
             let elapsed = nanos(t.elapsed());
-            if in_deleting {
+            if in_deleting || overlaps || busy.load(Ordering::Acquire) {
                 result.deleting.push(elapsed);
             } else {
                 result.quiet.push(elapsed);

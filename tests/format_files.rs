@@ -966,6 +966,38 @@ fn one_writer_per_directory_and_lock_free_readers() {
     drop(log);
 }
 
+/// [TRUNC-04] A follower in the middle of a segment keeps reading it intact after another
+/// handle truncates it away: a truncation frees the blocks of removed segments only when no
+/// reader holds them open. (Freed blocks read as zeros: the follower would meet damage.)
+#[test]
+fn a_reader_in_a_removed_segment_reads_on_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let written = fill(&mut log, 400);
+    let segments = log.reader().segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let follower = Reader::open(dir.path(), &small()).unwrap();
+    let mut cursor = follower.cursor(Seq(1)).unwrap();
+    assert_eq!(cursor.next().unwrap().unwrap().payload, &written[0].1[..]);
+
+    let report = log.reader().truncate_prefix(segments[2].base()).unwrap();
+    assert_eq!(report.segments_removed, 2);
+    assert!(!segment_path(dir.path(), 1).exists());
+    let mut read = 1;
+    while let Some(record) = cursor.next().unwrap() {
+        if record.seq >= segments[1].base() {
+            break;
+        }
+        assert_eq!(record.payload, &written[read].1[..], "seq {}", record.seq);
+        read += 1;
+    }
+    assert_eq!(
+        read as u64,
+        segments[1].base().0 - 1,
+        "the cursor stopped early"
+    );
+}
+
 /// [DIR-04] Truncations and the writer's open wait for the retention lock.
 #[test]
 fn truncation_and_open_wait_for_the_retention_lock() {

@@ -334,6 +334,14 @@ impl Reader {
                 .filter_map(|w| w.first().map(|s| s.base))
                 .collect()
         };
+        // Opened before their names go, to free their blocks in steps afterwards [TRUNC-04].
+        let releases: Vec<std::fs::File> = doomed
+            .iter()
+            .filter_map(|base| {
+                let path = dir::segment_path(&shared.dir, *base);
+                std::fs::File::options().write(true).open(path).ok()
+            })
+            .collect();
         let mut paths = Vec::new();
         for base in &doomed {
             for path in [
@@ -350,6 +358,9 @@ impl Reader {
             .write()
             .retain(|slot| doomed.binary_search(&slot.base).is_err());
         report.segments_removed = doomed.len();
+        for file in &releases {
+            segment::release_blocks(file);
+        }
         Ok(report)
     }
 

@@ -470,6 +470,48 @@ pub(crate) fn scan(
     }
 }
 
+/// Says, for as long as `file` stays open, that this process reads it: a shared `flock`,
+/// which keeps a truncation from freeing the blocks of the file once removed [TRUNC-04].
+/// `false` if a truncation is freeing them already. Where `flock` is not supported there is
+/// nothing to coordinate with, and truncations never free blocks in steps.
+pub(crate) fn hold_open(file: &File) -> bool {
+    use rustix::fs::{FlockOperation, flock};
+    flock(file, FlockOperation::NonBlockingLockShared) != Err(rustix::io::Errno::WOULDBLOCK)
+}
+
+/// Bytes freed per step when a removed segment's blocks are released [TRUNC-04].
+const RELEASE_STEP: u64 = 1 << 20;
+/// The pause after each step: a file system that discards freed blocks (ext4 `-o discard`)
+/// sends the device one small discard at a time, and syncs queued between them wait for
+/// one step rather than for the whole segment.
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Frees the blocks of a removed segment file, opened for writing before its removal, in
+/// steps, if no reader in any process still has it open [TRUNC-04]. Returns whether it did.
+///
+/// Best effort: a file system that cannot punch holes, or a reader that holds the file,
+/// leaves the blocks to be freed whole when the last descriptor closes.
+pub(crate) fn release_blocks(file: &File) -> bool {
+    use rustix::fs::{FallocateFlags, FlockOperation, fallocate, flock};
+    if flock(file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return false;
+    }
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    let mut offset = 0;
+    while offset < len {
+        let step = RELEASE_STEP.min(len - offset);
+        if fallocate(file, punch, offset, step).is_err() {
+            return false;
+        }
+        offset += step;
+        std::thread::sleep(RELEASE_PAUSE);
+    }
+    true
+}
+
 /// Opens a segment file and validates its header against its name [SEG-01].
 pub(crate) fn open_file(
     dir: &Path,
@@ -482,6 +524,12 @@ pub(crate) fn open_file(
         .write(writable)
         .open(&path)
         .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    if !hold_open(&file) {
+        // A truncation removed the file after it was opened here and is freeing its blocks
+        // [TRUNC-04]: to this reader it is gone.
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        return Err(Error::io(IoOp::Open, &path, gone));
+    }
     let file_len = file
         .metadata()
         .map_err(|e| Error::io(IoOp::Open, &path, e))?
@@ -890,6 +938,41 @@ pub(crate) fn find_valid_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [TRUNC-04] A removed segment's blocks are freed in steps unless a reader, in any
+    /// process (here: another open file description), still holds it open; a reader that
+    /// opens the file while its blocks are being freed is told it is gone.
+    #[test]
+    fn blocks_are_freed_only_when_no_reader_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0x5a_u8; 3 << 20];
+        bytes[..HEADER_LEN].copy_from_slice(&FileHeader::new(1, 7).encode(SEGMENT_MAGIC));
+        let path = dir::segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).unwrap();
+        let allocated = |file: &File| {
+            use std::os::unix::fs::MetadataExt as _;
+            file.metadata().unwrap().blocks()
+        };
+
+        let (reader, ..) = open_file(dir.path(), 1, false).unwrap();
+        let truncator = File::options().write(true).open(&path).unwrap();
+        assert!(!release_blocks(&truncator), "freed under a reader");
+        assert!(allocated(&truncator) > 0);
+        let mut kept = vec![0u8; bytes.len()];
+        assert_eq!(read_at(&reader, &mut kept, 0, &path).unwrap(), bytes.len());
+        assert!(kept == bytes, "a reader's file changed");
+        drop(reader);
+
+        let truncator = File::options().write(true).open(&path).unwrap();
+        assert!(release_blocks(&truncator), "not freed with no reader");
+        assert_eq!(allocated(&truncator), 0, "blocks left allocated");
+        assert_eq!(truncator.metadata().unwrap().len(), bytes.len() as u64);
+        let opened = open_file(dir.path(), 1, false).map(|_| ());
+        assert!(
+            matches!(&opened, Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound),
+            "a file being freed opened: {opened:?}"
+        );
+    }
 
     /// A segment file of `file_len` bytes whose handle claims frames up to `end`.
     fn segment_claiming(

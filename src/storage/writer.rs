@@ -742,6 +742,8 @@ fn create_segment(
         Some(file) if file.metadata().is_ok_and(|m| m.len() == segment_bytes) => file,
         _ => durable::create_zeroed(io, &spare_path, segment_bytes)?,
     };
+    // Nobody else knows the spare's name, so nothing can be freeing it.
+    let _ = segment::hold_open(&file);
     let header = FileHeader::new(base, rand::random());
     write_all_at(io, &file, &header.encode(SEGMENT_MAGIC), 0, &spare_path)?;
     let path = dir::segment_path(dir, base);
