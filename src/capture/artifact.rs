@@ -21,11 +21,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::esl::Frame;
-use crate::esl::event::json_event;
-use crate::esl::session::{
-    Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus, header_ci, scan_plain_headers,
-};
+use crate::esl::event::{json_event, scan_plain_headers};
+use crate::esl::session::{Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus};
+use crate::esl::{Frame, header_ci};
 use crate::record::{Envelope, JsonMap};
 
 /// The artifact version of everything this capture writes (the apntalk vocabulary's "1").
