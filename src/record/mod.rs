@@ -15,6 +15,8 @@
 //! - [`codec`] is the versioned binary (MessagePack) form stored inside log frames.
 //! - [`ReadCursor`] and [`Criteria`] are the read contract's position and bounded filter
 //!   (§2.1, §3, K4, C8); [`identity`] derives operator identity from a record.
+//! - [`keys`] names every key that layers write into and read from a record's maps and a
+//!   checkpoint's metadata, once for the whole crate.
 //!
 //! JSON maps (`payload`, `correlation_ids`, `runtime_flags`, `tags`) are [`JsonMap`]s that
 //! keep insertion order. Numbers keep the reference's meaning: integers are exact in the
@@ -69,6 +71,7 @@ mod cursor;
 mod error;
 mod id;
 pub mod identity;
+pub mod keys;
 pub(crate) mod ksort;
 pub mod ndjson;
 pub mod timestamp;
