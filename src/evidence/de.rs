@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{self as serde_de, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::record::{JsonMap, ReadCursor};
+use crate::record::{JsonMap, ReadCursor, php_map};
 
 /// A struct read from a JSON object only. serde's derive also reads a struct from a
 /// list of its fields in order; bundles never write that, and a list where an object
@@ -113,18 +113,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
 /// A free-form map, written `{...}` or, as PHP writes empty and index-keyed maps, as a
 /// list (read with keys "0", "1", ...).
 pub(super) fn map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<JsonMap, D::Error> {
-    match Value::deserialize(deserializer)? {
-        Value::Object(map) => Ok(map),
-        Value::Array(items) => Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(index, value)| (index.to_string(), value))
-            .collect()),
-        other => Err(serde_de::Error::custom(format_args!(
+    php_map(Value::deserialize(deserializer)?).map_err(|other| {
+        serde_de::Error::custom(format_args!(
             "invalid type: {}, expected an object or a list",
             kind(&other)
-        ))),
-    }
+        ))
+    })
 }
 
 fn kind(value: &Value) -> &'static str {

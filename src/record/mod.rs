@@ -102,6 +102,24 @@ pub fn is_blank(text: &str) -> bool {
         .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0 | 0x0b))
 }
 
+/// The map a JSON value holds as PHP reads it: an object as it is, a list as a map keyed
+/// "0", "1", ... (PHP's `json_encode` writes empty and index-keyed maps as lists).
+///
+/// # Errors
+///
+/// Any other value, given back unchanged.
+pub fn php_map(value: Value) -> Result<JsonMap, Value> {
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Array(items) => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| (index.to_string(), item))
+            .collect()),
+        other => Err(other),
+    }
+}
+
 /// Whether the brackets of JSON text nest deeper than `max` outside strings. Parsers run it
 /// first, so deep input can never exhaust the stack of a recursive parser; malformed JSON is
 /// left for the parser to report.
