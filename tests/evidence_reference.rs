@@ -868,6 +868,14 @@ fn evidence_types_reject_invalid_values() {
     ));
 }
 
+/// The worked example's bundle, exported.
+fn worked_bundle_json() -> String {
+    let bundle = Engine::new()
+        .reconstruct_records(&worked_example(), &worked_window())
+        .unwrap();
+    export::export_bundle(&bundle)
+}
+
 #[test]
 fn exported_bundles_read_back_identically() {
     let bundle = Engine::new()
@@ -931,10 +939,7 @@ fn malformed_at(result: Result<(), Error>) -> (String, String) {
 /// its fields in order). Every failure names the path and what is wrong there.
 #[test]
 fn bundle_reader_keeps_the_reference_reading_rules() {
-    let bundle = Engine::new()
-        .reconstruct_records(&worked_example(), &worked_window())
-        .unwrap();
-    let json = export::export_bundle(&bundle);
+    let json = worked_bundle_json();
 
     // `null` is an absent value; a missing key is an error naming the key.
     assert!(parse_changed(&json, "/manifest/first_append_sequence", Some(Value::Null)).is_ok());
@@ -1010,36 +1015,36 @@ fn bundle_reader_keeps_the_reference_reading_rules() {
     let (path, _) = malformed_at(export::parse_bundle(&reference.to_string()).map(|_| ()));
     assert_eq!(path, "record_references[0]");
 
-    // Names, timestamps and the rules of the evidence types are checked where they stand.
-    let (path, reason) = malformed_at(parse_changed(
-        &json,
-        "/manifest/verdict/posture",
-        Some(json!("done")),
-    ));
-    assert_eq!(path, "manifest.verdict.posture");
-    assert!(
-        reason.contains("unknown verdict posture \"done\""),
-        "{reason}"
-    );
-    let (path, reason) = malformed_at(parse_changed(
-        &json,
-        "/record_references/1/capture_timestamp",
-        Some(json!("yesterday")),
-    ));
-    assert_eq!(path, "record_references[1].capture_timestamp");
-    assert!(reason.contains("yesterday"), "{reason}");
-    let (path, reason) = malformed_at(parse_changed(
-        &json,
-        "/record_references/0/record_id",
-        Some(json!(" ")),
-    ));
-    assert_eq!(path, "record_references[0]");
-    assert!(reason.contains("`record_id` must not be blank"), "{reason}");
-    let (path, reason) = malformed_at(parse_changed(
-        &json,
-        "/manifest/record_count",
-        Some(json!(1.0)),
-    ));
-    assert_eq!(path, "manifest.record_count");
-    assert!(reason.contains("expected u64"), "{reason}");
+    // Names, timestamps, numbers and the rules of the evidence types are checked where
+    // they stand.
+    for (pointer, value, path, fragment) in [
+        (
+            "/manifest/verdict/posture",
+            json!("done"),
+            "manifest.verdict.posture",
+            "unknown verdict posture \"done\"",
+        ),
+        (
+            "/record_references/1/capture_timestamp",
+            json!("yesterday"),
+            "record_references[1].capture_timestamp",
+            "yesterday",
+        ),
+        (
+            "/record_references/0/record_id",
+            json!(" "),
+            "record_references[0]",
+            "`record_id` must not be blank",
+        ),
+        (
+            "/manifest/record_count",
+            json!(1.0),
+            "manifest.record_count",
+            "expected u64",
+        ),
+    ] {
+        let (at, reason) = malformed_at(parse_changed(&json, pointer, Some(value)));
+        assert_eq!(at, path);
+        assert!(reason.contains(fragment), "{reason}");
+    }
 }
