@@ -868,6 +868,14 @@ fn evidence_types_reject_invalid_values() {
     ));
 }
 
+/// The worked example's bundle, exported.
+fn worked_bundle_json() -> String {
+    let bundle = Engine::new()
+        .reconstruct_records(&worked_example(), &worked_window())
+        .unwrap();
+    export::export_bundle(&bundle)
+}
+
 #[test]
 fn exported_bundles_read_back_identically() {
     let bundle = Engine::new()
@@ -894,4 +902,149 @@ fn exported_bundles_read_back_identically() {
         error.to_string().contains("manifest.record_count"),
         "{error}"
     );
+}
+
+/// Reads `json` with one value replaced (or removed, for `None`) at a `/`-separated pointer.
+fn parse_changed(json: &str, pointer: &str, value: Option<Value>) -> Result<(), Error> {
+    let mut bundle: Value = serde_json::from_str(json).unwrap();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let parent = bundle.pointer_mut(parent).unwrap();
+    match (parent, value) {
+        (Value::Object(map), Some(value)) => {
+            map.insert(key.to_owned(), value);
+        }
+        (Value::Object(map), None) => {
+            map.shift_remove(key);
+        }
+        (Value::Array(items), Some(value)) => items[key.parse::<usize>().unwrap()] = value,
+        (Value::Array(items), None) => {
+            items.remove(key.parse::<usize>().unwrap());
+        }
+        _ => panic!("{pointer} is not inside an object or a list"),
+    }
+    export::parse_bundle(&bundle.to_string()).map(|_| ())
+}
+
+fn malformed_at(result: Result<(), Error>) -> (String, String) {
+    match result {
+        Err(Error::Malformed { path, reason, .. }) => (path, reason),
+        other => panic!("expected a malformed bundle, got {other:?}"),
+    }
+}
+
+/// The bundle reader keeps every rule of the hand-written reader it replaced where serde's
+/// derive alone would differ: `null` is accepted but a missing key is not (the derive reads
+/// a missing `Option` as `None`), PHP's `{}` for an empty list and lists for maps are read,
+/// and a list where an object belongs is refused (the derive reads a struct from a list of
+/// its fields in order). Every failure names the path and what is wrong there.
+#[test]
+fn bundle_reader_keeps_the_reference_reading_rules() {
+    let json = worked_bundle_json();
+
+    // `null` is an absent value; a missing key is an error naming the key.
+    assert!(parse_changed(&json, "/manifest/first_append_sequence", Some(Value::Null)).is_ok());
+    assert_eq!(
+        malformed_at(parse_changed(
+            &json,
+            "/manifest/first_append_sequence",
+            None
+        )),
+        ("manifest.first_append_sequence".into(), "missing".into())
+    );
+    assert_eq!(
+        malformed_at(parse_changed(
+            &json,
+            "/manifest/window/from_byte_offset_hint",
+            None
+        )),
+        (
+            "manifest.window.from_byte_offset_hint".into(),
+            "missing".into()
+        )
+    );
+    let (path, reason) = malformed_at(parse_changed(
+        &json,
+        "/manifest/window/from_last_consumed_sequence",
+        Some(json!("0")),
+    ));
+    assert_eq!(path, "manifest.window");
+    assert!(
+        reason.starts_with("from_last_consumed_sequence: "),
+        "{reason}"
+    );
+
+    // Unknown keys are ignored.
+    assert!(parse_changed(&json, "/manifest/verdict/extra", Some(json!({"a": 1}))).is_ok());
+
+    // An empty list may be written `{}`, but a non-empty object is not a list.
+    assert!(json.contains(r#""issues":[]"#));
+    let parsed = export::parse_bundle(&json.replace(r#""issues":[]"#, r#""issues":{}"#)).unwrap();
+    assert_eq!(parsed, export::parse_bundle(&json).unwrap());
+    let (path, _) = malformed_at(parse_changed(
+        &json,
+        "/terminal_publications",
+        Some(json!({"a": 1})),
+    ));
+    assert_eq!(path, "terminal_publications");
+
+    // A map written as a list is keyed "0", "1", ...
+    let mut with_list: Value = serde_json::from_str(&json).unwrap();
+    with_list["manifest"]["window"]["checkpoint_metadata"] = json!(["a", "b"]);
+    let parsed = export::parse_bundle(&with_list.to_string()).unwrap();
+    assert_eq!(
+        parsed.manifest.window.checkpoint_metadata,
+        map(json!({"0": "a", "1": "b"}))
+    );
+    let (path, reason) = malformed_at(parse_changed(
+        &json,
+        "/manifest/verdict/issues/0/details",
+        Some(json!("x")),
+    ));
+    assert_eq!(path, "manifest.verdict.issues[0].details");
+    assert!(reason.contains("expected an object or a list"), "{reason}");
+
+    // An object written as the list of its values is refused.
+    let mut reference: Value = serde_json::from_str(&json).unwrap();
+    let fields: Vec<Value> = reference["record_references"][0]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    reference["record_references"][0] = Value::Array(fields);
+    let (path, _) = malformed_at(export::parse_bundle(&reference.to_string()).map(|_| ()));
+    assert_eq!(path, "record_references[0]");
+
+    // Names, timestamps, numbers and the rules of the evidence types are checked where
+    // they stand.
+    for (pointer, value, path, fragment) in [
+        (
+            "/manifest/verdict/posture",
+            json!("done"),
+            "manifest.verdict.posture",
+            "unknown verdict posture \"done\"",
+        ),
+        (
+            "/record_references/1/capture_timestamp",
+            json!("yesterday"),
+            "record_references[1].capture_timestamp",
+            "yesterday",
+        ),
+        (
+            "/record_references/0/record_id",
+            json!(" "),
+            "record_references[0]",
+            "`record_id` must not be blank",
+        ),
+        (
+            "/manifest/record_count",
+            json!(1.0),
+            "manifest.record_count",
+            "expected u64",
+        ),
+    ] {
+        let (at, reason) = malformed_at(parse_changed(&json, pointer, Some(value)));
+        assert_eq!(at, path);
+        assert!(reason.contains(fragment), "{reason}");
+    }
 }

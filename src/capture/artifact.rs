@@ -21,12 +21,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::esl::Frame;
-use crate::esl::event::json_event;
-use crate::esl::session::{
-    Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus, header_ci, scan_plain_headers,
-};
-use crate::record::{Envelope, JsonMap};
+use crate::esl::event::{json_event, scan_plain_headers};
+use crate::esl::session::{Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus};
+use crate::esl::{Frame, header_ci};
+use crate::record::{Envelope, JsonMap, keys};
 
 /// The artifact version of everything this capture writes (the apntalk vocabulary's "1").
 pub const ARTIFACT_VERSION: &str = "1";
@@ -352,7 +350,7 @@ impl Mapper {
                 let mut a = Artifact::new(name, "wire", captured_name);
                 a.frame_whole(frame);
                 a.classifier("content-type", &content_type);
-                a.fact("content-type", &content_type);
+                a.fact(keys::FACT_CONTENT_TYPE, &content_type);
                 for header in [
                     "Content-Disposition",
                     "Controlled-Session-UUID",
@@ -394,10 +392,10 @@ impl Mapper {
         a.frame_whole(frame);
         a.classifier("content-type", content_type);
         a.classifier("reply-text", &reply_text);
-        a.fact("content-type", content_type);
-        a.fact("reply-text", &reply_text);
+        a.fact(keys::FACT_CONTENT_TYPE, content_type);
+        a.fact(keys::FACT_REPLY_TEXT, &reply_text);
         if let Some(job) = &job_uuid {
-            a.fact("job-uuid", job);
+            a.fact(keys::FACT_JOB_UUID, job);
             a.derived("job-correlation.job-uuid", job);
             a.job_uuid = Some(job.clone());
         }
@@ -482,14 +480,14 @@ impl Mapper {
         a.classifier("content-type", content_type);
         a.classifier("event-name", &event_name_text);
         a.classifier("unique-id", unique.as_deref().unwrap_or_default());
-        a.fact("content-type", content_type);
+        a.fact(keys::FACT_CONTENT_TYPE, content_type);
         for (key, value) in [
             ("event-name", &event_name),
             ("event-sequence", &sequence),
             ("event-date-timestamp", &date),
             ("core-uuid", &core),
             ("unique-id", &unique),
-            ("job-uuid", &job),
+            (keys::FACT_JOB_UUID, &job),
         ] {
             if let Some(v) = value {
                 a.fact(key, v);
@@ -571,18 +569,18 @@ impl Mapper {
         );
 
         let mut payload = JsonMap::new();
-        payload.insert("captured_type".into(), a.captured_type.into());
-        payload.insert("captured_name".into(), a.captured_name.into());
-        payload.insert("raw_payload".into(), a.raw_payload);
+        payload.insert(keys::CAPTURED_TYPE.into(), a.captured_type.into());
+        payload.insert(keys::CAPTURED_NAME.into(), a.captured_name.into());
+        payload.insert(keys::RAW_PAYLOAD.into(), a.raw_payload);
         if let Some(b64) = a.raw_payload_base64 {
-            payload.insert("raw_payload_base64".into(), b64.into());
+            payload.insert(keys::RAW_PAYLOAD_BASE64.into(), b64.into());
         }
-        payload.insert("classifier_context".into(), pairs(&a.classifier));
-        payload.insert("protocol_facts".into(), pairs(&a.facts));
-        payload.insert("derived_metadata".into(), Value::Object(derived));
+        payload.insert(keys::CLASSIFIER_CONTEXT.into(), pairs(&a.classifier));
+        payload.insert(keys::PROTOCOL_FACTS.into(), pairs(&a.facts));
+        payload.insert(keys::DERIVED_METADATA.into(), Value::Object(derived));
         if let Some(headers) = a.headers {
             let list = headers.into_iter().map(|(n, v)| json!([n, v])).collect();
-            payload.insert("frame_headers".into(), Value::Array(list));
+            payload.insert(keys::FRAME_HEADERS.into(), Value::Array(list));
         }
         for (key, value) in a.extra {
             payload.insert(key.into(), value);
@@ -591,39 +589,42 @@ impl Mapper {
         // contexts); a bgapi's completion joins its operation by job UUID (decision C9).
         let mut replay = JsonMap::new();
         replay.insert(
-            "recovery_generation_id".into(),
+            keys::RECOVERY_GENERATION_ID.into(),
             self.recovery_generation.to_string().into(),
         );
-        replay.insert("replay_continuity_posture".into(), self.continuity.into());
+        replay.insert(
+            keys::REPLAY_CONTINUITY_POSTURE.into(),
+            self.continuity.into(),
+        );
         if let Some(operation) = a.operation {
             if let Some(id) = operation.id {
-                replay.insert("operation_id".into(), id.into());
+                replay.insert(keys::OPERATION_ID.into(), id.into());
             }
-            replay.insert("operation_kind".into(), operation.kind.into());
-            replay.insert("operation_state".into(), operation.state.into());
+            replay.insert(keys::OPERATION_KIND.into(), operation.kind.into());
+            replay.insert(keys::OPERATION_STATE.into(), operation.state.into());
         }
-        payload.insert("replay_metadata".into(), Value::Object(replay));
+        payload.insert(keys::REPLAY_METADATA.into(), Value::Object(replay));
 
         let mut correlation = JsonMap::new();
-        correlation.insert("replay_session_id".into(), id.session_id.clone().into());
+        correlation.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
         if let Some(job) = &a.job_uuid {
-            correlation.insert("job_uuid".into(), job.clone().into());
+            correlation.insert(keys::JOB_UUID.into(), job.clone().into());
         }
         let mut flags = JsonMap::new();
-        flags.insert("provider_code".into(), "freeswitch".into());
-        flags.insert("pbx_node_slug".into(), id.pbx_node_slug.clone().into());
+        flags.insert(keys::PROVIDER_CODE.into(), "freeswitch".into());
+        flags.insert(keys::PBX_NODE_SLUG.into(), id.pbx_node_slug.clone().into());
         if let Some(worker) = &id.worker_session_id {
-            correlation.insert("worker_session_id".into(), worker.clone().into());
-            flags.insert("worker_session_id".into(), worker.clone().into());
+            correlation.insert(keys::WORKER_SESSION_ID.into(), worker.clone().into());
+            flags.insert(keys::WORKER_SESSION_ID.into(), worker.clone().into());
         }
-        flags.insert("transport".into(), "tcp".into());
-        flags.insert("replay_session_id".into(), id.session_id.clone().into());
+        flags.insert(keys::TRANSPORT.into(), "tcp".into());
+        flags.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
         flags.insert(
-            "replay_capture_sequence".into(),
+            keys::REPLAY_CAPTURE_SEQUENCE.into(),
             stamp.capture_sequence.into(),
         );
         if let Some(seq) = a.protocol_sequence {
-            flags.insert("replay_protocol_sequence".into(), seq.into());
+            flags.insert(keys::REPLAY_PROTOCOL_SEQUENCE.into(), seq.into());
         }
         Envelope {
             artifact_version: ARTIFACT_VERSION.into(),

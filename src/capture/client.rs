@@ -32,11 +32,11 @@ use tokio_util::codec::Framed;
 use super::artifact::{Captured, GapKind, filter_document, subscription_document};
 use super::queue::CaptureQueue;
 use super::telemetry::{NodeLabel, Telemetry};
-use crate::esl::EslCodec;
 use crate::esl::session::{
     CloseReason, Command, CommandId, Inbound, Output, Phase, ReplyStatus, Session, SessionConfig,
-    Subscriptions, header_ci,
+    Subscriptions,
 };
+use crate::esl::{EslCodec, header_ci};
 
 /// A password kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq)]

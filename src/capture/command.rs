@@ -15,9 +15,9 @@ use tokio_util::codec::Framed;
 use super::client::Password;
 use crate::esl::session::{
     CloseReason, Command, CommandId, Inbound, Output, ReplyStatus, Session, SessionConfig,
-    SessionError, Subscriptions, header_ci,
+    SessionError, Subscriptions,
 };
-use crate::esl::{EslCodec, Frame};
+use crate::esl::{EslCodec, Frame, header_ci};
 
 /// Errors of a command connection.
 #[derive(Debug, thiserror::Error)]

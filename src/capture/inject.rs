@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::client::Password;
 use super::command::{CommandConnection, CommandError, CommandReply};
 use crate::esl::session::ReplyStatus;
-use crate::record::JsonMap;
+use crate::record::{JsonMap, keys};
 use crate::replay::{BoxError, ExecutionCandidate, InjectionResult, Injector};
 
 /// The action word of a sent command.
@@ -194,7 +194,7 @@ fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectEr
     } else {
         Kind::Api
     };
-    let Some(Value::String(line)) = candidate.payload().get("raw_payload") else {
+    let Some(Value::String(line)) = candidate.payload().get(keys::RAW_PAYLOAD) else {
         return Err(InjectError::MissingCommand {
             sequence,
             artifact: artifact.to_owned(),

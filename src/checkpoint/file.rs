@@ -43,7 +43,7 @@ use time::OffsetDateTime;
 
 use super::{Checkpoint, CorruptKind, Error};
 use crate::record::canonical::{self, KeyOrder};
-use crate::record::{JsonMap, ReadCursor, timestamp};
+use crate::record::{JsonMap, ReadCursor, php_map, timestamp};
 
 /// How deep a checkpoint file may nest: the reference decodes checkpoint files with PHP's
 /// default depth limit of 32, the document object being level 1.
@@ -142,15 +142,10 @@ pub fn decode(
         }
         Some(_) => return Err(CorruptKind::SavedAtNotString),
     };
-    let metadata = match object.swap_remove("metadata") {
-        Some(Value::Object(map)) => map,
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| (index.to_string(), item))
-            .collect(),
-        _ => JsonMap::new(),
-    };
+    let metadata = object
+        .swap_remove("metadata")
+        .and_then(|value| php_map(value).ok())
+        .unwrap_or_default();
     Checkpoint::new(key, ReadCursor::new(sequence, hint), saved_at, metadata).map_err(|error| {
         match error {
             Error::BlankKey => CorruptKind::BlankKey,

@@ -10,11 +10,11 @@
 
 use serde_json::Value;
 
-use super::model::{
-    JOB_UUID, PBX_NODE_SLUG, RECOVERY_GENERATION_ID, REPLAY_SESSION_ID, WORKER_SESSION_ID,
-};
 use super::{Checkpoint, Error};
 use crate::record::is_blank;
+use crate::record::keys::{
+    JOB_UUID, PBX_NODE_SLUG, RECOVERY_GENERATION_ID, REPLAY_SESSION_ID, WORKER_SESSION_ID,
+};
 
 /// The five optional identity anchors of a checkpoint. Any given anchor must be non-blank
 /// where it is validated ([`CheckpointCriteria::new`], [`super::CheckpointReference::new`]).

@@ -55,10 +55,7 @@ mod store;
 pub use compat::{Compatibility, CompatibilityReport, CompatibilityValidator};
 pub use error::{CorruptKind, Error};
 pub use identity::{CheckpointCriteria, IdentityAnchors};
-pub use model::{
-    Checkpoint, IDENTITY_KEYS, JOB_UUID, METADATA_DEPTH_MAX, PBX_NODE_SLUG, RECOVERY_GENERATION_ID,
-    REPLAY_SESSION_ID, WORKER_SESSION_ID,
-};
+pub use model::{Checkpoint, IDENTITY_KEYS, METADATA_DEPTH_MAX};
 pub use reference::{CheckpointReference, CheckpointRepository};
 pub use service::{CheckpointConfig, CheckpointService, ResumeState};
 pub use store::{

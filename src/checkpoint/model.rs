@@ -15,6 +15,9 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::Error;
+use crate::record::keys::{
+    JOB_UUID, PBX_NODE_SLUG, RECOVERY_GENERATION_ID, REPLAY_SESSION_ID, WORKER_SESSION_ID,
+};
 use crate::record::{JsonMap, ReadCursor, is_blank};
 
 /// How deep checkpoint metadata may nest: the metadata map itself is level 1 and every
@@ -31,17 +34,6 @@ pub const IDENTITY_KEYS: [&str; 5] = [
     WORKER_SESSION_ID,
     RECOVERY_GENERATION_ID,
 ];
-
-/// Metadata key of the replay session id anchor.
-pub const REPLAY_SESSION_ID: &str = "replay_session_id";
-/// Metadata key of the job UUID anchor.
-pub const JOB_UUID: &str = "job_uuid";
-/// Metadata key of the PBX node slug anchor.
-pub const PBX_NODE_SLUG: &str = "pbx_node_slug";
-/// Metadata key of the worker session id anchor.
-pub const WORKER_SESSION_ID: &str = "worker_session_id";
-/// Metadata key of the recovery generation id anchor.
-pub const RECOVERY_GENERATION_ID: &str = "recovery_generation_id";
 
 /// A saved position of one consumer in one stream.
 ///

@@ -19,7 +19,7 @@ use crate::checkpoint::{
     LocatedCheckpoint, newest_first,
 };
 use crate::record::canonical::{self, KeyOrder};
-use crate::record::{JsonMap, ReadCursor, timestamp};
+use crate::record::{JsonMap, ReadCursor, php_map, timestamp};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CheckpointCommand {
@@ -192,16 +192,8 @@ pub(crate) fn run(command: &CheckpointCommand) -> anyhow::Result<Outcome> {
 
 fn parse_metadata(text: &str) -> anyhow::Result<JsonMap> {
     let value: Value = serde_json::from_str(text).context("--metadata is not valid JSON")?;
-    match value {
-        Value::Object(map) => Ok(map),
-        // PHP writes an empty map as `[]`, so accept lists as the file reader does.
-        Value::Array(items) => Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| (index.to_string(), item))
-            .collect()),
-        _ => bail!("--metadata must be a JSON object"),
-    }
+    // PHP writes an empty map as `[]`, so accept lists as the file reader does.
+    php_map(value).or_else(|_| bail!("--metadata must be a JSON object"))
 }
 
 fn save(args: &SaveArgs) -> anyhow::Result<Outcome> {

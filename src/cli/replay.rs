@@ -29,8 +29,8 @@ use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
 use crate::capture::client::Password;
 use crate::capture::inject::{EslInjector, InjectorConfig};
-use crate::checkpoint::{self, CheckpointService, CheckpointStore, ResumeState};
-use crate::record::{Criteria, JsonMap, ReadCursor, Record, ndjson, timestamp};
+use crate::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
+use crate::record::{Criteria, JsonMap, ReadCursor, Record, keys, ndjson, timestamp};
 use crate::replay::{
     BoxError, ExecutionCandidate, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor,
     Handler, HandlerRegistry, HandlerResult, InjectionResult, Injector, Outcome as ReplayOutcome,
@@ -357,10 +357,10 @@ fn anchors(criteria: &Criteria) -> JsonMap {
     let fields = criteria.fields();
     let mut metadata = JsonMap::new();
     for (key, value) in [
-        (checkpoint::REPLAY_SESSION_ID, &fields.replay_session_id),
-        (checkpoint::JOB_UUID, &fields.job_uuid),
-        (checkpoint::PBX_NODE_SLUG, &fields.pbx_node_slug),
-        (checkpoint::WORKER_SESSION_ID, &fields.worker_session_id),
+        (keys::REPLAY_SESSION_ID, &fields.replay_session_id),
+        (keys::JOB_UUID, &fields.job_uuid),
+        (keys::PBX_NODE_SLUG, &fields.pbx_node_slug),
+        (keys::WORKER_SESSION_ID, &fields.worker_session_id),
     ] {
         if let Some(value) = value {
             metadata.insert(key.to_owned(), Value::String(value.clone()));

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use super::error::{Block, Error};
-use super::frame::{Split, find_terminator, parse_block, parse_length};
+use super::frame::{Frame, Split, find_terminator, parse_block, parse_length};
 
 /// One parsed `text/event-plain` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,4 +146,46 @@ pub fn json_event(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Val
         }
     }
     Ok(map)
+}
+
+/// An event header's decoded value from a plain or JSON body (`None` for XML or unreadable
+/// bodies; framing never depends on this).
+#[must_use]
+pub fn event_header(frame: &Frame, content_type: &str, name: &str) -> Option<String> {
+    if content_type.eq_ignore_ascii_case("text/event-plain") {
+        let [value] = scan_plain_headers(frame.body(), [name]);
+        value
+    } else if content_type.eq_ignore_ascii_case("text/event-json") {
+        let map = json_event(frame.body()).ok()?;
+        map.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+    } else {
+        None
+    }
+}
+
+/// The first values of the named headers of a plain event body, percent-decoded (lossy for
+/// non-UTF-8), found by scanning the inner header block only: no full parse, no copy of
+/// the other headers. Names compare exactly; lines without `": "` are skipped.
+#[must_use]
+pub fn scan_plain_headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut missing = N;
+    for line in body.split(|&b| b == b'\n') {
+        if line.is_empty() || missing == 0 {
+            break;
+        }
+        let Some(colon) = line.windows(2).position(|w| w == b": ") else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 2..]);
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && name == wanted.as_bytes() {
+                let decoded = super::event::percent_decode(value);
+                *slot = Some(String::from_utf8_lossy(&decoded).into_owned());
+                missing -= 1;
+                break;
+            }
+        }
+    }
+    found
 }

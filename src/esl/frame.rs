@@ -80,6 +80,17 @@ impl Frame {
     }
 }
 
+/// The first header named `name`, compared case-insensitively (FreeSWITCH is not consistent
+/// about case, and libesl matches this way).
+#[must_use]
+pub fn header_ci<'a>(frame: &'a Frame, name: &str) -> Option<&'a str> {
+    frame
+        .headers()
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// Parses a `Content-Length` value: one or more ASCII digits, no sign, no spaces.
 pub(crate) fn parse_length(value: &[u8], block: Block) -> Result<usize, Error> {
     let invalid = || Error::InvalidContentLength {

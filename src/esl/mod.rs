@@ -9,11 +9,15 @@
 //!   on `Content-Length` and on the header block.
 //! - [`event`] parses event bodies on demand: [`event::PlainEvent`] for `text/event-plain`
 //!   (percent-decoded values, inner body) and [`event::json_event`] for `text/event-json`.
+//! - [`header_ci`] finds a frame header by name regardless of case, as libesl does;
+//!   [`event::scan_plain_headers`] picks single headers out of a plain event body.
 //! - [`session`] is the sans-IO client session: handshake, commands and FIFO reply
 //!   correlation, bgapi jobs, subscriptions, liveness and timeouts, with time passed in.
+//!   Its command and reply types live in their own file and are re-exported there.
 //! - [`Error`] is every failure, one structured variant each.
 
 mod codec;
+mod command;
 mod error;
 pub mod event;
 mod frame;
@@ -21,4 +25,4 @@ pub mod session;
 
 pub use codec::{DEFAULT_MAX_CONTENT_LENGTH, DEFAULT_MAX_HEADER_BLOCK, EslCodec};
 pub use error::{Block, Error};
-pub use frame::Frame;
+pub use frame::{Frame, header_ci};

@@ -26,17 +26,14 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::Error;
 use super::model::{
-    ComparisonResult, ContinuitySnapshot, ContinuitySnapshotFields, EvidenceBundle,
-    GenerationObservation, GenerationObservationFields, Issue, IssueCode, IssueFields, IssueKind,
-    LifecycleSemanticRecord, LifecycleSemanticRecordFields, Manifest, ManifestFields,
-    ObservedState, OperationRecord, OperationRecordFields, ReconstructionWindow,
-    ReconstructionWindowFields, RecordReference, RecordReferenceFields, TerminalPublicationRecord,
-    TerminalPublicationRecordFields, Verdict, VerdictPosture,
+    BUNDLE_VERSION, ComparisonResult, ContinuitySnapshot, EvidenceBundle, GenerationObservation,
+    Issue, Manifest, ObservedState, OperationRecord, ReconstructionWindow, RecordReference,
+    SnapshotRecord,
 };
+use super::{Error, de};
 use crate::record::canonical::{self, KeyOrder};
-use crate::record::{Criteria, CriteriaFields, JsonMap, ReadCursor, timestamp};
+use crate::record::{Criteria, JsonMap, timestamp};
 
 /// The bundle id written while the id itself is being derived.
 const PENDING_ID: &str = "pending";
@@ -237,12 +234,12 @@ fn write_bundle(out: &mut Out, bundle: &EvidenceBundle, id: &str) {
     write_list(
         object.key("terminal_publications"),
         &bundle.terminal_publications,
-        write_publication,
+        write_snapshot_record,
     );
     write_list(
         object.key("lifecycle_semantics"),
         &bundle.lifecycle_semantics,
-        write_semantic,
+        write_snapshot_record,
     );
     object.close();
 }
@@ -430,348 +427,64 @@ fn write_observed_state(out: &mut Out, observed: &ObservedState) {
     object.close();
 }
 
-fn write_publication(out: &mut Out, publication: &TerminalPublicationRecord) {
+/// Terminal publications and lifecycle semantics: their two own fields, then the rest.
+fn write_snapshot_record<T: SnapshotRecord>(out: &mut Out, record: &T) {
     let mut object = Object::open(out);
-    write_string(object.key("publication_id"), &publication.publication_id);
-    write_string(object.key("status"), &publication.status);
-    write_u64(object.key("append_sequence"), publication.append_sequence);
-    write_string(object.key("artifact_name"), &publication.artifact_name);
-    write_opt_str(
-        object.key("operation_id"),
-        publication.operation_id.as_deref(),
-    );
-    write_normalised(object.key("facts"), &publication.facts);
+    for (key, value) in record.named() {
+        write_string(object.key(key), value);
+    }
+    write_u64(object.key("append_sequence"), record.append_sequence());
+    write_string(object.key("artifact_name"), record.artifact_name());
+    write_opt_str(object.key("operation_id"), record.operation_id());
+    write_normalised(object.key("facts"), record.facts());
     object.close();
 }
 
-fn write_semantic(out: &mut Out, semantic: &LifecycleSemanticRecord) {
-    let mut object = Object::open(out);
-    write_string(object.key("semantic"), &semantic.semantic);
-    write_string(object.key("posture"), &semantic.posture);
-    write_u64(object.key("append_sequence"), semantic.append_sequence);
-    write_string(object.key("artifact_name"), &semantic.artifact_name);
-    write_opt_str(object.key("operation_id"), semantic.operation_id.as_deref());
-    write_normalised(object.key("facts"), &semantic.facts);
-    object.close();
-}
-
-/// Reads a bundle written by [`export_bundle`] (or by the reference package).
+/// Reads a bundle written by [`export_bundle`] (or by the reference package), with the
+/// rules of the evidence types' `Deserialize` (see [`super::model`]): every key present,
+/// `null` for an absent value, lists and maps in either of PHP's forms, unknown keys
+/// ignored, every part validated as it is built.
 ///
 /// # Errors
 ///
-/// [`Error::Malformed`] naming the path of the first value that is missing or mistyped;
-/// [`Error::UnsupportedBundleVersion`]; validation errors of the evidence types.
+/// [`Error::UnsupportedBundleVersion`] for another `manifest.bundle_version`;
+/// [`Error::Malformed`] for anything else, naming the JSON path of the value that could
+/// not be read (`manifest.record_count`, `record_references[3]`) and why: missing,
+/// mistyped, an unknown name, or the validation error of the part built there.
 pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
-    let value: Value = serde_json::from_str(text).map_err(|error| Error::Malformed {
+    let malformed = |path: String, reason: String| Error::Malformed {
         document: "bundle",
-        path: "$".into(),
-        reason: error.to_string(),
-    })?;
-    let root = At::root(&value);
-    let manifest = root.field("manifest")?;
-    let version = manifest.field("bundle_version")?.u64()?;
-    if version != super::model::BUNDLE_VERSION {
+        path,
+        reason,
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| malformed("$".into(), error.to_string()))?;
+    // A bundle of another version may be laid out differently: say so before anything else.
+    if let Some(version) = value
+        .pointer("/manifest/bundle_version")
+        .and_then(Value::as_u64)
+        && version != BUNDLE_VERSION
+    {
         return Err(Error::UnsupportedBundleVersion { version });
     }
-    let verdict = manifest.field("verdict")?;
-    let posture_at = verdict.field("posture")?;
-    let posture_name = posture_at.str()?;
-    let posture = VerdictPosture::from_name(posture_name)
-        .ok_or_else(|| posture_at.malformed(format!("unknown verdict posture {posture_name:?}")))?;
-    let manifest = Manifest::new(ManifestFields {
-        bundle_version: version,
-        bundle_id: manifest.field("bundle_id")?.str()?.to_owned(),
-        window: parse_window(&manifest.field("window")?)?,
-        record_count: manifest.field("record_count")?.u64()?,
-        first_append_sequence: manifest.field("first_append_sequence")?.opt_u64()?,
-        last_append_sequence: manifest.field("last_append_sequence")?.opt_u64()?,
-        verdict: Verdict {
-            posture,
-            issues: parse_issues(&verdict.field("issues")?)?,
-        },
-    })?;
-    let snapshot = root.field("continuity_snapshot")?;
-    let continuity_snapshot = ContinuitySnapshot::new(ContinuitySnapshotFields {
-        recovery_generations: snapshot
-            .field("recovery_generations")?
-            .list()?
-            .iter()
-            .map(|at| {
-                GenerationObservation::new(GenerationObservationFields {
-                    generation_id: at.field("generation_id")?.string()?,
-                    append_sequence: at.field("append_sequence")?.u64()?,
-                    artifact_name: at.field("artifact_name")?.string()?,
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        replay_continuity_posture: snapshot.field("replay_continuity_posture")?.opt_string()?,
-        retry_posture: snapshot.field("retry_posture")?.opt_string()?,
-        drain_posture: snapshot.field("drain_posture")?.opt_string()?,
-        reconstruction_posture: snapshot.field("reconstruction_posture")?.opt_string()?,
-        last_observed_append_sequence: snapshot
-            .field("last_observed_append_sequence")?
-            .opt_u64()?,
-    })?;
-    let record_references = root
-        .field("record_references")?
-        .list()?
-        .iter()
-        .map(|at| {
-            let time_at = at.field("capture_timestamp")?;
-            let capture_timestamp = timestamp::parse(time_at.str()?)
-                .map_err(|error| time_at.malformed(error.to_string()))?;
-            RecordReference::new(RecordReferenceFields {
-                record_id: at.field("record_id")?.string()?,
-                append_sequence: at.field("append_sequence")?.u64()?,
-                artifact_name: at.field("artifact_name")?.string()?,
-                capture_timestamp,
-            })
+    serde_path_to_error::deserialize(&value)
+        .map(|de::Object(bundle)| bundle)
+        .map_err(|error| {
+            let path = error.path().to_string();
+            let reason = error.into_inner().to_string();
+            let parent = (path != ".").then_some(path);
+            // serde reports a missing key at its parent as "missing field `key`" (the text of
+            // `serde::de::Error::missing_field`); the path names the key itself, as for every
+            // other problem.
+            match reason
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                Some(key) => malformed(
+                    parent.map_or_else(|| key.to_owned(), |parent| format!("{parent}.{key}")),
+                    "missing".into(),
+                ),
+                None => malformed(parent.unwrap_or_else(|| "$".into()), reason),
+            }
         })
-        .collect::<Result<_, Error>>()?;
-    let operations = root
-        .field("operations")?
-        .list()?
-        .iter()
-        .map(parse_operation)
-        .collect::<Result<_, Error>>()?;
-    let terminal_publications = root
-        .field("terminal_publications")?
-        .list()?
-        .iter()
-        .map(|at| {
-            TerminalPublicationRecord::new(TerminalPublicationRecordFields {
-                publication_id: at.field("publication_id")?.string()?,
-                status: at.field("status")?.string()?,
-                append_sequence: at.field("append_sequence")?.u64()?,
-                artifact_name: at.field("artifact_name")?.string()?,
-                operation_id: at.field("operation_id")?.opt_string()?,
-                facts: at.field("facts")?.map()?,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
-    let lifecycle_semantics = root
-        .field("lifecycle_semantics")?
-        .list()?
-        .iter()
-        .map(|at| {
-            LifecycleSemanticRecord::new(LifecycleSemanticRecordFields {
-                semantic: at.field("semantic")?.string()?,
-                posture: at.field("posture")?.string()?,
-                append_sequence: at.field("append_sequence")?.u64()?,
-                artifact_name: at.field("artifact_name")?.string()?,
-                operation_id: at.field("operation_id")?.opt_string()?,
-                facts: at.field("facts")?.map()?,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
-    Ok(EvidenceBundle {
-        manifest,
-        continuity_snapshot,
-        record_references,
-        operations,
-        terminal_publications,
-        lifecycle_semantics,
-    })
-}
-
-fn parse_window(at: &At<'_>) -> Result<ReconstructionWindow, Error> {
-    let criteria_at = at.field("criteria")?;
-    let criteria = if criteria_at.value.is_null() {
-        None
-    } else {
-        let time = |key: &str| -> Result<Option<time::OffsetDateTime>, Error> {
-            let time_at = criteria_at.field(key)?;
-            time_at
-                .opt_str()?
-                .map(|text| {
-                    timestamp::parse(text).map_err(|error| time_at.malformed(error.to_string()))
-                })
-                .transpose()
-        };
-        let text = |key: &str| criteria_at.field(key)?.opt_string();
-        let fields = CriteriaFields {
-            captured_from: time("captured_from")?,
-            captured_until: time("captured_until")?,
-            artifact_name: text("artifact_name")?,
-            job_uuid: text("job_uuid")?,
-            replay_session_id: text("replay_session_id")?,
-            pbx_node_slug: text("pbx_node_slug")?,
-            worker_session_id: text("worker_session_id")?,
-            session_id: text("session_id")?,
-            connection_generation: text("connection_generation")?,
-        };
-        Some(Criteria::new(fields).map_err(|error| criteria_at.malformed(error.to_string()))?)
-    };
-    let batch_at = at.field("batch_limit")?;
-    let batch_limit = usize::try_from(batch_at.u64()?)
-        .map_err(|_| batch_at.malformed("batch limit out of range".into()))?;
-    ReconstructionWindow::new(ReconstructionWindowFields {
-        from: ReadCursor::new(
-            at.field("from_last_consumed_sequence")?.u64()?,
-            at.field("from_byte_offset_hint")?.opt_u64()?,
-        ),
-        until_append_sequence: at.field("until_append_sequence")?.opt_u64()?,
-        criteria,
-        batch_limit,
-        checkpoint_key: at.field("checkpoint_key")?.opt_string()?,
-        checkpoint_metadata: at.field("checkpoint_metadata")?.map()?,
-    })
-}
-
-fn parse_issues(at: &At<'_>) -> Result<Vec<Issue>, Error> {
-    at.list()?
-        .iter()
-        .map(|at| {
-            let kind_at = at.field("kind")?;
-            let kind = IssueKind::from_name(kind_at.str()?)
-                .ok_or_else(|| kind_at.malformed("unknown issue kind".into()))?;
-            let code_at = at.field("code")?;
-            let code = IssueCode::from_name(code_at.str()?)
-                .ok_or_else(|| code_at.malformed("unknown issue code".into()))?;
-            Issue::new(IssueFields {
-                kind,
-                code,
-                message: at.field("message")?.string()?,
-                append_sequence: at.field("append_sequence")?.opt_u64()?,
-                artifact_name: at.field("artifact_name")?.opt_string()?,
-                details: at.field("details")?.map()?,
-            })
-        })
-        .collect()
-}
-
-fn parse_operation(at: &At<'_>) -> Result<OperationRecord, Error> {
-    OperationRecord::new(OperationRecordFields {
-        operation_id: at.field("operation_id")?.string()?,
-        operation_kind: at.field("operation_kind")?.opt_string()?,
-        bgapi_job_uuid: at.field("bgapi_job_uuid")?.opt_string()?,
-        accepted_append_sequence: at.field("accepted_append_sequence")?.opt_u64()?,
-        observed_states: at
-            .field("observed_states")?
-            .list()?
-            .iter()
-            .map(|state| {
-                Ok(ObservedState {
-                    state: state.field("state")?.string()?,
-                    append_sequence: state.field("append_sequence")?.u64()?,
-                    artifact_name: state.field("artifact_name")?.string()?,
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        final_state: at.field("final_state")?.opt_string()?,
-        retry_posture: at.field("retry_posture")?.opt_string()?,
-        drain_posture: at.field("drain_posture")?.opt_string()?,
-        issues: parse_issues(&at.field("issues")?)?,
-    })
-}
-
-/// A value inside a parsed bundle, with its path for error messages.
-struct At<'a> {
-    value: &'a Value,
-    path: String,
-}
-
-impl<'a> At<'a> {
-    fn root(value: &'a Value) -> Self {
-        Self {
-            value,
-            path: String::new(),
-        }
-    }
-
-    fn malformed(&self, reason: String) -> Error {
-        Error::Malformed {
-            document: "bundle",
-            path: if self.path.is_empty() {
-                "$".into()
-            } else {
-                self.path.clone()
-            },
-            reason,
-        }
-    }
-
-    fn field(&self, key: &str) -> Result<At<'a>, Error> {
-        let path = if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        };
-        match self.value {
-            Value::Object(map) => match map.get(key) {
-                Some(value) => Ok(At { value, path }),
-                None => Err(Error::Malformed {
-                    document: "bundle",
-                    path,
-                    reason: "missing".into(),
-                }),
-            },
-            _ => Err(self.malformed("not an object".into())),
-        }
-    }
-
-    fn list(&self) -> Result<Vec<At<'a>>, Error> {
-        match self.value {
-            Value::Array(items) => Ok(items
-                .iter()
-                .enumerate()
-                .map(|(index, value)| At {
-                    value,
-                    path: format!("{}[{index}]", self.path),
-                })
-                .collect()),
-            // An empty object is how PHP may write an empty list.
-            Value::Object(map) if map.is_empty() => Ok(Vec::new()),
-            _ => Err(self.malformed("not a list".into())),
-        }
-    }
-
-    /// A map, written `{}` or, as PHP writes empty or index-keyed maps, as a list.
-    fn map(&self) -> Result<JsonMap, Error> {
-        match self.value {
-            Value::Object(map) => Ok(map.clone()),
-            Value::Array(items) => Ok(items
-                .iter()
-                .enumerate()
-                .map(|(index, value)| (index.to_string(), value.clone()))
-                .collect()),
-            _ => Err(self.malformed("not an object".into())),
-        }
-    }
-
-    fn str(&self) -> Result<&'a str, Error> {
-        self.value
-            .as_str()
-            .ok_or_else(|| self.malformed("not a string".into()))
-    }
-
-    fn string(&self) -> Result<String, Error> {
-        self.str().map(str::to_owned)
-    }
-
-    fn opt_str(&self) -> Result<Option<&'a str>, Error> {
-        if self.value.is_null() {
-            Ok(None)
-        } else {
-            self.str().map(Some)
-        }
-    }
-
-    fn opt_string(&self) -> Result<Option<String>, Error> {
-        Ok(self.opt_str()?.map(str::to_owned))
-    }
-
-    fn u64(&self) -> Result<u64, Error> {
-        self.value
-            .as_u64()
-            .ok_or_else(|| self.malformed("not a non-negative integer".into()))
-    }
-
-    fn opt_u64(&self) -> Result<Option<u64>, Error> {
-        if self.value.is_null() {
-            Ok(None)
-        } else {
-            self.u64().map(Some)
-        }
-    }
 }

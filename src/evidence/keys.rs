@@ -22,35 +22,22 @@
 //! counts as absent when blank (decision C9; the reference crashes on it), and an
 //! operation state missing from every context is implied by the artifact name
 //! ([`implied_operation_state`]).
+//!
+//! The keys themselves are named in [`crate::record::keys`]; this module owns their lookup
+//! order.
 
 use serde_json::Value;
 
+use crate::record::keys::{
+    ALIAS_GENERATION_ID, ALIAS_KIND, ALIAS_POSTURE, ALIAS_PUBLICATION_ID, ALIAS_SEMANTIC,
+    ALIAS_STATE, ALIAS_STATUS, BGAPI_JOB_UUID, DRAIN_POSTURE, JOB_UUID, LIFECYCLE_SEMANTIC,
+    OPERATION_ID, OPERATION_KIND, OPERATION_STATE, PREPARED_RECOVERY_CONTEXT,
+    RECONSTRUCTION_POSTURE, RECOVERY_GENERATION_ID, REPLAY_CONTINUITY_POSTURE, REPLAY_METADATA,
+    RETRY_POSTURE, RUNTIME_LIFECYCLE_SEMANTIC_SNAPSHOT, RUNTIME_OPERATION_SNAPSHOT,
+    RUNTIME_RECOVERY_SNAPSHOT, RUNTIME_TERMINAL_PUBLICATION_SNAPSHOT, TERMINAL_PUBLICATION_ID,
+    TERMINAL_PUBLICATION_STATUS,
+};
 use crate::record::{JsonMap, Record, is_blank};
-
-/// Key of the recovery generation id.
-pub const RECOVERY_GENERATION_ID: &str = "recovery_generation_id";
-/// Key of the retry posture.
-pub const RETRY_POSTURE: &str = "retry_posture";
-/// Key of the drain posture.
-pub const DRAIN_POSTURE: &str = "drain_posture";
-/// Key of the reconstruction posture.
-pub const RECONSTRUCTION_POSTURE: &str = "reconstruction_posture";
-/// Key of the replay continuity posture.
-pub const REPLAY_CONTINUITY_POSTURE: &str = "replay_continuity_posture";
-/// Key of the operation id.
-pub const OPERATION_ID: &str = "operation_id";
-/// Key of the operation kind.
-pub const OPERATION_KIND: &str = "operation_kind";
-/// Key of the operation state.
-pub const OPERATION_STATE: &str = "operation_state";
-/// Key of the background-job UUID of an operation.
-pub const BGAPI_JOB_UUID: &str = "bgapi_job_uuid";
-/// Key of a terminal publication's id.
-pub const TERMINAL_PUBLICATION_ID: &str = "terminal_publication_id";
-/// Key of a terminal publication's status.
-pub const TERMINAL_PUBLICATION_STATUS: &str = "terminal_publication_status";
-/// Key of a lifecycle semantic.
-pub const LIFECYCLE_SEMANTIC: &str = "lifecycle_semantic";
 
 /// Every canonical metadata key, in the reference's order.
 pub const METADATA_KEYS: [&str; 12] = [
@@ -67,36 +54,6 @@ pub const METADATA_KEYS: [&str; 12] = [
     TERMINAL_PUBLICATION_STATUS,
     LIFECYCLE_SEMANTIC,
 ];
-
-/// Alias of [`RECOVERY_GENERATION_ID`].
-pub const ALIAS_GENERATION_ID: &str = "generation_id";
-/// Alias of [`OPERATION_KIND`].
-pub const ALIAS_KIND: &str = "kind";
-/// Alias of [`BGAPI_JOB_UUID`].
-pub const ALIAS_JOB_UUID: &str = "job_uuid";
-/// Alias of [`OPERATION_STATE`], and second key of a lifecycle snapshot's posture.
-pub const ALIAS_STATE: &str = "state";
-/// Alias of [`TERMINAL_PUBLICATION_ID`].
-pub const ALIAS_PUBLICATION_ID: &str = "publication_id";
-/// Alias of [`TERMINAL_PUBLICATION_STATUS`].
-pub const ALIAS_STATUS: &str = "status";
-/// Alias of [`LIFECYCLE_SEMANTIC`].
-pub const ALIAS_SEMANTIC: &str = "semantic";
-/// Key of a lifecycle snapshot's posture.
-pub const ALIAS_POSTURE: &str = "posture";
-
-/// Payload sub-object holding the prepared recovery context.
-pub const PREPARED_RECOVERY_CONTEXT: &str = "prepared_recovery_context";
-/// Payload sub-object holding the runtime recovery snapshot (postures).
-pub const RUNTIME_RECOVERY_SNAPSHOT: &str = "runtime_recovery_snapshot";
-/// Payload sub-object holding the runtime operation snapshot.
-pub const RUNTIME_OPERATION_SNAPSHOT: &str = "runtime_operation_snapshot";
-/// Sub-object holding a terminal-publication snapshot.
-pub const RUNTIME_TERMINAL_PUBLICATION_SNAPSHOT: &str = "runtime_terminal_publication_snapshot";
-/// Sub-object holding a lifecycle-semantic snapshot.
-pub const RUNTIME_LIFECYCLE_SEMANTIC_SNAPSHOT: &str = "runtime_lifecycle_semantic_snapshot";
-/// Payload sub-object holding replay metadata.
-pub const REPLAY_METADATA: &str = "replay_metadata";
 
 /// The payload sub-objects that are general contexts, in lookup order.
 pub const GENERAL_PAYLOAD_CONTEXTS: [&str; 6] = [
@@ -152,7 +109,7 @@ impl Field {
             OPERATION_KIND => (Field::OperationKind, 0),
             ALIAS_KIND => (Field::OperationKind, 1),
             BGAPI_JOB_UUID => (Field::BgapiJobUuid, 0),
-            ALIAS_JOB_UUID => (Field::BgapiJobUuid, 1),
+            JOB_UUID => (Field::BgapiJobUuid, 1),
             OPERATION_STATE => (Field::OperationState, 0),
             ALIAS_STATE => (Field::OperationState, 1),
             _ => return None,
@@ -593,7 +550,7 @@ mod tests {
                 lookup(&general, &[RECONSTRUCTION_POSTURE]),
                 lookup(&operation, &[OPERATION_ID]).or(job),
                 lookup(&operation, &[OPERATION_KIND, ALIAS_KIND]),
-                lookup(&operation, &[BGAPI_JOB_UUID, ALIAS_JOB_UUID]).or(job),
+                lookup(&operation, &[BGAPI_JOB_UUID, JOB_UUID]).or(job),
                 lookup(&operation, &[OPERATION_STATE, ALIAS_STATE])
                     .or_else(|| implied_operation_state(record.artifact_name())),
             ];

@@ -35,6 +35,7 @@
 //! ```
 
 mod compare;
+mod de;
 mod error;
 pub mod export;
 pub mod keys;

@@ -5,14 +5,23 @@
 //! built from a plain `XFields` struct with [`X::new`](ReconstructionWindow::new) and reads
 //! like it (it dereferences to its fields), but cannot be changed afterwards, so a value of
 //! `X` is always valid.
+//!
+//! The types read from JSON deserialize into their fields struct and then go through
+//! [`X::new`](ReconstructionWindow::new), so reading validates exactly as building does.
+//! Bundle types read the export form (`export`'s module docs): every key present, `null`
+//! for an absent value (`deserialize_with = "Option::deserialize"` makes an `Option` key
+//! required), lists written `[]` or, when empty, `{}`, free-form maps written `{}` or as
+//! PHP lists, unknown keys ignored. Scenario expectations are hand-written, so their
+//! optional keys may be left out and unknown keys are refused.
 
 use std::ops::Deref;
 
 use serde::Deserialize;
+use serde::de::{self as serde_de, Deserializer};
 use time::OffsetDateTime;
 
-use super::Error;
-use crate::record::{Criteria, JsonMap, ReadCursor, is_blank};
+use super::{Error, de};
+use crate::record::{Criteria, JsonMap, ReadCursor, is_blank, timestamp};
 
 /// Declares a validated, immutable wrapper around a fields struct.
 macro_rules! validated {
@@ -53,6 +62,16 @@ macro_rules! validated {
 
             fn try_from(fields: $fields) -> Result<Self, Error> {
                 Self::new(fields)
+            }
+        }
+    };
+    ($(#[$attr:meta])* $name:ident($fields:ident) + Deserialize) => {
+        validated! { $(#[$attr])* $name($fields) }
+
+        impl<'de> Deserialize<'de> for $name {
+            /// Reads the fields, then validates them with `new`.
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                Self::new($fields::deserialize(deserializer)?).map_err(serde_de::Error::custom)
             }
         }
     };
@@ -98,20 +117,26 @@ fn positive_if_given(
 pub const DEFAULT_BATCH_LIMIT: usize = 100;
 
 /// The fields of a [`ReconstructionWindow`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ReconstructionWindowFields {
-    /// Where reading starts: records after this cursor's last consumed sequence.
+    /// Where reading starts: records after this cursor's last consumed sequence. Written
+    /// as `from_last_consumed_sequence` and `from_byte_offset_hint`.
+    #[serde(flatten, deserialize_with = "de::window_cursor")]
     pub from: ReadCursor,
     /// The last append sequence included; `None` reads to the end. Must be at least 1 and
     /// greater than the cursor's last consumed sequence.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub until_append_sequence: Option<u64>,
     /// The read filter, if any (`None` is written as `null`).
+    #[serde(deserialize_with = "de::nullable_object")]
     pub criteria: Option<Criteria>,
     /// Records read per store call; at least 1. Part of the bundle id.
     pub batch_limit: usize,
     /// The checkpoint this window belongs to, if any; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub checkpoint_key: Option<String>,
     /// The checkpoint's metadata, in its insertion order (which the bundle id hashes).
+    #[serde(deserialize_with = "de::map")]
     pub checkpoint_metadata: JsonMap,
 }
 
@@ -150,11 +175,11 @@ validated! {
     /// The bounded stretch of a stream that one reconstruction reads (§7.3). The default
     /// is the whole stream from its start, unfiltered, 100 records per batch.
     #[derive(Default)]
-    ReconstructionWindow(ReconstructionWindowFields)
+    ReconstructionWindow(ReconstructionWindowFields) + Deserialize
 }
 
 /// The fields of a [`GenerationObservation`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct GenerationObservationFields {
     /// The recovery generation id; non-blank.
     pub generation_id: String,
@@ -175,23 +200,29 @@ impl GenerationObservationFields {
 
 validated! {
     /// A point where the stream's recovery generation changed (or was first seen).
-    GenerationObservation(GenerationObservationFields)
+    GenerationObservation(GenerationObservationFields) + Deserialize
 }
 
 /// The fields of a [`ContinuitySnapshot`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ContinuitySnapshotFields {
     /// Every change of recovery generation, in stream order.
+    #[serde(deserialize_with = "de::list")]
     pub recovery_generations: Vec<GenerationObservation>,
     /// The last observed replay continuity posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub replay_continuity_posture: Option<String>,
     /// The last observed retry posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub retry_posture: Option<String>,
     /// The last observed drain posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub drain_posture: Option<String>,
     /// The last observed reconstruction posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub reconstruction_posture: Option<String>,
     /// The sequence of the last record read; at least 1 when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub last_observed_append_sequence: Option<u64>,
 }
 
@@ -216,7 +247,7 @@ impl ContinuitySnapshotFields {
 
 validated! {
     /// The runtime continuity the window shows: generations and final postures.
-    ContinuitySnapshot(ContinuitySnapshotFields)
+    ContinuitySnapshot(ContinuitySnapshotFields) + Deserialize
 }
 
 impl Eq for GenerationObservation {}
@@ -377,7 +408,7 @@ impl IssueCode {
 }
 
 /// The fields of an [`Issue`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct IssueFields {
     /// What kind of problem.
     pub kind: IssueKind,
@@ -386,10 +417,13 @@ pub struct IssueFields {
     /// A sentence for people; non-blank. Part of the bundle id.
     pub message: String,
     /// The record it concerns, if one; at least 1 when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub append_sequence: Option<u64>,
     /// That record's artifact name; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub artifact_name: Option<String>,
     /// Machine-readable details (written with sorted keys).
+    #[serde(deserialize_with = "de::map")]
     pub details: JsonMap,
 }
 
@@ -404,7 +438,7 @@ impl IssueFields {
 
 validated! {
     /// A problem found while reconstructing or comparing (§7.3).
-    Issue(IssueFields)
+    Issue(IssueFields) + Deserialize
 }
 
 /// How far the evidence of a window can be trusted.
@@ -473,12 +507,30 @@ impl VerdictPosture {
     }
 }
 
+/// Implements `Deserialize` for a named enum through its `from_name`.
+macro_rules! deserialize_by_name {
+    ($($name:ident: $what:literal),* $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                de::by_name(deserializer, $what, Self::from_name)
+            }
+        }
+    )*};
+}
+
+deserialize_by_name! {
+    IssueKind: "issue kind",
+    IssueCode: "issue code",
+    VerdictPosture: "verdict posture",
+}
+
 /// The outcome of a reconstruction: a posture and every issue in emission order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Verdict {
     /// How far the evidence can be trusted.
     pub posture: VerdictPosture,
     /// Every issue, in the order found.
+    #[serde(deserialize_with = "de::list")]
     pub issues: Vec<Issue>,
 }
 
@@ -497,21 +549,25 @@ impl Verdict {
 pub const BUNDLE_VERSION: u64 = 1;
 
 /// The fields of a [`Manifest`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ManifestFields {
     /// The bundle format version; must be [`BUNDLE_VERSION`].
     pub bundle_version: u64,
     /// The bundle id (lowercase hex SHA-256, see [`super::export::bundle_id`]); non-blank.
     pub bundle_id: String,
     /// The window read.
+    #[serde(deserialize_with = "de::object")]
     pub window: ReconstructionWindow,
     /// Records read.
     pub record_count: u64,
     /// The first record's sequence; at least 1 when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub first_append_sequence: Option<u64>,
     /// The last record's sequence; at least 1 when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub last_append_sequence: Option<u64>,
     /// The verdict.
+    #[serde(deserialize_with = "de::object")]
     pub verdict: Verdict,
 }
 
@@ -531,11 +587,11 @@ impl ManifestFields {
 
 validated! {
     /// What a bundle covers and concludes.
-    Manifest(ManifestFields)
+    Manifest(ManifestFields) + Deserialize
 }
 
 /// One state an operation was observed in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct ObservedState {
     /// The state, as stated or implied.
     pub state: String,
@@ -546,25 +602,33 @@ pub struct ObservedState {
 }
 
 /// The fields of an [`OperationRecord`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct OperationRecordFields {
     /// The operation id; non-blank.
     pub operation_id: String,
     /// The kind, from the record that first showed the operation; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub operation_kind: Option<String>,
     /// The background-job UUID, from that record; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub bgapi_job_uuid: Option<String>,
     /// The first record that showed state `accepted`; at least 1 when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub accepted_append_sequence: Option<u64>,
     /// Every state observed, in stream order.
+    #[serde(deserialize_with = "de::list")]
     pub observed_states: Vec<ObservedState>,
     /// The last observed state; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub final_state: Option<String>,
     /// The last observed retry posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub retry_posture: Option<String>,
     /// The last observed drain posture; non-blank when given.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub drain_posture: Option<String>,
     /// Issues about this operation (none are raised today).
+    #[serde(deserialize_with = "de::list")]
     pub issues: Vec<Issue>,
 }
 
@@ -605,77 +669,111 @@ impl OperationRecordFields {
 
 validated! {
     /// The lifecycle of one operation as the window shows it.
-    OperationRecord(OperationRecordFields)
+    OperationRecord(OperationRecordFields) + Deserialize
 }
 
-/// The fields of a [`TerminalPublicationRecord`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct TerminalPublicationRecordFields {
-    /// The publication id; non-blank.
-    pub publication_id: String,
-    /// Its status; non-blank.
-    pub status: String,
-    /// The record that showed it; at least 1.
-    pub append_sequence: u64,
-    /// That record's artifact name; non-blank.
-    pub artifact_name: String,
-    /// The operation of that record, if any; non-blank when given.
-    pub operation_id: Option<String>,
-    /// The whole snapshot (written with sorted keys).
-    pub facts: JsonMap,
+/// Declares a snapshot record: a named value with a status-like value seen in one record
+/// (terminal publications and lifecycle semantics share this shape and its rules).
+macro_rules! snapshot_record {
+    (
+        $(#[$attr:meta])*
+        $name:ident($fields:ident), $type_name:literal,
+        $(#[$key_doc:meta])* $key:ident,
+        $(#[$value_doc:meta])* $value:ident $(,)?
+    ) => {
+        #[doc = concat!("The fields of a [`", stringify!($name), "`].")]
+        #[derive(Clone, Debug, PartialEq, Deserialize)]
+        pub struct $fields {
+            $(#[$key_doc])*
+            pub $key: String,
+            $(#[$value_doc])*
+            pub $value: String,
+            /// The record that showed it; at least 1.
+            pub append_sequence: u64,
+            /// That record's artifact name; non-blank.
+            pub artifact_name: String,
+            /// The operation of that record, if any; non-blank when given.
+            #[serde(deserialize_with = "Option::deserialize")]
+            pub operation_id: Option<String>,
+            /// The whole snapshot (written with sorted keys).
+            #[serde(deserialize_with = "de::map")]
+            pub facts: JsonMap,
+        }
+
+        impl $fields {
+            fn validate(&self) -> Result<(), Error> {
+                const TYPE: &str = $type_name;
+                non_blank(TYPE, stringify!($key), &self.$key)?;
+                non_blank(TYPE, stringify!($value), &self.$value)?;
+                positive(TYPE, "append_sequence", self.append_sequence)?;
+                non_blank(TYPE, "artifact_name", &self.artifact_name)?;
+                non_blank_if_given(TYPE, "operation_id", self.operation_id.as_deref())
+            }
+        }
+
+        validated! {
+            $(#[$attr])*
+            $name($fields) + Deserialize
+        }
+
+        impl SnapshotRecord for $name {
+            fn named(&self) -> [(&'static str, &str); 2] {
+                [(stringify!($key), &self.$key), (stringify!($value), &self.$value)]
+            }
+
+            fn append_sequence(&self) -> u64 {
+                self.append_sequence
+            }
+
+            fn artifact_name(&self) -> &str {
+                &self.artifact_name
+            }
+
+            fn operation_id(&self) -> Option<&str> {
+                self.operation_id.as_deref()
+            }
+
+            fn facts(&self) -> &JsonMap {
+                &self.facts
+            }
+        }
+    };
 }
 
-impl TerminalPublicationRecordFields {
-    fn validate(&self) -> Result<(), Error> {
-        const TYPE: &str = "terminal publication record";
-        non_blank(TYPE, "publication_id", &self.publication_id)?;
-        non_blank(TYPE, "status", &self.status)?;
-        positive(TYPE, "append_sequence", self.append_sequence)?;
-        non_blank(TYPE, "artifact_name", &self.artifact_name)?;
-        non_blank_if_given(TYPE, "operation_id", self.operation_id.as_deref())
-    }
+/// What the writer needs of a snapshot record, whichever kind it is.
+pub(super) trait SnapshotRecord {
+    /// The two kind-specific fields as `(key, value)`, in the order they are written.
+    fn named(&self) -> [(&'static str, &str); 2];
+    /// The record that showed it.
+    fn append_sequence(&self) -> u64;
+    /// That record's artifact name.
+    fn artifact_name(&self) -> &str;
+    /// The operation of that record, if any.
+    fn operation_id(&self) -> Option<&str>;
+    /// The whole snapshot.
+    fn facts(&self) -> &JsonMap;
 }
 
-validated! {
+snapshot_record! {
     /// A terminal publication seen in the window.
-    TerminalPublicationRecord(TerminalPublicationRecordFields)
+    TerminalPublicationRecord(TerminalPublicationRecordFields), "terminal publication record",
+    /// The publication id; non-blank.
+    publication_id,
+    /// Its status; non-blank.
+    status,
 }
 
-/// The fields of a [`LifecycleSemanticRecord`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct LifecycleSemanticRecordFields {
-    /// The semantic; non-blank.
-    pub semantic: String,
-    /// Its posture; non-blank.
-    pub posture: String,
-    /// The record that showed it; at least 1.
-    pub append_sequence: u64,
-    /// That record's artifact name; non-blank.
-    pub artifact_name: String,
-    /// The operation of that record, if any; non-blank when given.
-    pub operation_id: Option<String>,
-    /// The whole snapshot (written with sorted keys).
-    pub facts: JsonMap,
-}
-
-impl LifecycleSemanticRecordFields {
-    fn validate(&self) -> Result<(), Error> {
-        const TYPE: &str = "lifecycle semantic record";
-        non_blank(TYPE, "semantic", &self.semantic)?;
-        non_blank(TYPE, "posture", &self.posture)?;
-        positive(TYPE, "append_sequence", self.append_sequence)?;
-        non_blank(TYPE, "artifact_name", &self.artifact_name)?;
-        non_blank_if_given(TYPE, "operation_id", self.operation_id.as_deref())
-    }
-}
-
-validated! {
+snapshot_record! {
     /// A lifecycle semantic seen in the window.
-    LifecycleSemanticRecord(LifecycleSemanticRecordFields)
+    LifecycleSemanticRecord(LifecycleSemanticRecordFields), "lifecycle semantic record",
+    /// The semantic; non-blank.
+    semantic,
+    /// Its posture; non-blank.
+    posture,
 }
 
 /// The fields of a [`RecordReference`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RecordReferenceFields {
     /// The record id; non-blank.
     pub record_id: String,
@@ -684,6 +782,7 @@ pub struct RecordReferenceFields {
     /// Its artifact name; non-blank.
     pub artifact_name: String,
     /// Its capture time (written in the reference text form).
+    #[serde(deserialize_with = "timestamp::deserialize")]
     pub capture_timestamp: OffsetDateTime,
 }
 
@@ -698,24 +797,30 @@ impl RecordReferenceFields {
 
 validated! {
     /// A pointer to one record the window read.
-    RecordReference(RecordReferenceFields)
+    RecordReference(RecordReferenceFields) + Deserialize
 }
 
 /// Everything one reconstruction found (§7.3). Its parts are validated; the bundle itself
 /// adds no rule.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct EvidenceBundle {
     /// What the bundle covers and concludes.
+    #[serde(deserialize_with = "de::object")]
     pub manifest: Manifest,
     /// Generations and final postures.
+    #[serde(deserialize_with = "de::object")]
     pub continuity_snapshot: ContinuitySnapshot,
     /// Every record read, in stream order.
+    #[serde(deserialize_with = "de::list")]
     pub record_references: Vec<RecordReference>,
     /// Operations, sorted by id.
+    #[serde(deserialize_with = "de::list")]
     pub operations: Vec<OperationRecord>,
     /// Terminal publications, by sequence.
+    #[serde(deserialize_with = "de::list")]
     pub terminal_publications: Vec<TerminalPublicationRecord>,
     /// Lifecycle semantics, by sequence.
+    #[serde(deserialize_with = "de::list")]
     pub lifecycle_semantics: Vec<LifecycleSemanticRecord>,
 }
 
@@ -752,9 +857,7 @@ impl ExpectedOperationLifecycleFields {
 
 validated! {
     /// How one operation is expected to have run.
-    #[derive(Deserialize)]
-    #[serde(try_from = "ExpectedOperationLifecycleFields")]
-    ExpectedOperationLifecycle(ExpectedOperationLifecycleFields)
+    ExpectedOperationLifecycle(ExpectedOperationLifecycleFields) + Deserialize
 }
 
 /// The fields of an [`ExpectedTerminalPublication`]; JSON keys as named here.
@@ -782,9 +885,7 @@ impl ExpectedTerminalPublicationFields {
 
 validated! {
     /// A terminal publication the scenario expects.
-    #[derive(Deserialize)]
-    #[serde(try_from = "ExpectedTerminalPublicationFields")]
-    ExpectedTerminalPublication(ExpectedTerminalPublicationFields)
+    ExpectedTerminalPublication(ExpectedTerminalPublicationFields) + Deserialize
 }
 
 /// The fields of an [`ExpectedLifecycleSemantic`]; JSON keys as named here.
@@ -812,9 +913,7 @@ impl ExpectedLifecycleSemanticFields {
 
 validated! {
     /// A lifecycle semantic the scenario expects.
-    #[derive(Deserialize)]
-    #[serde(try_from = "ExpectedLifecycleSemanticFields")]
-    ExpectedLifecycleSemantic(ExpectedLifecycleSemanticFields)
+    ExpectedLifecycleSemantic(ExpectedLifecycleSemanticFields) + Deserialize
 }
 
 /// The fields of a [`ScenarioExpectation`]; JSON keys as named here, every key but
@@ -858,9 +957,7 @@ impl ScenarioExpectationFields {
 
 validated! {
     /// What a scenario expects a bundle to show (§7.3, §7.8).
-    #[derive(Deserialize)]
-    #[serde(try_from = "ScenarioExpectationFields")]
-    ScenarioExpectation(ScenarioExpectationFields)
+    ScenarioExpectation(ScenarioExpectationFields) + Deserialize
 }
 
 /// The fields of a [`ComparisonResult`].

@@ -12,10 +12,11 @@
 use serde_json::Value;
 
 use super::Error;
-use super::keys::{RECOVERY_GENERATION_ID, RecordMetadata};
+use super::keys::RecordMetadata;
 use super::model::{ReconstructionWindow, ReconstructionWindowFields};
 use crate::checkpoint::Checkpoint;
-use crate::record::{Criteria, identity::REPLAY_SESSION_ID};
+use crate::record::Criteria;
+use crate::record::keys::{RECOVERY_GENERATION_ID, REPLAY_SESSION_ID};
 use crate::store::ArtifactStore;
 
 /// Builds the window that resumes from `checkpoint` and checks it against the stream.

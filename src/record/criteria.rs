@@ -17,38 +17,62 @@
 //!
 //! Criteria never change cursor meaning or append order; they only skip records.
 
+use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{Error, Record, is_blank, timestamp};
 
 /// The nine optional conditions of a read filter, before validation.
 /// `CriteriaFields::default()` selects every record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// It deserializes from the JSON object evidence bundles write: every key present, `null`
+/// for an unset condition, times as text (any form [`timestamp::parse`] reads); other keys
+/// are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct CriteriaFields {
     /// Earliest capture time selected (inclusive).
+    #[serde(deserialize_with = "timestamp::deserialize_nullable")]
     pub captured_from: Option<OffsetDateTime>,
     /// Latest capture time selected (inclusive).
+    #[serde(deserialize_with = "timestamp::deserialize_nullable")]
     pub captured_until: Option<OffsetDateTime>,
     /// Exact artifact name.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub artifact_name: Option<String>,
     /// Exact job UUID.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub job_uuid: Option<String>,
     /// Exact replay session id (from correlation ids, then runtime flags).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub replay_session_id: Option<String>,
     /// Exact PBX node slug (runtime flags only).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub pbx_node_slug: Option<String>,
     /// Exact worker session id (runtime flags only).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub worker_session_id: Option<String>,
     /// Exact session id.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub session_id: Option<String>,
     /// Exact connection generation.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub connection_generation: Option<String>,
 }
 
-/// A validated, bounded read filter. The default selects every record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A validated, bounded read filter. The default selects every record. It deserializes as
+/// [`CriteriaFields`] do, then validates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "CriteriaFields")]
 pub struct Criteria {
     fields: CriteriaFields,
+}
+
+impl TryFrom<CriteriaFields> for Criteria {
+    type Error = Error;
+
+    fn try_from(fields: CriteriaFields) -> Result<Self, Error> {
+        Self::new(fields)
+    }
 }
 
 impl Criteria {

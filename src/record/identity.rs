@@ -13,14 +13,8 @@
 
 use serde_json::Value;
 
+use super::keys::{PBX_NODE_SLUG, REPLAY_SESSION_ID, WORKER_SESSION_ID};
 use super::{JsonMap, is_blank};
-
-/// Key of the replay session id in `correlation_ids` or `runtime_flags`.
-pub const REPLAY_SESSION_ID: &str = "replay_session_id";
-/// Key of the PBX node slug in `runtime_flags`.
-pub const PBX_NODE_SLUG: &str = "pbx_node_slug";
-/// Key of the worker session id in `runtime_flags`.
-pub const WORKER_SESSION_ID: &str = "worker_session_id";
 
 /// The replay session id: from `correlation_ids`, falling back to `runtime_flags`.
 #[must_use]
@@ -62,13 +56,6 @@ mod tests {
             Value::Object(map) => map,
             _ => JsonMap::new(),
         }
-    }
-
-    #[test]
-    fn published_key_names_match_the_stored_contract() {
-        assert_eq!(REPLAY_SESSION_ID, "replay_session_id");
-        assert_eq!(PBX_NODE_SLUG, "pbx_node_slug");
-        assert_eq!(WORKER_SESSION_ID, "worker_session_id");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`codec`] is the versioned binary (MessagePack) form stored inside log frames.
 //! - [`ReadCursor`] and [`Criteria`] are the read contract's position and bounded filter
 //!   (§2.1, §3, K4, C8); [`identity`] derives operator identity from a record.
+//! - [`keys`] names every key that layers write into and read from a record's maps and a
+//!   checkpoint's metadata, once for the whole crate.
 //!
 //! JSON maps (`payload`, `correlation_ids`, `runtime_flags`, `tags`) are [`JsonMap`]s that
 //! keep insertion order. Numbers keep the reference's meaning: integers are exact in the
@@ -69,6 +71,7 @@ mod cursor;
 mod error;
 mod id;
 pub mod identity;
+pub mod keys;
 pub(crate) mod ksort;
 pub mod ndjson;
 pub mod timestamp;
@@ -97,6 +100,24 @@ pub const MAX_JSON_DEPTH: usize = 128;
 pub fn is_blank(text: &str) -> bool {
     text.bytes()
         .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0 | 0x0b))
+}
+
+/// The map a JSON value holds as PHP reads it: an object as it is, a list as a map keyed
+/// "0", "1", ... (PHP's `json_encode` writes empty and index-keyed maps as lists).
+///
+/// # Errors
+///
+/// Any other value, given back unchanged.
+pub fn php_map(value: Value) -> Result<JsonMap, Value> {
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Array(items) => Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| (index.to_string(), item))
+            .collect()),
+        other => Err(other),
+    }
 }
 
 /// Whether the brackets of JSON text nest deeper than `max` outside strings. Parsers run it

@@ -220,15 +220,10 @@ fn take_sequence(object: &mut JsonMap) -> Result<u64, Error> {
 }
 
 fn take_map(object: &mut JsonMap, field: &'static str) -> Result<JsonMap, Error> {
-    match object.swap_remove(field) {
-        Some(Value::Object(map)) => Ok(map),
-        Some(Value::Array(items)) => Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| (index.to_string(), item))
-            .collect()),
-        _ => Err(Error::FieldNotObject { field }),
-    }
+    object
+        .swap_remove(field)
+        .and_then(|value| super::php_map(value).ok())
+        .ok_or(Error::FieldNotObject { field })
 }
 
 fn parse_timestamp(field: &'static str, text: &str) -> Result<time::OffsetDateTime, Error> {

@@ -15,6 +15,9 @@
 //! as `tomorrow`, named zones, leap second `:60`), so a line PHP reads may fail here; lines
 //! written by the reference or by us always parse.
 
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 use super::Error;
@@ -220,6 +223,51 @@ fn push_padded(out: &mut String, value: u32, width: usize) {
     }
     for digit in digits.iter().take(length).rev() {
         out.push(char::from(*digit));
+    }
+}
+
+/// Reads a timestamp written as text (any form [`parse`] accepts), for
+/// `#[serde(deserialize_with = "timestamp::deserialize")]`.
+///
+/// # Errors
+///
+/// The deserializer's error for a value that is not a string; the message of
+/// [`Error::InvalidTimestamp`] for text that is not a timestamp.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OffsetDateTime, D::Error> {
+    deserializer.deserialize_str(TextVisitor)
+}
+
+/// As [`deserialize`], for a timestamp that may be `null`. Used with `deserialize_with`, the
+/// key must still be present.
+///
+/// # Errors
+///
+/// As [`deserialize`].
+pub fn deserialize_nullable<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OffsetDateTime>, D::Error> {
+    struct Text(OffsetDateTime);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserialize(deserializer).map(Text)
+        }
+    }
+
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|text| text.0))
+}
+
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = OffsetDateTime;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an RFC 3339 timestamp")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<OffsetDateTime, E> {
+        parse(text).map_err(E::custom)
     }
 }
 

@@ -10,14 +10,18 @@ use crate::record::{JsonMap, Record, is_blank};
 /// The error a handler or injector returns; its message becomes the failed result's error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What a handler did with a record: a non-blank action word and free-form metadata.
+/// What a handler or an injector did with a record: a non-blank action word and free-form
+/// metadata, reported in the record's [`Outcome`](super::Outcome).
 #[derive(Clone, Debug, PartialEq)]
-pub struct HandlerResult {
+pub struct ActionResult {
     action: String,
     metadata: JsonMap,
 }
 
-impl HandlerResult {
+/// What a [`Handler`] did with a record (the reference's `ReplayHandlerResult`).
+pub type HandlerResult = ActionResult;
+
+impl ActionResult {
     /// A result with an action and metadata.
     ///
     /// # Errors
@@ -31,7 +35,8 @@ impl HandlerResult {
         Ok(Self { action, metadata })
     }
 
-    /// The action word reported in the outcome (`handled_api_dispatch`, `printed`, ...).
+    /// The action word reported in the outcome (`handled_api_dispatch`, `printed`,
+    /// `injected`, ...).
     #[must_use]
     pub fn action(&self) -> &str {
         &self.action

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use time::OffsetDateTime;
 
 use super::Error;
-use super::handler::BoxError;
+use super::handler::{ActionResult, BoxError};
 use crate::record::{JsonMap, Record, is_blank};
 
 /// The artifact names that carry a command and can be re-injected at all.
@@ -158,45 +158,8 @@ impl ExecutionCandidate {
     }
 }
 
-/// What an injector did with a candidate: a non-blank action word and metadata.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InjectionResult {
-    action: String,
-    metadata: JsonMap,
-}
-
-impl InjectionResult {
-    /// A result with an action and metadata.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlankField`] if the action is blank.
-    pub fn new(action: impl Into<String>, metadata: JsonMap) -> Result<Self, Error> {
-        let action = action.into();
-        if is_blank(&action) {
-            return Err(Error::BlankField { field: "action" });
-        }
-        Ok(Self { action, metadata })
-    }
-
-    /// The action word reported in the outcome (for example `injected`).
-    #[must_use]
-    pub fn action(&self) -> &str {
-        &self.action
-    }
-
-    /// The metadata reported in the outcome.
-    #[must_use]
-    pub fn metadata(&self) -> &JsonMap {
-        &self.metadata
-    }
-
-    /// Takes the result apart into action and metadata.
-    #[must_use]
-    pub fn into_parts(self) -> (String, JsonMap) {
-        (self.action, self.metadata)
-    }
-}
+/// What an [`Injector`] did with a candidate (the reference's `InjectionResult`).
+pub type InjectionResult = ActionResult;
 
 /// Sends cleared candidates somewhere live (for example `api`/`bgapi` commands to a
 /// FreeSWITCH Event Socket). Object-safe and synchronous: an asynchronous transport blocks

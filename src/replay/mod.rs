@@ -16,7 +16,8 @@
 //!   outcome maps (`record_id`, `artifact_name`, `append_sequence`, `action`, ...).
 //! - [`Handler`]s are registered by exact artifact name in a [`HandlerRegistry`];
 //!   an [`Injector`] receives the [`ExecutionCandidate`]s that the [`Classifier`] clears
-//!   under the [`InjectionGuard`]. Handlers and injectors report stable names.
+//!   under the [`InjectionGuard`]. Handlers and injectors report stable names and both
+//!   return an [`ActionResult`].
 //! - [`replay_range`] walks a whole range batch by batch, advancing a cursor and saving a
 //!   checkpoint as it goes.
 //!
@@ -63,7 +64,7 @@ pub use config::{DEFAULT_BATCH_LIMIT, ExecutionConfig, ExecutionSettings};
 pub use error::Error;
 pub use executor::Executor;
 pub use fold::{FoldOptions, Folded, Stream, fold};
-pub use handler::{BoxError, Handler, HandlerRegistry, HandlerResult};
+pub use handler::{ActionResult, BoxError, Handler, HandlerRegistry, HandlerResult};
 pub use inject::{
     Classifier, DefaultClassifier, ELIGIBLE, EXECUTABLE_ARTIFACTS, ExecutionCandidate,
     InjectionGuard, InjectionResult, Injector, REJECT_NOT_ALLOWLISTED, REJECT_OBSERVATIONAL,

@@ -40,7 +40,7 @@ use super::simulator::{CoreIdentity, background_job};
 use super::traffic::{ApiAnswer, Feed, FeedItem, Traffic};
 use super::wire;
 use crate::checkpoint::CheckpointService;
-use crate::record::{Criteria, CriteriaFields, JsonMap, ReadCursor, Record};
+use crate::record::{Criteria, CriteriaFields, JsonMap, ReadCursor, Record, keys};
 use crate::store::ArtifactStore;
 
 /// Records read per store page.
@@ -459,12 +459,12 @@ fn micros(us: i64) -> Duration {
 }
 
 fn raw_payload(payload: &JsonMap) -> Option<Bytes> {
-    if let Some(Value::String(encoded)) = payload.get("raw_payload_base64")
+    if let Some(Value::String(encoded)) = payload.get(keys::RAW_PAYLOAD_BASE64)
         && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded)
     {
         return Some(Bytes::from(bytes));
     }
-    match payload.get("raw_payload") {
+    match payload.get(keys::RAW_PAYLOAD) {
         Some(Value::String(text)) => Some(Bytes::from(text.clone().into_bytes())),
         _ => None,
     }
@@ -511,10 +511,10 @@ fn api_frame(raw: Bytes) -> Bytes {
 fn ack_job_uuid(record: &Record) -> Option<String> {
     let facts = record
         .payload()
-        .get("protocol_facts")
+        .get(keys::PROTOCOL_FACTS)
         .and_then(Value::as_object);
     let reply_text = facts
-        .and_then(|f| f.get("reply-text"))
+        .and_then(|f| f.get(keys::FACT_REPLY_TEXT))
         .and_then(Value::as_str)
         .unwrap_or_default();
     if !reply_text.is_empty() && !reply_text.starts_with("+OK Job-UUID") {
@@ -525,7 +525,7 @@ fn ack_job_uuid(record: &Record) -> Option<String> {
         .map(str::to_owned)
         .or_else(|| {
             facts
-                .and_then(|f| f.get("job-uuid"))
+                .and_then(|f| f.get(keys::FACT_JOB_UUID))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -541,9 +541,9 @@ fn served_event(record: &Record) -> Option<ServedEvent> {
     let payload = record.payload();
     let body = raw_payload(payload)?;
     let content_type = payload
-        .get("protocol_facts")
+        .get(keys::PROTOCOL_FACTS)
         .and_then(Value::as_object)
-        .and_then(|f| f.get("content-type"))
+        .and_then(|f| f.get(keys::FACT_CONTENT_TYPE))
         .and_then(Value::as_str);
     let format = content_type
         .and_then(EventFormat::from_content_type)
@@ -561,7 +561,7 @@ fn served_event(record: &Record) -> Option<ServedEvent> {
 
 /// The recorded outer header block, if present and consistent with the body length.
 fn frame_head(payload: &JsonMap, body_len: usize) -> Option<Bytes> {
-    let headers = payload.get("frame_headers")?.as_array()?;
+    let headers = payload.get(keys::FRAME_HEADERS)?.as_array()?;
     let mut head = Vec::new();
     let mut length_ok = false;
     for pair in headers {

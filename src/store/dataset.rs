@@ -6,7 +6,7 @@
 
 use time::OffsetDateTime;
 
-use crate::record::{Envelope, JsonMap};
+use crate::record::{Envelope, JsonMap, keys};
 
 const EVENTS: [&str; 5] = [
     "CHANNEL_CREATE",
@@ -40,9 +40,9 @@ pub fn envelope(n: u64) -> Envelope {
         .is_multiple_of(5)
         .then(|| format!("{:08x}-0000-4000-8000-{n:012x}", n / 5));
     let mut runtime_flags = JsonMap::new();
-    runtime_flags.insert("pbx_node_slug".into(), "pbx-01".into());
+    runtime_flags.insert(keys::PBX_NODE_SLUG.into(), "pbx-01".into());
     let mut correlation_ids = JsonMap::new();
-    correlation_ids.insert("replay_session_id".into(), "session-1".into());
+    correlation_ids.insert(keys::REPLAY_SESSION_ID.into(), "session-1".into());
     let at = OffsetDateTime::UNIX_EPOCH
         + time::Duration::seconds(1_700_000_000)
         + time::Duration::milliseconds(i64::try_from(n).unwrap_or(i64::MAX));

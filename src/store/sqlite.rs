@@ -949,15 +949,7 @@ fn decode_map(field: &'static str, text: &str) -> Result<JsonMap, record::Error>
     let value = Value::deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value))
         .map_err(|source| invalid(record::Error::InvalidJson { source }))?;
-    match value {
-        Value::Object(map) => Ok(map),
-        Value::Array(items) => Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| (index.to_string(), item))
-            .collect()),
-        _ => Err(record::Error::FieldNotObject { field }),
-    }
+    record::php_map(value).map_err(|_| record::Error::FieldNotObject { field })
 }
 
 /// What the backfill writes into one row.
