@@ -480,11 +480,11 @@ pub(crate) fn hold_open(file: &File) -> bool {
 }
 
 /// Bytes freed per step when a removed segment's blocks are released [TRUNC-04].
-const RELEASE_STEP: u64 = 1 << 20;
+const RELEASE_STEP: u64 = 256 << 10;
 /// The pause after each step: a file system that discards freed blocks (ext4 `-o discard`)
 /// sends the device one small discard at a time, and syncs queued between them wait for
 /// one step rather than for the whole segment.
-const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Frees the blocks of a removed segment file, opened for writing before its removal, in
 /// steps, if no reader in any process still has it open [TRUNC-04]. Returns whether it did.
