@@ -16,7 +16,9 @@
 //! below it with `pread` (followers).
 //!
 //! Files are never truncated while mapped: recovery zeroes a torn tail instead, and
-//! retention only unlinks whole files (a mapping outlives the unlink). The remaining hazard
+//! retention only unlinks whole files (a mapping outlives the unlink); it frees a removed
+//! file's blocks only when no reader holds the file open ([TRUNC-04]), and a map never
+//! outlives the file handle beside it. The remaining hazard
 //! is another program truncating or rewriting segment files, which we cannot prevent; the
 //! writer lock and the docs make that a misuse, and it would raise `SIGBUS`.
 
