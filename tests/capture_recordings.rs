@@ -149,6 +149,16 @@ async fn capture_recording(
         frames_read(&capture) >= expected
     })
     .await;
+    // The connection's end is recorded before the node backs off or stops; a shutdown
+    // before then would record the close as one we asked for (not retryable).
+    wait_until(&format!("{name}: the connection closed"), || {
+        capture
+            .telemetry()
+            .health()
+            .get("fs-vm")
+            .is_some_and(|node| matches!(node.connection.as_str(), "backing_off" | "stopped"))
+    })
+    .await;
     let (store, exits) = capture.shutdown().await.unwrap();
     let commands = switch.await.unwrap();
     let records = all_records(store.as_ref());
