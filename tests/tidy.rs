@@ -6,7 +6,9 @@
 //!   `tests/` or a `src/` file with a `#[cfg(test)]` module. Failures list every offending ID
 //!   at once, so one run shows all the work left.
 //! - Every `.rs` file under `src/` starts with a `//!` module doc.
-//! - Layering: `storage` never uses `record`, `cli`, `tokio`, `clap` or `rusqlite`.
+//! - Layering: every top-level module uses only the modules its row of the module map in
+//!   `docs/ARCHITECTURE.md` allows; `storage` uses no `tokio`, `clap` or `rusqlite`; only
+//!   `cli` prints, reads the environment or uses `anyhow`.
 //! - `unsafe` code appears only in `src/storage/io/mmap.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -297,51 +299,182 @@ fn module_depth(path: &Path) -> usize {
     }
 }
 
-#[test]
-fn storage_does_not_depend_on_upper_layers() {
-    let forbidden_crates = ["tokio", "clap", "rusqlite"];
-    let forbidden_modules = ["record", "cli"];
-    let mut problems = Vec::new();
-    for path in files(&root().join("src/storage"), "rs") {
-        let tokens = tokens(&code_only(&read(&path)));
-        let depth = module_depth(&path);
-        for (i, token) in tokens.iter().enumerate() {
-            let name = relative(&path);
-            if forbidden_crates.contains(&token.as_str()) {
-                problems.push(format!("{name} uses `{token}`"));
-            }
-            // `crate::record`, `esl_replay::cli`, or enough `super::` to reach the root.
-            let path_to = |at: usize| -> Option<&str> {
-                (tokens.get(at)? == ":" && tokens.get(at + 1)? == ":")
-                    .then(|| tokens.get(at + 2).map(String::as_str))
-                    .flatten()
+/// The module map of docs/ARCHITECTURE.md: each top-level module and the modules it may
+/// use ("every module" for `cli`), read from the table's first and last columns.
+fn module_map() -> BTreeMap<String, BTreeSet<String>> {
+    let text = read(&root().join("docs/ARCHITECTURE.md"));
+    let table = text
+        .split("## Module map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/ARCHITECTURE.md has a module map");
+    let mut rows = Vec::new();
+    for line in table.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let module = cells[1].trim_matches('`').to_owned();
+        let may_use = cells[cells.len() - 2];
+        let named: BTreeSet<String> = may_use
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        rows.push((module, named, may_use.contains("every module")));
+    }
+    let modules: BTreeSet<String> = rows.iter().map(|(m, ..)| m.clone()).collect();
+    rows.into_iter()
+        .map(|(module, named, every)| {
+            let allowed = if every {
+                modules.iter().filter(|m| **m != module).cloned().collect()
+            } else {
+                named.intersection(&modules).cloned().collect()
             };
-            if (token == "crate" || token == "esl_replay")
-                && let Some(next) = path_to(i + 1)
-                && forbidden_modules.contains(&next)
-            {
-                problems.push(format!("{name} uses `{token}::{next}`"));
+            (module, allowed)
+        })
+        .collect()
+}
+
+/// The top-level modules `path` (a file of the crate) names through `crate::`,
+/// `esl_replay::` or enough `super::` to reach the crate root, with how it names them.
+fn top_level_uses(path: &Path, modules: &BTreeSet<String>) -> Vec<(String, String)> {
+    uses_in(&read(path), module_depth(path), modules)
+}
+
+/// What [`top_level_uses`] finds in the source `text` of a module `depth` levels down.
+fn uses_in(text: &str, depth: usize, modules: &BTreeSet<String>) -> Vec<(String, String)> {
+    let tokens = tokens(&code_only(text));
+    let path_to = |at: usize| -> Option<&str> {
+        (tokens.get(at)? == ":" && tokens.get(at + 1)? == ":")
+            .then(|| tokens.get(at + 2).map(String::as_str))
+            .flatten()
+    };
+    let mut uses = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        if (token == "crate" || token == "esl_replay")
+            && let Some(next) = path_to(i + 1)
+            && modules.contains(next)
+        {
+            uses.push((next.to_owned(), format!("`{token}::{next}`")));
+        }
+        if token == "super" && (i < 3 || tokens[i - 3] != "super") {
+            let mut at = i;
+            let mut supers = 1;
+            while path_to(at + 1) == Some("super") {
+                at += 3;
+                supers += 1;
             }
-            if token == "super" && (i < 3 || tokens[i - 3] != "super") {
-                let mut at = i;
-                let mut supers = 1;
-                while path_to(at + 1) == Some("super") {
-                    at += 3;
-                    supers += 1;
-                }
-                if supers >= depth
-                    && let Some(next) = path_to(at + 1)
-                    && forbidden_modules.contains(&next)
-                {
-                    problems.push(format!("{name} reaches `{next}` through `super::`"));
-                }
+            if supers >= depth
+                && let Some(next) = path_to(at + 1)
+                && modules.contains(next)
+            {
+                uses.push((next.to_owned(), format!("`{next}` through `super::`")));
+            }
+        }
+    }
+    uses
+}
+
+/// The top-level module a file under `src/` belongs to (`None` for `lib.rs`, `main.rs`).
+fn top_level_module(path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(root().join("src")).ok()?;
+    let first = relative.components().next()?.as_os_str().to_string_lossy();
+    let name = first.strip_suffix(".rs").unwrap_or(&first);
+    (name != "lib" && name != "main").then(|| name.to_owned())
+}
+
+/// The module map in docs/ARCHITECTURE.md is the law: every top-level module is in it, and
+/// each uses only the modules its row allows, so a wrong import fails CI.
+#[test]
+fn every_module_uses_only_the_layers_the_architecture_allows() {
+    let map = module_map();
+    let modules: BTreeSet<String> = map.keys().cloned().collect();
+    let mut problems = Vec::new();
+    for path in files(&root().join("src"), "rs") {
+        let Some(module) = top_level_module(&path) else {
+            continue;
+        };
+        let Some(allowed) = map.get(&module) else {
+            problems.push(format!(
+                "{}: module `{module}` is not in the module map",
+                relative(&path)
+            ));
+            continue;
+        };
+        for (used, how) in top_level_uses(&path, &modules) {
+            if used != module && !allowed.contains(&used) {
+                problems.push(format!("{} (`{module}`) uses {how}", relative(&path)));
             }
         }
     }
     report(
-        "layering violations in src/storage (format/README.md; docs/ARCHITECTURE.md)",
+        "imports the module map of docs/ARCHITECTURE.md does not allow",
         &problems,
     );
+}
+
+/// The table is read as meant: a few rows checked against their text.
+#[test]
+fn the_module_map_is_read_as_written() {
+    let map = module_map();
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(map["storage"], set(&[]));
+    assert_eq!(map["store"], set(&["storage", "record"]));
+    assert_eq!(map["capture"], set(&["esl", "record", "store", "replay"]));
+    assert!(map["cli"].contains("capture") && !map["cli"].contains("cli"));
+    // A file that names an upper layer is caught, whichever way it names it, and not for
+    // a mention in a comment.
+    let text = "use crate::cli::x; // crate::evidence\nfn f() { super::super::store::y(); }";
+    let modules: BTreeSet<String> = map.keys().cloned().collect();
+    let found: Vec<String> = uses_in(text, 2, &modules)
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(found, ["cli", "store"]);
+}
+
+#[test]
+fn storage_uses_no_async_cli_or_sqlite_crate() {
+    let forbidden = ["tokio", "clap", "rusqlite"];
+    let mut problems = Vec::new();
+    for path in files(&root().join("src/storage"), "rs") {
+        for token in tokens(&code_only(&read(&path))) {
+            if forbidden.contains(&token.as_str()) {
+                problems.push(format!("{} uses `{token}`", relative(&path)));
+            }
+        }
+    }
+    report("crates src/storage must not use", &problems);
+}
+
+/// Only the command line prints, reads the environment or uses `anyhow` (docs/ARCHITECTURE.md,
+/// dependency rules): the library reports through its return values and `tracing`.
+#[test]
+fn only_the_cli_prints_reads_the_environment_or_uses_anyhow() {
+    let mut problems = Vec::new();
+    for path in files(&root().join("src"), "rs") {
+        let module = top_level_module(&path);
+        if module.as_deref() == Some("cli") || module.is_none() {
+            continue;
+        }
+        let tokens = tokens(&code_only(&read(&path)));
+        for (i, token) in tokens.iter().enumerate() {
+            let next = |k: usize| tokens.get(i + k).map(String::as_str);
+            let printing = ["print", "println", "eprint", "eprintln", "dbg"]
+                .contains(&token.as_str())
+                && next(1) == Some("!");
+            let environment = token == "env" && next(1) == Some(":") && next(3) == Some("var")
+                || token == "std" && next(3) == Some("env") && next(4) == Some(":");
+            if printing || environment || token == "anyhow" {
+                problems.push(format!("{} uses `{token}`", relative(&path)));
+            }
+        }
+    }
+    report("printing, environment or anyhow outside src/cli", &problems);
 }
 
 /// Places in `text` where `unsafe` starts a block, function, impl, trait or extern block.
