@@ -150,7 +150,7 @@ fn capture_run(
     let n = events.ends.len() as u64;
     let dir = common::scratch_dir("t14");
     let address = peer(Arc::clone(events), rate);
-    let store = LogStore::open(&dir.path().join("store")).unwrap();
+    let store = LogStore::open(dir.path().join("store")).unwrap();
     runtime.block_on(async {
         let mut config = NodeConfig::new(address);
         config.password = Password::default();

@@ -140,7 +140,7 @@ fn main() {
         .and_then(|text| text.parse().ok())
         .unwrap_or(common::size(1_000_000, 2_000) as u64);
     let dir = common::scratch_dir("evidence");
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     let fill = Instant::now();
     for start in (0..records).step_by(1000) {
         let end = (start + 1000).min(records);

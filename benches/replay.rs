@@ -60,7 +60,7 @@ fn replay_all(store: &LogStore, dry_run: bool, handlers: HandlerRegistry) -> u64
 fn replay(c: &mut Criterion) {
     let records = size(1_000_000, 2_000) as u64;
     let dir = scratch_dir("replay");
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     for start in (0..records).step_by(10_000) {
         let end = (start + 10_000).min(records);
         store

@@ -32,7 +32,7 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn ArtifactStore>)
     vec![
         (
             "log",
-            Box::new(LogStore::open(&dir.join("log-store")).unwrap()),
+            Box::new(LogStore::open(dir.join("log-store")).unwrap()),
         ),
         (
             "sqlite",

@@ -35,6 +35,66 @@
 //! - [`cli`]: the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
+//!
+//! # Example
+//!
+//! Open a store, append captured artifacts, read them back by cursor, look one up by id,
+//! and fold the stream into a state:
+//!
+//! ```
+//! use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
+//! use esl_replay::replay::{FoldOptions, MemorySnapshots, Stream, fold};
+//! use esl_replay::store::{ArtifactStore as _, LogStore};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let mut store = LogStore::open(dir.path().join("store"))?;
+//!
+//! // The store gives each artifact its id, sequence, storage time and checksum.
+//! let mut ids = Vec::new();
+//! for event in ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP"] {
+//!     let mut payload = JsonMap::new();
+//!     payload.insert("Event-Name".into(), event.into());
+//!     ids.push(store.write(Envelope {
+//!         artifact_version: "1".into(),
+//!         artifact_name: "event.raw".into(),
+//!         capture_timestamp: time::OffsetDateTime::now_utc(),
+//!         capture_path: None,
+//!         connection_generation: Some("1".into()),
+//!         session_id: None,
+//!         job_uuid: None,
+//!         event_name: Some(event.into()),
+//!         correlation_ids: JsonMap::new(),
+//!         runtime_flags: JsonMap::new(),
+//!         payload,
+//!     })?);
+//! }
+//!
+//! // Read in append order from a cursor (the last sequence consumed), with criteria.
+//! let records = store.read_from_cursor(&ReadCursor::start(), 500, &Criteria::any())?;
+//! assert_eq!(records.len(), 3);
+//!
+//! // Look one up by id, through the store's index.
+//! let answer = store.read_by_id(&ids[1])?.expect("stored");
+//! assert_eq!(answer.event_name(), Some("CHANNEL_ANSWER"));
+//!
+//! // Fold the stream into a state: here, the events seen so far, in order.
+//! let folded = fold(
+//!     &store,
+//!     &mut MemorySnapshots::new(),
+//!     &Stream::all(),
+//!     3,
+//!     |mut seen: Vec<String>, record: &Record| {
+//!         seen.extend(record.event_name().map(str::to_owned));
+//!         seen
+//!     },
+//!     Vec::new(),
+//!     &FoldOptions::default(),
+//! )?;
+//! assert_eq!(folded.state, ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP"]);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -730,7 +730,7 @@ fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
         90
     );
     assert!(queue.depth().1 <= item_bytes * 10, "memory stays bounded");
-    let store = LogStore::open(&dir.path().join("s")).unwrap();
+    let store = LogStore::open(dir.path().join("s")).unwrap();
     let writer = spawn_writer(
         Arc::clone(&queue),
         Box::new(store),
@@ -808,7 +808,7 @@ fn drops_still_pending_at_shutdown_are_written_as_a_gap() {
     }
     queue.close();
     assert_eq!(queue.push(0, 1, now, captured()), Pushed::Closed);
-    let store = LogStore::open(&dir.path().join("s")).unwrap();
+    let store = LogStore::open(dir.path().join("s")).unwrap();
     let writer = spawn_writer(
         Arc::clone(&queue),
         Box::new(store),
@@ -1055,7 +1055,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     }])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     let last = i64::MAX as u64;
     let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
         session_id: "s".into(),
@@ -1126,6 +1126,6 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
         ),
         "{result:?}"
     );
-    let store = LogStore::open_read_only(&dir.path().join("store")).unwrap();
+    let store = LogStore::open_read_only(dir.path().join("store")).unwrap();
     assert_eq!(all_records(&store), [near_the_limit]);
 }

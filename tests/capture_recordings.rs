@@ -137,7 +137,7 @@ async fn capture_recording(
     let recorded = fs_recordings::frames(&fs_recordings::stream(&chunks, Dir::ServerToClient));
     let (address, switch) = scripted_switch(chunks).await;
     let tmp = tempfile::tempdir().unwrap();
-    let store = LogStore::open(&tmp.path().join("store")).unwrap();
+    let store = LogStore::open(tmp.path().join("store")).unwrap();
     let capture = Capture::start(
         vec![node(&address, password)],
         Box::new(store),

@@ -77,7 +77,7 @@ fn semantically_invalid_checkpoint_data_fails_clearly() {
 #[test]
 fn checkpoint_pointing_past_end_of_stream_returns_empty_future_read_without_fake_resume_data() {
     let dir = tempdir().unwrap();
-    let mut artifacts = LogStore::open(&dir.path().join("artifacts")).unwrap();
+    let mut artifacts = LogStore::open(dir.path().join("artifacts")).unwrap();
     artifacts.write(envelope(1)).unwrap();
     artifacts.write(envelope(2)).unwrap();
     let store = fixed_store(&dir.path().join("checkpoints"));

@@ -345,7 +345,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
     let input: String = (1..=5).map(|s| line(s, 10) + "\n").collect();
     for skip_malformed in [false, true] {
         let mut store = FullDisk {
-            inner: LogStore::open(&dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
+            inner: LogStore::open(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
             calls: 0,
             fail_on: 2,
         };
@@ -380,7 +380,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
 #[test]
 fn bad_lines_are_classified() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     let input = [line(5, 10), line(4, 10), "[]".into(), line(6, 10)].join("\n");
     let options = ImportOptions {
         skip_malformed: true,

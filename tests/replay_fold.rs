@@ -57,7 +57,7 @@ fn envelope(name: &str, session: &str) -> Envelope {
 /// A store with `count` records: names cycle through [`NAMES`], sessions alternate `a`/`b`.
 fn store(count: u64) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     let envelopes = (0..count)
         .map(|i| envelope(NAMES[(i % 4) as usize], if i % 2 == 0 { "a" } else { "b" }))
         .collect::<Vec<_>>();
@@ -348,7 +348,7 @@ fn fold_with_snapshots_matches_a_plain_fold_property() {
     ) -> TestResult {
         let kinds: Vec<(u8, bool)> = kinds.into_iter().take(40).collect();
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+        let mut store = LogStore::open(dir.path().join("store")).unwrap();
         if !kinds.is_empty() {
             store
                 .write_batch(

@@ -34,7 +34,7 @@ fn envelope(at: OffsetDateTime) -> Envelope {
 /// A store with one record per day from 2024-01-01.
 fn store_with(days: u32) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     for day in 0..days {
         store
             .write(envelope(
@@ -270,7 +270,7 @@ fn prune_of_everything_keeps_numbering() {
     assert_eq!(result.plan.pruned_sequences, vec![1, 2, 3]);
     assert!(sequences(&store).is_empty());
     drop(store);
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     assert_eq!(store.stats().unwrap().last_sequence, 3);
     store.write(envelope(now())).unwrap();
     assert_eq!(sequences(&store), vec![4]);

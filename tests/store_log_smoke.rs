@@ -112,7 +112,7 @@ fn log_store_round_trip() {
 #[test]
 fn import_with_gaps_keeps_sequences_and_continues_after_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     let make = |seq: u64| {
         let e = envelope(seq);
         let checksum = e.checksum().unwrap();
@@ -156,7 +156,7 @@ fn import_with_gaps_keeps_sequences_and_continues_after_them() {
         .collect();
     assert_eq!(after, vec![70, 71]);
     drop(store);
-    let store = LogStore::open(&dir.path().join("store")).unwrap();
+    let store = LogStore::open(dir.path().join("store")).unwrap();
     assert_eq!(store.stats().unwrap().last_sequence, 71);
     assert_eq!(store.stats().unwrap().first_sequence, Some(57));
 }

@@ -24,7 +24,7 @@ fn check(store: &mut dyn ArtifactStore) {
 #[test]
 fn lookups_find_every_record_in_the_log_store() {
     let dir = tempfile::tempdir().unwrap();
-    check(&mut LogStore::open(&dir.path().join("store")).unwrap());
+    check(&mut LogStore::open(dir.path().join("store")).unwrap());
 }
 
 #[test]

@@ -246,7 +246,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
         args.durable_records
     ));
     let mut durable_log = LogStore::open_with(
-        &dir.join("durable-log"),
+        dir.join("durable-log"),
         LogOptions {
             sync_policy: SyncPolicy::EveryAppend,
             ..LogOptions::default()

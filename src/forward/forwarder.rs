@@ -374,12 +374,12 @@ mod tests {
 
     fn fixture(records: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+        let mut store = LogStore::open(dir.path().join("store")).unwrap();
         store
             .write_batch((0..records).map(dataset::envelope).collect())
             .unwrap();
         store.close().unwrap();
-        let source = Source::from(LogStore::open_read_only(&dir.path().join("store")).unwrap());
+        let source = Source::from(LogStore::open_read_only(dir.path().join("store")).unwrap());
         let checkpoints = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
         let service = CheckpointService::new(checkpoints, "test").unwrap();
         Fixture {

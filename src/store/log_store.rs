@@ -66,7 +66,7 @@ impl LogStore {
     /// # Errors
     ///
     /// [`Error::Storage`] (including another writer holding the log), damaged metadata.
-    pub fn open(root: &Path) -> Result<LogStore> {
+    pub fn open(root: impl AsRef<Path>) -> Result<LogStore> {
         LogStore::open_with(root, LogOptions::default())
     }
 
@@ -77,7 +77,8 @@ impl LogStore {
     ///
     /// As [`LogStore::open`]; [`Error::Metadata`] if `store.meta` is damaged or does not
     /// describe the last record.
-    pub fn open_with(root: &Path, options: LogOptions) -> Result<LogStore> {
+    pub fn open_with(root: impl AsRef<Path>, options: LogOptions) -> Result<LogStore> {
+        let root = root.as_ref();
         // Durably: a store directory whose own entry a power loss can drop takes every
         // record acknowledged in it along.
         let io = options.io.clone();
@@ -123,7 +124,8 @@ impl LogStore {
     /// # Errors
     ///
     /// [`Error::Storage`] if there is no store, [`Error::Metadata`] if `store.meta` is damaged.
-    pub fn open_read_only(root: &Path) -> Result<LogStore> {
+    pub fn open_read_only(root: impl AsRef<Path>) -> Result<LogStore> {
+        let root = root.as_ref();
         let options = LogOptions::default();
         let reader = Reader::open(root.join("log"), &options)?;
         Ok(LogStore {

@@ -15,7 +15,7 @@ use esl_replay::store::{ArtifactStore, LogStore};
 /// A new segment-log store in a temporary directory (kept alive by the returned guard).
 pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(&dir.path().join("store")).unwrap();
+    let store = LogStore::open(dir.path().join("store")).unwrap();
     (dir, Box::new(store))
 }
 

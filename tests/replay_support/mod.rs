@@ -39,7 +39,7 @@ pub(crate) fn envelope(artifact_name: &str) -> Envelope {
 /// A segment-log store in a fresh temporary directory holding these artifact names.
 pub(crate) fn log_store(names: &[&str]) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(&dir.path().join("store")).unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
     write(&mut store, names);
     (dir, store)
 }
