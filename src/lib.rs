@@ -103,15 +103,20 @@
     clippy::print_stderr
 )]
 
+#[cfg(feature = "capture")]
 pub mod capture;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "esl")]
 pub mod esl;
 pub mod evidence;
+#[cfg(feature = "forward")]
 pub mod forward;
 pub mod record;
 pub mod replay;
 pub mod retention;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod storage;
 pub mod store;

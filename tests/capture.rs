@@ -6,6 +6,7 @@
 //! `api` and `bgapi` (ack + BACKGROUND_JOB carrying our Job-UUID). The tests check what the
 //! store holds afterwards: names, order, fields, payload layout, generations, restored
 //! subscriptions and the gap markers; and the queue's exact drop accounting.
+#![cfg(feature = "capture")]
 
 mod capture_support;
 

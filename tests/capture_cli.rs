@@ -1,6 +1,7 @@
 //! `esl-replay capture` as a process: a scripted FreeSWITCH on 127.0.0.1, the binary
 //! capturing into a store, SIGTERM for a graceful stop (queue flushed, store synced, exit 0),
 //! the TOML config file, and exit 2 when the password is rejected.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

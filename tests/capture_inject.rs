@@ -1,6 +1,7 @@
 //! The ESL injector: stored `api.dispatch` / `bgapi.dispatch` records re-sent by the replay
 //! executor (and `replay run --reinject-to`) to a live event socket, here the built-in
 //! simulator and a `serve`d store, whose replies prove the commands arrived.
+#![cfg(feature = "cli")]
 
 mod server_support;
 

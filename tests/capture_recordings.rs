@@ -5,6 +5,7 @@
 //! each command our node sends in the recorded order. The store must hold every frame the
 //! switch sent byte for byte in arrival order, with the right lifecycle, gap and evidence
 //! records. Skips without `../shared` (outside CI).
+#![cfg(all(feature = "capture", feature = "server"))]
 
 mod capture_support;
 mod fs_recordings;

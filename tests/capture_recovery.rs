@@ -4,6 +4,7 @@
 //! not retryable (as the log line says), gateway errors read as text, a switch that
 //! authenticates and then sends garbage is backed off with counted attempts and a capped
 //! `wire.malformed`, and a node that never connected fails the command with exit code 2.
+#![cfg(feature = "cli")]
 
 mod capture_support;
 

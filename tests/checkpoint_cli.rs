@@ -2,6 +2,7 @@
 //! an explicit time) writes the reference file; show, list and find print it for people
 //! and as JSON; delete removes it; damaged files and missing checkpoints exit with the
 //! documented codes (1 for `list` reporting damaged files, 2 for errors).
+#![cfg(feature = "cli")]
 
 use std::path::Path;
 use std::process::{Command, Output};

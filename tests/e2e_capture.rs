@@ -7,6 +7,7 @@
 //! it is due, so every connection that ends leaves exactly one drawn sequence unsent: the
 //! one after the last event it sent. The accounting is exact: the store must hold every
 //! drawn sequence except exactly those, once each, in order.
+#![cfg(feature = "cli")]
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

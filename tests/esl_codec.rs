@@ -6,6 +6,7 @@
 //! - The third-party apntalk fixtures are read from `../shared/fixtures/esl/apntalk-esl-core/`
 //!   at test time; each test skips with a message when that folder is absent.
 //! - Limits, percent decoding, JSON events, and a property: arbitrary bytes never panic.
+#![cfg(feature = "esl")]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! Each test plays one scripted FreeSWITCH conversation: the frames the server would send
 //! (decoded from `tests/fixtures/esl/synthetic/`) and the times they arrive, and checks the
 //! bytes the session transmits, how it classifies each frame, and its lifecycle outputs.
+#![cfg(feature = "esl")]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! `esl-replay evidence reconstruct` and `esl-replay evidence compare`, run as a user runs
 //! them: flags, outputs, exit codes.
+#![cfg(feature = "cli")]
 
 mod evidence_support;
 

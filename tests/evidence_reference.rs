@@ -572,6 +572,7 @@ fn checkpoint_window_resolver_rejects_contradictory_generation_identity() {
 }
 
 #[test]
+#[cfg(feature = "sqlite")]
 fn checkpoint_window_resolver_rejects_contradictory_replay_session() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with(
@@ -769,6 +770,7 @@ fn operations_sort_numeric_ids_numerically() {
 }
 
 #[test]
+#[cfg(feature = "sqlite")]
 fn the_window_bounds_and_criteria_select_the_records() {
     let specs: Vec<Spec> = (0..10)
         .map(|n| {

@@ -2,6 +2,7 @@
 //! so, when the binary is absent): JetStream holds every record exactly once through
 //! forwarder kills and a server outage; core NATS delivers to a live subscriber; a missing
 //! stream is a clear error.
+#![cfg(feature = "forward")]
 
 mod forward_support;
 

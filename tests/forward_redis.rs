@@ -2,6 +2,7 @@
 //! saying so, when the binary is absent): records survive forwarder kills and a server
 //! outage at least once and in append order, filters send only what they select, and the
 //! checkpoint and metrics say where delivery got to.
+#![cfg(feature = "forward")]
 
 mod forward_support;
 

@@ -1,6 +1,7 @@
 //! Absurd flags and hostile inputs get a clear error, never a panic or unbounded memory
 //! (issue 16, items 3, 8 and 9): ages beyond the date range, import failures told apart
 //! (bad line, oversize record, store failure), over-long NDJSON lines and endless inputs.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

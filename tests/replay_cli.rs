@@ -2,6 +2,7 @@
 //! JSON output under the reference outcome keys, `--until`, criteria, the built-in
 //! handlers (`print`, `count`, `exec`), checkpoints resumed and saved, and the guarded
 //! re-injection flags.
+#![cfg(feature = "cli")]
 
 mod replay_support;
 

@@ -11,7 +11,9 @@ use esl_replay::replay::{
     Injector, Plan,
 };
 use esl_replay::store::ArtifactStore;
-use replay_support::{Recording, log_store, sqlite_store};
+#[cfg(feature = "sqlite")]
+use replay_support::sqlite_store;
+use replay_support::{Recording, log_store};
 use time::OffsetDateTime;
 
 fn config(settings: ExecutionSettings) -> ExecutionConfig {
@@ -513,6 +515,7 @@ mod offline_replay_chaos {
 }
 
 /// tests/Integration/Execution/OfflineReplayDeterminismTest
+#[cfg(feature = "sqlite")]
 mod offline_replay_determinism {
     use super::*;
 

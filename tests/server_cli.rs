@@ -1,6 +1,7 @@
 //! `esl-replay simulate` as a process: the password comes from `--password-file` (there is
 //! no flag for it on the command line and it is never printed), and a listener's stream of
 //! `--max-events` simulated events ends with the disconnect notice.
+#![cfg(feature = "cli")]
 
 mod server_support;
 

@@ -13,6 +13,7 @@
 //!
 //! `serve` serves a store holding the 757 recorded plain events (so its identity, `vm`, and
 //! its sessions come from them); `simulate` runs with the switch name `vm`.
+#![cfg(feature = "server")]
 
 mod fs_recordings;
 mod server_support;

@@ -7,6 +7,7 @@
 //! store of the recorded FreeSWITCH events, getting the recorded switch's answers.
 //! Skips (with a message) when `python3` or `greenswitch` is not available, or the
 //! recordings are absent outside CI.
+#![cfg(feature = "cli")]
 
 mod fs_recordings;
 mod server_support;

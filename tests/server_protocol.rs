@@ -2,6 +2,7 @@
 //! against the built-in simulator: greeting, authentication, FreeSWITCH's reply texts,
 //! plain and JSON subscriptions, filters, api and bgapi, disconnect notice, auth brakes, many
 //! clients, and graceful or abrupt shutdown.
+#![cfg(feature = "server")]
 
 mod server_support;
 

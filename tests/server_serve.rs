@@ -1,6 +1,7 @@
 //! `serve`: a store's `event.raw` records streamed to ESL clients byte for byte, api and
 //! bgapi answered from recorded replies, pacing by original times with a speed factor,
 //! looping, and resuming from a serving checkpoint.
+#![cfg(feature = "server")]
 
 mod server_support;
 

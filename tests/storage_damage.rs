@@ -14,6 +14,7 @@
 mod common;
 
 use std::path::Path;
+#[cfg(feature = "cli")]
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +97,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+#[cfg(feature = "cli")]
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
 }
@@ -235,6 +237,7 @@ fn frames_zeroed_below_a_clean_end_are_damage() {
 /// XORed inside its last frame. `verify` of the log reports it (it used to say "59,999 records,
 /// ok"), and the next writer (an import) refuses to open instead of cutting a "torn tail".
 #[test]
+#[cfg(feature = "cli")] // runs the esl-replay binary
 fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
     let _serial = serial();
     let dir = temp_dir();
@@ -492,6 +495,7 @@ fn small_store(count: u64, in_last: u64) -> (tempfile::TempDir, std::path::PathB
 /// lookup that finds nothing reports the damage (the id may be in it) rather than "absent";
 /// `stats` and `verify` read past it and list it.
 #[test]
+#[cfg(feature = "cli")] // runs the esl-replay binary
 fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
     let _serial = serial();
     let (_dir, root, records) = small_store(1_000, 60);
@@ -721,6 +725,7 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
 /// skipped otherwise. Stores of 64 MiB segments are filled until a roll fails, then the
 /// store is opened, verified and pruned with no room for a segment, and takes records again.
 #[test]
+#[cfg(feature = "cli")] // runs the esl-replay binary
 fn a_real_full_disk_is_recovered_when_one_is_available() {
     let _serial = serial();
     let Some(dir) = std::env::var_os("ESL_REPLAY_SMALL_FS") else {

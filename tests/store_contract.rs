@@ -18,7 +18,7 @@ use esl_replay::record::{
     Criteria, CriteriaFields, Envelope, JsonMap, ReadCursor, Record, RecordFields, RecordId,
     timestamp::to_reference_text,
 };
-use esl_replay::store::{ArtifactStore, Error, LogStore, SqliteStore, Tail};
+use esl_replay::store::{ArtifactStore, Error, LogStore, Tail};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -37,13 +37,42 @@ struct Harness {
     delete_all: Option<fn(&Path)>,
 }
 
-const SQLITE: Harness = Harness {
-    backend: "sqlite",
-    open: open_sqlite,
-    open_read_only: open_sqlite_read_only,
-    path_for: sqlite_path,
-    delete_all: Some(delete_all_sqlite),
-};
+/// The SQLite backend (the `sqlite` feature).
+#[cfg(feature = "sqlite")]
+mod sqlite_backend {
+    use std::path::{Path, PathBuf};
+
+    use esl_replay::store::{ArtifactStore, SqliteStore};
+
+    use super::Harness;
+
+    pub(super) const SQLITE: Harness = Harness {
+        backend: "sqlite",
+        open: open_sqlite,
+        open_read_only: open_sqlite_read_only,
+        path_for: sqlite_path,
+        delete_all: Some(delete_all_sqlite),
+    };
+
+    fn open_sqlite(path: &Path) -> Box<dyn ArtifactStore> {
+        Box::new(SqliteStore::open(path).unwrap())
+    }
+
+    fn open_sqlite_read_only(path: &Path) -> Box<dyn ArtifactStore> {
+        Box::new(SqliteStore::open_read_only(path).unwrap())
+    }
+
+    fn sqlite_path(dir: &Path) -> PathBuf {
+        dir.join("store.sqlite")
+    }
+
+    fn delete_all_sqlite(path: &Path) {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .execute("DELETE FROM replay_records", [])
+            .unwrap();
+    }
+}
 
 const LOG: Harness = Harness {
     backend: "log",
@@ -52,25 +81,6 @@ const LOG: Harness = Harness {
     path_for: log_path,
     delete_all: Some(delete_all_log),
 };
-
-fn open_sqlite(path: &Path) -> Box<dyn ArtifactStore> {
-    Box::new(SqliteStore::open(path).unwrap())
-}
-
-fn open_sqlite_read_only(path: &Path) -> Box<dyn ArtifactStore> {
-    Box::new(SqliteStore::open_read_only(path).unwrap())
-}
-
-fn sqlite_path(dir: &Path) -> PathBuf {
-    dir.join("store.sqlite")
-}
-
-fn delete_all_sqlite(path: &Path) {
-    let connection = rusqlite::Connection::open(path).unwrap();
-    connection
-        .execute("DELETE FROM replay_records", [])
-        .unwrap();
-}
 
 /// Deletes every record the way retention does: a prune of everything.
 fn delete_all_log(path: &Path) {
@@ -171,7 +181,8 @@ macro_rules! contract_tests {
     };
 }
 
-contract_tests!(sqlite, super::SQLITE, []);
+#[cfg(feature = "sqlite")]
+contract_tests!(sqlite, super::sqlite_backend::SQLITE, []);
 contract_tests!(log, super::LOG, []);
 
 // ---------------------------------------------------------------------------------------

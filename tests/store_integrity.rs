@@ -8,6 +8,7 @@
 //!   clear error naming the file, `verify` reports it, and old unchecksummed files still open;
 //! - a new store directory is synced into its parent, and `store.meta` is written through
 //!   the atomic replacement, both through the log's `Io` seam.
+#![cfg(feature = "cli")]
 
 mod common;
 

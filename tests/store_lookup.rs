@@ -1,4 +1,5 @@
 //! Lookups by id on both backends after batched writes of the benchmark dataset.
+#![cfg(feature = "sqlite")]
 
 use esl_replay::store::{ArtifactStore, LogStore, SqliteStore, dataset};
 

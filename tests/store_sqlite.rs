@@ -7,6 +7,7 @@
 //!
 //! Reference databases are built here by hand with the exact reference DDL and rows as the
 //! reference writes them (§9), in its default rollback-journal mode.
+#![cfg(feature = "sqlite")]
 
 use std::path::{Path, PathBuf};
 

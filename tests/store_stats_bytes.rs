@@ -1,6 +1,7 @@
 //! Issue 15 item 8: `stats` reports the bytes a store holds, not the zero-filled space its
 //! segments are preallocated with (a fresh store used to report 67,112,128 bytes for 391
 //! records).
+#![cfg(feature = "cli")]
 
 mod server_support;
 

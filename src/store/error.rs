@@ -13,6 +13,7 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
     /// SQLite failed.
+    #[cfg(feature = "sqlite")]
     #[error("sqlite store {path}: {context}")]
     Sqlite {
         /// The database file.
@@ -22,6 +23,14 @@ pub enum Error {
         /// The driver's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The path names a SQLite store, and this build has no `sqlite` feature.
+    #[error(
+        "store {path} is a SQLite database, and this build of esl-replay has no SQLite support (enable the `sqlite` feature, or use a segment-log store directory)"
+    )]
+    SqliteDisabled {
+        /// The database file.
+        path: PathBuf,
     },
     /// A stored record could not be decoded.
     #[error("stored record at append sequence {sequence} is damaged: {source}")]

@@ -14,6 +14,7 @@ mod ids;
 pub mod interchange;
 mod log_store;
 pub mod meta;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod tail;
 
@@ -26,6 +27,7 @@ use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
 
 pub use error::Error;
 pub use log_store::LogStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 pub use tail::Tail;
 
@@ -129,7 +131,9 @@ pub trait ArtifactStore: Send {
 }
 
 /// Which backend a path selects: a path ending in `.sqlite` or `.db` is a SQLite database
-/// file; anything else is a segment-log store directory.
+/// file; anything else is a segment-log store directory. Opening a SQLite store needs the
+/// `sqlite` feature; without it [`open`] and [`open_read_only`] refuse one with
+/// [`Error::SqliteDisabled`] rather than create a log directory in its place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// The segment log.
@@ -158,7 +162,14 @@ impl Backend {
 pub fn open(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactStore>> {
     Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
         Backend::Log => Box::new(LogStore::open(path)?),
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => Box::new(SqliteStore::open(path)?),
+        #[cfg(not(feature = "sqlite"))]
+        Backend::Sqlite => {
+            return Err(Error::SqliteDisabled {
+                path: path.to_owned(),
+            });
+        }
     })
 }
 
@@ -171,7 +182,14 @@ pub fn open(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactSto
 pub fn open_read_only(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactStore>> {
     Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
         Backend::Log => Box::new(LogStore::open_read_only(path)?),
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => Box::new(SqliteStore::open_read_only(path)?),
+        #[cfg(not(feature = "sqlite"))]
+        Backend::Sqlite => {
+            return Err(Error::SqliteDisabled {
+                path: path.to_owned(),
+            });
+        }
     })
 }
 

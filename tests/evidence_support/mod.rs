@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::record::{Envelope, JsonMap, Record, RecordId};
-use esl_replay::store::{ArtifactStore, LogStore, SqliteStore};
+#[cfg(feature = "sqlite")]
+use esl_replay::store::SqliteStore;
+use esl_replay::store::{ArtifactStore, LogStore};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -157,15 +159,22 @@ pub(crate) fn worked_example() -> Vec<Record> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
     Log,
+    #[cfg(feature = "sqlite")]
     Sqlite,
 }
 
-pub(crate) const BACKENDS: [Backend; 2] = [Backend::Log, Backend::Sqlite];
+/// Every backend this build has.
+pub(crate) const BACKENDS: &[Backend] = &[
+    Backend::Log,
+    #[cfg(feature = "sqlite")]
+    Backend::Sqlite,
+];
 
 /// Where a store of the backend lives inside `dir`.
 pub(crate) fn store_path(dir: &Path, backend: Backend) -> PathBuf {
     match backend {
         Backend::Log => dir.join("store"),
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => dir.join("store.sqlite"),
     }
 }
@@ -179,6 +188,7 @@ pub(crate) fn store_with(
     let path = store_path(dir, backend);
     let mut store: Box<dyn ArtifactStore> = match backend {
         Backend::Log => Box::new(LogStore::open(&path).unwrap()),
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => Box::new(SqliteStore::open(&path).unwrap()),
     };
     if !records.is_empty() {

@@ -12,7 +12,9 @@ use esl_replay::record::{Envelope, JsonMap};
 use esl_replay::replay::{
     BoxError, ExecutionCandidate, Handler, HandlerResult, InjectionResult, Injector,
 };
-use esl_replay::store::{ArtifactStore, LogStore, SqliteStore};
+#[cfg(feature = "sqlite")]
+use esl_replay::store::SqliteStore;
+use esl_replay::store::{ArtifactStore, LogStore};
 use serde_json::json;
 use time::macros::datetime;
 
@@ -45,6 +47,7 @@ pub(crate) fn log_store(names: &[&str]) -> (tempfile::TempDir, LogStore) {
 }
 
 /// A SQLite store in a fresh temporary directory holding these artifact names.
+#[cfg(feature = "sqlite")]
 pub(crate) fn sqlite_store(names: &[&str]) -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(&dir.path().join("store.sqlite")).unwrap();
