@@ -10,31 +10,48 @@
 //! - [`record`]: the replay record model, its reference-compatible checksum and NDJSON
 //!   interchange, and its binary encoding inside log frames.
 //! - [`checkpoint`]: consumer progress (key, cursor, metadata) in reference-compatible,
-//!   atomically replaced files; lookup by identity; resume state; compatibility with
-//!   what the artifact store retains.
+//!   atomically replaced files; lookup by identity; resume state; compatibility with what
+//!   the artifact store retains.
 //! - [`store`]: the artifact store contract and its two backends, the segment log
-//!   ([`store::LogStore`]) and SQLite with the reference schema ([`store::SqliteStore`]);
-//!   NDJSON import and export; live tail.
+//!   ([`store::LogStore`]) and SQLite with the reference schema (`store::SqliteStore`,
+//!   feature `sqlite`); NDJSON import and export; live tail.
 //! - [`retention`]: checkpoint-aware planning and applying of prefix prunes.
 //! - [`replay`]: offline replay: the plan/execute executor (dry-run, handler dispatch,
 //!   guarded re-injection), whole-range replay with checkpoints, and fold replay of typed
 //!   state from persisted snapshots.
-//! - [`esl`]: the pure ESL wire codec: frames, the `tokio_util` decoder/encoder, and
-//!   plain/JSON event-body parsers. It uses no other module.
+//! - `esl` (feature `esl`): the pure ESL wire codec: frames, the `tokio_util`
+//!   decoder/encoder, and plain/JSON event-body parsers. It uses no other module.
 //! - [`evidence`]: recovery evidence rebuilt from stored records (operations, generations,
 //!   postures, publications), written as byte-stable JSON bundles and compared with
 //!   scenario expectations; windows resumed from checkpoints.
-//! - [`forward`]: ships records to Redis Streams and NATS (JetStream or core) with
-//!   checkpointed, resumable delivery, retries with backoff, and metrics.
-//! - [`capture`]: the ESL capture node: a tokio client per FreeSWITCH node (auth,
-//!   subscriptions restored after every reconnect, backoff with jitter, gap markers), a
-//!   byte-bounded queue to a batch writer, `/health`, `/metrics`, a command gateway, and
-//!   the ESL injector that re-sends stored commands for [`replay`].
-//! - [`server`]: a FreeSWITCH-compatible inbound ESL server that replays a store's events
-//!   to any ESL client (`serve`) or simulates a busy FreeSWITCH (`simulate`).
-//! - [`cli`]: the `esl-replay` command.
+//! - `forward` (feature `forward`): ships records to Redis Streams and NATS (JetStream or
+//!   core) with checkpointed, resumable delivery, retries with backoff, and metrics.
+//! - `capture` (feature `capture`): the ESL capture node: a tokio client per FreeSWITCH
+//!   node (auth, subscriptions restored after every reconnect, backoff with jitter, gap
+//!   markers), a byte-bounded queue to a batch writer, `/health`, `/metrics`, a command
+//!   gateway, and the ESL injector that re-sends stored commands for [`replay`].
+//! - `server` (feature `server`): a FreeSWITCH-compatible inbound ESL server that replays a
+//!   store's events to any ESL client (`serve`) or simulates a busy FreeSWITCH
+//!   (`simulate`).
+//! - `cli` (feature `cli`): the `esl-replay` command.
 //!
 //! Library code returns errors and never panics on input; only the CLI prints.
+//!
+//! # Features
+//!
+//! The engine needs no feature: [`storage`], [`record`], [`store`] (the segment-log
+//! backend), [`checkpoint`], [`retention`], [`replay`] and [`evidence`] build with
+//! `default-features = false`, without tokio, axum, redis, async-nats, SQLite or clap.
+//! Features add the rest, each enabling the features of the modules it uses:
+//!
+//! | feature | adds | enables |
+//! |---|---|---|
+//! | `sqlite` | `store::SqliteStore`; without it, [`store::open`] refuses a SQLite path | |
+//! | `esl` | the `esl` module | |
+//! | `capture` | the `capture` module | `esl` |
+//! | `server` | the `server` module | `esl` |
+//! | `forward` | the `forward` module | |
+//! | `cli` (default) | the `cli` module and the `esl-replay` binary | all of the above |
 //!
 //! # Example
 //!

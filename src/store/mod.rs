@@ -2,8 +2,8 @@
 //!
 //! [`ArtifactStore`] is the contract (reference semantics §2-3, decisions K4, C1, C5, C6,
 //! C8, C10). Two backends implement it: [`LogStore`] on the segment log (the product) and
-//! [`SqliteStore`] on SQLite with the reference schema (for migration and side-by-side
-//! benchmarks). One contract test suite runs unchanged against both.
+//! `SqliteStore` (feature `sqlite`) on SQLite with the reference schema (for migration and
+//! side-by-side benchmarks). One contract test suite runs unchanged against both.
 //!
 //! Sequences are assigned by the store: a write builds and validates the whole record before
 //! it consumes a sequence, so invalid input never leaves a gap.
