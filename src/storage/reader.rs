@@ -298,7 +298,7 @@ impl Reader {
     /// [`Error::OutOfRange`] if `before` is beyond the next sequence; I/O errors with paths.
     pub fn truncate_prefix(&self, before: Seq) -> Result<TruncateReport> {
         let shared = &*self.shared;
-        let _lock = dir::lock_retention(&shared.dir)?;
+        let lock = dir::lock_retention(&shared.dir)?;
         shared.refresh()?;
         let next = shared.next.load(Ordering::Acquire);
         if before.0 > next {
@@ -358,6 +358,9 @@ impl Reader {
             .write()
             .retain(|slot| doomed.binary_search(&slot.base).is_err());
         report.segments_removed = doomed.len();
+        // The files are out of the directory: freeing their blocks, which takes a while by
+        // design, holds up no other truncation and no writer's open.
+        drop(lock);
         for file in &releases {
             segment::release_blocks(file);
         }
