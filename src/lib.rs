@@ -91,6 +91,13 @@
 //! let records = store.read_from_cursor(&ReadCursor::start(), 500, &Criteria::any())?;
 //! assert_eq!(records.len(), 3);
 //!
+//! // Or visit them where they are stored, without copying: the payload is its JSON text.
+//! let mut payloads = Vec::new();
+//! store.visit_from_cursor(&ReadCursor::start(), 500, &Criteria::any(), &mut |record| {
+//!     payloads.push(record.payload_json().to_owned());
+//! })?;
+//! assert_eq!(payloads[0], r#"{"Event-Name":"CHANNEL_CREATE"}"#);
+//!
 //! // Look one up by id, through the store's index.
 //! let answer = store.read_by_id(&ids[1])?.expect("stored");
 //! assert_eq!(answer.event_name(), Some("CHANNEL_ANSWER"));

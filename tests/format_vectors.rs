@@ -143,6 +143,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "start-file",
         "clean-file",
         "store-meta",
+        "record-body",
     ];
     for vector in vectors() {
         assert!(
@@ -162,6 +163,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "start-file.hex",
         "clean-file.hex",
         "store-meta.hex",
+        "record-body-v2.hex",
     ] {
         vector(name);
     }
@@ -414,6 +416,59 @@ fn store_meta_vector_round_trips() {
         assert_eq!(layout, Layout::Current);
         assert_eq!(map.runs(), runs.as_slice());
         assert_eq!(SequenceMap::from_runs(&runs).unwrap().encode(), *bytes);
+    }
+}
+
+/// [BODY-01] [BODY-02] The record body vector decodes, as an owned record and as a view, to
+/// the fields its parameters give (absent optional fields are `None`), and the record
+/// re-encodes byte for byte.
+#[test]
+fn record_body_vector_round_trips() {
+    use esl_replay::record::{DecodeBuffer, Record, RecordView, timestamp};
+    for vector in vectors_of("record-body") {
+        let bytes = &vector.bytes;
+        let optional = |key: &str| {
+            vector
+                .params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let record = Record::decode(bytes).unwrap();
+        let mut buffer = DecodeBuffer::default();
+        let view = RecordView::decode(bytes, &mut buffer).unwrap();
+        assert_eq!(record.id().as_str(), vector.param("id"));
+        assert_eq!(view.id(), vector.param("id"));
+        assert_eq!(view.artifact_version(), vector.param("artifact_version"));
+        assert_eq!(view.artifact_name(), vector.param("artifact_name"));
+        for (key, time) in [
+            ("capture_timestamp", view.capture_timestamp()),
+            ("stored_at", view.stored_at()),
+        ] {
+            let expected = timestamp::parse(vector.param(key)).unwrap();
+            assert_eq!(time, expected, "{key}");
+            assert_eq!(time.offset(), expected.offset(), "{key}");
+        }
+        assert_eq!(view.append_sequence(), vector.number("append_sequence"));
+        for (key, value) in [
+            ("connection_generation", view.connection_generation()),
+            ("session_id", view.session_id()),
+            ("job_uuid", view.job_uuid()),
+            ("event_name", view.event_name()),
+            ("capture_path", view.capture_path()),
+            ("replay_session_id", view.replay_session_id()),
+            ("pbx_node_slug", view.pbx_node_slug()),
+            ("worker_session_id", view.worker_session_id()),
+        ] {
+            assert_eq!(value, optional(key), "{key}");
+        }
+        assert_eq!(view.checksum(), vector.param("checksum"));
+        assert_eq!(view.correlation_ids_json(), vector.param("correlation_ids"));
+        assert_eq!(view.runtime_flags_json(), vector.param("runtime_flags"));
+        assert_eq!(view.payload_json(), vector.param("payload"));
+        assert_eq!(view.tags_json(), vector.param("tags"));
+        assert_eq!(&view.to_record().unwrap(), &record);
+        assert_eq!(&record.encode().unwrap(), bytes, "{}", vector.name);
     }
 }
 

@@ -193,15 +193,31 @@ fn list_shaped_maps_of_every_field_are_accepted() {
 }
 
 #[test]
-fn nested_index_keyed_maps_are_written_as_lists() {
+fn nested_objects_keep_their_form_even_when_keyed_like_a_list_or_empty() {
+    // K3: PHP decodes the reference's lines into arrays, so only an object the writer held
+    // appears as `{}` or `{"0":..}` inside a map; the line keeps it as written.
     let record = record_from(Envelope {
-        payload: map(json!({"m": {"0": "a", "1": "b"}})),
+        payload: map(json!({"m": {"0": "a", "1": "b"}, "e": {}, "l": [], "in": [{}]})),
         ..fixture_envelope()
     });
     let exported = to_ndjson_line(&record);
-    assert!(exported.contains(r#""payload":{"m":["a","b"]}"#));
+    assert!(exported.contains(r#""payload":{"m":{"0":"a","1":"b"},"e":{},"l":[],"in":[{}]}"#));
     assert_eq!(roundtrip(&exported), exported);
     assert!(from_ndjson_line(&exported).unwrap().verify_checksum());
+}
+
+#[test]
+fn top_level_maps_are_written_as_php_arrays() {
+    let mut fields = record_from(Envelope {
+        payload: map(json!({"0": "a", "1": "b"})),
+        ..fixture_envelope()
+    })
+    .into_fields();
+    fields.tags = map(json!({}));
+    let exported = to_ndjson_line(&Record::new(fields).unwrap());
+    assert!(exported.contains(r#""payload":["a","b"]"#));
+    assert!(exported.ends_with(r#""tags":[]}"#));
+    assert_eq!(roundtrip(&exported), exported);
 }
 
 #[test]

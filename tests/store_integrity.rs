@@ -15,35 +15,15 @@ mod common;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use common::{cli as run, cli_ok as ok};
 use esl_replay::record::{Envelope, JsonMap, ReadCursor, Record, RecordId, ndjson};
 use esl_replay::storage::io::{Io, StdIo};
 use esl_replay::store::meta::{self, Run, SequenceMap};
 use esl_replay::store::{ArtifactStore, Error, LogStore};
 use serde_json::{Value, json};
 use time::macros::datetime;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_STORE")
-        .env_remove("ESL_REPLAY_CHECKPOINTS")
-        .output()
-        .unwrap()
-}
-
-/// Runs a command that must succeed and returns its standard output.
-fn ok(args: &[&str]) -> String {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// One record of the NDJSON files: sequence `sequence`, id `gen-<sequence>`, a valid checksum.
 fn record(sequence: u64) -> Record {

@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Outcome;
-use crate::record::{Criteria, CriteriaFields, ReadCursor, Record, RecordId, ndjson, timestamp};
+use crate::record::{
+    Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
+};
 use crate::store::{self, ArtifactStore, Backend, LogStore, Tail, interchange};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
@@ -382,18 +384,29 @@ impl<W: Write> Printer<W> {
         Ok(printer)
     }
 
+    /// Prints an owned record.
     fn print(&mut self, record: &Record) -> anyhow::Result<()> {
+        self.print_view(&record.view(&MapTexts::of(record)))
+    }
+
+    /// Prints a viewed record.
+    fn print_view(&mut self, record: &RecordView<'_>) -> anyhow::Result<()> {
         match self.format {
-            Format::Ndjson => writeln!(self.out, "{}", ndjson::to_ndjson_line(record))?,
+            Format::Ndjson => {
+                let mut line = String::with_capacity(512);
+                record.append_ndjson_line(&mut line);
+                self.out.write_all(line.as_bytes())?;
+            }
             Format::Json => {
-                let open = if self.first { "[" } else { "," };
-                writeln!(self.out, "{open}{}", ndjson::to_ndjson_line(record))?;
+                let mut line = String::from(if self.first { "[" } else { "," });
+                record.append_ndjson_line(&mut line);
+                self.out.write_all(line.as_bytes())?;
             }
             Format::Table => writeln!(
                 self.out,
                 "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  {}",
                 record.append_sequence(),
-                timestamp::to_reference_text(record.capture_timestamp()),
+                timestamp::to_reference_text(&record.capture_timestamp()),
                 record.artifact_name(),
                 record.event_name().unwrap_or("-"),
                 record.job_uuid().unwrap_or("-"),
@@ -417,10 +430,21 @@ pub(crate) fn read(args: &ReadArgs) -> anyhow::Result<Outcome> {
     let store = args.store.open_read()?;
     let criteria = args.criteria.criteria()?;
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
-    let records = store.read_from_cursor(&ReadCursor::new(args.after, None), limit, &criteria)?;
     let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
-    for record in &records {
-        printer.print(record)?;
+    // Records are printed as they are viewed; the first print failure stops the output.
+    let mut failed = None;
+    store.visit_from_cursor(
+        &ReadCursor::new(args.after, None),
+        limit,
+        &criteria,
+        &mut |record| {
+            if failed.is_none() {
+                failed = printer.print_view(record).err();
+            }
+        },
+    )?;
+    if let Some(error) = failed {
+        return Err(error);
     }
     printer.finish()?;
     Ok(Outcome::Success)

@@ -13,7 +13,8 @@
 //!   positional when the decimal exponent is in `-4..=16`, otherwise `d.ddde±x`; a zero
 //!   fraction is not written (`1.0` -> `1`, `1e100` -> `1.0e+100`, `-0.0` -> `-0`);
 //! - maps: an empty map as `[]`, and a map whose keys are exactly "0", "1", ... "n-1" in
-//!   that order as a list, because PHP cannot tell such an array from a list;
+//!   that order as a list, because PHP cannot tell such an array from a list (a record's
+//!   maps keep the form of what is inside them instead: [`write_record_map`]);
 //! - compact output, no whitespace ([`to_json`]); or PHP's `JSON_PRETTY_PRINT` layout
 //!   ([`to_json_pretty`]), which the reference uses for checkpoint files (§4.2): every
 //!   non-empty list or map opens a new line per element, indented four spaces per level,
@@ -217,6 +218,61 @@ fn write_entries<'a>(
     out.push('}');
 }
 
+/// Writes one of a record's maps as its NDJSON line holds it (decision K3): the map itself
+/// as PHP writes an array (empty or keyed "0".."n-1" as a list), and every value inside it
+/// in the form it was written in: an object stays an object, even when empty (`{}`) or keyed
+/// like a list, and a list stays a list. Keys keep insertion order. The caller has checked
+/// that the map's depth is bounded.
+///
+/// PHP decodes the reference's lines into arrays, so a nested `{}` can only come from an
+/// object the writer held (`stdClass`); keeping it is what makes an import of the
+/// reference's file export byte-identical.
+pub(crate) fn write_record_map(out: &mut String, map: &JsonMap) {
+    let is_list = map
+        .keys()
+        .enumerate()
+        .all(|(index, key)| key_is_index(key, index));
+    if is_list {
+        write_items_as_written(out, map.values());
+    } else {
+        write_entries_as_written(out, map);
+    }
+}
+
+/// Writes a value inside a record map in the form it was written in (see
+/// [`write_record_map`]).
+fn write_as_written(out: &mut String, value: &Value) {
+    match value {
+        Value::Array(items) => write_items_as_written(out, items.iter()),
+        Value::Object(map) => write_entries_as_written(out, map),
+        scalar => write_value(out, scalar, KeyOrder::Insertion),
+    }
+}
+
+fn write_items_as_written<'a>(out: &mut String, items: impl Iterator<Item = &'a Value>) {
+    out.push('[');
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_as_written(out, item);
+    }
+    out.push(']');
+}
+
+fn write_entries_as_written(out: &mut String, map: &JsonMap) {
+    out.push('{');
+    for (index, (key, value)) in map.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_as_written(out, value);
+    }
+    out.push('}');
+}
+
 /// Whether `key` is the canonical decimal text of `index` (PHP's integer key `index`).
 fn key_is_index(key: &str, index: usize) -> bool {
     let bytes = key.as_bytes();
@@ -233,10 +289,11 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     // Most strings need no escape: copy them whole. 0xE2 leads U+2028 and U+2029.
-    if !text
-        .bytes()
-        .any(|byte| byte < 0x20 || matches!(byte, b'"' | b'\\' | 0xe2))
-    {
+    // (A fold without early exit, so the compiler checks many bytes at once.)
+    let needs_escape = text.bytes().fold(false, |found, byte| {
+        found | (byte < 0x20) | (byte == b'"') | (byte == b'\\') | (byte == 0xe2)
+    });
+    if !needs_escape {
         out.push_str(text);
         out.push('"');
         return;

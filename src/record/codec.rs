@@ -1,6 +1,14 @@
 //! How is a record stored inside a log frame?
 //!
-//! A frame body is one format-version byte ([`FORMAT_VERSION`]) followed by the record as a
+//! A frame body starts with a format-version byte. Version 2 ([`FORMAT_VERSION`], written
+//! by this build) is specified in `format/record.md`: a 112-byte fixed header (the version,
+//! both timestamps as Unix seconds, nanoseconds and offset, the append sequence and sixteen
+//! field lengths) followed by the fields' bytes: the nine record strings, the three identity
+//! values derived from the maps, and the four maps as the JSON text an NDJSON export writes.
+//! [`RecordView::decode`] reads it in place, without allocating; [`Record::decode`] builds
+//! an owned record from it.
+//!
+//! Version 1 ([`FORMAT_V1`]), written by earlier builds and still read, is the record as a
 //! MessagePack array (written with `rmp-serde`), fields in this order:
 //!
 //! | # | Field | MessagePack type |
@@ -22,59 +30,132 @@
 //! with string keys in insertion order.
 //!
 //! Decoding rejects an unknown version byte ([`Error::UnsupportedFormatVersion`], decision
-//! C4), trailing bytes, non-finite floats, non-string map keys, binary and extension
-//! values, and JSON nested deeper than [`MAX_JSON_DEPTH`], then validates the record like
-//! [`Record::new`]. It reads straight from the frame slice into the record's own strings
-//! and maps, without an intermediate document, and caps pre-allocation so a forged length
-//! cannot reserve memory the frame does not contain.
+//! C4), trailing bytes, and (version 1) non-finite floats, non-string map keys, binary and
+//! extension values; JSON nested deeper than [`MAX_JSON_DEPTH`] is refused, and the record
+//! is validated like [`Record::new`]. Pre-allocation is capped so a forged length cannot
+//! reserve memory the frame does not contain.
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
+use super::view::{FIELDS, Fields, MapTexts, RecordView, StoredTime};
 use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId};
 
-/// The binary record format version this build reads and writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The binary record format version this build writes (it reads it and [`FORMAT_V1`]).
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The first binary record format version (MessagePack), still read.
+pub const FORMAT_V1: u8 = 1;
+
+/// Bytes of a version 2 frame before its fields.
+pub const V2_HEADER_LEN: usize = 112;
+
+/// The length a version 2 frame gives an absent optional field.
+const ABSENT: u32 = u32::MAX;
+
+/// The sixteen fields of a version 2 frame, in order, and whether each may be absent.
+const V2_FIELDS: [(&str, bool); 16] = [
+    ("id", false),
+    ("artifact_version", false),
+    ("artifact_name", false),
+    ("connection_generation", true),
+    ("session_id", true),
+    ("job_uuid", true),
+    ("event_name", true),
+    ("capture_path", true),
+    ("checksum", false),
+    ("replay_session_id", true),
+    ("pbx_node_slug", true),
+    ("worker_session_id", true),
+    ("correlation_ids", false),
+    ("runtime_flags", false),
+    ("payload", false),
+    ("tags", false),
+];
 
 /// Upper bound on elements reserved ahead of reading them.
 const PREALLOCATION_MAX: usize = 256;
 
 impl Record {
-    /// Appends the binary frame body of this record (version byte plus MessagePack) to `out`.
+    /// Appends the binary frame body of this record (format version 2) to `out`.
     ///
     /// # Errors
     ///
-    /// [`Error::Encode`] if the MessagePack encoder fails, which does not happen for a valid
-    /// record; `out` is then restored to its previous length.
+    /// [`Error::FieldTooLong`] if a field is 4 GiB or longer; `out` is then restored to its
+    /// previous length.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         let start = out.len();
-        out.push(FORMAT_VERSION);
-        let wire = WireRecordRef {
-            id: self.id().as_str(),
-            artifact_version: self.artifact_version(),
-            artifact_name: self.artifact_name(),
-            capture_timestamp: WireTimestamp::from(self.capture_timestamp()),
-            stored_at: WireTimestamp::from(self.stored_at()),
-            append_sequence: self.append_sequence(),
-            connection_generation: self.connection_generation(),
-            session_id: self.session_id(),
-            job_uuid: self.job_uuid(),
-            event_name: self.event_name(),
-            capture_path: self.capture_path(),
-            correlation_ids: self.correlation_ids(),
-            runtime_flags: self.runtime_flags(),
-            payload: self.payload(),
-            checksum: self.checksum(),
-            tags: self.tags(),
-        };
-        rmp_serde::encode::write(out, &wire).map_err(|source| {
+        let result = self.encode_v2(out);
+        if result.is_err() {
             out.truncate(start);
-            Error::Encode { source }
-        })
+        }
+        result
+    }
+
+    fn encode_v2(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        for timestamp in [self.capture_timestamp(), self.stored_at()] {
+            out.extend_from_slice(&timestamp.offset().whole_seconds().to_le_bytes());
+            out.extend_from_slice(&timestamp.unix_timestamp().to_le_bytes());
+            out.extend_from_slice(&timestamp.nanosecond().to_le_bytes());
+        }
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.append_sequence().to_le_bytes());
+        // The four maps' texts, one after the other.
+        let mut maps = String::with_capacity(256);
+        let mut ends = [0usize; 4];
+        for (end, map) in ends.iter_mut().zip([
+            self.correlation_ids(),
+            self.runtime_flags(),
+            self.payload(),
+            self.tags(),
+        ]) {
+            super::canonical::write_record_map(&mut maps, map);
+            *end = maps.len();
+        }
+        let map_text = |index: usize| {
+            let start = index.checked_sub(1).map_or(0, |i| ends[i]);
+            maps.as_bytes().get(start..ends[index])
+        };
+        let fields: [Option<&[u8]>; 16] = [
+            Some(self.id().as_str().as_bytes()),
+            Some(self.artifact_version().as_bytes()),
+            Some(self.artifact_name().as_bytes()),
+            self.connection_generation().map(str::as_bytes),
+            self.session_id().map(str::as_bytes),
+            self.job_uuid().map(str::as_bytes),
+            self.event_name().map(str::as_bytes),
+            self.capture_path().map(str::as_bytes),
+            Some(self.checksum().as_bytes()),
+            self.replay_session_id().map(str::as_bytes),
+            self.pbx_node_slug().map(str::as_bytes),
+            self.worker_session_id().map(str::as_bytes),
+            map_text(0),
+            map_text(1),
+            map_text(2),
+            map_text(3),
+        ];
+        for ((name, _), field) in V2_FIELDS.iter().zip(&fields) {
+            let length = match field {
+                None => ABSENT,
+                Some(bytes) => u32::try_from(bytes.len())
+                    .ok()
+                    .filter(|length| *length != ABSENT)
+                    .ok_or(Error::FieldTooLong {
+                        field: name,
+                        bytes: bytes.len(),
+                    })?,
+            };
+            out.extend_from_slice(&length.to_le_bytes());
+        }
+        for bytes in fields.into_iter().flatten() {
+            out.extend_from_slice(bytes);
+        }
+        Ok(())
     }
 
     /// Encodes this record into a new frame body (see [`Record::encode_into`]).
@@ -92,12 +173,22 @@ impl Record {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyFrame`], [`Error::UnsupportedFormatVersion`], [`Error::Decode`] for
-    /// malformed MessagePack or disallowed values, [`Error::TrailingBytes`],
-    /// [`Error::TimestampOutOfRange`], and any validation error of [`Record::new`].
+    /// [`Error::EmptyFrame`], [`Error::UnsupportedFormatVersion`]; for version 2 the errors
+    /// of [`RecordView::decode`] and [`RecordView::to_record`]; for version 1
+    /// [`Error::Decode`] for malformed MessagePack or disallowed values,
+    /// [`Error::TrailingBytes`], [`Error::TimestampOutOfRange`]; and any validation error of
+    /// [`Record::new`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        match bytes.first() {
+            Some(&FORMAT_VERSION) => RecordView::parse_v2(bytes)?.to_record(),
+            _ => Record::decode_v1(bytes),
+        }
+    }
+
+    /// Decodes a version 1 (MessagePack) frame body.
+    fn decode_v1(bytes: &[u8]) -> Result<Self, Error> {
         let (&version, mut body) = bytes.split_first().ok_or(Error::EmptyFrame)?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_V1 {
             return Err(Error::UnsupportedFormatVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -130,25 +221,143 @@ impl Record {
     }
 }
 
-/// The record as written: borrowed fields in wire order.
-#[derive(Serialize)]
-struct WireRecordRef<'a> {
-    id: &'a str,
-    artifact_version: &'a str,
-    artifact_name: &'a str,
-    capture_timestamp: WireTimestamp,
-    stored_at: WireTimestamp,
-    append_sequence: u64,
-    connection_generation: Option<&'a str>,
-    session_id: Option<&'a str>,
-    job_uuid: Option<&'a str>,
-    event_name: Option<&'a str>,
-    capture_path: Option<&'a str>,
-    correlation_ids: &'a JsonMap,
-    runtime_flags: &'a JsonMap,
-    payload: &'a JsonMap,
-    checksum: &'a str,
-    tags: &'a JsonMap,
+/// Where a view of a version 1 frame lives: the decoded record and its maps' texts.
+#[derive(Debug, Default)]
+pub struct DecodeBuffer {
+    owned: Option<(Record, MapTexts)>,
+}
+
+impl<'a> RecordView<'a> {
+    /// Views the record in a frame body of either version. A version 2 body is read in
+    /// place; a version 1 body is decoded into `buffer` and viewed there.
+    ///
+    /// The maps' texts are not parsed here: [`RecordView::to_record`] (and `verify`) parse
+    /// them. Every other field is checked as [`Record::new`] would.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyFrame`], [`Error::UnsupportedFormatVersion`],
+    /// [`Error::MalformedFrame`] naming what breaks the layout (lengths, reserved bytes,
+    /// UTF-8, an absent required field, a map text that does not start like a map),
+    /// [`Error::TimestampOutOfRange`], [`Error::SequenceOutOfRange`], [`Error::BlankField`];
+    /// for version 1 the errors of [`Record::decode`].
+    pub fn decode(bytes: &'a [u8], buffer: &'a mut DecodeBuffer) -> Result<RecordView<'a>, Error> {
+        match bytes.first() {
+            Some(&FORMAT_VERSION) => RecordView::parse_v2(bytes),
+            _ => {
+                let record = Record::decode_v1(bytes)?;
+                let texts = MapTexts::of(&record);
+                let (record, texts) = buffer.owned.insert((record, texts));
+                Ok(record.view(texts))
+            }
+        }
+    }
+
+    /// Reads a version 2 frame body in place (see `format/record.md`).
+    fn parse_v2(bytes: &'a [u8]) -> Result<RecordView<'a>, Error> {
+        let malformed = |reason: String| Error::MalformedFrame { reason };
+        let header = bytes.get(..V2_HEADER_LEN).ok_or_else(|| {
+            malformed(format!("{} bytes is shorter than the header", bytes.len()))
+        })?;
+        let u32_at = |at: usize| {
+            header
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        let u64_at = |at: usize| {
+            header
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        if header.get(1..4) != Some(&[0, 0, 0][..]) || u32_at(36) != 0 {
+            return Err(malformed("reserved header bytes are not zero".into()));
+        }
+        let timestamp = |at: usize, field: &'static str| {
+            StoredTime::new(
+                u64_at(at + 4).cast_signed(),
+                u32_at(at + 12),
+                u32_at(at).cast_signed(),
+                field,
+            )
+        };
+        let capture_timestamp = timestamp(4, "capture_timestamp")?;
+        let stored_at = timestamp(20, "stored_at")?;
+        let append_sequence = u64_at(40);
+        if append_sequence == 0 || i64::try_from(append_sequence).is_err() {
+            return Err(Error::SequenceOutOfRange {
+                sequence: i128::from(append_sequence),
+            });
+        }
+        let mut ends = [0u32; FIELDS];
+        let mut absent = 0u16;
+        let mut end = 0usize;
+        let body = bytes.get(V2_HEADER_LEN..).unwrap_or_default();
+        for (index, (slot, (name, optional))) in ends.iter_mut().zip(V2_FIELDS).enumerate() {
+            let length = u32_at(48 + 4 * index);
+            if length == ABSENT {
+                if !optional {
+                    return Err(malformed(format!("required field `{name}` is absent")));
+                }
+                absent |= 1 << index;
+            } else {
+                end = end
+                    .checked_add(length as usize)
+                    .filter(|end| *end <= body.len())
+                    .ok_or_else(|| {
+                        malformed(format!("field `{name}` runs past the frame's end"))
+                    })?;
+            }
+            // Below the frame's length, which a frame header limits to 28 bits.
+            *slot = u32::try_from(end).unwrap_or(u32::MAX);
+        }
+        if end != body.len() {
+            return Err(Error::TrailingBytes {
+                count: body.len() - end,
+            });
+        }
+        // One check of the whole text, then each field must start and end on a character.
+        let not_utf8 = |at: usize| {
+            let index = ends.iter().position(|end| *end as usize > at).unwrap_or(0);
+            let name = V2_FIELDS.get(index).map_or("?", |(name, _)| *name);
+            malformed(format!("field `{name}` is not UTF-8"))
+        };
+        let text = std::str::from_utf8(body).map_err(|error| not_utf8(error.valid_up_to()))?;
+        if let Some(end) = ends
+            .iter()
+            .find(|end| !text.is_char_boundary(**end as usize))
+        {
+            return Err(not_utf8(*end as usize));
+        }
+        let view = RecordView {
+            fields: Fields::Frame { text, ends, absent },
+            capture_timestamp,
+            stored_at,
+            append_sequence,
+        };
+        for (name, value) in [
+            ("id", view.id()),
+            ("artifact_version", view.artifact_version()),
+            ("artifact_name", view.artifact_name()),
+            ("checksum", view.checksum()),
+        ] {
+            if super::is_blank(value) {
+                return Err(Error::BlankField { field: name });
+            }
+        }
+        for (name, value) in [
+            ("correlation_ids", view.correlation_ids_json()),
+            ("runtime_flags", view.runtime_flags_json()),
+            ("payload", view.payload_json()),
+            ("tags", view.tags_json()),
+        ] {
+            if !matches!(value.as_bytes().first(), Some(b'{' | b'[')) {
+                return Err(malformed(format!("field `{name}` is not a json map")));
+            }
+        }
+        Ok(view)
+    }
 }
 
 /// The record as read: owned fields in wire order.
@@ -173,23 +382,8 @@ struct WireRecord {
 }
 
 /// `[year, ordinal, hour, minute, second, nanosecond, offset seconds]`, local to the offset.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct WireTimestamp(i32, u16, u8, u8, u8, u32, i32);
-
-impl From<&OffsetDateTime> for WireTimestamp {
-    fn from(timestamp: &OffsetDateTime) -> Self {
-        let (hour, minute, second, nanosecond) = timestamp.to_hms_nano();
-        Self(
-            timestamp.year(),
-            timestamp.ordinal(),
-            hour,
-            minute,
-            second,
-            nanosecond,
-            timestamp.offset().whole_seconds(),
-        )
-    }
-}
 
 impl WireTimestamp {
     fn into_timestamp(self, field: &'static str) -> Result<OffsetDateTime, Error> {

@@ -20,7 +20,7 @@
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{Error, Record, is_blank, timestamp};
+use super::{Error, Record, RecordView, is_blank, timestamp};
 
 /// The nine optional conditions of a read filter, before validation.
 /// `CriteriaFields::default()` selects every record.
@@ -120,36 +120,96 @@ impl Criteria {
     /// Whether no condition is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.fields == CriteriaFields::default()
+        let fields = &self.fields;
+        fields.captured_from.is_none()
+            && fields.captured_until.is_none()
+            && [
+                &fields.artifact_name,
+                &fields.job_uuid,
+                &fields.replay_session_id,
+                &fields.pbx_node_slug,
+                &fields.worker_session_id,
+                &fields.session_id,
+                &fields.connection_generation,
+            ]
+            .iter()
+            .all(|field| field.is_none())
     }
 
     /// Whether the record satisfies every condition.
     #[must_use]
     pub fn matches(&self, record: &Record) -> bool {
+        self.is_empty()
+            || self.matches_fields(Subject {
+                captured: record.capture_timestamp().unix_timestamp_nanos(),
+                artifact_name: record.artifact_name(),
+                job_uuid: record.job_uuid(),
+                session_id: record.session_id(),
+                connection_generation: record.connection_generation(),
+                replay_session_id: record.replay_session_id(),
+                pbx_node_slug: record.pbx_node_slug(),
+                worker_session_id: record.worker_session_id(),
+            })
+    }
+
+    /// Whether the viewed record satisfies every condition; its maps are not read (the
+    /// identity they hold is stored beside them).
+    #[must_use]
+    pub fn matches_view(&self, record: &RecordView<'_>) -> bool {
+        self.is_empty()
+            || self.matches_fields(Subject {
+                captured: record.capture_unix_nanos(),
+                artifact_name: record.artifact_name(),
+                job_uuid: record.job_uuid(),
+                session_id: record.session_id(),
+                connection_generation: record.connection_generation(),
+                replay_session_id: record.replay_session_id(),
+                pbx_node_slug: record.pbx_node_slug(),
+                worker_session_id: record.worker_session_id(),
+            })
+    }
+
+    fn matches_fields(&self, subject: Subject<'_>) -> bool {
         let fields = &self.fields;
-        let captured = timestamp::truncate_to_millis(*record.capture_timestamp());
-        fields.captured_from.is_none_or(|from| captured >= from)
-            && fields.captured_until.is_none_or(|until| captured <= until)
-            && equals(
-                fields.artifact_name.as_deref(),
-                Some(record.artifact_name()),
-            )
-            && equals(fields.job_uuid.as_deref(), record.job_uuid())
-            && equals(fields.session_id.as_deref(), record.session_id())
+        // Truncated to whole milliseconds, the precision of the reference text form.
+        const NANOS_PER_MILLI: i128 = 1_000_000;
+        let captured = subject.captured.div_euclid(NANOS_PER_MILLI) * NANOS_PER_MILLI;
+        fields
+            .captured_from
+            .is_none_or(|from| captured >= from.unix_timestamp_nanos())
+            && fields
+                .captured_until
+                .is_none_or(|until| captured <= until.unix_timestamp_nanos())
+            && equals(fields.artifact_name.as_deref(), Some(subject.artifact_name))
+            && equals(fields.job_uuid.as_deref(), subject.job_uuid)
+            && equals(fields.session_id.as_deref(), subject.session_id)
             && equals(
                 fields.connection_generation.as_deref(),
-                record.connection_generation(),
+                subject.connection_generation,
             )
             && equals(
                 fields.replay_session_id.as_deref(),
-                record.replay_session_id(),
+                subject.replay_session_id,
             )
-            && equals(fields.pbx_node_slug.as_deref(), record.pbx_node_slug())
+            && equals(fields.pbx_node_slug.as_deref(), subject.pbx_node_slug)
             && equals(
                 fields.worker_session_id.as_deref(),
-                record.worker_session_id(),
+                subject.worker_session_id,
             )
     }
+}
+
+/// The fields of a record that criteria test.
+struct Subject<'a> {
+    /// The capture instant in nanoseconds since the Unix epoch.
+    captured: i128,
+    artifact_name: &'a str,
+    job_uuid: Option<&'a str>,
+    session_id: Option<&'a str>,
+    connection_generation: Option<&'a str>,
+    replay_session_id: Option<&'a str>,
+    pbx_node_slug: Option<&'a str>,
+    worker_session_id: Option<&'a str>,
 }
 
 /// An unset condition holds; a set one needs an equal, present value.

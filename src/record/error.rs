@@ -132,7 +132,9 @@ pub enum Error {
     EmptyFrame,
 
     /// A binary record frame starts with a format version this build does not know.
-    #[error("unsupported record format version {found} (supported: {supported})")]
+    #[error(
+        "unsupported record format version {found} (this build reads versions 1 to {supported})"
+    )]
     UnsupportedFormatVersion {
         /// The version byte found.
         found: u8,
@@ -148,19 +150,34 @@ pub enum Error {
         source: rmp_serde::decode::Error,
     },
 
+    /// A version 2 record frame breaks its layout (format/record.md).
+    #[error("malformed record frame: {reason}")]
+    MalformedFrame {
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+
+    /// A version 2 record frame's derived identity disagrees with its maps.
+    #[error("record frame's `{field}` disagrees with the record's maps")]
+    InconsistentFrame {
+        /// The derived field.
+        field: &'static str,
+    },
+
+    /// A record field is longer than a record frame can describe.
+    #[error("field `{field}` is too long to store ({bytes} bytes)")]
+    FieldTooLong {
+        /// Name of the field.
+        field: &'static str,
+        /// Its length.
+        bytes: usize,
+    },
+
     /// A binary record frame has bytes after the record.
     #[error("record frame has {count} trailing bytes")]
     TrailingBytes {
         /// How many bytes follow the record.
         count: usize,
-    },
-
-    /// The MessagePack encoder refused a record (not expected for a validated record).
-    #[error("record could not be encoded")]
-    Encode {
-        /// The encoder's error.
-        #[source]
-        source: rmp_serde::encode::Error,
     },
 
     /// A timestamp in a binary record frame has out-of-range components.

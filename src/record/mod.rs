@@ -12,7 +12,8 @@
 //! - [`checksum`] computes and verifies the reference-compatible integrity marker (K2), on
 //!   top of [`canonical`], a writer that reproduces PHP `json_encode` byte for byte.
 //! - [`ndjson`] reads and writes the reference's NDJSON interchange lines (K3, C4, C10).
-//! - [`codec`] is the versioned binary (MessagePack) form stored inside log frames.
+//! - [`codec`] is the versioned binary form stored inside log frames; [`RecordView`] reads
+//!   a stored record in place, without allocating.
 //! - [`ReadCursor`] and [`Criteria`] are the read contract's position and bounded filter
 //!   (§2.1, §3, K4, C8); [`identity`] derives operator identity from a record.
 //! - [`keys`] names every key that layers write into and read from a record's maps and a
@@ -75,14 +76,17 @@ pub mod keys;
 pub(crate) mod ksort;
 pub mod ndjson;
 pub mod timestamp;
+mod view;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
+pub use codec::DecodeBuffer;
 pub use criteria::{Criteria, CriteriaFields};
 pub use cursor::ReadCursor;
 pub use error::Error;
 pub use id::RecordId;
+pub use view::{MapTexts, RecordView};
 
 /// A JSON object that keeps the insertion order of its keys.
 pub type JsonMap = serde_json::Map<String, Value>;

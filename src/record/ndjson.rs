@@ -7,7 +7,9 @@
 //! `session_id`, `job_uuid`, `event_name`, `capture_path` (string or `null`, always
 //! present), `correlation_ids`, `runtime_flags`, `payload`, `checksum`, `tags`; payload and
 //! maps in insertion order (not sorted); PHP escaping and number forms ([`super::canonical`]);
-//! empty maps as `[]`; timestamps in the millisecond reference text form.
+//! the four maps as PHP writes arrays (empty as `[]`), with the objects and lists inside them
+//! in the form they were written in (`{}` stays `{}`); timestamps in the millisecond
+//! reference text form.
 //!
 //! [`from_ndjson_line`] accepts every line the reference accepts, with its rules:
 //!
@@ -28,9 +30,8 @@
 //!
 //! Lines nest at most [`MAX_JSON_DEPTH`] levels below the line object itself; the reference
 //! allows 512. An NDJSON export imported again gives the same records and the same bytes,
-//! with two corner cases that keep their bytes but change representation: a nested map
-//! with keys "0".."n-1" comes back as a list, and a float with a zero fraction (written
-//! `1`) comes back as an integer. A float `-0.0` is written `-0` and read back as `-0.0`
+//! with one corner case that keeps its bytes but changes representation: a float with a
+//! zero fraction (written `1`) comes back as an integer. A float `-0.0` is written `-0` and read back as `-0.0`
 //! (PHP would read an integer 0), so checksums stay valid.
 //!
 //! [`NdjsonReader`] reads a whole stream, skipping blank lines and naming the line number
@@ -41,7 +42,8 @@ use std::io::BufRead;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::canonical::{self, KeyOrder};
+use super::canonical;
+use super::view::{MapTexts, RecordView};
 use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, is_blank, timestamp};
 
 /// The NDJSON schema version this build reads and writes.
@@ -51,31 +53,32 @@ pub const SCHEMA_VERSION: u8 = 1;
 #[must_use]
 pub fn to_ndjson_line(record: &Record) -> String {
     let mut line = String::with_capacity(512);
-    write_record(record, &mut line);
+    write_line(&record.view(&MapTexts::of(record)), &mut line);
     line
 }
 
 /// Appends a record's NDJSON line and its terminating `\n` to `out`.
 pub fn append_ndjson_line(record: &Record, out: &mut String) {
-    write_record(record, out);
-    out.push('\n');
+    record.view(&MapTexts::of(record)).append_ndjson_line(out);
 }
 
-fn write_record(record: &Record, out: &mut String) {
+/// Writes a viewed record's line, without the terminating `\n`; the maps are copied from
+/// their text.
+pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
     out.push_str("{\"schema_version\":");
-    out.push_str(&SCHEMA_VERSION.to_string());
+    push_display(out, SCHEMA_VERSION);
     out.push_str(",\"id\":");
-    canonical::write_string(out, record.id().as_str());
+    canonical::write_string(out, record.id());
     out.push_str(",\"artifact_version\":");
     canonical::write_string(out, record.artifact_version());
     out.push_str(",\"artifact_name\":");
     canonical::write_string(out, record.artifact_name());
     out.push_str(",\"capture_timestamp\":\"");
-    timestamp::write_reference_text(record.capture_timestamp(), out);
+    timestamp::write_reference_text(&record.capture_timestamp(), out);
     out.push_str("\",\"stored_at\":\"");
-    timestamp::write_reference_text(record.stored_at(), out);
+    timestamp::write_reference_text(&record.stored_at(), out);
     out.push_str("\",\"append_sequence\":");
-    out.push_str(&record.append_sequence().to_string());
+    push_display(out, record.append_sequence());
     for (key, value) in [
         ("connection_generation", record.connection_generation()),
         ("session_id", record.session_id()),
@@ -91,18 +94,24 @@ fn write_record(record: &Record, out: &mut String) {
             None => out.push_str("null"),
         }
     }
-    // Record maps are depth-checked at construction, so the recursive writer is bounded.
     out.push_str(",\"correlation_ids\":");
-    canonical::write_map(out, record.correlation_ids(), KeyOrder::Insertion);
+    out.push_str(record.correlation_ids_json());
     out.push_str(",\"runtime_flags\":");
-    canonical::write_map(out, record.runtime_flags(), KeyOrder::Insertion);
+    out.push_str(record.runtime_flags_json());
     out.push_str(",\"payload\":");
-    canonical::write_map(out, record.payload(), KeyOrder::Insertion);
+    out.push_str(record.payload_json());
     out.push_str(",\"checksum\":");
     canonical::write_string(out, record.checksum());
     out.push_str(",\"tags\":");
-    canonical::write_map(out, record.tags(), KeyOrder::Insertion);
+    out.push_str(record.tags_json());
     out.push('}');
+}
+
+/// Appends a number's decimal text without allocating.
+fn push_display(out: &mut String, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{value}");
 }
 
 /// Reads a record from one NDJSON line (a trailing `\n` or `\r\n` is allowed).

@@ -35,33 +35,42 @@ pub fn to_reference_text(timestamp: &OffsetDateTime) -> String {
 
 /// Appends the reference text form of a timestamp to `out` (see [`to_reference_text`]).
 pub fn write_reference_text(timestamp: &OffsetDateTime, out: &mut String) {
-    let year = timestamp.year();
+    // The calendar date is computed once (each of `year`, `month` and `day` would compute it).
+    let (year, month, day) = timestamp.to_calendar_date();
+    let (hour, minute, second, nanosecond) = timestamp.to_hms_nano();
     if year < 0 {
         out.push('-');
     }
     push_padded(out, year.unsigned_abs(), 4);
-    out.push('-');
-    push_padded(out, u32::from(u8::from(timestamp.month())), 2);
-    out.push('-');
-    push_padded(out, u32::from(timestamp.day()), 2);
-    out.push('T');
-    push_padded(out, u32::from(timestamp.hour()), 2);
-    out.push(':');
-    push_padded(out, u32::from(timestamp.minute()), 2);
-    out.push(':');
-    push_padded(out, u32::from(timestamp.second()), 2);
-    out.push('.');
-    push_padded(out, timestamp.nanosecond() / NANOS_PER_MILLI, 3);
     let offset_seconds = timestamp.offset().whole_seconds();
     let magnitude = offset_seconds.unsigned_abs();
     let (hours, minutes) = (magnitude / 3600, magnitude % 3600 / 60);
     // PHP would write "-00:00" for an offset of a few seconds west; no parser can tell that
     // from UTC, so it is written "+00:00" to keep export -> import -> export identical.
     let west = offset_seconds < 0 && (hours, minutes) != (0, 0);
-    out.push(if west { '-' } else { '+' });
-    push_padded(out, hours, 2);
-    out.push(':');
-    push_padded(out, minutes, 2);
+    // "-MM-DDTHH:MM:SS.mmm+HH:MM", filled in place.
+    let mut text = *b"-00-00T00:00:00.000+00:00";
+    for (at, value, width) in [
+        (1, u32::from(u8::from(month)), 2),
+        (4, u32::from(day), 2),
+        (7, u32::from(hour), 2),
+        (10, u32::from(minute), 2),
+        (13, u32::from(second), 2),
+        (16, nanosecond / NANOS_PER_MILLI, 3),
+        (20, hours, 2),
+        (23, minutes, 2),
+    ] {
+        let mut rest = value;
+        for slot in text.iter_mut().skip(at).take(width).rev() {
+            // `rest % 10` is below 10, so the cast cannot truncate.
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    }
+    if let Some(sign) = text.get_mut(19).filter(|_| west) {
+        *sign = b'-';
+    }
+    out.extend(text.iter().map(|byte| char::from(*byte)));
 }
 
 /// Truncates a timestamp to whole milliseconds, keeping its offset: the precision the

@@ -1,8 +1,9 @@
 //! A deterministic dataset of realistic ESL artifacts, for benchmarks, demos and tests.
 //!
 //! Record `n` is an `event.raw` artifact (every fifth a `bgapi.complete` with a job UUID)
-//! whose payload carries the headers of a plain-format FreeSWITCH channel event; encoded it
-//! is about 370 bytes, the size performance targets are stated for.
+//! whose payload carries the headers of a plain-format FreeSWITCH channel event. Its record
+//! body is about 500 bytes (format/record.md version 2; version 1 stored it in about 370, the
+//! size performance targets are stated for).
 
 use time::OffsetDateTime;
 

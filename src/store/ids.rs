@@ -17,13 +17,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Error, Result};
-use crate::record::Record;
+use crate::record::{DecodeBuffer, Record, RecordView};
 use crate::storage::io::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
 const VERSION: u16 = 1;
 const HEADER_LEN: usize = 56;
+
+/// Records per chunk file of the active segment's index ([STORE-06]): a one-shot lookup
+/// scans fewer than this many records.
+const CHUNK_RECORDS: u64 = 4096;
+
+/// The CRC-32 of the payload of the record at log sequence `seq`, if it is readable.
+fn payload_crc(reader: &Reader, seq: u64) -> Result<Option<u32>> {
+    let mut cursor = reader.cursor(Seq(seq))?;
+    match cursor.next() {
+        Ok(found) => Ok(found
+            .filter(|found| found.seq.0 == seq)
+            .map(|found| crc32fast::hash(found.payload))),
+        Err(error) if error.is_corruption() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
 
 /// The 64-bit FNV-1a hash of an id; stable across builds, so it can live on disk.
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -43,11 +59,18 @@ pub(crate) fn capture_ms(record: &Record) -> i64 {
     .unwrap_or(i64::MAX)
 }
 
-/// Decodes a record for indexing; a damaged one is left out of the index (reads of it fail
-/// on their own, naming it) rather than failing unrelated writes and lookups.
-fn indexable(found: &crate::storage::RecordRef<'_>) -> Option<Record> {
-    match Record::decode(found.payload) {
-        Ok(record) => Some(record),
+/// The id hash and capture milliseconds of a frame's record, read from its view; a damaged
+/// record is left out of the index (reads of it fail on their own, naming it) rather than
+/// failing unrelated writes and lookups.
+fn indexable(
+    found: &crate::storage::RecordRef<'_>,
+    buffer: &mut DecodeBuffer,
+) -> Option<(u64, i64)> {
+    match RecordView::decode(found.payload, buffer) {
+        Ok(view) => Some((
+            hash_id(view.id()),
+            i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
+        )),
         Err(error) => {
             tracing::warn!(log_sequence = found.seq.0, %error, "record left out of the id index: it does not decode");
             None
@@ -77,11 +100,14 @@ impl SegmentIds {
         );
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The file's bytes; `token` fills the header's last four bytes (zero in a `.ids`
+    /// file, the last record's payload CRC in a chunk file).
+    fn encode(&self, token: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.pairs.len() * 16 + 4);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&token.to_le_bytes());
         out.extend_from_slice(&self.base.to_le_bytes());
         out.extend_from_slice(&self.end.to_le_bytes());
         out.extend_from_slice(&self.min_ms.to_le_bytes());
@@ -96,7 +122,9 @@ impl SegmentIds {
         out
     }
 
-    fn decode(bytes: &[u8], base: u64, end: u64) -> Option<SegmentIds> {
+    /// Reads a file made by [`SegmentIds::encode`] for records `[base, end)`; `end: None`
+    /// takes the file's own end. Returns the index and the token.
+    fn decode(bytes: &[u8], base: u64, end: Option<u64>) -> Option<(SegmentIds, u32)> {
         let u64_at = |at: usize| {
             bytes
                 .get(at..at + 8)
@@ -110,10 +138,13 @@ impl SegmentIds {
             return None;
         }
         let version = u16::from_le_bytes(body.get(8..10)?.try_into().ok()?);
+        let token = u32::from_le_bytes(body.get(12..16)?.try_into().ok()?);
         let count = usize::try_from(u64_at(48)?).ok()?;
+        let end = end.unwrap_or(u64_at(24)?);
         if version != VERSION
             || u64_at(16)? != base
             || u64_at(24)? != end
+            || end < base
             || body.len() != HEADER_LEN + count * 16
         {
             return None;
@@ -123,13 +154,14 @@ impl SegmentIds {
             .chunks_exact(16)
             .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
             .collect();
-        Some(SegmentIds {
+        let ids = SegmentIds {
             base,
             end,
             min_ms: u64_at(32)? as i64,
             max_ms: u64_at(40)? as i64,
             pairs,
-        })
+        };
+        Some((ids, token))
     }
 }
 
@@ -150,6 +182,14 @@ struct Building {
     collisions: Vec<(u64, u64)>,
     min_ms: i64,
     max_ms: i64,
+    /// Chunk files loaded for the segment's first records, searched in place.
+    chunks: Vec<SegmentIds>,
+    /// Every record below this log sequence is in a chunk file ([STORE-06]).
+    chunked_until: u64,
+    /// The entries from `chunked_until` on, for the next chunk file.
+    recent: Vec<(u64, u64)>,
+    /// Capture-time range of `recent`.
+    recent_ms: (i64, i64),
 }
 
 impl Building {
@@ -161,6 +201,10 @@ impl Building {
             collisions: Vec::new(),
             min_ms: i64::MAX,
             max_ms: i64::MIN,
+            chunks: Vec::new(),
+            chunked_until: base,
+            recent: Vec::new(),
+            recent_ms: (i64::MAX, i64::MIN),
         }
     }
 
@@ -171,15 +215,53 @@ impl Building {
         self.min_ms = self.min_ms.min(ms);
         self.max_ms = self.max_ms.max(ms);
         self.until = self.until.max(seq + 1);
+        self.recent.push((hash, seq));
+        self.recent_ms = (self.recent_ms.0.min(ms), self.recent_ms.1.max(ms));
+    }
+
+    /// Takes a loaded chunk: its records follow what the building holds.
+    fn add_chunk(&mut self, chunk: SegmentIds) {
+        if !chunk.pairs.is_empty() {
+            self.min_ms = self.min_ms.min(chunk.min_ms);
+            self.max_ms = self.max_ms.max(chunk.max_ms);
+        }
+        self.until = chunk.end;
+        self.chunked_until = chunk.end;
+        self.chunks.push(chunk);
+    }
+
+    /// The entries since the last chunk as a chunk `[chunked_until, until)`, and starts the
+    /// next one.
+    fn take_chunk(&mut self) -> SegmentIds {
+        let mut pairs = std::mem::take(&mut self.recent);
+        pairs.sort_unstable();
+        let (min_ms, max_ms) = std::mem::replace(&mut self.recent_ms, (i64::MAX, i64::MIN));
+        let chunk = SegmentIds {
+            base: self.chunked_until,
+            end: self.until,
+            min_ms,
+            max_ms,
+            pairs,
+        };
+        self.chunked_until = self.until;
+        chunk
     }
 
     fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
         out.extend(self.map.get(&hash));
         out.extend(self.collisions.iter().filter(|p| p.0 == hash).map(|p| p.1));
+        for chunk in &self.chunks {
+            chunk.candidates(hash, out);
+        }
     }
 
     fn seal(self, end: u64) -> SegmentIds {
-        let mut pairs: Vec<(u64, u64)> = self.map.into_iter().chain(self.collisions).collect();
+        let mut pairs: Vec<(u64, u64)> = self
+            .map
+            .into_iter()
+            .chain(self.collisions)
+            .chain(self.chunks.into_iter().flat_map(|chunk| chunk.pairs))
+            .collect();
         pairs.sort_unstable();
         SegmentIds {
             base: self.base,
@@ -239,7 +321,7 @@ impl IdIndex {
                 building.add(seq, hash, ms);
             }
         }
-        Ok(())
+        self.write_chunk(reader)
     }
 
     /// Seals the segment being built when `base` starts a later one.
@@ -297,9 +379,91 @@ impl IdIndex {
                 path: self.dir.clone(),
                 source,
             })?;
-            crate::storage::write_atomic_with(&*self.io, &self.path(ids.base), &ids.encode())?;
+            crate::storage::write_atomic_with(&*self.io, &self.path(ids.base), &ids.encode(0))?;
+            // The sealed index replaces the segment's chunk files; a chunk file left by a
+            // crash is never read again (only the active segment's are) and `forget_below`
+            // removes it with the segment.
+            for (_, path) in self.chunk_files(ids.base) {
+                let _ = self.io.remove_file(&path);
+            }
         }
         self.sealed.insert(ids.base, Arc::new(ids));
+        Ok(())
+    }
+
+    /// The chunk files of the segment at `base` ([STORE-06]), by first log sequence.
+    fn chunk_files(&self, base: u64) -> BTreeMap<u64, PathBuf> {
+        let prefix = format!("{base:020}-");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let from = name
+                    .to_str()?
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(".part")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((from, entry.path()))
+            })
+            .collect()
+    }
+
+    /// Writes the records the writer added since the last chunk file as the next one, once
+    /// there are [`CHUNK_RECORDS`] of them ([STORE-06]). Not synced: a chunk is a cache
+    /// that readers check before they use it.
+    fn write_chunk(&mut self, reader: &Reader) -> Result<()> {
+        let Some(building) = self.building.as_mut() else {
+            return Ok(());
+        };
+        if !self.persist || building.until - building.chunked_until < CHUNK_RECORDS {
+            return Ok(());
+        }
+        let Some(token) = payload_crc(reader, building.until - 1)? else {
+            return Ok(());
+        };
+        let segment = building.base;
+        let chunk = building.take_chunk();
+        let path = self
+            .dir
+            .join(format!("{segment:020}-{:020}.part", chunk.base));
+        let temporary = path.with_extension("part.tmp");
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::write(&temporary, chunk.encode(token)))
+            .and_then(|()| self.io.rename(&temporary, &path));
+        if let Err(error) = written {
+            // Readers then scan these records instead; appends go on.
+            tracing::warn!(path = %path.display(), %error, "could not write an id index chunk");
+        }
+        Ok(())
+    }
+
+    /// Loads the active segment's chunk files that tile it from its base and still describe
+    /// the log: each must end at or below the log's end, and its last record's payload must
+    /// have the CRC-32 the chunk recorded ([STORE-06]). Stops at the first that does not.
+    fn load_chunks(&mut self, reader: &Reader, building: &mut Building) -> Result<()> {
+        let next = reader.next_seq()?.0;
+        for (from, path) in self.chunk_files(building.base) {
+            if from != building.until {
+                break;
+            }
+            let Some((chunk, token)) = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| SegmentIds::decode(&bytes, from, None))
+            else {
+                break;
+            };
+            if chunk.end <= from
+                || chunk.end > next
+                || payload_crc(reader, chunk.end - 1)? != Some(token)
+            {
+                break;
+            }
+            building.add_chunk(chunk);
+        }
         Ok(())
     }
 
@@ -326,12 +490,16 @@ impl IdIndex {
             None => active,
         };
         if self.building.is_none() {
-            self.building = Some(Building::new(active));
+            let mut building = Building::new(active);
+            self.load_chunks(reader, &mut building)?;
+            from = building.until;
+            self.building = Some(building);
         }
         if from >= until {
             return Ok(());
         }
         let mut cursor = reader.cursor(Seq(from))?;
+        let mut buffer = DecodeBuffer::default();
         while from < until {
             let found = match cursor.next() {
                 Ok(Some(found)) => found,
@@ -354,12 +522,10 @@ impl IdIndex {
                 .find(|b| *b <= found.seq.0)
                 .unwrap_or(active);
             self.roll_to(base)?;
-            if let (Some(record), Some(building)) = (indexable(&found), self.building.as_mut()) {
-                building.add(
-                    found.seq.0,
-                    hash_id(record.id().as_str()),
-                    capture_ms(&record),
-                );
+            if let (Some((hash, ms)), Some(building)) =
+                (indexable(&found, &mut buffer), self.building.as_mut())
+            {
+                building.add(found.seq.0, hash, ms);
             }
             from = found.seq.0 + 1;
         }
@@ -371,9 +537,9 @@ impl IdIndex {
         if let Some(ids) = self.sealed.get(&base) {
             return Ok(ids.clone());
         }
-        if let Some(ids) = std::fs::read(self.path(base))
+        if let Some((ids, _)) = std::fs::read(self.path(base))
             .ok()
-            .and_then(|b| SegmentIds::decode(&b, base, end))
+            .and_then(|b| SegmentIds::decode(&b, base, Some(end)))
         {
             let ids = Arc::new(ids);
             self.sealed.insert(base, ids.clone());
@@ -381,6 +547,7 @@ impl IdIndex {
         }
         let mut building = Building::new(base);
         let mut cursor = reader.cursor(Seq(base))?;
+        let mut buffer = DecodeBuffer::default();
         let damaged_before = self.damage.len();
         loop {
             let found = match cursor.next() {
@@ -397,14 +564,10 @@ impl IdIndex {
             if found.seq.0 >= end {
                 break;
             }
-            let Some(record) = indexable(&found) else {
+            let Some((hash, ms)) = indexable(&found, &mut buffer) else {
                 continue;
             };
-            building.add(
-                found.seq.0,
-                hash_id(record.id().as_str()),
-                capture_ms(&record),
-            );
+            building.add(found.seq.0, hash, ms);
         }
         if self.damage.len() > damaged_before {
             // Built around damage: kept in memory only, so every process meets the damage.
@@ -446,6 +609,25 @@ impl IdIndex {
         Ok(ids.pairs.is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
     }
 
+    /// Removes every chunk file, durably: the writer's open does this after an unclean
+    /// shutdown, before it appends, because records a crash lost may be appended again with
+    /// other contents under the same sequences ([STORE-06]).
+    pub(crate) fn remove_chunks(&mut self) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n.ends_with(".part") || n.ends_with(".part.tmp"))
+            {
+                crate::storage::remove_durable_with(&*self.io, &entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets (and, for the writer, deletes) the index files of segments no longer in the log.
     pub(crate) fn forget_below(&mut self, first_base: u64) {
         let doomed: Vec<u64> = self.sealed.range(..first_base).map(|(b, _)| *b).collect();
@@ -457,10 +639,12 @@ impl IdIndex {
         {
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let base = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".ids"))
-                    .and_then(|n| n.parse::<u64>().ok());
+                let base = name.to_str().and_then(|n| {
+                    let n = n.strip_suffix(".tmp").unwrap_or(n);
+                    n.strip_suffix(".ids")
+                        .or_else(|| n.strip_suffix(".part").and_then(|n| n.split('-').next()))
+                        .and_then(|n| n.parse::<u64>().ok())
+                });
                 if base.is_some_and(|b| b < first_base) {
                     #[expect(
                         clippy::disallowed_methods,
@@ -484,16 +668,20 @@ mod tests {
         building.add(11, hash_id("b"), 7);
         building.add(12, hash_id("a"), 6);
         let ids = building.seal(13);
-        let bytes = ids.encode();
-        let back = SegmentIds::decode(&bytes, 10, 13).unwrap();
+        let bytes = ids.encode(0);
+        let (back, token) = SegmentIds::decode(&bytes, 10, Some(13)).unwrap();
+        assert_eq!(token, 0);
         let mut out = Vec::new();
         back.candidates(hash_id("a"), &mut out);
         out.sort_unstable();
         assert_eq!(out, vec![10, 12]);
         assert_eq!((back.min_ms, back.max_ms), (5, 7));
-        assert!(SegmentIds::decode(&bytes, 10, 14).is_none());
+        assert!(SegmentIds::decode(&bytes, 10, Some(14)).is_none());
+        assert_eq!(SegmentIds::decode(&bytes, 10, None).unwrap().0.end, 13);
         let mut damaged = bytes.clone();
         damaged[60] ^= 1;
-        assert!(SegmentIds::decode(&damaged, 10, 13).is_none());
+        assert!(SegmentIds::decode(&damaged, 10, Some(13)).is_none());
+        let chunk = SegmentIds::decode(&ids.encode(0xfeed), 10, None).unwrap();
+        assert_eq!(chunk.1, 0xfeed);
     }
 }

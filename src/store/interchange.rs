@@ -326,23 +326,25 @@ pub fn export(
 ) -> Result<u64> {
     let mut cursor = ReadCursor::new(after, None);
     let mut written = 0u64;
-    let mut line = String::new();
+    // One page of lines, written with one call; the lines copy the stored map texts.
+    let mut lines = String::new();
     loop {
-        let page = store.read_from_cursor(&cursor, 1000, criteria)?;
-        let Some(last) = page.last() else { break };
-        cursor = cursor.advance(last.append_sequence(), None)?;
-        for record in &page {
-            line.clear();
-            ndjson::append_ndjson_line(record, &mut line);
-            output
-                .write_all(line.as_bytes())
-                .map_err(|source| Error::Io {
-                    op: "write",
-                    path: "export output".into(),
-                    source,
-                })?;
-        }
-        written += page.len() as u64;
+        lines.clear();
+        let mut last = None;
+        let count = store.visit_from_cursor(&cursor, 1000, criteria, &mut |record| {
+            record.append_ndjson_line(&mut lines);
+            last = Some(record.append_sequence());
+        })?;
+        let Some(last) = last else { break };
+        cursor = cursor.advance(last, None)?;
+        output
+            .write_all(lines.as_bytes())
+            .map_err(|source| Error::Io {
+                op: "write",
+                path: "export output".into(),
+                source,
+            })?;
+        written += count as u64;
         progress(written);
     }
     output.flush().map_err(|source| Error::Io {

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use super::ids::{IdIndex, capture_ms, hash_id};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
-use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
+use crate::record::{Criteria, DecodeBuffer, Envelope, ReadCursor, Record, RecordId, RecordView};
 use crate::storage::io::Io;
 use crate::storage::{Log, LogOptions, Reader, Seq};
 
@@ -112,10 +112,12 @@ impl LogStore {
         if layout == Some(Layout::LegacyText) || *store.runs.read() != stored {
             store.write_map(&store.runs.read())?;
         }
-        store
-            .ids
-            .lock()
-            .forget_below(store.reader.segments().first().map_or(0, |s| s.0));
+        let mut ids = store.ids.lock();
+        ids.forget_below(store.reader.segments().first().map_or(0, |s| s.0));
+        if !report.clean_shutdown {
+            ids.remove_chunks()?;
+        }
+        drop(ids);
         Ok(store)
     }
 
@@ -381,6 +383,68 @@ impl LogStore {
         Ok(())
     }
 
+    /// Calls `found` with up to `limit` records after the cursor that match `criteria`, in
+    /// append order, each viewed in place (criteria test the view, so a record that does not
+    /// match is never parsed further); returns how many were found. A time window skips
+    /// whole segments whose capture-time range misses it.
+    fn scan(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+        found: &mut dyn FnMut(u64, &RecordView<'_>) -> Result<()>,
+    ) -> Result<usize> {
+        check_limit(limit)?;
+        self.refresh_runs()?;
+        // A prune through another handle or process moves the start; honour it at once.
+        self.reader.reload_start()?;
+        let after = cursor.last_consumed_sequence();
+        let mut start = self.runs.read().log_seq_after(after);
+        let window = LogStore::window(criteria);
+        if let Some(window) = window {
+            start = self.skip_segments(start, window)?;
+        }
+        let mut count = 0;
+        let mut buffer = DecodeBuffer::default();
+        let mut log_cursor = self.reader.cursor(Seq(start))?;
+        let mut segment_end = None::<u64>;
+        while count < limit {
+            if let (Some(window), Some(end)) = (window, segment_end)
+                && log_cursor.position().0 >= end
+            {
+                let next = self.skip_segments(log_cursor.position().0, window)?;
+                if next > log_cursor.position().0 {
+                    log_cursor = self.reader.cursor(Seq(next))?;
+                }
+                segment_end = None;
+            }
+            if window.is_some() && segment_end.is_none() {
+                let position = log_cursor.position().0;
+                segment_end = self
+                    .reader
+                    .segments()
+                    .iter()
+                    .map(|s| s.0)
+                    .find(|b| *b > position)
+                    .or(Some(u64::MAX));
+            }
+            let Some(frame) = log_cursor.next()? else {
+                break;
+            };
+            let view = RecordView::decode(frame.payload, &mut buffer).map_err(|source| {
+                Error::CorruptRecord {
+                    sequence: self.runs.read().append_seq(frame.seq.0),
+                    source,
+                }
+            })?;
+            if view.append_sequence() > after && criteria.matches_view(&view) {
+                found(view.append_sequence(), &view)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// The time window of `criteria` in milliseconds, if it has one.
     fn window(criteria: &Criteria) -> Option<(i64, i64)> {
         let fields = criteria.fields();
@@ -434,48 +498,28 @@ impl ArtifactStore for LogStore {
         limit: usize,
         criteria: &Criteria,
     ) -> Result<Vec<Record>> {
-        check_limit(limit)?;
-        self.refresh_runs()?;
-        // A prune through another handle or process moves the start; honour it at once.
-        self.reader.reload_start()?;
-        let after = cursor.last_consumed_sequence();
-        let mut start = self.runs.read().log_seq_after(after);
-        let window = LogStore::window(criteria);
-        if let Some(window) = window {
-            start = self.skip_segments(start, window)?;
-        }
         let mut out = Vec::new();
-        let mut log_cursor = self.reader.cursor(Seq(start))?;
-        let mut segment_end = None::<u64>;
-        while out.len() < limit {
-            if let (Some(window), Some(end)) = (window, segment_end)
-                && log_cursor.position().0 >= end
-            {
-                let next = self.skip_segments(log_cursor.position().0, window)?;
-                if next > log_cursor.position().0 {
-                    log_cursor = self.reader.cursor(Seq(next))?;
-                }
-                segment_end = None;
-            }
-            if window.is_some() && segment_end.is_none() {
-                let position = log_cursor.position().0;
-                segment_end = self
-                    .reader
-                    .segments()
-                    .iter()
-                    .map(|s| s.0)
-                    .find(|b| *b > position)
-                    .or(Some(u64::MAX));
-            }
-            let Some(found) = log_cursor.next()? else {
-                break;
-            };
-            let record = self.decode(found)?;
-            if record.append_sequence() > after && criteria.matches(&record) {
-                out.push(record);
-            }
-        }
+        self.scan(cursor, limit, criteria, &mut |sequence, view| {
+            out.push(
+                view.to_record()
+                    .map_err(|source| Error::CorruptRecord { sequence, source })?,
+            );
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    fn visit_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+        visit: &mut dyn FnMut(&RecordView<'_>),
+    ) -> Result<usize> {
+        self.scan(cursor, limit, criteria, &mut |_, view| {
+            visit(view);
+            Ok(())
+        })
     }
 
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {

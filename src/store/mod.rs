@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::record::{Criteria, Envelope, ReadCursor, Record, RecordId};
+use crate::record::{Criteria, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView};
 
 pub use error::Error;
 pub use log_store::LogStore;
@@ -94,6 +94,29 @@ pub trait ArtifactStore: Send {
         limit: usize,
         criteria: &Criteria,
     ) -> Result<Vec<Record>>;
+
+    /// Calls `visit` with up to `limit` records after the cursor's last consumed sequence
+    /// that match `criteria`, in append order, as borrowed views (the same records
+    /// [`ArtifactStore::read_from_cursor`] returns); returns how many it visited. The segment
+    /// log views each record where it is stored, so nothing is copied or parsed; a backend
+    /// without stored views lends views of records it read.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::read_from_cursor`].
+    fn visit_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+        visit: &mut dyn FnMut(&RecordView<'_>),
+    ) -> Result<usize> {
+        let records = self.read_from_cursor(cursor, limit, criteria)?;
+        for record in &records {
+            visit(&record.view(&MapTexts::of(record)));
+        }
+        Ok(records.len())
+    }
 
     /// The record with this id, found without scanning the store (§2.3).
     ///

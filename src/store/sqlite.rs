@@ -48,7 +48,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
-use crate::record::canonical::{self, KeyOrder};
+use crate::record::canonical;
 use crate::record::{
     self, Criteria, Envelope, JsonMap, MAX_JSON_DEPTH, ReadCursor, Record, RecordFields, RecordId,
     identity, is_blank, timestamp,
@@ -853,7 +853,7 @@ impl EncodedRow {
 /// is built, so the recursive writer is bounded.
 fn map_json(map: &JsonMap) -> String {
     let mut out = String::new();
-    canonical::write_map(&mut out, map, KeyOrder::Insertion);
+    canonical::write_record_map(&mut out, map);
     out
 }
 

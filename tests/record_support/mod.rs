@@ -402,3 +402,52 @@ fn permute_value(value: &Value, g: &mut Gen) -> Value {
         other => other.clone(),
     }
 }
+
+/// The frame body an earlier build wrote for `record`: format version 1, the record as a
+/// MessagePack array (`src/record/codec.rs` documents the layout). This build only reads
+/// version 1, so tests make such frames here.
+pub(crate) fn encode_v1(record: &Record) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Timestamp(i32, u16, u8, u8, u8, u32, i32);
+    fn timestamp(at: &OffsetDateTime) -> Timestamp {
+        let (hour, minute, second, nanosecond) = at.to_hms_nano();
+        Timestamp(
+            at.year(),
+            at.ordinal(),
+            hour,
+            minute,
+            second,
+            nanosecond,
+            at.offset().whole_seconds(),
+        )
+    }
+    let wire = (
+        record.id().as_str(),
+        record.artifact_version(),
+        record.artifact_name(),
+        timestamp(record.capture_timestamp()),
+        timestamp(record.stored_at()),
+        record.append_sequence(),
+        record.connection_generation(),
+        record.session_id(),
+        record.job_uuid(),
+        record.event_name(),
+        record.capture_path(),
+        record.correlation_ids(),
+        record.runtime_flags(),
+        record.payload(),
+        record.checksum(),
+        record.tags(),
+    );
+    let mut out = vec![1u8];
+    rmp_serde::encode::write(&mut out, &wire).unwrap();
+    out
+}
+
+/// `record` as it reads back from a version 2 frame: its maps go through the JSON text an
+/// NDJSON export writes, so integers beyond `i64` come back as floats and integral floats as
+/// integers (the same bytes either way); every other field is unchanged.
+pub(crate) fn as_stored(record: &Record) -> Record {
+    let texts = esl_replay::record::MapTexts::of(record);
+    record.view(&texts).to_record().unwrap()
+}
