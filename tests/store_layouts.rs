@@ -239,3 +239,66 @@ fn an_unclean_open_removes_the_chunks() {
         10
     );
 }
+
+/// Summaries: a store's [`ArtifactStore::summary`] (sealed segments' summaries, the active
+/// segment's chunks and newest records) equals the sum over every record read, on the
+/// writer, on a reader, and after the index files are lost and rebuilt.
+#[test]
+fn summaries_add_up_to_what_the_records_hold() {
+    use esl_replay::store::{Summary, dataset};
+    let dir = common::temp_dir();
+    let path = dir.path().join("store");
+    let mut store = LogStore::open_with(&path, common::small_options()).unwrap();
+    for batch in 0..6u64 {
+        let envelopes = (0..1000)
+            .map(|n| dataset::envelope(batch * 1000 + n))
+            .collect();
+        store.write_batch(envelopes).unwrap();
+    }
+    assert!(store.log_reader().segments().len() > 10);
+    // The sum over every record, read one by one.
+    let mut expected = Summary::default();
+    let (mut artifacts, mut events, mut records) = (
+        std::collections::BTreeMap::<String, u64>::new(),
+        std::collections::BTreeMap::<String, u64>::new(),
+        0u64,
+    );
+    let mut cursor = ReadCursor::start();
+    loop {
+        let page = store
+            .read_from_cursor(&cursor, 1000, &Criteria::any())
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = cursor.advance(last.append_sequence(), None).unwrap();
+        for record in &page {
+            records += 1;
+            *artifacts.entry(record.artifact_name().into()).or_default() += 1;
+            *events
+                .entry(record.event_name().unwrap().into())
+                .or_default() += 1;
+        }
+    }
+    expected.records = records;
+    let check = |summary: Summary| {
+        assert_eq!(summary.records, expected.records);
+        assert_eq!(summary.artifacts, artifacts);
+        assert_eq!(summary.events, events);
+        let (first, last) = summary.captured_ms.unwrap();
+        assert_eq!((first, last), (1_700_000_000_000, 1_700_000_005_999));
+        assert!(summary.bytes > 400 * records);
+        summary.bytes
+    };
+    let bytes = check(store.summary().unwrap());
+    assert_eq!(
+        check(LogStore::open_read_only(&path).unwrap().summary().unwrap()),
+        bytes
+    );
+    store.close().unwrap();
+    for entry in std::fs::read_dir(path.join("ids")).unwrap() {
+        esl_replay::storage::remove_durable(&entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(
+        check(LogStore::open_read_only(&path).unwrap().summary().unwrap()),
+        bytes
+    );
+}

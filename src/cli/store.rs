@@ -492,20 +492,21 @@ pub(crate) fn tail(args: &TailArgs) -> anyhow::Result<Outcome> {
 }
 
 pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
-    let store = args.store.open_read()?;
-    let stats = store.stats()?;
-    let mut per_artifact = std::collections::BTreeMap::<String, u64>::new();
-    let (mut first_capture, mut last_capture) = (None, None);
-    let bar = progress(Some(stats.records), "scanning");
-    let scan = scan_records(&args.store, store.as_ref(), &bar, &mut |record| {
-        *per_artifact
-            .entry(record.artifact_name().to_owned())
-            .or_default() += 1;
-        let at = *record.capture_timestamp();
-        first_capture = Some(first_capture.map_or(at, |f: time::OffsetDateTime| f.min(at)));
-        last_capture = Some(last_capture.map_or(at, |l: time::OffsetDateTime| l.max(at)));
-    })?;
-    bar.finish_and_clear();
+    let is_log = !args.store.sqlite && Backend::for_path(&args.store.store) == Backend::Log;
+    // A log store sums its segments' summaries; SQLite is read record by record.
+    let (stats, summary, segments, damage) = if is_log {
+        let store = LogStore::open_read_only(&args.store.store)?;
+        let summary = store.summary()?;
+        let segments = store.log_reader().segments().len();
+        (store.stats()?, summary, Some(segments), store.damage_met())
+    } else {
+        let store = args.store.open_read()?;
+        let stats = store.stats()?;
+        let bar = progress(Some(stats.records), "summing");
+        let summary = store.summary()?;
+        bar.finish_and_clear();
+        (stats, summary, None, Vec::new())
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -523,28 +524,40 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
         )?,
     }
     writeln!(out, "bytes       {}", stats.bytes)?;
-    if let (Some(first), Some(last)) = (first_capture, last_capture) {
-        writeln!(
-            out,
-            "captured    {} .. {}",
-            timestamp::to_reference_text(&first),
-            timestamp::to_reference_text(&last)
-        )?;
+    if let Some((first, last)) = summary.captured_ms {
+        let text = |ms: i64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .map_or_else(|_| ms.to_string(), |t| timestamp::to_reference_text(&t))
+        };
+        writeln!(out, "captured    {} .. {}", text(first), text(last))?;
     }
-    if !args.store.sqlite && Backend::for_path(&args.store.store) == Backend::Log {
-        let store = LogStore::open_read_only(&args.store.store)?;
-        writeln!(out, "segments    {}", store.log_reader().segments().len())?;
+    if let Some(segments) = segments {
+        writeln!(out, "segments    {segments}")?;
     }
     writeln!(out, "artifacts")?;
-    for (name, count) in per_artifact {
+    for (name, count) in &summary.artifacts {
         writeln!(out, "  {count:>10}  {name}")?;
     }
-    if scan.problems.is_empty() {
+    writeln!(out, "events")?;
+    for (name, count) in &summary.events {
+        writeln!(out, "  {count:>10}  {name}")?;
+    }
+    if damage.is_empty() {
         return Ok(Outcome::Success);
     }
     // The counts above leave out what could not be read; say where that is.
-    for problem in &scan.problems {
-        writeln!(out, "problem     {problem}")?;
+    for error in &damage {
+        if let crate::storage::Error::Corrupt {
+            segment,
+            offset,
+            kind,
+        } = error
+        {
+            writeln!(
+                out,
+                "problem     damaged frame: segment {segment} at offset {offset}: {kind}"
+            )?;
+        }
     }
     Ok(Outcome::ProblemsFound)
 }

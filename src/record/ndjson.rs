@@ -74,9 +74,9 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
     out.push_str(",\"artifact_name\":");
     canonical::write_string(out, record.artifact_name());
     out.push_str(",\"capture_timestamp\":\"");
-    timestamp::write_reference_text(&record.capture_timestamp(), out);
+    record.capture_timestamp.write_reference_text(out);
     out.push_str("\",\"stored_at\":\"");
-    timestamp::write_reference_text(&record.stored_at(), out);
+    record.stored_at.write_reference_text(out);
     out.push_str("\",\"append_sequence\":");
     push_display(out, record.append_sequence());
     for (key, value) in [

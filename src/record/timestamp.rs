@@ -35,30 +35,50 @@ pub fn to_reference_text(timestamp: &OffsetDateTime) -> String {
 
 /// Appends the reference text form of a timestamp to `out` (see [`to_reference_text`]).
 pub fn write_reference_text(timestamp: &OffsetDateTime, out: &mut String) {
-    // The calendar date is computed once (each of `year`, `month` and `day` would compute it).
-    let (year, month, day) = timestamp.to_calendar_date();
-    let (hour, minute, second, nanosecond) = timestamp.to_hms_nano();
-    if year < 0 {
-        out.push('-');
-    }
-    push_padded(out, year.unsigned_abs(), 4);
-    let offset_seconds = timestamp.offset().whole_seconds();
+    write_reference_text_of(
+        timestamp.unix_timestamp(),
+        timestamp.nanosecond(),
+        timestamp.offset().whole_seconds(),
+        out,
+    );
+}
+
+/// Appends the reference text form of the instant `seconds` + `nanos` (since the Unix epoch)
+/// seen in an offset of `offset_seconds`, without building a date: the calendar date comes
+/// from the day number with the civil-from-days algorithm (proleptic Gregorian, any year).
+pub(crate) fn write_reference_text_of(
+    seconds: i64,
+    nanos: u32,
+    offset_seconds: i32,
+    out: &mut String,
+) {
+    let local = seconds.saturating_add(i64::from(offset_seconds));
+    let (days, second_of_day) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    // Below 86,400, so the casts cannot truncate.
+    let second_of_day = second_of_day as u32;
     let magnitude = offset_seconds.unsigned_abs();
     let (hours, minutes) = (magnitude / 3600, magnitude % 3600 / 60);
     // PHP would write "-00:00" for an offset of a few seconds west; no parser can tell that
     // from UTC, so it is written "+00:00" to keep export -> import -> export identical.
     let west = offset_seconds < 0 && (hours, minutes) != (0, 0);
-    // "-MM-DDTHH:MM:SS.mmm+HH:MM", filled in place.
-    let mut text = *b"-00-00T00:00:00.000+00:00";
+    // "YYYY-MM-DDTHH:MM:SS.mmm+HH:MM" (the year takes four digits within the range of
+    // `OffsetDateTime`), filled in place and appended at once.
+    let mut text = *b"0000-00-00T00:00:00.000+00:00";
     for (at, value, width) in [
-        (1, u32::from(u8::from(month)), 2),
-        (4, u32::from(day), 2),
-        (7, u32::from(hour), 2),
-        (10, u32::from(minute), 2),
-        (13, u32::from(second), 2),
-        (16, nanosecond / NANOS_PER_MILLI, 3),
-        (20, hours, 2),
-        (23, minutes, 2),
+        (
+            0,
+            u32::try_from(year.unsigned_abs() % 10_000).unwrap_or(0),
+            4,
+        ),
+        (5, month, 2),
+        (8, day, 2),
+        (11, second_of_day / 3600, 2),
+        (14, second_of_day % 3600 / 60, 2),
+        (17, second_of_day % 60, 2),
+        (20, nanos / NANOS_PER_MILLI, 3),
+        (24, hours, 2),
+        (27, minutes, 2),
     ] {
         let mut rest = value;
         for slot in text.iter_mut().skip(at).take(width).rev() {
@@ -67,10 +87,35 @@ pub fn write_reference_text(timestamp: &OffsetDateTime, out: &mut String) {
             rest /= 10;
         }
     }
-    if let Some(sign) = text.get_mut(19).filter(|_| west) {
+    if let Some(sign) = text.get_mut(23).filter(|_| west) {
         *sign = b'-';
     }
-    out.extend(text.iter().map(|byte| char::from(*byte)));
+    if year < 0 {
+        out.push('-');
+    }
+    // ASCII digits and punctuation only, so the text is always UTF-8.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+}
+
+/// The (year, month, day) of a day number counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    // Day 1..=31 and month 1..=12 by construction.
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Truncates a timestamp to whole milliseconds, keeping its offset: the precision the
@@ -211,30 +256,6 @@ impl Scanner<'_> {
     }
 }
 
-/// Appends `value` in decimal, left-padded with zeros to at least `width` digits.
-fn push_padded(out: &mut String, value: u32, width: usize) {
-    let mut digits = [0u8; 10];
-    let mut length = 0usize;
-    let mut rest = value;
-    loop {
-        if let Some(slot) = digits.get_mut(length) {
-            // `rest % 10` is below 10, so the cast cannot truncate.
-            *slot = b'0' + (rest % 10) as u8;
-        }
-        length += 1;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for _ in length..width {
-        out.push('0');
-    }
-    for digit in digits.iter().take(length).rev() {
-        out.push(char::from(*digit));
-    }
-}
-
 /// Reads a timestamp written as text (any form [`parse`] accepts), for
 /// `#[serde(deserialize_with = "timestamp::deserialize")]`.
 ///
@@ -285,6 +306,60 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    /// The text the calendar fields of `time` give, as the oracle of the day-number writer.
+    fn text_from_calendar(timestamp: &OffsetDateTime) -> String {
+        let (year, month, day) = timestamp.to_calendar_date();
+        let offset = timestamp.offset().whole_seconds();
+        let magnitude = offset.unsigned_abs();
+        let (hours, minutes) = (magnitude / 3600, magnitude % 3600 / 60);
+        let sign = if offset < 0 && (hours, minutes) != (0, 0) {
+            '-'
+        } else {
+            '+'
+        };
+        format!(
+            "{}{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{sign}{hours:02}:{minutes:02}",
+            if year < 0 { "-" } else { "" },
+            year.unsigned_abs(),
+            u8::from(month),
+            day,
+            timestamp.hour(),
+            timestamp.minute(),
+            timestamp.second(),
+            timestamp.millisecond()
+        )
+    }
+
+    #[test]
+    fn the_day_number_writer_agrees_with_the_calendar_for_any_instant_and_offset() {
+        fn property(seconds: i64, nanos: u32, offset: i32) -> bool {
+            let first = time::PrimitiveDateTime::MIN.assume_utc().unix_timestamp() + 93_600;
+            let last = time::PrimitiveDateTime::MAX.assume_utc().unix_timestamp() - 93_600;
+            let seconds = first + seconds.rem_euclid(last - first);
+            let offset = UtcOffset::from_whole_seconds(offset % 93_600).unwrap();
+            let timestamp = OffsetDateTime::from_unix_timestamp(seconds)
+                .unwrap()
+                .replace_nanosecond(nanos % 1_000_000_000)
+                .unwrap()
+                .to_offset(offset);
+            to_reference_text(&timestamp) == text_from_calendar(&timestamp)
+        }
+        quickcheck::QuickCheck::new()
+            .tests(20_000)
+            .quickcheck(property as fn(i64, u32, i32) -> bool);
+        for text in [
+            "-9999-01-01T00:00:00.000+00:00",
+            "9999-12-31T23:59:59.999+00:00",
+            "0000-02-29T12:00:00.000-05:30",
+            "1969-12-31T23:59:59.999+00:00",
+            "2000-02-29T00:00:00.500+14:00",
+        ] {
+            let timestamp = parse(text).unwrap();
+            assert_eq!(to_reference_text(&timestamp), text);
+            assert_eq!(text_from_calendar(&timestamp), text);
+        }
+    }
 
     #[test]
     fn reference_text_truncates_to_milliseconds() {

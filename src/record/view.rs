@@ -390,6 +390,16 @@ impl StoredTime {
         })
     }
 
+    /// Appends the reference text form ([`super::timestamp`]) without building a date.
+    pub(super) fn write_reference_text(&self, out: &mut String) {
+        super::timestamp::write_reference_text_of(
+            self.seconds,
+            self.nanos,
+            self.offset.whole_seconds(),
+            out,
+        );
+    }
+
     fn unix_nanos(&self) -> i128 {
         i128::from(self.seconds) * 1_000_000_000 + i128::from(self.nanos)
     }

@@ -7,10 +7,16 @@
 //! Each segment also keeps the range of its records' capture times (truncated to
 //! milliseconds, as criteria compare them) so time-window reads can skip whole segments.
 //!
-//! `.ids` layout (little-endian): magic `\x89ESLIDS\n` (8), version u16, reserved u16 and
-//! u32 (zero), base u64, end u64 (exclusive log sequence), min and max capture ms i64,
-//! count u64, then `count` pairs of (hash u64, log sequence u64) sorted, then a CRC-32 of
-//! everything before it.
+//! Each segment (and each chunk of the active one) also keeps a [`Summary`] of its records:
+//! how many, their bytes, and counts per artifact name and per event name, so `stats` reads
+//! summaries instead of records.
+//!
+//! `.ids` layout (little-endian): magic `\x89ESLIDS\n` (8), version u16 (2; version 1 files,
+//! without a summary, are read for their ids), reserved u16, token u32 (zero in `.ids`
+//! files), base u64, end u64 (exclusive log sequence), min and max capture ms i64, count u64,
+//! then `count` pairs of (hash u64, log sequence u64) sorted, then the summary (records u64,
+//! bytes u64, then for artifacts and then events: a count u32 and per name its length u32,
+//! its UTF-8 bytes and its record count u64), then a CRC-32 of everything before it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,7 +28,9 @@ use crate::storage::io::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The version before summaries, still read for its ids.
+const VERSION_1: u16 = 1;
 const HEADER_LEN: usize = 56;
 
 /// Records per chunk file of the active segment's index ([STORE-06]): a one-shot lookup
@@ -59,18 +67,161 @@ pub(crate) fn capture_ms(record: &Record) -> i64 {
     .unwrap_or(i64::MAX)
 }
 
-/// The id hash and capture milliseconds of a frame's record, read from its view; a damaged
-/// record is left out of the index (reads of it fail on their own, naming it) rather than
-/// failing unrelated writes and lookups.
-fn indexable(
-    found: &crate::storage::RecordRef<'_>,
-    buffer: &mut DecodeBuffer,
-) -> Option<(u64, i64)> {
+/// What a segment's records add up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Records.
+    pub records: u64,
+    /// Bytes of their stored bodies.
+    pub bytes: u64,
+    /// Records per artifact name.
+    pub artifacts: BTreeMap<String, u64>,
+    /// Records per event name (records without one are not counted here).
+    pub events: BTreeMap<String, u64>,
+    /// The earliest and latest capture instant, in milliseconds since the Unix epoch.
+    pub captured_ms: Option<(i64, i64)>,
+}
+
+impl Summary {
+    fn add(&mut self, entry: &Entry<'_>) {
+        self.records += 1;
+        self.bytes += entry.bytes;
+        self.add_captured(entry.ms, entry.ms);
+        add_count(&mut self.artifacts, entry.artifact, 1);
+        if let Some(event) = entry.event {
+            add_count(&mut self.events, event, 1);
+        }
+    }
+
+    /// Counts a viewed record (its body's length is not known here: it counts its fields).
+    pub(crate) fn add_view(&mut self, view: &RecordView<'_>) {
+        let bytes = [
+            view.id(),
+            view.artifact_version(),
+            view.artifact_name(),
+            view.checksum(),
+            view.correlation_ids_json(),
+            view.runtime_flags_json(),
+            view.payload_json(),
+            view.tags_json(),
+        ]
+        .iter()
+        .map(|text| text.len() as u64)
+        .sum();
+        self.add(&Entry {
+            seq: view.append_sequence(),
+            hash: 0,
+            ms: i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
+            artifact: view.artifact_name(),
+            event: view.event_name(),
+            bytes,
+        });
+    }
+
+    /// Adds another summary's figures to this one.
+    pub fn merge(&mut self, other: &Summary) {
+        self.records += other.records;
+        self.bytes += other.bytes;
+        if let Some((first, last)) = other.captured_ms {
+            self.add_captured(first, last);
+        }
+        for (name, count) in &other.artifacts {
+            add_count(&mut self.artifacts, name, *count);
+        }
+        for (name, count) in &other.events {
+            add_count(&mut self.events, name, *count);
+        }
+    }
+
+    fn add_captured(&mut self, first: i64, last: i64) {
+        self.captured_ms = Some(match self.captured_ms {
+            Some((low, high)) => (low.min(first), high.max(last)),
+            None => (first, last),
+        });
+    }
+
+    /// Writes the summary; its capture range is the file header's.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.records.to_le_bytes());
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        for counts in [&self.artifacts, &self.events] {
+            // Names and their number are bounded by the records of one segment.
+            out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+            for (name, count) in counts {
+                out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads a summary that fills `bytes` exactly.
+    fn decode(bytes: &[u8]) -> Option<Summary> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let mut summary = Summary {
+            records: u64::from_le_bytes(take(8)?.try_into().ok()?),
+            bytes: u64::from_le_bytes(take(8)?.try_into().ok()?),
+            ..Summary::default()
+        };
+        for index in 0..2 {
+            let names = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..names {
+                let length = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                let name = std::str::from_utf8(take(length)?).ok()?.to_owned();
+                let count = u64::from_le_bytes(take(8)?.try_into().ok()?);
+                let counts = if index == 0 {
+                    &mut summary.artifacts
+                } else {
+                    &mut summary.events
+                };
+                counts.insert(name, count);
+            }
+        }
+        rest.is_empty().then_some(summary)
+    }
+}
+
+fn add_count(counts: &mut BTreeMap<String, u64>, name: &str, count: u64) {
+    match counts.get_mut(name) {
+        Some(total) => *total += count,
+        None => {
+            counts.insert(name.to_owned(), count);
+        }
+    }
+}
+
+/// One record as the index takes it.
+pub(crate) struct Entry<'a> {
+    pub(crate) seq: u64,
+    pub(crate) hash: u64,
+    pub(crate) ms: i64,
+    pub(crate) artifact: &'a str,
+    pub(crate) event: Option<&'a str>,
+    pub(crate) bytes: u64,
+}
+
+/// The entry of a frame's record, read from its view; a damaged record is left out of the
+/// index (reads of it fail on their own, naming it) rather than failing unrelated writes and
+/// lookups.
+fn indexable<'a>(
+    found: &crate::storage::RecordRef<'a>,
+    buffer: &'a mut DecodeBuffer,
+) -> Option<Entry<'a>> {
     match RecordView::decode(found.payload, buffer) {
-        Ok(view) => Some((
-            hash_id(view.id()),
-            i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
-        )),
+        Ok(view) => Some(Entry {
+            seq: found.seq.0,
+            hash: hash_id(view.id()),
+            ms: i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
+            artifact: view.artifact_name(),
+            event: view.event_name(),
+            bytes: found.payload.len() as u64,
+        }),
         Err(error) => {
             tracing::warn!(log_sequence = found.seq.0, %error, "record left out of the id index: it does not decode");
             None
@@ -86,6 +237,8 @@ pub(crate) struct SegmentIds {
     pub(crate) min_ms: i64,
     pub(crate) max_ms: i64,
     pairs: Vec<(u64, u64)>,
+    /// The records' summary; `None` from a version 1 file.
+    summary: Option<Summary>,
 }
 
 impl SegmentIds {
@@ -117,6 +270,7 @@ impl SegmentIds {
             out.extend_from_slice(&hash.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
         }
+        self.summary.clone().unwrap_or_default().encode(&mut out);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -141,25 +295,37 @@ impl SegmentIds {
         let token = u32::from_le_bytes(body.get(12..16)?.try_into().ok()?);
         let count = usize::try_from(u64_at(48)?).ok()?;
         let end = end.unwrap_or(u64_at(24)?);
-        if version != VERSION
+        let pairs_end = HEADER_LEN.checked_add(count.checked_mul(16)?)?;
+        if !(version == VERSION || version == VERSION_1)
             || u64_at(16)? != base
             || u64_at(24)? != end
             || end < base
-            || body.len() != HEADER_LEN + count * 16
+            || body.len() < pairs_end
+            || (version == VERSION_1 && body.len() != pairs_end)
         {
             return None;
         }
+        let (min_ms, max_ms) = (u64_at(32)?.cast_signed(), u64_at(40)?.cast_signed());
+        let summary = match version {
+            VERSION_1 => None,
+            _ => {
+                let mut summary = Summary::decode(body.get(pairs_end..)?)?;
+                summary.captured_ms = (summary.records > 0).then_some((min_ms, max_ms));
+                Some(summary)
+            }
+        };
         let pairs = body
-            .get(HEADER_LEN..)?
+            .get(HEADER_LEN..pairs_end)?
             .chunks_exact(16)
             .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
             .collect();
         let ids = SegmentIds {
             base,
             end,
-            min_ms: u64_at(32)? as i64,
-            max_ms: u64_at(40)? as i64,
+            min_ms,
+            max_ms,
             pairs,
+            summary,
         };
         Some((ids, token))
     }
@@ -190,6 +356,9 @@ struct Building {
     recent: Vec<(u64, u64)>,
     /// Capture-time range of `recent`.
     recent_ms: (i64, i64),
+    /// The summary of every record the building holds, and of those in `recent`.
+    summary: Summary,
+    recent_summary: Summary,
 }
 
 impl Building {
@@ -205,10 +374,13 @@ impl Building {
             chunked_until: base,
             recent: Vec::new(),
             recent_ms: (i64::MAX, i64::MIN),
+            summary: Summary::default(),
+            recent_summary: Summary::default(),
         }
     }
 
-    fn add(&mut self, seq: u64, hash: u64, ms: i64) {
+    fn add(&mut self, entry: &Entry<'_>) {
+        let Entry { seq, hash, ms, .. } = *entry;
         if let Some(previous) = self.map.insert(hash, seq) {
             self.collisions.push((hash, previous));
         }
@@ -217,10 +389,15 @@ impl Building {
         self.until = self.until.max(seq + 1);
         self.recent.push((hash, seq));
         self.recent_ms = (self.recent_ms.0.min(ms), self.recent_ms.1.max(ms));
+        self.summary.add(entry);
+        self.recent_summary.add(entry);
     }
 
     /// Takes a loaded chunk: its records follow what the building holds.
     fn add_chunk(&mut self, chunk: SegmentIds) {
+        if let Some(summary) = &chunk.summary {
+            self.summary.merge(summary);
+        }
         if !chunk.pairs.is_empty() {
             self.min_ms = self.min_ms.min(chunk.min_ms);
             self.max_ms = self.max_ms.max(chunk.max_ms);
@@ -242,6 +419,7 @@ impl Building {
             min_ms,
             max_ms,
             pairs,
+            summary: Some(std::mem::take(&mut self.recent_summary)),
         };
         self.chunked_until = self.until;
         chunk
@@ -269,6 +447,7 @@ impl Building {
             min_ms: self.min_ms,
             max_ms: self.max_ms,
             pairs,
+            summary: Some(self.summary),
         }
     }
 }
@@ -306,10 +485,11 @@ impl IdIndex {
 
     /// Notes records the writer just appended (log sequence, hash, capture ms), which must
     /// directly follow what the index has seen.
-    pub(crate) fn written(&mut self, reader: &Reader, entries: &[(u64, u64, i64)]) -> Result<()> {
-        self.catch_up_to(reader, entries.first().map_or(0, |e| e.0))?;
+    pub(crate) fn written(&mut self, reader: &Reader, entries: &[Entry<'_>]) -> Result<()> {
+        self.catch_up_to(reader, entries.first().map_or(0, |e| e.seq))?;
         let segments = reader.segments();
-        for &(seq, hash, ms) in entries {
+        for entry in entries {
+            let seq = entry.seq;
             let base = segments
                 .iter()
                 .rev()
@@ -317,8 +497,10 @@ impl IdIndex {
                 .find(|b| *b <= seq)
                 .unwrap_or(seq);
             self.roll_to(base)?;
-            if let Some(building) = self.building.as_mut() {
-                building.add(seq, hash, ms);
+            // A batch may start in a segment sealed before the index first saw the log;
+            // that segment's index is built from its file when first needed.
+            if let Some(building) = self.building.as_mut().filter(|b| b.base == base) {
+                building.add(entry);
             }
         }
         self.write_chunk(reader)
@@ -370,6 +552,18 @@ impl IdIndex {
                 offset: *offset,
                 kind: kind.clone(),
             })
+    }
+
+    /// Every damaged frame met while indexing, in the order met.
+    pub(crate) fn damage_met(&self) -> Vec<crate::storage::Error> {
+        self.damage
+            .iter()
+            .map(|(segment, offset, kind)| crate::storage::Error::Corrupt {
+                segment: *segment,
+                offset: *offset,
+                kind: kind.clone(),
+            })
+            .collect()
     }
 
     fn store(&mut self, ids: SegmentIds) -> Result<()> {
@@ -457,6 +651,7 @@ impl IdIndex {
                 break;
             };
             if chunk.end <= from
+                || chunk.summary.is_none()
                 || chunk.end > next
                 || payload_crc(reader, chunk.end - 1)? != Some(token)
             {
@@ -522,10 +717,10 @@ impl IdIndex {
                 .find(|b| *b <= found.seq.0)
                 .unwrap_or(active);
             self.roll_to(base)?;
-            if let (Some((hash, ms)), Some(building)) =
+            if let (Some(entry), Some(building)) =
                 (indexable(&found, &mut buffer), self.building.as_mut())
             {
-                building.add(found.seq.0, hash, ms);
+                building.add(&entry);
             }
             from = found.seq.0 + 1;
         }
@@ -545,30 +740,15 @@ impl IdIndex {
             self.sealed.insert(base, ids.clone());
             return Ok(ids);
         }
+        self.rebuild_sealed(reader, base, end)
+    }
+
+    /// Indexes the sealed segment `[base, end)` by reading it, and keeps the index (in a file
+    /// too, unless damage was met).
+    fn rebuild_sealed(&mut self, reader: &Reader, base: u64, end: u64) -> Result<Arc<SegmentIds>> {
         let mut building = Building::new(base);
-        let mut cursor = reader.cursor(Seq(base))?;
-        let mut buffer = DecodeBuffer::default();
         let damaged_before = self.damage.len();
-        loop {
-            let found = match cursor.next() {
-                Ok(Some(found)) => found,
-                Ok(None) => break,
-                Err(error) if error.is_corruption() => {
-                    match self.skip_damage(&mut cursor, error)? {
-                        Some(_) => continue,
-                        None => break,
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            };
-            if found.seq.0 >= end {
-                break;
-            }
-            let Some((hash, ms)) = indexable(&found, &mut buffer) else {
-                continue;
-            };
-            building.add(found.seq.0, hash, ms);
-        }
+        self.read_entries(reader, base, Some(end), &mut |entry| building.add(entry))?;
         if self.damage.len() > damaged_before {
             // Built around damage: kept in memory only, so every process meets the damage.
             self.sealed.insert(base, Arc::new(building.seal(end)));
@@ -576,6 +756,85 @@ impl IdIndex {
             self.store(building.seal(end))?;
         }
         self.sealed.get(&base).cloned().ok_or(Error::EmptyBatch)
+    }
+
+    /// The summary of every record in the log: sealed segments' from their index files
+    /// (rebuilt by reading the segment when a file lacks one), the active segment's from its
+    /// chunks and the records after them.
+    pub(crate) fn summary(&mut self, reader: &Reader) -> Result<Summary> {
+        self.catch_up_to(reader, 0)?;
+        // Records before the start (a truncation inside a segment) are not readable: a
+        // segment that holds some is summed by reading the readable part.
+        let start = reader.first_seq().0;
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        let mut total = Summary::default();
+        for (index, &base) in segments.iter().enumerate() {
+            let end = segments.get(index + 1).copied();
+            if end.is_some_and(|end| end <= start) {
+                continue;
+            }
+            if start > base {
+                total.merge(&self.read_summary(reader, start, end)?);
+                continue;
+            }
+            // The segment being built is the newest with records; one after it is empty.
+            if let Some(building) = self.building.as_ref().filter(|b| b.base == base) {
+                total.merge(&building.summary);
+                continue;
+            }
+            let Some(end) = end else {
+                continue;
+            };
+            let mut ids = self.sealed_ids(reader, base, end)?;
+            if ids.summary.is_none() {
+                // A version 1 file: read the segment once and keep the summary.
+                self.sealed.remove(&base);
+                ids = self.rebuild_sealed(reader, base, end)?;
+            }
+            if let Some(summary) = &ids.summary {
+                total.merge(summary);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The summary of the readable records from `from` up to `end` (or the log's end).
+    fn read_summary(&mut self, reader: &Reader, from: u64, end: Option<u64>) -> Result<Summary> {
+        let mut summary = Summary::default();
+        self.read_entries(reader, from, end, &mut |entry| summary.add(entry))?;
+        Ok(summary)
+    }
+
+    /// Reads the records from `from` up to `end` (or the log's end), handing each readable
+    /// one's entry to `each` and noting damage as it goes.
+    fn read_entries(
+        &mut self,
+        reader: &Reader,
+        from: u64,
+        end: Option<u64>,
+        each: &mut dyn FnMut(&Entry<'_>),
+    ) -> Result<()> {
+        let mut cursor = reader.cursor(Seq(from))?;
+        let mut buffer = DecodeBuffer::default();
+        loop {
+            let found = match cursor.next() {
+                Ok(Some(found)) => found,
+                Ok(None) => return Ok(()),
+                Err(error) if error.is_corruption() => {
+                    match self.skip_damage(&mut cursor, error)? {
+                        Some(_) => continue,
+                        None => return Ok(()),
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if end.is_some_and(|end| found.seq.0 >= end) {
+                return Ok(());
+            }
+            if let Some(entry) = indexable(&found, &mut buffer) {
+                each(&entry);
+            }
+        }
     }
 
     /// Log sequences whose record id may hash like `id`, newest segment first.
@@ -664,9 +923,17 @@ mod tests {
     #[test]
     fn ids_file_round_trips_and_rejects_damage() {
         let mut building = Building::new(10);
-        building.add(10, hash_id("a"), 5);
-        building.add(11, hash_id("b"), 7);
-        building.add(12, hash_id("a"), 6);
+        let entry = |seq: u64, id: &str, ms: i64| Entry {
+            seq,
+            hash: hash_id(id),
+            ms,
+            artifact: "event.raw",
+            event: (seq != 11).then_some("HEARTBEAT"),
+            bytes: 100,
+        };
+        building.add(&entry(10, "a", 5));
+        building.add(&entry(11, "b", 7));
+        building.add(&entry(12, "a", 6));
         let ids = building.seal(13);
         let bytes = ids.encode(0);
         let (back, token) = SegmentIds::decode(&bytes, 10, Some(13)).unwrap();
@@ -676,6 +943,20 @@ mod tests {
         out.sort_unstable();
         assert_eq!(out, vec![10, 12]);
         assert_eq!((back.min_ms, back.max_ms), (5, 7));
+        let summary = back.summary.clone().unwrap();
+        assert_eq!((summary.records, summary.bytes), (3, 300));
+        assert_eq!(summary.artifacts.get("event.raw"), Some(&3));
+        assert_eq!(summary.events.get("HEARTBEAT"), Some(&2));
+        // A version 1 file (no summary) is still read for its ids.
+        let mut old = ids.encode(0);
+        let summary_len = old.len() - 4 - (HEADER_LEN + 3 * 16);
+        old.truncate(old.len() - 4 - summary_len);
+        old[8..10].copy_from_slice(&VERSION_1.to_le_bytes());
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let (v1, _) = SegmentIds::decode(&old, 10, Some(13)).unwrap();
+        assert!(v1.summary.is_none());
+        assert_eq!(v1.pairs, back.pairs);
         assert!(SegmentIds::decode(&bytes, 10, Some(14)).is_none());
         assert_eq!(SegmentIds::decode(&bytes, 10, None).unwrap().0.end, 13);
         let mut damaged = bytes.clone();

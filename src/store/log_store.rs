@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
-use super::ids::{IdIndex, capture_ms, hash_id};
+use super::ids::{Entry, IdIndex, Summary, capture_ms, hash_id};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{Criteria, DecodeBuffer, Envelope, ReadCursor, Record, RecordId, RecordView};
@@ -215,6 +215,14 @@ impl LogStore {
         self.check_map_at(&points)
     }
 
+    /// The damaged frames this handle met while indexing ids or summing records: the
+    /// records they hide are missing from lookups' "absent" answers and from
+    /// [`ArtifactStore::summary`]. (`verify` checks every frame.)
+    #[must_use]
+    pub fn damage_met(&self) -> Vec<crate::storage::Error> {
+        self.ids.lock().damage_met()
+    }
+
     /// The underlying log reader (for raw-frame tools such as `verify`).
     #[must_use]
     pub fn log_reader(&self) -> &Reader {
@@ -328,10 +336,18 @@ impl LogStore {
         // A write returns with its records in the file: read-only handles in any process see
         // them, and a crash of this process keeps them (durable per the sync policy).
         writer.flush()?;
-        let entries: Vec<(u64, u64, i64)> = records
+        let entries: Vec<Entry<'_>> = records
             .iter()
+            .zip(encoded)
             .zip(range.start.0..)
-            .map(|(record, seq)| (seq, hash_id(record.id().as_str()), capture_ms(record)))
+            .map(|((record, body), seq)| Entry {
+                seq,
+                hash: hash_id(record.id().as_str()),
+                ms: capture_ms(record),
+                artifact: record.artifact_name(),
+                event: record.event_name(),
+                bytes: body.len() as u64,
+            })
             .collect();
         self.ids.lock().written(&self.reader, &entries)
     }
@@ -572,6 +588,12 @@ impl ArtifactStore for LogStore {
             last_sequence: self.last_sequence()?,
             bytes,
         })
+    }
+
+    fn summary(&self) -> Result<Summary> {
+        self.refresh_runs()?;
+        self.reader.reload_start()?;
+        self.ids.lock().summary(&self.reader)
     }
 
     fn sync(&mut self) -> Result<()> {

@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use crate::record::{Criteria, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView};
 
 pub use error::Error;
+pub use ids::Summary;
 pub use log_store::LogStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
@@ -136,6 +137,30 @@ pub trait ArtifactStore: Send {
     ///
     /// Backend errors.
     fn stats(&self) -> Result<StoreStats>;
+
+    /// What the readable records add up to: counts per artifact and event name, their
+    /// bytes and capture-time range. The segment log reads each sealed segment's summary,
+    /// written when it was sealed, and only the newest records of the active segment; this
+    /// default reads every record.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::read_from_cursor`].
+    fn summary(&self) -> Result<Summary> {
+        let mut summary = Summary::default();
+        let mut cursor = ReadCursor::start();
+        loop {
+            let mut last = None;
+            self.visit_from_cursor(&cursor, 1000, &Criteria::any(), &mut |record| {
+                summary.add_view(record);
+                last = Some(record.append_sequence());
+            })?;
+            let Some(last) = last else {
+                return Ok(summary);
+            };
+            cursor = cursor.advance(last, None)?;
+        }
+    }
 
     /// Makes every stored record durable.
     ///
