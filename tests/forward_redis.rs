@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use esl_replay::record::ndjson;
 use forward_support::{
     Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
-    expect_success, fill_store, free_port, health, http_get, signal, spawn_forwarder, stdout_of,
-    wait_exit,
+    expect_refusal, expect_success, fill_store, free_port, health, http_get, signal,
+    spawn_forwarder, stdout_of, wait_exit,
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -88,9 +88,13 @@ fn killed_and_restarted_forwarders_deliver_every_record_at_least_once_in_order()
     args.extend(["--batch-size", "500"].map(str::to_owned));
     let mut kills = 0;
     let mut saved = Vec::new();
-    for _ in 0..6 {
+    for run in 0..6 {
         let mut following = args.clone();
         following.push("--follow".into());
+        // Checkpoints saved after every batch, or coalesced: a kill then re-sends what was
+        // acknowledged since the last save.
+        let interval = ["0", "50ms", "300ms"][run % 3];
+        following.extend(["--checkpoint-interval".to_owned(), interval.to_owned()]);
         let mut child = spawn_forwarder(&following, &log);
         std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
         child.kill().unwrap();
@@ -271,4 +275,17 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
     let mut child = spawn_forwarder(&args, &log);
     expect_success(&mut child, &log);
     assert!(stdout_of(&mut child).starts_with("forwarded 0 records"));
+
+    // A key of another type: every XADD inside EXEC fails, which retrying cannot fix.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("fs:string")
+        .arg("not a stream")
+        .query(&mut connection)
+        .unwrap();
+    let mut args = args_for_stream(&store, &checkpoints, &server, "fs:string");
+    args.extend(["--checkpoint-key", "string"].map(str::to_owned));
+    expect_refusal(&args, &dir.path().join("d.log"), "WRONGTYPE");
+    assert_eq!(checkpoint_sequence(&checkpoints, "string"), None);
 }

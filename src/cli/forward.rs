@@ -44,9 +44,15 @@ pub(crate) struct CommonArgs {
     /// forwarder stops at the store's end as it was at start.
     #[arg(long, short = 'f')]
     follow: bool,
-    /// Records per batch (one acknowledgement round and one checkpoint save each).
+    /// Records per batch (one acknowledgement round each; the next batch is read while
+    /// one is being confirmed).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: u64,
+    /// Shortest time between checkpoint saves: acknowledged batches are saved together, and
+    /// always when the forwarder stops; a crash re-sends at most about this long of
+    /// deliveries plus the batch in flight. 0 saves after every batch.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
     /// First retry delay ceiling when the server is unavailable (full jitter below it).
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     retry_initial: Duration,
@@ -200,6 +206,7 @@ async fn run_sink<S: Sink>(
         retry_max: args.retry_max,
         log_interval: args.log_interval,
         checkpoint_metadata: metadata,
+        checkpoint_interval: args.checkpoint_interval,
     };
 
     let metrics = Arc::new(Metrics::new(sink.target()));

@@ -25,6 +25,10 @@ pub enum Error {
         /// What the server or client said.
         message: String,
     },
+    /// The thread reading the next batch ahead failed (it panicked, or the runtime shut
+    /// down under it).
+    #[error("the store read running ahead of the sink failed")]
+    ReadAhead(#[source] tokio::task::JoinError),
     /// The options are inconsistent (for example a batch size of 0).
     #[error("invalid forwarder option: {0}")]
     InvalidOption(String),

@@ -1,6 +1,8 @@
-//! The forwarding loop shared by every target: read after the checkpoint, filter, publish,
-//! save the checkpoint after each acknowledged batch, retry with backoff, keep metrics.
+//! The forwarding loop shared by every target: read after the checkpoint, filter, publish
+//! while reading the next batch, save the checkpoint after acknowledged batches (coalesced
+//! to one save per interval), retry with backoff, keep metrics.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -9,6 +11,7 @@ use tokio::sync::watch;
 use super::{Backoff, Error, Message, Metrics, Sink, SinkError, Source};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor, Record};
+use crate::store::ArtifactStore;
 
 /// How a forwarder runs.
 #[derive(Clone, Debug)]
@@ -17,7 +20,7 @@ pub struct ForwardOptions {
     /// Only records matching these criteria are published; the others are skipped (the
     /// checkpoint still moves past them).
     pub criteria: Criteria,
-    /// Records read (and at most published) per batch; one checkpoint save per batch.
+    /// Records read (and at most published) per batch. Default: 1000. Minimum: 1.
     pub batch_size: usize,
     /// Keep following the store for new records; otherwise stop at the store's end as it
     /// was when the forwarder started.
@@ -30,6 +33,14 @@ pub struct ForwardOptions {
     pub log_interval: Duration,
     /// Extra metadata saved with every checkpoint (e.g. the target).
     pub checkpoint_metadata: JsonMap,
+    /// The shortest time between two checkpoint saves. The first acknowledged batch of a
+    /// run is saved at once; later ones are saved together: at the first acknowledgement
+    /// at least this long after the previous save, when this long has passed while the
+    /// forwarder waits for new records, before a retry backoff, and always when it stops.
+    /// A crash re-sends what was acknowledged since the last save (at most about this long
+    /// of deliveries) plus the batch in flight. `Duration::ZERO` saves after every batch.
+    /// Default: 1 s.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ForwardOptions {
@@ -42,6 +53,7 @@ impl Default for ForwardOptions {
             retry_max: Duration::from_secs(10),
             log_interval: Duration::from_secs(10),
             checkpoint_metadata: JsonMap::new(),
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -74,10 +86,14 @@ pub struct ForwardReport {
 /// Forwards the records of `source` after the checkpoint of `checkpoints` into `sink` until
 /// the store's end (or, with `follow`, until `shutdown` turns true).
 ///
-/// Delivery is confirmed batch by batch: a batch's checkpoint is saved only after the sink
-/// acknowledged every record in it, so a crash at any point re-sends at most the batch in
-/// flight and never skips a record. Sink failures that may pass ([`SinkError::Unavailable`])
-/// are retried forever with capped, fully jittered exponential backoff; shutdown interrupts
+/// Batches are published one at a time, in order; while the sink confirms one, the next is
+/// read from the store and encoded (at most one batch ahead; it is published only after the
+/// earlier one was acknowledged). The checkpoint only ever holds acknowledged records, and
+/// saves are coalesced ([`ForwardOptions::checkpoint_interval`]); whenever the forwarder
+/// returns, with or without an error, the last acknowledged batch is saved first. A crash
+/// therefore re-sends the batch in flight plus what was acknowledged since the last save,
+/// and never skips a record. Sink failures that may pass ([`SinkError::Unavailable`]) are
+/// retried forever with capped, fully jittered exponential backoff; shutdown interrupts
 /// waits and backoffs, never a batch the sink is confirming.
 ///
 /// # Errors
@@ -99,8 +115,7 @@ pub async fn forward<S: Sink>(
     }
     let store = source.store();
     let resume = checkpoints.resume_state()?;
-    let mut cursor = *resume.cursor();
-    let resumed_after = cursor.last_consumed_sequence();
+    let resumed_after = resume.cursor().last_consumed_sequence();
     let end = if options.follow {
         None
     } else {
@@ -111,6 +126,7 @@ pub async fn forward<S: Sink>(
         key = checkpoints.key(),
         resumed_after,
         end = ?end,
+        checkpoint_interval = ?options.checkpoint_interval,
         "forwarding"
     );
     let mut progress = Progress {
@@ -122,69 +138,42 @@ pub async fn forward<S: Sink>(
         forwarded: 0,
         retries: 0,
     };
-    progress.observe(source, resumed_after, None)?;
-    let stopped = loop {
-        if *shutdown.borrow() {
-            break Stopped::Shutdown;
-        }
-        let acked = cursor.last_consumed_sequence();
-        if end.is_some_and(|end| acked >= end) {
-            break Stopped::EndReached;
-        }
-        let mut page = store.read_from_cursor(&cursor, options.batch_size, &Criteria::any())?;
-        if let Some(end) = end {
-            page.retain(|record| record.append_sequence() <= end);
-        }
-        let Some(last) = page.last().map(Record::append_sequence) else {
-            if end.is_some() {
-                // Nothing is left below the end (the rest was pruned while we ran).
-                break Stopped::EndReached;
-            }
-            progress.observe(source, acked, None)?;
-            progress.maybe_log(acked);
-            let tick = progress.log_interval.min(Duration::from_secs(1));
-            tokio::select! {
-                waited = source.wait_after(acked) => waited?,
-                _ = shutdown.changed() => {}
-                () = tokio::time::sleep(tick) => {}
-            }
-            continue;
-        };
-        let oldest_pending = page.first().map(|record| *record.stored_at());
-        let messages: Vec<Message> = page
-            .iter()
-            .filter(|record| options.criteria.matches(record))
-            .map(Message::from_record)
-            .collect();
-        let skipped = (page.len() - messages.len()) as u64;
-        drop(page);
-        let delivery = if messages.is_empty() {
-            Delivery::default()
-        } else {
-            match deliver(
-                sink,
-                &messages,
-                source,
-                acked,
-                oldest_pending,
-                &mut progress,
-                &mut shutdown,
-            )
-            .await?
-            {
-                Some(delivery) => delivery,
-                None => break Stopped::Shutdown,
-            }
-        };
-        cursor = ReadCursor::new(last, None);
-        checkpoints.save(cursor, options.checkpoint_metadata.clone())?;
-        let delivered = messages.len() as u64 - delivery.duplicates - delivery.maybe_lost;
-        metrics.record_batch(delivered, skipped, delivery.duplicates, delivery.maybe_lost);
-        progress.forwarded += messages.len() as u64;
-        progress.observe(source, last, None)?;
-        progress.maybe_log(last);
+    let mut saver = Saver {
+        service: checkpoints,
+        metadata: &options.checkpoint_metadata,
+        interval: options.checkpoint_interval,
+        metrics,
+        saved: resumed_after,
+        acknowledged: resumed_after,
+        last_save: None,
     };
-    let acked_sequence = cursor.last_consumed_sequence();
+    metrics.record_checkpoint(resumed_after);
+    progress.observe(source, resumed_after, None)?;
+    let run = Run {
+        source,
+        selection: Arc::new(Selection {
+            criteria: options.criteria.clone(),
+            batch_size: options.batch_size,
+        }),
+        end,
+        cursor: *resume.cursor(),
+    };
+    let result = run
+        .forward(sink, &mut saver, &mut progress, &mut shutdown)
+        .await;
+    // Whatever happened, what the target acknowledged is saved before returning.
+    let flushed = saver.flush();
+    let stopped = match (result, flushed) {
+        (Ok(stopped), Ok(())) => stopped,
+        (Err(error), flushed) => {
+            if let Err(save) = flushed {
+                tracing::warn!(error = %save, "cannot save the last acknowledged batch");
+            }
+            return Err(error);
+        }
+        (Ok(_), Err(save)) => return Err(save),
+    };
+    let acked_sequence = saver.saved;
     progress.observe(source, acked_sequence, None)?;
     tracing::info!(
         target = sink.target(),
@@ -201,6 +190,254 @@ pub async fn forward<S: Sink>(
         retries: progress.retries,
         stopped,
     })
+}
+
+/// The fixed inputs of one forwarding run and where reading has got to.
+struct Run<'a> {
+    source: &'a Source,
+    /// What a batch read takes: the criteria and the batch size (shared with the thread
+    /// that reads ahead).
+    selection: Arc<Selection>,
+    /// The last sequence to forward (the store's end at start), or `None` when following.
+    end: Option<u64>,
+    /// Where the next read starts: after the last batch read (acknowledged or not).
+    cursor: ReadCursor,
+}
+
+/// A batch read from the store, ready to publish.
+struct Batch {
+    /// The last sequence read; the checkpoint moves to it once the batch is acknowledged.
+    last: u64,
+    /// When the first record of the batch was stored (for the lag in seconds).
+    oldest_pending: Option<OffsetDateTime>,
+    /// The records the criteria select, in append order.
+    messages: Vec<Message>,
+    /// Records read but left out by the criteria.
+    skipped: u64,
+}
+
+/// Which records a batch holds.
+struct Selection {
+    criteria: Criteria,
+    batch_size: usize,
+}
+
+impl Run<'_> {
+    /// Reads the batch after the cursor while the caller's sink confirms the previous one.
+    /// A segment-log store is read on a blocking thread, in parallel; other stores (whose
+    /// handles cannot be shared with another thread) are read on this task, after letting
+    /// the sink's connection task take its batch.
+    async fn read_ahead(&self) -> Result<Option<Batch>, Error> {
+        let (cursor, end) = (self.cursor, self.end);
+        match self.source {
+            Source::Log(store) => {
+                let store = Arc::clone(store);
+                let selection = Arc::clone(&self.selection);
+                tokio::task::spawn_blocking(move || {
+                    read_batch(store.as_ref(), &cursor, &selection, end)
+                })
+                .await
+                .map_err(Error::ReadAhead)?
+            }
+            Source::Other(store) => {
+                yield_once().await;
+                read_batch(store.as_ref(), &cursor, &self.selection, end)
+            }
+        }
+    }
+
+    /// The loop: returns why it stopped; the caller saves the last acknowledged batch.
+    async fn forward<S: Sink>(
+        mut self,
+        sink: &mut S,
+        saver: &mut Saver<'_>,
+        progress: &mut Progress<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Stopped, Error> {
+        let store = self.source.store();
+        // The batch read while the previous one was being confirmed.
+        let mut ahead: Option<Batch> = None;
+        loop {
+            saver.save_if_due()?;
+            if *shutdown.borrow() {
+                return Ok(Stopped::Shutdown);
+            }
+            let acked = saver.acknowledged;
+            if self.end.is_some_and(|end| acked >= end) {
+                return Ok(Stopped::EndReached);
+            }
+            let batch = match ahead.take() {
+                Some(batch) => Some(batch),
+                None => read_batch(store, &self.cursor, &self.selection, self.end)?,
+            };
+            let Some(batch) = batch else {
+                if self.end.is_some() {
+                    // Nothing is left below the end (the rest was pruned while we ran).
+                    return Ok(Stopped::EndReached);
+                }
+                progress.observe(self.source, acked, None)?;
+                progress.maybe_log(acked);
+                let tick = progress
+                    .log_interval
+                    .min(Duration::from_secs(1))
+                    .min(saver.due_in());
+                tokio::select! {
+                    waited = self.source.wait_after(acked) => waited?,
+                    _ = shutdown.changed() => {}
+                    () = tokio::time::sleep(tick) => {}
+                }
+                continue;
+            };
+            self.cursor = ReadCursor::new(batch.last, None);
+            let read_next = self.end.is_none_or(|end| batch.last < end);
+            let (delivery, next) = if batch.messages.is_empty() {
+                (Ok(Some(Delivery::default())), None)
+            } else {
+                // Biased: the sink's first poll hands it the batch before the read starts.
+                tokio::join!(
+                    biased;
+                    deliver(
+                        sink,
+                        &batch,
+                        self.source,
+                        acked,
+                        progress,
+                        shutdown,
+                        saver
+                    ),
+                    async {
+                        if read_next {
+                            Some(self.read_ahead().await)
+                        } else {
+                            None
+                        }
+                    }
+                )
+            };
+            let Some(delivery) = delivery? else {
+                return Ok(Stopped::Shutdown);
+            };
+            let sent = batch.messages.len() as u64;
+            let delivered = sent - delivery.duplicates - delivery.maybe_lost;
+            progress.metrics.record_batch(
+                delivered,
+                batch.skipped,
+                delivery.duplicates,
+                delivery.maybe_lost,
+            );
+            progress.forwarded += sent;
+            saver.acknowledge(batch.last);
+            drop(batch);
+            ahead = next.transpose()?.flatten();
+            progress.observe(self.source, saver.acknowledged, None)?;
+            progress.maybe_log(saver.acknowledged);
+        }
+    }
+}
+
+/// Returns `Pending` once after waking its own task, so that tasks woken by the caller (a
+/// connection task the sink handed a batch to) get a thread before the caller blocks in a
+/// store read. Unlike `tokio::task::yield_now`, whose wake-up is deferred until a runtime
+/// worker parks, this resumes at once when the caller is not itself a worker (the CLI
+/// runs the forwarder in `Runtime::block_on`).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+/// Reads the batch after `cursor` (at most `batch_size` records, none after `end`) and
+/// encodes the records the criteria select; `None` when there is nothing to read.
+/// The page of decoded records is freed here too, so that a read ahead frees it on its own
+/// thread.
+fn read_batch(
+    store: &dyn ArtifactStore,
+    cursor: &ReadCursor,
+    selection: &Selection,
+    end: Option<u64>,
+) -> Result<Option<Batch>, Error> {
+    let mut page = store.read_from_cursor(cursor, selection.batch_size, &Criteria::any())?;
+    if let Some(end) = end {
+        page.retain(|record| record.append_sequence() <= end);
+    }
+    let Some(last) = page.last().map(Record::append_sequence) else {
+        return Ok(None);
+    };
+    let oldest_pending = page.first().map(|record| *record.stored_at());
+    let messages: Vec<Message> = page
+        .iter()
+        .filter(|record| selection.criteria.matches(record))
+        .map(Message::from_record)
+        .collect();
+    let skipped = (page.len() - messages.len()) as u64;
+    Ok(Some(Batch {
+        last,
+        oldest_pending,
+        messages,
+        skipped,
+    }))
+}
+
+/// Saves the checkpoint of acknowledged batches, at most once per interval.
+struct Saver<'a> {
+    service: &'a CheckpointService,
+    metadata: &'a JsonMap,
+    interval: Duration,
+    metrics: &'a Metrics,
+    /// The sequence in the saved checkpoint.
+    saved: u64,
+    /// The last sequence of the last acknowledged batch (at or after `saved`).
+    acknowledged: u64,
+    /// When this run last saved; the first acknowledged batch of a run is saved at once.
+    last_save: Option<Instant>,
+}
+
+impl Saver<'_> {
+    /// Notes that everything up to `sequence` was acknowledged; saved by a later call.
+    fn acknowledge(&mut self, sequence: u64) {
+        self.acknowledged = sequence;
+    }
+
+    /// How long until a pending save is due (`Duration::MAX` when nothing is pending).
+    fn due_in(&self) -> Duration {
+        if self.acknowledged == self.saved {
+            return Duration::MAX;
+        }
+        self.last_save.map_or(Duration::ZERO, |last| {
+            self.interval.saturating_sub(last.elapsed())
+        })
+    }
+
+    /// Saves the acknowledged position if it is newer than the saved one and the interval
+    /// since the last save has passed.
+    fn save_if_due(&mut self) -> Result<(), Error> {
+        if self.due_in().is_zero() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Saves the acknowledged position now if it is newer than the saved one.
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.acknowledged == self.saved {
+            return Ok(());
+        }
+        self.service.save(
+            ReadCursor::new(self.acknowledged, None),
+            self.metadata.clone(),
+        )?;
+        self.saved = self.acknowledged;
+        self.last_save = Some(Instant::now());
+        self.metrics.record_checkpoint(self.saved);
+        Ok(())
+    }
 }
 
 /// What the sink reported for an acknowledged batch.
@@ -225,17 +462,18 @@ impl Delivery {
 }
 
 /// Publishes one batch until the sink acknowledges it; `None` if shutdown came first.
+/// Before backing off after a failure, acknowledged progress not yet saved is saved.
 async fn deliver<S: Sink>(
     sink: &mut S,
-    messages: &[Message],
+    batch: &Batch,
     source: &Source,
     acked: u64,
-    oldest_pending: Option<OffsetDateTime>,
     progress: &mut Progress<'_>,
     shutdown: &mut watch::Receiver<bool>,
+    saver: &mut Saver<'_>,
 ) -> Result<Option<Delivery>, Error> {
     loop {
-        match sink.publish(messages).await {
+        match sink.publish(&batch.messages).await {
             Ok(delivery) => {
                 progress.backoff.reset();
                 return Ok(Some(delivery));
@@ -258,7 +496,8 @@ async fn deliver<S: Sink>(
                     retry_in = ?delay,
                     "delivery failed; retrying"
                 );
-                progress.observe(source, acked, oldest_pending)?;
+                saver.flush()?;
+                progress.observe(source, acked, batch.oldest_pending)?;
                 progress.maybe_log(acked);
                 if *shutdown.borrow() {
                     return Ok(None);
@@ -336,18 +575,33 @@ impl Progress<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Arc;
 
     use super::*;
     use crate::checkpoint::CheckpointStore;
     use crate::record::CriteriaFields;
-    use crate::store::{ArtifactStore as _, LogStore, dataset};
+    use crate::store::{LogStore, dataset};
 
     /// A sink that records what it was given and fails as scripted.
     #[derive(Default)]
     struct FakeSink {
+        /// Failures of the first attempts, in order.
         script: VecDeque<SinkError>,
+        /// Failures by attempt number (1 is the first attempt).
+        fail_at: BTreeMap<u32, SinkError>,
+        /// The attempt that takes its batch and never answers (a crash while the target
+        /// holds the batch unconfirmed), and who to tell when it is reached.
+        hang_at: Option<(u32, Arc<tokio::sync::Notify>)>,
+        /// Sequences of every batch the target took, re-sent ones again.
         received: Vec<u64>,
+        /// First and last sequence of every attempt, and whether it succeeded.
+        ranges: Vec<(u64, u64, bool)>,
+        /// A checkpoint to look at on every attempt, and what it held then.
+        watch: Option<CheckpointService>,
+        seen: Vec<Option<u64>>,
+        /// How long every attempt takes at least.
+        delay: Duration,
         attempts: u32,
     }
 
@@ -358,10 +612,31 @@ mod tests {
 
         async fn publish(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
             self.attempts += 1;
-            if let Some(error) = self.script.pop_front() {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if let Some(service) = &self.watch {
+                let saved = service.load().unwrap();
+                self.seen
+                    .push(saved.map(|c| c.cursor().last_consumed_sequence()));
+            }
+            let first = batch.first().map_or(0, |m| m.sequence);
+            let last = batch.last().map_or(0, |m| m.sequence);
+            let failure = self
+                .script
+                .pop_front()
+                .or_else(|| self.fail_at.remove(&self.attempts));
+            self.ranges.push((first, last, failure.is_none()));
+            if let Some(error) = failure {
                 return Err(error);
             }
             self.received.extend(batch.iter().map(|m| m.sequence));
+            if let Some((attempt, reached)) = &self.hang_at
+                && *attempt == self.attempts
+            {
+                reached.notify_one();
+                std::future::pending::<()>().await;
+            }
             Ok(Delivery::default())
         }
     }
@@ -416,6 +691,68 @@ mod tests {
                 metrics,
                 shutdown,
             ))
+    }
+
+    /// Runs to the end (or an error) without a shutdown and with throwaway metrics.
+    fn run_to_end(
+        fixture: &Fixture,
+        sink: &mut FakeSink,
+        options: &ForwardOptions,
+    ) -> Result<ForwardReport, Error> {
+        let (_stop, shutdown) = watch::channel(false);
+        run(fixture, sink, options, &Metrics::new("fake"), shutdown)
+    }
+
+    fn batches(batch_size: usize, checkpoint_interval: Duration) -> ForwardOptions {
+        ForwardOptions {
+            batch_size,
+            checkpoint_interval,
+            ..options()
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A sink that notes the saved checkpoint on every attempt.
+    fn watching(fixture: &Fixture) -> FakeSink {
+        FakeSink {
+            watch: Some(fixture.service.clone()),
+            ..FakeSink::default()
+        }
+    }
+
+    /// Runs until the sink hangs on the batch it was told to, then drops the forwarder
+    /// there, as a crash would (nothing runs after it: no final save); `None` then, or the
+    /// report if the forwarder returned first.
+    fn run_until_hang(
+        fixture: &Fixture,
+        sink: &mut FakeSink,
+        options: &ForwardOptions,
+    ) -> Option<ForwardReport> {
+        let reached = sink
+            .hang_at
+            .as_ref()
+            .map(|(_, reached)| Arc::clone(reached));
+        let reached = reached.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let metrics = Metrics::new("fake");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::select! {
+                    report = forward(
+                        &fixture.source,
+                        sink,
+                        &fixture.service,
+                        options,
+                        &metrics,
+                        shutdown,
+                    ) => Some(report.unwrap()),
+                    () = reached.notified() => None,
+                }
+            })
     }
 
     fn saved(fixture: &Fixture) -> Option<u64> {
@@ -486,28 +823,6 @@ mod tests {
         assert!(sink.received.iter().all(|s| (s - 1) % 5 == 0));
         assert_eq!(metrics.snapshot().skipped, 2000);
         assert_eq!(saved(&fixture), Some(2500));
-    }
-
-    #[test]
-    fn a_rejected_batch_stops_without_moving_the_checkpoint() {
-        let fixture = fixture(100);
-        let mut sink = FakeSink::default();
-        sink.script
-            .push_back(SinkError::Rejected("WRONGTYPE".into()));
-        let (_stop, shutdown) = watch::channel(false);
-        let error = run(
-            &fixture,
-            &mut sink,
-            &options(),
-            &Metrics::new("fake"),
-            shutdown,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(error, Error::Rejected { target: "fake", .. }),
-            "{error}"
-        );
-        assert_eq!(saved(&fixture), None);
     }
 
     #[test]
@@ -595,6 +910,196 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(report.acked_sequence, 400);
         assert_eq!(sink.received, (1..=400).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_read_ahead_are_published_in_order_and_a_failed_one_is_retried_whole() {
+        let fixture = fixture(1050);
+        let mut sink = FakeSink::default();
+        for attempt in [2, 3, 7] {
+            sink.fail_at
+                .insert(attempt, SinkError::Unavailable("down".into()));
+        }
+        let report = run_to_end(&fixture, &mut sink, &batches(100, Duration::ZERO)).unwrap();
+        assert_eq!(report.stopped, Stopped::EndReached);
+        assert_eq!((report.forwarded, report.retries), (1050, 3));
+        assert_eq!(sink.received, (1..=1050).collect::<Vec<_>>());
+        // Every attempt starts right after the last acknowledged batch: a failed batch is
+        // retried with the same records, and the batch read ahead is never sent before the
+        // one before it was acknowledged.
+        let mut acknowledged = 0;
+        for &(first, last, ok) in &sink.ranges {
+            assert_eq!(first, acknowledged + 1, "attempts: {:?}", sink.ranges);
+            if ok {
+                acknowledged = last;
+            }
+        }
+        assert_eq!(acknowledged, 1050);
+        assert_eq!(sink.ranges.len(), 11 + 3);
+        assert_eq!(saved(&fixture), Some(1050));
+    }
+
+    #[test]
+    fn a_rejected_batch_stops_after_saving_only_the_acknowledged_ones() {
+        // Rejected at once: nothing is saved.
+        let fixture = fixture(100);
+        let mut sink = FakeSink::default();
+        sink.script
+            .push_back(SinkError::Rejected("WRONGTYPE".into()));
+        let error = run_to_end(&fixture, &mut sink, &options()).unwrap_err();
+        assert!(
+            matches!(error, Error::Rejected { target: "fake", .. }),
+            "{error}"
+        );
+        assert_eq!(saved(&fixture), None);
+
+        // Rejected mid-run, with an hour between saves.
+        let fixture = self::fixture(1000);
+        let mut sink = FakeSink::default();
+        sink.fail_at
+            .insert(3, SinkError::Rejected("WRONGTYPE".into()));
+        let error = run_to_end(&fixture, &mut sink, &batches(100, HOUR)).unwrap_err();
+        assert!(matches!(error, Error::Rejected { .. }), "{error}");
+        // The batch read ahead of the rejected one was never sent.
+        assert_eq!(sink.received, (1..=200).collect::<Vec<_>>());
+        assert_eq!(sink.ranges.len(), 3);
+        // Saved on the way out, although the interval had not passed.
+        assert_eq!(saved(&fixture), Some(200));
+    }
+
+    #[test]
+    fn checkpoint_saves_follow_the_interval_and_zero_saves_every_batch() {
+        // Zero: when a batch is published, the one before it is already saved.
+        let fixture = fixture(2500);
+        let mut sink = watching(&fixture);
+        let (_stop, shutdown) = watch::channel(false);
+        let metrics = Metrics::new("fake");
+        let report = run(
+            &fixture,
+            &mut sink,
+            &batches(100, Duration::ZERO),
+            &metrics,
+            shutdown,
+        )
+        .unwrap();
+        let every_batch: Vec<Option<u64>> = (0..25)
+            .map(|batch| (batch > 0).then_some(batch * 100))
+            .collect();
+        assert_eq!(sink.seen, every_batch);
+        assert_eq!((report.acked_sequence, saved(&fixture)), (2500, Some(2500)));
+        assert_eq!(metrics.snapshot().checkpoint_sequence, 2500);
+
+        // An hour: the first batch is saved at once, the rest only at the end.
+        let fixture = self::fixture(2500);
+        let mut sink = watching(&fixture);
+        let report = run_to_end(&fixture, &mut sink, &batches(100, HOUR)).unwrap();
+        let mut first_only = vec![Some(100); 25];
+        first_only[0] = None;
+        assert_eq!(sink.seen, first_only);
+        assert_eq!((report.acked_sequence, saved(&fixture)), (2500, Some(2500)));
+    }
+
+    #[test]
+    fn a_failed_attempt_saves_the_acknowledged_batches_before_backing_off() {
+        let fixture = fixture(1000);
+        let mut sink = watching(&fixture);
+        sink.fail_at
+            .insert(3, SinkError::Unavailable("down".into()));
+        run_to_end(&fixture, &mut sink, &batches(100, HOUR)).unwrap();
+        // The first batch is saved at once; the failure of batch 3 saves batch 2 before the
+        // backoff; after that the hour holds further saves back until the end.
+        assert_eq!(&sink.seen[..4], &[None, Some(100), Some(100), Some(200)]);
+        assert!(sink.seen[4..].iter().all(|seen| *seen == Some(200)));
+        assert_eq!(saved(&fixture), Some(1000));
+    }
+
+    #[test]
+    fn a_crash_between_coalesced_saves_resends_from_the_checkpoint_and_skips_nothing() {
+        const TOTAL: u64 = 3000;
+        // (checkpoint interval, least time per attempt, the attempt that hangs)
+        let cases = [
+            (Duration::ZERO, Duration::ZERO, 7),
+            (HOUR, Duration::ZERO, 7),
+            (Duration::from_millis(20), Duration::from_millis(2), 15),
+        ];
+        for (interval, delay, hang) in cases {
+            let fixture = fixture(TOTAL);
+            let options = batches(100, interval);
+            let mut crashed = FakeSink {
+                hang_at: Some((hang, Arc::new(tokio::sync::Notify::new()))),
+                delay,
+                ..FakeSink::default()
+            };
+            assert!(run_until_hang(&fixture, &mut crashed, &options).is_none());
+            // The target took `hang` batches and confirmed all but the last.
+            let taken = u64::from(hang) * 100;
+            assert_eq!(crashed.received, (1..=taken).collect::<Vec<_>>());
+            let acknowledged = taken - 100;
+            let checkpoint = saved(&fixture).unwrap_or(0);
+            assert!(
+                checkpoint <= acknowledged,
+                "{interval:?}: ahead of the acks"
+            );
+            if interval.is_zero() {
+                assert_eq!(checkpoint, acknowledged, "every batch saved");
+            } else if interval == HOUR {
+                assert_eq!(
+                    checkpoint, 100,
+                    "only the first batch saved within the hour"
+                );
+            } else {
+                // Saves came every 20 ms and every attempt takes 2 ms or more, so at most
+                // 10 acknowledged batches wait for a save, plus the batch in flight.
+                assert!(checkpoint > 100, "a coalesced save after the first batch's");
+                assert!(
+                    taken - checkpoint <= 1100,
+                    "re-sends {}",
+                    taken - checkpoint
+                );
+            }
+
+            let mut restarted = FakeSink::default();
+            let report = run_to_end(&fixture, &mut restarted, &options).unwrap();
+            // It resumes right after the saved checkpoint: every record after it is sent
+            // again, none before it, none skipped.
+            assert_eq!(report.resumed_after, checkpoint);
+            assert_eq!(
+                restarted.received,
+                (checkpoint + 1..=TOTAL).collect::<Vec<_>>()
+            );
+            assert_eq!(saved(&fixture), Some(TOTAL));
+        }
+    }
+
+    #[test]
+    fn a_caught_up_follower_saves_once_the_interval_has_passed() {
+        let fixture = fixture(100);
+        let mut options = batches(30, Duration::from_millis(50));
+        options.follow = true;
+        let (stop, shutdown) = watch::channel(false);
+        let service = fixture.service.clone();
+        // Stops the forwarder once the checkpoint holds everything; says whether it did.
+        let watcher = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut held = false;
+            while !held && Instant::now() < deadline {
+                held = service
+                    .load()
+                    .unwrap()
+                    .is_some_and(|c| c.cursor().last_consumed_sequence() == 100);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = stop.send(true);
+            held
+        });
+        let (mut sink, metrics) = (FakeSink::default(), Metrics::new("fake"));
+        let report = run(&fixture, &mut sink, &options, &metrics, shutdown).unwrap();
+        assert!(
+            watcher.join().unwrap(),
+            "saved while following, before shutdown"
+        );
+        assert_eq!(report.stopped, Stopped::Shutdown);
+        assert_eq!(sink.received, (1..=100).collect::<Vec<_>>());
     }
 
     #[test]

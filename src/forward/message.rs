@@ -1,6 +1,8 @@
 //! What one forwarded record looks like on the wire: the reference NDJSON line as the body,
 //! plus routing fields consumers can read without parsing it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::record::{Record, ndjson};
@@ -60,24 +62,38 @@ impl Message {
         }
     }
 
-    /// The routing fields as (Redis field, NATS header, value) triples, absent ones left out.
-    #[must_use]
-    pub fn routing_fields(&self) -> Vec<(&'static str, &'static str, String)> {
-        let mut fields = vec![
-            (FIELD_ID, HEADER_RECORD_ID, self.id.clone()),
-            (FIELD_SEQUENCE, HEADER_SEQUENCE, self.sequence.to_string()),
-            (
+    /// The routing fields as (Redis field, NATS header, value) triples, absent ones left
+    /// out, in a fixed order: id, sequence, artifact name, event name, job UUID. Only the
+    /// sequence is formatted; the other values are borrowed.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &'static str, Cow<'_, str>)> {
+        [
+            Some((FIELD_ID, HEADER_RECORD_ID, Cow::Borrowed(self.id.as_str()))),
+            Some((
+                FIELD_SEQUENCE,
+                HEADER_SEQUENCE,
+                Cow::Owned(self.sequence.to_string()),
+            )),
+            Some((
                 FIELD_ARTIFACT_NAME,
                 HEADER_ARTIFACT_NAME,
-                self.artifact_name.clone(),
-            ),
-        ];
-        if let Some(event) = &self.event_name {
-            fields.push((FIELD_EVENT_NAME, HEADER_EVENT_NAME, event.clone()));
-        }
-        if let Some(job) = &self.job_uuid {
-            fields.push((FIELD_JOB_UUID, HEADER_JOB_UUID, job.clone()));
-        }
-        fields
+                Cow::Borrowed(self.artifact_name.as_str()),
+            )),
+            self.event_name
+                .as_deref()
+                .map(|event| (FIELD_EVENT_NAME, HEADER_EVENT_NAME, Cow::Borrowed(event))),
+            self.job_uuid
+                .as_deref()
+                .map(|job| (FIELD_JOB_UUID, HEADER_JOB_UUID, Cow::Borrowed(job))),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The routing fields as [`Message::fields`] gives them, with owned values.
+    #[must_use]
+    pub fn routing_fields(&self) -> Vec<(&'static str, &'static str, String)> {
+        self.fields()
+            .map(|(field, header, value)| (field, header, value.into_owned()))
+            .collect()
     }
 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     duplicates: Counter,
     maybe_lost: Counter,
     acked_sequence: Gauge,
+    checkpoint_sequence: Gauge,
     store_last_sequence: Gauge,
     lag_records: Gauge,
     lag_seconds: Gauge<f64, AtomicU64>,
@@ -53,11 +54,14 @@ pub struct MetricsSnapshot {
     pub duplicates: u64,
     /// Records sent by core NATS whose flush failed (at-most-once mode: never resent).
     pub maybe_lost: u64,
-    /// The append sequence the checkpoint holds (everything up to it is delivered).
+    /// The last append sequence the target acknowledged (everything up to it is delivered).
     pub acked_sequence: u64,
+    /// The append sequence the saved checkpoint holds (at or behind `acked_sequence`; a
+    /// restart resumes after it).
+    pub checkpoint_sequence: u64,
     /// The last append sequence in the store when last looked.
     pub store_last_sequence: u64,
-    /// Records between the checkpoint and the store's end.
+    /// Records between the last acknowledged one and the store's end.
     pub lag_records: u64,
     /// How long the oldest undelivered record has been in the store (0 when caught up).
     pub lag_seconds: f64,
@@ -88,6 +92,7 @@ impl Metrics {
             duplicates: Counter::default(),
             maybe_lost: Counter::default(),
             acked_sequence: Gauge::default(),
+            checkpoint_sequence: Gauge::default(),
             store_last_sequence: Gauge::default(),
             lag_records: Gauge::default(),
             lag_seconds: Gauge::default(),
@@ -127,8 +132,13 @@ impl Metrics {
         );
         registry.register(
             "acked_sequence",
-            "Append sequence saved in the checkpoint",
+            "Last append sequence acknowledged by the target",
             metrics.acked_sequence.clone(),
+        );
+        registry.register(
+            "checkpoint_sequence",
+            "Append sequence saved in the checkpoint (a restart resumes after it)",
+            metrics.checkpoint_sequence.clone(),
         );
         registry.register(
             "store_last_sequence",
@@ -137,7 +147,7 @@ impl Metrics {
         );
         registry.register(
             "lag_records",
-            "Records between the checkpoint and the store's end",
+            "Records between the last acknowledged one and the store's end",
             metrics.lag_records.clone(),
         );
         registry.register(
@@ -172,6 +182,7 @@ impl Metrics {
             duplicates: self.duplicates.get(),
             maybe_lost: self.maybe_lost.get(),
             acked_sequence: gauge_u64(&self.acked_sequence),
+            checkpoint_sequence: gauge_u64(&self.checkpoint_sequence),
             store_last_sequence: gauge_u64(&self.store_last_sequence),
             lag_records: gauge_u64(&self.lag_records),
             lag_seconds: self.lag_seconds.get(),
@@ -206,6 +217,10 @@ impl Metrics {
         self.last_error_time
             .set(time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9);
         *self.last_error.lock() = Some(error.to_owned());
+    }
+
+    pub(crate) fn record_checkpoint(&self, saved: u64) {
+        self.checkpoint_sequence.set(gauge_i64(saved));
     }
 
     pub(crate) fn record_position(&self, acked: u64, store_last: u64, lag_seconds: f64) {
@@ -279,6 +294,7 @@ async fn health(
     let body = serde_json::json!({
         "status": if failing { "retrying" } else { "ok" },
         "acked_sequence": snapshot.acked_sequence,
+        "checkpoint_sequence": snapshot.checkpoint_sequence,
         "store_last_sequence": snapshot.store_last_sequence,
         "lag_records": snapshot.lag_records,
         "lag_seconds": snapshot.lag_seconds,
@@ -308,13 +324,17 @@ mod tests {
         metrics.record_batch(10, 2, 0, 0);
         metrics.record_failure("connection refused");
         metrics.record_position(12, 20, 1.5);
+        metrics.record_checkpoint(9);
         let text = metrics.encode().unwrap();
         assert!(text.contains("esl_replay_forward_records_total{target=\"redis\"} 10"));
         assert!(text.contains("esl_replay_forward_retries_total{target=\"redis\"} 1"));
         assert!(text.contains("esl_replay_forward_lag_records{target=\"redis\"} 8"));
         assert!(text.contains("esl_replay_forward_lag_seconds{target=\"redis\"} 1.5"));
+        assert!(text.contains("esl_replay_forward_acked_sequence{target=\"redis\"} 12"));
+        assert!(text.contains("esl_replay_forward_checkpoint_sequence{target=\"redis\"} 9"));
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.acked_sequence, 12);
+        assert_eq!(snapshot.checkpoint_sequence, 9);
         assert!(!snapshot.connected);
         assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
     }

@@ -157,10 +157,10 @@ impl NatsSink {
         if dedup {
             headers.insert(NATS_MESSAGE_ID, message.id.as_str());
         }
-        for (_, header, value) in message.routing_fields() {
+        for (_, header, value) in message.fields() {
             // Header values cannot carry line breaks; such a value stays in the body only.
             if !value.contains(['\r', '\n']) {
-                headers.insert(header, value);
+                headers.insert(header, value.as_ref());
             }
         }
         headers

@@ -91,7 +91,7 @@ impl RedisSink {
     }
 
     fn pipeline(&self, batch: &[Message]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
         pipe.atomic();
         let min_id = match self.options.trim {
             Some(Trim::MaxAge(age)) => {
@@ -102,8 +102,11 @@ impl RedisSink {
             _ => None,
         };
         for message in batch {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&self.options.stream);
+            // Room for every argument (the stream, trimming, `*`, 6 fields and values) and
+            // their bytes, so that building the command does not reallocate.
+            let mut cmd =
+                redis::Cmd::with_capacity(18, self.options.stream.len() + message.body.len() + 256);
+            cmd.arg("XADD").arg(&self.options.stream);
             match (self.options.trim, &min_id) {
                 (Some(Trim::MaxLen(max)), _) => {
                     cmd.arg("MAXLEN").arg("~").arg(max);
@@ -114,11 +117,13 @@ impl RedisSink {
                 _ => {}
             }
             cmd.arg("*");
-            for (field, _, value) in message.routing_fields() {
-                cmd.arg(field).arg(value);
+            for (field, _, value) in message.fields() {
+                cmd.arg(field).arg(value.as_ref());
             }
             cmd.arg(FIELD_RECORD).arg(message.body.as_ref());
-            pipe.add_command(cmd).ignore();
+            // Not `ignore()`d: the replies are not kept anyway (parsed as `()`), and an
+            // error reply inside `EXEC` still fails the batch.
+            pipe.add_command(cmd);
         }
         pipe
     }

@@ -1,6 +1,7 @@
 //! The store a forwarder follows, opened read-only beside the writer.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::{self, ArtifactStore, Backend, LogStore};
@@ -8,8 +9,9 @@ use crate::store::{self, ArtifactStore, Backend, LogStore};
 /// A followed store: the segment log wakes the forwarder as soon as records are appended;
 /// other backends are polled.
 pub enum Source {
-    /// A segment-log store (woken by appends).
-    Log(Box<LogStore>),
+    /// A segment-log store (woken by appends). Shared, so that the forwarder can read the
+    /// next batch on another thread.
+    Log(Arc<LogStore>),
     /// Any other backend (polled every [`Source::POLL`]).
     Other(Box<dyn ArtifactStore>),
 }
@@ -34,7 +36,7 @@ impl Source {
     /// Store errors, including a missing store.
     pub fn open_read_only(path: &Path, backend: Option<Backend>) -> store::Result<Source> {
         Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
-            Backend::Log => Source::Log(Box::new(LogStore::open_read_only(path)?)),
+            Backend::Log => Source::Log(Arc::new(LogStore::open_read_only(path)?)),
             Backend::Sqlite => Source::Other(store::open_read_only(path, Some(Backend::Sqlite))?),
         })
     }
@@ -68,6 +70,6 @@ impl Source {
 
 impl From<LogStore> for Source {
     fn from(store: LogStore) -> Source {
-        Source::Log(Box::new(store))
+        Source::Log(Arc::new(store))
     }
 }

@@ -247,6 +247,15 @@ pub(crate) fn expect_success(child: &mut Child, log: &Path) {
     }
 }
 
+/// Runs a forwarder that must refuse to work: it exits with code 2 and says `reason`.
+pub(crate) fn expect_refusal(args: &[String], log: &Path, reason: &str) {
+    let mut child = spawn_forwarder(args, log);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2));
+    let stderr = std::fs::read_to_string(log).unwrap();
+    assert!(stderr.contains(reason), "{stderr}");
+}
+
 /// The stdout of an exited child.
 pub(crate) fn stdout_of(child: &mut Child) -> String {
     let mut text = String::new();
