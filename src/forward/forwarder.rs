@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{Backoff, Error, Message, Metrics, Sink, SinkError, Source};
 use crate::checkpoint::CheckpointService;
-use crate::record::{Criteria, JsonMap, ReadCursor, Record};
+use crate::record::{Criteria, JsonMap, ReadCursor};
 use crate::store::ArtifactStore;
 
 /// How a forwarder runs.
@@ -354,29 +354,36 @@ async fn yield_once() {
 }
 
 /// Reads the batch after `cursor` (at most `batch_size` records, none after `end`) and
-/// encodes the records the criteria select; `None` when there is nothing to read.
-/// The page of decoded records is freed here too, so that a read ahead frees it on its own
-/// thread.
+/// encodes the records the criteria select; `None` when there is nothing to read. Records
+/// are viewed where they are stored, so a message's body is copied from the stored text.
 fn read_batch(
     store: &dyn ArtifactStore,
     cursor: &ReadCursor,
     selection: &Selection,
     end: Option<u64>,
 ) -> Result<Option<Batch>, Error> {
-    let mut page = store.read_from_cursor(cursor, selection.batch_size, &Criteria::any())?;
-    if let Some(end) = end {
-        page.retain(|record| record.append_sequence() <= end);
-    }
-    let Some(last) = page.last().map(Record::append_sequence) else {
+    let (mut last, mut oldest_pending, mut read) = (None, None, 0u64);
+    let mut messages = Vec::with_capacity(selection.batch_size);
+    store.visit_from_cursor(
+        cursor,
+        selection.batch_size,
+        &Criteria::any(),
+        &mut |record| {
+            if end.is_some_and(|end| record.append_sequence() > end) {
+                return;
+            }
+            last = Some(record.append_sequence());
+            oldest_pending.get_or_insert_with(|| record.stored_at());
+            read += 1;
+            if selection.criteria.matches_view(record) {
+                messages.push(Message::from_view(record));
+            }
+        },
+    )?;
+    let Some(last) = last else {
         return Ok(None);
     };
-    let oldest_pending = page.first().map(|record| *record.stored_at());
-    let messages: Vec<Message> = page
-        .iter()
-        .filter(|record| selection.criteria.matches(record))
-        .map(Message::from_record)
-        .collect();
-    let skipped = (page.len() - messages.len()) as u64;
+    let skipped = read - messages.len() as u64;
     Ok(Some(Batch {
         last,
         oldest_pending,

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::record::{Record, ndjson};
+use crate::record::{MapTexts, Record, RecordView};
 
 /// Redis stream field holding the record as reference NDJSON (one JSON object).
 pub const FIELD_RECORD: &str = "record";
@@ -52,13 +52,23 @@ impl Message {
     /// The message for a record.
     #[must_use]
     pub fn from_record(record: &Record) -> Message {
+        Message::from_view(&record.view(&MapTexts::of(record)))
+    }
+
+    /// The message for a viewed record: its body is the NDJSON line with the maps copied
+    /// from their stored text.
+    #[must_use]
+    pub fn from_view(record: &RecordView<'_>) -> Message {
+        let mut line = String::with_capacity(512);
+        record.append_ndjson_line(&mut line);
+        line.pop(); // the line's '\n'
         Message {
             sequence: record.append_sequence(),
-            id: record.id().as_str().to_owned(),
+            id: record.id().to_owned(),
             artifact_name: record.artifact_name().to_owned(),
             event_name: record.event_name().map(str::to_owned),
             job_uuid: record.job_uuid().map(str::to_owned),
-            body: Bytes::from(ndjson::to_ndjson_line(record)),
+            body: Bytes::from(line),
         }
     }
 

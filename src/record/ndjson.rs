@@ -66,7 +66,7 @@ pub fn append_ndjson_line(record: &Record, out: &mut String) {
 /// their text.
 pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
     out.push_str("{\"schema_version\":");
-    push_display(out, SCHEMA_VERSION);
+    out.push_str(itoa::Buffer::new().format(SCHEMA_VERSION));
     out.push_str(",\"id\":");
     canonical::write_string(out, record.id());
     out.push_str(",\"artifact_version\":");
@@ -78,7 +78,7 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
     out.push_str("\",\"stored_at\":\"");
     record.stored_at.write_reference_text(out);
     out.push_str("\",\"append_sequence\":");
-    push_display(out, record.append_sequence());
+    out.push_str(itoa::Buffer::new().format(record.append_sequence()));
     for (key, value) in [
         ("connection_generation", record.connection_generation()),
         ("session_id", record.session_id()),
@@ -105,13 +105,6 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
     out.push_str(",\"tags\":");
     out.push_str(record.tags_json());
     out.push('}');
-}
-
-/// Appends a number's decimal text without allocating.
-fn push_display(out: &mut String, value: impl std::fmt::Display) {
-    use std::fmt::Write as _;
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{value}");
 }
 
 /// Reads a record from one NDJSON line (a trailing `\n` or `\r\n` is allowed).

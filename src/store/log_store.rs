@@ -540,12 +540,24 @@ impl ArtifactStore for LogStore {
 
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {
         let candidates = self.ids.lock().candidates(&self.reader, id.as_str())?;
+        let mut buffer = DecodeBuffer::default();
         for seq in candidates {
             let mut cursor = self.reader.cursor(Seq(seq))?;
             if let Some(found) = cursor.next()?.filter(|f| f.seq.0 == seq) {
-                let record = self.decode(found)?;
-                if record.id() == id {
-                    return Ok(Some(record));
+                // Only the candidate whose id matches is built into a record.
+                let view = RecordView::decode(found.payload, &mut buffer).map_err(|source| {
+                    Error::CorruptRecord {
+                        sequence: self.runs.read().append_seq(seq),
+                        source,
+                    }
+                })?;
+                if view.id() == id.as_str() {
+                    return Ok(Some(view.to_record().map_err(|source| {
+                        Error::CorruptRecord {
+                            sequence: view.append_sequence(),
+                            source,
+                        }
+                    })?));
                 }
             }
         }
