@@ -246,7 +246,7 @@ pub(crate) struct SegmentIds {
 
 impl SegmentIds {
     fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
-        let from = lower_bound(&self.pairs, hash);
+        let from = self.pairs.partition_point(|p| p.0 < hash);
         out.extend(
             self.pairs
                 .iter()
@@ -332,53 +332,6 @@ impl SegmentIds {
         };
         Some((ids, token))
     }
-}
-
-/// The first position in `pairs` (sorted by hash) whose hash is not below `hash`, as
-/// `partition_point` gives it. Id hashes are spread evenly, so the search guesses the
-/// position from the hash (interpolation) and gallops from there: a few probes instead of
-/// one cache miss per halving of a large segment's array.
-fn lower_bound(pairs: &[(u64, u64)], hash: u64) -> usize {
-    let (Some(first), Some(last)) = (pairs.first(), pairs.last()) else {
-        return 0;
-    };
-    if hash <= first.0 {
-        return 0;
-    }
-    if hash > last.0 {
-        return pairs.len();
-    }
-    // first.0 < hash <= last.0, so the span is positive and the guess is inside.
-    let span = u128::from(last.0 - first.0);
-    let guess = (u128::from(hash - first.0) * (pairs.len() as u128 - 1) / span) as usize;
-    let below = |at: usize| pairs.get(at).is_some_and(|p| p.0 < hash);
-    // Gallop to a window [low, high) with below(low - 1) and !below(high).
-    let (mut low, mut high) = if below(guess) {
-        let mut step = 1;
-        let mut low = guess + 1;
-        while below(low.saturating_add(step - 1)) && low + step <= pairs.len() {
-            low += step;
-            step *= 2;
-        }
-        (low, (low + step).min(pairs.len()))
-    } else {
-        let mut step = 1;
-        let mut high = guess;
-        while high >= step && !below(high - step) {
-            high -= step;
-            step *= 2;
-        }
-        (high.saturating_sub(step), high)
-    };
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if below(middle) {
-            low = middle + 1;
-        } else {
-            high = middle;
-        }
-    }
-    low
 }
 
 fn u64_at_slice(bytes: &[u8], at: usize) -> u64 {
@@ -983,29 +936,6 @@ impl IdIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lower_bound_agrees_with_partition_point() {
-        fn property(mut hashes: Vec<u64>, probes: Vec<u64>, spread: bool) -> bool {
-            if spread {
-                // Evenly spread, as id hashes are.
-                hashes = hashes
-                    .iter()
-                    .map(|h| h.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                    .collect();
-            }
-            let mut pairs: Vec<(u64, u64)> = hashes.iter().map(|h| (*h, 0)).collect();
-            pairs.sort_unstable();
-            probes
-                .iter()
-                .chain(&hashes)
-                .chain([&0, &u64::MAX])
-                .all(|probe| lower_bound(&pairs, *probe) == pairs.partition_point(|p| p.0 < *probe))
-        }
-        quickcheck::QuickCheck::new()
-            .tests(3000)
-            .quickcheck(property as fn(Vec<u64>, Vec<u64>, bool) -> bool);
-    }
 
     #[test]
     fn ids_file_round_trips_and_rejects_damage() {
