@@ -395,3 +395,26 @@ fn a_derived_identity_that_disagrees_with_the_maps_is_reported() {
         })
     ));
 }
+
+/// [BODY-03] A map text that parses but is not the writer's text for that map (here a
+/// duplicate key, which a map would silently collapse) is refused when the record is built,
+/// so a view and its record can never export different lines.
+#[test]
+fn version_2_map_texts_must_be_the_writers_text() {
+    let record = record_from(Envelope {
+        payload: map(json!({"a": "1", "b": "2"})),
+        ..fixture_envelope()
+    });
+    let mut bytes = record.encode().unwrap();
+    let at = bytes
+        .windows(17)
+        .position(|window| window == br#"{"a":"1","b":"2"}"#)
+        .unwrap();
+    bytes[at + 10] = b'a';
+    match decode(&bytes) {
+        Err(Error::MalformedFrame { reason }) => {
+            assert!(reason.contains("`payload` is not the text"), "{reason}");
+        }
+        other => panic!("expected a malformed frame, got {other:?}"),
+    }
+}

@@ -430,7 +430,21 @@ fn parse_map(text: &str, field: &'static str) -> Result<JsonMap, Error> {
             field,
             source: Box::new(Error::InvalidJson { source }),
         })?;
-    php_map(value).map_err(|_| Error::FieldNotObject { field })
+    let map = php_map(value).map_err(|_| Error::FieldNotObject { field })?;
+    // The text must be exactly what the writer makes of the map, so that the view and the
+    // record always export the same line (a duplicate key, another number, escape or space
+    // form would make them differ).
+    let mut again = String::with_capacity(text.len());
+    canonical::write_record_map(&mut again, &map);
+    if again != text {
+        return Err(Error::MalformedFrame {
+            reason: format!(
+                "field `{field}` is not the text this store writes for its map (a duplicate \
+                 key, or another number, escape or spacing form)"
+            ),
+        });
+    }
+    Ok(map)
 }
 
 #[cfg(test)]
