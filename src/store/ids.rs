@@ -61,13 +61,12 @@ pub(crate) fn hash_id(id: &str) -> u64 {
 
 /// A record's capture instant in milliseconds, as criteria compare it.
 pub(crate) fn capture_ms(record: &Record) -> i64 {
-    i64::try_from(
-        record
-            .capture_timestamp()
-            .unix_timestamp_nanos()
-            .div_euclid(1_000_000),
-    )
-    .unwrap_or(i64::MAX)
+    millis(record.capture_timestamp().unix_timestamp_nanos())
+}
+
+/// Nanoseconds since the Unix epoch as whole milliseconds (floored, as criteria truncate).
+pub(crate) fn millis(nanos: i128) -> i64 {
+    i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// What a segment's records add up to.
@@ -115,7 +114,7 @@ impl Summary {
         self.add(&Entry {
             seq: view.append_sequence(),
             hash: 0,
-            ms: i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
+            ms: millis(view.capture_unix_nanos()),
             artifact: view.artifact_name(),
             event: view.event_name(),
             bytes,
@@ -220,7 +219,7 @@ fn indexable<'a>(
         Ok(view) => Some(Entry {
             seq: found.seq.0,
             hash: hash_id(view.id()),
-            ms: i64::try_from(view.capture_unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX),
+            ms: millis(view.capture_unix_nanos()),
             artifact: view.artifact_name(),
             event: view.event_name(),
             bytes: found.payload.len() as u64,
@@ -892,14 +891,29 @@ impl IdIndex {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
         };
+        let mut removed = false;
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name
                 .to_str()
                 .is_some_and(|n| n.ends_with(".part") || n.ends_with(".part.tmp"))
             {
-                crate::storage::remove_durable_with(&*self.io, &entry.path())?;
+                let path = entry.path();
+                self.io.remove_file(&path).map_err(|source| Error::Io {
+                    op: "remove",
+                    path,
+                    source,
+                })?;
+                removed = true;
             }
+        }
+        // One directory sync makes every removal durable.
+        if removed {
+            self.io.sync_dir(&self.dir).map_err(|source| Error::Io {
+                op: "sync",
+                path: self.dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
-use super::ids::{Entry, IdIndex, Summary, capture_ms, hash_id};
+use super::ids::{Entry, IdIndex, Summary, capture_ms, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{Criteria, DecodeBuffer, Envelope, ReadCursor, Record, RecordId, RecordView};
@@ -467,9 +467,7 @@ impl LogStore {
         if fields.captured_from.is_none() && fields.captured_until.is_none() {
             return None;
         }
-        let ms = |t: &OffsetDateTime| {
-            i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
-        };
+        let ms = |t: &OffsetDateTime| millis(t.unix_timestamp_nanos());
         Some((
             fields.captured_from.as_ref().map_or(i64::MIN, ms),
             fields.captured_until.as_ref().map_or(i64::MAX, ms),
