@@ -438,6 +438,35 @@ fn follower_that_slept_through_rolls_and_a_truncation_catches_up() {
     }
 }
 
+/// [RD-02] [TRUNC-01] A follower whose known end is below a truncation's new start (the
+/// writer appended and truncated while the follower looked away) starts a new cursor at the
+/// new start, not at its stale end, and then reports that start as its first sequence.
+/// (CI found this race in `follower_in_another_process_sees_complete_records_in_order`.)
+#[test]
+fn follower_behind_a_truncation_starts_new_cursors_at_the_new_start() {
+    for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
+        let seed = 7;
+        let dir = temp_dir();
+        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        for seq in 1..=10 {
+            log.append(&payload(seed, seq)).unwrap();
+        }
+        log.flush().unwrap();
+        let follower = Reader::open(dir.path(), &options(strategy)).unwrap();
+        let mut seq = 11;
+        while segment_bases(dir.path()).len() < 4 {
+            log.append(&payload(seed, seq)).unwrap();
+            seq += 1;
+        }
+        let start = segment_bases(dir.path())[2] + 1;
+        log.truncate_prefix(Seq(start)).unwrap();
+        let mut cursor = follower.cursor(Seq(1)).unwrap();
+        assert_eq!(cursor.next().unwrap().map(|r| r.seq), Some(Seq(start)));
+        assert_eq!(follower.first_seq(), Seq(start));
+        assert_eq!(follower.get(Seq(start - 1)).unwrap(), None);
+    }
+}
+
 /// Segment files under `dir` that were deleted but that this process still maps or holds
 /// open (Linux `/proc`), which keeps their disk space allocated.
 fn deleted_segments_held(dir: &Path) -> Vec<String> {

@@ -149,7 +149,12 @@ impl Reader {
         if self.shared.follower {
             // Another process may have truncated: a new cursor never starts below the start.
             // (Cheap unless the start file was replaced since this reader last read it.)
-            self.shared.reload_start()?;
+            let start = self.shared.reload_start()?;
+            if start > self.shared.next.load(Ordering::Acquire) {
+                // The truncation is past the end this reader knows: look for the records
+                // before the start too, or the cursor would begin below it.
+                self.shared.refresh()?;
+            }
         }
         let mut cursor = Cursor::new(self.shared.clone(), from.0);
         cursor.seek(from.0.max(self.shared.first_seq()))?;
