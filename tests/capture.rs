@@ -9,13 +9,14 @@
 #![cfg(feature = "capture")]
 
 mod capture_support;
+mod fs_recordings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use esl_replay::capture::artifact::{Captured, Mapper, NodeIdentity, Stamp};
+use esl_replay::capture::artifact::{CaptureArtifact, Captured, Mapper, NodeIdentity, Stamp};
 use esl_replay::capture::client::{Backoff, GatewayCommand, NodeConfig, NodeExit, Password};
 use esl_replay::capture::command::CommandConnection;
 use esl_replay::capture::http::{HttpState, router};
@@ -855,6 +856,7 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
             },
         },
     );
+    let envelopes: Vec<_> = envelopes.iter().map(CaptureArtifact::envelope).collect();
     let payload = &envelopes[0].payload;
     let exact = base64::engine::general_purpose::STANDARD
         .decode(payload["raw_payload_base64"].as_str().unwrap())
@@ -1076,7 +1078,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     )
     .remove(0);
     let near_the_limit = Record::from_envelope(
-        envelope,
+        envelope.envelope(),
         esl_replay::record::RecordId::generate(),
         OffsetDateTime::now_utc(),
         last,
@@ -1129,4 +1131,224 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     );
     let store = LogStore::open_read_only(dir.path().join("store")).unwrap();
     assert_eq!(all_records(&store), [near_the_limit]);
+}
+
+/// Checks that each artifact gives the same record whether its texts are written directly
+/// (`encode`, what capture stores) or its maps are built and encoded (`envelope`), and that
+/// the direct record reads back as that record. Returns how many were checked.
+fn assert_builders_agree(artifacts: &[CaptureArtifact]) -> usize {
+    use esl_replay::capture::artifact::EncodeBuffers;
+    use esl_replay::record::RecordId;
+    let mut buffers = EncodeBuffers::default();
+    for artifact in artifacts {
+        let id = RecordId::generate();
+        let stored_at = OffsetDateTime::now_utc();
+        let direct = artifact.encode(&id, &stored_at, &mut buffers).unwrap();
+        let built = Record::from_envelope(artifact.envelope(), id, stored_at, 1).unwrap();
+        let expected = built.encode().unwrap();
+        assert!(
+            direct.as_bytes() == expected,
+            "{} built directly:\n{}\nbuilt from maps:\n{}",
+            artifact.name(),
+            String::from_utf8_lossy(direct.as_bytes()),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(direct.view().unwrap().to_record().unwrap(), built);
+        assert!(built.verify_checksum());
+    }
+    artifacts.len()
+}
+
+/// Issue 14: capture writes a record's JSON texts and checksum input directly instead of
+/// building maps. Over every kind of artifact (a session's dispatches, replies, bgapi
+/// completion, the synthetic fixtures' frames, all 2,271 events of the real FreeSWITCH
+/// 1.10.12 recordings, malformed bytes, mutations, connection changes and both gap kinds),
+/// with and without a worker session, the records are byte-identical to the map-built ones.
+#[test]
+fn records_written_directly_are_byte_identical_to_map_built_records() {
+    use esl_replay::capture::artifact::{GapKind, filter_document, subscription_document};
+    use esl_replay::esl::session::{Command, Session, SessionConfig};
+    let worker_less = Arc::new(NodeIdentity {
+        session_id: "6f1e3b0d-8c2a-4f5b-9d7e-1a2b3c4d5e6f".into(),
+        pbx_node_slug: "pbx-b".into(),
+        worker_session_id: None,
+    });
+    let recordings = fs_recordings::dir();
+    for identity in [identity(), worker_less] {
+        let mut mapper = Mapper::new(identity);
+        let mut artifacts = Vec::new();
+        let sequence = std::cell::Cell::new(0);
+        let stamp = || {
+            sequence.set(sequence.get() + 1);
+            Stamp {
+                capture_sequence: sequence.get(),
+                captured_at: OffsetDateTime::from_unix_timestamp_nanos(
+                    1_767_261_600_123_456_789 + i128::from(sequence.get()) * 1_000,
+                )
+                .unwrap(),
+                connection_generation: 2,
+            }
+        };
+        // A session's conversation: greeting, auth, restore, api, bgapi and its job.
+        let now = Duration::ZERO;
+        let mut session = Session::new(SessionConfig::default(), Subscriptions::all(), now);
+        let mut dispatched = std::collections::HashSet::new();
+        let play = |name: &str, session: &mut Session, mapper: &mut Mapper| {
+            let mut out = Vec::new();
+            for frame in frames(&fixture(name)) {
+                let inbound = session.handle_frame(&frame, now);
+                out.extend(mapper.map(&stamp(), Captured::Frame { frame, inbound }));
+            }
+            out
+        };
+        let mut dispatch = |session: &Session, mapper: &mut Mapper, stamp: Stamp| {
+            let mut out = Vec::new();
+            for pending in session.pending() {
+                if dispatched.insert(pending.id.0) {
+                    let pending = pending.clone();
+                    out.extend(mapper.map(&stamp, Captured::Dispatch { pending }));
+                }
+            }
+            out
+        };
+        artifacts.extend(play("01-auth-request.esl", &mut session, &mut mapper));
+        session.authenticate("ClueCon", now).unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "02-command-reply-auth-ok.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "04-command-reply-event-plain-ok.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        session
+            .send(
+                Command::Api {
+                    command: "version".into(),
+                },
+                now,
+            )
+            .unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "06-api-response-version.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        session
+            .send(
+                Command::BgApi {
+                    command: "status".into(),
+                    job_uuid: FIXTURE_JOB.into(),
+                },
+                now,
+            )
+            .unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        for name in [
+            "07-command-reply-bgapi-accepted.esl",
+            "08-event-plain-background-job.esl",
+            "05-command-reply-err-no-keywords.esl",
+            "20-command-replies-misc.esl",
+        ] {
+            artifacts.extend(play(name, &mut session, &mut mapper));
+        }
+        let names: Vec<&str> = artifacts.iter().map(CaptureArtifact::name).collect();
+        for expected in [
+            "wire.greeting",
+            "wire.auth",
+            "command.reply",
+            "api.dispatch",
+            "api.reply",
+            "bgapi.dispatch",
+            "bgapi.ack",
+            "bgapi.complete",
+        ] {
+            assert!(names.contains(&expected), "no {expected} in {names:?}");
+        }
+        // Every synthetic frame, as the events and wire frames capture stores.
+        let mut names: Vec<_> = std::fs::read_dir(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esl/synthetic"),
+        )
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+        names.sort();
+        for name in &names {
+            let mut session = Session::new(SessionConfig::default(), Subscriptions::all(), now);
+            artifacts.extend(play(name, &mut session, &mut mapper));
+        }
+        // The real switch's events, in its three formats.
+        if let Some(dir) = &recordings {
+            for name in [
+                "events-plain.jsonl",
+                "events-json.jsonl",
+                "events-xml.jsonl",
+            ] {
+                let chunks = fs_recordings::load(dir, name);
+                let stream = fs_recordings::stream(&chunks, fs_recordings::Dir::ServerToClient);
+                for frame in fs_recordings::frames(&stream) {
+                    let inbound = Inbound::Event {
+                        event_name: None,
+                        completes: None,
+                    };
+                    artifacts.extend(mapper.map(&stamp(), Captured::Frame { frame, inbound }));
+                }
+            }
+        }
+        // What the client side adds.
+        let before = Subscriptions::default();
+        let after = Subscriptions::all();
+        let quoted = "say \"hi\"\\\u{2028}\t/é".to_string();
+        for captured in [
+            Captured::Malformed {
+                bytes: bytes::Bytes::from_static(b"Content-Length: x\n\n\xff\xfe"),
+                buffered: 4096,
+                error: quoted.clone(),
+            },
+            Captured::Mutation {
+                filter: false,
+                document: subscription_document("subscribe", &["ALL".into()], &before, &after),
+            },
+            Captured::Mutation {
+                filter: true,
+                document: filter_document("add", "Unique-ID", &quoted, &before, &after),
+            },
+            Captured::ConnectionOpened {
+                peer: "127.0.0.1:8021".into(),
+                attempt: 3,
+            },
+            Captured::ConnectionClosed {
+                reason: quoted.clone(),
+                retryable: true,
+                frames: 42,
+            },
+            Captured::Gap(GapKind::Reconnect {
+                down_since: OffsetDateTime::UNIX_EPOCH,
+                down_micros: 1_500_000,
+                reason: quoted.clone(),
+            }),
+            Captured::Gap(GapKind::LocalDrop {
+                dropped: 7,
+                dropped_bytes: 4_321,
+                first_capture_sequence: 10,
+                last_capture_sequence: 16,
+            }),
+        ] {
+            artifacts.extend(mapper.map(&stamp(), captured));
+        }
+        // After a gap the continuity posture changes: one more event after it.
+        artifacts.extend(play(
+            "09-event-plain-channel-create.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        let checked = assert_builders_agree(&artifacts);
+        let floor = if recordings.is_some() { 2_271 } else { 40 };
+        assert!(checked > floor, "only {checked} artifacts checked");
+    }
 }

@@ -24,7 +24,10 @@ use time::OffsetDateTime;
 use crate::esl::event::{json_event, scan_plain_headers};
 use crate::esl::session::{Command, CommandKind, Inbound, Job, Origin, Pending, ReplyStatus};
 use crate::esl::{Frame, header_ci};
-use crate::record::{Envelope, JsonMap, keys};
+use crate::record::canonical::{self, KeyOrder};
+use crate::record::{
+    EncodedRecord, Envelope, JsonMap, RecordId, RecordText, checksum, keys, ksort,
+};
 
 /// The artifact version of everything this capture writes (the apntalk vocabulary's "1").
 pub const ARTIFACT_VERSION: &str = "1";
@@ -160,9 +163,9 @@ impl Mapper {
         &self.identity
     }
 
-    /// The envelopes for one captured item, in order (a bgapi ack gives `command.reply`
-    /// then `bgapi.ack`; a tracked BACKGROUND_JOB gives `event.raw` then `bgapi.complete`).
-    pub fn map(&mut self, stamp: &Stamp, captured: Captured) -> Vec<Envelope> {
+    /// The artifacts of one captured item, in order (a bgapi ack gives `command.reply` then
+    /// `bgapi.ack`; a tracked BACKGROUND_JOB gives `event.raw` then `bgapi.complete`).
+    pub fn map(&mut self, stamp: &Stamp, captured: Captured) -> Vec<CaptureArtifact> {
         match captured {
             Captured::Frame { frame, inbound } => self.frame(stamp, &frame, inbound),
             Captured::Malformed {
@@ -186,7 +189,7 @@ impl Mapper {
                     "subscription.mutate"
                 };
                 let mut a = Artifact::new(name, "dispatch", name);
-                a.raw_payload = Value::String(document.to_string());
+                a.raw_payload = document.to_string();
                 let kind = document["mutation_kind"].as_str().unwrap_or_default();
                 a.fact(
                     "command-type",
@@ -214,7 +217,7 @@ impl Mapper {
             Captured::ConnectionOpened { peer, attempt } => {
                 let mut a = Artifact::new("connection.opened", "connection", "opened");
                 let doc = json!({"peer": peer, "attempt": attempt, "connection_generation": stamp.connection_generation});
-                a.raw_payload = Value::String(doc.to_string());
+                a.raw_payload = doc.to_string();
                 a.fact("peer", &peer);
                 a.derived("connect-attempt", &attempt.to_string());
                 vec![self.finish(stamp, a)]
@@ -226,7 +229,7 @@ impl Mapper {
             } => {
                 let mut a = Artifact::new("connection.closed", "connection", "closed");
                 let doc = json!({"reason": reason, "retryable": retryable, "frames": frames});
-                a.raw_payload = Value::String(doc.to_string());
+                a.raw_payload = doc.to_string();
                 a.fact("close-reason", &reason);
                 a.derived("close-retryable", if retryable { "true" } else { "false" });
                 a.derived("connection-frames", &frames.to_string());
@@ -236,7 +239,7 @@ impl Mapper {
         }
     }
 
-    fn gap(&mut self, stamp: &Stamp, kind: GapKind) -> Envelope {
+    fn gap(&mut self, stamp: &Stamp, kind: GapKind) -> CaptureArtifact {
         let last = json!({
             "core_uuid": self.last_core_uuid,
             "event_sequence": self.last_event_sequence,
@@ -276,13 +279,13 @@ impl Mapper {
         };
         self.continuity = "gap-detected";
         let mut a = Artifact::new("capture.gap", "gap", name);
-        a.raw_payload = Value::String(doc.to_string());
+        a.raw_payload = doc.to_string();
         a.derived("runtime-replay-continuity", "gap-detected");
-        a.extra.push(("gap", doc));
+        a.gap = Some(doc);
         self.finish(stamp, a)
     }
 
-    fn dispatch(&mut self, stamp: &Stamp, pending: &Pending) -> Envelope {
+    fn dispatch(&mut self, stamp: &Stamp, pending: &Pending) -> CaptureArtifact {
         let line = pending.line();
         let kind = pending.kind();
         let (name, type_) = match kind {
@@ -298,7 +301,7 @@ impl Mapper {
             command_name.clone()
         };
         let mut a = Artifact::new(name, "dispatch", &captured_name);
-        a.raw_payload = Value::String(line);
+        a.raw_payload = line;
         a.classifier("runtime-capture-path", name);
         a.classifier("runtime-command-type", type_);
         a.fact("command-type", type_);
@@ -317,7 +320,7 @@ impl Mapper {
         self.finish(stamp, a)
     }
 
-    fn frame(&mut self, stamp: &Stamp, frame: &Frame, inbound: Inbound) -> Vec<Envelope> {
+    fn frame(&mut self, stamp: &Stamp, frame: &Frame, inbound: Inbound) -> Vec<CaptureArtifact> {
         let content_type = header_ci(frame, "Content-Type")
             .unwrap_or_default()
             .to_owned();
@@ -373,7 +376,7 @@ impl Mapper {
         pending: Option<&Pending>,
         status: ReplyStatus,
         job_uuid: Option<String>,
-    ) -> Vec<Envelope> {
+    ) -> Vec<CaptureArtifact> {
         let is_api = content_type.eq_ignore_ascii_case("api/response");
         let reply_text = header_ci(frame, "Reply-Text")
             .unwrap_or_default()
@@ -443,7 +446,7 @@ impl Mapper {
         frame: &Frame,
         content_type: &str,
         completes: Option<Job>,
-    ) -> Vec<Envelope> {
+    ) -> Vec<CaptureArtifact> {
         const NAMES: [&str; 7] = [
             "Event-Name",
             "Event-Sequence",
@@ -548,62 +551,267 @@ impl Mapper {
         }
     }
 
-    fn finish(&self, stamp: &Stamp, a: Artifact) -> Envelope {
-        let id = &self.identity;
-        let generation = stamp.connection_generation.to_string();
-        let mut derived = JsonMap::new();
-        for (k, v) in &a.derived {
-            derived.insert(k.clone(), Value::String(v.clone()));
+    /// The artifact as it stands, with the mapper's replay state at this point.
+    fn finish(&self, stamp: &Stamp, artifact: Artifact) -> CaptureArtifact {
+        CaptureArtifact {
+            identity: Arc::clone(&self.identity),
+            stamp: *stamp,
+            recovery_generation: self.recovery_generation,
+            continuity: self.continuity,
+            artifact,
         }
-        derived.insert("session-id".into(), id.session_id.clone().into());
-        derived.insert(
-            "captured-at-micros".into(),
-            micros(stamp.captured_at).to_string().into(),
-        );
-        derived.insert("replay-artifact-version".into(), ARTIFACT_VERSION.into());
-        derived.insert("replay-artifact-name".into(), a.name.into());
-        derived.insert("runtime-capture-path".into(), a.name.into());
-        derived.insert(
-            "runtime-connection-generation".into(),
-            generation.clone().into(),
+    }
+}
+
+/// One artifact of a captured item: everything its record holds except the record id, the
+/// store's time and the append sequence, with the capture payload typed (docs/capture.md
+/// lists its fields).
+///
+/// It becomes a record in one of two ways that give the same bytes: [`Self::encode`]
+/// writes the record's JSON texts and checksum input directly (what capture does), and
+/// [`Self::envelope`] builds the maps an [`Envelope`] holds (for code that wants maps; the
+/// tests compare the two).
+#[derive(Debug, Clone)]
+pub struct CaptureArtifact {
+    identity: Arc<NodeIdentity>,
+    stamp: Stamp,
+    recovery_generation: u64,
+    continuity: &'static str,
+    artifact: Artifact,
+}
+
+/// Reusable buffers for [`CaptureArtifact::encode`].
+#[derive(Debug, Default)]
+pub struct EncodeBuffers {
+    canonical: String,
+    payload: String,
+    correlation_ids: String,
+    runtime_flags: String,
+}
+
+/// The text values a capture artifact's maps hold, borrowed (see [`CaptureArtifact::parts`]).
+struct Parts<'a> {
+    derived: Vec<(&'a str, &'a str)>,
+    replay: Vec<(&'a str, &'a str)>,
+}
+
+/// A value of the capture payload's top-level map.
+enum PayloadValue<'a> {
+    Text(&'a str),
+    /// A map of strings (`classifier_context`, ...).
+    Texts(&'a [(&'a str, &'a str)]),
+    /// `frame_headers`: a list of `[name, value]` lists.
+    Headers(&'a [(String, String)]),
+    Json(&'a serde_json::Value),
+}
+
+impl CaptureArtifact {
+    /// The artifact name (`event.raw`, `command.reply`, ...).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.artifact.name
+    }
+
+    /// The time, capture sequence and connection generation it was captured with.
+    #[must_use]
+    pub fn stamp(&self) -> &Stamp {
+        &self.stamp
+    }
+
+    /// The record's maps' text values that are computed rather than stored in the artifact:
+    /// the connection and recovery generations as text, and the `derived_metadata` and
+    /// `replay_metadata` entries in order (a key set twice keeps its first place and its
+    /// last value, as a map does).
+    fn parts<'a>(&'a self, micros: &'a str, generation: &'a str, recovery: &'a str) -> Parts<'a> {
+        let a = &self.artifact;
+        let mut derived: Vec<(&str, &str)> = Vec::with_capacity(a.derived.len() + 6);
+        for (key, value) in &a.derived {
+            upsert(&mut derived, key, value);
+        }
+        for (key, value) in [
+            ("session-id", self.identity.session_id.as_str()),
+            ("captured-at-micros", micros),
+            ("replay-artifact-version", ARTIFACT_VERSION),
+            ("replay-artifact-name", a.name),
+            ("runtime-capture-path", a.name),
+            ("runtime-connection-generation", generation),
+        ] {
+            upsert(&mut derived, key, value);
+        }
+        let mut replay = vec![
+            (keys::RECOVERY_GENERATION_ID, recovery),
+            (keys::REPLAY_CONTINUITY_POSTURE, self.continuity),
+        ];
+        if let Some(operation) = &a.operation {
+            if let Some(id) = &operation.id {
+                replay.push((keys::OPERATION_ID, id.as_str()));
+            }
+            replay.push((keys::OPERATION_KIND, operation.kind));
+            replay.push((keys::OPERATION_STATE, operation.state));
+        }
+        Parts { derived, replay }
+    }
+
+    /// The payload's top-level entries in insertion order.
+    fn payload_entries<'a>(
+        &'a self,
+        classifier: &'a [(&'a str, &'a str)],
+        facts: &'a [(&'a str, &'a str)],
+        parts: &'a Parts<'a>,
+    ) -> Vec<(&'static str, PayloadValue<'a>)> {
+        let a = &self.artifact;
+        let mut entries = Vec::with_capacity(10);
+        entries.push((keys::CAPTURED_TYPE, PayloadValue::Text(a.captured_type)));
+        entries.push((keys::CAPTURED_NAME, PayloadValue::Text(&a.captured_name)));
+        entries.push((keys::RAW_PAYLOAD, PayloadValue::Text(&a.raw_payload)));
+        if let Some(b64) = &a.raw_payload_base64 {
+            entries.push((keys::RAW_PAYLOAD_BASE64, PayloadValue::Text(b64)));
+        }
+        entries.push((keys::CLASSIFIER_CONTEXT, PayloadValue::Texts(classifier)));
+        entries.push((keys::PROTOCOL_FACTS, PayloadValue::Texts(facts)));
+        entries.push((keys::DERIVED_METADATA, PayloadValue::Texts(&parts.derived)));
+        if let Some(headers) = &a.headers {
+            entries.push((keys::FRAME_HEADERS, PayloadValue::Headers(headers)));
+        }
+        if let Some(gap) = &a.gap {
+            entries.push((keys::GAP, PayloadValue::Json(gap)));
+        }
+        entries.push((keys::REPLAY_METADATA, PayloadValue::Texts(&parts.replay)));
+        entries
+    }
+
+    /// Encodes the record: its JSON texts and checksum input are written directly, with the
+    /// bytes the map-built record ([`Self::envelope`]) would have.
+    ///
+    /// # Errors
+    ///
+    /// As [`EncodedRecord::new`] (a field of 4 GiB).
+    pub fn encode(
+        &self,
+        id: &RecordId,
+        stored_at: &OffsetDateTime,
+        buffers: &mut EncodeBuffers,
+    ) -> Result<EncodedRecord, crate::record::Error> {
+        let a = &self.artifact;
+        let identity = &*self.identity;
+        let micros = micros(self.stamp.captured_at).to_string();
+        let generation = self.stamp.connection_generation.to_string();
+        let recovery = self.recovery_generation.to_string();
+        let parts = self.parts(&micros, &generation, &recovery);
+        let classifier = as_strs(&a.classifier);
+        let facts = as_strs(&a.facts);
+        let mut entries = self.payload_entries(&classifier, &facts, &parts);
+
+        buffers.payload.clear();
+        write_payload(&mut buffers.payload, &entries, KeyOrder::Insertion);
+        entries = ksort::sort_entries(entries);
+        let checksum = checksum::compute_with(
+            &mut buffers.canonical,
+            a.name,
+            ARTIFACT_VERSION,
+            &self.stamp.captured_at,
+            |out| write_payload(out, &entries, KeyOrder::PhpKsort),
         );
 
+        let worker = identity.worker_session_id.as_deref();
+        let out = &mut buffers.correlation_ids;
+        out.clear();
+        let mut correlation = vec![(keys::REPLAY_SESSION_ID, identity.session_id.as_str())];
+        if let Some(job) = &a.job_uuid {
+            correlation.push((keys::JOB_UUID, job));
+        }
+        if let Some(worker) = worker {
+            correlation.push((keys::WORKER_SESSION_ID, worker));
+        }
+        canonical::write_text_object(out, &correlation);
+
+        let out = &mut buffers.runtime_flags;
+        out.clear();
+        let mut flags = vec![
+            (keys::PROVIDER_CODE, "freeswitch"),
+            (keys::PBX_NODE_SLUG, identity.pbx_node_slug.as_str()),
+        ];
+        if let Some(worker) = worker {
+            flags.push((keys::WORKER_SESSION_ID, worker));
+        }
+        flags.push((keys::TRANSPORT, "tcp"));
+        flags.push((keys::REPLAY_SESSION_ID, &identity.session_id));
+        canonical::write_text_object(out, &flags);
+        // The two sequences go after the text entries: the capture sequence is a number.
+        out.pop();
+        out.push(',');
+        canonical::write_string(out, keys::REPLAY_CAPTURE_SEQUENCE);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(self.stamp.capture_sequence));
+        if let Some(seq) = &a.protocol_sequence {
+            out.push(',');
+            canonical::write_string(out, keys::REPLAY_PROTOCOL_SEQUENCE);
+            out.push(':');
+            canonical::write_string(out, seq);
+        }
+        out.push('}');
+
+        EncodedRecord::new(&RecordText {
+            id,
+            artifact_version: ARTIFACT_VERSION,
+            artifact_name: a.name,
+            capture_timestamp: &self.stamp.captured_at,
+            stored_at,
+            append_sequence: 1,
+            connection_generation: Some(&generation),
+            session_id: Some(&identity.session_id),
+            job_uuid: a.job_uuid.as_deref(),
+            event_name: a.event_name.as_deref(),
+            capture_path: Some(a.name),
+            checksum: &checksum,
+            replay_session_id: non_blank(&identity.session_id),
+            pbx_node_slug: non_blank(&identity.pbx_node_slug),
+            worker_session_id: worker.and_then(non_blank),
+            correlation_ids: &buffers.correlation_ids,
+            runtime_flags: &buffers.runtime_flags,
+            payload: &buffers.payload,
+            tags: "[]",
+        })
+    }
+
+    /// The envelope, with the record's maps built as maps.
+    #[must_use]
+    pub fn envelope(&self) -> Envelope {
+        let a = &self.artifact;
+        let id = &*self.identity;
+        let micros = micros(self.stamp.captured_at).to_string();
+        let generation = self.stamp.connection_generation.to_string();
+        let recovery = self.recovery_generation.to_string();
+        let parts = self.parts(&micros, &generation, &recovery);
+        let object = |pairs: &[(&str, &str)]| -> Value {
+            Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                    .collect(),
+            )
+        };
         let mut payload = JsonMap::new();
         payload.insert(keys::CAPTURED_TYPE.into(), a.captured_type.into());
-        payload.insert(keys::CAPTURED_NAME.into(), a.captured_name.into());
-        payload.insert(keys::RAW_PAYLOAD.into(), a.raw_payload);
-        if let Some(b64) = a.raw_payload_base64 {
-            payload.insert(keys::RAW_PAYLOAD_BASE64.into(), b64.into());
+        payload.insert(keys::CAPTURED_NAME.into(), a.captured_name.clone().into());
+        payload.insert(keys::RAW_PAYLOAD.into(), a.raw_payload.clone().into());
+        if let Some(b64) = &a.raw_payload_base64 {
+            payload.insert(keys::RAW_PAYLOAD_BASE64.into(), b64.clone().into());
         }
-        payload.insert(keys::CLASSIFIER_CONTEXT.into(), pairs(&a.classifier));
-        payload.insert(keys::PROTOCOL_FACTS.into(), pairs(&a.facts));
-        payload.insert(keys::DERIVED_METADATA.into(), Value::Object(derived));
-        if let Some(headers) = a.headers {
-            let list = headers.into_iter().map(|(n, v)| json!([n, v])).collect();
+        payload.insert(
+            keys::CLASSIFIER_CONTEXT.into(),
+            object(&as_strs(&a.classifier)),
+        );
+        payload.insert(keys::PROTOCOL_FACTS.into(), object(&as_strs(&a.facts)));
+        payload.insert(keys::DERIVED_METADATA.into(), object(&parts.derived));
+        if let Some(headers) = &a.headers {
+            let list = headers.iter().map(|(n, v)| json!([n, v])).collect();
             payload.insert(keys::FRAME_HEADERS.into(), Value::Array(list));
         }
-        for (key, value) in a.extra {
-            payload.insert(key.into(), value);
+        if let Some(gap) = &a.gap {
+            payload.insert(keys::GAP.into(), gap.clone());
         }
-        // What the evidence engine reads first (reference §7.2 general and operation
-        // contexts); a bgapi's completion joins its operation by job UUID (decision C9).
-        let mut replay = JsonMap::new();
-        replay.insert(
-            keys::RECOVERY_GENERATION_ID.into(),
-            self.recovery_generation.to_string().into(),
-        );
-        replay.insert(
-            keys::REPLAY_CONTINUITY_POSTURE.into(),
-            self.continuity.into(),
-        );
-        if let Some(operation) = a.operation {
-            if let Some(id) = operation.id {
-                replay.insert(keys::OPERATION_ID.into(), id.into());
-            }
-            replay.insert(keys::OPERATION_KIND.into(), operation.kind.into());
-            replay.insert(keys::OPERATION_STATE.into(), operation.state.into());
-        }
-        payload.insert(keys::REPLAY_METADATA.into(), Value::Object(replay));
+        payload.insert(keys::REPLAY_METADATA.into(), object(&parts.replay));
 
         let mut correlation = JsonMap::new();
         correlation.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
@@ -621,25 +829,85 @@ impl Mapper {
         flags.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
         flags.insert(
             keys::REPLAY_CAPTURE_SEQUENCE.into(),
-            stamp.capture_sequence.into(),
+            self.stamp.capture_sequence.into(),
         );
-        if let Some(seq) = a.protocol_sequence {
-            flags.insert(keys::REPLAY_PROTOCOL_SEQUENCE.into(), seq.into());
+        if let Some(seq) = &a.protocol_sequence {
+            flags.insert(keys::REPLAY_PROTOCOL_SEQUENCE.into(), seq.clone().into());
         }
         Envelope {
             artifact_version: ARTIFACT_VERSION.into(),
             artifact_name: a.name.into(),
-            capture_timestamp: stamp.captured_at,
+            capture_timestamp: self.stamp.captured_at,
             capture_path: Some(a.name.into()),
             connection_generation: Some(generation),
             session_id: Some(id.session_id.clone()),
-            job_uuid: a.job_uuid,
-            event_name: a.event_name,
+            job_uuid: a.job_uuid.clone(),
+            event_name: a.event_name.clone(),
             correlation_ids: correlation,
             runtime_flags: flags,
             payload,
         }
     }
+}
+
+/// Sets `key` in a list of unique keys: in place if it is there, at the end otherwise.
+fn upsert<'a>(list: &mut Vec<(&'a str, &'a str)>, key: &'a str, value: &'a str) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => list.push((key, value)),
+    }
+}
+
+fn as_strs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The value itself unless it is blank (how the identity fields are derived from the maps).
+fn non_blank(value: &str) -> Option<&str> {
+    Some(value).filter(|v| !crate::record::is_blank(v))
+}
+
+/// Writes the payload map: as the record stores it (`Insertion`: nested maps as objects,
+/// [`canonical::write_record_map`]) or as the checksum reads it (`PhpKsort`, entries
+/// already sorted: every nested map sorted and written by PHP's array rules).
+fn write_payload(out: &mut String, entries: &[(&str, PayloadValue<'_>)], order: KeyOrder) {
+    out.push('{');
+    for (index, (key, value)) in entries.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        canonical::write_string(out, key);
+        out.push(':');
+        match value {
+            PayloadValue::Text(text) => canonical::write_string(out, text),
+            PayloadValue::Texts(pairs) => match order {
+                KeyOrder::Insertion => canonical::write_text_object(out, pairs),
+                KeyOrder::PhpKsort => canonical::write_text_map(out, pairs, order),
+            },
+            PayloadValue::Headers(headers) => {
+                out.push('[');
+                for (index, (name, value)) in headers.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push('[');
+                    canonical::write_string(out, name);
+                    out.push(',');
+                    canonical::write_string(out, value);
+                    out.push(']');
+                }
+                out.push(']');
+            }
+            PayloadValue::Json(json) => match order {
+                KeyOrder::Insertion => canonical::write_as_written(out, json),
+                KeyOrder::PhpKsort => canonical::write_value(out, json, order),
+            },
+        }
+    }
+    out.push('}');
 }
 
 /// An artifact under construction.
@@ -648,7 +916,7 @@ struct Artifact {
     name: &'static str,
     captured_type: &'static str,
     captured_name: String,
-    raw_payload: Value,
+    raw_payload: String,
     raw_payload_base64: Option<String>,
     headers: Option<Vec<(String, String)>>,
     classifier: Vec<(String, String)>,
@@ -657,7 +925,7 @@ struct Artifact {
     job_uuid: Option<String>,
     event_name: Option<String>,
     protocol_sequence: Option<String>,
-    extra: Vec<(&'static str, Value)>,
+    gap: Option<Value>,
     operation: Option<Operation>,
 }
 
@@ -676,7 +944,7 @@ impl Artifact {
             name,
             captured_type,
             captured_name: captured_name.to_owned(),
-            raw_payload: Value::String(String::new()),
+            raw_payload: String::new(),
             raw_payload_base64: None,
             headers: None,
             classifier: Vec::new(),
@@ -685,7 +953,7 @@ impl Artifact {
             job_uuid: None,
             event_name: None,
             protocol_sequence: None,
-            extra: Vec::new(),
+            gap: None,
             operation: None,
         }
     }
@@ -694,9 +962,9 @@ impl Artifact {
     /// are not UTF-8.
     fn raw(&mut self, bytes: &[u8]) {
         match std::str::from_utf8(bytes) {
-            Ok(text) => self.raw_payload = Value::String(text.to_owned()),
+            Ok(text) => text.clone_into(&mut self.raw_payload),
             Err(_) => {
-                self.raw_payload = Value::String(String::from_utf8_lossy(bytes).into_owned());
+                self.raw_payload = String::from_utf8_lossy(bytes).into_owned();
                 self.raw_payload_base64 =
                     Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
@@ -718,30 +986,28 @@ impl Artifact {
     }
 
     fn classifier(&mut self, key: &str, value: &str) {
-        self.classifier.push((key.to_owned(), value.to_owned()));
+        set(&mut self.classifier, key, value);
     }
 
     /// Protocol facts drop empty values, as esl-core does.
     fn fact(&mut self, key: &str, value: &str) {
         if !value.is_empty() {
-            self.facts.push((key.to_owned(), value.to_owned()));
+            set(&mut self.facts, key, value);
         }
     }
 
     fn derived(&mut self, key: &str, value: &str) {
-        match self.derived.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_owned(),
-            None => self.derived.push((key.to_owned(), value.to_owned())),
-        }
+        set(&mut self.derived, key, value);
     }
 }
 
-fn pairs(list: &[(String, String)]) -> Value {
-    Value::Object(
-        list.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+/// Sets `key` in one of an artifact's maps, held as pairs: in place if it is there (as a map
+/// keeps a key's first place), at the end otherwise.
+fn set(map: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match map.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => value.clone_into(&mut slot.1),
+        None => map.push((key.to_owned(), value.to_owned())),
+    }
 }
 
 fn origin_str(origin: Origin) -> &'static str {

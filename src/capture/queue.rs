@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use time::OffsetDateTime;
 
-use super::artifact::{Captured, GapKind, Mapper, NodeIdentity, Stamp};
+use super::artifact::{Captured, EncodeBuffers, GapKind, Mapper, NodeIdentity, Stamp};
 use super::telemetry::Telemetry;
-use crate::record::{Record, RecordId};
+use crate::record::{EncodedRecord, RecordId};
 use crate::store::ArtifactStore;
 
 /// Bytes an item is charged on top of its frame bytes (envelope maps, bookkeeping).
@@ -333,7 +333,7 @@ impl Default for WriterOptions {
 
 /// A mapped batch on its way from the mapping thread to the store thread.
 struct Mapped {
-    records: Vec<Record>,
+    records: Vec<EncodedRecord>,
     per_node: Vec<u64>,
     runs: Vec<Option<DropRun>>,
 }
@@ -397,24 +397,18 @@ fn write_batches(
     let mut failures_in_a_row = 0u32;
     for batch in mapped {
         let Mapped {
-            records,
+            mut records,
             per_node,
             runs,
         } = batch;
         let count = records.len();
         // Records were built with sequence 1; place them after the store's last one.
         let result = crate::store::next_sequences(last, count).and_then(|first| {
-            let records = records
-                .into_iter()
-                .zip(first..)
-                .map(|(record, sequence)| {
-                    let mut fields = record.into_fields();
-                    fields.append_sequence = sequence;
-                    Record::new(fields)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            for (record, sequence) in records.iter_mut().zip(first..) {
+                record.set_append_sequence(sequence)?;
+            }
             let started = Instant::now();
-            store.append_records(&records)?;
+            store.append_encoded(&records)?;
             telemetry
                 .append_latency
                 .observe(started.elapsed().as_secs_f64());
@@ -455,6 +449,7 @@ fn write_batches(
 /// The mapping thread: queue items to complete records, until the queue is closed and empty.
 fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::SyncSender<Mapped>) {
     let mut mappers: Vec<Mapper> = queue.nodes.iter().cloned().map(Mapper::new).collect();
+    let mut buffers = EncodeBuffers::default();
     while let Some(batch) = queue.pop_batch(max_batch, Duration::from_millis(200)) {
         if batch.is_empty() {
             continue;
@@ -475,8 +470,8 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
             run.bytes += entry.size as u64;
             run.first = run.first.min(entry.stamp.capture_sequence);
             run.last = run.last.max(entry.stamp.capture_sequence);
-            for envelope in mappers[entry.node].map(&entry.stamp, entry.captured) {
-                match Record::from_envelope(envelope, RecordId::generate(), stored_at, 1) {
+            for artifact in mappers[entry.node].map(&entry.stamp, entry.captured) {
+                match artifact.encode(&RecordId::generate(), &stored_at, &mut buffers) {
                     Ok(record) => {
                         per_node[entry.node] += 1;
                         records.push(record);

@@ -241,7 +241,7 @@ pub(crate) fn write_record_map(out: &mut String, map: &JsonMap) {
 
 /// Writes a value inside a record map in the form it was written in (see
 /// [`write_record_map`]).
-fn write_as_written(out: &mut String, value: &Value) {
+pub(crate) fn write_as_written(out: &mut String, value: &Value) {
     match value {
         Value::Array(items) => write_items_as_written(out, items.iter()),
         Value::Object(map) => write_entries_as_written(out, map),
@@ -285,44 +285,112 @@ fn key_is_index(key: &str, index: usize) -> bool {
 }
 
 /// Writes a JSON string with PHP's escaping (see the module docs).
+///
+/// Runs of bytes that need no escape are copied whole; every escape starts at an ASCII byte
+/// or at the 0xE2 that leads U+2028 and U+2029, so runs end on character boundaries.
 pub(crate) fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    // Most strings need no escape: copy them whole. 0xE2 leads U+2028 and U+2029.
-    // (A fold without early exit, so the compiler checks many bytes at once.)
-    let needs_escape = text.bytes().fold(false, |found, byte| {
-        found | (byte < 0x20) | (byte == b'"') | (byte == b'\\') | (byte == 0xe2)
-    });
-    if !needs_escape {
-        out.push_str(text);
-        out.push('"');
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|b| ESCAPE_LEAD[usize::from(*b)]))
+    {
+        at += offset;
+        let lead = bytes.get(at).copied().unwrap_or_default();
+        let (escape, width): (&str, usize) = match lead {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            0x08 => ("\\b", 1),
+            0x0c => ("\\f", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0xe2 => match bytes.get(at + 1..at + 3) {
+                Some([0x80, 0xa8]) => ("\\u2028", 3),
+                Some([0x80, 0xa9]) => ("\\u2029", 3),
+                _ => {
+                    at += 1;
+                    continue;
+                }
+            },
+            _ => ("", 1),
+        };
+        out.push_str(text.get(run..at).unwrap_or_default());
+        if escape.is_empty() {
+            // Another C0 control: \u00XX with lowercase hex.
+            out.push_str("\\u00");
+            for nibble in [lead >> 4, lead & 0xf] {
+                out.extend(HEX.get(usize::from(nibble)).map(|digit| char::from(*digit)));
+            }
+        } else {
+            out.push_str(escape);
+        }
+        at += width;
+        run = at;
+    }
+    out.push_str(text.get(run..).unwrap_or_default());
+    out.push('"');
+}
+
+/// The bytes at which [`write_string`] may have to escape: C0 controls, `"`, `\\` and 0xE2.
+const ESCAPE_LEAD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0xe2] = true;
+    table
+};
+
+/// Writes a map of strings held as `(key, value)` pairs with unique keys, exactly as
+/// [`write_map`] writes the same map (PHP's array rules, keys in `order`).
+pub(crate) fn write_text_map(out: &mut String, pairs: &[(&str, &str)], order: KeyOrder) {
+    let sorted;
+    let pairs = match order {
+        KeyOrder::Insertion => pairs,
+        KeyOrder::PhpKsort => {
+            sorted = ksort::sort_entries(pairs.to_vec());
+            sorted.as_slice()
+        }
+    };
+    if pairs
+        .iter()
+        .enumerate()
+        .all(|(index, (key, _))| key_is_index(key, index))
+    {
+        out.push('[');
+        for (index, (_, value)) in pairs.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            write_string(out, value);
+        }
+        out.push(']');
         return;
     }
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            control if u32::from(control) < 0x20 => {
-                let code = u32::from(control) as usize;
-                out.push_str("\\u00");
-                out.extend(
-                    [code >> 4, code & 0xf]
-                        .iter()
-                        .filter_map(|nibble| HEX.get(*nibble))
-                        .map(|digit| char::from(*digit)),
-                );
-            }
-            other => out.push(other),
+    write_text_object(out, pairs);
+}
+
+/// Writes a map of strings held as `(key, value)` pairs with unique keys as an object, in
+/// their order: how a record map holds an object inside it ([`write_record_map`]).
+pub(crate) fn write_text_object(out: &mut String, pairs: &[(&str, &str)]) {
+    out.push('{');
+    for (index, (key, value)) in pairs.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
         }
+        write_string(out, key);
+        out.push(':');
+        write_string(out, value);
     }
-    out.push('"');
+    out.push('}');
 }
 
 /// Writes a JSON number as PHP would after decoding it (see the module docs).
@@ -457,6 +525,51 @@ mod tests {
             insertion(&value),
             "\"a/b \\\"q\\\" \\\\ é 😀 <>&' \u{7f} \u{85} \\u2028\\u2029 \\b\\f\\n\\r\\t \\u0000\\u0001\\u001f\""
         );
+    }
+
+    /// The escaping rules one character at a time, as the module docs state them.
+    fn escaped_by_character(text: &str) -> String {
+        let mut out = String::from("\"");
+        for character in text.chars() {
+            match character {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{2028}' => out.push_str("\\u2028"),
+                '\u{2029}' => out.push_str("\\u2029"),
+                control if u32::from(control) < 0x20 => {
+                    out.push_str(&format!("\\u{:04x}", u32::from(control)));
+                }
+                other => out.push(other),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_run_by_run_as_character_by_character() {
+        fn agrees(text: String) -> bool {
+            let mut out = String::new();
+            write_string(&mut out, &text);
+            out == escaped_by_character(&text)
+        }
+        for text in [
+            "",
+            "\u{2028}\u{2029}\u{2027}\u{202a}",
+            "\u{1f}\u{0}\u{7f}",
+            "€\"",
+            "\\\u{e2}",
+        ] {
+            assert!(agrees(text.to_owned()), "{text:?}");
+        }
+        quickcheck::QuickCheck::new()
+            .tests(5_000)
+            .quickcheck(agrees as fn(String) -> bool);
     }
 
     #[test]

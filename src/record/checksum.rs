@@ -30,16 +30,54 @@ pub fn canonical_json(
 ) -> Result<String, Error> {
     check_map_depth(payload)?;
     let mut out = String::with_capacity(128);
-    out.push_str("{\"artifact_name\":");
-    canonical::write_string(&mut out, artifact_name);
-    out.push_str(",\"artifact_version\":");
-    canonical::write_string(&mut out, artifact_version);
-    out.push_str(",\"capture_timestamp\":\"");
-    timestamp::write_reference_text(capture_timestamp, &mut out);
-    out.push_str("\",\"payload\":");
-    canonical::write_map(&mut out, payload, KeyOrder::PhpKsort);
-    out.push('}');
+    write_canonical(
+        &mut out,
+        artifact_name,
+        artifact_version,
+        capture_timestamp,
+        |out| canonical::write_map(out, payload, KeyOrder::PhpKsort),
+    );
     Ok(out)
+}
+
+/// Writes the checksum's input with the payload's canonical text written by `payload`.
+fn write_canonical(
+    out: &mut String,
+    artifact_name: &str,
+    artifact_version: &str,
+    capture_timestamp: &OffsetDateTime,
+    payload: impl FnOnce(&mut String),
+) {
+    out.push_str("{\"artifact_name\":");
+    canonical::write_string(out, artifact_name);
+    out.push_str(",\"artifact_version\":");
+    canonical::write_string(out, artifact_version);
+    out.push_str(",\"capture_timestamp\":\"");
+    timestamp::write_reference_text(capture_timestamp, out);
+    out.push_str("\",\"payload\":");
+    payload(out);
+    out.push('}');
+}
+
+/// Computes the checksum of a payload held in another form than a map: `payload` writes
+/// the text [`canonical::write_map`] would write for it in PHP `ksort` order. `scratch`
+/// holds the input (its earlier content is dropped) so that callers can reuse it.
+pub(crate) fn compute_with(
+    scratch: &mut String,
+    artifact_name: &str,
+    artifact_version: &str,
+    capture_timestamp: &OffsetDateTime,
+    payload: impl FnOnce(&mut String),
+) -> String {
+    scratch.clear();
+    write_canonical(
+        scratch,
+        artifact_name,
+        artifact_version,
+        capture_timestamp,
+        payload,
+    );
+    to_lower_hex(&Sha256::digest(scratch.as_bytes()))
 }
 
 /// Computes the checksum: lowercase hex SHA-256 of [`canonical_json`].

@@ -97,14 +97,6 @@ impl Record {
     }
 
     fn encode_v2(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-        for timestamp in [self.capture_timestamp(), self.stored_at()] {
-            out.extend_from_slice(&timestamp.offset().whole_seconds().to_le_bytes());
-            out.extend_from_slice(&timestamp.unix_timestamp().to_le_bytes());
-            out.extend_from_slice(&timestamp.nanosecond().to_le_bytes());
-        }
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&self.append_sequence().to_le_bytes());
         // The four maps' texts, one after the other.
         let mut maps = String::with_capacity(256);
         let mut ends = [0usize; 4];
@@ -139,23 +131,13 @@ impl Record {
             map_text(2),
             map_text(3),
         ];
-        for ((name, _), field) in V2_FIELDS.iter().zip(&fields) {
-            let length = match field {
-                None => ABSENT,
-                Some(bytes) => u32::try_from(bytes.len())
-                    .ok()
-                    .filter(|length| *length != ABSENT)
-                    .ok_or(Error::FieldTooLong {
-                        field: name,
-                        bytes: bytes.len(),
-                    })?,
-            };
-            out.extend_from_slice(&length.to_le_bytes());
-        }
-        for bytes in fields.into_iter().flatten() {
-            out.extend_from_slice(bytes);
-        }
-        Ok(())
+        write_v2(
+            out,
+            self.capture_timestamp(),
+            self.stored_at(),
+            self.append_sequence(),
+            &fields,
+        )
     }
 
     /// Encodes this record into a new frame body (see [`Record::encode_into`]).
@@ -221,6 +203,196 @@ impl Record {
     }
 }
 
+/// Writes a version 2 frame body: the header, then the sixteen fields (`None` = absent).
+fn write_v2(
+    out: &mut Vec<u8>,
+    capture_timestamp: &OffsetDateTime,
+    stored_at: &OffsetDateTime,
+    append_sequence: u64,
+    fields: &[Option<&[u8]>; 16],
+) -> Result<(), Error> {
+    out.reserve(V2_HEADER_LEN + fields.iter().flatten().map(|f| f.len()).sum::<usize>());
+    out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+    for timestamp in [capture_timestamp, stored_at] {
+        out.extend_from_slice(&timestamp.offset().whole_seconds().to_le_bytes());
+        out.extend_from_slice(&timestamp.unix_timestamp().to_le_bytes());
+        out.extend_from_slice(&timestamp.nanosecond().to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&append_sequence.to_le_bytes());
+    for ((name, _), field) in V2_FIELDS.iter().zip(fields) {
+        let length = match field {
+            None => ABSENT,
+            Some(bytes) => u32::try_from(bytes.len())
+                .ok()
+                .filter(|length| *length != ABSENT)
+                .ok_or(Error::FieldTooLong {
+                    field: name,
+                    bytes: bytes.len(),
+                })?,
+        };
+        out.extend_from_slice(&length.to_le_bytes());
+    }
+    for bytes in fields.iter().flatten() {
+        out.extend_from_slice(bytes);
+    }
+    Ok(())
+}
+
+/// Where a version 2 header holds the append sequence.
+const V2_SEQUENCE_AT: usize = 40;
+
+/// A record's fields with its four maps already written as the JSON text a version 2 frame
+/// stores (the text [`super::canonical::write_record_map`] writes for each map), for writers
+/// that build that text directly instead of building maps ([`EncodedRecord::new`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RecordText<'a> {
+    /// The record id.
+    pub id: &'a RecordId,
+    /// `artifact_version`.
+    pub artifact_version: &'a str,
+    /// `artifact_name`.
+    pub artifact_name: &'a str,
+    /// `capture_timestamp`.
+    pub capture_timestamp: &'a OffsetDateTime,
+    /// `stored_at`.
+    pub stored_at: &'a OffsetDateTime,
+    /// `append_sequence` (it can be changed later: [`EncodedRecord::set_append_sequence`]).
+    pub append_sequence: u64,
+    /// `connection_generation`.
+    pub connection_generation: Option<&'a str>,
+    /// `session_id`.
+    pub session_id: Option<&'a str>,
+    /// `job_uuid`.
+    pub job_uuid: Option<&'a str>,
+    /// `event_name`.
+    pub event_name: Option<&'a str>,
+    /// `capture_path`.
+    pub capture_path: Option<&'a str>,
+    /// The checksum of the record ([`super::checksum`]).
+    pub checksum: &'a str,
+    /// The identity derived from the maps ([`super::identity`]): the replay session id.
+    pub replay_session_id: Option<&'a str>,
+    /// The derived PBX node slug.
+    pub pbx_node_slug: Option<&'a str>,
+    /// The derived worker session id.
+    pub worker_session_id: Option<&'a str>,
+    /// `correlation_ids` as stored JSON text.
+    pub correlation_ids: &'a str,
+    /// `runtime_flags` as stored JSON text.
+    pub runtime_flags: &'a str,
+    /// `payload` as stored JSON text.
+    pub payload: &'a str,
+    /// `tags` as stored JSON text.
+    pub tags: &'a str,
+}
+
+/// A record already encoded as a version 2 frame body, ready to append as it is
+/// ([`crate::store::ArtifactStore::append_encoded`]).
+///
+/// Its writer promises what [`RecordView::to_record`] checks on every read: each map text is
+/// the stored text of the map it holds, and the identity fields are the ones derived from
+/// the maps. [`EncodedRecord::new`] checks the rest, as [`Record::new`] does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedRecord {
+    bytes: Vec<u8>,
+}
+
+impl EncodedRecord {
+    /// Encodes the fields.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SequenceOutOfRange`], [`Error::BlankField`] as [`Record::new`];
+    /// [`Error::FieldTooLong`].
+    pub fn new(text: &RecordText<'_>) -> Result<EncodedRecord, Error> {
+        check_sequence(text.append_sequence)?;
+        for (field, value) in [
+            ("artifact_version", text.artifact_version),
+            ("artifact_name", text.artifact_name),
+            ("checksum", text.checksum),
+        ] {
+            if super::is_blank(value) {
+                return Err(Error::BlankField { field });
+            }
+        }
+        let fields: [Option<&[u8]>; 16] = [
+            Some(text.id.as_str().as_bytes()),
+            Some(text.artifact_version.as_bytes()),
+            Some(text.artifact_name.as_bytes()),
+            text.connection_generation.map(str::as_bytes),
+            text.session_id.map(str::as_bytes),
+            text.job_uuid.map(str::as_bytes),
+            text.event_name.map(str::as_bytes),
+            text.capture_path.map(str::as_bytes),
+            Some(text.checksum.as_bytes()),
+            text.replay_session_id.map(str::as_bytes),
+            text.pbx_node_slug.map(str::as_bytes),
+            text.worker_session_id.map(str::as_bytes),
+            Some(text.correlation_ids.as_bytes()),
+            Some(text.runtime_flags.as_bytes()),
+            Some(text.payload.as_bytes()),
+            Some(text.tags.as_bytes()),
+        ];
+        let mut bytes = Vec::new();
+        write_v2(
+            &mut bytes,
+            text.capture_timestamp,
+            text.stored_at,
+            text.append_sequence,
+            &fields,
+        )?;
+        Ok(EncodedRecord { bytes })
+    }
+
+    /// The frame body.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The record's append sequence.
+    #[must_use]
+    pub fn append_sequence(&self) -> u64 {
+        self.bytes
+            .get(V2_SEQUENCE_AT..V2_SEQUENCE_AT + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    /// Gives the record another append sequence (a writer places records after the store's
+    /// last one only when it appends them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SequenceOutOfRange`] as [`Record::new`].
+    pub fn set_append_sequence(&mut self, sequence: u64) -> Result<(), Error> {
+        check_sequence(sequence)?;
+        if let Some(slot) = self.bytes.get_mut(V2_SEQUENCE_AT..V2_SEQUENCE_AT + 8) {
+            slot.copy_from_slice(&sequence.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Views the record.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecordView::decode`] (only for text its writer broke).
+    pub fn view(&self) -> Result<RecordView<'_>, Error> {
+        RecordView::parse_v2(&self.bytes)
+    }
+}
+
+fn check_sequence(sequence: u64) -> Result<(), Error> {
+    if sequence == 0 || i64::try_from(sequence).is_err() {
+        return Err(Error::SequenceOutOfRange {
+            sequence: i128::from(sequence),
+        });
+    }
+    Ok(())
+}
+
 /// Where a view of a version 1 frame lives: the decoded record and its maps' texts.
 #[derive(Debug, Default)]
 pub struct DecodeBuffer {
@@ -254,7 +426,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// Reads a version 2 frame body in place (see `format/record.md`).
-    fn parse_v2(bytes: &'a [u8]) -> Result<RecordView<'a>, Error> {
+    pub(crate) fn parse_v2(bytes: &'a [u8]) -> Result<RecordView<'a>, Error> {
         let malformed = |reason: String| Error::MalformedFrame { reason };
         let header = bytes.get(..V2_HEADER_LEN).ok_or_else(|| {
             malformed(format!("{} bytes is shorter than the header", bytes.len()))

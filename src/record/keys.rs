@@ -101,6 +101,8 @@ pub const PROTOCOL_FACTS: &str = "protocol_facts";
 pub const DERIVED_METADATA: &str = "derived_metadata";
 /// Payload key of the frame's outer headers, as `[name, value]` pairs in wire order.
 pub const FRAME_HEADERS: &str = "frame_headers";
+/// Payload key of a `capture.gap` record: the gap document (docs/capture.md).
+pub const GAP: &str = "gap";
 
 /// Protocol-fact key of the outer `Content-Type`.
 pub const FACT_CONTENT_TYPE: &str = "content-type";

@@ -81,7 +81,7 @@ mod view;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-pub use codec::DecodeBuffer;
+pub use codec::{DecodeBuffer, EncodedRecord, RecordText};
 pub use criteria::{Criteria, CriteriaFields};
 pub use cursor::ReadCursor;
 pub use error::Error;

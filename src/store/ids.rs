@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Error, Result};
-use crate::record::{DecodeBuffer, Record, RecordView};
+use crate::record::{DecodeBuffer, RecordView};
 use crate::storage::io::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
@@ -57,11 +57,6 @@ pub(crate) fn hash_id(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// A record's capture instant in milliseconds, as criteria compare it.
-pub(crate) fn capture_ms(record: &Record) -> i64 {
-    millis(record.capture_timestamp().unix_timestamp_nanos())
 }
 
 /// Nanoseconds since the Unix epoch as whole milliseconds (floored, as criteria truncate).

@@ -19,10 +19,12 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
-use super::ids::{Entry, IdIndex, Summary, capture_ms, hash_id, millis};
+use super::ids::{Entry, IdIndex, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
-use crate::record::{Criteria, DecodeBuffer, Envelope, ReadCursor, Record, RecordId, RecordView};
+use crate::record::{
+    Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
+};
 use crate::storage::io::Io;
 use crate::storage::{Log, LogOptions, Reader, Seq};
 
@@ -285,70 +287,72 @@ impl LogStore {
     }
 
     fn append(&mut self, records: &[Record]) -> Result<()> {
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.resize_with(records.len(), Vec::new);
+        let mut result = Ok(());
+        for (record, buffer) in records.iter().zip(encoded.iter_mut()) {
+            buffer.clear();
+            if let Err(error) = record.encode_into(buffer) {
+                result = Err(error.into());
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.append_bodies(&encoded);
+        }
+        self.encoded = encoded;
+        result
+    }
+
+    /// Appends version 2 frame bodies as they are, after checking that their sequences
+    /// increase and that each fits a frame.
+    fn append_bodies<B: AsRef<[u8]>>(&mut self, bodies: &[B]) -> Result<()> {
         let mut last = self.last_sequence()?;
         let first_log = self.reader.next_seq()?.0;
         let mut map = self.runs.read().clone();
-        let mut encoded = std::mem::take(&mut self.encoded);
-        encoded.resize_with(records.len(), Vec::new);
-        for (next_log, (record, buffer)) in
-            (first_log..).zip(records.iter().zip(encoded.iter_mut()))
-        {
-            let sequence = record.append_sequence();
+        let mut entries = Vec::with_capacity(bodies.len());
+        for (next_log, body) in (first_log..).zip(bodies) {
+            let body = body.as_ref();
+            let view = RecordView::parse_v2(body).map_err(|source| Error::CorruptRecord {
+                sequence: last + 1,
+                source,
+            })?;
+            let sequence = view.append_sequence();
             if sequence <= last {
-                self.encoded = encoded;
                 return Err(Error::SequenceNotIncreasing {
                     last,
                     found: sequence,
                 });
             }
-            map.continue_at(next_log, sequence);
-            buffer.clear();
-            record.encode_into(buffer)?;
-            if buffer.len() as u64 > self.max_payload {
-                let bytes = buffer.len() as u64;
-                self.encoded = encoded;
+            if body.len() as u64 > self.max_payload {
                 return Err(Error::RecordTooLarge {
                     sequence,
-                    bytes,
+                    bytes: body.len() as u64,
                     max: self.max_payload,
                 });
             }
+            map.continue_at(next_log, sequence);
+            entries.push(Entry {
+                seq: next_log,
+                hash: hash_id(view.id()),
+                ms: millis(view.capture_unix_nanos()),
+                artifact: view.artifact_name(),
+                event: view.event_name(),
+                bytes: body.len() as u64,
+            });
             last = sequence;
         }
-        let result = self.append_encoded(records, &encoded, map);
-        self.encoded = encoded;
-        result
-    }
-
-    fn append_encoded(
-        &mut self,
-        records: &[Record],
-        encoded: &[Vec<u8>],
-        map: SequenceMap,
-    ) -> Result<()> {
         if map != *self.runs.read() {
             // A run is durable before the first record that needs it ([STORE-03]).
             self.write_map(&map)?;
             *self.runs.write() = map;
         }
         let writer = self.writer()?;
-        let range = writer.append_batch(encoded)?;
+        let range = writer.append_batch(bodies)?;
         // A write returns with its records in the file: read-only handles in any process see
         // them, and a crash of this process keeps them (durable per the sync policy).
         writer.flush()?;
-        let entries: Vec<Entry<'_>> = records
-            .iter()
-            .zip(encoded)
-            .zip(range.start.0..)
-            .map(|((record, body), seq)| Entry {
-                seq,
-                hash: hash_id(record.id().as_str()),
-                ms: capture_ms(record),
-                artifact: record.artifact_name(),
-                event: record.event_name(),
-                bytes: body.len() as u64,
-            })
-            .collect();
+        debug_assert_eq!(entries.first().map(|e| e.seq), Some(range.start.0));
         self.ids.lock().written(&self.reader, &entries)
     }
 
@@ -504,6 +508,12 @@ impl ArtifactStore for LogStore {
     fn append_records(&mut self, records: &[Record]) -> Result<()> {
         self.writer()?;
         self.append(records)
+    }
+
+    fn append_encoded(&mut self, records: &[EncodedRecord]) -> Result<()> {
+        self.writer()?;
+        let bodies: Vec<&[u8]> = records.iter().map(EncodedRecord::as_bytes).collect();
+        self.append_bodies(&bodies)
     }
 
     fn read_from_cursor(

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::record::{Criteria, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView};
+use crate::record::{
+    Criteria, EncodedRecord, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView,
+};
 
 pub use error::Error;
 pub use ids::Summary;
@@ -81,6 +83,30 @@ pub trait ArtifactStore: Send {
     ///
     /// [`Error::SequenceNotIncreasing`] naming the offending sequence; backend errors.
     fn append_records(&mut self, records: &[Record]) -> Result<()>;
+
+    /// Appends records already encoded ([`EncodedRecord`]), as [`ArtifactStore::append_records`]
+    /// does. The segment log stores their bytes as they are; the default builds each record
+    /// and appends those.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::append_records`]; [`Error::CorruptRecord`] if an encoded record
+    /// does not hold a valid record.
+    fn append_encoded(&mut self, records: &[EncodedRecord]) -> Result<()> {
+        let records = records
+            .iter()
+            .map(|encoded| {
+                encoded
+                    .view()
+                    .and_then(|view| view.to_record())
+                    .map_err(|source| Error::CorruptRecord {
+                        sequence: encoded.append_sequence(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.append_records(&records)
+    }
 
     /// Up to `limit` records after the cursor's last consumed sequence that match
     /// `criteria`, in append order (§2.2). A byte-offset hint in the cursor is advisory and

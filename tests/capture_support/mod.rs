@@ -20,10 +20,21 @@ pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
 }
 
 /// Every record of `store`, in order.
+///
+/// Capture writes records' texts and checksums directly (not from maps): each record read
+/// back (which checks its map texts and identity) must also match its own checksum.
 pub(crate) fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
-    store
+    let records = store
         .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
-        .unwrap()
+        .unwrap();
+    for record in &records {
+        assert!(
+            record.verify_checksum(),
+            "record {} does not match its checksum",
+            record.append_sequence()
+        );
+    }
+    records
 }
 
 /// The evidence the engine rebuilds from `records` (all of them, in order).
