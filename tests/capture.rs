@@ -295,8 +295,16 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
     // Connection 1: greeting, 2 replies (auth, event), filter reply, 4 frames, notice = 9;
     // connection 2: greeting, 3 replies, 1 event = 5.
     wait_until("both connections' frames", || frames_read(&capture) >= 14).await;
+    let telemetry = capture.telemetry();
     let (store, exits) = capture.shutdown().await.unwrap();
     assert_eq!(exits, vec![("pbx-a".to_owned(), NodeExit::Shutdown)]);
+    // T15: every frame's capture-to-durable latency was observed once its sync returned.
+    let metrics = telemetry.encode();
+    let durable_count = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("esl_capture_durable_latency_seconds_count "))
+        .map(|count| count.parse::<u64>().unwrap());
+    assert_eq!(durable_count, Some(14), "{metrics}");
     let records = all_records(store.as_ref());
 
     // Subscriptions and filters were restored on the second connection.
@@ -744,6 +752,10 @@ fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
         std::thread::sleep(Duration::from_millis(10));
         waited += 1;
     }
+    // An idle queue: the mapping thread's wait for items times out (200 ms) and it waits
+    // again; the writer is still there.
+    std::thread::sleep(Duration::from_millis(450));
+    assert!(!writer.is_finished(), "the writer stopped while idle");
     // After the burst: 5 more items, the first preceded by the gap marker.
     for _ in 0..5 {
         assert!(matches!(

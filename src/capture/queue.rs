@@ -23,10 +23,15 @@ use time::OffsetDateTime;
 use super::artifact::{Captured, EncodeBuffers, GapKind, Mapper, NodeIdentity, Stamp};
 use super::telemetry::Telemetry;
 use crate::record::{EncodedRecord, RecordId};
-use crate::store::ArtifactStore;
+use crate::store::{ArtifactStore, DurableMark};
 
 /// Bytes an item is charged on top of its frame bytes (envelope maps, bookkeeping).
 const ITEM_OVERHEAD: usize = 512;
+
+/// Most queue bytes one batch takes out of the queue: what the batches in flight (one being
+/// mapped, two waiting, one being appended) hold beyond the queue bound is a fixed amount,
+/// whatever the frames' size.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// One queued item.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ struct Entry {
     stamp: Stamp,
     captured: Captured,
     size: usize,
+    /// When it was queued: for a frame, right after it was read and decoded.
+    queued_at: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +122,7 @@ impl CaptureQueue {
         captured: Captured,
     ) -> Pushed {
         let size = ITEM_OVERHEAD + captured_size(&captured);
+        let queued_at = Instant::now();
         let mut inner = self.inner.lock();
         if inner.closed || node >= inner.next_sequence.len() {
             return Pushed::Closed;
@@ -166,6 +174,7 @@ impl CaptureQueue {
                         last_capture_sequence: run.last,
                     }),
                     size: ITEM_OVERHEAD,
+                    queued_at,
                 },
             );
         }
@@ -180,6 +189,7 @@ impl CaptureQueue {
                 },
                 captured,
                 size,
+                queued_at,
             },
         );
         self.telemetry.queue_depth.set(inner.items.len() as i64);
@@ -274,12 +284,14 @@ impl CaptureQueue {
                         last_capture_sequence: run.last,
                     }),
                     size: ITEM_OVERHEAD,
+                    queued_at: Instant::now(),
                 },
             );
         }
     }
 
-    /// Up to `max` items; waits up to `wait` for the first. `None` once closed and empty.
+    /// Up to `max` items and [`BATCH_BYTES`] (at least one item); waits up to `wait` for
+    /// the first. `None` once closed and empty.
     fn pop_batch(&self, max: usize, wait: Duration) -> Option<Vec<Entry>> {
         let mut inner = self.inner.lock();
         if inner.items.is_empty() && !inner.closed {
@@ -291,7 +303,18 @@ impl CaptureQueue {
                 return None;
             }
         }
-        let n = inner.items.len().min(max);
+        let mut bytes = 0;
+        let n = inner
+            .items
+            .iter()
+            .take(max)
+            .take_while(|entry| {
+                bytes += entry.size;
+                bytes <= BATCH_BYTES
+            })
+            .count()
+            .max(1)
+            .min(inner.items.len());
         let batch: Vec<Entry> = inner.items.drain(..n).collect();
         inner.bytes -= batch.iter().map(|e| e.size).sum::<usize>();
         self.telemetry.queue_depth.set(inner.items.len() as i64);
@@ -334,6 +357,8 @@ impl Default for WriterOptions {
 /// A mapped batch on its way from the mapping thread to the store thread.
 struct Mapped {
     records: Vec<EncodedRecord>,
+    /// When each frame of the batch arrived (for T15).
+    frames_queued_at: Vec<Instant>,
     per_node: Vec<u64>,
     runs: Vec<Option<DropRun>>,
 }
@@ -364,20 +389,51 @@ pub fn spawn_writer(
     let mapper = std::thread::Builder::new()
         .name("capture-mapper".into())
         .spawn(move || map_batches(&mapper_queue, options.max_batch, &batches))?;
+    let (durable, marks) = std::sync::mpsc::channel::<(DurableMark, Vec<Instant>)>();
+    let telemetry = Arc::clone(&queue.telemetry);
+    let watcher = std::thread::Builder::new()
+        .name("capture-durable".into())
+        .spawn(move || {
+            for (mark, frames_queued_at) in marks {
+                // A failed sync is the writer's to report; its frames are not observed.
+                if mark.wait().is_ok() {
+                    observe_durable(&telemetry, &frames_queued_at);
+                }
+            }
+        })?;
     std::thread::Builder::new()
         .name("capture-writer".into())
         .spawn(move || {
             let mut store = store;
-            if let Err(error) = write_batches(&queue, store.as_mut(), &mapped, options) {
+            let written = write_batches(&queue, store.as_mut(), &mapped, &durable, options);
+            drop(durable);
+            if let Err(error) = written {
                 tracing::error!(%error, "the capture writer stopped: the store failed persistently; nothing more is stored");
                 queue.telemetry.set_writer_error(Some(error.to_string()));
                 queue.telemetry.writer_failed.set(1);
                 return Err(error);
             }
-            let _ = mapper.join();
+            if mapper.join().is_err() {
+                // A bug, not an input: say so as loudly as a store failure.
+                let error = "the capture mapping thread panicked; nothing more is stored";
+                tracing::error!("{error}");
+                queue.telemetry.set_writer_error(Some(error.into()));
+                queue.telemetry.writer_failed.set(1);
+            }
             store.sync()?;
+            let _ = watcher.join();
             Ok(store)
         })
+}
+
+/// Observes T15 for frames whose records are durable now.
+fn observe_durable(telemetry: &Telemetry, frames_queued_at: &[Instant]) {
+    let now = Instant::now();
+    for queued_at in frames_queued_at {
+        telemetry
+            .durable_latency
+            .observe(now.duration_since(*queued_at).as_secs_f64());
+    }
 }
 
 /// The store thread's loop (see [`spawn_writer`] for the failure policy).
@@ -385,6 +441,7 @@ fn write_batches(
     queue: &CaptureQueue,
     store: &mut dyn ArtifactStore,
     mapped: &std::sync::mpsc::Receiver<Mapped>,
+    durable: &std::sync::mpsc::Sender<(DurableMark, Vec<Instant>)>,
     options: WriterOptions,
 ) -> crate::store::Result<()> {
     let telemetry = Arc::clone(&queue.telemetry);
@@ -398,6 +455,7 @@ fn write_batches(
     for batch in mapped {
         let Mapped {
             mut records,
+            frames_queued_at,
             per_node,
             runs,
         } = batch;
@@ -416,6 +474,13 @@ fn write_batches(
         });
         match result {
             Ok(()) => {
+                match store.durable_mark() {
+                    // The durability thread observes the latency when the sync returns.
+                    Some(mark) => {
+                        let _ = durable.send((mark, frames_queued_at));
+                    }
+                    None => observe_durable(&telemetry, &frames_queued_at),
+                }
                 failures_in_a_row = 0;
                 telemetry.set_writer_error(None);
                 last += count as u64;
@@ -457,6 +522,7 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
         let mut per_node = vec![0u64; mappers.len()];
         let mut runs: Vec<Option<DropRun>> = vec![None; mappers.len()];
         let mut records = Vec::with_capacity(batch.len() + 8);
+        let mut frames_queued_at = Vec::with_capacity(batch.len());
         let stored_at = OffsetDateTime::now_utc();
         for entry in batch {
             let run = runs[entry.node].get_or_insert(DropRun {
@@ -470,6 +536,9 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
             run.bytes += entry.size as u64;
             run.first = run.first.min(entry.stamp.capture_sequence);
             run.last = run.last.max(entry.stamp.capture_sequence);
+            if matches!(entry.captured, Captured::Frame { .. }) {
+                frames_queued_at.push(entry.queued_at);
+            }
             for artifact in mappers[entry.node].map(&entry.stamp, entry.captured) {
                 match artifact.encode(&RecordId::generate(), &stored_at, &mut buffers) {
                     Ok(record) => {
@@ -485,6 +554,7 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
         }
         if let Err(std::sync::mpsc::SendError(lost)) = out.send(Mapped {
             records,
+            frames_queued_at,
             per_node,
             runs,
         }) {

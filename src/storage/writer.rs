@@ -304,6 +304,12 @@ impl Log {
         self.durability().wait(seq)
     }
 
+    /// The policy that makes appends durable.
+    #[must_use]
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.options.sync_policy
+    }
+
     /// A handle other threads can use to wait for durability.
     #[must_use]
     pub fn durability(&self) -> Durability {

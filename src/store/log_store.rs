@@ -21,12 +21,12 @@ use time::OffsetDateTime;
 
 use super::ids::{Entry, IdIndex, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
-use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
+use super::{ArtifactStore, DurableMark, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{
     Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
 };
 use crate::storage::io::Io;
-use crate::storage::{Log, LogOptions, Reader, Seq};
+use crate::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
 
 /// Reads and validates `store.meta`; a missing file is the identity map.
 fn load_map(root: &Path) -> Result<(SequenceMap, Option<Layout>)> {
@@ -508,6 +508,17 @@ impl ArtifactStore for LogStore {
     fn append_records(&mut self, records: &[Record]) -> Result<()> {
         self.writer()?;
         self.append(records)
+    }
+
+    fn durable_mark(&self) -> Option<DurableMark> {
+        let log = self.log.as_ref()?;
+        if log.sync_policy() == SyncPolicy::OsOnly {
+            return None;
+        }
+        Some(DurableMark::new(
+            log.durability(),
+            Seq(log.next_seq().0.saturating_sub(1)),
+        ))
     }
 
     fn append_encoded(&mut self, records: &[EncodedRecord]) -> Result<()> {

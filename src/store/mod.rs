@@ -108,6 +108,14 @@ pub trait ArtifactStore: Send {
         self.append_records(&records)
     }
 
+    /// What to wait for until everything appended so far is durable, for code that
+    /// measures durability on another thread (capture's T15 latency). `None` when appends
+    /// are as durable as they will be once they return (SQLite commits, or a log that syncs
+    /// only when asked).
+    fn durable_mark(&self) -> Option<DurableMark> {
+        None
+    }
+
     /// Up to `limit` records after the cursor's last consumed sequence that match
     /// `criteria`, in append order (§2.2). A byte-offset hint in the cursor is advisory and
     /// can never hide a record (C5).
@@ -202,6 +210,29 @@ pub trait ArtifactStore: Send {
     ///
     /// Backend errors.
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool>;
+}
+
+/// The last record a segment-log store had written when the mark was taken, and the
+/// log's durability handle ([`ArtifactStore::durable_mark`]).
+#[derive(Clone, Debug)]
+pub struct DurableMark {
+    durability: crate::storage::Durability,
+    seq: crate::storage::Seq,
+}
+
+impl DurableMark {
+    pub(crate) fn new(durability: crate::storage::Durability, seq: crate::storage::Seq) -> Self {
+        DurableMark { durability, seq }
+    }
+
+    /// Blocks until the marked record is durable (the group commit that covers it returned).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if a sync failed first (the log is then poisoned).
+    pub fn wait(&self) -> Result<()> {
+        Ok(self.durability.wait(self.seq)?)
+    }
 }
 
 /// Which backend a path selects: a path ending in `.sqlite` or `.db` is a SQLite database
