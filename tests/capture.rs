@@ -26,7 +26,7 @@ use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
-use esl_replay::record::Record;
+use esl_replay::record::{CapturePayload, Record};
 use esl_replay::store::{ArtifactStore, LogStore};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -881,6 +881,15 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
             .contains('\u{FFFD}')
     );
     assert_eq!(envelopes[0].correlation_ids["worker_session_id"], "ws-01");
+    // What serve and injection read back: the exact bytes, the content type, the headers.
+    let read = CapturePayload::of(payload);
+    assert_eq!(read.raw_bytes().as_deref(), Some(body));
+    assert_eq!(read.fact("content-type"), Some("text/event-plain"));
+    let headers = read.frame_headers().unwrap();
+    assert!(
+        headers.contains(&("Content-Length", body.len().to_string().as_str())),
+        "{headers:?}"
+    );
 }
 
 /// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.

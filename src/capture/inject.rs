@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::client::Password;
 use super::command::{CommandConnection, CommandError, CommandReply};
 use crate::esl::session::ReplyStatus;
-use crate::record::{JsonMap, keys};
+use crate::record::{CapturePayload, JsonMap};
 use crate::replay::{BoxError, ExecutionCandidate, InjectionResult, Injector};
 
 /// The action word of a sent command.
@@ -194,7 +194,7 @@ fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectEr
     } else {
         Kind::Api
     };
-    let Some(Value::String(line)) = candidate.payload().get(keys::RAW_PAYLOAD) else {
+    let Some(line) = CapturePayload::of(candidate.payload()).raw_text() else {
         return Err(InjectError::MissingCommand {
             sequence,
             artifact: artifact.to_owned(),
@@ -211,7 +211,7 @@ fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectEr
         None => Err(InjectError::UnexpectedCommand {
             sequence,
             artifact: artifact.to_owned(),
-            line: line.clone(),
+            line: line.to_owned(),
             expected: kind.keyword(),
         }),
     }

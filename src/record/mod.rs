@@ -65,6 +65,8 @@
 //! ```
 
 pub mod canonical;
+#[cfg(any(feature = "capture", feature = "server"))]
+mod capture_payload;
 pub mod checksum;
 pub mod codec;
 mod criteria;
@@ -81,6 +83,8 @@ mod view;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+#[cfg(any(feature = "capture", feature = "server"))]
+pub use capture_payload::CapturePayload;
 pub use codec::{DecodeBuffer, EncodedRecord, RecordText};
 pub use criteria::{Criteria, CriteriaFields};
 pub use cursor::ReadCursor;

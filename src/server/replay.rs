@@ -27,10 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use super::command::EventFormat;
 use super::core_api::{self, ChannelRow, SessionFigures, SwitchIdentity};
@@ -40,7 +38,7 @@ use super::simulator::{CoreIdentity, background_job};
 use super::traffic::{ApiAnswer, Feed, FeedItem, Traffic};
 use super::wire;
 use crate::checkpoint::CheckpointService;
-use crate::record::{Criteria, CriteriaFields, JsonMap, ReadCursor, Record, keys};
+use crate::record::{CapturePayload, Criteria, CriteriaFields, JsonMap, ReadCursor, Record, keys};
 use crate::store::ArtifactStore;
 
 /// Records read per store page.
@@ -459,15 +457,9 @@ fn micros(us: i64) -> Duration {
 }
 
 fn raw_payload(payload: &JsonMap) -> Option<Bytes> {
-    if let Some(Value::String(encoded)) = payload.get(keys::RAW_PAYLOAD_BASE64)
-        && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded)
-    {
-        return Some(Bytes::from(bytes));
-    }
-    match payload.get(keys::RAW_PAYLOAD) {
-        Some(Value::String(text)) => Some(Bytes::from(text.clone().into_bytes())),
-        _ => None,
-    }
+    CapturePayload::of(payload)
+        .raw_bytes()
+        .map(|bytes| Bytes::from(bytes.into_owned()))
 }
 
 /// The command text of a dispatch payload `"<kind> <command>"`, trimmed.
@@ -509,26 +501,15 @@ fn api_frame(raw: Bytes) -> Bytes {
 }
 
 fn ack_job_uuid(record: &Record) -> Option<String> {
-    let facts = record
-        .payload()
-        .get(keys::PROTOCOL_FACTS)
-        .and_then(Value::as_object);
-    let reply_text = facts
-        .and_then(|f| f.get(keys::FACT_REPLY_TEXT))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let payload = CapturePayload::of(record.payload());
+    let reply_text = payload.fact(keys::FACT_REPLY_TEXT).unwrap_or_default();
     if !reply_text.is_empty() && !reply_text.starts_with("+OK Job-UUID") {
         return None;
     }
     record
         .job_uuid()
+        .or_else(|| payload.fact(keys::FACT_JOB_UUID))
         .map(str::to_owned)
-        .or_else(|| {
-            facts
-                .and_then(|f| f.get(keys::FACT_JOB_UUID))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
         .or_else(|| {
             reply_text
                 .strip_prefix("+OK Job-UUID: ")
@@ -540,11 +521,7 @@ fn ack_job_uuid(record: &Record) -> Option<String> {
 fn served_event(record: &Record) -> Option<ServedEvent> {
     let payload = record.payload();
     let body = raw_payload(payload)?;
-    let content_type = payload
-        .get(keys::PROTOCOL_FACTS)
-        .and_then(Value::as_object)
-        .and_then(|f| f.get(keys::FACT_CONTENT_TYPE))
-        .and_then(Value::as_str);
+    let content_type = CapturePayload::of(payload).fact(keys::FACT_CONTENT_TYPE);
     let format = content_type
         .and_then(EventFormat::from_content_type)
         .unwrap_or(match body.first() {
@@ -561,15 +538,9 @@ fn served_event(record: &Record) -> Option<ServedEvent> {
 
 /// The recorded outer header block, if present and consistent with the body length.
 fn frame_head(payload: &JsonMap, body_len: usize) -> Option<Bytes> {
-    let headers = payload.get(keys::FRAME_HEADERS)?.as_array()?;
     let mut head = Vec::new();
     let mut length_ok = false;
-    for pair in headers {
-        let pair = pair.as_array()?;
-        let (Some(Value::String(name)), Some(Value::String(value))) = (pair.first(), pair.get(1))
-        else {
-            return None;
-        };
+    for (name, value) in CapturePayload::of(payload).frame_headers()? {
         if name.eq_ignore_ascii_case("Content-Length") {
             length_ok = value.trim().parse::<usize>().ok() == Some(body_len);
         }
