@@ -351,6 +351,7 @@ const ESCAPE_LEAD: [bool; 256] = {
 
 /// Writes a map of strings held as `(key, value)` pairs with unique keys, exactly as
 /// [`write_map`] writes the same map (PHP's array rules, keys in `order`).
+#[cfg(feature = "capture")]
 pub(crate) fn write_text_map(out: &mut String, pairs: &[(&str, &str)], order: KeyOrder) {
     let sorted;
     let pairs = match order {
@@ -380,6 +381,7 @@ pub(crate) fn write_text_map(out: &mut String, pairs: &[(&str, &str)], order: Ke
 
 /// Writes a map of strings held as `(key, value)` pairs with unique keys as an object, in
 /// their order: how a record map holds an object inside it ([`write_record_map`]).
+#[cfg(feature = "capture")]
 pub(crate) fn write_text_object(out: &mut String, pairs: &[(&str, &str)]) {
     out.push('{');
     for (index, (key, value)) in pairs.iter().enumerate() {

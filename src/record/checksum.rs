@@ -62,6 +62,7 @@ fn write_canonical(
 /// Computes the checksum of a payload held in another form than a map: `payload` writes
 /// the text [`canonical::write_map`] would write for it in PHP `ksort` order. `scratch`
 /// holds the input (its earlier content is dropped) so that callers can reuse it.
+#[cfg(feature = "capture")]
 pub(crate) fn compute_with(
     scratch: &mut String,
     artifact_name: &str,
