@@ -589,10 +589,23 @@ pub struct EncodeBuffers {
     runtime_flags: String,
 }
 
-/// The text values a capture artifact's maps hold, borrowed (see [`CaptureArtifact::parts`]).
+/// The numbers a record's maps hold as text.
+struct Numbers {
+    micros: String,
+    generation: String,
+    recovery_generation: String,
+}
+
+/// The entries of a capture artifact's maps, borrowed (see [`CaptureArtifact::parts`]).
 struct Parts<'a> {
+    classifier: Vec<(&'a str, &'a str)>,
+    facts: Vec<(&'a str, &'a str)>,
     derived: Vec<(&'a str, &'a str)>,
     replay: Vec<(&'a str, &'a str)>,
+    correlation_ids: Vec<(&'a str, &'a str)>,
+    /// `runtime_flags` holding text; `replay_capture_sequence` (a number) and
+    /// `replay_protocol_sequence` follow them.
+    text_flags: Vec<(&'a str, &'a str)>,
 }
 
 /// A value of the capture payload's top-level map.
@@ -603,6 +616,26 @@ enum PayloadValue<'a> {
     /// `frame_headers`: a list of `[name, value]` lists.
     Headers(&'a [(String, String)]),
     Json(&'a serde_json::Value),
+}
+
+impl PayloadValue<'_> {
+    fn to_json(&self) -> Value {
+        match self {
+            PayloadValue::Text(text) => Value::String((*text).to_owned()),
+            PayloadValue::Texts(pairs) => Value::Object(text_map(pairs)),
+            PayloadValue::Headers(headers) => {
+                Value::Array(headers.iter().map(|(n, v)| json!([n, v])).collect())
+            }
+            PayloadValue::Json(value) => (*value).clone(),
+        }
+    }
+}
+
+fn text_map(pairs: &[(&str, &str)]) -> JsonMap {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect()
 }
 
 impl CaptureArtifact {
@@ -618,28 +651,38 @@ impl CaptureArtifact {
         &self.stamp
     }
 
-    /// The record's maps' text values that are computed rather than stored in the artifact:
-    /// the connection and recovery generations as text, and the `derived_metadata` and
-    /// `replay_metadata` entries in order (a key set twice keeps its first place and its
-    /// last value, as a map does).
-    fn parts<'a>(&'a self, micros: &'a str, generation: &'a str, recovery: &'a str) -> Parts<'a> {
+    fn numbers(&self) -> Numbers {
+        Numbers {
+            micros: micros(self.stamp.captured_at).to_string(),
+            generation: self.stamp.connection_generation.to_string(),
+            recovery_generation: self.recovery_generation.to_string(),
+        }
+    }
+
+    /// The entries of the record's maps, in order (a key set twice keeps its first place
+    /// and its last value, as a map does).
+    fn parts<'a>(&'a self, numbers: &'a Numbers) -> Parts<'a> {
         let a = &self.artifact;
+        let identity = &*self.identity;
         let mut derived: Vec<(&str, &str)> = Vec::with_capacity(a.derived.len() + 6);
         for (key, value) in &a.derived {
             upsert(&mut derived, key, value);
         }
         for (key, value) in [
-            ("session-id", self.identity.session_id.as_str()),
-            ("captured-at-micros", micros),
+            ("session-id", identity.session_id.as_str()),
+            ("captured-at-micros", numbers.micros.as_str()),
             ("replay-artifact-version", ARTIFACT_VERSION),
             ("replay-artifact-name", a.name),
             ("runtime-capture-path", a.name),
-            ("runtime-connection-generation", generation),
+            ("runtime-connection-generation", numbers.generation.as_str()),
         ] {
             upsert(&mut derived, key, value);
         }
         let mut replay = vec![
-            (keys::RECOVERY_GENERATION_ID, recovery),
+            (
+                keys::RECOVERY_GENERATION_ID,
+                numbers.recovery_generation.as_str(),
+            ),
             (keys::REPLAY_CONTINUITY_POSTURE, self.continuity),
         ];
         if let Some(operation) = &a.operation {
@@ -649,14 +692,34 @@ impl CaptureArtifact {
             replay.push((keys::OPERATION_KIND, operation.kind));
             replay.push((keys::OPERATION_STATE, operation.state));
         }
-        Parts { derived, replay }
+        let worker = identity.worker_session_id.as_deref();
+        let mut correlation_ids = vec![(keys::REPLAY_SESSION_ID, identity.session_id.as_str())];
+        if let Some(job) = &a.job_uuid {
+            correlation_ids.push((keys::JOB_UUID, job));
+        }
+        let mut text_flags = vec![
+            (keys::PROVIDER_CODE, "freeswitch"),
+            (keys::PBX_NODE_SLUG, identity.pbx_node_slug.as_str()),
+        ];
+        if let Some(worker) = worker {
+            correlation_ids.push((keys::WORKER_SESSION_ID, worker));
+            text_flags.push((keys::WORKER_SESSION_ID, worker));
+        }
+        text_flags.push((keys::TRANSPORT, "tcp"));
+        text_flags.push((keys::REPLAY_SESSION_ID, identity.session_id.as_str()));
+        Parts {
+            classifier: as_strs(&a.classifier),
+            facts: as_strs(&a.facts),
+            derived,
+            replay,
+            correlation_ids,
+            text_flags,
+        }
     }
 
     /// The payload's top-level entries in insertion order.
     fn payload_entries<'a>(
         &'a self,
-        classifier: &'a [(&'a str, &'a str)],
-        facts: &'a [(&'a str, &'a str)],
         parts: &'a Parts<'a>,
     ) -> Vec<(&'static str, PayloadValue<'a>)> {
         let a = &self.artifact;
@@ -667,8 +730,11 @@ impl CaptureArtifact {
         if let Some(b64) = &a.raw_payload_base64 {
             entries.push((keys::RAW_PAYLOAD_BASE64, PayloadValue::Text(b64)));
         }
-        entries.push((keys::CLASSIFIER_CONTEXT, PayloadValue::Texts(classifier)));
-        entries.push((keys::PROTOCOL_FACTS, PayloadValue::Texts(facts)));
+        entries.push((
+            keys::CLASSIFIER_CONTEXT,
+            PayloadValue::Texts(&parts.classifier),
+        ));
+        entries.push((keys::PROTOCOL_FACTS, PayloadValue::Texts(&parts.facts)));
         entries.push((keys::DERIVED_METADATA, PayloadValue::Texts(&parts.derived)));
         if let Some(headers) = &a.headers {
             entries.push((keys::FRAME_HEADERS, PayloadValue::Headers(headers)));
@@ -694,14 +760,9 @@ impl CaptureArtifact {
     ) -> Result<EncodedRecord, crate::record::Error> {
         let a = &self.artifact;
         let identity = &*self.identity;
-        let micros = micros(self.stamp.captured_at).to_string();
-        let generation = self.stamp.connection_generation.to_string();
-        let recovery = self.recovery_generation.to_string();
-        let parts = self.parts(&micros, &generation, &recovery);
-        let classifier = as_strs(&a.classifier);
-        let facts = as_strs(&a.facts);
-        let mut entries = self.payload_entries(&classifier, &facts, &parts);
-
+        let numbers = self.numbers();
+        let parts = self.parts(&numbers);
+        let mut entries = self.payload_entries(&parts);
         buffers.payload.clear();
         write_payload(&mut buffers.payload, &entries, KeyOrder::Insertion);
         entries = ksort::sort_entries(entries);
@@ -712,32 +773,11 @@ impl CaptureArtifact {
             &self.stamp.captured_at,
             |out| write_payload(out, &entries, KeyOrder::PhpKsort),
         );
-
-        let worker = identity.worker_session_id.as_deref();
-        let out = &mut buffers.correlation_ids;
-        out.clear();
-        let mut correlation = vec![(keys::REPLAY_SESSION_ID, identity.session_id.as_str())];
-        if let Some(job) = &a.job_uuid {
-            correlation.push((keys::JOB_UUID, job));
-        }
-        if let Some(worker) = worker {
-            correlation.push((keys::WORKER_SESSION_ID, worker));
-        }
-        canonical::write_text_object(out, &correlation);
-
+        buffers.correlation_ids.clear();
+        canonical::write_text_object(&mut buffers.correlation_ids, &parts.correlation_ids);
         let out = &mut buffers.runtime_flags;
         out.clear();
-        let mut flags = vec![
-            (keys::PROVIDER_CODE, "freeswitch"),
-            (keys::PBX_NODE_SLUG, identity.pbx_node_slug.as_str()),
-        ];
-        if let Some(worker) = worker {
-            flags.push((keys::WORKER_SESSION_ID, worker));
-        }
-        flags.push((keys::TRANSPORT, "tcp"));
-        flags.push((keys::REPLAY_SESSION_ID, &identity.session_id));
-        canonical::write_text_object(out, &flags);
-        // The two sequences go after the text entries: the capture sequence is a number.
+        canonical::write_text_object(out, &parts.text_flags);
         out.pop();
         out.push(',');
         canonical::write_string(out, keys::REPLAY_CAPTURE_SEQUENCE);
@@ -750,7 +790,6 @@ impl CaptureArtifact {
             canonical::write_string(out, seq);
         }
         out.push('}');
-
         EncodedRecord::new(&RecordText {
             id,
             artifact_version: ARTIFACT_VERSION,
@@ -758,7 +797,7 @@ impl CaptureArtifact {
             capture_timestamp: &self.stamp.captured_at,
             stored_at,
             append_sequence: 1,
-            connection_generation: Some(&generation),
+            connection_generation: Some(&numbers.generation),
             session_id: Some(&identity.session_id),
             job_uuid: a.job_uuid.as_deref(),
             event_name: a.event_name.as_deref(),
@@ -766,7 +805,7 @@ impl CaptureArtifact {
             checksum: &checksum,
             replay_session_id: non_blank(&identity.session_id),
             pbx_node_slug: non_blank(&identity.pbx_node_slug),
-            worker_session_id: worker.and_then(non_blank),
+            worker_session_id: identity.worker_session_id.as_deref().and_then(non_blank),
             correlation_ids: &buffers.correlation_ids,
             runtime_flags: &buffers.runtime_flags,
             payload: &buffers.payload,
@@ -774,59 +813,19 @@ impl CaptureArtifact {
         })
     }
 
-    /// The envelope, with the record's maps built as maps.
+    /// The envelope, with the record's maps built as maps (from the same entries
+    /// [`Self::encode`] writes as text).
     #[must_use]
     pub fn envelope(&self) -> Envelope {
         let a = &self.artifact;
-        let id = &*self.identity;
-        let micros = micros(self.stamp.captured_at).to_string();
-        let generation = self.stamp.connection_generation.to_string();
-        let recovery = self.recovery_generation.to_string();
-        let parts = self.parts(&micros, &generation, &recovery);
-        let object = |pairs: &[(&str, &str)]| -> Value {
-            Value::Object(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-                    .collect(),
-            )
-        };
-        let mut payload = JsonMap::new();
-        payload.insert(keys::CAPTURED_TYPE.into(), a.captured_type.into());
-        payload.insert(keys::CAPTURED_NAME.into(), a.captured_name.clone().into());
-        payload.insert(keys::RAW_PAYLOAD.into(), a.raw_payload.clone().into());
-        if let Some(b64) = &a.raw_payload_base64 {
-            payload.insert(keys::RAW_PAYLOAD_BASE64.into(), b64.clone().into());
-        }
-        payload.insert(
-            keys::CLASSIFIER_CONTEXT.into(),
-            object(&as_strs(&a.classifier)),
-        );
-        payload.insert(keys::PROTOCOL_FACTS.into(), object(&as_strs(&a.facts)));
-        payload.insert(keys::DERIVED_METADATA.into(), object(&parts.derived));
-        if let Some(headers) = &a.headers {
-            let list = headers.iter().map(|(n, v)| json!([n, v])).collect();
-            payload.insert(keys::FRAME_HEADERS.into(), Value::Array(list));
-        }
-        if let Some(gap) = &a.gap {
-            payload.insert(keys::GAP.into(), gap.clone());
-        }
-        payload.insert(keys::REPLAY_METADATA.into(), object(&parts.replay));
-
-        let mut correlation = JsonMap::new();
-        correlation.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
-        if let Some(job) = &a.job_uuid {
-            correlation.insert(keys::JOB_UUID.into(), job.clone().into());
-        }
-        let mut flags = JsonMap::new();
-        flags.insert(keys::PROVIDER_CODE.into(), "freeswitch".into());
-        flags.insert(keys::PBX_NODE_SLUG.into(), id.pbx_node_slug.clone().into());
-        if let Some(worker) = &id.worker_session_id {
-            correlation.insert(keys::WORKER_SESSION_ID.into(), worker.clone().into());
-            flags.insert(keys::WORKER_SESSION_ID.into(), worker.clone().into());
-        }
-        flags.insert(keys::TRANSPORT.into(), "tcp".into());
-        flags.insert(keys::REPLAY_SESSION_ID.into(), id.session_id.clone().into());
+        let numbers = self.numbers();
+        let parts = self.parts(&numbers);
+        let payload = self
+            .payload_entries(&parts)
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.to_json()))
+            .collect();
+        let mut flags = text_map(&parts.text_flags);
         flags.insert(
             keys::REPLAY_CAPTURE_SEQUENCE.into(),
             self.stamp.capture_sequence.into(),
@@ -834,16 +833,17 @@ impl CaptureArtifact {
         if let Some(seq) = &a.protocol_sequence {
             flags.insert(keys::REPLAY_PROTOCOL_SEQUENCE.into(), seq.clone().into());
         }
+        let correlation_ids = text_map(&parts.correlation_ids);
         Envelope {
             artifact_version: ARTIFACT_VERSION.into(),
             artifact_name: a.name.into(),
             capture_timestamp: self.stamp.captured_at,
             capture_path: Some(a.name.into()),
-            connection_generation: Some(generation),
-            session_id: Some(id.session_id.clone()),
+            connection_generation: Some(numbers.generation),
+            session_id: Some(self.identity.session_id.clone()),
             job_uuid: a.job_uuid.clone(),
             event_name: a.event_name.clone(),
-            correlation_ids: correlation,
+            correlation_ids,
             runtime_flags: flags,
             payload,
         }
