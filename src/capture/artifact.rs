@@ -1,11 +1,14 @@
 //! How does every captured frame, command and connection change become a replay record?
 //!
 //! [`Captured`] is what the socket side observed, stamped with its [`Stamp`]; [`Mapper`]
-//! turns it into [`Envelope`]s named and filled as the apntalk family does
+//! turns it into [`CaptureArtifact`]s named and filled as the apntalk family does
 //! (`esl-protocol.md` §4.3-4.7), plus our own `wire.*`, `connection.*` and `capture.gap`
-//! artifacts that make the capture a complete wire log. `docs/capture.md` is the table.
+//! artifacts that make the capture a complete wire log. `docs/capture.md` is the table. An
+//! artifact is encoded into its record directly ([`CaptureArtifact::encode`]), without
+//! building maps.
 //!
-//! Payload contract (shared with the replay server):
+//! Payload contract (shared with the replay server, which reads it through
+//! [`crate::record::CapturePayload`]):
 //! - `raw_payload`: for events the outer frame's body (the URL-encoded plain text, the JSON
 //!   text); for replies and every other inbound frame the header lines, the blank line and
 //!   the body; for dispatches the command line.

@@ -25,7 +25,7 @@ use super::telemetry::Telemetry;
 use crate::record::{EncodedRecord, RecordId};
 use crate::store::{ArtifactStore, DurableMark};
 
-/// Bytes an item is charged on top of its frame bytes (envelope maps, bookkeeping).
+/// Bytes an item is charged on top of its frame bytes (its parsed headers, bookkeeping).
 const ITEM_OVERHEAD: usize = 512;
 
 /// Most queue bytes one batch takes out of the queue: what the batches in flight (one being

@@ -14,7 +14,7 @@
 //!   fraction is not written (`1.0` -> `1`, `1e100` -> `1.0e+100`, `-0.0` -> `-0`);
 //! - maps: an empty map as `[]`, and a map whose keys are exactly "0", "1", ... "n-1" in
 //!   that order as a list, because PHP cannot tell such an array from a list (a record's
-//!   maps keep the form of what is inside them instead: [`write_record_map`]);
+//!   maps keep the form of what is inside them instead: `write_record_map`);
 //! - compact output, no whitespace ([`to_json`]); or PHP's `JSON_PRETTY_PRINT` layout
 //!   ([`to_json_pretty`]), which the reference uses for checkpoint files (§4.2): every
 //!   non-empty list or map opens a new line per element, indented four spaces per level,

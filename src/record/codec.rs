@@ -243,7 +243,7 @@ fn write_v2(
 const V2_SEQUENCE_AT: usize = 40;
 
 /// A record's fields with its four maps already written as the JSON text a version 2 frame
-/// stores (the text [`super::canonical::write_record_map`] writes for each map), for writers
+/// stores (the text `canonical::write_record_map` writes for each map), for writers
 /// that build that text directly instead of building maps ([`EncodedRecord::new`]).
 #[derive(Clone, Copy, Debug)]
 pub struct RecordText<'a> {
