@@ -171,17 +171,24 @@ struct Run {
 }
 
 /// Captures the events into a fresh store; with `verify`, checks every Event-Sequence is
-/// stored once and nothing was dropped.
+/// stored once and nothing was dropped; with `settle`, first lets the store prepare its
+/// spare segment and waits for the disk to finish earlier writeback (as T4 does), so that
+/// latency is not measured against the previous runs' dirty pages.
 fn capture_run(
     runtime: &tokio::runtime::Runtime,
     source: &Source,
     queue_bytes: usize,
     verify: bool,
+    settle: bool,
 ) -> Run {
     let n = source.events();
     let dir = common::scratch_dir("t14");
     let address = peer(source.clone());
     let store = LogStore::open(dir.path().join("store")).unwrap();
+    if settle {
+        std::thread::sleep(Duration::from_secs(1));
+        common::settle_disk(dir.path());
+    }
     runtime.block_on(async {
         let mut config = NodeConfig::new(address);
         config.password = Password::default();
@@ -343,7 +350,7 @@ fn burst_child(n: u64) {
         .unwrap();
     let source = Source::Burst(Arc::new(burst(n)));
     let before = status_kib("VmRSS:");
-    let run = capture_run(&runtime, &source, 16 << 20, false);
+    let run = capture_run(&runtime, &source, 16 << 20, false, false);
     let added = status_kib("VmHWM:").saturating_sub(before);
     println!(
         "RESULT t14 burst {n} events at line rate with a 16 MiB queue: done in {:.2}s, peak queue {:.1} MiB, {} dropped (each in a gap record), resident memory added {} MiB (target <= 16 + 64 MiB)",
@@ -372,7 +379,7 @@ fn bench(c: &mut criterion::Criterion) {
     group.bench_function("capture_to_log_store", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| capture_run(&runtime, &whole_burst, whole, true).elapsed)
+                .map(|_| capture_run(&runtime, &whole_burst, whole, true, false).elapsed)
                 .sum()
         })
     });
@@ -387,7 +394,7 @@ fn bench(c: &mut criterion::Criterion) {
     let mut ratios = Vec::new();
     let mut rates = Vec::new();
     for _ in 0..5 {
-        let ours = capture_run(&runtime, &whole_burst, whole, true).elapsed;
+        let ours = capture_run(&runtime, &whole_burst, whole, true, false).elapsed;
         let floor = floor_run(&runtime, &events);
         rates.push(n as f64 / ours.as_secs_f64());
         ratios.push(floor.as_secs_f64() / ours.as_secs_f64());
@@ -412,6 +419,7 @@ fn bench(c: &mut criterion::Criterion) {
         &paced,
         CaptureOptions::default().queue_bytes,
         false,
+        false,
     );
     println!(
         "RESULT t14 paced {rate} events/s for {seconds} s: {} events in {:.2}s, {} dropped (target 0), peak queue {:.1} MiB",
@@ -433,6 +441,7 @@ fn bench(c: &mut criterion::Criterion) {
     print!("{}", String::from_utf8_lossy(&child.stdout));
     // T15: capture-to-durable latency, open loop, group commit, against raw fdatasync.
     let dir = common::scratch_dir("t15-raw");
+    common::settle_disk(dir.path());
     let raw = common::percentiles(&mut common::raw_fdatasync_latencies(dir.path(), 2_000));
     for rate in [5_000, 20_000] {
         let run = capture_run(
@@ -443,6 +452,7 @@ fn bench(c: &mut criterion::Criterion) {
             },
             whole,
             false,
+            true,
         );
         let name = "esl_capture_durable_latency_seconds";
         let (p50, count) = histogram_quantile(&run.metrics, name, 0.50);
