@@ -15,8 +15,8 @@ use std::thread;
 use std::time::Duration;
 
 use esl_replay::record::{
-    Criteria, CriteriaFields, Envelope, JsonMap, ReadCursor, Record, RecordFields, RecordId,
-    timestamp::to_reference_text,
+    Criteria, CriteriaFields, EncodedRecord, Envelope, JsonMap, ReadCursor, Record, RecordFields,
+    RecordId, timestamp::to_reference_text,
 };
 use esl_replay::store::{ArtifactStore, Error, LogStore, Tail};
 use serde_json::{Value, json};
@@ -160,6 +160,7 @@ macro_rules! contract_tests {
                 read_only_handle_rejects_writes
                 append_records_keeps_imported_records_exactly
                 append_records_rejects_non_increasing_sequences
+                append_encoded_stores_records_as_append_records_does
                 stats_report_records_and_sequences
                 wait_for_records_reports_new_records_or_times_out
                 live_tail_follows_a_writer_thread
@@ -1177,6 +1178,41 @@ fn append_records_keeps_imported_records_exactly(harness: &Harness) {
     let all = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&all), [5, 9, 10]);
     assert_eq!(all.first(), records.first());
+}
+
+/// Encoded records (what capture appends) are stored and read back as the records they
+/// encode, after the store's last sequence and nowhere else.
+fn append_encoded_stores_records_as_append_records_does(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    let records = [imported(5), imported(9)];
+    let encoded: Vec<EncodedRecord> = records
+        .iter()
+        .map(|r| EncodedRecord::of(r).unwrap())
+        .collect();
+    store.append_encoded(&encoded).unwrap();
+    assert_eq!(read_all(store.as_ref(), &Criteria::any()), records);
+    assert_eq!(
+        store.read_by_id(records[1].id()).unwrap().as_ref(),
+        Some(&records[1])
+    );
+    let mut later = EncodedRecord::of(&imported(12)).unwrap();
+    later.set_append_sequence(8).unwrap();
+    let result = store.append_encoded(std::slice::from_ref(&later));
+    assert!(
+        matches!(
+            result,
+            Err(Error::SequenceNotIncreasing { last: 9, found: 8 })
+        ),
+        "{result:?}"
+    );
+    later.set_append_sequence(11).unwrap();
+    store.append_encoded(&[later]).unwrap();
+    assert_eq!(
+        sequences(&read_all(store.as_ref(), &Criteria::any())),
+        [5, 9, 11]
+    );
+    assert_eq!(store.summary().unwrap().records, 3);
 }
 
 fn append_records_rejects_non_increasing_sequences(harness: &Harness) {

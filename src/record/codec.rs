@@ -245,67 +245,83 @@ const V2_SEQUENCE_AT: usize = 40;
 /// A record's fields with its four maps already written as the JSON text a version 2 frame
 /// stores (the text `canonical::write_record_map` writes for each map), for writers
 /// that build that text directly instead of building maps ([`EncodedRecord::new`]).
+#[cfg(feature = "capture")]
 #[derive(Clone, Copy, Debug)]
-pub struct RecordText<'a> {
+pub(crate) struct RecordText<'a> {
     /// The record id.
-    pub id: &'a RecordId,
+    pub(crate) id: &'a RecordId,
     /// `artifact_version`.
-    pub artifact_version: &'a str,
+    pub(crate) artifact_version: &'a str,
     /// `artifact_name`.
-    pub artifact_name: &'a str,
+    pub(crate) artifact_name: &'a str,
     /// `capture_timestamp`.
-    pub capture_timestamp: &'a OffsetDateTime,
+    pub(crate) capture_timestamp: &'a OffsetDateTime,
     /// `stored_at`.
-    pub stored_at: &'a OffsetDateTime,
+    pub(crate) stored_at: &'a OffsetDateTime,
     /// `append_sequence` (it can be changed later: [`EncodedRecord::set_append_sequence`]).
-    pub append_sequence: u64,
+    pub(crate) append_sequence: u64,
     /// `connection_generation`.
-    pub connection_generation: Option<&'a str>,
+    pub(crate) connection_generation: Option<&'a str>,
     /// `session_id`.
-    pub session_id: Option<&'a str>,
+    pub(crate) session_id: Option<&'a str>,
     /// `job_uuid`.
-    pub job_uuid: Option<&'a str>,
+    pub(crate) job_uuid: Option<&'a str>,
     /// `event_name`.
-    pub event_name: Option<&'a str>,
+    pub(crate) event_name: Option<&'a str>,
     /// `capture_path`.
-    pub capture_path: Option<&'a str>,
+    pub(crate) capture_path: Option<&'a str>,
     /// The checksum of the record ([`super::checksum`]).
-    pub checksum: &'a str,
+    pub(crate) checksum: &'a str,
     /// The identity derived from the maps ([`super::identity`]): the replay session id.
-    pub replay_session_id: Option<&'a str>,
+    pub(crate) replay_session_id: Option<&'a str>,
     /// The derived PBX node slug.
-    pub pbx_node_slug: Option<&'a str>,
+    pub(crate) pbx_node_slug: Option<&'a str>,
     /// The derived worker session id.
-    pub worker_session_id: Option<&'a str>,
+    pub(crate) worker_session_id: Option<&'a str>,
     /// `correlation_ids` as stored JSON text.
-    pub correlation_ids: &'a str,
+    pub(crate) correlation_ids: &'a str,
     /// `runtime_flags` as stored JSON text.
-    pub runtime_flags: &'a str,
+    pub(crate) runtime_flags: &'a str,
     /// `payload` as stored JSON text.
-    pub payload: &'a str,
+    pub(crate) payload: &'a str,
     /// `tags` as stored JSON text.
-    pub tags: &'a str,
+    pub(crate) tags: &'a str,
 }
 
 /// A record already encoded as a version 2 frame body, ready to append as it is
 /// ([`crate::store::ArtifactStore::append_encoded`]).
 ///
-/// Its writer promises what [`RecordView::to_record`] checks on every read: each map text is
-/// the stored text of the map it holds, and the identity fields are the ones derived from
-/// the maps. [`EncodedRecord::new`] checks the rest, as [`Record::new`] does.
+/// It always holds a valid record: it is made from one ([`EncodedRecord::of`]) or by
+/// capture's writer (`capture::artifact::CaptureArtifact::encode`), whose bytes the tests
+/// compare with the record built from maps. That writer promises what
+/// [`RecordView::to_record`] checks on every read (each map text is the stored text of its
+/// map, the identity fields are the ones derived from the maps); `new` checks the rest, as
+/// [`Record::new`] does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedRecord {
     bytes: Vec<u8>,
 }
 
 impl EncodedRecord {
+    /// Encodes a record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Record::encode_into`].
+    pub fn of(record: &Record) -> Result<EncodedRecord, Error> {
+        Ok(EncodedRecord {
+            bytes: record.encode()?,
+        })
+    }
+
     /// Encodes the fields.
     ///
     /// # Errors
     ///
     /// [`Error::SequenceOutOfRange`], [`Error::BlankField`] as [`Record::new`];
     /// [`Error::FieldTooLong`].
-    pub fn new(text: &RecordText<'_>) -> Result<EncodedRecord, Error> {
+    #[cfg(feature = "capture")]
+    pub(crate) fn new(text: &RecordText<'_>) -> Result<EncodedRecord, Error> {
         check_sequence(text.append_sequence)?;
         for (field, value) in [
             ("artifact_version", text.artifact_version),

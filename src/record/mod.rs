@@ -85,7 +85,9 @@ use time::OffsetDateTime;
 
 #[cfg(any(feature = "capture", feature = "server"))]
 pub use capture_payload::CapturePayload;
-pub use codec::{DecodeBuffer, EncodedRecord, RecordText};
+#[cfg(feature = "capture")]
+pub(crate) use codec::RecordText;
+pub use codec::{DecodeBuffer, EncodedRecord};
 pub use criteria::{Criteria, CriteriaFields};
 pub use cursor::ReadCursor;
 pub use error::Error;
