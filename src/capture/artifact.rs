@@ -754,7 +754,7 @@ impl CaptureArtifact {
     ///
     /// # Errors
     ///
-    /// As [`EncodedRecord::new`] (a field of 4 GiB).
+    /// [`crate::record::Error::FieldTooLong`] for a field of 4 GiB.
     pub fn encode(
         &self,
         id: &RecordId,

@@ -244,7 +244,7 @@ const V2_SEQUENCE_AT: usize = 40;
 
 /// A record's fields with its four maps already written as the JSON text a version 2 frame
 /// stores (the text `canonical::write_record_map` writes for each map), for writers
-/// that build that text directly instead of building maps ([`EncodedRecord::new`]).
+/// that build that text directly instead of building maps (`EncodedRecord::new`).
 #[cfg(feature = "capture")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RecordText<'a> {
