@@ -111,33 +111,30 @@ impl Record {
         }
         let map_text = |index: usize| {
             let start = index.checked_sub(1).map_or(0, |i| ends[i]);
-            maps.as_bytes().get(start..ends[index])
+            maps.get(start..ends[index]).unwrap_or_default()
         };
-        let fields: [Option<&[u8]>; 16] = [
-            Some(self.id().as_str().as_bytes()),
-            Some(self.artifact_version().as_bytes()),
-            Some(self.artifact_name().as_bytes()),
-            self.connection_generation().map(str::as_bytes),
-            self.session_id().map(str::as_bytes),
-            self.job_uuid().map(str::as_bytes),
-            self.event_name().map(str::as_bytes),
-            self.capture_path().map(str::as_bytes),
-            Some(self.checksum().as_bytes()),
-            self.replay_session_id().map(str::as_bytes),
-            self.pbx_node_slug().map(str::as_bytes),
-            self.worker_session_id().map(str::as_bytes),
-            map_text(0),
-            map_text(1),
-            map_text(2),
-            map_text(3),
-        ];
-        write_v2(
-            out,
-            self.capture_timestamp(),
-            self.stored_at(),
-            self.append_sequence(),
-            &fields,
-        )
+        RecordText {
+            id: self.id(),
+            artifact_version: self.artifact_version(),
+            artifact_name: self.artifact_name(),
+            capture_timestamp: self.capture_timestamp(),
+            stored_at: self.stored_at(),
+            append_sequence: self.append_sequence(),
+            connection_generation: self.connection_generation(),
+            session_id: self.session_id(),
+            job_uuid: self.job_uuid(),
+            event_name: self.event_name(),
+            capture_path: self.capture_path(),
+            checksum: self.checksum(),
+            replay_session_id: self.replay_session_id(),
+            pbx_node_slug: self.pbx_node_slug(),
+            worker_session_id: self.worker_session_id(),
+            correlation_ids: map_text(0),
+            runtime_flags: map_text(1),
+            payload: map_text(2),
+            tags: map_text(3),
+        }
+        .write(out)
     }
 
     /// Encodes this record into a new frame body (see [`Record::encode_into`]).
@@ -203,49 +200,13 @@ impl Record {
     }
 }
 
-/// Writes a version 2 frame body: the header, then the sixteen fields (`None` = absent).
-fn write_v2(
-    out: &mut Vec<u8>,
-    capture_timestamp: &OffsetDateTime,
-    stored_at: &OffsetDateTime,
-    append_sequence: u64,
-    fields: &[Option<&[u8]>; 16],
-) -> Result<(), Error> {
-    out.reserve(V2_HEADER_LEN + fields.iter().flatten().map(|f| f.len()).sum::<usize>());
-    out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-    for timestamp in [capture_timestamp, stored_at] {
-        out.extend_from_slice(&timestamp.offset().whole_seconds().to_le_bytes());
-        out.extend_from_slice(&timestamp.unix_timestamp().to_le_bytes());
-        out.extend_from_slice(&timestamp.nanosecond().to_le_bytes());
-    }
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&append_sequence.to_le_bytes());
-    for ((name, _), field) in V2_FIELDS.iter().zip(fields) {
-        let length = match field {
-            None => ABSENT,
-            Some(bytes) => u32::try_from(bytes.len())
-                .ok()
-                .filter(|length| *length != ABSENT)
-                .ok_or(Error::FieldTooLong {
-                    field: name,
-                    bytes: bytes.len(),
-                })?,
-        };
-        out.extend_from_slice(&length.to_le_bytes());
-    }
-    for bytes in fields.iter().flatten() {
-        out.extend_from_slice(bytes);
-    }
-    Ok(())
-}
-
 /// Where a version 2 header holds the append sequence.
 const V2_SEQUENCE_AT: usize = 40;
 
 /// A record's fields with its four maps already written as the JSON text a version 2 frame
-/// stores (the text `canonical::write_record_map` writes for each map), for writers
-/// that build that text directly instead of building maps (`EncodedRecord::new`).
-#[cfg(feature = "capture")]
+/// stores (the text `canonical::write_record_map` writes for each map): what
+/// [`Record::encode_into`] writes, and what writers that build that text directly instead
+/// of building maps hand to `EncodedRecord::new`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RecordText<'a> {
     /// The record id.
@@ -286,6 +247,56 @@ pub(crate) struct RecordText<'a> {
     pub(crate) payload: &'a str,
     /// `tags` as stored JSON text.
     pub(crate) tags: &'a str,
+}
+
+impl RecordText<'_> {
+    /// Writes the version 2 frame body: the header, then the sixteen fields.
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let fields: [Option<&str>; 16] = [
+            Some(self.id.as_str()),
+            Some(self.artifact_version),
+            Some(self.artifact_name),
+            self.connection_generation,
+            self.session_id,
+            self.job_uuid,
+            self.event_name,
+            self.capture_path,
+            Some(self.checksum),
+            self.replay_session_id,
+            self.pbx_node_slug,
+            self.worker_session_id,
+            Some(self.correlation_ids),
+            Some(self.runtime_flags),
+            Some(self.payload),
+            Some(self.tags),
+        ];
+        out.reserve(V2_HEADER_LEN + fields.iter().flatten().map(|f| f.len()).sum::<usize>());
+        out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        for timestamp in [self.capture_timestamp, self.stored_at] {
+            out.extend_from_slice(&timestamp.offset().whole_seconds().to_le_bytes());
+            out.extend_from_slice(&timestamp.unix_timestamp().to_le_bytes());
+            out.extend_from_slice(&timestamp.nanosecond().to_le_bytes());
+        }
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.append_sequence.to_le_bytes());
+        for ((name, _), field) in V2_FIELDS.iter().zip(&fields) {
+            let length = match field {
+                None => ABSENT,
+                Some(text) => u32::try_from(text.len())
+                    .ok()
+                    .filter(|length| *length != ABSENT)
+                    .ok_or(Error::FieldTooLong {
+                        field: name,
+                        bytes: text.len(),
+                    })?,
+            };
+            out.extend_from_slice(&length.to_le_bytes());
+        }
+        for text in fields.iter().flatten() {
+            out.extend_from_slice(text.as_bytes());
+        }
+        Ok(())
+    }
 }
 
 /// A record already encoded as a version 2 frame body, ready to append as it is
@@ -332,32 +343,8 @@ impl EncodedRecord {
                 return Err(Error::BlankField { field });
             }
         }
-        let fields: [Option<&[u8]>; 16] = [
-            Some(text.id.as_str().as_bytes()),
-            Some(text.artifact_version.as_bytes()),
-            Some(text.artifact_name.as_bytes()),
-            text.connection_generation.map(str::as_bytes),
-            text.session_id.map(str::as_bytes),
-            text.job_uuid.map(str::as_bytes),
-            text.event_name.map(str::as_bytes),
-            text.capture_path.map(str::as_bytes),
-            Some(text.checksum.as_bytes()),
-            text.replay_session_id.map(str::as_bytes),
-            text.pbx_node_slug.map(str::as_bytes),
-            text.worker_session_id.map(str::as_bytes),
-            Some(text.correlation_ids.as_bytes()),
-            Some(text.runtime_flags.as_bytes()),
-            Some(text.payload.as_bytes()),
-            Some(text.tags.as_bytes()),
-        ];
         let mut bytes = Vec::new();
-        write_v2(
-            &mut bytes,
-            text.capture_timestamp,
-            text.stored_at,
-            text.append_sequence,
-            &fields,
-        )?;
+        text.write(&mut bytes)?;
         Ok(EncodedRecord { bytes })
     }
 
