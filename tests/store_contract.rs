@@ -158,6 +158,7 @@ macro_rules! contract_tests {
                 invalid_batch_is_rejected_whole
                 read_only_handle_reads_while_the_writer_writes
                 read_only_handle_rejects_writes
+                read_only_lookups_see_records_written_and_deleted_since_earlier_lookups
                 append_records_keeps_imported_records_exactly
                 append_records_rejects_non_increasing_sequences
                 append_encoded_stores_records_as_append_records_does
@@ -1102,6 +1103,34 @@ fn read_only_handle_reads_while_the_writer_writes(harness: &Harness) {
     // A second reader beside the first.
     let second = (harness.open_read_only)(&fixture.path);
     assert_eq!(read_all(second.as_ref(), &Criteria::any()).len(), 5);
+}
+
+/// A read-only handle answers a lookup from what it has already indexed when it can, so
+/// this checks that it still finds records written after its earlier lookups, and does not
+/// return records deleted since.
+fn read_only_lookups_see_records_written_and_deleted_since_earlier_lookups(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut writer = (harness.open)(&fixture.path);
+    let first = writer.write_batch(vec![envelope(), envelope()]).unwrap();
+    writer.sync().unwrap();
+    let reader = (harness.open_read_only)(&fixture.path);
+    let sequence_of = |id: &RecordId| reader.read_by_id(id).unwrap().map(|r| r.append_sequence());
+    assert_eq!(sequence_of(&first[0]), Some(1));
+    let later = writer
+        .write_batch((0..3).map(|_| named("event.raw")).collect())
+        .unwrap();
+    writer.sync().unwrap();
+    assert_eq!(sequence_of(&later[2]), Some(5));
+    assert_eq!(sequence_of(&first[1]), Some(2));
+    assert_eq!(sequence_of(&RecordId::generate()), None);
+    let Some(delete_all) = harness.delete_all else {
+        return;
+    };
+    drop(writer);
+    delete_all(&fixture.path);
+    for id in first.iter().chain(&later) {
+        assert_eq!(sequence_of(id), None, "{id} was deleted");
+    }
 }
 
 fn read_only_handle_rejects_writes(harness: &Harness) {

@@ -154,51 +154,11 @@ impl SparseIndex {
     }
 
     /// How many entries have a sequence at or below `seq`.
-    ///
-    /// Entries lie at about even byte intervals, so a guess interpolated by sequence lands
-    /// near the answer; the search gallops outward from it and touches a few cache lines,
-    /// where a binary search over a cold index of thousands of entries misses at each step.
     fn count_at_or_below(&self, seq: u64) -> usize {
-        let entries = self.entries.as_slice();
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return 0;
-        };
-        if seq < first.seq {
-            return 0;
+        match seq.checked_add(1) {
+            Some(above) => count_below(&self.entries, above, |e| e.seq),
+            None => self.entries.len(),
         }
-        if seq >= last.seq {
-            return entries.len();
-        }
-        // From here first.seq <= seq < last.seq: at least two entries, the first one at or
-        // below `seq` and the last one above it, so both gallops below stop.
-        let at_or_below = |i: usize| entries.get(i).is_some_and(|e| e.seq <= seq);
-        let top = entries.len() - 1;
-        let guess = u128::from(seq - first.seq) * top as u128 / u128::from(last.seq - first.seq);
-        let guess = usize::try_from(guess).unwrap_or(top).min(top);
-        // Bracket the answer: `low` at or below `seq`, `high` above it.
-        let (mut low, mut high) = (guess, guess);
-        let mut step = 1;
-        if at_or_below(guess) {
-            loop {
-                high = low.saturating_add(step).min(top);
-                if !at_or_below(high) {
-                    break;
-                }
-                low = high;
-                step *= 2;
-            }
-        } else {
-            loop {
-                low = high.saturating_sub(step);
-                if at_or_below(low) {
-                    break;
-                }
-                high = low;
-                step *= 2;
-            }
-        }
-        let between = entries.get(low + 1..high).unwrap_or_default();
-        low + 1 + between.partition_point(|e| e.seq <= seq)
     }
 
     /// All entries.
@@ -212,6 +172,55 @@ impl SparseIndex {
     pub(crate) fn last(&self) -> Option<IndexEntry> {
         self.entries.last().copied()
     }
+}
+
+/// How many of `items`, sorted by `key_of`, have a key below `key`: `partition_point`, for
+/// keys spread about evenly (sequences at even byte intervals, hashes).
+///
+/// A guess interpolated between the first and last keys lands near the answer, and the
+/// search gallops outward from it, touching a few cache lines where a binary search over a
+/// cold array of thousands of items misses at each step.
+fn count_below<T>(items: &[T], key: u64, key_of: impl Fn(&T) -> u64) -> usize {
+    let (Some(first), Some(last)) = (items.first(), items.last()) else {
+        return 0;
+    };
+    let (low_key, high_key) = (key_of(first), key_of(last));
+    if key <= low_key {
+        return 0;
+    }
+    if key > high_key {
+        return items.len();
+    }
+    // From here low_key < key <= high_key: the first item is below `key` and the last one
+    // is not, so there are at least two and both gallops below stop.
+    let below = |i: usize| items.get(i).is_some_and(|item| key_of(item) < key);
+    let top = items.len() - 1;
+    let guess = u128::from(key - low_key) * top as u128 / u128::from(high_key - low_key);
+    let guess = usize::try_from(guess).unwrap_or(top).min(top);
+    // Bracket the answer: `low` below `key`, `high` not.
+    let (mut low, mut high) = (guess, guess);
+    let mut step = 1;
+    if below(guess) {
+        loop {
+            high = low.saturating_add(step).min(top);
+            if !below(high) {
+                break;
+            }
+            low = high;
+            step *= 2;
+        }
+    } else {
+        loop {
+            low = high.saturating_sub(step);
+            if below(low) {
+                break;
+            }
+            high = low;
+            step *= 2;
+        }
+    }
+    let between = items.get(low + 1..high).unwrap_or_default();
+    low + 1 + between.partition_point(|item| key_of(item) < key)
 }
 
 #[cfg(test)]
@@ -302,6 +311,34 @@ mod tests {
         {
             let expected = entries.partition_point(|e| e.seq <= probe);
             assert_eq!(index.count_at_or_below(probe), expected, "probe {probe}");
+        }
+    }
+
+    #[test]
+    fn count_below_agrees_with_partition_point_for_any_sorted_keys() {
+        quickcheck::QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(count_below_agrees as fn(Vec<u64>, Vec<u64>, bool));
+    }
+
+    /// Any keys: repeated, skewed (the `small` half squeezes them into a few values), and
+    /// probes at the extremes.
+    fn count_below_agrees(mut keys: Vec<u64>, probes: Vec<u64>, small: bool) {
+        if small {
+            keys.iter_mut().for_each(|k| *k %= 8);
+        }
+        keys.sort_unstable();
+        let extremes = [0, 1, u64::MAX - 1, u64::MAX];
+        let neighbours = keys
+            .iter()
+            .flat_map(|k| [k.saturating_sub(1), *k, k.saturating_add(1)]);
+        for probe in probes.into_iter().chain(extremes).chain(neighbours) {
+            let expected = keys.partition_point(|k| *k < probe);
+            assert_eq!(
+                count_below(&keys, probe, |k| *k),
+                expected,
+                "probe {probe} in {keys:?}"
+            );
         }
     }
 

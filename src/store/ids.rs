@@ -226,6 +226,67 @@ fn indexable<'a>(
     }
 }
 
+/// A segment's (id hash, log sequence) pairs, sorted, with the index where each range of
+/// hashes (a bucket) starts. A lookup reads one bucket start and the few pairs in its bucket,
+/// where a binary search of a large, cold array misses the cache at nearly every step.
+#[derive(Debug)]
+struct HashPairs {
+    sorted: Vec<(u64, u64)>,
+    /// `starts[b]` is the index of the first pair whose hash has top bits `b`; one more
+    /// entry holds the length. Indexes fit `u32`: a segment holds fewer frames than that.
+    starts: Vec<u32>,
+    /// `64 - bits` for `2^bits` buckets, about eight pairs each.
+    shift: u32,
+}
+
+impl HashPairs {
+    fn new(mut sorted: Vec<(u64, u64)>) -> HashPairs {
+        sorted.sort_unstable(); // nearly free when they are sorted already
+        let bits = (sorted.len() / 8).max(2).ilog2().min(16);
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0;
+        for bucket in 0..1u64 << bits {
+            at += sorted
+                .get(at..)
+                .unwrap_or_default()
+                .partition_point(|p| p.0 >> shift < bucket);
+            starts.push(u32::try_from(at).unwrap_or(u32::MAX));
+        }
+        starts.push(u32::try_from(sorted.len()).unwrap_or(u32::MAX));
+        HashPairs {
+            sorted,
+            starts,
+            shift,
+        }
+    }
+
+    fn as_slice(&self) -> &[(u64, u64)] {
+        &self.sorted
+    }
+
+    fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
+        let bucket = usize::try_from(hash >> self.shift).unwrap_or(usize::MAX);
+        let start = |b: usize| {
+            self.starts
+                .get(b)
+                .map_or(self.sorted.len(), |s| *s as usize)
+        };
+        let pairs = self
+            .sorted
+            .get(start(bucket)..start(bucket + 1))
+            .unwrap_or_default();
+        let from = pairs.partition_point(|p| p.0 < hash);
+        out.extend(
+            pairs
+                .iter()
+                .skip(from)
+                .take_while(|p| p.0 == hash)
+                .map(|p| p.1),
+        );
+    }
+}
+
 /// The index of one sealed segment.
 #[derive(Debug)]
 pub(crate) struct SegmentIds {
@@ -233,27 +294,20 @@ pub(crate) struct SegmentIds {
     pub(crate) end: u64,
     pub(crate) min_ms: i64,
     pub(crate) max_ms: i64,
-    pairs: Vec<(u64, u64)>,
+    pairs: HashPairs,
     /// The records' summary; `None` from a version 1 file.
     summary: Option<Summary>,
 }
 
 impl SegmentIds {
     fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
-        let from = self.pairs.partition_point(|p| p.0 < hash);
-        out.extend(
-            self.pairs
-                .iter()
-                .skip(from)
-                .take_while(|p| p.0 == hash)
-                .map(|p| p.1),
-        );
+        self.pairs.candidates(hash, out);
     }
 
     /// The file's bytes; `token` fills the header's last four bytes (zero in a `.ids`
     /// file, the last record's payload CRC in a chunk file).
     fn encode(&self, token: u32) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.pairs.len() * 16 + 4);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.pairs.as_slice().len() * 16 + 4);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&[0; 2]);
@@ -262,8 +316,8 @@ impl SegmentIds {
         out.extend_from_slice(&self.end.to_le_bytes());
         out.extend_from_slice(&self.min_ms.to_le_bytes());
         out.extend_from_slice(&self.max_ms.to_le_bytes());
-        out.extend_from_slice(&(self.pairs.len() as u64).to_le_bytes());
-        for (hash, seq) in &self.pairs {
+        out.extend_from_slice(&(self.pairs.as_slice().len() as u64).to_le_bytes());
+        for (hash, seq) in self.pairs.as_slice() {
             out.extend_from_slice(&hash.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
         }
@@ -316,6 +370,7 @@ impl SegmentIds {
             .chunks_exact(16)
             .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
             .collect();
+        let pairs = HashPairs::new(pairs);
         let ids = SegmentIds {
             base,
             end,
@@ -398,7 +453,7 @@ impl Building {
         if let Some(summary) = &chunk.summary {
             self.summary.merge(summary);
         }
-        if !chunk.pairs.is_empty() {
+        if !chunk.pairs.as_slice().is_empty() {
             self.min_ms = self.min_ms.min(chunk.min_ms);
             self.max_ms = self.max_ms.max(chunk.max_ms);
         }
@@ -410,8 +465,7 @@ impl Building {
     /// The entries since the last chunk as a chunk `[chunked_until, until)`, and starts the
     /// next one.
     fn take_chunk(&mut self) -> SegmentIds {
-        let mut pairs = std::mem::take(&mut self.recent);
-        pairs.sort_unstable();
+        let pairs = HashPairs::new(std::mem::take(&mut self.recent));
         let (min_ms, max_ms) = std::mem::replace(&mut self.recent_ms, (i64::MAX, i64::MIN));
         let chunk = SegmentIds {
             base: self.chunked_until,
@@ -430,7 +484,7 @@ impl Building {
         // things up folds them into the map once, so each lookup is one probe again.
         self.lookups += 1;
         if self.lookups == FOLD_CHUNKS_AFTER {
-            for (hash, seq) in self.chunks.iter().flat_map(|chunk| chunk.pairs.iter()) {
+            for (hash, seq) in self.chunks.iter().flat_map(|chunk| chunk.pairs.as_slice()) {
                 if let Some(previous) = self.map.insert(*hash, *seq) {
                     self.collisions.push((*hash, previous));
                 }
@@ -445,19 +499,18 @@ impl Building {
     }
 
     fn seal(self, end: u64) -> SegmentIds {
-        let mut pairs: Vec<(u64, u64)> = self
+        let pairs: Vec<(u64, u64)> = self
             .map
             .into_iter()
             .chain(self.collisions)
-            .chain(self.chunks.into_iter().flat_map(|chunk| chunk.pairs))
+            .chain(self.chunks.into_iter().flat_map(|chunk| chunk.pairs.sorted))
             .collect();
-        pairs.sort_unstable();
         SegmentIds {
             base: self.base,
             end,
             min_ms: self.min_ms,
             max_ms: self.max_ms,
-            pairs,
+            pairs: HashPairs::new(pairs),
             summary: Some(self.summary),
         }
     }
@@ -848,7 +901,26 @@ impl IdIndex {
         }
     }
 
-    /// Log sequences whose record id may hash like `id`, newest segment first.
+    /// Log sequences whose record id may hash like `id`, newest segment first, among the
+    /// records this index has already seen and loaded; `None` if it has not loaded them all
+    /// yet ([`IdIndex::candidates`] does).
+    pub(crate) fn known_candidates(&mut self, reader: &Reader, id: &str) -> Option<Vec<u64>> {
+        let hash = hash_id(id);
+        let mut out = Vec::new();
+        self.building.as_mut()?.candidates(hash, &mut out);
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        for pair in segments.windows(2).rev() {
+            let [base, end] = *pair else { continue };
+            match self.sealed.get(&base) {
+                Some(ids) if ids.end == end => ids.candidates(hash, &mut out),
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// Log sequences whose record id may hash like `id`, newest segment first, after
+    /// indexing every record in the log.
     pub(crate) fn candidates(&mut self, reader: &Reader, id: &str) -> Result<Vec<u64>> {
         self.catch_up_to(reader, 0)?;
         let hash = hash_id(id);
@@ -876,7 +948,7 @@ impl IdIndex {
         until_ms: i64,
     ) -> Result<bool> {
         let ids = self.sealed_ids(reader, base, end)?;
-        Ok(ids.pairs.is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
+        Ok(ids.pairs.as_slice().is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
     }
 
     /// Removes every chunk file, durably: the writer's open does this after an unclean
@@ -947,6 +1019,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bucketed_lookups_find_exactly_the_pairs_with_the_hash() {
+        quickcheck::QuickCheck::new()
+            .tests(1_000)
+            .quickcheck(bucketed_agrees as fn(Vec<(u64, u64)>, Vec<u64>, u8));
+        // A segment's worth, so that every bucket width is used (16 bits at 600 k pairs).
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [1_000, 40_000, 600_000] {
+            let pairs: Vec<(u64, u64)> = (0..len).map(|seq| (next(), seq)).collect();
+            let probes: Vec<u64> = pairs.iter().step_by(97).map(|p| p.0).collect();
+            bucketed_agrees(pairs, probes, 2);
+        }
+    }
+
+    /// Any pairs, with hashes squeezed into few values (`squeeze`) or at the extremes.
+    fn bucketed_agrees(mut pairs: Vec<(u64, u64)>, probes: Vec<u64>, squeeze: u8) {
+        match squeeze % 3 {
+            0 => pairs.iter_mut().for_each(|p| p.0 %= 5),
+            1 => pairs.iter_mut().for_each(|p| p.0 = u64::MAX - p.0 % 5),
+            _ => {}
+        }
+        let buckets = HashPairs::new(pairs.clone());
+        pairs.sort_unstable();
+        let hashes = pairs.iter().step_by(7).map(|p| p.0);
+        for probe in probes.iter().copied().chain(hashes).chain([0, u64::MAX]) {
+            let mut found = Vec::new();
+            buckets.candidates(probe, &mut found);
+            // The plain answer: a binary search of the sorted pairs.
+            let from = pairs.partition_point(|p| p.0 < probe);
+            let expected: Vec<u64> = pairs
+                .iter()
+                .skip(from)
+                .take_while(|p| p.0 == probe)
+                .map(|p| p.1)
+                .collect();
+            assert_eq!(found, expected, "hash {probe}");
+        }
+    }
+
+    #[test]
     fn ids_file_round_trips_and_rejects_damage() {
         let mut building = Building::new(10);
         let entry = |seq: u64, id: &str, ms: i64| Entry {
@@ -982,7 +1099,7 @@ mod tests {
         old.extend_from_slice(&crc.to_le_bytes());
         let (v1, _) = SegmentIds::decode(&old, 10, Some(13)).unwrap();
         assert!(v1.summary.is_none());
-        assert_eq!(v1.pairs, back.pairs);
+        assert_eq!(v1.pairs.as_slice(), back.pairs.as_slice());
         assert!(SegmentIds::decode(&bytes, 10, Some(14)).is_none());
         assert_eq!(SegmentIds::decode(&bytes, 10, None).unwrap().0.end, 13);
         let mut damaged = bytes.clone();

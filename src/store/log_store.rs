@@ -63,6 +63,32 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// The record with this id among the candidate log sequences, if one of them holds it.
+    fn read_candidates(&self, id: &RecordId, candidates: Vec<u64>) -> Result<Option<Record>> {
+        let mut buffer = DecodeBuffer::default();
+        for seq in candidates {
+            let mut cursor = self.reader.cursor(Seq(seq))?;
+            let Some(found) = cursor.next()?.filter(|f| f.seq.0 == seq) else {
+                continue;
+            };
+            // Only the candidate whose id matches is built into a record.
+            let view = RecordView::decode(found.payload, &mut buffer).map_err(|source| {
+                Error::CorruptRecord {
+                    sequence: self.runs.read().append_seq(seq),
+                    source,
+                }
+            })?;
+            if view.id() == id.as_str() {
+                let record = view.to_record().map_err(|source| Error::CorruptRecord {
+                    sequence: view.append_sequence(),
+                    source,
+                })?;
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
     /// Opens (creating if needed) the store in `root` for writing, with default log options.
     ///
     /// # Errors
@@ -558,27 +584,17 @@ impl ArtifactStore for LogStore {
     }
 
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {
+        // Ids are unique, so a match among the records already indexed is the answer, found
+        // without looking for new ones (for a read-only handle, a read of the log's end).
+        let known = self.ids.lock().known_candidates(&self.reader, id.as_str());
+        if let Some(candidates) = known
+            && let Some(record) = self.read_candidates(id, candidates)?
+        {
+            return Ok(Some(record));
+        }
         let candidates = self.ids.lock().candidates(&self.reader, id.as_str())?;
-        let mut buffer = DecodeBuffer::default();
-        for seq in candidates {
-            let mut cursor = self.reader.cursor(Seq(seq))?;
-            if let Some(found) = cursor.next()?.filter(|f| f.seq.0 == seq) {
-                // Only the candidate whose id matches is built into a record.
-                let view = RecordView::decode(found.payload, &mut buffer).map_err(|source| {
-                    Error::CorruptRecord {
-                        sequence: self.runs.read().append_seq(seq),
-                        source,
-                    }
-                })?;
-                if view.id() == id.as_str() {
-                    return Ok(Some(view.to_record().map_err(|source| {
-                        Error::CorruptRecord {
-                            sequence: view.append_sequence(),
-                            source,
-                        }
-                    })?));
-                }
-            }
+        if let Some(record) = self.read_candidates(id, candidates)? {
+            return Ok(Some(record));
         }
         // Not found: absent, unless damaged records that could hold it were left unindexed.
         match self.ids.lock().damage() {
