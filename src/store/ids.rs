@@ -244,16 +244,20 @@ impl HashPairs {
         sorted.sort_unstable(); // nearly free when they are sorted already
         let bits = (sorted.len() / 8).max(2).ilog2().min(16);
         let shift = 64 - bits;
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
-        let mut at = 0;
-        for bucket in 0..1u64 << bits {
-            at += sorted
-                .get(at..)
-                .unwrap_or_default()
-                .partition_point(|p| p.0 >> shift < bucket);
-            starts.push(u32::try_from(at).unwrap_or(u32::MAX));
+        // Count each bucket's pairs one slot along, then sum: each slot becomes the number
+        // of pairs in the buckets before it.
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for (hash, _) in &sorted {
+            let slot = usize::try_from(hash >> shift).map_or(usize::MAX, |b| b + 1);
+            if let Some(count) = starts.get_mut(slot) {
+                *count += 1;
+            }
         }
-        starts.push(u32::try_from(sorted.len()).unwrap_or(u32::MAX));
+        let mut total = 0;
+        for slot in &mut starts {
+            total += *slot;
+            *slot = total;
+        }
         HashPairs {
             sorted,
             starts,
@@ -516,6 +520,105 @@ impl Building {
     }
 }
 
+/// How far a lookup by id searches ([`IdIndex::candidates`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Search {
+    /// Only what the index has already seen and loaded: no read of the log's end or of any
+    /// file. A match is the answer (ids are unique); a miss proves nothing.
+    Known,
+    /// Every record, with the sealed segments not loaded yet read in place from their
+    /// `.ids` files without verifying them: candidates to check, and a miss proves nothing.
+    /// For a one-shot lookup, which would otherwise read every `.ids` file whole.
+    Hinted,
+    /// Every record, through verified (or rebuilt) indexes: a miss means absent.
+    Verified,
+}
+
+/// The log sequences a lookup by id must check.
+#[derive(Debug)]
+pub(crate) struct Candidates {
+    pub(crate) seqs: Vec<u64>,
+    /// Whether every index searched was verified, so that a miss means absent.
+    pub(crate) exact: bool,
+}
+
+/// Lookups a handle answers with [`Search::Hinted`] before it loads the indexes whole.
+const HINTED_LOOKUPS: u32 = 4;
+
+/// Pairs read on each side of where a hash should be in a `.ids` file: for uniform hashes
+/// its place is within a few hundred pairs of the interpolated one.
+const PROBE_PAIRS: u64 = 512;
+/// Reads of a `.ids` file one probe makes at most before it gives up (skewed hashes).
+const PROBE_READS: usize = 8;
+
+/// Adds to `out` the log sequences paired with `hash` in the sealed segment's `.ids` file at
+/// `path`, reading its header and windows of pairs around where `hash` should be.
+/// Nothing here is verified (the file's checksum covers all of it), so the result is only a
+/// hint: the caller checks each candidate's record, and a file that is damaged, of another
+/// layout, or does not bracket `hash` in that window adds nothing.
+fn probe_file(path: &std::path::Path, base: u64, end: u64, hash: u64, out: &mut Vec<u64>) {
+    use std::os::unix::fs::FileExt as _;
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let mut header = [0u8; HEADER_LEN];
+    if file.read_exact_at(&mut header, 0).is_err()
+        || header.get(..8) != Some(&MAGIC[..])
+        || u64_at_slice(&header, 16) != base
+        || u64_at_slice(&header, 24) != end
+    {
+        return;
+    }
+    let count = u64_at_slice(&header, 48);
+    // An interpolation search by windows: the pairs equal to `hash` lie in `[low, high)`,
+    // whose neighbours' hashes bound `hash` at `low_hash` and `high_hash`.
+    let (mut low, mut high) = (0u64, count);
+    let (mut low_hash, mut high_hash) = (0u64, u64::MAX);
+    for _ in 0..PROBE_READS {
+        let span = u128::from(high - low);
+        let share = u128::from(hash - low_hash) * span / (u128::from(high_hash - low_hash) + 1);
+        let guess = low + u64::try_from(share).unwrap_or(0);
+        let first = guess.saturating_sub(PROBE_PAIRS).max(low);
+        let last = guess.saturating_add(PROBE_PAIRS).min(high);
+        let Some(pairs) = read_pairs(&file, first, last) else {
+            return;
+        };
+        let (Some(head), Some(tail)) = (pairs.first(), pairs.last()) else {
+            return; // nothing between the bounds: no pair has this hash
+        };
+        // The window holds every pair with `hash` if it starts below it (or at the bound)
+        // and ends above it (or at the bound).
+        let starts_below = first == low || head.0 < hash;
+        let ends_above = last == high || tail.0 > hash;
+        if starts_below && ends_above {
+            out.extend(pairs.iter().filter(|p| p.0 == hash).map(|p| p.1));
+            return;
+        }
+        if tail.0 < hash && tail.0 >= low_hash {
+            (low, low_hash) = (last, tail.0);
+        } else if head.0 > hash && head.0 <= high_hash {
+            (high, high_hash) = (first, head.0);
+        } else {
+            return; // equal hashes across the window's edge, or pairs out of order
+        }
+    }
+}
+
+/// The pairs `[first, last)` of an open `.ids` file; `None` if they cannot be read.
+fn read_pairs(file: &std::fs::File, first: u64, last: u64) -> Option<Vec<(u64, u64)>> {
+    use std::os::unix::fs::FileExt as _;
+    let len = usize::try_from(last.checked_sub(first)?.checked_mul(16)?).ok()?;
+    let mut bytes = vec![0u8; len];
+    let offset = (HEADER_LEN as u64).checked_add(first.checked_mul(16)?)?;
+    file.read_exact_at(&mut bytes, offset).ok()?;
+    Some(
+        bytes
+            .chunks_exact(16)
+            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
+            .collect(),
+    )
+}
+
 /// Id index and time ranges of every segment of one store.
 #[derive(Debug)]
 pub(crate) struct IdIndex {
@@ -529,6 +632,8 @@ pub(crate) struct IdIndex {
     /// Damaged frames met while indexing (segment, offset, what): their records are not in
     /// the index, so a lookup that finds nothing must report them rather than say "absent".
     damage: Vec<(SegmentId, u64, CorruptKind)>,
+    /// Lookups searched with [`Search::Hinted`] so far.
+    hinted_lookups: u32,
 }
 
 impl IdIndex {
@@ -540,6 +645,7 @@ impl IdIndex {
             sealed: BTreeMap::new(),
             building: None,
             damage: Vec::new(),
+            hinted_lookups: 0,
         }
     }
 
@@ -901,41 +1007,57 @@ impl IdIndex {
         }
     }
 
-    /// Log sequences whose record id may hash like `id`, newest segment first, among the
-    /// records this index has already seen and loaded; `None` if it has not loaded them all
-    /// yet ([`IdIndex::candidates`] does).
-    pub(crate) fn known_candidates(&mut self, reader: &Reader, id: &str) -> Option<Vec<u64>> {
+    /// Log sequences whose record id may hash like `id`, newest segment first, searched as
+    /// `search` says; `None` when [`Search::Known`] cannot answer yet.
+    pub(crate) fn candidates(
+        &mut self,
+        reader: &Reader,
+        id: &str,
+        search: Search,
+    ) -> Result<Option<Candidates>> {
         let hash = hash_id(id);
-        let mut out = Vec::new();
-        self.building.as_mut()?.candidates(hash, &mut out);
+        // A handle that keeps looking ids up loads the indexes once instead.
+        let search = if search == Search::Hinted && self.hinted_lookups >= HINTED_LOOKUPS {
+            Search::Verified
+        } else {
+            search
+        };
+        if search == Search::Hinted {
+            self.hinted_lookups += 1;
+        }
+        if search == Search::Known {
+            if self.building.is_none() {
+                return Ok(None);
+            }
+        } else {
+            self.catch_up_to(reader, 0)?;
+        }
+        let mut found = Candidates {
+            seqs: Vec::new(),
+            exact: true,
+        };
+        if let Some(building) = self.building.as_mut() {
+            building.candidates(hash, &mut found.seqs);
+        }
         let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         for pair in segments.windows(2).rev() {
             let [base, end] = *pair else { continue };
-            match self.sealed.get(&base) {
-                Some(ids) if ids.end == end => ids.candidates(hash, &mut out),
-                _ => return None,
+            if let Some(ids) = self.sealed.get(&base).filter(|ids| ids.end == end) {
+                ids.candidates(hash, &mut found.seqs);
+                continue;
+            }
+            match search {
+                Search::Known => return Ok(None),
+                Search::Hinted => {
+                    probe_file(&self.path(base), base, end, hash, &mut found.seqs);
+                    found.exact = false;
+                }
+                Search::Verified => self
+                    .sealed_ids(reader, base, end)?
+                    .candidates(hash, &mut found.seqs),
             }
         }
-        Some(out)
-    }
-
-    /// Log sequences whose record id may hash like `id`, newest segment first, after
-    /// indexing every record in the log.
-    pub(crate) fn candidates(&mut self, reader: &Reader, id: &str) -> Result<Vec<u64>> {
-        self.catch_up_to(reader, 0)?;
-        let hash = hash_id(id);
-        let mut out = Vec::new();
-        if let Some(building) = self.building.as_mut() {
-            building.candidates(hash, &mut out);
-        }
-        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
-        for pair in segments.windows(2).rev() {
-            if let [base, end] = *pair {
-                self.sealed_ids(reader, base, end)?
-                    .candidates(hash, &mut out);
-            }
-        }
-        Ok(out)
+        Ok(Some(found))
     }
 
     /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`.
@@ -1061,6 +1183,48 @@ mod tests {
                 .collect();
             assert_eq!(found, expected, "hash {probe}");
         }
+    }
+
+    #[test]
+    fn probing_a_file_in_place_finds_what_loading_it_finds_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        let (base, end) = (1_000, 1_000 + 50_000);
+        let mut building = Building::new(base);
+        for seq in base..end {
+            building.add(&Entry {
+                seq,
+                hash: hash_id(&format!("id-{seq}")),
+                ms: 0,
+                artifact: "event.raw",
+                event: None,
+                bytes: 1,
+            });
+        }
+        let ids = building.seal(end);
+        let bytes = ids.encode(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let probe = |path: &std::path::Path, base: u64, hash: u64| {
+            let mut out = Vec::new();
+            probe_file(path, base, end, hash, &mut out);
+            out
+        };
+        for seq in (base..end).step_by(37).chain([base, end - 1]) {
+            let hash = hash_id(&format!("id-{seq}"));
+            let mut loaded = Vec::new();
+            ids.candidates(hash, &mut loaded);
+            assert_eq!(probe(&path, base, hash), loaded, "record {seq}");
+            assert!(loaded.contains(&seq));
+        }
+        for hash in [0, u64::MAX, hash_id("absent")] {
+            assert_eq!(probe(&path, base, hash), Vec::<u64>::new());
+        }
+        // Another segment's file, a cut file, a missing file: no answer, and no panic.
+        let hash = hash_id(&format!("id-{}", base + 5));
+        assert!(probe(&path, base + 1, hash).is_empty());
+        std::fs::write(&path, &bytes[..HEADER_LEN + 100]).unwrap();
+        assert!(probe(&path, base, hash).is_empty());
+        assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
-use super::ids::{Entry, IdIndex, Summary, hash_id, millis};
+use super::ids::{Entry, IdIndex, Search, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
 use super::{ArtifactStore, DurableMark, Error, Result, StoreStats, build_records, check_limit};
 use crate::record::{
@@ -585,16 +585,23 @@ impl ArtifactStore for LogStore {
 
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {
         // Ids are unique, so a match among the records already indexed is the answer, found
-        // without looking for new ones (for a read-only handle, a read of the log's end).
-        let known = self.ids.lock().known_candidates(&self.reader, id.as_str());
-        if let Some(candidates) = known
-            && let Some(record) = self.read_candidates(id, candidates)?
-        {
-            return Ok(Some(record));
-        }
-        let candidates = self.ids.lock().candidates(&self.reader, id.as_str())?;
-        if let Some(record) = self.read_candidates(id, candidates)? {
-            return Ok(Some(record));
+        // without looking for new ones (for a read-only handle, a read of the log's end);
+        // a one-shot lookup reads the sealed segments' id files in place before it reads
+        // them whole. Only a miss in verified indexes means absent.
+        for search in [Search::Known, Search::Hinted, Search::Verified] {
+            let Some(candidates) = self
+                .ids
+                .lock()
+                .candidates(&self.reader, id.as_str(), search)?
+            else {
+                continue;
+            };
+            if let Some(record) = self.read_candidates(id, candidates.seqs)? {
+                return Ok(Some(record));
+            }
+            if candidates.exact && search != Search::Known {
+                break;
+            }
         }
         // Not found: absent, unless damaged records that could hold it were left unindexed.
         match self.ids.lock().damage() {
