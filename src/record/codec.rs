@@ -428,6 +428,17 @@ impl<'a> RecordView<'a> {
         }
     }
 
+    /// The id bytes of a stored record, read from a version 2 frame's header and first field
+    /// alone; `None` for a version 1 frame or a body too short to hold them. Nothing else is
+    /// checked: for a caller that compares ids and decodes only the record it keeps.
+    pub(crate) fn stored_id(bytes: &[u8]) -> Option<&[u8]> {
+        if bytes.first() != Some(&FORMAT_VERSION) {
+            return None;
+        }
+        let length = bytes.get(48..52)?.try_into().ok().map(u32::from_le_bytes)?;
+        bytes.get(V2_HEADER_LEN..V2_HEADER_LEN.checked_add(usize::try_from(length).ok()?)?)
+    }
+
     /// Reads a version 2 frame body in place (see `format/record.md`).
     pub(crate) fn parse_v2(bytes: &'a [u8]) -> Result<RecordView<'a>, Error> {
         let malformed = |reason: String| Error::MalformedFrame { reason };

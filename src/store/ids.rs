@@ -54,8 +54,12 @@ fn payload_crc(reader: &Reader, seq: u64) -> Result<Option<u32>> {
 
 /// The 64-bit FNV-1a hash of an id; stable across builds, so it can live on disk.
 pub(crate) fn hash_id(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    hash_id_bytes(id.as_bytes())
+}
+
+fn hash_id_bytes(id: &[u8]) -> u64 {
+    id.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -551,25 +555,38 @@ const PROBE_PAIRS: u64 = 512;
 /// Reads of a `.ids` file one probe makes at most before it gives up (skewed hashes).
 const PROBE_READS: usize = 8;
 
-/// Adds to `out` the log sequences paired with `hash` in the sealed segment's `.ids` file at
-/// `path`, reading its header and windows of pairs around where `hash` should be.
+/// Adds to `out` the log sequences paired with `hash` in the `.ids` (or chunk) file at `path`
+/// of the records from `base` (to `end`, when given), reading its header and windows of pairs
+/// around where `hash` should be; returns the end the file covers, or `None` if it is not
+/// such a file.
 /// Nothing here is verified (the file's checksum covers all of it), so the result is only a
 /// hint: the caller checks each candidate's record, and a file that is damaged, of another
 /// layout, or does not bracket `hash` in that window adds nothing.
-fn probe_file(path: &std::path::Path, base: u64, end: u64, hash: u64, out: &mut Vec<u64>) {
+fn probe_file(
+    path: &std::path::Path,
+    base: u64,
+    end: Option<u64>,
+    hash: u64,
+    out: &mut Vec<u64>,
+) -> Option<u64> {
     use std::os::unix::fs::FileExt as _;
-    let Ok(file) = std::fs::File::open(path) else {
-        return;
-    };
+    let file = std::fs::File::open(path).ok()?;
     let mut header = [0u8; HEADER_LEN];
-    if file.read_exact_at(&mut header, 0).is_err()
-        || header.get(..8) != Some(&MAGIC[..])
+    file.read_exact_at(&mut header, 0).ok()?;
+    let file_end = u64_at_slice(&header, 24);
+    if header.get(..8) != Some(&MAGIC[..])
         || u64_at_slice(&header, 16) != base
-        || u64_at_slice(&header, 24) != end
+        || end.is_some_and(|end| end != file_end)
     {
-        return;
+        return None;
     }
-    let count = u64_at_slice(&header, 48);
+    search_pairs(&file, u64_at_slice(&header, 48), hash, out);
+    Some(file_end)
+}
+
+/// Adds to `out` the log sequences paired with `hash` among the `count` sorted pairs of an
+/// open `.ids` file, or nothing if the windows it reads do not bracket `hash`.
+fn search_pairs(file: &std::fs::File, count: u64, hash: u64, out: &mut Vec<u64>) {
     // An interpolation search by windows: the pairs equal to `hash` lie in `[low, high)`,
     // whose neighbours' hashes bound `hash` at `low_hash` and `high_hash`.
     let (mut low, mut high) = (0u64, count);
@@ -580,7 +597,7 @@ fn probe_file(path: &std::path::Path, base: u64, end: u64, hash: u64, out: &mut 
         let guess = low + u64::try_from(share).unwrap_or(0);
         let first = guess.saturating_sub(PROBE_PAIRS).max(low);
         let last = guess.saturating_add(PROBE_PAIRS).min(high);
-        let Some(pairs) = read_pairs(&file, first, last) else {
+        let Some(pairs) = read_pairs(file, first, last) else {
             return;
         };
         let (Some(head), Some(tail)) = (pairs.first(), pairs.last()) else {
@@ -1025,19 +1042,24 @@ impl IdIndex {
         if search == Search::Hinted {
             self.hinted_lookups += 1;
         }
-        if search == Search::Known {
-            if self.building.is_none() {
-                return Ok(None);
-            }
-        } else {
-            self.catch_up_to(reader, 0)?;
-        }
         let mut found = Candidates {
             seqs: Vec::new(),
             exact: true,
         };
-        if let Some(building) = self.building.as_mut() {
-            building.candidates(hash, &mut found.seqs);
+        match (search, self.building.as_mut()) {
+            (Search::Known, None) => return Ok(None),
+            (Search::Known, Some(building)) => building.candidates(hash, &mut found.seqs),
+            (Search::Hinted, None) => {
+                // Nothing loaded yet: read the active segment's chunk files in place too.
+                self.probe_active(reader, hash, &mut found.seqs)?;
+                found.exact = false;
+            }
+            (Search::Hinted | Search::Verified, _) => {
+                self.catch_up_to(reader, 0)?;
+                if let Some(building) = self.building.as_mut() {
+                    building.candidates(hash, &mut found.seqs);
+                }
+            }
         }
         let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         for pair in segments.windows(2).rev() {
@@ -1049,7 +1071,7 @@ impl IdIndex {
             match search {
                 Search::Known => return Ok(None),
                 Search::Hinted => {
-                    probe_file(&self.path(base), base, end, hash, &mut found.seqs);
+                    probe_file(&self.path(base), base, Some(end), hash, &mut found.seqs);
                     found.exact = false;
                 }
                 Search::Verified => self
@@ -1058,6 +1080,40 @@ impl IdIndex {
             }
         }
         Ok(Some(found))
+    }
+
+    /// For a one-shot lookup: adds the log sequences in the active segment whose id may hash
+    /// like `hash`, reading its chunk files in place and its records after them, without
+    /// loading or verifying anything (a hint, as [`Search::Hinted`] says).
+    fn probe_active(&self, reader: &Reader, hash: u64, out: &mut Vec<u64>) -> Result<()> {
+        let until = reader.next_seq()?.0;
+        let Some(active) = reader.segments().last().map(|s| s.0) else {
+            return Ok(());
+        };
+        let mut from = active;
+        for (first, path) in self.chunk_files(active) {
+            match probe_file(&path, first, None, hash, out) {
+                Some(end) if first == from && end > first && end <= until => from = end,
+                _ => break,
+            }
+        }
+        let mut cursor = reader.cursor(Seq(from))?;
+        let mut buffer = DecodeBuffer::default();
+        // Damage or an error ends the hint; the verified search meets it and reports it.
+        while let Ok(Some(found)) = cursor.next() {
+            if found.seq.0 >= until {
+                break;
+            }
+            let matches = match RecordView::stored_id(found.payload) {
+                Some(id) => hash_id_bytes(id) == hash,
+                None => RecordView::decode(found.payload, &mut buffer)
+                    .is_ok_and(|view| hash_id(view.id()) == hash),
+            };
+            if matches {
+                out.push(found.seq.0);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`.
@@ -1206,7 +1262,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let probe = |path: &std::path::Path, base: u64, hash: u64| {
             let mut out = Vec::new();
-            probe_file(path, base, end, hash, &mut out);
+            probe_file(path, base, Some(end), hash, &mut out);
             out
         };
         for seq in (base..end).step_by(37).chain([base, end - 1]) {
