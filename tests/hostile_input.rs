@@ -59,6 +59,20 @@ fn grow_sparse(path: &Path, len: u64) {
         .unwrap();
 }
 
+/// Runs `import --skip-malformed`, which must succeed; its standard error.
+fn import_skipping(store: &Path, input: &Path) -> String {
+    let output = run(&[
+        "import",
+        "--store",
+        path(store),
+        "--skip-malformed",
+        path(input),
+    ]);
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    text
+}
+
 fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let file = dir.join(name);
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
@@ -163,21 +177,55 @@ fn an_oversize_record_names_its_line_and_is_skipped_on_request() {
     assert_eq!(sequences(&store), [1]);
 
     let store = dir.path().join("skipping");
-    let output = run(&[
-        "import",
-        "--store",
-        path(&store),
-        "--skip-malformed",
-        path(&input),
-    ]);
-    let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
+    let text = import_skipping(&store, &input);
     assert!(text.contains("skipped line 2: the record takes"), "{text}");
     assert!(
         text.contains("imported 2 records, sequences 1..=3; skipped 1 bad lines"),
         "{text}"
     );
     assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 3]);
+}
+
+/// An imported record cannot shadow a stored one: a line whose id is already taken (here in
+/// the same file, and in a second import) is a bad line, named and skippable, and the id
+/// keeps finding the record that had it first.
+#[test]
+fn an_imported_record_with_a_taken_id_is_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = line(3, 10).replace(r#""id":"id-3""#, r#""id":"id-1""#);
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), line(2, 10), forged, line(4, 10)],
+    );
+
+    let store = dir.path().join("strict");
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(text.contains("stopped at line 3"), "{text}");
+    assert!(
+        text.contains("id id-1 is already taken by the record with append sequence 1"),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1, 2]);
+
+    let store = dir.path().join("skipping");
+    let text = import_skipping(&store, &input);
+    assert!(
+        text.contains("skipped line 3: id id-1 is already taken"),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1, 2, 4]);
+    assert_eq!(stored_of(&store, &[1]), [1]);
+
+    // A later import cannot take a stored id either.
+    let later = line(5, 10).replace(r#""id":"id-5""#, r#""id":"id-2""#);
+    let input = write_lines(dir.path(), "later.ndjson", &[later]);
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(
+        text.contains("taken by the record with append sequence 2"),
+        "{text}"
+    );
+    assert_eq!(stored_of(&store, &[2]), [2]);
 }
 
 /// Item 9: a line longer than the limit is refused with its line number and the limit,

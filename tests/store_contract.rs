@@ -161,6 +161,7 @@ macro_rules! contract_tests {
                 read_only_lookups_see_records_written_and_deleted_since_earlier_lookups
                 append_records_keeps_imported_records_exactly
                 append_records_rejects_non_increasing_sequences
+                append_records_refuses_ids_already_stored_or_repeated
                 append_encoded_stores_records_as_append_records_does
                 stats_report_records_and_sequences
                 wait_for_records_reports_new_records_or_times_out
@@ -1242,6 +1243,66 @@ fn append_encoded_stores_records_as_append_records_does(harness: &Harness) {
         [5, 9, 11]
     );
     assert_eq!(store.summary().unwrap().records, 3);
+}
+
+/// An import cannot shadow a stored record: a record whose id a stored record, or an
+/// earlier record of its batch, has is refused, with nothing of the batch written.
+fn append_records_refuses_ids_already_stored_or_repeated(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    let stored = store.write_batch(vec![envelope(), envelope()]).unwrap();
+    let with_id = |sequence: u64, id: &RecordId| {
+        let mut fields = imported(sequence).into_fields();
+        fields.id = id.clone();
+        Record::new(fields).unwrap()
+    };
+    let result = store.append_records(&[imported(3), with_id(4, &stored[0])]);
+    match &result {
+        Err(Error::DuplicateId {
+            id,
+            sequence: 4,
+            holder: 1,
+        }) => assert_eq!(id, stored[0].as_str()),
+        other => panic!("{other:?}"),
+    }
+    let fresh = RecordId::generate();
+    let result = store.append_records(&[with_id(3, &fresh), imported(4), with_id(5, &fresh)]);
+    match &result {
+        Err(Error::DuplicateId {
+            sequence: 5,
+            holder: 3,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Nothing of either batch was stored, and the ids still find their records.
+    assert_eq!(
+        sequences(&read_all(store.as_ref(), &Criteria::any())),
+        [1, 2]
+    );
+    assert_eq!(
+        store
+            .read_by_id(&stored[0])
+            .unwrap()
+            .unwrap()
+            .append_sequence(),
+        1
+    );
+    assert!(store.read_by_id(&fresh).unwrap().is_none());
+    // After a reopen too (the segment log then checks the ids of records it did not write).
+    drop(store);
+    let mut store = (harness.open)(&fixture.path);
+    assert!(matches!(
+        store.append_records(&[with_id(3, &stored[1])]),
+        Err(Error::DuplicateId { sequence: 3, .. })
+    ));
+    store
+        .append_records(&[with_id(3, &fresh), imported(4)])
+        .unwrap();
+    assert_eq!(
+        store.read_by_id(&fresh).unwrap().unwrap().append_sequence(),
+        3
+    );
 }
 
 fn append_records_rejects_non_increasing_sequences(harness: &Harness) {

@@ -821,7 +821,14 @@ fn a_failed_batch_stores_nothing_and_consumes_no_sequence() {
     let duplicate = Record::new(duplicate).unwrap();
     let error = store.append_records(&[fresh, duplicate]).unwrap_err();
     assert!(
-        matches!(&error, Error::Sqlite { context, .. } if context.contains("append_sequence 3")),
+        matches!(
+            &error,
+            Error::DuplicateId {
+                sequence: 3,
+                holder: 1,
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(sequences_of(&store, &Criteria::any()), [1]);

@@ -92,6 +92,21 @@ pub enum Error {
         /// The sequence this handle tried to use.
         sequence: u64,
     },
+    /// A record offered for appending has the id of a stored record, or of an earlier record
+    /// of its batch; nothing of the batch was written. Ids are unique, so that a lookup by
+    /// id finds the one record that has it.
+    #[error(
+        "the record with append sequence {sequence} has id {id}, which the record with append sequence {holder} already has; ids are unique, and nothing of the batch was written"
+    )]
+    DuplicateId {
+        /// The duplicated id.
+        id: String,
+        /// The append sequence of the record offered.
+        sequence: u64,
+        /// The append sequence of the record that has the id (stored, or earlier in the
+        /// batch).
+        holder: u64,
+    },
     /// A batch with nothing in it produced no id.
     #[error("empty batch")]
     EmptyBatch,

@@ -1082,6 +1082,31 @@ impl IdIndex {
         Ok(Some(found))
     }
 
+    /// For each of `hashes`, the log sequences of every stored record whose id may hash like
+    /// it, through verified indexes (a miss means absent).
+    pub(crate) fn stored_candidates(
+        &mut self,
+        reader: &Reader,
+        hashes: &[u64],
+    ) -> Result<Vec<Vec<u64>>> {
+        self.catch_up_to(reader, 0)?;
+        let mut found = vec![Vec::new(); hashes.len()];
+        if let Some(building) = self.building.as_mut() {
+            for (hash, out) in hashes.iter().zip(&mut found) {
+                building.candidates(*hash, out);
+            }
+        }
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        for pair in segments.windows(2) {
+            let [base, end] = *pair else { continue };
+            let ids = self.sealed_ids(reader, base, end)?;
+            for (hash, out) in hashes.iter().zip(&mut found) {
+                ids.candidates(*hash, out);
+            }
+        }
+        Ok(found)
+    }
+
     /// For a one-shot lookup: adds the log sequences in the active segment whose id may hash
     /// like `hash`, reading its chunk files in place and its records after them, without
     /// loading or verifying anything (a hint, as [`Search::Hinted`] says).

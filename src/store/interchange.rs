@@ -77,6 +77,14 @@ pub enum BadLine {
         /// The store's limit.
         max: u64,
     },
+    /// Its id is already taken ([`Error::DuplicateId`]).
+    #[error("id {id} is already taken by the record with append sequence {holder}")]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// The append sequence of the record that has it.
+        holder: u64,
+    },
 }
 
 /// Why an import stopped. Each variant carries the report of what was committed before.
@@ -212,8 +220,9 @@ pub fn import(
     Ok(report)
 }
 
-/// Appends the batch. A record too large for the store is a bad line: skipped (and the
-/// rest appended) when skipping, else the batch before it is appended and the import ends.
+/// Appends the batch. A record too large for the store, or whose id is taken, is a bad line:
+/// skipped (and the rest appended) when skipping, else the batch before it is appended and
+/// the import ends.
 /// On a store failure the store is asked what it holds, so the report counts exactly the
 /// records committed (a partly written batch included).
 #[expect(
@@ -228,25 +237,24 @@ fn flush(
     progress: &mut dyn FnMut(u64),
 ) -> std::result::Result<(), ImportError> {
     while !batch.records.is_empty() {
-        match store.append_records(&batch.records) {
+        let error = match store.append_records(&batch.records) {
             Ok(()) => {
                 commit(report, &batch.records);
                 batch.records.clear();
                 batch.lines.clear();
                 progress(report.imported);
+                continue;
             }
-            Err(Error::RecordTooLarge {
-                sequence,
-                bytes,
-                max,
-            }) => {
+            Err(error) => error,
+        };
+        match bad_record(error) {
+            Ok((sequence, reason)) => {
                 let at = batch
                     .records
                     .iter()
                     .position(|r| r.append_sequence() == sequence)
                     .unwrap_or(0);
                 let line = batch.lines.get(at).copied().unwrap_or(0);
-                let reason = BadLine::TooLarge { bytes, max };
                 if !options.skip_malformed {
                     // Store what came before it, then stop at it.
                     batch.records.truncate(at);
@@ -281,6 +289,24 @@ fn flush(
         }
     }
     Ok(())
+}
+
+/// The sequence of the record a store refused, and why, when the record itself is at fault
+/// (a bad line); the error back otherwise (a store failure).
+fn bad_record(error: Error) -> std::result::Result<(u64, BadLine), Error> {
+    match error {
+        Error::RecordTooLarge {
+            sequence,
+            bytes,
+            max,
+        } => Ok((sequence, BadLine::TooLarge { bytes, max })),
+        Error::DuplicateId {
+            id,
+            sequence,
+            holder,
+        } => Ok((sequence, BadLine::DuplicateId { id, holder })),
+        other => Err(other),
+    }
 }
 
 /// An error and its causes, `: `-separated (a cause already in the text is not repeated).

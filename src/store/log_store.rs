@@ -12,6 +12,7 @@
 //! sequences. The runs are validated on every load and checked against the records on
 //! the writer's open (the last record) and by [`LogStore::verify_metadata`] (every run).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,28 +63,57 @@ pub struct LogStore {
     io: Arc<dyn Io>,
 }
 
+/// Where the ids of appended records come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ids {
+    /// Generated for these records ([`RecordId::generate`]): no stored record can have them.
+    Generated,
+    /// Given by the caller (an import): checked against the stored records.
+    Given,
+}
+
+fn duplicate(id: &str, sequence: u64, holder: u64) -> Error {
+    Error::DuplicateId {
+        id: id.to_owned(),
+        sequence,
+        holder,
+    }
+}
+
 impl LogStore {
     /// The record with this id among the candidate log sequences, if one of them holds it.
     fn read_candidates(&self, id: &RecordId, candidates: Vec<u64>) -> Result<Option<Record>> {
+        // Only the candidate whose id matches is built into a record.
+        self.find_among(id.as_str(), candidates, |view| {
+            view.to_record().map_err(|source| Error::CorruptRecord {
+                sequence: view.append_sequence(),
+                source,
+            })
+        })
+    }
+
+    /// `found` of the record with this id among the candidate log sequences, if one of them
+    /// holds it.
+    fn find_among<T>(
+        &self,
+        id: &str,
+        candidates: Vec<u64>,
+        found: impl FnOnce(&RecordView<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
         let mut buffer = DecodeBuffer::default();
         for seq in candidates {
             let mut cursor = self.reader.cursor(Seq(seq))?;
-            let Some(found) = cursor.next()?.filter(|f| f.seq.0 == seq) else {
+            let Some(frame) = cursor.next()?.filter(|f| f.seq.0 == seq) else {
                 continue;
             };
-            // Only the candidate whose id matches is built into a record.
-            let view = RecordView::decode(found.payload, &mut buffer).map_err(|source| {
+            let view = RecordView::decode(frame.payload, &mut buffer).map_err(|source| {
                 Error::CorruptRecord {
                     sequence: self.runs.read().append_seq(seq),
                     source,
                 }
             })?;
-            if view.id() == id.as_str() {
-                let record = view.to_record().map_err(|source| Error::CorruptRecord {
-                    sequence: view.append_sequence(),
-                    source,
-                })?;
-                return Ok(Some(record));
+            if view.id() == id {
+                return found(&view).map(Some);
             }
         }
         Ok(None)
@@ -312,7 +342,7 @@ impl LogStore {
         Ok(())
     }
 
-    fn append(&mut self, records: &[Record]) -> Result<()> {
+    fn append(&mut self, records: &[Record], ids: Ids) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(records.len(), Vec::new);
         let mut result = Ok(());
@@ -324,19 +354,44 @@ impl LogStore {
             }
         }
         if result.is_ok() {
-            result = self.append_bodies(&encoded);
+            result = self.append_bodies(&encoded, ids);
         }
         self.encoded = encoded;
         result
     }
 
+    /// Refuses the first of `given` (append sequence, id) whose id an earlier one, or a
+    /// stored record, has: a lookup by id must find the one record with it, and a record
+    /// imported later must not shadow a stored one.
+    fn check_new_ids(&self, given: &[(u64, &str)]) -> Result<()> {
+        if given.is_empty() {
+            return Ok(());
+        }
+        let mut batch = HashMap::with_capacity(given.len());
+        for (sequence, id) in given {
+            if let Some(holder) = batch.insert(*id, *sequence) {
+                return Err(duplicate(id, *sequence, holder));
+            }
+        }
+        let hashes: Vec<u64> = given.iter().map(|(_, id)| hash_id(id)).collect();
+        let candidates = self.ids.lock().stored_candidates(&self.reader, &hashes)?;
+        for ((sequence, id), seqs) in given.iter().zip(candidates) {
+            if let Some(holder) = self.find_among(id, seqs, |view| Ok(view.append_sequence()))? {
+                return Err(duplicate(id, *sequence, holder));
+            }
+        }
+        Ok(())
+    }
+
     /// Appends version 2 frame bodies as they are, after checking that their sequences
-    /// increase and that each fits a frame.
-    fn append_bodies<B: AsRef<[u8]>>(&mut self, bodies: &[B]) -> Result<()> {
+    /// increase, that each fits a frame and, for ids given by the caller, that no stored
+    /// record and no earlier record of the batch has the same id.
+    fn append_bodies<B: AsRef<[u8]>>(&mut self, bodies: &[B], ids: Ids) -> Result<()> {
         let mut last = self.last_sequence()?;
         let first_log = self.reader.next_seq()?.0;
         let mut map = self.runs.read().clone();
         let mut entries = Vec::with_capacity(bodies.len());
+        let mut given = Vec::new();
         for (next_log, body) in (first_log..).zip(bodies) {
             let body = body.as_ref();
             let view = RecordView::parse_v2(body).map_err(|source| Error::CorruptRecord {
@@ -358,6 +413,9 @@ impl LogStore {
                 });
             }
             map.continue_at(next_log, sequence);
+            if ids == Ids::Given {
+                given.push((sequence, view.id()));
+            }
             entries.push(Entry {
                 seq: next_log,
                 hash: hash_id(view.id()),
@@ -368,6 +426,7 @@ impl LogStore {
             });
             last = sequence;
         }
+        self.check_new_ids(&given)?;
         if map != *self.runs.read() {
             // A run is durable before the first record that needs it ([STORE-03]).
             self.write_map(&map)?;
@@ -527,13 +586,13 @@ impl ArtifactStore for LogStore {
     fn write_batch(&mut self, envelopes: Vec<Envelope>) -> Result<Vec<RecordId>> {
         self.writer()?;
         let records = build_records(envelopes, self.last_sequence()?, OffsetDateTime::now_utc())?;
-        self.append(&records)?;
+        self.append(&records, Ids::Generated)?;
         Ok(records.into_iter().map(|r| r.id().clone()).collect())
     }
 
     fn append_records(&mut self, records: &[Record]) -> Result<()> {
         self.writer()?;
-        self.append(records)
+        self.append(records, Ids::Given)
     }
 
     fn durable_mark(&self) -> Option<DurableMark> {
@@ -550,7 +609,8 @@ impl ArtifactStore for LogStore {
     fn append_encoded(&mut self, records: &[EncodedRecord]) -> Result<()> {
         self.writer()?;
         let bodies: Vec<&[u8]> = records.iter().map(EncodedRecord::as_bytes).collect();
-        self.append_bodies(&bodies)
+        // Capture's records carry ids it generated; see the trait's documentation.
+        self.append_bodies(&bodies, Ids::Generated)
     }
 
     fn read_from_cursor(

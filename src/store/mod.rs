@@ -77,16 +77,22 @@ pub trait ArtifactStore: Send {
     fn write_batch(&mut self, envelopes: Vec<Envelope>) -> Result<Vec<RecordId>>;
 
     /// Appends complete records as they are (import): ids, sequences, `stored_at`, checksums
-    /// and tags are kept. Sequences must be strictly increasing and above the last one.
+    /// and tags are kept. Sequences must be strictly increasing and above the last one, and
+    /// ids unique: a record whose id a stored record (or an earlier one of the batch) has is
+    /// refused, so that an import can never shadow a stored record's id.
     ///
     /// # Errors
     ///
-    /// [`Error::SequenceNotIncreasing`] naming the offending sequence; backend errors.
+    /// [`Error::SequenceNotIncreasing`] naming the offending sequence; [`Error::DuplicateId`];
+    /// backend errors. Nothing of the batch is written.
     fn append_records(&mut self, records: &[Record]) -> Result<()>;
 
     /// Appends records already encoded ([`EncodedRecord`]), as [`ArtifactStore::append_records`]
-    /// does. The segment log stores their bytes as they are; the default builds each record
-    /// and appends those.
+    /// does, for a writer that generates their ids ([`crate::record::RecordId::generate`], as
+    /// capture does): the segment log stores their bytes as they are and does not look for
+    /// the ids among the stored records (SQLite still refuses a duplicate). Imports of
+    /// records from elsewhere go through [`ArtifactStore::append_records`]. The default builds
+    /// each record and appends those.
     ///
     /// # Errors
     ///

@@ -54,6 +54,30 @@ use crate::record::{
     identity, is_blank, timestamp,
 };
 
+/// The error for an insert that failed because a row (stored, or inserted earlier in the
+/// same transaction) already has the record's id; `None` for any other failure.
+fn duplicate_id(
+    transaction: &Transaction<'_>,
+    record: &Record,
+    source: &rusqlite::Error,
+) -> Option<Error> {
+    if source.sqlite_error_code() != Some(rusqlite::ErrorCode::ConstraintViolation) {
+        return None;
+    }
+    let holder: i64 = transaction
+        .query_row(
+            "SELECT append_sequence FROM replay_records WHERE id = ?1",
+            [record.id().as_str()],
+            |row| row.get(0),
+        )
+        .ok()?;
+    Some(Error::DuplicateId {
+        id: record.id().to_string(),
+        sequence: record.append_sequence(),
+        holder: u64::try_from(holder).ok()?,
+    })
+}
+
 /// The reference table, column for column (§9). `IF NOT EXISTS` leaves an existing table,
 /// possibly of an older reference version, as it is; missing columns are added afterwards.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replay_records (
@@ -467,13 +491,16 @@ impl SqliteStore {
                         row.tags,
                         capture_micros(record.capture_timestamp()),
                     ])
-                    .map_err(|source| Error::Sqlite {
-                        path: path.to_path_buf(),
-                        context: format!(
-                            "failed to persist record at append_sequence {}",
-                            record.append_sequence()
-                        ),
-                        source,
+                    .map_err(|source| match duplicate_id(&transaction, record, &source) {
+                        Some(duplicate) => duplicate,
+                        None => Error::Sqlite {
+                            path: path.to_path_buf(),
+                            context: format!(
+                                "failed to persist record at append_sequence {}",
+                                record.append_sequence()
+                            ),
+                            source,
+                        },
                     })?;
             }
             transaction
