@@ -194,7 +194,7 @@ impl SparseIndex {
 }
 
 /// How many of `items`, sorted by `key_of`, have a key below `key`: `partition_point`, for
-/// keys spread about evenly (sequences at even byte intervals, hashes).
+/// keys spread about evenly (index entries lie at about even byte intervals).
 ///
 /// A guess interpolated between the first and last keys lands near the answer, and the
 /// search gallops outward from it, touching a few cache lines where a binary search over a

@@ -559,6 +559,7 @@ const PROBE_READS: usize = 8;
 /// of the records from `base` (to `end`, when given), reading its header and windows of pairs
 /// around where `hash` should be; returns the end the file covers, or `None` if it is not
 /// such a file.
+///
 /// Nothing here is verified (the file's checksum covers all of it), so the result is only a
 /// hint: the caller checks each candidate's record, and a file that is damaged, of another
 /// layout, or does not bracket `hash` in that window adds nothing.
