@@ -15,8 +15,8 @@ use std::thread;
 use std::time::Duration;
 
 use esl_replay::record::{
-    Criteria, CriteriaFields, EncodedRecord, Envelope, JsonMap, ReadCursor, Record, RecordFields,
-    RecordId, timestamp::to_reference_text,
+    Criteria, CriteriaFields, EncodedRecord, Envelope, JsonMap, MapTexts, ReadCursor, Record,
+    RecordFields, RecordId, timestamp::to_reference_text,
 };
 use esl_replay::store::{ArtifactStore, Error, LogStore, Tail};
 use serde_json::{Value, json};
@@ -167,6 +167,7 @@ macro_rules! contract_tests {
                 wait_for_records_reports_new_records_or_times_out
                 live_tail_follows_a_writer_thread
                 live_tail_applies_criteria
+                live_tail_views_are_the_records_it_yields
                 huge_timeouts_wait_without_a_deadline
                 a_cursor_at_the_largest_sequence_reads_nothing
                 sequences_exhausted_is_refused_clearly_at_the_boundary
@@ -1454,6 +1455,61 @@ fn live_tail_applies_criteria(harness: &Harness) {
             .is_none()
     );
     assert_eq!(tail.cursor().last_consumed_sequence(), 30);
+}
+
+/// `Tail::visit_within` lends the records `next_within` yields, as views, in the same
+/// order and with the same filter, and the two mix without losing or repeating a record.
+fn live_tail_views_are_the_records_it_yields(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut writer = (harness.open)(&fixture.path);
+    let reader = (harness.open_read_only)(&fixture.path);
+    let producer = thread::spawn(move || {
+        for index in 0..1_200 {
+            let name = if index % 3 == 0 {
+                "api.dispatch"
+            } else {
+                "event.raw"
+            };
+            writer.write(named(name)).unwrap();
+        }
+    });
+    let filter = || criteria(|fields| fields.artifact_name = text("api.dispatch"));
+    let line = |record: &Record| {
+        let mut line = String::new();
+        record
+            .view(&MapTexts::of(record))
+            .append_ndjson_line(&mut line);
+        line
+    };
+    let mut records = Tail::new(reader.as_ref(), ReadCursor::start(), filter());
+    let expected: Vec<String> = (0..400)
+        .map(|_| {
+            line(
+                &records
+                    .next_within(Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    producer.join().unwrap();
+    let mut views = Tail::new(reader.as_ref(), ReadCursor::start(), filter());
+    let mut seen = Vec::new();
+    // A few records as owned ones first, then views from where they stopped.
+    for _ in 0..3 {
+        seen.push(line(&views.next_within(Duration::ZERO).unwrap().unwrap()));
+    }
+    while views
+        .visit_within(Duration::ZERO, &mut |view| {
+            let mut line = String::new();
+            view.append_ndjson_line(&mut line);
+            seen.push(line);
+        })
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(seen, expected);
+    assert_eq!(views.cursor().last_consumed_sequence(), 1_200);
 }
 
 /// Issue 16 item 3: a timeout too large for the clock (`Duration::MAX`) waits without a

@@ -418,19 +418,29 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
+    /// Writes out what is buffered, so that a follower sees each page as it comes.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(self.out.flush()?)
+    }
+
     fn finish(mut self) -> anyhow::Result<()> {
         if self.format == Format::Json {
             writeln!(self.out, "{}", if self.first { "[]" } else { "]" })?;
         }
-        Ok(())
+        self.flush()
     }
+}
+
+/// Standard output in 64 KiB writes rather than one per line (it is line-buffered).
+fn stdout_buffered() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock())
 }
 
 pub(crate) fn read(args: &ReadArgs) -> anyhow::Result<Outcome> {
     let store = args.store.open_read()?;
     let criteria = args.criteria.criteria()?;
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
-    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    let mut printer = Printer::new(stdout_buffered(), args.format)?;
     // Records are printed as they are viewed; the first print failure stops the output.
     let mut failed = None;
     store.visit_from_cursor(
@@ -460,7 +470,7 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<Outcome> {
             args.store.store.display()
         );
     };
-    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    let mut printer = Printer::new(stdout_buffered(), args.format)?;
     printer.print(&record)?;
     printer.finish()?;
     Ok(Outcome::Success)
@@ -473,19 +483,28 @@ pub(crate) fn tail(args: &TailArgs) -> anyhow::Result<Outcome> {
         Some(after) => after,
         None => store.stats()?.last_sequence.saturating_sub(10),
     };
-    let mut printer = Printer::new(std::io::stdout().lock(), args.format)?;
+    let mut printer = Printer::new(stdout_buffered(), args.format)?;
     let mut tail = Tail::new(store.as_ref(), ReadCursor::new(after, None), criteria);
+    let wait = if args.follow {
+        Duration::from_secs(3600)
+    } else {
+        Duration::ZERO
+    };
+    // Records are printed as they are viewed; the first print failure stops the output.
+    let mut failed = None;
     loop {
-        let wait = if args.follow {
-            Duration::from_secs(3600)
-        } else {
-            Duration::ZERO
-        };
-        match tail.next_within(wait)? {
-            Some(record) => printer.print(&record)?,
-            None if args.follow => {}
-            None => break,
+        let visited = tail.visit_within(wait, &mut |record| {
+            if failed.is_none() {
+                failed = printer.print_view(record).err();
+            }
+        })?;
+        if let Some(error) = failed {
+            return Err(error);
         }
+        if visited == 0 && !args.follow {
+            break;
+        }
+        printer.flush()?;
     }
     printer.finish()?;
     Ok(Outcome::Success)

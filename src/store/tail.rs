@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{ArtifactStore, Result};
-use crate::record::{Criteria, ReadCursor, Record};
+use crate::record::{Criteria, MapTexts, ReadCursor, Record, RecordView};
 
 /// Records after a cursor, waiting for new ones at the end; filtered by criteria.
 ///
@@ -64,6 +64,59 @@ impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
                     .wait_for_records(self.cursor.last_consumed_sequence(), left.min(self.wait))?;
             }
             self.pending.extend(page);
+        }
+    }
+    /// Calls `visit` with the next matching records as borrowed views, as many as the next
+    /// page read holds (the segment log views them where they are stored, so nothing is
+    /// copied or parsed), waiting at most `timeout` for one; returns how many it visited, 0
+    /// on timeout. Mixes freely with [`Tail::next_within`].
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub fn visit_within(
+        &mut self,
+        timeout: Duration,
+        visit: &mut dyn FnMut(&RecordView<'_>),
+    ) -> Result<usize> {
+        // Records an earlier `next_within` read go first, in order.
+        let mut visited = 0;
+        while let Some(record) = self.pending.pop_front() {
+            self.cursor = self.cursor.advance(record.append_sequence(), None)?;
+            if self.criteria.matches(&record) {
+                visit(&record.view(&MapTexts::of(&record)));
+                visited += 1;
+            }
+        }
+        if visited > 0 {
+            return Ok(visited);
+        }
+        let deadline = crate::storage::deadline_after(timeout);
+        loop {
+            let (criteria, mut last) = (&self.criteria, None);
+            let read =
+                self.store
+                    .visit_from_cursor(&self.cursor, 500, &Criteria::any(), &mut |view| {
+                        last = Some(view.append_sequence());
+                        if criteria.matches_view(view) {
+                            visit(view);
+                            visited += 1;
+                        }
+                    })?;
+            if let Some(last) = last {
+                self.cursor = self.cursor.advance(last, None)?;
+            }
+            if visited > 0 {
+                return Ok(visited);
+            }
+            if read == 0 {
+                let left = crate::storage::time_left(deadline).unwrap_or(self.wait);
+                if left.is_zero() {
+                    return Ok(0);
+                }
+                self.store
+                    .wait_for_records(self.cursor.last_consumed_sequence(), left.min(self.wait))?;
+            }
         }
     }
 }
