@@ -1117,9 +1117,13 @@ impl IdIndex {
             return Ok(());
         };
         let mut from = active;
+        // Chunks in order from the segment's base, each starting where the last one ended.
         for (first, path) in self.chunk_files(active) {
+            if first != from {
+                break;
+            }
             match probe_file(&path, first, None, hash, out) {
-                Some(end) if first == from && end > first && end <= until => from = end,
+                Some(end) if end > first && end <= until => from = end,
                 _ => break,
             }
         }

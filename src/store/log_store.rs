@@ -360,22 +360,22 @@ impl LogStore {
         result
     }
 
-    /// Refuses the first of `given` (append sequence, id) whose id an earlier one, or a
-    /// stored record, has: a lookup by id must find the one record with it, and a record
-    /// imported later must not shadow a stored one.
-    fn check_new_ids(&self, given: &[(u64, &str)]) -> Result<()> {
+    /// Refuses the first of `given` (append sequence, id, id hash) whose id an earlier one,
+    /// or a stored record, has: a lookup by id must find the one record with it, and a
+    /// record imported later must not shadow a stored one.
+    fn check_new_ids(&self, given: &[(u64, &str, u64)]) -> Result<()> {
         if given.is_empty() {
             return Ok(());
         }
         let mut batch = HashMap::with_capacity(given.len());
-        for (sequence, id) in given {
+        for (sequence, id, _) in given {
             if let Some(holder) = batch.insert(*id, *sequence) {
                 return Err(duplicate(id, *sequence, holder));
             }
         }
-        let hashes: Vec<u64> = given.iter().map(|(_, id)| hash_id(id)).collect();
+        let hashes: Vec<u64> = given.iter().map(|(_, _, hash)| *hash).collect();
         let candidates = self.ids.lock().stored_candidates(&self.reader, &hashes)?;
-        for ((sequence, id), seqs) in given.iter().zip(candidates) {
+        for ((sequence, id, _), seqs) in given.iter().zip(candidates) {
             if let Some(holder) = self.find_among(id, seqs, |view| Ok(view.append_sequence()))? {
                 return Err(duplicate(id, *sequence, holder));
             }
@@ -413,12 +413,13 @@ impl LogStore {
                 });
             }
             map.continue_at(next_log, sequence);
+            let hash = hash_id(view.id());
             if ids == Ids::Given {
-                given.push((sequence, view.id()));
+                given.push((sequence, view.id(), hash));
             }
             entries.push(Entry {
                 seq: next_log,
-                hash: hash_id(view.id()),
+                hash,
                 ms: millis(view.capture_unix_nanos()),
                 artifact: view.artifact_name(),
                 event: view.event_name(),
