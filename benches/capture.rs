@@ -4,7 +4,8 @@
 //! A thread plays FreeSWITCH on 127.0.0.1: greeting, auth, the `event` reply, then a burst of
 //! plain events (~370-byte bodies, each with its own Event-Sequence) written as fast as the
 //! socket takes them. `capture` runs the full node (session, queue, batch writer, segment
-//! log with group commit) and stops when every event is stored; the run then checks that the
+//! log with group commit, sealed segments packed in the background as `esl-replay capture`
+//! does) and stops when every event is stored; the run then checks that the
 //! store holds every Event-Sequence exactly once and no gap. The baseline, measured in the
 //! same run, is the floor: the same socket read and ESL decode with nothing stored.
 //!
@@ -33,6 +34,7 @@ use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::EslCodec;
 use esl_replay::esl::session::Subscriptions;
 use esl_replay::record::{Criteria, ReadCursor};
+use esl_replay::storage::{DEFAULT_PACK_LEVEL, LogOptions};
 use esl_replay::store::{ArtifactStore, LogStore};
 use futures_util::StreamExt as _;
 use tokio_util::codec::FramedRead;
@@ -184,7 +186,12 @@ fn capture_run(
     let n = source.events();
     let dir = common::scratch_dir("t14");
     let address = peer(source.clone());
-    let store = LogStore::open(dir.path().join("store")).unwrap();
+    // As `esl-replay capture` opens it: sealed segments are packed in the background.
+    let options = LogOptions {
+        pack_level: Some(DEFAULT_PACK_LEVEL),
+        ..LogOptions::default()
+    };
+    let store = LogStore::open_with(dir.path().join("store"), options).unwrap();
     if settle {
         std::thread::sleep(Duration::from_secs(1));
         common::settle_disk(dir.path());

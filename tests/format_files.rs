@@ -231,8 +231,8 @@ fn frames_follow_the_header_back_to_back_with_implied_sequences() {
 }
 
 /// [SEG-08] Segment files are created at their full length, zero beyond their frames, and
-/// keep that length; the spare is prepared the same way; segments written under another
-/// size option keep theirs.
+/// keep that length; the spare, a temporary, is gone after a clean close; segments written
+/// under another size option keep theirs.
 #[test]
 fn segment_files_are_preallocated_and_never_change_length() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,9 +249,8 @@ fn segment_files_are_preallocated_and_never_change_length() {
         let zero_from = walk.end as usize + if walk.stop == Stop::Seal { 8 } else { 0 };
         assert!(bytes[zero_from..].iter().all(|b| *b == 0));
     }
-    let spare = read(&dir.path().join(SPARE_FILE));
-    assert_eq!(spare.len(), 64 << 10);
-    assert!(spare.iter().all(|b| *b == 0));
+    // The spare is a temporary: a clean close removes it [DIR-02].
+    assert!(!dir.path().join(SPARE_FILE).exists());
 
     let larger = options(128 << 10, 8 << 10, SyncPolicy::EveryAppend);
     let (mut log, _) = Log::open(dir.path(), larger).unwrap();
@@ -410,7 +409,7 @@ fn newer_versions_are_refused_or_read_only() {
     let original = header(&path);
 
     let newer_write = FileHeader {
-        write_version: 2,
+        write_version: 3,
         ..original
     };
     write_at(&path, 0, &newer_write.encode(SEGMENT_MAGIC));
@@ -418,15 +417,15 @@ fn newer_versions_are_refused_or_read_only() {
         Log::open(dir.path(), small()),
         Err(Error::ReadOnlyVersion {
             segment: SegmentId(1),
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     ));
     let reader = Reader::open(dir.path(), &small()).unwrap();
     assert_eq!(all_records(&reader), written);
 
     let newer_read = FileHeader {
-        read_version: 2,
+        read_version: 3,
         ..original
     };
     write_at(&path, 0, &newer_read.encode(SEGMENT_MAGIC));
@@ -436,8 +435,8 @@ fn newer_versions_are_refused_or_read_only() {
                 result,
                 Err(Error::Corrupt {
                     kind: CorruptKind::UnsupportedVersion {
-                        found: 2,
-                        supported: 1
+                        found: 3,
+                        supported: 2
                     },
                     ..
                 })

@@ -8,8 +8,9 @@ use std::path::Path;
 use esl_replay::storage::codec::{
     CLEAN_FILE, CLEAN_LEN, CleanMark, Decoded, FORMAT_VERSION, FRAME_HEADER_LEN,
     FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN, INDEX_MAGIC, IndexEntry, IndexFile,
-    IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE, START_LEN, StartMark,
-    WRITER_LOCK, decode_frame, decode_index_file, encode_frame, index_path, segment_path, seq_tag,
+    IndexFooter, PLAIN_VERSION, RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE, START_LEN,
+    StartMark, WRITER_LOCK, decode_frame, decode_index_file, encode_frame, index_path,
+    segment_path, seq_tag,
 };
 use esl_replay::storage::{
     CorruptKind, Error, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
@@ -219,8 +220,8 @@ fn seal_has_no_payload_and_no_compression() {
 #[test]
 fn header_damage_is_refused() {
     let header = FileHeader::new(1024, SALT);
-    assert_eq!(header.read_version, FORMAT_VERSION);
-    assert_eq!(header.write_version, FORMAT_VERSION);
+    assert_eq!(header.read_version, PLAIN_VERSION);
+    assert_eq!(header.write_version, PLAIN_VERSION);
     let bytes = header.encode(SEGMENT_MAGIC);
     assert_eq!(bytes.len(), HEADER_LEN);
     assert_eq!(
@@ -266,13 +267,13 @@ fn unknown_read_version_is_refused_naming_both_versions() {
         assert_eq!(
             error,
             CorruptKind::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         );
         let message = error.to_string();
         assert!(
-            message.contains("version 2") && message.contains("up to 1"),
+            message.contains("version 3") && message.contains("up to 2"),
             "{message}"
         );
     }
@@ -403,7 +404,7 @@ fn index_decoding_keeps_the_longest_valid_prefix() {
         "torn header"
     );
     let mut newer = FileHeader {
-        read_version: 2,
+        read_version: 3,
         ..FileHeader::new(1024, SALT)
     }
     .encode(INDEX_MAGIC)
@@ -454,14 +455,14 @@ fn metadata_files_are_validated() {
         Err(CorruptKind::LengthOutOfBounds { len: 32, max: 56 })
     );
     let mut newer = start;
-    newer[8] = 2;
+    newer[8] = 3;
     let crc = crc32fast::hash(&newer[..28]);
     newer[28..].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         StartMark::decode(&newer),
         Err(CorruptKind::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
     let mut wrong_magic = clean;

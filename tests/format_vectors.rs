@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::storage::codec::{
-    CLEAN_LEN, CleanMark, Decoded, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN,
-    INDEX_MAGIC, IndexEntry, IndexFile, IndexFooter, SEGMENT_MAGIC, START_LEN, StartMark,
-    decode_frame, decode_index_file, encode_frame, seq_tag,
+    CLEAN_LEN, CleanMark, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind,
+    HEADER_LEN, INDEX_MAGIC, IndexEntry, IndexFile, IndexFooter, PACKED_VERSION, SEGMENT_MAGIC,
+    START_LEN, StartMark, TRAILER_OVERHEAD, Trailer, decode_frame, decode_index_file, encode_frame,
+    seq_tag,
 };
 use esl_replay::store::meta::{self, Layout, Run, SequenceMap};
 
@@ -144,6 +145,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "clean-file",
         "store-meta",
         "record-body",
+        "packed-segment",
     ];
     for vector in vectors() {
         assert!(
@@ -164,6 +166,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "clean-file.hex",
         "store-meta.hex",
         "record-body-v2.hex",
+        "packed-segment.hex",
     ] {
         vector(name);
     }
@@ -224,6 +227,84 @@ fn segment_header_vector_round_trips() {
 fn tag(seq: u64) -> u32 {
     let folded = (seq & 0xFFFF_FFFF) ^ (seq >> 32);
     u32::try_from(folded).unwrap().wrapping_mul(0x9E37_79B1)
+}
+
+/// [SEG-09] The packed segment vector: a version 2 header, one compressed frame that
+/// decompresses against the trailer's dictionary (and not without it) to the stated record,
+/// the seal right before the trailer, and the trailer found from the end of the bytes; every
+/// part re-encodes byte for byte.
+#[test]
+fn packed_segment_vector_round_trips() {
+    let vector = vector("packed-segment.hex");
+    let (salt, base) = (vector.number("salt"), vector.number("base"));
+    let bytes = &vector.bytes;
+    let header = FileHeader::decode(bytes, SEGMENT_MAGIC).unwrap();
+    assert_eq!((header.base, header.salt), (base, salt));
+    assert_eq!(header.read_version, PACKED_VERSION);
+    assert!(header.is_packed());
+    assert_eq!(
+        header.encode(SEGMENT_MAGIC),
+        FileHeader::packed(base, salt).encode(SEGMENT_MAGIC)
+    );
+
+    let trailer = Trailer::decode_end(bytes, salt).unwrap();
+    assert_eq!(trailer.unpacked_len, vector.number("unpacked-len"));
+    let trailer_at = bytes.len() - trailer.len();
+    assert_eq!(
+        trailer.len(),
+        TRAILER_OVERHEAD + trailer.dictionary.len(),
+        "dictionary and fixed part"
+    );
+    assert_eq!(&trailer.encode(salt).unwrap()[..], &bytes[trailer_at..]);
+
+    let Decoded::Record {
+        compressed: true,
+        payload,
+        frame_len,
+    } = decode_frame(
+        &bytes[HEADER_LEN..trailer_at],
+        salt,
+        base,
+        FRAME_PAYLOAD_LIMIT,
+    )
+    else {
+        panic!("a compressed record at offset 40");
+    };
+    let expected = vector.param("payload-text").replace("\\n", "\n");
+    let mut context = zstd::zstd_safe::DCtx::create();
+    let ddict = zstd::zstd_safe::DDict::create(trailer.dictionary);
+    let mut out = Vec::with_capacity(expected.len());
+    context
+        .decompress_using_ddict(&mut out, payload, &ddict)
+        .unwrap();
+    assert_eq!(out, expected.as_bytes());
+    assert!(
+        zstd::bulk::decompress(payload, 1 << 20).ok().as_deref() != Some(expected.as_bytes()),
+        "the frame needs the dictionary"
+    );
+    assert_eq!(
+        encode_frame(salt, base, FrameKind::Compressed, payload),
+        &bytes[HEADER_LEN..HEADER_LEN + frame_len]
+    );
+    let seal_at = HEADER_LEN + frame_len;
+    assert_eq!(
+        seal_at + FRAME_HEADER_LEN,
+        trailer_at,
+        "the trailer follows the seal"
+    );
+    assert_eq!(
+        decode_frame(
+            &bytes[seal_at..trailer_at],
+            salt,
+            base + 1,
+            FRAME_PAYLOAD_LIMIT
+        ),
+        Decoded::Seal
+    );
+    assert_eq!(
+        trailer.unpacked_len as usize,
+        HEADER_LEN + FRAME_HEADER_LEN + expected.len() + FRAME_HEADER_LEN
+    );
 }
 
 /// [FRM-01] [FRM-03] [FRM-06] [FRM-07] Every frame vector decodes, at its sequence and salt,

@@ -15,7 +15,7 @@
 //!
 //! * `segment log`: appends and batches under `EveryAppend`, group commit and `OsOnly`
 //!   (with explicit syncs), 64 KiB segments so that rolls are frequent, prefix truncations,
-//!   clean closes and reopens, process crashes (`simulate_crash`) and reopens. A read-only
+//!   packings of sealed segments ([PACK-01] to [PACK-05]), clean closes and reopens, process crashes (`simulate_crash`) and reopens. A read-only
 //!   follower on the unrecovered image returns only records appended with those sequences,
 //!   contiguously. Opening in the default mode must succeed, or refuse with
 //!   damage before the tail only where the image reorders unsynced writes (or, under group
@@ -53,7 +53,7 @@ use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
 use esl_replay::storage::codec::{START_FILE, StartMark};
 use esl_replay::storage::io::Io;
 use esl_replay::storage::{
-    CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, Seq, SyncPolicy,
+    CorruptKind, Error, Log, LogOptions, PackOutcome, Reader, RecoveryMode, Seq, SyncPolicy,
 };
 use esl_replay::store::{self, ArtifactStore, LogStore, dataset};
 use time::OffsetDateTime;
@@ -619,6 +619,16 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                 disk.crash_point(&format!("closed after step {step}"));
                 log = Some(Log::open(&dir, options.clone()).expect("reopen").0);
                 harness.count("clean closes and reopens", 1);
+            }
+            94..=96 => {
+                // Packing rewrites sealed segments whose roll is durable [PACK-01]: a power
+                // loss at any point of it must leave every record as it was.
+                let packed = current.pack_sealed().expect("pack sealed segments");
+                let done = packed
+                    .iter()
+                    .filter(|(_, o)| matches!(o, PackOutcome::Packed { .. }))
+                    .count();
+                harness.count("segments packed", done as u64);
             }
             _ => {}
         }

@@ -629,19 +629,19 @@ fn header_naming_another_segment_is_refused() {
 fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
     let (dir, payloads) = sealed_log();
     let active = *segment_bases(dir.path()).last().unwrap();
-    rewrite_header(dir.path(), active, |h| h.write_version = 2);
+    rewrite_header(dir.path(), active, |h| h.write_version = 3);
     match Log::open(dir.path(), options(RecoveryMode::default())) {
         Err(Error::ReadOnlyVersion {
             segment,
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         }) => assert_eq!(segment, SegmentId(active)),
         other => panic!("expected ReadOnlyVersion, got {other:?}"),
     }
     let follower = Reader::open(dir.path(), &fast_options()).unwrap();
     expect_records(&follower, &payloads, "newer write version");
 
-    rewrite_header(dir.path(), active, |h| h.read_version = 2);
+    rewrite_header(dir.path(), active, |h| h.read_version = 3);
     for result in [
         Log::open(dir.path(), options(RecoveryMode::default())).map(|_| ()),
         Reader::open(dir.path(), &fast_options()).map(|_| ()),
@@ -650,8 +650,8 @@ fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
             Err(Error::Corrupt {
                 kind:
                     CorruptKind::UnsupportedVersion {
-                        found: 2,
-                        supported: 1,
+                        found: 3,
+                        supported: 2,
                     },
                 ..
             }) => {}

@@ -364,6 +364,30 @@ fn record_seeds(root: &Path) {
     write(root, "record_decode", "k3", &record.encode().expect("encode"));
 }
 
+/// Packed segments written by the engine: a log of ESL events closed with packing on, whose
+/// close packs its last segment; each seed is `[salt]` and the file after its header.
+fn packed_seeds(root: &Path) {
+    for (name, count) in [("few", 3u64), ("many", 60)] {
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let options = esl_replay::storage::LogOptions {
+            segment_bytes: esl_replay_fuzz::SEGMENT_BYTES,
+            max_payload_bytes: MAX_PAYLOAD,
+            pack_level: Some(esl_replay::storage::DEFAULT_PACK_LEVEL),
+            ..esl_replay::storage::LogOptions::default()
+        };
+        let (mut log, _) = esl_replay::storage::Log::open(dir.path(), options).expect("open");
+        for i in 0..count {
+            log.append(&esl_event(i)).expect("append");
+        }
+        log.close().expect("close");
+        let bytes = std::fs::read(codec::segment_path(dir.path(), 1)).expect("read");
+        let header = FileHeader::decode(&bytes, SEGMENT_MAGIC).expect("header");
+        let mut seed = header.salt.to_le_bytes().to_vec();
+        seed.extend_from_slice(&bytes[codec::HEADER_LEN..]);
+        write(root, "packed_segment", name, &seed);
+    }
+}
+
 fn main() {
     let root = std::env::args_os().nth(1).map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"),
@@ -374,5 +398,6 @@ fn main() {
     index_seeds(&root);
     meta_seeds(&root);
     record_seeds(&root);
+    packed_seeds(&root);
     println!("seeds written under {}", root.display());
 }

@@ -49,6 +49,10 @@ pub(crate) struct CompareArgs {
     /// Where to put the stores (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Pack the log store's sealed segments after appending, as capture stores do, so that
+    /// the reads run on packed segments.
+    #[arg(long)]
+    pack: bool,
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
@@ -131,6 +135,16 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     }
     log.sync()?;
     sqlite.sync()?;
+    if args.pack {
+        progress("packing the log store's sealed segments");
+        let started = Instant::now();
+        let packed = log.pack_sealed()?;
+        progress(&format!(
+            "packed {} segments in {:.1}s",
+            packed.len(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
     let per_sec = |count: u64, time: Duration| count as f64 / time.as_secs_f64();
     rows.push(Row {
         what: "artifact append, batches of 1,000 (T2)".into(),
@@ -313,6 +327,54 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             },
         });
     }
+    // T8: point reads by sequence, raw frames, random sequences of sealed segments (packed
+    // with --pack), against SQLite selecting the same record's payload by append sequence.
+    progress(&format!("{} random point reads by sequence", args.lookups));
+    let reader = log.log_reader();
+    let sealed_end = reader.segments().last().map_or(1, |last| last.0).max(2);
+    let seqs: Vec<u64> = picks
+        .iter()
+        .map(|pick| 1 + *pick as u64 % (sealed_end - 1))
+        .collect();
+    let mut log_times = Vec::with_capacity(seqs.len());
+    for &seq in &seqs {
+        let started = Instant::now();
+        let found = reader.get(Seq(seq))?;
+        log_times.push(started.elapsed());
+        anyhow::ensure!(found.is_some_and(|f| !f.is_empty()), "no record at {seq}");
+    }
+    log_times.sort_unstable();
+    let sqlite_times = sqlite_point_reads(&sqlite_path, &seqs)?;
+    rows.push(Row {
+        what: format!(
+            "point read by sequence, p99 (T8{})",
+            if args.pack { ", packed" } else { "" }
+        ),
+        ours: percentile(&log_times, 0.99),
+        sqlite: percentile(&sqlite_times, 0.99),
+        unit: "µs",
+        higher_is_better: false,
+        target: "<= 10 µs packed",
+    });
+    // T13b's measure for these stores: what each takes on disk.
+    let stats = log.stats()?;
+    let log_disk = allocated_bytes(&log_path);
+    let sqlite_disk = allocated_bytes(&sqlite_path);
+    rows.push(Row {
+        what: "bytes on disk, whole store (MB)".into(),
+        ours: log_disk as f64 / 1e6,
+        sqlite: sqlite_disk as f64 / 1e6,
+        unit: "MB",
+        higher_is_better: false,
+        target: "-",
+    });
+    let space_note = format!(
+        "log store: frames and indexes {} bytes, {} unpacked ({:.3}); {} bytes on disk with the active segment's preallocated space",
+        stats.bytes,
+        stats.unpacked_bytes,
+        stats.bytes as f64 / stats.unpacked_bytes.max(1) as f64,
+        log_disk
+    );
     log.close()?;
     drop(sqlite);
 
@@ -387,6 +449,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             row.target
         )?;
     }
+    writeln!(out, "{space_note}")?;
     Ok(Outcome::Success)
 }
 
@@ -461,6 +524,37 @@ fn sqlite_paged_read(path: &Path, page: usize) -> anyhow::Result<(u64, Duration)
 }
 
 /// An SQLite full scan of every row in sequence order, memory-mapped, touching each column.
+/// Bytes the file system allocates to a file, or to every file under a directory.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| allocated_bytes(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// SQLite's point reads: one prepared select of a record's payload by append sequence each.
+fn sqlite_point_reads(path: &Path, seqs: &[u64]) -> anyhow::Result<Vec<Duration>> {
+    let connection =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut statement =
+        connection.prepare("SELECT payload FROM replay_records WHERE append_sequence = ?1")?;
+    let mut times = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let started = Instant::now();
+        let payload: String = statement.query_row([seq as i64], |row| row.get(0))?;
+        times.push(started.elapsed());
+        anyhow::ensure!(!payload.is_empty(), "no row at {seq}");
+    }
+    times.sort_unstable();
+    Ok(times)
+}
+
 fn sqlite_full_scan(path: &Path) -> anyhow::Result<(u64, Duration)> {
     let connection =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;

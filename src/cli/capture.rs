@@ -21,6 +21,8 @@ use crate::capture::http::{HttpState, router};
 use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
 use crate::esl::session::Subscriptions;
 use crate::retention::{PeriodicPrune, PrunePolicy};
+use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
+use crate::store::{ArtifactStore, Backend, LogStore};
 
 #[derive(Debug, Args)]
 pub(crate) struct CaptureArgs {
@@ -74,6 +76,11 @@ pub(crate) struct CaptureArgs {
     /// Checkpoint directory retention must honour.
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
+    /// Keep sealed segments as written. By default a segment-log store packs each sealed
+    /// segment in the background (every record compressed against a dictionary trained on
+    /// its segment: ESL traffic takes about a thirteenth of the space).
+    #[arg(long)]
+    no_pack: bool,
 }
 
 /// The TOML configuration file.
@@ -85,6 +92,8 @@ struct FileConfig {
     http: Option<String>,
     token_file: Option<PathBuf>,
     worker_session_id: Option<String>,
+    /// `false`: as `--no-pack`.
+    pack: Option<bool>,
     #[serde(default, rename = "node")]
     nodes: Vec<FileNode>,
 }
@@ -179,25 +188,49 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         ..CaptureOptions::default()
     };
     let http = args.http.clone().or(file.http.clone());
+    let pack = !args.no_pack && file.pack.unwrap_or(true);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(capture(args, &store_path, nodes, options, http, token))
+    let store = open_store(&store_path, pack)?;
+    runtime.block_on(capture(
+        args,
+        &store_path,
+        store,
+        nodes,
+        options,
+        http,
+        token,
+    ))
+}
+
+/// Opens the capture's store; a segment-log store packs sealed segments unless told not to.
+fn open_store(path: &Path, pack: bool) -> anyhow::Result<Box<dyn ArtifactStore>> {
+    let opened: crate::store::Result<Box<dyn ArtifactStore>> = match Backend::for_path(path) {
+        Backend::Log => {
+            let options = LogOptions {
+                pack_level: pack.then_some(DEFAULT_PACK_LEVEL),
+                ..LogOptions::default()
+            };
+            LogStore::open_with(path, options).map(|s| Box::new(s) as Box<dyn ArtifactStore>)
+        }
+        Backend::Sqlite => crate::store::open(path, None),
+    };
+    opened.with_context(|| format!("open store {}", path.display()))
 }
 
 async fn capture(
     args: &CaptureArgs,
     store_path: &Path,
+    store: Box<dyn ArtifactStore>,
     nodes: Vec<NodeSpec>,
     options: CaptureOptions,
     http: Option<String>,
     token: String,
 ) -> anyhow::Result<Outcome> {
-    let store = crate::store::open(store_path, None)
-        .with_context(|| format!("open store {}", store_path.display()))?;
     let slugs: Vec<String> = nodes
         .iter()
         .map(|n| format!("{}={}", n.slug, n.config.address))

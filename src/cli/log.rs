@@ -1,5 +1,6 @@
 //! `inspect` and `verify`: looking at a log directory without writing to it; `repair`: the
-//! explicit cut of a damaged end that a plain open refuses.
+//! explicit cut of a damaged end that a plain open refuses; `pack`: packing sealed segments
+//! on demand.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
-use crate::storage::{Log, LogOptions, Reader, RecoveryMode};
+use crate::storage::{DEFAULT_PACK_LEVEL, Log, LogOptions, PackOutcome, Reader, RecoveryMode};
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
@@ -20,6 +21,15 @@ pub(crate) struct InspectArgs {
 pub(crate) struct VerifyArgs {
     /// The log directory.
     dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PackArgs {
+    /// The log directory (for a store, its `log` subdirectory).
+    dir: PathBuf,
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    #[arg(long, default_value_t = DEFAULT_PACK_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
 }
 
 #[derive(Debug, Args)]
@@ -113,4 +123,60 @@ pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<Outcome> {
         )?,
     }
     Ok(Outcome::Success)
+}
+
+/// Packs every sealed segment of the log, one line per segment as it goes.
+pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
+    let options = LogOptions {
+        pack_level: None,
+        ..LogOptions::default()
+    };
+    let (log, _) = Log::open(&args.dir, options)
+        .with_context(|| format!("cannot open the log in {}", args.dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    let (mut before, mut after, mut damaged) = (0u64, 0u64, 0usize);
+    loop {
+        let step = log
+            .pack_next_sealed(args.level)
+            .with_context(|| format!("cannot pack the log in {}", args.dir.display()))?;
+        let Some((segment, outcome)) = step else {
+            break;
+        };
+        match outcome {
+            PackOutcome::Packed {
+                records,
+                unpacked,
+                packed,
+            } => {
+                before += unpacked;
+                after += packed;
+                writeln!(
+                    out,
+                    "packed {segment}: {records} records, {unpacked} -> {packed} bytes ({:.3})",
+                    packed as f64 / unpacked.max(1) as f64
+                )?;
+            }
+            PackOutcome::Damaged { offset, kind } => {
+                damaged += 1;
+                writeln!(
+                    out,
+                    "left {segment} as written: damaged at offset {offset} ({kind}); run `log verify`"
+                )?;
+            }
+            PackOutcome::AlreadyPacked | PackOutcome::Gone | PackOutcome::Stopped => {}
+        }
+        out.flush()?;
+    }
+    log.close()
+        .with_context(|| format!("cannot close the log in {}", args.dir.display()))?;
+    writeln!(
+        out,
+        "done: {before} -> {after} bytes of sealed segments packed ({:.3}); {damaged} damaged segments left as written",
+        after as f64 / before.max(1) as f64
+    )?;
+    Ok(if damaged == 0 {
+        Outcome::Success
+    } else {
+        Outcome::ProblemsFound
+    })
 }

@@ -104,6 +104,9 @@ enum LogCommand {
     /// Cut a damaged end of the last segment that opening refuses (recovery mode
     /// PointInTime): the records from the first damaged frame on are lost. Run `verify` first.
     Repair(log::RepairArgs),
+    /// Pack every sealed segment now: each record compressed against a dictionary trained on
+    /// its segment (what capture stores do in the background). Needs the writer lock.
+    Pack(log::PackArgs),
 }
 
 /// What a command reports back to `main`.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Inspect(args)) => log::inspect(&args),
         Command::Log(LogCommand::Verify(args)) => log::verify(&args),
         Command::Log(LogCommand::Repair(args)) => log::repair(&args),
+        Command::Log(LogCommand::Pack(args)) => log::pack(&args),
         Command::Checkpoint(command) => checkpoint::run(&command),
         Command::Replay(command) => replay::run(&command),
         Command::Evidence(command) => evidence::run(&command),

@@ -542,7 +542,17 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
             stats.last_sequence
         )?,
     }
-    writeln!(out, "bytes       {}", stats.bytes)?;
+    if stats.unpacked_bytes == stats.bytes {
+        writeln!(out, "bytes       {}", stats.bytes)?;
+    } else {
+        writeln!(
+            out,
+            "bytes       {} ({} unpacked, packed to {:.3} of that)",
+            stats.bytes,
+            stats.unpacked_bytes,
+            stats.bytes as f64 / stats.unpacked_bytes.max(1) as f64
+        )?;
+    }
     if let Some((first, last)) = summary.captured_ms {
         let text = |ms: i64| {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -8,8 +8,14 @@ use super::error::CorruptKind;
 
 /// Bytes in a file header.
 pub const HEADER_LEN: usize = 40;
-/// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this build reads and writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The version of every file except packed segments: they need nothing newer, so readers of
+/// version 1 keep reading them.
+pub const PLAIN_VERSION: u16 = 1;
+/// The version of packed segments ([SEG-09]), whose compressed frames need the dictionary
+/// after their seal.
+pub const PACKED_VERSION: u16 = 2;
 
 /// Magic number of segment files.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89ESLSEG\n";
@@ -33,15 +39,32 @@ pub struct FileHeader {
 }
 
 impl FileHeader {
-    /// A header of the current version.
+    /// A header of a segment or index file as appends write it ([`PLAIN_VERSION`]).
     #[must_use]
     pub fn new(base: u64, salt: u64) -> FileHeader {
         FileHeader {
-            read_version: FORMAT_VERSION,
-            write_version: FORMAT_VERSION,
+            read_version: PLAIN_VERSION,
+            write_version: PLAIN_VERSION,
             base,
             salt,
         }
+    }
+
+    /// A header of a packed segment ([`PACKED_VERSION`], [SEG-09]).
+    #[must_use]
+    pub fn packed(base: u64, salt: u64) -> FileHeader {
+        FileHeader {
+            read_version: PACKED_VERSION,
+            write_version: PACKED_VERSION,
+            base,
+            salt,
+        }
+    }
+
+    /// Whether the file is a packed segment ([SEG-09]).
+    #[must_use]
+    pub fn is_packed(&self) -> bool {
+        self.read_version >= PACKED_VERSION
     }
 
     /// Encodes the header with the given magic [HDR-01].
@@ -133,15 +156,15 @@ mod tests {
     #[test]
     fn newer_read_version_is_refused() {
         let header = FileHeader {
-            read_version: 2,
+            read_version: FORMAT_VERSION + 1,
             ..FileHeader::new(1, 1)
         };
         let bytes = header.encode(SEGMENT_MAGIC);
         assert_eq!(
             FileHeader::decode(&bytes, SEGMENT_MAGIC),
             Err(CorruptKind::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: FORMAT_VERSION + 1,
+                supported: FORMAT_VERSION
             })
         );
     }
@@ -150,7 +173,7 @@ mod tests {
     #[test]
     fn newer_write_version_reads_but_is_not_writable() {
         let header = FileHeader {
-            write_version: 2,
+            write_version: FORMAT_VERSION + 1,
             ..FileHeader::new(1, 1)
         };
         let decoded = FileHeader::decode(&header.encode(SEGMENT_MAGIC), SEGMENT_MAGIC).unwrap();

@@ -3,7 +3,7 @@
 //! carry their own magic, versions and checksum.
 
 use super::error::CorruptKind;
-use super::header::FORMAT_VERSION;
+use super::header::{FORMAT_VERSION, PLAIN_VERSION};
 
 /// Magic number of the start file.
 pub const START_MAGIC: [u8; 8] = *b"\x89ESLSTA\n";
@@ -77,8 +77,8 @@ fn check(
 
 fn prologue(out: &mut [u8], magic: [u8; 8]) {
     out[0..8].copy_from_slice(&magic);
-    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out[10..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..10].copy_from_slice(&PLAIN_VERSION.to_le_bytes());
+    out[10..12].copy_from_slice(&PLAIN_VERSION.to_le_bytes());
 }
 
 /// The logical start: no sequence below it is ever returned again [META-01].

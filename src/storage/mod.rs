@@ -36,6 +36,7 @@ mod index;
 pub mod io;
 mod meta;
 mod options;
+mod pack;
 mod reader;
 mod recovery;
 mod segment;
@@ -55,7 +56,8 @@ pub use id::{SegmentId, Seq};
 pub use options::{
     LogOptions, ReadStrategy, RecoveryMode, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
 };
-pub use reader::{Cursor, Durability, Reader, RecordRef, Records, TruncateReport};
+pub use pack::{DEFAULT_PACK_LEVEL, PackOutcome};
+pub use reader::{Cursor, Durability, Reader, RecordRef, Records, Space, TruncateReport};
 pub use recovery::{RecoveryReport, TornTail, UnfinishedRoll};
 pub use verify::{Damage, VerifyReport};
 pub use writer::Log;
@@ -74,10 +76,14 @@ pub mod codec {
         Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,
         encode as encode_frame, seq_tag,
     };
-    pub use super::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
+    pub use super::header::{
+        FORMAT_VERSION, FileHeader, HEADER_LEN, INDEX_MAGIC, PACKED_VERSION, PLAIN_VERSION,
+        SEGMENT_MAGIC,
+    };
     pub use super::index::{
         ENTRY_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
         decode_file as decode_index_file,
     };
     pub use super::meta::{CLEAN_LEN, CLEAN_MAGIC, CleanMark, START_LEN, START_MAGIC, StartMark};
+    pub use super::pack::{DICTIONARY_LIMIT, TRAILER_MAGIC, TRAILER_OVERHEAD, Trailer};
 }

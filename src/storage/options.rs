@@ -93,6 +93,11 @@ pub struct LogOptions {
     /// Payloads at least this long are zstd-compressed when that saves at least an eighth.
     /// `None` disables compression. Default: 64 KiB; small records are never compressed.
     pub compress_min_bytes: Option<u32>,
+    /// Packs sealed segments in the background at this zstd level (1 to 19): each record is
+    /// compressed against a dictionary trained on its own segment ([SEG-09]), about 13 times
+    /// smaller for ESL events, and stays readable on its own. `None`, the default, leaves
+    /// segments as written ([`Log::pack_sealed`](super::Log::pack_sealed) packs on demand).
+    pub pack_level: Option<i32>,
     /// The I/O seam. Default: the real file system.
     pub io: Arc<dyn Io>,
 }
@@ -106,6 +111,7 @@ impl Default for LogOptions {
             recovery_mode: RecoveryMode::default(),
             read_strategy: ReadStrategy::default(),
             compress_min_bytes: Some(64 << 10),
+            pack_level: None,
             io: Arc::new(StdIo),
         }
     }
@@ -145,6 +151,11 @@ impl LogOptions {
                     fits.min(u64::from(FRAME_PAYLOAD_LIMIT))
                 ),
             );
+        }
+        if let Some(level) = self.pack_level
+            && !(1..=19).contains(&level)
+        {
+            return invalid("pack_level", format!("{level} is outside 1..=19"));
         }
         if let SyncPolicy::Periodic { interval } = self.sync_policy
             && interval.is_zero()

@@ -24,6 +24,7 @@ use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::{LogOptions, ReadStrategy};
+use super::pack::Inflater;
 use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
 
@@ -386,8 +387,18 @@ impl Reader {
     ///
     /// Loading a segment failed.
     pub fn used_bytes(&self) -> Result<u64> {
+        Ok(self.space()?.used)
+    }
+
+    /// Bytes the log's segments hold, as [`Reader::used_bytes`] counts them, and what they
+    /// held before packing ([SEG-09]). Loads every sealed segment.
+    ///
+    /// # Errors
+    ///
+    /// Loading a segment failed.
+    pub fn space(&self) -> Result<Space> {
         let bases: Vec<u64> = self.shared.slots.read().iter().map(|s| s.base).collect();
-        let mut total = 0;
+        let mut space = Space::default();
         for base in bases {
             if let Some(data) = self.shared.segment_for(base)? {
                 let seal = if data.is_sealed() {
@@ -395,10 +406,12 @@ impl Reader {
                 } else {
                     0
                 };
-                total += data.end() + seal;
+                let used = data.end() + seal;
+                space.used += used + data.packed.as_ref().map_or(0, |p| p.trailer_len);
+                space.unpacked += data.packed.as_ref().map_or(used, |p| p.unpacked_len);
             }
         }
-        Ok(total)
+        Ok(space)
     }
 
     /// Segment ids currently known, oldest first.
@@ -411,6 +424,17 @@ impl Reader {
             .map(|s| SegmentId(s.base))
             .collect()
     }
+}
+
+/// What a log's segments take ([`Reader::space`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Space {
+    /// Bytes of the segments' headers, frames and seals (and packed segments' trailers),
+    /// without the zeros preallocated past them.
+    pub used: u64,
+    /// The same, with each packed segment counted at its size before packing.
+    pub unpacked: u64,
 }
 
 /// A position in the log that yields records in order.
@@ -430,7 +454,7 @@ pub struct Cursor {
     /// Records below this are skipped.
     target: u64,
     window: FileWindow,
-    inflated: Vec<u8>,
+    inflater: Inflater,
 }
 
 impl Cursor {
@@ -439,6 +463,7 @@ impl Cursor {
             ReadStrategy::Pread => shared.take_window(),
             ReadStrategy::Mmap => FileWindow::default(),
         };
+        let inflater = shared.take_inflater();
         Cursor {
             shared,
             segment: None,
@@ -447,7 +472,7 @@ impl Cursor {
             seq: 0,
             target,
             window,
-            inflated: Vec::new(),
+            inflater,
         }
     }
 
@@ -489,10 +514,10 @@ impl Cursor {
                 }
             };
         let payload = if compressed {
-            if inflate(payload, &mut self.inflated).is_none() {
-                return Err(segment.corrupt(self.offset, CorruptKind::Decompress));
+            match self.inflater.inflate(payload, segment.dictionary()) {
+                Some(inflated) => inflated,
+                None => return Err(segment.corrupt(self.offset, CorruptKind::Decompress)),
             }
-            self.inflated.as_slice()
         } else {
             payload
         };
@@ -767,6 +792,8 @@ impl Drop for Cursor {
         if self.shared.strategy == ReadStrategy::Pread {
             self.shared.return_window(std::mem::take(&mut self.window));
         }
+        self.shared
+            .return_inflater(std::mem::take(&mut self.inflater));
     }
 }
 
@@ -780,20 +807,6 @@ fn damage(decoded: Decoded<'_>, available: u64) -> CorruptKind {
             max: available,
         },
     }
-}
-
-/// Decompresses one zstd frame into `out`, sized from the frame's declared content size
-/// (bounded by the format's payload limit) [FRM-06]. `None` if it does not decompress to
-/// exactly that size.
-pub(crate) fn inflate(compressed: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let size = zstd::zstd_safe::get_frame_content_size(compressed).ok()??;
-    if size > u64::from(READ_PAYLOAD_LIMIT) {
-        return None;
-    }
-    out.clear();
-    out.resize(usize::try_from(size).ok()?, 0);
-    let written = zstd::bulk::decompress_to_buffer(compressed, out.as_mut_slice()).ok()?;
-    (written as u64 == size).then_some(())
 }
 
 /// Owned records, as an ordinary iterator over a [`Cursor`].

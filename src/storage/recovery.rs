@@ -84,6 +84,8 @@ pub struct TornTail {
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) parts: Parts,
+    /// The trailer of a packed last segment (sealed by a close that packed it [SEG-09]).
+    pub(crate) packed: Option<segment::Packed>,
 }
 
 /// Checks the unfinished rolls of a log whose writer did not close cleanly [REC-08].
@@ -196,7 +198,7 @@ pub(crate) fn recover_active(
     max_payload: u32,
     report: &mut RecoveryReport,
 ) -> Result<Recovered> {
-    let (file, path, header, file_len) = segment::open_file(dir, base, true)?;
+    let (file, path, header, file_len, packed) = segment::open_frames(dir, base, true)?;
     if !header.writable() {
         return Err(Error::ReadOnlyVersion {
             segment: SegmentId(base),
@@ -210,6 +212,38 @@ pub(crate) fn recover_active(
         .map(|i| i.entries)
         .unwrap_or_default();
 
+    if packed.is_some() {
+        // A packed segment was written whole, synced and read back before it replaced the
+        // original [PACK-03]: nothing in it is a torn tail, and nothing may be appended to it.
+        // It must end in its seal; anything else is damage, refused in every mode [SEG-09].
+        let (_, found) = segment::scan_from_index(&mut window, source, &mut entries, file_len)?;
+        if found.stop != Stop::Seal {
+            let kind = match found.stop {
+                Stop::Invalid(kind) => kind,
+                Stop::Seal | Stop::Empty | Stop::Limit => CorruptKind::MissingSeal,
+            };
+            return Err(Error::Corrupt {
+                segment: SegmentId(base),
+                offset: found.end,
+                kind,
+            });
+        }
+        report.clean_shutdown = clean.is_some_and(|m| {
+            (m.segment, m.salt, m.end_offset, m.next_seq)
+                == (base, header.salt, found.end, found.end_seq)
+        });
+        let parts = Parts {
+            file,
+            path,
+            header,
+            file_len,
+            end: found.end,
+            end_seq: found.end_seq,
+            sealed: true,
+            entries,
+        };
+        return Ok(Recovered { parts, packed });
+    }
     match clean {
         Some(mark) if mark.segment == base && mark.salt == header.salt => {
             let promise = check_clean_end(&mut window, source, &mut entries, &mark)?;
@@ -228,7 +262,7 @@ pub(crate) fn recover_active(
                         sealed,
                         entries,
                     };
-                    return Ok(Recovered { parts });
+                    return Ok(Recovered { parts, packed });
                 }
                 // Every promised frame is intact, but the space after them is not empty: no
                 // durable record is at stake there, so it is scanned as an unclean tail.
@@ -266,7 +300,7 @@ pub(crate) fn recover_active(
                         sealed: false,
                         entries,
                     };
-                    return Ok(Recovered { parts });
+                    return Ok(Recovered { parts, packed });
                 }
             }
         }
@@ -303,7 +337,7 @@ pub(crate) fn recover_active(
         sealed,
         entries,
     };
-    Ok(Recovered { parts })
+    Ok(Recovered { parts, packed })
 }
 
 /// What checking a clean-shutdown marker's promise found [REC-01].

@@ -22,6 +22,7 @@ use super::index::{self, IndexEntry, IndexFooter, SparseIndex};
 use super::io::mmap::SegmentMap;
 use super::io::{Io, read_at, write_all_at};
 use super::options::ReadStrategy;
+use super::pack::{DICTIONARY_LIMIT, Dictionary, TRAILER_OVERHEAD, Trailer};
 
 /// Bytes `pread` fetches after a jump when nothing better is known (a cursor's seek reads
 /// just the index interval holding its target instead).
@@ -54,6 +55,26 @@ pub(crate) struct SegmentData {
     /// For a follower's last segment: damage where its frames stop, below the end a clean
     /// shutdown recorded, so reads that reach it fail instead of finding the end [REC-01].
     pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
+    /// For a packed segment [SEG-09]: its dictionary and its bytes before packing.
+    pub(crate) packed: Option<Packed>,
+}
+
+/// What a packed segment's trailer says [SEG-09].
+#[derive(Debug)]
+pub(crate) struct Packed {
+    /// The dictionary its compressed frames need (`None`: compressed without one).
+    pub(crate) dictionary: Option<Dictionary>,
+    /// Bytes of its header, frames and seal before it was packed.
+    pub(crate) unpacked_len: u64,
+    /// Bytes of its trailer.
+    pub(crate) trailer_len: u64,
+}
+
+impl SegmentData {
+    /// The dictionary of the segment's compressed frames, if it has one.
+    pub(crate) fn dictionary(&self) -> Option<&Dictionary> {
+        self.packed.as_ref().and_then(|p| p.dictionary.as_ref())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -628,6 +649,7 @@ impl Parts {
                 complete: self.sealed,
             }),
             damaged_end: std::sync::OnceLock::new(),
+            packed: None,
         }
     }
 }
@@ -686,9 +708,9 @@ pub(crate) fn load_sealed(
     rewrite_index: Option<&dyn Io>,
     later: Option<&[u64]>,
 ) -> Result<SegmentData> {
-    let (file, path, header, file_len) = open_file(dir, base, false)?;
-    let source = ScanFile::opened(&file, &path, &header, file_len, max_payload);
+    let (file, path, header, file_len, packed) = open_frames(dir, base, false)?;
     let segment = SegmentId(base);
+    let source = ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
     let index = read_index(dir, base, header.salt).unwrap_or_default();
     let mut entries = index.entries;
@@ -790,6 +812,15 @@ pub(crate) fn load_sealed(
         }
         (found.end, found.end_seq)
     };
+    if packed.is_some() && end + FRAME_HEADER_LEN as u64 != file_len {
+        // The trailer must follow the seal: anything else means one of them is not what it
+        // claims to be.
+        return Err(Error::Corrupt {
+            segment,
+            offset: end,
+            kind: CorruptKind::MissingSeal,
+        });
+    }
     if end_seq != successor {
         // The records this segment holds are intact: they stay readable, and a cursor meets
         // the gap (a successor missing or out of place) at the seal [RD-04].
@@ -806,7 +837,78 @@ pub(crate) fn load_sealed(
         sealed: true,
         entries,
     };
-    Ok(parts.into_data(map))
+    let mut data = parts.into_data(map);
+    data.packed = packed;
+    Ok(data)
+}
+
+/// Opens a segment file as [`open_file`] does, for its frames: the length returned is where
+/// its frames' region ends. For a packed segment [SEG-09] that is where its trailer starts,
+/// read and checked here: its bytes are never frames, nor a torn tail to cut.
+///
+/// # Errors
+///
+/// As [`open_file`] and [`read_trailer`].
+pub(crate) fn open_frames(
+    dir: &Path,
+    base: u64,
+    writable: bool,
+) -> Result<(File, PathBuf, FileHeader, u64, Option<Packed>)> {
+    let (file, path, header, file_len) = open_file(dir, base, writable)?;
+    if !header.is_packed() {
+        return Ok((file, path, header, file_len, None));
+    }
+    let (packed, trailer_at) = read_trailer(&file, &path, SegmentId(base), header.salt, file_len)?;
+    Ok((file, path, header, trailer_at, Some(packed)))
+}
+
+/// Reads and checks a packed segment's trailer from the end of its file [SEG-09]; returns
+/// it with the offset where it starts (where the seal ends).
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] at the trailer's start (or the file's last bytes) if it is damaged or
+/// its dictionary is one zstd refuses; I/O errors.
+pub(crate) fn read_trailer(
+    file: &File,
+    path: &Path,
+    segment: SegmentId,
+    salt: u64,
+    file_len: u64,
+) -> Result<(Packed, u64)> {
+    // The fixed part first, for the dictionary's length (bounded before anything is read
+    // for it), then the whole trailer.
+    let fixed_at = file_len.saturating_sub(TRAILER_OVERHEAD as u64);
+    let mut fixed = [0u8; TRAILER_OVERHEAD];
+    let read = read_at(file, &mut fixed, fixed_at.max(HEADER_LEN as u64), path)?;
+    let dictionary_len = fixed
+        .get(8..12)
+        .filter(|_| read == TRAILER_OVERHEAD)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+        .min(DICTIONARY_LIMIT);
+    let wanted = u64::from(dictionary_len) + TRAILER_OVERHEAD as u64;
+    let from = file_len.saturating_sub(wanted).max(HEADER_LEN as u64);
+    let mut bytes = vec![0u8; usize::try_from(file_len.saturating_sub(from)).unwrap_or(0)];
+    let read = read_at(file, &mut bytes, from, path)?;
+    bytes.truncate(read);
+    let damaged = |offset: u64, kind| Error::Corrupt {
+        segment,
+        offset,
+        kind,
+    };
+    let trailer = Trailer::decode_end(&bytes, salt).map_err(|kind| damaged(fixed_at, kind))?;
+    let trailer_at = file_len - trailer.len() as u64;
+    let dictionary = Dictionary::digest(trailer.dictionary);
+    if dictionary.is_none() && !trailer.is_empty() {
+        return Err(damaged(trailer_at, CorruptKind::Decompress));
+    }
+    let packed = Packed {
+        dictionary,
+        unpacked_len: trailer.unpacked_len,
+        trailer_len: trailer.len() as u64,
+    };
+    Ok((packed, trailer_at))
 }
 
 /// Limit on bytes checksummed while looking for a valid frame after damage; past it the search

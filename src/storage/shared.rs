@@ -20,7 +20,11 @@ use super::index::IndexEntry;
 use super::io::{Io, write_all_at};
 use super::meta::{CleanMark, START_LEN, StartMark};
 use super::options::ReadStrategy;
+use super::pack::Inflater;
 use super::segment::{self, FileWindow, SegmentData, Stop};
+
+/// How often a follower looks for sealed segments replaced by packed ones.
+const REPLACED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A segment known by name, loaded on first use.
 #[derive(Debug)]
@@ -141,9 +145,14 @@ pub(crate) struct Shared {
     pub(crate) roll_order: Mutex<()>,
     /// Serialises follower refreshes and holds their scan buffer.
     pub(crate) refresh_window: Mutex<FileWindow>,
+    /// When a follower last looked for sealed segments replaced by packed ones.
+    replaced_checked: Mutex<Option<std::time::Instant>>,
     pub(crate) watcher: OnceLock<()>,
     /// `pread` buffers of dropped cursors, for the next ones.
     windows: Mutex<Vec<FileWindow>>,
+    /// Decompression contexts of dropped cursors, for the next ones: a point read through a
+    /// new cursor must not pay for a fresh zstd context.
+    inflaters: Mutex<Vec<Inflater>>,
     /// The start file as last read, kept open to tell whether it was replaced since.
     start_file: Mutex<Option<StartFile>>,
     start_path: PathBuf,
@@ -201,8 +210,10 @@ impl Shared {
             pending_rolls: Mutex::new(VecDeque::new()),
             roll_order: Mutex::new(()),
             refresh_window: Mutex::new(FileWindow::default()),
+            replaced_checked: Mutex::new(None),
             watcher: OnceLock::new(),
             windows: Mutex::new(Vec::new()),
+            inflaters: Mutex::new(Vec::new()),
             start_file: Mutex::new(None),
             start_path: dir.join(dir::START_FILE),
             dir_handle: dir::DirHandle::open(dir).ok(),
@@ -219,6 +230,21 @@ impl Shared {
         let mut windows = self.windows.lock();
         if windows.len() < SPARE_WINDOWS {
             windows.push(window);
+        }
+    }
+
+    /// A decompression context for a new cursor (one that has decompressed before, if any).
+    pub(crate) fn take_inflater(&self) -> Inflater {
+        self.inflaters.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps a dropped cursor's decompression context for the next cursor, if it made one.
+    pub(crate) fn return_inflater(&self, inflater: Inflater) {
+        if inflater.is_warm() {
+            let mut inflaters = self.inflaters.lock();
+            if inflaters.len() < SPARE_WINDOWS {
+                inflaters.push(inflater);
+            }
         }
     }
 
@@ -425,6 +451,49 @@ impl Shared {
         Ok(())
     }
 
+    /// For followers: forgets the loaded sealed segments whose files the writer has replaced
+    /// with packed ones since ([PACK-05]), so that the next read loads the packed file and the
+    /// original's blocks are freed once no cursor reads it. At most once a second: it costs
+    /// a `stat` per loaded segment.
+    fn forget_replaced(&self) {
+        use std::os::unix::fs::MetadataExt as _;
+        {
+            let mut checked = self.replaced_checked.lock();
+            if checked.is_some_and(|at| at.elapsed() < REPLACED_CHECK) {
+                return;
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        let loaded: Vec<Arc<SegmentData>> = {
+            let slots = self.slots.read();
+            let sealed = slots.len().saturating_sub(1);
+            slots
+                .iter()
+                .take(sealed)
+                .filter_map(|s| s.get().cloned())
+                .collect()
+        };
+        for data in loaded {
+            let held = data.file.metadata().map(|m| (m.dev(), m.ino()));
+            let named = std::fs::metadata(&data.path).map(|m| (m.dev(), m.ino()));
+            if let (Ok(held), Ok(named)) = (held, named)
+                && held != named
+            {
+                self.unload(data.id.0);
+            }
+        }
+    }
+
+    /// Forgets what was loaded of sealed segment `base`, whose file was replaced ([PACK-04]):
+    /// the next read loads the new file. Handles to the old one stay valid.
+    pub(crate) fn unload(&self, base: u64) {
+        let mut slots = self.slots.write();
+        let last = slots.len().saturating_sub(1);
+        if let Some(slot) = slots.iter_mut().take(last).find(|s| s.base == base) {
+            *slot = Slot::unloaded(base);
+        }
+    }
+
     /// The segment holding `seq` (or, past the end, the last segment), loading it if needed.
     pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<SegmentData>>> {
         let (slot, later) = {
@@ -567,6 +636,7 @@ impl Shared {
                 .count();
             slots.drain(..deleted);
         }
+        self.forget_replaced();
         // The bytes past the end change under us: never trust an earlier read of them.
         window.reset();
         let before = self.next.load(Ordering::Acquire);
@@ -640,7 +710,7 @@ pub(crate) fn open_tail(
     strategy: ReadStrategy,
     max_payload: u32,
 ) -> Result<SegmentData> {
-    let (file, path, header, file_len) = segment::open_file(dir, base, false)?;
+    let (file, path, header, file_len, packed) = segment::open_frames(dir, base, false)?;
     let source = segment::ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
@@ -680,7 +750,8 @@ pub(crate) fn open_tail(
         sealed: found.stop == Stop::Seal,
         entries,
     };
-    let data = parts.into_data(map);
+    let mut data = parts.into_data(map);
+    data.packed = packed;
     if let Some(damage) = damage {
         let _ = data.damaged_end.set(damage);
     }

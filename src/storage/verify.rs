@@ -17,7 +17,8 @@ use super::frame::{self, Decoded};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::meta::CleanMark;
-use super::reader::{Reader, inflate};
+use super::pack::{Dictionary, Inflater};
+use super::reader::Reader;
 use super::segment::{self, FileWindow};
 
 /// What [`Reader::verify`] found.
@@ -159,11 +160,14 @@ impl Reader {
             .ok()
             .and_then(|bytes| CleanMark::decode(&bytes).ok());
         let mut report = VerifyReport::default();
-        let mut inflated = Vec::new();
+        let mut inflater = Inflater::default();
         for (i, (base, published)) in slots.iter().enumerate() {
             let successor = slots.get(i + 1).map(|s| s.0);
-            let (file, path, header, file_len) = match segment::open_file(&shared.dir, *base, false)
-            {
+            // A packed segment's frames end where its trailer starts [SEG-09]; a damaged
+            // trailer fails the segment, as a damaged header does: without its dictionary
+            // its compressed records cannot be read.
+            let opened = segment::open_frames(&shared.dir, *base, false);
+            let (file, path, header, file_len, packed) = match opened {
                 Ok(opened) => opened,
                 Err(Error::Corrupt {
                     segment,
@@ -189,6 +193,7 @@ impl Reader {
                 Err(error) => return Err(error),
             };
             report.segments += 1;
+            let dictionary = packed.and_then(|p| p.dictionary);
             // The writer's own readers check its active segment up to what it published.
             let limit = match published {
                 Some((end, sealed)) if !shared.follower && successor.is_none() => {
@@ -210,17 +215,23 @@ impl Reader {
                 clean: clean
                     .filter(|m| successor.is_none() && m.segment == *base && m.salt == header.salt),
             };
-            verify_segment(
-                &target,
-                start,
-                max_payload,
-                &mut report,
-                &mut inflated,
+            let mut reading = Reading {
+                inflater: &mut inflater,
+                dictionary: dictionary.as_ref(),
                 visit,
-            )?;
+            };
+            verify_segment(&target, start, max_payload, &mut report, &mut reading)?;
         }
         Ok(report)
     }
+}
+
+/// What verification does with the records it reads.
+struct Reading<'a, 'v> {
+    inflater: &'a mut Inflater,
+    /// The segment's dictionary, if it is packed with one.
+    dictionary: Option<&'a Dictionary>,
+    visit: &'a mut (dyn FnMut(Seq, &[u8]) + 'v),
 }
 
 /// Checks one segment's frames from its header on, continuing past damage.
@@ -229,8 +240,7 @@ fn verify_segment(
     start: u64,
     max_payload: u32,
     report: &mut VerifyReport,
-    inflated: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Seq, &[u8]),
+    reading: &mut Reading<'_, '_>,
 ) -> Result<()> {
     let mut window = FileWindow::default();
     let mut offset = HEADER_LEN as u64;
@@ -254,13 +264,13 @@ fn verify_segment(
                     frame_len,
                 } => {
                     let payload = if compressed {
-                        inflate(payload, inflated).map(|()| inflated.as_slice())
+                        reading.inflater.inflate(payload, reading.dictionary)
                     } else {
                         Some(payload)
                     };
                     match payload {
                         Some(payload) if seq >= start => {
-                            visit(Seq(seq), payload);
+                            (reading.visit)(Seq(seq), payload);
                             report.records += 1;
                         }
                         Some(_) => {}

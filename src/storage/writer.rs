@@ -13,7 +13,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use super::index::{INDEX_INTERVAL, IndexEntry};
 use super::io::write_all_at;
 use super::meta::{CleanMark, StartMark};
 use super::options::{LogOptions, SyncPolicy};
+use super::pack::{self, DEFAULT_PACK_LEVEL, PackOutcome, Packer};
 use super::reader::{Durability, Reader, TruncateReport};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{self, Parts, SegmentData};
@@ -60,6 +61,9 @@ pub struct Log {
     syncer: Option<JoinHandle<()>>,
     /// Writes full staging buffers, so that the appending thread only encodes.
     flusher: Option<JoinHandle<()>>,
+    /// Packs sealed segments, with its thread when `pack_level` is set.
+    packer: Arc<Packer>,
+    packer_thread: Option<JoinHandle<()>>,
     scratch: Vec<u8>,
     /// The frame being written with `pwrite` under `EveryAppend`.
     frame: Vec<u8>,
@@ -136,6 +140,7 @@ impl Log {
                 segments.push(start);
                 recovery::Recovered {
                     parts: create_segment(&*io, dir, start, options.segment_bytes, None, true)?,
+                    packed: None,
                 }
             }
         };
@@ -145,7 +150,7 @@ impl Log {
         }
         drop(retention);
 
-        let mut parts = recovered.parts;
+        let (mut parts, packed) = (recovered.parts, recovered.packed);
         // After a process crash the frames recovery found may exist only in the page cache;
         // they are declared durable below, so make them durable first [REC-07]. (A clean
         // close synced them before writing its marker.) This also covers a seal whose roll
@@ -179,7 +184,9 @@ impl Log {
             .last()
             .map_or(0, |e| u64::from(e.offset) + INDEX_INTERVAL);
         let map = segment::map_for_reading(options.read_strategy, &parts.file, &parts.path)?;
-        let active = Arc::new(parts.into_data(map));
+        let mut active = parts.into_data(map);
+        active.packed = packed;
+        let active = Arc::new(active);
         let shared = Shared::new(dir, io, options.read_strategy, FRAME_PAYLOAD_LIMIT, false);
         shared.waiters_sync.store(
             matches!(options.sync_policy, SyncPolicy::GroupCommit { .. }),
@@ -213,6 +220,8 @@ impl Log {
             spare: Spare::None,
             syncer: None,
             flusher: None,
+            packer: Arc::new(Packer::default()),
+            packer_thread: None,
             scratch: Vec::new(),
             frame: Vec::new(),
             _lock: lock,
@@ -224,6 +233,9 @@ impl Log {
         log.syncer = spawn_syncer(&log.shared, log.options.sync_policy);
         if log.options.sync_policy != SyncPolicy::EveryAppend {
             log.flusher = spawn_flusher(&log.shared);
+        }
+        if let Some(level) = log.options.pack_level {
+            log.packer_thread = spawn_packer(&log.shared, &log.packer, level);
         }
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
@@ -361,6 +373,10 @@ impl Log {
     }
 
     fn stop_threads(&mut self) {
+        self.packer.stop();
+        if let Some(handle) = self.packer_thread.take() {
+            let _ = handle.join();
+        }
         {
             let mut state = self.shared.sync.lock();
             state.shutdown = true;
@@ -380,6 +396,35 @@ impl Log {
         if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
             let _ = handle.join();
         }
+    }
+
+    /// Packs every sealed segment whose roll is durable and that is not packed yet, on this
+    /// thread, at the configured `pack_level` (or [`DEFAULT_PACK_LEVEL`]) [SEG-09]. Segments
+    /// that hold damage stay as written. Returns what was done to each segment looked at.
+    ///
+    /// # Errors
+    ///
+    /// The first packing that failed (I/O, or a packed copy that did not read back); the
+    /// segment then stays as written.
+    pub fn pack_sealed(&self) -> Result<Vec<(SegmentId, PackOutcome)>> {
+        let level = self.options.pack_level.unwrap_or(DEFAULT_PACK_LEVEL);
+        let mut done = Vec::new();
+        while let Some(step) = self.pack_next_sealed(level)? {
+            done.push(step);
+        }
+        Ok(done)
+    }
+
+    /// Packs the oldest sealed segment that is not packed yet (or not left as written for
+    /// its damage), at zstd `level`; `None` when there is none. For callers that report
+    /// progress segment by segment; see [`Log::pack_sealed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::pack_sealed`].
+    pub fn pack_next_sealed(&self, level: i32) -> Result<Option<(SegmentId, PackOutcome)>> {
+        self.packer
+            .pack_next(&self.shared, level, &AtomicBool::new(false))
     }
 
     fn check_size(&self, payload: &[u8]) -> Result<()> {
@@ -675,6 +720,7 @@ impl Log {
             let _state = self.shared.sync.lock();
             self.shared.sync_wake.notify_one();
         }
+        self.packer.wake();
         tracing::debug!(segment = %self.active.id, "rolled to a new segment");
         Ok(())
     }
@@ -702,19 +748,83 @@ impl Log {
         self.publish()?;
         // Writes the staged frames and finishes a pending roll before syncing.
         self.shared.sync_now()?;
-        let io = &*self.options.io;
+        let io = Arc::clone(&self.options.io);
+        let io = &*io;
         self.active
             .persist_index(io, &self.shared.dir, u64::MAX, None)?;
         self.active.sync_index(io, &self.shared.dir)?;
+        let (salt, end_offset) = match self.options.pack_level {
+            Some(level) => self.pack_active(level)?,
+            None => (self.active.salt, self.end),
+        };
         let mark = CleanMark {
             segment: self.active.id.0,
-            salt: self.active.salt,
-            end_offset: self.end,
+            salt,
+            end_offset,
             next_seq: self.next_seq,
         };
+        // The spare is a temporary that only a running writer needs: a closed log does not
+        // keep a segment's worth of reserved blocks (the next open would remove it anyway).
+        // Its removal is made durable by the marker's directory sync.
+        let spare = self.shared.dir.join(dir::SPARE_FILE);
+        if let Err(error) = io.remove_file(&spare)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, "could not remove the spare segment; the next open will");
+        }
         durable::replace_file(io, &self.shared.dir.join(dir::CLEAN_FILE), &mark.encode())?;
         tracing::debug!(dir = %self.shared.dir.display(), next_seq = self.next_seq, "log closed cleanly");
         Ok(())
+    }
+
+    /// With packing on, a clean close packs the sealed segments the packer thread had not
+    /// reached, then seals the active segment and packs it, so that a stopped log keeps no
+    /// unpacked records and no preallocated space [SEG-09]; the next append creates its
+    /// successor, as after a roll that stopped before it [REC-06]. Returns the salt and frame
+    /// end that the clean-shutdown marker records for the active segment.
+    ///
+    /// Sealing is durable before this returns; packing only saves space, so a packing that
+    /// fails is logged and the segment stays as written.
+    fn pack_active(&mut self, level: i32) -> Result<(u64, u64)> {
+        // First what the packer thread had not done yet.
+        if let Err(error) = self.pack_sealed() {
+            tracing::warn!(%error, "could not pack every sealed segment at close; the next open's packer will");
+        }
+        let active = self.active.clone();
+        if self.next_seq == active.id.0 || active.packed.is_some() {
+            return Ok((active.salt, self.end));
+        }
+        let (seal_offset, end_seq) = (self.end, self.next_seq);
+        if !self.sealed_without_successor {
+            let seal = frame::encode(active.salt, end_seq, FrameKind::Seal, &[]);
+            write_all_at(
+                &*self.options.io,
+                &active.file,
+                &seal,
+                seal_offset,
+                &active.path,
+            )?;
+            self.sealed_without_successor = true;
+            self.sync_sealed(&active, seal_offset, end_seq)?;
+            active.sealed.store(true, Ordering::Release);
+        }
+        let dir = &self.shared.dir;
+        let base = active.id.0;
+        let unpacked = (active.salt, seal_offset);
+        match pack::pack_segment(&*self.options.io, dir, base, level, &AtomicBool::new(false)) {
+            Ok(PackOutcome::Packed { .. }) => {
+                let (_, _, header, frames_end, _) = segment::open_frames(dir, base, false)?;
+                Ok((header.salt, frames_end - FRAME_HEADER_LEN as u64))
+            }
+            Ok(outcome) => {
+                tracing::warn!(segment = %active.id, ?outcome, "the last segment was not packed at close");
+                Ok(unpacked)
+            }
+            Err(error) => {
+                tracing::warn!(%error, segment = %active.id, "could not pack the last segment at close; it stays as written");
+                Ok(unpacked)
+            }
+        }
     }
 }
 
@@ -798,6 +908,22 @@ fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<Fi
     let io = shared.io.clone();
     let path = shared.dir.join(dir::SPARE_FILE);
     std::thread::spawn(move || durable::create_zeroed(&*io, &path, segment_bytes))
+}
+
+/// Starts the packer thread, which packs sealed segments [PACK-01].
+fn spawn_packer(shared: &Arc<Shared>, packer: &Arc<Packer>, level: i32) -> Option<JoinHandle<()>> {
+    let (shared, packer) = (shared.clone(), packer.clone());
+    let spawned = std::thread::Builder::new()
+        .name("esl-log-pack".into())
+        .spawn(move || packer.run(&shared, level));
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            // Packing only saves space: the log works without it.
+            tracing::warn!(%error, "could not start the packer thread; sealed segments stay as written");
+            None
+        }
+    }
 }
 
 /// Starts the flusher thread, which writes full staging buffers [LOG-02].

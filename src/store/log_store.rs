@@ -27,7 +27,7 @@ use crate::record::{
     Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
 };
 use crate::storage::io::Io;
-use crate::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
+use crate::storage::{Log, LogOptions, PackOutcome, Reader, SegmentId, Seq, SyncPolicy};
 
 /// Reads and validates `store.meta`; a missing file is the identity map.
 fn load_map(root: &Path) -> Result<(SequenceMap, Option<Layout>)> {
@@ -279,6 +279,19 @@ impl LogStore {
     #[must_use]
     pub fn damage_met(&self) -> Vec<crate::storage::Error> {
         self.ids.lock().damage_met()
+    }
+
+    /// Packs the log's sealed segments now, as the background packer would
+    /// ([`Log::pack_sealed`]); a read-only handle packs nothing.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; the segment being packed then stays as written.
+    pub fn pack_sealed(&self) -> Result<Vec<(SegmentId, PackOutcome)>> {
+        match &self.log {
+            Some(log) => Ok(log.pack_sealed()?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The underlying log reader (for raw-frame tools such as `verify`).
@@ -681,10 +694,12 @@ impl ArtifactStore for LogStore {
         };
         // Segments count what they hold, not their preallocated length (a fresh store is
         // 64 MiB of zeros on disk); indexes and metadata count whole.
-        let mut bytes = self.reader.used_bytes()?;
+        let space = self.reader.space()?;
+        let mut bytes = space.used;
+        let mut unpacked_bytes = space.unpacked;
         for dir in [self.root.join("log"), self.root.join("ids")] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                bytes += entries
+                let others = entries
                     .flatten()
                     .filter(|e| {
                         let name = e.file_name();
@@ -694,6 +709,8 @@ impl ArtifactStore for LogStore {
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum::<u64>();
+                bytes += others;
+                unpacked_bytes += others;
             }
         }
         Ok(StoreStats {
@@ -702,6 +719,7 @@ impl ArtifactStore for LogStore {
             first_sequence,
             last_sequence: self.last_sequence()?,
             bytes,
+            unpacked_bytes,
         })
     }
 

@@ -52,6 +52,9 @@ pub struct StoreStats {
     /// Bytes the backend holds: for the log, each segment's frames (not the zero-filled
     /// space preallocated past them) plus its indexes; for SQLite, the database files.
     pub bytes: u64,
+    /// `bytes` as they would be uncompressed: for the log, with each packed segment counted
+    /// at its size before packing (format/segment.md [SEG-09]); for SQLite, `bytes`.
+    pub unpacked_bytes: u64,
 }
 
 /// The contract every artifact store backend keeps.

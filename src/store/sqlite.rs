@@ -699,12 +699,14 @@ impl ArtifactStore for SqliteStore {
                 })
             })
             .map_err(self.error("count records"))?;
+        let bytes = self.bytes_on_disk();
         Ok(StoreStats {
             backend: "sqlite",
             records: u64::try_from(records).unwrap_or(0),
             first_sequence: first.and_then(|first| u64::try_from(first).ok()),
             last_sequence: self.stored_last_sequence()?,
-            bytes: self.bytes_on_disk(),
+            bytes,
+            unpacked_bytes: bytes,
         })
     }
 

@@ -1,0 +1,753 @@
+//! Packed segments: a sealed segment rewritten with each record compressed against a
+//! dictionary trained on that segment's own records (format/segment.md [SEG-09], the steps in
+//! format/recovery.md [PACK-01] to [PACK-05]).
+//!
+//! ESL events repeat the same header names and most of their values, so each record alone
+//! compresses poorly but against a dictionary of its neighbours it shrinks about 13-fold, and
+//! stays readable on its own: a point read decompresses one record, not a block. Only sealed
+//! segments are packed, in the background, so appends never wait for compression.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DDict};
+
+use super::dir;
+use super::error::{CorruptKind, Error, IoOp, Result};
+use super::frame::{self, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameCrc, FrameKind};
+use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
+use super::id::SegmentId;
+use super::index::{INDEX_INTERVAL, IndexEntry, IndexFooter};
+use super::io::{Io, read_at, write_all_at};
+use super::shared::{self, Shared};
+
+/// Magic number of the dictionary trailer after a packed segment's seal.
+pub const TRAILER_MAGIC: [u8; 8] = *b"\x89ESLDCT\n";
+/// Bytes of a trailer besides its dictionary.
+pub const TRAILER_OVERHEAD: usize = 28;
+/// The largest dictionary a trailer may hold [SEG-09].
+pub const DICTIONARY_LIMIT: u32 = 1 << 20;
+
+/// Bytes of dictionary trained for each segment. zstd's trainer sometimes returns far less
+/// than asked (seen on the recorded FreeSWITCH traffic, whose events repeat): a dictionary
+/// under half the size is trained again at half the size, which it fills.
+const DICTIONARY_BYTES: usize = 32 << 10;
+/// Bytes of records the dictionary is trained on, spread evenly over the segment: more
+/// trains slower without packing smaller (measured on simulator and recorded traffic).
+const SAMPLE_BYTES: usize = 2 << 20;
+/// Fewer records than this train no useful dictionary: they are compressed without one.
+const SAMPLE_RECORDS_MIN: usize = 16;
+
+/// The dictionary trailer that follows a packed segment's seal and ends its file [SEG-09]:
+/// the dictionary, then a fixed part, so that a reader finds it from the end of the file
+/// whatever the frames before it hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer<'a> {
+    /// Bytes of the segment's header, frames and seal before it was packed.
+    pub unpacked_len: u64,
+    /// The zstd dictionary of the segment's compressed frames (empty: none).
+    pub dictionary: &'a [u8],
+}
+
+impl Trailer<'_> {
+    /// Bytes the trailer takes in the file.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.dictionary.len() + TRAILER_OVERHEAD
+    }
+
+    /// Whether the trailer holds no dictionary.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dictionary.is_empty()
+    }
+
+    /// Encodes the trailer of a segment with `salt`; `None` if the dictionary exceeds
+    /// [`DICTIONARY_LIMIT`] (the packer never trains one that large).
+    #[must_use]
+    pub fn encode(&self, salt: u64) -> Option<Vec<u8>> {
+        let len = u32::try_from(self.dictionary.len())
+            .ok()
+            .filter(|len| *len <= DICTIONARY_LIMIT)?;
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(self.dictionary);
+        out.extend_from_slice(&self.unpacked_len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&TRAILER_MAGIC);
+        let crc = trailer_crc(salt, &out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Some(out)
+    }
+
+    /// Decodes the trailer at the end of `bytes` (a file's last bytes, at least the trailer).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong, checked in this order: fewer bytes than the fixed part, or than the
+    /// dictionary length says, or a length past [`DICTIONARY_LIMIT`] (`LengthOutOfBounds`);
+    /// the magic (`BadMagic`); the checksum (`ChecksumMismatch`); the reserved bytes
+    /// (`ReservedBits`).
+    pub fn decode_end(bytes: &[u8], salt: u64) -> Result<Trailer<'_>, CorruptKind> {
+        let short = |max: usize| CorruptKind::LengthOutOfBounds {
+            len: bytes.len() as u64,
+            max: max as u64,
+        };
+        let fixed_at = bytes
+            .len()
+            .checked_sub(TRAILER_OVERHEAD)
+            .ok_or_else(|| short(TRAILER_OVERHEAD))?;
+        let fixed = bytes
+            .get(fixed_at..)
+            .ok_or_else(|| short(TRAILER_OVERHEAD))?;
+        let word = |at: usize| -> u32 {
+            fixed
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        let dictionary_len = word(8);
+        if dictionary_len > DICTIONARY_LIMIT {
+            return Err(CorruptKind::LengthOutOfBounds {
+                len: u64::from(dictionary_len),
+                max: u64::from(DICTIONARY_LIMIT),
+            });
+        }
+        let start = fixed_at
+            .checked_sub(dictionary_len as usize)
+            .ok_or_else(|| short(TRAILER_OVERHEAD + dictionary_len as usize))?;
+        if fixed.get(16..24) != Some(TRAILER_MAGIC.as_slice()) {
+            return Err(CorruptKind::BadMagic);
+        }
+        let body = bytes.get(start..bytes.len() - 4).unwrap_or_default();
+        let (stored, computed) = (word(24), trailer_crc(salt, body));
+        if stored != computed {
+            return Err(CorruptKind::ChecksumMismatch { stored, computed });
+        }
+        let reserved = word(12);
+        if reserved != 0 {
+            return Err(CorruptKind::ReservedBits {
+                bits: reserved.into(),
+            });
+        }
+        let unpacked_len = fixed
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        Ok(Trailer {
+            unpacked_len,
+            dictionary: bytes.get(start..fixed_at).unwrap_or_default(),
+        })
+    }
+}
+
+fn trailer_crc(salt: u64, body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// A packed segment's dictionary, digested once for every read of the segment.
+pub(crate) struct Dictionary(DDict<'static>);
+
+impl Dictionary {
+    /// `None` for an empty dictionary (frames compressed without one) or one zstd refuses.
+    pub(crate) fn digest(bytes: &[u8]) -> Option<Dictionary> {
+        if bytes.is_empty() {
+            return None;
+        }
+        DDict::try_create(bytes).map(Dictionary)
+    }
+}
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dictionary")
+    }
+}
+
+/// The largest buffer a kept [`Inflater`] may hold (a rare huge record's buffer is freed).
+const WARM_BUFFER_MAX: usize = 1 << 20;
+
+/// Decompresses compressed frames into a buffer it keeps, with one zstd context for all of
+/// them [FRM-06] [SEG-09].
+#[derive(Default)]
+pub(crate) struct Inflater {
+    context: Option<DCtx<'static>>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater").finish_non_exhaustive()
+    }
+}
+
+impl Inflater {
+    /// Whether it holds a zstd context worth keeping for the next reader.
+    pub(crate) fn is_warm(&self) -> bool {
+        self.context.is_some() && self.out.capacity() <= WARM_BUFFER_MAX
+    }
+
+    /// The content of the zstd frame `compressed`, sized from its declared content size
+    /// (bounded by the format's payload limit). `None` if it does not decompress to exactly
+    /// that size.
+    pub(crate) fn inflate(
+        &mut self,
+        compressed: &[u8],
+        dictionary: Option<&Dictionary>,
+    ) -> Option<&[u8]> {
+        let size = zstd_safe::get_frame_content_size(compressed).ok()??;
+        if size > u64::from(FRAME_PAYLOAD_LIMIT) {
+            return None;
+        }
+        let size = usize::try_from(size).ok()?;
+        if self.context.is_none() {
+            self.context = DCtx::try_create();
+        }
+        let context = self.context.as_mut()?;
+        self.out.clear();
+        self.out.reserve(size);
+        let written = match dictionary {
+            Some(Dictionary(ddict)) => {
+                context.decompress_using_ddict(&mut self.out, compressed, ddict)
+            }
+            None => context.decompress(&mut self.out, compressed),
+        }
+        .ok()?;
+        (written == size && self.out.len() == size).then_some(self.out.as_slice())
+    }
+}
+
+/// The zstd level packing uses unless told otherwise.
+pub const DEFAULT_PACK_LEVEL: i32 = 3;
+
+/// The writer's packer: packs sealed segments whose roll is durable, oldest first, on a
+/// background thread of low priority, one at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Packer {
+    /// Set when the log closes: a packing in progress stops and leaves the segment as it is.
+    stop: AtomicBool,
+    /// Set by a roll, so that the thread looks for work at once.
+    wake: Mutex<bool>,
+    woken: Condvar,
+    /// The bases that need no packing (packed, damaged or gone), under the lock that
+    /// serialises packings.
+    settled: Mutex<BTreeSet<u64>>,
+}
+
+/// How long the packer thread waits between looks when nothing wakes it, and after an error.
+const PACK_IDLE: Duration = Duration::from_secs(1);
+const PACK_RETRY: Duration = Duration::from_secs(30);
+
+impl Packer {
+    /// Asks the thread to look for segments to pack.
+    pub(crate) fn wake(&self) {
+        *self.wake.lock() = true;
+        self.woken.notify_one();
+    }
+
+    /// Asks the thread to stop, abandoning a packing in progress.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Packs the oldest sealed segment that needs it; `None` when none does. `stop` abandons
+    /// the packing when set.
+    ///
+    /// # Errors
+    ///
+    /// As [`pack_segment`].
+    pub(crate) fn pack_next(
+        &self,
+        shared: &Shared,
+        level: i32,
+        stop: &AtomicBool,
+    ) -> Result<Option<(SegmentId, PackOutcome)>> {
+        let mut settled = self.settled.lock();
+        let durable = shared.durable.load(Ordering::Acquire);
+        let bases: Vec<u64> = shared.slots.read().iter().map(|s| s.base).collect();
+        // A segment whose successor's base is durable has a finished roll [ROLL-07].
+        let candidate = bases
+            .windows(2)
+            .filter_map(|pair| match *pair {
+                [base, successor] if successor <= durable => Some(base),
+                _ => None,
+            })
+            .find(|base| !settled.contains(base));
+        let Some(base) = candidate else {
+            return Ok(None);
+        };
+        let outcome = pack_segment(&*shared.io, &shared.dir, base, level, stop)?;
+        let segment = SegmentId(base);
+        match &outcome {
+            PackOutcome::Packed {
+                records,
+                unpacked,
+                packed,
+            } => {
+                // Readers load the packed file from now on; those reading the old one go
+                // on reading it, and its blocks are freed when the last of them is done.
+                shared.unload(base);
+                tracing::debug!(%segment, records, unpacked, packed, "packed a sealed segment");
+            }
+            PackOutcome::Damaged { offset, kind } => {
+                tracing::warn!(%segment, offset, %kind, "not packing a damaged segment; it stays as written");
+            }
+            PackOutcome::AlreadyPacked | PackOutcome::Gone | PackOutcome::Stopped => {}
+        }
+        if outcome != PackOutcome::Stopped {
+            settled.insert(base);
+        }
+        Ok(Some((segment, outcome)))
+    }
+
+    /// The thread's loop: pack while there is work, then wait for a roll.
+    pub(crate) fn run(&self, shared: &Shared, level: i32) {
+        // Packing is work that can wait: appends and readers come first.
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+        while !self.stop.load(Ordering::Acquire) {
+            let idle = match self.pack_next(shared, level, &self.stop) {
+                Ok(Some(_)) => continue,
+                Ok(None) => PACK_IDLE,
+                Err(error) => {
+                    tracing::warn!(%error, "packing a sealed segment failed; it stays as written and is tried again later");
+                    PACK_RETRY
+                }
+            };
+            let mut wake = self.wake.lock();
+            if !*wake {
+                self.woken.wait_for(&mut wake, idle);
+            }
+            *wake = false;
+        }
+    }
+}
+
+/// What packing one segment did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackOutcome {
+    /// The segment was packed.
+    Packed {
+        /// Records in it.
+        records: u64,
+        /// Bytes of its header, frames and seal before.
+        unpacked: u64,
+        /// Bytes of its file now.
+        packed: u64,
+    },
+    /// It was packed already.
+    AlreadyPacked,
+    /// It holds damage, which packing must not hide: it stays as it is, and reads and
+    /// `verify` keep reporting the damage where it is.
+    Damaged {
+        /// The offset of the first frame that does not decode.
+        offset: u64,
+        /// What is wrong there.
+        kind: CorruptKind,
+    },
+    /// A truncation removed it meanwhile.
+    Gone,
+    /// The log is closing.
+    Stopped,
+}
+
+/// Packs the sealed segment `base` ([PACK-01] to [PACK-05]). The caller holds the writer lock
+/// (only the writer changes segment files) and knows the segment's roll is durable.
+///
+/// # Errors
+///
+/// I/O errors with paths, and [`Error::Corrupt`] naming the temporary file's segment if the
+/// packed copy does not read back as the original (nothing is replaced then).
+pub(crate) fn pack_segment(
+    io: &dyn Io,
+    dir: &Path,
+    base: u64,
+    level: i32,
+    stop: &AtomicBool,
+) -> Result<PackOutcome> {
+    let source = match read_source(dir, base) {
+        Ok(Source::Frames(source)) => source,
+        Ok(Source::Packed) => return Ok(PackOutcome::AlreadyPacked),
+        Ok(Source::Damaged { offset, kind }) => return Ok(PackOutcome::Damaged { offset, kind }),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(PackOutcome::Gone);
+        }
+        Err(error) => return Err(error),
+    };
+    // 1. The packed copy, built in memory from the verified frames.
+    let segment_path = dir::segment_path(dir, base);
+    let index_path = dir::index_path(dir, base);
+    let salt = rand::random::<u64>();
+    let dictionary = train(&source);
+    let Some(packed) = encode_packed(&source, salt, &dictionary, level, stop, &segment_path)?
+    else {
+        return Ok(PackOutcome::Stopped);
+    };
+    // 2. Written to a temporary, synced, and read back against the original.
+    let mut temps = Temporaries {
+        io,
+        made: Vec::new(),
+    };
+    let segment_temp = temps.create(&segment_path, &packed.segment)?;
+    check_read_back(&segment_temp, &source, salt, packed.seal_offset)?;
+    // 3. Its index, written to a temporary and synced.
+    temps.create(&index_path, &packed.index)?;
+    // 4. Under the retention lock, unless a truncation took the segment meanwhile, both
+    // renamed into place, then the directory synced.
+    let retention = dir::lock_retention(dir)?;
+    let start = shared::read_start(dir)?.unwrap_or(1);
+    let original = OpenOptions::new().write(true).open(&segment_path);
+    let original = match original {
+        Ok(file) if start < source.end_seq => file,
+        Ok(_) => return Ok(PackOutcome::Gone),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PackOutcome::Gone),
+        Err(e) => return Err(Error::io(IoOp::Open, &segment_path, e)),
+    };
+    temps.commit(dir)?;
+    drop(retention);
+    // 5. The original's blocks freed in steps, unless a reader still has it open [TRUNC-04].
+    super::segment::release_blocks(&original);
+    Ok(PackOutcome::Packed {
+        records: source.end_seq - base,
+        unpacked: source.unpacked_len,
+        packed: packed.segment.len() as u64,
+    })
+}
+
+/// A sealed segment's verified records.
+struct Frames {
+    base: u64,
+    end_seq: u64,
+    /// Bytes of its header, frames and seal.
+    unpacked_len: u64,
+    payloads: Vec<Vec<u8>>,
+}
+
+enum Source {
+    Frames(Frames),
+    Packed,
+    Damaged { offset: u64, kind: CorruptKind },
+}
+
+/// Reads and checks every frame of sealed segment `base` up to its seal.
+fn read_source(dir: &Path, base: u64) -> Result<Source> {
+    let (file, path, header, file_len) = super::segment::open_file(dir, base, false)?;
+    if header.is_packed() {
+        return Ok(Source::Packed);
+    }
+    let len = usize::try_from(file_len).unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; len];
+    let read = read_at(&file, &mut bytes, 0, &path)?;
+    bytes.truncate(read);
+    let crc = FrameCrc::new(header.salt);
+    let mut inflater = Inflater::default();
+    let (mut at, mut seq) = (HEADER_LEN, base);
+    let mut payloads = Vec::new();
+    loop {
+        let rest = bytes.get(at..).unwrap_or_default();
+        match frame::decode_with(rest, &crc, seq, FRAME_PAYLOAD_LIMIT) {
+            Decoded::Record {
+                compressed,
+                payload,
+                frame_len,
+            } => {
+                let payload = if compressed {
+                    match inflater.inflate(payload, None) {
+                        Some(inflated) => inflated,
+                        None => {
+                            return Ok(Source::Damaged {
+                                offset: at as u64,
+                                kind: CorruptKind::Decompress,
+                            });
+                        }
+                    }
+                } else {
+                    payload
+                };
+                payloads.push(payload.to_vec());
+                at += frame_len;
+                seq += 1;
+            }
+            Decoded::Seal => {
+                return Ok(Source::Frames(Frames {
+                    base,
+                    end_seq: seq,
+                    unpacked_len: (at + FRAME_HEADER_LEN) as u64,
+                    payloads,
+                }));
+            }
+            Decoded::Empty => {
+                return Ok(Source::Damaged {
+                    offset: at as u64,
+                    kind: CorruptKind::MissingSeal,
+                });
+            }
+            Decoded::Invalid(kind) => {
+                return Ok(Source::Damaged {
+                    offset: at as u64,
+                    kind,
+                });
+            }
+        }
+    }
+}
+
+/// A dictionary trained on records spread evenly over the segment (empty if there are too
+/// few, or zstd cannot train one from them).
+fn train(source: &Frames) -> Vec<u8> {
+    let total: usize = source.payloads.iter().map(Vec::len).sum();
+    let step = (total / SAMPLE_BYTES).max(1);
+    let samples: Vec<&[u8]> = source
+        .payloads
+        .iter()
+        .step_by(step)
+        .map(Vec::as_slice)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if samples.len() < SAMPLE_RECORDS_MIN {
+        return Vec::new();
+    }
+    let trained = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap_or_default();
+    if trained.len() >= DICTIONARY_BYTES / 2 {
+        return trained;
+    }
+    let smaller = zstd::dict::from_samples(&samples, DICTIONARY_BYTES / 2).unwrap_or_default();
+    if smaller.len() > trained.len() {
+        smaller
+    } else {
+        trained
+    }
+}
+
+struct PackedFiles {
+    segment: Vec<u8>,
+    seal_offset: usize,
+    index: Vec<u8>,
+}
+
+/// The packed segment's bytes and its index ([SEG-09], [IDX-01]). `None` if `stop` was set.
+fn encode_packed(
+    source: &Frames,
+    salt: u64,
+    dictionary: &[u8],
+    level: i32,
+    stop: &AtomicBool,
+    path: &Path,
+) -> Result<Option<PackedFiles>> {
+    let failed = |code: usize| {
+        let reason = std::io::Error::other(zstd_safe::get_error_name(code));
+        Error::io(IoOp::Write, path, reason)
+    };
+    let mut context = CCtx::try_create()
+        .ok_or_else(|| Error::io(IoOp::Write, path, std::io::ErrorKind::OutOfMemory.into()))?;
+    context
+        .set_parameter(CParameter::CompressionLevel(level))
+        .map_err(failed)?;
+    // Each frame declares its size [FRM-06]; the dictionary is the segment's, so naming it
+    // in every frame would only cost four bytes each.
+    context
+        .set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(failed)?;
+    context
+        .set_parameter(CParameter::DictIdFlag(false))
+        .map_err(failed)?;
+    if !dictionary.is_empty() {
+        context.load_dictionary(dictionary).map_err(failed)?;
+    }
+    let crc = FrameCrc::new(salt);
+    let mut segment = FileHeader::packed(source.base, salt)
+        .encode(SEGMENT_MAGIC)
+        .to_vec();
+    let mut index = FileHeader::new(source.base, salt)
+        .encode(INDEX_MAGIC)
+        .to_vec();
+    let mut next_index_at = 0;
+    let mut scratch = Vec::new();
+    for (i, payload) in source.payloads.iter().enumerate() {
+        if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let seq = source.base + i as u64;
+        let offset = segment.len() as u64;
+        if offset >= next_index_at {
+            let entry = IndexEntry {
+                seq,
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            };
+            index.extend_from_slice(&entry.encode(salt));
+            next_index_at = offset + INDEX_INTERVAL;
+        }
+        scratch.clear();
+        scratch.reserve(zstd_safe::compress_bound(payload.len()));
+        context.compress2(&mut scratch, payload).map_err(failed)?;
+        // Compressed only when that saves an eighth, as for any frame [FRM-06].
+        if scratch.len() <= payload.len() - payload.len() / 8 {
+            frame::encode_append(&mut segment, &crc, seq, FrameKind::Compressed, &scratch);
+        } else {
+            frame::encode_append(&mut segment, &crc, seq, FrameKind::Plain, payload);
+        }
+    }
+    let seal_offset = segment.len();
+    frame::encode_append(&mut segment, &crc, source.end_seq, FrameKind::Seal, &[]);
+    let trailer = Trailer {
+        unpacked_len: source.unpacked_len,
+        dictionary,
+    };
+    let trailer = trailer.encode(salt).ok_or_else(|| {
+        let reason = std::io::Error::other("the dictionary exceeds the format's limit");
+        Error::io(IoOp::Write, path, reason)
+    })?;
+    segment.extend_from_slice(&trailer);
+    let footer = IndexFooter {
+        end_seq: source.end_seq,
+        seal_offset: u32::try_from(seal_offset).unwrap_or(u32::MAX),
+    };
+    index.extend_from_slice(&footer.encode(salt));
+    Ok(Some(PackedFiles {
+        segment,
+        seal_offset,
+        index,
+    }))
+}
+
+/// Reads the synced temporary back and checks that every record decompresses to the
+/// original's payload, and that the seal and trailer follow, before the original is replaced.
+fn check_read_back(path: &Path, source: &Frames, salt: u64, seal_offset: usize) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(IoOp::Read, path, e))?;
+    let differs = |offset: usize, kind| Error::Corrupt {
+        segment: SegmentId(source.base),
+        offset: offset as u64,
+        kind,
+    };
+    let crc = FrameCrc::new(salt);
+    let at_seal = bytes.get(seal_offset..).unwrap_or_default();
+    if frame::decode_with(at_seal, &crc, source.end_seq, FRAME_PAYLOAD_LIMIT) != Decoded::Seal {
+        return Err(differs(seal_offset, CorruptKind::MissingSeal));
+    }
+    let trailer_at = seal_offset + FRAME_HEADER_LEN;
+    let trailer = Trailer::decode_end(&bytes, salt).map_err(|kind| differs(trailer_at, kind))?;
+    if bytes.len() - trailer.len() != trailer_at {
+        return Err(differs(trailer_at, CorruptKind::MissingSeal));
+    }
+    let dictionary = Dictionary::digest(trailer.dictionary);
+    let mut inflater = Inflater::default();
+    let mut at = HEADER_LEN;
+    for (i, original) in source.payloads.iter().enumerate() {
+        let seq = source.base + i as u64;
+        let rest = bytes.get(at..seal_offset).unwrap_or_default();
+        let Decoded::Record {
+            compressed,
+            payload,
+            frame_len,
+        } = frame::decode_with(rest, &crc, seq, FRAME_PAYLOAD_LIMIT)
+        else {
+            return Err(differs(at, CorruptKind::MissingSeal));
+        };
+        let read = if compressed {
+            inflater.inflate(payload, dictionary.as_ref())
+        } else {
+            Some(payload)
+        };
+        if read != Some(original.as_slice()) {
+            return Err(differs(at, CorruptKind::Decompress));
+        }
+        at += frame_len;
+    }
+    if at == seal_offset {
+        Ok(())
+    } else {
+        Err(differs(at, CorruptKind::MissingSeal))
+    }
+}
+
+/// Temporaries of one packing, with their targets: removed on drop unless renamed into
+/// place (best effort: the next writer open removes any left [DIR-02]).
+struct Temporaries<'a> {
+    io: &'a dyn Io,
+    made: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Temporaries<'_> {
+    /// Writes `bytes` to a new temporary for `target` and syncs it; returns its path.
+    fn create(&mut self, target: &Path, bytes: &[u8]) -> Result<PathBuf> {
+        let io = self.io;
+        let parent = target.parent().unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = parent.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+        let file: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io(IoOp::Create, &temp, e))?;
+        self.made.push((temp.clone(), target.to_path_buf()));
+        write_all_at(io, &file, bytes, 0, &temp)?;
+        io.sync_all(&file)
+            .map_err(|e| Error::io(IoOp::Sync, &temp, e))?;
+        Ok(temp)
+    }
+
+    /// Renames every temporary over its target, in the order made, then syncs the directory.
+    fn commit(&mut self, dir: &Path) -> Result<()> {
+        let io = self.io;
+        while let Some((temp, target)) = self.made.first() {
+            io.rename(temp, target)
+                .map_err(|e| Error::io(IoOp::Rename, target, e))?;
+            self.made.remove(0);
+        }
+        super::durable::sync_dir(io, dir)
+    }
+}
+
+impl Drop for Temporaries<'_> {
+    fn drop(&mut self) {
+        for (temp, _) in &self.made {
+            let _ = self.io.remove_file(temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [SEG-09] a trailer round-trips from the end of a file, and any damaged byte, a
+    /// missing byte or a dictionary length past the limit is refused.
+    #[test]
+    fn trailer_round_trips_and_refuses_damage() {
+        let trailer = Trailer {
+            unpacked_len: 67_108_864,
+            dictionary: b"Event-Name: CHANNEL_",
+        };
+        let bytes = trailer.encode(7).unwrap();
+        assert_eq!(bytes.len(), TRAILER_OVERHEAD + 20);
+        assert_eq!(Trailer::decode_end(&bytes, 7), Ok(trailer));
+        let mut in_file = b"frames and a seal".to_vec();
+        in_file.extend_from_slice(&bytes);
+        assert_eq!(Trailer::decode_end(&in_file, 7), Ok(trailer));
+        assert!(Trailer::decode_end(&bytes, 8).is_err(), "bound to the salt");
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x04;
+            assert!(Trailer::decode_end(&damaged, 7).is_err(), "byte {i}");
+        }
+        assert!(Trailer::decode_end(&bytes[1..], 7).is_err());
+        let mut huge = bytes;
+        let at = huge.len() - 20;
+        huge[at..at + 4].copy_from_slice(&(DICTIONARY_LIMIT + 1).to_le_bytes());
+        assert!(matches!(
+            Trailer::decode_end(&huge, 7),
+            Err(CorruptKind::LengthOutOfBounds { .. })
+        ));
+    }
+}
