@@ -19,10 +19,15 @@ use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
 use crate::capture::client::{NodeConfig, NodeExit, Password};
 use crate::capture::http::{HttpState, router};
 use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
+use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
+use crate::forward::{
+    ForwardOptions, ForwardReport, Metrics, RedisOptions, RedisSink, Sink as _, Source, forward,
+};
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
 use crate::store::{ArtifactStore, Backend, LogStore};
+use tokio::sync::watch;
 
 #[derive(Debug, Args)]
 pub(crate) struct CaptureArgs {
@@ -81,6 +86,19 @@ pub(crate) struct CaptureArgs {
     /// its segment: ESL traffic takes about a thirteenth of the space).
     #[arg(long)]
     no_pack: bool,
+    /// Forward what is captured to this Redis server (`redis://HOST:PORT`), in this process,
+    /// reading the store: nothing is lost while Redis is down, and delivery resumes from the
+    /// checkpoint in `--checkpoint-dir` (key `forward.redis.STREAM`, the one
+    /// `esl-replay forward redis` uses).
+    #[arg(long, requires = "checkpoint_dir")]
+    forward_redis: Option<String>,
+    /// The Redis stream `--forward-redis` appends to.
+    #[arg(long, default_value = "fs:events")]
+    forward_stream: String,
+    /// At a stop, how long to let the forwarder deliver what is still undelivered; the rest
+    /// goes at the next start.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    forward_drain: Duration,
 }
 
 /// The TOML configuration file.
@@ -244,6 +262,14 @@ async fn capture(
         capture.session_id()
     );
 
+    let forwarder = match (&args.forward_redis, &args.checkpoint_dir) {
+        (Some(url), Some(checkpoints)) => Some(
+            Forwarder::start(store_path, checkpoints, url, &args.forward_stream)
+                .context("start the forwarder")?,
+        ),
+        _ => None,
+    };
+
     let server = match http {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(&address)
@@ -340,6 +366,11 @@ async fn capture(
     };
     let stats = store.stats().context("store stats")?;
     drop(store);
+    if let Some(forwarder) = forwarder {
+        forwarder
+            .finish(stats.last_sequence, args.forward_drain)
+            .await?;
+    }
     let artifacts: u64 = telemetry_sum(&telemetry.encode(), "esl_capture_artifacts_total");
     let drops: u64 = telemetry_sum(&telemetry.encode(), "esl_capture_dropped_artifacts_total");
     eprintln!(
@@ -372,6 +403,92 @@ async fn capture(
         bail!("the retention thread ended unexpectedly; records were captured without retention");
     }
     Ok(Outcome::Success)
+}
+
+/// The in-process forwarder: `esl-replay forward redis --follow` on a task of the capture's
+/// runtime, reading the capture's store as a follower.
+struct Forwarder {
+    stop: watch::Sender<bool>,
+    task: std::thread::JoinHandle<Result<ForwardReport, crate::forward::Error>>,
+    metrics: Arc<Metrics>,
+    destination: String,
+}
+
+impl Forwarder {
+    fn start(store: &Path, checkpoints: &Path, url: &str, stream: &str) -> anyhow::Result<Self> {
+        let source = Source::open_read_only(store, None)
+            .with_context(|| format!("open the store {} for forwarding", store.display()))?;
+        let checkpoints = CheckpointStore::open(checkpoints)
+            .with_context(|| format!("open the checkpoint directory {}", checkpoints.display()))?;
+        let key = format!("forward.redis.{stream}");
+        let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
+        let mut sink =
+            RedisSink::new(RedisOptions::new(url, stream)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let destination = format!("{url} {stream}");
+        let mut metadata = crate::record::JsonMap::new();
+        metadata.insert("forward_target".into(), sink.target().into());
+        metadata.insert("forward_destination".into(), destination.clone().into());
+        let options = ForwardOptions {
+            follow: true,
+            checkpoint_metadata: metadata,
+            ..ForwardOptions::default()
+        };
+        let metrics = Arc::new(Metrics::new(sink.target()));
+        let (stop, shutdown) = watch::channel(false);
+        let counted = Arc::clone(&metrics);
+        // The store handle is not `Sync`, so the forwarding future cannot move between the
+        // capture runtime's workers: it gets a thread and a runtime of its own.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the forwarder's runtime")?;
+        let task = std::thread::Builder::new()
+            .name("esl-forward".into())
+            .spawn(move || {
+                runtime.block_on(forward(
+                    &source, &mut sink, &service, &options, &counted, shutdown,
+                ))
+            })
+            .context("start the forwarder thread")?;
+        eprintln!("forwarding to {destination}");
+        Ok(Forwarder {
+            stop,
+            task,
+            metrics,
+            destination,
+        })
+    }
+
+    /// Lets the forwarder deliver up to `last` (the store's last sequence) for at most
+    /// `drain`, then stops it; its checkpoint holds what was acknowledged.
+    async fn finish(self, last: u64, drain: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.metrics.snapshot().acked_sequence < last
+            && tokio::time::Instant::now() < deadline
+            && !self.task.is_finished()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop.send(true);
+        let task = self.task;
+        let report = tokio::task::spawn_blocking(move || task.join())
+            .await
+            .context("the forwarder thread failed")?
+            .map_err(|_| anyhow::anyhow!("the forwarder thread panicked"))?
+            .with_context(|| format!("forwarding to {}", self.destination))?;
+        if report.acked_sequence >= last {
+            eprintln!(
+                "forwarded {} records to {}; everything up to sequence {last} is delivered",
+                report.forwarded, self.destination
+            );
+        } else {
+            eprintln!(
+                "forwarded {} records to {}; delivered up to sequence {} of {last}: the rest goes at the next start (or with `esl-replay forward redis`)",
+                report.forwarded, self.destination, report.acked_sequence
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Why the capture stops.
