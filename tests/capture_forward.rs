@@ -1,6 +1,6 @@
-//! `esl-replay capture --forward-redis`: one process captures from the built-in simulator and
-//! forwards what it stores to a real `redis-server` (started by the test; skipped, saying so,
-//! when the binary is absent). Every stored record reaches the stream in append order, even
+//! `esl-replay capture --forward-redis` and `--forward-nats`: one process captures from the
+//! built-in simulator and forwards what it stores to a real `redis-server` or `nats-server -js`
+//! (started by the test; skipped, saying so, when the binary is absent). Every stored record reaches the stream in append order, even
 //! when Redis is down for part of the capture: the store is the buffer, and the checkpoint
 //! (shared with `esl-replay forward redis`) says where delivery got to.
 #![cfg(all(feature = "cli", feature = "forward"))]
@@ -41,13 +41,22 @@ fn simulator(events: u64, rate: u64) -> (Child, String) {
 }
 
 fn capture(esl: &str, dir: &Path, redis: &str, duration: &str) -> Child {
+    capture_forwarding(
+        esl,
+        dir,
+        duration,
+        &["--forward-redis", redis, "--forward-stream", STREAM],
+    )
+}
+
+fn capture_forwarding(esl: &str, dir: &Path, duration: &str, forward: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(["capture", "--esl", esl, "--duration", duration])
         .arg("--store")
         .arg(dir.join("store"))
         .arg("--checkpoint-dir")
         .arg(dir.join("checkpoints"))
-        .args(["--forward-redis", redis, "--forward-stream", STREAM])
+        .args(forward)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("capture.log")).unwrap())
         .spawn()
@@ -126,4 +135,46 @@ fn records_captured_while_redis_is_down_are_delivered_when_it_is_back() {
     let sequences = stream_sequences(&server.url());
     let repeats = check_in_order_at_least_once(&sequences, stored);
     eprintln!("{repeats} entries re-sent after the outage");
+}
+
+/// JetStream from the capture process: every stored record once in the stream (re-sent
+/// batches are deduplicated by record id), and the checkpoint at the store's end.
+#[test]
+fn captured_records_are_forwarded_to_jetstream_in_one_process() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut simulator, esl) = simulator(2_000, 2_000);
+    let url = server.url();
+    let forward = [
+        "--forward-nats",
+        url.as_str(),
+        "--forward-subject",
+        "fs.events",
+        "--forward-jetstream-stream",
+        "FS_EVENTS",
+    ];
+    let mut child = capture_forwarding(&esl, dir.path(), "3s", &forward);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let _ = simulator.kill();
+    assert!(status.success(), "{}", log_of(dir.path()));
+    let stored = stored_records(&dir.path().join("store"));
+    assert!(stored > 1_000, "{stored} records stored");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (messages, last) = runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let context = async_nats::jetstream::new(client);
+        let mut stream = context.get_stream("FS_EVENTS").await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        (state.messages, state.last_sequence)
+    });
+    assert_eq!((messages, last), (stored, stored), "{}", log_of(dir.path()));
+    assert_eq!(
+        checkpoint_sequence(&dir.path().join("checkpoints"), "forward.nats.fs.events"),
+        Some(stored)
+    );
 }

@@ -22,7 +22,8 @@ use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
 use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
 use crate::forward::{
-    ForwardOptions, ForwardReport, Metrics, RedisOptions, RedisSink, Sink as _, Source, forward,
+    ForwardOptions, ForwardReport, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions,
+    RedisSink, Sink, Source, forward,
 };
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
@@ -95,6 +96,18 @@ pub(crate) struct CaptureArgs {
     /// The Redis stream `--forward-redis` appends to.
     #[arg(long, default_value = "fs:events")]
     forward_stream: String,
+    /// Forward what is captured to this NATS server (`nats://HOST:PORT`) from this process,
+    /// as `--forward-redis` does (checkpoint key `forward.nats.SUBJECT`): to JetStream with
+    /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
+    #[arg(long, requires = "checkpoint_dir", conflicts_with = "forward_redis")]
+    forward_nats: Option<String>,
+    /// The subject `--forward-nats` publishes on.
+    #[arg(long, default_value = "fs.events")]
+    forward_subject: String,
+    /// The JetStream stream that holds the subject (created if missing, with a 10-minute
+    /// duplicate window).
+    #[arg(long, requires = "forward_nats")]
+    forward_jetstream_stream: Option<String>,
     /// At a stop, how long to let the forwarder deliver what is still undelivered; the rest
     /// goes at the next start.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -262,12 +275,9 @@ async fn capture(
         capture.session_id()
     );
 
-    let forwarder = match (&args.forward_redis, &args.checkpoint_dir) {
-        (Some(url), Some(checkpoints)) => Some(
-            Forwarder::start(store_path, checkpoints, url, &args.forward_stream)
-                .context("start the forwarder")?,
-        ),
-        _ => None,
+    let forwarder = match &args.checkpoint_dir {
+        Some(checkpoints) => start_forwarder(args, store_path, checkpoints)?,
+        None => None,
     };
 
     let server = match http {
@@ -405,8 +415,8 @@ async fn capture(
     Ok(Outcome::Success)
 }
 
-/// The in-process forwarder: `esl-replay forward redis --follow` on a task of the capture's
-/// runtime, reading the capture's store as a follower.
+/// The in-process forwarder: `esl-replay forward redis|nats --follow` on a thread of its own,
+/// reading the capture's store as a follower.
 struct Forwarder {
     stop: watch::Sender<bool>,
     task: std::thread::JoinHandle<Result<ForwardReport, crate::forward::Error>>,
@@ -414,17 +424,55 @@ struct Forwarder {
     destination: String,
 }
 
+/// The forwarder the capture's flags ask for, started; `None` without `--forward-*`.
+fn start_forwarder(
+    args: &CaptureArgs,
+    store: &Path,
+    checkpoints: &Path,
+) -> anyhow::Result<Option<Forwarder>> {
+    let started = if let Some(url) = &args.forward_redis {
+        let stream = &args.forward_stream;
+        let sink =
+            RedisSink::new(RedisOptions::new(url, stream)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = format!("forward.redis.{stream}");
+        Forwarder::start(store, checkpoints, sink, key, format!("{url} {stream}"))
+    } else if let Some(url) = &args.forward_nats {
+        let subject = &args.forward_subject;
+        let mode = match &args.forward_jetstream_stream {
+            Some(stream) => NatsMode::JetStream {
+                stream: Some(stream.clone()),
+                create: true,
+                duplicate_window: Duration::from_secs(600),
+            },
+            None => {
+                eprintln!(
+                    "note: core NATS is at-most-once: records are lost if no subscriber or server takes them (add --forward-jetstream-stream)"
+                );
+                NatsMode::Core
+            }
+        };
+        let sink = NatsSink::new(NatsOptions::new(url, subject, mode));
+        let key = format!("forward.nats.{subject}");
+        Forwarder::start(store, checkpoints, sink, key, format!("{url} {subject}"))
+    } else {
+        return Ok(None);
+    };
+    started.context("start the forwarder").map(Some)
+}
+
 impl Forwarder {
-    fn start(store: &Path, checkpoints: &Path, url: &str, stream: &str) -> anyhow::Result<Self> {
+    fn start<S: Sink + Send + 'static>(
+        store: &Path,
+        checkpoints: &Path,
+        mut sink: S,
+        key: String,
+        destination: String,
+    ) -> anyhow::Result<Self> {
         let source = Source::open_read_only(store, None)
             .with_context(|| format!("open the store {} for forwarding", store.display()))?;
         let checkpoints = CheckpointStore::open(checkpoints)
             .with_context(|| format!("open the checkpoint directory {}", checkpoints.display()))?;
-        let key = format!("forward.redis.{stream}");
         let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
-        let mut sink =
-            RedisSink::new(RedisOptions::new(url, stream)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let destination = format!("{url} {stream}");
         let mut metadata = crate::record::JsonMap::new();
         metadata.insert("forward_target".into(), sink.target().into());
         metadata.insert("forward_destination".into(), destination.clone().into());
@@ -483,7 +531,7 @@ impl Forwarder {
             );
         } else {
             eprintln!(
-                "forwarded {} records to {}; delivered up to sequence {} of {last}: the rest goes at the next start (or with `esl-replay forward redis`)",
+                "forwarded {} records to {}; delivered up to sequence {} of {last}: the rest goes at the next start (or with `esl-replay forward`)",
                 report.forwarded, self.destination, report.acked_sequence
             );
         }
