@@ -178,3 +178,55 @@ fn captured_records_are_forwarded_to_jetstream_in_one_process() {
         Some(stored)
     );
 }
+
+/// The `[forward]` table of the configuration file sets up the same forwarder, and
+/// forwarding without a checkpoint directory is refused before anything starts.
+#[test]
+fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
+    let Some(server) = Server::start(Kind::Redis) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut simulator, esl) = simulator(1_000, 1_000);
+    let config = dir.path().join("capture.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = {store:?}\ncheckpoint_dir = {checkpoints:?}\n\n[forward]\nredis = {url:?}\nstream = \"fs:configured\"\n\n[[node]]\nesl = {esl:?}\n",
+            store = dir.path().join("store"),
+            checkpoints = dir.path().join("checkpoints"),
+            url = server.url(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args(["capture", "--duration", "3s", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("capture.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let _ = simulator.kill();
+    assert!(status.success(), "{}", log_of(dir.path()));
+    let stored = stored_records(&dir.path().join("store"));
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let length: u64 = redis::cmd("XLEN")
+        .arg("fs:configured")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(length, stored, "{}", log_of(dir.path()));
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args(["capture", "--esl", "127.0.0.1:1", "--forward-redis"])
+        .arg(server.url())
+        .arg("--store")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--checkpoint-dir"), "{message}");
+    assert!(!dir.path().join("other").exists(), "nothing was started");
+}

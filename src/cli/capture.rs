@@ -91,22 +91,22 @@ pub(crate) struct CaptureArgs {
     /// reading the store: nothing is lost while Redis is down, and delivery resumes from the
     /// checkpoint in `--checkpoint-dir` (key `forward.redis.STREAM`, the one
     /// `esl-replay forward redis` uses).
-    #[arg(long, requires = "checkpoint_dir")]
+    #[arg(long)]
     forward_redis: Option<String>,
-    /// The Redis stream `--forward-redis` appends to.
-    #[arg(long, default_value = "fs:events")]
-    forward_stream: String,
+    /// The Redis stream `--forward-redis` appends to [default: fs:events].
+    #[arg(long)]
+    forward_stream: Option<String>,
     /// Forward what is captured to this NATS server (`nats://HOST:PORT`) from this process,
     /// as `--forward-redis` does (checkpoint key `forward.nats.SUBJECT`): to JetStream with
     /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
-    #[arg(long, requires = "checkpoint_dir", conflicts_with = "forward_redis")]
+    #[arg(long, conflicts_with = "forward_redis")]
     forward_nats: Option<String>,
-    /// The subject `--forward-nats` publishes on.
-    #[arg(long, default_value = "fs.events")]
-    forward_subject: String,
+    /// The subject `--forward-nats` publishes on [default: fs.events].
+    #[arg(long)]
+    forward_subject: Option<String>,
     /// The JetStream stream that holds the subject (created if missing, with a 10-minute
     /// duplicate window).
-    #[arg(long, requires = "forward_nats")]
+    #[arg(long)]
     forward_jetstream_stream: Option<String>,
     /// At a stop, how long to let the forwarder deliver what is still undelivered; the rest
     /// goes at the next start.
@@ -125,8 +125,74 @@ struct FileConfig {
     worker_session_id: Option<String>,
     /// `false`: as `--no-pack`.
     pack: Option<bool>,
+    checkpoint_dir: Option<PathBuf>,
+    forward: Option<FileForward>,
     #[serde(default, rename = "node")]
     nodes: Vec<FileNode>,
+}
+
+/// `[forward]` of the configuration file: the `--forward-*` flags without their prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForward {
+    redis: Option<String>,
+    stream: Option<String>,
+    nats: Option<String>,
+    subject: Option<String>,
+    jetstream_stream: Option<String>,
+}
+
+/// Where the capture forwards what it stores, and where delivery's checkpoint is.
+#[derive(Debug, Clone)]
+struct Forwarding {
+    to: ForwardTo,
+    checkpoints: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+enum ForwardTo {
+    Redis {
+        url: String,
+        stream: String,
+    },
+    Nats {
+        url: String,
+        subject: String,
+        jetstream_stream: Option<String>,
+    },
+}
+
+/// Flags over the `[forward]` table.
+fn forwarding(
+    args: &CaptureArgs,
+    file: Option<FileForward>,
+    checkpoints: Option<&PathBuf>,
+) -> anyhow::Result<Option<Forwarding>> {
+    let file = file.unwrap_or_default();
+    let redis = args.forward_redis.clone().or(file.redis);
+    let nats = args.forward_nats.clone().or(file.nats);
+    let to = match (redis, nats) {
+        (Some(_), Some(_)) => bail!("forward to Redis or to NATS, not both"),
+        (Some(url), None) => ForwardTo::Redis {
+            url,
+            stream: (args.forward_stream.clone().or(file.stream))
+                .unwrap_or_else(|| "fs:events".into()),
+        },
+        (None, Some(url)) => ForwardTo::Nats {
+            url,
+            subject: (args.forward_subject.clone().or(file.subject))
+                .unwrap_or_else(|| "fs.events".into()),
+            jetstream_stream: args
+                .forward_jetstream_stream
+                .clone()
+                .or(file.jetstream_stream),
+        },
+        (None, None) => return Ok(None),
+    };
+    let checkpoints = checkpoints.cloned().context(
+        "forwarding needs --checkpoint-dir (or `checkpoint_dir` in the config file): delivery resumes from the checkpoint kept there",
+    )?;
+    Ok(Some(Forwarding { to, checkpoints }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +286,14 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     };
     let http = args.http.clone().or(file.http.clone());
     let pack = !args.no_pack && file.pack.unwrap_or(true);
+    let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
+    let forward = forwarding(args, file.forward, checkpoint_dir.as_ref())?;
+    let services = Services {
+        http,
+        token,
+        checkpoint_dir,
+        forward,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -227,15 +301,15 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .build()
         .context("start the async runtime")?;
     let store = open_store(&store_path, pack)?;
-    runtime.block_on(capture(
-        args,
-        &store_path,
-        store,
-        nodes,
-        options,
-        http,
-        token,
-    ))
+    runtime.block_on(capture(args, &store_path, store, nodes, options, services))
+}
+
+/// What runs beside the capture: the HTTP server, retention's checkpoints, the forwarder.
+struct Services {
+    http: Option<String>,
+    token: String,
+    checkpoint_dir: Option<PathBuf>,
+    forward: Option<Forwarding>,
 }
 
 /// Opens the capture's store; a segment-log store packs sealed segments unless told not to.
@@ -259,9 +333,14 @@ async fn capture(
     store: Box<dyn ArtifactStore>,
     nodes: Vec<NodeSpec>,
     options: CaptureOptions,
-    http: Option<String>,
-    token: String,
+    services: Services,
 ) -> anyhow::Result<Outcome> {
+    let Services {
+        http,
+        token,
+        checkpoint_dir,
+        forward,
+    } = services;
     let slugs: Vec<String> = nodes
         .iter()
         .map(|n| format!("{}={}", n.slug, n.config.address))
@@ -275,8 +354,8 @@ async fn capture(
         capture.session_id()
     );
 
-    let forwarder = match &args.checkpoint_dir {
-        Some(checkpoints) => start_forwarder(args, store_path, checkpoints)?,
+    let forwarder = match forward {
+        Some(forward) => Some(start_forwarder(store_path, forward)?),
         None => None,
     };
 
@@ -314,7 +393,7 @@ async fn capture(
             Some(
                 PeriodicPrune::start(
                     store_path.to_path_buf(),
-                    args.checkpoint_dir.clone(),
+                    checkpoint_dir.clone(),
                     PrunePolicy {
                         max_record_age: Some(age),
                         max_stream_bytes: None,
@@ -424,40 +503,40 @@ struct Forwarder {
     destination: String,
 }
 
-/// The forwarder the capture's flags ask for, started; `None` without `--forward-*`.
-fn start_forwarder(
-    args: &CaptureArgs,
-    store: &Path,
-    checkpoints: &Path,
-) -> anyhow::Result<Option<Forwarder>> {
-    let started = if let Some(url) = &args.forward_redis {
-        let stream = &args.forward_stream;
-        let sink =
-            RedisSink::new(RedisOptions::new(url, stream)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let key = format!("forward.redis.{stream}");
-        Forwarder::start(store, checkpoints, sink, key, format!("{url} {stream}"))
-    } else if let Some(url) = &args.forward_nats {
-        let subject = &args.forward_subject;
-        let mode = match &args.forward_jetstream_stream {
-            Some(stream) => NatsMode::JetStream {
-                stream: Some(stream.clone()),
-                create: true,
-                duplicate_window: Duration::from_secs(600),
-            },
-            None => {
-                eprintln!(
-                    "note: core NATS is at-most-once: records are lost if no subscriber or server takes them (add --forward-jetstream-stream)"
-                );
-                NatsMode::Core
-            }
-        };
-        let sink = NatsSink::new(NatsOptions::new(url, subject, mode));
-        let key = format!("forward.nats.{subject}");
-        Forwarder::start(store, checkpoints, sink, key, format!("{url} {subject}"))
-    } else {
-        return Ok(None);
+/// Starts the forwarder the capture was asked for.
+fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarder> {
+    let checkpoints = &forward.checkpoints;
+    let started = match forward.to {
+        ForwardTo::Redis { url, stream } => {
+            let sink = RedisSink::new(RedisOptions::new(&url, &stream))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = format!("forward.redis.{stream}");
+            Forwarder::start(store, checkpoints, sink, key, format!("{url} {stream}"))
+        }
+        ForwardTo::Nats {
+            url,
+            subject,
+            jetstream_stream,
+        } => {
+            let mode = match jetstream_stream {
+                Some(stream) => NatsMode::JetStream {
+                    stream: Some(stream),
+                    create: true,
+                    duplicate_window: Duration::from_secs(600),
+                },
+                None => {
+                    eprintln!(
+                        "note: core NATS is at-most-once: records are lost if no subscriber or server takes them (add --forward-jetstream-stream)"
+                    );
+                    NatsMode::Core
+                }
+            };
+            let sink = NatsSink::new(NatsOptions::new(&url, &subject, mode));
+            let key = format!("forward.nats.{subject}");
+            Forwarder::start(store, checkpoints, sink, key, format!("{url} {subject}"))
+        }
     };
-    started.context("start the forwarder").map(Some)
+    started.context("start the forwarder")
 }
 
 impl Forwarder {
