@@ -609,3 +609,36 @@ fn deleted_handles(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// `esl-replay log pack` packs every sealed segment and says so per segment; `log inspect`
+/// then shows each packed segment with its size before packing, and `log verify` passes.
+#[cfg(feature = "cli")]
+#[test]
+fn the_pack_and_inspect_commands_show_what_was_packed() {
+    let dir = temp_dir();
+    written_log(dir.path(), &fast_options(), 600);
+    let sealed = segment_bases(dir.path()).len() - 1;
+    let run = |command: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+            .args(["log", command])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let packed = run("pack");
+    assert_eq!(packed.matches("packed 0").count(), sealed, "{packed}");
+    assert!(packed.contains("done:"), "{packed}");
+    let inspected = run("inspect");
+    assert_eq!(
+        inspected.matches("packed from").count(),
+        sealed,
+        "{inspected}"
+    );
+    assert!(run("verify").starts_with("ok:"));
+    assert!(
+        run("pack").contains("done: 0 -> 0 bytes"),
+        "nothing left to pack"
+    );
+}

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
-use crate::storage::{DEFAULT_PACK_LEVEL, Log, LogOptions, PackOutcome, Reader, RecoveryMode};
+use crate::storage::{
+    DEFAULT_PACK_LEVEL, Log, LogOptions, PackOutcome, Reader, RecoveryMode, codec,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
@@ -57,11 +59,39 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
     let segments = reader.segments();
     writeln!(out, "segments   {}", segments.len())?;
     for id in segments {
-        let path = crate::storage::codec::segment_path(&args.dir, id.0);
+        let path = codec::segment_path(&args.dir, id.0);
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        writeln!(out, "  {id}.seg  {bytes} bytes")?;
+        match packed_from(&path) {
+            Some(unpacked) => writeln!(
+                out,
+                "  {id}.seg  {bytes} bytes, packed from {unpacked} ({:.3})",
+                bytes as f64 / unpacked.max(1) as f64
+            )?,
+            None => writeln!(out, "  {id}.seg  {bytes} bytes")?,
+        }
     }
+    let space = reader.space().context("cannot read the segments")?;
+    writeln!(
+        out,
+        "bytes      {} in frames, {} unpacked",
+        space.used, space.unpacked
+    )?;
     Ok(Outcome::Success)
+}
+
+/// For a packed segment file, its bytes before it was packed (from its trailer).
+fn packed_from(path: &std::path::Path) -> Option<u64> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; codec::HEADER_LEN];
+    std::io::Read::read_exact(&mut file, &mut head).ok()?;
+    let header = codec::FileHeader::decode(&head, codec::SEGMENT_MAGIC).ok()?;
+    if !header.is_packed() {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    codec::Trailer::decode_end(&bytes, header.salt)
+        .ok()
+        .map(|trailer| trailer.unpacked_len)
 }
 
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
