@@ -64,6 +64,16 @@ fn capture_forwarding(esl: &str, dir: &Path, duration: &str, forward: &[&str]) -
 }
 
 /// The `sequence` field of every entry of the stream, in stream order.
+/// Captures `events` events of the simulator at `rate`/s for `duration`, forwarding as the
+/// `forward` flags say, and checks that the capture exited 0.
+fn run_capture(dir: &Path, events: u64, rate: u64, duration: &str, forward: &[&str]) {
+    let (mut simulator, esl) = simulator(events, rate);
+    let mut child = capture_forwarding(&esl, dir, duration, forward);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let _ = simulator.kill();
+    assert!(status.success(), "{}", log_of(dir));
+}
+
 fn stream_sequences(url: &str) -> Vec<u64> {
     let client = redis::Client::open(url).unwrap();
     let mut connection = client.get_connection().unwrap();
@@ -98,11 +108,9 @@ fn captured_records_are_forwarded_to_redis_in_one_process() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mut simulator, esl) = simulator(2_000, 2_000);
-    let mut child = capture(&esl, dir.path(), &server.url(), "3s");
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let _ = simulator.kill();
-    assert!(status.success(), "{}", log_of(dir.path()));
+    let url = server.url();
+    let forward = ["--forward-redis", url.as_str(), "--forward-stream", STREAM];
+    run_capture(dir.path(), 2_000, 2_000, "3s", &forward);
     let stored = stored_records(&dir.path().join("store"));
     assert!(stored > 1_000, "{stored} records stored");
     let sequences = stream_sequences(&server.url());
@@ -145,7 +153,6 @@ fn captured_records_are_forwarded_to_jetstream_in_one_process() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mut simulator, esl) = simulator(2_000, 2_000);
     let url = server.url();
     let forward = [
         "--forward-nats",
@@ -155,10 +162,7 @@ fn captured_records_are_forwarded_to_jetstream_in_one_process() {
         "--forward-jetstream-stream",
         "FS_EVENTS",
     ];
-    let mut child = capture_forwarding(&esl, dir.path(), "3s", &forward);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let _ = simulator.kill();
-    assert!(status.success(), "{}", log_of(dir.path()));
+    run_capture(dir.path(), 2_000, 2_000, "3s", &forward);
     let stored = stored_records(&dir.path().join("store"));
     assert!(stored > 1_000, "{stored} records stored");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -229,4 +233,145 @@ fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("--checkpoint-dir"), "{message}");
     assert!(!dir.path().join("other").exists(), "nothing was started");
+}
+
+/// The JSON types a schema property allows (`type` as a string or a list).
+fn allowed_types(property: &serde_json::Value) -> Vec<String> {
+    match &property["type"] {
+        serde_json::Value::String(one) => vec![one.clone()],
+        serde_json::Value::Array(many) => many
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn type_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Checks `message` against docs/schemas/fs-events-v1.json: every required property, each
+/// property's type or constant, and the headers' values.
+fn check_against_schema(schema: &serde_json::Value, message: &serde_json::Value) {
+    let object = message.as_object().expect("an object");
+    for name in schema["required"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        assert!(object.contains_key(name), "{name} missing in {message}");
+    }
+    for (name, property) in schema["properties"].as_object().unwrap() {
+        let Some(value) = object.get(name) else {
+            continue;
+        };
+        if let Some(constant) = property.get("const") {
+            assert_eq!(value, constant, "{name}");
+        }
+        let types = allowed_types(property);
+        if !types.is_empty() {
+            let found = type_of(value);
+            assert!(
+                types
+                    .iter()
+                    .any(|t| t == found || (t == "number" && found == "integer")),
+                "{name} is {found}, the schema allows {types:?}: {message}"
+            );
+        }
+    }
+    for (name, value) in object["headers"].as_object().unwrap() {
+        let fine = value.is_string()
+            || value
+                .as_array()
+                .is_some_and(|items| items.iter().all(serde_json::Value::is_string));
+        assert!(fine, "header {name}: {value}");
+    }
+}
+
+/// `--forward-format fs-events-v1`: every captured event, and nothing else, reaches the
+/// stream as an object that passes docs/schemas/fs-events-v1.json, with the event's own
+/// fields (type, call, host, sequence) and the stored record's id and sequence.
+#[test]
+fn events_are_forwarded_in_the_fs_events_v1_form() {
+    let Some(server) = Server::start(Kind::Redis) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let forward = [
+        "--forward-redis",
+        url.as_str(),
+        "--forward-format",
+        "fs-events-v1",
+    ];
+    run_capture(dir.path(), 1_500, 1_500, "3s", &forward);
+
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas/fs-events-v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let store = esl_replay::store::open_read_only(&dir.path().join("store"), None).unwrap();
+    let records = store
+        .read_from_cursor(
+            &esl_replay::record::ReadCursor::start(),
+            100_000,
+            &esl_replay::record::Criteria::default(),
+        )
+        .unwrap();
+    let events: Vec<_> = records
+        .iter()
+        .filter(|r| r.artifact_name() == "event.raw")
+        .collect();
+    assert!(events.len() > 1_000, "{} events stored", events.len());
+    assert!(
+        events.len() < records.len(),
+        "other records exist and are left out"
+    );
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(reply.ids.len(), events.len(), "{}", log_of(dir.path()));
+    for (entry, record) in reply.ids.iter().zip(&events) {
+        let body: String = entry.get("record").unwrap();
+        let message: serde_json::Value = serde_json::from_str(&body).unwrap();
+        check_against_schema(&schema, &message);
+        assert_eq!(message["record_id"].as_str(), Some(record.id().as_str()));
+        assert_eq!(message["append_sequence"], record.append_sequence());
+        assert_eq!(message["event_type"].as_str(), record.event_name());
+        assert_eq!(
+            message["headers"]["Event-Name"].as_str(),
+            record.event_name()
+        );
+        assert_eq!(message["source_host"], "fs-sim");
+        assert!(message["event_sequence"].as_u64().is_some(), "{message}");
+        assert!(message["core_uuid"].as_str().is_some(), "{message}");
+    }
+    let with_call = reply
+        .ids
+        .iter()
+        .filter(|entry| {
+            let body: String = entry.get("record").unwrap();
+            body.contains("\"call_uuid\":\"")
+        })
+        .count();
+    assert!(
+        with_call > events.len() / 2,
+        "{with_call} of {} name a call",
+        events.len()
+    );
 }

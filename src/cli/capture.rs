@@ -22,8 +22,8 @@ use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
 use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
 use crate::forward::{
-    ForwardOptions, ForwardReport, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions,
-    RedisSink, Sink, Source, forward,
+    ForwardOptions, ForwardReport, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink,
+    RedisOptions, RedisSink, Sink, Source, forward,
 };
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
@@ -108,6 +108,10 @@ pub(crate) struct CaptureArgs {
     /// duplicate window).
     #[arg(long)]
     forward_jetstream_stream: Option<String>,
+    /// How forwarded records are written: `record` or `fs-events-v1` (captured events only,
+    /// normalised) [default: record].
+    #[arg(long, value_enum)]
+    forward_format: Option<super::forward::Format>,
     /// At a stop, how long to let the forwarder deliver what is still undelivered; the rest
     /// goes at the next start.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -135,6 +139,8 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileForward {
+    /// `record` or `fs-events-v1`.
+    format: Option<String>,
     redis: Option<String>,
     stream: Option<String>,
     nats: Option<String>,
@@ -146,6 +152,7 @@ struct FileForward {
 #[derive(Debug, Clone)]
 struct Forwarding {
     to: ForwardTo,
+    format: MessageFormat,
     checkpoints: PathBuf,
 }
 
@@ -169,6 +176,14 @@ fn forwarding(
     checkpoints: Option<&PathBuf>,
 ) -> anyhow::Result<Option<Forwarding>> {
     let file = file.unwrap_or_default();
+    let format = match (args.forward_format, file.format.as_deref()) {
+        (Some(format), _) => format.into(),
+        (None, None | Some("record")) => MessageFormat::Record,
+        (None, Some("fs-events-v1")) => MessageFormat::FsEventsV1,
+        (None, Some(other)) => {
+            bail!("[forward] format {other:?} is not `record` or `fs-events-v1`")
+        }
+    };
     let redis = args.forward_redis.clone().or(file.redis);
     let nats = args.forward_nats.clone().or(file.nats);
     let to = match (redis, nats) {
@@ -192,7 +207,11 @@ fn forwarding(
     let checkpoints = checkpoints.cloned().context(
         "forwarding needs --checkpoint-dir (or `checkpoint_dir` in the config file): delivery resumes from the checkpoint kept there",
     )?;
-    Ok(Some(Forwarding { to, checkpoints }))
+    Ok(Some(Forwarding {
+        to,
+        format,
+        checkpoints,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,7 +530,8 @@ fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarde
             let sink = RedisSink::new(RedisOptions::new(&url, &stream))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let key = format!("forward.redis.{stream}");
-            Forwarder::start(store, checkpoints, sink, key, format!("{url} {stream}"))
+            let destination = format!("{url} {stream}");
+            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
         }
         ForwardTo::Nats {
             url,
@@ -533,7 +553,8 @@ fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarde
             };
             let sink = NatsSink::new(NatsOptions::new(&url, &subject, mode));
             let key = format!("forward.nats.{subject}");
-            Forwarder::start(store, checkpoints, sink, key, format!("{url} {subject}"))
+            let destination = format!("{url} {subject}");
+            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
         }
     };
     started.context("start the forwarder")
@@ -546,6 +567,7 @@ impl Forwarder {
         mut sink: S,
         key: String,
         destination: String,
+        format: MessageFormat,
     ) -> anyhow::Result<Self> {
         let source = Source::open_read_only(store, None)
             .with_context(|| format!("open the store {} for forwarding", store.display()))?;
@@ -557,6 +579,7 @@ impl Forwarder {
         metadata.insert("forward_destination".into(), destination.clone().into());
         let options = ForwardOptions {
             follow: true,
+            format,
             checkpoint_metadata: metadata,
             ..ForwardOptions::default()
         };

@@ -15,8 +15,8 @@ use super::store::{CriteriaArgs, StoreArg, progress};
 use crate::checkpoint::CheckpointService;
 use crate::checkpoint::CheckpointStore;
 use crate::forward::{
-    self, ForwardOptions, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions, RedisSink, Sink,
-    Source, Stopped, Trim,
+    self, ForwardOptions, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions,
+    RedisSink, Sink, Source, Stopped, Trim,
 };
 use crate::record::JsonMap;
 
@@ -44,6 +44,10 @@ pub(crate) struct CommonArgs {
     /// forwarder stops at the store's end as it was at start.
     #[arg(long, short = 'f')]
     follow: bool,
+    /// How records are written: `record` (each record as one reference NDJSON line), or
+    /// `fs-events-v1` (captured events only, normalised; docs/schemas/fs-events-v1.json).
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
     /// Records per batch (one acknowledgement round each; the next batch is read while
     /// one is being confirmed).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -85,6 +89,26 @@ pub(crate) struct RedisArgs {
     /// Trim entries older than this (XADD MINID ~ now-AGE), e.g. 7d.
     #[arg(long, value_parser = super::input::parse_age)]
     max_age: Option<Duration>,
+}
+
+/// `--format`: how forwarded records are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Each record as one reference NDJSON line.
+    #[default]
+    Record,
+    /// Captured events only, normalised (`fs-events-v1`).
+    #[value(name = "fs-events-v1")]
+    FsEventsV1,
+}
+
+impl From<Format> for MessageFormat {
+    fn from(format: Format) -> MessageFormat {
+        match format {
+            Format::Record => MessageFormat::Record,
+            Format::FsEventsV1 => MessageFormat::FsEventsV1,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -207,6 +231,7 @@ async fn run_sink<S: Sink>(
         log_interval: args.log_interval,
         checkpoint_metadata: metadata,
         checkpoint_interval: args.checkpoint_interval,
+        format: args.format.into(),
     };
 
     let metrics = Arc::new(Metrics::new(sink.target()));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{Backoff, Error, Message, Metrics, Sink, SinkError, Source};
+use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor};
 use crate::store::ArtifactStore;
@@ -41,6 +41,9 @@ pub struct ForwardOptions {
     /// of deliveries) plus the batch in flight. `Duration::ZERO` saves after every batch.
     /// Default: 1 s.
     pub checkpoint_interval: Duration,
+    /// How records are written: whole records (the default), or captured events only in the
+    /// `fs-events-v1` form, the other records skipped as the criteria skip them.
+    pub format: MessageFormat,
 }
 
 impl Default for ForwardOptions {
@@ -54,6 +57,7 @@ impl Default for ForwardOptions {
             log_interval: Duration::from_secs(10),
             checkpoint_metadata: JsonMap::new(),
             checkpoint_interval: Duration::from_secs(1),
+            format: MessageFormat::Record,
         }
     }
 }
@@ -153,6 +157,7 @@ pub async fn forward<S: Sink>(
         source,
         selection: Arc::new(Selection {
             criteria: options.criteria.clone(),
+            format: options.format,
             batch_size: options.batch_size,
         }),
         end,
@@ -212,13 +217,14 @@ struct Batch {
     oldest_pending: Option<OffsetDateTime>,
     /// The records the criteria select, in append order.
     messages: Vec<Message>,
-    /// Records read but left out by the criteria.
+    /// Records read but left out by the criteria (or the message format).
     skipped: u64,
 }
 
 /// Which records a batch holds.
 struct Selection {
     criteria: Criteria,
+    format: MessageFormat,
     batch_size: usize,
 }
 
@@ -375,8 +381,10 @@ fn read_batch(
             last = Some(record.append_sequence());
             oldest_pending.get_or_insert_with(|| record.stored_at());
             read += 1;
-            if selection.criteria.matches_view(record) {
-                messages.push(Message::from_view(record));
+            if selection.criteria.matches_view(record)
+                && let Some(message) = Message::encode(record, selection.format)
+            {
+                messages.push(message);
             }
         },
     )?;

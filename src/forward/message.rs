@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use super::MessageFormat;
 use crate::record::{MapTexts, Record, RecordView};
 
 /// Redis stream field holding the record as reference NDJSON (one JSON object).
@@ -63,12 +64,36 @@ impl Message {
         record.append_ndjson_line(&mut line);
         line.pop(); // the line's '\n'
         Message {
+            body: Bytes::from(line),
+            ..Message::routing_of(record)
+        }
+    }
+
+    /// The message for a viewed record in `format`; `None` when the format does not carry
+    /// the record (`fs-events-v1` carries captured events only).
+    #[must_use]
+    pub fn encode(record: &RecordView<'_>, format: MessageFormat) -> Option<Message> {
+        match format {
+            MessageFormat::Record => Some(Message::from_view(record)),
+            MessageFormat::FsEventsV1 => {
+                let body = super::normalise::fs_event_v1(record)?;
+                Some(Message {
+                    body: Bytes::from(body),
+                    ..Message::routing_of(record)
+                })
+            }
+        }
+    }
+
+    /// A message of `record`'s routing fields with an empty body.
+    fn routing_of(record: &RecordView<'_>) -> Message {
+        Message {
             sequence: record.append_sequence(),
             id: record.id().to_owned(),
             artifact_name: record.artifact_name().to_owned(),
             event_name: record.event_name().map(str::to_owned),
             job_uuid: record.job_uuid().map(str::to_owned),
-            body: Bytes::from(line),
+            body: Bytes::new(),
         }
     }
 

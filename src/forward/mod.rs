@@ -27,6 +27,7 @@ mod forwarder;
 pub mod message;
 pub mod metrics;
 mod nats;
+pub mod normalise;
 mod redis;
 mod source;
 
@@ -38,6 +39,7 @@ pub use forwarder::{Delivery, ForwardOptions, ForwardReport, Stopped, forward};
 pub use message::Message;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use nats::{NatsMode, NatsOptions, NatsSink};
+pub use normalise::MessageFormat;
 pub use redis::{RedisOptions, RedisSink, Trim};
 pub use source::Source;
 
