@@ -23,7 +23,8 @@ use super::frame::{self, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameCr
 use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
 use super::id::SegmentId;
 use super::index::{INDEX_INTERVAL, IndexEntry, IndexFooter};
-use super::io::{Io, read_at, write_all_at};
+use super::io::mmap::SegmentMap;
+use super::io::{Io, write_all_at};
 use super::shared::{self, Shared};
 
 /// Magic number of the dictionary trailer after a packed segment's seal.
@@ -428,7 +429,31 @@ struct Frames {
     end_seq: u64,
     /// Bytes of its header, frames and seal.
     unpacked_len: u64,
-    payloads: Vec<Vec<u8>>,
+    /// The segment, mapped: payloads are read where they are stored, so packing a segment
+    /// holds no copy of it in memory. The file stays open meanwhile, which keeps a
+    /// truncation from freeing its blocks under the map [TRUNC-04].
+    map: SegmentMap,
+    _file: File,
+    payloads: Vec<Payload>,
+}
+
+/// Where a record's payload is.
+enum Payload {
+    /// Stored as is, at this range of the map.
+    Mapped(std::ops::Range<usize>),
+    /// Stored compressed (a large record, [FRM-06]): its content.
+    Inflated(Vec<u8>),
+}
+
+impl Frames {
+    /// The records' payloads, in sequence order.
+    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        let bytes = self.map.published();
+        self.payloads.iter().map(move |payload| match payload {
+            Payload::Mapped(range) => bytes.get(range.clone()).unwrap_or_default(),
+            Payload::Inflated(content) => content.as_slice(),
+        })
+    }
 }
 
 enum Source {
@@ -443,15 +468,16 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
     if header.is_packed() {
         return Ok(Source::Packed);
     }
-    let len = usize::try_from(file_len).unwrap_or(usize::MAX);
-    let mut bytes = vec![0u8; len];
-    let read = read_at(&file, &mut bytes, 0, &path)?;
-    bytes.truncate(read);
+    // The segment is sealed and its roll durable (the caller's promise): no byte of it is
+    // ever written again [SEG-03], so the whole file may be published (docs/SAFETY.md).
+    let map = SegmentMap::read_only(&file, &path)?;
+    map.publish(file_len);
+    let bytes = map.published();
     let crc = FrameCrc::new(header.salt);
     let mut inflater = Inflater::default();
     let (mut at, mut seq) = (HEADER_LEN, base);
     let mut payloads = Vec::new();
-    loop {
+    let found = loop {
         let rest = bytes.get(at..).unwrap_or_default();
         match frame::decode_with(rest, &crc, seq, FRAME_PAYLOAD_LIMIT) {
             Decoded::Record {
@@ -459,57 +485,46 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
                 payload,
                 frame_len,
             } => {
-                let payload = if compressed {
+                payloads.push(if compressed {
                     match inflater.inflate(payload, None) {
-                        Some(inflated) => inflated,
-                        None => {
-                            return Ok(Source::Damaged {
-                                offset: at as u64,
-                                kind: CorruptKind::Decompress,
-                            });
-                        }
+                        Some(content) => Payload::Inflated(content.to_vec()),
+                        None => break Err((at, CorruptKind::Decompress)),
                     }
                 } else {
-                    payload
-                };
-                payloads.push(payload.to_vec());
+                    Payload::Mapped(at + FRAME_HEADER_LEN..at + frame_len)
+                });
                 at += frame_len;
                 seq += 1;
             }
-            Decoded::Seal => {
-                return Ok(Source::Frames(Frames {
-                    base,
-                    end_seq: seq,
-                    unpacked_len: (at + FRAME_HEADER_LEN) as u64,
-                    payloads,
-                }));
-            }
-            Decoded::Empty => {
-                return Ok(Source::Damaged {
-                    offset: at as u64,
-                    kind: CorruptKind::MissingSeal,
-                });
-            }
-            Decoded::Invalid(kind) => {
-                return Ok(Source::Damaged {
-                    offset: at as u64,
-                    kind,
-                });
-            }
+            Decoded::Seal => break Ok(()),
+            Decoded::Empty => break Err((at, CorruptKind::MissingSeal)),
+            Decoded::Invalid(kind) => break Err((at, kind)),
         }
-    }
+    };
+    Ok(match found {
+        Ok(()) => Source::Frames(Frames {
+            base,
+            end_seq: seq,
+            unpacked_len: (at + FRAME_HEADER_LEN) as u64,
+            map,
+            _file: file,
+            payloads,
+        }),
+        Err((offset, kind)) => Source::Damaged {
+            offset: offset as u64,
+            kind,
+        },
+    })
 }
 
 /// A dictionary trained on records spread evenly over the segment (empty if there are too
 /// few, or zstd cannot train one from them).
 fn train(source: &Frames) -> Vec<u8> {
-    let total: usize = source.payloads.iter().map(Vec::len).sum();
+    let total: usize = source.payloads().map(<[u8]>::len).sum();
     let step = (total / SAMPLE_BYTES).max(1);
     let samples: Vec<&[u8]> = source
-        .payloads
-        .iter()
+        .payloads()
         .step_by(step)
-        .map(Vec::as_slice)
         .filter(|p| !p.is_empty())
         .collect();
     if samples.len() < SAMPLE_RECORDS_MIN {
@@ -571,7 +586,7 @@ fn encode_packed(
         .to_vec();
     let mut next_index_at = 0;
     let mut scratch = Vec::new();
-    for (i, payload) in source.payloads.iter().enumerate() {
+    for (i, payload) in source.payloads().enumerate() {
         if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -640,7 +655,7 @@ fn check_read_back(path: &Path, source: &Frames, salt: u64, seal_offset: usize) 
     let dictionary = Dictionary::digest(trailer.dictionary);
     let mut inflater = Inflater::default();
     let mut at = HEADER_LEN;
-    for (i, original) in source.payloads.iter().enumerate() {
+    for (i, original) in source.payloads().enumerate() {
         let seq = source.base + i as u64;
         let rest = bytes.get(at..seal_offset).unwrap_or_default();
         let Decoded::Record {
@@ -656,7 +671,7 @@ fn check_read_back(path: &Path, source: &Frames, salt: u64, seal_offset: usize) 
         } else {
             Some(payload)
         };
-        if read != Some(original.as_slice()) {
+        if read != Some(original) {
             return Err(differs(at, CorruptKind::Decompress));
         }
         at += frame_len;
