@@ -383,7 +383,7 @@ pub(crate) fn pack_segment(
         }
         Err(error) => return Err(error),
     };
-    // 1. The packed copy, built in memory from the verified frames.
+    // Steps 1-2 [PACK-02]: the frames read and checked (above), the packed copy built in memory.
     let segment_path = dir::segment_path(dir, base);
     let index_path = dir::index_path(dir, base);
     let salt = rand::random::<u64>();
@@ -392,16 +392,16 @@ pub(crate) fn pack_segment(
     else {
         return Ok(PackOutcome::Stopped);
     };
-    // 2. Written to a temporary, synced, and read back against the original.
+    // Step 3 [PACK-03]: written to a temporary, synced, and read back against the original.
     let mut temps = Temporaries {
         io,
         made: Vec::new(),
     };
     let segment_temp = temps.create(&segment_path, &packed.segment)?;
     check_read_back(&segment_temp, &source, salt, packed.seal_offset)?;
-    // 3. Its index, written to a temporary and synced.
+    // Step 4: its index, written to a temporary and synced.
     temps.create(&index_path, &packed.index)?;
-    // 4. Under the retention lock, unless a truncation took the segment meanwhile, both
+    // Step 5 [PACK-04]: under the retention lock, unless a truncation took the segment, both
     // renamed into place, then the directory synced.
     let retention = dir::lock_retention(dir)?;
     let start = shared::read_start(dir)?.unwrap_or(1);
@@ -414,7 +414,7 @@ pub(crate) fn pack_segment(
     };
     temps.commit(dir)?;
     drop(retention);
-    // 5. The original's blocks freed in steps, unless a reader still has it open [TRUNC-04].
+    // Step 6 [PACK-05]: the original's blocks freed in steps, unless a reader holds it.
     super::segment::release_blocks(&original);
     Ok(PackOutcome::Packed {
         records: source.end_seq - base,
