@@ -375,3 +375,30 @@ fn events_are_forwarded_in_the_fs_events_v1_form() {
         events.len()
     );
 }
+
+/// A target that refuses the records for good (the stream's key holds a string) stops the
+/// forwarder, not the capture: every record is still stored, the log says so at once, and
+/// the capture exits 2 at its stop, naming the target.
+#[test]
+fn a_forwarder_refused_for_good_stops_without_stopping_the_capture() {
+    let Some(server) = Server::start(Kind::Redis) else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let (): () = redis::cmd("SET")
+        .arg(STREAM)
+        .arg("not a stream")
+        .query(&mut connection)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut simulator, esl) = simulator(1_000, 1_000);
+    let mut child = capture(&esl, dir.path(), &server.url(), "2s");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let _ = simulator.kill();
+    let log = log_of(dir.path());
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("the forwarder stopped"), "{log}");
+    assert!(log.contains(&server.url()), "{log}");
+    assert!(stored_records(&dir.path().join("store")) > 500, "{log}");
+}

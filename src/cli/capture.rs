@@ -595,9 +595,15 @@ impl Forwarder {
         let task = std::thread::Builder::new()
             .name("esl-forward".into())
             .spawn(move || {
-                runtime.block_on(forward(
+                let result = runtime.block_on(forward(
                     &source, &mut sink, &service, &options, &counted, shutdown,
-                ))
+                ));
+                // Said now, not only at the stop: the capture goes on storing meanwhile, and
+                // what is not delivered is delivered by the next start.
+                if let Err(error) = &result {
+                    tracing::error!(%error, "the forwarder stopped; records are still stored");
+                }
+                result
             })
             .context("start the forwarder thread")?;
         eprintln!("forwarding to {destination}");
