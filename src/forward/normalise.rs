@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::esl::event::{PlainEvent, json_event};
-use crate::record::{JsonMap, RecordView, keys};
+use crate::record::{CapturePayload, JsonMap, RecordView, keys};
 
 /// The value of the `schema` field.
 pub const SCHEMA: &str = "fs-events-v1";
@@ -66,12 +66,9 @@ pub fn fs_event_v1(record: &RecordView<'_>) -> Option<String> {
 /// The event's headers, values decoded (strings, or arrays of strings for multi-valued JSON
 /// headers), in the order sent, with the inner body under `_body` when there is one.
 fn event_headers(payload: &JsonMap) -> Option<Map<String, Value>> {
-    let raw = payload.get(keys::RAW_PAYLOAD)?.as_str()?;
-    let content_type = payload
-        .get(keys::PROTOCOL_FACTS)
-        .and_then(Value::as_object)
-        .and_then(|facts| facts.get(keys::FACT_CONTENT_TYPE))
-        .and_then(Value::as_str)?;
+    let capture = CapturePayload::of(payload);
+    let raw = capture.raw_text()?;
+    let content_type = capture.fact(keys::FACT_CONTENT_TYPE)?;
     match content_type {
         "text/event-plain" => {
             let event = PlainEvent::parse(raw.as_bytes()).ok()?;

@@ -26,13 +26,25 @@ pub(crate) fn sync_dir(io: &dyn Io, dir: &Path) -> Result<()> {
 /// step 3 the new file, durable once step 4 returns. Concurrent replacements of one target
 /// never mix bytes: each has its own temporary and the last rename wins.
 pub(crate) fn replace_file(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = write_temporary(io, target, bytes)?;
+    if let Err(source) = io.rename(&temp, target) {
+        let _ = io.remove_file(&temp);
+        return Err(Error::io(IoOp::Rename, target, source));
+    }
+    sync_dir(io, target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Steps 1 and 2 of [`replace_file`]: `bytes` written to a new temporary beside `target`,
+/// named `.NAME.XXXXXXXXXXXXXXXX.tmp` [ATOM-01], and synced; returns its path. On failure
+/// the temporary is removed (best effort).
+pub(crate) fn write_temporary(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    let result = (|| {
+    let written = (|| {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -40,15 +52,15 @@ pub(crate) fn replace_file(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<(
             .map_err(|e| Error::io(IoOp::Create, &temp, e))?;
         write_all_at(io, &file, bytes, 0, &temp)?;
         io.sync_all(&file)
-            .map_err(|e| Error::io(IoOp::Sync, &temp, e))?;
-        io.rename(&temp, target)
-            .map_err(|e| Error::io(IoOp::Rename, target, e))
+            .map_err(|e| Error::io(IoOp::Sync, &temp, e))
     })();
-    if result.is_err() {
-        let _ = io.remove_file(&temp);
-        return result;
+    match written {
+        Ok(()) => Ok(temp),
+        Err(error) => {
+            let _ = io.remove_file(&temp);
+            Err(error)
+        }
     }
-    sync_dir(io, dir)
 }
 
 /// Replaces a small file atomically and durably on the real file system.

@@ -23,8 +23,8 @@ use super::frame::{self, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameCr
 use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
 use super::id::SegmentId;
 use super::index::{INDEX_INTERVAL, IndexEntry, IndexFooter};
+use super::io::Io;
 use super::io::mmap::SegmentMap;
-use super::io::{Io, write_all_at};
 use super::shared::{self, Shared};
 
 /// Magic number of the dictionary trailer after a packed segment's seal.
@@ -693,22 +693,8 @@ struct Temporaries<'a> {
 impl Temporaries<'_> {
     /// Writes `bytes` to a new temporary for `target` and syncs it; returns its path.
     fn create(&mut self, target: &Path, bytes: &[u8]) -> Result<PathBuf> {
-        let io = self.io;
-        let parent = target.parent().unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = parent.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-        let file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(IoOp::Create, &temp, e))?;
+        let temp = super::durable::write_temporary(self.io, target, bytes)?;
         self.made.push((temp.clone(), target.to_path_buf()));
-        write_all_at(io, &file, bytes, 0, &temp)?;
-        io.sync_all(&file)
-            .map_err(|e| Error::io(IoOp::Sync, &temp, e))?;
         Ok(temp)
     }
 
