@@ -72,19 +72,11 @@
 //! for event in ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP"] {
 //!     let mut payload = JsonMap::new();
 //!     payload.insert("Event-Name".into(), event.into());
-//!     ids.push(store.write(Envelope {
-//!         artifact_version: "1".into(),
-//!         artifact_name: "event.raw".into(),
-//!         capture_timestamp: time::OffsetDateTime::now_utc(),
-//!         capture_path: None,
-//!         connection_generation: Some("1".into()),
-//!         session_id: None,
-//!         job_uuid: None,
-//!         event_name: Some(event.into()),
-//!         correlation_ids: JsonMap::new(),
-//!         runtime_flags: JsonMap::new(),
-//!         payload,
-//!     })?);
+//!     let envelope = Envelope::new("1", "event.raw", time::OffsetDateTime::now_utc())
+//!         .with_connection_generation("1")
+//!         .with_event_name(event)
+//!         .with_payload(payload);
+//!     ids.push(store.write(envelope)?);
 //! }
 //!
 //! // Read in append order from a cursor (the last sequence consumed), with criteria.

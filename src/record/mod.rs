@@ -33,19 +33,8 @@
 //! let mut payload = JsonMap::new();
 //! payload.insert("command".into(), "originate".into());
 //! payload.insert("args".into(), "sofia/internal/1000".into());
-//! let envelope = Envelope {
-//!     artifact_version: "1".into(),
-//!     artifact_name: "api.dispatch".into(),
-//!     capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-//!     capture_path: None,
-//!     connection_generation: None,
-//!     session_id: None,
-//!     job_uuid: None,
-//!     event_name: None,
-//!     correlation_ids: JsonMap::new(),
-//!     runtime_flags: JsonMap::new(),
-//!     payload,
-//! };
+//! let envelope = Envelope::new("1", "api.dispatch", datetime!(2024-01-15 10:00:00 UTC))
+//!     .with_payload(payload);
 //! let record = Record::from_envelope(
 //!     envelope,
 //!     RecordId::generate(),
@@ -191,6 +180,88 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// An envelope with the three fields every artifact has; the optional fields are
+    /// `None` and the maps empty until a `with_*` method sets them.
+    ///
+    /// Nothing is validated here (see [`Record::from_envelope`]); the
+    /// [module example](crate::record#examples) builds one.
+    #[must_use]
+    pub fn new(
+        artifact_version: impl Into<String>,
+        artifact_name: impl Into<String>,
+        capture_timestamp: OffsetDateTime,
+    ) -> Self {
+        Self {
+            artifact_version: artifact_version.into(),
+            artifact_name: artifact_name.into(),
+            capture_timestamp,
+            capture_path: None,
+            connection_generation: None,
+            session_id: None,
+            job_uuid: None,
+            event_name: None,
+            correlation_ids: JsonMap::new(),
+            runtime_flags: JsonMap::new(),
+            payload: JsonMap::new(),
+        }
+    }
+
+    /// This envelope with [`capture_path`](Self::capture_path) set.
+    #[must_use]
+    pub fn with_capture_path(mut self, capture_path: impl Into<String>) -> Self {
+        self.capture_path = Some(capture_path.into());
+        self
+    }
+
+    /// This envelope with [`connection_generation`](Self::connection_generation) set.
+    #[must_use]
+    pub fn with_connection_generation(mut self, generation: impl Into<String>) -> Self {
+        self.connection_generation = Some(generation.into());
+        self
+    }
+
+    /// This envelope with [`session_id`](Self::session_id) set.
+    #[must_use]
+    pub fn with_session_id(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// This envelope with [`job_uuid`](Self::job_uuid) set.
+    #[must_use]
+    pub fn with_job_uuid(mut self, job_uuid: impl Into<String>) -> Self {
+        self.job_uuid = Some(job_uuid.into());
+        self
+    }
+
+    /// This envelope with [`event_name`](Self::event_name) set.
+    #[must_use]
+    pub fn with_event_name(mut self, event_name: impl Into<String>) -> Self {
+        self.event_name = Some(event_name.into());
+        self
+    }
+
+    /// This envelope with these [`correlation_ids`](Self::correlation_ids).
+    #[must_use]
+    pub fn with_correlation_ids(mut self, correlation_ids: JsonMap) -> Self {
+        self.correlation_ids = correlation_ids;
+        self
+    }
+
+    /// This envelope with these [`runtime_flags`](Self::runtime_flags).
+    #[must_use]
+    pub fn with_runtime_flags(mut self, runtime_flags: JsonMap) -> Self {
+        self.runtime_flags = runtime_flags;
+        self
+    }
+
+    /// This envelope with this [`payload`](Self::payload).
+    #[must_use]
+    pub fn with_payload(mut self, payload: JsonMap) -> Self {
+        self.payload = payload;
+        self
+    }
+
     /// Computes the checksum a record built from this envelope gets (see [`checksum`]).
     ///
     /// # Errors
@@ -524,19 +595,10 @@ mod tests {
     }
 
     fn envelope() -> Envelope {
-        Envelope {
-            artifact_version: "1".into(),
-            artifact_name: "api.dispatch".into(),
-            capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-            capture_path: None,
-            connection_generation: None,
-            session_id: Some("sess-001".into()),
-            job_uuid: Some("job-1".into()),
-            event_name: None,
-            correlation_ids: JsonMap::new(),
-            runtime_flags: JsonMap::new(),
-            payload: map(json!({"command": "originate", "args": "sofia/internal/1000"})),
-        }
+        Envelope::new("1", "api.dispatch", datetime!(2024-01-15 10:00:00 UTC))
+            .with_session_id("sess-001")
+            .with_job_uuid("job-1")
+            .with_payload(map(json!({"command": "originate", "args": "sofia/internal/1000"})))
     }
 
     fn record_with(sequence: u64) -> Result<Record, Error> {
