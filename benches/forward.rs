@@ -10,7 +10,9 @@
 //! 1,000 with `redis-benchmark -P 1000` running `XADD` with the same field names and value
 //! sizes on the same server, and prints a `RESULT` line (target F1: ≥ 0.5×).
 
-#[path = "../tests/forward_support/mod.rs"]
+// The test helpers that start redis-server and nats-server; the bench uses some of them.
+#[allow(dead_code, reason = "the bench uses only the server and store helpers")]
+#[path = "../tests/support/forward.rs"]
 mod forward_support;
 
 mod common;

@@ -20,7 +20,7 @@
 //! mode), as does `--ignored` (500 rounds). `ESL_REPLAY_CRASH_SEED` repeats a run. The
 //! binary prints the closing line `N passed, M failed` and exits non-zero on failure.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use esl_replay::storage::{Log, LogOptions, ReadStrategy, Reader, Seq, SyncPolicy};
 
-use common::{MAX_PAYLOAD, Rng, checksum, small_options};
+use crate::support::storage::{MAX_PAYLOAD, Rng, checksum, small_options};
 
 const TEST_NAME: &str = "process_kill_crash_rounds";
 const CHILD_ENV: &str = "ESL_REPLAY_CRASH_CHILD";
@@ -83,7 +83,7 @@ fn policy(name: &str) -> SyncPolicy {
 const POLICIES: [&str; 3] = ["every-append", "group-commit", "group-commit-delay"];
 
 fn payload(seed: u64, seq: u64) -> Vec<u8> {
-    common::payload(seed, seq, MAX_PAYLOAD as usize)
+    support::storage::payload(seed, seq, MAX_PAYLOAD as usize)
 }
 
 /// The child: append, wait durable, acknowledge on stdout, until killed.
@@ -264,7 +264,7 @@ fn round(dir: &Path, round: u64, rng: &mut Rng, history: &mut History) -> Result
     }
 
     // The unrecovered log, read-only, as a follower in another process would see it.
-    if common::segment_bases(dir).is_empty() {
+    if support::storage::segment_bases(dir).is_empty() {
         if !transcript.acked.is_empty() {
             return Err("acknowledged records but no segment file".into());
         }
@@ -370,7 +370,7 @@ fn check_log(
 fn parent(rounds: u64) -> ExitCode {
     let seed = Rng::seed_from_env(SEED_ENV);
     let mut rng = Rng::new(seed);
-    let dir = common::temp_dir();
+    let dir = support::storage::temp_dir();
     let mut history = History {
         seed,
         next: 1,

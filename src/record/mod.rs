@@ -598,7 +598,9 @@ mod tests {
         Envelope::new("1", "api.dispatch", datetime!(2024-01-15 10:00:00 UTC))
             .with_session_id("sess-001")
             .with_job_uuid("job-1")
-            .with_payload(map(json!({"command": "originate", "args": "sofia/internal/1000"})))
+            .with_payload(map(
+                json!({"command": "originate", "args": "sofia/internal/1000"}),
+            ))
     }
 
     fn record_with(sequence: u64) -> Result<Record, Error> {

@@ -1,0 +1,1375 @@
+//! The capture node against scripted FreeSWITCH conversations.
+//!
+//! A tokio `TcpListener` plays FreeSWITCH from the synthetic fixtures: greeting, auth
+//! (`+OK accepted` or `-ERR invalid` + disconnect notice), replies to the restore commands,
+//! scripted events, then a disconnect notice, a dropped socket, or a command loop answering
+//! `api` and `bgapi` (ack + BACKGROUND_JOB carrying our Job-UUID). The tests check what the
+//! store holds afterwards: names, order, fields, payload layout, generations, restored
+//! subscriptions and the gap markers; and the queue's exact drop accounting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use esl_replay::capture::artifact::{CaptureArtifact, Captured, Mapper, NodeIdentity, Stamp};
+use esl_replay::capture::client::{Backoff, GatewayCommand, NodeConfig, NodeExit, Password};
+use esl_replay::capture::command::CommandConnection;
+use esl_replay::capture::http::{HttpState, router};
+use esl_replay::capture::queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
+use esl_replay::capture::telemetry::Telemetry;
+use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
+use esl_replay::esl::{EslCodec, Frame};
+use esl_replay::evidence::EvidenceBundle;
+use esl_replay::record::{CapturePayload, Record};
+use esl_replay::store::{ArtifactStore, LogStore};
+use parking_lot::Mutex;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Decoder;
+
+use crate::support;
+use crate::support::capture::{all_records, evidence, generation_ids, new_store};
+
+const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/esl/synthetic")
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+fn frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut codec = EslCodec::new();
+    std::iter::from_fn(|| codec.decode_eof(&mut buf).unwrap()).collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    /// Send the inbound disconnect notice, then close.
+    Notice,
+    /// Answer api/bgapi/exit until the client goes away.
+    Serve,
+}
+
+#[derive(Clone, Debug)]
+struct Script {
+    password: &'static str,
+    events: Vec<&'static str>,
+    end: End,
+}
+
+/// The commands each connection received (auth lines included).
+type CommandLog = Arc<Mutex<Vec<Vec<String>>>>;
+
+async fn read_command(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches('\n').to_owned();
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue;
+            }
+            return Some(lines);
+        }
+        lines.push(line);
+    }
+}
+
+/// Plays one FreeSWITCH connection.
+async fn play(socket: TcpStream, script: Script, log: CommandLog, index: usize) {
+    let (read, mut write) = socket.into_split();
+    let mut reader = BufReader::new(read);
+    log.lock().push(Vec::new());
+    let record = |lines: &Vec<String>| log.lock()[index].push(lines.join("|"));
+    write
+        .write_all(&fixture("01-auth-request.esl"))
+        .await
+        .unwrap();
+    let Some(auth) = read_command(&mut reader).await else {
+        return;
+    };
+    record(&auth);
+    if auth[0] != format!("auth {}", script.password) {
+        write
+            .write_all(&fixture("03-command-reply-auth-err-then-disconnect.esl"))
+            .await
+            .unwrap();
+        return;
+    }
+    write
+        .write_all(&fixture("02-command-reply-auth-ok.esl"))
+        .await
+        .unwrap();
+    let filter_ok = frames(&fixture("20-command-replies-misc.esl"))[0].to_bytes();
+    let mut events_sent = false;
+    loop {
+        // Restore commands arrive right after the auth reply; once they stop for 100 ms the
+        // scripted events go out.
+        let command = if events_sent {
+            read_command(&mut reader).await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(100), read_command(&mut reader)).await
+            {
+                Ok(command) => command,
+                Err(_) => {
+                    for event in &script.events {
+                        write.write_all(&fixture(event)).await.unwrap();
+                    }
+                    events_sent = true;
+                    if script.end == End::Notice {
+                        write
+                            .write_all(&fixture("15-disconnect-notice-inbound.esl"))
+                            .await
+                            .unwrap();
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(command) = command else { return };
+        record(&command);
+        if command[0].starts_with("event ") {
+            write
+                .write_all(&fixture("04-command-reply-event-plain-ok.esl"))
+                .await
+                .unwrap();
+        } else if command[0].starts_with("filter ") {
+            write.write_all(&filter_ok).await.unwrap();
+        } else if command[0].starts_with("api ") {
+            write
+                .write_all(&fixture("06-api-response-version.esl"))
+                .await
+                .unwrap();
+        } else if command[0].starts_with("bgapi ") {
+            let job = command
+                .iter()
+                .find_map(|l| l.strip_prefix("Job-UUID: "))
+                .unwrap()
+                .to_owned();
+            let ack = String::from_utf8(fixture("07-command-reply-bgapi-accepted.esl"))
+                .unwrap()
+                .replace(FIXTURE_JOB, &job);
+            write.write_all(ack.as_bytes()).await.unwrap();
+            let event = String::from_utf8(fixture("08-event-plain-background-job.esl"))
+                .unwrap()
+                .replace(FIXTURE_JOB, &job);
+            write.write_all(event.as_bytes()).await.unwrap();
+        } else if command[0] == "exit" {
+            write
+                .write_all(b"Content-Type: command/reply\nReply-Text: +OK bye\n\n")
+                .await
+                .unwrap();
+            write
+                .write_all(&fixture("15-disconnect-notice-inbound.esl"))
+                .await
+                .unwrap();
+            return;
+        }
+    }
+}
+
+/// A fake FreeSWITCH playing `scripts`, one per connection, in order; later connects are
+/// accepted and closed at once (a dead listener).
+async fn fake_freeswitch(scripts: Vec<Script>) -> (String, CommandLog) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let log: CommandLog = Arc::default();
+    let shared = Arc::clone(&log);
+    tokio::spawn(async move {
+        let mut index = 0;
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            match scripts.get(index) {
+                Some(script) => {
+                    tokio::spawn(play(socket, script.clone(), Arc::clone(&shared), index));
+                    index += 1;
+                }
+                None => drop(socket),
+            }
+        }
+    });
+    (address, log)
+}
+
+fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec {
+    let mut config = NodeConfig::new(address);
+    config.password = Password::new(password);
+    config.subscriptions = subscriptions;
+    config.backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    NodeSpec {
+        slug: "pbx-a".into(),
+        config,
+    }
+}
+
+fn names(records: &[Record]) -> Vec<&str> {
+    records.iter().map(Record::artifact_name).collect()
+}
+
+fn payload_str<'a>(record: &'a Record, key: &str) -> &'a str {
+    record.payload()[key].as_str().unwrap_or_default()
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Each operation's id and its states in order.
+fn operation_states(bundle: &EvidenceBundle) -> Vec<(String, Vec<String>)> {
+    bundle
+        .operations
+        .iter()
+        .map(|op| {
+            let states = op.observed_states.iter().map(|s| s.state.clone()).collect();
+            (op.operation_id.clone(), states)
+        })
+        .collect()
+}
+
+fn frames_read(capture: &Capture) -> u64 {
+    capture
+        .telemetry()
+        .frames
+        .get_or_create(&Telemetry::node("pbx-a"))
+        .get()
+}
+
+#[tokio::test]
+async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_reconnect() {
+    let events = vec![
+        "09-event-plain-channel-create.esl",
+        "10-event-plain-channel-answer.esl",
+        "18-log-data.esl",
+        "12-event-plain-heartbeat.esl",
+    ];
+    let (address, log) = fake_freeswitch(vec![
+        Script {
+            password: "s3cret-pw",
+            events: events.clone(),
+            end: End::Notice,
+        },
+        Script {
+            password: "s3cret-pw",
+            events: vec!["13-event-plain-dtmf.esl"],
+            end: End::Serve,
+        },
+    ])
+    .await;
+    let subs = Subscriptions {
+        events: vec!["ALL".into()],
+        filters: vec![("Event-Name".into(), "HEARTBEAT".into())],
+    };
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "s3cret-pw", subs)],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let session_id = capture.session_id().to_owned();
+    // Connection 1: greeting, 2 replies (auth, event), filter reply, 4 frames, notice = 9;
+    // connection 2: greeting, 3 replies, 1 event = 5.
+    wait_until("both connections' frames", || frames_read(&capture) >= 14).await;
+    let telemetry = capture.telemetry();
+    let (store, exits) = capture.shutdown().await.unwrap();
+    assert_eq!(exits, vec![("pbx-a".to_owned(), NodeExit::Shutdown)]);
+    // T15: every frame's capture-to-durable latency was observed once its sync returned.
+    let metrics = telemetry.encode();
+    let durable_count = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("esl_capture_durable_latency_seconds_count "))
+        .map(|count| count.parse::<u64>().unwrap());
+    assert_eq!(durable_count, Some(14), "{metrics}");
+    let records = all_records(store.as_ref());
+
+    // Subscriptions and filters were restored on the second connection.
+    let commands = log.lock().clone();
+    assert_eq!(commands.len(), 2);
+    for connection in &commands {
+        assert_eq!(
+            connection[..3],
+            [
+                "auth s3cret-pw",
+                "event plain ALL",
+                "filter Event-Name HEARTBEAT"
+            ]
+        );
+    }
+    // The password never reaches the store.
+    for record in &records {
+        let line = esl_replay::record::ndjson::to_ndjson_line(record);
+        assert!(!line.contains("s3cret-pw"), "password stored in {line}");
+    }
+    let first_connection = [
+        "subscription.mutate",
+        "filter.mutate",
+        "connection.opened",
+        "wire.greeting",
+        "wire.auth",
+        "command.reply",
+        "wire.command",
+        "wire.command",
+        "command.reply",
+        "command.reply",
+        "event.raw",
+        "event.raw",
+        "wire.log",
+        "event.raw",
+        "wire.disconnect",
+        "connection.closed",
+        "connection.opened",
+        "capture.gap",
+        "wire.greeting",
+        "wire.auth",
+        "command.reply",
+        "wire.command",
+        "wire.command",
+        "command.reply",
+        "command.reply",
+        "event.raw",
+        "connection.closed",
+    ];
+    assert_eq!(names(&records), first_connection);
+
+    // Generations: 1 on the first TCP connection, 2 on the second.
+    let generation = |i: usize| records[i].connection_generation().unwrap();
+    assert_eq!(generation(3), "1");
+    assert_eq!(generation(15), "1");
+    assert_eq!(generation(16), "2");
+    // Every record: one session id, the node slug, capture sequences 1..=n in order.
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.session_id(), Some(session_id.as_str()));
+        assert_eq!(record.capture_path(), Some(record.artifact_name()));
+        let flags = record.runtime_flags();
+        assert_eq!(flags["pbx_node_slug"], "pbx-a");
+        assert_eq!(flags["replay_capture_sequence"], Value::from(i as u64 + 1));
+        assert_eq!(
+            record.payload()["derived_metadata"]["replay-artifact-name"],
+            record.artifact_name()
+        );
+    }
+
+    // event.raw: the outer body as raw_payload, outer headers kept, facts from the body.
+    let create = &records[10];
+    let create_frame = &frames(&fixture("09-event-plain-channel-create.esl"))[0];
+    assert_eq!(
+        payload_str(create, "raw_payload").as_bytes(),
+        &create_frame.body()[..]
+    );
+    assert_eq!(create.event_name(), Some("CHANNEL_CREATE"));
+    assert_eq!(payload_str(create, "captured_name"), "CHANNEL_CREATE");
+    let facts = &create.payload()["protocol_facts"];
+    assert_eq!(facts["content-type"], "text/event-plain");
+    assert_eq!(facts["event-sequence"], "48201");
+    assert_eq!(facts["unique-id"], "4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30");
+    assert_eq!(create.runtime_flags()["replay_protocol_sequence"], "48201");
+    assert_eq!(
+        create.payload()["frame_headers"],
+        serde_json::json!([
+            ["Content-Length", "2711"],
+            ["Content-Type", "text/event-plain"]
+        ])
+    );
+    assert!(create.payload().get("raw_payload_base64").is_none());
+
+    // Replies: header lines + blank line + body.
+    let auth_reply = &records[5];
+    assert_eq!(
+        payload_str(auth_reply, "captured_name"),
+        "AuthAcceptedReply"
+    );
+    assert_eq!(
+        payload_str(auth_reply, "raw_payload").as_bytes(),
+        &fixture("02-command-reply-auth-ok.esl")[..]
+    );
+    assert_eq!(payload_str(&records[4], "raw_payload"), "auth");
+    assert_eq!(
+        payload_str(&records[12], "raw_payload").as_bytes(),
+        &fixture("18-log-data.esl")[..]
+    );
+
+    // The gap names the last event stored before the drop and the down time.
+    let gap = &records[17].payload()["gap"];
+    assert_eq!(gap["kind"], "reconnect");
+    assert_eq!(gap["reason"], "disconnect_notice");
+    assert_eq!(
+        gap["last_seen"]["core_uuid"],
+        "8a5f3c2e-1b7d-4c9e-a6f0-3d2b1e9c7a41"
+    );
+    assert_eq!(gap["last_seen"]["event_sequence"], "48230");
+    assert!(gap["down_micros"].as_u64().is_some());
+    assert_eq!(
+        records[15].payload()["protocol_facts"]["close-reason"],
+        "disconnect_notice"
+    );
+
+    // Evidence: the second auth starts recovery generation 2; the gap changes the
+    // continuity posture, so the window is partial with that one issue at the gap.
+    let bundle = evidence(&records);
+    let generations = generation_ids(&bundle);
+    assert_eq!(generations, ["1", "2"]);
+    let issues = &bundle.manifest.verdict.issues;
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].code.as_str(), "replay_continuity_posture_changed");
+    assert_eq!(
+        issues[0].append_sequence,
+        Some(records[17].append_sequence())
+    );
+    assert_eq!(bundle.manifest.verdict.posture.as_str(), "partial");
+    let auths: Vec<_> = operation_states(&bundle)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("auth-"))
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            (
+                "auth-g1-1".to_owned(),
+                vec!["accepted".to_owned(), "completed".to_owned()]
+            ),
+            (
+                "auth-g2-1".to_owned(),
+                vec!["accepted".to_owned(), "completed".to_owned()]
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_password_stops_the_node_and_is_recorded() {
+    let (address, _log) = fake_freeswitch(vec![Script {
+        password: "right",
+        events: vec![],
+        end: End::Notice,
+    }])
+    .await;
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "wrong", Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    wait_until("the node to stop", || capture.all_nodes_stopped()).await;
+    let (store, exits) = capture.shutdown().await.unwrap();
+    assert!(
+        matches!(&exits[0].1, NodeExit::Terminal(r) if r.contains("auth rejected")),
+        "{exits:?}"
+    );
+    let records = all_records(store.as_ref());
+    assert_eq!(
+        names(&records),
+        [
+            "subscription.mutate",
+            "connection.opened",
+            "wire.greeting",
+            "wire.auth",
+            "command.reply",
+            "wire.disconnect",
+            "connection.closed"
+        ]
+    );
+    assert_eq!(payload_str(&records[4], "captured_name"), "ErrorReply");
+    assert_eq!(
+        records[4].payload()["protocol_facts"]["reply-text"],
+        "-ERR invalid"
+    );
+    assert_eq!(
+        records[6].payload()["protocol_facts"]["close-reason"],
+        "auth_rejected"
+    );
+}
+
+#[tokio::test]
+async fn a_rude_rejection_is_stored_and_terminal() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket
+            .write_all(&fixture("19-rude-rejection-then-disconnect.esl"))
+            .await
+            .unwrap();
+    });
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "x", Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    wait_until("the node to stop", || capture.all_nodes_stopped()).await;
+    let (store, exits) = capture.shutdown().await.unwrap();
+    assert!(
+        matches!(&exits[0].1, NodeExit::Terminal(r) if r == "rude_rejection"),
+        "{exits:?}"
+    );
+    let records = all_records(store.as_ref());
+    assert_eq!(
+        names(&records)[1..],
+        [
+            "connection.opened",
+            "wire.rejection",
+            "wire.disconnect",
+            "connection.closed"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gateway_commands_are_dispatched_and_every_reply_is_captured() {
+    let (address, log) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec![],
+        end: End::Serve,
+    }])
+    .await;
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let gateway = capture.gateway();
+    let telemetry = capture.telemetry();
+    wait_until("ready", || {
+        telemetry
+            .health()
+            .get("pbx-a")
+            .is_some_and(|h| h.connection == "ready")
+    })
+    .await;
+    let version = gateway
+        .dispatch(None, GatewayCommand::Api("version".into()))
+        .await
+        .unwrap();
+    assert_eq!(version.status, "other");
+    assert!(version.body.starts_with("FreeSWITCH Version"));
+    let job = gateway
+        .dispatch(
+            Some("pbx-a"),
+            GatewayCommand::BgApi("originate sofia/x &park()".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, "ok");
+    let job_uuid = job.job_uuid.clone().unwrap();
+    assert!(
+        log.lock()[0]
+            .iter()
+            .any(|c| c == &format!("bgapi originate sofia/x &park()|Job-UUID: {job_uuid}"))
+    );
+    wait_until("the BACKGROUND_JOB", || frames_read(&capture) >= 6).await;
+    let (store, _) = capture.shutdown().await.unwrap();
+    let records = all_records(store.as_ref());
+    let tail: Vec<_> = names(&records).into_iter().skip(7).collect();
+    assert_eq!(
+        tail,
+        [
+            "api.dispatch",
+            "api.reply",
+            "bgapi.dispatch",
+            "command.reply",
+            "bgapi.ack",
+            "event.raw",
+            "bgapi.complete",
+            "connection.closed"
+        ]
+    );
+    let by_name = |name: &str| records.iter().find(|r| r.artifact_name() == name).unwrap();
+    assert_eq!(
+        payload_str(by_name("api.dispatch"), "raw_payload"),
+        "api version"
+    );
+    assert_eq!(
+        by_name("api.dispatch").payload()["protocol_facts"]["command-name"],
+        "version"
+    );
+    assert_eq!(
+        payload_str(by_name("api.reply"), "captured_name"),
+        "ApiReply"
+    );
+    for name in ["bgapi.dispatch", "bgapi.ack", "bgapi.complete"] {
+        assert_eq!(by_name(name).job_uuid(), Some(job_uuid.as_str()), "{name}");
+    }
+    let complete = by_name("bgapi.complete");
+    assert_eq!(
+        complete.payload()["derived_metadata"]["runtime-command-name"],
+        "originate"
+    );
+    assert_eq!(complete.event_name(), Some("BACKGROUND_JOB"));
+
+    // Evidence: the api and the bgapi are operations; the bgapi's completion joins it by
+    // job UUID (decision C9), so nothing is left without identity.
+    let bundle = evidence(&records);
+    assert!(
+        bundle.manifest.verdict.issues.is_empty(),
+        "{:?}",
+        bundle.manifest.verdict
+    );
+    let operations = operation_states(&bundle);
+    let of = |prefix: &str| {
+        operations
+            .iter()
+            .find(|(id, _)| id.starts_with(prefix))
+            .map(|(_, states)| states.join(" "))
+            .unwrap()
+    };
+    assert_eq!(of("api-g1-"), "accepted completed");
+    assert_eq!(of("bgapi-g1-"), "accepted accepted accepted completed");
+    let bgapi = bundle
+        .operations
+        .iter()
+        .find(|op| op.operation_id.starts_with("bgapi-"))
+        .unwrap();
+    assert_eq!(bgapi.bgapi_job_uuid.as_deref(), Some(job_uuid.as_str()));
+}
+
+#[tokio::test]
+async fn command_connection_sends_api_and_bgapi_and_awaits_the_job() {
+    let (address, log) = fake_freeswitch(vec![Script {
+        password: "pw",
+        events: vec![],
+        end: End::Serve,
+    }])
+    .await;
+    let timeout = Duration::from_secs(5);
+    let mut conn = CommandConnection::connect(&address, &Password::new("pw"), timeout)
+        .await
+        .unwrap();
+    let reply = conn.api("version", timeout).await.unwrap();
+    assert!(reply.text().starts_with("FreeSWITCH Version"), "{reply:?}");
+    let ack = conn.bgapi("status", timeout).await.unwrap();
+    assert_eq!(ack.status, ReplyStatus::Ok);
+    let job = ack.job_uuid.unwrap();
+    let done = conn.background_job(&job, timeout).await.unwrap();
+    assert!(String::from_utf8_lossy(done.body()).contains(&job));
+    conn.close().await.unwrap();
+    wait_until("exit to arrive", || {
+        log.lock()[0].last().is_some_and(|c| c == "exit")
+    })
+    .await;
+    let commands = log.lock()[0].clone();
+    assert_eq!(commands[..2], ["auth pw", "event plain BACKGROUND_JOB"]);
+    assert_eq!(commands[2], "api version");
+    assert!(commands[3].starts_with("bgapi status|Job-UUID: "));
+    assert_eq!(commands.last().unwrap(), "exit");
+    // A wrong password is a clear error.
+    let (address, _) = fake_freeswitch(vec![Script {
+        password: "pw",
+        events: vec![],
+        end: End::Serve,
+    }])
+    .await;
+    let error = CommandConnection::connect(&address, &Password::new("no"), timeout)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("auth rejected"), "{error}");
+}
+
+fn identity() -> Arc<NodeIdentity> {
+    Arc::new(NodeIdentity {
+        session_id: "3b0d6f1e-8c2a-4f5b-9d7e-1a2b3c4d5e6f".into(),
+        pbx_node_slug: "pbx-a".into(),
+        worker_session_id: Some("ws-01".into()),
+    })
+}
+
+#[test]
+fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let item_bytes = 512 + event.to_bytes().len();
+    // Room for 10 items: a burst of 100 drops 90, then the writer catches up.
+    let queue = Arc::new(CaptureQueue::new(
+        item_bytes * 10,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let captured = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: Some("HEARTBEAT".into()),
+            completes: None,
+        },
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut outcomes = Vec::new();
+    for _ in 0..100 {
+        outcomes.push(queue.push(0, 1, now, captured()));
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Pushed::Queued(_)))
+            .count(),
+        10
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Pushed::Dropped(_)))
+            .count(),
+        90
+    );
+    assert!(queue.depth().1 <= item_bytes * 10, "memory stays bounded");
+    let store = LogStore::open(dir.path().join("s")).unwrap();
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let mut waited = 0;
+    while queue.depth().0 > 0 && waited < 500 {
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    // An idle queue: the mapping thread's wait for items times out (200 ms) and it waits
+    // again; the writer is still there.
+    std::thread::sleep(Duration::from_millis(450));
+    assert!(!writer.is_finished(), "the writer stopped while idle");
+    // After the burst: 5 more items, the first preceded by the gap marker.
+    for _ in 0..5 {
+        assert!(matches!(
+            queue.push(0, 1, now, captured()),
+            Pushed::Queued(_)
+        ));
+    }
+    queue.close();
+    let store = writer.join().unwrap().unwrap();
+    let records = all_records(store.as_ref());
+    assert_eq!(records.len(), 10 + 1 + 5);
+    let gap = records
+        .iter()
+        .find(|r| r.artifact_name() == "capture.gap")
+        .unwrap();
+    let g = &gap.payload()["gap"];
+    assert_eq!(g["kind"], "local_drop");
+    assert_eq!(g["dropped"], 90);
+    assert_eq!(g["first_capture_sequence"], 11);
+    assert_eq!(g["last_capture_sequence"], 100);
+    // Stored sequences plus the gap range cover 1..=106 exactly once.
+    let mut covered: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            r.runtime_flags()["replay_capture_sequence"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    covered.extend(11..=100);
+    covered.sort_unstable();
+    assert_eq!(covered, (1..=106).collect::<Vec<_>>());
+    assert_eq!(
+        telemetry
+            .drops
+            .get_or_create(&Telemetry::node("pbx-a"))
+            .get(),
+        90,
+        "the drop counter matches"
+    );
+}
+
+#[test]
+fn drops_still_pending_at_shutdown_are_written_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let queue = Arc::new(CaptureQueue::new(
+        1,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let captured = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    let now = OffsetDateTime::now_utc();
+    // The first item always fits an empty queue; the next three are dropped.
+    for _ in 0..4 {
+        queue.push(0, 1, now, captured());
+    }
+    queue.close();
+    assert_eq!(queue.push(0, 1, now, captured()), Pushed::Closed);
+    let store = LogStore::open(dir.path().join("s")).unwrap();
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    assert_eq!(names(&records), ["event.raw", "capture.gap"]);
+    let g = &records[1].payload()["gap"];
+    assert_eq!(
+        (
+            g["dropped"].as_u64(),
+            g["first_capture_sequence"].as_u64(),
+            g["last_capture_sequence"].as_u64()
+        ),
+        (Some(3), Some(2), Some(4))
+    );
+}
+
+#[test]
+fn non_utf8_bytes_are_stored_losslessly_in_base64() {
+    let body: &[u8] = b"Event-Name: CUSTOM\nCaller-Caller-ID-Name: Zo\xEB\n\n";
+    let raw = format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+        body.len()
+    );
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    let frame = frames(&bytes).remove(0);
+    let mut mapper = Mapper::new(identity());
+    let stamp = Stamp {
+        capture_sequence: 1,
+        captured_at: OffsetDateTime::now_utc(),
+        connection_generation: 1,
+    };
+    let envelopes = mapper.map(
+        &stamp,
+        Captured::Frame {
+            frame,
+            inbound: Inbound::Event {
+                event_name: None,
+                completes: None,
+            },
+        },
+    );
+    let envelopes: Vec<_> = envelopes.iter().map(CaptureArtifact::envelope).collect();
+    let payload = &envelopes[0].payload;
+    let exact = base64::engine::general_purpose::STANDARD
+        .decode(payload["raw_payload_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(exact, body);
+    assert!(
+        payload["raw_payload"]
+            .as_str()
+            .unwrap()
+            .contains('\u{FFFD}')
+    );
+    assert_eq!(envelopes[0].correlation_ids["worker_session_id"], "ws-01");
+    // What serve and injection read back: the exact bytes, the content type, the headers.
+    let read = CapturePayload::of(payload);
+    assert_eq!(read.raw_bytes().as_deref(), Some(body));
+    assert_eq!(read.fact("content-type"), Some("text/event-plain"));
+    let headers = read.frame_headers().unwrap();
+    assert!(
+        headers.contains(&("Content-Length", body.len().to_string().as_str())),
+        "{headers:?}"
+    );
+}
+
+/// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.
+async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = HttpState {
+        telemetry: capture.telemetry(),
+        gateway: capture.gateway(),
+        token: Arc::from("t0ken"),
+        queue: Some(capture.queue()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    (http, server)
+}
+
+async fn http_request(address: &str, request: String) -> (u16, String) {
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
+    let (address, _log) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec![],
+        end: End::Serve,
+    }])
+    .await;
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let (http, server) = serve_http(&capture).await;
+    let telemetry = capture.telemetry();
+    wait_until("ready", || {
+        telemetry
+            .health()
+            .get("pbx-a")
+            .is_some_and(|h| h.connection == "ready")
+    })
+    .await;
+
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, body) = http_request(&http, get("/health")).await;
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["nodes"]["pbx-a"]["session"], "ready");
+    assert_eq!(health["nodes"]["pbx-a"]["liveness"], "live");
+    assert_eq!(health["nodes"]["pbx-a"]["connection_generation"], 1);
+
+    let post = |token: &str| {
+        let body = r#"{"command":"version"}"#;
+        format!(
+            "POST /v1/api HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{token}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (status, _) = http_request(&http, post("")).await;
+    assert_eq!(status, 401);
+    let (status, _) = http_request(&http, post("Authorization: Bearer wrong\r\n")).await;
+    assert_eq!(status, 401);
+    let (status, body) = http_request(&http, post("Authorization: Bearer t0ken\r\n")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("FreeSWITCH Version"));
+
+    let (status, metrics) = http_request(&http, get("/metrics")).await;
+    assert_eq!(status, 200);
+    for name in [
+        "esl_capture_frames_total{node=\"pbx-a\"}",
+        "esl_capture_queue_depth",
+        "esl_capture_append_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_nodes_share_one_store_each_tagged_with_its_slug() {
+    let (a, _) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec!["12-event-plain-heartbeat.esl"],
+        end: End::Serve,
+    }])
+    .await;
+    let (b, _) = fake_freeswitch(vec![Script {
+        password: "other",
+        events: vec![
+            "13-event-plain-dtmf.esl",
+            "14-event-plain-custom-sofia-register.esl",
+        ],
+        end: End::Serve,
+    }])
+    .await;
+    let mut node_a = node(&a, "ClueCon", Subscriptions::all());
+    node_a.slug = "pbx-a".into();
+    let mut node_b = node(&b, "other", Subscriptions::all());
+    node_b.slug = "pbx-b".into();
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node_a, node_b.clone()],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let telemetry = capture.telemetry();
+    let frames = |slug: &str| telemetry.frames.get_or_create(&Telemetry::node(slug)).get();
+    wait_until("both nodes' events", || {
+        frames("pbx-a") >= 4 && frames("pbx-b") >= 5
+    })
+    .await;
+    // Both nodes answer through the gateway; naming no node is refused with two.
+    assert!(
+        capture
+            .gateway()
+            .dispatch(None, GatewayCommand::Api("status".into()))
+            .await
+            .is_err()
+    );
+    let (store, _) = capture.shutdown().await.unwrap();
+    let records = all_records(store.as_ref());
+    let events = |slug: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| {
+                r.runtime_flags()["pbx_node_slug"] == slug && r.artifact_name() == "event.raw"
+            })
+            .map(|r| r.event_name().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(events("pbx-a"), ["HEARTBEAT"]);
+    assert_eq!(events("pbx-b"), ["DTMF", "CUSTOM"]);
+    // One session id for the process; each node numbers its own capture sequences.
+    let session = records[0].session_id().unwrap();
+    assert!(records.iter().all(|r| r.session_id() == Some(session)));
+    for slug in ["pbx-a", "pbx-b"] {
+        let sequences: Vec<u64> = records
+            .iter()
+            .filter(|r| r.runtime_flags()["pbx_node_slug"] == slug)
+            .map(|r| {
+                r.runtime_flags()["replay_capture_sequence"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            sequences,
+            (1..=sequences.len() as u64).collect::<Vec<_>>(),
+            "{slug}"
+        );
+    }
+    // Duplicate slugs are refused.
+    let (_dir2, store2) = new_store();
+    assert!(
+        Capture::start(
+            vec![node_b.clone(), node_b],
+            store2,
+            CaptureOptions::default()
+        )
+        .is_err()
+    );
+}
+
+/// Issue 16 item 11: capturing into a store whose last sequence is at the record
+/// model's limit (`i64::MAX`) fails at once and for good: the writer stops, the error is on
+/// `/health` (503, `failed`) and in `/metrics`, and shutdown returns it. Records already
+/// stored stay untouched.
+#[tokio::test]
+async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
+    let (address, _log) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec!["12-event-plain-heartbeat.esl"],
+        end: End::Serve,
+    }])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let last = i64::MAX as u64;
+    let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
+        session_id: "s".into(),
+        pbx_node_slug: "pbx-a".into(),
+        worker_session_id: None,
+    }))
+    .map(
+        &Stamp {
+            capture_sequence: 1,
+            captured_at: OffsetDateTime::now_utc(),
+            connection_generation: 1,
+        },
+        Captured::ConnectionOpened {
+            peer: "127.0.0.1:8021".into(),
+            attempt: 1,
+        },
+    )
+    .remove(0);
+    let near_the_limit = Record::from_envelope(
+        envelope.envelope(),
+        esl_replay::record::RecordId::generate(),
+        OffsetDateTime::now_utc(),
+        last,
+    )
+    .unwrap();
+    store
+        .append_records(std::slice::from_ref(&near_the_limit))
+        .unwrap();
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        Box::new(store),
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let (http, server) = serve_http(&capture).await;
+    wait_until("the writer to stop", || capture.writer_stopped()).await;
+
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, body) = http_request(&http, get("/health")).await;
+    assert_eq!(status, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "failed");
+    let error = health["writer_error"].as_str().unwrap();
+    assert!(error.contains("sequences are exhausted"), "{error}");
+    let (_, metrics) = http_request(&http, get("/metrics")).await;
+    assert!(metrics.contains("esl_capture_writer_failed 1"), "{metrics}");
+    assert!(
+        metrics.contains("esl_capture_write_errors_total 1"),
+        "{metrics}"
+    );
+    // The refused batch is accounted for as dropped, not silently lost.
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("esl_capture_dropped_artifacts_total"))
+            .any(|l| !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    server.abort();
+
+    let result = capture.shutdown().await.map(|_| ());
+    assert!(
+        matches!(
+            result,
+            Err(esl_replay::capture::CaptureError::Store(
+                esl_replay::store::Error::SequencesExhausted { .. }
+            ))
+        ),
+        "{result:?}"
+    );
+    let store = LogStore::open_read_only(dir.path().join("store")).unwrap();
+    assert_eq!(all_records(&store), [near_the_limit]);
+}
+
+/// Checks that each artifact gives the same record whether its texts are written directly
+/// (`encode`, what capture stores) or its maps are built and encoded (`envelope`), and that
+/// the direct record reads back as that record. Returns how many were checked.
+fn assert_builders_agree(artifacts: &[CaptureArtifact]) -> usize {
+    use esl_replay::capture::artifact::EncodeBuffers;
+    use esl_replay::record::RecordId;
+    let mut buffers = EncodeBuffers::default();
+    for artifact in artifacts {
+        let id = RecordId::generate();
+        let stored_at = OffsetDateTime::now_utc();
+        let direct = artifact.encode(&id, &stored_at, &mut buffers).unwrap();
+        let built = Record::from_envelope(artifact.envelope(), id, stored_at, 1).unwrap();
+        let expected = built.encode().unwrap();
+        assert!(
+            direct.as_bytes() == expected,
+            "{} built directly:\n{}\nbuilt from maps:\n{}",
+            artifact.name(),
+            String::from_utf8_lossy(direct.as_bytes()),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(direct.view().unwrap().to_record().unwrap(), built);
+        assert!(built.verify_checksum());
+    }
+    artifacts.len()
+}
+
+/// Issue 14: capture writes a record's JSON texts and checksum input directly instead of
+/// building maps. Over every kind of artifact (a session's dispatches, replies, bgapi
+/// completion, the synthetic fixtures' frames, all 2,271 events of the real FreeSWITCH
+/// 1.10.12 recordings, malformed bytes, mutations, connection changes and both gap kinds),
+/// with and without a worker session, the records are byte-identical to the map-built ones.
+#[test]
+fn records_written_directly_are_byte_identical_to_map_built_records() {
+    use esl_replay::capture::artifact::{GapKind, filter_document, subscription_document};
+    use esl_replay::esl::session::{Command, Session, SessionConfig};
+    let worker_less = Arc::new(NodeIdentity {
+        session_id: "6f1e3b0d-8c2a-4f5b-9d7e-1a2b3c4d5e6f".into(),
+        pbx_node_slug: "pbx-b".into(),
+        worker_session_id: None,
+    });
+    let recordings = support::fs_recordings::dir();
+    for identity in [identity(), worker_less] {
+        let mut mapper = Mapper::new(identity);
+        let mut artifacts = Vec::new();
+        let sequence = std::cell::Cell::new(0);
+        let stamp = || {
+            sequence.set(sequence.get() + 1);
+            Stamp {
+                capture_sequence: sequence.get(),
+                captured_at: OffsetDateTime::from_unix_timestamp_nanos(
+                    1_767_261_600_123_456_789 + i128::from(sequence.get()) * 1_000,
+                )
+                .unwrap(),
+                connection_generation: 2,
+            }
+        };
+        // A session's conversation: greeting, auth, restore, api, bgapi and its job.
+        let now = Duration::ZERO;
+        let mut session = Session::new(SessionConfig::default(), Subscriptions::all(), now);
+        let mut dispatched = std::collections::HashSet::new();
+        let play = |name: &str, session: &mut Session, mapper: &mut Mapper| {
+            let mut out = Vec::new();
+            for frame in frames(&fixture(name)) {
+                let inbound = session.handle_frame(&frame, now);
+                out.extend(mapper.map(&stamp(), Captured::Frame { frame, inbound }));
+            }
+            out
+        };
+        let mut dispatch = |session: &Session, mapper: &mut Mapper, stamp: Stamp| {
+            let mut out = Vec::new();
+            for pending in session.pending() {
+                if dispatched.insert(pending.id.0) {
+                    let pending = pending.clone();
+                    out.extend(mapper.map(&stamp, Captured::Dispatch { pending }));
+                }
+            }
+            out
+        };
+        artifacts.extend(play("01-auth-request.esl", &mut session, &mut mapper));
+        session.authenticate("ClueCon", now).unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "02-command-reply-auth-ok.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "04-command-reply-event-plain-ok.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        session
+            .send(
+                Command::Api {
+                    command: "version".into(),
+                },
+                now,
+            )
+            .unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        artifacts.extend(play(
+            "06-api-response-version.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        session
+            .send(
+                Command::BgApi {
+                    command: "status".into(),
+                    job_uuid: FIXTURE_JOB.into(),
+                },
+                now,
+            )
+            .unwrap();
+        artifacts.extend(dispatch(&session, &mut mapper, stamp()));
+        for name in [
+            "07-command-reply-bgapi-accepted.esl",
+            "08-event-plain-background-job.esl",
+            "05-command-reply-err-no-keywords.esl",
+            "20-command-replies-misc.esl",
+        ] {
+            artifacts.extend(play(name, &mut session, &mut mapper));
+        }
+        let names: Vec<&str> = artifacts.iter().map(CaptureArtifact::name).collect();
+        for expected in [
+            "wire.greeting",
+            "wire.auth",
+            "command.reply",
+            "api.dispatch",
+            "api.reply",
+            "bgapi.dispatch",
+            "bgapi.ack",
+            "bgapi.complete",
+        ] {
+            assert!(names.contains(&expected), "no {expected} in {names:?}");
+        }
+        // Every synthetic frame, as the events and wire frames capture stores.
+        let mut names: Vec<_> = std::fs::read_dir(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esl/synthetic"),
+        )
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+        names.sort();
+        for name in &names {
+            let mut session = Session::new(SessionConfig::default(), Subscriptions::all(), now);
+            artifacts.extend(play(name, &mut session, &mut mapper));
+        }
+        // The real switch's events, in its three formats.
+        if let Some(dir) = &recordings {
+            for name in [
+                "events-plain.jsonl",
+                "events-json.jsonl",
+                "events-xml.jsonl",
+            ] {
+                let chunks = support::fs_recordings::load(dir, name);
+                let stream = support::fs_recordings::stream(
+                    &chunks,
+                    support::fs_recordings::Dir::ServerToClient,
+                );
+                for frame in support::fs_recordings::frames(&stream) {
+                    let inbound = Inbound::Event {
+                        event_name: None,
+                        completes: None,
+                    };
+                    artifacts.extend(mapper.map(&stamp(), Captured::Frame { frame, inbound }));
+                }
+            }
+        }
+        // What the client side adds.
+        let before = Subscriptions::default();
+        let after = Subscriptions::all();
+        let quoted = "say \"hi\"\\\u{2028}\t/é".to_string();
+        for captured in [
+            Captured::Malformed {
+                bytes: bytes::Bytes::from_static(b"Content-Length: x\n\n\xff\xfe"),
+                buffered: 4096,
+                error: quoted.clone(),
+            },
+            Captured::Mutation {
+                filter: false,
+                document: subscription_document("subscribe", &["ALL".into()], &before, &after),
+            },
+            Captured::Mutation {
+                filter: true,
+                document: filter_document("add", "Unique-ID", &quoted, &before, &after),
+            },
+            Captured::ConnectionOpened {
+                peer: "127.0.0.1:8021".into(),
+                attempt: 3,
+            },
+            Captured::ConnectionClosed {
+                reason: quoted.clone(),
+                retryable: true,
+                frames: 42,
+            },
+            Captured::Gap(GapKind::Reconnect {
+                down_since: OffsetDateTime::UNIX_EPOCH,
+                down_micros: 1_500_000,
+                reason: quoted.clone(),
+            }),
+            Captured::Gap(GapKind::LocalDrop {
+                dropped: 7,
+                dropped_bytes: 4_321,
+                first_capture_sequence: 10,
+                last_capture_sequence: 16,
+            }),
+        ] {
+            artifacts.extend(mapper.map(&stamp(), captured));
+        }
+        // After a gap the continuity posture changes: one more event after it.
+        artifacts.extend(play(
+            "09-event-plain-channel-create.esl",
+            &mut session,
+            &mut mapper,
+        ));
+        let checked = assert_builders_agree(&artifacts);
+        let floor = if recordings.is_some() { 2_271 } else { 40 };
+        assert!(checked > floor, "only {checked} artifacts checked");
+    }
+}

@@ -1,0 +1,59 @@
+//! `esl-replay simulate` as a process: the password comes from `--password-file` (there is
+//! no flag for it on the command line and it is never printed), and a listener's stream of
+//! `--max-events` simulated events ends with the disconnect notice.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::support::server::{Client, event_name};
+
+#[tokio::test]
+async fn simulate_reads_its_password_from_a_file_and_streams_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("esl-password");
+    std::fs::write(&password_file, "file-secret\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "0",
+            "--max-events",
+            "25",
+        ])
+        .arg("--password-file")
+        .arg(&password_file)
+        .env_remove("ESL_PASSWORD")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(!banner.contains("file-secret"));
+    let addr = banner
+        .split_whitespace()
+        .find_map(|word| word.parse::<std::net::SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+
+    let mut wrong = Client::connect(addr).await;
+    wrong.frame().await.unwrap();
+    assert_eq!(wrong.command("auth ClueCon").await, "-ERR invalid");
+
+    let mut c = Client::authenticated(addr, "file-secret").await;
+    c.command("event plain ALL").await;
+    let (events, _) = c.events_until_notice().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(events.len(), 25);
+    assert_eq!(event_name(&events[0]), "CHANNEL_CREATE");
+}
+
+#[test]
+fn the_password_cannot_be_given_on_the_command_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args(["simulate", "--password", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -1,0 +1,454 @@
+//! `serve`: a store's `event.raw` records streamed to ESL clients byte for byte, api and
+//! bgapi answered from recorded replies, pacing by original times with a speed factor,
+//! looping, and resuming from a serving checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+use esl_replay::record::Envelope;
+use esl_replay::server::{self, ReplayOptions, RunningServer, ServerConfig, StoreReplay};
+use esl_replay::store;
+use time::OffsetDateTime;
+
+use crate::support::server::{
+    Client, DISCONNECT_BODY, dispatch_envelope, event_envelope, event_name, fixture_bytes,
+    fixture_frame, fixture_frames, header, reply_envelope,
+};
+
+const PLAIN_FIXTURES: [&str; 6] = [
+    "09-event-plain-channel-create.esl",
+    "10-event-plain-channel-answer.esl",
+    "13-event-plain-dtmf.esl",
+    "14-event-plain-custom-sofia-register.esl",
+    "12-event-plain-heartbeat.esl",
+    "11-event-plain-channel-hangup-complete.esl",
+];
+
+fn at(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+        + time::Duration::seconds(1_767_261_600)
+        + time::Duration::milliseconds(ms)
+}
+
+fn write_store(dir: &std::path::Path, envelopes: Vec<Envelope>) {
+    let mut store = store::open(dir, None).unwrap();
+    store.write_batch(envelopes).unwrap();
+    store.sync().unwrap();
+}
+
+async fn serve(dir: &std::path::Path, options: ReplayOptions) -> RunningServer {
+    let store = store::open_read_only(dir, None).unwrap();
+    let replay = StoreReplay::load(store, options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap()
+}
+
+/// Serves the plain fixture events as fast as possible (keep the directory alive).
+async fn serve_plain_fixtures() -> (tempfile::TempDir, RunningServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let envelopes = PLAIN_FIXTURES
+        .iter()
+        .enumerate()
+        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
+        .collect();
+    write_store(dir.path(), envelopes);
+    let server = serve(dir.path(), fast()).await;
+    (dir, server)
+}
+
+fn fast() -> ReplayOptions {
+    ReplayOptions::default()
+}
+
+#[tokio::test]
+async fn stored_events_are_served_byte_for_byte_in_their_captured_format() {
+    let (_dir, server) = serve_plain_fixtures().await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    assert_eq!(
+        c.command("event plain ALL").await,
+        "+OK event listener enabled plain"
+    );
+    let (events, notice) = c.events_until_notice().await;
+    assert_eq!(&notice.body()[..], DISCONNECT_BODY);
+    c.expect_closed().await;
+    assert_eq!(events.len(), PLAIN_FIXTURES.len());
+    for (event, fixture) in events.iter().zip(PLAIN_FIXTURES) {
+        assert_eq!(
+            event.to_bytes().to_vec(),
+            fixture_bytes(fixture),
+            "{fixture}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_captures_are_exact_in_json_and_converted_for_plain_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = [
+        "12b-event-json-heartbeat.esl",
+        "16-event-json-background-job.esl",
+        "23b-event-json-array-header.esl",
+    ];
+    let envelopes = json
+        .iter()
+        .enumerate()
+        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
+        .collect();
+    write_store(dir.path(), envelopes);
+    let server = serve(dir.path(), fast()).await;
+
+    let mut j = Client::authenticated(server.local_addr(), "ClueCon").await;
+    j.command("event json ALL").await;
+    let (events, _) = j.events_until_notice().await;
+    for (event, fixture) in events.iter().zip(json) {
+        assert_eq!(
+            event.to_bytes().to_vec(),
+            fixture_bytes(fixture),
+            "{fixture}"
+        );
+    }
+
+    // The same events for a plain listener: what FreeSWITCH would have sent in plain.
+    let mut p = Client::authenticated(server.local_addr(), "ClueCon").await;
+    p.command("event plain ALL").await;
+    let (events, _) = p.events_until_notice().await;
+    assert_eq!(events.len(), 3);
+    let heartbeat = &events[0];
+    assert_eq!(heartbeat.content_type(), Some("text/event-plain"));
+    assert_eq!(
+        heartbeat.body(),
+        fixture_frame("12-event-plain-heartbeat.esl").body(),
+        "the JSON heartbeat converts to the plain fixture exactly"
+    );
+    let job = esl_replay::esl::event::PlainEvent::parse(events[1].body()).unwrap();
+    assert_eq!(job.body(), b"+OK b7e2a1c4-3d5f-4e6a-8b9c-0d1e2f3a4b5c\n");
+    let array = esl_replay::esl::event::PlainEvent::parse(events[2].body()).unwrap();
+    assert_eq!(
+        array.header("variable_sip_multipart").unwrap(),
+        b"ARRAY::application/sdp:v=0|:application/pidf+xml:<presence/>"
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_and_filters_apply_to_stored_events() {
+    let (_dir, server) = serve_plain_fixtures().await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    // Filters first: the stream starts with the first subscription.
+    c.command("filter Unique-ID 4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30")
+        .await;
+    c.command("event plain CHANNEL_CREATE CHANNEL_ANSWER DTMF HEARTBEAT")
+        .await;
+    let (events, _) = c.events_until_notice().await;
+    let names: Vec<String> = events.iter().map(event_name).collect();
+    assert_eq!(
+        names,
+        ["CHANNEL_CREATE", "CHANNEL_ANSWER", "DTMF"],
+        "HEARTBEAT has no Unique-ID"
+    );
+}
+
+#[tokio::test]
+async fn api_and_bgapi_are_answered_from_recorded_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = fixture_frame("06-api-response-version.esl");
+    let ack = fixture_frame("07-command-reply-bgapi-accepted.esl");
+    let job = fixture_frame("08-event-plain-background-job.esl");
+    let command = "originate {origination_uuid=b7e2a1c4-3d5f-4e6a-8b9c-0d1e2f3a4b5c,origination_caller_id_number=3000}sofia/internal/1002@192.0.2.10 &park()";
+    write_store(
+        dir.path(),
+        vec![
+            dispatch_envelope("api.dispatch", "api version", at(0)),
+            reply_envelope("api.reply", &version, at(1)),
+            dispatch_envelope("bgapi.dispatch", &format!("bgapi {command}"), at(2)),
+            reply_envelope("command.reply", &ack, at(3)),
+            reply_envelope("bgapi.ack", &ack, at(3)),
+            event_envelope(&job, at(4)),
+            // An hour later: keeps the paced stream (and the connection) open meanwhile.
+            timed_event(
+                "HEARTBEAT",
+                2,
+                header(&job, "Event-Date-Timestamp")
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap()
+                    + 3_600_000_000,
+            ),
+        ],
+    );
+    let store = store::open_read_only(dir.path(), None).unwrap();
+    let paced = ReplayOptions {
+        speed: Some(1.0),
+        ..ReplayOptions::default()
+    };
+    let replay = StoreReplay::load(store, paced).unwrap();
+    let summary = replay.summary();
+    assert_eq!((summary.api_commands, summary.bgapi_commands), (1, 1));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap();
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+
+    let reply = c.api("api version").await;
+    assert_eq!(
+        reply.to_bytes().to_vec(),
+        fixture_bytes("06-api-response-version.esl")
+    );
+    // Not recorded, but a core command: answered from the served switch.
+    let reply = c.api("api status").await;
+    assert!(reply.body().starts_with(b"UP 0 years, "), "{reply:?}");
+    let reply = c.api("api no_such_command").await;
+    assert_eq!(
+        &reply.body()[..],
+        b"-ERR no_such_command Command not found!\n"
+    );
+
+    c.command("filter Event-Name BACKGROUND_JOB").await;
+    c.command("event plain ALL").await;
+    let (stream, _) = {
+        // The recorded BACKGROUND_JOB is also part of the stream; read it first.
+        let first = c.frame().await.unwrap();
+        (first, ())
+    };
+    assert_eq!(
+        stream.to_bytes().to_vec(),
+        fixture_bytes("08-event-plain-background-job.esl")
+    );
+    let new_job = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    c.send(&format!("bgapi {command}\nJob-UUID: {new_job}"))
+        .await;
+    let ack = c.reply_frame().await;
+    assert_eq!(
+        ack.header("Reply-Text"),
+        Some(format!("+OK Job-UUID: {new_job}").as_str())
+    );
+    let event = c.frame().await.unwrap();
+    assert_eq!(header(&event, "Job-UUID").unwrap(), new_job);
+    assert_eq!(header(&event, "Job-Command").unwrap(), "originate");
+    let parsed = esl_replay::esl::event::PlainEvent::parse(event.body()).unwrap();
+    assert_eq!(parsed.body(), b"+OK b7e2a1c4-3d5f-4e6a-8b9c-0d1e2f3a4b5c\n");
+
+    c.send("bgapi show channels").await;
+    let ack = c.reply_frame().await;
+    let made = ack.header("Job-UUID").unwrap().to_owned();
+    let event = c.frame().await.unwrap();
+    assert_eq!(header(&event, "Job-UUID").unwrap(), made);
+    let parsed = esl_replay::esl::event::PlainEvent::parse(event.body()).unwrap();
+    assert_eq!(parsed.body(), b"\n0 total.\n", "a core command, as a job");
+
+    c.send("bgapi frobnicate now").await;
+    c.reply_frame().await;
+    let event = c.frame().await.unwrap();
+    let parsed = esl_replay::esl::event::PlainEvent::parse(event.body()).unwrap();
+    assert_eq!(parsed.body(), b"-ERR frobnicate Command not found!\n");
+}
+
+/// Issue 15 item 2: after `event plain ALL` then `nixevent CHANNEL_STATE CODEC`,
+/// FreeSWITCH stops CUSTOM events whose subclass was never named (fixture
+/// inbound-commands); other events keep coming.
+#[tokio::test]
+async fn nixevent_after_all_stops_custom_subclasses_not_named() {
+    let (_dir, server) = serve_plain_fixtures().await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("filter Event-Name /^(CUSTOM|HEARTBEAT|DTMF)$/")
+        .await;
+    // One write: both commands are handled before the first event is sent.
+    c.send("event plain ALL\n\nnixevent CHANNEL_STATE CODEC")
+        .await;
+    let replies = [c.reply_frame().await, c.reply_frame().await];
+    assert_eq!(
+        replies.map(|r| r.header("Reply-Text").unwrap_or_default().to_owned()),
+        ["+OK event listener enabled plain", "+OK events nixed"]
+    );
+    let (events, _) = c.events_until_notice().await;
+    let names: Vec<String> = events.iter().map(event_name).collect();
+    assert_eq!(names, ["DTMF", "HEARTBEAT"], "no CUSTOM sofia::register");
+}
+
+/// A plain event named `name` with the given `Event-Date-Timestamp`.
+fn timed_event(name: &str, sequence: u64, timestamp_us: i64) -> Envelope {
+    let body = format!(
+        "Event-Name: {name}\nEvent-Date-Timestamp: {timestamp_us}\nEvent-Sequence: {sequence}\n\n"
+    );
+    let wire = format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+        body.len()
+    );
+    let mut codec = esl_replay::esl::EslCodec::new();
+    let mut buf = bytes::BytesMut::from(wire.as_bytes());
+    let frame = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+        .unwrap()
+        .unwrap();
+    event_envelope(&frame, at(0))
+}
+
+fn sequences(events: &[esl_replay::esl::Frame]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| header(e, "Event-Sequence").unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn pacing_follows_original_times_scaled_and_never_reorders() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 s of original time; the third event's clock went backwards (delivery order wins).
+    let base = 1_767_261_600_000_000;
+    write_store(
+        dir.path(),
+        vec![
+            timed_event("HEARTBEAT", 1, base),
+            timed_event("HEARTBEAT", 2, base + 1_000_000),
+            timed_event("HEARTBEAT", 3, base + 500_000),
+            timed_event("HEARTBEAT", 4, base + 2_000_000),
+        ],
+    );
+    let options = ReplayOptions {
+        speed: Some(8.0),
+        ..ReplayOptions::default()
+    };
+    let server = serve(dir.path(), options).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    let started = Instant::now();
+    c.command("event plain ALL").await;
+    let (events, _) = c.events_until_notice().await;
+    let elapsed = started.elapsed();
+    assert_eq!(sequences(&events), [1, 2, 3, 4]);
+    // 2 s at 8x is 250 ms; only a lower bound, so a slow machine cannot fail it.
+    assert!(
+        elapsed >= Duration::from_millis(240),
+        "paced, took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn looping_starts_over_and_from_sequence_skips_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_767_261_600_000_000;
+    write_store(
+        dir.path(),
+        (1..=3)
+            .map(|n| timed_event("HEARTBEAT", n, base + n as i64))
+            .collect(),
+    );
+    let options = ReplayOptions {
+        looping: true,
+        from_sequence: 2,
+        ..ReplayOptions::default()
+    };
+    let server = serve(dir.path(), options).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("event plain ALL").await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(header(&c.frame().await.unwrap(), "Event-Sequence").unwrap());
+    }
+    assert_eq!(seen, ["2", "3", "2", "3", "2", "3", "2"]);
+}
+
+#[tokio::test]
+async fn serving_resumes_after_the_checkpoint_of_an_earlier_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_767_261_600_000_000;
+    write_store(
+        dir.path(),
+        (1..=6)
+            .map(|n| timed_event("HEARTBEAT", n, base + n as i64 * 1_000_000))
+            .collect(),
+    );
+    let checkpoints = tempfile::tempdir().unwrap();
+    let service = || {
+        CheckpointService::new(
+            CheckpointStore::open(checkpoints.path()).unwrap(),
+            "serve-test",
+        )
+        .unwrap()
+    };
+    // One event every 100 ms: the first client reads two and leaves.
+    let options = ReplayOptions {
+        speed: Some(10.0),
+        checkpoint: Some(service()),
+        ..ReplayOptions::default()
+    };
+    let server = serve(dir.path(), options).await;
+    let mut first = Client::authenticated(server.local_addr(), "ClueCon").await;
+    first.command("event plain ALL").await;
+    assert_eq!(
+        header(&first.frame().await.unwrap(), "Event-Sequence").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        header(&first.frame().await.unwrap(), "Event-Sequence").unwrap(),
+        "2"
+    );
+    drop(first);
+    // The feed saves its progress when the connection goes away.
+    let mut saved = None;
+    for _ in 0..100 {
+        saved = service().load().unwrap();
+        if saved.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let consumed = saved
+        .expect("checkpoint saved")
+        .cursor()
+        .last_consumed_sequence();
+    assert!((2..=3).contains(&consumed), "consumed {consumed}");
+
+    let mut second = Client::authenticated(server.local_addr(), "ClueCon").await;
+    second.command("event plain ALL").await;
+    let (events, _) = second.events_until_notice().await;
+    let expected: Vec<u64> = (consumed + 1..=6).collect();
+    assert_eq!(sequences(&events), expected);
+    let done = service().load().unwrap().unwrap();
+    assert_eq!(done.cursor().last_consumed_sequence(), 6);
+}
+
+#[tokio::test]
+async fn records_without_a_raw_payload_are_counted_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut envelopes: Vec<Envelope> = (0..4).map(esl_replay::store::dataset::envelope).collect();
+    envelopes.push(event_envelope(
+        &fixture_frame("12-event-plain-heartbeat.esl"),
+        at(9),
+    ));
+    envelopes
+        .iter_mut()
+        .for_each(|e| e.artifact_name = "event.raw".into());
+    write_store(dir.path(), envelopes);
+    let store = store::open_read_only(dir.path(), None).unwrap();
+    let replay = StoreReplay::load(store, fast()).unwrap();
+    assert_eq!(replay.summary().events, 1);
+    assert_eq!(replay.summary().events_without_payload, 4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap();
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("event plain ALL").await;
+    let (events, _) = c.events_until_notice().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(fixture_frames("12-event-plain-heartbeat.esl")[0], events[0]);
+}
+
+#[tokio::test]
+async fn a_full_page_of_records_without_payload_does_not_end_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut envelopes: Vec<Envelope> = (0..600).map(esl_replay::store::dataset::envelope).collect();
+    envelopes
+        .iter_mut()
+        .for_each(|e| e.artifact_name = "event.raw".into());
+    envelopes.push(event_envelope(
+        &fixture_frame("12-event-plain-heartbeat.esl"),
+        at(0),
+    ));
+    write_store(dir.path(), envelopes);
+    let server = serve(dir.path(), fast()).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    c.command("event plain ALL").await;
+    let (events, _) = c.events_until_notice().await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the event after 600 payload-less records arrives"
+    );
+}

@@ -1,0 +1,345 @@
+//! Forwarding to NATS against a real `nats-server -js` started by the test (skipped, saying
+//! so, when the binary is absent): JetStream holds every record exactly once through
+//! forwarder kills and a server outage; core NATS delivers to a live subscriber; a missing
+//! stream is a clear error.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use esl_replay::record::ndjson;
+use futures::StreamExt as _;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::support::forward::{
+    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
+    expect_refusal, expect_success, fill_store, free_port, health, signal, spawn_forwarder,
+    stdout_of, wait_exit,
+};
+
+const SUBJECT: &str = "fs.events";
+const STREAM: &str = "FS_EVENTS";
+const KEY: &str = "forward.nats.fs.events";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every message of the stream as (append sequence header, record id header, body).
+fn read_stream(url: &str, stream: &str) -> Vec<(u64, String, String)> {
+    runtime().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let context = jetstream::new(client);
+        let mut stream = context.get_stream(stream).await.unwrap();
+        let total = stream.info().await.unwrap().state.messages;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut entries = Vec::new();
+        while (entries.len() as u64) < total {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let headers = message.headers.clone().unwrap();
+            let sequence = headers
+                .get("Esl-Append-Sequence")
+                .unwrap()
+                .as_str()
+                .parse()
+                .unwrap();
+            let id = headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
+            assert_eq!(headers.get("Esl-Record-Id").unwrap().as_str(), id);
+            let body = String::from_utf8(message.payload.to_vec()).unwrap();
+            entries.push((sequence, id, body));
+        }
+        entries
+    })
+}
+
+fn jetstream_args(store: &Path, checkpoints: &Path, server: &Server) -> Vec<String> {
+    args_for_stream(store, checkpoints, server, STREAM)
+}
+
+fn args_for_stream(store: &Path, checkpoints: &Path, server: &Server, stream: &str) -> Vec<String> {
+    [
+        "nats",
+        "--store",
+        store.to_str().unwrap(),
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--url",
+        &server.url(),
+        "--subject",
+        SUBJECT,
+        "--jetstream-stream",
+        stream,
+        "--create-stream",
+        "--retry-max",
+        "500ms",
+        "--timeout",
+        "2s",
+        "--log-interval",
+        "1s",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Exactly once: one message per sequence 1..=total, in append order.
+fn check_exactly_once(entries: &[(u64, String, String)], total: u64) {
+    let sequences: Vec<u64> = entries.iter().map(|entry| entry.0).collect();
+    let repeats = check_in_order_at_least_once(&sequences, total);
+    assert_eq!(repeats, 0, "JetStream stored {repeats} records twice");
+    assert_eq!(entries.len() as u64, total);
+}
+
+#[test]
+fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    let log = dir.path().join("forwarder.log");
+    const TOTAL: u64 = 100_000;
+    let writer = append_in_background(&store, TOTAL, 1000, Duration::from_millis(25));
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut args = jetstream_args(&store, &checkpoints, &server);
+    args.extend(["--batch-size", "500"].map(str::to_owned));
+    let mut saved = Vec::new();
+    for run in 0..6 {
+        let mut following = args.clone();
+        following.push("--follow".into());
+        // Checkpoints saved after every batch, or coalesced: a kill then re-sends what was
+        // acknowledged since the last save.
+        let interval = ["0", "50ms", "300ms"][run % 3];
+        following.extend(["--checkpoint-interval".to_owned(), interval.to_owned()]);
+        let mut child = spawn_forwarder(&following, &log);
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        saved.push(checkpoint_sequence(&checkpoints, KEY).unwrap_or(0));
+    }
+    writer.join().unwrap();
+    let mut child = spawn_forwarder(&args, &log);
+    let status = wait_exit(&mut child, Duration::from_secs(90));
+    let summary = stdout_of(&mut child);
+    assert!(
+        status.success(),
+        "final run failed: {status}; see {}",
+        log.display()
+    );
+    assert!(summary.contains("at sequence 100000"), "{summary}");
+    eprintln!("checkpoints after kills: {saved:?}; {summary}");
+    assert!(saved.windows(2).all(|pair| pair[0] <= pair[1]), "{saved:?}");
+    // At least one kill interrupted delivery mid-stream (later ones may find it caught up).
+    assert!(saved.iter().any(|&s| s > 0 && s < TOTAL), "{saved:?}");
+
+    let entries = read_stream(&server.url(), STREAM);
+    check_exactly_once(&entries, TOTAL);
+    for (sequence, id, body) in entries.iter().step_by(997) {
+        let record = ndjson::from_ndjson_line(body).unwrap();
+        assert_eq!(record.append_sequence(), *sequence);
+        assert_eq!(record.id().as_str(), id);
+    }
+    assert_eq!(checkpoint_sequence(&checkpoints, KEY), Some(TOTAL));
+
+    // A crash between the acknowledgements and the checkpoint save, made certain: move the
+    // checkpoint back and run again. Every re-sent record is a server-side duplicate.
+    let service = esl_replay::checkpoint::CheckpointService::new(
+        esl_replay::checkpoint::CheckpointStore::open(&checkpoints).unwrap(),
+        KEY,
+    )
+    .unwrap();
+    service
+        .save(
+            esl_replay::record::ReadCursor::new(TOTAL - 5000, None),
+            Default::default(),
+        )
+        .unwrap();
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
+    let summary = stdout_of(&mut child);
+    assert!(summary.starts_with("forwarded 5000 records"), "{summary}");
+    assert!(summary.contains("5000 already stored"), "{summary}");
+    check_exactly_once(&read_stream(&server.url(), STREAM), TOTAL);
+}
+
+#[test]
+fn a_jetstream_outage_is_retried_and_shows_as_lag_without_duplicates() {
+    let Some(mut server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    let log = dir.path().join("forwarder.log");
+    const TOTAL: u64 = 20_000;
+    let writer = append_in_background(&store, TOTAL, 100, Duration::from_millis(25));
+    let metrics_port = free_port();
+    let mut args = jetstream_args(&store, &checkpoints, &server);
+    args.extend([
+        "--follow".to_owned(),
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let mut child = spawn_forwarder(&args, &log);
+    let acked =
+        |port| health(port).map_or(0, |(_, body)| body["acked_sequence"].as_u64().unwrap_or(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked(metrics_port) < 2000 {
+        assert!(Instant::now() < deadline, "no progress before the outage");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    server.stop();
+    let outage = Instant::now();
+    let (mut worst_lag_records, mut worst_lag_seconds, mut saw_503) = (0, 0.0f64, false);
+    while outage.elapsed() < Duration::from_secs(3) {
+        if let Some((status, body)) = health(metrics_port) {
+            saw_503 |= status == 503;
+            worst_lag_records = worst_lag_records.max(body["lag_records"].as_u64().unwrap());
+            worst_lag_seconds = worst_lag_seconds.max(body["lag_seconds"].as_f64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, during) = health(metrics_port).unwrap();
+    server.restart();
+
+    assert!(saw_503, "/health reports the failing target");
+    assert!(during["retries"].as_u64().unwrap() >= 1, "{during}");
+    assert!(worst_lag_records > 0);
+    assert!(
+        worst_lag_seconds >= 2.0,
+        "lag in seconds: {worst_lag_seconds}"
+    );
+
+    writer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, body) = health(metrics_port).unwrap();
+        if body["acked_sequence"] == TOTAL && body["lag_records"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not catch up: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&child, "INT");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert_eq!(checkpoint_sequence(&checkpoints, KEY), Some(TOTAL));
+    check_exactly_once(&read_stream(&server.url(), STREAM), TOTAL);
+}
+
+#[test]
+fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 3000);
+    let rt = runtime();
+    let client = rt.block_on(async_nats::connect(server.url())).unwrap();
+    let mut subscriber = rt.block_on(client.subscribe("core.events")).unwrap();
+    rt.block_on(client.flush()).unwrap();
+
+    let args: Vec<String> = [
+        "nats",
+        "--store",
+        store.to_str().unwrap(),
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--url",
+        &server.url(),
+        "--subject",
+        "core.events",
+        "--mode",
+        "core",
+        "--artifact-name",
+        "event.raw",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let log = dir.path().join("core.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
+    let mut received = Vec::new();
+    rt.block_on(async {
+        while received.len() < 2400 {
+            let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let headers = message.headers.unwrap();
+            assert!(
+                headers.get("Nats-Msg-Id").is_none(),
+                "core mode sets no dedup id"
+            );
+            assert_eq!(
+                headers.get("Esl-Artifact-Name").unwrap().as_str(),
+                "event.raw"
+            );
+            received.push(
+                headers
+                    .get("Esl-Append-Sequence")
+                    .unwrap()
+                    .as_str()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+        }
+    });
+    let expected: Vec<u64> = (1..=3000).filter(|s| (s - 1) % 5 != 0).collect();
+    assert_eq!(
+        received, expected,
+        "a live subscriber gets the event.raw records in order"
+    );
+    assert_eq!(
+        checkpoint_sequence(&checkpoints, "forward.nats.core.events"),
+        Some(3000)
+    );
+
+    // JetStream mode without --create-stream refuses a stream that does not exist.
+    let mut args = args_for_stream(&store, &checkpoints, &server, "MISSING");
+    args.retain(|arg| arg != "--create-stream");
+    expect_refusal(
+        &args,
+        &dir.path().join("missing.log"),
+        "MISSING does not exist",
+    );
+    assert_eq!(checkpoint_sequence(&checkpoints, KEY), None);
+}
+
+#[test]
+fn metrics_port_in_use_is_reported() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 10);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut args = jetstream_args(&store, &checkpoints, &server);
+    args.extend(["--metrics-listen".to_owned(), format!("127.0.0.1:{port}")]);
+    let log = dir.path().join("taken.log");
+    let mut child = spawn_forwarder(&args, &log);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(2)
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("cannot listen for metrics")
+    );
+    let _ = free_port();
+}

@@ -1,0 +1,12 @@
+//! Forwarding to Redis Streams and NATS, from a store and from a running capture, against
+//! real servers. Each module is one former test file.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[cfg(all(feature = "cli", feature = "forward"))]
+mod capture_forward;
+#[cfg(feature = "forward")]
+mod forward_nats;
+#[cfg(feature = "forward")]
+mod forward_redis;

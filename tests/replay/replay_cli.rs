@@ -1,0 +1,571 @@
+//! `esl-replay replay plan` and `replay run` end to end: dry-run by default, human and
+//! JSON output under the reference outcome keys, `--until`, criteria, the built-in
+//! handlers (`print`, `count`, `exec`), checkpoints resumed and saved, and the guarded
+//! re-injection flags.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use esl_replay::checkpoint::CheckpointStore;
+use esl_replay::store::{ArtifactStore, LogStore};
+use serde_json::Value;
+
+use crate::support;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args(args)
+        .env_remove("ESL_REPLAY_STORE")
+        .env_remove("ESL_REPLAY_CHECKPOINTS")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// A store of these artifact names (event names `E<sequence>` on `event.raw` records).
+fn store(dir: &Path, names: &[&str]) -> PathBuf {
+    let path = dir.join("store");
+    let mut store = LogStore::open(&path).unwrap();
+    let envelopes = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut envelope = support::replay::envelope(name);
+            if *name == "event.raw" {
+                envelope.event_name = Some(if i % 2 == 0 { "HEARTBEAT" } else { "DTMF" }.into());
+            }
+            envelope
+        })
+        .collect();
+    store.write_batch(envelopes).unwrap();
+    store.sync().unwrap();
+    path
+}
+
+const STREAM: [&str; 5] = [
+    "api.dispatch",
+    "event.raw",
+    "bgapi.dispatch",
+    "event.raw",
+    "event.raw",
+];
+
+#[test]
+fn run_is_a_dry_run_by_default_with_one_line_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--handler",
+        "count",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("dry_run_skip") && l.contains("would run count"))
+    );
+    assert!(stderr(&output).contains("dry-run: 5 records in 1 batch: 0 processed, 5 skipped"));
+}
+
+#[test]
+fn json_prints_plan_result_and_reference_outcome_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--json",
+        "--batch",
+        "2",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 4, "three batches and a summary");
+    let first = &lines[0];
+    assert_eq!(first["plan"]["from"]["last_consumed_sequence"], 0);
+    assert_eq!(first["plan"]["record_count"], 2);
+    assert_eq!(first["plan"]["is_dry_run"], true);
+    assert_eq!(first["result"]["success"], true);
+    assert_eq!(first["result"]["skipped_count"], 2);
+    let outcome = first["result"]["outcomes"][0].as_object().unwrap();
+    let keys: Vec<&str> = outcome.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "record_id",
+            "artifact_name",
+            "append_sequence",
+            "action",
+            "would_dispatch_handler",
+            "handler",
+            "would_reinject",
+            "reinjection_reason"
+        ]
+    );
+    assert_eq!(outcome["artifact_name"], "api.dispatch");
+    assert_eq!(outcome["action"], "dry_run_skip");
+    assert_eq!(lines[1]["plan"]["from"]["last_consumed_sequence"], 2);
+    let summary = &lines[3]["summary"];
+    assert_eq!(summary["records"], 5);
+    assert_eq!(summary["batches"], 3);
+    assert_eq!(summary["last_consumed_sequence"], 5);
+}
+
+#[test]
+fn execute_observes_records_and_until_and_after_bound_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--execute",
+        "--after",
+        "1",
+        "--until",
+        "3",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let outcomes = lines[0]["result"]["outcomes"].as_array().unwrap();
+    let seen: Vec<(u64, &str)> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                o["append_sequence"].as_u64().unwrap(),
+                o["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(2, "observed"), (3, "observed")]);
+    assert_eq!(outcomes[0]["artifact_version"], "1");
+    assert_eq!(lines.last().unwrap()["summary"]["processed"], 2);
+}
+
+#[test]
+fn criteria_select_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--artifact-name",
+        "event.raw",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let sequences: Vec<u64> = lines[0]["result"]["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["append_sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [2, 4, 5]);
+}
+
+#[test]
+fn count_handler_counts_by_artifact_and_by_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--execute",
+        "--handler",
+        "count",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let counts: Vec<(u64, String)> = stdout(&output)
+        .lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            (
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (1, "api.dispatch".to_owned()),
+            (1, "bgapi.dispatch".to_owned()),
+            (3, "event.raw".to_owned())
+        ]
+    );
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--execute",
+        "--handler",
+        "count",
+        "--count-by",
+        "event",
+        "--json",
+    ]);
+    let lines = json_lines(&output);
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        summary["counts"],
+        serde_json::json!({"-": 2, "DTMF": 2, "HEARTBEAT": 1})
+    );
+    assert_eq!(lines[0]["result"]["outcomes"][0]["action"], "counted");
+    assert_eq!(lines[0]["result"]["outcomes"][0]["handler"], "count");
+}
+
+#[test]
+fn print_handler_prints_reference_ndjson_for_selected_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--execute",
+        "--handler",
+        "print",
+        "--handle-artifact",
+        "api.dispatch",
+        "--handle-artifact",
+        "bgapi.dispatch",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let records = json_lines(&output);
+    let names: Vec<&str> = records
+        .iter()
+        .map(|r| r["artifact_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api.dispatch", "bgapi.dispatch"]);
+    assert_eq!(records[0]["append_sequence"], 1);
+    assert!(stderr(&output).contains("5 records in 1 batch: 5 processed"));
+}
+
+#[test]
+fn exec_handler_pipes_each_record_and_stops_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let sink = dir.path().join("sink");
+    let script = format!("cat >> {}", sink.display());
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--execute",
+        "--handler",
+        "exec",
+        "--summary",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let piped = std::fs::read_to_string(&sink).unwrap();
+    let sequences: Vec<u64> = piped
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["append_sequence"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+
+    // A command that fails on the third record stops the replay there (exit 1) and
+    // saves the progress before it.
+    let checkpoints = dir.path().join("cp");
+    let failing = r#"grep -q '"append_sequence":3' && exit 7; cat >/dev/null; exit 0"#;
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--execute",
+        "--handler",
+        "exec",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-key",
+        "w",
+        "--batch",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        failing,
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("replay stopped at sequence 3"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("exit status: 7"),
+        "{}",
+        stderr(&output)
+    );
+    let saved = CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .load("w")
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.cursor().last_consumed_sequence(), 2);
+}
+
+#[test]
+fn checkpoint_resumes_and_saves_progress_only_when_executing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let checkpoints = dir.path().join("cp");
+    let cp = checkpoints.to_str().unwrap();
+    let base = [
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--checkpoint-dir",
+        cp,
+        "--checkpoint-key",
+        "k",
+    ];
+
+    let dry = run(&[&base[..], &["--until", "2"]].concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        !checkpoints.exists(),
+        "a dry-run creates no checkpoint directory"
+    );
+    assert!(
+        CheckpointStore::open(&checkpoints)
+            .unwrap()
+            .load("k")
+            .unwrap()
+            .is_none()
+    );
+
+    let first = run(&[&base[..], &["--until", "2", "--execute", "--json"]].concat());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let saved = CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .load("k")
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.cursor().last_consumed_sequence(), 2);
+
+    let second = run(&[&base[..], &["--execute", "--json"]].concat());
+    let lines = json_lines(&second);
+    let sequences: Vec<u64> = lines[0]["result"]["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["append_sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [3, 4, 5]);
+    let saved = CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .load("k")
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.cursor().last_consumed_sequence(), 5);
+
+    // `plan` reads from the checkpoint and plans nothing more.
+    let plan = run(&[
+        "replay",
+        "plan",
+        "--store",
+        path,
+        "--checkpoint-dir",
+        cp,
+        "--checkpoint-key",
+        "k",
+        "--json",
+    ]);
+    let plan = &json_lines(&plan)[0];
+    assert_eq!(plan["from"]["last_consumed_sequence"], 5);
+    assert_eq!(plan["record_count"], 0);
+}
+
+#[test]
+fn plan_prints_the_next_batch_with_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let output = run(&["replay", "plan", "--store", path, "--batch", "3", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = &json_lines(&output)[0];
+    assert_eq!(plan["record_count"], 3);
+    assert_eq!(plan["is_dry_run"], true);
+    let records = plan["records"].as_array().unwrap();
+    let sequences: Vec<u64> = records
+        .iter()
+        .map(|r| r["append_sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    assert!(records[0]["checksum"].is_string());
+
+    let human = run(&["replay", "plan", "--store", path, "--after", "3"]);
+    let text = stdout(&human);
+    assert!(
+        text.starts_with("plan: 2 records after sequence 3"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 3);
+}
+
+#[test]
+fn reinjection_dry_run_reports_reasons_and_live_needs_a_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--reinject",
+        "--allowlist",
+        "api.dispatch,event.raw",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let reasons: Vec<(bool, &str)> = lines[0]["result"]["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["would_reinject"].as_bool().unwrap(),
+                o["reinjection_reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons[..3],
+        [
+            (true, "eligible"),
+            (false, "artifact type is observational and not injectable"),
+            (false, "artifact type is not allowlisted for reinjection"),
+        ]
+    );
+
+    let live = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--reinject",
+        "--allowlist",
+        "api.dispatch",
+        "--execute",
+    ]);
+    assert_eq!(live.status.code(), Some(2));
+    assert!(
+        stderr(&live).contains("needs an injector target"),
+        "{}",
+        stderr(&live)
+    );
+
+    let no_allowlist = run(&["replay", "run", "--store", path, "--reinject"]);
+    assert_eq!(no_allowlist.status.code(), Some(2));
+    assert!(
+        stderr(&no_allowlist).contains("--allowlist"),
+        "{}",
+        stderr(&no_allowlist)
+    );
+}
+
+#[test]
+fn conflicting_or_incomplete_flags_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    for args in [
+        vec!["replay", "run", "--store", path, "--dry-run", "--execute"],
+        vec!["replay", "run", "--store", path, "--handler", "exec"],
+        vec![
+            "replay",
+            "run",
+            "--store",
+            path,
+            "--handler",
+            "print",
+            "--json",
+        ],
+        vec!["replay", "run", "--store", path, "--checkpoint-key", "k"],
+        vec!["replay", "run", "--store", path, "--batch", "0"],
+        vec![
+            "replay", "run", "--store", path, "--after", "4", "--until", "2",
+        ],
+    ] {
+        let output = run(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn exec_handler_reports_a_command_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--execute",
+        "--handler",
+        "exec",
+        "--",
+        "/nonexistent/esl-replay-handler",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("replay stopped at sequence 1"), "{text}");
+    assert!(
+        text.contains("cannot run `/nonexistent/esl-replay-handler`"),
+        "{text}"
+    );
+}

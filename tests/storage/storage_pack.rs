@@ -1,0 +1,642 @@
+//! Packed segments [SEG-09]: sealed segments rewritten with each record compressed against a
+//! dictionary trained on the segment, by `Log::pack_sealed` and by the background packer.
+//!
+//! Every record must read back byte for byte, through the writer's readers (also ones reading
+//! a segment while it is packed), followers, point reads and `verify`; damaged segments stay
+//! as written; damage in a packed segment is reported where it is; and an interrupted packing
+//! ([PACK-01] to [PACK-05]) leaves a log that opens with every record, whichever of its renames
+//! reached the disk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use esl_replay::storage::codec::{
+    FileHeader, PACKED_VERSION, PLAIN_VERSION, SEGMENT_MAGIC, TRAILER_OVERHEAD, index_path,
+    segment_path,
+};
+use esl_replay::storage::{
+    CorruptKind, Error, Log, LogOptions, PackOutcome, ReadStrategy, Reader, RecoveryMode, Seq,
+};
+
+use crate::support::storage::{
+    FaultyIo, NoSyncIo, Plan, Rng, fast_options, flip_byte, frames_of, read_all, segment_bases,
+    temp_dir, with_io, with_strategy,
+};
+
+/// Record `seq`: mostly an ESL event in plain format (fields repeat across records, values
+/// vary), every tenth pseudo-random bytes that do not compress, every 25th a long repetitive
+/// one that the log compresses on its own when appending.
+fn record(seq: u64) -> Vec<u8> {
+    if seq % 10 == 3 {
+        let mut rng = Rng::new(seq);
+        return (0..900).map(|_| rng.next_u64() as u8).collect();
+    }
+    let names = [
+        "CHANNEL_CREATE",
+        "CHANNEL_ANSWER",
+        "CHANNEL_EXECUTE",
+        "CHANNEL_HANGUP",
+        "HEARTBEAT",
+    ];
+    let name = names[(seq % 5) as usize];
+    let mut text = format!(
+        "Event-Name: {name}\nCore-UUID: 0c6a9c2e-8f1e-4d55-9a83-5b0e6f1d2a77\n\
+         FreeSWITCH-Hostname: vm\nFreeSWITCH-Switchname: vm\nFreeSWITCH-IPv4: 10.0.0.5\n\
+         Event-Date-Local: 2026-12-05 15:{:02}:{:02}\nEvent-Date-Timestamp: {}\n\
+         Event-Calling-File: switch_core_state_machine.c\nEvent-Sequence: {seq}\n\
+         Channel-State: CS_EXECUTE\nChannel-Call-State: ACTIVE\n\
+         Unique-ID: {:08x}-1d2e-4f5a-8b9c-{:012x}\nCall-Direction: inbound\n\
+         Caller-Caller-ID-Number: 10{:02}\nCaller-Destination-Number: 9{:03}\n\
+         variable_sip_user_agent: FreeSWITCH-mod_sofia/1.10.12\n",
+        seq / 60 % 60,
+        seq % 60,
+        1_733_412_000_000_000 + seq * 1_337,
+        seq * 7,
+        seq * 13,
+        seq % 97,
+        seq % 1000,
+    );
+    if seq.is_multiple_of(25) {
+        text.push_str(&"variable_long_value: 0123456789abcdef\n".repeat(60));
+    }
+    text.into_bytes()
+}
+
+/// A log of `count` records over several sealed 64 KiB segments, closed.
+fn written_log(dir: &Path, options: &LogOptions, count: u64) {
+    let (mut log, _) = Log::open(dir, options.clone()).unwrap();
+    for seq in 1..=count {
+        assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
+    }
+    log.close().unwrap();
+}
+
+/// Bytes of these segments' files.
+fn segment_bytes(dir: &Path, bases: &[u64]) -> u64 {
+    bases
+        .iter()
+        .map(|b| std::fs::metadata(segment_path(dir, *b)).unwrap().len())
+        .sum()
+}
+
+fn header_of(dir: &Path, base: u64) -> FileHeader {
+    let bytes = std::fs::read(segment_path(dir, base)).unwrap();
+    FileHeader::decode(&bytes, SEGMENT_MAGIC).unwrap()
+}
+
+fn assert_every_record(reader: &Reader, count: u64) {
+    let all = read_all(reader);
+    assert_eq!(all.len() as u64, count);
+    for (seq, payload) in all {
+        assert_eq!(payload, record(seq), "record {seq}");
+    }
+}
+
+fn packed_count(outcomes: &[(esl_replay::storage::SegmentId, PackOutcome)]) -> usize {
+    outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, PackOutcome::Packed { .. }))
+        .count()
+}
+
+/// [SEG-09] [PACK-01] Packing every sealed segment keeps every record byte for byte, for the
+/// writer's readers, followers (mmap and pread), point reads and `verify`; packed files are
+/// version 2 and much smaller, and the active segment stays as written.
+#[test]
+fn packed_segments_read_back_every_record() {
+    let dir = temp_dir();
+    let count = 1500;
+    written_log(dir.path(), &fast_options(), count);
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() > 5, "{bases:?}");
+    let before = segment_bytes(dir.path(), &bases);
+
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let outcomes = log.pack_sealed().unwrap();
+    assert_eq!(packed_count(&outcomes), bases.len() - 1, "{outcomes:?}");
+    for (_, outcome) in &outcomes {
+        if let PackOutcome::Packed {
+            records,
+            unpacked,
+            packed,
+        } = outcome
+        {
+            assert!(*records > 0);
+            assert!(packed * 4 < *unpacked * 3, "{packed} of {unpacked}");
+        }
+    }
+    assert_every_record(&log.reader(), count);
+    for seq in [1, 2, 3, 250, 777, 1499] {
+        assert_eq!(log.reader().get(Seq(seq)).unwrap(), Some(record(seq)));
+    }
+    assert!(
+        log.pack_sealed().unwrap().is_empty(),
+        "nothing left to pack"
+    );
+    log.close().unwrap();
+
+    let last = *bases.last().unwrap();
+    for base in &bases {
+        let header = header_of(dir.path(), *base);
+        let expected = if *base == last {
+            PLAIN_VERSION
+        } else {
+            PACKED_VERSION
+        };
+        assert_eq!(header.read_version, expected, "segment {base}");
+    }
+    let after = segment_bytes(dir.path(), &bases);
+    assert!(after < before, "{after} of {before}");
+
+    for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
+        let reader = Reader::open(dir.path(), &with_strategy(fast_options(), strategy)).unwrap();
+        assert_every_record(&reader, count);
+        assert_eq!(reader.get(Seq(1000)).unwrap(), Some(record(1000)));
+        let report = reader.verify().unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.records, count);
+    }
+    // The log goes on: appends after packing, another open, every record.
+    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    for seq in count + 1..=count + 200 {
+        assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
+    }
+    assert_every_record(&log.reader(), count + 200);
+    log.close().unwrap();
+}
+
+/// [PACK-05] A cursor halfway through a segment when it is packed reads on in the file it
+/// started with, and the records after it come from the packed files.
+#[test]
+fn a_cursor_reads_on_while_its_segment_is_packed() {
+    let dir = temp_dir();
+    let count = 800;
+    written_log(dir.path(), &fast_options(), count);
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let reader = log.reader();
+    let mut cursor = reader.cursor(Seq(1)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = cursor.next().unwrap().unwrap();
+        seen.push((r.seq.0, r.payload.to_vec()));
+    }
+    assert!(packed_count(&log.pack_sealed().unwrap()) > 2);
+    while let Some(r) = cursor.next().unwrap() {
+        seen.push((r.seq.0, r.payload.to_vec()));
+    }
+    assert_eq!(seen.len() as u64, count);
+    for (seq, payload) in seen {
+        assert_eq!(payload, record(seq), "record {seq}");
+    }
+    log.close().unwrap();
+}
+
+/// [SEG-09] With `pack_level` set, the writer packs sealed segments in the background while
+/// appends go on.
+#[test]
+fn the_background_packer_packs_sealed_segments() {
+    let dir = temp_dir();
+    let options = LogOptions {
+        pack_level: Some(3),
+        ..fast_options()
+    };
+    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let count = 1200;
+    for seq in 1..=count {
+        log.append(&record(seq)).unwrap();
+    }
+    log.sync().unwrap();
+    let bases = segment_bases(dir.path());
+    let sealed = &bases[..bases.len() - 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sealed
+        .iter()
+        .any(|b| header_of(dir.path(), *b).read_version != PACKED_VERSION)
+    {
+        assert!(Instant::now() < deadline, "not packed within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_every_record(&log.reader(), count);
+    log.close().unwrap();
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&reader, count);
+    assert!(reader.verify().unwrap().is_ok());
+}
+
+/// [RD-04] A segment holding damage is not packed: packing would hide where the damage is.
+#[test]
+fn a_damaged_segment_stays_as_written() {
+    let dir = temp_dir();
+    written_log(dir.path(), &fast_options(), 600);
+    let bases = segment_bases(dir.path());
+    let damaged = bases[1];
+    let path = segment_path(dir.path(), damaged);
+    let (_, frames) = frames_of(&path);
+    let frame = frames[3];
+    flip_byte(&path, frame.offset + 12, 0x20);
+    let original = std::fs::read(&path).unwrap();
+
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let outcomes = log.pack_sealed().unwrap();
+    let outcome = outcomes.iter().find(|(id, _)| id.0 == damaged).unwrap();
+    assert!(
+        matches!(&outcome.1, PackOutcome::Damaged { offset, .. } if *offset == frame.offset),
+        "{outcome:?}"
+    );
+    assert_eq!(packed_count(&outcomes), bases.len() - 2);
+    log.close().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    let report = Reader::open(dir.path(), &fast_options())
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert_eq!(report.problems[0].segment.0, damaged);
+    assert_eq!(report.problems[0].offset, frame.offset);
+}
+
+/// [SEG-09] [RD-04] Damage in a packed segment is reported where it is: a damaged frame by
+/// its offset (the records around it still read), a damaged dictionary at the trailer, which
+/// fails that segment's reads and no other's.
+#[test]
+fn damage_in_a_packed_segment_is_reported_where_it_is() {
+    let dir = temp_dir();
+    let count = 900;
+    written_log(dir.path(), &fast_options(), count);
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    log.pack_sealed().unwrap();
+    log.close().unwrap();
+    let bases = segment_bases(dir.path());
+
+    // A frame's payload.
+    let path = segment_path(dir.path(), bases[1]);
+    let (_, frames) = frames_of(&path);
+    let frame = frames[5];
+    flip_byte(&path, frame.offset + frame.len - 1, 0x20);
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    let report = reader.verify().unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.problems[0].segment.0, report.problems[0].offset),
+        (bases[1], frame.offset)
+    );
+    let damaged_seq = bases[1] + 5;
+    assert!(matches!(
+        reader.get(Seq(damaged_seq)),
+        Err(Error::Corrupt { offset, .. }) if offset == frame.offset
+    ));
+    assert_eq!(
+        reader.get(Seq(damaged_seq + 1)).unwrap(),
+        Some(record(damaged_seq + 1))
+    );
+    assert_eq!(
+        reader.get(Seq(damaged_seq - 1)).unwrap(),
+        Some(record(damaged_seq - 1))
+    );
+    flip_byte(&path, frame.offset + frame.len - 1, 0x20);
+
+    // The dictionary, in the trailer at the end of the file.
+    let path = segment_path(dir.path(), bases[2]);
+    let len = std::fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len - TRAILER_OVERHEAD as u64 - 100, 0x20);
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    let report = reader.verify().unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert_eq!(report.problems[0].segment.0, bases[2]);
+    assert!(matches!(
+        report.problems[0].kind,
+        CorruptKind::ChecksumMismatch { .. }
+    ));
+    assert!(matches!(
+        reader.get(Seq(bases[2] + 1)),
+        Err(Error::Corrupt { segment, .. }) if segment.0 == bases[2]
+    ));
+    assert_eq!(reader.get(Seq(bases[3])).unwrap(), Some(record(bases[3])));
+    assert_eq!(reader.get(Seq(bases[1])).unwrap(), Some(record(bases[1])));
+}
+
+/// [PACK-02] [PACK-03] [PACK-04] A packing that fails at any write, sync or removal returns
+/// the error and changes nothing a reader sees: every record reads back, the next open
+/// removes its temporaries, and packing again succeeds.
+#[test]
+fn a_failed_packing_leaves_every_record() {
+    let count = 300;
+    let plans: [(&str, PlanFor); 2] = [
+        ("write", |point| Plan {
+            fail_write: Some(point),
+            target: Some(".tmp".into()),
+            ..Plan::default()
+        }),
+        ("sync", |point| Plan {
+            fail_sync: Some(point),
+            target: Some(".tmp".into()),
+            ..Plan::default()
+        }),
+    ];
+    for (what, plan) in plans {
+        let dir = temp_dir();
+        written_log(dir.path(), &fast_options(), count);
+        let bases = segment_bases(dir.path());
+        let failures = fail_each_point(dir.path(), count, plan);
+        assert!(failures > 0, "no {what} failed");
+        for base in &bases[..bases.len() - 1] {
+            assert_eq!(header_of(dir.path(), *base).read_version, PACKED_VERSION);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".tmp") && n != "spare.seg.tmp")
+            .collect();
+        assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+        assert_every_record(&Reader::open(dir.path(), &fast_options()).unwrap(), count);
+    }
+}
+
+/// The fault plan of failure point `n` (1-based).
+type PlanFor = fn(u64) -> Plan;
+
+/// Packs the log in `dir` once per failure point that `plan` injects, until a packing meets
+/// none: each failed packing must return its error and leave every record readable, by the
+/// writer and by a follower. Returns how many points failed.
+fn fail_each_point(dir: &Path, count: u64, plan: PlanFor) -> u64 {
+    let mut point = 0;
+    loop {
+        point += 1;
+        let io = FaultyIo::new(Arc::new(NoSyncIo));
+        io.set_plan(plan(point));
+        let (log, _) = Log::open(dir, with_io(fast_options(), io.clone())).unwrap();
+        let result = log.pack_sealed();
+        assert_every_record(&log.reader(), count);
+        log.close().unwrap();
+        if io.injected().is_empty() {
+            result.unwrap();
+            return point - 1;
+        }
+        assert!(result.is_err(), "failure {point} went unreported");
+        let reader = Reader::open(dir, &fast_options()).unwrap();
+        assert_every_record(&reader, count);
+        assert!(reader.verify().unwrap().is_ok());
+    }
+}
+
+/// [PACK-04] After a power loss the two renames of a packing may have reached the disk in
+/// any combination, and its temporaries may remain: each combination opens (writer and
+/// follower) with every record, and the writer's open removes the temporaries.
+#[test]
+fn every_combination_of_a_packings_renames_opens_with_every_record() {
+    let count = 500;
+    let template = temp_dir();
+    written_log(template.path(), &fast_options(), count);
+    let bases = segment_bases(template.path());
+    let base = bases[1];
+    let old_segment = std::fs::read(segment_path(template.path(), base)).unwrap();
+    let old_index = std::fs::read(index_path(template.path(), base)).unwrap();
+    let packed = temp_dir();
+    copy_dir(template.path(), packed.path());
+    let (log, _) = Log::open(packed.path(), fast_options()).unwrap();
+    log.pack_sealed().unwrap();
+    log.close().unwrap();
+    let new_segment = std::fs::read(segment_path(packed.path(), base)).unwrap();
+    let new_index = std::fs::read(index_path(packed.path(), base)).unwrap();
+
+    for (segment, index) in [
+        (&old_segment, &old_index),
+        (&old_segment, &new_index),
+        (&new_segment, &old_index),
+        (&new_segment, &new_index),
+    ] {
+        let dir = temp_dir();
+        copy_dir(template.path(), dir.path());
+        std::fs::write(segment_path(dir.path(), base), segment).unwrap();
+        std::fs::write(index_path(dir.path(), base), index).unwrap();
+        let seg_name = format!(".{base:020}.seg.00000000000000aa.tmp");
+        std::fs::write(dir.path().join(&seg_name), &new_segment).unwrap();
+        let follower = Reader::open(dir.path(), &fast_options()).unwrap();
+        assert_every_record(&follower, count);
+        assert!(follower.verify().unwrap().is_ok());
+        let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        assert!(!dir.path().join(&seg_name).exists());
+        assert_every_record(&log.reader(), count);
+        log.pack_sealed().unwrap();
+        log.close().unwrap();
+        assert_every_record(&Reader::open(dir.path(), &fast_options()).unwrap(), count);
+    }
+}
+
+/// [TRUNC-01] Prefix truncation removes packed segments as it removes any other.
+#[test]
+fn truncation_removes_packed_segments() {
+    let dir = temp_dir();
+    let count = 700;
+    written_log(dir.path(), &fast_options(), count);
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    log.pack_sealed().unwrap();
+    let bases = segment_bases(dir.path());
+    let report = log.truncate_prefix(Seq(bases[3])).unwrap();
+    assert_eq!(report.segments_removed, 3, "{report:?}");
+    let all = read_all(&log.reader());
+    assert_eq!(all.first().map(|r| r.0), Some(bases[3]));
+    for (seq, payload) in all {
+        assert_eq!(payload, record(seq));
+    }
+    log.close().unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// [SEG-09] [REC-06] With packing on, a clean close seals and packs the last segment: the
+/// closed log keeps no unpacked records and no spare, reopens cleanly (writer and
+/// follower) with every record, and the next append starts a new segment.
+#[test]
+fn a_clean_close_packs_the_last_segment() {
+    let dir = temp_dir();
+    let options = LogOptions {
+        pack_level: Some(3),
+        ..fast_options()
+    };
+    let count = 400;
+    written_log(dir.path(), &options, count);
+    let bases = segment_bases(dir.path());
+    for base in &bases {
+        assert_eq!(
+            header_of(dir.path(), *base).read_version,
+            PACKED_VERSION,
+            "{base}"
+        );
+    }
+    assert!(
+        !dir.path()
+            .join(esl_replay::storage::codec::SPARE_FILE)
+            .exists()
+    );
+    assert_every_record(&Reader::open(dir.path(), &fast_options()).unwrap(), count);
+
+    let (mut log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    assert!(report.clean_shutdown, "{report:?}");
+    assert_every_record(&log.reader(), count);
+    assert_eq!(log.reader().get(Seq(count)).unwrap(), Some(record(count)));
+    assert_eq!(log.append(&record(count + 1)).unwrap(), Seq(count + 1));
+    log.close().unwrap();
+    let after = segment_bases(dir.path());
+    assert_eq!(after.len(), bases.len() + 1);
+    assert_eq!(*after.last().unwrap(), count + 1);
+    // Open and close with nothing appended: nothing changes.
+    let (log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    assert!(report.clean_shutdown);
+    log.close().unwrap();
+    assert_eq!(segment_bases(dir.path()), after);
+    // An unclean stop after a packing close: recovery scans the packed last segment and
+    // must not take its trailer for a torn tail.
+    esl_replay::storage::remove_durable(&dir.path().join(esl_replay::storage::codec::CLEAN_FILE))
+        .unwrap();
+    let (log, report) = Log::open(dir.path(), options).unwrap();
+    assert!(!report.clean_shutdown);
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert_every_record(&log.reader(), count + 1);
+    log.simulate_crash();
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&reader, count + 1);
+    assert!(reader.verify().unwrap().is_ok());
+}
+
+/// [SEG-09] A packed last segment is never cut or appended to: damage in the frames the
+/// writer's open scans (after the last index entry, as for any last segment) makes it fail,
+/// naming where, in every recovery mode; followers still read the records before the damage.
+#[test]
+fn damage_in_a_packed_last_segment_is_refused_not_cut() {
+    let dir = temp_dir();
+    let options = LogOptions {
+        pack_level: Some(3),
+        ..fast_options()
+    };
+    written_log(dir.path(), &options, 300);
+    let last = *segment_bases(dir.path()).last().unwrap();
+    let path = segment_path(dir.path(), last);
+    let (_, frames) = frames_of(&path);
+    // The last record's frame (the list ends with the seal).
+    let records = frames.len() - 1;
+    let frame = frames[records - 1];
+    flip_byte(&path, frame.offset + 9, 0x20);
+    let before = std::fs::read(&path).unwrap();
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::PointInTime,
+    ] {
+        let options = LogOptions {
+            recovery_mode: mode,
+            ..options.clone()
+        };
+        match Log::open(dir.path(), options) {
+            Err(Error::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!((segment.0, offset), (last, frame.offset), "{mode:?}");
+            }
+            other => panic!("{mode:?}: expected the damage, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{mode:?}: nothing cut"
+        );
+    }
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    let damaged = last + (records - 1) as u64;
+    assert_eq!(
+        reader.get(Seq(damaged - 1)).unwrap(),
+        Some(record(damaged - 1))
+    );
+    assert!(!reader.verify().unwrap().is_ok());
+}
+
+/// [PACK-05] A follower that loaded a sealed segment before it was packed moves to the packed
+/// file once it looks for new records, and lets the original go.
+#[test]
+fn a_follower_moves_to_packed_files() {
+    let dir = temp_dir();
+    let count = 600;
+    written_log(dir.path(), &fast_options(), count);
+    let follower = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&follower, count);
+    let first = segment_path(dir.path(), 1);
+    let held_before = open_handles_to(&first);
+    assert!(held_before > 0, "the follower holds segment 1");
+    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    log.pack_sealed().unwrap();
+    log.close().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_every_record(&follower, count);
+        if deleted_handles(dir.path()) == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower still holds replaced files"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Descriptors of this process open on `path`.
+fn open_handles_to(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == path))
+        .count()
+}
+
+/// Descriptors of this process open on deleted segment files of `dir` (tests run in
+/// parallel threads: other tests' files are not counted).
+fn deleted_handles(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| {
+            let text = target.to_string_lossy();
+            target.starts_with(dir) && text.contains(".seg") && text.ends_with("(deleted)")
+        })
+        .count()
+}
+
+/// `esl-replay log pack` packs every sealed segment and says so per segment; `log inspect`
+/// then shows each packed segment with its size before packing, and `log verify` passes.
+#[cfg(feature = "cli")]
+#[test]
+fn the_pack_and_inspect_commands_show_what_was_packed() {
+    let dir = temp_dir();
+    written_log(dir.path(), &fast_options(), 600);
+    let sealed = segment_bases(dir.path()).len() - 1;
+    let run = |command: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+            .args(["log", command])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let packed = run("pack");
+    assert_eq!(packed.matches("packed 0").count(), sealed, "{packed}");
+    assert!(packed.contains("done:"), "{packed}");
+    let inspected = run("inspect");
+    assert_eq!(
+        inspected.matches("packed from").count(),
+        sealed,
+        "{inspected}"
+    );
+    assert!(run("verify").starts_with("ok:"));
+    assert!(
+        run("pack").contains("done: 0 -> 0 bytes"),
+        "nothing left to pack"
+    );
+}

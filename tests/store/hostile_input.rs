@@ -1,0 +1,491 @@
+//! Absurd flags and hostile inputs get a clear error, never a panic or unbounded memory
+//! (issue 16, items 3, 8 and 9): ages beyond the date range, import failures told apart
+//! (bad line, oversize record, store failure), over-long NDJSON lines and endless inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::store::interchange::{self, BadLine, ImportError, ImportOptions};
+use esl_replay::store::{ArtifactStore, Error, LogStore, StoreStats};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+        .args(args)
+        .env_remove("ESL_REPLAY_STORE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let output = run(args);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A reference NDJSON line with this sequence and a payload string of `payload_bytes`.
+fn line(sequence: u64, payload_bytes: usize) -> String {
+    format!(
+        r#"{{"schema_version":1,"id":"id-{sequence}","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"body":"{}"}},"checksum":"kept","tags":[]}}"#,
+        "x".repeat(payload_bytes)
+    )
+}
+
+/// Makes `path` a sparse file of `len` bytes (created if missing).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test file nobody maps, grown (not truncated) to an oversize length"
+)]
+fn grow_sparse(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Runs `import --skip-malformed`, which must succeed; its standard error.
+fn import_skipping(store: &Path, input: &Path) -> String {
+    let output = run(&[
+        "import",
+        "--store",
+        path(store),
+        "--skip-malformed",
+        path(input),
+    ]);
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    file
+}
+
+fn sequences(store: &Path) -> Vec<u64> {
+    LogStore::open_read_only(store)
+        .unwrap()
+        .read_from_cursor(&ReadCursor::start(), 100, &Criteria::any())
+        .unwrap()
+        .iter()
+        .map(Record::append_sequence)
+        .collect()
+}
+
+/// The sequences of the records with ids `id-<sequence>` for these sequences, looked up by
+/// id (a skipped line leaves a sequence gap; reads across gaps are tested elsewhere).
+fn stored_of(store: &Path, candidates: &[u64]) -> Vec<u64> {
+    let store = LogStore::open_read_only(store).unwrap();
+    candidates
+        .iter()
+        .filter_map(|s| {
+            let id = esl_replay::record::RecordId::new(format!("id-{s}")).unwrap();
+            store.read_by_id(&id).unwrap().map(|r| r.append_sequence())
+        })
+        .collect()
+}
+
+/// Item 3: `prune --max-age` values beyond the date range used to panic with "overflow
+/// subtracting duration from date"; they are refused at parse time (exit 2).
+#[test]
+fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = write_lines(dir.path(), "in.ndjson", &[line(1, 10)]);
+    assert!(
+        run(&["import", "--store", path(&store), path(&input)])
+            .status
+            .success()
+    );
+    for age in ["9999999999d", "106751991167300d", "18446744073709551615s"] {
+        let text = fails(&["prune", "--store", path(&store), "--plan", "--max-age", age]);
+        assert!(text.contains("--max-age"), "{text}");
+        assert!(
+            text.contains(&format!("{age} is beyond the representable date range")),
+            "{text}"
+        );
+    }
+    // The longest age that fits plans a prune of nothing.
+    let output = run(&[
+        "prune",
+        "--store",
+        path(&store),
+        "--plan",
+        "--max-age",
+        "7300000d",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(sequences(&store), [1]);
+}
+
+/// Item 8: a malformed line names its line and what was committed, and suggests the fix.
+#[test]
+fn a_malformed_line_names_its_line_and_what_was_imported_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), "{not json".into(), line(3, 10)],
+    );
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(text.contains("stopped at line 2: invalid json"), "{text}");
+    assert!(
+        text.contains("1 records were imported before it, sequences 1..=1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix the line, or pass --skip-malformed"),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1]);
+}
+
+/// Item 8: an oversize record used to fail its whole batch with no line number, even with
+/// `--skip-malformed`. It is a bad line: named, and skipped (and reported) on request.
+#[test]
+fn an_oversize_record_names_its_line_and_is_skipped_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [line(1, 10), line(2, 17 << 20), line(3, 10)];
+    let input = write_lines(dir.path(), "in.ndjson", &lines);
+
+    let store = dir.path().join("strict");
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(text.contains("stopped at line 2"), "{text}");
+    assert!(
+        text.contains("more than the store's limit of 16777216 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("1 records were imported before it"), "{text}");
+    assert_eq!(sequences(&store), [1]);
+
+    let store = dir.path().join("skipping");
+    let text = import_skipping(&store, &input);
+    assert!(text.contains("skipped line 2: the record takes"), "{text}");
+    assert!(
+        text.contains("imported 2 records, sequences 1..=3; skipped 1 bad lines"),
+        "{text}"
+    );
+    assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 3]);
+}
+
+/// An imported record cannot shadow a stored one: a line whose id is already taken (here in
+/// the same file, and in a second import) is a bad line, named and skippable, and the id
+/// keeps finding the record that had it first.
+#[test]
+fn an_imported_record_with_a_taken_id_is_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = line(3, 10).replace(r#""id":"id-3""#, r#""id":"id-1""#);
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), line(2, 10), forged, line(4, 10)],
+    );
+
+    let store = dir.path().join("strict");
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(text.contains("stopped at line 3"), "{text}");
+    assert!(
+        text.contains("id id-1 is already taken by the record with append sequence 1"),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1, 2]);
+
+    let store = dir.path().join("skipping");
+    let text = import_skipping(&store, &input);
+    assert!(
+        text.contains("skipped line 3: id id-1 is already taken"),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1, 2, 4]);
+    assert_eq!(stored_of(&store, &[1]), [1]);
+
+    // A later import cannot take a stored id either.
+    let later = line(5, 10).replace(r#""id":"id-5""#, r#""id":"id-2""#);
+    let input = write_lines(dir.path(), "later.ndjson", &[later]);
+    let text = fails(&["import", "--store", path(&store), path(&input)]);
+    assert!(
+        text.contains("taken by the record with append sequence 2"),
+        "{text}"
+    );
+    assert_eq!(stored_of(&store, &[2]), [2]);
+}
+
+/// Item 9: a line longer than the limit is refused with its line number and the limit,
+/// and with `--skip-malformed` it is read past without being held in memory.
+#[test]
+fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let endless_line = "y".repeat(3 << 20);
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), endless_line, line(3, 10)],
+    );
+    let store = dir.path().join("strict");
+    let text = fails(&[
+        "import",
+        "--store",
+        path(&store),
+        "--max-line-bytes",
+        "1048576",
+        path(&input),
+    ]);
+    assert!(
+        text.contains("stopped at line 2: the line is longer than 1048576 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("raise --max-line-bytes"), "{text}");
+
+    let store = dir.path().join("skipping");
+    let output = run(&[
+        "import",
+        "--store",
+        path(&store),
+        "--max-line-bytes",
+        "1048576",
+        "--skip-malformed",
+        path(&input),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("skipped line 2: the line is longer than"));
+    assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 3]);
+}
+
+/// Item 9: an endless input without a newline (`/dev/zero`) stops at the line limit.
+#[cfg(unix)]
+#[test]
+fn an_endless_input_stops_at_the_line_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let text = fails(&[
+        "import",
+        "--store",
+        path(&store),
+        "--max-line-bytes",
+        "65536",
+        "/dev/zero",
+    ]);
+    assert!(
+        text.contains("line 1: the line is longer than 65536 bytes"),
+        "{text}"
+    );
+}
+
+/// Item 9: `evidence compare --bundle /dev/zero` used to read until memory ran out.
+#[cfg(unix)]
+#[test]
+fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let expect = dir.path().join("expect.json");
+    std::fs::write(&expect, "{}").unwrap();
+    let text = fails(&[
+        "evidence",
+        "compare",
+        "--bundle",
+        "/dev/zero",
+        "--expect",
+        path(&expect),
+    ]);
+    assert!(text.contains("cannot read the bundle /dev/zero"), "{text}");
+    assert!(
+        text.contains("larger than the limit of 268435456 bytes"),
+        "{text}"
+    );
+    // A regular file above the limit is refused without reading it.
+    let big = dir.path().join("big.json");
+    grow_sparse(&big, 300 << 20);
+    let text = fails(&[
+        "evidence",
+        "compare",
+        "--bundle",
+        path(&big),
+        "--expect",
+        path(&expect),
+    ]);
+    assert!(
+        text.contains("larger than the limit of 268435456 bytes"),
+        "{text}"
+    );
+}
+
+/// A store whose appends fail with "no space left" from the `fail_on`-th call on.
+struct FullDisk {
+    inner: LogStore,
+    calls: usize,
+    fail_on: usize,
+}
+
+impl ArtifactStore for FullDisk {
+    fn write_batch(
+        &mut self,
+        envelopes: Vec<esl_replay::record::Envelope>,
+    ) -> esl_replay::store::Result<Vec<esl_replay::record::RecordId>> {
+        self.inner.write_batch(envelopes)
+    }
+
+    fn append_records(&mut self, records: &[Record]) -> esl_replay::store::Result<()> {
+        self.calls += 1;
+        if self.calls >= self.fail_on {
+            return Err(Error::Io {
+                op: "write",
+                path: "log/00000000000000000001.seg".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            });
+        }
+        self.inner.append_records(records)
+    }
+
+    fn read_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+    ) -> esl_replay::store::Result<Vec<Record>> {
+        self.inner.read_from_cursor(cursor, limit, criteria)
+    }
+
+    fn read_by_id(
+        &self,
+        id: &esl_replay::record::RecordId,
+    ) -> esl_replay::store::Result<Option<Record>> {
+        self.inner.read_by_id(id)
+    }
+
+    fn stats(&self) -> esl_replay::store::Result<StoreStats> {
+        self.inner.stats()
+    }
+
+    fn sync(&mut self) -> esl_replay::store::Result<()> {
+        self.inner.sync()
+    }
+
+    fn wait_for_records(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> esl_replay::store::Result<bool> {
+        self.inner.wait_for_records(after, timeout)
+    }
+}
+
+/// Item 8: a store failure (here "no space left on device") is not a bad line: it is never
+/// skipped, and it says how many records were committed and from which line to resume.
+#[test]
+fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (1..=5).map(|s| line(s, 10) + "\n").collect();
+    for skip_malformed in [false, true] {
+        let mut store = FullDisk {
+            inner: LogStore::open(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
+            calls: 0,
+            fail_on: 2,
+        };
+        let options = ImportOptions {
+            skip_malformed,
+            batch: 2,
+            ..ImportOptions::default()
+        };
+        let error =
+            interchange::import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap_err();
+        let ImportError::Store {
+            line,
+            source,
+            report,
+        } = &error
+        else {
+            panic!("not a store failure: {error:?}");
+        };
+        assert_eq!(*line, 3, "lines 1 and 2 were committed");
+        assert_eq!(report.imported, 2);
+        assert_eq!(report.sequences, Some((1, 2)));
+        assert!(report.skipped.is_empty());
+        assert!(
+            interchange::error_chain(source).contains("No space left on device"),
+            "{source:?}"
+        );
+        assert_eq!(store.stats().unwrap().last_sequence, 2);
+    }
+}
+
+/// Item 8: each kind of bad line is reported as such, with its line.
+#[test]
+fn bad_lines_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let input = [line(5, 10), line(4, 10), "[]".into(), line(6, 10)].join("\n");
+    let options = ImportOptions {
+        skip_malformed: true,
+        ..ImportOptions::default()
+    };
+    let report = interchange::import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap();
+    assert_eq!(report.imported, 2);
+    assert_eq!(report.skipped.len(), 2);
+    assert_eq!(report.skipped[0].0, 2);
+    assert!(
+        report.skipped[0]
+            .1
+            .contains("append sequence 4 does not follow 5")
+    );
+    assert_eq!(report.skipped[1].0, 3);
+    let error = interchange::import(
+        &mut store,
+        line(6, 10).as_bytes(),
+        ImportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImportError::BadLine {
+                line: 1,
+                reason: BadLine::OutOfOrder { last: 6, found: 6 },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+/// Item 9: a checkpoint file is read only up to its limit (a runaway file is reported as
+/// unreadable, naming it, instead of being read into memory).
+#[test]
+fn an_oversize_checkpoint_file_is_refused_without_reading_it() {
+    use esl_replay::checkpoint::{Checkpoint, CheckpointStore, Error as CheckpointError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+    let checkpoint = Checkpoint::new(
+        "serve",
+        ReadCursor::new(7, None),
+        time::OffsetDateTime::now_utc(),
+        esl_replay::record::JsonMap::new(),
+    )
+    .unwrap();
+    store.save(&checkpoint).unwrap();
+    assert!(store.load("serve").unwrap().is_some());
+    let file = store.path_for("serve");
+    grow_sparse(&file, esl_replay::checkpoint::MAX_CHECKPOINT_FILE_BYTES + 1);
+    let error = store.load("serve").unwrap_err();
+    let CheckpointError::Read { path, source } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(path, &file);
+    assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
+}

@@ -1,0 +1,36 @@
+//! Helpers shared by the integration test binaries. Each binary (`tests/<layer>/main.rs`,
+//! and the `harness = false` binaries `storage_crash` and `storage_power_loss`) mounts this
+//! module once as `crate::support`; a submodule that needs a cargo feature is compiled
+//! only with it.
+
+// Each binary uses a different subset of the helpers, and the rest is dead code there.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+pub(crate) mod capture;
+pub(crate) mod checkpoint;
+#[cfg(feature = "cli")]
+pub(crate) mod cli;
+pub(crate) mod evidence;
+#[cfg(feature = "forward")]
+pub(crate) mod forward;
+#[cfg(feature = "server")]
+pub(crate) mod fs_recordings;
+pub(crate) mod record;
+pub(crate) mod replay;
+#[cfg(feature = "server")]
+pub(crate) mod server;
+pub(crate) mod storage;
+
+/// The name libtest gives the test function `name` declared in the module `module_path`
+/// (the caller's `module_path!()`): its path without the crate's name. A test that runs its
+/// own binary again passes it with `--exact`, so the child runs that test and no other
+/// whatever module the test file is mounted as.
+pub(crate) fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_owned(),
+    }
+}
