@@ -12,7 +12,7 @@ use super::Outcome;
 use crate::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
 use crate::record::timestamp;
 use crate::retention::{self, PrunePolicy, RetentionPlan};
-use crate::store::{ArtifactStore as _, LogStore};
+use crate::store::{ArtifactReader as _, LogStore};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["plan", "apply"])))]
@@ -100,10 +100,15 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     // Retention works beside a running writer (e.g. a capture daemon): use it if this
     // process can take the writer lock, otherwise truncate through a read-only handle.
-    let store = match LogStore::open(&args.store) {
-        Ok(store) => store,
+    let (writer, reader);
+    let store: &LogStore = match LogStore::open(&args.store) {
+        Ok(store) => {
+            writer = store;
+            &writer
+        }
         Err(crate::store::Error::Storage(crate::storage::Error::Locked { .. })) => {
-            LogStore::open_read_only(&args.store)?
+            reader = LogStore::open_read_only(&args.store)?;
+            &reader
         }
         Err(error) => {
             return Err(error)

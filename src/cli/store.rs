@@ -12,7 +12,7 @@ use super::Outcome;
 use crate::record::{
     Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
 };
-use crate::store::{self, ArtifactStore, Backend, LogStore, Tail, interchange};
+use crate::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail, interchange};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
@@ -30,7 +30,7 @@ impl StoreArg {
         self.sqlite.then_some(Backend::Sqlite)
     }
 
-    pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
+    pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactReader>> {
         store::open_read_only(&self.store, self.backend()).with_context(|| {
             format!(
                 "cannot open the store {} for reading (does it exist?)",
@@ -605,7 +605,7 @@ struct Scan {
 /// after the damage) are still read.
 fn scan_records(
     arg: &StoreArg,
-    store: &dyn ArtifactStore,
+    store: &dyn ArtifactReader,
     bar: &ProgressBar,
     visit: &mut dyn FnMut(&Record),
 ) -> anyhow::Result<Scan> {

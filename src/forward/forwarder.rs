@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// How a forwarder runs.
 #[derive(Clone, Debug)]
@@ -363,7 +363,7 @@ async fn yield_once() {
 /// encodes the records the criteria select; `None` when there is nothing to read. Records
 /// are viewed where they are stored, so a message's body is copied from the stored text.
 fn read_batch(
-    store: &dyn ArtifactStore,
+    store: &dyn ArtifactReader,
     cursor: &ReadCursor,
     selection: &Selection,
     end: Option<u64>,
@@ -596,7 +596,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::CheckpointStore;
     use crate::record::CriteriaFields;
-    use crate::store::{LogStore, dataset};
+    use crate::store::{ArtifactStore as _, LogStore, dataset};
 
     /// A sink that records what it was given and fails as scripted.
     #[derive(Default)]
