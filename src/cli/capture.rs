@@ -79,8 +79,8 @@ pub(crate) struct CaptureArgs {
     /// How often retention runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     retention_interval: Duration,
-    /// Checkpoint directory retention must honour.
-    #[arg(long)]
+    /// Checkpoint directory retention must honour (and the forwarder saves its progress in).
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Keep sealed segments as written. By default a segment-log store packs each sealed
     /// segment in the background (every record compressed against a dictionary trained on
@@ -472,7 +472,9 @@ async fn capture(
             ));
         }
     };
-    let stats = store.stats().context("store stats")?;
+    let stats = store.stats().context(
+        "the capture stopped, but the store's figures could not be read for its summary",
+    )?;
     drop(store);
     if let Some(forwarder) = forwarder {
         forwarder
@@ -573,7 +575,9 @@ impl Forwarder {
             .with_context(|| format!("open the store {} for forwarding", store.display()))?;
         let checkpoints = CheckpointStore::open(checkpoints)
             .with_context(|| format!("open the checkpoint directory {}", checkpoints.display()))?;
-        let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
+        let service = CheckpointService::new(checkpoints, key.clone()).with_context(|| {
+            format!("{key:?} cannot name a checkpoint (choose another forwarder key)")
+        })?;
         let mut metadata = crate::record::JsonMap::new();
         metadata.insert("forward_target".into(), sink.target().into());
         metadata.insert("forward_destination".into(), destination.clone().into());

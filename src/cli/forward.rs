@@ -35,7 +35,7 @@ pub(crate) struct CommonArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Directory of checkpoint files; the forwarder resumes after its saved sequence.
-    #[arg(long)]
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: PathBuf,
     /// Checkpoint key [default: forward.redis.<stream> / forward.nats.<subject>].
     #[arg(long)]
@@ -47,7 +47,7 @@ pub(crate) struct CommonArgs {
     /// How records are written: `record` (each record as one reference NDJSON line), or
     /// `fs-events-v1` (captured events only, normalised; docs/schemas/fs-events-v1.json).
     #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    message_format: Format,
     /// Records per batch (one acknowledgement round each; the next batch is read while
     /// one is being confirmed).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -91,7 +91,7 @@ pub(crate) struct RedisArgs {
     max_age: Option<Duration>,
 }
 
-/// `--format`: how forwarded records are written.
+/// `--message-format`: how forwarded records are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     /// Each record as one reference NDJSON line.
@@ -218,7 +218,8 @@ async fn run_sink<S: Sink>(
         .checkpoint_key
         .clone()
         .unwrap_or_else(|| default_key.to_owned());
-    let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
+    let service = CheckpointService::new(checkpoints, key.clone())
+        .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
     let mut metadata = JsonMap::new();
     metadata.insert("forward_target".into(), sink.target().into());
     metadata.insert("forward_destination".into(), destination.into());
@@ -231,7 +232,7 @@ async fn run_sink<S: Sink>(
         log_interval: args.log_interval,
         checkpoint_metadata: metadata,
         checkpoint_interval: args.checkpoint_interval,
-        format: args.format.into(),
+        format: args.message_format.into(),
     };
 
     let metrics = Arc::new(Metrics::new(sink.target()));

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::Outcome;
+use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
 use crate::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
 use crate::record::timestamp;
 use crate::retention::{self, PrunePolicy, RetentionPlan};
@@ -38,7 +38,7 @@ pub(crate) struct PruneArgs {
     protect: u64,
     /// Directory of active checkpoints; none is pruned past (every checkpoint there counts,
     /// or those matching the query flags).
-    #[arg(long)]
+    #[arg(long, env = CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Active checkpoints are those with this replay session id.
     #[arg(long, requires = "checkpoint_dir")]
@@ -61,9 +61,9 @@ pub(crate) struct PruneArgs {
     /// Plan against this instant (RFC 3339) instead of now, so plans are reproducible.
     #[arg(long, value_parser = |t: &str| timestamp::parse(t).map_err(|e| e.to_string()))]
     now: Option<OffsetDateTime>,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 /// Parses a byte size such as `10GB`, `512MiB`, `64k` or `1000`.
@@ -155,7 +155,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     if args.plan {
-        if args.json {
+        if args.format.is_json() {
             writeln!(out, "{}", plan_json(&plan, None))?;
         } else {
             print_plan(&mut out, &plan, checkpoints.len())?;
@@ -163,7 +163,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     let result = retention::apply(&store, plan, now)?;
-    if args.json {
+    if args.format.is_json() {
         let applied = serde_json::json!({
             "changed": result.changed,
             "pruned_at": timestamp::to_reference_text(&result.pruned_at),

@@ -118,8 +118,9 @@ pub(crate) enum Format {
     Ndjson,
     /// A JSON array of records (reference layout).
     Json,
-    /// A table for people.
-    Table,
+    /// A table for people (`table` is accepted too).
+    #[value(alias = "table")]
+    Text,
 }
 
 #[derive(Debug, Args)]
@@ -374,7 +375,7 @@ impl<W: Write> Printer<W> {
             format,
             first: true,
         };
-        if format == Format::Table {
+        if format == Format::Text {
             writeln!(
                 printer.out,
                 "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  id",
@@ -402,7 +403,7 @@ impl<W: Write> Printer<W> {
                 record.append_ndjson_line(&mut line);
                 self.out.write_all(line.as_bytes())?;
             }
-            Format::Table => writeln!(
+            Format::Text => writeln!(
                 self.out,
                 "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  {}",
                 record.append_sequence(),
