@@ -149,7 +149,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     }
     let now = args.now.unwrap_or_else(OffsetDateTime::now_utc);
     let bar = super::store::progress(Some(store.stats()?.records), "planning");
-    let plan = retention::plan(&store, &checkpoints, &policy, now, &mut |n| {
+    let plan = retention::plan(store, &checkpoints, &policy, now, &mut |n| {
         bar.set_position(n)
     })?;
     bar.finish_and_clear();
@@ -162,7 +162,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
-    let result = retention::apply(&store, plan, now)?;
+    let result = retention::apply(store, plan, now)?;
     if args.format.is_json() {
         let applied = serde_json::json!({
             "changed": result.changed,
