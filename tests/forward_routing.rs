@@ -15,15 +15,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use routing_support::{
-    Entry, Redis, StoredEvent, capture, checkpoint_sequence, read_stream, run_cli, simulator,
-    stored_events, stored_records, wait_until,
+    Entry, Redis, Running, StoredEvent, capture, checkpoint_sequence, read_stream, run_cli,
+    simulator, stored_events, stored_records, wait_until,
 };
 
 /// `forward redis` over the store in `dir` to `redis`, with `extra` flags.
 fn forward_args(dir: &Path, redis: &Redis, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["forward", "redis", "--store"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut args: Vec<String> = ["forward", "redis", "--store"].map(str::to_owned).to_vec();
     args.push(dir.join("store").display().to_string());
     args.push("--checkpoint-dir".into());
     args.push(dir.join("checkpoints").display().to_string());
@@ -91,7 +89,11 @@ fn each_stream_holds_exactly_its_events_once_in_order_across_resumed_runs() {
     let listed = ["CHANNEL_ANSWER", "DTMF", "CUSTOM"];
     let expected_ev = sequences_of(events.iter().filter(|e| listed.contains(&e.name.as_str())));
     let expected_jobs = sequences_of(events.iter().filter(|e| e.name == "BACKGROUND_JOB"));
-    assert!(expected_ev.len() > 100, "{} listed events", expected_ev.len());
+    assert!(
+        expected_ev.len() > 100,
+        "{} listed events",
+        expected_ev.len()
+    );
     assert_eq!(expected_jobs.len(), 5);
 
     let mut connection = redis.connection(0);
@@ -155,8 +157,16 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
         .iter()
         .map(|e| e.field("artifact_name").to_owned())
         .collect();
-    for kind in ["bgapi.dispatch", "command.reply", "bgapi.complete", "event.raw"] {
-        assert!(artifacts.contains(kind), "{kind} missing from {artifacts:?}");
+    for kind in [
+        "bgapi.dispatch",
+        "command.reply",
+        "bgapi.complete",
+        "event.raw",
+    ] {
+        assert!(
+            artifacts.contains(kind),
+            "{kind} missing from {artifacts:?}"
+        );
     }
     let jobs: Vec<u64> = read_stream(&mut connection, "all:jobs")
         .iter()
@@ -168,7 +178,12 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
     forward(
         dir.path(),
         &redis,
-        &["--stream", "listed", "--stream-events", "HEARTBEAT,CHANNEL_CREATE"],
+        &[
+            "--stream",
+            "listed",
+            "--stream-events",
+            "HEARTBEAT,CHANNEL_CREATE",
+        ],
     );
     let listed = read_stream(&mut connection, "listed");
     let expected: Vec<u64> = records
@@ -180,7 +195,10 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
         .map(|r| r.append_sequence())
         .collect();
     assert!(!expected.is_empty());
-    assert_eq!(listed.iter().map(Entry::sequence).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        listed.iter().map(Entry::sequence).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 #[test]
@@ -223,7 +241,12 @@ fn maxlen_keeps_each_stream_near_its_own_bound() {
         .map(|r| r.append_sequence())
         .filter(|s| !dtmf.contains(s))
         .collect();
-    assert!(dtmf.len() > 150 && rest.len() > 300, "{} {}", dtmf.len(), rest.len());
+    assert!(
+        dtmf.len() > 150 && rest.len() > 300,
+        "{} {}",
+        dtmf.len(),
+        rest.len()
+    );
     let mut connection = redis.connection(0);
     // `~` trims whole macro nodes (at most 100 entries each): at least the bound is kept,
     // and fewer than one node more; what is kept is the newest.
@@ -311,6 +334,7 @@ fn entries_older_than_each_streams_age_are_trimmed_on_a_timer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Running::new(child);
     let checkpoints = dir.path().join("checkpoints");
     wait_until("delivery of the whole store", || {
         checkpoint_sequence(&checkpoints, "forward.redis.ev") == last
@@ -323,17 +347,15 @@ fn entries_older_than_each_streams_age_are_trimmed_on_a_timer() {
             .first()
             .is_some_and(|e| e.millis() == now_ms - hour_ms / 2)
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = child.terminate();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
 
     let ev = read_stream(&mut connection, "ev");
-    let dated: Vec<&Entry> = ev.iter().filter(|e| e.fields.contains_key("dated")).collect();
+    let dated: Vec<&Entry> = ev
+        .iter()
+        .filter(|e| e.fields.contains_key("dated"))
+        .collect();
     assert_eq!(dated.len(), 20, "the half-hour-old events stay");
     assert!(dated.iter().all(|e| e.millis() == now_ms - hour_ms / 2));
     let forwarded = ev.len() - dated.len();
@@ -349,7 +371,14 @@ fn layouts_that_cannot_work_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store").display().to_string();
     let checkpoints = dir.path().join("checkpoints").display().to_string();
-    let base = ["forward", "redis", "--store", &store, "--checkpoint-dir", &checkpoints];
+    let base = [
+        "forward",
+        "redis",
+        "--store",
+        &store,
+        "--checkpoint-dir",
+        &checkpoints,
+    ];
     for (extra, reason) in [
         (
             &["--jobs-events", "DTMF"][..],

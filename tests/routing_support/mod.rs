@@ -259,6 +259,35 @@ fn stored_records_or_none(path: &Path) -> Vec<Record> {
     }
 }
 
+/// A child process that a failing test does not leave behind: killed on drop.
+pub(crate) struct Running(Option<Child>);
+
+impl Running {
+    pub(crate) fn new(child: Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// Stops it with SIGTERM (a graceful stop) and returns its output once it exited.
+    pub(crate) fn terminate(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}", child.id());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs `esl-replay ARGS` with `envs` to its end; (exit code, stdout, stderr).
 pub(crate) fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
