@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use routing_support::{
-    Entry, Redis, Running, checkpoint_sequence, free_port, read_stream, run_cli, simulator,
+    Entry, Redis, Running, checkpoint_sequence, expect_refusal, free_port, read_stream, simulator,
     stored_events, stored_records, wait_until,
 };
 
@@ -204,8 +204,6 @@ fn bad_values_of_the_services_variables_are_refused_by_name() {
         ),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-        let (code, _, stderr) = run_cli(&args, &[env]);
-        assert_eq!(code, Some(2), "{env:?}: {stderr}");
-        assert!(stderr.contains(reason), "{env:?}: {stderr}");
+        expect_refusal(&args, &[env], reason);
     }
 }

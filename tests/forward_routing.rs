@@ -14,10 +14,52 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use esl_replay::server::RunningServer;
 use routing_support::{
-    Entry, Redis, Running, StoredEvent, capture, checkpoint_sequence, read_stream, run_cli,
-    simulator, stored_events, stored_records, wait_until,
+    Entry, Redis, Running, StoredEvent, capture, checkpoint_sequence, expect_refusal, read_stream,
+    run_cli, simulator, stored_events, stored_records, wait_until,
 };
+
+/// A `redis-server`, the simulator, and a temporary directory for the store and the
+/// checkpoints.
+struct Setup {
+    redis: Redis,
+    dir: tempfile::TempDir,
+    esl: String,
+    /// Dropped before its runtime.
+    _switch: RunningServer,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    /// Everything started, with the simulator generating `rate` events/s; `None` (the test
+    /// skips) without `redis-server`.
+    fn start(rate: f64) -> Option<Setup> {
+        let redis = Redis::start()?;
+        let (runtime, switch) = simulator(rate);
+        Some(Setup {
+            redis,
+            dir: tempfile::tempdir().unwrap(),
+            esl: switch.local_addr().to_string(),
+            _switch: switch,
+            _runtime: runtime,
+        })
+    }
+
+    /// Captures at least `events` more events and `jobs` job results; their Job-UUIDs.
+    fn capture(&self, events: usize, jobs: usize) -> Vec<String> {
+        capture(&self.dir.path().join("store"), &self.esl, events, jobs)
+    }
+
+    fn records(&self) -> Vec<esl_replay::record::Record> {
+        stored_records(&self.dir.path().join("store"))
+    }
+
+    /// Runs a forwarder to the store's end; the number of records it says it forwarded.
+    fn forward(&self, extra: &[&str]) -> u64 {
+        forward(self.dir.path(), &self.redis, extra)
+    }
+}
 
 /// `forward redis` over the store in `dir` to `redis`, with `extra` flags.
 fn forward_args(dir: &Path, redis: &Redis, extra: &[&str]) -> Vec<String> {
@@ -60,12 +102,9 @@ fn sequences_of<'a>(events: impl Iterator<Item = &'a StoredEvent>) -> Vec<u64> {
 
 #[test]
 fn each_stream_holds_exactly_its_events_once_in_order_across_resumed_runs() {
-    let Some(redis) = Redis::start() else {
+    let Some(setup) = Setup::start(2_000.0) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_runtime, switch) = simulator(2_000.0);
-    let esl = switch.local_addr().to_string();
     let flags = [
         "--stream",
         "ev",
@@ -79,12 +118,12 @@ fn each_stream_holds_exactly_its_events_once_in_order_across_resumed_runs() {
         "50",
     ];
     // Two captures, each forwarded by a run that resumes after the other's checkpoint.
-    let mut jobs = capture(&dir.path().join("store"), &esl, 300, 3);
-    let first = forward(dir.path(), &redis, &flags);
-    jobs.extend(capture(&dir.path().join("store"), &esl, 300, 2));
-    let second = forward(dir.path(), &redis, &flags);
+    let mut jobs = setup.capture(300, 3);
+    let first = setup.forward(&flags);
+    jobs.extend(setup.capture(300, 2));
+    let second = setup.forward(&flags);
 
-    let records = stored_records(&dir.path().join("store"));
+    let records = setup.records();
     let events = stored_events(&records);
     let listed = ["CHANNEL_ANSWER", "DTMF", "CUSTOM"];
     let expected_ev = sequences_of(events.iter().filter(|e| listed.contains(&e.name.as_str())));
@@ -96,7 +135,7 @@ fn each_stream_holds_exactly_its_events_once_in_order_across_resumed_runs() {
     );
     assert_eq!(expected_jobs.len(), 5);
 
-    let mut connection = redis.connection(0);
+    let mut connection = setup.redis.connection(0);
     let ev = read_stream(&mut connection, "ev");
     let job_entries = read_stream(&mut connection, "jobs");
     assert_eq!(event_sequences(&ev), expected_ev);
@@ -109,25 +148,18 @@ fn each_stream_holds_exactly_its_events_once_in_order_across_resumed_runs() {
     assert_eq!(first + second, (ev.len() + job_entries.len()) as u64);
     assert!(first > 0 && second > 0);
     assert_eq!(
-        checkpoint_sequence(&dir.path().join("checkpoints"), "forward.redis.ev"),
+        checkpoint_sequence(&setup.dir.path().join("checkpoints"), "forward.redis.ev"),
         records.last().map(|r| r.append_sequence())
     );
 }
 
 #[test]
 fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
-    let Some(redis) = Redis::start() else {
+    let Some(setup) = Setup::start(2_000.0) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_runtime, switch) = simulator(2_000.0);
-    capture(
-        &dir.path().join("store"),
-        &switch.local_addr().to_string(),
-        100,
-        2,
-    );
-    let records = stored_records(&dir.path().join("store"));
+    setup.capture(100, 2);
+    let records = setup.records();
     let job_events: Vec<u64> = records
         .iter()
         .filter(|r| r.artifact_name() == "event.raw" && r.event_name() == Some("BACKGROUND_JOB"))
@@ -137,12 +169,8 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
 
     // No list on the main stream: every record but the BACKGROUND_JOB events, including
     // the capture's commands, replies and its bgapi.complete twins of the job results.
-    forward(
-        dir.path(),
-        &redis,
-        &["--stream", "all", "--jobs-stream", "all:jobs"],
-    );
-    let mut connection = redis.connection(0);
+    setup.forward(&["--stream", "all", "--jobs-stream", "all:jobs"]);
+    let mut connection = setup.redis.connection(0);
     let all: Vec<u64> = read_stream(&mut connection, "all")
         .iter()
         .map(Entry::sequence)
@@ -175,16 +203,12 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
     assert_eq!(jobs, job_events);
 
     // A list on the main stream: only the events it names, no other record.
-    forward(
-        dir.path(),
-        &redis,
-        &[
-            "--stream",
-            "listed",
-            "--stream-events",
-            "HEARTBEAT,CHANNEL_CREATE",
-        ],
-    );
+    setup.forward(&[
+        "--stream",
+        "listed",
+        "--stream-events",
+        "HEARTBEAT,CHANNEL_CREATE",
+    ]);
     let listed = read_stream(&mut connection, "listed");
     let expected: Vec<u64> = records
         .iter()
@@ -203,34 +227,23 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
 
 #[test]
 fn maxlen_keeps_each_stream_near_its_own_bound() {
-    let Some(redis) = Redis::start() else {
+    let Some(setup) = Setup::start(5_000.0) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_runtime, switch) = simulator(5_000.0);
-    capture(
-        &dir.path().join("store"),
-        &switch.local_addr().to_string(),
-        1_500,
-        0,
-    );
-    forward(
-        dir.path(),
-        &redis,
-        &[
-            "--stream",
-            "ev",
-            "--maxlen",
-            "200",
-            "--jobs-stream",
-            "dtmf",
-            "--jobs-events",
-            "DTMF",
-            "--jobs-maxlen",
-            "50",
-        ],
-    );
-    let records = stored_records(&dir.path().join("store"));
+    setup.capture(1_500, 0);
+    setup.forward(&[
+        "--stream",
+        "ev",
+        "--maxlen",
+        "200",
+        "--jobs-stream",
+        "dtmf",
+        "--jobs-events",
+        "DTMF",
+        "--jobs-maxlen",
+        "50",
+    ]);
+    let records = setup.records();
     let dtmf: Vec<u64> = stored_events(&records)
         .iter()
         .filter(|e| e.name == "DTMF")
@@ -247,7 +260,7 @@ fn maxlen_keeps_each_stream_near_its_own_bound() {
         dtmf.len(),
         rest.len()
     );
-    let mut connection = redis.connection(0);
+    let mut connection = setup.redis.connection(0);
     // `~` trims whole macro nodes (at most 100 entries each): at least the bound is kept,
     // and fewer than one node more; what is kept is the newest.
     for (key, bound, routed) in [("ev", 200, &rest), ("dtmf", 50, &dtmf)] {
@@ -266,10 +279,10 @@ fn maxlen_keeps_each_stream_near_its_own_bound() {
 
 #[test]
 fn entries_older_than_each_streams_age_are_trimmed_on_a_timer() {
-    let Some(redis) = Redis::start() else {
+    let Some(setup) = Setup::start(2_000.0) else {
         return;
     };
-    let mut connection = redis.connection(0);
+    let mut connection = setup.redis.connection(0);
     // `~` removes whole macro nodes only; one entry per node makes it exact, so that the
     // cut-off itself is checked.
     let _: () = redis::cmd("CONFIG")
@@ -298,22 +311,13 @@ fn entries_older_than_each_streams_age_are_trimmed_on_a_timer() {
         }
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let (_runtime, switch) = simulator(2_000.0);
-    capture(
-        &dir.path().join("store"),
-        &switch.local_addr().to_string(),
-        100,
-        2,
-    );
-    let last = stored_records(&dir.path().join("store"))
-        .last()
-        .map(|r| r.append_sequence());
+    setup.capture(100, 2);
+    let last = setup.records().last().map(|r| r.append_sequence());
     // Events expire after an hour; job results after two seconds, which only a later
     // round of trimming can see, while the forwarder has nothing left to send.
     let args = forward_args(
-        dir.path(),
-        &redis,
+        setup.dir.path(),
+        &setup.redis,
         &[
             "--follow",
             "--stream",
@@ -335,7 +339,7 @@ fn entries_older_than_each_streams_age_are_trimmed_on_a_timer() {
         .spawn()
         .unwrap();
     let child = Running::new(child);
-    let checkpoints = dir.path().join("checkpoints");
+    let checkpoints = setup.dir.path().join("checkpoints");
     wait_until("delivery of the whole store", || {
         checkpoint_sequence(&checkpoints, "forward.redis.ev") == last
     });
@@ -393,8 +397,6 @@ fn layouts_that_cannot_work_are_refused_with_a_reason() {
         (&["--trim-interval", "0s"][..], "longer than zero"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-        let (code, _, stderr) = run_cli(&args, &[]);
-        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
-        assert!(stderr.contains(reason), "{extra:?}: {stderr}");
+        expect_refusal(&args, &[], reason);
     }
 }

@@ -302,6 +302,14 @@ pub(crate) fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, Str
     )
 }
 
+/// Runs `esl-replay ARGS` with `envs` and checks that it refuses to work: exit code 2, and
+/// `reason` in what it says.
+pub(crate) fn expect_refusal(args: &[&str], envs: &[(&str, &str)], reason: &str) {
+    let (code, _, stderr) = run_cli(args, envs);
+    assert_eq!(code, Some(2), "{args:?} {envs:?}: {stderr}");
+    assert!(stderr.contains(reason), "{args:?} {envs:?}: {stderr}");
+}
+
 /// The sequence a forwarder's checkpoint holds.
 pub(crate) fn checkpoint_sequence(dir: &Path, key: &str) -> Option<u64> {
     esl_replay::checkpoint::CheckpointStore::open(dir)
