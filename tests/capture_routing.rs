@@ -1,6 +1,6 @@
 //! `esl-replay capture --compat telephony-event-sync` as a drop-in for that service: the
 //! capture of the built-in simulator, configured by the service's environment variables
-//! (ESL_HOST, ESL_PORT, REDIS_REMOTE_ADDR, STREAM_JOBS, EVENTS_TO_PUSH, ...) under a
+//! (ESL_HOST, ESL_PORT, REDIS_REMOTE_ADDR and _PASSWORD, STREAM_JOBS, EVENTS_TO_PUSH, ...) under a
 //! configuration file that overrides one of them, forwards from the same process to a real
 //! `redis-server` (skipped, saying so, when absent; required under `CI=true`). A consumer
 //! reading both streams, in the service's default database 2 and under its default events
@@ -46,7 +46,7 @@ fn bgapi(port: u16) -> Option<String> {
 
 #[test]
 fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
-    let Some(redis) = Redis::start() else {
+    let Some(redis) = Redis::start_with(Some("tes-secret")) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -71,6 +71,7 @@ fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
         .env("ESL_HOST", "127.0.0.1")
         .env("ESL_PORT", switch.local_addr().port().to_string())
         .env("REDIS_REMOTE_ADDR", format!("127.0.0.1:{}", redis.port))
+        .env("REDIS_REMOTE_PASSWORD", "tes-secret")
         .env("STREAM_JOBS", "tes:jobs")
         .env("EVENTS_TO_PUSH", "CHANNEL_ANSWER")
         .env("ESL_REPLAY_TOKEN", TOKEN)

@@ -35,7 +35,12 @@ impl Setup {
     /// Everything started, with the simulator generating `rate` events/s; `None` (the test
     /// skips) without `redis-server`.
     fn start(rate: f64) -> Option<Setup> {
-        let redis = Redis::start()?;
+        Setup::start_with(rate, None)
+    }
+
+    /// As [`Setup::start`], Redis requiring `password`.
+    fn start_with(rate: f64, password: Option<&str>) -> Option<Setup> {
+        let redis = Redis::start_with(password)?;
         let (runtime, switch) = simulator(rate);
         Some(Setup {
             redis,
@@ -227,11 +232,16 @@ fn records_that_are_not_events_go_to_the_main_stream_unless_it_lists_events() {
 
 #[test]
 fn maxlen_keeps_each_stream_near_its_own_bound() {
-    let Some(setup) = Setup::start(5_000.0) else {
+    // The server wants a password, read from a file.
+    let Some(setup) = Setup::start_with(5_000.0, Some("routing-secret")) else {
         return;
     };
+    let password = setup.dir.path().join("redis.password");
+    std::fs::write(&password, "routing-secret\n").unwrap();
     setup.capture(1_500, 0);
     setup.forward(&[
+        "--password-file",
+        password.to_str().unwrap(),
         "--stream",
         "ev",
         "--maxlen",

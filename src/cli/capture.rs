@@ -282,9 +282,13 @@ fn forwarding(
         jobs_max_age: args.forward_jobs_max_age,
         trim_interval: args.forward_trim_interval,
     };
-    let layout = flags
-        .or(file.layout()?)
-        .or(compat.map(|c| c.layout.clone()).unwrap_or_default());
+    // The mode's password belongs to the mode's server, not to a URL given here.
+    let url_given = args.forward_redis.is_some() || file.redis.is_some();
+    let compat_layout = compat.map_or_else(RedisLayout::default, |c| RedisLayout {
+        password: c.layout.password.clone().filter(|_| !url_given),
+        ..c.layout.clone()
+    });
+    let layout = flags.or(file.layout()?).or(compat_layout);
     let format = match (args.forward_format, file.format.as_deref()) {
         (Some(format), _) => format.into(),
         (None, None | Some("record")) => MessageFormat::Record,

@@ -43,6 +43,8 @@ pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 pub(crate) struct Redis {
     child: Child,
     pub(crate) port: u16,
+    /// What clients must authenticate with, if anything.
+    password: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -50,6 +52,11 @@ impl Redis {
     /// Starts one, or returns `None` (after saying so) when the binary is missing, unless
     /// `CI=true`, where the tests must run.
     pub(crate) fn start() -> Option<Redis> {
+        Redis::start_with(None)
+    }
+
+    /// As [`Redis::start`], requiring clients to authenticate with `password`.
+    pub(crate) fn start_with(password: Option<&str>) -> Option<Redis> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let binary = std::env::split_paths(&path)
             .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(PathBuf::from))
@@ -65,11 +72,16 @@ impl Redis {
         };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir.path());
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,6 +89,7 @@ impl Redis {
         let redis = Redis {
             child,
             port,
+            password: password.map(str::to_owned),
             _dir: dir,
         };
         wait_until("redis-server to accept connections", || {
@@ -85,13 +98,18 @@ impl Redis {
         Some(redis)
     }
 
+    /// Its URL, without the password.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// A connection to database `db`.
+    /// An authenticated connection to database `db`.
     pub(crate) fn connection(&self, db: u8) -> redis::Connection {
-        let url = format!("{}/{db}", self.url());
+        let secret = self
+            .password
+            .as_ref()
+            .map_or_else(String::new, |password| format!(":{password}@"));
+        let url = format!("redis://{secret}127.0.0.1:{}/{db}", self.port);
         redis::Client::open(url).unwrap().get_connection().unwrap()
     }
 }
