@@ -15,6 +15,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::Outcome;
+use super::compat::{Compat, CompatDefaults};
+use super::forward::{RedisLayout, read_redis_password};
 use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
 use crate::capture::client::{NodeConfig, NodeExit, Password};
 use crate::capture::http::{HttpState, router};
@@ -23,7 +25,7 @@ use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
 use crate::forward::{
     ForwardOptions, ForwardReport, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink,
-    RedisOptions, RedisSink, Sink, Source, forward,
+    RedisSink, Sink, Source, forward,
 };
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
@@ -96,6 +98,41 @@ pub(crate) struct CaptureArgs {
     /// The Redis stream `--forward-redis` appends to [default: fs:events].
     #[arg(long)]
     forward_stream: Option<String>,
+    /// Only these captured events go to the Redis stream (comma separated `Event-Name`s);
+    /// without it, every record.
+    #[arg(long, value_delimiter = ',')]
+    forward_stream_events: Option<Vec<String>>,
+    /// Keep the Redis stream to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_maxlen: Option<u64>,
+    /// Remove Redis stream entries older than this, e.g. 10m (XTRIM MINID ~ every
+    /// `--forward-trim-interval`).
+    #[arg(long, value_parser = super::input::parse_age)]
+    forward_max_age: Option<Duration>,
+    /// A second Redis stream for background-job results: the `--forward-jobs-events` go
+    /// there, not to `--forward-stream`.
+    #[arg(long)]
+    forward_jobs_stream: Option<String>,
+    /// The captured events the jobs stream takes [default: BACKGROUND_JOB].
+    #[arg(long, value_delimiter = ',')]
+    forward_jobs_events: Option<Vec<String>>,
+    /// Keep the jobs stream to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_jobs_maxlen: Option<u64>,
+    /// Remove jobs stream entries older than this (XTRIM MINID ~).
+    #[arg(long, value_parser = super::input::parse_age)]
+    forward_jobs_max_age: Option<Duration>,
+    /// How often Redis streams with an age limit are trimmed [default: 10s].
+    #[arg(long, value_parser = super::forward::parse_interval)]
+    forward_trim_interval: Option<Duration>,
+    /// File holding the Redis password (else the URL's, if any).
+    #[arg(long)]
+    forward_password_file: Option<PathBuf>,
+    /// Stand in for another service: take its environment variables and defaults (flags
+    /// and the config file still win). `telephony-event-sync`: ESL_HOST, ESL_PORT,
+    /// REDIS_REMOTE_ADDR, STREAM_EVENTS, ... (docs/forwarding.md).
+    #[arg(long, value_enum)]
+    compat: Option<Compat>,
     /// Forward what is captured to this NATS server (`nats://HOST:PORT`) from this process,
     /// as `--forward-redis` does (checkpoint key `forward.nats.SUBJECT`): to JetStream with
     /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
@@ -130,6 +167,8 @@ struct FileConfig {
     /// `false`: as `--no-pack`.
     pack: Option<bool>,
     checkpoint_dir: Option<PathBuf>,
+    /// As `--compat`.
+    compat: Option<Compat>,
     forward: Option<FileForward>,
     #[serde(default, rename = "node")]
     nodes: Vec<FileNode>,
@@ -146,6 +185,56 @@ struct FileForward {
     nats: Option<String>,
     subject: Option<String>,
     jetstream_stream: Option<String>,
+    stream_events: Option<Vec<String>>,
+    maxlen: Option<u64>,
+    /// An age, e.g. `10m`.
+    max_age: Option<String>,
+    jobs_stream: Option<String>,
+    jobs_events: Option<Vec<String>>,
+    jobs_maxlen: Option<u64>,
+    /// An age, e.g. `1m`.
+    jobs_max_age: Option<String>,
+    /// A duration, e.g. `10s`.
+    trim_interval: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+impl FileForward {
+    /// The Redis streams the table sets, its durations parsed.
+    fn layout(&self) -> anyhow::Result<RedisLayout> {
+        let age = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    super::input::parse_age(text)
+                        .map_err(|error| anyhow::anyhow!("[forward] {key} = {text:?}: {error}"))
+                })
+                .transpose()
+        };
+        Ok(RedisLayout {
+            password: self
+                .password_file
+                .as_deref()
+                .map(read_redis_password)
+                .transpose()?,
+            stream: self.stream.clone(),
+            stream_events: self.stream_events.clone(),
+            maxlen: self.maxlen,
+            max_age: age("max_age", &self.max_age)?,
+            jobs_stream: self.jobs_stream.clone(),
+            jobs_events: self.jobs_events.clone(),
+            jobs_maxlen: self.jobs_maxlen,
+            jobs_max_age: age("jobs_max_age", &self.jobs_max_age)?,
+            trim_interval: self
+                .trim_interval
+                .as_deref()
+                .map(|text| {
+                    super::forward::parse_interval(text).map_err(|error| {
+                        anyhow::anyhow!("[forward] trim_interval = {text:?}: {error}")
+                    })
+                })
+                .transpose()?,
+        })
+    }
 }
 
 /// Where the capture forwards what it stores, and where delivery's checkpoint is.
@@ -160,7 +249,7 @@ struct Forwarding {
 enum ForwardTo {
     Redis {
         url: String,
-        stream: String,
+        layout: RedisLayout,
     },
     Nats {
         url: String,
@@ -169,13 +258,37 @@ enum ForwardTo {
     },
 }
 
-/// Flags over the `[forward]` table.
+/// Flags over the `[forward]` table over a compatibility mode's defaults.
 fn forwarding(
     args: &CaptureArgs,
     file: Option<FileForward>,
     checkpoints: Option<&PathBuf>,
+    compat: Option<&CompatDefaults>,
 ) -> anyhow::Result<Option<Forwarding>> {
     let file = file.unwrap_or_default();
+    let flags = RedisLayout {
+        password: args
+            .forward_password_file
+            .as_deref()
+            .map(read_redis_password)
+            .transpose()?,
+        stream: args.forward_stream.clone(),
+        stream_events: args.forward_stream_events.clone(),
+        maxlen: args.forward_maxlen,
+        max_age: args.forward_max_age,
+        jobs_stream: args.forward_jobs_stream.clone(),
+        jobs_events: args.forward_jobs_events.clone(),
+        jobs_maxlen: args.forward_jobs_maxlen,
+        jobs_max_age: args.forward_jobs_max_age,
+        trim_interval: args.forward_trim_interval,
+    };
+    // The mode's password belongs to the mode's server, not to a URL given here.
+    let url_given = args.forward_redis.is_some() || file.redis.is_some();
+    let compat_layout = compat.map_or_else(RedisLayout::default, |c| RedisLayout {
+        password: c.layout.password.clone().filter(|_| !url_given),
+        ..c.layout.clone()
+    });
+    let layout = flags.or(file.layout()?).or(compat_layout);
     let format = match (args.forward_format, file.format.as_deref()) {
         (Some(format), _) => format.into(),
         (None, None | Some("record")) => MessageFormat::Record,
@@ -184,15 +297,21 @@ fn forwarding(
             bail!("[forward] format {other:?} is not `record` or `fs-events-v1`")
         }
     };
-    let redis = args.forward_redis.clone().or(file.redis);
+    let redis =
+        (args.forward_redis.clone().or(file.redis)).or_else(|| compat.map(|c| c.redis_url.clone()));
     let nats = args.forward_nats.clone().or(file.nats);
+    let redis_only = "the Redis stream settings (stream, events, lengths, ages, trim interval, password) need --forward-redis";
     let to = match (redis, nats) {
+        (Some(_), Some(_)) if compat.is_some() => {
+            bail!("--compat telephony-event-sync forwards to Redis; leave out --forward-nats")
+        }
         (Some(_), Some(_)) => bail!("forward to Redis or to NATS, not both"),
-        (Some(url), None) => ForwardTo::Redis {
-            url,
-            stream: (args.forward_stream.clone().or(file.stream))
-                .unwrap_or_else(|| "fs:events".into()),
-        },
+        (Some(url), None) => {
+            // Checked now, not when the forwarder starts after the capture.
+            layout.options(&url)?;
+            ForwardTo::Redis { url, layout }
+        }
+        (None, _) if layout != RedisLayout::default() => bail!("{redis_only}"),
         (None, Some(url)) => ForwardTo::Nats {
             url,
             subject: (args.forward_subject.clone().or(file.subject))
@@ -239,6 +358,12 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .clone()
         .or(file.store.clone())
         .context("--store (or `store` in the config file) is required")?;
+    let compat = args
+        .compat
+        .or(file.compat)
+        .map(|mode| mode.defaults(&|name| std::env::var(name).ok()))
+        .transpose()
+        .context("the compatibility mode's environment")?;
     let default_password = read_password(args.password_file.as_deref())?;
     let filters = args
         .filters
@@ -267,7 +392,12 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         });
     }
     let esl = if args.esl.is_empty() && nodes.is_empty() {
-        vec!["127.0.0.1:8021".to_owned()]
+        vec![
+            compat
+                .as_ref()
+                .map_or("127.0.0.1:8021", |c| c.esl.as_str())
+                .to_owned(),
+        ]
     } else {
         args.esl.clone()
     };
@@ -306,7 +436,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     let http = args.http.clone().or(file.http.clone());
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
-    let forward = forwarding(args, file.forward, checkpoint_dir.as_ref())?;
+    let forward = forwarding(args, file.forward, checkpoint_dir.as_ref(), compat.as_ref())?;
     let services = Services {
         http,
         token,
@@ -528,11 +658,10 @@ struct Forwarder {
 fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarder> {
     let checkpoints = &forward.checkpoints;
     let started = match forward.to {
-        ForwardTo::Redis { url, stream } => {
-            let sink = RedisSink::new(RedisOptions::new(&url, &stream))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = format!("forward.redis.{stream}");
-            let destination = format!("{url} {stream}");
+        ForwardTo::Redis { url, layout } => {
+            let sink = RedisSink::new(layout.options(&url)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = format!("forward.redis.{}", layout.stream());
+            let destination = layout.destination(&url);
             Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
         }
         ForwardTo::Nats {

@@ -12,6 +12,7 @@
 mod bench;
 mod capture;
 mod checkpoint;
+mod compat;
 mod demo;
 mod evidence;
 mod forward;

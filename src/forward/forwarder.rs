@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source};
+use super::routing::captured_event;
+use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source, Takes};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor};
 use crate::store::ArtifactReader;
@@ -157,15 +158,23 @@ pub async fn forward<S: Sink>(
         source,
         selection: Arc::new(Selection {
             criteria: options.criteria.clone(),
+            takes: sink.takes(),
             format: options.format,
             batch_size: options.batch_size,
         }),
         end,
         cursor: *resume.cursor(),
     };
-    let result = run
-        .forward(sink, &mut saver, &mut progress, &mut shutdown)
-        .await;
+    // The sink's housekeeping runs exactly as long as the loop; if it ends early, it idles.
+    let maintenance = sink.maintain();
+    let maintenance = async move {
+        maintenance.await;
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    let result = tokio::select! {
+        result = run.forward(sink, &mut saver, &mut progress, &mut shutdown) => result,
+        never = maintenance => match never {},
+    };
     // Whatever happened, what the target acknowledged is saved before returning.
     let flushed = saver.flush();
     let stopped = match (result, flushed) {
@@ -217,13 +226,15 @@ struct Batch {
     oldest_pending: Option<OffsetDateTime>,
     /// The records the criteria select, in append order.
     messages: Vec<Message>,
-    /// Records read but left out by the criteria (or the message format).
+    /// Records read but left out by the criteria, the sink or the message format.
     skipped: u64,
 }
 
 /// Which records a batch holds.
 struct Selection {
     criteria: Criteria,
+    /// What the sink takes (its streams' event lists).
+    takes: Takes,
     format: MessageFormat,
     batch_size: usize,
 }
@@ -381,7 +392,9 @@ fn read_batch(
             last = Some(record.append_sequence());
             oldest_pending.get_or_insert_with(|| record.stored_at());
             read += 1;
+            let event = captured_event(record.artifact_name(), record.event_name());
             if selection.criteria.matches_view(record)
+                && selection.takes.takes(event)
                 && let Some(message) = Message::encode(record, selection.format)
             {
                 messages.push(message);
