@@ -8,10 +8,18 @@
 //!   writer stopped on a persistent store failure (the capture then stops).
 //! - `GET /metrics`: the Prometheus text exposition.
 //! - `POST /v1/api` and `POST /v1/bgapi` with `{"command": "...", "node": "slug"?}`:
-//!   the command gateway. They need `Authorization: Bearer <token>`; the command goes out on
-//!   the node's capture connection, so the dispatch and every reply are captured.
+//!   the command gateway. They need `Authorization: Bearer <token or JWT>` ([`auth`]); the
+//!   command goes out on the node's capture connection, so the dispatch and every reply
+//!   are captured.
+//! - `/api/v1/fs/…`: the fs-esl-gateway REST contract ([`rest`]), on the same gateway.
+//!
+//! Gateway errors answer 400 (refused: unknown node), 401 (not authorised), 429 (too many
+//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown).
 //!
 //! Bind it to 127.0.0.1 (the CLI default): it is a control API.
+//!
+//! [`auth`]: super::auth
+//! [`rest`]: super::rest
 
 use std::sync::Arc;
 
@@ -25,6 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Gateway;
+use super::auth::{self, JwtKey};
 use super::client::{GatewayCommand, GatewayError};
 use super::queue::CaptureQueue;
 use super::telemetry::Telemetry;
@@ -36,8 +45,10 @@ pub struct HttpState {
     pub telemetry: Arc<Telemetry>,
     /// The command gateway.
     pub gateway: Gateway,
-    /// The bearer token the gateway requires.
+    /// The bearer token the gateway accepts (empty: none).
     pub token: Arc<str>,
+    /// The secret of the HS256 JWTs the gateway accepts besides the token, if any.
+    pub jwt: Option<JwtKey>,
     /// Queue depth for `/health`.
     pub queue: Option<Arc<CaptureQueue>>,
 }
@@ -55,6 +66,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/api", post(api))
         .route("/v1/bgapi", post(bgapi))
+        .merge(super::rest::routes())
         .with_state(state)
 }
 
@@ -119,12 +131,8 @@ async fn dispatch(
     body: CommandBody,
     make: fn(String) -> GatewayCommand,
 ) -> Response {
-    if !authorized(headers, &state.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "bearer token required"})),
-        )
-            .into_response();
+    if let Err(refused) = authorize(&state, headers) {
+        return refused;
     }
     match state
         .gateway
@@ -132,30 +140,28 @@ async fn dispatch(
         .await
     {
         Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
-        Err(error) => {
-            let code = match error {
-                GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
-                GatewayError::NotReady | GatewayError::NodeStopped => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                _ => StatusCode::GATEWAY_TIMEOUT,
-            };
-            (code, Json(json!({"error": error.to_string()}))).into_response()
-        }
+        Err(error) => gateway_error(&error),
     }
 }
 
-/// Compares the bearer token in constant time (no early exit on the first differing byte).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
+/// Checks the caller's credential; the refusal is the 401 answer to send.
+pub(crate) fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+    auth::check(headers, &state.token, state.jwt.as_ref())
+        .map_err(|refusal| error_response(StatusCode::UNAUTHORIZED, &refusal.to_string()))
+}
+
+/// `{"error": text}` with `code`.
+pub(crate) fn error_response(code: StatusCode, text: &str) -> Response {
+    (code, Json(json!({"error": text}))).into_response()
+}
+
+/// The answer to a command the gateway could not get a reply to.
+pub(crate) fn gateway_error(error: &GatewayError) -> Response {
+    let code = match error {
+        GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
+        GatewayError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+        GatewayError::NotReady | GatewayError::NodeStopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::GATEWAY_TIMEOUT,
     };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    !token.is_empty()
-        && a.len() == b.len()
-        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    error_response(code, &error.to_string())
 }
