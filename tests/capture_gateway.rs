@@ -164,20 +164,29 @@ struct Controls {
     finish_jobs: watch::Sender<bool>,
 }
 
+/// One command as the switch received it.
+#[derive(Clone, Debug)]
+struct Received {
+    line: String,
+    /// The `Job-UUID` header of a bgapi.
+    job_uuid: Option<String>,
+}
+
 /// A switch on 127.0.0.1 that answers as FreeSWITCH 1.10.12 does and logs what it gets.
 struct Switch {
     address: String,
-    /// Every command received, in order: its line, plus `Job-UUID` for a bgapi.
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
-    /// The UUID of the channel each completed originate made, by Job-UUID.
-    calls: Arc<Mutex<Vec<(String, String)>>>,
+    wire: Wire,
+    /// Every command received, in order.
+    log: Mutex<Vec<Received>>,
+    /// The UUID of the channel each completed originate made, with its Job-UUID.
+    calls: Mutex<Vec<(String, String)>>,
     controls: Controls,
     /// `show channels as json`'s answer: the row of [`CALL`], as FreeSWITCH prints it.
     channels_json: String,
 }
 
 impl Switch {
-    async fn start(wire: Wire) -> Switch {
+    async fn start(wire: Wire) -> Arc<Switch> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let channels_json = json!({
@@ -198,40 +207,34 @@ impl Switch {
             }]
         })
         .to_string();
-        let switch = Switch {
+        let switch = Arc::new(Switch {
             address,
-            log: Arc::default(),
-            calls: Arc::default(),
+            wire,
+            log: Mutex::default(),
+            calls: Mutex::default(),
             controls: Controls {
                 greet: watch::channel(true).0,
                 answer_api: watch::channel(true).0,
                 finish_jobs: watch::channel(true).0,
             },
             channels_json,
-        };
-        let shared = (
-            wire,
-            Arc::clone(&switch.log),
-            Arc::clone(&switch.calls),
-            switch.controls.clone(),
-            switch.channels_json.clone(),
-        );
+        });
+        let serving = Arc::clone(&switch);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (wire, log, calls, controls, channels) = shared.clone();
-                tokio::spawn(serve(socket, wire, log, calls, controls, channels));
+                tokio::spawn(serve(socket, Arc::clone(&serving)));
             }
         });
         switch
     }
 
-    /// The command lines received so far that start with `prefix`.
+    /// The commands received so far whose line starts with `prefix`, with their Job-UUIDs.
     fn received(&self, prefix: &str) -> Vec<(String, Option<String>)> {
         self.log
             .lock()
             .iter()
-            .filter(|(line, _)| line.starts_with(prefix))
-            .cloned()
+            .filter(|r| r.line.starts_with(prefix))
+            .map(|r| (r.line.clone(), r.job_uuid.clone()))
             .collect()
     }
 
@@ -246,28 +249,26 @@ impl Switch {
 
 /// One connection: a reader logs each command as it arrives and queues it; the answers
 /// go out in order, each waiting for the controls that gate it.
-async fn serve(
-    socket: TcpStream,
-    wire: Wire,
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
-    calls: Arc<Mutex<Vec<(String, String)>>>,
-    controls: Controls,
-    channels_json: String,
-) {
+async fn serve(socket: TcpStream, switch: Arc<Switch>) {
     let (mut reader, mut writer) = socket.into_split();
-    let mut greet = controls.greet.subscribe();
+    let wire = &switch.wire;
+    let mut greet = switch.controls.greet.subscribe();
     if greet.wait_for(|go| *go).await.is_err() || writer.write_all(&wire.greeting).await.is_err() {
         return;
     }
     let (queue, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    let logging = Arc::clone(&switch);
     tokio::spawn(async move {
         let mut decoder = CommandDecoder::default();
         let mut buffer = BytesMut::new();
         loop {
             while let Ok(Some(command)) = decoder.decode(&mut buffer) {
-                let job = command.header("Job-UUID").map(str::to_owned);
-                log.lock().push((command.line.clone(), job.clone()));
-                if queue.send((command.line, job)).is_err() {
+                let received = Received {
+                    line: command.line.clone(),
+                    job_uuid: command.header("Job-UUID").map(str::to_owned),
+                };
+                logging.log.lock().push(received.clone());
+                if queue.send(received).is_err() {
                     return;
                 }
             }
@@ -277,9 +278,9 @@ async fn serve(
             }
         }
     });
-    let mut answer_api = controls.answer_api.subscribe();
-    let mut finish_jobs = controls.finish_jobs.subscribe();
-    while let Some((line, job)) = commands.recv().await {
+    let mut answer_api = switch.controls.answer_api.subscribe();
+    let mut finish_jobs = switch.controls.finish_jobs.subscribe();
+    while let Some(Received { line, job_uuid }) = commands.recv().await {
         let (word, args) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         let mut out: Vec<Vec<u8>> = Vec::new();
         match word {
@@ -290,21 +291,16 @@ async fn serve(
                 if answer_api.wait_for(|go| *go).await.is_err() {
                     return;
                 }
-                out.push(api_response(&api_answer(args, &channels_json)));
+                out.push(api_response(&api_answer(args, &switch.channels_json)));
             }
             "bgapi" => {
-                let job = job.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                out.push(
-                    format!(
-                        "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
-                    )
-                    .into_bytes(),
+                let job = job_uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let ack = format!(
+                    "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
                 );
-                if writer.write_all(&out.concat()).await.is_err() {
-                    return;
-                }
-                out.clear();
-                if finish_jobs.wait_for(|go| *go).await.is_err() {
+                if writer.write_all(ack.as_bytes()).await.is_err()
+                    || finish_jobs.wait_for(|go| *go).await.is_err()
+                {
                     return;
                 }
                 let originate = args.strip_prefix("originate ").unwrap_or(args);
@@ -314,14 +310,12 @@ async fn serve(
                     "-ERR NO_ROUTE_DESTINATION\n".to_owned()
                 } else {
                     let call = uuid::Uuid::new_v4().to_string();
-                    calls.lock().push((job.clone(), call.clone()));
+                    switch.calls.lock().push((job.clone(), call.clone()));
                     format!("+OK {call}\n")
                 };
                 out.push(wire.background_job(&job, originate, &result));
             }
-            "exit" => {
-                out.push(command_reply("+OK bye"));
-            }
+            "exit" => out.push(command_reply("+OK bye")),
             _ => out.push(command_reply("-ERR command not found")),
         }
         if writer.write_all(&out.concat()).await.is_err() {
@@ -515,7 +509,7 @@ fn jwt(secret: &str, expires_in: i64) -> String {
 }
 
 /// A started switch and a ready capture in front of it, or `None` without the recordings.
-async fn ready_pair(extra: &[&str]) -> Option<(Switch, Capture)> {
+async fn ready_pair(extra: &[&str]) -> Option<(Arc<Switch>, Capture)> {
     let wire = Wire::load(&recordings()?);
     let switch = Switch::start(wire).await;
     let mut capture = Capture::start(&switch, extra, &[]);
@@ -845,7 +839,7 @@ async fn bad_requests_are_refused_with_400_and_nothing_reaches_the_switch() {
     assert_eq!(status, 200);
     let log = switch.log.lock().clone();
     assert_eq!(log[before..].len(), 1, "{log:?}");
-    assert_eq!(log[before].0, format!("api uuid_kill {CALL}"));
+    assert_eq!(log[before].line, format!("api uuid_kill {CALL}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

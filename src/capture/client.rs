@@ -283,7 +283,7 @@ pub async fn run_node(
         &node.telemetry.commands,
         &node.telemetry.command_errors,
     ] {
-        family.get_or_create(&node.label);
+        drop(family.get_or_create(&node.label));
     }
     // The configured state is the node's first (and only) mutation of the desired state.
     let empty = Subscriptions::default();

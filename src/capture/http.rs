@@ -113,7 +113,7 @@ async fn api(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
-) -> Response {
+) -> Result<Response, Failure> {
     dispatch(state, &headers, body, GatewayCommand::Api).await
 }
 
@@ -121,7 +121,7 @@ async fn bgapi(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
-) -> Response {
+) -> Result<Response, Failure> {
     dispatch(state, &headers, body, GatewayCommand::BgApi).await
 }
 
@@ -130,38 +130,58 @@ async fn dispatch(
     headers: &HeaderMap,
     body: CommandBody,
     make: fn(String) -> GatewayCommand,
-) -> Response {
-    if let Err(refused) = authorize(&state, headers) {
-        return refused;
-    }
-    match state
+) -> Result<Response, Failure> {
+    authorize(&state, headers)?;
+    let reply = state
         .gateway
         .dispatch(body.node.as_deref(), make(body.command))
-        .await
-    {
-        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
-        Err(error) => gateway_error(&error),
+        .await?;
+    Ok((StatusCode::OK, Json(reply)).into_response())
+}
+
+/// An answer that is not a success: its status and a JSON body holding at least `error`.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: StatusCode,
+    body: serde_json::Value,
+}
+
+impl Failure {
+    /// `{"error": text}` with `code`.
+    pub(crate) fn new(code: StatusCode, text: &str) -> Failure {
+        Failure {
+            code,
+            body: json!({"error": text}),
+        }
+    }
+
+    /// `body` (an object with `error`) with `code`.
+    pub(crate) fn with_body(code: StatusCode, body: serde_json::Value) -> Failure {
+        Failure { code, body }
     }
 }
 
-/// Checks the caller's credential; the refusal is the 401 answer to send.
-pub(crate) fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
-    auth::check(headers, &state.token, state.jwt.as_ref())
-        .map_err(|refusal| error_response(StatusCode::UNAUTHORIZED, &refusal.to_string()))
-}
-
-/// `{"error": text}` with `code`.
-pub(crate) fn error_response(code: StatusCode, text: &str) -> Response {
-    (code, Json(json!({"error": text}))).into_response()
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.code, Json(self.body)).into_response()
+    }
 }
 
 /// The answer to a command the gateway could not get a reply to.
-pub(crate) fn gateway_error(error: &GatewayError) -> Response {
-    let code = match error {
-        GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
-        GatewayError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-        GatewayError::NotReady | GatewayError::NodeStopped => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::GATEWAY_TIMEOUT,
-    };
-    error_response(code, &error.to_string())
+impl From<GatewayError> for Failure {
+    fn from(error: GatewayError) -> Failure {
+        let code = match error {
+            GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::NotReady | GatewayError::NodeStopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::GATEWAY_TIMEOUT,
+        };
+        Failure::new(code, &error.to_string())
+    }
+}
+
+/// Checks the caller's credential (401 when refused).
+pub(crate) fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), Failure> {
+    auth::check(headers, &state.token, state.jwt.as_ref())
+        .map_err(|refusal| Failure::new(StatusCode::UNAUTHORIZED, &refusal.to_string()))
 }

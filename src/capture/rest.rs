@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::client::{GatewayCommand, GatewayReply};
-use super::http::{HttpState, authorize, error_response, gateway_error};
+use super::http::{Failure, HttpState, authorize};
 use super::jobs::{JobOutcome, JobStatus};
 
 /// The largest request body accepted (a 413 beyond it).
@@ -613,21 +613,22 @@ pub fn routes() -> Router<HttpState> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-fn invalid(error: &Invalid) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": error.to_string(), "field": error.field})),
-    )
-        .into_response()
+impl From<Invalid> for Failure {
+    fn from(error: Invalid) -> Failure {
+        Failure::with_body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": error.to_string(), "field": error.field}),
+        )
+    }
 }
 
 /// The JSON body as `T`; an empty body is `T::default()` when `optional`.
 fn body<T: DeserializeOwned + Default>(
     body: Result<Bytes, BytesRejection>,
     optional: bool,
-) -> Result<T, Response> {
+) -> Result<T, Failure> {
     let bytes = body.map_err(|rejection| {
-        error_response(
+        Failure::new(
             rejection.status(),
             &format!("cannot read the body: {}", rejection.body_text()),
         )
@@ -636,69 +637,61 @@ fn body<T: DeserializeOwned + Default>(
         return if optional {
             Ok(T::default())
         } else {
-            Err(invalid(&Invalid::new("body", "a JSON object is required")))
+            Err(Invalid::new("body", "a JSON object is required").into())
         };
     }
-    serde_json::from_slice(&bytes).map_err(|error| {
-        invalid(&Invalid::new(
-            "body",
-            format!("not a valid request: {error}"),
-        ))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|error| Invalid::new("body", format!("not a valid request: {error}")).into())
 }
 
 /// The query's parameters; any name not in `allowed` is refused.
-fn query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, Response> {
+fn query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, Invalid> {
+    let decode = |s: &str| {
+        String::from_utf8_lossy(&crate::esl::event::percent_decode(s.as_bytes())).into_owned()
+    };
     let mut parameters = BTreeMap::new();
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            String::from_utf8_lossy(&crate::esl::event::percent_decode(s.as_bytes())).into_owned()
-        };
         let name = decode(name);
         if !allowed.contains(&name.as_str()) {
-            return Err(invalid(&Invalid::new(
+            return Err(Invalid::new(
                 "query",
                 format!("unknown parameter {name:?} (known: {})", allowed.join(", ")),
-            )));
+            ));
         }
         parameters.insert(name, decode(value));
     }
     Ok(parameters)
 }
 
-fn path(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+/// The path parameter (a rejection, such as bad percent-encoding, keeps its status).
+fn path(path: Result<Path<String>, PathRejection>) -> Result<String, Failure> {
     path.map(|Path(value)| value)
-        .map_err(|rejection| error_response(rejection.status(), &rejection.body_text()))
+        .map_err(|rejection| Failure::new(rejection.status(), &rejection.body_text()))
 }
 
 /// Sends `command` as `api` and answers with FreeSWITCH's reply: 200 for `+OK`, 404 when
 /// the channel does not exist, 502 for any other answer.
-async fn api(state: &HttpState, node: Option<&str>, command: String) -> Response {
-    let node = match state.gateway.node(node) {
-        Ok(node) => node.to_owned(),
-        Err(error) => return gateway_error(&error),
-    };
-    let reply = match state
+async fn api(state: &HttpState, node: Option<&str>, command: String) -> Result<Response, Failure> {
+    let node = state.gateway.node(node)?.to_owned();
+    let reply = state
         .gateway
         .dispatch(Some(&node), GatewayCommand::Api(command.clone()))
-        .await
-    {
-        Ok(reply) => reply,
-        Err(error) => return gateway_error(&error),
-    };
+        .await?;
     let text = reply.body.trim_end();
     let mut answer = json!({"node": node, "command": command, "reply": text});
-    let code = if text.starts_with("+OK") {
-        StatusCode::OK
-    } else if text.starts_with("-ERR No such channel") || text.starts_with("-ERR invalid uuid") {
+    if text.starts_with("+OK") {
+        return Ok((StatusCode::OK, axum::Json(answer)).into_response());
+    }
+    let code = if text.starts_with("-ERR No such channel") || text.starts_with("-ERR invalid uuid")
+    {
         answer["error"] = "no such channel".into();
         StatusCode::NOT_FOUND
     } else {
         answer["error"] = "FreeSWITCH refused the command".into();
         StatusCode::BAD_GATEWAY
     };
-    (code, axum::Json(answer)).into_response()
+    Err(Failure::with_body(code, answer))
 }
 
 async fn originate(
@@ -706,43 +699,25 @@ async fn originate(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     request: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let wait = match query(raw.as_deref(), &["wait"]) {
-        Ok(parameters) => match parameters.get("wait").map(String::as_str) {
-            None | Some("false") => false,
-            Some("true" | "") => true,
-            Some(other) => {
-                return invalid(&Invalid::new(
-                    "wait",
-                    format!("{other:?} is not true or false"),
-                ));
-            }
-        },
-        Err(refused) => return refused,
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let wait = match query(raw.as_deref(), &["wait"])?
+        .get("wait")
+        .map(String::as_str)
+    {
+        None | Some("false") => false,
+        Some("true" | "") => true,
+        Some(other) => {
+            return Err(Invalid::new("wait", format!("{other:?} is not true or false")).into());
+        }
     };
-    let request: OriginateRequest = match body(request, false) {
-        Ok(request) => request,
-        Err(refused) => return refused,
-    };
-    let command = match request.command() {
-        Ok(command) => command,
-        Err(error) => return invalid(&error),
-    };
-    let node = match state.gateway.node(request.node.as_deref()) {
-        Ok(node) => node.to_owned(),
-        Err(error) => return gateway_error(&error),
-    };
-    let reply = match state
+    let request: OriginateRequest = body(request, false)?;
+    let command = request.command()?;
+    let node = state.gateway.node(request.node.as_deref())?.to_owned();
+    let reply = state
         .gateway
         .dispatch(Some(&node), GatewayCommand::BgApi(command.clone()))
-        .await
-    {
-        Ok(reply) => reply,
-        Err(error) => return gateway_error(&error),
-    };
+        .await?;
     let Some(job_uuid) = accepted_job(&reply) else {
         let answer = json!({
             "error": "FreeSWITCH refused the bgapi",
@@ -750,7 +725,7 @@ async fn originate(
             "command": command,
             "reply": reply.reply_text,
         });
-        return (StatusCode::BAD_GATEWAY, axum::Json(answer)).into_response();
+        return Err(Failure::with_body(StatusCode::BAD_GATEWAY, answer));
     };
     let status = if wait {
         let seconds = request
@@ -767,13 +742,12 @@ async fn originate(
         command,
         outcome: JobOutcome::Pending,
     });
-    let document = job_document(&job_uuid, &status);
     let code = if status.outcome == JobOutcome::Pending {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    (code, axum::Json(document)).into_response()
+    Ok((code, axum::Json(job_document(&job_uuid, &status))).into_response())
 }
 
 /// The Job-UUID of an accepted bgapi.
@@ -826,28 +800,19 @@ async fn job(
     State(state): State<HttpState>,
     headers: HeaderMap,
     job_uuid: Result<Path<String>, PathRejection>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let job_uuid = match path(job_uuid) {
-        Ok(job_uuid) => job_uuid,
-        Err(refused) => return refused,
-    };
-    if let Err(error) = uuid("job_uuid", &job_uuid) {
-        return invalid(&error);
-    }
-    match state.gateway.jobs().get(&job_uuid) {
-        Some(status) => {
-            (StatusCode::OK, axum::Json(job_document(&job_uuid, &status))).into_response()
-        }
-        None => error_response(
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let job_uuid = path(job_uuid)?;
+    uuid("job_uuid", &job_uuid)?;
+    let status = state.gateway.jobs().get(&job_uuid).ok_or_else(|| {
+        Failure::new(
             StatusCode::NOT_FOUND,
             &format!(
                 "no job {job_uuid} was started through this gateway (or it is long forgotten)"
             ),
-        ),
-    }
+        )
+    })?;
+    Ok(axum::Json(job_document(&job_uuid, &status)).into_response())
 }
 
 async fn hangup(
@@ -855,19 +820,12 @@ async fn hangup(
     headers: HeaderMap,
     call_uuid: Result<Path<String>, PathRejection>,
     request: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let prepared = path(call_uuid).and_then(|call_uuid| {
-        let request: HangupRequest = body(request, true)?;
-        let command = request.command(&call_uuid).map_err(|e| invalid(&e))?;
-        Ok((request.node, command))
-    });
-    match prepared {
-        Ok((node, command)) => api(&state, node.as_deref(), command).await,
-        Err(refused) => refused,
-    }
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let call_uuid = path(call_uuid)?;
+    let request: HangupRequest = body(request, true)?;
+    let command = request.command(&call_uuid)?;
+    api(&state, request.node.as_deref(), command).await
 }
 
 async fn play(
@@ -875,19 +833,12 @@ async fn play(
     headers: HeaderMap,
     call_uuid: Result<Path<String>, PathRejection>,
     request: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let prepared = path(call_uuid).and_then(|call_uuid| {
-        let request: PlayRequest = body(request, false)?;
-        let command = request.command(&call_uuid).map_err(|e| invalid(&e))?;
-        Ok((request.node, command))
-    });
-    match prepared {
-        Ok((node, command)) => api(&state, node.as_deref(), command).await,
-        Err(refused) => refused,
-    }
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let call_uuid = path(call_uuid)?;
+    let request: PlayRequest = body(request, false)?;
+    let command = request.command(&call_uuid)?;
+    api(&state, request.node.as_deref(), command).await
 }
 
 async fn transfer(
@@ -895,19 +846,12 @@ async fn transfer(
     headers: HeaderMap,
     call_uuid: Result<Path<String>, PathRejection>,
     request: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let prepared = path(call_uuid).and_then(|call_uuid| {
-        let request: TransferRequest = body(request, false)?;
-        let command = request.command(&call_uuid).map_err(|e| invalid(&e))?;
-        Ok((request.node, command))
-    });
-    match prepared {
-        Ok((node, command)) => api(&state, node.as_deref(), command).await,
-        Err(refused) => refused,
-    }
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let call_uuid = path(call_uuid)?;
+    let request: TransferRequest = body(request, false)?;
+    let command = request.command(&call_uuid)?;
+    api(&state, request.node.as_deref(), command).await
 }
 
 /// The switch's `show channels as json` answer as it is (`{"row_count":…,"rows":[…]}`);
@@ -916,33 +860,24 @@ async fn channels(
     State(state): State<HttpState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused;
-    }
-    let parameters = match query(raw.as_deref(), &["node"]) {
-        Ok(parameters) => parameters,
-        Err(refused) => return refused,
-    };
-    let reply = match state
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let parameters = query(raw.as_deref(), &["node"])?;
+    let reply = state
         .gateway
         .dispatch(
             parameters.get("node").map(String::as_str),
             GatewayCommand::Api("show channels as json".into()),
         )
-        .await
-    {
-        Ok(reply) => reply,
-        Err(error) => return gateway_error(&error),
-    };
+        .await?;
     if serde_json::from_str::<serde::de::IgnoredAny>(&reply.body).is_err() {
         let answer = json!({
             "error": "FreeSWITCH did not answer JSON",
             "reply": reply.body.trim_end(),
         });
-        return (StatusCode::BAD_GATEWAY, axum::Json(answer)).into_response();
+        return Err(Failure::with_body(StatusCode::BAD_GATEWAY, answer));
     }
-    ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/json")], reply.body).into_response())
 }
 
 #[cfg(test)]
