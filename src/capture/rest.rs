@@ -333,7 +333,24 @@ impl OriginateRequest {
     }
 }
 
-/// `POST /api/v1/fs/hangup/{call_uuid}` (the body may be empty).
+/// A request that acts on one channel: its call UUID comes from the path, the rest from the
+/// JSON body, and it becomes one `api` command.
+pub trait ChannelRequest: DeserializeOwned + Default {
+    /// Whether an empty body stands for the defaults.
+    const BODY_OPTIONAL: bool;
+
+    /// The command after `api`.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] naming the first field (or `call_uuid`) that breaks a rule.
+    fn command(&self, call_uuid: &str) -> Result<String, Invalid>;
+
+    /// The node to send it through (optional with one node).
+    fn node(&self) -> Option<&str>;
+}
+
+/// `POST /api/v1/fs/hangup/{call_uuid}` (the body may be empty): `uuid_kill <uuid> [CAUSE]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HangupRequest {
@@ -344,13 +361,10 @@ pub struct HangupRequest {
     pub node: Option<String>,
 }
 
-impl HangupRequest {
-    /// The command after `api`: `uuid_kill <uuid> [CAUSE]`.
-    ///
-    /// # Errors
-    ///
-    /// [`Invalid`] for a call UUID that is not a UUID or an unknown cause.
-    pub fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
+impl ChannelRequest for HangupRequest {
+    const BODY_OPTIONAL: bool = true;
+
+    fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
         uuid("call_uuid", call_uuid)?;
         let Some(cause) = &self.cause else {
             return Ok(format!("uuid_kill {call_uuid}"));
@@ -369,6 +383,10 @@ impl HangupRequest {
             })?;
         Ok(format!("uuid_kill {call_uuid} {known}"))
     }
+
+    fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
 }
 
 /// Which legs of a bridged call a play or transfer acts on.
@@ -383,7 +401,7 @@ pub enum Leg {
     Both,
 }
 
-/// `POST /api/v1/fs/play/{call_uuid}`.
+/// `POST /api/v1/fs/play/{call_uuid}`: `uuid_broadcast <uuid> <path> [aleg|bleg|both]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlayRequest {
@@ -396,13 +414,10 @@ pub struct PlayRequest {
     pub node: Option<String>,
 }
 
-impl PlayRequest {
-    /// The command after `api`: `uuid_broadcast <uuid> <path> [aleg|bleg|both]`.
-    ///
-    /// # Errors
-    ///
-    /// [`Invalid`] for a bad call UUID or path.
-    pub fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
+impl ChannelRequest for PlayRequest {
+    const BODY_OPTIONAL: bool = false;
+
+    fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
         uuid("call_uuid", call_uuid)?;
         token("path", &self.path)?;
         let leg = match self.leg {
@@ -413,9 +428,14 @@ impl PlayRequest {
         };
         Ok(format!("uuid_broadcast {call_uuid} {}{leg}", self.path))
     }
+
+    fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
 }
 
-/// `POST /api/v1/fs/transfer/{call_uuid}`.
+/// `POST /api/v1/fs/transfer/{call_uuid}`:
+/// `uuid_transfer <uuid> [-bleg|-both] <dest> [dialplan [context]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
@@ -431,14 +451,10 @@ pub struct TransferRequest {
     pub node: Option<String>,
 }
 
-impl TransferRequest {
-    /// The command after `api`:
-    /// `uuid_transfer <uuid> [-bleg|-both] <dest> [dialplan [context]]`.
-    ///
-    /// # Errors
-    ///
-    /// [`Invalid`] for a bad call UUID, destination, dialplan or context.
-    pub fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
+impl ChannelRequest for TransferRequest {
+    const BODY_OPTIONAL: bool = false;
+
+    fn command(&self, call_uuid: &str) -> Result<String, Invalid> {
         uuid("call_uuid", call_uuid)?;
         token("destination", &self.destination)?;
         if self.destination.starts_with('-') {
@@ -467,6 +483,10 @@ impl TransferRequest {
             }
         }
         Ok(command)
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 }
 
@@ -606,10 +626,19 @@ pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/api/v1/fs/originate", post(originate))
         .route("/api/v1/fs/jobs/{job_uuid}", get(job))
-        .route("/api/v1/fs/hangup/{call_uuid}", post(hangup))
+        .route(
+            "/api/v1/fs/hangup/{call_uuid}",
+            post(on_channel::<HangupRequest>),
+        )
         .route("/api/v1/fs/channels", get(channels))
-        .route("/api/v1/fs/play/{call_uuid}", post(play))
-        .route("/api/v1/fs/transfer/{call_uuid}", post(transfer))
+        .route(
+            "/api/v1/fs/play/{call_uuid}",
+            post(on_channel::<PlayRequest>),
+        )
+        .route(
+            "/api/v1/fs/transfer/{call_uuid}",
+            post(on_channel::<TransferRequest>),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -815,7 +844,9 @@ async fn job(
     Ok(axum::Json(job_document(&job_uuid, &status)).into_response())
 }
 
-async fn hangup(
+/// Hangup, play and transfer: the call UUID in the path and a JSON body make one `api`
+/// command ([`ChannelRequest::command`]), answered as [`api`] says.
+async fn on_channel<R: ChannelRequest>(
     State(state): State<HttpState>,
     headers: HeaderMap,
     call_uuid: Result<Path<String>, PathRejection>,
@@ -823,35 +854,9 @@ async fn hangup(
 ) -> Result<Response, Failure> {
     authorize(&state, &headers)?;
     let call_uuid = path(call_uuid)?;
-    let request: HangupRequest = body(request, true)?;
+    let request: R = body(request, R::BODY_OPTIONAL)?;
     let command = request.command(&call_uuid)?;
-    api(&state, request.node.as_deref(), command).await
-}
-
-async fn play(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    call_uuid: Result<Path<String>, PathRejection>,
-    request: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
-    let call_uuid = path(call_uuid)?;
-    let request: PlayRequest = body(request, false)?;
-    let command = request.command(&call_uuid)?;
-    api(&state, request.node.as_deref(), command).await
-}
-
-async fn transfer(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    call_uuid: Result<Path<String>, PathRejection>,
-    request: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
-    let call_uuid = path(call_uuid)?;
-    let request: TransferRequest = body(request, false)?;
-    let command = request.command(&call_uuid)?;
-    api(&state, request.node.as_deref(), command).await
+    api(&state, request.node(), command).await
 }
 
 /// The switch's `show channels as json` answer as it is (`{"row_count":…,"rows":[…]}`);

@@ -558,29 +558,17 @@ struct Forwarder {
     destination: String,
 }
 
-/// Starts the forwarder the capture was asked for; it observes `publish_lag` (the capture's
-/// `fs_esl_event_publish_lag_ms`).
-fn start_forwarder(
-    store: &Path,
-    forward: Forwarding,
-    publish_lag: Histogram,
-) -> anyhow::Result<Forwarder> {
-    let checkpoints = &forward.checkpoints;
+/// Starts the forwarder the capture was asked for; it observes its publish lag into `lag`
+/// (the capture's `fs_esl_event_publish_lag_ms`).
+fn start_forwarder(store: &Path, forward: Forwarding, lag: Histogram) -> anyhow::Result<Forwarder> {
+    let (checkpoints, format) = (&forward.checkpoints, forward.format);
     let started = match forward.to {
         ForwardTo::Redis { url, stream } => {
             let sink = RedisSink::new(RedisOptions::new(&url, &stream))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let key = format!("forward.redis.{stream}");
             let destination = format!("{url} {stream}");
-            Forwarder::start(
-                store,
-                checkpoints,
-                sink,
-                key,
-                destination,
-                forward.format,
-                publish_lag,
-            )
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
         ForwardTo::Nats {
             url,
@@ -603,15 +591,7 @@ fn start_forwarder(
             let sink = NatsSink::new(NatsOptions::new(&url, &subject, mode));
             let key = format!("forward.nats.{subject}");
             let destination = format!("{url} {subject}");
-            Forwarder::start(
-                store,
-                checkpoints,
-                sink,
-                key,
-                destination,
-                forward.format,
-                publish_lag,
-            )
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
     };
     started.context("start the forwarder")
