@@ -72,7 +72,6 @@ fn switch_frames(dir: &Path, name: &str) -> Vec<Frame> {
 }
 
 /// What the scripted switch sends, taken from the recordings.
-#[derive(Clone)]
 struct Wire {
     greeting: Vec<u8>,
     auth_accepted: Vec<u8>,
@@ -153,7 +152,6 @@ fn command_reply(text: &str) -> Vec<u8> {
 // The scripted switch
 
 /// How the scripted switch behaves; the test flips these while it runs.
-#[derive(Clone)]
 struct Controls {
     /// Send the greeting only once true (a node connected but never ready until then).
     greet: watch::Sender<bool>,
@@ -350,7 +348,8 @@ fn api_answer(command: &str, channels_json: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // The capture
 
-/// `esl-replay capture` in front of a switch, with its HTTP server on a free port.
+/// `esl-replay capture` in front of a switch, with its HTTP server on a free port of
+/// 127.0.0.1.
 struct Capture {
     child: Child,
     http: String,
@@ -361,14 +360,16 @@ impl Capture {
     fn start(switch: &Switch, extra: &[&str], env: &[(&str, &str)]) -> Capture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-        let http = format!("127.0.0.1:{}", free_port());
+        // A bare port: the capture binds it on 127.0.0.1.
+        let port = free_port().to_string();
+        let http = format!("127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_esl-replay"));
         command
             .args(["capture", "--no-pack", "--esl"])
             .arg(format!("pbx-a={}", switch.address))
             .arg("--store")
             .arg(dir.path().join("store"))
-            .args(["--http", &http, "--token-file"])
+            .args(["--http", &port, "--token-file"])
             .arg(dir.path().join("token"))
             .args(extra)
             .stdout(Stdio::null())

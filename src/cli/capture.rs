@@ -60,8 +60,8 @@ pub(crate) struct CaptureArgs {
     /// Bound of the write queue (`64MiB`, `512KiB`, bytes).
     #[arg(long, value_parser = parse_bytes)]
     queue_bytes: Option<u64>,
-    /// Serve `/health`, `/metrics` and the command gateway on this address (e.g.
-    /// 127.0.0.1:9821).
+    /// Serve `/health`, `/metrics`, the command gateway and the fs-esl-gateway REST
+    /// contract on this address only (e.g. 127.0.0.1:9821; a bare port binds 127.0.0.1).
     #[arg(long)]
     http: Option<String>,
     /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without a token
@@ -329,7 +329,11 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         max_commands_in_flight,
         ..CaptureOptions::default()
     };
-    let http = args.http.clone().or(file.http.clone());
+    let http = args
+        .http
+        .as_ref()
+        .or(file.http.as_ref())
+        .map(|a| http_address(a));
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
     let forward = forwarding(args, file.forward, checkpoint_dir.as_ref())?;
@@ -760,6 +764,16 @@ async fn wait_for_stop(
         () = deadline => Stop::Requested,
         () = startup => Stop::Requested,
         stop = stopped => stop,
+    }
+}
+
+/// Where the HTTP server binds: `address` as given, or 127.0.0.1 for a bare port (a control
+/// API is never exposed on every interface by accident).
+fn http_address(address: &str) -> String {
+    if !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{address}")
+    } else {
+        address.to_owned()
     }
 }
 
