@@ -828,6 +828,15 @@ async fn bad_requests_are_refused_with_400_and_nothing_reaches_the_switch() {
             "{answer}"
         );
     }
+    let huge = format!(
+        r#"{{"endpoint": "loopback/1", "application": "park", "caller_id_name": "{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let (status, answer) = capture
+        .post("/api/v1/fs/originate", Some(TOKEN), &huge)
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(json_of(&answer)["error"].is_string());
     let (status, answer) = capture
         .get("/api/v1/fs/channels?node=nope", Some(TOKEN))
         .await;
