@@ -3,7 +3,8 @@
 //!
 //! Passwords come from `--password-file` or the `ESL_PASSWORD` environment variable (default
 //! `ClueCon`), never from the command line; the gateway token from `--token-file` or
-//! `ESL_REPLAY_TOKEN`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
+//! `ESL_REPLAY_TOKEN`, the gateway's JWT secret from `--jwt-secret-file` or
+//! `ESL_REPLAY_JWT_SECRET`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
 //! `--config` file (format in `docs/capture.md`).
 
 use std::path::{Path, PathBuf};
@@ -18,9 +19,12 @@ use super::Outcome;
 use super::compat::{Compat, CompatDefaults};
 use super::forward::{RedisLayout, read_redis_password};
 use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
+use crate::capture::auth::JwtKey;
 use crate::capture::client::{NodeConfig, NodeExit, Password};
 use crate::capture::http::{HttpState, router};
-use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
+use crate::capture::{
+    Capture, CaptureOptions, DEFAULT_MAX_COMMANDS_IN_FLIGHT, DEFAULT_QUEUE_BYTES, NodeSpec,
+};
 use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
 use crate::forward::{
@@ -30,6 +34,7 @@ use crate::forward::{
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
 use crate::store::{ArtifactStore, Backend, LogStore};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
 #[derive(Debug, Args)]
@@ -57,14 +62,22 @@ pub(crate) struct CaptureArgs {
     /// Bound of the write queue (`64MiB`, `512KiB`, bytes).
     #[arg(long, value_parser = parse_bytes)]
     queue_bytes: Option<u64>,
-    /// Serve `/health`, `/metrics` and the command gateway on this address (e.g.
-    /// 127.0.0.1:9821).
+    /// Serve `/health`, `/metrics`, the command gateway and the fs-esl-gateway REST
+    /// contract on this address only (e.g. 127.0.0.1:9821; a bare port binds 127.0.0.1).
     #[arg(long)]
     http: Option<String>,
-    /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without one the
-    /// gateway refuses every command).
+    /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without a token
+    /// or a JWT secret the gateway refuses every command).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// File holding the HS256 secret of JWTs the gateway accepts besides the token (else
+    /// `ESL_REPLAY_JWT_SECRET`); a JWT must carry an unexpired `exp`.
+    #[arg(long)]
+    jwt_secret_file: Option<PathBuf>,
+    /// Gateway commands that may await their replies at once; one more is answered 429
+    /// [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_commands_in_flight: Option<u32>,
     /// Stop after this long (e.g. `30s`); default: until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -163,6 +176,8 @@ struct FileConfig {
     queue_bytes: Option<u64>,
     http: Option<String>,
     token_file: Option<PathBuf>,
+    jwt_secret_file: Option<PathBuf>,
+    max_commands_in_flight: Option<u32>,
     worker_session_id: Option<String>,
     /// `false`: as `--no-pack`.
     pack: Option<bool>,
@@ -420,6 +435,16 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
             .to_owned(),
         None => std::env::var("ESL_REPLAY_TOKEN").unwrap_or_default(),
     };
+    let jwt = jwt_key(
+        args.jwt_secret_file
+            .as_ref()
+            .or(file.jwt_secret_file.as_ref()),
+    )?;
+    let max_commands_in_flight = match args.max_commands_in_flight.or(file.max_commands_in_flight) {
+        Some(0) => bail!("max_commands_in_flight must be at least 1"),
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_COMMANDS_IN_FLIGHT,
+    };
     let options = CaptureOptions {
         queue_bytes: args
             .queue_bytes
@@ -431,15 +456,21 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
             .worker_session_id
             .clone()
             .or(file.worker_session_id.clone()),
+        max_commands_in_flight,
         ..CaptureOptions::default()
     };
-    let http = args.http.clone().or(file.http.clone());
+    let http = args
+        .http
+        .as_ref()
+        .or(file.http.as_ref())
+        .map(|a| http_address(a));
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
     let forward = forwarding(args, file.forward, checkpoint_dir.as_ref(), compat.as_ref())?;
     let services = Services {
         http,
         token,
+        jwt,
         checkpoint_dir,
         forward,
     };
@@ -457,6 +488,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
 struct Services {
     http: Option<String>,
     token: String,
+    jwt: Option<JwtKey>,
     checkpoint_dir: Option<PathBuf>,
     forward: Option<Forwarding>,
 }
@@ -487,6 +519,7 @@ async fn capture(
     let Services {
         http,
         token,
+        jwt,
         checkpoint_dir,
         forward,
     } = services;
@@ -504,7 +537,11 @@ async fn capture(
     );
 
     let forwarder = match forward {
-        Some(forward) => Some(start_forwarder(store_path, forward)?),
+        Some(forward) => Some(start_forwarder(
+            store_path,
+            forward,
+            capture.telemetry().event_publish_lag_ms.clone(),
+        )?),
         None => None,
     };
 
@@ -517,9 +554,10 @@ async fn capture(
                 telemetry: capture.telemetry(),
                 gateway: capture.gateway(),
                 token: Arc::from(token),
+                jwt,
                 queue: Some(capture.queue()),
             };
-            eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi on {address}");
+            eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi, /api/v1/fs/... on {address}");
             Some(tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router(state)).await {
                     tracing::error!(%error, "http server failed");
@@ -654,15 +692,16 @@ struct Forwarder {
     destination: String,
 }
 
-/// Starts the forwarder the capture was asked for.
-fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarder> {
-    let checkpoints = &forward.checkpoints;
+/// Starts the forwarder the capture was asked for; it observes its publish lag into `lag`
+/// (the capture's `fs_esl_event_publish_lag_ms`).
+fn start_forwarder(store: &Path, forward: Forwarding, lag: Histogram) -> anyhow::Result<Forwarder> {
+    let (checkpoints, format) = (&forward.checkpoints, forward.format);
     let started = match forward.to {
         ForwardTo::Redis { url, layout } => {
             let sink = RedisSink::new(layout.options(&url)?).map_err(|e| anyhow::anyhow!("{e}"))?;
             let key = format!("forward.redis.{}", layout.stream());
             let destination = layout.destination(&url);
-            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
         ForwardTo::Nats {
             url,
@@ -685,7 +724,7 @@ fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarde
             let sink = NatsSink::new(NatsOptions::new(&url, &subject, mode));
             let key = format!("forward.nats.{subject}");
             let destination = format!("{url} {subject}");
-            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
     };
     started.context("start the forwarder")
@@ -699,6 +738,7 @@ impl Forwarder {
         key: String,
         destination: String,
         format: MessageFormat,
+        publish_lag: Histogram,
     ) -> anyhow::Result<Self> {
         let source = Source::open_read_only(store, None)
             .with_context(|| format!("open the store {} for forwarding", store.display()))?;
@@ -716,7 +756,7 @@ impl Forwarder {
             checkpoint_metadata: metadata,
             ..ForwardOptions::default()
         };
-        let metrics = Arc::new(Metrics::new(sink.target()));
+        let metrics = Arc::new(Metrics::with_publish_lag(sink.target(), publish_lag));
         let (stop, shutdown) = watch::channel(false);
         let counted = Arc::clone(&metrics);
         // The store handle is not `Sync`, so the forwarding future cannot move between the
@@ -854,6 +894,32 @@ async fn wait_for_stop(
         () = startup => Stop::Requested,
         stop = stopped => stop,
     }
+}
+
+/// Where the HTTP server binds: `address` as given, or 127.0.0.1 for a bare port (a control
+/// API is never exposed on every interface by accident).
+fn http_address(address: &str) -> String {
+    if !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{address}")
+    } else {
+        address.to_owned()
+    }
+}
+
+/// The gateway's JWT secret, from `file` or `ESL_REPLAY_JWT_SECRET` (none: JWTs refused).
+fn jwt_key(file: Option<&PathBuf>) -> anyhow::Result<Option<JwtKey>> {
+    let secret = match file {
+        Some(path) => read_text(path, MAX_SECRET_BYTES, "the JWT secret file")?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => match std::env::var("ESL_REPLAY_JWT_SECRET") {
+            Ok(secret) => secret,
+            Err(_) => return Ok(None),
+        },
+    };
+    JwtKey::hs256(secret.as_bytes())
+        .map(Some)
+        .context("the gateway's JWT secret (--jwt-secret-file or ESL_REPLAY_JWT_SECRET)")
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {

@@ -226,6 +226,8 @@ struct Batch {
     oldest_pending: Option<OffsetDateTime>,
     /// The records the criteria select, in append order.
     messages: Vec<Message>,
+    /// When each of `messages` was captured (Unix nanoseconds), for the publish lag.
+    captured: Vec<i128>,
     /// Records read but left out by the criteria, the sink or the message format.
     skipped: u64,
 }
@@ -342,6 +344,7 @@ impl Run<'_> {
                 delivery.duplicates,
                 delivery.maybe_lost,
             );
+            progress.metrics.record_publish_lag(&batch.captured);
             progress.forwarded += sent;
             saver.acknowledge(batch.last);
             drop(batch);
@@ -381,6 +384,7 @@ fn read_batch(
 ) -> Result<Option<Batch>, Error> {
     let (mut last, mut oldest_pending, mut read) = (None, None, 0u64);
     let mut messages = Vec::with_capacity(selection.batch_size);
+    let mut captured = Vec::with_capacity(selection.batch_size);
     store.visit_from_cursor(
         cursor,
         selection.batch_size,
@@ -398,6 +402,7 @@ fn read_batch(
                 && let Some(message) = Message::encode(record, selection.format)
             {
                 messages.push(message);
+                captured.push(record.capture_unix_nanos());
             }
         },
     )?;
@@ -409,6 +414,7 @@ fn read_batch(
         last,
         oldest_pending,
         messages,
+        captured,
         skipped,
     }))
 }
