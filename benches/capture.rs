@@ -35,7 +35,7 @@ use esl_replay::esl::EslCodec;
 use esl_replay::esl::session::Subscriptions;
 use esl_replay::record::{Criteria, ReadCursor};
 use esl_replay::storage::{DEFAULT_PACK_LEVEL, LogOptions};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, LogStore};
 use futures_util::StreamExt as _;
 use tokio_util::codec::FramedRead;
 
@@ -243,7 +243,7 @@ fn capture_run(
 }
 
 /// Every Event-Sequence 1..=n is stored exactly once, and no gap was recorded.
-fn check_sequences(store: &dyn ArtifactStore, n: u64) {
+fn check_sequences(store: &dyn ArtifactReader, n: u64) {
     let mut seen = vec![false; n as usize + 1];
     let mut cursor = ReadCursor::start();
     loop {

@@ -21,7 +21,7 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput};
 use esl_replay::evidence::{Engine, ReconstructionWindow, ReconstructionWindowFields};
 use esl_replay::record::{Criteria, Envelope, ReadCursor};
-use esl_replay::store::{ArtifactStore, LogStore, dataset};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, dataset};
 use serde_json::json;
 
 // The same allocator as the `esl-replay` binary.
@@ -111,7 +111,7 @@ fn envelope(n: u64) -> Envelope {
     envelope
 }
 
-fn read_only(store: &dyn ArtifactStore) -> u64 {
+fn read_only(store: &dyn ArtifactReader) -> u64 {
     let mut cursor = ReadCursor::start();
     let mut count = 0u64;
     let criteria = Criteria::any();
@@ -127,7 +127,7 @@ fn read_only(store: &dyn ArtifactStore) -> u64 {
     count
 }
 
-fn reconstruct(store: &dyn ArtifactStore, window: &ReconstructionWindow) -> u64 {
+fn reconstruct(store: &dyn ArtifactReader, window: &ReconstructionWindow) -> u64 {
     let bundle = Engine::new().reconstruct(store, window).unwrap();
     let count = bundle.manifest.record_count;
     black_box(bundle);

@@ -19,7 +19,7 @@ use esl_replay::replay::{
     BoxError, ExecutionConfig, ExecutionSettings, Executor, Handler, HandlerRegistry,
     HandlerResult, RangeOptions, replay_range,
 };
-use esl_replay::store::{ArtifactStore, LogStore, dataset};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, dataset};
 
 // The same allocator as the `esl-replay` binary.
 #[global_allocator]

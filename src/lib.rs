@@ -61,7 +61,7 @@
 //! ```
 //! use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
 //! use esl_replay::replay::{FoldOptions, MemorySnapshots, Stream, fold};
-//! use esl_replay::store::{ArtifactStore as _, LogStore};
+//! use esl_replay::store::{ArtifactReader as _, ArtifactStore as _, LogStore};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;

@@ -14,7 +14,9 @@
 //! socket task.
 //!
 //! Gateway requests ([`GatewayRequest`]) dispatch `api`/`bgapi` through this connection;
-//! their replies are sent back when the session matches them.
+//! their replies are sent back when the session matches them. A gateway `bgapi` is
+//! registered in [`Jobs`] as it is sent and settled by its BACKGROUND_JOB. Gateway commands
+//! are counted, timed and their failures counted in [`Telemetry`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,8 +32,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
 use super::artifact::{Captured, GapKind, filter_document, subscription_document};
+use super::jobs::{JobOutcome, Jobs};
 use super::queue::CaptureQueue;
 use super::telemetry::{NodeLabel, Telemetry};
+use crate::esl::event::PlainEvent;
 use crate::esl::session::{
     CloseReason, Command, CommandId, Inbound, Output, Phase, ReplyStatus, Session, SessionConfig,
     Subscriptions,
@@ -199,6 +203,12 @@ pub enum GatewayError {
     /// The node is not running.
     #[error("the capture node is not running")]
     NodeStopped,
+    /// As many commands as allowed already await their replies.
+    #[error("{limit} commands are already awaiting their replies; retry later")]
+    Busy {
+        /// The bound ([`CaptureOptions::max_commands_in_flight`](super::CaptureOptions)).
+        limit: usize,
+    },
 }
 
 /// A gateway request and where to send its reply.
@@ -228,6 +238,7 @@ struct Node {
     config: NodeConfig,
     queue: Arc<CaptureQueue>,
     telemetry: Arc<Telemetry>,
+    jobs: Arc<Jobs>,
     origin: Instant,
     generation: u64,
     subscriptions: Subscriptions,
@@ -240,6 +251,7 @@ pub async fn run_node(
     config: NodeConfig,
     queue: Arc<CaptureQueue>,
     telemetry: Arc<Telemetry>,
+    jobs: Arc<Jobs>,
     mut requests: mpsc::Receiver<GatewayRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) -> NodeExit {
@@ -256,6 +268,7 @@ pub async fn run_node(
         config,
         queue,
         telemetry,
+        jobs,
         origin: Instant::now(),
         generation: 0,
         waiting: HashMap::new(),
@@ -264,6 +277,14 @@ pub async fn run_node(
         h.address = node.config.address.clone();
         h.connection = "connecting".into();
     });
+    // Series that may stay at zero are shown from the start, so a dashboard sees 0.
+    for family in [
+        &node.telemetry.reconnects,
+        &node.telemetry.commands,
+        &node.telemetry.command_errors,
+    ] {
+        drop(family.get_or_create(&node.label));
+    }
     // The configured state is the node's first (and only) mutation of the desired state.
     let empty = Subscriptions::default();
     if !node.subscriptions.events.is_empty() {
@@ -416,8 +437,8 @@ impl Node {
     }
 
     fn stopped(&mut self, exit: NodeExit) -> NodeExit {
-        for (_, waiter) in self.waiting.drain() {
-            let _ = waiter.send(Err(GatewayError::NodeStopped));
+        for (_, waiter) in std::mem::take(&mut self.waiting) {
+            self.fail(waiter, GatewayError::NodeStopped);
         }
         self.telemetry
             .update_health(&self.slug, |h| h.connection = "stopped".into());
@@ -486,6 +507,7 @@ impl Node {
                         }
                         Output::Ready => {
                             ready = Some(Instant::now());
+                            self.telemetry.set_ready(&self.slug, true);
                             tracing::info!(node = %self.slug, generation, "session ready");
                             self.telemetry.update_health(&self.slug, |h| {
                                 h.connection = "ready".into();
@@ -502,16 +524,17 @@ impl Node {
                         }
                         Output::TimedOut(p) => {
                             if let Some(w) = self.waiting.remove(&p.id) {
-                                let _ = w.send(Err(GatewayError::TimedOut));
+                                self.fail(w, GatewayError::TimedOut);
                             }
                         }
                         Output::Abandoned(p) => {
                             if let Some(w) = self.waiting.remove(&p.id) {
-                                let _ = w.send(Err(GatewayError::ConnectionLost));
+                                self.fail(w, GatewayError::ConnectionLost);
                             }
                         }
                         Output::JobOrphaned(job) => {
                             tracing::warn!(node = %self.slug, job_uuid = %job.job_uuid, "bgapi job orphaned");
+                            self.jobs.settle(&job.job_uuid, JobOutcome::Unknown);
                         }
                         Output::Closed(reason) => closed = Some(reason),
                     }
@@ -540,11 +563,7 @@ impl Node {
                             .get_or_create(&self.label)
                             .inc_by((frame.raw_head().len() + frame.body().len()) as u64);
                         let inbound = session.handle_frame(&frame, self.now());
-                        if let Inbound::Reply { pending, status, job_uuid } = &inbound
-                            && let Some(waiter) = self.waiting.remove(&pending.id)
-                        {
-                            let _ = waiter.send(Ok(gateway_reply(&frame, *status, job_uuid.clone())));
-                        }
+                        self.answer(&frame, &inbound);
                         self.push(Captured::Frame { frame, inbound });
                     }
                     Some(Err(error)) => {
@@ -576,10 +595,11 @@ impl Node {
                 self.push(Captured::Frame { frame, inbound });
             }
         }
+        self.telemetry.set_ready(&self.slug, false);
         self.subscriptions = session.subscriptions().clone();
         let jobs = session.take_jobs();
-        for (_, waiter) in self.waiting.drain() {
-            let _ = waiter.send(Err(GatewayError::ConnectionLost));
+        for (_, waiter) in std::mem::take(&mut self.waiting) {
+            self.fail(waiter, GatewayError::ConnectionLost);
         }
         // One verdict for the record and the log line: a close we asked for (shutdown)
         // is not retried, whatever the reason's kind says.
@@ -607,8 +627,17 @@ impl Node {
                 job_uuid: uuid::Uuid::new_v4().to_string(),
             },
         };
+        let job = match &command {
+            Command::BgApi { command, job_uuid } => Some((job_uuid.clone(), command.clone())),
+            _ => None,
+        };
         match session.send(command, self.now()) {
             Ok(id) => {
+                self.telemetry.commands.get_or_create(&self.label).inc();
+                // Registered before the bytes leave: its BACKGROUND_JOB cannot be missed.
+                if let Some((job_uuid, command)) = job {
+                    self.jobs.register(&job_uuid, &self.slug, &command);
+                }
                 self.waiting.insert(id, request.reply);
             }
             Err(error) => {
@@ -617,6 +646,59 @@ impl Node {
                     .send(Err(GatewayError::Refused(error.to_string())));
             }
         }
+    }
+}
+
+impl Node {
+    /// Hands a reply to the gateway command it answers (timed and, if `-ERR`, counted as
+    /// an error), and settles the gateway job a BACKGROUND_JOB completes.
+    fn answer(&mut self, frame: &crate::esl::Frame, inbound: &Inbound) {
+        match inbound {
+            Inbound::Reply {
+                pending,
+                status,
+                job_uuid,
+            } => {
+                let Some(waiter) = self.waiting.remove(&pending.id) else {
+                    return;
+                };
+                let took = self.now().saturating_sub(pending.sent_at);
+                self.telemetry
+                    .command_latency_ms
+                    .observe(took.as_secs_f64() * 1000.0);
+                if *status == ReplyStatus::Err {
+                    self.telemetry
+                        .command_errors
+                        .get_or_create(&self.label)
+                        .inc();
+                }
+                let _ = waiter.send(Ok(gateway_reply(frame, *status, job_uuid.clone())));
+            }
+            Inbound::Event {
+                completes: Some(job),
+                ..
+            } => {
+                // The job's result is the event's own body (`+OK <uuid>`, `-ERR …`).
+                let outcome = PlainEvent::parse(frame.body()).map_or(JobOutcome::Unknown, |e| {
+                    JobOutcome::Done(String::from_utf8_lossy(e.body()).into_owned())
+                });
+                self.jobs.settle(&job.job_uuid, outcome);
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells a gateway command it failed, and counts the failure.
+    fn fail(
+        &self,
+        waiter: oneshot::Sender<Result<GatewayReply, GatewayError>>,
+        error: GatewayError,
+    ) {
+        self.telemetry
+            .command_errors
+            .get_or_create(&self.label)
+            .inc();
+        let _ = waiter.send(Err(error));
     }
 }
 

@@ -8,10 +8,18 @@
 //!   writer stopped on a persistent store failure (the capture then stops).
 //! - `GET /metrics`: the Prometheus text exposition.
 //! - `POST /v1/api` and `POST /v1/bgapi` with `{"command": "...", "node": "slug"?}`:
-//!   the command gateway. They need `Authorization: Bearer <token>`; the command goes out on
-//!   the node's capture connection, so the dispatch and every reply are captured.
+//!   the command gateway. They need `Authorization: Bearer <token or JWT>` ([`auth`]); the
+//!   command goes out on the node's capture connection, so the dispatch and every reply
+//!   are captured.
+//! - `/api/v1/fs/…`: the fs-esl-gateway REST contract ([`rest`]), on the same gateway.
+//!
+//! Gateway errors answer 400 (refused: unknown node), 401 (not authorised), 429 (too many
+//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown).
 //!
 //! Bind it to 127.0.0.1 (the CLI default): it is a control API.
+//!
+//! [`auth`]: super::auth
+//! [`rest`]: super::rest
 
 use std::sync::Arc;
 
@@ -25,6 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Gateway;
+use super::auth::{self, JwtKey};
 use super::client::{GatewayCommand, GatewayError};
 use super::queue::CaptureQueue;
 use super::telemetry::Telemetry;
@@ -36,8 +45,10 @@ pub struct HttpState {
     pub telemetry: Arc<Telemetry>,
     /// The command gateway.
     pub gateway: Gateway,
-    /// The bearer token the gateway requires.
+    /// The bearer token the gateway accepts (empty: none).
     pub token: Arc<str>,
+    /// The secret of the HS256 JWTs the gateway accepts besides the token, if any.
+    pub jwt: Option<JwtKey>,
     /// Queue depth for `/health`.
     pub queue: Option<Arc<CaptureQueue>>,
 }
@@ -55,6 +66,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/api", post(api))
         .route("/v1/bgapi", post(bgapi))
+        .merge(super::rest::routes())
         .with_state(state)
 }
 
@@ -101,7 +113,7 @@ async fn api(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
-) -> Response {
+) -> Result<Response, Failure> {
     dispatch(state, &headers, body, GatewayCommand::Api).await
 }
 
@@ -109,7 +121,7 @@ async fn bgapi(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
-) -> Response {
+) -> Result<Response, Failure> {
     dispatch(state, &headers, body, GatewayCommand::BgApi).await
 }
 
@@ -118,44 +130,58 @@ async fn dispatch(
     headers: &HeaderMap,
     body: CommandBody,
     make: fn(String) -> GatewayCommand,
-) -> Response {
-    if !authorized(headers, &state.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "bearer token required"})),
-        )
-            .into_response();
-    }
-    match state
+) -> Result<Response, Failure> {
+    authorize(&state, headers)?;
+    let reply = state
         .gateway
         .dispatch(body.node.as_deref(), make(body.command))
-        .await
-    {
-        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
-        Err(error) => {
-            let code = match error {
-                GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
-                GatewayError::NotReady | GatewayError::NodeStopped => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                _ => StatusCode::GATEWAY_TIMEOUT,
-            };
-            (code, Json(json!({"error": error.to_string()}))).into_response()
+        .await?;
+    Ok((StatusCode::OK, Json(reply)).into_response())
+}
+
+/// An answer that is not a success: its status and a JSON body holding at least `error`.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: StatusCode,
+    body: serde_json::Value,
+}
+
+impl Failure {
+    /// `{"error": text}` with `code`.
+    pub(crate) fn new(code: StatusCode, text: &str) -> Failure {
+        Failure {
+            code,
+            body: json!({"error": text}),
         }
+    }
+
+    /// `body` (an object with `error`) with `code`.
+    pub(crate) fn with_body(code: StatusCode, body: serde_json::Value) -> Failure {
+        Failure { code, body }
     }
 }
 
-/// Compares the bearer token in constant time (no early exit on the first differing byte).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    !token.is_empty()
-        && a.len() == b.len()
-        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.code, Json(self.body)).into_response()
+    }
+}
+
+/// The answer to a command the gateway could not get a reply to.
+impl From<GatewayError> for Failure {
+    fn from(error: GatewayError) -> Failure {
+        let code = match error {
+            GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::NotReady | GatewayError::NodeStopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::GATEWAY_TIMEOUT,
+        };
+        Failure::new(code, &error.to_string())
+    }
+}
+
+/// Checks the caller's credential (401 when refused).
+pub(crate) fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), Failure> {
+    auth::check(headers, &state.token, state.jwt.as_ref())
+        .map_err(|refusal| Failure::new(StatusCode::UNAUTHORIZED, &refusal.to_string()))
 }

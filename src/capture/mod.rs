@@ -10,28 +10,34 @@
 //! - [`queue`] is the byte-bounded queue to the batch writer thread; when full it drops and
 //!   records exactly what it dropped.
 //! - [`telemetry`] holds the Prometheus metrics and per-node health; [`http`] serves
-//!   `/health`, `/metrics` and the bearer-token command gateway.
+//!   `/health`, `/metrics` and the command gateway, [`rest`] the fs-esl-gateway REST
+//!   contract on it, [`auth`] checks their callers (bearer token or HS256 JWT) and [`jobs`]
+//!   remembers the background jobs the gateway started and how they ended.
 //! - [`command`] is a small client for one-off `api`/`bgapi` commands; [`inject`] builds the
 //!   replay executor's ESL injector on it (`replay run --reinject-to`).
 //!
 //! [`Capture`] wires them together for any number of nodes sharing one store.
 
 pub mod artifact;
+pub mod auth;
 pub mod client;
 pub mod command;
 pub mod http;
 pub mod inject;
+pub mod jobs;
 pub mod queue;
+pub mod rest;
 pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use artifact::NodeIdentity;
 use client::{GatewayCommand, GatewayError, GatewayReply, GatewayRequest, NodeConfig, NodeExit};
+use jobs::Jobs;
 use queue::{CaptureQueue, WriterOptions};
 use telemetry::Telemetry;
 
@@ -39,6 +45,11 @@ use crate::store::ArtifactStore;
 
 /// Default write-queue bound: 64 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// Default bound of gateway commands awaiting their reply at once, over every node.
+/// FreeSWITCH answers one connection's commands one at a time, so more than this would
+/// only queue behind each other.
+pub const DEFAULT_MAX_COMMANDS_IN_FLIGHT: usize = 32;
 
 /// One node to capture and its slug.
 #[derive(Debug, Clone)]
@@ -60,6 +71,10 @@ pub struct CaptureOptions {
     pub worker_session_id: Option<String>,
     /// The process session id; a new UUIDv4 when `None`.
     pub session_id: Option<String>,
+    /// Gateway commands that may await their reply at once; one more is refused with
+    /// [`GatewayError::Busy`]. Default: [`DEFAULT_MAX_COMMANDS_IN_FLIGHT`]. 0 refuses every
+    /// command.
+    pub max_commands_in_flight: usize,
 }
 
 impl Default for CaptureOptions {
@@ -69,6 +84,7 @@ impl Default for CaptureOptions {
             writer: WriterOptions::default(),
             worker_session_id: None,
             session_id: None,
+            max_commands_in_flight: DEFAULT_MAX_COMMANDS_IN_FLIGHT,
         }
     }
 }
@@ -99,6 +115,10 @@ pub enum CaptureError {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     nodes: Arc<BTreeMap<String, mpsc::Sender<GatewayRequest>>>,
+    /// One permit per command awaiting its reply.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    jobs: Arc<Jobs>,
 }
 
 impl Gateway {
@@ -107,30 +127,54 @@ impl Gateway {
         self.nodes.keys().map(String::as_str)
     }
 
-    /// Sends a command through `node` (the only node when `None`) and awaits its reply.
+    /// The background jobs sent through the gateway.
+    #[must_use]
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// The slug of `node`, or of the only node when `None`.
     ///
     /// # Errors
     ///
-    /// [`GatewayError`]; an unknown node or several nodes without a choice are
-    /// [`GatewayError::Refused`].
-    pub async fn dispatch(
-        &self,
-        node: Option<&str>,
-        command: GatewayCommand,
-    ) -> Result<GatewayReply, GatewayError> {
-        let sender = match node {
-            Some(slug) => self.nodes.get(slug),
-            None if self.nodes.len() == 1 => self.nodes.values().next(),
+    /// [`GatewayError::Refused`] for an unknown node, or for `None` with several nodes.
+    pub fn node(&self, node: Option<&str>) -> Result<&str, GatewayError> {
+        let found = match node {
+            Some(slug) => self.nodes.get_key_value(slug),
+            None if self.nodes.len() == 1 => self.nodes.iter().next(),
             None => return Err(GatewayError::Refused("several nodes: name one".into())),
-        }
-        .ok_or_else(|| {
+        };
+        found.map(|(slug, _)| slug.as_str()).ok_or_else(|| {
             let known: Vec<&str> = self.nodes().collect();
             GatewayError::Refused(format!(
                 "unknown node \"{}\" (nodes: {})",
                 node.unwrap_or_default(),
                 known.join(", ")
             ))
-        })?;
+        })
+    }
+
+    /// Sends a command through `node` (the only node when `None`) and awaits its reply.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError`]; an unknown node or several nodes without a choice are
+    /// [`GatewayError::Refused`], and a command beyond the in-flight bound is
+    /// [`GatewayError::Busy`].
+    pub async fn dispatch(
+        &self,
+        node: Option<&str>,
+        command: GatewayCommand,
+    ) -> Result<GatewayReply, GatewayError> {
+        let slug = self.node(node)?;
+        let sender = self.nodes.get(slug).ok_or(GatewayError::NodeStopped)?;
+        // Held until the reply (or the error) arrives.
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| GatewayError::Busy {
+                limit: self.max_in_flight,
+            })?;
         let (reply, wait) = oneshot::channel();
         sender
             .send(GatewayRequest { command, reply })
@@ -187,6 +231,7 @@ impl Capture {
             })
             .collect();
         let telemetry = Arc::new(Telemetry::new());
+        let jobs = Arc::new(Jobs::default());
         let queue = Arc::new(CaptureQueue::new(
             options.queue_bytes,
             identities,
@@ -205,6 +250,7 @@ impl Capture {
                 node.config,
                 Arc::clone(&queue),
                 Arc::clone(&telemetry),
+                Arc::clone(&jobs),
                 rx,
                 watch.clone(),
             ));
@@ -218,6 +264,11 @@ impl Capture {
             nodes: tasks,
             gateway: Gateway {
                 nodes: Arc::new(senders),
+                in_flight: Arc::new(Semaphore::new(
+                    options.max_commands_in_flight.min(Semaphore::MAX_PERMITS),
+                )),
+                max_in_flight: options.max_commands_in_flight,
+                jobs,
             },
             writer,
         })

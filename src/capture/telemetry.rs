@@ -3,9 +3,16 @@
 //! [`Telemetry`] is shared by the socket tasks, the writer and the HTTP endpoints. Counters
 //! are labelled by node slug; the queue gauges and the append-latency histogram are global
 //! because one writer serves every node. [`NodeHealth`] is the `/health` view of one node.
+//!
+//! Our metrics are named `esl_capture_*`. The fs-esl-gateway ADR's names (`fs_esl_*`) are
+//! served beside them: where a figure is one we already keep (reconnects, gateway commands
+//! and their errors) the same series is registered under both names, so the two cannot
+//! disagree; the ADR's command latency, connection uptime and publish lag exist only under
+//! its names, in its units.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -72,6 +79,20 @@ pub struct Telemetry {
     /// Seconds from a frame's arrival (queued right after it was read and decoded) until
     /// the group commit that covers its record returned (T15).
     pub durable_latency: Histogram,
+    /// Commands sent through the gateway (`fs_esl_commands_total` too).
+    pub commands: Family<NodeLabel, Counter>,
+    /// Gateway commands that failed: `-ERR` replies, timeouts, connections lost before the
+    /// reply (`fs_esl_errors_total` too).
+    pub command_errors: Family<NodeLabel, Counter>,
+    /// Milliseconds from sending a gateway command to its reply (`fs_esl_command_latency_ms`).
+    pub command_latency_ms: Histogram,
+    /// Milliseconds from a record's capture (its frame read from ESL) until the in-process
+    /// forwarder's target acknowledged it (`fs_esl_event_publish_lag_ms`); the forwarder
+    /// observes it.
+    pub event_publish_lag_ms: Histogram,
+    /// Seconds each node's current session has been ready; refreshed when encoded.
+    connection_uptime: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    ready_since: Mutex<BTreeMap<String, Instant>>,
     health: Mutex<BTreeMap<String, NodeHealth>>,
     writer_error: Mutex<Option<String>>,
     retention_error: Mutex<Option<String>>,
@@ -84,10 +105,10 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// Registers every metric under the `esl_capture` prefix.
+    /// Registers every metric: ours under the `esl_capture` prefix, the ADR's under `fs_esl`.
     #[must_use]
     pub fn new() -> Telemetry {
-        let mut registry = Registry::with_prefix("esl_capture");
+        let mut root = Registry::default();
         let t = Telemetry {
             frames: Family::default(),
             bytes: Family::default(),
@@ -102,11 +123,20 @@ impl Telemetry {
             append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             // Steps of 25 % from 25 µs to about 1 s: fine enough to read p50 and p99 from.
             durable_latency: Histogram::new(exponential_buckets(0.000_025, 1.25, 48)),
+            commands: Family::default(),
+            command_errors: Family::default(),
+            // Steps of 50 % from 0.25 ms to about 4 s: enough to read a p95 against 50 ms.
+            command_latency_ms: Histogram::new(exponential_buckets(0.25, 1.5, 24)),
+            // Steps of 50 % from 1 ms to about a minute (an outage of the target).
+            event_publish_lag_ms: Histogram::new(exponential_buckets(1.0, 1.5, 28)),
+            connection_uptime: Family::default(),
+            ready_since: Mutex::new(BTreeMap::new()),
             health: Mutex::new(BTreeMap::new()),
             writer_error: Mutex::new(None),
             retention_error: Mutex::new(None),
             registry: Registry::default(),
         };
+        let registry = root.sub_registry_with_prefix("esl_capture");
         registry.register("frames", "Frames read from FreeSWITCH", t.frames.clone());
         registry.register("bytes", "Bytes of frames read", t.bytes.clone());
         registry.register(
@@ -159,12 +189,57 @@ impl Telemetry {
             "From a frame's arrival until the group commit covering its record returned",
             t.durable_latency.clone(),
         );
-        Telemetry { registry, ..t }
+        registry.register(
+            "commands",
+            "Commands sent through the gateway",
+            t.commands.clone(),
+        );
+        registry.register(
+            "command_errors",
+            "Gateway commands answered -ERR, timed out or lost with their connection",
+            t.command_errors.clone(),
+        );
+        let adr = root.sub_registry_with_prefix("fs_esl");
+        adr.register(
+            "commands",
+            "Commands sent through the gateway (esl_capture_commands_total)",
+            t.commands.clone(),
+        );
+        adr.register(
+            "errors",
+            "Gateway commands that failed (esl_capture_command_errors_total)",
+            t.command_errors.clone(),
+        );
+        adr.register(
+            "command_latency_ms",
+            "Milliseconds from sending a gateway command to its reply",
+            t.command_latency_ms.clone(),
+        );
+        adr.register(
+            "connection_uptime_seconds",
+            "Seconds the node's current ESL session has been ready (0 when not ready)",
+            t.connection_uptime.clone(),
+        );
+        adr.register(
+            "reconnects",
+            "TCP connects after the first (esl_capture_reconnects_total)",
+            t.reconnects.clone(),
+        );
+        adr.register(
+            "event_publish_lag_ms",
+            "Milliseconds from ESL receive until the forwarder's target acknowledged the record",
+            t.event_publish_lag_ms.clone(),
+        );
+        Telemetry {
+            registry: root,
+            ..t
+        }
     }
 
     /// The Prometheus text exposition of every metric.
     #[must_use]
     pub fn encode(&self) -> String {
+        self.refresh_uptime();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -174,6 +249,27 @@ impl Telemetry {
     /// Updates one node's health.
     pub fn update_health(&self, slug: &str, update: impl FnOnce(&mut NodeHealth)) {
         update(self.health.lock().entry(slug.to_owned()).or_default());
+    }
+
+    /// Notes that `slug`'s session became ready now (`true`) or is no longer ready.
+    pub fn set_ready(&self, slug: &str, ready: bool) {
+        let mut since = self.ready_since.lock();
+        if ready {
+            since.insert(slug.to_owned(), Instant::now());
+        } else {
+            since.remove(slug);
+        }
+    }
+
+    /// Sets each known node's uptime gauge from when its session became ready.
+    fn refresh_uptime(&self) {
+        let since = self.ready_since.lock();
+        for slug in self.health.lock().keys() {
+            let seconds = since.get(slug).map_or(0.0, |at| at.elapsed().as_secs_f64());
+            self.connection_uptime
+                .get_or_create(&Telemetry::node(slug))
+                .set(seconds);
+        }
     }
 
     /// Every node's health, by slug.

@@ -2,7 +2,7 @@
 //!
 //! A checkpoint needs the records after its cursor: its next sequence is the last consumed
 //! sequence plus one (§4.7). The [`CompatibilityValidator`] compares that with the store's
-//! first retained sequence, read through [`ArtifactStore::stats`]:
+//! first retained sequence, read through [`ArtifactReader::stats`]:
 //!
 //! - next sequence at or after the first retained one: [`Compatibility::Compatible`];
 //! - next sequence below it: the records it needs were pruned,
@@ -27,7 +27,7 @@
 //! there are no gaps in the middle to find.
 
 use super::{Checkpoint, Error};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// How one checkpoint relates to the retained stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl CompatibilityValidator {
     /// # Errors
     ///
     /// [`Error::Store`] if the store's figures cannot be read.
-    pub fn check<S: ArtifactStore + ?Sized>(
+    pub fn check<S: ArtifactReader + ?Sized>(
         &self,
         store: &S,
         checkpoints: &[Checkpoint],
@@ -131,7 +131,7 @@ impl CompatibilityValidator {
     /// # Errors
     ///
     /// [`Error::Incompatible`] for the first such checkpoint; [`Error::Store`].
-    pub fn assert_compatible<S: ArtifactStore + ?Sized>(
+    pub fn assert_compatible<S: ArtifactReader + ?Sized>(
         &self,
         store: &S,
         checkpoints: &[Checkpoint],

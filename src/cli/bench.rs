@@ -13,7 +13,8 @@ use super::Outcome;
 use crate::record::{Criteria, ReadCursor, RecordId, RecordView};
 use crate::storage::{LogOptions, Seq, SyncPolicy};
 use crate::store::{
-    ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset, interchange,
+    ArtifactReader, ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset,
+    interchange,
 };
 
 #[derive(Debug, Subcommand)]
@@ -292,7 +293,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
             (state % ids.len().max(1) as u64) as usize
         })
         .collect();
-    let lookups = |store: &dyn ArtifactStore,
+    let lookups = |store: &dyn ArtifactReader,
                    ids: &[RecordId],
                    name: &str|
      -> anyhow::Result<Vec<Duration>> {

@@ -3,7 +3,8 @@
 //!
 //! Passwords come from `--password-file` or the `ESL_PASSWORD` environment variable (default
 //! `ClueCon`), never from the command line; the gateway token from `--token-file` or
-//! `ESL_REPLAY_TOKEN`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
+//! `ESL_REPLAY_TOKEN`, the gateway's JWT secret from `--jwt-secret-file` or
+//! `ESL_REPLAY_JWT_SECRET`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
 //! `--config` file (format in `docs/capture.md`).
 
 use std::path::{Path, PathBuf};
@@ -15,19 +16,25 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::Outcome;
+use super::compat::{Compat, CompatDefaults};
+use super::forward::{RedisLayout, read_redis_password};
 use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
+use crate::capture::auth::JwtKey;
 use crate::capture::client::{NodeConfig, NodeExit, Password};
 use crate::capture::http::{HttpState, router};
-use crate::capture::{Capture, CaptureOptions, DEFAULT_QUEUE_BYTES, NodeSpec};
+use crate::capture::{
+    Capture, CaptureOptions, DEFAULT_MAX_COMMANDS_IN_FLIGHT, DEFAULT_QUEUE_BYTES, NodeSpec,
+};
 use crate::checkpoint::{CheckpointService, CheckpointStore};
 use crate::esl::session::Subscriptions;
 use crate::forward::{
     ForwardOptions, ForwardReport, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink,
-    RedisOptions, RedisSink, Sink, Source, forward,
+    RedisSink, Sink, Source, forward,
 };
 use crate::retention::{PeriodicPrune, PrunePolicy};
 use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
 use crate::store::{ArtifactStore, Backend, LogStore};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
 #[derive(Debug, Args)]
@@ -55,14 +62,22 @@ pub(crate) struct CaptureArgs {
     /// Bound of the write queue (`64MiB`, `512KiB`, bytes).
     #[arg(long, value_parser = parse_bytes)]
     queue_bytes: Option<u64>,
-    /// Serve `/health`, `/metrics` and the command gateway on this address (e.g.
-    /// 127.0.0.1:9821).
+    /// Serve `/health`, `/metrics`, the command gateway and the fs-esl-gateway REST
+    /// contract on this address only (e.g. 127.0.0.1:9821; a bare port binds 127.0.0.1).
     #[arg(long)]
     http: Option<String>,
-    /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without one the
-    /// gateway refuses every command).
+    /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without a token
+    /// or a JWT secret the gateway refuses every command).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// File holding the HS256 secret of JWTs the gateway accepts besides the token (else
+    /// `ESL_REPLAY_JWT_SECRET`); a JWT must carry an unexpired `exp`.
+    #[arg(long)]
+    jwt_secret_file: Option<PathBuf>,
+    /// Gateway commands that may await their replies at once; one more is answered 429
+    /// [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_commands_in_flight: Option<u32>,
     /// Stop after this long (e.g. `30s`); default: until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -79,8 +94,8 @@ pub(crate) struct CaptureArgs {
     /// How often retention runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     retention_interval: Duration,
-    /// Checkpoint directory retention must honour.
-    #[arg(long)]
+    /// Checkpoint directory retention must honour (and the forwarder saves its progress in).
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Keep sealed segments as written. By default a segment-log store packs each sealed
     /// segment in the background (every record compressed against a dictionary trained on
@@ -96,6 +111,41 @@ pub(crate) struct CaptureArgs {
     /// The Redis stream `--forward-redis` appends to [default: fs:events].
     #[arg(long)]
     forward_stream: Option<String>,
+    /// Only these captured events go to the Redis stream (comma separated `Event-Name`s);
+    /// without it, every record.
+    #[arg(long, value_delimiter = ',')]
+    forward_stream_events: Option<Vec<String>>,
+    /// Keep the Redis stream to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_maxlen: Option<u64>,
+    /// Remove Redis stream entries older than this, e.g. 10m (XTRIM MINID ~ every
+    /// `--forward-trim-interval`).
+    #[arg(long, value_parser = super::input::parse_age)]
+    forward_max_age: Option<Duration>,
+    /// A second Redis stream for background-job results: the `--forward-jobs-events` go
+    /// there, not to `--forward-stream`.
+    #[arg(long)]
+    forward_jobs_stream: Option<String>,
+    /// The captured events the jobs stream takes [default: BACKGROUND_JOB].
+    #[arg(long, value_delimiter = ',')]
+    forward_jobs_events: Option<Vec<String>>,
+    /// Keep the jobs stream to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_jobs_maxlen: Option<u64>,
+    /// Remove jobs stream entries older than this (XTRIM MINID ~).
+    #[arg(long, value_parser = super::input::parse_age)]
+    forward_jobs_max_age: Option<Duration>,
+    /// How often Redis streams with an age limit are trimmed [default: 10s].
+    #[arg(long, value_parser = super::forward::parse_interval)]
+    forward_trim_interval: Option<Duration>,
+    /// File holding the Redis password (else the URL's, if any).
+    #[arg(long)]
+    forward_password_file: Option<PathBuf>,
+    /// Stand in for another service: take its environment variables and defaults (flags
+    /// and the config file still win). `telephony-event-sync`: ESL_HOST, ESL_PORT,
+    /// REDIS_REMOTE_ADDR, STREAM_EVENTS, ... (docs/forwarding.md).
+    #[arg(long, value_enum)]
+    compat: Option<Compat>,
     /// Forward what is captured to this NATS server (`nats://HOST:PORT`) from this process,
     /// as `--forward-redis` does (checkpoint key `forward.nats.SUBJECT`): to JetStream with
     /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
@@ -126,10 +176,14 @@ struct FileConfig {
     queue_bytes: Option<u64>,
     http: Option<String>,
     token_file: Option<PathBuf>,
+    jwt_secret_file: Option<PathBuf>,
+    max_commands_in_flight: Option<u32>,
     worker_session_id: Option<String>,
     /// `false`: as `--no-pack`.
     pack: Option<bool>,
     checkpoint_dir: Option<PathBuf>,
+    /// As `--compat`.
+    compat: Option<Compat>,
     forward: Option<FileForward>,
     #[serde(default, rename = "node")]
     nodes: Vec<FileNode>,
@@ -146,6 +200,56 @@ struct FileForward {
     nats: Option<String>,
     subject: Option<String>,
     jetstream_stream: Option<String>,
+    stream_events: Option<Vec<String>>,
+    maxlen: Option<u64>,
+    /// An age, e.g. `10m`.
+    max_age: Option<String>,
+    jobs_stream: Option<String>,
+    jobs_events: Option<Vec<String>>,
+    jobs_maxlen: Option<u64>,
+    /// An age, e.g. `1m`.
+    jobs_max_age: Option<String>,
+    /// A duration, e.g. `10s`.
+    trim_interval: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+impl FileForward {
+    /// The Redis streams the table sets, its durations parsed.
+    fn layout(&self) -> anyhow::Result<RedisLayout> {
+        let age = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    super::input::parse_age(text)
+                        .map_err(|error| anyhow::anyhow!("[forward] {key} = {text:?}: {error}"))
+                })
+                .transpose()
+        };
+        Ok(RedisLayout {
+            password: self
+                .password_file
+                .as_deref()
+                .map(read_redis_password)
+                .transpose()?,
+            stream: self.stream.clone(),
+            stream_events: self.stream_events.clone(),
+            maxlen: self.maxlen,
+            max_age: age("max_age", &self.max_age)?,
+            jobs_stream: self.jobs_stream.clone(),
+            jobs_events: self.jobs_events.clone(),
+            jobs_maxlen: self.jobs_maxlen,
+            jobs_max_age: age("jobs_max_age", &self.jobs_max_age)?,
+            trim_interval: self
+                .trim_interval
+                .as_deref()
+                .map(|text| {
+                    super::forward::parse_interval(text).map_err(|error| {
+                        anyhow::anyhow!("[forward] trim_interval = {text:?}: {error}")
+                    })
+                })
+                .transpose()?,
+        })
+    }
 }
 
 /// Where the capture forwards what it stores, and where delivery's checkpoint is.
@@ -160,7 +264,7 @@ struct Forwarding {
 enum ForwardTo {
     Redis {
         url: String,
-        stream: String,
+        layout: RedisLayout,
     },
     Nats {
         url: String,
@@ -169,13 +273,37 @@ enum ForwardTo {
     },
 }
 
-/// Flags over the `[forward]` table.
+/// Flags over the `[forward]` table over a compatibility mode's defaults.
 fn forwarding(
     args: &CaptureArgs,
     file: Option<FileForward>,
     checkpoints: Option<&PathBuf>,
+    compat: Option<&CompatDefaults>,
 ) -> anyhow::Result<Option<Forwarding>> {
     let file = file.unwrap_or_default();
+    let flags = RedisLayout {
+        password: args
+            .forward_password_file
+            .as_deref()
+            .map(read_redis_password)
+            .transpose()?,
+        stream: args.forward_stream.clone(),
+        stream_events: args.forward_stream_events.clone(),
+        maxlen: args.forward_maxlen,
+        max_age: args.forward_max_age,
+        jobs_stream: args.forward_jobs_stream.clone(),
+        jobs_events: args.forward_jobs_events.clone(),
+        jobs_maxlen: args.forward_jobs_maxlen,
+        jobs_max_age: args.forward_jobs_max_age,
+        trim_interval: args.forward_trim_interval,
+    };
+    // The mode's password belongs to the mode's server, not to a URL given here.
+    let url_given = args.forward_redis.is_some() || file.redis.is_some();
+    let compat_layout = compat.map_or_else(RedisLayout::default, |c| RedisLayout {
+        password: c.layout.password.clone().filter(|_| !url_given),
+        ..c.layout.clone()
+    });
+    let layout = flags.or(file.layout()?).or(compat_layout);
     let format = match (args.forward_format, file.format.as_deref()) {
         (Some(format), _) => format.into(),
         (None, None | Some("record")) => MessageFormat::Record,
@@ -184,15 +312,21 @@ fn forwarding(
             bail!("[forward] format {other:?} is not `record` or `fs-events-v1`")
         }
     };
-    let redis = args.forward_redis.clone().or(file.redis);
+    let redis =
+        (args.forward_redis.clone().or(file.redis)).or_else(|| compat.map(|c| c.redis_url.clone()));
     let nats = args.forward_nats.clone().or(file.nats);
+    let redis_only = "the Redis stream settings (stream, events, lengths, ages, trim interval, password) need --forward-redis";
     let to = match (redis, nats) {
+        (Some(_), Some(_)) if compat.is_some() => {
+            bail!("--compat telephony-event-sync forwards to Redis; leave out --forward-nats")
+        }
         (Some(_), Some(_)) => bail!("forward to Redis or to NATS, not both"),
-        (Some(url), None) => ForwardTo::Redis {
-            url,
-            stream: (args.forward_stream.clone().or(file.stream))
-                .unwrap_or_else(|| "fs:events".into()),
-        },
+        (Some(url), None) => {
+            // Checked now, not when the forwarder starts after the capture.
+            layout.options(&url)?;
+            ForwardTo::Redis { url, layout }
+        }
+        (None, _) if layout != RedisLayout::default() => bail!("{redis_only}"),
         (None, Some(url)) => ForwardTo::Nats {
             url,
             subject: (args.forward_subject.clone().or(file.subject))
@@ -239,6 +373,12 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .clone()
         .or(file.store.clone())
         .context("--store (or `store` in the config file) is required")?;
+    let compat = args
+        .compat
+        .or(file.compat)
+        .map(|mode| mode.defaults(&|name| std::env::var(name).ok()))
+        .transpose()
+        .context("the compatibility mode's environment")?;
     let default_password = read_password(args.password_file.as_deref())?;
     let filters = args
         .filters
@@ -267,7 +407,12 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         });
     }
     let esl = if args.esl.is_empty() && nodes.is_empty() {
-        vec!["127.0.0.1:8021".to_owned()]
+        vec![
+            compat
+                .as_ref()
+                .map_or("127.0.0.1:8021", |c| c.esl.as_str())
+                .to_owned(),
+        ]
     } else {
         args.esl.clone()
     };
@@ -290,6 +435,16 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
             .to_owned(),
         None => std::env::var("ESL_REPLAY_TOKEN").unwrap_or_default(),
     };
+    let jwt = jwt_key(
+        args.jwt_secret_file
+            .as_ref()
+            .or(file.jwt_secret_file.as_ref()),
+    )?;
+    let max_commands_in_flight = match args.max_commands_in_flight.or(file.max_commands_in_flight) {
+        Some(0) => bail!("max_commands_in_flight must be at least 1"),
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_COMMANDS_IN_FLIGHT,
+    };
     let options = CaptureOptions {
         queue_bytes: args
             .queue_bytes
@@ -301,15 +456,21 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
             .worker_session_id
             .clone()
             .or(file.worker_session_id.clone()),
+        max_commands_in_flight,
         ..CaptureOptions::default()
     };
-    let http = args.http.clone().or(file.http.clone());
+    let http = args
+        .http
+        .as_ref()
+        .or(file.http.as_ref())
+        .map(|a| http_address(a));
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
-    let forward = forwarding(args, file.forward, checkpoint_dir.as_ref())?;
+    let forward = forwarding(args, file.forward, checkpoint_dir.as_ref(), compat.as_ref())?;
     let services = Services {
         http,
         token,
+        jwt,
         checkpoint_dir,
         forward,
     };
@@ -327,6 +488,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
 struct Services {
     http: Option<String>,
     token: String,
+    jwt: Option<JwtKey>,
     checkpoint_dir: Option<PathBuf>,
     forward: Option<Forwarding>,
 }
@@ -357,6 +519,7 @@ async fn capture(
     let Services {
         http,
         token,
+        jwt,
         checkpoint_dir,
         forward,
     } = services;
@@ -374,7 +537,11 @@ async fn capture(
     );
 
     let forwarder = match forward {
-        Some(forward) => Some(start_forwarder(store_path, forward)?),
+        Some(forward) => Some(start_forwarder(
+            store_path,
+            forward,
+            capture.telemetry().event_publish_lag_ms.clone(),
+        )?),
         None => None,
     };
 
@@ -387,9 +554,10 @@ async fn capture(
                 telemetry: capture.telemetry(),
                 gateway: capture.gateway(),
                 token: Arc::from(token),
+                jwt,
                 queue: Some(capture.queue()),
             };
-            eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi on {address}");
+            eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi, /api/v1/fs/... on {address}");
             Some(tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router(state)).await {
                     tracing::error!(%error, "http server failed");
@@ -472,7 +640,9 @@ async fn capture(
             ));
         }
     };
-    let stats = store.stats().context("store stats")?;
+    let stats = store.stats().context(
+        "the capture stopped, but the store's figures could not be read for its summary",
+    )?;
     drop(store);
     if let Some(forwarder) = forwarder {
         forwarder
@@ -522,16 +692,16 @@ struct Forwarder {
     destination: String,
 }
 
-/// Starts the forwarder the capture was asked for.
-fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarder> {
-    let checkpoints = &forward.checkpoints;
+/// Starts the forwarder the capture was asked for; it observes its publish lag into `lag`
+/// (the capture's `fs_esl_event_publish_lag_ms`).
+fn start_forwarder(store: &Path, forward: Forwarding, lag: Histogram) -> anyhow::Result<Forwarder> {
+    let (checkpoints, format) = (&forward.checkpoints, forward.format);
     let started = match forward.to {
-        ForwardTo::Redis { url, stream } => {
-            let sink = RedisSink::new(RedisOptions::new(&url, &stream))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = format!("forward.redis.{stream}");
-            let destination = format!("{url} {stream}");
-            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
+        ForwardTo::Redis { url, layout } => {
+            let sink = RedisSink::new(layout.options(&url)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = format!("forward.redis.{}", layout.stream());
+            let destination = layout.destination(&url);
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
         ForwardTo::Nats {
             url,
@@ -554,7 +724,7 @@ fn start_forwarder(store: &Path, forward: Forwarding) -> anyhow::Result<Forwarde
             let sink = NatsSink::new(NatsOptions::new(&url, &subject, mode));
             let key = format!("forward.nats.{subject}");
             let destination = format!("{url} {subject}");
-            Forwarder::start(store, checkpoints, sink, key, destination, forward.format)
+            Forwarder::start(store, checkpoints, sink, key, destination, format, lag)
         }
     };
     started.context("start the forwarder")
@@ -568,12 +738,15 @@ impl Forwarder {
         key: String,
         destination: String,
         format: MessageFormat,
+        publish_lag: Histogram,
     ) -> anyhow::Result<Self> {
         let source = Source::open_read_only(store, None)
             .with_context(|| format!("open the store {} for forwarding", store.display()))?;
         let checkpoints = CheckpointStore::open(checkpoints)
             .with_context(|| format!("open the checkpoint directory {}", checkpoints.display()))?;
-        let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
+        let service = CheckpointService::new(checkpoints, key.clone()).with_context(|| {
+            format!("{key:?} cannot name a checkpoint (choose another forwarder key)")
+        })?;
         let mut metadata = crate::record::JsonMap::new();
         metadata.insert("forward_target".into(), sink.target().into());
         metadata.insert("forward_destination".into(), destination.clone().into());
@@ -583,7 +756,7 @@ impl Forwarder {
             checkpoint_metadata: metadata,
             ..ForwardOptions::default()
         };
-        let metrics = Arc::new(Metrics::new(sink.target()));
+        let metrics = Arc::new(Metrics::with_publish_lag(sink.target(), publish_lag));
         let (stop, shutdown) = watch::channel(false);
         let counted = Arc::clone(&metrics);
         // The store handle is not `Sync`, so the forwarding future cannot move between the
@@ -721,6 +894,32 @@ async fn wait_for_stop(
         () = startup => Stop::Requested,
         stop = stopped => stop,
     }
+}
+
+/// Where the HTTP server binds: `address` as given, or 127.0.0.1 for a bare port (a control
+/// API is never exposed on every interface by accident).
+fn http_address(address: &str) -> String {
+    if !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{address}")
+    } else {
+        address.to_owned()
+    }
+}
+
+/// The gateway's JWT secret, from `file` or `ESL_REPLAY_JWT_SECRET` (none: JWTs refused).
+fn jwt_key(file: Option<&PathBuf>) -> anyhow::Result<Option<JwtKey>> {
+    let secret = match file {
+        Some(path) => read_text(path, MAX_SECRET_BYTES, "the JWT secret file")?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => match std::env::var("ESL_REPLAY_JWT_SECRET") {
+            Ok(secret) => secret,
+            Err(_) => return Ok(None),
+        },
+    };
+    JwtKey::hs256(secret.as_bytes())
+        .map(Some)
+        .context("the gateway's JWT secret (--jwt-secret-file or ESL_REPLAY_JWT_SECRET)")
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {

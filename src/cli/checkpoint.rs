@@ -1,7 +1,7 @@
 //! Checkpoint commands: `checkpoint save`, `show`, `list`, `find` and `delete` on a
 //! checkpoint directory.
 //!
-//! Output is for people by default; `--json` prints compact JSON for scripts: one object
+//! Output is for people by default; `--format json` prints compact JSON for scripts: one object
 //! per checkpoint with the file layout's keys (`key`, `last_consumed_sequence`,
 //! `byte_offset_hint`, `saved_at`, `metadata`) plus `file`, and a JSON array for `list`
 //! and `find`. Commands that only read never create the directory.
@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::Outcome;
+use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
 use crate::checkpoint::{
     Checkpoint, CheckpointCriteria, CheckpointReference, CheckpointStore, IdentityAnchors,
     LocatedCheckpoint, newest_first,
@@ -42,7 +42,7 @@ pub(crate) enum CheckpointCommand {
 #[derive(Debug, Args)]
 pub(crate) struct DirArg {
     /// The checkpoint directory.
-    #[arg(long, short = 'd', env = "ESL_REPLAY_CHECKPOINTS")]
+    #[arg(long = "checkpoint-dir", short = 'd', env = CHECKPOINT_DIR_ENV)]
     dir: PathBuf,
 }
 
@@ -120,9 +120,9 @@ pub(crate) struct SaveArgs {
     metadata: Option<String>,
     #[command(flatten)]
     anchors: AnchorArgs,
-    /// Print the saved checkpoint as JSON.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or the saved checkpoint as JSON.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 #[derive(Debug, Args)]
@@ -132,18 +132,18 @@ pub(crate) struct ShowArgs {
     /// The checkpoint key.
     #[arg(long)]
     key: String,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 #[derive(Debug, Args)]
@@ -159,9 +159,9 @@ pub(crate) struct FindArgs {
     /// Every matching checkpoint, without a limit.
     #[arg(long)]
     all: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 #[derive(Debug, Args)]
@@ -171,9 +171,9 @@ pub(crate) struct DeleteArgs {
     /// The checkpoint key.
     #[arg(long)]
     key: String,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
@@ -202,7 +202,7 @@ fn save(args: &SaveArgs) -> anyhow::Result<Outcome> {
         None => JsonMap::new(),
     };
     let reference = CheckpointReference::new(args.key.clone(), args.anchors.anchors(), metadata)
-        .context("invalid checkpoint")?;
+        .with_context(|| format!("cannot save checkpoint {:?}", args.key))?;
     let store = args.dir.create()?;
     let saved_at = args
         .saved_at
@@ -213,11 +213,11 @@ fn save(args: &SaveArgs) -> anyhow::Result<Outcome> {
         saved_at,
         reference.metadata_with_identity_anchors(),
     )
-    .context("invalid checkpoint")?;
+    .with_context(|| format!("cannot save checkpoint {:?}", args.key))?;
     store.save(&checkpoint)?;
     let path = store.path_for(checkpoint.key());
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.format.is_json() {
         writeln!(out, "{}", checkpoint_json(&checkpoint, &path)?)?;
     } else {
         writeln!(
@@ -242,7 +242,7 @@ fn show(args: &ShowArgs) -> anyhow::Result<Outcome> {
     };
     let path = file_of(&store, &args.key);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.format.is_json() {
         writeln!(out, "{}", checkpoint_json(&checkpoint, &path)?)?;
     } else {
         let cursor = checkpoint.cursor();
@@ -284,7 +284,7 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
         }
     }
     good.sort_by(newest_first);
-    print_checkpoints(&good, args.json)?;
+    print_checkpoints(&good, args.format.is_json())?;
     let mut err = std::io::stderr().lock();
     for problem in &problems {
         writeln!(err, "error: {}", error_chain(problem))?;
@@ -305,7 +305,7 @@ fn find(args: &FindArgs) -> anyhow::Result<Outcome> {
     if !args.all {
         found.truncate(criteria.limit());
     }
-    print_checkpoints(&found, args.json)?;
+    print_checkpoints(&found, args.format.is_json())?;
     Ok(Outcome::Success)
 }
 
@@ -325,7 +325,7 @@ fn delete(args: &DeleteArgs) -> anyhow::Result<Outcome> {
     let store = args.dir.existing()?;
     let deleted = store.delete(&args.key)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.format.is_json() {
         let mut object = JsonMap::new();
         object.insert("key".into(), args.key.clone().into());
         object.insert("deleted".into(), deleted.into());

@@ -9,12 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::Outcome;
 use super::input::{MAX_BUNDLE_BYTES, MAX_SCENARIO_BYTES, read_text};
 use super::store::{CriteriaArgs, StoreArg, progress};
+use super::{Outcome, Output};
 use crate::checkpoint::CheckpointStore;
 use crate::evidence::{
     ComparisonResult, Engine, EvidenceBundle, Issue, ReconstructionWindow,
@@ -31,22 +31,12 @@ pub(crate) enum EvidenceCommand {
     Compare(CompareArgs),
 }
 
-/// Output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    /// The export format: compact JSON, byte-stable (for tools).
-    #[default]
-    Json,
-    /// A readable summary (for people).
-    Text,
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct ReconstructArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Start after this append sequence (0 = from the start of the stream).
-    #[arg(long, conflicts_with = "checkpoint_dir")]
+    #[arg(long)]
     after: Option<u64>,
     /// The last append sequence included (default: read to the end).
     #[arg(long)]
@@ -61,12 +51,13 @@ pub(crate) struct ReconstructArgs {
     #[arg(long)]
     checkpoint_key: Option<String>,
     /// Checkpoint metadata to label the window with, as a JSON object.
-    #[arg(long, conflicts_with = "checkpoint_dir")]
+    #[arg(long)]
     checkpoint_metadata: Option<String>,
     /// Resolve the window from the stored checkpoint --checkpoint-key in this directory:
     /// start at its cursor, carry its metadata, and refuse when its replay_session_id or
-    /// recovery_generation_id contradicts the first record after it.
-    #[arg(long, requires = "checkpoint_key")]
+    /// recovery_generation_id contradicts the first record after it. Without
+    /// --checkpoint-key it is not used.
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Use the reference's operation identity (a record without operation_id never joins
     /// the operation its job UUID belongs to), to reproduce reference bundles.
@@ -75,9 +66,10 @@ pub(crate) struct ReconstructArgs {
     /// Write the bundle to this file instead of stdout (exact bytes, no trailing newline).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    /// Output: `json` (the export format, compact and byte-stable, for tools) or `text`
+    /// (a readable summary).
+    #[arg(long, value_enum, default_value = "json")]
+    format: Output,
 }
 
 #[derive(Debug, Args)]
@@ -88,9 +80,10 @@ pub(crate) struct CompareArgs {
     /// The scenario expectation, a JSON object (see docs/evidence.md).
     #[arg(long)]
     expect: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    /// Output: `json` (the export format, compact and byte-stable, for tools) or `text`
+    /// (a readable summary).
+    #[arg(long, value_enum, default_value = "json")]
+    format: Output,
 }
 
 pub(crate) fn run(command: &EvidenceCommand) -> anyhow::Result<Outcome> {
@@ -107,6 +100,13 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
     let batch_limit = usize::try_from(args.batch_limit).context("--batch-limit is too large")?;
     let window = match (&args.checkpoint_dir, &args.checkpoint_key) {
         (Some(dir), Some(key)) => {
+            if args.after.is_some() || args.checkpoint_metadata.is_some() {
+                bail!(
+                    "--after and --checkpoint-metadata come from the stored checkpoint {key} in \
+                     {}: give them only without a checkpoint directory",
+                    dir.display()
+                );
+            }
             if !dir.is_dir() {
                 bail!("checkpoint directory {} does not exist", dir.display());
             }
@@ -131,7 +131,7 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
             checkpoint_key: args.checkpoint_key.clone(),
             checkpoint_metadata: parse_metadata(args.checkpoint_metadata.as_deref())?,
         })
-        .context("invalid window")?,
+        .context("cannot build the evidence window from these flags")?,
     };
     let engine = if args.reference_operation_identity {
         Engine::reference()
@@ -144,8 +144,8 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
         .context("reconstruction failed")?;
     bar.finish_and_clear();
     let text = match args.format {
-        Format::Json => export::export_bundle(&bundle),
-        Format::Text => bundle_summary(&bundle),
+        Output::Json => export::export_bundle(&bundle),
+        Output::Text => bundle_summary(&bundle),
     };
     emit(&text, args.output.as_deref())?;
     Ok(Outcome::Success)
@@ -171,8 +171,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
         .with_context(|| format!("{} is not a scenario expectation", args.expect.display()))?;
     let result = compare_scenario(&bundle, &expectation)?;
     let text = match args.format {
-        Format::Json => export::export_comparison(&result),
-        Format::Text => comparison_summary(&result),
+        Output::Json => export::export_comparison(&result),
+        Output::Text => comparison_summary(&result),
     };
     emit(&text, None)?;
     Ok(if result.passed {

@@ -16,7 +16,7 @@ use crate::checkpoint::CheckpointService;
 use crate::checkpoint::CheckpointStore;
 use crate::forward::{
     self, ForwardOptions, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions,
-    RedisSink, Sink, Source, Stopped, Trim,
+    RedisSink, RedisStream, Sink, Source, Stopped, Takes,
 };
 use crate::record::JsonMap;
 
@@ -35,7 +35,7 @@ pub(crate) struct CommonArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Directory of checkpoint files; the forwarder resumes after its saved sequence.
-    #[arg(long)]
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: PathBuf,
     /// Checkpoint key [default: forward.redis.<stream> / forward.nats.<subject>].
     #[arg(long)]
@@ -47,7 +47,7 @@ pub(crate) struct CommonArgs {
     /// How records are written: `record` (each record as one reference NDJSON line), or
     /// `fs-events-v1` (captured events only, normalised; docs/schemas/fs-events-v1.json).
     #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    message_format: Format,
     /// Records per batch (one acknowledgement round each; the next batch is read while
     /// one is being confirmed).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -80,18 +80,187 @@ pub(crate) struct RedisArgs {
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     url: String,
-    /// Stream key.
+    /// File holding the Redis password (else the URL's, if any).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Stream key: every record goes here, except what `--jobs-stream` takes.
     #[arg(long, default_value = "fs:events")]
     stream: String,
-    /// Trim the stream to about N entries (XADD MAXLEN ~ N).
-    #[arg(long, conflicts_with = "max_age")]
+    /// Only these captured events go to `--stream` (comma separated `Event-Name`s, e.g.
+    /// CHANNEL_ANSWER,CHANNEL_HANGUP,DTMF,CUSTOM); without it, every record.
+    #[arg(long, value_delimiter = ',')]
+    stream_events: Option<Vec<String>>,
+    /// Keep `--stream` to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     maxlen: Option<u64>,
-    /// Trim entries older than this (XADD MINID ~ now-AGE), e.g. 7d.
+    /// Remove entries of `--stream` older than this, e.g. 10m or 7d (XTRIM MINID ~ every
+    /// `--trim-interval`).
     #[arg(long, value_parser = super::input::parse_age)]
     max_age: Option<Duration>,
+    /// A second stream for background-job results: the `--jobs-events` go here, not to
+    /// `--stream`.
+    #[arg(long)]
+    jobs_stream: Option<String>,
+    /// The captured events `--jobs-stream` takes [default: BACKGROUND_JOB].
+    #[arg(long, value_delimiter = ',', requires = "jobs_stream")]
+    jobs_events: Option<Vec<String>>,
+    /// Keep `--jobs-stream` to about N entries (XADD MAXLEN ~ N).
+    #[arg(long, requires = "jobs_stream", value_parser = clap::value_parser!(u64).range(1..))]
+    jobs_maxlen: Option<u64>,
+    /// Remove entries of `--jobs-stream` older than this (XTRIM MINID ~).
+    #[arg(long, requires = "jobs_stream", value_parser = super::input::parse_age)]
+    jobs_max_age: Option<Duration>,
+    /// How often streams with an age limit are trimmed (and once at start).
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    trim_interval: Duration,
 }
 
-/// `--format`: how forwarded records are written.
+/// Parses a duration above zero (`10s`, `500ms`).
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(interval) if !interval.is_zero() => Ok(interval),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The streams a Redis forwarder writes, as `forward redis` flags, the capture's
+/// `--forward-*` flags, its `[forward]` table or a compatibility mode give them; a field
+/// left `None` takes the next source's value, then the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RedisLayout {
+    pub(crate) password: Option<String>,
+    pub(crate) stream: Option<String>,
+    pub(crate) stream_events: Option<Vec<String>>,
+    pub(crate) maxlen: Option<u64>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) jobs_stream: Option<String>,
+    pub(crate) jobs_events: Option<Vec<String>>,
+    pub(crate) jobs_maxlen: Option<u64>,
+    pub(crate) jobs_max_age: Option<Duration>,
+    pub(crate) trim_interval: Option<Duration>,
+}
+
+impl RedisLayout {
+    /// The stream every record goes to by default.
+    pub(crate) const STREAM: &str = "fs:events";
+    /// What the jobs stream takes by default: background-job results.
+    pub(crate) const JOBS_EVENTS: &str = "BACKGROUND_JOB";
+    /// How often streams are trimmed by age by default.
+    pub(crate) const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// This layout, with `fallback`'s values where this one has none.
+    pub(crate) fn or(self, fallback: RedisLayout) -> RedisLayout {
+        RedisLayout {
+            password: self.password.or(fallback.password),
+            stream: self.stream.or(fallback.stream),
+            stream_events: self.stream_events.or(fallback.stream_events),
+            maxlen: self.maxlen.or(fallback.maxlen),
+            max_age: self.max_age.or(fallback.max_age),
+            jobs_stream: self.jobs_stream.or(fallback.jobs_stream),
+            jobs_events: self.jobs_events.or(fallback.jobs_events),
+            jobs_maxlen: self.jobs_maxlen.or(fallback.jobs_maxlen),
+            jobs_max_age: self.jobs_max_age.or(fallback.jobs_max_age),
+            trim_interval: self.trim_interval.or(fallback.trim_interval),
+        }
+    }
+
+    /// The events stream's key.
+    pub(crate) fn stream(&self) -> &str {
+        self.stream.as_deref().unwrap_or(Self::STREAM)
+    }
+
+    /// Where records go, for messages and checkpoint metadata (no password).
+    pub(crate) fn destination(&self, url: &str) -> String {
+        match &self.jobs_stream {
+            Some(jobs) => format!("{url} {} (jobs: {jobs})", self.stream()),
+            None => format!("{url} {}", self.stream()),
+        }
+    }
+
+    /// The sink's options: the jobs stream first (it takes its events before the events
+    /// stream sees them), then the events stream.
+    ///
+    /// # Errors
+    ///
+    /// Jobs settings without a jobs stream, the two streams under one key, an event list
+    /// that names no event, a zero length or trim interval.
+    pub(crate) fn options(&self, url: &str) -> anyhow::Result<RedisOptions> {
+        let mut options = RedisOptions::new(url, self.stream());
+        options.password.clone_from(&self.password);
+        options.trim_interval = self.trim_interval.unwrap_or(Self::TRIM_INTERVAL);
+        anyhow::ensure!(
+            !options.trim_interval.is_zero(),
+            "the trim interval must be longer than zero"
+        );
+        let mut events = RedisStream::new(self.stream());
+        events.takes = takes("the events stream's", self.stream_events.as_deref())?;
+        events.maxlen = positive("the events stream's", self.maxlen)?;
+        events.max_age = self.max_age;
+        let Some(key) = &self.jobs_stream else {
+            anyhow::ensure!(
+                self.jobs_events.is_none()
+                    && self.jobs_maxlen.is_none()
+                    && self.jobs_max_age.is_none(),
+                "the jobs stream's events, length and age need a jobs stream"
+            );
+            options.streams = vec![events];
+            return Ok(options);
+        };
+        anyhow::ensure!(
+            key != self.stream(),
+            "the jobs stream and the events stream are both {key:?}: name two streams"
+        );
+        let mut jobs = RedisStream::new(key.as_str());
+        let default_jobs = [Self::JOBS_EVENTS.to_owned()];
+        jobs.takes = takes(
+            "the jobs stream's",
+            Some(self.jobs_events.as_deref().unwrap_or(&default_jobs)),
+        )?;
+        jobs.maxlen = positive("the jobs stream's", self.jobs_maxlen)?;
+        jobs.max_age = self.jobs_max_age;
+        options.streams = vec![jobs, events];
+        Ok(options)
+    }
+}
+
+/// What a stream takes: every record, or the events a list names (blank names dropped).
+fn takes(whose: &str, names: Option<&[String]>) -> anyhow::Result<Takes> {
+    let Some(names) = names else {
+        return Ok(Takes::Everything);
+    };
+    let names: Vec<&str> = names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "{whose} event list names no event (leave it out to take every record)"
+    );
+    Ok(Takes::events(names))
+}
+
+/// A maximum length, refusing 0 (which would empty the stream on every append).
+fn positive(whose: &str, maxlen: Option<u64>) -> anyhow::Result<Option<u64>> {
+    anyhow::ensure!(
+        maxlen != Some(0),
+        "{whose} maximum length must be at least 1"
+    );
+    Ok(maxlen)
+}
+
+/// Reads a Redis password file (one line; a trailing newline is not part of it).
+pub(crate) fn read_redis_password(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = super::input::read_text(
+        path,
+        super::input::MAX_SECRET_BYTES,
+        "the Redis password file",
+    )?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// `--message-format`: how forwarded records are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     /// Each record as one reference NDJSON line.
@@ -156,15 +325,26 @@ pub(crate) fn run(command: &ForwardCommand) -> anyhow::Result<Outcome> {
     runtime.block_on(async {
         match command {
             ForwardCommand::Redis(args) => {
-                let mut options = RedisOptions::new(&args.url, &args.stream);
-                options.trim = match (args.maxlen, args.max_age) {
-                    (Some(max), _) => Some(Trim::MaxLen(max)),
-                    (None, Some(age)) => Some(Trim::MaxAge(age)),
-                    (None, None) => None,
+                let layout = RedisLayout {
+                    password: args
+                        .password_file
+                        .as_deref()
+                        .map(read_redis_password)
+                        .transpose()?,
+                    stream: Some(args.stream.clone()),
+                    stream_events: args.stream_events.clone(),
+                    maxlen: args.maxlen,
+                    max_age: args.max_age,
+                    jobs_stream: args.jobs_stream.clone(),
+                    jobs_events: args.jobs_events.clone(),
+                    jobs_maxlen: args.jobs_maxlen,
+                    jobs_max_age: args.jobs_max_age,
+                    trim_interval: Some(args.trim_interval),
                 };
-                let sink = RedisSink::new(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let sink = RedisSink::new(layout.options(&args.url)?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let key = format!("forward.redis.{}", args.stream);
-                let destination = format!("{} {}", args.url, args.stream);
+                let destination = layout.destination(&args.url);
                 run_sink(&args.common, sink, &key, &destination).await
             }
             ForwardCommand::Nats(args) => {
@@ -218,7 +398,8 @@ async fn run_sink<S: Sink>(
         .checkpoint_key
         .clone()
         .unwrap_or_else(|| default_key.to_owned());
-    let service = CheckpointService::new(checkpoints, key).context("invalid checkpoint key")?;
+    let service = CheckpointService::new(checkpoints, key.clone())
+        .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
     let mut metadata = JsonMap::new();
     metadata.insert("forward_target".into(), sink.target().into());
     metadata.insert("forward_destination".into(), destination.into());
@@ -231,7 +412,7 @@ async fn run_sink<S: Sink>(
         log_interval: args.log_interval,
         checkpoint_metadata: metadata,
         checkpoint_interval: args.checkpoint_interval,
-        format: args.format.into(),
+        format: args.message_format.into(),
     };
 
     let metrics = Arc::new(Metrics::new(sink.target()));

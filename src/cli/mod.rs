@@ -12,6 +12,7 @@
 mod bench;
 mod capture;
 mod checkpoint;
+mod compat;
 mod demo;
 mod evidence;
 mod forward;
@@ -25,7 +26,28 @@ mod store;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The environment variable every `--checkpoint-dir` reads when the flag is not given.
+const CHECKPOINT_DIR_ENV: &str = "ESL_REPLAY_CHECKPOINT_DIR";
+
+/// `--format` of a command that prints one result: text for people or JSON for scripts.
+/// Commands that print records also offer NDJSON (`store::Format`); `replay run` prints
+/// NDJSON (`replay::Format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Text for people.
+    #[default]
+    Text,
+    /// Compact JSON for scripts.
+    Json,
+}
+
+impl Output {
+    fn is_json(self) -> bool {
+        self == Output::Json
+    }
+}
 
 /// esl-replay: durable capture, ordered replay and audit evidence for FreeSWITCH ESL traffic.
 #[derive(Debug, Parser)]

@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::Outcome;
+use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
 use crate::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
 use crate::record::timestamp;
 use crate::retention::{self, PrunePolicy, RetentionPlan};
-use crate::store::{ArtifactStore as _, LogStore};
+use crate::store::{ArtifactReader as _, LogStore};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["plan", "apply"])))]
@@ -38,7 +38,7 @@ pub(crate) struct PruneArgs {
     protect: u64,
     /// Directory of active checkpoints; none is pruned past (every checkpoint there counts,
     /// or those matching the query flags).
-    #[arg(long)]
+    #[arg(long, env = CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Active checkpoints are those with this replay session id.
     #[arg(long, requires = "checkpoint_dir")]
@@ -61,9 +61,9 @@ pub(crate) struct PruneArgs {
     /// Plan against this instant (RFC 3339) instead of now, so plans are reproducible.
     #[arg(long, value_parser = |t: &str| timestamp::parse(t).map_err(|e| e.to_string()))]
     now: Option<OffsetDateTime>,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Output,
 }
 
 /// Parses a byte size such as `10GB`, `512MiB`, `64k` or `1000`.
@@ -100,10 +100,15 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     // Retention works beside a running writer (e.g. a capture daemon): use it if this
     // process can take the writer lock, otherwise truncate through a read-only handle.
-    let store = match LogStore::open(&args.store) {
-        Ok(store) => store,
+    let (writer, reader);
+    let store: &LogStore = match LogStore::open(&args.store) {
+        Ok(store) => {
+            writer = store;
+            &writer
+        }
         Err(crate::store::Error::Storage(crate::storage::Error::Locked { .. })) => {
-            LogStore::open_read_only(&args.store)?
+            reader = LogStore::open_read_only(&args.store)?;
+            &reader
         }
         Err(error) => {
             return Err(error)
@@ -144,21 +149,21 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     }
     let now = args.now.unwrap_or_else(OffsetDateTime::now_utc);
     let bar = super::store::progress(Some(store.stats()?.records), "planning");
-    let plan = retention::plan(&store, &checkpoints, &policy, now, &mut |n| {
+    let plan = retention::plan(store, &checkpoints, &policy, now, &mut |n| {
         bar.set_position(n)
     })?;
     bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     if args.plan {
-        if args.json {
+        if args.format.is_json() {
             writeln!(out, "{}", plan_json(&plan, None))?;
         } else {
             print_plan(&mut out, &plan, checkpoints.len())?;
         }
         return Ok(Outcome::Success);
     }
-    let result = retention::apply(&store, plan, now)?;
-    if args.json {
+    let result = retention::apply(store, plan, now)?;
+    if args.format.is_json() {
         let applied = serde_json::json!({
             "changed": result.changed,
             "pruned_at": timestamp::to_reference_text(&result.pruned_at),

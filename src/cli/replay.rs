@@ -2,7 +2,7 @@
 //! `replay run` replays a range (dry-run by default) through a built-in handler or the
 //! guarded re-injection path, optionally resuming from and saving a checkpoint.
 //!
-//! Human output by default. `--json` prints one compact JSON object per line: for `plan`
+//! Human output by default. `--format ndjson` prints one compact JSON object per line: for `plan`
 //! the plan with its records (reference NDJSON layout); for `run` one `{"plan", "result"}`
 //! object per batch, each outcome under the reference keys (`record_id`, `artifact_name`,
 //! `append_sequence`, `action`, `would_dispatch_handler`, `handler`, `would_reinject`,
@@ -53,8 +53,9 @@ pub(crate) struct RangeArgs {
     /// Start after this append sequence.
     #[arg(long, conflicts_with = "checkpoint_key")]
     after: Option<u64>,
-    /// Checkpoint directory to resume from (and, for `run --execute`, to save progress to).
-    #[arg(long, requires = "checkpoint_key")]
+    /// Checkpoint directory to resume from (and, for `run --execute`, to save progress to);
+    /// used with --checkpoint-key.
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// Checkpoint key naming this consumer.
     #[arg(long, requires = "checkpoint_dir")]
@@ -67,9 +68,26 @@ pub(crate) struct RangeArgs {
     batch: usize,
     #[command(flatten)]
     criteria: CriteriaArgs,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
+    /// Output: text, or NDJSON (one compact JSON object per line) for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+impl RangeArgs {
+    /// Whether the output is NDJSON (for scripts) rather than text.
+    fn ndjson(&self) -> bool {
+        self.format == Format::Ndjson
+    }
+}
+
+/// `--format` of the replay commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Text for people.
+    #[default]
+    Text,
+    /// One compact JSON object per line.
+    Ndjson,
 }
 
 fn parse_batch(text: &str) -> Result<usize, String> {
@@ -172,7 +190,8 @@ fn start(args: &RangeArgs, save: bool) -> anyhow::Result<(ReadCursor, Option<Che
         .with_context(|| format!("cannot open the checkpoint directory {}", dir.display()))?;
     let state = ResumeState::resolve(&store, key)
         .with_context(|| format!("cannot load checkpoint `{key}`"))?;
-    let service = CheckpointService::new(store, key.clone()).context("invalid checkpoint key")?;
+    let service = CheckpointService::new(store, key.clone())
+        .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
     Ok((*state.cursor(), Some(service)))
 }
 
@@ -188,7 +207,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let executor = Executor::new(config, store.as_ref(), HandlerRegistry::new(), None)?;
     let plan = executor.plan_matching(&cursor, &criteria, range.until)?;
     let mut out = std::io::stdout().lock();
-    if range.json {
+    if range.ndjson() {
         let mut value = plan_json(&plan);
         let records = plan
             .records()
@@ -223,8 +242,10 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
 fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     let range = &args.range;
     let dry_run = !args.execute;
-    if range.json && args.handler == HandlerKind::Print {
-        bail!("--json and --handler print both write records to standard output; choose one");
+    if range.ndjson() && args.handler == HandlerKind::Print {
+        bail!(
+            "--format ndjson and --handler print both write records to standard output; choose one"
+        );
     }
     if args.handler == HandlerKind::Exec && args.command.is_empty() {
         bail!("--handler exec needs a command after `--`, e.g. `--handler exec -- jq -c .`");
@@ -258,7 +279,8 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     let bar = progress(Some(end.saturating_sub(first)), "replaying");
     // One line per outcome, unless the handler's own output is the point (live print,
     // count, exec) or only the summary was asked for.
-    let per_record = !range.json && !args.summary && (dry_run || args.handler == HandlerKind::None);
+    let per_record =
+        !range.ndjson() && !args.summary && (dry_run || args.handler == HandlerKind::None);
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
     let options = RangeOptions {
@@ -271,7 +293,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         if let Some(last) = result.plan().last_sequence() {
             bar.set_position(last.saturating_sub(first));
         }
-        let written = if range.json {
+        let written = if range.ndjson() {
             writeln!(out, "{}", batch_json(result))
         } else if per_record {
             result
@@ -293,7 +315,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    if range.json {
+    if range.ndjson() {
         let mut summary = json!({
             "dry_run": dry_run,
             "success": report.success(),
@@ -383,7 +405,7 @@ fn handlers(
             })),
             HandlerKind::Exec => Some(Box::new(ExecHandler {
                 command: args.command.clone(),
-                output_to_stderr: args.range.json,
+                output_to_stderr: args.range.ndjson(),
             })),
         }
     };
@@ -503,7 +525,7 @@ impl Handler for CountHandler {
 /// NDJSON line on its stdin; its exit status decides success.
 struct ExecHandler {
     command: Vec<String>,
-    /// With `--json`, the command's stdout goes to stderr so stdout stays JSON.
+    /// With `--format ndjson`, the command's stdout goes to stderr so stdout stays JSON.
     output_to_stderr: bool,
 }
 

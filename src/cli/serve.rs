@@ -73,7 +73,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     from_seq: u64,
     /// Save serving progress in this checkpoint directory and resume from it.
-    #[arg(long)]
+    #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
     checkpoint_dir: Option<PathBuf>,
     /// The checkpoint key serving progress is saved under.
     #[arg(long, default_value = "esl-replay-serve", requires = "checkpoint_dir")]

@@ -12,7 +12,7 @@ use super::Outcome;
 use crate::record::{
     Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
 };
-use crate::store::{self, ArtifactStore, Backend, LogStore, Tail, interchange};
+use crate::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail, interchange};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
@@ -30,7 +30,7 @@ impl StoreArg {
         self.sqlite.then_some(Backend::Sqlite)
     }
 
-    pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
+    pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactReader>> {
         store::open_read_only(&self.store, self.backend()).with_context(|| {
             format!(
                 "cannot open the store {} for reading (does it exist?)",
@@ -118,8 +118,9 @@ pub(crate) enum Format {
     Ndjson,
     /// A JSON array of records (reference layout).
     Json,
-    /// A table for people.
-    Table,
+    /// A table for people (`table` is accepted too).
+    #[value(alias = "table")]
+    Text,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +202,9 @@ pub(crate) struct TailArgs {
 pub(crate) struct StatsArgs {
     #[command(flatten)]
     store: StoreArg,
+    /// Output: text, or one JSON object for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    format: super::Output,
 }
 
 pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
@@ -374,7 +378,7 @@ impl<W: Write> Printer<W> {
             format,
             first: true,
         };
-        if format == Format::Table {
+        if format == Format::Text {
             writeln!(
                 printer.out,
                 "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  id",
@@ -402,7 +406,7 @@ impl<W: Write> Printer<W> {
                 record.append_ndjson_line(&mut line);
                 self.out.write_all(line.as_bytes())?;
             }
-            Format::Table => writeln!(
+            Format::Text => writeln!(
                 self.out,
                 "{:>10}  {:<29}  {:<20}  {:<28}  {:<36}  {}",
                 record.append_sequence(),
@@ -526,7 +530,46 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
         bar.finish_and_clear();
         (stats, summary, None, Vec::new())
     };
+    let problems: Vec<String> = damage
+        .iter()
+        .map(|error| match error {
+            crate::storage::Error::Corrupt {
+                segment,
+                offset,
+                kind,
+            } => format!("damaged frame: segment {segment} at offset {offset}: {kind}"),
+            other => other.to_string(),
+        })
+        .collect();
+    let outcome = if damage.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::ProblemsFound
+    };
+    let captured = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map_or_else(|_| ms.to_string(), |t| timestamp::to_reference_text(&t))
+    };
     let mut out = std::io::stdout().lock();
+    if args.format.is_json() {
+        let value = serde_json::json!({
+            "store": args.store.store.display().to_string(),
+            "backend": stats.backend,
+            "records": stats.records,
+            "first_sequence": stats.first_sequence,
+            "last_sequence": stats.last_sequence,
+            "bytes": stats.bytes,
+            "unpacked_bytes": stats.unpacked_bytes,
+            "captured_from": summary.captured_ms.map(|(first, _)| captured(first)),
+            "captured_until": summary.captured_ms.map(|(_, last)| captured(last)),
+            "segments": segments,
+            "artifacts": summary.artifacts,
+            "events": summary.events,
+            "problems": problems,
+        });
+        writeln!(out, "{value}")?;
+        return Ok(outcome);
+    }
     writeln!(
         out,
         "store       {} ({})",
@@ -554,11 +597,7 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     if let Some((first, last)) = summary.captured_ms {
-        let text = |ms: i64| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                .map_or_else(|_| ms.to_string(), |t| timestamp::to_reference_text(&t))
-        };
-        writeln!(out, "captured    {} .. {}", text(first), text(last))?;
+        writeln!(out, "captured    {} .. {}", captured(first), captured(last))?;
     }
     if let Some(segments) = segments {
         writeln!(out, "segments    {segments}")?;
@@ -571,24 +610,11 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     for (name, count) in &summary.events {
         writeln!(out, "  {count:>10}  {name}")?;
     }
-    if damage.is_empty() {
-        return Ok(Outcome::Success);
-    }
     // The counts above leave out what could not be read; say where that is.
-    for error in &damage {
-        if let crate::storage::Error::Corrupt {
-            segment,
-            offset,
-            kind,
-        } = error
-        {
-            writeln!(
-                out,
-                "problem     damaged frame: segment {segment} at offset {offset}: {kind}"
-            )?;
-        }
+    for problem in &problems {
+        writeln!(out, "problem     {problem}")?;
     }
-    Ok(Outcome::ProblemsFound)
+    Ok(outcome)
 }
 
 /// What a full read of a store met.
@@ -605,7 +631,7 @@ struct Scan {
 /// after the damage) are still read.
 fn scan_records(
     arg: &StoreArg,
-    store: &dyn ArtifactStore,
+    store: &dyn ArtifactReader,
     bar: &ProgressBar,
     visit: &mut dyn FnMut(&Record),
 ) -> anyhow::Result<Scan> {

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use esl_replay::evidence::{Engine, ReconstructionWindow, VerdictPosture, export};
-//! use esl_replay::store::{ArtifactStore, LogStore};
+//! use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 //!
 //! let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
 //! let store = LogStore::open(dir.path())?;

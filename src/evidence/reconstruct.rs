@@ -40,7 +40,7 @@ use super::model::{
     RecordReferenceFields, TerminalPublicationRecord, TerminalPublicationRecordFields, Verdict,
 };
 use crate::record::{Criteria, JsonMap, Record, ksort};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// Reconstructs evidence bundles and compares them with expectations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Engine {
     ///
     /// [`Error::Store`] when a read fails; validation errors of the evidence types (which
     /// the engine only builds from valid values).
-    pub fn reconstruct<S: ArtifactStore + ?Sized>(
+    pub fn reconstruct<S: ArtifactReader + ?Sized>(
         &self,
         store: &S,
         window: &ReconstructionWindow,
@@ -94,7 +94,7 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::reconstruct`].
-    pub fn reconstruct_with_progress<S: ArtifactStore + ?Sized>(
+    pub fn reconstruct_with_progress<S: ArtifactReader + ?Sized>(
         &self,
         store: &S,
         window: &ReconstructionWindow,

@@ -17,7 +17,7 @@ use super::model::{ReconstructionWindow, ReconstructionWindowFields};
 use crate::checkpoint::Checkpoint;
 use crate::record::Criteria;
 use crate::record::keys::{RECOVERY_GENERATION_ID, REPLAY_SESSION_ID};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// Builds the window that resumes from `checkpoint` and checks it against the stream.
 ///
@@ -25,7 +25,7 @@ use crate::store::ArtifactStore;
 ///
 /// Window validation errors ([`Error::UntilNotAfterFrom`], [`Error::InvalidBatchLimit`]);
 /// [`Error::Store`] when the read fails; [`Error::CheckpointContradiction`].
-pub fn resolve_checkpoint_window<S: ArtifactStore + ?Sized>(
+pub fn resolve_checkpoint_window<S: ArtifactReader + ?Sized>(
     store: &S,
     checkpoint: &Checkpoint,
     criteria: Option<Criteria>,

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source};
+use super::routing::captured_event;
+use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source, Takes};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// How a forwarder runs.
 #[derive(Clone, Debug)]
@@ -157,15 +158,23 @@ pub async fn forward<S: Sink>(
         source,
         selection: Arc::new(Selection {
             criteria: options.criteria.clone(),
+            takes: sink.takes(),
             format: options.format,
             batch_size: options.batch_size,
         }),
         end,
         cursor: *resume.cursor(),
     };
-    let result = run
-        .forward(sink, &mut saver, &mut progress, &mut shutdown)
-        .await;
+    // The sink's housekeeping runs exactly as long as the loop; if it ends early, it idles.
+    let maintenance = sink.maintain();
+    let maintenance = async move {
+        maintenance.await;
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    let result = tokio::select! {
+        result = run.forward(sink, &mut saver, &mut progress, &mut shutdown) => result,
+        never = maintenance => match never {},
+    };
     // Whatever happened, what the target acknowledged is saved before returning.
     let flushed = saver.flush();
     let stopped = match (result, flushed) {
@@ -217,13 +226,17 @@ struct Batch {
     oldest_pending: Option<OffsetDateTime>,
     /// The records the criteria select, in append order.
     messages: Vec<Message>,
-    /// Records read but left out by the criteria (or the message format).
+    /// When each of `messages` was captured (Unix nanoseconds), for the publish lag.
+    captured: Vec<i128>,
+    /// Records read but left out by the criteria, the sink or the message format.
     skipped: u64,
 }
 
 /// Which records a batch holds.
 struct Selection {
     criteria: Criteria,
+    /// What the sink takes (its streams' event lists).
+    takes: Takes,
     format: MessageFormat,
     batch_size: usize,
 }
@@ -331,6 +344,7 @@ impl Run<'_> {
                 delivery.duplicates,
                 delivery.maybe_lost,
             );
+            progress.metrics.record_publish_lag(&batch.captured);
             progress.forwarded += sent;
             saver.acknowledge(batch.last);
             drop(batch);
@@ -363,13 +377,14 @@ async fn yield_once() {
 /// encodes the records the criteria select; `None` when there is nothing to read. Records
 /// are viewed where they are stored, so a message's body is copied from the stored text.
 fn read_batch(
-    store: &dyn ArtifactStore,
+    store: &dyn ArtifactReader,
     cursor: &ReadCursor,
     selection: &Selection,
     end: Option<u64>,
 ) -> Result<Option<Batch>, Error> {
     let (mut last, mut oldest_pending, mut read) = (None, None, 0u64);
     let mut messages = Vec::with_capacity(selection.batch_size);
+    let mut captured = Vec::with_capacity(selection.batch_size);
     store.visit_from_cursor(
         cursor,
         selection.batch_size,
@@ -381,10 +396,13 @@ fn read_batch(
             last = Some(record.append_sequence());
             oldest_pending.get_or_insert_with(|| record.stored_at());
             read += 1;
+            let event = captured_event(record.artifact_name(), record.event_name());
             if selection.criteria.matches_view(record)
+                && selection.takes.takes(event)
                 && let Some(message) = Message::encode(record, selection.format)
             {
                 messages.push(message);
+                captured.push(record.capture_unix_nanos());
             }
         },
     )?;
@@ -396,6 +414,7 @@ fn read_batch(
         last,
         oldest_pending,
         messages,
+        captured,
         skipped,
     }))
 }
@@ -596,7 +615,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::CheckpointStore;
     use crate::record::CriteriaFields;
-    use crate::store::{LogStore, dataset};
+    use crate::store::{ArtifactStore as _, LogStore, dataset};
 
     /// A sink that records what it was given and fails as scripted.
     #[derive(Default)]

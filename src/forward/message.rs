@@ -85,6 +85,13 @@ impl Message {
         }
     }
 
+    /// The event name when the record is a captured event (what [`super::Takes`] routes
+    /// on), else `None`.
+    #[must_use]
+    pub fn captured_event(&self) -> Option<&str> {
+        super::routing::captured_event(&self.artifact_name, self.event_name.as_deref())
+    }
+
     /// A message of `record`'s routing fields with an empty body.
     fn routing_of(record: &RecordView<'_>) -> Message {
         Message {

@@ -12,6 +12,7 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -36,6 +37,7 @@ pub struct Metrics {
     connected: Gauge,
     last_error_time: Gauge<f64, AtomicU64>,
     last_error: Mutex<Option<String>>,
+    publish_lag_ms: Histogram,
 }
 
 /// A copy of the figures at one moment.
@@ -75,6 +77,14 @@ impl Metrics {
     /// New metrics whose series carry the label `target` (e.g. `redis`).
     #[must_use]
     pub fn new(target: &str) -> Metrics {
+        // Steps of 50 % from 1 ms to about a minute.
+        Metrics::with_publish_lag(target, Histogram::new(exponential_buckets(1.0, 1.5, 28)))
+    }
+
+    /// As [`Metrics::new`], observing the publish lag into `publish_lag_ms` (a histogram
+    /// someone else serves too, such as the capture's `fs_esl_event_publish_lag_ms`).
+    #[must_use]
+    pub fn with_publish_lag(target: &str, publish_lag_ms: Histogram) -> Metrics {
         let mut registry = Registry::with_prefix_and_labels(
             "esl_replay_forward",
             [(
@@ -99,6 +109,7 @@ impl Metrics {
             connected: Gauge::default(),
             last_error_time: Gauge::default(),
             last_error: Mutex::new(None),
+            publish_lag_ms,
         };
         registry.register(
             "records",
@@ -165,6 +176,11 @@ impl Metrics {
             "Unix time of the last delivery error",
             metrics.last_error_time.clone(),
         );
+        registry.register(
+            "publish_lag_ms",
+            "Milliseconds from a record's capture until the target acknowledged it",
+            metrics.publish_lag_ms.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -209,6 +225,16 @@ impl Metrics {
         self.maybe_lost.inc_by(lost);
         self.batches.inc();
         self.connected.set(1);
+    }
+
+    /// Observes, for each record the target just acknowledged, how long ago it was
+    /// captured (`captured`: Unix nanoseconds).
+    pub(crate) fn record_publish_lag(&self, captured: &[i128]) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        for at in captured {
+            self.publish_lag_ms
+                .observe(((now - at) as f64 / 1e6).max(0.0));
+        }
     }
 
     pub(crate) fn record_failure(&self, error: &str) {
@@ -325,7 +351,20 @@ mod tests {
         metrics.record_failure("connection refused");
         metrics.record_position(12, 20, 1.5);
         metrics.record_checkpoint(9);
+        let captured = time::OffsetDateTime::now_utc().unix_timestamp_nanos() - 2_000_000_000;
+        metrics.record_publish_lag(&[captured]);
         let text = metrics.encode().unwrap();
+        assert!(text.contains("esl_replay_forward_publish_lag_ms_count{target=\"redis\"} 1"));
+        // Captured two seconds ago: the lag observed is two seconds and a little more.
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("esl_replay_forward_publish_lag_ms_sum{target=\"redis\"} ")
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((2000.0..60_000.0).contains(&sum), "{sum}");
         assert!(text.contains("esl_replay_forward_records_total{target=\"redis\"} 10"));
         assert!(text.contains("esl_replay_forward_retries_total{target=\"redis\"} 1"));
         assert!(text.contains("esl_replay_forward_lag_records{target=\"redis\"} 8"));

@@ -8,8 +8,10 @@
 //! exactly after the last confirmed batch: records are never skipped, and at most the batch
 //! in flight at a crash is sent again.
 //!
-//! - [`RedisSink`]: pipelined `XADD` batches in one `MULTI`/`EXEC`, optional `MAXLEN ~` or
-//!   `MINID ~` trimming; at-least-once.
+//! - [`RedisSink`]: pipelined `XADD` batches in one `MULTI`/`EXEC`, each record to the first
+//!   of its [`RedisStream`]s that [`Takes`] it (a separate stream for `BACKGROUND_JOB`
+//!   results, lists of event names), per-stream `MAXLEN ~` on every `XADD` and a periodic
+//!   `XTRIM MINID ~` for an age limit; at-least-once.
 //! - [`NatsSink`]: JetStream publish with every acknowledgement awaited and `Nats-Msg-Id`
 //!   set to the record id, so re-sent records are dropped by the server's deduplication
 //!   (exactly once within the stream's duplicate window); or core NATS, at-most-once.
@@ -29,6 +31,7 @@ pub mod metrics;
 mod nats;
 pub mod normalise;
 mod redis;
+pub mod routing;
 mod source;
 
 use std::future::Future;
@@ -40,7 +43,8 @@ pub use message::Message;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use nats::{NatsMode, NatsOptions, NatsSink};
 pub use normalise::MessageFormat;
-pub use redis::{RedisOptions, RedisSink, Trim};
+pub use redis::{RedisOptions, RedisSink, RedisStream};
+pub use routing::Takes;
 pub use source::Source;
 
 /// A forwarding target: publishes a batch and returns once the target confirmed it.
@@ -53,4 +57,17 @@ pub trait Sink {
     /// forwarder then saves its checkpoint. [`SinkError::Unavailable`] makes the forwarder
     /// retry the whole batch after a backoff.
     fn publish(&mut self, batch: &[Message]) -> impl Future<Output = Result<Delivery, SinkError>>;
+
+    /// The records this target takes; the forwarder skips the others before encoding them
+    /// (counted as skipped, the checkpoint moves past them). Default: every record.
+    fn takes(&self) -> Takes {
+        Takes::Everything
+    }
+
+    /// Housekeeping the target needs while the forwarder runs (Redis: trimming streams by
+    /// age), polled beside the forwarding loop and dropped when it stops; it must not borrow
+    /// the sink. Default: none.
+    fn maintain(&self) -> impl Future<Output = ()> + 'static {
+        std::future::pending()
+    }
 }

@@ -27,7 +27,7 @@ pub enum MessageFormat {
 /// body); `None` for every other record, which this form does not carry.
 #[must_use]
 pub fn fs_event_v1(record: &RecordView<'_>) -> Option<String> {
-    if record.artifact_name() != "event.raw" {
+    if record.artifact_name() != super::routing::EVENT_ARTIFACT {
         return None;
     }
     let payload = record.payload().ok()?;

@@ -4,16 +4,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{self, ArtifactStore, Backend, LogStore};
+use crate::store::{self, ArtifactReader, Backend, LogStore, ReadOnly};
 
 /// A followed store: the segment log wakes the forwarder as soon as records are appended;
 /// other backends are polled.
 pub enum Source {
     /// A segment-log store (woken by appends). Shared, so that the forwarder can read the
     /// next batch on another thread.
-    Log(Arc<LogStore>),
+    Log(Arc<ReadOnly<LogStore>>),
     /// Any other backend (polled every [`Source::POLL`]).
-    Other(Box<dyn ArtifactStore>),
+    Other(Box<dyn ArtifactReader>),
 }
 
 impl std::fmt::Debug for Source {
@@ -43,7 +43,7 @@ impl Source {
 
     /// The store.
     #[must_use]
-    pub fn store(&self) -> &dyn ArtifactStore {
+    pub fn store(&self) -> &dyn ArtifactReader {
         match self {
             Source::Log(store) => store.as_ref(),
             Source::Other(store) => store.as_ref(),
@@ -68,8 +68,8 @@ impl Source {
     }
 }
 
-impl From<LogStore> for Source {
-    fn from(store: LogStore) -> Source {
+impl From<ReadOnly<LogStore>> for Source {
+    fn from(store: ReadOnly<LogStore>) -> Source {
         Source::Log(Arc::new(store))
     }
 }

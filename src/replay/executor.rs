@@ -23,10 +23,10 @@ use super::inject::{
 use super::plan::{ExecutionResult, Outcome, OutcomeRecord, Plan};
 use super::{Error, ExecutionConfig};
 use crate::record::{Criteria, ReadCursor, Record};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// Plans and executes replay batches over one artifact store.
-pub struct Executor<'s, S: ArtifactStore + ?Sized = dyn ArtifactStore + 's> {
+pub struct Executor<'s, S: ArtifactReader + ?Sized = dyn ArtifactReader + 's> {
     config: ExecutionConfig,
     store: &'s S,
     handlers: HandlerRegistry,
@@ -35,7 +35,7 @@ pub struct Executor<'s, S: ArtifactStore + ?Sized = dyn ArtifactStore + 's> {
     guard: Option<InjectionGuard>,
 }
 
-impl<S: ArtifactStore + ?Sized> fmt::Debug for Executor<'_, S> {
+impl<S: ArtifactReader + ?Sized> fmt::Debug for Executor<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Executor")
             .field("config", &self.config)
@@ -46,7 +46,7 @@ impl<S: ArtifactStore + ?Sized> fmt::Debug for Executor<'_, S> {
     }
 }
 
-impl<'s, S: ArtifactStore + ?Sized> Executor<'s, S> {
+impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
     /// An executor over `store` with the reference classifier.
     ///
     /// # Errors

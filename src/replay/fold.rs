@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Error;
 use super::snapshot::SnapshotStore;
 use crate::record::{Criteria, JsonMap, ReadCursor, Record, is_blank, timestamp};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// A named criteria selection of a store: the records a fold applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub fn fold<T, S, F>(
     options: &FoldOptions,
 ) -> Result<Folded<S>, Error>
 where
-    T: ArtifactStore + ?Sized,
+    T: ArtifactReader + ?Sized,
     F: Fn(S, &Record) -> S,
 {
     if options.read_batch == 0 {

@@ -32,7 +32,7 @@
 //! ```
 //! use esl_replay::record::ReadCursor;
 //! use esl_replay::replay::{ExecutionConfig, Executor, HandlerRegistry};
-//! use esl_replay::store::{ArtifactStore, LogStore, dataset};
+//! use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, dataset};
 //!
 //! let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
 //! let mut store = LogStore::open(&dir.path().join("store"))?;

@@ -4,7 +4,7 @@
 use super::{Error, ExecutionResult, Executor};
 use crate::checkpoint::CheckpointService;
 use crate::record::{Criteria, JsonMap, ReadCursor};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// What [`replay_range`] walks and where it records progress.
 #[derive(Clone, Debug, Default)]
@@ -62,7 +62,7 @@ impl RangeReport {
 ///
 /// Store read errors; checkpoint save errors; [`Error::UntilBeforeStart`] if `until` is
 /// below the cursor.
-pub fn replay_range<S: ArtifactStore + ?Sized>(
+pub fn replay_range<S: ArtifactReader + ?Sized>(
     executor: &mut Executor<'_, S>,
     from: ReadCursor,
     options: &RangeOptions<'_>,

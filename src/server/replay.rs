@@ -39,7 +39,7 @@ use super::traffic::{ApiAnswer, Feed, FeedItem, Traffic};
 use super::wire;
 use crate::checkpoint::CheckpointService;
 use crate::record::{CapturePayload, Criteria, CriteriaFields, JsonMap, ReadCursor, Record, keys};
-use crate::store::ArtifactStore;
+use crate::store::ArtifactReader;
 
 /// Records read per store page.
 const PAGE: usize = 512;
@@ -89,7 +89,7 @@ pub struct ReplaySummary {
 
 /// A store served to ESL clients.
 pub struct StoreReplay {
-    store: Arc<Mutex<Box<dyn ArtifactStore>>>,
+    store: Arc<Mutex<Box<dyn ArtifactReader>>>,
     options: ReplayOptions,
     api: HashMap<String, Vec<Bytes>>,
     bgapi: HashMap<String, Vec<ServedEvent>>,
@@ -125,7 +125,7 @@ impl StoreReplay {
     ///
     /// [`Error::Store`] if reading fails; [`Error::InvalidOption`] for a speed that is not
     /// a positive finite number.
-    pub fn load(store: Box<dyn ArtifactStore>, options: ReplayOptions) -> Result<Self, Error> {
+    pub fn load(store: Box<dyn ArtifactReader>, options: ReplayOptions) -> Result<Self, Error> {
         if let Some(speed) = options.speed
             && !(speed.is_finite() && speed > 0.0)
         {
@@ -666,7 +666,7 @@ impl StoreReplay {
 
 /// One listener's pass(es) over the store.
 struct ReplayFeed {
-    store: Arc<Mutex<Box<dyn ArtifactStore>>>,
+    store: Arc<Mutex<Box<dyn ArtifactReader>>>,
     criteria: Criteria,
     speed: Option<f64>,
     looping: bool,

@@ -169,7 +169,7 @@ pub enum Error {
     },
     /// Another writer holds the log's lock.
     #[error(
-        "log {dir} is locked by another writer (in this or another process); open it read-only with Reader::open, or stop the other writer"
+        "log {dir} is locked by another writer (in this or another process): stop that writer, or open the log read-only"
     )]
     Locked {
         /// The log directory.

@@ -44,7 +44,8 @@ pub enum Error {
     /// A read asked for zero records.
     #[error("limit must be >= 1")]
     InvalidLimit,
-    /// A write on a read-only handle.
+    /// A write reached a handle opened without a writer. The public API cannot make one:
+    /// read-only handles are [`super::ReadOnly`], which has no way to write.
     #[error("store {path} is open read-only")]
     ReadOnly {
         /// The store.

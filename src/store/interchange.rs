@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, Write};
 
-use super::{ArtifactStore, Error, Result};
+use super::{ArtifactReader, ArtifactStore, Error, Result};
 use crate::record::{Criteria, ReadCursor, Record, ndjson};
 
 /// How to import.
@@ -344,7 +344,7 @@ fn commit(report: &mut ImportReport, records: &[Record]) {
 ///
 /// Damaged stored records, backend and output errors.
 pub fn export(
-    store: &dyn ArtifactStore,
+    store: &dyn ArtifactReader,
     mut output: impl Write,
     after: u64,
     criteria: &Criteria,

@@ -22,7 +22,10 @@ use time::OffsetDateTime;
 
 use super::ids::{Entry, IdIndex, Search, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
-use super::{ArtifactStore, DurableMark, Error, Result, StoreStats, build_records, check_limit};
+use super::{
+    ArtifactReader, ArtifactStore, DurableMark, Error, ReadOnly, Result, StoreStats, build_records,
+    check_limit,
+};
 use crate::record::{
     Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
 };
@@ -184,11 +187,11 @@ impl LogStore {
     /// # Errors
     ///
     /// [`Error::Storage`] if there is no store, [`Error::Metadata`] if `store.meta` is damaged.
-    pub fn open_read_only(root: impl AsRef<Path>) -> Result<LogStore> {
+    pub fn open_read_only(root: impl AsRef<Path>) -> Result<ReadOnly<LogStore>> {
         let root = root.as_ref();
         let options = LogOptions::default();
         let reader = Reader::open(root.join("log"), &options)?;
-        Ok(LogStore {
+        Ok(ReadOnly::new(LogStore {
             root: root.to_path_buf(),
             log: None,
             reader,
@@ -197,7 +200,7 @@ impl LogStore {
             encoded: Vec::new(),
             max_payload: u64::from(options.max_payload_bytes),
             io: options.io,
-        })
+        }))
     }
 
     /// Replaces `store.meta` atomically and durably ([STORE-03], [ATOM-01]).
@@ -275,7 +278,7 @@ impl LogStore {
 
     /// The damaged frames this handle met while indexing ids or summing records: the
     /// records they hide are missing from lookups' "absent" answers and from
-    /// [`ArtifactStore::summary`]. (`verify` checks every frame.)
+    /// [`ArtifactReader::summary`]. (`verify` checks every frame.)
     #[must_use]
     pub fn damage_met(&self) -> Vec<crate::storage::Error> {
         self.ids.lock().damage_met()
@@ -627,6 +630,15 @@ impl ArtifactStore for LogStore {
         self.append_bodies(&bodies, Ids::Generated)
     }
 
+    fn sync(&mut self) -> Result<()> {
+        if let Some(log) = self.log.as_ref() {
+            log.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl ArtifactReader for LogStore {
     fn read_from_cursor(
         &self,
         cursor: &ReadCursor,
@@ -727,13 +739,6 @@ impl ArtifactStore for LogStore {
         self.refresh_runs()?;
         self.reader.reload_start()?;
         self.ids.lock().summary(&self.reader)
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        if let Some(log) = self.log.as_ref() {
-            log.sync()?;
-        }
-        Ok(())
     }
 
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool> {

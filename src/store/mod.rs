@@ -1,7 +1,8 @@
 //! The artifact store: replay records on a durable backend behind one contract.
 //!
 //! [`ArtifactStore`] is the contract (reference semantics §2-3, decisions K4, C1, C5, C6,
-//! C8, C10). Two backends implement it: [`LogStore`] on the segment log (the product) and
+//! C8, C10); its reading half is [`ArtifactReader`], all that a [`ReadOnly`] handle has.
+//! Two backends implement it: [`LogStore`] on the segment log (the product) and
 //! `SqliteStore` (feature `sqlite`) on SQLite with the reference schema (for migration and
 //! side-by-side benchmarks). One contract test suite runs unchanged against both.
 //!
@@ -14,6 +15,7 @@ mod ids;
 pub mod interchange;
 mod log_store;
 pub mod meta;
+mod read_only;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod tail;
@@ -30,6 +32,7 @@ use crate::record::{
 pub use error::Error;
 pub use ids::Summary;
 pub use log_store::LogStore;
+pub use read_only::ReadOnly;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 pub use tail::Tail;
@@ -57,15 +60,107 @@ pub struct StoreStats {
     pub unpacked_bytes: u64,
 }
 
-/// The contract every artifact store backend keeps.
-pub trait ArtifactStore: Send {
+/// Reading a store: what every handle can do, a read-only one ([`ReadOnly`]) included.
+pub trait ArtifactReader: Send {
+    /// Up to `limit` records after the cursor's last consumed sequence that match
+    /// `criteria`, in append order (§2.2). A byte-offset hint in the cursor is advisory and
+    /// can never hide a record (C5).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] when `limit` is 0; damaged stored data, naming where.
+    fn read_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+    ) -> Result<Vec<Record>>;
+
+    /// Calls `visit` with up to `limit` records after the cursor's last consumed sequence
+    /// that match `criteria`, in append order, as borrowed views (the same records
+    /// [`ArtifactReader::read_from_cursor`] returns); returns how many it visited. The segment
+    /// log views each record where it is stored, so nothing is copied or parsed; a backend
+    /// without stored views lends views of records it read.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactReader::read_from_cursor`].
+    fn visit_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+        visit: &mut dyn FnMut(&RecordView<'_>),
+    ) -> Result<usize> {
+        let records = self.read_from_cursor(cursor, limit, criteria)?;
+        for record in &records {
+            visit(&record.view(&MapTexts::of(record)));
+        }
+        Ok(records.len())
+    }
+
+    /// The record with this id, found without scanning the store (§2.3).
+    ///
+    /// # Errors
+    ///
+    /// Damaged stored data; backend errors.
+    fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>>;
+
+    /// A cursor at the start of the stream (§2.4).
+    fn open_cursor(&self) -> ReadCursor {
+        ReadCursor::start()
+    }
+
+    /// Figures about the store.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn stats(&self) -> Result<StoreStats>;
+
+    /// What the readable records add up to: counts per artifact and event name, their
+    /// bytes and capture-time range. The segment log reads each sealed segment's summary,
+    /// written when it was sealed, and only the newest records of the active segment; this
+    /// default reads every record.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactReader::read_from_cursor`].
+    fn summary(&self) -> Result<Summary> {
+        let mut summary = Summary::default();
+        let mut cursor = ReadCursor::start();
+        loop {
+            let mut last = None;
+            self.visit_from_cursor(&cursor, 1000, &Criteria::any(), &mut |record| {
+                summary.add_view(record);
+                last = Some(record.append_sequence());
+            })?;
+            let Some(last) = last else {
+                return Ok(summary);
+            };
+            cursor = cursor.advance(last, None)?;
+        }
+    }
+
+    /// Blocks until a record with an append sequence above `after` exists or `timeout`
+    /// passes; returns whether one exists. The basis of live tail.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool>;
+}
+
+/// The contract every artifact store backend keeps: reading ([`ArtifactReader`]) and
+/// writing. Only a handle opened for writing implements it; a read-only handle has no way
+/// to write, so a write through one does not compile.
+pub trait ArtifactStore: ArtifactReader {
     /// Stores one captured artifact and returns its new id (§2.5). The store assigns the id
     /// (a UUIDv4), `stored_at` (now, UTC), the next append sequence and the checksum.
     ///
     /// # Errors
     ///
-    /// Invalid input ([`Error::Record`]) before any sequence is consumed; backend errors;
-    /// [`Error::ReadOnly`] on a read-only handle.
+    /// Invalid input ([`Error::Record`]) before any sequence is consumed; backend errors.
     fn write(&mut self, envelope: Envelope) -> Result<RecordId> {
         let mut ids = self.write_batch(vec![envelope])?;
         ids.pop().ok_or(Error::EmptyBatch)
@@ -125,100 +220,12 @@ pub trait ArtifactStore: Send {
         None
     }
 
-    /// Up to `limit` records after the cursor's last consumed sequence that match
-    /// `criteria`, in append order (§2.2). A byte-offset hint in the cursor is advisory and
-    /// can never hide a record (C5).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidLimit`] when `limit` is 0; damaged stored data, naming where.
-    fn read_from_cursor(
-        &self,
-        cursor: &ReadCursor,
-        limit: usize,
-        criteria: &Criteria,
-    ) -> Result<Vec<Record>>;
-
-    /// Calls `visit` with up to `limit` records after the cursor's last consumed sequence
-    /// that match `criteria`, in append order, as borrowed views (the same records
-    /// [`ArtifactStore::read_from_cursor`] returns); returns how many it visited. The segment
-    /// log views each record where it is stored, so nothing is copied or parsed; a backend
-    /// without stored views lends views of records it read.
-    ///
-    /// # Errors
-    ///
-    /// As [`ArtifactStore::read_from_cursor`].
-    fn visit_from_cursor(
-        &self,
-        cursor: &ReadCursor,
-        limit: usize,
-        criteria: &Criteria,
-        visit: &mut dyn FnMut(&RecordView<'_>),
-    ) -> Result<usize> {
-        let records = self.read_from_cursor(cursor, limit, criteria)?;
-        for record in &records {
-            visit(&record.view(&MapTexts::of(record)));
-        }
-        Ok(records.len())
-    }
-
-    /// The record with this id, found without scanning the store (§2.3).
-    ///
-    /// # Errors
-    ///
-    /// Damaged stored data; backend errors.
-    fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>>;
-
-    /// A cursor at the start of the stream (§2.4).
-    fn open_cursor(&self) -> ReadCursor {
-        ReadCursor::start()
-    }
-
-    /// Figures about the store.
-    ///
-    /// # Errors
-    ///
-    /// Backend errors.
-    fn stats(&self) -> Result<StoreStats>;
-
-    /// What the readable records add up to: counts per artifact and event name, their
-    /// bytes and capture-time range. The segment log reads each sealed segment's summary,
-    /// written when it was sealed, and only the newest records of the active segment; this
-    /// default reads every record.
-    ///
-    /// # Errors
-    ///
-    /// As [`ArtifactStore::read_from_cursor`].
-    fn summary(&self) -> Result<Summary> {
-        let mut summary = Summary::default();
-        let mut cursor = ReadCursor::start();
-        loop {
-            let mut last = None;
-            self.visit_from_cursor(&cursor, 1000, &Criteria::any(), &mut |record| {
-                summary.add_view(record);
-                last = Some(record.append_sequence());
-            })?;
-            let Some(last) = last else {
-                return Ok(summary);
-            };
-            cursor = cursor.advance(last, None)?;
-        }
-    }
-
     /// Makes every stored record durable.
     ///
     /// # Errors
     ///
     /// Backend errors.
     fn sync(&mut self) -> Result<()>;
-
-    /// Blocks until a record with an append sequence above `after` exists or `timeout`
-    /// passes; returns whether one exists. The basis of live tail.
-    ///
-    /// # Errors
-    ///
-    /// Backend errors.
-    fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool>;
 }
 
 /// The last record a segment-log store had written when the mark was taken, and the
@@ -293,7 +300,7 @@ pub fn open(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactSto
 /// # Errors
 ///
 /// Backend errors; a missing store.
-pub fn open_read_only(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactStore>> {
+pub fn open_read_only(path: &Path, backend: Option<Backend>) -> Result<Box<dyn ArtifactReader>> {
     Ok(match backend.unwrap_or_else(|| Backend::for_path(path)) {
         Backend::Log => Box::new(LogStore::open_read_only(path)?),
         #[cfg(feature = "sqlite")]

@@ -47,7 +47,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{ArtifactStore, Error, Result, StoreStats, build_records, check_limit};
+use super::{
+    ArtifactReader, ArtifactStore, Error, ReadOnly, Result, StoreStats, build_records, check_limit,
+};
 use crate::record::canonical;
 use crate::record::{
     self, Criteria, Envelope, JsonMap, MAX_JSON_DEPTH, ReadCursor, Record, RecordFields, RecordId,
@@ -156,7 +158,7 @@ const BACKFILL_BATCH: i64 = 1000;
 /// filter rejected.
 const REFILL_PAGE_MIN: usize = 256;
 
-/// Longest pause between two polls of [`ArtifactStore::wait_for_records`].
+/// Longest pause between two polls of [`ArtifactReader::wait_for_records`].
 const WAIT_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// When a commit reaches the disk (SQLite's `synchronous` pragma, in WAL mode).
@@ -312,7 +314,7 @@ impl SqliteStore {
     ///
     /// [`Error::Sqlite`] if the file is missing or not a database; [`Error::Metadata`] if it
     /// has no `replay_records` table.
-    pub fn open_read_only(path: &Path) -> Result<Self> {
+    pub fn open_read_only(path: &Path) -> Result<ReadOnly<Self>> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags)
             .map_err(sqlite_error(path, "open the database read-only"))?;
@@ -341,19 +343,13 @@ impl SqliteStore {
             last_sequence: 0,
         };
         store.last_sequence = store.stored_last_sequence()?;
-        Ok(store)
+        Ok(ReadOnly::new(store))
     }
 
     /// The database file.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Whether this handle was opened with [`SqliteStore::open_read_only`].
-    #[must_use]
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
     }
 
     /// The last sequence this handle has seen assigned: at open, or by its own writes.
@@ -643,6 +639,33 @@ impl ArtifactStore for SqliteStore {
         self.insert(records)
     }
 
+    fn sync(&mut self) -> Result<()> {
+        if self.read_only || self.synchronous == SqliteSync::Full {
+            return Ok(());
+        }
+        // Under synchronous=NORMAL a WAL commit is not fsynced. A commit made under FULL
+        // fsyncs the WAL file, which makes every earlier commit in it durable too.
+        let error = |context| sqlite_error(&self.path, context);
+        self.connection
+            .pragma_update(None, "synchronous", SqliteSync::Full.pragma_value())
+            .map_err(error("raise the synchronous mode"))?;
+        let barrier = self
+            .connection
+            .execute(
+                "UPDATE esl_replay_meta SET last_sequence = last_sequence WHERE id = 1",
+                [],
+            )
+            .map_err(error("write the durability barrier"));
+        let restore = self
+            .connection
+            .pragma_update(None, "synchronous", self.synchronous.pragma_value())
+            .map_err(error("restore the synchronous mode"));
+        barrier?;
+        restore
+    }
+}
+
+impl ArtifactReader for SqliteStore {
     fn read_from_cursor(
         &self,
         cursor: &ReadCursor,
@@ -708,31 +731,6 @@ impl ArtifactStore for SqliteStore {
             bytes,
             unpacked_bytes: bytes,
         })
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        if self.read_only || self.synchronous == SqliteSync::Full {
-            return Ok(());
-        }
-        // Under synchronous=NORMAL a WAL commit is not fsynced. A commit made under FULL
-        // fsyncs the WAL file, which makes every earlier commit in it durable too.
-        let error = |context| sqlite_error(&self.path, context);
-        self.connection
-            .pragma_update(None, "synchronous", SqliteSync::Full.pragma_value())
-            .map_err(error("raise the synchronous mode"))?;
-        let barrier = self
-            .connection
-            .execute(
-                "UPDATE esl_replay_meta SET last_sequence = last_sequence WHERE id = 1",
-                [],
-            )
-            .map_err(error("write the durability barrier"));
-        let restore = self
-            .connection
-            .pragma_update(None, "synchronous", self.synchronous.pragma_value())
-            .map_err(error("restore the synchronous mode"));
-        barrier?;
-        restore
     }
 
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool> {

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{ArtifactStore, Result};
+use super::{ArtifactReader, Result};
 use crate::record::{Criteria, MapTexts, ReadCursor, Record, RecordView};
 
 /// Records after a cursor, waiting for new ones at the end; filtered by criteria.
@@ -11,7 +11,7 @@ use crate::record::{Criteria, MapTexts, ReadCursor, Record, RecordView};
 /// It reads unfiltered pages and filters itself, so its cursor advances past records that do
 /// not match and the wait never spins on them.
 #[derive(Debug)]
-pub struct Tail<'a, S: ArtifactStore + ?Sized> {
+pub struct Tail<'a, S: ArtifactReader + ?Sized> {
     store: &'a S,
     cursor: ReadCursor,
     criteria: Criteria,
@@ -19,7 +19,7 @@ pub struct Tail<'a, S: ArtifactStore + ?Sized> {
     wait: Duration,
 }
 
-impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
+impl<'a, S: ArtifactReader + ?Sized> Tail<'a, S> {
     /// Follows `store` from `cursor`, yielding records that match `criteria`.
     pub fn new(store: &'a S, cursor: ReadCursor, criteria: Criteria) -> Self {
         Tail {
@@ -121,7 +121,7 @@ impl<'a, S: ArtifactStore + ?Sized> Tail<'a, S> {
     }
 }
 
-impl<S: ArtifactStore + ?Sized> Iterator for Tail<'_, S> {
+impl<S: ArtifactReader + ?Sized> Iterator for Tail<'_, S> {
     type Item = Result<Record>;
 
     /// Blocks until the next matching record exists.

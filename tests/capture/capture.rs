@@ -895,6 +895,7 @@ async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::
         telemetry: capture.telemetry(),
         gateway: capture.gateway(),
         token: Arc::from("t0ken"),
+        jwt: None,
         queue: Some(capture.queue()),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -29,7 +29,7 @@ use crate::replay::{
     HandlerResult, RangeOptions, replay_range,
 };
 use crate::server::{ServerConfig, Simulator, SimulatorConfig};
-use crate::store::{self, ArtifactStore, Backend};
+use crate::store::{self, ArtifactReader, ArtifactStore, Backend};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -295,7 +295,7 @@ struct Summary {
     gaps: Vec<String>,
 }
 
-fn summarize(store: &dyn ArtifactStore) -> anyhow::Result<Summary> {
+fn summarize(store: &dyn ArtifactReader) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let mut cursor = ReadCursor::start();
     let any = Criteria::any();
