@@ -250,7 +250,7 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
         .args(["--reinject-to", &running.local_addr().to_string()])
         .arg("--password-file")
         .arg(&password_file)
-        .arg("--json")
+        .args(["--format", "ndjson"])
         .env_remove("ESL_PASSWORD")
         .output()
         .unwrap();

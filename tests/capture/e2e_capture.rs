@@ -20,7 +20,7 @@ use esl_replay::capture::telemetry::Telemetry;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};
-use esl_replay::store::{self, ArtifactStore, LogStore};
+use esl_replay::store::{self, ArtifactReader, LogStore};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -110,7 +110,7 @@ async fn stop(capture: Capture) -> Vec<Record> {
     all_records(store.as_ref())
 }
 
-fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
+fn all_records(store: &dyn ArtifactReader) -> Vec<Record> {
     store
         .read_from_cursor(&ReadCursor::start(), 1_000_000, &Criteria::default())
         .unwrap()

@@ -10,6 +10,8 @@ mod capture;
 #[cfg(feature = "cli")]
 mod capture_cli;
 #[cfg(feature = "cli")]
+mod capture_gateway;
+#[cfg(feature = "cli")]
 mod capture_inject;
 #[cfg(all(feature = "capture", feature = "server"))]
 mod capture_recordings;

@@ -5,7 +5,7 @@
 
 use esl_replay::checkpoint::{Checkpoint, CheckpointService, CorruptKind, Error, ResumeState};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 use serde_json::json;
 use tempfile::tempdir;
 

@@ -12,7 +12,7 @@ use tempfile::tempdir;
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(args)
-        .env_remove("ESL_REPLAY_CHECKPOINTS")
+        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
         .output()
         .unwrap()
 }
@@ -30,7 +30,7 @@ fn save(dir: &Path, key: &str, sequence: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "checkpoint",
         "save",
-        "--dir",
+        "--checkpoint-dir",
         dir,
         "--key",
         key,
@@ -71,7 +71,14 @@ fn save_writes_the_reference_file_and_show_prints_it() {
     );
 
     let dir_text = dir.to_str().unwrap();
-    let output = run(&["checkpoint", "show", "--dir", dir_text, "--key", "k2"]);
+    let output = run(&[
+        "checkpoint",
+        "show",
+        "--checkpoint-dir",
+        dir_text,
+        "--key",
+        "k2",
+    ]);
     assert!(output.status.success());
     let text = stdout(&output);
     assert!(text.contains("key         k2\n"), "{text}");
@@ -86,11 +93,12 @@ fn save_writes_the_reference_file_and_show_prints_it() {
     let output = run(&[
         "checkpoint",
         "show",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--key",
         "k2",
-        "--json",
+        "--format",
+        "json",
     ]);
     let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value["key"], json!("k2"));
@@ -124,7 +132,7 @@ fn list_find_and_delete() {
         );
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let output = run(&["checkpoint", "list", "--dir", dir_text]);
+    let output = run(&["checkpoint", "list", "--checkpoint-dir", dir_text]);
     assert!(output.status.success());
     let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -133,20 +141,28 @@ fn list_find_and_delete() {
         "{lines:?}"
     );
 
-    let output = run(&["checkpoint", "list", "--dir", dir_text, "--json"]);
+    let output = run(&[
+        "checkpoint",
+        "list",
+        "--checkpoint-dir",
+        dir_text,
+        "--format",
+        "json",
+    ]);
     let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value.as_array().unwrap().len(), 2);
 
     let output = run(&[
         "checkpoint",
         "find",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--replay-session-id",
         "r",
         "--worker-session-id",
         "a",
-        "--json",
+        "--format",
+        "json",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
@@ -156,13 +172,14 @@ fn list_find_and_delete() {
     let output = run(&[
         "checkpoint",
         "find",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--replay-session-id",
         "r",
         "--limit",
         "1",
-        "--json",
+        "--format",
+        "json",
     ]);
     let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value.as_array().unwrap().len(), 1);
@@ -171,22 +188,24 @@ fn list_find_and_delete() {
     let output = run(&[
         "checkpoint",
         "find",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--job-uuid",
         "none",
-        "--json",
+        "--format",
+        "json",
     ]);
     assert_eq!(stdout(&output).trim(), "[]");
 
     let output = run(&[
         "checkpoint",
         "delete",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--key",
         "worker-a",
-        "--json",
+        "--format",
+        "json",
     ]);
     assert_eq!(
         stdout(&output).trim(),
@@ -195,7 +214,7 @@ fn list_find_and_delete() {
     let output = run(&[
         "checkpoint",
         "delete",
-        "--dir",
+        "--checkpoint-dir",
         dir_text,
         "--key",
         "worker-a",
@@ -210,11 +229,18 @@ fn errors_exit_with_code_two_and_damaged_files_are_reported() {
     let dir = root.path();
     let dir_text = dir.to_str().unwrap();
 
-    let output = run(&["checkpoint", "show", "--dir", dir_text, "--key", "missing"]);
+    let output = run(&[
+        "checkpoint",
+        "show",
+        "--checkpoint-dir",
+        dir_text,
+        "--key",
+        "missing",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("no checkpoint with key \"missing\""));
 
-    let output = run(&["checkpoint", "find", "--dir", dir_text]);
+    let output = run(&["checkpoint", "find", "--checkpoint-dir", dir_text]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("at least one of"));
 
@@ -226,7 +252,12 @@ fn errors_exit_with_code_two_and_damaged_files_are_reported() {
     assert_eq!(output.status.code(), Some(2));
 
     let missing = root.path().join("absent");
-    let output = run(&["checkpoint", "list", "--dir", missing.to_str().unwrap()]);
+    let output = run(&[
+        "checkpoint",
+        "list",
+        "--checkpoint-dir",
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         !missing.exists(),
@@ -235,7 +266,7 @@ fn errors_exit_with_code_two_and_damaged_files_are_reported() {
 
     assert!(save(dir, "good", "1", &[]).status.success());
     std::fs::write(dir.join("bad.checkpoint.json"), "{\"key\":").unwrap();
-    let output = run(&["checkpoint", "list", "--dir", dir_text]);
+    let output = run(&["checkpoint", "list", "--checkpoint-dir", dir_text]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout(&output).contains("good"));
     assert!(
@@ -244,7 +275,14 @@ fn errors_exit_with_code_two_and_damaged_files_are_reported() {
         stderr(&output)
     );
 
-    let output = run(&["checkpoint", "find", "--dir", dir_text, "--job-uuid", "x"]);
+    let output = run(&[
+        "checkpoint",
+        "find",
+        "--checkpoint-dir",
+        dir_text,
+        "--job-uuid",
+        "x",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("bad.checkpoint.json is corrupt"));
 }

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use esl_replay::checkpoint::{Checkpoint, Compatibility, CompatibilityValidator, Error};
-use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record, RecordId};
-use esl_replay::store::{self, ArtifactStore, LogStore, StoreStats};
+use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, LogStore, StoreStats};
 use tempfile::tempdir;
 use time::macros::datetime;
 
@@ -134,13 +134,7 @@ struct FullyPruned {
     last_sequence: u64,
 }
 
-impl ArtifactStore for FullyPruned {
-    fn write_batch(&mut self, _envelopes: Vec<Envelope>) -> store::Result<Vec<RecordId>> {
-        Ok(Vec::new())
-    }
-    fn append_records(&mut self, _records: &[Record]) -> store::Result<()> {
-        Ok(())
-    }
+impl ArtifactReader for FullyPruned {
     fn read_from_cursor(
         &self,
         _cursor: &ReadCursor,
@@ -158,9 +152,6 @@ impl ArtifactStore for FullyPruned {
         stats.first_sequence = None;
         stats.last_sequence = self.last_sequence;
         Ok(stats)
-    }
-    fn sync(&mut self) -> store::Result<()> {
-        Ok(())
     }
     fn wait_for_records(&self, _after: u64, _timeout: Duration) -> store::Result<bool> {
         Ok(false)

@@ -6,7 +6,11 @@ mod support;
 
 #[cfg(all(feature = "cli", feature = "forward"))]
 mod capture_forward;
+#[cfg(feature = "cli")]
+mod capture_routing;
 #[cfg(feature = "forward")]
 mod forward_nats;
 #[cfg(feature = "forward")]
 mod forward_redis;
+#[cfg(feature = "cli")]
+mod forward_routing;

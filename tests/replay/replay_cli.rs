@@ -16,7 +16,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(args)
         .env_remove("ESL_REPLAY_STORE")
-        .env_remove("ESL_REPLAY_CHECKPOINTS")
+        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
         .output()
         .unwrap()
 }
@@ -97,7 +97,8 @@ fn json_prints_plan_result_and_reference_outcome_keys() {
         "run",
         "--store",
         store.to_str().unwrap(),
-        "--json",
+        "--format",
+        "ndjson",
         "--batch",
         "2",
     ]);
@@ -148,7 +149,8 @@ fn execute_observes_records_and_until_and_after_bound_the_range() {
         "1",
         "--until",
         "3",
-        "--json",
+        "--format",
+        "ndjson",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = json_lines(&output);
@@ -178,7 +180,8 @@ fn criteria_select_records() {
         store.to_str().unwrap(),
         "--artifact-name",
         "event.raw",
-        "--json",
+        "--format",
+        "ndjson",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = json_lines(&output);
@@ -234,7 +237,8 @@ fn count_handler_counts_by_artifact_and_by_event() {
         "count",
         "--count-by",
         "event",
-        "--json",
+        "--format",
+        "ndjson",
     ]);
     let lines = json_lines(&output);
     let summary = &lines.last().unwrap()["summary"];
@@ -381,7 +385,11 @@ fn checkpoint_resumes_and_saves_progress_only_when_executing() {
             .is_none()
     );
 
-    let first = run(&[&base[..], &["--until", "2", "--execute", "--json"]].concat());
+    let first = run(&[
+        &base[..],
+        &["--until", "2", "--execute", "--format", "ndjson"],
+    ]
+    .concat());
     assert!(first.status.success(), "{}", stderr(&first));
     let saved = CheckpointStore::open(&checkpoints)
         .unwrap()
@@ -390,7 +398,7 @@ fn checkpoint_resumes_and_saves_progress_only_when_executing() {
         .unwrap();
     assert_eq!(saved.cursor().last_consumed_sequence(), 2);
 
-    let second = run(&[&base[..], &["--execute", "--json"]].concat());
+    let second = run(&[&base[..], &["--execute", "--format", "ndjson"]].concat());
     let lines = json_lines(&second);
     let sequences: Vec<u64> = lines[0]["result"]["outcomes"]
         .as_array()
@@ -416,7 +424,8 @@ fn checkpoint_resumes_and_saves_progress_only_when_executing() {
         cp,
         "--checkpoint-key",
         "k",
-        "--json",
+        "--format",
+        "ndjson",
     ]);
     let plan = &json_lines(&plan)[0];
     assert_eq!(plan["from"]["last_consumed_sequence"], 5);
@@ -428,7 +437,9 @@ fn plan_prints_the_next_batch_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), &STREAM);
     let path = store.to_str().unwrap();
-    let output = run(&["replay", "plan", "--store", path, "--batch", "3", "--json"]);
+    let output = run(&[
+        "replay", "plan", "--store", path, "--batch", "3", "--format", "ndjson",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let plan = &json_lines(&output)[0];
     assert_eq!(plan["record_count"], 3);
@@ -463,7 +474,8 @@ fn reinjection_dry_run_reports_reasons_and_live_needs_a_target() {
         "--reinject",
         "--allowlist",
         "api.dispatch,event.raw",
-        "--json",
+        "--format",
+        "ndjson",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = json_lines(&output);
@@ -528,7 +540,8 @@ fn conflicting_or_incomplete_flags_are_errors() {
             path,
             "--handler",
             "print",
-            "--json",
+            "--format",
+            "ndjson",
         ],
         vec!["replay", "run", "--store", path, "--checkpoint-key", "k"],
         vec!["replay", "run", "--store", path, "--batch", "0"],

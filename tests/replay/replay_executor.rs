@@ -8,7 +8,7 @@ use esl_replay::replay::{
     Error, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor, HandlerRegistry,
     Injector, Plan,
 };
-use esl_replay::store::ArtifactStore;
+use esl_replay::store::{ArtifactReader, ArtifactStore};
 use time::OffsetDateTime;
 
 #[cfg(feature = "sqlite")]
@@ -549,7 +549,7 @@ mod offline_replay_executor {
 
     use super::*;
 
-    fn executor<'s>(store: &'s dyn ArtifactStore, config: ExecutionConfig) -> Executor<'s> {
+    fn executor<'s>(store: &'s dyn ArtifactReader, config: ExecutionConfig) -> Executor<'s> {
         Executor::new(config, store, HandlerRegistry::new(), None).unwrap()
     }
 

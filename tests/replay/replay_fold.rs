@@ -9,7 +9,7 @@ use esl_replay::record::{Criteria, CriteriaFields, Envelope, Record};
 use esl_replay::replay::{
     DirSnapshots, Error, FoldOptions, Folded, MemorySnapshots, SnapshotStore, Stream, fold,
 };
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 use quickcheck::{QuickCheck, TestResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -85,7 +85,7 @@ fn options(read_batch: usize, snapshot_every: u64) -> FoldOptions {
 }
 
 /// The fold without any snapshot: the reference result.
-fn plain(store: &dyn ArtifactStore, stream: &Stream, target: u64) -> Folded<Tally> {
+fn plain(store: &dyn ArtifactReader, stream: &Stream, target: u64) -> Folded<Tally> {
     let mut none = MemorySnapshots::new();
     fold(
         store,

@@ -23,7 +23,9 @@ use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
     CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
 };
-use esl_replay::store::{self, ArtifactStore as _, LogStore, dataset, interchange};
+use esl_replay::store::{
+    self, ArtifactReader as _, ArtifactStore as _, LogStore, dataset, interchange,
+};
 
 use crate::support;
 use crate::support::storage::{

@@ -56,7 +56,7 @@ use esl_replay::storage::io::Io;
 use esl_replay::storage::{
     CorruptKind, Error, Log, LogOptions, PackOutcome, Reader, RecoveryMode, Seq, SyncPolicy,
 };
-use esl_replay::store::{self, ArtifactStore, LogStore, dataset};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, LogStore, dataset};
 use time::OffsetDateTime;
 
 use sim_disk::{CrashState, ImageInfo, Lie, Pick, SimDisk, fresh_dir};

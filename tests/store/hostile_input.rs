@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::store::interchange::{self, BadLine, ImportError, ImportOptions};
-use esl_replay::store::{ArtifactStore, Error, LogStore, StoreStats};
+use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore, StoreStats};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_esl-replay"))
@@ -352,6 +352,12 @@ impl ArtifactStore for FullDisk {
         self.inner.append_records(records)
     }
 
+    fn sync(&mut self) -> esl_replay::store::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl ArtifactReader for FullDisk {
     fn read_from_cursor(
         &self,
         cursor: &ReadCursor,
@@ -370,10 +376,6 @@ impl ArtifactStore for FullDisk {
 
     fn stats(&self) -> esl_replay::store::Result<StoreStats> {
         self.inner.stats()
-    }
-
-    fn sync(&mut self) -> esl_replay::store::Result<()> {
-        self.inner.sync()
     }
 
     fn wait_for_records(

@@ -6,6 +6,8 @@
 mod support;
 
 #[cfg(feature = "cli")]
+mod cli_consistency;
+#[cfg(feature = "cli")]
 mod hostile_input;
 mod retention;
 mod store_contract;

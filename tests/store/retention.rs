@@ -7,7 +7,7 @@ use std::time::Duration;
 use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
 use esl_replay::retention::{self, ActiveCheckpoint, Error, PrunePolicy};
 use esl_replay::storage::{Log, LogOptions};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 use time::OffsetDateTime;
 use time::macros::datetime;
 

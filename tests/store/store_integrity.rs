@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use esl_replay::record::{Envelope, JsonMap, ReadCursor, Record, RecordId, ndjson};
 use esl_replay::storage::io::{Io, StdIo};
 use esl_replay::store::meta::{self, Run, SequenceMap};
-use esl_replay::store::{ArtifactStore, Error, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore};
 use serde_json::{Value, json};
 use time::macros::datetime;
 
@@ -85,7 +85,9 @@ fn assert_all_visible(dir: &Path, store: &Path, expected: &[u64]) {
     let tail = ok(&["tail", "-s", s, "--after", "0"]);
     assert_eq!(ndjson_sequences(&tail), expected, "tail");
 
-    let plan = ok(&["replay", "plan", "-s", s, "--batch", "100000", "--json"]);
+    let plan = ok(&[
+        "replay", "plan", "-s", s, "--batch", "100000", "--format", "ndjson",
+    ]);
     let plan: Value = serde_json::from_str(plan.trim()).unwrap();
     let planned: Vec<u64> = plan["records"]
         .as_array()
@@ -314,8 +316,11 @@ fn zero_run_on_an_empty_store_is_refused() {
     let store = dir.path().join("store");
     LogStore::open(&store).unwrap().close().unwrap();
     write_legacy_meta(&store, "1 0\n");
-    for result in [LogStore::open(&store), LogStore::open_read_only(&store)] {
-        let error = result.unwrap_err();
+    let errors = [
+        LogStore::open(&store).unwrap_err(),
+        LogStore::open_read_only(&store).unwrap_err(),
+    ];
+    for error in errors {
         assert!(
             matches!(&error, Error::Metadata { path, reason }
                 if path.ends_with(meta::FILE_NAME) && reason.contains("zero sequence")),

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::record::{Criteria, ReadCursor, RecordId};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 
 use crate::support;
 use crate::support::cli::cli_ok as ok;

@@ -5,7 +5,7 @@ use esl_replay::record::{
     Criteria, CriteriaFields, Envelope, JsonMap, ReadCursor, Record, RecordFields, RecordId,
 };
 use esl_replay::storage::LogOptions;
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 use time::macros::datetime;
 
 fn envelope(i: u64) -> Envelope {

@@ -1,6 +1,6 @@
 //! Lookups by id on both backends after batched writes of the benchmark dataset.
 
-use esl_replay::store::{ArtifactStore, LogStore, dataset};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, dataset};
 
 fn check(store: &mut dyn ArtifactStore) {
     let mut ids = Vec::new();

@@ -5,7 +5,7 @@ use esl_replay::evidence::{
     Engine, EvidenceBundle, ReconstructionWindow, ReconstructionWindowFields,
 };
 use esl_replay::record::{Criteria, ReadCursor, Record};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 
 /// A new segment-log store in a temporary directory (kept alive by the returned guard).
 pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
@@ -18,7 +18,7 @@ pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
 ///
 /// Capture writes records' texts and checksums directly (not from maps): each record read
 /// back (which checks its map texts and identity) must also match its own checksum.
-pub(crate) fn all_records(store: &dyn ArtifactStore) -> Vec<Record> {
+pub(crate) fn all_records(store: &dyn ArtifactReader) -> Vec<Record> {
     let records = store
         .read_from_cursor(&ReadCursor::start(), 100_000, &Criteria::default())
         .unwrap();

@@ -7,7 +7,7 @@ pub(crate) fn cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_esl-replay"))
         .args(args)
         .env_remove("ESL_REPLAY_STORE")
-        .env_remove("ESL_REPLAY_CHECKPOINTS")
+        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
         .output()
         .unwrap()
 }

@@ -20,6 +20,8 @@ pub(crate) mod forward;
 pub(crate) mod fs_recordings;
 pub(crate) mod record;
 pub(crate) mod replay;
+#[cfg(feature = "cli")]
+pub(crate) mod routing;
 #[cfg(feature = "server")]
 pub(crate) mod server;
 pub(crate) mod storage;

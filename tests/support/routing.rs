@@ -3,13 +3,8 @@
 //! runtime of its own, a library capture that sends bgapi jobs through its gateway, and
 //! readers for the streams and for the events a store holds.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of these helpers"
-)]
-
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +15,7 @@ use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{RunningServer, ServerConfig, Simulator, SimulatorConfig};
 use esl_replay::store;
 
-/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use super::forward::free_port;
 
 /// Polls `done` until it holds; fails naming `what` if it has not after a minute (a guard
 /// against hanging, not a measurement).

@@ -8,7 +8,6 @@
 //! every command it receives, so each test checks what reached it: the `bgapi originate`
 //! with our Job-UUID, `uuid_kill` with its cause, nothing at all for a refused request.
 //! Waits are on observable state (a log entry, `/health`, a job's status), never on time.
-#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +25,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::Decoder as _;
+
+use crate::support::forward::free_port;
 
 const TOKEN: &str = "t0ken";
 const JWT_SECRET: &str = "shared-with-the-backend";
@@ -446,14 +447,6 @@ impl Drop for Capture {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP/1.1 request (`Connection: close`); the status and the body.

@@ -7,15 +7,12 @@
 //! stream name, sees exactly the configured events and the `BACKGROUND_JOB` results of the
 //! bgapi jobs sent through the capture's gateway only on the jobs stream. Bad values of the
 //! service's variables are refused, naming the variable.
-#![cfg(feature = "cli")]
-
-mod routing_support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use routing_support::{
+use crate::support::routing::{
     Entry, Redis, Running, checkpoint_sequence, expect_refusal, free_port, read_stream, simulator,
     stored_events, stored_records, wait_until,
 };

@@ -6,19 +6,16 @@
 //! not events follow the main stream's list; `MAXLEN ~` bounds each stream on its own; and
 //! the age limit removes, on a timer, exactly the entries older than each stream's expiry
 //! (time is driven by the entry ids the test adds and by a short expiry).
-#![cfg(feature = "cli")]
-
-mod routing_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use esl_replay::server::RunningServer;
-use routing_support::{
+use crate::support::routing::{
     Entry, Redis, Running, StoredEvent, capture, checkpoint_sequence, expect_refusal, read_stream,
     run_cli, simulator, stored_events, stored_records, wait_until,
 };
+use esl_replay::server::RunningServer;
 
 /// A `redis-server`, the simulator, and a temporary directory for the store and the
 /// checkpoints.
