@@ -2,7 +2,6 @@
 //! executor (and `replay run --reinject-to`) to a live event socket, here the built-in
 //! simulator and a `serve`d store, whose replies prove the commands arrived.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,8 @@ use esl_replay::store;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
 use crate::support::server::{dispatch_envelope, event_envelope, fixture_frame, reply_envelope};
 
 const HOSTNAME: &str = "fs-inject-target";
@@ -243,7 +244,7 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
     });
     let password_file = recorded.path().join("password");
     std::fs::write(&password_file, "served-pw\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["replay", "run", "--store"])
         .arg(recorded.path())
         .args(["--execute", "--reinject", "--allowlist", "api.dispatch"])
@@ -251,8 +252,7 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
         .arg("--password-file")
         .arg(&password_file)
         .arg("--json")
-        .env_remove("ESL_PASSWORD")
-        .output()
+        .output_safely()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -299,11 +299,11 @@ fn the_cli_refuses_execute_reinject_without_a_target() {
         dir.path(),
         vec![dispatch_envelope("api.dispatch", "api status", at(0))],
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["replay", "run", "--store"])
         .arg(dir.path())
         .args(["--execute", "--reinject", "--allowlist", "api.dispatch"])
-        .output()
+        .output_safely()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

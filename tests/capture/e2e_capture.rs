@@ -20,9 +20,13 @@ use esl_replay::capture::telemetry::Telemetry;
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};
-use esl_replay::store::{self, ArtifactStore, LogStore};
+use esl_replay::store::{self, ArtifactStore};
 use serde_json::Value;
 use tokio::net::TcpListener;
+
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
+use crate::support::process::open_store;
 
 const SLUG: &str = "pbx-e2e";
 
@@ -39,7 +43,7 @@ fn node(address: &str) -> NodeSpec {
 }
 
 fn start_capture(address: &str, dir: &Path) -> Capture {
-    let store = LogStore::open(dir).unwrap();
+    let store = open_store(dir).unwrap();
     Capture::start(
         vec![node(address)],
         Box::new(store),
@@ -451,20 +455,18 @@ fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
-    let mut simulate = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let mut simulate = cli::command()
         .args(["simulate", "--listen", &address, "--rate", "500"])
-        .env_remove("ESL_PASSWORD")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_safely()
         .unwrap();
-    let mut capture = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let mut capture = cli::command()
         .args(["capture", "--esl", &format!("{SLUG}={address}"), "--store"])
         .arg(&store_dir)
-        .env_remove("ESL_PASSWORD")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_safely()
         .unwrap();
     // Stop once the store holds well over a hundred events (about a second at 500/s).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -483,7 +485,7 @@ fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
     }
     let status = Command::new("kill")
         .args(["-TERM", &capture.id().to_string()])
-        .status()
+        .status_safely()
         .unwrap();
     assert!(status.success());
     let exit = capture.wait().unwrap();
@@ -501,10 +503,10 @@ fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
     );
     assert!(records.iter().all(|r| r.pbx_node_slug() == Some(SLUG)));
 
-    let stats = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let stats = cli::command()
         .args(["stats", "--store"])
         .arg(&store_dir)
-        .output()
+        .output_safely()
         .unwrap();
     assert!(stats.status.success());
     let text = String::from_utf8_lossy(&stats.stdout);
@@ -522,10 +524,10 @@ fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
         text.contains(&format!("records     {}", records.len())),
         "{text}"
     );
-    let verify = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let verify = cli::command()
         .args(["verify", "--store"])
         .arg(&store_dir)
-        .output()
+        .output_safely()
         .unwrap();
     assert_eq!(
         verify.status.code(),

@@ -16,7 +16,8 @@ use rand::seq::SliceRandom as _;
 use rand::{SeedableRng as _, rngs::StdRng};
 use serde_json::{Value, json};
 
-use crate::support::evidence::{BACKENDS, Spec, map, record, records, store_with, worked_example};
+use crate::support::evidence::{BACKENDS, Spec, record, records, store_with, worked_example};
+use crate::support::map;
 
 fn worked_window() -> ReconstructionWindow {
     ReconstructionWindow::new(ReconstructionWindowFields {

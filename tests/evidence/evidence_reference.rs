@@ -17,7 +17,8 @@ use esl_replay::record::{Criteria, CriteriaFields, ReadCursor};
 use serde_json::{Value, json};
 use time::macros::datetime;
 
-use crate::support::evidence::{Backend, Spec, map, records, store_with, worked_example};
+use crate::support::evidence::{Backend, Spec, records, store_with, worked_example};
+use crate::support::map;
 
 /// The window of the worked example: from the start, until 5, batches of 2, checkpoint
 /// `worker-a` with metadata in the order replay session, generation.

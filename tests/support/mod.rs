@@ -18,11 +18,23 @@ pub(crate) mod evidence;
 pub(crate) mod forward;
 #[cfg(feature = "server")]
 pub(crate) mod fs_recordings;
+pub(crate) mod process;
 pub(crate) mod record;
 pub(crate) mod replay;
 #[cfg(feature = "server")]
 pub(crate) mod server;
 pub(crate) mod storage;
+
+use esl_replay::record::JsonMap;
+use serde_json::Value;
+
+/// The map of a `json!({...})` literal (an empty map for any other value).
+pub(crate) fn map(value: Value) -> JsonMap {
+    match value {
+        Value::Object(map) => map,
+        _ => JsonMap::new(),
+    }
+}
 
 /// The name libtest gives the test function `name` declared in the module `module_path`
 /// (the caller's `module_path!()`): its path without the crate's name. A test that runs its
