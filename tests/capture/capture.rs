@@ -745,13 +745,10 @@ fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
         WriterOptions::default(),
     )
     .unwrap();
-    let mut waited = 0;
-    while queue.depth().0 > 0 && waited < 500 {
-        std::thread::sleep(Duration::from_millis(10));
-        waited += 1;
-    }
+    support::wait_until("the queue to drain", || queue.depth().0 == 0);
     // An idle queue: the mapping thread's wait for items times out (200 ms) and it waits
-    // again; the writer is still there.
+    // again; the writer is still there. The idle time is the scenario, not a
+    // synchronisation.
     std::thread::sleep(Duration::from_millis(450));
     assert!(!writer.is_finished(), "the writer stopped while idle");
     // After the burst: 5 more items, the first preceded by the gap marker.

@@ -11,8 +11,8 @@ use esl_replay::store::open_read_only;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
-use crate::support::cli;
 use crate::support::process::SpawnSafely as _;
+use crate::support::{self, cli};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -103,19 +103,13 @@ fn sigterm_flushes_the_store_and_exits_zero() {
         .arg(&store)
         .spawn_safely()
         .unwrap();
-    let started = Instant::now();
-    while records(&store)
-        .iter()
-        .filter(|r| r.artifact_name() == "event.raw")
-        .count()
-        < 3
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "events never stored"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_until("three events stored", || {
+        records(&store)
+            .iter()
+            .filter(|r| r.artifact_name() == "event.raw")
+            .count()
+            >= 3
+    });
     assert_eq!(send_sigterm(child.id()), 0);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -237,12 +231,12 @@ fn a_store_at_the_sequence_limit_stops_the_capture_with_exit_two() {
         .arg(&store)
         .spawn_safely()
         .unwrap();
-    let started = Instant::now();
+    let give_up = Instant::now() + support::PATIENCE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if Instant::now() > give_up {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap();
             panic!(

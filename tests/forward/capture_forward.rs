@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::support::cli;
 use crate::support::forward::{
     Kind, Server, check_in_order_at_least_once, checkpoint_sequence, free_port, wait_exit,
 };
 use crate::support::process::SpawnSafely as _;
+use crate::support::{self, cli};
 
 const STREAM: &str = "fs:events";
 
@@ -28,14 +28,9 @@ fn simulator(events: u64, rate: u64) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn_safely()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the simulator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_until("the simulator to listen", || {
+        std::net::TcpStream::connect(&address).is_ok()
+    });
     (child, address)
 }
 
@@ -130,9 +125,15 @@ fn records_captured_while_redis_is_down_are_delivered_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut simulator, esl) = simulator(20_000, 2_000);
     let mut child = capture(&esl, dir.path(), &server.url(), "6s");
-    std::thread::sleep(Duration::from_secs(1));
+    support::wait_until("records forwarded before the outage", || {
+        !stream_sequences(&server.url()).is_empty()
+    });
     server.stop();
-    std::thread::sleep(Duration::from_secs(2));
+    let store = dir.path().join("store");
+    let before = stored_records(&store);
+    support::wait_until("records captured while Redis is down", || {
+        stored_records(&store) > before + 1_000
+    });
     server.restart();
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let _ = simulator.kill();

@@ -1373,6 +1373,8 @@ fn wait_for_records_reports_new_records_or_times_out(harness: &Harness) {
     );
     let reader = (harness.open_read_only)(&fixture.path);
     let writer = thread::spawn(move || {
+        // Likely to write while the reader waits, to exercise the wake-up; the test holds
+        // whichever comes first.
         thread::sleep(Duration::from_millis(50));
         store.write(fixture_envelope()).unwrap();
         store

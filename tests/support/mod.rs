@@ -25,8 +25,25 @@ pub(crate) mod replay;
 pub(crate) mod server;
 pub(crate) mod storage;
 
+use std::time::{Duration, Instant};
+
 use esl_replay::record::JsonMap;
 use serde_json::Value;
+
+/// How long [`wait_until`] waits for a state before the test fails: a guard against a test
+/// that would otherwise hang, far beyond what any awaited state takes to come about, and
+/// never a measure of speed.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls `done` until it holds; panics naming `what` if it still does not after
+/// [`PATIENCE`].
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let give_up = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < give_up, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// The map of a `json!({...})` literal (an empty map for any other value).
 pub(crate) fn map(value: Value) -> JsonMap {
