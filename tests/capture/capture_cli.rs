@@ -276,8 +276,7 @@ fn an_absurd_retention_age_is_refused_at_start_up() {
             .arg(dir.path().join("store"))
             .output_safely()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let stderr = cli::error_output(&output);
         assert!(
             stderr.contains("beyond the representable date range"),
             "{stderr}"

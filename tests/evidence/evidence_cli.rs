@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::macros::datetime;
 
 use crate::support::cli::{run, stderr, stdout};
-use crate::support::evidence::{Backend, store_path, store_with, worked_example};
+use crate::support::evidence::{Backend, store_path, store_with, worked_example, worked_window};
 use crate::support::map;
 
 /// A store of the backend holding the worked example; returns its path.
@@ -23,17 +23,9 @@ fn worked_store(dir: &Path, backend: Backend) -> String {
 const METADATA: &str = r#"{"replay_session_id":"replay-1","recovery_generation_id":"gen-1"}"#;
 
 fn library_bundle() -> String {
-    let window = ReconstructionWindow::new(ReconstructionWindowFields {
-        until_append_sequence: Some(5),
-        batch_limit: 2,
-        checkpoint_key: Some("worker-a".into()),
-        checkpoint_metadata: map(serde_json::from_str(METADATA).unwrap()),
-        ..ReconstructionWindowFields::default()
-    })
-    .unwrap();
     export::export_bundle(
         &Engine::new()
-            .reconstruct_records(&worked_example(), &window)
+            .reconstruct_records(&worked_example(), &worked_window())
             .unwrap(),
     )
 }

@@ -12,9 +12,9 @@ use futures::StreamExt as _;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::support::forward::{
-    Kind, Server, acknowledged, append_in_background, caught_up, check_in_order_at_least_once,
-    checkpoint_sequence, expect_refusal, expect_success, fill_store, free_port, outage, signal,
-    spawn_forwarder, stdout_of, wait_exit,
+    Kind, Server, append_in_background, caught_up, check_in_order_at_least_once,
+    checkpoint_sequence, expect_refusal, expect_success, fill_store, following_forwarder,
+    free_port, outage, signal, spawn_forwarder, stdout_of, wait_exit,
 };
 
 const SUBJECT: &str = "fs.events";
@@ -184,15 +184,8 @@ fn a_jetstream_outage_is_retried_and_shows_as_lag_without_duplicates() {
     let log = dir.path().join("forwarder.log");
     const TOTAL: u64 = 20_000;
     let writer = append_in_background(&store, TOTAL, 100, Duration::from_millis(25));
-    let metrics_port = free_port();
-    let mut args = jetstream_args(&store, &checkpoints, &server);
-    args.extend([
-        "--follow".to_owned(),
-        "--metrics-listen".to_owned(),
-        format!("127.0.0.1:{metrics_port}"),
-    ]);
-    let mut child = spawn_forwarder(&args, &log);
-    acknowledged(metrics_port, 2000);
+    let args = jetstream_args(&store, &checkpoints, &server);
+    let (mut child, metrics_port) = following_forwarder(&args, &log, 2000);
 
     let outage = outage(&mut server, metrics_port, 1);
     server.restart();

@@ -8,16 +8,12 @@ use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::store::interchange::{self, BadLine, ImportError, ImportOptions};
 use esl_replay::store::{ArtifactStore, Error, LogStore, StoreStats};
 
-use crate::support::cli::{run, stderr};
+use crate::support::cli::{error_output, run, stderr};
 use crate::support::process::open_store;
 
 /// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
 fn fails(args: &[&str]) -> String {
-    let output = run(args);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
+    error_output(&run(args))
 }
 
 fn path(p: &Path) -> &str {

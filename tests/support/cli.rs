@@ -47,3 +47,12 @@ pub(crate) fn stdout(output: &Output) -> String {
 pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The standard error of a run that ended in an error: exit code 2 (`cli/mod.rs`), not a
+/// panic.
+pub(crate) fn error_output(output: &Output) -> String {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use esl_replay::evidence::{ReconstructionWindow, ReconstructionWindowFields};
 use esl_replay::record::{Envelope, Record, RecordId};
 use esl_replay::store::ArtifactStore;
 #[cfg(feature = "sqlite")]
@@ -185,4 +186,19 @@ pub(crate) fn store_with(
     }
     store.sync().unwrap();
     store
+}
+
+/// The window of the worked example: from the start, until 5, batches of 2, checkpoint
+/// `worker-a` with metadata in the order replay session, generation.
+pub(crate) fn worked_window() -> ReconstructionWindow {
+    ReconstructionWindow::new(ReconstructionWindowFields {
+        until_append_sequence: Some(5),
+        batch_limit: 2,
+        checkpoint_key: Some("worker-a".into()),
+        checkpoint_metadata: map(
+            json!({"replay_session_id": "replay-1", "recovery_generation_id": "gen-1"}),
+        ),
+        ..ReconstructionWindowFields::default()
+    })
+    .unwrap()
 }

@@ -392,6 +392,21 @@ pub(crate) fn caught_up(metrics_port: u16, total: u64) -> (u16, serde_json::Valu
     last.unwrap()
 }
 
+/// A forwarder (`esl-replay forward <args> --follow`) serving `/health` and `/metrics` on a
+/// free port, once it has acknowledged `records` records; with that port.
+pub(crate) fn following_forwarder(args: &[String], log: &Path, records: u64) -> (Child, u16) {
+    let metrics_port = free_port();
+    let mut args = args.to_vec();
+    args.extend([
+        "--follow".to_owned(),
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let child = spawn_forwarder(&args, log);
+    acknowledged(metrics_port, records);
+    (child, metrics_port)
+}
+
 /// Waits until the forwarder on `metrics_port` has acknowledged `records` records.
 pub(crate) fn acknowledged(metrics_port: u16, records: u64) {
     super::wait_until("records acknowledged", || {

@@ -271,3 +271,19 @@ pub(crate) fn write_event_store(
     store.sync().unwrap();
     count
 }
+
+/// `ms` milliseconds after 2026-01-01T10:00:00Z, when the stores served in the tests were
+/// captured.
+pub(crate) fn captured_at(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::UNIX_EPOCH
+        + time::Duration::seconds(1_767_261_600)
+        + time::Duration::milliseconds(ms)
+}
+
+/// Writes `envelopes` into a new store at `dir` (a log store, or SQLite for a `.sqlite`
+/// path).
+pub(crate) fn write_store(dir: &std::path::Path, envelopes: Vec<Envelope>) {
+    let mut store = esl_replay::store::open(dir, None).unwrap();
+    store.write_batch(envelopes).unwrap();
+    store.sync().unwrap();
+}
