@@ -10,10 +10,9 @@
 //! 1,000 with `redis-benchmark -P 1000` running `XADD` with the same field names and value
 //! sizes on the same server, and prints a `RESULT` line (target F1: ≥ 0.5×).
 
-// The test helpers that start redis-server and nats-server; the bench uses some of them.
-#[allow(dead_code, reason = "the bench uses only the server and store helpers")]
-#[path = "../tests/support/forward.rs"]
-mod forward_support;
+// The tests' helpers, for starting redis-server and nats-server.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 mod common;
 
@@ -28,7 +27,7 @@ use esl_replay::forward::{
     RedisSink, Sink, Source,
 };
 use esl_replay::record::{Criteria, ReadCursor};
-use forward_support::{Kind, Server, fill_store, find_binary};
+use support::forward::{Kind, Server, fill_store, find_binary};
 
 /// Records forwarded per measured criterion run.
 const RECORDS: u64 = 20_000;

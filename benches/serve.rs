@@ -235,19 +235,10 @@ fn envelope(event: &esl_replay::server::ServedEvent) -> Envelope {
         String::from_utf8_lossy(event.body()).into_owned().into(),
     );
     payload.insert("protocol_facts".into(), facts.into());
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "event.raw".into(),
-        capture_timestamp: time::OffsetDateTime::now_utc(),
-        capture_path: None,
-        connection_generation: Some("1".into()),
-        session_id: None,
-        job_uuid: None,
-        event_name: Some(event.name().to_owned()),
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload,
-    }
+    Envelope::new("1", "event.raw", time::OffsetDateTime::now_utc())
+        .with_connection_generation("1")
+        .with_event_name(event.name())
+        .with_payload(payload)
 }
 
 fn main() {

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use esl_replay::storage::{Log, LogOptions, ReadStrategy, Reader, Seq, SyncPolicy};
 
+use crate::support::process::SpawnSafely as _;
 use crate::support::storage::{MAX_PAYLOAD, Rng, checksum, small_options};
 
 const TEST_NAME: &str = "process_kill_crash_rounds";
@@ -225,7 +226,7 @@ fn round(dir: &Path, round: u64, rng: &mut Rng, history: &mut History) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_safely()
         .map_err(|e| format!("spawn: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let lines = std::thread::spawn(move || {

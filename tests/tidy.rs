@@ -3,8 +3,9 @@
 //! - Requirement IDs: every ID defined in `format/*.md` (in bold, exactly once) is listed in
 //!   the index of `format/README.md`, every ID the documents mention is defined, every ID
 //!   `src/storage/` cites is defined, and every defined ID is cited by a test: a file under
-//!   `tests/` or a `src/` file with a `#[cfg(test)]` module. Failures list every offending ID
-//!   at once, so one run shows all the work left.
+//!   `tests/` (at any depth, and compiled into a test binary: every file there must be) or a
+//!   `src/` file with a `#[cfg(test)]` module. Failures list every offending ID at once, so
+//!   one run shows all the work left.
 //! - Every `.rs` file under `src/` starts with a `//!` module doc.
 //! - Layering: every top-level module uses only the modules its row of the module map in
 //!   `docs/ARCHITECTURE.md` allows; `storage` uses no `tokio`, `clap` or `rusqlite`; only
@@ -151,13 +152,31 @@ fn requirements_are_defined_once_and_indexed() {
     report("requirement ID problems in format/", &problems);
 }
 
-/// The files whose citations count as tests: everything under `tests/` but this file, and
-/// the `src/` files that hold a `#[cfg(test)]` module.
+/// Whether a file under `tests/` is compiled into a test binary: a binary's root
+/// (`tests/NAME.rs`, `tests/NAME/main.rs`) or a module that the `main.rs` or `mod.rs` beside
+/// it declares.
+fn is_compiled(path: &Path) -> bool {
+    let tests = root().join("tests");
+    let (Some(parent), Some(name)) = (path.parent(), path.file_stem()) else {
+        return false;
+    };
+    let name = name.to_string_lossy();
+    if parent == tests || name == "main" || name == "mod" {
+        return true;
+    }
+    ["main.rs", "mod.rs"].iter().any(|root| {
+        std::fs::read_to_string(parent.join(root))
+            .is_ok_and(|text| text.contains(&format!("mod {name};")))
+    })
+}
+
+/// The files whose citations count as tests: everything under `tests/` that a test binary
+/// compiles but this file, and the `src/` files that hold a `#[cfg(test)]` module.
 fn citing_files() -> Vec<PathBuf> {
     let this = root().join("tests/tidy.rs");
     let mut citing: Vec<PathBuf> = files(&root().join("tests"), "rs")
         .into_iter()
-        .filter(|p| *p != this)
+        .filter(|p| *p != this && is_compiled(p))
         .collect();
     citing.extend(
         files(&root().join("src"), "rs")
@@ -169,6 +188,15 @@ fn citing_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_requirement_is_cited_by_a_test() {
+    let stray: Vec<String> = files(&root().join("tests"), "rs")
+        .into_iter()
+        .filter(|p| !is_compiled(p))
+        .map(|p| relative(&p))
+        .collect();
+    report(
+        "files under tests/ that no test binary compiles (declare each with `mod` in the main.rs or mod.rs beside it)",
+        &stray,
+    );
     let mut cited = BTreeSet::new();
     for path in citing_files() {
         cited.extend(ids(&read(&path), false));

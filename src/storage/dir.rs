@@ -79,15 +79,31 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(IoOp::Lock, path, e))
 }
 
+/// A held lock file, released when dropped.
+///
+/// An `flock` belongs to the open file description, and a child process forked meanwhile by
+/// any thread holds a copy of the descriptor until its `exec` closes it: closing our
+/// descriptor alone would leave the lock held by that copy, and a writer reopening the log
+/// at once would find it locked. Unlocking releases it whatever copies exist.
+#[derive(Debug)]
+pub(crate) struct HeldLock(File);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // Nothing to report to: closing the file releases the lock in the end anyway.
+        let _ = self.0.unlock();
+    }
+}
+
 /// Takes the writer lock, failing at once if anyone holds it.
 ///
 /// The lock belongs to the open file description, so a second writer in the same process is
-/// refused just like one in another process; it is released when the returned file closes.
-pub(crate) fn lock_writer(dir: &Path) -> Result<File> {
+/// refused just like one in another process; it is released when the returned lock drops.
+pub(crate) fn lock_writer(dir: &Path) -> Result<HeldLock> {
     let path = dir.join(WRITER_LOCK);
     let file = open_lock_file(&path)?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(HeldLock(file)),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             dir: dir.to_path_buf(),
         }),
@@ -96,11 +112,11 @@ pub(crate) fn lock_writer(dir: &Path) -> Result<File> {
 }
 
 /// Takes the retention lock, waiting for a concurrent truncation to finish.
-pub(crate) fn lock_retention(dir: &Path) -> Result<File> {
+pub(crate) fn lock_retention(dir: &Path) -> Result<HeldLock> {
     let path = dir.join(RETENTION_LOCK);
     let file = open_lock_file(&path)?;
     file.lock().map_err(|e| Error::io(IoOp::Lock, &path, e))?;
-    Ok(file)
+    Ok(HeldLock(file))
 }
 
 /// An open handle on a log directory (`O_PATH`), to ask whether a file exists there with a
@@ -139,6 +155,19 @@ mod tests {
         assert_eq!(parse_base("1024.seg", ".seg"), None);
         assert_eq!(parse_base("0000000000000000102x.seg", ".seg"), None);
         assert!(segment_path(dir, 9) < segment_path(dir, 10));
+    }
+
+    /// A copy of the lock's descriptor outliving it (as a forked child's does until its
+    /// `exec`) does not keep the lock: the next writer gets it at once.
+    #[test]
+    fn a_released_writer_lock_is_free_while_a_copy_of_its_descriptor_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock_writer(dir.path()).expect("first lock");
+        let copy = held.0.try_clone().expect("dup");
+        assert!(matches!(lock_writer(dir.path()), Err(Error::Locked { .. })));
+        drop(held);
+        let again = lock_writer(dir.path()).expect("the lock is free once released");
+        drop((again, copy));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub struct Log {
     scratch: Vec<u8>,
     /// The frame being written with `pwrite` under `EveryAppend`.
     frame: Vec<u8>,
-    _lock: File,
+    _lock: dir::HeldLock,
     closed: bool,
 }
 

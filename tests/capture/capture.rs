@@ -33,6 +33,7 @@ use tokio_util::codec::Decoder;
 
 use crate::support;
 use crate::support::capture::{all_records, evidence, generation_ids, new_store};
+use crate::support::process::open_store;
 
 const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
 
@@ -737,20 +738,17 @@ fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
         90
     );
     assert!(queue.depth().1 <= item_bytes * 10, "memory stays bounded");
-    let store = LogStore::open(dir.path().join("s")).unwrap();
+    let store = open_store(dir.path().join("s")).unwrap();
     let writer = spawn_writer(
         Arc::clone(&queue),
         Box::new(store),
         WriterOptions::default(),
     )
     .unwrap();
-    let mut waited = 0;
-    while queue.depth().0 > 0 && waited < 500 {
-        std::thread::sleep(Duration::from_millis(10));
-        waited += 1;
-    }
+    support::wait_until("the queue to drain", || queue.depth().0 == 0);
     // An idle queue: the mapping thread's wait for items times out (200 ms) and it waits
-    // again; the writer is still there.
+    // again; the writer is still there. The idle time is the scenario, not a
+    // synchronisation.
     std::thread::sleep(Duration::from_millis(450));
     assert!(!writer.is_finished(), "the writer stopped while idle");
     // After the burst: 5 more items, the first preceded by the gap marker.
@@ -819,7 +817,7 @@ fn drops_still_pending_at_shutdown_are_written_as_a_gap() {
     }
     queue.close();
     assert_eq!(queue.push(0, 1, now, captured()), Pushed::Closed);
-    let store = LogStore::open(dir.path().join("s")).unwrap();
+    let store = open_store(dir.path().join("s")).unwrap();
     let writer = spawn_writer(
         Arc::clone(&queue),
         Box::new(store),
@@ -1077,7 +1075,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     }])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     let last = i64::MAX as u64;
     let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
         session_id: "s".into(),

@@ -2,35 +2,25 @@
 //! executor (and `replay run --reinject-to`) to a live event socket, here the built-in
 //! simulator and a `serve`d store, whose replies prove the commands arrived.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use esl_replay::capture::client::{GatewayCommand, NodeConfig, Password};
 use esl_replay::capture::inject::{EslInjector, INJECTED, InjectorConfig};
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::record::{Envelope, ReadCursor};
+use esl_replay::record::ReadCursor;
 use esl_replay::replay::{ExecutionConfig, ExecutionSettings, Executor, HandlerRegistry, Outcome};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};
 use esl_replay::store;
 use serde_json::Value;
-use time::OffsetDateTime;
 
-use crate::support::server::{dispatch_envelope, event_envelope, fixture_frame, reply_envelope};
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
+use crate::support::server::{
+    captured_at, dispatch_envelope, event_envelope, fixture_frame, reply_envelope, write_store,
+};
 
 const HOSTNAME: &str = "fs-inject-target";
-
-fn at(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::UNIX_EPOCH
-        + time::Duration::seconds(1_767_261_600)
-        + time::Duration::milliseconds(ms)
-}
-
-fn write_store(dir: &std::path::Path, envelopes: Vec<Envelope>) {
-    let mut store = store::open(dir, None).unwrap();
-    store.write_batch(envelopes).unwrap();
-    store.sync().unwrap();
-}
 
 /// A runtime in the background serving a simulator; the tests run the executor on their
 /// own thread, outside any runtime, as the CLI does.
@@ -68,16 +58,19 @@ fn metadata_str<'a>(outcome: &'a Outcome, key: &str) -> &'a str {
 #[test]
 fn allowlisted_dispatches_reach_the_simulator_and_their_replies_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bgapi = dispatch_envelope("bgapi.dispatch", "bgapi status", at(3));
+    let mut bgapi = dispatch_envelope("bgapi.dispatch", "bgapi status", captured_at(3));
     bgapi.job_uuid = Some("0b6d0c36-0000-4000-8000-000000000001".into());
     write_store(
         dir.path(),
         vec![
-            dispatch_envelope("api.dispatch", "api echo marker-7f3a", at(0)),
-            event_envelope(&fixture_frame("09-event-plain-channel-create.esl"), at(1)),
-            dispatch_envelope("api.dispatch", "api status", at(2)),
+            dispatch_envelope("api.dispatch", "api echo marker-7f3a", captured_at(0)),
+            event_envelope(
+                &fixture_frame("09-event-plain-channel-create.esl"),
+                captured_at(1),
+            ),
+            dispatch_envelope("api.dispatch", "api status", captured_at(2)),
             bgapi,
-            dispatch_envelope("api.dispatch", "api hostname", at(4)),
+            dispatch_envelope("api.dispatch", "api hostname", captured_at(4)),
         ],
     );
     let (_runtime, running) = simulator("inject-pw");
@@ -146,7 +139,11 @@ fn a_wrong_password_or_a_dead_target_fails_the_replay_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     write_store(
         dir.path(),
-        vec![dispatch_envelope("api.dispatch", "api status", at(0))],
+        vec![dispatch_envelope(
+            "api.dispatch",
+            "api status",
+            captured_at(0),
+        )],
     );
     let store = store::open_read_only(dir.path(), None).unwrap();
     let (runtime, running) = simulator("right");
@@ -189,7 +186,11 @@ fn a_record_whose_line_does_not_match_its_artifact_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_store(
         dir.path(),
-        vec![dispatch_envelope("api.dispatch", "bgapi status", at(0))],
+        vec![dispatch_envelope(
+            "api.dispatch",
+            "bgapi status",
+            captured_at(0),
+        )],
     );
     let store = store::open_read_only(dir.path(), None).unwrap();
     // The target is never contacted: the record is refused before connecting.
@@ -219,12 +220,18 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
     write_store(
         recorded.path(),
         vec![
-            event_envelope(&fixture_frame("12-event-plain-heartbeat.esl"), at(0)),
-            dispatch_envelope("api.dispatch", "api version", at(1)),
-            reply_envelope("api.reply", &version_reply, at(2)),
-            dispatch_envelope("api.dispatch", "api sofia status", at(3)),
+            event_envelope(
+                &fixture_frame("12-event-plain-heartbeat.esl"),
+                captured_at(0),
+            ),
+            dispatch_envelope("api.dispatch", "api version", captured_at(1)),
+            reply_envelope("api.reply", &version_reply, captured_at(2)),
+            dispatch_envelope("api.dispatch", "api sofia status", captured_at(3)),
             // Ten seconds later, so the paced stream outlasts the re-injection.
-            event_envelope(&fixture_frame("12-event-plain-heartbeat.esl"), at(10_000)),
+            event_envelope(
+                &fixture_frame("12-event-plain-heartbeat.esl"),
+                captured_at(10_000),
+            ),
         ],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -243,7 +250,7 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
     });
     let password_file = recorded.path().join("password");
     std::fs::write(&password_file, "served-pw\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["replay", "run", "--store"])
         .arg(recorded.path())
         .args(["--execute", "--reinject", "--allowlist", "api.dispatch"])
@@ -251,8 +258,7 @@ fn the_cli_reinjects_into_a_served_store_and_gets_the_recorded_replies() {
         .arg("--password-file")
         .arg(&password_file)
         .args(["--format", "ndjson"])
-        .env_remove("ESL_PASSWORD")
-        .output()
+        .output_safely()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -297,13 +303,17 @@ fn the_cli_refuses_execute_reinject_without_a_target() {
     let dir = tempfile::tempdir().unwrap();
     write_store(
         dir.path(),
-        vec![dispatch_envelope("api.dispatch", "api status", at(0))],
+        vec![dispatch_envelope(
+            "api.dispatch",
+            "api status",
+            captured_at(0),
+        )],
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["replay", "run", "--store"])
         .arg(dir.path())
         .args(["--execute", "--reinject", "--allowlist", "api.dispatch"])
-        .output()
+        .output_safely()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -16,13 +16,13 @@ use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::Frame;
 use esl_replay::record::Record;
 use esl_replay::server::command::CommandDecoder;
-use esl_replay::store::LogStore;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use crate::support;
 use crate::support::capture::{all_records, evidence, generation_ids};
 use crate::support::fs_recordings::{Chunk, Dir};
+use crate::support::process::open_store;
 
 /// Plays the switch side of `chunks` to the first client: writes each recorded server
 /// chunk, and at each recorded client chunk reads as many commands from our client as the
@@ -138,7 +138,7 @@ async fn capture_recording(
     ));
     let (address, switch) = scripted_switch(chunks).await;
     let tmp = tempfile::tempdir().unwrap();
-    let store = LogStore::open(tmp.path().join("store")).unwrap();
+    let store = open_store(tmp.path().join("store")).unwrap();
     let capture = Capture::start(
         vec![node(&address, password)],
         Box::new(store),

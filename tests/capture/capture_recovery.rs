@@ -5,7 +5,6 @@
 //! authenticates and then sends garbage is backed off with counted attempts and a capped
 //! `wire.malformed`, and a node that never connected fails the command with exit code 2.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,6 +22,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use crate::support::capture::{all_records, new_store};
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
 
 fn node(address: &str) -> NodeSpec {
     NodeSpec {
@@ -256,15 +257,14 @@ fn a_node_that_never_connected_fails_the_capture_with_exit_2() {
         .local_addr()
         .unwrap()
         .to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["-v", "capture", "--duration", "1500ms", "--esl"])
         .arg(format!("pbx-a={address}"))
         .arg("--store")
         .arg(dir.path().join("store"))
-        .output()
+        .output_safely()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = cli::error_output(&output);
     assert!(
         stderr.contains(&format!("node pbx-a never connected to {address}")),
         "{stderr}"
@@ -275,14 +275,13 @@ fn a_node_that_never_connected_fails_the_capture_with_exit_2() {
     );
 
     // With a start-up timeout the capture gives up early instead of running on.
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["capture", "--startup-timeout", "500ms", "--esl"])
         .arg(format!("pbx-a={address}"))
         .arg("--store")
         .arg(dir.path().join("store2"))
-        .output()
+        .output_safely()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = cli::error_output(&output);
     assert!(stderr.contains("never connected"), "{stderr}");
 }

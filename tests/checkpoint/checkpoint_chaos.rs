@@ -5,11 +5,12 @@
 
 use esl_replay::checkpoint::{Checkpoint, CheckpointService, CorruptKind, Error, ResumeState};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor};
-use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore};
 use serde_json::json;
 use tempfile::tempdir;
 
 use crate::support::checkpoint::{NOW, envelope, fixed_store};
+use crate::support::process::open_store;
 
 #[test]
 fn zero_byte_checkpoint_file_fails_clearly() {
@@ -76,7 +77,7 @@ fn semantically_invalid_checkpoint_data_fails_clearly() {
 #[test]
 fn checkpoint_pointing_past_end_of_stream_returns_empty_future_read_without_fake_resume_data() {
     let dir = tempdir().unwrap();
-    let mut artifacts = LogStore::open(dir.path().join("artifacts")).unwrap();
+    let mut artifacts = open_store(dir.path().join("artifacts")).unwrap();
     artifacts.write(envelope(1)).unwrap();
     artifacts.write(envelope(2)).unwrap();
     let store = fixed_store(&dir.path().join("checkpoints"));

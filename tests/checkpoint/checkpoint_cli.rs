@@ -4,26 +4,12 @@
 //! documented codes (1 for `list` reporting damaged files, 2 for errors).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 use tempfile::tempdir;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use crate::support::cli::{run, stderr, stdout};
 
 fn save(dir: &Path, key: &str, sequence: &str, extra: &[&str]) -> Output {
     let dir = dir.to_str().unwrap();

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use esl_replay::checkpoint::{Checkpoint, Compatibility, CompatibilityValidator, Error};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
-use esl_replay::store::{self, ArtifactReader, ArtifactStore, LogStore, StoreStats};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, StoreStats};
 use tempfile::tempdir;
 use time::macros::datetime;
 
 use crate::support::checkpoint::{NOW, envelope};
+use crate::support::process::open_store;
 
 fn at(key: &str, sequence: u64) -> Checkpoint {
     Checkpoint::new(key, ReadCursor::new(sequence, None), NOW, JsonMap::new()).unwrap()
@@ -22,7 +23,7 @@ fn at(key: &str, sequence: u64) -> Checkpoint {
 #[test]
 fn a_new_empty_store_is_compatible_with_every_checkpoint() {
     let dir = tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open_store(dir.path()).unwrap();
     let checkpoints = [at("start", 0), at("ahead", 5)];
     let report = CompatibilityValidator.check(&store, &checkpoints).unwrap();
     assert_eq!(report.first_retained, 1);
@@ -48,7 +49,7 @@ fn a_new_empty_store_is_compatible_with_every_checkpoint() {
 #[test]
 fn checkpoints_within_and_past_the_stream_are_compatible() {
     let dir = tempdir().unwrap();
-    let mut store = LogStore::open(dir.path()).unwrap();
+    let mut store = open_store(dir.path()).unwrap();
     for n in 1..=5 {
         store.write(envelope(n)).unwrap();
     }
@@ -88,7 +89,7 @@ fn record(sequence: u64) -> Record {
 #[test]
 fn a_checkpoint_needing_pruned_records_is_incompatible() {
     let dir = tempdir().unwrap();
-    let mut store = LogStore::open(dir.path()).unwrap();
+    let mut store = open_store(dir.path()).unwrap();
     // The stream starts at 5, as after pruning 1..=4.
     store.append_records(&[record(5), record(6)]).unwrap();
     assert_eq!(store.stats().unwrap().first_sequence, Some(5));

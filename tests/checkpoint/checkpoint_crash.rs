@@ -20,7 +20,9 @@ use serde_json::json;
 use tempfile::tempdir;
 
 use crate::support;
-use crate::support::checkpoint::{NOW, file_names, fixed_store, map};
+use crate::support::checkpoint::{NOW, file_names, fixed_store};
+use crate::support::map;
+use crate::support::process::SpawnSafely as _;
 
 const CHILD_DIR_ENV: &str = "ESL_REPLAY_CHECKPOINT_CRASH_CHILD_DIR";
 const KEY: &str = "crash-key";
@@ -141,7 +143,7 @@ fn killing_a_saving_process_never_leaves_a_torn_checkpoint() {
             .env(CHILD_DIR_ENV, dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_safely()
             .unwrap();
         std::thread::sleep(Duration::from_millis(100 + rand::random::<u64>() % 150));
         child.kill().unwrap();

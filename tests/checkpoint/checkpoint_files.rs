@@ -14,7 +14,8 @@ use serde_json::json;
 use tempfile::tempdir;
 use time::macros::datetime;
 
-use crate::support::checkpoint::{NOW, file_names, fixed_store, map};
+use crate::support::checkpoint::{NOW, file_names, fixed_store};
+use crate::support::map;
 
 const K2_FILE: &str =
     "k2-015f7e6bc5aeaf483724089e9252cc13b50951a6b69412522765cff4d780306e.checkpoint.json";

@@ -12,7 +12,8 @@ use esl_replay::record::{JsonMap, ReadCursor};
 use serde_json::json;
 use tempfile::tempdir;
 
-use crate::support::checkpoint::{NOW, file_names, fixed_store, map};
+use crate::support::checkpoint::{NOW, file_names, fixed_store};
+use crate::support::map;
 
 fn checkpoint(key: &str, sequence: u64) -> Checkpoint {
     Checkpoint::new(key, ReadCursor::new(sequence, None), NOW, JsonMap::new()).unwrap()

@@ -9,7 +9,7 @@ use esl_replay::record::{JsonMap, ReadCursor};
 use serde_json::json;
 use time::macros::datetime;
 
-use crate::support::checkpoint::map;
+use crate::support::map;
 
 fn all_anchors() -> IdentityAnchors {
     IdentityAnchors {

@@ -3,8 +3,10 @@
 //! `--max-events` simulated events ends with the disconnect notice.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
 use crate::support::server::{Client, event_name};
 
 #[tokio::test]
@@ -12,7 +14,7 @@ async fn simulate_reads_its_password_from_a_file_and_streams_events() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("esl-password");
     std::fs::write(&password_file, "file-secret\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let mut child = cli::command()
         .args([
             "simulate",
             "--listen",
@@ -24,9 +26,8 @@ async fn simulate_reads_its_password_from_a_file_and_streams_events() {
         ])
         .arg("--password-file")
         .arg(&password_file)
-        .env_remove("ESL_PASSWORD")
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_safely()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let banner = lines.next().unwrap().unwrap();
@@ -51,9 +52,9 @@ async fn simulate_reads_its_password_from_a_file_and_streams_events() {
 
 #[test]
 fn the_password_cannot_be_given_on_the_command_line() {
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["simulate", "--password", "x"])
-        .output()
+        .output_safely()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }

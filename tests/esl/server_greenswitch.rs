@@ -12,6 +12,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::support;
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
 use crate::support::server::{dispatch_envelope, event_envelope, fixture_frame, reply_envelope};
 
 const EVENTS: [&str; 7] = [
@@ -64,7 +66,7 @@ fn python_with_greenswitch() -> bool {
         .args(["-c", "import greenswitch"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .status_safely()
         .is_ok_and(|s| s.success())
 }
 
@@ -114,14 +116,14 @@ fn greenswitch_receives_the_stored_events_intact() {
 /// `esl-replay serve` on a free port with the password `not-the-default`; returns the
 /// process and its port (read from its banner, which never shows the password).
 fn serve_cli(store_dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let mut server = cli::command()
         .args(["serve", "--store"])
         .arg(store_dir)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env("ESL_PASSWORD", "not-the-default")
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_safely()
         .unwrap();
     let stderr = server.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
@@ -151,7 +153,7 @@ fn run_client(
         .arg(port.to_string())
         .arg("not-the-default")
         .args(extra)
-        .output()
+        .output_safely()
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();

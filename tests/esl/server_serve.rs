@@ -9,11 +9,10 @@ use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
 use esl_replay::record::Envelope;
 use esl_replay::server::{self, ReplayOptions, RunningServer, ServerConfig, StoreReplay};
 use esl_replay::store;
-use time::OffsetDateTime;
 
 use crate::support::server::{
-    Client, DISCONNECT_BODY, dispatch_envelope, event_envelope, event_name, fixture_bytes,
-    fixture_frame, fixture_frames, header, reply_envelope,
+    Client, DISCONNECT_BODY, captured_at, dispatch_envelope, event_envelope, event_name,
+    fixture_bytes, fixture_frame, fixture_frames, header, reply_envelope, write_store,
 };
 
 const PLAIN_FIXTURES: [&str; 6] = [
@@ -24,18 +23,6 @@ const PLAIN_FIXTURES: [&str; 6] = [
     "12-event-plain-heartbeat.esl",
     "11-event-plain-channel-hangup-complete.esl",
 ];
-
-fn at(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::UNIX_EPOCH
-        + time::Duration::seconds(1_767_261_600)
-        + time::Duration::milliseconds(ms)
-}
-
-fn write_store(dir: &std::path::Path, envelopes: Vec<Envelope>) {
-    let mut store = store::open(dir, None).unwrap();
-    store.write_batch(envelopes).unwrap();
-    store.sync().unwrap();
-}
 
 async fn serve(dir: &std::path::Path, options: ReplayOptions) -> RunningServer {
     let store = store::open_read_only(dir, None).unwrap();
@@ -50,7 +37,7 @@ async fn serve_plain_fixtures() -> (tempfile::TempDir, RunningServer) {
     let envelopes = PLAIN_FIXTURES
         .iter()
         .enumerate()
-        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
+        .map(|(i, f)| event_envelope(&fixture_frame(f), captured_at(i as i64)))
         .collect();
     write_store(dir.path(), envelopes);
     let server = serve(dir.path(), fast()).await;
@@ -93,7 +80,7 @@ async fn json_captures_are_exact_in_json_and_converted_for_plain_listeners() {
     let envelopes = json
         .iter()
         .enumerate()
-        .map(|(i, f)| event_envelope(&fixture_frame(f), at(i as i64)))
+        .map(|(i, f)| event_envelope(&fixture_frame(f), captured_at(i as i64)))
         .collect();
     write_store(dir.path(), envelopes);
     let server = serve(dir.path(), fast()).await;
@@ -158,12 +145,16 @@ async fn api_and_bgapi_are_answered_from_recorded_replies() {
     write_store(
         dir.path(),
         vec![
-            dispatch_envelope("api.dispatch", "api version", at(0)),
-            reply_envelope("api.reply", &version, at(1)),
-            dispatch_envelope("bgapi.dispatch", &format!("bgapi {command}"), at(2)),
-            reply_envelope("command.reply", &ack, at(3)),
-            reply_envelope("bgapi.ack", &ack, at(3)),
-            event_envelope(&job, at(4)),
+            dispatch_envelope("api.dispatch", "api version", captured_at(0)),
+            reply_envelope("api.reply", &version, captured_at(1)),
+            dispatch_envelope(
+                "bgapi.dispatch",
+                &format!("bgapi {command}"),
+                captured_at(2),
+            ),
+            reply_envelope("command.reply", &ack, captured_at(3)),
+            reply_envelope("bgapi.ack", &ack, captured_at(3)),
+            event_envelope(&job, captured_at(4)),
             // An hour later: keeps the paced stream (and the connection) open meanwhile.
             timed_event(
                 "HEARTBEAT",
@@ -278,7 +269,7 @@ fn timed_event(name: &str, sequence: u64, timestamp_us: i64) -> Envelope {
     let frame = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
         .unwrap()
         .unwrap();
-    event_envelope(&frame, at(0))
+    event_envelope(&frame, captured_at(0))
 }
 
 fn sequences(events: &[esl_replay::esl::Frame]) -> Vec<u64> {
@@ -411,7 +402,7 @@ async fn records_without_a_raw_payload_are_counted_and_skipped() {
     let mut envelopes: Vec<Envelope> = (0..4).map(esl_replay::store::dataset::envelope).collect();
     envelopes.push(event_envelope(
         &fixture_frame("12-event-plain-heartbeat.esl"),
-        at(9),
+        captured_at(9),
     ));
     envelopes
         .iter_mut()
@@ -439,7 +430,7 @@ async fn a_full_page_of_records_without_payload_does_not_end_the_stream() {
         .for_each(|e| e.artifact_name = "event.raw".into());
     envelopes.push(event_envelope(
         &fixture_frame("12-event-plain-heartbeat.esl"),
-        at(0),
+        captured_at(0),
     ));
     write_store(dir.path(), envelopes);
     let server = serve(dir.path(), fast()).await;

@@ -2,7 +2,6 @@
 //! them: flags, outputs, exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
 use esl_replay::evidence::model::ReconstructionWindowFields;
@@ -11,24 +10,9 @@ use esl_replay::record::ReadCursor;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
-use crate::support::evidence::{Backend, map, store_path, store_with, worked_example};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_STORE")
-        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use crate::support::cli::{run, stderr, stdout};
+use crate::support::evidence::{Backend, store_path, store_with, worked_example, worked_window};
+use crate::support::map;
 
 /// A store of the backend holding the worked example; returns its path.
 fn worked_store(dir: &Path, backend: Backend) -> String {
@@ -39,17 +23,9 @@ fn worked_store(dir: &Path, backend: Backend) -> String {
 const METADATA: &str = r#"{"replay_session_id":"replay-1","recovery_generation_id":"gen-1"}"#;
 
 fn library_bundle() -> String {
-    let window = ReconstructionWindow::new(ReconstructionWindowFields {
-        until_append_sequence: Some(5),
-        batch_limit: 2,
-        checkpoint_key: Some("worker-a".into()),
-        checkpoint_metadata: map(serde_json::from_str(METADATA).unwrap()),
-        ..ReconstructionWindowFields::default()
-    })
-    .unwrap();
     export::export_bundle(
         &Engine::new()
-            .reconstruct_records(&worked_example(), &window)
+            .reconstruct_records(&worked_example(), &worked_window())
             .unwrap(),
     )
 }

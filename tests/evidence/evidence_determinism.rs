@@ -16,20 +16,10 @@ use rand::seq::SliceRandom as _;
 use rand::{SeedableRng as _, rngs::StdRng};
 use serde_json::{Value, json};
 
-use crate::support::evidence::{BACKENDS, Spec, map, record, records, store_with, worked_example};
-
-fn worked_window() -> ReconstructionWindow {
-    ReconstructionWindow::new(ReconstructionWindowFields {
-        until_append_sequence: Some(5),
-        batch_limit: 2,
-        checkpoint_key: Some("worker-a".into()),
-        checkpoint_metadata: map(
-            json!({"replay_session_id": "replay-1", "recovery_generation_id": "gen-1"}),
-        ),
-        ..ReconstructionWindowFields::default()
-    })
-    .unwrap()
-}
+use crate::support::evidence::{
+    BACKENDS, Spec, record, records, store_with, worked_example, worked_window,
+};
+use crate::support::map;
 
 fn complete_records() -> Vec<Record> {
     records(&[

@@ -17,22 +17,8 @@ use esl_replay::record::{Criteria, CriteriaFields, ReadCursor};
 use serde_json::{Value, json};
 use time::macros::datetime;
 
-use crate::support::evidence::{Backend, Spec, map, records, store_with, worked_example};
-
-/// The window of the worked example: from the start, until 5, batches of 2, checkpoint
-/// `worker-a` with metadata in the order replay session, generation.
-fn worked_window() -> ReconstructionWindow {
-    ReconstructionWindow::new(ReconstructionWindowFields {
-        until_append_sequence: Some(5),
-        batch_limit: 2,
-        checkpoint_key: Some("worker-a".into()),
-        checkpoint_metadata: map(
-            json!({"replay_session_id": "replay-1", "recovery_generation_id": "gen-1"}),
-        ),
-        ..ReconstructionWindowFields::default()
-    })
-    .unwrap()
-}
+use crate::support::evidence::{Backend, Spec, records, store_with, worked_example, worked_window};
+use crate::support::map;
 
 /// The upstream wording of the two issues of the worked example, recorded in §7.9 so that
 /// the bundle id derivation can be checked against the reference's id.

@@ -5,35 +5,32 @@
 //! (shared with `esl-replay forward redis`) says where delivery got to.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::support::forward::{
     Kind, Server, check_in_order_at_least_once, checkpoint_sequence, free_port, wait_exit,
 };
+use crate::support::process::SpawnSafely as _;
+use crate::support::{self, cli};
 
 const STREAM: &str = "fs:events";
 
 /// The simulator on a free port, ending its stream after `events` events at `rate`/s.
 fn simulator(events: u64, rate: u64) -> (Child, String) {
     let address = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let child = cli::command()
         .args(["simulate", "--listen", &address, "--rate"])
         .arg(rate.to_string())
         .arg("--max-events")
         .arg(events.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_safely()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the simulator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_until("the simulator to listen", || {
+        std::net::TcpStream::connect(&address).is_ok()
+    });
     (child, address)
 }
 
@@ -47,7 +44,7 @@ fn capture(esl: &str, dir: &Path, redis: &str, duration: &str) -> Child {
 }
 
 fn capture_forwarding(esl: &str, dir: &Path, duration: &str, forward: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    cli::command()
         .args(["capture", "--esl", esl, "--duration", duration])
         .arg("--store")
         .arg(dir.join("store"))
@@ -56,7 +53,7 @@ fn capture_forwarding(esl: &str, dir: &Path, duration: &str, forward: &[&str]) -
         .args(forward)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("capture.log")).unwrap())
-        .spawn()
+        .spawn_safely()
         .unwrap()
 }
 
@@ -128,9 +125,15 @@ fn records_captured_while_redis_is_down_are_delivered_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut simulator, esl) = simulator(20_000, 2_000);
     let mut child = capture(&esl, dir.path(), &server.url(), "6s");
-    std::thread::sleep(Duration::from_secs(1));
+    support::wait_until("records forwarded before the outage", || {
+        !stream_sequences(&server.url()).is_empty()
+    });
     server.stop();
-    std::thread::sleep(Duration::from_secs(2));
+    let store = dir.path().join("store");
+    let before = stored_records(&store);
+    support::wait_until("records captured while Redis is down", || {
+        stored_records(&store) > before + 1_000
+    });
     server.restart();
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let _ = simulator.kill();
@@ -200,12 +203,12 @@ fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let mut child = cli::command()
         .args(["capture", "--duration", "3s", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("capture.log")).unwrap())
-        .spawn()
+        .spawn_safely()
         .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let _ = simulator.kill();
@@ -219,12 +222,12 @@ fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
         .unwrap();
     assert_eq!(length, stored, "{}", log_of(dir.path()));
 
-    let refused = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let refused = cli::command()
         .args(["capture", "--esl", "127.0.0.1:1", "--forward-redis"])
         .arg(server.url())
         .arg("--store")
         .arg(dir.path().join("other"))
-        .output()
+        .output_safely()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let message = String::from_utf8_lossy(&refused.stderr);

@@ -5,15 +5,15 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use esl_replay::record::ndjson;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::support::forward::{
-    Kind, Server, append_in_background, check_in_order_at_least_once, checkpoint_sequence,
-    expect_refusal, expect_success, fill_store, free_port, health, http_get, signal,
-    spawn_forwarder, stdout_of, wait_exit,
+    Kind, Server, append_in_background, caught_up, check_in_order_at_least_once,
+    checkpoint_sequence, expect_refusal, expect_success, fill_store, following_forwarder, http_get,
+    outage, signal, spawn_forwarder, stdout_of, wait_exit,
 };
 
 const STREAM: &str = "fs:events";
@@ -149,44 +149,25 @@ fn a_server_outage_is_retried_with_backoff_and_shows_as_lag() {
     let log = dir.path().join("forwarder.log");
     const TOTAL: u64 = 20_000;
     let writer = append_in_background(&store, TOTAL, 100, Duration::from_millis(25));
-    let metrics_port = free_port();
-    let mut args = common_args(&store, &checkpoints, &server);
-    args.extend([
-        "--follow".to_owned(),
-        "--metrics-listen".to_owned(),
-        format!("127.0.0.1:{metrics_port}"),
-    ]);
-    let mut child = spawn_forwarder(&args, &log);
-    let acked =
-        |port| health(port).map_or(0, |(_, body)| body["acked_sequence"].as_u64().unwrap_or(0));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked(metrics_port) < 2000 {
-        assert!(Instant::now() < deadline, "no progress before the outage");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let args = common_args(&store, &checkpoints, &server);
+    let (mut child, metrics_port) = following_forwarder(&args, &log, 2000);
 
-    server.stop();
-    let outage = Instant::now();
-    let (mut worst_lag_records, mut worst_lag_seconds, mut saw_503) = (0, 0.0f64, false);
-    while outage.elapsed() < Duration::from_secs(3) {
-        if let Some((status, body)) = health(metrics_port) {
-            saw_503 |= status == 503;
-            worst_lag_records = worst_lag_records.max(body["lag_records"].as_u64().unwrap());
-            worst_lag_seconds = worst_lag_seconds.max(body["lag_seconds"].as_f64().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (_, during) = health(metrics_port).unwrap();
+    let outage = outage(&mut server, metrics_port, 2);
     let (_, exposition) = http_get(metrics_port, "/metrics").unwrap();
     server.restart();
 
-    assert!(saw_503, "/health reports the failing target");
+    let during = &outage.during;
+    assert!(outage.saw_503, "/health reports the failing target");
     assert!(during["retries"].as_u64().unwrap() >= 2, "{during}");
     assert!(!during["last_error"].is_null(), "{during}");
-    assert!(worst_lag_records > 0, "lag in records during the outage");
     assert!(
-        worst_lag_seconds >= 2.0,
-        "lag in seconds grows through a 3 s outage: {worst_lag_seconds}"
+        outage.worst_lag_records > 0,
+        "lag in records during the outage"
+    );
+    assert!(
+        outage.worst_lag_seconds >= 2.0,
+        "lag in seconds grows through the outage: {}",
+        outage.worst_lag_seconds
     );
     assert!(
         exposition.contains("esl_replay_forward_lag_seconds{target=\"redis\"}")
@@ -195,17 +176,9 @@ fn a_server_outage_is_retried_with_backoff_and_shows_as_lag() {
     );
 
     writer.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = health(metrics_port).unwrap();
-        if body["acked_sequence"] == TOTAL && body["lag_records"] == 0 {
-            assert_eq!(status, 200);
-            assert_eq!(body["lag_seconds"], 0.0);
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not catch up: {body}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (status, body) = caught_up(metrics_port, TOTAL);
+    assert_eq!(status, 200);
+    assert_eq!(body["lag_seconds"], 0.0);
     signal(&child, "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(

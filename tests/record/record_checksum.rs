@@ -10,8 +10,10 @@ use quickcheck::{Gen, QuickCheck, TestResult};
 use serde_json::json;
 use time::macros::datetime;
 
+use crate::support::map;
 use crate::support::record::{
-    ArbitraryEnvelope, TotallyOrderedEnvelope, fixture_envelope, map, permute_keys, record_from,
+    ArbitraryEnvelope, FIXTURE_CAPTURE, TotallyOrderedEnvelope, fixture_envelope, fixture_named,
+    permute_keys, record_from,
 };
 
 fn canonical(envelope: &Envelope) -> String {
@@ -39,10 +41,7 @@ fn vector_fixture_default_api_dispatch() {
 
 #[test]
 fn vector_empty_payload_is_written_as_a_list() {
-    let envelope = Envelope {
-        payload: map(json!({})),
-        ..fixture_envelope()
-    };
+    let envelope = fixture_envelope().with_payload(map(json!({})));
     assert!(canonical(&envelope).ends_with(r#""payload":[]}"#));
     assert_eq!(
         envelope.checksum().unwrap(),
@@ -52,11 +51,10 @@ fn vector_empty_payload_is_written_as_a_list() {
 
 #[test]
 fn vector_fixture_event_raw() {
-    let envelope = Envelope {
-        artifact_name: "event.raw".into(),
-        payload: map(json!({"Event-Name": "CHANNEL_CREATE", "Core-UUID": "core-uuid-001"})),
-        ..fixture_envelope()
-    };
+    let envelope = Envelope::new("1", "event.raw", FIXTURE_CAPTURE).with_payload(map(json!({
+        "Event-Name": "CHANNEL_CREATE",
+        "Core-UUID": "core-uuid-001"
+    })));
     assert_eq!(
         envelope.checksum().unwrap(),
         "48cf0b3e7704e3cab8031b5732d83ffc196cf119b5a01e4d8429e854c78a6374"
@@ -65,11 +63,8 @@ fn vector_fixture_event_raw() {
 
 #[test]
 fn vector_fixture_bgapi_dispatch() {
-    let envelope = Envelope {
-        artifact_name: "bgapi.dispatch".into(),
-        payload: map(json!({"command": "show", "args": "channels"})),
-        ..fixture_envelope()
-    };
+    let envelope = Envelope::new("1", "bgapi.dispatch", FIXTURE_CAPTURE)
+        .with_payload(map(json!({"command": "show", "args": "channels"})));
     assert_eq!(
         envelope.checksum().unwrap(),
         "769301beb989e7574386484642a19814c070ba3cf3c45b72d6d882dcd22d020d"
@@ -90,19 +85,16 @@ fn vector_artifact_version_two() {
 
 #[test]
 fn vector_mixed_payload_is_deep_sorted_with_php_encoding() {
-    let envelope = Envelope {
-        payload: map(json!({
-            "z": {"b": 1, "a": [3, 1, 2]},
-            "a": "x/y",
-            "u": "é\u{2028}\t\u{1}",
-            "f": 1.0,
-            "g": 0.1,
-            "n": null,
-            "e": [],
-            "t": true
-        })),
-        ..fixture_envelope()
-    };
+    let envelope = fixture_envelope().with_payload(map(json!({
+        "z": {"b": 1, "a": [3, 1, 2]},
+        "a": "x/y",
+        "u": "é\u{2028}\t\u{1}",
+        "f": 1.0,
+        "g": 0.1,
+        "n": null,
+        "e": [],
+        "t": true
+    })));
     let expected_payload = r#"{"a":"x/y","e":[],"f":1,"g":0.1,"n":null,"t":true,"u":"é\u2028\t\u0001","z":{"a":[3,1,2],"b":1}}"#;
     assert!(canonical(&envelope).ends_with(&format!("\"payload\":{expected_payload}}}")));
     assert_eq!(
@@ -113,11 +105,12 @@ fn vector_mixed_payload_is_deep_sorted_with_php_encoding() {
 
 #[test]
 fn vector_capture_offset_is_kept_and_truncated_to_milliseconds() {
-    let envelope = Envelope {
-        capture_timestamp: datetime!(2024-01-15 12:00:00.123456 +02:00),
-        payload: map(json!({"k": "v"})),
-        ..fixture_envelope()
-    };
+    let envelope = Envelope::new(
+        "1",
+        "api.dispatch",
+        datetime!(2024-01-15 12:00:00.123456 +02:00),
+    )
+    .with_payload(map(json!({"k": "v"})));
     assert!(
         canonical(&envelope).contains(r#""capture_timestamp":"2024-01-15T12:00:00.123+02:00""#)
     );
@@ -129,19 +122,14 @@ fn vector_capture_offset_is_kept_and_truncated_to_milliseconds() {
 
 #[test]
 fn php_ksort_orders_integer_keys_numerically_before_words() {
-    let envelope = Envelope {
-        payload: map(json!({"a": 1, "_": 2, "B": 3, "10": 4, "9": 5})),
-        ..fixture_envelope()
-    };
+    let envelope =
+        fixture_envelope().with_payload(map(json!({"a": 1, "_": 2, "B": 3, "10": 4, "9": 5})));
     assert!(canonical(&envelope).ends_with(r#""payload":{"9":5,"10":4,"B":3,"_":2,"a":1}}"#));
 }
 
 #[test]
 fn index_keyed_payload_canonicalises_to_a_list() {
-    let envelope = Envelope {
-        payload: map(json!({"1": "b", "0": "a"})),
-        ..fixture_envelope()
-    };
+    let envelope = fixture_envelope().with_payload(map(json!({"1": "b", "0": "a"})));
     assert!(canonical(&envelope).ends_with(r#""payload":["a","b"]}"#));
 }
 
@@ -166,10 +154,7 @@ fn compute_is_deterministic_for_the_same_input() {
 
 #[test]
 fn different_artifact_names_produce_different_checksums() {
-    let other = Envelope {
-        artifact_name: "api.reply".into(),
-        ..fixture_envelope()
-    };
+    let other = fixture_named("api.reply");
     assert_ne!(
         fixture_envelope().checksum().unwrap(),
         other.checksum().unwrap()
@@ -178,10 +163,7 @@ fn different_artifact_names_produce_different_checksums() {
 
 #[test]
 fn different_payloads_produce_different_checksums() {
-    let other = Envelope {
-        payload: map(json!({"command": "status"})),
-        ..fixture_envelope()
-    };
+    let other = fixture_envelope().with_payload(map(json!({"command": "status"})));
     assert_ne!(
         fixture_envelope().checksum().unwrap(),
         other.checksum().unwrap()
@@ -190,30 +172,24 @@ fn different_payloads_produce_different_checksums() {
 
 #[test]
 fn payload_key_order_does_not_affect_checksum() {
-    let ab = Envelope {
-        payload: map(json!({"a": 1, "b": 2})),
-        ..fixture_envelope()
-    };
-    let ba = Envelope {
-        payload: map(json!({"b": 2, "a": 1})),
-        ..fixture_envelope()
-    };
+    let ab = fixture_envelope().with_payload(map(json!({"a": 1, "b": 2})));
+    let ba = fixture_envelope().with_payload(map(json!({"b": 2, "a": 1})));
     assert_eq!(ab.checksum().unwrap(), ba.checksum().unwrap());
 }
 
 #[test]
 fn fields_outside_the_checksum_do_not_affect_it() {
     let plain = record_from(fixture_envelope());
-    let decorated = record_from(Envelope {
-        session_id: Some("sess".into()),
-        job_uuid: Some("job".into()),
-        event_name: Some("CHANNEL_CREATE".into()),
-        capture_path: Some("/x".into()),
-        connection_generation: Some("gen-1".into()),
-        correlation_ids: map(json!({"replay_session_id": "r"})),
-        runtime_flags: map(json!({"pbx_node_slug": "n"})),
-        ..fixture_envelope()
-    });
+    let decorated = record_from(
+        fixture_envelope()
+            .with_capture_path("/x")
+            .with_connection_generation("gen-1")
+            .with_session_id("sess")
+            .with_job_uuid("job")
+            .with_event_name("CHANNEL_CREATE")
+            .with_correlation_ids(map(json!({"replay_session_id": "r"})))
+            .with_runtime_flags(map(json!({"pbx_node_slug": "n"}))),
+    );
     assert_eq!(plain.checksum(), decorated.checksum());
 }
 
@@ -257,10 +233,7 @@ fn deep_payloads_are_rejected_not_overflowed() {
     }
     let mut payload = esl_replay::record::JsonMap::new();
     payload.insert("deep".into(), value);
-    let envelope = Envelope {
-        payload,
-        ..fixture_envelope()
-    };
+    let envelope = fixture_envelope().with_payload(payload);
     assert!(matches!(
         envelope.checksum(),
         Err(esl_replay::record::Error::NestingTooDeep { max: 128 })
@@ -276,10 +249,9 @@ fn permuting_map_key_order_never_changes_the_checksum() {
     fn property(envelope: TotallyOrderedEnvelope, seed: u64) -> TestResult {
         let TotallyOrderedEnvelope(envelope) = envelope;
         let mut g = Gen::from_size_and_seed(8, seed);
-        let permuted = Envelope {
-            payload: permute_keys(&envelope.payload, &mut g),
-            ..envelope.clone()
-        };
+        let permuted = envelope
+            .clone()
+            .with_payload(permute_keys(&envelope.payload, &mut g));
         TestResult::from_bool(envelope.checksum().unwrap() == permuted.checksum().unwrap())
     }
     QuickCheck::new()
@@ -291,14 +263,8 @@ fn permuting_map_key_order_never_changes_the_checksum() {
 /// survives the sort; we reproduce that rather than inventing a tie-break.
 #[test]
 fn equal_php_keys_keep_insertion_order() {
-    let first = Envelope {
-        payload: map(json!({"01": "x", "1": "y"})),
-        ..fixture_envelope()
-    };
-    let second = Envelope {
-        payload: map(json!({"1": "y", "01": "x"})),
-        ..fixture_envelope()
-    };
+    let first = fixture_envelope().with_payload(map(json!({"01": "x", "1": "y"})));
+    let second = fixture_envelope().with_payload(map(json!({"1": "y", "01": "x"})));
     assert!(canonical(&first).ends_with(r#""payload":{"01":"x","1":"y"}}"#));
     assert!(canonical(&second).ends_with(r#""payload":{"1":"y","01":"x"}}"#));
 }

@@ -15,9 +15,9 @@ use quickcheck::QuickCheck;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
+use crate::support::map;
 use crate::support::record::{
-    ArbitraryRecord, as_stored, assert_records_identical, encode_v1, fixture_envelope, map,
-    record_from,
+    ArbitraryRecord, as_stored, assert_records_identical, encode_v1, fixture_envelope, record_from,
 };
 
 fn every_json_type() -> Record {
@@ -27,18 +27,19 @@ fn every_json_type() -> Record {
             "text":"é 😀 \u2028 \u0000","list":[1,"two",[3],{"b":1,"a":2},[]],"map":{"y":{},"x":[]},"0":"zero"}"#,
     )
     .unwrap();
-    let envelope = Envelope {
-        capture_timestamp: datetime!(2024-01-15 12:00:00.123456789 +05:45),
-        capture_path: Some("path".into()),
-        connection_generation: Some("gen".into()),
-        session_id: Some("sess".into()),
-        job_uuid: Some("job".into()),
-        event_name: Some("CHANNEL_CREATE".into()),
-        correlation_ids: map(json!({"replay_session_id": "r"})),
-        runtime_flags: map(json!({"b": 1, "a": [true]})),
-        payload: map(payload),
-        ..fixture_envelope()
-    };
+    let envelope = Envelope::new(
+        "1",
+        "api.dispatch",
+        datetime!(2024-01-15 12:00:00.123456789 +05:45),
+    )
+    .with_capture_path("path")
+    .with_connection_generation("gen")
+    .with_session_id("sess")
+    .with_job_uuid("job")
+    .with_event_name("CHANNEL_CREATE")
+    .with_correlation_ids(map(json!({"replay_session_id": "r"})))
+    .with_runtime_flags(map(json!({"b": 1, "a": [true]})))
+    .with_payload(map(payload));
     let record = Record::from_envelope(
         envelope,
         RecordId::generate(),
@@ -90,10 +91,9 @@ fn version_1_frames_decode_to_the_identical_record() {
 
 #[test]
 fn key_order_is_preserved() {
-    let record = record_from(Envelope {
-        payload: map(json!({"z": 1, "a": {"y": 1, "b": 2}, "m": 3})),
-        ..fixture_envelope()
-    });
+    let record = record_from(
+        fixture_envelope().with_payload(map(json!({"z": 1, "a": {"y": 1, "b": 2}, "m": 3}))),
+    );
     let decoded = decode(&record.encode().unwrap()).unwrap();
     assert_eq!(
         decoded.payload().keys().collect::<Vec<_>>(),
@@ -167,10 +167,7 @@ fn every_truncation_is_an_error() {
     reason = "MessagePack stores float 64 big-endian"
 )]
 fn non_finite_floats_in_version_1_frames_are_rejected() {
-    let record = record_from(Envelope {
-        payload: map(json!({"x": 1.5})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({"x": 1.5}))));
     let bytes = encode_v1(&record);
     let mut pattern = vec![0xcb];
     pattern.extend_from_slice(&1.5f64.to_be_bytes());
@@ -195,10 +192,7 @@ fn excess_nesting_in_version_1_frames_is_rejected() {
     for _ in 1..MAX_JSON_DEPTH {
         value = json!([value]);
     }
-    let record = record_from(Envelope {
-        payload: map(json!({"x": value})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({"x": value}))));
     let bytes = encode_v1(&record);
     assert!(decode(&bytes).is_ok());
     // MessagePack arrays count elements, not bytes, so one more 0x91 adds a level in place.
@@ -214,10 +208,7 @@ fn excess_nesting_in_version_1_frames_is_rejected() {
 
 #[test]
 fn forged_lengths_in_version_1_frames_do_not_allocate_or_panic() {
-    let record = record_from(Envelope {
-        payload: map(json!({})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({}))));
     let bytes = encode_v1(&record);
     // The empty payload map is the fixmap 0x80 right after runtime_flags (also 0x80) and
     // correlation_ids (0x80); replace the third one with a map32 claiming u32::MAX entries.
@@ -322,10 +313,7 @@ fn version_2_frames_that_break_their_layout_are_rejected_naming_the_problem() {
     forged[at] = 0xff;
     malformed(&forged, "`checksum` is not UTF-8");
     // A payload text that is not a map.
-    let record = record_from(Envelope {
-        payload: map(json!({"k": "v"})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({"k": "v"}))));
     let mut forged = record.encode().unwrap();
     let at = forged
         .windows(9)
@@ -338,10 +326,7 @@ fn version_2_frames_that_break_their_layout_are_rejected_naming_the_problem() {
 /// [BODY-03] Map texts are parsed (and their depth bounded) when a record is built.
 #[test]
 fn version_2_map_texts_are_checked_when_the_record_is_built() {
-    let record = record_from(Envelope {
-        payload: map(json!({"k": "v"})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({"k": "v"}))));
     let bytes = record.encode().unwrap();
     let at = bytes
         .windows(9)
@@ -376,10 +361,8 @@ fn version_2_map_texts_are_checked_when_the_record_is_built() {
 
 #[test]
 fn a_derived_identity_that_disagrees_with_the_maps_is_reported() {
-    let record = record_from(Envelope {
-        runtime_flags: map(json!({"pbx_node_slug": "node-a"})),
-        ..fixture_envelope()
-    });
+    let record =
+        record_from(fixture_envelope().with_runtime_flags(map(json!({"pbx_node_slug": "node-a"}))));
     let mut bytes = record.encode().unwrap();
     let at = bytes
         .windows(6)
@@ -400,10 +383,7 @@ fn a_derived_identity_that_disagrees_with_the_maps_is_reported() {
 /// so a view and its record can never export different lines.
 #[test]
 fn version_2_map_texts_must_be_the_writers_text() {
-    let record = record_from(Envelope {
-        payload: map(json!({"a": "1", "b": "2"})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(json!({"a": "1", "b": "2"}))));
     let mut bytes = record.encode().unwrap();
     let at = bytes
         .windows(17)

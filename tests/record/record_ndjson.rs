@@ -16,8 +16,9 @@ use quickcheck::QuickCheck;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
+use crate::support::map;
 use crate::support::record::{
-    ArbitraryRecord, assert_records_identical, fixture_envelope, map, record_from,
+    ArbitraryRecord, assert_records_identical, fixture_envelope, record_from,
 };
 
 const SAMPLE: &str = r#"{"schema_version":1,"id":"3f1c2b9e-8a4d-4c1e-9b7a-2d5e6f708192","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":1,"connection_generation":null,"session_id":"sess-001","job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{"command":"originate","args":"sofia/internal/1000"},"checksum":"353a1621b83b5bf2d2357f86e0b7c35adff2750052fb09291211ba7d97493754","tags":[]}"#;
@@ -55,10 +56,7 @@ fn sample_line_parses_and_reserializes_to_the_same_bytes() {
 
 #[test]
 fn fixture_record_serializes_to_the_sample_line() {
-    let envelope = Envelope {
-        session_id: Some("sess-001".into()),
-        ..fixture_envelope()
-    };
+    let envelope = fixture_envelope().with_session_id("sess-001");
     let record = Record::from_envelope(
         envelope,
         RecordId::new("3f1c2b9e-8a4d-4c1e-9b7a-2d5e6f708192").unwrap(),
@@ -71,10 +69,9 @@ fn fixture_record_serializes_to_the_sample_line() {
 
 #[test]
 fn serialized_line_is_single_line_json_with_schema_version_one() {
-    let line = to_ndjson_line(&record_from(Envelope {
-        payload: map(json!({"text": "multi\nline\r\n"})),
-        ..fixture_envelope()
-    }));
+    let line = to_ndjson_line(&record_from(
+        fixture_envelope().with_payload(map(json!({"text": "multi\nline\r\n"}))),
+    ));
     assert!(!line.contains('\n') && !line.contains('\r'));
     let value: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(value["schema_version"], json!(1));
@@ -91,18 +88,19 @@ fn append_ndjson_line_adds_one_newline() {
 
 #[test]
 fn roundtrip_preserves_all_fields() {
-    let envelope = Envelope {
-        capture_timestamp: datetime!(2024-01-15 12:00:00.123 +02:00),
-        capture_path: Some("inbound".into()),
-        connection_generation: Some("gen-7".into()),
-        session_id: Some("sess-001".into()),
-        job_uuid: Some("job-1".into()),
-        event_name: Some("BACKGROUND_JOB".into()),
-        correlation_ids: map(json!({"replay_session_id": "r-1"})),
-        runtime_flags: map(json!({"pbx_node_slug": "node-a", "n": 3})),
-        payload: map(json!({"z": {"b": [1, 2.5, null, true]}, "a": "x"})),
-        ..fixture_envelope()
-    };
+    let envelope = Envelope::new(
+        "1",
+        "api.dispatch",
+        datetime!(2024-01-15 12:00:00.123 +02:00),
+    )
+    .with_capture_path("inbound")
+    .with_connection_generation("gen-7")
+    .with_session_id("sess-001")
+    .with_job_uuid("job-1")
+    .with_event_name("BACKGROUND_JOB")
+    .with_correlation_ids(map(json!({"replay_session_id": "r-1"})))
+    .with_runtime_flags(map(json!({"pbx_node_slug": "node-a", "n": 3})))
+    .with_payload(map(json!({"z": {"b": [1, 2.5, null, true]}, "a": "x"})));
     let original = Record::from_envelope(
         envelope,
         RecordId::generate(),
@@ -122,10 +120,8 @@ fn serialization_is_deterministic() {
 
 #[test]
 fn payload_keeps_insertion_order_and_is_not_sorted() {
-    let record = record_from(Envelope {
-        payload: map(json!({"z": 1, "a": {"y": 1, "b": 2}})),
-        ..fixture_envelope()
-    });
+    let record =
+        record_from(fixture_envelope().with_payload(map(json!({"z": 1, "a": {"y": 1, "b": 2}}))));
     assert!(to_ndjson_line(&record).contains(r#""payload":{"z":1,"a":{"y":1,"b":2}}"#));
 }
 
@@ -144,10 +140,8 @@ fn php_number_forms_are_written_and_survive_reimport() {
 
 #[test]
 fn strings_use_php_escaping() {
-    let record = record_from(Envelope {
-        payload: map(json!({"u": "é/\u{2028}\u{1}\t\"\\"})),
-        ..fixture_envelope()
-    });
+    let record =
+        record_from(fixture_envelope().with_payload(map(json!({"u": "é/\u{2028}\u{1}\t\"\\"}))));
     assert!(to_ndjson_line(&record).contains(r#""payload":{"u":"é/\u2028\u0001\t\"\\"}"#));
 }
 
@@ -195,10 +189,9 @@ fn list_shaped_maps_of_every_field_are_accepted() {
 fn nested_objects_keep_their_form_even_when_keyed_like_a_list_or_empty() {
     // K3: PHP decodes the reference's lines into arrays, so only an object the writer held
     // appears as `{}` or `{"0":..}` inside a map; the line keeps it as written.
-    let record = record_from(Envelope {
-        payload: map(json!({"m": {"0": "a", "1": "b"}, "e": {}, "l": [], "in": [{}]})),
-        ..fixture_envelope()
-    });
+    let record = record_from(fixture_envelope().with_payload(map(
+        json!({"m": {"0": "a", "1": "b"}, "e": {}, "l": [], "in": [{}]}),
+    )));
     let exported = to_ndjson_line(&record);
     assert!(exported.contains(r#""payload":{"m":{"0":"a","1":"b"},"e":{},"l":[],"in":[{}]}"#));
     assert_eq!(roundtrip(&exported), exported);
@@ -207,11 +200,8 @@ fn nested_objects_keep_their_form_even_when_keyed_like_a_list_or_empty() {
 
 #[test]
 fn top_level_maps_are_written_as_php_arrays() {
-    let mut fields = record_from(Envelope {
-        payload: map(json!({"0": "a", "1": "b"})),
-        ..fixture_envelope()
-    })
-    .into_fields();
+    let mut fields = record_from(fixture_envelope().with_payload(map(json!({"0": "a", "1": "b"}))))
+        .into_fields();
     fields.tags = map(json!({}));
     let exported = to_ndjson_line(&Record::new(fields).unwrap());
     assert!(exported.contains(r#""payload":["a","b"]"#));

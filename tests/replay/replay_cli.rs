@@ -4,30 +4,15 @@
 //! re-injection flags.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use esl_replay::checkpoint::CheckpointStore;
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::ArtifactStore;
 use serde_json::Value;
 
-use crate::support;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_STORE")
-        .env_remove("ESL_REPLAY_CHECKPOINT_DIR")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use crate::support::cli::{run, stderr, stdout};
+use crate::support::process::open_store;
+use crate::support::record::fixture_named;
 
 fn json_lines(output: &Output) -> Vec<Value> {
     stdout(output)
@@ -39,16 +24,17 @@ fn json_lines(output: &Output) -> Vec<Value> {
 /// A store of these artifact names (event names `E<sequence>` on `event.raw` records).
 fn store(dir: &Path, names: &[&str]) -> PathBuf {
     let path = dir.join("store");
-    let mut store = LogStore::open(&path).unwrap();
+    let mut store = open_store(&path).unwrap();
     let envelopes = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let mut envelope = support::replay::envelope(name);
+            let envelope = fixture_named(name);
             if *name == "event.raw" {
-                envelope.event_name = Some(if i % 2 == 0 { "HEARTBEAT" } else { "DTMF" }.into());
+                envelope.with_event_name(if i % 2 == 0 { "HEARTBEAT" } else { "DTMF" })
+            } else {
+                envelope
             }
-            envelope
         })
         .collect();
     store.write_batch(envelopes).unwrap();

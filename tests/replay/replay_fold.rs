@@ -14,7 +14,9 @@ use quickcheck::{QuickCheck, TestResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::support;
+use crate::support::map;
+use crate::support::process::open_store;
+use crate::support::record::fixture_named;
 
 /// An order-sensitive summary of the records applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,17 +49,13 @@ const NAMES: [&str; 4] = [
 ];
 
 fn envelope(name: &str, session: &str) -> Envelope {
-    let mut envelope = support::replay::envelope(name);
-    envelope
-        .correlation_ids
-        .insert("replay_session_id".into(), json!(session));
-    envelope
+    fixture_named(name).with_correlation_ids(map(json!({"replay_session_id": session})))
 }
 
 /// A store with `count` records: names cycle through [`NAMES`], sessions alternate `a`/`b`.
 fn store(count: u64) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     let envelopes = (0..count)
         .map(|i| envelope(NAMES[(i % 4) as usize], if i % 2 == 0 { "a" } else { "b" }))
         .collect::<Vec<_>>();
@@ -348,7 +346,7 @@ fn fold_with_snapshots_matches_a_plain_fold_property() {
     ) -> TestResult {
         let kinds: Vec<(u8, bool)> = kinds.into_iter().take(40).collect();
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(dir.path().join("store")).unwrap();
+        let mut store = open_store(dir.path().join("store")).unwrap();
         if !kinds.is_empty() {
             store
                 .write_batch(

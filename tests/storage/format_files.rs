@@ -26,6 +26,8 @@ use esl_replay::storage::{
     CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, SyncPolicy,
 };
 
+use crate::support::process::open_log;
+
 fn options(segment_bytes: u64, max_payload_bytes: u32, sync_policy: SyncPolicy) -> LogOptions {
     LogOptions {
         segment_bytes,
@@ -201,7 +203,7 @@ fn all_records(reader: &Reader) -> Vec<(Seq, Vec<u8>)> {
 #[test]
 fn frames_follow_the_header_back_to_back_with_implied_sequences() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, report) = open_log(dir.path(), small()).unwrap();
     assert_eq!(report.next_seq, 1);
     let payloads: Vec<Vec<u8>> = (0..60)
         .map(|i| payload(i, (i as usize * 37) % 300))
@@ -225,7 +227,7 @@ fn frames_follow_the_header_back_to_back_with_implied_sequences() {
     assert_eq!(walk.frames.len(), payloads.len());
     assert!(read(&path)[walk.end as usize..].iter().all(|b| *b == 0));
 
-    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, report) = open_log(dir.path(), small()).unwrap();
     assert_eq!(report.next_seq, 61);
     assert_eq!(log.append(b"after reopen").unwrap(), Seq(61));
 }
@@ -236,7 +238,7 @@ fn frames_follow_the_header_back_to_back_with_implied_sequences() {
 #[test]
 fn segment_files_are_preallocated_and_never_change_length() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 300);
     log.close().unwrap();
     let first = bases(dir.path());
@@ -253,7 +255,7 @@ fn segment_files_are_preallocated_and_never_change_length() {
     assert!(!dir.path().join(SPARE_FILE).exists());
 
     let larger = options(128 << 10, 8 << 10, SyncPolicy::EveryAppend);
-    let (mut log, _) = Log::open(dir.path(), larger).unwrap();
+    let (mut log, _) = open_log(dir.path(), larger).unwrap();
     let more = fill(&mut log, 300);
     let records = all_records(&log.reader());
     log.close().unwrap();
@@ -277,7 +279,7 @@ fn segment_files_are_preallocated_and_never_change_length() {
 #[test]
 fn every_segment_has_its_own_salt_which_recovery_keeps() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 300);
     log.flush().unwrap();
     log.simulate_crash();
@@ -289,7 +291,7 @@ fn every_segment_has_its_own_salt_which_recovery_keeps() {
     assert_eq!(salts.len(), all.len());
     let last = segment_path(dir.path(), *all.last().unwrap());
     let before = header(&last);
-    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    let (log, _) = open_log(dir.path(), small()).unwrap();
     drop(log);
     assert_eq!(header(&last), before);
 }
@@ -302,7 +304,7 @@ fn a_seal_always_fits_after_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
     let max = (64 << 10) - 56;
     let (mut log, _) =
-        Log::open(dir.path(), options(64 << 10, max, SyncPolicy::EveryAppend)).unwrap();
+        open_log(dir.path(), options(64 << 10, max, SyncPolicy::EveryAppend)).unwrap();
     assert_eq!(log.append(&vec![1; max as usize]).unwrap(), Seq(1));
     assert!(matches!(
         log.append(&vec![2; max as usize + 1]),
@@ -328,7 +330,7 @@ fn a_seal_always_fits_after_the_last_record() {
 #[test]
 fn sealed_segments_end_in_a_seal_naming_their_successor() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 300);
     log.close().unwrap();
     let all = bases(dir.path());
@@ -371,7 +373,7 @@ fn sealed_segments_end_in_a_seal_naming_their_successor() {
 #[test]
 fn header_base_must_match_the_file_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 3);
     log.close().unwrap();
     StdIo
@@ -394,7 +396,7 @@ fn header_base_must_match_the_file_name() {
         );
     };
     wrong(Reader::open(dir.path(), &small()).map(drop));
-    wrong(Log::open(dir.path(), small()).map(drop));
+    wrong(open_log(dir.path(), small()).map(drop));
 }
 
 /// [HDR-03] [HDR-04] A log whose last segment has a newer write version opens read-only
@@ -402,7 +404,7 @@ fn header_base_must_match_the_file_name() {
 #[test]
 fn newer_versions_are_refused_or_read_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     let written = fill(&mut log, 5);
     log.close().unwrap();
     let path = segment_path(dir.path(), 1);
@@ -414,7 +416,7 @@ fn newer_versions_are_refused_or_read_only() {
     };
     write_at(&path, 0, &newer_write.encode(SEGMENT_MAGIC));
     assert!(matches!(
-        Log::open(dir.path(), small()),
+        open_log(dir.path(), small()),
         Err(Error::ReadOnlyVersion {
             segment: SegmentId(1),
             found: 3,
@@ -444,7 +446,7 @@ fn newer_versions_are_refused_or_read_only() {
             "{result:?}"
         );
     };
-    refused(Log::open(dir.path(), small()).map(drop));
+    refused(open_log(dir.path(), small()).map(drop));
     refused(Reader::open(dir.path(), &small()).map(drop));
 }
 
@@ -459,7 +461,7 @@ fn large_compressible_payloads_are_stored_compressed() {
         ..options(1 << 20, 64 << 10, SyncPolicy::EveryAppend)
     };
     let text = payload(0, 8192);
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     log.append(&text).unwrap();
     log.append(&[b'A'; 100]).unwrap();
     log.close().unwrap();
@@ -501,7 +503,7 @@ fn payloads_that_do_not_qualify_are_stored_plain_and_bad_compression_is_corrupt(
     };
     let random = noise(8192, 0x9E37_79B9_7F4A_7C15);
     let short = vec![b'a'; 512];
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     log.append(&random).unwrap();
     log.append(&short).unwrap();
     log.close().unwrap();
@@ -535,7 +537,7 @@ fn payloads_that_do_not_qualify_are_stored_plain_and_bad_compression_is_corrupt(
 fn index_entries_follow_the_sparse_rule() {
     let dir = tempfile::tempdir().unwrap();
     let options = options(1 << 20, 8 << 10, SyncPolicy::EveryAppend);
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     fill(&mut log, 200);
     log.close().unwrap();
     let walk = walk(&segment_path(dir.path(), 1));
@@ -552,7 +554,7 @@ fn index_entries_follow_the_sparse_rule() {
 fn index_entries_point_only_at_durable_frames() {
     let dir = tempfile::tempdir().unwrap();
     let options = options(1 << 20, 8 << 10, SyncPolicy::OsOnly);
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     fill(&mut log, 40);
     log.sync().unwrap();
     assert_eq!(log.durability().durable_seq(), Seq(41));
@@ -576,7 +578,7 @@ fn index_entries_point_only_at_durable_frames() {
     assert!(index.entries.len() >= 2);
 
     let last = index.entries.last().unwrap();
-    let (log, report) = Log::open(dir.path(), options).unwrap();
+    let (log, report) = open_log(dir.path(), options).unwrap();
     assert!(!report.clean_shutdown);
     assert_eq!(report.next_seq, 81);
     assert_eq!(report.scanned_bytes, walk.end - u64::from(last.offset));
@@ -590,7 +592,7 @@ fn index_entries_point_only_at_durable_frames() {
 #[test]
 fn indexes_are_advisory_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     let written = fill(&mut log, 300);
     log.close().unwrap();
     let all = bases(dir.path());
@@ -624,7 +626,7 @@ fn indexes_are_advisory_and_rebuilt() {
         &wrong.encode(walks[2].salt),
     );
 
-    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    let (log, _) = open_log(dir.path(), small()).unwrap();
     let reader = log.reader();
     assert_eq!(all_records(&reader), written);
     for (base, walk) in all.iter().zip(&walks).take(2) {
@@ -655,7 +657,7 @@ fn indexes_are_advisory_and_rebuilt() {
 #[test]
 fn clean_close_lets_the_next_open_skip_the_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 40);
     log.close().unwrap();
     let last = *bases(dir.path()).last().unwrap();
@@ -672,7 +674,7 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
         }
     );
 
-    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    let (log, report) = open_log(dir.path(), small()).unwrap();
     assert!(report.clean_shutdown);
     assert_eq!(report.scanned_bytes, 0);
     assert_eq!(report.next_seq, 41);
@@ -684,7 +686,7 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
         ..mark
     };
     std::fs::write(&clean_path, stale.encode()).unwrap();
-    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    let (log, report) = open_log(dir.path(), small()).unwrap();
     assert!(!report.clean_shutdown);
     assert!(report.scanned_bytes > 0);
     assert_eq!(report.next_seq, 41);
@@ -692,7 +694,7 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
     log.close().unwrap();
 
     std::fs::write(&clean_path, b"not a clean-shutdown file").unwrap();
-    let (_log, report) = Log::open(dir.path(), small()).unwrap();
+    let (_log, report) = open_log(dir.path(), small()).unwrap();
     assert!(!report.clean_shutdown);
     assert_eq!(report.next_seq, 41);
 }
@@ -700,7 +702,7 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
 /// Writes five records durably, crashes, and returns the directory and the frames.
 fn crashed_log() -> (tempfile::TempDir, Walk) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(
+    let (mut log, _) = open_log(
         dir.path(),
         options(256 << 10, 64 << 10, SyncPolicy::EveryAppend),
     )
@@ -719,7 +721,7 @@ fn reopen(
     dir: &Path,
     mode: RecoveryMode,
 ) -> Result<(Log, esl_replay::storage::RecoveryReport), Error> {
-    Log::open(
+    open_log(
         dir,
         LogOptions {
             recovery_mode: mode,
@@ -855,7 +857,7 @@ fn an_interrupted_roll_is_completed_by_the_first_append() {
 #[test]
 fn an_interrupted_truncation_is_finished_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 300);
     log.close().unwrap();
     let all = bases(dir.path());
@@ -865,7 +867,7 @@ fn an_interrupted_truncation_is_finished_on_open() {
     let orphan = index_path(dir.path(), all[all.len() - 1] + 1_000_000);
     std::fs::copy(index_path(dir.path(), all[0]), &orphan).unwrap();
 
-    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    let (log, report) = open_log(dir.path(), small()).unwrap();
     assert_eq!(report.removed_segments, 2);
     assert_eq!(report.first_seq, start);
     assert_eq!(bases(dir.path()), all[2..]);
@@ -884,7 +886,7 @@ fn an_interrupted_truncation_is_finished_on_open() {
 #[test]
 fn truncation_deletes_whole_segments_below_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 300);
     let all = bases(dir.path());
     assert!(all.len() >= 4);
@@ -917,7 +919,7 @@ fn truncation_deletes_whole_segments_below_the_start() {
     assert_eq!(reader.first_seq(), next);
     assert_eq!(log.append(b"after everything").unwrap(), next);
     log.close().unwrap();
-    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    let (log, report) = open_log(dir.path(), small()).unwrap();
     assert_eq!(report.first_seq, next.get());
     assert_eq!(log.next_seq(), next.next());
 }
@@ -926,7 +928,7 @@ fn truncation_deletes_whole_segments_below_the_start() {
 #[test]
 fn temporaries_are_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 3);
     log.close().unwrap();
     let stray = [
@@ -938,7 +940,7 @@ fn temporaries_are_removed_on_open() {
     }
     let foreign = dir.path().join("notes.txt");
     std::fs::write(&foreign, b"not the log's").unwrap();
-    let (log, report) = Log::open(dir.path(), small()).unwrap();
+    let (log, report) = open_log(dir.path(), small()).unwrap();
     assert!(report.removed_temporaries >= stray.len());
     for path in &stray {
         assert!(!path.exists(), "{}", path.display());
@@ -952,16 +954,16 @@ fn temporaries_are_removed_on_open() {
 #[test]
 fn one_writer_per_directory_and_lock_free_readers() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     let written = fill(&mut log, 10);
     assert!(matches!(
-        Log::open(dir.path(), small()),
+        open_log(dir.path(), small()),
         Err(Error::Locked { .. })
     ));
     let reader = Reader::open(dir.path(), &small()).unwrap();
     assert_eq!(all_records(&reader), written);
     log.close().unwrap();
-    let (log, _) = Log::open(dir.path(), small()).unwrap();
+    let (log, _) = open_log(dir.path(), small()).unwrap();
     drop(log);
 }
 
@@ -971,7 +973,7 @@ fn one_writer_per_directory_and_lock_free_readers() {
 #[test]
 fn a_reader_in_a_removed_segment_reads_on_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     let written = fill(&mut log, 400);
     let segments = log.reader().segments();
     assert!(segments.len() >= 4, "{segments:?}");
@@ -1001,7 +1003,7 @@ fn a_reader_in_a_removed_segment_reads_on_intact() {
 #[test]
 fn truncation_and_open_wait_for_the_retention_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
     fill(&mut log, 10);
     let holder = File::options()
         .read(true)
@@ -1028,7 +1030,7 @@ fn truncation_and_open_wait_for_the_retention_lock() {
     let path = dir.path().to_path_buf();
     let (sender, receiver) = mpsc::channel();
     let opener = std::thread::spawn(move || {
-        sender.send(Log::open(&path, small()).is_ok()).unwrap();
+        sender.send(open_log(&path, small()).is_ok()).unwrap();
     });
     // Nothing can show a thread blocked on a lock; what can fail is finishing while it is held.
     assert!(
@@ -1133,7 +1135,7 @@ fn durable_steps_happen_in_the_specified_order() {
         io: recorder.clone(),
         ..options(64 << 10, 8 << 10, SyncPolicy::OsOnly)
     };
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     let reader = log.reader();
     let opened = recorder.ops().len();
     let mut written = Vec::new();
@@ -1278,7 +1280,7 @@ fn every_append_syncs_before_returning() {
         io: recorder.clone(),
         ..small()
     };
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     let segment = ino(&segment_path(dir.path(), 1));
     let mark = recorder.ops().len();
     for i in 0..5 {
@@ -1313,7 +1315,7 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
-        let (mut log, _) = Log::open(&d, opts.clone()).unwrap();
+        let (mut log, _) = open_log(&d, opts.clone()).unwrap();
         let mut written = Vec::new();
         while log.active_segment() == SegmentId(1) {
             written.extend(fill(&mut log, 1));
@@ -1349,7 +1351,7 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
             write_at(&segment_path(&d, successor), 0, &[0; HEADER_LEN]);
         }
 
-        let opened = Log::open(&d, opts.clone());
+        let opened = open_log(&d, opts.clone());
         if damage == "successor header after the footer" {
             match opened {
                 Err(Error::Corrupt { segment, .. }) => {

@@ -8,6 +8,8 @@
 use esl_replay::storage::codec::{self, Decoded, FileHeader, SEGMENT_MAGIC};
 use esl_replay::storage::{Log, LogOptions, Seq, SyncPolicy};
 
+use crate::support::process::open_log;
+
 /// The salt `fuzz/src/lib.rs` gives the fuzzed segment.
 const SALT: u64 = 0x5eed_0123_4567_89ab;
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -44,7 +46,7 @@ fn replay(input: &[u8]) -> Vec<(u64, Vec<u8>)> {
     }
     std::fs::write(codec::segment_path(dir.path(), 1), segment).expect("write segment");
 
-    let (mut log, report) = Log::open(dir.path(), options()).expect("open");
+    let (mut log, report) = open_log(dir.path(), options()).expect("open");
     let mut before = read_all(&log);
     let payload = b"appended after recovery";
     let seq = log.append(payload).expect("append");
@@ -55,7 +57,7 @@ fn replay(input: &[u8]) -> Vec<(u64, Vec<u8>)> {
     );
     log.close().expect("close");
 
-    let (log, again) = Log::open(dir.path(), options()).expect("reopen");
+    let (log, again) = open_log(dir.path(), options()).expect("reopen");
     assert!(again.clean_shutdown, "{again:?}");
     before.push((seq.get(), payload.to_vec()));
     let after = read_all(&log);
@@ -98,7 +100,7 @@ fn compressed_frame_reads_back() {
 #[test]
 fn large_compressible_payload_is_stored_compressed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut log, _) = Log::open(dir.path(), LogOptions::default()).expect("open");
+    let (mut log, _) = open_log(dir.path(), LogOptions::default()).expect("open");
     let payload: Vec<u8> = (0..200_000u32)
         .map(|i| b"ESL event "[i as usize % 10])
         .collect();
@@ -119,6 +121,6 @@ fn large_compressible_payload_is_stored_compressed() {
         }
         other => panic!("expected a record frame, found {other:?}"),
     }
-    let (log, _) = Log::open(dir.path(), LogOptions::default()).expect("reopen");
+    let (log, _) = open_log(dir.path(), LogOptions::default()).expect("reopen");
     assert_eq!(log.reader().get(seq).expect("get"), Some(payload));
 }

@@ -26,6 +26,8 @@ use esl_replay::storage::{
 };
 
 use crate::support;
+use crate::support::process::SpawnSafely as _;
+use crate::support::process::open_log;
 use crate::support::storage::{Rng, block_on, fast_options, read_all, segment_bases, temp_dir};
 
 const ROLE_ENV: &str = "ESL_REPLAY_CONCURRENCY_ROLE";
@@ -178,7 +180,7 @@ fn readers_in_other_threads_see_complete_records_in_order_while_appending_and_tr
         let seed = Rng::seed_from_env("ESL_REPLAY_CONCURRENCY_SEED");
         let total: u64 = 25_000;
         let dir = temp_dir();
-        let (mut log, _) = Log::open(dir.path(), options(strategy)).unwrap();
+        let (mut log, _) = open_log(dir.path(), options(strategy)).unwrap();
         let reader = log.reader();
         let done = Arc::new(AtomicBool::new(false));
         let who = strategy_name(strategy);
@@ -255,7 +257,7 @@ fn readers_in_other_threads_see_complete_records_in_order_while_appending_and_tr
         );
         let first = reader.first_seq().0;
         log.close().unwrap();
-        let (log, report) = Log::open(dir.path(), options(strategy)).unwrap();
+        let (log, report) = open_log(dir.path(), options(strategy)).unwrap();
         assert_eq!((report.first_seq, report.next_seq), (first, total + 1));
         let all = read_all(&log.reader());
         assert_eq!(all.len() as u64, total + 1 - first);
@@ -282,7 +284,7 @@ fn spawn_role(role: &str, dir: &Path, env: &[(&str, String)]) -> Child {
     for (key, value) in env {
         command.env(key, value);
     }
-    command.spawn().unwrap()
+    command.spawn_safely().unwrap()
 }
 
 /// The child's stdout, line by line, from a thread.
@@ -350,7 +352,7 @@ fn follower_in_another_process_sees_complete_records_in_order() {
         let seed = Rng::seed_from_env("ESL_REPLAY_CONCURRENCY_SEED");
         let total: u64 = 20_000;
         let dir = temp_dir();
-        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
         log.append(&payload(seed, 1)).unwrap();
         let mut child = spawn_role(
             "follower",
@@ -398,7 +400,7 @@ fn follower_that_slept_through_rolls_and_a_truncation_catches_up() {
     for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
         let seed = 5;
         let dir = temp_dir();
-        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
         for seq in 1..=10 {
             log.append(&payload(seed, seq)).unwrap();
         }
@@ -446,7 +448,7 @@ fn follower_behind_a_truncation_starts_new_cursors_at_the_new_start() {
     for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
         let seed = 7;
         let dir = temp_dir();
-        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
         for seq in 1..=10 {
             log.append(&payload(seed, seq)).unwrap();
         }
@@ -504,7 +506,7 @@ fn follower_releases_segments_truncated_by_another_process() {
     for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
         let seed = 11;
         let dir = temp_dir();
-        let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
         let mut seq = 1;
         while segment_bases(dir.path()).len() < 6 {
             log.append(&payload(seed, seq)).unwrap();
@@ -551,11 +553,11 @@ fn a_second_writer_is_locked_out_in_this_process_and_from_another() {
         }
     };
 
-    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
     log.append(b"first").unwrap();
     // Another handle sees records once they are written to the file [LOG-02].
     log.flush().unwrap();
-    expect_locked(Log::open(dir.path(), fast_options()));
+    expect_locked(open_log(dir.path(), fast_options()));
     let follower = Reader::open(dir.path(), &fast_options()).unwrap();
     assert_eq!(
         follower.get(Seq(1)).unwrap().as_deref(),
@@ -573,7 +575,7 @@ fn a_second_writer_is_locked_out_in_this_process_and_from_another() {
     let lines = lines_of(&mut child);
     let stdin = child.stdin.take().unwrap();
     expect_line(&lines, "HOLDING");
-    expect_locked(Log::open(dir.path(), fast_options()));
+    expect_locked(open_log(dir.path(), fast_options()));
     let follower = Reader::open(dir.path(), &fast_options()).unwrap();
     assert_eq!(
         follower.next_seq().unwrap(),
@@ -582,7 +584,7 @@ fn a_second_writer_is_locked_out_in_this_process_and_from_another() {
     );
     drop(stdin);
     expect_success(child);
-    let (log, report) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, report) = open_log(dir.path(), fast_options()).unwrap();
     assert!(report.clean_shutdown);
     assert_eq!(read_all(&log.reader()).len(), 11);
 }
@@ -594,7 +596,7 @@ fn a_second_writer_is_locked_out_in_this_process_and_from_another() {
 fn truncation_from_another_process_is_honoured_by_the_writer() {
     let seed = 99;
     let dir = temp_dir();
-    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
     for seq in 1..=3_000 {
         log.append(&payload(seed, seq)).unwrap();
     }
@@ -616,7 +618,7 @@ fn truncation_from_another_process_is_honoured_by_the_writer() {
     assert_eq!(reader.first_seq(), Seq(before));
     assert_eq!(reader.get(Seq(before - 1)).unwrap(), None);
     log.close().unwrap();
-    let (log, report) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, report) = open_log(dir.path(), fast_options()).unwrap();
     assert_eq!((report.first_seq, report.next_seq), (before, 3_101));
     let all = read_all(&log.reader());
     assert_eq!(all.len(), 3_101 - before as usize);
@@ -635,13 +637,13 @@ fn child_process_role() {
     let dir = Path::new(&dir);
     match role.as_str() {
         "follower" => follower_role(dir),
-        "try-lock" => match Log::open(dir, fast_options()) {
+        "try-lock" => match open_log(dir, fast_options()) {
             Err(Error::Locked { dir }) => println!("TRY-LOCK locked {}", dir.display()),
             Err(other) => println!("TRY-LOCK error {other}"),
             Ok(_) => println!("TRY-LOCK opened"),
         },
         "hold-lock" => {
-            let (mut log, _) = Log::open(
+            let (mut log, _) = open_log(
                 dir,
                 LogOptions {
                     sync_policy: SyncPolicy::EveryAppend,

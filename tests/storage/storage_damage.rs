@@ -12,8 +12,6 @@
 //!   import says how many records it committed [REC-06] [SEG-08].
 
 use std::path::Path;
-#[cfg(feature = "cli")]
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +19,18 @@ use esl_replay::record::{Criteria, Record};
 use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
 use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
-    CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
+    CorruptKind, Error, IoOp, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
 };
 use esl_replay::store::{
     self, ArtifactReader as _, ArtifactStore as _, LogStore, dataset, interchange,
 };
 
 use crate::support;
+#[cfg(feature = "cli")]
+use crate::support::process::SpawnSafely as _;
+#[cfg(feature = "cli")]
+use crate::support::process::open_store;
+use crate::support::process::{open_log, open_store_with};
 use crate::support::storage::{
     FaultyIo, Plan, flip_byte, frames_of, read_all, segment_bases, segment_file, small_options,
     temp_dir, with_io, zero_range,
@@ -40,7 +43,7 @@ fn payload(seq: u64) -> Vec<u8> {
 /// A cleanly closed log of `count` records in 64 KiB segments.
 fn closed_log(count: u64) -> tempfile::TempDir {
     let dir = temp_dir();
-    let (mut log, _) = Log::open(dir.path(), small_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
     for seq in 1..=count {
         assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
     }
@@ -52,7 +55,7 @@ fn closed_log(count: u64) -> tempfile::TempDir {
 /// `in_last` of them (so that it has index entries after its first frames).
 fn closed_log_with_full_tail(count: u64, in_last: u64) -> tempfile::TempDir {
     let dir = temp_dir();
-    let (mut log, _) = Log::open(dir.path(), small_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
     let mut seq = 1;
     while seq <= count || seq - log.active_segment().0 < in_last {
         assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
@@ -64,7 +67,7 @@ fn closed_log_with_full_tail(count: u64, in_last: u64) -> tempfile::TempDir {
 
 /// An empty log in `dir` (its first segment is created without faults).
 fn create_log(dir: &Path) {
-    Log::open(dir, small_options()).unwrap().0.close().unwrap();
+    open_log(dir, small_options()).unwrap().0.close().unwrap();
 }
 
 fn clean_mark(dir: &Path) -> CleanMark {
@@ -87,28 +90,11 @@ fn store_options() -> LogOptions {
     }
 }
 
-/// Tests here spawn the command-line binary, and a child holds the parent's descriptors
-/// (writer locks included) between `fork` and `exec`: a test reopening a log at that moment
-/// would find it locked. The tests of this file take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(feature = "cli")]
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-}
-
 /// [REC-01] [VER-01] Item 2: XOR one byte inside the last frame of a cleanly closed log.
 /// `verify` reports it with its segment and offset; the writer's open refuses it in the
 /// default and strict modes and zeroes nothing; only `PointInTime` cuts it, and says so.
 #[test]
 fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
-    let _serial = serial();
     let dir = closed_log(200);
     let mark = clean_mark(dir.path());
     let base = *segment_bases(dir.path()).last().unwrap();
@@ -163,7 +149,7 @@ fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
         RecoveryMode::TolerateTornTail,
         RecoveryMode::AbsoluteConsistency,
     ] {
-        match Log::open(dir.path(), with_mode(mode)) {
+        match open_log(dir.path(), with_mode(mode)) {
             Err(Error::Corrupt {
                 segment,
                 offset,
@@ -187,7 +173,7 @@ fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
         );
     }
 
-    let (log, report) = Log::open(dir.path(), with_mode(RecoveryMode::PointInTime)).unwrap();
+    let (log, report) = open_log(dir.path(), with_mode(RecoveryMode::PointInTime)).unwrap();
     let cut = report.torn_tail.expect("the repair reports its cut");
     assert_eq!((cut.segment, cut.offset), (SegmentId(base), last.offset));
     assert!(
@@ -202,7 +188,6 @@ fn a_damaged_final_frame_after_a_clean_close_is_reported_and_not_cut() {
 /// misdirected write would leave) are refused too, not taken for the end of the log.
 #[test]
 fn frames_zeroed_below_a_clean_end_are_damage() {
-    let _serial = serial();
     let dir = closed_log(120);
     let mark = clean_mark(dir.path());
     let path = segment_file(dir.path(), mark.segment);
@@ -228,7 +213,7 @@ fn frames_zeroed_below_a_clean_end_are_damage() {
         damage.kind,
         CorruptKind::BelowCleanEnd { fault: None, .. }
     ));
-    match Log::open(dir.path(), small_options()) {
+    match open_log(dir.path(), small_options()) {
         Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, cut.offset),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -240,10 +225,9 @@ fn frames_zeroed_below_a_clean_end_are_damage() {
 #[test]
 #[cfg(feature = "cli")] // runs the esl-replay binary
 fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
-    let _serial = serial();
     let dir = temp_dir();
     let root = dir.path().join("store");
-    let mut store = LogStore::open(&root).unwrap();
+    let mut store = open_store(&root).unwrap();
     for chunk in (0..60_000u64).collect::<Vec<_>>().chunks(5_000) {
         store
             .write_batch(chunk.iter().map(|n| dataset::envelope(*n)).collect())
@@ -272,10 +256,10 @@ fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
             .collect::<Vec<_>>(),
         [(SegmentId(mark.segment), last.offset)]
     );
-    let output = binary()
+    let output = support::cli::command()
         .args(["log", "verify"])
         .arg(&log_dir)
-        .output()
+        .output_safely()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
@@ -284,7 +268,7 @@ fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
         "{stdout}"
     );
 
-    match LogStore::open(&root) {
+    match open_store(&root) {
         Err(store::Error::Storage(Error::Corrupt { offset, .. })) => {
             assert_eq!(offset, last.offset)
         }
@@ -300,7 +284,6 @@ fn the_reported_store_of_sixty_thousand_records_is_not_cut() {
 /// record of those segments still reads.
 #[test]
 fn verify_lists_every_damaged_segment_and_counts_the_rest() {
-    let _serial = serial();
     let dir = closed_log(600);
     let bases = segment_bases(dir.path());
     assert!(bases.len() >= 6, "{bases:?}");
@@ -329,7 +312,7 @@ fn verify_lists_every_damaged_segment_and_counts_the_rest() {
     )]
     std::fs::remove_file(index_path(dir.path(), bases[1])).unwrap();
     let follower = Reader::open(dir.path(), &small_options()).unwrap();
-    let (log, _) = Log::open(dir.path(), small_options()).unwrap();
+    let (log, _) = open_log(dir.path(), small_options()).unwrap();
     for reader in [follower, log.reader()] {
         // [RD-04] Every record but the damaged ones reads, in the segments with a damaged
         // record too. (A damaged seal fails the reads of its own segment, naming it.)
@@ -377,7 +360,6 @@ fn verify_lists_every_damaged_segment_and_counts_the_rest() {
 /// the damage and names where reading resumes.
 #[test]
 fn reads_beside_a_damaged_frame_keep_working() {
-    let _serial = serial();
     let dir = closed_log_with_full_tail(300, 40);
     let bases = segment_bases(dir.path());
     let base = *bases.last().unwrap();
@@ -386,7 +368,7 @@ fn reads_beside_a_damaged_frame_keep_working() {
     let hit = frames[2];
     flip_byte(&path, hit.offset + 9, 0x10);
     let follower = Reader::open(dir.path(), &small_options()).unwrap();
-    let (log, _) = Log::open(dir.path(), small_options()).unwrap();
+    let (log, _) = open_log(dir.path(), small_options()).unwrap();
     for reader in [follower, log.reader()] {
         assert_eq!(reader.get(Seq(1)).unwrap(), Some(payload(1)));
         assert_eq!(reader.get(Seq(base - 1)).unwrap(), Some(payload(base - 1)));
@@ -426,7 +408,6 @@ fn reads_beside_a_damaged_frame_keep_working() {
 /// that record, with either read strategy.
 #[test]
 fn point_reads_beside_damage_return_every_other_record() {
-    let _serial = serial();
     let dir = closed_log_with_full_tail(300, 60);
     let base = *segment_bases(dir.path()).last().unwrap();
     let path = segment_file(dir.path(), base);
@@ -467,7 +448,7 @@ fn point_reads_beside_damage_return_every_other_record() {
 fn small_store(count: u64, in_last: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<Record>) {
     let dir = temp_dir();
     let root = dir.path().join("store");
-    let mut store = LogStore::open_with(&root, store_options()).unwrap();
+    let mut store = open_store_with(&root, store_options()).unwrap();
     let mut n = 0;
     loop {
         let next = store.log_reader().next_seq().unwrap().0;
@@ -498,7 +479,6 @@ fn small_store(count: u64, in_last: u64) -> (tempfile::TempDir, std::path::PathB
 #[test]
 #[cfg(feature = "cli")] // runs the esl-replay binary
 fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
-    let _serial = serial();
     let (_dir, root, records) = small_store(1_000, 60);
     let total = records.len() as u64;
     let log_dir = root.join("log");
@@ -531,7 +511,11 @@ fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
         other => panic!("expected the damage, got {other:?}"),
     }
 
-    let stats = binary().args(["stats", "-s"]).arg(&root).output().unwrap();
+    let stats = support::cli::command()
+        .args(["stats", "-s"])
+        .arg(&root)
+        .output_safely()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&stats.stdout);
     assert_eq!(stats.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains(&format!("records     {total}")), "{stdout}");
@@ -540,11 +524,11 @@ fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
         "{stdout}"
     );
     let first = records[0].id().as_str();
-    let get = binary()
+    let get = support::cli::command()
         .args(["get", "-s"])
         .arg(&root)
         .arg(first)
-        .output()
+        .output_safely()
         .unwrap();
     assert!(
         get.status.success(),
@@ -559,7 +543,11 @@ fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
         let frame = frames_of(&path).1[3];
         flip_byte(&path, frame.offset + 20, 0x02);
     }
-    let verify = binary().args(["verify", "-s"]).arg(&root).output().unwrap();
+    let verify = support::cli::command()
+        .args(["verify", "-s"])
+        .arg(&root)
+        .output_safely()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(1), "{stdout}");
     assert_eq!(
@@ -579,7 +567,6 @@ fn a_damaged_last_segment_leaves_lookups_and_stats_of_other_records_working() {
 /// work on the full disk; once truncation frees space the next append rolls.
 #[test]
 fn a_full_disk_is_recovered_with_the_logs_own_operations() {
-    let _serial = serial();
     let dir = temp_dir();
     let io = FaultyIo::new(Arc::new(StdIo));
     io.set_plan(Plan {
@@ -588,7 +575,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
     });
     let options = with_io(small_options(), io.clone());
     create_log(dir.path());
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     let spare = dir.path().join(SPARE_FILE);
     let mut seq = 1;
     let error = loop {
@@ -623,7 +610,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
     log.close().unwrap();
 
     // Still full: opening, verifying and truncating need no new segment.
-    let (log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert!(report.pending_roll, "{report:?}");
     assert_eq!(report.next_seq, seq);
     let bases = segment_bases(dir.path());
@@ -641,7 +628,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
     // A log of several segments: the roll that fails is the third.
     let dir = temp_dir();
     io.heal();
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     let mut seq = 1;
     while segment_bases(dir.path()).len() < 3 {
         log.append(&payload(seq)).unwrap();
@@ -658,7 +645,7 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
         seq += 1;
     };
     drop(log);
-    let (mut log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert!(report.pending_roll);
     assert!(log.append(&payload(failed_at)).is_err(), "still no space");
     let last = *segment_bases(dir.path()).last().unwrap();
@@ -677,7 +664,6 @@ fn a_full_disk_is_recovered_with_the_logs_own_operations() {
 /// failed batch included), and they are in the store.
 #[test]
 fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
-    let _serial = serial();
     let (_source_dir, source_root, _) = small_store(800, 0);
     let source = LogStore::open_read_only(&source_root).unwrap();
     let mut ndjson = Vec::new();
@@ -690,11 +676,11 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
         ..Plan::default()
     });
     let root = dir.path().join("store");
-    LogStore::open_with(&root, store_options())
+    open_store_with(&root, store_options())
         .unwrap()
         .close()
         .unwrap();
-    let mut store = LogStore::open_with(&root, with_io(store_options(), io)).unwrap();
+    let mut store = open_store_with(&root, with_io(store_options(), io)).unwrap();
     let options = interchange::ImportOptions {
         batch: 64,
         ..interchange::ImportOptions::default()
@@ -728,13 +714,12 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
 #[test]
 #[cfg(feature = "cli")] // runs the esl-replay binary
 fn a_real_full_disk_is_recovered_when_one_is_available() {
-    let _serial = serial();
     let Some(dir) = std::env::var_os("ESL_REPLAY_SMALL_FS") else {
         eprintln!("skipped: set ESL_REPLAY_SMALL_FS to a directory on a small file system");
         return;
     };
     let root = Path::new(&dir).join(format!("store-{}", std::process::id()));
-    let mut store = LogStore::open(&root).unwrap();
+    let mut store = open_store(&root).unwrap();
     let mut n = 0u64;
     let error = loop {
         let batch = (n..n + 1000).map(dataset::envelope).collect();
@@ -752,26 +737,30 @@ fn a_real_full_disk_is_recovered_when_one_is_available() {
     let records = store.stats().unwrap().records;
     drop(store);
 
-    let verify = binary().args(["verify", "-s"]).arg(&root).output().unwrap();
+    let verify = support::cli::command()
+        .args(["verify", "-s"])
+        .arg(&root)
+        .output_safely()
+        .unwrap();
     assert!(
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
-    let store = LogStore::open(&root).expect("opening needs no room for a segment");
+    let store = open_store(&root).expect("opening needs no room for a segment");
     assert_eq!(store.stats().unwrap().records, records);
     drop(store);
-    let prune = binary()
+    let prune = support::cli::command()
         .args(["prune", "--apply", "--max-bytes", "1", "-s"])
         .arg(&root)
-        .output()
+        .output_safely()
         .unwrap();
     assert!(
         prune.status.success(),
         "{}",
         String::from_utf8_lossy(&prune.stderr)
     );
-    let mut store = LogStore::open(&root).unwrap();
+    let mut store = open_store(&root).unwrap();
     store
         .write_batch((n..n + 1000).map(dataset::envelope).collect())
         .expect("pruning freed room for a segment");

@@ -22,6 +22,7 @@ use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{Error, IoOp, Log, LogOptions, Reader, SegmentId, Seq, SyncPolicy};
 
 use crate::support;
+use crate::support::process::open_log;
 use crate::support::storage::{
     FaultyIo, NoSyncIo, OpKind, Plan, SEGMENT_BYTES, fast_options, frames_of, read_all,
     scratch_dir, segment_bases, segment_file, small_options, temp_dir, with_io, with_policy,
@@ -120,7 +121,7 @@ fn workload(dir: &Path, io: Arc<FaultyIo>, policy: SyncPolicy) -> Outcome {
         compress_min_bytes: None,
         ..with_policy(with_io(small_options(), io.clone()), policy)
     };
-    let (mut log, _) = match Log::open(dir, options) {
+    let (mut log, _) = match open_log(dir, options) {
         Ok(opened) => opened,
         Err(error) => {
             out.error = Some(error);
@@ -170,7 +171,7 @@ fn workload(dir: &Path, io: Arc<FaultyIo>, policy: SyncPolicy) -> Outcome {
 
 /// Reopens `dir` on a healthy disk and checks it against what the workload was told.
 fn check_recovery(dir: &Path, out: &Outcome, case: &str) {
-    let (mut log, report) = Log::open(dir, fast_options())
+    let (mut log, report) = open_log(dir, fast_options())
         .unwrap_or_else(|e| panic!("{case}: reopening on a healthy disk failed: {e}; {out:?}"));
     let (first, next) = (report.first_seq, report.next_seq);
     // Sequences written in the tolerated after-failure append are not part of the payload
@@ -304,7 +305,7 @@ fn any_failed_write_or_sync_loses_nothing_acknowledged_with_group_commit() {
 /// A crashed log whose last frame is torn, as a template for recovery under faults.
 fn torn_template() -> (tempfile::TempDir, u64) {
     let dir = scratch_dir();
-    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
     for seq in 1..=100 {
         log.append(&payload(seq)).unwrap();
     }
@@ -328,13 +329,13 @@ fn recovery_interrupted_by_any_failure_can_be_retried() {
         support::storage::copy_dir(template.path(), dir.path());
         let io = FaultyIo::new(Arc::new(NoSyncIo));
         io.set_plan(plan);
-        let result = Log::open(dir.path(), with_io(small_options(), io.clone()));
+        let result = open_log(dir.path(), with_io(small_options(), io.clone()));
         if let Ok((log, report)) = result {
             assert_eq!(report.next_seq, torn_seq);
             assert!(report.torn_tail.is_some());
             drop(log);
         }
-        let (log, report) = Log::open(dir.path(), fast_options()).unwrap();
+        let (log, report) = open_log(dir.path(), fast_options()).unwrap();
         assert_eq!(report.next_seq, torn_seq, "{:?}", io.injected());
         let all = read_all(&log.reader());
         assert_eq!(all.len() as u64, torn_seq - 1);
@@ -377,7 +378,7 @@ fn failed_sync_poisons_the_log_until_reopen() {
         let dir = temp_dir();
         let io = FaultyIo::new(Arc::new(StdIo));
         let options = with_policy(with_io(small_options(), io.clone()), policy);
-        let (mut log, _) = Log::open(dir.path(), options).unwrap();
+        let (mut log, _) = open_log(dir.path(), options).unwrap();
         for seq in 1..=20 {
             log.append(&payload(seq)).unwrap();
         }
@@ -438,7 +439,7 @@ fn failed_sync_poisons_the_log_until_reopen() {
         let attempted = log.next_seq().0;
         drop(log);
 
-        let (mut log, report) = Log::open(dir.path(), small_options()).unwrap();
+        let (mut log, report) = open_log(dir.path(), small_options()).unwrap();
         assert!(
             (21..=attempted).contains(&report.next_seq),
             "{policy:?}: {report:?}"
@@ -460,7 +461,7 @@ fn failed_sync_poisons_the_log_until_reopen() {
 fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_sequence() {
     for crash in [false, true] {
         let dir = temp_dir();
-        Log::open(dir.path(), small_options())
+        open_log(dir.path(), small_options())
             .unwrap()
             .0
             .close()
@@ -474,7 +475,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
             with_io(small_options(), io.clone()),
             SyncPolicy::EveryAppend,
         );
-        let (mut log, _) = Log::open(dir.path(), options).unwrap();
+        let (mut log, _) = open_log(dir.path(), options).unwrap();
         let mut seq = 1;
         let error = loop {
             match log.append(&payload(seq)) {
@@ -514,7 +515,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
         if crash {
             log.flush().unwrap();
             log.simulate_crash();
-            let (mut log, report) = Log::open(dir.path(), small_options()).unwrap();
+            let (mut log, report) = open_log(dir.path(), small_options()).unwrap();
             assert!(report.pending_roll, "{report:?}");
             assert_eq!(report.next_seq, seq);
             assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
@@ -525,7 +526,7 @@ fn enospc_preallocating_the_next_segment_fails_the_append_without_consuming_a_se
         assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
         assert_eq!(log.active_segment(), SegmentId(seq));
         log.close().unwrap();
-        let (log, report) = Log::open(dir.path(), small_options()).unwrap();
+        let (log, report) = open_log(dir.path(), small_options()).unwrap();
         assert!(report.clean_shutdown);
         let all = read_all(&log.reader());
         assert_eq!(all.len() as u64, seq);
@@ -546,7 +547,7 @@ fn short_and_interrupted_writes_are_completed() {
         ..Plan::default()
     });
     let options = with_io(small_options(), io.clone());
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     for seq in 1..=200 {
         log.append(&payload(seq)).unwrap();
     }
@@ -559,7 +560,7 @@ fn short_and_interrupted_writes_are_completed() {
         io.counts()
     );
 
-    let (log, report) = Log::open(dir.path(), small_options()).unwrap();
+    let (log, report) = open_log(dir.path(), small_options()).unwrap();
     assert!(report.clean_shutdown, "{report:?}");
     assert_eq!((report.first_seq, report.next_seq), (30, 201));
     let all = read_all(&log.reader());
@@ -584,7 +585,7 @@ fn zero_length_writes_surface_as_errors() {
         zero_writes: true,
         ..Plan::default()
     });
-    match Log::open(dir.path(), with_io(small_options(), io)) {
+    match open_log(dir.path(), with_io(small_options(), io)) {
         Err(Error::Io {
             op: IoOp::Write,
             source,
@@ -592,7 +593,7 @@ fn zero_length_writes_surface_as_errors() {
         }) => assert_eq!(source.kind(), std::io::ErrorKind::WriteZero),
         other => panic!("expected a WriteZero error, got {:?}", other.map(|_| ())),
     }
-    let (log, report) = Log::open(dir.path(), small_options()).unwrap();
+    let (log, report) = open_log(dir.path(), small_options()).unwrap();
     assert_eq!(report.next_seq, 1);
     drop(log);
 }
@@ -605,7 +606,7 @@ fn truncation_with_failed_removals_is_finished_on_reopen() {
     let dir = temp_dir();
     let io = FaultyIo::new(Arc::new(StdIo));
     let options = with_io(small_options(), io.clone());
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     let mut seq = 1;
     while segment_bases(dir.path()).len() < 5 {
         log.append(&payload(seq)).unwrap();
@@ -637,7 +638,7 @@ fn truncation_with_failed_removals_is_finished_on_reopen() {
     io.heal();
     drop(log);
 
-    let (log, report) = Log::open(dir.path(), small_options()).unwrap();
+    let (log, report) = open_log(dir.path(), small_options()).unwrap();
     assert_eq!(report.first_seq, start);
     assert!(report.removed_segments >= 1, "{report:?}");
     assert_eq!(segment_bases(dir.path()), bases[3..].to_vec());

@@ -25,6 +25,7 @@ use esl_replay::storage::{
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 use crate::support;
+use crate::support::process::open_log;
 use crate::support::storage::{
     MAX_PAYLOAD, fast_options, payload_of_len, scratch_dir, segment_bases,
 };
@@ -424,7 +425,7 @@ impl Harness<'_> {
 
     fn reopen(&mut self, strategy: Strategy) -> Result<RecoveryReport, String> {
         self.options.read_strategy = strategy.0;
-        let (log, report) = Log::open(self.dir, self.options.clone()).context("reopen")?;
+        let (log, report) = open_log(self.dir, self.options.clone()).context("reopen")?;
         ensure!(
             report.next_seq == self.model.next() && report.first_seq == self.model.first(),
             "reopened at {}..{}, model has {}..{}",
@@ -535,7 +536,7 @@ fn run(case: &Case) -> Result<(), String> {
         read_strategy: case.strategy.0,
         ..fast_options()
     };
-    let (log, report) = Log::open(dir.path(), options.clone()).context("open")?;
+    let (log, report) = open_log(dir.path(), options.clone()).context("open")?;
     ensure!(
         report.next_seq == 1 && report.first_seq == 1,
         "a new log opened as {report:?} [LOG-01]"
@@ -591,7 +592,7 @@ fn log_agrees_with_model_under_random_operation_sequences() {
 fn sequences_never_restart_after_reopen_truncation_or_failed_append() {
     let dir = scratch_dir();
     let options = fast_options();
-    let (mut log, _) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
     for i in 0..100u64 {
         assert_eq!(log.append(&payload_of_len(i, 900)).unwrap(), Seq(i + 1));
     }
@@ -623,13 +624,13 @@ fn sequences_never_restart_after_reopen_truncation_or_failed_append() {
     );
 
     log.close().unwrap();
-    let (log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert_eq!((report.first_seq, report.next_seq), (102, 103));
     assert!(log.truncate_prefix(Seq(103)).unwrap().moved);
     log.flush().unwrap();
     log.simulate_crash();
 
-    let (mut log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert_eq!(
         (report.first_seq, report.next_seq),
         (103, 103),
@@ -649,7 +650,7 @@ fn sequences_never_restart_after_reopen_truncation_or_failed_append() {
 #[test]
 fn mmap_and_pread_read_strategies_return_identical_records() {
     let dir = scratch_dir();
-    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
     let seed = 0x5eed;
     for seq in 1..=600u64 {
         log.append(&support::storage::payload(seed, seq, MAX_PAYLOAD as usize))
@@ -680,7 +681,7 @@ fn mmap_and_pread_read_strategies_return_identical_records() {
 
     let mut views = Vec::new();
     for strategy in [ReadStrategy::Mmap, ReadStrategy::Pread] {
-        let (log, _) = Log::open(dir.path(), with(strategy)).unwrap();
+        let (log, _) = open_log(dir.path(), with(strategy)).unwrap();
         let reader = log.reader();
         assert_eq!(
             support::storage::read_all(&reader),

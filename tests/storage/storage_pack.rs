@@ -16,9 +16,10 @@ use esl_replay::storage::codec::{
     segment_path,
 };
 use esl_replay::storage::{
-    CorruptKind, Error, Log, LogOptions, PackOutcome, ReadStrategy, Reader, RecoveryMode, Seq,
+    CorruptKind, Error, LogOptions, PackOutcome, ReadStrategy, Reader, RecoveryMode, Seq,
 };
 
+use crate::support::process::open_log;
 use crate::support::storage::{
     FaultyIo, NoSyncIo, Plan, Rng, fast_options, flip_byte, frames_of, read_all, segment_bases,
     temp_dir, with_io, with_strategy,
@@ -65,7 +66,7 @@ fn record(seq: u64) -> Vec<u8> {
 
 /// A log of `count` records over several sealed 64 KiB segments, closed.
 fn written_log(dir: &Path, options: &LogOptions, count: u64) {
-    let (mut log, _) = Log::open(dir, options.clone()).unwrap();
+    let (mut log, _) = open_log(dir, options.clone()).unwrap();
     for seq in 1..=count {
         assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
     }
@@ -112,7 +113,7 @@ fn packed_segments_read_back_every_record() {
     assert!(bases.len() > 5, "{bases:?}");
     let before = segment_bytes(dir.path(), &bases);
 
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     let outcomes = log.pack_sealed().unwrap();
     assert_eq!(packed_count(&outcomes), bases.len() - 1, "{outcomes:?}");
     for (_, outcome) in &outcomes {
@@ -158,7 +159,7 @@ fn packed_segments_read_back_every_record() {
         assert_eq!(report.records, count);
     }
     // The log goes on: appends after packing, another open, every record.
-    let (mut log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
     for seq in count + 1..=count + 200 {
         assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
     }
@@ -173,7 +174,7 @@ fn a_cursor_reads_on_while_its_segment_is_packed() {
     let dir = temp_dir();
     let count = 800;
     written_log(dir.path(), &fast_options(), count);
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     let reader = log.reader();
     let mut cursor = reader.cursor(Seq(1)).unwrap();
     let mut seen = Vec::new();
@@ -201,7 +202,7 @@ fn the_background_packer_packs_sealed_segments() {
         pack_level: Some(3),
         ..fast_options()
     };
-    let (mut log, _) = Log::open(dir.path(), options).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
     let count = 1200;
     for seq in 1..=count {
         log.append(&record(seq)).unwrap();
@@ -237,7 +238,7 @@ fn a_damaged_segment_stays_as_written() {
     flip_byte(&path, frame.offset + 12, 0x20);
     let original = std::fs::read(&path).unwrap();
 
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     let outcomes = log.pack_sealed().unwrap();
     let outcome = outcomes.iter().find(|(id, _)| id.0 == damaged).unwrap();
     assert!(
@@ -264,7 +265,7 @@ fn damage_in_a_packed_segment_is_reported_where_it_is() {
     let dir = temp_dir();
     let count = 900;
     written_log(dir.path(), &fast_options(), count);
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     log.pack_sealed().unwrap();
     log.close().unwrap();
     let bases = segment_bases(dir.path());
@@ -365,7 +366,7 @@ fn fail_each_point(dir: &Path, count: u64, plan: PlanFor) -> u64 {
         point += 1;
         let io = FaultyIo::new(Arc::new(NoSyncIo));
         io.set_plan(plan(point));
-        let (log, _) = Log::open(dir, with_io(fast_options(), io.clone())).unwrap();
+        let (log, _) = open_log(dir, with_io(fast_options(), io.clone())).unwrap();
         let result = log.pack_sealed();
         assert_every_record(&log.reader(), count);
         log.close().unwrap();
@@ -394,7 +395,7 @@ fn every_combination_of_a_packings_renames_opens_with_every_record() {
     let old_index = std::fs::read(index_path(template.path(), base)).unwrap();
     let packed = temp_dir();
     copy_dir(template.path(), packed.path());
-    let (log, _) = Log::open(packed.path(), fast_options()).unwrap();
+    let (log, _) = open_log(packed.path(), fast_options()).unwrap();
     log.pack_sealed().unwrap();
     log.close().unwrap();
     let new_segment = std::fs::read(segment_path(packed.path(), base)).unwrap();
@@ -415,7 +416,7 @@ fn every_combination_of_a_packings_renames_opens_with_every_record() {
         let follower = Reader::open(dir.path(), &fast_options()).unwrap();
         assert_every_record(&follower, count);
         assert!(follower.verify().unwrap().is_ok());
-        let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+        let (log, _) = open_log(dir.path(), fast_options()).unwrap();
         assert!(!dir.path().join(&seg_name).exists());
         assert_every_record(&log.reader(), count);
         log.pack_sealed().unwrap();
@@ -430,7 +431,7 @@ fn truncation_removes_packed_segments() {
     let dir = temp_dir();
     let count = 700;
     written_log(dir.path(), &fast_options(), count);
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     log.pack_sealed().unwrap();
     let bases = segment_bases(dir.path());
     let report = log.truncate_prefix(Seq(bases[3])).unwrap();
@@ -477,7 +478,7 @@ fn a_clean_close_packs_the_last_segment() {
     );
     assert_every_record(&Reader::open(dir.path(), &fast_options()).unwrap(), count);
 
-    let (mut log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (mut log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert!(report.clean_shutdown, "{report:?}");
     assert_every_record(&log.reader(), count);
     assert_eq!(log.reader().get(Seq(count)).unwrap(), Some(record(count)));
@@ -487,7 +488,7 @@ fn a_clean_close_packs_the_last_segment() {
     assert_eq!(after.len(), bases.len() + 1);
     assert_eq!(*after.last().unwrap(), count + 1);
     // Open and close with nothing appended: nothing changes.
-    let (log, report) = Log::open(dir.path(), options.clone()).unwrap();
+    let (log, report) = open_log(dir.path(), options.clone()).unwrap();
     assert!(report.clean_shutdown);
     log.close().unwrap();
     assert_eq!(segment_bases(dir.path()), after);
@@ -495,7 +496,7 @@ fn a_clean_close_packs_the_last_segment() {
     // must not take its trailer for a torn tail.
     esl_replay::storage::remove_durable(&dir.path().join(esl_replay::storage::codec::CLEAN_FILE))
         .unwrap();
-    let (log, report) = Log::open(dir.path(), options).unwrap();
+    let (log, report) = open_log(dir.path(), options).unwrap();
     assert!(!report.clean_shutdown);
     assert!(report.torn_tail.is_none(), "{report:?}");
     assert_every_record(&log.reader(), count + 1);
@@ -533,7 +534,7 @@ fn damage_in_a_packed_last_segment_is_refused_not_cut() {
             recovery_mode: mode,
             ..options.clone()
         };
-        match Log::open(dir.path(), options) {
+        match open_log(dir.path(), options) {
             Err(Error::Corrupt {
                 segment, offset, ..
             }) => {
@@ -568,7 +569,7 @@ fn a_follower_moves_to_packed_files() {
     let first = segment_path(dir.path(), 1);
     let held_before = open_handles_to(&first);
     assert!(held_before > 0, "the follower holds segment 1");
-    let (log, _) = Log::open(dir.path(), fast_options()).unwrap();
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
     log.pack_sealed().unwrap();
     log.close().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -616,15 +617,8 @@ fn the_pack_and_inspect_commands_show_what_was_packed() {
     let dir = temp_dir();
     written_log(dir.path(), &fast_options(), 600);
     let sealed = segment_bases(dir.path()).len() - 1;
-    let run = |command: &str| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-            .args(["log", command])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{command}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let log = dir.path().to_str().unwrap();
+    let run = |command: &str| crate::support::cli::run_ok(&["log", command, log]);
     let packed = run("pack");
     assert_eq!(packed.matches("packed 0").count(), sealed, "{packed}");
     assert!(packed.contains("done:"), "{packed}");

@@ -9,7 +9,9 @@
 use esl_replay::storage::codec::{
     CLEAN_FILE, CleanMark, FileHeader, SEGMENT_MAGIC, START_FILE, StartMark, segment_path,
 };
-use esl_replay::storage::{CorruptKind, Log, LogOptions, Reader, RecoveryMode, Seq};
+use esl_replay::storage::{CorruptKind, LogOptions, Reader, RecoveryMode, Seq};
+
+use crate::support::process::open_log;
 
 fn options(max_payload: u32) -> LogOptions {
     LogOptions {
@@ -25,11 +27,11 @@ fn options(max_payload: u32) -> LogOptions {
 #[test]
 fn a_smaller_max_payload_never_cuts_valid_records() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), options(64 << 10)).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(64 << 10)).unwrap();
     log.append(&[7u8; 40_000]).unwrap();
     log.flush().unwrap();
     log.simulate_crash();
-    let (log, report) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    let (log, report) = open_log(dir.path(), options(1 << 10)).unwrap();
     assert!(report.torn_tail.is_none(), "{report:?}");
     assert_eq!(log.reader().get(Seq(1)).unwrap().unwrap().len(), 40_000);
     assert_eq!(
@@ -49,7 +51,7 @@ fn a_smaller_max_payload_never_cuts_valid_records() {
 #[test]
 fn a_large_random_torn_tail_is_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), options(64 << 10)).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(64 << 10)).unwrap();
     for i in 0..10u32 {
         log.append(&i.to_le_bytes()).unwrap();
     }
@@ -66,7 +68,7 @@ fn a_large_random_torn_tail_is_cut() {
     }
     std::fs::write(&path, &bytes).unwrap();
     std::fs::remove_file(dir.path().join(CLEAN_FILE)).unwrap();
-    let (log, report) = Log::open(dir.path(), options(64 << 10)).unwrap();
+    let (log, report) = open_log(dir.path(), options(64 << 10)).unwrap();
     let torn = report.torn_tail.expect("a torn tail");
     assert_eq!((torn.offset, torn.bytes_dropped), (end as u64, 60_000));
     assert_eq!(log.next_seq(), Seq(11));
@@ -109,11 +111,11 @@ fn metadata_reserved_bytes_and_version_zero_are_refused() {
 #[test]
 fn a_damaged_clean_marker_is_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(1 << 10)).unwrap();
     log.append(b"x").unwrap();
     log.close().unwrap();
     std::fs::write(dir.path().join(CLEAN_FILE), b"garbage").unwrap();
-    let (log, report) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    let (log, report) = open_log(dir.path(), options(1 << 10)).unwrap();
     assert!(!report.clean_shutdown);
     assert!(!dir.path().join(CLEAN_FILE).exists());
     assert_eq!(log.next_seq(), Seq(2));
@@ -125,7 +127,7 @@ fn a_damaged_clean_marker_is_removed_on_open() {
 #[test]
 fn truncating_everything_then_crashing_reopens_consistently() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(1 << 10)).unwrap();
     for _ in 0..5 {
         log.append(b"record").unwrap();
     }
@@ -139,7 +141,7 @@ fn truncating_everything_then_crashing_reopens_consistently() {
         RecoveryMode::TolerateTornTail,
         RecoveryMode::AbsoluteConsistency,
     ] {
-        let (log, report) = Log::open(
+        let (log, report) = open_log(
             dir.path(),
             LogOptions {
                 recovery_mode: mode,
@@ -167,7 +169,7 @@ fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
         compress_min_bytes: None,
         ..LogOptions::default()
     };
-    let (log, _) = Log::open(dir.path(), small).unwrap();
+    let (log, _) = open_log(dir.path(), small).unwrap();
     log.close().unwrap();
     let big = LogOptions {
         segment_bytes: 1 << 20,
@@ -175,7 +177,7 @@ fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
         compress_min_bytes: None,
         ..LogOptions::default()
     };
-    let (mut log, _) = Log::open(dir.path(), big.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), big.clone()).unwrap();
     assert_eq!(log.append(&[3u8; 200 << 10]).unwrap(), Seq(1));
     log.truncate_prefix(Seq(1)).unwrap();
     assert_eq!(
@@ -183,7 +185,7 @@ fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
         Some(200 << 10)
     );
     drop(log);
-    let (log, report) = Log::open(dir.path(), big).unwrap();
+    let (log, report) = open_log(dir.path(), big).unwrap();
     assert_eq!(report.next_seq, 2);
     assert_eq!(
         log.reader().get(Seq(1)).unwrap().map(|p| p.len()),
@@ -199,7 +201,7 @@ fn an_empty_segment_grows_instead_of_rolling_onto_its_own_name() {
 fn a_follower_sees_every_truncation_made_through_another_handle() {
     use esl_replay::storage::ReadStrategy;
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), options(1 << 10)).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(1 << 10)).unwrap();
     for i in 0..3000u32 {
         log.append(&i.to_le_bytes()).unwrap();
     }

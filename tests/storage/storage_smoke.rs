@@ -1,6 +1,8 @@
 //! Smoke test of the log's basic life cycle: append, read back, reopen, roll, truncate.
 
-use esl_replay::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
+use esl_replay::storage::{LogOptions, Reader, Seq, SyncPolicy};
+
+use crate::support::process::open_log;
 
 fn small() -> LogOptions {
     LogOptions {
@@ -13,7 +15,7 @@ fn small() -> LogOptions {
 #[test]
 fn append_read_reopen_roll_truncate() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, report) = open_log(dir.path(), small()).unwrap();
     assert_eq!(report.next_seq, 1);
     for i in 0..10000u32 {
         let seq = log.append(format!("record {i}").as_bytes()).unwrap();
@@ -28,7 +30,7 @@ fn append_read_reopen_roll_truncate() {
     assert_eq!(reader.get(Seq(777)).unwrap().unwrap(), b"record 776");
     log.close().unwrap();
 
-    let (mut log, report) = Log::open(dir.path(), small()).unwrap();
+    let (mut log, report) = open_log(dir.path(), small()).unwrap();
     assert!(report.clean_shutdown, "{report:?}");
     assert_eq!(report.next_seq, 10001);
     assert_eq!(log.append(b"after").unwrap(), Seq(10001));
@@ -51,7 +53,7 @@ fn append_read_reopen_roll_truncate() {
     assert_eq!(follower.get(Seq(10002)).unwrap().unwrap(), b"later");
     drop(log);
 
-    let (log, report) = Log::open(
+    let (log, report) = open_log(
         dir.path(),
         LogOptions {
             sync_policy: SyncPolicy::EveryAppend,

@@ -30,6 +30,7 @@ use esl_replay::storage::{
 };
 
 use crate::support;
+use crate::support::process::open_log;
 use crate::support::storage::{
     FrameSpan, copy_dir, fast_options, flip_byte, frames_of, payload_of_len, read_all, read_range,
     scratch_dir, segment_bases, segment_file, zero_range,
@@ -89,7 +90,7 @@ fn options(mode: RecoveryMode) -> LogOptions {
 /// 268 and 98 bytes long, all in the last segment.
 fn build(filler: u64) -> Template {
     let dir = scratch_dir();
-    let (mut log, _) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     let mut payloads = Vec::new();
     let mut push = |log: &mut Log, payload: Vec<u8>| {
         let seq = log.append(&payload).unwrap();
@@ -183,7 +184,7 @@ fn truncating_the_tail_at_every_byte_offset_recovers_exactly_the_valid_prefix() 
                 let copy = template.copy();
                 let segment = template.segment(copy.path());
                 zero_range(&segment, cut, template.tail_end());
-                let opened = Log::open(copy.path(), options(mode));
+                let opened = open_log(copy.path(), options(mode));
                 if mode == RecoveryMode::AbsoluteConsistency
                     && let Some((offset, bytes)) = torn
                 {
@@ -263,7 +264,7 @@ fn flipping_any_byte_of_the_last_frames_never_yields_a_corrupt_record() {
                 let dropped = last_nonzero(&damaged, frame.offset).unwrap() + 1 - frame.offset;
                 let refused = mode == RecoveryMode::AbsoluteConsistency
                     || (mode == RecoveryMode::TolerateTornTail && next_valid.is_some());
-                let opened = Log::open(copy.path(), options(mode));
+                let opened = open_log(copy.path(), options(mode));
                 if refused {
                     let Err(error) = opened else {
                         panic!("{case}: damage was accepted");
@@ -333,7 +334,7 @@ fn flipping_any_byte_of_the_last_frames_never_yields_a_corrupt_record() {
 /// indexes), with its records.
 fn sealed_log() -> (tempfile::TempDir, Vec<Vec<u8>>) {
     let dir = scratch_dir();
-    let (mut log, _) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     let mut payloads = Vec::new();
     while segment_bases(dir.path()).len() < 4 {
         let payload = support::storage::payload(7, payloads.len() as u64 + 1, 3000);
@@ -423,7 +424,7 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
             }
             let follower = Reader::open(copy.path(), &fast_options()).unwrap();
             expect_corrupt_at(&follower, &payloads, base, *offset, &case);
-            let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
+            let (log, _) = open_log(copy.path(), options(RecoveryMode::default())).unwrap();
             let reader = log.reader();
             expect_corrupt_at(&reader, &payloads, base, *offset, &case);
             // [VER-01] verify names the damage and reads on past it.
@@ -462,7 +463,7 @@ fn missing_index_of_a_sealed_segment_is_rebuilt_byte_for_byte() {
     for base in &bases {
         assert!(!index_path(dir.path(), *base).exists(), "a follower wrote");
     }
-    let (log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (log, report) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     assert!(report.clean_shutdown, "{report:?}");
     expect_records(&log.reader(), &payloads, "writer without indexes");
     for (base, original) in sealed.iter().zip(&originals) {
@@ -496,7 +497,7 @@ fn every_damaged_byte_or_truncation_of_a_sealed_index_is_rebuilt_transparently()
         let copy = scratch_dir();
         copy_dir(template.path(), copy.path());
         std::fs::write(index_path(copy.path(), base), &bytes).unwrap();
-        let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
+        let (log, _) = open_log(copy.path(), options(RecoveryMode::default())).unwrap();
         expect_records(&log.reader(), &payloads, &case);
         let rebuilt = std::fs::read(index_path(copy.path(), base)).unwrap();
         assert!(rebuilt == original, "{case}: index not rebuilt as it was");
@@ -510,7 +511,7 @@ fn every_damaged_byte_or_truncation_of_a_sealed_index_is_rebuilt_transparently()
 #[test]
 fn damaged_index_of_the_active_segment_only_lengthens_the_scan() {
     let dir = scratch_dir();
-    let (mut log, _) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (mut log, _) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     let mut payloads = Vec::new();
     for seq in 1..=40u64 {
         let payload = payload_of_len(seq, 1400);
@@ -539,7 +540,7 @@ fn damaged_index_of_the_active_segment_only_lengthens_the_scan() {
             Some(bytes) => std::fs::write(index_path(copy.path(), base), bytes).unwrap(),
             None => std::fs::remove_file(index_path(copy.path(), base)).unwrap(),
         }
-        let (log, report) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
+        let (log, report) = open_log(copy.path(), options(RecoveryMode::default())).unwrap();
         assert_eq!(report.next_seq, 41, "{case}");
         assert!(report.torn_tail.is_none(), "{case}: {report:?}");
         expect_records(&log.reader(), &payloads, &case);
@@ -570,7 +571,7 @@ fn damaged_segment_header_is_an_error_naming_the_segment() {
                 }) => assert_eq!(s, segment, "{case}"),
                 other => panic!("{case}: expected a header error, got {other:?}"),
             };
-            let opened = Log::open(copy.path(), options(RecoveryMode::default()));
+            let opened = open_log(copy.path(), options(RecoveryMode::default()));
             expect_header_error(opened.map(|_| ()), active);
             let followed = Reader::open(copy.path(), &fast_options());
             expect_header_error(followed.map(|_| ()), active);
@@ -578,7 +579,7 @@ fn damaged_segment_header_is_an_error_naming_the_segment() {
             let copy = scratch_dir();
             copy_dir(template.path(), copy.path());
             flip_byte(&segment_file(copy.path(), sealed), at, mask);
-            let (log, _) = Log::open(copy.path(), options(RecoveryMode::default())).unwrap();
+            let (log, _) = open_log(copy.path(), options(RecoveryMode::default())).unwrap();
             let report = log.reader().verify().unwrap();
             let first = report
                 .problems
@@ -609,7 +610,7 @@ fn header_naming_another_segment_is_refused() {
     let (dir, _) = sealed_log();
     let active = *segment_bases(dir.path()).last().unwrap();
     rewrite_header(dir.path(), active, |h| h.base += 1);
-    match Log::open(dir.path(), options(RecoveryMode::default())) {
+    match open_log(dir.path(), options(RecoveryMode::default())) {
         Err(Error::Corrupt {
             segment,
             offset: 16,
@@ -629,7 +630,7 @@ fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
     let (dir, payloads) = sealed_log();
     let active = *segment_bases(dir.path()).last().unwrap();
     rewrite_header(dir.path(), active, |h| h.write_version = 3);
-    match Log::open(dir.path(), options(RecoveryMode::default())) {
+    match open_log(dir.path(), options(RecoveryMode::default())) {
         Err(Error::ReadOnlyVersion {
             segment,
             found: 3,
@@ -642,7 +643,7 @@ fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
 
     rewrite_header(dir.path(), active, |h| h.read_version = 3);
     for result in [
-        Log::open(dir.path(), options(RecoveryMode::default())).map(|_| ()),
+        open_log(dir.path(), options(RecoveryMode::default())).map(|_| ()),
         Reader::open(dir.path(), &fast_options()).map(|_| ()),
     ] {
         match result {
@@ -665,14 +666,14 @@ fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
 fn clean_shutdown_reopens_without_scanning_and_a_crash_scans() {
     let dir = scratch_dir();
     let opts = options(RecoveryMode::AbsoluteConsistency);
-    let (mut log, _) = Log::open(dir.path(), opts.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), opts.clone()).unwrap();
     for seq in 1..=300u64 {
         log.append(&payload_of_len(seq, 500)).unwrap();
     }
     log.close().unwrap();
     assert!(dir.path().join(CLEAN_FILE).exists());
 
-    let (mut log, report) = Log::open(dir.path(), opts.clone()).unwrap();
+    let (mut log, report) = open_log(dir.path(), opts.clone()).unwrap();
     assert!(report.clean_shutdown, "{report:?}");
     assert_eq!(report.scanned_bytes, 0, "{report:?}");
     assert_eq!(report.next_seq, 301);
@@ -686,7 +687,7 @@ fn clean_shutdown_reopens_without_scanning_and_a_crash_scans() {
     log.flush().unwrap();
     log.simulate_crash();
 
-    let (log, report) = Log::open(dir.path(), opts).unwrap();
+    let (log, report) = open_log(dir.path(), opts).unwrap();
     assert!(!report.clean_shutdown, "{report:?}");
     assert!(report.scanned_bytes > 0, "{report:?}");
     assert_eq!(report.next_seq, 321);
@@ -699,20 +700,20 @@ fn clean_shutdown_reopens_without_scanning_and_a_crash_scans() {
 fn stale_clean_shutdown_marker_is_not_trusted() {
     let dir = scratch_dir();
     let opts = options(RecoveryMode::default());
-    let (mut log, _) = Log::open(dir.path(), opts.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), opts.clone()).unwrap();
     for seq in 1..=50u64 {
         log.append(&payload_of_len(seq, 100)).unwrap();
     }
     log.close().unwrap();
     let marker = std::fs::read(dir.path().join(CLEAN_FILE)).unwrap();
-    let (mut log, _) = Log::open(dir.path(), opts.clone()).unwrap();
+    let (mut log, _) = open_log(dir.path(), opts.clone()).unwrap();
     for seq in 51..=80u64 {
         log.append(&payload_of_len(seq, 100)).unwrap();
     }
     log.flush().unwrap();
     log.simulate_crash();
     write_atomic(&dir.path().join(CLEAN_FILE), &marker).unwrap();
-    let (log, report) = Log::open(dir.path(), opts).unwrap();
+    let (log, report) = open_log(dir.path(), opts).unwrap();
     assert!(!report.clean_shutdown, "{report:?}");
     assert_eq!(report.next_seq, 81);
     let all = read_all(&log.reader());
@@ -731,7 +732,7 @@ fn interrupted_roll_is_completed_by_the_first_append() {
     let (header, _) = frames_of(&template.segment(dir.path()));
     let seal = encode_frame(header.salt, last.seq + 1, FrameKind::Seal, &[]);
     support::storage::write_bytes(&template.segment(dir.path()), last.end(), &seal);
-    let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (mut log, report) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     assert!(report.pending_roll, "{report:?}");
     assert!(report.torn_tail.is_none(), "{report:?}");
     assert_eq!(report.next_seq, last.seq + 1);
@@ -770,7 +771,7 @@ fn follower_at_a_seal_without_successor_sees_the_end_not_corruption() {
     assert_eq!(count, last.seq);
     assert!(cursor.next().unwrap().is_none(), "the end stays the end");
 
-    let (mut log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (mut log, report) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     assert!(report.pending_roll);
     log.append(b"in the successor").unwrap();
     log.flush().unwrap();
@@ -793,7 +794,7 @@ fn stray_temporaries_are_removed_on_open() {
         .path()
         .join(format!(".{START_FILE}.00000000deadbeef.tmp"));
     std::fs::write(&partial, b"half a start mark").unwrap();
-    let (log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (log, report) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     assert_eq!(report.removed_temporaries, 2, "{report:?}");
     assert!(!partial.exists());
     assert_eq!(report.next_seq, template.payloads.len() as u64 + 1);
@@ -811,7 +812,7 @@ fn interrupted_truncation_is_finished_on_open() {
     write_atomic(&dir.path().join(START_FILE), &StartMark { start }.encode()).unwrap();
     let orphan = index_path(dir.path(), 999_999);
     std::fs::copy(index_path(dir.path(), bases[0]), &orphan).unwrap();
-    let (log, report) = Log::open(dir.path(), options(RecoveryMode::default())).unwrap();
+    let (log, report) = open_log(dir.path(), options(RecoveryMode::default())).unwrap();
     assert_eq!(report.removed_segments, 2, "{report:?}");
     assert_eq!(report.first_seq, start);
     assert_eq!(segment_bases(dir.path()), bases[2..].to_vec());

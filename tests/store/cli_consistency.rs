@@ -3,23 +3,19 @@
 //! with a key), every command that prints takes `--format`, and `stats --format json` holds
 //! the figures the text shows.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use esl_replay::store::{ArtifactStore as _, LogStore, dataset};
 use serde_json::Value;
 
-use crate::support::cli::{cli, cli_ok};
+use crate::support::cli::{command, run, run_ok};
+use crate::support::process::SpawnSafely as _;
 
 const ENV: &str = "ESL_REPLAY_CHECKPOINT_DIR";
 
 /// The binary with the checkpoint directory given only through the environment.
 fn with_env_dir(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_STORE")
-        .env(ENV, dir)
-        .output()
-        .unwrap()
+    command().args(args).env(ENV, dir).output_safely().unwrap()
 }
 
 fn stderr(output: &Output) -> String {
@@ -48,7 +44,7 @@ fn checkpoint_commands_take_the_directory_from_the_environment() {
     assert!(saved.status.success(), "{}", stderr(&saved));
     assert!(dir.is_dir(), "the environment's directory was not used");
     // The flag and the environment name the same directory.
-    let listed = cli_ok(&[
+    let listed = run_ok(&[
         "checkpoint",
         "list",
         "--checkpoint-dir",
@@ -72,7 +68,7 @@ fn an_environment_directory_without_a_key_leaves_replay_and_evidence_as_they_wer
         plan.as_object_mut().unwrap().remove("planned_at");
         plan
     };
-    let plain = plan(&cli_ok(&[
+    let plain = plan(&run_ok(&[
         "replay", "plan", "-s", &store, "--format", "ndjson",
     ]));
     let with_env = with_env_dir(
@@ -82,7 +78,7 @@ fn an_environment_directory_without_a_key_leaves_replay_and_evidence_as_they_wer
     assert!(with_env.status.success(), "{}", stderr(&with_env));
     assert!(plan(&String::from_utf8(with_env.stdout).unwrap()) == plain);
     assert_eq!(plain["record_count"], 20);
-    let bundle = cli_ok(&["evidence", "reconstruct", "-s", &store, "--after", "5"]);
+    let bundle = run_ok(&["evidence", "reconstruct", "-s", &store, "--after", "5"]);
     let with_env = with_env_dir(
         &dir,
         &["evidence", "reconstruct", "-s", &store, "--after", "5"],
@@ -125,10 +121,10 @@ fn evidence_refuses_a_start_beside_the_checkpoint_that_gives_one() {
 fn record_printers_accept_text_and_the_older_table() {
     let root = tempfile::tempdir().unwrap();
     let store = store(root.path(), 3);
-    let text = cli_ok(&["read", "-s", &store, "--format", "text"]);
+    let text = run_ok(&["read", "-s", &store, "--format", "text"]);
     assert_eq!(text.lines().count(), 4, "a header and three rows:\n{text}");
-    assert_eq!(cli_ok(&["read", "-s", &store, "--format", "table"]), text);
-    let refused = cli(&["read", "-s", &store, "--json"]);
+    assert_eq!(run_ok(&["read", "-s", &store, "--format", "table"]), text);
+    let refused = run(&["read", "-s", &store, "--json"]);
     assert_eq!(refused.status.code(), Some(2));
 }
 
@@ -137,7 +133,7 @@ fn stats_as_json_holds_the_figures_of_the_text() {
     let root = tempfile::tempdir().unwrap();
     let store = store(root.path(), 25);
     let value: Value =
-        serde_json::from_str(&cli_ok(&["stats", "-s", &store, "--format", "json"])).unwrap();
+        serde_json::from_str(&run_ok(&["stats", "-s", &store, "--format", "json"])).unwrap();
     assert_eq!(value["backend"], "log");
     assert_eq!(value["records"], 25);
     assert_eq!(value["first_sequence"], 1);
@@ -150,7 +146,7 @@ fn stats_as_json_holds_the_figures_of_the_text() {
         .sum();
     assert_eq!(artifacts, 25);
     assert_eq!(value["problems"], Value::Array(Vec::new()));
-    let text = cli_ok(&["stats", "-s", &store]);
+    let text = run_ok(&["stats", "-s", &store]);
     assert!(text.contains("records     25"), "{text}");
     assert!(
         text.contains(&format!("bytes       {}", value["bytes"])),

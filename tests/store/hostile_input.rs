@@ -3,31 +3,17 @@
 //! (bad line, oversize record, store failure), over-long NDJSON lines and endless inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::store::interchange::{self, BadLine, ImportError, ImportOptions};
 use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore, StoreStats};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esl-replay"))
-        .args(args)
-        .env_remove("ESL_REPLAY_STORE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::support::cli::{error_output, run, stderr};
+use crate::support::process::open_store;
 
 /// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
 fn fails(args: &[&str]) -> String {
-    let output = run(args);
-    let text = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
+    error_output(&run(args))
 }
 
 fn path(p: &Path) -> &str {
@@ -395,7 +381,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
     let input: String = (1..=5).map(|s| line(s, 10) + "\n").collect();
     for skip_malformed in [false, true] {
         let mut store = FullDisk {
-            inner: LogStore::open(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
+            inner: open_store(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
             calls: 0,
             fail_on: 2,
         };
@@ -430,7 +416,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
 #[test]
 fn bad_lines_are_classified() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     let input = [line(5, 10), line(4, 10), "[]".into(), line(6, 10)].join("\n");
     let options = ImportOptions {
         skip_malformed: true,

@@ -6,35 +6,25 @@ use std::time::Duration;
 
 use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
 use esl_replay::retention::{self, ActiveCheckpoint, Error, PrunePolicy};
-use esl_replay::storage::{Log, LogOptions};
+use esl_replay::storage::LogOptions;
 use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
+
+use crate::support::map;
+use crate::support::process::{open_log, open_store, open_store_with};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn envelope(at: OffsetDateTime) -> Envelope {
-    let mut payload = JsonMap::new();
-    payload.insert("k".into(), "v".repeat(100).into());
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "event.raw".into(),
-        capture_timestamp: at,
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload,
-    }
+    Envelope::new("1", "event.raw", at).with_payload(map(json!({"k": "v".repeat(100)})))
 }
 
 /// A store with one record per day from 2024-01-01.
 fn store_with(days: u32) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     for day in 0..days {
         store
             .write(envelope(
@@ -270,7 +260,7 @@ fn prune_of_everything_keeps_numbering() {
     assert_eq!(result.plan.pruned_sequences, vec![1, 2, 3]);
     assert!(sequences(&store).is_empty());
     drop(store);
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     assert_eq!(store.stats().unwrap().last_sequence, 3);
     store.write(envelope(now())).unwrap();
     assert_eq!(sequences(&store), vec![4]);
@@ -282,11 +272,11 @@ fn prune_of_everything_keeps_numbering() {
 fn damaged_record_in_the_prune_range_fails_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    drop(LogStore::open(&root).unwrap());
-    let (mut log, _) = Log::open(root.join("log"), LogOptions::default()).unwrap();
+    drop(open_store(&root).unwrap());
+    let (mut log, _) = open_log(root.join("log"), LogOptions::default()).unwrap();
     log.append(b"not a record").unwrap();
     log.close().unwrap();
-    let mut store = LogStore::open(&root).unwrap();
+    let mut store = open_store(&root).unwrap();
     store
         .write(envelope(datetime!(2024-01-02 00:00 UTC)))
         .unwrap();
@@ -322,7 +312,7 @@ fn pruning_deletes_whole_segments() {
         max_payload_bytes: 16 << 10,
         ..LogOptions::default()
     };
-    let mut store = LogStore::open_with(&root, options).unwrap();
+    let mut store = open_store_with(&root, options).unwrap();
     for day in 0..2000 {
         store
             .write(envelope(
@@ -463,7 +453,7 @@ fn periodic_retention_prunes_beside_a_running_writer() {
         max_payload_bytes: 16 << 10,
         ..LogOptions::default()
     };
-    let mut writer = LogStore::open_with(&root, options).unwrap();
+    let mut writer = open_store_with(&root, options).unwrap();
     let policy = PrunePolicy {
         max_stream_bytes: Some(0),
         protected_record_count: 50,

@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+use crate::support::map;
+use crate::support::process::open_store;
+use crate::support::record::{fixture_envelope, fixture_named};
+
 /// How the suite reaches one backend.
 struct Harness {
     /// The backend name [`ArtifactStore::stats`] reports.
@@ -84,7 +88,7 @@ const LOG: Harness = Harness {
 
 /// Deletes every record the way retention does: a prune of everything.
 fn delete_all_log(path: &Path) {
-    let store = LogStore::open(path).unwrap();
+    let store = open_store(path).unwrap();
     let policy = esl_replay::retention::PrunePolicy {
         max_stream_bytes: Some(0),
         ..Default::default()
@@ -93,7 +97,7 @@ fn delete_all_log(path: &Path) {
 }
 
 fn open_log(path: &Path) -> Box<dyn ArtifactStore> {
-    Box::new(LogStore::open(path).unwrap())
+    Box::new(open_store(path).unwrap())
 }
 
 fn open_log_read_only(path: &Path) -> Box<dyn ArtifactReader> {
@@ -205,38 +209,10 @@ impl Fixture {
     }
 }
 
-fn map(value: Value) -> JsonMap {
-    match value {
-        Value::Object(map) => map,
-        _ => JsonMap::new(),
-    }
-}
-
-/// The reference fixture's default envelope (§1.1).
-fn envelope() -> Envelope {
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "api.dispatch".into(),
-        capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload: map(json!({"command": "originate", "args": "sofia/internal/1000"})),
-    }
-}
-
 fn envelope_with(change: impl FnOnce(&mut Envelope)) -> Envelope {
-    let mut envelope = envelope();
+    let mut envelope = fixture_envelope();
     change(&mut envelope);
     envelope
-}
-
-fn named(name: &str) -> Envelope {
-    envelope_with(|envelope| envelope.artifact_name = name.into())
 }
 
 fn captured_at(capture: OffsetDateTime) -> Envelope {
@@ -339,10 +315,10 @@ fn append_order_and_bounded_filters_match_across_adapters(harness: &Harness) {
 fn restart_safe_sequence_recovery_matches_across_adapters(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), [envelope(), envelope()]);
+    write_all(store.as_mut(), [fixture_envelope(), fixture_envelope()]);
     drop(store);
     let mut store = (harness.open)(&fixture.path);
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 3);
 }
 
@@ -401,7 +377,7 @@ fn write_single_artifact_and_read_it_back_by_id(harness: &Harness) {
     assert_eq!(record.append_sequence(), 1);
     assert_eq!(record.artifact_name(), "api.dispatch");
     assert_eq!(record.session_id(), Some("sess-001"));
-    assert_eq!(record.payload(), &envelope().payload);
+    assert_eq!(record.payload(), &fixture_envelope().payload);
     assert!(record.tags().is_empty());
     let listed = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(listed, [record]);
@@ -411,7 +387,7 @@ fn multiple_artifacts_are_ordered_by_append_sequence(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
     let names = ["api.dispatch", "api.reply", "event.raw", "bgapi.dispatch"];
-    write_all(store.as_mut(), names.map(named));
+    write_all(store.as_mut(), names.map(fixture_named));
     let records = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2, 3, 4]);
     let read_names: Vec<_> = records.iter().map(Record::artifact_name).collect();
@@ -421,11 +397,11 @@ fn multiple_artifacts_are_ordered_by_append_sequence(harness: &Harness) {
 fn write_batch_assigns_consecutive_sequences_in_order(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     let ids = store
         .write_batch(
             (0..5)
-                .map(|index| named(&format!("batch.{index}")))
+                .map(|index| fixture_named(&format!("batch.{index}")))
                 .collect(),
         )
         .unwrap();
@@ -444,7 +420,7 @@ fn write_batch_assigns_consecutive_sequences_in_order(harness: &Harness) {
 fn cursor_resumes_after_last_consumed_record(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..5).map(|_| envelope()));
+    write_all(store.as_mut(), (0..5).map(|_| fixture_envelope()));
     let first = store
         .read_from_cursor(&store.open_cursor(), 2, &Criteria::any())
         .unwrap();
@@ -459,7 +435,7 @@ fn cursor_resumes_after_last_consumed_record(harness: &Harness) {
 fn open_cursor_at_start_returns_all_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..3).map(|_| envelope()));
+    write_all(store.as_mut(), (0..3).map(|_| fixture_envelope()));
     let cursor = store.open_cursor();
     assert!(cursor.is_at_start());
     assert_eq!(cursor, ReadCursor::start());
@@ -478,7 +454,7 @@ fn read_from_cursor_returns_empty_for_empty_store(harness: &Harness) {
 fn cursor_past_the_end_returns_empty(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), [envelope(), envelope()]);
+    write_all(store.as_mut(), [fixture_envelope(), fixture_envelope()]);
     let records = store
         .read_from_cursor(&ReadCursor::new(99, None), 10, &Criteria::any())
         .unwrap();
@@ -489,7 +465,7 @@ fn read_by_id_returns_none_for_nonexistent_id(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
     assert!(store.read_by_id(&RecordId::generate()).unwrap().is_none());
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     assert!(store.read_by_id(&RecordId::generate()).unwrap().is_none());
     let odd = RecordId::new("not-a-uuid").unwrap();
     assert!(store.read_by_id(&odd).unwrap().is_none());
@@ -498,10 +474,10 @@ fn read_by_id_returns_none_for_nonexistent_id(harness: &Harness) {
 fn restart_store_continues_sequence_from_last_written(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..3).map(|_| envelope()));
+    write_all(store.as_mut(), (0..3).map(|_| fixture_envelope()));
     drop(store);
     let mut store = (harness.open)(&fixture.path);
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     let records = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2, 3, 4]);
 }
@@ -509,7 +485,9 @@ fn restart_store_continues_sequence_from_last_written(harness: &Harness) {
 fn restart_can_read_all_previously_written_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    let ids: Vec<_> = (0..3).map(|_| store.write(envelope()).unwrap()).collect();
+    let ids: Vec<_> = (0..3)
+        .map(|_| store.write(fixture_envelope()).unwrap())
+        .collect();
     let before = read_all(store.as_ref(), &Criteria::any());
     drop(store);
     let store = (harness.open)(&fixture.path);
@@ -530,13 +508,13 @@ fn sequences_never_restart_after_every_record_is_deleted(harness: &Harness) {
     };
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..3).map(|_| envelope()));
+    write_all(store.as_mut(), (0..3).map(|_| fixture_envelope()));
     drop(store);
     delete_all(&fixture.path);
     let mut store = (harness.open)(&fixture.path);
     assert!(read_all(store.as_ref(), &Criteria::any()).is_empty());
     assert_eq!(store.stats().unwrap().last_sequence, 3);
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 4);
     drop(store);
     let store = (harness.open)(&fixture.path);
@@ -549,8 +527,8 @@ fn stored_records_pass_checksum_verification(harness: &Harness) {
     write_all(
         store.as_mut(),
         [
-            envelope(),
-            named("event.raw"),
+            fixture_envelope(),
+            fixture_named("event.raw"),
             captured_at(datetime!(2024-01-15 12:00:00.123456 +02:00)),
             envelope_with(|envelope| {
                 envelope.payload = map(json!({"z": 1, "a": [3, 1, 2], "u": "é\u{2028}/"}));
@@ -573,7 +551,7 @@ fn normal_reads_return_tampered_records_and_checksum_verification_is_consumer_in
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
     let genuine = Record::from_envelope(
-        envelope(),
+        fixture_envelope(),
         RecordId::generate(),
         datetime!(2024-01-15 10:00:01 UTC),
         1,
@@ -634,7 +612,7 @@ fn timestamps_keep_their_offset_and_reference_precision(harness: &Harness) {
 fn limit_parameter_restricts_returned_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..10).map(|_| envelope()));
+    write_all(store.as_mut(), (0..10).map(|_| fixture_envelope()));
     let records = store
         .read_from_cursor(&store.open_cursor(), 3, &Criteria::any())
         .unwrap();
@@ -644,7 +622,7 @@ fn limit_parameter_restricts_returned_records(harness: &Harness) {
 fn limit_zero_is_rejected(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     let result = store.read_from_cursor(&store.open_cursor(), 0, &Criteria::any());
     assert!(matches!(result, Err(Error::InvalidLimit)), "{result:?}");
 }
@@ -664,7 +642,9 @@ fn artifact_version_is_preserved(harness: &Harness) {
 fn unknown_artifact_names_are_stored_transparently(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    let id = store.write(named("vendor.custom/unknown ✓")).unwrap();
+    let id = store
+        .write(fixture_named("vendor.custom/unknown ✓"))
+        .unwrap();
     let record = store.read_by_id(&id).unwrap().unwrap();
     assert_eq!(record.artifact_name(), "vendor.custom/unknown ✓");
 }
@@ -672,8 +652,8 @@ fn unknown_artifact_names_are_stored_transparently(harness: &Harness) {
 fn writing_the_same_envelope_twice_yields_two_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    let first = store.write(envelope()).unwrap();
-    let second = store.write(envelope()).unwrap();
+    let first = store.write(fixture_envelope()).unwrap();
+    let second = store.write(fixture_envelope()).unwrap();
     assert_ne!(first, second);
     let records = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2]);
@@ -937,7 +917,7 @@ fn filtered_reads_preserve_append_order(harness: &Harness) {
             "bgapi.dispatch",
             "api.dispatch",
         ]
-        .map(named),
+        .map(fixture_named),
     );
     let filter = criteria(|fields| fields.artifact_name = text("api.dispatch"));
     assert_eq!(sequences(&read_all(store.as_ref(), &filter)), [2, 4]);
@@ -962,7 +942,7 @@ fn filtered_chunked_reads_remain_deterministic_for_export_style_streaming(harnes
     write_all(
         store.as_mut(),
         (0..12).map(|index| {
-            named(if index % 3 == 1 {
+            fixture_named(if index % 3 == 1 {
                 "event.raw"
             } else {
                 "api.dispatch"
@@ -987,7 +967,7 @@ fn filtered_chunked_reads_remain_deterministic_for_export_style_streaming(harnes
 fn stale_byte_offset_hint_past_end_of_file_does_not_hide_valid_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..3).map(|_| envelope()));
+    write_all(store.as_mut(), (0..3).map(|_| fixture_envelope()));
     let records = store
         .read_from_cursor(&ReadCursor::new(1, Some(999_999)), 100, &Criteria::any())
         .unwrap();
@@ -997,7 +977,7 @@ fn stale_byte_offset_hint_past_end_of_file_does_not_hide_valid_records(harness: 
 fn byte_offset_hint_into_the_middle_never_hides_records(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..5).map(|_| envelope()));
+    write_all(store.as_mut(), (0..5).map(|_| fixture_envelope()));
     for hint in [0, 1, 10, 100, 200, 333, 4096, u64::MAX] {
         let all = store
             .read_from_cursor(&ReadCursor::new(0, Some(hint)), 100, &Criteria::any())
@@ -1016,7 +996,7 @@ fn byte_offset_hint_into_the_middle_never_hides_records(harness: &Harness) {
 fn large_stream_reads_remain_ordered_and_complete(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), (0..1000).map(|_| envelope()));
+    write_all(store.as_mut(), (0..1000).map(|_| fixture_envelope()));
     let records = read_chunked(store.as_ref(), 137, &Criteria::any());
     assert_eq!(sequences(&records), (1..=1000).collect::<Vec<_>>());
 }
@@ -1054,16 +1034,16 @@ fn chunked_bounded_reads_over_large_stream_remain_ordered(harness: &Harness) {
 fn invalid_input_is_rejected_without_consuming_a_sequence(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     for invalid in [
-        named("   "),
-        named(""),
+        fixture_named("   "),
+        fixture_named(""),
         envelope_with(|envelope| envelope.artifact_version = "\t".into()),
     ] {
         let result = store.write(invalid);
         assert!(matches!(result, Err(Error::Record(_))), "{result:?}");
     }
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 2);
     assert_eq!(store.stats().unwrap().last_sequence, 2);
 }
@@ -1071,10 +1051,16 @@ fn invalid_input_is_rejected_without_consuming_a_sequence(harness: &Harness) {
 fn invalid_batch_is_rejected_whole(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    let result = store.write_batch(vec![envelope(), named(" "), envelope()]);
+    let result = store.write_batch(vec![
+        fixture_envelope(),
+        fixture_named(" "),
+        fixture_envelope(),
+    ]);
     assert!(matches!(result, Err(Error::Record(_))), "{result:?}");
     assert!(read_all(store.as_ref(), &Criteria::any()).is_empty());
-    let ids = store.write_batch(vec![envelope(), envelope()]).unwrap();
+    let ids = store
+        .write_batch(vec![fixture_envelope(), fixture_envelope()])
+        .unwrap();
     let records = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2]);
     assert_eq!(records.first().unwrap().id(), ids.first().unwrap());
@@ -1083,13 +1069,13 @@ fn invalid_batch_is_rejected_whole(harness: &Harness) {
 fn read_only_handle_reads_while_the_writer_writes(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut writer = (harness.open)(&fixture.path);
-    write_all(writer.as_mut(), [envelope(), envelope()]);
+    write_all(writer.as_mut(), [fixture_envelope(), fixture_envelope()]);
     let reader = (harness.open_read_only)(&fixture.path);
     assert_eq!(
         sequences(&read_all(reader.as_ref(), &Criteria::any())),
         [1, 2]
     );
-    write_all(writer.as_mut(), (0..3).map(|_| named("event.raw")));
+    write_all(writer.as_mut(), (0..3).map(|_| fixture_named("event.raw")));
     writer.sync().unwrap();
     let records = read_all(reader.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2, 3, 4, 5]);
@@ -1112,13 +1098,15 @@ fn read_only_handle_reads_while_the_writer_writes(harness: &Harness) {
 fn read_only_lookups_see_records_written_and_deleted_since_earlier_lookups(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut writer = (harness.open)(&fixture.path);
-    let first = writer.write_batch(vec![envelope(), envelope()]).unwrap();
+    let first = writer
+        .write_batch(vec![fixture_envelope(), fixture_envelope()])
+        .unwrap();
     writer.sync().unwrap();
     let reader = (harness.open_read_only)(&fixture.path);
     let sequence_of = |id: &RecordId| reader.read_by_id(id).unwrap().map(|r| r.append_sequence());
     assert_eq!(sequence_of(&first[0]), Some(1));
     let later = writer
-        .write_batch((0..3).map(|_| named("event.raw")).collect())
+        .write_batch((0..3).map(|_| fixture_named("event.raw")).collect())
         .unwrap();
     writer.sync().unwrap();
     assert_eq!(sequence_of(&later[2]), Some(5));
@@ -1168,7 +1156,7 @@ fn append_records_keeps_imported_records_exactly(harness: &Harness) {
     assert_eq!(first.session_id(), None);
     assert_eq!(first.tags(), records[0].tags());
     // Written records continue after the imported ones.
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(
         store.read_by_id(&id).unwrap().unwrap().append_sequence(),
         10
@@ -1220,7 +1208,9 @@ fn append_encoded_stores_records_as_append_records_does(harness: &Harness) {
 fn append_records_refuses_ids_already_stored_or_repeated(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    let stored = store.write_batch(vec![envelope(), envelope()]).unwrap();
+    let stored = store
+        .write_batch(vec![fixture_envelope(), fixture_envelope()])
+        .unwrap();
     let with_id = |sequence: u64, id: &RecordId| {
         let mut fields = imported(sequence).into_fields();
         fields.id = id.clone();
@@ -1278,7 +1268,7 @@ fn append_records_refuses_ids_already_stored_or_repeated(harness: &Harness) {
 fn append_records_rejects_non_increasing_sequences(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    write_all(store.as_mut(), [envelope(), envelope()]);
+    write_all(store.as_mut(), [fixture_envelope(), fixture_envelope()]);
     let result = store.append_records(&[imported(2)]);
     assert!(
         matches!(
@@ -1309,7 +1299,7 @@ fn append_records_rejects_non_increasing_sequences(harness: &Harness) {
     );
     store.append_records(&[]).unwrap();
     store.append_records(&[imported(3), imported(8)]).unwrap();
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 9);
 }
 
@@ -1325,7 +1315,7 @@ fn stats_report_records_and_sequences(harness: &Harness) {
         (stats.records, stats.first_sequence, stats.last_sequence),
         (0, None, 0)
     );
-    write_all(store.as_mut(), (0..3).map(|_| envelope()));
+    write_all(store.as_mut(), (0..3).map(|_| fixture_envelope()));
     store.sync().unwrap();
     let stats = store.stats().unwrap();
     assert_eq!(
@@ -1343,7 +1333,7 @@ fn wait_for_records_reports_new_records_or_times_out(harness: &Harness) {
             .wait_for_records(0, Duration::from_millis(20))
             .unwrap()
     );
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     assert!(store.wait_for_records(0, Duration::from_secs(5)).unwrap());
     assert!(
         !store
@@ -1352,8 +1342,10 @@ fn wait_for_records_reports_new_records_or_times_out(harness: &Harness) {
     );
     let reader = (harness.open_read_only)(&fixture.path);
     let writer = thread::spawn(move || {
+        // Likely to write while the reader waits, to exercise the wake-up; the test holds
+        // whichever comes first.
         thread::sleep(Duration::from_millis(50));
-        store.write(envelope()).unwrap();
+        store.write(fixture_envelope()).unwrap();
         store
     });
     assert!(reader.wait_for_records(1, Duration::from_secs(10)).unwrap());
@@ -1363,11 +1355,13 @@ fn wait_for_records_reports_new_records_or_times_out(harness: &Harness) {
 fn live_tail_follows_a_writer_thread(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut writer = (harness.open)(&fixture.path);
-    writer.write(envelope()).unwrap();
+    writer.write(fixture_envelope()).unwrap();
     let reader = (harness.open_read_only)(&fixture.path);
     let producer = thread::spawn(move || {
         for index in 0..40 {
-            writer.write(named(&format!("live.{index}"))).unwrap();
+            writer
+                .write(fixture_named(&format!("live.{index}")))
+                .unwrap();
             if index % 4 == 0 {
                 thread::sleep(Duration::from_millis(2));
             }
@@ -1404,7 +1398,7 @@ fn live_tail_applies_criteria(harness: &Harness) {
             } else {
                 "event.raw"
             };
-            writer.write(named(name)).unwrap();
+            writer.write(fixture_named(name)).unwrap();
         }
     });
     let filter = criteria(|fields| fields.artifact_name = text("api.dispatch"));
@@ -1439,7 +1433,7 @@ fn live_tail_views_are_the_records_it_yields(harness: &Harness) {
             } else {
                 "event.raw"
             };
-            writer.write(named(name)).unwrap();
+            writer.write(fixture_named(name)).unwrap();
         }
     });
     let filter = || criteria(|fields| fields.artifact_name = text("api.dispatch"));
@@ -1486,7 +1480,7 @@ fn live_tail_views_are_the_records_it_yields(harness: &Harness) {
 fn huge_timeouts_wait_without_a_deadline(harness: &Harness) {
     let fixture = Fixture::new(harness);
     let mut store = (harness.open)(&fixture.path);
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     assert!(store.wait_for_records(0, Duration::MAX).unwrap());
     let reader = (harness.open_read_only)(&fixture.path);
     assert!(reader.wait_for_records(0, Duration::MAX).unwrap());
@@ -1494,7 +1488,7 @@ fn huge_timeouts_wait_without_a_deadline(harness: &Harness) {
     assert!(tail.next_within(Duration::MAX).unwrap().is_some());
     // A wait with no deadline still ends when the record arrives.
     let writer = thread::spawn(move || {
-        store.write(envelope()).unwrap();
+        store.write(fixture_envelope()).unwrap();
         store
     });
     assert!(reader.wait_for_records(1, Duration::MAX).unwrap());
@@ -1526,7 +1520,7 @@ fn sequences_exhausted_is_refused_clearly_at_the_boundary(harness: &Harness) {
     let mut store = (harness.open)(&fixture.path);
     let max = i64::MAX as u64;
     store.append_records(&[imported(max - 1)]).unwrap();
-    let result = store.write_batch(vec![envelope(), envelope()]);
+    let result = store.write_batch(vec![fixture_envelope(), fixture_envelope()]);
     assert!(
         matches!(result, Err(Error::SequencesExhausted { last, count: 2 }) if last == max - 1),
         "{result:?}"
@@ -1534,10 +1528,10 @@ fn sequences_exhausted_is_refused_clearly_at_the_boundary(harness: &Harness) {
     let message = result.unwrap_err().to_string();
     assert!(message.contains("sequences are exhausted"), "{message}");
     // The one sequence left is still usable, then nothing more.
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     assert_eq!(store.stats().unwrap().last_sequence, max);
     assert!(matches!(
-        store.write(envelope()),
+        store.write(fixture_envelope()),
         Err(Error::SequencesExhausted { count: 1, .. })
     ));
     assert_eq!(store.stats().unwrap().records, 2);

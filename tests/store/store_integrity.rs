@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use esl_replay::record::{Envelope, JsonMap, ReadCursor, Record, RecordId, ndjson};
+use esl_replay::record::{Envelope, ReadCursor, Record, RecordId, ndjson};
 use esl_replay::storage::io::{Io, StdIo};
 use esl_replay::store::meta::{self, Run, SequenceMap};
 use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore};
@@ -22,25 +22,15 @@ use serde_json::{Value, json};
 use time::macros::datetime;
 
 use crate::support;
-use crate::support::cli::{cli as run, cli_ok as ok};
+use crate::support::cli::{run, run_ok as ok};
+use crate::support::map;
+use crate::support::process::{open_store, open_store_with};
 
 /// One record of the NDJSON files: sequence `sequence`, id `gen-<sequence>`, a valid checksum.
 fn record(sequence: u64) -> Record {
-    let mut payload = JsonMap::new();
-    payload.insert("n".into(), json!(sequence));
-    let envelope = Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "event.raw".into(),
-        capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: Some("HEARTBEAT".into()),
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload,
-    };
+    let envelope = Envelope::new("1", "event.raw", datetime!(2024-01-15 10:00:00 UTC))
+        .with_event_name("HEARTBEAT")
+        .with_payload(map(json!({"n": sequence})));
     let id = RecordId::new(format!("gen-{sequence}")).unwrap();
     Record::from_envelope(envelope, id, datetime!(2024-01-15 10:00:01 UTC), sequence).unwrap()
 }
@@ -270,7 +260,7 @@ fn damaged_meta_is_reported_by_verify_and_refused_by_every_open() {
         assert!(output.contains("checksum mismatch"), "{args:?}: {output}");
     }
     assert!(matches!(
-        LogStore::open(&store),
+        open_store(&store),
         Err(Error::Metadata { path, .. }) if path == file
     ));
     std::fs::write(&file, &bytes).unwrap();
@@ -314,10 +304,10 @@ fn meta_that_disagrees_with_the_records_is_refused() {
 fn zero_run_on_an_empty_store_is_refused() {
     let dir = support::storage::temp_dir();
     let store = dir.path().join("store");
-    LogStore::open(&store).unwrap().close().unwrap();
+    open_store(&store).unwrap().close().unwrap();
     write_legacy_meta(&store, "1 0\n");
     let errors = [
-        LogStore::open(&store).unwrap_err(),
+        open_store(&store).unwrap_err(),
         LogStore::open_read_only(&store).unwrap_err(),
     ];
     for error in errors {
@@ -353,7 +343,7 @@ fn legacy_meta_is_read_and_rewritten_in_the_current_layout() {
             .unwrap()
             .starts_with(b"esl-replay store")
     );
-    LogStore::open(&store).unwrap().close().unwrap();
+    open_store(&store).unwrap().close().unwrap();
     let bytes = std::fs::read(store.join(meta::FILE_NAME)).unwrap();
     let (map, layout) = SequenceMap::decode(&bytes).unwrap();
     assert_eq!(layout, meta::Layout::Current);
@@ -374,7 +364,7 @@ fn writer_open_forgets_runs_of_records_lost_in_a_crash() {
     let dir = support::storage::temp_dir();
     let store = gapped_store(dir.path());
     tear_log_from(&store, 90);
-    LogStore::open(&store).unwrap().close().unwrap();
+    open_store(&store).unwrap().close().unwrap();
     let (map, _) =
         SequenceMap::decode(&std::fs::read(store.join(meta::FILE_NAME)).unwrap()).unwrap();
     assert_eq!(map.runs(), []);
@@ -438,7 +428,7 @@ fn new_store_directory_is_synced_into_its_parent() {
     let root = parent.join("a");
     let recorder = Arc::new(Recorder::default());
     let options = support::storage::with_io(support::storage::small_options(), recorder.clone());
-    let mut store = LogStore::open_with(&root, options).unwrap();
+    let mut store = open_store_with(&root, options).unwrap();
     let ops = recorder.ops();
     for synced in [dir.path(), parent.as_path(), root.as_path()] {
         assert!(

@@ -15,7 +15,8 @@ use esl_replay::record::{Criteria, ReadCursor, RecordId};
 use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 
 use crate::support;
-use crate::support::cli::cli_ok as ok;
+use crate::support::cli::run_ok as ok;
+use crate::support::process::{open_store, open_store_with};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
@@ -143,7 +144,7 @@ fn id_index_chunks_are_used_only_while_they_describe_the_log() {
     let dir = support::storage::temp_dir();
     let write = |name: &str, salt: &str| {
         let path = dir.path().join(name);
-        let mut store = LogStore::open(&path).unwrap();
+        let mut store = open_store(&path).unwrap();
         let mut ids = Vec::new();
         for batch in 0..10u64 {
             let envelopes = (0..1000)
@@ -202,7 +203,7 @@ fn an_unclean_open_removes_the_chunks() {
     use esl_replay::store::dataset;
     let dir = support::storage::temp_dir();
     let path = dir.path().join("store");
-    let mut store = LogStore::open(&path).unwrap();
+    let mut store = open_store(&path).unwrap();
     for batch in 0..6u64 {
         let envelopes = (0..1000)
             .map(|n| dataset::envelope(batch * 1000 + n))
@@ -225,10 +226,10 @@ fn an_unclean_open_removes_the_chunks() {
     };
     assert!(parts() > 0);
     // A clean open keeps them; without the clean-shutdown file the open is unclean.
-    LogStore::open(&path).unwrap().close().unwrap();
+    open_store(&path).unwrap().close().unwrap();
     assert!(parts() > 0);
     esl_replay::storage::remove_durable(&path.join("log/clean.meta")).unwrap();
-    let store = LogStore::open(&path).unwrap();
+    let store = open_store(&path).unwrap();
     assert_eq!(parts(), 0);
     assert_eq!(
         store
@@ -247,7 +248,7 @@ fn summaries_add_up_to_what_the_records_hold() {
     use esl_replay::store::{Summary, dataset};
     let dir = support::storage::temp_dir();
     let path = dir.path().join("store");
-    let mut store = LogStore::open_with(&path, support::storage::small_options()).unwrap();
+    let mut store = open_store_with(&path, support::storage::small_options()).unwrap();
     for batch in 0..6u64 {
         let envelopes = (0..1000)
             .map(|n| dataset::envelope(batch * 1000 + n))

@@ -6,30 +6,26 @@ use esl_replay::record::{
 };
 use esl_replay::storage::LogOptions;
 use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use serde_json::json;
 use time::macros::datetime;
 
+use crate::support::map;
+use crate::support::process::{open_store, open_store_with};
+
 fn envelope(i: u64) -> Envelope {
-    let mut payload = JsonMap::new();
-    payload.insert("Event-Name".into(), "CHANNEL_ANSWER".into());
-    payload.insert("n".into(), i.into());
-    payload.insert("pad".into(), "x".repeat(300).into());
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: if i.is_multiple_of(2) {
-            "event.raw".into()
-        } else {
-            "api.dispatch".into()
-        },
-        capture_timestamp: datetime!(2024-01-15 10:00:00 UTC) + time::Duration::seconds(i as i64),
-        capture_path: None,
-        connection_generation: Some("1".into()),
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload,
-    }
+    let name = if i.is_multiple_of(2) {
+        "event.raw"
+    } else {
+        "api.dispatch"
+    };
+    let captured = datetime!(2024-01-15 10:00:00 UTC) + time::Duration::seconds(i as i64);
+    Envelope::new("1", name, captured)
+        .with_connection_generation("1")
+        .with_payload(map(json!({
+            "Event-Name": "CHANNEL_ANSWER",
+            "n": i,
+            "pad": "x".repeat(300)
+        })))
 }
 
 fn small() -> LogOptions {
@@ -44,7 +40,7 @@ fn small() -> LogOptions {
 fn log_store_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let mut store = LogStore::open_with(&root, small()).unwrap();
+    let mut store = open_store_with(&root, small()).unwrap();
     let mut ids = Vec::new();
     for chunk in (0..1000u64).collect::<Vec<_>>().chunks(37) {
         ids.extend(
@@ -88,7 +84,7 @@ fn log_store_round_trip() {
     assert_eq!(sequences, vec![601u64]);
     store.close().unwrap();
 
-    let reopened = LogStore::open_with(&root, small()).unwrap();
+    let reopened = open_store_with(&root, small()).unwrap();
     assert_eq!(
         reopened
             .read_by_id(&ids[3])
@@ -112,7 +108,7 @@ fn log_store_round_trip() {
 #[test]
 fn import_with_gaps_keeps_sequences_and_continues_after_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     let make = |seq: u64| {
         let e = envelope(seq);
         let checksum = e.checksum().unwrap();
@@ -156,7 +152,7 @@ fn import_with_gaps_keeps_sequences_and_continues_after_them() {
         .collect();
     assert_eq!(after, vec![70, 71]);
     drop(store);
-    let store = LogStore::open(dir.path().join("store")).unwrap();
+    let store = open_store(dir.path().join("store")).unwrap();
     assert_eq!(store.stats().unwrap().last_sequence, 71);
     assert_eq!(store.stats().unwrap().first_sequence, Some(57));
 }

@@ -2,6 +2,8 @@
 
 use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, dataset};
 
+use crate::support::process::{open_store, open_store_with};
+
 fn check(store: &mut dyn ArtifactStore) {
     let mut ids = Vec::new();
     for chunk in (0..20_000u64).collect::<Vec<_>>().chunks(1000) {
@@ -24,7 +26,7 @@ fn check(store: &mut dyn ArtifactStore) {
 #[test]
 fn lookups_find_every_record_in_the_log_store() {
     let dir = tempfile::tempdir().unwrap();
-    check(&mut LogStore::open(dir.path().join("store")).unwrap());
+    check(&mut open_store(dir.path().join("store")).unwrap());
 }
 
 #[test]
@@ -51,7 +53,7 @@ fn fresh_handles_find_every_record_whatever_the_id_files_hold() {
     };
     let mut ids = Vec::new();
     {
-        let mut store = LogStore::open_with(&root, options.clone()).unwrap();
+        let mut store = open_store_with(&root, options.clone()).unwrap();
         for chunk in (0..24_000u64).collect::<Vec<_>>().chunks(1000) {
             ids.extend(
                 store

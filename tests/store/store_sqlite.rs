@@ -11,8 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::record::{
-    self, Criteria, CriteriaFields, Envelope, JsonMap, ReadCursor, Record, RecordId, checksum,
-    timestamp,
+    self, Criteria, CriteriaFields, JsonMap, ReadCursor, Record, RecordId, checksum, timestamp,
 };
 use esl_replay::store::{
     self, ArtifactReader, ArtifactStore, Backend, Error, SqliteOptions, SqliteStore, SqliteSync,
@@ -20,6 +19,9 @@ use esl_replay::store::{
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use time::macros::datetime;
+
+use crate::support::map;
+use crate::support::record::fixture_envelope;
 
 /// The reference's table, verbatim in structure.
 const REFERENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replay_records (
@@ -226,29 +228,6 @@ impl Fixture {
     }
 }
 
-fn map(value: Value) -> JsonMap {
-    match value {
-        Value::Object(map) => map,
-        _ => JsonMap::new(),
-    }
-}
-
-fn envelope() -> Envelope {
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "api.dispatch".into(),
-        capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload: map(json!({"command": "originate", "args": "sofia/internal/1000"})),
-    }
-}
-
 fn criteria(change: impl FnOnce(&mut CriteriaFields)) -> Criteria {
     let mut fields = CriteriaFields::default();
     change(&mut fields);
@@ -350,7 +329,7 @@ fn reference_written_database_opens_for_writing_and_continues_its_stream() {
     assert_eq!(store.last_sequence(), 3);
     assert_reference_records(&store);
     assert_reference_filters(&store);
-    let mut later = envelope();
+    let mut later = fixture_envelope();
     later.capture_timestamp = datetime!(2024-01-16 10:00 UTC);
     let id = store.write(later).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 4);
@@ -510,12 +489,12 @@ fn rows_appended_by_another_program_after_migration_are_read_and_filtered() {
     assert_reference_filters(&store);
     // The writer's view is stale now: it fails instead of reusing or skipping a number.
     assert!(matches!(
-        store.write(envelope()),
+        store.write(fixture_envelope()),
         Err(Error::StaleWriter { sequence: 3 })
     ));
     drop(store);
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 4);
 }
 
@@ -601,7 +580,7 @@ fn schema_is_the_reference_schema_plus_capture_us() {
 fn rows_are_encoded_as_the_reference_writes_them() {
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    let mut envelope = envelope();
+    let mut envelope = fixture_envelope();
     envelope.capture_timestamp = datetime!(2024-01-15 12:00:00.123456 +02:00);
     envelope.session_id = Some("sess-001".into());
     envelope.runtime_flags = map(json!({"worker_session_id": "w-1", "pbx_node_slug": "node-a"}));
@@ -669,14 +648,14 @@ fn write_read_restart_and_filter_behavior_matches_contract() {
     let fixture = Fixture::new();
     let mut first = SqliteStore::open(&fixture.path).unwrap();
     for session in ["sess-1", "sess-2", "sess-1"] {
-        let mut envelope = envelope();
+        let mut envelope = fixture_envelope();
         envelope.session_id = Some(session.into());
         first.write(envelope).unwrap();
     }
     let filter = criteria(|fields| fields.session_id = Some("sess-1".into()));
     assert_eq!(sequences_of(&first, &filter), [1, 3]);
     let mut second = SqliteStore::open(&fixture.path).unwrap();
-    let id = second.write(envelope()).unwrap();
+    let id = second.write(fixture_envelope()).unwrap();
     assert_eq!(
         second.read_by_id(&id).unwrap().unwrap().append_sequence(),
         4
@@ -689,8 +668,8 @@ fn sqlite_writer_model_requires_reopen_between_writer_epochs() {
     let fixture = Fixture::new();
     let mut first = SqliteStore::open(&fixture.path).unwrap();
     let mut second = SqliteStore::open(&fixture.path).unwrap();
-    first.write(envelope()).unwrap();
-    let error = second.write(envelope()).unwrap_err();
+    first.write(fixture_envelope()).unwrap();
+    let error = second.write(fixture_envelope()).unwrap_err();
     assert!(
         matches!(error, Error::StaleWriter { sequence: 1 }),
         "{error:?}"
@@ -703,15 +682,15 @@ fn sqlite_writer_model_requires_reopen_between_writer_epochs() {
     );
     // No leapfrogging: the stale handle keeps failing at the same sequence, in every form.
     assert!(matches!(
-        second.write(envelope()),
+        second.write(fixture_envelope()),
         Err(Error::StaleWriter { sequence: 1 })
     ));
     assert!(matches!(
-        second.write_batch(vec![envelope(), envelope()]),
+        second.write_batch(vec![fixture_envelope(), fixture_envelope()]),
         Err(Error::StaleWriter { sequence: 1 })
     ));
     let import = Record::from_envelope(
-        envelope(),
+        fixture_envelope(),
         RecordId::generate(),
         datetime!(2024-01-15 10:00:01 UTC),
         2,
@@ -723,11 +702,11 @@ fn sqlite_writer_model_requires_reopen_between_writer_epochs() {
     ));
     assert_eq!(second.last_sequence(), 0);
     // The current writer is undisturbed.
-    first.write(envelope()).unwrap();
+    first.write(fixture_envelope()).unwrap();
     assert_eq!(sequences_of(&first, &Criteria::any()), [1, 2]);
     drop(second);
     let mut second = SqliteStore::open(&fixture.path).unwrap();
-    let id = second.write(envelope()).unwrap();
+    let id = second.write(fixture_envelope()).unwrap();
     assert_eq!(
         second.read_by_id(&id).unwrap().unwrap().append_sequence(),
         3
@@ -746,7 +725,7 @@ fn concurrent_writers_that_reopen_on_staleness_leave_no_gaps() {
                 let mut stale = 0;
                 let mut written = 0;
                 while written < 50 {
-                    let mut envelope = envelope();
+                    let mut envelope = fixture_envelope();
                     envelope.artifact_name = format!("writer.{writer}");
                     match store.write(envelope) {
                         Ok(_) => written += 1,
@@ -779,7 +758,7 @@ fn existing_unreadable_database_fails_to_open() {
     use std::os::unix::fs::PermissionsExt;
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     drop(store);
     let permissions = |mode| std::fs::Permissions::from_mode(mode);
     std::fs::set_permissions(&fixture.path, permissions(0o000)).unwrap();
@@ -805,10 +784,10 @@ fn existing_unreadable_database_fails_to_open() {
 fn a_failed_batch_stores_nothing_and_consumes_no_sequence() {
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     let existing = store.read_by_id(&id).unwrap().unwrap();
     let fresh = Record::from_envelope(
-        envelope(),
+        fixture_envelope(),
         RecordId::generate(),
         datetime!(2024-01-15 10:00:01 UTC),
         2,
@@ -831,7 +810,7 @@ fn a_failed_batch_stores_nothing_and_consumes_no_sequence() {
     );
     assert_eq!(sequences_of(&store, &Criteria::any()), [1]);
     assert_eq!(store.last_sequence(), 1);
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 2);
 }
 
@@ -845,7 +824,7 @@ fn a_database_without_the_meta_table_starts_from_max_and_deletion_never_rewinds(
         .execute("DELETE FROM replay_records", [])
         .unwrap();
     // Deleting rows under an open writer does not make it stale or rewind it.
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     assert_eq!(store.read_by_id(&id).unwrap().unwrap().append_sequence(), 4);
     let stats = store.stats().unwrap();
     assert_eq!(
@@ -883,7 +862,7 @@ fn corrupt_row_after_valid_rows_fails_clearly_and_repeated_reopen_keeps_failure_
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
     for _ in 0..3 {
-        store.write(envelope()).unwrap();
+        store.write(fixture_envelope()).unwrap();
     }
     fixture
         .connection()
@@ -932,7 +911,7 @@ fn corrupt_row_after_valid_rows_fails_clearly_and_repeated_reopen_keeps_failure_
 fn corrupt_json_columns_fail_clearly_on_read() {
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    let id = store.write(envelope()).unwrap();
+    let id = store.write(fixture_envelope()).unwrap();
     fixture
         .connection()
         .execute("UPDATE replay_records SET payload = 'not json at all'", [])
@@ -960,7 +939,7 @@ fn every_kind_of_damaged_row_is_reported_with_its_sequence() {
     for statement in damage {
         let fixture = Fixture::new();
         let mut store = SqliteStore::open(&fixture.path).unwrap();
-        let id = store.write(envelope()).unwrap();
+        let id = store.write(fixture_envelope()).unwrap();
         fixture.connection().execute(statement, []).unwrap();
         assert_corrupt_at(read_all(&store, &Criteria::any()), 1);
         if !statement.contains("SET id") {
@@ -981,7 +960,7 @@ fn maps_stored_as_lists_or_nested_to_the_limit_read_back() {
     for _ in 0..record::MAX_JSON_DEPTH - 1 {
         deep = json!([deep]);
     }
-    let mut envelope = envelope();
+    let mut envelope = fixture_envelope();
     envelope.payload = map(json!({"deep": deep}));
     let id = store.write(envelope.clone()).unwrap();
     let record = store.read_by_id(&id).unwrap().unwrap();
@@ -1019,7 +998,7 @@ fn read_only_open_needs_an_existing_replay_database() {
 fn read_only_handle_opens_after_the_writer_closed() {
     let fixture = Fixture::new();
     let mut store = SqliteStore::open(&fixture.path).unwrap();
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     drop(store);
     let reader = SqliteStore::open_read_only(&fixture.path).unwrap();
     assert_eq!(sequences_of(&reader, &Criteria::any()), [1]);
@@ -1034,14 +1013,14 @@ fn synchronous_full_option_writes_and_syncs() {
         .busy_timeout(std::time::Duration::from_secs(1));
     let mut store = SqliteStore::open_with(&fixture.path, options).unwrap();
     store
-        .write_batch((0..10).map(|_| envelope()).collect())
+        .write_batch((0..10).map(|_| fixture_envelope()).collect())
         .unwrap();
     store.sync().unwrap();
     assert_eq!(store.stats().unwrap().records, 10);
     let mut normal = SqliteStore::open(&fixture.path).unwrap();
-    normal.write(envelope()).unwrap();
+    normal.write(fixture_envelope()).unwrap();
     normal.sync().unwrap();
-    let id = normal.write(envelope()).unwrap();
+    let id = normal.write(fixture_envelope()).unwrap();
     assert_eq!(
         normal.read_by_id(&id).unwrap().unwrap().append_sequence(),
         12
@@ -1053,7 +1032,7 @@ fn open_creates_missing_parent_directories() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a").join("b").join("replay.db");
     let mut store = SqliteStore::open(&path).unwrap();
-    store.write(envelope()).unwrap();
+    store.write(fixture_envelope()).unwrap();
     assert!(path.is_file());
     assert_eq!(store.path(), path);
 }
@@ -1065,7 +1044,7 @@ fn entry_points_choose_sqlite_for_sqlite_and_db_paths() {
         let path = dir.path().join(name);
         assert_eq!(Backend::for_path(&path), Backend::Sqlite);
         let mut store = store::open(&path, None).unwrap();
-        store.write(envelope()).unwrap();
+        store.write(fixture_envelope()).unwrap();
         assert_eq!(store.stats().unwrap().backend, "sqlite");
         let reader = store::open_read_only(&path, None).unwrap();
         assert_eq!(sequences_of(reader.as_ref(), &Criteria::any()), [1]);

@@ -2,10 +2,10 @@
 //! segments are preallocated with (a fresh store used to report 67,112,128 bytes for 391
 //! records).
 
-use std::process::Command;
-
 use esl_replay::store;
 
+use crate::support::cli;
+use crate::support::process::SpawnSafely as _;
 use crate::support::server::{event_envelope, fixture_frame};
 
 #[test]
@@ -45,10 +45,10 @@ fn stats_bytes_count_what_the_store_holds() {
     let closed = store::open_read_only(&path, None).unwrap().stats().unwrap();
     assert!(closed.bytes >= second.bytes, "{closed:?}");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_esl-replay"))
+    let output = cli::command()
         .args(["stats", "--store"])
         .arg(&path)
-        .output()
+        .output_safely()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(

@@ -5,12 +5,14 @@ use esl_replay::evidence::{
     Engine, EvidenceBundle, ReconstructionWindow, ReconstructionWindowFields,
 };
 use esl_replay::record::{Criteria, ReadCursor, Record};
-use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore};
+
+use super::process::open_store;
 
 /// A new segment-log store in a temporary directory (kept alive by the returned guard).
 pub(crate) fn new_store() -> (tempfile::TempDir, Box<dyn ArtifactStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path().join("store")).unwrap();
+    let store = open_store(dir.path().join("store")).unwrap();
     (dir, Box::new(store))
 }
 

@@ -3,21 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use esl_replay::record::{Envelope, JsonMap, Record, RecordId};
+use esl_replay::evidence::{ReconstructionWindow, ReconstructionWindowFields};
+use esl_replay::record::{Envelope, Record, RecordId};
+use esl_replay::store::ArtifactStore;
 #[cfg(feature = "sqlite")]
 use esl_replay::store::SqliteStore;
-use esl_replay::store::{ArtifactStore, LogStore};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-/// A JSON object literal as a map (anything else as an empty map).
-pub(crate) fn map(value: Value) -> JsonMap {
-    match value {
-        Value::Object(map) => map,
-        _ => JsonMap::new(),
-    }
-}
+use super::map;
+use super::process::open_store;
 
 /// What varies between the records of a test.
 #[derive(Clone, Debug)]
@@ -73,19 +69,14 @@ impl Spec {
 pub(crate) fn record(sequence: u64, spec: &Spec) -> Record {
     let capture: OffsetDateTime =
         datetime!(2024-01-15 10:00:00 UTC) + time::Duration::seconds(sequence as i64);
-    let envelope = Envelope {
-        artifact_version: "1".into(),
-        artifact_name: spec.name.into(),
-        capture_timestamp: capture,
-        capture_path: None,
-        connection_generation: Some("conn-1".into()),
-        session_id: Some("sess-1".into()),
-        job_uuid: spec.job_uuid.map(str::to_owned),
-        event_name: spec.event_name.map(str::to_owned),
-        correlation_ids: map(spec.correlation_ids.clone()),
-        runtime_flags: map(spec.runtime_flags.clone()),
-        payload: map(spec.payload.clone()),
-    };
+    let mut envelope = Envelope::new("1", spec.name, capture)
+        .with_connection_generation("conn-1")
+        .with_session_id("sess-1")
+        .with_correlation_ids(map(spec.correlation_ids.clone()))
+        .with_runtime_flags(map(spec.runtime_flags.clone()))
+        .with_payload(map(spec.payload.clone()));
+    envelope.job_uuid = spec.job_uuid.map(str::to_owned);
+    envelope.event_name = spec.event_name.map(str::to_owned);
     Record::from_envelope(
         envelope,
         RecordId::new(format!("rec-{sequence}")).unwrap(),
@@ -186,7 +177,7 @@ pub(crate) fn store_with(
 ) -> Box<dyn ArtifactStore> {
     let path = store_path(dir, backend);
     let mut store: Box<dyn ArtifactStore> = match backend {
-        Backend::Log => Box::new(LogStore::open(&path).unwrap()),
+        Backend::Log => Box::new(open_store(&path).unwrap()),
         #[cfg(feature = "sqlite")]
         Backend::Sqlite => Box::new(SqliteStore::open(&path).unwrap()),
     };
@@ -195,4 +186,19 @@ pub(crate) fn store_with(
     }
     store.sync().unwrap();
     store
+}
+
+/// The window of the worked example: from the start, until 5, batches of 2, checkpoint
+/// `worker-a` with metadata in the order replay session, generation.
+pub(crate) fn worked_window() -> ReconstructionWindow {
+    ReconstructionWindow::new(ReconstructionWindowFields {
+        until_append_sequence: Some(5),
+        batch_limit: 2,
+        checkpoint_key: Some("worker-a".into()),
+        checkpoint_metadata: map(
+            json!({"replay_session_id": "replay-1", "recovery_generation_id": "gen-1"}),
+        ),
+        ..ReconstructionWindowFields::default()
+    })
+    .unwrap()
 }

@@ -12,7 +12,9 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use esl_replay::store::{ArtifactStore, LogStore, dataset};
+use esl_replay::store::{ArtifactStore, dataset};
+
+use super::process::{SpawnSafely as _, open_store};
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after) that no
 /// other caller in this process was given: the tests of a binary run at once, and a server
@@ -132,7 +134,7 @@ impl Server {
             }
         }
         command.stdout(Stdio::null()).stderr(Stdio::null());
-        let child = self.child.insert(command.spawn().unwrap());
+        let child = self.child.insert(command.spawn_safely().unwrap());
         let deadline = Instant::now() + Duration::from_secs(15);
         // Accepting is not enough: what accepts must be this process, not something else
         // that took the port.
@@ -186,7 +188,7 @@ pub(crate) fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(child.id().to_string())
-        .status()
+        .status_safely()
         .unwrap();
     assert!(status.success(), "kill -{name} {} failed", child.id());
 }
@@ -199,7 +201,7 @@ pub(crate) fn append_in_background(
     batch: u64,
     pause: Duration,
 ) -> JoinHandle<()> {
-    let mut store = LogStore::open(dir).unwrap();
+    let mut store = open_store(dir).unwrap();
     std::thread::spawn(move || {
         let mut n = 0;
         while n < total {
@@ -215,7 +217,7 @@ pub(crate) fn append_in_background(
 
 /// Writes `total` dataset records to a new log store at `dir` at once.
 pub(crate) fn fill_store(dir: &Path, total: u64) {
-    let mut store = LogStore::open(dir).unwrap();
+    let mut store = open_store(dir).unwrap();
     let mut n = 0;
     while n < total {
         let end = (n + 5000).min(total);
@@ -240,7 +242,7 @@ pub(crate) fn spawn_forwarder(args: &[String], log: &Path) -> Child {
         .env("ESL_REPLAY_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(stderr)
-        .spawn()
+        .spawn_safely()
         .unwrap()
 }
 
@@ -335,4 +337,80 @@ pub(crate) fn checkpoint_sequence(dir: &Path, key: &str) -> Option<u64> {
         .load(key)
         .unwrap()
         .map(|checkpoint| checkpoint.cursor().last_consumed_sequence())
+}
+
+/// What a forwarder's `/health` showed while its target was down.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    /// Whether `/health` answered 503 (the target failing).
+    pub(crate) saw_503: bool,
+    /// The most records waiting that `/health` reported.
+    pub(crate) worst_lag_records: u64,
+    /// The oldest waiting record's age at its worst, in seconds.
+    pub(crate) worst_lag_seconds: f64,
+    /// The last `/health` document of the outage.
+    pub(crate) during: serde_json::Value,
+}
+
+/// Stops `server` and keeps it down until the forwarder's `/health` (on `metrics_port`)
+/// shows the outage: failing, after `retries` retries, with records waiting for two seconds
+/// and more. The caller starts the server again.
+pub(crate) fn outage(server: &mut Server, metrics_port: u16, retries: u64) -> Outage {
+    server.stop();
+    let mut outage = Outage {
+        saw_503: false,
+        worst_lag_records: 0,
+        worst_lag_seconds: 0.0,
+        during: serde_json::Value::Null,
+    };
+    super::wait_until("the outage to show in /health", || {
+        let Some((status, body)) = health(metrics_port) else {
+            return false;
+        };
+        outage.saw_503 |= status == 503;
+        let lag_records = body["lag_records"].as_u64().unwrap();
+        outage.worst_lag_records = outage.worst_lag_records.max(lag_records);
+        let lag_seconds = body["lag_seconds"].as_f64().unwrap();
+        outage.worst_lag_seconds = outage.worst_lag_seconds.max(lag_seconds);
+        let retried = body["retries"].as_u64().unwrap() >= retries;
+        outage.during = body;
+        outage.saw_503 && retried && outage.worst_lag_records > 0 && outage.worst_lag_seconds >= 2.0
+    });
+    outage
+}
+
+/// Waits until the forwarder on `metrics_port` has acknowledged `total` records and has
+/// none waiting; returns that `/health` answer.
+pub(crate) fn caught_up(metrics_port: u16, total: u64) -> (u16, serde_json::Value) {
+    let mut last = None;
+    super::wait_until("the forwarder to catch up", || {
+        let (status, body) = health(metrics_port).unwrap();
+        let done = body["acked_sequence"] == total && body["lag_records"] == 0;
+        last = Some((status, body));
+        done
+    });
+    last.unwrap()
+}
+
+/// A forwarder (`esl-replay forward <args> --follow`) serving `/health` and `/metrics` on a
+/// free port, once it has acknowledged `records` records; with that port.
+pub(crate) fn following_forwarder(args: &[String], log: &Path, records: u64) -> (Child, u16) {
+    let metrics_port = free_port();
+    let mut args = args.to_vec();
+    args.extend([
+        "--follow".to_owned(),
+        "--metrics-listen".to_owned(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let child = spawn_forwarder(&args, log);
+    acknowledged(metrics_port, records);
+    (child, metrics_port)
+}
+
+/// Waits until the forwarder on `metrics_port` has acknowledged `records` records.
+pub(crate) fn acknowledged(metrics_port: u16, records: u64) {
+    super::wait_until("records acknowledged", || {
+        health(metrics_port)
+            .is_some_and(|(_, body)| body["acked_sequence"].as_u64().unwrap_or(0) >= records)
+    });
 }

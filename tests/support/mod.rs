@@ -18,6 +18,7 @@ pub(crate) mod evidence;
 pub(crate) mod forward;
 #[cfg(feature = "server")]
 pub(crate) mod fs_recordings;
+pub(crate) mod process;
 pub(crate) mod record;
 pub(crate) mod replay;
 #[cfg(feature = "cli")]
@@ -25,6 +26,34 @@ pub(crate) mod routing;
 #[cfg(feature = "server")]
 pub(crate) mod server;
 pub(crate) mod storage;
+
+use std::time::{Duration, Instant};
+
+use esl_replay::record::JsonMap;
+use serde_json::Value;
+
+/// How long [`wait_until`] waits for a state before the test fails: a guard against a test
+/// that would otherwise hang, far beyond what any awaited state takes to come about, and
+/// never a measure of speed.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls `done` until it holds; panics naming `what` if it still does not after
+/// [`PATIENCE`].
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let give_up = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < give_up, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The map of a `json!({...})` literal (an empty map for any other value).
+pub(crate) fn map(value: Value) -> JsonMap {
+    match value {
+        Value::Object(map) => map,
+        _ => JsonMap::new(),
+    }
+}
 
 /// The name libtest gives the test function `name` declared in the module `module_path`
 /// (the caller's `module_path!()`): its path without the crate's name. A test that runs its

@@ -13,29 +13,23 @@ use serde_json::{Number, Value, json};
 use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
 
-/// Turns a `json!` object into a map (anything else gives an empty map).
-pub(crate) fn map(value: Value) -> JsonMap {
-    match value {
-        Value::Object(map) => map,
-        _ => JsonMap::new(),
-    }
+use super::map;
+
+/// When the reference fixture was captured.
+pub(crate) const FIXTURE_CAPTURE: OffsetDateTime = datetime!(2024-01-15 10:00:00 UTC);
+
+/// The reference fixture's envelope (§1.1): version "1", `api.dispatch`, captured at
+/// [`FIXTURE_CAPTURE`], payload `originate sofia/internal/1000`, nothing else set.
+pub(crate) fn fixture_envelope() -> Envelope {
+    fixture_named("api.dispatch")
 }
 
-/// The reference fixture's default envelope.
-pub(crate) fn fixture_envelope() -> Envelope {
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: "api.dispatch".into(),
-        capture_timestamp: datetime!(2024-01-15 10:00:00.000000 UTC),
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload: map(json!({"command": "originate", "args": "sofia/internal/1000"})),
-    }
+/// [`fixture_envelope`] under another artifact name.
+pub(crate) fn fixture_named(artifact_name: &str) -> Envelope {
+    Envelope::new("1", artifact_name, FIXTURE_CAPTURE).with_payload(map(json!({
+        "command": "originate",
+        "args": "sofia/internal/1000"
+    })))
 }
 
 /// A record built from `envelope` with a fresh id, fixed storage time and sequence 1.

@@ -1,9 +1,9 @@
-//! Helpers shared by the replay tests: reference-fixture envelopes, stores in temporary
-//! directories, and recording handlers and injectors with stable names.
+//! Helpers shared by the replay tests: stores in temporary directories holding
+//! reference-fixture envelopes, and recording handlers and injectors with stable names.
 
 use std::sync::{Arc, Mutex};
 
-use esl_replay::record::{Envelope, JsonMap};
+use esl_replay::record::JsonMap;
 use esl_replay::replay::{
     BoxError, ExecutionCandidate, Handler, HandlerResult, InjectionResult, Injector,
 };
@@ -11,32 +11,14 @@ use esl_replay::replay::{
 use esl_replay::store::SqliteStore;
 use esl_replay::store::{ArtifactStore, LogStore};
 use serde_json::json;
-use time::macros::datetime;
 
-/// The reference test fixture envelope (§1.1) with this artifact name.
-pub(crate) fn envelope(artifact_name: &str) -> Envelope {
-    let mut payload = JsonMap::new();
-    payload.insert("command".into(), json!("originate"));
-    payload.insert("args".into(), json!("sofia/internal/1000"));
-    Envelope {
-        artifact_version: "1".into(),
-        artifact_name: artifact_name.into(),
-        capture_timestamp: datetime!(2024-01-15 10:00:00 UTC),
-        capture_path: None,
-        connection_generation: None,
-        session_id: None,
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: JsonMap::new(),
-        runtime_flags: JsonMap::new(),
-        payload,
-    }
-}
+use super::process::open_store;
+use super::record::fixture_named;
 
 /// A segment-log store in a fresh temporary directory holding these artifact names.
 pub(crate) fn log_store(names: &[&str]) -> (tempfile::TempDir, LogStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(dir.path().join("store")).unwrap();
+    let mut store = open_store(dir.path().join("store")).unwrap();
     write(&mut store, names);
     (dir, store)
 }
@@ -53,7 +35,7 @@ pub(crate) fn sqlite_store(names: &[&str]) -> (tempfile::TempDir, SqliteStore) {
 pub(crate) fn write(store: &mut dyn ArtifactStore, names: &[&str]) {
     if !names.is_empty() {
         store
-            .write_batch(names.iter().map(|name| envelope(name)).collect())
+            .write_batch(names.iter().map(|name| fixture_named(name)).collect())
             .unwrap();
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use esl_replay::esl::{EslCodec, Frame};
+use esl_replay::record::{Envelope, JsonMap};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder as _;
@@ -172,40 +173,25 @@ pub(crate) fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-fn base_envelope(
-    artifact_name: &str,
-    at: time::OffsetDateTime,
-    payload: esl_replay::record::JsonMap,
-) -> esl_replay::record::Envelope {
-    esl_replay::record::Envelope {
-        artifact_version: "1".into(),
-        artifact_name: artifact_name.into(),
-        capture_timestamp: at,
-        capture_path: Some(artifact_name.into()),
-        connection_generation: Some("1".into()),
-        session_id: Some("capture-session-1".into()),
-        job_uuid: None,
-        event_name: None,
-        correlation_ids: esl_replay::record::JsonMap::new(),
-        runtime_flags: esl_replay::record::JsonMap::new(),
-        payload,
-    }
+fn base_envelope(artifact_name: &str, at: time::OffsetDateTime, payload: JsonMap) -> Envelope {
+    Envelope::new("1", artifact_name, at)
+        .with_capture_path(artifact_name)
+        .with_connection_generation("1")
+        .with_session_id("capture-session-1")
+        .with_payload(payload)
 }
 
 /// An `event.raw` envelope as the capture side writes it for `frame` (see the contract in
 /// `src/server/replay.rs`).
-pub(crate) fn event_envelope(
-    frame: &Frame,
-    at: time::OffsetDateTime,
-) -> esl_replay::record::Envelope {
+pub(crate) fn event_envelope(frame: &Frame, at: time::OffsetDateTime) -> Envelope {
     let name = event_name(frame);
-    let mut facts = esl_replay::record::JsonMap::new();
+    let mut facts = JsonMap::new();
     facts.insert(
         "content-type".into(),
         frame.content_type().unwrap_or_default().into(),
     );
     facts.insert("event-name".into(), name.clone().into());
-    let mut payload = esl_replay::record::JsonMap::new();
+    let mut payload = JsonMap::new();
     payload.insert("captured_type".into(), "event".into());
     payload.insert("captured_name".into(), name.clone().into());
     payload.insert(
@@ -221,9 +207,7 @@ pub(crate) fn event_envelope(
         .map(|(n, v)| serde_json::json!([n, v]))
         .collect();
     payload.insert("frame_headers".into(), headers.into());
-    let mut envelope = base_envelope("event.raw", at, payload);
-    envelope.event_name = Some(name);
-    envelope
+    base_envelope("event.raw", at, payload).with_event_name(name)
 }
 
 /// A dispatch (`api.dispatch`, `bgapi.dispatch`) with `raw_payload` = the command text.
@@ -231,8 +215,8 @@ pub(crate) fn dispatch_envelope(
     artifact_name: &str,
     command: &str,
     at: time::OffsetDateTime,
-) -> esl_replay::record::Envelope {
-    let mut payload = esl_replay::record::JsonMap::new();
+) -> Envelope {
+    let mut payload = JsonMap::new();
     payload.insert("captured_type".into(), "dispatch".into());
     payload.insert("raw_payload".into(), command.into());
     base_envelope(artifact_name, at, payload)
@@ -244,8 +228,8 @@ pub(crate) fn reply_envelope(
     artifact_name: &str,
     frame: &Frame,
     at: time::OffsetDateTime,
-) -> esl_replay::record::Envelope {
-    let mut facts = esl_replay::record::JsonMap::new();
+) -> Envelope {
+    let mut facts = JsonMap::new();
     facts.insert(
         "content-type".into(),
         frame.content_type().unwrap_or_default().into(),
@@ -256,7 +240,7 @@ pub(crate) fn reply_envelope(
     if let Some(job) = frame.header("Job-UUID") {
         facts.insert("job-uuid".into(), job.into());
     }
-    let mut payload = esl_replay::record::JsonMap::new();
+    let mut payload = JsonMap::new();
     payload.insert("captured_type".into(), "reply".into());
     payload.insert(
         "raw_payload".into(),
@@ -286,4 +270,20 @@ pub(crate) fn write_event_store(
     store.write_batch(envelopes).unwrap();
     store.sync().unwrap();
     count
+}
+
+/// `ms` milliseconds after 2026-01-01T10:00:00Z, when the stores served in the tests were
+/// captured.
+pub(crate) fn captured_at(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::UNIX_EPOCH
+        + time::Duration::seconds(1_767_261_600)
+        + time::Duration::milliseconds(ms)
+}
+
+/// Writes `envelopes` into a new store at `dir` (a log store, or SQLite for a `.sqlite`
+/// path).
+pub(crate) fn write_store(dir: &std::path::Path, envelopes: Vec<Envelope>) {
+    let mut store = esl_replay::store::open(dir, None).unwrap();
+    store.write_batch(envelopes).unwrap();
+    store.sync().unwrap();
 }
