@@ -64,7 +64,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Capture FreeSWITCH event-socket traffic into a store (until SIGINT/SIGTERM).
-    Capture(capture::CaptureArgs),
+    Capture(Box<capture::CaptureArgs>),
     /// Demonstrate the pipeline with no FreeSWITCH: simulate, capture (with a dropped
     /// connection), then dry-run replay and evidence; `demo storage` shows crash recovery.
     Demo(demo::DemoArgs),
