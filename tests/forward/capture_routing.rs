@@ -12,9 +12,10 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
+use crate::support::forward::checkpoint_sequence;
 use crate::support::routing::{
-    Entry, Redis, Running, checkpoint_sequence, expect_refusal, free_port, read_stream, simulator,
-    stored_events, stored_records, wait_until,
+    Entry, Redis, Running, expect_refusal, free_port, read_stream, simulator, stored_events,
+    stored_records, wait_until,
 };
 
 const TOKEN: &str = "routing-test-token";

@@ -11,9 +11,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::forward::checkpoint_sequence;
 use crate::support::routing::{
-    Entry, Redis, Running, StoredEvent, capture, checkpoint_sequence, expect_refusal, read_stream,
-    run_cli, simulator, stored_events, stored_records, wait_until,
+    Entry, Redis, Running, StoredEvent, capture, expect_refusal, read_stream, run_cli, simulator,
+    stored_events, stored_records, wait_until,
 };
 use esl_replay::server::RunningServer;
 

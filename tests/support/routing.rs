@@ -17,15 +17,7 @@ use esl_replay::store;
 
 pub(crate) use super::forward::free_port;
 
-/// Polls `done` until it holds; fails naming `what` if it has not after a minute (a guard
-/// against hanging, not a measurement).
-pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub(crate) use super::wait_until;
 
 /// A `redis-server` without persistence in a temporary directory, killed on drop.
 pub(crate) struct Redis {
@@ -314,13 +306,4 @@ pub(crate) fn expect_refusal(args: &[&str], envs: &[(&str, &str)], reason: &str)
     let (code, _, stderr) = run_cli(args, envs);
     assert_eq!(code, Some(2), "{args:?} {envs:?}: {stderr}");
     assert!(stderr.contains(reason), "{args:?} {envs:?}: {stderr}");
-}
-
-/// The sequence a forwarder's checkpoint holds.
-pub(crate) fn checkpoint_sequence(dir: &Path, key: &str) -> Option<u64> {
-    esl_replay::checkpoint::CheckpointStore::open(dir)
-        .unwrap()
-        .load(key)
-        .unwrap()
-        .map(|checkpoint| checkpoint.cursor().last_consumed_sequence())
 }
