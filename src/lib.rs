@@ -33,9 +33,10 @@
 //! - `server` (feature `server`): a FreeSWITCH-compatible inbound ESL server that replays a
 //!   store's events to any ESL client (`serve`) or simulates a busy FreeSWITCH
 //!   (`simulate`).
-//! - `cli` (feature `cli`): the `esl-replay` command.
 //!
-//! Library code returns errors and never panics on input; only the CLI prints.
+//! The `esl-replay` command (feature `cli`) is a separate binary built on this public API;
+//! its code is in `src/cli/`, outside the library. Library code returns errors, never panics
+//! on input and never prints.
 //!
 //! # Features
 //!
@@ -51,7 +52,7 @@
 //! | `capture` | the `capture` module | `esl` |
 //! | `server` | the `server` module | `esl` |
 //! | `forward` | the `forward` module | |
-//! | `cli` (default) | the `cli` module and the `esl-replay` binary | all of the above |
+//! | `cli` (default) | the `esl-replay` binary | all of the above |
 //!
 //! # Example
 //!
@@ -122,8 +123,6 @@
 #[cfg(feature = "capture")]
 pub mod capture;
 pub mod checkpoint;
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "esl")]
 pub mod esl;
 pub mod evidence;

@@ -1040,7 +1040,7 @@ fn split_line(text: &str) -> (String, String) {
 
 /// Microseconds since the Unix epoch.
 #[must_use]
-pub fn micros(t: OffsetDateTime) -> i128 {
+pub(crate) fn micros(t: OffsetDateTime) -> i128 {
     t.unix_timestamp_nanos() / 1000
 }
 

@@ -60,7 +60,7 @@ impl JwtKey {
 /// Why a caller was refused (the text of the 401 answer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Neither a token nor a JWT secret is configured.
     #[error("no gateway token or JWT secret is configured: every command is refused")]
     NotConfigured,
@@ -77,7 +77,7 @@ pub enum Refusal {
 /// # Errors
 ///
 /// [`Refusal`], saying why.
-pub fn check(headers: &HeaderMap, token: &str, jwt: Option<&JwtKey>) -> Result<(), Refusal> {
+pub(crate) fn check(headers: &HeaderMap, token: &str, jwt: Option<&JwtKey>) -> Result<(), Refusal> {
     if token.is_empty() && jwt.is_none() {
         return Err(Refusal::NotConfigured);
     }

@@ -118,7 +118,7 @@ impl Backoff {
 
 /// A connection that stayed ready this long ends an outage: the attempt count and the
 /// outage clock start over at its close.
-pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// At most this many bytes of a malformed read buffer are stored per connection (the
 /// `wire.malformed` artifact says how many there were).

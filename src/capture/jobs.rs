@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// How many jobs the board remembers; the oldest is forgotten when another is registered.
-pub const JOBS_KEPT: usize = 4096;
+pub(crate) const JOBS_KEPT: usize = 4096;
 
 /// What is known of a job's end.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,31 +3,49 @@
 //! The capture layer sits on `esl` (codec and session), `record` and `store`
 //! (`docs/capture.md` is the operator's view and the artifact table).
 //!
-//! - [`artifact`] maps frames, dispatches and connection changes to replay envelopes with
-//!   the apntalk names and fields, plus our own wire-log artifacts.
-//! - [`client`] keeps one node connected (auth, restore, backoff with full jitter,
+//! - [`Mapper`] maps frames, dispatches and connection changes to replay envelopes with
+//!   the apntalk names and fields, plus our own wire-log artifacts ([`CaptureArtifact`]).
+//! - [`run_node`] keeps one node connected (auth, restore, [`Backoff`] with full jitter,
 //!   generations, gap markers) and feeds the queue.
-//! - [`queue`] is the byte-bounded queue to the batch writer thread; when full it drops and
-//!   records exactly what it dropped.
-//! - [`telemetry`] holds the Prometheus metrics and per-node health; [`http`] serves
-//!   `/health`, `/metrics` and the command gateway, [`rest`] the fs-esl-gateway REST
-//!   contract on it, [`auth`] checks their callers (bearer token or HS256 JWT) and [`jobs`]
-//!   remembers the background jobs the gateway started and how they ended.
-//! - [`command`] is a small client for one-off `api`/`bgapi` commands; [`inject`] builds the
-//!   replay executor's ESL injector on it (`replay run --reinject-to`).
+//! - [`CaptureQueue`] is the byte-bounded queue to the batch writer thread
+//!   ([`spawn_writer`]); when full it drops and records exactly what it dropped.
+//! - [`Telemetry`] holds the Prometheus metrics and per-node health; [`router`] serves
+//!   `/health`, `/metrics` and the command gateway, with the fs-esl-gateway REST contract
+//!   ([`rest`]) on it; callers present a bearer token or an HS256 JWT ([`JwtKey`]), and the
+//!   background jobs the gateway started are remembered with how they ended
+//!   ([`JobStatus`]).
+//! - [`CommandConnection`] is a small client for one-off `api`/`bgapi` commands;
+//!   [`EslInjector`] builds the replay executor's ESL injector on it
+//!   (`replay run --reinject-to`).
 //!
 //! [`Capture`] wires them together for any number of nodes sharing one store.
 
-pub mod artifact;
-pub mod auth;
-pub mod client;
-pub mod command;
-pub mod http;
-pub mod inject;
-pub mod jobs;
-pub mod queue;
+mod artifact;
+mod auth;
+mod client;
+mod command;
+mod http;
+mod inject;
+mod jobs;
+mod queue;
 pub mod rest;
-pub mod telemetry;
+mod telemetry;
+
+pub use artifact::{
+    ARTIFACT_VERSION, CaptureArtifact, Captured, EncodeBuffers, GapKind, Mapper, NodeIdentity,
+    Stamp, filter_document, subscription_document,
+};
+pub use auth::{JwtKey, KeyError};
+pub use client::{
+    Backoff, GatewayCommand, GatewayError, GatewayReply, GatewayRequest, MALFORMED_KEEP,
+    NodeConfig, NodeExit, Password, run_node,
+};
+pub use command::{CommandConnection, CommandError, CommandReply};
+pub use http::{HttpState, router};
+pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
+pub use jobs::{JobOutcome, JobStatus};
+pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
+pub use telemetry::{NodeHealth, NodeLabel, Telemetry};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,11 +53,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use artifact::NodeIdentity;
-use client::{GatewayCommand, GatewayError, GatewayReply, GatewayRequest, NodeConfig, NodeExit};
 use jobs::Jobs;
-use queue::{CaptureQueue, WriterOptions};
-use telemetry::Telemetry;
 
 use crate::store::ArtifactStore;
 

@@ -7,7 +7,7 @@
 //! | call | ESL command |
 //! |---|---|
 //! | `POST /api/v1/fs/originate` | `bgapi originate {vars}<endpoint> <&app(args) \| exten [dialplan [context]]>` |
-//! | `GET /api/v1/fs/jobs/{job_uuid}` | none: the job's BACKGROUND_JOB result, from [`Jobs`](super::jobs::Jobs) |
+//! | `GET /api/v1/fs/jobs/{job_uuid}` | none: the job's BACKGROUND_JOB result, from the gateway's [`JobStatus`] list |
 //! | `POST /api/v1/fs/hangup/{call_uuid}` | `api uuid_kill <uuid> [cause]` |
 //! | `GET /api/v1/fs/channels` | `api show channels as json` |
 //! | `POST /api/v1/fs/play/{call_uuid}` | `api uuid_broadcast <uuid> <path> [aleg\|bleg\|both]` |

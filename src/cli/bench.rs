@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::Outcome;
-use crate::record::{Criteria, ReadCursor, RecordId, RecordView};
-use crate::storage::{LogOptions, Seq, SyncPolicy};
-use crate::store::{
+use esl_replay::record::{Criteria, ReadCursor, RecordId, RecordView};
+use esl_replay::storage::{LogOptions, Seq, SyncPolicy};
+use esl_replay::store::{
     ArtifactReader, ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset,
     interchange,
 };
@@ -510,7 +510,7 @@ fn sqlite_paged_read(path: &Path, page: usize) -> anyhow::Result<(u64, Duration)
             }
             for column in [3, 4] {
                 let text = row.get_ref(column)?.as_str()?;
-                bytes += crate::record::timestamp::parse(text)?.nanosecond() as usize;
+                bytes += esl_replay::record::timestamp::parse(text)?.nanosecond() as usize;
             }
             after = row.get(5)?;
             in_page += 1;
@@ -607,7 +607,7 @@ fn paced_durable_appends(
 }
 
 fn retention(dir: &Path, records: u64) -> anyhow::Result<Outcome> {
-    use crate::retention::{self, PrunePolicy};
+    use esl_replay::retention::{self, PrunePolicy};
     let root = dir.join("store");
     progress(&format!("writing {records} records"));
     let mut store = LogStore::open(&root)?;
@@ -639,7 +639,7 @@ fn retention(dir: &Path, records: u64) -> anyhow::Result<Outcome> {
 
     progress("applying it from another handle while the writer appends durably at 500/s");
     let applying = std::thread::spawn(
-        move || -> anyhow::Result<(Duration, crate::retention::RetentionResult)> {
+        move || -> anyhow::Result<(Duration, esl_replay::retention::RetentionResult)> {
             std::thread::sleep(Duration::from_millis(500));
             let started = Instant::now();
             let result = retention::apply(&reader, plan, now)?;

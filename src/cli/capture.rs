@@ -19,21 +19,21 @@ use super::Outcome;
 use super::compat::{Compat, CompatDefaults};
 use super::forward::{RedisLayout, read_redis_password};
 use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
-use crate::capture::auth::JwtKey;
-use crate::capture::client::{NodeConfig, NodeExit, Password};
-use crate::capture::http::{HttpState, router};
-use crate::capture::{
+use esl_replay::capture::JwtKey;
+use esl_replay::capture::{
     Capture, CaptureOptions, DEFAULT_MAX_COMMANDS_IN_FLIGHT, DEFAULT_QUEUE_BYTES, NodeSpec,
 };
-use crate::checkpoint::{CheckpointService, CheckpointStore};
-use crate::esl::session::Subscriptions;
-use crate::forward::{
+use esl_replay::capture::{HttpState, router};
+use esl_replay::capture::{NodeConfig, NodeExit, Password};
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+use esl_replay::esl::session::Subscriptions;
+use esl_replay::forward::{
     ForwardOptions, ForwardReport, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink,
     RedisSink, Sink, Source, forward,
 };
-use crate::retention::{PeriodicPrune, PrunePolicy};
-use crate::storage::{DEFAULT_PACK_LEVEL, LogOptions};
-use crate::store::{ArtifactStore, Backend, LogStore};
+use esl_replay::retention::{PeriodicPrune, PrunePolicy};
+use esl_replay::storage::{DEFAULT_PACK_LEVEL, LogOptions};
+use esl_replay::store::{ArtifactStore, Backend, LogStore};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
@@ -495,7 +495,7 @@ struct Services {
 
 /// Opens the capture's store; a segment-log store packs sealed segments unless told not to.
 fn open_store(path: &Path, pack: bool) -> anyhow::Result<Box<dyn ArtifactStore>> {
-    let opened: crate::store::Result<Box<dyn ArtifactStore>> = match Backend::for_path(path) {
+    let opened: esl_replay::store::Result<Box<dyn ArtifactStore>> = match Backend::for_path(path) {
         Backend::Log => {
             let options = LogOptions {
                 pack_level: pack.then_some(DEFAULT_PACK_LEVEL),
@@ -503,7 +503,7 @@ fn open_store(path: &Path, pack: bool) -> anyhow::Result<Box<dyn ArtifactStore>>
             };
             LogStore::open_with(path, options).map(|s| Box::new(s) as Box<dyn ArtifactStore>)
         }
-        Backend::Sqlite => crate::store::open(path, None),
+        Backend::Sqlite => esl_replay::store::open(path, None),
     };
     opened.with_context(|| format!("open store {}", path.display()))
 }
@@ -567,10 +567,13 @@ async fn capture(
         None => None,
     };
     let retention = match args.retain_for {
-        Some(age) if crate::store::Backend::for_path(store_path) == crate::store::Backend::Log => {
+        Some(age)
+            if esl_replay::store::Backend::for_path(store_path)
+                == esl_replay::store::Backend::Log =>
+        {
             let telemetry = capture.telemetry();
             // Each run's outcome reaches /health and /metrics; failures are retried.
-            let report = move |result: Result<&_, &crate::retention::Error>| match result {
+            let report = move |result: Result<&_, &esl_replay::retention::Error>| match result {
                 Ok(_) => telemetry.set_retention_error(None),
                 Err(error) => {
                     telemetry.retention_failures.inc();
@@ -687,7 +690,7 @@ async fn capture(
 /// reading the capture's store as a follower.
 struct Forwarder {
     stop: watch::Sender<bool>,
-    task: std::thread::JoinHandle<Result<ForwardReport, crate::forward::Error>>,
+    task: std::thread::JoinHandle<anyhow::Result<ForwardReport>>,
     metrics: Arc<Metrics>,
     destination: String,
 }
@@ -747,15 +750,13 @@ impl Forwarder {
         let service = CheckpointService::new(checkpoints, key.clone()).with_context(|| {
             format!("{key:?} cannot name a checkpoint (choose another forwarder key)")
         })?;
-        let mut metadata = crate::record::JsonMap::new();
+        let mut metadata = esl_replay::record::JsonMap::new();
         metadata.insert("forward_target".into(), sink.target().into());
         metadata.insert("forward_destination".into(), destination.clone().into());
-        let options = ForwardOptions {
-            follow: true,
-            format,
-            checkpoint_metadata: metadata,
-            ..ForwardOptions::default()
-        };
+        let mut options = ForwardOptions::default();
+        options.follow = true;
+        options.format = format;
+        options.checkpoint_metadata = metadata;
         let metrics = Arc::new(Metrics::with_publish_lag(sink.target(), publish_lag));
         let (stop, shutdown) = watch::channel(false);
         let counted = Arc::clone(&metrics);
@@ -776,7 +777,7 @@ impl Forwarder {
                 if let Err(error) = &result {
                     tracing::error!(%error, "the forwarder stopped; records are still stored");
                 }
-                result
+                result.map_err(anyhow::Error::from)
             })
             .context("start the forwarder thread")?;
         eprintln!("forwarding to {destination}");

@@ -14,12 +14,12 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
-use crate::checkpoint::{
+use esl_replay::checkpoint::{
     Checkpoint, CheckpointCriteria, CheckpointReference, CheckpointStore, IdentityAnchors,
     LocatedCheckpoint, newest_first,
 };
-use crate::record::canonical::{self, KeyOrder};
-use crate::record::{JsonMap, ReadCursor, php_map, timestamp};
+use esl_replay::record::canonical::{self, KeyOrder};
+use esl_replay::record::{JsonMap, ReadCursor, php_map, timestamp};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CheckpointCommand {

@@ -15,13 +15,13 @@ use serde_json::Value;
 use super::input::{MAX_BUNDLE_BYTES, MAX_SCENARIO_BYTES, read_text};
 use super::store::{CriteriaArgs, StoreArg, progress};
 use super::{Outcome, Output};
-use crate::checkpoint::CheckpointStore;
-use crate::evidence::{
+use esl_replay::checkpoint::CheckpointStore;
+use esl_replay::evidence::{
     ComparisonResult, Engine, EvidenceBundle, Issue, ReconstructionWindow,
     ReconstructionWindowFields, ScenarioExpectation, compare_scenario, export,
     resolve_checkpoint_window,
 };
-use crate::record::{JsonMap, ReadCursor};
+use esl_replay::record::{JsonMap, ReadCursor};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EvidenceCommand {

@@ -12,13 +12,13 @@ use tokio::sync::watch;
 
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
-use crate::checkpoint::CheckpointService;
-use crate::checkpoint::CheckpointStore;
-use crate::forward::{
+use esl_replay::checkpoint::CheckpointService;
+use esl_replay::checkpoint::CheckpointStore;
+use esl_replay::forward::{
     self, ForwardOptions, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink, RedisOptions,
     RedisSink, RedisStream, Sink, Source, Stopped, Takes,
 };
-use crate::record::JsonMap;
+use esl_replay::record::JsonMap;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ForwardCommand {
@@ -380,7 +380,9 @@ async fn run_sink<S: Sink>(
 ) -> anyhow::Result<Outcome> {
     let source = Source::open_read_only(
         &args.store.store,
-        args.store.sqlite.then_some(crate::store::Backend::Sqlite),
+        args.store
+            .sqlite
+            .then_some(esl_replay::store::Backend::Sqlite),
     )
     .with_context(|| {
         format!(
@@ -403,17 +405,16 @@ async fn run_sink<S: Sink>(
     let mut metadata = JsonMap::new();
     metadata.insert("forward_target".into(), sink.target().into());
     metadata.insert("forward_destination".into(), destination.into());
-    let options = ForwardOptions {
-        criteria: args.criteria.criteria()?,
-        batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
-        follow: args.follow,
-        retry_initial: args.retry_initial,
-        retry_max: args.retry_max,
-        log_interval: args.log_interval,
-        checkpoint_metadata: metadata,
-        checkpoint_interval: args.checkpoint_interval,
-        format: args.message_format.into(),
-    };
+    let mut options = ForwardOptions::default();
+    options.criteria = args.criteria.criteria()?;
+    options.batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
+    options.follow = args.follow;
+    options.retry_initial = args.retry_initial;
+    options.retry_max = args.retry_max;
+    options.log_interval = args.log_interval;
+    options.checkpoint_metadata = metadata;
+    options.checkpoint_interval = args.checkpoint_interval;
+    options.format = args.message_format.into();
 
     let metrics = Arc::new(Metrics::new(sink.target()));
     let (stop, shutdown) = watch::channel(false);
@@ -425,7 +426,7 @@ async fn run_sink<S: Sink>(
         let served = Arc::clone(&metrics);
         let stopping = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = forward::metrics::serve(listener, served, stopping).await {
+            if let Err(error) = forward::serve_metrics(listener, served, stopping).await {
                 tracing::error!(error = %error, "metrics endpoint stopped");
             }
         });

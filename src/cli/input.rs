@@ -22,7 +22,7 @@ pub(crate) const MAX_SECRET_BYTES: u64 = 64 << 10;
 
 /// Reads a UTF-8 file of at most `limit` bytes; `what` names it in errors ("the bundle").
 pub(crate) fn read_text(path: &Path, limit: u64, what: &str) -> anyhow::Result<String> {
-    crate::storage::read_text_limited(path, limit).with_context(|| {
+    esl_replay::storage::read_text_limited(path, limit).with_context(|| {
         format!(
             "cannot read {what} {} (at most {limit} bytes are read)",
             path.display()

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
-use crate::storage::{
+use esl_replay::storage::{
     DEFAULT_PACK_LEVEL, Log, LogOptions, PackOutcome, Reader, RecoveryMode, codec,
 };
 

@@ -139,7 +139,7 @@ pub(crate) enum Outcome {
 
 /// Runs the command line and maps the outcome to an exit code.
 #[must_use]
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {

@@ -9,10 +9,10 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
-use crate::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
-use crate::record::timestamp;
-use crate::retention::{self, PrunePolicy, RetentionPlan};
-use crate::store::{ArtifactReader as _, LogStore};
+use esl_replay::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
+use esl_replay::record::timestamp;
+use esl_replay::retention::{self, PrunePolicy, RetentionPlan};
+use esl_replay::store::{ArtifactReader as _, LogStore};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["plan", "apply"])))]
@@ -106,7 +106,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
             writer = store;
             &writer
         }
-        Err(crate::store::Error::Storage(crate::storage::Error::Locked { .. })) => {
+        Err(esl_replay::store::Error::Storage(esl_replay::storage::Error::Locked { .. })) => {
             reader = LogStore::open_read_only(&args.store)?;
             &reader
         }

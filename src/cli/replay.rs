@@ -27,11 +27,11 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
-use crate::capture::client::Password;
-use crate::capture::inject::{EslInjector, InjectorConfig};
-use crate::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
-use crate::record::{Criteria, JsonMap, ReadCursor, Record, keys, ndjson, timestamp};
-use crate::replay::{
+use esl_replay::capture::Password;
+use esl_replay::capture::{EslInjector, InjectorConfig};
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
+use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, ndjson, timestamp};
+use esl_replay::replay::{
     BoxError, ExecutionCandidate, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor,
     Handler, HandlerRegistry, HandlerResult, InjectionResult, Injector, Outcome as ReplayOutcome,
     Plan, RangeOptions, replay_range,
@@ -64,7 +64,7 @@ pub(crate) struct RangeArgs {
     #[arg(long)]
     until: Option<u64>,
     /// Records per batch (plan).
-    #[arg(long, default_value_t = crate::replay::DEFAULT_BATCH_LIMIT, value_parser = parse_batch)]
+    #[arg(long, default_value_t = esl_replay::replay::DEFAULT_BATCH_LIMIT, value_parser = parse_batch)]
     batch: usize,
     #[command(flatten)]
     criteria: CriteriaArgs,

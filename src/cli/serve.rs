@@ -16,8 +16,8 @@ use clap::Args;
 
 use super::Outcome;
 use super::store::StoreArg;
-use crate::checkpoint::{CheckpointService, CheckpointStore};
-use crate::server::{
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+use esl_replay::server::{
     self, DEFAULT_PASSWORD, ReplayOptions, ServerConfig, Simulator, SimulatorConfig, StoreReplay,
 };
 

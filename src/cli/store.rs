@@ -9,10 +9,12 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Outcome;
-use crate::record::{
+use esl_replay::record::{
     Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
 };
-use crate::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail, interchange};
+use esl_replay::store::{
+    self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail, interchange,
+};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
@@ -135,7 +137,7 @@ pub(crate) struct ImportArgs {
     skip_malformed: bool,
     /// The longest line accepted, in bytes (not counting the line end); a longer line is a
     /// bad line, read past without being held in memory.
-    #[arg(long, default_value_t = crate::record::ndjson::DEFAULT_MAX_LINE_BYTES)]
+    #[arg(long, default_value_t = esl_replay::record::ndjson::DEFAULT_MAX_LINE_BYTES)]
     max_line_bytes: usize,
 }
 
@@ -306,7 +308,9 @@ fn import_failure(
     let message = match error {
         ImportError::BadLine { line, reason, .. } => {
             let fix = match reason {
-                interchange::BadLine::Malformed(crate::record::Error::LineTooLong { .. }) => {
+                interchange::BadLine::Malformed(esl_replay::record::Error::LineTooLong {
+                    ..
+                }) => {
                     "shorten the line or raise --max-line-bytes, or pass --skip-malformed to skip bad lines"
                 }
                 _ => "fix the line, or pass --skip-malformed to skip bad lines",
@@ -323,6 +327,7 @@ fn import_failure(
         ImportError::Input { line, source, .. } => format!(
             "import of {file} stopped at line {line}: cannot read the input: {source}; {committed}; import the rest from line {line} on once the input is readable"
         ),
+        other => format!("import of {file} stopped: {other}; {committed}"),
     };
     match sync_error {
         Some(sync) => {
@@ -533,7 +538,7 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     let problems: Vec<String> = damage
         .iter()
         .map(|error| match error {
-            crate::storage::Error::Corrupt {
+            esl_replay::storage::Error::Corrupt {
                 segment,
                 offset,
                 kind,
@@ -697,7 +702,7 @@ fn plural(n: u64, what: &str) -> String {
 }
 
 /// A damaged frame of a log store, with the append sequences it makes unreadable.
-fn describe_damage(log: &LogStore, damage: &crate::storage::Damage) -> String {
+fn describe_damage(log: &LogStore, damage: &esl_replay::storage::Damage) -> String {
     let what = format!(
         "damaged frame: segment {} at offset {}: {}",
         damage.segment, damage.offset, damage.kind
@@ -774,11 +779,9 @@ mod tests {
     /// resume, and never suggests `--skip-malformed`.
     #[test]
     fn a_store_failure_message_never_suggests_skipping_lines() {
-        let report = interchange::ImportReport {
-            imported: 2000,
-            sequences: Some((1, 2000)),
-            ..interchange::ImportReport::default()
-        };
+        let mut report = interchange::ImportReport::default();
+        report.imported = 2000;
+        report.sequences = Some((1, 2000));
         let error = interchange::ImportError::Store {
             line: 2001,
             source: store::Error::Io {

@@ -17,7 +17,7 @@
 //!   (exactly once within the stream's duplicate window); or core NATS, at-most-once.
 //! - [`Message`] is the wire form: the reference NDJSON line as the body, plus the record
 //!   id, append sequence, artifact name, event name and job UUID as fields or headers.
-//! - [`Metrics`] counts records, retries and lag, and [`metrics::serve`] exposes them at
+//! - [`Metrics`] counts records, retries and lag, and [`serve_metrics`] exposes them at
 //!   `/metrics` (Prometheus) and `/health`.
 //!
 //! The module uses `record`, `store` and `checkpoint`; it never prints (it logs with
@@ -27,11 +27,11 @@ mod backoff;
 mod error;
 mod forwarder;
 pub mod message;
-pub mod metrics;
+mod metrics;
 mod nats;
-pub mod normalise;
+mod normalise;
 mod redis;
-pub mod routing;
+mod routing;
 mod source;
 
 use std::future::Future;
@@ -40,9 +40,9 @@ pub use backoff::Backoff;
 pub use error::{Error, SinkError};
 pub use forwarder::{Delivery, ForwardOptions, ForwardReport, Stopped, forward};
 pub use message::Message;
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{Metrics, MetricsSnapshot, serve as serve_metrics};
 pub use nats::{NatsMode, NatsOptions, NatsSink};
-pub use normalise::MessageFormat;
+pub use normalise::{MessageFormat, SCHEMA as FS_EVENTS_SCHEMA, fs_event_v1};
 pub use redis::{RedisOptions, RedisSink, RedisStream};
 pub use routing::Takes;
 pub use source::Source;

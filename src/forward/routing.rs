@@ -10,11 +10,14 @@
 use std::collections::BTreeSet;
 
 /// The artifact name of a captured ESL event.
-pub const EVENT_ARTIFACT: &str = "event.raw";
+pub(crate) const EVENT_ARTIFACT: &str = "event.raw";
 
 /// The event name of a record when it is a captured event (`event.raw`), else `None`.
 #[must_use]
-pub fn captured_event<'a>(artifact_name: &str, event_name: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn captured_event<'a>(
+    artifact_name: &str,
+    event_name: Option<&'a str>,
+) -> Option<&'a str> {
     if artifact_name == EVENT_ARTIFACT {
         event_name
     } else {
@@ -44,7 +47,7 @@ impl Takes {
         Takes::Events(names.into_iter().map(Into::into).collect())
     }
 
-    /// Whether a record is taken; `event` is its [`captured_event`] name.
+    /// Whether a record is taken; `event` is its event name if it is a captured event.
     #[must_use]
     pub fn takes(&self, event: Option<&str>) -> bool {
         match self {

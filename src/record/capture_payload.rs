@@ -1,6 +1,6 @@
 //! What does a captured record's payload say about the wire?
 //!
-//! Capture writes every payload in one shape (`capture::artifact::CaptureArtifact`, the
+//! Capture writes every payload in one shape (`capture::CaptureArtifact`, the
 //! table in docs/capture.md); [`CapturePayload`] reads that shape back for the code that
 //! replays or re-sends what was captured (`serve`, guarded injection), so writer and
 //! readers share the key names in [`super::keys`] and one reading of them.

@@ -303,7 +303,7 @@ impl RecordText<'_> {
 /// ([`crate::store::ArtifactStore::append_encoded`]).
 ///
 /// It always holds a valid record: it is made from one ([`EncodedRecord::of`]) or by
-/// capture's writer (`capture::artifact::CaptureArtifact::encode`), whose bytes the tests
+/// capture's writer (`capture::CaptureArtifact::encode`), whose bytes the tests
 /// compare with the record built from maps. That writer promises what
 /// [`RecordView::to_record`] checks on every read (each map text is the stored text of its
 /// map, the identity fields are the ones derived from the maps); `new` checks the rest, as

@@ -89,7 +89,7 @@ pub const CAPTURED_TYPE: &str = "captured_type";
 /// Payload key of the captured artifact's name within its kind.
 pub const CAPTURED_NAME: &str = "captured_name";
 /// Payload key of the raw text: an event's outer body, a reply's whole frame, a dispatch's
-/// command line (`capture::artifact` has the contract).
+/// command line (`src/capture/artifact.rs` has the contract).
 pub const RAW_PAYLOAD: &str = "raw_payload";
 /// Payload key of the exact bytes in base64, present only when they are not valid UTF-8.
 pub const RAW_PAYLOAD_BASE64: &str = "raw_payload_base64";

@@ -11,10 +11,10 @@ use bytes::{Bytes, BytesMut};
 use super::error::Error;
 
 /// Default cap on a command's header block (FreeSWITCH allows 10 MiB; commands are tiny).
-pub const DEFAULT_MAX_COMMAND_HEAD: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_COMMAND_HEAD: usize = 1024 * 1024;
 
 /// Cap on a command body (`sendmsg`/`sendevent`), as FreeSWITCH since 2026: 16 MiB.
-pub const DEFAULT_MAX_COMMAND_BODY: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_COMMAND_BODY: usize = 16 * 1024 * 1024;
 
 /// One command as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]

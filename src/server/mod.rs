@@ -3,10 +3,11 @@
 //! The server speaks FreeSWITCH's side of the inbound Event Socket protocol
 //! (esl-protocol.md §1), so any ESL client library connects to it as to a real switch:
 //!
-//! - [`command`]: the client's commands, cut from the byte stream and classified;
-//! - [`wire`]: the frames FreeSWITCH writes, with its exact reply texts and encodings;
-//! - [`event`]: one deliverable event ([`ServedEvent`]) and its plain/JSON/XML renderings;
-//! - [`subscription`]: a listener's `event`/`nixevent`/`noevents`/`myevents`/`filter` state;
+//! - `command`: the client's commands, cut from the byte stream ([`CommandDecoder`]) and
+//!   classified ([`Command`]);
+//! - `wire`: the frames FreeSWITCH writes, with its exact reply texts and encodings;
+//! - `event`: one deliverable event ([`ServedEvent`]) and its plain/JSON/XML renderings;
+//! - `subscription`: a listener's `event`/`nixevent`/`noevents`/`myevents`/`filter` state;
 //! - [`Traffic`] and [`Feed`]: where events and api answers come from; two implementations:
 //!   [`StoreReplay`] streams a store's `event.raw` records (paced or as fast as possible,
 //!   looping, resumable from a checkpoint) and answers `api`/`bgapi` from recorded
@@ -22,16 +23,16 @@
 //!
 //! The server uses `esl` (event decoding), `record`, `store` and `checkpoint`.
 
-pub mod command;
+mod command;
 mod connection;
 mod core_api;
 mod error;
-pub mod event;
+mod event;
 mod replay;
 mod simulator;
-pub mod subscription;
+mod subscription;
 mod traffic;
-pub mod wire;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use command::EventFormat;
+pub use command::{ClientCommand, Command, CommandDecoder, EventFormat};
 pub use error::Error;
 pub use event::ServedEvent;
 pub use replay::{ReplayOptions, ReplaySummary, StoreReplay};

@@ -16,7 +16,7 @@ use super::command::EventFormat;
 use super::event::{EventParts, ServedEvent};
 
 /// Every event name FreeSWITCH knows (`EVENT_NAMES` in `switch_event.c`), `ALL` last.
-pub const EVENT_NAMES: &[&str] = &[
+pub(crate) const EVENT_NAMES: &[&str] = &[
     "CUSTOM",
     "CLONE",
     "CHANNEL_CREATE",
@@ -114,7 +114,7 @@ pub const EVENT_NAMES: &[&str] = &[
 
 /// The canonical name of an event keyword, `None` if FreeSWITCH does not know it.
 #[must_use]
-pub fn event_name(word: &str) -> Option<&'static str> {
+pub(crate) fn event_name(word: &str) -> Option<&'static str> {
     let word = word
         .get(..13)
         .filter(|p| p.eq_ignore_ascii_case("SWITCH_EVENT_"))
@@ -216,7 +216,7 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
 
 /// One listener's subscriptions and filters.
 #[derive(Debug, Clone)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     format: EventFormat,
     listening: bool,
     all: bool,
@@ -243,23 +243,23 @@ impl Default for Subscription {
 }
 
 /// A reply text: `Ok` for `+OK ...`, `Err` for `-ERR ...` (the text includes the prefix).
-pub type Reply = Result<String, String>;
+pub(crate) type Reply = Result<String, String>;
 
 impl Subscription {
     /// The format events are sent in.
     #[must_use]
-    pub fn format(&self) -> EventFormat {
+    pub(crate) fn format(&self) -> EventFormat {
         self.format
     }
 
     /// Whether any `event`/`myevents` subscription is active.
     #[must_use]
-    pub fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         self.listening
     }
 
     /// `event [plain|json|xml] <names...> [CUSTOM <subclasses...>]`.
-    pub fn event(&mut self, words: &[String]) -> Reply {
+    pub(crate) fn event(&mut self, words: &[String]) -> Reply {
         let mut keys = 0;
         let mut custom = false;
         for (i, word) in words.iter().enumerate() {
@@ -303,7 +303,7 @@ impl Subscription {
     }
 
     /// `nixevent <names...> [CUSTOM <subclasses...>]`.
-    pub fn nixevent(&mut self, words: &[String]) -> Reply {
+    pub(crate) fn nixevent(&mut self, words: &[String]) -> Reply {
         let mut keys = 0;
         let mut custom = false;
         for word in words {
@@ -349,7 +349,7 @@ impl Subscription {
     }
 
     /// `noevents`: drops every subscription (filters stay, as in FreeSWITCH).
-    pub fn noevents(&mut self) -> Reply {
+    pub(crate) fn noevents(&mut self) -> Reply {
         if !self.listening {
             return Err("-ERR not listening for events".into());
         }
@@ -363,7 +363,7 @@ impl Subscription {
     }
 
     /// `myevents <uuid> [format]`: the channel events of one call.
-    pub fn myevents(&mut self, words: &[String]) -> Reply {
+    pub(crate) fn myevents(&mut self, words: &[String]) -> Reply {
         if self.my_uuid.is_some() {
             return Err("-ERR aready enabled.".into());
         }
@@ -381,7 +381,7 @@ impl Subscription {
 
     /// `filter [add] <Header> <value>`, `filter delete <Header> [<value>]`,
     /// `filter delete all`. `rest` is the text after `filter`.
-    pub fn filter(&mut self, rest: &str) -> Reply {
+    pub(crate) fn filter(&mut self, rest: &str) -> Reply {
         let (first, tail) = split_word(rest);
         if first.eq_ignore_ascii_case("delete") && !tail.is_empty() {
             let (header, value) = split_word(tail);
@@ -411,7 +411,7 @@ impl Subscription {
     /// Whether this listener receives `event`: subscribed by name (and CUSTOM subclass),
     /// bound to its channel under `myevents`, and let through by the filters.
     #[must_use]
-    pub fn wants(&self, event: &ServedEvent) -> bool {
+    pub(crate) fn wants(&self, event: &ServedEvent) -> bool {
         if !self.listening || !self.subscribed_to(event) {
             return false;
         }

@@ -12,17 +12,17 @@ use bytes::{BufMut, BytesMut};
 use super::command::EventFormat;
 
 /// The greeting sent on every accepted inbound connection.
-pub const GREETING: &[u8] = b"Content-Type: auth/request\n\n";
+pub(crate) const GREETING: &[u8] = b"Content-Type: auth/request\n\n";
 
 /// Body of the disconnect notice of a plain inbound listener.
-pub const DISCONNECT_BODY: &[u8] =
+pub(crate) const DISCONNECT_BODY: &[u8] =
     b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
 /// Body of the disconnect notice sent when FreeSWITCH shuts down.
-pub const SHUTDOWN_BODY: &[u8] = b"The system is being shut down.\n";
+pub(crate) const SHUTDOWN_BODY: &[u8] = b"The system is being shut down.\n";
 
 /// Appends a `command/reply` frame with `Reply-Text: text`.
-pub fn command_reply(out: &mut BytesMut, text: &str) {
+pub(crate) fn command_reply(out: &mut BytesMut, text: &str) {
     out.put_slice(b"Content-Type: command/reply\nReply-Text: ");
     out.put_slice(text.as_bytes());
     out.put_slice(b"\n\n");
@@ -30,7 +30,7 @@ pub fn command_reply(out: &mut BytesMut, text: &str) {
 
 /// Appends the bgapi acknowledgement: `Reply-Text: +OK Job-UUID: <uuid>` and a separate
 /// `Job-UUID` header (§1.6).
-pub fn bgapi_ack(out: &mut BytesMut, job_uuid: &str) {
+pub(crate) fn bgapi_ack(out: &mut BytesMut, job_uuid: &str) {
     out.put_slice(b"Content-Type: command/reply\nReply-Text: +OK Job-UUID: ");
     out.put_slice(job_uuid.as_bytes());
     out.put_slice(b"\nJob-UUID: ");
@@ -40,7 +40,7 @@ pub fn bgapi_ack(out: &mut BytesMut, job_uuid: &str) {
 
 /// Appends an `api/response` frame carrying `body` (an empty body becomes
 /// `-ERR no reply\n`, as FreeSWITCH does).
-pub fn api_response(out: &mut BytesMut, body: &[u8]) {
+pub(crate) fn api_response(out: &mut BytesMut, body: &[u8]) {
     let body = if body.is_empty() {
         &b"-ERR no reply\n"[..]
     } else {
@@ -54,14 +54,14 @@ pub fn api_response(out: &mut BytesMut, body: &[u8]) {
 
 /// The `api/response` body FreeSWITCH gives for an unknown API command.
 #[must_use]
-pub fn unknown_api_body(command: &str) -> Vec<u8> {
+pub(crate) fn unknown_api_body(command: &str) -> Vec<u8> {
     let name = command.split_whitespace().next().unwrap_or_default();
     format!("-ERR {name} Command not found!\n").into_bytes()
 }
 
 /// Appends a `text/disconnect-notice` frame with `body` (headers in FreeSWITCH's order:
 /// `Content-Type`, then `Content-Length`).
-pub fn disconnect_notice(out: &mut BytesMut, body: &[u8]) {
+pub(crate) fn disconnect_notice(out: &mut BytesMut, body: &[u8]) {
     out.put_slice(b"Content-Type: text/disconnect-notice\nContent-Length: ");
     put_decimal(out, body.len() as u64);
     out.put_slice(b"\n\n");
@@ -70,7 +70,7 @@ pub fn disconnect_notice(out: &mut BytesMut, body: &[u8]) {
 
 /// Appends an event frame head as `mod_event_socket` writes it: `Content-Length` first,
 /// then `Content-Type`.
-pub fn event_head(out: &mut BytesMut, format: EventFormat, body_len: usize) {
+pub(crate) fn event_head(out: &mut BytesMut, format: EventFormat, body_len: usize) {
     out.put_slice(b"Content-Length: ");
     put_decimal(out, body_len as u64);
     out.put_slice(b"\nContent-Type: ");
@@ -79,7 +79,7 @@ pub fn event_head(out: &mut BytesMut, format: EventFormat, body_len: usize) {
 }
 
 /// Appends `n` in decimal without allocating.
-pub fn put_decimal(out: &mut impl BufMut, mut n: u64) {
+pub(crate) fn put_decimal(out: &mut impl BufMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -111,7 +111,7 @@ fn is_upper_hex(byte: u8) -> bool {
 /// Appends `value` URL-encoded as `switch_url_encode` does: `%XX` in upper-case hex for
 /// every byte outside the safe set, except that a `%` already followed by two upper-case
 /// hex digits is copied (FreeSWITCH never double-encodes).
-pub fn url_encode(out: &mut impl BufMut, value: &[u8]) {
+pub(crate) fn url_encode(out: &mut impl BufMut, value: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for (i, &b) in value.iter().enumerate() {
         let escaped_already = b == b'%'
@@ -130,7 +130,7 @@ pub fn url_encode(out: &mut impl BufMut, value: &[u8]) {
 /// Appends `value` as a JSON string the way cJSON prints it: `"` and `\` escaped, control
 /// characters as short escapes or `\u00XX`, everything else (non-ASCII UTF-8 included) as is.
 /// Invalid UTF-8 is replaced, since a JSON document must be text.
-pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
+pub(crate) fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     let text = String::from_utf8_lossy(value);
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
@@ -161,7 +161,7 @@ pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// Appends `value` with the five XML special characters escaped.
-pub fn xml_escape(out: &mut Vec<u8>, value: &[u8]) {
+pub(crate) fn xml_escape(out: &mut Vec<u8>, value: &[u8]) {
     for &b in value {
         match b {
             b'&' => out.extend_from_slice(b"&amp;"),

@@ -303,8 +303,10 @@ impl LogStore {
         &self.reader
     }
 
-    /// The append sequence of the record at (or that will get) this log sequence.
-    pub(crate) fn append_sequence_of(&self, log_seq: u64) -> u64 {
+    /// The append sequence of the record at (or that will get) this log sequence: how a
+    /// tool reading raw frames through [`log_reader`](Self::log_reader) names a record.
+    #[must_use]
+    pub fn append_sequence_of(&self, log_seq: u64) -> u64 {
         self.runs.read().append_seq(log_seq)
     }
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use esl_replay::capture::artifact::{CaptureArtifact, Captured, Mapper, NodeIdentity, Stamp};
-use esl_replay::capture::client::{Backoff, GatewayCommand, NodeConfig, NodeExit, Password};
-use esl_replay::capture::command::CommandConnection;
-use esl_replay::capture::http::{HttpState, router};
-use esl_replay::capture::queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
-use esl_replay::capture::telemetry::Telemetry;
+use esl_replay::capture::CommandConnection;
+use esl_replay::capture::Telemetry;
+use esl_replay::capture::{Backoff, GatewayCommand, NodeConfig, NodeExit, Password};
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::capture::{CaptureArtifact, Captured, Mapper, NodeIdentity, Stamp};
+use esl_replay::capture::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
+use esl_replay::capture::{HttpState, router};
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
@@ -1077,7 +1077,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_store(dir.path().join("store")).unwrap();
     let last = i64::MAX as u64;
-    let envelope = esl_replay::capture::artifact::Mapper::new(Arc::new(NodeIdentity {
+    let envelope = esl_replay::capture::Mapper::new(Arc::new(NodeIdentity {
         session_id: "s".into(),
         pbx_node_slug: "pbx-a".into(),
         worker_session_id: None,
@@ -1154,7 +1154,7 @@ async fn a_store_at_the_sequence_limit_stops_the_writer_and_says_so_at_once() {
 /// (`encode`, what capture stores) or its maps are built and encoded (`envelope`), and that
 /// the direct record reads back as that record. Returns how many were checked.
 fn assert_builders_agree(artifacts: &[CaptureArtifact]) -> usize {
-    use esl_replay::capture::artifact::EncodeBuffers;
+    use esl_replay::capture::EncodeBuffers;
     use esl_replay::record::RecordId;
     let mut buffers = EncodeBuffers::default();
     for artifact in artifacts {
@@ -1183,7 +1183,7 @@ fn assert_builders_agree(artifacts: &[CaptureArtifact]) -> usize {
 /// with and without a worker session, the records are byte-identical to the map-built ones.
 #[test]
 fn records_written_directly_are_byte_identical_to_map_built_records() {
-    use esl_replay::capture::artifact::{GapKind, filter_document, subscription_document};
+    use esl_replay::capture::{GapKind, filter_document, subscription_document};
     use esl_replay::esl::session::{Command, Session, SessionConfig};
     let worker_less = Arc::new(NodeIdentity {
         session_id: "6f1e3b0d-8c2a-4f5b-9d7e-1a2b3c4d5e6f".into(),

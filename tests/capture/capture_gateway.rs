@@ -18,7 +18,7 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::record::{Criteria, ReadCursor};
-use esl_replay::server::command::CommandDecoder;
+use esl_replay::server::CommandDecoder;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use esl_replay::capture::client::{Backoff, NodeConfig, NodeExit, Password};
-use esl_replay::capture::telemetry::Telemetry;
+use esl_replay::capture::Telemetry;
+use esl_replay::capture::{Backoff, NodeConfig, NodeExit, Password};
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::esl::Frame;
 use esl_replay::record::Record;
-use esl_replay::server::command::CommandDecoder;
+use esl_replay::server::CommandDecoder;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 

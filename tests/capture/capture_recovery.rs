@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use esl_replay::capture::client::{
-    Backoff, GatewayCommand, GatewayError, MALFORMED_KEEP, NodeConfig,
-};
-use esl_replay::capture::telemetry::NodeHealth;
+use esl_replay::capture::NodeHealth;
+use esl_replay::capture::{Backoff, GatewayCommand, GatewayError, MALFORMED_KEEP, NodeConfig};
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::record::Record;
-use esl_replay::server::command::CommandDecoder;
+use esl_replay::server::CommandDecoder;
 use esl_replay::server::{RunningServer, ServerConfig, Simulator, SimulatorConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;

@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esl_replay::capture::client::{Backoff, NodeConfig, NodeExit};
-use esl_replay::capture::telemetry::Telemetry;
+use esl_replay::capture::Telemetry;
+use esl_replay::capture::{Backoff, NodeConfig, NodeExit};
 use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};

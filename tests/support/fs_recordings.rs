@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use bytes::BytesMut;
 use esl_replay::esl::{EslCodec, Frame};
-use esl_replay::server::command::CommandDecoder;
+use esl_replay::server::CommandDecoder;
 use tokio_util::codec::Decoder as _;
 
 /// Which side sent a chunk.

@@ -20,16 +20,16 @@ use clap::{Args, Subcommand};
 use tokio::net::TcpListener;
 
 use super::Outcome;
-use crate::capture::client::{Backoff, GatewayCommand, NodeConfig};
-use crate::capture::{Capture, CaptureOptions, NodeSpec};
-use crate::evidence::{Engine, ReconstructionWindow, ReconstructionWindowFields};
-use crate::record::{Criteria, JsonMap, ReadCursor, Record};
-use crate::replay::{
+use esl_replay::capture::{Backoff, GatewayCommand, NodeConfig};
+use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::evidence::{Engine, ReconstructionWindow, ReconstructionWindowFields};
+use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record};
+use esl_replay::replay::{
     BoxError, ExecutionConfig, ExecutionSettings, Executor, Handler, HandlerRegistry,
     HandlerResult, RangeOptions, replay_range,
 };
-use crate::server::{ServerConfig, Simulator, SimulatorConfig};
-use crate::store::{self, ArtifactReader, ArtifactStore, Backend};
+use esl_replay::server::{ServerConfig, Simulator, SimulatorConfig};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

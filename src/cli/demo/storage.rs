@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::cli::Outcome;
-use crate::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
+use esl_replay::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
 
 #[derive(Debug, Args)]
 pub(super) struct StorageArgs {
