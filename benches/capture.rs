@@ -28,9 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Throughput;
-use esl_replay::capture::Telemetry;
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{NodeConfig, Password};
+use esl_replay::capture::{Capture, CaptureOptions, NodeConfig, NodeSpec, Password, Telemetry};
 use esl_replay::esl::EslCodec;
 use esl_replay::esl::session::Subscriptions;
 use esl_replay::record::{Criteria, ReadCursor};

@@ -29,9 +29,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use esl_replay::capture::Telemetry;
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{NodeConfig, Password};
+use esl_replay::capture::{Capture, CaptureOptions, NodeConfig, NodeSpec, Password, Telemetry};
 use esl_replay::esl::session::Subscriptions;
 use esl_replay::server::ServerConfig;
 use esl_replay::server::{Simulator, SimulatorConfig};

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{NodeConfig, Password};
+use esl_replay::capture::{Capture, CaptureOptions, NodeConfig, NodeSpec, Password};
 use esl_replay::record::{Criteria, ReadCursor};
 use esl_replay::server::{ServerConfig, Simulator, SimulatorConfig};
 use esl_replay::store::LogStore;

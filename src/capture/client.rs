@@ -558,6 +558,7 @@ impl Node {
                     Some(Ok(frame)) => {
                         frames += 1;
                         self.telemetry.frames.get_or_create(&self.label).inc();
+                        self.telemetry.note_frame();
                         self.telemetry
                             .bytes
                             .get_or_create(&self.label)

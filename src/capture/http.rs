@@ -6,6 +6,9 @@
 //!   ready and the last store write and retention run succeeded; `degraded` (503) when a
 //!   node is not ready or the last write or retention run failed; `failed` (503) once the
 //!   writer stopped on a persistent store failure (the capture then stops).
+//!   With [`HealthForm::TelephonyEventSync`] the same answer also has that service's shape:
+//!   `status` is `healthy` or `unhealthy`, and `data` holds `last_heartbeat`, `last_error`,
+//!   `recovery_attempts`, `is_healthy` and `last_check`.
 //! - `GET /metrics`: the Prometheus text exposition.
 //! - `POST /v1/api` and `POST /v1/bgapi` with `{"command": "...", "node": "slug"?}`:
 //!   the command gateway. They need `Authorization: Bearer <token or JWT>` ([`auth`]); the
@@ -22,6 +25,7 @@
 //! [`rest`]: super::rest
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
@@ -31,6 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::Gateway;
 use super::auth::{self, JwtKey};
@@ -51,6 +57,20 @@ pub struct HttpState {
     pub jwt: Option<JwtKey>,
     /// Queue depth for `/health`.
     pub queue: Option<Arc<CaptureQueue>>,
+    /// The shape of `/health`.
+    pub health: HealthForm,
+}
+
+/// The shape of the `/health` answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HealthForm {
+    /// Ours: `status` `ok`, `degraded` or `failed`, with each node's state.
+    #[default]
+    EslReplay,
+    /// Ours with telephony-event-sync's fields over it, so its health checks read it
+    /// unchanged: `status` `healthy` or `unhealthy`, and
+    /// `data: {last_heartbeat, last_error, recovery_attempts, is_healthy, last_check}`.
+    TelephonyEventSync,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,19 +103,41 @@ async fn health(State(state): State<HttpState>) -> Response {
     } else {
         "ok"
     };
-    let body = json!({
+    let healthy = status == "ok";
+    let mut body = json!({
         "status": status,
         "nodes": nodes,
         "queue": {"items": items, "bytes": bytes},
         "writer_error": writer_error,
         "retention_error": retention_error,
     });
-    let code = if status == "ok" {
+    if state.health == HealthForm::TelephonyEventSync {
+        let last_error = writer_error
+            .or(retention_error)
+            .or_else(|| nodes.values().find_map(|h| h.last_error.clone()));
+        let recovery_attempts: u64 = nodes.values().map(|h| h.reconnect_attempts).sum();
+        body["status"] = (if healthy { "healthy" } else { "unhealthy" }).into();
+        body["data"] = json!({
+            "last_heartbeat": state.telemetry.last_frame_at().map(rfc3339),
+            "last_error": last_error,
+            "recovery_attempts": recovery_attempts,
+            "is_healthy": healthy,
+            "last_check": rfc3339(SystemTime::now()),
+        });
+    }
+    let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// RFC 3339 in UTC, as Go's `time.Time` writes itself in JSON.
+fn rfc3339(at: SystemTime) -> String {
+    OffsetDateTime::from(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

@@ -41,7 +41,7 @@ pub use client::{
     NodeConfig, NodeExit, Password, run_node,
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
-pub use http::{HttpState, router};
+pub use http::{HealthForm, HttpState, router};
 pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
 pub use jobs::{JobOutcome, JobStatus};
 pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};

@@ -11,8 +11,8 @@
 //! its names, in its units.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -96,6 +96,9 @@ pub struct Telemetry {
     health: Mutex<BTreeMap<String, NodeHealth>>,
     writer_error: Mutex<Option<String>>,
     retention_error: Mutex<Option<String>>,
+    /// When the last frame arrived from any node, in milliseconds since the Unix epoch
+    /// (0: none yet).
+    last_frame_unix_ms: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -134,6 +137,7 @@ impl Telemetry {
             health: Mutex::new(BTreeMap::new()),
             writer_error: Mutex::new(None),
             retention_error: Mutex::new(None),
+            last_frame_unix_ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("esl_capture");
@@ -270,6 +274,22 @@ impl Telemetry {
                 .get_or_create(&Telemetry::node(slug))
                 .set(seconds);
         }
+    }
+
+    /// Notes that a frame arrived from a node just now.
+    pub fn note_frame(&self) {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_frame_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the last frame arrived from any node (the switch's latest sign of life), if any
+    /// has.
+    #[must_use]
+    pub fn last_frame_at(&self) -> Option<SystemTime> {
+        let ms = self.last_frame_unix_ms.load(Ordering::Relaxed);
+        (ms != 0).then(|| UNIX_EPOCH + std::time::Duration::from_millis(ms))
     }
 
     /// Every node's health, by slug.

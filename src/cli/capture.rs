@@ -19,12 +19,10 @@ use super::Outcome;
 use super::compat::{Compat, CompatDefaults};
 use super::forward::{RedisLayout, read_redis_password};
 use super::input::{MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_text};
-use esl_replay::capture::JwtKey;
 use esl_replay::capture::{
-    Capture, CaptureOptions, DEFAULT_MAX_COMMANDS_IN_FLIGHT, DEFAULT_QUEUE_BYTES, NodeSpec,
+    Capture, CaptureOptions, DEFAULT_MAX_COMMANDS_IN_FLIGHT, DEFAULT_QUEUE_BYTES, HealthForm,
+    HttpState, JwtKey, NodeConfig, NodeExit, NodeSpec, Password, router,
 };
-use esl_replay::capture::{HttpState, router};
-use esl_replay::capture::{NodeConfig, NodeExit, Password};
 use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
 use esl_replay::esl::session::Subscriptions;
 use esl_replay::forward::{
@@ -463,12 +461,19 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .http
         .as_ref()
         .or(file.http.as_ref())
+        .or(compat.as_ref().map(|c| &c.http))
         .map(|a| http_address(a));
+    let health = if compat.is_some() {
+        HealthForm::TelephonyEventSync
+    } else {
+        HealthForm::EslReplay
+    };
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
     let forward = forwarding(args, file.forward, checkpoint_dir.as_ref(), compat.as_ref())?;
     let services = Services {
         http,
+        health,
         token,
         jwt,
         checkpoint_dir,
@@ -487,6 +492,8 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
 /// What runs beside the capture: the HTTP server, retention's checkpoints, the forwarder.
 struct Services {
     http: Option<String>,
+    /// The shape of `/health` (a compatibility mode's, or ours).
+    health: HealthForm,
     token: String,
     jwt: Option<JwtKey>,
     checkpoint_dir: Option<PathBuf>,
@@ -518,6 +525,7 @@ async fn capture(
 ) -> anyhow::Result<Outcome> {
     let Services {
         http,
+        health,
         token,
         jwt,
         checkpoint_dir,
@@ -556,6 +564,7 @@ async fn capture(
                 token: Arc::from(token),
                 jwt,
                 queue: Some(capture.queue()),
+                health,
             };
             eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi, /api/v1/fs/... on {address}");
             Some(tokio::spawn(async move {

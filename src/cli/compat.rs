@@ -29,6 +29,8 @@ pub(crate) struct CompatDefaults {
     pub(crate) redis_url: String,
     /// The streams and their trimming.
     pub(crate) layout: RedisLayout,
+    /// Where `/health` and `/metrics` are served when `--http` is not given.
+    pub(crate) http: String,
 }
 
 /// telephony-event-sync's defaults (its `config.go`).
@@ -49,6 +51,9 @@ mod tes {
     pub(super) const EVENTS_EXPIRE_TIME: &str = "10m";
     pub(super) const JOBS_EXPIRE_TIME: &str = "1m";
     pub(super) const TRIM_INTERVAL: &str = "10s";
+    /// `HEALTH_PORT`: its health endpoint (served here on 127.0.0.1 only; `--http` binds
+    /// another address).
+    pub(super) const HEALTH_PORT: &str = "9876";
 }
 
 impl Compat {
@@ -95,6 +100,12 @@ fn telephony_event_sync(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<
         .parse::<u16>()
         .with_context(|| format!("ESL_PORT={port:?} is not a port number"))?;
     let esl = format!("{}:{}", var("ESL_HOST", tes::ESL_HOST), port.trim());
+    let health_port = var("HEALTH_PORT", tes::HEALTH_PORT);
+    health_port
+        .trim()
+        .parse::<u16>()
+        .with_context(|| format!("HEALTH_PORT={health_port:?} is not a port number"))?;
+    let http = format!("127.0.0.1:{}", health_port.trim());
     let db = parsed("REDIS_REMOTE_DB", tes::REDIS_DB)?;
     let address = var("REDIS_REMOTE_ADDR", tes::REDIS_ADDR);
     let redis_url = if address.contains("://") {
@@ -125,6 +136,7 @@ fn telephony_event_sync(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<
         esl,
         redis_url,
         layout,
+        http,
     })
 }
 
@@ -163,6 +175,7 @@ mod tests {
         );
         assert_eq!(l.jobs_events.as_ref().map(Vec::len), Some(5));
         assert_eq!(l.password, None);
+        assert_eq!(d.http, "127.0.0.1:9876");
     }
 
     #[test]
@@ -178,8 +191,10 @@ mod tests {
             ("JOBS_EXPIRE_TIME", "1h30m"),
             ("EVENTS_TO_PUSH", "DTMF"),
             ("TRIM_INTERVAL", ""),
+            ("HEALTH_PORT", "9901"),
         ])
         .unwrap();
+        assert_eq!(d.http, "127.0.0.1:9901");
         assert_eq!(d.esl, "10.0.0.5:8022");
         assert_eq!(d.redis_url, "redis://redis.example:6380/0");
         assert_eq!(d.layout.password.as_deref(), Some("s3cret"));
@@ -194,6 +209,11 @@ mod tests {
                 "ESL_PORT",
                 "eighty",
                 "ESL_PORT=\"eighty\" is not a port number",
+            ),
+            (
+                "HEALTH_PORT",
+                "70000",
+                "HEALTH_PORT=\"70000\" is not a port number",
             ),
             (
                 "JOBS_MAX_LEN",

@@ -27,8 +27,7 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
-use esl_replay::capture::Password;
-use esl_replay::capture::{EslInjector, InjectorConfig};
+use esl_replay::capture::{EslInjector, InjectorConfig, Password};
 use esl_replay::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, ndjson, timestamp};
 use esl_replay::replay::{

@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use esl_replay::capture::CommandConnection;
-use esl_replay::capture::Telemetry;
-use esl_replay::capture::{Backoff, GatewayCommand, NodeConfig, NodeExit, Password};
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{CaptureArtifact, Captured, Mapper, NodeIdentity, Stamp};
-use esl_replay::capture::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
-use esl_replay::capture::{HttpState, router};
+use esl_replay::capture::{
+    Backoff, Capture, CaptureArtifact, CaptureOptions, CaptureQueue, Captured, CommandConnection,
+    GatewayCommand, HealthForm, HttpState, Mapper, NodeConfig, NodeExit, NodeIdentity, NodeSpec,
+    Password, Pushed, Stamp, Telemetry, WriterOptions, router, spawn_writer,
+};
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
@@ -27,6 +25,7 @@ use esl_replay::store::{ArtifactStore, LogStore};
 use parking_lot::Mutex;
 use serde_json::Value;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -889,12 +888,21 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
 
 /// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.
 async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    serve_http_as(capture, HealthForm::EslReplay).await
+}
+
+/// As [`serve_http`], with `/health` in the given shape.
+async fn serve_http_as(
+    capture: &Capture,
+    health: HealthForm,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     let state = HttpState {
         telemetry: capture.telemetry(),
         gateway: capture.gateway(),
         token: Arc::from("t0ken"),
         jwt: None,
         queue: Some(capture.queue()),
+        health,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap().to_string();
@@ -972,6 +980,56 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+/// telephony-event-sync's `/health` shape: a node whose switch went away is `unhealthy`
+/// (503) with the error, its reconnect attempts and the last frame the switch sent; our
+/// fields stay.
+#[tokio::test]
+async fn health_in_telephony_event_sync_form_reports_a_node_that_lost_its_switch() {
+    // One session that ends with the disconnect notice; every later connection is dropped.
+    let (address, _log) = fake_freeswitch(vec![Script {
+        password: "ClueCon",
+        events: vec!["12-event-plain-heartbeat.esl"],
+        end: End::Notice,
+    }])
+    .await;
+    let (_dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let (http, server) = serve_http_as(&capture, HealthForm::TelephonyEventSync).await;
+    let telemetry = capture.telemetry();
+    wait_until("two failed reconnects", || {
+        telemetry
+            .health()
+            .get("pbx-a")
+            .is_some_and(|h| h.reconnect_attempts >= 2 && h.connection != "ready")
+    })
+    .await;
+
+    let get = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned();
+    let (status, body) = http_request(&http, get).await;
+    assert_eq!(status, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "unhealthy", "{body}");
+    let data = &health["data"];
+    assert_eq!(data["is_healthy"], false, "{body}");
+    assert!(data["recovery_attempts"].as_u64().unwrap() >= 2, "{body}");
+    assert!(data["last_error"].is_string(), "{body}");
+    for field in ["last_heartbeat", "last_check"] {
+        let at = data[field].as_str().unwrap();
+        assert!(
+            OffsetDateTime::parse(at, &Rfc3339).is_ok(),
+            "{field}: {body}"
+        );
+    }
+    assert!(health["nodes"]["pbx-a"].is_object(), "{body}");
     server.abort();
     capture.shutdown().await.unwrap();
 }

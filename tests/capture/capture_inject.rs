@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{EslInjector, INJECTED, InjectorConfig};
-use esl_replay::capture::{GatewayCommand, NodeConfig, Password};
+use esl_replay::capture::{
+    Capture, CaptureOptions, EslInjector, GatewayCommand, INJECTED, InjectorConfig, NodeConfig,
+    NodeSpec, Password,
+};
 use esl_replay::record::ReadCursor;
 use esl_replay::replay::{ExecutionConfig, ExecutionSettings, Executor, HandlerRegistry, Outcome};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};

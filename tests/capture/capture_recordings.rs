@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use esl_replay::capture::Telemetry;
-use esl_replay::capture::{Backoff, NodeConfig, NodeExit, Password};
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::capture::{
+    Backoff, Capture, CaptureOptions, NodeConfig, NodeExit, NodeSpec, Password, Telemetry,
+};
 use esl_replay::esl::Frame;
 use esl_replay::record::Record;
 use esl_replay::server::CommandDecoder;

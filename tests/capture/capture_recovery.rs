@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use esl_replay::capture::NodeHealth;
-use esl_replay::capture::{Backoff, GatewayCommand, GatewayError, MALFORMED_KEEP, NodeConfig};
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::capture::{
+    Backoff, Capture, CaptureOptions, GatewayCommand, GatewayError, MALFORMED_KEEP, NodeConfig,
+    NodeHealth, NodeSpec,
+};
 use esl_replay::record::Record;
 use esl_replay::server::CommandDecoder;
 use esl_replay::server::{RunningServer, ServerConfig, Simulator, SimulatorConfig};

@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esl_replay::capture::Telemetry;
-use esl_replay::capture::{Backoff, NodeConfig, NodeExit};
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::capture::{
+    Backoff, Capture, CaptureOptions, NodeConfig, NodeExit, NodeSpec, Telemetry,
+};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{self, ServerConfig, Simulator, SimulatorConfig, StoreReplay};
 use esl_replay::store::{self, ArtifactReader};

@@ -42,6 +42,19 @@ fn bgapi(port: u16) -> Option<String> {
     reply["job_uuid"].as_str().map(str::to_owned)
 }
 
+/// `GET /health` from the capture: the status code and the JSON body.
+fn health(port: u16) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
 #[test]
 fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
     let Some(redis) = Redis::start_with(Some("tes-secret")) else {
@@ -52,10 +65,10 @@ fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
     let http = free_port();
     let store = dir.path().join("store");
     let checkpoints = dir.path().join("checkpoints");
-    // The file wins over the variable EVENTS_TO_PUSH.
+    // The file wins over the variable EVENTS_TO_PUSH; HEALTH_PORT places the HTTP server.
     let config = format!(
-        "compat = \"telephony-event-sync\"\nstore = {:?}\ncheckpoint_dir = {:?}\n\
-         http = \"127.0.0.1:{http}\"\n\n[forward]\n\
+        "compat = \"telephony-event-sync\"\nstore = {:?}\ncheckpoint_dir = {:?}\n\n\
+         [forward]\n\
          stream_events = [\"CHANNEL_ANSWER\", \"CUSTOM\", \"CHANNEL_HANGUP_COMPLETE\"]\n",
         store.display().to_string(),
         checkpoints.display().to_string(),
@@ -72,6 +85,7 @@ fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
         .env("REDIS_REMOTE_PASSWORD", "tes-secret")
         .env("STREAM_JOBS", "tes:jobs")
         .env("EVENTS_TO_PUSH", "CHANNEL_ANSWER")
+        .env("HEALTH_PORT", http.to_string())
         .env("ESL_REPLAY_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(log)
@@ -99,6 +113,25 @@ fn the_services_variables_route_events_and_job_results_to_its_two_streams() {
         });
         done && events.len() >= 200
     });
+    // /health in the service's shape, over ours.
+    let (status, body) = health(http);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "healthy", "{body}");
+    let data = &body["data"];
+    assert_eq!(data["is_healthy"], true, "{body}");
+    assert_eq!(data["recovery_attempts"], 0, "{body}");
+    assert!(data["last_error"].is_null(), "{body}");
+    for field in ["last_heartbeat", "last_check"] {
+        let at = data[field].as_str().unwrap_or_default();
+        assert!(
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{field}: {body}"
+        );
+    }
+    assert!(
+        body["nodes"].as_object().is_some_and(|n| n.len() == 1),
+        "{body}"
+    );
     let output = child.terminate();
     assert!(output.status.success(), "{}", log_text());
 

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
-use esl_replay::capture::{GatewayCommand, NodeConfig};
+use esl_replay::capture::{Capture, CaptureOptions, GatewayCommand, NodeConfig, NodeSpec};
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::server::{RunningServer, ServerConfig, Simulator, SimulatorConfig};
 use esl_replay::store;

@@ -20,8 +20,7 @@ use clap::{Args, Subcommand};
 use tokio::net::TcpListener;
 
 use super::Outcome;
-use esl_replay::capture::{Backoff, GatewayCommand, NodeConfig};
-use esl_replay::capture::{Capture, CaptureOptions, NodeSpec};
+use esl_replay::capture::{Backoff, Capture, CaptureOptions, GatewayCommand, NodeConfig, NodeSpec};
 use esl_replay::evidence::{Engine, ReconstructionWindow, ReconstructionWindowFields};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record};
 use esl_replay::replay::{
