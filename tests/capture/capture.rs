@@ -226,6 +226,20 @@ fn payload_str<'a>(record: &'a Record, key: &str) -> &'a str {
     record.payload()[key].as_str().unwrap_or_default()
 }
 
+/// A capture of one node (`pbx-a`, logging in with `password`) of a fake switch playing
+/// `script` on its first connection (later ones are dropped), into a new store.
+async fn capture_of(script: Script, password: &str) -> (tempfile::TempDir, Capture, CommandLog) {
+    let (address, log) = fake_freeswitch(vec![script]).await;
+    let (dir, store) = new_store();
+    let capture = Capture::start(
+        vec![node(&address, password, Subscriptions::all())],
+        store,
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    (dir, capture, log)
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     for _ in 0..500 {
         if condition() {
@@ -459,19 +473,12 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
 
 #[tokio::test]
 async fn a_rejected_password_stops_the_node_and_is_recorded() {
-    let (address, _log) = fake_freeswitch(vec![Script {
+    let script = Script {
         password: "right",
         events: vec![],
         end: End::Notice,
-    }])
-    .await;
-    let (_dir, store) = new_store();
-    let capture = Capture::start(
-        vec![node(&address, "wrong", Subscriptions::all())],
-        store,
-        CaptureOptions::default(),
-    )
-    .unwrap();
+    };
+    let (_dir, capture, _log) = capture_of(script, "wrong").await;
     wait_until("the node to stop", || capture.all_nodes_stopped()).await;
     let (store, exits) = capture.shutdown().await.unwrap();
     assert!(
@@ -540,19 +547,12 @@ async fn a_rude_rejection_is_stored_and_terminal() {
 
 #[tokio::test]
 async fn gateway_commands_are_dispatched_and_every_reply_is_captured() {
-    let (address, log) = fake_freeswitch(vec![Script {
+    let script = Script {
         password: "ClueCon",
         events: vec![],
         end: End::Serve,
-    }])
-    .await;
-    let (_dir, store) = new_store();
-    let capture = Capture::start(
-        vec![node(&address, "ClueCon", Subscriptions::all())],
-        store,
-        CaptureOptions::default(),
-    )
-    .unwrap();
+    };
+    let (_dir, capture, log) = capture_of(script, "ClueCon").await;
     let gateway = capture.gateway();
     let telemetry = capture.telemetry();
     wait_until("ready", || {
@@ -925,19 +925,12 @@ async fn http_request(address: &str, request: String) -> (u16, String) {
 
 #[tokio::test]
 async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
-    let (address, _log) = fake_freeswitch(vec![Script {
+    let script = Script {
         password: "ClueCon",
         events: vec![],
         end: End::Serve,
-    }])
-    .await;
-    let (_dir, store) = new_store();
-    let capture = Capture::start(
-        vec![node(&address, "ClueCon", Subscriptions::all())],
-        store,
-        CaptureOptions::default(),
-    )
-    .unwrap();
+    };
+    let (_dir, capture, _log) = capture_of(script, "ClueCon").await;
     let (http, server) = serve_http(&capture).await;
     let telemetry = capture.telemetry();
     wait_until("ready", || {
@@ -990,19 +983,12 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
 #[tokio::test]
 async fn health_in_telephony_event_sync_form_reports_a_node_that_lost_its_switch() {
     // One session that ends with the disconnect notice; every later connection is dropped.
-    let (address, _log) = fake_freeswitch(vec![Script {
+    let script = Script {
         password: "ClueCon",
         events: vec!["12-event-plain-heartbeat.esl"],
         end: End::Notice,
-    }])
-    .await;
-    let (_dir, store) = new_store();
-    let capture = Capture::start(
-        vec![node(&address, "ClueCon", Subscriptions::all())],
-        store,
-        CaptureOptions::default(),
-    )
-    .unwrap();
+    };
+    let (_dir, capture, _log) = capture_of(script, "ClueCon").await;
     let (http, server) = serve_http_as(&capture, HealthForm::TelephonyEventSync).await;
     let telemetry = capture.telemetry();
     wait_until("two failed reconnects", || {
