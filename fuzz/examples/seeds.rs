@@ -346,7 +346,7 @@ fn meta_seeds(root: &Path) {
 
 /// Version 2 record bodies of a few dataset records and of the K3 shapes.
 fn record_seeds(root: &Path) {
-    use esl_replay::record::{Record, RecordId, ndjson};
+    use esl_replay::record::{Record, RecordId, from_ndjson_line};
     use esl_replay::store::dataset;
     let stored_at = esl_replay::record::timestamp::parse("2024-01-15T10:00:00Z").expect("time");
     for n in 1..=5u64 {
@@ -360,7 +360,7 @@ fn record_seeds(root: &Path) {
         write(root, "record_decode", &format!("dataset-{n}"), &record.encode().expect("encode"));
     }
     let line = r#"{"schema_version":1,"id":"k3","artifact_version":"1","artifact_name":"event.raw","capture_timestamp":"2024-01-15T12:00:00.123+02:00","stored_at":"2024-01-15T10:00:03.000+00:00","append_sequence":10,"connection_generation":"3","session_id":null,"job_uuid":"j","event_name":"CUSTOM","capture_path":null,"correlation_ids":{"replay_session_id":"r"},"runtime_flags":{"pbx_node_slug":"n","worker_session_id":"w"},"payload":{"obj":{},"list":[],"nested":[{},[],{"a":{}}],"indexed":{"0":"a"},"f":0.1},"checksum":"c","tags":[]}"#;
-    let record = ndjson::from_ndjson_line(line).expect("line");
+    let record = from_ndjson_line(line).expect("line");
     write(root, "record_decode", "k3", &record.encode().expect("encode"));
 }
 

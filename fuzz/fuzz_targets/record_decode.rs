@@ -5,8 +5,9 @@
 
 #![no_main]
 
-use esl_replay::record::codec::FORMAT_VERSION;
-use esl_replay::record::{DecodeBuffer, Record, RecordView, ndjson};
+use esl_replay::record::{
+    DecodeBuffer, FORMAT_VERSION, Record, RecordView, append_ndjson_line, to_ndjson_line,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let mut line = String::new();
     view.append_ndjson_line(&mut line);
     let mut expected = String::new();
-    ndjson::append_ndjson_line(&record, &mut expected);
+    append_ndjson_line(&record, &mut expected);
     assert_eq!(line, expected, "a view writes the record's line");
     let again = record.encode().expect("a decoded record encodes");
     if data.first() == Some(&FORMAT_VERSION) {
@@ -32,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let reread = Record::decode(&again).expect("what was encoded decodes");
     assert_eq!(
-        ndjson::to_ndjson_line(&reread),
-        ndjson::to_ndjson_line(&record),
+        to_ndjson_line(&reread),
+        to_ndjson_line(&record),
         "a re-encoded record writes the same line"
     );
 });

@@ -16,9 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use esl_replay::storage::codec::{self, Decoded, FileHeader, SEGMENT_MAGIC};
-use esl_replay::storage::io::Io;
 use esl_replay::storage::{
-    Error, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, Seq, SyncPolicy,
+    Error, Io, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, Seq, SyncPolicy,
 };
 use esl_replay_fuzz::{MAX_PAYLOAD, PREAD, SEGMENT_BYTES, SegmentCase};
 use libfuzzer_sys::fuzz_target;

@@ -6,8 +6,8 @@
 //!
 //! - [`Checkpoint`] is the validated model; [`file`](mod@file) is its file layout, byte-compatible
 //!   with the reference (PHP pretty-printed JSON, decision K5), reading every variant the
-//!   reference reads; [`name`] names its file (sanitised key prefix + SHA-256 of the key,
-//!   with the reference's legacy names looked up too).
+//!   reference reads. A checkpoint's file is named as the reference names it (sanitised key
+//!   prefix + SHA-256 of the key, with the reference's legacy names looked up too).
 //! - [`CheckpointStore`] is a directory of checkpoint files: atomic, durable saves (C3),
 //!   load, exists, delete, list, and lookup by operational identity ([`CheckpointCriteria`]:
 //!   bounded [`CheckpointStore::find`], unbounded [`CheckpointStore::find_all`] for
@@ -47,7 +47,7 @@ mod error;
 pub mod file;
 mod identity;
 mod model;
-pub mod name;
+mod name;
 mod reference;
 mod service;
 mod store;

@@ -23,17 +23,17 @@ use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
 /// The suffix of every checkpoint file name.
-pub const FILE_SUFFIX: &str = ".checkpoint.json";
+pub(crate) const FILE_SUFFIX: &str = ".checkpoint.json";
 
 /// The longest file name the file systems we support accept (`NAME_MAX`).
-pub const NAME_BYTES_MAX: usize = 255;
+pub(crate) const NAME_BYTES_MAX: usize = 255;
 
 /// How many bytes of the sanitised key the current file name keeps.
 const PREFIX_BYTES_MAX: usize = 80;
 
 /// The file name a checkpoint with this key is saved under.
 #[must_use]
-pub fn file_name(key: &str) -> String {
+pub(crate) fn file_name(key: &str) -> String {
     let mut prefix = sanitise(key);
     if prefix.is_empty() || prefix == "_" {
         prefix = "checkpoint".to_owned();
@@ -52,7 +52,7 @@ pub fn file_name(key: &str) -> String {
 /// of another key. The reference would load and delete that other key's file through it
 /// (a key equal to another key's file stem); here it is never touched.
 #[must_use]
-pub fn legacy_file_name(key: &str) -> Option<String> {
+pub(crate) fn legacy_file_name(key: &str) -> Option<String> {
     let mut name = sanitise(key);
     if name.is_empty() || name == "_" {
         name = hex(&Md5::digest(key.as_bytes()));

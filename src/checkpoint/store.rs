@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 use super::name::{self, FILE_SUFFIX};
 use super::{Checkpoint, CheckpointCriteria, Error, file};
 use crate::storage;
-use crate::storage::io::{Io, StdIo};
+use crate::storage::{Io, StdIo};
 
 /// The largest checkpoint file read (its metadata included): 16 MiB. A larger file is
 /// reported as unreadable rather than read into memory.

@@ -13,8 +13,7 @@ use super::Outcome;
 use esl_replay::record::{Criteria, ReadCursor, RecordId, RecordView};
 use esl_replay::storage::{LogOptions, Seq, SyncPolicy};
 use esl_replay::store::{
-    ArtifactReader, ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset,
-    interchange,
+    self, ArtifactReader, ArtifactStore, LogStore, SqliteOptions, SqliteStore, SqliteSync, dataset,
 };
 
 #[derive(Debug, Subcommand)]
@@ -191,7 +190,7 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     let exported = dir.join("export.ndjson");
     let started = Instant::now();
     let file = std::fs::File::create(&exported)?;
-    let written = interchange::export(
+    let written = store::export(
         &log,
         std::io::BufWriter::with_capacity(1 << 20, file),
         0,

@@ -18,8 +18,8 @@ use super::{Outcome, Output};
 use esl_replay::checkpoint::CheckpointStore;
 use esl_replay::evidence::{
     ComparisonResult, Engine, EvidenceBundle, Issue, ReconstructionWindow,
-    ReconstructionWindowFields, ScenarioExpectation, compare_scenario, export,
-    resolve_checkpoint_window,
+    ReconstructionWindowFields, ScenarioExpectation, compare_scenario, export_bundle,
+    export_comparison, parse_bundle, resolve_checkpoint_window,
 };
 use esl_replay::record::{JsonMap, ReadCursor};
 
@@ -144,7 +144,7 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
         .context("reconstruction failed")?;
     bar.finish_and_clear();
     let text = match args.format {
-        Output::Json => export::export_bundle(&bundle),
+        Output::Json => export_bundle(&bundle),
         Output::Text => bundle_summary(&bundle),
     };
     emit(&text, args.output.as_deref())?;
@@ -164,14 +164,14 @@ fn parse_metadata(text: Option<&str>) -> anyhow::Result<JsonMap> {
 
 fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
     let bundle_text = read_text(&args.bundle, MAX_BUNDLE_BYTES, "the bundle")?;
-    let bundle = export::parse_bundle(&bundle_text)
+    let bundle = parse_bundle(&bundle_text)
         .with_context(|| format!("{} is not an evidence bundle", args.bundle.display()))?;
     let expect_text = read_text(&args.expect, MAX_SCENARIO_BYTES, "the expectation")?;
     let expectation: ScenarioExpectation = serde_json::from_str(&expect_text)
         .with_context(|| format!("{} is not a scenario expectation", args.expect.display()))?;
     let result = compare_scenario(&bundle, &expectation)?;
     let text = match args.format {
-        Output::Json => export::export_comparison(&result),
+        Output::Json => export_comparison(&result),
         Output::Text => comparison_summary(&result),
     };
     emit(&text, None)?;

@@ -29,7 +29,7 @@ use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
 use esl_replay::capture::{EslInjector, InjectorConfig, Password};
 use esl_replay::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
-use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, ndjson, timestamp};
+use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, timestamp, to_ndjson_line};
 use esl_replay::replay::{
     BoxError, ExecutionCandidate, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor,
     Handler, HandlerRegistry, HandlerResult, InjectionResult, Injector, Outcome as ReplayOutcome,
@@ -211,7 +211,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         let records = plan
             .records()
             .iter()
-            .map(|r| serde_json::from_str(&ndjson::to_ndjson_line(r)))
+            .map(|r| serde_json::from_str(&to_ndjson_line(r)))
             .collect::<Result<Vec<Value>, _>>()?;
         value["records"] = Value::Array(records);
         writeln!(out, "{value}")?;
@@ -487,7 +487,7 @@ impl Handler for PrintHandler {
 
     fn handle(&mut self, record: &Record) -> Result<HandlerResult, BoxError> {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", ndjson::to_ndjson_line(record))?;
+        writeln!(out, "{}", to_ndjson_line(record))?;
         Ok(HandlerResult::new("printed", JsonMap::new())?)
     }
 }
@@ -549,7 +549,7 @@ impl Handler for ExecHandler {
             .spawn()
             .map_err(|e| format!("cannot run `{program}`: {e}"))?;
         if let Some(mut stdin) = child.stdin.take() {
-            let line = ndjson::to_ndjson_line(record) + "\n";
+            let line = to_ndjson_line(record) + "\n";
             match stdin.write_all(line.as_bytes()) {
                 // A command that does not read its input is free to exit early.
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

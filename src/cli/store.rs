@@ -12,9 +12,7 @@ use super::Outcome;
 use esl_replay::record::{
     Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
 };
-use esl_replay::store::{
-    self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail, interchange,
-};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
@@ -137,7 +135,7 @@ pub(crate) struct ImportArgs {
     skip_malformed: bool,
     /// The longest line accepted, in bytes (not counting the line end); a longer line is a
     /// bad line, read past without being held in memory.
-    #[arg(long, default_value_t = esl_replay::record::ndjson::DEFAULT_MAX_LINE_BYTES)]
+    #[arg(long, default_value_t = esl_replay::record::DEFAULT_MAX_LINE_BYTES)]
     max_line_bytes: usize,
 }
 
@@ -234,14 +232,14 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     let mut store = args.store.open_write()?;
     let bar = progress(None, "importing");
-    let options = interchange::ImportOptions {
+    let options = store::ImportOptions {
         skip_malformed: args.skip_malformed,
         max_line_bytes: args.max_line_bytes,
-        ..interchange::ImportOptions::default()
+        ..store::ImportOptions::default()
     };
     let mut on_progress = |n: u64| bar.set_position(n);
     let report = if args.file == Path::new("-") {
-        interchange::import(
+        store::import(
             store.as_mut(),
             std::io::stdin().lock(),
             options,
@@ -250,7 +248,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     } else {
         let file = std::fs::File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file.display()))?;
-        interchange::import(
+        store::import(
             store.as_mut(),
             BufReader::new(file),
             options,
@@ -284,7 +282,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn sequence_range(report: &interchange::ImportReport) -> String {
+fn sequence_range(report: &store::ImportReport) -> String {
     report
         .sequences
         .map_or_else(String::new, |(a, b)| format!(", sequences {a}..={b}"))
@@ -294,10 +292,10 @@ fn sequence_range(report: &interchange::ImportReport) -> String {
 /// Only a bad line suggests `--skip-malformed`.
 fn import_failure(
     file: &Path,
-    error: &interchange::ImportError,
+    error: &store::ImportError,
     sync_error: Option<store::Error>,
 ) -> anyhow::Error {
-    use interchange::ImportError;
+    use store::ImportError;
     let report = error.report();
     let file = file.display();
     let committed = format!(
@@ -308,18 +306,16 @@ fn import_failure(
     let message = match error {
         ImportError::BadLine { line, reason, .. } => {
             let fix = match reason {
-                interchange::BadLine::Malformed(esl_replay::record::Error::LineTooLong {
-                    ..
-                }) => {
+                store::BadLine::Malformed(esl_replay::record::Error::LineTooLong { .. }) => {
                     "shorten the line or raise --max-line-bytes, or pass --skip-malformed to skip bad lines"
                 }
                 _ => "fix the line, or pass --skip-malformed to skip bad lines",
             };
-            let reason = interchange::error_chain(reason);
+            let reason = store::error_chain(reason);
             format!("import of {file} stopped at line {line}: {reason}; {committed}; {fix}")
         }
         ImportError::Store { line, source, .. } => {
-            let chain = interchange::error_chain(source);
+            let chain = store::error_chain(source);
             format!(
                 "import of {file} stopped at line {line}: the store failed: {chain}; {committed}, and the store is consistent up to there; fix the cause (free disk space, stop the other writer, ...) and import the rest from line {line} on (e.g. `tail -n +{line} FILE | esl-replay import --store STORE -`)"
             )
@@ -346,7 +342,7 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            interchange::export(
+            store::export(
                 store.as_ref(),
                 std::io::BufWriter::new(file),
                 args.after,
@@ -354,7 +350,7 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
                 &mut on_progress,
             )?
         }
-        None => interchange::export(
+        None => store::export(
             store.as_ref(),
             std::io::stdout().lock(),
             args.after,
@@ -779,10 +775,10 @@ mod tests {
     /// resume, and never suggests `--skip-malformed`.
     #[test]
     fn a_store_failure_message_never_suggests_skipping_lines() {
-        let mut report = interchange::ImportReport::default();
+        let mut report = store::ImportReport::default();
         report.imported = 2000;
         report.sequences = Some((1, 2000));
-        let error = interchange::ImportError::Store {
+        let error = store::ImportError::Store {
             line: 2001,
             source: store::Error::Io {
                 op: "write",

@@ -1,25 +1,9 @@
 //! How is evidence written as bytes, identified, and read back?
 //!
-//! The export format (reference §7.7, decision K7) is compact JSON written with the
-//! reference's `json_encode` conventions (the crate's [`canonical`] writer: `/` and
-//! non-ASCII unescaped, empty map `[]`, PHP number forms) with a fixed key order for every
-//! object, no trailing newline. Free-form maps (`checkpoint_metadata`, issue `details`,
-//! `facts`, observed states) are *normalised*: their keys are sorted in PHP `ksort` order at
-//! every level, lists keep their order. The same bundle therefore always gives the same
-//! bytes, whichever backend the records came from and however their maps were ordered.
-//! (One exception, shared with the reference: distinct keys that PHP compares as equal
-//! numbers, such as `1.0` and `1e0` in one map, keep their stored order relative to each
-//! other.)
-//!
-//! The bundle id ([`bundle_id`], §7.6) is the SHA-256 (lowercase hex) of the compact JSON
-//! object `{"window":W,"continuity_snapshot":B}`, where `W` is the window's cursor, upper
-//! bound, checkpoint key and checkpoint metadata *in insertion order*, and `B` is the whole
-//! exported bundle with `bundle_id` written as `pending`. The id changes exactly when the
-//! evidence (record ids included), the window (batch limit and criteria included) or the
-//! issue wording changes.
-//!
-//! [`parse_bundle`] reads an exported bundle back (maps written `{}` or `[]`), so a saved
-//! bundle can be compared later.
+//! [`export_bundle`] and [`export_comparison`] write the export format (reference §7.7,
+//! decision K7), [`bundle_id`] derives a bundle's id (§7.6), and [`parse_bundle`] reads an
+//! exported bundle back, so a saved bundle can be compared later. Each function's docs give
+//! its rules.
 
 use std::fmt::Write as _;
 
@@ -83,6 +67,16 @@ impl Out {
 }
 
 /// Writes a bundle in the export format.
+///
+/// The format is compact JSON written with the reference's `json_encode` conventions (the
+/// crate's [`canonical`](crate::record::canonical) writer: `/` and non-ASCII unescaped, empty map `[]`, PHP number
+/// forms) with a fixed key order for every object, no trailing newline. Free-form maps
+/// (`checkpoint_metadata`, issue `details`, `facts`, observed states) are *normalised*:
+/// their keys are sorted in PHP `ksort` order at every level, lists keep their order. The
+/// same bundle therefore always gives the same bytes, whichever backend the records came
+/// from and however their maps were ordered. (One exception, shared with the reference:
+/// distinct keys that PHP compares as equal numbers, such as `1.0` and `1e0` in one map,
+/// keep their stored order relative to each other.)
 #[must_use]
 pub fn export_bundle(bundle: &EvidenceBundle) -> String {
     let mut out = Out::text();
@@ -91,7 +85,7 @@ pub fn export_bundle(bundle: &EvidenceBundle) -> String {
     out.buf
 }
 
-/// Writes a comparison result in the export format.
+/// Writes a comparison result in the export format (see [`export_bundle`]).
 #[must_use]
 pub fn export_comparison(result: &ComparisonResult) -> String {
     let mut out = Out::text();
@@ -106,8 +100,15 @@ pub fn export_comparison(result: &ComparisonResult) -> String {
     out.buf
 }
 
-/// Derives the id of a bundle from its content and window (the module docs say how). The
-/// id the bundle currently carries takes no part.
+/// Derives the id of a bundle from its content and window. The id the bundle currently
+/// carries takes no part.
+///
+/// The id is the SHA-256 (lowercase hex) of the compact JSON object
+/// `{"window":W,"continuity_snapshot":B}`, where `W` is the window's cursor, upper bound,
+/// checkpoint key and checkpoint metadata *in insertion order*, and `B` is the whole
+/// exported bundle with `bundle_id` written as `pending`. The id changes exactly when the
+/// evidence (record ids included), the window (batch limit and criteria included) or the
+/// issue wording changes.
 #[must_use]
 pub fn bundle_id(bundle: &EvidenceBundle) -> String {
     let window = &bundle.manifest.window;
@@ -441,9 +442,9 @@ fn write_snapshot_record<T: SnapshotRecord>(out: &mut Out, record: &T) {
 }
 
 /// Reads a bundle written by [`export_bundle`] (or by the reference package), with the
-/// rules of the evidence types' `Deserialize` (see [`super::model`]): every key present,
-/// `null` for an absent value, lists and maps in either of PHP's forms, unknown keys
-/// ignored, every part validated as it is built.
+/// rules of the evidence types' `Deserialize`: every key present, `null` for an absent
+/// value, lists and maps in either of PHP's forms, unknown keys ignored, every part
+/// validated as it is built.
 ///
 /// # Errors
 ///

@@ -1,30 +1,9 @@
 //! Which metadata keys carry recovery evidence, and where in a record are they read?
 //!
-//! Recovery metadata (reference §7.1-7.2, decision K7) is read from a fixed, ordered list
-//! of *contexts* inside a record; for each context in order, each key of a key list is
-//! tried in order, and the first non-blank string wins. So an alias in an earlier context
-//! beats the canonical key in a later one.
-//!
-//! - General contexts: the payload's `prepared_recovery_context`,
-//!   `runtime_recovery_snapshot`, `runtime_operation_snapshot`,
-//!   `runtime_terminal_publication_snapshot`, `runtime_lifecycle_semantic_snapshot` and
-//!   `replay_metadata` sub-objects, then `runtime_flags`, `correlation_ids` and finally the
-//!   whole payload.
-//! - Operation contexts: the payload's `runtime_operation_snapshot` and `replay_metadata`,
-//!   then `runtime_flags`, `correlation_ids` and the whole payload.
-//!
-//! A context that is not a JSON object is skipped (the reference also admits lists, but no
-//! key it looks up can match a list index). Values that are not strings, and blank strings,
-//! count as absent.
-//!
-//! [`RecordMetadata`] reads one record. Two rules go beyond plain lookup: the operation id
-//! and the background-job UUID fall back to the record's top-level `job_uuid`, which
-//! counts as absent when blank (decision C9; the reference crashes on it), and an
-//! operation state missing from every context is implied by the artifact name
-//! ([`implied_operation_state`]).
-//!
-//! The keys themselves are named in [`crate::record::keys`]; this module owns their lookup
-//! order.
+//! [`RecordMetadata`] reads one record through the ordered contexts of reference §7.1-7.2
+//! (its docs give the rules); an operation state missing from every context is implied by
+//! the artifact name ([`implied_operation_state`]). The keys themselves are named in
+//! [`crate::record::keys`]; this module owns their lookup order.
 
 use serde_json::Value;
 
@@ -39,24 +18,8 @@ use crate::record::keys::{
 };
 use crate::record::{JsonMap, Record, is_blank};
 
-/// Every canonical metadata key, in the reference's order.
-pub const METADATA_KEYS: [&str; 12] = [
-    RECOVERY_GENERATION_ID,
-    RETRY_POSTURE,
-    DRAIN_POSTURE,
-    RECONSTRUCTION_POSTURE,
-    REPLAY_CONTINUITY_POSTURE,
-    OPERATION_ID,
-    OPERATION_KIND,
-    OPERATION_STATE,
-    BGAPI_JOB_UUID,
-    TERMINAL_PUBLICATION_ID,
-    TERMINAL_PUBLICATION_STATUS,
-    LIFECYCLE_SEMANTIC,
-];
-
 /// The payload sub-objects that are general contexts, in lookup order.
-pub const GENERAL_PAYLOAD_CONTEXTS: [&str; 6] = [
+pub(crate) const GENERAL_PAYLOAD_CONTEXTS: [&str; 6] = [
     PREPARED_RECOVERY_CONTEXT,
     RUNTIME_RECOVERY_SNAPSHOT,
     RUNTIME_OPERATION_SNAPSHOT,
@@ -65,13 +28,15 @@ pub const GENERAL_PAYLOAD_CONTEXTS: [&str; 6] = [
     REPLAY_METADATA,
 ];
 
-/// The payload sub-objects that are operation contexts, in lookup order.
-pub const OPERATION_PAYLOAD_CONTEXTS: [&str; 2] = [RUNTIME_OPERATION_SNAPSHOT, REPLAY_METADATA];
+/// The payload sub-objects that are operation contexts, in lookup order (the reader's
+/// slots encode them; the tests' oracle reads this list).
+#[cfg(test)]
+const OPERATION_PAYLOAD_CONTEXTS: [&str; 2] = [RUNTIME_OPERATION_SNAPSHOT, REPLAY_METADATA];
 
 /// The operation state an artifact implies when no context states one: dispatches and the
 /// background-job acknowledgement mean `accepted`, completions and replies `completed`.
 #[must_use]
-pub fn implied_operation_state(artifact_name: &str) -> Option<&'static str> {
+pub(crate) fn implied_operation_state(artifact_name: &str) -> Option<&'static str> {
     match artifact_name {
         "api.dispatch" | "bgapi.dispatch" | "bgapi.ack" => Some("accepted"),
         "bgapi.complete" | "api.reply" | "command.reply" => Some("completed"),
@@ -135,7 +100,28 @@ fn is_operation_slot(slot: usize) -> bool {
     matches!(slot, 2 | 5..=8)
 }
 
-/// The recovery metadata of one record, read through its contexts (see the module docs).
+/// The recovery metadata of one record, read through its contexts.
+///
+/// Recovery metadata (reference §7.1-7.2, decision K7) is read from a fixed, ordered list
+/// of *contexts* inside a record; for each context in order, each key of a key list is
+/// tried in order, and the first non-blank string wins. So an alias in an earlier context
+/// beats the canonical key in a later one.
+///
+/// - General contexts: the payload's `prepared_recovery_context`,
+///   `runtime_recovery_snapshot`, `runtime_operation_snapshot`,
+///   `runtime_terminal_publication_snapshot`, `runtime_lifecycle_semantic_snapshot` and
+///   `replay_metadata` sub-objects, then `runtime_flags`, `correlation_ids` and finally the
+///   whole payload.
+/// - Operation contexts: the payload's `runtime_operation_snapshot` and `replay_metadata`,
+///   then `runtime_flags`, `correlation_ids` and the whole payload.
+///
+/// A context that is not a JSON object is skipped (the reference also admits lists, but no
+/// key it looks up can match a list index). Values that are not strings, and blank strings,
+/// count as absent. Two rules go beyond plain lookup: the operation id and the
+/// background-job UUID fall back to the record's top-level `job_uuid`, which counts as
+/// absent when blank (decision C9; the reference crashes on it), and an operation state
+/// missing from every context is implied by the artifact name (dispatches and the
+/// background-job acknowledgement mean `accepted`, completions and replies `completed`).
 ///
 /// Every value is found in one pass over the entries of the record's contexts, in context
 /// order, keeping for each value the first context that has it and, within that context,

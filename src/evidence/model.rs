@@ -1,10 +1,7 @@
 //! What does recovery evidence consist of?
 //!
-//! The evidence types of reference §7.3, each validated on construction (decision K7; the
-//! reference raises `InvalidArgumentException`, we return [`Error`]). Every type `X` is
-//! built from a plain `XFields` struct with [`X::new`](ReconstructionWindow::new) and reads
-//! like it (it dereferences to its fields), but cannot be changed afterwards, so a value of
-//! `X` is always valid.
+//! The evidence types of reference §7.3 (decision K7), each a validated wrapper `X` around a
+//! plain `XFields` struct (the evidence module docs describe the pattern).
 //!
 //! The types read from JSON deserialize into their fields struct and then go through
 //! [`X::new`](ReconstructionWindow::new), so reading validates exactly as building does.
@@ -114,7 +111,7 @@ fn positive_if_given(
 }
 
 /// The default batch limit of a reconstruction window.
-pub const DEFAULT_BATCH_LIMIT: usize = 100;
+pub(crate) const DEFAULT_BATCH_LIMIT: usize = 100;
 
 /// The fields of a [`ReconstructionWindow`].
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -553,7 +550,7 @@ pub const BUNDLE_VERSION: u64 = 1;
 pub struct ManifestFields {
     /// The bundle format version; must be [`BUNDLE_VERSION`].
     pub bundle_version: u64,
-    /// The bundle id (lowercase hex SHA-256, see [`super::export::bundle_id`]); non-blank.
+    /// The bundle id (lowercase hex SHA-256, see [`bundle_id`](super::bundle_id)); non-blank.
     pub bundle_id: String,
     /// The window read.
     #[serde(deserialize_with = "de::object")]

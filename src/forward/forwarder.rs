@@ -1148,7 +1148,7 @@ mod tests {
         let message = Message::from_record(record);
         assert_eq!(
             message.body.as_ref(),
-            crate::record::ndjson::to_ndjson_line(record).as_bytes()
+            crate::record::to_ndjson_line(record).as_bytes()
         );
         let fields: Vec<(&str, String)> = message
             .routing_fields()

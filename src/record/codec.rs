@@ -45,14 +45,14 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use super::view::{FIELDS, Fields, MapTexts, RecordView, StoredTime};
 use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId};
 
-/// The binary record format version this build writes (it reads it and [`FORMAT_V1`]).
+/// The binary record format version this build writes (it also reads version 1).
 pub const FORMAT_VERSION: u8 = 2;
 
 /// The first binary record format version (MessagePack), still read.
-pub const FORMAT_V1: u8 = 1;
+pub(crate) const FORMAT_V1: u8 = 1;
 
 /// Bytes of a version 2 frame before its fields.
-pub const V2_HEADER_LEN: usize = 112;
+pub(crate) const V2_HEADER_LEN: usize = 112;
 
 /// The length a version 2 frame gives an absent optional field.
 const ABSENT: u32 = u32::MAX;

@@ -9,7 +9,7 @@
 //!   and checkpoint metadata; [`super::identity`] says which map each is read from.
 //! - Recovery metadata keys, their aliases and the payload sub-objects they are read from
 //!   (reference §7.1-7.2) are what the evidence layer looks up; the order of lookup is the
-//!   evidence layer's (`evidence::keys`).
+//!   evidence layer's (`evidence::RecordMetadata`).
 //! - Capture payload and runtime-flag keys are what capture writes for every artifact and
 //!   what the server and re-injection read back.
 

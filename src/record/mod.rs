@@ -11,9 +11,11 @@
 //!   timestamps, which keep their original offset and full precision in memory.
 //! - [`checksum`] computes and verifies the reference-compatible integrity marker (K2), on
 //!   top of [`canonical`], a writer that reproduces PHP `json_encode` byte for byte.
-//! - [`ndjson`] reads and writes the reference's NDJSON interchange lines (K3, C4, C10).
-//! - [`codec`] is the versioned binary form stored inside log frames; [`RecordView`] reads
-//!   a stored record in place, without allocating.
+//! - [`to_ndjson_line`] and [`from_ndjson_line`] write and read the reference's NDJSON
+//!   interchange lines (K3, C4); [`NdjsonReader`] reads a whole stream (C10).
+//! - [`Record::encode`] and [`Record::decode`] give the versioned binary form stored inside
+//!   log frames ([`FORMAT_VERSION`]); [`RecordView`] reads a stored record in place,
+//!   without allocating.
 //! - [`ReadCursor`] and [`Criteria`] are the read contract's position and bounded filter
 //!   (§2.1, §3, K4, C8); [`identity`] derives operator identity from a record.
 //! - [`keys`] names every key that layers write into and read from a record's maps and a
@@ -27,7 +29,7 @@
 //! # Examples
 //!
 //! ```
-//! use esl_replay::record::{Envelope, JsonMap, Record, RecordId, ndjson};
+//! use esl_replay::record::{Envelope, JsonMap, Record, RecordId, from_ndjson_line, to_ndjson_line};
 //! use time::macros::datetime;
 //!
 //! let mut payload = JsonMap::new();
@@ -47,8 +49,8 @@
 //! );
 //!
 //! // Reference NDJSON interchange and the binary log-frame form both round-trip.
-//! let line = ndjson::to_ndjson_line(&record);
-//! assert_eq!(ndjson::from_ndjson_line(&line)?, record);
+//! let line = to_ndjson_line(&record);
+//! assert_eq!(from_ndjson_line(&line)?, record);
 //! assert_eq!(Record::decode(&record.encode()?)?, record);
 //! # Ok::<(), esl_replay::record::Error>(())
 //! ```
@@ -57,7 +59,7 @@ pub mod canonical;
 #[cfg(any(feature = "capture", feature = "server"))]
 mod capture_payload;
 pub mod checksum;
-pub mod codec;
+mod codec;
 mod criteria;
 mod cursor;
 mod error;
@@ -65,7 +67,7 @@ mod id;
 pub mod identity;
 pub mod keys;
 pub(crate) mod ksort;
-pub mod ndjson;
+mod ndjson;
 pub mod timestamp;
 mod view;
 
@@ -76,11 +78,14 @@ use time::OffsetDateTime;
 pub use capture_payload::CapturePayload;
 #[cfg(feature = "capture")]
 pub(crate) use codec::RecordText;
-pub use codec::{DecodeBuffer, EncodedRecord};
+pub use codec::{DecodeBuffer, EncodedRecord, FORMAT_VERSION};
 pub use criteria::{Criteria, CriteriaFields};
 pub use cursor::ReadCursor;
 pub use error::Error;
 pub use id::RecordId;
+pub use ndjson::{
+    DEFAULT_MAX_LINE_BYTES, NdjsonReader, append_ndjson_line, from_ndjson_line, to_ndjson_line,
+};
 pub use view::{MapTexts, RecordView};
 
 /// A JSON object that keeps the insertion order of its keys.

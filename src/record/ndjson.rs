@@ -1,41 +1,9 @@
 //! How is a record written to and read from a reference NDJSON line?
 //!
 //! The reference filesystem adapter stores one compact JSON object per line (§1.8,
-//! decision K3). [`to_ndjson_line`] writes the exact bytes the reference serializer writes:
-//! keys `schema_version` (1), `id`, `artifact_version`, `artifact_name`,
-//! `capture_timestamp`, `stored_at`, `append_sequence`, `connection_generation`,
-//! `session_id`, `job_uuid`, `event_name`, `capture_path` (string or `null`, always
-//! present), `correlation_ids`, `runtime_flags`, `payload`, `checksum`, `tags`; payload and
-//! maps in insertion order (not sorted); PHP escaping and number forms ([`super::canonical`]);
-//! the four maps as PHP writes arrays (empty as `[]`), with the objects and lists inside them
-//! in the form they were written in (`{}` stays `{}`); timestamps in the millisecond
-//! reference text form.
-//!
-//! [`from_ndjson_line`] accepts every line the reference accepts, with its rules:
-//!
-//! - the line must be JSON whose top level is an object (anything else is
-//!   [`Error::InvalidJson`] or [`Error::NotAnObject`]);
-//! - `schema_version` must be the integer 1 (a string `"1"`, `1.0` or `2` is
-//!   [`Error::UnsupportedSchemaVersion`] naming the value; decision C4);
-//! - `id`, `artifact_version`, `artifact_name`, `capture_timestamp`, `stored_at` and
-//!   `checksum` must be strings ([`Error::FieldNotString`]);
-//! - `append_sequence` must be a JSON integer ([`Error::FieldNotInteger`]; `1.0` fails);
-//! - `correlation_ids`, `runtime_flags`, `payload` and `tags` must be a JSON object or a
-//!   list ([`Error::FieldNotObject`]); a list becomes a map keyed "0", "1", ... exactly as
-//!   PHP holds it, and is written back as the same list;
-//! - the five optional fields become `None` when missing, `null` or not a string;
-//! - unknown keys are ignored (and not written back);
-//! - timestamps must parse ([`Error::InvalidField`]) and the record must be valid
-//!   ([`super::Record::new`]).
-//!
-//! Lines nest at most [`MAX_JSON_DEPTH`] levels below the line object itself; the reference
-//! allows 512. An NDJSON export imported again gives the same records and the same bytes,
-//! with one corner case that keeps its bytes but changes representation: a float with a
-//! zero fraction (written `1`) comes back as an integer. A float `-0.0` is written `-0` and read back as `-0.0`
-//! (PHP would read an integer 0), so checksums stay valid.
-//!
-//! [`NdjsonReader`] reads a whole stream, skipping blank lines and naming the line number
-//! of every failure (decision C10).
+//! decision K3). [`to_ndjson_line`] writes it and [`from_ndjson_line`] reads it (their docs
+//! give the rules); [`NdjsonReader`] reads a whole stream, skipping blank lines and naming
+//! the line number of every failure (decision C10).
 
 use std::io::BufRead;
 
@@ -47,9 +15,18 @@ use super::view::{MapTexts, RecordView};
 use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, is_blank, timestamp};
 
 /// The NDJSON schema version this build reads and writes.
-pub const SCHEMA_VERSION: u8 = 1;
+pub(crate) const SCHEMA_VERSION: u8 = 1;
 
 /// Writes a record as a reference NDJSON line, without the terminating `\n`.
+///
+/// The bytes are exactly those the reference serializer writes: keys `schema_version` (1),
+/// `id`, `artifact_version`, `artifact_name`, `capture_timestamp`, `stored_at`,
+/// `append_sequence`, `connection_generation`, `session_id`, `job_uuid`, `event_name`,
+/// `capture_path` (string or `null`, always present), `correlation_ids`, `runtime_flags`,
+/// `payload`, `checksum`, `tags`; payload and maps in insertion order (not sorted); PHP
+/// escaping and number forms ([`canonical`](super::canonical)); the four maps as PHP writes
+/// arrays (empty as `[]`), with the objects and lists inside them in the form they were
+/// written in (`{}` stays `{}`); timestamps in the millisecond reference text form.
 #[must_use]
 pub fn to_ndjson_line(record: &Record) -> String {
     let mut line = String::with_capacity(512);
@@ -109,10 +86,33 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
 
 /// Reads a record from one NDJSON line (a trailing `\n` or `\r\n` is allowed).
 ///
+/// It accepts every line the reference accepts, with its rules:
+///
+/// - the line must be JSON whose top level is an object (anything else is
+///   [`Error::InvalidJson`] or [`Error::NotAnObject`]);
+/// - `schema_version` must be the integer 1 (a string `"1"`, `1.0` or `2` is
+///   [`Error::UnsupportedSchemaVersion`] naming the value; decision C4);
+/// - `id`, `artifact_version`, `artifact_name`, `capture_timestamp`, `stored_at` and
+///   `checksum` must be strings ([`Error::FieldNotString`]);
+/// - `append_sequence` must be a JSON integer ([`Error::FieldNotInteger`]; `1.0` fails);
+/// - `correlation_ids`, `runtime_flags`, `payload` and `tags` must be a JSON object or a
+///   list ([`Error::FieldNotObject`]); a list becomes a map keyed "0", "1", ... exactly as
+///   PHP holds it, and is written back as the same list;
+/// - the five optional fields become `None` when missing, `null` or not a string;
+/// - unknown keys are ignored (and not written back);
+/// - timestamps must parse ([`Error::InvalidField`]) and the record must be valid
+///   ([`Record::new`]).
+///
+/// Lines nest at most [`MAX_JSON_DEPTH`] levels below the line object itself; the reference
+/// allows 512. An NDJSON export imported again gives the same records and the same bytes,
+/// with one corner case that keeps its bytes but changes representation: a float with a
+/// zero fraction (written `1`) comes back as an integer. A float `-0.0` is written `-0` and
+/// read back as `-0.0` (PHP would read an integer 0), so checksums stay valid.
+///
 /// # Errors
 ///
-/// Every rule of the module docs, each with its own variant;
-/// [`Error::NestingTooDeep`] for lines nested too deeply.
+/// Each rule above with its own variant; [`Error::NestingTooDeep`] for lines nested too
+/// deeply.
 pub fn from_ndjson_line(line: &str) -> Result<Record, Error> {
     from_ndjson_bytes(line.as_bytes())
 }
@@ -122,7 +122,7 @@ pub fn from_ndjson_line(line: &str) -> Result<Record, Error> {
 /// # Errors
 ///
 /// As [`from_ndjson_line`].
-pub fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
+pub(crate) fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
     // The line object is one level above the record's maps.
     if super::json_nesting_exceeds(line, MAX_JSON_DEPTH + 1) {
         return Err(Error::NestingTooDeep {

@@ -64,8 +64,9 @@ const RUNTIME_FLAGS: usize = 13;
 const PAYLOAD: usize = 14;
 const TAGS: usize = 15;
 
-/// The JSON texts of an owned record's four maps, as [`ndjson`] writes them, so that the
-/// record can be viewed ([`Record::view`]).
+/// The JSON texts of an owned record's four maps, as
+/// [`to_ndjson_line`](super::to_ndjson_line) writes them, so that the record can be viewed
+/// ([`Record::view`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapTexts {
     correlation_ids: String,
@@ -335,8 +336,8 @@ impl<'a> RecordView<'a> {
     }
 
     /// Appends the record's reference NDJSON line and its terminating `\n` to `out`: the
-    /// bytes [`ndjson::append_ndjson_line`] writes for the same record, with the maps copied
-    /// from their stored text.
+    /// bytes [`append_ndjson_line`](super::append_ndjson_line) writes for the same record,
+    /// with the maps copied from their stored text.
     pub fn append_ndjson_line(&self, out: &mut String) {
         ndjson::write_line(self, out);
         out.push('\n');

@@ -10,7 +10,8 @@
 //!   prefix for retention.
 //! - [`write_atomic`] replaces a small file atomically and durably; [`remove_durable`] and
 //!   [`create_dir_durable`] remove a file and create a directory durably. Their `_with`
-//!   forms go through another [`io::Io`] seam, for the layers above that take one.
+//!   forms go through another [`Io`] seam, for the layers above that take one ([`StdIo`]
+//!   is the real one; tests inject faults through their own).
 //!
 //! ```
 //! use esl_replay::storage::{Log, LogOptions, Seq};
@@ -33,7 +34,7 @@ mod frame;
 mod header;
 mod id;
 mod index;
-pub mod io;
+mod io;
 mod meta;
 mod options;
 mod pack;
@@ -53,6 +54,7 @@ pub use durable::{
 };
 pub use error::{CorruptKind, Error, IoOp, Result};
 pub use id::{SegmentId, Seq};
+pub use io::{Io, StdIo};
 pub use options::{
     LogOptions, ReadStrategy, RecoveryMode, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
 };
@@ -67,7 +69,9 @@ pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
 
 /// The byte codecs of the format, exposed for format vectors, fuzzing and tools.
 ///
-/// These are pure functions over `&[u8]`; see `format/` for the layouts they implement.
+/// These are pure functions over `&[u8]` and the constants of the layouts in `format/`
+/// (file names, magics, versions, lengths). They describe the bytes on disk rather than the
+/// log's API, so they stay in this namespace instead of the module root.
 pub mod codec {
     pub use super::dir::{
         CLEAN_FILE, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path, segment_path,

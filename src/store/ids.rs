@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::{Error, Result};
 use crate::record::{DecodeBuffer, RecordView};
-use crate::storage::io::Io;
+use crate::storage::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";

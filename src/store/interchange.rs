@@ -1,25 +1,13 @@
 //! NDJSON interchange with the reference package: import and export (K3, C4, C10).
 //!
-//! Export writes lines byte-identical to the reference serializer, one per record, each
-//! ending in `\n`. Import reads any line the reference writes and keeps ids, sequences,
-//! `stored_at`, checksums and tags unchanged; sequences must strictly increase (a pruned
-//! reference file that starts above 1 is fine).
-//!
-//! Import tells three kinds of failure apart ([`ImportError`]):
-//!
-//! - a bad line: not a valid record (an unknown `schema_version` included), longer than
-//!   the line limit, a sequence that does not follow the previous one, or a record larger
-//!   than the store can hold. It names the line; on request such lines are skipped, and
-//!   each is reported;
-//! - a store failure (no space, a locked or read-only store, I/O): never skipped. Records
-//!   of the lines before it are committed and the store is consistent up to there; the
-//!   error names the first line not stored;
-//! - an input failure (the file or pipe could not be read), likewise.
+//! [`export`] writes lines byte-identical to the reference serializer; [`import`] reads any
+//! line the reference writes and tells bad lines, store failures and input failures apart
+//! ([`ImportError`]).
 
 use std::io::{BufRead, Write};
 
 use super::{ArtifactReader, ArtifactStore, Error, Result};
-use crate::record::{Criteria, ReadCursor, Record, ndjson};
+use crate::record::{Criteria, DEFAULT_MAX_LINE_BYTES, NdjsonReader, ReadCursor, Record};
 
 /// How to import.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +25,7 @@ impl Default for ImportOptions {
         ImportOptions {
             skip_malformed: false,
             batch: 1000,
-            max_line_bytes: ndjson::DEFAULT_MAX_LINE_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
@@ -147,6 +135,19 @@ struct Batch {
 /// Imports reference NDJSON into `store`. `progress` is called with the records imported so
 /// far after each batch.
 ///
+/// Any line the reference writes is read, and ids, sequences, `stored_at`, checksums and
+/// tags are kept unchanged; sequences must strictly increase (a pruned reference file that
+/// starts above 1 is fine). Three kinds of failure are told apart:
+///
+/// - a bad line ([`BadLine`]): not a valid record (an unknown `schema_version` included),
+///   longer than the line limit, a sequence that does not follow the previous one, or a
+///   record larger than the store can hold. It names the line; on request such lines are
+///   skipped, and each is reported;
+/// - a store failure (no space, a locked or read-only store, I/O): never skipped. Records
+///   of the lines before it are committed and the store is consistent up to there; the
+///   error names the first line not stored;
+/// - an input failure (the file or pipe could not be read), likewise.
+///
 /// # Errors
 ///
 /// [`ImportError`]: a bad line (unless skipping), a store failure, an input failure; each
@@ -177,7 +178,7 @@ pub fn import(
         records: Vec::with_capacity(size),
         lines: Vec::with_capacity(size),
     };
-    let mut reader = ndjson::NdjsonReader::with_max_line_bytes(input, options.max_line_bytes);
+    let mut reader = NdjsonReader::with_max_line_bytes(input, options.max_line_bytes);
     while let Some(item) = reader.next() {
         let line = reader.line_number();
         let bad = match item {
@@ -337,8 +338,9 @@ fn commit(report: &mut ImportReport, records: &[Record]) {
     report.imported += records.len() as u64;
 }
 
-/// Exports the records after `after` that match `criteria` as reference NDJSON; returns how
-/// many were written. `progress` is called with the count after each page.
+/// Exports the records after `after` that match `criteria` as reference NDJSON, one line
+/// per record byte-identical to the reference serializer's, each ending in `\n`; returns
+/// how many were written. `progress` is called with the count after each page.
 ///
 /// # Errors
 ///

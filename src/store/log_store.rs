@@ -29,7 +29,7 @@ use super::{
 use crate::record::{
     Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
 };
-use crate::storage::io::Io;
+use crate::storage::Io;
 use crate::storage::{Log, LogOptions, PackOutcome, Reader, SegmentId, Seq, SyncPolicy};
 
 /// Reads and validates `store.meta`; a missing file is the identity map.

@@ -6,13 +6,17 @@
 //! `SqliteStore` (feature `sqlite`) on SQLite with the reference schema (for migration and
 //! side-by-side benchmarks). One contract test suite runs unchanged against both.
 //!
+//! [`import`] and [`export`] exchange reference NDJSON with the reference package (K3, C4,
+//! C10); [`Tail`] follows a store as it grows. [`dataset`] is a deterministic dataset for
+//! benchmarks and tests, and [`meta`] the codec of a log store's `store.meta` file.
+//!
 //! Sequences are assigned by the store: a write builds and validates the whole record before
 //! it consumes a sequence, so invalid input never leaves a gap.
 
 pub mod dataset;
 mod error;
 mod ids;
-pub mod interchange;
+mod interchange;
 mod log_store;
 pub mod meta;
 mod read_only;
@@ -31,6 +35,9 @@ use crate::record::{
 
 pub use error::Error;
 pub use ids::Summary;
+pub use interchange::{
+    BadLine, ImportError, ImportOptions, ImportReport, error_chain, export, import,
+};
 pub use log_store::LogStore;
 pub use read_only::ReadOnly;
 #[cfg(feature = "sqlite")]

@@ -333,7 +333,7 @@ async fn capture_writes_a_complete_wire_log_and_restores_subscriptions_after_rec
     }
     // The password never reaches the store.
     for record in &records {
-        let line = esl_replay::record::ndjson::to_ndjson_line(record);
+        let line = esl_replay::record::to_ndjson_line(record);
         assert!(!line.contains("s3cret-pw"), "password stored in {line}");
     }
     let first_connection = [

@@ -127,7 +127,7 @@ fn sigterm_flushes_the_store_and_exits_zero() {
     assert!(
         stored
             .iter()
-            .all(|r| !esl_replay::record::ndjson::to_ndjson_line(r).contains("env-secret"))
+            .all(|r| !esl_replay::record::to_ndjson_line(r).contains("env-secret"))
     );
 }
 

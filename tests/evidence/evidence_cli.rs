@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
-use esl_replay::evidence::model::ReconstructionWindowFields;
-use esl_replay::evidence::{Engine, ReconstructionWindow, export};
+use esl_replay::evidence::{
+    Engine, ReconstructionWindow, ReconstructionWindowFields, export_bundle,
+};
 use esl_replay::record::ReadCursor;
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -23,7 +24,7 @@ fn worked_store(dir: &Path, backend: Backend) -> String {
 const METADATA: &str = r#"{"replay_session_id":"replay-1","recovery_generation_id":"gen-1"}"#;
 
 fn library_bundle() -> String {
-    export::export_bundle(
+    export_bundle(
         &Engine::new()
             .reconstruct_records(&worked_example(), &worked_window())
             .unwrap(),
@@ -78,7 +79,7 @@ fn reconstruct_can_use_the_reference_operation_identity() {
         ..ReconstructionWindowFields::default()
     })
     .unwrap();
-    let expected = export::export_bundle(
+    let expected = export_bundle(
         &Engine::reference()
             .reconstruct_records(&worked_example(), &window)
             .unwrap(),

@@ -1,14 +1,12 @@
 //! Evidence bundles are byte-stable: the same records give the same bytes on every run, on
 //! both backends, and whatever order the keys of their stored maps are in.
 
-use esl_replay::evidence::model::{
-    ExpectedLifecycleSemanticFields, ExpectedOperationLifecycleFields,
-    ExpectedTerminalPublicationFields,
-};
 use esl_replay::evidence::{
-    Engine, ExpectedLifecycleSemantic, ExpectedOperationLifecycle, ExpectedTerminalPublication,
-    ReconstructionWindow, ReconstructionWindowFields, ScenarioExpectation,
-    ScenarioExpectationFields, VerdictPosture, compare_scenario, export,
+    Engine, ExpectedLifecycleSemantic, ExpectedLifecycleSemanticFields, ExpectedOperationLifecycle,
+    ExpectedOperationLifecycleFields, ExpectedTerminalPublication,
+    ExpectedTerminalPublicationFields, ReconstructionWindow, ReconstructionWindowFields,
+    ScenarioExpectation, ScenarioExpectationFields, VerdictPosture, bundle_id, compare_scenario,
+    export_bundle, export_comparison,
 };
 use esl_replay::record::{JsonMap, Record};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
@@ -96,11 +94,11 @@ fn reconstruction_and_comparison_are_deterministic_across_adapters() {
         assert!(result.passed, "{backend:?}: {:?}", result.issues);
         let again = Engine::new().reconstruct(&*store, &window).unwrap();
         assert_eq!(again.manifest.bundle_id, bundle.manifest.bundle_id);
-        let json = export::export_bundle(&bundle);
-        assert_eq!(export::export_bundle(&again), json);
+        let json = export_bundle(&bundle);
+        assert_eq!(export_bundle(&again), json);
         assert_eq!(
-            export::export_comparison(&result),
-            export::export_comparison(&compare_scenario(&again, &complete_expectation()).unwrap())
+            export_comparison(&result),
+            export_comparison(&compare_scenario(&again, &complete_expectation()).unwrap())
         );
         exports.push(json);
     }
@@ -113,7 +111,7 @@ fn reconstruction_and_comparison_are_deterministic_across_adapters() {
 #[test]
 fn the_worked_example_gives_the_same_bytes_on_both_backends_and_in_memory() {
     let records = worked_example();
-    let in_memory = export::export_bundle(
+    let in_memory = export_bundle(
         &Engine::new()
             .reconstruct_records(&records, &worked_window())
             .unwrap(),
@@ -125,7 +123,7 @@ fn the_worked_example_gives_the_same_bytes_on_both_backends_and_in_memory() {
             let bundle = Engine::new()
                 .reconstruct(&*store, &worked_window())
                 .unwrap();
-            assert_eq!(export::export_bundle(&bundle), in_memory, "{backend:?}");
+            assert_eq!(export_bundle(&bundle), in_memory, "{backend:?}");
         }
     }
 }
@@ -324,8 +322,8 @@ fn shuffling_keeps_the_bundle(stream: Stream) -> bool {
     let mut rng = StdRng::seed_from_u64(stream.shuffle_seed);
     let reordered = build(&stream, Some(&mut rng));
     for engine in [Engine::new(), Engine::reference()] {
-        let a = export::export_bundle(&engine.reconstruct_records(&original, &window).unwrap());
-        let b = export::export_bundle(&engine.reconstruct_records(&reordered, &window).unwrap());
+        let a = export_bundle(&engine.reconstruct_records(&original, &window).unwrap());
+        let b = export_bundle(&engine.reconstruct_records(&reordered, &window).unwrap());
         if a != b {
             eprintln!("original: {a}\nreordered: {b}");
             return false;
@@ -347,7 +345,7 @@ fn shuffled_records_stored_on_either_backend_give_the_original_bundle() {
     for round in 0..5u64 {
         let stream = Stream::arbitrary(&mut g);
         let original = build(&stream, None);
-        let expected = export::export_bundle(
+        let expected = export_bundle(
             &Engine::new()
                 .reconstruct_records(&original, &ReconstructionWindow::default())
                 .unwrap(),
@@ -360,7 +358,7 @@ fn shuffled_records_stored_on_either_backend_give_the_original_bundle() {
             let bundle = Engine::new()
                 .reconstruct(&*store, &ReconstructionWindow::default())
                 .unwrap();
-            assert_eq!(export::export_bundle(&bundle), expected, "{backend:?}");
+            assert_eq!(export_bundle(&bundle), expected, "{backend:?}");
         }
     }
 }
@@ -396,7 +394,7 @@ fn bundle_id_is_the_sha256_of_the_window_and_the_pending_bundle() {
     let mut manifest = pending.manifest.into_fields();
     manifest.bundle_id = "pending".into();
     pending.manifest = esl_replay::evidence::Manifest::new(manifest).unwrap();
-    let body = export::export_bundle(&pending);
+    let body = export_bundle(&pending);
     assert!(body.len() > 256 * 1024, "{}", body.len());
     let input = format!(
         r#"{{"window":{{"from_last_consumed_sequence":0,"from_byte_offset_hint":0,"until_append_sequence":null,"checkpoint_key":"k","checkpoint_metadata":{{"b":1,"a":2}}}},"continuity_snapshot":{body}}}"#
@@ -406,5 +404,5 @@ fn bundle_id_is_the_sha256_of_the_window_and_the_pending_bundle() {
         .map(|byte| format!("{byte:02x}"))
         .collect();
     assert_eq!(bundle.manifest.bundle_id, expected);
-    assert_eq!(export::bundle_id(&bundle), expected);
+    assert_eq!(bundle_id(&bundle), expected);
 }

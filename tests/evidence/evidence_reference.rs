@@ -3,15 +3,13 @@
 //! reference pins in prose (§7.2-7.8) and our decision C9.
 
 use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
-use esl_replay::evidence::model::{
-    ExpectedLifecycleSemanticFields, ExpectedOperationLifecycleFields,
-    ExpectedTerminalPublicationFields, IssueFields,
-};
 use esl_replay::evidence::{
-    Engine, Error, ExpectedLifecycleSemantic, ExpectedOperationLifecycle,
-    ExpectedTerminalPublication, IssueCode, IssueKind, ReconstructionWindow,
+    Engine, Error, ExpectedLifecycleSemantic, ExpectedLifecycleSemanticFields,
+    ExpectedOperationLifecycle, ExpectedOperationLifecycleFields, ExpectedTerminalPublication,
+    ExpectedTerminalPublicationFields, IssueCode, IssueFields, IssueKind, ReconstructionWindow,
     ReconstructionWindowFields, ScenarioExpectation, ScenarioExpectationFields, VerdictPosture,
-    compare_scenario, export, resolve_checkpoint_window,
+    bundle_id, compare_scenario, export_bundle, export_comparison, parse_bundle,
+    resolve_checkpoint_window,
 };
 use esl_replay::record::{Criteria, CriteriaFields, ReadCursor};
 use serde_json::{Value, json};
@@ -170,7 +168,7 @@ fn worked_example_reproduces_the_reference_bundle_in_reference_mode() {
     assert_eq!(op.retry_posture.as_deref(), Some("retrying"));
     assert_eq!(op.drain_posture.as_deref(), Some("not_draining"));
 
-    let json = export::export_bundle(&bundle);
+    let json = export_bundle(&bundle);
     assert!(json.contains(
         r#""facts":{"a_fact":{"x":1,"y":2},"terminal_publication_id":"pub-1","terminal_publication_status":"published","z_fact":1}"#
     ), "{json}");
@@ -209,12 +207,9 @@ fn worked_example_reproduces_the_reference_bundle_in_reference_mode() {
         })
         .collect();
     with_reference_wording.manifest = esl_replay::evidence::Manifest::new(manifest).unwrap();
-    assert_eq!(
-        export::bundle_id(&with_reference_wording),
-        REFERENCE_BUNDLE_ID
-    );
+    assert_eq!(bundle_id(&with_reference_wording), REFERENCE_BUNDLE_ID);
     // Our own wording gives our own, equally deterministic, id.
-    assert_eq!(bundle.manifest.bundle_id, export::bundle_id(&bundle));
+    assert_eq!(bundle.manifest.bundle_id, bundle_id(&bundle));
     assert_ne!(bundle.manifest.bundle_id, REFERENCE_BUNDLE_ID);
 }
 
@@ -241,7 +236,7 @@ fn worked_example_comparison_matches_the_reference_export() {
         let message_json = serde_json::to_string(&issue.message).unwrap();
         expected = expected.replace(&format!("\"M{index}\""), &message_json);
     }
-    assert_eq!(export::export_comparison(&result), expected);
+    assert_eq!(export_comparison(&result), expected);
 }
 
 #[test]
@@ -327,7 +322,7 @@ fn empty_window_exports_the_reference_layout() {
             "missing_recovery_generation_evidence"
         ]
     );
-    let json = export::export_bundle(&bundle);
+    let json = export_bundle(&bundle);
     let prefix = format!(
         r#"{{"manifest":{{"bundle_version":1,"bundle_id":"{}","window":{{"from_last_consumed_sequence":0,"from_byte_offset_hint":0,"until_append_sequence":null,"criteria":null,"batch_limit":100,"checkpoint_key":null,"checkpoint_metadata":[]}},"record_count":0,"first_append_sequence":null,"last_append_sequence":null,"verdict":{{"posture":"insufficient","issues":[{{"kind":"insufficient","code":"no_records_in_window","message":"#,
         bundle.manifest.bundle_id
@@ -355,9 +350,9 @@ fn bundle_serialization_is_deterministic() {
     let second = Engine::new()
         .reconstruct_records(&records, &window)
         .unwrap();
-    let json = export::export_bundle(&first);
-    assert_eq!(json, export::export_bundle(&second));
-    assert_eq!(json, export::export_bundle(&first));
+    let json = export_bundle(&first);
+    assert_eq!(json, export_bundle(&second));
+    assert_eq!(json, export_bundle(&first));
     assert!(
         json.contains(r#""checkpoint_metadata":{"a":1,"b":2}"#),
         "{json}"
@@ -508,7 +503,7 @@ fn compare_scenario_produces_machine_readable_result() {
     assert!(result.issues.is_empty());
     assert_eq!(result.bundle_id, bundle.manifest.bundle_id);
     assert_eq!(result.scenario_name, "enriched");
-    let json: Value = serde_json::from_str(&export::export_comparison(&result)).unwrap();
+    let json: Value = serde_json::from_str(&export_comparison(&result)).unwrap();
     assert_eq!(json["passed"], json!(true));
     assert_eq!(json["issues"], json!([]));
 }
@@ -860,7 +855,7 @@ fn worked_bundle_json() -> String {
     let bundle = Engine::new()
         .reconstruct_records(&worked_example(), &worked_window())
         .unwrap();
-    export::export_bundle(&bundle)
+    export_bundle(&bundle)
 }
 
 #[test]
@@ -868,23 +863,20 @@ fn exported_bundles_read_back_identically() {
     let bundle = Engine::new()
         .reconstruct_records(&worked_example(), &worked_window())
         .unwrap();
-    let json = export::export_bundle(&bundle);
-    let parsed = export::parse_bundle(&json).unwrap();
-    assert_eq!(export::export_bundle(&parsed), json);
+    let json = export_bundle(&bundle);
+    let parsed = parse_bundle(&json).unwrap();
+    assert_eq!(export_bundle(&parsed), json);
     assert_eq!(parsed.manifest.bundle_id, bundle.manifest.bundle_id);
     assert!(matches!(
-        export::parse_bundle(&json.replace("\"bundle_version\":1", "\"bundle_version\":2")),
+        parse_bundle(&json.replace("\"bundle_version\":1", "\"bundle_version\":2")),
         Err(Error::UnsupportedBundleVersion { version: 2 })
     ));
     // Readers accept an empty map written `{}` as well as PHP's `[]`.
     assert!(json.contains(r#""details":[]"#));
     let with_objects = json.replace(r#""details":[]"#, r#""details":{}"#);
-    assert_eq!(
-        export::export_bundle(&export::parse_bundle(&with_objects).unwrap()),
-        json
-    );
-    let error = export::parse_bundle(&json.replace("\"record_count\":5", "\"record_count\":\"5\""))
-        .unwrap_err();
+    assert_eq!(export_bundle(&parse_bundle(&with_objects).unwrap()), json);
+    let error =
+        parse_bundle(&json.replace("\"record_count\":5", "\"record_count\":\"5\"")).unwrap_err();
     assert!(
         error.to_string().contains("manifest.record_count"),
         "{error}"
@@ -909,7 +901,7 @@ fn parse_changed(json: &str, pointer: &str, value: Option<Value>) -> Result<(), 
         }
         _ => panic!("{pointer} is not inside an object or a list"),
     }
-    export::parse_bundle(&bundle.to_string()).map(|_| ())
+    parse_bundle(&bundle.to_string()).map(|_| ())
 }
 
 fn malformed_at(result: Result<(), Error>) -> (String, String) {
@@ -965,8 +957,8 @@ fn bundle_reader_keeps_the_reference_reading_rules() {
 
     // An empty list may be written `{}`, but a non-empty object is not a list.
     assert!(json.contains(r#""issues":[]"#));
-    let parsed = export::parse_bundle(&json.replace(r#""issues":[]"#, r#""issues":{}"#)).unwrap();
-    assert_eq!(parsed, export::parse_bundle(&json).unwrap());
+    let parsed = parse_bundle(&json.replace(r#""issues":[]"#, r#""issues":{}"#)).unwrap();
+    assert_eq!(parsed, parse_bundle(&json).unwrap());
     let (path, _) = malformed_at(parse_changed(
         &json,
         "/terminal_publications",
@@ -977,7 +969,7 @@ fn bundle_reader_keeps_the_reference_reading_rules() {
     // A map written as a list is keyed "0", "1", ...
     let mut with_list: Value = serde_json::from_str(&json).unwrap();
     with_list["manifest"]["window"]["checkpoint_metadata"] = json!(["a", "b"]);
-    let parsed = export::parse_bundle(&with_list.to_string()).unwrap();
+    let parsed = parse_bundle(&with_list.to_string()).unwrap();
     assert_eq!(
         parsed.manifest.window.checkpoint_metadata,
         map(json!({"0": "a", "1": "b"}))
@@ -999,7 +991,7 @@ fn bundle_reader_keeps_the_reference_reading_rules() {
         .cloned()
         .collect();
     reference["record_references"][0] = Value::Array(fields);
-    let (path, _) = malformed_at(export::parse_bundle(&reference.to_string()).map(|_| ()));
+    let (path, _) = malformed_at(parse_bundle(&reference.to_string()).map(|_| ()));
     assert_eq!(path, "record_references[0]");
 
     // Names, timestamps, numbers and the rules of the evidence types are checked where

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use esl_replay::record::ndjson;
+use esl_replay::record::from_ndjson_line;
 use futures::StreamExt as _;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -147,7 +147,7 @@ fn killed_and_restarted_forwarders_leave_every_record_exactly_once_in_jetstream(
     let entries = read_stream(&server.url(), STREAM);
     check_exactly_once(&entries, TOTAL);
     for (sequence, id, body) in entries.iter().step_by(997) {
-        let record = ndjson::from_ndjson_line(body).unwrap();
+        let record = from_ndjson_line(body).unwrap();
         assert_eq!(record.append_sequence(), *sequence);
         assert_eq!(record.id().as_str(), id);
     }

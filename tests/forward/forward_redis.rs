@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use esl_replay::record::ndjson;
+use esl_replay::record::from_ndjson_line;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::support::forward::{
@@ -128,7 +128,7 @@ fn killed_and_restarted_forwarders_deliver_every_record_at_least_once_in_order()
     eprintln!("{} entries, {repeats} re-sent", entries.len());
     // Bodies are the reference NDJSON of the record they claim to be.
     for (sequence, artifact, body) in entries.iter().step_by(997) {
-        let record = ndjson::from_ndjson_line(body).unwrap();
+        let record = from_ndjson_line(body).unwrap();
         assert_eq!(record.append_sequence(), *sequence);
         assert_eq!(record.artifact_name(), artifact);
         assert!(record.verify_checksum());

@@ -9,8 +9,7 @@
 //! trailing bytes, truncation, broken lengths, non-UTF-8 text, non-finite floats, excess
 //! nesting or forged lengths are rejected without panicking.
 
-use esl_replay::record::codec::FORMAT_VERSION;
-use esl_replay::record::{Envelope, Error, MAX_JSON_DEPTH, Record, RecordId};
+use esl_replay::record::{Envelope, Error, FORMAT_VERSION, MAX_JSON_DEPTH, Record, RecordId};
 use quickcheck::QuickCheck;
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -64,8 +63,8 @@ fn every_field_and_json_type_round_trips_exactly() {
     assert_records_identical(&as_stored(&record), &decoded);
     assert_eq!(decoded.encode().unwrap(), bytes);
     assert_eq!(
-        esl_replay::record::ndjson::to_ndjson_line(&decoded),
-        esl_replay::record::ndjson::to_ndjson_line(&record)
+        esl_replay::record::to_ndjson_line(&decoded),
+        esl_replay::record::to_ndjson_line(&record)
     );
     assert_eq!(decoded.capture_timestamp().nanosecond(), 123_456_789);
     assert_eq!(

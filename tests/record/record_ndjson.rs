@@ -9,9 +9,11 @@
 
 use std::io::{BufRead, Cursor, Read};
 
-use esl_replay::record::ndjson::{self, NdjsonReader, from_ndjson_line, to_ndjson_line};
 use esl_replay::record::timestamp::to_reference_text;
-use esl_replay::record::{Envelope, Error, MAX_JSON_DEPTH, Record, RecordFields, RecordId};
+use esl_replay::record::{
+    Envelope, Error, MAX_JSON_DEPTH, NdjsonReader, Record, RecordFields, RecordId,
+    append_ndjson_line, from_ndjson_line, to_ndjson_line,
+};
 use quickcheck::QuickCheck;
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -81,8 +83,8 @@ fn serialized_line_is_single_line_json_with_schema_version_one() {
 fn append_ndjson_line_adds_one_newline() {
     let record = from_ndjson_line(SAMPLE).unwrap();
     let mut out = String::new();
-    ndjson::append_ndjson_line(&record, &mut out);
-    ndjson::append_ndjson_line(&record, &mut out);
+    append_ndjson_line(&record, &mut out);
+    append_ndjson_line(&record, &mut out);
     assert_eq!(out, format!("{SAMPLE}\n{SAMPLE}\n"));
 }
 

@@ -21,9 +21,9 @@ use esl_replay::storage::codec::{
     SPARE_FILE, START_FILE, StartMark, decode_frame, decode_index_file, encode_frame, index_path,
     segment_path,
 };
-use esl_replay::storage::io::{Io, StdIo};
 use esl_replay::storage::{
-    CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, SyncPolicy,
+    CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
+    SyncPolicy,
 };
 
 use crate::support::process::open_log;

@@ -17,13 +17,10 @@ use std::time::{Duration, Instant};
 
 use esl_replay::record::{Criteria, Record};
 use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
-use esl_replay::storage::io::StdIo;
 use esl_replay::storage::{
-    CorruptKind, Error, IoOp, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
+    CorruptKind, Error, IoOp, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq, StdIo,
 };
-use esl_replay::store::{
-    self, ArtifactReader as _, ArtifactStore as _, LogStore, dataset, interchange,
-};
+use esl_replay::store::{self, ArtifactReader as _, ArtifactStore as _, LogStore, dataset};
 
 use crate::support;
 #[cfg(feature = "cli")]
@@ -667,7 +664,7 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
     let (_source_dir, source_root, _) = small_store(800, 0);
     let source = LogStore::open_read_only(&source_root).unwrap();
     let mut ndjson = Vec::new();
-    interchange::export(&source, &mut ndjson, 0, &Criteria::any(), &mut |_| {}).unwrap();
+    store::export(&source, &mut ndjson, 0, &Criteria::any(), &mut |_| {}).unwrap();
 
     let dir = temp_dir();
     let io = FaultyIo::new(Arc::new(StdIo));
@@ -681,15 +678,15 @@ fn an_import_stopped_by_a_full_disk_counts_what_it_committed() {
         .close()
         .unwrap();
     let mut store = open_store_with(&root, with_io(store_options(), io)).unwrap();
-    let options = interchange::ImportOptions {
+    let options = store::ImportOptions {
         batch: 64,
-        ..interchange::ImportOptions::default()
+        ..store::ImportOptions::default()
     };
-    let error = interchange::import(&mut store, ndjson.as_slice(), options, &mut |_| {})
+    let error = store::import(&mut store, ndjson.as_slice(), options, &mut |_| {})
         .expect_err("the disk is full");
     let stats = store.stats().unwrap();
     match &error {
-        interchange::ImportError::Store { source, report, .. } => {
+        store::ImportError::Store { source, report, .. } => {
             assert!(report.imported > 0);
             assert_eq!(report.imported, stats.records);
             assert_eq!(report.sequences.map(|s| s.1), Some(stats.last_sequence));

@@ -18,8 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use esl_replay::storage::codec::{SPARE_FILE, decode_index_file, index_path};
-use esl_replay::storage::io::StdIo;
-use esl_replay::storage::{Error, IoOp, Log, LogOptions, Reader, SegmentId, Seq, SyncPolicy};
+use esl_replay::storage::{
+    Error, IoOp, Log, LogOptions, Reader, SegmentId, Seq, StdIo, SyncPolicy,
+};
 
 use crate::support;
 use crate::support::process::open_log;

@@ -52,9 +52,8 @@ use std::time::Instant;
 use esl_replay::checkpoint::{Checkpoint, CheckpointStore};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
 use esl_replay::storage::codec::{START_FILE, StartMark};
-use esl_replay::storage::io::Io;
 use esl_replay::storage::{
-    CorruptKind, Error, Log, LogOptions, PackOutcome, Reader, RecoveryMode, Seq, SyncPolicy,
+    CorruptKind, Error, Io, Log, LogOptions, PackOutcome, Reader, RecoveryMode, Seq, SyncPolicy,
 };
 use esl_replay::store::{self, ArtifactReader, ArtifactStore, LogStore, dataset};
 use time::OffsetDateTime;

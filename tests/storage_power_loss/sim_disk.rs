@@ -1,4 +1,4 @@
-//! A simulated disk for power-loss tests, behind the `storage::io::Io` seam.
+//! A simulated disk for power-loss tests, behind the `storage::Io` seam.
 //!
 //! [`SimDisk`] runs the code under test on the real file system of a scratch directory (in
 //! `/dev/shm` when there is one), which plays the page cache: it holds every byte written,
@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use esl_replay::storage::io::{Io, StdIo};
+use esl_replay::storage::{Io, StdIo};
 
 use crate::support::storage::Rng;
 

@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::record::{Criteria, ReadCursor, Record};
-use esl_replay::store::interchange::{self, BadLine, ImportError, ImportOptions};
-use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore, StoreStats};
+use esl_replay::store::{
+    ArtifactReader, ArtifactStore, BadLine, Error, ImportError, ImportOptions, LogStore,
+    StoreStats, error_chain, import,
+};
 
 use crate::support::cli::{error_output, run, stderr};
 use crate::support::process::open_store;
@@ -390,8 +392,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
             batch: 2,
             ..ImportOptions::default()
         };
-        let error =
-            interchange::import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap_err();
+        let error = import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap_err();
         let ImportError::Store {
             line,
             source,
@@ -405,7 +406,7 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
         assert_eq!(report.sequences, Some((1, 2)));
         assert!(report.skipped.is_empty());
         assert!(
-            interchange::error_chain(source).contains("No space left on device"),
+            error_chain(source).contains("No space left on device"),
             "{source:?}"
         );
         assert_eq!(store.stats().unwrap().last_sequence, 2);
@@ -422,7 +423,7 @@ fn bad_lines_are_classified() {
         skip_malformed: true,
         ..ImportOptions::default()
     };
-    let report = interchange::import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap();
+    let report = import(&mut store, input.as_bytes(), options, &mut |_| {}).unwrap();
     assert_eq!(report.imported, 2);
     assert_eq!(report.skipped.len(), 2);
     assert_eq!(report.skipped[0].0, 2);
@@ -432,7 +433,7 @@ fn bad_lines_are_classified() {
             .contains("append sequence 4 does not follow 5")
     );
     assert_eq!(report.skipped[1].0, 3);
-    let error = interchange::import(
+    let error = import(
         &mut store,
         line(6, 10).as_bytes(),
         ImportOptions::default(),

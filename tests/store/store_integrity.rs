@@ -14,8 +14,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use esl_replay::record::{Envelope, ReadCursor, Record, RecordId, ndjson};
-use esl_replay::storage::io::{Io, StdIo};
+use esl_replay::record::{
+    Envelope, ReadCursor, Record, RecordId, append_ndjson_line, from_ndjson_line,
+};
+use esl_replay::storage::{Io, StdIo};
 use esl_replay::store::meta::{self, Run, SequenceMap};
 use esl_replay::store::{ArtifactReader, ArtifactStore, Error, LogStore};
 use serde_json::{Value, json};
@@ -40,7 +42,7 @@ fn ndjson_file(dir: &Path, name: &str, sequences: impl IntoIterator<Item = u64>)
     let path = dir.join(name);
     let mut text = String::new();
     for sequence in sequences {
-        ndjson::append_ndjson_line(&record(sequence), &mut text);
+        append_ndjson_line(&record(sequence), &mut text);
     }
     std::fs::write(&path, text).unwrap();
     path
@@ -57,7 +59,7 @@ fn path(p: &Path) -> &str {
 /// The sequences of NDJSON lines.
 fn ndjson_sequences(text: &str) -> Vec<u64> {
     text.lines()
-        .map(|line| ndjson::from_ndjson_line(line).unwrap().append_sequence())
+        .map(|line| from_ndjson_line(line).unwrap().append_sequence())
         .collect()
 }
 

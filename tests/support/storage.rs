@@ -1,6 +1,6 @@
 //! Helpers shared by the storage tests: small-segment options (so that rolls happen after a
 //! few dozen records), a sync-free [`NoSyncIo`] for tests that only need page-cache
-//! semantics, the fault-injecting [`FaultyIo`] behind the `storage::io::Io` seam, a seeded
+//! semantics, the fault-injecting [`FaultyIo`] behind the `storage::Io` seam, a seeded
 //! generator, deterministic payloads (some compressible, some not), a map of the frames in a
 //! segment file, and byte surgery on segment files (zeroing and flipping, never shrinking:
 //! segment files are preallocated and readers may have them mapped).
@@ -19,8 +19,7 @@ use std::time::Duration;
 use esl_replay::storage::codec::{
     Decoded, FileHeader, HEADER_LEN, SEGMENT_MAGIC, decode_frame, segment_path,
 };
-use esl_replay::storage::io::Io;
-use esl_replay::storage::{LogOptions, ReadStrategy, Reader, Seq, SyncPolicy};
+use esl_replay::storage::{Io, LogOptions, ReadStrategy, Reader, Seq, SyncPolicy};
 
 /// Segment size of the small logs: the minimum, so that logs roll every few dozen records.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 10;
