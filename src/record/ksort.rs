@@ -29,15 +29,29 @@ const MAX_LENGTH_OF_LONG: usize = 20;
 
 /// Sorts map entries by key in PHP `ksort` order, stably.
 pub(crate) fn sort_entries<V>(entries: Vec<(&str, V)>) -> Vec<(&str, V)> {
-    let keyed = entries
+    let mut keyed: Vec<_> = entries
         .into_iter()
-        .map(|(key, value)| (PhpKey::classify(key), key, value));
-    merge_sort(keyed.collect(), &mut |left, right| {
-        compare(&left.0, &right.0)
-    })
-    .into_iter()
-    .map(|(_, key, value)| (key, value))
-    .collect()
+        .map(|(key, value)| (PhpKey::classify(key), key, value))
+        .collect();
+    if is_total_order(&keyed) {
+        // Any stable sort orders a total order as the merge sort does; the library's is
+        // faster and allocates once.
+        keyed.sort_by(|left, right| compare(&left.0, &right.0));
+    } else {
+        keyed = merge_sort(keyed, &mut |left, right| compare(&left.0, &right.0));
+    }
+    keyed
+        .into_iter()
+        .map(|(_, key, value)| (key, value))
+        .collect()
+}
+
+/// Whether the keys compare as a total order: all plain (non-numeric) text, compared
+/// byte-wise, or all integers. Mixed sets may hold PHP's comparison cycles.
+fn is_total_order<T>(keyed: &[(PhpKey<'_>, T, impl Sized)]) -> bool {
+    let plain = |key: &PhpKey<'_>| matches!(key, PhpKey::Text { numeric: None, .. });
+    let integer = |key: &PhpKey<'_>| matches!(key, PhpKey::Integer { .. });
+    keyed.iter().all(|(key, ..)| plain(key)) || keyed.iter().all(|(key, ..)| integer(key))
 }
 
 /// Compares two map keys the way PHP 8 `ksort` does.
@@ -344,6 +358,30 @@ mod tests {
             .into_iter()
             .map(|(key, ())| key.to_owned())
             .collect()
+    }
+
+    /// The library sort taken for total orders gives what the merge sort gives.
+    #[test]
+    fn total_orders_sort_as_the_merge_sort_does() {
+        fn check(keys: Vec<String>) -> bool {
+            let merged: Vec<String> = {
+                let keyed: Vec<_> = keys.iter().map(|k| (PhpKey::classify(k), k, ())).collect();
+                merge_sort(keyed, &mut |l, r| compare(&l.0, &r.0))
+                    .into_iter()
+                    .map(|(_, k, ())| k.clone())
+                    .collect()
+            };
+            merged == sorted(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        fn plain(keys: Vec<String>) -> bool {
+            // Letters first keep every key non-numeric.
+            check(keys.into_iter().map(|k| format!("k{k}")).collect())
+        }
+        fn integers(keys: Vec<i64>) -> bool {
+            check(keys.into_iter().map(|k| k.to_string()).collect())
+        }
+        quickcheck::quickcheck(plain as fn(Vec<String>) -> bool);
+        quickcheck::quickcheck(integers as fn(Vec<i64>) -> bool);
     }
 
     #[test]
