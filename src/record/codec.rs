@@ -43,7 +43,7 @@ use serde_json::{Number, Value};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 use super::view::{FIELDS, Fields, MapTexts, RecordView, StoredTime};
-use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId};
+use super::{Envelope, Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, identity};
 
 /// The binary record format version this build writes (it also reads version 1).
 pub const FORMAT_VERSION: u8 = 2;
@@ -97,22 +97,12 @@ impl Record {
     }
 
     fn encode_v2(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        // The four maps' texts, one after the other.
-        let mut maps = String::with_capacity(256);
-        let mut ends = [0usize; 4];
-        for (end, map) in ends.iter_mut().zip([
+        let maps = MapsText::of([
             self.correlation_ids(),
             self.runtime_flags(),
             self.payload(),
             self.tags(),
-        ]) {
-            super::canonical::write_record_map(&mut maps, map);
-            *end = maps.len();
-        }
-        let map_text = |index: usize| {
-            let start = index.checked_sub(1).map_or(0, |i| ends[i]);
-            maps.get(start..ends[index]).unwrap_or_default()
-        };
+        ]);
         RecordText {
             id: self.id(),
             artifact_version: self.artifact_version(),
@@ -129,10 +119,10 @@ impl Record {
             replay_session_id: self.replay_session_id(),
             pbx_node_slug: self.pbx_node_slug(),
             worker_session_id: self.worker_session_id(),
-            correlation_ids: map_text(0),
-            runtime_flags: map_text(1),
-            payload: map_text(2),
-            tags: map_text(3),
+            correlation_ids: maps.get(0),
+            runtime_flags: maps.get(1),
+            payload: maps.get(2),
+            tags: maps.get(3),
         }
         .write(out)
     }
@@ -202,6 +192,100 @@ impl Record {
 
 /// Where a version 2 header holds the append sequence.
 const V2_SEQUENCE_AT: usize = 40;
+
+impl Envelope {
+    /// Appends the frame body of the record this envelope becomes with `id`, `stored_at`
+    /// and `append_sequence`: byte for byte what [`Record::from_envelope`] followed by
+    /// [`Record::encode_into`] writes, validated the same way, without building the record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Record::from_envelope`] and [`Record::encode_into`]; `out` is then restored to
+    /// its previous length.
+    pub fn encode_record_into(
+        &self,
+        id: &RecordId,
+        stored_at: &OffsetDateTime,
+        append_sequence: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let checksum = self.checksum()?;
+        let tags = JsonMap::new();
+        super::validate(
+            append_sequence,
+            &self.artifact_version,
+            &self.artifact_name,
+            &checksum,
+            [
+                &self.correlation_ids,
+                &self.runtime_flags,
+                &self.payload,
+                &tags,
+            ],
+        )?;
+        let maps = MapsText::of([
+            &self.correlation_ids,
+            &self.runtime_flags,
+            &self.payload,
+            &tags,
+        ]);
+        let start = out.len();
+        let result = RecordText {
+            id,
+            artifact_version: &self.artifact_version,
+            artifact_name: &self.artifact_name,
+            capture_timestamp: &self.capture_timestamp,
+            stored_at,
+            append_sequence,
+            connection_generation: self.connection_generation.as_deref(),
+            session_id: self.session_id.as_deref(),
+            job_uuid: self.job_uuid.as_deref(),
+            event_name: self.event_name.as_deref(),
+            capture_path: self.capture_path.as_deref(),
+            checksum: &checksum,
+            replay_session_id: identity::replay_session_id(
+                &self.correlation_ids,
+                &self.runtime_flags,
+            ),
+            pbx_node_slug: identity::pbx_node_slug(&self.runtime_flags),
+            worker_session_id: identity::worker_session_id(&self.runtime_flags),
+            correlation_ids: maps.get(0),
+            runtime_flags: maps.get(1),
+            payload: maps.get(2),
+            tags: maps.get(3),
+        }
+        .write(out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+}
+
+/// The stored JSON texts of a record's four maps (correlation ids, runtime flags, payload,
+/// tags), one after the other in one buffer.
+struct MapsText {
+    text: String,
+    ends: [usize; 4],
+}
+
+impl MapsText {
+    fn of(maps: [&JsonMap; 4]) -> MapsText {
+        let mut text = String::with_capacity(256);
+        let mut ends = [0usize; 4];
+        for (end, map) in ends.iter_mut().zip(maps) {
+            super::canonical::write_record_map(&mut text, map);
+            *end = text.len();
+        }
+        MapsText { text, ends }
+    }
+
+    /// The text of map `index` (0 to 3).
+    fn get(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
+        self.text.get(start..self.ends[index]).unwrap_or_default()
+    }
+}
 
 /// A record's fields with its four maps already written as the JSON text a version 2 frame
 /// stores (the text `canonical::write_record_map` writes for each map): what

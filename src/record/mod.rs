@@ -340,28 +340,18 @@ impl Record {
     /// - [`Error::BlankField`] if `artifact_version`, `artifact_name` or `checksum` is blank;
     /// - [`Error::NestingTooDeep`] if a JSON map nests deeper than [`MAX_JSON_DEPTH`].
     pub fn new(fields: RecordFields) -> Result<Self, Error> {
-        if fields.append_sequence == 0 || i64::try_from(fields.append_sequence).is_err() {
-            return Err(Error::SequenceOutOfRange {
-                sequence: i128::from(fields.append_sequence),
-            });
-        }
-        for (field, value) in [
-            ("artifact_version", &fields.artifact_version),
-            ("artifact_name", &fields.artifact_name),
-            ("checksum", &fields.checksum),
-        ] {
-            if is_blank(value) {
-                return Err(Error::BlankField { field });
-            }
-        }
-        for map in [
-            &fields.correlation_ids,
-            &fields.runtime_flags,
-            &fields.payload,
-            &fields.tags,
-        ] {
-            check_map_depth(map)?;
-        }
+        validate(
+            fields.append_sequence,
+            &fields.artifact_version,
+            &fields.artifact_name,
+            &fields.checksum,
+            [
+                &fields.correlation_ids,
+                &fields.runtime_flags,
+                &fields.payload,
+                &fields.tags,
+            ],
+        )?;
         Ok(Self { fields })
     }
 
@@ -524,6 +514,35 @@ impl Record {
     pub fn worker_session_id(&self) -> Option<&str> {
         identity::worker_session_id(self.runtime_flags())
     }
+}
+
+/// What [`Record::new`] checks: a sequence in `1..=i64::MAX`, non-blank version, name and
+/// checksum, and maps within [`MAX_JSON_DEPTH`].
+fn validate(
+    append_sequence: u64,
+    artifact_version: &str,
+    artifact_name: &str,
+    checksum: &str,
+    maps: [&JsonMap; 4],
+) -> Result<(), Error> {
+    if append_sequence == 0 || i64::try_from(append_sequence).is_err() {
+        return Err(Error::SequenceOutOfRange {
+            sequence: i128::from(append_sequence),
+        });
+    }
+    for (field, value) in [
+        ("artifact_version", artifact_version),
+        ("artifact_name", artifact_name),
+        ("checksum", checksum),
+    ] {
+        if is_blank(value) {
+            return Err(Error::BlankField { field });
+        }
+    }
+    for map in maps {
+        check_map_depth(map)?;
+    }
+    Ok(())
 }
 
 impl PartialEq for Record {

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use super::ids::{Entry, IdIndex, Search, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
 use super::{
-    ArtifactReader, ArtifactStore, DurableMark, Error, ReadOnly, Result, StoreStats, build_records,
-    check_limit,
+    ArtifactReader, ArtifactStore, DurableMark, Error, ReadOnly, Result, StoreStats, check_limit,
+    next_sequences,
 };
 use crate::record::{
     Criteria, DecodeBuffer, EncodedRecord, Envelope, ReadCursor, Record, RecordId, RecordView,
@@ -604,9 +604,28 @@ impl LogStore {
 impl ArtifactStore for LogStore {
     fn write_batch(&mut self, envelopes: Vec<Envelope>) -> Result<Vec<RecordId>> {
         self.writer()?;
-        let records = build_records(envelopes, self.last_sequence()?, OffsetDateTime::now_utc())?;
-        self.append(&records, Ids::Generated)?;
-        Ok(records.into_iter().map(|r| r.id().clone()).collect())
+        let first = next_sequences(self.last_sequence()?, envelopes.len())?;
+        let stored_at = OffsetDateTime::now_utc();
+        // Every envelope is validated and encoded before anything is appended; the frame
+        // bodies are written straight from the envelopes, without building records.
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.resize_with(envelopes.len(), Vec::new);
+        let mut ids = Vec::with_capacity(envelopes.len());
+        let mut result = Ok(());
+        for ((envelope, sequence), buffer) in envelopes.iter().zip(first..).zip(&mut encoded) {
+            let id = RecordId::generate();
+            buffer.clear();
+            if let Err(error) = envelope.encode_record_into(&id, &stored_at, sequence, buffer) {
+                result = Err(error.into());
+                break;
+            }
+            ids.push(id);
+        }
+        if result.is_ok() {
+            result = self.append_bodies(&encoded, Ids::Generated);
+        }
+        self.encoded = encoded;
+        result.map(|()| ids)
     }
 
     fn append_records(&mut self, records: &[Record]) -> Result<()> {

@@ -16,7 +16,8 @@ use time::macros::datetime;
 
 use crate::support::map;
 use crate::support::record::{
-    ArbitraryRecord, as_stored, assert_records_identical, encode_v1, fixture_envelope, record_from,
+    ArbitraryEnvelope, ArbitraryRecord, as_stored, assert_records_identical, encode_v1,
+    fixture_envelope, record_from,
 };
 
 fn every_json_type() -> Record {
@@ -395,4 +396,55 @@ fn version_2_map_texts_must_be_the_writers_text() {
         }
         other => panic!("expected a malformed frame, got {other:?}"),
     }
+}
+
+/// A batch is encoded straight from its envelopes (`Envelope::encode_record_into`): the
+/// bytes are those of the record built from the envelope and then encoded, for arbitrary
+/// envelopes, and an envelope the record would refuse is refused with the same error,
+/// leaving the buffer as it was.
+#[test]
+fn envelopes_encode_to_the_bytes_of_the_records_they_become() {
+    fn property(envelope: ArbitraryEnvelope, sequence: u64) -> bool {
+        let ArbitraryEnvelope(envelope) = envelope;
+        let sequence = sequence % 1_000_000 + 1;
+        let id = RecordId::generate();
+        let stored_at = datetime!(2024-01-15 10:00:01.000001 -03:30);
+        let mut direct = b"kept".to_vec();
+        envelope
+            .encode_record_into(&id, &stored_at, sequence, &mut direct)
+            .unwrap();
+        let record = Record::from_envelope(envelope, id, stored_at, sequence).unwrap();
+        direct[4..] == record.encode().unwrap()[..] && direct.starts_with(b"kept")
+    }
+    QuickCheck::new()
+        .tests(500)
+        .quickcheck(property as fn(ArbitraryEnvelope, u64) -> bool);
+
+    let stored_at = datetime!(2024-01-15 10:00:01 UTC);
+    for (envelope, sequence) in [
+        (fixture_envelope(), 0),
+        (fixture_envelope(), u64::MAX),
+        (Envelope::new(" ", "api.dispatch", stored_at), 1),
+        (Envelope::new("1", "", stored_at), 1),
+        (deep_envelope(), 1),
+    ] {
+        let id = RecordId::generate();
+        let mut out = b"kept".to_vec();
+        let direct = envelope.encode_record_into(&id, &stored_at, sequence, &mut out);
+        let built = Record::from_envelope(envelope, id, stored_at, sequence);
+        assert_eq!(
+            direct.unwrap_err().to_string(),
+            built.unwrap_err().to_string()
+        );
+        assert_eq!(out, b"kept");
+    }
+}
+
+/// An envelope whose runtime flags nest deeper than a record may.
+fn deep_envelope() -> Envelope {
+    let mut value = json!(1);
+    for _ in 0..=MAX_JSON_DEPTH {
+        value = json!({ "a": value });
+    }
+    fixture_envelope().with_runtime_flags(map(value))
 }
