@@ -61,6 +61,10 @@ pub(crate) struct SyncState {
     pub(crate) shutdown: bool,
 }
 
+/// The largest staging buffer kept for reuse after a flush (the appender forces a flush at
+/// 8 MiB staged; a frame may take it a little past that).
+const KEPT_BUFFER_MAX: usize = 16 << 20;
+
 /// Frames appended but not yet written to the active segment's file ([LOG-02] in
 /// format/recovery.md). The flusher thread writes them with one `pwrite` when the buffer
 /// fills; the sync thread and readers that reach the written end write them sooner
@@ -328,7 +332,10 @@ impl Shared {
         self.appended.notify(usize::MAX);
         bytes.clear();
         let mut staging = self.staging.lock();
-        if staging.spare.capacity() == 0 {
+        // Keep the larger buffer (up to a bound): a staging buffer that had to grow while the
+        // flusher was behind would otherwise be dropped and grown again, page by fresh page.
+        let capacity = bytes.capacity();
+        if capacity > staging.spare.capacity() && capacity <= KEPT_BUFFER_MAX {
             staging.spare = bytes;
         }
         Ok(true)

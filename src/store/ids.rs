@@ -142,6 +142,14 @@ impl Summary {
         });
     }
 
+    /// How many bytes [`Summary::encode`] writes.
+    fn encoded_len(&self) -> usize {
+        let names = |counts: &BTreeMap<String, u64>| {
+            4 + counts.keys().map(|name| 4 + name.len() + 8).sum::<usize>()
+        };
+        16 + names(&self.artifacts) + names(&self.events)
+    }
+
     /// Writes the summary; its capture range is the file header's.
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.records.to_le_bytes());
@@ -315,7 +323,10 @@ impl SegmentIds {
     /// The file's bytes; `token` fills the header's last four bytes (zero in a `.ids`
     /// file, the last record's payload CRC in a chunk file).
     fn encode(&self, token: u32) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.pairs.as_slice().len() * 16 + 4);
+        let summary = self.summary.clone().unwrap_or_default();
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + self.pairs.as_slice().len() * 16 + summary.encoded_len() + 4,
+        );
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&[0; 2]);
@@ -329,7 +340,7 @@ impl SegmentIds {
             out.extend_from_slice(&hash.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
         }
-        self.summary.clone().unwrap_or_default().encode(&mut out);
+        summary.encode(&mut out);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -1225,6 +1236,24 @@ impl IdIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_writes_as_many_bytes_as_it_says() {
+        fn property(artifacts: Vec<(String, u64)>, events: Vec<(String, u64)>) -> bool {
+            let summary = Summary {
+                records: 3,
+                bytes: 9,
+                artifacts: artifacts.into_iter().collect(),
+                events: events.into_iter().collect(),
+                ..Summary::default()
+            };
+            let mut out = Vec::new();
+            summary.encode(&mut out);
+            out.len() == summary.encoded_len() && Summary::decode(&out) == Some(summary)
+        }
+        quickcheck::QuickCheck::new()
+            .quickcheck(property as fn(Vec<(String, u64)>, Vec<(String, u64)>) -> bool);
+    }
 
     #[test]
     fn bucketed_lookups_find_exactly_the_pairs_with_the_hash() {
