@@ -27,7 +27,6 @@ mod tail;
 use std::path::Path;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 
 use crate::record::{
     Criteria, EncodedRecord, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView,
@@ -336,28 +335,6 @@ pub fn next_sequences(last: u64, count: usize) -> Result<u64> {
         Some(end) if end <= MAX_SEQUENCE => Ok(last + 1),
         _ => Err(Error::SequencesExhausted { last, count }),
     }
-}
-
-/// Builds the records for a batch of envelopes: validates everything first, then assigns
-/// ids, `stored_at` and consecutive sequences after `last`.
-pub(crate) fn build_records(
-    envelopes: Vec<Envelope>,
-    last: u64,
-    now: OffsetDateTime,
-) -> Result<Vec<Record>> {
-    let first = next_sequences(last, envelopes.len())?;
-    envelopes
-        .into_iter()
-        .zip(first..)
-        .map(|(envelope, sequence)| {
-            Ok(Record::from_envelope(
-                envelope,
-                RecordId::generate(),
-                now,
-                sequence,
-            )?)
-        })
-        .collect()
 }
 
 /// Checks the `limit` argument of a read (§2.2).

@@ -48,7 +48,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{
-    ArtifactReader, ArtifactStore, Error, ReadOnly, Result, StoreStats, build_records, check_limit,
+    ArtifactReader, ArtifactStore, Error, ReadOnly, Result, StoreStats, check_limit, next_sequences,
 };
 use crate::record::canonical;
 use crate::record::{
@@ -1056,6 +1056,24 @@ fn backfill_values(rowid: i64, row: &Row<'_>) -> Backfill {
         pbx_node_slug: derive(|_, runtime_flags| identity::pbx_node_slug(runtime_flags)),
         worker_session_id: derive(|_, runtime_flags| identity::worker_session_id(runtime_flags)),
     }
+}
+
+/// Builds the records for a batch of envelopes: validates everything first, then assigns
+/// ids, `stored_at` and consecutive sequences after `last`.
+fn build_records(envelopes: Vec<Envelope>, last: u64, now: OffsetDateTime) -> Result<Vec<Record>> {
+    let first = next_sequences(last, envelopes.len())?;
+    envelopes
+        .into_iter()
+        .zip(first..)
+        .map(|(envelope, sequence)| {
+            Ok(Record::from_envelope(
+                envelope,
+                RecordId::generate(),
+                now,
+                sequence,
+            )?)
+        })
+        .collect()
 }
 
 #[cfg(test)]
