@@ -27,7 +27,6 @@ mod tail;
 use std::path::Path;
 use std::time::Duration;
 
-
 use crate::record::{
     Criteria, EncodedRecord, Envelope, MapTexts, ReadCursor, Record, RecordId, RecordView,
 };
