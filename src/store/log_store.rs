@@ -361,12 +361,27 @@ impl LogStore {
     }
 
     fn append(&mut self, records: &[Record], ids: Ids) -> Result<()> {
+        self.encode_and_append(records.len(), ids, |index, buffer| {
+            records
+                .get(index)
+                .map_or(Ok(()), |record| record.encode_into(buffer))
+        })
+    }
+
+    /// Encodes `count` frame bodies, the `index`-th by `encode`, into the reused buffers,
+    /// then appends them all; nothing is appended if one fails to encode.
+    fn encode_and_append(
+        &mut self,
+        count: usize,
+        ids: Ids,
+        mut encode: impl FnMut(usize, &mut Vec<u8>) -> std::result::Result<(), crate::record::Error>,
+    ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
-        encoded.resize_with(records.len(), Vec::new);
+        encoded.resize_with(count, Vec::new);
         let mut result = Ok(());
-        for (record, buffer) in records.iter().zip(encoded.iter_mut()) {
+        for (index, buffer) in encoded.iter_mut().enumerate() {
             buffer.clear();
-            if let Err(error) = record.encode_into(buffer) {
+            if let Err(error) = encode(index, buffer) {
                 result = Err(error.into());
                 break;
             }
@@ -606,26 +621,17 @@ impl ArtifactStore for LogStore {
         self.writer()?;
         let first = next_sequences(self.last_sequence()?, envelopes.len())?;
         let stored_at = OffsetDateTime::now_utc();
-        // Every envelope is validated and encoded before anything is appended; the frame
-        // bodies are written straight from the envelopes, without building records.
-        let mut encoded = std::mem::take(&mut self.encoded);
-        encoded.resize_with(envelopes.len(), Vec::new);
-        let mut ids = Vec::with_capacity(envelopes.len());
-        let mut result = Ok(());
-        for ((envelope, sequence), buffer) in envelopes.iter().zip(first..).zip(&mut encoded) {
-            let id = RecordId::generate();
-            buffer.clear();
-            if let Err(error) = envelope.encode_record_into(&id, &stored_at, sequence, buffer) {
-                result = Err(error.into());
-                break;
+        // The frame bodies are written straight from the envelopes, without building records.
+        let ids: Vec<RecordId> = envelopes.iter().map(|_| RecordId::generate()).collect();
+        self.encode_and_append(envelopes.len(), Ids::Generated, |index, buffer| {
+            match (envelopes.get(index), ids.get(index)) {
+                (Some(envelope), Some(id)) => {
+                    envelope.encode_record_into(id, &stored_at, first + index as u64, buffer)
+                }
+                _ => Ok(()),
             }
-            ids.push(id);
-        }
-        if result.is_ok() {
-            result = self.append_bodies(&encoded, Ids::Generated);
-        }
-        self.encoded = encoded;
-        result.map(|()| ids)
+        })?;
+        Ok(ids)
     }
 
     fn append_records(&mut self, records: &[Record]) -> Result<()> {
