@@ -653,8 +653,12 @@ impl Log {
     fn roll(&mut self) -> Result<()> {
         self.publish()?;
         let inline = self.options.sync_policy == SyncPolicy::EveryAppend;
-        // 1. Every staged frame written, then the seal frame after the last record.
+        // 1. Every staged frame written, then the seal frame after the last record. A write
+        // that failed on the flusher thread took its frames with it and left a hole: the
+        // flush then finds nothing staged, so the seal must check for it (never written past
+        // the hole).
         self.shared.flush()?;
+        self.shared.check_poison()?;
         let old = self.active.clone();
         let (seal_offset, end_seq) = (self.end, self.next_seq);
         if !self.sealed_without_successor {
