@@ -42,7 +42,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Number, Value};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
-use super::view::{FIELDS, Fields, MapTexts, RecordView, StoredTime};
+use super::view::{
+    ARTIFACT_NAME, ARTIFACT_VERSION, CHECKSUM, CORRELATION_IDS, FIELDS, Fields, ID, MapTexts,
+    RecordView, StoredTime,
+};
 use super::{Envelope, Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, identity};
 
 /// The binary record format version this build writes (it also reads version 1).
@@ -500,6 +503,7 @@ impl<'a> RecordView<'a> {
     /// UTF-8, an absent required field, a map text that does not start like a map),
     /// [`Error::TimestampOutOfRange`], [`Error::SequenceOutOfRange`], [`Error::BlankField`];
     /// for version 1 the errors of [`Record::decode`].
+    #[inline]
     pub fn decode(bytes: &'a [u8], buffer: &'a mut DecodeBuffer) -> Result<RecordView<'a>, Error> {
         match bytes.first() {
             Some(&FORMAT_VERSION) => RecordView::parse_v2(bytes),
@@ -524,9 +528,10 @@ impl<'a> RecordView<'a> {
     }
 
     /// Reads a version 2 frame body in place (see `format/record.md`).
+    #[inline]
     pub(crate) fn parse_v2(bytes: &'a [u8]) -> Result<RecordView<'a>, Error> {
         let malformed = |reason: String| Error::MalformedFrame { reason };
-        let header = bytes.get(..V2_HEADER_LEN).ok_or_else(|| {
+        let header: &[u8; V2_HEADER_LEN] = bytes.first_chunk().ok_or_else(|| {
             malformed(format!("{} bytes is shorter than the header", bytes.len()))
         })?;
         let u32_at = |at: usize| {
@@ -588,10 +593,10 @@ impl<'a> RecordView<'a> {
             });
         }
         // One check of the whole text, then each field must start and end on a character.
+        let name = |index: usize| V2_FIELDS.get(index).map_or("?", |(name, _)| *name);
         let not_utf8 = |at: usize| {
             let index = ends.iter().position(|end| *end as usize > at).unwrap_or(0);
-            let name = V2_FIELDS.get(index).map_or("?", |(name, _)| *name);
-            malformed(format!("field `{name}` is not UTF-8"))
+            malformed(format!("field `{}` is not UTF-8", name(index)))
         };
         let text = std::str::from_utf8(body).map_err(|error| not_utf8(error.valid_up_to()))?;
         if let Some(end) = ends
@@ -600,32 +605,30 @@ impl<'a> RecordView<'a> {
         {
             return Err(not_utf8(*end as usize));
         }
+        // Required texts must not be blank, and maps' texts must be maps (read from the spans
+        // directly: cheaper than through the view's accessors).
+        let span = |index: usize| {
+            let start = index.checked_sub(1).map_or(0, |before| ends[before]);
+            body.get(start as usize..ends[index] as usize)
+                .unwrap_or_default()
+        };
+        for index in [ID, ARTIFACT_VERSION, ARTIFACT_NAME, CHECKSUM] {
+            if super::is_blank_bytes(span(index)) {
+                return Err(Error::BlankField { field: name(index) });
+            }
+        }
+        for index in CORRELATION_IDS..FIELDS {
+            if !matches!(span(index).first(), Some(b'{' | b'[')) {
+                let name = name(index);
+                return Err(malformed(format!("field `{name}` is not a json map")));
+            }
+        }
         let view = RecordView {
             fields: Fields::Frame { text, ends, absent },
             capture_timestamp,
             stored_at,
             append_sequence,
         };
-        for (name, value) in [
-            ("id", view.id()),
-            ("artifact_version", view.artifact_version()),
-            ("artifact_name", view.artifact_name()),
-            ("checksum", view.checksum()),
-        ] {
-            if super::is_blank(value) {
-                return Err(Error::BlankField { field: name });
-            }
-        }
-        for (name, value) in [
-            ("correlation_ids", view.correlation_ids_json()),
-            ("runtime_flags", view.runtime_flags_json()),
-            ("payload", view.payload_json()),
-            ("tags", view.tags_json()),
-        ] {
-            if !matches!(value.as_bytes().first(), Some(b'{' | b'[')) {
-                return Err(malformed(format!("field `{name}` is not a json map")));
-            }
-        }
         Ok(view)
     }
 }

@@ -102,7 +102,12 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// `\r`, NUL and vertical tab (not Unicode spaces such as U+00A0).
 #[must_use]
 pub fn is_blank(text: &str) -> bool {
-    text.bytes()
+    is_blank_bytes(text.as_bytes())
+}
+
+/// [`is_blank`] of text not yet known to be UTF-8 (the characters PHP strips are ASCII).
+pub(crate) fn is_blank_bytes(text: &[u8]) -> bool {
+    text.iter()
         .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0 | 0x0b))
 }
 

@@ -47,22 +47,22 @@ pub(super) enum Fields<'a> {
 pub(super) const FIELDS: usize = 16;
 
 // The numbers of the fields, in frame order.
-const ID: usize = 0;
-const ARTIFACT_VERSION: usize = 1;
-const ARTIFACT_NAME: usize = 2;
-const CONNECTION_GENERATION: usize = 3;
-const SESSION_ID: usize = 4;
-const JOB_UUID: usize = 5;
-const EVENT_NAME: usize = 6;
-const CAPTURE_PATH: usize = 7;
-const CHECKSUM: usize = 8;
-const REPLAY_SESSION_ID: usize = 9;
-const PBX_NODE_SLUG: usize = 10;
-const WORKER_SESSION_ID: usize = 11;
-const CORRELATION_IDS: usize = 12;
-const RUNTIME_FLAGS: usize = 13;
-const PAYLOAD: usize = 14;
-const TAGS: usize = 15;
+pub(super) const ID: usize = 0;
+pub(super) const ARTIFACT_VERSION: usize = 1;
+pub(super) const ARTIFACT_NAME: usize = 2;
+pub(super) const CONNECTION_GENERATION: usize = 3;
+pub(super) const SESSION_ID: usize = 4;
+pub(super) const JOB_UUID: usize = 5;
+pub(super) const EVENT_NAME: usize = 6;
+pub(super) const CAPTURE_PATH: usize = 7;
+pub(super) const CHECKSUM: usize = 8;
+pub(super) const REPLAY_SESSION_ID: usize = 9;
+pub(super) const PBX_NODE_SLUG: usize = 10;
+pub(super) const WORKER_SESSION_ID: usize = 11;
+pub(super) const CORRELATION_IDS: usize = 12;
+pub(super) const RUNTIME_FLAGS: usize = 13;
+pub(super) const PAYLOAD: usize = 14;
+pub(super) const TAGS: usize = 15;
 
 /// The JSON texts of an owned record's four maps, as
 /// [`to_ndjson_line`](super::to_ndjson_line) writes them, so that the record can be viewed
@@ -111,24 +111,28 @@ impl Record {
 
 impl<'a> RecordView<'a> {
     /// The record id.
+    #[inline]
     #[must_use]
     pub fn id(&self) -> &'a str {
         self.text(ID)
     }
 
     /// Schema version of the captured artifact.
+    #[inline]
     #[must_use]
     pub fn artifact_version(&self) -> &'a str {
         self.text(ARTIFACT_VERSION)
     }
 
     /// Artifact kind such as `api.dispatch`.
+    #[inline]
     #[must_use]
     pub fn artifact_name(&self) -> &'a str {
         self.text(ARTIFACT_NAME)
     }
 
     /// Capture time in its original offset, full precision.
+    #[inline]
     #[must_use]
     pub fn capture_timestamp(&self) -> OffsetDateTime {
         self.capture_timestamp.timestamp()
@@ -136,66 +140,77 @@ impl<'a> RecordView<'a> {
 
     /// The capture instant in nanoseconds since the Unix epoch, read without building a
     /// calendar date (what time windows compare).
+    #[inline]
     #[must_use]
     pub fn capture_unix_nanos(&self) -> i128 {
         self.capture_timestamp.unix_nanos()
     }
 
     /// When the store accepted the record.
+    #[inline]
     #[must_use]
     pub fn stored_at(&self) -> OffsetDateTime {
         self.stored_at.timestamp()
     }
 
     /// Position in the stream, starting at 1.
+    #[inline]
     #[must_use]
     pub fn append_sequence(&self) -> u64 {
         self.append_sequence
     }
 
     /// Connection generation, if captured.
+    #[inline]
     #[must_use]
     pub fn connection_generation(&self) -> Option<&'a str> {
         self.field(CONNECTION_GENERATION)
     }
 
     /// FreeSWITCH session id, if captured.
+    #[inline]
     #[must_use]
     pub fn session_id(&self) -> Option<&'a str> {
         self.field(SESSION_ID)
     }
 
     /// Background job UUID, if captured.
+    #[inline]
     #[must_use]
     pub fn job_uuid(&self) -> Option<&'a str> {
         self.field(JOB_UUID)
     }
 
     /// ESL event name, if captured.
+    #[inline]
     #[must_use]
     pub fn event_name(&self) -> Option<&'a str> {
         self.field(EVENT_NAME)
     }
 
     /// Capture path, if captured.
+    #[inline]
     #[must_use]
     pub fn capture_path(&self) -> Option<&'a str> {
         self.field(CAPTURE_PATH)
     }
 
     /// The stored checksum (never recomputed on read).
+    #[inline]
     #[must_use]
     pub fn checksum(&self) -> &'a str {
         self.text(CHECKSUM)
     }
 
     /// The replay session id derived from the maps ([`super::identity::replay_session_id`]).
+    #[inline]
     #[must_use]
     pub fn replay_session_id(&self) -> Option<&'a str> {
         self.field(REPLAY_SESSION_ID)
     }
 
     /// The PBX node slug derived from the runtime flags ([`super::identity::pbx_node_slug`]).
+    #[inline]
     #[must_use]
     pub fn pbx_node_slug(&self) -> Option<&'a str> {
         self.field(PBX_NODE_SLUG)
@@ -203,30 +218,35 @@ impl<'a> RecordView<'a> {
 
     /// The worker session id derived from the runtime flags
     /// ([`super::identity::worker_session_id`]).
+    #[inline]
     #[must_use]
     pub fn worker_session_id(&self) -> Option<&'a str> {
         self.field(WORKER_SESSION_ID)
     }
 
     /// The correlation ids as the JSON text an NDJSON export writes.
+    #[inline]
     #[must_use]
     pub fn correlation_ids_json(&self) -> &'a str {
         self.text(CORRELATION_IDS)
     }
 
     /// The runtime flags as the JSON text an NDJSON export writes.
+    #[inline]
     #[must_use]
     pub fn runtime_flags_json(&self) -> &'a str {
         self.text(RUNTIME_FLAGS)
     }
 
     /// The payload as the JSON text an NDJSON export writes, keys in insertion order.
+    #[inline]
     #[must_use]
     pub fn payload_json(&self) -> &'a str {
         self.text(PAYLOAD)
     }
 
     /// The tags as the JSON text an NDJSON export writes.
+    #[inline]
     #[must_use]
     pub fn tags_json(&self) -> &'a str {
         self.text(TAGS)
@@ -294,6 +314,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// Field `index` ([BODY-02] order), `None` when absent.
+    #[inline]
     fn field(&self, index: usize) -> Option<&'a str> {
         match self.fields {
             Fields::Frame { text, ends, absent } => {
@@ -307,30 +328,13 @@ impl<'a> RecordView<'a> {
                 let end = ends.get(index).map_or(0, |end| *end as usize);
                 text.get(start..end)
             }
-            Fields::Owned { record, texts } => match index {
-                ID => Some(record.id().as_str()),
-                ARTIFACT_VERSION => Some(record.artifact_version()),
-                ARTIFACT_NAME => Some(record.artifact_name()),
-                CONNECTION_GENERATION => record.connection_generation(),
-                SESSION_ID => record.session_id(),
-                JOB_UUID => record.job_uuid(),
-                EVENT_NAME => record.event_name(),
-                CAPTURE_PATH => record.capture_path(),
-                CHECKSUM => Some(record.checksum()),
-                REPLAY_SESSION_ID => record.replay_session_id(),
-                PBX_NODE_SLUG => record.pbx_node_slug(),
-                WORKER_SESSION_ID => record.worker_session_id(),
-                CORRELATION_IDS => Some(&texts.correlation_ids),
-                RUNTIME_FLAGS => Some(&texts.runtime_flags),
-                PAYLOAD => Some(&texts.payload),
-                TAGS => Some(&texts.tags),
-                _ => None,
-            },
+            Fields::Owned { record, texts } => owned_field(record, texts, index),
         }
     }
 
     /// A field that is never absent (decoding checked it is present and on character
     /// boundaries, so the empty fallback is never taken).
+    #[inline]
     fn text(&self, index: usize) -> &'a str {
         self.field(index).unwrap_or_default()
     }
@@ -341,6 +345,30 @@ impl<'a> RecordView<'a> {
     pub fn append_ndjson_line(&self, out: &mut String) {
         ndjson::write_line(self, out);
         out.push('\n');
+    }
+}
+
+/// Field `index` ([BODY-02] order) of an owned record, `None` when absent (kept out of
+/// line: views of frames are the hot path).
+fn owned_field<'a>(record: &'a Record, texts: &'a MapTexts, index: usize) -> Option<&'a str> {
+    match index {
+        ID => Some(record.id().as_str()),
+        ARTIFACT_VERSION => Some(record.artifact_version()),
+        ARTIFACT_NAME => Some(record.artifact_name()),
+        CONNECTION_GENERATION => record.connection_generation(),
+        SESSION_ID => record.session_id(),
+        JOB_UUID => record.job_uuid(),
+        EVENT_NAME => record.event_name(),
+        CAPTURE_PATH => record.capture_path(),
+        CHECKSUM => Some(record.checksum()),
+        REPLAY_SESSION_ID => record.replay_session_id(),
+        PBX_NODE_SLUG => record.pbx_node_slug(),
+        WORKER_SESSION_ID => record.worker_session_id(),
+        CORRELATION_IDS => Some(&texts.correlation_ids),
+        RUNTIME_FLAGS => Some(&texts.runtime_flags),
+        PAYLOAD => Some(&texts.payload),
+        TAGS => Some(&texts.tags),
+        _ => None,
     }
 }
 
@@ -401,17 +429,25 @@ impl StoredTime {
         );
     }
 
+    #[inline]
     fn unix_nanos(&self) -> i128 {
         i128::from(self.seconds) * 1_000_000_000 + i128::from(self.nanos)
     }
 
+    #[inline]
     fn timestamp(&self) -> OffsetDateTime {
-        // `new` checked every part against the range, so the fallback is never taken.
-        OffsetDateTime::from_unix_timestamp(self.seconds)
+        // One calendar computation: the local wall-clock time, then its offset. `new` checked
+        // both the instant and the local time against the range, so the fallback is never
+        // taken.
+        let local = self
+            .seconds
+            .saturating_add(i64::from(self.offset.whole_seconds()));
+        OffsetDateTime::from_unix_timestamp(local)
             .ok()
-            .and_then(|utc| utc.replace_nanosecond(self.nanos).ok())
-            .and_then(|utc| utc.checked_to_offset(self.offset))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .and_then(|wall| wall.replace_nanosecond(self.nanos).ok())
+            .map_or(OffsetDateTime::UNIX_EPOCH, |wall| {
+                wall.replace_offset(self.offset)
+            })
     }
 }
 
@@ -523,6 +559,28 @@ mod tests {
         ] {
             assert!(StoredTime::new(seconds, nanos, offset, "t").is_err());
         }
+    }
+
+    #[test]
+    fn a_stored_time_builds_the_timestamp_time_itself_converts_to() {
+        fn agrees(seconds: i64, nanos: u32, offset: i32) -> bool {
+            let span = StoredTime::MAX_SECONDS - StoredTime::MIN_SECONDS;
+            let seconds = StoredTime::MIN_SECONDS + seconds.rem_euclid(span);
+            let (nanos, offset) = (nanos % 1_000_000_000, offset % 93_600);
+            let Ok(stored) = StoredTime::new(seconds, nanos, offset, "t") else {
+                return true;
+            };
+            let expected = OffsetDateTime::from_unix_timestamp(seconds)
+                .and_then(|utc| utc.replace_nanosecond(nanos))
+                .ok()
+                .and_then(|utc| utc.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?));
+            // Equality of `OffsetDateTime`s compares instants: compare the parts too.
+            let parts = |t: OffsetDateTime| (t.date(), t.time(), t.offset());
+            expected.map(parts) == Some(parts(stored.timestamp()))
+        }
+        quickcheck::QuickCheck::new()
+            .tests(20_000)
+            .quickcheck(agrees as fn(i64, u32, i32) -> bool);
     }
 
     #[test]

@@ -570,12 +570,13 @@ impl LogStore {
             let Some(frame) = log_cursor.next()? else {
                 break;
             };
-            let view = RecordView::decode(frame.payload, &mut buffer).map_err(|source| {
-                Error::CorruptRecord {
-                    sequence: self.runs.read().append_seq(frame.seq.0),
-                    source,
+            let view = match RecordView::decode(frame.payload, &mut buffer) {
+                Ok(view) => view,
+                Err(source) => {
+                    let sequence = self.runs.read().append_seq(frame.seq.0);
+                    return Err(Error::CorruptRecord { sequence, source });
                 }
-            })?;
+            };
             if view.append_sequence() > after && criteria.matches_view(&view) {
                 found(view.append_sequence(), &view)?;
                 count += 1;

@@ -17,7 +17,7 @@ use time::macros::datetime;
 use crate::support::map;
 use crate::support::record::{
     ArbitraryEnvelope, ArbitraryRecord, as_stored, assert_records_identical, encode_v1,
-    fixture_envelope, record_from,
+    fixture_envelope, fixture_named, record_from,
 };
 
 fn every_json_type() -> Record {
@@ -321,6 +321,36 @@ fn version_2_frames_that_break_their_layout_are_rejected_naming_the_problem() {
         .unwrap();
     forged[at] = b' ';
     malformed(&forged, "`payload` is not a json map");
+    // Valid UTF-8 as a whole, but a field ends inside a character: the artifact name's `é`
+    // split between it and the connection generation.
+    let record = record_from(fixture_named("api.é").with_connection_generation("3"));
+    let mut forged = record.encode().unwrap();
+    let mut shift = |index: usize, by: i64| {
+        let at = length_at(index);
+        let length = u32::from_le_bytes(forged[at..at + 4].try_into().unwrap());
+        let length = u32::try_from(i64::from(length) + by).unwrap();
+        forged[at..at + 4].copy_from_slice(&length.to_le_bytes());
+    };
+    shift(2, -1);
+    shift(3, 1);
+    malformed(&forged, "is not UTF-8");
+    // Blank required text.
+    let mut forged = record_from(fixture_named("api")).encode().unwrap();
+    let at = forged
+        .windows(3)
+        .position(|window| window == b"api")
+        .unwrap();
+    forged[at..at + 3].copy_from_slice(b" \t ");
+    assert!(
+        matches!(
+            decode(&forged),
+            Err(Error::BlankField {
+                field: "artifact_name"
+            })
+        ),
+        "{:?}",
+        decode(&forged)
+    );
 }
 
 /// [BODY-03] Map texts are parsed (and their depth bounded) when a record is built.
