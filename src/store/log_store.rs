@@ -20,6 +20,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use time::OffsetDateTime;
 
+use super::encode::encode_all;
 use super::ids::{Entry, IdIndex, Search, Summary, hash_id, millis};
 use super::meta::{self, Layout, SequenceMap};
 use super::{
@@ -368,27 +369,20 @@ impl LogStore {
         })
     }
 
-    /// Encodes `count` frame bodies, the `index`-th by `encode`, into the reused buffers,
-    /// then appends them all; nothing is appended if one fails to encode.
+    /// Encodes `count` frame bodies, the `index`-th by `encode`, into the reused buffers
+    /// (a long batch on several cores: [`encode_all`]), then appends them all; nothing is
+    /// appended if one fails to encode.
     fn encode_and_append(
         &mut self,
         count: usize,
         ids: Ids,
-        mut encode: impl FnMut(usize, &mut Vec<u8>) -> std::result::Result<(), crate::record::Error>,
+        encode: impl Fn(usize, &mut Vec<u8>) -> std::result::Result<(), crate::record::Error> + Sync,
     ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(count, Vec::new);
-        let mut result = Ok(());
-        for (index, buffer) in encoded.iter_mut().enumerate() {
-            buffer.clear();
-            if let Err(error) = encode(index, buffer) {
-                result = Err(error.into());
-                break;
-            }
-        }
-        if result.is_ok() {
-            result = self.append_bodies(&encoded, ids);
-        }
+        let result = encode_all(&mut encoded, &encode)
+            .map_err(Error::from)
+            .and_then(|()| self.append_bodies(&encoded, ids));
         self.encoded = encoded;
         result
     }

@@ -14,6 +14,7 @@
 //! it consumes a sequence, so invalid input never leaves a gap.
 
 pub mod dataset;
+mod encode;
 mod error;
 mod ids;
 mod interchange;

@@ -1058,12 +1058,29 @@ fn invalid_batch_is_rejected_whole(harness: &Harness) {
     ]);
     assert!(matches!(result, Err(Error::Record(_))), "{result:?}");
     assert!(read_all(store.as_ref(), &Criteria::any()).is_empty());
+    // A batch long enough to be encoded in parts, the bad envelope in a later part.
+    let mut long: Vec<_> = (0..1500).map(|_| fixture_envelope()).collect();
+    long[1200] = fixture_named(" ");
+    let result = store.write_batch(long);
+    assert!(matches!(result, Err(Error::Record(_))), "{result:?}");
+    assert!(read_all(store.as_ref(), &Criteria::any()).is_empty());
     let ids = store
         .write_batch(vec![fixture_envelope(), fixture_envelope()])
         .unwrap();
     let records = read_all(store.as_ref(), &Criteria::any());
     assert_eq!(sequences(&records), [1, 2]);
     assert_eq!(records.first().unwrap().id(), ids.first().unwrap());
+    // A long batch keeps its order: each record has the id returned for its place.
+    let names: Vec<String> = (0..1500).map(|n| format!("event.{n}")).collect();
+    let ids = store
+        .write_batch(names.iter().map(|name| fixture_named(name)).collect())
+        .unwrap();
+    let records = read_all(store.as_ref(), &Criteria::any());
+    let long = records.get(2..).unwrap();
+    assert_eq!(sequences(long), (3..=1502).collect::<Vec<u64>>());
+    for ((record, id), name) in long.iter().zip(&ids).zip(&names) {
+        assert_eq!((record.id(), record.artifact_name()), (id, name.as_str()));
+    }
 }
 
 fn read_only_handle_reads_while_the_writer_writes(harness: &Harness) {
