@@ -434,6 +434,12 @@ fn t4_latency(pool: &[Vec<u8>], max_rate: f64) {
         &raw_mmap,
         "back-to-back; not the T4 baseline, shows the cost of syncing a mapping",
     );
+    let mut raw_fallocated = common::raw_fallocated_fdatasync_latencies(dir.path(), 5_000, 378);
+    print_latency(
+        "raw pwrite 378 B + fdatasync (fallocated)",
+        &percentiles(&mut raw_fallocated),
+        "back-to-back; not the T4 baseline: the floor of a log whose segments are reserved, not zeroed",
+    );
     let half = (max_rate / 2.0).floor();
     let mut rates = vec![(half, "50% of the T3 group-commit max")];
     for (rate, why) in [

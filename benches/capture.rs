@@ -373,6 +373,11 @@ fn bench(c: &mut criterion::Criterion) {
         .build()
         .unwrap();
     let test_mode = !std::env::args().any(|a| a == "--bench");
+    // `ESL_BENCH_ONLY=t15` measures T15 alone.
+    if !test_mode && std::env::var("ESL_BENCH_ONLY").is_ok_and(|only| only == "t15") {
+        t15(&runtime);
+        return;
+    }
     let n = if test_mode { 200 } else { EVENTS };
     let events = Arc::new(burst(n));
     let whole_burst = Source::Burst(Arc::clone(&events));
@@ -444,13 +449,28 @@ fn bench(c: &mut criterion::Criterion) {
         String::from_utf8_lossy(&child.stderr)
     );
     print!("{}", String::from_utf8_lossy(&child.stdout));
-    // T15: capture-to-durable latency, open loop, group commit, against raw fdatasync.
+    t15(&runtime);
+}
+
+/// T15: capture-to-durable latency, open loop, group commit, against raw fdatasync.
+fn t15(runtime: &tokio::runtime::Runtime) {
+    let whole = 1 << 30;
     let dir = common::scratch_dir("t15-raw");
     common::settle_disk(dir.path());
     let raw = common::percentiles(&mut common::raw_fdatasync_latencies(dir.path(), 2_000));
+    let reserved = common::percentiles(&mut common::raw_fallocated_fdatasync_latencies(
+        dir.path(),
+        2_000,
+        3_000,
+    ));
+    println!(
+        "context: raw 3,000 B pwrite + fdatasync into fallocated space (how the log reserves segments): p50 {} p99 {}",
+        common::fmt_ns(reserved.p50),
+        common::fmt_ns(reserved.p99),
+    );
     for rate in [5_000, 20_000] {
         let run = capture_run(
-            &runtime,
+            runtime,
             &Source::Paced {
                 rate,
                 total: rate * 10,

@@ -475,6 +475,49 @@ pub(crate) fn raw_mmap_fdatasync_latencies(dir: &Path, n: usize, record_bytes: u
     samples
 }
 
+/// A third raw baseline, for context: `record_bytes` written at successive offsets of a
+/// 64 MiB file whose blocks were reserved with `fallocate` (as the log reserves a segment's,
+/// format/segment.md [SEG-08]), each followed by `fdatasync`; `n` samples in ns. The first
+/// write to a reserved block changes its extent from unwritten to written, so each sync also
+/// commits the file system's journal: the gap between this and [`raw_fdatasync_latencies`]
+/// is what preallocating without writing zeros costs every durable ack on this file system.
+pub(crate) fn raw_fallocated_fdatasync_latencies(
+    dir: &Path,
+    n: usize,
+    record_bytes: usize,
+) -> Vec<u64> {
+    const FILE_BYTES: usize = 64 << 20;
+    let path = dir.join("raw-fallocated-fdatasync.bin");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create the raw fallocated file");
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        FILE_BYTES as u64,
+    )
+    .expect("fallocate");
+    file.sync_all().expect("sync the reserved file");
+    let record = vec![0x5au8; record_bytes];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let offset = (i * record_bytes) % (FILE_BYTES - record_bytes);
+        let start = Instant::now();
+        file.write_all_at(&record, offset as u64)
+            .expect("write a record");
+        file.sync_data().expect("fdatasync");
+        samples.push(nanos(start.elapsed()));
+    }
+    drop(file);
+    let _ = remove_scratch(&path);
+    samples
+}
+
 /// The cost of one `Instant::now()` pair, for reading caller-thread latencies.
 pub(crate) fn timer_overhead_ns() -> u64 {
     let mut samples: Vec<u64> = (0..100_000)
