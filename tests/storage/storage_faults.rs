@@ -12,7 +12,8 @@
 //! survive a reopen; only a record whose own append failed may or may not be there. The
 //! targeted tests check each failure mode's specific promise: poisoning until reopen,
 //! `ENOSPC` on the next segment's preallocation consuming no sequence, short writes being
-//! completed, and an interrupted truncation being finished on reopen.
+//! completed, an interrupted truncation being finished on reopen, and a roll that waited
+//! for a failing write of the flusher thread writing no seal past the hole it left.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -646,4 +647,138 @@ fn truncation_with_failed_removals_is_finished_on_reopen() {
     let all = read_all(&log.reader());
     assert_eq!(all.first().map(|r| r.0), Some(start));
     assert_eq!(all.len() as u64, seq - start);
+}
+
+/// Holds the first write of a whole staging buffer (1 MiB or more) to a segment file until
+/// released, then fails it with `EIO`; every other operation goes to the file system.
+#[derive(Debug, Default)]
+struct GatedWrite {
+    state: std::sync::Mutex<Gate>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    holding: bool,
+    released: bool,
+    failed: bool,
+}
+
+impl GatedWrite {
+    /// Waits until `ready` holds; panics after a minute rather than hang a broken test.
+    fn wait_until(&self, ready: impl Fn(&Gate) -> bool) {
+        let state = self.state.lock().unwrap();
+        let limit = std::time::Duration::from_secs(60);
+        let (state, waited) = self
+            .changed
+            .wait_timeout_while(state, limit, |gate| !ready(gate))
+            .unwrap();
+        drop(state);
+        assert!(!waited.timed_out(), "the gated write never came to that");
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Gate)) {
+        change(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+impl esl_replay::storage::Io for GatedWrite {
+    fn write_at(&self, file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        let segment = support::storage::file_path(file)
+            .extension()
+            .is_some_and(|e| e == "seg");
+        if segment && buf.len() >= 1 << 20 && !self.state.lock().unwrap().failed {
+            self.update(|gate| gate.holding = true);
+            self.wait_until(|gate| gate.released);
+            self.update(|gate| gate.failed = true);
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        NoSyncIo.write_at(file, buf, offset)
+    }
+
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        NoSyncIo.sync_data(file)
+    }
+
+    fn sync_all(&self, file: &std::fs::File) -> std::io::Result<()> {
+        NoSyncIo.sync_all(file)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        NoSyncIo.sync_dir(dir)
+    }
+}
+
+/// Whether thread `tid` of this process is asleep (blocked), as `/proc` shows it.
+fn asleep(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state == "S")
+        })
+        .unwrap_or(false)
+}
+
+/// [LOG-02] [ROLL-07] The flusher thread takes every staged frame and its write fails while a
+/// roll waits for it: the roll then finds nothing staged, and must still refuse to write the
+/// seal, which would lie past the hole the failed write left. The append that rolled fails
+/// as poisoned, and a reopen finds no record and no damage (the lost records were never
+/// acknowledged as durable).
+#[test]
+fn a_roll_behind_a_failed_flusher_write_writes_no_seal_past_the_hole() {
+    let gate = Arc::new(GatedWrite::default());
+    let dir = scratch_dir();
+    // Two records fill the segment and, staged together, pass the 1 MiB the flusher writes
+    // at; a third does not fit, so its append rolls.
+    let options = LogOptions {
+        segment_bytes: 1_300_000,
+        max_payload_bytes: 700_000,
+        compress_min_bytes: None,
+        sync_policy: SyncPolicy::OsOnly,
+        ..with_io(small_options(), gate.clone())
+    };
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    let record = vec![0x5a; 600_000];
+    log.append(&record).unwrap();
+    log.append(&record).unwrap();
+    gate.wait_until(|gate| gate.holding);
+    // Release the flusher's write once this thread is blocked inside the rolling append,
+    // waiting for that write to finish (or, should it not wait, once the append returned).
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const BEFORE: u8 = 0;
+    const ROLLING: u8 = 1;
+    const RETURNED: u8 = 2;
+    let step = Arc::new(AtomicU8::new(BEFORE));
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    let releaser = {
+        let (gate, step) = (gate.clone(), step.clone());
+        std::thread::spawn(move || {
+            loop {
+                match step.load(Ordering::SeqCst) {
+                    ROLLING if asleep(tid) => break,
+                    RETURNED => break,
+                    _ => std::thread::yield_now(),
+                }
+            }
+            gate.update(|gate| gate.released = true);
+        })
+    };
+    step.store(ROLLING, Ordering::SeqCst);
+    let rolled = log.append(&record);
+    step.store(RETURNED, Ordering::SeqCst);
+    releaser.join().unwrap();
+    assert!(
+        matches!(rolled, Err(Error::Poisoned { .. })),
+        "the rolling append returned {rolled:?}"
+    );
+    drop(log);
+    let (log, report) = open_log(dir.path(), fast_options()).unwrap();
+    assert_eq!(report.next_seq, 1, "{report:?}");
+    assert_eq!(segment_bases(dir.path()), [1], "no segment after the hole");
+    assert!(read_all(&log.reader()).is_empty());
 }
