@@ -61,7 +61,7 @@ pub(crate) const V2_HEADER_LEN: usize = 112;
 const ABSENT: u32 = u32::MAX;
 
 /// The sixteen fields of a version 2 frame, in order, and whether each may be absent.
-const V2_FIELDS: [(&str, bool); 16] = [
+static V2_FIELDS: [(&str, bool); 16] = [
     ("id", false),
     ("artifact_version", false),
     ("artifact_name", false),
@@ -79,6 +79,20 @@ const V2_FIELDS: [(&str, bool); 16] = [
     ("payload", false),
     ("tags", false),
 ];
+
+/// A bit per field of [`V2_FIELDS`] that may be absent (read as a mask: the decoder's loop
+/// then copies no name).
+const V2_OPTIONAL: u16 = {
+    let mut mask = 0u16;
+    let mut index = 0;
+    while index < V2_FIELDS.len() {
+        if V2_FIELDS[index].1 {
+            mask |= 1 << index;
+        }
+        index += 1;
+    }
+    mask
+};
 
 /// Upper bound on elements reserved ahead of reading them.
 const PREALLOCATION_MAX: usize = 256;
@@ -569,10 +583,12 @@ impl<'a> RecordView<'a> {
         let mut absent = 0u16;
         let mut end = 0usize;
         let body = bytes.get(V2_HEADER_LEN..).unwrap_or_default();
-        for (index, (slot, (name, optional))) in ends.iter_mut().zip(V2_FIELDS).enumerate() {
+        let name = |index: usize| V2_FIELDS.get(index).map_or("?", |(name, _)| *name);
+        for (index, slot) in ends.iter_mut().enumerate() {
             let length = u32_at(48 + 4 * index);
             if length == ABSENT {
-                if !optional {
+                if V2_OPTIONAL & (1 << index) == 0 {
+                    let name = name(index);
                     return Err(malformed(format!("required field `{name}` is absent")));
                 }
                 absent |= 1 << index;
@@ -581,6 +597,7 @@ impl<'a> RecordView<'a> {
                     .checked_add(length as usize)
                     .filter(|end| *end <= body.len())
                     .ok_or_else(|| {
+                        let name = name(index);
                         malformed(format!("field `{name}` runs past the frame's end"))
                     })?;
             }
@@ -593,7 +610,6 @@ impl<'a> RecordView<'a> {
             });
         }
         // One check of the whole text, then each field must start and end on a character.
-        let name = |index: usize| V2_FIELDS.get(index).map_or("?", |(name, _)| *name);
         let not_utf8 = |at: usize| {
             let index = ends.iter().position(|end| *end as usize > at).unwrap_or(0);
             malformed(format!("field `{}` is not UTF-8", name(index)))
