@@ -410,16 +410,24 @@ fn u64_at_slice(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// The index of the segment being filled.
+///
+/// A writer's records go to `recent` and, a chunk at a time, to `chunks` (the chunk files
+/// it writes); its hash map is filled only once the handle looks ids up
+/// ([`Building::candidates`]), so appends pay no hash-map inserts. A handle that writes no
+/// chunk files indexes every record in the map as it adds it.
 #[derive(Debug)]
 struct Building {
     base: u64,
-    /// Every record below this log sequence is in `map`.
+    /// Every record below this log sequence is indexed: in `map`, a chunk, or `recent`.
     until: u64,
+    /// Whether `map` (with `collisions`) holds every record added, `recent` included.
+    indexed: bool,
     map: HashMap<u64, u64>,
     collisions: Vec<(u64, u64)>,
     min_ms: i64,
     max_ms: i64,
-    /// Chunk files loaded for the segment's first records, searched in place.
+    /// Chunk files loaded for the segment's first records, and those written since while
+    /// the map is not `indexed`; searched in place.
     chunks: Vec<SegmentIds>,
     /// Every record below this log sequence is in a chunk file ([STORE-06]).
     chunked_until: u64,
@@ -435,10 +443,11 @@ struct Building {
 }
 
 impl Building {
-    fn new(base: u64) -> Building {
+    fn new(base: u64, indexed: bool) -> Building {
         Building {
             base,
             until: base,
+            indexed,
             map: HashMap::new(),
             collisions: Vec::new(),
             min_ms: i64::MAX,
@@ -455,8 +464,8 @@ impl Building {
 
     fn add(&mut self, entry: &Entry<'_>) {
         let Entry { seq, hash, ms, .. } = *entry;
-        if let Some(previous) = self.map.insert(hash, seq) {
-            self.collisions.push((hash, previous));
+        if self.indexed {
+            self.insert(hash, seq);
         }
         self.min_ms = self.min_ms.min(ms);
         self.max_ms = self.max_ms.max(ms);
@@ -465,6 +474,12 @@ impl Building {
         self.recent_ms = (self.recent_ms.0.min(ms), self.recent_ms.1.max(ms));
         self.summary.add(entry);
         self.recent_summary.add(entry);
+    }
+
+    fn insert(&mut self, hash: u64, seq: u64) {
+        if let Some(previous) = self.map.insert(hash, seq) {
+            self.collisions.push((hash, previous));
+        }
     }
 
     /// Takes a loaded chunk: its records follow what the building holds.
@@ -498,31 +513,55 @@ impl Building {
         chunk
     }
 
+    /// Keeps a chunk taken by [`Building::take_chunk`] for lookups, unless the map holds its
+    /// records already.
+    fn keep_chunk(&mut self, chunk: SegmentIds) {
+        if !self.indexed {
+            self.chunks.push(chunk);
+        }
+    }
+
     fn candidates(&mut self, hash: u64, out: &mut Vec<u64>) {
         // A one-shot lookup searches the loaded chunks in place; a handle that keeps looking
         // things up folds them into the map once, so each lookup is one probe again.
         self.lookups += 1;
         if self.lookups == FOLD_CHUNKS_AFTER {
-            for (hash, seq) in self.chunks.iter().flat_map(|chunk| chunk.pairs.as_slice()) {
-                if let Some(previous) = self.map.insert(*hash, *seq) {
-                    self.collisions.push((*hash, previous));
-                }
+            let chunks = std::mem::take(&mut self.chunks);
+            for (hash, seq) in chunks.iter().flat_map(|chunk| chunk.pairs.as_slice()) {
+                self.insert(*hash, *seq);
             }
-            self.chunks.clear();
+            if !self.indexed {
+                let recent = std::mem::take(&mut self.recent);
+                for &(hash, seq) in &recent {
+                    self.insert(hash, seq);
+                }
+                self.recent = recent;
+                self.indexed = true;
+            }
         }
         out.extend(self.map.get(&hash));
         out.extend(self.collisions.iter().filter(|p| p.0 == hash).map(|p| p.1));
         for chunk in &self.chunks {
             chunk.candidates(hash, out);
         }
+        if !self.indexed {
+            out.extend(self.recent.iter().filter(|p| p.0 == hash).map(|p| p.1));
+        }
     }
 
     fn seal(self, end: u64) -> SegmentIds {
+        // `recent` is in the map when the map is indexed.
+        let recent = if self.indexed {
+            Vec::new()
+        } else {
+            self.recent
+        };
         let pairs: Vec<(u64, u64)> = self
             .map
             .into_iter()
             .chain(self.collisions)
             .chain(self.chunks.into_iter().flat_map(|chunk| chunk.pairs.sorted))
+            .chain(recent)
             .collect();
         SegmentIds {
             base: self.base,
@@ -711,10 +750,10 @@ impl IdIndex {
             Some(building) if building.base < base => {
                 let sealed = building.seal(base);
                 self.store(sealed)?;
-                self.building = Some(Building::new(base));
+                self.building = Some(Building::new(base, !self.persist));
             }
             Some(building) => self.building = Some(building),
-            None => self.building = Some(Building::new(base)),
+            None => self.building = Some(Building::new(base, !self.persist)),
         }
         Ok(())
     }
@@ -831,6 +870,7 @@ impl IdIndex {
             // Readers then scan these records instead; appends go on.
             tracing::warn!(path = %path.display(), %error, "could not write an id index chunk");
         }
+        building.keep_chunk(chunk);
         Ok(())
     }
 
@@ -884,7 +924,7 @@ impl IdIndex {
             None => active,
         };
         if self.building.is_none() {
-            let mut building = Building::new(active);
+            let mut building = Building::new(active, !self.persist);
             self.load_chunks(reader, &mut building)?;
             from = building.until;
             self.building = Some(building);
@@ -945,7 +985,8 @@ impl IdIndex {
     /// Indexes the sealed segment `[base, end)` by reading it, and keeps the index (in a file
     /// too, unless damage was met).
     fn rebuild_sealed(&mut self, reader: &Reader, base: u64, end: u64) -> Result<Arc<SegmentIds>> {
-        let mut building = Building::new(base);
+        // Sealed at once: nothing looks ids up in it before, so no map.
+        let mut building = Building::new(base, false);
         let damaged_before = self.damage.len();
         self.read_entries(reader, base, Some(end), &mut |entry| building.add(entry))?;
         if self.damage.len() > damaged_before {
@@ -1305,7 +1346,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids");
         let (base, end) = (1_000, 1_000 + 50_000);
-        let mut building = Building::new(base);
+        let mut building = Building::new(base, false);
         for seq in base..end {
             building.add(&Entry {
                 seq,
@@ -1342,9 +1383,61 @@ mod tests {
         assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
     }
 
+    /// A writer's building keeps its records in chunks and `recent` until lookups fold them
+    /// into the map; either way every record is found, and the sealed index is the same.
+    #[test]
+    fn a_building_finds_every_record_before_and_after_its_map_is_filled() {
+        let entry = |seq: u64| Entry {
+            seq,
+            // Every tenth record shares its hash with the one before (a hash collision).
+            hash: hash_id(&format!("id-{}", seq - u64::from(seq.is_multiple_of(10)))),
+            ms: 0,
+            artifact: "event.raw",
+            event: None,
+            bytes: 1,
+        };
+        let (base, end) = (100, 100 + 3 * CHUNK_RECORDS + 123);
+        let found = |building: &mut Building, seq: u64| {
+            let mut out = Vec::new();
+            building.candidates(entry(seq).hash, &mut out);
+            out.sort_unstable();
+            out
+        };
+        let mut sealed = Vec::new();
+        for indexed in [true, false] {
+            let mut building = Building::new(base, indexed);
+            for seq in base..end {
+                building.add(&entry(seq));
+                if building.until - building.chunked_until == CHUNK_RECORDS {
+                    let chunk = building.take_chunk();
+                    building.keep_chunk(chunk);
+                }
+            }
+            // Lookups before and after the map is filled (the fold after a few).
+            for round in 0..2 * FOLD_CHUNKS_AFTER as u64 {
+                let seq = base + (round * 977) % (end - base);
+                let expected: Vec<u64> = match seq % 10 {
+                    0 if seq > base => vec![seq - 1, seq],
+                    9 if seq + 1 < end => vec![seq, seq + 1],
+                    _ => vec![seq],
+                };
+                assert_eq!(
+                    found(&mut building, seq),
+                    expected,
+                    "{indexed} {round} {seq}"
+                );
+            }
+            assert!(building.indexed);
+            let ids = building.seal(end);
+            sealed.push(ids.pairs.as_slice().to_vec());
+        }
+        assert_eq!(sealed[0], sealed[1]);
+        assert_eq!(sealed[0].len() as u64, end - base);
+    }
+
     #[test]
     fn ids_file_round_trips_and_rejects_damage() {
-        let mut building = Building::new(10);
+        let mut building = Building::new(10, false);
         let entry = |seq: u64, id: &str, ms: i64| Entry {
             seq,
             hash: hash_id(id),
