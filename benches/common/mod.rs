@@ -408,13 +408,7 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 pub(crate) fn raw_fdatasync_latencies(dir: &Path, n: usize) -> Vec<u64> {
     const FILE_BYTES: u64 = 64 << 20;
     let path = dir.join("raw-fdatasync.bin");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create the raw fdatasync file");
+    let file = create_scratch_file(&path);
     let zeros = vec![0u8; 1 << 20];
     for chunk in 0..FILE_BYTES / (1 << 20) {
         file.write_all_at(&zeros, chunk << 20).expect("zero");
@@ -441,13 +435,7 @@ pub(crate) fn raw_fdatasync_latencies(dir: &Path, n: usize) -> Vec<u64> {
 pub(crate) fn raw_mmap_fdatasync_latencies(dir: &Path, n: usize, record_bytes: usize) -> Vec<u64> {
     const FILE_BYTES: usize = 64 << 20;
     let path = dir.join("raw-mmap-fdatasync.bin");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create the raw mmap file");
+    let file = create_scratch_file(&path);
     let zeros = vec![0u8; 1 << 20];
     for chunk in 0..(FILE_BYTES >> 20) as u64 {
         file.write_all_at(&zeros, chunk << 20).expect("zero");
@@ -475,6 +463,17 @@ pub(crate) fn raw_mmap_fdatasync_latencies(dir: &Path, n: usize, record_bytes: u
     samples
 }
 
+/// Creates (or empties) a scratch file for reading and writing.
+fn create_scratch_file(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("create {}: {error}", path.display()))
+}
+
 /// A third raw baseline, for context: `record_bytes` written at successive offsets of a
 /// 64 MiB file whose blocks were reserved with `fallocate` (as the log reserves a segment's,
 /// format/segment.md [SEG-08]), each followed by `fdatasync`; `n` samples in ns. The first
@@ -488,13 +487,7 @@ pub(crate) fn raw_fallocated_fdatasync_latencies(
 ) -> Vec<u64> {
     const FILE_BYTES: usize = 64 << 20;
     let path = dir.join("raw-fallocated-fdatasync.bin");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create the raw fallocated file");
+    let file = create_scratch_file(&path);
     rustix::fs::fallocate(
         &file,
         rustix::fs::FallocateFlags::empty(),
