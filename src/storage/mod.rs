@@ -38,6 +38,7 @@ mod io;
 mod meta;
 mod options;
 mod pack;
+mod readahead;
 mod reader;
 mod recovery;
 mod segment;

@@ -25,6 +25,7 @@ use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::{LogOptions, ReadStrategy};
 use super::pack::Inflater;
+use super::readahead;
 use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
 
@@ -455,6 +456,8 @@ pub struct Cursor {
     target: u64,
     window: FileWindow,
     inflater: Inflater,
+    /// The offset in `segment` at which the cursor next asks for read-ahead.
+    read_ahead_at: u64,
 }
 
 impl Cursor {
@@ -473,6 +476,7 @@ impl Cursor {
             target,
             window,
             inflater,
+            read_ahead_at: u64::MAX,
         }
     }
 
@@ -496,6 +500,9 @@ impl Cursor {
             return Ok(None);
         }
         // `find_next` left the cursor before a frame of its segment that it should yield.
+        if self.offset >= self.read_ahead_at {
+            self.read_ahead();
+        }
         let Some(segment) = self.segment.as_deref() else {
             return Ok(None);
         };
@@ -528,6 +535,31 @@ impl Cursor {
             seq: Seq(seq),
             payload,
         }))
+    }
+
+    /// Asks for the mapping ahead of the cursor to be populated, and when to ask again: a
+    /// cursor that has read [`readahead::SEQUENTIAL_BYTES`] of a mapped segment is reading
+    /// it in order.
+    #[inline(never)]
+    fn read_ahead(&mut self) {
+        self.read_ahead_at = u64::MAX;
+        let Some(segment) = self.segment.as_ref().filter(|s| s.map.is_some()) else {
+            return;
+        };
+        // Requests go out a step at a time (each wakes the read-ahead thread), however
+        // short the cursors reading in order are.
+        let to = self
+            .offset
+            .saturating_add(readahead::AHEAD_BYTES)
+            .min(self.end);
+        let asked = segment.read_ahead.load(Ordering::Acquire);
+        if asked < to.saturating_sub(readahead::STEP_BYTES) || (asked < to && to == self.end) {
+            let before = segment.read_ahead.fetch_max(to, Ordering::AcqRel);
+            if before < to {
+                readahead::request(segment, before.max(self.offset), to);
+            }
+        }
+        self.read_ahead_at = self.offset.saturating_add(readahead::STEP_BYTES);
     }
 
     /// Moves the cursor to the next frame it should yield: below its segment's published
@@ -630,6 +662,7 @@ impl Cursor {
             self.offset = HEADER_LEN as u64;
             self.end = next.load_end();
             self.segment = Some(next);
+            self.read_ahead_at = self.offset + readahead::SEQUENTIAL_BYTES;
             self.window.reset();
             return Ok(true);
         }
@@ -783,6 +816,7 @@ impl Cursor {
         self.offset = offset;
         self.seq = at;
         self.segment = Some(segment);
+        self.read_ahead_at = offset + readahead::SEQUENTIAL_BYTES;
         Ok(())
     }
 }

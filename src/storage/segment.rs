@@ -57,6 +57,8 @@ pub(crate) struct SegmentData {
     pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
     /// For a packed segment [SEG-09]: its dictionary and its bytes before packing.
     pub(crate) packed: Option<Packed>,
+    /// How far into the mapping read-ahead has been asked for (`readahead.rs`).
+    pub(crate) read_ahead: AtomicU64,
 }
 
 /// What a packed segment's trailer says [SEG-09].
@@ -649,6 +651,7 @@ impl Parts {
                 complete: self.sealed,
             }),
             damaged_end: std::sync::OnceLock::new(),
+            read_ahead: AtomicU64::new(0),
             packed: None,
         }
     }

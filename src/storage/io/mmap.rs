@@ -6,7 +6,8 @@
 //!
 //! 1. **Readers only see published bytes.** [`SegmentMap::published`] returns `[0, end)` for
 //!    the map's own published end, which only grows ([`SegmentMap::publish`]), so no caller
-//!    can ask for more; nothing else in this module reads the mapping.
+//!    can ask for more; nothing else in this module reads the mapping ([`SegmentMap::populate`]
+//!    only has the kernel map pages below the published end, ahead of readers).
 //! 2. **Nothing writes below the published end.** Segment files are never mapped writable:
 //!    the writer writes them with `pwrite`, only beyond the published end, and publishes a
 //!    range only after writing it (format/recovery.md [LOG-02]).
@@ -65,6 +66,18 @@ impl SegmentMap {
         if end > self.published.load(Ordering::Relaxed) {
             self.published.fetch_max(end, Ordering::Release);
         }
+    }
+
+    /// Has the kernel map the published pages of `[from, to)` into this process's page
+    /// tables now (reading them from the file if the page cache does not hold them), so that
+    /// reading them later takes no page fault. Creates no slice.
+    pub(crate) fn populate(&self, from: usize, to: usize) -> std::io::Result<()> {
+        let to = to.min(self.published.load(Ordering::Acquire));
+        if from >= to {
+            return Ok(());
+        }
+        self.raw
+            .advise_range(memmap2::Advice::PopulateRead, from, to - from)
     }
 
     /// The published bytes: `[0, end)` for the end last published.
