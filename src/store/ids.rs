@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::id_filter::{FilterRows, SegmentFilter};
 use super::{Error, Result};
 use crate::record::{DecodeBuffer, RecordView};
 use crate::storage::Io;
@@ -249,6 +250,9 @@ struct HashPairs {
     starts: Vec<u32>,
     /// `64 - bits` for `2^bits` buckets, about eight pairs each.
     shift: u32,
+    /// Which hashes the pairs may hold, for searching many segments at once: built when a
+    /// lookup first needs it (not on the append path).
+    filter: std::sync::OnceLock<SegmentFilter>,
 }
 
 impl HashPairs {
@@ -274,11 +278,17 @@ impl HashPairs {
             sorted,
             starts,
             shift,
+            filter: std::sync::OnceLock::new(),
         }
     }
 
     fn as_slice(&self) -> &[(u64, u64)] {
         &self.sorted
+    }
+
+    fn filter(&self) -> &SegmentFilter {
+        self.filter
+            .get_or_init(|| SegmentFilter::new(self.sorted.iter().map(|p| p.0)))
     }
 
     fn candidates(&self, hash: u64, out: &mut Vec<u64>) {
@@ -687,6 +697,16 @@ fn read_pairs(file: &std::fs::File, first: u64, last: u64) -> Option<Vec<(u64, u
     )
 }
 
+/// The filters of the sealed segments side by side, and the indexes they answer for.
+#[derive(Debug)]
+struct SealedFilter {
+    /// The log's segments when it was built, oldest first (the last is the active one).
+    segments: Vec<u64>,
+    /// The index of each sealed segment, in the same order.
+    members: Vec<Arc<SegmentIds>>,
+    rows: FilterRows,
+}
+
 /// Id index and time ranges of every segment of one store.
 #[derive(Debug)]
 pub(crate) struct IdIndex {
@@ -696,6 +716,9 @@ pub(crate) struct IdIndex {
     /// The seam `.ids` files are written through.
     io: Arc<dyn Io>,
     sealed: BTreeMap<u64, Arc<SegmentIds>>,
+    /// The filters of `sealed` side by side, once every sealed segment is loaded; dropped
+    /// whenever `sealed` changes.
+    filter: Option<SealedFilter>,
     building: Option<Building>,
     /// Damaged frames met while indexing (segment, offset, what): their records are not in
     /// the index, so a lookup that finds nothing must report them rather than say "absent".
@@ -711,10 +734,22 @@ impl IdIndex {
             persist,
             io,
             sealed: BTreeMap::new(),
+            filter: None,
             building: None,
             damage: Vec::new(),
             hinted_lookups: 0,
         }
+    }
+
+    /// Keeps a sealed segment's index (the filters side by side are built again).
+    fn keep_sealed(&mut self, ids: Arc<SegmentIds>) {
+        self.sealed.insert(ids.base, ids);
+        self.filter = None;
+    }
+
+    fn forget_sealed(&mut self, base: u64) {
+        self.sealed.remove(&base);
+        self.filter = None;
     }
 
     fn path(&self, base: u64) -> PathBuf {
@@ -819,7 +854,7 @@ impl IdIndex {
                 let _ = self.io.remove_file(&path);
             }
         }
-        self.sealed.insert(ids.base, Arc::new(ids));
+        self.keep_sealed(Arc::new(ids));
         Ok(())
     }
 
@@ -976,7 +1011,7 @@ impl IdIndex {
             .and_then(|b| SegmentIds::decode(&b, base, Some(end)))
         {
             let ids = Arc::new(ids);
-            self.sealed.insert(base, ids.clone());
+            self.keep_sealed(ids.clone());
             return Ok(ids);
         }
         self.rebuild_sealed(reader, base, end)
@@ -991,7 +1026,7 @@ impl IdIndex {
         self.read_entries(reader, base, Some(end), &mut |entry| building.add(entry))?;
         if self.damage.len() > damaged_before {
             // Built around damage: kept in memory only, so every process meets the damage.
-            self.sealed.insert(base, Arc::new(building.seal(end)));
+            self.keep_sealed(Arc::new(building.seal(end)));
         } else {
             self.store(building.seal(end))?;
         }
@@ -1028,7 +1063,7 @@ impl IdIndex {
             let mut ids = self.sealed_ids(reader, base, end)?;
             if ids.summary.is_none() {
                 // A version 1 file: read the segment once and keep the summary.
-                self.sealed.remove(&base);
+                self.forget_sealed(base);
                 ids = self.rebuild_sealed(reader, base, end)?;
             }
             if let Some(summary) = &ids.summary {
@@ -1115,6 +1150,14 @@ impl IdIndex {
             }
         }
         let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        if let Some(filter) = self.sealed_filter(&segments) {
+            for at in filter.rows.matches(hash).rev() {
+                if let Some(ids) = filter.members.get(at) {
+                    ids.candidates(hash, &mut found.seqs);
+                }
+            }
+            return Ok(Some(found));
+        }
         for pair in segments.windows(2).rev() {
             let [base, end] = *pair else { continue };
             if let Some(ids) = self.sealed.get(&base).filter(|ids| ids.end == end) {
@@ -1133,6 +1176,30 @@ impl IdIndex {
             }
         }
         Ok(Some(found))
+    }
+
+    /// The filters of the sealed segments of `segments` (the log's, oldest first) side by
+    /// side, if the index holds every one of them; built when first needed after a change.
+    fn sealed_filter(&mut self, segments: &[u64]) -> Option<&SealedFilter> {
+        if self.filter.as_ref().is_none_or(|f| f.segments != segments) {
+            self.filter = None;
+            let members = segments
+                .windows(2)
+                .map(|pair| {
+                    let [base, end] = *pair else { return None };
+                    self.sealed.get(&base).filter(|ids| ids.end == end).cloned()
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let filters: Vec<&SegmentFilter> =
+                members.iter().map(|ids| ids.pairs.filter()).collect();
+            let rows = FilterRows::new(&filters);
+            self.filter = Some(SealedFilter {
+                segments: segments.to_vec(),
+                members,
+                rows,
+            });
+        }
+        self.filter.as_ref()
     }
 
     /// For each of `hashes`, the log sequences of every stored record whose id may hash like
@@ -1249,7 +1316,7 @@ impl IdIndex {
     pub(crate) fn forget_below(&mut self, first_base: u64) {
         let doomed: Vec<u64> = self.sealed.range(..first_base).map(|(b, _)| *b).collect();
         for base in doomed {
-            self.sealed.remove(&base);
+            self.forget_sealed(base);
         }
         if self.persist
             && let Ok(entries) = std::fs::read_dir(&self.dir)

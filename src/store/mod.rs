@@ -16,6 +16,7 @@
 pub mod dataset;
 mod encode;
 mod error;
+mod id_filter;
 mod ids;
 mod interchange;
 mod log_store;
