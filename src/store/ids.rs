@@ -257,7 +257,9 @@ struct HashPairs {
 
 impl HashPairs {
     fn new(mut sorted: Vec<(u64, u64)>) -> HashPairs {
-        sorted.sort_unstable(); // nearly free when they are sorted already
+        // Nearly free when they are sorted already, as a file's are, and a merge of the
+        // sorted runs a segment's chunks make.
+        sorted.sort();
         let bits = (sorted.len() / 8).max(2).ilog2().min(16);
         let shift = 64 - bits;
         // Count each bucket's pairs one slot along, then sum: each slot becomes the number
@@ -566,13 +568,15 @@ impl Building {
         } else {
             self.recent
         };
-        let pairs: Vec<(u64, u64)> = self
-            .map
-            .into_iter()
-            .chain(self.collisions)
-            .chain(self.chunks.into_iter().flat_map(|chunk| chunk.pairs.sorted))
-            .chain(recent)
-            .collect();
+        let chunked: usize = self.chunks.iter().map(|c| c.pairs.as_slice().len()).sum();
+        let mut pairs =
+            Vec::with_capacity(self.map.len() + self.collisions.len() + chunked + recent.len());
+        pairs.extend(self.map);
+        pairs.extend(self.collisions);
+        for chunk in self.chunks {
+            pairs.extend(chunk.pairs.sorted);
+        }
+        pairs.extend(recent);
         SegmentIds {
             base: self.base,
             end,
