@@ -447,7 +447,8 @@ struct Building {
     recent: Vec<(u64, u64)>,
     /// Capture-time range of `recent`.
     recent_ms: (i64, i64),
-    /// The summary of every record the building holds, and of those in `recent`.
+    /// The summary of the records in chunks, and of those in `recent` (each record is
+    /// counted once, in `recent_summary`, and moves with its chunk).
     summary: Summary,
     recent_summary: Summary,
     /// Lookups answered so far (see [`Building::candidates`]).
@@ -484,7 +485,6 @@ impl Building {
         self.until = self.until.max(seq + 1);
         self.recent.push((hash, seq));
         self.recent_ms = (self.recent_ms.0.min(ms), self.recent_ms.1.max(ms));
-        self.summary.add(entry);
         self.recent_summary.add(entry);
     }
 
@@ -519,10 +519,17 @@ impl Building {
             min_ms,
             max_ms,
             pairs,
-            summary: Some(std::mem::take(&mut self.recent_summary)),
+            summary: Some(self.take_recent_summary()),
         };
         self.chunked_until = self.until;
         chunk
+    }
+
+    /// The summary of `recent`, now counted in `summary`, and a new one for what follows.
+    fn take_recent_summary(&mut self) -> Summary {
+        let recent = std::mem::take(&mut self.recent_summary);
+        self.summary.merge(&recent);
+        recent
     }
 
     /// Keeps a chunk taken by [`Building::take_chunk`] for lookups, unless the map holds its
@@ -561,7 +568,8 @@ impl Building {
         }
     }
 
-    fn seal(self, end: u64) -> SegmentIds {
+    fn seal(mut self, end: u64) -> SegmentIds {
+        self.take_recent_summary();
         // `recent` is in the map when the map is indexed.
         let recent = if self.indexed {
             Vec::new()
@@ -1059,6 +1067,7 @@ impl IdIndex {
             // The segment being built is the newest with records; one after it is empty.
             if let Some(building) = self.building.as_ref().filter(|b| b.base == base) {
                 total.merge(&building.summary);
+                total.merge(&building.recent_summary);
                 continue;
             }
             let Some(end) = end else {
