@@ -1,8 +1,8 @@
 //! Read-ahead for cursors reading mapped segments in order: one thread per process maps the
 //! pages ahead of them into the page tables (`MADV_POPULATE_READ`, reading the file where
 //! the page cache does not hold it), so that a replay's own thread does not stop on a page
-//! fault at every few dozen KiB of a segment it reads for the first time (a third of a
-//! decoded replay's first pass; benches/README.md).
+//! fault at every few dozen KiB of a segment it reads for the first time (this took a
+//! quarter off a decoded replay's first pass: 173 to 126 ns a record; benches/README.md).
 //!
 //! It is only a hint. A request that finds the queue full, a kernel without the advice, or a
 //! failed call change nothing but speed: the cursor faults the pages in itself. A request
