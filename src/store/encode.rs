@@ -20,27 +20,26 @@ const PARTS_MAX: usize = 8;
 static CORES: LazyLock<usize> =
     LazyLock::new(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
 
-/// Clears and fills every buffer with `encode(index, buffer)`. The error returned is the
-/// first by index; on an error, buffers after it in the same part are left cleared or
-/// unfilled. A part whose thread cannot be started is encoded on the caller's thread.
-pub(super) fn encode_all<E: Send>(
-    buffers: &mut [Vec<u8>],
-    encode: &(impl Fn(usize, &mut Vec<u8>) -> Result<(), E> + Sync),
+/// Fills every item with `encode(index, item)`. The error returned is the first by index;
+/// on an error, items after it in the same part are left as they were. A part whose thread
+/// cannot be started is encoded on the caller's thread.
+pub(super) fn encode_all<T: Send, E: Send>(
+    items: &mut [T],
+    encode: &(impl Fn(usize, &mut T) -> Result<(), E> + Sync),
 ) -> Result<(), E> {
-    let run = |first: usize, part: &mut [Vec<u8>]| {
-        for (index, buffer) in (first..).zip(part) {
-            buffer.clear();
-            encode(index, buffer)?;
+    let run = |first: usize, part: &mut [T]| {
+        for (index, item) in (first..).zip(part) {
+            encode(index, item)?;
         }
         Ok(())
     };
-    let parts = (buffers.len() / PART_MIN).clamp(1, (*CORES).min(PARTS_MAX));
+    let parts = (items.len() / PART_MIN).clamp(1, (*CORES).min(PARTS_MAX));
     if parts == 1 {
-        return run(0, buffers);
+        return run(0, items);
     }
-    let size = buffers.len().div_ceil(parts);
+    let size = items.len().div_ceil(parts);
     std::thread::scope(|scope| {
-        let mut chunks = (0..).step_by(size).zip(buffers.chunks_mut(size));
+        let mut chunks = (0..).step_by(size).zip(items.chunks_mut(size));
         let Some((_, mine)) = chunks.next() else {
             return Ok(());
         };
@@ -48,7 +47,7 @@ pub(super) fn encode_all<E: Send>(
         for (first, part) in chunks {
             // The part is handed over only once its thread has started, so that it can be
             // encoded here if the thread cannot be.
-            let (give, take) = sync_channel::<&mut [Vec<u8>]>(1);
+            let (give, take) = sync_channel::<&mut [T]>(1);
             let started = Builder::new()
                 .name("esl-replay-encode".into())
                 .spawn_scoped(scope, move || {
@@ -97,6 +96,7 @@ mod tests {
         ] {
             let mut buffers = vec![b"stale".to_vec(); len];
             let fill = |index: usize, buffer: &mut Vec<u8>| -> Result<(), usize> {
+                buffer.clear();
                 buffer.extend_from_slice(&index.to_le_bytes());
                 Ok(())
             };

@@ -76,6 +76,62 @@ enum Ids {
     Given,
 }
 
+/// A frame body to append, with the facts of its record that appending needs.
+struct Body<'a, B> {
+    bytes: B,
+    facts: Facts<'a>,
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Body<'_, B> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+}
+
+/// What appending a record needs to know besides its bytes: its append sequence, and what
+/// the id index keeps of it. Taken from the record or envelope a body was encoded from (on
+/// the encoding threads, so the hash of the id is too), or read from a body encoded
+/// elsewhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Facts<'a> {
+    sequence: u64,
+    id: &'a str,
+    id_hash: u64,
+    capture_ms: i64,
+    artifact: &'a str,
+    event: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    fn new(
+        sequence: u64,
+        id: &'a str,
+        captured: &OffsetDateTime,
+        artifact: &'a str,
+        event: Option<&'a str>,
+    ) -> Facts<'a> {
+        Facts {
+            sequence,
+            id,
+            id_hash: hash_id(id),
+            capture_ms: millis(captured.unix_timestamp_nanos()),
+            artifact,
+            event,
+        }
+    }
+
+    fn of(view: &RecordView<'a>) -> Facts<'a> {
+        Facts {
+            sequence: view.append_sequence(),
+            id: view.id(),
+            id_hash: hash_id(view.id()),
+            capture_ms: millis(view.capture_unix_nanos()),
+            artifact: view.artifact_name(),
+            event: view.event_name(),
+        }
+    }
+}
+
 fn duplicate(id: &str, sequence: u64, holder: u64) -> Error {
     Error::DuplicateId {
         id: id.to_owned(),
@@ -363,26 +419,48 @@ impl LogStore {
 
     fn append(&mut self, records: &[Record], ids: Ids) -> Result<()> {
         self.encode_and_append(records.len(), ids, |index, buffer| {
-            records
-                .get(index)
-                .map_or(Ok(()), |record| record.encode_into(buffer))
+            let Some(record) = records.get(index) else {
+                return Ok(Facts::default());
+            };
+            record.encode_into(buffer)?;
+            Ok(Facts::new(
+                record.append_sequence(),
+                record.id().as_str(),
+                record.capture_timestamp(),
+                record.artifact_name(),
+                record.event_name(),
+            ))
         })
     }
 
     /// Encodes `count` frame bodies, the `index`-th by `encode`, into the reused buffers
     /// (a long batch on several cores: [`encode_all`]), then appends them all; nothing is
-    /// appended if one fails to encode.
-    fn encode_and_append(
+    /// appended if one fails to encode. `encode` returns the facts of the record it
+    /// encoded, taken from the record and not parsed back from the body.
+    fn encode_and_append<'a>(
         &mut self,
         count: usize,
         ids: Ids,
-        encode: impl Fn(usize, &mut Vec<u8>) -> std::result::Result<(), crate::record::Error> + Sync,
+        encode: impl Fn(usize, &mut Vec<u8>) -> std::result::Result<Facts<'a>, crate::record::Error>
+        + Sync,
     ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.resize_with(count, Vec::new);
-        let result = encode_all(&mut encoded, &encode)
-            .map_err(Error::from)
-            .and_then(|()| self.append_bodies(&encoded, ids));
+        let mut bodies: Vec<Body<'a, &mut Vec<u8>>> = encoded
+            .iter_mut()
+            .map(|bytes| Body {
+                bytes,
+                facts: Facts::default(),
+            })
+            .collect();
+        let result = encode_all(&mut bodies, &|index, body: &mut Body<'a, &mut Vec<u8>>| {
+            body.bytes.clear();
+            body.facts = encode(index, body.bytes)?;
+            Ok::<_, crate::record::Error>(())
+        })
+        .map_err(Error::from)
+        .and_then(|()| self.append_bodies(&bodies, ids));
+        drop(bodies);
         self.encoded = encoded;
         result
     }
@@ -413,44 +491,40 @@ impl LogStore {
     /// Appends version 2 frame bodies as they are, after checking that their sequences
     /// increase, that each fits a frame and, for ids given by the caller, that no stored
     /// record and no earlier record of the batch has the same id.
-    fn append_bodies<B: AsRef<[u8]>>(&mut self, bodies: &[B], ids: Ids) -> Result<()> {
+    fn append_bodies<B: AsRef<[u8]>>(&mut self, bodies: &[Body<'_, B>], ids: Ids) -> Result<()> {
         let mut last = self.last_sequence()?;
         let first_log = self.reader.next_seq()?.0;
         let mut map = self.runs.read().clone();
         let mut entries = Vec::with_capacity(bodies.len());
         let mut given = Vec::new();
         for (next_log, body) in (first_log..).zip(bodies) {
-            let body = body.as_ref();
-            let view = RecordView::parse_v2(body).map_err(|source| Error::CorruptRecord {
-                sequence: last + 1,
-                source,
-            })?;
-            let sequence = view.append_sequence();
+            let Body { bytes, facts } = body;
+            let bytes = bytes.as_ref().len() as u64;
+            let sequence = facts.sequence;
             if sequence <= last {
                 return Err(Error::SequenceNotIncreasing {
                     last,
                     found: sequence,
                 });
             }
-            if body.len() as u64 > self.max_payload {
+            if bytes > self.max_payload {
                 return Err(Error::RecordTooLarge {
                     sequence,
-                    bytes: body.len() as u64,
+                    bytes,
                     max: self.max_payload,
                 });
             }
             map.continue_at(next_log, sequence);
-            let hash = hash_id(view.id());
             if ids == Ids::Given {
-                given.push((sequence, view.id(), hash));
+                given.push((sequence, facts.id, facts.id_hash));
             }
             entries.push(Entry {
                 seq: next_log,
-                hash,
-                ms: millis(view.capture_unix_nanos()),
-                artifact: view.artifact_name(),
-                event: view.event_name(),
-                bytes: body.len() as u64,
+                hash: facts.id_hash,
+                ms: facts.capture_ms,
+                artifact: facts.artifact,
+                event: facts.event,
+                bytes,
             });
             last = sequence;
         }
@@ -619,12 +693,18 @@ impl ArtifactStore for LogStore {
         // The frame bodies are written straight from the envelopes, without building records.
         let ids: Vec<RecordId> = envelopes.iter().map(|_| RecordId::generate()).collect();
         self.encode_and_append(envelopes.len(), Ids::Generated, |index, buffer| {
-            match (envelopes.get(index), ids.get(index)) {
-                (Some(envelope), Some(id)) => {
-                    envelope.encode_record_into(id, &stored_at, first + index as u64, buffer)
-                }
-                _ => Ok(()),
-            }
+            let (Some(envelope), Some(id)) = (envelopes.get(index), ids.get(index)) else {
+                return Ok(Facts::default());
+            };
+            let sequence = first + index as u64;
+            envelope.encode_record_into(id, &stored_at, sequence, buffer)?;
+            Ok(Facts::new(
+                sequence,
+                id.as_str(),
+                &envelope.capture_timestamp,
+                &envelope.artifact_name,
+                envelope.event_name.as_deref(),
+            ))
         })?;
         Ok(ids)
     }
@@ -647,7 +727,22 @@ impl ArtifactStore for LogStore {
 
     fn append_encoded(&mut self, records: &[EncodedRecord]) -> Result<()> {
         self.writer()?;
-        let bodies: Vec<&[u8]> = records.iter().map(EncodedRecord::as_bytes).collect();
+        // These bodies were encoded elsewhere: their facts are read from the bodies, which
+        // checks that each is a whole version 2 record.
+        let mut last = self.last_sequence()?;
+        let mut bodies = Vec::with_capacity(records.len());
+        for record in records {
+            let bytes = record.as_bytes();
+            let view = RecordView::parse_v2(bytes).map_err(|source| Error::CorruptRecord {
+                sequence: last + 1,
+                source,
+            })?;
+            last = view.append_sequence();
+            bodies.push(Body {
+                bytes,
+                facts: Facts::of(&view),
+            });
+        }
         // Capture's records carry ids it generated; see the trait's documentation.
         self.append_bodies(&bodies, Ids::Generated)
     }
@@ -767,5 +862,42 @@ impl ArtifactReader for LogStore {
         self.refresh_runs()?;
         let log_seq = self.runs.read().log_seq_after(after);
         Ok(self.reader.wait_for(Seq(log_seq), timeout)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::store::dataset;
+
+    /// The facts appending takes from a record are the ones its body holds: the id index
+    /// built while writing is the one rebuilt from the bodies later.
+    #[test]
+    fn facts_taken_from_a_record_are_those_its_body_holds() {
+        let mut envelopes: Vec<Envelope> = (0..20).map(dataset::envelope).collect();
+        // Before 1970 with a fraction of a millisecond, in an offset of its own, and without
+        // an event name.
+        let mut odd = dataset::envelope(20);
+        odd.capture_timestamp = datetime!(1969-12-31 23:59:59.999_600_001 +03:30);
+        odd.event_name = None;
+        envelopes.push(odd);
+        let stored_at = OffsetDateTime::now_utc();
+        for (sequence, envelope) in (7..).zip(envelopes) {
+            let record =
+                Record::from_envelope(envelope, RecordId::generate(), stored_at, sequence).unwrap();
+            let mut body = Vec::new();
+            record.encode_into(&mut body).unwrap();
+            let view = RecordView::parse_v2(&body).unwrap();
+            let taken = Facts::new(
+                record.append_sequence(),
+                record.id().as_str(),
+                record.capture_timestamp(),
+                record.artifact_name(),
+                record.event_name(),
+            );
+            assert_eq!(taken, Facts::of(&view));
+        }
     }
 }
