@@ -19,14 +19,14 @@
 //! its UTF-8 bytes and its record count u64), then a CRC-32 of everything before it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::id_filter::{FilterRows, SegmentFilter};
 use super::{Error, Result};
 use crate::record::{DecodeBuffer, RecordView};
-use crate::storage::Io;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
+use crate::storage::{Io, IoOp};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
 const VERSION: u16 = 2;
@@ -50,6 +50,57 @@ fn payload_crc(reader: &Reader, seq: u64) -> Result<Option<u32>> {
             .map(|found| crc32fast::hash(found.payload))),
         Err(error) if error.is_corruption() => Ok(None),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The chunk files in `dir` of the segment at `base` ([STORE-06]), by first log sequence.
+fn chunk_files(dir: &Path, base: u64) -> BTreeMap<u64, PathBuf> {
+    let prefix = format!("{base:020}-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let from = name
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .strip_suffix(".part")?
+                .parse::<u64>()
+                .ok()?;
+            Some((from, entry.path()))
+        })
+        .collect()
+}
+
+/// A sealed segment's index on its way to its `.ids` file.
+#[derive(Clone)]
+struct SealedFile {
+    io: Arc<dyn Io>,
+    dir: PathBuf,
+    path: PathBuf,
+    ids: Arc<SegmentIds>,
+}
+
+impl SealedFile {
+    /// Writes the file atomically, then removes the segment's chunk files, which it
+    /// replaces. A failure is logged: the index is rebuilt from the log where it is missing.
+    fn write(self) {
+        let written = std::fs::create_dir_all(&self.dir)
+            .map_err(|source| crate::storage::Error::io(IoOp::Create, &self.dir, source))
+            .and_then(|()| {
+                crate::storage::write_atomic_with(&*self.io, &self.path, &self.ids.encode(0))
+            });
+        if let Err(error) = written {
+            tracing::warn!(path = %self.path.display(), %error, "could not write an id index file");
+            return;
+        }
+        // A chunk file left by a crash before this is never read again (only the active
+        // segment's are) and `forget_below` removes it with the segment.
+        for path in chunk_files(&self.dir, self.ids.base).into_values() {
+            let _ = self.io.remove_file(&path);
+        }
     }
 }
 
@@ -737,6 +788,15 @@ pub(crate) struct IdIndex {
     damage: Vec<(SegmentId, u64, CorruptKind)>,
     /// Lookups searched with [`Search::Hinted`] so far.
     hinted_lookups: u32,
+    /// The thread writing the last sealed segment's `.ids` file: the file is advisory, so
+    /// appends do not wait for it ([STORE-06]).
+    writing: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for IdIndex {
+    fn drop(&mut self) {
+        self.wait_for_files();
+    }
 }
 
 impl IdIndex {
@@ -750,6 +810,16 @@ impl IdIndex {
             building: None,
             damage: Vec::new(),
             hinted_lookups: 0,
+            writing: None,
+        }
+    }
+
+    /// Waits until the last sealed segment's `.ids` file is written (or its write failed).
+    fn wait_for_files(&mut self) {
+        if let Some(thread) = self.writing.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!(dir = %self.dir.display(), "the thread writing an id index file panicked");
         }
     }
 
@@ -795,8 +865,7 @@ impl IdIndex {
     fn roll_to(&mut self, base: u64) -> Result<()> {
         match self.building.take() {
             Some(building) if building.base < base => {
-                let sealed = building.seal(base);
-                self.store(sealed)?;
+                self.store(building.seal(base));
                 self.building = Some(Building::new(base, !self.persist));
             }
             Some(building) => self.building = Some(building),
@@ -851,44 +920,36 @@ impl IdIndex {
             .collect()
     }
 
-    fn store(&mut self, ids: SegmentIds) -> Result<()> {
+    /// Keeps a sealed segment's index and, for the writer, writes it to its `.ids` file on a
+    /// thread of its own ([STORE-06] step 2); lookups use the index in memory meanwhile.
+    fn store(&mut self, ids: SegmentIds) {
+        let ids = Arc::new(ids);
         if self.persist {
-            std::fs::create_dir_all(&self.dir).map_err(|source| Error::Io {
-                op: "create",
-                path: self.dir.clone(),
-                source,
-            })?;
-            crate::storage::write_atomic_with(&*self.io, &self.path(ids.base), &ids.encode(0))?;
-            // The sealed index replaces the segment's chunk files; a chunk file left by a
-            // crash is never read again (only the active segment's are) and `forget_below`
-            // removes it with the segment.
-            for (_, path) in self.chunk_files(ids.base) {
-                let _ = self.io.remove_file(&path);
+            // One file at a time, in order of sealing.
+            self.wait_for_files();
+            let file = SealedFile {
+                io: self.io.clone(),
+                dir: self.dir.clone(),
+                path: self.path(ids.base),
+                ids: ids.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("esl-replay-ids".into())
+                .spawn({
+                    let file = file.clone();
+                    move || file.write()
+                });
+            match spawned {
+                Ok(thread) => self.writing = Some(thread),
+                Err(_) => file.write(),
             }
         }
-        self.keep_sealed(Arc::new(ids));
-        Ok(())
+        self.keep_sealed(ids);
     }
 
     /// The chunk files of the segment at `base` ([STORE-06]), by first log sequence.
     fn chunk_files(&self, base: u64) -> BTreeMap<u64, PathBuf> {
-        let prefix = format!("{base:020}-");
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return BTreeMap::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name();
-                let from = name
-                    .to_str()?
-                    .strip_prefix(&prefix)?
-                    .strip_suffix(".part")?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((from, entry.path()))
-            })
-            .collect()
+        chunk_files(&self.dir, base)
     }
 
     /// Writes the records the writer added since the last chunk file as the next one, once
@@ -1040,7 +1101,7 @@ impl IdIndex {
             // Built around damage: kept in memory only, so every process meets the damage.
             self.keep_sealed(Arc::new(building.seal(end)));
         } else {
-            self.store(building.seal(end))?;
+            self.store(building.seal(end));
         }
         self.sealed.get(&base).cloned().ok_or(Error::EmptyBatch)
     }
@@ -1295,6 +1356,7 @@ impl IdIndex {
     /// shutdown, before it appends, because records a crash lost may be appended again with
     /// other contents under the same sequences ([STORE-06]).
     pub(crate) fn remove_chunks(&mut self) -> Result<()> {
+        self.wait_for_files();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
         };
@@ -1327,6 +1389,8 @@ impl IdIndex {
 
     /// Forgets (and, for the writer, deletes) the index files of segments no longer in the log.
     pub(crate) fn forget_below(&mut self, first_base: u64) {
+        // A file still being written for a segment removed here would outlive it.
+        self.wait_for_files();
         let doomed: Vec<u64> = self.sealed.range(..first_base).map(|(b, _)| *b).collect();
         for base in doomed {
             self.forget_sealed(base);

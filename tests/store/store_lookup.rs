@@ -167,3 +167,65 @@ fn one_handle_finds_every_record_as_segments_roll_and_go() {
     assert!(first_kept > 0);
     check(&store, &written, first_kept, "after pruning");
 }
+
+/// [STORE-06] step 2: a sealed segment's `.ids` file is advisory and written off the append
+/// path. When it cannot be written, every append still succeeds, the writer finds every
+/// record from the index it keeps, and a later handle rebuilds the index from the log.
+#[test]
+fn appends_go_on_when_an_id_file_cannot_be_written() {
+    use std::sync::Arc;
+
+    use esl_replay::storage::{LogOptions, StdIo};
+
+    use crate::support::storage::{FaultyIo, OpKind, Plan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let io = FaultyIo::new(Arc::new(StdIo));
+    io.set_plan(Plan {
+        fail_write: Some(1),
+        target: Some(".ids".into()),
+        sticky: true,
+        ..Plan::default()
+    });
+    let options = LogOptions {
+        segment_bytes: 1 << 20,
+        max_payload_bytes: 64 << 10,
+        io: io.clone(),
+        ..LogOptions::default()
+    };
+    let mut ids = Vec::new();
+    let mut store = open_store_with(&root, options).unwrap();
+    for batch in 0..8u64 {
+        let envelopes = (0..1000)
+            .map(|n| dataset::envelope(batch * 1000 + n))
+            .collect();
+        ids.extend(store.write_batch(envelopes).unwrap());
+    }
+    let sealed = store.log_reader().segments().len() - 1;
+    assert!(sealed >= 3, "{sealed} sealed segments");
+    let found = |store: &dyn ArtifactReader, state: &str| {
+        for (i, id) in ids.iter().enumerate().step_by(331) {
+            let record = store.read_by_id(id).unwrap();
+            assert_eq!(
+                record.map(|r| r.append_sequence()),
+                Some(i as u64 + 1),
+                "{state}"
+            );
+        }
+    };
+    found(&store, "the writer");
+    store.close().unwrap();
+    let failed = io.injected();
+    assert!(
+        failed.iter().any(|f| f.kind == OpKind::Write),
+        "no id file write failed: {failed:?}"
+    );
+    let files: Vec<_> = std::fs::read_dir(root.join("ids"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".ids"))
+        .collect();
+    assert_eq!(files, Vec::<String>::new());
+    found(&LogStore::open_read_only(&root).unwrap(), "a new handle");
+}
