@@ -412,6 +412,18 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     };
     let (log_total, log_times) = durable(&mut durable_log)?;
     let (sqlite_total, sqlite_times) = durable(&mut durable_sqlite)?;
+    let (floor_total, floor_times) = raw_sync_floor(
+        &dir.join("raw-sync.bin"),
+        args.durable_records,
+        record_bytes,
+    )?;
+    let floor_note = format!(
+        "device floor for T5: {} pwrite + fdatasync of {record_bytes} bytes into reserved blocks: {:.0} records/s, p99 {:.1} µs (ours {:.2}x of it)",
+        args.durable_records,
+        per_sec(args.durable_records, floor_total),
+        percentile(&floor_times, 0.99),
+        floor_total.as_secs_f64() / log_total.as_secs_f64()
+    );
     rows.push(Row {
         what: "durable append, one at a time (T5)".into(),
         ours: per_sec(args.durable_records, log_total),
@@ -453,7 +465,42 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     writeln!(out, "{space_note}")?;
+    writeln!(out, "{floor_note}")?;
     Ok(Outcome::Success)
+}
+
+/// What T5 cannot beat on this device: `count` writes of `bytes` each, one after the other
+/// into blocks reserved with `fallocate` (as the log reserves its segments), each followed
+/// by `fdatasync`. Returns the total time and the sorted latencies.
+fn raw_sync_floor(
+    path: &Path,
+    count: u64,
+    bytes: u64,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let len = (count * bytes).max(1);
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)
+        .with_context(|| format!("reserving {len} bytes for {}", path.display()))?;
+    file.sync_all()?;
+    let record = vec![b'x'; usize::try_from(bytes)?];
+    let mut times = Vec::new();
+    let started = Instant::now();
+    for i in 0..count {
+        let one = Instant::now();
+        file.write_all_at(&record, i * bytes)?;
+        file.sync_data()?;
+        times.push(one.elapsed());
+    }
+    let total = started.elapsed();
+    times.sort_unstable();
+    Ok((total, times))
 }
 
 /// Reads every field of a viewed record; returns a figure the caller sums so the reads
