@@ -104,7 +104,7 @@ fn captured_records_are_forwarded_to_redis_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
     let forward = ["--forward-redis", url.as_str(), "--forward-stream", STREAM];
-    run_capture(dir.path(), 2_000, 2_000, "3s", &forward);
+    run_capture(dir.path(), 2_000, 20_000, "1500ms", &forward);
     let stored = stored_records(&dir.path().join("store"));
     assert!(stored > 1_000, "{stored} records stored");
     let sequences = stream_sequences(&server.url());
@@ -162,7 +162,7 @@ fn captured_records_are_forwarded_to_jetstream_in_one_process() {
         "--forward-jetstream-stream",
         "FS_EVENTS",
     ];
-    run_capture(dir.path(), 2_000, 2_000, "3s", &forward);
+    run_capture(dir.path(), 2_000, 20_000, "1500ms", &forward);
     let stored = stored_records(&dir.path().join("store"));
     assert!(stored > 1_000, "{stored} records stored");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -191,7 +191,7 @@ fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mut simulator, esl) = simulator(1_000, 1_000);
+    let (mut simulator, esl) = simulator(1_000, 10_000);
     let config = dir.path().join("capture.toml");
     std::fs::write(
         &config,
@@ -204,7 +204,7 @@ fn forwarding_is_configured_by_the_config_file_and_needs_a_checkpoint_dir() {
     )
     .unwrap();
     let mut child = cli::command()
-        .args(["capture", "--duration", "3s", "--config"])
+        .args(["capture", "--duration", "1500ms", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("capture.log")).unwrap())
@@ -310,7 +310,7 @@ fn events_are_forwarded_in_the_fs_events_v1_form() {
         "--forward-format",
         "fs-events-v1",
     ];
-    run_capture(dir.path(), 1_500, 1_500, "3s", &forward);
+    run_capture(dir.path(), 1_500, 15_000, "1500ms", &forward);
 
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
