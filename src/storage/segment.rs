@@ -59,6 +59,8 @@ pub(crate) struct SegmentData {
     pub(crate) packed: Option<Packed>,
     /// How far into the mapping read-ahead has been asked for (`readahead.rs`).
     pub(crate) read_ahead: AtomicU64,
+    /// Where the zeros the writer wrote ahead of its frames end ([`zero_ahead`]).
+    pub(crate) zeroed: AtomicU64,
 }
 
 /// What a packed segment's trailer says [SEG-09].
@@ -502,6 +504,51 @@ pub(crate) fn hold_open(file: &File) -> bool {
     flock(file, FlockOperation::NonBlockingLockShared) != Err(rustix::io::Errno::WOULDBLOCK)
 }
 
+/// The zeros the writer keeps written ahead of its frames in the active segment [SEG-08].
+const ZERO_AHEAD_BYTES: u64 = 256 << 10;
+/// The block size zeros are aligned to: a file system converts reserved space a block at a time.
+const ZERO_BLOCK: u64 = 4096;
+static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
+
+/// Writes zeros over the reserved blocks just past `end`, where the writer's next frames go,
+/// once those frames are about to reach blocks not yet written [SEG-08].
+///
+/// The first write into a reserved block also changes the file's extent map (ext4 converts
+/// an unwritten extent), which makes the `fdatasync` covering it commit the file system's
+/// journal as well as flush the data: most syncs of small records would pay for a journal
+/// commit. Zeros written a window ahead, within the sync that already pays for one, leave
+/// the syncs of the next frames only data to flush. The bytes are the zeros the space
+/// already reads as, so readers, recovery and the format see no change.
+///
+/// Only the thread that writes frames may call this, serialised with those writes (the
+/// `EveryAppend` appender; otherwise under the flush order): zeros start past `end` plus a
+/// seal frame, so they never cover a frame written before or a seal written at `end`. A
+/// failure only stops zeroing this segment: nothing depends on the zeros.
+pub(crate) fn zero_ahead(io: &dyn Io, segment: &SegmentData, end: u64) {
+    let zeroed = segment.zeroed.load(Ordering::Relaxed);
+    if end.saturating_add(ZERO_BLOCK) <= zeroed {
+        return;
+    }
+    let from = (end + FRAME_HEADER_LEN as u64)
+        .next_multiple_of(ZERO_BLOCK)
+        .max(zeroed);
+    let to = from.saturating_add(ZERO_AHEAD_BYTES).min(segment.file_len);
+    let Some(zeros) = usize::try_from(to.saturating_sub(from))
+        .ok()
+        .and_then(|len| ZEROS.get(..len))
+    else {
+        return;
+    };
+    let next = match write_all_at(io, &segment.file, zeros, from, &segment.path) {
+        Ok(()) => to,
+        Err(error) => {
+            tracing::warn!(%error, "could not write zeros ahead of the frames; syncs of new blocks will commit the journal");
+            u64::MAX
+        }
+    };
+    segment.zeroed.store(next, Ordering::Relaxed);
+}
+
 /// Bytes freed per step when a removed segment's blocks are released [TRUNC-04].
 const RELEASE_STEP: u64 = 256 << 10;
 /// The pause after each step: a file system that discards freed blocks (ext4 `-o discard`)
@@ -652,6 +699,7 @@ impl Parts {
             }),
             damaged_end: std::sync::OnceLock::new(),
             read_ahead: AtomicU64::new(0),
+            zeroed: AtomicU64::new(0),
             packed: None,
         }
     }
@@ -1077,6 +1125,58 @@ mod tests {
             matches!(&opened, Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound),
             "a file being freed opened: {opened:?}"
         );
+    }
+
+    /// Zeros go a window ahead of the frames, a block at a time, never over the frame
+    /// header's worth of bytes at `end` (where a seal may be written meanwhile), never
+    /// again over what they covered, never past the file; a failed write stops them.
+    #[test]
+    fn zeros_go_ahead_of_the_frames_and_never_over_them() {
+        #[derive(Debug, Default)]
+        struct Recorder {
+            writes: parking_lot::Mutex<Vec<(u64, usize)>>,
+            fail: std::sync::atomic::AtomicBool,
+        }
+        impl Io for Recorder {
+            fn write_at(&self, _: &File, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+                if self.fail.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::from_raw_os_error(5));
+                }
+                assert!(buf.iter().all(|b| *b == 0), "only zeros are written");
+                self.writes.lock().push((offset, buf.len()));
+                Ok(buf.len())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file_len = 2 * ZERO_AHEAD_BYTES as usize + 3 * 4096;
+        let data = segment_claiming(dir.path(), file_len, 0, ReadStrategy::Pread);
+        let io = Recorder::default();
+        let window = ZERO_AHEAD_BYTES as usize;
+        let mut expected = Vec::new();
+        // The first frames: zeros from the next block on.
+        zero_ahead(&io, &data, HEADER_LEN as u64 + 100);
+        expected.push((4096, window));
+        // Frames still a block or more short of the zeros' end: nothing.
+        zero_ahead(&io, &data, 4096 + ZERO_AHEAD_BYTES - 4096);
+        // Within a block of it: the next window, from where the last one ended.
+        zero_ahead(&io, &data, 4096 + ZERO_AHEAD_BYTES - 100);
+        expected.push((4096 + ZERO_AHEAD_BYTES, window));
+        // Frames that end on a block boundary past the zeros: the block a seal would go in
+        // is skipped; and the window stops at the end of the file.
+        let end = 4 * 4096 + 2 * ZERO_AHEAD_BYTES - 4096 * 3;
+        zero_ahead(&io, &data, end);
+        expected.push((end + 4096, file_len - (end + 4096) as usize));
+        assert_eq!(*io.writes.lock(), expected);
+        for (offset, _) in &expected {
+            assert!(*offset >= HEADER_LEN as u64 + FRAME_HEADER_LEN as u64);
+        }
+        // A failed write stops the zeros for this segment.
+        let data = segment_claiming(dir.path(), file_len, 0, ReadStrategy::Pread);
+        io.fail.store(true, Ordering::Relaxed);
+        zero_ahead(&io, &data, HEADER_LEN as u64);
+        io.fail.store(false, Ordering::Relaxed);
+        zero_ahead(&io, &data, HEADER_LEN as u64 + 5000);
+        assert_eq!(io.writes.lock().len(), expected.len());
     }
 
     /// A segment file of `file_len` bytes whose handle claims frames up to `end`.

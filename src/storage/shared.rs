@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     pub(crate) sync_leader: Mutex<()>,
     /// Whether threads waiting for durability sync themselves (group commit).
     pub(crate) waiters_sync: AtomicBool,
+    /// Whether frames reach the file through the staging buffer (every policy but
+    /// `EveryAppend`), so that a sync may write zeros ahead of them ([`Shared::sync_now`]).
+    pub(crate) writes_staged: AtomicBool,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
     /// Frames appended but not yet written.
@@ -206,6 +209,7 @@ impl Shared {
             sync_idle: AtomicBool::new(false),
             sync_leader: Mutex::new(()),
             waiters_sync: AtomicBool::new(false),
+            writes_staged: AtomicBool::new(false),
             active: Mutex::new(None),
             staging: Mutex::new(Staging::default()),
             flush_order: Mutex::new(()),
@@ -385,6 +389,7 @@ impl Shared {
     pub(crate) fn sync_now(&self) -> Result<()> {
         self.check_poison()?;
         self.flush()?;
+        self.zero_ahead();
         let Some(active) = self.active.lock().clone() else {
             return Ok(());
         };
@@ -405,6 +410,23 @@ impl Shared {
             tracing::warn!(%error, "could not extend the index file; it will be rebuilt if needed");
         }
         Ok(())
+    }
+
+    /// Writes zeros ahead of the staged frames' place in the file, for the sync about to run
+    /// to flush with them ([`segment::zero_ahead`]); under the flush order, so no frame is
+    /// being written meanwhile.
+    fn zero_ahead(&self) {
+        if !self.writes_staged.load(Ordering::Acquire) {
+            return;
+        }
+        let _order = self.flush_order.lock();
+        let (segment, end) = {
+            let staging = self.staging.lock();
+            (staging.segment.clone(), staging.offset)
+        };
+        if let Some(segment) = segment {
+            segment::zero_ahead(&*self.io, &segment, end);
+        }
     }
 
     /// Runs the durable steps of every pending roll, oldest first [ROLL-07]: the sealed

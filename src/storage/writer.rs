@@ -192,6 +192,10 @@ impl Log {
             matches!(options.sync_policy, SyncPolicy::GroupCommit { .. }),
             Ordering::Release,
         );
+        shared.writes_staged.store(
+            options.sync_policy != SyncPolicy::EveryAppend,
+            Ordering::Release,
+        );
         {
             let mut slots = shared.slots.write();
             for base in segments.iter().take(segments.len().saturating_sub(1)) {
@@ -593,6 +597,7 @@ impl Log {
             // After a failed sync, a later sync that succeeds proves nothing about the frames
             // the failed one covered (fsyncgate): never publish them or move the watermark.
             self.shared.check_poison()?;
+            segment::zero_ahead(&*self.options.io, &self.active, self.end);
             if let Err(source) = self.options.io.sync_data(&self.active.file) {
                 let error = Error::io(IoOp::Sync, &self.active.path, source);
                 self.shared.poison(&error);
