@@ -737,7 +737,8 @@ impl ArtifactStore for LogStore {
                 sequence: last + 1,
                 source,
             })?;
-            last = view.append_sequence();
+            // The order is checked when appending; here `last` only names a damaged body.
+            last = last.max(view.append_sequence());
             bodies.push(Body {
                 bytes,
                 facts: Facts::of(&view),
