@@ -947,11 +947,6 @@ impl IdIndex {
         self.keep_sealed(ids);
     }
 
-    /// The chunk files of the segment at `base` ([STORE-06]), by first log sequence.
-    fn chunk_files(&self, base: u64) -> BTreeMap<u64, PathBuf> {
-        chunk_files(&self.dir, base)
-    }
-
     /// Writes the records the writer added since the last chunk file as the next one, once
     /// there are [`CHUNK_RECORDS`] of them ([STORE-06]). Not synced: a chunk is a cache
     /// that readers check before they use it.
@@ -987,7 +982,7 @@ impl IdIndex {
     /// have the CRC-32 the chunk recorded ([STORE-06]). Stops at the first that does not.
     fn load_chunks(&mut self, reader: &Reader, building: &mut Building) -> Result<()> {
         let next = reader.next_seq()?.0;
-        for (from, path) in self.chunk_files(building.base) {
+        for (from, path) in chunk_files(&self.dir, building.base) {
             if from != building.until {
                 break;
             }
@@ -1311,7 +1306,7 @@ impl IdIndex {
         };
         let mut from = active;
         // Chunks in order from the segment's base, each starting where the last one ended.
-        for (first, path) in self.chunk_files(active) {
+        for (first, path) in chunk_files(&self.dir, active) {
             if first != from {
                 break;
             }
