@@ -5,8 +5,8 @@
 //! A filter has no false negatives: every hash added sets its bits in its word. A false
 //! positive costs one search of the segment.
 
-/// Hashes a filter word holds on average, at most: 11 bits or more each, which with three
-/// bits a hash lets 1-2 % of absent hashes through.
+/// Hashes a filter word holds on average, at most: 10.7 bits or more each (words are rounded
+/// up to a power of two), which with three bits a hash lets 1-2 % of absent hashes through.
 const HASHES_PER_WORD: usize = 6;
 
 /// Spreads an id hash's entropy over all its bits (the stored hash is FNV-1a, whose low bits
