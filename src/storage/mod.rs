@@ -43,6 +43,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod shared;
+mod signal;
 mod verify;
 mod writer;
 

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use event_listener::Listener as _;
-
 use super::dir;
 use super::durable;
 use super::error::{CorruptKind, Error, Result};
@@ -227,7 +225,7 @@ impl Reader {
             }
             match deadline {
                 Some(deadline) => {
-                    if listener.wait_deadline(deadline).is_none() {
+                    if !listener.wait_deadline(deadline) {
                         return Ok(self.shared.next.load(Ordering::Acquire) > seq.0);
                     }
                 }
@@ -256,7 +254,7 @@ impl Reader {
             if self.shared.next.load(Ordering::Acquire) > seq.0 {
                 return Ok(());
             }
-            listener.await;
+            listener.notified().await;
         }
     }
 

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use event_listener::Event;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::dir;
@@ -22,6 +21,7 @@ use super::meta::{CleanMark, START_LEN, StartMark};
 use super::options::ReadStrategy;
 use super::pack::Inflater;
 use super::segment::{self, FileWindow, SegmentData, Stop};
+use super::signal::Signal;
 
 /// How often a follower looks for sealed segments replaced by packed ones.
 const REPLACED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -121,7 +121,7 @@ pub(crate) struct Shared {
     /// Every sequence below this is durable.
     pub(crate) durable: AtomicU64,
     /// Notified whenever records are published.
-    pub(crate) appended: Event,
+    pub(crate) appended: Signal,
     pub(crate) durable_lock: Mutex<()>,
     pub(crate) durable_changed: Condvar,
     pub(crate) poisoned: AtomicBool,
@@ -199,7 +199,7 @@ impl Shared {
             start: AtomicU64::new(1),
             next: AtomicU64::new(1),
             durable: AtomicU64::new(1),
-            appended: Event::new(),
+            appended: Signal::default(),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -333,7 +333,7 @@ impl Shared {
         segment
             .end
             .store(offset + bytes.len() as u64, Ordering::Release);
-        self.appended.notify(usize::MAX);
+        self.appended.notify_all();
         bytes.clear();
         let mut staging = self.staging.lock();
         // Keep the larger buffer (up to a bound): a staging buffer that had to grow while the
@@ -698,7 +698,7 @@ impl Shared {
         }
         let grew = self.next.load(Ordering::Acquire) > before;
         if grew {
-            self.appended.notify(usize::MAX);
+            self.appended.notify_all();
         }
         Ok(grew)
     }

@@ -609,7 +609,7 @@ impl Log {
             self.active.end.store(self.end, Ordering::Release);
         }
         self.shared.next.store(self.next_seq, Ordering::SeqCst);
-        self.shared.appended.notify(usize::MAX);
+        self.shared.appended.notify_all();
         // Only group commit syncs as soon as anything is pending; the sync thread of the
         // other policies wakes on its own clock or for rolls.
         if matches!(self.options.sync_policy, SyncPolicy::GroupCommit { .. })
