@@ -446,13 +446,33 @@ enum Payload {
 }
 
 impl Frames {
-    /// The records' payloads, in sequence order.
+    /// The records' payloads, in sequence order. The pages a pass has read are let go
+    /// behind it ([`forget_behind`]).
     fn payloads(&self) -> impl Iterator<Item = &[u8]> {
         let bytes = self.map.published();
+        let mut resident_from = 0;
         self.payloads.iter().map(move |payload| match payload {
-            Payload::Mapped(range) => bytes.get(range.clone()).unwrap_or_default(),
+            Payload::Mapped(range) => {
+                forget_behind(&self.map, &mut resident_from, range.start);
+                bytes.get(range.clone()).unwrap_or_default()
+            }
             Payload::Inflated(content) => content.as_slice(),
         })
+    }
+}
+
+/// Bytes of the map a pass over it keeps mapped behind where it reads: packing a segment
+/// then adds about this much to the process's resident memory, not the whole segment (T14's
+/// burst, benches/README.md).
+const RESIDENT_BEHIND: usize = 4 << 20;
+
+/// Lets the pages of the map below `at` go once they span [`RESIDENT_BEHIND`] from
+/// `resident_from`; they stay in the page cache for the next pass. Best effort: a failure
+/// only keeps them resident.
+fn forget_behind(map: &SegmentMap, resident_from: &mut usize, at: usize) {
+    if at >= resident_from.saturating_add(RESIDENT_BEHIND) {
+        let _ = map.forget(*resident_from, at);
+        *resident_from = at;
     }
 }
 
@@ -477,7 +497,9 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
     let mut inflater = Inflater::default();
     let (mut at, mut seq) = (HEADER_LEN, base);
     let mut payloads = Vec::new();
+    let mut resident_from = 0;
     let found = loop {
+        forget_behind(&map, &mut resident_from, at);
         let rest = bytes.get(at..).unwrap_or_default();
         match frame::decode_with(rest, &crc, seq, FRAME_PAYLOAD_LIMIT) {
             Decoded::Record {
@@ -522,19 +544,21 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
 fn train(source: &Frames) -> Vec<u8> {
     let total: usize = source.payloads().map(<[u8]>::len).sum();
     let step = (total / SAMPLE_BYTES).max(1);
-    let samples: Vec<&[u8]> = source
-        .payloads()
-        .step_by(step)
-        .filter(|p| !p.is_empty())
-        .collect();
-    if samples.len() < SAMPLE_RECORDS_MIN {
+    // Copied out as they are read, so that the pass lets the map's pages go behind it.
+    let (mut samples, mut sizes) = (Vec::new(), Vec::new());
+    for payload in source.payloads().step_by(step).filter(|p| !p.is_empty()) {
+        samples.extend_from_slice(payload);
+        sizes.push(payload.len());
+    }
+    if sizes.len() < SAMPLE_RECORDS_MIN {
         return Vec::new();
     }
-    let trained = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap_or_default();
+    let train = |max| zstd::dict::from_continuous(&samples, &sizes, max).unwrap_or_default();
+    let trained = train(DICTIONARY_BYTES);
     if trained.len() >= DICTIONARY_BYTES / 2 {
         return trained;
     }
-    let smaller = zstd::dict::from_samples(&samples, DICTIONARY_BYTES / 2).unwrap_or_default();
+    let smaller = train(DICTIONARY_BYTES / 2);
     if smaller.len() > trained.len() {
         smaller
     } else {

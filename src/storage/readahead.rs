@@ -209,4 +209,22 @@ mod tests {
         let faults = faults_reading(segment.map.as_ref().unwrap().published());
         assert!(faults >= 4, "{faults} page faults unpopulated");
     }
+
+    /// A forgotten range leaves this process's page tables: reading it again faults, and
+    /// reads the same bytes (`SegmentMap::forget`, used by the packer).
+    #[test]
+    fn a_forgotten_range_faults_again_and_reads_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = first_segment(&log_of(dir.path(), ReadStrategy::Mmap, 16_000));
+        let map = segment.map.as_ref().unwrap();
+        assert!(segment.load_end() > 8 << 20);
+        let bytes = map.published();
+        let before = bytes.to_vec();
+        faults_reading(bytes);
+        assert!(faults_reading(bytes) <= 1, "resident after a first read");
+        map.forget(0, bytes.len()).unwrap();
+        let faults = faults_reading(bytes);
+        assert!(faults >= 4, "{faults} page faults after forgetting");
+        assert!(bytes == before.as_slice(), "the bytes changed");
+    }
 }

@@ -7,7 +7,8 @@
 //! 1. **Readers only see published bytes.** [`SegmentMap::published`] returns `[0, end)` for
 //!    the map's own published end, which only grows ([`SegmentMap::publish`]), so no caller
 //!    can ask for more; nothing else in this module reads the mapping ([`SegmentMap::populate`]
-//!    only has the kernel map pages below the published end, ahead of readers).
+//!    only has the kernel map pages below the published end, ahead of readers, and
+//!    [`SegmentMap::forget`] only has it drop pages from the page tables).
 //! 2. **Nothing writes below the published end.** Segment files are never mapped writable:
 //!    the writer writes them with `pwrite`, only beyond the published end, and publishes a
 //!    range only after writing it (format/recovery.md [LOG-02]).
@@ -78,6 +79,30 @@ impl SegmentMap {
         }
         self.raw
             .advise_range(memmap2::Advice::PopulateRead, from, to - from)
+    }
+
+    /// Drops the pages of `[from, to)` from this process's page tables (`MADV_DONTNEED`),
+    /// so that they stop counting in its resident memory; the next read of them maps them
+    /// again from the page cache, or reads the file. Slices of the map stay valid and read
+    /// the same bytes. Creates no slice.
+    pub(crate) fn forget(&self, from: usize, to: usize) -> std::io::Result<()> {
+        let to = to.min(self.raw.len());
+        if from >= to {
+            return Ok(());
+        }
+        #[expect(
+            unsafe_code,
+            reason = "dropping pages of a shared file mapping (docs/SAFETY.md)"
+        )]
+        // SAFETY: the mapping is shared, read-only and of a file: after `MADV_DONTNEED` a read
+        // of these pages maps them again from the file's current contents. Published bytes
+        // never change (rule 2 of the module docs) and unpublished ones are never read, so
+        // every slice of the map, including those alive now, reads the same bytes before and
+        // after; the range is inside the mapping.
+        unsafe {
+            self.raw
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+        }
     }
 
     /// The published bytes: `[0, end)` for the end last published.
