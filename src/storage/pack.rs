@@ -553,12 +553,13 @@ fn train(source: &Frames) -> Vec<u8> {
     if sizes.len() < SAMPLE_RECORDS_MIN {
         return Vec::new();
     }
-    let train = |max| zstd::dict::from_continuous(&samples, &sizes, max).unwrap_or_default();
-    let trained = train(DICTIONARY_BYTES);
+    let dictionary_of =
+        |max| zstd::dict::from_continuous(&samples, &sizes, max).unwrap_or_default();
+    let trained = dictionary_of(DICTIONARY_BYTES);
     if trained.len() >= DICTIONARY_BYTES / 2 {
         return trained;
     }
-    let smaller = train(DICTIONARY_BYTES / 2);
+    let smaller = dictionary_of(DICTIONARY_BYTES / 2);
     if smaller.len() > trained.len() {
         smaller
     } else {

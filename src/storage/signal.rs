@@ -1,4 +1,4 @@
-//! An event whose notification costs nothing while nobody listens: the writer announces
+//! An event whose notification costs one fence while nobody listens: the writer announces
 //! every append, and readers seldom wait. `event_listener`'s own notify takes a lock and a
 //! `SeqCst` fence each time (6 % of an appending thread's samples, benches/README.md).
 
