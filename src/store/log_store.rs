@@ -120,6 +120,16 @@ impl<'a> Facts<'a> {
         }
     }
 
+    fn of_record(record: &'a Record) -> Facts<'a> {
+        Facts::new(
+            record.append_sequence(),
+            record.id().as_str(),
+            record.capture_timestamp(),
+            record.artifact_name(),
+            record.event_name(),
+        )
+    }
+
     fn of(view: &RecordView<'a>) -> Facts<'a> {
         Facts {
             sequence: view.append_sequence(),
@@ -423,13 +433,7 @@ impl LogStore {
                 return Ok(Facts::default());
             };
             record.encode_into(buffer)?;
-            Ok(Facts::new(
-                record.append_sequence(),
-                record.id().as_str(),
-                record.capture_timestamp(),
-                record.artifact_name(),
-                record.event_name(),
-            ))
+            Ok(Facts::of_record(record))
         })
     }
 
@@ -891,14 +895,7 @@ mod tests {
             let mut body = Vec::new();
             record.encode_into(&mut body).unwrap();
             let view = RecordView::parse_v2(&body).unwrap();
-            let taken = Facts::new(
-                record.append_sequence(),
-                record.id().as_str(),
-                record.capture_timestamp(),
-                record.artifact_name(),
-                record.event_name(),
-            );
-            assert_eq!(taken, Facts::of(&view));
+            assert_eq!(Facts::of_record(&record), Facts::of(&view));
         }
     }
 }
