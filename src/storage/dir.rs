@@ -15,6 +15,8 @@ pub const START_FILE: &str = "start.meta";
 pub const CLEAN_FILE: &str = "clean.meta";
 /// The preallocated spare segment, renamed into place at the next roll.
 pub const SPARE_FILE: &str = "spare.seg.tmp";
+/// A removed segment's file, kept for the writer's next segment [SEG-10] (a temporary).
+pub const RECYCLE_FILE: &str = "recycle.seg.tmp";
 
 /// The segment file of the segment starting at `base` [DIR-01].
 #[must_use]

@@ -9,13 +9,16 @@ use super::error::CorruptKind;
 /// Bytes in a file header.
 pub const HEADER_LEN: usize = 40;
 /// The newest format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The version of every file except packed segments: they need nothing newer, so readers of
 /// version 1 keep reading them.
 pub const PLAIN_VERSION: u16 = 1;
 /// The version of packed segments ([SEG-09]), whose compressed frames need the dictionary
 /// after their seal.
 pub const PACKED_VERSION: u16 = 2;
+/// The version of recycled segments ([SEG-10]), whose frames may be followed by bytes an
+/// earlier segment left rather than by zeros.
+pub const RECYCLED_VERSION: u16 = 3;
 
 /// Magic number of segment files.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89ESLSEG\n";
@@ -61,10 +64,29 @@ impl FileHeader {
         }
     }
 
+    /// A header of a segment written into a removed segment's file ([`RECYCLED_VERSION`],
+    /// [SEG-10]).
+    #[must_use]
+    pub fn recycled(base: u64, salt: u64) -> FileHeader {
+        FileHeader {
+            read_version: RECYCLED_VERSION,
+            write_version: RECYCLED_VERSION,
+            base,
+            salt,
+        }
+    }
+
     /// Whether the file is a packed segment ([SEG-09]).
     #[must_use]
     pub fn is_packed(&self) -> bool {
-        self.read_version >= PACKED_VERSION
+        self.read_version == PACKED_VERSION
+    }
+
+    /// Whether the file is a recycled segment ([SEG-10]): what follows its frames is not
+    /// necessarily zeros.
+    #[must_use]
+    pub fn is_recycled(&self) -> bool {
+        self.read_version == RECYCLED_VERSION
     }
 
     /// Encodes the header with the given magic [HDR-01].

@@ -76,7 +76,8 @@ pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
 /// log's API, so they stay in this namespace instead of the module root.
 pub mod codec {
     pub use super::dir::{
-        CLEAN_FILE, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path, segment_path,
+        CLEAN_FILE, RECYCLE_FILE, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path,
+        segment_path,
     };
     pub use super::frame::{
         Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,
@@ -84,7 +85,7 @@ pub mod codec {
     };
     pub use super::header::{
         FORMAT_VERSION, FileHeader, HEADER_LEN, INDEX_MAGIC, PACKED_VERSION, PLAIN_VERSION,
-        SEGMENT_MAGIC,
+        RECYCLED_VERSION, SEGMENT_MAGIC,
     };
     pub use super::index::{
         ENTRY_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,

@@ -98,6 +98,17 @@ pub struct LogOptions {
     /// smaller for ESL events, and stays readable on its own. `None`, the default, leaves
     /// segments as written ([`Log::pack_sealed`](super::Log::pack_sealed) packs on demand).
     pub pack_level: Option<i32>,
+    /// Reuses the file of the newest segment a prefix truncation removes (in the writer's
+    /// process) for the next segment, instead of creating one filled with zeros ([SEG-10]).
+    /// Appends then overwrite blocks that are already written, which costs the file system
+    /// no block allocation and no journal commit per sync. What follows the frames of such a
+    /// segment is what the file held before, so a torn frame there cannot be told apart:
+    /// after an unclean shutdown the writer's open ends the segment where its frames stop,
+    /// and `AbsoluteConsistency`, which must refuse any torn frame, refuses it (a writer
+    /// opened with `AbsoluteConsistency` never recycles). Default: off: on this project's
+    /// benches, which truncate several segments at a time, one reused file per truncation
+    /// has not yet shown a gain (benches/README.md, "Recycled segments").
+    pub recycle_segments: bool,
     /// The I/O seam. Default: the real file system.
     pub io: Arc<dyn Io>,
 }
@@ -112,6 +123,7 @@ impl Default for LogOptions {
             read_strategy: ReadStrategy::default(),
             compress_min_bytes: Some(64 << 10),
             pack_level: None,
+            recycle_segments: false,
             io: Arc::new(StdIo),
         }
     }

@@ -19,7 +19,7 @@ use super::dir;
 use super::durable;
 use super::error::{CorruptKind, Error, Result};
 use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
-use super::header::HEADER_LEN;
+use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
 use super::id::{SegmentId, Seq};
 use super::options::{LogOptions, ReadStrategy};
 use super::pack::Inflater;
@@ -48,6 +48,9 @@ pub struct TruncateReport {
     pub segments_removed: usize,
     /// Bytes of segment and index files deleted.
     pub bytes_reclaimed: u64,
+    /// Whether the newest segment removed kept its file for the writer's next segment
+    /// ([SEG-10]); it is counted in `segments_removed` and `bytes_reclaimed`.
+    pub recycled: bool,
 }
 
 /// A cheap, cloneable handle for reading a log.
@@ -339,9 +342,21 @@ impl Reader {
                 .filter_map(|w| w.first().map(|s| s.base))
                 .collect()
         };
+        // Forgotten first, so that this process holds none of their files unless a cursor
+        // is reading one.
+        shared
+            .slots
+            .write()
+            .retain(|slot| doomed.binary_search(&slot.base).is_err());
+        let mut recycled = shared.recycled.lock();
+        let recycle = match doomed.last() {
+            Some(newest) if recycled.is_none() => self.recycle(*newest),
+            _ => None,
+        };
         // Opened before their names go, to free their blocks in steps afterwards [TRUNC-04].
         let releases: Vec<std::fs::File> = doomed
             .iter()
+            .filter(|base| recycle.as_ref().is_none_or(|(kept, _)| kept != *base))
             .filter_map(|base| {
                 let path = dir::segment_path(&shared.dir, *base);
                 std::fs::File::options().write(true).open(path).ok()
@@ -349,19 +364,28 @@ impl Reader {
             .collect();
         let mut paths = Vec::new();
         for base in &doomed {
+            let kept = recycle.as_ref().is_some_and(|(kept, _)| kept == base);
+            if kept {
+                report.bytes_reclaimed += shared.recycle_len.load(Ordering::Relaxed);
+            }
             for path in [
                 dir::segment_path(&shared.dir, *base),
                 dir::index_path(&shared.dir, *base),
             ] {
+                if kept && path.extension().is_some_and(|e| e == "seg") {
+                    continue;
+                }
                 report.bytes_reclaimed += std::fs::metadata(&path).map_or(0, |m| m.len());
                 paths.push(path);
             }
         }
+        // Also makes the recycled file's new name durable before the writer reuses it.
         durable::remove_files(&*shared.io, &shared.dir, &paths)?;
-        shared
-            .slots
-            .write()
-            .retain(|slot| doomed.binary_search(&slot.base).is_err());
+        if let Some((_, file)) = recycle {
+            *recycled = Some(file);
+            report.recycled = true;
+        }
+        drop(recycled);
         report.segments_removed = doomed.len();
         // The files are out of the directory: freeing their blocks, which takes a while by
         // design, holds up no other truncation and no writer's open.
@@ -370,6 +394,41 @@ impl Reader {
             segment::release_blocks(file);
         }
         Ok(report)
+    }
+
+    /// Moves the file of segment `base`, which a truncation is removing, to
+    /// [`dir::RECYCLE_FILE`] for the writer's next segment, if the writer recycles, the file
+    /// fits (its length is the writer's segment size, and it is not packed) and no reader in
+    /// any process holds it: the exclusive lock taken here, kept until the file is reused,
+    /// makes every later reader take it for deleted [SEG-10]. `None` if it stays to be removed.
+    fn recycle(&self, base: u64) -> Option<(u64, std::fs::File)> {
+        use std::os::unix::fs::FileExt;
+        let shared = &*self.shared;
+        let len = shared.recycle_len.load(Ordering::Relaxed);
+        if shared.follower || len == 0 {
+            return None;
+        }
+        let path = dir::segment_path(&shared.dir, base);
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        let mut header = [0u8; HEADER_LEN];
+        let fits = file.metadata().is_ok_and(|m| m.len() == len)
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && FileHeader::decode(&header, SEGMENT_MAGIC).is_ok_and(|h| !h.is_packed());
+        if !fits || !segment::lock_exclusive(&file) {
+            return None;
+        }
+        let target = shared.dir.join(dir::RECYCLE_FILE);
+        match shared.io.rename(&path, &target) {
+            Ok(()) => Some((base, file)),
+            Err(error) => {
+                tracing::warn!(%error, segment = %SegmentId(base), "could not keep a removed segment's file for reuse; removing it");
+                None
+            }
+        }
     }
 
     /// The log's directory.

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::error::{CorruptKind, Error, IoOp, Result};
-use super::frame::{self, Decoded};
+use super::frame::{self, Decoded, FrameKind};
 use super::header::HEADER_LEN;
 use super::id::SegmentId;
 use super::index::IndexEntry;
@@ -52,6 +52,11 @@ pub struct RecoveryReport {
     /// with every later segment and the records in them, none of which had been acknowledged
     /// as durable [REC-08].
     pub unfinished_roll: Option<UnfinishedRoll>,
+    /// The last segment is recycled [SEG-10] and was not closed cleanly: what follows its
+    /// frames cannot be told from a torn frame, so they were ended with a seal where they stop
+    /// and the first append continues in a new segment (as [`RecoveryReport::pending_roll`]),
+    /// or, if it held no record, everything after its header was zeroed.
+    pub recycled_end: bool,
 }
 
 /// The successor of a roll that had not finished, which recovery removed with every segment
@@ -74,7 +79,8 @@ pub struct TornTail {
     pub segment: SegmentId,
     /// Where the first invalid frame started.
     pub offset: u64,
-    /// How many bytes (up to the last non-zero byte) were zeroed.
+    /// How many bytes were cut off: zeroed up to the last non-zero byte, or, in a recycled
+    /// segment ended where its frames stop [REC-09], every byte after `offset`.
     pub bytes_dropped: u64,
     /// What was wrong at `offset`.
     pub kind: CorruptKind,
@@ -286,10 +292,16 @@ pub(crate) fn recover_active(
                         });
                     }
                     // The one explicit repair: cut the promised frames from the damage on.
-                    if let Some(last) = segment::last_nonzero_byte(&file, &path, offset, file_len)?
-                    {
-                        cut(io, source, offset..last + 1, kind, report)?;
-                    }
+                    let sealed = if source.recycled {
+                        close_recycled(io, source, (offset, end_seq), Some(kind), report)?
+                    } else {
+                        if let Some(last) =
+                            segment::last_nonzero_byte(&file, &path, offset, file_len)?
+                        {
+                            cut(io, source, offset..last + 1, kind, report)?;
+                        }
+                        false
+                    };
                     let parts = Parts {
                         file,
                         path,
@@ -297,7 +309,7 @@ pub(crate) fn recover_active(
                         file_len,
                         end: offset,
                         end_seq,
-                        sealed: false,
+                        sealed,
                         entries,
                     };
                     return Ok(Recovered { parts, packed });
@@ -325,8 +337,12 @@ pub(crate) fn recover_active(
         Stop::Invalid(kind) => Some(kind.clone()),
         _ => None,
     };
-    cut_damage(io, source, (damage_from, found.end_seq), kind, mode, report)?;
-    let sealed = found.stop == Stop::Seal;
+    let sealed = if source.recycled {
+        end_recycled(io, source, &found, mode, report)?
+    } else {
+        cut_damage(io, source, (damage_from, found.end_seq), kind, mode, report)?;
+        found.stop == Stop::Seal
+    };
     let parts = Parts {
         file,
         path,
@@ -371,6 +387,8 @@ pub(crate) fn check_clean_end(
         let sealed = match source.decode_at(window, mark.end_offset, mark.next_seq, source.len)? {
             Decoded::Empty => Some(false),
             Decoded::Seal => Some(true),
+            // In a recycled segment the bytes after the frames are left from before [SEG-10].
+            Decoded::Invalid(_) if source.recycled => Some(false),
             Decoded::Record { .. } | Decoded::Invalid(_) => None,
         };
         return Ok(CleanEnd::Kept { sealed });
@@ -442,6 +460,94 @@ fn cut_damage(
         });
     }
     cut(io, source, from..last_nonzero + 1, kind, report)
+}
+
+/// Ends the frames of a recycled last segment [SEG-10] that an unclean shutdown left, where
+/// the scan `found` they stop, and returns whether the segment is sealed.
+///
+/// What follows the frames is what the file held before, so a torn frame there looks like
+/// any other leftover bytes, and frames of this segment written after a lost one may survive
+/// a power loss unseen. The segment is therefore sealed where its frames stop, so that
+/// nothing is ever appended after those bytes, unless a valid frame follows within
+/// [`segment::RECYCLED_SEARCH_SPAN`]: that is damage before the tail, refused as in a plain
+/// segment (cut, by the same seal, only in `PointInTime`). `AbsoluteConsistency` refuses
+/// the segment, since it cannot show that nothing was torn.
+fn end_recycled(
+    io: &dyn Io,
+    source: ScanFile<'_>,
+    found: &segment::Scan,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
+    let (from, expected_seq) = (found.end, found.end_seq);
+    if matches!(found.stop, Stop::Seal | Stop::Limit) {
+        return Ok(found.stop == Stop::Seal);
+    }
+    let segment = SegmentId(source.base);
+    let follows = match segment::damage_end(source, from, source.len)? {
+        Some(last) => segment::find_valid_frame(source, from, last, expected_seq)?,
+        None => None,
+    };
+    let damage = follows.map(|found| CorruptKind::DamagedBeforeTail {
+        next_valid: found.offset,
+    });
+    let refuse = match (mode, &damage) {
+        (RecoveryMode::AbsoluteConsistency, None) => Some(CorruptKind::TornTail {
+            bytes: source.len - from,
+        }),
+        (RecoveryMode::PointInTime, _) | (RecoveryMode::TolerateTornTail, None) => None,
+        (_, Some(kind)) => Some(kind.clone()),
+    };
+    if let Some(kind) = refuse {
+        return Err(Error::Corrupt {
+            segment,
+            offset: from,
+            kind,
+        });
+    }
+    close_recycled(io, source, (from, expected_seq), damage, report)
+}
+
+/// Ends the frames of a recycled segment at `offset`, where `seq` was due, so that nothing is
+/// appended after bytes that may hide frames of its own (with `damage`, reported as a cut of
+/// what is left behind), syncs it, and returns whether it is now sealed.
+///
+/// A seal ends it, and its first append rolls. A segment without records cannot be sealed
+/// (the seal would name its own base, [SEG-06]): everything after its header is zeroed
+/// instead, a segment's worth of writes only after a crash before its first record.
+fn close_recycled(
+    io: &dyn Io,
+    source: ScanFile<'_>,
+    (offset, seq): (u64, u64),
+    damage: Option<CorruptKind>,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
+    let segment = SegmentId(source.base);
+    if offset + frame::FRAME_HEADER_LEN as u64 > source.len {
+        // No frame fits either: the first append rolls, sealing the segment there [SEG-05].
+        return Ok(false);
+    }
+    let sealed = seq != source.base;
+    if sealed {
+        tracing::warn!(%segment, offset, "ending a recycled segment where its frames stop");
+        let seal = frame::encode(source.salt, seq, FrameKind::Seal, &[]);
+        write_all_at(io, source.file, &seal, offset, source.path)?;
+    } else {
+        tracing::warn!(%segment, "zeroing a recycled segment that holds no record");
+        zero_range(io, source.file, source.path, offset, source.len)?;
+    }
+    io.sync_data(source.file)
+        .map_err(|e| Error::io(IoOp::Sync, source.path, e))?;
+    report.recycled_end = true;
+    if let Some(kind) = damage {
+        report.torn_tail = Some(TornTail {
+            segment,
+            offset,
+            bytes_dropped: source.len - offset,
+            kind,
+        });
+    }
+    Ok(sealed)
 }
 
 /// Zeroes `range` (damage up to its last non-zero byte) of the segment, syncs it and reports

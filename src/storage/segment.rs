@@ -61,6 +61,8 @@ pub(crate) struct SegmentData {
     pub(crate) read_ahead: AtomicU64,
     /// Where the zeros the writer wrote ahead of its frames end ([`zero_ahead`]).
     pub(crate) zeroed: AtomicU64,
+    /// Whether the file is a recycled segment [SEG-10]: bytes past its frames are not zeros.
+    pub(crate) recycled: bool,
 }
 
 /// What a packed segment's trailer says [SEG-09].
@@ -145,6 +147,7 @@ impl SegmentData {
             salt: self.salt,
             len: self.file_len,
             max_payload,
+            recycled: self.recycled,
         }
     }
 
@@ -401,6 +404,8 @@ pub(crate) struct ScanFile<'a> {
     pub(crate) len: u64,
     /// The payload bound frames are checked against ([FRM-05]).
     pub(crate) max_payload: u32,
+    /// Whether the file is a recycled segment [SEG-10].
+    pub(crate) recycled: bool,
 }
 
 impl<'a> ScanFile<'a> {
@@ -419,6 +424,7 @@ impl<'a> ScanFile<'a> {
             salt: header.salt,
             len,
             max_payload,
+            recycled: header.is_recycled(),
         }
     }
 
@@ -504,6 +510,14 @@ pub(crate) fn hold_open(file: &File) -> bool {
     flock(file, FlockOperation::NonBlockingLockShared) != Err(rustix::io::Errno::WOULDBLOCK)
 }
 
+/// Whether `path` still names the file `metadata` describes. Checked after [`hold_open`]: a
+/// file that is still named then cannot be recycled while this reader holds it [SEG-10].
+fn still_named(metadata: &std::fs::Metadata, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .is_ok_and(|named| (named.dev(), named.ino()) == (metadata.dev(), metadata.ino()))
+}
+
 /// The zeros the writer keeps written ahead of its frames in the active segment [SEG-08].
 const ZERO_AHEAD_BYTES: u64 = 256 << 10;
 /// The block size zeros are aligned to: a file system converts reserved space a block at a time.
@@ -549,6 +563,13 @@ pub(crate) fn zero_ahead(io: &dyn Io, segment: &SegmentData, end: u64) {
     segment.zeroed.store(next, Ordering::Relaxed);
 }
 
+/// Takes the exclusive `flock` on a removed segment file if no reader in any process holds
+/// it, which makes every reader that opens it later take it for deleted ([`hold_open`]).
+pub(crate) fn lock_exclusive(file: &File) -> bool {
+    use rustix::fs::{FlockOperation, flock};
+    flock(file, FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
 /// Bytes freed per step when a removed segment's blocks are released [TRUNC-04].
 const RELEASE_STEP: u64 = 256 << 10;
 /// The pause after each step: a file system that discards freed blocks (ext4 `-o discard`)
@@ -562,8 +583,8 @@ const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 /// Best effort: a file system that cannot punch holes, or a reader that holds the file,
 /// leaves the blocks to be freed whole when the last descriptor closes.
 pub(crate) fn release_blocks(file: &File) -> bool {
-    use rustix::fs::{FallocateFlags, FlockOperation, fallocate, flock};
-    if flock(file, FlockOperation::NonBlockingLockExclusive).is_err() {
+    use rustix::fs::{FallocateFlags, fallocate};
+    if !lock_exclusive(file) {
         return false;
     }
     let Ok(len) = file.metadata().map(|m| m.len()) else {
@@ -594,16 +615,17 @@ pub(crate) fn open_file(
         .write(writable)
         .open(&path)
         .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-    if !hold_open(&file) {
-        // A truncation removed the file after it was opened here and is freeing its blocks
-        // [TRUNC-04]: to this reader it is gone.
+    let metadata = file
+        .metadata()
+        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    // A truncation removed the file after it was opened here and is freeing its blocks
+    // [TRUNC-04], or recycling it [SEG-10], which moves it to another name once no reader
+    // holds it: to this reader it is gone either way.
+    if !hold_open(&file) || !still_named(&metadata, &path) {
         let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
         return Err(Error::io(IoOp::Open, &path, gone));
     }
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::io(IoOp::Open, &path, e))?
-        .len();
+    let file_len = metadata.len();
     let mut bytes = [0u8; HEADER_LEN];
     let n = read_at(&file, &mut bytes, 0, &path)?;
     let segment = SegmentId(base);
@@ -699,7 +721,14 @@ impl Parts {
             }),
             damaged_end: std::sync::OnceLock::new(),
             read_ahead: AtomicU64::new(0),
-            zeroed: AtomicU64::new(0),
+            // A recycled file's blocks are written already: zeros ahead would only cost
+            // writes [SEG-10].
+            zeroed: AtomicU64::new(if self.header.is_recycled() {
+                u64::MAX
+            } else {
+                0
+            }),
+            recycled: self.header.is_recycled(),
             packed: None,
         }
     }
@@ -823,7 +852,7 @@ pub(crate) fn load_sealed(
                 Stop::Invalid(kind) => kind,
                 Stop::Empty => CorruptKind::MissingSeal,
             };
-            let resync = match last_nonzero_byte(&file, &path, found.end, file_len)? {
+            let resync = match damage_end(source, found.end, file_len)? {
                 Some(last) => find_valid_frame(source, found.end, last, found.end_seq)?,
                 None => None,
             };
@@ -998,6 +1027,22 @@ pub(crate) fn last_nonzero_byte(
     Ok(last)
 }
 
+/// How far past the end of a recycled segment's frames a valid frame is looked for [SEG-10]:
+/// the bytes there are what the file held before, never zeros, and a search to the end of
+/// the file would checksum megabytes of them.
+pub(crate) const RECYCLED_SEARCH_SPAN: u64 = 4 << 20;
+
+/// The last byte of `[from, to)` that damage found at `from` may reach: the last non-zero
+/// byte, or in a recycled segment [SEG-10], whose later bytes are left from before, the end
+/// of [`RECYCLED_SEARCH_SPAN`].
+pub(crate) fn damage_end(source: ScanFile<'_>, from: u64, to: u64) -> Result<Option<u64>> {
+    if source.recycled {
+        let end = to.min(from.saturating_add(RECYCLED_SEARCH_SPAN));
+        return Ok((from < end).then(|| end - 1));
+    }
+    last_nonzero_byte(source.file, source.path, from, to)
+}
+
 /// A valid frame found after damage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Resync {
@@ -1095,6 +1140,35 @@ mod tests {
     /// [TRUNC-04] A removed segment's blocks are freed in steps unless a reader, in any
     /// process (here: another open file description), still holds it open; a reader that
     /// opens the file while its blocks are being freed is told it is gone.
+    /// [TRUNC-05] A segment file kept for reuse is moved from its name while locked; a reader
+    /// that opened it by that name, and gets its shared lock only once the file has become
+    /// the next segment, finds the name no longer names it and takes it for deleted.
+    #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test moves a file as a truncation keeping it would; nothing here must be durable"
+    )]
+    fn a_file_moved_from_its_name_is_taken_for_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0u8; 4096];
+        bytes[..HEADER_LEN].copy_from_slice(&FileHeader::new(1, 7).encode(SEGMENT_MAGIC));
+        let path = dir::segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = File::open(&path).unwrap();
+        let metadata = opened.metadata().unwrap();
+        assert!(still_named(&metadata, &path));
+        assert!(open_file(dir.path(), 1, false).is_ok());
+        let kept = dir.path().join(dir::RECYCLE_FILE);
+        std::fs::rename(&path, &kept).unwrap();
+        assert!(!still_named(&metadata, &path));
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(
+            !still_named(&metadata, &path),
+            "another file under the name"
+        );
+        assert!(still_named(&metadata, &kept));
+    }
+
     #[test]
     fn blocks_are_freed_only_when_no_reader_holds_the_file() {
         let dir = tempfile::tempdir().unwrap();

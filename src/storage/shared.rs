@@ -139,6 +139,12 @@ pub(crate) struct Shared {
     pub(crate) writes_staged: AtomicBool,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
+    /// The length of the segment files the writer recycles (its segment size), or 0 if it
+    /// does not [SEG-10]. Always 0 for followers.
+    pub(crate) recycle_len: AtomicU64,
+    /// A segment file a truncation removed, renamed to [`dir::RECYCLE_FILE`] and locked
+    /// exclusively, waiting to become the writer's next segment [SEG-10].
+    pub(crate) recycled: Mutex<Option<std::fs::File>>,
     /// Frames appended but not yet written.
     pub(crate) staging: Mutex<Staging>,
     /// Serialises writing staged frames, so that they reach the file in order.
@@ -211,6 +217,8 @@ impl Shared {
             waiters_sync: AtomicBool::new(false),
             writes_staged: AtomicBool::new(false),
             active: Mutex::new(None),
+            recycle_len: AtomicU64::new(0),
+            recycled: Mutex::new(None),
             staging: Mutex::new(Staging::default()),
             flush_order: Mutex::new(()),
             flush_wanted: Mutex::new(FlushRequest::default()),

@@ -112,6 +112,8 @@ struct Target<'a> {
     limit: u64,
     /// The clean-shutdown promise, for the last segment.
     clean: Option<CleanMark>,
+    /// Whether the file is a recycled segment [SEG-10].
+    recycled: bool,
 }
 
 impl Target<'_> {
@@ -214,6 +216,7 @@ impl Reader {
                 limit: limit.min(file_len),
                 clean: clean
                     .filter(|m| successor.is_none() && m.segment == *base && m.salt == header.salt),
+                recycled: header.is_recycled(),
             };
             let mut reading = Reading {
                 inflater: &mut inflater,
@@ -296,23 +299,23 @@ fn verify_segment(
             check_end(target, offset, seq, false, report, &problem);
             return Ok(());
         };
-        let last = segment::last_nonzero_byte(target.file, target.path, offset, target.limit)?;
+        let source = segment::ScanFile {
+            file: target.file,
+            path: target.path,
+            base: target.id.0,
+            salt: target.salt,
+            len: target.limit,
+            max_payload,
+            recycled: target.recycled,
+        };
+        let last = segment::damage_end(source, offset, target.limit)?;
         let resync = match last {
-            Some(last) => segment::find_valid_frame(
-                segment::ScanFile {
-                    file: target.file,
-                    path: target.path,
-                    base: target.id.0,
-                    salt: target.salt,
-                    len: target.limit,
-                    max_payload,
-                },
-                offset,
-                last,
-                seq,
-            )?,
+            Some(last) => segment::find_valid_frame(source, offset, last, seq)?,
             None => None,
         };
+        // Bytes after a recycled segment's frames are left from before [SEG-10]: no sign of
+        // an unclean end.
+        let unclean = last.is_some() && !target.recycled;
         match resync {
             Some(segment::Resync {
                 offset: next,
@@ -327,7 +330,7 @@ fn verify_segment(
                 offset = next;
                 seq = next_seq;
             }
-            None if last.is_some() && target.successor.is_none() && target.clean.is_none() => {
+            None if unclean && target.successor.is_none() && target.clean.is_none() => {
                 // What a crash (or a writer still writing) leaves: nothing valid follows.
                 report.unclean_tail = Some((target.id, offset));
                 return Ok(());
@@ -339,7 +342,7 @@ fn verify_segment(
                     (None, fault) => {
                         // Only a clean promise makes the end of the last segment damage.
                         if !promise_broken(target.clean, offset, seq) {
-                            if last.is_some() {
+                            if unclean {
                                 report.unclean_tail = Some((target.id, offset));
                             }
                             return Ok(());

@@ -26,7 +26,7 @@ use super::id::{SegmentId, Seq};
 use super::index::{INDEX_INTERVAL, IndexEntry};
 use super::io::write_all_at;
 use super::meta::{CleanMark, StartMark};
-use super::options::{LogOptions, SyncPolicy};
+use super::options::{LogOptions, RecoveryMode, SyncPolicy};
 use super::pack::{self, DEFAULT_PACK_LEVEL, PackOutcome, Packer};
 use super::reader::{Durability, Reader, TruncateReport};
 use super::recovery::{self, RecoveryReport};
@@ -196,6 +196,13 @@ impl Log {
             options.sync_policy != SyncPolicy::EveryAppend,
             Ordering::Release,
         );
+        // A recycled segment cannot show that its end was not torn [SEG-10], which
+        // `AbsoluteConsistency` must.
+        if options.recycle_segments && options.recovery_mode != RecoveryMode::AbsoluteConsistency {
+            shared
+                .recycle_len
+                .store(options.segment_bytes, Ordering::Relaxed);
+        }
         {
             let mut slots = shared.slots.write();
             for base in segments.iter().take(segments.len().saturating_sub(1)) {
@@ -680,9 +687,10 @@ impl Log {
             self.spare = self.collect_spare();
         }
         let spare = match std::mem::replace(&mut self.spare, Spare::None) {
-            Spare::Ready(file) => Some(file),
+            Spare::Ready(spare) => Some(spare),
             Spare::None | Spare::Preparing(_) | Spare::Failed => None,
-        };
+        }
+        .or_else(|| take_recycled(&self.shared, false));
         let created = create_segment(
             &*self.options.io,
             &self.shared.dir,
@@ -772,14 +780,17 @@ impl Log {
             end_offset,
             next_seq: self.next_seq,
         };
-        // The spare is a temporary that only a running writer needs: a closed log does not
-        // keep a segment's worth of reserved blocks (the next open would remove it anyway).
-        // Its removal is made durable by the marker's directory sync.
-        let spare = self.shared.dir.join(dir::SPARE_FILE);
-        if let Err(error) = io.remove_file(&spare)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, "could not remove the spare segment; the next open will");
+        // The spare, and a removed segment's file kept for reuse, are temporaries that only a
+        // running writer needs: a closed log does not keep a segment's worth of reserved
+        // blocks (the next open would remove them anyway). Their removal is made durable by
+        // the marker's directory sync.
+        drop(self.shared.recycled.lock().take());
+        for name in [dir::SPARE_FILE, dir::RECYCLE_FILE] {
+            if let Err(error) = io.remove_file(&self.shared.dir.join(name))
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(%error, file = name, "could not remove a temporary segment file; the next open will");
+            }
         }
         durable::replace_file(io, &self.shared.dir.join(dir::CLEAN_FILE), &mark.encode())?;
         tracing::debug!(dir = %self.shared.dir.display(), next_seq = self.next_seq, "log closed cleanly");
@@ -847,8 +858,8 @@ impl Drop for Log {
 
 /// Creates the segment starting at `base` [ROLL-04] [ROLL-05]:
 ///
-/// 1. a preallocated, synced file that reads as zeros (the spare, if one was prepared in the
-///    background);
+/// 1. a preallocated, synced file that reads as zeros, or a removed segment's file kept for
+///    reuse [SEG-10] (the spare, if one was prepared in the background);
 /// 2. its header written (and, with `sync`, synced);
 /// 3. renamed to its segment name (and, with `sync`, the directory synced).
 ///
@@ -859,17 +870,32 @@ fn create_segment(
     dir: &Path,
     base: u64,
     segment_bytes: u64,
-    spare: Option<File>,
+    spare: Option<SpareFile>,
     sync: bool,
 ) -> Result<Parts> {
     let spare_path = dir.join(dir::SPARE_FILE);
-    let file = match spare {
-        Some(file) if file.metadata().is_ok_and(|m| m.len() == segment_bytes) => file,
-        _ => durable::create_zeroed(io, &spare_path, segment_bytes)?,
+    let (file, recycled) = match spare {
+        Some(spare)
+            if spare
+                .file
+                .metadata()
+                .is_ok_and(|m| m.len() == segment_bytes) =>
+        {
+            (spare.file, spare.recycled)
+        }
+        _ => (
+            durable::create_zeroed(io, &spare_path, segment_bytes)?,
+            false,
+        ),
     };
-    // Nobody else knows the spare's name, so nothing can be freeing it.
+    // Nobody else knows the spare's name, so nothing can be freeing it. (A recycled file's
+    // exclusive lock becomes the shared one its readers hold.)
     let _ = segment::hold_open(&file);
-    let header = FileHeader::new(base, rand::random());
+    let header = if recycled {
+        FileHeader::recycled(base, rand::random())
+    } else {
+        FileHeader::new(base, rand::random())
+    };
     write_all_at(io, &file, &header.encode(SEGMENT_MAGIC), 0, &spare_path)?;
     let path = dir::segment_path(dir, base);
     if sync {
@@ -897,10 +923,46 @@ fn create_segment(
 enum Spare {
     /// Not started: the active segment is less than half full, or a roll just consumed it.
     None,
-    Preparing(JoinHandle<Result<File>>),
-    Ready(File),
+    Preparing(JoinHandle<Result<SpareFile>>),
+    Ready(SpareFile),
     /// Preparation failed (already reported); the roll creates the file itself.
     Failed,
+}
+
+/// The file of the next segment, named [`dir::SPARE_FILE`].
+#[derive(Debug)]
+struct SpareFile {
+    file: File,
+    /// A removed segment's file [SEG-10], not one filled with zeros.
+    recycled: bool,
+}
+
+/// Takes the removed segment's file a truncation kept for reuse, if there is one, and names
+/// it [`dir::SPARE_FILE`] [SEG-10]. The lock is held across the rename so that no truncation
+/// gives [`dir::RECYCLE_FILE`] to another file meanwhile; `wait` says whether to wait for a
+/// truncation that holds it.
+fn take_recycled(shared: &Shared, wait: bool) -> Option<SpareFile> {
+    let mut recycled = if wait {
+        shared.recycled.lock()
+    } else {
+        shared.recycled.try_lock()?
+    };
+    let file = recycled.take()?;
+    let (from, to) = (
+        shared.dir.join(dir::RECYCLE_FILE),
+        shared.dir.join(dir::SPARE_FILE),
+    );
+    match shared.io.rename(&from, &to) {
+        Ok(()) => Some(SpareFile {
+            file,
+            recycled: true,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "could not reuse a removed segment's file; creating a new one");
+            let _ = shared.io.remove_file(&from);
+            None
+        }
+    }
 }
 
 /// Points the staging buffer at `segment`, whose frames end at `end` before `next_seq`.
@@ -913,10 +975,19 @@ fn restage(shared: &Shared, segment: &Arc<SegmentData>, end: u64, next_seq: u64)
 }
 
 /// Prepares the next segment's file in the background, off the append path [SEG-08].
-fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<File>> {
-    let io = shared.io.clone();
-    let path = shared.dir.join(dir::SPARE_FILE);
-    std::thread::spawn(move || durable::create_zeroed(&*io, &path, segment_bytes))
+fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<SpareFile>> {
+    let shared = shared.clone();
+    std::thread::spawn(move || {
+        if let Some(spare) = take_recycled(&shared, true) {
+            return Ok(spare);
+        }
+        let path = shared.dir.join(dir::SPARE_FILE);
+        let file = durable::create_zeroed(&*shared.io, &path, segment_bytes)?;
+        Ok(SpareFile {
+            file,
+            recycled: false,
+        })
+    })
 }
 
 /// Starts the packer thread, which packs sealed segments [PACK-01].

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use esl_replay::storage::codec::{
-    CLEAN_FILE, CleanMark, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind,
-    HEADER_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC,
-    SPARE_FILE, START_FILE, StartMark, decode_frame, decode_index_file, encode_frame, index_path,
-    segment_path,
+    CLEAN_FILE, CleanMark, Decoded, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT,
+    FileHeader, FrameKind, HEADER_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
+    RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE, StartMark, decode_frame,
+    decode_index_file, encode_frame, index_path, segment_path,
 };
 use esl_replay::storage::{
     CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
@@ -27,6 +27,9 @@ use esl_replay::storage::{
 };
 
 use crate::support::process::open_log;
+
+/// A format version newer than this build knows.
+const NEWER_VERSION: u16 = FORMAT_VERSION + 1;
 
 fn options(segment_bytes: u64, max_payload_bytes: u32, sync_policy: SyncPolicy) -> LogOptions {
     LogOptions {
@@ -411,7 +414,7 @@ fn newer_versions_are_refused_or_read_only() {
     let original = header(&path);
 
     let newer_write = FileHeader {
-        write_version: 3,
+        write_version: NEWER_VERSION,
         ..original
     };
     write_at(&path, 0, &newer_write.encode(SEGMENT_MAGIC));
@@ -419,15 +422,15 @@ fn newer_versions_are_refused_or_read_only() {
         open_log(dir.path(), small()),
         Err(Error::ReadOnlyVersion {
             segment: SegmentId(1),
-            found: 3,
-            supported: 2
+            found: NEWER_VERSION,
+            supported: FORMAT_VERSION
         })
     ));
     let reader = Reader::open(dir.path(), &small()).unwrap();
     assert_eq!(all_records(&reader), written);
 
     let newer_read = FileHeader {
-        read_version: 3,
+        read_version: NEWER_VERSION,
         ..original
     };
     write_at(&path, 0, &newer_read.encode(SEGMENT_MAGIC));
@@ -437,8 +440,8 @@ fn newer_versions_are_refused_or_read_only() {
                 result,
                 Err(Error::Corrupt {
                     kind: CorruptKind::UnsupportedVersion {
-                        found: 3,
-                        supported: 2
+                        found: NEWER_VERSION,
+                        supported: FORMAT_VERSION
                     },
                     ..
                 })

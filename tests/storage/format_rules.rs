@@ -16,6 +16,9 @@ use esl_replay::storage::{
     CorruptKind, Error, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
 };
 
+/// A format version newer than this build knows.
+const NEWER_VERSION: u16 = FORMAT_VERSION + 1;
+
 const SALT: u64 = 0x0123_4567_89ab_cdef;
 const MAX: u32 = 1 << 20;
 
@@ -260,20 +263,21 @@ fn header_damage_is_refused() {
 fn unknown_read_version_is_refused_naming_both_versions() {
     for magic in [SEGMENT_MAGIC, INDEX_MAGIC] {
         let header = FileHeader {
-            read_version: FORMAT_VERSION + 1,
+            read_version: NEWER_VERSION,
             ..FileHeader::new(1, SALT)
         };
         let error = FileHeader::decode(&header.encode(magic), magic).unwrap_err();
         assert_eq!(
             error,
             CorruptKind::UnsupportedVersion {
-                found: 3,
-                supported: 2
+                found: NEWER_VERSION,
+                supported: FORMAT_VERSION
             }
         );
         let message = error.to_string();
         assert!(
-            message.contains("version 3") && message.contains("up to 2"),
+            message.contains(&format!("version {NEWER_VERSION}"))
+                && message.contains(&format!("up to {FORMAT_VERSION}")),
             "{message}"
         );
     }
@@ -283,7 +287,7 @@ fn unknown_read_version_is_refused_naming_both_versions() {
 #[test]
 fn unknown_write_version_reads_but_is_not_writable() {
     let header = FileHeader {
-        write_version: FORMAT_VERSION + 1,
+        write_version: NEWER_VERSION,
         ..FileHeader::new(1, SALT)
     };
     let decoded = FileHeader::decode(&header.encode(SEGMENT_MAGIC), SEGMENT_MAGIC).unwrap();
@@ -404,7 +408,7 @@ fn index_decoding_keeps_the_longest_valid_prefix() {
         "torn header"
     );
     let mut newer = FileHeader {
-        read_version: 3,
+        read_version: NEWER_VERSION,
         ..FileHeader::new(1024, SALT)
     }
     .encode(INDEX_MAGIC)
@@ -455,14 +459,14 @@ fn metadata_files_are_validated() {
         Err(CorruptKind::LengthOutOfBounds { len: 32, max: 56 })
     );
     let mut newer = start;
-    newer[8] = 3;
+    newer[8] = u8::try_from(NEWER_VERSION).unwrap();
     let crc = crc32fast::hash(&newer[..28]);
     newer[28..].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         StartMark::decode(&newer),
         Err(CorruptKind::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: NEWER_VERSION,
+            supported: FORMAT_VERSION
         })
     );
     let mut wrong_magic = clean;

@@ -1,5 +1,5 @@
 //! The storage engine: the segment log's life cycle, concurrency, damage, faults, the model
-//! test, packing, torn tails, the format rules and vectors on real files, and the fuzz
+//! test, packing, recycled segments, torn tails, the format rules and vectors on real files, and the fuzz
 //! regressions. Each module is one former test file.
 
 #[path = "../support/mod.rs"]
@@ -14,6 +14,7 @@ mod storage_damage;
 mod storage_faults;
 mod storage_model;
 mod storage_pack;
+mod storage_recycle;
 mod storage_regressions;
 mod storage_smoke;
 mod storage_torn_tail;

@@ -121,6 +121,8 @@ fn workload(dir: &Path, io: Arc<FaultyIo>, policy: SyncPolicy) -> Outcome {
     // Plain frames keep the workload's byte volume (and so its rolls) fixed.
     let options = LogOptions {
         compress_min_bytes: None,
+        // Truncations keep segment files for reuse, so failures meet that path too [SEG-10].
+        recycle_segments: true,
         ..with_policy(with_io(small_options(), io.clone()), policy)
     };
     let (mut log, _) = match open_log(dir, options) {

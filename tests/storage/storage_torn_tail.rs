@@ -22,8 +22,8 @@
 use std::path::Path;
 
 use esl_replay::storage::codec::{
-    CLEAN_FILE, FileHeader, FrameKind, HEADER_LEN, SEGMENT_MAGIC, SPARE_FILE, START_FILE,
-    StartMark, decode_index_file, encode_frame, index_path,
+    CLEAN_FILE, FORMAT_VERSION, FileHeader, FrameKind, HEADER_LEN, SEGMENT_MAGIC, SPARE_FILE,
+    START_FILE, StartMark, decode_index_file, encode_frame, index_path,
 };
 use esl_replay::storage::{
     CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, write_atomic,
@@ -35,6 +35,9 @@ use crate::support::storage::{
     FrameSpan, copy_dir, fast_options, flip_byte, frames_of, payload_of_len, read_all, read_range,
     scratch_dir, segment_bases, segment_file, zero_range,
 };
+
+/// A format version newer than this build knows.
+const NEWER_VERSION: u16 = FORMAT_VERSION + 1;
 
 /// How many frames at the end of the log the exhaustive tests damage.
 const LAST_FRAMES: usize = 4;
@@ -629,19 +632,19 @@ fn header_naming_another_segment_is_refused() {
 fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
     let (dir, payloads) = sealed_log();
     let active = *segment_bases(dir.path()).last().unwrap();
-    rewrite_header(dir.path(), active, |h| h.write_version = 3);
+    rewrite_header(dir.path(), active, |h| h.write_version = NEWER_VERSION);
     match open_log(dir.path(), options(RecoveryMode::default())) {
         Err(Error::ReadOnlyVersion {
             segment,
-            found: 3,
-            supported: 2,
+            found: NEWER_VERSION,
+            supported: FORMAT_VERSION,
         }) => assert_eq!(segment, SegmentId(active)),
         other => panic!("expected ReadOnlyVersion, got {other:?}"),
     }
     let follower = Reader::open(dir.path(), &fast_options()).unwrap();
     expect_records(&follower, &payloads, "newer write version");
 
-    rewrite_header(dir.path(), active, |h| h.read_version = 3);
+    rewrite_header(dir.path(), active, |h| h.read_version = NEWER_VERSION);
     for result in [
         open_log(dir.path(), options(RecoveryMode::default())).map(|_| ()),
         Reader::open(dir.path(), &fast_options()).map(|_| ()),
@@ -650,8 +653,8 @@ fn newer_read_version_is_refused_and_newer_write_version_opens_read_only() {
             Err(Error::Corrupt {
                 kind:
                     CorruptKind::UnsupportedVersion {
-                        found: 3,
-                        supported: 2,
+                        found: NEWER_VERSION,
+                        supported: FORMAT_VERSION,
                     },
                 ..
             }) => {}

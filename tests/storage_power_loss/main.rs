@@ -447,6 +447,8 @@ fn log_options(
         compress_min_bytes: Some(COMPRESS_MIN),
         sync_policy,
         recovery_mode,
+        // Every path of the engine under power loss, recycled segments included [SEG-10].
+        recycle_segments: true,
         io,
         ..LogOptions::default()
     }
@@ -600,6 +602,7 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                 disk.progress(|p| p.start_acked = p.start_acked.max(before));
                 harness.count("prefix truncations", 1);
                 harness.count("segments truncated away", report.segments_removed as u64);
+                harness.count("segment files kept for reuse", u64::from(report.recycled));
             }
             88..=89 => {
                 // A process crash (the page cache survives) and a reopen: recovery finds every
