@@ -123,6 +123,8 @@ pub(crate) fn scratch_dir(tag: &str) -> tempfile::TempDir {
 pub(crate) fn ours(sync_policy: SyncPolicy) -> LogOptions {
     LogOptions {
         sync_policy,
+        // `ESL_BENCH_NO_RECYCLE` set: zero-filled segments only, to compare ([SEG-10]).
+        recycle_segments: std::env::var_os("ESL_BENCH_NO_RECYCLE").is_none(),
         ..LogOptions::default()
     }
 }

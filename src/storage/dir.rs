@@ -15,8 +15,16 @@ pub const START_FILE: &str = "start.meta";
 pub const CLEAN_FILE: &str = "clean.meta";
 /// The preallocated spare segment, renamed into place at the next roll.
 pub const SPARE_FILE: &str = "spare.seg.tmp";
-/// A removed segment's file, kept for the writer's next segment [SEG-10] (a temporary).
-pub const RECYCLE_FILE: &str = "recycle.seg.tmp";
+/// How many removed segments' files the writer keeps for its next segments at most
+/// ([TRUNC-05]).
+pub const RECYCLE_POOL: usize = 4;
+
+/// The name of the removed segment `base`'s file while it is kept for one of the writer's
+/// next segments [TRUNC-05] (a temporary): `recycle.` and its base as in [DIR-01], `.seg.tmp`.
+#[must_use]
+pub fn recycle_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("recycle.{base:020}.seg.tmp"))
+}
 
 /// The segment file of the segment starting at `base` [DIR-01].
 #[must_use]

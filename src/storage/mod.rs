@@ -76,8 +76,8 @@ pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
 /// log's API, so they stay in this namespace instead of the module root.
 pub mod codec {
     pub use super::dir::{
-        CLEAN_FILE, RECYCLE_FILE, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path,
-        segment_path,
+        CLEAN_FILE, RECYCLE_POOL, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path,
+        recycle_path, segment_path,
     };
     pub use super::frame::{
         Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,

@@ -10,7 +10,7 @@
 //!
 //! [`Log::reader`]: super::Log::reader
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,9 +48,9 @@ pub struct TruncateReport {
     pub segments_removed: usize,
     /// Bytes of segment and index files deleted.
     pub bytes_reclaimed: u64,
-    /// Whether the newest segment removed kept its file for the writer's next segment
-    /// ([SEG-10]); it is counted in `segments_removed` and `bytes_reclaimed`.
-    pub recycled: bool,
+    /// How many of the segments removed kept their files for the writer's next segments
+    /// ([TRUNC-05]); they are counted in `segments_removed` and `bytes_reclaimed`.
+    pub recycled: usize,
 }
 
 /// A cheap, cloneable handle for reading a log.
@@ -349,14 +349,18 @@ impl Reader {
             .write()
             .retain(|slot| doomed.binary_search(&slot.base).is_err());
         let mut recycled = shared.recycled.lock();
-        let recycle = match doomed.last() {
-            Some(newest) if recycled.is_none() => self.recycle(*newest),
-            _ => None,
-        };
+        let room = dir::RECYCLE_POOL.saturating_sub(recycled.len());
+        let kept: Vec<(u64, PathBuf, std::fs::File)> = doomed
+            .iter()
+            .rev()
+            .filter_map(|base| self.recycle(*base))
+            .take(room)
+            .collect();
+        let is_kept = |base: &u64| kept.iter().any(|(b, ..)| b == base);
         // Opened before their names go, to free their blocks in steps afterwards [TRUNC-04].
         let releases: Vec<std::fs::File> = doomed
             .iter()
-            .filter(|base| recycle.as_ref().is_none_or(|(kept, _)| kept != *base))
+            .filter(|base| !is_kept(base))
             .filter_map(|base| {
                 let path = dir::segment_path(&shared.dir, *base);
                 std::fs::File::options().write(true).open(path).ok()
@@ -364,27 +368,21 @@ impl Reader {
             .collect();
         let mut paths = Vec::new();
         for base in &doomed {
-            let kept = recycle.as_ref().is_some_and(|(kept, _)| kept == base);
-            if kept {
+            if is_kept(base) {
                 report.bytes_reclaimed += shared.recycle_len.load(Ordering::Relaxed);
-            }
-            for path in [
-                dir::segment_path(&shared.dir, *base),
-                dir::index_path(&shared.dir, *base),
-            ] {
-                if kept && path.extension().is_some_and(|e| e == "seg") {
-                    continue;
-                }
+            } else {
+                let path = dir::segment_path(&shared.dir, *base);
                 report.bytes_reclaimed += std::fs::metadata(&path).map_or(0, |m| m.len());
                 paths.push(path);
             }
+            let path = dir::index_path(&shared.dir, *base);
+            report.bytes_reclaimed += std::fs::metadata(&path).map_or(0, |m| m.len());
+            paths.push(path);
         }
-        // Also makes the recycled file's new name durable before the writer reuses it.
+        // Also makes the kept files' new names durable before the writer reuses them.
         durable::remove_files(&*shared.io, &shared.dir, &paths)?;
-        if let Some((_, file)) = recycle {
-            *recycled = Some(file);
-            report.recycled = true;
-        }
+        report.recycled = kept.len();
+        recycled.extend(kept.into_iter().map(|(_, path, file)| (path, file)));
         drop(recycled);
         report.segments_removed = doomed.len();
         // The files are out of the directory: freeing their blocks, which takes a while by
@@ -396,12 +394,13 @@ impl Reader {
         Ok(report)
     }
 
-    /// Moves the file of segment `base`, which a truncation is removing, to
-    /// [`dir::RECYCLE_FILE`] for the writer's next segment, if the writer recycles, the file
-    /// fits (its length is the writer's segment size, and it is not packed) and no reader in
-    /// any process holds it: the exclusive lock taken here, kept until the file is reused,
-    /// makes every later reader take it for deleted [SEG-10]. `None` if it stays to be removed.
-    fn recycle(&self, base: u64) -> Option<(u64, std::fs::File)> {
+    /// Moves the file of segment `base`, which a truncation is removing, to its
+    /// [`dir::recycle_path`] for one of the writer's next segments, if the writer recycles, the
+    /// file fits (its length is the writer's segment size, and it is not packed) and no reader
+    /// in any process holds it: the exclusive lock taken here, kept until the file is reused,
+    /// makes every later reader take it for deleted [TRUNC-05]. `None` if it stays to be
+    /// removed.
+    fn recycle(&self, base: u64) -> Option<(u64, PathBuf, std::fs::File)> {
         use std::os::unix::fs::FileExt;
         let shared = &*self.shared;
         let len = shared.recycle_len.load(Ordering::Relaxed);
@@ -421,9 +420,9 @@ impl Reader {
         if !fits || !segment::lock_exclusive(&file) {
             return None;
         }
-        let target = shared.dir.join(dir::RECYCLE_FILE);
+        let target = dir::recycle_path(&shared.dir, base);
         match shared.io.rename(&path, &target) {
-            Ok(()) => Some((base, file)),
+            Ok(()) => Some((base, target, file)),
             Err(error) => {
                 tracing::warn!(%error, segment = %SegmentId(base), "could not keep a removed segment's file for reuse; removing it");
                 None

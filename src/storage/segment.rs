@@ -1158,7 +1158,7 @@ mod tests {
         let metadata = opened.metadata().unwrap();
         assert!(still_named(&metadata, &path));
         assert!(open_file(dir.path(), 1, false).is_ok());
-        let kept = dir.path().join(dir::RECYCLE_FILE);
+        let kept = dir::recycle_path(dir.path(), 1);
         std::fs::rename(&path, &kept).unwrap();
         assert!(!still_named(&metadata, &path));
         std::fs::write(&path, &bytes).unwrap();

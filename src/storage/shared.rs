@@ -142,9 +142,9 @@ pub(crate) struct Shared {
     /// The length of the segment files the writer recycles (its segment size), or 0 if it
     /// does not [SEG-10]. Always 0 for followers.
     pub(crate) recycle_len: AtomicU64,
-    /// A segment file a truncation removed, renamed to [`dir::RECYCLE_FILE`] and locked
-    /// exclusively, waiting to become the writer's next segment [SEG-10].
-    pub(crate) recycled: Mutex<Option<std::fs::File>>,
+    /// Segment files truncations removed, each renamed to its [`dir::recycle_path`] and
+    /// locked exclusively, waiting to become the writer's next segments [TRUNC-05].
+    pub(crate) recycled: Mutex<Vec<(PathBuf, std::fs::File)>>,
     /// Frames appended but not yet written.
     pub(crate) staging: Mutex<Staging>,
     /// Serialises writing staged frames, so that they reach the file in order.
@@ -218,7 +218,7 @@ impl Shared {
             writes_staged: AtomicBool::new(false),
             active: Mutex::new(None),
             recycle_len: AtomicU64::new(0),
-            recycled: Mutex::new(None),
+            recycled: Mutex::new(Vec::new()),
             staging: Mutex::new(Staging::default()),
             flush_order: Mutex::new(()),
             flush_wanted: Mutex::new(FlushRequest::default()),

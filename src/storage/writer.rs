@@ -784,12 +784,18 @@ impl Log {
         // running writer needs: a closed log does not keep a segment's worth of reserved
         // blocks (the next open would remove them anyway). Their removal is made durable by
         // the marker's directory sync.
-        drop(self.shared.recycled.lock().take());
-        for name in [dir::SPARE_FILE, dir::RECYCLE_FILE] {
-            if let Err(error) = io.remove_file(&self.shared.dir.join(name))
+        // Readers may outlive the writer; their truncations keep nothing for it any more.
+        self.shared.recycle_len.store(0, Ordering::Relaxed);
+        let kept = std::mem::take(&mut *self.shared.recycled.lock());
+        let temporaries = kept
+            .into_iter()
+            .map(|(path, _)| path)
+            .chain([self.shared.dir.join(dir::SPARE_FILE)]);
+        for path in temporaries {
+            if let Err(error) = io.remove_file(&path)
                 && error.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(%error, file = name, "could not remove a temporary segment file; the next open will");
+                tracing::warn!(%error, file = %path.display(), "could not remove a temporary segment file; the next open will");
             }
         }
         durable::replace_file(io, &self.shared.dir.join(dir::CLEAN_FILE), &mark.encode())?;
@@ -937,21 +943,18 @@ struct SpareFile {
     recycled: bool,
 }
 
-/// Takes the removed segment's file a truncation kept for reuse, if there is one, and names
-/// it [`dir::SPARE_FILE`] [SEG-10]. The lock is held across the rename so that no truncation
-/// gives [`dir::RECYCLE_FILE`] to another file meanwhile; `wait` says whether to wait for a
-/// truncation that holds it.
+/// Takes a removed segment's file that a truncation kept for reuse, if there is one, and names
+/// it [`dir::SPARE_FILE`] [TRUNC-05]; `wait` says whether to wait for a truncation that is
+/// adding to them.
 fn take_recycled(shared: &Shared, wait: bool) -> Option<SpareFile> {
     let mut recycled = if wait {
         shared.recycled.lock()
     } else {
         shared.recycled.try_lock()?
     };
-    let file = recycled.take()?;
-    let (from, to) = (
-        shared.dir.join(dir::RECYCLE_FILE),
-        shared.dir.join(dir::SPARE_FILE),
-    );
+    let (from, file) = recycled.pop()?;
+    drop(recycled);
+    let to = shared.dir.join(dir::SPARE_FILE);
     match shared.io.rename(&from, &to) {
         Ok(()) => Some(SpareFile {
             file,

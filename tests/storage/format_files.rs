@@ -19,7 +19,7 @@ use esl_replay::storage::codec::{
     CLEAN_FILE, CleanMark, Decoded, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT,
     FileHeader, FrameKind, HEADER_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
     RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE, StartMark, decode_frame,
-    decode_index_file, encode_frame, index_path, segment_path,
+    decode_index_file, encode_frame, index_path, recycle_path, segment_path,
 };
 use esl_replay::storage::{
     CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
@@ -1266,11 +1266,13 @@ fn durable_steps_happen_in_the_specified_order() {
             Op::SyncAll(start_ino),
             Op::Rename(temporary.clone(), d.join(START_FILE)),
             Op::SyncDir(d.clone()),
-            Op::Remove(segment_path(&d, 1)),
+            // [TRUNC-05] the writer keeps the removed segment's file for a next segment.
+            Op::Rename(segment_path(&d, 1), recycle_path(&d, 1)),
             Op::Remove(index_path(&d, 1)),
             Op::SyncDir(d.clone()),
         ]
     );
+    assert_eq!(report.recycled, 1);
 }
 
 /// [DUR-01] Under `EveryAppend` every append syncs the segment before it returns, and the

@@ -644,7 +644,11 @@ fn truncation_with_failed_removals_is_finished_on_reopen() {
 
     let (log, report) = open_log(dir.path(), small_options()).unwrap();
     assert_eq!(report.first_seq, start);
-    assert!(report.removed_segments >= 1, "{report:?}");
+    // Left as segments, or as files kept for reuse [TRUNC-05], which are temporaries.
+    assert!(
+        report.removed_segments + report.removed_temporaries >= 1,
+        "{report:?}"
+    );
     assert_eq!(segment_bases(dir.path()), bases[3..].to_vec());
     let all = read_all(&log.reader());
     assert_eq!(all.first().map(|r| r.0), Some(start));

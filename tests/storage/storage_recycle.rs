@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use esl_replay::storage::codec::{
-    FileHeader, HEADER_LEN, RECYCLE_FILE, RECYCLED_VERSION, SEGMENT_MAGIC, index_path,
+    FileHeader, HEADER_LEN, RECYCLE_POOL, RECYCLED_VERSION, SEGMENT_MAGIC, index_path, recycle_path,
 };
 use esl_replay::storage::{CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, Seq};
 
@@ -61,6 +61,21 @@ fn forget_index(dir: &Path, base: u64) {
     }
 }
 
+/// The removed segments' files kept for reuse, by name.
+fn kept_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut kept: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("recycle."))
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
 fn inode(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().ino()
 }
@@ -83,9 +98,12 @@ fn recycled_log() -> Recycled {
     let bases = segment_bases(dir.path());
     let removed = inode(&segment_file(dir.path(), bases[0]));
     let report = log.truncate_prefix(Seq(bases[1])).unwrap();
-    assert!(report.recycled, "{report:?}");
-    assert_eq!(report.segments_removed, 1);
-    assert_eq!(inode(&dir.path().join(RECYCLE_FILE)), removed);
+    assert_eq!(
+        (report.recycled, report.segments_removed),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(inode(&recycle_path(dir.path(), bases[0])), removed);
     let base = loop {
         append(&mut log, &mut payloads);
         let last = *segment_bases(dir.path()).last().unwrap();
@@ -95,7 +113,7 @@ fn recycled_log() -> Recycled {
         assert!(payloads.len() < 2_000, "no roll reused the kept file");
     };
     assert_eq!(inode(&segment_file(dir.path(), base)), removed);
-    assert!(!dir.path().join(RECYCLE_FILE).exists());
+    assert!(kept_files(dir.path()).is_empty());
     for _ in 0..5 {
         append(&mut log, &mut payloads);
     }
@@ -151,7 +169,7 @@ fn a_removed_segment_file_becomes_the_next_segment() {
     assert!(report.problems.is_empty(), "{report:?}");
     assert_eq!(report.unclean_tail, None);
     log.close().unwrap();
-    assert!(!dir.path().join(RECYCLE_FILE).exists());
+    assert!(kept_files(dir.path()).is_empty());
     let (log, report) = open_log(dir.path(), recycling()).unwrap();
     assert!(report.clean_shutdown && !report.recycled_end, "{report:?}");
     assert_eq!(read_all(&log.reader()), want);
@@ -170,14 +188,14 @@ fn a_segment_a_reader_holds_is_not_kept() {
     assert!(held.next().is_some());
     let report = log.truncate_prefix(Seq(bases[1])).unwrap();
     assert_eq!(report.segments_removed, 1);
-    assert!(!report.recycled, "{report:?}");
-    assert!(!dir.path().join(RECYCLE_FILE).exists());
+    assert_eq!(report.recycled, 0, "{report:?}");
+    assert!(kept_files(dir.path()).is_empty());
     drop(held);
     let report = log.truncate_prefix(Seq(bases[2])).unwrap();
-    assert!(report.recycled, "{report:?}");
-    assert!(dir.path().join(RECYCLE_FILE).exists());
+    assert_eq!(report.recycled, 1, "{report:?}");
+    assert_eq!(kept_files(dir.path()), [recycle_path(dir.path(), bases[1])]);
     log.close().unwrap();
-    assert!(!dir.path().join(RECYCLE_FILE).exists());
+    assert!(kept_files(dir.path()).is_empty());
 }
 
 /// [TRUNC-05] A writer opened with `AbsoluteConsistency`, or with recycling off, removes
@@ -198,10 +216,10 @@ fn recycling_is_off_when_asked_and_under_absolute_consistency() {
         let bases = segment_bases(dir.path());
         let report = log.truncate_prefix(Seq(bases[1])).unwrap();
         assert!(
-            !report.recycled && report.segments_removed == 1,
+            report.recycled == 0 && report.segments_removed == 1,
             "{report:?}"
         );
-        assert!(!dir.path().join(RECYCLE_FILE).exists());
+        assert!(kept_files(dir.path()).is_empty());
     }
 }
 
@@ -314,4 +332,32 @@ fn a_recycled_segment_without_records_is_zeroed() {
     );
     assert_eq!(log.append(b"first").unwrap(), Seq(base));
     assert_eq!(*segment_bases(dir.path()).last().unwrap(), base);
+}
+
+/// [TRUNC-05] A truncation that removes several segments keeps the newest ones' files, up to
+/// the pool's bound in all, and removes the rest; later rolls use every kept file.
+#[test]
+fn a_truncation_keeps_at_most_a_pool_of_files() {
+    let (dir, mut log, mut payloads) = filled(recycling(), RECYCLE_POOL + 3);
+    let bases = segment_bases(dir.path());
+    let last_sealed = bases[bases.len() - 2];
+    let report = log.truncate_prefix(Seq(*bases.last().unwrap())).unwrap();
+    assert_eq!(report.segments_removed, bases.len() - 1);
+    assert_eq!(report.recycled, RECYCLE_POOL, "{report:?}");
+    let newest: Vec<_> = bases[bases.len() - 1 - RECYCLE_POOL..bases.len() - 1]
+        .iter()
+        .map(|base| recycle_path(dir.path(), *base))
+        .collect();
+    assert_eq!(kept_files(dir.path()), newest);
+    assert!(newest.contains(&recycle_path(dir.path(), last_sealed)));
+    let rolled = segment_bases(dir.path()).len();
+    while segment_bases(dir.path()).len() < rolled + RECYCLE_POOL + 1 {
+        append(&mut log, &mut payloads);
+    }
+    assert!(kept_files(dir.path()).is_empty());
+    let recycled = segment_bases(dir.path())
+        .into_iter()
+        .filter(|base| header(dir.path(), *base).read_version == RECYCLED_VERSION)
+        .count();
+    assert_eq!(recycled, RECYCLE_POOL);
 }

@@ -602,7 +602,7 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                 disk.progress(|p| p.start_acked = p.start_acked.max(before));
                 harness.count("prefix truncations", 1);
                 harness.count("segments truncated away", report.segments_removed as u64);
-                harness.count("segment files kept for reuse", u64::from(report.recycled));
+                harness.count("segment files kept for reuse", report.recycled as u64);
             }
             88..=89 => {
                 // A process crash (the page cache survives) and a reopen: recovery finds every
