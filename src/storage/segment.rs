@@ -1137,9 +1137,6 @@ pub(crate) fn find_valid_frame(
 mod tests {
     use super::*;
 
-    /// [TRUNC-04] A removed segment's blocks are freed in steps unless a reader, in any
-    /// process (here: another open file description), still holds it open; a reader that
-    /// opens the file while its blocks are being freed is told it is gone.
     /// [TRUNC-05] A segment file kept for reuse is moved from its name while locked; a reader
     /// that opened it by that name, and gets its shared lock only once the file has become
     /// the next segment, finds the name no longer names it and takes it for deleted.
@@ -1169,6 +1166,9 @@ mod tests {
         assert!(still_named(&metadata, &kept));
     }
 
+    /// [TRUNC-04] A removed segment's blocks are freed in steps unless a reader, in any
+    /// process (here: another open file description), still holds it open; a reader that
+    /// opens the file while its blocks are being freed is told it is gone.
     #[test]
     fn blocks_are_freed_only_when_no_reader_holds_the_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -780,11 +780,11 @@ impl Log {
             end_offset,
             next_seq: self.next_seq,
         };
-        // The spare, and a removed segment's file kept for reuse, are temporaries that only a
-        // running writer needs: a closed log does not keep a segment's worth of reserved
-        // blocks (the next open would remove them anyway). Their removal is made durable by
-        // the marker's directory sync.
-        // Readers may outlive the writer; their truncations keep nothing for it any more.
+        // The spare, and removed segments' files kept for reuse, are temporaries that only a
+        // running writer needs: a closed log does not keep segments' worth of reserved blocks
+        // (the next open would remove them anyway). Their removal is made durable by the
+        // marker's directory sync. Readers may outlive the writer: their truncations keep
+        // nothing for it any more.
         self.shared.recycle_len.store(0, Ordering::Relaxed);
         let kept = std::mem::take(&mut *self.shared.recycled.lock());
         let temporaries = kept

@@ -1,6 +1,6 @@
-//! Recycled segments [SEG-10]: beside the writer, a truncation keeps the newest removed
-//! segment's file [TRUNC-05], a later roll writes the next segment into it [ROLL-04], and
-//! after an unclean shutdown recovery ends it where its frames stop [REC-09].
+//! Recycled segments [SEG-10]: beside the writer, a truncation keeps the files of the newest
+//! segments it removes [TRUNC-05], later rolls write the next segments into them [ROLL-04],
+//! and after an unclean shutdown recovery ends such a segment where its frames stop [REC-09].
 
 #![allow(
     clippy::disallowed_methods,
@@ -33,7 +33,7 @@ struct Recycled {
     base: u64,
 }
 
-/// [`fast_options`] with recycling on.
+/// [`fast_options`] with recycling on (the default), whatever the default becomes.
 fn recycling() -> LogOptions {
     LogOptions {
         recycle_segments: true,
