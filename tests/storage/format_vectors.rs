@@ -158,6 +158,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
     }
     for name in [
         "segment-header.hex",
+        "recycled-segment-header.hex",
         "record-frame.hex",
         "compressed-frame.hex",
         "seal-frame.hex",
@@ -198,18 +199,24 @@ fn every_vector_appears_verbatim_in_the_specification() {
     }
 }
 
-/// [HDR-01] [HDR-02] The segment header vector decodes to its base and salt at version 1
-/// and re-encodes byte for byte; the same bytes are not an index header.
+/// [HDR-01] [HDR-02] [SEG-10] The segment header vectors decode to their base and salt at
+/// their version (1, or 3 for a recycled segment) and re-encode byte for byte; the same bytes
+/// are not an index header.
 #[test]
 fn segment_header_vector_round_trips() {
     for vector in vectors_of("segment-header") {
         assert_eq!(vector.bytes.len(), HEADER_LEN, "{}", vector.name);
         let header = FileHeader::decode(&vector.bytes, SEGMENT_MAGIC).unwrap();
+        let version = vector
+            .params("version")
+            .first()
+            .map_or(1, |v| u16::try_from(number(v)).unwrap());
+        assert_eq!(header.is_recycled(), version == 3, "{}", vector.name);
         assert_eq!(
             header,
             FileHeader {
-                read_version: 1,
-                write_version: 1,
+                read_version: version,
+                write_version: version,
                 base: vector.number("base"),
                 salt: vector.number("salt"),
             }
