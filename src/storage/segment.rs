@@ -610,21 +610,29 @@ pub(crate) fn open_file(
     writable: bool,
 ) -> Result<(File, PathBuf, FileHeader, u64)> {
     let path = dir::segment_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(&path)
-        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| Error::io(IoOp::Open, &path, e))?;
-    // A truncation removed the file after it was opened here and is freeing its blocks
-    // [TRUNC-04], or recycling it [SEG-10], which moves it to another name once no reader
-    // holds it: to this reader it is gone either way.
-    if !hold_open(&file) || !still_named(&metadata, &path) {
-        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
-        return Err(Error::io(IoOp::Open, &path, gone));
-    }
+    // The file opened may leave its name before this reader holds it: a truncation removed
+    // it and is freeing its blocks [TRUNC-04] or keeping it for reuse [TRUNC-05], or packing
+    // replaced it [PACK-04]. The name is opened again: gone after a truncation, the packed
+    // file after a packing. (A packing replaces a segment once, so two tries suffice.)
+    let mut tries = 0;
+    let (file, metadata) = loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&path)
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+        let metadata = file
+            .metadata()
+            .map_err(|e| Error::io(IoOp::Open, &path, e))?;
+        if hold_open(&file) && still_named(&metadata, &path) {
+            break (file, metadata);
+        }
+        tries += 1;
+        if tries == 3 {
+            let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(Error::io(IoOp::Open, &path, gone));
+        }
+    };
     let file_len = metadata.len();
     let mut bytes = [0u8; HEADER_LEN];
     let n = read_at(&file, &mut bytes, 0, &path)?;
