@@ -19,7 +19,7 @@ use super::dir;
 use super::durable;
 use super::error::{CorruptKind, Error, Result};
 use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
-use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
+use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::{LogOptions, ReadStrategy};
 use super::pack::Inflater;
@@ -401,23 +401,14 @@ impl Reader {
     /// makes every later reader take it for deleted [TRUNC-05]. `None` if it stays to be
     /// removed.
     fn recycle(&self, base: u64) -> Option<(u64, PathBuf, std::fs::File)> {
-        use std::os::unix::fs::FileExt;
         let shared = &*self.shared;
         let len = shared.recycle_len.load(Ordering::Relaxed);
         if shared.follower || len == 0 {
             return None;
         }
-        let path = dir::segment_path(&shared.dir, base);
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .ok()?;
-        let mut header = [0u8; HEADER_LEN];
-        let fits = file.metadata().is_ok_and(|m| m.len() == len)
-            && file.read_exact_at(&mut header, 0).is_ok()
-            && FileHeader::decode(&header, SEGMENT_MAGIC).is_ok_and(|h| !h.is_packed());
-        if !fits || !segment::lock_exclusive(&file) {
+        let (file, path, header, file_len) = segment::open_file(&shared.dir, base, true).ok()?;
+        // Its shared lock becomes the exclusive one unless another reader holds the file.
+        if file_len != len || header.is_packed() || !segment::lock_exclusive(&file) {
             return None;
         }
         let target = dir::recycle_path(&shared.dir, base);
