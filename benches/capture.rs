@@ -184,9 +184,12 @@ fn capture_run(
     let n = source.events();
     let dir = common::scratch_dir("t14");
     let address = peer(source.clone());
-    // As `esl-replay capture` opens it: sealed segments are packed in the background.
+    // As `esl-replay capture` opens it: sealed segments are packed in the background
+    // (`ESL_BENCH_NO_PACK` set: not packed, to compare).
     let options = LogOptions {
-        pack_level: Some(DEFAULT_PACK_LEVEL),
+        pack_level: std::env::var_os("ESL_BENCH_NO_PACK")
+            .is_none()
+            .then_some(DEFAULT_PACK_LEVEL),
         ..LogOptions::default()
     };
     let store = LogStore::open_with(dir.path().join("store"), options).unwrap();
