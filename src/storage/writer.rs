@@ -216,6 +216,7 @@ impl Log {
         shared.durable.store(next_seq, Ordering::Release);
         *shared.active.lock() = Some(active.clone());
         restage(&shared, &active, end, next_seq);
+        warm_staging(&shared);
         report.segments = segments.len();
         report.first_seq = shared.first_seq();
         report.next_seq = next_seq;
@@ -977,6 +978,31 @@ fn restage(shared: &Shared, segment: &Arc<SegmentData>, end: u64, next_seq: u64)
     staging.next_seq = next_seq;
 }
 
+/// Gives both staging buffers their full size, every page touched, once at open. Grown
+/// while appending, a buffer would take fresh pages on the appending thread, a page fault
+/// each, and on a virtual machine that hands free memory back to its host such a fault can
+/// take milliseconds (benches/README.md, T15).
+fn warm_staging(shared: &Shared) {
+    #[expect(
+        clippy::slow_vector_initialization,
+        reason = "the point is to write every page: `vec![0; n]` takes zeroed pages untouched"
+    )]
+    let warm = || {
+        let mut buffer = Vec::with_capacity(STAGE_BYTES);
+        buffer.resize(STAGE_BYTES, 0u8);
+        buffer.clear();
+        buffer
+    };
+    let (bytes, spare) = (warm(), warm());
+    let mut staging = shared.staging.lock();
+    if staging.bytes.is_empty() && staging.bytes.capacity() < STAGE_BYTES {
+        staging.bytes = bytes;
+    }
+    if staging.spare.capacity() < STAGE_BYTES {
+        staging.spare = spare;
+    }
+}
+
 /// Prepares the next segment's file in the background, off the append path [SEG-08].
 fn spawn_spare(shared: &Arc<Shared>, segment_bytes: u64) -> JoinHandle<Result<SpareFile>> {
     let shared = shared.clone();
@@ -1171,4 +1197,39 @@ pub(crate) fn write_start(io: &dyn super::io::Io, dir: &Path, start: u64) -> Res
         &dir.join(dir::START_FILE),
         &StartMark { start }.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends that stay below a staging buffer's size write into the buffer made at open:
+    /// it is never reallocated, so the appending thread takes no fresh pages.
+    #[test]
+    fn appends_below_a_staging_buffer_take_no_fresh_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            sync_policy: SyncPolicy::OsOnly,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), options).unwrap();
+        let buffer = |log: &Log| {
+            let staging = log.shared.staging.lock();
+            (
+                staging.bytes.as_ptr(),
+                staging.bytes.capacity(),
+                staging.bytes.len(),
+            )
+        };
+        let (at_open, capacity, _) = buffer(&log);
+        assert!(capacity >= STAGE_BYTES, "{capacity} bytes at open");
+        let payload = [7u8; 1000];
+        for _ in 0..(STAGE_BYTES / 2 / payload.len()) {
+            log.append(&payload).unwrap();
+        }
+        let (now, now_capacity, staged) = buffer(&log);
+        assert!(staged >= STAGE_BYTES / 2, "{staged} bytes staged");
+        assert_eq!((now, now_capacity), (at_open, capacity));
+        log.close().unwrap();
+    }
 }
