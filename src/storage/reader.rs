@@ -78,7 +78,10 @@ impl Reader {
     /// [`Error::NotALog`] if the directory holds no segments, corruption of the last segment's
     /// header, and I/O errors.
     pub fn open(dir: impl AsRef<Path>, options: &LogOptions) -> Result<Reader> {
-        let dir = dir.as_ref();
+        Reader::open_at(dir.as_ref(), options)
+    }
+
+    fn open_at(dir: &Path, options: &LogOptions) -> Result<Reader> {
         let listing = dir::list(dir)?;
         let Some(&last) = listing.segments.last() else {
             return Err(Error::NotALog {

@@ -79,8 +79,13 @@ impl Log {
     /// [`Error::Locked`] if another writer holds the directory, [`Error::InvalidOption`],
     /// [`Error::Corrupt`] for damage the recovery mode refuses, and I/O errors with paths.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<(Log, RecoveryReport)> {
+        // The body is not generic, so that it is compiled once, here, and not in every
+        // crate that opens a log.
+        Log::open_at(dir.as_ref(), options)
+    }
+
+    fn open_at(dir: &Path, options: LogOptions) -> Result<(Log, RecoveryReport)> {
         options.validate()?;
-        let dir = dir.as_ref();
         // A new directory is made durable in its parent before anything in it is acknowledged.
         durable::create_dir_durable_with(&*options.io, dir)?;
         let lock = dir::lock_writer(dir)?;

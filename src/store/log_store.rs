@@ -206,7 +206,10 @@ impl LogStore {
     /// As [`LogStore::open`]; [`Error::Metadata`] if `store.meta` is damaged or does not
     /// describe the last record.
     pub fn open_with(root: impl AsRef<Path>, options: LogOptions) -> Result<LogStore> {
-        let root = root.as_ref();
+        LogStore::open_at(root.as_ref(), options)
+    }
+
+    fn open_at(root: &Path, options: LogOptions) -> Result<LogStore> {
         // Durably: a store directory whose own entry a power loss can drop takes every
         // record acknowledged in it along.
         let io = options.io.clone();
@@ -255,7 +258,10 @@ impl LogStore {
     ///
     /// [`Error::Storage`] if there is no store, [`Error::Metadata`] if `store.meta` is damaged.
     pub fn open_read_only(root: impl AsRef<Path>) -> Result<ReadOnly<LogStore>> {
-        let root = root.as_ref();
+        LogStore::open_read_only_at(root.as_ref())
+    }
+
+    fn open_read_only_at(root: &Path) -> Result<ReadOnly<LogStore>> {
         let options = LogOptions::default();
         let reader = Reader::open(root.join("log"), &options)?;
         Ok(ReadOnly::new(LogStore {
