@@ -37,6 +37,8 @@ const HEADER_LEN: usize = 56;
 /// Records per chunk file of the active segment's index ([STORE-06]): a one-shot lookup
 /// scans fewer than this many records.
 const CHUNK_RECORDS: u64 = 4096;
+/// [`CHUNK_RECORDS`] as a length.
+const CHUNK_PAIRS: usize = CHUNK_RECORDS as usize;
 
 /// Lookups after which a handle folds the active segment's loaded chunks into its map.
 const FOLD_CHUNKS_AFTER: u32 = 16;
@@ -308,9 +310,11 @@ struct HashPairs {
 
 impl HashPairs {
     fn new(mut sorted: Vec<(u64, u64)>) -> HashPairs {
-        // Nearly free when they are sorted already, as a file's are, and a merge of the
-        // sorted runs a segment's chunks make.
-        sorted.sort();
+        // In place: the pairs are distinct (each has its own sequence), so the order is the
+        // stable sort's, without its scratch buffer, whose fresh pages would fault on the
+        // appending thread at every roll. Nearly free when they are sorted already, as a
+        // file's are.
+        sorted.sort_unstable();
         let bits = (sorted.len() / 8).max(2).ilog2().min(16);
         let shift = 64 - bits;
         // Count each bucket's pairs one slot along, then sum: each slot becomes the number
@@ -518,7 +522,7 @@ impl Building {
             max_ms: i64::MIN,
             chunks: Vec::new(),
             chunked_until: base,
-            recent: Vec::new(),
+            recent: Vec::with_capacity(CHUNK_PAIRS),
             recent_ms: (i64::MAX, i64::MIN),
             summary: Summary::default(),
             recent_summary: Summary::default(),
@@ -562,7 +566,11 @@ impl Building {
     /// The entries since the last chunk as a chunk `[chunked_until, until)`, and starts the
     /// next one.
     fn take_chunk(&mut self) -> SegmentIds {
-        let pairs = HashPairs::new(std::mem::take(&mut self.recent));
+        // The next chunk's pairs get their room at once, not page by fresh page.
+        let pairs = HashPairs::new(std::mem::replace(
+            &mut self.recent,
+            Vec::with_capacity(CHUNK_PAIRS),
+        ));
         let (min_ms, max_ms) = std::mem::replace(&mut self.recent_ms, (i64::MAX, i64::MIN));
         let chunk = SegmentIds {
             base: self.chunked_until,
