@@ -999,13 +999,10 @@ fn warm_staging(shared: &Shared) {
         buffer
     };
     let (bytes, spare) = (warm(), warm());
+    // The log was just opened: nothing is staged yet.
     let mut staging = shared.staging.lock();
-    if staging.bytes.is_empty() && staging.bytes.capacity() < STAGE_BYTES {
-        staging.bytes = bytes;
-    }
-    if staging.spare.capacity() < STAGE_BYTES {
-        staging.spare = spare;
-    }
+    staging.bytes = bytes;
+    staging.spare = spare;
 }
 
 /// Prepares the next segment's file in the background, off the append path [SEG-08].
