@@ -100,40 +100,124 @@ pub struct IndexFile {
 /// entries, which a scan replaces). Entries must increase in sequence and offset.
 #[must_use]
 pub fn decode_file(bytes: &[u8], base: u64, salt: u64) -> Option<IndexFile> {
-    let header = FileHeader::decode(bytes, INDEX_MAGIC).ok()?;
-    if header.base != base || header.salt != salt {
-        return None;
-    }
+    let header = bytes.get(..HEADER_LEN)?;
     let slots = bytes.get(HEADER_LEN..).unwrap_or_default();
-    let mut file = IndexFile {
-        entries: Vec::with_capacity(slots.len() / ENTRY_LEN),
-        footer: None,
-    };
-    let (entry_crc, footer_crc) = (
-        SlotCrc::new(salt, DOMAIN_ENTRY),
-        SlotCrc::new(salt, DOMAIN_FOOTER),
-    );
-    for slot in slots.chunks_exact(ENTRY_LEN) {
-        let seq = u64::from_le_bytes(slot.get(0..8)?.try_into().ok()?);
-        let offset = u32::from_le_bytes(slot.get(8..12)?.try_into().ok()?);
-        let crc = u32::from_le_bytes(slot.get(12..16)?.try_into().ok()?);
-        let ordered = file
-            .entries
-            .last()
-            .is_none_or(|last| seq > last.seq && offset > last.offset);
-        if crc == entry_crc.of(seq, offset) && ordered && seq >= base {
-            file.entries.push(IndexEntry { seq, offset });
-        } else if crc == footer_crc.of(seq, offset) {
-            file.footer = Some(IndexFooter {
-                end_seq: seq,
-                seal_offset: offset,
-            });
-            break;
-        } else {
-            break;
+    let mut decoder = SlotDecoder::new(header, base, salt, slots.len())?;
+    decoder.decode(slots);
+    Some(decoder.file)
+}
+
+/// Bytes of slots [`read_file`] reads at a time.
+const READ_STEP: usize = 4096 * ENTRY_LEN;
+
+/// As [`decode_file`], reading the `len` bytes of `file` a step at a time, so that the
+/// file is never held whole (a one-shot lookup reads two indexes of about 240 KB); `None`
+/// also when the file cannot be read.
+pub(crate) fn read_file(
+    mut file: impl std::io::Read,
+    len: u64,
+    base: u64,
+    salt: u64,
+) -> Option<IndexFile> {
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact(&mut header).ok()?;
+    let slots_len = usize::try_from(len.saturating_sub(HEADER_LEN as u64)).unwrap_or(usize::MAX);
+    let mut decoder = SlotDecoder::new(&header, base, salt, slots_len)?;
+    // Whole slots, so that only the file's end can cut one.
+    let step_len = slots_len
+        .min(READ_STEP)
+        .next_multiple_of(ENTRY_LEN)
+        .max(ENTRY_LEN);
+    let mut step = vec![0u8; step_len];
+    loop {
+        let filled = fill(&mut file, &mut step).ok()?;
+        // A torn last slot is left out, as by `decode_file`.
+        let whole = filled - filled % ENTRY_LEN;
+        if !decoder.decode(step.get(..whole).unwrap_or_default()) || filled < step.len() {
+            return Some(decoder.file);
         }
     }
-    Some(file)
+}
+
+/// Reads until `buffer` is full or the file ends; returns the bytes read.
+fn fill(file: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buffer.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A slot's sequence, offset and checksum.
+fn parse_slot(slot: &[u8]) -> Option<(u64, u32, u32)> {
+    Some((
+        u64::from_le_bytes(slot.get(0..8)?.try_into().ok()?),
+        u32::from_le_bytes(slot.get(8..12)?.try_into().ok()?),
+        u32::from_le_bytes(slot.get(12..16)?.try_into().ok()?),
+    ))
+}
+
+/// Decodes an index file's slots in file order, up to the first invalid one or the footer.
+struct SlotDecoder {
+    base: u64,
+    entry_crc: SlotCrc,
+    footer_crc: SlotCrc,
+    file: IndexFile,
+}
+
+impl SlotDecoder {
+    /// A decoder for the slots after `header`, if it is that of this segment's index;
+    /// `slots_len` sizes the entries (an entry per slot at most).
+    fn new(header: &[u8], base: u64, salt: u64, slots_len: usize) -> Option<SlotDecoder> {
+        let header = FileHeader::decode(header, INDEX_MAGIC).ok()?;
+        if header.base != base || header.salt != salt {
+            return None;
+        }
+        // Bounded, so that a file claiming a huge length cannot reserve huge memory: an
+        // index of a 4 GiB segment has a million entries.
+        let capacity = (slots_len / ENTRY_LEN).min(1 << 20);
+        Some(SlotDecoder {
+            base,
+            entry_crc: SlotCrc::new(salt, DOMAIN_ENTRY),
+            footer_crc: SlotCrc::new(salt, DOMAIN_FOOTER),
+            file: IndexFile {
+                entries: Vec::with_capacity(capacity),
+                footer: None,
+            },
+        })
+    }
+
+    /// Decodes the whole slots of `slots`; `false` once the file has ended (a footer or an
+    /// invalid slot), when no later slot counts.
+    fn decode(&mut self, slots: &[u8]) -> bool {
+        for slot in slots.chunks_exact(ENTRY_LEN) {
+            let Some((seq, offset, crc)) = parse_slot(slot) else {
+                return false;
+            };
+            let ordered = self
+                .file
+                .entries
+                .last()
+                .is_none_or(|last| seq > last.seq && offset > last.offset);
+            if crc == self.entry_crc.of(seq, offset) && ordered && seq >= self.base {
+                self.file.entries.push(IndexEntry { seq, offset });
+            } else {
+                if crc == self.footer_crc.of(seq, offset) {
+                    self.file.footer = Some(IndexFooter {
+                        end_seq: seq,
+                        seal_offset: offset,
+                    });
+                }
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// The in-memory sparse index of one segment.
@@ -299,6 +383,71 @@ mod tests {
         assert_eq!(decode_file(&bytes, 10, 77).unwrap().entries, entries[..1]);
         assert!(decode_file(&bytes, 11, 77).is_none());
         assert!(decode_file(&bytes, 10, 78).is_none());
+    }
+
+    /// Hands out a file a few bytes at a time, as a reader may.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        sizes: std::iter::Cycle<std::vec::IntoIter<usize>>,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let n = self
+                .sizes
+                .next()
+                .unwrap_or(usize::MAX)
+                .min(buffer.len())
+                .min(self.bytes.len());
+            buffer[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// Reading a file in steps decodes what decoding it whole does, whatever its damage,
+    /// its length (longer than told: an index being appended to) and the reads' sizes.
+    #[test]
+    fn reading_in_steps_agrees_with_decoding_whole() {
+        quickcheck::QuickCheck::new()
+            .tests(300)
+            .quickcheck(read_agrees as fn(u16, Option<u16>, u16, bool, Vec<u16>) -> bool);
+    }
+
+    fn read_agrees(
+        count: u16,
+        damage_at: Option<u16>,
+        cut: u16,
+        footer: bool,
+        read_sizes: Vec<u16>,
+    ) -> bool {
+        let count = u64::from(count) % 10_000;
+        let entries: Vec<IndexEntry> = (0..count)
+            .map(|i| IndexEntry {
+                seq: 10 + i * 7,
+                offset: 40 + u32::try_from(i).expect("small") * 4096,
+            })
+            .collect();
+        let footer = footer.then_some(IndexFooter {
+            end_seq: 10 + count * 7,
+            seal_offset: 40 + u32::try_from(count).expect("small") * 4096,
+        });
+        let mut bytes = file_with(&entries, footer);
+        if let Some(at) = damage_at {
+            let at = usize::from(at) % bytes.len();
+            bytes[at] ^= 0x5a;
+        }
+        bytes.truncate(bytes.len() - usize::from(cut) % 40.min(bytes.len()));
+        let mut sizes: Vec<usize> = read_sizes.iter().map(|s| usize::from(*s) + 1).collect();
+        if sizes.is_empty() {
+            sizes.push(usize::MAX);
+        }
+        let told = (bytes.len() as u64).saturating_sub(u64::from(cut) % 100);
+        let reader = Trickle {
+            bytes: &bytes,
+            sizes: sizes.into_iter().cycle(),
+        };
+        read_file(reader, told, 10, 77) == decode_file(&bytes, 10, 77)
     }
 
     #[test]

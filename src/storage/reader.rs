@@ -589,13 +589,18 @@ impl Cursor {
 
     /// Asks for the mapping ahead of the cursor to be populated, and when to ask again: a
     /// cursor that has read [`readahead::SEQUENTIAL_BYTES`] of a mapped segment is reading
-    /// it in order.
+    /// it in order, unless it is near the segment's end ([`readahead::NEAR_END_BYTES`]).
     #[inline(never)]
     fn read_ahead(&mut self) {
         self.read_ahead_at = u64::MAX;
         let Some(segment) = self.segment.as_ref().filter(|s| s.map.is_some()) else {
             return;
         };
+        self.read_ahead_at = self.offset.saturating_add(readahead::STEP_BYTES);
+        // The end of an active segment moves on: a cursor near it asks again a step later.
+        if self.end.saturating_sub(self.offset) < readahead::NEAR_END_BYTES {
+            return;
+        }
         // Requests go out a step at a time (each wakes the read-ahead thread), however
         // short the cursors reading in order are.
         let to = self
@@ -609,7 +614,6 @@ impl Cursor {
                 readahead::request(segment, before.max(self.offset), to);
             }
         }
-        self.read_ahead_at = self.offset.saturating_add(readahead::STEP_BYTES);
     }
 
     /// Moves the cursor to the next frame it should yield: below its segment's published

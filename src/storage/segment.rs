@@ -660,8 +660,9 @@ pub(crate) fn open_file(
 
 /// Reads a segment's index file; `None` when missing or belonging to another segment.
 pub(crate) fn read_index(dir: &Path, base: u64, salt: u64) -> Option<index::IndexFile> {
-    let bytes = std::fs::read(dir::index_path(dir, base)).ok()?;
-    index::decode_file(&bytes, base, salt)
+    let file = File::open(dir::index_path(dir, base)).ok()?;
+    let len = file.metadata().ok()?.len();
+    index::read_file(file, len, base, salt)
 }
 
 /// Where to start scanning: the last index entry whose frame validates, else the first frame.
