@@ -416,57 +416,142 @@ impl SegmentIds {
     /// Reads a file made by [`SegmentIds::encode`] for records `[base, end)`; `end: None`
     /// takes the file's own end. Returns the index and the token.
     fn decode(bytes: &[u8], base: u64, end: Option<u64>) -> Option<(SegmentIds, u32)> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let header = FileHead::check(body.get(..HEADER_LEN)?, body.len(), base, end)?;
+        let summary = header.summary(body.get(header.pairs_end..)?)?;
+        let pairs = body
+            .get(HEADER_LEN..header.pairs_end)?
+            .chunks_exact(16)
+            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
+            .collect();
+        let ids = SegmentIds {
+            base,
+            end: header.end,
+            min_ms: header.min_ms,
+            max_ms: header.max_ms,
+            pairs: HashPairs::new(pairs),
+            summary,
+        };
+        Some((ids, header.token))
+    }
+}
+
+/// The header of a `.ids` (or chunk) file, checked against the file's length and the
+/// segment (or chunk) it should index.
+struct FileHead {
+    version: u16,
+    token: u32,
+    end: u64,
+    min_ms: i64,
+    max_ms: i64,
+    /// Where the pairs end and the summary begins.
+    pairs_end: usize,
+}
+
+impl FileHead {
+    /// The header of a file whose bytes before its CRC are `body_len` long, for records
+    /// `[base, end)` (`end: None` takes the file's own); `None` if it is not such a file.
+    fn check(header: &[u8], body_len: usize, base: u64, end: Option<u64>) -> Option<FileHead> {
+        if header.get(..8)? != MAGIC {
+            return None;
+        }
+        let version = u16::from_le_bytes(header.get(8..10)?.try_into().ok()?);
+        let token = u32::from_le_bytes(header.get(12..16)?.try_into().ok()?);
         let u64_at = |at: usize| {
-            bytes
+            header
                 .get(at..at + 8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_le_bytes)
         };
-        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?)
-            || body.get(..8)? != MAGIC
-        {
-            return None;
-        }
-        let version = u16::from_le_bytes(body.get(8..10)?.try_into().ok()?);
-        let token = u32::from_le_bytes(body.get(12..16)?.try_into().ok()?);
         let count = usize::try_from(u64_at(48)?).ok()?;
-        let end = end.unwrap_or(u64_at(24)?);
+        let file_end = u64_at(24)?;
+        let end = end.unwrap_or(file_end);
         let pairs_end = HEADER_LEN.checked_add(count.checked_mul(16)?)?;
         if !(version == VERSION || version == VERSION_1)
             || u64_at(16)? != base
-            || u64_at(24)? != end
+            || file_end != end
             || end < base
-            || body.len() < pairs_end
-            || (version == VERSION_1 && body.len() != pairs_end)
+            || body_len < pairs_end
+            || (version == VERSION_1 && body_len != pairs_end)
         {
             return None;
         }
-        let (min_ms, max_ms) = (u64_at(32)?.cast_signed(), u64_at(40)?.cast_signed());
-        let summary = match version {
-            VERSION_1 => None,
-            _ => {
-                let mut summary = Summary::decode(body.get(pairs_end..)?)?;
-                summary.captured_ms = (summary.records > 0).then_some((min_ms, max_ms));
-                Some(summary)
-            }
-        };
-        let pairs = body
-            .get(HEADER_LEN..pairs_end)?
-            .chunks_exact(16)
-            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
-            .collect();
-        let pairs = HashPairs::new(pairs);
-        let ids = SegmentIds {
-            base,
+        Some(FileHead {
+            version,
+            token,
             end,
-            min_ms,
-            max_ms,
-            pairs,
-            summary,
-        };
-        Some((ids, token))
+            min_ms: u64_at(32)?.cast_signed(),
+            max_ms: u64_at(40)?.cast_signed(),
+            pairs_end,
+        })
     }
+
+    /// The summary in the bytes after the pairs (`Some(None)` for a version 1 file, which
+    /// has none); `None` if they do not hold one exactly.
+    fn summary(&self, after_pairs: &[u8]) -> Option<Option<Summary>> {
+        if self.version == VERSION_1 {
+            return Some(None);
+        }
+        let mut summary = Summary::decode(after_pairs)?;
+        summary.captured_ms = (summary.records > 0).then_some((self.min_ms, self.max_ms));
+        Some(Some(summary))
+    }
+}
+
+/// Bytes of a `.ids` file [`verified_probe`] reads at a time.
+const PROBE_STEP: usize = 64 << 10;
+/// The most bytes after the pairs (the summary) [`verified_probe`] accepts; more is not a
+/// file this writer made (its summary counts the names of one segment's records).
+const SUMMARY_LIMIT: u64 = 64 << 20;
+
+/// The log sequences paired with `hash` in the `.ids` file at `path` of the sealed segment
+/// `[base, end)`, read a step at a time and checked as [`SegmentIds::decode`] checks it,
+/// without keeping the index: for a handle's first lookups, which must prove an id absent
+/// without loading every segment's index. `None` if the file is missing, damaged or not
+/// that segment's (the caller then loads or rebuilds it).
+fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let body_len = usize::try_from(file.metadata().ok()?.len().checked_sub(4)?).ok()?;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact(&mut header).ok()?;
+    let head = FileHead::check(&header, body_len, base, Some(end))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    let mut found = Vec::new();
+    let mut step = vec![0u8; PROBE_STEP.min(head.pairs_end - HEADER_LEN).max(16)];
+    let mut left = head.pairs_end - HEADER_LEN;
+    while left > 0 {
+        let chunk = step.get_mut(..left.min(PROBE_STEP))?;
+        file.read_exact(chunk).ok()?;
+        crc.update(chunk);
+        found.extend(
+            chunk
+                .chunks_exact(16)
+                .filter(|pair| u64_at_slice(pair, 0) == hash)
+                .map(|pair| u64_at_slice(pair, 8)),
+        );
+        left -= chunk.len();
+    }
+    let rest = u64::try_from(body_len - head.pairs_end).ok()?;
+    if rest > SUMMARY_LIMIT {
+        return None;
+    }
+    let mut tail = Vec::new();
+    file.take(rest + 4).read_to_end(&mut tail).ok()?;
+    let (after_pairs, stored) = tail.split_at_checked(tail.len().checked_sub(4)?)?;
+    crc.update(after_pairs);
+    if after_pairs.len() as u64 != rest
+        || crc.finalize() != u32::from_le_bytes(stored.try_into().ok()?)
+    {
+        return None;
+    }
+    head.summary(after_pairs)?;
+    found.sort_unstable();
+    Some(found)
 }
 
 fn u64_at_slice(bytes: &[u8], at: usize) -> u64 {
@@ -1198,8 +1283,10 @@ impl IdIndex {
         search: Search,
     ) -> Result<Option<Candidates>> {
         let hash = hash_id(id);
-        // A handle that keeps looking ids up loads the indexes once instead.
-        let search = if search == Search::Hinted && self.hinted_lookups >= HINTED_LOOKUPS {
+        // A handle that keeps looking ids up loads the indexes once instead; its first
+        // lookups read the sealed segments' files without keeping them.
+        let loads_whole = self.hinted_lookups >= HINTED_LOOKUPS;
+        let search = if search == Search::Hinted && loads_whole {
             Search::Verified
         } else {
             search
@@ -1247,9 +1334,17 @@ impl IdIndex {
                     probe_file(&self.path(base), base, Some(end), hash, &mut found.seqs);
                     found.exact = false;
                 }
-                Search::Verified => self
-                    .sealed_ids(reader, base, end)?
-                    .candidates(hash, &mut found.seqs),
+                Search::Verified => {
+                    let probed = (!loads_whole)
+                        .then(|| verified_probe(&self.path(base), base, end, hash))
+                        .flatten();
+                    match probed {
+                        Some(seqs) => found.seqs.extend(seqs),
+                        None => self
+                            .sealed_ids(reader, base, end)?
+                            .candidates(hash, &mut found.seqs),
+                    }
+                }
             }
         }
         Ok(Some(found))
@@ -1488,23 +1583,28 @@ mod tests {
         }
     }
 
+    /// The sealed index of records `[base, end)`, record `seq` with id `id-{id_of(seq)}`.
+    fn sealed_of(base: u64, end: u64, id_of: impl Fn(u64) -> u64) -> SegmentIds {
+        let mut building = Building::new(base, false);
+        for seq in base..end {
+            building.add(&Entry {
+                seq,
+                hash: hash_id(&format!("id-{}", id_of(seq))),
+                ms: 0,
+                artifact: "event.raw",
+                event: Some("HEARTBEAT"),
+                bytes: 1,
+            });
+        }
+        building.seal(end)
+    }
+
     #[test]
     fn probing_a_file_in_place_finds_what_loading_it_finds_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids");
         let (base, end) = (1_000, 1_000 + 50_000);
-        let mut building = Building::new(base, false);
-        for seq in base..end {
-            building.add(&Entry {
-                seq,
-                hash: hash_id(&format!("id-{seq}")),
-                ms: 0,
-                artifact: "event.raw",
-                event: None,
-                bytes: 1,
-            });
-        }
-        let ids = building.seal(end);
+        let ids = sealed_of(base, end, |seq| seq);
         let bytes = ids.encode(0);
         std::fs::write(&path, &bytes).unwrap();
         let probe = |path: &std::path::Path, base: u64, hash: u64| {
@@ -1528,6 +1628,71 @@ mod tests {
         std::fs::write(&path, &bytes[..HEADER_LEN + 100]).unwrap();
         assert!(probe(&path, base, hash).is_empty());
         assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
+    }
+
+    /// Reading a file in steps answers exactly what loading it answers, for ids present and
+    /// absent, and answers nothing for a file that loading refuses: any damaged byte, a cut
+    /// or lengthened file, another segment's file, a missing file.
+    #[test]
+    fn a_verified_probe_answers_as_loading_does_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        // More pairs than one step reads, so that the pairs cross steps.
+        let (base, end) = (1_000, 1_000 + 9_000);
+        // Every tenth record shares its id's hash with the one before.
+        let ids = sealed_of(base, end, |seq| seq - u64::from(seq.is_multiple_of(10)));
+        let bytes = ids.encode(0);
+        assert!(bytes.len() > PROBE_STEP);
+        std::fs::write(&path, &bytes).unwrap();
+        let hashes: Vec<u64> = (base..end)
+            .step_by(97)
+            .map(|seq| hash_id(&format!("id-{seq}")))
+            .chain([0, u64::MAX, hash_id("absent")])
+            .collect();
+        for hash in &hashes {
+            let mut loaded = Vec::new();
+            ids.candidates(*hash, &mut loaded);
+            loaded.sort_unstable();
+            assert_eq!(verified_probe(&path, base, end, *hash), Some(loaded));
+        }
+        let hash = hashes[3];
+        assert!(verified_probe(&path, base + 1, end, hash).is_none());
+        assert!(verified_probe(&path, base, end + 1, hash).is_none());
+        assert!(verified_probe(&dir.path().join("missing"), base, end, hash).is_none());
+        // Damage anywhere: in the header, the pairs, the summary, the checksum.
+        for at in [
+            0,
+            9,
+            20,
+            50,
+            HEADER_LEN + 5,
+            bytes.len() / 2,
+            bytes.len() - 30,
+            bytes.len() - 1,
+        ] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            std::fs::write(&path, &damaged).unwrap();
+            assert!(
+                SegmentIds::decode(&damaged, base, Some(end)).is_none(),
+                "byte {at}"
+            );
+            assert!(
+                verified_probe(&path, base, end, hash).is_none(),
+                "byte {at}"
+            );
+        }
+        for len in [bytes.len() - 1, bytes.len() - 20, HEADER_LEN + 3, 2] {
+            std::fs::write(&path, &bytes[..len]).unwrap();
+            assert!(
+                verified_probe(&path, base, end, hash).is_none(),
+                "{len} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0; 8]);
+        std::fs::write(&path, &longer).unwrap();
+        assert!(verified_probe(&path, base, end, hash).is_none());
     }
 
     /// A writer's building keeps its records in chunks and `recent` until lookups fold them
