@@ -11,12 +11,9 @@
 //! how many, their bytes, and counts per artifact name and per event name, so `stats` reads
 //! summaries instead of records.
 //!
-//! `.ids` layout (little-endian): magic `\x89ESLIDS\n` (8), version u16 (2; version 1 files,
-//! without a summary, are read for their ids), reserved u16, token u32 (zero in `.ids`
-//! files), base u64, end u64 (exclusive log sequence), min and max capture ms i64, count u64,
-//! then `count` pairs of (hash u64, log sequence u64) sorted, then the summary (records u64,
-//! bytes u64, then for artifacts and then events: a count u32 and per name its length u32,
-//! its UTF-8 bytes and its record count u64), then a CRC-32 of everything before it.
+//! The `.ids` layout is `format/store.md` [STORE-07]: a header, a checksum per window of
+//! 1,024 pairs (version 3), the (hash, log sequence) pairs sorted, the summary, a CRC-32 of
+//! everything before it. Versions 1 (no summary) and 2 (no window checksums) are still read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,10 +26,15 @@ use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 use crate::storage::{Io, IoOp};
 
 const MAGIC: [u8; 8] = *b"\x89ESLIDS\n";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// The version before window checksums, still read.
+const VERSION_2: u16 = 2;
 /// The version before summaries, still read for its ids.
 const VERSION_1: u16 = 1;
 const HEADER_LEN: usize = 56;
+/// Pairs per window of a version 3 file, each window with its own checksum in the table
+/// after the header: an id is proved absent by checking the windows it would be in.
+const WINDOW_PAIRS: usize = 1024;
 
 /// Records per chunk file of the active segment's index ([STORE-06]): a one-shot lookup
 /// scans fewer than this many records.
@@ -391,9 +393,11 @@ impl SegmentIds {
     /// file, the last record's payload CRC in a chunk file).
     fn encode(&self, token: u32) -> Vec<u8> {
         let summary = self.summary.clone().unwrap_or_default();
-        let mut out = Vec::with_capacity(
-            HEADER_LEN + self.pairs.as_slice().len() * 16 + summary.encoded_len() + 4,
-        );
+        let pairs = self.pairs.as_slice();
+        let windows = pairs.len().div_ceil(WINDOW_PAIRS);
+        let pairs_start = HEADER_LEN + 4 * windows + 4;
+        let mut out =
+            Vec::with_capacity(pairs_start + pairs.len() * 16 + summary.encoded_len() + 4);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&[0; 2]);
@@ -402,11 +406,22 @@ impl SegmentIds {
         out.extend_from_slice(&self.end.to_le_bytes());
         out.extend_from_slice(&self.min_ms.to_le_bytes());
         out.extend_from_slice(&self.max_ms.to_le_bytes());
-        out.extend_from_slice(&(self.pairs.as_slice().len() as u64).to_le_bytes());
-        for (hash, seq) in self.pairs.as_slice() {
+        out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+        // The window table and its checksum are written after the pairs they cover.
+        out.resize(pairs_start, 0);
+        for (hash, seq) in pairs {
             out.extend_from_slice(&hash.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
         }
+        let table: Vec<u32> = out[pairs_start..]
+            .chunks(WINDOW_PAIRS * 16)
+            .map(crc32fast::hash)
+            .collect();
+        for (slot, crc) in out[HEADER_LEN..].chunks_exact_mut(4).zip(&table) {
+            slot.copy_from_slice(&crc.to_le_bytes());
+        }
+        let head_crc = crc32fast::hash(&out[..pairs_start - 4]);
+        out[pairs_start - 4..pairs_start].copy_from_slice(&head_crc.to_le_bytes());
         summary.encode(&mut out);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -420,13 +435,12 @@ impl SegmentIds {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
             return None;
         }
-        let header = FileHead::check(body.get(..HEADER_LEN)?, body.len(), base, end)?;
+        let header = FileHead::parse(body)?;
+        if !header.fits(body.len(), base, end) || !header.table_holds(body) {
+            return None;
+        }
         let summary = header.summary(body.get(header.pairs_end..)?)?;
-        let pairs = body
-            .get(HEADER_LEN..header.pairs_end)?
-            .chunks_exact(16)
-            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
-            .collect();
+        let pairs = pairs_of(body.get(header.pairs_start..header.pairs_end)?);
         let ids = SegmentIds {
             base,
             end: header.end,
@@ -439,54 +453,90 @@ impl SegmentIds {
     }
 }
 
-/// The header of a `.ids` (or chunk) file, checked against the file's length and the
-/// segment (or chunk) it should index.
+/// The header of a `.ids` (or chunk) file.
 struct FileHead {
     version: u16,
     token: u32,
+    base: u64,
     end: u64,
     min_ms: i64,
     max_ms: i64,
-    /// Where the pairs end and the summary begins.
+    /// Windows in the table after the header (none before version 3).
+    windows: usize,
+    /// Where the pairs begin and end (the summary begins at their end).
+    pairs_start: usize,
     pairs_end: usize,
 }
 
 impl FileHead {
-    /// The header of a file whose bytes before its CRC are `body_len` long, for records
-    /// `[base, end)` (`end: None` takes the file's own); `None` if it is not such a file.
-    fn check(header: &[u8], body_len: usize, base: u64, end: Option<u64>) -> Option<FileHead> {
-        if header.get(..8)? != MAGIC {
+    /// The header at the start of `bytes`; `None` if it is not that of a `.ids` file of a
+    /// version this reads.
+    fn parse(bytes: &[u8]) -> Option<FileHead> {
+        if bytes.get(..8)? != MAGIC {
             return None;
         }
-        let version = u16::from_le_bytes(header.get(8..10)?.try_into().ok()?);
-        let token = u32::from_le_bytes(header.get(12..16)?.try_into().ok()?);
+        let version = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?);
         let u64_at = |at: usize| {
-            header
+            bytes
                 .get(at..at + 8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_le_bytes)
         };
         let count = usize::try_from(u64_at(48)?).ok()?;
-        let file_end = u64_at(24)?;
-        let end = end.unwrap_or(file_end);
-        let pairs_end = HEADER_LEN.checked_add(count.checked_mul(16)?)?;
-        if !(version == VERSION || version == VERSION_1)
-            || u64_at(16)? != base
-            || file_end != end
-            || end < base
-            || body_len < pairs_end
-            || (version == VERSION_1 && body_len != pairs_end)
-        {
-            return None;
-        }
+        let windows = match version {
+            VERSION => count.div_ceil(WINDOW_PAIRS),
+            VERSION_1 | VERSION_2 => 0,
+            _ => return None,
+        };
+        let pairs_start = match version {
+            VERSION => HEADER_LEN
+                .checked_add(windows.checked_mul(4)?)?
+                .checked_add(4)?,
+            _ => HEADER_LEN,
+        };
         Some(FileHead {
             version,
-            token,
-            end,
+            token: u32::from_le_bytes(bytes.get(12..16)?.try_into().ok()?),
+            base: u64_at(16)?,
+            end: u64_at(24)?,
             min_ms: u64_at(32)?.cast_signed(),
             max_ms: u64_at(40)?.cast_signed(),
-            pairs_end,
+            windows,
+            pairs_start,
+            pairs_end: pairs_start.checked_add(count.checked_mul(16)?)?,
         })
+    }
+
+    /// Whether this is the file of records `[base, end)` (`end: None`: its own end) and
+    /// `body_len` long before its CRC.
+    fn fits(&self, body_len: usize, base: u64, end: Option<u64>) -> bool {
+        self.base == base
+            && end.is_none_or(|end| end == self.end)
+            && self.end >= base
+            && body_len >= self.pairs_end
+            && (self.version != VERSION_1 || body_len == self.pairs_end)
+    }
+
+    /// Whether the window table at the start of `head` (the file from its first byte, at
+    /// least up to its pairs) holds its checksum; a file without one (version 1 or 2) holds.
+    fn table_holds(&self, head: &[u8]) -> bool {
+        if self.version != VERSION {
+            return true;
+        }
+        let Some((table, crc)) = head
+            .get(..self.pairs_start)
+            .and_then(|head| head.split_at_checked(self.pairs_start - 4))
+        else {
+            return false;
+        };
+        crc.try_into()
+            .is_ok_and(|crc| crc32fast::hash(table) == u32::from_le_bytes(crc))
+    }
+
+    /// The checksum of window `window`, from a `head` whose table [`Self::table_holds`].
+    fn window_crc(&self, head: &[u8], window: usize) -> Option<u32> {
+        let at = HEADER_LEN.checked_add(window.checked_mul(4)?)?;
+        Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?))
     }
 
     /// The summary in the bytes after the pairs (`Some(None)` for a version 1 file, which
@@ -508,22 +558,94 @@ const PROBE_STEP: usize = 64 << 10;
 const SUMMARY_LIMIT: u64 = 64 << 20;
 
 /// The log sequences paired with `hash` in the `.ids` file at `path` of the sealed segment
-/// `[base, end)`, read a step at a time and checked as [`SegmentIds::decode`] checks it,
-/// without keeping the index: for a handle's first lookups, which must prove an id absent
-/// without loading every segment's index. `None` if the file is missing, damaged or not
-/// that segment's (the caller then loads or rebuilds it).
+/// `[base, end)`, checked without loading and keeping the index: for a handle's first
+/// lookups, which must prove an id absent without loading every segment's index. A version 3
+/// file is read where the hash would be, each window read checked against the header's
+/// table; an older one is read through, checked whole as [`SegmentIds::decode`] checks it.
+/// `None` if the file is missing, damaged or not that segment's (the caller then loads or
+/// rebuilds it).
 fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64>> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path).ok()?;
     let body_len = usize::try_from(file.metadata().ok()?.len().checked_sub(4)?).ok()?;
-    let mut header = [0u8; HEADER_LEN];
-    file.read_exact(&mut header).ok()?;
-    let head = FileHead::check(&header, body_len, base, Some(end))?;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header);
+    let mut head = vec![0u8; HEADER_LEN];
+    file.read_exact(&mut head).ok()?;
+    let header = FileHead::parse(&head)?;
+    if !header.fits(body_len, base, Some(end)) {
+        return None;
+    }
+    head.resize(header.pairs_start, 0);
+    file.read_exact(head.get_mut(HEADER_LEN..)?).ok()?;
+    if !header.table_holds(&head) {
+        return None;
+    }
+    let mut found = if header.version == VERSION {
+        probe_windows(&file, &header, &head, hash)?
+    } else {
+        read_through(file, &header, &head, body_len, hash)?
+    };
+    found.sort_unstable();
+    Some(found)
+}
+
+/// The log sequences paired with `hash` in a version 3 file whose checked `head` (header
+/// and window table) is `header`: a binary search over its windows by their first hashes,
+/// each window read checked against its checksum and its order. The pairs are sorted across
+/// the file, so the pairs with `hash` lie in the last window that starts at or below it and,
+/// if that one starts with it, the windows before it that end with it.
+fn probe_windows(
+    file: &std::fs::File,
+    header: &FileHead,
+    head: &[u8],
+    hash: u64,
+) -> Option<Vec<u64>> {
+    let window = |index: usize| -> Option<Vec<(u64, u64)>> {
+        let count = (header.pairs_end - header.pairs_start) / 16;
+        let first = index.checked_mul(WINDOW_PAIRS)?;
+        let last = first.checked_add(WINDOW_PAIRS)?.min(count);
+        let bytes = read_bytes_at(file, header.pairs_start, first, last)?;
+        if crc32fast::hash(&bytes) != header.window_crc(head, index)? {
+            return None;
+        }
+        let pairs = pairs_of(&bytes);
+        pairs.is_sorted_by_key(|pair| pair.0).then_some(pairs)
+    };
+    // The window to search is in `[low, high)`.
+    let (mut low, mut high) = (0, header.windows);
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if window(middle)?.first()?.0 <= hash {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
     let mut found = Vec::new();
-    let mut step = vec![0u8; PROBE_STEP.min(head.pairs_end - HEADER_LEN).max(16)];
-    let mut left = head.pairs_end - HEADER_LEN;
+    for index in (0..high.min(low + 1)).rev() {
+        let pairs = window(index)?;
+        found.extend(pairs.iter().filter(|p| p.0 == hash).map(|p| p.1));
+        if pairs.first().is_none_or(|p| p.0 != hash) {
+            break;
+        }
+    }
+    Some(found)
+}
+
+/// The log sequences paired with `hash` in a version 1 or 2 file whose `header` was read,
+/// read through a step at a time and checked whole.
+fn read_through(
+    mut file: std::fs::File,
+    header: &FileHead,
+    head: &[u8],
+    body_len: usize,
+    hash: u64,
+) -> Option<Vec<u64>> {
+    use std::io::Read as _;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(head);
+    let mut found = Vec::new();
+    let mut left = header.pairs_end - header.pairs_start;
+    let mut step = vec![0u8; PROBE_STEP.min(left).max(16)];
     while left > 0 {
         let chunk = step.get_mut(..left.min(PROBE_STEP))?;
         file.read_exact(chunk).ok()?;
@@ -536,7 +658,7 @@ fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64
         );
         left -= chunk.len();
     }
-    let rest = u64::try_from(body_len - head.pairs_end).ok()?;
+    let rest = u64::try_from(body_len - header.pairs_end).ok()?;
     if rest > SUMMARY_LIMIT {
         return None;
     }
@@ -549,8 +671,7 @@ fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64
     {
         return None;
     }
-    head.summary(after_pairs)?;
-    found.sort_unstable();
+    header.summary(after_pairs)?;
     Some(found)
 }
 
@@ -790,20 +911,18 @@ fn probe_file(
     let file = std::fs::File::open(path).ok()?;
     let mut header = [0u8; HEADER_LEN];
     file.read_exact_at(&mut header, 0).ok()?;
-    let file_end = u64_at_slice(&header, 24);
-    if header.get(..8) != Some(&MAGIC[..])
-        || u64_at_slice(&header, 16) != base
-        || end.is_some_and(|end| end != file_end)
-    {
+    let header = FileHead::parse(&header)?;
+    if header.base != base || end.is_some_and(|end| end != header.end) {
         return None;
     }
-    search_pairs(&file, u64_at_slice(&header, 48), hash, out);
-    Some(file_end)
+    search_pairs(&file, &header, hash, out);
+    Some(header.end)
 }
 
 /// Adds to `out` the log sequences paired with `hash` among the `count` sorted pairs of an
 /// open `.ids` file, or nothing if the windows it reads do not bracket `hash`.
-fn search_pairs(file: &std::fs::File, count: u64, hash: u64, out: &mut Vec<u64>) {
+fn search_pairs(file: &std::fs::File, header: &FileHead, hash: u64, out: &mut Vec<u64>) {
+    let count = ((header.pairs_end - header.pairs_start) / 16) as u64;
     // An interpolation search by windows: the pairs equal to `hash` lie in `[low, high)`,
     // whose neighbours' hashes bound `hash` at `low_hash` and `high_hash`.
     let (mut low, mut high) = (0u64, count);
@@ -814,7 +933,11 @@ fn search_pairs(file: &std::fs::File, count: u64, hash: u64, out: &mut Vec<u64>)
         let guess = low + u64::try_from(share).unwrap_or(0);
         let first = guess.saturating_sub(PROBE_PAIRS).max(low);
         let last = guess.saturating_add(PROBE_PAIRS).min(high);
-        let Some(pairs) = read_pairs(file, first, last) else {
+        let (Ok(from), Ok(to)) = (usize::try_from(first), usize::try_from(last)) else {
+            return;
+        };
+        let Some(pairs) = read_bytes_at(file, header.pairs_start, from, to).map(|b| pairs_of(&b))
+        else {
             return;
         };
         let (Some(head), Some(tail)) = (pairs.first(), pairs.last()) else {
@@ -838,19 +961,29 @@ fn search_pairs(file: &std::fs::File, count: u64, hash: u64, out: &mut Vec<u64>)
     }
 }
 
-/// The pairs `[first, last)` of an open `.ids` file; `None` if they cannot be read.
-fn read_pairs(file: &std::fs::File, first: u64, last: u64) -> Option<Vec<(u64, u64)>> {
+/// The bytes of the pairs `[first, last)` of an open `.ids` file whose pairs begin at byte
+/// `pairs_start`; `None` if they cannot be read.
+fn read_bytes_at(
+    file: &std::fs::File,
+    pairs_start: usize,
+    first: usize,
+    last: usize,
+) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt as _;
-    let len = usize::try_from(last.checked_sub(first)?.checked_mul(16)?).ok()?;
+    let len = last.checked_sub(first)?.checked_mul(16)?;
     let mut bytes = vec![0u8; len];
-    let offset = (HEADER_LEN as u64).checked_add(first.checked_mul(16)?)?;
-    file.read_exact_at(&mut bytes, offset).ok()?;
-    Some(
-        bytes
-            .chunks_exact(16)
-            .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
-            .collect(),
-    )
+    let offset = pairs_start.checked_add(first.checked_mul(16)?)?;
+    file.read_exact_at(&mut bytes, u64::try_from(offset).ok()?)
+        .ok()?;
+    Some(bytes)
+}
+
+/// The (hash, log sequence) pairs in `bytes`.
+fn pairs_of(bytes: &[u8]) -> Vec<(u64, u64)> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| (u64_at_slice(c, 0), u64_at_slice(c, 8)))
+        .collect()
 }
 
 /// The filters of the sealed segments side by side, and the indexes they answer for.
@@ -1605,94 +1738,167 @@ mod tests {
         let path = dir.path().join("ids");
         let (base, end) = (1_000, 1_000 + 50_000);
         let ids = sealed_of(base, end, |seq| seq);
-        let bytes = ids.encode(0);
-        std::fs::write(&path, &bytes).unwrap();
         let probe = |path: &std::path::Path, base: u64, hash: u64| {
             let mut out = Vec::new();
             probe_file(path, base, Some(end), hash, &mut out);
             out
         };
-        for seq in (base..end).step_by(37).chain([base, end - 1]) {
-            let hash = hash_id(&format!("id-{seq}"));
-            let mut loaded = Vec::new();
-            ids.candidates(hash, &mut loaded);
-            assert_eq!(probe(&path, base, hash), loaded, "record {seq}");
-            assert!(loaded.contains(&seq));
+        for bytes in [ids.encode(0), encode_v2(&ids, 0)] {
+            std::fs::write(&path, &bytes).unwrap();
+            for seq in (base..end).step_by(37).chain([base, end - 1]) {
+                let hash = hash_id(&format!("id-{seq}"));
+                let mut loaded = Vec::new();
+                ids.candidates(hash, &mut loaded);
+                assert_eq!(probe(&path, base, hash), loaded, "record {seq}");
+                assert!(loaded.contains(&seq));
+            }
+            for hash in [0, u64::MAX, hash_id("absent")] {
+                assert_eq!(probe(&path, base, hash), Vec::<u64>::new());
+            }
+            // Another segment's file, a cut file, a missing file: no answer, and no panic.
+            let hash = hash_id(&format!("id-{}", base + 5));
+            assert!(probe(&path, base + 1, hash).is_empty());
+            std::fs::write(&path, &bytes[..HEADER_LEN + 100]).unwrap();
+            assert!(probe(&path, base, hash).is_empty());
+            assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
         }
-        for hash in [0, u64::MAX, hash_id("absent")] {
-            assert_eq!(probe(&path, base, hash), Vec::<u64>::new());
-        }
-        // Another segment's file, a cut file, a missing file: no answer, and no panic.
-        let hash = hash_id(&format!("id-{}", base + 5));
-        assert!(probe(&path, base + 1, hash).is_empty());
-        std::fs::write(&path, &bytes[..HEADER_LEN + 100]).unwrap();
-        assert!(probe(&path, base, hash).is_empty());
-        assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
     }
 
-    /// Reading a file in steps answers exactly what loading it answers, for ids present and
-    /// absent, and answers nothing for a file that loading refuses: any damaged byte, a cut
-    /// or lengthened file, another segment's file, a missing file.
+    /// A file in the layout before version 3 (no window table), as older writers left them.
+    fn encode_v2(ids: &SegmentIds, token: u32) -> Vec<u8> {
+        let v3 = ids.encode(token);
+        let header = FileHead::parse(&v3).unwrap();
+        let mut out = v3[..HEADER_LEN].to_vec();
+        out[8..10].copy_from_slice(&VERSION_2.to_le_bytes());
+        out.extend_from_slice(&v3[header.pairs_start..v3.len() - 4]);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A probe that checks what it reads answers exactly what loading the file answers, for
+    /// ids present, absent and shared by records across several windows, in both layouts;
+    /// for damage, a cut or lengthened file, another segment's file or a missing one, it
+    /// answers nothing, or (damage a version 3 probe does not read) what it answers undamaged.
     #[test]
     fn a_verified_probe_answers_as_loading_does_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids");
-        // More pairs than one step reads, so that the pairs cross steps.
+        // More pairs than one step of the version 2 read and than several windows; every
+        // third record has the id `id-0`, so its pairs fill three windows.
         let (base, end) = (1_000, 1_000 + 9_000);
-        // Every tenth record shares its id's hash with the one before.
-        let ids = sealed_of(base, end, |seq| seq - u64::from(seq.is_multiple_of(10)));
-        let bytes = ids.encode(0);
-        assert!(bytes.len() > PROBE_STEP);
-        std::fs::write(&path, &bytes).unwrap();
+        let ids = sealed_of(base, end, |seq| if seq % 3 == 0 { 0 } else { seq });
         let hashes: Vec<u64> = (base..end)
             .step_by(97)
             .map(|seq| hash_id(&format!("id-{seq}")))
-            .chain([0, u64::MAX, hash_id("absent")])
+            .chain([0, u64::MAX, hash_id("absent"), hash_id("id-0")])
             .collect();
-        for hash in &hashes {
-            let mut loaded = Vec::new();
-            ids.candidates(*hash, &mut loaded);
-            loaded.sort_unstable();
-            assert_eq!(verified_probe(&path, base, end, *hash), Some(loaded));
+        let loaded = |hash: u64| {
+            let mut seqs = Vec::new();
+            ids.candidates(hash, &mut seqs);
+            seqs.sort_unstable();
+            seqs
+        };
+        assert_eq!(loaded(hash_id("id-0")).len(), 3_000);
+        let v3 = ids.encode(0);
+        let v2 = encode_v2(&ids, 0);
+        assert!(v2.len() > PROBE_STEP);
+        for bytes in [&v3, &v2] {
+            std::fs::write(&path, bytes).unwrap();
+            for hash in &hashes {
+                assert_eq!(verified_probe(&path, base, end, *hash), Some(loaded(*hash)));
+            }
+            let hash = hashes[3];
+            assert!(verified_probe(&path, base + 1, end, hash).is_none());
+            assert!(verified_probe(&path, base, end + 1, hash).is_none());
+            // A cut or lengthened file: a version 3 probe may still answer, from the parts
+            // it checks, and then as the whole file would.
+            let whole = bytes.len();
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[0; 8]);
+            for (changed, always_refused) in [
+                (bytes[..HEADER_LEN + 3].to_vec(), true),
+                (bytes[..2].to_vec(), true),
+                (bytes[..whole - 1].to_vec(), *bytes == v2),
+                (bytes[..whole - 20].to_vec(), *bytes == v2),
+                (longer, *bytes == v2),
+            ] {
+                std::fs::write(&path, &changed).unwrap();
+                let probed = verified_probe(&path, base, end, hash);
+                let len = changed.len();
+                assert!(probed.is_none() || !always_refused, "{len} bytes");
+                assert!(
+                    probed.is_none() || probed == Some(loaded(hash)),
+                    "{len} bytes"
+                );
+            }
         }
-        let hash = hashes[3];
-        assert!(verified_probe(&path, base + 1, end, hash).is_none());
-        assert!(verified_probe(&path, base, end + 1, hash).is_none());
-        assert!(verified_probe(&dir.path().join("missing"), base, end, hash).is_none());
-        // Damage anywhere: in the header, the pairs, the summary, the checksum.
-        for at in [
-            0,
-            9,
-            20,
-            50,
-            HEADER_LEN + 5,
-            bytes.len() / 2,
-            bytes.len() - 30,
-            bytes.len() - 1,
-        ] {
-            let mut damaged = bytes.clone();
+        assert!(verified_probe(&dir.path().join("missing"), base, end, 0).is_none());
+
+        // Damage: loading refuses it wherever it is. A version 2 probe refuses it too; a
+        // version 3 probe refuses damage to the header, the window table or a window it
+        // reads, and otherwise answers as it does undamaged.
+        let header = FileHead::parse(&v3).unwrap();
+        let hash = hash_id("id-0");
+        // Writes `bytes` with byte `at` changed, which loading refuses.
+        let write_damaged = |bytes: &[u8], at: usize| {
+            let mut damaged = bytes.to_vec();
             damaged[at] ^= 0x10;
             std::fs::write(&path, &damaged).unwrap();
-            assert!(
-                SegmentIds::decode(&damaged, base, Some(end)).is_none(),
-                "byte {at}"
-            );
-            assert!(
-                verified_probe(&path, base, end, hash).is_none(),
-                "byte {at}"
-            );
+            let decoded = SegmentIds::decode(&damaged, base, Some(end));
+            assert!(decoded.is_none(), "byte {at}");
+        };
+        let pairs = ids.pairs.as_slice();
+        let first = pairs.partition_point(|p| p.0 < hash);
+        let in_window = header.pairs_start + (first + 10) * 16;
+        for (bytes, refused) in [
+            (
+                &v2,
+                vec![
+                    0,
+                    9,
+                    20,
+                    50,
+                    HEADER_LEN + 5,
+                    v2.len() / 2,
+                    v2.len() - 30,
+                    v2.len() - 1,
+                ],
+            ),
+            (
+                &v3,
+                vec![
+                    0,
+                    9,
+                    20,
+                    50,
+                    HEADER_LEN + 1,
+                    header.pairs_start - 2,
+                    in_window,
+                ],
+            ),
+        ] {
+            for at in refused {
+                write_damaged(bytes, at);
+                assert!(
+                    verified_probe(&path, base, end, hash).is_none(),
+                    "byte {at}"
+                );
+            }
         }
-        for len in [bytes.len() - 1, bytes.len() - 20, HEADER_LEN + 3, 2] {
-            std::fs::write(&path, &bytes[..len]).unwrap();
-            assert!(
-                verified_probe(&path, base, end, hash).is_none(),
-                "{len} bytes"
-            );
+        for at in (header.pairs_start..v3.len())
+            .step_by(4_099)
+            .chain([v3.len() - 30, v3.len() - 1])
+        {
+            write_damaged(&v3, at);
+            for hash in &hashes {
+                let probed = verified_probe(&path, base, end, *hash);
+                assert!(
+                    probed.is_none() || probed == Some(loaded(*hash)),
+                    "byte {at}"
+                );
+            }
         }
-        let mut longer = bytes.clone();
-        longer.extend_from_slice(&[0; 8]);
-        std::fs::write(&path, &longer).unwrap();
-        assert!(verified_probe(&path, base, end, hash).is_none());
     }
 
     /// A writer's building keeps its records in chunks and `recent` until lookups fold them
@@ -1774,8 +1980,13 @@ mod tests {
         assert_eq!((summary.records, summary.bytes), (3, 300));
         assert_eq!(summary.artifacts.get("event.raw"), Some(&3));
         assert_eq!(summary.events.get("HEARTBEAT"), Some(&2));
-        // A version 1 file (no summary) is still read for its ids.
-        let mut old = ids.encode(0);
+        // Version 2 (no window table) and version 1 (no summary either) files are still
+        // read for their ids.
+        let v2 = encode_v2(&ids, 0);
+        let (back_v2, _) = SegmentIds::decode(&v2, 10, Some(13)).unwrap();
+        assert_eq!(back_v2.pairs.as_slice(), back.pairs.as_slice());
+        assert_eq!(back_v2.summary, back.summary);
+        let mut old = v2;
         let summary_len = old.len() - 4 - (HEADER_LEN + 3 * 16);
         old.truncate(old.len() - 4 - summary_len);
         old[8..10].copy_from_slice(&VERSION_1.to_le_bytes());
