@@ -153,6 +153,39 @@ pub(crate) fn check_rolls(
     Ok(())
 }
 
+/// Removes the log's only segment if it holds no header of its own [REC-10]: the successor
+/// of a roll whose header never reached the disk, left alone by a truncation to its base that
+/// removed the segment before it. No record in it was acknowledged, since a sync of the
+/// segment covers its header, written before any of its records; the open then makes the
+/// segment again, empty, at the log's start.
+pub(crate) fn drop_headerless_segment(
+    io: &dyn Io,
+    dir: &Path,
+    segments: &mut Vec<u64>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let [only] = segments[..] else {
+        return Ok(());
+    };
+    let Some(kind) = segment::missing_header(dir, only)? else {
+        return Ok(());
+    };
+    let segment = SegmentId(only);
+    tracing::warn!(%segment, %kind, "removing the only segment: its header never reached the disk, so none of its records was acknowledged");
+    let paths = [
+        super::dir::segment_path(dir, only),
+        super::dir::index_path(dir, only),
+    ];
+    super::durable::remove_files(io, dir, &paths)?;
+    report.unfinished_roll = Some(UnfinishedRoll {
+        segment,
+        removed: 1,
+        kind,
+    });
+    segments.clear();
+    Ok(())
+}
+
 /// Checks one roll without its proof: `None` if its writes all landed (and are now synced),
 /// otherwise what shows it had not finished.
 fn check_roll(

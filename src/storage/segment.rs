@@ -658,6 +658,28 @@ pub(crate) fn open_file(
     Ok((file, path, header, file_len))
 }
 
+/// Why the segment file at `base` holds no header of its own, if it does not: its first
+/// bytes read as zeros (a file made at its full length before its header was written,
+/// [ROLL-04]), or as the valid header of another segment (a file a truncation kept, before
+/// its new header was written, [TRUNC-05]). `None` if it holds any other bytes there.
+pub(crate) fn missing_header(dir: &Path, base: u64) -> Result<Option<CorruptKind>> {
+    let path = dir::segment_path(dir, base);
+    let file = File::open(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let mut bytes = [0u8; HEADER_LEN];
+    let n = read_at(&file, &mut bytes, 0, &path)?;
+    let bytes = bytes.get(..n).unwrap_or_default();
+    if bytes.iter().all(|b| *b == 0) {
+        return Ok(Some(CorruptKind::BadMagic));
+    }
+    Ok(FileHeader::decode(bytes, SEGMENT_MAGIC)
+        .ok()
+        .filter(|header| header.base != base)
+        .map(|header| CorruptKind::WrongSegment {
+            expected: base,
+            found: header.base,
+        }))
+}
+
 /// Reads a segment's index file; `None` when missing or belonging to another segment.
 pub(crate) fn read_index(dir: &Path, base: u64, salt: u64) -> Option<index::IndexFile> {
     let file = File::open(dir::index_path(dir, base)).ok()?;

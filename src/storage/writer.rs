@@ -129,6 +129,7 @@ impl Log {
         durable::remove_files(&*io, dir, &stale)?;
 
         if clean.is_none() {
+            recovery::drop_headerless_segment(&*io, dir, &mut segments, &mut report)?;
             recovery::check_rolls(&*io, dir, &mut segments, FRAME_PAYLOAD_LIMIT, &mut report)?;
         }
         let recovered = match segments.last() {

@@ -827,3 +827,53 @@ fn interrupted_truncation_is_finished_on_open() {
     assert_eq!(all.first().map(|r| r.0), Some(start));
     assert_eq!(all.len() as u64, payloads.len() as u64 + 1 - start);
 }
+
+/// [REC-10] A log left with one segment that never got its own header opens empty at its
+/// start, with the segment made again and named in the report: a roll's successor whose
+/// header a power loss lost after a truncation to its base removed the segment before it
+/// (zeros there, or the header of another segment, as a kept file holds). Any other damage to
+/// the header is still refused.
+#[test]
+fn an_only_segment_without_its_own_header_is_made_again() {
+    let template = scratch_dir();
+    let (mut log, _) = open_log(template.path(), fast_options()).unwrap();
+    let mut tag = 0;
+    while segment_bases(template.path()).len() < 2 {
+        tag += 1;
+        log.append(&payload_of_len(tag, 900)).unwrap();
+    }
+    log.flush().unwrap();
+    let bases = segment_bases(template.path());
+    let (first, last) = (bases[0], bases[1]);
+    let other_header = read_range(&segment_file(template.path(), first), 0, HEADER_LEN as u64);
+    log.truncate_prefix(Seq(last)).unwrap();
+    log.simulate_crash();
+
+    for header in [vec![0; HEADER_LEN], other_header] {
+        let dir = scratch_dir();
+        copy_dir(template.path(), dir.path());
+        let segment = segment_file(dir.path(), last);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .and_then(|file| std::os::unix::fs::FileExt::write_all_at(&file, &header, 0))
+            .unwrap();
+        let (log, report) = open_log(dir.path(), fast_options()).unwrap();
+        let removed = report.unfinished_roll.as_ref().unwrap();
+        assert_eq!((removed.segment, removed.removed), (SegmentId(last), 1));
+        assert_eq!(log.next_seq(), Seq(last));
+        assert!(read_all(&log.reader()).is_empty());
+        let made = read_range(&segment, 0, HEADER_LEN as u64);
+        assert_eq!(FileHeader::decode(&made, SEGMENT_MAGIC).unwrap().base, last);
+        log.close().unwrap();
+    }
+
+    // Damage that is neither stays an error naming the segment.
+    let dir = scratch_dir();
+    copy_dir(template.path(), dir.path());
+    flip_byte(&segment_file(dir.path(), last), 3, 0x40);
+    match open_log(dir.path(), fast_options()) {
+        Err(Error::Corrupt { segment, .. }) => assert_eq!(segment, SegmentId(last)),
+        other => panic!("expected a corrupt header, got {other:?}"),
+    }
+}
