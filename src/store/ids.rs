@@ -557,21 +557,37 @@ const PROBE_STEP: usize = 64 << 10;
 /// file this writer made (its summary counts the names of one segment's records).
 const SUMMARY_LIMIT: u64 = 64 << 20;
 
-/// The log sequences paired with `hash` in the `.ids` file at `path` of the sealed segment
-/// `[base, end)`, checked without loading and keeping the index: for a handle's first
-/// lookups, which must prove an id absent without loading every segment's index. A version 3
-/// file is read where the hash would be, each window read checked against the header's
-/// table; an older one is read through, checked whole as [`SegmentIds::decode`] checks it.
-/// `None` if the file is missing, damaged or not that segment's (the caller then loads or
+/// What [`verified_probe`] does with a file without window checksums (version 1 or 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OlderFiles {
+    /// Reads it through, checking it whole.
+    ReadThrough,
+    /// Answers nothing: the caller has a cheaper way.
+    Skip,
+}
+
+/// The log sequences paired with `hash` in the `.ids` (or chunk) file at `path` of the
+/// records from `base` (to `end`, when given), and its header, checked without loading and
+/// keeping the index: for a handle's first lookups, which must prove an id absent without
+/// loading every segment's index. A version 3 file is read where the hash would be, each
+/// window read checked against the header's table; an older one is read through and
+/// checked whole as [`SegmentIds::decode`] checks it, or skipped, as `older` says. `None` if
+/// the file is missing, damaged, not that segment's, or skipped (the caller then loads or
 /// rebuilds it).
-fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64>> {
+fn verified_probe(
+    path: &Path,
+    base: u64,
+    end: Option<u64>,
+    hash: u64,
+    older: OlderFiles,
+) -> Option<(Vec<u64>, FileHead)> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path).ok()?;
     let body_len = usize::try_from(file.metadata().ok()?.len().checked_sub(4)?).ok()?;
     let mut head = vec![0u8; HEADER_LEN];
     file.read_exact(&mut head).ok()?;
     let header = FileHead::parse(&head)?;
-    if !header.fits(body_len, base, Some(end)) {
+    if !header.fits(body_len, base, end) {
         return None;
     }
     head.resize(header.pairs_start, 0);
@@ -579,13 +595,13 @@ fn verified_probe(path: &Path, base: u64, end: u64, hash: u64) -> Option<Vec<u64
     if !header.table_holds(&head) {
         return None;
     }
-    let mut found = if header.version == VERSION {
-        probe_windows(&file, &header, &head, hash)?
-    } else {
-        read_through(file, &header, &head, body_len, hash)?
+    let mut found = match (header.version, older) {
+        (VERSION, _) => probe_windows(&file, &header, &head, hash)?,
+        (_, OlderFiles::ReadThrough) => read_through(file, &header, &head, body_len, hash)?,
+        (_, OlderFiles::Skip) => return None,
     };
     found.sort_unstable();
-    Some(found)
+    Some((found, header))
 }
 
 /// The log sequences paired with `hash` in a version 3 file whose checked `head` (header
@@ -610,19 +626,30 @@ fn probe_windows(
         let pairs = pairs_of(&bytes);
         pairs.is_sorted_by_key(|pair| pair.0).then_some(pairs)
     };
-    // The window to search is in `[low, high)`.
+    // The window to search is in `[low, high)`. Hashes spread evenly, so the first probes
+    // are the window where `hash` would fall and the one after it; then halves.
     let (mut low, mut high) = (0, header.windows);
+    let guess = usize::try_from((u128::from(hash) * header.windows as u128) >> 64).unwrap_or(0);
+    let mut guesses = [guess, guess + 1].into_iter();
+    let mut last_read: Option<(usize, Vec<(u64, u64)>)> = None;
     while high - low > 1 {
-        let middle = low + (high - low) / 2;
-        if window(middle)?.first()?.0 <= hash {
+        let middle = guesses
+            .find(|g| low < *g && *g < high)
+            .unwrap_or(low + (high - low) / 2);
+        let pairs = window(middle)?;
+        if pairs.first()?.0 <= hash {
             low = middle;
         } else {
             high = middle;
         }
+        last_read = Some((middle, pairs));
     }
     let mut found = Vec::new();
     for index in (0..high.min(low + 1)).rev() {
-        let pairs = window(index)?;
+        let pairs = match last_read.take() {
+            Some((read, pairs)) if read == index => pairs,
+            _ => window(index)?,
+        };
         found.extend(pairs.iter().filter(|p| p.0 == hash).map(|p| p.1));
         if pairs.first().is_none_or(|p| p.0 != hash) {
             break;
@@ -867,9 +894,11 @@ pub(crate) enum Search {
     /// Only what the index has already seen and loaded: no read of the log's end or of any
     /// file. A match is the answer (ids are unique); a miss proves nothing.
     Known,
-    /// Every record, with the sealed segments not loaded yet read in place from their
-    /// `.ids` files without verifying them: candidates to check, and a miss proves nothing.
-    /// For a one-shot lookup, which would otherwise read every `.ids` file whole.
+    /// Every record, with the index files not loaded yet read in place and only the parts
+    /// read checked ([STORE-07]): for a one-shot lookup, which would otherwise load every
+    /// `.ids` file whole. A miss means absent, unless a file could not be checked so (an
+    /// older or damaged one, then read without checks, as a hint) or damage stopped a read
+    /// of records: [`Candidates::exact`] says which.
     Hinted,
     /// Every record, through verified (or rebuilt) indexes: a miss means absent.
     Verified,
@@ -1435,9 +1464,8 @@ impl IdIndex {
             (Search::Known, None) => return Ok(None),
             (Search::Known, Some(building)) => building.candidates(hash, &mut found.seqs),
             (Search::Hinted, None) => {
-                // Nothing loaded yet: read the active segment's chunk files in place too.
-                self.probe_active(reader, hash, &mut found.seqs)?;
-                found.exact = false;
+                // Nothing loaded yet: check the active segment's chunk files in place too.
+                found.exact = self.probe_active(reader, hash, &mut found.seqs)?;
             }
             (Search::Hinted | Search::Verified, _) => {
                 self.catch_up_to(reader, 0)?;
@@ -1464,15 +1492,25 @@ impl IdIndex {
             match search {
                 Search::Known => return Ok(None),
                 Search::Hinted => {
-                    probe_file(&self.path(base), base, Some(end), hash, &mut found.seqs);
-                    found.exact = false;
+                    let path = self.path(base);
+                    match verified_probe(&path, base, Some(end), hash, OlderFiles::Skip) {
+                        Some((seqs, _)) => found.seqs.extend(seqs),
+                        // An older file, or a damaged one: a hint, and the lookup goes on.
+                        None => {
+                            probe_file(&path, base, Some(end), hash, &mut found.seqs);
+                            found.exact = false;
+                        }
+                    }
                 }
                 Search::Verified => {
                     let probed = (!loads_whole)
-                        .then(|| verified_probe(&self.path(base), base, end, hash))
+                        .then(|| {
+                            let older = OlderFiles::ReadThrough;
+                            verified_probe(&self.path(base), base, Some(end), hash, older)
+                        })
                         .flatten();
                     match probed {
-                        Some(seqs) => found.seqs.extend(seqs),
+                        Some((seqs, _)) => found.seqs.extend(seqs),
                         None => self
                             .sealed_ids(reader, base, end)?
                             .candidates(hash, &mut found.seqs),
@@ -1532,32 +1570,48 @@ impl IdIndex {
         Ok(found)
     }
 
-    /// For a one-shot lookup: adds the log sequences in the active segment whose id may hash
-    /// like `hash`, reading its chunk files in place and its records after them, without
-    /// loading or verifying anything (a hint, as [`Search::Hinted`] says).
-    fn probe_active(&self, reader: &Reader, hash: u64, out: &mut Vec<u64>) -> Result<()> {
+    /// For a handle's first lookups: adds the log sequences in the active segment whose id
+    /// may hash like `hash`, from its chunk files checked in place as loading checks them
+    /// ([`verified_probe`], and each chunk's token, [STORE-06]) and from its records after
+    /// them; returns whether that is exact. It is not when damage stopped the read of the
+    /// records: the lookup then loads the index, which notes the damage.
+    fn probe_active(&self, reader: &Reader, hash: u64, out: &mut Vec<u64>) -> Result<bool> {
         let until = reader.next_seq()?.0;
         let Some(active) = reader.segments().last().map(|s| s.0) else {
-            return Ok(());
+            return Ok(true);
         };
         let mut from = active;
-        // Chunks in order from the segment's base, each starting where the last one ended.
+        // Chunks in order from the segment's base, each starting where the last one ended;
+        // the records after the first that fails a check are read instead.
         for (first, path) in chunk_files(&self.dir, active) {
             if first != from {
                 break;
             }
-            match probe_file(&path, first, None, hash, out) {
-                Some(end) if end > first && end <= until => from = end,
-                _ => break,
+            let Some((seqs, head)) =
+                verified_probe(&path, first, None, hash, OlderFiles::ReadThrough)
+            else {
+                break;
+            };
+            if head.end <= first
+                || head.end > until
+                || head.version == VERSION_1
+                || payload_crc(reader, head.end - 1)? != Some(head.token)
+            {
+                break;
             }
+            out.extend(seqs);
+            from = head.end;
         }
         let mut cursor = reader.cursor(Seq(from))?;
         let mut buffer = DecodeBuffer::default();
-        // Damage or an error ends the hint; the verified search meets it and reports it.
-        while let Ok(Some(found)) = cursor.next() {
-            if found.seq.0 >= until {
-                break;
-            }
+        loop {
+            let found = match cursor.next() {
+                Ok(Some(found)) if found.seq.0 < until => found,
+                Ok(_) => return Ok(true),
+                Err(error) if error.is_corruption() => return Ok(false),
+                Err(error) => return Err(error.into()),
+            };
+            // A record that does not decode is left out, as the index leaves it out.
             let matches = match RecordView::stored_id(found.payload) {
                 Some(id) => hash_id_bytes(id) == hash,
                 None => RecordView::decode(found.payload, &mut buffer)
@@ -1567,7 +1621,6 @@ impl IdIndex {
                 out.push(found.seq.0);
             }
         }
-        Ok(())
     }
 
     /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`.
@@ -1806,11 +1859,23 @@ mod tests {
         for bytes in [&v3, &v2] {
             std::fs::write(&path, bytes).unwrap();
             for hash in &hashes {
-                assert_eq!(verified_probe(&path, base, end, *hash), Some(loaded(*hash)));
+                assert_eq!(
+                    verified_probe(&path, base, Some(end), *hash, OlderFiles::ReadThrough)
+                        .map(|f| f.0),
+                    Some(loaded(*hash))
+                );
+                // Only a file with window checksums is answered in place when asked to.
+                let skipping = verified_probe(&path, base, Some(end), *hash, OlderFiles::Skip);
+                let windowed = (*bytes == v3).then(|| loaded(*hash));
+                assert_eq!(skipping.map(|f| f.0), windowed);
             }
             let hash = hashes[3];
-            assert!(verified_probe(&path, base + 1, end, hash).is_none());
-            assert!(verified_probe(&path, base, end + 1, hash).is_none());
+            assert!(
+                verified_probe(&path, base + 1, Some(end), hash, OlderFiles::ReadThrough).is_none()
+            );
+            assert!(
+                verified_probe(&path, base, Some(end + 1), hash, OlderFiles::ReadThrough).is_none()
+            );
             // A cut or lengthened file: a version 3 probe may still answer, from the parts
             // it checks, and then as the whole file would.
             let whole = bytes.len();
@@ -1824,7 +1889,8 @@ mod tests {
                 (longer, *bytes == v2),
             ] {
                 std::fs::write(&path, &changed).unwrap();
-                let probed = verified_probe(&path, base, end, hash);
+                let probed = verified_probe(&path, base, Some(end), hash, OlderFiles::ReadThrough)
+                    .map(|f| f.0);
                 let len = changed.len();
                 assert!(probed.is_none() || !always_refused, "{len} bytes");
                 assert!(
@@ -1833,7 +1899,16 @@ mod tests {
                 );
             }
         }
-        assert!(verified_probe(&dir.path().join("missing"), base, end, 0).is_none());
+        assert!(
+            verified_probe(
+                &dir.path().join("missing"),
+                base,
+                Some(end),
+                0,
+                OlderFiles::ReadThrough
+            )
+            .is_none()
+        );
 
         // Damage: loading refuses it wherever it is. A version 2 probe refuses it too; a
         // version 3 probe refuses damage to the header, the window table or a window it
@@ -1881,7 +1956,9 @@ mod tests {
             for at in refused {
                 write_damaged(bytes, at);
                 assert!(
-                    verified_probe(&path, base, end, hash).is_none(),
+                    verified_probe(&path, base, Some(end), hash, OlderFiles::ReadThrough)
+                        .map(|f| f.0)
+                        .is_none(),
                     "byte {at}"
                 );
             }
@@ -1892,7 +1969,8 @@ mod tests {
         {
             write_damaged(&v3, at);
             for hash in &hashes {
-                let probed = verified_probe(&path, base, end, *hash);
+                let probed = verified_probe(&path, base, Some(end), *hash, OlderFiles::ReadThrough)
+                    .map(|f| f.0);
                 assert!(
                     probed.is_none() || probed == Some(loaded(*hash)),
                     "byte {at}"

@@ -800,8 +800,8 @@ impl ArtifactReader for LogStore {
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {
         // Ids are unique, so a match among the records already indexed is the answer, found
         // without looking for new ones (for a read-only handle, a read of the log's end);
-        // a one-shot lookup reads the sealed segments' id files in place before it reads
-        // them whole. Only a miss in verified indexes means absent.
+        // a one-shot lookup checks the id files in place before it loads them whole. Only a
+        // miss in checked indexes means absent.
         for search in [Search::Known, Search::Hinted, Search::Verified] {
             let Some(candidates) = self
                 .ids
