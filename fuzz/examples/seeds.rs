@@ -388,6 +388,34 @@ fn packed_seeds(root: &Path) {
     }
 }
 
+/// Id index files as a writer writes them: empty, a few pairs, and pairs over several
+/// windows with a hash shared across a window's edge; each after the hash to look up.
+fn ids_seeds(root: &Path) {
+    let t = "ids_probe";
+    let base = 1_000;
+    let spread = |n: u64| -> Vec<(u64, u64)> {
+        (0..n)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), base + i))
+            .collect()
+    };
+    let mut shared = spread(3_000);
+    for (i, pair) in shared.iter_mut().enumerate().step_by(3) {
+        pair.0 = 0x8000_0000_0000_0000 + i as u64 % 2;
+    }
+    let cases = [
+        ("empty", Vec::new(), 7),
+        ("few", spread(3), 0x9e37_79b9_7f4a_7c15),
+        ("windows", spread(5_000), 42),
+        ("shared", shared, 0x8000_0000_0000_0000),
+    ];
+    for (name, pairs, hash) in cases {
+        let end = base + pairs.len() as u64;
+        let mut input = u64::to_le_bytes(hash).to_vec();
+        input.extend_from_slice(&esl_replay::store::id_files::encode_pairs(base, end, pairs));
+        write(root, t, name, &input);
+    }
+}
+
 fn main() {
     let root = std::env::args_os().nth(1).map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"),
@@ -399,5 +427,6 @@ fn main() {
     meta_seeds(&root);
     record_seeds(&root);
     packed_seeds(&root);
+    ids_seeds(&root);
     println!("seeds written under {}", root.display());
 }

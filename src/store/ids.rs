@@ -604,6 +604,38 @@ fn verified_probe(
     Some((found, header))
 }
 
+/// The (hash, log sequence) pairs of the id index file `bytes` of the records from `base`
+/// (to `end`, when given), in file order, if loading accepts the file ([STORE-07]).
+#[must_use]
+pub fn decode_pairs(bytes: &[u8], base: u64, end: Option<u64>) -> Option<Vec<(u64, u64)>> {
+    SegmentIds::decode(bytes, base, end)?;
+    let header = FileHead::parse(bytes)?;
+    Some(pairs_of(bytes.get(header.pairs_start..header.pairs_end)?))
+}
+
+/// The log sequences paired with `hash` in the id index file at `path` of the records from
+/// `base` (to `end`, when given), sorted, as a handle's first lookups read them in place (a
+/// version 1 or 2 file read through); `None` if that read refuses the file.
+#[must_use]
+pub fn probe_pairs(path: &Path, base: u64, end: Option<u64>, hash: u64) -> Option<Vec<u64>> {
+    verified_probe(path, base, end, hash, OlderFiles::ReadThrough).map(|(seqs, _)| seqs)
+}
+
+/// The id index file, in the layout a writer writes ([STORE-07]), of `pairs` (sorted here)
+/// for the records `[base, end)`, with a summary of nothing.
+#[must_use]
+pub fn encode_pairs(base: u64, end: u64, pairs: Vec<(u64, u64)>) -> Vec<u8> {
+    let ids = SegmentIds {
+        base,
+        end,
+        min_ms: 0,
+        max_ms: 0,
+        pairs: HashPairs::new(pairs),
+        summary: Some(Summary::default()),
+    };
+    ids.encode(0)
+}
+
 /// The log sequences paired with `hash` in a version 3 file whose checked `head` (header
 /// and window table) is `header`: a binary search over its windows by their first hashes,
 /// each window read checked against its checksum and its order. The pairs are sorted across

@@ -22,6 +22,14 @@ mod interchange;
 mod log_store;
 pub mod meta;
 mod read_only;
+
+/// The codec of the id index files beside a log store's segments (`format/store.md`
+/// [STORE-07]), over bytes and paths: for the fuzz targets. The store reads and writes these
+/// files itself.
+#[doc(hidden)]
+pub mod id_files {
+    pub use super::ids::{decode_pairs, encode_pairs, probe_pairs};
+}
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod tail;
