@@ -2,10 +2,11 @@
 //!
 //! Every `*.hex` file is parsed (bytes, plus the `#@ key: value` parameters), decoded with
 //! the public codecs of `esl_replay::storage::codec` (`esl_replay::store::meta` for the
-//! store's metadata), checked against its parameters, and re-encoded byte for byte. Every
-//! vector must also appear verbatim in a document of `format/`, so the examples in the
-//! specification cannot drift from the bytes tested here. The log's vectors fit together as
-//! the start of one segment, which is checked as well.
+//! store's metadata, `esl_replay::store::id_files` for its id index files), checked against
+//! its parameters, and re-encoded byte for byte. Every vector must also appear verbatim in a
+//! document of `format/`, so the examples in the specification cannot drift from the bytes
+//! tested here. The log's vectors fit together as the start of one segment, which is checked
+//! as well.
 
 use std::path::{Path, PathBuf};
 
@@ -144,6 +145,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "start-file",
         "clean-file",
         "store-meta",
+        "ids-file",
         "record-body",
         "packed-segment",
     ];
@@ -166,6 +168,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "start-file.hex",
         "clean-file.hex",
         "store-meta.hex",
+        "ids-file.hex",
         "record-body-v2.hex",
         "packed-segment.hex",
     ] {
@@ -504,6 +507,40 @@ fn store_meta_vector_round_trips() {
         assert_eq!(layout, Layout::Current);
         assert_eq!(map.runs(), runs.as_slice());
         assert_eq!(SequenceMap::from_runs(&runs).unwrap().encode(), *bytes);
+    }
+}
+
+/// [STORE-07] The id index file vector loads to the pairs its parameters give, in file
+/// order, each hash the FNV-1a hash of its id; a lookup reading it in place finds each
+/// sequence, and the pairs re-encode byte for byte.
+#[test]
+fn ids_file_vector_round_trips() {
+    use esl_replay::store::id_files::{decode_pairs, encode_pairs, probe_pairs};
+    for vector in vectors_of("ids-file") {
+        let (base, end) = (vector.number("base"), vector.number("end"));
+        let pairs: Vec<(u64, u64)> = vector
+            .params("pair")
+            .iter()
+            .map(|pair| {
+                let (hash, seq) = pair.split_once(' ').unwrap();
+                (number(hash), number(seq))
+            })
+            .collect();
+        let bytes = &vector.bytes;
+        assert_eq!(decode_pairs(bytes, base, Some(end)), Some(pairs.clone()));
+        assert_eq!(encode_pairs(base, end, pairs.clone()), *bytes);
+        let fnv = |id: &str| {
+            id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        std::fs::write(&path, bytes).unwrap();
+        for (hash, seq) in &pairs {
+            assert_eq!(*hash, fnv(&format!("record-{seq}")), "{}", vector.name);
+            assert_eq!(probe_pairs(&path, base, Some(end), *hash), Some(vec![*seq]));
+        }
     }
 }
 
