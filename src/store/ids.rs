@@ -637,8 +637,9 @@ pub fn encode_pairs(base: u64, end: u64, pairs: Vec<(u64, u64)>) -> Vec<u8> {
 }
 
 /// The log sequences paired with `hash` in a version 3 file whose checked `head` (header
-/// and window table) is `header`: a binary search over its windows by their first hashes,
-/// each window read checked against its checksum and its order. The pairs are sorted across
+/// and window table) is `header`: a search over its windows by their first hashes (from the
+/// window where `hash` would fall, then by halves), each window read checked against its
+/// checksum and its order. The pairs are sorted across
 /// the file, so the pairs with `hash` lie in the last window that starts at or below it and,
 /// if that one starts with it, the windows before it that end with it.
 fn probe_windows(
