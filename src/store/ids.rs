@@ -644,9 +644,9 @@ pub fn encode_pairs(base: u64, end: u64, pairs: Vec<(u64, u64)>) -> Vec<u8> {
 /// The log sequences paired with `hash` in a version 3 file whose checked `head` (header
 /// and window table) is `header`: a search over its windows by their first hashes (from the
 /// window where `hash` would fall, then by halves), each window read checked against its
-/// checksum and its order. The pairs are sorted across
-/// the file, so the pairs with `hash` lie in the last window that starts at or below it and,
-/// if that one starts with it, the windows before it that end with it.
+/// checksum and its order. The pairs are sorted across the file, so the pairs with `hash`
+/// lie in the last window that starts at or below it and, if that one starts with it, the
+/// windows before it that end with it.
 fn probe_windows(
     file: &std::fs::File,
     header: &FileHead,
@@ -683,7 +683,8 @@ fn probe_windows(
         last_read = Some((middle, pairs));
     }
     let mut found = Vec::new();
-    for index in (0..high.min(low + 1)).rev() {
+    // After the search `high` is `low + 1` (or 0, for a file without pairs).
+    for index in (0..high).rev() {
         let pairs = match last_read.take() {
             Some((read, pairs)) if read == index => pairs,
             _ => window(index)?,
@@ -1545,12 +1546,12 @@ impl IdIndex {
                     }
                 }
                 Search::Verified => {
-                    let probed = (!loads_whole)
-                        .then(|| {
-                            let older = OlderFiles::ReadThrough;
-                            verified_probe(&self.path(base), base, Some(end), hash, older)
-                        })
-                        .flatten();
+                    let path = self.path(base);
+                    let probed = if loads_whole {
+                        None
+                    } else {
+                        verified_probe(&path, base, Some(end), hash, OlderFiles::ReadThrough)
+                    };
                     match probed {
                         Some((seqs, _)) => found.seqs.extend(seqs),
                         None => self
