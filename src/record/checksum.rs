@@ -62,7 +62,6 @@ fn write_canonical(
 /// Computes the checksum of a payload held in another form than a map: `payload` writes
 /// the text [`canonical::write_map`] would write for it in PHP `ksort` order. `scratch`
 /// holds the input (its earlier content is dropped) so that callers can reuse it.
-#[cfg(feature = "capture")]
 pub(crate) fn compute_with(
     scratch: &mut String,
     artifact_name: &str,
@@ -111,13 +110,13 @@ pub fn verify(record: &Record) -> bool {
 
 fn to_lower_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for byte in bytes {
         // A nibble is below 16, so both lookups are in bounds.
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        out.extend([HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
     }
-    out
+    // Hex digits are ASCII: the conversion only checks that.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Compares two byte strings without an early exit on the first difference.

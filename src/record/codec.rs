@@ -35,6 +35,7 @@
 //! is validated like [`Record::new`]. Pre-allocation is capped so a forged length cannot
 //! reserve memory the frame does not contain.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::Deserialize;
@@ -42,11 +43,14 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Number, Value};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
+use super::canonical::{self, KeyOrder};
 use super::view::{
     ARTIFACT_NAME, ARTIFACT_VERSION, CHECKSUM, CORRELATION_IDS, FIELDS, Fields, ID, MapTexts,
     RecordView, StoredTime,
 };
-use super::{Envelope, Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, identity};
+use super::{
+    Envelope, Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, checksum, identity,
+};
 
 /// The binary record format version this build writes (it also reads version 1).
 pub const FORMAT_VERSION: u8 = 2;
@@ -114,12 +118,19 @@ impl Record {
     }
 
     fn encode_v2(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        let maps = MapsText::of([
-            self.correlation_ids(),
-            self.runtime_flags(),
-            self.payload(),
-            self.tags(),
-        ]);
+        with_scratch(|scratch| self.encode_v2_with(&mut scratch.maps, out))
+    }
+
+    fn encode_v2_with(&self, maps_text: &mut String, out: &mut Vec<u8>) -> Result<(), Error> {
+        let maps = MapsText::of(
+            maps_text,
+            [
+                self.correlation_ids(),
+                self.runtime_flags(),
+                self.payload(),
+                self.tags(),
+            ],
+        );
         RecordText {
             id: self.id(),
             artifact_version: self.artifact_version(),
@@ -226,26 +237,46 @@ impl Envelope {
         append_sequence: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let checksum = self.checksum()?;
+        with_scratch(|scratch| {
+            self.encode_record_with(scratch, id, stored_at, append_sequence, out)
+        })
+    }
+
+    fn encode_record_with(
+        &self,
+        scratch: &mut Scratch,
+        id: &RecordId,
+        stored_at: &OffsetDateTime,
+        append_sequence: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        // The payload's depth is checked once, before its checksum text is written; the
+        // errors come in the order `Record::from_envelope` returns them.
+        super::check_map_depth(&self.payload)?;
+        let checksum = checksum::compute_with(
+            &mut scratch.canonical,
+            &self.artifact_name,
+            &self.artifact_version,
+            &self.capture_timestamp,
+            |out| canonical::write_map(out, &self.payload, KeyOrder::PhpKsort),
+        );
         let tags = JsonMap::new();
         super::validate(
             append_sequence,
             &self.artifact_version,
             &self.artifact_name,
             &checksum,
+            &[&self.correlation_ids, &self.runtime_flags, &tags],
+        )?;
+        let maps = MapsText::of(
+            &mut scratch.maps,
             [
                 &self.correlation_ids,
                 &self.runtime_flags,
                 &self.payload,
                 &tags,
             ],
-        )?;
-        let maps = MapsText::of([
-            &self.correlation_ids,
-            &self.runtime_flags,
-            &self.payload,
-            &tags,
-        ]);
+        );
         let start = out.len();
         let result = RecordText {
             id,
@@ -279,19 +310,47 @@ impl Envelope {
     }
 }
 
+/// Text buffers a thread reuses from one record's encoding to the next.
+#[derive(Default)]
+struct Scratch {
+    /// The checksum's input.
+    canonical: String,
+    /// The four maps' stored texts ([`MapsText`]).
+    maps: String,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Scratch capacity kept for the next record; a larger record's buffers are freed.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// Runs `encode` with this thread's scratch buffers.
+fn with_scratch<T>(encode: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let result = encode(scratch);
+        if scratch.canonical.capacity() + scratch.maps.capacity() > SCRATCH_KEPT {
+            *scratch = Scratch::default();
+        }
+        result
+    })
+}
+
 /// The stored JSON texts of a record's four maps (correlation ids, runtime flags, payload,
 /// tags), one after the other in one buffer.
-struct MapsText {
-    text: String,
+struct MapsText<'a> {
+    text: &'a str,
     ends: [usize; 4],
 }
 
-impl MapsText {
-    fn of(maps: [&JsonMap; 4]) -> MapsText {
-        let mut text = String::with_capacity(256);
+impl MapsText<'_> {
+    /// Writes the texts into `text` (its earlier content is dropped).
+    fn of<'a>(text: &'a mut String, maps: [&JsonMap; 4]) -> MapsText<'a> {
+        text.clear();
         let mut ends = [0usize; 4];
         for (end, map) in ends.iter_mut().zip(maps) {
-            super::canonical::write_record_map(&mut text, map);
+            super::canonical::write_record_map(text, map);
             *end = text.len();
         }
         MapsText { text, ends }
@@ -386,7 +445,7 @@ impl RecordText<'_> {
                 Some(text) => u32::try_from(text.len())
                     .ok()
                     .filter(|length| *length != ABSENT)
-                    .ok_or(Error::FieldTooLong {
+                    .ok_or_else(|| Error::FieldTooLong {
                         field: name,
                         bytes: text.len(),
                     })?,

