@@ -949,6 +949,9 @@ pub(crate) struct Candidates {
     pub(crate) seqs: Vec<u64>,
     /// Whether every index searched was verified, so that a miss means absent.
     pub(crate) exact: bool,
+    /// The base of the active segment when a [`Search::Hinted`] lookup left it for later
+    /// ([`IdIndex::active_candidates`]).
+    pub(crate) active_left: Option<u64>,
 }
 
 /// Lookups a handle answers with [`Search::Hinted`] before it loads the indexes whole.
@@ -1498,22 +1501,25 @@ impl IdIndex {
         let mut found = Candidates {
             seqs: Vec::new(),
             exact: true,
+            active_left: None,
         };
+        let mut segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         match (search, self.building.as_mut()) {
             (Search::Known, None) => return Ok(None),
             (Search::Known, Some(building)) => building.candidates(hash, &mut found.seqs),
             (Search::Hinted, None) => {
-                // Nothing loaded yet: check the active segment's chunk files in place too.
-                found.exact = self.probe_active(reader, hash, &mut found.seqs)?;
+                // Nothing loaded yet. The active segment's newest records have to be read,
+                // so it is searched last, and only if the sealed ones do not hold the id.
+                found.active_left = segments.last().copied();
             }
             (Search::Hinted | Search::Verified, _) => {
                 self.catch_up_to(reader, 0)?;
                 if let Some(building) = self.building.as_mut() {
                     building.candidates(hash, &mut found.seqs);
                 }
+                segments = reader.segments().iter().map(|s| s.0).collect();
             }
         }
-        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         if let Some(filter) = self.sealed_filter(&segments) {
             for at in filter.rows.matches(hash).rev() {
                 if let Some(ids) = filter.members.get(at) {
@@ -1613,16 +1619,38 @@ impl IdIndex {
         Ok(found)
     }
 
-    /// For a handle's first lookups: adds the log sequences in the active segment whose id
-    /// may hash like `hash`, from its chunk files checked in place as loading checks them
-    /// ([`verified_probe`], and each chunk's token, [STORE-06]) and from its records after
-    /// them; returns whether that is exact. It is not when damage stopped the read of the
-    /// records: the lookup then loads the index, which notes the damage.
-    fn probe_active(&self, reader: &Reader, hash: u64, out: &mut Vec<u64>) -> Result<bool> {
+    /// The rest of a [`Search::Hinted`] lookup that left the active segment for later: the
+    /// log sequences from the segment based at `active` on whose id may hash like `id`
+    /// ([`Candidates::active_left`]).
+    pub(crate) fn active_candidates(
+        &self,
+        reader: &Reader,
+        id: &str,
+        active: u64,
+    ) -> Result<Candidates> {
+        let mut seqs = Vec::new();
+        let exact = self.probe_active(reader, active, hash_id(id), &mut seqs)?;
+        Ok(Candidates {
+            seqs,
+            exact,
+            active_left: None,
+        })
+    }
+
+    /// For a handle's first lookups: adds the log sequences from the segment based at
+    /// `active` on whose id may hash like `hash`, from its chunk files checked in place as
+    /// loading checks them ([`verified_probe`], and each chunk's token, [STORE-06]) and from
+    /// the records after them (into later segments, if it was sealed since); returns
+    /// whether that is exact. It is not when damage stopped the read of the records: the
+    /// lookup then loads the index, which notes the damage.
+    fn probe_active(
+        &self,
+        reader: &Reader,
+        active: u64,
+        hash: u64,
+        out: &mut Vec<u64>,
+    ) -> Result<bool> {
         let until = reader.next_seq()?.0;
-        let Some(active) = reader.segments().last().map(|s| s.0) else {
-            return Ok(true);
-        };
         let mut from = active;
         // Chunks in order from the segment's base, each starting where the last one ended;
         // the records after the first that fails a check are read instead.

@@ -800,8 +800,9 @@ impl ArtifactReader for LogStore {
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {
         // Ids are unique, so a match among the records already indexed is the answer, found
         // without looking for new ones (for a read-only handle, a read of the log's end);
-        // a one-shot lookup checks the id files in place before it loads them whole. Only a
-        // miss in checked indexes means absent.
+        // a one-shot lookup checks the id files in place before it loads them whole, the
+        // sealed segments' before the active one's. Only a miss in checked indexes means
+        // absent.
         for search in [Search::Known, Search::Hinted, Search::Verified] {
             let Some(candidates) = self
                 .ids
@@ -813,7 +814,18 @@ impl ArtifactReader for LogStore {
             if let Some(record) = self.read_candidates(id, candidates.seqs)? {
                 return Ok(Some(record));
             }
-            if candidates.exact && search != Search::Known {
+            let mut exact = candidates.exact;
+            if let Some(active) = candidates.active_left {
+                let rest = self
+                    .ids
+                    .lock()
+                    .active_candidates(&self.reader, id.as_str(), active)?;
+                if let Some(record) = self.read_candidates(id, rest.seqs)? {
+                    return Ok(Some(record));
+                }
+                exact &= rest.exact;
+            }
+            if exact && search != Search::Known {
                 break;
             }
         }
@@ -903,5 +915,59 @@ mod tests {
             let view = RecordView::parse_v2(&body).unwrap();
             assert_eq!(Facts::of_record(&record), Facts::of(&view));
         }
+    }
+
+    /// A one-shot lookup searches the sealed segments, then the segment that was active
+    /// when it began: a record there is found even when that segment is sealed in between.
+    #[test]
+    fn a_lookup_finds_a_record_whose_segment_was_sealed_between_its_two_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let options = LogOptions {
+            segment_bytes: crate::storage::SEGMENT_BYTES_MIN,
+            max_payload_bytes: 32 << 10,
+            ..LogOptions::default()
+        };
+        let mut store = LogStore::open_with(&root, options).unwrap();
+        let ids = store
+            .write_batch((0..10).map(dataset::envelope).collect())
+            .unwrap();
+        let reader = LogStore::open_read_only(&root).unwrap();
+        let id = ids[5].as_str();
+        let sealed = reader
+            .ids
+            .lock()
+            .candidates(&reader.reader, id, Search::Hinted)
+            .unwrap()
+            .unwrap();
+        assert_eq!((sealed.seqs.len(), sealed.exact), (0, true));
+        let active = sealed.active_left.unwrap();
+        let mut n = 10;
+        while store.reader.segments().len() < 3 {
+            store
+                .write_batch((n..n + 50).map(dataset::envelope).collect())
+                .unwrap();
+            n += 50;
+        }
+        reader.reader.next_seq().unwrap();
+        assert!(
+            reader.reader.segments().len() >= 3,
+            "the reader sees the rolls"
+        );
+        let rest = reader
+            .ids
+            .lock()
+            .active_candidates(&reader.reader, id, active)
+            .unwrap();
+        assert!(rest.exact);
+        let found = reader.find_among(id, rest.seqs, |view| Ok(view.append_sequence()));
+        assert_eq!(found.unwrap(), Some(6));
+        assert_eq!(
+            reader
+                .read_by_id(&ids[5])
+                .unwrap()
+                .map(|r| r.append_sequence()),
+            Some(6)
+        );
     }
 }
