@@ -1619,9 +1619,9 @@ impl IdIndex {
         Ok(found)
     }
 
-    /// The rest of a [`Search::Hinted`] lookup that left the active segment for later: the
-    /// log sequences from the segment based at `active` on whose id may hash like `id`
-    /// ([`Candidates::active_left`]).
+    /// The rest of a [`Search::Hinted`] lookup that left the active segment for later
+    /// ([`Candidates::active_left`]): the log sequences, from the segment based at `active`
+    /// on, of the records whose id may hash like `id`.
     pub(crate) fn active_candidates(
         &self,
         reader: &Reader,
@@ -1637,11 +1637,11 @@ impl IdIndex {
         })
     }
 
-    /// For a handle's first lookups: adds the log sequences from the segment based at
-    /// `active` on whose id may hash like `hash`, from its chunk files checked in place as
-    /// loading checks them ([`verified_probe`], and each chunk's token, [STORE-06]) and from
-    /// the records after them (into later segments, if it was sealed since); returns
-    /// whether that is exact. It is not when damage stopped the read of the records: the
+    /// For a handle's first lookups: adds the log sequences, from the segment based at
+    /// `active` on, of the records whose id may hash like `hash`: from its chunk files
+    /// checked in place as loading checks them ([`verified_probe`], and each chunk's token,
+    /// [STORE-06]) and from the records after them (into later segments, if it was sealed
+    /// since); returns whether that is exact. It is not when damage stopped the read of the records: the
     /// lookup then loads the index, which notes the damage.
     fn probe_active(
         &self,
