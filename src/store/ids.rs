@@ -1503,22 +1503,26 @@ impl IdIndex {
             exact: true,
             active_left: None,
         };
-        let mut segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
-        match (search, self.building.as_mut()) {
+        let in_place = match (search, self.building.as_mut()) {
             (Search::Known, None) => return Ok(None),
-            (Search::Known, Some(building)) => building.candidates(hash, &mut found.seqs),
-            (Search::Hinted, None) => {
-                // Nothing loaded yet. The active segment's newest records have to be read,
-                // so it is searched last, and only if the sealed ones do not hold the id.
-                found.active_left = segments.last().copied();
+            (Search::Known, Some(building)) => {
+                building.candidates(hash, &mut found.seqs);
+                false
             }
+            (Search::Hinted, None) => true,
             (Search::Hinted | Search::Verified, _) => {
                 self.catch_up_to(reader, 0)?;
                 if let Some(building) = self.building.as_mut() {
                     building.candidates(hash, &mut found.seqs);
                 }
-                segments = reader.segments().iter().map(|s| s.0).collect();
+                false
             }
+        };
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        if in_place {
+            // Nothing loaded yet. The active segment's newest records have to be read, so it
+            // is searched last, and only if the sealed ones do not hold the id.
+            found.active_left = segments.last().copied();
         }
         if let Some(filter) = self.sealed_filter(&segments) {
             for at in filter.rows.matches(hash).rev() {
