@@ -78,6 +78,47 @@ fn chunk_files(dir: &Path, base: u64) -> BTreeMap<u64, PathBuf> {
         .collect()
 }
 
+/// Where the chunk file at `path`, whose name says it starts at `first`, says it ends; not
+/// checked beyond its header.
+fn chunk_end(path: &Path, first: u64) -> Option<u64> {
+    use std::io::Read as _;
+    let mut head = [0u8; HEADER_LEN];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    FileHead::parse(&head)
+        .filter(|head| head.base == first && head.end > first)
+        .map(|head| head.end)
+}
+
+/// Adds the log sequences in `[from, until)` of the records whose id may hash like `hash`;
+/// returns whether every record there could be read (`false` when damage stopped the read).
+fn scan_records(
+    reader: &Reader,
+    from: u64,
+    until: u64,
+    hash: u64,
+    out: &mut Vec<u64>,
+) -> Result<bool> {
+    let mut cursor = reader.cursor(Seq(from))?;
+    let mut buffer = DecodeBuffer::default();
+    loop {
+        let found = match cursor.next() {
+            Ok(Some(found)) if found.seq.0 < until => found,
+            Ok(_) => return Ok(true),
+            Err(error) if error.is_corruption() => return Ok(false),
+            Err(error) => return Err(error.into()),
+        };
+        // A record that does not decode is left out, as the index leaves it out.
+        let matches = match RecordView::stored_id(found.payload) {
+            Some(id) => hash_id_bytes(id) == hash,
+            None => RecordView::decode(found.payload, &mut buffer)
+                .is_ok_and(|view| hash_id(view.id()) == hash),
+        };
+        if matches {
+            out.push(found.seq.0);
+        }
+    }
+}
+
 /// A sealed segment's index on its way to its `.ids` file.
 #[derive(Clone)]
 struct SealedFile {
@@ -954,6 +995,16 @@ pub(crate) struct Candidates {
     pub(crate) active_left: Option<u64>,
 }
 
+/// The active segment's newest records as a lookup read them first
+/// ([`IdIndex::newest_candidates`]).
+#[derive(Debug, Default)]
+pub(crate) struct Newest {
+    /// The log sequences read whose record id may hash like the one looked up.
+    pub(crate) seqs: Vec<u64>,
+    /// The records read, `[from, until)`, and whether every one of them could be.
+    read: Option<(u64, u64, bool)>,
+}
+
 /// Lookups a handle answers with [`Search::Hinted`] before it loads the indexes whole.
 const HINTED_LOOKUPS: u32 = 4;
 
@@ -1623,17 +1674,46 @@ impl IdIndex {
         Ok(found)
     }
 
+    /// The first step of a [`Search::Hinted`] lookup that left the active segment for
+    /// later ([`Candidates::active_left`]): the records after the newest of its chunk files,
+    /// read before any chunk is checked, so that a recent record is found without opening
+    /// every chunk. That chunk is not checked, so a miss here proves nothing: then
+    /// [`IdIndex::active_candidates`] searches the segment, without reading these again.
+    pub(crate) fn newest_candidates(
+        &self,
+        reader: &Reader,
+        id: &str,
+        active: u64,
+    ) -> Result<Newest> {
+        let until = reader.next_seq()?.0;
+        let newest_end = chunk_files(&self.dir, active)
+            .pop_last()
+            .and_then(|(first, path)| chunk_end(&path, first));
+        // A claimed end further back than two chunks is not the writer's newest chunk.
+        let Some(from) = newest_end.filter(|end| *end <= until && until - end <= 2 * CHUNK_RECORDS)
+        else {
+            return Ok(Newest::default());
+        };
+        let mut seqs = Vec::new();
+        let whole = scan_records(reader, from, until, hash_id(id), &mut seqs)?;
+        Ok(Newest {
+            seqs,
+            read: Some((from, until, whole)),
+        })
+    }
+
     /// The rest of a [`Search::Hinted`] lookup that left the active segment for later
     /// ([`Candidates::active_left`]): the log sequences, from the segment based at `active`
-    /// on, of the records whose id may hash like `id`.
+    /// on, of the records whose id may hash like `id`, leaving out those `newest` read.
     pub(crate) fn active_candidates(
         &self,
         reader: &Reader,
         id: &str,
         active: u64,
+        newest: &Newest,
     ) -> Result<Candidates> {
         let mut seqs = Vec::new();
-        let exact = self.probe_active(reader, active, hash_id(id), &mut seqs)?;
+        let exact = self.probe_active(reader, active, hash_id(id), newest.read, &mut seqs)?;
         Ok(Candidates {
             seqs,
             exact,
@@ -1645,13 +1725,15 @@ impl IdIndex {
     /// `active` on, of the records whose id may hash like `hash`: from its chunk files
     /// checked in place as loading checks them ([`verified_probe`], and each chunk's token,
     /// [STORE-06]) and from the records after them (into later segments, if it was sealed
-    /// since); returns whether that is exact. It is not when damage stopped the read of the records: the
-    /// lookup then loads the index, which notes the damage.
+    /// since), except those of `read` when the chunks end where it begins. Returns whether
+    /// that is exact; it is not when damage stopped a read of records: the lookup then loads
+    /// the index, which notes the damage.
     fn probe_active(
         &self,
         reader: &Reader,
         active: u64,
         hash: u64,
+        read: Option<(u64, u64, bool)>,
         out: &mut Vec<u64>,
     ) -> Result<bool> {
         let until = reader.next_seq()?.0;
@@ -1677,24 +1759,12 @@ impl IdIndex {
             out.extend(seqs);
             from = head.end;
         }
-        let mut cursor = reader.cursor(Seq(from))?;
-        let mut buffer = DecodeBuffer::default();
-        loop {
-            let found = match cursor.next() {
-                Ok(Some(found)) if found.seq.0 < until => found,
-                Ok(_) => return Ok(true),
-                Err(error) if error.is_corruption() => return Ok(false),
-                Err(error) => return Err(error.into()),
-            };
-            // A record that does not decode is left out, as the index leaves it out.
-            let matches = match RecordView::stored_id(found.payload) {
-                Some(id) => hash_id_bytes(id) == hash,
-                None => RecordView::decode(found.payload, &mut buffer)
-                    .is_ok_and(|view| hash_id(view.id()) == hash),
-            };
-            if matches {
-                out.push(found.seq.0);
+        match read {
+            // Those records were read already; only those appended since are read now.
+            Some((read_from, read_until, whole)) if read_from == from => {
+                Ok(scan_records(reader, read_until, until, hash, out)? && whole)
             }
+            _ => scan_records(reader, from, until, hash, out),
         }
     }
 

@@ -162,6 +162,26 @@ impl LogStore {
         })
     }
 
+    /// For a one-shot lookup the sealed segments did not answer: the record with `id` from
+    /// the segment based at `active` on, and whether a miss there means absent.
+    fn find_in_active(&self, id: &RecordId, active: u64) -> Result<(Option<Record>, bool)> {
+        // Its newest records first: a recent record is found there without checking every
+        // chunk of the segment's index.
+        let text = id.as_str();
+        let mut newest = self
+            .ids
+            .lock()
+            .newest_candidates(&self.reader, text, active)?;
+        if let Some(record) = self.read_candidates(id, std::mem::take(&mut newest.seqs))? {
+            return Ok((Some(record), true));
+        }
+        let rest = self
+            .ids
+            .lock()
+            .active_candidates(&self.reader, text, active, &newest)?;
+        Ok((self.read_candidates(id, rest.seqs)?, rest.exact))
+    }
+
     /// `found` of the record with this id among the candidate log sequences, if one of them
     /// holds it.
     fn find_among<T>(
@@ -816,14 +836,11 @@ impl ArtifactReader for LogStore {
             }
             let mut exact = candidates.exact;
             if let Some(active) = candidates.active_left {
-                let rest = self
-                    .ids
-                    .lock()
-                    .active_candidates(&self.reader, id.as_str(), active)?;
-                if let Some(record) = self.read_candidates(id, rest.seqs)? {
-                    return Ok(Some(record));
+                let (record, active_exact) = self.find_in_active(id, active)?;
+                if record.is_some() {
+                    return Ok(record);
                 }
-                exact &= rest.exact;
+                exact &= active_exact;
             }
             if exact && search != Search::Known {
                 break;
@@ -894,6 +911,7 @@ mod tests {
 
     use super::*;
     use crate::store::dataset;
+    use crate::store::ids::Newest;
 
     /// The facts appending takes from a record are the ones its body holds: the id index
     /// built while writing is the one rebuilt from the bodies later.
@@ -914,6 +932,48 @@ mod tests {
             record.encode_into(&mut body).unwrap();
             let view = RecordView::parse_v2(&body).unwrap();
             assert_eq!(Facts::of_record(&record), Facts::of(&view));
+        }
+    }
+
+    /// A one-shot lookup reads the active segment's records after its newest chunk first,
+    /// and then the rest of the segment without reading those again.
+    #[test]
+    fn a_lookup_reads_the_newest_records_first_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut store = LogStore::open(&root).unwrap();
+        let mut ids = Vec::new();
+        for n in (0..5_000u64).step_by(500) {
+            let batch = (n..n + 500).map(dataset::envelope).collect();
+            ids.extend(store.write_batch(batch).unwrap());
+        }
+        let reader = LogStore::open_read_only(&root).unwrap();
+        let active = reader.reader.segments().last().unwrap().0;
+        let index = reader.ids.lock();
+        let recent = ids[4_999].as_str();
+        let newest = index
+            .newest_candidates(&reader.reader, recent, active)
+            .unwrap();
+        assert_eq!(newest.seqs, [5_000], "the newest records are read");
+        let rest = index
+            .active_candidates(&reader.reader, recent, active, &newest)
+            .unwrap();
+        assert!(rest.exact);
+        assert!(rest.seqs.is_empty(), "read again: {:?}", rest.seqs);
+        // A record in a chunk is not among the newest; the rest of the segment has it.
+        let older = ids[10].as_str();
+        let newest = index
+            .newest_candidates(&reader.reader, older, active)
+            .unwrap();
+        assert!(newest.seqs.is_empty());
+        let rest = index
+            .active_candidates(&reader.reader, older, active, &newest)
+            .unwrap();
+        assert_eq!((rest.seqs, rest.exact), (vec![11], true));
+        drop(index);
+        for (i, id) in [(4_999, &ids[4_999]), (10, &ids[10])] {
+            let found = reader.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(i as u64 + 1));
         }
     }
 
@@ -957,7 +1017,7 @@ mod tests {
         let rest = reader
             .ids
             .lock()
-            .active_candidates(&reader.reader, id, active)
+            .active_candidates(&reader.reader, id, active, &Newest::default())
             .unwrap();
         assert!(rest.exact);
         let found = reader.find_among(id, rest.seqs, |view| Ok(view.append_sequence()));
