@@ -78,15 +78,21 @@ fn chunk_files(dir: &Path, base: u64) -> BTreeMap<u64, PathBuf> {
         .collect()
 }
 
+/// The file at `path` and its header, if it starts as a `.ids` (or chunk) file of a version
+/// this reads; nothing after the header is checked.
+fn open_head(path: &Path) -> Option<(std::fs::File, FileHead)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact(&mut head).ok()?;
+    Some((file, FileHead::parse(&head)?))
+}
+
 /// Where the chunk file at `path`, whose name says it starts at `first`, says it ends; not
 /// checked beyond its header.
 fn chunk_end(path: &Path, first: u64) -> Option<u64> {
-    use std::io::Read as _;
-    let mut head = [0u8; HEADER_LEN];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    FileHead::parse(&head)
-        .filter(|head| head.base == first && head.end > first)
-        .map(|head| head.end)
+    let (_, head) = open_head(path)?;
+    (head.base == first && head.end > first).then_some(head.end)
 }
 
 /// Adds the log sequences in `[from, until)` of the records whose id may hash like `hash`;
@@ -1016,33 +1022,23 @@ const PROBE_READS: usize = 8;
 
 /// Adds to `out` the log sequences paired with `hash` in the `.ids` (or chunk) file at `path`
 /// of the records from `base` (to `end`, when given), reading its header and windows of pairs
-/// around where `hash` should be; returns the end the file covers, or `None` if it is not
-/// such a file.
+/// around where `hash` should be; adds nothing if it is not such a file.
 ///
 /// Nothing here is verified (the file's checksum covers all of it), so the result is only a
 /// hint: the caller checks each candidate's record, and a file that is damaged, of another
 /// layout, or does not bracket `hash` in that window adds nothing.
-fn probe_file(
-    path: &std::path::Path,
-    base: u64,
-    end: Option<u64>,
-    hash: u64,
-    out: &mut Vec<u64>,
-) -> Option<u64> {
-    use std::os::unix::fs::FileExt as _;
-    let file = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut header, 0).ok()?;
-    let header = FileHead::parse(&header)?;
-    if header.base != base || end.is_some_and(|end| end != header.end) {
-        return None;
+fn probe_file(path: &Path, base: u64, end: Option<u64>, hash: u64, out: &mut Vec<u64>) {
+    let Some((file, header)) = open_head(path) else {
+        return;
+    };
+    if header.base == base && end.is_none_or(|end| end == header.end) {
+        search_pairs(&file, &header, hash, out);
     }
-    search_pairs(&file, &header, hash, out);
-    Some(header.end)
 }
 
 /// Adds to `out` the log sequences paired with `hash` among the `count` sorted pairs of an
-/// open `.ids` file, or nothing if the windows it reads do not bracket `hash`.
+/// open `.ids` file whose header is `header`, or nothing if the windows it reads do not
+/// bracket `hash`.
 fn search_pairs(file: &std::fs::File, header: &FileHead, hash: u64, out: &mut Vec<u64>) {
     let count = ((header.pairs_end - header.pairs_start) / 16) as u64;
     // An interpolation search by windows: the pairs equal to `hash` lie in `[low, high)`,
