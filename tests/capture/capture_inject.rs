@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::support::cli;
 use crate::support::process::SpawnSafely as _;
 use crate::support::server::{
-    captured_at, dispatch_envelope, event_envelope, fixture_frame, reply_envelope, write_store,
+    captured_at, dispatch_envelope, event_envelope, fixture_frame, refusing_address,
+    reply_envelope, write_store,
 };
 
 const HOSTNAME: &str = "fs-inject-target";
@@ -165,10 +166,10 @@ fn a_wrong_password_or_a_dead_target_fails_the_replay_with_a_clear_error() {
     assert!(error.contains("re-injecting record 1"), "{error}");
     assert!(error.contains("auth rejected"), "{error}");
 
-    // Nothing listens on the address once the simulator is gone.
-    let address = running.local_addr().to_string();
+    // A target that refuses the connection.
     runtime.block_on(running.abort());
-    let mut config = InjectorConfig::new(address.clone());
+    let (_reserved, address) = refusing_address();
+    let mut config = InjectorConfig::new(address.to_string());
     config.timeout = Duration::from_secs(3);
     let mut executor = Executor::new(
         reinjection(&["api.dispatch"]),

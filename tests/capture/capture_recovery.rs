@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use crate::support::capture::{all_records, new_store};
 use crate::support::cli;
 use crate::support::process::SpawnSafely as _;
+use crate::support::server::refusing_address;
 
 fn node(address: &str) -> NodeSpec {
     NodeSpec {
@@ -250,12 +251,7 @@ async fn garbage_after_auth_is_backed_off_and_its_storage_capped() {
 #[test]
 fn a_node_that_never_connected_fails_the_capture_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    // A port that was free a moment ago: nothing listens there.
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let (_reserved, address) = refusing_address();
     let output = cli::command()
         .args(["-v", "capture", "--duration", "1500ms", "--esl"])
         .arg(format!("pbx-a={address}"))

@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
 
+use crate::support::forward::free_port;
 use crate::support::process::SpawnSafely as _;
 use crate::support::process::open_store;
 use crate::support::{self, cli};
@@ -459,12 +460,7 @@ async fn serving_a_capture_and_capturing_it_again_gives_identical_event_payloads
 fn the_binaries_simulate_capture_stop_on_sigterm_and_leave_a_verified_store() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", free_port());
     let mut simulate = cli::command()
         .args(["simulate", "--listen", &address, "--rate", "500"])
         .stdout(Stdio::null())

@@ -10,6 +10,18 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder as _;
 
+/// An address on 127.0.0.1 that refuses every connection for as long as the returned
+/// socket lives: the port is bound but never listened on, so no other test can claim it
+/// the way it could a port that was merely free a moment ago.
+pub(crate) fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port on 127.0.0.1");
+    let address = socket.local_addr().expect("the bound address");
+    (socket, address)
+}
+
 /// How long any single expected frame may take.
 pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
