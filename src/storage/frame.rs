@@ -178,6 +178,25 @@ pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The length of the record frame at the start of `bytes` as its header states it, without
+/// checking the frame: `None` unless the header announces a record whose frame fits in
+/// `bytes`. Only for finding where later frames may start; a frame is read only after
+/// [`decode_with`] accepts it.
+#[must_use]
+#[inline]
+pub(crate) fn stated_record_len(bytes: &[u8], max_payload: u32) -> Option<usize> {
+    let len_flags = read_u32(bytes, 4)?;
+    if len_flags & (FLAG_PRESENT | FLAG_SEAL | FLAG_RESERVED) != FLAG_PRESENT {
+        return None;
+    }
+    let len = len_flags & LEN_MASK;
+    if len > max_payload.min(FRAME_PAYLOAD_LIMIT) {
+        return None;
+    }
+    let frame = frame_len(len as usize);
+    (frame <= bytes.len()).then_some(frame)
+}
+
 /// Decodes the frame at the start of `bytes`, expected to carry sequence `seq`.
 ///
 /// `bytes` extends to the end of the readable region; `max_payload` bounds the length field
@@ -185,6 +204,35 @@ pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
 #[must_use]
 pub fn decode(bytes: &[u8], salt: u64, seq: u64, max_payload: u32) -> Decoded<'_> {
     decode_with(bytes, &FrameCrc::new(salt), seq, max_payload)
+}
+
+/// A record frame as readers take it: whether its payload is compressed, the payload, and
+/// the frame's length.
+pub(crate) type RecordFrame<'a> = (bool, &'a [u8], usize);
+
+/// Decodes the frame at the start of `bytes`, which should hold the record of `seq`,
+/// `available` bytes before the published end; an error says what is wrong with it. A seal
+/// or zeroed space there means the bytes are not the frame that was published.
+#[inline]
+pub(crate) fn decode_record<'a>(
+    bytes: &'a [u8],
+    crc: &FrameCrc,
+    seq: u64,
+    max_payload: u32,
+    available: u64,
+) -> Result<RecordFrame<'a>, CorruptKind> {
+    match decode_with(bytes, crc, seq, max_payload) {
+        Decoded::Record {
+            compressed,
+            payload,
+            frame_len,
+        } => Ok((compressed, payload, frame_len)),
+        Decoded::Invalid(kind) => Err(kind),
+        Decoded::Seal | Decoded::Empty => Err(CorruptKind::LengthOutOfBounds {
+            len: 0,
+            max: available,
+        }),
+    }
 }
 
 /// [`decode`] with the segment's checksum state computed beforehand (readers decode many

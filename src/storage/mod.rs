@@ -44,6 +44,7 @@ mod recovery;
 mod segment;
 mod shared;
 mod signal;
+mod unpack_ahead;
 mod verify;
 mod writer;
 

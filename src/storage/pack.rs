@@ -204,11 +204,7 @@ impl Inflater {
         compressed: &[u8],
         dictionary: Option<&Dictionary>,
     ) -> Option<&[u8]> {
-        let size = zstd_safe::get_frame_content_size(compressed).ok()??;
-        if size > u64::from(FRAME_PAYLOAD_LIMIT) {
-            return None;
-        }
-        let size = usize::try_from(size).ok()?;
+        let size = declared_size(compressed)?;
         if self.context.is_none() {
             self.context = DCtx::try_create();
         }
@@ -224,6 +220,52 @@ impl Inflater {
         .ok()?;
         (written == size && self.out.len() == size).then_some(self.out.as_slice())
     }
+
+    /// Appends the content of the zstd frame `compressed` to `out`, as
+    /// [`Inflater::inflate`] would return it, without copying it through this inflater's
+    /// own buffer. `false`, with `out` as it was, where `inflate` returns `None`.
+    pub(crate) fn inflate_onto(
+        &mut self,
+        compressed: &[u8],
+        dictionary: Option<&Dictionary>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(size) = declared_size(compressed) else {
+            return false;
+        };
+        if self.context.is_none() {
+            self.context = DCtx::try_create();
+        }
+        let Some(context) = self.context.as_mut() else {
+            return false;
+        };
+        let start = out.len();
+        out.reserve(size);
+        // zstd writes after the cursor's position, into the vector's spare capacity.
+        let mut after = std::io::Cursor::new(&mut *out);
+        after.set_position(start as u64);
+        let written = match dictionary {
+            Some(Dictionary(ddict)) => {
+                context.decompress_using_ddict(&mut after, compressed, ddict)
+            }
+            None => context.decompress(&mut after, compressed),
+        };
+        if written.ok() == Some(size) && out.len() == start + size {
+            return true;
+        }
+        out.truncate(start);
+        false
+    }
+}
+
+/// The content size a zstd frame declares, if it declares one within the format's payload
+/// limit.
+fn declared_size(compressed: &[u8]) -> Option<usize> {
+    let size = zstd_safe::get_frame_content_size(compressed).ok()??;
+    if size > u64::from(FRAME_PAYLOAD_LIMIT) {
+        return None;
+    }
+    usize::try_from(size).ok()
 }
 
 /// The zstd level packing uses unless told otherwise.
@@ -746,6 +788,30 @@ impl Drop for Temporaries<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decompressing onto a buffer appends what `inflate` returns, and leaves the buffer as
+    /// it was when `inflate` refuses the frame.
+    #[test]
+    fn inflating_onto_a_buffer_appends_what_inflate_returns() {
+        let content = b"Event-Name: CHANNEL_ANSWER\n".repeat(40);
+        let frame = zstd::bulk::compress(&content, 3).unwrap();
+        let mut inflater = Inflater::default();
+        assert_eq!(inflater.inflate(&frame, None), Some(content.as_slice()));
+        let mut out = b"before".to_vec();
+        assert!(inflater.inflate_onto(&frame, None, &mut out));
+        assert!(inflater.inflate_onto(&frame, None, &mut out));
+        assert_eq!(out, [b"before".as_slice(), &content, &content].concat());
+
+        let mut damaged = frame.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x55;
+        for bad in [&damaged[..], &frame[..frame.len() / 2], b"not zstd"] {
+            assert_eq!(inflater.inflate(bad, None), None);
+            let mut out = b"before".to_vec();
+            assert!(!inflater.inflate_onto(bad, None, &mut out));
+            assert_eq!(out, b"before");
+        }
+    }
 
     /// [SEG-09] a trailer round-trips from the end of a file, and any damaged byte, a
     /// missing byte or a dictionary length past the limit is refused.

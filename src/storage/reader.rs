@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::dir;
 use super::durable;
 use super::error::{CorruptKind, Error, Result};
-use super::frame::{self, Decoded, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
+use super::frame::{self, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
 use super::options::{LogOptions, ReadStrategy};
@@ -26,6 +26,7 @@ use super::pack::Inflater;
 use super::readahead;
 use super::segment::{self, FileWindow, SegmentData};
 use super::shared::{self, Shared, Slot};
+use super::unpack_ahead::Unpacking;
 
 /// A record as a cursor yields it: its sequence and a borrowed payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,6 +509,8 @@ pub struct Cursor {
     inflater: Inflater,
     /// The offset in `segment` at which the cursor next asks for read-ahead.
     read_ahead_at: u64,
+    /// Packed frames ahead of the cursor, decompressed on two cores.
+    unpacking: Unpacking,
 }
 
 impl Cursor {
@@ -527,7 +530,16 @@ impl Cursor {
             window,
             inflater,
             read_ahead_at: u64::MAX,
+            unpacking: Unpacking::default(),
         }
+    }
+
+    /// Tells the cursor that its reader means to read about `records` more records. Only a
+    /// hint, for reading fewer or more is fine: a cursor reading a packed segment in order
+    /// decompresses no further ahead than that.
+    pub fn will_read(&mut self, records: u64) {
+        let until = self.position().0.saturating_add(records);
+        self.unpacking.want_until(until);
     }
 
     /// The next record, or `None` at the current end of the log [RD-03].
@@ -553,23 +565,24 @@ impl Cursor {
         if self.offset >= self.read_ahead_at {
             self.read_ahead();
         }
-        let Some(segment) = self.segment.as_deref() else {
+        let Some(segment) = self.segment.as_ref() else {
             return Ok(None);
         };
         let max = self.shared.max_payload;
+        let at = (self.offset, self.seq);
+        if let Some(record) = self.unpacking.next(segment, at, self.end, max)? {
+            self.offset += record.frame_len as u64;
+            self.seq += 1;
+            return Ok(Some(RecordRef {
+                seq: Seq(at.1),
+                payload: self.unpacking.payload(&record),
+            }));
+        }
         let bytes = segment.frame_at(&mut self.window, self.offset, self.end, max)?;
+        let available = self.end - self.offset;
         let (compressed, payload, frame_len) =
-            match frame::decode_with(bytes, &segment.crc, self.seq, max) {
-                Decoded::Record {
-                    compressed,
-                    payload,
-                    frame_len,
-                } => (compressed, payload, frame_len),
-                other => {
-                    let kind = damage(other, self.end - self.offset);
-                    return Err(segment.corrupt(self.offset, kind));
-                }
-            };
+            frame::decode_record(bytes, &segment.crc, self.seq, max, available)
+                .map_err(|kind| segment.corrupt(self.offset, kind))?;
         let payload = if compressed {
             match self.inflater.inflate(payload, segment.dictionary()) {
                 Some(inflated) => inflated,
@@ -581,6 +594,7 @@ impl Cursor {
         let seq = self.seq;
         self.offset += frame_len as u64;
         self.seq += 1;
+        self.unpacking.read_in_order();
         Ok(Some(RecordRef {
             seq: Seq(seq),
             payload,
@@ -681,13 +695,14 @@ impl Cursor {
     fn step_over(&mut self, segment: &SegmentData) -> Result<()> {
         let max = self.shared.max_payload;
         let bytes = segment.frame_at(&mut self.window, self.offset, self.end, max)?;
-        let kind = match frame::decode_with(bytes, &segment.crc, self.seq, max) {
-            Decoded::Record { frame_len, .. } => {
+        let available = self.end - self.offset;
+        let kind = match frame::decode_record(bytes, &segment.crc, self.seq, max, available) {
+            Ok((_, _, frame_len)) => {
                 self.offset += frame_len as u64;
                 self.seq += 1;
                 return Ok(());
             }
-            other => damage(other, self.end - self.offset),
+            Err(kind) => kind,
         };
         let error = segment.corrupt(self.offset, kind);
         if self.seq < self.target
@@ -695,6 +710,7 @@ impl Cursor {
             && seq <= self.target
         {
             // `resync_point` lies past the damaged frame: the cursor moves forward.
+            self.unpacking.reset();
             self.offset = offset;
             self.seq = seq;
             self.window.reset();
@@ -713,6 +729,7 @@ impl Cursor {
             // A segment boundary is where a truncation made by another process (which only
             // deletes whole segments) becomes visible to readers of this one.
             self.shared.reload_start()?;
+            self.unpacking.reset();
             self.offset = HEADER_LEN as u64;
             self.end = next.load_end();
             self.segment = Some(next);
@@ -779,6 +796,7 @@ impl Cursor {
         let Some((offset, seq)) = self.resync_point()? else {
             return Ok(None);
         };
+        self.unpacking.reset();
         self.offset = offset;
         self.seq = seq;
         self.window.reset();
@@ -846,6 +864,7 @@ impl Cursor {
     /// Moves to the frame of `seq`'s segment where the index says to start scanning for it.
     /// Reading through `pread`, the first read fetches just the index interval to scan.
     fn seek(&mut self, seq: u64) -> Result<()> {
+        self.unpacking.reset();
         self.target = self.target.max(seq);
         let Some(segment) = self.shared.segment_for(seq)? else {
             self.segment = None;
@@ -882,18 +901,6 @@ impl Drop for Cursor {
         }
         self.shared
             .return_inflater(std::mem::take(&mut self.inflater));
-    }
-}
-
-/// What is wrong with a frame that should hold a record: a seal or zeroed space below the
-/// published end means the bytes there are not the frame that was published.
-fn damage(decoded: Decoded<'_>, available: u64) -> CorruptKind {
-    match decoded {
-        Decoded::Invalid(kind) => kind,
-        Decoded::Record { .. } | Decoded::Seal | Decoded::Empty => CorruptKind::LengthOutOfBounds {
-            len: 0,
-            max: available,
-        },
     }
 }
 

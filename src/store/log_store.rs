@@ -644,6 +644,11 @@ impl LogStore {
         let mut count = 0;
         let mut buffer = DecodeBuffer::default();
         let mut log_cursor = self.reader.cursor(Seq(start))?;
+        // With no criteria, the page is the next `limit` records: packed segments are not
+        // decompressed ahead past them.
+        if criteria.is_empty() {
+            log_cursor.will_read(limit as u64);
+        }
         let mut segment_end = None::<u64>;
         while count < limit {
             if let (Some(window), Some(end)) = (window, segment_end)
