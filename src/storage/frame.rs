@@ -178,25 +178,6 @@ pub fn encode(salt: u64, seq: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The length of the record frame at the start of `bytes` as its header states it, without
-/// checking the frame: `None` unless the header announces a record whose frame fits in
-/// `bytes`. Only for finding where later frames may start; a frame is read only after
-/// [`decode_with`] accepts it.
-#[must_use]
-#[inline]
-pub(crate) fn stated_record_len(bytes: &[u8], max_payload: u32) -> Option<usize> {
-    let len_flags = read_u32(bytes, 4)?;
-    if len_flags & (FLAG_PRESENT | FLAG_SEAL | FLAG_RESERVED) != FLAG_PRESENT {
-        return None;
-    }
-    let len = len_flags & LEN_MASK;
-    if len > max_payload.min(FRAME_PAYLOAD_LIMIT) {
-        return None;
-    }
-    let frame = frame_len(len as usize);
-    (frame <= bytes.len()).then_some(frame)
-}
-
 /// Decodes the frame at the start of `bytes`, expected to carry sequence `seq`.
 ///
 /// `bytes` extends to the end of the readable region; `max_payload` bounds the length field

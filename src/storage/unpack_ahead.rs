@@ -14,11 +14,11 @@
 //! keeps a cursor waiting, falls [`QUEUE`] batches behind or decodes under a quarter of a
 //! batch, it has little time, and cursors read alone for [`STARVED_PAUSE`].
 //!
-//! Where the pieces start is found by reading frame headers ahead of the cursor without
-//! checking them. Nothing read that way is trusted: the thread decodes a frame exactly as the
-//! cursor does (checksum with the expected sequence, then decompression), the cursor reads a
-//! piece only where its own position continues it, and it stops at the first frame that
-//! fails, with the error it would have met reading alone.
+//! Pieces start and end where the segment's sparse index says frames start (the index is a
+//! hint, never trusted): the thread decodes a frame exactly as the cursor does (checksum with
+//! the expected sequence, then decompression), the cursor reads a piece only where its own
+//! position continues it, and it stops at the first frame that fails, with the error it would
+//! have met reading alone.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -63,7 +63,8 @@ struct Batch {
     dropped: AtomicBool,
 }
 
-/// Consecutive frames: `[offset, end)` as their headers state it, from sequence `seq`.
+/// Consecutive frames: `[offset, end)` as the segment's index places them, from sequence
+/// `seq`.
 struct Piece {
     offset: u64,
     end: u64,
@@ -379,8 +380,9 @@ impl Drop for Unpacking {
 }
 
 impl Batch {
-    /// Splits up to `frames` frames of `segment` from `(offset, seq)` into pieces, by their
-    /// headers alone; `None` if its bytes are not mapped or no header there states a record.
+    /// Splits about `frames` frames of `segment` from `(offset, seq)` into pieces of at least
+    /// [`PIECE_FRAMES`] frames that start and end where the segment's sparse index says
+    /// frames start; `None` if its bytes are not mapped or the index has no entry ahead.
     fn split(
         segment: &Arc<SegmentData>,
         (offset, seq): (u64, u64),
@@ -388,49 +390,52 @@ impl Batch {
         max_payload: u32,
         frames: u64,
     ) -> Option<Batch> {
-        let bytes = segment.map.as_ref()?.published();
-        let end_at = usize::try_from(end).ok()?.min(bytes.len());
+        segment.map.as_ref()?;
+        let index = segment.index.read();
+        let entries = index.entries();
+        let ahead = entries.partition_point(|e| e.seq <= seq);
         let mut pieces = Vec::new();
-        let (mut at, mut next_seq, mut count) = (offset, seq, 0u64);
-        let mut first = (offset, seq, 0usize);
-        while count < frames {
-            let Some(len) = usize::try_from(at)
-                .ok()
-                .and_then(|from| bytes.get(from..end_at))
-                .and_then(|rest| frame::stated_record_len(rest, max_payload))
-            else {
+        let (mut start, mut count) = ((offset, seq), 0u64);
+        for entry in entries.get(ahead..).unwrap_or_default() {
+            let at = (u64::from(entry.offset), entry.seq);
+            if at.0 <= start.0 || at.0 >= end {
                 break;
+            }
+            let Some(len) =
+                at.1.checked_sub(start.1)
+                    .filter(|n| *n >= PIECE_FRAMES as u64)
+            else {
+                continue;
             };
-            at += len as u64;
-            next_seq += 1;
-            count += 1;
-            first.2 += 1;
-            if first.2 == PIECE_FRAMES {
-                pieces.push(Piece::new(first, at));
-                first = (at, next_seq, 0);
+            if len > (at.0 - start.0) / frame::FRAME_HEADER_LEN as u64 {
+                // More frames than the bytes can hold: the index is damaged.
+                break;
+            }
+            pieces.push(Piece::new(start, len, at.0));
+            (start, count) = (at, count + len);
+            if count >= frames {
+                break;
             }
         }
-        if first.2 > 0 {
-            pieces.push(Piece::new(first, at));
-        }
+        drop(index);
         (!pieces.is_empty()).then(|| Batch {
             segment: Arc::clone(segment),
             end,
             max_payload,
             pieces,
-            next: (count == frames).then_some((at, next_seq)),
+            next: (count >= frames).then_some(start),
             dropped: AtomicBool::new(false),
         })
     }
 }
 
 impl Piece {
-    fn new((offset, seq, frames): (u64, u64, usize), end: u64) -> Piece {
+    fn new((offset, seq): (u64, u64), frames: u64, end: u64) -> Piece {
         Piece {
             offset,
             end,
             seq,
-            frames,
+            frames: usize::try_from(frames).unwrap_or(usize::MAX),
             taken: AtomicBool::new(false),
             unpacked: OnceLock::new(),
         }
@@ -472,7 +477,9 @@ impl Piece {
             ..Unpacked::default()
         };
         let (mut offset, mut seq) = (self.offset, self.seq);
-        for _ in 0..self.frames {
+        // Within the piece's bytes, whatever count the index gives: the cursor reads on from
+        // the piece's end only if its frames end exactly there.
+        while unpacked.records.len() < self.frames && offset < self.end {
             let available = batch.end.saturating_sub(offset);
             let frame = usize::try_from(offset)
                 .ok()
@@ -560,7 +567,9 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::storage::{Error, Log, LogOptions, ReadStrategy, Reader, Seq};
+    use crate::storage::frame::Decoded;
+    use crate::storage::index::{IndexEntry, SparseIndex};
+    use crate::storage::{Error, Log, LogOptions, PackOutcome, ReadStrategy, Reader, Seq};
 
     /// What plays the thread's part for batches split on this test's thread.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -634,7 +643,17 @@ mod tests {
         for seq in 1..=count {
             assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
         }
-        assert!(log.pack_sealed().unwrap().len() > 2);
+        // Only segments whose roll is durable are packed.
+        log.sync().unwrap();
+        let packed = log.pack_sealed().unwrap();
+        assert!(
+            packed
+                .iter()
+                .filter(|(_, outcome)| matches!(outcome, PackOutcome::Packed { .. }))
+                .count()
+                > 2,
+            "{packed:?}"
+        );
         log.close().unwrap();
     }
 
@@ -689,9 +708,9 @@ mod tests {
         }
     }
 
-    /// Damage in a frame's payload, and in a frame's length (after which the headers read
-    /// ahead lead nowhere), is reported as a cursor reading alone reports it, after the same
-    /// records, and reading resumes at the same record after it.
+    /// Damage in a frame's payload, and in a frame's length, is reported as a cursor
+    /// reading alone reports it, after the same records, and reading resumes at the same
+    /// record after it.
     #[test]
     fn damage_is_reported_where_a_cursor_reading_alone_finds_it() {
         for (name, at) in [("payload", 40u64), ("length", 5)] {
@@ -711,8 +730,14 @@ mod tests {
             )
             .unwrap();
             let mut offset = crate::storage::header::HEADER_LEN;
-            for _ in header.base..seq {
-                offset += frame::stated_record_len(&bytes[offset..], u32::MAX).unwrap();
+            for seq in header.base..seq {
+                let rest = &bytes[offset..];
+                let Decoded::Record { frame_len, .. } =
+                    frame::decode(rest, header.salt, seq, u32::MAX)
+                else {
+                    unreachable!("record {seq} is a frame");
+                };
+                offset += frame_len;
             }
             let mut damaged = bytes.clone();
             damaged[offset + at as usize] ^= 0x10;
@@ -755,6 +780,59 @@ mod tests {
                 );
                 let next = cursor.next().unwrap().unwrap();
                 assert_eq!(next.payload, record(next.seq.0).as_slice(), "{name}");
+            }
+        }
+    }
+
+    /// A sparse index that places frames wrongly (offsets off by one, sequences off by
+    /// one, more frames than the bytes hold, a last entry that claims more frames before it
+    /// than there are before the segment's end) changes nothing a cursor reads.
+    #[test]
+    fn pieces_placed_by_a_wrong_index_read_the_records_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = 5000;
+        packed_log(dir.path(), count);
+        type Lie = fn(&mut Vec<IndexEntry>);
+        let lies: [(&str, Lie); 4] = [
+            ("offsets", |entries| {
+                entries.iter_mut().for_each(|e| e.offset += 1);
+            }),
+            ("sequences", |entries| {
+                entries.iter_mut().for_each(|e| e.seq += 1);
+            }),
+            ("more frames than bytes", |entries| {
+                entries.iter_mut().for_each(|e| e.seq *= 3);
+            }),
+            ("frames past the end", |entries| {
+                if let Some(last) = entries.last_mut() {
+                    last.seq += 40;
+                }
+            }),
+        ];
+        for (name, lie) in lies {
+            let reader = Reader::open(dir.path(), &options(ReadStrategy::Mmap)).unwrap();
+            for base in reader.segments() {
+                let Some(segment) = reader.shared().segment_for(base.0).unwrap() else {
+                    continue;
+                };
+                let mut index = segment.index.write();
+                // The first entry, where seeks start, stays true.
+                let mut entries = index.entries().to_vec();
+                let (_, after_first) = entries.split_first_mut().unwrap();
+                let mut lied = after_first.to_vec();
+                lie(&mut lied);
+                after_first.copy_from_slice(&lied);
+                *index = SparseIndex::from_entries(entries);
+            }
+            FROM_PIECES.set(0);
+            let (read, error) = read_with(&reader, 1, Thread::Here);
+            assert!(error.is_none(), "{name}: {error:?}");
+            assert_eq!(read.len() as u64, count, "{name}");
+            for (seq, payload) in read {
+                assert_eq!(payload, record(seq), "{name}: record {seq}");
+            }
+            if name == "frames past the end" {
+                assert!(FROM_PIECES.get() > count / 2, "{name}");
             }
         }
     }
