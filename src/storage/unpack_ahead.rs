@@ -2,8 +2,8 @@
 //!
 //! Reading a packed segment [SEG-09] is mostly decompressing it: about 0.4 µs a record, most
 //! of a replay's time (benches/README.md). A cursor reading a mapped packed segment in order
-//! therefore splits the frames ahead of it into pieces of [`PIECE_FRAMES`] and offers them to
-//! the process's unpacking thread. The cursor takes the pieces from the first on and reads
+//! therefore splits the frames ahead of it into pieces of at least [`PIECE_FRAMES`] and offers
+//! them to the process's unpacking thread. The cursor takes the pieces from the first on and reads
 //! their frames itself, as it would without the thread; the thread takes them from the last
 //! back, checks and decompresses each into a buffer, and the cursor reads those pieces'
 //! records from their buffers when it gets there. The two meet once a batch.
@@ -32,10 +32,12 @@ use super::frame;
 use super::pack::Inflater;
 use super::segment::SegmentData;
 
-/// Frames in a piece: about 15 µs of decompression, long enough that offering it costs
-/// little, short enough that waiting for the thread to finish one costs little.
+/// The fewest frames in a piece (about 15 µs of decompression: long enough that offering it
+/// costs little, short enough that waiting for the thread to finish one costs little); a
+/// piece ends at the first index entry past them.
 const PIECE_FRAMES: usize = 32;
-/// The most frames a cursor splits at once. It keeps one batch ahead of the one it reads.
+/// Frames a cursor splits at once, up to the end of the piece that reaches them. It keeps one
+/// batch ahead of the one it reads.
 const BATCH_FRAMES: u64 = 16 * PIECE_FRAMES as u64;
 /// Records a cursor reads in order, one at a time, before it splits the frames ahead: a
 /// point read never does.
@@ -52,7 +54,7 @@ const QUEUE: usize = 8;
 /// Frames of a packed segment, split into pieces for the cursor and the thread.
 struct Batch {
     segment: Arc<SegmentData>,
-    /// The published end the frames were found below.
+    /// The cursor's published end of the segment when it split the batch.
     end: u64,
     max_payload: u32,
     pieces: Vec<Piece>,
@@ -473,7 +475,7 @@ impl Piece {
             .map(|map| map.published())
             .unwrap_or_default();
         let mut unpacked = Unpacked {
-            records: Vec::with_capacity(self.frames),
+            records: Vec::with_capacity(self.frames.min(4 * PIECE_FRAMES)),
             ..Unpacked::default()
         };
         let (mut offset, mut seq) = (self.offset, self.seq);
