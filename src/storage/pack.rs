@@ -204,26 +204,17 @@ impl Inflater {
         compressed: &[u8],
         dictionary: Option<&Dictionary>,
     ) -> Option<&[u8]> {
-        let size = declared_size(compressed)?;
-        if self.context.is_none() {
-            self.context = DCtx::try_create();
-        }
-        let context = self.context.as_mut()?;
-        self.out.clear();
-        self.out.reserve(size);
-        let written = match dictionary {
-            Some(Dictionary(ddict)) => {
-                context.decompress_using_ddict(&mut self.out, compressed, ddict)
-            }
-            None => context.decompress(&mut self.out, compressed),
-        }
-        .ok()?;
-        (written == size && self.out.len() == size).then_some(self.out.as_slice())
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let inflated = self.inflate_onto(compressed, dictionary, &mut out);
+        self.out = out;
+        inflated.then_some(self.out.as_slice())
     }
 
     /// Appends the content of the zstd frame `compressed` to `out`, as
-    /// [`Inflater::inflate`] would return it, without copying it through this inflater's
-    /// own buffer. `false`, with `out` as it was, where `inflate` returns `None`.
+    /// [`Inflater::inflate`] returns it, without copying it through this inflater's own
+    /// buffer. `false`, with `out` as it was, if it does not decompress to exactly its
+    /// declared size.
     pub(crate) fn inflate_onto(
         &mut self,
         compressed: &[u8],
