@@ -326,17 +326,8 @@ impl Unpacking {
         end: u64,
         max_payload: u32,
     ) -> Option<Arc<Batch>> {
-        if STARVED_AT
-            .lock()
-            .is_some_and(|at| at.elapsed() < STARVED_PAUSE)
-        {
-            // Tests that play the thread's part are not paused by other tests' cursors.
-            #[cfg(not(test))]
+        if starved() {
             return None;
-            #[cfg(test)]
-            if !tests::playing_thread() {
-                return None;
-            }
         }
         let frames = self.wanted_from(at.1)?;
         let batch = Arc::new(Batch::split(segment, at, end, max_payload, frames)?);
@@ -521,6 +512,18 @@ static STARVED_AT: parking_lot::Mutex<Option<Instant>> = parking_lot::Mutex::new
 /// Notes that the thread has little time: cursors read alone for [`STARVED_PAUSE`].
 fn starving() {
     *STARVED_AT.lock() = Some(Instant::now());
+}
+
+/// Whether cursors read alone for now, after [`starving`].
+fn starved() -> bool {
+    // Tests that play the thread's part are not paused by other tests' cursors.
+    #[cfg(test)]
+    if tests::playing_thread() {
+        return false;
+    }
+    STARVED_AT
+        .lock()
+        .is_some_and(|at| at.elapsed() < STARVED_PAUSE)
 }
 
 /// The thread's queue, started by the first batch offered.
