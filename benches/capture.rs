@@ -185,11 +185,13 @@ fn capture_run(
     let dir = common::scratch_dir("t14");
     let address = peer(source.clone());
     // As `esl-replay capture` opens it: sealed segments are packed in the background
-    // (`ESL_BENCH_NO_PACK` set: not packed, to compare).
+    // (`ESL_BENCH_NO_PACK` set: not packed, to compare), their originals reused for the next
+    // segments (`ESL_BENCH_NO_RECYCLE` set: new zero-filled ones, to compare).
     let options = LogOptions {
         pack_level: std::env::var_os("ESL_BENCH_NO_PACK")
             .is_none()
             .then_some(DEFAULT_PACK_LEVEL),
+        recycle_segments: std::env::var_os("ESL_BENCH_NO_RECYCLE").is_none(),
         ..LogOptions::default()
     };
     let store = LogStore::open_with(dir.path().join("store"), options).unwrap();

@@ -319,7 +319,9 @@ impl Packer {
         let Some(base) = candidate else {
             return Ok(None);
         };
-        let outcome = pack_segment(&*shared.io, &shared.dir, base, level, stop)?;
+        let reuse_len = shared.recycle_len.load(Ordering::Relaxed);
+        let (outcome, replaced) =
+            pack_segment(&*shared.io, &shared.dir, base, level, stop, reuse_len)?;
         let segment = SegmentId(base);
         match &outcome {
             PackOutcome::Packed {
@@ -330,7 +332,8 @@ impl Packer {
                 // Readers load the packed file from now on; those reading the old one go
                 // on reading it, and its blocks are freed when the last of them is done.
                 shared.unload(base);
-                tracing::debug!(%segment, records, unpacked, packed, "packed a sealed segment");
+                let original = replaced.map(|replaced| replaced.retire(shared));
+                tracing::debug!(%segment, records, unpacked, packed, ?original, "packed a sealed segment");
             }
             PackOutcome::Damaged { offset, kind } => {
                 tracing::warn!(%segment, offset, %kind, "not packing a damaged segment; it stays as written");
@@ -393,8 +396,11 @@ pub enum PackOutcome {
     Stopped,
 }
 
-/// Packs the sealed segment `base` ([PACK-01] to [PACK-05]). The caller holds the writer lock
-/// (only the writer changes segment files) and knows the segment's roll is durable.
+/// Packs the sealed segment `base` ([PACK-01] to [PACK-04]). The caller holds the writer lock
+/// (only the writer changes segment files) and knows the segment's roll is durable. An
+/// original of `reuse_len` bytes (the writer's segment size when it recycles, else 0) also
+/// gets its [`dir::recycle_path`] name. Returns the original's file once packed, for the
+/// caller to retire ([`Replaced::retire`], [PACK-05]) when it holds the segment no more.
 ///
 /// # Errors
 ///
@@ -406,13 +412,17 @@ pub(crate) fn pack_segment(
     base: u64,
     level: i32,
     stop: &AtomicBool,
-) -> Result<PackOutcome> {
+    reuse_len: u64,
+) -> Result<(PackOutcome, Option<Replaced>)> {
+    let unchanged = |outcome| Ok((outcome, None));
     let source = match read_source(dir, base) {
         Ok(Source::Frames(source)) => source,
-        Ok(Source::Packed) => return Ok(PackOutcome::AlreadyPacked),
-        Ok(Source::Damaged { offset, kind }) => return Ok(PackOutcome::Damaged { offset, kind }),
+        Ok(Source::Packed) => return unchanged(PackOutcome::AlreadyPacked),
+        Ok(Source::Damaged { offset, kind }) => {
+            return unchanged(PackOutcome::Damaged { offset, kind });
+        }
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(PackOutcome::Gone);
+            return unchanged(PackOutcome::Gone);
         }
         Err(error) => return Err(error),
     };
@@ -423,7 +433,7 @@ pub(crate) fn pack_segment(
     let dictionary = train(&source);
     let Some(packed) = encode_packed(&source, salt, &dictionary, level, stop, &segment_path)?
     else {
-        return Ok(PackOutcome::Stopped);
+        return unchanged(PackOutcome::Stopped);
     };
     // Step 3 [PACK-03]: written to a temporary, synced, and read back against the original.
     let mut temps = Temporaries {
@@ -434,26 +444,114 @@ pub(crate) fn pack_segment(
     check_read_back(&segment_temp, &source, salt, packed.seal_offset)?;
     // Step 4: its index, written to a temporary and synced.
     temps.create(&index_path, &packed.index)?;
-    // Step 5 [PACK-04]: under the retention lock, unless a truncation took the segment, both
-    // renamed into place, then the directory synced.
+    // Step 5 [PACK-04]: under the retention lock, unless a truncation took the segment, the
+    // original named for reuse, both temporaries renamed into place, the directory synced.
     let retention = dir::lock_retention(dir)?;
     let start = shared::read_start(dir)?.unwrap_or(1);
-    let original = OpenOptions::new().write(true).open(&segment_path);
+    let original = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment_path);
     let original = match original {
         Ok(file) if start < source.end_seq => file,
-        Ok(_) => return Ok(PackOutcome::Gone),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PackOutcome::Gone),
+        Ok(_) => return unchanged(PackOutcome::Gone),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return unchanged(PackOutcome::Gone);
+        }
         Err(e) => return Err(Error::io(IoOp::Open, &segment_path, e)),
     };
-    temps.commit(dir)?;
+    let kept = keep_for_reuse(io, &original, &segment_path, base, reuse_len);
+    if let Err(error) = temps.commit(dir) {
+        if let Some(kept) = &kept {
+            let _ = io.remove_file(kept);
+        }
+        return Err(error);
+    }
     drop(retention);
-    // Step 6 [PACK-05]: the original's blocks freed in steps, unless a reader holds it.
-    super::segment::release_blocks(&original);
-    Ok(PackOutcome::Packed {
+    let outcome = PackOutcome::Packed {
         records: source.end_seq - base,
         unpacked: source.unpacked_len,
         packed: packed.segment.len() as u64,
-    })
+    };
+    // Its descriptor's shared lock would refuse step 6 the exclusive one.
+    drop(source);
+    Ok((
+        outcome,
+        Some(Replaced {
+            file: original,
+            kept,
+        }),
+    ))
+}
+
+/// Gives the original segment file at `path` its [`dir::recycle_path`] name, if it has the
+/// length of the files the writer reuses [PACK-04]. A file that cannot be linked is not kept.
+fn keep_for_reuse(
+    io: &dyn Io,
+    original: &File,
+    path: &Path,
+    base: u64,
+    reuse_len: u64,
+) -> Option<PathBuf> {
+    if reuse_len == 0 || original.metadata().map_or(true, |m| m.len() != reuse_len) {
+        return None;
+    }
+    let kept = dir::recycle_path(path.parent()?, base);
+    match io.hard_link(path, &kept) {
+        Ok(()) => Some(kept),
+        Err(error) => {
+            tracing::debug!(%error, segment = %SegmentId(base), "cannot keep a packed segment's original for reuse");
+            None
+        }
+    }
+}
+
+/// The original file of a segment that packing replaced, and its name for reuse if it got one
+/// ([PACK-04]).
+#[derive(Debug)]
+pub(crate) struct Replaced {
+    file: File,
+    kept: Option<PathBuf>,
+}
+
+/// What became of a packed segment's original file [PACK-05].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// Kept for one of the writer's next segments.
+    Kept,
+    /// Its blocks were released in steps.
+    Released,
+    /// A reader holds it: its blocks are freed when the last reader closes it.
+    Held,
+}
+
+impl Replaced {
+    /// Step 6 [PACK-05], for a caller that holds the segment no more (its loaded segment
+    /// forgotten): unless a reader in any process still holds the original, keeps it for the
+    /// writer's next segments if it was named for that and fewer than [`dir::RECYCLE_POOL`]
+    /// wait, else releases its blocks in steps. A name for reuse that is not used is removed.
+    pub(crate) fn retire(self, shared: &Shared) -> Retired {
+        let Replaced { file, kept } = self;
+        let held = !super::segment::lock_exclusive(&file);
+        if let Some(kept) = kept {
+            if !held {
+                let mut pool = shared.recycled.lock();
+                if pool.len() < dir::RECYCLE_POOL {
+                    pool.push((kept, file));
+                    return Retired::Kept;
+                }
+            }
+            // Not durable: the next open removes a name left behind [DIR-02].
+            if let Err(error) = shared.io.remove_file(&kept) {
+                tracing::warn!(%error, file = %kept.display(), "could not remove a packed segment's original; the next open will");
+            }
+        }
+        if held {
+            return Retired::Held;
+        }
+        super::segment::release_blocks(&file);
+        Retired::Released
+    }
 }
 
 /// A sealed segment's verified records.

@@ -844,7 +844,17 @@ impl Log {
         let dir = &self.shared.dir;
         let base = active.id.0;
         let unpacked = (active.salt, seal_offset);
-        match pack::pack_segment(&*self.options.io, dir, base, level, &AtomicBool::new(false)) {
+        // Not kept for reuse: the log is closing. The original's blocks are freed when the log
+        // lets go of its active segment.
+        let packing = pack::pack_segment(
+            &*self.options.io,
+            dir,
+            base,
+            level,
+            &AtomicBool::new(false),
+            0,
+        );
+        match packing.map(|(outcome, _)| outcome) {
             Ok(PackOutcome::Packed { .. }) => {
                 let (_, _, header, frames_end, _) = segment::open_frames(dir, base, false)?;
                 Ok((header.salt, frames_end - FRAME_HEADER_LEN as u64))

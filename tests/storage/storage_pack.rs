@@ -7,13 +7,14 @@
 //! ([PACK-01] to [PACK-05]) leaves a log that opens with every record, whichever of its renames
 //! reached the disk.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esl_replay::storage::codec::{
-    FileHeader, PACKED_VERSION, PLAIN_VERSION, SEGMENT_MAGIC, TRAILER_OVERHEAD, index_path,
-    segment_path,
+    FileHeader, PACKED_VERSION, PLAIN_VERSION, RECYCLED_VERSION, SEGMENT_MAGIC, TRAILER_OVERHEAD,
+    index_path, recycle_path, segment_path,
 };
 use esl_replay::storage::{
     CorruptKind, Error, LogOptions, PackOutcome, ReadStrategy, Reader, RecoveryMode, Seq,
@@ -183,6 +184,9 @@ fn a_cursor_reads_on_while_its_segment_is_packed() {
         seen.push((r.seq.0, r.payload.to_vec()));
     }
     assert!(packed_count(&log.pack_sealed().unwrap()) > 2);
+    // The segment the cursor holds is not kept for reuse [PACK-05]; the others are.
+    assert!(!recycle_path(dir.path(), 1).exists());
+    assert!(!recycled_names(dir.path()).is_empty());
     while let Some(r) = cursor.next().unwrap() {
         seen.push((r.seq.0, r.payload.to_vec()));
     }
@@ -191,6 +195,84 @@ fn a_cursor_reads_on_while_its_segment_is_packed() {
         assert_eq!(payload, record(seq), "record {seq}");
     }
     log.close().unwrap();
+}
+
+/// [PACK-04] [PACK-05] [SEG-10] A packed segment's original file, held by no reader, waits
+/// under its recycle name and becomes one of the writer's next segments: every record reads
+/// back, from the writer and a follower, and a clean close leaves no kept file.
+#[test]
+fn a_packed_segments_original_becomes_a_next_segment() {
+    let dir = temp_dir();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
+    let mut count = 0;
+    while segment_bases(dir.path()).len() < 3 {
+        count += 1;
+        log.append(&record(count)).unwrap();
+    }
+    let first = segment_path(dir.path(), 1);
+    let original = std::fs::metadata(&first).unwrap().ino();
+    assert!(packed_count(&log.pack_sealed().unwrap()) >= 2);
+    assert_eq!(header_of(dir.path(), 1).read_version, PACKED_VERSION);
+    let kept = recycle_path(dir.path(), 1);
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), original);
+    let reused = loop {
+        count += 1;
+        log.append(&record(count)).unwrap();
+        let last = *segment_bases(dir.path()).last().unwrap();
+        if std::fs::metadata(segment_path(dir.path(), last))
+            .unwrap()
+            .ino()
+            == original
+        {
+            break last;
+        }
+        assert!(
+            count < 5_000,
+            "no roll reused the packed segment's original"
+        );
+    };
+    assert_eq!(header_of(dir.path(), reused).read_version, RECYCLED_VERSION);
+    assert!(!kept.exists());
+    for _ in 0..20 {
+        count += 1;
+        log.append(&record(count)).unwrap();
+    }
+    assert_every_record(&log.reader(), count);
+    log.close().unwrap();
+    assert!(recycled_names(dir.path()).is_empty());
+    let follower = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&follower, count);
+    assert!(follower.verify().unwrap().is_ok());
+}
+
+/// [PACK-05] An original that is not kept (the writer does not recycle) has its blocks
+/// released once it is packed; a descriptor that takes no lock sees them gone.
+#[test]
+fn a_packed_segments_original_is_released_when_not_kept() {
+    let dir = temp_dir();
+    let options = LogOptions {
+        recycle_segments: false,
+        ..fast_options()
+    };
+    let count = 600;
+    written_log(dir.path(), &options, count);
+    let original = std::fs::File::open(segment_path(dir.path(), 1)).unwrap();
+    assert!(original.metadata().unwrap().blocks() > 0);
+    let (log, _) = open_log(dir.path(), options.clone()).unwrap();
+    assert!(packed_count(&log.pack_sealed().unwrap()) > 2);
+    assert!(recycled_names(dir.path()).is_empty());
+    assert_eq!(original.metadata().unwrap().blocks(), 0);
+    assert_every_record(&log.reader(), count);
+    log.close().unwrap();
+}
+
+/// The names of files kept for reuse in `dir`.
+fn recycled_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("recycle."))
+        .collect()
 }
 
 /// [SEG-09] With `pack_level` set, the writer packs sealed segments in the background while

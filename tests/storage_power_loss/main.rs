@@ -423,11 +423,12 @@ impl Harness<'_> {
 
 /// The kind of operation a crash point interrupted, from its description.
 fn point_kind(what: &str) -> &'static str {
-    const KINDS: [(&str, &str); 7] = [
+    const KINDS: [(&str, &str); 8] = [
         ("write of", "before a write"),
         ("sync of directory", "before a directory sync"),
         ("sync of", "before a file sync"),
         ("rename", "before a rename"),
+        ("link", "before a link"),
         ("removal", "before a removal"),
         ("closed", "after a clean close"),
         ("killed", "after a process crash"),

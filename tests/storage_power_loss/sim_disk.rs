@@ -508,6 +508,24 @@ impl<P: Clone + Send + Sync + std::fmt::Debug> Io for SimDisk<P> {
         Ok(())
     }
 
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        self.maybe_crash(&mut state, || format!("link to {}", link.display()));
+        let (Some(from_dir), Some(to_dir)) = (self.relative(original), self.relative(link)) else {
+            return StdIo.hard_link(original, link);
+        };
+        let ((rel, from), (to_rel, to)) = (split(&from_dir), split(&to_dir));
+        assert_eq!(rel, to_rel, "the log links only within one directory");
+        self.reconcile(&mut state, &rel);
+        StdIo.hard_link(original, link)?;
+        let model = state.dirs.entry(rel).or_default();
+        if let Some(node) = model.current.get(&from).copied() {
+            model.current.insert(to.clone(), node);
+            model.pending.push(DirOp::Link { name: to, node });
+        }
+        Ok(())
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
         self.maybe_crash(&mut state, || format!("removal of {}", path.display()));

@@ -83,6 +83,16 @@ pub trait Io: Send + Sync + fmt::Debug {
         std::fs::rename(source, target)
     }
 
+    /// Gives a file a second name in its directory (`link`).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (`EEXIST` if the name is taken, `EPERM` where the file
+    /// system has no hard links).
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        std::fs::hard_link(original, link)
+    }
+
     /// Removes a file.
     ///
     /// # Errors
