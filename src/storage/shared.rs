@@ -647,6 +647,43 @@ impl Shared {
         Ok(Some(start))
     }
 
+    /// Forgets the segments that a truncation by another handle or process deleted, as
+    /// `truncate_prefix` does for its own, so that their maps and descriptors close and their
+    /// space is freed once no cursor reads them [TRUNC-01]. Files still present (an
+    /// interrupted truncation) stay known, for `truncate_prefix`. Returns the forgotten
+    /// segments that were loaded, for [`release_forgotten`].
+    pub(crate) fn forget_truncated(&self) -> Result<Vec<Arc<SegmentData>>> {
+        let start = self.reload_start()?;
+        let mut slots = self.slots.write();
+        let deleted = slots
+            .windows(2)
+            .take_while(|w| {
+                w.get(1).is_some_and(|next| next.base <= start)
+                    && w.first()
+                        .is_some_and(|s| !dir::segment_path(&self.dir, s.base).exists())
+            })
+            .count();
+        Ok(slots
+            .drain(..deleted)
+            .filter_map(|slot| slot.get().cloned())
+            .collect())
+    }
+
+    /// For the writer: forgets and frees the segments another process truncated away
+    /// ([`Shared::forget_truncated`], [`release_forgotten`]). Never fails an append: a start
+    /// file that cannot be read now is read at the next look.
+    pub(crate) fn forget_truncated_elsewhere(&self) {
+        match self.forget_truncated() {
+            Ok(forgotten) => release_forgotten(forgotten),
+            Err(error) => {
+                tracing::warn!(
+                    error = error_chain(&error),
+                    "cannot read the start file to look for truncations by other processes"
+                );
+            }
+        }
+    }
+
     /// For followers: discovers frames and segments the writer added since the last look.
     /// Returns whether anything new was found.
     ///
@@ -657,22 +694,7 @@ impl Shared {
             return self.flush();
         }
         let mut window = self.refresh_window.lock();
-        let start = self.reload_start()?;
-        // Forget segments a truncation (by any process) deleted, as `truncate_prefix` does, so
-        // their maps and handles close and their space is freed once no cursor reads them.
-        // Files still present (an interrupted truncation) stay known, for `truncate_prefix`.
-        {
-            let mut slots = self.slots.write();
-            let deleted = slots
-                .windows(2)
-                .take_while(|w| {
-                    w.get(1).is_some_and(|next| next.base <= start)
-                        && w.first()
-                            .is_some_and(|s| !dir::segment_path(&self.dir, s.base).exists())
-                })
-                .count();
-            slots.drain(..deleted);
-        }
+        release_forgotten(self.forget_truncated()?);
         self.forget_replaced();
         // The bytes past the end change under us: never trust an earlier read of them.
         window.reset();
@@ -741,6 +763,27 @@ impl Shared {
 }
 
 /// Opens the last segment for a follower: its frames are found by scanning with `pread`.
+/// Frees the blocks of segments that another process truncated and this one held (from
+/// [`Shared::forget_truncated`]) in steps, as that truncation would have had this process
+/// not held them ([TRUNC-04]), on a thread of its own: the steps take a while by design.
+/// A segment a cursor still reads, or another process holds, is left to its last reader.
+pub(crate) fn release_forgotten(forgotten: Vec<Arc<SegmentData>>) {
+    let owned: Vec<SegmentData> = forgotten.into_iter().filter_map(Arc::into_inner).collect();
+    if owned.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("esl-replay-release".into())
+        .spawn(move || {
+            for data in owned {
+                segment::release_blocks(&data.file);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::debug!(%error, "cannot start a thread to free truncated segments in steps; they are freed whole");
+    }
+}
+
 pub(crate) fn open_tail(
     dir: &Path,
     base: u64,

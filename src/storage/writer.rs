@@ -745,6 +745,7 @@ impl Log {
             self.shared.sync_wake.notify_one();
         }
         self.packer.wake();
+        self.shared.forget_truncated_elsewhere();
         tracing::debug!(segment = %self.active.id, "rolled to a new segment");
         Ok(())
     }
@@ -1093,6 +1094,7 @@ fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<(
 /// The sync thread: waits for unsynced appends (or a roll to finish), then syncs and
 /// publishes the watermark.
 fn sync_loop(shared: &Shared, policy: SyncPolicy) {
+    let mut looked_for_truncations = Instant::now();
     let roll = || !shared.pending_rolls.lock().is_empty();
     let pending = || {
         roll()
@@ -1100,7 +1102,8 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
                 && shared.next.load(Ordering::SeqCst) > shared.durable.load(Ordering::SeqCst))
     };
     loop {
-        {
+        // Whether a sync is due (`false`: idle for a while, time to look for truncations).
+        let due = {
             let mut state = shared.sync.lock();
             loop {
                 if state.shutdown {
@@ -1113,7 +1116,7 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
                             return;
                         }
                         if pending() {
-                            break;
+                            break true;
                         }
                     }
                     _ => {
@@ -1124,38 +1127,53 @@ fn sync_loop(shared: &Shared, policy: SyncPolicy) {
                             {
                                 linger(shared, &mut state);
                             }
-                            break;
+                            break true;
                         }
                         // Announce idleness, then look again: an appender either sees the flag
                         // and wakes us (under the lock we hold until we wait) or published
                         // before our second look.
                         shared.sync_idle.store(true, Ordering::SeqCst);
-                        if !pending() {
-                            shared.sync_wake.wait(&mut state);
-                        }
+                        let idle = !pending()
+                            && shared
+                                .sync_wake
+                                .wait_for(&mut state, TRUNCATION_CHECK)
+                                .timed_out();
                         shared.sync_idle.store(false, Ordering::SeqCst);
+                        if idle {
+                            break false;
+                        }
                     }
                 }
             }
-        }
-        if let SyncPolicy::GroupCommit {
-            max_delay,
-            max_bytes,
-        } = policy
-            && !max_delay.is_zero()
-        {
-            gather(shared, max_delay, max_bytes);
-        }
-        let synced = if policy == SyncPolicy::OsOnly {
-            shared.finish_rolls()
-        } else {
-            shared.sync_pending()
         };
-        if synced.is_err() {
-            return;
+        if due {
+            if let SyncPolicy::GroupCommit {
+                max_delay,
+                max_bytes,
+            } = policy
+                && !max_delay.is_zero()
+            {
+                gather(shared, max_delay, max_bytes);
+            }
+            let synced = if policy == SyncPolicy::OsOnly {
+                shared.finish_rolls()
+            } else {
+                shared.sync_pending()
+            };
+            if synced.is_err() {
+                return;
+            }
+        }
+        if looked_for_truncations.elapsed() >= TRUNCATION_CHECK {
+            looked_for_truncations = Instant::now();
+            shared.forget_truncated_elsewhere();
         }
     }
 }
+
+/// How often the sync thread looks for segments that a truncation in another process deleted
+/// (at most; also at each roll), so that their space is freed while the writer runs.
+const TRUNCATION_CHECK: Duration = Duration::from_secs(1);
 
 /// How long the group-commit sync thread leaves appends to the threads waiting for them
 /// before it syncs them itself. A waiting thread syncs at once ([`Shared::try_lead_sync`]):

@@ -14,6 +14,7 @@
 //! sequences except for a jump forward to the start when a truncation passed them.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use esl_replay::storage::codec::segment_path;
 use esl_replay::storage::{
     Error, Log, LogOptions, ReadStrategy, Reader, RecoveryReport, Seq, SyncPolicy,
 };
@@ -495,6 +497,30 @@ fn deleted_segments_held(dir: &Path) -> Vec<String> {
     held
 }
 
+/// Waits up to 10 s until this process holds no deleted segment file of `dir` but the
+/// `watching` descriptors (opened without a lock), and those files' blocks are freed: the
+/// last holder frees them in steps on a thread of its own [TRUNC-04].
+fn assert_released(dir: &Path, watching: &[std::fs::File], who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = deleted_segments_held(dir);
+        let blocks: u64 = watching
+            .iter()
+            .map(|f| f.metadata().unwrap().blocks())
+            .sum();
+        if held.len() == watching.len() && held.iter().all(|h| h.starts_with("open")) && blocks == 0
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} still holds deleted segments ({blocks} blocks):\n{}",
+            held.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// [TRUNC-01] A long-lived follower lets go of the segments a truncation by another process
 /// deleted (their maps and file handles) once it has moved past them, so their disk space
 /// is reclaimed while it keeps running.
@@ -521,13 +547,49 @@ fn follower_releases_segments_truncated_by_another_process() {
         log.flush().unwrap();
         assert_eq!(follower.next_seq().unwrap(), Seq(seq + 1));
         assert_eq!(read_all(&follower).len() as u64, seq + 1 - start);
-        let held = deleted_segments_held(dir.path());
-        assert!(
-            held.is_empty(),
-            "{strategy:?}: the follower still holds deleted segments:\n{}",
-            held.join("\n")
-        );
+        assert_released(dir.path(), &[], &format!("{strategy:?}: the follower"));
     }
+}
+
+/// [TRUNC-01] [TRUNC-04] A writer lets go of the segments a truncation by another handle or
+/// process deleted, and frees their blocks in steps, while it keeps running: within a second
+/// when idle, and at its next roll. (It used to hold them, maps and descriptors, until it
+/// closed, so a prune beside a running capture freed no space.)
+#[test]
+fn the_writer_frees_segments_truncated_by_another_process() {
+    if !Path::new("/proc/self/maps").exists() {
+        return;
+    }
+    let seed = 12;
+    let dir = temp_dir();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
+    let mut seq = 1;
+    let mut fill = |log: &mut Log, segments: usize| {
+        while segment_bases(dir.path()).len() < segments {
+            log.append(&payload(seed, seq)).unwrap();
+            seq += 1;
+        }
+        log.sync().unwrap();
+    };
+    fill(&mut log, 6);
+    // Both phases: the writer idle (its sync thread looks), then rolling.
+    for (phase, segments) in [("idle", 6), ("rolling", 9)] {
+        fill(&mut log, segments);
+        let bases = segment_bases(dir.path());
+        // Descriptors without a lock, to see the blocks go.
+        let watched: Vec<std::fs::File> = bases[..3]
+            .iter()
+            .map(|base| std::fs::File::open(segment_path(dir.path(), *base)).unwrap())
+            .collect();
+        let other = Reader::open(dir.path(), &fast_options()).unwrap();
+        other.truncate_prefix(Seq(bases[3])).unwrap();
+        drop(other);
+        if phase == "rolling" {
+            fill(&mut log, 7);
+        }
+        assert_released(dir.path(), &watched, &format!("{phase}: the writer"));
+    }
+    log.close().unwrap();
 }
 
 /// [DIR-03] [RD-01] A second writer gets `Error::Locked` naming the directory, whether the
