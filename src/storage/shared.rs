@@ -23,6 +23,10 @@ use super::pack::Inflater;
 use super::segment::{self, FileWindow, SegmentData, Stop};
 use super::signal::Signal;
 
+/// The most sealed segments one handle keeps loaded (a descriptor and a map each): an eighth
+/// of the usual default limit of 1,024 open files.
+const LOADED_SEALED_MAX: usize = 128;
+
 /// How often a follower looks for sealed segments replaced by packed ones.
 const REPLACED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -114,6 +118,9 @@ pub(crate) struct Shared {
     /// Whether this handle discovers frames itself (no writer in this process).
     pub(crate) follower: bool,
     pub(crate) slots: RwLock<Vec<Arc<Slot>>>,
+    /// The sealed segments loaded in `slots`, oldest load first: beyond
+    /// [`LOADED_SEALED_MAX`] the oldest is let go of ([`Shared::note_loaded`]).
+    loaded: Mutex<VecDeque<u64>>,
     /// No sequence below this is returned.
     pub(crate) start: AtomicU64,
     /// Every sequence below this is published.
@@ -202,6 +209,7 @@ impl Shared {
             max_payload,
             follower,
             slots: RwLock::new(Vec::new()),
+            loaded: Mutex::new(VecDeque::new()),
             start: AtomicU64::new(1),
             next: AtomicU64::new(1),
             durable: AtomicU64::new(1),
@@ -521,13 +529,44 @@ impl Shared {
         }
     }
 
-    /// Forgets what was loaded of sealed segment `base`, whose file was replaced ([PACK-04]):
-    /// the next read loads the new file. Handles to the old one stay valid.
+    /// Forgets what was loaded of sealed segment `base`, whose file was replaced ([PACK-04]),
+    /// or which was loaded longest ago: the next read loads the file. Handles to the old one
+    /// stay valid.
     pub(crate) fn unload(&self, base: u64) {
         let mut slots = self.slots.write();
         let last = slots.len().saturating_sub(1);
         if let Some(slot) = slots.iter_mut().take(last).find(|s| s.base == base) {
             *slot = Slot::unloaded(base);
+        }
+    }
+
+    /// Notes that sealed segment `base` is loaded (read, or sealed by a roll) and lets go of
+    /// the one loaded longest ago beyond [`LOADED_SEALED_MAX`], so that a handle that reads a
+    /// whole store, or a writer that runs for weeks, holds a bounded number of descriptors
+    /// and maps. Cursors keep the segment they are reading.
+    pub(crate) fn note_loaded(&self, base: u64) {
+        let evicted = {
+            let mut loaded = self.loaded.lock();
+            loaded.push_back(base);
+            if loaded.len() > LOADED_SEALED_MAX {
+                loaded.pop_front()
+            } else {
+                None
+            }
+        };
+        let Some(evicted) = evicted.filter(|evicted| *evicted != base) else {
+            return;
+        };
+        // A segment whose roll is still being made durable stays as the roll sees it.
+        let rolling = self
+            .pending_rolls
+            .lock()
+            .iter()
+            .any(|roll| roll.sealed.id.0 == evicted);
+        if rolling {
+            self.loaded.lock().push_back(evicted);
+        } else {
+            self.unload(evicted);
         }
     }
 
@@ -568,7 +607,9 @@ impl Shared {
             }
             Err(error) => return Err(error),
         };
-        let _ = slot.data.set(Arc::new(data));
+        if slot.data.set(Arc::new(data)).is_ok() {
+            self.note_loaded(slot.base);
+        }
         Ok(slot.get().cloned())
     }
 
@@ -758,6 +799,7 @@ impl Shared {
             Err(error) => return Err(error),
         };
         self.slots.write().push(Slot::loaded(Arc::new(data)));
+        self.note_loaded(last.id.0);
         Ok(true)
     }
 }

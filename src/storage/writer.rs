@@ -733,6 +733,7 @@ impl Log {
             });
         }
         self.shared.slots.write().push(Slot::loaded(new.clone()));
+        self.shared.note_loaded(old.id.0);
         *self.shared.active.lock() = Some(new.clone());
         restage(&self.shared, &new, HEADER_LEN as u64, end_seq);
         old.sealed.store(true, Ordering::Release);

@@ -592,6 +592,51 @@ fn the_writer_frees_segments_truncated_by_another_process() {
     log.close().unwrap();
 }
 
+/// Descriptors this process holds open on segment files of `dir`.
+fn segments_held_open(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter(|target| target.starts_with(dir) && target.to_string_lossy().contains(".seg"))
+        .count()
+}
+
+/// A writer that has rolled through hundreds of segments, and a follower that has read
+/// them all, each hold a bounded number of them open (the oldest loaded are let go of), so a
+/// long-running writer or a reader of a large store stays within the default limit of 1,024
+/// open files; every record still reads back, from both.
+#[test]
+fn handles_hold_a_bounded_number_of_segments_open() {
+    if !Path::new("/proc/self/fd").exists() {
+        return;
+    }
+    let dir = temp_dir();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
+    let mut seq = 1;
+    while log.reader().segments().len() < 400 {
+        log.append(&payload(5, seq)).unwrap();
+        seq += 1;
+        if seq % 8 == 0 {
+            log.sync().unwrap();
+        }
+    }
+    log.sync().unwrap();
+    assert!(segments_held_open(dir.path()) < 200, "the writer");
+    let follower = Reader::open(dir.path(), &fast_options()).unwrap();
+    for reader in [log.reader(), follower] {
+        let all = read_all(&reader);
+        assert_eq!(all.len() as u64, seq - 1);
+        for (at, (got, bytes)) in all.iter().enumerate().step_by(101) {
+            assert_eq!(*got, at as u64 + 1);
+            assert_eq!(*bytes, payload(5, *got));
+        }
+        assert!(segments_held_open(dir.path()) < 400, "after reading");
+    }
+    log.close().unwrap();
+}
+
 /// [DIR-03] [RD-01] A second writer gets `Error::Locked` naming the directory, whether the
 /// first writer is in this process or another; readers need no lock; the lock is released
 /// when the holder closes or exits.
