@@ -392,6 +392,11 @@ impl HashPairs {
         &self.sorted
     }
 
+    /// Bytes of memory the pairs and their bucket starts take.
+    fn bytes(&self) -> usize {
+        self.sorted.capacity() * 16 + self.starts.capacity() * 4
+    }
+
     fn filter(&self) -> &SegmentFilter {
         self.filter
             .get_or_init(|| SegmentFilter::new(self.sorted.iter().map(|p| p.0)))
@@ -1014,6 +1019,11 @@ pub(crate) struct Newest {
 /// Lookups a handle answers with [`Search::Hinted`] before it loads the indexes whole.
 const HINTED_LOOKUPS: u32 = 4;
 
+/// The most memory the pairs of loaded sealed segments take in one handle (4 M records):
+/// beyond it the oldest are let go of, their files read in place when a lookup needs them,
+/// so a writer that runs for weeks does not hold every id it ever wrote.
+const LOADED_PAIRS_BYTES: usize = 64 << 20;
+
 /// Pairs read on each side of where a hash should be in a `.ids` file: for uniform hashes
 /// its place is within a few hundred pairs of the interpolated one.
 const PROBE_PAIRS: u64 = 512;
@@ -1135,6 +1145,11 @@ pub(crate) struct IdIndex {
     /// The thread writing the last sealed segment's `.ids` file: the file is advisory, so
     /// appends do not wait for it ([STORE-06]).
     writing: Option<std::thread::JoinHandle<()>>,
+    /// [`LOADED_PAIRS_BYTES`] (smaller in tests).
+    loaded_budget: usize,
+    /// Whether sealed segments' pairs were let go of to stay within the budget: lookups
+    /// then read those segments' files in place rather than load them whole again.
+    trimmed: bool,
 }
 
 impl Drop for IdIndex {
@@ -1155,7 +1170,21 @@ impl IdIndex {
             damage: Vec::new(),
             hinted_lookups: 0,
             writing: None,
+            loaded_budget: LOADED_PAIRS_BYTES,
+            trimmed: false,
         }
+    }
+
+    /// Sets the memory budget of loaded sealed segments' pairs, for tests.
+    #[cfg(test)]
+    pub(crate) fn set_loaded_budget(&mut self, bytes: usize) {
+        self.loaded_budget = bytes;
+    }
+
+    /// How many sealed segments' pairs are loaded, for tests.
+    #[cfg(test)]
+    pub(crate) fn loaded_sealed(&self) -> usize {
+        self.sealed.len()
     }
 
     /// Waits until the last sealed segment's `.ids` file is written (or its write failed).
@@ -1167,10 +1196,30 @@ impl IdIndex {
         }
     }
 
-    /// Keeps a sealed segment's index (the filters side by side are built again).
+    /// Keeps a sealed segment's index (the filters side by side are built again), then lets
+    /// go of the oldest others while the loaded ones exceed the budget
+    /// ([`LOADED_PAIRS_BYTES`]).
     fn keep_sealed(&mut self, ids: Arc<SegmentIds>) {
-        self.sealed.insert(ids.base, ids);
+        let kept = ids.base;
+        self.sealed.insert(kept, ids);
         self.filter = None;
+        let mut loaded: usize = self.sealed.values().map(|ids| ids.pairs.bytes()).sum();
+        while loaded > self.loaded_budget {
+            // Never the one just kept, nor the newest, whose file may still be being written.
+            let newest = self.sealed.keys().next_back().copied();
+            let Some(oldest) = self
+                .sealed
+                .keys()
+                .copied()
+                .find(|base| *base != kept && Some(*base) != newest)
+            else {
+                break;
+            };
+            if let Some(ids) = self.sealed.remove(&oldest) {
+                loaded = loaded.saturating_sub(ids.pairs.bytes());
+            }
+            self.trimmed = true;
+        }
     }
 
     fn forget_sealed(&mut self, base: u64) {
@@ -1536,7 +1585,7 @@ impl IdIndex {
         let hash = hash_id(id);
         // A handle that keeps looking ids up loads the indexes once instead; its first
         // lookups read the sealed segments' files without keeping them.
-        let loads_whole = self.hinted_lookups >= HINTED_LOOKUPS;
+        let loads_whole = self.hinted_lookups >= HINTED_LOOKUPS && !self.trimmed;
         let search = if search == Search::Hinted && loads_whole {
             Search::Verified
         } else {

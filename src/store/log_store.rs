@@ -982,6 +982,48 @@ mod tests {
         }
     }
 
+    /// A writer keeps the ids of only as many sealed segments in memory as its budget allows
+    /// (the oldest let go of, their files read in place), and still finds every record by
+    /// id, and an id it never wrote nowhere, before and after reopening.
+    #[test]
+    fn a_writer_within_its_id_memory_budget_finds_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let options = LogOptions {
+            segment_bytes: crate::storage::SEGMENT_BYTES_MIN,
+            max_payload_bytes: 32 << 10,
+            ..LogOptions::default()
+        };
+        let mut store = LogStore::open_with(&root, options.clone()).unwrap();
+        store.ids.lock().set_loaded_budget(1);
+        let mut ids = Vec::new();
+        for batch in 0..12 {
+            let envelopes = (batch * 100..batch * 100 + 100)
+                .map(dataset::envelope)
+                .collect();
+            ids.extend(store.write_batch(envelopes).unwrap());
+        }
+        let sealed = store.reader.segments().len() - 1;
+        assert!(sealed > 4, "{sealed} sealed segments");
+        // The one kept last and the newest stay.
+        assert!(store.ids.lock().loaded_sealed() <= 2);
+        let absent = RecordId::new("00000000-0000-4000-8000-000000000000").unwrap();
+        for _ in 0..2 {
+            for (i, id) in ids.iter().enumerate() {
+                let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+                assert_eq!(found, Some(i as u64 + 1), "{id}");
+            }
+            assert!(store.read_by_id(&absent).unwrap().is_none());
+            assert!(store.ids.lock().loaded_sealed() <= 2);
+        }
+        store.close().unwrap();
+        let store = LogStore::open_with(&root, options).unwrap();
+        for (i, id) in ids.iter().enumerate().step_by(97) {
+            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(i as u64 + 1), "{id}");
+        }
+    }
+
     /// A one-shot lookup searches the sealed segments, then the segment that was active
     /// when it began: a record there is found even when that segment is sealed in between.
     #[test]
