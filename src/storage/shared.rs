@@ -804,7 +804,6 @@ impl Shared {
     }
 }
 
-/// Opens the last segment for a follower: its frames are found by scanning with `pread`.
 /// Frees the blocks of segments that another process truncated and this one held (from
 /// [`Shared::forget_truncated`]) in steps, as that truncation would have had this process
 /// not held them ([TRUNC-04]), on a thread of its own: the steps take a while by design.
@@ -826,6 +825,7 @@ pub(crate) fn release_forgotten(forgotten: Vec<Arc<SegmentData>>) {
     }
 }
 
+/// Opens the last segment for a follower: its frames are found by scanning with `pread`.
 pub(crate) fn open_tail(
     dir: &Path,
     base: u64,
