@@ -506,6 +506,12 @@ fn keep_for_reuse(
     }
 }
 
+/// How many kept files may wait when a packing offers its original ([PACK-05]). Packing
+/// frees a file per roll and a roll takes one, but the next segment's file is prepared once
+/// the active one is half full, which a packing can finish after: one more absorbs that. More
+/// would only hold a segment's worth of disk each.
+const KEPT_ORIGINALS: usize = 2;
+
 /// The original file of a segment that packing replaced, and its name for reuse if it got one
 /// ([PACK-04]).
 #[derive(Debug)]
@@ -528,15 +534,15 @@ pub(crate) enum Retired {
 impl Replaced {
     /// Step 6 [PACK-05], for a caller that holds the segment no more (its loaded segment
     /// forgotten): unless a reader in any process still holds the original, keeps it for the
-    /// writer's next segments if it was named for that and fewer than [`dir::RECYCLE_POOL`]
-    /// wait, else releases its blocks in steps. A name for reuse that is not used is removed.
+    /// writer's next segments if it was named for that and fewer than [`KEPT_ORIGINALS`]
+    /// kept files wait, else releases its blocks in steps. A name for reuse that is not used is removed.
     pub(crate) fn retire(self, shared: &Shared) -> Retired {
         let Replaced { file, kept } = self;
         let held = !super::segment::lock_exclusive(&file);
         if let Some(kept) = kept {
             if !held {
                 let mut pool = shared.recycled.lock();
-                if pool.len() < dir::RECYCLE_POOL {
+                if pool.len() < KEPT_ORIGINALS {
                     pool.push((kept, file));
                     return Retired::Kept;
                 }
