@@ -982,6 +982,15 @@ mod tests {
         }
     }
 
+    /// Log options with the smallest segments, so that a few records roll.
+    fn small_segments() -> LogOptions {
+        LogOptions {
+            segment_bytes: crate::storage::SEGMENT_BYTES_MIN,
+            max_payload_bytes: 32 << 10,
+            ..LogOptions::default()
+        }
+    }
+
     /// A writer keeps the ids of only as many sealed segments in memory as its budget allows
     /// (the oldest let go of, their files read in place), and still finds every record by
     /// id, and an id it never wrote nowhere, before and after reopening.
@@ -989,11 +998,7 @@ mod tests {
     fn a_writer_within_its_id_memory_budget_finds_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let options = LogOptions {
-            segment_bytes: crate::storage::SEGMENT_BYTES_MIN,
-            max_payload_bytes: 32 << 10,
-            ..LogOptions::default()
-        };
+        let options = small_segments();
         let mut store = LogStore::open_with(&root, options.clone()).unwrap();
         store.ids.lock().set_loaded_budget(1);
         let mut ids = Vec::new();
@@ -1030,11 +1035,7 @@ mod tests {
     fn a_lookup_finds_a_record_whose_segment_was_sealed_between_its_two_parts() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let options = LogOptions {
-            segment_bytes: crate::storage::SEGMENT_BYTES_MIN,
-            max_payload_bytes: 32 << 10,
-            ..LogOptions::default()
-        };
+        let options = small_segments();
         let mut store = LogStore::open_with(&root, options).unwrap();
         let ids = store
             .write_batch((0..10).map(dataset::envelope).collect())
