@@ -1019,10 +1019,12 @@ pub(crate) struct Newest {
 /// Lookups a handle answers with [`Search::Hinted`] before it loads the indexes whole.
 const HINTED_LOOKUPS: u32 = 4;
 
-/// The most memory the pairs of loaded sealed segments take in one handle (4 M records):
+/// The most memory the pairs of loaded sealed segments take in one handle (16 M records):
 /// beyond it the oldest are let go of, their files read in place when a lookup needs them,
-/// so a writer that runs for weeks does not hold every id it ever wrote.
-const LOADED_PAIRS_BYTES: usize = 64 << 20;
+/// so a writer that runs for weeks does not hold every id it ever wrote. (An import that
+/// brings its own ids checks every segment for each batch, and beyond this loads the
+/// files of those let go of again: slower, never wrong.)
+const LOADED_PAIRS_BYTES: usize = 256 << 20;
 
 /// Pairs read on each side of where a hash should be in a `.ids` file: for uniform hashes
 /// its place is within a few hundred pairs of the interpolated one.
