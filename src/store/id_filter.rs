@@ -30,7 +30,7 @@ fn mask(mixed: u64) -> u64 {
 }
 
 /// One segment's filter: `2^bits` words.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SegmentFilter {
     bits: u32,
     words: Vec<u64>,
@@ -50,6 +50,15 @@ impl SegmentFilter {
             }
         }
         SegmentFilter { bits, words }
+    }
+
+    /// Whether a record whose id hashes to `hash` may be in the segment (`false`: it is not).
+    pub(crate) fn may_hold(&self, hash: u64) -> bool {
+        let mixed = mix(hash);
+        let mask = mask(mixed);
+        self.words
+            .get(block(mixed, self.bits))
+            .is_none_or(|word| word & mask == mask)
     }
 
     /// This filter's word for `block` of `2^bits` words (`bits` at least its own): a hash's
@@ -131,13 +140,23 @@ mod tests {
         for (at, hashes) in segments.iter().enumerate() {
             for hash in hashes {
                 assert!(rows.matches(*hash).any(|s| s == at), "segment {at}");
+                assert!(filters[at].may_hold(*hash), "segment {at} alone");
             }
         }
         let probes = 100_000;
         let mut passed = [0usize; 6];
         for _ in 0..probes {
-            for at in rows.matches(next()) {
+            let hash = next();
+            for at in rows.matches(hash) {
                 passed[at] += 1;
+            }
+            // A filter alone answers as its column of the rows does.
+            for (at, filter) in filters.iter().enumerate() {
+                assert_eq!(
+                    filter.may_hold(hash),
+                    rows.matches(hash).any(|s| s == at),
+                    "segment {at}"
+                );
             }
         }
         assert_eq!(passed[0], 0, "an empty segment's filter passed a hash");

@@ -1020,10 +1020,9 @@ pub(crate) struct Newest {
 const HINTED_LOOKUPS: u32 = 4;
 
 /// The most memory the pairs of loaded sealed segments take in one handle (16 M records):
-/// beyond it the oldest are let go of, their files read in place when a lookup needs them,
-/// so a writer that runs for weeks does not hold every id it ever wrote. (An import that
-/// brings its own ids checks every segment for each batch, and beyond this loads the
-/// files of those let go of again: slower, never wrong.)
+/// beyond it the oldest are let go of, keeping only their filters, their files read in
+/// place when a lookup needs them, so a writer that runs for weeks does not hold every id
+/// it ever wrote.
 const LOADED_PAIRS_BYTES: usize = 256 << 20;
 
 /// Pairs read on each side of where a hash should be in a `.ids` file: for uniform hashes
@@ -1152,6 +1151,9 @@ pub(crate) struct IdIndex {
     /// Whether sealed segments' pairs were let go of to stay within the budget: lookups
     /// then read those segments' files in place rather than load them whole again.
     trimmed: bool,
+    /// The Bloom filters of the sealed segments let go of (by base, with their ends): a
+    /// lookup reads the file of such a segment only when its filter may hold the id.
+    let_go: BTreeMap<u64, (u64, SegmentFilter)>,
 }
 
 impl Drop for IdIndex {
@@ -1174,6 +1176,7 @@ impl IdIndex {
             writing: None,
             loaded_budget: LOADED_PAIRS_BYTES,
             trimmed: false,
+            let_go: BTreeMap::new(),
         }
     }
 
@@ -1204,6 +1207,7 @@ impl IdIndex {
     fn keep_sealed(&mut self, ids: Arc<SegmentIds>) {
         let kept = ids.base;
         self.sealed.insert(kept, ids);
+        self.let_go.remove(&kept);
         self.filter = None;
         let mut loaded: usize = self.sealed.values().map(|ids| ids.pairs.bytes()).sum();
         while loaded > self.loaded_budget {
@@ -1219,6 +1223,8 @@ impl IdIndex {
             };
             if let Some(ids) = self.sealed.remove(&oldest) {
                 loaded = loaded.saturating_sub(ids.pairs.bytes());
+                self.let_go
+                    .insert(oldest, (ids.end, ids.pairs.filter().clone()));
             }
             self.trimmed = true;
         }
@@ -1226,6 +1232,7 @@ impl IdIndex {
 
     fn forget_sealed(&mut self, base: u64) {
         self.sealed.remove(&base);
+        self.let_go.remove(&base);
         self.filter = None;
     }
 
@@ -1636,6 +1643,9 @@ impl IdIndex {
                 ids.candidates(hash, &mut found.seqs);
                 continue;
             }
+            if self.let_go_excludes(base, end, hash) {
+                continue;
+            }
             match search {
                 Search::Known => return Ok(None),
                 Search::Hinted => {
@@ -1713,12 +1723,50 @@ impl IdIndex {
         let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         for pair in segments.windows(2) {
             let [base, end] = *pair else { continue };
+            if let Some(probed) = self.probe_let_go(base, end, hashes) {
+                for (at, seqs) in probed {
+                    if let Some(out) = found.get_mut(at) {
+                        out.extend(seqs);
+                    }
+                }
+                continue;
+            }
             let ids = self.sealed_ids(reader, base, end)?;
             for (hash, out) in hashes.iter().zip(&mut found) {
                 ids.candidates(*hash, out);
             }
         }
         Ok(found)
+    }
+
+    /// Whether the filter of let-go segment `[base, end)` proves `hash` absent from it.
+    fn let_go_excludes(&self, base: u64, end: u64, hash: u64) -> bool {
+        self.let_go
+            .get(&base)
+            .is_some_and(|(known_end, filter)| *known_end == end && !filter.may_hold(hash))
+    }
+
+    /// For a let-go segment `[base, end)`: the candidates of each of `hashes` (by index)
+    /// that its filter may hold, read from its file in place. `None` if the segment is loaded
+    /// or not let go of, or its file cannot be read so (the caller loads it).
+    fn probe_let_go(&self, base: u64, end: u64, hashes: &[u64]) -> Option<Vec<(usize, Vec<u64>)>> {
+        if self.sealed.contains_key(&base) {
+            return None;
+        }
+        let (known_end, filter) = self.let_go.get(&base)?;
+        if *known_end != end {
+            return None;
+        }
+        let path = self.path(base);
+        let mut probed = Vec::new();
+        for (at, hash) in hashes.iter().enumerate() {
+            if filter.may_hold(*hash) {
+                let (seqs, _) =
+                    verified_probe(&path, base, Some(end), *hash, OlderFiles::ReadThrough)?;
+                probed.push((at, seqs));
+            }
+        }
+        Some(probed)
     }
 
     /// The first step of a [`Search::Hinted`] lookup that left the active segment for
@@ -1871,6 +1919,7 @@ impl IdIndex {
         for base in doomed {
             self.forget_sealed(base);
         }
+        self.let_go.retain(|base, _| *base >= first_base);
         if self.persist
             && let Ok(entries) = std::fs::read_dir(&self.dir)
         {

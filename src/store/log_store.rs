@@ -1021,6 +1021,16 @@ mod tests {
             assert!(store.read_by_id(&absent).unwrap().is_none());
             assert!(store.ids.lock().loaded_sealed() <= 2);
         }
+        // An import's duplicate check reads the let-go segments through their filters.
+        let stored = store.read_by_id(&ids[3]).unwrap().unwrap();
+        let mut fields = stored.into_fields();
+        fields.append_sequence = ids.len() as u64 + 1;
+        let again = Record::new(fields).unwrap();
+        let duplicate = store.append_records(std::slice::from_ref(&again));
+        assert!(
+            matches!(duplicate, Err(Error::DuplicateId { holder: 4, .. })),
+            "{duplicate:?}"
+        );
         store.close().unwrap();
         let store = LogStore::open_with(&root, options).unwrap();
         for (i, id) in ids.iter().enumerate().step_by(97) {
