@@ -68,6 +68,17 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
         ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The figures count every record in the stores, so stores left by an earlier run would
+    // be read again and miscounted.
+    let occupied = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .next()
+        .is_some();
+    anyhow::ensure!(
+        temporary || !occupied,
+        "{} is not empty: the bench writes its stores there, so give it a new or empty directory",
+        dir.display()
+    );
     let result = match (command, records) {
         (BenchCommand::Compare(args), _) => compare(&dir, args),
         (BenchCommand::Retention(_), Some(records)) => retention(&dir, records),

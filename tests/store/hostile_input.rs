@@ -122,6 +122,21 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
     assert_eq!(sequences(&store), [1]);
 }
 
+/// `bench --dir` on a directory an earlier run left stores in is refused before anything is
+/// written there: the figures would count the old records too.
+#[test]
+fn a_bench_refuses_a_directory_that_is_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = write_lines(dir.path(), "earlier.ndjson", &[line(1, 10)]);
+    for bench in ["compare", "retention"] {
+        let text = fails(&["bench", bench, "--records", "10", "--dir", path(dir.path())]);
+        assert!(text.contains("is not empty"), "{text}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert!(earlier.exists());
+}
+
 /// Item 8: a malformed line names its line and what was committed, and suggests the fix.
 #[test]
 fn a_malformed_line_names_its_line_and_what_was_imported_before_it() {
