@@ -1,6 +1,6 @@
 //! Packed segments read in order on two cores.
 //!
-//! Reading a packed segment [SEG-09] is mostly decompressing it: about 0.4 µs a record, most
+//! Reading a packed segment [SEG-09] is mostly decompressing it: about 0.3 µs a record, most
 //! of a replay's time (benches/README.md). A cursor reading a mapped packed segment in order
 //! therefore splits the frames ahead of it into pieces of at least [`PIECE_FRAMES`] and offers
 //! them to the process's unpacking thread. The cursor takes the pieces from the first on and reads
