@@ -294,10 +294,7 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut run = 0;
     let mut at = 0;
-    while let Some(offset) = bytes
-        .get(at..)
-        .and_then(|rest| rest.iter().position(|b| ESCAPE_LEAD[usize::from(*b)]))
-    {
+    while let Some(offset) = bytes.get(at..).and_then(next_escape_lead) {
         at += offset;
         let lead = bytes.get(at).copied().unwrap_or_default();
         let (escape, width): (&str, usize) = match lead {
@@ -333,6 +330,24 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     }
     out.push_str(text.get(run..).unwrap_or_default());
     out.push('"');
+}
+
+/// Where the first byte of `bytes` at which [`write_string`] may have to escape is
+/// ([`ESCAPE_LEAD`]). Blocks of 16 bytes are tested without branches, which the compiler
+/// turns into vector compares, and only a block that holds one is looked at byte by byte:
+/// most strings hold none.
+fn next_escape_lead(bytes: &[u8]) -> Option<usize> {
+    let lead = |block: &[u8]| block.iter().position(|b| ESCAPE_LEAD[usize::from(*b)]);
+    let (blocks, rest) = bytes.as_chunks::<16>();
+    for (index, block) in blocks.iter().enumerate() {
+        let any = block.iter().fold(false, |any, b| {
+            any | (*b < 0x20) | (*b == b'"') | (*b == b'\\') | (*b == 0xe2)
+        });
+        if any && let Some(at) = lead(block) {
+            return Some(index * 16 + at);
+        }
+    }
+    lead(rest).map(|at| blocks.len() * 16 + at)
 }
 
 /// The bytes at which [`write_string`] may have to escape: C0 controls, `"`, `\\` and 0xE2.
@@ -572,6 +587,30 @@ mod tests {
         quickcheck::QuickCheck::new()
             .tests(5_000)
             .quickcheck(agrees as fn(String) -> bool);
+    }
+
+    #[test]
+    fn escape_leads_are_found_as_byte_by_byte() {
+        fn agrees(bytes: Vec<u8>, skip: u8) -> bool {
+            let bytes = bytes.get(usize::from(skip % 16)..).unwrap_or_default();
+            let by_byte = bytes.iter().position(|b| ESCAPE_LEAD[usize::from(*b)]);
+            next_escape_lead(bytes) == by_byte
+        }
+        for lead in [0, 0x1f, b'"', b'\\', 0xe2] {
+            // Two blocks and a rest.
+            for at in 0..40 {
+                let mut bytes = vec![b'a'; 40];
+                bytes[at] = lead;
+                // Neighbours that a block test could confuse with a lead (39 - at != at).
+                bytes[39 - at] = 0x20;
+                assert!(agrees(bytes.clone(), 0), "{lead:#x} at {at}");
+                bytes[39 - at] = 0xe3;
+                assert!(agrees(bytes, 0), "{lead:#x} at {at}");
+            }
+        }
+        quickcheck::QuickCheck::new()
+            .tests(5_000)
+            .quickcheck(agrees as fn(Vec<u8>, u8) -> bool);
     }
 
     #[test]

@@ -63,38 +63,44 @@ pub(crate) fn write_reference_text_of(
     // from UTC, so it is written "+00:00" to keep export -> import -> export identical.
     let west = offset_seconds < 0 && (hours, minutes) != (0, 0);
     // "YYYY-MM-DDTHH:MM:SS.mmm+HH:MM" (the year takes four digits within the range of
-    // `OffsetDateTime`), filled in place and appended at once.
-    let mut text = *b"0000-00-00T00:00:00.000+00:00";
-    for (at, value, width) in [
-        (
-            0,
-            u32::try_from(year.unsigned_abs() % 10_000).unwrap_or(0),
-            4,
-        ),
-        (5, month, 2),
-        (8, day, 2),
-        (11, second_of_day / 3600, 2),
-        (14, second_of_day % 3600 / 60, 2),
-        (17, second_of_day % 60, 2),
-        (20, nanos / NANOS_PER_MILLI, 3),
-        (24, hours, 2),
-        (27, minutes, 2),
-    ] {
-        let mut rest = value;
-        for slot in text.iter_mut().skip(at).take(width).rev() {
-            // `rest % 10` is below 10, so the cast cannot truncate.
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-    }
-    if let Some(sign) = text.get_mut(23).filter(|_| west) {
-        *sign = b'-';
-    }
+    // `OffsetDateTime`), built at once from pairs of digits.
+    let year_digits = u32::try_from(year.unsigned_abs() % 10_000).unwrap_or(0);
+    let millis = nanos / NANOS_PER_MILLI % 1000;
+    let [y1, y2] = digit_pair(year_digits / 100);
+    let [y3, y4] = digit_pair(year_digits);
+    let [mo1, mo2] = digit_pair(month);
+    let [d1, d2] = digit_pair(day);
+    let [h1, h2] = digit_pair(second_of_day / 3600);
+    let [mi1, mi2] = digit_pair(second_of_day % 3600 / 60);
+    let [s1, s2] = digit_pair(second_of_day % 60);
+    let [_, ms1] = digit_pair(millis / 100);
+    let [ms2, ms3] = digit_pair(millis);
+    let sign = if west { b'-' } else { b'+' };
+    let [oh1, oh2] = digit_pair(hours);
+    let [om1, om2] = digit_pair(minutes);
+    let text = [
+        y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1, s2,
+        b'.', ms1, ms2, ms3, sign, oh1, oh2, b':', om1, om2,
+    ];
     if year < 0 {
         out.push('-');
     }
     // ASCII digits and punctuation only, so the text is always UTF-8.
     out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+}
+
+/// The two ASCII digits of `value` below 100 (of `value % 100` otherwise).
+fn digit_pair(value: u32) -> [u8; 2] {
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut pairs = [[0; 2]; 100];
+        let mut value = 0;
+        while value < 100 {
+            pairs[value] = [b'0' + (value / 10) as u8, b'0' + (value % 10) as u8];
+            value += 1;
+        }
+        pairs
+    };
+    PAIRS.get((value % 100) as usize).copied().unwrap_or(*b"00")
 }
 
 /// The (year, month, day) of a day number counted from 1970-01-01 (Howard Hinnant's
