@@ -61,6 +61,29 @@ impl SegmentFilter {
             .is_none_or(|word| word & mask == mask)
     }
 
+    /// The memory its words take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.words.len() * size_of::<u64>()
+    }
+
+    /// Halves the filter: each word becomes the union of the two it covered (a hash's word
+    /// among fewer words is its word among more, shifted), so it still holds every hash it
+    /// held and lets about twice as many others through. `false` if it is one word already.
+    pub(crate) fn fold(&mut self) -> bool {
+        if self.bits == 0 {
+            return false;
+        }
+        let (pairs, _) = self.words.as_chunks::<2>();
+        self.words = pairs.iter().map(|[first, second]| first | second).collect();
+        self.bits -= 1;
+        true
+    }
+
+    /// `2^bits` is its number of words.
+    pub(crate) fn bits(&self) -> u32 {
+        self.bits
+    }
+
     /// This filter's word for `block` of `2^bits` words (`bits` at least its own): a hash's
     /// word here is the top bits of its block there.
     fn word_for(&self, bits: u32, block: usize) -> u64 {
@@ -166,6 +189,32 @@ mod tests {
                 "segment {at}: {passed} of {probes} through"
             );
         }
+    }
+
+    /// A folded filter still holds every hash, and lets more others through.
+    #[test]
+    fn folded_filters_hold_every_hash() {
+        let hashes: Vec<u64> = (0..20_000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let mut filter = SegmentFilter::new(hashes.iter().copied());
+        let absent = |filter: &SegmentFilter| {
+            (1..=10_000u64)
+                .filter(|i| filter.may_hold(i.wrapping_mul(0xd6e8_feb8_6659_fd93)))
+                .count()
+        };
+        let mut passed = absent(&filter);
+        while filter.bits() > 0 {
+            let bytes = filter.bytes();
+            assert!(filter.fold());
+            assert_eq!(filter.bytes(), bytes / 2);
+            assert!(hashes.iter().all(|hash| filter.may_hold(*hash)));
+            let now = absent(&filter);
+            assert!(now >= passed, "{now} < {passed}");
+            passed = now;
+        }
+        assert!(!filter.fold());
+        assert_eq!(filter.bytes(), 8);
     }
 
     #[test]

@@ -1025,6 +1025,11 @@ const HINTED_LOOKUPS: u32 = 4;
 /// it ever wrote.
 const LOADED_PAIRS_BYTES: usize = 256 << 20;
 
+/// The most memory the filters of let-go segments take in one handle (those of about 50 M
+/// records, unfolded): beyond it the largest are folded, so that a writer's memory stays
+/// bounded however long it runs, at the cost of reading more let-go files for absent ids.
+const LET_GO_FILTERS_BYTES: usize = 64 << 20;
+
 /// Pairs read on each side of where a hash should be in a `.ids` file: for uniform hashes
 /// its place is within a few hundred pairs of the interpolated one.
 const PROBE_PAIRS: u64 = 512;
@@ -1154,6 +1159,8 @@ pub(crate) struct IdIndex {
     /// The Bloom filters of the sealed segments let go of (by base, with their ends): a
     /// lookup reads the file of such a segment only when its filter may hold the id.
     let_go: BTreeMap<u64, (u64, SegmentFilter)>,
+    /// [`LET_GO_FILTERS_BYTES`] (smaller in tests).
+    let_go_budget: usize,
 }
 
 impl Drop for IdIndex {
@@ -1177,6 +1184,7 @@ impl IdIndex {
             loaded_budget: LOADED_PAIRS_BYTES,
             trimmed: false,
             let_go: BTreeMap::new(),
+            let_go_budget: LET_GO_FILTERS_BYTES,
         }
     }
 
@@ -1184,6 +1192,19 @@ impl IdIndex {
     #[cfg(test)]
     pub(crate) fn set_loaded_budget(&mut self, bytes: usize) {
         self.loaded_budget = bytes;
+    }
+
+    /// Sets the memory budget of let-go segments' filters, for tests.
+    #[cfg(test)]
+    pub(crate) fn set_let_go_budget(&mut self, bytes: usize) {
+        self.let_go_budget = bytes;
+    }
+
+    /// The memory the let-go segments' filters take, and how many there are, for tests.
+    #[cfg(test)]
+    pub(crate) fn let_go_filters(&self) -> (usize, usize) {
+        let bytes = self.let_go.values().map(|(_, f)| f.bytes()).sum();
+        (bytes, self.let_go.len())
     }
 
     /// How many sealed segments' pairs are loaded, for tests.
@@ -1227,6 +1248,29 @@ impl IdIndex {
                     .insert(oldest, (ids.end, ids.pairs.filter().clone()));
             }
             self.trimmed = true;
+        }
+        self.fold_let_go();
+    }
+
+    /// Folds the let-go segments' filters, the largest first and the oldest of those, while
+    /// they take more than their budget ([`LET_GO_FILTERS_BYTES`]): they fold evenly, each
+    /// still holding every id of its segment.
+    fn fold_let_go(&mut self) {
+        let mut bytes: usize = self.let_go.values().map(|(_, f)| f.bytes()).sum();
+        while bytes > self.let_go_budget {
+            let largest = self.let_go.values().map(|(_, f)| f.bits()).max();
+            let Some((_, filter)) = self
+                .let_go
+                .values_mut()
+                .find(|(_, f)| Some(f.bits()) == largest)
+            else {
+                break;
+            };
+            let before = filter.bytes();
+            if !filter.fold() {
+                break;
+            }
+            bytes -= before - filter.bytes();
         }
     }
 

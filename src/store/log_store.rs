@@ -1039,6 +1039,45 @@ mod tests {
         }
     }
 
+    /// With the let-go segments' filters over their budget too, they fold (to one word each
+    /// here) and lookups and duplicate checks still find every record and no absent one.
+    #[test]
+    fn a_writer_whose_filters_are_folded_finds_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut store = LogStore::open_with(&root, small_segments()).unwrap();
+        store.ids.lock().set_loaded_budget(1);
+        store.ids.lock().set_let_go_budget(1);
+        let mut ids = Vec::new();
+        for batch in 0..12 {
+            let envelopes = (batch * 100..batch * 100 + 100)
+                .map(dataset::envelope)
+                .collect();
+            ids.extend(store.write_batch(envelopes).unwrap());
+        }
+        // Enough records a segment that an unfolded filter has more than one word (six each).
+        let per_segment = ids.len() / store.reader.segments().len();
+        assert!(per_segment > 12, "{per_segment} records a segment");
+        let (bytes, filters) = store.ids.lock().let_go_filters();
+        assert!(filters > 2, "{filters} let-go filters");
+        assert_eq!(bytes, filters * 8, "not folded to one word each");
+        let absent = RecordId::new("00000000-0000-4000-8000-000000000000").unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(i as u64 + 1), "{id}");
+        }
+        assert!(store.read_by_id(&absent).unwrap().is_none());
+        let stored = store.read_by_id(&ids[3]).unwrap().unwrap();
+        let mut fields = stored.into_fields();
+        fields.append_sequence = ids.len() as u64 + 1;
+        let again = Record::new(fields).unwrap();
+        let duplicate = store.append_records(std::slice::from_ref(&again));
+        assert!(
+            matches!(duplicate, Err(Error::DuplicateId { holder: 4, .. })),
+            "{duplicate:?}"
+        );
+    }
+
     /// A one-shot lookup searches the sealed segments, then the segment that was active
     /// when it began: a record there is found even when that segment is sealed in between.
     #[test]
