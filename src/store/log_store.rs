@@ -991,6 +991,41 @@ mod tests {
         }
     }
 
+    /// Writes 1,200 dataset records in batches of 100 and returns their ids.
+    fn write_in_batches(store: &mut LogStore) -> Vec<RecordId> {
+        let mut ids = Vec::new();
+        for batch in 0..12 {
+            let envelopes = (batch * 100..batch * 100 + 100)
+                .map(dataset::envelope)
+                .collect();
+            ids.extend(store.write_batch(envelopes).unwrap());
+        }
+        ids
+    }
+
+    /// Every one of `ids` is found at its sequence, and an id never written nowhere.
+    fn assert_found_by_id(store: &LogStore, ids: &[RecordId]) {
+        for (i, id) in ids.iter().enumerate() {
+            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(i as u64 + 1), "{id}");
+        }
+        let absent = RecordId::new("00000000-0000-4000-8000-000000000000").unwrap();
+        assert!(store.read_by_id(&absent).unwrap().is_none());
+    }
+
+    /// An import's duplicate check finds the fourth record's id in its (let-go) segment.
+    fn assert_duplicate_refused(store: &mut LogStore, ids: &[RecordId]) {
+        let stored = store.read_by_id(&ids[3]).unwrap().unwrap();
+        let mut fields = stored.into_fields();
+        fields.append_sequence = ids.len() as u64 + 1;
+        let again = Record::new(fields).unwrap();
+        let duplicate = store.append_records(std::slice::from_ref(&again));
+        assert!(
+            matches!(duplicate, Err(Error::DuplicateId { holder: 4, .. })),
+            "{duplicate:?}"
+        );
+    }
+
     /// A writer keeps the ids of only as many sealed segments in memory as its budget allows
     /// (the oldest let go of, their files read in place), and still finds every record by
     /// id, and an id it never wrote nowhere, before and after reopening.
@@ -1001,36 +1036,17 @@ mod tests {
         let options = small_segments();
         let mut store = LogStore::open_with(&root, options.clone()).unwrap();
         store.ids.lock().set_loaded_budget(1);
-        let mut ids = Vec::new();
-        for batch in 0..12 {
-            let envelopes = (batch * 100..batch * 100 + 100)
-                .map(dataset::envelope)
-                .collect();
-            ids.extend(store.write_batch(envelopes).unwrap());
-        }
+        let ids = write_in_batches(&mut store);
         let sealed = store.reader.segments().len() - 1;
         assert!(sealed > 4, "{sealed} sealed segments");
         // The one kept last and the newest stay.
         assert!(store.ids.lock().loaded_sealed() <= 2);
-        let absent = RecordId::new("00000000-0000-4000-8000-000000000000").unwrap();
         for _ in 0..2 {
-            for (i, id) in ids.iter().enumerate() {
-                let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
-                assert_eq!(found, Some(i as u64 + 1), "{id}");
-            }
-            assert!(store.read_by_id(&absent).unwrap().is_none());
+            assert_found_by_id(&store, &ids);
             assert!(store.ids.lock().loaded_sealed() <= 2);
         }
         // An import's duplicate check reads the let-go segments through their filters.
-        let stored = store.read_by_id(&ids[3]).unwrap().unwrap();
-        let mut fields = stored.into_fields();
-        fields.append_sequence = ids.len() as u64 + 1;
-        let again = Record::new(fields).unwrap();
-        let duplicate = store.append_records(std::slice::from_ref(&again));
-        assert!(
-            matches!(duplicate, Err(Error::DuplicateId { holder: 4, .. })),
-            "{duplicate:?}"
-        );
+        assert_duplicate_refused(&mut store, &ids);
         store.close().unwrap();
         let store = LogStore::open_with(&root, options).unwrap();
         for (i, id) in ids.iter().enumerate().step_by(97) {
@@ -1048,34 +1064,15 @@ mod tests {
         let mut store = LogStore::open_with(&root, small_segments()).unwrap();
         store.ids.lock().set_loaded_budget(1);
         store.ids.lock().set_let_go_budget(1);
-        let mut ids = Vec::new();
-        for batch in 0..12 {
-            let envelopes = (batch * 100..batch * 100 + 100)
-                .map(dataset::envelope)
-                .collect();
-            ids.extend(store.write_batch(envelopes).unwrap());
-        }
+        let ids = write_in_batches(&mut store);
         // Enough records a segment that an unfolded filter has more than one word (six each).
         let per_segment = ids.len() / store.reader.segments().len();
         assert!(per_segment > 12, "{per_segment} records a segment");
         let (bytes, filters) = store.ids.lock().let_go_filters();
         assert!(filters > 2, "{filters} let-go filters");
         assert_eq!(bytes, filters * 8, "not folded to one word each");
-        let absent = RecordId::new("00000000-0000-4000-8000-000000000000").unwrap();
-        for (i, id) in ids.iter().enumerate() {
-            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
-            assert_eq!(found, Some(i as u64 + 1), "{id}");
-        }
-        assert!(store.read_by_id(&absent).unwrap().is_none());
-        let stored = store.read_by_id(&ids[3]).unwrap().unwrap();
-        let mut fields = stored.into_fields();
-        fields.append_sequence = ids.len() as u64 + 1;
-        let again = Record::new(fields).unwrap();
-        let duplicate = store.append_records(std::slice::from_ref(&again));
-        assert!(
-            matches!(duplicate, Err(Error::DuplicateId { holder: 4, .. })),
-            "{duplicate:?}"
-        );
+        assert_found_by_id(&store, &ids);
+        assert_duplicate_refused(&mut store, &ids);
     }
 
     /// A one-shot lookup searches the sealed segments, then the segment that was active
