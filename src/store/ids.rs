@@ -1920,10 +1920,12 @@ impl IdIndex {
         Ok(ids.pairs.as_slice().is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
     }
 
-    /// Removes every chunk file, durably: the writer's open does this after an unclean
+    /// Removes, durably, every chunk file and the `.ids` files of the segment based at
+    /// `active_base` and of any after it: the writer's open does this after an unclean
     /// shutdown, before it appends, because records a crash lost may be appended again with
-    /// other contents under the same sequences ([STORE-06]).
-    pub(crate) fn remove_chunks(&mut self) -> Result<()> {
+    /// other contents under the same sequences, and a crash that lost a roll's seal leaves
+    /// the segment active again beside the `.ids` file already written for it ([STORE-06]).
+    pub(crate) fn remove_after_crash(&mut self, active_base: u64) -> Result<()> {
         self.wait_for_files();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
@@ -1931,10 +1933,14 @@ impl IdIndex {
         let mut removed = false;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name
-                .to_str()
-                .is_some_and(|n| n.ends_with(".part") || n.ends_with(".part.tmp"))
-            {
+            let stale = name.to_str().is_some_and(|n| {
+                let n = n.strip_suffix(".tmp").unwrap_or(n);
+                n.ends_with(".part")
+                    || n.strip_suffix(".ids")
+                        .and_then(|base| base.parse::<u64>().ok())
+                        .is_some_and(|base| base >= active_base)
+            });
+            if stale {
                 let path = entry.path();
                 self.io.remove_file(&path).map_err(|source| Error::Io {
                     op: "remove",

@@ -263,10 +263,11 @@ impl LogStore {
         if layout == Some(Layout::LegacyText) || *store.runs.read() != stored {
             store.write_map(&store.runs.read())?;
         }
+        let segments = store.reader.segments();
         let mut ids = store.ids.lock();
-        ids.forget_below(store.reader.segments().first().map_or(0, |s| s.0));
+        ids.forget_below(segments.first().map_or(0, |s| s.0));
         if !report.clean_shutdown {
-            ids.remove_chunks()?;
+            ids.remove_after_crash(segments.last().map_or(0, |s| s.0))?;
         }
         drop(ids);
         Ok(store)

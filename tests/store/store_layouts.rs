@@ -241,6 +241,87 @@ fn an_unclean_open_removes_the_chunks() {
     );
 }
 
+/// [STORE-06] step 3: a crash can lose a roll's seal after the sealed segment's `.ids` file
+/// was written; recovery then ends the log in that segment, and the records appended after
+/// it may fill it to the same end with other ids. The unclean open removes such files, so
+/// every record appended after the crash is found by id and none of the lost ones.
+#[test]
+fn an_unclean_open_removes_the_id_files_of_segments_the_crash_made_active_again() {
+    use esl_replay::store::dataset;
+    let options = support::storage::small_options();
+    let dir = support::storage::temp_dir();
+    let ids_files = |root: &Path| -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(root.join("ids")) else {
+            return Vec::new();
+        };
+        entries
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "ids"))
+            .collect()
+    };
+    // Before the crash: sealed segments, each with its `.ids` file.
+    let before = dir.path().join("before");
+    let mut store = open_store_with(&before, options.clone()).unwrap();
+    let mut lost = Vec::new();
+    for batch in 0..30 {
+        lost.extend(
+            store
+                .write_batch(
+                    (batch * 10..batch * 10 + 10)
+                        .map(dataset::envelope)
+                        .collect(),
+                )
+                .unwrap(),
+        );
+    }
+    store.close().unwrap();
+    assert!(ids_files(&before).len() >= 2, "{:?}", ids_files(&before));
+    // After it: the first records survive in the first segment, active again, and the files
+    // written before the crash are still there.
+    let path = dir.path().join("store");
+    let mut store = open_store_with(&path, options.clone()).unwrap();
+    let mut kept = store
+        .write_batch((0..5).map(dataset::envelope).collect())
+        .unwrap();
+    store.close().unwrap();
+    std::fs::create_dir_all(path.join("ids")).unwrap();
+    for file in ids_files(&before) {
+        std::fs::copy(&file, path.join("ids").join(file.file_name().unwrap())).unwrap();
+    }
+    esl_replay::storage::remove_durable(&path.join("log/clean.meta")).unwrap();
+    // The unclean open, then records of the same sizes, so the segments end where they did.
+    let mut store = open_store_with(&path, options).unwrap();
+    kept.extend(
+        store
+            .write_batch((5..300).map(dataset::envelope).collect())
+            .unwrap(),
+    );
+    let check = |store: &dyn ArtifactReader, handle: &str| {
+        for (n, id) in kept.iter().enumerate() {
+            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(n as u64 + 1), "{handle}: record {}", n + 1);
+        }
+        for id in lost.iter().step_by(7) {
+            assert!(
+                store.read_by_id(id).unwrap().is_none(),
+                "{handle}: lost {id}"
+            );
+        }
+    };
+    check(&store, "writer");
+    check(&*LogStore::open_read_only(&path).unwrap(), "reader");
+    store.close().unwrap();
+    assert_eq!(
+        ids_files(&path).len(),
+        ids_files(&before).len(),
+        "the segments end where they did before the crash"
+    );
+    check(
+        &*LogStore::open_read_only(&path).unwrap(),
+        "reader after close",
+    );
+}
+
 /// Summaries: a store's [`ArtifactStore::summary`] (sealed segments' summaries, the active
 /// segment's chunks and newest records) equals the sum over every record read, on the
 /// writer, on a reader, and after the index files are lost and rebuilt.
