@@ -57,6 +57,10 @@ pub struct RecoveryReport {
     /// and the first append continues in a new segment (as [`RecoveryReport::pending_roll`]),
     /// or, if it held no record, everything after its header was zeroed.
     pub recycled_end: bool,
+    /// The logical start found above the recovered end of the log, which was lowered to that
+    /// end [REC-11]: a truncation had made it durable before the records below it, and a
+    /// power loss lost them. Left as it was, it would hide the records appended from now on.
+    pub start_beyond_end: Option<u64>,
 }
 
 /// The successor of a roll that had not finished, which recovery removed with every segment

@@ -481,17 +481,38 @@ impl Shared {
     }
 
     /// Makes every published record durable from any handle: the writer's sync in the
-    /// writer's process, otherwise an `fdatasync` of the last segment through this handle's
-    /// own descriptor (which flushes the file's pages whoever wrote them).
+    /// writer's process. A follower makes, through descriptors of its own (which flush a
+    /// file's pages whoever wrote them), the syncs of every roll that no index footer proves
+    /// finished ([REC-08], [ROLL-07]): each segment from the first such roll's sealed one to
+    /// the last, then the directory. Syncing the last segment alone would leave a sealed
+    /// segment's records to a writer's sync thread that may not have reached them, and a
+    /// power loss could then end the log below a start made durable after this [TRUNC-01].
     pub(crate) fn sync_tail(&self) -> Result<()> {
         if !self.follower {
             return self.sync_now();
         }
-        let last = self.slots.read().last().and_then(|s| s.get().cloned());
-        if let Some(last) = last {
+        let bases: Vec<u64> = self.slots.read().iter().map(|slot| slot.base).collect();
+        // The newest roll a footer proves finished proves every roll before it.
+        let mut first = bases.len().saturating_sub(1);
+        while let Some(i) = first.checked_sub(1) {
+            let (Some(&sealed), Some(&successor)) = (bases.get(i), bases.get(i + 1)) else {
+                break;
+            };
+            if segment::roll_proven(&self.dir, sealed, successor, self.max_payload).unwrap_or(false)
+            {
+                break;
+            }
+            first = i;
+        }
+        for base in bases.iter().skip(first) {
+            let path = dir::segment_path(&self.dir, *base);
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;
             self.io
-                .sync_data(&last.file)
-                .map_err(|e| Error::io(IoOp::Sync, &last.path, e))?;
+                .sync_data(&file)
+                .map_err(|e| Error::io(IoOp::Sync, &path, e))?;
+        }
+        if first + 1 < bases.len() {
+            super::durable::sync_dir(&*self.io, &self.dir)?;
         }
         Ok(())
     }

@@ -150,6 +150,21 @@ impl Log {
                 }
             }
         };
+        // A start above the recovered end would hide the records appended from here on
+        // below it; it is lowered to the end, and reported [REC-11].
+        let next = recovered.parts.end_seq;
+        let start = if start > next {
+            tracing::warn!(
+                start,
+                next,
+                "the log's start was beyond its recovered end; lowered to the end"
+            );
+            write_start(&*io, dir, next)?;
+            report.start_beyond_end = Some(start);
+            next
+        } else {
+            start
+        };
         // Valid or not, the marker must not outlive this open: a crash from here on is unclean.
         if clean_bytes.is_some() {
             durable::remove_files(&*io, dir, &[clean_path])?;

@@ -19,21 +19,26 @@
     reason = "tests delete index files with std::fs::remove_file to simulate their loss"
 )]
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 
 use esl_replay::storage::codec::{
     CLEAN_FILE, FORMAT_VERSION, FileHeader, FrameKind, HEADER_LEN, SEGMENT_MAGIC, SPARE_FILE,
     START_FILE, StartMark, decode_index_file, encode_frame, index_path,
 };
 use esl_replay::storage::{
-    CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, write_atomic,
+    CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, SyncPolicy,
+    write_atomic,
 };
 
 use crate::support;
 use crate::support::process::open_log;
 use crate::support::storage::{
-    FrameSpan, copy_dir, fast_options, flip_byte, frames_of, payload_of_len, read_all, read_range,
-    scratch_dir, segment_bases, segment_file, zero_range,
+    FrameSpan, copy_dir, fast_options, file_path, flip_byte, frames_of, payload_of_len, read_all,
+    read_range, scratch_dir, segment_bases, segment_file, small_options, zero_range,
 };
 
 /// A format version newer than this build knows.
@@ -826,6 +831,130 @@ fn interrupted_truncation_is_finished_on_open() {
     let all = read_all(&reader);
     assert_eq!(all.first().map(|r| r.0), Some(start));
     assert_eq!(all.len() as u64, payloads.len() as u64 + 1 - start);
+}
+
+/// [REC-11] A start file beyond the log's end (a truncation made it durable before the
+/// records below it, which a power loss then lost) is lowered to the end on open, and
+/// reported: left as it was, it would hide the records appended from then on.
+#[test]
+fn a_start_beyond_the_end_is_lowered_to_it() {
+    let dir = scratch_dir();
+    let (mut log, _) = open_log(dir.path(), fast_options()).unwrap();
+    for tag in 0..10 {
+        log.append(&payload_of_len(tag, 300)).unwrap();
+    }
+    log.close().unwrap();
+    let start_file = dir.path().join(START_FILE);
+    write_atomic(&start_file, &StartMark { start: 50 }.encode()).unwrap();
+
+    let (mut log, report) = open_log(dir.path(), fast_options()).unwrap();
+    assert_eq!(report.start_beyond_end, Some(50), "{report:?}");
+    assert_eq!((report.first_seq, report.next_seq), (11, 11));
+    let stored = StartMark::decode(&std::fs::read(&start_file).unwrap()).unwrap();
+    assert_eq!(stored.start, 11);
+    for tag in 0..5 {
+        log.append(&payload_of_len(100 + tag, 300)).unwrap();
+    }
+    let seen: Vec<u64> = read_all(&log.reader()).iter().map(|r| r.0).collect();
+    assert_eq!(seen, (11..16).collect::<Vec<_>>());
+    log.close().unwrap();
+    let (_, report) = open_log(dir.path(), fast_options()).unwrap();
+    assert_eq!(report.start_beyond_end, None);
+}
+
+/// Records the files synced through it, and while `held` is set makes every `fdatasync`
+/// wait: a writer's sync thread that has not reached its rolls yet.
+#[derive(Debug, Default)]
+struct HeldSyncs {
+    held: Mutex<bool>,
+    released: Condvar,
+    synced: Mutex<Vec<PathBuf>>,
+    directory_syncs: Mutex<usize>,
+}
+
+impl HeldSyncs {
+    fn hold(&self, held: bool) {
+        *self.held.lock() = held;
+        self.released.notify_all();
+    }
+
+    fn synced(&self, segment: &Path) -> bool {
+        self.synced
+            .lock()
+            .iter()
+            .any(|path| path.file_name() == segment.file_name())
+    }
+}
+
+impl Io for HeldSyncs {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        let mut held = self.held.lock();
+        while *held {
+            self.released.wait(&mut held);
+        }
+        drop(held);
+        self.synced.lock().push(file_path(file));
+        file.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        *self.directory_syncs.lock() += 1;
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// [TRUNC-01] A truncation from a follower makes every record below its new start durable
+/// before the start, even while the writer's sync thread has not finished the roll that
+/// sealed them ([ROLL-07]): it syncs the sealed segment and its successor, then the
+/// directory. Syncing the last segment alone let a power loss end the log below the start.
+#[test]
+fn a_followers_truncation_syncs_the_rolls_the_writer_has_not_finished() {
+    let dir = scratch_dir();
+    let writer_io = Arc::new(HeldSyncs::default());
+    let options = LogOptions {
+        sync_policy: SyncPolicy::OsOnly,
+        io: writer_io.clone(),
+        ..small_options()
+    };
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    writer_io.hold(true);
+    writer_io.synced.lock().clear();
+    let first = log.active_segment();
+    let mut tag = 0;
+    while log.active_segment() == first {
+        tag += 1;
+        log.append(&payload_of_len(tag, 900)).unwrap();
+    }
+    log.flush().unwrap();
+    let second = log.active_segment();
+    let writer_synced = writer_io.synced(&segment_file(dir.path(), first.base().0));
+
+    let follower_io = Arc::new(HeldSyncs::default());
+    let follower = Reader::open(
+        dir.path(),
+        &LogOptions {
+            io: follower_io.clone(),
+            ..small_options()
+        },
+    )
+    .unwrap();
+    let truncated = follower.truncate_prefix(Seq(first.base().0 + 5));
+    // Released before any assertion, so that a failure does not leave the writer waiting.
+    writer_io.hold(false);
+    log.close().unwrap();
+    assert!(!writer_synced, "the writer synced the sealed segment");
+    truncated.unwrap();
+    for segment in [first, second] {
+        assert!(
+            follower_io.synced(&segment_file(dir.path(), segment.base().0)),
+            "the follower did not sync {segment}: {:?}",
+            follower_io.synced.lock()
+        );
+    }
+    assert!(
+        *follower_io.directory_syncs.lock() >= 2,
+        "the segments' names, then the start"
+    );
 }
 
 /// [REC-10] A log left with one segment that never got its own header opens empty at its

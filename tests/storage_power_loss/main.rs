@@ -606,9 +606,20 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                 let first = current.reader().first_seq().0;
                 let before = harness.rng.range(first, next + 1);
                 disk.progress(|p| p.start_requested = p.start_requested.max(before));
-                let report = current
-                    .truncate_prefix(Seq(before))
-                    .expect("truncate the prefix");
+                // Half of them from a follower, as retention in another process truncates:
+                // it cannot reach the writer's sync thread, whose rolls may be unfinished.
+                let report = if harness.rng.chance(1, 2) {
+                    current
+                        .flush()
+                        .expect("write the staged frames for the follower");
+                    harness.count("prefix truncations from a follower", 1);
+                    Reader::open(&dir, &options)
+                        .expect("open a follower")
+                        .truncate_prefix(Seq(before))
+                } else {
+                    current.truncate_prefix(Seq(before))
+                }
+                .expect("truncate the prefix");
                 disk.progress(|p| p.start_acked = p.start_acked.max(before));
                 harness.count("prefix truncations", 1);
                 harness.count("segments truncated away", report.segments_removed as u64);
@@ -766,6 +777,10 @@ fn recover_log_image(
 ) -> Result<Checked, String> {
     let LogCheck { seed, policy, .. } = run;
     match Log::open(dir, image_options(RecoveryMode::TolerateTornTail)) {
+        Ok((_, report)) if report.start_beyond_end.is_some() => Err(format!(
+            "the start file said {:?}, beyond the recovered end {}: a truncation made it durable before the records below it",
+            report.start_beyond_end, report.next_seq
+        )),
         Ok((log, _)) => verify_log(dir, log, progress, seed),
         Err(Error::Corrupt {
             segment,
