@@ -1,14 +1,19 @@
 //! Can every checkpoint still resume from what the artifact store retains?
 //!
 //! A checkpoint needs the records after its cursor: its next sequence is the last consumed
-//! sequence plus one (§4.7). The [`CompatibilityValidator`] compares that with the store's
-//! first retained sequence, read through [`ArtifactReader::stats`]:
+//! sequence plus one (§4.7). The [`CompatibilityValidator`] compares that with what the
+//! store pruned, read through [`ArtifactReader::stats`]:
 //!
-//! - next sequence at or after the first retained one: [`Compatibility::Compatible`];
-//! - next sequence below it: the records it needs were pruned,
-//!   [`Compatibility::Pruned`], and [`CompatibilityValidator::assert_compatible`] fails with
-//!   [`Error::Incompatible`] naming the checkpoint, the first retained sequence and the
-//!   sequence it needs (the reference raises its retention error).
+//! - next sequence above the last pruned record's ([`StoreStats::pruned_through`]):
+//!   [`Compatibility::Compatible`], whatever gaps imports left between it and the first
+//!   retained record;
+//! - next sequence at or below it: a record it needs was pruned, [`Compatibility::Pruned`],
+//!   and [`CompatibilityValidator::assert_compatible`] fails with [`Error::Incompatible`]
+//!   naming the checkpoint, the first retained sequence and the sequence it needs (the
+//!   reference raises its retention error).
+//!
+//! A backend that cannot tell what it pruned (SQLite) is judged as the reference judges
+//! it: a next sequence below the first retained one counts as pruned.
 //!
 //! Because sequences are never reused (decision C1), a store whose records were all pruned
 //! still knows its last sequence: its first retained sequence is the next one it will
@@ -23,11 +28,13 @@
 //! [`Compatibility::BeyondEnd`] for callers that want to refuse it: resuming from it
 //! skips every record until the stream passes its cursor.
 //!
-//! Only the head of the stream is inspected; the log store keeps sequences contiguous, so
-//! there are no gaps in the middle to find.
+//! Resuming consumers (`forward`, `replay`) refuse both: a pruned checkpoint would skip the
+//! pruned records, and one beyond the end every record until the stream passes it.
 
 use super::{Checkpoint, Error};
 use crate::store::ArtifactReader;
+#[cfg(doc)]
+use crate::store::StoreStats;
 
 /// How one checkpoint relates to the retained stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +110,11 @@ impl CompatibilityValidator {
             .map(|checkpoint| {
                 let last_consumed = checkpoint.cursor().last_consumed_sequence();
                 let required_next = checkpoint.next_sequence();
-                let status = if required_next < first_retained {
+                let pruned = match stats.pruned_through {
+                    Some(through) => required_next <= through,
+                    None => required_next < first_retained,
+                };
+                let status = if pruned {
                     Compatibility::Pruned {
                         required_next,
                         first_retained,
@@ -124,6 +135,46 @@ impl CompatibilityValidator {
             last_sequence: stats.last_sequence,
             checkpoints: statuses,
         })
+    }
+
+    /// Fails unless a consumer can resume from `checkpoint` without skipping a record: no
+    /// record it needs was pruned, and it is not beyond the store's end (a checkpoint taken
+    /// on another store, or on an earlier one at this path).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`], [`Error::BeyondEnd`]; [`Error::Store`].
+    pub fn assert_resumable<S: ArtifactReader + ?Sized>(
+        &self,
+        store: &S,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), Error> {
+        let report = self.check(store, std::slice::from_ref(checkpoint))?;
+        let key = checkpoint.key().to_owned();
+        match report
+            .checkpoints
+            .into_iter()
+            .next()
+            .map(|(_, status)| status)
+        {
+            Some(Compatibility::Pruned {
+                required_next,
+                first_retained,
+            }) => Err(Error::Incompatible {
+                key,
+                first_retained,
+                required_next,
+            }),
+            Some(Compatibility::BeyondEnd {
+                last_consumed,
+                last_sequence,
+            }) => Err(Error::BeyondEnd {
+                key,
+                last_consumed,
+                last_sequence,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Fails if any checkpoint needs records the store no longer retains.

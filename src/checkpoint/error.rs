@@ -168,7 +168,7 @@ pub enum Error {
 
     /// A checkpoint needs records the store no longer holds (they were pruned).
     #[error(
-        "checkpoint {key:?} is incompatible with the retained stream: it resumes at sequence {required_next}, but the first retained sequence is {first_retained}"
+        "checkpoint {key:?} is incompatible with the retained stream: it resumes at sequence {required_next}, but records from there on were pruned before it read them (the first retained sequence is {first_retained}); to go on without them, save the checkpoint at {first_retained} minus one (`esl-replay checkpoint save`) or delete it"
     )]
     Incompatible {
         /// The checkpoint's key.
@@ -177,6 +177,20 @@ pub enum Error {
         first_retained: u64,
         /// The next sequence the checkpoint needs (its last consumed sequence + 1).
         required_next: u64,
+    },
+
+    /// A checkpoint past the store's last sequence, which resuming would follow by skipping
+    /// every record until the store passed it.
+    #[error(
+        "checkpoint {key:?} has consumed up to sequence {last_consumed}, beyond the store's last sequence {last_sequence}: it was taken on another store, or on one since replaced at this path; delete it (`esl-replay checkpoint delete`) to start from the beginning"
+    )]
+    BeyondEnd {
+        /// The checkpoint's key.
+        key: String,
+        /// The checkpoint's last consumed sequence.
+        last_consumed: u64,
+        /// The last sequence the store ever assigned.
+        last_sequence: u64,
     },
 
     /// The artifact store could not be read.

@@ -28,13 +28,16 @@ use serde_json::{Value, json};
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
 use esl_replay::capture::{EslInjector, InjectorConfig, Password};
-use esl_replay::checkpoint::{CheckpointService, CheckpointStore, ResumeState};
+use esl_replay::checkpoint::{
+    CheckpointService, CheckpointStore, CompatibilityValidator, ResumeState,
+};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, timestamp, to_ndjson_line};
 use esl_replay::replay::{
     BoxError, ExecutionCandidate, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor,
     Handler, HandlerRegistry, HandlerResult, InjectionResult, Injector, Outcome as ReplayOutcome,
     Plan, RangeOptions, replay_range,
 };
+use esl_replay::store::ArtifactReader;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReplayCommand {
@@ -178,18 +181,30 @@ pub(crate) fn run(command: &ReplayCommand) -> anyhow::Result<Outcome> {
 /// The cursor to start from and, with a checkpoint, the service that keeps progress.
 /// Only a run that saves (`save`) creates a missing checkpoint directory; otherwise a
 /// missing directory means a fresh start.
-fn start(args: &RangeArgs, save: bool) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
+fn start(
+    args: &RangeArgs,
+    save: bool,
+    store: &dyn ArtifactReader,
+) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
     let (Some(dir), Some(key)) = (&args.checkpoint_dir, &args.checkpoint_key) else {
         return Ok((ReadCursor::new(args.after.unwrap_or(0), None), None));
     };
     if !save && !dir.is_dir() {
         return Ok((ReadCursor::start(), None));
     }
-    let store = CheckpointStore::open(dir)
+    let checkpoints = CheckpointStore::open(dir)
         .with_context(|| format!("cannot open the checkpoint directory {}", dir.display()))?;
-    let state = ResumeState::resolve(&store, key)
+    let state = ResumeState::resolve(&checkpoints, key)
         .with_context(|| format!("cannot load checkpoint `{key}`"))?;
-    let service = CheckpointService::new(store, key.clone())
+    // Resuming past pruned records, or from beyond the end, would skip records unseen.
+    if let Some(checkpoint) = state.checkpoint() {
+        CompatibilityValidator
+            .assert_resumable(store, checkpoint)
+            .with_context(|| {
+                format!("cannot resume from checkpoint `{key}` in {}", dir.display())
+            })?;
+    }
+    let service = CheckpointService::new(checkpoints, key.clone())
         .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
     Ok((*state.cursor(), Some(service)))
 }
@@ -198,7 +213,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let range = &args.range;
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, _) = start(range, false)?;
+    let (cursor, _) = start(range, false, store.as_ref())?;
     let config = ExecutionConfig::new(ExecutionSettings {
         batch_limit: range.batch,
         ..ExecutionSettings::default()
@@ -254,7 +269,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, checkpoint) = start(range, !dry_run)?;
+    let (cursor, checkpoint) = start(range, !dry_run, store.as_ref())?;
     let config = ExecutionConfig::new(ExecutionSettings {
         dry_run,
         reinjection_enabled: args.reinject,

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::routing::captured_event;
 use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source, Takes};
-use crate::checkpoint::CheckpointService;
+use crate::checkpoint::{CheckpointService, CompatibilityValidator};
 use crate::record::{Criteria, JsonMap, ReadCursor};
 use crate::store::ArtifactReader;
 
@@ -120,6 +120,15 @@ pub async fn forward<S: Sink>(
     }
     let store = source.store();
     let resume = checkpoints.resume_state()?;
+    match resume.checkpoint() {
+        // Resuming past pruned records, or from beyond the end, would skip records unseen.
+        Some(checkpoint) => CompatibilityValidator.assert_resumable(store, checkpoint)?,
+        // Saved before the first read, so that retention (capture's `--retain-for`) keeps
+        // what this consumer has not delivered yet.
+        None => {
+            checkpoints.save(*resume.cursor(), options.checkpoint_metadata.clone())?;
+        }
+    }
     let resumed_after = resume.cursor().last_consumed_sequence();
     let end = if options.follow {
         None

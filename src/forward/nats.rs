@@ -152,10 +152,16 @@ impl NatsSink {
         Ok(())
     }
 
-    fn headers(message: &Message, dedup: bool) -> HeaderMap {
+    /// The message's headers; `dedup_subject`, in JetStream mode, names the subject that
+    /// the message id carries with the record id: the server deduplicates per stream, and
+    /// forwarders of one store to two subjects of one stream must not drop each other's.
+    fn headers(message: &Message, dedup_subject: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if dedup {
-            headers.insert(NATS_MESSAGE_ID, message.id.as_str());
+        if let Some(subject) = dedup_subject {
+            headers.insert(
+                NATS_MESSAGE_ID,
+                format!("{subject}:{}", message.id).as_str(),
+            );
         }
         for (_, header, value) in message.fields() {
             // Header values cannot carry line breaks; such a value stays in the body only.
@@ -178,7 +184,7 @@ impl NatsSink {
             let ack = context
                 .publish_with_headers(
                     subject.clone(),
-                    Self::headers(message, true),
+                    Self::headers(message, Some(&subject)),
                     message.body.clone(),
                 )
                 .await
@@ -209,7 +215,7 @@ impl NatsSink {
             match client
                 .publish_with_headers(
                     subject.clone(),
-                    Self::headers(message, false),
+                    Self::headers(message, None),
                     message.body.clone(),
                 )
                 .await

@@ -31,7 +31,7 @@ pub enum Error {
     InvalidPolicy(String),
     /// An active checkpoint needs a record that is no longer stored.
     #[error(
-        "checkpoint {key} needs append sequence {needed}, but the stream now starts at {first}; it is incompatible with the retained stream"
+        "checkpoint {key} needs append sequence {needed}, but records from there on were pruned before it read them (the stream now starts at {first}); it is incompatible with the retained stream"
     )]
     IncompatibleCheckpoint {
         /// The checkpoint's key.
@@ -165,21 +165,22 @@ pub fn active_checkpoints(
     Ok(checkpoints.iter().map(ActiveCheckpoint::from).collect())
 }
 
-/// Checks that no active checkpoint needs a record that is no longer stored (§4.7).
+/// Checks that no active checkpoint needs a record that is no longer stored (§4.7):
+/// `pruned_through` is the append sequence of the last record pruned away (0 if none was),
+/// and `first` the first retained one, for the message. A checkpoint whose next sequence is
+/// above `pruned_through` lost nothing, whatever gap an import left before `first`.
 ///
 /// # Errors
 ///
 /// [`Error::IncompatibleCheckpoint`] for the first such checkpoint.
 pub fn check_compatible(
-    first_retained: Option<u64>,
+    pruned_through: u64,
+    first: u64,
     checkpoints: &[ActiveCheckpoint],
 ) -> Result<()> {
-    let Some(first) = first_retained else {
-        return Ok(());
-    };
     for checkpoint in checkpoints {
         let needed = checkpoint.last_consumed.saturating_add(1);
-        if first > needed {
+        if needed <= pruned_through {
             return Err(Error::IncompatibleCheckpoint {
                 key: checkpoint.key.clone(),
                 needed,
@@ -217,7 +218,11 @@ pub fn plan(
     }
     let first = store.append_sequence_of(first_log);
     let last = store.append_sequence_of(next_log - 1);
-    check_compatible(Some(first), checkpoints)?;
+    let pruned_through = match first_log {
+        0 | 1 => 0,
+        _ => store.append_sequence_of(first_log - 1),
+    };
+    check_compatible(pruned_through, first, checkpoints)?;
 
     // Stored bytes of every record, from a raw scan (no decoding).
     let mut sizes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));

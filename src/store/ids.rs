@@ -1452,15 +1452,15 @@ impl IdIndex {
 
     /// Indexes records below `until` (or the log's end if 0) that the index has not seen.
     fn catch_up_to(&mut self, reader: &Reader, until: u64) -> Result<()> {
-        let segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
+        // The end first: for a follower, finding it picks up the segments the writer added,
+        // so the list then holds the segment of every record below it (a record filed under
+        // the segment before its own would be missing from its own segment's index).
+        let mut listed_until = reader.next_seq()?.0;
+        let mut segments: Vec<u64> = reader.segments().iter().map(|s| s.0).collect();
         let Some(&active) = segments.last() else {
             return Ok(());
         };
-        let until = if until == 0 {
-            reader.next_seq()?.0
-        } else {
-            until
-        };
+        let until = if until == 0 { listed_until } else { until };
         if self
             .building
             .as_ref()
@@ -1498,6 +1498,10 @@ impl IdIndex {
                 }
                 Err(error) => return Err(error.into()),
             };
+            if found.seq.0 >= listed_until {
+                listed_until = reader.next_seq()?.0;
+                segments = reader.segments().iter().map(|s| s.0).collect();
+            }
             let base = segments
                 .iter()
                 .rev()
@@ -1907,7 +1911,9 @@ impl IdIndex {
         }
     }
 
-    /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`.
+    /// Whether the segment `[base, end)` may hold records captured in `[from_ms, until_ms]`:
+    /// also when damage left records out of its index, whose times are then unknown, so
+    /// that a read of the window meets the damage and reports it.
     pub(crate) fn may_overlap(
         &mut self,
         reader: &Reader,
@@ -1917,7 +1923,10 @@ impl IdIndex {
         until_ms: i64,
     ) -> Result<bool> {
         let ids = self.sealed_ids(reader, base, end)?;
-        Ok(ids.pairs.as_slice().is_empty() || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
+        let damaged = self.damage.iter().any(|(segment, ..)| segment.0 == base);
+        Ok(damaged
+            || ids.pairs.as_slice().is_empty()
+            || !(ids.max_ms < from_ms || ids.min_ms > until_ms))
     }
 
     /// Removes, durably, every chunk file and the `.ids` files of the segment based at

@@ -888,11 +888,17 @@ impl ArtifactReader for LogStore {
                 unpacked_bytes += others;
             }
         }
+        // Truncation removes whole log sequences below the start; the map still covers them.
+        let pruned_through = match first_log {
+            0 | 1 => 0,
+            _ => self.runs.read().append_seq(first_log - 1),
+        };
         Ok(StoreStats {
             backend: "log",
             records: next_log - first_log,
             first_sequence,
             last_sequence: self.last_sequence()?,
+            pruned_through: Some(pruned_through),
             bytes,
             unpacked_bytes,
         })
@@ -1124,5 +1130,97 @@ mod tests {
                 .map(|r| r.append_sequence()),
             Some(6)
         );
+    }
+
+    /// One record captured at `ms` milliseconds after the epoch.
+    fn captured_at(n: u64, ms: i64) -> crate::record::Envelope {
+        let mut envelope = dataset::envelope(n);
+        envelope.capture_timestamp = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
+        envelope
+    }
+
+    /// Records captured at exactly `ms`.
+    fn captured_exactly(ms: i64) -> Criteria {
+        let when = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
+        Criteria::new(crate::record::CriteriaFields {
+            captured_from: Some(when),
+            captured_until: Some(when),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Appends records captured at `ms` until the log has `segments` segments.
+    fn fill_to(store: &mut LogStore, n: &mut u64, segments: usize, ms: i64) {
+        while store.reader.segments().len() < segments {
+            store.write_batch(vec![captured_at(*n, ms)]).unwrap();
+            *n += 1;
+        }
+    }
+
+    /// A reader that indexes after each of the writer's rolls files every record under its
+    /// own segment: it learns of new segments before it lists them, so a segment's capture
+    /// times are whole and a read of a window does not skip the segment holding a match.
+    #[test]
+    fn a_reader_indexing_between_rolls_skips_no_segment_of_a_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut writer = LogStore::open_with(&root, small_segments()).unwrap();
+        let mut n = 0;
+        fill_to(&mut writer, &mut n, 1, 1_000);
+        writer.write_batch(vec![captured_at(n, 1_000)]).unwrap();
+        n += 1;
+        let reader = LogStore::open_read_only(&root).unwrap();
+        reader.summary().unwrap();
+        fill_to(&mut writer, &mut n, 2, 1_000);
+        let special = writer.write_batch(vec![captured_at(n, 5_000_000)]).unwrap();
+        n += 1;
+        reader.summary().unwrap();
+        for segments in [3, 4] {
+            fill_to(&mut writer, &mut n, segments, 1_000);
+            reader.summary().unwrap();
+        }
+        let window = captured_exactly(5_000_000);
+        for (handle, store) in [("writer", &writer), ("reader", &*reader)] {
+            let found = store
+                .read_from_cursor(&ReadCursor::start(), 100, &window)
+                .unwrap();
+            let ids: Vec<&RecordId> = found.iter().map(Record::id).collect();
+            assert_eq!(ids, [&special[0]], "{handle}");
+            assert!(store.read_by_id(&special[0]).unwrap().is_some(), "{handle}");
+        }
+    }
+
+    /// A read of a window meets damage that left records out of a segment's index (their
+    /// capture times unknown) and reports it, as a read without criteria does.
+    #[test]
+    fn a_read_of_a_window_reports_damage_in_a_segment_it_could_not_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut writer = LogStore::open_with(&root, small_segments()).unwrap();
+        let mut n = 0;
+        fill_to(&mut writer, &mut n, 2, 1_000);
+        let special = writer.write_batch(vec![captured_at(n, 5_000_000)]).unwrap();
+        n += 1;
+        fill_to(&mut writer, &mut n, 3, 1_000);
+        let damaged = writer.reader.segments()[1].0;
+        writer.close().unwrap();
+        crate::storage::remove_durable(&root.join("ids").join(format!("{damaged:020}.ids")))
+            .unwrap();
+        let segment = root.join("log").join(format!("{damaged:020}.seg"));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let id = special[0].as_str().as_bytes();
+        let at = bytes.windows(id.len()).position(|w| w == id).unwrap();
+        bytes[at + 3] ^= 0x01;
+        std::fs::write(&segment, bytes).unwrap();
+
+        let reader = LogStore::open_read_only(&root).unwrap();
+        for criteria in [Criteria::any(), captured_exactly(5_000_000)] {
+            let read = reader.read_from_cursor(&ReadCursor::start(), 10_000, &criteria);
+            assert!(
+                matches!(read, Err(Error::Storage(ref e)) if e.is_corruption()),
+                "{read:?}"
+            );
+        }
     }
 }

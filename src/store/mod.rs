@@ -67,6 +67,11 @@ pub struct StoreStats {
     pub first_sequence: Option<u64>,
     /// The last append sequence ever assigned (0 for a new store); survives pruning (C1).
     pub last_sequence: u64,
+    /// The append sequence of the last record pruned away (0 if none was), so that a
+    /// consumer whose next sequence is at or below it lost records it never read, and one
+    /// above it lost none, whatever gaps imports left in the sequences. `None` when the
+    /// backend cannot tell (SQLite, whose rows the reference's own retention may delete).
+    pub pruned_through: Option<u64>,
     /// Bytes the backend holds: for the log, each segment's frames (not the zero-filled
     /// space preallocated past them) plus its indexes; for SQLite, the database files.
     pub bytes: u64,

@@ -728,6 +728,7 @@ impl ArtifactReader for SqliteStore {
             records: u64::try_from(records).unwrap_or(0),
             first_sequence: first.and_then(|first| u64::try_from(first).ok()),
             last_sequence: self.stored_last_sequence()?,
+            pruned_through: None,
             bytes,
             unpacked_bytes: bytes,
         })

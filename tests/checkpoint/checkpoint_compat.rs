@@ -1,14 +1,16 @@
 //! The compatibility validator (reference §4.7, decisions C1 and C7) against a real
 //! segment-log store and a fake store: a checkpoint whose next needed sequence (cursor + 1)
-//! is below the first retained sequence is incompatible, naming the key and both sequences;
-//! checkpoints at or past the end are compatible but reported as beyond the end; a store
-//! whose records were all pruned still knows its last sequence, so checkpoints left behind
-//! by the full prune are incompatible.
+//! was pruned is incompatible, naming the key and both sequences, while a gap an import
+//! left is not taken for pruned records; checkpoints at or past the end are compatible but
+//! reported as beyond the end, and a consumer does not resume from beyond it; a store whose
+//! records were all pruned still knows its last sequence, so checkpoints left behind by the
+//! full prune are incompatible.
 
 use std::time::Duration;
 
 use esl_replay::checkpoint::{Checkpoint, Compatibility, CompatibilityValidator, Error};
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, RecordId};
+use esl_replay::retention::{self, ActiveCheckpoint, PrunePolicy};
 use esl_replay::store::{self, ArtifactReader, ArtifactStore, StoreStats};
 use tempfile::tempdir;
 use time::macros::datetime;
@@ -90,8 +92,11 @@ fn record(sequence: u64) -> Record {
 fn a_checkpoint_needing_pruned_records_is_incompatible() {
     let dir = tempdir().unwrap();
     let mut store = open_store(dir.path()).unwrap();
-    // The stream starts at 5, as after pruning 1..=4.
-    store.append_records(&[record(5), record(6)]).unwrap();
+    // Records 1..=6, then a prune that keeps the last two: the stream starts at 5.
+    store
+        .append_records(&(1..=6).map(record).collect::<Vec<_>>())
+        .unwrap();
+    retention::prune(&store, &[], &keep_last(2), NOW).unwrap();
     assert_eq!(store.stats().unwrap().first_sequence, Some(5));
     // Cursor 4 needs 5 next, which is retained: compatible (the prune boundary).
     CompatibilityValidator
@@ -127,6 +132,82 @@ fn a_checkpoint_needing_pruned_records_is_incompatible() {
         )]
     );
     assert!(!report.is_compatible());
+}
+
+/// A prune by size that keeps the newest `records`.
+fn keep_last(records: u64) -> PrunePolicy {
+    PrunePolicy {
+        max_record_age: None,
+        max_stream_bytes: Some(1),
+        protected_record_count: records,
+    }
+}
+
+/// A gap an import left in the append sequences is not taken for pruned records: with
+/// records 1..=10, then 100..=109 imported, and 1..=10 pruned, a checkpoint at 10 has lost
+/// nothing. The validator calls it compatible, a consumer resumes from it, and retention,
+/// which pruned up to it, can prune again.
+#[test]
+fn a_gap_an_import_left_is_not_taken_for_pruned_records() {
+    let dir = tempdir().unwrap();
+    let mut store = open_store(dir.path()).unwrap();
+    let records: Vec<Record> = (1..=10).chain(100..=109).map(record).collect();
+    store.append_records(&records).unwrap();
+    let consumer = [ActiveCheckpoint {
+        key: "consumer".into(),
+        last_consumed: 10,
+    }];
+    let first = retention::prune(&store, &consumer, &keep_last(0), NOW).unwrap();
+    assert_eq!(first.plan.pruned_count, 10);
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.first_sequence, stats.pruned_through),
+        (Some(100), Some(10))
+    );
+    CompatibilityValidator
+        .assert_resumable(&store, &at("consumer", 10))
+        .unwrap();
+    retention::prune(&store, &consumer, &keep_last(0), NOW).unwrap();
+    // One record further back did need a pruned record.
+    let error = CompatibilityValidator
+        .assert_resumable(&store, &at("behind", 9))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Incompatible {
+                required_next: 10,
+                first_retained: 100,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+/// A checkpoint beyond the store's last sequence is compatible for retention, but a
+/// consumer must not resume from it: it would skip every record until the store passed it.
+#[test]
+fn a_consumer_does_not_resume_from_beyond_the_end() {
+    let dir = tempdir().unwrap();
+    let mut store = open_store(dir.path()).unwrap();
+    store
+        .append_records(&(1..=5).map(record).collect::<Vec<_>>())
+        .unwrap();
+    CompatibilityValidator
+        .assert_compatible(&store, &[at("elsewhere", 1_000)])
+        .unwrap();
+    CompatibilityValidator
+        .assert_resumable(&store, &at("caught-up", 5))
+        .unwrap();
+    let error = CompatibilityValidator
+        .assert_resumable(&store, &at("elsewhere", 1_000))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::BeyondEnd { key, last_consumed: 1_000, last_sequence: 5 } if key == "elsewhere"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("checkpoint delete"), "{error}");
 }
 
 /// A store that reports fixed figures, as one whose records were all pruned.

@@ -54,8 +54,12 @@ fn read_stream(url: &str, stream: &str) -> Vec<(u64, String, String)> {
                 .as_str()
                 .parse()
                 .unwrap();
-            let id = headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
-            assert_eq!(headers.get("Esl-Record-Id").unwrap().as_str(), id);
+            let id = headers.get("Esl-Record-Id").unwrap().as_str().to_owned();
+            // The subject and the record id: unique in a stream that several subjects share.
+            assert_eq!(
+                headers.get("Nats-Msg-Id").unwrap().as_str(),
+                format!("{}:{id}", message.subject)
+            );
             let body = String::from_utf8(message.payload.to_vec()).unwrap();
             entries.push((sequence, id, body));
         }
@@ -285,7 +289,8 @@ fn core_nats_reaches_a_live_subscriber_and_a_missing_stream_is_an_error() {
         &dir.path().join("missing.log"),
         "MISSING does not exist",
     );
-    assert_eq!(checkpoint_sequence(&checkpoints, KEY), None);
+    // Saved before the first read, the checkpoint says that nothing was delivered.
+    assert_eq!(checkpoint_sequence(&checkpoints, KEY), Some(0));
 }
 
 #[test]
@@ -312,4 +317,65 @@ fn metrics_port_in_use_is_reported() {
             .contains("cannot listen for metrics")
     );
     let _ = free_port();
+}
+
+/// Two forwarders of one store, to two subjects that one stream captures (the record form
+/// and `fs-events-v1`, say): JetStream deduplicates per stream, so each message id carries
+/// its subject, and the stream holds both subjects' messages.
+#[test]
+fn forwarders_to_two_subjects_of_one_stream_do_not_drop_each_other() {
+    use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+    use esl_replay::forward::{ForwardOptions, Metrics, NatsMode, NatsOptions, NatsSink, Source};
+    use esl_replay::store::{ArtifactStore as _, LogStore, dataset};
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = LogStore::open(&path).unwrap();
+    store
+        .write_batch((0..20).map(dataset::envelope).collect())
+        .unwrap();
+    store.close().unwrap();
+    let url = server.url();
+    let stored = runtime().block_on(async {
+        let context = jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+        context
+            .create_stream(jetstream::stream::Config {
+                name: "BOTH".into(),
+                subjects: vec!["both.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let checkpoints = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+        for subject in ["both.raw", "both.v1"] {
+            let service =
+                CheckpointService::new(checkpoints.clone(), format!("forward.nats.{subject}"))
+                    .unwrap();
+            let mode = NatsMode::JetStream {
+                stream: Some("BOTH".into()),
+                create: false,
+                duplicate_window: Duration::from_secs(600),
+            };
+            let mut sink = NatsSink::new(NatsOptions::new(&url, subject, mode));
+            let source = Source::from(LogStore::open_read_only(&path).unwrap());
+            let metrics = Metrics::new("jetstream");
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let report = esl_replay::forward::forward(
+                &source,
+                &mut sink,
+                &service,
+                &ForwardOptions::default(),
+                &metrics,
+                shutdown,
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.acked_sequence, 20, "{subject}");
+        }
+        let mut stream = context.get_stream("BOTH").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(stored, 40, "both subjects' messages are stored");
 }

@@ -12,5 +12,7 @@ mod capture_routing;
 mod forward_nats;
 #[cfg(feature = "forward")]
 mod forward_redis;
+#[cfg(feature = "forward")]
+mod forward_resume;
 #[cfg(feature = "cli")]
 mod forward_routing;
