@@ -536,6 +536,19 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
             run.bytes += entry.size as u64;
             run.first = run.first.min(entry.stamp.capture_sequence);
             run.last = run.last.max(entry.stamp.capture_sequence);
+            // A lost gap marker takes the drops it named with it: the run covers them too.
+            if let Captured::Gap(GapKind::LocalDrop {
+                dropped,
+                dropped_bytes,
+                first_capture_sequence,
+                last_capture_sequence,
+            }) = &entry.captured
+            {
+                run.dropped += dropped;
+                run.bytes += dropped_bytes;
+                run.first = run.first.min(*first_capture_sequence);
+                run.last = run.last.max(*last_capture_sequence);
+            }
             if matches!(entry.captured, Captured::Frame { .. }) {
                 frames_queued_at.push(entry.queued_at);
             }

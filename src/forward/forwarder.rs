@@ -891,7 +891,8 @@ mod tests {
         .unwrap();
         assert_eq!(report.stopped, Stopped::Shutdown);
         assert!(report.retries > 1);
-        assert_eq!(saved(&fixture), None);
+        // Only the starting point, saved before the first read: nothing was delivered.
+        assert_eq!(saved(&fixture), Some(0));
 
         // Following an idle store: shutdown ends the wait after everything was delivered.
         let mut sink = FakeSink::default();
@@ -984,7 +985,7 @@ mod tests {
 
     #[test]
     fn a_rejected_batch_stops_after_saving_only_the_acknowledged_ones() {
-        // Rejected at once: nothing is saved.
+        // Rejected at once: only the starting point, saved before the first read.
         let fixture = fixture(100);
         let mut sink = FakeSink::default();
         sink.script
@@ -994,7 +995,7 @@ mod tests {
             matches!(error, Error::Rejected { target: "fake", .. }),
             "{error}"
         );
-        assert_eq!(saved(&fixture), None);
+        assert_eq!(saved(&fixture), Some(0));
 
         // Rejected mid-run, with an hour between saves.
         let fixture = self::fixture(1000);
@@ -1025,9 +1026,8 @@ mod tests {
             shutdown,
         )
         .unwrap();
-        let every_batch: Vec<Option<u64>> = (0..25)
-            .map(|batch| (batch > 0).then_some(batch * 100))
-            .collect();
+        // The first batch finds the starting point saved before the first read.
+        let every_batch: Vec<Option<u64>> = (0..25).map(|batch| Some(batch * 100)).collect();
         assert_eq!(sink.seen, every_batch);
         assert_eq!((report.acked_sequence, saved(&fixture)), (2500, Some(2500)));
         assert_eq!(metrics.snapshot().checkpoint_sequence, 2500);
@@ -1037,7 +1037,7 @@ mod tests {
         let mut sink = watching(&fixture);
         let report = run_to_end(&fixture, &mut sink, &batches(100, HOUR)).unwrap();
         let mut first_only = vec![Some(100); 25];
-        first_only[0] = None;
+        first_only[0] = Some(0);
         assert_eq!(sink.seen, first_only);
         assert_eq!((report.acked_sequence, saved(&fixture)), (2500, Some(2500)));
     }
@@ -1051,7 +1051,7 @@ mod tests {
         run_to_end(&fixture, &mut sink, &batches(100, HOUR)).unwrap();
         // The first batch is saved at once; the failure of batch 3 saves batch 2 before the
         // backoff; after that the hour holds further saves back until the end.
-        assert_eq!(&sink.seen[..4], &[None, Some(100), Some(100), Some(200)]);
+        assert_eq!(&sink.seen[..4], &[Some(0), Some(100), Some(100), Some(200)]);
         assert!(sink.seen[4..].iter().all(|seen| *seen == Some(200)));
         assert_eq!(saved(&fixture), Some(1000));
     }

@@ -72,6 +72,18 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// The records' append sequences jump too often: the sequence map would need more runs
+    /// (one per jump) than a store can read back ([STORE-02]); nothing of the batch was
+    /// written.
+    #[error(
+        "these records' append sequences would give the store's sequence map {runs} runs (one for each jump in the sequences), more than the {max} a store can read; import records whose sequences follow each other, or into several stores"
+    )]
+    TooManyRuns {
+        /// The runs the map would hold.
+        runs: usize,
+        /// The most a store can read.
+        max: usize,
+    },
     /// The next records would need append sequences beyond the largest one a record can
     /// hold (`i64::MAX`, the reference's and SQLite's limit); nothing was written. This is
     /// permanent for the store: retrying cannot succeed.

@@ -63,6 +63,8 @@ pub struct LogStore {
     encoded: Vec<Vec<u8>>,
     /// The log's payload limit: a larger record is refused before its batch is written.
     max_payload: u64,
+    /// The most runs `store.meta` may hold ([`super::meta::MAX_RUNS`]; smaller in tests).
+    max_runs: usize,
     /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
     io: Arc<dyn Io>,
 }
@@ -253,6 +255,7 @@ impl LogStore {
             ids: Mutex::new(IdIndex::new(root.join("ids"), true, io.clone())),
             encoded: Vec::new(),
             max_payload,
+            max_runs: super::meta::MAX_RUNS,
             io,
         };
         // The last record decides the next append sequence: it must agree with the map, or
@@ -293,6 +296,7 @@ impl LogStore {
             ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
             max_payload: u64::from(options.max_payload_bytes),
+            max_runs: super::meta::MAX_RUNS,
             io: options.io,
         }))
     }
@@ -560,6 +564,12 @@ impl LogStore {
             last = sequence;
         }
         self.check_new_ids(&given)?;
+        if map.runs().len() > self.max_runs {
+            return Err(Error::TooManyRuns {
+                runs: map.runs().len(),
+                max: self.max_runs,
+            });
+        }
         if map != *self.runs.read() {
             // A run is durable before the first record that needs it ([STORE-03]).
             self.write_map(&map)?;
@@ -1222,5 +1232,41 @@ mod tests {
                 "{read:?}"
             );
         }
+    }
+
+    /// An append whose sequences would give `store.meta` more runs than a store can read is
+    /// refused whole, so the store keeps opening (an import of sequences 2, 4, 6, … would
+    /// otherwise write a map that no open accepts).
+    #[test]
+    fn appends_that_would_outgrow_the_sequence_map_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut store = LogStore::open(&root).unwrap();
+        store.max_runs = 3;
+        let record = |sequence: u64| {
+            Record::from_envelope(
+                dataset::envelope(sequence),
+                RecordId::generate(),
+                datetime!(2024-01-15 10:00:01 UTC),
+                sequence,
+            )
+            .unwrap()
+        };
+        store.append_records(&[record(2), record(4)]).unwrap();
+        let refused = store.append_records(&[record(6), record(8), record(9)]);
+        assert!(
+            matches!(refused, Err(Error::TooManyRuns { runs: 4, max: 3 })),
+            "{refused:?}"
+        );
+        store.append_records(&[record(6), record(7)]).unwrap();
+        store.close().unwrap();
+        let store = LogStore::open_read_only(&root).unwrap();
+        let sequences: Vec<u64> = store
+            .read_from_cursor(&ReadCursor::start(), 10, &Criteria::any())
+            .unwrap()
+            .iter()
+            .map(Record::append_sequence)
+            .collect();
+        assert_eq!(sequences, [2, 4, 6, 7]);
     }
 }

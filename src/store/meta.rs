@@ -24,6 +24,10 @@ const HEADER_LEN: usize = 16;
 const RUN_LEN: usize = 16;
 /// Bytes of the trailing checksum.
 const CRC_LEN: usize = 4;
+
+/// The most runs a `store.meta` within [`MAX_FILE_BYTES`] holds: an append that would need
+/// more is refused, since no open could read the file it writes.
+pub const MAX_RUNS: usize = (MAX_FILE_BYTES as usize - HEADER_LEN - CRC_LEN) / RUN_LEN;
 /// The first line of a version 1 (text) file.
 const LEGACY_MAGIC: &str = "esl-replay store";
 /// The largest append sequence a record can have (records are numbered like the reference's
@@ -700,5 +704,18 @@ mod tests {
         assert_eq!(map.runs(), [run(1, 3)]);
         map.continue_at(1, 1);
         assert_eq!(map, SequenceMap::default());
+    }
+
+    /// A map of [`MAX_RUNS`] runs is the largest whose file a store reads back.
+    #[test]
+    fn the_most_runs_a_writer_keeps_fit_the_file_a_reader_accepts() {
+        let mut map = SequenceMap::default();
+        for log_seq in 1..=MAX_RUNS as u64 {
+            map.continue_at(log_seq, 2 * log_seq);
+        }
+        assert_eq!(map.runs().len(), MAX_RUNS);
+        assert!(map.encode().len() as u64 <= MAX_FILE_BYTES);
+        map.continue_at(MAX_RUNS as u64 + 1, 2 * MAX_RUNS as u64 + 2);
+        assert!(map.encode().len() as u64 > MAX_FILE_BYTES);
     }
 }

@@ -698,6 +698,69 @@ fn identity() -> Arc<NodeIdentity> {
     })
 }
 
+/// A batch the store refuses loses its gap marker too: the drops the marker named go into
+/// the next marker with the batch's own items, so every capture sequence is still either
+/// stored or inside a gap's range.
+#[test]
+fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let mut raw = b"Content-Length: 100000\nContent-Type: text/event-plain\n\n".to_vec();
+    raw.resize(raw.len() + 100_000, b'x');
+    let too_large = frames(&raw).remove(0);
+    let item = |frame: &Frame| Captured::Frame {
+        frame: frame.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    // A queue of one item: 1 is queued, 2..=4 dropped.
+    let queue = Arc::new(CaptureQueue::new(
+        1,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let now = OffsetDateTime::now_utc();
+    for _ in 0..4 {
+        queue.push(0, 1, now, item(&event));
+    }
+    let options = esl_replay::storage::LogOptions {
+        max_payload_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let store = LogStore::open_with(dir.path().join("s"), options).unwrap();
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    support::wait_until("the queue to drain", || queue.depth().0 == 0);
+    // The marker for 2..=4 (5) and a record the store refuses (6), in one batch.
+    queue.push(0, 1, now, item(&too_large));
+    support::wait_until("the refusal", || telemetry.write_errors.get() == 1);
+    queue.push(0, 1, now, item(&event));
+    queue.close();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    let mut covered = Vec::new();
+    for record in &records {
+        covered.push(
+            record.runtime_flags()["replay_capture_sequence"]
+                .as_u64()
+                .unwrap(),
+        );
+        if let Some(gap) = record.payload().get("gap") {
+            let first = gap["first_capture_sequence"].as_u64().unwrap();
+            let last = gap["last_capture_sequence"].as_u64().unwrap();
+            covered.extend(first..=last);
+        }
+    }
+    covered.sort_unstable();
+    assert_eq!(covered, (1..=8).collect::<Vec<_>>(), "{records:#?}");
+}
+
 #[test]
 fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
     let dir = tempfile::tempdir().unwrap();
