@@ -182,7 +182,7 @@ pub enum Error {
     /// A checkpoint past the store's last sequence, which resuming would follow by skipping
     /// every record until the store passed it.
     #[error(
-        "checkpoint {key:?} has consumed up to sequence {last_consumed}, beyond the store's last sequence {last_sequence}: it was taken on another store, or on one since replaced at this path; delete it (`esl-replay checkpoint delete`) to start from the beginning"
+        "checkpoint {key:?} has consumed up to sequence {last_consumed}, beyond the store's last sequence {last_sequence}: either it was taken on another store, or on one since replaced at this path (delete it, `esl-replay checkpoint delete`, to start from the beginning), or a power loss took records from this store after they were consumed (save it at {last_sequence}, `esl-replay checkpoint save`, to go on with the records stored since)"
     )]
     BeyondEnd {
         /// The checkpoint's key.
