@@ -218,11 +218,7 @@ pub fn plan(
     }
     let first = store.append_sequence_of(first_log);
     let last = store.append_sequence_of(next_log - 1);
-    let pruned_through = match first_log {
-        0 | 1 => 0,
-        _ => store.append_sequence_of(first_log - 1),
-    };
-    check_compatible(pruned_through, first, checkpoints)?;
+    check_compatible(store.pruned_through(first_log), first, checkpoints)?;
 
     // Stored bytes of every record, from a raw scan (no decoding).
     let mut sizes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));

@@ -117,16 +117,7 @@ pub(crate) fn check_rolls(
     max_payload: u32,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let mut first = segments.len().saturating_sub(1);
-    while let Some(i) = first.checked_sub(1) {
-        let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
-            break;
-        };
-        if segment::roll_proven(dir, sealed, successor, max_payload)? {
-            break;
-        }
-        first = i;
-    }
+    let first = segment::first_unproven_roll(dir, segments, max_payload)?;
     for i in first..segments.len().saturating_sub(1) {
         let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
             break;

@@ -777,6 +777,24 @@ pub(crate) fn map_for_reading(
     }
 }
 
+/// Where the rolls no index footer proves finished begin [REC-08]: the index in `segments`
+/// of the sealed segment of the oldest such roll, or of the last segment if every roll is
+/// proven. Walking back from the last segment, the newest proven roll proves every earlier
+/// one, since rolls finish in order and each writes its footer last.
+pub(crate) fn first_unproven_roll(dir: &Path, segments: &[u64], max_payload: u32) -> Result<usize> {
+    let mut first = segments.len().saturating_sub(1);
+    while let Some(i) = first.checked_sub(1) {
+        let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
+            break;
+        };
+        if roll_proven(dir, sealed, successor, max_payload)? {
+            break;
+        }
+        first = i;
+    }
+    Ok(first)
+}
+
 /// Whether the roll from `sealed` to `successor` is proven finished: the sealed segment's
 /// index footer names the successor and its seal decodes [ROLL-03] [REC-08].
 pub(crate) fn roll_proven(

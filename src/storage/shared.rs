@@ -492,18 +492,7 @@ impl Shared {
             return self.sync_now();
         }
         let bases: Vec<u64> = self.slots.read().iter().map(|slot| slot.base).collect();
-        // The newest roll a footer proves finished proves every roll before it.
-        let mut first = bases.len().saturating_sub(1);
-        while let Some(i) = first.checked_sub(1) {
-            let (Some(&sealed), Some(&successor)) = (bases.get(i), bases.get(i + 1)) else {
-                break;
-            };
-            if segment::roll_proven(&self.dir, sealed, successor, self.max_payload).unwrap_or(false)
-            {
-                break;
-            }
-            first = i;
-        }
+        let first = segment::first_unproven_roll(&self.dir, &bases, self.max_payload)?;
         for base in bases.iter().skip(first) {
             let path = dir::segment_path(&self.dir, *base);
             let file = std::fs::File::open(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;

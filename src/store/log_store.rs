@@ -408,6 +408,16 @@ impl LogStore {
         self.runs.read().append_seq(log_seq)
     }
 
+    /// The append sequence of the last record truncated away below `first_log`, the log's
+    /// first sequence (0 if none was): the sequence map still covers the log sequences a
+    /// truncation removed.
+    pub(crate) fn pruned_through(&self, first_log: u64) -> u64 {
+        match first_log {
+            0 | 1 => 0,
+            _ => self.append_sequence_of(first_log - 1),
+        }
+    }
+
     /// Decodes a record read from the log.
     pub(crate) fn decode_record(&self, found: crate::storage::RecordRef<'_>) -> Result<Record> {
         self.decode(found)
@@ -898,17 +908,12 @@ impl ArtifactReader for LogStore {
                 unpacked_bytes += others;
             }
         }
-        // Truncation removes whole log sequences below the start; the map still covers them.
-        let pruned_through = match first_log {
-            0 | 1 => 0,
-            _ => self.runs.read().append_seq(first_log - 1),
-        };
         Ok(StoreStats {
             backend: "log",
             records: next_log - first_log,
             first_sequence,
             last_sequence: self.last_sequence()?,
-            pruned_through: Some(pruned_through),
+            pruned_through: Some(self.pruned_through(first_log)),
             bytes,
             unpacked_bytes,
         })
