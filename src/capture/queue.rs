@@ -386,9 +386,12 @@ pub fn spawn_writer(
 ) -> std::io::Result<JoinHandle<crate::store::Result<Box<dyn ArtifactStore>>>> {
     let (batches, mapped) = std::sync::mpsc::sync_channel::<Mapped>(2);
     let mapper_queue = Arc::clone(&queue);
+    let max_record_bytes = store.max_record_bytes();
     let mapper = std::thread::Builder::new()
         .name("capture-mapper".into())
-        .spawn(move || map_batches(&mapper_queue, options.max_batch, &batches))?;
+        .spawn(move || {
+            map_batches(&mapper_queue, options.max_batch, max_record_bytes, &batches);
+        })?;
     let (durable, marks) = std::sync::mpsc::channel::<(DurableMark, Vec<Instant>)>();
     let telemetry = Arc::clone(&queue.telemetry);
     let watcher = std::thread::Builder::new()
@@ -512,7 +515,15 @@ fn write_batches(
 }
 
 /// The mapping thread: queue items to complete records, until the queue is closed and empty.
-fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::SyncSender<Mapped>) {
+/// An item with a record larger than the store takes (`max_record_bytes`) is dropped and
+/// counted like a queue drop, so that a gap record names it and the rest of its batch is
+/// stored: a hostile peer's oversized frames cannot fail batches until the writer stops.
+fn map_batches(
+    queue: &CaptureQueue,
+    max_batch: usize,
+    max_record_bytes: Option<u64>,
+    out: &std::sync::mpsc::SyncSender<Mapped>,
+) {
     let mut mappers: Vec<Mapper> = queue.nodes.iter().cloned().map(Mapper::new).collect();
     let mut buffers = EncodeBuffers::default();
     while let Some(batch) = queue.pop_batch(max_batch, Duration::from_millis(200)) {
@@ -525,45 +536,70 @@ fn map_batches(queue: &CaptureQueue, max_batch: usize, out: &std::sync::mpsc::Sy
         let mut frames_queued_at = Vec::with_capacity(batch.len());
         let stored_at = OffsetDateTime::now_utc();
         for entry in batch {
-            let run = runs[entry.node].get_or_insert(DropRun {
-                dropped: 0,
-                bytes: 0,
-                first: entry.stamp.capture_sequence,
-                last: entry.stamp.capture_sequence,
-                generation: entry.stamp.connection_generation,
-            });
-            run.dropped += 1;
-            run.bytes += entry.size as u64;
-            run.first = run.first.min(entry.stamp.capture_sequence);
-            run.last = run.last.max(entry.stamp.capture_sequence);
-            // A lost gap marker takes the drops it named with it: the run covers them too.
-            if let Captured::Gap(GapKind::LocalDrop {
-                dropped,
-                dropped_bytes,
-                first_capture_sequence,
-                last_capture_sequence,
-            }) = &entry.captured
-            {
-                run.dropped += dropped;
-                run.bytes += dropped_bytes;
-                run.first = run.first.min(*first_capture_sequence);
-                run.last = run.last.max(*last_capture_sequence);
-            }
-            if matches!(entry.captured, Captured::Frame { .. }) {
-                frames_queued_at.push(entry.queued_at);
-            }
-            for artifact in mappers[entry.node].map(&entry.stamp, entry.captured) {
+            let stamp = entry.stamp;
+            let lone = DropRun {
+                dropped: 1,
+                bytes: entry.size as u64,
+                first: stamp.capture_sequence,
+                last: stamp.capture_sequence,
+                generation: stamp.connection_generation,
+            };
+            // A lost gap marker takes the drops it named with it: a run covers them too.
+            let named = match &entry.captured {
+                Captured::Gap(GapKind::LocalDrop {
+                    dropped,
+                    dropped_bytes,
+                    first_capture_sequence,
+                    last_capture_sequence,
+                }) => Some(DropRun {
+                    dropped: *dropped,
+                    bytes: *dropped_bytes,
+                    first: *first_capture_sequence,
+                    last: *last_capture_sequence,
+                    generation: stamp.connection_generation,
+                }),
+                _ => None,
+            };
+            let frame = matches!(entry.captured, Captured::Frame { .. });
+            let mut built = Vec::new();
+            for artifact in mappers[entry.node].map(&stamp, entry.captured) {
                 match artifact.encode(&RecordId::generate(), &stored_at, &mut buffers) {
-                    Ok(record) => {
-                        per_node[entry.node] += 1;
-                        records.push(record);
-                    }
+                    Ok(record) => built.push(record),
                     // Our envelopes are always valid; if one is not, say so loudly.
                     Err(error) => {
                         tracing::error!(%error, "capture built an invalid record; skipped")
                     }
                 }
             }
+            let largest = built.iter().map(|r| r.as_bytes().len() as u64).max();
+            if let (Some(largest), Some(max)) = (largest, max_record_bytes)
+                && largest > max
+            {
+                tracing::warn!(
+                    capture_sequence = stamp.capture_sequence,
+                    bytes = largest,
+                    max,
+                    "a captured item's record is larger than the store takes; dropped and recorded as a gap"
+                );
+                queue.merge_drop_run(entry.node, lone);
+                continue;
+            }
+            let run = runs[entry.node].get_or_insert(DropRun {
+                dropped: 0,
+                bytes: 0,
+                ..lone
+            });
+            for part in std::iter::once(lone).chain(named) {
+                run.dropped += part.dropped;
+                run.bytes += part.bytes;
+                run.first = run.first.min(part.first);
+                run.last = run.last.max(part.last);
+            }
+            if frame {
+                frames_queued_at.push(entry.queued_at);
+            }
+            per_node[entry.node] += built.len() as u64;
+            records.extend(built);
         }
         if let Err(std::sync::mpsc::SendError(lost)) = out.send(Mapped {
             records,

@@ -742,6 +742,10 @@ impl LogStore {
 }
 
 impl ArtifactStore for LogStore {
+    fn max_record_bytes(&self) -> Option<u64> {
+        Some(self.max_payload)
+    }
+
     fn write_batch(&mut self, envelopes: Vec<Envelope>) -> Result<Vec<RecordId>> {
         self.writer()?;
         let first = next_sequences(self.last_sequence()?, envelopes.len())?;

@@ -205,6 +205,13 @@ pub trait ArtifactStore: ArtifactReader {
     /// backend errors. Nothing of the batch is written.
     fn append_records(&mut self, records: &[Record]) -> Result<()>;
 
+    /// The largest encoded record ([`EncodedRecord::as_bytes`]) this store accepts, if it
+    /// has a limit: a writer that must not lose a batch to one record (capture) checks it
+    /// first. The default has none.
+    fn max_record_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Appends records already encoded ([`EncodedRecord`]), as [`ArtifactStore::append_records`]
     /// does, for a writer that generates their ids ([`crate::record::RecordId::generate`], as
     /// capture does): the segment log stores their bytes as they are and does not look for

@@ -20,8 +20,8 @@ use esl_replay::capture::{
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
-use esl_replay::record::{CapturePayload, Record};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::record::{CapturePayload, Criteria, ReadCursor, Record};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
 use parking_lot::Mutex;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -698,11 +698,11 @@ fn identity() -> Arc<NodeIdentity> {
     })
 }
 
-/// A batch the store refuses loses its gap marker too: the drops the marker named go into
-/// the next marker with the batch's own items, so every capture sequence is still either
-/// stored or inside a gap's range.
+/// Frames whose records are larger than the store takes (a hostile peer's) are dropped
+/// one by one and named in gap records: the frames batched with them are stored, no batch
+/// fails, and however many there are, the writer goes on.
 #[test]
-fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
+fn records_too_large_for_the_store_become_gaps_and_the_rest_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let telemetry = Arc::new(Telemetry::new());
     let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
@@ -716,14 +716,16 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
             completes: None,
         },
     };
-    // A queue of one item: 1 is queued, 2..=4 dropped.
     let queue = Arc::new(CaptureQueue::new(
-        1,
+        64 << 20,
         vec![identity()],
         Arc::clone(&telemetry),
     ));
     let now = OffsetDateTime::now_utc();
-    for _ in 0..4 {
+    // 1, then twenty too large (2..=21) each between two events, then 42.
+    queue.push(0, 1, now, item(&event));
+    for _ in 0..20 {
+        queue.push(0, 1, now, item(&too_large));
         queue.push(0, 1, now, item(&event));
     }
     let options = esl_replay::storage::LogOptions {
@@ -738,10 +740,140 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
     )
     .unwrap();
     support::wait_until("the queue to drain", || queue.depth().0 == 0);
-    // The marker for 2..=4 (5) and a record the store refuses (6), in one batch.
-    queue.push(0, 1, now, item(&too_large));
-    support::wait_until("the refusal", || telemetry.write_errors.get() == 1);
+    // The drops are named by the gap record before the next item.
     queue.push(0, 1, now, item(&event));
+    queue.close();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    assert_eq!(telemetry.write_errors.get(), 0, "no batch failed");
+    let mut stored = Vec::new();
+    let mut gaps = Vec::new();
+    for record in &records {
+        let sequence = record.runtime_flags()["replay_capture_sequence"]
+            .as_u64()
+            .unwrap();
+        stored.push(sequence);
+        if let Some(gap) = record.payload().get("gap") {
+            let first = gap["first_capture_sequence"].as_u64().unwrap();
+            let last = gap["last_capture_sequence"].as_u64().unwrap();
+            gaps.extend(first..=last);
+        }
+    }
+    let events: Vec<u64> = std::iter::once(1)
+        .chain((1..=20).map(|n| 2 * n + 1))
+        .collect();
+    assert!(events.iter().all(|e| stored.contains(e)), "{stored:?}");
+    let dropped: u64 = records
+        .iter()
+        .filter_map(|r| r.payload().get("gap"))
+        .map(|gap| gap["dropped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dropped, 20);
+    // Every too-large frame is inside a gap's range; every sequence is stored or inside one.
+    assert!((1..=20).all(|n| gaps.contains(&(2 * n))), "{gaps:?}");
+    let mut covered = [stored, gaps].concat();
+    covered.sort_unstable();
+    covered.dedup();
+    assert_eq!(covered, (1..=covered.len() as u64).collect::<Vec<_>>());
+}
+
+/// A log store that refuses the next append while `refuse` is set (then clears it).
+struct RefusesOnDemand {
+    inner: LogStore,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ArtifactStore for RefusesOnDemand {
+    fn write_batch(
+        &mut self,
+        envelopes: Vec<esl_replay::record::Envelope>,
+    ) -> esl_replay::store::Result<Vec<esl_replay::record::RecordId>> {
+        self.inner.write_batch(envelopes)
+    }
+
+    fn append_records(&mut self, records: &[Record]) -> esl_replay::store::Result<()> {
+        if self.refuse.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Err(esl_replay::store::Error::Io {
+                op: "write",
+                path: "log/00000000000000000001.seg".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            });
+        }
+        self.inner.append_records(records)
+    }
+
+    fn sync(&mut self) -> esl_replay::store::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl ArtifactReader for RefusesOnDemand {
+    fn read_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+    ) -> esl_replay::store::Result<Vec<Record>> {
+        self.inner.read_from_cursor(cursor, limit, criteria)
+    }
+
+    fn read_by_id(
+        &self,
+        id: &esl_replay::record::RecordId,
+    ) -> esl_replay::store::Result<Option<Record>> {
+        self.inner.read_by_id(id)
+    }
+
+    fn stats(&self) -> esl_replay::store::Result<esl_replay::store::StoreStats> {
+        self.inner.stats()
+    }
+
+    fn wait_for_records(&self, after: u64, timeout: Duration) -> esl_replay::store::Result<bool> {
+        self.inner.wait_for_records(after, timeout)
+    }
+}
+
+/// A batch the store refuses loses its gap marker too: the drops the marker named go into
+/// the next marker with the batch's own items, so every capture sequence is still either
+/// stored or inside a gap's range.
+#[test]
+fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let item = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    // A queue of one item: 1 is queued, 2..=4 dropped.
+    let queue = Arc::new(CaptureQueue::new(
+        1,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let now = OffsetDateTime::now_utc();
+    for _ in 0..4 {
+        queue.push(0, 1, now, item());
+    }
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = RefusesOnDemand {
+        inner: open_store(dir.path().join("s")).unwrap(),
+        refuse: Arc::clone(&refuse),
+    };
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    support::wait_until("the queue to drain", || queue.depth().0 == 0);
+    // The marker for 2..=4 (5) and an event (6), in one batch the store refuses.
+    refuse.store(true, std::sync::atomic::Ordering::Release);
+    queue.push(0, 1, now, item());
+    support::wait_until("the refusal", || telemetry.write_errors.get() == 1);
+    queue.push(0, 1, now, item());
     queue.close();
     let records = all_records(writer.join().unwrap().unwrap().as_ref());
     let mut covered = Vec::new();
