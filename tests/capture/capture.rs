@@ -20,8 +20,8 @@ use esl_replay::capture::{
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
-use esl_replay::record::{CapturePayload, Criteria, ReadCursor, Record};
-use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use esl_replay::record::{CapturePayload, Record};
+use esl_replay::store::{ArtifactStore, LogStore};
 use parking_lot::Mutex;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -33,6 +33,7 @@ use tokio_util::codec::Decoder;
 use crate::support;
 use crate::support::capture::{all_records, evidence, generation_ids, new_store};
 use crate::support::process::open_store;
+use crate::support::refusing_store::RefusingStore;
 
 const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
 
@@ -776,62 +777,6 @@ fn records_too_large_for_the_store_become_gaps_and_the_rest_is_stored() {
     assert_eq!(covered, (1..=covered.len() as u64).collect::<Vec<_>>());
 }
 
-/// A log store that refuses the next append while `refuse` is set (then clears it).
-struct RefusesOnDemand {
-    inner: LogStore,
-    refuse: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl ArtifactStore for RefusesOnDemand {
-    fn write_batch(
-        &mut self,
-        envelopes: Vec<esl_replay::record::Envelope>,
-    ) -> esl_replay::store::Result<Vec<esl_replay::record::RecordId>> {
-        self.inner.write_batch(envelopes)
-    }
-
-    fn append_records(&mut self, records: &[Record]) -> esl_replay::store::Result<()> {
-        if self.refuse.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            return Err(esl_replay::store::Error::Io {
-                op: "write",
-                path: "log/00000000000000000001.seg".into(),
-                source: std::io::Error::from_raw_os_error(28),
-            });
-        }
-        self.inner.append_records(records)
-    }
-
-    fn sync(&mut self) -> esl_replay::store::Result<()> {
-        self.inner.sync()
-    }
-}
-
-impl ArtifactReader for RefusesOnDemand {
-    fn read_from_cursor(
-        &self,
-        cursor: &ReadCursor,
-        limit: usize,
-        criteria: &Criteria,
-    ) -> esl_replay::store::Result<Vec<Record>> {
-        self.inner.read_from_cursor(cursor, limit, criteria)
-    }
-
-    fn read_by_id(
-        &self,
-        id: &esl_replay::record::RecordId,
-    ) -> esl_replay::store::Result<Option<Record>> {
-        self.inner.read_by_id(id)
-    }
-
-    fn stats(&self) -> esl_replay::store::Result<esl_replay::store::StoreStats> {
-        self.inner.stats()
-    }
-
-    fn wait_for_records(&self, after: u64, timeout: Duration) -> esl_replay::store::Result<bool> {
-        self.inner.wait_for_records(after, timeout)
-    }
-}
-
 /// A batch the store refuses loses its gap marker too: the drops the marker named go into
 /// the next marker with the batch's own items, so every capture sequence is still either
 /// stored or inside a gap's range.
@@ -858,10 +803,10 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
         queue.push(0, 1, now, item());
     }
     let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = RefusesOnDemand {
-        inner: open_store(dir.path().join("s")).unwrap(),
-        refuse: Arc::clone(&refuse),
-    };
+    let refuse_next = Arc::clone(&refuse);
+    let store = RefusingStore::new(open_store(dir.path().join("s")).unwrap(), move || {
+        refuse_next.swap(false, std::sync::atomic::Ordering::AcqRel)
+    });
     let writer = spawn_writer(
         Arc::clone(&queue),
         Box::new(store),

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use esl_replay::record::{Criteria, ReadCursor, Record};
 use esl_replay::store::{
-    ArtifactReader, ArtifactStore, BadLine, Error, ImportError, ImportOptions, LogStore,
-    StoreStats, error_chain, import,
+    ArtifactReader, BadLine, ImportError, ImportOptions, LogStore, error_chain, import,
 };
 
 use crate::support::cli::{error_output, run, stderr};
 use crate::support::process::open_store;
+use crate::support::refusing_store::RefusingStore;
 
 /// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
 fn fails(args: &[&str]) -> String {
@@ -328,68 +328,6 @@ fn evidence_compare_reads_a_bundle_only_up_to_its_limit() {
     );
 }
 
-/// A store whose appends fail with "no space left" from the `fail_on`-th call on.
-struct FullDisk {
-    inner: LogStore,
-    calls: usize,
-    fail_on: usize,
-}
-
-impl ArtifactStore for FullDisk {
-    fn write_batch(
-        &mut self,
-        envelopes: Vec<esl_replay::record::Envelope>,
-    ) -> esl_replay::store::Result<Vec<esl_replay::record::RecordId>> {
-        self.inner.write_batch(envelopes)
-    }
-
-    fn append_records(&mut self, records: &[Record]) -> esl_replay::store::Result<()> {
-        self.calls += 1;
-        if self.calls >= self.fail_on {
-            return Err(Error::Io {
-                op: "write",
-                path: "log/00000000000000000001.seg".into(),
-                source: std::io::Error::from_raw_os_error(28),
-            });
-        }
-        self.inner.append_records(records)
-    }
-
-    fn sync(&mut self) -> esl_replay::store::Result<()> {
-        self.inner.sync()
-    }
-}
-
-impl ArtifactReader for FullDisk {
-    fn read_from_cursor(
-        &self,
-        cursor: &ReadCursor,
-        limit: usize,
-        criteria: &Criteria,
-    ) -> esl_replay::store::Result<Vec<Record>> {
-        self.inner.read_from_cursor(cursor, limit, criteria)
-    }
-
-    fn read_by_id(
-        &self,
-        id: &esl_replay::record::RecordId,
-    ) -> esl_replay::store::Result<Option<Record>> {
-        self.inner.read_by_id(id)
-    }
-
-    fn stats(&self) -> esl_replay::store::Result<StoreStats> {
-        self.inner.stats()
-    }
-
-    fn wait_for_records(
-        &self,
-        after: u64,
-        timeout: std::time::Duration,
-    ) -> esl_replay::store::Result<bool> {
-        self.inner.wait_for_records(after, timeout)
-    }
-}
-
 /// Item 8: a store failure (here "no space left on device") is not a bad line: it is never
 /// skipped, and it says how many records were committed and from which line to resume.
 #[test]
@@ -397,11 +335,15 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let input: String = (1..=5).map(|s| line(s, 10) + "\n").collect();
     for skip_malformed in [false, true] {
-        let mut store = FullDisk {
-            inner: open_store(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
-            calls: 0,
-            fail_on: 2,
-        };
+        // Appends fail from the second call on.
+        let mut calls = 0;
+        let mut store = RefusingStore::new(
+            open_store(dir.path().join(format!("store-{skip_malformed}"))).unwrap(),
+            move || {
+                calls += 1;
+                calls >= 2
+            },
+        );
         let options = ImportOptions {
             skip_malformed,
             batch: 2,

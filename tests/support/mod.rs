@@ -20,6 +20,7 @@ pub(crate) mod forward;
 pub(crate) mod fs_recordings;
 pub(crate) mod process;
 pub(crate) mod record;
+pub(crate) mod refusing_store;
 pub(crate) mod replay;
 #[cfg(feature = "cli")]
 pub(crate) mod routing;
