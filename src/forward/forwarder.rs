@@ -262,7 +262,8 @@ impl Run<'_> {
                 let store = Arc::clone(store);
                 let selection = Arc::clone(&self.selection);
                 tokio::task::spawn_blocking(move || {
-                    read_batch(store.as_ref(), &cursor, &selection, end)
+                    let through = readable(end, Some(store.durable_through()?));
+                    read_batch(store.as_ref(), &cursor, &selection, through)
                 })
                 .await
                 .map_err(Error::ReadAhead)?
@@ -294,12 +295,20 @@ impl Run<'_> {
             if self.end.is_some_and(|end| acked >= end) {
                 return Ok(Stopped::EndReached);
             }
+            let durable = self.source.durable_through()?;
             let batch = match ahead.take() {
                 Some(batch) => Some(batch),
-                None => read_batch(store, &self.cursor, &self.selection, self.end)?,
+                None => read_batch(
+                    store,
+                    &self.cursor,
+                    &self.selection,
+                    readable(self.end, durable),
+                )?,
             };
             let Some(batch) = batch else {
-                if self.end.is_some() {
+                if let Some(end) = self.end
+                    && durable.is_none_or(|durable| durable >= end)
+                {
                     // Nothing is left below the end (the rest was pruned while we ran).
                     return Ok(Stopped::EndReached);
                 }
@@ -380,6 +389,15 @@ async fn yield_once() {
         std::task::Poll::Pending
     })
     .await;
+}
+
+/// The last sequence a batch may hold: none after the end of a run that has one, and none
+/// a power loss could take back.
+fn readable(end: Option<u64>, durable: Option<u64>) -> Option<u64> {
+    match (end, durable) {
+        (Some(end), Some(durable)) => Some(end.min(durable)),
+        (end, durable) => end.or(durable),
+    }
 }
 
 /// Reads the batch after `cursor` (at most `batch_size` records, none after `end`) and

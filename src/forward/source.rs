@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use crate::store::{self, ArtifactReader, Backend, LogStore, ReadOnly};
 
-/// A followed store: the segment log wakes the forwarder as soon as records are appended;
+/// A followed store: the segment log wakes the forwarder as soon as records are durable;
 /// other backends are polled.
 pub enum Source {
-    /// A segment-log store (woken by appends). Shared, so that the forwarder can read the
-    /// next batch on another thread.
+    /// A segment-log store (woken as records become durable). Shared, so that the forwarder
+    /// can read the next batch on another thread.
     Log(Arc<ReadOnly<LogStore>>),
     /// Any other backend (polled every [`Source::POLL`]).
     Other(Box<dyn ArtifactReader>),
@@ -50,14 +50,30 @@ impl Source {
         }
     }
 
-    /// Returns once a record with an append sequence above `after` exists.
+    /// The last append sequence a forwarder may read: in a segment log, the last record a
+    /// power loss cannot take back ([`LogStore::durable_through`]); `None` for other
+    /// backends, whose records are durable once visible.
+    ///
+    /// # Errors
+    ///
+    /// Store errors met while looking for new records.
+    pub fn durable_through(&self) -> store::Result<Option<u64>> {
+        match self {
+            Source::Log(store) => store.durable_through().map(Some),
+            Source::Other(_) => Ok(None),
+        }
+    }
+
+    /// Returns once a durable record with an append sequence above `after` exists (a
+    /// segment log's follower syncs records itself that its writer leaves unsynced for
+    /// [`WATERMARK_PATIENCE`](crate::storage::WATERMARK_PATIENCE)).
     ///
     /// # Errors
     ///
     /// Store errors met while looking for new records.
     pub async fn wait_after(&self, after: u64) -> store::Result<()> {
         match self {
-            Source::Log(store) => store.wait_for_records_async(after).await,
+            Source::Log(store) => store.wait_for_durable_records_async(after).await,
             Source::Other(store) => loop {
                 if store.wait_for_records(after, Duration::ZERO)? {
                     return Ok(());

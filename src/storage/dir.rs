@@ -13,6 +13,8 @@ pub const RETENTION_LOCK: &str = "retention.lock";
 pub const START_FILE: &str = "start.meta";
 /// The clean-shutdown marker.
 pub const CLEAN_FILE: &str = "clean.meta";
+/// The watermark file: the writer's durable watermark, for followers [META-04].
+pub const DURABLE_FILE: &str = "durable.meta";
 /// The preallocated spare segment, renamed into place at the next roll.
 pub const SPARE_FILE: &str = "spare.seg.tmp";
 /// How many removed segments' files the writer keeps for its next segments at most

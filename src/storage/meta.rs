@@ -1,6 +1,7 @@
-//! The log's small metadata files (format/directory.md): the logical start and the
-//! clean-shutdown marker. Both are replaced atomically through `durable::replace_file` and
-//! carry their own magic, versions and checksum.
+//! The log's small metadata files (format/directory.md): the logical start, the
+//! clean-shutdown marker and the watermark file. The first two are replaced atomically
+//! through `durable::replace_file`; the watermark file is rewritten in place. Each carries its
+//! own magic, versions and checksum.
 
 use super::error::CorruptKind;
 use super::header::{FORMAT_VERSION, PLAIN_VERSION};
@@ -9,11 +10,15 @@ use super::header::{FORMAT_VERSION, PLAIN_VERSION};
 pub const START_MAGIC: [u8; 8] = *b"\x89ESLSTA\n";
 /// Magic number of the clean-shutdown file.
 pub const CLEAN_MAGIC: [u8; 8] = *b"\x89ESLCLN\n";
+/// Magic number of the watermark file.
+pub const DURABLE_MAGIC: [u8; 8] = *b"\x89ESLDUR\n";
 
 /// Bytes in the start file.
 pub const START_LEN: usize = 32;
 /// Bytes in the clean-shutdown file.
 pub const CLEAN_LEN: usize = 56;
+/// Bytes in the watermark file.
+pub const DURABLE_LEN: usize = 32;
 
 fn seal_crc(out: &mut [u8]) {
     let split = out.len() - 4;
@@ -155,6 +160,37 @@ impl CleanMark {
     }
 }
 
+/// The writer's durable watermark, for followers in any process [META-04].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurableWatermark {
+    /// Every sequence below this was durable when the file was written.
+    pub durable: u64,
+}
+
+impl DurableWatermark {
+    /// Encodes the watermark file.
+    #[must_use]
+    pub fn encode(&self) -> [u8; DURABLE_LEN] {
+        let mut out = [0u8; DURABLE_LEN];
+        prologue(&mut out, DURABLE_MAGIC);
+        out[16..24].copy_from_slice(&self.durable.to_le_bytes());
+        seal_crc(&mut out);
+        out
+    }
+
+    /// Decodes the watermark file.
+    ///
+    /// # Errors
+    ///
+    /// The kind of damage.
+    pub fn decode(bytes: &[u8]) -> Result<DurableWatermark, CorruptKind> {
+        check(bytes, DURABLE_MAGIC, DURABLE_LEN, 24)?;
+        Ok(DurableWatermark {
+            durable: u64_at(bytes, 16),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +213,14 @@ mod tests {
             assert!(CleanMark::decode(&damaged).is_err(), "byte {i}");
         }
         assert!(StartMark::decode(&bytes).is_err());
+        let mark = DurableWatermark { durable: 77 };
+        let bytes = mark.encode();
+        assert_eq!(DurableWatermark::decode(&bytes), Ok(mark));
+        assert!(StartMark::decode(&bytes).is_err());
+        for i in 0..bytes.len() {
+            let mut damaged = bytes;
+            damaged[i] ^= 0x10;
+            assert!(DurableWatermark::decode(&damaged).is_err(), "byte {i}");
+        }
     }
 }

@@ -46,6 +46,7 @@ mod shared;
 mod signal;
 mod unpack_ahead;
 mod verify;
+mod watermark;
 mod writer;
 
 pub use bounded::{
@@ -62,7 +63,9 @@ pub use options::{
     LogOptions, ReadStrategy, RecoveryMode, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncPolicy,
 };
 pub use pack::{DEFAULT_PACK_LEVEL, PackOutcome};
-pub use reader::{Cursor, Durability, Reader, RecordRef, Records, Space, TruncateReport};
+pub use reader::{
+    Cursor, Durability, Reader, RecordRef, Records, Space, TruncateReport, WATERMARK_PATIENCE,
+};
 pub use recovery::{RecoveryReport, TornTail, UnfinishedRoll};
 pub use verify::{Damage, VerifyReport};
 pub use writer::Log;
@@ -77,8 +80,8 @@ pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
 /// log's API, so they stay in this namespace instead of the module root.
 pub mod codec {
     pub use super::dir::{
-        CLEAN_FILE, RECYCLE_POOL, RETENTION_LOCK, SPARE_FILE, START_FILE, WRITER_LOCK, index_path,
-        recycle_path, segment_path,
+        CLEAN_FILE, DURABLE_FILE, RECYCLE_POOL, RETENTION_LOCK, SPARE_FILE, START_FILE,
+        WRITER_LOCK, index_path, recycle_path, segment_path,
     };
     pub use super::frame::{
         Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,
@@ -92,6 +95,9 @@ pub mod codec {
         ENTRY_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
         decode_file as decode_index_file,
     };
-    pub use super::meta::{CLEAN_LEN, CLEAN_MAGIC, CleanMark, START_LEN, START_MAGIC, StartMark};
+    pub use super::meta::{
+        CLEAN_LEN, CLEAN_MAGIC, CleanMark, DURABLE_LEN, DURABLE_MAGIC, DurableWatermark, START_LEN,
+        START_MAGIC, StartMark,
+    };
     pub use super::pack::{DICTIONARY_LIMIT, TRAILER_MAGIC, TRAILER_OVERHEAD, Trailer};
 }

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::dir;
 use super::durable;
@@ -109,12 +109,12 @@ impl Reader {
         let start = shared::read_start(dir)?.unwrap_or(1).max(first);
         shared.start.store(start, Ordering::Release);
         shared.next.store(next, Ordering::Release);
-        shared.durable.store(next, Ordering::Release);
         let reader = Reader {
             shared: Arc::new(shared),
         };
         // The last segment may already be sealed with a successor created since the listing.
         reader.shared.refresh()?;
+        reader.shared.follow_watermark();
         Ok(reader)
     }
 
@@ -265,6 +265,67 @@ impl Reader {
         }
     }
 
+    /// Every sequence below this is durable, as far as this handle knows: beside a writer
+    /// in this process, its watermark [DUR-01]; in a follower, after looking for new
+    /// records, what the writer's watermark file says ([META-04]) or what this follower made
+    /// durable itself ([`Reader::sync`]). A follower of a writer that wrote no watermark
+    /// file knows of nothing durable until it syncs.
+    ///
+    /// # Errors
+    ///
+    /// I/O or corruption met while a follower looks for new records.
+    pub fn durable_seq(&self) -> Result<Seq> {
+        if self.shared.follower {
+            self.shared.refresh()?;
+            self.shared.follow_watermark();
+        }
+        Ok(Seq(self.shared.durable.load(Ordering::Acquire)))
+    }
+
+    /// Makes every record this handle sees durable and returns [`Reader::durable_seq`]:
+    /// beside a writer in this process, the writer's sync [DUR-02]; in a follower, syncs
+    /// through its own descriptors of the segments no finished roll covers, then the
+    /// directory (as a follower's truncation does, [TRUNC-01]). For a consumer that must
+    /// not wait on a writer that does not sync (`OsOnly`) or that died.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`Error::Poisoned`] beside a writer whose sync failed.
+    pub fn sync(&self) -> Result<Seq> {
+        self.shared.refresh()?;
+        self.shared.sync_published()?;
+        Ok(Seq(self.shared.durable.load(Ordering::Acquire)))
+    }
+
+    /// Waits until the record with sequence `seq` exists and is durable; for async code (any
+    /// executor). Beside a writer in this process, the writer's watermark says so [DUR-03].
+    /// A follower's background thread reads the writer's watermark file ([META-04]) every
+    /// millisecond while a task waits; when the file has not moved for
+    /// [`WATERMARK_PATIENCE`] with records beyond it (a writer under `OsOnly`, one that died,
+    /// or one too old to write the file), it syncs them itself ([`Reader::sync`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`] beside a writer whose sync failed.
+    pub async fn wait_durable_async(&self, seq: Seq) -> Result<()> {
+        let shared = &*self.shared;
+        let _wanting = Wanting::new(shared);
+        if shared.follower {
+            self.start_watcher();
+        }
+        loop {
+            if shared.durable.load(Ordering::Acquire) > seq.0 {
+                return Ok(());
+            }
+            shared.check_poison()?;
+            let listener = shared.durable_moved.listen();
+            if shared.durable.load(Ordering::Acquire) > seq.0 {
+                return Ok(());
+            }
+            listener.notified().await;
+        }
+    }
+
     fn start_watcher(&self) {
         let weak = Arc::downgrade(&self.shared);
         self.shared.watcher.get_or_init(|| {
@@ -272,6 +333,7 @@ impl Reader {
                 .name("esl-replay-follow".into())
                 .spawn(move || {
                     let mut pause = Duration::from_millis(1);
+                    let mut stalled = None;
                     while let Some(shared) = weak.upgrade() {
                         let grew = match shared.refresh() {
                             Ok(grew) => grew,
@@ -280,8 +342,10 @@ impl Reader {
                                 false
                             }
                         };
+                        let settled = shared.durable_wanted.load(Ordering::Acquire) == 0
+                            || follow_durable(&shared, &mut stalled);
                         drop(shared);
-                        pause = if grew {
+                        pause = if grew || !settled {
                             Duration::from_millis(1)
                         } else {
                             (pause * 2).min(Duration::from_millis(20))
@@ -929,6 +993,52 @@ impl Iterator for Records {
                 Some(Err(error))
             }
         }
+    }
+}
+
+/// How long a follower waits for the writer's watermark file to cover records before it
+/// syncs them itself ([`Reader::wait_durable_async`]). A writer that syncs acknowledges
+/// within milliseconds; one under `OsOnly` never does.
+pub const WATERMARK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// For a follower's background thread while tasks wait for durability: follows the
+/// writer's watermark file, and syncs itself once the file has not moved for
+/// [`WATERMARK_PATIENCE`] with records beyond it. Returns whether every published record is
+/// durable.
+fn follow_durable(shared: &Shared, stalled: &mut Option<(u64, Instant)>) -> bool {
+    shared.follow_watermark();
+    let durable = shared.durable.load(Ordering::Acquire);
+    if durable >= shared.next.load(Ordering::Acquire) {
+        *stalled = None;
+        return true;
+    }
+    match *stalled {
+        Some((at, since)) if at == durable => {
+            if since.elapsed() >= WATERMARK_PATIENCE {
+                if let Err(error) = shared.sync_published() {
+                    tracing::warn!(%error, "follower could not make the records it waits for durable");
+                }
+                *stalled = None;
+            }
+        }
+        _ => *stalled = Some((durable, Instant::now())),
+    }
+    false
+}
+
+/// Counts a task waiting for durability while it lives.
+struct Wanting<'a>(&'a Shared);
+
+impl<'a> Wanting<'a> {
+    fn new(shared: &'a Shared) -> Wanting<'a> {
+        shared.durable_wanted.fetch_add(1, Ordering::AcqRel);
+        Wanting(shared)
+    }
+}
+
+impl Drop for Wanting<'_> {
+    fn drop(&mut self) {
+        self.0.durable_wanted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

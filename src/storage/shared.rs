@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -22,6 +22,7 @@ use super::options::ReadStrategy;
 use super::pack::Inflater;
 use super::segment::{self, FileWindow, SegmentData, Stop};
 use super::signal::Signal;
+use super::watermark::{WatermarkReader, WatermarkWriter};
 
 /// The most sealed segments one handle keeps loaded (a descriptor and a map each): an eighth
 /// of the usual default limit of 1,024 open files.
@@ -125,10 +126,21 @@ pub(crate) struct Shared {
     pub(crate) start: AtomicU64,
     /// Every sequence below this is published.
     pub(crate) next: AtomicU64,
-    /// Every sequence below this is durable.
+    /// Every sequence below this is durable: the writer's watermark, or in a follower what
+    /// the writer's watermark file said and what the follower synced itself ([META-04]).
     pub(crate) durable: AtomicU64,
     /// Notified whenever records are published.
     pub(crate) appended: Signal,
+    /// Notified whenever `durable` moves, or a sync fails.
+    pub(crate) durable_moved: Signal,
+    /// The writer's watermark file, rewritten as `durable` moves (`None` in followers).
+    pub(crate) watermark_writer: Mutex<Option<WatermarkWriter>>,
+    /// A follower's view of the writer's watermark file.
+    watermark_reader: Mutex<WatermarkReader>,
+    /// In a follower: every sequence below this was made durable by its own syncs.
+    synced_here: AtomicU64,
+    /// Tasks waiting for durability, for a follower's background thread to serve.
+    pub(crate) durable_wanted: AtomicUsize,
     pub(crate) durable_lock: Mutex<()>,
     pub(crate) durable_changed: Condvar,
     pub(crate) poisoned: AtomicBool,
@@ -214,6 +226,11 @@ impl Shared {
             next: AtomicU64::new(1),
             durable: AtomicU64::new(1),
             appended: Signal::default(),
+            durable_moved: Signal::default(),
+            watermark_writer: Mutex::new(None),
+            watermark_reader: Mutex::new(WatermarkReader::new(dir)),
+            synced_here: AtomicU64::new(1),
+            durable_wanted: AtomicUsize::new(0),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -301,9 +318,49 @@ impl Shared {
         self.notify_durable();
     }
 
+    /// Wakes the threads and tasks waiting for durability, then publishes the watermark in
+    /// the watermark file for followers ([META-04]; after the wake-ups, which it must not
+    /// delay).
     pub(crate) fn notify_durable(&self) {
-        let _guard = self.durable_lock.lock();
-        self.durable_changed.notify_all();
+        {
+            let _guard = self.durable_lock.lock();
+            self.durable_changed.notify_all();
+        }
+        self.durable_moved.notify_all();
+        if let Some(file) = self.watermark_writer.lock().as_mut() {
+            file.publish(&*self.io, self.durable.load(Ordering::Acquire));
+        }
+    }
+
+    /// For followers: learns from the writer's watermark file which records are durable
+    /// ([META-04]), never beyond those published here, and never below those this follower
+    /// synced itself. A file that is missing or being rewritten changes nothing.
+    pub(crate) fn follow_watermark(&self) {
+        let Some(published) = self.watermark_reader.lock().read() else {
+            return;
+        };
+        let known = published
+            .min(self.next.load(Ordering::Acquire))
+            .max(self.synced_here.load(Ordering::Acquire));
+        // A writer reopened after a recovery that cut damaged records may lower the file.
+        if self.durable.swap(known, Ordering::AcqRel) < known {
+            self.durable_moved.notify_all();
+        }
+    }
+
+    /// For followers: makes every published record durable through this follower's own
+    /// syncs ([`Shared::sync_tail`]), for a writer that does not sync (`OsOnly`, or one that
+    /// died), and raises `durable` to match.
+    pub(crate) fn sync_published(&self) -> Result<()> {
+        let next = self.next.load(Ordering::Acquire);
+        self.sync_tail()?;
+        if self.follower {
+            self.synced_here.fetch_max(next, Ordering::AcqRel);
+            if self.durable.fetch_max(next, Ordering::AcqRel) < next {
+                self.durable_moved.notify_all();
+            }
+        }
+        Ok(())
     }
 
     /// Writes the staged frames to the active segment's file and publishes them to readers

@@ -32,6 +32,7 @@ use super::reader::{Durability, Reader, TruncateReport};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{self, Parts, SegmentData};
 use super::shared::{self, PendingRoll, Shared, Slot};
+use super::watermark::WatermarkWriter;
 
 /// Staged bytes written at once: large enough that the `pwrite` costs little per record,
 /// small enough to stay in the CPU's caches.
@@ -235,6 +236,8 @@ impl Log {
         shared.start.store(start.max(first), Ordering::Release);
         shared.next.store(next_seq, Ordering::Release);
         shared.durable.store(next_seq, Ordering::Release);
+        // Recovery made every record found durable ([REC-07]): followers may forward them.
+        *shared.watermark_writer.lock() = WatermarkWriter::open(&*shared.io, dir, next_seq);
         *shared.active.lock() = Some(active.clone());
         restage(&shared, &active, end, next_seq);
         warm_staging(&shared);

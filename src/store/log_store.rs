@@ -613,6 +613,35 @@ impl LogStore {
         Ok(self.reader.wait_for_async(Seq(log_seq)).await?)
     }
 
+    /// The append sequence of the last record known durable (0 if none is): what a consumer
+    /// that must not deliver a record a power loss could take back may read up to. A
+    /// read-only handle learns it from the writer's watermark file ([`Reader::durable_seq`]).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors met while a read-only handle looks for new records.
+    pub fn durable_through(&self) -> Result<u64> {
+        let durable = self.reader.durable_seq()?.0;
+        Ok(match durable {
+            0 | 1 => 0,
+            _ => self.runs.read().append_seq(durable - 1),
+        })
+    }
+
+    /// Waits until a record with an append sequence above `after` exists and is durable;
+    /// for async code on any executor. A read-only handle syncs the records itself when the
+    /// writer has not made them durable within
+    /// [`WATERMARK_PATIENCE`](crate::storage::WATERMARK_PATIENCE)
+    /// ([`Reader::wait_durable_async`]).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; [`Error::Storage`] if the writer in this process is poisoned.
+    pub async fn wait_for_durable_records_async(&self, after: u64) -> Result<()> {
+        let log_seq = self.runs.read().log_seq_after(after);
+        Ok(self.reader.wait_durable_async(Seq(log_seq)).await?)
+    }
+
     /// Waits until every record written so far is durable under the log's sync policy (with
     /// group commit, the sync thread's next batch), without forcing a sync of its own.
     ///

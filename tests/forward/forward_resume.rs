@@ -1,9 +1,11 @@
 //! Where a forwarder resumes: never past records it did not deliver. A checkpoint behind
 //! pruned records or beyond the store's end is refused with an error that says what to do,
-//! and a forwarder without a checkpoint saves one before it reads, so that retention keeps
-//! what it has not delivered (library `forward`, a sink that collects).
+//! a forwarder without a checkpoint saves one before it reads, so that retention keeps
+//! what it has not delivered, and it delivers only records a power loss cannot take back
+//! (library `forward`, a sink that collects).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
 use esl_replay::forward::{
@@ -11,6 +13,7 @@ use esl_replay::forward::{
 };
 use esl_replay::record::{JsonMap, ReadCursor};
 use esl_replay::retention::{self, PrunePolicy};
+use esl_replay::storage::{LogOptions, SyncPolicy, WATERMARK_PATIENCE};
 use esl_replay::store::{ArtifactStore as _, LogStore, dataset};
 
 /// Collects the sequences it is sent; with `checkpoints`, also what the forwarder's
@@ -157,4 +160,97 @@ fn a_forwarder_refuses_to_resume_from_beyond_the_end() {
         "{error:?}"
     );
     assert!(sink.sent.is_empty());
+}
+
+/// Polls `done` every few milliseconds; panics after 30 s.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A store whose writer syncs only when told (`OsOnly`), holding `records` records in its
+/// files, none of them synced.
+fn unsynced_store(dir: &Path, records: u64) -> (PathBuf, LogStore) {
+    let root = dir.join("store");
+    let never_syncs = LogOptions {
+        sync_policy: SyncPolicy::OsOnly,
+        ..LogOptions::default()
+    };
+    let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
+    writer
+        .write_batch((0..records).map(dataset::envelope).collect())
+        .unwrap();
+    (root, writer)
+}
+
+/// [META-04] A record a power loss could take back is not forwarded: records a writer has
+/// written but not synced wait until it syncs them.
+#[test]
+fn only_records_the_writer_made_durable_are_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, mut writer) = unsynced_store(dir.path(), 10);
+    writer.log_reader().sync().unwrap();
+    writer
+        .write_batch((10..20).map(dataset::envelope).collect())
+        .unwrap();
+    let source = Source::from(LogStore::open_read_only(&root).unwrap());
+    let mut options = ForwardOptions::default();
+    options.follow = true;
+    let metrics = Metrics::new("collect");
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut sink = Collect::default();
+    let forwarded = || metrics.snapshot().forwarded;
+    let checkpoints = service(&dir.path().join("checkpoints"));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let forwarding = forward(
+                &source,
+                &mut sink,
+                &checkpoints,
+                &options,
+                &metrics,
+                shutdown,
+            );
+            let checks = async {
+                wait_until("the synced records are forwarded", || forwarded() == 10).await;
+                // Less than the patience after which a follower syncs for itself.
+                tokio::time::sleep(WATERMARK_PATIENCE / 3).await;
+                assert_eq!(forwarded(), 10, "unsynced records were forwarded");
+                writer.log_reader().sync().unwrap();
+                wait_until("the rest is forwarded", || forwarded() == 20).await;
+                stop.send(true).unwrap();
+            };
+            let (report, ()) = tokio::join!(forwarding, checks);
+            assert_eq!(report.unwrap().stopped, Stopped::Shutdown);
+        });
+    assert_eq!(sink.sent, (1..=20).collect::<Vec<_>>());
+}
+
+/// [META-04] Records no writer will sync (one under `OsOnly`, or one that died) are
+/// forwarded once the forwarder has synced them itself, after `WATERMARK_PATIENCE`.
+#[test]
+fn records_no_writer_syncs_are_forwarded_after_the_forwarder_syncs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, writer) = unsynced_store(dir.path(), 10);
+    let started = Instant::now();
+    let mut sink = Collect::default();
+    let (acked, stopped) = run(&root, &dir.path().join("checkpoints"), &mut sink).unwrap();
+    assert_eq!((acked, stopped), (10, Stopped::EndReached));
+    assert_eq!(sink.sent, (1..=10).collect::<Vec<_>>());
+    assert!(
+        started.elapsed() >= WATERMARK_PATIENCE,
+        "forwarded before any sync"
+    );
+    assert_eq!(
+        writer.log_reader().durable_seq().unwrap().0,
+        1,
+        "the writer synced"
+    );
+    drop(writer);
 }

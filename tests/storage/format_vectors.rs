@@ -11,10 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::storage::codec::{
-    CLEAN_LEN, CleanMark, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind,
-    HEADER_LEN, INDEX_MAGIC, IndexEntry, IndexFile, IndexFooter, PACKED_VERSION, SEGMENT_MAGIC,
-    START_LEN, StartMark, TRAILER_OVERHEAD, Trailer, decode_frame, decode_index_file, encode_frame,
-    seq_tag,
+    CLEAN_LEN, CleanMark, DURABLE_LEN, Decoded, DurableWatermark, FRAME_HEADER_LEN,
+    FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN, INDEX_MAGIC, IndexEntry, IndexFile,
+    IndexFooter, PACKED_VERSION, SEGMENT_MAGIC, START_LEN, StartMark, TRAILER_OVERHEAD, Trailer,
+    decode_frame, decode_index_file, encode_frame, seq_tag,
 };
 use esl_replay::store::meta::{self, Layout, Run, SequenceMap};
 
@@ -144,6 +144,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "index-file",
         "start-file",
         "clean-file",
+        "durable-file",
         "store-meta",
         "ids-file",
         "record-body",
@@ -167,6 +168,7 @@ fn every_promised_vector_exists_with_a_known_kind() {
         "index-file.hex",
         "start-file.hex",
         "clean-file.hex",
+        "durable-file.hex",
         "store-meta.hex",
         "ids-file.hex",
         "record-body-v2.hex",
@@ -455,6 +457,17 @@ fn start_file_vector_round_trips() {
         assert_eq!(vector.bytes.len(), START_LEN);
         let mark = StartMark::decode(&vector.bytes).unwrap();
         assert_eq!(mark.start, vector.number("start"));
+        assert_eq!(mark.encode().as_slice(), vector.bytes);
+    }
+}
+
+/// [META-04] [META-03] The durable-mark vector decodes to its watermark and re-encodes.
+#[test]
+fn durable_file_vector_round_trips() {
+    for vector in vectors_of("durable-file") {
+        assert_eq!(vector.bytes.len(), DURABLE_LEN);
+        let mark = DurableWatermark::decode(&vector.bytes).unwrap();
+        assert_eq!(mark.durable, vector.number("durable"));
         assert_eq!(mark.encode().as_slice(), vector.bytes);
     }
 }

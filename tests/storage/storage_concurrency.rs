@@ -24,13 +24,17 @@ use std::time::{Duration, Instant};
 
 use esl_replay::storage::codec::segment_path;
 use esl_replay::storage::{
-    Error, Log, LogOptions, ReadStrategy, Reader, RecoveryReport, Seq, SyncPolicy,
+    Error, Log, LogOptions, ReadStrategy, Reader, RecoveryReport, Seq, StdIo, SyncPolicy,
+    WATERMARK_PATIENCE,
 };
 
 use crate::support;
 use crate::support::process::SpawnSafely as _;
 use crate::support::process::open_log;
-use crate::support::storage::{Rng, block_on, fast_options, read_all, segment_bases, temp_dir};
+use crate::support::storage::{
+    FaultyIo, Plan, Rng, block_on, fast_options, read_all, segment_bases, temp_dir, with_io,
+    with_policy,
+};
 
 const ROLE_ENV: &str = "ESL_REPLAY_CONCURRENCY_ROLE";
 const DIR_ENV: &str = "ESL_REPLAY_CONCURRENCY_DIR";
@@ -827,4 +831,82 @@ fn follower_role(dir: &Path) {
     let checked = truncations.join().unwrap();
     assert!(checked > 0, "no truncation was announced");
     println!("FOLLOWER OK read {read} records, checked {checked} truncations");
+}
+
+/// [META-04] A follower counts as durable what the writer's watermark file says: records the
+/// writer wrote but has not synced are visible and not durable, and become durable with the
+/// writer's sync; the writer's own readers see its watermark.
+#[test]
+fn a_follower_counts_records_durable_once_the_writer_syncs_them() {
+    let seed = 7;
+    let dir = temp_dir();
+    let options = with_policy(fast_options(), SyncPolicy::OsOnly);
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
+    for seq in 1..=10 {
+        log.append(&payload(seed, seq)).unwrap();
+    }
+    log.flush().unwrap();
+    let follower = Reader::open(dir.path(), &options).unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(11));
+    assert_eq!(
+        follower.durable_seq().unwrap(),
+        Seq(1),
+        "nothing is synced yet"
+    );
+    assert_eq!(log.reader().durable_seq().unwrap(), Seq(1));
+    log.sync().unwrap();
+    assert_eq!(follower.durable_seq().unwrap(), Seq(11));
+    log.append(&payload(seed, 11)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(12));
+    assert_eq!(follower.durable_seq().unwrap(), Seq(11));
+    log.close().unwrap();
+    assert_eq!(
+        follower.durable_seq().unwrap(),
+        Seq(12),
+        "a clean close syncs"
+    );
+    // A new follower, with no writer at all, reads the last mark.
+    let late = Reader::open(dir.path(), &options).unwrap();
+    assert_eq!(late.durable_seq().unwrap(), Seq(12));
+}
+
+/// [META-04] A follower waiting for records that no writer syncs (`OsOnly`, or a writer that
+/// died) syncs them itself after `WATERMARK_PATIENCE`, through its own descriptors; a follower that waits for records the writer syncs does not sync.
+#[test]
+fn a_follower_syncs_the_records_it_waits_for_when_the_writer_does_not() {
+    let seed = 8;
+    let dir = temp_dir();
+    let options = with_policy(fast_options(), SyncPolicy::OsOnly);
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
+    let mut seq = 1;
+    while segment_bases(dir.path()).len() < 3 {
+        log.append(&payload(seed, seq)).unwrap();
+        seq += 1;
+    }
+    log.flush().unwrap();
+    let io = FaultyIo::new(Arc::new(StdIo));
+    let follower = Reader::open(dir.path(), &with_io(options.clone(), io.clone())).unwrap();
+    // The writer syncs its rolls even under `OsOnly`, not the records after the last one.
+    assert!(follower.durable_seq().unwrap() < Seq(seq));
+    let waiting = Instant::now();
+    block_on(follower.wait_durable_async(Seq(seq - 1))).unwrap();
+    assert!(
+        waiting.elapsed() >= WATERMARK_PATIENCE,
+        "it did not wait for the writer"
+    );
+    assert_eq!(follower.durable_seq().unwrap(), Seq(seq));
+    assert!(io.counts().1 > 0, "the follower did not sync");
+
+    // Once the writer syncs, its mark answers and the follower does not sync.
+    io.set_plan(Plan::default());
+    log.append(&payload(seed, seq)).unwrap();
+    log.sync().unwrap();
+    block_on(follower.wait_durable_async(Seq(seq))).unwrap();
+    assert_eq!(
+        io.counts().1,
+        0,
+        "the follower synced although the writer had"
+    );
+    drop(log);
 }

@@ -657,6 +657,23 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                     .count();
                 harness.count("segments packed", done as u64);
             }
+            97..=98 if follow => {
+                // What a follower counts as durable, from the writer's watermark file or its
+                // own sync [META-04], a power loss must keep: a forwarder delivers it.
+                current
+                    .flush()
+                    .expect("write the staged frames for the follower");
+                let follower = Reader::open(&dir, &options).expect("open a follower");
+                let durable = if step % 2 == 0 {
+                    harness.count("watermark files read by followers", 1);
+                    follower.durable_seq()
+                } else {
+                    harness.count("syncs by followers", 1);
+                    follower.sync()
+                }
+                .expect("ask a follower what is durable");
+                disk.progress(|p| p.acked = p.acked.max(durable.0));
+            }
             _ => {}
         }
         if log.as_ref().is_some_and(|l| l.active_segment() != segment) {

@@ -1,0 +1,101 @@
+//! The watermark file ([META-04]): how a writer tells followers in any process which records
+//! are durable. The writer rewrites it in place after its watermark moves, without syncing
+//! it: every value it ever holds was true when written, so whatever a crash leaves of it
+//! names no record beyond the durable end.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::dir::DURABLE_FILE;
+use super::io::{Io, read_at, write_all_at};
+use super::meta::{DURABLE_LEN, DurableWatermark};
+
+/// The writer's side: the open file and the value last written to it.
+#[derive(Debug)]
+pub(crate) struct WatermarkWriter {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    /// Whether a failed write was logged (once: followers then sync for themselves).
+    failed: bool,
+}
+
+impl WatermarkWriter {
+    /// Opens (or creates) the watermark file of the log in `dir` and writes `durable` to it.
+    /// `None`, logged, when it cannot be opened: followers then make records durable
+    /// themselves.
+    pub(crate) fn open(io: &dyn Io, dir: &Path, durable: u64) -> Option<WatermarkWriter> {
+        let path = dir.join(DURABLE_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path);
+        match file {
+            Ok(file) => {
+                let mut writer = WatermarkWriter {
+                    file,
+                    path,
+                    written: 0,
+                    failed: false,
+                };
+                writer.publish(io, durable);
+                Some(writer)
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot open the watermark file; followers will sync for themselves");
+                None
+            }
+        }
+    }
+
+    /// Writes `durable` unless it was written already. A failure is logged, not returned:
+    /// the records are durable either way, and followers that cannot read the file sync.
+    pub(crate) fn publish(&mut self, io: &dyn Io, durable: u64) {
+        if durable == self.written {
+            return;
+        }
+        let bytes = DurableWatermark { durable }.encode();
+        match write_all_at(io, &self.file, &bytes, 0, &self.path) {
+            Ok(()) => {
+                self.written = durable;
+                self.failed = false;
+            }
+            Err(error) if !self.failed => {
+                self.failed = true;
+                tracing::warn!(%error, "cannot update the watermark file; followers will sync for themselves");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A follower's side: the file, opened once it exists.
+#[derive(Debug)]
+pub(crate) struct WatermarkReader {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl WatermarkReader {
+    pub(crate) fn new(dir: &Path) -> WatermarkReader {
+        WatermarkReader {
+            path: dir.join(DURABLE_FILE),
+            file: None,
+        }
+    }
+
+    /// What the file says: `None` while there is none (no writer wrote one yet) or while
+    /// what is read does not decode (a read racing the writer's rewrite sees a mix).
+    pub(crate) fn read(&mut self) -> Option<u64> {
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        let file = self.file.as_ref()?;
+        let mut bytes = [0u8; DURABLE_LEN];
+        let len = read_at(file, &mut bytes, 0, &self.path).ok()?;
+        let watermark = DurableWatermark::decode(bytes.get(..len)?).ok()?;
+        Some(watermark.durable)
+    }
+}
