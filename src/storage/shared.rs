@@ -318,18 +318,23 @@ impl Shared {
         self.notify_durable();
     }
 
-    /// Wakes the threads and tasks waiting for durability, then publishes the watermark in
-    /// the watermark file for followers ([META-04]; after the wake-ups, which it must not
-    /// delay).
     pub(crate) fn notify_durable(&self) {
         {
             let _guard = self.durable_lock.lock();
             self.durable_changed.notify_all();
         }
         self.durable_moved.notify_all();
-        if let Some(file) = self.watermark_writer.lock().as_mut() {
-            file.publish(&*self.io, self.durable.load(Ordering::Acquire));
-        }
+    }
+
+    /// For the writer's watermark thread and its close: writes the durable watermark to the
+    /// watermark file for followers ([META-04]). Returns whether it moved since the last
+    /// write, or `None` once there is no file to write (the log is closed).
+    pub(crate) fn publish_watermark(&self) -> Option<bool> {
+        let durable = self.durable.load(Ordering::Acquire);
+        self.watermark_writer
+            .lock()
+            .as_mut()
+            .map(|file| file.publish(&*self.io, durable))
     }
 
     /// For followers: learns from the writer's watermark file which records are durable

@@ -1,7 +1,9 @@
 //! The watermark file ([META-04]): how a writer tells followers in any process which records
-//! are durable. The writer rewrites it in place after its watermark moves, without syncing
-//! it: every value it ever holds was true when written, so whatever a crash leaves of it
-//! names no record beyond the durable end.
+//! are durable. A thread of the writer's rewrites it in place after the watermark moves,
+//! without syncing it: every value it ever holds was true when written, so whatever a crash
+//! leaves of it names no record beyond the durable end. Not on the sync path: a write that
+//! changes a file's modification time may wait for the file system's journal, and the
+//! thread that leads a sync is an appender waiting for its acknowledgement.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -50,11 +52,12 @@ impl WatermarkWriter {
         }
     }
 
-    /// Writes `durable` unless it was written already. A failure is logged, not returned:
-    /// the records are durable either way, and followers that cannot read the file sync.
-    pub(crate) fn publish(&mut self, io: &dyn Io, durable: u64) {
+    /// Writes `durable` unless it was written already; returns whether it wrote. A failure
+    /// is logged, not returned: the records are durable either way, and followers that
+    /// cannot read the file sync.
+    pub(crate) fn publish(&mut self, io: &dyn Io, durable: u64) -> bool {
         if durable == self.written {
-            return;
+            return false;
         }
         let bytes = DurableWatermark { durable }.encode();
         match write_all_at(io, &self.file, &bytes, 0, &self.path) {
@@ -68,6 +71,7 @@ impl WatermarkWriter {
             }
             Err(_) => {}
         }
+        true
     }
 }
 

@@ -273,6 +273,7 @@ impl Log {
         if let Some(level) = log.options.pack_level {
             log.packer_thread = spawn_packer(&log.shared, &log.packer, level);
         }
+        spawn_watermark(&log.shared);
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
     }
@@ -792,6 +793,9 @@ impl Log {
         self.publish()?;
         // Writes the staged frames and finishes a pending roll before syncing.
         self.shared.sync_now()?;
+        // The last write of the watermark file: its thread stops once the file is gone.
+        self.shared.publish_watermark();
+        *self.shared.watermark_writer.lock() = None;
         let io = Arc::clone(&self.options.io);
         let io = &*io;
         self.active
@@ -1088,6 +1092,35 @@ fn spawn_flusher(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
             tracing::warn!(%error, "cannot start the flusher thread; appends write their own buffers");
             None
         }
+    }
+}
+
+/// How often the watermark thread looks for a moved watermark while it moves, and at most
+/// while it does not ([META-04]): a follower learns of a sync within a millisecond under
+/// load, and an idle writer's thread wakes 50 times a second.
+const WATERMARK_POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(20));
+
+/// Starts the thread that writes the durable watermark to the watermark file ([META-04]). It
+/// holds no reference to the log, and stops once the log is closed or gone.
+fn spawn_watermark(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("esl-replay-watermark".into())
+        .spawn(move || {
+            let (busy, idle) = WATERMARK_POLL;
+            let mut pause = busy;
+            loop {
+                // Not holding the log while asleep.
+                let Some(moved) = weak.upgrade().and_then(|shared| shared.publish_watermark())
+                else {
+                    break;
+                };
+                pause = if moved { busy } else { (pause * 2).min(idle) };
+                std::thread::sleep(pause);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the watermark thread; followers will sync for themselves");
     }
 }
 

@@ -855,7 +855,10 @@ fn a_follower_counts_records_durable_once_the_writer_syncs_them() {
     );
     assert_eq!(log.reader().durable_seq().unwrap(), Seq(1));
     log.sync().unwrap();
-    assert_eq!(follower.durable_seq().unwrap(), Seq(11));
+    // The writer's watermark thread writes the file within milliseconds.
+    support::wait_until("the follower sees the sync", || {
+        follower.durable_seq().unwrap() == Seq(11)
+    });
     log.append(&payload(seed, 11)).unwrap();
     log.flush().unwrap();
     assert_eq!(follower.next_seq().unwrap(), Seq(12));
