@@ -1109,12 +1109,8 @@ fn spawn_watermark(shared: &Arc<Shared>) {
         .spawn(move || {
             let (busy, idle) = WATERMARK_POLL;
             let mut pause = busy;
-            loop {
-                // Not holding the log while asleep.
-                let Some(moved) = weak.upgrade().and_then(|shared| shared.publish_watermark())
-                else {
-                    break;
-                };
+            // The closure takes the log and drops it: nothing holds it while asleep.
+            while let Some(moved) = weak.upgrade().and_then(|shared| shared.publish_watermark()) {
                 pause = if moved { busy } else { (pause * 2).min(idle) };
                 std::thread::sleep(pause);
             }
