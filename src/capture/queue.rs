@@ -25,7 +25,8 @@ use super::telemetry::Telemetry;
 use crate::record::{EncodedRecord, RecordId};
 use crate::store::{ArtifactStore, DurableMark};
 
-/// Bytes an item is charged on top of its frame bytes (its parsed headers, bookkeeping).
+/// Bytes an item is charged on top of what its frame holds
+/// ([`Frame::held_bytes`](crate::esl::Frame::held_bytes)): the queue's bookkeeping.
 const ITEM_OVERHEAD: usize = 512;
 
 /// Most queue bytes one batch takes out of the queue: what the batches in flight (one being
@@ -325,7 +326,7 @@ impl CaptureQueue {
 
 fn captured_size(captured: &Captured) -> usize {
     match captured {
-        Captured::Frame { frame, .. } => frame.raw_head().len() + frame.body().len(),
+        Captured::Frame { frame, .. } => frame.held_bytes(),
         Captured::Malformed { bytes, .. } => bytes.len(),
         Captured::Mutation { document, .. } => document.to_string().len(),
         _ => 0,

@@ -65,6 +65,27 @@ impl Frame {
         &self.body
     }
 
+    /// Bytes this frame holds in memory: its wire bytes, and its parsed headers (the list's
+    /// slots, and each name's and value's allocation with [`ALLOCATION_OVERHEAD`]). What a
+    /// queue bounded in bytes charges for it: a block of many tiny headers holds several
+    /// times its wire bytes.
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        let allocation = |capacity: usize| match capacity {
+            0 => 0,
+            n => n + ALLOCATION_OVERHEAD,
+        };
+        let strings: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| allocation(name.capacity()) + allocation(value.capacity()))
+            .sum();
+        self.head.len()
+            + self.body.len()
+            + self.headers.capacity() * std::mem::size_of::<(String, String)>()
+            + strings
+    }
+
     /// Appends the frame's exact wire bytes to `dst`.
     pub fn write_to(&self, dst: &mut BytesMut) {
         dst.reserve(self.head.len() + self.body.len());
@@ -79,6 +100,11 @@ impl Frame {
         out.freeze()
     }
 }
+
+/// What one heap allocation costs beyond the bytes asked for, as [`Frame::held_bytes`]
+/// counts it: the rounding up to a size class and the allocator's bookkeeping (16 bytes
+/// covers mimalloc's small size classes and glibc's chunk header).
+pub const ALLOCATION_OVERHEAD: usize = 16;
 
 /// The first header named `name`, compared case-insensitively (FreeSWITCH is not consistent
 /// about case, and libesl matches this way).

@@ -25,4 +25,4 @@ pub mod session;
 
 pub use codec::{DEFAULT_MAX_CONTENT_LENGTH, DEFAULT_MAX_HEADER_BLOCK, EslCodec};
 pub use error::{Block, Error};
-pub use frame::{Frame, header_ci};
+pub use frame::{ALLOCATION_OVERHEAD, Frame, header_ci};

@@ -838,12 +838,49 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
     assert_eq!(covered, (1..=8).collect::<Vec<_>>(), "{records:#?}");
 }
 
+/// A frame of many tiny headers is charged what it holds, not its wire bytes: its parsed
+/// headers take many times more memory, and the queue's bound must bound them too.
+#[test]
+fn a_frame_of_tiny_headers_is_charged_what_its_headers_hold() {
+    let mut wire = b"Content-Type: text/event-plain\n".to_vec();
+    for i in 0..20_000 {
+        wire.extend_from_slice(format!("h{}: v\n", i % 10).as_bytes());
+    }
+    wire.push(b'\n');
+    // A clone, as pushed below: the decoded list's spare capacity is not copied.
+    let frame = frames(&wire).remove(0).clone();
+    let (held, on_the_wire) = (frame.held_bytes(), frame.to_bytes().len());
+    assert!(
+        held > 10 * on_the_wire,
+        "{held} bytes held for {on_the_wire} on the wire"
+    );
+    // Room for 3 such items by what they hold (for 60 by their wire bytes).
+    let bound = 3 * (512 + held);
+    let queue = CaptureQueue::new(bound, vec![identity()], Arc::new(Telemetry::new()));
+    let now = OffsetDateTime::now_utc();
+    let queued = (0..10)
+        .map(|_| {
+            let captured = Captured::Frame {
+                frame: frame.clone(),
+                inbound: Inbound::Event {
+                    event_name: Some("CUSTOM".into()),
+                    completes: None,
+                },
+            };
+            queue.push(0, 1, now, captured)
+        })
+        .filter(|pushed| matches!(pushed, Pushed::Queued(_)))
+        .count();
+    assert_eq!(queued, 3);
+    assert!(queue.depth().1 <= bound, "memory stays bounded");
+}
+
 #[test]
 fn a_full_queue_drops_and_the_gap_accounts_for_every_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let telemetry = Arc::new(Telemetry::new());
     let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
-    let item_bytes = 512 + event.to_bytes().len();
+    let item_bytes = 512 + event.held_bytes();
     // Room for 10 items: a burst of 100 drops 90, then the writer catches up.
     let queue = Arc::new(CaptureQueue::new(
         item_bytes * 10,
