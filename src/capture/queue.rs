@@ -85,7 +85,7 @@ pub struct CaptureQueue {
 }
 
 impl CaptureQueue {
-    /// A queue holding at most `max_bytes` (frame bytes plus a fixed overhead per item) for
+    /// A queue holding at most `max_bytes` (what frames hold plus a fixed overhead per item) for
     /// these nodes (indexes into `nodes` name a node in [`CaptureQueue::push`]).
     #[must_use]
     pub fn new(

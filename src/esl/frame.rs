@@ -102,8 +102,9 @@ impl Frame {
 }
 
 /// What one heap allocation costs beyond the bytes asked for, as [`Frame::held_bytes`]
-/// counts it: the rounding up to a size class and the allocator's bookkeeping (16 bytes
-/// covers mimalloc's small size classes and glibc's chunk header).
+/// counts it: the rounding up to a size class (mimalloc's, the binary's allocator, rounds
+/// small sizes to 8 or 16 bytes). An estimate: glibc's smallest chunk is 32 bytes, so there
+/// a name or value under 16 bytes holds up to 15 bytes more than counted.
 pub const ALLOCATION_OVERHEAD: usize = 16;
 
 /// The first header named `name`, compared case-insensitively (FreeSWITCH is not consistent

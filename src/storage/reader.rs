@@ -306,7 +306,8 @@ impl Reader {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`] beside a writer whose sync failed.
+    /// [`Error::Poisoned`] beside a writer whose sync failed; in a follower, the error of
+    /// its own sync.
     pub async fn wait_durable_async(&self, seq: Seq) -> Result<()> {
         let shared = &*self.shared;
         let _wanting = Wanting::new(shared);
@@ -318,6 +319,9 @@ impl Reader {
                 return Ok(());
             }
             shared.check_poison()?;
+            if let Some(error) = shared.sync_failure.lock().take() {
+                return Err(error);
+            }
             let listener = shared.durable_moved.listen();
             if shared.durable.load(Ordering::Acquire) > seq.0 {
                 return Ok(());
@@ -1017,6 +1021,8 @@ fn follow_durable(shared: &Shared, stalled: &mut Option<(u64, Instant)>) -> bool
             if since.elapsed() >= WATERMARK_PATIENCE {
                 if let Err(error) = shared.sync_published() {
                     tracing::warn!(%error, "follower could not make the records it waits for durable");
+                    *shared.sync_failure.lock() = Some(error);
+                    shared.durable_moved.notify_all();
                 }
                 *stalled = None;
             }

@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicU64,
     /// Notified whenever records are published.
     pub(crate) appended: Signal,
-    /// Notified whenever `durable` moves, or a sync fails.
+    /// Notified whenever `durable` moves, a sync fails, or a follower's own sync fails.
     pub(crate) durable_moved: Signal,
     /// The writer's watermark file, rewritten as `durable` moves (`None` in followers).
     pub(crate) watermark_writer: Mutex<Option<WatermarkWriter>>,
@@ -141,6 +141,9 @@ pub(crate) struct Shared {
     synced_here: AtomicU64,
     /// Tasks waiting for durability, for a follower's background thread to serve.
     pub(crate) durable_wanted: AtomicUsize,
+    /// Why a follower's background thread could not sync the records tasks wait for, for
+    /// the next waiter to return.
+    pub(crate) sync_failure: Mutex<Option<Error>>,
     pub(crate) durable_lock: Mutex<()>,
     pub(crate) durable_changed: Condvar,
     pub(crate) poisoned: AtomicBool,
@@ -231,6 +234,7 @@ impl Shared {
             watermark_reader: Mutex::new(WatermarkReader::new(dir)),
             synced_here: AtomicU64::new(1),
             durable_wanted: AtomicUsize::new(0),
+            sync_failure: Mutex::new(None),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -326,15 +330,24 @@ impl Shared {
         self.durable_moved.notify_all();
     }
 
-    /// For the writer's watermark thread and its close: writes the durable watermark to the
-    /// watermark file for followers ([META-04]). Returns whether it moved since the last
-    /// write, or `None` once there is no file to write (the log is closed).
+    /// For the writer's watermark thread: writes the durable watermark to the watermark file
+    /// for followers ([META-04]). Returns whether it wrote a new value, or `None` once there
+    /// is no file to write (the log is closed).
     pub(crate) fn publish_watermark(&self) -> Option<bool> {
+        let mut file = self.watermark_writer.lock();
+        // Read under the lock, so that a write never replaces a newer value with an older.
         let durable = self.durable.load(Ordering::Acquire);
-        self.watermark_writer
-            .lock()
-            .as_mut()
-            .map(|file| file.publish(&*self.io, durable))
+        file.as_mut().map(|file| file.publish(&*self.io, durable))
+    }
+
+    /// For a clean close (`publish`, after the last sync) or a simulated crash: stops the
+    /// watermark thread, writing the file a last time first if asked.
+    pub(crate) fn close_watermark(&self, publish: bool) {
+        let mut file = self.watermark_writer.lock();
+        if let Some(file) = file.as_mut().filter(|_| publish) {
+            file.publish(&*self.io, self.durable.load(Ordering::Acquire));
+        }
+        *file = None;
     }
 
     /// For followers: learns from the writer's watermark file which records are durable

@@ -53,8 +53,8 @@ impl WatermarkWriter {
     }
 
     /// Writes `durable` unless it was written already; returns whether it wrote. A failure
-    /// is logged, not returned: the records are durable either way, and followers that
-    /// cannot read the file sync.
+    /// is logged (once), not returned: the records are durable either way, and followers
+    /// that cannot read the file sync.
     pub(crate) fn publish(&mut self, io: &dyn Io, durable: u64) -> bool {
         if durable == self.written {
             return false;
@@ -64,14 +64,16 @@ impl WatermarkWriter {
             Ok(()) => {
                 self.written = durable;
                 self.failed = false;
+                true
             }
-            Err(error) if !self.failed => {
-                self.failed = true;
-                tracing::warn!(%error, "cannot update the watermark file; followers will sync for themselves");
+            Err(error) => {
+                if !self.failed {
+                    self.failed = true;
+                    tracing::warn!(%error, "cannot update the watermark file; followers will sync for themselves");
+                }
+                false
             }
-            Err(_) => {}
         }
-        true
     }
 }
 

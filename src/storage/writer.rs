@@ -407,6 +407,8 @@ impl Log {
     pub fn simulate_crash(mut self) {
         self.closed = true;
         self.stop_threads();
+        // The file stays as the crash leaves it; a reopened writer's thread must be its only one.
+        self.shared.close_watermark(false);
     }
 
     fn stop_threads(&mut self) {
@@ -794,8 +796,7 @@ impl Log {
         // Writes the staged frames and finishes a pending roll before syncing.
         self.shared.sync_now()?;
         // The last write of the watermark file: its thread stops once the file is gone.
-        self.shared.publish_watermark();
-        *self.shared.watermark_writer.lock() = None;
+        self.shared.close_watermark(true);
         let io = Arc::clone(&self.options.io);
         let io = &*io;
         self.active

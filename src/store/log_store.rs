@@ -621,6 +621,9 @@ impl LogStore {
     ///
     /// Storage errors met while a read-only handle looks for new records.
     pub fn durable_through(&self) -> Result<u64> {
+        // The map of the records the bound names, not an older one that a writer's reopen
+        // may have rewritten.
+        self.refresh_runs()?;
         let durable = self.reader.durable_seq()?.0;
         Ok(match durable {
             0 | 1 => 0,

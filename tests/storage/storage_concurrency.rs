@@ -913,3 +913,25 @@ fn a_follower_syncs_the_records_it_waits_for_when_the_writer_does_not() {
     );
     drop(log);
 }
+
+/// [META-04] A follower that cannot sync the records it waits for (a failing disk) reports
+/// the error to the waiter instead of waiting forever.
+#[test]
+fn a_follower_whose_own_sync_fails_returns_the_error() {
+    let dir = temp_dir();
+    let options = with_policy(fast_options(), SyncPolicy::OsOnly);
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
+    log.append(&payload(9, 1)).unwrap();
+    log.flush().unwrap();
+    let io = FaultyIo::new(Arc::new(StdIo));
+    io.set_plan(Plan {
+        fail_sync: Some(1),
+        sticky: true,
+        ..Plan::default()
+    });
+    let follower = Reader::open(dir.path(), &with_io(options, io.clone())).unwrap();
+    let error = block_on(follower.wait_durable_async(Seq(1))).unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    assert!(!io.injected().is_empty());
+    drop(log);
+}
