@@ -323,8 +323,13 @@ impl Reader {
                 return Err(error);
             }
             let listener = shared.durable_moved.listen();
+            // Whatever was announced before the listener counted is seen here.
             if shared.durable.load(Ordering::Acquire) > seq.0 {
                 return Ok(());
+            }
+            shared.check_poison()?;
+            if let Some(error) = shared.sync_failure.lock().take() {
+                return Err(error);
             }
             listener.notified().await;
         }

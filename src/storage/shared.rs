@@ -354,7 +354,9 @@ impl Shared {
     /// ([META-04]), never beyond those published here, and never below those this follower
     /// synced itself. A file that is missing or being rewritten changes nothing.
     pub(crate) fn follow_watermark(&self) {
-        let Some(published) = self.watermark_reader.lock().read() else {
+        // Held throughout, as `sync_published` holds it: neither undoes the other's rise.
+        let mut reader = self.watermark_reader.lock();
+        let Some(published) = reader.read() else {
             return;
         };
         let known = published
@@ -362,6 +364,8 @@ impl Shared {
             .max(self.synced_here.load(Ordering::Acquire));
         // A writer reopened after a recovery that cut damaged records may lower the file.
         if self.durable.swap(known, Ordering::AcqRel) < known {
+            // A failure of this follower's own sync is moot once the writer moves on.
+            *self.sync_failure.lock() = None;
             self.durable_moved.notify_all();
         }
     }
@@ -373,6 +377,8 @@ impl Shared {
         let next = self.next.load(Ordering::Acquire);
         self.sync_tail()?;
         if self.follower {
+            let _reader = self.watermark_reader.lock();
+            *self.sync_failure.lock() = None;
             self.synced_here.fetch_max(next, Ordering::AcqRel);
             if self.durable.fetch_max(next, Ordering::AcqRel) < next {
                 self.durable_moved.notify_all();

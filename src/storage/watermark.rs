@@ -42,8 +42,15 @@ impl WatermarkWriter {
                     written: 0,
                     failed: false,
                 };
-                writer.publish(io, durable);
-                Some(writer)
+                if writer.publish(io, durable) {
+                    return Some(writer);
+                }
+                // A previous writer's value may be above this one's end (a recovery that cut
+                // damaged records): no file at all is safe, followers then sync.
+                if let Err(error) = io.remove_file(&writer.path) {
+                    tracing::error!(path = %writer.path.display(), %error, "cannot remove a watermark file this writer cannot update; followers may take records past its end for durable");
+                }
+                None
             }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot open the watermark file; followers will sync for themselves");

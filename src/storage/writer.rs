@@ -792,11 +792,12 @@ impl Log {
         }
         self.closed = true;
         self.stop_threads();
-        self.publish()?;
         // Writes the staged frames and finishes a pending roll before syncing.
-        self.shared.sync_now()?;
-        // The last write of the watermark file: its thread stops once the file is gone.
-        self.shared.close_watermark(true);
+        let synced = self.publish().and_then(|()| self.shared.sync_now());
+        // The last write of the watermark file, and its thread stops, whether or not the
+        // sync worked: a thread left running could write over a later writer's file.
+        self.shared.close_watermark(synced.is_ok());
+        synced?;
         let io = Arc::clone(&self.options.io);
         let io = &*io;
         self.active
