@@ -315,15 +315,8 @@ impl Reader {
             self.start_watcher();
         }
         loop {
-            if shared.durable.load(Ordering::Acquire) > seq.0 {
-                return Ok(());
-            }
-            shared.check_poison()?;
-            if let Some(error) = shared.sync_failure.lock().take() {
-                return Err(error);
-            }
+            // Listening first: whatever is announced after the checks below wakes it.
             let listener = shared.durable_moved.listen();
-            // Whatever was announced before the listener counted is seen here.
             if shared.durable.load(Ordering::Acquire) > seq.0 {
                 return Ok(());
             }

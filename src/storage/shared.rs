@@ -340,7 +340,7 @@ impl Shared {
         file.as_mut().map(|file| file.publish(&*self.io, durable))
     }
 
-    /// For a clean close (`publish`, after the last sync) or a simulated crash: stops the
+    /// For a close (`publish` once its last sync worked) or a simulated crash: stops the
     /// watermark thread, writing the file a last time first if asked.
     pub(crate) fn close_watermark(&self, publish: bool) {
         let mut file = self.watermark_writer.lock();
