@@ -295,15 +295,16 @@ impl Run<'_> {
             if self.end.is_some_and(|end| acked >= end) {
                 return Ok(Stopped::EndReached);
             }
-            let durable = self.source.durable_through()?;
-            let batch = match ahead.take() {
-                Some(batch) => Some(batch),
-                None => read_batch(
-                    store,
-                    &self.cursor,
-                    &self.selection,
-                    readable(self.end, durable),
-                )?,
+            // The durable bound is looked up only for a batch read here (one read ahead
+            // looked it up on its own thread).
+            let (batch, durable) = match ahead.take() {
+                Some(batch) => (Some(batch), None),
+                None => {
+                    let durable = self.source.durable_through()?;
+                    let through = readable(self.end, durable);
+                    let batch = read_batch(store, &self.cursor, &self.selection, through)?;
+                    (batch, durable)
+                }
             };
             let Some(batch) = batch else {
                 if let Some(end) = self.end
