@@ -262,7 +262,7 @@ impl Run<'_> {
                 let store = Arc::clone(store);
                 let selection = Arc::clone(&self.selection);
                 tokio::task::spawn_blocking(move || {
-                    let through = readable(end, Some(store.durable_through()?));
+                    let through = readable(end, store.durable_through()?);
                     read_batch(store.as_ref(), &cursor, &selection, through)
                 })
                 .await
@@ -270,7 +270,8 @@ impl Run<'_> {
             }
             Source::Other(store) => {
                 yield_once().await;
-                read_batch(store.as_ref(), &cursor, &self.selection, end)
+                let through = readable(end, store.sync_readable()?);
+                read_batch(store.as_ref(), &cursor, &self.selection, through)
             }
         }
     }
@@ -303,7 +304,7 @@ impl Run<'_> {
                     let durable = self.source.durable_through()?;
                     let through = readable(self.end, durable);
                     let batch = read_batch(store, &self.cursor, &self.selection, through)?;
-                    (batch, durable)
+                    (batch, Some(durable))
                 }
             };
             let Some(batch) = batch else {
@@ -394,22 +395,22 @@ async fn yield_once() {
 
 /// The last sequence a batch may hold: none after the end of a run that has one, and none
 /// a power loss could take back.
-fn readable(end: Option<u64>, durable: Option<u64>) -> Option<u64> {
-    match (end, durable) {
-        (Some(end), Some(durable)) => Some(end.min(durable)),
-        (end, durable) => end.or(durable),
-    }
+fn readable(end: Option<u64>, durable: u64) -> u64 {
+    end.map_or(durable, |end| end.min(durable))
 }
 
-/// Reads the batch after `cursor` (at most `batch_size` records, none after `end`) and
+/// Reads the batch after `cursor` (at most `batch_size` records, none after `through`) and
 /// encodes the records the criteria select; `None` when there is nothing to read. Records
 /// are viewed where they are stored, so a message's body is copied from the stored text.
 fn read_batch(
     store: &dyn ArtifactReader,
     cursor: &ReadCursor,
     selection: &Selection,
-    end: Option<u64>,
+    through: u64,
 ) -> Result<Option<Batch>, Error> {
+    if cursor.last_consumed_sequence() >= through {
+        return Ok(None);
+    }
     let (mut last, mut oldest_pending, mut read) = (None, None, 0u64);
     let mut messages = Vec::with_capacity(selection.batch_size);
     let mut captured = Vec::with_capacity(selection.batch_size);
@@ -418,7 +419,7 @@ fn read_batch(
         selection.batch_size,
         &Criteria::any(),
         &mut |record| {
-            if end.is_some_and(|end| record.append_sequence() > end) {
+            if record.append_sequence() > through {
                 return;
             }
             last = Some(record.append_sequence());

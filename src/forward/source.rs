@@ -50,17 +50,18 @@ impl Source {
         }
     }
 
-    /// The last append sequence a forwarder may read: in a segment log, the last record a
-    /// power loss cannot take back ([`LogStore::durable_through`]); `None` for other
-    /// backends, whose records are durable once visible.
+    /// The last append sequence a forwarder may read: the last record a power loss cannot
+    /// take back. A segment log's writer says so in its watermark file
+    /// ([`LogStore::durable_through`]); other backends sync what this handle can read
+    /// ([`ArtifactReader::sync_readable`]).
     ///
     /// # Errors
     ///
-    /// Store errors met while looking for new records.
-    pub fn durable_through(&self) -> store::Result<Option<u64>> {
+    /// Store errors met while looking for new records, or a failed sync.
+    pub fn durable_through(&self) -> store::Result<u64> {
         match self {
-            Source::Log(store) => store.durable_through().map(Some),
-            Source::Other(_) => Ok(None),
+            Source::Log(store) => store.durable_through(),
+            Source::Other(store) => store.sync_readable(),
         }
     }
 

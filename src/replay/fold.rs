@@ -103,7 +103,8 @@ impl Stream {
 pub struct FoldOptions {
     /// Records read per store read (at least 1).
     pub read_batch: usize,
-    /// Save a snapshot after every this many applied records; 0 never saves.
+    /// Save a snapshot after every this many applied records, once they are durable
+    /// ([`ArtifactReader::sync_readable`]); 0 never saves.
     pub snapshot_every: u64,
 }
 
@@ -166,7 +167,7 @@ where
             Some(snapshot) => (snapshot.state, snapshot.sequence, Some(snapshot.sequence)),
             None => (initial, 0, None),
         };
-    let (mut applied, mut snapshots_saved) = (0u64, 0u64);
+    let (mut applied, mut snapshots_saved, mut durable) = (0u64, 0u64, 0u64);
     let mut cursor = ReadCursor::new(sequence, None);
     'read: while cursor.last_consumed_sequence() < target_seq {
         let records = store.read_from_cursor(&cursor, options.read_batch, stream.criteria())?;
@@ -180,6 +181,11 @@ where
             sequence = record.append_sequence();
             applied += 1;
             if options.snapshot_every > 0 && applied.is_multiple_of(options.snapshot_every) {
+                // A snapshot of records a power loss could take back would stand for records
+                // that took their sequences after it.
+                if sequence > durable {
+                    durable = store.sync_readable()?;
+                }
                 snapshots.save(stream.key(), sequence, &state)?;
                 snapshots_saved += 1;
             }

@@ -14,8 +14,10 @@ pub struct RangeOptions<'a> {
     pub criteria: Criteria,
     /// The last append sequence to replay; `None` replays to the current end.
     pub until: Option<u64>,
-    /// Saves the cursor here after every batch that live execution dealt with. Dry-run
-    /// never saves: a checkpoint says records were consumed, and dry-run consumes nothing.
+    /// Saves the cursor here after every batch that live execution dealt with, once the
+    /// store has made the batch's records durable ([`ArtifactReader::sync_readable`]).
+    /// Dry-run never saves: a checkpoint says records were consumed, and dry-run consumes
+    /// nothing.
     pub checkpoint: Option<&'a CheckpointService>,
     /// Metadata saved with each checkpoint.
     pub checkpoint_metadata: JsonMap,
@@ -76,6 +78,8 @@ pub fn replay_range<S: ArtifactReader + ?Sized>(
             until,
         });
     }
+    // Through this sequence every record is known durable.
+    let mut durable = 0;
     let mut report = RangeReport {
         cursor: from,
         ..RangeReport::default()
@@ -95,6 +99,11 @@ pub fn replay_range<S: ArtifactReader + ?Sized>(
         if let Some(last) = result.last_dealt_sequence() {
             report.cursor = report.cursor.advance(last, None)?;
             if !dry_run && let Some(service) = options.checkpoint {
+                // Not past a record a power loss could take back: a resume would then skip
+                // the records that took its sequence.
+                if last > durable {
+                    durable = executor.store().sync_readable()?;
+                }
                 service.save(report.cursor, options.checkpoint_metadata.clone())?;
                 report.checkpoints_saved += 1;
             }

@@ -722,6 +722,11 @@ impl ReplayFeed {
         if self.saved == Some(sequence) {
             return;
         }
+        // Not past a record a power loss could take back.
+        if let Err(error) = self.store.lock().sync_readable() {
+            tracing::warn!(%error, "cannot make the served records durable; checkpoint not saved");
+            return;
+        }
         let mut metadata = JsonMap::new();
         metadata.insert("consumer".into(), "esl-replay serve".into());
         match service.save(ReadCursor::new(sequence, None), metadata) {

@@ -624,11 +624,16 @@ impl LogStore {
         // The map of the records the bound names, not an older one that a writer's reopen
         // may have rewritten.
         self.refresh_runs()?;
-        let durable = self.reader.durable_seq()?.0;
-        Ok(match durable {
+        let durable = self.reader.durable_seq()?;
+        Ok(self.append_seq_below(durable))
+    }
+
+    /// The append sequence of the last record below log sequence `end` (0 if none is).
+    fn append_seq_below(&self, end: Seq) -> u64 {
+        match end.0 {
             0 | 1 => 0,
-            _ => self.runs.read().append_seq(durable - 1),
-        })
+            _ => self.runs.read().append_seq(end.0 - 1),
+        }
     }
 
     /// Waits until a record with an append sequence above `after` exists and is durable;
@@ -965,6 +970,16 @@ impl ArtifactReader for LogStore {
         self.refresh_runs()?;
         let log_seq = self.runs.read().log_seq_after(after);
         Ok(self.reader.wait_for(Seq(log_seq), timeout)?)
+    }
+
+    fn sync_readable(&self) -> Result<u64> {
+        self.refresh_runs()?;
+        let mut durable = self.reader.durable_seq()?;
+        // Sync only when the writer has not already made every record durable.
+        if durable < self.reader.next_seq()? {
+            durable = self.reader.sync()?;
+        }
+        Ok(self.append_seq_below(durable))
     }
 }
 

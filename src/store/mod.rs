@@ -169,6 +169,18 @@ pub trait ArtifactReader: Send {
     ///
     /// Backend errors.
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool>;
+
+    /// Makes every record this handle can read durable and returns the append sequence
+    /// through which every record is (0 if there is none): the bound for a consumer that
+    /// must not deliver or checkpoint past a record a power loss could take back. The
+    /// segment log syncs what its writer has not ([`Reader::sync`](crate::storage::Reader::sync));
+    /// SQLite syncs its write-ahead log, which under `synchronous=NORMAL` a commit leaves
+    /// for the next checkpoint to sync.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors, a failed sync among them.
+    fn sync_readable(&self) -> Result<u64>;
 }
 
 /// The contract every artifact store backend keeps: reading ([`ArtifactReader`]) and

@@ -100,4 +100,8 @@ impl<S: ArtifactReader> ArtifactReader for ReadOnly<S> {
     fn wait_for_records(&self, after: u64, timeout: Duration) -> Result<bool> {
         self.0.wait_for_records(after, timeout)
     }
+
+    fn sync_readable(&self) -> Result<u64> {
+        self.0.sync_readable()
+    }
 }

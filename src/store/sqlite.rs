@@ -36,6 +36,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -55,6 +56,7 @@ use crate::record::{
     self, Criteria, Envelope, JsonMap, MAX_JSON_DEPTH, ReadCursor, Record, RecordFields, RecordId,
     identity, is_blank, timestamp,
 };
+use crate::storage::{Io, StdIo};
 
 /// The error for an insert that failed because a row (stored, or inserted earlier in the
 /// same transaction) already has the record's id; `None` for any other failure.
@@ -241,6 +243,8 @@ pub struct SqliteStore {
     /// The last sequence of the stream as this handle knows it; a write expects the
     /// database to agree.
     last_sequence: u64,
+    /// Where [`ArtifactReader::sync_readable`] syncs the database's files (a seam for tests).
+    io: Arc<dyn Io>,
 }
 
 impl SqliteStore {
@@ -301,6 +305,7 @@ impl SqliteStore {
             read_only: false,
             synchronous: options.synchronous,
             last_sequence: 0,
+            io: Arc::new(StdIo),
         };
         store.last_sequence = store.migrate()?;
         Ok(store)
@@ -315,6 +320,11 @@ impl SqliteStore {
     /// [`Error::Sqlite`] if the file is missing or not a database; [`Error::Metadata`] if it
     /// has no `replay_records` table.
     pub fn open_read_only(path: &Path) -> Result<ReadOnly<Self>> {
+        Self::open_reader(path).map(ReadOnly::new)
+    }
+
+    /// [`SqliteStore::open_read_only`]'s handle, before it is wrapped.
+    fn open_reader(path: &Path) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags)
             .map_err(sqlite_error(path, "open the database read-only"))?;
@@ -341,9 +351,10 @@ impl SqliteStore {
             read_only: true,
             synchronous: SqliteSync::Normal,
             last_sequence: 0,
+            io: Arc::new(StdIo),
         };
         store.last_sequence = store.stored_last_sequence()?;
-        Ok(ReadOnly::new(store))
+        Ok(store)
     }
 
     /// The database file.
@@ -750,6 +761,53 @@ impl ArtifactReader for SqliteStore {
             pause = (pause * 2).min(WAIT_POLL_MAX);
         }
     }
+
+    fn sync_readable(&self) -> Result<u64> {
+        // Every row read here is committed, so it is in the write-ahead log, or in the
+        // database file if a checkpoint has copied it there. A checkpoint syncs the log
+        // before it copies and the database file before the log is reused, so syncing the
+        // log (then the database file and the directory, which holds the log's name) makes
+        // each of these rows durable, whichever connection committed it.
+        let last = max_sequence(&self.connection, &self.path)?;
+        for suffix in ["-wal", ""] {
+            let mut name = OsString::from(self.path.as_os_str());
+            name.push(suffix);
+            let path = PathBuf::from(name);
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                // No log: nothing is committed in one (a rollback-journal database, or one
+                // every connection has closed, checkpointed and synced).
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() =>
+                {
+                    continue;
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "open",
+                        path,
+                        source,
+                    });
+                }
+            };
+            self.io.sync_data(&file).map_err(|source| Error::Io {
+                op: "sync",
+                path,
+                source,
+            })?;
+        }
+        let dir = self
+            .path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.io.sync_dir(dir).map_err(|source| Error::Io {
+            op: "sync the directory of",
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(last)
+    }
 }
 
 /// Maps a driver error to [`Error::Sqlite`] with the database path and what was done.
@@ -1079,9 +1137,74 @@ fn build_records(envelopes: Vec<Envelope>, last: u64, now: OffsetDateTime) -> Re
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::MetadataExt as _;
+
+    use parking_lot::Mutex;
     use time::macros::datetime;
 
     use super::*;
+    use crate::store::dataset;
+
+    /// Records the files (device, inode) and directories it syncs; fails file syncs when
+    /// `fail` is set.
+    #[derive(Debug, Default)]
+    struct Syncs {
+        files: Mutex<Vec<(u64, u64)>>,
+        dirs: Mutex<Vec<PathBuf>>,
+        fail: bool,
+    }
+
+    impl Io for Syncs {
+        fn sync_data(&self, file: &File) -> std::io::Result<()> {
+            if self.fail {
+                return Err(std::io::Error::other("injected sync failure"));
+            }
+            let metadata = file.metadata()?;
+            self.files.lock().push((metadata.dev(), metadata.ino()));
+            file.sync_data()
+        }
+
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.dirs.lock().push(dir.to_path_buf());
+            File::open(dir)?.sync_all()
+        }
+    }
+
+    fn file_id(path: &Path) -> (u64, u64) {
+        let metadata = std::fs::metadata(path).unwrap();
+        (metadata.dev(), metadata.ino())
+    }
+
+    /// Commits under `synchronous=NORMAL` are not synced until a WAL checkpoint; a reader
+    /// that must not run ahead of the disk syncs the write-ahead log itself, then the
+    /// database file and the directory, and is bounded by the rows it saw before.
+    #[test]
+    fn a_reader_syncs_the_write_ahead_log_of_the_rows_it_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer
+            .write_batch((0..5).map(dataset::envelope).collect())
+            .unwrap();
+        let mut reader = SqliteStore::open_reader(&path).unwrap();
+        let syncs = Arc::new(Syncs::default());
+        reader.io = syncs.clone();
+        assert_eq!(reader.sync_readable().unwrap(), 5);
+        let wal = dir.path().join("store.sqlite-wal");
+        assert_eq!(*syncs.files.lock(), [file_id(&wal), file_id(&path)]);
+        assert_eq!(*syncs.dirs.lock(), [dir.path().to_path_buf()]);
+
+        reader.io = Arc::new(Syncs {
+            fail: true,
+            ..Syncs::default()
+        });
+        let error = reader.sync_readable().unwrap_err();
+        assert!(
+            matches!(&error, Error::Io { op: "sync", path, .. } if *path == wal),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn capture_micros_keep_the_stored_milliseconds() {

@@ -238,6 +238,9 @@ impl ArtifactReader for FullyPruned {
     fn wait_for_records(&self, _after: u64, _timeout: Duration) -> store::Result<bool> {
         Ok(false)
     }
+    fn sync_readable(&self) -> store::Result<u64> {
+        Ok(self.last_sequence)
+    }
 }
 
 #[test]

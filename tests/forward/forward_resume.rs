@@ -14,7 +14,7 @@ use esl_replay::forward::{
 use esl_replay::record::{JsonMap, ReadCursor};
 use esl_replay::retention::{self, PrunePolicy};
 use esl_replay::storage::{LogOptions, SyncPolicy, WATERMARK_PATIENCE};
-use esl_replay::store::{ArtifactStore as _, LogStore, dataset};
+use esl_replay::store::{ArtifactStore as _, Backend, LogStore, SqliteStore, dataset};
 
 /// Collects the sequences it is sent; with `checkpoints`, also what the forwarder's
 /// checkpoint said when the first batch arrived.
@@ -49,6 +49,14 @@ fn service(dir: &Path) -> CheckpointService {
 
 fn run(store: &Path, checkpoints: &Path, sink: &mut Collect) -> Result<(u64, Stopped), Box<Error>> {
     let source = Source::from(LogStore::open_read_only(store).unwrap());
+    run_source(&source, checkpoints, sink)
+}
+
+fn run_source(
+    source: &Source,
+    checkpoints: &Path,
+    sink: &mut Collect,
+) -> Result<(u64, Stopped), Box<Error>> {
     let mut options = ForwardOptions::default();
     options.batch_size = 7;
     let metrics = Metrics::new("collect");
@@ -59,7 +67,7 @@ fn run(store: &Path, checkpoints: &Path, sink: &mut Collect) -> Result<(u64, Sto
         .unwrap();
     let report = runtime
         .block_on(forward(
-            &source,
+            source,
             sink,
             &service(checkpoints),
             &options,
@@ -253,4 +261,21 @@ fn records_no_writer_syncs_are_forwarded_after_the_forwarder_syncs_them() {
         "the writer synced"
     );
     drop(writer);
+}
+
+/// A SQLite store's commits, under `synchronous=NORMAL`, wait for a WAL checkpoint to be
+/// durable; its forwarder syncs the write-ahead log itself and forwards every row.
+#[test]
+fn a_sqlite_store_is_forwarded_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    let mut writer = SqliteStore::open(&path).unwrap();
+    writer
+        .write_batch((0..10).map(dataset::envelope).collect())
+        .unwrap();
+    let source = Source::open_read_only(&path, Some(Backend::Sqlite)).unwrap();
+    let mut sink = Collect::default();
+    let (acked, stopped) = run_source(&source, &dir.path().join("checkpoints"), &mut sink).unwrap();
+    assert_eq!((acked, stopped), (10, Stopped::EndReached));
+    assert_eq!(sink.sent, (1..=10).collect::<Vec<_>>());
 }

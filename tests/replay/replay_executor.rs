@@ -1050,6 +1050,41 @@ mod range {
         assert_eq!(seen, [7, 8, 9, 10]);
     }
 
+    /// A checkpoint says records were consumed: it is saved only once they are durable, so a
+    /// power loss cannot leave it past the store's end with other records in their place.
+    /// Here the writer never syncs (`OsOnly`) and the replay reads through a read-only handle.
+    #[test]
+    fn a_checkpoint_is_saved_only_after_its_records_are_durable() {
+        use esl_replay::storage::{LogOptions, SyncPolicy};
+        use esl_replay::store::{LogStore, dataset};
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let never_syncs = LogOptions {
+            sync_policy: SyncPolicy::OsOnly,
+            ..LogOptions::default()
+        };
+        let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
+        writer
+            .write_batch((0..10).map(dataset::envelope).collect())
+            .unwrap();
+        let store = LogStore::open_read_only(&root).unwrap();
+        assert_eq!(store.durable_through().unwrap(), 0);
+        let service = service(dir.path());
+        let mut executor =
+            Executor::new(batches_of(4, false), &*store, HandlerRegistry::new(), None).unwrap();
+        let options = RangeOptions {
+            checkpoint: Some(&service),
+            ..RangeOptions::default()
+        };
+        let report = replay_range(&mut executor, ReadCursor::start(), &options, |_| {}).unwrap();
+        assert_eq!(report.checkpoints_saved, 3);
+        let saved = service.load().unwrap().unwrap();
+        assert_eq!(saved.cursor().last_consumed_sequence(), 10);
+        assert_eq!(store.durable_through().unwrap(), 10);
+        drop(writer);
+    }
+
     #[test]
     fn dry_run_walks_the_range_but_never_saves_a_checkpoint() {
         let (dir, store) = log_store(&["event.raw"; 5]);

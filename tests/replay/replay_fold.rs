@@ -190,6 +190,41 @@ fn same_result_from_every_snapshot_point() {
     }
 }
 
+/// A snapshot stands for the records folded into it, so it is saved only once they are
+/// durable: here their writer never syncs (`OsOnly`) and the fold reads a read-only handle.
+#[test]
+fn a_snapshot_is_saved_only_after_its_records_are_durable() {
+    use esl_replay::storage::{LogOptions, SyncPolicy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let never_syncs = LogOptions {
+        sync_policy: SyncPolicy::OsOnly,
+        ..LogOptions::default()
+    };
+    let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
+    writer
+        .write_batch((0..10).map(|_| envelope("event.raw", "a")).collect())
+        .unwrap();
+    let store = LogStore::open_read_only(&root).unwrap();
+    assert_eq!(store.durable_through().unwrap(), 0);
+    let mut snapshots = MemorySnapshots::new();
+    let folded = fold(
+        &*store,
+        &mut snapshots,
+        &Stream::all(),
+        6,
+        apply,
+        Tally::default(),
+        &options(3, 5),
+    )
+    .unwrap();
+    assert_eq!(snapshots.sequences("all").unwrap(), [5]);
+    assert_eq!(folded.sequence, 6);
+    assert!(store.durable_through().unwrap() >= 5);
+    drop(writer);
+}
+
 #[test]
 fn snapshot_interval_counts_applied_records() {
     let (_dir, store) = store(10);

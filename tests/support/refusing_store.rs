@@ -63,4 +63,8 @@ impl ArtifactReader for RefusingStore {
     fn wait_for_records(&self, after: u64, timeout: Duration) -> store::Result<bool> {
         self.inner.wait_for_records(after, timeout)
     }
+
+    fn sync_readable(&self) -> store::Result<u64> {
+        self.inner.sync_readable()
+    }
 }
