@@ -396,6 +396,96 @@ async fn serving_resumes_after_the_checkpoint_of_an_earlier_client() {
     assert_eq!(done.cursor().last_consumed_sequence(), 6);
 }
 
+/// A read-only store that remembers through which sequence its `sync_readable` last made
+/// the records durable.
+struct RemembersSyncs {
+    store: Box<dyn store::ArtifactReader>,
+    synced_through: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl store::ArtifactReader for RemembersSyncs {
+    fn read_from_cursor(
+        &self,
+        cursor: &esl_replay::record::ReadCursor,
+        limit: usize,
+        criteria: &esl_replay::record::Criteria,
+    ) -> store::Result<Vec<esl_replay::record::Record>> {
+        self.store.read_from_cursor(cursor, limit, criteria)
+    }
+
+    fn read_by_id(
+        &self,
+        id: &esl_replay::record::RecordId,
+    ) -> store::Result<Option<esl_replay::record::Record>> {
+        self.store.read_by_id(id)
+    }
+
+    fn stats(&self) -> store::Result<store::StoreStats> {
+        self.store.stats()
+    }
+
+    fn wait_for_records(&self, after: u64, timeout: Duration) -> store::Result<bool> {
+        self.store.wait_for_records(after, timeout)
+    }
+
+    fn sync_readable(&self) -> store::Result<u64> {
+        let through = self.store.sync_readable()?;
+        self.synced_through
+            .store(through, std::sync::atomic::Ordering::SeqCst);
+        Ok(through)
+    }
+}
+
+/// A serving checkpoint says records were consumed, so it is saved only once they are
+/// durable: here their writer never syncs (`OsOnly`) and stays open while they are served.
+#[tokio::test]
+async fn a_serving_checkpoint_is_saved_only_after_its_records_are_durable() {
+    use esl_replay::storage::{LogOptions, SyncPolicy};
+    use esl_replay::store::{ArtifactStore as _, LogStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let never_syncs = LogOptions {
+        sync_policy: SyncPolicy::OsOnly,
+        ..LogOptions::default()
+    };
+    let mut writer = LogStore::open_with(dir.path(), never_syncs).unwrap();
+    writer
+        .write_batch((1..=4).map(|n| timed_event("HEARTBEAT", n, 0)).collect())
+        .unwrap();
+    let synced_through = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store = RemembersSyncs {
+        store: store::open_read_only(dir.path(), None).unwrap(),
+        synced_through: Arc::clone(&synced_through),
+    };
+    let checkpoints = tempfile::tempdir().unwrap();
+    let service = || {
+        CheckpointService::new(
+            CheckpointStore::open(checkpoints.path()).unwrap(),
+            "serve-test",
+        )
+        .unwrap()
+    };
+    let options = ReplayOptions {
+        checkpoint: Some(service()),
+        ..ReplayOptions::default()
+    };
+    let replay = StoreReplay::load(Box::new(store), options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = server::spawn(listener, ServerConfig::default(), Arc::new(replay)).unwrap();
+    let mut client = Client::authenticated(server.local_addr(), "ClueCon").await;
+    client.command("event plain ALL").await;
+    let (events, _) = client.events_until_notice().await;
+    assert_eq!(sequences(&events), [1, 2, 3, 4]);
+    let saved = service().load().unwrap().expect("checkpoint saved");
+    assert_eq!(saved.cursor().last_consumed_sequence(), 4);
+    assert_eq!(
+        synced_through.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the checkpoint was saved before its records were synced"
+    );
+    drop(writer);
+}
+
 #[tokio::test]
 async fn records_without_a_raw_payload_are_counted_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
