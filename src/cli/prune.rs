@@ -99,18 +99,24 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 
 pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     // Retention works beside a running writer (e.g. a capture daemon): use it if this
-    // process can take the writer lock, otherwise truncate through a read-only handle.
+    // process can take the writer lock, otherwise truncate through a read-only handle. A
+    // plan only reads, so it never opens a writer (whose open would recover a crashed log).
     let (writer, reader);
-    let store: &LogStore = match LogStore::open(&args.store) {
-        Ok(store) => {
+    let opened = (!args.plan).then(|| LogStore::open(&args.store));
+    let store: &LogStore = match opened {
+        Some(Ok(store)) => {
             writer = store;
             &writer
         }
-        Err(esl_replay::store::Error::Storage(esl_replay::storage::Error::Locked { .. })) => {
-            reader = LogStore::open_read_only(&args.store)?;
+        None
+        | Some(Err(esl_replay::store::Error::Storage(esl_replay::storage::Error::Locked {
+            ..
+        }))) => {
+            reader = LogStore::open_read_only(&args.store)
+                .with_context(|| format!("cannot open the store {}", args.store.display()))?;
             &reader
         }
-        Err(error) => {
+        Some(Err(error)) => {
             return Err(error)
                 .with_context(|| format!("cannot open the store {}", args.store.display()));
         }

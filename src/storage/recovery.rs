@@ -110,14 +110,27 @@ pub(crate) struct Recovered {
 /// acknowledged as durable, and every later segment is removed; the sealed segment is then
 /// the last one, recovered as such (its damaged tail cut by the recovery mode's rules, or its
 /// roll completed by the first append, [REC-06]).
+///
+/// The watermark file the last writer left (`durable`, [META-04]) proves a roll finished too:
+/// a record at or after a successor's base is durable only once its roll's syncs returned
+/// [ROLL-07]. A sealed segment such a roll left without its seal or frames is damage, which
+/// reads and verification report, never a roll to undo.
 pub(crate) fn check_rolls(
     io: &dyn Io,
     dir: &Path,
     segments: &mut Vec<u64>,
     max_payload: u32,
+    durable: Option<u64>,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let first = segment::first_unproven_roll(dir, segments, max_payload)?;
+    let proven = durable.map_or(0, |durable| {
+        segments
+            .iter()
+            .skip(1)
+            .take_while(|successor| **successor < durable)
+            .count()
+    });
+    let first = segment::first_unproven_roll(dir, segments, max_payload)?.max(proven);
     for i in first..segments.len().saturating_sub(1) {
         let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
             break;

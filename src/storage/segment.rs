@@ -21,8 +21,10 @@ use super::id::SegmentId;
 use super::index::{self, IndexEntry, IndexFooter, SparseIndex};
 use super::io::mmap::SegmentMap;
 use super::io::{Io, read_at, write_all_at};
+use super::meta::CleanMark;
 use super::options::ReadStrategy;
 use super::pack::{DICTIONARY_LIMIT, Dictionary, TRAILER_OVERHEAD, Trailer};
+use super::watermark::WatermarkReader;
 
 /// Bytes `pread` fetches after a jump when nothing better is known (a cursor's seek reads
 /// just the index interval holding its target instead).
@@ -823,6 +825,19 @@ pub(crate) fn roll_proven(
     Ok(frame::decode(&bytes, header.salt, footer.end_seq, max_payload) == Decoded::Seal)
 }
 
+/// Whether what the writer recorded proves that the roll to the segment at `successor`
+/// finished, whatever the sealed segment now holds: a clean close finished every roll
+/// [REC-01], and a watermark file that names a record of the successor durable was written
+/// after the roll's syncs [META-04] [ROLL-07].
+fn roll_finished_by_record(dir: &Path, successor: u64) -> bool {
+    let clean = std::fs::read(dir.join(dir::CLEAN_FILE))
+        .is_ok_and(|bytes| CleanMark::decode(&bytes).is_ok());
+    clean
+        || WatermarkReader::new(dir)
+            .read()
+            .is_some_and(|durable| successor < durable)
+}
+
 /// Loads a sealed segment (one with a successor) for reading [SEG-06].
 ///
 /// The index footer and the seal it names are checked; if either is missing or damaged the
@@ -867,6 +882,9 @@ pub(crate) fn load_sealed(
             let Some(later) = later else {
                 return Ok(false);
             };
+            if roll_finished_by_record(dir, successor) {
+                return Ok(false);
+            }
             for pair in later.windows(2) {
                 if let [sealed, successor] = *pair
                     && roll_proven(dir, sealed, successor, max_payload)?

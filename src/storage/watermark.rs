@@ -36,18 +36,24 @@ impl WatermarkWriter {
             .open(&path);
         match file {
             Ok(file) => {
+                let previous = read_value(&file, &path);
                 let mut writer = WatermarkWriter {
                     file,
                     path,
                     written: 0,
                     failed: false,
                 };
-                if writer.publish(io, durable) {
+                // A previous writer's value above this one's end (a recovery that cut damaged
+                // records) must not come back after a power loss: recovery and followers take
+                // it as proof that records up to it are durable.
+                let lowered = previous.is_some_and(|previous| previous > durable);
+                if writer.publish(io, durable) && (!lowered || io.sync_data(&writer.file).is_ok()) {
                     return Some(writer);
                 }
                 // A previous writer's value may be above this one's end (a recovery that cut
                 // damaged records): no file at all is safe, followers then sync.
-                if let Err(error) = io.remove_file(&writer.path) {
+                let removed = io.remove_file(&writer.path).and_then(|()| io.sync_dir(dir));
+                if let Err(error) = removed {
                     tracing::error!(path = %writer.path.display(), %error, "cannot remove a watermark file this writer cannot update; followers may take records past its end for durable");
                 }
                 None
@@ -105,10 +111,14 @@ impl WatermarkReader {
         if self.file.is_none() {
             self.file = File::open(&self.path).ok();
         }
-        let file = self.file.as_ref()?;
-        let mut bytes = [0u8; DURABLE_LEN];
-        let len = read_at(file, &mut bytes, 0, &self.path).ok()?;
-        let watermark = DurableWatermark::decode(bytes.get(..len)?).ok()?;
-        Some(watermark.durable)
+        read_value(self.file.as_ref()?, &self.path)
     }
+}
+
+/// The value in a watermark file, if it decodes.
+fn read_value(file: &File, path: &Path) -> Option<u64> {
+    let mut bytes = [0u8; DURABLE_LEN];
+    let len = read_at(file, &mut bytes, 0, path).ok()?;
+    let watermark = DurableWatermark::decode(bytes.get(..len)?).ok()?;
+    Some(watermark.durable)
 }

@@ -32,7 +32,7 @@ use super::reader::{Durability, Reader, TruncateReport};
 use super::recovery::{self, RecoveryReport};
 use super::segment::{self, Parts, SegmentData};
 use super::shared::{self, PendingRoll, Shared, Slot};
-use super::watermark::WatermarkWriter;
+use super::watermark::{WatermarkReader, WatermarkWriter};
 
 /// Staged bytes written at once: large enough that the `pwrite` costs little per record,
 /// small enough to stay in the CPU's caches.
@@ -131,7 +131,16 @@ impl Log {
 
         if clean.is_none() {
             recovery::drop_headerless_segment(&*io, dir, &mut segments, &mut report)?;
-            recovery::check_rolls(&*io, dir, &mut segments, FRAME_PAYLOAD_LIMIT, &mut report)?;
+            // Read before this writer rewrites the file.
+            let durable = WatermarkReader::new(dir).read();
+            recovery::check_rolls(
+                &*io,
+                dir,
+                &mut segments,
+                FRAME_PAYLOAD_LIMIT,
+                durable,
+                &mut report,
+            )?;
         }
         let recovered = match segments.last() {
             Some(&last) => recovery::recover_active(

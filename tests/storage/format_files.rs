@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use esl_replay::storage::codec::{
-    CLEAN_FILE, CleanMark, Decoded, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT,
-    FileHeader, FrameKind, HEADER_LEN, INDEX_INTERVAL, IndexEntry, IndexFile, IndexFooter,
-    RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE, StartMark, decode_frame,
-    decode_index_file, encode_frame, index_path, recycle_path, segment_path,
+    CLEAN_FILE, CleanMark, DURABLE_FILE, Decoded, DurableWatermark, FORMAT_VERSION,
+    FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FileHeader, FrameKind, HEADER_LEN, INDEX_INTERVAL,
+    IndexEntry, IndexFile, IndexFooter, RETENTION_LOCK, SEGMENT_MAGIC, SPARE_FILE, START_FILE,
+    StartMark, decode_frame, decode_index_file, encode_frame, index_path, recycle_path,
+    segment_path,
 };
 use esl_replay::storage::{
     CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
@@ -1336,6 +1337,10 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
         log.sync().unwrap();
         log.flush().unwrap();
         log.simulate_crash();
+        // The records were synced here, so the watermark file names the successor's records
+        // durable, which would prove the roll finished [META-04]: after a real unfinished
+        // roll it names none of them. Remove it, as left by a writer that wrote none.
+        std::fs::remove_file(d.join(DURABLE_FILE)).unwrap();
         if damage != "successor header after the footer" {
             esl_replay::storage::remove_durable(&index_path(&d, 1)).unwrap();
             esl_replay::storage::remove_durable(&index_path(&d, successor)).unwrap();
@@ -1398,5 +1403,157 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
         let (_, lost) = &in_successor[0];
         assert_eq!(log.append(lost).unwrap(), Seq(successor), "{damage}");
         log.close().unwrap();
+    }
+}
+
+/// [REC-08] [META-04] A roll whose successor holds records the watermark file names durable
+/// had finished, whatever its sealed segment now holds: a damaged seal there is damage,
+/// reported by the reads that meet it, not an unfinished roll whose successors recovery
+/// removes. Here the index footers (the other proof) are gone too.
+#[test]
+fn a_damaged_seal_below_the_watermark_is_damage_not_an_unfinished_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
+    let (mut log, _) = open_log(&d, opts.clone()).unwrap();
+    while log.active_segment() == SegmentId(1) {
+        fill(&mut log, 1);
+    }
+    let successor = log.active_segment().0;
+    let in_successor = fill(&mut log, 3);
+    log.sync().unwrap();
+    let next = log.reader().next_seq().unwrap().0;
+    log.flush().unwrap();
+    log.simulate_crash();
+    // What the writer's watermark thread writes after that sync (it may not have run yet).
+    write_watermark(&d, next);
+    esl_replay::storage::remove_durable(&index_path(&d, 1)).unwrap();
+    esl_replay::storage::remove_durable(&index_path(&d, successor)).unwrap();
+    let sealed = walk(&segment_path(&d, 1));
+    assert_eq!(sealed.stop, Stop::Seal);
+    write_at(&segment_path(&d, 1), sealed.end + 4, &[0xff]);
+
+    let (log, report) = open_log(&d, opts).unwrap();
+    assert_eq!(report.unfinished_roll, None);
+    assert_eq!(report.next_seq, next);
+    let reader = log.reader();
+    let kept: Vec<_> = reader
+        .iter(Seq(successor))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(kept.len() as u64, next - successor);
+    assert!(kept.ends_with(&in_successor));
+    match first_error(&reader) {
+        Some(Error::Corrupt {
+            segment, offset, ..
+        }) => {
+            assert_eq!((segment, offset), (SegmentId(1), sealed.end));
+        }
+        other => panic!("expected the damaged seal reported, got {other:?}"),
+    }
+    log.close().unwrap();
+}
+
+/// [REC-08] [REC-01] [META-04] A follower takes a sealed segment whose frames stop before
+/// its seal for the end of the log only while a roll may be unfinished. After a clean close,
+/// or once the watermark file names a record of the successor durable, the roll had
+/// finished: the cut is damage, which its reads meet, and the successor's records stay
+/// readable.
+#[test]
+fn a_follower_reports_a_cut_sealed_segment_after_a_finished_roll_as_damage() {
+    for proof in ["clean close", "watermark"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
+        let (mut log, _) = open_log(&d, opts.clone()).unwrap();
+        let mut written = Vec::new();
+        while log.active_segment() == SegmentId(1) {
+            written.extend(fill(&mut log, 1));
+        }
+        let successor = log.active_segment().0;
+        written.extend(fill(&mut log, 3));
+        written.retain(|(seq, _)| seq.0 >= successor);
+        if proof == "clean close" {
+            log.close().unwrap();
+            std::fs::remove_file(d.join(DURABLE_FILE)).unwrap();
+        } else {
+            log.sync().unwrap();
+            let next = log.reader().next_seq().unwrap().0;
+            log.simulate_crash();
+            write_watermark(&d, next);
+        }
+        // Cut segment 1 in the middle of its frames; its index (and footer) stay.
+        let cut = walk(&segment_path(&d, 1)).frames[5].offset + 3;
+        OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, 1))
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+
+        let reader = Reader::open(&d, &opts).unwrap();
+        let kept: Vec<_> = reader
+            .iter(Seq(successor))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kept, written, "{proof}");
+        match first_error(&reader) {
+            Some(Error::Corrupt { segment, .. }) => assert_eq!(segment, SegmentId(1), "{proof}"),
+            other => panic!("{proof}: expected the cut reported, got {other:?}"),
+        }
+    }
+}
+
+/// The first error a read of every record meets, when the cursor opens or later.
+fn first_error(reader: &Reader) -> Option<Error> {
+    match reader.iter(Seq(1)) {
+        Ok(mut records) => records.find_map(Result::err),
+        Err(error) => Some(error),
+    }
+}
+
+/// Writes the watermark file [META-04] as the writer's thread would: every sequence below
+/// `durable` is durable.
+fn write_watermark(dir: &Path, durable: u64) {
+    std::fs::write(
+        dir.join(DURABLE_FILE),
+        DurableWatermark { durable }.encode(),
+    )
+    .unwrap();
+}
+
+/// [META-04] A writer whose end is below the watermark file's value (a recovery cut damaged
+/// records) syncs its lower value before it goes on: the higher one must not come back after
+/// a power loss, since recovery and followers take it as proof of durable records. A value
+/// it only raises is written without a sync.
+#[test]
+fn a_writer_syncs_the_watermark_file_when_it_lowers_it() {
+    for (recorded, synced) in [(1_000, true), (2, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let (mut log, _) = open_log(&d, small()).unwrap();
+        fill(&mut log, 5);
+        log.close().unwrap();
+        write_watermark(&d, recorded);
+        let recorder = Arc::new(Recorder::default());
+        let options = LogOptions {
+            io: recorder.clone(),
+            ..small()
+        };
+        let (log, _) = open_log(&d, options).unwrap();
+        let file = ino(&d.join(DURABLE_FILE));
+        let ops = recorder.ops();
+        let wrote = ops
+            .iter()
+            .position(|op| matches!(op, Op::Write { ino, .. } if *ino == file))
+            .expect("the watermark file is written at open");
+        assert_eq!(
+            ops[wrote..].contains(&Op::SyncData(file)),
+            synced,
+            "recorded {recorded}: {ops:?}"
+        );
+        drop(log);
     }
 }
