@@ -186,8 +186,11 @@ where
                 if sequence > durable {
                     durable = store.sync_readable()?;
                 }
-                snapshots.save(stream.key(), sequence, &state)?;
-                snapshots_saved += 1;
+                // Records since lost to a power loss are not part of any snapshot.
+                if sequence <= durable {
+                    snapshots.save(stream.key(), sequence, &state)?;
+                    snapshots_saved += 1;
+                }
             }
         }
     }

@@ -104,7 +104,14 @@ pub fn replay_range<S: ArtifactReader + ?Sized>(
                 if last > durable {
                     durable = executor.store().sync_readable()?;
                 }
-                service.save(report.cursor, options.checkpoint_metadata.clone())?;
+                let saved = if last > durable {
+                    // Records since lost to a power loss (the writer recovered without them):
+                    // a resume reads whatever took their sequences.
+                    ReadCursor::new(durable, None)
+                } else {
+                    report.cursor
+                };
+                service.save(saved, options.checkpoint_metadata.clone())?;
                 report.checkpoints_saved += 1;
             }
         }

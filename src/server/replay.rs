@@ -722,18 +722,23 @@ impl ReplayFeed {
         if self.saved == Some(sequence) {
             return;
         }
-        // Not past a record a power loss could take back.
-        if let Err(error) = self.store.lock().sync_readable() {
-            tracing::warn!(%error, "cannot make the served records durable; checkpoint not saved");
-            return;
-        }
+        // Not past a record a power loss could take back. A failure waits for the next
+        // save's turn, like a failed save.
+        let durable = self.store.lock().sync_readable();
+        self.last_save = Instant::now();
+        let sequence = match durable {
+            Ok(durable) => sequence.min(durable),
+            Err(error) => {
+                tracing::warn!(%error, "cannot make the served records durable; checkpoint not saved");
+                return;
+            }
+        };
         let mut metadata = JsonMap::new();
         metadata.insert("consumer".into(), "esl-replay serve".into());
         match service.save(ReadCursor::new(sequence, None), metadata) {
             Ok(_) => self.saved = Some(sequence),
             Err(error) => tracing::warn!(%error, "cannot save the serving checkpoint"),
         }
-        self.last_save = Instant::now();
     }
 }
 

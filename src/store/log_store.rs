@@ -621,10 +621,10 @@ impl LogStore {
     ///
     /// Storage errors met while a read-only handle looks for new records.
     pub fn durable_through(&self) -> Result<u64> {
-        // The map of the records the bound names, not an older one that a writer's reopen
-        // may have rewritten.
-        self.refresh_runs()?;
         let durable = self.reader.durable_seq()?;
+        // Loaded after the bound: the map of the records it names, not an older one that a
+        // writer's reopen may have rewritten (runs are durable before their records).
+        self.refresh_runs()?;
         Ok(self.append_seq_below(durable))
     }
 
@@ -973,12 +973,13 @@ impl ArtifactReader for LogStore {
     }
 
     fn sync_readable(&self) -> Result<u64> {
-        self.refresh_runs()?;
         let mut durable = self.reader.durable_seq()?;
         // Sync only when the writer has not already made every record durable.
         if durable < self.reader.next_seq()? {
             durable = self.reader.sync()?;
         }
+        // Loaded after the bound, as in `durable_through`.
+        self.refresh_runs()?;
         Ok(self.append_seq_below(durable))
     }
 }

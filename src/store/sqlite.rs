@@ -767,16 +767,37 @@ impl ArtifactReader for SqliteStore {
         // database file if a checkpoint has copied it there. A checkpoint syncs the log
         // before it copies and the database file before the log is reused, so syncing the
         // log (then the database file and the directory, which holds the log's name) makes
-        // each of these rows durable, whichever connection committed it.
-        let last = max_sequence(&self.connection, &self.path)?;
-        for suffix in ["-wal", ""] {
-            let mut name = OsString::from(self.path.as_os_str());
+        // each of these rows durable, whichever connection committed it. The last sequence
+        // ever assigned, not the last row's: rows may have been deleted since, and the
+        // sequence is written in the same commit as its rows.
+        let last = self.stored_last_sequence()?;
+        // SQLite names its companion files after the database's resolved path (a symlinked
+        // path's log is beside the link's target).
+        let database = self
+            .connection
+            .path()
+            .filter(|path| !path.is_empty())
+            .map_or_else(|| self.path.clone(), PathBuf::from);
+        let dir = database
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Nothing can be written on a read-only mount (where some file systems refuse a
+        // sync): what is read there is what is on the device.
+        if rustix::fs::statvfs(dir)
+            .is_ok_and(|fs| fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        {
+            return Ok(last);
+        }
+        // The write-ahead log, or the rollback journal of a database not in WAL mode (whose
+        // truncation or zeroed header `synchronous=NORMAL` leaves unsynced), then the
+        // database file.
+        for suffix in ["-wal", "-journal", ""] {
+            let mut name = OsString::from(database.as_os_str());
             name.push(suffix);
             let path = PathBuf::from(name);
             let file = match std::fs::File::open(&path) {
                 Ok(file) => file,
-                // No log: nothing is committed in one (a rollback-journal database, or one
-                // every connection has closed, checkpointed and synced).
                 Err(error)
                     if error.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() =>
                 {
@@ -796,14 +817,9 @@ impl ArtifactReader for SqliteStore {
                 source,
             })?;
         }
-        let dir = self
-            .path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         self.io.sync_dir(dir).map_err(|source| Error::Io {
             op: "sync the directory of",
-            path: self.path.clone(),
+            path: database.clone(),
             source,
         })?;
         Ok(last)
