@@ -43,8 +43,9 @@ pub(crate) struct ReconstructArgs {
     until: Option<u64>,
     #[command(flatten)]
     criteria: CriteriaArgs,
-    /// Records read per store call (part of the bundle id).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Records read per store call (part of the bundle id), at most 100,000 (a call's
+    /// records are held in memory).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_limit: u64,
     /// The checkpoint key: a label for the window, or, with --checkpoint-dir, the stored
     /// checkpoint to resume from.

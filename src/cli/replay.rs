@@ -92,10 +92,14 @@ pub(crate) enum Format {
     Ndjson,
 }
 
+/// Records a batch may hold at most: a batch is held in memory whole, so the bound is what
+/// keeps a flag from sizing memory by the store.
+pub(crate) const MAX_BATCH: usize = 100_000;
+
 fn parse_batch(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(0) => Err("batch must be at least 1".into()),
-        Ok(n) => Ok(n),
+        Ok(n @ 1..=MAX_BATCH) => Ok(n),
+        Ok(_) => Err(format!("batch must be between 1 and {MAX_BATCH}")),
         Err(e) => Err(e.to_string()),
     }
 }

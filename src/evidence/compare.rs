@@ -97,13 +97,16 @@ pub fn compare_scenario(
         }
     }
 
+    // The first operation with each id, as a search in order would find it.
+    let mut operations = HashMap::with_capacity(bundle.operations.len());
+    for operation in &bundle.operations {
+        operations
+            .entry(operation.operation_id.as_str())
+            .or_insert(operation);
+    }
     for expected in &expectation.expected_operations {
         let id = expected.operation_id.as_str();
-        let Some(actual) = bundle
-            .operations
-            .iter()
-            .find(|operation| operation.operation_id == id)
-        else {
+        let Some(actual) = operations.get(id) else {
             issues.push(mismatch(
                 IssueCode::MissingOperationLifecycle,
                 format!("expected operation {id} does not appear in the bundle"),

@@ -141,7 +141,7 @@ pub fn truncate_to_millis(timestamp: OffsetDateTime) -> OffsetDateTime {
 /// # Errors
 ///
 /// [`Error::InvalidTimestamp`] if the text is not such a timestamp or names an impossible
-/// date, time or offset.
+/// date, time or offset, or an instant whose UTC date is outside years -9999 to 9999.
 pub fn parse(text: &str) -> Result<OffsetDateTime, Error> {
     parse_bytes(text.as_bytes()).ok_or_else(|| Error::InvalidTimestamp {
         text: text.chars().take(ERROR_TEXT_CHARS_MAX).collect(),
@@ -180,7 +180,11 @@ fn parse_bytes(bytes: &[u8]) -> Option<OffsetDateTime> {
     }
     let date = Date::from_calendar_date(year, month, day).ok()?;
     let time = Time::from_hms_nano(hour, minute, second, nanosecond).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
+    let timestamp = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    // Its instant must be a date too (years -9999 to 9999), in UTC as in its own offset: a
+    // record stores both, and one holding another could not be read back.
+    timestamp.checked_to_offset(UtcOffset::UTC)?;
+    Some(timestamp)
 }
 
 /// A cursor over the bytes of a timestamp text; every step returns `None` on a mismatch.
@@ -312,6 +316,25 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    /// A record stores its timestamp's instant and its offset; an instant that is not a date
+    /// in UTC could be parsed but never read back from a stored record.
+    #[test]
+    fn instants_outside_the_utc_date_range_are_refused() {
+        for text in [
+            "-9999-01-01T00:00:00.000+00:01",
+            "9999-12-31T23:59:59.999-23:59",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        for text in [
+            "-9999-01-01T00:00:00.000+00:00",
+            "9999-12-31T23:59:59.999+00:00",
+            "9999-12-31T23:59:59.999+23:59",
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
+    }
 
     /// The text the calendar fields of `time` give, as the oracle of the day-number writer.
     fn text_from_calendar(timestamp: &OffsetDateTime) -> String {

@@ -531,6 +531,16 @@ fn conflicting_or_incomplete_flags_are_errors() {
         ],
         vec!["replay", "run", "--store", path, "--checkpoint-key", "k"],
         vec!["replay", "run", "--store", path, "--batch", "0"],
+        // A batch is held in memory whole: its size is bounded.
+        vec!["replay", "run", "--store", path, "--batch", "100001"],
+        vec![
+            "replay",
+            "plan",
+            "--store",
+            path,
+            "--batch",
+            "18446744073709551615",
+        ],
         vec![
             "replay", "run", "--store", path, "--after", "4", "--until", "2",
         ],

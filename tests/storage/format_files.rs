@@ -1340,7 +1340,7 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
         // The records were synced here, so the watermark file names the successor's records
         // durable, which would prove the roll finished [META-04]: after a real unfinished
         // roll it names none of them. Remove it, as left by a writer that wrote none.
-        std::fs::remove_file(d.join(DURABLE_FILE)).unwrap();
+        esl_replay::storage::remove_durable(&d.join(DURABLE_FILE)).unwrap();
         if damage != "successor header after the footer" {
             esl_replay::storage::remove_durable(&index_path(&d, 1)).unwrap();
             esl_replay::storage::remove_durable(&index_path(&d, successor)).unwrap();
@@ -1476,7 +1476,7 @@ fn a_follower_reports_a_cut_sealed_segment_after_a_finished_roll_as_damage() {
         written.retain(|(seq, _)| seq.0 >= successor);
         if proof == "clean close" {
             log.close().unwrap();
-            std::fs::remove_file(d.join(DURABLE_FILE)).unwrap();
+            esl_replay::storage::remove_durable(&d.join(DURABLE_FILE)).unwrap();
         } else {
             log.sync().unwrap();
             let next = log.reader().next_seq().unwrap().0;
@@ -1485,12 +1485,7 @@ fn a_follower_reports_a_cut_sealed_segment_after_a_finished_roll_as_damage() {
         }
         // Cut segment 1 in the middle of its frames; its index (and footer) stay.
         let cut = walk(&segment_path(&d, 1)).frames[5].offset + 3;
-        OpenOptions::new()
-            .write(true)
-            .open(segment_path(&d, 1))
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        cut_file(&segment_path(&d, 1), cut);
 
         let reader = Reader::open(&d, &opts).unwrap();
         let kept: Vec<_> = reader
@@ -1504,6 +1499,19 @@ fn a_follower_reports_a_cut_sealed_segment_after_a_finished_roll_as_damage() {
             other => panic!("{proof}: expected the cut reported, got {other:?}"),
         }
     }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "damage made while no reader has the file mapped"
+)]
+fn cut_file(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 /// The first error a read of every record meets, when the cursor opens or later.
