@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -441,6 +442,20 @@ fn write_snapshot_record<T: SnapshotRecord>(out: &mut Out, record: &T) {
     object.close();
 }
 
+/// The version of a bundle, whatever the rest of it holds (the first pass of
+/// [`parse_bundle`]).
+#[derive(Deserialize)]
+struct VersionOnly {
+    #[serde(default)]
+    manifest: Option<ManifestVersion>,
+}
+
+#[derive(Deserialize)]
+struct ManifestVersion {
+    #[serde(default)]
+    bundle_version: Option<Value>,
+}
+
 /// Reads a bundle written by [`export_bundle`] (or by the reference package), with the
 /// rules of the evidence types' `Deserialize`: every key present, `null` for an absent
 /// value, lists and maps in either of PHP's forms, unknown keys ignored, every part
@@ -458,21 +473,37 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
         path,
         reason,
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|error| malformed("$".into(), error.to_string()))?;
-    // A bundle of another version may be laid out differently: say so before anything else.
-    if let Some(version) = value
-        .pointer("/manifest/bundle_version")
-        .and_then(Value::as_u64)
-        && version != BUNDLE_VERSION
-    {
-        return Err(Error::UnsupportedBundleVersion { version });
+    // A first pass reads only the version, skipping everything else without keeping it (a
+    // bundle is never held as a JSON tree: that takes many times its text): a bundle of
+    // another version may be laid out differently, so say so before anything else.
+    match serde_json::from_str::<VersionOnly>(text) {
+        Err(error) if !error.is_data() => return Err(malformed("$".into(), error.to_string())),
+        Ok(VersionOnly {
+            manifest:
+                Some(ManifestVersion {
+                    bundle_version: Some(version),
+                }),
+        }) => {
+            if let Some(version) = version.as_u64()
+                && version != BUNDLE_VERSION
+            {
+                return Err(Error::UnsupportedBundleVersion { version });
+            }
+        }
+        _ => {}
     }
-    serde_path_to_error::deserialize(&value)
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
         .map(|de::Object(bundle)| bundle)
         .map_err(|error| {
             let path = error.path().to_string();
-            let reason = error.into_inner().to_string();
+            let inner = error.into_inner();
+            let mut reason = inner.to_string();
+            // The path names the place; the text's line and column add nothing to it.
+            if inner.line() > 0
+                && let Some(at) = reason.rfind(" at line ")
+            {
+                reason.truncate(at);
+            }
             let parent = (path != ".").then_some(path);
             // serde reports a missing key at its parent as "missing field `key`" (the text of
             // `serde::de::Error::missing_field`); the path names the key itself, as for every
