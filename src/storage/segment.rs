@@ -910,8 +910,8 @@ pub(crate) fn load_sealed(
             return Ok(parts.into_data(map));
         }
         // Damage hides only itself [RD-04]: past a damaged frame the scan resumes at the next
-        // valid one, so that reads of the records around it work. (A damaged seal still fails
-        // the segment: the proof that it is complete is gone.)
+        // valid one, so that reads of the records around it work.
+        let mut seal_damaged = false;
         loop {
             let fault = match found.stop {
                 Stop::Seal => break,
@@ -919,6 +919,14 @@ pub(crate) fn load_sealed(
                 Stop::Invalid(kind) => kind,
                 Stop::Empty => CorruptKind::MissingSeal,
             };
+            if found.end_seq == successor {
+                // Every record up to the successor's base is here: only the seal is damaged,
+                // which verification reports. (Its index is not rewritten with a footer
+                // that names a damaged seal.)
+                tracing::warn!(%segment, offset = found.end, %fault, "the seal of a sealed segment is damaged; each of its records is intact");
+                seal_damaged = true;
+                break;
+            }
             let resync = match damage_end(source, found.end, file_len)? {
                 Some(last) => find_valid_frame(source, found.end, last, found.end_seq)?,
                 None => None,
@@ -938,7 +946,7 @@ pub(crate) fn load_sealed(
             found = scan(&mut window, source, (offset, seq), file_len, None)?;
             entries.append(&mut found.entries);
         }
-        if let Some(io) = rewrite_index {
+        if let Some(io) = rewrite_index.filter(|_| !seal_damaged) {
             let mut bytes = FileHeader::new(base, header.salt)
                 .encode(INDEX_MAGIC)
                 .to_vec();

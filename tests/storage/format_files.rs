@@ -23,7 +23,7 @@ use esl_replay::storage::codec::{
     segment_path,
 };
 use esl_replay::storage::{
-    CorruptKind, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
+    CorruptKind, Damage, Error, Io, Log, LogOptions, Reader, RecoveryMode, SegmentId, Seq, StdIo,
     SyncPolicy,
 };
 
@@ -330,7 +330,8 @@ fn a_seal_always_fits_after_the_last_record() {
 
 /// [SEG-06] [IDX-01] [IDX-03] [ROLL-03] Every segment with a successor ends in a seal whose
 /// sequence is the successor's base; its index holds the entries of the sparse rule and a
-/// footer naming the seal. A segment whose seal is gone cannot be read past its end.
+/// footer naming the seal. A segment whose seal is gone still reads, and verification
+/// reports the seal.
 #[test]
 fn sealed_segments_end_in_a_seal_naming_their_successor() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,21 +356,28 @@ fn sealed_segments_end_in_a_seal_naming_their_successor() {
         );
     }
 
+    // A seal gone from a segment whose records run to the successor's base hides nothing
+    // [RD-04]: every record reads, and verification reports the seal.
     let first = walk(&segment_path(dir.path(), all[0]));
     write_at(&segment_path(dir.path(), all[0]), first.end, &[0; 8]);
     let reader = Reader::open(dir.path(), &small()).unwrap();
-    let outcome = reader
+    let read = reader
         .iter(Seq(1))
-        .and_then(|records| records.collect::<Result<Vec<_>, _>>());
+        .and_then(|records| records.collect::<Result<Vec<_>, _>>())
+        .map(|records| records.len());
+    assert!(
+        matches!(read, Ok(300)),
+        "{:?}",
+        read.map_err(|e| e.to_string())
+    );
+    let problems = reader.verify().unwrap().problems;
     assert!(
         matches!(
-            outcome,
-            Err(Error::Corrupt {
-                kind: CorruptKind::MissingSeal,
-                ..
-            })
+            &problems[..],
+            [Damage { segment, offset, kind: CorruptKind::MissingSeal, .. }]
+                if *segment == SegmentId(all[0]) && *offset == first.end
         ),
-        "{outcome:?}"
+        "{problems:?}"
     );
 }
 
@@ -1406,21 +1414,24 @@ fn an_unfinished_roll_loses_only_the_segments_after_it() {
     }
 }
 
-/// [REC-08] [META-04] A roll whose successor holds records the watermark file names durable
-/// had finished, whatever its sealed segment now holds: a damaged seal there is damage,
-/// reported by the reads that meet it, not an unfinished roll whose successors recovery
-/// removes. Here the index footers (the other proof) are gone too.
+/// [REC-08] [META-04] [RD-04] A roll whose successor holds records the watermark file names
+/// durable had finished, whatever its sealed segment now holds: a damaged seal there is
+/// damage, which verification reports, not an unfinished roll whose successors recovery
+/// removes; and as every record before it is intact, reads go on past it. Here the index
+/// footers (the other proof) are gone too.
 #[test]
 fn a_damaged_seal_below_the_watermark_is_damage_not_an_unfinished_roll() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
     let (mut log, _) = open_log(&d, opts.clone()).unwrap();
+    let mut written = Vec::new();
     while log.active_segment() == SegmentId(1) {
-        fill(&mut log, 1);
+        written.extend(fill(&mut log, 1));
     }
     let successor = log.active_segment().0;
     let in_successor = fill(&mut log, 3);
+    written.extend(in_successor.clone());
     log.sync().unwrap();
     let next = log.reader().next_seq().unwrap().0;
     log.flush().unwrap();
@@ -1436,22 +1447,21 @@ fn a_damaged_seal_below_the_watermark_is_damage_not_an_unfinished_roll() {
     let (log, report) = open_log(&d, opts).unwrap();
     assert_eq!(report.unfinished_roll, None);
     assert_eq!(report.next_seq, next);
+    // Every record is intact, the seal's own included neighbours: reads go on into the
+    // successor [RD-04], and verification reports the seal.
     let reader = log.reader();
-    let kept: Vec<_> = reader
-        .iter(Seq(successor))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(kept.len() as u64, next - successor);
-    assert!(kept.ends_with(&in_successor));
-    match first_error(&reader) {
-        Some(Error::Corrupt {
-            segment, offset, ..
-        }) => {
-            assert_eq!((segment, offset), (SegmentId(1), sealed.end));
-        }
-        other => panic!("expected the damaged seal reported, got {other:?}"),
-    }
+    assert_eq!(all_records(&reader), written);
+    assert!(written.ends_with(&in_successor));
+    let verified = reader.verify().unwrap();
+    assert_eq!(verified.records, next - 1);
+    assert_eq!(
+        verified
+            .problems
+            .iter()
+            .map(|p| (p.segment, p.offset, p.first_seq))
+            .collect::<Vec<_>>(),
+        [(SegmentId(1), sealed.end, Seq(successor))]
+    );
     log.close().unwrap();
 }
 

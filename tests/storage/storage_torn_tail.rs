@@ -392,9 +392,9 @@ fn expect_corrupt_at(reader: &Reader, payloads: &[Vec<u8>], segment: u64, offset
 /// A named damage to a segment file and the offset where reading must report it.
 type Damage = (&'static str, u64, Box<dyn Fn(&Path)>);
 
-/// [SEG-06] Damage inside a sealed segment (a record, the seal, or its tail zeroed) is never
-/// skipped: reading reaches it and fails with `Corrupt` naming the segment and the offset,
-/// with or without the segment's index, and for followers as well.
+/// [SEG-06] Damage inside a sealed segment (a record, or its tail zeroed) is never skipped:
+/// reading reaches it and fails with `Corrupt` naming the segment and the offset, with or
+/// without the segment's index, and for followers as well.
 #[test]
 fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let (template, payloads) = sealed_log();
@@ -405,16 +405,12 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
     let seal = *frames.last().unwrap();
     assert!(seal.seal);
     for drop_index in [false, true] {
-        let damages: [Damage; 3] = [
+        // (A flipped seal alone hides no record: `damaged_seal_hides_no_record` below.)
+        let damages: [Damage; 2] = [
             (
                 "payload byte flipped",
                 record.offset,
                 Box::new(move |p: &Path| flip_byte(p, record.offset + 9, 0x20)),
-            ),
-            (
-                "seal flipped",
-                seal.offset,
-                Box::new(move |p: &Path| flip_byte(p, seal.offset + 2, 0x01)),
             ),
             (
                 "zeroed from a record on",
@@ -448,6 +444,39 @@ fn damage_in_a_sealed_segment_is_an_error_naming_segment_and_offset() {
                 None => panic!("{case}: verify found nothing: {report:?}"),
             }
         }
+    }
+}
+
+/// [RD-04] [VER-01] A damaged seal hides no record when the segment's records run to its
+/// successor's base: every record reads, for the writer and followers, with or without the
+/// segment's index, and verification names the seal.
+#[test]
+fn damaged_seal_hides_no_record() {
+    let (template, payloads) = sealed_log();
+    let base = segment_bases(template.path())[1];
+    let (_, frames) = frames_of(&segment_file(template.path(), base));
+    let seal = *frames.last().unwrap();
+    assert!(seal.seal);
+    for drop_index in [false, true] {
+        let case = format!("index dropped: {drop_index}");
+        let copy = scratch_dir();
+        copy_dir(template.path(), copy.path());
+        flip_byte(&segment_file(copy.path(), base), seal.offset + 2, 0x01);
+        if drop_index {
+            std::fs::remove_file(index_path(copy.path(), base)).unwrap();
+        }
+        let follower = Reader::open(copy.path(), &fast_options()).unwrap();
+        expect_records(&follower, &payloads, &case);
+        let (log, _) = open_log(copy.path(), options(RecoveryMode::default())).unwrap();
+        let reader = log.reader();
+        expect_records(&reader, &payloads, &case);
+        let report = reader.verify().unwrap();
+        let found: Vec<_> = report
+            .problems
+            .iter()
+            .map(|d| (d.segment, d.offset))
+            .collect();
+        assert_eq!(found, [(SegmentId(base), seal.offset)], "{case}");
     }
 }
 
