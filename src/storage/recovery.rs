@@ -114,7 +114,8 @@ pub(crate) struct Recovered {
 /// The watermark file the last writer left (`durable`, [META-04]) proves a roll finished too:
 /// a record at or after a successor's base is durable only once its roll's syncs returned
 /// [ROLL-07]. A sealed segment such a roll left without its seal or frames is damage, which
-/// reads and verification report, never a roll to undo.
+/// verification reports (and reads, unless only the seal is lost, [RD-04]), never a roll to
+/// undo.
 pub(crate) fn check_rolls(
     io: &dyn Io,
     dir: &Path,

@@ -841,8 +841,9 @@ fn roll_finished_by_record(dir: &Path, successor: u64) -> bool {
 /// Loads a sealed segment (one with a successor) for reading [SEG-06].
 ///
 /// The index footer and the seal it names are checked; if either is missing or damaged the
-/// segment is scanned, which must end in a seal, and the index is rebuilt (and rewritten when
-/// `rewrite_index` is set, that is, by the writer).
+/// segment is scanned and the index rebuilt (and rewritten when `rewrite_index` is set, that
+/// is, by the writer, if the scan found the seal). A scan that does not end in a seal is
+/// damage unless it reached the successor's base, where only the seal is lost [RD-04].
 pub(crate) fn load_sealed(
     dir: &Path,
     base: u64,

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::dir::DURABLE_FILE;
+use super::error::{Error, IoOp, Result};
 use super::io::{Io, read_at, write_all_at};
 use super::meta::{DURABLE_LEN, DurableWatermark};
 
@@ -24,17 +25,25 @@ pub(crate) struct WatermarkWriter {
 
 impl WatermarkWriter {
     /// Opens (or creates) the watermark file of the log in `dir` and writes `durable` to it.
-    /// `None`, logged, when it cannot be opened: followers then make records durable
+    /// `None`, logged, when it cannot be written: followers then make records durable
     /// themselves.
-    pub(crate) fn open(io: &dyn Io, dir: &Path, durable: u64) -> Option<WatermarkWriter> {
+    ///
+    /// # Errors
+    ///
+    /// When the file holds a value above `durable` (a recovery that cut damaged records)
+    /// that this writer can neither lower durably nor remove: recovery and followers take it
+    /// as proof that records up to it are durable [REC-08], so the writer does not go on.
+    pub(crate) fn open(io: &dyn Io, dir: &Path, durable: u64) -> Result<Option<WatermarkWriter>> {
         let path = dir.join(DURABLE_FILE);
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path);
-        match file {
+        // The path of a file that holds a value above this writer's end, which no file at
+        // all is safer than.
+        let stale = match opened {
             Ok(file) => {
                 let previous = read_value(&file, &path);
                 let mut writer = WatermarkWriter {
@@ -43,26 +52,33 @@ impl WatermarkWriter {
                     written: 0,
                     failed: false,
                 };
-                // A previous writer's value above this one's end (a recovery that cut damaged
-                // records) must not come back after a power loss: recovery and followers take
-                // it as proof that records up to it are durable.
+                // A lower value than the last writer's must not be undone by a power loss.
                 let lowered = previous.is_some_and(|previous| previous > durable);
                 if writer.publish(io, durable) && (!lowered || io.sync_data(&writer.file).is_ok()) {
-                    return Some(writer);
+                    return Ok(Some(writer));
                 }
-                // A previous writer's value may be above this one's end (a recovery that cut
-                // damaged records): no file at all is safe, followers then sync.
-                let removed = io.remove_file(&writer.path).and_then(|()| io.sync_dir(dir));
-                if let Err(error) = removed {
-                    tracing::error!(path = %writer.path.display(), %error, "cannot remove a watermark file this writer cannot update; followers may take records past its end for durable");
+                if !lowered {
+                    // What the file holds (if anything) is still true.
+                    return Ok(None);
                 }
-                None
+                writer.path
             }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot open the watermark file; followers will sync for themselves");
-                None
+                let above = File::open(&path)
+                    .ok()
+                    .and_then(|file| read_value(&file, &path))
+                    .is_some_and(|previous| previous > durable);
+                if !above {
+                    return Ok(None);
+                }
+                path
             }
-        }
+        };
+        io.remove_file(&stale)
+            .and_then(|()| io.sync_dir(dir))
+            .map_err(|source| Error::io(IoOp::Remove, &stale, source))?;
+        Ok(None)
     }
 
     /// Writes `durable` unless it was written already; returns whether it wrote. A failure

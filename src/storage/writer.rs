@@ -246,7 +246,7 @@ impl Log {
         shared.next.store(next_seq, Ordering::Release);
         shared.durable.store(next_seq, Ordering::Release);
         // Recovery made every record found durable ([REC-07]): followers may forward them.
-        *shared.watermark_writer.lock() = WatermarkWriter::open(&*shared.io, dir, next_seq);
+        *shared.watermark_writer.lock() = WatermarkWriter::open(&*shared.io, dir, next_seq)?;
         *shared.active.lock() = Some(active.clone());
         restage(&shared, &active, end, next_seq);
         warm_staging(&shared);

@@ -1575,3 +1575,64 @@ fn a_writer_syncs_the_watermark_file_when_it_lowers_it() {
         drop(log);
     }
 }
+
+/// Fails syncs of one file (by inode) and, when `refuse_removal`, removals of it.
+#[derive(Debug)]
+struct FailsOneFile {
+    ino: u64,
+    path: PathBuf,
+    refuse_removal: bool,
+}
+
+impl Io for FailsOneFile {
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        if file_ino(file) == self.ino {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        StdIo.sync_data(file)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if self.refuse_removal && path == self.path {
+            return Err(io::Error::other("injected removal failure"));
+        }
+        StdIo.remove_file(path)
+    }
+}
+
+/// [META-04] A watermark file whose value is above the writer's end, which the writer can
+/// neither lower durably nor update, is removed (a proof that could come back after a power
+/// loss is worse than none); if it cannot be removed either, the writer refuses to open,
+/// naming the file, rather than leave a false proof for recovery [REC-08].
+#[test]
+fn a_watermark_file_the_writer_cannot_lower_is_removed_or_the_open_fails() {
+    for refuse_removal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let (mut log, _) = open_log(&d, small()).unwrap();
+        fill(&mut log, 5);
+        log.close().unwrap();
+        write_watermark(&d, 1_000);
+        let path = d.join(DURABLE_FILE);
+        let options = LogOptions {
+            io: Arc::new(FailsOneFile {
+                ino: ino(&path),
+                path: path.clone(),
+                refuse_removal,
+            }),
+            ..small()
+        };
+        match open_log(&d, options) {
+            Ok((log, _)) => {
+                assert!(!refuse_removal);
+                assert!(!path.exists(), "the stale watermark file was left");
+                drop(log);
+            }
+            Err(Error::Io { path: named, .. }) => {
+                assert!(refuse_removal);
+                assert_eq!(named, path);
+            }
+            Err(other) => panic!("refuse_removal {refuse_removal}: {other:?}"),
+        }
+    }
+}
