@@ -440,18 +440,11 @@ impl store::ArtifactReader for RemembersSyncs {
 /// durable: here their writer never syncs (`OsOnly`) and stays open while they are served.
 #[tokio::test]
 async fn a_serving_checkpoint_is_saved_only_after_its_records_are_durable() {
-    use esl_replay::storage::{LogOptions, SyncPolicy};
-    use esl_replay::store::{ArtifactStore as _, LogStore};
-
     let dir = tempfile::tempdir().unwrap();
-    let never_syncs = LogOptions {
-        sync_policy: SyncPolicy::OsOnly,
-        ..LogOptions::default()
-    };
-    let mut writer = LogStore::open_with(dir.path(), never_syncs).unwrap();
-    writer
-        .write_batch((1..=4).map(|n| timed_event("HEARTBEAT", n, 0)).collect())
-        .unwrap();
+    let writer = crate::support::process::unsynced_store(
+        dir.path(),
+        (1..=4).map(|n| timed_event("HEARTBEAT", n, 0)).collect(),
+    );
     let synced_through = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let store = RemembersSyncs {
         store: store::open_read_only(dir.path(), None).unwrap(),

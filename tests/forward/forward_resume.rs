@@ -13,7 +13,7 @@ use esl_replay::forward::{
 };
 use esl_replay::record::{JsonMap, ReadCursor};
 use esl_replay::retention::{self, PrunePolicy};
-use esl_replay::storage::{LogOptions, SyncPolicy, WATERMARK_PATIENCE};
+use esl_replay::storage::WATERMARK_PATIENCE;
 use esl_replay::store::{ArtifactStore as _, Backend, LogStore, SqliteStore, dataset};
 
 /// Collects the sequences it is sent; with `checkpoints`, also what the forwarder's
@@ -183,14 +183,10 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 /// files, none of them synced.
 fn unsynced_store(dir: &Path, records: u64) -> (PathBuf, LogStore) {
     let root = dir.join("store");
-    let never_syncs = LogOptions {
-        sync_policy: SyncPolicy::OsOnly,
-        ..LogOptions::default()
-    };
-    let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
-    writer
-        .write_batch((0..records).map(dataset::envelope).collect())
-        .unwrap();
+    let writer = crate::support::process::unsynced_store(
+        &root,
+        (0..records).map(dataset::envelope).collect(),
+    );
     (root, writer)
 }
 

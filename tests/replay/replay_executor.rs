@@ -1055,19 +1055,14 @@ mod range {
     /// Here the writer never syncs (`OsOnly`) and the replay reads through a read-only handle.
     #[test]
     fn a_checkpoint_is_saved_only_after_its_records_are_durable() {
-        use esl_replay::storage::{LogOptions, SyncPolicy};
         use esl_replay::store::{LogStore, dataset};
 
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let never_syncs = LogOptions {
-            sync_policy: SyncPolicy::OsOnly,
-            ..LogOptions::default()
-        };
-        let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
-        writer
-            .write_batch((0..10).map(dataset::envelope).collect())
-            .unwrap();
+        let writer = crate::support::process::unsynced_store(
+            &root,
+            (0..10).map(dataset::envelope).collect(),
+        );
         let store = LogStore::open_read_only(&root).unwrap();
         assert_eq!(store.durable_through().unwrap(), 0);
         let service = service(dir.path());

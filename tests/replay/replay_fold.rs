@@ -194,18 +194,12 @@ fn same_result_from_every_snapshot_point() {
 /// durable: here their writer never syncs (`OsOnly`) and the fold reads a read-only handle.
 #[test]
 fn a_snapshot_is_saved_only_after_its_records_are_durable() {
-    use esl_replay::storage::{LogOptions, SyncPolicy};
-
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let never_syncs = LogOptions {
-        sync_policy: SyncPolicy::OsOnly,
-        ..LogOptions::default()
-    };
-    let mut writer = LogStore::open_with(&root, never_syncs).unwrap();
-    writer
-        .write_batch((0..10).map(|_| envelope("event.raw", "a")).collect())
-        .unwrap();
+    let writer = crate::support::process::unsynced_store(
+        &root,
+        (0..10).map(|_| envelope("event.raw", "a")).collect(),
+    );
     let store = LogStore::open_read_only(&root).unwrap();
     assert_eq!(store.durable_through().unwrap(), 0);
     let mut snapshots = MemorySnapshots::new();

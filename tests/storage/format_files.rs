@@ -1424,12 +1424,7 @@ fn a_damaged_seal_below_the_watermark_is_damage_not_an_unfinished_roll() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
-    let (mut log, _) = open_log(&d, opts.clone()).unwrap();
-    let mut written = Vec::new();
-    while log.active_segment() == SegmentId(1) {
-        written.extend(fill(&mut log, 1));
-    }
-    let successor = log.active_segment().0;
+    let (mut log, mut written, successor) = rolled_once(&d, &opts);
     let in_successor = fill(&mut log, 3);
     written.extend(in_successor.clone());
     log.sync().unwrap();
@@ -1476,12 +1471,7 @@ fn a_follower_reports_a_cut_sealed_segment_after_a_finished_roll_as_damage() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let opts = options(64 << 10, 8 << 10, SyncPolicy::OsOnly);
-        let (mut log, _) = open_log(&d, opts.clone()).unwrap();
-        let mut written = Vec::new();
-        while log.active_segment() == SegmentId(1) {
-            written.extend(fill(&mut log, 1));
-        }
-        let successor = log.active_segment().0;
+        let (mut log, mut written, successor) = rolled_once(&d, &opts);
         written.extend(fill(&mut log, 3));
         written.retain(|(seq, _)| seq.0 >= successor);
         if proof == "clean close" {
@@ -1530,6 +1520,18 @@ fn first_error(reader: &Reader) -> Option<Error> {
         Ok(mut records) => records.find_map(Result::err),
         Err(error) => Some(error),
     }
+}
+
+/// A log at `dir` whose first segment just rolled: the writer, the records written, and the
+/// successor's base.
+fn rolled_once(dir: &Path, options: &LogOptions) -> (Log, Vec<(Seq, Vec<u8>)>, u64) {
+    let (mut log, _) = open_log(dir, options.clone()).unwrap();
+    let mut written = Vec::new();
+    while log.active_segment() == SegmentId(1) {
+        written.extend(fill(&mut log, 1));
+    }
+    let successor = log.active_segment().0;
+    (log, written, successor)
 }
 
 /// Writes the watermark file [META-04] as the writer's thread would: every sequence below

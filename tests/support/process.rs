@@ -53,6 +53,23 @@ pub(crate) fn open_store_with(
     LogStore::open_with(root, options)
 }
 
+/// A store at `root` whose writer syncs only when told (`SyncPolicy::OsOnly`), holding
+/// `envelopes` in its files, none of them synced: what a consumer that must not run ahead of
+/// the disk meets beside a writer that has not synced yet.
+pub(crate) fn unsynced_store(
+    root: impl AsRef<Path>,
+    envelopes: Vec<esl_replay::record::Envelope>,
+) -> LogStore {
+    use esl_replay::store::ArtifactStore as _;
+    let never_syncs = LogOptions {
+        sync_policy: esl_replay::storage::SyncPolicy::OsOnly,
+        ..LogOptions::default()
+    };
+    let mut writer = open_store_with(root, never_syncs).unwrap();
+    writer.write_batch(envelopes).unwrap();
+    writer
+}
+
 /// [`Command`]'s `spawn`, `output` and `status`, each spawning the child under the fork lock.
 pub(crate) trait SpawnSafely {
     /// As [`Command::spawn`].
