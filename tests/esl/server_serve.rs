@@ -336,6 +336,11 @@ async fn looping_starts_over_and_from_sequence_skips_the_start() {
     assert_eq!(seen, ["2", "3", "2", "3", "2", "3", "2"]);
 }
 
+/// The serving checkpoint the tests save under, in `dir`.
+fn serving_checkpoint(dir: &std::path::Path) -> CheckpointService {
+    CheckpointService::new(CheckpointStore::open(dir).unwrap(), "serve-test").unwrap()
+}
+
 #[tokio::test]
 async fn serving_resumes_after_the_checkpoint_of_an_earlier_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -347,13 +352,7 @@ async fn serving_resumes_after_the_checkpoint_of_an_earlier_client() {
             .collect(),
     );
     let checkpoints = tempfile::tempdir().unwrap();
-    let service = || {
-        CheckpointService::new(
-            CheckpointStore::open(checkpoints.path()).unwrap(),
-            "serve-test",
-        )
-        .unwrap()
-    };
+    let service = || serving_checkpoint(checkpoints.path());
     // One event every 100 ms: the first client reads two and leaves.
     let options = ReplayOptions {
         speed: Some(10.0),
@@ -451,13 +450,7 @@ async fn a_serving_checkpoint_is_saved_only_after_its_records_are_durable() {
         synced_through: Arc::clone(&synced_through),
     };
     let checkpoints = tempfile::tempdir().unwrap();
-    let service = || {
-        CheckpointService::new(
-            CheckpointStore::open(checkpoints.path()).unwrap(),
-            "serve-test",
-        )
-        .unwrap()
-    };
+    let service = || serving_checkpoint(checkpoints.path());
     let options = ReplayOptions {
         checkpoint: Some(service()),
         ..ReplayOptions::default()
