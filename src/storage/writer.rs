@@ -710,6 +710,10 @@ impl Log {
         self.shared.check_poison()?;
         let old = self.active.clone();
         let (seal_offset, end_seq) = (self.end, self.next_seq);
+        // A segment sealed before this roll (by a roll that stopped before its successor
+        // existed, or found sealed at open) may already hold the index footer that proves the
+        // roll finished [ROLL-03]: its successor must be durable before its name is.
+        let durable_successor = inline || self.sealed_without_successor;
         if !self.sealed_without_successor {
             let seal = frame::encode(old.salt, end_seq, FrameKind::Seal, &[]);
             write_all_at(&*self.options.io, &old.file, &seal, seal_offset, &old.path)?;
@@ -734,7 +738,7 @@ impl Log {
             end_seq,
             self.options.segment_bytes,
             spare,
-            inline,
+            durable_successor,
         );
         let parts = match created {
             Ok(parts) => parts,

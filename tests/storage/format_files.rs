@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -1065,10 +1066,12 @@ enum Op {
     Remove(PathBuf),
 }
 
-/// An `Io` that records every operation and then performs it.
+/// An `Io` that records every operation and then performs it; while `full` is set, it
+/// refuses preallocations with `ENOSPC`.
 #[derive(Debug, Default)]
 struct Recorder {
     ops: Mutex<Vec<Op>>,
+    full: AtomicBool,
 }
 
 impl Recorder {
@@ -1098,6 +1101,13 @@ impl Io for Recorder {
     fn sync_data(&self, file: &File) -> io::Result<()> {
         self.push(Op::SyncData(file_ino(file)));
         StdIo.sync_data(file)
+    }
+
+    fn allocate(&self, file: &File, len: u64) -> io::Result<bool> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        StdIo.allocate(file, len)
     }
 
     fn sync_all(&self, file: &File) -> io::Result<()> {
@@ -1282,6 +1292,77 @@ fn durable_steps_happen_in_the_specified_order() {
         ]
     );
     assert_eq!(report.recycled, 1);
+}
+
+/// [ROLL-04] [ROLL-05] [ROLL-03] A roll that stopped for want of space left its sealed
+/// segment durable with the index footer that proves the roll. The roll that repeats it, once
+/// there is room, must make the successor durable before its name, under every policy:
+/// otherwise a power loss could keep the name and lose the header, and the footer would make
+/// that damage rather than an unfinished roll.
+#[test]
+fn a_repeated_roll_makes_its_successor_durable_before_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let recorder = Arc::new(Recorder::default());
+    let options = LogOptions {
+        io: recorder.clone(),
+        ..options(64 << 10, 8 << 10, SyncPolicy::OsOnly)
+    };
+    let (mut log, _) = open_log(&d, options.clone()).unwrap();
+    recorder.full.store(true, Ordering::SeqCst);
+    let mut written = Vec::new();
+    let next = loop {
+        let next = log.next_seq();
+        let bytes = payload(written.len() as u64, 1000);
+        match log.append(&bytes) {
+            Ok(seq) => written.push((seq, bytes)),
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
+                break next;
+            }
+            Err(error) => panic!("{error}"),
+        }
+        assert_eq!(
+            log.active_segment(),
+            SegmentId(1),
+            "the roll needed no space"
+        );
+    };
+    let sealed = walk(&segment_path(&d, 1));
+    assert_eq!((sealed.stop, sealed.next), (Stop::Seal, next.0));
+    assert_eq!(
+        read_index(&d, 1, sealed.salt).unwrap().footer,
+        Some(IndexFooter {
+            end_seq: next.0,
+            seal_offset: u32::try_from(sealed.end).unwrap()
+        }),
+        "the stopped roll's footer already names the successor"
+    );
+
+    recorder.full.store(false, Ordering::SeqCst);
+    let mark = recorder.ops().len();
+    let bytes = payload(written.len() as u64, 1000);
+    written.push((log.append(&bytes).unwrap(), bytes));
+    let ops = recorder.ops();
+    let successor = ino(&segment_path(&d, next.0));
+    let header = find(&ops, mark, "successor header", |op| {
+        *op == Op::Write {
+            ino: successor,
+            offset: 0,
+            len: HEADER_LEN,
+        }
+    });
+    let synced = find(&ops, header, "successor sync", |op| {
+        *op == Op::SyncData(successor)
+    });
+    let rename = find(&ops, synced, "rename", |op| {
+        *op == Op::Rename(d.join(SPARE_FILE), segment_path(&d, next.0))
+    });
+    find(&ops, rename, "directory sync", |op| {
+        *op == Op::SyncDir(d.clone())
+    });
+    log.close().unwrap();
+    let (log, _) = open_log(&d, options).unwrap();
+    assert_eq!(all_records(&log.reader()), written);
 }
 
 /// [DUR-01] Under `EveryAppend` every append syncs the segment before it returns, and the

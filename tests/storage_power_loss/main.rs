@@ -15,7 +15,9 @@
 //!
 //! * `segment log`: appends and batches under `EveryAppend`, group commit and `OsOnly`
 //!   (with explicit syncs), 64 KiB segments so that rolls are frequent, prefix truncations,
-//!   packings of sealed segments ([PACK-01] to [PACK-05]), clean closes and reopens, process crashes (`simulate_crash`) and reopens. A read-only
+//!   packings of sealed segments ([PACK-01] to [PACK-05]), rolls that fail on a full disk
+//!   and are repeated once there is room ([ROLL-04]), clean closes and reopens, process
+//!   crashes (`simulate_crash`) and reopens. A read-only
 //!   follower on the unrecovered image returns only records appended with those sequences,
 //!   contiguously. Opening in the default mode must succeed, or refuse with
 //!   damage before the tail only where the image reorders unsynced writes (or, under group
@@ -423,13 +425,14 @@ impl Harness<'_> {
 
 /// The kind of operation a crash point interrupted, from its description.
 fn point_kind(what: &str) -> &'static str {
-    const KINDS: [(&str, &str); 8] = [
+    const KINDS: [(&str, &str); 9] = [
         ("write of", "before a write"),
         ("sync of directory", "before a directory sync"),
         ("sync of", "before a file sync"),
         ("rename", "before a rename"),
         ("link", "before a link"),
         ("removal", "before a removal"),
+        ("preallocation", "before a preallocation"),
         ("closed", "after a clean close"),
         ("killed", "after a process crash"),
     ];
@@ -674,7 +677,50 @@ fn log_run(harness: &mut Harness<'_>, seed: u64, lie: Lie) {
                 .expect("ask a follower what is durable");
                 disk.progress(|p| p.acked = p.acked.max(durable.0));
             }
-            _ => {}
+            _ => {
+                // A full disk: appends go on until a roll needs a new segment file, which
+                // fails with every record before it durable [ROLL-04]; the disk then has room
+                // again and the next append repeats the roll from its successor.
+                disk.set_full(true);
+                for _ in 0..100 {
+                    let next = current.next_seq().0;
+                    disk.progress(|p| p.attempted = next + 1);
+                    match current.append(&log_payload(seed, next)) {
+                        Ok(seq) => assert_eq!(seq.0, next, "sequences are contiguous"),
+                        Err(Error::Io { source, .. })
+                            if source.raw_os_error() == Some(libc::ENOSPC) =>
+                        {
+                            assert_eq!(
+                                current.next_seq().0,
+                                next,
+                                "a failed roll takes no sequence"
+                            );
+                            disk.progress(|p| p.acked = p.acked.max(next));
+                            harness.count("rolls failed on a full disk", 1);
+                            // Room again: the next append repeats the roll from its
+                            // successor, and the power fails before that roll's syncs.
+                            disk.set_full(false);
+                            current
+                                .append(&log_payload(seed, next))
+                                .expect("append after a failed roll");
+                            if every_append {
+                                disk.progress(|p| p.acked = next + 1);
+                            }
+                            disk.crash_now("after a roll that repeated a failed one");
+                            break;
+                        }
+                        Err(error) => panic!("append on a full disk: {error}"),
+                    }
+                    if every_append {
+                        disk.progress(|p| p.acked = next + 1);
+                    }
+                    if current.active_segment() != segment {
+                        // The spare was ready before the disk filled.
+                        break;
+                    }
+                }
+                disk.set_full(false);
+            }
         }
         if log.as_ref().is_some_and(|l| l.active_segment() != segment) {
             harness.count("rolls", 1);

@@ -134,6 +134,8 @@ pub(crate) enum Lie {
 #[derive(Debug)]
 struct DiskState<P> {
     lie: Lie,
+    /// Whether preallocations fail with `ENOSPC`.
+    full: bool,
     dirs: BTreeMap<PathBuf, DirModel>,
     files: HashMap<u64, FileModel>,
     /// Inode number -> model identity, for files that have a name now.
@@ -167,6 +169,7 @@ impl<P: Clone + Send + std::fmt::Debug> SimDisk<P> {
             workload: std::thread::current().id(),
             state: Mutex::new(DiskState {
                 lie: Lie::None,
+                full: false,
                 dirs: BTreeMap::new(),
                 files: HashMap::new(),
                 live: HashMap::new(),
@@ -198,6 +201,11 @@ impl<P: Clone + Send + std::fmt::Debug> SimDisk<P> {
     /// Makes the disk tell `lie` from now on.
     pub(crate) fn lie(&self, lie: Lie) {
         self.lock().lie = lie;
+    }
+
+    /// Makes preallocations (`allocate`) fail with `ENOSPC` from now on, or succeed again.
+    pub(crate) fn set_full(&self, full: bool) {
+        self.lock().full = full;
     }
 
     /// Changes the workload's progress (what it has been told is durable, what it attempted).
@@ -459,6 +467,17 @@ impl<P: Clone + Send + Sync + std::fmt::Debug> Io for SimDisk<P> {
 
     fn sync_data(&self, file: &File) -> io::Result<()> {
         self.sync_file(file)
+    }
+
+    fn allocate(&self, file: &File, len: u64) -> io::Result<bool> {
+        let mut state = self.lock();
+        self.maybe_crash(&mut state, || {
+            format!("preallocation of {}", describe(file))
+        });
+        if state.full {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        StdIo.allocate(file, len)
     }
 
     fn sync_all(&self, file: &File) -> io::Result<()> {
