@@ -129,7 +129,8 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Opens the log with `RecoveryMode::PointInTime`, which cuts the active segment at its first
-/// damaged frame (records after it included), and reports what was cut.
+/// damaged frame (records after it included) and accepts records whose segment files are
+/// missing, and reports what was lost.
 pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<Outcome> {
     let options = LogOptions {
         recovery_mode: RecoveryMode::PointInTime,
@@ -140,6 +141,24 @@ pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<Outcome> {
     log.close()
         .with_context(|| format!("cannot close the log in {}", args.dir.display()))?;
     let mut out = std::io::stdout().lock();
+    if let Some(head) = &report.missing_head {
+        writeln!(
+            out,
+            "records {} to {} were in no segment file: the log now starts at {}",
+            head.start,
+            head.end - 1,
+            head.end
+        )?;
+    }
+    if let Some(tail) = &report.missing_tail {
+        writeln!(
+            out,
+            "records {} to {} were in no segment file: the next record gets sequence {} again",
+            tail.start,
+            tail.end - 1,
+            tail.start
+        )?;
+    }
     match report.torn_tail {
         Some(cut) => writeln!(
             out,

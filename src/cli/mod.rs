@@ -123,8 +123,9 @@ enum LogCommand {
     Inspect(log::InspectArgs),
     /// Check every frame of a log and list every damaged one; exit 1 if any is damaged.
     Verify(log::VerifyArgs),
-    /// Cut a damaged end of the last segment that opening refuses (recovery mode
-    /// PointInTime): the records from the first damaged frame on are lost. Run `verify` first.
+    /// Cut a damaged end of the last segment that opening refuses, or accept records whose
+    /// segment files are missing (recovery mode PointInTime): the records from the first
+    /// damaged frame on, or the missing ones, are lost. Run `verify` first.
     Repair(log::RepairArgs),
     /// Pack every sealed segment now: each record compressed against a dictionary trained on
     /// its segment (what capture stores do in the background). Needs the writer lock.

@@ -44,7 +44,7 @@ impl StoreArg {
             let damaged = matches!(&error, store::Error::Storage(e) if e.is_corruption());
             let hint = if damaged {
                 format!(
-                    " (`esl-replay verify -s {0}` lists the damage; `esl-replay log repair {0}/log` cuts a damaged end, losing the records after it)",
+                    " (`esl-replay verify -s {0}` lists the damage; `esl-replay log repair {0}/log` cuts a damaged end or accepts missing segment files, losing those records)",
                     self.store.display()
                 )
             } else {
@@ -744,8 +744,9 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
         }
     }
     let store = arg.open_read()?;
-    let total = store.stats()?.records;
-    let bar = progress(Some(total), "verifying");
+    // Only for the progress bar: damage that fails the summary is what the scan reports.
+    let total = store.stats().ok().map(|stats| stats.records);
+    let bar = progress(total, "verifying");
     let mut mismatches = Vec::new();
     let scan = scan_records(arg, store.as_ref(), &bar, &mut |record| {
         if !record.verify_checksum() {

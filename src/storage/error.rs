@@ -77,6 +77,18 @@ pub enum CorruptKind {
     /// A segment that has a successor ends without a seal.
     #[error("segment ends without a seal although a later segment exists")]
     MissingSeal,
+    /// Records the log acknowledged are in no segment file: segment files were deleted or
+    /// lost from outside the log [REC-12].
+    #[error(
+        "records {from} to {} are in no segment file: segment files are missing",
+        to.saturating_sub(1)
+    )]
+    MissingSegments {
+        /// The first missing sequence.
+        from: u64,
+        /// The sequence after the last missing one.
+        to: u64,
+    },
     /// A compressed frame did not decompress.
     #[error("compressed payload does not decompress")]
     Decompress,

@@ -105,8 +105,9 @@ impl Reader {
             }
             slots.push(Slot::loaded(Arc::new(tail)));
         }
-        let first = listing.segments.first().copied().unwrap_or(last);
-        let start = shared::read_start(dir)?.unwrap_or(1).max(first);
+        // Not raised to the first segment's base: records between the two are missing, and
+        // reads report them [REC-12].
+        let start = shared::read_start(dir)?.unwrap_or(1).max(1);
         shared.start.store(start, Ordering::Release);
         shared.next.store(next, Ordering::Release);
         let reader = Reader {
@@ -116,6 +117,38 @@ impl Reader {
         reader.shared.refresh()?;
         reader.shared.follow_watermark();
         Ok(reader)
+    }
+
+    /// The error for records this reader's log acknowledged that no segment file holds
+    /// [REC-12]: below the first segment, or, for a follower, after a last segment that
+    /// ends in its seal. Lookups that find nothing must report it rather than "absent".
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the start, watermark or clean-shutdown file.
+    pub fn missing_records(&self) -> Result<Option<Error>> {
+        let shared = &self.shared;
+        let first = shared.slots.read().first().map(|s| s.base);
+        if let Some(first) = first {
+            let start = shared.start.load(Ordering::Acquire);
+            if first > start {
+                let missing = start..first;
+                return Ok(Some(super::recovery::missing_error(
+                    SegmentId(first),
+                    0,
+                    &missing,
+                )));
+            }
+        }
+        let last = shared.slots.read().last().and_then(|s| s.get().cloned());
+        Ok(match (shared.missing_tail()?, last) {
+            (Some(missing), Some(last)) => Some(super::recovery::missing_error(
+                last.id,
+                last.end(),
+                &missing,
+            )),
+            _ => None,
+        })
     }
 
     /// Re-reads the start file, which a truncation in another handle or process may have
@@ -164,8 +197,16 @@ impl Reader {
             }
         }
         let mut cursor = Cursor::new(self.shared.clone(), from.0);
-        cursor.seek(from.0.max(self.shared.first_seq()))?;
-        Ok(cursor)
+        match cursor.seek(from.0.max(self.shared.first_seq())) {
+            // Records missing below the first segment: `next` reports them, and
+            // `skip_damage` moves past them [REC-12].
+            Ok(())
+            | Err(Error::Corrupt {
+                kind: CorruptKind::MissingSegments { .. },
+                ..
+            }) => Ok(cursor),
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads one record by sequence; `None` if it is below the start or not yet written.
@@ -829,7 +870,11 @@ impl Cursor {
         let Some(found) = next else {
             // A follower sees the seal before the writer has renamed the successor into
             // place (a roll in progress, or a writer killed mid-roll, whose next open
-            // completes the roll): the log simply has nothing more yet.
+            // completes the roll): the log simply has nothing more yet. Unless records
+            // after the seal were acknowledged: then their segment files are gone [REC-12].
+            if let Some(missing) = self.shared.missing_tail()? {
+                return Err(super::recovery::missing_error(id, self.end, &missing));
+            }
             return Ok(false);
         };
         // The next segment does not start where this one ends: the records between are gone
@@ -869,9 +914,13 @@ impl Cursor {
         Ok(Some(Seq(seq.max(self.target))))
     }
 
-    /// At the seal of a segment whose successor is missing, the next segment there is.
+    /// At the seal of a segment whose successor is missing, or before the first segment
+    /// [REC-12], the next segment there is.
     fn segment_past_gap(&self) -> Option<u64> {
-        let segment = self.segment.as_deref()?;
+        let Some(segment) = self.segment.as_deref() else {
+            let first = self.shared.slots.read().first().map(|s| s.base);
+            return first.filter(|first| *first > self.seq);
+        };
         if !segment.is_sealed() || self.offset < segment.end() {
             return None;
         }
@@ -932,11 +981,12 @@ impl Cursor {
     fn seek(&mut self, seq: u64) -> Result<()> {
         self.unpacking.reset();
         self.target = self.target.max(seq);
-        let Some(segment) = self.shared.segment_for(seq)? else {
+        let found = self.shared.segment_for(seq);
+        let Ok(Some(segment)) = found else {
             self.segment = None;
             self.end = 0;
             self.seq = seq;
-            return Ok(());
+            return found.map(|_| ());
         };
         let (floor, interval_end) = segment.index.read().interval(seq);
         let (offset, at) = floor.map_or((HEADER_LEN as u64, segment.id.0), |e| {

@@ -12,6 +12,7 @@
 //! an error unless the recovery mode is `PointInTime`.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 
 use super::error::{CorruptKind, Error, IoOp, Result};
@@ -61,6 +62,27 @@ pub struct RecoveryReport {
     /// end [REC-11]: a truncation had made it durable before the records below it, and a
     /// power loss lost them. Left as it was, it would hide the records appended from now on.
     pub start_beyond_end: Option<u64>,
+    /// Sequences from the start to the first segment's base, which no segment file holds
+    /// (files deleted or lost from outside the log): the open moved the start to the first
+    /// segment [REC-12]. Only in `PointInTime`; the other modes refuse to open.
+    pub missing_head: Option<Range<u64>>,
+    /// Sequences acknowledged as durable (by the watermark file or a clean close's marker)
+    /// beyond the recovered end, which no segment file holds: appends give them again
+    /// [REC-12]. Only in `PointInTime`; the other modes refuse to open.
+    pub missing_tail: Option<Range<u64>>,
+}
+
+/// The error of an open or a read that finds the records `missing` in no segment file,
+/// named at the segment and offset next to them [REC-12].
+pub(crate) fn missing_error(segment: SegmentId, offset: u64, missing: &Range<u64>) -> Error {
+    Error::Corrupt {
+        segment,
+        offset,
+        kind: CorruptKind::MissingSegments {
+            from: missing.start,
+            to: missing.end,
+        },
+    }
 }
 
 /// The successor of a roll that had not finished, which recovery removed with every segment

@@ -6,6 +6,7 @@
 //! discovers new frames itself by scanning past the end it knows with `pread`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -667,7 +668,9 @@ impl Shared {
             let slots = self.slots.read();
             let after = slots.partition_point(|s| s.base <= seq);
             let Some(slot) = after.checked_sub(1).and_then(|i| slots.get(i)) else {
-                return Ok(None);
+                let first = slots.first().map(|s| s.base);
+                drop(slots);
+                return self.below_first_segment(seq, first);
             };
             if let Some(data) = slot.get() {
                 return Ok(Some(data.clone()));
@@ -702,6 +705,57 @@ impl Shared {
             self.note_loaded(slot.base);
         }
         Ok(slot.get().cloned())
+    }
+
+    /// For a follower whose last segment ends in its seal with no successor: the records
+    /// after it that the writer acknowledged (by the watermark file or a clean close's
+    /// marker), which no segment file holds [REC-12]. The claims are read before the
+    /// successor is looked for: a writer names records after a seal durable only once the
+    /// successor exists.
+    pub(crate) fn missing_tail(&self) -> Result<Option<Range<u64>>> {
+        if !self.follower {
+            return Ok(None);
+        }
+        let claimed = WatermarkReader::new(&self.dir).read().into_iter().chain(
+            std::fs::read(self.dir.join(dir::CLEAN_FILE))
+                .ok()
+                .and_then(|bytes| CleanMark::decode(&bytes).ok())
+                .map(|mark| mark.next_seq),
+        );
+        let Some(claimed) = claimed.max() else {
+            return Ok(None);
+        };
+        let Some(last) = self.slots.read().last().and_then(|s| s.get().cloned()) else {
+            return Ok(None);
+        };
+        let end = last.end_seq();
+        if !last.is_sealed() || claimed <= end || dir::segment_path(&self.dir, end).exists() {
+            return Ok(None);
+        }
+        Ok(Some(end..claimed))
+    }
+
+    /// A sequence below every segment this handle knows: below the start (truncated, perhaps
+    /// by another process, whose start file is then read again), or in no segment file at all
+    /// [REC-12]. A truncation makes its start durable before it removes a segment, so a
+    /// segment that is gone with its records at or above the start was lost.
+    fn below_first_segment(
+        &self,
+        seq: u64,
+        first: Option<u64>,
+    ) -> Result<Option<Arc<SegmentData>>> {
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let start = self.reload_start()?;
+        if seq < start {
+            return Ok(None);
+        }
+        Err(super::recovery::missing_error(
+            super::SegmentId(first),
+            0,
+            &(start..first),
+        ))
     }
 
     /// Re-reads the start file, which another process may have advanced.
@@ -852,8 +906,10 @@ impl Shared {
                 if found.stop == Stop::Seal {
                     last.sealed.store(true, Ordering::Release);
                 }
-                self.next.store(found.end_seq, Ordering::Release);
             }
+            // Also for a successor adopted sealed (its own successor not made yet): its
+            // frames end at its seal.
+            self.next.fetch_max(last.end_seq(), Ordering::AcqRel);
             if !last.is_sealed() || !self.adopt_successor(&last)? {
                 break;
             }

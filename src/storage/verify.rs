@@ -10,6 +10,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::dir;
 use super::error::{CorruptKind, Error, Result};
@@ -20,6 +21,7 @@ use super::meta::CleanMark;
 use super::pack::{Dictionary, Inflater};
 use super::reader::Reader;
 use super::segment::{self, FileWindow};
+use super::watermark::WatermarkReader;
 
 /// What [`Reader::verify`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -149,6 +151,12 @@ impl Reader {
     /// As [`Reader::verify`].
     pub fn verify_each(&self, visit: &mut dyn FnMut(Seq, &[u8])) -> Result<VerifyReport> {
         let shared = self.shared();
+        // What the writer acknowledged, read before the log's end is: records are in the
+        // segment files before either file names them [REC-12].
+        let acknowledged = WatermarkReader::new(&shared.dir).read();
+        let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
+            .ok()
+            .and_then(|bytes| CleanMark::decode(&bytes).ok());
         shared.refresh()?;
         let start = shared.reload_start()?.max(self.first_seq().0);
         let max_payload = shared.max_payload;
@@ -158,10 +166,12 @@ impl Reader {
             .iter()
             .map(|s| (s.base, s.get().map(|d| (d.end(), d.is_sealed()))))
             .collect();
-        let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
-            .ok()
-            .and_then(|bytes| CleanMark::decode(&bytes).ok());
         let mut report = VerifyReport::default();
+        if let Some(&(first, _)) = slots.first()
+            && first > start
+        {
+            report.problems.push(missing(first, 0, start..first));
+        }
         let mut inflater = Inflater::default();
         for (i, (base, published)) in slots.iter().enumerate() {
             let successor = slots.get(i + 1).map(|s| s.0);
@@ -225,7 +235,33 @@ impl Reader {
             };
             verify_segment(&target, start, max_payload, &mut report, &mut reading)?;
         }
+        let next = shared.next.load(Ordering::Acquire);
+        let acknowledged = acknowledged
+            .into_iter()
+            .chain(clean.map(|m| m.next_seq))
+            .max();
+        // Only after a last segment that ends in its seal: what is missing from the frames of
+        // an unsealed one is its tail, classified above.
+        if let Some(&(last, Some((offset, true)))) = slots.last()
+            && let Some(end) = acknowledged.filter(|end| *end > next)
+        {
+            report.problems.push(missing(last, offset, next..end));
+        }
         Ok(report)
+    }
+}
+
+/// Records in no segment file, reported at the segment and offset next to them [REC-12].
+fn missing(segment: u64, offset: u64, records: std::ops::Range<u64>) -> Damage {
+    Damage {
+        segment: SegmentId(segment),
+        offset,
+        kind: CorruptKind::MissingSegments {
+            from: records.start,
+            to: records.end,
+        },
+        first_seq: Seq(records.start),
+        resumes_at: Some(Seq(records.end)),
     }
 }
 
@@ -248,6 +284,9 @@ fn verify_segment(
     let mut window = FileWindow::default();
     let mut offset = HEADER_LEN as u64;
     let mut seq = target.id.0;
+    // Where the frames of the last segment stopped when read again afresh (below), and
+    // where they stopped before valid frames: a writer may be appending beside us.
+    let (mut fresh_at, mut rechecked_at) = (None, None);
     let problem = |report: &mut VerifyReport, damage: Damage| {
         // Damage wholly below the start hides nothing a reader could ask for.
         if damage.resumes_at.is_none_or(|end| end.0 > start) {
@@ -299,6 +338,13 @@ fn verify_segment(
             check_end(target, offset, seq, false, report, &problem);
             return Ok(());
         };
+        // The window may hold bytes of the last segment read before a writer beside us
+        // wrote there: read the frame at `offset` again before looking beyond it.
+        if target.successor.is_none() && fresh_at != Some(offset) {
+            fresh_at = Some(offset);
+            window.reset();
+            continue;
+        }
         let source = segment::ScanFile {
             file: target.file,
             path: target.path,
@@ -317,6 +363,12 @@ fn verify_segment(
         // an unclean end.
         let unclean = last.is_some() && !target.recycled;
         match resync {
+            // Valid frames after the stop, in the last segment: if a writer wrote them after
+            // our read at `offset`, it wrote the frame there first. Read it once more.
+            Some(_) if target.successor.is_none() && rechecked_at != Some(offset) => {
+                rechecked_at = Some(offset);
+                window.reset();
+            }
             Some(segment::Resync {
                 offset: next,
                 seq: next_seq,

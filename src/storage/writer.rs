@@ -129,10 +129,10 @@ impl Log {
         report.removed_segments = doomed;
         durable::remove_files(&*io, dir, &stale)?;
 
+        // Read before this writer rewrites the file.
+        let durable = WatermarkReader::new(dir).read();
         if clean.is_none() {
             recovery::drop_headerless_segment(&*io, dir, &mut segments, &mut report)?;
-            // Read before this writer rewrites the file.
-            let durable = WatermarkReader::new(dir).read();
             recovery::check_rolls(
                 &*io,
                 dir,
@@ -160,9 +160,50 @@ impl Log {
                 }
             }
         };
+        let next = recovered.parts.end_seq;
+        // Records the log acknowledged that no segment file holds: refused, unless the mode
+        // accepts losing them [REC-12].
+        let first = segments.first().copied().unwrap_or(start);
+        let acknowledged = durable.into_iter().chain(clean.map(|m| m.next_seq)).max();
+        let accept = options.recovery_mode == RecoveryMode::PointInTime;
+        if first > start {
+            let missing = start..first;
+            if !accept {
+                return Err(recovery::missing_error(SegmentId(first), 0, &missing));
+            }
+            tracing::warn!(
+                from = start,
+                to = first,
+                "records below the first segment are in no segment file; the start moves to the first segment"
+            );
+            write_start(&*io, dir, first)?;
+            report.missing_head = Some(missing);
+        }
+        let start = start.max(first);
+        // A last segment that ends in its seal had a successor if records after it were
+        // acknowledged. (Acknowledged records missing from an unsealed last segment are its
+        // damage, which recovery classifies [REC-01] [REC-03].)
+        if recovered.parts.sealed
+            && let Some(end) = acknowledged.filter(|end| *end > next)
+        {
+            let missing = next..end;
+            if !accept {
+                let parts = &recovered.parts;
+                return Err(recovery::missing_error(
+                    SegmentId(parts.header.base),
+                    parts.end,
+                    &missing,
+                ));
+            }
+            tracing::warn!(
+                from = next,
+                to = end,
+                "acknowledged records after the last segment are in no segment file; their sequences will be given again"
+            );
+            report.missing_tail = Some(missing);
+        }
         // A start above the recovered end would hide the records appended from here on
         // below it; it is lowered to the end, and reported [REC-11].
-        let next = recovered.parts.end_seq;
         let start = if start > next {
             tracing::warn!(
                 start,

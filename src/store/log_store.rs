@@ -913,9 +913,13 @@ impl ArtifactReader for LogStore {
                 break;
             }
         }
-        // Not found: absent, unless damaged records that could hold it were left unindexed.
-        match self.ids.lock().damage() {
-            Some(damage) => Err(damage.into()),
+        // Not found: absent, unless damaged records that could hold it were left unindexed,
+        // or records the log acknowledged are in no segment file [REC-12].
+        if let Some(damage) = self.ids.lock().damage() {
+            return Err(damage.into());
+        }
+        match self.reader.missing_records()? {
+            Some(missing) => Err(missing.into()),
             None => Ok(None),
         }
     }

@@ -848,3 +848,174 @@ fn a_start_inside_a_missing_segment_is_reported_not_spun_on() {
     assert_eq!(skipped, Some(Seq(after)));
     assert_eq!(next, Some(after));
 }
+
+/// The error a read or an open gives for records in no segment file.
+fn missing_records(error: &Error) -> Option<(SegmentId, u64, u64)> {
+    match error {
+        Error::Corrupt {
+            segment,
+            kind: CorruptKind::MissingSegments { from, to },
+            ..
+        } => Some((*segment, *from, *to)),
+        _ => None,
+    }
+}
+
+/// [REC-12] [VER-01] [RD-04] The first segment file deleted from outside the log hides none
+/// of its records: the start file still says where the log begins, so a follower's reads from
+/// there fail naming the missing sequences (and `skip_damage` moves past them), `verify`
+/// reports them, and the writer refuses to open. Only `PointInTime` (`log repair`) accepts
+/// the loss, moving the start to the first segment, and says so.
+#[test]
+fn a_missing_first_segment_is_reported_never_skipped() {
+    let dir = closed_log(400);
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 3, "{bases:?}");
+    let first = bases[1];
+    esl_replay::storage::remove_durable(&segment_file(dir.path(), bases[0])).unwrap();
+
+    let reader = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+    assert_eq!(reader.first_seq(), Seq(1));
+    let mut cursor = reader.cursor(Seq(1)).unwrap();
+    let error = cursor.next().map(|r| r.map(|r| r.seq)).unwrap_err();
+    assert_eq!(
+        missing_records(&error),
+        Some((SegmentId(first), 1, first)),
+        "{error}"
+    );
+    assert_eq!(cursor.skip_damage().unwrap(), Some(Seq(first)));
+    assert_eq!(cursor.next().unwrap().map(|r| r.seq), Some(Seq(first)));
+    let error = reader.get(Seq(2)).unwrap_err();
+    assert!(missing_records(&error).is_some(), "{error}");
+    assert_eq!(reader.get(Seq(first)).unwrap(), Some(payload(first)));
+    let report = reader.verify().unwrap();
+    let found: Vec<_> = report
+        .problems
+        .iter()
+        .map(|d| (d.segment, d.first_seq, d.resumes_at, d.kind.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            SegmentId(first),
+            Seq(1),
+            Some(Seq(first)),
+            CorruptKind::MissingSegments { from: 1, to: first }
+        )]
+    );
+    assert_eq!(report.records, 400 - (first - 1));
+    drop((cursor, reader));
+
+    let error = open_log(dir.path(), small_options()).unwrap_err();
+    assert_eq!(
+        missing_records(&error),
+        Some((SegmentId(first), 1, first)),
+        "{error}"
+    );
+    let options = LogOptions {
+        recovery_mode: RecoveryMode::PointInTime,
+        ..small_options()
+    };
+    let (log, report) = open_log(dir.path(), options).unwrap();
+    assert_eq!(report.missing_head, Some(1..first));
+    assert_eq!(report.first_seq, first);
+    log.close().unwrap();
+    let (log, report) = open_log(dir.path(), small_options()).unwrap();
+    assert_eq!((report.first_seq, report.next_seq), (first, 401));
+    assert!(log.reader().verify().unwrap().is_ok());
+}
+
+/// [REC-12] [META-04] [REC-01] The last segment file deleted from outside the log: the
+/// records the writer acknowledged (its watermark file after a crash, its clean-shutdown
+/// marker after a clean close) are in no segment file, so opening a writer, which would give
+/// their sequences to new records, is refused, and `verify` reports them. `PointInTime`
+/// accepts the loss and says which sequences will be given again.
+#[test]
+fn a_missing_last_segment_is_refused_before_its_sequences_are_given_again() {
+    for crash in [false, true] {
+        let dir = temp_dir();
+        let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
+        for seq in 1..=200 {
+            log.append(&payload(seq)).unwrap();
+        }
+        log.sync().unwrap();
+        let last = log.active_segment().0;
+        if crash {
+            // The watermark file names every record durable once its thread has looked.
+            let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while follower.durable_seq().unwrap() < Seq(201) {
+                assert!(Instant::now() < deadline, "the watermark file never rose");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            log.simulate_crash();
+        } else {
+            log.close().unwrap();
+        }
+        esl_replay::storage::remove_durable(&segment_file(dir.path(), last)).unwrap();
+
+        let report = Reader::open(dir.path(), &LogOptions::default())
+            .unwrap()
+            .verify()
+            .unwrap();
+        let kinds: Vec<_> = report.problems.iter().map(|d| d.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            [CorruptKind::MissingSegments {
+                from: last,
+                to: 201
+            }],
+            "crash: {crash}"
+        );
+        let error = open_log(dir.path(), small_options()).unwrap_err();
+        assert_eq!(
+            missing_records(&error).map(|m| (m.1, m.2)),
+            Some((last, 201)),
+            "{error}"
+        );
+        let options = LogOptions {
+            recovery_mode: RecoveryMode::PointInTime,
+            ..small_options()
+        };
+        let (mut log, report) = open_log(dir.path(), options).unwrap();
+        assert_eq!(report.missing_tail, Some(last..201), "crash: {crash}");
+        assert_eq!(log.append(b"again").unwrap(), Seq(last));
+        log.close().unwrap();
+        let (log, _) = open_log(dir.path(), small_options()).unwrap();
+        assert!(log.reader().verify().unwrap().is_ok(), "crash: {crash}");
+    }
+}
+
+/// [VER-01] [RD-01] Verification from a follower while the writer appends, and rolls, past
+/// what the follower had read: bytes it read before the writer wrote there are read again
+/// before anything is called damage, so a healthy log verifies clean.
+#[test]
+fn a_follower_verifies_clean_beside_an_appending_writer() {
+    for roll in [false, true] {
+        let dir = temp_dir();
+        let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
+        for seq in 1..=5 {
+            log.append(&payload(seq)).unwrap();
+        }
+        log.flush().unwrap();
+        let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+        let mut seen = 0;
+        let report = follower
+            .verify_each(&mut |seq, _| {
+                seen += 1;
+                if seq != Seq(5) {
+                    return;
+                }
+                let first = log.active_segment();
+                let mut next = 6;
+                while next <= 8 || (roll && log.active_segment() == first) {
+                    log.append(&payload(next)).unwrap();
+                    next += 1;
+                }
+                log.flush().unwrap();
+            })
+            .unwrap();
+        assert!(report.is_ok(), "roll: {roll}: {:?}", report.problems);
+        assert!(seen >= 5, "roll: {roll}");
+    }
+}

@@ -719,3 +719,36 @@ fn the_pack_and_inspect_commands_show_what_was_packed() {
         "nothing left to pack"
     );
 }
+
+/// [RD-01] [SEG-09] A follower that finds its last segment sealed adopts the successor even
+/// when that one is sealed too, with no successor yet (a clean close with packing on seals
+/// the last segment): its next sequence, what it waits for and what it may truncate are
+/// the log's end, not the adopted segment's base.
+#[test]
+fn a_follower_that_adopts_a_sealed_last_segment_sees_the_end_of_the_log() {
+    let dir = temp_dir();
+    let options = LogOptions {
+        pack_level: Some(3),
+        ..fast_options()
+    };
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    log.append(&record(1)).unwrap();
+    log.flush().unwrap();
+    let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(2));
+    let first = log.active_segment();
+    let mut seq = 2;
+    while log.active_segment() == first {
+        log.append(&record(seq)).unwrap();
+        seq += 1;
+    }
+    for _ in 0..5 {
+        log.append(&record(seq)).unwrap();
+        seq += 1;
+    }
+    log.close().unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(seq));
+    assert!(follower.wait_for(Seq(seq - 1), Duration::ZERO).unwrap());
+    assert_eq!(read_all(&follower).len() as u64, seq - 1);
+    follower.truncate_prefix(Seq(seq)).unwrap();
+}
