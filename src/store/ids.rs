@@ -45,6 +45,19 @@ const CHUNK_PAIRS: usize = CHUNK_RECORDS as usize;
 /// Lookups after which a handle folds the active segment's loaded chunks into its map.
 const FOLD_CHUNKS_AFTER: u32 = 16;
 
+/// The bytes of the id file at `path` for at most `records` records; `None` if it cannot be
+/// read or is longer than such a file can be (its header and window table, 16 bytes a pair,
+/// a summary of at most [`SUMMARY_LIMIT`]): the caller rebuilds it, as for any damaged file,
+/// instead of reading a sparse or runaway file whole.
+fn read_ids_file(path: &Path, records: u64) -> Option<Vec<u8>> {
+    let windows = records.div_ceil(WINDOW_PAIRS as u64);
+    let limit = (HEADER_LEN as u64 + 8)
+        .saturating_add(windows.saturating_mul(4))
+        .saturating_add(records.saturating_mul(16))
+        .saturating_add(SUMMARY_LIMIT);
+    crate::storage::read_file_limited(path, limit).ok()
+}
+
 /// The CRC-32 of the payload of the record at log sequence `seq`, if it is readable.
 fn payload_crc(reader: &Reader, seq: u64) -> Result<Option<u32>> {
     let mut cursor = reader.cursor(Seq(seq))?;
@@ -1432,8 +1445,7 @@ impl IdIndex {
             if from != building.until {
                 break;
             }
-            let Some((chunk, token)) = std::fs::read(&path)
-                .ok()
+            let Some((chunk, token)) = read_ids_file(&path, CHUNK_RECORDS)
                 .and_then(|bytes| SegmentIds::decode(&bytes, from, None))
             else {
                 break;
@@ -1524,8 +1536,7 @@ impl IdIndex {
         if let Some(ids) = self.sealed.get(&base) {
             return Ok(ids.clone());
         }
-        if let Some((ids, _)) = std::fs::read(self.path(base))
-            .ok()
+        if let Some((ids, _)) = read_ids_file(&self.path(base), end.saturating_sub(base))
             .and_then(|b| SegmentIds::decode(&b, base, Some(end)))
         {
             let ids = Arc::new(ids);
@@ -2115,6 +2126,28 @@ mod tests {
             assert!(probe(&path, base, hash).is_empty());
             assert!(probe(&dir.path().join("missing"), base, hash).is_empty());
         }
+    }
+
+    /// An id file is read only while it is no longer than a file of its records can be
+    /// (header, window table, pairs, the largest summary): a valid file is read whole, one
+    /// lengthened past that bound is not read at all, so a sparse or runaway file never
+    /// fills memory before it is found damaged.
+    #[test]
+    fn an_id_file_longer_than_its_records_allow_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        let (base, end) = (1, 5_000);
+        let bytes = sealed_of(base, end, |seq| seq).encode(0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_ids_file(&path, end - base), Some(bytes.clone()));
+        let limit = (HEADER_LEN as u64 + 8) + (end - base).div_ceil(1024) * 4 + (end - base) * 16;
+        let mut longer = bytes;
+        longer.resize(usize::try_from(limit + SUMMARY_LIMIT).unwrap(), 0);
+        std::fs::write(&path, &longer).unwrap();
+        assert!(read_ids_file(&path, end - base).is_some());
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        assert_eq!(read_ids_file(&path, end - base), None);
     }
 
     /// A file in the layout before version 3 (no window table), as older writers left them.

@@ -273,7 +273,10 @@ impl SequenceMap {
         if self.runs.last().is_none_or(|r| r.log_seq < log_seq) {
             return; // the common case, once per appended record
         }
-        self.runs.retain(|r| r.log_seq < log_seq);
+        // Runs are sorted by log sequence: cut at the first forgotten one (a scan of every
+        // run here would make replaying a version 1 file quadratic).
+        let kept = self.runs.partition_point(|r| r.log_seq < log_seq);
+        self.runs.truncate(kept);
         if self.runs.is_empty() {
             *self = SequenceMap::default();
         }

@@ -435,3 +435,59 @@ fn an_oversize_checkpoint_file_is_refused_without_reading_it() {
     assert_eq!(path, &file);
     assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
 }
+
+/// Id index files ([STORE-07]) lengthened to 64 GiB (sparse) are taken for damaged and
+/// rebuilt by scanning: statistics, and lookups from a read-only and a writer handle, still
+/// answer. (That such a file is not read at all is `store::ids`'s unit test.)
+#[test]
+fn oversize_id_files_are_rebuilt() {
+    use esl_replay::record::RecordId;
+    use esl_replay::store::{ArtifactStore as _, dataset};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let options = esl_replay::storage::LogOptions {
+        segment_bytes: 4 << 20,
+        max_payload_bytes: 1 << 20,
+        ..esl_replay::storage::LogOptions::default()
+    };
+    let mut ids = Vec::new();
+    {
+        let mut store = crate::support::process::open_store_with(&root, options.clone()).unwrap();
+        for chunk in (0..16_000u64).collect::<Vec<_>>().chunks(1000) {
+            let envelopes = chunk.iter().map(|n| dataset::envelope(*n)).collect();
+            ids.extend(store.write_batch(envelopes).unwrap());
+        }
+    }
+    let files: Vec<PathBuf> = std::fs::read_dir(root.join("ids"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let named = |ending: &str| files.iter().any(|p| p.to_string_lossy().ends_with(ending));
+    assert!(named(".ids") && named(".part"), "{files:?}");
+    for file in &files {
+        grow_sparse(file, 64 << 30);
+    }
+    assert_eq!(
+        LogStore::open_read_only(&root)
+            .unwrap()
+            .stats()
+            .unwrap()
+            .records,
+        16_000
+    );
+    let check = |store: &dyn ArtifactReader| {
+        for (i, id) in ids
+            .iter()
+            .enumerate()
+            .step_by(599)
+            .chain([(15_999, &ids[15_999])])
+        {
+            let found = store.read_by_id(id).unwrap().map(|r| r.append_sequence());
+            assert_eq!(found, Some(i as u64 + 1));
+        }
+        assert!(store.read_by_id(&RecordId::generate()).unwrap().is_none());
+    };
+    check(&LogStore::open_read_only(&root).unwrap());
+    check(&crate::support::process::open_store_with(&root, options).unwrap());
+}
