@@ -912,11 +912,7 @@ fn a_missing_first_segment_is_reported_never_skipped() {
         Some((SegmentId(first), 1, first)),
         "{error}"
     );
-    let options = LogOptions {
-        recovery_mode: RecoveryMode::PointInTime,
-        ..small_options()
-    };
-    let (log, report) = open_log(dir.path(), options).unwrap();
+    let (log, report) = open_log(dir.path(), with_mode(RecoveryMode::PointInTime)).unwrap();
     assert_eq!(report.missing_head, Some(1..first));
     assert_eq!(report.first_seq, first);
     log.close().unwrap();
@@ -973,11 +969,7 @@ fn a_missing_last_segment_is_refused_before_its_sequences_are_given_again() {
             Some((last, 201)),
             "{error}"
         );
-        let options = LogOptions {
-            recovery_mode: RecoveryMode::PointInTime,
-            ..small_options()
-        };
-        let (mut log, report) = open_log(dir.path(), options).unwrap();
+        let (mut log, report) = open_log(dir.path(), with_mode(RecoveryMode::PointInTime)).unwrap();
         assert_eq!(report.missing_tail, Some(last..201), "crash: {crash}");
         assert_eq!(log.append(b"again").unwrap(), Seq(last));
         log.close().unwrap();
