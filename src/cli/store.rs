@@ -12,7 +12,7 @@ use super::Outcome;
 use esl_replay::record::{
     Criteria, CriteriaFields, MapTexts, ReadCursor, Record, RecordId, RecordView, timestamp,
 };
-use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, Tail};
+use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, RowCheck, Tail};
 
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
@@ -627,12 +627,12 @@ struct Scan {
     problems: Vec<String>,
 }
 
-/// Hands every readable record to `visit` in sequence order. A log store is read past
+/// Hands every readable record to `visit`: a log store's in sequence order, read past
 /// damage, each damaged frame becoming a problem line, so records in other segments (and
-/// after the damage) are still read.
+/// after the damage) are still read; a SQLite store's in table order, every row once, each
+/// row that does not decode (its sequence included) becoming a problem line.
 fn scan_records(
     arg: &StoreArg,
-    store: &dyn ArtifactReader,
     bar: &ProgressBar,
     visit: &mut dyn FnMut(&Record),
 ) -> anyhow::Result<Scan> {
@@ -664,28 +664,18 @@ fn scan_records(
         scan.problems.extend(undecodable);
         return Ok(scan);
     }
-    let mut cursor = ReadCursor::start();
-    loop {
-        let page = match store.read_from_cursor(&cursor, 1000, &Criteria::any()) {
-            Ok(page) => page,
-            Err(store::Error::CorruptRecord { sequence, source }) => {
-                scan.checked += 1;
-                scan.problems.push(format!(
-                    "sequence {sequence}: record does not decode: {source}"
-                ));
-                cursor = ReadCursor::new(sequence.max(cursor.last_consumed_sequence() + 1), None);
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let Some(last) = page.last() else { break };
-        cursor = cursor.advance(last.append_sequence(), None)?;
-        for record in &page {
-            visit(record);
+    let store = store::SqliteStore::open_read_only(&arg.store)
+        .with_context(|| format!("cannot open the store {} for reading", arg.store.display()))?;
+    scan.checked = store.check_rows(&mut |row| {
+        match row {
+            RowCheck::Record(record) => visit(&record),
+            RowCheck::Damaged { rowid, id, error } => scan.problems.push(format!(
+                "row {rowid} (id {}): record does not decode: {error}",
+                id.as_deref().unwrap_or("unreadable")
+            )),
         }
-        scan.checked += page.len() as u64;
-        bar.set_position(scan.checked);
-    }
+        bar.inc(1);
+    })?;
     Ok(scan)
 }
 
@@ -748,7 +738,7 @@ pub(crate) fn verify_store(arg: &StoreArg) -> anyhow::Result<u64> {
     let total = store.stats().ok().map(|stats| stats.records);
     let bar = progress(total, "verifying");
     let mut mismatches = Vec::new();
-    let scan = scan_records(arg, store.as_ref(), &bar, &mut |record| {
+    let scan = scan_records(arg, &bar, &mut |record| {
         if !record.verify_checksum() {
             mismatches.push(format!(
                 "sequence {} id {}: checksum mismatch (stored {})",

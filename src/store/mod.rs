@@ -49,7 +49,7 @@ pub use interchange::{
 pub use log_store::LogStore;
 pub use read_only::ReadOnly;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
+pub use sqlite::{RowCheck, SqliteOptions, SqliteStore, SqliteSync};
 pub use tail::Tail;
 
 /// The store's result type.

@@ -530,8 +530,17 @@ impl SqliteStore {
     fn query_page(&self, after: u64, limit: usize, criteria: &Criteria) -> Result<Vec<Record>> {
         let fields = criteria.fields();
         let mut sql = String::from(SELECT_COLUMNS);
-        sql.push_str(" WHERE append_sequence > ?1");
-        let mut values = vec![SqlValue::Integer(sql_sequence(after))];
+        // From the start, every row, so that a row whose sequence is not positive is met
+        // (and fails to decode) rather than passed over. (Text and blob values sort after
+        // every number, so the last page meets those.)
+        let lower = if after == 0 {
+            sql.push_str(" WHERE append_sequence >= ?1");
+            i64::MIN
+        } else {
+            sql.push_str(" WHERE append_sequence > ?1");
+            sql_sequence(after)
+        };
+        let mut values = vec![SqlValue::Integer(lower)];
         // Appends ` AND <before>?N<after>` with the next parameter number.
         let mut push = |before: &str, after: &str, value: SqlValue| {
             values.push(value);
@@ -957,6 +966,71 @@ fn map_json(map: &JsonMap) -> String {
     let mut out = String::new();
     canonical::write_record_map(&mut out, map);
     out
+}
+
+/// What [`SqliteStore::check_rows`] found in one row.
+#[derive(Debug)]
+pub enum RowCheck {
+    /// The row decodes as a record.
+    Record(Box<Record>),
+    /// It does not: where it is (SQLite's `rowid`, and its `id` if that reads as text) and
+    /// why.
+    Damaged {
+        /// The row's `rowid`.
+        rowid: i64,
+        /// Its `id` column, if text.
+        id: Option<String>,
+        /// What is wrong with it.
+        error: record::Error,
+    },
+}
+
+/// Rows per query of [`SqliteStore::check_rows`].
+const CHECK_PAGE: i64 = 1000;
+
+impl SqliteStore {
+    /// Hands every row of the table, in `rowid` order, to `visit`, decoded or as damage;
+    /// returns how many rows there were. Unlike reads by cursor, which follow append
+    /// sequences, this meets a row whose sequence is damaged (text, a fraction, zero or
+    /// negative) exactly once, so verification can name it and go on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sqlite`] if a query fails.
+    pub fn check_rows(&self, visit: &mut dyn FnMut(RowCheck)) -> Result<u64> {
+        let sql = format!(
+            "{}, rowid FROM replay_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            SELECT_COLUMNS.trim_end_matches(" FROM replay_records")
+        );
+        let mut statement = self
+            .connection
+            .prepare(&sql)
+            .map_err(self.error("prepare a check of every row"))?;
+        let (mut after, mut rows_seen) = (i64::MIN, 0u64);
+        loop {
+            let mut rows = statement
+                .query(rusqlite::params![after, CHECK_PAGE])
+                .map_err(self.error("read rows"))?;
+            let mut in_page = 0;
+            while let Some(row) = rows.next().map_err(self.error("read rows"))? {
+                let rowid: i64 = row.get(16).map_err(self.error("read a rowid"))?;
+                after = rowid;
+                in_page += 1;
+                visit(match decode_fields(row) {
+                    Ok(record) => RowCheck::Record(Box::new(record)),
+                    Err(error) => RowCheck::Damaged {
+                        rowid,
+                        id: optional_text(row, 0),
+                        error,
+                    },
+                });
+            }
+            rows_seen += in_page;
+            if in_page < CHECK_PAGE as u64 {
+                return Ok(rows_seen);
+            }
+        }
+    }
 }
 
 /// Decodes a row selected with [`SELECT_COLUMNS`]; any failure is

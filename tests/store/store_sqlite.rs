@@ -952,6 +952,44 @@ fn every_kind_of_damaged_row_is_reported_with_its_sequence() {
     }
 }
 
+/// A row whose append sequence is damaged (text, a blob, a fraction, zero, negative) is
+/// met by reads from the start, which fail on it, instead of being passed over (a
+/// sequence at or below zero sorts before every cursor), and the row check that
+/// verification uses names it by rowid and id, once, beside every other row.
+#[test]
+fn a_row_whose_sequence_is_damaged_is_never_passed_over() {
+    use esl_replay::store::RowCheck;
+    for value in ["'abc'", "x'00'", "2.5", "0", "-1"] {
+        let fixture = Fixture::new();
+        let mut store = SqliteStore::open(&fixture.path).unwrap();
+        let ids: Vec<RecordId> = (0..3)
+            .map(|_| store.write(fixture_envelope()).unwrap())
+            .collect();
+        drop(store);
+        let statement = format!(
+            "UPDATE replay_records SET append_sequence = {value} WHERE append_sequence = 2"
+        );
+        fixture.connection().execute(&statement, []).unwrap();
+
+        let store = SqliteStore::open_read_only(&fixture.path).unwrap();
+        let error = read_all(&store, &Criteria::any()).unwrap_err();
+        assert!(
+            matches!(error, Error::CorruptRecord { .. }),
+            "{value}: {error:?}"
+        );
+        let (mut records, mut damaged) = (Vec::new(), Vec::new());
+        let rows = store
+            .check_rows(&mut |row| match row {
+                RowCheck::Record(record) => records.push(record.append_sequence()),
+                RowCheck::Damaged { rowid, id, .. } => damaged.push((rowid, id)),
+            })
+            .unwrap();
+        assert_eq!(rows, 3, "{value}");
+        assert_eq!(records, [1, 3], "{value}");
+        assert_eq!(damaged, [(2, Some(ids[1].as_str().to_owned()))], "{value}");
+    }
+}
+
 #[test]
 fn maps_stored_as_lists_or_nested_to_the_limit_read_back() {
     let fixture = Fixture::new();
