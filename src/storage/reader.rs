@@ -83,11 +83,25 @@ impl Reader {
     }
 
     fn open_at(dir: &Path, options: &LogOptions) -> Result<Reader> {
-        let listing = dir::list(dir)?;
-        let Some(&last) = listing.segments.last() else {
-            return Err(Error::NotALog {
-                dir: dir.to_path_buf(),
-            });
+        // The last segment listed can be gone by the time it is opened (the writer rolled and
+        // a truncation removed it): list again, a few times.
+        let mut tries = 0;
+        let (listing, tail) = loop {
+            let listing = dir::list(dir)?;
+            let Some(&last) = listing.segments.last() else {
+                return Err(Error::NotALog {
+                    dir: dir.to_path_buf(),
+                });
+            };
+            match shared::open_tail(dir, last, options.read_strategy, READ_PAYLOAD_LIMIT) {
+                Ok(tail) => break (listing, tail),
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                Err(error) => return Err(error),
+            }
         };
         let shared = Shared::new(
             dir,
@@ -96,7 +110,6 @@ impl Reader {
             READ_PAYLOAD_LIMIT,
             true,
         );
-        let tail = shared::open_tail(dir, last, options.read_strategy, READ_PAYLOAD_LIMIT)?;
         let next = tail.end_seq();
         {
             let mut slots = shared.slots.write();

@@ -789,10 +789,16 @@ pub(crate) fn first_unproven_roll(dir: &Path, segments: &[u64], max_payload: u32
         let (Some(&sealed), Some(&successor)) = (segments.get(i), segments.get(i + 1)) else {
             break;
         };
-        if roll_proven(dir, sealed, successor, max_payload)? {
-            break;
+        match roll_proven(dir, sealed, successor, max_payload) {
+            Ok(true) => break,
+            Ok(false) => first = i,
+            // Removed by a truncation (in another process, for a follower): so is every
+            // segment before it, and its records are below a start made durable first.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                break;
+            }
+            Err(error) => return Err(error),
         }
-        first = i;
     }
     Ok(first)
 }

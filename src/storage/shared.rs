@@ -577,7 +577,13 @@ impl Shared {
         let first = segment::first_unproven_roll(&self.dir, &bases, self.max_payload)?;
         for base in bases.iter().skip(first) {
             let path = dir::segment_path(&self.dir, *base);
-            let file = std::fs::File::open(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                // Removed by a truncation since the list was taken: its records are below a
+                // start made durable after they were [TRUNC-01].
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(IoOp::Open, &path, e)),
+            };
             self.io
                 .sync_data(&file)
                 .map_err(|e| Error::io(IoOp::Sync, &path, e))?;

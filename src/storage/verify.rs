@@ -198,7 +198,7 @@ impl Reader {
                 // Deleted by a truncation since the listing: nothing readable was there.
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
-                        && successor.is_some_and(|s| s <= shared.reload_start().unwrap_or(0)) =>
+                        && truncated_away(&shared.dir, *base, shared.reload_start()?)? =>
                 {
                     continue;
                 }
@@ -249,6 +249,18 @@ impl Reader {
         }
         Ok(report)
     }
+}
+
+/// Whether segment `base`, gone from the directory, was removed by a truncation: the segment
+/// after it now, which the truncation kept, begins at or below the start. (A snapshot of
+/// the segments may not know that segment yet: the writer rolled to it since.)
+fn truncated_away(dir: &Path, base: u64, start: u64) -> Result<bool> {
+    let listing = dir::list(dir)?;
+    Ok(listing
+        .segments
+        .iter()
+        .find(|b| **b > base)
+        .is_some_and(|next| *next <= start))
 }
 
 /// Records in no segment file, reported at the segment and offset next to them [REC-12].

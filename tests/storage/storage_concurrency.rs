@@ -935,3 +935,41 @@ fn a_follower_whose_own_sync_fails_returns_the_error() {
     assert!(!io.injected().is_empty());
     drop(log);
 }
+
+/// [TRUNC-01] [RD-01] [VER-01] Followers opened, syncing and verifying while the writer rolls
+/// and truncates its prefix up to its end: a segment a truncation removed after the follower
+/// listed it is one whose records are below the start, never an error. (Opening lists again;
+/// a follower's sync skips it; verification asks whether a truncation removed it.)
+#[test]
+fn followers_open_sync_and_verify_while_the_prefix_is_truncated_to_the_end() {
+    let dir = temp_dir();
+    let (mut log, _) = open_log(dir.path(), options(ReadStrategy::Mmap)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let path = dir.path().to_path_buf();
+    let follower = {
+        let done = done.clone();
+        spawn("follower", move || {
+            let mut rounds = 0u64;
+            while !done.load(Ordering::Acquire) || rounds == 0 {
+                let reader = Reader::open(&path, &LogOptions::default()).expect("open a follower");
+                reader.sync().expect("a follower's sync");
+                let report = reader.verify().expect("verify");
+                assert!(report.is_ok(), "{:?}", report.problems);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut seq = 1;
+    for _ in 0..300 {
+        let first = log.active_segment();
+        while log.active_segment() == first {
+            log.append(&payload(1, seq)).unwrap();
+            seq += 1;
+        }
+        log.flush().unwrap();
+        log.truncate_prefix(log.next_seq()).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    assert!(follower.join().unwrap() > 0);
+}
