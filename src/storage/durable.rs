@@ -161,13 +161,6 @@ pub(crate) fn remove_files(io: &dyn Io, dir: &Path, paths: &[PathBuf]) -> Result
     }
 }
 
-/// Renames within one directory and makes the rename durable.
-pub(crate) fn rename(io: &dyn Io, dir: &Path, source: &Path, target: &Path) -> Result<()> {
-    io.rename(source, target)
-        .map_err(|e| Error::io(IoOp::Rename, target, e))?;
-    sync_dir(io, dir)
-}
-
 /// Creates (or recreates) `path` as `len` bytes that read as zeros, with their blocks
 /// reserved and the size durable, so that an `ENOSPC` surfaces here and never on a later
 /// write, and `fdatasync` of the segment has no size change to record [SEG-08].

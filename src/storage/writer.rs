@@ -154,8 +154,10 @@ impl Log {
             )?,
             None => {
                 segments.push(start);
+                let parts = create_segment(&*io, dir, start, options.segment_bytes, None, true)?;
+                durable::sync_dir(&*io, dir)?;
                 recovery::Recovered {
-                    parts: create_segment(&*io, dir, start, options.segment_bytes, None, true)?,
+                    parts,
                     packed: None,
                 }
             }
@@ -782,6 +784,18 @@ impl Log {
             durable_successor,
         );
         let parts = match created {
+            // The successor's name made durable (step 5). Once the name is out, a failed sync
+            // leaves it unknown whether the name survives, and followers may already read the
+            // file: the roll is never repeated over it, the log is poisoned [DUR-04].
+            Ok(parts) if durable_successor => {
+                match durable::sync_dir(&*self.options.io, &self.shared.dir) {
+                    Ok(()) => parts,
+                    Err(error) => {
+                        self.shared.poison(&error);
+                        return Err(error);
+                    }
+                }
+            }
             Ok(parts) => parts,
             Err(error) => {
                 // The roll stops here: the sealed segment is made durable now, so that every
@@ -964,10 +978,11 @@ impl Drop for Log {
 /// 1. a preallocated, synced file that reads as zeros, or a removed segment's file kept for
 ///    reuse [SEG-10] (the spare, if one was prepared in the background);
 /// 2. its header written (and, with `sync`, synced);
-/// 3. renamed to its segment name (and, with `sync`, the directory synced).
+/// 3. renamed to its segment name.
 ///
-/// Without `sync`, the caller makes the header and the name durable before any record of the
-/// segment is acknowledged ([ROLL-07]).
+/// The caller makes the name durable (with `sync`, by syncing the directory at once), and
+/// without `sync` the header too, before any record of the segment is acknowledged
+/// ([ROLL-07]).
 fn create_segment(
     io: &dyn super::io::Io,
     dir: &Path,
@@ -1004,11 +1019,9 @@ fn create_segment(
     if sync {
         io.sync_data(&file)
             .map_err(|e| Error::io(IoOp::Sync, &spare_path, e))?;
-        durable::rename(io, dir, &spare_path, &path)?;
-    } else {
-        io.rename(&spare_path, &path)
-            .map_err(|e| Error::io(IoOp::Rename, &path, e))?;
     }
+    io.rename(&spare_path, &path)
+        .map_err(|e| Error::io(IoOp::Rename, &path, e))?;
     Ok(Parts {
         file,
         path,

@@ -788,3 +788,82 @@ fn a_roll_behind_a_failed_flusher_write_writes_no_seal_past_the_hole() {
     assert_eq!(segment_bases(dir.path()), [1], "no segment after the hole");
     assert!(read_all(&log.reader()).is_empty());
 }
+
+/// Fails the next directory sync after a segment file is renamed into place, once armed.
+#[derive(Debug, Default)]
+struct FailDirSyncAfterRename {
+    armed: std::sync::atomic::AtomicBool,
+    renamed: std::sync::atomic::AtomicBool,
+}
+
+impl esl_replay::storage::Io for FailDirSyncAfterRename {
+    fn rename(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if target.extension().is_some_and(|e| e == "seg") && self.armed.load(Ordering::SeqCst) {
+            self.renamed.store(true, Ordering::SeqCst);
+        }
+        StdIo.rename(source, target)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.renamed.swap(false, Ordering::SeqCst) {
+            self.armed.store(false, Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        StdIo.sync_dir(dir)
+    }
+}
+
+/// [ROLL-05] [DUR-04] A roll whose directory sync fails after the successor's name is out
+/// poisons the log: whether the name survives is unknown and followers may already read the
+/// file, so no later roll renames another file over it. Reopened, the writer goes on in
+/// that successor, and a follower that found it before reads every record after.
+#[test]
+fn a_failed_directory_sync_in_a_roll_poisons_and_the_successor_stays() {
+    let dir = temp_dir();
+    let io = Arc::new(FailDirSyncAfterRename::default());
+    let options = with_policy(
+        with_io(small_options(), io.clone()),
+        SyncPolicy::EveryAppend,
+    );
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    log.append(&payload(1)).unwrap();
+    let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+    io.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seq = 2;
+    let error = loop {
+        match log.append(&payload(seq)) {
+            Ok(_) => seq += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                op: IoOp::SyncDir,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // The follower finds the successor by its name.
+    assert_eq!(follower.next_seq().unwrap(), Seq(seq));
+    assert!(matches!(
+        log.append(&payload(seq)),
+        Err(Error::Poisoned { .. })
+    ));
+    log.simulate_crash();
+
+    let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
+    assert_eq!(log.active_segment(), SegmentId(seq));
+    for s in seq..seq + 5 {
+        assert_eq!(log.append(&payload(s)).unwrap(), Seq(s));
+    }
+    log.flush().unwrap();
+    assert_eq!(follower.next_seq().unwrap(), Seq(seq + 5));
+    let all = read_all(&follower);
+    assert_eq!(all.len() as u64, seq + 4);
+    assert!(all.iter().all(|(s, bytes)| *bytes == payload(*s)));
+}
