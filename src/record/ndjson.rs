@@ -296,6 +296,13 @@ impl<R: BufRead> NdjsonReader<R> {
         self.line
     }
 
+    /// The bytes of the last line read, its line end included (0 before the first, and for
+    /// a line refused as too long).
+    #[must_use]
+    pub fn line_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Reads the next line into the buffer, never holding more than the limit plus one
     /// chunk of the underlying reader. An over-long line ends the read at once; its rest is
     /// read past by the next call.

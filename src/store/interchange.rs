@@ -126,10 +126,16 @@ impl ImportError {
     }
 }
 
-/// The batch being built: records and the line each came from.
+/// The most input bytes whose records an import holds before appending them. A record in
+/// memory can take tens of times the bytes of its line (a long list becomes a map of string
+/// keys), so a batch is bounded by the bytes it was read from as well as by its count.
+const BATCH_INPUT_BYTES: usize = 8 << 20;
+
+/// The batch being built: records, the line each came from, and the bytes of those lines.
 struct Batch {
     records: Vec<Record>,
     lines: Vec<u64>,
+    bytes: usize,
 }
 
 /// Imports reference NDJSON into `store`. `progress` is called with the records imported so
@@ -177,6 +183,7 @@ pub fn import(
     let mut batch = Batch {
         records: Vec::with_capacity(size),
         lines: Vec::with_capacity(size),
+        bytes: 0,
     };
     let mut reader = NdjsonReader::with_max_line_bytes(input, options.max_line_bytes);
     while let Some(item) = reader.next() {
@@ -190,7 +197,8 @@ pub fn import(
                 last = record.append_sequence();
                 batch.records.push(record);
                 batch.lines.push(line);
-                if batch.records.len() >= size {
+                batch.bytes += reader.line_bytes();
+                if batch.records.len() >= size || batch.bytes >= BATCH_INPUT_BYTES {
                     flush(store, &mut batch, &mut report, options, progress)?;
                 }
                 continue;
@@ -243,6 +251,7 @@ fn flush(
                 commit(report, &batch.records);
                 batch.records.clear();
                 batch.lines.clear();
+                batch.bytes = 0;
                 progress(report.imported);
                 continue;
             }
@@ -268,8 +277,24 @@ fn flush(
                     });
                 }
                 report.skipped.push((line, error_chain(&reason)));
-                batch.records.remove(at);
-                batch.lines.remove(at);
+                // The records before it are good. Those after it go one at a time: another
+                // failed attempt at them all would encode every one of them again, and a
+                // batch of bad lines would cost its length squared.
+                let rest: Vec<(Record, u64)> = batch
+                    .records
+                    .split_off(at + 1)
+                    .into_iter()
+                    .zip(batch.lines.split_off(at + 1))
+                    .collect();
+                batch.records.truncate(at);
+                batch.lines.truncate(at);
+                flush(store, batch, report, options, progress)?;
+                for (record, line) in rest {
+                    batch.records.push(record);
+                    batch.lines.push(line);
+                    flush(store, batch, report, options, progress)?;
+                }
+                batch.bytes = 0;
             }
             Err(source) => {
                 // Count what the store holds of this batch: it may have written a prefix.

@@ -517,16 +517,17 @@ impl LogStore {
         if given.is_empty() {
             return Ok(());
         }
-        let mut batch = HashMap::with_capacity(given.len());
-        for (sequence, id, _) in given {
-            if let Some(holder) = batch.insert(*id, *sequence) {
-                return Err(duplicate(id, *sequence, holder));
-            }
-        }
         let hashes: Vec<u64> = given.iter().map(|(_, _, hash)| *hash).collect();
         let candidates = self.ids.lock().stored_candidates(&self.reader, &hashes)?;
+        // In order, the first record whose id is taken: by a stored record, or by an earlier
+        // record of the batch (which passed the stored check, so it holds the id once the
+        // records before this one are appended).
+        let mut batch = HashMap::with_capacity(given.len());
         for ((sequence, id, _), seqs) in given.iter().zip(candidates) {
             if let Some(holder) = self.find_among(id, seqs, |view| Ok(view.append_sequence()))? {
+                return Err(duplicate(id, *sequence, holder));
+            }
+            if let Some(holder) = batch.insert(*id, *sequence) {
                 return Err(duplicate(id, *sequence, holder));
             }
         }

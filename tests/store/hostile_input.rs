@@ -228,6 +228,29 @@ fn an_imported_record_with_a_taken_id_is_a_bad_line() {
         "{text}"
     );
     assert_eq!(stored_of(&store, &[2]), [2]);
+
+    // Many bad lines in one batch, between good ones: each good record is stored once, in
+    // order, and each bad line reported.
+    let lines: Vec<String> = (6..=40)
+        .map(|n| {
+            let good = line(n, 10);
+            if n % 3 == 0 {
+                good.replace(&format!(r#""id":"id-{n}""#), r#""id":"id-1""#)
+            } else {
+                good
+            }
+        })
+        .collect();
+    let input = write_lines(dir.path(), "mixed.ndjson", &lines);
+    let text = import_skipping(&store, &input);
+    assert_eq!(
+        text.matches("taken by the record with append sequence 1\n")
+            .count(),
+        12,
+        "{text}"
+    );
+    let kept: Vec<u64> = (6..=40).filter(|n| n % 3 != 0).collect();
+    assert_eq!(stored_of(&store, &kept), kept);
 }
 
 /// Item 9: a line longer than the limit is refused with its line number and the limit,
