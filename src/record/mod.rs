@@ -98,6 +98,50 @@ pub type JsonMap = serde_json::Map<String, Value>;
 /// the recursive writers far from the stack limit and is far above real ESL payloads.
 pub const MAX_JSON_DEPTH: usize = 128;
 
+/// The most JSON values one NDJSON record line may hold. A record in memory takes about a
+/// hundred times the bytes of a small value (a list becomes a map of string keys), so a line
+/// above this is refused before it is parsed, with [`Error::TooManyValues`]; real ESL
+/// records hold a few hundred.
+pub const MAX_JSON_VALUES: usize = 1 << 18;
+
+/// Whether JSON text holds more than `max` values, counted outside strings as one per comma
+/// and two per opening bracket (the container and its first element): never fewer than the
+/// values, and at most twice as many (a container inside another is counted by both).
+/// Malformed JSON is left for the parser.
+#[must_use]
+pub fn json_values_exceed(bytes: &[u8], max: usize) -> bool {
+    let mut values = 0usize;
+    for byte in outside_strings(bytes) {
+        values += match byte {
+            b',' => 1,
+            b'[' | b'{' => 2,
+            _ => 0,
+        };
+        if values > max {
+            return true;
+        }
+    }
+    false
+}
+
+/// The bytes of JSON text that lie outside its strings (quotes themselves excluded).
+fn outside_strings(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    bytes.iter().copied().filter(move |&byte| {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                (false, _) => {}
+            }
+            return false;
+        }
+        in_string = byte == b'"';
+        !in_string
+    })
+}
+
 /// Whether `text` is empty after PHP `trim`, which strips only ASCII space, `\t`, `\n`,
 /// `\r`, NUL and vertical tab (not Unicode spaces such as U+00A0).
 #[must_use]
@@ -135,19 +179,8 @@ pub fn php_map(value: Value) -> Result<JsonMap, Value> {
 #[must_use]
 pub fn json_nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let (mut in_string, mut escaped) = (false, false);
-    for byte in bytes {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                (false, _) => {}
-            }
-            continue;
-        }
+    for byte in outside_strings(bytes) {
         match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {

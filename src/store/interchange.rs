@@ -14,7 +14,7 @@ use crate::record::{Criteria, DEFAULT_MAX_LINE_BYTES, NdjsonReader, ReadCursor, 
 pub struct ImportOptions {
     /// Skip bad lines (reporting each) instead of failing on the first.
     pub skip_malformed: bool,
-    /// Records appended per batch.
+    /// Records appended per batch, at most (a batch also ends after 8 MiB of input lines).
     pub batch: usize,
     /// The longest line read, not counting its end; longer lines are bad lines.
     pub max_line_bytes: usize,
