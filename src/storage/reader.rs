@@ -141,6 +141,7 @@ impl Reader {
     /// I/O errors reading the start, watermark or clean-shutdown file.
     pub fn missing_records(&self) -> Result<Option<Error>> {
         let shared = &self.shared;
+        shared.refresh()?;
         let first = shared.slots.read().first().map(|s| s.base);
         if let Some(first) = first {
             let start = shared.start.load(Ordering::Acquire);

@@ -738,6 +738,10 @@ impl Shared {
         if !last.is_sealed() || claimed <= end || dir::segment_path(&self.dir, end).exists() {
             return Ok(None);
         }
+        // A truncation removes the successor only once the start has passed it [TRUNC-02].
+        if self.reload_start()? > end {
+            return Ok(None);
+        }
         Ok(Some(end..claimed))
     }
 

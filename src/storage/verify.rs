@@ -158,7 +158,6 @@ impl Reader {
             .ok()
             .and_then(|bytes| CleanMark::decode(&bytes).ok());
         shared.refresh()?;
-        let start = shared.reload_start()?.max(self.first_seq().0);
         let max_payload = shared.max_payload;
         let slots: Vec<(u64, Option<(u64, bool)>)> = shared
             .slots
@@ -166,6 +165,9 @@ impl Reader {
             .iter()
             .map(|s| (s.base, s.get().map(|d| (d.end(), d.is_sealed()))))
             .collect();
+        // Read after the segments: a truncation raises the start before it forgets any, so
+        // the first segment listed is never above the start unless records are missing.
+        let start = shared.reload_start()?.max(self.first_seq().0);
         let mut report = VerifyReport::default();
         if let Some(&(first, _)) = slots.first()
             && first > start

@@ -142,6 +142,9 @@ impl Log {
                 &mut report,
             )?;
         }
+        let acknowledged = durable.into_iter().chain(clean.map(|m| m.next_seq)).max();
+        let accept = options.recovery_mode == RecoveryMode::PointInTime;
+        let created = segments.is_empty();
         let recovered = match segments.last() {
             Some(&last) => recovery::recover_active(
                 &*io,
@@ -153,6 +156,13 @@ impl Log {
                 &mut report,
             )?,
             None => {
+                // Refused before anything is created: a log that held acknowledged records
+                // and has no segment file left lost them all [REC-12].
+                if let Some(end) = acknowledged.filter(|end| *end > start)
+                    && !accept
+                {
+                    return Err(recovery::missing_error(SegmentId(start), 0, &(start..end)));
+                }
                 segments.push(start);
                 let parts = create_segment(&*io, dir, start, options.segment_bytes, None, true)?;
                 durable::sync_dir(&*io, dir)?;
@@ -166,8 +176,6 @@ impl Log {
         // Records the log acknowledged that no segment file holds: refused, unless the mode
         // accepts losing them [REC-12].
         let first = segments.first().copied().unwrap_or(start);
-        let acknowledged = durable.into_iter().chain(clean.map(|m| m.next_seq)).max();
-        let accept = options.recovery_mode == RecoveryMode::PointInTime;
         if first > start {
             let missing = start..first;
             if !accept {
@@ -183,9 +191,11 @@ impl Log {
         }
         let start = start.max(first);
         // A last segment that ends in its seal had a successor if records after it were
-        // acknowledged. (Acknowledged records missing from an unsealed last segment are its
-        // damage, which recovery classifies [REC-01] [REC-03].)
-        if recovered.parts.sealed
+        // acknowledged, and an empty directory held them all. (Acknowledged records missing
+        // from an unsealed last segment are its damage, which recovery classifies [REC-01]
+        // [REC-03]; so are those of a recycled one that recovery sealed itself [REC-09].)
+        let sealed_on_disk = recovered.parts.sealed && !report.recycled_end;
+        if (sealed_on_disk || created)
             && let Some(end) = acknowledged.filter(|end| *end > next)
         {
             let missing = next..end;

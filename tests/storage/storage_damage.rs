@@ -1011,3 +1011,29 @@ fn a_follower_verifies_clean_beside_an_appending_writer() {
         assert!(seen >= 5, "roll: {roll}");
     }
 }
+
+/// [REC-12] Every segment file deleted after a clean close: the clean marker says records
+/// were acknowledged, so the writer's open refuses before it creates a segment (which would
+/// give their sequences again, and hide the loss from every later open); `PointInTime`
+/// accepts it and says so.
+#[test]
+fn a_log_without_any_segment_file_is_refused_if_it_held_records() {
+    let dir = closed_log(50);
+    for base in segment_bases(dir.path()) {
+        esl_replay::storage::remove_durable(&segment_file(dir.path(), base)).unwrap();
+    }
+    for _ in 0..2 {
+        let error = open_log(dir.path(), small_options()).unwrap_err();
+        assert_eq!(
+            missing_records(&error),
+            Some((SegmentId(1), 1, 51)),
+            "{error}"
+        );
+        assert!(segment_bases(dir.path()).is_empty());
+    }
+    let (mut log, report) = open_log(dir.path(), with_mode(RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(report.missing_tail, Some(1..51));
+    assert_eq!(log.append(b"again").unwrap(), Seq(1));
+    log.close().unwrap();
+    open_log(dir.path(), small_options()).unwrap();
+}

@@ -29,6 +29,14 @@ use crate::support::storage::{
 /// Record `seq`: mostly an ESL event in plain format (fields repeat across records, values
 /// vary), every tenth pseudo-random bytes that do not compress, every 25th a long repetitive
 /// one that the log compresses on its own when appending.
+/// Fast options with background packing at level 3.
+fn packing() -> LogOptions {
+    LogOptions {
+        pack_level: Some(3),
+        ..fast_options()
+    }
+}
+
 fn record(seq: u64) -> Vec<u8> {
     if seq % 10 == 3 {
         let mut rng = Rng::new(seq);
@@ -283,10 +291,7 @@ fn recycled_names(dir: &Path) -> Vec<String> {
 #[test]
 fn the_background_packer_packs_sealed_segments() {
     let dir = temp_dir();
-    let options = LogOptions {
-        pack_level: Some(3),
-        ..fast_options()
-    };
+    let options = packing();
     let (mut log, _) = open_log(dir.path(), options).unwrap();
     let count = 1200;
     for seq in 1..=count {
@@ -542,10 +547,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_clean_close_packs_the_last_segment() {
     let dir = temp_dir();
-    let options = LogOptions {
-        pack_level: Some(3),
-        ..fast_options()
-    };
+    let options = packing();
     let count = 400;
     written_log(dir.path(), &options, count);
     let bases = segment_bases(dir.path());
@@ -597,10 +599,7 @@ fn a_clean_close_packs_the_last_segment() {
 #[test]
 fn damage_in_a_packed_last_segment_is_refused_not_cut() {
     let dir = temp_dir();
-    let options = LogOptions {
-        pack_level: Some(3),
-        ..fast_options()
-    };
+    let options = packing();
     written_log(dir.path(), &options, 300);
     let last = *segment_bases(dir.path()).last().unwrap();
     let path = segment_path(dir.path(), last);
@@ -727,10 +726,7 @@ fn the_pack_and_inspect_commands_show_what_was_packed() {
 #[test]
 fn a_follower_that_adopts_a_sealed_last_segment_sees_the_end_of_the_log() {
     let dir = temp_dir();
-    let options = LogOptions {
-        pack_level: Some(3),
-        ..fast_options()
-    };
+    let options = packing();
     let (mut log, _) = open_log(dir.path(), options).unwrap();
     log.append(&record(1)).unwrap();
     log.flush().unwrap();
@@ -751,4 +747,32 @@ fn a_follower_that_adopts_a_sealed_last_segment_sees_the_end_of_the_log() {
     assert!(follower.wait_for(Seq(seq - 1), Duration::ZERO).unwrap());
     assert_eq!(read_all(&follower).len() as u64, seq - 1);
     follower.truncate_prefix(Seq(seq)).unwrap();
+}
+
+/// [REC-12] [TRUNC-02] A follower whose last segment ended in its seal (a clean close with
+/// packing) while the writer went on, rolled and truncated past it: the successor it never
+/// saw was removed by the truncation, not lost, so no records are reported missing.
+#[test]
+fn a_successor_truncated_away_is_not_missing_to_a_follower() {
+    let dir = temp_dir();
+    let options = packing();
+    let (mut log, _) = open_log(dir.path(), options.clone()).unwrap();
+    for seq in 1..=5 {
+        log.append(&record(seq)).unwrap();
+    }
+    log.close().unwrap();
+    let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    let mut seq = 6;
+    for _ in 0..3 {
+        let active = log.active_segment();
+        while log.active_segment() == active {
+            log.append(&record(seq)).unwrap();
+            seq += 1;
+        }
+    }
+    log.sync().unwrap();
+    log.truncate_prefix(Seq(log.active_segment().0)).unwrap();
+    assert!(follower.missing_records().unwrap().is_none());
+    assert_eq!(follower.next_seq().unwrap(), Seq(seq));
 }
