@@ -10,7 +10,6 @@
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use super::dir;
 use super::error::{CorruptKind, Error, Result};
@@ -21,7 +20,6 @@ use super::meta::CleanMark;
 use super::pack::{Dictionary, Inflater};
 use super::reader::Reader;
 use super::segment::{self, FileWindow};
-use super::watermark::WatermarkReader;
 
 /// What [`Reader::verify`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,9 +149,6 @@ impl Reader {
     /// As [`Reader::verify`].
     pub fn verify_each(&self, visit: &mut dyn FnMut(Seq, &[u8])) -> Result<VerifyReport> {
         let shared = self.shared();
-        // What the writer acknowledged, read before the log's end is: records are in the
-        // segment files before either file names them [REC-12].
-        let acknowledged = WatermarkReader::new(&shared.dir).read();
         let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
             .ok()
             .and_then(|bytes| CleanMark::decode(&bytes).ok());
@@ -237,17 +232,12 @@ impl Reader {
             };
             verify_segment(&target, start, max_payload, &mut report, &mut reading)?;
         }
-        let next = shared.next.load(Ordering::Acquire);
-        let acknowledged = acknowledged
-            .into_iter()
-            .chain(clean.map(|m| m.next_seq))
-            .max();
         // Only after a last segment that ends in its seal: what is missing from the frames of
         // an unsealed one is its tail, classified above.
         if let Some(&(last, Some((offset, true)))) = slots.last()
-            && let Some(end) = acknowledged.filter(|end| *end > next)
+            && let Some(records) = shared.missing_tail()?
         {
-            report.problems.push(missing(last, offset, next..end));
+            report.problems.push(missing(last, offset, records));
         }
         Ok(report)
     }
