@@ -149,9 +149,6 @@ impl Reader {
     /// As [`Reader::verify`].
     pub fn verify_each(&self, visit: &mut dyn FnMut(Seq, &[u8])) -> Result<VerifyReport> {
         let shared = self.shared();
-        let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
-            .ok()
-            .and_then(|bytes| CleanMark::decode(&bytes).ok());
         shared.refresh()?;
         let max_payload = shared.max_payload;
         let slots: Vec<(u64, Option<(u64, bool)>)> = shared
@@ -163,6 +160,9 @@ impl Reader {
         // Read after the segments: a truncation raises the start before it forgets any, so
         // the first segment listed is never above the start unless records are missing.
         let start = shared.reload_start()?.max(self.first_seq().0);
+        let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
+            .ok()
+            .and_then(|bytes| CleanMark::decode(&bytes).ok());
         let mut report = VerifyReport::default();
         if let Some(&(first, _)) = slots.first()
             && first > start
