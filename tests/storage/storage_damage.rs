@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use esl_replay::record::{Criteria, Record};
 use esl_replay::storage::codec::{CLEAN_FILE, CleanMark, SPARE_FILE, index_path};
 use esl_replay::storage::{
-    CorruptKind, Error, IoOp, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq, StdIo,
+    CorruptKind, Error, IoOp, Log, LogOptions, ReadStrategy, Reader, RecoveryMode, SegmentId, Seq,
+    StdIo,
 };
 use esl_replay::store::{self, ArtifactReader as _, ArtifactStore as _, LogStore, dataset};
 
@@ -39,13 +40,19 @@ fn payload(seq: u64) -> Vec<u8> {
 
 /// A cleanly closed log of `count` records in 64 KiB segments.
 fn closed_log(count: u64) -> tempfile::TempDir {
+    let (dir, log) = open_log_of(count);
+    log.close().unwrap();
+    dir
+}
+
+/// An open log of `count` records in 64 KiB segments.
+fn open_log_of(count: u64) -> (tempfile::TempDir, Log) {
     let dir = temp_dir();
     let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
     for seq in 1..=count {
         assert_eq!(log.append(&payload(seq)).unwrap(), Seq(seq));
     }
-    log.close().unwrap();
-    dir
+    (dir, log)
 }
 
 /// A cleanly closed log of at least `count` records whose last segment holds at least
@@ -929,11 +936,7 @@ fn a_missing_first_segment_is_reported_never_skipped() {
 #[test]
 fn a_missing_last_segment_is_refused_before_its_sequences_are_given_again() {
     for crash in [false, true] {
-        let dir = temp_dir();
-        let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
-        for seq in 1..=200 {
-            log.append(&payload(seq)).unwrap();
-        }
+        let (dir, log) = open_log_of(200);
         log.sync().unwrap();
         let last = log.active_segment().0;
         if crash {
@@ -984,11 +987,7 @@ fn a_missing_last_segment_is_refused_before_its_sequences_are_given_again() {
 #[test]
 fn a_follower_verifies_clean_beside_an_appending_writer() {
     for roll in [false, true] {
-        let dir = temp_dir();
-        let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
-        for seq in 1..=5 {
-            log.append(&payload(seq)).unwrap();
-        }
+        let (dir, mut log) = open_log_of(5);
         log.flush().unwrap();
         let follower = Reader::open(dir.path(), &LogOptions::default()).unwrap();
         let mut seen = 0;
