@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use super::artifact::{Captured, EncodeBuffers, GapKind, Mapper, NodeIdentity, Stamp};
 use super::telemetry::Telemetry;
 use crate::record::{EncodedRecord, RecordId};
+use crate::storage::error_chain;
 use crate::store::{ArtifactStore, DurableMark};
 
 /// Bytes an item is charged on top of what its frame holds
@@ -412,8 +413,8 @@ pub fn spawn_writer(
             let written = write_batches(&queue, store.as_mut(), &mapped, &durable, options);
             drop(durable);
             if let Err(error) = written {
-                tracing::error!(%error, "the capture writer stopped: the store failed persistently; nothing more is stored");
-                queue.telemetry.set_writer_error(Some(error.to_string()));
+                tracing::error!(error = %error_chain(&error), "the capture writer stopped: the store failed persistently; nothing more is stored");
+                queue.telemetry.set_writer_error(Some(error_chain(&error)));
                 queue.telemetry.writer_failed.set(1);
                 return Err(error);
             }
@@ -494,7 +495,7 @@ fn write_batches(
             }
             Err(error) => {
                 telemetry.write_errors.inc();
-                telemetry.set_writer_error(Some(error.to_string()));
+                telemetry.set_writer_error(Some(error_chain(&error)));
                 // The batch is lost: account for it like a queue drop (counted), so the next
                 // write of each node carries a gap marker naming these sequences.
                 queue.merge_drop_runs(runs);
@@ -506,7 +507,7 @@ fn write_batches(
                 {
                     return Err(error);
                 }
-                tracing::error!(%error, records = count, failures_in_a_row, "store batch write failed; recorded as a gap");
+                tracing::error!(error = %error_chain(&error), records = count, failures_in_a_row, "store batch write failed; recorded as a gap");
                 last = store.stats()?.last_sequence;
                 std::thread::sleep(options.retry_delay);
             }
@@ -568,7 +569,7 @@ fn map_batches(
                     Ok(record) => built.push(record),
                     // Our envelopes are always valid; if one is not, say so loudly.
                     Err(error) => {
-                        tracing::error!(%error, "capture built an invalid record; skipped")
+                        tracing::error!(error = %error_chain(&error), "capture built an invalid record; skipped")
                     }
                 }
             }

@@ -569,7 +569,7 @@ async fn capture(
             eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi, /api/v1/fs/... on {address}");
             Some(tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router(state)).await {
-                    tracing::error!(%error, "http server failed");
+                    tracing::error!(error = %esl_replay::storage::error_chain(&error), "http server failed");
                 }
             }))
         }
@@ -586,7 +586,7 @@ async fn capture(
                 Ok(_) => telemetry.set_retention_error(None),
                 Err(error) => {
                     telemetry.retention_failures.inc();
-                    telemetry.set_retention_error(Some(error.to_string()));
+                    telemetry.set_retention_error(Some(esl_replay::storage::error_chain(error)));
                 }
             };
             Some(
@@ -784,7 +784,7 @@ impl Forwarder {
                 // Said now, not only at the stop: the capture goes on storing meanwhile, and
                 // what is not delivered is delivered by the next start.
                 if let Err(error) = &result {
-                    tracing::error!(%error, "the forwarder stopped; records are still stored");
+                    tracing::error!(error = %esl_replay::storage::error_chain(error), "the forwarder stopped; records are still stored");
                 }
                 result.map_err(anyhow::Error::from)
             })

@@ -287,7 +287,7 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
     print_checkpoints(&good, args.format.is_json())?;
     let mut err = std::io::stderr().lock();
     for problem in &problems {
-        writeln!(err, "error: {}", error_chain(problem))?;
+        writeln!(err, "error: {}", esl_replay::storage::error_chain(problem))?;
     }
     Ok(if problems.is_empty() {
         Outcome::Success
@@ -307,18 +307,6 @@ fn find(args: &FindArgs) -> anyhow::Result<Outcome> {
     }
     print_checkpoints(&found, args.format.is_json())?;
     Ok(Outcome::Success)
-}
-
-/// An error with its sources, as anyhow's `{:#}` prints them.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn delete(args: &DeleteArgs) -> anyhow::Result<Outcome> {

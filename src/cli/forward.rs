@@ -427,7 +427,7 @@ async fn run_sink<S: Sink>(
         let stopping = shutdown.clone();
         tokio::spawn(async move {
             if let Err(error) = forward::serve_metrics(listener, served, stopping).await {
-                tracing::error!(error = %error, "metrics endpoint stopped");
+                tracing::error!(error = %esl_replay::storage::error_chain(&error), "metrics endpoint stopped");
             }
         });
     }

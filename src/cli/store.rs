@@ -311,11 +311,11 @@ fn import_failure(
                 }
                 _ => "fix the line, or pass --skip-malformed to skip bad lines",
             };
-            let reason = store::error_chain(reason);
+            let reason = esl_replay::storage::error_chain(reason);
             format!("import of {file} stopped at line {line}: {reason}; {committed}; {fix}")
         }
         ImportError::Store { line, source, .. } => {
-            let chain = store::error_chain(source);
+            let chain = esl_replay::storage::error_chain(source);
             format!(
                 "import of {file} stopped at line {line}: the store failed: {chain}; {committed}, and the store is consistent up to there; fix the cause (free disk space, stop the other writer, ...) and import the rest from line {line} on (e.g. `tail -n +{line} FILE | esl-replay import --store STORE -`)"
             )
@@ -647,8 +647,9 @@ fn scan_records(
             match Record::decode(payload) {
                 Ok(record) => visit(&record),
                 Err(error) => undecodable.push(format!(
-                    "sequence {}: record does not decode: {error}",
-                    log.append_sequence_of(seq.0)
+                    "sequence {}: record does not decode: {}",
+                    log.append_sequence_of(seq.0),
+                    esl_replay::storage::error_chain(&error)
                 )),
             }
             scan.checked += 1;
@@ -670,8 +671,9 @@ fn scan_records(
         match row {
             RowCheck::Record(record) => visit(&record),
             RowCheck::Damaged { rowid, id, error } => scan.problems.push(format!(
-                "row {rowid} (id {}): record does not decode: {error}",
-                id.as_deref().unwrap_or("unreadable")
+                "row {rowid} (id {}): record does not decode: {}",
+                id.as_deref().unwrap_or("unreadable"),
+                esl_replay::storage::error_chain(&error)
             )),
         }
         bar.inc(1);

@@ -12,6 +12,7 @@ use super::routing::captured_event;
 use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, Source, Takes};
 use crate::checkpoint::{CheckpointService, CompatibilityValidator};
 use crate::record::{Criteria, JsonMap, ReadCursor};
+use crate::storage::error_chain;
 use crate::store::ArtifactReader;
 
 /// How a forwarder runs.
@@ -190,7 +191,7 @@ pub async fn forward<S: Sink>(
         (Ok(stopped), Ok(())) => stopped,
         (Err(error), flushed) => {
             if let Err(save) = flushed {
-                tracing::warn!(error = %save, "cannot save the last acknowledged batch");
+                tracing::warn!(error = %error_chain(&save), "cannot save the last acknowledged batch");
             }
             return Err(error);
         }

@@ -10,6 +10,7 @@ use redis::{ErrorKind, IntoConnectionInfo as _, RedisError, RetryMethod};
 
 use super::message::FIELD_RECORD;
 use super::{Delivery, Message, Sink, SinkError, Takes};
+use crate::storage::error_chain;
 
 /// One stream the sink writes: its key, the records it takes, and how it is kept short.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,7 +229,7 @@ async fn trim_by_age(client: redis::Client, options: RedisOptions, aged: Vec<(St
         ticks.tick().await;
         if let Err(error) = trim_once(&client, &options, &mut connection, &aged).await {
             connection = None;
-            tracing::warn!(error = %error, "cannot trim the Redis streams by age; trying again in {:?}", options.trim_interval);
+            tracing::warn!(error = %error_chain(&error), "cannot trim the Redis streams by age; trying again in {:?}", options.trim_interval);
         }
     }
 }

@@ -23,6 +23,7 @@ use super::inject::{
 use super::plan::{ExecutionResult, Outcome, OutcomeRecord, Plan};
 use super::{Error, ExecutionConfig};
 use crate::record::{Criteria, ReadCursor, Record};
+use crate::storage::error_chain;
 use crate::store::ArtifactReader;
 
 /// Plans and executes replay batches over one artifact store.
@@ -216,7 +217,7 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
                         }
                     }
                     Err(error) => {
-                        failure = Some(error.to_string());
+                        failure = Some(error_chain(&*error));
                         break;
                     }
                 },
@@ -261,7 +262,7 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
                     });
                 }
                 Err(error) => {
-                    failure = Some(error.to_string());
+                    failure = Some(error_chain(&*error));
                     break;
                 }
             }

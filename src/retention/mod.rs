@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::{Checkpoint, CheckpointCriteria, CheckpointStore};
 use crate::record::Record;
+use crate::storage::error_chain;
 use crate::storage::{FRAME_OVERHEAD, Seq};
 use crate::store::LogStore;
 
@@ -47,7 +48,7 @@ pub enum Error {
     )]
     NoActiveCheckpoints,
     /// A record in the range to prune does not decode.
-    #[error("record at append sequence {sequence} inside the range to prune is damaged: {source}")]
+    #[error("record at append sequence {sequence} inside the range to prune is damaged")]
     DamagedRecord {
         /// Its append sequence.
         sequence: u64,
@@ -396,7 +397,7 @@ impl PeriodicPrune {
                         ),
                         Ok(_) => {}
                         Err(error) => tracing::error!(
-                            %error,
+                            error = %error_chain(&error),
                             "periodic retention failed; retrying next period"
                         ),
                     }

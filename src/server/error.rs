@@ -25,7 +25,7 @@ pub enum Error {
     },
 
     /// Socket I/O failed.
-    #[error("socket I/O failed: {source}")]
+    #[error("socket I/O failed")]
     Io {
         /// The underlying error.
         #[from]
@@ -33,7 +33,7 @@ pub enum Error {
     },
 
     /// Reading records from the artifact store failed.
-    #[error("reading the artifact store failed: {source}")]
+    #[error("reading the artifact store failed")]
     Store {
         /// The underlying error.
         #[from]
@@ -41,7 +41,7 @@ pub enum Error {
     },
 
     /// Loading or saving the serving checkpoint failed.
-    #[error("serving checkpoint failed: {source}")]
+    #[error("serving checkpoint failed")]
     Checkpoint {
         /// The underlying error.
         #[from]

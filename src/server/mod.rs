@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::storage::error_chain;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -274,14 +275,14 @@ async fn accept_loop(
                     );
                     connections.spawn(async move {
                         if let Err(error) = task.await {
-                            tracing::info!(%peer, %error, "esl connection ended with an error");
+                            tracing::info!(%peer, error = %error_chain(&error), "esl connection ended with an error");
                         } else {
                             tracing::info!(%peer, "esl client disconnected");
                         }
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(error = %error_chain(&error), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

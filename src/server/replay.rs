@@ -39,6 +39,7 @@ use super::traffic::{ApiAnswer, Feed, FeedItem, Traffic};
 use super::wire;
 use crate::checkpoint::CheckpointService;
 use crate::record::{CapturePayload, Criteria, CriteriaFields, JsonMap, ReadCursor, Record, keys};
+use crate::storage::error_chain;
 use crate::store::ArtifactReader;
 
 /// Records read per store page.
@@ -729,7 +730,7 @@ impl ReplayFeed {
         let sequence = match durable {
             Ok(durable) => sequence.min(durable),
             Err(error) => {
-                tracing::warn!(%error, "cannot make the served records durable; checkpoint not saved");
+                tracing::warn!(error = %error_chain(&error), "cannot make the served records durable; checkpoint not saved");
                 return;
             }
         };
@@ -737,7 +738,9 @@ impl ReplayFeed {
         metadata.insert("consumer".into(), "esl-replay serve".into());
         match service.save(ReadCursor::new(sequence, None), metadata) {
             Ok(_) => self.saved = Some(sequence),
-            Err(error) => tracing::warn!(%error, "cannot save the serving checkpoint"),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot save the serving checkpoint")
+            }
         }
     }
 }

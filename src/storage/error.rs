@@ -265,3 +265,20 @@ impl Error {
         matches!(self, Error::Corrupt { .. } | Error::CorruptFile { .. })
     }
 }
+
+/// An error and its causes on one line, `: `-separated, for logs and messages: tracing's
+/// `%error` prints only the outermost text (a cause already in the text is not repeated).
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}

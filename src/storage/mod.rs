@@ -56,7 +56,7 @@ pub use durable::{
     create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,
     write_atomic_with,
 };
-pub use error::{CorruptKind, Error, IoOp, Result};
+pub use error::{CorruptKind, Error, IoOp, Result, error_chain};
 pub use id::{SegmentId, Seq};
 pub use io::{Io, StdIo};
 pub use options::{

@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DDict, ParamSwitch};
 
 use super::dir;
-use super::error::{CorruptKind, Error, IoOp, Result};
+use super::error::{CorruptKind, Error, IoOp, Result, error_chain};
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameCrc, FrameKind};
 use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
 use super::id::SegmentId;
@@ -355,7 +355,7 @@ impl Packer {
                 Ok(Some(_)) => continue,
                 Ok(None) => PACK_IDLE,
                 Err(error) => {
-                    tracing::warn!(%error, "packing a sealed segment failed; it stays as written and is tried again later");
+                    tracing::warn!(error = %error_chain(&error), "packing a sealed segment failed; it stays as written and is tried again later");
                     PACK_RETRY
                 }
             };
@@ -500,7 +500,7 @@ fn keep_for_reuse(
     match io.hard_link(path, &kept) {
         Ok(()) => Some(kept),
         Err(error) => {
-            tracing::debug!(%error, segment = %SegmentId(base), "cannot keep a packed segment's original for reuse");
+            tracing::debug!(error = %error_chain(&error), segment = %SegmentId(base), "cannot keep a packed segment's original for reuse");
             None
         }
     }
@@ -549,7 +549,7 @@ impl Replaced {
             }
             // Not durable: the next open removes a name left behind [DIR-02].
             if let Err(error) = shared.io.remove_file(&kept) {
-                tracing::warn!(%error, file = %kept.display(), "could not remove a packed segment's original; the next open will");
+                tracing::warn!(error = %error_chain(&error), file = %kept.display(), "could not remove a packed segment's original; the next open will");
             }
         }
         if held {

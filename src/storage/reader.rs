@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::dir;
 use super::durable;
-use super::error::{CorruptKind, Error, Result};
+use super::error::{CorruptKind, Error, Result, error_chain};
 use super::frame::{self, FRAME_PAYLOAD_LIMIT as READ_PAYLOAD_LIMIT};
 use super::header::HEADER_LEN;
 use super::id::{SegmentId, Seq};
@@ -395,7 +395,7 @@ impl Reader {
                         let grew = match shared.refresh() {
                             Ok(grew) => grew,
                             Err(error) => {
-                                tracing::warn!(%error, "follower could not look for new records");
+                                tracing::warn!(error = %error_chain(&error), "follower could not look for new records");
                                 false
                             }
                         };
@@ -411,7 +411,7 @@ impl Reader {
                     }
                 });
             if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start the follower thread");
+                tracing::error!(error = %error_chain(&error), "cannot start the follower thread");
             }
         });
     }
@@ -540,7 +540,7 @@ impl Reader {
         match shared.io.rename(&path, &target) {
             Ok(()) => Some((base, target, file)),
             Err(error) => {
-                tracing::warn!(%error, segment = %SegmentId(base), "could not keep a removed segment's file for reuse; removing it");
+                tracing::warn!(error = %error_chain(&error), segment = %SegmentId(base), "could not keep a removed segment's file for reuse; removing it");
                 None
             }
         }
@@ -1082,7 +1082,7 @@ fn follow_durable(shared: &Shared, stalled: &mut Option<(u64, Instant)>) -> bool
         Some((at, since)) if at == durable => {
             if since.elapsed() >= WATERMARK_PATIENCE {
                 if let Err(error) = shared.sync_published() {
-                    tracing::warn!(%error, "follower could not make the records it waits for durable");
+                    tracing::warn!(error = %error_chain(&error), "follower could not make the records it waits for durable");
                     *shared.sync_failure.lock() = Some(error);
                     shared.durable_moved.notify_all();
                 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use super::dir;
-use super::error::{CorruptKind, Error, IoOp, Result};
+use super::error::{CorruptKind, Error, IoOp, Result, error_chain};
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, FrameCrc};
 use super::header::{FileHeader, HEADER_LEN, INDEX_MAGIC, SEGMENT_MAGIC};
 use super::id::SegmentId;
@@ -239,7 +239,7 @@ impl SegmentData {
             seal_offset: u32::try_from(seal_offset).unwrap_or(u32::MAX),
         };
         if let Err(error) = self.persist_index(io, dir, u64::MAX, Some(footer)) {
-            tracing::warn!(%error, segment = %self.id, "could not write the index of a sealed segment");
+            tracing::warn!(error = %error_chain(&error), segment = %self.id, "could not write the index of a sealed segment");
         }
     }
 
@@ -558,7 +558,7 @@ pub(crate) fn zero_ahead(io: &dyn Io, segment: &SegmentData, end: u64) {
     let next = match write_all_at(io, &segment.file, zeros, from, &segment.path) {
         Ok(()) => to,
         Err(error) => {
-            tracing::warn!(%error, "could not write zeros ahead of the frames; syncs of new blocks will commit the journal");
+            tracing::warn!(error = %error_chain(&error), "could not write zeros ahead of the frames; syncs of new blocks will commit the journal");
             u64::MAX
         }
     };
@@ -969,7 +969,7 @@ pub(crate) fn load_sealed(
             if let Err(error) =
                 super::durable::replace_file(io, &dir::index_path(dir, base), &bytes)
             {
-                tracing::warn!(%error, %segment, "could not rewrite the index of a sealed segment; it will be rebuilt again");
+                tracing::warn!(error = %error_chain(&error), %segment, "could not rewrite the index of a sealed segment; it will be rebuilt again");
             }
         }
         (found.end, found.end_seq)

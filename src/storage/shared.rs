@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::dir;
-use super::error::{CorruptKind, Error, IoOp, Result};
+use super::error::{CorruptKind, Error, IoOp, Result, error_chain};
 use super::header::HEADER_LEN;
 use super::index::IndexEntry;
 use super::io::{Io, write_all_at};
@@ -313,7 +313,7 @@ impl Shared {
 
     /// Refuses further writes after a failed sync (fsyncgate) [DUR-04].
     pub(crate) fn poison(&self, cause: &Error) {
-        tracing::error!(dir = %self.dir.display(), error = %cause, "sync failed; the log refuses writes until reopened");
+        tracing::error!(dir = %self.dir.display(), error = %error_chain(cause), "sync failed; the log refuses writes until reopened");
         let mut slot = self.poison_cause.lock();
         if slot.is_none() {
             *slot = Some(error_chain(cause));
@@ -505,7 +505,7 @@ impl Shared {
         self.durable.fetch_max(target, Ordering::AcqRel);
         self.notify_durable();
         if let Err(error) = active.persist_index(&*self.io, &self.dir, end, None) {
-            tracing::warn!(%error, "could not extend the index file; it will be rebuilt if needed");
+            tracing::warn!(error = %error_chain(&error), "could not extend the index file; it will be rebuilt if needed");
         }
         Ok(())
     }
@@ -978,7 +978,7 @@ pub(crate) fn release_forgotten(forgotten: Vec<Arc<SegmentData>>) {
             }
         });
     if let Err(error) = spawned {
-        tracing::debug!(%error, "cannot start a thread to free truncated segments in steps; they are freed whole");
+        tracing::debug!(error = %error_chain(&error), "cannot start a thread to free truncated segments in steps; they are freed whole");
     }
 }
 
@@ -1047,16 +1047,4 @@ pub(crate) fn read_start(dir: &Path) -> Result<Option<u64>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(IoOp::Read, path, e)),
     }
-}
-
-/// An error and its causes on one line, for logs.
-pub(crate) fn error_chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

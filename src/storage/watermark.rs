@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::dir::DURABLE_FILE;
-use super::error::{Error, IoOp, Result};
+use super::error::{Error, IoOp, Result, error_chain};
 use super::io::{Io, read_at, write_all_at};
 use super::meta::{DURABLE_LEN, DurableWatermark};
 
@@ -64,7 +64,7 @@ impl WatermarkWriter {
                 writer.path
             }
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot open the watermark file; followers will sync for themselves");
+                tracing::warn!(path = %path.display(), error = %error_chain(&error), "cannot open the watermark file; followers will sync for themselves");
                 let above = File::open(&path)
                     .ok()
                     .and_then(|file| read_value(&file, &path))
@@ -98,7 +98,7 @@ impl WatermarkWriter {
             Err(error) => {
                 if !self.failed {
                     self.failed = true;
-                    tracing::warn!(%error, "cannot update the watermark file; followers will sync for themselves");
+                    tracing::warn!(error = %error_chain(&error), "cannot update the watermark file; followers will sync for themselves");
                 }
                 false
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::dir;
 use super::durable;
-use super::error::{Error, IoOp, Result};
+use super::error::{Error, IoOp, Result, error_chain};
 use super::frame::{self, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind};
 use super::header::{FileHeader, HEADER_LEN, SEGMENT_MAGIC};
 use super::id::{SegmentId, Seq};
@@ -671,7 +671,7 @@ impl Log {
             Ok(Ok(file)) => Spare::Ready(file),
             Ok(Err(error)) => {
                 tracing::warn!(
-                    error = shared::error_chain(&error),
+                    error = error_chain(&error),
                     dir = %self.shared.dir.display(),
                     segment_bytes = self.options.segment_bytes,
                     next_seq = self.next_seq,
@@ -906,7 +906,7 @@ impl Log {
             if let Err(error) = io.remove_file(&path)
                 && error.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(%error, file = %path.display(), "could not remove a temporary segment file; the next open will");
+                tracing::warn!(error = %error_chain(&error), file = %path.display(), "could not remove a temporary segment file; the next open will");
             }
         }
         durable::replace_file(io, &self.shared.dir.join(dir::CLEAN_FILE), &mark.encode())?;
@@ -925,7 +925,7 @@ impl Log {
     fn pack_active(&mut self, level: i32) -> Result<(u64, u64)> {
         // First what the packer thread had not done yet.
         if let Err(error) = self.pack_sealed() {
-            tracing::warn!(%error, "could not pack every sealed segment at close; the next open's packer will");
+            tracing::warn!(error = %error_chain(&error), "could not pack every sealed segment at close; the next open's packer will");
         }
         let active = self.active.clone();
         if self.next_seq == active.id.0 || active.packed.is_some() {
@@ -968,7 +968,7 @@ impl Log {
                 Ok(unpacked)
             }
             Err(error) => {
-                tracing::warn!(%error, segment = %active.id, "could not pack the last segment at close; it stays as written");
+                tracing::warn!(error = %error_chain(&error), segment = %active.id, "could not pack the last segment at close; it stays as written");
                 Ok(unpacked)
             }
         }
@@ -978,7 +978,7 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         if let Err(error) = self.shutdown() {
-            tracing::warn!(%error, "log was not closed cleanly; the next open will scan its tail");
+            tracing::warn!(error = %error_chain(&error), "log was not closed cleanly; the next open will scan its tail");
         }
     }
 }
@@ -1081,7 +1081,7 @@ fn take_recycled(shared: &Shared, wait: bool) -> Option<SpareFile> {
             recycled: true,
         }),
         Err(error) => {
-            tracing::warn!(%error, "could not reuse a removed segment's file; creating a new one");
+            tracing::warn!(error = %error_chain(&error), "could not reuse a removed segment's file; creating a new one");
             let _ = shared.io.remove_file(&from);
             None
         }
@@ -1145,7 +1145,7 @@ fn spawn_packer(shared: &Arc<Shared>, packer: &Arc<Packer>, level: i32) -> Optio
         Ok(handle) => Some(handle),
         Err(error) => {
             // Packing only saves space: the log works without it.
-            tracing::warn!(%error, "could not start the packer thread; sealed segments stay as written");
+            tracing::warn!(error = %error_chain(&error), "could not start the packer thread; sealed segments stay as written");
             None
         }
     }
@@ -1160,7 +1160,7 @@ fn spawn_flusher(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
             while shared.wait_flush_request() {
                 // A failed write poisons the log, and the next append reports it.
                 if let Err(error) = shared.flush() {
-                    tracing::error!(%error, "could not write appended records");
+                    tracing::error!(error = %error_chain(&error), "could not write appended records");
                     return;
                 }
             }
@@ -1168,7 +1168,7 @@ fn spawn_flusher(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {
-            tracing::warn!(%error, "cannot start the flusher thread; appends write their own buffers");
+            tracing::warn!(error = %error_chain(&error), "cannot start the flusher thread; appends write their own buffers");
             None
         }
     }
@@ -1195,7 +1195,7 @@ fn spawn_watermark(shared: &Arc<Shared>) {
             }
         });
     if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start the watermark thread; followers will sync for themselves");
+        tracing::warn!(error = %error_chain(&error), "cannot start the watermark thread; followers will sync for themselves");
     }
 }
 
@@ -1212,7 +1212,7 @@ fn spawn_syncer(shared: &Arc<Shared>, policy: SyncPolicy) -> Option<JoinHandle<(
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {
-            tracing::error!(%error, "cannot start the sync thread; appends stay durable only through sync()");
+            tracing::error!(error = %error_chain(&error), "cannot start the sync thread; appends stay durable only through sync()");
             None
         }
     }

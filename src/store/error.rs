@@ -33,10 +33,20 @@ pub enum Error {
         path: PathBuf,
     },
     /// A stored record could not be decoded.
-    #[error("stored record at append sequence {sequence} is damaged: {source}")]
+    #[error("stored record at append sequence {sequence} is damaged")]
     CorruptRecord {
         /// Its append sequence (or log position).
         sequence: u64,
+        /// Why it does not decode.
+        #[source]
+        source: crate::record::Error,
+    },
+    /// A SQLite row could not be decoded, and its append sequence cannot be read either.
+    #[cfg(feature = "sqlite")]
+    #[error("row {rowid} of the SQLite store is damaged (its append sequence is unreadable)")]
+    CorruptRow {
+        /// The row's SQLite `rowid`.
+        rowid: i64,
         /// Why it does not decode.
         #[source]
         source: crate::record::Error,

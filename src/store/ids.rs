@@ -22,6 +22,7 @@ use std::sync::Arc;
 use super::id_filter::{FilterRows, SegmentFilter};
 use super::{Error, Result};
 use crate::record::{DecodeBuffer, RecordView};
+use crate::storage::error_chain;
 use crate::storage::{CorruptKind, Cursor, Reader, SegmentId, Seq};
 use crate::storage::{Io, IoOp};
 
@@ -157,7 +158,7 @@ impl SealedFile {
                 crate::storage::write_atomic_with(&*self.io, &self.path, &self.ids.encode(0))
             });
         if let Err(error) = written {
-            tracing::warn!(path = %self.path.display(), %error, "could not write an id index file");
+            tracing::warn!(path = %self.path.display(), error = %error_chain(&error), "could not write an id index file");
             return;
         }
         // A chunk file left by a crash before this is never read again (only the active
@@ -348,7 +349,7 @@ fn indexable<'a>(
             bytes: found.payload.len() as u64,
         }),
         Err(error) => {
-            tracing::warn!(log_sequence = found.seq.0, %error, "record left out of the id index: it does not decode");
+            tracing::warn!(log_sequence = found.seq.0, error = %error_chain(&error), "record left out of the id index: it does not decode");
             None
         }
     }
@@ -1430,7 +1431,7 @@ impl IdIndex {
             .and_then(|()| self.io.rename(&temporary, &path));
         if let Err(error) = written {
             // Readers then scan these records instead; appends go on.
-            tracing::warn!(path = %path.display(), %error, "could not write an id index chunk");
+            tracing::warn!(path = %path.display(), error = %error_chain(&error), "could not write an id index chunk");
         }
         building.keep_chunk(chunk);
         Ok(())

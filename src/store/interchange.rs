@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 
 use super::{ArtifactReader, ArtifactStore, Error, Result};
 use crate::record::{Criteria, DEFAULT_MAX_LINE_BYTES, NdjsonReader, ReadCursor, Record};
+use crate::storage::error_chain;
 
 /// How to import.
 #[derive(Clone, Copy, Debug)]
@@ -333,22 +334,6 @@ fn bad_record(error: Error) -> std::result::Result<(u64, BadLine), Error> {
         } => Ok((sequence, BadLine::DuplicateId { id, holder })),
         other => Err(other),
     }
-}
-
-/// An error and its causes, `: `-separated (a cause already in the text is not repeated).
-#[must_use]
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// Adds committed records to the report.

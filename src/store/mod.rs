@@ -43,9 +43,7 @@ use crate::record::{
 
 pub use error::Error;
 pub use ids::Summary;
-pub use interchange::{
-    BadLine, ImportError, ImportOptions, ImportReport, error_chain, export, import,
-};
+pub use interchange::{BadLine, ImportError, ImportOptions, ImportReport, export, import};
 pub use log_store::LogStore;
 pub use read_only::ReadOnly;
 #[cfg(feature = "sqlite")]

@@ -32,7 +32,8 @@
 //! strictly and checked once more with [`Criteria::matches`], so a handle on a database
 //! that lacks the added columns (a read-only handle on a reference database) still filters
 //! exactly. A row that does not decode fails the read with [`Error::CorruptRecord`] naming
-//! its sequence; nothing is skipped.
+//! its sequence ([`Error::CorruptRow`] naming its `rowid` if the sequence is unreadable);
+//! nothing is skipped.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -131,10 +132,14 @@ const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS esl_replay_meta (
     last_sequence INTEGER NOT NULL
 )";
 
-/// The columns a record is decoded from, in the order [`decode_row`] reads them.
+/// The columns a record is decoded from, in the order [`decode_row`] reads them, then the
+/// `rowid` that names a row whose sequence is unreadable.
 const SELECT_COLUMNS: &str = "SELECT id, artifact_version, artifact_name, capture_timestamp, \
     stored_at, append_sequence, connection_generation, session_id, job_uuid, event_name, \
-    capture_path, correlation_ids, runtime_flags, payload, checksum, tags FROM replay_records";
+    capture_path, correlation_ids, runtime_flags, payload, checksum, tags, rowid \
+    FROM replay_records";
+/// The index of `rowid` in [`SELECT_COLUMNS`].
+const ROWID_COLUMN: usize = 16;
 
 const INSERT: &str = "INSERT INTO replay_records (id, artifact_version, artifact_name, \
     capture_timestamp, stored_at, append_sequence, connection_generation, session_id, \
@@ -145,7 +150,7 @@ const INSERT: &str = "INSERT INTO replay_records (id, artifact_version, artifact
 
 /// The highest integer sequence (text or blob values sort above integers and are excluded;
 /// the range keeps the query on the `append_sequence` index).
-const MAX_SEQUENCE: &str = "SELECT append_sequence FROM replay_records \
+const MAX_SEQUENCE: &str = "SELECT append_sequence, rowid FROM replay_records \
     WHERE append_sequence <= 9223372036854775807 ORDER BY append_sequence DESC LIMIT 1";
 
 const META_SEQUENCE: &str = "SELECT last_sequence FROM esl_replay_meta WHERE id = 1";
@@ -866,15 +871,17 @@ fn max_sequence(connection: &Connection, path: &Path) -> Result<u64> {
         .prepare_cached(MAX_SEQUENCE)
         .and_then(|mut statement| {
             statement
-                .query_row([], |row| Ok(integer(row.get_ref(0)?)))
+                .query_row([], |row| {
+                    Ok((integer(row.get_ref(0)?), row.get::<_, i64>(1)?))
+                })
                 .optional()
         })
         .map_err(sqlite_error(path, "read the last append sequence"))?;
     match top {
         None => Ok(0),
-        Some(Some(sequence)) => Ok(u64::try_from(sequence).unwrap_or(0)),
-        Some(None) => Err(Error::CorruptRecord {
-            sequence: 0,
+        Some((Some(sequence), _)) => Ok(u64::try_from(sequence).unwrap_or(0)),
+        Some((None, rowid)) => Err(Error::CorruptRow {
+            rowid,
             source: record::Error::FieldNotInteger {
                 field: "append_sequence",
             },
@@ -998,13 +1005,11 @@ impl SqliteStore {
     ///
     /// [`Error::Sqlite`] if a query fails.
     pub fn check_rows(&self, visit: &mut dyn FnMut(RowCheck)) -> Result<u64> {
-        let sql = format!(
-            "{}, rowid FROM replay_records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-            SELECT_COLUMNS.trim_end_matches(" FROM replay_records")
-        );
         let mut statement = self
             .connection
-            .prepare(&sql)
+            .prepare(&format!(
+                "{SELECT_COLUMNS} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            ))
             .map_err(self.error("prepare a check of every row"))?;
         let (mut after, mut rows_seen) = (i64::MIN, 0u64);
         loop {
@@ -1013,7 +1018,7 @@ impl SqliteStore {
                 .map_err(self.error("read rows"))?;
             let mut in_page = 0;
             while let Some(row) = rows.next().map_err(self.error("read rows"))? {
-                let rowid: i64 = row.get(16).map_err(self.error("read a rowid"))?;
+                let rowid: i64 = row.get(ROWID_COLUMN).map_err(self.error("read a rowid"))?;
                 after = rowid;
                 in_page += 1;
                 visit(match decode_fields(row) {
@@ -1034,15 +1039,16 @@ impl SqliteStore {
 }
 
 /// Decodes a row selected with [`SELECT_COLUMNS`]; any failure is
-/// [`Error::CorruptRecord`] naming the row's sequence (0 if that column is damaged too).
+/// [`Error::CorruptRecord`] naming the row's sequence, or [`Error::CorruptRow`] naming its
+/// `rowid` if that column is damaged too.
 fn decode_row(row: &Row<'_>) -> Result<Record> {
-    let sequence = row
-        .get_ref(5)
-        .ok()
-        .and_then(integer)
-        .and_then(|sequence| u64::try_from(sequence).ok())
-        .unwrap_or(0);
-    decode_fields(row).map_err(|source| Error::CorruptRecord { sequence, source })
+    decode_fields(row).map_err(|source| match sequence(row, 5) {
+        Ok(sequence) => Error::CorruptRecord { sequence, source },
+        Err(_) => Error::CorruptRow {
+            rowid: row.get(ROWID_COLUMN).unwrap_or(0),
+            source,
+        },
+    })
 }
 
 fn decode_fields(row: &Row<'_>) -> Result<Record, record::Error> {

@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use esl_replay::record::{Criteria, ReadCursor, Record};
-use esl_replay::store::{
-    ArtifactReader, BadLine, ImportError, ImportOptions, LogStore, error_chain, import,
-};
+use esl_replay::storage::error_chain;
+use esl_replay::store::{ArtifactReader, BadLine, ImportError, ImportOptions, LogStore, import};
 
 use crate::support::cli::{error_output, run, stderr};
 use crate::support::process::open_store;

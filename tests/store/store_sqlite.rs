@@ -953,8 +953,8 @@ fn every_kind_of_damaged_row_is_reported_with_its_sequence() {
 }
 
 /// A row whose append sequence is damaged (text, a blob, a fraction, zero, negative) is
-/// met by reads from the start, which fail on it, instead of being passed over (a
-/// sequence at or below zero sorts before every cursor), and the row check that
+/// met by reads from the start, which fail on it naming its rowid, instead of being passed
+/// over (a sequence at or below zero sorts before every cursor), and the row check that
 /// verification uses names it by rowid and id, once, beside every other row.
 #[test]
 fn a_row_whose_sequence_is_damaged_is_never_passed_over() {
@@ -972,11 +972,15 @@ fn a_row_whose_sequence_is_damaged_is_never_passed_over() {
         fixture.connection().execute(&statement, []).unwrap();
 
         let store = SqliteStore::open_read_only(&fixture.path).unwrap();
-        let error = read_all(&store, &Criteria::any()).unwrap_err();
-        assert!(
-            matches!(error, Error::CorruptRecord { .. }),
-            "{value}: {error:?}"
-        );
+        // A sequence that is no positive integer cannot name the row: its rowid does.
+        match read_all(&store, &Criteria::any()).unwrap_err() {
+            Error::CorruptRecord { sequence: 0, .. } => assert_eq!(value, "0"),
+            error @ Error::CorruptRow { rowid: 2, .. } => {
+                assert_ne!(value, "0");
+                assert!(error.to_string().contains("row 2 "), "{error}");
+            }
+            error => panic!("{value}: {error:?}"),
+        }
         let (mut records, mut damaged) = (Vec::new(), Vec::new());
         let rows = store
             .check_rows(&mut |row| match row {
@@ -988,6 +992,60 @@ fn a_row_whose_sequence_is_damaged_is_never_passed_over() {
         assert_eq!(records, [1, 3], "{value}");
         assert_eq!(damaged, [(2, Some(ids[1].as_str().to_owned()))], "{value}");
     }
+}
+
+/// The command line on the same damage: `read` fails naming the row whose sequence is
+/// unreadable by rowid, with the cause once; `verify` lists it by rowid and id beside a row
+/// with a broken payload (with the parser's reason) and exits 1.
+#[test]
+fn verify_and_read_name_damaged_sqlite_rows_on_the_command_line() {
+    use crate::support::cli::{error_output, run};
+    let fixture = Fixture::new();
+    let mut store = SqliteStore::open(&fixture.path).unwrap();
+    let ids: Vec<RecordId> = (0..3)
+        .map(|_| store.write(fixture_envelope()).unwrap())
+        .collect();
+    drop(store);
+    let store_path = fixture.path.to_str().unwrap();
+    let connection = fixture.connection();
+    connection
+        .execute(
+            "UPDATE replay_records SET append_sequence = 'abc' WHERE append_sequence = 2",
+            [],
+        )
+        .unwrap();
+    // A text sequence sorts after every number: the read meets it last.
+    let read = error_output(&run(&["read", "-s", store_path]));
+    assert!(
+        read.contains("row 2 of the SQLite store is damaged (its append sequence is unreadable)"),
+        "{read}"
+    );
+    let cause = "missing or non-integer field: append_sequence";
+    assert_eq!(read.matches(cause).count(), 1, "{read}");
+
+    connection
+        .execute(
+            "UPDATE replay_records SET payload = '{broken' WHERE append_sequence = 3",
+            [],
+        )
+        .unwrap();
+    drop(connection);
+    let verify = run(&["verify", "-s", store_path]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(text.contains("checked 3 records: 2 problems"), "{text}");
+    let second = format!(
+        "row 2 (id {}): record does not decode: {cause}",
+        ids[1].as_str()
+    );
+    assert!(text.contains(&second), "{text}");
+    let third = format!("row 3 (id {}): record does not decode: ", ids[2].as_str());
+    assert!(text.contains(&third), "{text}");
+    // The parser's own words, not only "invalid json".
+    assert!(
+        text.contains("invalid json: key must be a string"),
+        "{text}"
+    );
 }
 
 #[test]
