@@ -105,6 +105,23 @@ pub enum CorruptKind {
         /// end of the file).
         fault: Option<Box<CorruptKind>>,
     },
+    /// The frames of the last segment stop at sequence `found`, below the end the log
+    /// acknowledged as durable: durable records are damaged, not torn [REC-03].
+    #[error(
+        "{}, at sequence {found}, where records up to {} were acknowledged as durable: durable records are damaged",
+        fault.as_deref().map_or_else(|| "frames end early".to_owned(), ToString::to_string),
+        durable.saturating_sub(1)
+    )]
+    BelowDurable {
+        /// The sequence of the first frame that is not there.
+        found: u64,
+        /// The end the watermark file or the clean shutdown named: every sequence below it
+        /// was acknowledged as durable.
+        durable: u64,
+        /// What is wrong where valid frames stop (`None`: zeroed space or the end of the
+        /// file).
+        fault: Option<Box<CorruptKind>>,
+    },
 }
 
 /// The file-system operation that failed, for error messages.

@@ -134,7 +134,8 @@ impl Reader {
 
     /// The error for records this reader's log acknowledged that no segment file holds
     /// [REC-12]: below the first segment, or, for a follower, after a last segment that
-    /// ends in its seal. Lookups that find nothing must report it rather than "absent".
+    /// ends in its seal; or that damage at the end of the last segment hides ([REC-01],
+    /// [REC-03]). Lookups that find nothing must report it rather than "absent".
     ///
     /// # Errors
     ///
@@ -155,14 +156,15 @@ impl Reader {
             }
         }
         let last = shared.slots.read().last().and_then(|s| s.get().cloned());
-        Ok(match (shared.missing_tail()?, last) {
-            (Some(missing), Some(last)) => Some(super::recovery::missing_error(
-                last.id,
-                last.end(),
-                &missing,
-            )),
-            _ => None,
-        })
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        if let Some((offset, kind)) = last.damaged_end.get() {
+            return Ok(Some(last.corrupt(*offset, kind.clone())));
+        }
+        Ok(shared
+            .missing_tail()?
+            .map(|missing| super::recovery::missing_error(last.id, last.end(), &missing)))
     }
 
     /// Re-reads the start file, which a truncation in another handle or process may have

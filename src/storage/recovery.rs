@@ -67,8 +67,9 @@ pub struct RecoveryReport {
     /// segment [REC-12]. Only in `PointInTime`; the other modes refuse to open.
     pub missing_head: Option<Range<u64>>,
     /// Sequences acknowledged as durable (by the watermark file or a clean close's marker)
-    /// beyond the recovered end, which no segment file holds: appends give them again
-    /// [REC-12]. Only in `PointInTime`; the other modes refuse to open.
+    /// beyond the recovered end, which no segment file holds [REC-12] or the last segment's
+    /// damaged frames held [REC-03]: appends give them again. Only in `PointInTime`; the
+    /// other modes refuse to open.
     pub missing_tail: Option<Range<u64>>,
 }
 
@@ -263,7 +264,7 @@ pub(crate) fn recover_active(
     io: &dyn Io,
     dir: &Path,
     base: u64,
-    clean: Option<CleanMark>,
+    (clean, acknowledged): (Option<CleanMark>, Option<u64>),
     mode: RecoveryMode,
     max_payload: u32,
     report: &mut RecoveryReport,
@@ -401,10 +402,28 @@ pub(crate) fn recover_active(
         Stop::Invalid(kind) => Some(kind.clone()),
         _ => None,
     };
+    // Frames that stop below what the log acknowledged as durable are durable records
+    // damaged, never a torn tail [REC-03]. (A seal that ends them early is a missing tail,
+    // [REC-12], which the caller checks.)
+    let below_durable = acknowledged
+        .filter(|durable| found.stop != Stop::Seal && *durable > found.end_seq)
+        .map(|durable| CorruptKind::BelowDurable {
+            found: found.end_seq,
+            durable,
+            fault: kind.clone().map(Box::new),
+        });
     let sealed = if source.recycled {
-        end_recycled(io, source, &found, mode, report)?
+        end_recycled(io, source, &found, below_durable, mode, report)?
     } else {
-        cut_damage(io, source, (damage_from, found.end_seq), kind, mode, report)?;
+        let invalid = below_durable.or(kind);
+        cut_damage(
+            io,
+            source,
+            (damage_from, found.end_seq),
+            invalid,
+            mode,
+            report,
+        )?;
         found.stop == Stop::Seal
     };
     let parts = Parts {
@@ -480,7 +499,8 @@ pub(crate) fn check_clean_end(
 }
 
 /// Classifies what lies in `[from, end of file)`, where a frame holding `expected_seq` was
-/// due, and zeroes it if the mode allows.
+/// due, and zeroes it if the mode allows. `invalid` is what is wrong at `from`; if it is
+/// [`CorruptKind::BelowDurable`], nothing there is a torn tail.
 fn cut_damage(
     io: &dyn Io,
     source: ScanFile<'_>,
@@ -490,10 +510,20 @@ fn cut_damage(
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let segment = SegmentId(source.base);
+    let durable_lost = matches!(invalid, Some(CorruptKind::BelowDurable { .. }));
     let Some(last_nonzero) =
         segment::last_nonzero_byte(source.file, source.path, from, source.len)?
     else {
-        return Ok(());
+        return match invalid {
+            Some(kind) if durable_lost && mode != RecoveryMode::PointInTime => {
+                Err(Error::Corrupt {
+                    segment,
+                    offset: from,
+                    kind,
+                })
+            }
+            _ => Ok(()),
+        };
     };
     let bytes_dropped = last_nonzero + 1 - from;
     let follows = segment::find_valid_frame(source, from, last_nonzero, expected_seq)?
@@ -506,11 +536,11 @@ fn cut_damage(
     };
     let refuse = match mode {
         RecoveryMode::AbsoluteConsistency => true,
-        RecoveryMode::TolerateTornTail => follows.is_some(),
+        RecoveryMode::TolerateTornTail => follows.is_some() || durable_lost,
         RecoveryMode::PointInTime => false,
     };
     if refuse {
-        let kind = if follows.is_none() {
+        let kind = if follows.is_none() && !durable_lost {
             CorruptKind::TornTail {
                 bytes: bytes_dropped,
             }
@@ -534,27 +564,40 @@ fn cut_damage(
 /// a power loss unseen. The segment is therefore sealed where its frames stop, so that
 /// nothing is ever appended after those bytes, unless a valid frame follows within
 /// [`segment::RECYCLED_SEARCH_SPAN`]: that is damage before the tail, refused as in a plain
-/// segment (cut, by the same seal, only in `PointInTime`). `AbsoluteConsistency` refuses
-/// the segment, since it cannot show that nothing was torn.
+/// segment (cut, by the same seal, only in `PointInTime`). So are frames that stop
+/// `below_durable` ([`CorruptKind::BelowDurable`]), whatever follows them.
+/// `AbsoluteConsistency` refuses the segment, since it cannot show that nothing was torn.
 fn end_recycled(
     io: &dyn Io,
     source: ScanFile<'_>,
     found: &segment::Scan,
+    below_durable: Option<CorruptKind>,
     mode: RecoveryMode,
     report: &mut RecoveryReport,
 ) -> Result<bool> {
     let (from, expected_seq) = (found.end, found.end_seq);
-    if matches!(found.stop, Stop::Seal | Stop::Limit) {
-        return Ok(found.stop == Stop::Seal);
-    }
     let segment = SegmentId(source.base);
+    match (&found.stop, &below_durable) {
+        (Stop::Seal, _) => return Ok(true),
+        (Stop::Limit, Some(kind)) if mode != RecoveryMode::PointInTime => {
+            return Err(Error::Corrupt {
+                segment,
+                offset: from,
+                kind: kind.clone(),
+            });
+        }
+        (Stop::Limit, _) => return Ok(false),
+        (Stop::Empty | Stop::Invalid(_), _) => {}
+    }
     let follows = match segment::damage_end(source, from, source.len)? {
         Some(last) => segment::find_valid_frame(source, from, last, expected_seq)?,
         None => None,
     };
-    let damage = follows.map(|found| CorruptKind::DamagedBeforeTail {
-        next_valid: found.offset,
-    });
+    let damage = follows
+        .map(|found| CorruptKind::DamagedBeforeTail {
+            next_valid: found.offset,
+        })
+        .or(below_durable);
     let refuse = match (mode, &damage) {
         (RecoveryMode::AbsoluteConsistency, None) => Some(CorruptKind::TornTail {
             bytes: source.len - from,

@@ -55,7 +55,9 @@ pub(crate) struct SegmentData {
     /// How many index entries are in the index file, and the file once created.
     pub(crate) index_file: Mutex<IndexFileState>,
     /// For a follower's last segment: damage where its frames stop, below the end a clean
-    /// shutdown recorded, so reads that reach it fail instead of finding the end [REC-01].
+    /// shutdown recorded [REC-01] or records the watermark file named durable [REC-03], or
+    /// before a packed segment's seal [SEG-09], so reads that reach it fail instead of
+    /// finding the end.
     pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
     /// For a packed segment [SEG-09]: its dictionary and its bytes before packing.
     pub(crate) packed: Option<Packed>,
@@ -803,8 +805,9 @@ pub(crate) fn first_unproven_roll(dir: &Path, segments: &[u64], max_payload: u32
     Ok(first)
 }
 
-/// Whether the roll from `sealed` to `successor` is proven finished: the sealed segment's
-/// index footer names the successor and its seal decodes [ROLL-03] [REC-08].
+/// Whether the roll from `sealed` to `successor` is proven finished: the sealed segment is
+/// packed, which only a durable roll allows [PACK-01], or its index footer names the
+/// successor and its seal decodes [ROLL-03] [REC-08].
 pub(crate) fn roll_proven(
     dir: &Path,
     sealed: u64,
@@ -812,6 +815,9 @@ pub(crate) fn roll_proven(
     max_payload: u32,
 ) -> Result<bool> {
     let (file, path, header, file_len) = open_file(dir, sealed, false)?;
+    if header.is_packed() {
+        return Ok(true);
+    }
     let Some(footer) = read_index(dir, sealed, header.salt).and_then(|i| i.footer) else {
         return Ok(false);
     };
@@ -889,7 +895,7 @@ pub(crate) fn load_sealed(
             let Some(later) = later else {
                 return Ok(false);
             };
-            if roll_finished_by_record(dir, successor) {
+            if packed.is_some() || roll_finished_by_record(dir, successor) {
                 return Ok(false);
             }
             for pair in later.windows(2) {

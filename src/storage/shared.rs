@@ -989,6 +989,8 @@ pub(crate) fn open_tail(
     strategy: ReadStrategy,
     max_payload: u32,
 ) -> Result<SegmentData> {
+    // Read before the frames: every record it names durable was in the file by then.
+    let durable = WatermarkReader::new(dir).read();
     let (file, path, header, file_len, packed) = segment::open_frames(dir, base, false)?;
     let source = segment::ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
@@ -996,8 +998,13 @@ pub(crate) fn open_tail(
         .map(|i| i.entries)
         .unwrap_or_default();
     let (_, found) = segment::scan_from_index(&mut window, source, &mut entries, file_len)?;
-    // A clean shutdown's recorded end is a promise: frames that stop below it are damage,
-    // which reads must meet rather than take for the end of the log [REC-01].
+    // Frames that stop below what was promised are damage, which reads must meet rather
+    // than take for the end of the log: a clean shutdown's recorded end [REC-01], records
+    // the watermark file names durable [REC-03], and a packed segment's seal [SEG-09].
+    let fault = match &found.stop {
+        Stop::Invalid(kind) => Some(Box::new(kind.clone())),
+        _ => None,
+    };
     let promised = std::fs::read(dir.join(dir::CLEAN_FILE))
         .ok()
         .and_then(|bytes| CleanMark::decode(&bytes).ok())
@@ -1007,17 +1014,23 @@ pub(crate) fn open_tail(
                 && found.end < m.end_offset
                 && found.end_seq < m.next_seq
         });
-    let damage = promised.map(|mark| {
-        let fault = match &found.stop {
-            Stop::Invalid(kind) => Some(Box::new(kind.clone())),
-            _ => None,
-        };
-        let kind = CorruptKind::BelowCleanEnd {
+    let acknowledged = durable.filter(|d| found.stop != Stop::Seal && found.end_seq < *d);
+    let kind = match (promised, acknowledged) {
+        (Some(mark), _) => Some(CorruptKind::BelowCleanEnd {
             clean_end: mark.end_offset,
             fault,
-        };
-        (found.end, kind)
-    });
+        }),
+        (None, Some(durable)) => Some(CorruptKind::BelowDurable {
+            found: found.end_seq,
+            durable,
+            fault,
+        }),
+        (None, None) if packed.is_some() && found.stop != Stop::Seal => {
+            Some(fault.map_or(CorruptKind::MissingSeal, |fault| *fault))
+        }
+        (None, None) => None,
+    };
+    let damage = kind.map(|kind| (found.end, kind));
     let map = segment::map_for_reading(strategy, &file, &path)?;
     let parts = segment::Parts {
         file,

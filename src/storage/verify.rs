@@ -20,6 +20,7 @@ use super::meta::CleanMark;
 use super::pack::{Dictionary, Inflater};
 use super::reader::Reader;
 use super::segment::{self, FileWindow};
+use super::watermark::WatermarkReader;
 
 /// What [`Reader::verify`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,11 +113,46 @@ struct Target<'a> {
     limit: u64,
     /// The clean-shutdown promise, for the last segment.
     clean: Option<CleanMark>,
+    /// For the last segment, the watermark file's value, read before its frames: every
+    /// sequence below it was durable then, so its frames were in a file [META-04].
+    durable: Option<u64>,
     /// Whether the file is a recycled segment [SEG-10].
     recycled: bool,
 }
 
 impl Target<'_> {
+    /// The damage when the frames of the last segment stop at `seq`, if they stop below
+    /// what the clean shutdown promised or (not at a seal) what the watermark file named
+    /// durable [REC-01] [REC-03], with the sequence reads resume at. (Records acknowledged
+    /// after a seal are in no segment file, [REC-12], which the caller checks.)
+    fn early_end(
+        &self,
+        (offset, seq): (u64, u64),
+        sealed: bool,
+        fault: Option<CorruptKind>,
+    ) -> Option<(CorruptKind, u64)> {
+        if self.successor.is_some() {
+            return None;
+        }
+        if let Some(mark) = self
+            .clean
+            .filter(|_| promise_broken(self.clean, offset, seq))
+        {
+            let kind = CorruptKind::BelowCleanEnd {
+                clean_end: mark.end_offset,
+                fault: fault.map(Box::new),
+            };
+            return Some((kind, mark.next_seq));
+        }
+        let durable = self.durable.filter(|durable| !sealed && seq < *durable)?;
+        let kind = CorruptKind::BelowDurable {
+            found: seq,
+            durable,
+            fault: fault.map(Box::new),
+        };
+        Some((kind, durable))
+    }
+
     /// Damage at `offset`, where the frame of `seq` should be.
     fn damage(&self, offset: u64, seq: u64, kind: CorruptKind, resumes_at: Option<u64>) -> Damage {
         Damage {
@@ -149,6 +185,9 @@ impl Reader {
     /// As [`Reader::verify`].
     pub fn verify_each(&self, visit: &mut dyn FnMut(Seq, &[u8])) -> Result<VerifyReport> {
         let shared = self.shared();
+        // Read before the segments and their published ends: every record it names durable
+        // is then below the end verification reads to.
+        let durable = WatermarkReader::new(&shared.dir).read();
         shared.refresh()?;
         let max_payload = shared.max_payload;
         let slots: Vec<(u64, Option<(u64, bool)>)> = shared
@@ -223,6 +262,7 @@ impl Reader {
                 limit: limit.min(file_len),
                 clean: clean
                     .filter(|m| successor.is_none() && m.segment == *base && m.salt == header.salt),
+                durable: durable.filter(|_| successor.is_none()),
                 recycled: header.is_recycled(),
             };
             let mut reading = Reading {
@@ -386,34 +426,23 @@ fn verify_segment(
                 offset = next;
                 seq = next_seq;
             }
-            None if unclean && target.successor.is_none() && target.clean.is_none() => {
-                // What a crash (or a writer still writing) leaves: nothing valid follows.
-                report.unclean_tail = Some((target.id, offset));
-                return Ok(());
-            }
             None => {
-                let kind = match (target.successor, fault) {
-                    (Some(_), Some(kind)) => kind,
-                    (Some(_), None) => CorruptKind::MissingSeal,
-                    (None, fault) => {
-                        // Only a clean promise makes the end of the last segment damage.
-                        if !promise_broken(target.clean, offset, seq) {
+                let (kind, resumes_at) = match (target.successor, fault) {
+                    (Some(successor), Some(kind)) => (kind, successor),
+                    (Some(successor), None) => (CorruptKind::MissingSeal, successor),
+                    // Only a promise makes the end of the last segment damage; without one
+                    // it is what a crash (or a writer still writing) leaves.
+                    (None, fault) => match target.early_end((offset, seq), false, fault) {
+                        Some(found) => found,
+                        None => {
                             if unclean {
                                 report.unclean_tail = Some((target.id, offset));
                             }
                             return Ok(());
                         }
-                        match target.clean {
-                            Some(mark) => CorruptKind::BelowCleanEnd {
-                                clean_end: mark.end_offset,
-                                fault: fault.map(Box::new),
-                            },
-                            None => return Ok(()),
-                        }
-                    }
+                    },
                 };
-                let resumes_at = target.successor.or(target.clean.map(|m| m.next_seq));
-                problem(report, target.damage(offset, seq, kind, resumes_at));
+                problem(report, target.damage(offset, seq, kind, Some(resumes_at)));
                 return Ok(());
             }
         }
@@ -430,26 +459,20 @@ fn check_end(
     report: &mut VerifyReport,
     problem: &dyn Fn(&mut VerifyReport, Damage),
 ) {
-    let kind = match (target.successor, target.clean) {
-        (Some(successor), _) if !sealed => Some((CorruptKind::MissingSeal, Some(successor))),
-        (Some(successor), _) if seq != successor => Some((
+    let kind = match target.successor {
+        Some(successor) if !sealed => Some((CorruptKind::MissingSeal, successor)),
+        Some(successor) if seq != successor => Some((
             CorruptKind::SequenceGap {
                 expected: seq,
                 found: successor,
             },
-            Some(successor),
+            successor,
         )),
-        (None, Some(mark)) if promise_broken(Some(mark), offset, seq) => Some((
-            CorruptKind::BelowCleanEnd {
-                clean_end: mark.end_offset,
-                fault: None,
-            },
-            Some(mark.next_seq),
-        )),
-        _ => None,
+        Some(_) => None,
+        None => target.early_end((offset, seq), sealed, None),
     };
     if let Some((kind, resumes_at)) = kind {
-        problem(report, target.damage(offset, seq, kind, resumes_at));
+        problem(report, target.damage(offset, seq, kind, Some(resumes_at)));
     }
 }
 

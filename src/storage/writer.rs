@@ -144,13 +144,12 @@ impl Log {
         }
         let acknowledged = durable.into_iter().chain(clean.map(|m| m.next_seq)).max();
         let accept = options.recovery_mode == RecoveryMode::PointInTime;
-        let created = segments.is_empty();
         let recovered = match segments.last() {
             Some(&last) => recovery::recover_active(
                 &*io,
                 dir,
                 last,
-                clean,
+                (clean, acknowledged),
                 options.recovery_mode,
                 FRAME_PAYLOAD_LIMIT,
                 &mut report,
@@ -192,12 +191,9 @@ impl Log {
         let start = start.max(first);
         // A last segment that ends in its seal had a successor if records after it were
         // acknowledged, and an empty directory held them all. (Acknowledged records missing
-        // from an unsealed last segment are its damage, which recovery classifies [REC-01]
-        // [REC-03]; so are those of a recycled one that recovery sealed itself [REC-09].)
-        let sealed_on_disk = recovered.parts.sealed && !report.recycled_end;
-        if (sealed_on_disk || created)
-            && let Some(end) = acknowledged.filter(|end| *end > next)
-        {
+        // from the frames of the last segment are its damage, which recovery refused unless
+        // the mode accepts the loss [REC-03].)
+        if let Some(end) = acknowledged.filter(|end| *end > next) {
             let missing = next..end;
             if !accept {
                 let parts = &recovered.parts;
@@ -210,7 +206,7 @@ impl Log {
             tracing::warn!(
                 from = next,
                 to = end,
-                "acknowledged records after the last segment are in no segment file; their sequences will be given again"
+                "acknowledged records after the recovered end are lost; their sequences will be given again"
             );
             report.missing_tail = Some(missing);
         }

@@ -694,8 +694,10 @@ fn clean_close_lets_the_next_open_skip_the_scan() {
     assert!(!clean_path.exists());
     log.close().unwrap();
 
+    // A marker that promises less than the segment holds (as one restored from an earlier
+    // close would) is not trusted: the segment is scanned.
     let stale = CleanMark {
-        next_seq: mark.next_seq + 1,
+        next_seq: mark.next_seq - 1,
         ..mark
     };
     std::fs::write(&clean_path, stale.encode()).unwrap();
@@ -834,6 +836,70 @@ fn damage_before_the_tail_is_refused_unless_point_in_time() {
     );
     assert!(read(&path)[third.offset as usize..].iter().all(|b| *b == 0));
     assert_eq!(all_records(&log.reader()).len(), 2);
+}
+
+/// [REC-03] [REC-04] [VER-01] Frames of the last segment that stop below what the watermark
+/// file names durable are durable records damaged, never a torn tail: whether zeroed or
+/// garbled, the default mode and `AbsoluteConsistency` refuse them and change nothing, a
+/// follower meets the damage at the end of its reads and in `verify`, and `PointInTime` cuts
+/// them and reports the acknowledged records it lost.
+#[test]
+fn frames_that_stop_below_the_watermark_are_durable_damage() {
+    for garbled in [false, true] {
+        let (dir, walk) = crashed_log();
+        let path = segment_path(dir.path(), 1);
+        write_watermark(dir.path(), walk.next);
+        let third = &walk.frames[2];
+        let damage = if garbled { 0x5A } else { 0 };
+        write_at(
+            &path,
+            third.offset,
+            &vec![damage; (walk.end - third.offset) as usize],
+        );
+        let before = read(&path);
+
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            match reopen(dir.path(), mode).map(drop) {
+                Err(Error::Corrupt {
+                    segment: SegmentId(1),
+                    offset,
+                    kind: CorruptKind::BelowDurable { found, durable, .. },
+                }) => assert_eq!((offset, found, durable), (third.offset, 3, 6), "{mode:?}"),
+                other => panic!("garbled {garbled}, {mode:?}: {other:?}"),
+            }
+            assert_eq!(read(&path), before, "{mode:?}: nothing changed");
+        }
+
+        let reader = Reader::open(dir.path(), &small()).unwrap();
+        let mut cursor = reader.cursor(Seq(1)).unwrap();
+        for seq in 1..=2 {
+            assert_eq!(cursor.next().unwrap().map(|f| f.seq), Some(Seq(seq)));
+        }
+        assert!(
+            matches!(cursor.next(), Err(Error::Corrupt { offset, .. }) if offset == third.offset),
+            "garbled {garbled}"
+        );
+        assert!(reader.missing_records().unwrap().is_some());
+        let problems = reader.verify().unwrap().problems;
+        assert!(
+            matches!(
+                problems.as_slice(),
+                [problem] if problem.offset == third.offset
+                    && matches!(problem.kind, CorruptKind::BelowDurable { found: 3, durable: 6, .. })
+            ),
+            "garbled {garbled}: {problems:?}"
+        );
+        drop(reader);
+
+        let (mut log, report) = reopen(dir.path(), RecoveryMode::PointInTime).unwrap();
+        assert_eq!(report.next_seq, 3);
+        assert_eq!(report.missing_tail, Some(3..6), "{report:?}");
+        assert_eq!(log.append(b"after the repair").unwrap(), Seq(3));
+        log.close().unwrap();
+    }
 }
 
 /// [REC-06] [ROLL-04] [ROLL-05] A last segment that ends in a seal (a roll interrupted after
@@ -1639,8 +1705,10 @@ fn a_writer_syncs_the_watermark_file_when_it_lowers_it() {
         log.close().unwrap();
         write_watermark(&d, recorded);
         let recorder = Arc::new(Recorder::default());
+        // Records acknowledged and gone: only `PointInTime` opens [REC-12].
         let options = LogOptions {
             io: recorder.clone(),
+            recovery_mode: RecoveryMode::PointInTime,
             ..small()
         };
         let (log, _) = open_log(&d, options).unwrap();
@@ -1703,6 +1771,7 @@ fn a_watermark_file_the_writer_cannot_lower_is_removed_or_the_open_fails() {
                 path: path.clone(),
                 refuse_removal,
             }),
+            recovery_mode: RecoveryMode::PointInTime,
             ..small()
         };
         match open_log(&d, options) {

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use esl_replay::storage::codec::{SPARE_FILE, decode_index_file, index_path};
+use esl_replay::storage::codec::{DURABLE_FILE, SPARE_FILE, decode_index_file, index_path};
 use esl_replay::storage::{
     Error, IoOp, Log, LogOptions, Reader, SegmentId, Seq, StdIo, SyncPolicy,
 };
@@ -319,6 +319,8 @@ fn torn_template() -> (tempfile::TempDir, u64) {
     let (_, frames) = frames_of(&segment_file(dir.path(), base));
     let last = frames.last().unwrap();
     support::storage::flip_byte(&segment_file(dir.path(), base), last.offset + 20, 0x55);
+    // A torn frame was never synced: the watermark file cannot name it [REC-03].
+    esl_replay::storage::remove_durable(&dir.path().join(DURABLE_FILE)).unwrap();
     (dir, last.seq)
 }
 

@@ -641,6 +641,92 @@ fn damage_in_a_packed_last_segment_is_refused_not_cut() {
     assert!(!reader.verify().unwrap().is_ok());
 }
 
+/// [REC-08] [PACK-01] A packed segment proves its roll finished: damage in it after an
+/// unclean shutdown, with its index, the watermark file and the clean marker gone, makes the
+/// writer's open remove nothing after it. The damage is reported where it is, and every
+/// record of the segments after it stays readable.
+#[test]
+fn a_damaged_packed_segment_is_never_taken_for_an_unfinished_roll() {
+    use esl_replay::storage::codec::{CLEAN_FILE, DURABLE_FILE};
+    let dir = temp_dir();
+    let count = 1500;
+    written_log(dir.path(), &fast_options(), count);
+    let (log, _) = open_log(dir.path(), fast_options()).unwrap();
+    log.pack_sealed().unwrap();
+    log.close().unwrap();
+    let bases = segment_bases(dir.path());
+    let (damaged, successor) = (bases[bases.len() - 2], bases[bases.len() - 1]);
+    assert_eq!(header_of(dir.path(), damaged).read_version, PACKED_VERSION);
+    let path = segment_path(dir.path(), damaged);
+    let (_, frames) = frames_of(&path);
+    let frame = frames[frames.len() / 2];
+    flip_byte(&path, frame.offset + 9, 0x20);
+    for file in [
+        dir.path().join(CLEAN_FILE),
+        dir.path().join(DURABLE_FILE),
+        index_path(dir.path(), damaged),
+    ] {
+        esl_replay::storage::remove_durable(&file).unwrap();
+    }
+
+    let (log, report) = open_log(dir.path(), fast_options()).unwrap();
+    assert_eq!(report.unfinished_roll, None, "{report:?}");
+    assert_eq!(report.next_seq, count + 1);
+    assert_eq!(segment_bases(dir.path()), bases);
+    let reader = log.reader();
+    assert_eq!(reader.get(Seq(successor)).unwrap(), Some(record(successor)));
+    assert_eq!(reader.get(Seq(count)).unwrap(), Some(record(count)));
+    let problems = reader.verify().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        (problems[0].segment.0, problems[0].offset),
+        (damaged, frame.offset)
+    );
+    log.close().unwrap();
+}
+
+/// [SEG-09] [RD-04] A follower of a packed last segment whose frames stop before its seal
+/// (no writer ran since, no clean marker or watermark file) meets the damage at the end of its reads, in
+/// lookups that find nothing, and in `verify`, instead of taking it for the end of the log.
+#[test]
+fn a_follower_meets_damage_before_a_packed_last_segments_seal() {
+    use esl_replay::storage::codec::{CLEAN_FILE, DURABLE_FILE};
+    let dir = temp_dir();
+    written_log(dir.path(), &packing(), 300);
+    let last = *segment_bases(dir.path()).last().unwrap();
+    assert_eq!(header_of(dir.path(), last).read_version, PACKED_VERSION);
+    let path = segment_path(dir.path(), last);
+    let (_, frames) = frames_of(&path);
+    let frame = frames[frames.len() / 2];
+    flip_byte(&path, frame.offset + 9, 0x20);
+    for file in [
+        dir.path().join(CLEAN_FILE),
+        dir.path().join(DURABLE_FILE),
+        index_path(dir.path(), last),
+    ] {
+        esl_replay::storage::remove_durable(&file).unwrap();
+    }
+
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    let mut cursor = reader.cursor(Seq(frame.seq - 1)).unwrap();
+    assert_eq!(
+        cursor.next().unwrap().map(|f| f.seq),
+        Some(Seq(frame.seq - 1))
+    );
+    match cursor.next() {
+        Err(Error::Corrupt {
+            segment, offset, ..
+        }) => assert_eq!((segment.0, offset), (last, frame.offset)),
+        other => panic!("expected the damage, got {other:?}"),
+    }
+    let hidden = reader.missing_records().unwrap();
+    assert!(
+        matches!(&hidden, Some(Error::Corrupt { offset, .. }) if *offset == frame.offset),
+        "{hidden:?}"
+    );
+    assert!(!reader.verify().unwrap().is_ok());
+}
+
 /// [PACK-05] A follower that loaded a sealed segment before it was packed moves to the packed
 /// file once it looks for new records, and lets the original go.
 #[test]

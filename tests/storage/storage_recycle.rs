@@ -11,14 +11,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use esl_replay::storage::codec::{
-    FileHeader, HEADER_LEN, RECYCLE_POOL, RECYCLED_VERSION, SEGMENT_MAGIC, index_path, recycle_path,
+    DURABLE_FILE, DurableWatermark, FileHeader, HEADER_LEN, RECYCLE_POOL, RECYCLED_VERSION,
+    SEGMENT_MAGIC, index_path, recycle_path,
 };
 use esl_replay::storage::{CorruptKind, Error, Log, LogOptions, Reader, RecoveryMode, Seq};
 
 use crate::support::process::open_log;
 use crate::support::storage::{
     copy_dir, fast_options, flip_byte, frames_of, payload_of_len, read_all, read_range,
-    scratch_dir, segment_bases, segment_file,
+    scratch_dir, segment_bases, segment_file, zero_range,
 };
 
 /// A log whose last segment is recycled, as a writer left it.
@@ -309,6 +310,56 @@ fn recovery_modes_decide_a_recycled_segment_with_damage() {
     assert_eq!(log.append(b"after the cut").unwrap(), Seq(damaged.seq));
 }
 
+/// [REC-09] [REC-03] [VER-01] A recycled last segment whose frames stop below what the
+/// watermark file names durable is refused, not sealed where they stop, even with nothing
+/// valid after the damage; `verify` by a follower reports it.
+#[test]
+fn a_recycled_segment_that_lost_durable_frames_is_refused() {
+    let (dir, payloads, _, base) = crashed_recycled_log();
+    let next = payloads.len() as u64 + 1;
+    std::fs::write(
+        dir.path().join(DURABLE_FILE),
+        DurableWatermark { durable: next }.encode(),
+    )
+    .unwrap();
+    forget_index(dir.path(), base);
+    let path = segment_file(dir.path(), base);
+    let (_, frames) = frames_of(&path);
+    let damaged = frames[frames.len() - 3];
+    let end = frames.last().unwrap().end();
+    zero_range(&path, damaged.offset, end);
+    let before = std::fs::read(&path).unwrap();
+
+    match open_log(dir.path(), recycling()) {
+        Err(Error::Corrupt {
+            offset,
+            kind: CorruptKind::BelowDurable { found, durable, .. },
+            ..
+        }) => assert_eq!(
+            (offset, found, durable),
+            (damaged.offset, damaged.seq, next)
+        ),
+        other => panic!("expected durable damage, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "nothing sealed or cut"
+    );
+    let report = Reader::open(dir.path(), &recycling())
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert!(
+        matches!(
+            report.problems.as_slice(),
+            [problem] if problem.offset == damaged.offset
+                && matches!(problem.kind, CorruptKind::BelowDurable { .. })
+        ),
+        "{report:?}"
+    );
+}
+
 /// [REC-09] A recycled last segment left without a record is zeroed past its header rather
 /// than sealed (its seal would name its own base), and appends go on in it.
 #[test]
@@ -320,6 +371,8 @@ fn a_recycled_segment_without_records_is_zeroed() {
         flip_byte(&path, frame.offset + 12, 0x40);
     }
     forget_index(dir.path(), base);
+    // Nor can the watermark file name them [REC-03].
+    esl_replay::storage::remove_durable(&dir.path().join(DURABLE_FILE)).unwrap();
 
     let (mut log, report) = open_log(dir.path(), recycling()).unwrap();
     assert!(report.recycled_end && !report.pending_roll, "{report:?}");

@@ -136,7 +136,8 @@ fn one_import_with_a_gap_keeps_every_record_visible() {
 
 /// Zeroes every frame of the store's single segment from log sequence `from` on, as a
 /// power loss before those frames were synced would leave it, and removes the files that
-/// would let open skip the scan (the clean-shutdown file and the index).
+/// would let open skip the scan (the clean-shutdown file and the index) or name the frames
+/// durable (the watermark file).
 fn tear_log_from(store: &Path, from: u64) {
     let log = store.join("log");
     let segment = support::storage::segment_file(&log, 1);
@@ -144,7 +145,7 @@ fn tear_log_from(store: &Path, from: u64) {
     let first = frames.iter().find(|f| f.seq == from).unwrap();
     let end = frames.last().unwrap().end();
     support::storage::zero_range(&segment, first.offset, end);
-    for name in ["clean.meta", "00000000000000000001.idx"] {
+    for name in ["clean.meta", "durable.meta", "00000000000000000001.idx"] {
         esl_replay::storage::remove_durable(&log.join(name)).unwrap();
     }
 }
