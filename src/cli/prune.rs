@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 use time::OffsetDateTime;
 
@@ -55,9 +55,14 @@ pub(crate) struct PruneArgs {
     /// Active checkpoints are those with this recovery generation id.
     #[arg(long, requires = "checkpoint_dir")]
     recovery_generation_id: Option<String>,
-    /// Prune even when the checkpoint query matches no checkpoint.
+    /// Prune even when the checkpoint directory holds no checkpoint, or the query matches
+    /// none.
     #[arg(long)]
     allow_empty_checkpoint_query: bool,
+    /// Prune even when a checkpoint names a sequence beyond the store's last one (it then
+    /// protects nothing: it most likely belongs to another store).
+    #[arg(long)]
+    allow_checkpoint_beyond_end: bool,
     /// Plan against this instant (RFC 3339) instead of now, so plans are reproducible.
     #[arg(long, value_parser = |t: &str| timestamp::parse(t).map_err(|e| e.to_string()))]
     now: Option<OffsetDateTime>,
@@ -123,6 +128,13 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     };
     let checkpoints = match &args.checkpoint_dir {
         Some(dir) => {
+            // Opening would create it: a mistyped path would then protect nothing.
+            if !dir.is_dir() {
+                bail!(
+                    "the checkpoint directory {} does not exist; pass the directory your consumers save their checkpoints in",
+                    dir.display()
+                );
+            }
             let checkpoint_store = CheckpointStore::open(dir.clone())
                 .with_context(|| format!("cannot open checkpoints in {}", dir.display()))?;
             let anchors = IdentityAnchors {
@@ -140,11 +152,31 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
                     CheckpointCriteria::DEFAULT_LIMIT,
                 )?)
             };
-            retention::active_checkpoints(&checkpoint_store, query.as_ref(), args.allow_empty_checkpoint_query)
-                .context("resolving active checkpoints (--allow-empty-checkpoint-query prunes when none match)")?
+            let found = retention::active_checkpoints(&checkpoint_store, query.as_ref(), args.allow_empty_checkpoint_query)
+                .context("resolving active checkpoints (--allow-empty-checkpoint-query prunes when none match)")?;
+            if found.is_empty() && !args.allow_empty_checkpoint_query {
+                bail!(
+                    "the checkpoint directory {} holds no checkpoint, so nothing would protect unconsumed records; pass --allow-empty-checkpoint-query to prune anyway",
+                    dir.display()
+                );
+            }
+            found
         }
         None => Vec::new(),
     };
+    // A consumer cannot have consumed records that do not exist (§4.7 keeps such a
+    // checkpoint compatible, and it would let everything be pruned).
+    let stats = store.stats()?;
+    let last = stats.last_sequence;
+    if let Some(beyond) = checkpoints.iter().find(|c| c.last_consumed > last)
+        && !args.allow_checkpoint_beyond_end
+    {
+        bail!(
+            "checkpoint {:?} names sequence {}, beyond the store's last sequence {last}: it does not describe this store, and it would let every record be pruned; delete it (`esl-replay checkpoint delete`) or pass --allow-checkpoint-beyond-end",
+            beyond.key,
+            beyond.last_consumed
+        );
+    }
     let policy = PrunePolicy {
         max_record_age: args.max_age,
         max_stream_bytes: args.max_bytes,
@@ -154,7 +186,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
         eprintln!("note: no --max-age or --max-bytes given, so nothing is pruned");
     }
     let now = args.now.unwrap_or_else(OffsetDateTime::now_utc);
-    let bar = super::store::progress(Some(store.stats()?.records), "planning");
+    let bar = super::store::progress(Some(stats.records), "planning");
     let plan = retention::plan(store, &checkpoints, &policy, now, &mut |n| {
         bar.set_position(n)
     })?;

@@ -522,7 +522,10 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
         let store = LogStore::open_read_only(&args.store.store)?;
         let summary = store.summary()?;
         let segments = store.log_reader().segments().len();
-        (store.stats()?, summary, Some(segments), store.damage_met())
+        let mut damage = store.damage_met();
+        // Records the figures cannot count: in no segment file, or behind damage at the end.
+        damage.extend(store.log_reader().missing_records()?);
+        (store.stats()?, summary, Some(segments), damage)
     } else {
         let store = args.store.open_read()?;
         let stats = store.stats()?;

@@ -288,17 +288,19 @@ impl LogStore {
     fn open_read_only_at(root: &Path) -> Result<ReadOnly<LogStore>> {
         let options = LogOptions::default();
         let reader = Reader::open(root.join("log"), &options)?;
-        Ok(ReadOnly::new(LogStore {
+        let store = LogStore {
             root: root.to_path_buf(),
             log: None,
             reader,
-            runs: RwLock::new(load_map(root)?.0),
+            runs: RwLock::new(SequenceMap::default()),
             ids: Mutex::new(IdIndex::new(root.join("ids"), false, options.io.clone())),
             encoded: Vec::new(),
             max_payload: u64::from(options.max_payload_bytes),
             max_runs: super::meta::MAX_RUNS,
             io: options.io,
-        }))
+        };
+        store.refresh_runs()?;
+        Ok(ReadOnly::new(store))
     }
 
     /// Replaces `store.meta` atomically and durably ([STORE-03], [ATOM-01]).
@@ -461,9 +463,19 @@ impl LogStore {
     }
 
     /// Followers pick up runs another process added.
+    /// For a read-only handle: loads `store.meta` again (a writer may have added a run) and
+    /// checks it against the last record, as the writer's open does ([STORE-02]): a file
+    /// that was deleted or replaced would otherwise number records wrongly, and reads by
+    /// append sequence would pass over some of them.
     fn refresh_runs(&self) -> Result<()> {
         if self.log.is_none() {
+            // The end before the map: a run is durable before the records that need it
+            // ([STORE-03]), so the map read next describes every record below this end.
+            let next = self.reader.next_seq()?.0;
             *self.runs.write() = load_map(&self.root)?.0;
+            if next > self.reader.first_seq().0 {
+                self.check_map_at(&[next - 1])?;
+            }
         }
         Ok(())
     }

@@ -121,6 +121,74 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
     assert_eq!(sequences(&store), [1]);
 }
 
+/// `prune --apply --checkpoint-dir` refuses what would protect nothing: a directory that
+/// does not exist (opening it would have created it), one that holds no checkpoint, and a
+/// checkpoint beyond the store's last sequence (from another store). Nothing is pruned, and
+/// the explicit opt-ins prune.
+#[test]
+fn prune_refuses_checkpoint_directories_that_protect_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let lines: Vec<String> = (1..=5).map(|s| line(s, 10)).collect();
+    let input = write_lines(dir.path(), "in.ndjson", &lines);
+    assert!(
+        run(&["import", "--store", path(&store), path(&input)])
+            .status
+            .success()
+    );
+    let prune = |checkpoints: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            "--store",
+            path(&store),
+            "--apply",
+            "--max-age",
+            "1d",
+            "--checkpoint-dir",
+            path(checkpoints),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+
+    let mistyped = dir.path().join("checkpoints-typo");
+    let text = error_output(&prune(&mistyped, &[]));
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!mistyped.exists(), "the directory was created");
+
+    let empty = dir.path().join("checkpoints");
+    std::fs::create_dir(&empty).unwrap();
+    let text = error_output(&prune(&empty, &[]));
+    assert!(text.contains("holds no checkpoint"), "{text}");
+
+    let save = |sequence: &str| {
+        let saved = run(&[
+            "checkpoint",
+            "save",
+            "--checkpoint-dir",
+            path(&empty),
+            "--key",
+            "elsewhere",
+            "--sequence",
+            sequence,
+        ]);
+        assert!(saved.status.success(), "{}", stderr(&saved));
+    };
+    save("999999");
+    let text = error_output(&prune(&empty, &[]));
+    assert!(
+        text.contains(
+            r#"checkpoint "elsewhere" names sequence 999999, beyond the store's last sequence 5"#
+        ),
+        "{text}"
+    );
+    assert_eq!(sequences(&store), [1, 2, 3, 4, 5], "nothing was pruned");
+
+    let opted = prune(&empty, &["--allow-checkpoint-beyond-end"]);
+    assert!(opted.status.success(), "{}", stderr(&opted));
+    assert!(sequences(&store).is_empty());
+}
+
 /// `bench --dir` on a directory an earlier run left stores in is refused before anything is
 /// written there: the figures would count the old records too.
 #[test]

@@ -181,6 +181,38 @@ fn import_after_a_torn_tail_removed_a_whole_run_keeps_every_record_visible() {
     assert_all_visible(dir.path(), &store, &expected);
 }
 
+/// [REC-03] Frames zeroed below what the watermark file names durable (the clean-shutdown
+/// file and the index gone, as files damaged from outside leave them) are not the end of
+/// the store: reads fail at the damage, `stats` lists it (exit 1), `verify` reports it, and
+/// an import refuses to open the store rather than give the lost sequences again.
+#[test]
+fn damage_below_the_durable_end_is_reported_not_taken_for_the_end() {
+    let dir = support::storage::temp_dir();
+    let store = dir.path().join("store");
+    import(&store, &ndjson_file(dir.path(), "a.ndjson", 1..=100));
+    let log = store.join("log");
+    let segment = support::storage::segment_file(&log, 1);
+    let (_, frames) = support::storage::frames_of(&segment);
+    let first = frames.iter().find(|f| f.seq == 90).unwrap();
+    support::storage::zero_range(&segment, first.offset, frames.last().unwrap().end());
+    for name in ["clean.meta", "00000000000000000001.idx"] {
+        esl_replay::storage::remove_durable(&log.join(name)).unwrap();
+    }
+    let s = path(&store);
+    let durable = "where records up to 100 were acknowledged as durable";
+    for args in [
+        vec!["read", "-s", s, "--after", "80"],
+        vec!["export", "-s", s],
+    ] {
+        let output = fails(&args, 2);
+        assert!(output.contains(durable), "{args:?}: {output}");
+    }
+    assert!(fails(&["stats", "-s", s], 1).contains(durable));
+    assert!(fails(&["verify", "-s", s], 1).contains(durable));
+    let again = ndjson_file(dir.path(), "b.ndjson", 200..=210);
+    assert!(fails(&["import", "-s", s, path(&again)], 2).contains(durable));
+}
+
 /// A store holding 1..=100 and 200..=299 (one run, `101 200`), written by `import`.
 fn gapped_store(dir: &Path) -> PathBuf {
     let store = dir.join("store");
@@ -272,19 +304,19 @@ fn damaged_meta_is_reported_by_verify_and_refused_by_every_open() {
 
 /// [STORE-02] A well-formed file that does not describe the log (`101 150` where the records
 /// say `101 200`): the writer's open refuses it, since the next append sequence would collide
-/// with stored ones, and `verify` names the record that disagrees.
+/// with stored ones, reads refuse it rather than number records wrongly, and `verify` names
+/// the record that disagrees.
 #[test]
 fn meta_that_disagrees_with_the_records_is_refused() {
     let dir = support::storage::temp_dir();
     let store = gapped_store(dir.path());
     write_legacy_meta(&store, "101 150\n");
     let s = path(&store);
+    let disagrees = "maps log sequence 200 to append sequence 249, but the record there has 299";
     let verify = fails(&["verify", "-s", s], 1);
-    assert!(
-        verify
-            .contains("maps log sequence 101 to append sequence 150, but the record there has 200"),
-        "{verify}"
-    );
+    assert!(verify.contains(disagrees), "{verify}");
+    let read = fails(&["read", "-s", s, "--after", "120"], 2);
+    assert!(read.contains(disagrees), "{read}");
     let again = ndjson_file(dir.path(), "c.ndjson", 250..=260);
     let import = fails(&["import", "-s", s, path(&again)], 2);
     assert!(
@@ -292,13 +324,34 @@ fn meta_that_disagrees_with_the_records_is_refused() {
             .contains("maps log sequence 200 to append sequence 249, but the record there has 299"),
         "{import}"
     );
-    // A run that is right where it is checked but wrong elsewhere is caught too.
-    write_legacy_meta(&store, "101 200\n150 260\n");
+    // A run that is right at the last record but wrong elsewhere is caught by `verify`.
+    write_legacy_meta(&store, "101 190\n150 249\n");
     let verify = fails(&["verify", "-s", s], 1);
     assert!(
-        verify.contains("log sequence 150 to append sequence 260, but the record there has 249"),
+        verify.contains("log sequence 101 to append sequence 190, but the record there has 200"),
         "{verify}"
     );
+}
+
+/// [STORE-02] A deleted `store.meta` of a store with a gap in its append sequences: reads
+/// by append sequence refuse the store, naming the record that disagrees, instead of
+/// numbering records as if there were no gap and passing over some of them.
+#[test]
+fn a_deleted_meta_file_is_refused_by_reads() {
+    let dir = support::storage::temp_dir();
+    let store = gapped_store(dir.path());
+    esl_replay::storage::remove_durable(&store.join(meta::FILE_NAME)).unwrap();
+    let s = path(&store);
+    let disagrees = "maps log sequence 200 to append sequence 200, but the record there has 299";
+    for args in [
+        vec!["read", "-s", s, "--after", "500", "--limit", "3"],
+        vec!["stats", "-s", s],
+        vec!["export", "-s", s],
+    ] {
+        let output = fails(&args, 2);
+        assert!(output.contains(disagrees), "{args:?}: {output}");
+    }
+    assert!(fails(&["verify", "-s", s], 1).contains(disagrees));
 }
 
 /// [STORE-02] A run `1 0` on an empty log (which made the last sequence underflow) is
