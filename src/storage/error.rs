@@ -89,6 +89,17 @@ pub enum CorruptKind {
         /// The sequence after the last missing one.
         to: u64,
     },
+    /// The start file names a start beyond the log's end [REC-11]: it hides every record the
+    /// segments hold (a start file changed or copied from outside, or left by an old build).
+    #[error(
+        "the start file's start {start} is beyond the log's end {end}: it hides every record the segments hold"
+    )]
+    StartBeyondEnd {
+        /// The start the start file names.
+        start: u64,
+        /// The log's next sequence.
+        end: u64,
+    },
     /// A compressed frame did not decompress.
     #[error("compressed payload does not decompress")]
     Decompress,

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::dir;
 use super::error::{CorruptKind, Error, Result};
@@ -207,6 +208,19 @@ impl Reader {
             && first > start
         {
             report.problems.push(missing(first, 0, start..first));
+        }
+        let end = shared.next.load(Ordering::Acquire);
+        if let Some(&(first, _)) = slots.first()
+            && start > end
+            && end > first
+        {
+            report.problems.push(Damage {
+                segment: SegmentId(first),
+                offset: 0,
+                kind: CorruptKind::StartBeyondEnd { start, end },
+                first_seq: Seq(first),
+                resumes_at: None,
+            });
         }
         let mut inflater = Inflater::default();
         for (i, (base, published)) in slots.iter().enumerate() {

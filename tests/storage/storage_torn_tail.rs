@@ -867,7 +867,8 @@ fn interrupted_truncation_is_finished_on_open() {
 
 /// [REC-11] A start file beyond the log's end (a truncation made it durable before the
 /// records below it, which a power loss then lost) is lowered to the end on open, and
-/// reported: left as it was, it would hide the records appended from then on.
+/// reported: left as it was, it would hide the records appended from then on. Before that,
+/// verification reports it.
 #[test]
 fn a_start_beyond_the_end_is_lowered_to_it() {
     let dir = scratch_dir();
@@ -878,6 +879,19 @@ fn a_start_beyond_the_end_is_lowered_to_it() {
     log.close().unwrap();
     let start_file = dir.path().join(START_FILE);
     write_atomic(&start_file, &StartMark { start: 50 }.encode()).unwrap();
+    // Before a writer lowers it, verification reports what it hides [VER-01].
+    let problems = Reader::open(dir.path(), &fast_options())
+        .unwrap()
+        .verify()
+        .unwrap()
+        .problems;
+    assert!(
+        matches!(
+            problems.as_slice(),
+            [problem] if problem.kind == CorruptKind::StartBeyondEnd { start: 50, end: 11 }
+        ),
+        "{problems:?}"
+    );
 
     let (mut log, report) = open_log(dir.path(), fast_options()).unwrap();
     assert_eq!(report.start_beyond_end, Some(50), "{report:?}");
