@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context as _, bail};
@@ -182,42 +183,75 @@ pub(crate) fn run(command: &ReplayCommand) -> anyhow::Result<Outcome> {
     }
 }
 
-/// The cursor to start from and, with a checkpoint, the service that keeps progress.
-/// Only a run that saves (`save`) creates a missing checkpoint directory; otherwise a
-/// missing directory means a fresh start.
-fn start(
-    args: &RangeArgs,
-    save: bool,
-    store: &dyn ArtifactReader,
-) -> anyhow::Result<(ReadCursor, Option<CheckpointService>)> {
+/// Where a range starts: the cursor, and with a checkpoint, the service that keeps
+/// progress and the metadata the checkpoint held (which saves keep).
+struct Start {
+    cursor: ReadCursor,
+    service: Option<CheckpointService>,
+    metadata: JsonMap,
+}
+
+/// Where to start. Only a run that saves (`save`) creates a missing checkpoint directory;
+/// otherwise a missing directory means a fresh start. Either way a start without a saved
+/// checkpoint is said on standard error: a mistyped directory or key must not pass unseen.
+fn start(args: &RangeArgs, save: bool, store: &dyn ArtifactReader) -> anyhow::Result<Start> {
     let (Some(dir), Some(key)) = (&args.checkpoint_dir, &args.checkpoint_key) else {
-        return Ok((ReadCursor::new(args.after.unwrap_or(0), None), None));
+        return Ok(Start {
+            cursor: ReadCursor::new(args.after.unwrap_or(0), None),
+            service: None,
+            metadata: JsonMap::new(),
+        });
     };
+    if dir.exists() && !dir.is_dir() {
+        bail!("--checkpoint-dir {} is not a directory", dir.display());
+    }
     if !save && !dir.is_dir() {
-        return Ok((ReadCursor::start(), None));
+        eprintln!(
+            "note: no checkpoint directory {}; starting at the first record",
+            dir.display()
+        );
+        return Ok(Start {
+            cursor: ReadCursor::start(),
+            service: None,
+            metadata: JsonMap::new(),
+        });
     }
     let checkpoints = CheckpointStore::open(dir)
         .with_context(|| format!("cannot open the checkpoint directory {}", dir.display()))?;
     let state = ResumeState::resolve(&checkpoints, key)
         .with_context(|| format!("cannot load checkpoint `{key}`"))?;
     // Resuming past pruned records, or from beyond the end, would skip records unseen.
-    if let Some(checkpoint) = state.checkpoint() {
-        CompatibilityValidator
-            .assert_resumable(store, checkpoint)
-            .with_context(|| {
-                format!("cannot resume from checkpoint `{key}` in {}", dir.display())
-            })?;
-    }
+    let metadata = match state.checkpoint() {
+        Some(checkpoint) => {
+            CompatibilityValidator
+                .assert_resumable(store, checkpoint)
+                .with_context(|| {
+                    format!("cannot resume from checkpoint `{key}` in {}", dir.display())
+                })?;
+            checkpoint.metadata().clone()
+        }
+        None => {
+            eprintln!(
+                "note: no checkpoint `{key}` in {}; starting at the first record",
+                dir.display()
+            );
+            JsonMap::new()
+        }
+    };
     let service = CheckpointService::new(checkpoints, key.clone())
         .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
-    Ok((*state.cursor(), Some(service)))
+    Ok(Start {
+        cursor: *state.cursor(),
+        service: Some(service),
+        metadata,
+    })
 }
 
 fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let range = &args.range;
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, _) = start(range, false, store.as_ref())?;
+    let cursor = start(range, false, store.as_ref())?.cursor;
     let config = ExecutionConfig::new(ExecutionSettings {
         batch_limit: range.batch,
         ..ExecutionSettings::default()
@@ -273,7 +307,14 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let (cursor, checkpoint) = start(range, !dry_run, store.as_ref())?;
+    let Start {
+        cursor,
+        service: checkpoint,
+        metadata: mut checkpoint_metadata,
+    } = start(range, !dry_run, store.as_ref())?;
+    // What the checkpoint held stays (retention queries find its consumer by it); the
+    // criteria's anchors are added or replace their keys.
+    checkpoint_metadata.extend(anchors(&criteria));
     let config = ExecutionConfig::new(ExecutionSettings {
         dry_run,
         reinjection_enabled: args.reinject,
@@ -287,7 +328,8 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
-    let mut executor = Executor::new(config, store.as_ref(), handlers, injector)?;
+    let mut executor =
+        Executor::new(config, store.as_ref(), handlers, injector)?.stop_when(stop_on_signal()?);
 
     let end = match range.until {
         Some(until) => until,
@@ -305,7 +347,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         criteria: criteria.clone(),
         until: range.until,
         checkpoint: checkpoint.as_ref(),
-        checkpoint_metadata: anchors(&criteria),
+        checkpoint_metadata,
     };
     let report = replay_range(&mut executor, cursor, &options, |result| {
         if let Some(last) = result.plan().last_sequence() {
@@ -344,6 +386,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
             "last_consumed_sequence": report.cursor.last_consumed_sequence(),
             "checkpoints_saved": report.checkpoints_saved,
             "error": report.error,
+            "stopped_by_signal": report.stopped,
         });
         if args.handler == HandlerKind::Count && !dry_run {
             summary["counts"] = json!(counts);
@@ -383,12 +426,34 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
                 report.cursor.last_consumed_sequence() + 1
             )?;
         }
+        if report.stopped {
+            writeln!(
+                err,
+                "replay stopped by a signal; a resume from the checkpoint starts at sequence {}",
+                report.cursor.last_consumed_sequence() + 1
+            )?;
+        }
     }
-    Ok(if report.success() {
+    Ok(if report.success() && !report.stopped {
         Outcome::Success
     } else {
         Outcome::ProblemsFound
     })
+}
+
+/// A flag that SIGINT or SIGTERM sets: the replay stops before its next record, after the
+/// one in hand, and saves its progress, so that a resume neither skips nor repeats a
+/// record (a live re-injection or `exec` repeated is a side effect done twice). A second
+/// signal ends the process at once (exit 130).
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .context("cannot watch for SIGINT and SIGTERM")?;
+    }
+    Ok(stop)
 }
 
 /// The identity anchors of the criteria, saved as checkpoint metadata so that checkpoint

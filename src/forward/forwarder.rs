@@ -33,7 +33,8 @@ pub struct ForwardOptions {
     pub retry_max: Duration,
     /// How often a summary line is logged (at `info`).
     pub log_interval: Duration,
-    /// Extra metadata saved with every checkpoint (e.g. the target).
+    /// Metadata saved with every checkpoint (e.g. the target), added to what the loaded
+    /// checkpoint held.
     pub checkpoint_metadata: JsonMap,
     /// The shortest time between two checkpoint saves. The first acknowledged batch of a
     /// run is saved at once; later ones are saved together: at the first acknowledgement
@@ -121,13 +122,20 @@ pub async fn forward<S: Sink>(
     }
     let store = source.store();
     let resume = checkpoints.resume_state()?;
+    // What a checkpoint held stays (retention queries find its consumer by it); the
+    // options' keys are added or replace their values.
+    let mut metadata = resume
+        .checkpoint()
+        .map(|checkpoint| checkpoint.metadata().clone())
+        .unwrap_or_default();
+    metadata.extend(options.checkpoint_metadata.clone());
     match resume.checkpoint() {
         // Resuming past pruned records, or from beyond the end, would skip records unseen.
         Some(checkpoint) => CompatibilityValidator.assert_resumable(store, checkpoint)?,
         // Saved before the first read, so that retention (capture's `--retain-for`) keeps
         // what this consumer has not delivered yet.
         None => {
-            checkpoints.save(*resume.cursor(), options.checkpoint_metadata.clone())?;
+            checkpoints.save(*resume.cursor(), metadata.clone())?;
         }
     }
     let resumed_after = resume.cursor().last_consumed_sequence();
@@ -155,7 +163,7 @@ pub async fn forward<S: Sink>(
     };
     let mut saver = Saver {
         service: checkpoints,
-        metadata: &options.checkpoint_metadata,
+        metadata: &metadata,
         interval: options.checkpoint_interval,
         metrics,
         saved: resumed_after,

@@ -13,6 +13,8 @@
 //! produced before the failing record and the error's message.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use time::OffsetDateTime;
 
@@ -34,6 +36,8 @@ pub struct Executor<'s, S: ArtifactReader + ?Sized = dyn ArtifactReader + 's> {
     injector: Option<Box<dyn Injector>>,
     classifier: Box<dyn Classifier>,
     guard: Option<InjectionGuard>,
+    /// Once set, live execution stops before its next record ([`Executor::stop_when`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<S: ArtifactReader + ?Sized> fmt::Debug for Executor<'_, S> {
@@ -77,7 +81,25 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
             injector,
             classifier: Box::new(DefaultClassifier),
             guard,
+            stop: None,
         })
+    }
+
+    /// Stops live execution before the next record once `stop` is set (by a signal
+    /// handler, say): the record in hand finishes, and the result ends with it, so that a
+    /// checkpoint saved from it covers exactly the records dealt with.
+    #[must_use]
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether the flag given to [`Executor::stop_when`] is set.
+    #[must_use]
+    pub fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Acquire))
     }
 
     /// Replaces the classifier that decides which records may be re-injected.
@@ -202,6 +224,9 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
         let mut outcomes = Vec::with_capacity(plan.record_count());
         let mut failure = None;
         for record in plan.records() {
+            if self.stopping() {
+                break;
+            }
             let outcome = match self.handlers.get_mut(record.artifact_name()) {
                 None => Outcome::Observed {
                     record: OutcomeRecord::of(record),
@@ -233,6 +258,9 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
         let (mut processed, mut skipped) = (0, 0);
         let mut failure = None;
         for record in plan.records() {
+            if self.stopping() {
+                break;
+            }
             let verdict = self.verdict(record);
             let Some(Verdict::Eligible) = verdict else {
                 skipped += 1;

@@ -40,6 +40,9 @@ pub struct RangeReport {
     pub checkpoints_saved: u64,
     /// The failing handler's or injector's message, if a batch failed; replay stopped there.
     pub error: Option<String>,
+    /// Whether the executor was asked to stop ([`Executor::stop_when`]) before the range
+    /// ended; the cursor (and checkpoint) cover the records dealt with until then.
+    pub stopped: bool,
 }
 
 impl RangeReport {
@@ -117,6 +120,10 @@ pub fn replay_range<S: ArtifactReader + ?Sized>(
         }
         if !result.success() {
             report.error = Some(result.error().unwrap_or("execution failed").to_owned());
+            break;
+        }
+        if executor.stopping() {
+            report.stopped = true;
             break;
         }
     }

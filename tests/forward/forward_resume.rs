@@ -103,6 +103,31 @@ fn a_new_forwarder_saves_its_checkpoint_before_it_reads() {
     assert_eq!((acked, stopped), (30, Stopped::EndReached));
 }
 
+/// A forwarder that resumes keeps what its checkpoint held: metadata a retention query
+/// finds the consumer by survives its saves.
+#[test]
+fn a_resumed_forwarder_keeps_its_checkpoints_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = store_of(dir.path(), 20);
+    store.close().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let mut held = JsonMap::new();
+    held.insert("recovery_generation_id".into(), "g1".into());
+    service(&checkpoints)
+        .save(ReadCursor::new(5, None), held)
+        .unwrap();
+    let (acked, _) = run(&path, &checkpoints, &mut Collect::default()).unwrap();
+    assert_eq!(acked, 20);
+    let saved = service(&checkpoints).load().unwrap().unwrap();
+    assert_eq!(saved.cursor().last_consumed_sequence(), 20);
+    assert_eq!(
+        saved.metadata().get("recovery_generation_id"),
+        Some(&"g1".into()),
+        "{:?}",
+        saved.metadata()
+    );
+}
+
 /// A prune that did not honour the checkpoint (`prune --apply` without
 /// `--checkpoint-dir`): resuming would skip records 11..=60.
 #[test]

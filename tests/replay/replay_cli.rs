@@ -418,6 +418,137 @@ fn checkpoint_resumes_and_saves_progress_only_when_executing() {
     assert_eq!(plan["record_count"], 0);
 }
 
+/// SIGINT stops a live run after the record in hand and saves its progress: a resume
+/// executes every record exactly once (a repeated `exec` or re-injection is a side effect
+/// done twice).
+#[test]
+fn a_signal_stops_a_run_between_records_and_saves_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let checkpoints = dir.path().join("cp");
+    let executed = dir.path().join("executed");
+    // Logs each record's sequence; the third interrupts the replay (its parent).
+    let handler = format!(
+        r#"s=$(cat); echo "$s" | grep -o '"append_sequence":[0-9]*' >> {}; case "$s" in *'"append_sequence":3,'*) kill -INT $PPID;; esac"#,
+        executed.display()
+    );
+    let replay = || {
+        run(&[
+            "replay",
+            "run",
+            "--store",
+            path,
+            "--execute",
+            "--handler",
+            "exec",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+            "--checkpoint-key",
+            "w",
+            "--batch",
+            "100",
+            "--",
+            "sh",
+            "-c",
+            &handler,
+        ])
+    };
+    let first = replay();
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains(
+            "replay stopped by a signal; a resume from the checkpoint starts at sequence 4"
+        ),
+        "{}",
+        stderr(&first)
+    );
+    let saved = CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .load("w")
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.cursor().last_consumed_sequence(), 3);
+    let second = replay();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let log = std::fs::read_to_string(&executed).unwrap();
+    let sequences: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        sequences,
+        (1..=STREAM.len())
+            .map(|s| format!("\"append_sequence\":{s}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A run that saves keeps what the checkpoint held: metadata a retention query finds the
+/// consumer by survives (the criteria's anchors are added), so a prune by that query still
+/// protects the records the consumer has not read. A missing checkpoint is said.
+#[test]
+fn a_run_keeps_the_checkpoints_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    let checkpoints = dir.path().join("cp");
+    let cp = checkpoints.to_str().unwrap();
+    let saved = run(&[
+        "checkpoint",
+        "save",
+        "--checkpoint-dir",
+        cp,
+        "--key",
+        "worker",
+        "--sequence",
+        "1",
+        "--recovery-generation-id",
+        "g1",
+    ]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        path,
+        "--execute",
+        "--checkpoint-dir",
+        cp,
+        "--checkpoint-key",
+        "worker",
+        "--until",
+        "3",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let checkpoint = CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .load("worker")
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.cursor().last_consumed_sequence(), 3);
+    assert_eq!(
+        checkpoint.metadata().get("recovery_generation_id"),
+        Some(&Value::from("g1")),
+        "{:?}",
+        checkpoint.metadata()
+    );
+
+    let fresh = run(&[
+        "replay",
+        "plan",
+        "--store",
+        path,
+        "--checkpoint-dir",
+        cp,
+        "--checkpoint-key",
+        "typo",
+    ]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    assert!(
+        stderr(&fresh).contains("no checkpoint `typo`"),
+        "{}",
+        stderr(&fresh)
+    );
+}
+
 #[test]
 fn plan_prints_the_next_batch_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
