@@ -359,7 +359,7 @@ impl CheckpointStore {
 
     /// Reads and decodes one file; `None` if it does not exist.
     fn read_file(&self, path: &Path, fallback_key: &str) -> Result<Option<Checkpoint>, Error> {
-        let bytes = match storage::read_file_limited(path, MAX_CHECKPOINT_FILE_BYTES) {
+        let bytes = match storage::read_regular_file_limited(path, MAX_CHECKPOINT_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {

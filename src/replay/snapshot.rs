@@ -275,7 +275,7 @@ impl<S: Serialize + DeserializeOwned> DirSnapshots<S> {
     /// not decode or does not belong to this stream and sequence.
     pub fn load(&self, stream: &str, sequence: u64) -> Result<Option<Snapshot<S>>, Error> {
         let path = self.path_for(stream, sequence);
-        let bytes = match storage::read_file_limited(&path, MAX_SNAPSHOT_FILE_BYTES) {
+        let bytes = match storage::read_regular_file_limited(&path, MAX_SNAPSHOT_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path, e)),

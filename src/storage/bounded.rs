@@ -84,6 +84,45 @@ pub fn read_file_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     read_limited(file, limit, metadata.len())
 }
 
+/// [`read_file_limited`] for a file that must be a regular file, as the files of a store
+/// and of a checkpoint directory are: anything else (a FIFO, a device) is refused with
+/// `InvalidInput` before a byte is read. Opened without blocking, so a FIFO put in its
+/// place cannot hang the reader.
+///
+/// # Errors
+///
+/// As [`read_file_limited`]; `InvalidInput` when the path is not a regular file.
+pub fn read_regular_file_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(too_large(limit));
+    }
+    read_limited(file, limit, len)
+}
+
+/// Opens `path` for reading if it is a regular file; anything else (a FIFO, a device) is
+/// refused with `InvalidInput`. Opened without blocking, so a FIFO put in a file's place
+/// cannot hang the caller.
+///
+/// # Errors
+///
+/// Opening the file; `InvalidInput` when it is not a regular file.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or_default())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// [`read_file_limited`] for UTF-8 text.
 ///
 /// # Errors

@@ -20,6 +20,12 @@ pub const CLEAN_LEN: usize = 56;
 /// Bytes in the watermark file.
 pub const DURABLE_LEN: usize = 32;
 
+/// Reads a metadata file of the log ([META-03]): a regular file, of which more than a page
+/// is read by no one (a longer file fails to decode, as any damaged one does).
+pub(crate) fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    super::bounded::read_regular_file_limited(path, 4096)
+}
+
 fn seal_crc(out: &mut [u8]) {
     let split = out.len() - 4;
     let crc = crc32fast::hash(&out[..split]);

@@ -842,7 +842,7 @@ pub(crate) fn roll_proven(
 /// [REC-01], and a watermark file that names a record of the successor durable was written
 /// after the roll's syncs [META-04] [ROLL-07].
 fn roll_finished_by_record(dir: &Path, successor: u64) -> bool {
-    let clean = std::fs::read(dir.join(dir::CLEAN_FILE))
+    let clean = super::meta::read_file(&dir.join(dir::CLEAN_FILE))
         .is_ok_and(|bytes| CleanMark::decode(&bytes).is_ok());
     clean
         || WatermarkReader::new(dir)

@@ -723,7 +723,7 @@ impl Shared {
             return Ok(None);
         }
         let claimed = WatermarkReader::new(&self.dir).read().into_iter().chain(
-            std::fs::read(self.dir.join(dir::CLEAN_FILE))
+            super::meta::read_file(&self.dir.join(dir::CLEAN_FILE))
                 .ok()
                 .and_then(|bytes| CleanMark::decode(&bytes).ok())
                 .map(|mark| mark.next_seq),
@@ -807,7 +807,7 @@ impl Shared {
                 return Ok(None);
             }
         }
-        let file = match std::fs::File::open(path) {
+        let file = match super::bounded::open_regular(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 *held = None;
@@ -1005,7 +1005,7 @@ pub(crate) fn open_tail(
         Stop::Invalid(kind) => Some(Box::new(kind.clone())),
         _ => None,
     };
-    let promised = std::fs::read(dir.join(dir::CLEAN_FILE))
+    let promised = super::meta::read_file(&dir.join(dir::CLEAN_FILE))
         .ok()
         .and_then(|bytes| CleanMark::decode(&bytes).ok())
         .filter(|m| {
@@ -1053,7 +1053,7 @@ pub(crate) fn open_tail(
 /// Reads the start file; `None` if there is none.
 pub(crate) fn read_start(dir: &Path) -> Result<Option<u64>> {
     let path = dir.join(dir::START_FILE);
-    match std::fs::read(&path) {
+    match super::meta::read_file(&path) {
         Ok(bytes) => StartMark::decode(&bytes)
             .map(|mark| Some(mark.start))
             .map_err(|kind| Error::CorruptFile { path, kind }),

@@ -200,7 +200,7 @@ impl Reader {
         // Read after the segments: a truncation raises the start before it forgets any, so
         // the first segment listed is never above the start unless records are missing.
         let start = shared.reload_start()?.max(self.first_seq().0);
-        let clean = std::fs::read(shared.dir.join(dir::CLEAN_FILE))
+        let clean = super::meta::read_file(&shared.dir.join(dir::CLEAN_FILE))
             .ok()
             .and_then(|bytes| CleanMark::decode(&bytes).ok());
         let mut report = VerifyReport::default();

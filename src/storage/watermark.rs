@@ -125,7 +125,7 @@ impl WatermarkReader {
     /// what is read does not decode (a read racing the writer's rewrite sees a mix).
     pub(crate) fn read(&mut self) -> Option<u64> {
         if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
+            self.file = super::bounded::open_regular(&self.path).ok();
         }
         read_value(self.file.as_ref()?, &self.path)
     }

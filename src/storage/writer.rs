@@ -99,7 +99,7 @@ impl Log {
         durable::remove_files(&*io, dir, &listing.temporaries)?;
         let start = shared::read_start(dir)?.unwrap_or(1).max(1);
         let clean_path = dir.join(dir::CLEAN_FILE);
-        let clean_bytes = std::fs::read(&clean_path).ok();
+        let clean_bytes = super::meta::read_file(&clean_path).ok();
         let clean = clean_bytes.as_deref().and_then(|b| match CleanMark::decode(b) {
             Ok(mark) => Some(mark),
             Err(kind) => {

@@ -56,7 +56,7 @@ fn read_ids_file(path: &Path, records: u64) -> Option<Vec<u8>> {
         .saturating_add(windows.saturating_mul(4))
         .saturating_add(records.saturating_mul(16))
         .saturating_add(SUMMARY_LIMIT);
-    crate::storage::read_file_limited(path, limit).ok()
+    crate::storage::read_regular_file_limited(path, limit).ok()
 }
 
 /// The CRC-32 of the payload of the record at log sequence `seq`, if it is readable.

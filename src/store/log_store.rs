@@ -36,7 +36,7 @@ use crate::storage::{Log, LogOptions, PackOutcome, Reader, SegmentId, Seq, SyncP
 /// Reads and validates `store.meta`; a missing file is the identity map.
 fn load_map(root: &Path) -> Result<(SequenceMap, Option<Layout>)> {
     let path = root.join(meta::FILE_NAME);
-    match crate::storage::read_file_limited(&path, meta::MAX_FILE_BYTES) {
+    match crate::storage::read_regular_file_limited(&path, meta::MAX_FILE_BYTES) {
         Ok(bytes) => SequenceMap::decode(&bytes)
             .map(|(map, layout)| (map, Some(layout)))
             .map_err(|e| Error::Metadata {

@@ -563,3 +563,67 @@ fn opening_creates_missing_directories() {
     );
     assert!(error.to_string().contains("file/sub"), "{error}");
 }
+
+/// Makes a FIFO at `path`, as a hostile user could in a checkpoint or log directory.
+fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+}
+
+/// Runs `work` on a thread and fails the test if it has not returned within a minute: a
+/// reader that blocks on a FIFO would otherwise hang the suite.
+fn within_a_minute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(work()).unwrap());
+    result
+        .recv_timeout(Duration::from_secs(60))
+        .expect("blocked on a FIFO")
+}
+
+/// A FIFO named like a checkpoint file is reported as unreadable, naming it, instead of
+/// blocking `list`, `load` and the readers of the log beside it (the clean-shutdown file
+/// and the start file of a log, opened without blocking too).
+#[test]
+fn a_fifo_in_place_of_a_file_is_refused_not_waited_on() {
+    let dir = tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let store = fixed_store(&checkpoints);
+    store
+        .save(&Checkpoint::new("good", ReadCursor::new(3, None), NOW, JsonMap::new()).unwrap())
+        .unwrap();
+    let fifo = checkpoints.join("evil.checkpoint.json");
+    mkfifo(&fifo);
+    let listed = within_a_minute(move || store.list().map(|found| found.len()));
+    match listed {
+        Err(Error::Read { path, source }) => {
+            assert_eq!(path, fifo);
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput, "{source}");
+        }
+        other => panic!("expected the FIFO to be refused, got {other:?}"),
+    }
+
+    let log = dir.path().join("log");
+    drop(
+        crate::support::process::open_log(&log, esl_replay::storage::LogOptions::default())
+            .unwrap(),
+    );
+    for name in ["clean.meta", "start.meta"] {
+        let path = log.join(name);
+        esl_replay::storage::remove_durable(&path).ok();
+        mkfifo(&path);
+        let log = log.clone();
+        let opened = within_a_minute(move || {
+            esl_replay::storage::Reader::open(&log, &esl_replay::storage::LogOptions::default())
+                .map(drop)
+        });
+        assert!(
+            name == "clean.meta" && opened.is_ok() || name == "start.meta" && opened.is_err(),
+            "{name}: {opened:?}"
+        );
+        esl_replay::storage::remove_durable(&path).unwrap();
+    }
+}
