@@ -134,17 +134,29 @@ pub enum Captured {
 }
 
 /// Builds envelopes for one node; remembers the last `(Core-UUID, Event-Sequence)` stored
-/// so gap markers can name where continuity stopped.
+/// so gap markers can name where continuity stopped. An item mapped but then not stored
+/// (its record is larger than the store takes) is taken back with
+/// [`Mapper::last_item_dropped`], so that `last_seen` never names a dropped event.
 #[derive(Debug)]
 pub struct Mapper {
     identity: Arc<NodeIdentity>,
     last_core_uuid: Option<String>,
     last_event_sequence: Option<String>,
+    /// What the item mapped last replaced of `last_core_uuid` and `last_event_sequence`,
+    /// for [`Mapper::last_item_dropped`].
+    seen_before: Option<SeenBefore>,
     /// esl-react's recovery generation: 1, then the connection generation of every
     /// accepted `auth` (`esl-protocol.md` §4.5).
     recovery_generation: u64,
     /// `continuous` until the first gap, `gap-detected` from then on.
     continuity: &'static str,
+}
+
+/// The values an event replaced in a [`Mapper`]'s `last_seen` (`Some` for each field it set).
+#[derive(Debug)]
+struct SeenBefore {
+    core_uuid: Option<Option<String>>,
+    event_sequence: Option<Option<String>>,
 }
 
 impl Mapper {
@@ -155,8 +167,23 @@ impl Mapper {
             identity,
             last_core_uuid: None,
             last_event_sequence: None,
+            seen_before: None,
             recovery_generation: 1,
             continuity: "continuous",
+        }
+    }
+
+    /// The artifacts [`Mapper::map`] returned last were not stored (the store refused the
+    /// item as too large): the event they hold is not the last one seen, and a later gap's
+    /// `last_seen` names the event stored before it again.
+    pub fn last_item_dropped(&mut self) {
+        if let Some(before) = self.seen_before.take() {
+            if let Some(core_uuid) = before.core_uuid {
+                self.last_core_uuid = core_uuid;
+            }
+            if let Some(event_sequence) = before.event_sequence {
+                self.last_event_sequence = event_sequence;
+            }
         }
     }
 
@@ -169,6 +196,7 @@ impl Mapper {
     /// The artifacts of one captured item, in order (a bgapi ack gives `command.reply` then
     /// `bgapi.ack`; a tracked BACKGROUND_JOB gives `event.raw` then `bgapi.complete`).
     pub fn map(&mut self, stamp: &Stamp, captured: Captured) -> Vec<CaptureArtifact> {
+        self.seen_before = None;
         match captured {
             Captured::Frame { frame, inbound } => self.frame(stamp, &frame, inbound),
             Captured::Malformed {
@@ -510,11 +538,12 @@ impl Mapper {
             a.job_uuid = Some(j.clone());
         }
         a.protocol_sequence = sequence.clone();
-        if core.is_some() {
-            self.last_core_uuid = core;
-        }
-        if sequence.is_some() {
-            self.last_event_sequence = sequence;
+        let before = SeenBefore {
+            core_uuid: core.map(|c| self.last_core_uuid.replace(c)),
+            event_sequence: sequence.map(|s| self.last_event_sequence.replace(s)),
+        };
+        if before.core_uuid.is_some() || before.event_sequence.is_some() {
+            self.seen_before = Some(before);
         }
         let Some(job) = completes else {
             return vec![self.finish(stamp, a)];

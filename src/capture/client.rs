@@ -11,7 +11,11 @@
 //! switch is backed off too. The first artifacts of the new connection are
 //! `connection.opened` and a `capture.gap` saying how long the node was down. Every frame,
 //! dispatch and lifecycle change is pushed to the [`CaptureQueue`], which never blocks the
-//! socket task.
+//! socket task. Nor does the socket itself: the connection reads in every turn, while our
+//! commands wait in a bounded buffer until the socket takes them; a write that makes no
+//! progress for [`NodeConfig::write_timeout`] closes the connection as dead, and the drain
+//! after a close is bounded ([`DRAIN_MAX`]). Bytes left undecoded at any close are stored as
+//! `wire.malformed`.
 //!
 //! Gateway requests ([`GatewayRequest`]) dispatch `api`/`bgapi` through this connection;
 //! their replies are sent back when the session matches them. A gateway `bgapi` is
@@ -23,13 +27,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+
+use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 
 use super::artifact::{Captured, GapKind, filter_document, subscription_document};
 use super::jobs::{JobOutcome, Jobs};
@@ -40,7 +47,7 @@ use crate::esl::session::{
     CloseReason, Command, CommandId, Inbound, Output, Phase, ReplyStatus, Session, SessionConfig,
     Subscriptions,
 };
-use crate::esl::{EslCodec, header_ci};
+use crate::esl::{EslCodec, could_start_frame, header_ci};
 
 /// A password kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -124,6 +131,21 @@ pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// `wire.malformed` artifact says how many there were).
 pub const MALFORMED_KEEP: usize = 64 * 1024;
 
+/// Default of [`NodeConfig::write_timeout`]: 10 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a close FreeSWITCH announced (a disconnect notice, an auth `-ERR`, a rude
+/// rejection), what it still sends is kept for at most this long in all: 2 s.
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+
+/// The drain after a close also ends after this long without a frame: 250 ms.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
+
+/// While this many command bytes wait for the socket (4 MiB), gateway requests wait in
+/// their channel: the commands a connection holds are bounded however slowly the switch
+/// reads.
+pub const UNSENT_MAX: usize = 4 << 20;
+
 /// One FreeSWITCH node to capture.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -143,6 +165,10 @@ pub struct NodeConfig {
     pub max_content_length: usize,
     /// Stop after this many failed connects in a row (`None`: never).
     pub max_attempts: Option<u64>,
+    /// A write that makes no progress this long (the switch stopped reading our commands)
+    /// closes the connection as dead (`write_timeout`) and the node reconnects. Default:
+    /// [`DEFAULT_WRITE_TIMEOUT`] (10 s).
+    pub write_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -158,6 +184,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(5),
             max_content_length: crate::esl::DEFAULT_MAX_CONTENT_LENGTH,
             max_attempts: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -382,11 +409,13 @@ pub async fn run_node(
                     h.last_error = Some(reason.to_string());
                     h.session = Phase::Closed.as_str().into();
                 });
-                if *shutdown.borrow() {
-                    return node.stopped(NodeExit::Shutdown);
-                }
+                // A rejection stopped the node on its own, even if a shutdown came while
+                // its connection was closing: it is reported as terminal.
                 if !reason.is_retryable() {
                     return node.stopped(NodeExit::Terminal(reason.to_string()));
+                }
+                if *shutdown.borrow() {
+                    return node.stopped(NodeExit::Shutdown);
                 }
                 reason.to_string()
             }
@@ -447,6 +476,13 @@ impl Node {
 
     /// One TCP connection: returns why it closed, how long it was ready (`None`: never),
     /// and the bgapi jobs still tracked (their results may arrive on the next connection).
+    ///
+    /// The socket is read in every turn of the loop, whatever is being written: commands
+    /// wait in [`Outgoing`] and are written as the socket takes them, in the same `select!`
+    /// as the frames, the timers, shutdown and the gateway. A switch that stops reading
+    /// therefore cannot stop the capture of its events, its timeouts or a shutdown; a write
+    /// that makes no progress for [`NodeConfig::write_timeout`] closes the connection as
+    /// dead ([`CloseReason::WriteTimeout`]).
     async fn connection(
         &mut self,
         stream: TcpStream,
@@ -455,7 +491,12 @@ impl Node {
         shutdown: &mut watch::Receiver<bool>,
     ) -> (CloseReason, Option<Duration>, Vec<crate::esl::session::Job>) {
         let codec = EslCodec::new().with_max_content_length(self.config.max_content_length);
-        let mut framed = Framed::with_capacity(stream, codec, 64 * 1024);
+        let (reader, mut writer) = stream.into_split();
+        let mut framed = FramedRead::with_capacity(reader, codec, 64 * 1024);
+        let mut outgoing = Outgoing::default();
+        // When the pending write times out: set while bytes wait, moved on by every byte
+        // the socket takes.
+        let mut write_deadline: Option<tokio::time::Instant> = None;
         let mut session = Session::new(
             self.config.session.clone(),
             self.subscriptions.clone(),
@@ -471,7 +512,7 @@ impl Node {
         let mut ready: Option<Instant> = None;
         let mut frames = 0u64;
         let reason = loop {
-            // Settle what the session wants: record new requests, write bytes, act on outputs.
+            // Settle what the session wants: record new requests, queue bytes, act on outputs.
             let mut closed = None;
             loop {
                 for pending in session.pending() {
@@ -485,9 +526,11 @@ impl Node {
                 let mut progressed = false;
                 while let Some(bytes) = session.poll_transmit() {
                     progressed = true;
-                    if let Err(error) = framed.get_mut().write_all(&bytes).await {
-                        session.close_locally(format!("write: {error}"));
+                    if outgoing.is_empty() {
+                        write_deadline =
+                            Some(tokio::time::Instant::now() + self.config.write_timeout);
                     }
+                    outgoing.push(bytes);
                 }
                 while let Some(output) = session.poll_output() {
                     progressed = true;
@@ -554,49 +597,64 @@ impl Node {
                 _ = shutdown.changed() => {
                     session.close_locally("shutdown");
                 }
-                frame = framed.next() => match frame {
-                    Some(Ok(frame)) => {
-                        frames += 1;
-                        self.telemetry.frames.get_or_create(&self.label).inc();
-                        self.telemetry.note_frame();
-                        self.telemetry
-                            .bytes
-                            .get_or_create(&self.label)
-                            .inc_by((frame.raw_head().len() + frame.body().len()) as u64);
-                        let inbound = session.handle_frame(&frame, self.now());
-                        self.answer(&frame, &inbound);
-                        self.push(Captured::Frame { frame, inbound });
+                // Only ready when the socket takes bytes: a peer that does not read leaves
+                // this pending and the branches below are served.
+                written = writer.write(outgoing.front()), if !outgoing.is_empty() => match written {
+                    Ok(0) => session.close_locally("write: the socket took no bytes"),
+                    Ok(n) => {
+                        outgoing.advance(n);
+                        write_deadline = (!outgoing.is_empty())
+                            .then(|| tokio::time::Instant::now() + self.config.write_timeout);
                     }
+                    Err(error) => session.close_locally(format!("write: {error}")),
+                },
+                frame = framed.next() => match frame {
+                    Some(Ok(frame)) => self.on_frame(&mut session, frame, &mut frames),
                     Some(Err(error)) => {
                         // One per connection (the session closes), and capped: a peer
                         // sending garbage cannot fill the store.
-                        let buffered = framed.read_buffer();
-                        let kept = buffered.get(..MALFORMED_KEEP).unwrap_or(buffered);
-                        self.push(Captured::Malformed {
-                            bytes: Bytes::copy_from_slice(kept),
-                            buffered: buffered.len(),
-                            error: error.to_string(),
-                        });
+                        self.keep_unread(framed.read_buffer_mut(), error.to_string());
                         session.close_locally(format!("codec: {error}"));
                     }
                     None => session.handle_eof(self.now()),
                 },
                 _ = sleep_until(deadline) => session.handle_timeout(self.now()),
-                Some(request) = requests.recv() => self.gateway(&mut session, request),
+                _ = sleep_until(write_deadline) => {
+                    tracing::warn!(
+                        node = %self.slug,
+                        unsent = outgoing.len(),
+                        timeout = ?self.config.write_timeout,
+                        "the switch stopped reading our commands"
+                    );
+                    session.handle_write_timeout(self.now());
+                }
+                // Gateway commands wait in their channel while the socket is behind.
+                Some(request) = requests.recv(), if outgoing.len() < UNSENT_MAX => {
+                    self.gateway(&mut session, request);
+                }
             }
         };
-        if !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
-            // Keep what FreeSWITCH sends after the close (the notice after an auth -ERR or
-            // a rude rejection) until it hangs up.
-            let drain = Duration::from_millis(250);
-            while let Ok(Some(Ok(frame))) = tokio::time::timeout(drain, framed.next()).await {
-                frames += 1;
-                self.telemetry.frames.get_or_create(&self.label).inc();
-                let inbound = session.handle_frame(&frame, self.now());
-                self.push(Captured::Frame { frame, inbound });
-            }
-        }
+        // Not ready from the close on, whatever the drain still reads.
         self.telemetry.set_ready(&self.slug, false);
+        self.telemetry.update_health(&self.slug, |h| {
+            h.connection = "closing".into();
+            h.session = Phase::Closed.as_str().into();
+        });
+        if !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
+            self.drain(&mut framed, &mut session, &mut frames, shutdown)
+                .await;
+        }
+        // Bytes read but never made into a frame (a partial frame, or a peer that does not
+        // speak ESL) are evidence too.
+        let buffered = framed.read_buffer_mut();
+        if buffered.iter().any(|&b| b != b'\n' && b != b'\r') {
+            let what = if could_start_frame(buffered) {
+                "partial frame at close"
+            } else {
+                "peer sent non-ESL data"
+            };
+            self.keep_unread(buffered, format!("{what} ({})", reason.as_str()));
+        }
         self.subscriptions = session.subscriptions().clone();
         let jobs = session.take_jobs();
         for (_, waiter) in std::mem::take(&mut self.waiting) {
@@ -612,8 +670,65 @@ impl Node {
             frames,
         });
         // Best effort: a polite goodbye is not needed, FreeSWITCH handles a dropped socket.
-        let _ = framed.get_mut().shutdown().await;
+        // Shutting down the write side does not wait for the peer to read.
+        let _ = writer.shutdown().await;
         (reason, ready.map(|at| at.elapsed()), jobs)
+    }
+
+    /// Keeps what FreeSWITCH sends after a close it announced (the notice after an auth
+    /// `-ERR` or a rude rejection) until it hangs up, at most [`DRAIN_MAX`] in all and
+    /// [`DRAIN_IDLE`] without a frame, and never past a shutdown: a switch that keeps
+    /// talking cannot hold a closed connection open.
+    async fn drain(
+        &mut self,
+        framed: &mut FramedRead<OwnedReadHalf, EslCodec>,
+        session: &mut Session,
+        frames: &mut u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let until = tokio::time::Instant::now() + DRAIN_MAX;
+        while !*shutdown.borrow() {
+            let idle = tokio::time::Instant::now() + DRAIN_IDLE;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                frame = framed.next() => match frame {
+                    Some(Ok(frame)) => self.on_frame(session, frame, frames),
+                    Some(Err(error)) => {
+                        self.keep_unread(framed.read_buffer_mut(), error.to_string());
+                        break;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until.min(idle)) => break,
+            }
+        }
+    }
+
+    /// Counts, classifies, answers and queues one inbound frame.
+    fn on_frame(&mut self, session: &mut Session, frame: crate::esl::Frame, frames: &mut u64) {
+        *frames += 1;
+        self.telemetry.frames.get_or_create(&self.label).inc();
+        self.telemetry.note_frame();
+        self.telemetry
+            .bytes
+            .get_or_create(&self.label)
+            .inc_by((frame.raw_head().len() + frame.body().len()) as u64);
+        let inbound = session.handle_frame(&frame, self.now());
+        self.answer(&frame, &inbound);
+        self.push(Captured::Frame { frame, inbound });
+    }
+
+    /// Stores the read buffer (its first [`MALFORMED_KEEP`] bytes) as `wire.malformed`
+    /// saying why, and empties it so that it is stored once.
+    fn keep_unread(&self, buffered: &mut BytesMut, error: String) {
+        let kept = buffered.get(..MALFORMED_KEEP).unwrap_or(buffered);
+        self.push(Captured::Malformed {
+            bytes: Bytes::copy_from_slice(kept),
+            buffered: buffered.len(),
+            error,
+        });
+        buffered.clear();
     }
 
     fn gateway(&mut self, session: &mut Session, request: GatewayRequest) {
@@ -719,6 +834,48 @@ fn gateway_reply(
             .to_owned(),
         body: String::from_utf8_lossy(frame.body()).into_owned(),
         job_uuid,
+    }
+}
+
+/// Command bytes waiting for the socket, oldest first.
+#[derive(Default)]
+struct Outgoing {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The bytes waiting.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// The oldest chunk's unwritten bytes (empty when nothing waits).
+    fn front(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |b| b.as_ref())
+    }
+
+    /// `written` bytes of the oldest chunk left.
+    fn advance(&mut self, written: usize) {
+        if let Some(front) = self.chunks.front_mut() {
+            let written = written.min(front.len());
+            front.advance(written);
+            self.len -= written;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
     }
 }
 

@@ -37,8 +37,9 @@ pub use artifact::{
 };
 pub use auth::{JwtKey, KeyError};
 pub use client::{
-    Backoff, GatewayCommand, GatewayError, GatewayReply, GatewayRequest, MALFORMED_KEEP,
-    NodeConfig, NodeExit, Password, run_node,
+    Backoff, DEFAULT_WRITE_TIMEOUT, DRAIN_IDLE, DRAIN_MAX, GatewayCommand, GatewayError,
+    GatewayReply, GatewayRequest, MALFORMED_KEEP, NodeConfig, NodeExit, Password, UNSENT_MAX,
+    run_node,
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
 pub use http::{HealthForm, HttpState, router};
@@ -64,6 +65,10 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 /// FreeSWITCH answers one connection's commands one at a time, so more than this would
 /// only queue behind each other.
 pub const DEFAULT_MAX_COMMANDS_IN_FLIGHT: usize = 32;
+
+/// How long [`Capture::shutdown`] waits for the node tasks to stop (10 s, all together)
+/// before it aborts the rest and reports each as [`NodeExit::Terminal`].
+pub const NODE_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One node to capture and its slug.
 #[derive(Debug, Clone)]
@@ -333,7 +338,8 @@ impl Capture {
     }
 
     /// Stops every node, drains the queue into the store, syncs it and hands it back with
-    /// each node's exit.
+    /// each node's exit. A node ends its connection at once (recording its close), whatever
+    /// its switch does; one that has not stopped within [`NODE_STOP_TIMEOUT`] is aborted.
     ///
     /// # Errors
     ///
@@ -343,10 +349,22 @@ impl Capture {
     ) -> Result<(Box<dyn ArtifactStore>, Vec<(String, NodeExit)>), CaptureError> {
         let _ = self.shutdown.send(true);
         let mut exits = Vec::new();
-        for (slug, task) in self.nodes {
-            let exit = task
-                .await
-                .unwrap_or_else(|e| NodeExit::Terminal(format!("node task failed: {e}")));
+        // Every node task watches shutdown wherever it waits; the bound is a second line
+        // of defence, so that a stop always ends.
+        let give_up = tokio::time::Instant::now() + NODE_STOP_TIMEOUT;
+        for (slug, mut task) in self.nodes {
+            let exit = match tokio::time::timeout_at(give_up, &mut task).await {
+                Ok(exit) => {
+                    exit.unwrap_or_else(|e| NodeExit::Terminal(format!("node task failed: {e}")))
+                }
+                Err(_) => {
+                    task.abort();
+                    tracing::error!(node = %slug, timeout = ?NODE_STOP_TIMEOUT, "node did not stop in time; aborted");
+                    NodeExit::Terminal(format!(
+                        "the node did not stop within {NODE_STOP_TIMEOUT:?} of shutdown; aborted"
+                    ))
+                }
+            };
             exits.push((slug, exit));
         }
         self.queue.close();

@@ -583,6 +583,8 @@ fn map_batches(
                     max,
                     "a captured item's record is larger than the store takes; dropped and recorded as a gap"
                 );
+                // A gap's `last_seen` names the last event stored, never this one.
+                mappers[entry.node].last_item_dropped();
                 queue.merge_drop_run(entry.node, lone);
                 continue;
             }

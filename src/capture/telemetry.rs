@@ -35,7 +35,8 @@ pub struct NodeLabel {
 pub struct NodeHealth {
     /// The FreeSWITCH address.
     pub address: String,
-    /// `connecting`, `connected`, `ready`, `backing_off`, `stopped`.
+    /// `connecting`, `connected`, `ready`, `closing` (closed, keeping what the switch
+    /// still sends), `backing_off`, `stopped`.
     pub connection: String,
     /// The session phase (`esl::session::Phase::as_str`).
     pub session: String,

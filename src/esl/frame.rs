@@ -214,6 +214,53 @@ pub(crate) fn parse_block(
     Ok(headers)
 }
 
+/// Whether bytes the decoder has not made into a frame yet could be the start of an ESL
+/// frame, or are something else (an HTTP greeting, TLS, binary noise). After stray line
+/// breaks, every complete line of the header block so far must start with a header name
+/// (ASCII letters, digits, `-`, `_`, `.`) followed by its colon, and the incomplete last line
+/// with such a name; a complete header block (the frame waits for its body) counts. Bytes
+/// that are only line breaks are no frame at all (`false`).
+#[must_use]
+pub fn could_start_frame(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .count();
+    let rest = bytes.get(start..).unwrap_or_default();
+    if rest.is_empty() {
+        return false;
+    }
+    // The header block: up to its terminator, whose lines are all complete; else up to the
+    // last line break, followed by an incomplete line.
+    let (complete, partial) = match find_terminator(rest, 0) {
+        Some(end) => (rest.get(..end).unwrap_or_default(), &[][..]),
+        None => match rest.iter().rposition(|&b| b == b'\n') {
+            Some(last) => (
+                rest.get(..last).unwrap_or_default(),
+                rest.get(last + 1..).unwrap_or_default(),
+            ),
+            None => (&[][..], rest),
+        },
+    };
+    let name_len = |line: &[u8]| {
+        line.iter()
+            .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            .count()
+    };
+    let complete_ok = complete.is_empty()
+        || complete.split(|&b| b == b'\n').all(|line| {
+            let n = name_len(line);
+            n > 0 && line.get(n) == Some(&b':')
+        });
+    let n = name_len(partial);
+    let partial_ok = match partial.get(n) {
+        None => true,
+        Some(&b':') => n > 0,
+        Some(_) => false,
+    };
+    complete_ok && partial_ok
+}
+
 /// Position of the first `\n\n` in `bytes` at or after `from`.
 pub(crate) fn find_terminator(bytes: &[u8], from: usize) -> Option<usize> {
     bytes

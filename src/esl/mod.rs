@@ -11,6 +11,8 @@
 //!   (percent-decoded values, inner body) and [`event::json_event`] for `text/event-json`.
 //! - [`header_ci`] finds a frame header by name regardless of case, as libesl does;
 //!   [`event::scan_plain_headers`] picks single headers out of a plain event body.
+//! - [`could_start_frame`] tells bytes left undecoded at a close that could begin a frame
+//!   from bytes that are not ESL at all.
 //! - [`session`] is the sans-IO client session: handshake, commands and FIFO reply
 //!   correlation, bgapi jobs, subscriptions, liveness and timeouts, with time passed in.
 //!   Its command and reply types live in their own file and are re-exported there.
@@ -25,4 +27,4 @@ pub mod session;
 
 pub use codec::{DEFAULT_MAX_CONTENT_LENGTH, DEFAULT_MAX_HEADER_BLOCK, EslCodec};
 pub use error::{Block, Error};
-pub use frame::{ALLOCATION_OVERHEAD, Frame, header_ci};
+pub use frame::{ALLOCATION_OVERHEAD, Frame, could_start_frame, header_ci};

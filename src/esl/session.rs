@@ -24,7 +24,8 @@
 //!   closes. A command that times out closes the session too, because a late reply would
 //!   otherwise be matched to the wrong command.
 //! - End: a disconnect notice (not a linger notice), a rude rejection, an auth `-ERR`, a
-//!   timeout or end of stream close the session; every pending command is then settled
+//!   timeout, a write the driver could not make ([`Session::handle_write_timeout`]) or end
+//!   of stream close the session; every pending command is then settled
 //!   with [`Output::Abandoned`], and [`Output::Closed`] says why and whether a reconnect
 //!   makes sense.
 
@@ -155,6 +156,9 @@ pub enum CloseReason {
     },
     /// The liveness probe went unanswered.
     Dead,
+    /// A write made no progress within the driver's write timeout: the peer stopped
+    /// reading our commands ([`Session::handle_write_timeout`]).
+    WriteTimeout,
     /// The stream ended (without a notice: possibly FreeSWITCH killed a slow listener).
     Eof,
     /// The driver closed the session (local shutdown, I/O or codec error).
@@ -185,6 +189,7 @@ impl CloseReason {
             CloseReason::RestoreFailed { .. } => "restore_failed",
             CloseReason::CommandTimeout { .. } => "command_timeout",
             CloseReason::Dead => "dead",
+            CloseReason::WriteTimeout => "write_timeout",
             CloseReason::Eof => "eof",
             CloseReason::Local { .. } => "local",
         }
@@ -650,6 +655,18 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// The driver's write made no progress for its write timeout: the peer stopped reading
+    /// (its receive window stayed shut). The session is dead, and closes
+    /// ([`CloseReason::WriteTimeout`]).
+    pub fn handle_write_timeout(&mut self, _now: Duration) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.liveness = Liveness::Dead;
+        self.outputs.push_back(Output::Liveness(Liveness::Dead));
+        self.close(CloseReason::WriteTimeout);
     }
 
     /// The stream ended at `now`.

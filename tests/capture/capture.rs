@@ -37,14 +37,14 @@ use crate::support::refusing_store::RefusingStore;
 
 const FIXTURE_JOB: &str = "d1b9f2a6-7c3e-4b5d-9e8f-0a1b2c3d4e5f";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/esl/synthetic")
         .join(name);
     std::fs::read(path).unwrap()
 }
 
-fn frames(bytes: &[u8]) -> Vec<Frame> {
+pub(crate) fn frames(bytes: &[u8]) -> Vec<Frame> {
     let mut buf = bytes::BytesMut::from(bytes);
     let mut codec = EslCodec::new();
     std::iter::from_fn(|| codec.decode_eof(&mut buf).unwrap()).collect()
@@ -68,7 +68,7 @@ struct Script {
 /// The commands each connection received (auth lines included).
 type CommandLog = Arc<Mutex<Vec<Vec<String>>>>;
 
-async fn read_command(
+pub(crate) async fn read_command(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
 ) -> Option<Vec<String>> {
     let mut lines = Vec::new();
@@ -205,7 +205,7 @@ async fn fake_freeswitch(scripts: Vec<Script>) -> (String, CommandLog) {
     (address, log)
 }
 
-fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec {
+pub(crate) fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec {
     let mut config = NodeConfig::new(address);
     config.password = Password::new(password);
     config.subscriptions = subscriptions;
@@ -219,11 +219,11 @@ fn node(address: &str, password: &str, subscriptions: Subscriptions) -> NodeSpec
     }
 }
 
-fn names(records: &[Record]) -> Vec<&str> {
+pub(crate) fn names(records: &[Record]) -> Vec<&str> {
     records.iter().map(Record::artifact_name).collect()
 }
 
-fn payload_str<'a>(record: &'a Record, key: &str) -> &'a str {
+pub(crate) fn payload_str<'a>(record: &'a Record, key: &str) -> &'a str {
     record.payload()[key].as_str().unwrap_or_default()
 }
 
@@ -263,7 +263,7 @@ fn operation_states(bundle: &EvidenceBundle) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-fn frames_read(capture: &Capture) -> u64 {
+pub(crate) fn frames_read(capture: &Capture) -> u64 {
     capture
         .telemetry()
         .frames

@@ -11,6 +11,8 @@ mod capture;
 mod capture_cli;
 #[cfg(feature = "cli")]
 mod capture_gateway;
+#[cfg(feature = "capture")]
+mod capture_hostile;
 #[cfg(feature = "cli")]
 mod capture_inject;
 #[cfg(all(feature = "capture", feature = "server"))]
