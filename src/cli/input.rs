@@ -61,12 +61,16 @@ pub(crate) fn parse_speed(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses a rate or a count of seconds: a finite number at or above 0 that fits a duration.
+/// Parses a rate or a count of seconds: a number from 0 up to the largest count of seconds
+/// a duration holds (2^64, about 1.8e19).
 pub(crate) fn parse_non_negative(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(value) if value >= 0.0 && Duration::try_from_secs_f64(value).is_ok() => Ok(value),
+        Ok(value) if value > 0.0 => Err(format!(
+            "{text:?} is too large: the accepted range is 0 to 1.8e19 (2^64, the most seconds a duration holds)"
+        )),
         _ => Err(format!(
-            "{text:?} is not a number at or above 0 (e.g. 0, 2.5 or 100)"
+            "{text:?} is not a number at or above 0 (e.g. 0, 2.5 or 100; at most 1.8e19)"
         )),
     }
 }
@@ -100,6 +104,20 @@ mod tests {
         for bad in ["-1", "NaN", "inf", "1e300"] {
             assert!(parse_non_negative(bad).is_err(), "{bad}");
         }
+        // A number too large is named as such, with the range, never as "not a number".
+        for huge in ["1e308", "inf", "18446744073709551616"] {
+            let error = parse_non_negative(huge).unwrap_err();
+            assert!(
+                error.contains("too large") && error.contains("0 to 1.8e19"),
+                "{huge}: {error}"
+            );
+        }
+        assert!(
+            parse_non_negative("-1")
+                .unwrap_err()
+                .contains("at or above 0")
+        );
+        assert_eq!(parse_non_negative("1.8e19"), Ok(1.8e19));
         assert_eq!(parse_non_negative("0"), Ok(0.0));
     }
 }

@@ -79,7 +79,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "esl-replay-serve", requires = "checkpoint_dir")]
     checkpoint_key: String,
     #[command(flatten)]
+    connections: ConnectionsArg,
+    #[command(flatten)]
     password: PasswordArg,
+}
+
+/// How many clients are served at once.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionsArg {
+    /// Serve at most this many connections at once; one more gets a `text/rude-rejection`
+    /// frame naming the limit and the disconnect notice, and is closed.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+impl ConnectionsArg {
+    fn config(&self, password: String) -> ServerConfig {
+        let max = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        ServerConfig::new(password).with_max_connections(max)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +120,8 @@ pub(crate) struct SimulateArgs {
     /// The FreeSWITCH hostname the events report.
     #[arg(long, default_value = "fs-sim")]
     hostname: String,
+    #[command(flatten)]
+    connections: ConnectionsArg,
     #[command(flatten)]
     password: PasswordArg,
 }
@@ -154,7 +174,11 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Outcome> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let running = server::spawn(listener, ServerConfig::new(password), Arc::new(replay))?;
+        let running = server::spawn(
+            listener,
+            args.connections.config(password),
+            Arc::new(replay),
+        )?;
         eprintln!(
             "serving {} events ({} api and {} bgapi commands recorded) from {} on {}; Ctrl-C stops",
             summary.events,
@@ -194,7 +218,7 @@ pub(crate) fn simulate(args: &SimulateArgs) -> anyhow::Result<Outcome> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let running = Simulator::start(listener, ServerConfig::new(password), config)?;
+        let running = Simulator::start(listener, args.connections.config(password), config)?;
         let rate = if args.rate > 0.0 {
             format!("{} events/s per listener", args.rate)
         } else {

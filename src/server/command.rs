@@ -16,6 +16,10 @@ pub(crate) const DEFAULT_MAX_COMMAND_HEAD: usize = 1024 * 1024;
 /// Cap on a command body (`sendmsg`/`sendevent`), as FreeSWITCH since 2026: 16 MiB.
 pub(crate) const DEFAULT_MAX_COMMAND_BODY: usize = 16 * 1024 * 1024;
 
+/// Cap on a command's header block before authentication: `auth`, `userauth` and `exit`
+/// are one short line, so an unauthenticated client cannot make the server hold more.
+pub const MAX_UNAUTHENTICATED_COMMAND: usize = 4096;
+
 /// One command as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCommand {
@@ -38,6 +42,11 @@ impl ClientCommand {
 }
 
 /// Cuts client commands out of a byte buffer.
+///
+/// The default decoder takes header blocks of up to 1 MiB and bodies of up to 16 MiB. The
+/// server reads an unauthenticated connection with [`CommandDecoder::unauthenticated`]: a
+/// header block of at most [`MAX_UNAUTHENTICATED_COMMAND`] bytes and no body at all, so a
+/// client that has not authenticated never makes it hold more than a few KiB.
 #[derive(Debug, Clone)]
 pub struct CommandDecoder {
     max_head: usize,
@@ -57,12 +66,31 @@ impl Default for CommandDecoder {
 }
 
 impl CommandDecoder {
+    /// A decoder with the limits of a connection that has not authenticated: a header block
+    /// of at most [`MAX_UNAUTHENTICATED_COMMAND`] bytes and no body.
+    #[must_use]
+    pub fn unauthenticated() -> Self {
+        Self {
+            max_head: MAX_UNAUTHENTICATED_COMMAND,
+            max_body: 0,
+            pending: None,
+        }
+    }
+
+    /// Lifts the limits to those of an authenticated connection: a header block of up to
+    /// 1 MiB and a `Content-Length` body of up to 16 MiB (FreeSWITCH's cap).
+    pub fn authenticated(&mut self) {
+        self.max_head = DEFAULT_MAX_COMMAND_HEAD;
+        self.max_body = DEFAULT_MAX_COMMAND_BODY;
+    }
+
     /// Takes the next complete command out of `buf`, `Ok(None)` if more bytes are needed.
     ///
     /// # Errors
     ///
-    /// [`Error::CommandTooLarge`] or [`Error::CommandContentLength`]; the connection should
-    /// be closed, as FreeSWITCH does.
+    /// [`Error::CommandTooLarge`], [`Error::CommandContentLength`], or, for a decoder made
+    /// by [`CommandDecoder::unauthenticated`], [`Error::CommandBodyUnauthenticated`] for any
+    /// body; the connection should be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ClientCommand>, Error> {
         if self.pending.is_none() {
             let skip = buf
@@ -76,6 +104,9 @@ impl CommandDecoder {
                 }
                 return Ok(None);
             };
+            if head_len > self.max_head {
+                return Err(Error::CommandTooLarge { max: self.max_head });
+            }
             let head = buf.get(..head_len).unwrap_or_default();
             let mut lines = head
                 .split(|&b| b == b'\n')
@@ -97,12 +128,16 @@ impl CommandDecoder {
                     .trim()
                     .parse::<usize>()
                     .ok()
-                    .filter(|&n| n <= self.max_body)
+                    .filter(|&n| n <= DEFAULT_MAX_COMMAND_BODY)
                     .ok_or_else(|| Error::CommandContentLength {
                         value: v.chars().take(64).collect(),
-                        max: self.max_body,
+                        max: DEFAULT_MAX_COMMAND_BODY,
                     })?,
             };
+            if body_len > self.max_body {
+                // Only before authentication: the body is never read.
+                return Err(Error::CommandBodyUnauthenticated { length: body_len });
+            }
             let command = ClientCommand {
                 line,
                 headers,
@@ -313,6 +348,41 @@ mod tests {
             decoder.decode(&mut buf),
             Err(Error::CommandTooLarge { max: 8 })
         ));
+    }
+
+    #[test]
+    fn before_authentication_only_short_commands_without_a_body_are_read() {
+        let mut decoder = CommandDecoder::unauthenticated();
+        let mut buf = BytesMut::from(&b"auth ClueCon\n\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap().unwrap().line,
+            "auth ClueCon"
+        );
+        // A body is refused as soon as its length is read, before a byte of it arrives.
+        let mut buf = BytesMut::from(&b"sendevent CUSTOM\nContent-Length: 16777216\n\n"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(Error::CommandBodyUnauthenticated { length: 16_777_216 })
+        ));
+        let mut decoder = CommandDecoder::unauthenticated();
+        let mut buf = BytesMut::from(vec![b'x'; MAX_UNAUTHENTICATED_COMMAND + 1].as_slice());
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(Error::CommandTooLarge {
+                max: MAX_UNAUTHENTICATED_COMMAND
+            })
+        ));
+        // A complete block over the cap is refused too, not only one still growing.
+        let mut decoder = CommandDecoder::unauthenticated();
+        let mut long = vec![b'x'; MAX_UNAUTHENTICATED_COMMAND + 1];
+        long.extend_from_slice(b"\n\n");
+        let mut buf = BytesMut::from(long.as_slice());
+        assert!(decoder.decode(&mut buf).is_err());
+        // Once authenticated, bodies are read.
+        let mut decoder = CommandDecoder::unauthenticated();
+        decoder.authenticated();
+        let mut buf = BytesMut::from(&b"sendevent CUSTOM\nContent-Length: 3\n\nxyz"[..]);
+        assert_eq!(&decoder.decode(&mut buf).unwrap().unwrap().body[..], b"xyz");
     }
 
     #[test]

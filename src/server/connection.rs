@@ -1,22 +1,24 @@
 //! How is one inbound ESL connection served?
 //!
 //! [`serve_connection`] speaks FreeSWITCH's side of the inbound protocol (esl-protocol.md
-//! §1.1-1.6, §1.11): greeting, authentication (only `auth`, `userauth` and `exit` before it;
-//! on a wrong password, after a short delay, a `-ERR invalid` reply then the disconnect
-//! notice; a 25 s timeout until the first command, as FreeSWITCH),
-//! then commands answered in order with FreeSWITCH's reply texts, interleaved with the
-//! listener's events. Events come from the listener's own [`Feed`], started at its first
-//! subscription and paced by the feed's due times; at the end of the feed the server sends
-//! the disconnect notice and closes (as it does when the client hangs up). Writes go through
-//! one buffer flushed between batches, so a slow client slows only its own connection.
+//! §1.1-1.6, §1.11): greeting, authentication (only `auth`, `userauth` and `exit` before it,
+//! each a short command without a body; on a wrong password, after a short delay, a
+//! `-ERR invalid` reply then the disconnect notice; closed 25 s after the accept if not
+//! authenticated by then), then commands answered in order with FreeSWITCH's reply texts,
+//! interleaved with the listener's events. Events come from the listener's own [`Feed`],
+//! started at its first subscription and paced by the feed's due times; at the end of the
+//! feed the server sends the disconnect notice and closes (as it does when the client hangs
+//! up, and after a malformed command). Writes go through one buffer flushed between
+//! batches, so a slow client slows only its own connection; the feed hears which events are
+//! delivered only once the socket has taken their bytes whole.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -33,6 +35,11 @@ const BATCH_EVENTS: usize = 512;
 /// Bytes buffered per batch before the socket is written.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// How long closing after a protocol error may take: writing the last reply and the
+/// disconnect notice, then reading (and dropping) what the client still sends, so the
+/// close does not reset the connection before the client has read the notice.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// What handling a command asks the connection to do next.
 enum After {
     Continue,
@@ -48,8 +55,6 @@ struct Connection {
     traffic: Arc<dyn Traffic>,
     stats: Arc<ServerStats>,
     authenticated: bool,
-    /// FreeSWITCH waits for the first command at most 25 s; after it, never again.
-    first_command_seen: bool,
     subscription: Subscription,
     logging: bool,
     feed: Option<Box<dyn Feed>>,
@@ -59,25 +64,30 @@ struct Connection {
     feed_done: bool,
     asked: HashMap<String, usize>,
     out: BytesMut,
+    /// Event frames in `out`, counted as sent once `out` is written.
+    events_in_out: u64,
 }
 
 /// Serves one accepted connection until the client leaves, the stream ends or the server
-/// stops. Errors are the connection's own (I/O, a malformed command, a store read).
-pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
+/// stops. Errors are the connection's own (I/O, a malformed command, a store read); every
+/// one but a failed socket is answered as FreeSWITCH would (a `-ERR` reply where it sends
+/// one) and followed by the disconnect notice before the close.
+pub(crate) async fn serve_connection<S>(
+    stream: S,
     config: Arc<ServerConfig>,
     traffic: Arc<dyn Traffic>,
     stats: Arc<ServerStats>,
     mut stop: watch::Receiver<Stop>,
-) -> Result<(), Error> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.split();
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut conn = Connection {
         config: Arc::clone(&config),
         traffic,
         stats,
         authenticated: false,
-        first_command_seen: false,
         subscription: Subscription::default(),
         logging: false,
         feed: None,
@@ -86,79 +96,146 @@ pub(crate) async fn serve_connection(
         feed_done: false,
         asked: HashMap::new(),
         out: BytesMut::with_capacity(64 * 1024),
+        events_in_out: 0,
     };
     conn.out.extend_from_slice(wire::GREETING);
-    // A timeout too long for the clock means no deadline, never an overflow.
-    let auth_deadline = Instant::now().checked_add(config.auth_timeout);
-    let mut decoder = CommandDecoder::default();
-    let mut input = BytesMut::with_capacity(4096);
-    loop {
-        // Checked before rendering more events, so a stop is not delayed by a batch.
-        let state = *stop.borrow();
-        match state {
-            Stop::Running => {}
-            Stop::Graceful => {
-                wire::disconnect_notice(&mut conn.out, wire::SHUTDOWN_BODY);
-                let _ = conn.flush(&mut writer).await;
+    match conn.run(&mut reader, &mut writer, &mut stop).await {
+        Ok(()) => Ok(()),
+        // The socket failed: nothing more can be said on it.
+        Err(error @ Error::Io { .. }) => Err(error),
+        Err(error) => {
+            if let Some(text) = error_reply(&error) {
+                wire::command_reply(&mut conn.out, text);
+            }
+            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
+            let closed = tokio::time::timeout(CLOSE_GRACE, async {
+                conn.flush(&mut writer).await?;
+                writer.shutdown().await?;
+                Ok::<(), Error>(())
+            })
+            .await;
+            if matches!(closed, Ok(Ok(()))) {
+                drain(&mut reader).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The `-ERR` reply to a command the connection ends on, where FreeSWITCH replies: none to
+/// a `Content-Length` out of range (its `read_packet` fails and it only says goodbye).
+fn error_reply(error: &Error) -> Option<&'static str> {
+    match error {
+        // FreeSWITCH's answer to any command but auth, userauth and exit before auth.
+        Error::CommandBodyUnauthenticated { .. } => Some("-ERR command not found"),
+        // Our own cap (FreeSWITCH reads up to 10 MiB, then answers the cut command).
+        Error::CommandTooLarge { .. } => Some("-ERR command too long"),
+        _ => None,
+    }
+}
+
+/// Reads and drops what the client still sends, until it closes or [`CLOSE_GRACE`] passes,
+/// so the close does not reset the connection under unread input.
+async fn drain(reader: &mut (impl AsyncRead + Unpin)) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+impl Connection {
+    /// The connection's loop; returns once it has said goodbye (or the server aborted), or
+    /// with the error that ends it, before any notice.
+    async fn run(
+        &mut self,
+        reader: &mut (impl AsyncRead + Unpin),
+        writer: &mut (impl AsyncWrite + Unpin),
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Result<(), Error> {
+        let config = Arc::clone(&self.config);
+        // A timeout too long for the clock means no deadline, never an overflow.
+        let auth_deadline = Instant::now().checked_add(config.auth_timeout);
+        let mut decoder = CommandDecoder::unauthenticated();
+        let mut input = BytesMut::with_capacity(4096);
+        loop {
+            // Checked before rendering more events, so a stop is not delayed by a batch.
+            let state = *stop.borrow();
+            match state {
+                Stop::Running => {}
+                Stop::Graceful => {
+                    wire::disconnect_notice(&mut self.out, wire::SHUTDOWN_BODY);
+                    let _ = self.flush(writer).await;
+                    let _ = writer.shutdown().await;
+                    return Ok(());
+                }
+                Stop::Abort => return Ok(()),
+            }
+            let (wait_until, more_ready) = self.pump_events()?;
+            if self.feed_done && self.pending.is_none() {
+                wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                self.flush(writer).await?;
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            Stop::Abort => return Ok(()),
-        }
-        let (wait_until, more_ready) = conn.pump_events()?;
-        if conn.feed_done && conn.pending.is_none() {
-            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-            conn.flush(&mut writer).await?;
-            let _ = writer.shutdown().await;
-            return Ok(());
-        }
-        // Never interrupted: a partly written frame cannot be taken back. An abort cancels
-        // the whole task instead.
-        conn.flush(&mut writer).await?;
-        tokio::select! {
-            biased;
-            changed = stop.changed() => if changed.is_err() { return Ok(()) },
-            read = reader.read_buf(&mut input) => {
-                if read? == 0 {
-                    // FreeSWITCH says goodbye whenever its listener loop ends, EOF included.
-                    wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-                    let _ = conn.flush(&mut writer).await;
-                    return Ok(());
-                }
-                while let Some(command) = decoder.decode(&mut input)? {
-                    conn.first_command_seen = true;
-                    match conn.handle(command)? {
-                        After::Continue => {}
-                        After::Disconnect => {
-                            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-                            conn.flush(&mut writer).await?;
-                            let _ = writer.shutdown().await;
-                            return Ok(());
+            // Never interrupted: a partly written frame cannot be taken back. An abort
+            // cancels the whole task instead.
+            self.flush(writer).await?;
+            tokio::select! {
+                biased;
+                changed = stop.changed() => if changed.is_err() { return Ok(()) },
+                read = reader.read_buf(&mut input) => {
+                    if read? == 0 {
+                        // FreeSWITCH says goodbye whenever its listener loop ends, EOF
+                        // included.
+                        wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                        let _ = self.flush(writer).await;
+                        return Ok(());
+                    }
+                    while let Some(command) = decoder.decode(&mut input)? {
+                        let after = self.handle(command)?;
+                        if self.authenticated {
+                            decoder.authenticated();
                         }
-                        After::RejectAuth => {
-                            conn.flush(&mut writer).await?;
-                            // Input sent meanwhile is never read: the connection is closing.
-                            tokio::select! {
-                                () = tokio::time::sleep(config.auth_failure_delay) => {}
-                                _ = stop.changed() => {}
+                        match after {
+                            After::Continue => {}
+                            After::Disconnect => {
+                                wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                                self.flush(writer).await?;
+                                let _ = writer.shutdown().await;
+                                return Ok(());
                             }
-                            wire::command_reply(&mut conn.out, "-ERR invalid");
-                            wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-                            let _ = conn.flush(&mut writer).await;
-                            let _ = writer.shutdown().await;
-                            return Ok(());
+                            After::RejectAuth => {
+                                self.flush(writer).await?;
+                                // Input sent meanwhile is never read: the connection is
+                                // closing.
+                                tokio::select! {
+                                    () = tokio::time::sleep(config.auth_failure_delay) => {}
+                                    _ = stop.changed() => {}
+                                }
+                                wire::command_reply(&mut self.out, "-ERR invalid");
+                                wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                                let _ = self.flush(writer).await;
+                                let _ = writer.shutdown().await;
+                                return Ok(());
+                            }
                         }
                     }
                 }
+                // Until authenticated, whatever the client sent meanwhile (FreeSWITCH stops
+                // timing after a first command; a refused command must not buy a client
+                // unlimited time).
+                () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() && !self.authenticated => {
+                    tracing::info!(timeout = ?config.auth_timeout, "closing a connection that did not authenticate in time");
+                    wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                    let _ = self.flush(writer).await;
+                    let _ = writer.shutdown().await;
+                    return Ok(());
+                }
+                () = sleep_until_opt(wait_until), if wait_until.is_some() => {}
+                // Yield so other tasks (and stop requests) run between batches.
+                () = tokio::task::yield_now(), if more_ready => {}
             }
-            () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() && !conn.first_command_seen => {
-                wire::disconnect_notice(&mut conn.out, wire::DISCONNECT_BODY);
-                let _ = conn.flush(&mut writer).await;
-                return Ok(());
-            }
-            () = sleep_until_opt(wait_until), if wait_until.is_some() => {}
-            // Yield so other tasks (and stop requests) run between batches.
-            () = tokio::task::yield_now(), if more_ready => {}
         }
     }
 }
@@ -170,18 +247,23 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl Connection {
-    async fn flush(
-        &mut self,
-        writer: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> Result<(), Error> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// Writes the output buffer whole; only then are its events counted as sent and the
+    /// feed told they are delivered (so a serving checkpoint never covers an event whose
+    /// bytes the socket did not take).
+    async fn flush(&mut self, writer: &mut (impl AsyncWrite + Unpin)) -> Result<(), Error> {
+        if !self.out.is_empty() {
+            writer.write_all(&self.out).await?;
+            self.stats
+                .bytes_written
+                .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+            self.out.clear();
         }
-        writer.write_all(&self.out).await?;
         self.stats
-            .bytes_written
-            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
-        self.out.clear();
+            .events_sent
+            .fetch_add(std::mem::take(&mut self.events_in_out), Ordering::Relaxed);
+        if let Some(feed) = self.feed.as_mut() {
+            feed.delivered();
+        }
         Ok(())
     }
 
@@ -231,7 +313,7 @@ impl Connection {
             }
             if self.subscription.wants(event) {
                 event.render(self.subscription.format(), &mut self.out);
-                self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
+                self.events_in_out += 1;
             }
             self.pending = None;
             feed.handled();
@@ -291,13 +373,13 @@ impl Connection {
                 let job_uuid = command
                     .header("Job-UUID")
                     .filter(|v| !v.trim().is_empty())
-                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), |v| v.trim().to_owned());
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), job_uuid_of);
                 wire::bgapi_ack(&mut self.out, &job_uuid);
                 let occurrence = self.occurrence(format!("bgapi {text}"));
                 let event = self.traffic.bgapi(&text, &job_uuid, occurrence);
                 if self.subscription.wants(&event) {
                     event.render(self.subscription.format(), &mut self.out);
-                    self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
+                    self.events_in_out += 1;
                 }
             }
             Command::Event(words) => {
@@ -317,7 +399,12 @@ impl Connection {
                 wire::command_reply(&mut self.out, "-ERR command not found");
             }
             Command::MyEvents(words) => {
-                let reply = self.subscription.myevents(&words);
+                // With a format word, FreeSWITCH refuses a UUID that names no session; what
+                // is served can tell only when the traffic knows its sessions.
+                let traffic = &self.traffic;
+                let reply = self
+                    .subscription
+                    .myevents(&words, |uuid| traffic.session_exists(uuid) == Some(false));
                 self.reply(reply);
             }
             Command::Filter(_) => {
@@ -420,6 +507,17 @@ impl Connection {
     }
 }
 
+/// A client's `Job-UUID` as FreeSWITCH keeps it: copied into a UUID-sized buffer, so cut to
+/// 36 bytes (at a character boundary here).
+fn job_uuid_of(value: &str) -> String {
+    let value = value.trim();
+    let mut end = value.len().min(36);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.get(..end).unwrap_or_default().to_owned()
+}
+
 /// `switch_true`: the words FreeSWITCH reads as yes.
 fn is_true(value: &str) -> bool {
     let value = value.trim();
@@ -451,4 +549,106 @@ fn log_level(name: &str) -> Option<u8> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, level)| *level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{CheckpointService, CheckpointStore};
+    use crate::record::{Envelope, JsonMap};
+    use crate::server::{ReplayOptions, StoreReplay};
+
+    /// A store of `count` plain HEARTBEATs of about 1 KiB each, served as fast as possible
+    /// with a serving checkpoint in `checkpoints`.
+    fn replay(store: &std::path::Path, checkpoints: &std::path::Path, count: u64) -> StoreReplay {
+        let envelopes: Vec<Envelope> = (1..=count)
+            .map(|n| {
+                let body = format!(
+                    "Event-Name: HEARTBEAT\nEvent-Sequence: {n}\nPadding: {}\n\n",
+                    "x".repeat(1000)
+                );
+                let mut facts = JsonMap::new();
+                facts.insert("content-type".into(), "text/event-plain".into());
+                let mut payload = JsonMap::new();
+                payload.insert("raw_payload".into(), body.into());
+                payload.insert("protocol_facts".into(), facts.into());
+                Envelope::new("1", "event.raw", time::OffsetDateTime::UNIX_EPOCH)
+                    .with_payload(payload)
+            })
+            .collect();
+        let mut writer = crate::store::open(store, None).unwrap();
+        writer.write_batch(envelopes).unwrap();
+        writer.sync().unwrap();
+        drop(writer);
+        let checkpoint =
+            CheckpointService::new(CheckpointStore::open(checkpoints).unwrap(), "k").unwrap();
+        let options = ReplayOptions {
+            checkpoint: Some(checkpoint),
+            ..ReplayOptions::default()
+        };
+        StoreReplay::load(crate::store::open_read_only(store, None).unwrap(), options).unwrap()
+    }
+
+    fn consumed(checkpoints: &std::path::Path) -> Option<u64> {
+        CheckpointService::new(CheckpointStore::open(checkpoints).unwrap(), "k")
+            .unwrap()
+            .load()
+            .unwrap()
+            .map(|c| c.cursor().last_consumed_sequence())
+    }
+
+    /// Issue: the serving checkpoint covered events rendered into the output buffer whose
+    /// write then failed, so the next client skipped them. Here the pipe takes 16 KiB, the
+    /// client reads a little of the first batch (200 events, about 200 KiB) and goes away:
+    /// the write fails, nothing of the batch counts as delivered, and a second client gets
+    /// every event.
+    #[tokio::test]
+    async fn a_batch_whose_write_fails_is_not_covered_by_the_checkpoint() {
+        let store = tempfile::tempdir().unwrap();
+        let checkpoints = tempfile::tempdir().unwrap();
+        let traffic: Arc<dyn Traffic> = Arc::new(replay(store.path(), checkpoints.path(), 200));
+        let config = Arc::new(ServerConfig::default());
+        let stats = Arc::new(ServerStats::default());
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
+
+        let (mut client, server) = tokio::io::duplex(16 * 1024);
+        let task = tokio::spawn(serve_connection(
+            server,
+            Arc::clone(&config),
+            Arc::clone(&traffic),
+            Arc::clone(&stats),
+            stop_rx.clone(),
+        ));
+        client
+            .write_all(b"auth ClueCon\n\nevent plain ALL\n\n")
+            .await
+            .unwrap();
+        let mut some = vec![0u8; 4096];
+        client.read_exact(&mut some).await.unwrap();
+        drop(client);
+        let ended = task.await.unwrap();
+        assert!(matches!(ended, Err(Error::Io { .. })), "{ended:?}");
+        assert_eq!(stats.events_sent.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            consumed(checkpoints.path()),
+            None,
+            "no event was written whole, so none is consumed"
+        );
+
+        let (mut client, server) = tokio::io::duplex(1024 * 1024);
+        let task = tokio::spawn(serve_connection(server, config, traffic, stats, stop_rx));
+        client
+            .write_all(b"auth ClueCon\n\nevent plain ALL\n\n")
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        task.await.unwrap().unwrap();
+        let events = received
+            .windows(b"text/event-plain".len())
+            .filter(|w| w == b"text/event-plain")
+            .count();
+        assert_eq!(events, 200, "the second client gets every event");
+        assert_eq!(consumed(checkpoints.path()), Some(200));
+    }
 }

@@ -24,6 +24,13 @@ pub enum Error {
         max: usize,
     },
 
+    /// A client announced a command body before authenticating; it is never read.
+    #[error("unauthenticated client command announces a {length}-byte body")]
+    CommandBodyUnauthenticated {
+        /// The announced `Content-Length`.
+        length: usize,
+    },
+
     /// Socket I/O failed.
     #[error("socket I/O failed")]
     Io {

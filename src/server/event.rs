@@ -338,6 +338,28 @@ impl ServedEvent {
         self.timestamp_us
     }
 
+    /// The `Unique-ID` header (the channel the event belongs to), read without parsing
+    /// every header of a plain or XML event.
+    #[must_use]
+    pub fn unique_id(&self) -> Option<String> {
+        match self.native {
+            EventFormat::Plain => self
+                .body
+                .split(|&b| b == b'\n')
+                .take_while(|line| !line.is_empty())
+                .find_map(|line| line.strip_prefix(b"Unique-ID: "))
+                .map(|v| String::from_utf8_lossy(&percent_decode(v)).into_owned()),
+            EventFormat::Json => {
+                // Most events without a channel are not parsed at all.
+                find(&self.body, b"\"Unique-ID\"")?;
+                EventParts::from_json(&self.body)?
+                    .header("Unique-ID")
+                    .map(|v| String::from_utf8_lossy(&v.joined()).into_owned())
+            }
+            EventFormat::Xml => xml_element(&self.body, "Unique-ID"),
+        }
+    }
+
     /// The parsed headers and body (used by filters and conversions). XML events yield
     /// only their name.
     #[must_use]

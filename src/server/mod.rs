@@ -44,7 +44,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use command::{ClientCommand, Command, CommandDecoder, EventFormat};
+pub use command::{
+    ClientCommand, Command, CommandDecoder, EventFormat, MAX_UNAUTHENTICATED_COMMAND,
+};
 pub use error::Error;
 pub use event::ServedEvent;
 pub use replay::{ReplayOptions, ReplaySummary, StoreReplay};
@@ -61,6 +63,10 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(25);
 /// connection and second, so a password cannot be guessed at network speed.
 pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
+/// How many connections a server serves at once by default; one more is refused with a
+/// `text/rude-rejection` frame naming the limit, then the disconnect notice.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 /// How long a graceful shutdown waits for connections to finish writing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -70,6 +76,7 @@ pub struct ServerConfig {
     password: String,
     auth_timeout: Duration,
     auth_failure_delay: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -78,6 +85,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("password", &"<redacted>")
             .field("auth_timeout", &self.auth_timeout)
             .field("auth_failure_delay", &self.auth_failure_delay)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -96,6 +104,7 @@ impl ServerConfig {
             password: password.into(),
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -106,10 +115,21 @@ impl ServerConfig {
         self
     }
 
-    /// Sets how long a connection may wait before its first command.
+    /// Sets how long a connection may stay unauthenticated (default
+    /// [`DEFAULT_AUTH_TIMEOUT`]): it is closed, with the disconnect notice, if it has not
+    /// authenticated that long after it was accepted, whatever it sent meanwhile.
     #[must_use]
     pub fn with_auth_timeout(mut self, timeout: Duration) -> Self {
         self.auth_timeout = timeout;
+        self
+    }
+
+    /// Sets how many connections are served at once (default [`DEFAULT_MAX_CONNECTIONS`];
+    /// 0 is taken as 1). A connection accepted beyond it gets a `text/rude-rejection` frame
+    /// naming the limit and the disconnect notice, and is closed.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 }
@@ -118,6 +138,9 @@ impl ServerConfig {
 #[derive(Debug, Default)]
 pub(crate) struct ServerStats {
     pub(crate) connections: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    /// Connections being served now (accepted, task not yet ended).
+    pub(crate) connections_open: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
@@ -127,9 +150,13 @@ pub(crate) struct ServerStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerFigures {
-    /// Connections accepted.
+    /// Connections accepted and served.
     pub connections: u64,
-    /// Event frames written (all connections).
+    /// Connections refused because the server already served its maximum.
+    pub connections_refused: u64,
+    /// Connections being served now.
+    pub connections_open: u64,
+    /// Event frames written to client sockets (all connections).
     pub events_sent: u64,
     /// Bytes written (all connections).
     pub bytes_written: u64,
@@ -168,6 +195,8 @@ impl RunningServer {
     pub fn figures(&self) -> ServerFigures {
         ServerFigures {
             connections: self.stats.connections.load(Ordering::Relaxed),
+            connections_refused: self.stats.connections_refused.load(Ordering::Relaxed),
+            connections_open: self.stats.connections_open.load(Ordering::Relaxed),
             events_sent: self.stats.events_sent.load(Ordering::Relaxed),
             bytes_written: self.stats.bytes_written.load(Ordering::Relaxed),
             auth_failures: self.stats.auth_failures.load(Ordering::Relaxed),
@@ -263,8 +292,18 @@ async fn accept_loop(
                 }
             }
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer))
+                    if stats.connections_open.load(Ordering::Relaxed)
+                        >= config.max_connections as u64 =>
+                {
+                    stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, limit = config.max_connections, "esl connection refused: the server already serves its maximum number of connections");
+                    refuse(&stream, config.max_connections);
+                }
                 Ok((stream, peer)) => {
                     stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let open = OpenConnection::new(Arc::clone(&stats));
+                    let _ = stream.set_nodelay(true);
                     tracing::info!(%peer, "esl client connected");
                     let task = connection::serve_connection(
                         stream,
@@ -274,6 +313,7 @@ async fn accept_loop(
                         stop.clone(),
                     );
                     connections.spawn(async move {
+                        let _open = open;
                         if let Err(error) = task.await {
                             tracing::info!(%peer, error = %error_chain(&error), "esl connection ended with an error");
                         } else {
@@ -294,4 +334,31 @@ async fn accept_loop(
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Counts a connection as open from its accept until its task ends (or is aborted).
+struct OpenConnection(Arc<ServerStats>);
+
+impl OpenConnection {
+    fn new(stats: Arc<ServerStats>) -> Self {
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tells a connection beyond the limit why it is closed: a `text/rude-rejection` frame
+/// naming the limit, then the disconnect notice (as FreeSWITCH answers a peer its ACL
+/// refuses). Written without waiting: what the socket does not take at once is dropped, so
+/// a refused client never holds the accept loop.
+fn refuse(stream: &tokio::net::TcpStream, limit: usize) {
+    let mut out = bytes::BytesMut::new();
+    wire::rude_rejection(&mut out, &wire::too_many_connections_body(limit));
+    wire::disconnect_notice(&mut out, wire::DISCONNECT_BODY);
+    let _ = stream.try_write(&out);
 }

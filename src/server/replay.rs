@@ -22,7 +22,7 @@
 //! the channels the events open and close (see `core_api`). Anything else gets FreeSWITCH's
 //! unknown-command answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ use crate::store::ArtifactReader;
 const PAGE: usize = 512;
 /// How often a feed saves the serving checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The most distinct channels (`Unique-ID`s) a load remembers (8 bytes each); a store with
+/// more cannot tell `myevents` a session is missing, and any UUID is accepted.
+const MAX_KNOWN_SESSIONS: usize = 4 * 1024 * 1024;
 
 /// How a store is replayed.
 #[derive(Debug, Clone)]
@@ -96,6 +99,8 @@ pub struct StoreReplay {
     bgapi: HashMap<String, Vec<ServedEvent>>,
     core: CoreIdentity,
     identity: SwitchIdentity,
+    /// Hashes of every `Unique-ID` the stored events carry (`None`: too many to remember).
+    known_sessions: Option<HashSet<u64>>,
     /// Sessions at the end of the store; the uptime grows from there while serving.
     figures: SessionFigures,
     loaded: Instant,
@@ -175,6 +180,7 @@ impl StoreReplay {
             bgapi: scan.bgapi,
             core,
             identity,
+            known_sessions: (!scan.known_sessions.overflowed).then_some(scan.known_sessions.hashes),
             figures,
             loaded: Instant::now(),
             summary,
@@ -211,6 +217,7 @@ struct Scan {
     events_without_payload: u64,
     /// The first value seen of each identity header.
     identity: HashMap<&'static str, String>,
+    known_sessions: KnownSessions,
     sessions: Sessions,
     pending_api: HashMap<String, VecDeque<String>>,
     pending_bgapi: HashMap<String, VecDeque<String>>,
@@ -280,6 +287,9 @@ impl Scan {
                     return;
                 };
                 self.events += 1;
+                if let Some(uuid) = event.unique_id() {
+                    self.known_sessions.insert(&uuid);
+                }
                 let needs_identity = self.identity.len() < IDENTITY_HEADERS.len();
                 if needs_identity || Sessions::tracks(event.name()) {
                     let parts = event.parts();
@@ -316,6 +326,35 @@ impl Scan {
             _ => {}
         }
     }
+}
+
+/// The channels a store's events name, by a hash of their `Unique-ID` (a collision can
+/// only make an unknown UUID pass for a known one, as if nothing were checked).
+#[derive(Default)]
+struct KnownSessions {
+    hashes: HashSet<u64>,
+    /// More than [`MAX_KNOWN_SESSIONS`]: forgotten, nothing can be told.
+    overflowed: bool,
+}
+
+impl KnownSessions {
+    fn insert(&mut self, uuid: &str) {
+        if self.overflowed {
+            return;
+        }
+        self.hashes.insert(session_hash(uuid));
+        if self.hashes.len() > MAX_KNOWN_SESSIONS {
+            self.hashes = HashSet::new();
+            self.overflowed = true;
+        }
+    }
+}
+
+fn session_hash(uuid: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    uuid.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The headers a served switch takes its identity from.
@@ -607,6 +646,7 @@ impl Traffic for StoreReplay {
             checkpoint: self.options.checkpoint.clone(),
             handed: None,
             handled: None,
+            delivered: None,
             saved: None,
             last_save: Instant::now(),
         }))
@@ -625,6 +665,13 @@ impl Traffic for StoreReplay {
                 .core_answer(command)
                 .map_or(ApiAnswer::NotFound, ApiAnswer::Body),
         }
+    }
+
+    /// A session exists in what is served if a stored event names it (`Unique-ID`).
+    fn session_exists(&self, uuid: &str) -> Option<bool> {
+        self.known_sessions
+            .as_ref()
+            .map(|known| known.contains(&session_hash(uuid)))
     }
 
     fn bgapi(&self, command: &str, job_uuid: &str, occurrence: usize) -> ServedEvent {
@@ -680,9 +727,12 @@ struct ReplayFeed {
     last_due: Duration,
     served_this_pass: u64,
     checkpoint: Option<CheckpointService>,
-    /// Sequence of the last record handed out, and of the last one the connection handled.
+    /// Sequence of the last record handed out, of the last one the connection handled
+    /// (rendered or filtered out), and of the last one whose bytes the socket took: only
+    /// that one is ever saved.
     handed: Option<u64>,
     handled: Option<u64>,
+    delivered: Option<u64>,
     saved: Option<u64>,
     last_save: Instant,
 }
@@ -717,7 +767,7 @@ impl ReplayFeed {
     }
 
     fn save_checkpoint(&mut self) {
-        let (Some(service), Some(sequence)) = (&self.checkpoint, self.handled) else {
+        let (Some(service), Some(sequence)) = (&self.checkpoint, self.delivered) else {
             return;
         };
         if self.saved == Some(sequence) {
@@ -779,6 +829,10 @@ impl Feed for ReplayFeed {
 
     fn handled(&mut self) {
         self.handled = self.handed;
+    }
+
+    fn delivered(&mut self) {
+        self.delivered = self.handled;
         if self.checkpoint.is_some() && self.last_save.elapsed() >= CHECKPOINT_EVERY {
             self.save_checkpoint();
         }
@@ -786,6 +840,9 @@ impl Feed for ReplayFeed {
 }
 
 impl Drop for ReplayFeed {
+    /// Saves the progress delivered so far: events handled but not written whole (a batch
+    /// whose write failed, or one never flushed) are not covered, so the next client gets
+    /// them again.
     fn drop(&mut self) {
         self.save_checkpoint();
     }

@@ -257,6 +257,11 @@ impl Traffic for Simulator {
             .map_or(ApiAnswer::NotFound, ApiAnswer::Body)
     }
 
+    /// A session exists while a listener is in the middle of its call.
+    fn session_exists(&self, uuid: &str) -> Option<bool> {
+        Some(self.shared.sessions.lock().channels.contains_key(uuid))
+    }
+
     fn bgapi(&self, command: &str, job_uuid: &str, _occurrence: usize) -> ServedEvent {
         let body = self
             .answer(command)

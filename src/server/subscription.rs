@@ -362,14 +362,23 @@ impl Subscription {
         Ok("+OK no longer listening for events".into())
     }
 
-    /// `myevents <uuid> [format]`: the channel events of one call.
-    pub(crate) fn myevents(&mut self, words: &[String]) -> Reply {
+    /// `myevents <uuid> [format]`: the channel events of one call. As in FreeSWITCH, a
+    /// UUID followed by any further word (a format) must name a session: `missing` says
+    /// when it is known not to.
+    pub(crate) fn myevents(
+        &mut self,
+        words: &[String],
+        missing: impl FnOnce(&str) -> bool,
+    ) -> Reply {
         if self.my_uuid.is_some() {
             return Err("-ERR aready enabled.".into());
         }
         let Some(uuid) = words.first() else {
             return Err("-ERR invalid uuid".into());
         };
+        if words.len() > 1 && missing(uuid) {
+            return Err("-ERR invalid uuid".into());
+        }
         if let Some(format) = words.get(1).and_then(|w| EventFormat::from_keyword(w)) {
             self.format = format;
         }
@@ -592,9 +601,12 @@ mod tests {
     #[test]
     fn myevents_binds_one_channel() {
         let mut sub = Subscription::default();
-        assert_eq!(sub.myevents(&[]), Err("-ERR invalid uuid".into()));
         assert_eq!(
-            sub.myevents(&words("u1 json")),
+            sub.myevents(&[], |_| false),
+            Err("-ERR invalid uuid".into())
+        );
+        assert_eq!(
+            sub.myevents(&words("u1 json"), |_| false),
             Ok("+OK Events Enabled".into())
         );
         assert_eq!(sub.format(), EventFormat::Json);
@@ -602,7 +614,7 @@ mod tests {
         assert!(!sub.wants(&plain("CHANNEL_ANSWER", "Unique-ID: u2")));
         assert!(!sub.wants(&plain("HEARTBEAT", "")));
         assert_eq!(
-            sub.myevents(&words("u1")),
+            sub.myevents(&words("u1"), |_| false),
             Err("-ERR aready enabled.".into())
         );
     }

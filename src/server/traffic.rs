@@ -35,8 +35,13 @@ pub trait Feed: Send + std::fmt::Debug {
     /// Reading the underlying store failed; the connection is closed.
     fn next_item(&mut self) -> Result<FeedItem, Error>;
 
-    /// The last item returned was handled (sent or filtered out): progress may be saved.
+    /// The last item returned was handled: rendered into the connection's output, or
+    /// filtered out. It is not delivered yet.
     fn handled(&mut self) {}
+
+    /// Every item handled so far is delivered: its bytes were written whole to the socket
+    /// (handed to the kernel). Progress may be saved up to here, never past it.
+    fn delivered(&mut self) {}
 }
 
 /// How an `api` command is answered.
@@ -65,4 +70,12 @@ pub trait Traffic: Send + Sync + std::fmt::Debug + 'static {
 
     /// The `BACKGROUND_JOB` event for `bgapi <command>` run as `job_uuid`.
     fn bgapi(&self, command: &str, job_uuid: &str, occurrence: usize) -> ServedEvent;
+
+    /// Whether the served switch has a session (channel) `uuid`: `Some(false)` only when
+    /// the traffic knows there is none, so `myevents <uuid> <format>` gets FreeSWITCH's
+    /// `-ERR invalid uuid`; `None` (the default) when it cannot tell.
+    fn session_exists(&self, uuid: &str) -> Option<bool> {
+        let _ = uuid;
+        None
+    }
 }

@@ -21,11 +21,32 @@ pub(crate) const DISCONNECT_BODY: &[u8] =
 /// Body of the disconnect notice sent when FreeSWITCH shuts down.
 pub(crate) const SHUTDOWN_BODY: &[u8] = b"The system is being shut down.\n";
 
-/// Appends a `command/reply` frame with `Reply-Text: text`.
+/// The most bytes of a `Reply-Text`: FreeSWITCH formats every reply into a 512-byte buffer
+/// (`char reply[512]` in `listener_run`, filled by `switch_snprintf`), so a longer text is
+/// cut to its first 511 bytes (esl-protocol.md §1.3, §1.12), even inside a UTF-8 character.
+pub(crate) const REPLY_TEXT_MAX: usize = 511;
+
+/// Appends a `command/reply` frame with `Reply-Text: text`, cut to [`REPLY_TEXT_MAX`] bytes.
 pub(crate) fn command_reply(out: &mut BytesMut, text: &str) {
+    let text = text.as_bytes();
     out.put_slice(b"Content-Type: command/reply\nReply-Text: ");
-    out.put_slice(text.as_bytes());
+    out.put_slice(text.get(..REPLY_TEXT_MAX).unwrap_or(text));
     out.put_slice(b"\n\n");
+}
+
+/// The body of the `text/rude-rejection` frame sent to a connection refused because the
+/// server already serves its maximum number of connections (FreeSWITCH sends this frame
+/// type, with `Access Denied, go away.`, to a peer its ACL refuses).
+pub(crate) fn too_many_connections_body(limit: usize) -> Vec<u8> {
+    format!("Too many connections ({limit}), try again later.\n").into_bytes()
+}
+
+/// Appends a `text/rude-rejection` frame carrying `body`.
+pub(crate) fn rude_rejection(out: &mut BytesMut, body: &[u8]) {
+    out.put_slice(b"Content-Type: text/rude-rejection\nContent-Length: ");
+    put_decimal(out, body.len() as u64);
+    out.put_slice(b"\n\n");
+    out.put_slice(body);
 }
 
 /// Appends the bgapi acknowledgement: `Reply-Text: +OK Job-UUID: <uuid>` and a separate
@@ -211,6 +232,23 @@ mod tests {
             out.len(),
             124,
             "the size of the FreeSWITCH notice (fixture 15)"
+        );
+    }
+
+    #[test]
+    fn reply_texts_are_cut_to_511_bytes_as_freeswitch_does() {
+        let long = format!("+OK filter added. [Unique-ID]=[{}]", "é".repeat(400));
+        let mut out = BytesMut::new();
+        command_reply(&mut out, &long);
+        let head = b"Content-Type: command/reply\nReply-Text: ";
+        assert_eq!(out.len(), head.len() + 511 + 2);
+        assert_eq!(&out[head.len()..head.len() + 511], &long.as_bytes()[..511]);
+        assert!(out.ends_with(b"\n\n"));
+        let mut out = BytesMut::new();
+        command_reply(&mut out, "+OK accepted");
+        assert_eq!(
+            &out[..],
+            b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
         );
     }
 

@@ -292,11 +292,11 @@ async fn an_auth_timeout_beyond_the_clock_waits_without_a_deadline() {
     assert_eq!(client.command("auth ClueCon").await, "+OK accepted");
 }
 
-/// FreeSWITCH times out only a client that sends nothing: after its first command (even a
-/// refused one) an unauthenticated connection stays open (fixture
-/// unauthenticated-command-then-shutdown: open 16 s, closed by the shutdown notice).
+/// Review item: FreeSWITCH stops timing a client after its first command, so one refused
+/// command bought an unauthenticated connection unlimited time. Here the timeout counts
+/// from the accept whatever the client sends.
 #[tokio::test]
-async fn after_a_first_command_an_unauthenticated_client_is_not_timed_out() {
+async fn a_refused_command_does_not_stop_the_auth_timeout() {
     let timeout = Duration::from_millis(200);
     let server = simulator(None, ServerConfig::default().with_auth_timeout(timeout)).await;
     let mut client = Client::connect(server.local_addr()).await;
@@ -305,9 +305,147 @@ async fn after_a_first_command_an_unauthenticated_client_is_not_timed_out() {
         client.command("event plain ALL").await,
         "-ERR command not found"
     );
-    // Let the auth timeout pass (the scenario, not a synchronisation).
-    tokio::time::sleep(timeout * 3).await;
-    assert_eq!(client.command("auth ClueCon").await, "+OK accepted");
+    let notice = client.frame().await.expect("the disconnect notice");
+    assert_eq!(notice.content_type(), Some("text/disconnect-notice"));
+    assert_eq!(&notice.body()[..], DISCONNECT_BODY);
+    client.expect_closed().await;
+}
+
+/// The next frame is the disconnect notice, then the connection closes.
+async fn says_goodbye(client: &mut Client) {
+    let notice = client.frame().await.expect("the disconnect notice");
+    assert_eq!(notice.content_type(), Some("text/disconnect-notice"));
+    assert_eq!(&notice.body()[..], DISCONNECT_BODY);
+    client.expect_closed().await;
+}
+
+/// Review item: a client that had not authenticated could make the server hold a 16 MiB
+/// body per connection. The head alone announcing it is answered with FreeSWITCH's reply
+/// to a command before auth and the notice, without a byte of the body sent: the server
+/// never waits for it.
+#[tokio::test]
+async fn a_body_before_authentication_is_refused_without_being_read() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.frame().await.unwrap();
+    client
+        .send_raw(b"sendevent CUSTOM\nContent-Length: 16777216\n\n")
+        .await;
+    let reply = client.reply_frame().await;
+    assert_eq!(reply.header("Reply-Text"), Some("-ERR command not found"));
+    says_goodbye(&mut client).await;
+}
+
+/// Before authentication a command is a short line: 8 KiB without an end is refused as
+/// soon as it passes the cap, not buffered up to the 1 MiB of an authenticated command.
+#[tokio::test]
+async fn a_long_command_before_authentication_is_refused_at_the_cap() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.frame().await.unwrap();
+    const { assert!(esl_replay::server::MAX_UNAUTHENTICATED_COMMAND < 8192) };
+    client.send_raw(&[b'a'; 8192]).await;
+    let reply = client.reply_frame().await;
+    assert_eq!(reply.header("Reply-Text"), Some("-ERR command too long"));
+    says_goodbye(&mut client).await;
+}
+
+/// Review item: a malformed command closed the connection with no notice. FreeSWITCH
+/// answers a `Content-Length` out of range with no reply and its disconnect notice.
+#[tokio::test]
+async fn a_negative_content_length_gets_the_disconnect_notice() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut client = Client::authenticated(server.local_addr(), "ClueCon").await;
+    client
+        .send_raw(b"sendevent CUSTOM\nContent-Length: -1\n\n")
+        .await;
+    says_goodbye(&mut client).await;
+}
+
+/// Review item: a 2 MiB line without an end was answered with a reset. It gets a reason
+/// and the notice; what the client still sends is read and dropped, so the close does not
+/// reset the connection under it.
+#[tokio::test]
+async fn a_command_line_over_the_cap_gets_a_reason_and_the_disconnect_notice() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut client = Client::authenticated(server.local_addr(), "ClueCon").await;
+    client.send_raw(&vec![b'a'; 2 * 1024 * 1024]).await;
+    let reply = client.reply_frame().await;
+    assert_eq!(reply.header("Reply-Text"), Some("-ERR command too long"));
+    says_goodbye(&mut client).await;
+}
+
+/// Review item: connections were accepted without limit. One beyond the limit is told why
+/// (a `text/rude-rejection` frame, as FreeSWITCH refuses a peer its ACL rejects, then the
+/// notice) and closed; once a slot is free, a new client is served.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_a_reason() {
+    let server = simulator(None, ServerConfig::default().with_max_connections(2)).await;
+    let addr = server.local_addr();
+    assert_eq!(esl_replay::server::DEFAULT_MAX_CONNECTIONS, 256);
+    let mut first = Client::authenticated(addr, "ClueCon").await;
+    let mut second = Client::connect(addr).await;
+    assert_eq!(
+        second.frame().await.unwrap().content_type(),
+        Some("auth/request")
+    );
+
+    let mut refused = Client::connect(addr).await;
+    let rejection = refused.frame().await.expect("a rejection");
+    assert_eq!(rejection.content_type(), Some("text/rude-rejection"));
+    assert_eq!(
+        &rejection.body()[..],
+        b"Too many connections (2), try again later.\n"
+    );
+    says_goodbye(&mut refused).await;
+    assert_eq!(server.figures().connections_refused, 1);
+    assert_eq!(server.figures().connections_open, 2);
+
+    assert_eq!(first.command("exit").await, "+OK bye");
+    says_goodbye(&mut first).await;
+    let give_up = std::time::Instant::now() + crate::support::PATIENCE;
+    while server.figures().connections_open > 1 {
+        assert!(std::time::Instant::now() < give_up, "the slot never freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut third = Client::authenticated(addr, "ClueCon").await;
+    assert_eq!(third.command("exit").await, "+OK bye");
+    drop(second);
+}
+
+/// FreeSWITCH formats a reply into a 512-byte buffer (esl-protocol.md §1.3, §1.12): a
+/// longer `Reply-Text` is cut to its first 511 bytes; the filter itself is whole.
+#[tokio::test]
+async fn long_reply_texts_are_cut_to_511_bytes_as_freeswitch_does() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    let value = "v".repeat(600);
+    let whole = format!("+OK filter added. [Unique-ID]=[{value}]");
+    let reply = c.command(&format!("filter Unique-ID {value}")).await;
+    assert_eq!(reply, whole[..511]);
+    assert_eq!(
+        c.command(&format!("filter delete Unique-ID {value}")).await,
+        format!("+OK filter deleted. [Unique-ID][{value}]")[..511]
+    );
+}
+
+/// FreeSWITCH answers `myevents <uuid> <format>` with `-ERR invalid uuid` when no session
+/// has that UUID (`switch_core_session_locate` fails); without a format it binds anyway.
+/// The simulated switch's sessions are the calls in progress.
+#[tokio::test]
+async fn myevents_with_a_format_refuses_a_uuid_no_simulated_call_has() {
+    let server = simulator(None, ServerConfig::default()).await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    assert_eq!(
+        c.command("myevents 2b1f0d6e-0000-4000-8000-000000000000 json")
+            .await,
+        "-ERR invalid uuid"
+    );
+    assert_eq!(
+        c.command("myevents 2b1f0d6e-0000-4000-8000-000000000000")
+            .await,
+        "+OK Events Enabled"
+    );
 }
 
 #[tokio::test]

@@ -519,3 +519,140 @@ async fn a_full_page_of_records_without_payload_does_not_end_the_stream() {
         "the event after 600 payload-less records arrives"
     );
 }
+
+/// A plain event frame of about `padding` bytes more than a bare one.
+fn padded_event(sequence: u64, padding: usize) -> Envelope {
+    let body = format!(
+        "Event-Name: HEARTBEAT\nEvent-Sequence: {sequence}\nPadding: {}\n\n",
+        "x".repeat(padding)
+    );
+    let wire = format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+        body.len()
+    );
+    let mut codec = esl_replay::esl::EslCodec::new();
+    let mut buf = bytes::BytesMut::from(wire.as_bytes());
+    let frame = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+        .unwrap()
+        .unwrap();
+    event_envelope(&frame, captured_at(0))
+}
+
+/// Review item: the serving checkpoint moved past events the client never received (it
+/// covered every event rendered for the socket, even a batch whose write then failed). A
+/// client with a tiny receive buffer reads one event of a 12 MiB store, more than the
+/// socket buffers hold, and resets: the checkpoint covers at most the events whose bytes
+/// the server wrote whole, and the next client receives every event after it.
+#[tokio::test]
+async fn a_client_that_resets_mid_stream_leaves_the_checkpoint_at_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 384;
+    let envelopes: Vec<Envelope> = (1..=count).map(|n| padded_event(n, 32 * 1024)).collect();
+    let frame_bytes: Vec<u64> = envelopes
+        .iter()
+        .map(|e| {
+            let body = e.payload["raw_payload"].as_str().unwrap().len();
+            format!("Content-Length: {body}\nContent-Type: text/event-plain\n\n").len() as u64
+                + body as u64
+        })
+        .collect();
+    write_store(dir.path(), envelopes);
+    let checkpoints = tempfile::tempdir().unwrap();
+    let service = || serving_checkpoint(checkpoints.path());
+    let options = ReplayOptions {
+        checkpoint: Some(service()),
+        ..ReplayOptions::default()
+    };
+    let server = serve(dir.path(), options).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(server.local_addr()).await.unwrap();
+    let mut first = Client::from_stream(stream);
+    assert_eq!(
+        first.frame().await.unwrap().content_type(),
+        Some("auth/request")
+    );
+    assert_eq!(first.command("auth ClueCon").await, "+OK accepted");
+    first.command("event plain ALL").await;
+    let event = first.frame().await.unwrap();
+    assert_eq!(header(&event, "Event-Sequence").as_deref(), Some("1"));
+    first.reset();
+
+    // The feed saves what was delivered when the connection ends.
+    let give_up = Instant::now() + crate::support::PATIENCE;
+    while server.figures().connections_open > 0 {
+        assert!(Instant::now() < give_up, "the connection never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let consumed = service()
+        .load()
+        .unwrap()
+        .map_or(0, |c| c.cursor().last_consumed_sequence());
+    let replies = [
+        "Content-Type: auth/request\n\n".len(),
+        "Content-Type: command/reply\nReply-Text: +OK accepted\n\n".len(),
+        "Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n".len(),
+    ];
+    let mut events_bytes = server
+        .figures()
+        .bytes_written
+        .saturating_sub(replies.iter().sum::<usize>() as u64);
+    let written_whole = frame_bytes
+        .iter()
+        .take_while(|&&size| {
+            let whole = events_bytes >= size;
+            events_bytes = events_bytes.saturating_sub(size);
+            whole
+        })
+        .count() as u64;
+    assert!(
+        consumed <= written_whole,
+        "the checkpoint covers {consumed} events, the server wrote {written_whole} whole"
+    );
+    assert!(
+        written_whole < count,
+        "the store must outgrow the socket buffers"
+    );
+
+    let mut second = Client::authenticated(server.local_addr(), "ClueCon").await;
+    second.command("event plain ALL").await;
+    let (events, _) = second.events_until_notice().await;
+    let expected: Vec<u64> = (consumed + 1..=count).collect();
+    assert_eq!(sequences(&events), expected);
+}
+
+/// FreeSWITCH answers `myevents <uuid> <format>` with `-ERR invalid uuid` when no session
+/// has that UUID (esl-protocol.md §1.5). A served store knows its sessions: the channels
+/// its events name. Without a format FreeSWITCH binds anyway, and so does serve.
+#[tokio::test]
+async fn myevents_with_a_format_refuses_a_uuid_no_stored_event_names() {
+    let (_dir, server) = serve_plain_fixtures().await;
+    let mut c = Client::authenticated(server.local_addr(), "ClueCon").await;
+    assert_eq!(
+        c.command("myevents 00000000-0000-4000-8000-000000000000 json")
+            .await,
+        "-ERR invalid uuid"
+    );
+    assert_eq!(
+        c.command("myevents 4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30 json")
+            .await,
+        "+OK Events Enabled"
+    );
+    let (events, _) = c.events_until_notice().await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.content_type() == Some("text/event-json")
+                && header(e, "Unique-ID").as_deref()
+                    == Some("4f1c2d9a-6b3e-4a7f-9c2d-1e8b7a6f5c30"))
+    );
+    let mut unbound = Client::authenticated(server.local_addr(), "ClueCon").await;
+    assert_eq!(
+        unbound
+            .command("myevents 00000000-0000-4000-8000-000000000000")
+            .await,
+        "+OK Events Enabled"
+    );
+}

@@ -35,6 +35,11 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// A client on an already connected `stream` (for socket options set before connect).
+    pub(crate) fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
             codec: EslCodec::new(),
@@ -53,6 +58,18 @@ impl Client {
             "+OK accepted"
         );
         client
+    }
+
+    /// Writes `bytes` as they are.
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Closes the connection with a reset (`SO_LINGER` 0), as a client that crashes or
+    /// drops off the network abruptly.
+    pub(crate) fn reset(self) {
+        self.stream.set_zero_linger().expect("SO_LINGER 0");
+        drop(self.stream);
     }
 
     pub(crate) async fn send(&mut self, command: &str) {
