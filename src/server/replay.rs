@@ -784,7 +784,13 @@ impl ReplayFeed {
                 return;
             }
         };
-        let mut metadata = JsonMap::new();
+        // What the checkpoint held stays (retention queries find its consumer by it).
+        let mut metadata = service
+            .load()
+            .ok()
+            .flatten()
+            .map(|checkpoint| checkpoint.metadata().clone())
+            .unwrap_or_default();
         metadata.insert("consumer".into(), "esl-replay serve".into());
         match service.save(ReadCursor::new(sequence, None), metadata) {
             Ok(_) => self.saved = Some(sequence),
