@@ -133,10 +133,23 @@ pub(crate) struct ImportArgs {
     /// too large for the store), reporting each, instead of failing on the first.
     #[arg(long)]
     skip_malformed: bool,
-    /// The longest line accepted, in bytes (not counting the line end); a longer line is a
-    /// bad line, read past without being held in memory.
-    #[arg(long, default_value_t = esl_replay::record::DEFAULT_MAX_LINE_BYTES)]
+    /// The longest line accepted, in bytes (not counting the line end), at most 256 MiB; a
+    /// longer line is a bad line, read past without being held in memory.
+    #[arg(long, default_value_t = esl_replay::record::DEFAULT_MAX_LINE_BYTES, value_parser = parse_max_line_bytes)]
     max_line_bytes: usize,
+}
+
+/// The ceiling of `--max-line-bytes`: a line is held whole while it is parsed, and no
+/// longer line holds a record the store accepts (16 MiB, even with every byte escaped).
+const MAX_LINE_BYTES_CEILING: usize = 256 << 20;
+
+fn parse_max_line_bytes(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes @ 1..=MAX_LINE_BYTES_CEILING) => Ok(bytes),
+        _ => Err(format!(
+            "{text:?} is not a line length from 1 to {MAX_LINE_BYTES_CEILING} bytes (256 MiB)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

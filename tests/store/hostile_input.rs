@@ -379,6 +379,21 @@ fn an_endless_input_stops_at_the_line_limit() {
         text.contains("line 1: the line is longer than 65536 bytes"),
         "{text}"
     );
+    // A limit that would let one line take the memory of the machine is refused.
+    for absurd in ["18446744073709551615", "268435457", "0"] {
+        let text = fails(&[
+            "import",
+            "--store",
+            path(&store),
+            "--max-line-bytes",
+            absurd,
+            "/dev/zero",
+        ]);
+        assert!(
+            text.contains("is not a line length from 1 to 268435456 bytes"),
+            "{text}"
+        );
+    }
 }
 
 /// Item 9: `evidence compare --bundle /dev/zero` used to read until memory ran out.
