@@ -260,14 +260,19 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let plan = executor.plan_matching(&cursor, &criteria, range.until)?;
     let mut out = std::io::stdout().lock();
     if range.ndjson() {
-        let mut value = plan_json(&plan);
-        let records = plan
-            .records()
-            .iter()
-            .map(|r| serde_json::from_str(&to_ndjson_line(r)))
-            .collect::<Result<Vec<Value>, _>>()?;
-        value["records"] = Value::Array(records);
-        writeln!(out, "{value}")?;
+        // The records as `export` writes them, byte for byte: spliced in as text, since
+        // parsing and writing them again would change how numbers are written.
+        let mut line = plan_json(&plan).to_string();
+        line.pop();
+        line.push_str(",\"records\":[");
+        for (i, record) in plan.records().iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&to_ndjson_line(record));
+        }
+        line.push_str("]}");
+        writeln!(out, "{line}")?;
         return Ok(Outcome::Success);
     }
     writeln!(

@@ -569,6 +569,27 @@ fn plan_prints_the_next_batch_with_its_records() {
     assert_eq!(sequences, [1, 2, 3]);
     assert!(records[0]["checksum"].is_string());
 
+    // Each record as `export` writes it, byte for byte, numbers included.
+    let numbers = dir.path().join("numbers");
+    let input = dir.path().join("numbers.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"schema_version":1,"id":"n-1","artifact_version":"1","artifact_name":"event.raw","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":1,"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{"neg":-0,"small":1.0e-7,"line":"\u2028"},"checksum":"kept","tags":[]}"#,
+    )
+    .unwrap();
+    let numbers = numbers.to_str().unwrap();
+    assert!(
+        run(&["import", "--store", numbers, input.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let exported = stdout(&run(&["export", "--store", numbers]));
+    let planned = stdout(&run(&[
+        "replay", "plan", "--store", numbers, "--format", "ndjson",
+    ]));
+    let line = exported.lines().next().unwrap();
+    assert!(planned.contains(line), "{line} not in {planned}");
+
     let human = run(&["replay", "plan", "--store", path, "--after", "3"]);
     let text = stdout(&human);
     assert!(
