@@ -499,7 +499,7 @@ pub(crate) fn tail(args: &TailArgs) -> anyhow::Result<Outcome> {
     let criteria = args.criteria.criteria()?;
     let after = match args.after {
         Some(after) => after,
-        None => store.stats()?.last_sequence.saturating_sub(10),
+        None => newest_start(store.as_ref(), &criteria, TAIL_NEWEST)?,
     };
     let mut printer = Printer::new(stdout_buffered(), args.format)?;
     let mut tail = Tail::new(store.as_ref(), ReadCursor::new(after, None), criteria);
@@ -526,6 +526,43 @@ pub(crate) fn tail(args: &TailArgs) -> anyhow::Result<Outcome> {
     }
     printer.finish()?;
     Ok(Outcome::Success)
+}
+
+/// Records `tail` prints without `--after`.
+const TAIL_NEWEST: usize = 10;
+
+/// The cursor after which the newest `want` records matching `criteria` lie. Sequences may
+/// have gaps and criteria skip records, so windows before the last sequence are widened
+/// fourfold until they hold `want` matches (or reach the start), keeping only sequences.
+fn newest_start(
+    store: &dyn ArtifactReader,
+    criteria: &Criteria,
+    want: usize,
+) -> anyhow::Result<u64> {
+    let last = store.stats()?.last_sequence;
+    let mut span = want as u64;
+    loop {
+        let after = last.saturating_sub(span);
+        let mut found = Vec::new();
+        let mut cursor = ReadCursor::new(after, None);
+        loop {
+            let visited = store.visit_from_cursor(&cursor, 1000, criteria, &mut |view| {
+                found.push(view.append_sequence());
+            })?;
+            match found.last() {
+                Some(&seen) if visited > 0 && seen < last => {
+                    cursor = ReadCursor::new(seen, None);
+                }
+                _ => break,
+            }
+        }
+        found.retain(|seq| *seq <= last);
+        if found.len() >= want || after == 0 {
+            let first = found.len().saturating_sub(want);
+            return Ok(found.get(first).map_or(after, |seq| seq.saturating_sub(1)));
+        }
+        span = span.saturating_mul(4);
+    }
 }
 
 pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {

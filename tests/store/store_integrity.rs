@@ -213,6 +213,24 @@ fn damage_below_the_durable_end_is_reported_not_taken_for_the_end() {
     assert!(fails(&["import", "-s", s, path(&again)], 2).contains(durable));
 }
 
+/// `tail` without `--after` prints the newest ten records, across a gap in the append
+/// sequences and under criteria that skip records: not whatever lies in the last ten
+/// sequence numbers.
+#[test]
+fn tail_prints_the_newest_ten_records_across_gaps_and_criteria() {
+    let dir = support::storage::temp_dir();
+    let store = dir.path().join("store");
+    import(&store, &ndjson_file(dir.path(), "a.ndjson", 1..=100));
+    import(&store, &ndjson_file(dir.path(), "b.ndjson", 200..=204));
+    let s = path(&store);
+    let newest: Vec<u64> = (96..=100).chain(200..=204).collect();
+    assert_eq!(ndjson_sequences(&ok(&["tail", "-s", s])), newest);
+    // Every record matches the artifact name; one that none matches prints nothing.
+    let named = ok(&["tail", "-s", s, "--artifact-name", "event.raw"]);
+    assert_eq!(ndjson_sequences(&named), newest);
+    assert!(ok(&["tail", "-s", s, "--artifact-name", "absent"]).is_empty());
+}
+
 /// A store holding 1..=100 and 200..=299 (one run, `101 200`), written by `import`.
 fn gapped_store(dir: &Path) -> PathBuf {
     let store = dir.join("store");
