@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::input::{MAX_BUNDLE_BYTES, MAX_SCENARIO_BYTES, read_text};
 use super::store::{CriteriaArgs, StoreArg, progress};
 use super::{Outcome, Output};
-use esl_replay::checkpoint::CheckpointStore;
+use esl_replay::checkpoint::{CheckpointStore, CompatibilityValidator};
 use esl_replay::evidence::{
     ComparisonResult, Engine, EvidenceBundle, Issue, ReconstructionWindow,
     ReconstructionWindowFields, ScenarioExpectation, compare_scenario, export_bundle,
@@ -118,21 +118,36 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
                 .load(key)
                 .with_context(|| format!("cannot load checkpoint {key}"))?
                 .with_context(|| format!("no checkpoint {key} in {}", dir.display()))?;
+            // A window whose first records were pruned, or beyond the end, would prove
+            // something about records it never saw.
+            CompatibilityValidator
+                .assert_resumable(&*store, &checkpoint)
+                .with_context(|| format!("cannot resume from checkpoint {key}"))?;
             resolve_checkpoint_window(&*store, &checkpoint, criteria, args.until, batch_limit)
                 .with_context(|| format!("cannot resume from checkpoint {key}"))?
         }
-        _ => ReconstructionWindow::new(ReconstructionWindowFields {
-            from: match args.after {
-                None | Some(0) => ReadCursor::start(),
-                Some(after) => ReadCursor::new(after, None),
-            },
-            until_append_sequence: args.until,
-            criteria,
-            batch_limit,
-            checkpoint_key: args.checkpoint_key.clone(),
-            checkpoint_metadata: parse_metadata(args.checkpoint_metadata.as_deref())?,
-        })
-        .context("cannot build the evidence window from these flags")?,
+        _ => {
+            if let Some(after) = args.after.filter(|after| *after > 0)
+                && let Some(pruned) = store.stats()?.pruned_through.filter(|p| *p > after)
+            {
+                bail!(
+                    "records {} to {pruned} were pruned: a window after {after} would prove something about records it never saw (start at --after {pruned}, or without --after)",
+                    after + 1
+                );
+            }
+            ReconstructionWindow::new(ReconstructionWindowFields {
+                from: match args.after {
+                    None | Some(0) => ReadCursor::start(),
+                    Some(after) => ReadCursor::new(after, None),
+                },
+                until_append_sequence: args.until,
+                criteria,
+                batch_limit,
+                checkpoint_key: args.checkpoint_key.clone(),
+                checkpoint_metadata: parse_metadata(args.checkpoint_metadata.as_deref())?,
+            })
+            .context("cannot build the evidence window from these flags")?
+        }
     };
     let engine = if args.reference_operation_identity {
         Engine::reference()

@@ -381,3 +381,67 @@ fn compare_rejects_malformed_inputs_with_exit_2() {
         stderr(&output)
     );
 }
+
+/// A window whose first records were pruned is refused, from `--after` and from a
+/// checkpoint alike: the bundle would prove something about records it never saw.
+#[test]
+fn a_window_whose_start_was_pruned_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = worked_store(dir.path(), Backend::Log);
+    let total = worked_example().len() as u64;
+    let pruned = run(&[
+        "prune",
+        "--store",
+        &store,
+        "--apply",
+        "--max-age",
+        "1s",
+        "--protect",
+        "2",
+        "--now",
+        "2030-01-01T00:00:00Z",
+    ]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    let through = total - 2;
+
+    let output = run(&["evidence", "reconstruct", "--store", &store, "--after", "1"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("records 2 to {through} were pruned")),
+        "{}",
+        stderr(&output)
+    );
+
+    let checkpoints = dir.path().join("checkpoints");
+    CheckpointStore::open(&checkpoints)
+        .unwrap()
+        .save(
+            &Checkpoint::new(
+                "worker-a",
+                ReadCursor::new(1, None),
+                datetime!(2026-01-01 00:00 UTC),
+                esl_replay::record::JsonMap::new(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let output = run(&[
+        "evidence",
+        "reconstruct",
+        "--store",
+        &store,
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-key",
+        "worker-a",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot resume from checkpoint worker-a"),
+        "{}",
+        stderr(&output)
+    );
+    // From the start, the window covers what is stored.
+    let output = run(&["evidence", "reconstruct", "--store", &store]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
