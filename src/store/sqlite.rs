@@ -54,8 +54,8 @@ use super::{
 };
 use crate::record::canonical;
 use crate::record::{
-    self, Criteria, Envelope, JsonMap, MAX_JSON_DEPTH, ReadCursor, Record, RecordFields, RecordId,
-    identity, is_blank, timestamp,
+    self, Criteria, Envelope, JsonMap, MAX_JSON_DEPTH, MapTexts, ReadCursor, Record, RecordFields,
+    RecordId, RecordView, identity, is_blank, timestamp,
 };
 use crate::storage::{Io, StdIo};
 
@@ -164,6 +164,9 @@ const BACKFILL_BATCH: i64 = 1000;
 /// Smallest page fetched again after the SQL-side filter let rows through that the exact
 /// filter rejected.
 const REFILL_PAGE_MIN: usize = 256;
+
+/// Records one page of [`ArtifactReader::visit_from_cursor`] holds.
+const VISIT_PAGE: usize = 1000;
 
 /// Longest pause between two polls of [`ArtifactReader::wait_for_records`].
 const WAIT_POLL_MAX: Duration = Duration::from_millis(50);
@@ -721,6 +724,35 @@ impl ArtifactReader for SqliteStore {
             // not migrated, or a database it may not migrate): fetch on.
             page_size = (limit - found.len()).max(REFILL_PAGE_MIN);
         }
+    }
+
+    /// Reads in pages of at most [`VISIT_PAGE`] records, so that a large `limit` (a `read`
+    /// of everything) holds one page of rows in memory, not all of them.
+    fn visit_from_cursor(
+        &self,
+        cursor: &ReadCursor,
+        limit: usize,
+        criteria: &Criteria,
+        visit: &mut dyn FnMut(&RecordView<'_>),
+    ) -> Result<usize> {
+        check_limit(limit)?;
+        let mut after = *cursor;
+        let mut visited = 0;
+        while visited < limit {
+            let page = (limit - visited).min(VISIT_PAGE);
+            let records = self.read_from_cursor(&after, page, criteria)?;
+            for record in &records {
+                visit(&record.view(&MapTexts::of(record)));
+            }
+            visited += records.len();
+            match records.last() {
+                Some(last) if records.len() == page => {
+                    after = ReadCursor::new(last.append_sequence(), None);
+                }
+                _ => break,
+            }
+        }
+        Ok(visited)
     }
 
     fn read_by_id(&self, id: &RecordId) -> Result<Option<Record>> {

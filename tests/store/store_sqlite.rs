@@ -1149,3 +1149,24 @@ fn entry_points_choose_sqlite_for_sqlite_and_db_paths() {
     let store = store::open(&path, Some(Backend::Sqlite)).unwrap();
     assert_eq!(store.stats().unwrap().backend, "sqlite");
 }
+
+/// A visit of more records than one page (a `read` of everything) goes page by page,
+/// holding one page of rows: every record once, in order, up to the limit.
+#[test]
+fn a_visit_larger_than_a_page_sees_every_record_once_in_order() {
+    let fixture = Fixture::new();
+    let mut store = SqliteStore::open(&fixture.path).unwrap();
+    store
+        .write_batch((0..2500).map(|_| fixture_envelope()).collect())
+        .unwrap();
+    for (limit, expected) in [(usize::MAX, 2500u64), (1500, 1500), (1000, 1000)] {
+        let mut seen = Vec::new();
+        let visited = store
+            .visit_from_cursor(&ReadCursor::start(), limit, &Criteria::any(), &mut |view| {
+                seen.push(view.append_sequence());
+            })
+            .unwrap();
+        assert_eq!(visited as u64, expected);
+        assert_eq!(seen, (1..=expected).collect::<Vec<_>>());
+    }
+}
