@@ -105,18 +105,37 @@ impl Engine {
         let until = window.until_append_sequence;
         let mut walk = Walk::new(*self);
         let mut cursor = window.from;
-        'read: loop {
-            let batch = store.read_from_cursor(&cursor, window.batch_limit, criteria)?;
-            if batch.is_empty() {
-                break;
+        loop {
+            // One record owned at a time: a batch of large records is never held whole.
+            let (mut failed, mut past_until) = (None, false);
+            let from = cursor;
+            let visited =
+                store.visit_from_cursor(&from, window.batch_limit, criteria, &mut |view| {
+                    if failed.is_some() || past_until {
+                        return;
+                    }
+                    let sequence = view.append_sequence();
+                    if until.is_some_and(|until| sequence > until) {
+                        past_until = true;
+                        return;
+                    }
+                    let taken = view
+                        .to_record()
+                        .map_err(|source| {
+                            Error::Store(crate::store::Error::CorruptRecord { sequence, source })
+                        })
+                        .and_then(|record| walk.record(&record))
+                        .and_then(|()| Ok(cursor.advance(sequence, None)?));
+                    match taken {
+                        Ok(advanced) => cursor = advanced,
+                        Err(error) => failed = Some(error),
+                    }
+                })?;
+            if let Some(error) = failed {
+                return Err(error);
             }
-            for record in &batch {
-                let sequence = record.append_sequence();
-                if until.is_some_and(|until| sequence > until) {
-                    break 'read;
-                }
-                walk.record(record)?;
-                cursor = cursor.advance(sequence, None)?;
+            if visited == 0 || past_until {
+                break;
             }
             progress(walk.references.len() as u64);
             // Nothing after the upper bound can be taken; spare the extra read.

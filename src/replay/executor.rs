@@ -40,6 +40,12 @@ pub struct Executor<'s, S: ArtifactReader + ?Sized = dyn ArtifactReader + 's> {
     stop: Option<Arc<AtomicBool>>,
 }
 
+/// Payload text a planned batch holds past its first record ([`Executor::plan_matching`]).
+const PLAN_PAYLOAD_BYTES: usize = 8 << 20;
+
+/// Records a plan reads at a time, so that [`PLAN_PAYLOAD_BYTES`] can stop the read.
+const PLAN_PAGE: usize = 64;
+
 impl<S: ArtifactReader + ?Sized> fmt::Debug for Executor<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Executor")
@@ -157,14 +163,53 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
         criteria: &Criteria,
         until: Option<u64>,
     ) -> Result<Plan, Error> {
-        let mut records = if until.is_some_and(|until| until <= from.last_consumed_sequence()) {
-            Vec::new()
-        } else {
-            self.store
-                .read_from_cursor(from, self.config.batch_limit(), criteria)?
-        };
-        if let Some(until) = until {
-            records.retain(|record| record.append_sequence() <= until);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = *from;
+        // At most `batch_limit` records, and (past the first) at most PLAN_PAYLOAD_BYTES of
+        // payload text: a record in memory costs many times its text, so a batch of large
+        // records is cut short rather than held whole. Pages of a few records let the
+        // budget stop the read.
+        while records.len() < self.config.batch_limit()
+            && (records.is_empty() || bytes < PLAN_PAYLOAD_BYTES)
+        {
+            if until.is_some_and(|until| until <= cursor.last_consumed_sequence()) {
+                break;
+            }
+            let page = (self.config.batch_limit() - records.len()).min(PLAN_PAGE);
+            let mut failed = None;
+            let visited = self
+                .store
+                .visit_from_cursor(&cursor, page, criteria, &mut |view| {
+                    if failed.is_some() || (!records.is_empty() && bytes >= PLAN_PAYLOAD_BYTES) {
+                        return;
+                    }
+                    let sequence = view.append_sequence();
+                    if until.is_some_and(|until| sequence > until) {
+                        return;
+                    }
+                    match view.to_record() {
+                        Ok(record) => {
+                            bytes += view.payload_json().len();
+                            records.push(record);
+                        }
+                        Err(source) => {
+                            failed = Some(crate::store::Error::CorruptRecord { sequence, source })
+                        }
+                    }
+                })?;
+            if let Some(error) = failed {
+                return Err(error.into());
+            }
+            match records.last() {
+                Some(last)
+                    if visited == page
+                        && last.append_sequence() > cursor.last_consumed_sequence() =>
+                {
+                    cursor = ReadCursor::new(last.append_sequence(), None);
+                }
+                _ => break,
+            }
         }
         Ok(Plan::new(
             *from,

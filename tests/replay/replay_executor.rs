@@ -1176,3 +1176,33 @@ mod range {
         ));
     }
 }
+
+/// A batch of large records is cut short by the plan's payload budget (8 MiB past its
+/// first record), not read whole: the next plan goes on after it, and every record is
+/// planned once, in order.
+#[test]
+fn a_plan_of_large_records_stops_at_its_payload_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::support::process::open_store(dir.path()).unwrap();
+    let large = "x".repeat(3 << 20);
+    for n in 0..5 {
+        store
+            .write(
+                crate::support::record::fixture_envelope().with_payload(crate::support::map(
+                    serde_json::json!({"n": n, "body": large}),
+                )),
+            )
+            .unwrap();
+    }
+    let executor = Executor::new(
+        config(ExecutionSettings::default()),
+        &store,
+        HandlerRegistry::new(),
+        None,
+    )
+    .unwrap();
+    let first = executor.plan(&ReadCursor::start()).unwrap();
+    assert_eq!(sequences(&first), [1, 2, 3]);
+    let second = executor.plan(&ReadCursor::new(3, None)).unwrap();
+    assert_eq!(sequences(&second), [4, 5]);
+}
