@@ -23,11 +23,10 @@
 //! are counted, timed and their failures counted in [`Telemetry`].
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::collections::VecDeque;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::StreamExt as _;
