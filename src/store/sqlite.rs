@@ -726,7 +726,7 @@ impl ArtifactReader for SqliteStore {
         }
     }
 
-    /// Reads in pages of at most [`VISIT_PAGE`] records, so that a large `limit` (a `read`
+    /// Reads in pages of at most 1,000 records, so that a large `limit` (a `read`
     /// of everything) holds one page of rows in memory, not all of them.
     fn visit_from_cursor(
         &self,
