@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -67,6 +68,9 @@ pub struct LogStore {
     max_runs: usize,
     /// The log's I/O seam, which `store.meta` and the id indexes are written through too.
     io: Arc<dyn Io>,
+    /// For a read-only handle: whether the map it holds was checked against a record
+    /// ([`LogStore::refresh_runs`]).
+    map_checked: AtomicBool,
 }
 
 /// Where the ids of appended records come from.
@@ -257,6 +261,7 @@ impl LogStore {
             max_payload,
             max_runs: super::meta::MAX_RUNS,
             io,
+            map_checked: AtomicBool::new(true),
         };
         // The last record decides the next append sequence: it must agree with the map, or
         // an import could reuse sequences.
@@ -298,6 +303,7 @@ impl LogStore {
             max_payload: u64::from(options.max_payload_bytes),
             max_runs: super::meta::MAX_RUNS,
             io: options.io,
+            map_checked: AtomicBool::new(false),
         };
         store.refresh_runs()?;
         Ok(ReadOnly::new(store))
@@ -463,18 +469,25 @@ impl LogStore {
     }
 
     /// Followers pick up runs another process added.
-    /// For a read-only handle: loads `store.meta` again (a writer may have added a run) and
-    /// checks it against the last record, as the writer's open does ([STORE-02]): a file
-    /// that was deleted or replaced would otherwise number records wrongly, and reads by
-    /// append sequence would pass over some of them.
+    /// For a read-only handle: loads `store.meta` again (a writer may have added a run) and,
+    /// when it is new to this handle, checks it against the last record, as the writer's
+    /// open does ([STORE-02]): a file that was deleted or replaced would otherwise number
+    /// records wrongly, and reads by append sequence would pass over some of them. (Records
+    /// appended later follow the map their writer wrote, so a map checked once holds.)
     fn refresh_runs(&self) -> Result<()> {
         if self.log.is_none() {
             // The end before the map: a run is durable before the records that need it
             // ([STORE-03]), so the map read next describes every record below this end.
             let next = self.reader.next_seq()?.0;
-            *self.runs.write() = load_map(&self.root)?.0;
-            if next > self.reader.first_seq().0 {
+            let loaded = load_map(&self.root)?.0;
+            let changed = *self.runs.read() != loaded;
+            *self.runs.write() = loaded;
+            if changed {
+                self.map_checked.store(false, Ordering::Release);
+            }
+            if !self.map_checked.load(Ordering::Acquire) && next > self.reader.first_seq().0 {
                 self.check_map_at(&[next - 1])?;
+                self.map_checked.store(true, Ordering::Release);
             }
         }
         Ok(())
