@@ -22,8 +22,8 @@ use esl_replay::storage::{
 
 use crate::support::process::open_log;
 use crate::support::storage::{
-    FaultyIo, NoSyncIo, Plan, Rng, fast_options, flip_byte, frames_of, read_all, segment_bases,
-    temp_dir, with_io, with_strategy,
+    FaultyIo, FrameSpan, NoSyncIo, Plan, Rng, fast_options, flip_byte, frames_of, read_all,
+    segment_bases, temp_dir, with_io, with_strategy,
 };
 
 /// Record `seq`: mostly an ESL event in plain format (fields repeat across records, values
@@ -641,13 +641,31 @@ fn damage_in_a_packed_last_segment_is_refused_not_cut() {
     assert!(!reader.verify().unwrap().is_ok());
 }
 
+/// Damages the middle frame of the packed segment at `base` and removes what else proves
+/// where the log ends (the clean marker, the watermark file, the segment's index), as a
+/// crash followed by damage from outside could leave it; returns the damaged frame.
+fn damage_and_forget_proofs(dir: &Path, base: u64) -> FrameSpan {
+    use esl_replay::storage::codec::{CLEAN_FILE, DURABLE_FILE};
+    let path = segment_path(dir, base);
+    let (_, frames) = frames_of(&path);
+    let frame = frames[frames.len() / 2];
+    flip_byte(&path, frame.offset + 9, 0x20);
+    for file in [
+        dir.join(CLEAN_FILE),
+        dir.join(DURABLE_FILE),
+        index_path(dir, base),
+    ] {
+        esl_replay::storage::remove_durable(&file).unwrap();
+    }
+    frame
+}
+
 /// [REC-08] [PACK-01] A packed segment proves its roll finished: damage in it after an
 /// unclean shutdown, with its index, the watermark file and the clean marker gone, makes the
 /// writer's open remove nothing after it. The damage is reported where it is, and every
 /// record of the segments after it stays readable.
 #[test]
 fn a_damaged_packed_segment_is_never_taken_for_an_unfinished_roll() {
-    use esl_replay::storage::codec::{CLEAN_FILE, DURABLE_FILE};
     let dir = temp_dir();
     let count = 1500;
     written_log(dir.path(), &fast_options(), count);
@@ -657,17 +675,7 @@ fn a_damaged_packed_segment_is_never_taken_for_an_unfinished_roll() {
     let bases = segment_bases(dir.path());
     let (damaged, successor) = (bases[bases.len() - 2], bases[bases.len() - 1]);
     assert_eq!(header_of(dir.path(), damaged).read_version, PACKED_VERSION);
-    let path = segment_path(dir.path(), damaged);
-    let (_, frames) = frames_of(&path);
-    let frame = frames[frames.len() / 2];
-    flip_byte(&path, frame.offset + 9, 0x20);
-    for file in [
-        dir.path().join(CLEAN_FILE),
-        dir.path().join(DURABLE_FILE),
-        index_path(dir.path(), damaged),
-    ] {
-        esl_replay::storage::remove_durable(&file).unwrap();
-    }
+    let frame = damage_and_forget_proofs(dir.path(), damaged);
 
     let (log, report) = open_log(dir.path(), fast_options()).unwrap();
     assert_eq!(report.unfinished_roll, None, "{report:?}");
@@ -686,26 +694,16 @@ fn a_damaged_packed_segment_is_never_taken_for_an_unfinished_roll() {
 }
 
 /// [SEG-09] [RD-04] A follower of a packed last segment whose frames stop before its seal
-/// (no writer ran since, no clean marker or watermark file) meets the damage at the end of its reads, in
-/// lookups that find nothing, and in `verify`, instead of taking it for the end of the log.
+/// (no writer ran since, no clean marker or watermark file) meets the damage at the end of
+/// its reads, in lookups that find nothing, and in `verify`, instead of taking it for the
+/// end of the log.
 #[test]
 fn a_follower_meets_damage_before_a_packed_last_segments_seal() {
-    use esl_replay::storage::codec::{CLEAN_FILE, DURABLE_FILE};
     let dir = temp_dir();
     written_log(dir.path(), &packing(), 300);
     let last = *segment_bases(dir.path()).last().unwrap();
     assert_eq!(header_of(dir.path(), last).read_version, PACKED_VERSION);
-    let path = segment_path(dir.path(), last);
-    let (_, frames) = frames_of(&path);
-    let frame = frames[frames.len() / 2];
-    flip_byte(&path, frame.offset + 9, 0x20);
-    for file in [
-        dir.path().join(CLEAN_FILE),
-        dir.path().join(DURABLE_FILE),
-        index_path(dir.path(), last),
-    ] {
-        esl_replay::storage::remove_durable(&file).unwrap();
-    }
+    let frame = damage_and_forget_proofs(dir.path(), last);
 
     let reader = Reader::open(dir.path(), &fast_options()).unwrap();
     let mut cursor = reader.cursor(Seq(frame.seq - 1)).unwrap();
