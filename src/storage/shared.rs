@@ -934,30 +934,29 @@ impl Shared {
     /// After a sealed last segment, opens the segment the writer rolled to, if it exists yet.
     fn adopt_successor(&self, last: &SegmentData) -> Result<bool> {
         let mut base = last.end_seq();
-        if !dir::segment_path(&self.dir, base).exists() {
-            // Either the writer is still creating it, or a truncation deleted it (and maybe
-            // more) before this follower looked: then go on with the oldest segment after it
-            // that is still there.
-            if self.reload_start()? <= base {
-                return Ok(false);
+        loop {
+            match open_tail(&self.dir, base, self.strategy, self.max_payload) {
+                Ok(data) => {
+                    self.slots.write().push(Slot::loaded(Arc::new(data)));
+                    self.note_loaded(last.id.0);
+                    return Ok(true);
+                }
+                // Either the writer is still creating it, or a truncation removed it (and
+                // maybe more) or is removing it [TRUNC-04] since this follower looked: then
+                // go on with the oldest segment after it that is still there.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    if self.reload_start()? <= base {
+                        return Ok(false);
+                    }
+                    let listing = dir::list(&self.dir)?;
+                    let Some(&next) = listing.segments.iter().find(|b| **b > base) else {
+                        return Ok(false);
+                    };
+                    base = next;
+                }
+                Err(error) => return Err(error),
             }
-            let listing = dir::list(&self.dir)?;
-            let Some(&next) = listing.segments.iter().find(|b| **b > base) else {
-                return Ok(false);
-            };
-            base = next;
         }
-        let data = match open_tail(&self.dir, base, self.strategy, self.max_payload) {
-            Ok(data) => data,
-            // Deleted by a truncation since we looked; look again next time.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(false);
-            }
-            Err(error) => return Err(error),
-        };
-        self.slots.write().push(Slot::loaded(Arc::new(data)));
-        self.note_loaded(last.id.0);
-        Ok(true)
     }
 }
 

@@ -21,6 +21,7 @@ use super::meta::CleanMark;
 use super::pack::{Dictionary, Inflater};
 use super::reader::Reader;
 use super::segment::{self, FileWindow};
+use super::shared::Shared;
 use super::watermark::WatermarkReader;
 
 /// What [`Reader::verify`] found.
@@ -209,7 +210,13 @@ impl Reader {
         {
             report.problems.push(missing(first, 0, start..first));
         }
-        let end = shared.next.load(Ordering::Acquire);
+        // The start was read after the ends: a writer may have appended and truncated
+        // past them since. Only a start beyond an end read after it hides records.
+        let mut end = shared.next.load(Ordering::Acquire);
+        if start > end {
+            shared.refresh()?;
+            end = shared.next.load(Ordering::Acquire);
+        }
         if let Some(&(first, _)) = slots.first()
             && start > end
             && end > first
@@ -248,7 +255,7 @@ impl Reader {
                 // Deleted by a truncation since the listing: nothing readable was there.
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
-                        && truncated_away(&shared.dir, *base, shared.reload_start()?)? =>
+                        && truncated_away(shared, *base)? =>
                 {
                     continue;
                 }
@@ -300,8 +307,12 @@ impl Reader {
 /// Whether segment `base`, gone from the directory, was removed by a truncation: the segment
 /// after it now, which the truncation kept, begins at or below the start. (A snapshot of
 /// the segments may not know that segment yet: the writer rolled to it since.)
-fn truncated_away(dir: &Path, base: u64, start: u64) -> Result<bool> {
-    let listing = dir::list(dir)?;
+fn truncated_away(shared: &Shared, base: u64) -> Result<bool> {
+    // Listed before the start is read: a truncation writes the start before it removes a
+    // segment, so one that removed the segments before the first listed after `base` has
+    // raised the start to at least that segment's base by then.
+    let listing = dir::list(&shared.dir)?;
+    let start = shared.reload_start()?;
     Ok(listing
         .segments
         .iter()
