@@ -35,11 +35,15 @@
 //! its sequence ([`Error::CorruptRow`] naming its `rowid` if the sequence is unreadable);
 //! nothing is skipped.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
@@ -842,21 +846,15 @@ impl ArtifactReader for SqliteStore {
             let mut name = OsString::from(database.as_os_str());
             name.push(suffix);
             let path = PathBuf::from(name);
-            let file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(error)
-                    if error.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() =>
-                {
-                    continue;
-                }
-                Err(source) => {
-                    return Err(Error::Io {
-                        op: "open",
-                        path,
-                        source,
-                    });
-                }
+            let file = match sync_handle(&path) {
+                Ok(None) if !suffix.is_empty() => continue,
+                opened => opened.and_then(|file| file.ok_or(std::io::ErrorKind::NotFound.into())),
             };
+            let file = file.map_err(|source| Error::Io {
+                op: "open",
+                path: path.clone(),
+                source,
+            })?;
             self.io.sync_data(&file).map_err(|source| Error::Io {
                 op: "sync",
                 path,
@@ -870,6 +868,38 @@ impl ArtifactReader for SqliteStore {
         })?;
         Ok(last)
     }
+}
+
+/// The descriptors through which this process syncs SQLite's files, by path. Each is opened
+/// once and closed only when its file has no name left: closing any descriptor of a file
+/// releases every POSIX lock the process holds on it, SQLite's included, and a writer in
+/// another process would then take itself for the last connection and remove the
+/// write-ahead log under this process's readers, which would never see another commit.
+static SYNC_HANDLES: LazyLock<Mutex<HashMap<PathBuf, Vec<Arc<File>>>>> =
+    LazyLock::new(Mutex::default);
+
+/// The descriptor to sync the file now at `path` through; `None` if there is none.
+fn sync_handle(path: &Path) -> std::io::Result<Option<Arc<File>>> {
+    let now = match std::fs::metadata(path) {
+        Ok(metadata) => (metadata.dev(), metadata.ino()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut handles = SYNC_HANDLES.lock();
+    let held = handles.entry(path.to_path_buf()).or_default();
+    // A file without a name cannot be opened again: no lock on it guards anything now.
+    held.retain(|file| file.metadata().is_ok_and(|m| m.nlink() > 0));
+    let same = |file: &&Arc<File>| file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == now);
+    if let Some(file) = held.iter().find(same) {
+        return Ok(Some(Arc::clone(file)));
+    }
+    let file = match File::open(path) {
+        Ok(file) => Arc::new(file),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    held.push(Arc::clone(&file));
+    Ok(Some(file))
 }
 
 /// Maps a driver error to [`Error::Sqlite`] with the database path and what was done.

@@ -1101,6 +1101,54 @@ fn read_only_handle_opens_after_the_writer_closed() {
     assert_eq!(reader.last_sequence(), 1);
 }
 
+/// Syncing what a reader read opens none of SQLite's files anew for each sync: closing
+/// such a descriptor would drop the reader's locks, and a writer in another process would
+/// then take itself for the last connection on closing and remove the write-ahead log
+/// under the reader, which would never see another commit.
+#[test]
+fn a_reader_that_syncs_keeps_seeing_what_writers_in_other_processes_commit() {
+    use crate::support::cli::run_ok;
+    let fixture = Fixture::new();
+    let mut store = SqliteStore::open(&fixture.path).unwrap();
+    store.write(fixture_envelope()).unwrap();
+    drop(store);
+    let source = fixture._dir.path().join("source.sqlite");
+    let mut other = SqliteStore::open(&source).unwrap();
+    other
+        .write_batch((0..5).map(|_| fixture_envelope()).collect())
+        .unwrap();
+    drop(other);
+    let exported = fixture._dir.path().join("exported.ndjson");
+    let (source, path) = (source.to_str().unwrap(), fixture.path.to_str().unwrap());
+    run_ok(&[
+        "export",
+        "-s",
+        source,
+        "--after",
+        "1",
+        "-o",
+        exported.to_str().unwrap(),
+    ]);
+    let lines: Vec<String> = std::fs::read_to_string(&exported)
+        .unwrap()
+        .lines()
+        .map(|line| format!("{line}\n"))
+        .collect();
+
+    let reader = SqliteStore::open_read_only(&fixture.path).unwrap();
+    for (round, pair) in lines.chunks(2).enumerate() {
+        let readable = 1 + 2 * round as u64;
+        let expected: Vec<u64> = (1..=readable).collect();
+        assert_eq!(sequences_of(&reader, &Criteria::any()), expected);
+        assert_eq!(reader.sync_readable().unwrap(), readable);
+        // Two more records, from another process that then closes the store.
+        let ndjson = fixture._dir.path().join(format!("round-{round}.ndjson"));
+        std::fs::write(&ndjson, pair.concat()).unwrap();
+        run_ok(&["import", "-s", path, ndjson.to_str().unwrap()]);
+    }
+    assert_eq!(sequences_of(&reader, &Criteria::any()), [1, 2, 3, 4, 5]);
+}
+
 #[test]
 fn synchronous_full_option_writes_and_syncs() {
     let fixture = Fixture::new();
