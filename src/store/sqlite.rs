@@ -169,8 +169,12 @@ const BACKFILL_BATCH: i64 = 1000;
 /// filter rejected.
 const REFILL_PAGE_MIN: usize = 256;
 
-/// Records one page of [`ArtifactReader::visit_from_cursor`] holds.
+/// Records one page of [`ArtifactReader::visit_from_cursor`] holds, at most.
 const VISIT_PAGE: usize = 1000;
+
+/// Bytes of row values after which a page of [`ArtifactReader::visit_from_cursor`] ends
+/// early: rows of a few megabytes each would otherwise make a page of 1,000 take gigabytes.
+const VISIT_PAGE_BYTES: usize = 8 << 20;
 
 /// Longest pause between two polls of [`ArtifactReader::wait_for_records`].
 const WAIT_POLL_MAX: Duration = Duration::from_millis(50);
@@ -539,7 +543,15 @@ impl SqliteStore {
     /// their own indexes: every page then walks the `append_sequence` index from the cursor
     /// and stops after `limit` matches, so a chunked export costs one pass over the stream
     /// instead of a sort of every remaining match per page.
-    fn query_page(&self, after: u64, limit: usize, criteria: &Criteria) -> Result<Vec<Record>> {
+    /// Up to `limit` rows after `after` that the SQL side of `criteria` lets through, ending
+    /// early once their values reach `budget` bytes; with whether more rows may follow.
+    fn query_page(
+        &self,
+        after: u64,
+        limit: usize,
+        criteria: &Criteria,
+        budget: usize,
+    ) -> Result<(Vec<(Record, usize)>, bool)> {
         let fields = criteria.fields();
         let mut sql = String::from(SELECT_COLUMNS);
         // From the start, every row, so that a row whose sequence is not positive is met
@@ -619,10 +631,54 @@ impl SqliteStore {
             .query(params_from_iter(values))
             .map_err(self.error("read records"))?;
         let mut records = Vec::new();
+        let mut bytes = 0;
         while let Some(row) = rows.next().map_err(self.error("read records"))? {
-            records.push(decode_row(row)?);
+            let size = row_bytes(row);
+            records.push((decode_row(row)?, size));
+            bytes += size;
+            if bytes >= budget {
+                return Ok((records, true));
+            }
         }
-        Ok(records)
+        let more = records.len() == limit;
+        Ok((records, more))
+    }
+
+    /// Up to `limit` records after `after` that match `criteria`, ending early once the rows
+    /// read reach `budget` bytes.
+    fn read_matching(
+        &self,
+        after: u64,
+        limit: usize,
+        criteria: &Criteria,
+        budget: usize,
+    ) -> Result<Page> {
+        let mut page = Page {
+            records: Vec::new(),
+            after,
+            more: true,
+        };
+        let mut bytes = 0;
+        let mut page_size = limit;
+        while page.more && page.records.len() < limit && bytes < budget {
+            let (rows, more) = self.query_page(page.after, page_size, criteria, budget - bytes)?;
+            page.more = more;
+            for (record, size) in rows {
+                if page.records.len() == limit {
+                    page.more = true;
+                    break;
+                }
+                page.after = record.append_sequence();
+                bytes += size;
+                if criteria.matches(&record) {
+                    page.records.push(record);
+                }
+            }
+            // SQL let rows through that the exact filter rejected (rows this backend has
+            // not migrated, or a database it may not migrate): fetch on.
+            page_size = (limit - page.records.len()).max(REFILL_PAGE_MIN);
+        }
+        Ok(page)
     }
 
     fn error(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
@@ -706,32 +762,14 @@ impl ArtifactReader for SqliteStore {
     ) -> Result<Vec<Record>> {
         check_limit(limit)?;
         // The byte-offset hint means nothing to SQLite and is ignored (C5).
-        let mut after = cursor.last_consumed_sequence();
-        let mut found = Vec::new();
-        let mut page_size = limit;
-        loop {
-            let page = self.query_page(after, page_size, criteria)?;
-            let exhausted = page.len() < page_size;
-            for record in page {
-                after = record.append_sequence();
-                if criteria.matches(&record) {
-                    found.push(record);
-                    if found.len() == limit {
-                        return Ok(found);
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(found);
-            }
-            // SQL let rows through that the exact filter rejected (rows this backend has
-            // not migrated, or a database it may not migrate): fetch on.
-            page_size = (limit - found.len()).max(REFILL_PAGE_MIN);
-        }
+        let after = cursor.last_consumed_sequence();
+        Ok(self
+            .read_matching(after, limit, criteria, usize::MAX)?
+            .records)
     }
 
-    /// Reads in pages of at most 1,000 records, so that a large `limit` (a `read`
-    /// of everything) holds one page of rows in memory, not all of them.
+    /// Reads in pages of at most 1,000 records and about 8 MiB, so that a large `limit` (a
+    /// `read` of everything) holds one page of rows in memory, not all of them.
     fn visit_from_cursor(
         &self,
         cursor: &ReadCursor,
@@ -740,21 +778,19 @@ impl ArtifactReader for SqliteStore {
         visit: &mut dyn FnMut(&RecordView<'_>),
     ) -> Result<usize> {
         check_limit(limit)?;
-        let mut after = *cursor;
+        let mut after = cursor.last_consumed_sequence();
         let mut visited = 0;
         while visited < limit {
-            let page = (limit - visited).min(VISIT_PAGE);
-            let records = self.read_from_cursor(&after, page, criteria)?;
-            for record in &records {
+            let size = (limit - visited).min(VISIT_PAGE);
+            let page = self.read_matching(after, size, criteria, VISIT_PAGE_BYTES)?;
+            for record in &page.records {
                 visit(&record.view(&MapTexts::of(record)));
             }
-            visited += records.len();
-            match records.last() {
-                Some(last) if records.len() == page => {
-                    after = ReadCursor::new(last.append_sequence(), None);
-                }
-                _ => break,
+            visited += page.records.len();
+            if !page.more {
+                break;
             }
+            after = page.after;
         }
         Ok(visited)
     }
@@ -1103,6 +1139,25 @@ impl SqliteStore {
 /// Decodes a row selected with [`SELECT_COLUMNS`]; any failure is
 /// [`Error::CorruptRecord`] naming the row's sequence, or [`Error::CorruptRow`] naming its
 /// `rowid` if that column is damaged too.
+/// Records read from SQLite, and where the next read goes on.
+struct Page {
+    records: Vec<Record>,
+    /// The last sequence read, matching or not.
+    after: u64,
+    /// Whether rows may follow `after`.
+    more: bool,
+}
+
+/// The bytes a row's values take, about: what decoding it holds in memory.
+fn row_bytes(row: &Row<'_>) -> usize {
+    (0..ROWID_COLUMN)
+        .map(|column| match row.get_ref(column) {
+            Ok(ValueRef::Text(bytes) | ValueRef::Blob(bytes)) => bytes.len(),
+            _ => 8,
+        })
+        .sum()
+}
+
 fn decode_row(row: &Row<'_>) -> Result<Record> {
     decode_fields(row).map_err(|source| match sequence(row, 5) {
         Ok(sequence) => Error::CorruptRecord { sequence, source },
@@ -1295,10 +1350,6 @@ fn build_records(envelopes: Vec<Envelope>, last: u64, now: OffsetDateTime) -> Re
 
 #[cfg(test)]
 mod tests {
-    use std::fs::File;
-    use std::os::unix::fs::MetadataExt as _;
-
-    use parking_lot::Mutex;
     use time::macros::datetime;
 
     use super::*;
@@ -1362,6 +1413,30 @@ mod tests {
             matches!(&error, Error::Io { op: "sync", path, .. } if *path == wal),
             "{error:?}"
         );
+    }
+
+    /// A page of a visit ends once its rows reach the byte budget, and says more follow.
+    #[test]
+    fn a_page_of_large_rows_ends_at_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("store.sqlite")).unwrap();
+        let large = |n| {
+            let mut payload = JsonMap::new();
+            payload.insert("raw".into(), Value::String("x".repeat(1 << 20)));
+            dataset::envelope(n).with_payload(payload)
+        };
+        store.write_batch((0..20).map(large).collect()).unwrap();
+        let page = store
+            .read_matching(0, VISIT_PAGE, &Criteria::any(), VISIT_PAGE_BYTES)
+            .unwrap();
+        assert_eq!(page.records.len(), VISIT_PAGE_BYTES >> 20);
+        assert_eq!(page.after, page.records.len() as u64);
+        assert!(page.more);
+        let rest = store
+            .read_matching(page.after, VISIT_PAGE, &Criteria::any(), usize::MAX)
+            .unwrap();
+        assert_eq!(rest.records.len(), 20 - page.records.len());
+        assert!(!rest.more);
     }
 
     #[test]
