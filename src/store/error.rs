@@ -107,9 +107,10 @@ pub enum Error {
         /// How many records were to be appended.
         count: u64,
     },
-    /// Another writer advanced the SQLite stream since this handle opened; reopen.
+    /// Another writer advanced the SQLite stream since this handle last wrote or read its
+    /// end; nothing was written, and the handle now follows the stream's new end.
     #[error(
-        "failed to persist record at append_sequence {sequence}: another writer advanced the stream; reopen the store"
+        "failed to persist record at append_sequence {sequence}: another writer advanced the stream; nothing was written, and the next write follows the other writer's records"
     )]
     StaleWriter {
         /// The sequence this handle tried to use.

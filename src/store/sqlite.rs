@@ -24,8 +24,9 @@
 //! transaction. There is no writer lock: any number of handles may write, but a handle
 //! whose view of the stream is stale (another handle appended since) fails with
 //! [`Error::StaleWriter`] inside the transaction and consumes no sequence, so writers never
-//! leapfrog each other (the reference reports the unique-constraint failure and then skips
-//! a number). Reopen after that error.
+//! leave gaps (the reference reports the unique-constraint failure and then skips a
+//! number). The failed handle takes the stream's new end, so its next write follows the
+//! other writer's records, as after a reopen.
 //!
 //! Reads page through `append_sequence > ? AND <criteria> ORDER BY append_sequence LIMIT ?`.
 //! Every criterion the schema can answer is pushed into SQL; every returned row is decoded
@@ -480,7 +481,10 @@ impl SqliteStore {
             .map_err(error("begin a write transaction"))?;
         let current = current_last_sequence(&transaction, path)?;
         if current != self.last_sequence {
-            // Dropping the transaction rolls it back; nothing was written.
+            // Dropping the transaction rolls it back; nothing was written. The next write
+            // follows the stream's end, as a reopened handle's would.
+            drop(transaction);
+            self.last_sequence = current;
             return Err(Error::StaleWriter {
                 sequence: first.append_sequence(),
             });

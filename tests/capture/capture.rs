@@ -21,7 +21,7 @@ use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
 use esl_replay::record::{CapturePayload, Record};
-use esl_replay::store::{ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactStore, LogStore, SqliteStore};
 use parking_lot::Mutex;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -836,6 +836,74 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
     }
     covered.sort_unstable();
     assert_eq!(covered, (1..=8).collect::<Vec<_>>(), "{records:#?}");
+}
+
+/// A record another program writes into the capture's SQLite store fails one batch (recorded
+/// as a gap); the batches after it follow that record, instead of failing until the writer
+/// stops.
+#[test]
+fn a_foreign_write_into_a_sqlite_store_fails_one_batch_not_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.sqlite");
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let item = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    let queue = Arc::new(CaptureQueue::new(
+        64 << 20,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let now = OffsetDateTime::now_utc();
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(SqliteStore::open(&path).unwrap()),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    queue.push(0, 1, now, item());
+    support::wait_until("the first record", || all_records(&reader).len() == 1);
+    SqliteStore::open(&path)
+        .unwrap()
+        .write(support::record::fixture_envelope())
+        .unwrap();
+    queue.push(0, 1, now, item());
+    support::wait_until("the refusal", || telemetry.write_errors.get() == 1);
+    for _ in 0..3 {
+        queue.push(0, 1, now, item());
+    }
+    queue.close();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    let names: Vec<&str> = records.iter().map(Record::artifact_name).collect();
+    let event_raw = "event.raw";
+    assert_eq!(
+        names,
+        [
+            event_raw,
+            "api.dispatch",
+            "capture.gap",
+            event_raw,
+            event_raw,
+            event_raw
+        ]
+    );
+    assert_eq!(telemetry.write_errors.get(), 1);
+    let gap = &records[2].payload()["gap"];
+    assert_eq!(
+        (
+            &gap["first_capture_sequence"],
+            &gap["last_capture_sequence"]
+        ),
+        (&Value::from(2), &Value::from(2))
+    );
+    let sequences: Vec<u64> = records.iter().map(Record::append_sequence).collect();
+    assert_eq!(sequences, (1..=6).collect::<Vec<_>>());
 }
 
 /// A frame of many tiny headers is charged what it holds, not its wire bytes: its parsed

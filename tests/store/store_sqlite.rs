@@ -680,37 +680,41 @@ fn sqlite_writer_model_requires_reopen_between_writer_epochs() {
             .contains("failed to persist record at append_sequence 1"),
         "{error}"
     );
-    // No leapfrogging: the stale handle keeps failing at the same sequence, in every form.
+    // The failure consumed no sequence and the stale handle took the stream's end, as a
+    // reopened one would: its next write follows the first writer's record, in every form.
+    assert_eq!(second.last_sequence(), 1);
+    let import = |sequence| {
+        Record::from_envelope(
+            fixture_envelope(),
+            RecordId::generate(),
+            datetime!(2024-01-15 10:00:01 UTC),
+            sequence,
+        )
+        .unwrap()
+    };
+    second.append_records(&[import(2)]).unwrap();
+    // Now the first handle is the stale one, once; then it writes a batch after it.
     assert!(matches!(
-        second.write(fixture_envelope()),
-        Err(Error::StaleWriter { sequence: 1 })
-    ));
-    assert!(matches!(
-        second.write_batch(vec![fixture_envelope(), fixture_envelope()]),
-        Err(Error::StaleWriter { sequence: 1 })
-    ));
-    let import = Record::from_envelope(
-        fixture_envelope(),
-        RecordId::generate(),
-        datetime!(2024-01-15 10:00:01 UTC),
-        2,
-    )
-    .unwrap();
-    assert!(matches!(
-        second.append_records(std::slice::from_ref(&import)),
+        first.write_batch(vec![fixture_envelope(), fixture_envelope()]),
         Err(Error::StaleWriter { sequence: 2 })
     ));
-    assert_eq!(second.last_sequence(), 0);
-    // The current writer is undisturbed.
-    first.write(fixture_envelope()).unwrap();
-    assert_eq!(sequences_of(&first, &Criteria::any()), [1, 2]);
-    drop(second);
-    let mut second = SqliteStore::open(&fixture.path).unwrap();
+    first
+        .write_batch(vec![fixture_envelope(), fixture_envelope()])
+        .unwrap();
+    assert!(matches!(
+        second.append_records(&[import(3)]),
+        Err(Error::StaleWriter { sequence: 3 })
+    ));
+    assert!(matches!(
+        second.append_records(&[import(3)]),
+        Err(Error::SequenceNotIncreasing { last: 4, found: 3 })
+    ));
     let id = second.write(fixture_envelope()).unwrap();
     assert_eq!(
         second.read_by_id(&id).unwrap().unwrap().append_sequence(),
-        3
+        5
     );
+    assert_eq!(sequences_of(&first, &Criteria::any()), [1, 2, 3, 4, 5]);
 }
 
 #[test]
