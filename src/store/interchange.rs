@@ -299,13 +299,21 @@ fn flush(
             }
             Err(source) => {
                 // Count what the store holds of this batch: it may have written a prefix.
-                let stored_up_to = store.stats().map_or(0, |stats| stats.last_sequence);
+                // By id, not by the store's last sequence, which another writer's records
+                // may have raised past the whole batch.
                 let written = batch
                     .records
                     .iter()
-                    .take_while(|r| r.append_sequence() <= stored_up_to)
+                    .take_while(|r| {
+                        store
+                            .read_by_id(r.id())
+                            .ok()
+                            .flatten()
+                            .is_some_and(|stored| stored.append_sequence() == r.append_sequence())
+                    })
                     .count();
-                let line = batch.lines.get(written).copied().unwrap_or(0);
+                let after_batch = batch.lines.last().map_or(1, |line| line + 1);
+                let line = batch.lines.get(written).copied().unwrap_or(after_batch);
                 commit(report, batch.records.get(..written).unwrap_or_default());
                 return Err(ImportError::Store {
                     line,

@@ -4,12 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use esl_replay::record::{Criteria, ReadCursor, Record};
+use esl_replay::record::{Criteria, ReadCursor, Record, RecordId};
 use esl_replay::storage::error_chain;
-use esl_replay::store::{ArtifactReader, BadLine, ImportError, ImportOptions, LogStore, import};
+use esl_replay::store::{
+    ArtifactReader, ArtifactStore, BadLine, ImportError, ImportOptions, LogStore, SqliteStore,
+    import,
+};
+use time::macros::datetime;
 
 use crate::support::cli::{error_output, run, stderr};
 use crate::support::process::open_store;
+use crate::support::record::fixture_envelope;
 use crate::support::refusing_store::RefusingStore;
 
 /// Runs the binary expecting an error (exit 2, no panic); returns its stderr.
@@ -473,6 +478,61 @@ fn a_store_failure_is_told_apart_from_a_bad_line_and_never_skipped() {
         );
         assert_eq!(store.stats().unwrap().last_sequence, 2);
     }
+}
+
+/// A store failure after another writer's records went past the batch (a second SQLite
+/// writer) counts as committed only the records the store holds, found by id: the report
+/// and the line to resume from are true.
+#[test]
+fn a_store_failure_counts_only_the_records_the_store_holds() {
+    /// Appends a record far ahead through another handle when first read.
+    use std::io::Read as _;
+
+    struct WriteAhead(Option<PathBuf>);
+    impl std::io::Read for WriteAhead {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            if let Some(path) = self.0.take() {
+                let far = Record::from_envelope(
+                    fixture_envelope(),
+                    RecordId::generate(),
+                    datetime!(2024-01-15 10:00:01 UTC),
+                    1_000_000,
+                )
+                .unwrap();
+                let mut other = SqliteStore::open(&path).unwrap();
+                other.append_records(&[far]).unwrap();
+            }
+            Ok(0)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    // Lines 1 and 2 are one batch; the other writer appends before lines 3 and 4 are read.
+    let lines = |range: std::ops::RangeInclusive<u64>| -> String {
+        range.map(|s| line(s, 10) + "\n").collect()
+    };
+    let (first, rest) = (lines(1..=2).into_bytes(), lines(3..=4).into_bytes());
+    let input = first
+        .as_slice()
+        .chain(WriteAhead(Some(path)))
+        .chain(rest.as_slice());
+    let options = ImportOptions {
+        batch: 2,
+        ..ImportOptions::default()
+    };
+    let error = import(
+        &mut store,
+        std::io::BufReader::new(input),
+        options,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let ImportError::Store { line, report, .. } = &error else {
+        panic!("not a store failure: {error:?}");
+    };
+    assert_eq!(*line, 3, "{error:?}");
+    assert_eq!((report.imported, report.sequences), (2, Some((1, 2))));
 }
 
 /// Item 8: each kind of bad line is reported as such, with its line.
