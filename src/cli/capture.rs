@@ -545,11 +545,17 @@ async fn capture(
     );
 
     let forwarder = match forward {
-        Some(forward) => Some(start_forwarder(
-            store_path,
-            forward,
-            capture.telemetry().event_publish_lag_ms.clone(),
-        )?),
+        Some(forward) => {
+            let forwarder = start_forwarder(
+                store_path,
+                forward,
+                capture.telemetry().event_publish_lag_ms.clone(),
+            )?;
+            capture
+                .telemetry()
+                .attach_forwarding(Arc::new(ForwardingView(Arc::clone(&forwarder.metrics))));
+            Some(forwarder)
+        }
         None => None,
     };
 
@@ -702,6 +708,26 @@ struct Forwarder {
     task: std::thread::JoinHandle<anyhow::Result<ForwardReport>>,
     metrics: Arc<Metrics>,
     destination: String,
+}
+
+/// The in-process forwarder as the capture's `/health` and `/metrics` show it.
+#[derive(Debug)]
+struct ForwardingView(Arc<Metrics>);
+
+impl esl_replay::capture::Forwarding for ForwardingView {
+    fn status(&self) -> &'static str {
+        self.0.snapshot().status()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        let snapshot = self.0.snapshot();
+        snapshot.stopped.or(snapshot.last_error)
+    }
+
+    fn encode(&self) -> String {
+        // Writing into a String cannot fail.
+        self.0.encode().unwrap_or_default()
+    }
 }
 
 /// Starts the forwarder the capture was asked for; it observes its publish lag into `lag`

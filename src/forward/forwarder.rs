@@ -107,8 +107,25 @@ pub struct ForwardReport {
 ///
 /// Store and checkpoint errors (among them a prune that removed records the forwarder had
 /// not read yet, checked at the start and after every read); [`Error::Rejected`] when the
-/// sink refuses a batch for good; [`Error::InvalidOption`] for a zero batch size.
+/// sink refuses a batch for good; [`Error::InvalidOption`] for a zero batch size. The error
+/// is also left in `metrics` ([`MetricsSnapshot::stopped`](super::MetricsSnapshot::stopped)).
 pub async fn forward<S: Sink>(
+    source: &Source,
+    sink: &mut S,
+    checkpoints: &CheckpointService,
+    options: &ForwardOptions,
+    metrics: &Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ForwardReport, Error> {
+    let result = run_forwarder(source, sink, checkpoints, options, metrics, shutdown).await;
+    if let Err(error) = &result {
+        metrics.record_stopped(error_chain(error));
+    }
+    result
+}
+
+/// [`forward`], whose errors it marks in the metrics.
+async fn run_forwarder<S: Sink>(
     source: &Source,
     sink: &mut S,
     checkpoints: &CheckpointService,
