@@ -841,6 +841,12 @@ impl Forwarder {
             .context("the forwarder thread failed")?
             .map_err(|_| anyhow::anyhow!("the forwarder thread panicked"))?
             .with_context(|| format!("forwarding to {}", self.destination))?;
+        if report.maybe_lost > 0 {
+            eprintln!(
+                "{} records may be lost: core NATS could not confirm their flush (they are not resent)",
+                report.maybe_lost
+            );
+        }
         if report.acked_sequence >= last {
             eprintln!(
                 "forwarded {} records to {}; everything up to sequence {last} is delivered",

@@ -84,6 +84,8 @@ pub struct ForwardReport {
     pub acked_sequence: u64,
     /// Records the target acknowledged (JetStream duplicates included).
     pub forwarded: u64,
+    /// Records handed to core NATS whose flush failed: perhaps delivered, never resent.
+    pub maybe_lost: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
     /// Why it returned.
@@ -177,6 +179,7 @@ async fn run_forwarder<S: Sink>(
         log_interval: options.log_interval,
         started: Instant::now(),
         forwarded: 0,
+        maybe_lost: 0,
         retries: 0,
     };
     let mut saver = Saver {
@@ -239,6 +242,7 @@ async fn run_forwarder<S: Sink>(
         resumed_after,
         acked_sequence,
         forwarded: progress.forwarded,
+        maybe_lost: progress.maybe_lost,
         retries: progress.retries,
         stopped,
     })
@@ -399,7 +403,8 @@ impl Run<'_> {
                 delivery.maybe_lost,
             );
             progress.metrics.record_publish_lag(&batch.captured);
-            progress.forwarded += sent;
+            progress.forwarded += sent - delivery.maybe_lost;
+            progress.maybe_lost += delivery.maybe_lost;
             saver.acknowledge(batch.last);
             drop(batch);
             ahead = next.transpose()?.flatten();
@@ -651,6 +656,7 @@ struct Progress<'m> {
     log_interval: Duration,
     started: Instant,
     forwarded: u64,
+    maybe_lost: u64,
     retries: u64,
 }
 
@@ -734,6 +740,8 @@ mod tests {
         seen: Vec<Option<u64>>,
         /// How long every attempt takes at least.
         delay: Duration,
+        /// The attempt whose records the target may have lost (core NATS's failed flush).
+        lose_at: Option<u32>,
         attempts: u32,
     }
 
@@ -768,6 +776,9 @@ mod tests {
             {
                 reached.notify_one();
                 std::future::pending::<()>().await;
+            }
+            if self.lose_at == Some(self.attempts) {
+                return Ok(Delivery::new(0, batch.len() as u64));
             }
             Ok(Delivery::default())
         }
@@ -915,6 +926,30 @@ mod tests {
         assert_eq!(snapshot.last_error.as_deref(), Some("still down"));
         assert_eq!((snapshot.lag_records, snapshot.lag_seconds), (0, 0.0));
         assert!(snapshot.connected);
+    }
+
+    #[test]
+    fn records_that_may_be_lost_are_not_counted_as_forwarded() {
+        let fixture = fixture(300);
+        let mut sink = FakeSink {
+            lose_at: Some(2),
+            ..FakeSink::default()
+        };
+        let (_stop, shutdown) = watch::channel(false);
+        let metrics = Metrics::new("fake");
+        let report = run(
+            &fixture,
+            &mut sink,
+            &batches(100, Duration::ZERO),
+            &metrics,
+            shutdown,
+        )
+        .unwrap();
+        assert_eq!((report.forwarded, report.maybe_lost), (200, 100));
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.forwarded, snapshot.maybe_lost), (200, 100));
+        // Never resent: the checkpoint moves past them.
+        assert_eq!(saved(&fixture), Some(300));
     }
 
     #[test]
