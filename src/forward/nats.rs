@@ -115,7 +115,7 @@ impl NatsSink {
         if self.stream_ready {
             return Ok(());
         }
-        if *create {
+        let found = if *create {
             context
                 .get_or_create_stream(stream::Config {
                     name: name.clone(),
@@ -127,10 +127,10 @@ impl NatsSink {
                 .await
                 .map_err(|error| {
                     SinkError::Unavailable(format!("cannot create stream {name}: {error}"))
-                })?;
+                })?
         } else {
             match context.get_stream(name).await {
-                Ok(_) => {}
+                Ok(found) => found,
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -147,6 +147,18 @@ impl NatsSink {
                     )));
                 }
             }
+        };
+        // Published anyway, the messages would land in whichever stream does capture the
+        // subject (or none), unchecked.
+        let subject = &self.options.subject;
+        let subjects = &found.cached_info().config.subjects;
+        if !subjects
+            .iter()
+            .any(|filter| subject_matches(filter, subject))
+        {
+            return Err(SinkError::Rejected(format!(
+                "JetStream stream {name} captures the subjects {subjects:?}, not {subject}: add {subject} to the stream's subjects, or name the stream that captures it"
+            )));
         }
         self.stream_ready = true;
         Ok(())
@@ -185,7 +197,7 @@ impl NatsSink {
             let ack = context
                 .publish_with_headers(subject.clone(), headers, message.body.clone())
                 .await
-                .map_err(|error| Self::publish_failed("publish", &error))?;
+                .map_err(|error| self.publish_failed("publish", &error))?;
             pending.push(ack);
         }
         let mut duplicates = 0;
@@ -194,7 +206,7 @@ impl NatsSink {
             // so acknowledgement failures are retried.
             let ack = ack
                 .await
-                .map_err(|error| Self::publish_failed("acknowledgement", &error))?;
+                .map_err(|error| self.publish_failed("acknowledgement", &error))?;
             if ack.duplicate {
                 duplicates += 1;
             }
@@ -203,10 +215,23 @@ impl NatsSink {
     }
 
     /// A failed JetStream publish or acknowledgement: retried, except a message too large
-    /// for the server.
-    fn publish_failed(what: &str, error: &jetstream::context::PublishError) -> SinkError {
-        if error.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded {
-            return SinkError::Rejected(format!("{what}: {error}"));
+    /// for the server. A stream gone while the sink may create it is created again first.
+    fn publish_failed(
+        &mut self,
+        what: &str,
+        error: &jetstream::context::PublishError,
+    ) -> SinkError {
+        use jetstream::context::PublishErrorKind;
+        match error.kind() {
+            PublishErrorKind::MaxPayloadExceeded => {
+                return SinkError::Rejected(format!("{what}: {error}"));
+            }
+            PublishErrorKind::StreamNotFound
+                if matches!(self.options.mode, NatsMode::JetStream { create: true, .. }) =>
+            {
+                self.stream_ready = false;
+            }
+            _ => {}
         }
         SinkError::Unavailable(format!("{what}: {error}"))
     }
@@ -298,6 +323,21 @@ fn wire_size(headers: &HeaderMap, body: &[u8]) -> usize {
     "NATS/1.0\r\n".len() + lines + "\r\n".len() + body.len()
 }
 
+/// Whether a stream's subject `filter` (tokens split by `.`; `*` matches one token, a final
+/// `>` one or more) captures `subject`.
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (token, Some(actual)) if token == actual => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
 impl Sink for NatsSink {
     fn target(&self) -> &'static str {
         match self.options.mode {
@@ -317,6 +357,18 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_subjects_match_as_nats_matches_them() {
+        assert!(subject_matches("fs.events", "fs.events"));
+        assert!(subject_matches("fs.*", "fs.events"));
+        assert!(subject_matches("fs.>", "fs.events.a"));
+        assert!(subject_matches(">", "w2.ev"));
+        assert!(!subject_matches("w.other", "w2.ev"));
+        assert!(!subject_matches("fs.*", "fs.events.a"));
+        assert!(!subject_matches("fs.events.a", "fs.events"));
+        assert!(!subject_matches("fs.>", "fs"));
+    }
 
     #[test]
     fn the_size_checked_is_the_size_the_client_sends() {

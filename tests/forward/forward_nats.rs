@@ -463,3 +463,76 @@ fn a_record_larger_than_the_servers_max_payload_is_refused() {
     });
     assert_eq!(received, (1..=100).collect::<Vec<_>>());
 }
+
+/// With `--create-stream`, a stream deleted while the forwarder runs is created again and
+/// delivery goes on into it.
+#[test]
+fn a_stream_deleted_while_forwarding_is_created_again() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 100);
+    let args = jetstream_args(&store, &checkpoints, &server);
+    let log = dir.path().join("deleted.log");
+    let (mut child, metrics_port) = following_forwarder(&args, &log, 100);
+    let rt = runtime();
+    rt.block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        assert!(context.delete_stream(STREAM).await.unwrap().success);
+    });
+    let mut writer = crate::support::process::open_store(&store).unwrap();
+    let envelopes = (100..200)
+        .map(esl_replay::store::dataset::envelope)
+        .collect();
+    esl_replay::store::ArtifactStore::write_batch(&mut writer, envelopes).unwrap();
+    writer.close().unwrap();
+    crate::support::forward::acknowledged(metrics_port, 200);
+    signal(&child, "TERM");
+    expect_success(&mut child, &log);
+    let sequences: Vec<u64> = read_stream(&server.url(), STREAM)
+        .iter()
+        .map(|entry| entry.0)
+        .collect();
+    assert_eq!(sequences, (101..=200).collect::<Vec<_>>());
+}
+
+/// `--jetstream-stream` names a stream that must capture `--subject`: one that does not is
+/// refused (exit 2, naming the stream, its subjects and the subject), with or without
+/// `--create-stream`, even when another stream would take the messages.
+#[test]
+fn a_stream_that_does_not_capture_the_subject_is_refused() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    runtime().block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        for (name, subject) in [("W", "w.other"), ("ELSEWHERE", "w2.ev")] {
+            context
+                .create_stream(jetstream::stream::Config {
+                    name: name.into(),
+                    subjects: vec![subject.into()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 10);
+    let mut args = args_for_stream(&store, &checkpoints, &server, "W");
+    let subject = args.iter().position(|arg| arg == "--subject").unwrap();
+    args[subject + 1] = "w2.ev".into();
+    let refusal = r#"JetStream stream W captures the subjects ["w.other"], not w2.ev"#;
+    expect_refusal(&args, &dir.path().join("create.log"), refusal);
+    args.retain(|arg| arg != "--create-stream");
+    expect_refusal(&args, &dir.path().join("named.log"), refusal);
+    let elsewhere = runtime().block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        let mut stream = context.get_stream("ELSEWHERE").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(elsewhere, 0, "nothing was published");
+}
