@@ -2,10 +2,12 @@
 //!
 //! - `GET /health`: JSON with each node's connection, session and liveness state,
 //!   generation, reconnect attempts and last error, plus queue depth and the writer's last
-//!   error and the last periodic retention error. `status` is `ok` (200) when every node is
-//!   ready and the last store write and retention run succeeded; `degraded` (503) when a
-//!   node is not ready or the last write or retention run failed; `failed` (503) once the
-//!   writer stopped on a persistent store failure (the capture then stops).
+//!   error and the last periodic retention error, and an in-process forwarder's `status`
+//!   (`ok`, `retrying`, `stopped`) and `last_error`. `status` is `ok` (200) when every node
+//!   is ready, the last store write and retention run succeeded and no forwarder stopped;
+//!   `degraded` (503) when a node is not ready, the last write or retention run failed or
+//!   the forwarder stopped on an error; `failed` (503) once the writer stopped on a
+//!   persistent store failure (the capture then stops).
 //!   With [`HealthForm::TelephonyEventSync`] the same answer also has that service's shape:
 //!   `status` is `healthy` or `unhealthy`, and `data` holds `last_heartbeat`, `last_error`,
 //!   `recovery_attempts`, `is_healthy` and `last_check`.
@@ -96,9 +98,19 @@ async fn health(State(state): State<HttpState>) -> Response {
     let (items, bytes) = state.queue.as_ref().map_or((0, 0), |q| q.depth());
     let writer_error = state.telemetry.writer_error();
     let retention_error = state.telemetry.retention_error();
+    let forwarding = state.telemetry.forwarding();
+    // A forwarder that retries is fine (the store keeps the records); one that stopped is not.
+    let forwarder_error = forwarding
+        .as_ref()
+        .filter(|forwarding| forwarding.status() == "stopped")
+        .and_then(|forwarding| forwarding.last_error());
     let status = if state.telemetry.writer_failed.get() != 0 {
         "failed"
-    } else if writer_error.is_some() || retention_error.is_some() || !all_ready {
+    } else if writer_error.is_some()
+        || retention_error.is_some()
+        || forwarder_error.is_some()
+        || !all_ready
+    {
         "degraded"
     } else {
         "ok"
@@ -111,9 +123,16 @@ async fn health(State(state): State<HttpState>) -> Response {
         "writer_error": writer_error,
         "retention_error": retention_error,
     });
+    if let Some(forwarding) = &forwarding {
+        body["forwarder"] = json!({
+            "status": forwarding.status(),
+            "last_error": forwarding.last_error(),
+        });
+    }
     if state.health == HealthForm::TelephonyEventSync {
         let last_error = writer_error
             .or(retention_error)
+            .or(forwarder_error)
             .or_else(|| nodes.values().find_map(|h| h.last_error.clone()));
         let recovery_attempts: u64 = nodes.values().map(|h| h.reconnect_attempts).sum();
         body["status"] = (if healthy { "healthy" } else { "unhealthy" }).into();

@@ -46,7 +46,7 @@ pub use http::{HealthForm, HttpState, router};
 pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
 pub use jobs::{JobOutcome, JobStatus};
 pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
-pub use telemetry::{NodeHealth, NodeLabel, Telemetry};
+pub use telemetry::{Forwarding, NodeHealth, NodeLabel, Telemetry};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

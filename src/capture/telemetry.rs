@@ -8,9 +8,12 @@
 //! served beside them: where a figure is one we already keep (reconnects, gateway commands
 //! and their errors) the same series is registered under both names, so the two cannot
 //! disagree; the ADR's command latency, connection uptime and publish lag exist only under
-//! its names, in its units.
+//! its names, in its units. A forwarder running in the capture process ([`Forwarding`])
+//! adds its state to `/health` and its `esl_replay_forward_*` series to `/metrics`.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +52,18 @@ pub struct NodeHealth {
     pub reconnect_attempts: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+}
+
+/// A forwarder running in the capture process, as `/health` and `/metrics` show it. The
+/// capture does not know the forwarding layer; the CLI joins the two.
+pub trait Forwarding: Send + Sync + fmt::Debug {
+    /// `ok`; `retrying` while its target fails (the store keeps the records); `stopped` once
+    /// it stopped on an error (it forwards nothing more until the capture restarts).
+    fn status(&self) -> &'static str;
+    /// The error it stopped with, or else its last failed delivery.
+    fn last_error(&self) -> Option<String>;
+    /// Its series, in the text exposition (ending in `# EOF`).
+    fn encode(&self) -> String;
 }
 
 /// Metrics and health shared across the capture.
@@ -97,6 +112,7 @@ pub struct Telemetry {
     health: Mutex<BTreeMap<String, NodeHealth>>,
     writer_error: Mutex<Option<String>>,
     retention_error: Mutex<Option<String>>,
+    forwarding: Mutex<Option<Arc<dyn Forwarding>>>,
     /// When the last frame arrived from any node, in milliseconds since the Unix epoch
     /// (0: none yet).
     last_frame_unix_ms: AtomicU64,
@@ -138,6 +154,7 @@ impl Telemetry {
             health: Mutex::new(BTreeMap::new()),
             writer_error: Mutex::new(None),
             retention_error: Mutex::new(None),
+            forwarding: Mutex::new(None),
             last_frame_unix_ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -248,7 +265,25 @@ impl Telemetry {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if let Some(forwarding) = self.forwarding() {
+            // One exposition: a single `# EOF`, the forwarder's.
+            if out.ends_with("# EOF\n") {
+                out.truncate(out.len() - "# EOF\n".len());
+            }
+            out.push_str(&forwarding.encode());
+        }
         out
+    }
+
+    /// Adds the in-process forwarder to `/health` and `/metrics`.
+    pub fn attach_forwarding(&self, forwarding: Arc<dyn Forwarding>) {
+        *self.forwarding.lock() = Some(forwarding);
+    }
+
+    /// The in-process forwarder, if one is attached.
+    #[must_use]
+    pub fn forwarding(&self) -> Option<Arc<dyn Forwarding>> {
+        self.forwarding.lock().clone()
     }
 
     /// Updates one node's health.

@@ -545,11 +545,17 @@ async fn capture(
     );
 
     let forwarder = match forward {
-        Some(forward) => Some(start_forwarder(
-            store_path,
-            forward,
-            capture.telemetry().event_publish_lag_ms.clone(),
-        )?),
+        Some(forward) => {
+            let forwarder = start_forwarder(
+                store_path,
+                forward,
+                capture.telemetry().event_publish_lag_ms.clone(),
+            )?;
+            capture
+                .telemetry()
+                .attach_forwarding(Arc::new(ForwardingView(Arc::clone(&forwarder.metrics))));
+            Some(forwarder)
+        }
         None => None,
     };
 
@@ -704,6 +710,26 @@ struct Forwarder {
     destination: String,
 }
 
+/// The in-process forwarder as the capture's `/health` and `/metrics` show it.
+#[derive(Debug)]
+struct ForwardingView(Arc<Metrics>);
+
+impl esl_replay::capture::Forwarding for ForwardingView {
+    fn status(&self) -> &'static str {
+        self.0.snapshot().status()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        let snapshot = self.0.snapshot();
+        snapshot.stopped.or(snapshot.last_error)
+    }
+
+    fn encode(&self) -> String {
+        // Writing into a String cannot fail.
+        self.0.encode().unwrap_or_default()
+    }
+}
+
 /// Starts the forwarder the capture was asked for; it observes its publish lag into `lag`
 /// (the capture's `fs_esl_event_publish_lag_ms`).
 fn start_forwarder(store: &Path, forward: Forwarding, lag: Histogram) -> anyhow::Result<Forwarder> {
@@ -815,6 +841,12 @@ impl Forwarder {
             .context("the forwarder thread failed")?
             .map_err(|_| anyhow::anyhow!("the forwarder thread panicked"))?
             .with_context(|| format!("forwarding to {}", self.destination))?;
+        if report.maybe_lost > 0 {
+            eprintln!(
+                "{} records may be lost: core NATS could not confirm their flush (they are not resent)",
+                report.maybe_lost
+            );
+        }
         if report.acked_sequence >= last {
             eprintln!(
                 "forwarded {} records to {}; everything up to sequence {last} is delivered",

@@ -454,8 +454,16 @@ async fn run_sink<S: Sink>(
     let report = result.with_context(|| format!("forwarding to {destination} failed"))?;
     let snapshot = metrics.snapshot();
     println!(
-        "forwarded {} records to {destination} (checkpoint {:?} at sequence {}, resumed after {}, {} retries{}{})",
+        "forwarded {} records to {destination}{} (checkpoint {:?} at sequence {}, resumed after {}, {} retries{}{})",
         report.forwarded,
+        if report.maybe_lost > 0 {
+            format!(
+                "; {} more may be lost (core NATS could not confirm their flush; they are not resent)",
+                report.maybe_lost
+            )
+        } else {
+            String::new()
+        },
         service.key(),
         report.acked_sequence,
         report.resumed_after,

@@ -10,8 +10,8 @@ pub enum Error {
     /// Reading the store failed.
     #[error("cannot read the store")]
     Store(#[from] crate::store::Error),
-    /// Loading or saving the checkpoint failed.
-    #[error("cannot load or save the forwarder's checkpoint")]
+    /// Loading or saving the checkpoint failed, or records after it were pruned.
+    #[error("the forwarder's checkpoint cannot be loaded, saved or resumed from")]
     Checkpoint(#[from] crate::checkpoint::Error),
     /// A record could not be turned into a cursor position (an invalid sequence).
     #[error("invalid cursor position")]

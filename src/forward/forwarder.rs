@@ -13,7 +13,7 @@ use super::{Backoff, Error, Message, MessageFormat, Metrics, Sink, SinkError, So
 use crate::checkpoint::{CheckpointService, CompatibilityValidator};
 use crate::record::{Criteria, JsonMap, ReadCursor};
 use crate::storage::error_chain;
-use crate::store::ArtifactReader;
+use crate::store::{ArtifactReader, StoreStats};
 
 /// How a forwarder runs.
 #[derive(Clone, Debug)]
@@ -84,6 +84,8 @@ pub struct ForwardReport {
     pub acked_sequence: u64,
     /// Records the target acknowledged (JetStream duplicates included).
     pub forwarded: u64,
+    /// Records handed to core NATS whose flush failed: perhaps delivered, never resent.
+    pub maybe_lost: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
     /// Why it returned.
@@ -105,9 +107,27 @@ pub struct ForwardReport {
 ///
 /// # Errors
 ///
-/// Store and checkpoint errors; [`Error::Rejected`] when the sink refuses a batch for good;
-/// [`Error::InvalidOption`] for a zero batch size.
+/// Store and checkpoint errors (among them a prune that removed records the forwarder had
+/// not read yet, checked at the start and after every read); [`Error::Rejected`] when the
+/// sink refuses a batch for good; [`Error::InvalidOption`] for a zero batch size. The error
+/// is also left in `metrics` ([`MetricsSnapshot::stopped`](super::MetricsSnapshot::stopped)).
 pub async fn forward<S: Sink>(
+    source: &Source,
+    sink: &mut S,
+    checkpoints: &CheckpointService,
+    options: &ForwardOptions,
+    metrics: &Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ForwardReport, Error> {
+    let result = run_forwarder(source, sink, checkpoints, options, metrics, shutdown).await;
+    if let Err(error) = &result {
+        metrics.record_stopped(error_chain(error));
+    }
+    result
+}
+
+/// [`forward`], whose errors it marks in the metrics.
+async fn run_forwarder<S: Sink>(
     source: &Source,
     sink: &mut S,
     checkpoints: &CheckpointService,
@@ -159,6 +179,7 @@ pub async fn forward<S: Sink>(
         log_interval: options.log_interval,
         started: Instant::now(),
         forwarded: 0,
+        maybe_lost: 0,
         retries: 0,
     };
     let mut saver = Saver {
@@ -179,6 +200,8 @@ pub async fn forward<S: Sink>(
             takes: sink.takes(),
             format: options.format,
             batch_size: options.batch_size,
+            key: checkpoints.key().to_owned(),
+            pruned_at_start: pruned_through(&store.stats()?),
         }),
         end,
         cursor: *resume.cursor(),
@@ -219,6 +242,7 @@ pub async fn forward<S: Sink>(
         resumed_after,
         acked_sequence,
         forwarded: progress.forwarded,
+        maybe_lost: progress.maybe_lost,
         retries: progress.retries,
         stopped,
     })
@@ -257,6 +281,11 @@ struct Selection {
     takes: Takes,
     format: MessageFormat,
     batch_size: usize,
+    /// The checkpoint's key, for the error when a prune passed the forwarder.
+    key: String,
+    /// What was pruned when the forwarder started: a new forwarder starts at the first
+    /// retained record, so only prunes while it runs can pass it.
+    pruned_at_start: u64,
 }
 
 impl Run<'_> {
@@ -374,7 +403,8 @@ impl Run<'_> {
                 delivery.maybe_lost,
             );
             progress.metrics.record_publish_lag(&batch.captured);
-            progress.forwarded += sent;
+            progress.forwarded += sent - delivery.maybe_lost;
+            progress.maybe_lost += delivery.maybe_lost;
             saver.acknowledge(batch.last);
             drop(batch);
             ahead = next.transpose()?.flatten();
@@ -411,16 +441,23 @@ fn readable(end: Option<u64>, durable: u64) -> u64 {
 /// Reads the batch after `cursor` (at most `batch_size` records, none after `through`) and
 /// encodes the records the criteria select; `None` when there is nothing to read. Records
 /// are viewed where they are stored, so a message's body is copied from the stored text.
+///
+/// A prune while the forwarder runs (one that ignored its checkpoint) must not make it skip
+/// records, so every read is checked as a resume is: [`checkpoint::Error::Incompatible`]
+/// when the store pruned a record after `cursor` that this read did not return.
+///
+/// [`checkpoint::Error::Incompatible`]: crate::checkpoint::Error::Incompatible
 fn read_batch(
     store: &dyn ArtifactReader,
     cursor: &ReadCursor,
     selection: &Selection,
     through: u64,
 ) -> Result<Option<Batch>, Error> {
-    if cursor.last_consumed_sequence() >= through {
+    let after = cursor.last_consumed_sequence();
+    if after >= through {
         return Ok(None);
     }
-    let (mut last, mut oldest_pending, mut read) = (None, None, 0u64);
+    let (mut oldest_pending, mut read) = (None, Vec::with_capacity(selection.batch_size));
     let mut messages = Vec::with_capacity(selection.batch_size);
     let mut captured = Vec::with_capacity(selection.batch_size);
     store.visit_from_cursor(
@@ -431,9 +468,8 @@ fn read_batch(
             if record.append_sequence() > through {
                 return;
             }
-            last = Some(record.append_sequence());
+            read.push(record.append_sequence());
             oldest_pending.get_or_insert_with(|| record.stored_at());
-            read += 1;
             let event = captured_event(record.artifact_name(), record.event_name());
             if selection.criteria.matches_view(record)
                 && selection.takes.takes(event)
@@ -444,10 +480,29 @@ fn read_batch(
             }
         },
     )?;
-    let Some(last) = last else {
+    // Looked up after the read: a record pruned before it was never returned, and the
+    // last record pruned is then one after `after` that the read lacks. A prune after the
+    // read took records it returned; one past them is found by the next read.
+    let stats = store.stats()?;
+    let pruned = pruned_through(&stats);
+    let passed = pruned > after.max(selection.pruned_at_start)
+        && read
+            .last()
+            .is_none_or(|&last| pruned <= last && read.binary_search(&pruned).is_err());
+    if passed {
+        return Err(crate::checkpoint::Error::Incompatible {
+            key: selection.key.clone(),
+            first_retained: stats
+                .first_sequence
+                .unwrap_or_else(|| stats.last_sequence.saturating_add(1)),
+            required_next: after.saturating_add(1),
+        }
+        .into());
+    }
+    let Some(&last) = read.last() else {
         return Ok(None);
     };
-    let skipped = read - messages.len() as u64;
+    let skipped = read.len() as u64 - messages.len() as u64;
     Ok(Some(Batch {
         last,
         oldest_pending,
@@ -455,6 +510,16 @@ fn read_batch(
         captured,
         skipped,
     }))
+}
+
+/// The last sequence pruned, as the resume check judges it: the segment log's own record
+/// of it, or, for a backend that keeps none (SQLite), the one before the first retained.
+fn pruned_through(stats: &StoreStats) -> u64 {
+    stats.pruned_through.unwrap_or_else(|| {
+        stats
+            .first_sequence
+            .map_or(stats.last_sequence, |first| first.saturating_sub(1))
+    })
 }
 
 /// Saves the checkpoint of acknowledged batches, at most once per interval.
@@ -591,6 +656,7 @@ struct Progress<'m> {
     log_interval: Duration,
     started: Instant,
     forwarded: u64,
+    maybe_lost: u64,
     retries: u64,
 }
 
@@ -674,6 +740,8 @@ mod tests {
         seen: Vec<Option<u64>>,
         /// How long every attempt takes at least.
         delay: Duration,
+        /// The attempt whose records the target may have lost (core NATS's failed flush).
+        lose_at: Option<u32>,
         attempts: u32,
     }
 
@@ -708,6 +776,9 @@ mod tests {
             {
                 reached.notify_one();
                 std::future::pending::<()>().await;
+            }
+            if self.lose_at == Some(self.attempts) {
+                return Ok(Delivery::new(0, batch.len() as u64));
             }
             Ok(Delivery::default())
         }
@@ -855,6 +926,30 @@ mod tests {
         assert_eq!(snapshot.last_error.as_deref(), Some("still down"));
         assert_eq!((snapshot.lag_records, snapshot.lag_seconds), (0, 0.0));
         assert!(snapshot.connected);
+    }
+
+    #[test]
+    fn records_that_may_be_lost_are_not_counted_as_forwarded() {
+        let fixture = fixture(300);
+        let mut sink = FakeSink {
+            lose_at: Some(2),
+            ..FakeSink::default()
+        };
+        let (_stop, shutdown) = watch::channel(false);
+        let metrics = Metrics::new("fake");
+        let report = run(
+            &fixture,
+            &mut sink,
+            &batches(100, Duration::ZERO),
+            &metrics,
+            shutdown,
+        )
+        .unwrap();
+        assert_eq!((report.forwarded, report.maybe_lost), (200, 100));
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.forwarded, snapshot.maybe_lost), (200, 100));
+        // Never resent: the checkpoint moves past them.
+        assert_eq!(saved(&fixture), Some(300));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Metrics {
     connected: Gauge,
     last_error_time: Gauge<f64, AtomicU64>,
     last_error: Mutex<Option<String>>,
+    stopped: Gauge,
+    stopped_error: Mutex<Option<String>>,
     publish_lag_ms: Histogram,
 }
 
@@ -71,6 +73,23 @@ pub struct MetricsSnapshot {
     pub connected: bool,
     /// The last delivery error, if any.
     pub last_error: Option<String>,
+    /// The error the forwarder stopped with, once it has (it forwards nothing more).
+    pub stopped: Option<String>,
+}
+
+impl MetricsSnapshot {
+    /// `ok`; `retrying` while deliveries fail (they are retried); `stopped` once the
+    /// forwarder stopped on an error.
+    #[must_use]
+    pub fn status(&self) -> &'static str {
+        if self.stopped.is_some() {
+            "stopped"
+        } else if !self.connected && self.retries > 0 {
+            "retrying"
+        } else {
+            "ok"
+        }
+    }
 }
 
 impl Metrics {
@@ -109,6 +128,8 @@ impl Metrics {
             connected: Gauge::default(),
             last_error_time: Gauge::default(),
             last_error: Mutex::new(None),
+            stopped: Gauge::default(),
+            stopped_error: Mutex::new(None),
             publish_lag_ms,
         };
         registry.register(
@@ -177,6 +198,11 @@ impl Metrics {
             metrics.last_error_time.clone(),
         );
         registry.register(
+            "stopped",
+            "1 once the forwarder stopped on an error (it forwards nothing more)",
+            metrics.stopped.clone(),
+        );
+        registry.register(
             "publish_lag_ms",
             "Milliseconds from a record's capture until the target acknowledged it",
             metrics.publish_lag_ms.clone(),
@@ -204,6 +230,7 @@ impl Metrics {
             lag_seconds: self.lag_seconds.get(),
             connected: self.connected.get() == 1,
             last_error: self.last_error.lock().clone(),
+            stopped: self.stopped_error.lock().clone(),
         }
     }
 
@@ -243,6 +270,11 @@ impl Metrics {
         self.last_error_time
             .set(time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9);
         *self.last_error.lock() = Some(error.to_owned());
+    }
+
+    pub(crate) fn record_stopped(&self, error: String) {
+        self.stopped.set(1);
+        *self.stopped_error.lock() = Some(error);
     }
 
     pub(crate) fn record_checkpoint(&self, saved: u64) {
@@ -316,9 +348,9 @@ async fn health(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
 ) -> impl IntoResponse {
     let snapshot = metrics.snapshot();
-    let failing = !snapshot.connected && snapshot.retries > 0;
+    let failing = snapshot.status() != "ok";
     let body = serde_json::json!({
-        "status": if failing { "retrying" } else { "ok" },
+        "status": snapshot.status(),
         "acked_sequence": snapshot.acked_sequence,
         "checkpoint_sequence": snapshot.checkpoint_sequence,
         "store_last_sequence": snapshot.store_last_sequence,
@@ -326,7 +358,7 @@ async fn health(
         "lag_seconds": snapshot.lag_seconds,
         "forwarded": snapshot.forwarded,
         "retries": snapshot.retries,
-        "last_error": snapshot.last_error,
+        "last_error": snapshot.stopped.or(snapshot.last_error),
     });
     let status = if failing {
         StatusCode::SERVICE_UNAVAILABLE

@@ -115,7 +115,7 @@ impl NatsSink {
         if self.stream_ready {
             return Ok(());
         }
-        if *create {
+        let found = if *create {
             context
                 .get_or_create_stream(stream::Config {
                     name: name.clone(),
@@ -127,10 +127,10 @@ impl NatsSink {
                 .await
                 .map_err(|error| {
                     SinkError::Unavailable(format!("cannot create stream {name}: {error}"))
-                })?;
+                })?
         } else {
             match context.get_stream(name).await {
-                Ok(_) => {}
+                Ok(found) => found,
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -147,6 +147,18 @@ impl NatsSink {
                     )));
                 }
             }
+        };
+        // Published anyway, the messages would land in whichever stream does capture the
+        // subject (or none), unchecked.
+        let subject = &self.options.subject;
+        let subjects = &found.cached_info().config.subjects;
+        if !subjects
+            .iter()
+            .any(|filter| subject_matches(filter, subject))
+        {
+            return Err(SinkError::Rejected(format!(
+                "JetStream stream {name} captures the subjects {subjects:?}, not {subject}: add {subject} to the stream's subjects, or name the stream that captures it"
+            )));
         }
         self.stream_ready = true;
         Ok(())
@@ -173,31 +185,28 @@ impl NatsSink {
     }
 
     async fn publish_jetstream(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
-        self.client().await?;
+        let client = self.client().await?;
         let Some(context) = self.context.clone() else {
             return Err(SinkError::Unavailable("no JetStream context".into()));
         };
         self.prepare_stream(&context).await?;
         let subject = self.options.subject.clone();
+        let headers = prepare(batch, Some(subject.as_str()), client.max_payload())?;
         let mut pending = Vec::with_capacity(batch.len());
-        for message in batch {
+        for (message, headers) in batch.iter().zip(headers) {
             let ack = context
-                .publish_with_headers(
-                    subject.clone(),
-                    Self::headers(message, Some(&subject)),
-                    message.body.clone(),
-                )
+                .publish_with_headers(subject.clone(), headers, message.body.clone())
                 .await
-                .map_err(|error| SinkError::Unavailable(format!("publish: {error}")))?;
+                .map_err(|error| self.publish_failed("publish", &error))?;
             pending.push(ack);
         }
         let mut duplicates = 0;
         for ack in pending {
             // A missing stream right after a server restart is JetStream still starting,
-            // so every acknowledgement failure is retried.
+            // so acknowledgement failures are retried.
             let ack = ack
                 .await
-                .map_err(|error| SinkError::Unavailable(format!("acknowledgement: {error}")))?;
+                .map_err(|error| self.publish_failed("acknowledgement", &error))?;
             if ack.duplicate {
                 duplicates += 1;
             }
@@ -205,23 +214,45 @@ impl NatsSink {
         Ok(Delivery::new(duplicates, 0))
     }
 
+    /// A failed JetStream publish or acknowledgement: retried, except a message too large
+    /// for the server. A stream gone while the sink may create it is created again first.
+    fn publish_failed(
+        &mut self,
+        what: &str,
+        error: &jetstream::context::PublishError,
+    ) -> SinkError {
+        use jetstream::context::PublishErrorKind;
+        match error.kind() {
+            PublishErrorKind::MaxPayloadExceeded => {
+                return SinkError::Rejected(format!("{what}: {error}"));
+            }
+            PublishErrorKind::StreamNotFound
+                if matches!(self.options.mode, NatsMode::JetStream { create: true, .. }) =>
+            {
+                self.stream_ready = false;
+            }
+            _ => {}
+        }
+        SinkError::Unavailable(format!("{what}: {error}"))
+    }
+
     async fn publish_core(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
         // Waiting for a connection before sending is safe; after sending, nothing is resent.
         let client = self.client().await?;
         let subject = self.options.subject.clone();
+        let headers = prepare(batch, None, client.max_payload())?;
         let mut sent = 0u64;
         let mut failure = None;
-        for message in batch {
+        for (message, headers) in batch.iter().zip(headers) {
             match client
-                .publish_with_headers(
-                    subject.clone(),
-                    Self::headers(message, None),
-                    message.body.clone(),
-                )
+                .publish_with_headers(subject.clone(), headers, message.body.clone())
                 .await
             {
                 Ok(()) => sent += 1,
                 Err(error) => {
+                    if error.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                        return Err(SinkError::Rejected(format!("publish: {error}")));
+                    }
                     failure = Some(error.to_string());
                     break;
                 }
@@ -251,6 +282,62 @@ impl NatsSink {
     }
 }
 
+/// Each message's headers (see [`NatsSink::headers`]), once every message of the batch was
+/// found small enough for the server: a record larger than its `max_payload` could never
+/// be published, so the batch is refused before any of it is sent.
+fn prepare(
+    batch: &[Message],
+    dedup_subject: Option<&str>,
+    max_payload: usize,
+) -> Result<Vec<HeaderMap>, SinkError> {
+    batch
+        .iter()
+        .map(|message| {
+            let headers = NatsSink::headers(message, dedup_subject);
+            let size = wire_size(&headers, &message.body);
+            if size > max_payload {
+                return Err(SinkError::Rejected(format!(
+                    "record {} (id {}) is {size} bytes as a NATS message, more than the server's max_payload of {max_payload} bytes: it can never be published (raise max_payload in the server's configuration, or leave the record out with the criteria flags)",
+                    message.sequence, message.id
+                )));
+            }
+            Ok(headers)
+        })
+        .collect()
+}
+
+/// The bytes a message counts against `max_payload`, as the client writes it: the body,
+/// and a header block of `NATS/1.0\r\n`, a `Name: value\r\n` line per value and `\r\n`.
+fn wire_size(headers: &HeaderMap, body: &[u8]) -> usize {
+    if headers.is_empty() {
+        return body.len();
+    }
+    let lines: usize = headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values.iter().map(move |value| {
+                AsRef::<[u8]>::as_ref(name).len() + ": ".len() + value.as_str().len() + 2
+            })
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + lines + "\r\n".len() + body.len()
+}
+
+/// Whether a stream's subject `filter` (tokens split by `.`; `*` matches one token, a final
+/// `>` one or more) captures `subject`.
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (token, Some(actual)) if token == actual => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
 impl Sink for NatsSink {
     fn target(&self) -> &'static str {
         match self.options.mode {
@@ -264,5 +351,32 @@ impl Sink for NatsSink {
             NatsMode::JetStream { .. } => self.publish_jetstream(batch).await,
             NatsMode::Core => self.publish_core(batch).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_subjects_match_as_nats_matches_them() {
+        assert!(subject_matches("fs.events", "fs.events"));
+        assert!(subject_matches("fs.*", "fs.events"));
+        assert!(subject_matches("fs.>", "fs.events.a"));
+        assert!(subject_matches(">", "w2.ev"));
+        assert!(!subject_matches("w.other", "w2.ev"));
+        assert!(!subject_matches("fs.*", "fs.events.a"));
+        assert!(!subject_matches("fs.events.a", "fs.events"));
+        assert!(!subject_matches("fs.>", "fs"));
+    }
+
+    #[test]
+    fn the_size_checked_is_the_size_the_client_sends() {
+        let mut headers = HeaderMap::new();
+        headers.insert("Esl-Record-Id", "abc");
+        headers.insert("Esl-Append-Sequence", "7");
+        let expected = "NATS/1.0\r\nEsl-Record-Id: abc\r\nEsl-Append-Sequence: 7\r\n\r\n".len();
+        assert_eq!(wire_size(&headers, b"body"), expected + 4);
+        assert_eq!(wire_size(&HeaderMap::new(), b"body"), 4);
     }
 }

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, IntoConnectionInfo as _, RedisError, RetryMethod};
+use redis::{
+    ErrorKind, IntoConnectionInfo as _, RedisError, RetryMethod, ServerError, ServerErrorKind,
+};
 
 use super::message::FIELD_RECORD;
 use super::{Delivery, Message, Sink, SinkError, Takes};
@@ -201,7 +203,9 @@ impl Sink for RedisSink {
 }
 
 /// A connection that reconnects by itself; the forwarder owns retries and backoff, so the
-/// manager only reconnects once per use.
+/// manager only reconnects once per use. A `PING` checks it first: a server that requires
+/// a password accepts a connection without one and closes it at the first large command,
+/// which would look like a broken pipe and be retried forever.
 async fn connect(
     client: &redis::Client,
     options: &RedisOptions,
@@ -210,9 +214,14 @@ async fn connect(
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.response_timeout))
         .set_number_of_retries(1);
-    ConnectionManager::new_with_config(client.clone(), config)
+    let mut connection = ConnectionManager::new_with_config(client.clone(), config)
         .await
-        .map_err(classify)
+        .map_err(classify)?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut connection)
+        .await
+        .map_err(classify)?;
+    Ok(connection)
 }
 
 /// Every `trim_interval` (the first time at once), `XTRIM key MINID ~ <server time - age>`
@@ -265,18 +274,89 @@ async fn trim_once(
     Ok(())
 }
 
-/// Transport trouble and server states that pass (loading, busy) are retried; the rest
-/// (wrong key type, syntax, permissions) stops the forwarder.
+/// Transport trouble and server states that pass (loading, busy, out of memory until memory
+/// is freed or `maxmemory` raised) are retried; authentication and the rest (wrong key
+/// type, syntax, permissions) stop the forwarder.
 fn classify(error: RedisError) -> SinkError {
-    let transient = error.is_io_error()
+    // The replies of a pipeline's or transaction's commands, without the `EXECABORT` that
+    // only says the others failed.
+    let failures: Vec<ServerError> = error
+        .clone()
+        .into_server_errors()
+        .iter()
+        .flat_map(|errors| errors.iter())
+        .map(|(_, reply)| reply.clone())
+        .filter(|reply| reply.code() != "EXECABORT")
+        .collect();
+    let text = describe(&error, &failures);
+    let said = |code: &str| failures.iter().any(|reply| reply.code() == code);
+    if error.kind() == ErrorKind::AuthenticationFailed || said("WRONGPASS") {
+        return SinkError::Rejected(format!(
+            "authentication failed: the server refused the password ({text}); give its password (a password file, or in the URL)"
+        ));
+    }
+    if said("NOAUTH") {
+        return SinkError::Rejected(format!(
+            "authentication required: the server needs a password and none was given ({text}); give its password (a password file, or in the URL)"
+        ));
+    }
+    let passing = !failures.is_empty()
+        && failures.iter().all(|reply| {
+            matches!(
+                reply.code(),
+                "OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN"
+            )
+        });
+    let transient = passing
+        || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || !matches!(error.retry_method(), RetryMethod::NoRetry)
         || matches!(error.kind(), ErrorKind::Io);
     if transient {
-        SinkError::Unavailable(error.to_string())
+        SinkError::Unavailable(text)
     } else {
-        SinkError::Rejected(error.to_string())
+        SinkError::Rejected(text)
+    }
+}
+
+/// The error's text; for a batch whose commands failed, the first failure and how many
+/// there were, not one line per command (a full server refuses every `XADD` of a batch).
+fn describe(error: &RedisError, failures: &[ServerError]) -> String {
+    match failures {
+        [first, _, ..] => {
+            let what = if error.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort) {
+                "the transaction was aborted"
+            } else {
+                "the pipeline failed"
+            };
+            // As the server wrote it: `OOM command not allowed ...`.
+            let first = match first.details() {
+                Some(detail) => format!("{} {detail}", first.code()),
+                None => first.code().to_owned(),
+            };
+            format!(
+                "{what}: {} of its commands failed, the first with: {first}",
+                failures.len()
+            )
+        }
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_errors_stop_the_forwarder() {
+        let wrong = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert!(
+            matches!(classify(wrong), SinkError::Rejected(m) if m.starts_with("authentication failed")),
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::support::forward::{
-    Kind, Server, check_in_order_at_least_once, checkpoint_sequence, free_port, wait_exit,
+    Kind, Server, check_in_order_at_least_once, checkpoint_sequence, free_port, http_get, signal,
+    wait_exit,
 };
 use crate::support::process::SpawnSafely as _;
 use crate::support::{self, cli};
@@ -377,8 +378,9 @@ fn events_are_forwarded_in_the_fs_events_v1_form() {
 }
 
 /// A target that refuses the records for good (the stream's key holds a string) stops the
-/// forwarder, not the capture: every record is still stored, the log says so at once, and
-/// the capture exits 2 at its stop, naming the target.
+/// forwarder, not the capture: every record is still stored, the log says so at once,
+/// `/health` says the capture is degraded with the forwarder's error, `/metrics` has the
+/// forwarder's series, and the capture exits 2 at its stop, naming the target.
 #[test]
 fn a_forwarder_refused_for_good_stops_without_stopping_the_capture() {
     let Some(server) = Server::start(Kind::Redis) else {
@@ -392,13 +394,50 @@ fn a_forwarder_refused_for_good_stops_without_stopping_the_capture() {
         .query(&mut connection)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut simulator, esl) = simulator(1_000, 1_000);
-    let mut child = capture(&esl, dir.path(), &server.url(), "2s");
+    let (mut simulator, esl) = simulator(100_000, 1_000);
+    let http = free_port();
+    let address = format!("127.0.0.1:{http}");
+    let url = server.url();
+    let mut child = capture_forwarding(
+        &esl,
+        dir.path(),
+        "120s",
+        &[
+            "--forward-redis",
+            &url,
+            "--forward-stream",
+            STREAM,
+            "--http",
+            &address,
+        ],
+    );
+    let mut health = serde_json::Value::Null;
+    support::wait_until("the stopped forwarder to show in /health", || {
+        let Some((status, body)) = http_get(http, "/health") else {
+            return false;
+        };
+        health = serde_json::from_str(&body).unwrap();
+        status == 503 && health["forwarder"]["status"] == "stopped"
+    });
+    assert_eq!(health["status"], "degraded", "{health}");
+    let error = health["forwarder"]["last_error"].as_str().unwrap();
+    assert!(error.contains("WRONGTYPE"), "{health}");
+    let (_, metrics) = http_get(http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("esl_replay_forward_stopped{target=\"redis\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("esl_capture_frames_total"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    let store = dir.path().join("store");
+    support::wait_until("the capture to go on storing", || {
+        stored_records(&store) > 500
+    });
+    signal(&child, "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let _ = simulator.kill();
     let log = log_of(dir.path());
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("the forwarder stopped"), "{log}");
     assert!(log.contains(&server.url()), "{log}");
-    assert!(stored_records(&dir.path().join("store")) > 500, "{log}");
 }

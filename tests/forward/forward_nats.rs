@@ -379,3 +379,160 @@ fn forwarders_to_two_subjects_of_one_stream_do_not_drop_each_other() {
     });
     assert_eq!(stored, 40, "both subjects' messages are stored");
 }
+
+/// A store of `total` dataset records whose record `big` carries a payload of `bytes`
+/// bytes.
+fn store_with_a_big_record(store: &Path, total: u64, big: u64, bytes: usize) {
+    let mut writer = crate::support::process::open_store(store).unwrap();
+    let envelopes = (0..total)
+        .map(|n| {
+            let mut envelope = esl_replay::store::dataset::envelope(n);
+            if n + 1 == big {
+                envelope
+                    .payload
+                    .insert("Big".into(), "x".repeat(bytes).into());
+            }
+            envelope
+        })
+        .collect();
+    esl_replay::store::ArtifactStore::write_batch(&mut writer, envelopes).unwrap();
+    writer.close().unwrap();
+}
+
+/// A record larger than the server's `max_payload` (1 MiB by default) can never be
+/// published: JetStream and core NATS refuse its batch before sending any of it, exit 2
+/// naming the record and both sizes, and keep the checkpoint after the batches before.
+#[test]
+fn a_record_larger_than_the_servers_max_payload_is_refused() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    store_with_a_big_record(&store, 200, 150, 1_200_000);
+    let too_big = "record 150 (id ";
+    let limit = "more than the server's max_payload of 1048576 bytes";
+
+    let mut args = jetstream_args(&store, &checkpoints, &server);
+    args.extend(["--batch-size", "100"].map(str::to_owned));
+    let log = dir.path().join("jetstream.log");
+    expect_refusal(&args, &log, too_big);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(limit), "{text}");
+    assert_eq!(checkpoint_sequence(&checkpoints, KEY), Some(100));
+    check_exactly_once(&read_stream(&server.url(), STREAM), 100);
+
+    // Core NATS: nothing of the big record's batch reaches a subscriber.
+    let rt = runtime();
+    let client = rt.block_on(async_nats::connect(server.url())).unwrap();
+    let mut subscriber = rt.block_on(client.subscribe("core.big")).unwrap();
+    rt.block_on(client.flush()).unwrap();
+    let mut args = jetstream_args(&store, &checkpoints, &server);
+    args.retain(|arg| arg != "--create-stream");
+    let subject = args.iter().position(|arg| arg == "--subject").unwrap();
+    args[subject + 1] = "core.big".into();
+    let stream = args
+        .iter()
+        .position(|arg| arg == "--jetstream-stream")
+        .unwrap();
+    args.drain(stream..stream + 2);
+    args.extend(["--mode", "core", "--batch-size", "100"].map(str::to_owned));
+    let log = dir.path().join("core.log");
+    expect_refusal(&args, &log, too_big);
+    assert_eq!(
+        checkpoint_sequence(&checkpoints, "forward.nats.core.big"),
+        Some(100)
+    );
+    // The first batch, then (after a message published now) nothing more.
+    rt.block_on(client.publish("core.big", "end".into()))
+        .unwrap();
+    rt.block_on(client.flush()).unwrap();
+    let mut received = Vec::new();
+    rt.block_on(async {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let Some(headers) = message.headers else {
+                break;
+            };
+            let sequence = headers.get("Esl-Append-Sequence").unwrap().as_str();
+            received.push(sequence.parse::<u64>().unwrap());
+        }
+    });
+    assert_eq!(received, (1..=100).collect::<Vec<_>>());
+}
+
+/// With `--create-stream`, a stream deleted while the forwarder runs is created again and
+/// delivery goes on into it.
+#[test]
+fn a_stream_deleted_while_forwarding_is_created_again() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 100);
+    let args = jetstream_args(&store, &checkpoints, &server);
+    let log = dir.path().join("deleted.log");
+    let (mut child, metrics_port) = following_forwarder(&args, &log, 100);
+    let rt = runtime();
+    rt.block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        assert!(context.delete_stream(STREAM).await.unwrap().success);
+    });
+    let mut writer = crate::support::process::open_store(&store).unwrap();
+    let envelopes = (100..200)
+        .map(esl_replay::store::dataset::envelope)
+        .collect();
+    esl_replay::store::ArtifactStore::write_batch(&mut writer, envelopes).unwrap();
+    writer.close().unwrap();
+    crate::support::forward::acknowledged(metrics_port, 200);
+    signal(&child, "TERM");
+    expect_success(&mut child, &log);
+    let sequences: Vec<u64> = read_stream(&server.url(), STREAM)
+        .iter()
+        .map(|entry| entry.0)
+        .collect();
+    assert_eq!(sequences, (101..=200).collect::<Vec<_>>());
+}
+
+/// `--jetstream-stream` names a stream that must capture `--subject`: one that does not is
+/// refused (exit 2, naming the stream, its subjects and the subject), with or without
+/// `--create-stream`, even when another stream would take the messages.
+#[test]
+fn a_stream_that_does_not_capture_the_subject_is_refused() {
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    runtime().block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        for (name, subject) in [("W", "w.other"), ("ELSEWHERE", "w2.ev")] {
+            context
+                .create_stream(jetstream::stream::Config {
+                    name: name.into(),
+                    subjects: vec![subject.into()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 10);
+    let mut args = args_for_stream(&store, &checkpoints, &server, "W");
+    let subject = args.iter().position(|arg| arg == "--subject").unwrap();
+    args[subject + 1] = "w2.ev".into();
+    let refusal = r#"JetStream stream W captures the subjects ["w.other"], not w2.ev"#;
+    expect_refusal(&args, &dir.path().join("create.log"), refusal);
+    args.retain(|arg| arg != "--create-stream");
+    expect_refusal(&args, &dir.path().join("named.log"), refusal);
+    let elsewhere = runtime().block_on(async {
+        let context = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        let mut stream = context.get_stream("ELSEWHERE").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(elsewhere, 0, "nothing was published");
+}

@@ -12,9 +12,10 @@ use rand::{Rng as _, SeedableRng as _};
 
 use crate::support::forward::{
     Kind, Server, append_in_background, caught_up, check_in_order_at_least_once,
-    checkpoint_sequence, expect_refusal, expect_success, fill_store, following_forwarder, http_get,
-    outage, signal, spawn_forwarder, stdout_of, wait_exit,
+    checkpoint_sequence, expect_refusal, expect_success, fill_store, following_forwarder,
+    free_port, health, http_get, outage, signal, spawn_forwarder, stdout_of, wait_exit,
 };
+use crate::support::wait_until;
 
 const STREAM: &str = "fs:events";
 
@@ -257,7 +258,110 @@ fn criteria_select_what_is_sent_and_trimming_bounds_the_stream() {
         .unwrap();
     let mut args = args_for_stream(&store, &checkpoints, &server, "fs:string");
     args.extend(["--checkpoint-key", "string"].map(str::to_owned));
-    expect_refusal(&args, &dir.path().join("d.log"), "WRONGTYPE");
+    let log = dir.path().join("d.log");
+    expect_refusal(&args, &log, "WRONGTYPE");
+    // One failed command and the count, not one line per command of the batch.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("1000 of its commands failed, the first with: WRONGTYPE"),
+        "{text}"
+    );
+    assert_eq!(text.matches("WRONGTYPE").count(), 1, "{text}");
     // Saved before the first read, the checkpoint says that nothing was delivered.
     assert_eq!(checkpoint_sequence(&checkpoints, "string"), Some(0));
+}
+
+/// Sends `CONFIG SET name value` to the server.
+fn config_set(server: &Server, name: &str, value: &str) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let (): () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(&mut connection)
+        .unwrap();
+}
+
+/// A full Redis (`maxmemory` reached under `noeviction`: "OOM command not allowed") is a
+/// state that passes: the forwarder retries with backoff, `/health` says so with the
+/// first failed command and their count, and once memory is raised everything arrives.
+#[test]
+fn a_full_redis_is_retried_until_memory_is_raised() {
+    let Some(server) = Server::start(Kind::Redis) else {
+        return;
+    };
+    config_set(&server, "maxmemory-policy", "noeviction");
+    config_set(&server, "maxmemory", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 500);
+    let metrics_port = free_port();
+    let mut args = common_args(&store, &checkpoints, &server);
+    args.extend(
+        [
+            "--batch-size",
+            "100",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]
+        .map(str::to_owned),
+    );
+    let log = dir.path().join("oom.log");
+    let mut child = spawn_forwarder(&args, &log);
+    let mut during = serde_json::Value::Null;
+    wait_until("the full server to show in /health", || {
+        let Some((status, body)) = health(metrics_port) else {
+            return false;
+        };
+        let retrying = status == 503 && body["retries"].as_u64().unwrap_or(0) >= 3;
+        during = body;
+        retrying
+    });
+    assert_eq!(during["status"], "retrying", "{during}");
+    let error = during["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("100 of its commands failed") && error.matches("OOM").count() == 1,
+        "{error}"
+    );
+    config_set(&server, "maxmemory", "0");
+    expect_success(&mut child, &log);
+    let sequences: Vec<u64> = read_stream(&server.url(), STREAM)
+        .iter()
+        .map(|entry| entry.0)
+        .collect();
+    assert_eq!(sequences, (1..=500).collect::<Vec<_>>());
+}
+
+/// A server that requires a password refuses a forwarder without one or with a wrong one
+/// at once (exit 2, saying which), not as a broken pipe retried forever, even with
+/// batches of one record.
+#[test]
+fn a_missing_or_wrong_redis_password_is_refused() {
+    let Some(server) = Server::start(Kind::Redis) else {
+        return;
+    };
+    config_set(&server, "requirepass", "right");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, checkpoints) = (dir.path().join("store"), dir.path().join("checkpoints"));
+    fill_store(&store, 50);
+    let mut args = common_args(&store, &checkpoints, &server);
+    args.extend(["--batch-size", "1"].map(str::to_owned));
+    expect_refusal(
+        &args,
+        &dir.path().join("none.log"),
+        "authentication required: the server needs a password and none was given",
+    );
+    let password = dir.path().join("password");
+    std::fs::write(&password, "wrong\n").unwrap();
+    args.extend(["--password-file", password.to_str().unwrap()].map(str::to_owned));
+    expect_refusal(
+        &args,
+        &dir.path().join("wrong.log"),
+        "authentication failed: the server refused the password",
+    );
+    std::fs::write(&password, "right\n").unwrap();
+    let log = dir.path().join("right.log");
+    let mut child = spawn_forwarder(&args, &log);
+    expect_success(&mut child, &log);
 }

@@ -169,6 +169,122 @@ fn a_forwarder_refuses_to_resume_past_pruned_records() {
     assert_eq!(acked, 100);
 }
 
+/// Delivers every batch; while delivering the first, it runs `prune` (a prune that does
+/// not honour the forwarder's checkpoint, run while the forwarder is behind).
+struct PruneWhileBehind {
+    sent: Vec<u64>,
+    prune: Option<Box<dyn FnOnce()>>,
+}
+
+impl Sink for PruneWhileBehind {
+    fn target(&self) -> &'static str {
+        "collect"
+    }
+
+    async fn publish(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        if let Some(prune) = self.prune.take() {
+            prune();
+        }
+        self.sent.extend(batch.iter().map(|m| m.sequence));
+        Ok(Delivery::default())
+    }
+}
+
+/// Forwards `source` in batches of 7 with a sink that prunes while the first batch is
+/// delivered; the error the forwarder stops with, and what it sent.
+fn forward_while_pruned(
+    source: &Source,
+    checkpoints: &Path,
+    prune: Box<dyn FnOnce()>,
+) -> (Error, Vec<u64>) {
+    let mut sink = PruneWhileBehind {
+        sent: Vec::new(),
+        prune: Some(prune),
+    };
+    let mut options = ForwardOptions::default();
+    options.batch_size = 7;
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let error = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(forward(
+            source,
+            &mut sink,
+            &service(checkpoints),
+            &options,
+            &Metrics::new("collect"),
+            shutdown,
+        ))
+        .unwrap_err();
+    (error, sink.sent)
+}
+
+/// A prune while the forwarder runs is refused as one before it resumes, with either
+/// backend: the read after the first batch finds records 8..=60 pruned, and the forwarder
+/// stops naming its position and the first retained record, its checkpoint after what it
+/// delivered, instead of skipping to 61.
+#[test]
+fn a_prune_while_the_forwarder_is_behind_is_refused_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = store_of(dir.path(), 100);
+    let checkpoints = dir.path().join("checkpoints");
+    let source = Source::from(LogStore::open_read_only(&path).unwrap());
+    let keep_40 = PrunePolicy {
+        max_record_age: None,
+        max_stream_bytes: Some(1),
+        protected_record_count: 40,
+    };
+    let prune = Box::new(move || {
+        let pruned =
+            retention::prune(&store, &[], &keep_40, time::OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(pruned.plan.retained_first_sequence, Some(61));
+    });
+    let (error, sent) = forward_while_pruned(&source, &checkpoints, prune);
+
+    let sqlite = dir.path().join("store.sqlite");
+    let mut writer = SqliteStore::open(&sqlite).unwrap();
+    writer
+        .write_batch((0..100).map(dataset::envelope).collect())
+        .unwrap();
+    let sqlite_checkpoints = dir.path().join("sqlite-checkpoints");
+    let source = Source::open_read_only(&sqlite, Some(Backend::Sqlite)).unwrap();
+    let path = sqlite.clone();
+    let prune = Box::new(move || {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("DELETE FROM replay_records WHERE append_sequence <= 60", [])
+            .unwrap();
+    });
+    let (sqlite_error, sqlite_sent) = forward_while_pruned(&source, &sqlite_checkpoints, prune);
+    drop(writer);
+
+    for (error, sent, checkpoints) in [
+        (error, sent, &checkpoints),
+        (sqlite_error, sqlite_sent, &sqlite_checkpoints),
+    ] {
+        assert!(
+            matches!(
+                error,
+                Error::Checkpoint(esl_replay::checkpoint::Error::Incompatible {
+                    required_next: 8,
+                    first_retained: 61,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        let text = esl_replay::storage::error_chain(&error);
+        assert!(
+            text.contains("resumes at sequence 8") && text.contains("sequence is 61"),
+            "{text}"
+        );
+        assert_eq!(sent, (1..=7).collect::<Vec<_>>());
+        let saved = service(checkpoints).load().unwrap().unwrap();
+        assert_eq!(saved.cursor().last_consumed_sequence(), 7);
+    }
+}
+
 /// A checkpoint of another store (the default key names the target, not the store).
 #[test]
 fn a_forwarder_refuses_to_resume_from_beyond_the_end() {
