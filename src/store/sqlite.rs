@@ -296,6 +296,7 @@ impl SqliteStore {
                 source,
             })?;
         }
+        refuse_irregular(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -342,6 +343,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open_read_only`]'s handle, before it is wrapped.
     fn open_reader(path: &Path) -> Result<Self> {
+        refuse_irregular(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags)
             .map_err(sqlite_error(path, "open the database read-only"))?;
@@ -689,12 +691,22 @@ impl SqliteStore {
         sqlite_error(&self.path, context)
     }
 
+    /// The database's path as SQLite resolved it, which it names its companion files after
+    /// (a symlinked path's log is beside the link's target).
+    fn resolved_path(&self) -> PathBuf {
+        self.connection
+            .path()
+            .filter(|path| !path.is_empty())
+            .map_or_else(|| self.path.clone(), PathBuf::from)
+    }
+
     /// Bytes of the database file and its WAL and shared-memory files.
     fn bytes_on_disk(&self) -> u64 {
+        let database = self.resolved_path();
         ["", "-wal", "-shm"]
             .iter()
             .map(|suffix| {
-                let mut name = OsString::from(self.path.as_os_str());
+                let mut name = OsString::from(database.as_os_str());
                 name.push(suffix);
                 std::fs::metadata(PathBuf::from(name)).map_or(0, |metadata| metadata.len())
             })
@@ -861,13 +873,7 @@ impl ArtifactReader for SqliteStore {
         // ever assigned, not the last row's: rows may have been deleted since, and the
         // sequence is written in the same commit as its rows.
         let last = self.stored_last_sequence()?;
-        // SQLite names its companion files after the database's resolved path (a symlinked
-        // path's log is beside the link's target).
-        let database = self
-            .connection
-            .path()
-            .filter(|path| !path.is_empty())
-            .map_or_else(|| self.path.clone(), PathBuf::from);
+        let database = self.resolved_path();
         let dir = database
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -940,6 +946,22 @@ fn sync_handle(path: &Path) -> std::io::Result<Option<Arc<File>>> {
     };
     held.push(Arc::clone(&file));
     Ok(Some(file))
+}
+
+/// Refuses a path that names something other than a file (a directory, or a FIFO whose
+/// open would wait for a writer forever); a missing file is SQLite's to create or refuse.
+fn refuse_irregular(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => Err(Error::Io {
+            op: "open the SQLite database",
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a SQLite store is one database file)",
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Maps a driver error to [`Error::Sqlite`] with the database path and what was done.

@@ -15,7 +15,7 @@ use tempfile::tempdir;
 use time::macros::datetime;
 
 use crate::support::checkpoint::{NOW, file_names, fixed_store};
-use crate::support::map;
+use crate::support::{map, mkfifo, within_a_minute};
 
 const K2_FILE: &str =
     "k2-015f7e6bc5aeaf483724089e9252cc13b50951a6b69412522765cff4d780306e.checkpoint.json";
@@ -562,26 +562,6 @@ fn opening_creates_missing_directories() {
         "{error:?}"
     );
     assert!(error.to_string().contains("file/sub"), "{error}");
-}
-
-/// Makes a FIFO at `path`, as a hostile user could in a checkpoint or log directory.
-fn mkfifo(path: &std::path::Path) {
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-    )
-    .unwrap();
-}
-
-/// Runs `work` on a thread and fails the test if it has not returned within a minute: a
-/// reader that blocks on a FIFO would otherwise hang the suite.
-fn within_a_minute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, result) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(work()).unwrap());
-    result
-        .recv_timeout(Duration::from_secs(60))
-        .expect("blocked on a FIFO")
 }
 
 /// A FIFO named like a checkpoint file is reported as unreadable, naming it, instead of

@@ -1175,6 +1175,45 @@ fn synchronous_full_option_writes_and_syncs() {
     );
 }
 
+/// A path that names a directory or a FIFO is refused before SQLite opens it: a FIFO
+/// would make every read wait for a writer forever.
+#[test]
+fn a_directory_or_fifo_is_refused_as_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.db");
+    crate::support::mkfifo(&fifo);
+    let folder = dir.path().join("folder.db");
+    std::fs::create_dir(&folder).unwrap();
+    for path in [fifo, folder] {
+        let opened = crate::support::within_a_minute(move || {
+            let read = SqliteStore::open_read_only(&path).map(|_| ());
+            let write = SqliteStore::open(&path).map(|_| ());
+            (read, write)
+        });
+        for error in [opened.0.unwrap_err(), opened.1.unwrap_err()] {
+            let text = esl_replay::storage::error_chain(&error);
+            assert!(text.contains("not a regular file"), "{text}");
+        }
+    }
+}
+
+/// Through a symlink, the bytes counted are those of the target's files, where SQLite keeps
+/// the write-ahead log.
+#[test]
+fn bytes_through_a_symlink_count_the_targets_files() {
+    let fixture = Fixture::new();
+    let link = fixture._dir.path().join("link.sqlite");
+    std::os::unix::fs::symlink(&fixture.path, &link).unwrap();
+    let mut store = SqliteStore::open(&link).unwrap();
+    store
+        .write_batch((0..50).map(|_| fixture_envelope()).collect())
+        .unwrap();
+    let real = SqliteStore::open_read_only(&fixture.path).unwrap();
+    let wal = std::fs::metadata(fixture.path.with_extension("sqlite-wal")).unwrap();
+    assert!(wal.len() > 0);
+    assert_eq!(store.stats().unwrap().bytes, real.stats().unwrap().bytes);
+}
+
 #[test]
 fn open_creates_missing_parent_directories() {
     let dir = tempfile::tempdir().unwrap();

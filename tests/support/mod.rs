@@ -66,3 +66,23 @@ pub(crate) fn test_name(module_path: &str, name: &str) -> String {
         None => name.to_owned(),
     }
 }
+
+/// Makes a FIFO at `path`, as a hostile user could where a store or checkpoint file belongs.
+pub(crate) fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+}
+
+/// Runs `work` on a thread and fails the test if it has not returned within a minute: a
+/// reader that blocks on a FIFO would otherwise hang the suite.
+pub(crate) fn within_a_minute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(work()).unwrap());
+    result
+        .recv_timeout(Duration::from_secs(60))
+        .expect("blocked on a FIFO")
+}
