@@ -14,6 +14,10 @@
 //!   assigned, so sequences survive deleting every row (C1; the reference restarts at 1). A
 //!   reference database without it starts from `MAX(append_sequence)`.
 //!
+//! A table whose keys are weaker than the reference's (`append_sequence` not `NOT NULL
+//! UNIQUE`, `id` not unique) is refused by every open: reads page by sequence, and would
+//! pass over a second row of a sequence, or one without any.
+//!
 //! Rows not written by this backend (no `capture_us` yet) are backfilled once: `capture_us`
 //! from the `capture_timestamp` text and each derived column that is NULL, with the record
 //! module's identity rules. Rows that cannot be decoded are left as they are; reads that
@@ -358,6 +362,7 @@ impl SqliteStore {
                 reason: "not a replay store: table replay_records is missing".into(),
             });
         }
+        check_keys(&connection, path)?;
         let has = |name: &str| columns.iter().any(|column| column == name);
         let schema = Schema {
             capture_us: has(CAPTURE_US),
@@ -400,6 +405,7 @@ impl SqliteStore {
         transaction
             .execute_batch(CREATE_TABLE)
             .map_err(error("create table replay_records"))?;
+        check_keys(&transaction, path)?;
         let columns = table_columns(&transaction).map_err(error("read the table schema"))?;
         let has = |name: &str| columns.iter().any(|column| column == name);
         for column in DERIVED.iter().filter(|column| !has(column)) {
@@ -981,6 +987,54 @@ fn table_columns(connection: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut statement = connection.prepare("PRAGMA table_info(replay_records)")?;
     let names = statement.query_map([], |row| row.get::<_, String>(1))?;
     names.collect()
+}
+
+/// Refuses a `replay_records` table whose keys are not unique as the reference schema
+/// declares them (`append_sequence INTEGER NOT NULL UNIQUE`, `id TEXT PRIMARY KEY`): reads
+/// page by sequence, and would pass over a second row of a sequence, or one without any.
+fn check_keys(connection: &Connection, path: &Path) -> Result<()> {
+    let keys = unique_keys(connection).map_err(sqlite_error(path, "read the table's keys"))?;
+    if keys.sequence_not_null
+        && keys.unique.iter().any(|c| c == "append_sequence")
+        && keys.unique.iter().any(|c| c == "id")
+    {
+        return Ok(());
+    }
+    Err(Error::Metadata {
+        path: path.to_path_buf(),
+        reason: "table replay_records does not declare append_sequence NOT NULL UNIQUE and id \
+                 PRIMARY KEY, as the reference schema does: rows sharing a sequence or without \
+                 one could be passed over; copy the rows into a table with that schema"
+            .into(),
+    })
+}
+
+/// The declared keys of `replay_records`.
+struct Keys {
+    /// Whether `append_sequence` is declared `NOT NULL`.
+    sequence_not_null: bool,
+    /// The columns with a unique index of their own.
+    unique: Vec<String>,
+}
+
+fn unique_keys(connection: &Connection) -> rusqlite::Result<Keys> {
+    let sequence_not_null = connection
+        .prepare("SELECT \"notnull\" FROM pragma_table_info('replay_records') WHERE name = 'append_sequence'")?
+        .query_row([], |row| row.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false);
+    let mut statement = connection.prepare(
+        "SELECT MIN(info.name) FROM pragma_index_list('replay_records') AS list, \
+         pragma_index_info(list.name) AS info \
+         WHERE list.\"unique\" AND NOT list.partial GROUP BY list.name HAVING COUNT(*) = 1",
+    )?;
+    let unique = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Keys {
+        sequence_not_null,
+        unique,
+    })
 }
 
 /// A sequence as SQLite stores it; sequences beyond `i64::MAX` (only possible in a cursor)

@@ -1214,6 +1214,42 @@ fn bytes_through_a_symlink_count_the_targets_files() {
     assert_eq!(store.stats().unwrap().bytes, real.stats().unwrap().bytes);
 }
 
+/// A table whose sequences or ids are not declared unique (hand-made, not the reference's)
+/// is refused by both opens: reads page by sequence and would pass over a second row of a
+/// sequence, or one without any, while verify found nothing wrong.
+#[test]
+fn a_table_without_the_reference_keys_is_refused() {
+    let weakened = [
+        (
+            "append_sequence INTEGER NOT NULL UNIQUE",
+            "append_sequence INTEGER NOT NULL",
+        ),
+        (
+            "append_sequence INTEGER NOT NULL UNIQUE",
+            "append_sequence INTEGER UNIQUE",
+        ),
+        ("id TEXT PRIMARY KEY", "id TEXT"),
+    ];
+    for (declared, instead) in weakened {
+        let fixture = Fixture::new();
+        let connection = fixture.connection();
+        connection
+            .execute_batch(&REFERENCE_TABLE.replace(declared, instead))
+            .unwrap();
+        insert_reference_row(&connection, &reference_rows()[0]);
+        drop(connection);
+        let read = SqliteStore::open_read_only(&fixture.path).map(|_| ());
+        let write = SqliteStore::open(&fixture.path).map(|_| ());
+        for error in [read.unwrap_err(), write.unwrap_err()] {
+            assert!(
+                matches!(error, Error::Metadata { .. }),
+                "{instead}: {error:?}"
+            );
+            assert!(error.to_string().contains("NOT NULL UNIQUE"), "{error}");
+        }
+    }
+}
+
 #[test]
 fn open_creates_missing_parent_directories() {
     let dir = tempfile::tempdir().unwrap();
