@@ -12,7 +12,7 @@ use super::{CHECKPOINT_DIR_ENV, Outcome, Output};
 use esl_replay::checkpoint::{CheckpointCriteria, CheckpointStore, IdentityAnchors};
 use esl_replay::record::timestamp;
 use esl_replay::retention::{self, PrunePolicy, RetentionPlan};
-use esl_replay::store::{ArtifactReader as _, LogStore};
+use esl_replay::store::{ArtifactReader as _, Backend, LogStore};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["plan", "apply"])))]
@@ -103,6 +103,13 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
+    if Backend::for_path(&args.store) == Backend::Sqlite {
+        bail!(
+            "{} is a SQLite store, and prune works on segment-log stores only (it removes whole \
+             segments); a SQLite store keeps every row",
+            args.store.display()
+        );
+    }
     // Retention works beside a running writer (e.g. a capture daemon): use it if this
     // process can take the writer lock, otherwise truncate through a read-only handle. A
     // plan only reads, so it never opens a writer (whose open would recover a crashed log).

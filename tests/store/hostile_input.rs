@@ -126,6 +126,32 @@ fn prune_refuses_ages_beyond_the_date_range_with_a_clear_error() {
     assert_eq!(sequences(&store), [1]);
 }
 
+/// `prune` of a SQLite store says that prune works on segment-log stores, for a plan and
+/// an apply, instead of failing on the log directory it looked for; the rows stay.
+#[test]
+fn prune_of_a_sqlite_store_says_what_it_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite");
+    let input = write_lines(dir.path(), "in.ndjson", &[line(1, 10)]);
+    assert!(
+        run(&["import", "--store", path(&store), path(&input)])
+            .status
+            .success()
+    );
+    for mode in ["--plan", "--apply"] {
+        let text = fails(&["prune", "--store", path(&store), mode, "--max-bytes", "1"]);
+        assert!(
+            text.contains("prune works on segment-log stores only"),
+            "{text}"
+        );
+    }
+    let records = SqliteStore::open_read_only(&store)
+        .unwrap()
+        .read_from_cursor(&ReadCursor::start(), 10, &Criteria::any())
+        .unwrap();
+    assert_eq!(records.len(), 1);
+}
+
 /// `prune --apply --checkpoint-dir` refuses what would protect nothing: a directory that
 /// does not exist (opening it would have created it), one that holds no checkpoint, and a
 /// checkpoint beyond the store's last sequence (from another store). Nothing is pruned, and
