@@ -4,8 +4,10 @@
 //!   generation, reconnect attempts and last error, plus queue depth and the writer's last
 //!   error and the last periodic retention error. `status` is `ok` (200) when every node is
 //!   ready and the last store write and retention run succeeded; `degraded` (503) when a
-//!   node is not ready or the last write or retention run failed; `failed` (503) once the
-//!   writer stopped on a persistent store failure (the capture then stops).
+//!   node is not ready, the last write or retention run failed, a store append has not
+//!   returned for [`WRITER_STALL_AFTER`], or items were dropped within [`RECENT_DROPS`];
+//!   `failed` (503) once the writer stopped on a persistent store failure (the capture
+//!   then stops). `reasons` says why in words.
 //!   With [`HealthForm::TelephonyEventSync`] the same answer also has that service's shape:
 //!   `status` is `healthy` or `unhealthy`, and `data` holds `last_heartbeat`, `last_error`,
 //!   `recovery_attempts`, `is_healthy` and `last_check`.
@@ -25,7 +27,7 @@
 //! [`rest`]: super::rest
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -43,6 +45,13 @@ use super::auth::{self, JwtKey};
 use super::client::{GatewayCommand, GatewayError};
 use super::queue::CaptureQueue;
 use super::telemetry::Telemetry;
+
+/// `/health` is degraded while a store append has not returned for this long (a frozen or
+/// hung file system): nothing is stored, and the queue fills up.
+pub const WRITER_STALL_AFTER: Duration = Duration::from_secs(5);
+
+/// `/health` is degraded for this long after an item was dropped.
+pub const RECENT_DROPS: Duration = Duration::from_secs(60);
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
@@ -96,12 +105,42 @@ async fn health(State(state): State<HttpState>) -> Response {
     let (items, bytes) = state.queue.as_ref().map_or((0, 0), |q| q.depth());
     let writer_error = state.telemetry.writer_error();
     let retention_error = state.telemetry.retention_error();
+    let stalled = state
+        .telemetry
+        .append_in_progress()
+        .filter(|took| *took >= WRITER_STALL_AFTER);
+    let dropped = state
+        .telemetry
+        .since_last_drop()
+        .filter(|ago| *ago < RECENT_DROPS);
+    let mut reasons = Vec::new();
+    if !all_ready {
+        reasons.push("a node is not ready".to_owned());
+    }
+    if let Some(error) = &writer_error {
+        reasons.push(format!("the last store write failed: {error}"));
+    }
+    if let Some(stalled) = stalled {
+        reasons.push(format!(
+            "a store append has not returned for {} s ({items} more items wait in the queue)",
+            stalled.as_secs()
+        ));
+    }
+    if let Some(ago) = dropped {
+        reasons.push(format!(
+            "captured items were dropped {} s ago (see esl_capture_dropped_artifacts_total)",
+            ago.as_secs()
+        ));
+    }
+    if let Some(error) = &retention_error {
+        reasons.push(format!("the last retention run failed: {error}"));
+    }
     let status = if state.telemetry.writer_failed.get() != 0 {
         "failed"
-    } else if writer_error.is_some() || retention_error.is_some() || !all_ready {
-        "degraded"
-    } else {
+    } else if reasons.is_empty() {
         "ok"
+    } else {
+        "degraded"
     };
     let healthy = status == "ok";
     let mut body = json!({
@@ -110,10 +149,12 @@ async fn health(State(state): State<HttpState>) -> Response {
         "queue": {"items": items, "bytes": bytes},
         "writer_error": writer_error,
         "retention_error": retention_error,
+        "reasons": reasons,
     });
     if state.health == HealthForm::TelephonyEventSync {
         let last_error = writer_error
             .or(retention_error)
+            .or_else(|| reasons.first().cloned())
             .or_else(|| nodes.values().find_map(|h| h.last_error.clone()));
         let recovery_attempts: u64 = nodes.values().map(|h| h.reconnect_attempts).sum();
         body["status"] = (if healthy { "healthy" } else { "unhealthy" }).into();

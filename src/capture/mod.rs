@@ -42,7 +42,7 @@ pub use client::{
     run_node,
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
-pub use http::{HealthForm, HttpState, router};
+pub use http::{HealthForm, HttpState, RECENT_DROPS, WRITER_STALL_AFTER, router};
 pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
 pub use jobs::{JobOutcome, JobStatus};
 pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};

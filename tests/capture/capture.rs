@@ -1787,3 +1787,82 @@ async fn slow_idle_and_oversized_http_headers_are_cut_off() {
     server.abort();
     capture.shutdown().await.unwrap();
 }
+
+/// `/health` on a fresh connection, polled until `predicate` holds.
+async fn health_when(http: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let give_up = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        let (_, body) = get_when_served(http, "/health").await;
+        let health: Value = serde_json::from_str(&body).unwrap();
+        if predicate(&health) {
+            return health;
+        }
+        assert!(std::time::Instant::now() < give_up, "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether one of `/health`'s reasons mentions `what`.
+fn has_reason(health: &Value, what: &str) -> bool {
+    health["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r.as_str().unwrap().contains(what))
+}
+
+/// Hostile review: with the store's file system frozen, `/health` said ok while thousands
+/// of items were dropped. A drop makes it degraded at once, an append that has not
+/// returned for `WRITER_STALL_AFTER` too, each with its reason; the stall clears once the
+/// append returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_the_store_blocks_and_items_are_dropped() {
+    let (address, _log) = fake_freeswitch(vec![serving_script()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Appends wait while the test holds the gate's write lock.
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
+    let waits = Arc::clone(&gate);
+    let store = RefusingStore::new(open_store(dir.path().join("s")).unwrap(), move || {
+        drop(waits.blocking_read());
+        false
+    });
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let options = CaptureOptions {
+        queue_bytes: 20 * (512 + event.held_bytes()),
+        ..CaptureOptions::default()
+    };
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        Box::new(store),
+        options,
+    )
+    .unwrap();
+    let (http, server) = serve_http(&capture).await;
+    health_when(&http, |h| h["status"] == "ok").await;
+
+    let frozen = gate.write().await;
+    let queue = capture.queue();
+    let item = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: Some("HEARTBEAT".into()),
+            completes: None,
+        },
+    };
+    // Appends wait at the gate, so the queue fills up until one is dropped.
+    while !matches!(
+        queue.push(0, 1, OffsetDateTime::now_utc(), item()),
+        Pushed::Dropped(_)
+    ) {}
+    let dropped = health_when(&http, |h| h["status"] != "ok").await;
+    assert_eq!(dropped["status"], "degraded", "{dropped}");
+    assert!(has_reason(&dropped, "dropped"), "{dropped}");
+    let stalled = health_when(&http, |h| has_reason(h, "has not returned")).await;
+    assert_eq!(stalled["status"], "degraded", "{stalled}");
+
+    drop(frozen);
+    let going = health_when(&http, |h| !has_reason(h, "has not returned")).await;
+    assert!(has_reason(&going, "dropped"), "{going}");
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
