@@ -315,6 +315,7 @@ pub async fn run_node(
     // Series that may stay at zero are shown from the start, so a dashboard sees 0.
     for family in [
         &node.telemetry.reconnects,
+        &node.telemetry.drops,
         &node.telemetry.commands,
         &node.telemetry.command_errors,
     ] {

@@ -1156,6 +1156,8 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
     assert_eq!(status, 200);
     for name in [
         "esl_capture_frames_total{node=\"pbx-a\"}",
+        // Shown before the first drop, so rate() sees the first burst.
+        "esl_capture_dropped_artifacts_total{node=\"pbx-a\"} 0",
         "esl_capture_queue_depth",
         "esl_capture_append_latency_seconds_bucket",
     ] {
