@@ -19,7 +19,10 @@
 //! - `/api/v1/fs/…`: the fs-esl-gateway REST contract ([`rest`]), on the same gateway.
 //!
 //! Gateway errors answer 400 (refused: unknown node), 401 (not authorised), 429 (too many
-//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown).
+//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown), each with a
+//! JSON body `{"error": …}`. The credential is checked before the body is read; a body
+//! that is not the JSON above answers 400, 415 or 422, one over
+//! [`MAX_BODY_BYTES`](super::rest::MAX_BODY_BYTES) 413.
 //!
 //! Bind it to 127.0.0.1 (the CLI default): it is a control API.
 //!
@@ -31,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -95,6 +98,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/api", post(api))
         .route("/v1/bgapi", post(bgapi))
+        .layer(DefaultBodyLimit::max(super::rest::MAX_BODY_BYTES))
         .merge(super::rest::routes())
         .with_state(state)
 }
@@ -192,29 +196,25 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn api(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Json(body): Json<CommandBody>,
-) -> Result<Response, Failure> {
-    dispatch(state, &headers, body, GatewayCommand::Api).await
+async fn api(State(state): State<HttpState>, request: Request) -> Result<Response, Failure> {
+    dispatch(state, request, GatewayCommand::Api).await
 }
 
-async fn bgapi(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Json(body): Json<CommandBody>,
-) -> Result<Response, Failure> {
-    dispatch(state, &headers, body, GatewayCommand::BgApi).await
+async fn bgapi(State(state): State<HttpState>, request: Request) -> Result<Response, Failure> {
+    dispatch(state, request, GatewayCommand::BgApi).await
 }
 
+/// Authorises before the body is read: a caller without a credential gets 401, whatever
+/// it sends, and costs no body parsing.
 async fn dispatch(
     state: HttpState,
-    headers: &HeaderMap,
-    body: CommandBody,
+    request: Request,
     make: fn(String) -> GatewayCommand,
 ) -> Result<Response, Failure> {
-    authorize(&state, headers)?;
+    authorize(&state, request.headers())?;
+    let Json(body) = Json::<CommandBody>::from_request(request, &state)
+        .await
+        .map_err(|rejection| Failure::new(rejection.status(), &rejection.body_text()))?;
     let reply = state
         .gateway
         .dispatch(body.node.as_deref(), make(body.command))

@@ -1790,6 +1790,41 @@ async fn slow_idle_and_oversized_http_headers_are_cut_off() {
     capture.shutdown().await.unwrap();
 }
 
+/// Hostile review: without a credential `/v1/api` answered 415, 422 or 413, having read and
+/// parsed the body first. The credential is checked first (401), and what reading the body
+/// refuses is answered in JSON too.
+#[tokio::test]
+async fn the_gateway_checks_the_credential_before_it_reads_the_body() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    let (http, server) = serve_http(&capture).await;
+    let post = |path: &str, credential: &str, content_type: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{credential}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for path in ["/v1/api", "/v1/bgapi"] {
+        for (content_type, body) in [
+            ("text/plain", "status"),
+            ("application/json", "{"),
+            ("application/json", r#"{"cmd": 1}"#),
+        ] {
+            let (status, answer) = http_request(&http, post(path, "", content_type, body)).await;
+            assert_eq!(status, 401, "{path} {body}: {answer}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert!(answer["error"].is_string(), "{answer}");
+            let credential = "Authorization: Bearer t0ken\r\n";
+            let (status, answer) =
+                http_request(&http, post(path, credential, content_type, body)).await;
+            assert!([400, 415, 422].contains(&status), "{path} {body}: {status}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert!(answer["error"].is_string(), "{answer}");
+        }
+    }
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
 /// `/health` on a fresh connection, polled until `predicate` holds.
 async fn health_when(http: &str, predicate: impl Fn(&Value) -> bool) -> Value {
     let give_up = std::time::Instant::now() + support::PATIENCE;
