@@ -26,6 +26,8 @@
 //!   scenario expectations; windows resumed from checkpoints.
 //! - `forward` (feature `forward`): ships records to Redis Streams and NATS (JetStream or
 //!   core) with checkpointed, resumable delivery, retries with backoff, and metrics.
+//! - `http_server` (feature `http_server`): the HTTP server of capture's endpoints and
+//!   forward's metrics, with a connection cap, a header timeout and a header size bound.
 //! - `capture` (feature `capture`): the ESL capture node: a tokio client per FreeSWITCH
 //!   node (auth, subscriptions restored after every reconnect, backoff with jitter, gap
 //!   markers), a byte-bounded queue to a batch writer, `/health`, `/metrics`, a command
@@ -49,9 +51,10 @@
 //! |---|---|---|
 //! | `sqlite` | `store::SqliteStore`; without it, [`store::open`] refuses a SQLite path | |
 //! | `esl` | the `esl` module | |
-//! | `capture` | the `capture` module | `esl` |
+//! | `http_server` | the `http_server` module | |
+//! | `capture` | the `capture` module | `esl`, `http_server` |
 //! | `server` | the `server` module | `esl` |
-//! | `forward` | the `forward` module | |
+//! | `forward` | the `forward` module | `esl`, `http_server` |
 //! | `cli` (default) | the `esl-replay` binary | all of the above |
 //!
 //! # Example
@@ -128,6 +131,8 @@ pub mod esl;
 pub mod evidence;
 #[cfg(feature = "forward")]
 pub mod forward;
+#[cfg(feature = "http_server")]
+pub mod http_server;
 pub mod record;
 pub mod replay;
 pub mod retention;

@@ -454,7 +454,7 @@ fn the_module_map_is_read_as_written() {
     assert_eq!(map["store"], set(&["storage", "record"]));
     assert_eq!(
         map["capture"],
-        set(&["esl", "record", "store", "replay", "storage"])
+        set(&["esl", "http_server", "record", "store", "replay", "storage"])
     );
     assert!(map["cli"].contains("capture") && !map["cli"].contains("cli"));
     // A file that names an upper layer is caught, whichever way it names it, and not for

@@ -1,9 +1,11 @@
 //! Who may use the capture's control endpoints?
 //!
-//! A caller sends `Authorization: Bearer <credential>`, where the credential is the
-//! gateway's static token or a JWT signed with HS256 by a secret shared with the backend
-//! ([`JwtKey`]). A JWT must carry `exp` and be unexpired (60 s of clock skew allowed), and
-//! must not be used before its `nbf` if it has one; its audience and issuer are not checked.
+//! A caller sends `Authorization: Bearer <credential>` (the scheme in any case), where the
+//! credential is the gateway's static token or a JWT signed with HS256 by a secret shared
+//! with the backend ([`JwtKey`]). A JWT must carry `exp` and be unexpired (60 s of clock
+//! skew allowed), and must not be used before its `nbf` if it has one; its audience and
+//! issuer are not checked. A JWT whose header marks extensions critical (`crit`) is
+//! refused: we support none.
 //! With neither a token nor a JWT secret configured every call is refused.
 
 use axum::http::{HeaderMap, header};
@@ -51,10 +53,28 @@ impl JwtKey {
         })
     }
 
-    fn verify(&self, token: &str) -> Result<(), jsonwebtoken::errors::Error> {
+    fn verify(&self, token: &str) -> Result<(), String> {
         jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &self.key, &self.validation)
-            .map(|_| ())
+            .map_err(|error| error.to_string())?;
+        // RFC 7515 §4.1.11: extensions marked critical must be understood; we know none.
+        if names_critical_extensions(token) {
+            return Err("its header marks extensions critical (crit); none is supported".into());
+        }
+        Ok(())
     }
+}
+
+/// Whether the JWT's header has a `crit` member (jsonwebtoken ignores it).
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+        .is_some_and(|header| header.contains_key("crit"))
 }
 
 /// Why a caller was refused (the text of the 401 answer).
@@ -84,7 +104,7 @@ pub(crate) fn check(headers: &HeaderMap, token: &str, jwt: Option<&JwtKey>) -> R
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or(Refusal::Missing)?;
     if !token.is_empty() && same(given.as_bytes(), token.as_bytes()) {
         return Ok(());
@@ -95,6 +115,14 @@ pub(crate) fn check(headers: &HeaderMap, token: &str, jwt: Option<&JwtKey>) -> R
             .map_err(|error| Refusal::Invalid(format!(" and not a valid JWT: {error}"))),
         None => Err(Refusal::Invalid(String::new())),
     }
+}
+
+/// The credential of `Bearer <credential>`; the scheme is case-insensitive (RFC 7235 §2.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim_start_matches(' '))
 }
 
 /// Compares in constant time (no early exit on the first differing byte).
@@ -165,6 +193,61 @@ mod tests {
             Err(Refusal::NotConfigured)
         );
         assert_eq!(JwtKey::hs256(b"").unwrap_err(), KeyError::Empty);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["bearer t0ken", "BEARER t0ken", "Bearer  t0ken"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(check(&headers, "t0ken", None), Ok(()), "{value}");
+        }
+        for value in ["Bearert0ken", "Basic t0ken", "t0ken"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(
+                check(&headers, "t0ken", None),
+                Err(Refusal::Missing),
+                "{value}"
+            );
+        }
+    }
+
+    /// RFC 7515 §4.1.11: a JWT marking an extension critical is refused, however well
+    /// signed, since we understand none.
+    #[test]
+    fn a_jwt_with_critical_extensions_is_refused() {
+        use base64::Engine as _;
+        let b64 = |json: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+        };
+        let sign = |header: serde_json::Value| {
+            let signing_input = format!(
+                "{}.{}",
+                b64(header),
+                b64(serde_json::json!({"exp": now() + 600}))
+            );
+            let signature = jsonwebtoken::crypto::sign(
+                signing_input.as_bytes(),
+                &EncodingKey::from_secret(b"shared"),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{signing_input}.{signature}")
+        };
+        let key = JwtKey::hs256(b"shared").unwrap();
+        let plain = sign(serde_json::json!({"alg": "HS256", "typ": "JWT"}));
+        assert_eq!(check(&bearer(&plain), "", Some(&key)), Ok(()));
+        for header in [
+            serde_json::json!({"alg": "HS256", "crit": ["exp2"], "exp2": 1}),
+            serde_json::json!({"alg": "HS256", "b64": false, "crit": ["b64"]}),
+        ] {
+            let refused = check(&bearer(&sign(header.clone())), "", Some(&key));
+            assert!(
+                matches!(&refused, Err(Refusal::Invalid(why)) if why.contains("crit")),
+                "{header}: {refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
 use super::artifact::{Captured, GapKind, filter_document, subscription_document};
@@ -244,7 +244,16 @@ pub struct GatewayRequest {
     pub command: GatewayCommand,
     /// Where the reply goes.
     pub reply: oneshot::Sender<Result<GatewayReply, GatewayError>>,
+    /// The command's place in the in-flight bound, held until its reply or failure is sent:
+    /// a caller that goes away does not take the command off the connection.
+    pub permit: OwnedSemaphorePermit,
 }
+
+/// A sent command's reply channel and its in-flight permit.
+type Waiter = (
+    oneshot::Sender<Result<GatewayReply, GatewayError>>,
+    OwnedSemaphorePermit,
+);
 
 /// How a node stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +277,7 @@ struct Node {
     origin: Instant,
     generation: u64,
     subscriptions: Subscriptions,
-    waiting: HashMap<CommandId, oneshot::Sender<Result<GatewayReply, GatewayError>>>,
+    waiting: HashMap<CommandId, Waiter>,
 }
 
 /// Runs one capture node until shutdown or a terminal failure.
@@ -306,6 +315,7 @@ pub async fn run_node(
     // Series that may stay at zero are shown from the start, so a dashboard sees 0.
     for family in [
         &node.telemetry.reconnects,
+        &node.telemetry.drops,
         &node.telemetry.commands,
         &node.telemetry.command_errors,
     ] {
@@ -753,7 +763,7 @@ impl Node {
                 if let Some((job_uuid, command)) = job {
                     self.jobs.register(&job_uuid, &self.slug, &command);
                 }
-                self.waiting.insert(id, request.reply);
+                self.waiting.insert(id, (request.reply, request.permit));
             }
             Err(error) => {
                 let _ = request
@@ -774,7 +784,7 @@ impl Node {
                 status,
                 job_uuid,
             } => {
-                let Some(waiter) = self.waiting.remove(&pending.id) else {
+                let Some((waiter, _permit)) = self.waiting.remove(&pending.id) else {
                     return;
                 };
                 let took = self.now().saturating_sub(pending.sent_at);
@@ -804,11 +814,7 @@ impl Node {
     }
 
     /// Tells a gateway command it failed, and counts the failure.
-    fn fail(
-        &self,
-        waiter: oneshot::Sender<Result<GatewayReply, GatewayError>>,
-        error: GatewayError,
-    ) {
+    fn fail(&self, (waiter, _permit): Waiter, error: GatewayError) {
         self.telemetry
             .command_errors
             .get_or_create(&self.label)

@@ -5,9 +5,11 @@
 //!   error and the last periodic retention error, and an in-process forwarder's `status`
 //!   (`ok`, `retrying`, `stopped`) and `last_error`. `status` is `ok` (200) when every node
 //!   is ready, the last store write and retention run succeeded and no forwarder stopped;
-//!   `degraded` (503) when a node is not ready, the last write or retention run failed or
-//!   the forwarder stopped on an error; `failed` (503) once the writer stopped on a
-//!   persistent store failure (the capture then stops).
+//!   `degraded` (503) when a node is not ready, the last write or retention run failed, a
+//!   store append has not returned for [`WRITER_STALL_AFTER`], items were dropped within
+//!   [`RECENT_DROPS`], or the forwarder stopped on an error; `failed` (503) once the writer
+//!   stopped on a persistent store failure (the capture then stops). `reasons` says why in
+//!   words.
 //!   With [`HealthForm::TelephonyEventSync`] the same answer also has that service's shape:
 //!   `status` is `healthy` or `unhealthy`, and `data` holds `last_heartbeat`, `last_error`,
 //!   `recovery_attempts`, `is_healthy` and `last_check`.
@@ -19,7 +21,10 @@
 //! - `/api/v1/fs/…`: the fs-esl-gateway REST contract ([`rest`]), on the same gateway.
 //!
 //! Gateway errors answer 400 (refused: unknown node), 401 (not authorised), 429 (too many
-//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown).
+//! commands in flight), 503 (the node is not ready) or 504 (outcome unknown), each with a
+//! JSON body `{"error": …}`. The credential is checked before the body is read; a body
+//! that is not the JSON above answers 400, 415 or 422, one over
+//! [`MAX_BODY_BYTES`](super::rest::MAX_BODY_BYTES) 413.
 //!
 //! Bind it to 127.0.0.1 (the CLI default): it is a control API.
 //!
@@ -27,11 +32,11 @@
 //! [`rest`]: super::rest
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +50,13 @@ use super::auth::{self, JwtKey};
 use super::client::{GatewayCommand, GatewayError};
 use super::queue::CaptureQueue;
 use super::telemetry::Telemetry;
+
+/// `/health` is degraded while a store append has not returned for this long (a frozen or
+/// hung file system): nothing is stored, and the queue fills up.
+pub const WRITER_STALL_AFTER: Duration = Duration::from_secs(5);
+
+/// `/health` is degraded for this long after an item was dropped.
+pub const RECENT_DROPS: Duration = Duration::from_secs(60);
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
@@ -88,6 +100,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/api", post(api))
         .route("/v1/bgapi", post(bgapi))
+        .layer(DefaultBodyLimit::max(super::rest::MAX_BODY_BYTES))
         .merge(super::rest::routes())
         .with_state(state)
 }
@@ -104,16 +117,45 @@ async fn health(State(state): State<HttpState>) -> Response {
         .as_ref()
         .filter(|forwarding| forwarding.status() == "stopped")
         .and_then(|forwarding| forwarding.last_error());
+    let stalled = state
+        .telemetry
+        .append_in_progress()
+        .filter(|took| *took >= WRITER_STALL_AFTER);
+    let dropped = state
+        .telemetry
+        .since_last_drop()
+        .filter(|ago| *ago < RECENT_DROPS);
+    let mut reasons = Vec::new();
+    if !all_ready {
+        reasons.push("a node is not ready".to_owned());
+    }
+    if let Some(error) = &writer_error {
+        reasons.push(format!("the last store write failed: {error}"));
+    }
+    if let Some(stalled) = stalled {
+        reasons.push(format!(
+            "a store append has not returned for {} s ({items} more items wait in the queue)",
+            stalled.as_secs()
+        ));
+    }
+    if let Some(ago) = dropped {
+        reasons.push(format!(
+            "captured items were dropped {} s ago (see esl_capture_dropped_artifacts_total)",
+            ago.as_secs()
+        ));
+    }
+    if let Some(error) = &retention_error {
+        reasons.push(format!("the last retention run failed: {error}"));
+    }
+    if let Some(error) = &forwarder_error {
+        reasons.push(format!("the forwarder stopped: {error}"));
+    }
     let status = if state.telemetry.writer_failed.get() != 0 {
         "failed"
-    } else if writer_error.is_some()
-        || retention_error.is_some()
-        || forwarder_error.is_some()
-        || !all_ready
-    {
-        "degraded"
-    } else {
+    } else if reasons.is_empty() {
         "ok"
+    } else {
+        "degraded"
     };
     let healthy = status == "ok";
     let mut body = json!({
@@ -122,6 +164,7 @@ async fn health(State(state): State<HttpState>) -> Response {
         "queue": {"items": items, "bytes": bytes},
         "writer_error": writer_error,
         "retention_error": retention_error,
+        "reasons": reasons,
     });
     if let Some(forwarding) = &forwarding {
         body["forwarder"] = json!({
@@ -133,6 +176,7 @@ async fn health(State(state): State<HttpState>) -> Response {
         let last_error = writer_error
             .or(retention_error)
             .or(forwarder_error)
+            .or_else(|| reasons.first().cloned())
             .or_else(|| nodes.values().find_map(|h| h.last_error.clone()));
         let recovery_attempts: u64 = nodes.values().map(|h| h.reconnect_attempts).sum();
         body["status"] = (if healthy { "healthy" } else { "unhealthy" }).into();
@@ -170,29 +214,25 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn api(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Json(body): Json<CommandBody>,
-) -> Result<Response, Failure> {
-    dispatch(state, &headers, body, GatewayCommand::Api).await
+async fn api(State(state): State<HttpState>, request: Request) -> Result<Response, Failure> {
+    dispatch(state, request, GatewayCommand::Api).await
 }
 
-async fn bgapi(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Json(body): Json<CommandBody>,
-) -> Result<Response, Failure> {
-    dispatch(state, &headers, body, GatewayCommand::BgApi).await
+async fn bgapi(State(state): State<HttpState>, request: Request) -> Result<Response, Failure> {
+    dispatch(state, request, GatewayCommand::BgApi).await
 }
 
+/// Authorises before the body is read: a caller without a credential gets 401, whatever
+/// it sends, and costs no body parsing.
 async fn dispatch(
     state: HttpState,
-    headers: &HeaderMap,
-    body: CommandBody,
+    request: Request,
     make: fn(String) -> GatewayCommand,
 ) -> Result<Response, Failure> {
-    authorize(&state, headers)?;
+    authorize(&state, request.headers())?;
+    let Json(body) = Json::<CommandBody>::from_request(request, &state)
+        .await
+        .map_err(|rejection| Failure::new(rejection.status(), &rejection.body_text()))?;
     let reply = state
         .gateway
         .dispatch(body.node.as_deref(), make(body.command))

@@ -42,7 +42,7 @@ pub use client::{
     run_node,
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
-pub use http::{HealthForm, HttpState, router};
+pub use http::{HealthForm, HttpState, RECENT_DROPS, WRITER_STALL_AFTER, router};
 pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
 pub use jobs::{JobOutcome, JobStatus};
 pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
@@ -187,16 +187,20 @@ impl Gateway {
     ) -> Result<GatewayReply, GatewayError> {
         let slug = self.node(node)?;
         let sender = self.nodes.get(slug).ok_or(GatewayError::NodeStopped)?;
-        // Held until the reply (or the error) arrives.
-        let _permit = self
-            .in_flight
-            .try_acquire()
+        // Travels with the command; the node releases it when the reply (or the error) is
+        // sent, not when this future is dropped.
+        let permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
             .map_err(|_| GatewayError::Busy {
                 limit: self.max_in_flight,
             })?;
         let (reply, wait) = oneshot::channel();
         sender
-            .send(GatewayRequest { command, reply })
+            .send(GatewayRequest {
+                command,
+                reply,
+                permit,
+            })
             .await
             .map_err(|_| GatewayError::NodeStopped)?;
         wait.await.map_err(|_| GatewayError::NodeStopped)?
@@ -374,5 +378,39 @@ impl Capture {
             .map_err(|_| CaptureError::WriterPanicked)?
             .map_err(|_| CaptureError::WriterPanicked)??;
         Ok((store, exits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP client that disconnects drops the handler's future; its command stays on the
+    /// connection, and so must its place in the in-flight bound, until the node answers.
+    #[tokio::test]
+    async fn a_caller_that_goes_away_leaves_its_command_in_the_in_flight_bound() {
+        let (sender, mut node) = mpsc::channel(4);
+        let gateway = Gateway {
+            nodes: Arc::new(BTreeMap::from([("pbx-a".to_owned(), sender)])),
+            in_flight: Arc::new(Semaphore::new(1)),
+            max_in_flight: 1,
+            jobs: Arc::default(),
+        };
+        let caller = {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let command = GatewayCommand::Api("msleep 25000".into());
+                gateway.dispatch(None, command).await
+            })
+        };
+        let queued = node.recv().await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(gateway.in_flight.available_permits(), 0);
+        let refused = gateway.dispatch(None, GatewayCommand::Api("status".into()));
+        assert_eq!(refused.await, Err(GatewayError::Busy { limit: 1 }));
+        // The node answers (or fails) the command: the place is free again.
+        drop(queued);
+        assert_eq!(gateway.in_flight.available_permits(), 1);
     }
 }

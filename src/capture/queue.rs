@@ -149,9 +149,7 @@ impl CaptureQueue {
             run.last = sequence;
             drop(inner);
             self.telemetry
-                .drops
-                .get_or_create(&Telemetry::node(&self.nodes[node].pbx_node_slug))
-                .inc();
+                .count_drops(&self.nodes[node].pbx_node_slug, 1);
             return Pushed::Dropped(sequence);
         }
         let mut sequence = sequence;
@@ -219,9 +217,7 @@ impl CaptureQueue {
         drop(inner);
         if let Some(identity) = self.nodes.get(node) {
             self.telemetry
-                .drops
-                .get_or_create(&Telemetry::node(&identity.pbx_node_slug))
-                .inc_by(lost.dropped);
+                .count_drops(&identity.pbx_node_slug, lost.dropped);
         }
     }
 
@@ -471,7 +467,10 @@ fn write_batches(
                 record.set_append_sequence(sequence)?;
             }
             let started = Instant::now();
-            store.append_encoded(&records)?;
+            telemetry.note_append(true);
+            let appended = store.append_encoded(&records);
+            telemetry.note_append(false);
+            appended?;
             telemetry
                 .append_latency
                 .observe(started.elapsed().as_secs_f64());

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -113,6 +113,10 @@ pub struct Telemetry {
     writer_error: Mutex<Option<String>>,
     retention_error: Mutex<Option<String>>,
     forwarding: Mutex<Option<Arc<dyn Forwarding>>>,
+    /// When the store append in progress began, if one is.
+    append_started_at: Mutex<Option<Instant>>,
+    /// When an item was last dropped (queue full, batch lost, record too large).
+    last_drop_at: Mutex<Option<Instant>>,
     /// When the last frame arrived from any node, in milliseconds since the Unix epoch
     /// (0: none yet).
     last_frame_unix_ms: AtomicU64,
@@ -155,6 +159,8 @@ impl Telemetry {
             writer_error: Mutex::new(None),
             retention_error: Mutex::new(None),
             forwarding: Mutex::new(None),
+            append_started_at: Mutex::new(None),
+            last_drop_at: Mutex::new(None),
             last_frame_unix_ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -325,7 +331,7 @@ impl Telemetry {
     #[must_use]
     pub fn last_frame_at(&self) -> Option<SystemTime> {
         let ms = self.last_frame_unix_ms.load(Ordering::Relaxed);
-        (ms != 0).then(|| UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
     }
 
     /// Every node's health, by slug.
@@ -343,6 +349,29 @@ impl Telemetry {
     #[must_use]
     pub fn writer_error(&self) -> Option<String> {
         self.writer_error.lock().clone()
+    }
+
+    /// Counts `n` items of `slug` dropped, now.
+    pub fn count_drops(&self, slug: &str, n: u64) {
+        self.drops.get_or_create(&Telemetry::node(slug)).inc_by(n);
+        *self.last_drop_at.lock() = Some(Instant::now());
+    }
+
+    /// How long ago an item was last dropped, if ever.
+    #[must_use]
+    pub fn since_last_drop(&self) -> Option<Duration> {
+        self.last_drop_at.lock().map(|at| at.elapsed())
+    }
+
+    /// Notes that a store append begins (`true`) or has returned.
+    pub fn note_append(&self, begins: bool) {
+        *self.append_started_at.lock() = begins.then(Instant::now);
+    }
+
+    /// How long the store append in progress has taken so far, if one is.
+    #[must_use]
+    pub fn append_in_progress(&self) -> Option<Duration> {
+        self.append_started_at.lock().map(|at| at.elapsed())
     }
 
     /// Records (or clears) the last periodic retention error.

@@ -29,6 +29,7 @@ use esl_replay::forward::{
     ForwardOptions, ForwardReport, MessageFormat, Metrics, NatsMode, NatsOptions, NatsSink,
     RedisSink, Sink, Source, forward,
 };
+use esl_replay::http_server::{DEFAULT_MAX_CONNECTIONS, Limits};
 use esl_replay::retention::{PeriodicPrune, PrunePolicy};
 use esl_replay::storage::{DEFAULT_PACK_LEVEL, LogOptions};
 use esl_replay::store::{ArtifactStore, Backend, LogStore};
@@ -64,6 +65,11 @@ pub(crate) struct CaptureArgs {
     /// contract on this address only (e.g. 127.0.0.1:9821; a bare port binds 127.0.0.1).
     #[arg(long)]
     http: Option<String>,
+    /// Connections `--http` serves at once; more are closed as soon as accepted. A
+    /// connection that takes over 10 s to send a request's headers (or idles that long
+    /// between requests) is closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections: u64,
     /// File holding the gateway's bearer token (else `ESL_REPLAY_TOKEN`; without a token
     /// or a JWT secret the gateway refuses every command).
     #[arg(long)]
@@ -573,11 +579,17 @@ async fn capture(
                 health,
             };
             eprintln!("http: /health, /metrics, /v1/api, /v1/bgapi, /api/v1/fs/... on {address}");
-            Some(tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router(state)).await {
-                    tracing::error!(error = %esl_replay::storage::error_chain(&error), "http server failed");
-                }
-            }))
+            let limits = Limits {
+                max_connections: usize::try_from(args.http_max_connections).unwrap_or(usize::MAX),
+                ..Limits::default()
+            };
+            let serve = esl_replay::http_server::serve(
+                listener,
+                router(state),
+                limits,
+                std::future::pending(),
+            );
+            Some(tokio::spawn(serve))
         }
         None => None,
     };

@@ -425,11 +425,7 @@ async fn run_sink<S: Sink>(
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         let served = Arc::clone(&metrics);
         let stopping = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = forward::serve_metrics(listener, served, stopping).await {
-                tracing::error!(error = %esl_replay::storage::error_chain(&error), "metrics endpoint stopped");
-            }
-        });
+        tokio::spawn(forward::serve_metrics(listener, served, stopping));
     }
     let bar = progress(None, &format!("forwarding to {}", sink.target()));
     let shown = Arc::clone(&metrics);

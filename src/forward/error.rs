@@ -32,15 +32,6 @@ pub enum Error {
     /// The options are inconsistent (for example a batch size of 0).
     #[error("invalid forwarder option: {0}")]
     InvalidOption(String),
-    /// The metrics endpoint could not be served.
-    #[error("cannot serve metrics on {addr}")]
-    Metrics {
-        /// The listen address.
-        addr: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// How a sink failed to deliver a batch.

@@ -1,7 +1,6 @@
 //! Forwarder metrics: counters and gauges kept in a `prometheus-client` registry, a snapshot
 //! for log lines and tests, and an axum endpoint serving `/metrics` and `/health`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -15,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-
-use super::Error;
 
 /// The live figures of one forwarder. Shared (`Arc`) between the forwarding loop, the
 /// metrics endpoint and whoever shows progress.
@@ -299,29 +296,27 @@ fn gauge_u64(gauge: &Gauge) -> u64 {
 }
 
 /// Serves `/metrics` (Prometheus text) and `/health` (JSON; 200 while deliveries succeed,
-/// 503 while the target is failing) on `listener` until `shutdown` turns true.
-///
-/// # Errors
-///
-/// [`Error::Metrics`] if serving fails.
+/// 503 while the target is failing) on `listener` until `shutdown` turns true, within the
+/// default [`Limits`](crate::http_server::Limits) (connections, header timeout and size).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Error> {
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| "?".to_owned(), |addr: SocketAddr| addr.to_string());
+) {
     let router = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .with_state(metrics);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .map_err(|source| Error::Metrics { addr, source })
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    crate::http_server::serve(
+        listener,
+        router,
+        crate::http_server::Limits::default(),
+        stop,
+    )
+    .await;
 }
 
 async fn metrics_text(

@@ -20,6 +20,7 @@ use esl_replay::capture::{
 use esl_replay::esl::session::{Inbound, ReplyStatus, Subscriptions};
 use esl_replay::esl::{EslCodec, Frame};
 use esl_replay::evidence::EvidenceBundle;
+use esl_replay::http_server::Limits;
 use esl_replay::record::{CapturePayload, Record};
 use esl_replay::store::{ArtifactStore, LogStore, SqliteStore};
 use parking_lot::Mutex;
@@ -1132,7 +1133,7 @@ fn non_utf8_bytes_are_stored_losslessly_in_base64() {
 }
 
 /// Serves the capture's HTTP endpoints (token `t0ken`) on a free port.
-async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<()>) {
     serve_http_as(capture, HealthForm::EslReplay).await
 }
 
@@ -1140,7 +1141,16 @@ async fn serve_http(capture: &Capture) -> (String, tokio::task::JoinHandle<std::
 async fn serve_http_as(
     capture: &Capture,
     health: HealthForm,
-) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+) -> (String, tokio::task::JoinHandle<()>) {
+    serve_http_within(capture, health, Limits::default()).await
+}
+
+/// As [`serve_http_as`], within `limits`.
+async fn serve_http_within(
+    capture: &Capture,
+    health: HealthForm,
+    limits: Limits,
+) -> (String, tokio::task::JoinHandle<()>) {
     let state = HttpState {
         telemetry: capture.telemetry(),
         gateway: capture.gateway(),
@@ -1151,8 +1161,9 @@ async fn serve_http_as(
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    (http, server)
+    let serve =
+        esl_replay::http_server::serve(listener, router(state), limits, std::future::pending());
+    (http, tokio::spawn(serve))
 }
 
 async fn http_request(address: &str, request: String) -> (u16, String) {
@@ -1213,6 +1224,8 @@ async fn http_serves_health_metrics_and_a_token_guarded_gateway() {
     assert_eq!(status, 200);
     for name in [
         "esl_capture_frames_total{node=\"pbx-a\"}",
+        // Shown before the first drop, so rate() sees the first burst.
+        "esl_capture_dropped_artifacts_total{node=\"pbx-a\"} 0",
         "esl_capture_queue_depth",
         "esl_capture_append_latency_seconds_bucket",
     ] {
@@ -1660,4 +1673,301 @@ fn records_written_directly_are_byte_identical_to_map_built_records() {
         let floor = if recordings.is_some() { 2_271 } else { 40 };
         assert!(checked > floor, "only {checked} artifacts checked");
     }
+}
+
+/// Reads `stream` until the server closes it (end of stream or reset); what it sent first.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(support::PATIENCE, read)
+        .await
+        .expect("the server to close the connection");
+    got
+}
+
+/// Whether the server still holds `stream` (non-blocking) open: nothing to read, not
+/// closed.
+fn still_open(stream: &std::net::TcpStream) -> bool {
+    let peeked = stream.peek(&mut [0u8; 1]);
+    matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A connection to `address` that sends nothing, polled with [`still_open`].
+fn silent_connection(address: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    stream
+}
+
+/// `GET path` on a fresh connection, retried while the server closes it unanswered (all
+/// its connections taken); the status and body.
+async fn get_when_served(address: &str, path: &str) -> (u16, String) {
+    let give_up = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        let mut socket = TcpStream::connect(address).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ = socket.write_all(request.as_bytes()).await;
+        let response = String::from_utf8(read_until_closed(&mut socket).await).unwrap();
+        if let Some(status) = response.get(9..12) {
+            let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+            return (status.parse().unwrap(), body.unwrap_or_default());
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{path} was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stores a gateway command's dispatch and reply while the HTTP port is flooded: the
+/// capture goes on whatever its HTTP clients do.
+async fn stores_while_flooded(capture: &Capture) {
+    let telemetry = capture.telemetry();
+    let stored = || {
+        telemetry
+            .artifacts
+            .get_or_create(&Telemetry::node("pbx-a"))
+            .get()
+    };
+    let before = stored();
+    capture
+        .gateway()
+        .dispatch(None, GatewayCommand::Api("status".into()))
+        .await
+        .unwrap();
+    wait_until("the command's records to be stored", || stored() > before).await;
+}
+
+/// Waits for the capture to be ready, through its telemetry.
+async fn wait_ready(capture: &Capture) {
+    let telemetry = capture.telemetry();
+    wait_until("ready", || {
+        telemetry
+            .health()
+            .get("pbx-a")
+            .is_some_and(|h| h.connection == "ready")
+    })
+    .await;
+}
+
+fn serving_script() -> Script {
+    Script {
+        password: "ClueCon",
+        events: vec![],
+        end: End::Serve,
+    }
+}
+
+/// Hostile review: a connection beyond the cap was kept (1100 idle ones ran the capture
+/// out of descriptors). It is closed as soon as accepted, while those holding the slots
+/// stay open, and the capture stores all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_beyond_the_cap_are_closed_at_once() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    wait_ready(&capture).await;
+    // No header timeout to speak of: only the cap can close a connection here.
+    let limits = Limits {
+        max_connections: 4,
+        header_timeout: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let (http, server) = serve_http_within(&capture, HealthForm::EslReplay, limits).await;
+    let held: Vec<_> = (0..4).map(|_| silent_connection(&http)).collect();
+    for _ in 0..20 {
+        let mut over = TcpStream::connect(&http).await.unwrap();
+        assert!(read_until_closed(&mut over).await.is_empty());
+    }
+    assert!(held.iter().all(still_open));
+    stores_while_flooded(&capture).await;
+    drop(held);
+    assert_eq!(get_when_served(&http, "/metrics").await.0, 200);
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+/// Hostile review: idle, half-sent and drip-fed header blocks were kept open for good, each
+/// buffering up to ~400 KB. The header timeout closes them all, kept-alive ones too, a
+/// header block over the bound is refused (431), and `/health` answers from a fresh
+/// connection once the connections holding every slot have timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idle_and_oversized_http_headers_are_cut_off() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    wait_ready(&capture).await;
+    let limits = Limits {
+        max_connections: 4,
+        header_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (http, server) = serve_http_within(&capture, HealthForm::EslReplay, limits).await;
+
+    let mut oversized = TcpStream::connect(&http).await.unwrap();
+    let mut header = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    header.resize(
+        header.len() + 2 * esl_replay::http_server::DEFAULT_MAX_HEADER_BYTES,
+        b'a',
+    );
+    // The server may stop reading once the bound is reached.
+    let _ = oversized.write_all(&header).await;
+    let answer = String::from_utf8(read_until_closed(&mut oversized).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let mut idle = TcpStream::connect(&http).await.unwrap();
+    let mut partial = TcpStream::connect(&http).await.unwrap();
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (mut drip_read, mut drip_write) = TcpStream::connect(&http).await.unwrap().into_split();
+    // A header line every 100 ms, until the server has closed the connection.
+    let dripping = tokio::spawn(async move {
+        let _ = drip_write.write_all(b"GET /health HTTP/1.1\r\n").await;
+        while drip_write.write_all(b"X-a: b\r\n").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut kept_alive = TcpStream::connect(&http).await.unwrap();
+    kept_alive
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    stores_while_flooded(&capture).await;
+
+    // Each ends unanswered (the kept-alive one after its one answer).
+    for stream in [&mut idle, &mut partial] {
+        assert!(read_until_closed(stream).await.is_empty());
+    }
+    let mut dripped = Vec::new();
+    let _ = tokio::time::timeout(support::PATIENCE, drip_read.read_to_end(&mut dripped)).await;
+    tokio::time::timeout(support::PATIENCE, dripping)
+        .await
+        .expect("the drip to be cut off")
+        .unwrap();
+    let answered = String::from_utf8(read_until_closed(&mut kept_alive).await).unwrap();
+    assert_eq!(answered.matches("HTTP/1.1 200").count(), 1, "{answered}");
+    assert_eq!(get_when_served(&http, "/health").await.0, 200);
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+/// Hostile review: without a credential `/v1/api` answered 415, 422 or 413, having read and
+/// parsed the body first. The credential is checked first (401), and what reading the body
+/// refuses is answered in JSON too.
+#[tokio::test]
+async fn the_gateway_checks_the_credential_before_it_reads_the_body() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    let (http, server) = serve_http(&capture).await;
+    let post = |path: &str, credential: &str, content_type: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{credential}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for path in ["/v1/api", "/v1/bgapi"] {
+        for (content_type, body) in [
+            ("text/plain", "status"),
+            ("application/json", "{"),
+            ("application/json", r#"{"cmd": 1}"#),
+        ] {
+            let (status, answer) = http_request(&http, post(path, "", content_type, body)).await;
+            assert_eq!(status, 401, "{path} {body}: {answer}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert!(answer["error"].is_string(), "{answer}");
+            let credential = "Authorization: Bearer t0ken\r\n";
+            let (status, answer) =
+                http_request(&http, post(path, credential, content_type, body)).await;
+            assert!([400, 415, 422].contains(&status), "{path} {body}: {status}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert!(answer["error"].is_string(), "{answer}");
+        }
+    }
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+/// `/health` on a fresh connection, polled until `predicate` holds.
+async fn health_when(http: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let give_up = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        let (_, body) = get_when_served(http, "/health").await;
+        let health: Value = serde_json::from_str(&body).unwrap();
+        if predicate(&health) {
+            return health;
+        }
+        assert!(std::time::Instant::now() < give_up, "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether one of `/health`'s reasons mentions `what`.
+fn has_reason(health: &Value, what: &str) -> bool {
+    health["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r.as_str().unwrap().contains(what))
+}
+
+/// Hostile review: with the store's file system frozen, `/health` said ok while thousands
+/// of items were dropped. A drop makes it degraded at once, an append that has not
+/// returned for `WRITER_STALL_AFTER` too, each with its reason; the stall clears once the
+/// append returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_the_store_blocks_and_items_are_dropped() {
+    let (address, _log) = fake_freeswitch(vec![serving_script()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Appends wait while the test holds the gate's write lock.
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
+    let waits = Arc::clone(&gate);
+    let store = RefusingStore::new(open_store(dir.path().join("s")).unwrap(), move || {
+        drop(waits.blocking_read());
+        false
+    });
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let options = CaptureOptions {
+        queue_bytes: 20 * (512 + event.held_bytes()),
+        ..CaptureOptions::default()
+    };
+    let capture = Capture::start(
+        vec![node(&address, "ClueCon", Subscriptions::all())],
+        Box::new(store),
+        options,
+    )
+    .unwrap();
+    let (http, server) = serve_http(&capture).await;
+    health_when(&http, |h| h["status"] == "ok").await;
+
+    let frozen = gate.write().await;
+    let queue = capture.queue();
+    let item = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: Some("HEARTBEAT".into()),
+            completes: None,
+        },
+    };
+    // Appends wait at the gate, so the queue fills up until one is dropped.
+    while !matches!(
+        queue.push(0, 1, OffsetDateTime::now_utc(), item()),
+        Pushed::Dropped(_)
+    ) {}
+    let dropped = health_when(&http, |h| h["status"] != "ok").await;
+    assert_eq!(dropped["status"], "degraded", "{dropped}");
+    assert!(has_reason(&dropped, "dropped"), "{dropped}");
+    let stalled = health_when(&http, |h| has_reason(h, "has not returned")).await;
+    assert_eq!(stalled["status"], "degraded", "{stalled}");
+
+    drop(frozen);
+    let going = health_when(&http, |h| !has_reason(h, "has not returned")).await;
+    assert!(has_reason(&going, "dropped"), "{going}");
+    server.abort();
+    capture.shutdown().await.unwrap();
 }

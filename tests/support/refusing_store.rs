@@ -1,5 +1,6 @@
 //! A log store whose appends fail with "no space left on device" whenever its `refuse`
-//! closure says so, for the failure paths of the code that appends (import, capture).
+//! closure says so, for the failure paths of the code that appends (import, capture); a
+//! closure that blocks makes appends wait (a frozen file system).
 
 use std::time::Duration;
 
