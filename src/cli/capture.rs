@@ -377,6 +377,12 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .clone()
         .or(file.store.clone())
         .context("--store (or `store` in the config file) is required")?;
+    if args.retain_for.is_some() && Backend::for_path(&store_path) != Backend::Log {
+        bail!(
+            "--retain-for needs a segment-log store; {} is a SQLite store, which keeps every row",
+            store_path.display()
+        );
+    }
     let compat = args
         .compat
         .or(file.compat)
@@ -594,10 +600,8 @@ async fn capture(
         None => None,
     };
     let retention = match args.retain_for {
-        Some(age)
-            if esl_replay::store::Backend::for_path(store_path)
-                == esl_replay::store::Backend::Log =>
-        {
+        // A SQLite store was refused before anything started.
+        Some(age) => {
             let telemetry = capture.telemetry();
             // Each run's outcome reaches /health and /metrics; failures are retried.
             let report = move |result: Result<&_, &esl_replay::retention::Error>| match result {
@@ -622,7 +626,6 @@ async fn capture(
                 .context("start the retention thread")?,
             )
         }
-        Some(_) => bail!("--retain-for needs a segment-log store"),
         None => None,
     };
 

@@ -152,6 +152,28 @@ fn prune_of_a_sqlite_store_says_what_it_prunes() {
     assert_eq!(records.len(), 1);
 }
 
+/// `capture --retain-for` into a SQLite store is refused before anything starts: no store
+/// is created and no node is connected to.
+#[test]
+fn capture_retention_into_a_sqlite_store_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("capture.sqlite");
+    let text = fails(&[
+        "capture",
+        "--esl",
+        "127.0.0.1:9",
+        "--store",
+        path(&store),
+        "--retain-for",
+        "1d",
+    ]);
+    assert!(
+        text.contains("--retain-for needs a segment-log store"),
+        "{text}"
+    );
+    assert!(!store.exists());
+}
+
 /// `prune --apply --checkpoint-dir` refuses what would protect nothing: a directory that
 /// does not exist (opening it would have created it), one that holds no checkpoint, and a
 /// checkpoint beyond the store's last sequence (from another store). Nothing is pruned, and
