@@ -956,6 +956,8 @@ fn sync_handle(path: &Path) -> std::io::Result<Option<Arc<File>>> {
 
 /// Refuses a path that names something other than a file (a directory, or a FIFO whose
 /// open would wait for a writer forever); a missing file is SQLite's to create or refuse.
+/// By `stat`, not by opening it as `storage::bounded::open_regular` does: closing a
+/// descriptor of a database drops this process's SQLite locks on it ([`SYNC_HANDLES`]).
 fn refuse_irregular(path: &Path) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(metadata) if !metadata.is_file() => Err(Error::Io {
