@@ -56,7 +56,7 @@
 //! ```
 
 pub mod canonical;
-#[cfg(any(feature = "capture", feature = "server"))]
+#[cfg(any(feature = "capture", feature = "server", feature = "forward"))]
 mod capture_payload;
 pub mod checksum;
 mod codec;
@@ -74,7 +74,7 @@ mod view;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-#[cfg(any(feature = "capture", feature = "server"))]
+#[cfg(any(feature = "capture", feature = "server", feature = "forward"))]
 pub use capture_payload::CapturePayload;
 #[cfg(feature = "capture")]
 pub(crate) use codec::RecordText;
