@@ -10,20 +10,31 @@
 //!   waiting for it: the first request and, between keep-alive requests, the next one, so
 //!   the same bound closes idle, half-sent and drip-fed connections;
 //! - a header block larger than `max_header_bytes` is refused (431), so each connection
-//!   buffers at most that much before its handler runs.
+//!   buffers at most that much before its handler runs;
+//! - a request's body must arrive whole within `body_timeout` of its header block: a
+//!   handler reading a body that is late gets an error instead of waiting for it;
+//! - a response the client does not read is given up once writing it has made no
+//!   progress for `send_timeout`, and its connection closed.
 //!
 //! A client can still hold every slot by reconnecting; that starves the HTTP endpoints,
 //! but the process (the capture's store writes) goes on.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
+use tower::ServiceExt as _;
 
 /// Default [`Limits::max_connections`]: far below the usual 1024 open files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -33,6 +44,12 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default [`Limits::max_header_bytes`].
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// Default [`Limits::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`Limits::send_timeout`].
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// hyper's smallest read buffer: a smaller header bound would not be enforced.
 const MIN_HEADER_BYTES: usize = 8 << 10;
@@ -52,6 +69,12 @@ pub struct Limits {
     /// Largest header block (request line included). Default: [`DEFAULT_MAX_HEADER_BYTES`].
     /// Minimum: 8 KiB (smaller values are raised to it).
     pub max_header_bytes: usize,
+    /// Time for a request's whole body to arrive, counted from its header block.
+    /// Default: [`DEFAULT_BODY_TIMEOUT`].
+    pub body_timeout: Duration,
+    /// Time a response write may make no progress (the client does not read) before the
+    /// connection is closed. Default: [`DEFAULT_SEND_TIMEOUT`].
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +83,8 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 }
@@ -109,9 +134,15 @@ pub async fn serve(
             continue;
         };
         refusing = false;
+        let body_timeout = limits.body_timeout;
+        let service = router
+            .clone()
+            .map_request(move |request: axum::http::Request<Incoming>| {
+                request.map(|body| BodyDeadline::new(body, body_timeout))
+            });
         let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
+            TokioIo::new(SendDeadline::new(stream, limits.send_timeout)),
+            TowerToHyperService::new(service),
         );
         connections.spawn(async move {
             if let Err(error) = connection.await {
@@ -119,5 +150,144 @@ pub async fn serve(
             }
             drop(slot);
         });
+    }
+}
+
+/// A request body that fails once its deadline passes before its last frame.
+struct BodyDeadline {
+    body: Incoming,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl BodyDeadline {
+    fn new(body: Incoming, timeout: Duration) -> BodyDeadline {
+        BodyDeadline {
+            body,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the request body did not arrive within {0:?} of its header")]
+    Late(Duration),
+    #[error(transparent)]
+    Read(#[from] hyper::Error),
+}
+
+impl Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(BodyError::from)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Late(self.timeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has made no progress for `timeout`: a client
+/// that stops reading cannot hold its slot by leaving a response unsent.
+struct SendDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed while a write waits for room in the socket's buffer.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl SendDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> SendDeadline {
+        SendDeadline {
+            stream,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `written` as it is, except that a write still waiting when its deadline has
+    /// passed fails.
+    fn within<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if written.is_ready() {
+            self.stalled = None;
+            return written;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing of the response for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for SendDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.within(cx, written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.within(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let flushed = Pin::new(&mut self.stream).poll_flush(cx);
+        self.within(cx, flushed)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let shut = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.within(cx, shut)
     }
 }

@@ -22,9 +22,10 @@
 //!
 //! Gateway errors answer 400 (refused: unknown node), 401 (not authorised), 429 (too many
 //! commands in flight), 503 (the node is not ready) or 504 (outcome unknown), each with a
-//! JSON body `{"error": …}`. The credential is checked before the body is read; a body
-//! that is not the JSON above answers 400, 415 or 422, one over
-//! [`MAX_BODY_BYTES`](super::rest::MAX_BODY_BYTES) 413.
+//! JSON body `{"error": …}`. On every gateway route (these and [`rest`]'s) the credential
+//! is checked before the body is read; a body that is not the JSON above answers 400, 415
+//! or 422, one over [`MAX_BODY_BYTES`](super::rest::MAX_BODY_BYTES) 413, one that does not
+//! arrive within the server's body timeout 400.
 //!
 //! Bind it to 127.0.0.1 (the CLI default): it is a control API.
 //!
@@ -38,6 +39,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -95,14 +97,32 @@ struct CommandBody {
 
 /// The router of the endpoints above.
 pub fn router(state: HttpState) -> Router {
+    // The credential is checked before any extractor runs, so a caller without one costs
+    // no body reading (nor waiting for a body that never comes).
+    let gateway = Router::new()
+        .route("/v1/api", post(api))
+        .route("/v1/bgapi", post(bgapi))
+        .merge(super::rest::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            credential_first,
+        ))
+        .layer(DefaultBodyLimit::max(super::rest::MAX_BODY_BYTES));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/v1/api", post(api))
-        .route("/v1/bgapi", post(bgapi))
-        .layer(DefaultBodyLimit::max(super::rest::MAX_BODY_BYTES))
-        .merge(super::rest::routes())
+        .merge(gateway)
         .with_state(state)
+}
+
+/// Answers 401 to a gateway request without a valid credential, before its body is read.
+async fn credential_first(
+    State(state): State<HttpState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Failure> {
+    authorize(&state, request.headers())?;
+    Ok(next.run(request).await)
 }
 
 async fn health(State(state): State<HttpState>) -> Response {
@@ -222,14 +242,12 @@ async fn bgapi(State(state): State<HttpState>, request: Request) -> Result<Respo
     dispatch(state, request, GatewayCommand::BgApi).await
 }
 
-/// Authorises before the body is read: a caller without a credential gets 401, whatever
-/// it sends, and costs no body parsing.
+/// Sends the body's command ([`credential_first`] has authorised the caller).
 async fn dispatch(
     state: HttpState,
     request: Request,
     make: fn(String) -> GatewayCommand,
 ) -> Result<Response, Failure> {
-    authorize(&state, request.headers())?;
     let Json(body) = Json::<CommandBody>::from_request(request, &state)
         .await
         .map_err(|rejection| Failure::new(rejection.status(), &rejection.body_text()))?;

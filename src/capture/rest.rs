@@ -31,7 +31,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::client::{GatewayCommand, GatewayReply};
-use super::http::{Failure, HttpState, authorize};
+use super::http::{Failure, HttpState};
 use super::jobs::{JobOutcome, JobStatus};
 
 /// The largest request body accepted (a 413 beyond it).
@@ -725,11 +725,9 @@ async fn api(state: &HttpState, node: Option<&str>, command: String) -> Result<R
 
 async fn originate(
     State(state): State<HttpState>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
     let wait = match query(raw.as_deref(), &["wait"])?
         .get("wait")
         .map(String::as_str)
@@ -827,10 +825,8 @@ fn job_document(job_uuid: &str, status: &JobStatus) -> Value {
 
 async fn job(
     State(state): State<HttpState>,
-    headers: HeaderMap,
     job_uuid: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
     let job_uuid = path(job_uuid)?;
     uuid("job_uuid", &job_uuid)?;
     let status = state.gateway.jobs().get(&job_uuid).ok_or_else(|| {
@@ -848,11 +844,9 @@ async fn job(
 /// command ([`ChannelRequest::command`]), answered as [`api`] says.
 async fn on_channel<R: ChannelRequest>(
     State(state): State<HttpState>,
-    headers: HeaderMap,
     call_uuid: Result<Path<String>, PathRejection>,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
     let call_uuid = path(call_uuid)?;
     let request: R = body(request, R::BODY_OPTIONAL)?;
     let command = request.command(&call_uuid)?;
@@ -863,10 +857,8 @@ async fn on_channel<R: ChannelRequest>(
 /// 502 when it is not JSON (an `-ERR`).
 async fn channels(
     State(state): State<HttpState>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers)?;
     let parameters = query(raw.as_deref(), &["node"])?;
     let reply = state
         .gateway

@@ -1893,6 +1893,88 @@ async fn the_gateway_checks_the_credential_before_it_reads_the_body() {
     capture.shutdown().await.unwrap();
 }
 
+/// Hostile review: the REST routes read their body before the credential, so a caller
+/// without one could hold a connection by announcing a body it never sends. Every gateway
+/// route answers 401 at once (the body timeout here is an hour: waiting would be seen).
+#[tokio::test]
+async fn every_gateway_route_refuses_a_missing_credential_without_waiting_for_the_body() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    let limits = Limits {
+        body_timeout: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let (http, server) = serve_http_within(&capture, HealthForm::EslReplay, limits).await;
+    let call = "2b7e1a4c-9d3f-4e2a-8b1c-5f6e7d8c9b0a";
+    for (method, path) in [
+        ("POST", "/v1/api".to_owned()),
+        ("POST", "/v1/bgapi".to_owned()),
+        ("POST", "/api/v1/fs/originate".to_owned()),
+        ("POST", format!("/api/v1/fs/hangup/{call}")),
+        ("POST", format!("/api/v1/fs/play/{call}")),
+        ("POST", format!("/api/v1/fs/transfer/{call}")),
+        ("GET", format!("/api/v1/fs/jobs/{call}")),
+        ("GET", "/api/v1/fs/channels".to_owned()),
+    ] {
+        let mut socket = TcpStream::connect(&http).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let answer = String::from_utf8(read_until_closed(&mut socket).await).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{method} {path}: {answer}"
+        );
+    }
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
+/// Hostile review: a body announced but never sent, and a response never read, each held
+/// a connection slot for good. A late body is answered 400 naming the timeout, and a
+/// connection whose responses go unread is closed, which frees the only slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_body_and_an_unread_response_give_up_their_connection() {
+    let (_dir, capture, _log) = capture_of(serving_script(), "ClueCon").await;
+    wait_ready(&capture).await;
+    let limits = Limits {
+        max_connections: 1,
+        body_timeout: Duration::from_millis(300),
+        send_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (http, server) = serve_http_within(&capture, HealthForm::EslReplay, limits).await;
+
+    let mut late = TcpStream::connect(&http).await.unwrap();
+    late.write_all(
+        b"POST /v1/api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"command\"",
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut late).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+
+    // Pipelined requests whose answers far outgrow the sockets' buffers, never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let unread = socket.connect(http.parse().unwrap()).await.unwrap();
+    let (_unread_half, mut requests) = unread.into_split();
+    let sending = tokio::spawn(async move {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..5000 {
+            if requests.write_all(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    // The only slot comes free once the server gives up on the unread connection.
+    assert_eq!(get_when_served(&http, "/health").await.0, 200);
+    sending.abort();
+    server.abort();
+    capture.shutdown().await.unwrap();
+}
+
 /// `/health` on a fresh connection, polled until `predicate` holds.
 async fn health_when(http: &str, predicate: impl Fn(&Value) -> bool) -> Value {
     let give_up = std::time::Instant::now() + support::PATIENCE;
