@@ -563,6 +563,7 @@ impl Node {
                             tracing::info!(node = %self.slug, generation, "session ready");
                             self.telemetry.update_health(&self.slug, |h| {
                                 h.connection = "ready".into();
+                                h.ever_ready = true;
                                 h.session = Phase::Ready.as_str().into();
                                 h.liveness = "live".into();
                                 // Recovered: the outage's error is history (in the store).

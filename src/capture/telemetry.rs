@@ -47,6 +47,10 @@ pub struct NodeHealth {
     pub liveness: String,
     /// The current connection generation.
     pub connection_generation: u64,
+    /// Whether a session of this node has ever become ready (connected, authenticated,
+    /// subscribed): a switch that accepts the connection but never completes the
+    /// handshake has been connected to, yet nothing of it was captured.
+    pub ever_ready: bool,
     /// Connections tried since the last stable one (ready for `STABLE_AFTER`) that failed
     /// or did not last, whatever ended them.
     pub reconnect_attempts: u64,

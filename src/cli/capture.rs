@@ -85,8 +85,9 @@ pub(crate) struct CaptureArgs {
     /// Stop after this long (e.g. `30s`); default: until SIGINT/SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Give up (exit 2) if a node has not connected within this long (e.g. `30s`); by
-    /// default a node that never connected is an error only when the capture stops.
+    /// Give up (exit 2) if a node's session has not become ready (connected, authenticated,
+    /// subscribed) within this long (e.g. `30s`); by default a node that never became
+    /// ready is an error only when the capture stops.
     #[arg(long, value_parser = humantime::parse_duration)]
     startup_timeout: Option<Duration>,
     /// `runtime_flags.worker_session_id` of every artifact.
@@ -652,13 +653,20 @@ async fn capture(
     }
     let telemetry = capture.telemetry();
     // Read before shutdown, which marks every node stopped.
-    let never_connected: Vec<String> = telemetry
+    let never_ready: Vec<String> = telemetry
         .health()
         .into_iter()
-        .filter(|(_, h)| h.connection_generation == 0)
+        .filter(|(_, h)| !h.ever_ready)
         .map(|(slug, h)| {
             let error = h.last_error.unwrap_or_else(|| "no attempt finished".into());
-            format!("node {slug} never connected to {}: {error}", h.address)
+            if h.connection_generation == 0 {
+                format!("node {slug} never connected to {}: {error}", h.address)
+            } else {
+                format!(
+                    "node {slug} connected to {} but no session became ready: {error}",
+                    h.address
+                )
+            }
         })
         .collect();
     let queue = capture.queue();
@@ -698,13 +706,13 @@ async fn capture(
             }
         }
     }
-    if !never_connected.is_empty() {
-        for line in &never_connected {
+    if !never_ready.is_empty() {
+        for line in &never_ready {
             eprintln!("{line}");
         }
         bail!(
-            "{} (is FreeSWITCH listening there, and is the address right?)",
-            never_connected.join("; ")
+            "{} (is FreeSWITCH's event socket listening there, and are the address and password right?)",
+            never_ready.join("; ")
         );
     }
     if failed {
@@ -909,11 +917,7 @@ async fn wait_for_stop(
         };
         tokio::time::sleep(timeout).await;
         let telemetry = capture.telemetry();
-        if telemetry
-            .health()
-            .values()
-            .all(|h| h.connection_generation > 0)
-        {
+        if telemetry.health().values().all(|h| h.ever_ready) {
             std::future::pending::<()>().await;
         }
     };

@@ -280,3 +280,35 @@ fn a_node_that_never_connected_fails_the_capture_with_exit_2() {
     let stderr = cli::error_output(&output);
     assert!(stderr.contains("never connected"), "{stderr}");
 }
+
+/// Hostile review: a peer that accepted the connection but never sent the greeting ended
+/// the capture with exit 0 and nothing but connection records stored, and
+/// `--startup-timeout` never fired, because both counted TCP connects. Both count
+/// sessions that became ready now.
+#[test]
+fn a_peer_that_never_completes_the_handshake_fails_the_capture_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kernel completes the connections; nothing is ever sent on them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    for (flag, value, store) in [
+        ("--startup-timeout", "500ms", "timed-out"),
+        ("--duration", "1500ms", "ran-out"),
+    ] {
+        let output = cli::command()
+            .args(["capture", flag, value, "--esl"])
+            .arg(format!("pbx-a={address}"))
+            .arg("--store")
+            .arg(dir.path().join(store))
+            .output_safely()
+            .unwrap();
+        let stderr = cli::error_output(&output);
+        assert!(
+            stderr.contains(&format!(
+                "node pbx-a connected to {address} but no session became ready"
+            )),
+            "{flag}: {stderr}"
+        );
+    }
+    drop(silent);
+}
