@@ -53,6 +53,18 @@ pub struct CommandDecoder {
     max_body: usize,
     /// A parsed head waiting for its body: (head length, command, body length).
     pending: Option<(usize, ClientCommand, usize)>,
+    /// How far the search for the current head's end has got, so a head that arrives in
+    /// pieces is scanned once, not once per piece.
+    scan: HeadScan,
+}
+
+/// Where a search for the end of a header block stopped.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadScan {
+    /// Bytes already searched.
+    at: usize,
+    /// Whether the last of them ended a line (carriage returns aside).
+    after_lf: bool,
 }
 
 impl Default for CommandDecoder {
@@ -61,6 +73,7 @@ impl Default for CommandDecoder {
             max_head: DEFAULT_MAX_COMMAND_HEAD,
             max_body: DEFAULT_MAX_COMMAND_BODY,
             pending: None,
+            scan: HeadScan::default(),
         }
     }
 }
@@ -74,6 +87,7 @@ impl CommandDecoder {
             max_head: MAX_UNAUTHENTICATED_COMMAND,
             max_body: 0,
             pending: None,
+            scan: HeadScan::default(),
         }
     }
 
@@ -93,17 +107,20 @@ impl CommandDecoder {
     /// body; the connection should be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ClientCommand>, Error> {
         if self.pending.is_none() {
-            let skip = buf
-                .iter()
-                .take_while(|&&b| b == b'\n' || b == b'\r')
-                .count();
-            let _ = buf.split_to(skip);
-            let Some(head_len) = head_end(buf) else {
+            if self.scan.at == 0 {
+                let skip = buf
+                    .iter()
+                    .take_while(|&&b| b == b'\n' || b == b'\r')
+                    .count();
+                let _ = buf.split_to(skip);
+            }
+            let Some(head_len) = head_end(buf, &mut self.scan) else {
                 if buf.len() > self.max_head {
                     return Err(Error::CommandTooLarge { max: self.max_head });
                 }
                 return Ok(None);
             };
+            self.scan = HeadScan::default();
             if head_len > self.max_head {
                 return Err(Error::CommandTooLarge { max: self.max_head });
             }
@@ -162,10 +179,12 @@ impl CommandDecoder {
 }
 
 /// Length of the header block including its terminating empty line: two line feeds with
-/// only carriage returns between them.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut after_lf = false;
-    for (i, &b) in buf.iter().enumerate() {
+/// only carriage returns between them. Resumes where `scan` stopped, and records where
+/// this search stops when the end is not there yet.
+fn head_end(buf: &[u8], scan: &mut HeadScan) -> Option<usize> {
+    let mut after_lf = scan.after_lf;
+    let start = scan.at.min(buf.len());
+    for (i, &b) in buf.iter().enumerate().skip(start) {
         match b {
             b'\r' => {}
             b'\n' if after_lf => return Some(i + 1),
@@ -173,6 +192,10 @@ fn head_end(buf: &[u8]) -> Option<usize> {
             _ => after_lf = false,
         }
     }
+    *scan = HeadScan {
+        at: buf.len(),
+        after_lf,
+    };
     None
 }
 
@@ -329,6 +352,29 @@ mod tests {
         assert_eq!(commands[1].header("job-uuid"), Some("abc"));
         assert_eq!(&commands[2].body[..], b"xyz");
         assert_eq!(commands[3].line, "exit");
+    }
+
+    /// Hostile review: every piece of a head made the decoder search the whole head again
+    /// (a 1 MB head sent in 100-byte pieces cost 2.4 s of CPU). Each search now resumes
+    /// where the last stopped, in the middle of a CRLF too.
+    #[test]
+    fn a_head_arriving_in_pieces_is_searched_once() {
+        let mut decoder = CommandDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut head = b"\r\nsendevent CUSTOM\r\n".to_vec();
+        for i in 0..1000 {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut found = None;
+        for piece in head.chunks(7) {
+            assert!(found.is_none(), "found before its end");
+            assert_eq!(decoder.scan.at, buf.len(), "the search restarted");
+            buf.extend_from_slice(piece);
+            found = decoder.decode(&mut buf).unwrap();
+        }
+        assert_eq!(found.map(|command| command.headers.len()), Some(1000));
+        assert!(buf.is_empty());
     }
 
     #[test]

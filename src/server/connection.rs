@@ -35,10 +35,15 @@ const BATCH_EVENTS: usize = 512;
 /// Bytes buffered per batch before the socket is written.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// How long closing after a protocol error may take: writing the last reply and the
-/// disconnect notice, then reading (and dropping) what the client still sends, so the
-/// close does not reset the connection before the client has read the notice.
+/// How long closing may take: writing the last reply and the disconnect notice (a client
+/// that does not read them is not waited for longer), then, after a protocol error,
+/// reading (and dropping) what the client still sends, so the close does not reset the
+/// connection before the client has read the notice.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Input capacity kept between commands; a larger buffer, grown for one large command, is
+/// given back once that command has been taken out of it.
+const INPUT_KEPT: usize = 64 * 1024;
 
 /// What handling a command asks the connection to do next.
 enum After {
@@ -101,8 +106,8 @@ where
     conn.out.extend_from_slice(wire::GREETING);
     match conn.run(&mut reader, &mut writer, &mut stop).await {
         Ok(()) => Ok(()),
-        // The socket failed: nothing more can be said on it.
-        Err(error @ Error::Io { .. }) => Err(error),
+        // The socket failed, or the client stopped reading: nothing more can be said on it.
+        Err(error @ (Error::Io { .. } | Error::ClientNotReading { .. })) => Err(error),
         Err(error) => {
             if let Some(text) = error_reply(&error) {
                 wire::command_reply(&mut conn.out, text);
@@ -165,11 +170,50 @@ impl Connection {
                 Stop::Running => {}
                 Stop::Graceful => {
                     wire::disconnect_notice(&mut self.out, wire::SHUTDOWN_BODY);
-                    let _ = self.flush(writer).await;
+                    let _ = self.flush_closing(writer).await;
                     let _ = writer.shutdown().await;
                     return Ok(());
                 }
                 Stop::Abort => return Ok(()),
+            }
+            // The commands already read, answered until their replies fill a batch: a
+            // client that pipelines commands and does not read makes the server hold at
+            // most a batch of replies, and no more input.
+            let mut backlog = false;
+            while let Some(command) = decoder.decode(&mut input)? {
+                let after = self.handle(command)?;
+                if self.authenticated {
+                    decoder.authenticated();
+                }
+                match after {
+                    After::Continue => {}
+                    After::Disconnect => {
+                        wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                        self.flush_closing(writer).await?;
+                        let _ = writer.shutdown().await;
+                        return Ok(());
+                    }
+                    After::RejectAuth => {
+                        self.flush_by(writer, auth_deadline).await?;
+                        // Input sent meanwhile is never read: the connection is closing.
+                        tokio::select! {
+                            () = tokio::time::sleep(config.auth_failure_delay) => {}
+                            _ = stop.changed() => {}
+                        }
+                        wire::command_reply(&mut self.out, "-ERR invalid");
+                        wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
+                        let _ = self.flush_closing(writer).await;
+                        let _ = writer.shutdown().await;
+                        return Ok(());
+                    }
+                }
+                if self.out.len() >= BATCH_BYTES {
+                    backlog = true;
+                    break;
+                }
+            }
+            if input.is_empty() && input.capacity() > INPUT_KEPT {
+                input = BytesMut::with_capacity(4096);
             }
             let (wait_until, more_ready) = self.pump_events()?;
             if self.feed_done && self.pending.is_none() {
@@ -178,9 +222,19 @@ impl Connection {
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            // Never interrupted: a partly written frame cannot be taken back. An abort
-            // cancels the whole task instead.
-            self.flush(writer).await?;
+            // Never interrupted once authenticated: a partly written frame cannot be taken
+            // back, and a slow client slows only itself. An abort cancels the whole task
+            // instead. Before authentication the writing counts against the auth deadline,
+            // so a client that neither authenticates nor reads is closed at it.
+            let deadline = if self.authenticated {
+                None
+            } else {
+                auth_deadline
+            };
+            self.flush_by(writer, deadline).await?;
+            if backlog {
+                continue;
+            }
             tokio::select! {
                 biased;
                 changed = stop.changed() => if changed.is_err() { return Ok(()) },
@@ -189,37 +243,8 @@ impl Connection {
                         // FreeSWITCH says goodbye whenever its listener loop ends, EOF
                         // included.
                         wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
-                        let _ = self.flush(writer).await;
+                        let _ = self.flush_closing(writer).await;
                         return Ok(());
-                    }
-                    while let Some(command) = decoder.decode(&mut input)? {
-                        let after = self.handle(command)?;
-                        if self.authenticated {
-                            decoder.authenticated();
-                        }
-                        match after {
-                            After::Continue => {}
-                            After::Disconnect => {
-                                wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
-                                self.flush(writer).await?;
-                                let _ = writer.shutdown().await;
-                                return Ok(());
-                            }
-                            After::RejectAuth => {
-                                self.flush(writer).await?;
-                                // Input sent meanwhile is never read: the connection is
-                                // closing.
-                                tokio::select! {
-                                    () = tokio::time::sleep(config.auth_failure_delay) => {}
-                                    _ = stop.changed() => {}
-                                }
-                                wire::command_reply(&mut self.out, "-ERR invalid");
-                                wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
-                                let _ = self.flush(writer).await;
-                                let _ = writer.shutdown().await;
-                                return Ok(());
-                            }
-                        }
                     }
                 }
                 // Until authenticated, whatever the client sent meanwhile (FreeSWITCH stops
@@ -228,7 +253,7 @@ impl Connection {
                 () = sleep_until_opt(auth_deadline), if auth_deadline.is_some() && !self.authenticated => {
                     tracing::info!(timeout = ?config.auth_timeout, "closing a connection that did not authenticate in time");
                     wire::disconnect_notice(&mut self.out, wire::DISCONNECT_BODY);
-                    let _ = self.flush(writer).await;
+                    let _ = self.flush_closing(writer).await;
                     let _ = writer.shutdown().await;
                     return Ok(());
                 }
@@ -247,6 +272,29 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl Connection {
+    /// [`Connection::flush`], given up at `deadline` (if any) with
+    /// [`Error::ClientNotReading`].
+    async fn flush_by(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        let Some(deadline) = deadline else {
+            return self.flush(writer).await;
+        };
+        let waited = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout_at(deadline, self.flush(writer))
+            .await
+            .map_err(|_| Error::ClientNotReading { waited })?
+    }
+
+    /// [`Connection::flush`] of the last words before a close, given up after
+    /// [`CLOSE_GRACE`].
+    async fn flush_closing(&mut self, writer: &mut (impl AsyncWrite + Unpin)) -> Result<(), Error> {
+        self.flush_by(writer, Some(Instant::now() + CLOSE_GRACE))
+            .await
+    }
+
     /// Writes the output buffer whole; only then are its events counted as sent and the
     /// feed told they are delivered (so a serving checkpoint never covers an event whose
     /// bytes the socket did not take).
@@ -531,8 +579,22 @@ fn is_true(value: &str) -> bool {
 
 /// FreeSWITCH's log level names and numbers (`switch_log_str2level`).
 fn log_level(name: &str) -> Option<u8> {
-    if let Ok(n) = name.parse::<u8>() {
-        return (n <= 7).then_some(n);
+    // FreeSWITCH reads a number (an optional sign, then digits and dots) as C's `atoi`
+    // would, takes a negative one as 0 and one above 64 as 63; 64 itself is its "invalid".
+    let unsigned = name.strip_prefix(['-', '+']).unwrap_or(name);
+    if unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let digits = unsigned.split('.').next().unwrap_or_default();
+        let value = if digits.is_empty() {
+            0
+        } else {
+            digits.parse::<u64>().unwrap_or(u64::MAX)
+        };
+        return match value {
+            _ if name.starts_with('-') => Some(0),
+            64 => None,
+            65.. => Some(63),
+            level => u8::try_from(level).ok(),
+        };
     }
     let levels = [
         ("console", 0),
@@ -595,6 +657,93 @@ mod tests {
             .load()
             .unwrap()
             .map(|c| c.cursor().last_consumed_sequence())
+    }
+
+    /// Answers every `api` with a 1 KiB body, counting them.
+    #[derive(Debug, Default)]
+    struct CountedAnswers(std::sync::atomic::AtomicUsize);
+
+    impl Traffic for CountedAnswers {
+        fn feed(&self) -> Result<Box<dyn Feed>, Error> {
+            Err(Error::InvalidOption("no events here".into()))
+        }
+
+        fn api(&self, _command: &str, _occurrence: usize) -> ApiAnswer {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            ApiAnswer::Body(vec![b'x'; 1024])
+        }
+
+        fn bgapi(&self, _command: &str, _job_uuid: &str, _occurrence: usize) -> ServedEvent {
+            unreachable!("no bgapi is sent")
+        }
+    }
+
+    /// A socket's sending side that takes the first `room` bytes, then none.
+    struct Unread {
+        room: usize,
+    }
+
+    impl AsyncWrite for Unread {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                return std::task::Poll::Pending;
+            }
+            let taken = buf.len().min(self.room);
+            self.room -= taken;
+            std::task::Poll::Ready(Ok(taken))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Hostile review: the replies to commands a client pipelined without reading piled up
+    /// in memory (95 MB per connection, after a 1 MiB command had grown the input buffer
+    /// so that each read took a megabyte of commands). The server answers until a batch
+    /// of replies waits, then answers no more until it is written. With the clock paused,
+    /// the long sleep ends only once the server waits on a socket that takes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_pipelines_commands_and_does_not_read_holds_a_batch_of_replies() {
+        let mut sent = b"auth ClueCon\n\napi status\nX-Pad: ".to_vec();
+        sent.resize(sent.len() + 1000 * 1024, b'a');
+        sent.extend_from_slice(b"\n\n");
+        for _ in 0..200_000 {
+            sent.extend_from_slice(b"api status\n\n");
+        }
+        let traffic = Arc::new(CountedAnswers::default());
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
+        let stream = tokio::io::join(std::io::Cursor::new(sent), Unread { room: 64 * 1024 });
+        let task = tokio::spawn(serve_connection(
+            stream,
+            Arc::new(ServerConfig::default()),
+            Arc::clone(&traffic) as Arc<dyn Traffic>,
+            Arc::new(ServerStats::default()),
+            stop_rx,
+        ));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!task.is_finished());
+        // What the socket took and one batch, at a little over 1 KiB a reply.
+        let answered = traffic.0.load(Ordering::Relaxed);
+        assert!(
+            answered <= (64 * 1024 + BATCH_BYTES) / 1024 + 1,
+            "{answered} replies were made for a client that reads none"
+        );
+        task.abort();
     }
 
     /// Issue: the serving checkpoint covered events rendered into the output buffer whose

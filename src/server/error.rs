@@ -31,6 +31,14 @@ pub enum Error {
         length: usize,
     },
 
+    /// The client read nothing of what the server had to write until a deadline (the
+    /// authentication deadline, or the grace of a close).
+    #[error("the client read nothing of the server's output for {waited:?}")]
+    ClientNotReading {
+        /// How long the write waited.
+        waited: std::time::Duration,
+    },
+
     /// Socket I/O failed.
     #[error("socket I/O failed")]
     Io {

@@ -181,15 +181,16 @@ pub(crate) fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
 }
 
-/// Appends `value` with the five XML special characters escaped.
+/// Appends `value` as XML element text the way FreeSWITCH's XML writer escapes it: `&`, `<`,
+/// `>` and carriage returns; quotes and apostrophes stay as they are (a real switch sends
+/// `'` in an `API-Command-Argument` unescaped).
 pub(crate) fn xml_escape(out: &mut Vec<u8>, value: &[u8]) {
     for &b in value {
         match b {
             b'&' => out.extend_from_slice(b"&amp;"),
             b'<' => out.extend_from_slice(b"&lt;"),
             b'>' => out.extend_from_slice(b"&gt;"),
-            b'"' => out.extend_from_slice(b"&quot;"),
-            b'\'' => out.extend_from_slice(b"&apos;"),
+            b'\r' => out.extend_from_slice(b"&#xD;"),
             b => out.push(b),
         }
     }
@@ -203,6 +204,13 @@ mod tests {
         let mut out = Vec::new();
         url_encode(&mut out, value);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn xml_text_is_escaped_as_freeswitch_escapes_it() {
+        let mut out = Vec::new();
+        xml_escape(&mut out, b"a&b<c>d\"e'f\rg\nh\ti");
+        assert_eq!(out, b"a&amp;b&lt;c&gt;d\"e'f&#xD;g\nh\ti");
     }
 
     #[test]

@@ -89,6 +89,14 @@ async fn commands_get_freeswitch_reply_texts() {
         ("myevents", "-ERR command not found"),
         ("log", "+OK log level  [7]"),
         ("log 7", "+OK log level 7 [7]"),
+        // Numbers as `switch_log_str2level` reads them (hostile review: 8 to 63 were
+        // refused): kept up to 63, negative ones 0, larger ones 63, 64 invalid.
+        ("log 9", "+OK log level 9 [9]"),
+        ("log 1.5", "+OK log level 1.5 [1]"),
+        ("log -3", "+OK log level -3 [0]"),
+        ("log 99", "+OK log level 99 [63]"),
+        ("log 64", "-ERR invalid log level"),
+        ("log 7x", "-ERR invalid log level"),
         ("getvar foo", "-ERR command not found"),
         ("frobnicate", "-ERR command not found"),
         ("auth ClueCon", "-ERR command not found"),
@@ -309,6 +317,38 @@ async fn a_refused_command_does_not_stop_the_auth_timeout() {
     assert_eq!(notice.content_type(), Some("text/disconnect-notice"));
     assert_eq!(&notice.body()[..], DISCONNECT_BODY);
     client.expect_closed().await;
+}
+
+/// Hostile review: a client that sent junk commands and read none of the replies was never
+/// closed: the server waited to write them, so the auth deadline (a branch it never
+/// reached) did not apply, and such clients could hold every connection slot. The writing
+/// counts against the deadline now.
+#[tokio::test]
+async fn a_client_that_neither_authenticates_nor_reads_is_closed_at_the_deadline() {
+    let timeout = Duration::from_millis(500);
+    let server = simulator(None, ServerConfig::default().with_auth_timeout(timeout)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.local_addr()).await.unwrap();
+    let (_unread, mut junk) = stream.into_split();
+    // About 18 bytes of reply for every 3 bytes sent: the replies outgrow the buffers.
+    let sending = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        for _ in 0..1_000_000 {
+            if junk.write_all(b"x\n\n").await.is_err() {
+                return;
+            }
+        }
+    });
+    let give_up = std::time::Instant::now() + crate::support::PATIENCE;
+    while server.figures().connections == 0 || server.figures().connections_open > 0 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sending.abort();
 }
 
 /// The next frame is the disconnect notice, then the connection closes.
