@@ -51,7 +51,8 @@ pub struct RangeReport {
     pub processed: u64,
     /// Records skipped (dry-run, or rejected by the re-injection guard).
     pub skipped: u64,
-    /// Records planned but not reached: after a failure or a stop, the rest of the batch.
+    /// Records planned but not dealt with: after a failure (the failing record included)
+    /// or a stop, the rest of the batch.
     pub not_reached: u64,
     /// Checkpoints saved.
     pub checkpoints_saved: u64,
@@ -306,7 +307,7 @@ fn pruned_through(stats: &StoreStats) -> u64 {
 }
 
 /// Fails if records after `cursor` that the range needs were pruned since it started
-/// (the forwarder's check, [`crate::forward`]): looked up after the plan was read, so a
+/// (the forwarder's check): looked up after the plan was read, so a
 /// prune before the read took the last pruned record from it, and the plan lacks that
 /// record; a prune after the read took records the plan holds, and one past them is
 /// found by the next batch's look. A plan that lacks the last pruned record only because

@@ -433,3 +433,43 @@ fn after_past_the_end_is_refused() {
         "{text}"
     );
 }
+
+/// A run whose checkpoint another run of the key moved ahead meanwhile (here the `exec`
+/// command itself, standing in for a run that took no lock) refuses to move it back, and
+/// prints what it did before the error ends it.
+#[test]
+fn a_run_never_moves_its_checkpoint_back_and_reports_what_it_did_before_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = five_events(dir.path());
+    let cp = dir.path().join("cp");
+    let file = CheckpointStore::open(&cp).unwrap().path_for("k");
+    let ahead = r#"{"key":"k","last_consumed_sequence":99}"#;
+    let output = run(&[
+        "replay",
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--checkpoint-dir",
+        cp.to_str().unwrap(),
+        "--checkpoint-key",
+        "k",
+        "--execute",
+        "--handler",
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        r#"if grep -q '"append_sequence":2,'; then printf '%s' "$0" > "$1"; fi"#,
+        ahead,
+        file.to_str().unwrap(),
+    ]);
+    let text = error_output(&output);
+    assert!(
+        text.contains(
+            "replay ended by an error after 5 records in 1 batch: 2 processed, 0 skipped; \
+             last consumed sequence 2"
+        ) && text.contains("is already at sequence 99, past the sequence 2"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), ahead);
+}
