@@ -19,6 +19,10 @@ use crate::esl::session::{
 };
 use crate::esl::{EslCodec, Frame, header_ci};
 
+/// Completed bgapi jobs a connection keeps until [`CommandConnection::background_job`]
+/// claims them; past this many, the oldest unclaimed one is dropped.
+const MAX_UNCLAIMED_JOBS: usize = 64;
+
 /// Errors of a command connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -274,6 +278,12 @@ impl CommandConnection {
                     ..
                 } = &inbound
                 {
+                    // Kept for `background_job`; a caller that never asks (the injector
+                    // sends bgapi and moves on) must not grow the list for the
+                    // connection's whole life, so only the latest are kept.
+                    if self.jobs.len() >= MAX_UNCLAIMED_JOBS {
+                        self.jobs.remove(0);
+                    }
                     self.jobs.push((job.job_uuid.clone(), frame.clone()));
                 }
                 Ok(Some((frame, inbound)))

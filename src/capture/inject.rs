@@ -7,10 +7,17 @@
 //! current-thread tokio runtime and blocks on it; it must not be called from inside another
 //! runtime's worker thread.
 //!
+//! A record in the reference's dispatch shape (`payload {"command", "args"}`, no
+//! `raw_payload`) is sent as `<command> <args>`. [`Injector::check`] runs the same parse,
+//! so a dry-run reports a record the injector cannot send as not re-injectable.
+//!
 //! A reply of any status counts as injected (the command reached the switch); the status
 //! and text are reported in the outcome metadata. A transport failure is an error, which
 //! stops the replay; the broken connection is dropped so a later call reconnects. Commands
-//! are never retried, since a command may have reached the switch before the failure.
+//! are never retried, since a command may have reached the switch before the failure. A
+//! failure to connect or authenticate is [`NotSent`] (nothing left this process); any
+//! later failure, a reply that does not come within [`InjectorConfig::reply_timeout`]
+//! among them, leaves the command unconfirmed.
 
 use std::time::Duration;
 
@@ -20,7 +27,7 @@ use super::client::Password;
 use super::command::{CommandConnection, CommandError, CommandReply};
 use crate::esl::session::ReplyStatus;
 use crate::record::{CapturePayload, JsonMap};
-use crate::replay::{BoxError, ExecutionCandidate, InjectionResult, Injector};
+use crate::replay::{BoxError, ExecutionCandidate, InjectionResult, Injector, NotSent};
 
 /// The action word of a sent command.
 pub const INJECTED: &str = "injected";
@@ -36,7 +43,9 @@ pub enum InjectError {
     #[error("cannot start the injector's runtime")]
     Runtime(#[source] std::io::Error),
     /// The record has no command line to send.
-    #[error("record {sequence} ({artifact}) has no string payload.raw_payload to send")]
+    #[error(
+        "record {sequence} ({artifact}) has no command to send: neither a string payload.raw_payload nor a string payload.command (with an optional string payload.args, on one line)"
+    )]
     MissingCommand {
         /// Its append sequence.
         sequence: u64,
@@ -76,8 +85,12 @@ pub struct InjectorConfig {
     pub address: String,
     /// The `auth` password.
     pub password: Password,
-    /// Connect-and-authenticate timeout and per-reply timeout.
+    /// Connect-and-authenticate timeout.
     pub timeout: Duration,
+    /// How long a sent command's reply may take. Past it the command is *unconfirmed*: it
+    /// reached the switch (or may have) and may still run, so it is never sent again
+    /// automatically.
+    pub reply_timeout: Duration,
 }
 
 impl InjectorConfig {
@@ -88,8 +101,18 @@ impl InjectorConfig {
             address: address.into(),
             password: Password::default(),
             timeout: DEFAULT_INJECT_TIMEOUT,
+            reply_timeout: DEFAULT_INJECT_TIMEOUT,
         }
     }
+}
+
+/// Whether a failed send reached the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Connecting or authenticating failed: the command never left this process.
+    No,
+    /// The command was written (or being written) when the failure came.
+    Maybe,
 }
 
 /// Which command keyword an executable artifact carries.
@@ -148,8 +171,10 @@ impl EslInjector {
         self.sent
     }
 
-    /// Sends one command line (`api …` or `bgapi …`, as stored) and returns its reply.
-    fn send(&mut self, kind: Kind, command: &str) -> Result<CommandReply, CommandError> {
+    /// Sends one command (`api …` or `bgapi …`) and returns its reply. The error says
+    /// whether the command was sent: [`Sent::No`] when connecting or authenticating
+    /// failed, else [`Sent::Maybe`].
+    fn send(&mut self, kind: Kind, command: &str) -> Result<CommandReply, (Sent, CommandError)> {
         let config = &self.config;
         let connection = &mut self.connection;
         let reply = self.runtime.block_on(async {
@@ -157,13 +182,15 @@ impl EslInjector {
                 Some(open) => open,
                 None => connection.insert(
                     CommandConnection::connect(&config.address, &config.password, config.timeout)
-                        .await?,
+                        .await
+                        .map_err(|error| (Sent::No, error))?,
                 ),
             };
             match kind {
-                Kind::Api => open.api(command, config.timeout).await,
-                Kind::BgApi => open.bgapi(command, config.timeout).await,
+                Kind::Api => open.api(command, config.reply_timeout).await,
+                Kind::BgApi => open.bgapi(command, config.reply_timeout).await,
             }
+            .map_err(|error| (Sent::Maybe, error))
         });
         if reply.is_err() {
             // FIFO reply matching is unsafe after a failure: start afresh next time.
@@ -186,6 +213,11 @@ impl EslInjector {
 }
 
 /// The kind and the command text after the keyword, checked against the artifact name.
+///
+/// The command is the line the capture stored (`payload.raw_payload`, `api <cmd> <args>`),
+/// or, for a record in the reference's dispatch shape (`payload {"command", "args"}`,
+/// reference semantics §1.7), `<command> <args>` trimmed, as the capture would have
+/// stored it (`esl-protocol.md`, the dispatch artifacts).
 fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectError> {
     let sequence = candidate.append_sequence();
     let artifact = candidate.artifact_name();
@@ -195,10 +227,12 @@ fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectEr
         Kind::Api
     };
     let Some(line) = CapturePayload::of(candidate.payload()).raw_text() else {
-        return Err(InjectError::MissingCommand {
-            sequence,
-            artifact: artifact.to_owned(),
-        });
+        return reference_command(candidate.payload())
+            .map(|command| (kind, command))
+            .ok_or_else(|| InjectError::MissingCommand {
+                sequence,
+                artifact: artifact.to_owned(),
+            });
     };
     let trimmed = line.trim();
     let command = trimmed
@@ -217,8 +251,34 @@ fn command_of(candidate: &ExecutionCandidate) -> Result<(Kind, String), InjectEr
     }
 }
 
+/// The command line an [`EslInjector`] would send for a candidate (`api <cmd> <args>` or
+/// `bgapi <cmd> <args>`), without sending it: what a dry-run checks.
+///
+/// # Errors
+///
+/// [`InjectError::MissingCommand`] or [`InjectError::UnexpectedCommand`]: the record holds
+/// nothing the injector can send.
+pub fn command_line(candidate: &ExecutionCandidate) -> Result<String, InjectError> {
+    command_of(candidate).map(|(kind, command)| format!("{} {command}", kind.keyword()))
+}
+
+/// The command of a reference-shaped dispatch payload: a non-blank string `command` and
+/// an optional string `args` (missing or `null` for none), joined by a space and trimmed.
+/// A line break in either would let one record send a second command: refused.
+fn reference_command(payload: &JsonMap) -> Option<String> {
+    let command = payload.get("command")?.as_str()?;
+    let args = match payload.get("args") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(args)) => args,
+        Some(_) => return None,
+    };
+    let line = format!("{command} {args}");
+    let line = line.trim();
+    (!command.trim().is_empty() && !line.contains(['\n', '\r'])).then(|| line.to_owned())
+}
+
 /// The error's message followed by each of its causes, joined by `: `.
-fn with_causes(error: &dyn std::error::Error) -> BoxError {
+fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -226,7 +286,7 @@ fn with_causes(error: &dyn std::error::Error) -> BoxError {
         text.push_str(&inner.to_string());
         cause = inner.source();
     }
-    text.into()
+    text
 }
 
 fn status_word(status: &ReplyStatus) -> &'static str {
@@ -242,15 +302,27 @@ impl Injector for EslInjector {
         "esl"
     }
 
+    fn check(&self, candidate: &ExecutionCandidate) -> Result<(), BoxError> {
+        command_of(candidate).map(|_| ()).map_err(Into::into)
+    }
+
     fn inject(&mut self, candidate: &ExecutionCandidate) -> Result<InjectionResult, BoxError> {
-        let (kind, command) = command_of(candidate)?;
-        let reply = self.send(kind, &command).map_err(|source| {
+        let (kind, command) =
+            command_of(candidate).map_err(|error| NotSent::new(with_causes(&error)))?;
+        let reply = self.send(kind, &command).map_err(|(sent, source)| {
             // The executor keeps only the message: carry the whole cause chain in it.
-            with_causes(&InjectError::Command {
+            let text = with_causes(&InjectError::Command {
                 sequence: candidate.append_sequence(),
                 address: self.config.address.clone(),
                 source,
-            })
+            });
+            match sent {
+                Sent::No => Box::new(NotSent::new(text)) as BoxError,
+                Sent::Maybe => format!(
+                    "{text} (the command was sent, or may have been, and its reply did not come: it is unconfirmed)"
+                )
+                .into(),
+            }
         })?;
         self.sent += 1;
         let mut metadata = JsonMap::new();

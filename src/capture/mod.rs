@@ -43,7 +43,9 @@ pub use client::{
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
 pub use http::{HealthForm, HttpState, RECENT_DROPS, WRITER_STALL_AFTER, router};
-pub use inject::{DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig};
+pub use inject::{
+    DEFAULT_INJECT_TIMEOUT, EslInjector, INJECTED, InjectError, InjectorConfig, command_line,
+};
 pub use jobs::{JobOutcome, JobStatus};
 pub use queue::{CaptureQueue, Pushed, WriterOptions, spawn_writer};
 pub use telemetry::{Forwarding, NodeHealth, NodeLabel, Telemetry};

@@ -193,6 +193,60 @@ pub enum Error {
         last_sequence: u64,
     },
 
+    /// A save would move a checkpoint back: the file already holds a later position,
+    /// saved by another run of the same key.
+    #[error(
+        "checkpoint {key:?} in {path} is already at sequence {on_disk}, past the sequence {saving} this run would save: another run of the same key got further; not saving, so that neither run repeats the other's records (stop the other run, then resume)"
+    )]
+    WouldGoBack {
+        /// The checkpoint's key.
+        key: String,
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The last consumed sequence in the file.
+        on_disk: u64,
+        /// The last consumed sequence this save would have written.
+        saving: u64,
+    },
+
+    /// Another process holds the key's run lock ([`CheckpointStore::lock`](super::CheckpointStore::lock)).
+    #[error(
+        "checkpoint key {key:?} is in use by another run (it holds the lock {path}); two runs of one key would both execute every record: wait for it to finish or stop it, or use another --checkpoint-key"
+    )]
+    KeyInUse {
+        /// The key.
+        key: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// The key's lock file could not be created or locked.
+    #[error("cannot lock checkpoint key {key:?} with {path}")]
+    Lock {
+        /// The key.
+        key: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint file a consumer would resume from reads (as the reference reads it)
+    /// but does not say where to resume: its position is not an integer, or it belongs to
+    /// another key.
+    #[error(
+        "checkpoint file {path} cannot be resumed from as key {key:?}: {reason}; fix the file or delete it (`esl-replay checkpoint delete`) to start from the beginning"
+    )]
+    NotResumable {
+        /// The file.
+        path: PathBuf,
+        /// The key asked for.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The artifact store could not be read.
     #[error("cannot read the artifact store")]
     Store(#[source] crate::store::Error),

@@ -157,6 +157,50 @@ pub fn decode(
     })
 }
 
+/// Whether a file that [`decode`] reads says exactly where consumer `key` resumes: its
+/// `last_consumed_sequence` is a JSON integer (not a value PHP's cast turns into one, such
+/// as `null`, `"garbage"` or `[5]`, nor a missing field) and its `key` is `key` itself (a
+/// file of another consumer, found under a legacy name, is not this consumer's progress).
+/// Listings and the reference read such files leniently; a consumer that resumes must not
+/// start from a guessed position.
+///
+/// # Errors
+///
+/// What is wrong, as a phrase for [`Error::NotResumable`].
+pub fn check_resumable(bytes: &[u8], key: &str) -> Result<(), String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid json: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err("the json document is not an object".to_owned());
+    };
+    match object.get("last_consumed_sequence") {
+        Some(Value::Number(number)) if number.as_u64().is_some() => {}
+        None => return Err("it has no `last_consumed_sequence`".to_owned()),
+        Some(other) => {
+            return Err(format!(
+                "`last_consumed_sequence` is {}, not an integer",
+                abbreviate(&other.to_string())
+            ));
+        }
+    }
+    match object.get("key") {
+        Some(Value::String(found)) if found == key => Ok(()),
+        Some(Value::String(found)) => Err(format!(
+            "its `key` is {:?}: it holds another consumer's progress",
+            abbreviate(found)
+        )),
+        None => Err("it has no `key`".to_owned()),
+        Some(other) => Err(format!(
+            "its `key` is {}, not a string",
+            abbreviate(&other.to_string())
+        )),
+    }
+}
+
+/// At most [`ERROR_TEXT_CHARS_MAX`] characters of a text, for an error message.
+fn abbreviate(text: &str) -> String {
+    text.chars().take(ERROR_TEXT_CHARS_MAX).collect()
+}
+
 /// PHP's `(int)` cast of a decoded JSON value (see the module docs). Numbers PHP cannot
 /// hold as an integer are [`CorruptKind::SequenceOutOfRange`].
 fn php_int_cast(value: &Value) -> Result<i64, CorruptKind> {

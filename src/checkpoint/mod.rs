@@ -59,5 +59,6 @@ pub use model::{Checkpoint, IDENTITY_KEYS, METADATA_DEPTH_MAX};
 pub use reference::{CheckpointReference, CheckpointRepository};
 pub use service::{CheckpointConfig, CheckpointService, ResumeState};
 pub use store::{
-    CheckpointStore, Clock, LocatedCheckpoint, MAX_CHECKPOINT_FILE_BYTES, ScannedFile, newest_first,
+    CheckpointStore, Clock, KeyLock, LocatedCheckpoint, MAX_CHECKPOINT_FILE_BYTES, ScannedFile,
+    newest_first,
 };

@@ -130,6 +130,33 @@ impl CheckpointService {
         Ok(checkpoint)
     }
 
+    /// Saves as [`CheckpointService::save`] does, unless the file already holds a later
+    /// position (another run of the key got further): moving it back would make a resume
+    /// repeat that run's records.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldGoBack`]; as [`CheckpointService::save`] and
+    /// [`CheckpointStore::load`].
+    pub fn save_advancing(
+        &self,
+        cursor: ReadCursor,
+        metadata: JsonMap,
+    ) -> Result<Checkpoint, Error> {
+        if let Some(on_disk) = self.store.load(&self.key)? {
+            let on_disk = on_disk.cursor().last_consumed_sequence();
+            if on_disk > cursor.last_consumed_sequence() {
+                return Err(Error::WouldGoBack {
+                    key: self.key.clone(),
+                    path: self.store.path_for(&self.key),
+                    on_disk,
+                    saving: cursor.last_consumed_sequence(),
+                });
+            }
+        }
+        self.save(cursor, metadata)
+    }
+
     /// The saved checkpoint, if any.
     ///
     /// # Errors
@@ -157,13 +184,14 @@ impl CheckpointService {
         self.store.delete(&self.key)
     }
 
-    /// Where this consumer starts (see [`ResumeState::resolve`]).
+    /// Where this consumer starts (see [`ResumeState::resolve_for_resume`]): a file that
+    /// does not say exactly where is refused, never read as a guessed position.
     ///
     /// # Errors
     ///
-    /// As [`CheckpointStore::load`].
+    /// As [`CheckpointStore::load_for_resume`].
     pub fn resume_state(&self) -> Result<ResumeState, Error> {
-        ResumeState::resolve(&self.store, &self.key)
+        ResumeState::resolve_for_resume(&self.store, &self.key)
     }
 }
 
@@ -183,6 +211,19 @@ impl ResumeState {
     /// fresh start.
     pub fn resolve(store: &CheckpointStore, key: &str) -> Result<Self, Error> {
         Ok(match store.load(key)? {
+            Some(checkpoint) => Self::from_checkpoint(checkpoint),
+            None => Self::fresh(),
+        })
+    }
+
+    /// As [`ResumeState::resolve`], for a consumer that resumes: the file must say exactly
+    /// where ([`CheckpointStore::load_for_resume`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`CheckpointStore::load_for_resume`].
+    pub fn resolve_for_resume(store: &CheckpointStore, key: &str) -> Result<Self, Error> {
+        Ok(match store.load_for_resume(key)? {
             Some(checkpoint) => Self::from_checkpoint(checkpoint),
             None => Self::fresh(),
         })

@@ -189,6 +189,70 @@ impl CheckpointStore {
         Ok(None)
     }
 
+    /// Loads the checkpoint of a key as a consumer that resumes from it must: as
+    /// [`CheckpointStore::load`], and the file must also say exactly where the consumer
+    /// resumes ([`file::check_resumable`]: an integer `last_consumed_sequence` and the
+    /// consumer's own `key`).
+    ///
+    /// # Errors
+    ///
+    /// As [`CheckpointStore::load`]; [`Error::NotResumable`] naming the file and what is
+    /// wrong.
+    pub fn load_for_resume(&self, key: &str) -> Result<Option<Checkpoint>, Error> {
+        for path in self.candidate_paths(key) {
+            let Some(bytes) = self.read_bytes(&path)? else {
+                continue;
+            };
+            let checkpoint =
+                file::decode(&bytes, key, self.now()).map_err(|kind| Error::Corrupt {
+                    path: path.clone(),
+                    kind,
+                })?;
+            file::check_resumable(&bytes, key).map_err(|reason| Error::NotResumable {
+                path: path.clone(),
+                key: key.to_owned(),
+                reason,
+            })?;
+            return Ok(Some(checkpoint));
+        }
+        Ok(None)
+    }
+
+    /// Takes the run lock of a key: an exclusive advisory lock (`flock`) on the hidden
+    /// file `.<checkpoint file name>.lock` in the directory, held until the returned
+    /// guard is dropped (or the process ends, however it ends). A consumer that executes
+    /// records and saves the key's checkpoint holds it, so that two runs of one key never
+    /// both execute the same records. The lock file is left in place (removing it would
+    /// let a third run lock a new file while the second still holds the old one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyInUse`] if another process (or another guard of this one) holds it;
+    /// [`Error::Lock`] if the file cannot be created or locked.
+    pub fn lock(&self, key: &str) -> Result<KeyLock, Error> {
+        use rustix::fs::{FlockOperation, flock};
+        let path = self.dir.join(format!(".{}.lock", name::file_name(key)));
+        let lock_error = |source: std::io::Error| Error::Lock {
+            key: key.to_owned(),
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(KeyLock { _file: file, path }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::KeyInUse {
+                key: key.to_owned(),
+                path,
+            }),
+            Err(errno) => Err(lock_error(errno.into())),
+        }
+    }
+
     /// Whether a file (current or legacy name) exists for the key; its content is not checked.
     ///
     /// # Errors
@@ -359,15 +423,8 @@ impl CheckpointStore {
 
     /// Reads and decodes one file; `None` if it does not exist.
     fn read_file(&self, path: &Path, fallback_key: &str) -> Result<Option<Checkpoint>, Error> {
-        let bytes = match storage::read_regular_file_limited(path, MAX_CHECKPOINT_FILE_BYTES) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(Error::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
+        let Some(bytes) = self.read_bytes(path)? else {
+            return Ok(None);
         };
         file::decode(&bytes, fallback_key, self.now())
             .map(Some)
@@ -375,6 +432,18 @@ impl CheckpointStore {
                 path: path.to_path_buf(),
                 kind,
             })
+    }
+
+    /// The bytes of one file; `None` if it does not exist.
+    fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>, Error> {
+        match storage::read_regular_file_limited(path, MAX_CHECKPOINT_FILE_BYTES) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     fn entries(&self) -> Result<Vec<std::fs::DirEntry>, Error> {
@@ -406,6 +475,21 @@ impl CheckpointStore {
             .collect();
         files.sort();
         Ok(files)
+    }
+}
+
+/// The run lock of a checkpoint key ([`CheckpointStore::lock`]); released when dropped.
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl KeyLock {
+    /// The lock file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -115,7 +115,7 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
                 format!("cannot open the checkpoint directory {}", dir.display())
             })?;
             let checkpoint = checkpoints
-                .load(key)
+                .load_for_resume(key)
                 .with_context(|| format!("cannot load checkpoint {key}"))?
                 .with_context(|| format!("no checkpoint {key} in {}", dir.display()))?;
             // A window whose first records were pruned, or beyond the end, would prove

@@ -98,7 +98,7 @@ enum Command {
     /// Replay stored records offline: plan a batch, or run a range (dry-run by default)
     /// through a handler or guarded re-injection, resuming from a checkpoint.
     #[command(subcommand)]
-    Replay(replay::ReplayCommand),
+    Replay(Box<replay::ReplayCommand>),
     /// Rebuild recovery evidence from stored records and compare it with scenarios.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),

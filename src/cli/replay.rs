@@ -13,7 +13,10 @@
 //! (password from `--password-file`, else `ESL_PASSWORD`, else `ClueCon`).
 //!
 //! Exit codes: 0 when every record was dealt with, 1 when a handler or injector failed
-//! (progress up to the record before it is saved), 2 on errors.
+//! (progress up to the record before it is saved) or a signal stopped the run, 2 on
+//! errors: among them a resume refused (a record marked in flight, other criteria, a
+//! checkpoint file that does not say where to resume, the key in use by another run) and
+//! records pruned while the run was behind.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,15 +31,15 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use super::store::{CriteriaArgs, StoreArg, progress};
-use esl_replay::capture::{EslInjector, InjectorConfig, Password};
+use esl_replay::capture::{EslInjector, InjectorConfig, Password, command_line};
 use esl_replay::checkpoint::{
-    CheckpointService, CheckpointStore, CompatibilityValidator, ResumeState,
+    CheckpointService, CheckpointStore, CompatibilityValidator, KeyLock, ResumeState,
 };
 use esl_replay::record::{Criteria, JsonMap, ReadCursor, Record, keys, timestamp, to_ndjson_line};
 use esl_replay::replay::{
     BoxError, ExecutionCandidate, ExecutionConfig, ExecutionResult, ExecutionSettings, Executor,
-    Handler, HandlerRegistry, HandlerResult, InjectionResult, Injector, Outcome as ReplayOutcome,
-    Plan, RangeOptions, replay_range,
+    Handler, HandlerRegistry, HandlerResult, IN_FLIGHT_KEY, InjectionResult, Injector,
+    Outcome as ReplayOutcome, Plan, RangeOptions, in_flight_sequence, replay_range,
 };
 use esl_replay::store::ArtifactReader;
 
@@ -168,6 +171,23 @@ pub(crate) struct RunArgs {
     /// File holding the target's `auth` password (else `ESL_PASSWORD`, else `ClueCon`).
     #[arg(long, requires = "reinject_to")]
     password_file: Option<PathBuf>,
+    /// How long a re-injected command's reply may take (e.g. `30s`, `2m`). A command whose
+    /// reply does not come in time stays *unconfirmed*: the run stops, and the checkpoint
+    /// marks the record in flight.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "reinject_to")]
+    reply_timeout: Option<std::time::Duration>,
+    /// Resume past a record the checkpoint marks in flight (sent by an earlier run, its
+    /// reply never came) by sending it again: only once the target shows it did not run.
+    #[arg(long, conflicts_with = "skip_unconfirmed")]
+    retry_unconfirmed: bool,
+    /// Resume past a record the checkpoint marks in flight by counting it as done (it ran
+    /// on the target, or must not run again).
+    #[arg(long)]
+    skip_unconfirmed: bool,
+    /// Resume a checkpoint saved by a run with other criteria (records the old criteria
+    /// left out before the checkpoint are not replayed).
+    #[arg(long)]
+    allow_criteria_change: bool,
     /// Print only the summary, not one line per record.
     #[arg(long)]
     summary: bool,
@@ -184,28 +204,59 @@ pub(crate) fn run(command: &ReplayCommand) -> anyhow::Result<Outcome> {
 }
 
 /// Where a range starts: the cursor, and with a checkpoint, the service that keeps
-/// progress and the metadata the checkpoint held (which saves keep).
+/// progress, the metadata the checkpoint held (which saves keep), and for a run that
+/// saves, the key's run lock (held until the run ends).
 struct Start {
     cursor: ReadCursor,
     service: Option<CheckpointService>,
     metadata: JsonMap,
+    _lock: Option<KeyLock>,
 }
+
+/// How a run that resumes treats what its checkpoint says about earlier runs.
+#[derive(Default)]
+struct Resume {
+    /// The run saves progress (`run --execute`): it takes the key's lock, and refuses to
+    /// resume past an unconfirmed record or with other criteria unless told to.
+    save: bool,
+    retry_unconfirmed: bool,
+    skip_unconfirmed: bool,
+    allow_criteria_change: bool,
+}
+
+/// The checkpoint metadata key holding the criteria of the run that saved it.
+const CRITERIA_KEY: &str = "replay_criteria";
 
 /// Where to start. Only a run that saves (`save`) creates a missing checkpoint directory;
 /// otherwise a missing directory means a fresh start. Either way a start without a saved
 /// checkpoint is said on standard error: a mistyped directory or key must not pass unseen.
-fn start(args: &RangeArgs, save: bool, store: &dyn ArtifactReader) -> anyhow::Result<Start> {
+fn start(
+    args: &RangeArgs,
+    resume: &Resume,
+    criteria: &Criteria,
+    store: &dyn ArtifactReader,
+) -> anyhow::Result<Start> {
     let (Some(dir), Some(key)) = (&args.checkpoint_dir, &args.checkpoint_key) else {
+        if let Some(after) = args.after {
+            let last = store.stats()?.last_sequence;
+            if after > last {
+                bail!(
+                    "--after {after} is past the store's last sequence {last}: the run would skip \
+                     every record stored until the store passes it (is this the right store?)"
+                );
+            }
+        }
         return Ok(Start {
             cursor: ReadCursor::new(args.after.unwrap_or(0), None),
             service: None,
             metadata: JsonMap::new(),
+            _lock: None,
         });
     };
     if dir.exists() && !dir.is_dir() {
         bail!("--checkpoint-dir {} is not a directory", dir.display());
     }
-    if !save && !dir.is_dir() {
+    if !resume.save && !dir.is_dir() {
         eprintln!(
             "note: no checkpoint directory {}; starting at the first record",
             dir.display()
@@ -214,12 +265,22 @@ fn start(args: &RangeArgs, save: bool, store: &dyn ArtifactReader) -> anyhow::Re
             cursor: ReadCursor::start(),
             service: None,
             metadata: JsonMap::new(),
+            _lock: None,
         });
     }
     let checkpoints = CheckpointStore::open(dir)
         .with_context(|| format!("cannot open the checkpoint directory {}", dir.display()))?;
-    let state = ResumeState::resolve(&checkpoints, key)
+    // Taken before the checkpoint is read: no other run of the key moves it meanwhile.
+    let lock = if resume.save {
+        Some(checkpoints.lock(key)?)
+    } else {
+        None
+    };
+    let state = ResumeState::resolve_for_resume(&checkpoints, key)
         .with_context(|| format!("cannot load checkpoint `{key}`"))?;
+    let service = CheckpointService::new(checkpoints, key.clone())
+        .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
+    let mut cursor = *state.cursor();
     // Resuming past pruned records, or from beyond the end, would skip records unseen.
     let metadata = match state.checkpoint() {
         Some(checkpoint) => {
@@ -228,7 +289,40 @@ fn start(args: &RangeArgs, save: bool, store: &dyn ArtifactReader) -> anyhow::Re
                 .with_context(|| {
                     format!("cannot resume from checkpoint `{key}` in {}", dir.display())
                 })?;
-            checkpoint.metadata().clone()
+            let mut metadata = checkpoint.metadata().clone();
+            check_criteria(&metadata, criteria, resume, key, dir)?;
+            if let Some(mark) = in_flight_sequence(&metadata) {
+                let sequence = mark.unwrap_or(cursor.last_consumed_sequence() + 1);
+                let record = describe_in_flight(&metadata, sequence);
+                if !resume.save {
+                    eprintln!(
+                        "note: checkpoint `{key}` marks {record} in flight: an earlier run sent it \
+                         and its reply never came"
+                    );
+                } else if resume.skip_unconfirmed {
+                    eprintln!("note: --skip-unconfirmed: counting {record} as done");
+                    cursor = ReadCursor::new(sequence.max(cursor.last_consumed_sequence()), None);
+                } else if resume.retry_unconfirmed {
+                    eprintln!("note: --retry-unconfirmed: sending {record} again");
+                } else {
+                    bail!(
+                        "checkpoint `{key}` in {} marks {record} in flight: an earlier run sent it to \
+                         the switch and its reply never came, so it may have run; resuming would send \
+                         it again. Check on the switch whether it ran, then resume with \
+                         --skip-unconfirmed (it ran: go on after it) or --retry-unconfirmed (it did \
+                         not: send it again)",
+                        dir.display()
+                    );
+                }
+                if resume.save {
+                    metadata.shift_remove(IN_FLIGHT_KEY);
+                    // Decided once: the mark is gone from the file before anything is sent.
+                    service
+                        .save_advancing(cursor, with_criteria(metadata.clone(), criteria))
+                        .with_context(|| format!("cannot save checkpoint `{key}`"))?;
+                }
+            }
+            metadata
         }
         None => {
             eprintln!(
@@ -238,20 +332,100 @@ fn start(args: &RangeArgs, save: bool, store: &dyn ArtifactReader) -> anyhow::Re
             JsonMap::new()
         }
     };
-    let service = CheckpointService::new(checkpoints, key.clone())
-        .with_context(|| format!("--checkpoint-key {key:?} cannot name a checkpoint"))?;
     Ok(Start {
-        cursor: *state.cursor(),
+        cursor,
         service: Some(service),
         metadata,
+        _lock: lock,
     })
+}
+
+/// `record N (artifact, id)` for the record a checkpoint marks in flight.
+fn describe_in_flight(metadata: &JsonMap, sequence: u64) -> String {
+    let mark = metadata.get(IN_FLIGHT_KEY);
+    let field = |name: &str| mark.and_then(|m| m.get(name)).and_then(Value::as_str);
+    match (field("artifact_name"), field("record_id")) {
+        (Some(artifact), Some(id)) => format!("record {sequence} ({artifact}, id {id})"),
+        _ => format!("record {sequence}"),
+    }
+}
+
+/// The criteria as saved in checkpoint metadata: each field given, time bounds to the
+/// nanosecond (RFC 3339), so that any difference is seen.
+fn criteria_json(criteria: &Criteria) -> Value {
+    let fields = criteria.fields();
+    let mut saved = JsonMap::new();
+    for (key, value) in [
+        ("captured_from", &fields.captured_from),
+        ("captured_until", &fields.captured_until),
+    ] {
+        if let Some(at) = value {
+            let text = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| at.unix_timestamp_nanos().to_string());
+            saved.insert(key.to_owned(), Value::String(text));
+        }
+    }
+    for (key, value) in [
+        ("artifact_name", &fields.artifact_name),
+        ("job_uuid", &fields.job_uuid),
+        ("replay_session_id", &fields.replay_session_id),
+        ("pbx_node_slug", &fields.pbx_node_slug),
+        ("worker_session_id", &fields.worker_session_id),
+        ("session_id", &fields.session_id),
+        ("connection_generation", &fields.connection_generation),
+    ] {
+        if let Some(value) = value {
+            saved.insert(key.to_owned(), Value::String(value.clone()));
+        }
+    }
+    Value::Object(saved)
+}
+
+/// The metadata with the criteria of this run under [`CRITERIA_KEY`].
+fn with_criteria(mut metadata: JsonMap, criteria: &Criteria) -> JsonMap {
+    metadata.insert(CRITERIA_KEY.to_owned(), criteria_json(criteria));
+    metadata
+}
+
+/// A resume with criteria other than those the checkpoint was saved with would skip the
+/// records the old criteria left out (or replay others): refused unless allowed. A
+/// checkpoint without saved criteria (older, or saved by another tool) is not checked.
+fn check_criteria(
+    metadata: &JsonMap,
+    criteria: &Criteria,
+    resume: &Resume,
+    key: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let Some(saved) = metadata.get(CRITERIA_KEY) else {
+        return Ok(());
+    };
+    let now = criteria_json(criteria);
+    // The checkpoint file writes an empty map as PHP does, `[]`, and reads it back a list.
+    let same = *saved == now
+        || (saved.as_array().is_some_and(Vec::is_empty)
+            && now.as_object().is_some_and(JsonMap::is_empty));
+    if same || !resume.save {
+        return Ok(());
+    }
+    if resume.allow_criteria_change {
+        eprintln!("note: --allow-criteria-change: resuming checkpoint `{key}` with other criteria");
+        return Ok(());
+    }
+    bail!(
+        "checkpoint `{key}` in {} was saved by a run with the criteria {saved}, but this run's are \
+         {now}: records one selects and the other does not would be skipped or replayed. Resume \
+         with the same criteria, or pass --allow-criteria-change",
+        dir.display()
+    )
 }
 
 fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let range = &args.range;
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
-    let cursor = start(range, false, store.as_ref())?.cursor;
+    let cursor = start(range, &Resume::default(), &criteria, store.as_ref())?.cursor;
     let config = ExecutionConfig::new(ExecutionSettings {
         batch_limit: range.batch,
         ..ExecutionSettings::default()
@@ -312,13 +486,22 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let store = range.store.open_read()?;
     let criteria = range.criteria.criteria()?;
+    let resume = Resume {
+        save: !dry_run,
+        retry_unconfirmed: args.retry_unconfirmed,
+        skip_unconfirmed: args.skip_unconfirmed,
+        allow_criteria_change: args.allow_criteria_change,
+    };
     let Start {
         cursor,
         service: checkpoint,
-        metadata: mut checkpoint_metadata,
-    } = start(range, !dry_run, store.as_ref())?;
+        metadata: checkpoint_metadata,
+        _lock,
+    } = start(range, &resume, &criteria, store.as_ref())?;
     // What the checkpoint held stays (retention queries find its consumer by it); the
-    // criteria's anchors are added or replace their keys.
+    // criteria's anchors are added or replace their keys, and the criteria are kept whole
+    // so that a resume with others is seen.
+    let mut checkpoint_metadata = with_criteria(checkpoint_metadata, &criteria);
     checkpoint_metadata.extend(anchors(&criteria));
     let config = ExecutionConfig::new(ExecutionSettings {
         dry_run,
@@ -353,8 +536,20 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         until: range.until,
         checkpoint: checkpoint.as_ref(),
         checkpoint_metadata,
+        // Slow external side effects: a resume must not repeat one however the run ends
+        // (the exec handler; live re-injection always saves after every record).
+        save_every_record: !dry_run && args.handler == HandlerKind::Exec,
     };
+    // What the batches so far did, for the summary of a run that ends in an error.
+    let mut partial = (0_u64, 0_u64, 0_u64, 0_u64, first);
     let report = replay_range(&mut executor, cursor, &options, |result| {
+        partial.0 += 1;
+        partial.1 += result.plan().record_count() as u64;
+        partial.2 += result.processed_count();
+        partial.3 += result.skipped_count();
+        if let Some(last) = result.last_dealt_sequence() {
+            partial.4 = last;
+        }
         if let Some(last) = result.plan().last_sequence() {
             bar.set_position(last.saturating_sub(first));
         }
@@ -371,8 +566,21 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         if let Err(error) = written.and_then(|()| out.flush()) {
             write_error.get_or_insert(error);
         }
-    })?;
+    });
     bar.finish_and_clear();
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            let (batches, records, processed, skipped, last) = partial;
+            eprintln!(
+                "{}replay ended by an error after {records} records in {batches} {}: {processed} \
+                 processed, {skipped} skipped; last consumed sequence {last}",
+                if dry_run { "dry-run: " } else { "" },
+                if batches == 1 { "batch" } else { "batches" },
+            );
+            return Err(error.into());
+        }
+    };
     if let Some(error) = write_error {
         return Err(error.into());
     }
@@ -388,6 +596,8 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
             "records": report.records,
             "processed": report.processed,
             "skipped": report.skipped,
+            "not_reached": report.not_reached,
+            "unconfirmed_sequence": report.unconfirmed,
             "last_consumed_sequence": report.cursor.last_consumed_sequence(),
             "checkpoints_saved": report.checkpoints_saved,
             "error": report.error,
@@ -406,7 +616,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
         let mut err = std::io::stderr().lock();
         writeln!(
             err,
-            "{}{} records in {} {}: {} processed, {} skipped; last consumed sequence {}{}",
+            "{}{} records in {} {}: {} processed, {} skipped{}; last consumed sequence {}{}",
             if dry_run { "dry-run: " } else { "" },
             report.records,
             report.batches,
@@ -417,6 +627,11 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
             },
             report.processed,
             report.skipped,
+            if report.not_reached > 0 {
+                format!(", {} not reached", report.not_reached)
+            } else {
+                String::new()
+            },
             report.cursor.last_consumed_sequence(),
             match (&checkpoint, report.checkpoints_saved) {
                 (Some(service), saved) if saved > 0 =>
@@ -431,6 +646,14 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
                 report.cursor.last_consumed_sequence() + 1
             )?;
         }
+        if let Some(sequence) = report.unconfirmed {
+            writeln!(
+                err,
+                "record {sequence} was sent but its reply never came: it is unconfirmed (it may \
+                 have run). The checkpoint marks it in flight; a resume refuses until told \
+                 --skip-unconfirmed or --retry-unconfirmed"
+            )?;
+        }
         if report.stopped {
             writeln!(
                 err,
@@ -439,7 +662,7 @@ fn execute(args: &RunArgs) -> anyhow::Result<Outcome> {
             )?;
         }
     }
-    Ok(if report.success() && !report.stopped {
+    Ok(if report.success() {
         Outcome::Success
     } else {
         Outcome::ProblemsFound
@@ -526,6 +749,9 @@ fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> 
     };
     let mut config = InjectorConfig::new(address.clone());
     config.password = injection_password(args.password_file.as_deref())?;
+    if let Some(timeout) = args.reply_timeout {
+        config.reply_timeout = timeout;
+    }
     Ok(Box::new(
         EslInjector::new(config).context("cannot start the ESL injector")?,
     ))
@@ -563,6 +789,11 @@ impl Injector for NoTarget {
 
     fn inject(&mut self, _candidate: &ExecutionCandidate) -> Result<InjectionResult, BoxError> {
         Err("no injector target configured".into())
+    }
+
+    /// The ESL injector's own parse: a dry-run reports what a live run would reject.
+    fn check(&self, candidate: &ExecutionCandidate) -> Result<(), BoxError> {
+        command_line(candidate).map(|_| ()).map_err(Into::into)
     }
 }
 

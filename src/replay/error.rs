@@ -68,6 +68,17 @@ pub enum Error {
         /// The requested last sequence.
         until: u64,
     },
+    /// Records the range needed were pruned while it ran (by a prune that did not honour
+    /// this consumer); going on would skip them unseen.
+    #[error(
+        "records were pruned while the replay ran: it needs sequence {required_next} next, but the first retained sequence is {first_retained}; the records in between are gone (start again with --after {first_retained} minus one to go on without them)"
+    )]
+    PrunedWhileReplaying {
+        /// The next sequence the replay needed.
+        required_next: u64,
+        /// The first sequence the store retains (or assigns next, when it holds none).
+        first_retained: u64,
+    },
     /// A fold option is out of range.
     #[error("fold option {option} must be >= 1")]
     InvalidFoldOption {

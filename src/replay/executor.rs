@@ -10,7 +10,9 @@
 //!   classifier clears are handed to the injector, the rest are rejected with a reason.
 //!
 //! A handler or injector error stops the batch: the result is failed, carries the outcomes
-//! produced before the failing record and the error's message.
+//! produced before the failing record and the error's message. A stop
+//! ([`Executor::stop_when`]) before the batch's last record also leaves the result not
+//! successful (without an error): not every planned record was dealt with.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use time::OffsetDateTime;
 
 use super::handler::HandlerRegistry;
 use super::inject::{
-    Classifier, DefaultClassifier, ExecutionCandidate, InjectionGuard, Injector, Verdict,
+    Classifier, DefaultClassifier, ExecutionCandidate, InjectionGuard, Injector, NotSent,
+    REJECT_CANNOT_SEND, Verdict,
 };
 use super::plan::{ExecutionResult, Outcome, OutcomeRecord, Plan};
 use super::{Error, ExecutionConfig};
@@ -222,12 +225,25 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
     /// Executes a plan: dry-run if the plan says so, else re-injection if this executor's
     /// configuration enables it, else observational.
     pub fn execute(&mut self, plan: Plan) -> ExecutionResult {
+        self.execute_with(plan, &mut |_| Ok(()))
+    }
+
+    /// Executes a plan as [`Executor::execute`] does, telling `observer` about each step of
+    /// live execution as it happens ([`Step`]): before each injection is sent, after each
+    /// record is dealt with, and when an injection failed without sending anything. An
+    /// error from the observer stops the batch there (before the send, for
+    /// [`Step::Sending`]): the result is failed with the observer's message.
+    pub fn execute_with(
+        &mut self,
+        plan: Plan,
+        observer: &mut dyn FnMut(Step<'_>) -> Result<(), String>,
+    ) -> ExecutionResult {
         if plan.is_dry_run() {
             self.dry_run(plan)
         } else if self.config.reinjection_enabled() {
-            self.reinject(plan)
+            self.reinject(plan, observer)
         } else {
-            self.observe(plan)
+            self.observe(plan, observer)
         }
     }
 
@@ -246,7 +262,9 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
             .records()
             .iter()
             .map(|record| {
-                let verdict = self.verdict(record);
+                let verdict = self
+                    .verdict(record)
+                    .map(|verdict| self.sendable(record, verdict));
                 Outcome::DryRunSkip {
                     record: OutcomeRecord::of(record),
                     handler: self
@@ -265,7 +283,27 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
         finished(plan, true, 0, skipped, outcomes, None)
     }
 
-    fn observe(&mut self, plan: Plan) -> ExecutionResult {
+    /// A verdict of eligible stands only if the injector could send the record
+    /// ([`Injector::check`]): dry-run and live execution judge a record alike.
+    fn sendable(&self, record: &Record, verdict: Verdict) -> Verdict {
+        match (&verdict, self.injector.as_ref()) {
+            (Verdict::Eligible, Some(injector)) => {
+                match injector.check(&ExecutionCandidate::new(record.clone())) {
+                    Ok(()) => verdict,
+                    Err(error) => Verdict::Rejected(
+                        format!("{REJECT_CANNOT_SEND}: {}", error_chain(&*error)).into(),
+                    ),
+                }
+            }
+            _ => verdict,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        plan: Plan,
+        observer: &mut dyn FnMut(Step<'_>) -> Result<(), String>,
+    ) -> ExecutionResult {
         let mut outcomes = Vec::with_capacity(plan.record_count());
         let mut failure = None;
         for record in plan.records() {
@@ -293,12 +331,21 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
                 },
             };
             outcomes.push(outcome);
+            if let Err(error) = observer(Step::Dealt(record)) {
+                failure = Some(error);
+                break;
+            }
         }
         let processed = outcomes.len() as u64;
-        finished(plan, failure.is_none(), processed, 0, outcomes, failure)
+        let complete = failure.is_none() && outcomes.len() == plan.record_count();
+        finished(plan, complete, processed, 0, outcomes, failure)
     }
 
-    fn reinject(&mut self, plan: Plan) -> ExecutionResult {
+    fn reinject(
+        &mut self,
+        plan: Plan,
+        observer: &mut dyn FnMut(Step<'_>) -> Result<(), String>,
+    ) -> ExecutionResult {
         let mut outcomes = Vec::with_capacity(plan.record_count());
         let (mut processed, mut skipped) = (0, 0);
         let mut failure = None;
@@ -306,7 +353,9 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
             if self.stopping() {
                 break;
             }
-            let verdict = self.verdict(record);
+            let verdict = self
+                .verdict(record)
+                .map(|verdict| self.sendable(record, verdict));
             let Some(Verdict::Eligible) = verdict else {
                 skipped += 1;
                 outcomes.push(Outcome::ReinjectionRejected {
@@ -318,12 +367,20 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
                         _ => super::inject::REJECT_NOT_ALLOWLISTED.into(),
                     },
                 });
+                if let Err(error) = observer(Step::Dealt(record)) {
+                    failure = Some(error);
+                    break;
+                }
                 continue;
             };
             let Some(injector) = self.injector.as_mut() else {
                 failure = Some(Error::InjectorRequired.to_string());
                 break;
             };
+            if let Err(error) = observer(Step::Sending(record)) {
+                failure = Some(error);
+                break;
+            }
             match injector.inject(&ExecutionCandidate::new(record.clone())) {
                 Ok(result) => {
                     processed += 1;
@@ -333,22 +390,41 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
                         action,
                         metadata,
                     });
+                    if let Err(error) = observer(Step::Dealt(record)) {
+                        failure = Some(error);
+                        break;
+                    }
                 }
                 Err(error) => {
-                    failure = Some(error_chain(&*error));
+                    let mut message = error_chain(&*error);
+                    if NotSent::is(&*error)
+                        && let Err(observed) = observer(Step::NotSent(record))
+                    {
+                        message = format!("{message}; then: {observed}");
+                    }
+                    failure = Some(message);
                     break;
                 }
             }
         }
-        finished(
-            plan,
-            failure.is_none(),
-            processed,
-            skipped,
-            outcomes,
-            failure,
-        )
+        let complete = failure.is_none() && outcomes.len() == plan.record_count();
+        finished(plan, complete, processed, skipped, outcomes, failure)
     }
+}
+
+/// One step of live execution, as [`Executor::execute_with`] reports it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Step<'r> {
+    /// The injector is about to send this record. Once it is sent, only a reply confirms
+    /// it: an observer that keeps progress durably marks it in flight here.
+    Sending(&'r Record),
+    /// This record was dealt with: it has its outcome (handled, observed, injected or
+    /// rejected).
+    Dealt(&'r Record),
+    /// The injection of this record failed without sending anything ([`NotSent`]): it is
+    /// no longer in flight.
+    NotSent(&'r Record),
 }
 
 fn finished(

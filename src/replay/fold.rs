@@ -38,6 +38,10 @@ impl Stream {
 
     /// A stream keyed by its criteria: `all` when they select everything, else the JSON
     /// object of the set conditions in a fixed order (so equal criteria share snapshots).
+    /// Time bounds are keyed exactly as the criteria compare them, to the nanosecond:
+    /// whole milliseconds in the reference text (the key snapshots were always stored
+    /// under), finer bounds in full (two bounds that differ below a millisecond select
+    /// different records, so they must not share snapshots).
     #[must_use]
     pub fn from_criteria(criteria: Criteria) -> Self {
         let fields = criteria.fields();
@@ -49,17 +53,11 @@ impl Stream {
         };
         put(
             "captured_from",
-            fields
-                .captured_from
-                .as_ref()
-                .map(timestamp::to_reference_text),
+            fields.captured_from.as_ref().map(bound_text),
         );
         put(
             "captured_until",
-            fields
-                .captured_until
-                .as_ref()
-                .map(timestamp::to_reference_text),
+            fields.captured_until.as_ref().map(bound_text),
         );
         put("artifact_name", fields.artifact_name.clone());
         put("job_uuid", fields.job_uuid.clone());
@@ -201,4 +199,49 @@ where
         applied,
         snapshots_saved,
     })
+}
+
+/// A time bound as a stream key holds it (see [`Stream::from_criteria`]).
+fn bound_text(at: &time::OffsetDateTime) -> String {
+    if at.nanosecond().is_multiple_of(1_000_000) {
+        return timestamp::to_reference_text(at);
+    }
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{}ns", at.unix_timestamp_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::record::CriteriaFields;
+
+    fn key_from(at: time::OffsetDateTime) -> String {
+        Stream::from_criteria(
+            Criteria::new(CriteriaFields {
+                captured_from: Some(at),
+                ..CriteriaFields::default()
+            })
+            .unwrap(),
+        )
+        .key()
+        .to_owned()
+    }
+
+    #[test]
+    fn time_bounds_are_keyed_to_the_nanosecond_and_millisecond_keys_stay() {
+        assert_eq!(
+            key_from(datetime!(2024-01-15 12:00:00.123 +02:00)),
+            r#"{"captured_from":"2024-01-15T12:00:00.123+02:00"}"#
+        );
+        let fine = key_from(datetime!(2024-01-15 12:00:00.123_000_001 UTC));
+        let finer = key_from(datetime!(2024-01-15 12:00:00.123_000_002 UTC));
+        assert_ne!(fine, finer);
+        assert_ne!(fine, key_from(datetime!(2024-01-15 12:00:00.123 UTC)));
+        assert_eq!(
+            fine,
+            r#"{"captured_from":"2024-01-15T12:00:00.123000001Z"}"#
+        );
+    }
 }

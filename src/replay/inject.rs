@@ -26,6 +26,10 @@ pub const REJECT_OBSERVATIONAL: &str = "artifact type is observational and not i
 /// The rejection reason of an executable artifact missing from the allowlist.
 pub const REJECT_NOT_ALLOWLISTED: &str = "artifact type is not allowlisted for reinjection";
 
+/// The start of the rejection reason of an allowlisted dispatch the injector cannot send
+/// (its record holds no command it can build); the injector's reason follows.
+pub const REJECT_CANNOT_SEND: &str = "record cannot be sent";
+
 /// The exact artifact names re-injection may send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InjectionGuard {
@@ -175,4 +179,43 @@ pub trait Injector: Send {
     ///
     /// Whatever the transport considers a failure.
     fn inject(&mut self, candidate: &ExecutionCandidate) -> Result<InjectionResult, BoxError>;
+
+    /// Whether this injector could send the candidate at all (whether its record holds a
+    /// command it can send), without sending anything. Dry-run reports a refusal as a
+    /// record that would not be re-injected, and live execution rejects the record with
+    /// the refusal as its reason instead of failing on it; the default accepts everything.
+    ///
+    /// # Errors
+    ///
+    /// Why the candidate cannot be sent.
+    fn check(&self, candidate: &ExecutionCandidate) -> Result<(), BoxError> {
+        let _ = candidate;
+        Ok(())
+    }
+}
+
+/// An injector's error saying that nothing was sent: the command never left this process
+/// (the connection or authentication failed before it), so sending it again later cannot
+/// run it twice. Any other error of [`Injector::inject`] leaves the record *unconfirmed*:
+/// it may have reached the target, and a resume must not send it again unasked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NotSent {
+    message: String,
+}
+
+impl NotSent {
+    /// An error with this message (which should say why nothing was sent).
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// Whether an injector's error says nothing was sent.
+    #[must_use]
+    pub fn is(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+        error.downcast_ref::<NotSent>().is_some()
+    }
 }

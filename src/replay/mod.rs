@@ -62,19 +62,19 @@ mod snapshot;
 
 pub use config::{DEFAULT_BATCH_LIMIT, ExecutionConfig, ExecutionSettings};
 pub use error::Error;
-pub use executor::Executor;
+pub use executor::{Executor, Step};
 pub use fold::{FoldOptions, Folded, Stream, fold};
 pub use handler::{ActionResult, BoxError, Handler, HandlerRegistry, HandlerResult};
 pub use inject::{
     Classifier, DefaultClassifier, ELIGIBLE, EXECUTABLE_ARTIFACTS, ExecutionCandidate,
-    InjectionGuard, InjectionResult, Injector, REJECT_NOT_ALLOWLISTED, REJECT_OBSERVATIONAL,
-    Verdict,
+    InjectionGuard, InjectionResult, Injector, NotSent, REJECT_CANNOT_SEND, REJECT_NOT_ALLOWLISTED,
+    REJECT_OBSERVATIONAL, Verdict,
 };
 pub use plan::{
     ACTION_DRY_RUN_SKIP, ACTION_OBSERVED, ACTION_REINJECTION_REJECTED, ExecutionResult, Outcome,
     OutcomeRecord, Plan,
 };
-pub use range::{RangeOptions, RangeReport, replay_range};
+pub use range::{IN_FLIGHT_KEY, RangeOptions, RangeReport, in_flight_sequence, replay_range};
 pub use snapshot::{
     DirSnapshots, MAX_SNAPSHOT_FILE_BYTES, MemorySnapshots, SNAPSHOT_FORMAT, Snapshot,
     SnapshotStore,

@@ -184,7 +184,7 @@ fn a_wrong_password_or_a_dead_target_fails_the_replay_with_a_clear_error() {
 }
 
 #[test]
-fn a_record_whose_line_does_not_match_its_artifact_is_refused() {
+fn a_record_whose_line_does_not_match_its_artifact_is_rejected_unsent() {
     let dir = tempfile::tempdir().unwrap();
     write_store(
         dir.path(),
@@ -205,12 +205,18 @@ fn a_record_whose_line_does_not_match_its_artifact_is_refused() {
         )),
     )
     .unwrap();
+    // Rejected with the injector's reason, as the dry-run reports it, not failed on.
     let result = executor.execute(executor.plan(&ReadCursor::start()).unwrap());
-    let error = result.error().unwrap();
-    assert!(
-        error.contains("not a `api <command>` line"),
-        "unexpected error: {error}"
-    );
+    assert!(result.success(), "{:?}", result.error());
+    assert_eq!(result.skipped_count(), 1);
+    match &result.outcomes()[0] {
+        Outcome::ReinjectionRejected { reason, .. } => assert!(
+            reason.starts_with("record cannot be sent:")
+                && reason.contains("not a `api <command>` line"),
+            "unexpected reason: {reason}"
+        ),
+        other => panic!("not rejected: {other:?}"),
+    }
 }
 
 /// `replay run --reinject-to` against `serve` of a recording: the served store answers

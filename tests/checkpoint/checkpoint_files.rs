@@ -607,3 +607,38 @@ fn a_fifo_in_place_of_a_file_is_refused_not_waited_on() {
         esl_replay::storage::remove_durable(&path).unwrap();
     }
 }
+
+/// Lenient reading (listings, the reference's casts) stays, but a consumer that resumes
+/// (`resume_state`: the forwarder; `load_for_resume`: replay and evidence) gets
+/// `NotResumable` naming the file for a position that is not an integer or a file of
+/// another key, never a guessed sequence 0 or 1. A file our own save wrote resumes.
+#[test]
+fn resuming_needs_an_integer_sequence_and_the_consumers_own_key() {
+    let dir = tempdir().unwrap();
+    let store = fixed_store(dir.path());
+    let service = esl_replay::checkpoint::CheckpointService::new(store.clone(), "k").unwrap();
+    let file = store.path_for("k");
+    for content in [
+        "{}",
+        r#"{"key":"k","last_consumed_sequence":"garbage"}"#,
+        r#"{"key":"k","last_consumed_sequence":null}"#,
+        r#"{"key":"k","last_consumed_sequence":[5]}"#,
+        r#"{"key":"k","last_consumed_sequence":7.0}"#,
+        r#"{"last_consumed_sequence":7}"#,
+        r#"{"key":"other","last_consumed_sequence":7}"#,
+    ] {
+        std::fs::write(&file, content).unwrap();
+        assert!(store.load("k").unwrap().is_some(), "{content}");
+        let error = service.resume_state().unwrap_err();
+        assert!(
+            matches!(&error, Error::NotResumable { path, key, .. } if *path == file && key == "k"),
+            "{content}: {error:?}"
+        );
+        assert!(store.load_for_resume("k").is_err(), "{content}");
+    }
+    service
+        .save(ReadCursor::new(7, None), JsonMap::new())
+        .unwrap();
+    let state = service.resume_state().unwrap();
+    assert_eq!(state.cursor().last_consumed_sequence(), 7);
+}

@@ -8,3 +8,5 @@ mod support;
 mod replay_cli;
 mod replay_executor;
 mod replay_fold;
+#[cfg(feature = "cli")]
+mod replay_resume;

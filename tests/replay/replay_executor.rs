@@ -1156,6 +1156,211 @@ mod range {
         assert_eq!(report.cursor.last_consumed_sequence(), 3);
     }
 
+    /// A handler that runs `prune` on its first call (a prune that ignores the replay's
+    /// checkpoint, run while the replay is behind), then handles every record.
+    struct PruneOnFirstCall {
+        prune: Option<Box<dyn FnOnce() + Send>>,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl esl_replay::replay::Handler for PruneOnFirstCall {
+        fn name(&self) -> &str {
+            "prune-on-first-call"
+        }
+
+        fn handle(
+            &mut self,
+            record: &esl_replay::record::Record,
+        ) -> Result<esl_replay::replay::HandlerResult, esl_replay::replay::BoxError> {
+            if let Some(prune) = self.prune.take() {
+                prune();
+            }
+            self.seen.lock().unwrap().push(record.append_sequence());
+            Ok(esl_replay::replay::HandlerResult::new(
+                "handled",
+                JsonMap::new(),
+            )?)
+        }
+    }
+
+    /// Records pruned while the range runs (between two batches) are not skipped: the
+    /// range stops naming the sequence it needs and the first retained one, with its
+    /// checkpoint after the batch it finished, as a resume past them is refused.
+    #[test]
+    fn records_pruned_while_the_range_runs_are_refused_not_skipped() {
+        use esl_replay::retention::{self, PrunePolicy};
+        use esl_replay::store::{LogStore, dataset};
+
+        for with_checkpoint in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            let mut writer = crate::support::process::open_store(&root).unwrap();
+            writer
+                .write_batch((0..100).map(dataset::envelope).collect())
+                .unwrap();
+            writer.sync().unwrap();
+            let reader = LogStore::open_read_only(&root).unwrap();
+            let keep_40 = PrunePolicy {
+                max_record_age: None,
+                max_stream_bytes: Some(1),
+                protected_record_count: 40,
+            };
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut handlers = HandlerRegistry::new();
+            handlers.set_fallback(Box::new(PruneOnFirstCall {
+                prune: Some(Box::new(move || {
+                    let pruned =
+                        retention::prune(&writer, &[], &keep_40, OffsetDateTime::now_utc())
+                            .unwrap();
+                    assert_eq!(pruned.plan.retained_first_sequence, Some(61));
+                })),
+                seen: std::sync::Arc::clone(&seen),
+            }));
+            let service = service(dir.path());
+            let mut executor =
+                Executor::new(batches_of(7, false), &*reader, handlers, None).unwrap();
+            let options = RangeOptions {
+                checkpoint: with_checkpoint.then_some(&service),
+                ..RangeOptions::default()
+            };
+            let error =
+                replay_range(&mut executor, ReadCursor::start(), &options, |_| {}).unwrap_err();
+            if with_checkpoint {
+                assert!(
+                    matches!(
+                        error,
+                        Error::Checkpoint(esl_replay::checkpoint::Error::Incompatible {
+                            required_next: 8,
+                            first_retained: 61,
+                            ..
+                        })
+                    ),
+                    "{error:?}"
+                );
+                let saved = service.load().unwrap().unwrap();
+                assert_eq!(saved.cursor().last_consumed_sequence(), 7);
+            } else {
+                assert!(
+                    matches!(
+                        error,
+                        Error::PrunedWhileReplaying {
+                            required_next: 8,
+                            first_retained: 61,
+                        }
+                    ),
+                    "{error:?}"
+                );
+            }
+            assert_eq!(*seen.lock().unwrap(), (1..=7).collect::<Vec<_>>());
+        }
+    }
+
+    /// A run that would save its checkpoint behind the one on disk (another run of the key
+    /// got further) refuses rather than move it back.
+    #[test]
+    fn a_checkpoint_is_never_saved_behind_the_one_on_disk() {
+        let (dir, store) = log_store(&["event.raw"; 6]);
+        let service = service(dir.path());
+        service
+            .save(ReadCursor::new(5, None), JsonMap::new())
+            .unwrap();
+        let mut executor =
+            Executor::new(batches_of(2, false), &store, HandlerRegistry::new(), None).unwrap();
+        let options = RangeOptions {
+            checkpoint: Some(&service),
+            ..RangeOptions::default()
+        };
+        let error = replay_range(&mut executor, ReadCursor::start(), &options, |_| {}).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Checkpoint(esl_replay::checkpoint::Error::WouldGoBack {
+                    on_disk: 5,
+                    saving: 2,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            service
+                .load()
+                .unwrap()
+                .unwrap()
+                .cursor()
+                .last_consumed_sequence(),
+            5
+        );
+    }
+
+    /// A handler that sets the stop flag while handling its `at`-th record.
+    struct StopAt {
+        at: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl esl_replay::replay::Handler for StopAt {
+        fn name(&self) -> &str {
+            "stop-at"
+        }
+
+        fn handle(
+            &mut self,
+            record: &esl_replay::record::Record,
+        ) -> Result<esl_replay::replay::HandlerResult, esl_replay::replay::BoxError> {
+            if record.append_sequence() == self.at {
+                self.stop.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Ok(esl_replay::replay::HandlerResult::new(
+                "handled",
+                JsonMap::new(),
+            )?)
+        }
+    }
+
+    /// A stop is not success: the batch and the range say so, and count the records not
+    /// reached. With `save_every_record` the checkpoint is at the last record handled.
+    #[test]
+    fn a_stopped_range_is_not_a_success_and_counts_what_it_did_not_reach() {
+        let (dir, store) = log_store(&["event.raw"; 6]);
+        let service = service(dir.path());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut handlers = HandlerRegistry::new();
+        handlers.set_fallback(Box::new(StopAt {
+            at: 2,
+            stop: std::sync::Arc::clone(&stop),
+        }));
+        let mut executor = Executor::new(batches_of(4, false), &store, handlers, None)
+            .unwrap()
+            .stop_when(stop);
+        let options = RangeOptions {
+            checkpoint: Some(&service),
+            save_every_record: true,
+            ..RangeOptions::default()
+        };
+        let mut batch_success = Vec::new();
+        let report = replay_range(&mut executor, ReadCursor::start(), &options, |result| {
+            batch_success.push(result.success());
+        })
+        .unwrap();
+        assert_eq!(batch_success, [false]);
+        assert!(report.stopped);
+        assert!(!report.success());
+        assert_eq!(report.error, None);
+        assert_eq!(report.processed, 2);
+        assert_eq!(report.not_reached, 2);
+        assert_eq!(report.checkpoints_saved, 2);
+        assert_eq!(
+            service
+                .load()
+                .unwrap()
+                .unwrap()
+                .cursor()
+                .last_consumed_sequence(),
+            2
+        );
+    }
+
     #[test]
     fn until_before_the_cursor_is_an_error() {
         let (_dir, store) = log_store(&["event.raw"; 3]);

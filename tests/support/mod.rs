@@ -14,6 +14,7 @@ pub(crate) mod checkpoint;
 #[cfg(feature = "cli")]
 pub(crate) mod cli;
 pub(crate) mod evidence;
+pub(crate) mod fake_esl;
 #[cfg(feature = "forward")]
 pub(crate) mod forward;
 #[cfg(feature = "server")]

@@ -129,6 +129,7 @@ fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {
             until: None,
             checkpoint: None,
             checkpoint_metadata: JsonMap::new(),
+            save_every_record: false,
         },
         |result| {
             would_handle += result
