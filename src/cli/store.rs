@@ -610,6 +610,7 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
             "store": args.store.store.display().to_string(),
             "backend": stats.backend,
             "records": stats.records,
+            "readable_records": summary.records,
             "first_sequence": stats.first_sequence,
             "last_sequence": stats.last_sequence,
             "bytes": stats.bytes,
@@ -630,7 +631,16 @@ pub(crate) fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
         args.store.store.display(),
         stats.backend
     )?;
-    writeln!(out, "records     {}", stats.records)?;
+    let unreadable = stats.records.saturating_sub(summary.records);
+    if unreadable == 0 {
+        writeln!(out, "records     {}", stats.records)?;
+    } else {
+        writeln!(
+            out,
+            "records     {} ({unreadable} of them unreadable, see the problems below)",
+            stats.records
+        )?;
+    }
     match stats.first_sequence {
         Some(first) => writeln!(out, "sequences   {first}..={}", stats.last_sequence)?,
         None => writeln!(

@@ -5,8 +5,8 @@
 //! stream is above `max_stream_bytes`; a policy with neither prunes nothing. The protected
 //! newest-N window and the lowest active checkpoint cap both passes; a checkpoint whose next
 //! needed record was already pruned fails the plan; a damaged record inside the range to be
-//! pruned fails the plan. Byte figures are the records' real stored bytes (frame header and
-//! payload as stored).
+//! pruned fails the plan (damage beyond it does not). Byte figures are the records' real
+//! stored bytes (frame header and payload as stored, compressed in packed segments).
 //!
 //! Applying a plan truncates the log prefix through the log engine: the new start is made
 //! durable first, then whole segments below it are deleted. This is safe beside a writer
@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::{Checkpoint, CheckpointCriteria, CheckpointStore};
 use crate::record::Record;
+use crate::storage::Seq;
 use crate::storage::error_chain;
-use crate::storage::{FRAME_OVERHEAD, Seq};
 use crate::store::LogStore;
 
 /// Errors of retention.
@@ -221,16 +221,31 @@ pub fn plan(
     let last = store.append_sequence_of(next_log - 1);
     check_compatible(store.pruned_through(first_log), first, checkpoints)?;
 
-    // Stored bytes of every record, from a raw scan (no decoding).
-    let mut sizes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    // Stored bytes of every record, from a raw scan (no decoding). Damage does not stop it
+    // (verify reports it): the bytes of records it cannot read are left out, so the size
+    // pass prunes no more for them, and damage inside the range to prune fails the walk
+    // below.
+    let mut before = 0u64;
+    let mut examined = 0u64;
     let mut cursor = reader.cursor(Seq(first_log))?;
-    while let Some(found) = cursor.next()? {
-        sizes.push(found.payload.len() as u64 + FRAME_OVERHEAD);
-        if sizes.len().is_multiple_of(100_000) {
-            progress(sizes.len() as u64);
+    loop {
+        match cursor.next() {
+            Ok(Some(found)) => {
+                before += found.stored_bytes;
+                examined += 1;
+                if examined.is_multiple_of(100_000) {
+                    progress(examined);
+                }
+            }
+            Ok(None) => break,
+            Err(error) if error.is_corruption() => {
+                if cursor.skip_damage()?.is_none() {
+                    break;
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
     }
-    let before: u64 = sizes.iter().sum();
 
     let floor = checkpoints.iter().map(|c| c.last_consumed).min();
     let protected_start = (policy.protected_record_count > 0).then(|| {
@@ -251,8 +266,8 @@ pub fn plan(
     // prunes nothing.
     let mut age_pass = cutoff.is_some();
     let mut new_log_start = first_log;
-    for size in &sizes {
-        let Some(found) = cursor.next()? else { break };
+    while let Some(found) = cursor.next()? {
+        let size = found.stored_bytes;
         let record = store
             .decode_record(found)
             .map_err(|source| Error::DamagedRecord {

@@ -35,6 +35,9 @@ pub struct RecordRef<'a> {
     pub seq: Seq,
     /// The payload, decompressed if it was stored compressed.
     pub payload: &'a [u8],
+    /// Bytes the record's frame takes in its segment: its header and its payload as stored
+    /// (compressed in a packed segment).
+    pub stored_bytes: u64,
 }
 
 /// What a prefix truncation did.
@@ -699,6 +702,7 @@ impl Cursor {
             return Ok(Some(RecordRef {
                 seq: Seq(at.1),
                 payload: self.unpacking.payload(&record),
+                stored_bytes: record.frame_len as u64,
             }));
         }
         let bytes = segment.frame_at(&mut self.window, self.offset, self.end, max)?;
@@ -721,6 +725,7 @@ impl Cursor {
         Ok(Some(RecordRef {
             seq: Seq(seq),
             payload,
+            stored_bytes: frame_len as u64,
         }))
     }
 

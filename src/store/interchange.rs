@@ -370,6 +370,11 @@ pub fn export(
     criteria: &Criteria,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
+    let write_error = |source| Error::Io {
+        op: "write",
+        path: "export output".into(),
+        source,
+    };
     let mut cursor = ReadCursor::new(after, None);
     let mut written = 0u64;
     // One page of lines, written with one call; the lines copy the stored map texts.
@@ -377,26 +382,24 @@ pub fn export(
     loop {
         lines.clear();
         let mut last = None;
-        let count = store.visit_from_cursor(&cursor, 1000, criteria, &mut |record| {
+        let mut count = 0u64;
+        let visited = store.visit_from_cursor(&cursor, 1000, criteria, &mut |record| {
             record.append_ndjson_line(&mut lines);
             last = Some(record.append_sequence());
-        })?;
+            count += 1;
+        });
+        // The records read before a damaged one are written before the damage is reported:
+        // an export is how records are salvaged from a damaged store.
+        output.write_all(lines.as_bytes()).map_err(write_error)?;
+        written += count;
+        if let Err(error) = visited {
+            output.flush().map_err(write_error)?;
+            return Err(error);
+        }
         let Some(last) = last else { break };
         cursor = cursor.advance(last, None)?;
-        output
-            .write_all(lines.as_bytes())
-            .map_err(|source| Error::Io {
-                op: "write",
-                path: "export output".into(),
-                source,
-            })?;
-        written += count as u64;
         progress(written);
     }
-    output.flush().map_err(|source| Error::Io {
-        op: "write",
-        path: "export output".into(),
-        source,
-    })?;
+    output.flush().map_err(write_error)?;
     Ok(written)
 }

@@ -474,6 +474,33 @@ fn small_store(count: u64, in_last: u64) -> (tempfile::TempDir, std::path::PathB
     (dir, root, records)
 }
 
+/// Hostile review: `export` threw away the page of up to 999 records it had read before a
+/// damaged one, though export is how records are salvaged from a damaged store. Every
+/// record before the damage is written, then the damage is reported.
+#[test]
+fn an_export_writes_every_record_before_the_damage_it_stops_at() {
+    let (_dir, root, records) = small_store(1_000, 60);
+    let log_dir = root.join("log");
+    let base = *segment_bases(&log_dir).last().unwrap();
+    let path = segment_file(&log_dir, base);
+    let frames = frames_of(&path).1;
+    let hit = frames[frames.len() / 2];
+    flip_byte(&path, hit.offset + 12, 0x04);
+
+    let store = LogStore::open_read_only(&root).unwrap();
+    let mut ndjson = Vec::new();
+    let error = store::export(&store, &mut ndjson, 0, &Criteria::any(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&error, store::Error::Storage(Error::Corrupt { offset, .. }) if *offset == hit.offset),
+        "{error}"
+    );
+    let lines = String::from_utf8(ndjson).unwrap();
+    let exported: Vec<&str> = lines.lines().collect();
+    assert_eq!(exported.len() as u64, hit.seq - 1);
+    let before = esl_replay::record::to_ndjson_line(&records[hit.seq as usize - 2]);
+    assert_eq!(exported.last().copied(), Some(before.trim_end()));
+}
+
 /// [RD-04] Item 7 at the store: one damaged frame in the middle of the last segment used to
 /// make every lookup by id and `stats` fail. Lookups of records in other segments now work; a
 /// lookup that finds nothing reports the damage (the id may be in it) rather than "absent";

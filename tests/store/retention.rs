@@ -14,6 +14,7 @@ use time::macros::datetime;
 
 use crate::support::map;
 use crate::support::process::{open_log, open_store, open_store_with};
+use crate::support::storage::{flip_byte, frames_of, segment_bases, segment_file};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -299,6 +300,88 @@ fn damaged_record_in_the_prune_range_fails_the_plan() {
             .collect::<Vec<_>>(),
         vec![2]
     );
+}
+
+/// A store of packed segments: `records` records a minute apart from 2024-01-01, on 64 KiB
+/// segments, every sealed segment packed.
+fn packed_store(records: u32) -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        max_payload_bytes: 16 << 10,
+        pack_level: Some(3),
+        ..LogOptions::default()
+    };
+    let mut store = open_store_with(dir.path().join("store"), options).unwrap();
+    for minute in 0..records {
+        store
+            .write(envelope(
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(i64::from(minute)),
+            ))
+            .unwrap();
+    }
+    let packed = store.pack_sealed().unwrap();
+    assert!(packed.len() > 2, "{packed:?}");
+    (dir, store)
+}
+
+/// Hostile review: on packed segments the size pass counted records at their unpacked
+/// size, so `--max-bytes 5MB` pruned half of a store taking 1.1 MB of disk. It counts the
+/// bytes stored: a cap above what the store takes prunes nothing.
+#[test]
+fn on_packed_segments_the_size_pass_counts_the_bytes_stored() {
+    let (_dir, store) = packed_store(3000);
+    let stats = store.stats().unwrap();
+    assert!(stats.unpacked_bytes > stats.bytes, "{stats:?}");
+    let policy = PrunePolicy {
+        max_stream_bytes: Some(stats.bytes),
+        ..PrunePolicy::default()
+    };
+    let plan = retention::plan(&store, &[], &policy, now(), &mut |_| {}).unwrap();
+    assert!(
+        plan.stream_bytes_before <= stats.bytes,
+        "{plan:?} {stats:?}"
+    );
+    assert_eq!(plan.pruned_count, 0, "{plan:?}");
+    assert!(plan.size_target_satisfied);
+}
+
+/// Hostile review: a damaged frame anywhere failed every plan (and so stopped capture's
+/// periodic retention for good), though only damage inside the range to prune should. A
+/// frame damaged in the last segment no longer stops a prune of the first records.
+#[test]
+fn damage_beyond_the_range_to_prune_does_not_fail_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        max_payload_bytes: 16 << 10,
+        ..LogOptions::default()
+    };
+    let mut store = open_store_with(&root, options).unwrap();
+    for minute in 0..2000 {
+        store
+            .write(envelope(
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(minute),
+            ))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let log = root.join("log");
+    let last = *segment_bases(&log).last().unwrap();
+    let path = segment_file(&log, last);
+    let frames = frames_of(&path).1;
+    flip_byte(&path, frames[frames.len() / 2].offset + 12, 0x04);
+
+    let store = LogStore::open_read_only(&root).unwrap();
+    let policy = PrunePolicy {
+        max_record_age: Some(Duration::from_secs(60 * 99)),
+        ..PrunePolicy::default()
+    };
+    // Captured 99 minutes or more before the last record's minute: the first records only.
+    let now = datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(99 + 9);
+    let plan = retention::plan(&store, &[], &policy, now, &mut |_| {}).unwrap();
+    assert_eq!(plan.pruned_sequences, (1..=10).collect::<Vec<_>>());
 }
 
 /// Space comes back a whole segment at a time, and the pruned records are gone for readers
