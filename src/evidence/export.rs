@@ -19,7 +19,13 @@ use super::model::{
 };
 use super::{Error, de};
 use crate::record::canonical::{self, KeyOrder};
-use crate::record::{Criteria, JsonMap, timestamp};
+use crate::record::{Criteria, JsonMap, MAX_JSON_DEPTH, json_nesting_exceeds, timestamp};
+
+/// How deep a bundle nests at most: a record's maps nest [`MAX_JSON_DEPTH`] levels, and
+/// the deepest part of a bundle written from them (a snapshot's `facts`, at least one level
+/// inside its record's payload) or from a window (its `checkpoint_metadata`, validated to
+/// the same limit) lies three levels inside the bundle object.
+const MAX_BUNDLE_DEPTH: usize = MAX_JSON_DEPTH + 3;
 
 /// The bundle id written while the id itself is being derived.
 const PENDING_ID: &str = "pending";
@@ -628,7 +634,22 @@ fn read_bundle(text: &str) -> Result<EvidenceBundle, Error> {
     // A first pass reads only the version, skipping everything else without keeping it (a
     // bundle is never held as a JSON tree: that takes many times its text): a bundle of
     // another version may be laid out differently, so say so before anything else.
-    match serde_json::from_str::<VersionOnly>(text) {
+    if json_nesting_exceeds(text.as_bytes(), MAX_BUNDLE_DEPTH) {
+        return Err(malformed(
+            "$".into(),
+            format!(
+                "nested deeper than {MAX_BUNDLE_DEPTH} levels, deeper than any bundle is written"
+            ),
+        ));
+    }
+    let version_only = {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        // Safe to lift serde_json's own limit: the nesting check above bounded the depth.
+        deserializer.disable_recursion_limit();
+        VersionOnly::deserialize(&mut deserializer)
+            .and_then(|version| deserializer.end().map(|()| version))
+    };
+    match version_only {
         Err(error) if !error.is_data() => return Err(malformed("$".into(), error.to_string())),
         Ok(VersionOnly {
             manifest:
@@ -644,7 +665,10 @@ fn read_bundle(text: &str) -> Result<EvidenceBundle, Error> {
         }
         _ => {}
     }
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    // (The first pass has checked that nothing follows the bundle.)
+    serde_path_to_error::deserialize(&mut deserializer)
         .map(|de::Object(bundle)| bundle)
         .map_err(|error| {
             let path = error.path().to_string();

@@ -5,9 +5,10 @@ use esl_replay::evidence::{
     Engine, Error, ReconstructionWindow, ReconstructionWindowFields, compare_scenario,
     export_bundle, parse_bundle, verify_bundle,
 };
+use esl_replay::record::MAX_JSON_DEPTH;
 use serde_json::{Value, json};
 
-use crate::support::evidence::{worked_example, worked_window};
+use crate::support::evidence::{Spec, records, worked_example, worked_window};
 use crate::support::map;
 
 /// The worked example's bundle, exported (its checkpoint metadata was given unsorted).
@@ -251,4 +252,45 @@ fn checkpoint_metadata_order_does_not_change_the_bundle_or_its_id() {
     assert_eq!(unsorted, sorted);
     assert!(unsorted.contains(r#""checkpoint_metadata":{"a":{"x":1,"y":2},"b":1}"#));
     parse_bundle(&unsorted).unwrap();
+}
+
+/// A snapshot nested as deep as a record may nest is written into `facts` three levels
+/// inside the bundle; that bundle reads back (on half a spawned thread's default stack),
+/// and a deeper text is refused before it is parsed.
+#[test]
+fn a_bundle_with_facts_nested_to_the_record_limit_reads_back() {
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let mut deep = json!("leaf");
+            // payload (level 1) > snapshot (2) > `deep` (3) > ... the last at MAX_JSON_DEPTH.
+            for _ in 0..MAX_JSON_DEPTH - 2 {
+                deep = json!([deep]);
+            }
+            let records = records(&[Spec::new("event.raw")
+                .flags(json!({"recovery_generation_id": "gen-1"}))
+                .payload(json!({"runtime_terminal_publication_snapshot": {
+                    "terminal_publication_id": "pub-1",
+                    "terminal_publication_status": "published",
+                    "deep": deep,
+                }}))]);
+            let bundle = Engine::new()
+                .reconstruct_records(&records, &ReconstructionWindow::default())
+                .unwrap();
+            let json = export_bundle(&bundle);
+            assert!(json.contains(&"[".repeat(MAX_JSON_DEPTH - 2)));
+            assert_eq!(parse_bundle(&json).unwrap(), bundle);
+
+            let deeper = json.replacen("\"leaf\"", "[[[[\"leaf\"]]]]", 1);
+            match parse_bundle(&deeper) {
+                Err(Error::Malformed { path, reason, .. }) => {
+                    assert_eq!(path, "$");
+                    assert!(reason.contains("nested deeper than"), "{reason}");
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
