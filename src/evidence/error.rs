@@ -112,6 +112,21 @@ pub enum Error {
         sequence: u64,
     },
 
+    /// A stored record's content no longer matches the checksum it was stored with: it was
+    /// changed after it was written, and evidence is never built from it. No issue code of
+    /// the reference covers this (decision K7), so reconstruction stops.
+    #[error(
+        "record {record_id} at append sequence {sequence}: its content does not match its stored checksum {stored}, so it was changed after it was written and is not evidence (`esl-replay verify` lists every such record; restore the store from a copy, or reconstruct a window that ends before sequence {sequence})"
+    )]
+    ChecksumMismatch {
+        /// The record's append sequence.
+        sequence: u64,
+        /// The record's id.
+        record_id: String,
+        /// The checksum it was stored with.
+        stored: String,
+    },
+
     /// Reading records from the store failed.
     #[error("reading the artifact store failed")]
     Store(#[from] store::Error),

@@ -530,3 +530,27 @@ fn compare_refuses_a_tampered_bundle_with_exit_2() {
         "{text}"
     );
 }
+
+/// `reconstruct` fails (exit 2) on a record altered after it was written, naming it,
+/// instead of building evidence from it.
+#[test]
+fn reconstruct_refuses_an_altered_record_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = worked_store(dir.path(), Backend::Sqlite);
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute(
+            "UPDATE replay_records SET payload = replace(payload, '\"completed\"', '\"failed\"') \
+             WHERE append_sequence = 4",
+            [],
+        )
+        .unwrap();
+    let output = run(&reconstruct_args(&store, &[]));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty());
+    let text = stderr(&output);
+    assert!(
+        text.contains("record rec-4 at append sequence 4") && text.contains("checksum"),
+        "{text}"
+    );
+}

@@ -294,3 +294,44 @@ fn a_bundle_with_facts_nested_to_the_record_limit_reads_back() {
         .join()
         .unwrap();
 }
+
+/// A stored record whose content no longer matches its checksum (here a SQLite row whose
+/// operation state was edited) is not evidence: reconstruction stops and names it.
+#[cfg(feature = "sqlite")]
+#[test]
+fn reconstruction_refuses_a_record_changed_after_it_was_written() {
+    use crate::support::evidence::{Backend, store_path, store_with};
+    use esl_replay::store::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with(dir.path(), Backend::Sqlite, &worked_example()));
+    let path = store_path(dir.path(), Backend::Sqlite);
+    let genuine = Engine::new()
+        .reconstruct(
+            &SqliteStore::open_read_only(&path).unwrap(),
+            &worked_window(),
+        )
+        .unwrap();
+    assert_eq!(
+        genuine.operations[0].final_state.as_deref(),
+        Some("completed")
+    );
+    let changed = rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE replay_records SET payload = replace(payload, '\"completed\"', '\"failed\"') \
+             WHERE append_sequence = 4",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let store = SqliteStore::open_read_only(&path).unwrap();
+    match Engine::new().reconstruct(&store, &worked_window()) {
+        Err(error @ Error::ChecksumMismatch { sequence: 4, .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("rec-4"), "{text}");
+            assert!(text.contains("append sequence 4"), "{text}");
+        }
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+}
