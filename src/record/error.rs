@@ -34,6 +34,14 @@ pub enum Error {
         max: usize,
     },
 
+    /// An NDJSON line holds more JSON values than a record may
+    /// ([`MAX_JSON_VALUES`](super::MAX_JSON_VALUES)).
+    #[error("json text holds more than {max} values")]
+    TooManyValues {
+        /// The most values allowed.
+        max: usize,
+    },
+
     /// A timestamp text that the importer cannot parse.
     #[error("invalid timestamp {text:?} (expected rfc 3339 such as 2024-01-15T10:00:00.000+00:00)")]
     InvalidTimestamp {

@@ -101,6 +101,34 @@ pub type JsonMap = serde_json::Map<String, Value>;
 /// thread's 2 MiB at this depth (a test runs a round trip at the limit on a 1 MiB stack).
 pub const MAX_JSON_DEPTH: usize = 512;
 
+/// The most JSON values one NDJSON record line may hold. A record in memory takes about a
+/// hundred times the bytes of a small value (a list becomes a map of string keys), so a line
+/// above this is refused before it is parsed, with [`Error::TooManyValues`]: a line of
+/// tiny values within the line limit would otherwise take gigabytes. Real ESL records hold
+/// a few hundred; a record above it (which only a SQLite database written by another
+/// program can hold) is exported, but not imported again.
+pub const MAX_JSON_VALUES: usize = 1 << 18;
+
+/// Whether JSON text holds more than `max` values, counted outside strings as one per comma
+/// and two per opening bracket (the container and its first element): never fewer than the
+/// values, and at most twice as many (a container inside another is counted by both).
+/// Malformed JSON is left for the parser.
+#[must_use]
+pub fn json_values_exceed(bytes: &[u8], max: usize) -> bool {
+    let mut values = 0usize;
+    for byte in outside_strings(bytes) {
+        values += match byte {
+            b',' => 1,
+            b'[' | b'{' => 2,
+            _ => 0,
+        };
+        if values > max {
+            return true;
+        }
+    }
+    false
+}
+
 /// The bytes of JSON text that lie outside its strings (quotes themselves excluded).
 fn outside_strings(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
     let (mut in_string, mut escaped) = (false, false);

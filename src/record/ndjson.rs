@@ -12,7 +12,10 @@ use serde_json::Value;
 
 use super::canonical;
 use super::view::{MapTexts, RecordView};
-use super::{Error, JsonMap, MAX_JSON_DEPTH, Record, RecordFields, RecordId, is_blank, timestamp};
+use super::{
+    Error, JsonMap, MAX_JSON_DEPTH, MAX_JSON_VALUES, Record, RecordFields, RecordId, is_blank,
+    timestamp,
+};
 
 /// The NDJSON schema version this build reads and writes.
 pub(crate) const SCHEMA_VERSION: u8 = 1;
@@ -104,9 +107,8 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
 ///   ([`Record::new`]).
 ///
 /// A record's maps nest at most [`MAX_JSON_DEPTH`] levels (the line object is one more), the
-/// limit of every way a record enters a store; how many values a line holds is bounded only
-/// by its length (the reader's line limit), so every record a store holds is read back
-/// from its export. An NDJSON export imported again gives the same records and the same bytes,
+/// limit of every way a record enters a store, and hold at most [`MAX_JSON_VALUES`] values
+/// (a bound on the memory a line takes). An NDJSON export imported again gives the same records and the same bytes,
 /// with one corner case that keeps its bytes but changes representation: a float with a
 /// zero fraction (written `1`) comes back as an integer. A float `-0.0` is written `-0` and
 /// read back as `-0.0` (PHP would read an integer 0), so checksums stay valid.
@@ -129,6 +131,11 @@ pub(crate) fn from_ndjson_bytes(line: &[u8]) -> Result<Record, Error> {
     if super::json_nesting_exceeds(line, MAX_JSON_DEPTH + 1) {
         return Err(Error::NestingTooDeep {
             max: MAX_JSON_DEPTH,
+        });
+    }
+    if super::json_values_exceed(line, MAX_JSON_VALUES) {
+        return Err(Error::TooManyValues {
+            max: MAX_JSON_VALUES,
         });
     }
     let mut deserializer = serde_json::Deserializer::from_slice(line);
@@ -413,6 +420,39 @@ mod tests {
         assert!(check(escaped_quote.as_bytes(), 2));
         assert!(check(b"[[[]]]", 3));
         assert!(!check(b"[[[[]]]]", 3));
+    }
+
+    #[test]
+    fn value_count_bounds_the_values_and_ignores_strings() {
+        let count = |bytes: &[u8]| {
+            (0..20)
+                .find(|max| !super::super::json_values_exceed(bytes, *max))
+                .unwrap()
+        };
+        assert_eq!(count(b"[1,2,3]"), 4);
+        // Six values; the list and the inner object are counted by their parents too.
+        assert_eq!(count(br#"{"a":[1,{"b":2}],"c":"x,[{"}"#), 8);
+        assert_eq!(count(br#""a,b,[c""#), 0);
+    }
+
+    /// A line with more values than a record may hold is refused before it is parsed; one
+    /// just under the limit reads.
+    #[test]
+    fn a_line_of_too_many_values_is_refused() {
+        let line = |tags: usize| {
+            let zeros = vec!["0"; tags].join(",");
+            format!(
+                r#"{{"schema_version":1,"id":"a","artifact_version":"1","artifact_name":"x","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":1,"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{}},"checksum":"kept","tags":[{zeros}]}}"#
+            )
+        };
+        let record = from_ndjson_line(&line(MAX_JSON_VALUES - 64)).unwrap();
+        assert_eq!(record.tags().len(), MAX_JSON_VALUES - 64);
+        assert!(matches!(
+            from_ndjson_line(&line(MAX_JSON_VALUES)),
+            Err(Error::TooManyValues {
+                max: MAX_JSON_VALUES
+            })
+        ));
     }
 
     #[test]
