@@ -181,7 +181,7 @@ fn parse_metadata(text: Option<&str>) -> anyhow::Result<JsonMap> {
 fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
     let bundle_text = read_text(&args.bundle, MAX_BUNDLE_BYTES, "the bundle")?;
     let bundle = parse_bundle(&bundle_text)
-        .with_context(|| format!("{} is not an evidence bundle", args.bundle.display()))?;
+        .with_context(|| format!("cannot use the evidence bundle {}", args.bundle.display()))?;
     let expect_text = read_text(&args.expect, MAX_SCENARIO_BYTES, "the expectation")?;
     let expectation: ScenarioExpectation = serde_json::from_str(&expect_text)
         .with_context(|| format!("{} is not a scenario expectation", args.expect.display()))?;

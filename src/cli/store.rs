@@ -276,6 +276,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
             for (line, reason) in &error.report().skipped {
                 writeln!(err, "skipped line {line}: {reason}")?;
             }
+            report_checksum_mismatches(&mut err, error.report())?;
             // Make what was committed durable before saying so.
             let synced = store.sync();
             return Err(import_failure(&args.file, &error, synced.err()));
@@ -285,14 +286,53 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
     for (line, reason) in &report.skipped {
         writeln!(err, "skipped line {line}: {reason}")?;
     }
+    report_checksum_mismatches(&mut err, &report)?;
+    let mismatches = report.checksum_mismatches.len();
     writeln!(
         err,
-        "imported {} records{}; skipped {} bad lines",
+        "imported {} records{}; skipped {} bad lines{}",
         report.imported,
         sequence_range(&report),
-        report.skipped.len()
+        report.skipped.len(),
+        if mismatches > 0 {
+            format!("; {mismatches} records imported do not match their checksum")
+        } else {
+            String::new()
+        }
     )?;
-    Ok(Outcome::Success)
+    // Skipped lines and altered records are problems found, as `verify` reports them.
+    if report.skipped.is_empty() && mismatches == 0 {
+        Ok(Outcome::Success)
+    } else {
+        writeln!(
+            err,
+            "exit 1: {}",
+            match (report.skipped.is_empty(), mismatches == 0) {
+                (false, true) => "lines were skipped, their records are not in the store",
+                (true, false) =>
+                    "records that were changed after they were written were imported (as they are)",
+                _ =>
+                    "lines were skipped, and records that were changed after they were written were imported (as they are)",
+            }
+        )?;
+        Ok(Outcome::ProblemsFound)
+    }
+}
+
+/// Names every imported record whose content does not match its checksum.
+fn report_checksum_mismatches(
+    err: &mut impl Write,
+    report: &store::ImportReport,
+) -> std::io::Result<()> {
+    for (line, sequence, id, stored) in &report.checksum_mismatches {
+        writeln!(
+            err,
+            "line {line}: record {id} at append sequence {sequence} does not match its checksum \
+             {stored} (it was changed after it was written); imported as it is, and \
+             `esl-replay verify` reports it"
+        )?;
+    }
+    Ok(())
 }
 
 fn sequence_range(report: &store::ImportReport) -> String {

@@ -8,7 +8,8 @@
 //! (missing, status or operation differs; an expectation without an operation requires a
 //! publication without one) and each expected lifecycle semantic (looked up by semantic
 //! and operation, missing or posture differs). The bundle's verdict and any evidence the
-//! scenario does not mention are not considered.
+//! scenario does not mention are not considered; a bundle that contradicts itself or its
+//! id is refused before anything is compared.
 
 use std::collections::HashMap;
 
@@ -21,15 +22,20 @@ use super::model::{
 };
 use crate::record::JsonMap;
 
-/// Compares a bundle with a scenario expectation.
+/// Compares a bundle with a scenario expectation. The bundle is first checked against
+/// itself ([`verify_bundle`](super::verify_bundle)), so the result never carries the id of
+/// a bundle whose content is not the content that id was derived from.
 ///
 /// # Errors
 ///
-/// Only validation errors of the result types, which valid inputs never cause.
+/// The errors of [`verify_bundle`](super::verify_bundle) for a bundle that contradicts
+/// itself or its id; otherwise only validation errors of the result types, which valid
+/// inputs never cause.
 pub fn compare_scenario(
     bundle: &EvidenceBundle,
     expectation: &ScenarioExpectation,
 ) -> Result<ComparisonResult, Error> {
+    super::verify_bundle(bundle)?;
     let mut issues = Vec::new();
     let snapshot = &bundle.continuity_snapshot;
 

@@ -71,6 +71,29 @@ pub enum Error {
         reason: String,
     },
 
+    /// A bundle contradicts itself: a field says something else than what the rest of the
+    /// bundle derives (see [`verify_bundle`](super::verify_bundle)).
+    #[error(
+        "bundle: {path} {reason}: the bundle was changed after it was written; reconstruct it again from the store"
+    )]
+    InconsistentBundle {
+        /// The field, as a JSON path such as `manifest.record_count`.
+        path: String,
+        /// What it says and what the rest of the bundle says.
+        reason: String,
+    },
+
+    /// A bundle's id is not the id of its content (see [`bundle_id`](super::bundle_id)).
+    #[error(
+        "bundle: manifest.bundle_id is {found}, but the bundle's content gives {expected}: the bundle was changed after it was written; reconstruct it again from the store"
+    )]
+    BundleIdMismatch {
+        /// The id the bundle carries.
+        found: String,
+        /// The id derived from its content.
+        expected: String,
+    },
+
     /// The checkpoint a window is resolved from names an identity that the first record
     /// after its cursor contradicts: resuming there would mix two sessions or generations.
     #[error(
@@ -87,6 +110,21 @@ pub enum Error {
         observed: String,
         /// The record's append sequence.
         sequence: u64,
+    },
+
+    /// A stored record's content no longer matches the checksum it was stored with: it was
+    /// changed after it was written, and evidence is never built from it. No issue code of
+    /// the reference covers this (decision K7), so reconstruction stops.
+    #[error(
+        "record {record_id} at append sequence {sequence}: its content does not match its stored checksum {stored}, so it was changed after it was written and is not evidence (`esl-replay verify` lists every such record; restore the store from a copy, or reconstruct a window that ends before sequence {sequence})"
+    )]
+    ChecksumMismatch {
+        /// The record's append sequence.
+        sequence: u64,
+        /// The record's id.
+        record_id: String,
+        /// The checksum it was stored with.
+        stored: String,
     },
 
     /// Reading records from the store failed.

@@ -5,6 +5,7 @@
 //! exported bundle back, so a saved bundle can be compared later. Each function's docs give
 //! its rules.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
@@ -14,11 +15,17 @@ use sha2::{Digest as _, Sha256};
 use super::model::{
     BUNDLE_VERSION, ComparisonResult, ContinuitySnapshot, EvidenceBundle, GenerationObservation,
     Issue, Manifest, ObservedState, OperationRecord, ReconstructionWindow, RecordReference,
-    SnapshotRecord,
+    SnapshotRecord, VerdictPosture,
 };
 use super::{Error, de};
 use crate::record::canonical::{self, KeyOrder};
-use crate::record::{Criteria, JsonMap, timestamp};
+use crate::record::{Criteria, JsonMap, MAX_JSON_DEPTH, json_nesting_exceeds, timestamp};
+
+/// How deep a bundle nests at most: a record's maps nest [`MAX_JSON_DEPTH`] levels, and
+/// the deepest part of a bundle written from them (a snapshot's `facts`, at least one level
+/// inside its record's payload) or from a window (its `checkpoint_metadata`, validated to
+/// the same limit) lies three levels inside the bundle object.
+const MAX_BUNDLE_DEPTH: usize = MAX_JSON_DEPTH + 3;
 
 /// The bundle id written while the id itself is being derived.
 const PENDING_ID: &str = "pending";
@@ -106,10 +113,16 @@ pub fn export_comparison(result: &ComparisonResult) -> String {
 ///
 /// The id is the SHA-256 (lowercase hex) of the compact JSON object
 /// `{"window":W,"continuity_snapshot":B}`, where `W` is the window's cursor, upper bound,
-/// checkpoint key and checkpoint metadata *in insertion order*, and `B` is the whole
-/// exported bundle with `bundle_id` written as `pending`. The id changes exactly when the
-/// evidence (record ids included), the window (batch limit and criteria included) or the
-/// issue wording changes.
+/// checkpoint key and checkpoint metadata, and `B` is the whole exported bundle with
+/// `bundle_id` written as `pending`. The id changes exactly when the evidence (record ids
+/// included), the window (batch limit and criteria included) or the issue wording changes.
+///
+/// The checkpoint metadata in `W` is normalised (keys sorted at every level) as the export
+/// writes it, so the id can be recomputed from the exported bundle alone and does not
+/// depend on the order the metadata was given in. The reference hashes the metadata in its
+/// insertion order while exporting it sorted; for metadata whose keys were given in sorted
+/// order (or no metadata) the two ids are the same, otherwise they differ and the
+/// reference's id could not be checked from its own bundle (docs/evidence.md).
 #[must_use]
 pub fn bundle_id(bundle: &EvidenceBundle) -> String {
     let window = &bundle.manifest.window;
@@ -131,11 +144,7 @@ pub fn bundle_id(bundle: &EvidenceBundle) -> String {
             window.until_append_sequence,
         );
         write_opt_str(raw.key("checkpoint_key"), window.checkpoint_key.as_deref());
-        canonical::write_map(
-            &mut raw.key("checkpoint_metadata").buf,
-            &window.checkpoint_metadata,
-            KeyOrder::Insertion,
-        );
+        write_normalised(raw.key("checkpoint_metadata"), &window.checkpoint_metadata);
         raw.close();
     }
     write_bundle(object.key("continuity_snapshot"), bundle, PENDING_ID);
@@ -461,13 +470,162 @@ struct ManifestVersion {
 /// value, lists and maps in either of PHP's forms, unknown keys ignored, every part
 /// validated as it is built.
 ///
+/// The bundle read is then checked against itself with [`verify_bundle`]: a bundle
+/// changed after it was written is refused, never compared.
+///
 /// # Errors
 ///
 /// [`Error::UnsupportedBundleVersion`] for another `manifest.bundle_version`;
 /// [`Error::Malformed`] for anything else, naming the JSON path of the value that could
 /// not be read (`manifest.record_count`, `record_references[3]`) and why: missing,
-/// mistyped, an unknown name, or the validation error of the part built there.
+/// mistyped, an unknown name, or the validation error of the part built there; the errors
+/// of [`verify_bundle`] for a bundle that contradicts itself or its id.
 pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
+    let bundle = read_bundle(text)?;
+    verify_bundle(&bundle)?;
+    Ok(bundle)
+}
+
+/// Checks that a bundle agrees with itself: what reconstruction derives from the rest of
+/// the bundle says what the bundle says, and the bundle id is the id of its content.
+///
+/// In this order: the verdict posture is the one its issues force (reference §7.5 step
+/// 10); `record_count`, `first_append_sequence`, `last_append_sequence` and the
+/// continuity snapshot's `last_observed_append_sequence` match the record references;
+/// operation ids are unique, each operation's `final_state` is its last observed state and
+/// its `accepted_append_sequence` the first `accepted` one; and [`bundle_id`] of the
+/// bundle is the id it carries.
+///
+/// The id is an unkeyed hash: it shows that a bundle was changed after it was written
+/// (by hand or by damage), not who wrote it. Someone who recomputes the id after changing
+/// a bundle consistently is not detected; keep bundles that must be trusted where they
+/// cannot be changed, or reconstruct them again from the store.
+///
+/// # Errors
+///
+/// [`Error::InconsistentBundle`] naming the first field that contradicts the rest;
+/// [`Error::BundleIdMismatch`] with the id found and the id the content gives.
+pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<(), Error> {
+    let inconsistent = |path: String, reason: String| Error::InconsistentBundle { path, reason };
+    let manifest = &bundle.manifest;
+    let references = &bundle.record_references;
+
+    let forced = VerdictPosture::for_issues(&manifest.verdict.issues);
+    if manifest.verdict.posture != forced {
+        return Err(inconsistent(
+            "manifest.verdict.posture".into(),
+            format!(
+                "is {}, but its {} issue(s) make it {}",
+                manifest.verdict.posture.as_str(),
+                manifest.verdict.issues.len(),
+                forced.as_str()
+            ),
+        ));
+    }
+    if manifest.record_count != references.len() as u64 {
+        return Err(inconsistent(
+            "manifest.record_count".into(),
+            format!(
+                "is {}, but the bundle lists {} record reference(s)",
+                manifest.record_count,
+                references.len()
+            ),
+        ));
+    }
+    let first = references
+        .first()
+        .map(|reference| reference.append_sequence);
+    let last = references.last().map(|reference| reference.append_sequence);
+    for (path, stated, derived, which) in [
+        (
+            "manifest.first_append_sequence",
+            manifest.first_append_sequence,
+            first,
+            "first",
+        ),
+        (
+            "manifest.last_append_sequence",
+            manifest.last_append_sequence,
+            last,
+            "last",
+        ),
+        (
+            "continuity_snapshot.last_observed_append_sequence",
+            bundle.continuity_snapshot.last_observed_append_sequence,
+            last,
+            "last",
+        ),
+    ] {
+        if stated != derived {
+            return Err(inconsistent(
+                path.into(),
+                format!(
+                    "is {}, but the {which} record reference has {}",
+                    show_sequence(stated),
+                    show_sequence(derived)
+                ),
+            ));
+        }
+    }
+    let mut seen = HashMap::with_capacity(bundle.operations.len());
+    for (index, operation) in bundle.operations.iter().enumerate() {
+        if let Some(earlier) = seen.insert(operation.operation_id.as_str(), index) {
+            return Err(inconsistent(
+                format!("operations[{index}].operation_id"),
+                format!(
+                    "{:?} is also the id of operations[{earlier}]",
+                    operation.operation_id
+                ),
+            ));
+        }
+        let last_state = operation.observed_states.last().map(|s| s.state.as_str());
+        if operation.final_state.as_deref() != last_state {
+            return Err(inconsistent(
+                format!("operations[{index}].final_state"),
+                format!(
+                    "is {}, but the last observed state is {}",
+                    show_state(operation.final_state.as_deref()),
+                    show_state(last_state)
+                ),
+            ));
+        }
+        let accepted = operation
+            .observed_states
+            .iter()
+            .find(|observed| observed.state == "accepted")
+            .map(|observed| observed.append_sequence);
+        if operation.accepted_append_sequence != accepted {
+            return Err(inconsistent(
+                format!("operations[{index}].accepted_append_sequence"),
+                format!(
+                    "is {}, but the first observed `accepted` state has {}",
+                    show_sequence(operation.accepted_append_sequence),
+                    show_sequence(accepted)
+                ),
+            ));
+        }
+    }
+    let expected = bundle_id(bundle);
+    if manifest.bundle_id != expected {
+        return Err(Error::BundleIdMismatch {
+            found: manifest.bundle_id.clone(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
+fn show_sequence(sequence: Option<u64>) -> String {
+    sequence.map_or_else(|| "null".to_owned(), |sequence| sequence.to_string())
+}
+
+fn show_state(state: Option<&str>) -> String {
+    state.map_or_else(|| "null".to_owned(), |state| format!("{state:?}"))
+}
+
+/// Reads a bundle without checking it against itself (the first step of
+/// [`parse_bundle`]).
+fn read_bundle(text: &str) -> Result<EvidenceBundle, Error> {
     let malformed = |path: String, reason: String| Error::Malformed {
         document: "bundle",
         path,
@@ -476,7 +634,22 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
     // A first pass reads only the version, skipping everything else without keeping it (a
     // bundle is never held as a JSON tree: that takes many times its text): a bundle of
     // another version may be laid out differently, so say so before anything else.
-    match serde_json::from_str::<VersionOnly>(text) {
+    if json_nesting_exceeds(text.as_bytes(), MAX_BUNDLE_DEPTH) {
+        return Err(malformed(
+            "$".into(),
+            format!(
+                "nested deeper than {MAX_BUNDLE_DEPTH} levels, deeper than any bundle is written"
+            ),
+        ));
+    }
+    let version_only = {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        // Safe to lift serde_json's own limit: the nesting check above bounded the depth.
+        deserializer.disable_recursion_limit();
+        VersionOnly::deserialize(&mut deserializer)
+            .and_then(|version| deserializer.end().map(|()| version))
+    };
+    match version_only {
         Err(error) if !error.is_data() => return Err(malformed("$".into(), error.to_string())),
         Ok(VersionOnly {
             manifest:
@@ -492,7 +665,10 @@ pub fn parse_bundle(text: &str) -> Result<EvidenceBundle, Error> {
         }
         _ => {}
     }
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    // (The first pass has checked that nothing follows the bundle.)
+    serde_path_to_error::deserialize(&mut deserializer)
         .map(|de::Object(bundle)| bundle)
         .map_err(|error| {
             let path = error.path().to_string();

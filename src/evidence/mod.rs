@@ -13,7 +13,8 @@
 //! - [`Engine`]: reconstruction of a [`ReconstructionWindow`] read through an
 //!   [`ArtifactStore`](crate::store::ArtifactStore)'s cursor and criteria in batches.
 //! - [`export_bundle`] and [`export_comparison`]: the deterministic serializer;
-//!   [`bundle_id`]: the bundle id; [`parse_bundle`]: reading bundles back.
+//!   [`bundle_id`]: the bundle id; [`parse_bundle`]: reading bundles back, checked against
+//!   themselves by [`verify_bundle`].
 //! - [`compare_scenario`]: scenario comparison with the reference's mismatch codes.
 //! - [`resolve_checkpoint_window`]: a window resuming from a stored checkpoint, refused when
 //!   the checkpoint contradicts the stream.
@@ -58,7 +59,7 @@ mod window;
 
 pub use compare::compare_scenario;
 pub use error::Error;
-pub use export::{bundle_id, export_bundle, export_comparison, parse_bundle};
+pub use export::{bundle_id, export_bundle, export_comparison, parse_bundle, verify_bundle};
 pub use keys::{RecordMetadata, Snapshot};
 pub use model::{
     BUNDLE_VERSION, ComparisonResult, ComparisonResultFields, ContinuitySnapshot,

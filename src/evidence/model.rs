@@ -164,7 +164,10 @@ impl ReconstructionWindowFields {
         if self.batch_limit == 0 {
             return Err(Error::InvalidBatchLimit);
         }
-        non_blank_if_given(TYPE, "checkpoint_key", self.checkpoint_key.as_deref())
+        non_blank_if_given(TYPE, "checkpoint_key", self.checkpoint_key.as_deref())?;
+        // The metadata is written into bundles and their ids by recursive writers.
+        crate::record::check_map_depth(&self.checkpoint_metadata)?;
+        Ok(())
     }
 }
 

@@ -16,6 +16,10 @@
 //! 5. a terminal publication and 6. a lifecycle semantic from their snapshots; a snapshot
 //!    missing its id or status (semantic or posture) raises an `insufficient` issue.
 //!
+//! Before any of this, the record's checksum is recomputed: a record whose content no
+//! longer matches it was changed after it was written, and reconstruction stops with
+//! [`Error::ChecksumMismatch`] naming it rather than build evidence from it.
+//!
 //! Afterwards operations are sorted by id (PHP string comparison: numeric ids numerically),
 //! publications and semantics by sequence; an empty window raises `no_records_in_window`,
 //! a window without any generation `missing_recovery_generation_evidence`; the verdict is
@@ -78,8 +82,9 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] when a read fails; validation errors of the evidence types (which
-    /// the engine only builds from valid values).
+    /// [`Error::Store`] when a read fails; [`Error::ChecksumMismatch`] for a record whose
+    /// content does not match its stored checksum; validation errors of the evidence types
+    /// (which the engine only builds from valid values).
     pub fn reconstruct<S: ArtifactReader + ?Sized>(
         &self,
         store: &S,
@@ -223,6 +228,13 @@ impl Walk {
 
     fn record(&mut self, record: &Record) -> Result<(), Error> {
         let sequence = record.append_sequence();
+        if !record.verify_checksum() {
+            return Err(Error::ChecksumMismatch {
+                sequence,
+                record_id: record.id().as_str().to_owned(),
+                stored: record.checksum().to_owned(),
+            });
+        }
         let name = record.artifact_name();
         let metadata = RecordMetadata::of(record);
         self.references

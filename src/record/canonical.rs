@@ -700,7 +700,9 @@ mod tests {
         let value = json!([value]);
         assert!(matches!(
             to_json(&value, KeyOrder::Insertion),
-            Err(Error::NestingTooDeep { max: 128 })
+            Err(Error::NestingTooDeep {
+                max: super::super::MAX_JSON_DEPTH
+            })
         ));
     }
 }

@@ -93,15 +93,20 @@ pub type JsonMap = serde_json::Map<String, Value>;
 
 /// How deep a record's JSON maps may nest. The map itself is level 1 and every nested
 /// object or list adds a level, so a payload `{"a":{"b":[1]}}` has depth 3. Deeper input is
-/// rejected with [`Error::NestingTooDeep`] wherever it enters (construction, NDJSON, the
-/// binary codec). The reference accepts up to 512 levels when reading NDJSON; 128 keeps
-/// the recursive writers far from the stack limit and is far above real ESL payloads.
-pub const MAX_JSON_DEPTH: usize = 128;
+/// rejected with [`Error::NestingTooDeep`] wherever a record enters or is decoded
+/// (construction and append, NDJSON import, SQLite rows, the binary codec), so every record
+/// a store holds can be exported and imported again. 512 is the depth PHP's `json_decode`
+/// allows, so every row the reference's SQLite adapter can read is read here too. The
+/// recursive readers and writers use a few hundred bytes of stack per level, far below a
+/// thread's 2 MiB at this depth (a test runs a round trip at the limit on a 1 MiB stack).
+pub const MAX_JSON_DEPTH: usize = 512;
 
 /// The most JSON values one NDJSON record line may hold. A record in memory takes about a
 /// hundred times the bytes of a small value (a list becomes a map of string keys), so a line
-/// above this is refused before it is parsed, with [`Error::TooManyValues`]; real ESL
-/// records hold a few hundred.
+/// above this is refused before it is parsed, with [`Error::TooManyValues`]: a line of
+/// tiny values within the line limit would otherwise take gigabytes. Real ESL records hold
+/// a few hundred; a record above it (which only a SQLite database written by another
+/// program can hold) is exported, but not imported again.
 pub const MAX_JSON_VALUES: usize = 1 << 18;
 
 /// Whether JSON text holds more than `max` values, counted outside strings as one per comma

@@ -106,8 +106,9 @@ pub(super) fn write_line(record: &RecordView<'_>, out: &mut String) {
 /// - timestamps must parse ([`Error::InvalidField`]) and the record must be valid
 ///   ([`Record::new`]).
 ///
-/// Lines nest at most [`MAX_JSON_DEPTH`] levels below the line object itself; the reference
-/// allows 512. An NDJSON export imported again gives the same records and the same bytes,
+/// A record's maps nest at most [`MAX_JSON_DEPTH`] levels (the line object is one more), the
+/// limit of every way a record enters a store, and hold at most [`MAX_JSON_VALUES`] values
+/// (a bound on the memory a line takes). An NDJSON export imported again gives the same records and the same bytes,
 /// with one corner case that keeps its bytes but changes representation: a float with a
 /// zero fraction (written `1`) comes back as an integer. A float `-0.0` is written `-0` and
 /// read back as `-0.0` (PHP would read an integer 0), so checksums stay valid.

@@ -41,6 +41,12 @@ pub struct ImportReport {
     pub skipped: Vec<(u64, String)>,
     /// The first and last append sequence imported.
     pub sequences: Option<(u64, u64)>,
+    /// Lines whose record does not match its own checksum (it was changed after it was
+    /// written): line number, append sequence, id and the stored checksum. Such records are
+    /// imported unchanged, as every stored record is (decision K3: a store exported and
+    /// imported again is identical, damage included), and reported here, as `verify`
+    /// reports them in the store.
+    pub checksum_mismatches: Vec<(u64, u64, String, String)>,
 }
 
 /// Why a line is bad.
@@ -144,7 +150,10 @@ struct Batch {
 ///
 /// Any line the reference writes is read, and ids, sequences, `stored_at`, checksums and
 /// tags are kept unchanged; sequences must strictly increase (a pruned reference file that
-/// starts above 1 is fine). Three kinds of failure are told apart:
+/// starts above 1 is fine). Every record's checksum is recomputed: a record that does not
+/// match its own is imported unchanged (the reference's readers return such records as
+/// they are, and an export of a store holding one must import to the same store) and
+/// reported in [`ImportReport::checksum_mismatches`]. Three kinds of failure are told apart:
 ///
 /// - a bad line ([`BadLine`]): not a valid record (an unknown `schema_version` included),
 ///   longer than the line limit, a sequence that does not follow the previous one, or a
@@ -196,6 +205,14 @@ pub fn import(
             },
             Ok(record) => {
                 last = record.append_sequence();
+                if !record.verify_checksum() {
+                    report.checksum_mismatches.push((
+                        line,
+                        record.append_sequence(),
+                        record.id().as_str().to_owned(),
+                        record.checksum().to_owned(),
+                    ));
+                }
                 batch.records.push(record);
                 batch.lines.push(line);
                 batch.bytes += reader.line_bytes();

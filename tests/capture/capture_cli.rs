@@ -195,11 +195,11 @@ fn config_file_nodes_and_a_rejected_password_exit_two() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth rejected"));
 }
 
-/// A reference NDJSON line with append sequence `sequence` (the checksum is kept verbatim
-/// by import).
+/// A reference NDJSON line with append sequence `sequence` and the checksum of its content
+/// (import reports, and exits 1 for, a record that does not match its checksum).
 fn ndjson_line(sequence: u64) -> String {
     format!(
-        r#"{{"schema_version":1,"id":"3f1c2b9e-8a4d-4c1e-9b7a-2d5e6f708192","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":"sess-001","job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"command":"originate"}},"checksum":"353a1621b83b5bf2d2357f86e0b7c35adff2750052fb09291211ba7d97493754","tags":[]}}"#
+        r#"{{"schema_version":1,"id":"3f1c2b9e-8a4d-4c1e-9b7a-2d5e6f708192","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":"sess-001","job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"command":"originate"}},"checksum":"4104ad28dbe09cf9fccbfc87f158c1b83946ca4229afb9ef024eb64777b42bdc","tags":[]}}"#
     )
 }
 

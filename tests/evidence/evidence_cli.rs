@@ -445,3 +445,112 @@ fn a_window_whose_start_was_pruned_is_refused() {
     let output = run(&["evidence", "reconstruct", "--store", &store]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// A bundle edited after `reconstruct` wrote it is refused by `compare` (exit 2), naming
+/// what contradicts what; an edit nothing else contradicts is caught by the id, and both
+/// ids are named. A bundle written with its checkpoint metadata in any key order verifies.
+#[test]
+fn compare_refuses_a_tampered_bundle_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = worked_store(dir.path(), Backend::Log);
+    let expect = write_json(dir.path(), "expect.json", &json!({"scenario_name": "s"}));
+    let mut written = Vec::new();
+    for (name, metadata) in [
+        ("unsorted.json", r#"{"b":1,"a":{"y":2,"x":1}}"#),
+        ("sorted.json", r#"{"a":{"x":1,"y":2},"b":1}"#),
+    ] {
+        let path = dir.path().join(name);
+        let output = run(&[
+            "evidence",
+            "reconstruct",
+            "--store",
+            &store,
+            "--checkpoint-metadata",
+            metadata,
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let output = run(&[
+            "evidence",
+            "compare",
+            "--bundle",
+            path.to_str().unwrap(),
+            "--expect",
+            &expect,
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        written.push(std::fs::read(&path).unwrap());
+    }
+    assert_eq!(written[0], written[1]);
+
+    let genuine: Value = serde_json::from_str(&library_bundle()).unwrap();
+    let id = genuine["manifest"]["bundle_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let compare = |name: &str, bundle: &Value| {
+        let path = write_json(dir.path(), name, bundle);
+        run(&[
+            "evidence", "compare", "--bundle", &path, "--expect", &expect,
+        ])
+    };
+
+    let mut posture = genuine.clone();
+    posture["manifest"]["verdict"]["posture"] = json!("complete");
+    let output = compare("posture.json", &posture);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    assert!(
+        stderr(&output).contains("manifest.verdict.posture"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut count = genuine.clone();
+    count["manifest"]["record_count"] = json!(5 + 1);
+    let output = compare("count.json", &count);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("manifest.record_count is 6, but the bundle lists 5"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut issue = genuine.clone();
+    issue["manifest"]["verdict"]["issues"]
+        .as_array_mut()
+        .unwrap()
+        .remove(0);
+    let output = compare("issue.json", &issue);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("manifest.bundle_id is {id}, but")),
+        "{text}"
+    );
+}
+
+/// `reconstruct` fails (exit 2) on a record altered after it was written, naming it,
+/// instead of building evidence from it.
+#[test]
+fn reconstruct_refuses_an_altered_record_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = worked_store(dir.path(), Backend::Sqlite);
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute(
+            "UPDATE replay_records SET payload = replace(payload, '\"completed\"', '\"failed\"') \
+             WHERE append_sequence = 4",
+            [],
+        )
+        .unwrap();
+    let output = run(&reconstruct_args(&store, &[]));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty());
+    let text = stderr(&output);
+    assert!(
+        text.contains("record rec-4 at append sequence 4") && text.contains("checksum"),
+        "{text}"
+    );
+}

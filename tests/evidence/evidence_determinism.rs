@@ -364,7 +364,8 @@ fn shuffled_records_stored_on_either_backend_give_the_original_bundle() {
 }
 
 /// The id is the SHA-256 of `{"window":W,"continuity_snapshot":B}` (reference §7.6), also
-/// for bundles far larger than the chunks the hash input is streamed in.
+/// for bundles far larger than the chunks the hash input is streamed in. `W` carries the
+/// checkpoint metadata sorted, as the bundle writes it (given here as `{"b":1,"a":2}`).
 #[test]
 fn bundle_id_is_the_sha256_of_the_window_and_the_pending_bundle() {
     use sha2::{Digest as _, Sha256};
@@ -397,7 +398,7 @@ fn bundle_id_is_the_sha256_of_the_window_and_the_pending_bundle() {
     let body = export_bundle(&pending);
     assert!(body.len() > 256 * 1024, "{}", body.len());
     let input = format!(
-        r#"{{"window":{{"from_last_consumed_sequence":0,"from_byte_offset_hint":0,"until_append_sequence":null,"checkpoint_key":"k","checkpoint_metadata":{{"b":1,"a":2}}}},"continuity_snapshot":{body}}}"#
+        r#"{{"window":{{"from_last_consumed_sequence":0,"from_byte_offset_hint":0,"until_append_sequence":null,"checkpoint_key":"k","checkpoint_metadata":{{"a":2,"b":1}}}},"continuity_snapshot":{body}}}"#
     );
     let expected: String = Sha256::digest(input.as_bytes())
         .iter()

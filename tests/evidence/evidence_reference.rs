@@ -207,7 +207,33 @@ fn worked_example_reproduces_the_reference_bundle_in_reference_mode() {
         })
         .collect();
     with_reference_wording.manifest = esl_replay::evidence::Manifest::new(manifest).unwrap();
-    assert_eq!(bundle_id(&with_reference_wording), REFERENCE_BUNDLE_ID);
+    // The reference hashes the checkpoint metadata in the order it was given (here replay
+    // session, then generation) and we hash it sorted, as both export it, so that the id can
+    // be checked from the bundle alone. Apart from that order, the hashed bytes are the
+    // reference's own: with its order they give its id.
+    let mut pending = with_reference_wording.clone();
+    let mut fields = pending.manifest.into_fields();
+    fields.bundle_id = "pending".into();
+    pending.manifest = esl_replay::evidence::Manifest::new(fields).unwrap();
+    let body = export_bundle(&pending);
+    let hash_of = |metadata: &str| -> String {
+        use sha2::{Digest as _, Sha256};
+        let input = format!(
+            r#"{{"window":{{"from_last_consumed_sequence":0,"from_byte_offset_hint":0,"until_append_sequence":5,"checkpoint_key":"worker-a","checkpoint_metadata":{metadata}}},"continuity_snapshot":{body}}}"#
+        );
+        Sha256::digest(input.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        hash_of(r#"{"replay_session_id":"replay-1","recovery_generation_id":"gen-1"}"#),
+        REFERENCE_BUNDLE_ID
+    );
+    assert_eq!(
+        bundle_id(&with_reference_wording),
+        hash_of(r#"{"recovery_generation_id":"gen-1","replay_session_id":"replay-1"}"#)
+    );
     // Our own wording gives our own, equally deterministic, id.
     assert_eq!(bundle.manifest.bundle_id, bundle_id(&bundle));
     assert_ne!(bundle.manifest.bundle_id, REFERENCE_BUNDLE_ID);
@@ -357,7 +383,8 @@ fn bundle_serialization_is_deterministic() {
         json.contains(r#""checkpoint_metadata":{"a":1,"b":2}"#),
         "{json}"
     );
-    // The id hashes the metadata in its insertion order, so {a, b} is another window.
+    // The id hashes the metadata sorted, as the bundle writes it (the reference hashes it in
+    // insertion order), so {a, b} is the same window with the same id and bytes.
     let reordered = ReconstructionWindow::new(ReconstructionWindowFields {
         checkpoint_metadata: map(json!({"a": 1, "b": 2})),
         ..window.into_fields()
@@ -366,7 +393,8 @@ fn bundle_serialization_is_deterministic() {
     let third = Engine::new()
         .reconstruct_records(&records, &reordered)
         .unwrap();
-    assert_ne!(third.manifest.bundle_id, first.manifest.bundle_id);
+    assert_eq!(third.manifest.bundle_id, first.manifest.bundle_id);
+    assert_eq!(export_bundle(&third), json);
 }
 
 /// Two records carrying full runtime snapshots, as the reference's engine test builds them.
@@ -920,8 +948,12 @@ fn malformed_at(result: Result<(), Error>) -> (String, String) {
 fn bundle_reader_keeps_the_reference_reading_rules() {
     let json = worked_bundle_json();
 
-    // `null` is an absent value; a missing key is an error naming the key.
-    assert!(parse_changed(&json, "/manifest/first_append_sequence", Some(Value::Null)).is_ok());
+    // `null` is an absent value (read, then refused here because the references give a
+    // first sequence); a missing key is an error naming the key.
+    assert!(matches!(
+        parse_changed(&json, "/manifest/first_append_sequence", Some(Value::Null)),
+        Err(Error::InconsistentBundle { path, .. }) if path == "manifest.first_append_sequence"
+    ));
     assert_eq!(
         malformed_at(parse_changed(
             &json,
@@ -966,14 +998,32 @@ fn bundle_reader_keeps_the_reference_reading_rules() {
     ));
     assert_eq!(path, "terminal_publications");
 
-    // A map written as a list is keyed "0", "1", ...
-    let mut with_list: Value = serde_json::from_str(&json).unwrap();
-    with_list["manifest"]["window"]["checkpoint_metadata"] = json!(["a", "b"]);
-    let parsed = parse_bundle(&with_list.to_string()).unwrap();
-    assert_eq!(
-        parsed.manifest.window.checkpoint_metadata,
-        map(json!({"0": "a", "1": "b"}))
+    // A map written as a list is keyed "0", "1", ... (PHP writes a map so keyed as a list,
+    // and either form reads as the same map, with the same id).
+    let window = ReconstructionWindow::new(ReconstructionWindowFields {
+        checkpoint_metadata: map(json!({"0": "a", "1": "b"})),
+        ..ReconstructionWindowFields::default()
+    })
+    .unwrap();
+    let with_list = export_bundle(
+        &Engine::new()
+            .reconstruct_records(&worked_example(), &window)
+            .unwrap(),
     );
+    assert!(with_list.contains(r#""checkpoint_metadata":["a","b"]"#));
+    for text in [
+        with_list.clone(),
+        with_list.replace(
+            r#""checkpoint_metadata":["a","b"]"#,
+            r#""checkpoint_metadata":{"0":"a","1":"b"}"#,
+        ),
+    ] {
+        let parsed = parse_bundle(&text).unwrap();
+        assert_eq!(
+            parsed.manifest.window.checkpoint_metadata,
+            map(json!({"0": "a", "1": "b"}))
+        );
+    }
     let (path, reason) = malformed_at(parse_changed(
         &json,
         "/manifest/verdict/issues/0/details",

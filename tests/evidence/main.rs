@@ -7,4 +7,5 @@ mod support;
 #[cfg(feature = "cli")]
 mod evidence_cli;
 mod evidence_determinism;
+mod evidence_integrity;
 mod evidence_reference;

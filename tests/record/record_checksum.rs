@@ -236,7 +236,9 @@ fn deep_payloads_are_rejected_not_overflowed() {
     let envelope = fixture_envelope().with_payload(payload);
     assert!(matches!(
         envelope.checksum(),
-        Err(esl_replay::record::Error::NestingTooDeep { max: 128 })
+        Err(esl_replay::record::Error::NestingTooDeep {
+            max: esl_replay::record::MAX_JSON_DEPTH
+        })
     ));
     // Dropping a 10 000-level `Value` recurses inside serde_json; leak it instead.
     std::mem::forget(envelope);

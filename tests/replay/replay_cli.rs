@@ -574,7 +574,7 @@ fn plan_prints_the_next_batch_with_its_records() {
     let input = dir.path().join("numbers.ndjson");
     std::fs::write(
         &input,
-        r#"{"schema_version":1,"id":"n-1","artifact_version":"1","artifact_name":"event.raw","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":1,"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{"neg":-0,"small":1.0e-7,"line":"\u2028"},"checksum":"kept","tags":[]}"#,
+        r#"{"schema_version":1,"id":"n-1","artifact_version":"1","artifact_name":"event.raw","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":1,"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{"neg":-0,"small":1.0e-7,"line":"\u2028"},"checksum":"4931c8e72475a21f85b20cbb62e17557fa8ef2a736d8aa65152f64b8e7df529b","tags":[]}"#,
     )
     .unwrap();
     let numbers = numbers.to_str().unwrap();

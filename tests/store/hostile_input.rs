@@ -28,9 +28,16 @@ fn path(p: &Path) -> &str {
 
 /// A reference NDJSON line with this sequence and a payload string of `payload_bytes`.
 fn line(sequence: u64, payload_bytes: usize) -> String {
+    let body = "x".repeat(payload_bytes);
+    let checksum = esl_replay::record::checksum::compute(
+        "api.dispatch",
+        "1",
+        &datetime!(2024-01-15 10:00:00 UTC),
+        &crate::support::map(serde_json::json!({"body": body})),
+    )
+    .unwrap();
     format!(
-        r#"{{"schema_version":1,"id":"id-{sequence}","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"body":"{}"}},"checksum":"kept","tags":[]}}"#,
-        "x".repeat(payload_bytes)
+        r#"{{"schema_version":1,"id":"id-{sequence}","artifact_version":"1","artifact_name":"api.dispatch","capture_timestamp":"2024-01-15T10:00:00.000+00:00","stored_at":"2024-01-15T10:00:01.250+00:00","append_sequence":{sequence},"connection_generation":null,"session_id":null,"job_uuid":null,"event_name":null,"capture_path":null,"correlation_ids":[],"runtime_flags":[],"payload":{{"body":"{body}"}},"checksum":"{checksum}","tags":[]}}"#
     )
 }
 
@@ -50,7 +57,8 @@ fn grow_sparse(path: &Path, len: u64) {
         .unwrap();
 }
 
-/// Runs `import --skip-malformed`, which must succeed; its standard error.
+/// Runs `import --skip-malformed` on input with bad lines: it imports the rest and exits 1
+/// (problems found), saying so; its standard error.
 fn import_skipping(store: &Path, input: &Path) -> String {
     let output = run(&[
         "import",
@@ -60,7 +68,11 @@ fn import_skipping(store: &Path, input: &Path) -> String {
         path(input),
     ]);
     let text = stderr(&output);
-    assert!(output.status.success(), "{text}");
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("exit 1: lines were skipped, their records are not in the store"),
+        "{text}"
+    );
     text
 }
 
@@ -409,7 +421,7 @@ fn an_over_long_line_is_refused_at_the_limit_or_skipped() {
         "--skip-malformed",
         path(&input),
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("skipped line 2: the line is longer than"));
     assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 3]);
 }
@@ -703,4 +715,44 @@ fn oversize_id_files_are_rebuilt() {
     };
     check(&LogStore::open_read_only(&root).unwrap());
     check(&crate::support::process::open_store_with(&root, options).unwrap());
+}
+
+/// A line whose record does not match its own checksum is imported as it is (an export of
+/// a store holding such a record must import to the same store, decision K3) and reported
+/// with its line, sequence and id; the import exits 1, as `verify` does for the store.
+#[test]
+fn a_record_that_does_not_match_its_checksum_is_imported_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let altered = line(2, 10).replace(r#""body":"xxxxxxxxxx""#, r#""body":"xxxxxxxxxy""#);
+    assert_ne!(altered, line(2, 10));
+    let input = write_lines(
+        dir.path(),
+        "in.ndjson",
+        &[line(1, 10), altered, line(3, 10)],
+    );
+    let store = dir.path().join("store");
+    let output = run(&["import", "--store", path(&store), path(&input)]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("line 2: record id-2 at append sequence 2 does not match its checksum"),
+        "{text}"
+    );
+    assert!(
+        text.contains("imported 3 records, sequences 1..=3; skipped 0 bad lines; 1 records imported do not match their checksum"),
+        "{text}"
+    );
+    assert_eq!(stored_of(&store, &[1, 2, 3]), [1, 2, 3]);
+    let exported = crate::support::cli::stdout(&run(&["export", "--store", path(&store)]));
+    assert_eq!(exported, std::fs::read_to_string(&input).unwrap());
+
+    // Lines that all match import with exit 0.
+    let clean = write_lines(dir.path(), "clean.ndjson", &[line(1, 10), line(2, 10)]);
+    let output = run(&[
+        "import",
+        "--store",
+        path(&dir.path().join("clean")),
+        path(&clean),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }

@@ -14,6 +14,8 @@ mod store_contract;
 mod store_dataset;
 #[cfg(feature = "cli")]
 mod store_integrity;
+#[cfg(feature = "sqlite")]
+mod store_interchange_limits;
 #[cfg(feature = "cli")]
 mod store_layouts;
 mod store_log_smoke;
