@@ -694,6 +694,11 @@ impl Cursor {
         let Some(segment) = self.segment.as_ref() else {
             return Ok(None);
         };
+        // A packed last segment whose trailer is damaged: none of its records can be read,
+        // and each read of one names the damage [REC-13].
+        if let Some((offset, kind)) = &segment.unreadable {
+            return Err(segment.corrupt(*offset, kind.clone()));
+        }
         let max = self.shared.max_payload;
         let at = (self.offset, self.seq);
         if let Some(record) = self.unpacking.next(segment, at, self.end, max)? {
@@ -969,6 +974,11 @@ impl Cursor {
             };
         if self.offset >= end {
             return Ok(None);
+        }
+        // Nothing of a segment whose trailer is damaged can be read [REC-13]: go on at the
+        // end of its frames (its seal, which leads to the next segment).
+        if segment.unreadable.is_some() {
+            return Ok(Some((end, segment.end_seq())));
         }
         let found =
             match segment::last_nonzero_byte(&segment.file, &segment.path, self.offset, limit)? {

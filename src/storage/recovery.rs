@@ -119,6 +119,9 @@ pub(crate) struct Recovered {
     pub(crate) parts: Parts,
     /// The trailer of a packed last segment (sealed by a close that packed it [SEG-09]).
     pub(crate) packed: Option<segment::Packed>,
+    /// Where and how the trailer of a packed last segment is damaged, which leaves its
+    /// records unreadable [REC-13].
+    pub(crate) unreadable: Option<(u64, CorruptKind)>,
 }
 
 /// Checks the unfinished rolls of a log whose writer did not close cleanly [REC-08].
@@ -269,7 +272,14 @@ pub(crate) fn recover_active(
     max_payload: u32,
     report: &mut RecoveryReport,
 ) -> Result<Recovered> {
-    let (file, path, header, file_len, packed) = segment::open_frames(dir, base, true)?;
+    let segment::FramesFile {
+        file,
+        path,
+        header,
+        frames_end: file_len,
+        packed,
+        trailer_damage,
+    } = segment::open_frames_or_damage(dir, base, true)?;
     if !header.writable() {
         return Err(Error::ReadOnlyVersion {
             segment: SegmentId(base),
@@ -286,34 +296,56 @@ pub(crate) fn recover_active(
     if packed.is_some() {
         // A packed segment was written whole, synced and read back before it replaced the
         // original [PACK-03]: nothing in it is a torn tail, and nothing may be appended to it.
-        // It must end in its seal; anything else is damage, refused in every mode [SEG-09].
+        // It must end in its seal; anything else is damage, refused in every mode [SEG-09],
+        // except a damaged seal alone or a damaged trailer after an intact seal [REC-13].
         let (_, found) = segment::scan_from_index(&mut window, source, &mut entries, file_len)?;
-        if found.stop != Stop::Seal {
-            let kind = match found.stop {
-                Stop::Invalid(kind) => kind,
-                Stop::Seal | Stop::Empty | Stop::Limit => CorruptKind::MissingSeal,
+        let id = SegmentId(base);
+        let seal_damaged = trailer_damage.is_none()
+            && matches!(found.stop, Stop::Invalid(_))
+            && found.end + frame::FRAME_HEADER_LEN as u64 == file_len;
+        if found.stop != Stop::Seal && !seal_damaged {
+            // Without the seal nothing tells where the segment's records end: the damage
+            // that hides it is refused, the trailer's first if it is damaged too.
+            let (offset, kind) = match (trailer_damage, found.stop) {
+                (Some(damage), _) => damage,
+                (None, Stop::Invalid(kind)) => (found.end, kind),
+                (None, Stop::Seal | Stop::Empty | Stop::Limit) => {
+                    (found.end, CorruptKind::MissingSeal)
+                }
             };
             return Err(Error::Corrupt {
-                segment: SegmentId(base),
-                offset: found.end,
+                segment: id,
+                offset,
                 kind,
             });
+        }
+        if seal_damaged {
+            tracing::warn!(segment = %id, offset = found.end, "the seal of the packed last segment is damaged; each of its records is intact, and the next append starts a new segment after them");
+        }
+        if let Some((offset, kind)) = &trailer_damage {
+            tracing::warn!(segment = %id, offset, %kind, next_seq = found.end_seq, "the trailer of the packed last segment is damaged: its records cannot be read; the next append starts a new segment after its seal");
         }
         report.clean_shutdown = clean.is_some_and(|m| {
             (m.segment, m.salt, m.end_offset, m.next_seq)
                 == (base, header.salt, found.end, found.end_seq)
         });
+        // Its frames' region ends with its seal: nothing after it (its trailer, damaged or
+        // not) is ever written, not even the zeros a writer writes ahead of its frames.
         let parts = Parts {
             file,
             path,
             header,
-            file_len,
+            file_len: found.end + frame::FRAME_HEADER_LEN as u64,
             end: found.end,
             end_seq: found.end_seq,
             sealed: true,
             entries,
         };
-        return Ok(Recovered { parts, packed });
+        return Ok(Recovered {
+            parts,
+            packed,
+            unreadable: trailer_damage,
+        });
     }
     match clean {
         Some(mark) if mark.segment == base && mark.salt == header.salt => {
@@ -333,7 +365,11 @@ pub(crate) fn recover_active(
                         sealed,
                         entries,
                     };
-                    return Ok(Recovered { parts, packed });
+                    return Ok(Recovered {
+                        parts,
+                        packed,
+                        unreadable: None,
+                    });
                 }
                 // Every promised frame is intact, but the space after them is not empty: no
                 // durable record is at stake there, so it is scanned as an unclean tail.
@@ -377,7 +413,11 @@ pub(crate) fn recover_active(
                         sealed,
                         entries,
                     };
-                    return Ok(Recovered { parts, packed });
+                    return Ok(Recovered {
+                        parts,
+                        packed,
+                        unreadable: None,
+                    });
                 }
             }
         }
@@ -436,7 +476,11 @@ pub(crate) fn recover_active(
         sealed,
         entries,
     };
-    Ok(Recovered { parts, packed })
+    Ok(Recovered {
+        parts,
+        packed,
+        unreadable: None,
+    })
 }
 
 /// What checking a clean-shutdown marker's promise found [REC-01].

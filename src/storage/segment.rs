@@ -61,6 +61,9 @@ pub(crate) struct SegmentData {
     pub(crate) damaged_end: std::sync::OnceLock<(u64, CorruptKind)>,
     /// For a packed segment [SEG-09]: its dictionary and its bytes before packing.
     pub(crate) packed: Option<Packed>,
+    /// For a packed last segment whose trailer is damaged [REC-13]: where and how. Its
+    /// frames end where the scan found them, but none of its records can be read.
+    pub(crate) unreadable: Option<(u64, CorruptKind)>,
     /// How far into the mapping read-ahead has been asked for (`readahead.rs`).
     pub(crate) read_ahead: AtomicU64,
     /// Where the zeros the writer wrote ahead of its frames end ([`zero_ahead`]).
@@ -765,6 +768,7 @@ impl Parts {
             }),
             recycled: self.header.is_recycled(),
             packed: None,
+            unreadable: None,
         }
     }
 }
@@ -1028,6 +1032,64 @@ pub(crate) fn open_frames(
     }
     let (packed, trailer_at) = read_trailer(&file, &path, SegmentId(base), header.salt, file_len)?;
     Ok((file, path, header, trailer_at, Some(packed)))
+}
+
+/// A segment file opened for its frames by [`open_frames_or_damage`].
+#[derive(Debug)]
+pub(crate) struct FramesFile {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) header: FileHeader,
+    /// Where its frames' region ends: where a packed segment's trailer starts, or the file's
+    /// length (also for a packed segment whose trailer is damaged).
+    pub(crate) frames_end: u64,
+    /// A packed segment's trailer; for one whose trailer is damaged, a stand-in without a
+    /// dictionary (nothing may be appended to it, nor packed again).
+    pub(crate) packed: Option<Packed>,
+    /// Where and how a packed segment's trailer is damaged [REC-13].
+    pub(crate) trailer_damage: Option<(u64, CorruptKind)>,
+}
+
+/// Opens a segment file as [`open_frames`] does, but for the last segment: a damaged
+/// trailer is returned as `trailer_damage` rather than failing the open, so that its frames
+/// can still be scanned for where they end, and the segments before it read [REC-13].
+///
+/// # Errors
+///
+/// As [`open_file`]; I/O errors reading the trailer.
+pub(crate) fn open_frames_or_damage(dir: &Path, base: u64, writable: bool) -> Result<FramesFile> {
+    let (file, path, header, file_len) = open_file(dir, base, writable)?;
+    if !header.is_packed() {
+        return Ok(FramesFile {
+            file,
+            path,
+            header,
+            frames_end: file_len,
+            packed: None,
+            trailer_damage: None,
+        });
+    }
+    let (frames_end, packed, trailer_damage) =
+        match read_trailer(&file, &path, SegmentId(base), header.salt, file_len) {
+            Ok((packed, trailer_at)) => (trailer_at, packed, None),
+            Err(Error::Corrupt { offset, kind, .. }) => {
+                let stand_in = Packed {
+                    dictionary: None,
+                    unpacked_len: 0,
+                    trailer_len: 0,
+                };
+                (file_len, stand_in, Some((offset, kind)))
+            }
+            Err(error) => return Err(error),
+        };
+    Ok(FramesFile {
+        file,
+        path,
+        header,
+        frames_end,
+        packed: Some(packed),
+        trailer_damage,
+    })
 }
 
 /// Reads and checks a packed segment's trailer from the end of its file [SEG-09]; returns

@@ -990,7 +990,16 @@ pub(crate) fn open_tail(
 ) -> Result<SegmentData> {
     // Read before the frames: every record it names durable was in the file by then.
     let durable = WatermarkReader::new(dir).read();
-    let (file, path, header, file_len, packed) = segment::open_frames(dir, base, false)?;
+    // A damaged trailer fails only this segment's records [REC-13]: its frames still tell
+    // where the log ends, and the segments before it read.
+    let segment::FramesFile {
+        file,
+        path,
+        header,
+        frames_end: file_len,
+        packed,
+        trailer_damage,
+    } = segment::open_frames_or_damage(dir, base, false)?;
     let source = segment::ScanFile::opened(&file, &path, &header, file_len, max_payload);
     let mut window = FileWindow::default();
     let mut entries = segment::read_index(dir, base, header.salt)
@@ -1004,6 +1013,16 @@ pub(crate) fn open_tail(
         Stop::Invalid(kind) => Some(Box::new(kind.clone())),
         _ => None,
     };
+    // A packed segment's frames that run to the last 8 bytes before its intact trailer stop
+    // only at its seal: every record is there, and only the seal is damaged [RD-04] [REC-13].
+    let seal_damaged = packed.is_some()
+        && trailer_damage.is_none()
+        && fault.is_some()
+        && found.end + super::frame::FRAME_HEADER_LEN as u64 == file_len;
+    let sealed = found.stop == Stop::Seal || seal_damaged;
+    if seal_damaged {
+        tracing::warn!(segment = %super::SegmentId(base), offset = found.end, "the seal of a packed last segment is damaged; each of its records is intact");
+    }
     let promised = super::meta::read_file(&dir.join(dir::CLEAN_FILE))
         .ok()
         .and_then(|bytes| CleanMark::decode(&bytes).ok())
@@ -1013,7 +1032,7 @@ pub(crate) fn open_tail(
                 && found.end < m.end_offset
                 && found.end_seq < m.next_seq
         });
-    let acknowledged = durable.filter(|d| found.stop != Stop::Seal && found.end_seq < *d);
+    let acknowledged = durable.filter(|d| !sealed && found.end_seq < *d);
     let kind = match (promised, acknowledged) {
         (Some(mark), _) => Some(CorruptKind::BelowCleanEnd {
             clean_end: mark.end_offset,
@@ -1024,7 +1043,7 @@ pub(crate) fn open_tail(
             durable,
             fault,
         }),
-        (None, None) if packed.is_some() && found.stop != Stop::Seal => {
+        (None, None) if packed.is_some() && !sealed => {
             Some(fault.map_or(CorruptKind::MissingSeal, |fault| *fault))
         }
         (None, None) => None,
@@ -1038,11 +1057,12 @@ pub(crate) fn open_tail(
         file_len,
         end: found.end.max(HEADER_LEN as u64),
         end_seq: found.end_seq,
-        sealed: found.stop == Stop::Seal,
+        sealed,
         entries,
     };
     let mut data = parts.into_data(map);
     data.packed = packed;
+    data.unreadable = trailer_damage;
     if let Some(damage) = damage {
         let _ = data.damaged_end.set(damage);
     }

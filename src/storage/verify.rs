@@ -120,6 +120,9 @@ struct Target<'a> {
     durable: Option<u64>,
     /// Whether the file is a recycled segment [SEG-10].
     recycled: bool,
+    /// Whether the segment is packed [SEG-09]: its frames end in its seal, the last
+    /// segment's too [REC-13].
+    packed: bool,
 }
 
 impl Target<'_> {
@@ -243,12 +246,16 @@ impl Reader {
                     offset,
                     kind,
                 }) => {
+                    // The last segment's records end at its seal, which readers find
+                    // by scanning its frames [REC-13].
+                    let next = shared.next.load(Ordering::Acquire);
+                    let resumes_at = successor.or_else(|| (next > *base).then_some(next));
                     report.problems.push(Damage {
                         segment,
                         offset,
                         kind,
                         first_seq: Seq(*base),
-                        resumes_at: successor.map(Seq),
+                        resumes_at: resumes_at.map(Seq),
                     });
                     continue;
                 }
@@ -262,6 +269,7 @@ impl Reader {
                 Err(error) => return Err(error),
             };
             report.segments += 1;
+            let is_packed = packed.is_some();
             let dictionary = packed.and_then(|p| p.dictionary);
             // The writer's own readers check its active segment up to what it published.
             let limit = match published {
@@ -285,6 +293,7 @@ impl Reader {
                     .filter(|m| successor.is_none() && m.segment == *base && m.salt == header.salt),
                 durable: durable.filter(|_| successor.is_none()),
                 recycled: header.is_recycled(),
+                packed: is_packed,
             };
             let mut reading = Reading {
                 inflater: &mut inflater,
@@ -457,8 +466,11 @@ fn verify_segment(
                     (Some(successor), None) => (CorruptKind::MissingSeal, successor),
                     // Only a promise makes the end of the last segment damage; without one
                     // it is what a crash (or a writer still writing) leaves.
-                    (None, fault) => match target.early_end((offset, seq), false, fault) {
+                    (None, fault) => match target.early_end((offset, seq), false, fault.clone()) {
                         Some(found) => found,
+                        // A packed last segment ends in its seal: its frames that stop
+                        // elsewhere are damage, a damaged seal losing no record [REC-13].
+                        None if target.packed => (fault.unwrap_or(CorruptKind::MissingSeal), seq),
                         None => {
                             if unclean {
                                 report.unclean_tail = Some((target.id, offset));
@@ -494,7 +506,9 @@ fn check_end(
             successor,
         )),
         Some(_) => None,
-        None => target.early_end((offset, seq), sealed, None),
+        None => target
+            .early_end((offset, seq), sealed, None)
+            .or_else(|| (target.packed && !sealed).then_some((CorruptKind::MissingSeal, seq))),
     };
     if let Some((kind, resumes_at)) = kind {
         problem(report, target.damage(offset, seq, kind, Some(resumes_at)));

@@ -168,6 +168,7 @@ impl Log {
                 recovery::Recovered {
                     parts,
                     packed: None,
+                    unreadable: None,
                 }
             }
         };
@@ -230,7 +231,8 @@ impl Log {
         }
         drop(retention);
 
-        let (mut parts, packed) = (recovered.parts, recovered.packed);
+        let (mut parts, packed, unreadable) =
+            (recovered.parts, recovered.packed, recovered.unreadable);
         // After a process crash the frames recovery found may exist only in the page cache;
         // they are declared durable below, so make them durable first [REC-07]. (A clean
         // close synced them before writing its marker.) This also covers a seal whose roll
@@ -266,6 +268,7 @@ impl Log {
         let map = segment::map_for_reading(options.read_strategy, &parts.file, &parts.path)?;
         let mut active = parts.into_data(map);
         active.packed = packed;
+        active.unreadable = unreadable;
         let active = Arc::new(active);
         let shared = Shared::new(dir, io, options.read_strategy, FRAME_PAYLOAD_LIMIT, false);
         shared.waiters_sync.store(

@@ -23,7 +23,7 @@ use esl_replay::storage::{
 use crate::support::process::open_log;
 use crate::support::storage::{
     FaultyIo, FrameSpan, NoSyncIo, Plan, Rng, fast_options, flip_byte, frames_of, read_all,
-    segment_bases, temp_dir, with_io, with_strategy,
+    read_range, segment_bases, temp_dir, with_io, with_strategy,
 };
 
 /// Record `seq`: mostly an ESL event in plain format (fields repeat across records, values
@@ -859,4 +859,186 @@ fn a_successor_truncated_away_is_not_missing_to_a_follower() {
     log.truncate_prefix(Seq(log.active_segment().0)).unwrap();
     assert!(follower.missing_records().unwrap().is_none());
     assert_eq!(follower.next_seq().unwrap(), Seq(seq));
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "damage made while no reader has the file mapped"
+)]
+fn cut_file(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Fails, saying where, if the file at `path` no longer holds `before`.
+fn assert_unchanged(path: &Path, before: &[u8], what: &str) {
+    let after = std::fs::read(path).unwrap();
+    let differ: Vec<usize> = (0..after.len().min(before.len()))
+        .filter(|i| after[*i] != before[*i])
+        .collect();
+    assert!(
+        after == before,
+        "{what}: {} bytes, {} before, {} differ, first {:?} last {:?}",
+        after.len(),
+        before.len(),
+        differ.len(),
+        differ.first().map(|i| (i, before[*i], after[*i])),
+        differ.last().map(|i| (i, before[*i], after[*i])),
+    );
+}
+
+/// A closed log whose clean close packed every segment, the last one included; returns its
+/// bases and how many records it holds.
+fn packed_at_close(dir: &Path) -> (Vec<u64>, u64) {
+    let count = 600;
+    written_log(dir, &packing(), count);
+    let bases = segment_bases(dir);
+    assert!(bases.len() >= 3, "{bases:?}");
+    for base in &bases {
+        assert_eq!(header_of(dir, *base).read_version, PACKED_VERSION, "{base}");
+    }
+    (bases, count)
+}
+
+/// [SEG-09] [REC-13] A packed last segment whose trailer is damaged (a flipped bit, or the
+/// file cut short into it) hides only its own records: followers open, read every record
+/// before it, meet the damage at its segment and trailer offset for each of its records,
+/// and `skip_damage` moves past it; `verify` reports its records unreadable; the writer
+/// opens, in every mode, and gives the next record the sequence after its seal, in a new
+/// segment, changing nothing in the damaged file.
+#[test]
+fn a_damaged_trailer_of_a_packed_last_segment_hides_only_its_records() {
+    for cut in [false, true] {
+        let dir = temp_dir();
+        let (bases, count) = packed_at_close(dir.path());
+        let last = *bases.last().unwrap();
+        let path = segment_path(dir.path(), last);
+        let len = std::fs::metadata(&path).unwrap().len();
+        if cut {
+            // By 1000 bytes, or less if the trailer is shorter: the seal stays.
+            let fixed = read_range(&path, len - TRAILER_OVERHEAD as u64, len);
+            let dict_len = u32::from_le_bytes(fixed[8..12].try_into().unwrap());
+            let trailer_len = u64::from(dict_len) + TRAILER_OVERHEAD as u64;
+            cut_file(&path, len - 1000.min(trailer_len));
+        } else {
+            flip_byte(&path, len - TRAILER_OVERHEAD as u64 - 100, 0x20);
+        }
+        let before = std::fs::read(&path).unwrap();
+
+        let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+        assert_eq!(reader.next_seq().unwrap(), Seq(count + 1), "cut {cut}");
+        assert_eq!(reader.get(Seq(1)).unwrap(), Some(record(1)));
+        assert_eq!(reader.get(Seq(last - 1)).unwrap(), Some(record(last - 1)));
+        for seq in [last, count] {
+            assert!(
+                matches!(reader.get(Seq(seq)), Err(Error::Corrupt { segment, .. }) if segment.0 == last),
+                "cut {cut}: {seq}"
+            );
+        }
+        let mut cursor = reader.cursor(Seq(1)).unwrap();
+        for seq in 1..last {
+            assert_eq!(cursor.next().unwrap().map(|r| r.seq), Some(Seq(seq)));
+        }
+        let offset = match cursor.next() {
+            Err(Error::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment.0, last);
+                offset
+            }
+            other => panic!("cut {cut}: expected the damage, got {other:?}"),
+        };
+        assert!(offset > 0, "the damage is named where it is");
+        assert_eq!(cursor.skip_damage().unwrap(), Some(Seq(count + 1)));
+        assert!(cursor.next().unwrap().is_none());
+        let problems = reader.verify().unwrap().problems;
+        assert_eq!(problems.len(), 1, "cut {cut}: {problems:?}");
+        assert_eq!(
+            (
+                problems[0].segment.0,
+                problems[0].offset,
+                problems[0].first_seq
+            ),
+            (last, offset, Seq(last))
+        );
+        assert_eq!(problems[0].resumes_at, Some(Seq(count + 1)));
+
+        for mode in [
+            RecoveryMode::AbsoluteConsistency,
+            RecoveryMode::PointInTime,
+            RecoveryMode::TolerateTornTail,
+        ] {
+            let options = LogOptions {
+                recovery_mode: mode,
+                ..packing()
+            };
+            let (log, report) = open_log(dir.path(), options).unwrap();
+            assert_unchanged(&path, &before, &format!("{mode:?} open"));
+            assert_eq!(report.next_seq, count + 1, "{mode:?}");
+            assert_eq!(log.reader().get(Seq(1)).unwrap(), Some(record(1)));
+            assert!(log.reader().get(Seq(last)).is_err(), "{mode:?}");
+            log.close().unwrap();
+            assert_unchanged(&path, &before, &format!("{mode:?}"));
+        }
+        let (mut log, _) = open_log(dir.path(), packing()).unwrap();
+        assert_eq!(log.append(&record(count + 1)).unwrap(), Seq(count + 1));
+        log.close().unwrap();
+        assert_eq!(*segment_bases(dir.path()).last().unwrap(), count + 1);
+        assert_unchanged(&path, &before, "after an append");
+        let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+        assert_eq!(reader.get(Seq(count + 1)).unwrap(), Some(record(count + 1)));
+        assert_eq!(reader.get(Seq(last - 1)).unwrap(), Some(record(last - 1)));
+        let problems = reader.verify().unwrap().problems;
+        assert_eq!(problems.len(), 1, "cut {cut}: {problems:?}");
+        assert_eq!(problems[0].segment.0, last);
+    }
+}
+
+/// [SEG-09] [RD-04] [REC-13] A packed last segment whose seal alone is damaged (its frames
+/// run exactly to the trailer) is read as a middle segment's would be: every record reads,
+/// `verify` reports the seal at its offset with no record lost, and the writer opens and
+/// appends after it.
+#[test]
+fn a_damaged_seal_of_a_packed_last_segment_loses_no_record() {
+    let dir = temp_dir();
+    let (bases, count) = packed_at_close(dir.path());
+    let last = *bases.last().unwrap();
+    let path = segment_path(dir.path(), last);
+    let (_, frames) = frames_of(&path);
+    let seal = *frames.last().unwrap();
+    assert!(seal.seal);
+    flip_byte(&path, seal.offset + 1, 0x20);
+
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&reader, count);
+    assert_eq!(reader.get(Seq(count)).unwrap(), Some(record(count)));
+    assert_eq!(
+        reader.missing_records().unwrap().map(|e| e.to_string()),
+        None
+    );
+    let problems = reader.verify().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        (
+            problems[0].segment.0,
+            problems[0].offset,
+            problems[0].first_seq
+        ),
+        (last, seal.offset, Seq(count + 1))
+    );
+    assert_eq!(problems[0].resumes_at, Some(Seq(count + 1)));
+
+    let (mut log, report) = open_log(dir.path(), packing()).unwrap();
+    assert_eq!(report.next_seq, count + 1);
+    assert_every_record(&log.reader(), count);
+    assert_eq!(log.append(&record(count + 1)).unwrap(), Seq(count + 1));
+    log.close().unwrap();
+    assert_eq!(*segment_bases(dir.path()).last().unwrap(), count + 1);
+    let reader = Reader::open(dir.path(), &fast_options()).unwrap();
+    assert_every_record(&reader, count + 1);
+    assert_eq!(reader.verify().unwrap().problems.len(), 1);
 }
