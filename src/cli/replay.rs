@@ -366,17 +366,9 @@ fn criteria_json(criteria: &Criteria) -> Value {
             saved.insert(key.to_owned(), Value::String(text));
         }
     }
-    for (key, value) in [
-        ("artifact_name", &fields.artifact_name),
-        ("job_uuid", &fields.job_uuid),
-        ("replay_session_id", &fields.replay_session_id),
-        ("pbx_node_slug", &fields.pbx_node_slug),
-        ("worker_session_id", &fields.worker_session_id),
-        ("session_id", &fields.session_id),
-        ("connection_generation", &fields.connection_generation),
-    ] {
+    for (key, value) in fields.texts() {
         if let Some(value) = value {
-            saved.insert(key.to_owned(), Value::String(value.clone()));
+            saved.insert(key.to_owned(), Value::String(value.to_owned()));
         }
     }
     Value::Object(saved)

@@ -321,16 +321,8 @@ fn write_criteria(out: &mut Out, criteria: &Criteria) {
             None => out.push_str("null"),
         }
     }
-    for (key, value) in [
-        ("artifact_name", &fields.artifact_name),
-        ("job_uuid", &fields.job_uuid),
-        ("replay_session_id", &fields.replay_session_id),
-        ("pbx_node_slug", &fields.pbx_node_slug),
-        ("worker_session_id", &fields.worker_session_id),
-        ("session_id", &fields.session_id),
-        ("connection_generation", &fields.connection_generation),
-    ] {
-        write_opt_str(object.key(key), value.as_deref());
+    for (key, value) in fields.texts() {
+        write_opt_str(object.key(key), value);
     }
     object.close();
 }

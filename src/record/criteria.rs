@@ -59,6 +59,25 @@ pub struct CriteriaFields {
     pub connection_generation: Option<String>,
 }
 
+impl CriteriaFields {
+    /// The exact-text conditions with their reference key names, in the reference's order.
+    #[must_use]
+    pub fn texts(&self) -> [(&'static str, Option<&str>); 7] {
+        [
+            ("artifact_name", self.artifact_name.as_deref()),
+            ("job_uuid", self.job_uuid.as_deref()),
+            ("replay_session_id", self.replay_session_id.as_deref()),
+            ("pbx_node_slug", self.pbx_node_slug.as_deref()),
+            ("worker_session_id", self.worker_session_id.as_deref()),
+            ("session_id", self.session_id.as_deref()),
+            (
+                "connection_generation",
+                self.connection_generation.as_deref(),
+            ),
+        ]
+    }
+}
+
 /// A validated, bounded read filter. The default selects every record. It deserializes as
 /// [`CriteriaFields`] do, then validates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -84,16 +103,8 @@ impl Criteria {
     /// - [`Error::InvertedTimeWindow`] if `captured_from` is after `captured_until` (equal
     ///   bounds are allowed).
     pub fn new(fields: CriteriaFields) -> Result<Self, Error> {
-        for (field, value) in [
-            ("artifact_name", &fields.artifact_name),
-            ("job_uuid", &fields.job_uuid),
-            ("replay_session_id", &fields.replay_session_id),
-            ("pbx_node_slug", &fields.pbx_node_slug),
-            ("worker_session_id", &fields.worker_session_id),
-            ("session_id", &fields.session_id),
-            ("connection_generation", &fields.connection_generation),
-        ] {
-            if value.as_deref().is_some_and(is_blank) {
+        for (field, value) in fields.texts() {
+            if value.is_some_and(is_blank) {
                 return Err(Error::BlankField { field });
             }
         }
