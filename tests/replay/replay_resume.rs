@@ -27,6 +27,14 @@ fn checkpoint(dir: &Path, key: &str) -> Option<esl_replay::checkpoint::Checkpoin
     CheckpointStore::open(dir).unwrap().load(key).unwrap()
 }
 
+/// The last consumed sequence of the saved checkpoint of `key`.
+fn consumed(dir: &Path, key: &str) -> u64 {
+    checkpoint(dir, key)
+        .expect("a saved checkpoint")
+        .cursor()
+        .last_consumed_sequence()
+}
+
 fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()
 }
@@ -200,13 +208,7 @@ fn one_key_is_executed_by_one_run_at_a_time() {
     drop(held);
     let ran = run(&[&args[..], &["--execute"]].concat());
     assert!(ran.status.success(), "{}", stderr(&ran));
-    assert_eq!(
-        checkpoint(&cp, "shared")
-            .unwrap()
-            .cursor()
-            .last_consumed_sequence(),
-        5
-    );
+    assert_eq!(consumed(&cp, "shared"), 5);
 }
 
 /// `--handler exec` saves after every record: killed outright (SIGKILL, no chance to
@@ -396,22 +398,10 @@ fn a_resume_with_other_criteria_is_refused_unless_allowed() {
             && text.contains("--allow-criteria-change"),
         "{text}"
     );
-    assert_eq!(
-        checkpoint(&cp, "c")
-            .unwrap()
-            .cursor()
-            .last_consumed_sequence(),
-        1
-    );
+    assert_eq!(consumed(&cp, "c"), 1);
     let allowed = run(&[&base[..], &["--allow-criteria-change"]].concat());
     assert!(allowed.status.success(), "{}", stderr(&allowed));
-    assert_eq!(
-        checkpoint(&cp, "c")
-            .unwrap()
-            .cursor()
-            .last_consumed_sequence(),
-        4
-    );
+    assert_eq!(consumed(&cp, "c"), 4);
 }
 
 /// `--after` past the store's end is refused like a checkpoint past it.
