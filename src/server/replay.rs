@@ -194,8 +194,10 @@ impl StoreReplay {
     }
 
     fn start_cursor(&self) -> Result<ReadCursor, Error> {
+        // A serving checkpoint that does not say exactly where to resume is refused, never
+        // read as a guessed position (PHP's cast would make `"garbage"` a 0).
         if let Some(service) = &self.options.checkpoint
-            && let Some(checkpoint) = service.load()?
+            && let Some(checkpoint) = service.resume_state()?.checkpoint()
         {
             return Ok(ReadCursor::new(
                 checkpoint.cursor().last_consumed_sequence(),

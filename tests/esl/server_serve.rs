@@ -341,6 +341,48 @@ fn serving_checkpoint(dir: &std::path::Path) -> CheckpointService {
     CheckpointService::new(CheckpointStore::open(dir).unwrap(), "serve-test").unwrap()
 }
 
+/// Review item: a serving checkpoint whose position is not an integer was read as PHP
+/// casts it (`"garbage"` is 0), so the next client got the whole stream again. Such a file
+/// is refused: the client is told goodbye before any event.
+#[tokio::test]
+async fn a_serving_checkpoint_that_does_not_say_where_to_resume_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_store(
+        dir.path(),
+        (1..=3)
+            .map(|n| timed_event("HEARTBEAT", n, 1_767_261_600_000_000 + n as i64))
+            .collect(),
+    );
+    let checkpoints = tempfile::tempdir().unwrap();
+    serving_checkpoint(checkpoints.path())
+        .save(
+            esl_replay::record::ReadCursor::new(2, None),
+            Default::default(),
+        )
+        .unwrap();
+    let file = std::fs::read_dir(checkpoints.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_string_lossy().ends_with(".json"))
+        .expect("the checkpoint file");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let garbled = text.replace(
+        r#""last_consumed_sequence": 2"#,
+        r#""last_consumed_sequence": "garbage""#,
+    );
+    assert_ne!(garbled, text, "{text}");
+    std::fs::write(&file, garbled).unwrap();
+    let options = ReplayOptions {
+        checkpoint: Some(serving_checkpoint(checkpoints.path())),
+        ..fast()
+    };
+    let server = serve(dir.path(), options).await;
+    let mut client = Client::authenticated(server.local_addr(), "ClueCon").await;
+    client.command("event plain ALL").await;
+    let (events, _) = client.events_until_notice().await;
+    assert!(events.is_empty(), "{} events served", events.len());
+}
+
 #[tokio::test]
 async fn serving_resumes_after_the_checkpoint_of_an_earlier_client() {
     let dir = tempfile::tempdir().unwrap();
