@@ -2,6 +2,7 @@
 //! test as a named test (adapted where C7 changes the outcome, saying why), plus the size
 //! pass, prunes of everything, damaged records and whole-segment space reclaim.
 
+use std::path::Path;
 use std::time::Duration;
 
 use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
@@ -302,24 +303,30 @@ fn damaged_record_in_the_prune_range_fails_the_plan() {
     );
 }
 
-/// A store of packed segments: `records` records a minute apart from 2024-01-01, on 64 KiB
-/// segments, every sealed segment packed.
-fn packed_store(records: u32) -> (tempfile::TempDir, LogStore) {
-    let dir = tempfile::tempdir().unwrap();
+/// A store at `root` of `records` records a minute apart from 2024-01-01, on 64 KiB
+/// segments, packed at `pack_level` if given.
+fn minute_store(root: &Path, records: i64, pack_level: Option<i32>) -> LogStore {
     let options = LogOptions {
         segment_bytes: 64 << 10,
         max_payload_bytes: 16 << 10,
-        pack_level: Some(3),
+        pack_level,
         ..LogOptions::default()
     };
-    let mut store = open_store_with(dir.path().join("store"), options).unwrap();
+    let mut store = open_store_with(root, options).unwrap();
     for minute in 0..records {
         store
             .write(envelope(
-                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(i64::from(minute)),
+                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(minute),
             ))
             .unwrap();
     }
+    store
+}
+
+/// A [`minute_store`] whose sealed segments are all packed.
+fn packed_store(records: i64) -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = minute_store(&dir.path().join("store"), records, Some(3));
     let packed = store.pack_sealed().unwrap();
     assert!(packed.len() > 2, "{packed:?}");
     (dir, store)
@@ -353,20 +360,7 @@ fn on_packed_segments_the_size_pass_counts_the_bytes_stored() {
 fn damage_beyond_the_range_to_prune_does_not_fail_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let options = LogOptions {
-        segment_bytes: 64 << 10,
-        max_payload_bytes: 16 << 10,
-        ..LogOptions::default()
-    };
-    let mut store = open_store_with(&root, options).unwrap();
-    for minute in 0..2000 {
-        store
-            .write(envelope(
-                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(minute),
-            ))
-            .unwrap();
-    }
-    store.close().unwrap();
+    minute_store(&root, 2000, None).close().unwrap();
     let log = root.join("log");
     let last = *segment_bases(&log).last().unwrap();
     let path = segment_file(&log, last);
@@ -390,19 +384,7 @@ fn damage_beyond_the_range_to_prune_does_not_fail_the_plan() {
 fn pruning_deletes_whole_segments() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let options = LogOptions {
-        segment_bytes: 64 << 10,
-        max_payload_bytes: 16 << 10,
-        ..LogOptions::default()
-    };
-    let mut store = open_store_with(&root, options).unwrap();
-    for day in 0..2000 {
-        store
-            .write(envelope(
-                datetime!(2024-01-01 00:00 UTC) + time::Duration::minutes(day),
-            ))
-            .unwrap();
-    }
+    let store = minute_store(&root, 2000, None);
     let policy = PrunePolicy {
         max_stream_bytes: Some(0),
         protected_record_count: 100,
