@@ -211,7 +211,7 @@ pub enum Error {
 
     /// Another process holds the key's run lock ([`CheckpointStore::lock`](super::CheckpointStore::lock)).
     #[error(
-        "checkpoint key {key:?} is in use by another run (it holds the lock {path}); two runs of one key would both execute every record: wait for it to finish or stop it, or use another --checkpoint-key"
+        "checkpoint key {key:?} is in use by another run (it holds the lock {path}); two runs of one key would both act on every record and move its checkpoint back and forth: wait for it to finish or stop it, or use another --checkpoint-key"
     )]
     KeyInUse {
         /// The key.

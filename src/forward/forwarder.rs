@@ -103,11 +103,13 @@ pub struct ForwardReport {
 /// therefore re-sends the batch in flight plus what was acknowledged since the last save,
 /// and never skips a record. Sink failures that may pass ([`SinkError::Unavailable`]) are
 /// retried forever with capped, fully jittered exponential backoff; shutdown interrupts
-/// waits and backoffs, never a batch the sink is confirming.
+/// waits and backoffs, never a batch the sink is confirming. While it runs, the forwarder
+/// holds the key's run lock ([`CheckpointStore::lock`](crate::checkpoint::CheckpointStore::lock)),
+/// so one key has one forwarder at a time.
 ///
 /// # Errors
 ///
-/// Store and checkpoint errors (among them a prune that removed records the forwarder had
+/// Store and checkpoint errors (among them the key's lock held by another forwarder, and a prune that removed records the forwarder had
 /// not read yet, checked at the start and after every read); [`Error::Rejected`] when the
 /// sink refuses a batch for good; [`Error::InvalidOption`] for a zero batch size. The error
 /// is also left in `metrics` ([`MetricsSnapshot::stopped`](super::MetricsSnapshot::stopped)).
@@ -140,6 +142,9 @@ async fn run_forwarder<S: Sink>(
             "the batch size must be at least 1".into(),
         ));
     }
+    // Held until the forwarder returns, and taken before the checkpoint is read: a second
+    // forwarder of the key would deliver everything again and move its checkpoint back.
+    let _key = checkpoints.store().lock(checkpoints.key())?;
     let store = source.store();
     let resume = checkpoints.resume_state()?;
     // What a checkpoint held stays (retention queries find its consumer by it); the

@@ -103,6 +103,42 @@ fn a_new_forwarder_saves_its_checkpoint_before_it_reads() {
     assert_eq!((acked, stopped), (30, Stopped::EndReached));
 }
 
+/// One key, one forwarder: while another run holds the key, a forwarder sends nothing and
+/// saves nothing; once it is released, the same call delivers everything.
+#[test]
+fn a_second_forwarder_of_one_key_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, store) = store_of(dir.path(), 30);
+    store.close().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let first = service_lock(&checkpoints);
+    let mut sink = Collect::default();
+    let refused = run(&path, &checkpoints, &mut sink).unwrap_err();
+    assert!(
+        matches!(
+            *refused,
+            Error::Checkpoint(esl_replay::checkpoint::Error::KeyInUse { .. })
+        ),
+        "{refused}"
+    );
+    assert!(sink.sent.is_empty());
+    assert!(service(&checkpoints).load().unwrap().is_none());
+    drop(first);
+    assert_eq!(
+        run(&path, &checkpoints, &mut sink).unwrap(),
+        (30, Stopped::EndReached)
+    );
+    assert_eq!(sink.sent, (1..=30).collect::<Vec<_>>());
+    drop(service_lock(&checkpoints));
+}
+
+fn service_lock(checkpoints: &Path) -> esl_replay::checkpoint::KeyLock {
+    service(checkpoints)
+        .store()
+        .lock("forward.collect")
+        .unwrap()
+}
+
 /// A forwarder that resumes keeps what its checkpoint held: metadata a retention query
 /// finds the consumer by survives its saves.
 #[test]
