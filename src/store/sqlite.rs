@@ -335,7 +335,9 @@ impl SqliteStore {
 
     /// Opens an existing database read-only (`SQLITE_OPEN_READ_ONLY`): nothing is created,
     /// migrated or locked for writing, and writers may append meanwhile (C6). Databases the
-    /// reference wrote and this backend never migrated read correctly too.
+    /// reference wrote and this backend never migrated read correctly too. A database in a
+    /// directory this process cannot write to, without a `-wal` or `-shm` file beside it, is
+    /// opened immutable (no writer can change it there).
     ///
     /// # Errors
     ///
@@ -348,14 +350,20 @@ impl SqliteStore {
     /// [`SqliteStore::open_read_only`]'s handle, before it is wrapped.
     fn open_reader(path: &Path) -> Result<Self> {
         refuse_irregular(path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(path, flags)
-            .map_err(sqlite_error(path, "open the database read-only"))?;
-        connection
-            .busy_timeout(SqliteOptions::default().busy_timeout)
-            .map_err(sqlite_error(path, "set the busy timeout"))?;
-        let columns =
-            table_columns(&connection).map_err(sqlite_error(path, "read the table schema"))?;
+        let (connection, columns) = match Self::connect_reader(path, false) {
+            // A WAL database in a directory nobody can write to, with no `-wal` or `-shm`
+            // file: SQLite cannot create the shared-memory file a reader needs, and no writer
+            // can have created the log either, so the file cannot change while the
+            // directory stays read-only, and it is read as immutable.
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY =>
+            {
+                tracing::debug!(path = %path.display(), "read-only directory: the database is opened immutable");
+                Self::connect_reader(path, true)
+            }
+            other => other,
+        }
+        .map_err(sqlite_error(path, "open the database read-only"))?;
         if columns.is_empty() {
             return Err(Error::Metadata {
                 path: path.to_path_buf(),
@@ -379,6 +387,23 @@ impl SqliteStore {
         };
         store.last_sequence = store.stored_last_sequence()?;
         Ok(store)
+    }
+
+    /// A read-only connection to `path` with `replay_records`' column names (empty if the
+    /// table is missing); with `immutable`, one that assumes nothing changes the file.
+    fn connect_reader(path: &Path, immutable: bool) -> rusqlite::Result<(Connection, Vec<String>)> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = if immutable {
+            Connection::open_with_flags(
+                format!("file:{}?immutable=1", uri_path(path)),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?
+        } else {
+            Connection::open_with_flags(path, flags)?
+        };
+        connection.busy_timeout(SqliteOptions::default().busy_timeout)?;
+        let columns = table_columns(&connection)?;
+        Ok((connection, columns))
     }
 
     /// The database file.
@@ -982,6 +1007,22 @@ fn sqlite_error<'a>(
         context: context.to_owned(),
         source,
     }
+}
+
+/// `path` as the path of a `file:` URI: every byte but unreserved ones and `/`
+/// percent-encoded, so that `?`, `#` and `%` in a name stay part of it.
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut uri = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            let _ = write!(uri, "%{byte:02X}");
+        }
+    }
+    uri
 }
 
 /// The column names of `replay_records`; empty if the table does not exist.

@@ -1327,3 +1327,55 @@ fn a_visit_of_large_rows_sees_every_record_once_in_order() {
         assert_eq!(seen, expected);
     }
 }
+
+/// A store on read-only media (an archive handed to an auditor): its directory cannot hold
+/// SQLite's shared-memory file, and reads work all the same. The commands run as a user
+/// who cannot write there (`nobody` when the tests run as root, who writes anywhere).
+#[test]
+fn a_store_in_a_directory_nobody_may_write_to_is_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    use crate::support::process::SpawnSafely as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("archive");
+    std::fs::create_dir(&store_dir).unwrap();
+    let path = store_dir.join("replay?#%.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .write_batch((0..7).map(|_| fixture_envelope()).collect())
+        .unwrap();
+    drop(store);
+    let leftovers: Vec<_> = std::fs::read_dir(&store_dir).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "only the database file: {leftovers:?}");
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(dir.path(), 0o755);
+    mode(&path, 0o444);
+    mode(&store_dir, 0o555);
+    let as_reader = |args: &[&str]| {
+        let mut command = crate::support::cli::command();
+        if rustix::process::geteuid().is_root() {
+            command.uid(65534).gid(65534);
+        }
+        let output = command.args(args).output_safely().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let store = path.to_str().unwrap();
+    let stats = as_reader(&["stats", "-s", store]);
+    assert!(
+        stats
+            .lines()
+            .any(|line| line.split_whitespace().eq(["records", "7"])),
+        "{stats}"
+    );
+    assert_eq!(as_reader(&["export", "-s", store]).lines().count(), 7);
+    assert_eq!(std::fs::read_dir(&store_dir).unwrap().count(), 1);
+    mode(&store_dir, 0o755);
+}
