@@ -336,8 +336,8 @@ impl SqliteStore {
     /// Opens an existing database read-only (`SQLITE_OPEN_READ_ONLY`): nothing is created,
     /// migrated or locked for writing, and writers may append meanwhile (C6). Databases the
     /// reference wrote and this backend never migrated read correctly too. A database in a
-    /// directory this process cannot write to, without a `-wal` or `-shm` file beside it, is
-    /// opened immutable (no writer can change it there).
+    /// directory this process cannot write to, with no `-shm` file and no write-ahead log
+    /// holding commits beside it, is opened immutable (no writer can change it there).
     ///
     /// # Errors
     ///
@@ -355,8 +355,10 @@ impl SqliteStore {
             // file: SQLite cannot create the shared-memory file a reader needs, and no writer
             // can have created the log either, so the file cannot change while the
             // directory stays read-only, and it is read as immutable.
+            // A log with commits in it would be ignored: then the error stands.
             Err(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY =>
+                if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+                    && wal_is_empty(path) =>
             {
                 tracing::debug!(path = %path.display(), "read-only directory: the database is opened immutable");
                 Self::connect_reader(path, true)
@@ -1006,6 +1008,16 @@ fn sqlite_error<'a>(
         path: path.to_path_buf(),
         context: context.to_owned(),
         source,
+    }
+}
+
+/// Whether the database at `path` has no write-ahead log with anything in it.
+fn wal_is_empty(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(&wal) {
+        Ok(metadata) => metadata.len() == 0,
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
     }
 }
 

@@ -1328,16 +1328,29 @@ fn a_visit_of_large_rows_sees_every_record_once_in_order() {
     }
 }
 
-/// A store on read-only media (an archive handed to an auditor): its directory cannot hold
-/// SQLite's shared-memory file, and reads work all the same. The commands run as a user
-/// who cannot write there (`nobody` when the tests run as root, who writes anywhere).
-#[test]
-fn a_store_in_a_directory_nobody_may_write_to_is_read() {
-    use std::os::unix::fs::PermissionsExt as _;
+/// Runs the binary as a user who cannot write to what `dir` holds once it is read-only
+/// (`nobody` when the tests run as root, who writes anywhere).
+fn run_as_reader(args: &[&str]) -> std::process::Output {
     use std::os::unix::process::CommandExt as _;
 
     use crate::support::process::SpawnSafely as _;
+    let mut command = crate::support::cli::command();
+    if rustix::process::geteuid().is_root() {
+        command.uid(65534).gid(65534);
+    }
+    command.args(args).output_safely().unwrap()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A directory `archive` in a fresh temporary directory, holding a SQLite store of 7
+/// records named with characters a URI must escape, and nothing else.
+fn archived_store() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
     let store_dir = dir.path().join("archive");
     std::fs::create_dir(&store_dir).unwrap();
     let path = store_dir.join("replay?#%.sqlite");
@@ -1348,18 +1361,19 @@ fn a_store_in_a_directory_nobody_may_write_to_is_read() {
     drop(store);
     let leftovers: Vec<_> = std::fs::read_dir(&store_dir).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "only the database file: {leftovers:?}");
-    let mode = |path: &Path, mode| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    mode(dir.path(), 0o755);
-    mode(&path, 0o444);
-    mode(&store_dir, 0o555);
+    (dir, path)
+}
+
+/// A store on read-only media (an archive handed to an auditor): its directory cannot hold
+/// SQLite's shared-memory file, and reads work all the same.
+#[test]
+fn a_store_in_a_directory_nobody_may_write_to_is_read() {
+    let (_dir, path) = archived_store();
+    let store_dir = path.parent().unwrap();
+    set_mode(&path, 0o444);
+    set_mode(store_dir, 0o555);
     let as_reader = |args: &[&str]| {
-        let mut command = crate::support::cli::command();
-        if rustix::process::geteuid().is_root() {
-            command.uid(65534).gid(65534);
-        }
-        let output = command.args(args).output_safely().unwrap();
+        let output = run_as_reader(args);
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -1376,6 +1390,38 @@ fn a_store_in_a_directory_nobody_may_write_to_is_read() {
         "{stats}"
     );
     assert_eq!(as_reader(&["export", "-s", store]).lines().count(), 7);
-    assert_eq!(std::fs::read_dir(&store_dir).unwrap().count(), 1);
-    mode(&store_dir, 0o755);
+    assert_eq!(std::fs::read_dir(store_dir).unwrap().count(), 1);
+    set_mode(store_dir, 0o755);
+}
+
+/// The same archive with commits still in its write-ahead log (copied without its `-shm`
+/// file): reading the database as immutable would hide them, so it is refused.
+#[test]
+fn a_read_only_store_whose_log_holds_commits_is_refused_not_read_without_them() {
+    let (_dir, path) = archived_store();
+    let store_dir = path.parent().unwrap();
+    let copy = store_dir.join("copy.sqlite");
+    std::fs::copy(&path, &copy).unwrap();
+    // A writer that never closes leaves its commits in the log.
+    let mut writer = SqliteStore::open(&copy).unwrap();
+    writer
+        .write_batch((0..3).map(|_| fixture_envelope()).collect())
+        .unwrap();
+    let with_suffix = |suffix: &str| {
+        let mut name = copy.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let archived = store_dir.join("logged.sqlite");
+    std::fs::copy(&copy, &archived).unwrap();
+    std::fs::copy(with_suffix("-wal"), store_dir.join("logged.sqlite-wal")).unwrap();
+    drop(writer);
+    set_mode(store_dir, 0o555);
+    let output = run_as_reader(&["stats", "-s", archived.to_str().unwrap()]);
+    let error = crate::support::cli::error_output(&output);
+    assert!(
+        error.contains("readonly") || error.contains("read-only"),
+        "{error}"
+    );
+    set_mode(store_dir, 0o755);
 }
