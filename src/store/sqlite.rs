@@ -351,14 +351,18 @@ impl SqliteStore {
     fn open_reader(path: &Path) -> Result<Self> {
         refuse_irregular(path)?;
         let (connection, columns) = match Self::connect_reader(path, false) {
-            // A WAL database in a directory nobody can write to, with no `-wal` or `-shm`
-            // file: SQLite cannot create the shared-memory file a reader needs, and no writer
-            // can have created the log either, so the file cannot change while the
-            // directory stays read-only, and it is read as immutable.
-            // A log with commits in it would be ignored: then the error stands.
+            // A WAL database in a directory this process cannot write to (permissions, or
+            // a read-only mount) with no `-shm` file: SQLite cannot create the shared-memory
+            // file a reader needs, and no writer can have created a log since, so the file
+            // cannot change while the directory stays so, and it is read as immutable. A
+            // log with commits in it would be ignored: then the error stands.
             Err(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
-                    && wal_is_empty(path) =>
+                if [
+                    rusqlite::ffi::SQLITE_READONLY_DIRECTORY,
+                    rusqlite::ffi::SQLITE_CANTOPEN,
+                ]
+                .contains(&failure.extended_code)
+                    && frozen_directory(path) =>
             {
                 tracing::debug!(path = %path.display(), "read-only directory: the database is opened immutable");
                 Self::connect_reader(path, true)
@@ -1011,14 +1015,25 @@ fn sqlite_error<'a>(
     }
 }
 
-/// Whether the database at `path` has no write-ahead log with anything in it.
-fn wal_is_empty(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    match std::fs::metadata(&wal) {
+/// Whether the database at `path` is alone in a directory this process cannot write to: no
+/// `-shm` file, no write-ahead log with anything in it, the directory not writable.
+fn frozen_directory(path: &Path) -> bool {
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(name)
+    };
+    let wal_empty = match beside("-wal") {
         Ok(metadata) => metadata.len() == 0,
         Err(error) => error.kind() == std::io::ErrorKind::NotFound,
-    }
+    };
+    let no_shm = beside("-shm").is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let unwritable = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err();
+    wal_empty && no_shm && unwritable
 }
 
 /// `path` as the path of a `file:` URI: every byte but unreserved ones and `/`
