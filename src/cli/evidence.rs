@@ -96,6 +96,9 @@ pub(crate) fn run(command: &EvidenceCommand) -> anyhow::Result<Outcome> {
 
 fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
     let store = args.store.open_read()?;
+    if let Some(output) = &args.output {
+        args.store.refuse_as_output(output)?;
+    }
     let criteria = args.criteria.criteria()?;
     let criteria = (!criteria.is_empty()).then_some(criteria);
     let batch_limit = usize::try_from(args.batch_limit).context("--batch-limit is too large")?;

@@ -3,7 +3,7 @@
 //! on demand.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -38,6 +38,39 @@ pub(crate) struct PackArgs {
 pub(crate) struct RepairArgs {
     /// The log directory (for a store, its `log` subdirectory).
     dir: PathBuf,
+}
+
+/// Refuses `dir` unless it holds a segment log's files: `repair` and `pack` open a writer,
+/// which would create a new, empty log in any other directory and report success.
+fn existing_log(dir: &Path) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list the log directory {}", dir.display()))?;
+    let is_log_file = |name: &str| {
+        [codec::START_FILE, codec::CLEAN_FILE, codec::DURABLE_FILE].contains(&name)
+            || [".seg", ".idx"].iter().any(|extension| {
+                name.strip_suffix(extension).is_some_and(|base| {
+                    base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+    };
+    if entries
+        .flatten()
+        .any(|entry| entry.file_name().to_str().is_some_and(is_log_file))
+    {
+        return Ok(());
+    }
+    let store_log = dir.join("log");
+    if store_log.is_dir() {
+        anyhow::bail!(
+            "{} holds no segment log; for a store, give its log subdirectory: {}",
+            dir.display(),
+            store_log.display()
+        );
+    }
+    anyhow::bail!(
+        "{} holds no segment log (no segment, index or log metadata files)",
+        dir.display()
+    )
 }
 
 fn open(dir: &PathBuf) -> anyhow::Result<Reader> {
@@ -136,6 +169,7 @@ pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<Outcome> {
         recovery_mode: RecoveryMode::PointInTime,
         ..LogOptions::default()
     };
+    existing_log(&args.dir)?;
     let (log, report) = Log::open(&args.dir, options)
         .with_context(|| format!("cannot repair the log in {}", args.dir.display()))?;
     log.close()
@@ -180,6 +214,7 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
         pack_level: None,
         ..LogOptions::default()
     };
+    existing_log(&args.dir)?;
     let (log, _) = Log::open(&args.dir, options)
         .with_context(|| format!("cannot open the log in {}", args.dir.display()))?;
     let mut out = std::io::stdout().lock();

@@ -14,6 +14,25 @@ use esl_replay::record::{
 };
 use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend, LogStore, RowCheck, Tail};
 
+/// The regular files under `dir`, in its subdirectories too (a store's few dozen files).
+fn walkdir_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
 /// Where the store is: `.sqlite`/`.db` selects SQLite, anything else a segment-log store.
 #[derive(Debug, Args)]
 pub(crate) struct StoreArg {
@@ -32,11 +51,78 @@ impl StoreArg {
 
     pub(crate) fn open_read(&self) -> anyhow::Result<Box<dyn ArtifactReader>> {
         store::open_read_only(&self.store, self.backend()).with_context(|| {
+            let missing = std::fs::symlink_metadata(&self.store)
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
             format!(
-                "cannot open the store {} for reading (does it exist?)",
-                self.store.display()
+                "cannot open the store {} for reading{}",
+                self.store.display(),
+                if missing {
+                    ": there is nothing at that path"
+                } else {
+                    ""
+                }
             )
         })
+    }
+
+    /// Refuses an output file that is the store, one of its files (by name or as a hard
+    /// link), or a new file inside its directory: writing it would destroy what is read.
+    pub(crate) fn refuse_as_output(&self, output: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(store) = std::fs::canonicalize(&self.store) else {
+            return Ok(());
+        };
+        let resolved = std::fs::canonicalize(output).ok().or_else(|| {
+            let parent = match output.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            Some(
+                std::fs::canonicalize(parent)
+                    .ok()?
+                    .join(output.file_name()?),
+            )
+        });
+        let refuse = || {
+            anyhow::anyhow!(
+                "the output {} is the store {} or one of its files; write it somewhere else",
+                output.display(),
+                self.store.display()
+            )
+        };
+        // The SQLite database's own files, or every file of a segment-log store.
+        let store_files: Vec<PathBuf> = if store.is_dir() {
+            if resolved
+                .as_ref()
+                .is_some_and(|path| path.starts_with(&store))
+            {
+                return Err(refuse());
+            }
+            walkdir_files(&store)
+        } else {
+            let sidecars = ["-wal", "-shm", "-journal"].map(|suffix| {
+                let mut name = store.as_os_str().to_owned();
+                name.push(suffix);
+                PathBuf::from(name)
+            });
+            if resolved
+                .as_ref()
+                .is_some_and(|path| *path == store || sidecars.contains(path))
+            {
+                return Err(refuse());
+            }
+            std::iter::once(store).chain(sidecars).collect()
+        };
+        if let Ok(target) = std::fs::metadata(output) {
+            let same = |path: &PathBuf| {
+                std::fs::metadata(path)
+                    .is_ok_and(|file| (file.dev(), file.ino()) == (target.dev(), target.ino()))
+            };
+            if store_files.iter().any(same) {
+                return Err(refuse());
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn open_write(&self) -> anyhow::Result<Box<dyn ArtifactStore>> {
@@ -393,6 +479,7 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
     let mut on_progress = |n: u64| bar.set_position(n);
     let written = match &args.output {
         Some(path) => {
+            args.store.refuse_as_output(path)?;
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             store::export(

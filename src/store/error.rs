@@ -134,6 +134,14 @@ pub enum Error {
     /// A batch with nothing in it produced no id.
     #[error("empty batch")]
     EmptyBatch,
+    /// The path given as a store's is something else (a segment log, say).
+    #[error("{path} is not a store: {reason}")]
+    NotAStore {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
     /// A store-level metadata file is damaged or of an unknown version.
     #[error("store metadata {path} is invalid: {reason}")]
     Metadata {

@@ -236,6 +236,7 @@ impl LogStore {
     }
 
     fn open_at(root: &Path, options: LogOptions) -> Result<LogStore> {
+        refuse_raw_log(root)?;
         // Durably: a store directory whose own entry a power loss can drop takes every
         // record acknowledged in it along.
         let io = options.io.clone();
@@ -1012,6 +1013,33 @@ impl ArtifactReader for LogStore {
         self.refresh_runs()?;
         Ok(self.append_seq_below(durable))
     }
+}
+
+/// Refuses a store root that is itself a segment log (a store's `log` subdirectory, or a
+/// raw log): opening it as a store would create a second, empty store inside it.
+fn refuse_raw_log(root: &Path) -> Result<()> {
+    if root.join("log").exists() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    let is_segment = |name: &str| {
+        name.strip_suffix(".seg")
+            .is_some_and(|base| base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if entries
+        .flatten()
+        .any(|entry| entry.file_name().to_str().is_some_and(is_segment))
+    {
+        return Err(Error::NotAStore {
+            path: root.to_path_buf(),
+            reason: "it is a segment log (a store keeps its log in a `log` subdirectory); \
+                     give the store directory that holds it"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

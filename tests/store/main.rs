@@ -24,3 +24,5 @@ mod store_lookup;
 mod store_sqlite;
 #[cfg(feature = "cli")]
 mod store_stats_bytes;
+#[cfg(feature = "cli")]
+mod wrong_paths;

@@ -35,8 +35,8 @@ use esl_replay::store::{self, ArtifactReader, ArtifactStore, Backend};
 pub(crate) struct DemoArgs {
     #[command(subcommand)]
     command: Option<DemoCommand>,
-    /// Directory for the demo store (default: a fresh temporary directory, removed
-    /// afterwards).
+    /// Directory for the demo store, new or empty (default: a fresh temporary directory,
+    /// removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// How long to capture, in seconds.
@@ -64,7 +64,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         bail!("--rate must be a positive number of events per second");
     }
     let (dir, temporary) = match &args.dir {
-        Some(dir) => (dir.clone(), false),
+        Some(dir) => (new_or_empty(dir)?, false),
         None => (
             std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())),
             true,
@@ -75,6 +75,23 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// `dir`, refused unless it is missing or an empty directory: a demo writes its own data,
+/// and would otherwise add it to a real store and count what was there as its own.
+fn new_or_empty(dir: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "--dir {} is not empty: the demo writes its own store there, so give it a new or empty directory",
+            dir.display()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot list --dir {}", dir.display()));
+        }
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {

@@ -18,14 +18,15 @@ use esl_replay::storage::{Log, LogOptions, Reader, Seq, SyncPolicy};
 
 #[derive(Debug, Args)]
 pub(super) struct StorageArgs {
-    /// Directory for the demo log (default: a fresh temporary directory, removed afterwards).
+    /// Directory for the demo log, new or empty (default: a fresh temporary directory,
+    /// removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Records to append in the first phase.
-    #[arg(long, default_value_t = 200_000)]
+    /// Records to append in the first phase (1 to 10,000,000; about 370 bytes each).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     records: u64,
-    /// How long the child writer runs before it is killed, in milliseconds.
-    #[arg(long, default_value_t = 400)]
+    /// How long the child writer runs before it is killed, in milliseconds (1 to 600,000).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     kill_after_ms: u64,
     /// Run as the child writer (used by the demo itself).
     #[arg(long, hide = true)]
@@ -73,7 +74,7 @@ pub(super) fn run(args: &StorageArgs) -> anyhow::Result<Outcome> {
         return child_writer(dir);
     }
     let (dir, temporary) = match &args.dir {
-        Some(dir) => (dir.clone(), false),
+        Some(dir) => (super::new_or_empty(dir)?, false),
         None => (
             std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())),
             true,
