@@ -329,6 +329,14 @@ pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
+    // The input first: an input that cannot be read leaves no new store behind.
+    let input: Box<dyn std::io::BufRead> = if args.file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        Box::new(BufReader::new(file))
+    };
     let mut store = args.store.open_write()?;
     let bar = progress(None, "importing");
     let options = store::ImportOptions {
@@ -337,23 +345,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<Outcome> {
         ..store::ImportOptions::default()
     };
     let mut on_progress = |n: u64| bar.set_position(n);
-    let report = if args.file == Path::new("-") {
-        store::import(
-            store.as_mut(),
-            std::io::stdin().lock(),
-            options,
-            &mut on_progress,
-        )
-    } else {
-        let file = std::fs::File::open(&args.file)
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        store::import(
-            store.as_mut(),
-            BufReader::new(file),
-            options,
-            &mut on_progress,
-        )
-    };
+    let report = store::import(store.as_mut(), input, options, &mut on_progress);
     bar.finish_and_clear();
     let mut err = std::io::stderr().lock();
     let report = match report {

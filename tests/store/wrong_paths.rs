@@ -154,3 +154,13 @@ fn a_store_is_not_opened_inside_its_own_log() {
     assert!(error.contains("is not a store"), "{error}");
     assert!(!log_dir.join("log").exists());
 }
+
+#[test]
+fn an_import_whose_input_cannot_be_opened_creates_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("new-store");
+    let missing = dir.path().join("missing.ndjson");
+    let error = error_output(&run(&["import", "-s", path(&store), path(&missing)]));
+    assert!(error.contains("cannot open"), "{error}");
+    assert!(!store.exists());
+}
