@@ -221,12 +221,10 @@ impl CaptureQueue {
         }
     }
 
-    /// [`CaptureQueue::merge_drop_run`] for each node's run of a lost batch.
-    fn merge_drop_runs(&self, runs: Vec<Option<DropRun>>) {
-        for (node, run) in runs.into_iter().enumerate() {
-            if let Some(run) = run {
-                self.merge_drop_run(node, run);
-            }
+    /// [`CaptureQueue::merge_drop_run`] for each item of a batch that was not stored.
+    fn merge_lost_items<'a>(&self, items: impl IntoIterator<Item = &'a MappedItem>) {
+        for item in items {
+            self.merge_drop_run(item.node, item.lost);
         }
     }
 
@@ -358,7 +356,17 @@ struct Mapped {
     /// When each frame of the batch arrived (for T15).
     frames_queued_at: Vec<Instant>,
     per_node: Vec<u64>,
-    runs: Vec<Option<DropRun>>,
+    /// The queued items the records came from, in order.
+    items: Vec<MappedItem>,
+}
+
+/// A queued item of a mapped batch: its node, where its records end in the batch, and what
+/// a gap record names if they are not all stored (the item, and the drops a gap marker it
+/// carried named).
+struct MappedItem {
+    node: usize,
+    end: usize,
+    lost: DropRun,
 }
 
 /// Starts the writer: a mapping thread turns queued items into complete records (the
@@ -458,7 +466,7 @@ fn write_batches(
             mut records,
             frames_queued_at,
             per_node,
-            runs,
+            items,
         } = batch;
         let count = records.len();
         // Records were built with sequence 1; place them after the store's last one.
@@ -495,9 +503,23 @@ fn write_batches(
             Err(error) => {
                 telemetry.write_errors.inc();
                 telemetry.set_writer_error(Some(error_chain(&error)));
-                // The batch is lost: account for it like a queue drop (counted), so the next
-                // write of each node carries a gap marker naming these sequences.
-                queue.merge_drop_runs(runs);
+                // A segment log stores a failed batch's records up to where it failed (a
+                // roll that found the disk full, say); the items not stored whole are lost:
+                // accounted like a queue drop (counted), so the next write of each node
+                // carries a gap marker naming their sequences.
+                let stored = stored_prefix(&*store, &records);
+                let kept = items.partition_point(|item| item.end <= stored);
+                let mut start = 0;
+                for item in &items[..kept] {
+                    if let Some(label) = labels.get(item.node) {
+                        telemetry
+                            .artifacts
+                            .get_or_create(label)
+                            .inc_by((item.end - start) as u64);
+                    }
+                    start = item.end;
+                }
+                queue.merge_lost_items(&items[kept..]);
                 let permanent = matches!(error, crate::store::Error::SequencesExhausted { .. });
                 failures_in_a_row += 1;
                 if queue.is_closed()
@@ -513,6 +535,24 @@ fn write_batches(
         }
     }
     Ok(())
+}
+
+/// How many of `records`, from the first, the store holds at their sequences: what it
+/// kept of a batch that failed. By id, not by the store's last sequence, which another
+/// writer's records may have raised past the whole batch; a record the store cannot look up
+/// counts as not kept.
+fn stored_prefix(store: &dyn ArtifactStore, records: &[EncodedRecord]) -> usize {
+    records
+        .iter()
+        .take_while(|record| {
+            record
+                .view()
+                .ok()
+                .and_then(|view| RecordId::new(view.id().to_owned()).ok())
+                .and_then(|id| store.read_by_id(&id).ok().flatten())
+                .is_some_and(|stored| stored.append_sequence() == record.append_sequence())
+        })
+        .count()
 }
 
 /// The mapping thread: queue items to complete records, until the queue is closed and empty.
@@ -532,7 +572,7 @@ fn map_batches(
             continue;
         }
         let mut per_node = vec![0u64; mappers.len()];
-        let mut runs: Vec<Option<DropRun>> = vec![None; mappers.len()];
+        let mut items = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len() + 8);
         let mut frames_queued_at = Vec::with_capacity(batch.len());
         let stored_at = OffsetDateTime::now_utc();
@@ -587,31 +627,32 @@ fn map_batches(
                 queue.merge_drop_run(entry.node, lone);
                 continue;
             }
-            let run = runs[entry.node].get_or_insert(DropRun {
-                dropped: 0,
-                bytes: 0,
-                ..lone
-            });
-            for part in std::iter::once(lone).chain(named) {
-                run.dropped += part.dropped;
-                run.bytes += part.bytes;
-                run.first = run.first.min(part.first);
-                run.last = run.last.max(part.last);
+            let mut lost = lone;
+            if let Some(named) = named {
+                lost.dropped += named.dropped;
+                lost.bytes += named.bytes;
+                lost.first = lost.first.min(named.first);
+                lost.last = lost.last.max(named.last);
             }
             if frame {
                 frames_queued_at.push(entry.queued_at);
             }
             per_node[entry.node] += built.len() as u64;
             records.extend(built);
+            items.push(MappedItem {
+                node: entry.node,
+                end: records.len(),
+                lost,
+            });
         }
         if let Err(std::sync::mpsc::SendError(lost)) = out.send(Mapped {
             records,
             frames_queued_at,
             per_node,
-            runs,
+            items,
         }) {
             // The writer stopped on a store failure: this batch is dropped, and counted.
-            queue.merge_drop_runs(lost.runs);
+            queue.merge_lost_items(&lost.items);
             return;
         }
     }

@@ -839,6 +839,64 @@ fn a_refused_batch_keeps_the_range_of_its_gap_marker() {
     assert_eq!(covered, (1..=8).collect::<Vec<_>>(), "{records:#?}");
 }
 
+/// A batch the store fails part-way (a segment log whose roll found the disk full) keeps
+/// the records written before the failure: the gap names only the items not stored, so no
+/// capture sequence is both stored and reported lost.
+#[test]
+fn a_batch_stored_in_part_reports_only_its_unstored_items_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let item = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    let queue = Arc::new(CaptureQueue::new(
+        64 << 20,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let now = OffsetDateTime::now_utc();
+    for _ in 0..5 {
+        queue.push(0, 1, now, item());
+    }
+    let mut first = true;
+    let store = RefusingStore::new(open_store(dir.path().join("s")).unwrap(), move || {
+        std::mem::take(&mut first)
+    })
+    .storing_first(2);
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    support::wait_until("the refusal", || telemetry.write_errors.get() == 1);
+    queue.push(0, 1, now, item());
+    queue.close();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    let (mut stored, mut lost) = (Vec::new(), Vec::new());
+    for record in &records {
+        match record.payload().get("gap") {
+            Some(gap) => lost.extend(
+                gap["first_capture_sequence"].as_u64().unwrap()
+                    ..=gap["last_capture_sequence"].as_u64().unwrap(),
+            ),
+            None => stored.push(
+                record.runtime_flags()["replay_capture_sequence"]
+                    .as_u64()
+                    .unwrap(),
+            ),
+        }
+    }
+    assert_eq!(stored[..2], [1, 2], "{records:#?}");
+    assert_eq!(lost, [3, 4, 5], "{records:#?}");
+    assert!(stored.iter().all(|n| !lost.contains(n)), "{records:#?}");
+}
+
 /// A record another program writes into the capture's SQLite store fails one batch (recorded
 /// as a gap); the batches after it follow that record, instead of failing until the writer
 /// stops.

@@ -11,6 +11,9 @@ pub(crate) struct RefusingStore {
     inner: LogStore,
     /// Asked before each `append_records`: `true` fails it.
     refuse: Box<dyn FnMut() -> bool + Send>,
+    /// How many records of a refused call are stored before it fails (as a segment log
+    /// stores a batch's records up to a roll that finds the disk full).
+    stored_before_refusal: usize,
 }
 
 impl RefusingStore {
@@ -18,7 +21,14 @@ impl RefusingStore {
         RefusingStore {
             inner,
             refuse: Box::new(refuse),
+            stored_before_refusal: 0,
         }
+    }
+
+    /// Stores the first `records` of each refused call before failing it.
+    pub(crate) fn storing_first(mut self, records: usize) -> Self {
+        self.stored_before_refusal = records;
+        self
     }
 }
 
@@ -29,6 +39,10 @@ impl ArtifactStore for RefusingStore {
 
     fn append_records(&mut self, records: &[Record]) -> store::Result<()> {
         if (self.refuse)() {
+            let stored = records.len().min(self.stored_before_refusal);
+            if stored > 0 {
+                self.inner.append_records(&records[..stored])?;
+            }
             return Err(store::Error::Io {
                 op: "write",
                 path: "log/00000000000000000001.seg".into(),
