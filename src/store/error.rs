@@ -51,6 +51,17 @@ pub enum Error {
         #[source]
         source: crate::record::Error,
     },
+    /// A live tail's next records were pruned before it read them.
+    #[error(
+        "records {} to {pruned_through} were pruned before this reader read them (it had read up to {after}); resume after {pruned_through} to go on from the first record kept",
+        after + 1
+    )]
+    PrunedUnread {
+        /// The last sequence the reader had read.
+        after: u64,
+        /// The last sequence retention removed.
+        pruned_through: u64,
+    },
     /// A read asked for zero records.
     #[error("limit must be >= 1")]
     InvalidLimit,

@@ -9,7 +9,8 @@ use crate::record::{Criteria, MapTexts, ReadCursor, Record, RecordView};
 /// Records after a cursor, waiting for new ones at the end; filtered by criteria.
 ///
 /// It reads unfiltered pages and filters itself, so its cursor advances past records that do
-/// not match and the wait never spins on them.
+/// not match and the wait never spins on them. Records pruned before it read them stop it
+/// with [`Error::PrunedUnread`](super::Error::PrunedUnread), never a silent jump.
 #[derive(Debug)]
 pub struct Tail<'a, S: ArtifactReader + ?Sized> {
     store: &'a S,
@@ -55,6 +56,9 @@ impl<'a, S: ArtifactReader + ?Sized> Tail<'a, S> {
             let page = self
                 .store
                 .read_from_cursor(&self.cursor, 500, &Criteria::any())?;
+            if let Some(first) = page.first() {
+                self.refuse_pruned(first.append_sequence())?;
+            }
             if page.is_empty() {
                 let left = crate::storage::time_left(deadline).unwrap_or(self.wait);
                 if left.is_zero() {
@@ -92,17 +96,35 @@ impl<'a, S: ArtifactReader + ?Sized> Tail<'a, S> {
             return Ok(visited);
         }
         let deadline = crate::storage::deadline_after(timeout);
+        // The first sequence after the cursor that was checked against pruning.
+        let mut checked = None;
         loop {
-            let (criteria, mut last) = (&self.criteria, None);
+            let (criteria, mut last, mut held) = (&self.criteria, None, None);
+            let after = self.cursor.last_consumed_sequence();
             let read =
                 self.store
                     .visit_from_cursor(&self.cursor, 500, &Criteria::any(), &mut |view| {
-                        last = Some(view.append_sequence());
+                        let sequence = view.append_sequence();
+                        // Nothing is visited past a jump until pruning is ruled out.
+                        if held.is_some()
+                            || (last.is_none()
+                                && sequence > after.saturating_add(1)
+                                && checked != Some(sequence))
+                        {
+                            held = held.or(Some(sequence));
+                            return;
+                        }
+                        last = Some(sequence);
                         if criteria.matches_view(view) {
                             visit(view);
                             visited += 1;
                         }
                     })?;
+            if let Some(first) = held {
+                self.refuse_pruned(first)?;
+                checked = Some(first);
+                continue;
+            }
             if let Some(last) = last {
                 self.cursor = self.cursor.advance(last, None)?;
             }
@@ -117,6 +139,24 @@ impl<'a, S: ArtifactReader + ?Sized> Tail<'a, S> {
                 self.store
                     .wait_for_records(self.cursor.last_consumed_sequence(), left.min(self.wait))?;
             }
+        }
+    }
+}
+
+impl<S: ArtifactReader + ?Sized> Tail<'_, S> {
+    /// Fails if the records between the cursor and `first`, the next one read, were pruned;
+    /// sequences may also jump where nothing was ever stored (failed writes, imports).
+    fn refuse_pruned(&self, first: u64) -> Result<()> {
+        let after = self.cursor.last_consumed_sequence();
+        if first <= after.saturating_add(1) {
+            return Ok(());
+        }
+        match self.store.stats()?.pruned_through {
+            Some(pruned_through) if pruned_through > after => Err(super::Error::PrunedUnread {
+                after,
+                pruned_through,
+            }),
+            _ => Ok(()),
         }
     }
 }

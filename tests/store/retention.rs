@@ -8,7 +8,7 @@ use std::time::Duration;
 use esl_replay::record::{Criteria, Envelope, JsonMap, ReadCursor, Record};
 use esl_replay::retention::{self, ActiveCheckpoint, Error, PrunePolicy};
 use esl_replay::storage::LogOptions;
-use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore};
+use esl_replay::store::{ArtifactReader, ArtifactStore, LogStore, Tail};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -608,4 +608,44 @@ fn periodic_retention_reports_each_failure_and_keeps_running() {
     }
     assert!(schedule.is_running());
     schedule.stop();
+}
+
+/// A live tail whose next records are pruned before it reads them stops with an error that
+/// names them, by record and by view, instead of jumping silently to the first kept record.
+#[test]
+fn a_tail_stops_at_records_pruned_before_it_read_them() {
+    let (_dir, store) = store_with(5);
+    let policy = PrunePolicy {
+        max_record_age: Some(DAY * 6 + DAY / 2),
+        ..PrunePolicy::default()
+    };
+    retention::prune(&store, &[], &policy, now()).unwrap();
+    assert_eq!(sequences(&store), [4, 5]);
+    let unread = |error: esl_replay::store::Error| match error {
+        esl_replay::store::Error::PrunedUnread {
+            after,
+            pruned_through,
+        } => (after, pruned_through),
+        other => panic!("{other}"),
+    };
+    let mut records = Tail::new(&store, ReadCursor::new(1, None), Criteria::any());
+    let error = records.next_within(Duration::ZERO).unwrap_err();
+    assert_eq!(unread(error), (1, 3));
+    let mut views = Tail::new(&store, ReadCursor::new(1, None), Criteria::any());
+    let mut seen = Vec::new();
+    let error = views
+        .visit_within(Duration::ZERO, &mut |view| {
+            seen.push(view.append_sequence())
+        })
+        .unwrap_err();
+    assert_eq!(unread(error), (1, 3));
+    assert!(seen.is_empty());
+    // From the last pruned record on, nothing is missing.
+    let mut views = Tail::new(&store, ReadCursor::new(3, None), Criteria::any());
+    views
+        .visit_within(Duration::ZERO, &mut |view| {
+            seen.push(view.append_sequence())
+        })
+        .unwrap();
+    assert_eq!(seen, [4, 5]);
 }

@@ -172,6 +172,7 @@ macro_rules! contract_tests {
                 live_tail_applies_criteria
                 live_tail_views_are_the_records_it_yields
                 huge_timeouts_wait_without_a_deadline
+                a_live_tail_passes_sequences_never_stored
                 a_cursor_at_the_largest_sequence_reads_nothing
                 sequences_exhausted_is_refused_clearly_at_the_boundary
             );
@@ -1510,6 +1511,29 @@ fn huge_timeouts_wait_without_a_deadline(harness: &Harness) {
     });
     assert!(reader.wait_for_records(1, Duration::MAX).unwrap());
     drop(writer.join().unwrap());
+}
+
+/// Sequences that were never stored (imported records with gaps) are no pruned records: a
+/// live tail passes them, as records and as views.
+fn a_live_tail_passes_sequences_never_stored(harness: &Harness) {
+    let fixture = Fixture::new(harness);
+    let mut store = (harness.open)(&fixture.path);
+    store.append_records(&[imported(5), imported(9)]).unwrap();
+    let reader = (harness.open_read_only)(&fixture.path);
+    let mut records = Tail::new(reader.as_ref(), ReadCursor::new(2, None), Criteria::any());
+    let mut seen = Vec::new();
+    while let Some(record) = records.next_within(Duration::ZERO).unwrap() {
+        seen.push(record.append_sequence());
+    }
+    assert_eq!(seen, [5, 9]);
+    let mut views = Tail::new(reader.as_ref(), ReadCursor::new(5, None), Criteria::any());
+    let mut seen = Vec::new();
+    views
+        .visit_within(Duration::ZERO, &mut |view| {
+            seen.push(view.append_sequence())
+        })
+        .unwrap();
+    assert_eq!(seen, [9]);
 }
 
 /// Issue 16 item 3: `--after 18446744073709551615` reads nothing (no `after + 1` wrap).
