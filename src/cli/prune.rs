@@ -110,29 +110,12 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
             args.store.display()
         );
     }
-    // Retention works beside a running writer (e.g. a capture daemon): use it if this
-    // process can take the writer lock, otherwise truncate through a read-only handle. A
-    // plan only reads, so it never opens a writer (whose open would recover a crashed log).
-    let (writer, reader);
-    let opened = (!args.plan).then(|| LogStore::open(&args.store));
-    let store: &LogStore = match opened {
-        Some(Ok(store)) => {
-            writer = store;
-            &writer
-        }
-        None
-        | Some(Err(esl_replay::store::Error::Storage(esl_replay::storage::Error::Locked {
-            ..
-        }))) => {
-            reader = LogStore::open_read_only(&args.store)
-                .with_context(|| format!("cannot open the store {}", args.store.display()))?;
-            &reader
-        }
-        Some(Err(error)) => {
-            return Err(error)
-                .with_context(|| format!("cannot open the store {}", args.store.display()));
-        }
-    };
+    // Retention truncates through a read-only handle ([TRUNC-01]), beside a running writer
+    // (a capture daemon) or none: taking the writer lock, even for a moment, would refuse a
+    // capture that starts meanwhile, and a plan only reads.
+    let reader = LogStore::open_read_only(&args.store)
+        .with_context(|| format!("cannot open the store {}", args.store.display()))?;
+    let store: &LogStore = &reader;
     let checkpoints = match &args.checkpoint_dir {
         Some(dir) => {
             // Opening would create it: a mistyped path would then protect nothing.

@@ -164,3 +164,27 @@ fn an_import_whose_input_cannot_be_opened_creates_no_store() {
     assert!(error.contains("cannot open"), "{error}");
     assert!(!store.exists());
 }
+
+/// `prune --apply` truncates through a read-only handle and never opens the store's writer,
+/// so a capture that starts meanwhile is never refused for the lock. Shown with a lock file
+/// no writer can open (a directory in its place), on which a writer's open fails.
+#[test]
+fn prune_never_opens_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = stores(dir.path());
+    let lock = log.join("log").join("writer.lock");
+    esl_replay::storage::remove_durable(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    let refused = run(&["import", "-s", path(&log), "/dev/null"]);
+    assert!(
+        !refused.status.success(),
+        "a writer opened beside the lock directory"
+    );
+    let output = run(&["prune", "-s", path(&log), "--apply", "--max-bytes", "0"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::support::cli::stderr(&output)
+    );
+    assert_eq!(exported(&log), "");
+}
