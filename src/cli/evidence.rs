@@ -108,6 +108,7 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
                     dir.display()
                 );
             }
+            super::checkpoint::not_a_file(dir)?;
             if !dir.is_dir() {
                 bail!("checkpoint directory {} does not exist", dir.display());
             }

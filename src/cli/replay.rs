@@ -253,9 +253,7 @@ fn start(
             _lock: None,
         });
     };
-    if dir.exists() && !dir.is_dir() {
-        bail!("--checkpoint-dir {} is not a directory", dir.display());
-    }
+    super::checkpoint::not_a_file(dir)?;
     if !resume.save && !dir.is_dir() {
         eprintln!(
             "note: no checkpoint directory {}; starting at the first record",

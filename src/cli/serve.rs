@@ -153,6 +153,7 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Outcome> {
     let password = args.password.load()?;
     let checkpoint = match &args.checkpoint_dir {
         Some(dir) => {
+            super::checkpoint::not_a_file(dir)?;
             let store = CheckpointStore::open(dir.clone()).with_context(|| {
                 format!("cannot open the checkpoint directory {}", dir.display())
             })?;
