@@ -66,7 +66,8 @@ pub(crate) struct RangeArgs {
     /// Checkpoint key naming this consumer.
     #[arg(long, requires = "checkpoint_dir")]
     checkpoint_key: Option<String>,
-    /// Stop after this append sequence (inclusive).
+    /// Stop after this append sequence (inclusive); one below the starting sequence
+    /// (`--after` or the checkpoint's) is refused.
     #[arg(long)]
     until: Option<u64>,
     /// Records per batch (plan).
