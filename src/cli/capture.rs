@@ -156,8 +156,9 @@ pub(crate) struct CaptureArgs {
     /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
     #[arg(long, conflicts_with = "forward_redis")]
     forward_nats: Option<String>,
-    /// The subject `--forward-nats` publishes on [default: fs.events].
-    #[arg(long)]
+    /// The subject `--forward-nats` publishes on [default: fs.events]: dot-separated
+    /// tokens, none empty, without whitespace or the wildcards `*` and `>`.
+    #[arg(long, value_parser = super::forward::parse_subject)]
     forward_subject: Option<String>,
     /// The JetStream stream that holds the subject (created if missing, with a 10-minute
     /// duplicate window).
@@ -334,8 +335,12 @@ fn forwarding(
         (None, _) if layout != RedisLayout::default() => bail!("{redis_only}"),
         (None, Some(url)) => ForwardTo::Nats {
             url,
-            subject: (args.forward_subject.clone().or(file.subject))
-                .unwrap_or_else(|| "fs.events".into()),
+            subject: match (args.forward_subject.clone(), file.subject) {
+                (Some(subject), _) => subject,
+                (None, Some(subject)) => super::forward::parse_subject(&subject)
+                    .map_err(|error| anyhow::anyhow!("[forward] subject: {error}"))?,
+                (None, None) => "fs.events".into(),
+            },
             jetstream_stream: args
                 .forward_jetstream_stream
                 .clone()
