@@ -16,7 +16,7 @@ use clap::Args;
 
 use super::Outcome;
 use super::store::StoreArg;
-use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore, CompatibilityValidator};
 use esl_replay::server::{
     self, DEFAULT_PASSWORD, ReplayOptions, ServerConfig, Simulator, SimulatorConfig, StoreReplay,
 };
@@ -161,13 +161,27 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let store = args.store.open_read()?;
+    // Resuming past pruned records, or from beyond the store's end (a checkpoint of another
+    // store), would serve records unseen or nothing at all: refused, as replay refuses it.
+    if let Some(service) = &checkpoint
+        && let Some(saved) = service
+            .resume_state()
+            .with_context(|| format!("cannot load checkpoint `{}`", service.key()))?
+            .checkpoint()
+    {
+        CompatibilityValidator
+            .assert_resumable(&*store, saved)
+            .with_context(|| {
+                format!("cannot resume serving from checkpoint `{}`", service.key())
+            })?;
+    }
     let options = ReplayOptions {
         speed: (!args.as_fast_as_possible).then_some(args.speed),
         looping: args.looping,
         from_sequence: args.from_seq.max(1),
         checkpoint,
     };
-    let store = args.store.open_read()?;
     let replay = StoreReplay::load(store, options)
         .with_context(|| format!("cannot load {} for serving", args.store.store.display()))?;
     let summary = replay.summary();

@@ -58,3 +58,49 @@ fn the_password_cannot_be_given_on_the_command_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// A serving checkpoint beyond the store's end (taken on another store) is refused at
+/// start-up with the message replay gives, exit 2; it used to serve nothing, silently.
+#[test]
+fn serve_refuses_a_checkpoint_beyond_the_stores_end() {
+    use esl_replay::store::{ArtifactStore as _, dataset};
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("store");
+    let mut store = crate::support::process::open_store(&store_path).unwrap();
+    store
+        .write_batch((0..3).map(dataset::envelope).collect())
+        .unwrap();
+    store.close().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let checkpoints = checkpoints.to_str().unwrap();
+    cli::run_ok(&[
+        "checkpoint",
+        "save",
+        "-d",
+        checkpoints,
+        "--key",
+        "lab",
+        "--sequence",
+        "10",
+    ]);
+    let output = cli::run(&[
+        "serve",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--checkpoint-dir",
+        checkpoints,
+        "--checkpoint-key",
+        "lab",
+    ]);
+    let text = cli::error_output(&output);
+    assert!(
+        text.contains("beyond the store's last sequence 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot resume serving from checkpoint `lab`"),
+        "{text}"
+    );
+}
