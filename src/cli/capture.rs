@@ -48,7 +48,8 @@ pub(crate) struct CaptureArgs {
     /// TOML configuration file (nodes, store, options); flags override its top-level values.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// File holding the ESL password (else `ESL_PASSWORD`, else `ClueCon`).
+    /// File holding the ESL password: its first line, as `serve` and `replay` read it
+    /// (else `ESL_PASSWORD`, else `ClueCon`); an empty first line is refused.
     #[arg(long)]
     password_file: Option<PathBuf>,
     /// Events to subscribe to (plain format), comma separated; `CUSTOM` subclasses last.
@@ -990,10 +991,7 @@ fn jwt_key(file: Option<&PathBuf>) -> anyhow::Result<Option<JwtKey>> {
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {
     Ok(match file {
-        Some(path) => {
-            let text = read_text(path, MAX_SECRET_BYTES, "the password file")?;
-            Password::new(text.trim_end_matches(['\n', '\r']))
-        }
+        Some(path) => Password::new(super::input::read_password_file(path)?),
         None => std::env::var("ESL_PASSWORD").map_or_else(|_| Password::default(), Password::new),
     })
 }

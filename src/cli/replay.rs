@@ -752,17 +752,7 @@ fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> 
 /// FreeSWITCH's default. Never taken from the command line.
 fn injection_password(file: Option<&Path>) -> anyhow::Result<Password> {
     if let Some(path) = file {
-        let text =
-            super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
-        let line = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('\r');
-        if line.is_empty() {
-            bail!("the password file {} is empty", path.display());
-        }
-        return Ok(Password::new(line));
+        return Ok(Password::new(super::input::read_password_file(path)?));
     }
     Ok(match std::env::var("ESL_PASSWORD") {
         Ok(password) if !password.is_empty() => Password::new(password),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
@@ -33,17 +33,7 @@ pub(crate) struct PasswordArg {
 impl PasswordArg {
     fn load(&self) -> anyhow::Result<String> {
         if let Some(path) = &self.password_file {
-            let text =
-                super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('\r');
-            if line.is_empty() {
-                bail!("the password file {} is empty", path.display());
-            }
-            return Ok(line.to_owned());
+            return super::input::read_password_file(path);
         }
         match std::env::var("ESL_PASSWORD") {
             Ok(password) if !password.is_empty() => Ok(password),

@@ -284,3 +284,37 @@ fn an_absurd_retention_age_is_refused_at_start_up() {
         assert!(stderr.contains("--retain-for"), "{stderr}");
     }
 }
+
+/// `--password-file` is read as `serve`, `simulate` and `replay` read it: the first line.
+/// A file `ClueCon\nsecond line\n` used to be sent whole, rejected, and retried forever.
+#[test]
+fn the_password_file_s_first_line_is_the_password() {
+    let events = vec![
+        "09-event-plain-channel-create.esl",
+        "10-event-plain-channel-answer.esl",
+    ];
+    let address = fake_freeswitch("ClueCon", events);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "ClueCon\r\nsecond line\n").unwrap();
+    let child = binary()
+        .args(["capture", "--esl", &address, "--password-file"])
+        .arg(&password)
+        .arg("--store")
+        .arg(&store)
+        .spawn_safely()
+        .unwrap();
+    support::wait_until("two events stored", || {
+        records(&store)
+            .iter()
+            .filter(|r| r.artifact_name() == "event.raw")
+            .count()
+            >= 2
+    });
+    assert_eq!(send_sigterm(child.id()), 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("second line"), "{stderr}");
+}

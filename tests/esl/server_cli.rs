@@ -104,3 +104,56 @@ fn serve_refuses_a_checkpoint_beyond_the_stores_end() {
         "{text}"
     );
 }
+
+/// `serve` and `capture` read a password file alike: the first line; a file whose first
+/// line is empty while later lines are not is refused saying so.
+#[test]
+fn a_password_files_empty_first_line_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "\nClueCon\n").unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["serve", "--store", "absent", "--password-file", file],
+        vec![
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--password-file",
+            file,
+        ],
+        vec![
+            "capture",
+            "--store",
+            "absent",
+            "--esl",
+            "127.0.0.1:9",
+            "--password-file",
+            file,
+        ],
+    ] {
+        let text = cli::error_output(&cli::run(&args));
+        assert!(
+            text.contains(&format!(
+                "the first line of the password file {file} is empty"
+            )),
+            "{args:?}: {text}"
+        );
+    }
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_str().unwrap();
+    let text = cli::error_output(&cli::run(&[
+        "capture",
+        "--store",
+        "absent",
+        "--esl",
+        "127.0.0.1:9",
+        "--password-file",
+        empty,
+    ]));
+    assert!(
+        text.contains(&format!("the password file {empty} is empty")),
+        "{text}"
+    );
+}
