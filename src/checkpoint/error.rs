@@ -113,6 +113,13 @@ pub enum Error {
         max: usize,
     },
 
+    /// The checkpoint directory's path names something else (a regular file, say).
+    #[error("{} is not a directory", path.display())]
+    NotADirectory {
+        /// The path given as the checkpoint directory.
+        path: PathBuf,
+    },
+
     /// The checkpoint directory could not be created or listed.
     #[error("cannot {op} checkpoint directory {path}")]
     Directory {

@@ -95,6 +95,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     ///
+    /// [`Error::NotADirectory`] if the path names something that is not a directory;
     /// [`Error::Directory`] if the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         Self::open_with_io(dir, Arc::new(StdIo))
@@ -109,6 +110,9 @@ impl CheckpointStore {
     /// As [`CheckpointStore::open`].
     pub fn open_with_io(dir: impl Into<PathBuf>, io: Arc<dyn Io>) -> Result<Self, Error> {
         let dir = dir.into();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::NotADirectory { path: dir });
+        }
         storage::create_dir_durable_with(&*io, &dir).map_err(|source| Error::Directory {
             op: "create",
             path: dir.clone(),

@@ -7,6 +7,7 @@
 //! `ESL_REPLAY_JWT_SECRET`. Nodes come from `--esl [SLUG=]HOST:PORT` (repeatable) or a TOML
 //! `--config` file (format in `docs/capture.md`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +40,10 @@ use tokio::sync::watch;
 #[derive(Debug, Args)]
 pub(crate) struct CaptureArgs {
     /// FreeSWITCH event socket as `[SLUG=]HOST:PORT` (repeat for several nodes; default
-    /// 127.0.0.1:8021). The slug tags artifacts as `runtime_flags.pbx_node_slug`.
-    #[arg(long = "esl")]
+    /// 127.0.0.1:8021). The slug (not empty; default the address) tags artifacts as
+    /// `runtime_flags.pbx_node_slug`; the port is 1-65535; a host name is resolved at each
+    /// connection attempt.
+    #[arg(long = "esl", value_parser = parse_esl)]
     esl: Vec<String>,
     /// Store to append to (a directory, or a `.sqlite` file).
     #[arg(long, short = 's', env = "ESL_REPLAY_STORE")]
@@ -48,7 +51,8 @@ pub(crate) struct CaptureArgs {
     /// TOML configuration file (nodes, store, options); flags override its top-level values.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// File holding the ESL password (else `ESL_PASSWORD`, else `ClueCon`).
+    /// File holding the ESL password: its first line, as `serve` and `replay` read it
+    /// (else `ESL_PASSWORD`, else `ClueCon`); an empty first line is refused.
     #[arg(long)]
     password_file: Option<PathBuf>,
     /// Events to subscribe to (plain format), comma separated; `CUSTOM` subclasses last.
@@ -58,12 +62,16 @@ pub(crate) struct CaptureArgs {
     /// liveness signal.
     #[arg(long = "filter")]
     filters: Vec<String>,
-    /// Bound of the write queue (`64MiB`, `512KiB`, bytes).
-    #[arg(long, value_parser = parse_bytes)]
+    /// Bound of the write queue (`64MiB`, `512KiB`, bytes) [default: 64MiB]; at least
+    /// 1MiB. When it is full, captured frames are dropped (and the gap recorded); a frame
+    /// larger than the bound is still taken when the queue is empty.
+    #[arg(long, value_parser = parse_queue_bytes)]
     queue_bytes: Option<u64>,
     /// Serve `/health`, `/metrics`, the command gateway and the fs-esl-gateway REST
-    /// contract on this address only (e.g. 127.0.0.1:9821; a bare port binds 127.0.0.1).
-    #[arg(long)]
+    /// contract on this address only: `IP:PORT` (e.g. 127.0.0.1:9821), or a bare port,
+    /// which binds 127.0.0.1; port 0 takes a free port (printed). The address is bound
+    /// before the capture starts: one that cannot be bound stops the command (exit 2).
+    #[arg(long, value_parser = parse_http)]
     http: Option<String>,
     /// Connections `--http` serves at once; more are closed as soon as accepted. A
     /// connection that takes over 10 s to send a request's headers (or idles that long
@@ -96,8 +104,8 @@ pub(crate) struct CaptureArgs {
     /// Prune records older than this, every `--retention-interval` (segment-log stores).
     #[arg(long, value_parser = super::input::parse_age)]
     retain_for: Option<Duration>,
-    /// How often retention runs.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    /// How often retention runs (at least 1s).
+    #[arg(long, value_parser = parse_retention_interval, default_value = "5m")]
     retention_interval: Duration,
     /// Checkpoint directory retention must honour (and the forwarder saves its progress in).
     #[arg(long, env = super::CHECKPOINT_DIR_ENV)]
@@ -156,8 +164,9 @@ pub(crate) struct CaptureArgs {
     /// `--forward-jetstream-stream`, otherwise core NATS (at-most-once).
     #[arg(long, conflicts_with = "forward_redis")]
     forward_nats: Option<String>,
-    /// The subject `--forward-nats` publishes on [default: fs.events].
-    #[arg(long)]
+    /// The subject `--forward-nats` publishes on [default: fs.events]: dot-separated
+    /// tokens, none empty, without whitespace or the wildcards `*` and `>`.
+    #[arg(long, value_parser = super::forward::parse_subject)]
     forward_subject: Option<String>,
     /// The JetStream stream that holds the subject (created if missing, with a 10-minute
     /// duplicate window).
@@ -334,8 +343,12 @@ fn forwarding(
         (None, _) if layout != RedisLayout::default() => bail!("{redis_only}"),
         (None, Some(url)) => ForwardTo::Nats {
             url,
-            subject: (args.forward_subject.clone().or(file.subject))
-                .unwrap_or_else(|| "fs.events".into()),
+            subject: match (args.forward_subject.clone(), file.subject) {
+                (Some(subject), _) => subject,
+                (None, Some(subject)) => super::forward::parse_subject(&subject)
+                    .map_err(|error| anyhow::anyhow!("[forward] subject: {error}"))?,
+                (None, None) => "fs.events".into(),
+            },
             jetstream_stream: args
                 .forward_jetstream_stream
                 .clone()
@@ -402,6 +415,10 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut nodes = Vec::new();
     for node in &file.nodes {
+        check_esl_address(&node.esl).map_err(|error| anyhow::anyhow!("[[node]] esl: {error}"))?;
+        if node.slug.as_deref().is_some_and(str::is_empty) {
+            bail!("[[node]] slug of {} is empty", node.esl);
+        }
         let password = match &node.password_file {
             Some(path) => read_password(Some(path))?,
             None => default_password.clone(),
@@ -428,6 +445,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         args.esl.clone()
     };
     for spec in esl {
+        parse_esl(&spec).map_err(|error| anyhow::anyhow!("ESL address: {error}"))?;
         let (slug, address) = match spec.split_once('=') {
             Some((slug, address)) => (slug.to_owned(), address.to_owned()),
             None => (spec.clone(), spec.clone()),
@@ -457,12 +475,13 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         None => DEFAULT_MAX_COMMANDS_IN_FLIGHT,
     };
     let options = CaptureOptions {
-        queue_bytes: args
-            .queue_bytes
-            .or(file.queue_bytes)
-            .map_or(DEFAULT_QUEUE_BYTES, |b| {
-                usize::try_from(b).unwrap_or(usize::MAX)
-            }),
+        queue_bytes: match args.queue_bytes.or(file.queue_bytes) {
+            Some(bytes) if bytes < MIN_QUEUE_BYTES => {
+                bail!("queue_bytes {bytes} is below the minimum of 1MiB ({MIN_QUEUE_BYTES} bytes)")
+            }
+            Some(bytes) => usize::try_from(bytes).unwrap_or(usize::MAX),
+            None => DEFAULT_QUEUE_BYTES,
+        },
         worker_session_id: args
             .worker_session_id
             .clone()
@@ -475,7 +494,8 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         .as_ref()
         .or(file.http.as_ref())
         .or(compat.as_ref().map(|c| &c.http))
-        .map(|a| http_address(a));
+        .map(|a| http_address(a).map_err(|error| anyhow::anyhow!("--http: {error}")))
+        .transpose()?;
     let health = if compat.is_some() {
         HealthForm::TelephonyEventSync
     } else {
@@ -483,7 +503,22 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     };
     let pack = !args.no_pack && file.pack.unwrap_or(true);
     let checkpoint_dir = args.checkpoint_dir.clone().or(file.checkpoint_dir.clone());
+    if let Some(dir) = &checkpoint_dir {
+        super::checkpoint::not_a_file(dir)?;
+    }
     let forward = forwarding(args, file.forward, checkpoint_dir.as_ref(), compat.as_ref())?;
+    // Bound before the store is opened and the capture starts: an address that cannot be
+    // served stops the command before it connects to anything.
+    let http = http
+        .map(|address| {
+            let listener = std::net::TcpListener::bind(address)
+                .with_context(|| format!("--http: cannot listen on {address}"))?;
+            listener
+                .set_nonblocking(true)
+                .with_context(|| format!("--http: cannot listen on {address}"))?;
+            anyhow::Ok(listener)
+        })
+        .transpose()?;
     let services = Services {
         http,
         health,
@@ -504,7 +539,8 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
 
 /// What runs beside the capture: the HTTP server, retention's checkpoints, the forwarder.
 struct Services {
-    http: Option<String>,
+    /// `--http`'s listener, bound before the capture starts.
+    http: Option<std::net::TcpListener>,
     /// The shape of `/health` (a compatibility mode's, or ours).
     health: HealthForm,
     token: String,
@@ -573,10 +609,12 @@ async fn capture(
     };
 
     let server = match http {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(&address)
-                .await
-                .with_context(|| format!("bind {address}"))?;
+        Some(listener) => {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("--http: serve the listener")?;
+            let address = listener
+                .local_addr()
+                .context("--http: the listener's address")?;
             let state = HttpState {
                 telemetry: capture.telemetry(),
                 gateway: capture.gateway(),
@@ -957,14 +995,29 @@ async fn wait_for_stop(
     }
 }
 
-/// Where the HTTP server binds: `address` as given, or 127.0.0.1 for a bare port (a control
-/// API is never exposed on every interface by accident).
-fn http_address(address: &str) -> String {
+/// Where the HTTP server binds: `IP:PORT` as given (`localhost:PORT` is 127.0.0.1), or
+/// 127.0.0.1 for a bare port (a control API is never exposed on every interface by
+/// accident). Port 0 takes a free port, printed when the server starts.
+fn http_address(address: &str) -> Result<SocketAddr, String> {
+    let port = |text: &str| {
+        text.parse::<u16>()
+            .map_err(|_| format!("{address:?} has the port {text:?}; a port is 0-65535"))
+    };
     if !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit()) {
-        format!("127.0.0.1:{address}")
-    } else {
-        address.to_owned()
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port(address)?)));
     }
+    if let Some(text) = address.strip_prefix("localhost:") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port(text)?)));
+    }
+    address.parse().map_err(|_| {
+        format!("{address:?} is not IP:PORT (e.g. 127.0.0.1:9821, [::1]:9821) or a bare port")
+    })
+}
+
+/// `--http`: an address [`http_address`] accepts, kept as given.
+fn parse_http(text: &str) -> Result<String, String> {
+    http_address(text)?;
+    Ok(text.to_owned())
 }
 
 /// The gateway's JWT secret, from `file` or `ESL_REPLAY_JWT_SECRET` (none: JWTs refused).
@@ -985,10 +1038,7 @@ fn jwt_key(file: Option<&PathBuf>) -> anyhow::Result<Option<JwtKey>> {
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<Password> {
     Ok(match file {
-        Some(path) => {
-            let text = read_text(path, MAX_SECRET_BYTES, "the password file")?;
-            Password::new(text.trim_end_matches(['\n', '\r']))
-        }
+        Some(path) => Password::new(super::input::read_password_file(path)?),
         None => std::env::var("ESL_PASSWORD").map_or_else(|_| Password::default(), Password::new),
     })
 }
@@ -999,6 +1049,69 @@ fn telemetry_sum(text: &str, name: &str) -> u64 {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// `--esl [SLUG=]HOST:PORT`: a non-empty slug, if any, and an address [`check_esl_address`]
+/// accepts.
+fn parse_esl(text: &str) -> Result<String, String> {
+    let address = match text.split_once('=') {
+        Some(("", _)) => return Err(format!("{text:?} has an empty slug before `=`")),
+        Some((_, address)) => address,
+        None => text,
+    };
+    check_esl_address(address)?;
+    Ok(text.to_owned())
+}
+
+/// A `HOST:PORT` to connect to: a non-empty host without whitespace (a name, an IPv4
+/// address or a bracketed IPv6 address) and a port 1-65535. A name is resolved when
+/// connecting (and retried if it does not resolve).
+fn check_esl_address(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("{address:?} is not HOST:PORT"));
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(format!("{address:?} has no valid host before the port"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "{address:?}: an IPv6 address goes in brackets, e.g. [::1]:8021"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!(
+            "{address:?} has the port {port:?}; a port is 1-65535"
+        )),
+    }
+}
+
+/// The smallest write queue: below it, ordinary bursts of events would be dropped (and at
+/// 0 every frame but one at a time).
+const MIN_QUEUE_BYTES: u64 = 1 << 20;
+
+/// `--queue-bytes`: a size of at least [`MIN_QUEUE_BYTES`].
+fn parse_queue_bytes(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes < MIN_QUEUE_BYTES {
+        return Err(format!(
+            "{bytes} bytes is below the minimum of 1MiB ({MIN_QUEUE_BYTES} bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `--retention-interval`: a duration of at least a second (retention scans the store on
+/// each run; shorter intervals would keep it busy).
+fn parse_retention_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if interval < Duration::from_secs(1) {
+        return Err(format!(
+            "{} is shorter than the minimum of 1s",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(interval)
 }
 
 fn parse_bytes(text: &str) -> Result<u64, String> {

@@ -49,6 +49,7 @@ pub(crate) struct DirArg {
 impl DirArg {
     /// Opens the directory, creating it (for saves).
     fn create(&self) -> anyhow::Result<CheckpointStore> {
+        not_a_file(&self.dir)?;
         CheckpointStore::open(&self.dir).with_context(|| {
             format!(
                 "cannot open the checkpoint directory {}",
@@ -59,11 +60,21 @@ impl DirArg {
 
     /// Opens an existing directory (for reads and deletes, which must not create it).
     fn existing(&self) -> anyhow::Result<CheckpointStore> {
+        not_a_file(&self.dir)?;
         if !self.dir.is_dir() {
             bail!("checkpoint directory {} does not exist", self.dir.display());
         }
         self.create()
     }
+}
+
+/// Refuses a `--checkpoint-dir` that names something other than a directory (a regular
+/// file, say), which would otherwise be reported as missing or as "File exists".
+pub(crate) fn not_a_file(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("--checkpoint-dir {} is not a directory", dir.display());
+    }
+    Ok(())
 }
 
 /// The five identity anchors.

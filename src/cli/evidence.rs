@@ -111,6 +111,7 @@ fn reconstruct(args: &ReconstructArgs) -> anyhow::Result<Outcome> {
                     dir.display()
                 );
             }
+            super::checkpoint::not_a_file(dir)?;
             if !dir.is_dir() {
                 bail!("checkpoint directory {} does not exist", dir.display());
             }

@@ -57,10 +57,11 @@ pub(crate) struct CommonArgs {
     /// deliveries plus the batch in flight. 0 saves after every batch.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     checkpoint_interval: Duration,
-    /// First retry delay ceiling when the server is unavailable (full jitter below it).
+    /// First retry delay ceiling when the server is unavailable (full jitter below it); at
+    /// most `--retry-max`.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     retry_initial: Duration,
-    /// Largest retry delay ceiling.
+    /// Largest retry delay ceiling; at least `--retry-initial`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     retry_max: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics and health at /health.
@@ -122,6 +123,27 @@ pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
         Ok(_) => Err("must be longer than zero".into()),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// Parses a NATS subject records can be published on: dot-separated tokens, none empty
+/// (no leading, trailing or double dot), without whitespace or the wildcards `*` and `>`
+/// (a subscription's, not a publisher's). The server refuses any other, and core NATS
+/// would lose every record published on it.
+pub(crate) fn parse_subject(text: &str) -> Result<String, String> {
+    forward::check_subject(text)?;
+    Ok(text.to_owned())
+}
+
+/// Refuses a first retry delay above the largest (the backoff would silently use the first
+/// for every retry).
+pub(crate) fn check_retry(initial: Duration, max: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        initial <= max,
+        "--retry-initial ({}) is longer than --retry-max ({}): the first retry delay must be at most the largest",
+        humantime::format_duration(initial),
+        humantime::format_duration(max)
+    );
+    Ok(())
 }
 
 /// The streams a Redis forwarder writes, as `forward redis` flags, the capture's
@@ -296,8 +318,9 @@ pub(crate) struct NatsArgs {
     /// NATS URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     url: String,
-    /// Subject every record is published on.
-    #[arg(long, default_value = "fs.events")]
+    /// Subject every record is published on: dot-separated tokens, none empty, without
+    /// whitespace or the wildcards `*` and `>`.
+    #[arg(long, default_value = "fs.events", value_parser = parse_subject)]
     subject: String,
     /// Delivery mode.
     #[arg(long, value_enum, default_value_t)]
@@ -311,12 +334,18 @@ pub(crate) struct NatsArgs {
     /// Duplicate window of a created stream (how long re-sent records are recognised).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     duplicate_window: Duration,
-    /// How long a connection, acknowledgement or flush may take.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long a connection, acknowledgement or flush may take (longer than zero).
+    #[arg(long, default_value = "5s", value_parser = parse_interval)]
     timeout: Duration,
 }
 
 pub(crate) fn run(command: &ForwardCommand) -> anyhow::Result<Outcome> {
+    let common = match command {
+        ForwardCommand::Redis(args) => &args.common,
+        ForwardCommand::Nats(args) => &args.common,
+    };
+    check_retry(common.retry_initial, common.retry_max)?;
+    super::checkpoint::not_a_file(&common.checkpoint_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,6 +20,25 @@ pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Largest password or token file: 64 KiB.
 pub(crate) const MAX_SECRET_BYTES: u64 = 64 << 10;
 
+/// Reads an ESL password file: its first line, without the line break (LF or CR LF). An
+/// empty password is refused: "is empty" for a file with nothing else, "the first line
+/// is empty" for one whose text starts on a later line.
+pub(crate) fn read_password_file(path: &Path) -> anyhow::Result<String> {
+    let text = read_text(path, MAX_SECRET_BYTES, "the password file")?;
+    let mut lines = text.split('\n');
+    let first = lines.next().unwrap_or_default().trim_end_matches('\r');
+    if first.is_empty() {
+        if lines.any(|line| !line.trim().is_empty()) {
+            anyhow::bail!(
+                "the first line of the password file {} is empty (the password is the first line)",
+                path.display()
+            );
+        }
+        anyhow::bail!("the password file {} is empty", path.display());
+    }
+    Ok(first.to_owned())
+}
+
 /// Reads a UTF-8 file of at most `limit` bytes; `what` names it in errors ("the bundle").
 pub(crate) fn read_text(path: &Path, limit: u64, what: &str) -> anyhow::Result<String> {
     esl_replay::storage::read_text_limited(path, limit).with_context(|| {

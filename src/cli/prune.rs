@@ -119,6 +119,7 @@ pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {
     let checkpoints = match &args.checkpoint_dir {
         Some(dir) => {
             // Opening would create it: a mistyped path would then protect nothing.
+            super::checkpoint::not_a_file(dir)?;
             if !dir.is_dir() {
                 bail!(
                     "the checkpoint directory {} does not exist; pass the directory your consumers save their checkpoints in",

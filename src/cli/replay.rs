@@ -66,7 +66,8 @@ pub(crate) struct RangeArgs {
     /// Checkpoint key naming this consumer.
     #[arg(long, requires = "checkpoint_dir")]
     checkpoint_key: Option<String>,
-    /// Stop after this append sequence (inclusive).
+    /// Stop after this append sequence (inclusive); one below the starting sequence
+    /// (`--after` or the checkpoint's) is refused.
     #[arg(long)]
     until: Option<u64>,
     /// Records per batch (plan).
@@ -253,9 +254,7 @@ fn start(
             _lock: None,
         });
     };
-    if dir.exists() && !dir.is_dir() {
-        bail!("--checkpoint-dir {} is not a directory", dir.display());
-    }
+    super::checkpoint::not_a_file(dir)?;
     if !resume.save && !dir.is_dir() {
         eprintln!(
             "note: no checkpoint directory {}; starting at the first record",
@@ -753,17 +752,7 @@ fn injector(args: &RunArgs, dry_run: bool) -> anyhow::Result<Box<dyn Injector>> 
 /// FreeSWITCH's default. Never taken from the command line.
 fn injection_password(file: Option<&Path>) -> anyhow::Result<Password> {
     if let Some(path) = file {
-        let text =
-            super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
-        let line = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('\r');
-        if line.is_empty() {
-            bail!("the password file {} is empty", path.display());
-        }
-        return Ok(Password::new(line));
+        return Ok(Password::new(super::input::read_password_file(path)?));
     }
     Ok(match std::env::var("ESL_PASSWORD") {
         Ok(password) if !password.is_empty() => Password::new(password),

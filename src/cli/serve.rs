@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 
 use super::Outcome;
 use super::store::StoreArg;
-use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+use esl_replay::checkpoint::{CheckpointService, CheckpointStore, CompatibilityValidator};
 use esl_replay::server::{
     self, DEFAULT_PASSWORD, ReplayOptions, ServerConfig, Simulator, SimulatorConfig, StoreReplay,
 };
@@ -33,17 +33,7 @@ pub(crate) struct PasswordArg {
 impl PasswordArg {
     fn load(&self) -> anyhow::Result<String> {
         if let Some(path) = &self.password_file {
-            let text =
-                super::input::read_text(path, super::input::MAX_SECRET_BYTES, "the password file")?;
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('\r');
-            if line.is_empty() {
-                bail!("the password file {} is empty", path.display());
-            }
-            return Ok(line.to_owned());
+            return super::input::read_password_file(path);
         }
         match std::env::var("ESL_PASSWORD") {
             Ok(password) if !password.is_empty() => Ok(password),
@@ -153,6 +143,7 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Outcome> {
     let password = args.password.load()?;
     let checkpoint = match &args.checkpoint_dir {
         Some(dir) => {
+            super::checkpoint::not_a_file(dir)?;
             let store = CheckpointStore::open(dir.clone()).with_context(|| {
                 format!("cannot open the checkpoint directory {}", dir.display())
             })?;
@@ -160,13 +151,27 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let store = args.store.open_read()?;
+    // Resuming past pruned records, or from beyond the store's end (a checkpoint of another
+    // store), would serve records unseen or nothing at all: refused, as replay refuses it.
+    if let Some(service) = &checkpoint
+        && let Some(saved) = service
+            .resume_state()
+            .with_context(|| format!("cannot load checkpoint `{}`", service.key()))?
+            .checkpoint()
+    {
+        CompatibilityValidator
+            .assert_resumable(&*store, saved)
+            .with_context(|| {
+                format!("cannot resume serving from checkpoint `{}`", service.key())
+            })?;
+    }
     let options = ReplayOptions {
         speed: (!args.as_fast_as_possible).then_some(args.speed),
         looping: args.looping,
         from_sequence: args.from_seq.max(1),
         checkpoint,
     };
-    let store = args.store.open_read()?;
     let replay = StoreReplay::load(store, options)
         .with_context(|| format!("cannot load {} for serving", args.store.store.display()))?;
     let summary = replay.summary();

@@ -41,7 +41,7 @@ pub use error::{Error, SinkError};
 pub use forwarder::{Delivery, ForwardOptions, ForwardReport, Stopped, forward};
 pub use message::Message;
 pub use metrics::{Metrics, MetricsSnapshot, serve as serve_metrics};
-pub use nats::{NatsMode, NatsOptions, NatsSink};
+pub use nats::{NatsMode, NatsOptions, NatsSink, check_subject};
 pub use normalise::{MessageFormat, SCHEMA as FS_EVENTS_SCHEMA, fs_event_v1};
 pub use redis::{RedisOptions, RedisSink, RedisStream};
 pub use routing::Takes;

@@ -126,7 +126,12 @@ impl NatsSink {
                 })
                 .await
                 .map_err(|error| {
-                    SinkError::Unavailable(format!("cannot create stream {name}: {error}"))
+                    let message = format!("cannot create stream {name}: {error}");
+                    if invalid_subject(&message) {
+                        SinkError::Rejected(message)
+                    } else {
+                        SinkError::Unavailable(message)
+                    }
                 })?
         } else {
             match context.get_stream(name).await {
@@ -185,6 +190,8 @@ impl NatsSink {
     }
 
     async fn publish_jetstream(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        check_subject(&self.options.subject)
+            .map_err(|error| SinkError::Rejected(format!("invalid subject: {error}")))?;
         let client = self.client().await?;
         let Some(context) = self.context.clone() else {
             return Err(SinkError::Unavailable("no JetStream context".into()));
@@ -222,6 +229,9 @@ impl NatsSink {
         error: &jetstream::context::PublishError,
     ) -> SinkError {
         use jetstream::context::PublishErrorKind;
+        if invalid_subject(&error.to_string()) {
+            return SinkError::Rejected(format!("{what}: {error}"));
+        }
         match error.kind() {
             PublishErrorKind::MaxPayloadExceeded => {
                 return SinkError::Rejected(format!("{what}: {error}"));
@@ -237,6 +247,8 @@ impl NatsSink {
     }
 
     async fn publish_core(&mut self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        check_subject(&self.options.subject)
+            .map_err(|error| SinkError::Rejected(format!("invalid subject: {error}")))?;
         // Waiting for a connection before sending is safe; after sending, nothing is resent.
         let client = self.client().await?;
         let subject = self.options.subject.clone();
@@ -250,7 +262,11 @@ impl NatsSink {
             {
                 Ok(()) => sent += 1,
                 Err(error) => {
-                    if error.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                    if matches!(
+                        error.kind(),
+                        async_nats::client::PublishErrorKind::MaxPayloadExceeded
+                            | async_nats::client::PublishErrorKind::InvalidSubject
+                    ) {
                         return Err(SinkError::Rejected(format!("publish: {error}")));
                     }
                     failure = Some(error.to_string());
@@ -280,6 +296,43 @@ impl NatsSink {
             }
         }
     }
+}
+
+/// Checks that records can be published on `subject`: dot-separated tokens, none empty (no
+/// leading, trailing or double dot), without whitespace or the wildcards `*` and `>` (a
+/// subscription's, not a publisher's). A server refuses any other subject, or (core NATS)
+/// takes it and delivers nothing.
+///
+/// # Errors
+///
+/// What is wrong with the subject.
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("a NATS subject cannot be empty".into());
+    }
+    if subject.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "the NATS subject {subject:?} contains whitespace, which subjects cannot"
+        ));
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Err(format!(
+            "the NATS subject {subject:?} has an empty token (a leading, trailing or double dot)"
+        ));
+    }
+    if subject.contains(['*', '>']) {
+        return Err(format!(
+            "the NATS subject {subject:?} contains a wildcard (`*` or `>`): records are published on one subject"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a client's or server's error says the subject is invalid: permanent, as no
+/// retry makes a subject valid (the server says "invalid subject", code 10052 when a
+/// stream is created for it).
+fn invalid_subject(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("invalid subject")
 }
 
 /// Each message's headers (see [`NatsSink::headers`]), once every message of the batch was

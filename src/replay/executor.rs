@@ -159,13 +159,22 @@ impl<'s, S: ArtifactReader + ?Sized> Executor<'s, S> {
     ///
     /// # Errors
     ///
-    /// Store read errors.
+    /// Store read errors; [`Error::UntilBeforeStart`] if `until` is below the cursor (as
+    /// [`crate::replay::replay_range`] refuses it).
     pub fn plan_matching(
         &self,
         from: &ReadCursor,
         criteria: &Criteria,
         until: Option<u64>,
     ) -> Result<Plan, Error> {
+        if let Some(until) = until
+            && until < from.last_consumed_sequence()
+        {
+            return Err(Error::UntilBeforeStart {
+                from: from.last_consumed_sequence(),
+                until,
+            });
+        }
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut cursor = *from;

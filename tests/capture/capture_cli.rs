@@ -284,3 +284,120 @@ fn an_absurd_retention_age_is_refused_at_start_up() {
         assert!(stderr.contains("--retain-for"), "{stderr}");
     }
 }
+
+/// `--password-file` is read as `serve`, `simulate` and `replay` read it: the first line.
+/// A file `ClueCon\nsecond line\n` used to be sent whole, rejected, and retried forever.
+#[test]
+fn the_password_file_s_first_line_is_the_password() {
+    let events = vec![
+        "09-event-plain-channel-create.esl",
+        "10-event-plain-channel-answer.esl",
+    ];
+    let address = fake_freeswitch("ClueCon", events);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "ClueCon\r\nsecond line\n").unwrap();
+    let child = binary()
+        .args(["capture", "--esl", &address, "--password-file"])
+        .arg(&password)
+        .arg("--store")
+        .arg(&store)
+        .spawn_safely()
+        .unwrap();
+    support::wait_until("two events stored", || {
+        records(&store)
+            .iter()
+            .filter(|r| r.artifact_name() == "event.raw")
+            .count()
+            >= 2
+    });
+    assert_eq!(send_sigterm(child.id()), 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("second line"), "{stderr}");
+}
+
+/// Runs `capture` with `extra` flags against an address that never answers; the store is
+/// in `dir`.
+fn capture_with(dir: &Path, extra: &[&str]) -> std::process::Output {
+    binary()
+        .args(["capture", "--duration", "1s", "--store"])
+        .arg(dir.join("store"))
+        .args(extra)
+        .output_safely()
+        .unwrap()
+}
+
+/// Flags that cannot work are refused when the command line is read, exit 2, naming the
+/// flag and what it accepts; nothing is stored. They used to busy-loop retention (a zero
+/// interval), drop every frame (a zero queue), retry an impossible port forever, or store
+/// an empty node slug.
+#[test]
+fn impossible_capture_flags_are_refused_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 10] = [
+        (&["--retention-interval", "0s"], "--retention-interval"),
+        (&["--retention-interval", "500ms"], "minimum of 1s"),
+        (&["--queue-bytes", "0"], "--queue-bytes"),
+        (&["--queue-bytes", "512KiB"], "minimum of 1MiB"),
+        (&["--esl", "127.0.0.1:99999"], "a port is 1-65535"),
+        (&["--esl", "127.0.0.1:0"], "a port is 1-65535"),
+        (&["--esl", "notahost"], "is not HOST:PORT"),
+        (&["--esl", "=127.0.0.1:18022"], "empty slug"),
+        (&["--http", "99999"], "a port is 0-65535"),
+        (&["--http", "notanaddr"], "is not IP:PORT"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = flags.to_vec();
+        if !flags.contains(&"--esl") {
+            args.extend(["--esl", "127.0.0.1:9"]);
+        }
+        let output = capture_with(dir.path(), &args);
+        let text = cli::error_output(&output);
+        assert!(text.contains(expected), "{flags:?}: {text}");
+        assert!(text.contains(flags[0]), "{flags:?}: {text}");
+        assert!(
+            !dir.path().join("store").exists(),
+            "{flags:?}: nothing stored"
+        );
+    }
+    // The documented forms still start (and stop at --duration: the node never answers).
+    for esl in ["pbx-a=127.0.0.1:9", "localhost:9", "[::1]:9"] {
+        let output = capture_with(dir.path(), &["--esl", esl]);
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(!text.contains("invalid value"), "{esl}: {text}");
+        assert!(text.contains("capturing"), "{esl}: {text}");
+    }
+}
+
+/// `--http` is bound before the capture starts: an address in use stops the command before
+/// it connects or stores anything (it used to capture, then exit 2 without a clean stop);
+/// port 0 prints the port it bound.
+#[test]
+fn the_http_address_is_bound_before_the_capture_starts() {
+    let address = fake_freeswitch("ClueCon", vec!["09-event-plain-channel-create.esl"]);
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = capture_with(dir.path(), &["--esl", &address, "--http", &port]);
+    let text = cli::error_output(&output);
+    assert!(
+        text.contains("--http: cannot listen on 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains("capturing"), "{text}");
+    assert!(!dir.path().join("store").exists(), "nothing stored");
+
+    let output = capture_with(dir.path(), &["--esl", &address, "--http", "127.0.0.1:0"]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    let bound = text
+        .lines()
+        .find_map(|line| line.strip_prefix("http: ")?.rsplit_once(" on "))
+        .map(|(_, address)| address.to_owned())
+        .unwrap_or_else(|| panic!("no http line: {text}"));
+    assert!(bound.starts_with("127.0.0.1:"), "{text}");
+    assert_ne!(bound, "127.0.0.1:0", "{text}");
+}

@@ -272,3 +272,110 @@ fn errors_exit_with_code_two_and_damaged_files_are_reported() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("bad.checkpoint.json is corrupt"));
 }
+
+/// A `--checkpoint-dir` that is a regular file is named as not a directory by every command
+/// that takes one (it used to be reported as missing, or as "File exists" by `save`).
+#[test]
+fn a_checkpoint_dir_that_is_a_file_is_reported_as_not_a_directory() {
+    use esl_replay::store::{ArtifactStore as _, dataset};
+    let root = tempdir().unwrap();
+    let file = root.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    let store_path = root.path().join("store");
+    let mut store = crate::support::process::open_store(&store_path).unwrap();
+    store
+        .write_batch((0..3).map(dataset::envelope).collect())
+        .unwrap();
+    store.close().unwrap();
+    let store = store_path.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["checkpoint", "list", "-d", file],
+        vec!["checkpoint", "show", "-d", file, "--key", "k"],
+        vec![
+            "checkpoint",
+            "save",
+            "-d",
+            file,
+            "--key",
+            "k",
+            "--sequence",
+            "1",
+        ],
+        vec!["checkpoint", "delete", "-d", file, "--key", "k"],
+        vec!["checkpoint", "find", "-d", file, "--job-uuid", "j"],
+        vec![
+            "prune",
+            "--store",
+            store,
+            "--plan",
+            "--max-age",
+            "7d",
+            "--checkpoint-dir",
+            file,
+        ],
+        vec![
+            "replay",
+            "run",
+            "--store",
+            store,
+            "--checkpoint-dir",
+            file,
+            "--checkpoint-key",
+            "k",
+        ],
+        vec![
+            "replay",
+            "plan",
+            "--store",
+            store,
+            "--checkpoint-dir",
+            file,
+            "--checkpoint-key",
+            "k",
+        ],
+        vec![
+            "forward",
+            "redis",
+            "--store",
+            store,
+            "--checkpoint-dir",
+            file,
+        ],
+        vec![
+            "forward",
+            "nats",
+            "--store",
+            store,
+            "--checkpoint-dir",
+            file,
+        ],
+        vec![
+            "evidence",
+            "reconstruct",
+            "--store",
+            store,
+            "--checkpoint-dir",
+            file,
+            "--checkpoint-key",
+            "k",
+        ],
+        vec![
+            "serve",
+            "--store",
+            store,
+            "--listen",
+            "127.0.0.1:0",
+            "--checkpoint-dir",
+            file,
+        ],
+    ];
+    for args in commands {
+        let output = run(&args);
+        let text = crate::support::cli::error_output(&output);
+        assert!(
+            text.contains(&format!("{file} is not a directory")),
+            "{args:?}: {text}"
+        );
+    }
+}

@@ -536,3 +536,68 @@ fn a_stream_that_does_not_capture_the_subject_is_refused() {
     });
     assert_eq!(elsewhere, 0, "nothing was published");
 }
+
+/// Subjects the server (or the client) calls invalid are a permanent refusal, in core and
+/// JetStream mode alike: core NATS used to count the batch as maybe lost and move the
+/// checkpoint past it, JetStream retried "invalid subject (10052)" forever. (The command
+/// line refuses these subjects before connecting; this is the library's own guard.)
+#[test]
+fn an_invalid_subject_is_refused_not_retried_or_lost() {
+    use esl_replay::checkpoint::{CheckpointService, CheckpointStore};
+    use esl_replay::forward::{
+        Error, ForwardOptions, Metrics, NatsMode, NatsOptions, NatsSink, Source,
+    };
+    use esl_replay::store::{ArtifactStore as _, LogStore, dataset};
+    let Some(server) = Server::start(Kind::Nats) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut store = LogStore::open(&path).unwrap();
+    store
+        .write_batch((0..5).map(dataset::envelope).collect())
+        .unwrap();
+    store.close().unwrap();
+    let url = server.url();
+    let checkpoints = CheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+    let modes = [
+        ("core", NatsMode::Core),
+        (
+            "jetstream",
+            NatsMode::JetStream {
+                stream: Some("BAD".into()),
+                create: true,
+                duplicate_window: Duration::from_secs(600),
+            },
+        ),
+    ];
+    for (name, mode) in modes {
+        for subject in ["a b", "a..b", ""] {
+            let key = format!("bad.{name}.{}", subject.len());
+            let service = CheckpointService::new(checkpoints.clone(), key.clone()).unwrap();
+            let mut sink = NatsSink::new(NatsOptions::new(&url, subject, mode.clone()));
+            let source = Source::from(LogStore::open_read_only(&path).unwrap());
+            let metrics = Metrics::new("nats");
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let result = runtime().block_on(esl_replay::forward::forward(
+                &source,
+                &mut sink,
+                &service,
+                &ForwardOptions::default(),
+                &metrics,
+                shutdown,
+            ));
+            match result {
+                Err(Error::Rejected { message, .. }) => assert!(
+                    message.to_ascii_lowercase().contains("invalid subject"),
+                    "{name} {subject:?}: {message}"
+                ),
+                other => panic!("{name} {subject:?}: {other:?}"),
+            }
+            assert!(
+                checkpoint_sequence(&dir.path().join("checkpoints"), &key).unwrap_or(0) == 0,
+                "{name} {subject:?}: the checkpoint does not move past undelivered records"
+            );
+        }
+    }
+}

@@ -8,6 +8,8 @@ mod support;
 mod capture_forward;
 #[cfg(feature = "cli")]
 mod capture_routing;
+#[cfg(feature = "cli")]
+mod forward_flags;
 #[cfg(feature = "forward")]
 mod forward_nats;
 #[cfg(feature = "forward")]

@@ -707,6 +707,33 @@ fn conflicting_or_incomplete_flags_are_errors() {
     }
 }
 
+/// `replay plan` refuses an inverted range as `replay run` does (it used to plan 0 records
+/// and exit 0); an empty range (`--until` at the start) still plans nothing.
+#[test]
+fn plan_refuses_an_until_before_the_start_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &STREAM);
+    let path = store.to_str().unwrap();
+    for command in ["plan", "run"] {
+        let output = run(&[
+            "replay", command, "--store", path, "--after", "4", "--until", "2",
+        ]);
+        let text = crate::support::cli::error_output(&output);
+        assert!(
+            text.contains("until sequence 2 is before the starting cursor 4"),
+            "{command}: {text}"
+        );
+    }
+    let output = run(&[
+        "replay", "plan", "--store", path, "--after", "4", "--until", "4",
+    ]);
+    assert!(
+        stdout(&output).starts_with("plan: 0 records after sequence 4"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn exec_handler_reports_a_command_that_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
