@@ -81,14 +81,19 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
 
 /// For a packed segment file, its bytes before it was packed (from its trailer).
 fn packed_from(path: &std::path::Path) -> Option<u64> {
-    let mut file = std::fs::File::open(path).ok()?;
+    use std::io::Read as _;
+    // Not a FIFO or a device put in a segment's place: it could block or never end.
+    let mut file =
+        esl_replay::storage::open_regular_with(std::fs::OpenOptions::new().read(true), path)
+            .ok()?;
     let mut head = [0u8; codec::HEADER_LEN];
-    std::io::Read::read_exact(&mut file, &mut head).ok()?;
+    file.read_exact(&mut head).ok()?;
     let header = codec::FileHeader::decode(&head, codec::SEGMENT_MAGIC).ok()?;
     if !header.is_packed() {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
+    let mut bytes = head.to_vec();
+    file.read_to_end(&mut bytes).ok()?;
     codec::Trailer::decode_end(&bytes, header.salt)
         .ok()
         .map(|trailer| trailer.unpacked_len)

@@ -756,3 +756,115 @@ fn a_record_that_does_not_match_its_checksum_is_imported_and_reported() {
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+/// A store of three records imported by the binary; its path.
+fn three_record_store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let input = write_lines(
+        dir,
+        "three.ndjson",
+        &[line(1, 10), line(2, 10), line(3, 10)],
+    );
+    let output = run(&["import", "--store", path(&store), path(&input)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    store
+}
+
+/// Runs the binary with `args` on a thread, failing the test if it has not exited within a
+/// minute (it would be blocked opening a FIFO); its output.
+fn run_unblocked(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    crate::support::within_a_minute(move || {
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+}
+
+/// [DIR-05] A FIFO named like a segment file, after the log's last segment or in the place
+/// of its only one, is refused by every reader and by the writer, naming the file ("not a
+/// regular file"), instead of opening it and waiting forever for a writer to the FIFO.
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "surgery on a test store: files are swapped for FIFOs; removals need not be durable"
+)]
+fn a_fifo_named_like_a_segment_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let log = store.join("log");
+    let beyond = log.join("00000000000000000519.seg");
+    crate::support::mkfifo(&beyond);
+    let log_dir = path(&log).to_owned();
+    let store_dir = path(&store).to_owned();
+    let more = write_lines(dir.path(), "more.ndjson", &[line(4, 10)]);
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["verify", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+        vec!["log", "verify", &log_dir],
+        vec!["import", "--store", &store_dir, path(&more)],
+    ] {
+        let output = run_unblocked(&args);
+        let text = error_output(&output);
+        assert!(
+            text.contains("00000000000000000519.seg") && text.contains("not a regular file"),
+            "{args:?}: {text}"
+        );
+    }
+    // In the place of the log's only segment.
+    std::fs::remove_file(&beyond).unwrap();
+    let first = log.join("00000000000000000001.seg");
+    std::fs::remove_file(&first).unwrap();
+    crate::support::mkfifo(&first);
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "verify", &log_dir],
+    ] {
+        let text = error_output(&run_unblocked(&args));
+        assert!(
+            text.contains("00000000000000000001.seg") && text.contains("not a regular file"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// [DIR-05] A FIFO in the place of a segment's index file is not read: readers find the
+/// segment's records by scanning it, as when the index is missing. A symbolic link to a
+/// regular segment file is followed, as before.
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "surgery on a test store: files are swapped for FIFOs; removals need not be durable"
+)]
+fn a_fifo_named_like_an_index_file_is_passed_over_and_a_symlink_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let log = store.join("log");
+    let index = log.join("00000000000000000001.idx");
+    if index.exists() {
+        std::fs::remove_file(&index).unwrap();
+    }
+    crate::support::mkfifo(&index);
+    let store_dir = path(&store).to_owned();
+    let log_dir = path(&log).to_owned();
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["verify", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+        vec!["log", "verify", &log_dir],
+    ] {
+        let output = run_unblocked(&args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    assert_eq!(sequences(&store), [1, 2, 3]);
+    // A symbolic link to the segment file, moved elsewhere, reads as the file.
+    std::fs::remove_file(&index).unwrap();
+    let segment = log.join("00000000000000000001.seg");
+    let moved = dir.path().join("moved.seg");
+    std::fs::copy(&segment, &moved).unwrap();
+    std::fs::remove_file(&segment).unwrap();
+    std::os::unix::fs::symlink(&moved, &segment).unwrap();
+    assert_eq!(sequences(&store), [1, 2, 3]);
+}
