@@ -25,10 +25,19 @@ pub(crate) enum BenchCommand {
     Retention(RetentionArgs),
 }
 
+/// The most records a bench stores: both stores' ids are held in memory (about 150 bytes a
+/// record), and each store takes about 1 KiB a record on disk.
+const MAX_RECORDS: u64 = 10_000_000;
+/// The most durable appends: each waits for a sync, so this takes hours on most disks.
+const MAX_DURABLE_RECORDS: u64 = 1_000_000;
+/// The most lookups: every lookup's time is kept, for both engines and for point reads.
+const MAX_LOOKUPS: u64 = 10_000_000;
+
 #[derive(Debug, Args)]
 pub(crate) struct RetentionArgs {
-    /// Records in the store.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Records in the store: 1 to 10,000,000.
+    #[arg(long, default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RECORDS))]
     records: u64,
     /// Where to put the store (default: a temporary directory, removed afterwards).
     #[arg(long)]
@@ -37,14 +46,18 @@ pub(crate) struct RetentionArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
-    /// Records in the dataset.
-    #[arg(long, default_value_t = 200_000)]
+    /// Records in the dataset: 1 to 10,000,000.
+    #[arg(long, default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RECORDS))]
     records: u64,
-    /// Records appended one by one, durably, for the per-record durable comparison.
-    #[arg(long, default_value_t = 1_000)]
+    /// Records appended one by one, durably, for the per-record durable comparison: 1 to
+    /// 1,000,000.
+    #[arg(long, default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DURABLE_RECORDS))]
     durable_records: u64,
-    /// Random lookups by id.
-    #[arg(long, default_value_t = 10_000)]
+    /// Random lookups by id (and as many point reads by sequence): 1 to 10,000,000.
+    #[arg(long, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LOOKUPS))]
     lookups: u64,
     /// Where to put the stores (default: a temporary directory, removed afterwards).
     #[arg(long)]
@@ -113,6 +126,18 @@ impl Row {
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// `count` pseudo-random indexes below `len` (xorshift, the same every run), made as they
+/// are taken.
+fn random_picks(count: u64, len: usize) -> impl Iterator<Item = usize> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..count).map(move |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % len.max(1) as u64) as usize
+    })
 }
 
 fn progress(message: &str) {
@@ -294,22 +319,14 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
 
     // T9: lookup by id, random ids.
     progress(&format!("{} random lookups by id", args.lookups));
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let picks: Vec<usize> = (0..args.lookups)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % ids.len().max(1) as u64) as usize
-        })
-        .collect();
+    let picks = || random_picks(args.lookups, ids.len());
     // The engines take turns, lookup by lookup (each going first every other time), so
     // that both meet the same background work: the writeback of the files written above
     // goes on for seconds.
     let mut times: [Vec<Duration>; 2] = Default::default();
     let engines: [(&dyn ArtifactReader, &[RecordId], &str); 2] =
         [(&log, &ids, "log store"), (&sqlite, &sqlite_ids, "sqlite")];
-    for (turn, &pick) in picks.iter().enumerate() {
+    for (turn, pick) in picks().enumerate() {
         for side in [turn % 2, 1 - turn % 2] {
             let (store, ids, name) = engines[side];
             let id = ids.get(pick).context("no ids")?;
@@ -346,9 +363,8 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     progress(&format!("{} random point reads by sequence", args.lookups));
     let reader = log.log_reader();
     let sealed_end = reader.segments().last().map_or(1, |last| last.0).max(2);
-    let seqs: Vec<u64> = picks
-        .iter()
-        .map(|pick| 1 + *pick as u64 % (sealed_end - 1))
+    let seqs: Vec<u64> = picks()
+        .map(|pick| 1 + pick as u64 % (sealed_end - 1))
         .collect();
     let mut log_times = Vec::with_capacity(seqs.len());
     for &seq in &seqs {

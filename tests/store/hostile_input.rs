@@ -868,3 +868,54 @@ fn a_fifo_named_like_an_index_file_is_passed_over_and_a_symlink_followed() {
     std::os::unix::fs::symlink(&moved, &segment).unwrap();
     assert_eq!(sequences(&store), [1, 2, 3]);
 }
+
+/// `bench compare` counts beyond what a machine can hold are refused by the flag parser
+/// (they panicked with "capacity overflow" or aborted allocating), and so are counts of 0
+/// (the paged read failed, the ratios were NaN).
+#[test]
+fn bench_counts_are_bounded_and_at_least_one() {
+    for (flag, value) in [
+        ("--lookups", "18446744073709551615"),
+        ("--lookups", "1000000000000"),
+        ("--lookups", "0"),
+        ("--records", "0"),
+        ("--records", "100000000"),
+        ("--durable-records", "0"),
+        ("--durable-records", "1000000000"),
+    ] {
+        let text = fails(&["bench", "compare", flag, value]);
+        assert!(
+            text.contains(flag) && text.contains("not in 1.."),
+            "{flag} {value}: {text}"
+        );
+    }
+    for value in ["0", "100000000"] {
+        let text = fails(&["bench", "retention", "--records", value]);
+        assert!(text.contains("not in 1.."), "{value}: {text}");
+    }
+}
+
+/// A tiny `bench compare` runs: one record, one durable append, one lookup.
+#[test]
+fn a_bench_of_one_record_and_one_lookup_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    let output = run(&[
+        "bench",
+        "compare",
+        "--records",
+        "1",
+        "--durable-records",
+        "1",
+        "--lookups",
+        "1",
+        "--dir",
+        path(&bench),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stdout_text(&output).contains("NaN"));
+}
+
+fn stdout_text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
