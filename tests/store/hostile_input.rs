@@ -919,3 +919,69 @@ fn a_bench_of_one_record_and_one_lookup_runs() {
 fn stdout_text(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Runs the binary through `sh` with `redirect` applied (`>&-` closes standard output,
+/// `<&-` standard input, `2>&-` standard error), as a caller that starts it without them.
+fn run_redirected(redirect: &str, args: &[&str]) -> std::process::Output {
+    use crate::support::process::SpawnSafely as _;
+    let binary = crate::support::cli::command().get_program().to_owned();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" \"$@\" {redirect}"))
+        .arg(binary)
+        .args(args)
+        .env_remove("ESL_REPLAY_STORE")
+        .output_safely()
+        .unwrap()
+}
+
+/// A command whose results are what it prints, started with standard output closed, exits
+/// 2 saying so (it exited 0 having printed nothing: the runtime reopens a closed descriptor
+/// 1 on `/dev/null`); with standard error closed too, it still exits 2. Output sent to
+/// `/dev/null` on purpose is written as before, and `verify`, whose exit code is its
+/// result, still runs.
+#[test]
+fn a_closed_standard_output_is_an_error_for_commands_that_print_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let store_dir = path(&store).to_owned();
+    let log_dir = path(&store.join("log")).to_owned();
+    for args in [
+        vec!["read", "--store", &store_dir],
+        vec!["export", "--store", &store_dir],
+        vec!["stats", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+    ] {
+        let output = run_redirected(">&-", &args);
+        let text = error_output(&output);
+        assert!(
+            text.contains("standard output is closed"),
+            "{args:?}: {text}"
+        );
+        let output = run_redirected(">&- 2>&-", &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let output = run_redirected(">/dev/null", &args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    let output = run_redirected(">&-", &["verify", "--store", &store_dir]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// `import -` started with standard input closed exits 2 saying so, before it creates the
+/// store (it reported "imported 0 records" and exited 0).
+#[test]
+fn import_from_a_closed_standard_input_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("x.sqlite");
+    let output = run_redirected("<&-", &["import", "--store", path(&store), "-"]);
+    let text = error_output(&output);
+    assert!(text.contains("standard input is closed"), "{text}");
+    assert!(!store.exists());
+    // Empty standard input on purpose imports nothing, as before.
+    let output = run_redirected("</dev/null", &["import", "--store", path(&store), "-"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A file named on the command line needs no standard input.
+    let input = write_lines(dir.path(), "one.ndjson", &[line(1, 10)]);
+    let output = run_redirected("<&-", &["import", "--store", path(&store), path(&input)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
