@@ -80,6 +80,9 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
             true,
         ),
     };
+    // Removes the temporary directory however the bench ends: returning, failing, a panic
+    // (dropped while unwinding), SIGINT or SIGTERM (the watcher below).
+    let _removed = temporary.then(|| TemporaryDir::remove_on_signal(dir.clone()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The figures count every record in the stores, so stores left by an earlier run would
     // be read again and miscounted.
@@ -92,15 +95,65 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
         "{} is not empty: the bench writes its stores there, so give it a new or empty directory",
         dir.display()
     );
-    let result = match (command, records) {
+    match (command, records) {
         (BenchCommand::Compare(args), _) => compare(&dir, args),
         (BenchCommand::Retention(_), Some(records)) => retention(&dir, records),
         (BenchCommand::Retention(_), None) => Ok(Outcome::Success),
-    };
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    result
+}
+
+/// The bench's temporary directory, removed when dropped, or on SIGINT or SIGTERM by a
+/// thread that then ends the process as the signal would have (exit 130 or 143).
+#[derive(Debug)]
+struct TemporaryDir(PathBuf);
+
+impl TemporaryDir {
+    fn remove_on_signal(dir: PathBuf) -> TemporaryDir {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(mut signals) => {
+                let removed = dir.clone();
+                let watcher = std::thread::Builder::new()
+                    .name("bench-signals".into())
+                    .spawn(move || {
+                        if let Some(signal) = signals.forever().next() {
+                            remove_all(&removed);
+                            std::process::exit(128 + signal);
+                        }
+                    });
+                if let Err(error) = watcher {
+                    eprintln!(
+                        "cannot watch for signals ({error}); a signal leaves {} behind",
+                        dir.display()
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!(
+                    "cannot watch for signals ({error}); a signal leaves {} behind",
+                    dir.display()
+                );
+            }
+        }
+        TemporaryDir(dir)
+    }
+}
+
+impl Drop for TemporaryDir {
+    fn drop(&mut self) {
+        remove_all(&self.0);
+    }
+}
+
+/// Removes `dir` and everything in it. Tried again a few times: the bench (or an export it
+/// started) may be writing a file there while it is removed.
+fn remove_all(dir: &Path) {
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {}
+            _ => return,
+        }
+    }
 }
 
 /// A measured figure for both engines; `higher_is_better` decides the ratio's direction.

@@ -985,3 +985,34 @@ fn import_from_a_closed_standard_input_is_an_error() {
     let output = run_redirected("<&-", &["import", "--store", path(&store), path(&input)]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// SIGTERM, like SIGINT, ends a bench with its temporary directory removed (SIGTERM left
+/// `esl-replay-bench-PID` behind); the exit code is the signal's (128 + its number).
+#[test]
+fn a_bench_ended_by_a_signal_removes_its_temporary_directory() {
+    use crate::support::process::SpawnSafely as _;
+    for (name, code) in [("TERM", 143), ("INT", 130)] {
+        let temp = tempfile::tempdir().unwrap();
+        let mut child = crate::support::cli::command()
+            .args(["bench", "compare", "--records", "10000000"])
+            .env("TMPDIR", temp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn_safely()
+            .unwrap();
+        let bench = temp.path().join(format!("esl-replay-bench-{}", child.id()));
+        // Its stores are being written.
+        crate::support::wait_until("the bench's stores", || {
+            std::fs::read_dir(&bench).is_ok_and(|mut entries| entries.next().is_some())
+        });
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status_safely()
+            .unwrap();
+        assert!(status.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{name}: {status:?}");
+        assert!(!bench.exists(), "{name}: {} left behind", bench.display());
+    }
+}
