@@ -1016,3 +1016,20 @@ fn a_bench_ended_by_a_signal_removes_its_temporary_directory() {
         assert!(!bench.exists(), "{name}: {} left behind", bench.display());
     }
 }
+
+/// `--max-bytes` beyond what 64 bits hold is said to be too large, with the limit; it was
+/// "not a byte size" when the digits alone overflowed.
+#[test]
+fn prune_says_a_byte_size_is_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for size in ["20000000000000000000", "20000000000000000TB"] {
+        let text = fails(&["prune", "--store", path(&store), "--max-bytes", size]);
+        assert!(
+            text.contains("is too large (at most 18446744073709551615 bytes"),
+            "{size}: {text}"
+        );
+    }
+    let text = fails(&["prune", "--store", path(&store), "--max-bytes", "ten"]);
+    assert!(text.contains("is not a byte size"), "{text}");
+}
