@@ -187,6 +187,9 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
     };
     let (log, _) = Log::open(&args.dir, options)
         .with_context(|| format!("cannot open the log in {}", args.dir.display()))?;
+    // Every segment but the last is sealed; some may be packed already.
+    let sealed = log.reader().segments().len().saturating_sub(1);
+    let bar = super::store::progress(Some(sealed as u64), "packing segments");
     let mut out = std::io::stdout().lock();
     let (mut before, mut after, mut damaged) = (0u64, 0u64, 0usize);
     loop {
@@ -196,6 +199,7 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
         let Some((segment, outcome)) = step else {
             break;
         };
+        bar.inc(1);
         match outcome {
             PackOutcome::Packed {
                 records,
@@ -204,23 +208,28 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
             } => {
                 before += unpacked;
                 after += packed;
-                writeln!(
-                    out,
-                    "packed {segment}: {records} records, {unpacked} -> {packed} bytes ({:.3})",
-                    packed as f64 / unpacked.max(1) as f64
-                )?;
+                bar.suspend(|| {
+                    writeln!(
+                        out,
+                        "packed {segment}: {records} records, {unpacked} -> {packed} bytes ({:.3})",
+                        packed as f64 / unpacked.max(1) as f64
+                    )
+                })?;
             }
             PackOutcome::Damaged { offset, kind } => {
                 damaged += 1;
-                writeln!(
-                    out,
-                    "left {segment} as written: damaged at offset {offset} ({kind}); run `log verify`"
-                )?;
+                bar.suspend(|| {
+                    writeln!(
+                        out,
+                        "left {segment} as written: damaged at offset {offset} ({kind}); run `log verify`"
+                    )
+                })?;
             }
             PackOutcome::AlreadyPacked | PackOutcome::Gone | PackOutcome::Stopped => {}
         }
         out.flush()?;
     }
+    bar.finish_and_clear();
     log.close()
         .with_context(|| format!("cannot close the log in {}", args.dir.display()))?;
     writeln!(
