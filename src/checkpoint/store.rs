@@ -241,12 +241,14 @@ impl CheckpointStore {
             path: path.clone(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_error)?;
+        let file = storage::open_regular_with(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &path,
+        )
+        .map_err(lock_error)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(KeyLock { _file: file, path }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::KeyInUse {

@@ -25,10 +25,19 @@ pub(crate) enum BenchCommand {
     Retention(RetentionArgs),
 }
 
+/// The most records a bench stores: both stores' ids are held in memory (about 150 bytes a
+/// record), and each store takes about 1 KiB a record on disk.
+const MAX_RECORDS: u64 = 10_000_000;
+/// The most durable appends: each waits for a sync, so this takes hours on most disks.
+const MAX_DURABLE_RECORDS: u64 = 1_000_000;
+/// The most lookups: every lookup's time is kept, for both engines and for point reads.
+const MAX_LOOKUPS: u64 = 10_000_000;
+
 #[derive(Debug, Args)]
 pub(crate) struct RetentionArgs {
-    /// Records in the store.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Records in the store: 1 to 10,000,000.
+    #[arg(long, default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RECORDS))]
     records: u64,
     /// Where to put the store (default: a temporary directory, removed afterwards).
     #[arg(long)]
@@ -37,14 +46,18 @@ pub(crate) struct RetentionArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
-    /// Records in the dataset.
-    #[arg(long, default_value_t = 200_000)]
+    /// Records in the dataset: 1 to 10,000,000.
+    #[arg(long, default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RECORDS))]
     records: u64,
-    /// Records appended one by one, durably, for the per-record durable comparison.
-    #[arg(long, default_value_t = 1_000)]
+    /// Records appended one by one, durably, for the per-record durable comparison: 1 to
+    /// 1,000,000.
+    #[arg(long, default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DURABLE_RECORDS))]
     durable_records: u64,
-    /// Random lookups by id.
-    #[arg(long, default_value_t = 10_000)]
+    /// Random lookups by id (and as many point reads by sequence): 1 to 10,000,000.
+    #[arg(long, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LOOKUPS))]
     lookups: u64,
     /// Where to put the stores (default: a temporary directory, removed afterwards).
     #[arg(long)]
@@ -67,6 +80,9 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
             true,
         ),
     };
+    // Removes the temporary directory however the bench ends: returning, failing, a panic
+    // (dropped while unwinding), SIGINT or SIGTERM (the watcher below).
+    let _removed = temporary.then(|| TemporaryDir::remove_on_signal(dir.clone()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The figures count every record in the stores, so stores left by an earlier run would
     // be read again and miscounted.
@@ -79,15 +95,65 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
         "{} is not empty: the bench writes its stores there, so give it a new or empty directory",
         dir.display()
     );
-    let result = match (command, records) {
+    match (command, records) {
         (BenchCommand::Compare(args), _) => compare(&dir, args),
         (BenchCommand::Retention(_), Some(records)) => retention(&dir, records),
         (BenchCommand::Retention(_), None) => Ok(Outcome::Success),
-    };
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    result
+}
+
+/// The bench's temporary directory, removed when dropped, or on SIGINT or SIGTERM by a
+/// thread that then ends the process as the signal would have (exit 130 or 143).
+#[derive(Debug)]
+struct TemporaryDir(PathBuf);
+
+impl TemporaryDir {
+    fn remove_on_signal(dir: PathBuf) -> TemporaryDir {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(mut signals) => {
+                let removed = dir.clone();
+                let watcher = std::thread::Builder::new()
+                    .name("bench-signals".into())
+                    .spawn(move || {
+                        if let Some(signal) = signals.forever().next() {
+                            remove_all(&removed);
+                            std::process::exit(128 + signal);
+                        }
+                    });
+                if let Err(error) = watcher {
+                    eprintln!(
+                        "cannot watch for signals ({error}); a signal leaves {} behind",
+                        dir.display()
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!(
+                    "cannot watch for signals ({error}); a signal leaves {} behind",
+                    dir.display()
+                );
+            }
+        }
+        TemporaryDir(dir)
+    }
+}
+
+impl Drop for TemporaryDir {
+    fn drop(&mut self) {
+        remove_all(&self.0);
+    }
+}
+
+/// Removes `dir` and everything in it. Tried again a few times: the bench (or an export it
+/// started) may be writing a file there while it is removed.
+fn remove_all(dir: &Path) {
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {}
+            _ => return,
+        }
+    }
 }
 
 /// A measured figure for both engines; `higher_is_better` decides the ratio's direction.
@@ -113,6 +179,18 @@ impl Row {
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// `count` pseudo-random indexes below `len` (xorshift, the same every run), made as they
+/// are taken.
+fn random_picks(count: u64, len: usize) -> impl Iterator<Item = usize> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..count).map(move |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % len.max(1) as u64) as usize
+    })
 }
 
 fn progress(message: &str) {
@@ -294,22 +372,14 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
 
     // T9: lookup by id, random ids.
     progress(&format!("{} random lookups by id", args.lookups));
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let picks: Vec<usize> = (0..args.lookups)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % ids.len().max(1) as u64) as usize
-        })
-        .collect();
+    let picks = || random_picks(args.lookups, ids.len());
     // The engines take turns, lookup by lookup (each going first every other time), so
     // that both meet the same background work: the writeback of the files written above
     // goes on for seconds.
     let mut times: [Vec<Duration>; 2] = Default::default();
     let engines: [(&dyn ArtifactReader, &[RecordId], &str); 2] =
         [(&log, &ids, "log store"), (&sqlite, &sqlite_ids, "sqlite")];
-    for (turn, &pick) in picks.iter().enumerate() {
+    for (turn, pick) in picks().enumerate() {
         for side in [turn % 2, 1 - turn % 2] {
             let (store, ids, name) = engines[side];
             let id = ids.get(pick).context("no ids")?;
@@ -346,9 +416,8 @@ fn compare(dir: &Path, args: &CompareArgs) -> anyhow::Result<Outcome> {
     progress(&format!("{} random point reads by sequence", args.lookups));
     let reader = log.log_reader();
     let sealed_end = reader.segments().last().map_or(1, |last| last.0).max(2);
-    let seqs: Vec<u64> = picks
-        .iter()
-        .map(|pick| 1 + *pick as u64 % (sealed_end - 1))
+    let seqs: Vec<u64> = picks()
+        .map(|pick| 1 + pick as u64 % (sealed_end - 1))
         .collect();
     let mut log_times = Vec::with_capacity(seqs.len());
     for &seq in &seqs {

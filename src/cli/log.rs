@@ -114,14 +114,19 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<Outcome> {
 
 /// For a packed segment file, its bytes before it was packed (from its trailer).
 fn packed_from(path: &std::path::Path) -> Option<u64> {
-    let mut file = std::fs::File::open(path).ok()?;
+    use std::io::Read as _;
+    // Not a FIFO or a device put in a segment's place: it could block or never end.
+    let mut file =
+        esl_replay::storage::open_regular_with(std::fs::OpenOptions::new().read(true), path)
+            .ok()?;
     let mut head = [0u8; codec::HEADER_LEN];
-    std::io::Read::read_exact(&mut file, &mut head).ok()?;
+    file.read_exact(&mut head).ok()?;
     let header = codec::FileHeader::decode(&head, codec::SEGMENT_MAGIC).ok()?;
     if !header.is_packed() {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
+    let mut bytes = head.to_vec();
+    file.read_to_end(&mut bytes).ok()?;
     codec::Trailer::decode_end(&bytes, header.salt)
         .ok()
         .map(|trailer| trailer.unpacked_len)
@@ -217,6 +222,9 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
     existing_log(&args.dir)?;
     let (log, _) = Log::open(&args.dir, options)
         .with_context(|| format!("cannot open the log in {}", args.dir.display()))?;
+    // Every segment but the last is sealed; some may be packed already.
+    let sealed = log.reader().segments().len().saturating_sub(1);
+    let bar = super::store::progress(Some(sealed as u64), "packing segments");
     let mut out = std::io::stdout().lock();
     let (mut before, mut after, mut damaged) = (0u64, 0u64, 0usize);
     loop {
@@ -226,6 +234,7 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
         let Some((segment, outcome)) = step else {
             break;
         };
+        bar.inc(1);
         match outcome {
             PackOutcome::Packed {
                 records,
@@ -234,23 +243,28 @@ pub(crate) fn pack(args: &PackArgs) -> anyhow::Result<Outcome> {
             } => {
                 before += unpacked;
                 after += packed;
-                writeln!(
-                    out,
-                    "packed {segment}: {records} records, {unpacked} -> {packed} bytes ({:.3})",
-                    packed as f64 / unpacked.max(1) as f64
-                )?;
+                bar.suspend(|| {
+                    writeln!(
+                        out,
+                        "packed {segment}: {records} records, {unpacked} -> {packed} bytes ({:.3})",
+                        packed as f64 / unpacked.max(1) as f64
+                    )
+                })?;
             }
             PackOutcome::Damaged { offset, kind } => {
                 damaged += 1;
-                writeln!(
-                    out,
-                    "left {segment} as written: damaged at offset {offset} ({kind}); run `log verify`"
-                )?;
+                bar.suspend(|| {
+                    writeln!(
+                        out,
+                        "left {segment} as written: damaged at offset {offset} ({kind}); run `log verify`"
+                    )
+                })?;
             }
             PackOutcome::AlreadyPacked | PackOutcome::Gone | PackOutcome::Stopped => {}
         }
         out.flush()?;
     }
+    bar.finish_and_clear();
     log.close()
         .with_context(|| format!("cannot close the log in {}", args.dir.display()))?;
     writeln!(

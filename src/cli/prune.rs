@@ -78,9 +78,13 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte size (e.g. 10GB, 512MiB)"))?;
+    let number: u64 = digits.parse().map_err(|error: std::num::ParseIntError| {
+        if *error.kind() == std::num::IntErrorKind::PosOverflow {
+            too_large(text)
+        } else {
+            format!("{text:?} is not a byte size (e.g. 10GB, 512MiB)")
+        }
+    })?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -97,9 +101,14 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    number.checked_mul(factor).ok_or_else(|| too_large(text))
+}
+
+fn too_large(text: &str) -> String {
+    format!(
+        "{text:?} is too large (at most {} bytes, about 18 EB)",
+        u64::MAX
+    )
 }
 
 pub(crate) fn run(args: &PruneArgs) -> anyhow::Result<Outcome> {

@@ -109,18 +109,43 @@ pub fn read_regular_file_limited(path: &Path, limit: u64) -> std::io::Result<Vec
 ///
 /// Opening the file; `InvalidInput` when it is not a regular file.
 pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular_with(std::fs::OpenOptions::new().read(true), path)
+}
+
+/// Opens `path` with `options` if it is (or, created, becomes) a regular file; anything else
+/// (a FIFO, a socket, a device, a directory) is refused with `InvalidInput` ("not a regular
+/// file"). Opened without blocking, so a FIFO put in the place of a store's file cannot hang
+/// the caller [DIR-05]; a symbolic link is followed, and one to a regular file opens it.
+///
+/// # Errors
+///
+/// Opening the file; `InvalidInput` when it is not a regular file.
+pub fn open_regular_with(
+    options: &mut std::fs::OpenOptions,
+    path: &Path,
+) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
+    let opened = options
         .custom_flags(i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or_default())
-        .open(path)?;
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        // A FIFO opened for writing alone, without a reader, fails (`ENXIO`): say why.
+        Err(error) => {
+            return Err(match std::fs::metadata(path) {
+                Ok(metadata) if !metadata.is_file() && !metadata.is_dir() => not_regular(),
+                _ => error,
+            });
+        }
+    };
     if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(not_regular());
     }
     Ok(file)
+}
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
 }
 
 /// [`read_file_limited`] for UTF-8 text.

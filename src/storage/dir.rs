@@ -82,13 +82,15 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io(IoOp::Lock, path, e))
+    super::bounded::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
+    .map_err(|e| Error::io(IoOp::Lock, path, e))
 }
 
 /// A held lock file, released when dropped.

@@ -181,13 +181,15 @@ pub(crate) fn create_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> 
 }
 
 fn fill_zeroed(io: &dyn Io, path: &Path, len: u64) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| Error::io(IoOp::Create, path, e))?;
+    let file = super::bounded::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+        path,
+    )
+    .map_err(|e| Error::io(IoOp::Create, path, e))?;
     let allocated = io
         .allocate(&file, len)
         .map_err(|e| Error::io(IoOp::Allocate, path, e))?;

@@ -50,8 +50,8 @@ mod watermark;
 mod writer;
 
 pub use bounded::{
-    deadline_after, read_file_limited, read_regular_file_limited, read_text_limited,
-    read_to_end_limited, time_left,
+    deadline_after, open_regular_with, read_file_limited, read_regular_file_limited,
+    read_text_limited, read_to_end_limited, time_left,
 };
 pub use durable::{
     create_dir_durable, create_dir_durable_with, remove_durable, remove_durable_with, write_atomic,

@@ -448,10 +448,8 @@ pub(crate) fn pack_segment(
     // original named for reuse, both temporaries renamed into place, the directory synced.
     let retention = dir::lock_retention(dir)?;
     let start = shared::read_start(dir)?.unwrap_or(1);
-    let original = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment_path);
+    let original =
+        super::bounded::open_regular_with(OpenOptions::new().read(true).write(true), &segment_path);
     let original = match original {
         Ok(file) if start < source.end_seq => file,
         Ok(_) => return unchanged(PackOutcome::Gone),

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::bounded::{open_regular, open_regular_with};
 use super::dir;
 use super::error::{CorruptKind, Error, IoOp, Result, error_chain};
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, FrameCrc};
@@ -191,13 +192,15 @@ impl SegmentData {
         }
         let path = dir::index_path(dir, self.id.0);
         if state.file.is_none() {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| Error::io(IoOp::Create, &path, e))?;
+            let file = open_regular_with(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+                &path,
+            )
+            .map_err(|e| Error::io(IoOp::Create, &path, e))?;
             let header = FileHeader::new(self.id.0, self.salt).encode(INDEX_MAGIC);
             write_all_at(io, &file, &header, 0, &path)?;
             state.file = Some(file);
@@ -623,10 +626,7 @@ pub(crate) fn open_file(
     // file after a packing. (A packing replaces a segment once, so two tries suffice.)
     let mut tries = 0;
     let (file, metadata) = loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(&path)
+        let file = open_regular_with(OpenOptions::new().read(true).write(writable), &path)
             .map_err(|e| Error::io(IoOp::Open, &path, e))?;
         let metadata = file
             .metadata()
@@ -671,7 +671,7 @@ pub(crate) fn open_file(
 /// its new header was written, [TRUNC-05]). `None` if it holds any other bytes there.
 pub(crate) fn missing_header(dir: &Path, base: u64) -> Result<Option<CorruptKind>> {
     let path = dir::segment_path(dir, base);
-    let file = File::open(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;
+    let file = open_regular(&path).map_err(|e| Error::io(IoOp::Open, &path, e))?;
     let mut bytes = [0u8; HEADER_LEN];
     let n = read_at(&file, &mut bytes, 0, &path)?;
     let bytes = bytes.get(..n).unwrap_or_default();
@@ -689,7 +689,7 @@ pub(crate) fn missing_header(dir: &Path, base: u64) -> Result<Option<CorruptKind
 
 /// Reads a segment's index file; `None` when missing or belonging to another segment.
 pub(crate) fn read_index(dir: &Path, base: u64, salt: u64) -> Option<index::IndexFile> {
-    let file = File::open(dir::index_path(dir, base)).ok()?;
+    let file = open_regular(&dir::index_path(dir, base)).ok()?;
     let len = file.metadata().ok()?.len();
     index::read_file(file, len, base, salt)
 }

@@ -577,7 +577,7 @@ impl Shared {
         let first = segment::first_unproven_roll(&self.dir, &bases, self.max_payload)?;
         for base in bases.iter().skip(first) {
             let path = dir::segment_path(&self.dir, *base);
-            let file = match std::fs::File::open(&path) {
+            let file = match super::bounded::open_regular(&path) {
                 Ok(file) => file,
                 // Removed by a truncation since the list was taken: its records are below a
                 // start made durable after they were [TRUNC-01].

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use super::bounded::{open_regular, open_regular_with};
 use super::dir::DURABLE_FILE;
 use super::error::{Error, IoOp, Result, error_chain};
 use super::io::{Io, read_at, write_all_at};
@@ -35,12 +36,14 @@ impl WatermarkWriter {
     /// as proof that records up to it are durable [REC-08], so the writer does not go on.
     pub(crate) fn open(io: &dyn Io, dir: &Path, durable: u64) -> Result<Option<WatermarkWriter>> {
         let path = dir.join(DURABLE_FILE);
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path);
+        let opened = open_regular_with(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &path,
+        );
         // The path of a file that holds a value above this writer's end, which no file at
         // all is safer than.
         let stale = match opened {
@@ -65,7 +68,7 @@ impl WatermarkWriter {
             }
             Err(error) => {
                 tracing::warn!(path = %path.display(), error = %error_chain(&error), "cannot open the watermark file; followers will sync for themselves");
-                let above = File::open(&path)
+                let above = open_regular(&path)
                     .ok()
                     .and_then(|file| read_value(&file, &path))
                     .is_some_and(|previous| previous > durable);

@@ -756,3 +756,280 @@ fn a_record_that_does_not_match_its_checksum_is_imported_and_reported() {
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+/// A store of three records imported by the binary; its path.
+fn three_record_store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let input = write_lines(
+        dir,
+        "three.ndjson",
+        &[line(1, 10), line(2, 10), line(3, 10)],
+    );
+    let output = run(&["import", "--store", path(&store), path(&input)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    store
+}
+
+/// Runs the binary with `args` on a thread, failing the test if it has not exited within a
+/// minute (it would be blocked opening a FIFO); its output.
+fn run_unblocked(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    crate::support::within_a_minute(move || {
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+}
+
+/// [DIR-05] A FIFO named like a segment file, after the log's last segment or in the place
+/// of its only one, is refused by every reader and by the writer, naming the file ("not a
+/// regular file"), instead of opening it and waiting forever for a writer to the FIFO.
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "surgery on a test store: files are swapped for FIFOs; removals need not be durable"
+)]
+fn a_fifo_named_like_a_segment_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let log = store.join("log");
+    let beyond = log.join("00000000000000000519.seg");
+    crate::support::mkfifo(&beyond);
+    let log_dir = path(&log).to_owned();
+    let store_dir = path(&store).to_owned();
+    let more = write_lines(dir.path(), "more.ndjson", &[line(4, 10)]);
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["verify", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+        vec!["log", "verify", &log_dir],
+        vec!["import", "--store", &store_dir, path(&more)],
+    ] {
+        let output = run_unblocked(&args);
+        let text = error_output(&output);
+        assert!(
+            text.contains("00000000000000000519.seg") && text.contains("not a regular file"),
+            "{args:?}: {text}"
+        );
+    }
+    // In the place of the log's only segment.
+    std::fs::remove_file(&beyond).unwrap();
+    let first = log.join("00000000000000000001.seg");
+    std::fs::remove_file(&first).unwrap();
+    crate::support::mkfifo(&first);
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "verify", &log_dir],
+    ] {
+        let text = error_output(&run_unblocked(&args));
+        assert!(
+            text.contains("00000000000000000001.seg") && text.contains("not a regular file"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// [DIR-05] A FIFO in the place of a segment's index file is not read: readers find the
+/// segment's records by scanning it, as when the index is missing. A symbolic link to a
+/// regular segment file is followed, as before.
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "surgery on a test store: files are swapped for FIFOs; removals need not be durable"
+)]
+fn a_fifo_named_like_an_index_file_is_passed_over_and_a_symlink_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let log = store.join("log");
+    let index = log.join("00000000000000000001.idx");
+    if index.exists() {
+        std::fs::remove_file(&index).unwrap();
+    }
+    crate::support::mkfifo(&index);
+    let store_dir = path(&store).to_owned();
+    let log_dir = path(&log).to_owned();
+    for args in [
+        vec!["stats", "--store", &store_dir],
+        vec!["verify", "--store", &store_dir],
+        vec!["read", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+        vec!["log", "verify", &log_dir],
+    ] {
+        let output = run_unblocked(&args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    assert_eq!(sequences(&store), [1, 2, 3]);
+    // A symbolic link to the segment file, moved elsewhere, reads as the file.
+    std::fs::remove_file(&index).unwrap();
+    let segment = log.join("00000000000000000001.seg");
+    let moved = dir.path().join("moved.seg");
+    std::fs::copy(&segment, &moved).unwrap();
+    std::fs::remove_file(&segment).unwrap();
+    std::os::unix::fs::symlink(&moved, &segment).unwrap();
+    assert_eq!(sequences(&store), [1, 2, 3]);
+}
+
+/// `bench compare` counts beyond what a machine can hold are refused by the flag parser
+/// (they panicked with "capacity overflow" or aborted allocating), and so are counts of 0
+/// (the paged read failed, the ratios were NaN).
+#[test]
+fn bench_counts_are_bounded_and_at_least_one() {
+    for (flag, value) in [
+        ("--lookups", "18446744073709551615"),
+        ("--lookups", "1000000000000"),
+        ("--lookups", "0"),
+        ("--records", "0"),
+        ("--records", "100000000"),
+        ("--durable-records", "0"),
+        ("--durable-records", "1000000000"),
+    ] {
+        let text = fails(&["bench", "compare", flag, value]);
+        assert!(
+            text.contains(flag) && text.contains("not in 1.."),
+            "{flag} {value}: {text}"
+        );
+    }
+    for value in ["0", "100000000"] {
+        let text = fails(&["bench", "retention", "--records", value]);
+        assert!(text.contains("not in 1.."), "{value}: {text}");
+    }
+}
+
+/// A tiny `bench compare` runs: one record, one durable append, one lookup.
+#[test]
+fn a_bench_of_one_record_and_one_lookup_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    let output = run(&[
+        "bench",
+        "compare",
+        "--records",
+        "1",
+        "--durable-records",
+        "1",
+        "--lookups",
+        "1",
+        "--dir",
+        path(&bench),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stdout_text(&output).contains("NaN"));
+}
+
+fn stdout_text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs the binary through `sh` with `redirect` applied (`>&-` closes standard output,
+/// `<&-` standard input, `2>&-` standard error), as a caller that starts it without them.
+fn run_redirected(redirect: &str, args: &[&str]) -> std::process::Output {
+    use crate::support::process::SpawnSafely as _;
+    let binary = crate::support::cli::command().get_program().to_owned();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" \"$@\" {redirect}"))
+        .arg(binary)
+        .args(args)
+        .env_remove("ESL_REPLAY_STORE")
+        .output_safely()
+        .unwrap()
+}
+
+/// A command whose results are what it prints, started with standard output closed, exits
+/// 2 saying so (it exited 0 having printed nothing: the runtime reopens a closed descriptor
+/// 1 on `/dev/null`); with standard error closed too, it still exits 2. Output sent to
+/// `/dev/null` on purpose is written as before, and `verify`, whose exit code is its
+/// result, still runs.
+#[test]
+fn a_closed_standard_output_is_an_error_for_commands_that_print_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_record_store(dir.path());
+    let store_dir = path(&store).to_owned();
+    let log_dir = path(&store.join("log")).to_owned();
+    for args in [
+        vec!["read", "--store", &store_dir],
+        vec!["export", "--store", &store_dir],
+        vec!["stats", "--store", &store_dir],
+        vec!["log", "inspect", &log_dir],
+    ] {
+        let output = run_redirected(">&-", &args);
+        let text = error_output(&output);
+        assert!(
+            text.contains("standard output is closed"),
+            "{args:?}: {text}"
+        );
+        let output = run_redirected(">&- 2>&-", &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let output = run_redirected(">/dev/null", &args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    let output = run_redirected(">&-", &["verify", "--store", &store_dir]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// `import -` started with standard input closed exits 2 saying so, before it creates the
+/// store (it reported "imported 0 records" and exited 0).
+#[test]
+fn import_from_a_closed_standard_input_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("x.sqlite");
+    let output = run_redirected("<&-", &["import", "--store", path(&store), "-"]);
+    let text = error_output(&output);
+    assert!(text.contains("standard input is closed"), "{text}");
+    assert!(!store.exists());
+    // Empty standard input on purpose imports nothing, as before.
+    let output = run_redirected("</dev/null", &["import", "--store", path(&store), "-"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A file named on the command line needs no standard input.
+    let input = write_lines(dir.path(), "one.ndjson", &[line(1, 10)]);
+    let output = run_redirected("<&-", &["import", "--store", path(&store), path(&input)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// SIGTERM, like SIGINT, ends a bench with its temporary directory removed (SIGTERM left
+/// `esl-replay-bench-PID` behind); the exit code is the signal's (128 + its number).
+#[test]
+fn a_bench_ended_by_a_signal_removes_its_temporary_directory() {
+    use crate::support::process::SpawnSafely as _;
+    for (name, code) in [("TERM", 143), ("INT", 130)] {
+        let temp = tempfile::tempdir().unwrap();
+        let mut child = crate::support::cli::command()
+            .args(["bench", "compare", "--records", "10000000"])
+            .env("TMPDIR", temp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn_safely()
+            .unwrap();
+        let bench = temp.path().join(format!("esl-replay-bench-{}", child.id()));
+        // Its stores are being written.
+        crate::support::wait_until("the bench's stores", || {
+            std::fs::read_dir(&bench).is_ok_and(|mut entries| entries.next().is_some())
+        });
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status_safely()
+            .unwrap();
+        assert!(status.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{name}: {status:?}");
+        assert!(!bench.exists(), "{name}: {} left behind", bench.display());
+    }
+}
+
+/// `--max-bytes` beyond what 64 bits hold is said to be too large, with the limit; it was
+/// "not a byte size" when the digits alone overflowed.
+#[test]
+fn prune_says_a_byte_size_is_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for size in ["20000000000000000000", "20000000000000000TB"] {
+        let text = fails(&["prune", "--store", path(&store), "--max-bytes", size]);
+        assert!(
+            text.contains("is too large (at most 18446744073709551615 bytes"),
+            "{size}: {text}"
+        );
+    }
+    let text = fails(&["prune", "--store", path(&store), "--max-bytes", "ten"]);
+    assert!(text.contains("is not a byte size"), "{text}");
+}
