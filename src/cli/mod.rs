@@ -141,13 +141,7 @@ pub(crate) enum Outcome {
 /// Runs the command line and maps the outcome to an exit code.
 #[must_use]
 pub(crate) fn main() -> ExitCode {
-    let closed = ClosedStdio::find();
     let cli = Cli::parse();
-    if let Some(message) = closed.refusal(&cli.command) {
-        // With standard error closed too, nothing can be said; the exit code still tells.
-        let _ = writeln!(std::io::stderr(), "error: {message}");
-        return ExitCode::from(2);
-    }
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Capture(args) => capture::run(&args),
@@ -185,74 +179,6 @@ pub(crate) fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Which of standard input and output the process was started without (`cmd >&-`,
-/// `cmd <&-`). Before `main`, Rust's runtime opens `/dev/null` for reading and writing on
-/// each closed descriptor 0, 1 or 2, so that no file opened later takes its place; writes
-/// then vanish and reads find nothing, and a command whose results go nowhere would exit 0.
-/// A descriptor that is `/dev/null` opened for reading and writing is taken as closed: a
-/// shell's `>/dev/null` opens it for writing only, `</dev/null` for reading only.
-#[derive(Clone, Copy, Debug)]
-struct ClosedStdio {
-    input: bool,
-    output: bool,
-}
-
-impl ClosedStdio {
-    fn find() -> ClosedStdio {
-        ClosedStdio {
-            input: reopened_null(std::io::stdin()),
-            output: reopened_null(std::io::stdout()),
-        }
-    }
-
-    /// Why `command` cannot run so: its results are what it prints on standard output, or
-    /// it reads the records to import from standard input (`import -`).
-    fn refusal(self, command: &Command) -> Option<&'static str> {
-        if self.output && prints_results(command) {
-            return Some("standard output is closed, and this command prints its results there");
-        }
-        if self.input && matches!(command, Command::Import(args) if args.reads_stdin()) {
-            return Some("standard input is closed, and `import -` reads the records from it");
-        }
-        None
-    }
-}
-
-/// Whether what `command` does is print to standard output, so that without it, it would
-/// do nothing. Not `verify` and `log verify`, whose exit code is their result, nor commands
-/// that change the store or run until stopped, and only print what they did.
-fn prints_results(command: &Command) -> bool {
-    match command {
-        Command::Read(_)
-        | Command::Get(_)
-        | Command::Tail(_)
-        | Command::Stats(_)
-        | Command::Log(LogCommand::Inspect(_))
-        | Command::Checkpoint(checkpoint::CheckpointCommand::List(_))
-        | Command::Evidence(evidence::EvidenceCommand::Reconstruct(_)) => true,
-        Command::Export(args) => args.writes_stdout(),
-        _ => false,
-    }
-}
-
-/// Whether `fd` is `/dev/null` open for reading and writing, as the runtime leaves a closed
-/// standard descriptor (see [`ClosedStdio`]); also true if it is closed.
-fn reopened_null(fd: impl std::os::fd::AsFd) -> bool {
-    use rustix::fs::{FileType, OFlags};
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(flags) = rustix::fs::fcntl_getfl(&fd) else {
-        return true;
-    };
-    if flags & OFlags::ACCMODE != OFlags::RDWR {
-        return false;
-    }
-    let (Ok(stat), Ok(null)) = (rustix::fs::fstat(&fd), std::fs::metadata("/dev/null")) else {
-        return false;
-    };
-    FileType::from_raw_mode(stat.st_mode) == FileType::CharacterDevice
-        && stat.st_rdev == null.rdev()
 }
 
 fn init_tracing(verbose: u8) {

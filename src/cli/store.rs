@@ -225,20 +225,6 @@ pub(crate) struct ImportArgs {
     max_line_bytes: usize,
 }
 
-impl ExportArgs {
-    /// Whether the records go to standard output (no `--output`).
-    pub(crate) fn writes_stdout(&self) -> bool {
-        self.output.is_none()
-    }
-}
-
-impl ImportArgs {
-    /// Whether the records come from standard input (`-`).
-    pub(crate) fn reads_stdin(&self) -> bool {
-        self.file == Path::new("-")
-    }
-}
-
 /// The ceiling of `--max-line-bytes`: a line is held whole while it is parsed, and no
 /// longer line holds a record the store accepts (16 MiB, even with every byte escaped).
 const MAX_LINE_BYTES_CEILING: usize = 256 << 20;
