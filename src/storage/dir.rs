@@ -93,44 +93,180 @@ fn open_lock_file(path: &Path) -> Result<File> {
     .map_err(|e| Error::io(IoOp::Lock, path, e))
 }
 
-/// A held lock file, released when dropped.
+/// A held lock file, released when dropped; for the writer, also its lock on the log
+/// directory itself [DIR-03].
 ///
 /// An `flock` belongs to the open file description, and a child process forked meanwhile by
 /// any thread holds a copy of the descriptor until its `exec` closes it: closing our
 /// descriptor alone would leave the lock held by that copy, and a writer reopening the log
 /// at once would find it locked. Unlocking releases it whatever copies exist.
 #[derive(Debug)]
-pub(crate) struct HeldLock(File);
+pub(crate) struct HeldLock {
+    file: File,
+    /// The writer's exclusive lock on the log directory's own descriptor (`None` for the
+    /// retention lock, and where the file system cannot lock a directory).
+    directory: Option<File>,
+}
 
 impl Drop for HeldLock {
     fn drop(&mut self) {
         // Nothing to report to: closing the file releases the lock in the end anyway.
-        let _ = self.0.unlock();
+        let _ = self.file.unlock();
+        if let Some(directory) = &self.directory {
+            let _ = directory.unlock();
+        }
     }
 }
 
-/// Takes the writer lock, failing at once if anyone holds it.
+/// How many times a lock is taken again when the lock file it locked lost its name
+/// meanwhile (removed from outside, and created anew by the next locker).
+const LOCK_TRIES: usize = 3;
+
+/// Locks the lock file at `path` with `lock` (waiting or not), and checks that the path
+/// still names the file locked (device and inode): a lock on a file whose name was removed
+/// excludes nobody, since the next locker creates and locks a new file [DIR-03] [DIR-04].
+/// Takes the lock again on the new file, up to [`LOCK_TRIES`] times.
+fn lock_named(
+    path: &Path,
+    lock: impl Fn(&File) -> std::result::Result<(), TryLockError>,
+    held: impl Fn() -> Error,
+) -> Result<File> {
+    for _ in 0..LOCK_TRIES {
+        let file = open_lock_file(path)?;
+        match lock(&file) {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(held()),
+            Err(TryLockError::Error(e)) => return Err(Error::io(IoOp::Lock, path, e)),
+        }
+        let named = super::segment::file_still_named(&file, path)
+            .map_err(|e| Error::io(IoOp::Lock, path, e))?;
+        if named {
+            return Ok(file);
+        }
+        tracing::warn!(path = %path.display(), "a lock file was removed from outside as it was locked; locking the new one");
+        let _ = file.unlock();
+    }
+    Err(Error::io(
+        IoOp::Lock,
+        path,
+        std::io::Error::other("the lock file was removed or replaced each time it was locked"),
+    ))
+}
+
+/// Takes the writer lock, failing at once if anyone holds it [DIR-03]: first an exclusive
+/// `flock` on the log directory's own descriptor (a directory holding files cannot be
+/// removed, so this lock cannot be sidestepped by deleting a name), then the lock on
+/// `writer.lock`, which older builds take alone, checked to be still named by its path.
 ///
-/// The lock belongs to the open file description, so a second writer in the same process is
-/// refused just like one in another process; it is released when the returned lock drops.
+/// The locks belong to the open file descriptions, so a second writer in the same process is
+/// refused just like one in another process; they are released when the returned lock
+/// drops. A file system that cannot lock a directory (some network file systems) leaves
+/// the lock file alone, with a warning.
 pub(crate) fn lock_writer(dir: &Path) -> Result<HeldLock> {
+    let locked = || Error::Locked {
+        dir: dir.to_path_buf(),
+    };
+    let directory = File::open(dir).map_err(|e| Error::io(IoOp::Lock, dir, e))?;
+    let directory = match directory.try_lock() {
+        Ok(()) => Some(directory),
+        Err(TryLockError::WouldBlock) => return Err(locked()),
+        Err(TryLockError::Error(error)) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot lock the log directory itself; only writer.lock keeps a second writer out, and it must not be removed");
+            None
+        }
+    };
     let path = dir.join(WRITER_LOCK);
-    let file = open_lock_file(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(HeldLock(file)),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io(IoOp::Lock, path, e)),
+    match lock_named(&path, File::try_lock, locked) {
+        Ok(file) => Ok(HeldLock { file, directory }),
+        Err(error) => {
+            if let Some(directory) = &directory {
+                let _ = directory.unlock();
+            }
+            Err(error)
+        }
     }
 }
 
-/// Takes the retention lock, waiting for a concurrent truncation to finish.
+/// Takes the retention lock, waiting for a concurrent truncation to finish [DIR-04]; a lock
+/// file that lost its name while this waited on it is locked again under its new file.
 pub(crate) fn lock_retention(dir: &Path) -> Result<HeldLock> {
     let path = dir.join(RETENTION_LOCK);
-    let file = open_lock_file(&path)?;
-    file.lock().map_err(|e| Error::io(IoOp::Lock, &path, e))?;
-    Ok(HeldLock(file))
+    let file = lock_named(
+        &path,
+        |file| file.lock().map_err(TryLockError::Error),
+        || Error::Locked {
+            dir: dir.to_path_buf(),
+        },
+    )?;
+    Ok(HeldLock {
+        file,
+        directory: None,
+    })
+}
+
+impl HeldLock {
+    /// A watch over this lock file's name, for the running writer [DIR-06].
+    pub(crate) fn watch(&self, dir: &Path) -> Result<LockWatch> {
+        let path = dir.join(WRITER_LOCK);
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(IoOp::Lock, &path, e))?;
+        Ok(LockWatch {
+            path,
+            file,
+            restored: false,
+        })
+    }
+}
+
+/// The running writer's watch over `writer.lock` [DIR-06]: the file it locked, to tell
+/// whether the name still names it, and the lock file it created again if it did not.
+#[derive(Debug)]
+pub(crate) struct LockWatch {
+    path: PathBuf,
+    /// The locked file: a copy of the writer's descriptor, or the file this watch created
+    /// and locked in place of a removed one.
+    file: File,
+    /// Whether `file` is this watch's own lock, to release when the writer closes.
+    restored: bool,
+}
+
+impl LockWatch {
+    /// Checks that `writer.lock` still names the locked file. If it does not (removed or
+    /// replaced from outside), locks the file now named so (creating it), so that a writer of
+    /// an older build, which locks only that file, stays refused; fails with
+    /// [`Error::LockReplaced`] if another process holds that file's lock already.
+    pub(crate) fn check(&mut self) -> Result<()> {
+        let named = super::segment::file_still_named(&self.file, &self.path)
+            .map_err(|e| Error::io(IoOp::Lock, &self.path, e))?;
+        if named {
+            return Ok(());
+        }
+        tracing::warn!(path = %self.path.display(), "the writer lock file was removed or replaced from outside; the writer locks it again");
+        let file = open_lock_file(&self.path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::LockReplaced {
+                    path: self.path.clone(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(IoOp::Lock, &self.path, e)),
+        }
+        self.release();
+        self.file = file;
+        self.restored = true;
+        Ok(())
+    }
+
+    /// Releases the lock this watch took in place of a removed lock file, if any.
+    pub(crate) fn release(&mut self) {
+        if self.restored {
+            let _ = self.file.unlock();
+            self.restored = false;
+        }
+    }
 }
 
 /// An open handle on a log directory (`O_PATH`), to ask whether a file exists there with a
@@ -177,7 +313,7 @@ mod tests {
     fn a_released_writer_lock_is_free_while_a_copy_of_its_descriptor_lives() {
         let dir = tempfile::tempdir().expect("tempdir");
         let held = lock_writer(dir.path()).expect("first lock");
-        let copy = held.0.try_clone().expect("dup");
+        let copy = held.file.try_clone().expect("dup");
         assert!(matches!(lock_writer(dir.path()), Err(Error::Locked { .. })));
         drop(held);
         let again = lock_writer(dir.path()).expect("the lock is free once released");

@@ -215,13 +215,34 @@ pub enum Error {
         /// The log directory.
         dir: PathBuf,
     },
-    /// A durability operation failed earlier; the log refuses writes until reopened.
-    #[error("log {dir} refuses writes after a failed sync ({cause}); reopen it to recover")]
+    /// A durability operation failed earlier (a sync, or the check that the active segment's
+    /// file is still named, [DUR-05]); the log refuses writes until reopened.
+    #[error("log {dir} refuses writes after a failure ({cause}); reopen it to recover")]
     Poisoned {
         /// The log directory.
         dir: PathBuf,
         /// The failure that poisoned the log.
         cause: String,
+    },
+    /// The writer's active segment file was removed or replaced from outside the log while
+    /// the writer ran [DUR-05]: the records in it are in no segment file any more.
+    #[error(
+        "segment file {path} of the active segment {segment} was removed or replaced from outside the log: its records are lost to readers and to the next open; stop whatever removes log files, then reopen the log"
+    )]
+    SegmentRemoved {
+        /// The active segment.
+        segment: SegmentId,
+        /// The path that no longer names its file.
+        path: PathBuf,
+    },
+    /// The writer's lock file was removed or replaced from outside while the writer ran, and
+    /// another process holds the lock of the file now named so [DIR-06].
+    #[error(
+        "writer lock file {path} was removed or replaced from outside the log and another process locked the new one: a second writer (of an older build) may be writing the log; stop both writers, then verify the log"
+    )]
+    LockReplaced {
+        /// The writer lock file.
+        path: PathBuf,
     },
     /// A payload is larger than the configured maximum.
     #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]

@@ -528,6 +528,22 @@ fn still_named(metadata: &std::fs::Metadata, path: &Path) -> bool {
         .is_ok_and(|named| (named.dev(), named.ino()) == (metadata.dev(), metadata.ino()))
 }
 
+/// Whether `path` still names the open `file`: the file has a link (`fstat`), and the path
+/// leads to the same device and inode (`stat`). A path that no longer exists is `Ok(false)`;
+/// other failures to look are errors.
+pub(crate) fn file_still_named(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    if held.nlink() == 0 {
+        return Ok(false);
+    }
+    match std::fs::metadata(path) {
+        Ok(named) => Ok((named.dev(), named.ino()) == (held.dev(), held.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The zeros the writer keeps written ahead of its frames in the active segment [SEG-08].
 const ZERO_AHEAD_BYTES: u64 = 256 << 10;
 /// The block size zeros are aligned to: a file system converts reserved space a block at a time.

@@ -162,6 +162,9 @@ pub(crate) struct Shared {
     pub(crate) writes_staged: AtomicBool,
     /// The writer's active segment, for the sync thread.
     pub(crate) active: Mutex<Option<Arc<SegmentData>>>,
+    /// The writer's watch over its lock file's name, checked at each sync [DIR-06] (`None`
+    /// in followers and once the writer closed).
+    pub(crate) writer_lock: Mutex<Option<dir::LockWatch>>,
     /// The length of the segment files the writer recycles (its segment size), or 0 if it
     /// does not [SEG-10]. Always 0 for followers.
     pub(crate) recycle_len: AtomicU64,
@@ -247,6 +250,7 @@ impl Shared {
             waiters_sync: AtomicBool::new(false),
             writes_staged: AtomicBool::new(false),
             active: Mutex::new(None),
+            writer_lock: Mutex::new(None),
             recycle_len: AtomicU64::new(0),
             recycled: Mutex::new(Vec::new()),
             staging: Mutex::new(Staging::default()),
@@ -311,9 +315,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Refuses further writes after a failed sync (fsyncgate) [DUR-04].
+    /// Refuses further writes after a failed sync (fsyncgate) [DUR-04], or once the active
+    /// segment's file lost its name [DUR-05].
     pub(crate) fn poison(&self, cause: &Error) {
-        tracing::error!(dir = %self.dir.display(), error = %error_chain(cause), "sync failed; the log refuses writes until reopened");
+        tracing::error!(dir = %self.dir.display(), error = %error_chain(cause), "the log refuses writes until reopened");
         let mut slot = self.poison_cause.lock();
         if slot.is_none() {
             *slot = Some(error_chain(cause));
@@ -321,6 +326,33 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         drop(slot);
         self.notify_durable();
+    }
+
+    /// Fails, poisoning the log, if the writer's active segment `segment` is no longer named
+    /// by its path: removed (or replaced) from outside the log, its records are in no
+    /// segment file, and acknowledging them or writing on would lose them silently
+    /// [DUR-05]. One `fstat` and one `stat`.
+    pub(crate) fn check_named(&self, segment: &SegmentData) -> Result<()> {
+        let error = match segment::file_still_named(&segment.file, &segment.path) {
+            Ok(true) => return Ok(()),
+            Ok(false) => Error::SegmentRemoved {
+                segment: segment.id,
+                path: segment.path.clone(),
+            },
+            Err(source) => Error::io(IoOp::Open, &segment.path, source),
+        };
+        self.poison(&error);
+        Err(error)
+    }
+
+    /// Checks that the writer's lock file is still named, locking it again if not; fails,
+    /// poisoning the log, if another process holds the new file's lock [DIR-06].
+    fn check_writer_lock(&self) -> Result<()> {
+        let mut watch = self.writer_lock.lock();
+        let Some(watch) = watch.as_mut() else {
+            return Ok(());
+        };
+        watch.check().inspect_err(|error| self.poison(error))
     }
 
     pub(crate) fn notify_durable(&self) {
@@ -502,6 +534,9 @@ impl Shared {
             self.poison(&error);
             return Err(error);
         }
+        // Synced records of a file that lost its name are not durable in the log [DUR-05].
+        self.check_named(&active)?;
+        self.check_writer_lock()?;
         self.durable.fetch_max(target, Ordering::AcqRel);
         self.notify_durable();
         if let Err(error) = active.persist_index(&*self.io, &self.dir, end, None) {

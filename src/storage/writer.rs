@@ -300,6 +300,7 @@ impl Log {
         // Recovery made every record found durable ([REC-07]): followers may forward them.
         *shared.watermark_writer.lock() = WatermarkWriter::open(&*shared.io, dir, next_seq)?;
         *shared.active.lock() = Some(active.clone());
+        *shared.writer_lock.lock() = Some(lock.watch(dir)?);
         restage(&shared, &active, end, next_seq);
         warm_staging(&shared);
         report.segments = segments.len();
@@ -700,6 +701,11 @@ impl Log {
                 self.discard_unwritten();
                 return Err(error);
             }
+            // A record synced into a file that lost its name is in no segment file [DUR-05].
+            if let Err(error) = self.shared.check_named(&self.active) {
+                self.discard_unwritten();
+                return Err(error);
+            }
             self.shared.durable.store(self.next_seq, Ordering::Release);
             self.active.end_seq.store(self.next_seq, Ordering::Release);
             self.active.end.store(self.end, Ordering::Release);
@@ -760,6 +766,9 @@ impl Log {
         // the hole).
         self.shared.flush()?;
         self.shared.check_poison()?;
+        // Sealing a file that lost its name and going on in a successor would hide the loss
+        // of its records behind a clean roll [DUR-05].
+        self.shared.check_named(&self.active)?;
         let old = self.active.clone();
         let (seal_offset, end_seq) = (self.end, self.next_seq);
         // A segment sealed before this roll (by a roll that stopped before its successor
@@ -978,6 +987,10 @@ impl Drop for Log {
     fn drop(&mut self) {
         if let Err(error) = self.shutdown() {
             tracing::warn!(error = %error_chain(&error), "log was not closed cleanly; the next open will scan its tail");
+        }
+        // Readers may outlive the writer: the lock file it locked again must not [DIR-06].
+        if let Some(mut watch) = self.shared.writer_lock.lock().take() {
+            watch.release();
         }
     }
 }

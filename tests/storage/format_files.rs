@@ -1788,3 +1788,142 @@ fn a_watermark_file_the_writer_cannot_lower_is_removed_or_the_open_fails() {
         }
     }
 }
+
+/// Whether `/proc/locks` shows a process waiting for an `flock` on the file `metadata`
+/// describes (a line `N: -> FLOCK ... <major>:<minor>:<inode> ...`).
+fn someone_waits_on(metadata: &std::fs::Metadata) -> bool {
+    let inode = format!(":{}", metadata.ino());
+    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
+        locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->")
+                && fields.get(2) == Some(&"FLOCK")
+                && fields.get(6).is_some_and(|file| file.ends_with(&inode))
+        })
+    })
+}
+
+/// Opens and locks (exclusively, at once) the file at `path`, creating it: what a writer of
+/// an older build does with `writer.lock`, and a truncation with `retention.lock`.
+fn lock_file_at(path: &Path) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    file.try_lock().unwrap();
+    file
+}
+
+/// [DIR-03] Removing `writer.lock` under a running writer lets no second writer in: the
+/// writer also holds a lock on the log directory itself, which no removal of a name undoes.
+#[test]
+fn a_removed_writer_lock_file_lets_no_second_writer_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
+    fill(&mut log, 3);
+    esl_replay::storage::remove_durable(&dir.path().join("writer.lock")).unwrap();
+    match open_log(dir.path(), small()) {
+        Err(Error::Locked { dir: named }) => assert_eq!(named, dir.path()),
+        Err(other) => panic!("expected Locked, got {other:?}"),
+        Ok(_) => panic!("a second writer opened the log"),
+    }
+    log.close().unwrap();
+    let (log, _) = open_log(dir.path(), small()).unwrap();
+    drop(log);
+}
+
+/// [DIR-06] A writer whose `writer.lock` was removed locks the file of that name again at
+/// its next sync, so that a writer of an older build (which locks only that file) stays
+/// refused; the lock is released when the writer closes.
+#[test]
+fn the_writer_locks_its_removed_lock_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("writer.lock");
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
+    fill(&mut log, 3);
+    esl_replay::storage::remove_durable(&lock_path).unwrap();
+    log.append(b"after the removal").unwrap();
+    log.sync().unwrap();
+    let older_writer = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .expect("the writer created its lock file again");
+    assert!(
+        matches!(
+            older_writer.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ),
+        "the lock file was not locked again"
+    );
+    log.close().unwrap();
+    older_writer
+        .try_lock()
+        .expect("the writer released the lock it took again");
+}
+
+/// [DIR-06] A writer whose `writer.lock` was removed and then locked by another process (a
+/// writer of an older build) fails at its next sync naming the lock file, poisoned: it may
+/// no longer be the log's only writer.
+#[test]
+fn a_writer_whose_lock_file_another_process_took_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("writer.lock");
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
+    fill(&mut log, 3);
+    esl_replay::storage::remove_durable(&lock_path).unwrap();
+    let older_writer = lock_file_at(&lock_path);
+    log.append(b"after the removal").unwrap();
+    let replaced = |error: &Error| match error {
+        Error::LockReplaced { path } => *path == lock_path,
+        Error::Poisoned { cause, .. } => cause.contains(&lock_path.display().to_string()),
+        _ => false,
+    };
+    let error = log.sync().expect_err("the sync succeeded");
+    assert!(replaced(&error), "{error:?}");
+    let error = log.append(b"refused").expect_err("the append succeeded");
+    assert!(replaced(&error), "{error:?}");
+    assert!(log.close().is_err());
+    drop(older_writer);
+}
+
+/// [DIR-04] A truncation waiting for `retention.lock` when the file is removed and created
+/// anew (and locked by another truncation) does not take the removed file's lock for the
+/// lock: it checks that the name still names the file it locked and waits on the new one.
+#[test]
+fn a_truncation_waiting_on_a_removed_retention_lock_waits_on_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join(RETENTION_LOCK);
+    let (mut log, _) = open_log(dir.path(), small()).unwrap();
+    fill(&mut log, 10);
+    let first = lock_file_at(&lock_path);
+    let reader = log.reader();
+    let (sender, receiver) = mpsc::channel();
+    let truncation = std::thread::spawn(move || {
+        sender.send(reader.truncate_prefix(Seq(2)).is_ok()).unwrap();
+    });
+    let metadata = first.metadata().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !someone_waits_on(&metadata) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the truncation never waited"
+        );
+        std::thread::yield_now();
+    }
+    esl_replay::storage::remove_durable(&lock_path).unwrap();
+    let second = lock_file_at(&lock_path);
+    first.unlock().unwrap();
+    // Nothing can show a thread blocked on a lock; what can fail is finishing while it is held.
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the truncation ran while another held the retention lock"
+    );
+    second.unlock().unwrap();
+    assert!(receiver.recv_timeout(Duration::from_secs(30)).unwrap());
+    truncation.join().unwrap();
+    log.close().unwrap();
+}

@@ -869,3 +869,114 @@ fn a_failed_directory_sync_in_a_roll_poisons_and_the_successor_stays() {
     assert_eq!(all.len() as u64, seq + 4);
     assert!(all.iter().all(|(s, bytes)| *bytes == payload(*s)));
 }
+
+/// Whether `error` is the writer's refusal to go on in the active segment `base` of `dir`
+/// after its file was removed: the removal itself, or the poisoning it caused naming it
+/// [DUR-05].
+fn is_removed_segment(error: &Error, dir: &Path, base: u64) -> bool {
+    let path = segment_file(dir, base);
+    match error {
+        Error::SegmentRemoved {
+            segment,
+            path: named,
+        } => *segment == SegmentId(base) && *named == path,
+        Error::Poisoned { cause, .. } => {
+            cause.contains(&path.display().to_string()) && cause.contains("removed")
+        }
+        _ => false,
+    }
+}
+
+/// [DUR-05] The active segment's file removed from outside under a running writer fails
+/// the log, whatever the policy: the next sync (a wait for durability, an explicit sync, an
+/// `EveryAppend` append) returns the error naming the file instead of acknowledging
+/// records that are in no segment file, every later append, sync and wait is refused, and
+/// the close fails (no clean-shutdown file promises the lost records).
+#[test]
+fn a_removed_active_segment_fails_the_next_sync() {
+    for policy in [
+        SyncPolicy::EveryAppend,
+        SyncPolicy::default(),
+        SyncPolicy::OsOnly,
+    ] {
+        let dir = temp_dir();
+        let options = with_policy(small_options(), policy);
+        let (mut log, _) = open_log(dir.path(), options).unwrap();
+        for seq in 1..=5 {
+            log.append(&payload(seq)).unwrap();
+        }
+        log.wait_durable(Seq(5)).unwrap();
+        esl_replay::storage::remove_durable(&segment_file(dir.path(), 1)).unwrap();
+        let failed = match policy {
+            SyncPolicy::EveryAppend => log.append(&payload(6)).map(|_| ()),
+            SyncPolicy::OsOnly => {
+                assert_eq!(log.append(&payload(6)).unwrap(), Seq(6));
+                log.sync()
+            }
+            _ => {
+                assert_eq!(log.append(&payload(6)).unwrap(), Seq(6));
+                log.wait_durable(Seq(6))
+            }
+        };
+        let error = failed.expect_err("a sync into a removed file succeeded");
+        assert!(
+            is_removed_segment(&error, dir.path(), 1),
+            "{policy:?}: {error:?}"
+        );
+        let refused = |result: Result<(), Error>| match result {
+            Err(error) => assert!(
+                is_removed_segment(&error, dir.path(), 1),
+                "{policy:?}: {error:?}"
+            ),
+            Ok(()) => panic!("{policy:?}: the log went on after its segment was removed"),
+        };
+        refused(log.append(b"refused").map(|_| ()));
+        refused(log.sync());
+        refused(log.wait_durable(Seq(6)));
+        assert!(log.durability().durable_seq() <= Seq(6), "{policy:?}");
+        assert!(log.close().is_err(), "{policy:?}");
+        assert!(
+            !dir.path().join("clean.meta").exists(),
+            "{policy:?}: a clean-shutdown file promises records in no segment file"
+        );
+    }
+}
+
+/// [DUR-05] A roll checks that the active segment's file is still named before it seals it:
+/// a removed file is not sealed and followed by a successor as though its records were
+/// there; the append that needed the roll fails naming the file, and no successor appears.
+#[test]
+fn a_roll_refuses_to_seal_a_removed_active_segment() {
+    let dir = temp_dir();
+    let options = with_policy(small_options(), SyncPolicy::OsOnly);
+    let (mut log, _) = open_log(dir.path(), options).unwrap();
+    log.append(&payload(1)).unwrap();
+    esl_replay::storage::remove_durable(&segment_file(dir.path(), 1)).unwrap();
+    let mut seq = 2;
+    let error = loop {
+        match log.append(&payload(seq)) {
+            Ok(_) => seq += 1,
+            Err(error) => break error,
+        }
+        assert!(seq < 1000, "no roll came");
+    };
+    assert!(is_removed_segment(&error, dir.path(), 1), "{error:?}");
+    assert_eq!(segment_bases(dir.path()), Vec::<u64>::new());
+    assert!(log.close().is_err());
+}
+
+/// [DUR-05] A clean close checks the active segment's file too: a file removed while the
+/// writer had nothing left to sync fails the close, which writes no clean-shutdown file.
+#[test]
+fn a_close_after_the_active_segment_was_removed_fails() {
+    let dir = temp_dir();
+    let (mut log, _) = open_log(dir.path(), small_options()).unwrap();
+    for seq in 1..=5 {
+        log.append(&payload(seq)).unwrap();
+    }
+    log.wait_durable(Seq(5)).unwrap();
+    esl_replay::storage::remove_durable(&segment_file(dir.path(), 1)).unwrap();
+    let error = log.close().expect_err("the close succeeded");
+    assert!(is_removed_segment(&error, dir.path(), 1), "{error:?}");
+    assert!(!dir.path().join("clean.meta").exists());
+}
