@@ -920,7 +920,6 @@ fn stdout_text(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-
 /// SIGTERM, like SIGINT, ends a bench with its temporary directory removed (SIGTERM left
 /// `esl-replay-bench-PID` behind); the exit code is the signal's (128 + its number).
 #[test]
