@@ -43,6 +43,11 @@ const DICTIONARY_BYTES: usize = 32 << 10;
 const SAMPLE_BYTES: usize = 2 << 20;
 /// Fewer records than this train no useful dictionary: they are compressed without one.
 const SAMPLE_RECORDS_MIN: usize = 16;
+/// The most bytes of records a dictionary is trained on, whatever the segment holds. Records
+/// spread evenly over a segment come to at most twice [`SAMPLE_BYTES`] when they are of
+/// similar sizes; a sample that would take them past this (only when the records at the
+/// sampled places are far larger than the rest) is left out.
+const SAMPLE_LIMIT: usize = 4 * SAMPLE_BYTES;
 
 /// The dictionary trailer that follows a packed segment's seal and ends its file [SEG-09]:
 /// the dictionary, then a fixed part, so that a reader finds it from the end of the file
@@ -430,7 +435,7 @@ pub(crate) fn pack_segment(
     let segment_path = dir::segment_path(dir, base);
     let index_path = dir::index_path(dir, base);
     let salt = rand::random::<u64>();
-    let dictionary = train(&source);
+    let dictionary = train(&source)?;
     let Some(packed) = encode_packed(&source, salt, &dictionary, level, stop, &segment_path)?
     else {
         return unchanged(PackOutcome::Stopped);
@@ -559,6 +564,15 @@ impl Replaced {
 }
 
 /// A sealed segment's verified records.
+///
+/// What packing it holds in memory, whatever the segment holds and however well its records
+/// compress: besides the packed segment it builds (about the size of the original or less)
+/// and the mapped pages [`RESIDENT_BEHIND`] bounds, the content of at most
+/// [`SAMPLE_LIMIT`] bytes of records while it trains the dictionary, then of at most two
+/// records at a time (one, and its packed form read back) while it encodes and checks. A
+/// record stored compressed ([FRM-06]) is inflated only when it is read, into a buffer
+/// reused for the next, so that a segment whose records compress a hundredfold costs no
+/// more than one holding them as they are.
 struct Frames {
     base: u64,
     end_seq: u64,
@@ -576,30 +590,148 @@ struct Frames {
 enum Payload {
     /// Stored as is, at this range of the map.
     Mapped(std::ops::Range<usize>),
-    /// Stored compressed (a large record, [FRM-06]): its content.
-    Inflated(Vec<u8>),
+    /// Stored compressed (a large record, [FRM-06]): its zstd frame at this range of the
+    /// map, which [`read_source`] found to inflate to `len` bytes.
+    Compressed {
+        frame: std::ops::Range<usize>,
+        len: usize,
+    },
+}
+
+impl Payload {
+    /// Bytes of the record's content, known without inflating it.
+    fn len(&self) -> usize {
+        match self {
+            Payload::Mapped(range) => range.len(),
+            Payload::Compressed { len, .. } => *len,
+        }
+    }
+
+    /// Where it starts in the map.
+    fn start(&self) -> usize {
+        match self {
+            Payload::Mapped(range) | Payload::Compressed { frame: range, .. } => range.start,
+        }
+    }
 }
 
 impl Frames {
-    /// The records' payloads, in sequence order. The pages a pass has read are let go
-    /// behind it ([`forget_behind`]).
-    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+    /// A pass over the records' contents, in sequence order.
+    fn contents(&self) -> Contents<'_> {
+        Contents {
+            frames: self,
+            next: 0,
+            resident_from: 0,
+            inflater: Inflater::default(),
+        }
+    }
+
+    /// Appends the content of `payload` to `out`, inflating it if it is stored compressed;
+    /// `resident_from` is where a pass has let the map's pages go up to ([`forget_behind`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Contents::next_content`].
+    fn append_content(
+        &self,
+        payload: &Payload,
+        inflater: &mut Inflater,
+        out: &mut Vec<u8>,
+        resident_from: &mut usize,
+    ) -> Result<()> {
+        forget_behind(&self.map, resident_from, payload.start());
         let bytes = self.map.published();
-        let mut resident_from = 0;
-        self.payloads.iter().map(move |payload| match payload {
+        match payload {
             Payload::Mapped(range) => {
-                forget_behind(&self.map, &mut resident_from, range.start);
-                bytes.get(range.clone()).unwrap_or_default()
+                out.extend_from_slice(bytes.get(range.clone()).unwrap_or_default());
+                Ok(())
             }
-            Payload::Inflated(content) => content.as_slice(),
+            Payload::Compressed { frame, .. } => {
+                let compressed = bytes.get(frame.clone()).unwrap_or_default();
+                if inflater.inflate_onto(compressed, None, out) {
+                    Ok(())
+                } else {
+                    Err(self.changed(frame.start))
+                }
+            }
+        }
+    }
+
+    /// The error for the record whose payload starts at `payload_at`, which [`read_source`]
+    /// found intact and which no longer inflates: its file changed under the packing.
+    fn changed(&self, payload_at: usize) -> Error {
+        Error::Corrupt {
+            segment: SegmentId(self.base),
+            offset: payload_at.saturating_sub(FRAME_HEADER_LEN) as u64,
+            kind: CorruptKind::Decompress,
+        }
+    }
+}
+
+/// A pass over a segment's records that yields each one's content in turn: a record stored
+/// compressed is inflated into one buffer, reused for the next, so that the pass holds one
+/// record's content at a time. The pages of the map it has read are let go behind it
+/// ([`forget_behind`]).
+struct Contents<'a> {
+    frames: &'a Frames,
+    next: usize,
+    resident_from: usize,
+    inflater: Inflater,
+}
+
+impl Contents<'_> {
+    /// The next record's content, `None` after the last.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a compressed record that no longer inflates.
+    fn next_content(&mut self) -> Option<Result<&[u8]>> {
+        let payload = self.frames.payloads.get(self.next)?;
+        self.next += 1;
+        forget_behind(&self.frames.map, &mut self.resident_from, payload.start());
+        let bytes = self.frames.map.published();
+        Some(match payload {
+            Payload::Mapped(range) => Ok(bytes.get(range.clone()).unwrap_or_default()),
+            Payload::Compressed { frame, .. } => {
+                let compressed = bytes.get(frame.clone()).unwrap_or_default();
+                let inflated = self.inflater.inflate(compressed, None).is_some();
+                note_inflated(self.held());
+                if inflated {
+                    Ok(self.inflater.out.as_slice())
+                } else {
+                    Err(self.frames.changed(frame.start))
+                }
+            }
         })
+    }
+
+    /// Bytes of inflated content it holds.
+    fn held(&self) -> usize {
+        self.inflater.out.capacity()
     }
 }
 
 /// Bytes of the map a pass over it keeps mapped behind where it reads: packing a segment
 /// then adds about this much to the process's resident memory, not the whole segment (T14's
-/// burst, benches/README.md).
+/// burst, benches/README.md). Records stored compressed are inflated one at a time besides
+/// (see [`Frames`]).
 const RESIDENT_BEHIND: usize = 4 << 20;
+
+#[cfg(test)]
+thread_local! {
+    /// The most bytes of inflated record content this thread's packings held at once.
+    static INFLATED_PEAK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Notes that a packing holds `held` bytes of inflated record content, for the tests that
+/// bound it.
+#[cfg(test)]
+fn note_inflated(held: usize) {
+    INFLATED_PEAK.set(INFLATED_PEAK.get().max(held));
+}
+
+#[cfg(not(test))]
+fn note_inflated(_held: usize) {}
 
 /// Lets the pages of the map below `at` go once they span [`RESIDENT_BEHIND`] from
 /// `resident_from`; they stay in the page cache for the next pass. Best effort: a failure
@@ -642,13 +774,18 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
                 payload,
                 frame_len,
             } => {
+                let range = at + FRAME_HEADER_LEN..at + frame_len;
                 payloads.push(if compressed {
-                    match inflater.inflate(payload, None) {
-                        Some(content) => Payload::Inflated(content.to_vec()),
+                    // Checked here, held only while checked: the passes that need the
+                    // content inflate it again, one record at a time.
+                    let len = inflater.inflate(payload, None).map(<[u8]>::len);
+                    note_inflated(inflater.out.capacity());
+                    match len {
+                        Some(len) => Payload::Compressed { frame: range, len },
                         None => break Err((at, CorruptKind::Decompress)),
                     }
                 } else {
-                    Payload::Mapped(at + FRAME_HEADER_LEN..at + frame_len)
+                    Payload::Mapped(range)
                 });
                 at += frame_len;
                 seq += 1;
@@ -675,31 +812,53 @@ fn read_source(dir: &Path, base: u64) -> Result<Source> {
 }
 
 /// A dictionary trained on records spread evenly over the segment (empty if there are too
-/// few, or zstd cannot train one from them).
-fn train(source: &Frames) -> Vec<u8> {
-    let total: usize = source.payloads().map(<[u8]>::len).sum();
+/// few, or zstd cannot train one from them). At most [`SAMPLE_LIMIT`] bytes of records are
+/// held, the records stored compressed among them inflated straight into the samples.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] for a compressed record that no longer inflates.
+fn train(source: &Frames) -> Result<Vec<u8>> {
+    let total: usize = source.payloads.iter().map(Payload::len).sum();
     let step = (total / SAMPLE_BYTES).max(1);
-    // Copied out as they are read, so that the pass lets the map's pages go behind it.
-    let (mut samples, mut sizes) = (Vec::new(), Vec::new());
-    for payload in source.payloads().step_by(step).filter(|p| !p.is_empty()) {
-        samples.extend_from_slice(payload);
-        sizes.push(payload.len());
-    }
+    let mut sizes = Vec::new();
+    let mut sampled = 0usize;
+    let picked: Vec<&Payload> = source
+        .payloads
+        .iter()
+        .step_by(step)
+        .filter(|payload| {
+            let len = payload.len();
+            let fits = len != 0 && sampled + len <= SAMPLE_LIMIT;
+            if fits {
+                sampled += len;
+                sizes.push(len);
+            }
+            fits
+        })
+        .collect();
     if sizes.len() < SAMPLE_RECORDS_MIN {
-        return Vec::new();
+        return Ok(Vec::new());
     }
+    // Copied out as they are read, so that the pass lets the map's pages go behind it.
+    let mut samples = Vec::with_capacity(sampled);
+    let (mut inflater, mut resident_from) = (Inflater::default(), 0);
+    for payload in picked {
+        source.append_content(payload, &mut inflater, &mut samples, &mut resident_from)?;
+    }
+    note_inflated(samples.capacity());
     let dictionary_of =
         |max| zstd::dict::from_continuous(&samples, &sizes, max).unwrap_or_default();
     let trained = dictionary_of(DICTIONARY_BYTES);
     if trained.len() >= DICTIONARY_BYTES / 2 {
-        return trained;
+        return Ok(trained);
     }
     let smaller = dictionary_of(DICTIONARY_BYTES / 2);
-    if smaller.len() > trained.len() {
+    Ok(if smaller.len() > trained.len() {
         smaller
     } else {
         trained
-    }
+    })
 }
 
 struct PackedFiles {
@@ -751,7 +910,12 @@ fn encode_packed(
         .to_vec();
     let mut next_index_at = 0;
     let mut scratch = Vec::new();
-    for (i, payload) in source.payloads().enumerate() {
+    // One record at a time: its content (inflated into the pass's buffer, if stored
+    // compressed), compressed into `scratch`, appended, before the next is read.
+    let mut contents = source.contents();
+    let mut i = 0;
+    while let Some(payload) = contents.next_content() {
+        let payload = payload?;
         if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -774,6 +938,7 @@ fn encode_packed(
         } else {
             frame::encode_append(&mut segment, &crc, seq, FrameKind::Plain, payload);
         }
+        i += 1;
     }
     let seal_offset = segment.len();
     frame::encode_append(&mut segment, &crc, source.end_seq, FrameKind::Seal, &[]);
@@ -820,8 +985,10 @@ fn check_read_back(path: &Path, source: &Frames, salt: u64, seal_offset: usize) 
     let dictionary = Dictionary::digest(trailer.dictionary);
     let mut inflater = Inflater::default();
     let mut at = HEADER_LEN;
-    for (i, original) in source.payloads().enumerate() {
-        let seq = source.base + i as u64;
+    let mut originals = source.contents();
+    let mut seq = source.base;
+    while let Some(original) = originals.next_content() {
+        let original = original?;
         let rest = bytes.get(at..seal_offset).unwrap_or_default();
         let Decoded::Record {
             compressed,
@@ -836,10 +1003,13 @@ fn check_read_back(path: &Path, source: &Frames, salt: u64, seal_offset: usize) 
         } else {
             Some(payload)
         };
-        if read != Some(original) {
+        let same = read == Some(original);
+        note_inflated(originals.held() + inflater.out.capacity());
+        if !same {
             return Err(differs(at, CorruptKind::Decompress));
         }
         at += frame_len;
+        seq += 1;
     }
     if at == seal_offset {
         Ok(())
@@ -886,6 +1056,111 @@ impl Drop for Temporaries<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Log, LogOptions, Seq};
+
+    /// Record `seq` of the packing tests: mostly a small ESL event (stored as is), every
+    /// seventh a large repetitive one (stored compressed, [FRM-06]), every eleventh large
+    /// pseudo-random bytes (stored as is: they do not compress).
+    fn mixed_record(seq: u64) -> Vec<u8> {
+        let event = format!(
+            "Event-Name: CHANNEL_EXECUTE\nEvent-Sequence: {seq}\nUnique-ID: {:016x}\n\
+             Channel-State: CS_EXECUTE\nCaller-Destination-Number: 9{:03}\n",
+            seq.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            seq % 1000
+        );
+        if seq.is_multiple_of(11) {
+            let mut state = seq.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+            return (0..70 << 10)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+        }
+        if seq.is_multiple_of(7) {
+            return event.repeat(300 << 10 >> 7).into_bytes();
+        }
+        event.into_bytes()
+    }
+
+    /// A closed log of `count` of `record` in segments of `segment_bytes` (fewer once it has
+    /// three segments), every sealed one with a durable roll; returns its segments' bases.
+    fn written_log(
+        dir: &Path,
+        segment_bytes: u64,
+        count: u64,
+        record: fn(u64) -> Vec<u8>,
+    ) -> Vec<u64> {
+        let options = LogOptions {
+            segment_bytes,
+            max_payload_bytes: u32::try_from(segment_bytes / 2).unwrap(),
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(dir, options).unwrap();
+        for seq in 1..=count {
+            assert_eq!(log.append(&record(seq)).unwrap(), Seq(seq));
+            if seq % 16 == 0 && segment_bases(dir).len() > 2 {
+                break;
+            }
+        }
+        log.sync().unwrap();
+        drop(log);
+        segment_bases(dir)
+    }
+
+    /// The bases of the segment files in `dir`, in order.
+    fn segment_bases(dir: &Path) -> Vec<u64> {
+        let mut bases: Vec<u64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        bases
+    }
+
+    /// The packed segment and index the packer encodes for segment `base` with salt 7;
+    /// `None` if the segment is not an intact plain one.
+    fn packed_files(dir: &Path, base: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+        let Ok(Source::Frames(source)) = read_source(dir, base) else {
+            return None;
+        };
+        let dictionary = train(&source).unwrap();
+        let path = dir::segment_path(dir, base);
+        let stop = AtomicBool::new(false);
+        let packed = encode_packed(&source, 7, &dictionary, 3, &stop, &path)
+            .unwrap()
+            .unwrap();
+        Some((packed.segment, packed.index))
+    }
+
+    /// The packer writes the same bytes for the same segment and salt as it did before it
+    /// inflated records one at a time: CRCs of its output for a log of small, large
+    /// compressed and large incompressible records, taken from the packer that held every
+    /// record's content at once.
+    #[test]
+    fn packed_bytes_are_those_of_the_packer_that_inflated_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let bases = written_log(dir.path(), 1 << 20, 600, mixed_record);
+        let sealed = &bases[..bases.len() - 1];
+        let sums: Vec<(u64, usize, u32, usize, u32)> = sealed
+            .iter()
+            .map(|&base| {
+                let (segment, index) = packed_files(dir.path(), base).unwrap();
+                let crc = crc32fast::hash;
+                (base, segment.len(), crc(&segment), index.len(), crc(&index))
+            })
+            .collect();
+        let old_packer = [
+            (1, 1_012_330, 1_503_415_109, 296, 403_253_940),
+            (165, 1_013_903, 3_758_352_435, 296, 403_253_940),
+        ];
+        assert_eq!(sums, old_packer);
+    }
 
     /// Decompressing onto a buffer appends what `inflate` returns, and leaves the buffer as
     /// it was when `inflate` refuses the frame.
@@ -909,6 +1184,58 @@ mod tests {
             assert!(!inflater.inflate_onto(bad, None, &mut out));
             assert_eq!(out, b"before");
         }
+    }
+
+    /// Bytes of each record of [`compressible_record`].
+    const LARGE_RECORD: usize = 256 << 10;
+
+    /// Record `seq` of the memory test: an ESL event of [`LARGE_RECORD`] bytes, one header
+    /// numbered in every KiB, that the log stores compressed about a hundredfold ([FRM-06]).
+    fn compressible_record(seq: u64) -> Vec<u8> {
+        let filler = "variable_sip_user_agent: FreeSWITCH-mod_sofia/1.10.12\n".repeat(17);
+        let mut text = String::with_capacity(LARGE_RECORD + 8192);
+        let mut block = 0u64;
+        while text.len() < LARGE_RECORD {
+            text.push_str(&format!("Event-Sequence: {seq}\nBlock: {block}\n"));
+            text.push_str(&filler);
+            block += 1;
+        }
+        text.truncate(LARGE_RECORD);
+        text.into_bytes()
+    }
+
+    /// A packing holds no more inflated content than [`Frames`] says, however well the
+    /// segment's records compress: at most [`SAMPLE_LIMIT`] for training and two records
+    /// while encoding and checking, not every record of the segment (a segment of 1 MiB here
+    /// holds tens of MiB of them).
+    #[test]
+    fn packing_holds_a_bounded_part_of_a_segments_records_inflated() {
+        let dir = tempfile::tempdir().unwrap();
+        let bases = written_log(dir.path(), 1 << 20, 4000, compressible_record);
+        assert!(bases.len() >= 2, "{bases:?}");
+        let records = bases[1] - bases[0];
+        let inflated = records as usize * LARGE_RECORD;
+        let bound = SAMPLE_LIMIT + 2 * LARGE_RECORD;
+        assert!(inflated > 2 * bound, "{records} records in the segment");
+
+        INFLATED_PEAK.set(0);
+        let (outcome, replaced) = pack_segment(
+            &crate::storage::io::StdIo,
+            dir.path(),
+            bases[0],
+            3,
+            &AtomicBool::new(false),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(outcome, PackOutcome::Packed { .. }), "{outcome:?}");
+        assert!(replaced.is_some());
+        let peak = INFLATED_PEAK.get();
+        assert!(peak >= LARGE_RECORD, "a record was inflated: {peak}");
+        assert!(
+            peak <= bound,
+            "{peak} bytes inflated at once, over the bound of {bound} ({inflated} in the segment)"
+        );
     }
 
     /// [SEG-09] a trailer round-trips from the end of a file, and any damaged byte, a
