@@ -14,8 +14,9 @@
 //! socket task. Nor does the socket itself: the connection reads in every turn, while our
 //! commands wait in a bounded buffer until the socket takes them; a write that makes no
 //! progress for [`NodeConfig::write_timeout`] closes the connection as dead, and the drain
-//! after a close is bounded ([`DRAIN_MAX`]). Bytes left undecoded at any close are stored as
-//! `wire.malformed`.
+//! after a close is bounded ([`DRAIN_MAX`]). At any close, complete frames already read (at a
+//! shutdown also those the switch has already sent, [`CLOSE_READ_IDLE`]) are stored as
+//! frames; only the bytes after the last complete frame are stored as `wire.malformed`.
 //!
 //! Gateway requests ([`GatewayRequest`]) dispatch `api`/`bgapi` through this connection;
 //! their replies are sent back when the session matches them. A gateway `bgapi` is
@@ -139,6 +140,15 @@ pub const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// The drain after a close also ends after this long without a frame: 250 ms.
 pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
+
+/// At a shutdown, what FreeSWITCH has already sent is still read and stored as frames
+/// until this long passes without a frame (50 ms), [`CLOSE_READ_MAX`] bytes were read, or
+/// [`DRAIN_IDLE`] passed in all.
+pub const CLOSE_READ_IDLE: Duration = Duration::from_millis(50);
+
+/// The most frame bytes read after a close (4 MiB): a switch that keeps sending cannot
+/// hold a closing connection open.
+pub const CLOSE_READ_MAX: usize = 4 << 20;
 
 /// While this many command bytes wait for the socket (4 MiB), gateway requests wait in
 /// their channel: the commands a connection holds are bounded however slowly the switch
@@ -501,6 +511,10 @@ impl Node {
     ) -> (CloseReason, Option<Duration>, Vec<crate::esl::session::Job>) {
         let codec = EslCodec::new().with_max_content_length(self.config.max_content_length);
         let (reader, mut writer) = stream.into_split();
+        let reader = Noting {
+            inner: reader,
+            last_read: None,
+        };
         let mut framed = FramedRead::with_capacity(reader, codec, 64 * 1024);
         let mut outgoing = Outgoing::default();
         // When the pending write times out: set while bytes wait, moved on by every byte
@@ -520,6 +534,8 @@ impl Node {
         let mut recorded = CommandId(0);
         let mut ready: Option<Instant> = None;
         let mut frames = 0u64;
+        // Set once the codec failed: what follows in the stream cannot be framed.
+        let mut misframed = false;
         let reason = loop {
             // Settle what the session wants: record new requests, queue bytes, act on outputs.
             let mut closed = None;
@@ -599,6 +615,28 @@ impl Node {
             if let Some(reason) = closed {
                 break reason;
             }
+            // Deadlines and gateway requests come first in every turn: a switch sending
+            // faster than we read (a frame ready in every turn) cannot starve them.
+            let now = self.now();
+            if session.poll_timeout().is_some_and(|at| at <= now) {
+                // Bytes of a frame still arriving count for liveness.
+                if let Some(at) = framed.get_mut().last_read.take() {
+                    session.note_activity(at.saturating_duration_since(self.origin));
+                }
+                session.handle_timeout(now);
+                continue;
+            }
+            if write_deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                self.write_stalled(outgoing.len());
+                session.handle_write_timeout(now);
+                continue;
+            }
+            if outgoing.len() < UNSENT_MAX
+                && let Ok(request) = requests.try_recv()
+            {
+                self.gateway(&mut session, request);
+                continue;
+            }
             let deadline = session
                 .poll_timeout()
                 .map(|at| tokio::time::Instant::from_std(self.origin + at));
@@ -623,19 +661,21 @@ impl Node {
                     Some(Err(error)) => {
                         // One per connection (the session closes), and capped: a peer
                         // sending garbage cannot fill the store.
+                        misframed = true;
                         self.keep_unread(framed.read_buffer_mut(), error.to_string());
                         session.close_locally(format!("codec: {error}"));
                     }
                     None => session.handle_eof(self.now()),
                 },
-                _ = sleep_until(deadline) => session.handle_timeout(self.now()),
+                _ = sleep_until(deadline) => {
+                    // Bytes of a frame still arriving count for liveness.
+                    if let Some(at) = framed.get_mut().last_read.take() {
+                        session.note_activity(at.saturating_duration_since(self.origin));
+                    }
+                    session.handle_timeout(self.now());
+                }
                 _ = sleep_until(write_deadline) => {
-                    tracing::warn!(
-                        node = %self.slug,
-                        unsent = outgoing.len(),
-                        timeout = ?self.config.write_timeout,
-                        "the switch stopped reading our commands"
-                    );
+                    self.write_stalled(outgoing.len());
                     session.handle_write_timeout(self.now());
                 }
                 // Gateway commands wait in their channel while the socket is behind.
@@ -650,8 +690,20 @@ impl Node {
             h.connection = "closing".into();
             h.session = Phase::Closed.as_str().into();
         });
-        if !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
-            self.drain(&mut framed, &mut session, &mut frames, shutdown)
+        if !misframed && !matches!(reason, CloseReason::Local { .. } | CloseReason::Eof) {
+            misframed = self
+                .drain(&mut framed, &mut session, &mut frames, shutdown)
+                .await;
+        }
+        // Every complete frame already read is stored as a frame, not as unread bytes; at a
+        // shutdown, so is what the switch has already sent.
+        if !misframed {
+            let (idle, total) = if *shutdown.borrow() {
+                (CLOSE_READ_IDLE, DRAIN_IDLE)
+            } else {
+                (Duration::ZERO, DRAIN_MAX)
+            };
+            self.read_arrived(&mut framed, &mut session, &mut frames, idle, total)
                 .await;
         }
         // Bytes read but never made into a frame (a partial frame, or a peer that does not
@@ -688,17 +740,21 @@ impl Node {
     /// Keeps what FreeSWITCH sends after a close it announced (the notice after an auth
     /// `-ERR` or a rude rejection) until it hangs up, at most [`DRAIN_MAX`] in all and
     /// [`DRAIN_IDLE`] without a frame, and never past a shutdown: a switch that keeps
-    /// talking cannot hold a closed connection open.
+    /// talking cannot hold a closed connection open. Returns whether the codec failed.
     async fn drain(
         &mut self,
-        framed: &mut FramedRead<OwnedReadHalf, EslCodec>,
+        framed: &mut FramedRead<Noting, EslCodec>,
         session: &mut Session,
         frames: &mut u64,
         shutdown: &mut watch::Receiver<bool>,
-    ) {
+    ) -> bool {
         let until = tokio::time::Instant::now() + DRAIN_MAX;
         while !*shutdown.borrow() {
             let idle = tokio::time::Instant::now() + DRAIN_IDLE;
+            // The deadline before the frames: a switch that keeps talking cannot hold it off.
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -706,13 +762,54 @@ impl Node {
                     Some(Ok(frame)) => self.on_frame(session, frame, frames),
                     Some(Err(error)) => {
                         self.keep_unread(framed.read_buffer_mut(), error.to_string());
-                        break;
+                        return true;
                     }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(until.min(idle)) => break,
             }
         }
+        false
+    }
+
+    /// Stores as frames every complete frame left in the read buffer, then what the socket
+    /// yields without waiting longer than `idle` for a frame (zero: only what is already
+    /// there), at most [`CLOSE_READ_MAX`] bytes and `total` time. Only a trailing
+    /// partial frame is left in the buffer; a codec error stores the bytes as
+    /// `wire.malformed` (and empties the buffer).
+    async fn read_arrived(
+        &mut self,
+        framed: &mut FramedRead<Noting, EslCodec>,
+        session: &mut Session,
+        frames: &mut u64,
+        idle: Duration,
+        total: Duration,
+    ) {
+        let until = tokio::time::Instant::now() + total;
+        let mut read = 0usize;
+        while read < CLOSE_READ_MAX {
+            let wait = (tokio::time::Instant::now() + idle).min(until);
+            match tokio::time::timeout_at(wait, framed.next()).await {
+                Ok(Some(Ok(frame))) => {
+                    read = read.saturating_add(frame.raw_head().len() + frame.body().len());
+                    self.on_frame(session, frame, frames);
+                }
+                Ok(Some(Err(error))) => {
+                    self.keep_unread(framed.read_buffer_mut(), error.to_string());
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    fn write_stalled(&self, unsent: usize) {
+        tracing::warn!(
+            node = %self.slug,
+            unsent,
+            timeout = ?self.config.write_timeout,
+            "the switch stopped reading our commands"
+        );
     }
 
     /// Counts, classifies, answers and queues one inbound frame.
@@ -730,9 +827,17 @@ impl Node {
     }
 
     /// Stores the read buffer (its first [`MALFORMED_KEEP`] bytes) as `wire.malformed`
-    /// saying why, and empties it so that it is stored once.
-    fn keep_unread(&self, buffered: &mut BytesMut, error: String) {
+    /// saying why (and, when cut, how much was kept of how much), and empties it so that it
+    /// is stored once.
+    fn keep_unread(&self, buffered: &mut BytesMut, mut error: String) {
         let kept = buffered.get(..MALFORMED_KEEP).unwrap_or(buffered);
+        if kept.len() < buffered.len() {
+            error.push_str(&format!(
+                " (the first {} of {} bytes are kept)",
+                kept.len(),
+                buffered.len()
+            ));
+        }
         self.push(Captured::Malformed {
             bytes: Bytes::copy_from_slice(kept),
             buffered: buffered.len(),
@@ -840,6 +945,29 @@ fn gateway_reply(
             .to_owned(),
         body: String::from_utf8_lossy(frame.body()).into_owned(),
         job_uuid,
+    }
+}
+
+/// The socket's read half, noting when bytes last arrived (a frame still arriving is
+/// activity for liveness).
+struct Noting {
+    inner: OwnedReadHalf,
+    last_read: Option<Instant>,
+}
+
+impl tokio::io::AsyncRead for Noting {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.last_read = Some(Instant::now());
+        }
+        polled
     }
 }
 

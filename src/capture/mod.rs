@@ -37,9 +37,9 @@ pub use artifact::{
 };
 pub use auth::{JwtKey, KeyError};
 pub use client::{
-    Backoff, DEFAULT_WRITE_TIMEOUT, DRAIN_IDLE, DRAIN_MAX, GatewayCommand, GatewayError,
-    GatewayReply, GatewayRequest, MALFORMED_KEEP, NodeConfig, NodeExit, Password, UNSENT_MAX,
-    run_node,
+    Backoff, CLOSE_READ_IDLE, CLOSE_READ_MAX, DEFAULT_WRITE_TIMEOUT, DRAIN_IDLE, DRAIN_MAX,
+    GatewayCommand, GatewayError, GatewayReply, GatewayRequest, MALFORMED_KEEP, NodeConfig,
+    NodeExit, Password, UNSENT_MAX, run_node,
 };
 pub use command::{CommandConnection, CommandError, CommandReply};
 pub use http::{HealthForm, HttpState, RECENT_DROPS, WRITER_STALL_AFTER, router};

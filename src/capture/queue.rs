@@ -253,7 +253,7 @@ impl CaptureQueue {
         self.inner.lock().closed
     }
 
-    /// Turns open drop runs into gap markers (at shutdown).
+    /// Turns open drop runs into gap markers (when the writer finds the queue empty).
     fn flush_drop_runs(inner: &mut Inner) {
         let runs: Vec<(usize, DropRun)> = inner
             .drops
@@ -293,9 +293,11 @@ impl CaptureQueue {
         if inner.items.is_empty() && !inner.closed {
             self.wake.wait_for(&mut inner, wait);
         }
-        if inner.items.is_empty() && inner.closed {
+        // An empty queue: the drops since the last item are stored now as gap markers, not
+        // when the node's next item comes (a burst followed by silence is not hidden).
+        if inner.items.is_empty() {
             Self::flush_drop_runs(&mut inner);
-            if inner.items.is_empty() {
+            if inner.items.is_empty() && inner.closed {
                 return None;
             }
         }

@@ -458,6 +458,13 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         };
         nodes.push(NodeSpec { slug, config });
     }
+    // An event name or filter with a line break would send the switch another command.
+    for node in &nodes {
+        node.config
+            .subscriptions
+            .validate()
+            .with_context(|| format!("--events/--filter of node {}", node.slug))?;
+    }
     let token = match args.token_file.as_ref().or(file.token_file.as_ref()) {
         Some(path) => read_text(path, MAX_SECRET_BYTES, "the token file")?
             .trim()

@@ -2,8 +2,9 @@
 //!
 //! [`EslCodec`] is a `tokio_util` [`Decoder`] and [`Encoder`]. It is a two-state machine
 //! (awaiting headers, reading body) over one byte buffer: the header block ends at the first
-//! `\n\n`; a `Content-Length` header (ASCII digits only, at most the configured cap) announces
-//! exactly that many body bytes; without it the frame has no body. Stray `\r`/`\n` bytes
+//! `\n\n`; a `Content-Length` header (its name in any case, as libesl; ASCII digits only, at
+//! most the configured cap) announces exactly that many body bytes; without it the frame has
+//! no body. Stray `\r`/`\n` bytes
 //! between frames are skipped as FreeSWITCH's own reader does, but kept in the next frame's
 //! raw header so re-encoding stays byte-exact (stray newlines at end of stream are dropped).
 //! A partial frame yields `Ok(None)`; the header block is capped, so a peer that never sends
@@ -112,7 +113,10 @@ impl EslCodec {
         }
         let block = src.get(prefix..end).unwrap_or_default();
         let headers = parse_block(block, Block::Outer, Split::FirstColon)?;
-        let body_len = match headers.iter().find(|(n, _)| n == "Content-Length") {
+        let body_len = match headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+        {
             None => 0,
             Some((_, v)) => parse_length(v.as_bytes(), Block::Outer)?,
         };

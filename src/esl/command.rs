@@ -363,6 +363,33 @@ impl Subscriptions {
         }
     }
 
+    /// Checks that every event name, filter header and filter value is non-empty and
+    /// holds no line break, so that [`Subscriptions::restore_commands`] send exactly the
+    /// commands meant (a line break would smuggle another command to the switch).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::EmptyText`] or [`SessionError::LineBreakInCommand`].
+    pub fn validate(&self) -> Result<(), SessionError> {
+        let empty = |text: &str, what| {
+            if text.trim().is_empty() {
+                Err(SessionError::EmptyText { what })
+            } else {
+                Ok(())
+            }
+        };
+        for name in &self.events {
+            empty(name, "event name")?;
+        }
+        for (header, value) in &self.filters {
+            empty(header, "filter header")?;
+            empty(value, "filter value")?;
+        }
+        self.restore_commands()
+            .iter()
+            .try_for_each(Command::validate)
+    }
+
     /// The commands that install this state on a fresh connection.
     #[must_use]
     pub fn restore_commands(&self) -> Vec<Command> {

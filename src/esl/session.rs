@@ -259,6 +259,13 @@ pub enum SessionError {
     /// An `event`/`nixevent` without names.
     #[error("an event subscription command needs at least one event name")]
     EmptyEventList,
+    /// An empty event name, filter header or filter value (FreeSWITCH would read the
+    /// command differently from what was meant).
+    #[error("empty {what}")]
+    EmptyText {
+        /// Which text is empty (`event name`, `filter header`, `filter value`).
+        what: &'static str,
+    },
 }
 
 /// Where liveness stands.
@@ -551,8 +558,16 @@ impl Session {
         Ok((id, before, self.subscriptions.clone()))
     }
 
-    /// Classifies one inbound frame and advances the session.
-    pub fn handle_frame(&mut self, frame: &Frame, now: Duration) -> Inbound {
+    /// Bytes arrived at `now` that do not complete a frame yet (a large frame on a slow
+    /// link): for liveness they are activity as much as a frame is, so a switch that keeps
+    /// sending is not probed or declared dead while one frame takes long to arrive.
+    pub fn note_activity(&mut self, now: Duration) {
+        if self.phase != Phase::Closed && now > self.last_inbound {
+            self.activity(now);
+        }
+    }
+
+    fn activity(&mut self, now: Duration) {
         self.last_inbound = now;
         if self.phase == Phase::Ready && self.liveness != Liveness::Live {
             self.liveness = Liveness::Live;
@@ -561,6 +576,11 @@ impl Session {
         if !matches!(self.probe, Probe::Idle) {
             self.probe = Probe::Idle;
         }
+    }
+
+    /// Classifies one inbound frame and advances the session.
+    pub fn handle_frame(&mut self, frame: &Frame, now: Duration) -> Inbound {
+        self.activity(now);
         let content_type = header_ci(frame, "Content-Type").unwrap_or_default();
         match content_type.to_ascii_lowercase().as_str() {
             "auth/request" => self.on_greeting(),
@@ -669,9 +689,15 @@ impl Session {
         self.close(CloseReason::WriteTimeout);
     }
 
-    /// The stream ended at `now`.
+    /// The stream ended at `now`. After a rude rejection the end is the rejection's
+    /// ([`CloseReason::Rejected`], terminal) whether or not a disconnect notice came first.
     pub fn handle_eof(&mut self, _now: Duration) {
-        self.close(CloseReason::Eof);
+        let reason = if self.rejected {
+            CloseReason::Rejected
+        } else {
+            CloseReason::Eof
+        };
+        self.close(reason);
     }
 
     /// The driver closes the session (shutdown, I/O or codec error).
@@ -705,6 +731,19 @@ impl Session {
                     self.outputs.push_back(Output::Authenticated);
                     self.phase = Phase::Restoring;
                     let commands = self.subscriptions.restore_commands();
+                    // Nothing that would smuggle another command onto the line is sent,
+                    // however the desired state was built.
+                    if let Err(error) = self.subscriptions.validate() {
+                        self.close(CloseReason::RestoreFailed {
+                            command: "event/filter".into(),
+                            reply_text: format!("not sent: {error}"),
+                        });
+                        return Inbound::Reply {
+                            pending,
+                            status,
+                            job_uuid,
+                        };
+                    }
                     self.restoring = commands.len();
                     for command in commands {
                         let deadline = now + self.config.command_timeout;

@@ -1140,6 +1140,59 @@ fn drops_still_pending_at_shutdown_are_written_as_a_gap() {
     );
 }
 
+/// Review finding 7: a burst that overflows the queue, followed by silence, is stored as a
+/// gap as soon as the writer has emptied the queue, not only when the node's next item
+/// comes or at shutdown.
+#[test]
+fn drops_followed_by_silence_are_written_as_a_gap_once_the_queue_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let event = frames(&fixture("12-event-plain-heartbeat.esl")).remove(0);
+    let queue = Arc::new(CaptureQueue::new(
+        1,
+        vec![identity()],
+        Arc::clone(&telemetry),
+    ));
+    let captured = || Captured::Frame {
+        frame: event.clone(),
+        inbound: Inbound::Event {
+            event_name: None,
+            completes: None,
+        },
+    };
+    let now = OffsetDateTime::now_utc();
+    // The first item always fits an empty queue; the next three are dropped.
+    for _ in 0..4 {
+        queue.push(0, 1, now, captured());
+    }
+    let store = open_store(dir.path().join("s")).unwrap();
+    let writer = spawn_writer(
+        Arc::clone(&queue),
+        Box::new(store),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let written = || {
+        telemetry
+            .artifacts
+            .get_or_create(&Telemetry::node("pbx-a"))
+            .get()
+    };
+    support::wait_until("the event and the gap to be written", || written() >= 2);
+    queue.close();
+    let records = all_records(writer.join().unwrap().unwrap().as_ref());
+    assert_eq!(names(&records), ["event.raw", "capture.gap"]);
+    let g = &records[1].payload()["gap"];
+    assert_eq!(
+        (
+            g["dropped"].as_u64(),
+            g["first_capture_sequence"].as_u64(),
+            g["last_capture_sequence"].as_u64()
+        ),
+        (Some(3), Some(2), Some(4))
+    );
+}
+
 #[test]
 fn non_utf8_bytes_are_stored_losslessly_in_base64() {
     let body: &[u8] = b"Event-Name: CUSTOM\nCaller-Caller-ID-Name: Zo\xEB\n\n";

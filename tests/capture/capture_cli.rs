@@ -401,3 +401,31 @@ fn the_http_address_is_bound_before_the_capture_starts() {
     assert!(bound.starts_with("127.0.0.1:"), "{text}");
     assert_ne!(bound, "127.0.0.1:0", "{text}");
 }
+/// Review finding 2: `--events`/`--filter` text that would break the command line (a line
+/// break smuggling `api global_setvar …`, an empty event list, an empty filter value) is
+/// refused at start-up with exit 2, before any connection.
+#[test]
+fn event_and_filter_values_that_would_break_the_command_line_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 5] = [
+        &[
+            "--filter",
+            "Event-Name=HEARTBEAT\n\napi global_setvar pwned=1",
+        ],
+        &["--filter", "Event-Name="],
+        &["--filter", "=HEARTBEAT"],
+        &["--events", ""],
+        &["--events", "HEARTBEAT\r\napi status"],
+    ];
+    for flags in cases {
+        let output = binary()
+            .args(["capture", "--duration", "2s", "--esl", "127.0.0.1:9"])
+            .args(flags)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .output_safely()
+            .unwrap();
+        let stderr = cli::error_output(&output);
+        assert!(stderr.contains("--events/--filter"), "{flags:?}: {stderr}");
+    }
+}

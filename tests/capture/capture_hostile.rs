@@ -439,3 +439,99 @@ async fn a_gap_after_an_oversized_event_names_the_last_event_stored() {
         .collect();
     assert_eq!(sequences, ["101", "103"]);
 }
+
+/// Review finding 1: at a shutdown, complete frames already read (or already in the
+/// kernel's receive buffer) are stored as events, and only the true trailing fragment is
+/// stored as `wire.malformed`. The switch's last bytes are written by the test itself, on
+/// a blocking socket, without yielding to the node, so the shutdown reaches the node while
+/// they wait unread.
+#[tokio::test]
+async fn complete_frames_still_unread_at_a_shutdown_are_stored_as_events() {
+    const LAST: u64 = 100;
+    let (give, take) = oneshot::channel::<std::net::TcpStream>();
+    let give = Arc::new(parking_lot::Mutex::new(Some(give)));
+    let address = switch(move |socket, _| {
+        let give = give.lock().take();
+        async move {
+            let (reader, mut write) = handshake(socket).await;
+            let second = event(2, 0);
+            write.write_all(&event(1, 0)).await.unwrap();
+            write.write_all(&second[..second.len() / 2]).await.unwrap();
+            let socket = reader.into_inner().reunite(write).unwrap();
+            if let Some(give) = give {
+                let _ = give.send(socket.into_std().unwrap());
+            }
+        }
+    })
+    .await;
+    let (_dir, capture) = start(node(&address, "ClueCon", Subscriptions::all()));
+    let mut socket = take.await.unwrap();
+    // Greeting, two replies, event 1.
+    wait_for("event 1", || frames_read(&capture) >= 4).await;
+    let mut rest = event(2, 0).split_off(event(2, 0).len() / 2);
+    for sequence in 3..=LAST {
+        rest.extend(event(sequence, 0));
+    }
+    let next = event(LAST + 1, 0);
+    let fragment = next[..next.len() / 2].to_vec();
+    rest.extend(&fragment);
+    socket.set_nonblocking(false).unwrap();
+    std::io::Write::write_all(&mut socket, &rest).unwrap();
+    let (records, exits) = shut_down(capture).await;
+    assert_eq!(exits, [("pbx-a".to_owned(), NodeExit::Shutdown)]);
+    let sequences: Vec<u64> = records
+        .iter()
+        .filter(|r| r.artifact_name() == "event.raw")
+        .map(|r| fact(r, "event-sequence").parse().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=LAST).collect::<Vec<_>>());
+    let malformed: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.artifact_name() == "wire.malformed")
+        .collect();
+    assert_eq!(malformed.len(), 1, "{:?}", names(&records));
+    assert_eq!(
+        payload_str(malformed[0], "raw_payload").as_bytes(),
+        &fragment[..]
+    );
+    drop(socket);
+}
+
+/// Review finding 3: a switch that sends events faster than the node reads them (a frame
+/// is ready in every turn) and never greets cannot hold off the handshake timeout: the
+/// node closes the connection (`handshake_timeout`) and reconnects.
+#[tokio::test]
+async fn a_flood_faster_than_the_node_reads_cannot_hold_off_the_handshake_timeout() {
+    let address = switch(|socket, index| async move {
+        if index > 0 {
+            // Later connections hold the socket until the node leaves.
+            let (mut reader, _write) = socket.into_split();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut Vec::new()).await;
+            return;
+        }
+        let mut socket = socket.into_std().unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let burst: Vec<u8> = (1..=5000).flat_map(|sequence| event(sequence, 0)).collect();
+        // A blocking writer of its own: it keeps the node's socket full until the node
+        // hangs up.
+        std::thread::spawn(
+            move || {
+                while std::io::Write::write_all(&mut socket, &burst).is_ok() {}
+            },
+        );
+    })
+    .await;
+    let mut spec = node(&address, "ClueCon", Subscriptions::all());
+    spec.config.session.handshake_timeout = Duration::from_secs(1);
+    let (_dir, capture) = start(spec);
+    let telemetry = capture.telemetry();
+    wait_for("the handshake timeout and a reconnect", || {
+        counter(&telemetry.reconnects) >= 1
+    })
+    .await;
+    // The flood fills the queue (its records may be dropped): the node's health says why
+    // the first connection closed.
+    let last_error = telemetry.health().get("pbx-a").unwrap().last_error.clone();
+    assert_eq!(last_error.as_deref(), Some("handshake_timeout"));
+    shut_down(capture).await;
+}

@@ -206,6 +206,22 @@ fn stray_newlines_between_frames_are_kept_for_reencoding() {
     assert_eq!(frames.len(), 1);
 }
 
+/// Review finding 5: `Content-Length` is found whatever its case, as libesl finds it, so a
+/// lower-case `content-length:` does not misframe the stream; the frame still re-encodes
+/// byte for byte.
+#[test]
+fn content_length_is_matched_whatever_its_case() {
+    let stream = b"content-length: 5\nContent-Type: text/event-plain\n\nhello\
+        CONTENT-LENGTH: 2\nContent-Type: api/response\n\nok\
+        Content-Type: auth/request\n\n";
+    let frames = decode_all(stream);
+    assert_eq!(frames.len(), 3);
+    assert_eq!(&frames[0].body()[..], b"hello");
+    assert_eq!(&frames[1].body()[..], b"ok");
+    assert_eq!(frames[2].header("Content-Type"), Some("auth/request"));
+    assert_eq!(encode(&frames), stream);
+}
+
 #[test]
 fn duplicate_headers_and_order_are_kept() {
     let stream = b"Content-Type: x\nA: 1\nB: 2\nA: 3\nV: has: colon\nT:\tno-space\n\n";

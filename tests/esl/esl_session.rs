@@ -186,6 +186,17 @@ fn rude_rejection_then_notice_closes_as_rejected() {
     assert!(!CloseReason::Rejected.is_retryable());
 }
 
+/// Review finding 6: a rude rejection followed by the switch hanging up without a notice
+/// is terminal too, not an end of stream to retry.
+#[test]
+fn rude_rejection_then_end_of_stream_closes_as_rejected() {
+    let mut s = Session::new(SessionConfig::default(), Subscriptions::all(), secs(0));
+    let frames = fixture("19-rude-rejection-then-disconnect.esl");
+    assert_eq!(s.handle_frame(&frames[0], secs(0)), Inbound::RudeRejection);
+    s.handle_eof(secs(0));
+    assert_eq!(outputs(&mut s), vec![Output::Closed(CloseReason::Rejected)]);
+}
+
 #[test]
 fn replies_match_commands_first_in_first_out_with_events_interleaved() {
     let mut s = ready(Subscriptions::all());
@@ -401,6 +412,29 @@ fn silence_degrades_probes_with_api_status_and_then_declares_dead() {
     assert!(CloseReason::Dead.is_retryable());
 }
 
+/// Review finding 4: bytes of a frame still arriving are activity: the idle probe counts
+/// from the last bytes, not from the last complete frame.
+#[test]
+fn bytes_still_arriving_keep_the_session_live() {
+    let mut s = ready(Subscriptions::all());
+    s.note_activity(secs(30));
+    s.handle_timeout(secs(45));
+    assert_eq!(transmitted(&mut s), Vec::<String>::new(), "no probe yet");
+    assert_eq!(s.poll_timeout(), Some(secs(70)));
+    s.handle_timeout(secs(70));
+    assert_eq!(transmitted(&mut s), vec!["api status\n\n"]);
+    // Bytes during the probe bring the session back to live.
+    s.note_activity(secs(75));
+    let out = outputs(&mut s);
+    assert_eq!(
+        out.last(),
+        Some(&Output::Liveness(Liveness::Live)),
+        "{out:?}"
+    );
+    s.handle_timeout(secs(81));
+    assert_eq!(s.phase(), Phase::Ready, "not dead while bytes flow");
+}
+
 #[test]
 fn a_command_timeout_closes_the_session_and_abandons_the_rest() {
     let config = SessionConfig::default();
@@ -562,6 +596,54 @@ fn line_breaks_in_command_text_are_refused() {
         Err(SessionError::EmptyEventList)
     ));
     assert_eq!(s.poll_transmit(), None);
+}
+
+/// Review finding 2: a desired state holding a line break (a `--filter` value with
+/// `\n\napi …`) or an empty event name is never sent on restore; the session closes
+/// instead of smuggling a command to the switch.
+#[test]
+fn restore_commands_with_line_breaks_or_empty_names_are_not_sent() {
+    let smuggling = Subscriptions {
+        events: vec!["ALL".into()],
+        filters: vec![(
+            "Event-Name".into(),
+            "HEARTBEAT\n\napi global_setvar pwned=1".into(),
+        )],
+    };
+    let empty = Subscriptions {
+        events: vec![String::new()],
+        filters: Vec::new(),
+    };
+    assert!(matches!(
+        smuggling.validate(),
+        Err(SessionError::LineBreakInCommand { .. })
+    ));
+    assert!(matches!(
+        empty.validate(),
+        Err(SessionError::EmptyText { .. })
+    ));
+    assert_eq!(Subscriptions::all().validate(), Ok(()));
+    for subscriptions in [smuggling, empty] {
+        let mut s = Session::new(SessionConfig::default(), subscriptions, secs(0));
+        s.handle_frame(&one("01-auth-request.esl"), secs(0));
+        s.authenticate("ClueCon", secs(0)).unwrap();
+        assert_eq!(transmitted(&mut s), vec!["auth ClueCon\n\n"]);
+        s.handle_frame(&one("02-command-reply-auth-ok.esl"), secs(0));
+        assert_eq!(
+            transmitted(&mut s),
+            Vec::<String>::new(),
+            "nothing restored"
+        );
+        let out = outputs(&mut s);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Output::Closed(CloseReason::RestoreFailed { .. }))
+            ),
+            "{out:?}"
+        );
+        assert_eq!(s.phase(), Phase::Closed);
+    }
 }
 
 #[test]
