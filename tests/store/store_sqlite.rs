@@ -1329,14 +1329,21 @@ fn a_visit_of_large_rows_sees_every_record_once_in_order() {
 }
 
 /// Runs the binary as a user who cannot write to what `dir` holds once it is read-only
-/// (`nobody` when the tests run as root, who writes anywhere).
-fn run_as_reader(args: &[&str]) -> std::process::Output {
+/// (`nobody` when the tests run as root, who writes anywhere, from a copy in `dir`, which
+/// `nobody` can run wherever the checkout is).
+fn run_as_reader(dir: &Path, args: &[&str]) -> std::process::Output {
     use std::os::unix::process::CommandExt as _;
 
     use crate::support::process::SpawnSafely as _;
     let mut command = crate::support::cli::command();
     if rustix::process::geteuid().is_root() {
-        command.uid(65534).gid(65534);
+        let copy = dir.join("esl-replay");
+        if !copy.exists() {
+            std::fs::copy(command.get_program(), &copy).unwrap();
+            set_mode(&copy, 0o755);
+        }
+        command = std::process::Command::new(&copy);
+        command.env_clear().uid(65534).gid(65534);
     }
     command.args(args).output_safely().unwrap()
 }
@@ -1368,12 +1375,12 @@ fn archived_store() -> (tempfile::TempDir, PathBuf) {
 /// SQLite's shared-memory file, and reads work all the same.
 #[test]
 fn a_store_in_a_directory_nobody_may_write_to_is_read() {
-    let (_dir, path) = archived_store();
+    let (dir, path) = archived_store();
     let store_dir = path.parent().unwrap();
     set_mode(&path, 0o444);
     set_mode(store_dir, 0o555);
     let as_reader = |args: &[&str]| {
-        let output = run_as_reader(args);
+        let output = run_as_reader(dir.path(), args);
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -1398,7 +1405,7 @@ fn a_store_in_a_directory_nobody_may_write_to_is_read() {
 /// file): reading the database as immutable would hide them, so it is refused.
 #[test]
 fn a_read_only_store_whose_log_holds_commits_is_refused_not_read_without_them() {
-    let (_dir, path) = archived_store();
+    let (dir, path) = archived_store();
     let store_dir = path.parent().unwrap();
     let copy = store_dir.join("copy.sqlite");
     std::fs::copy(&path, &copy).unwrap();
@@ -1417,7 +1424,7 @@ fn a_read_only_store_whose_log_holds_commits_is_refused_not_read_without_them() 
     std::fs::copy(with_suffix("-wal"), store_dir.join("logged.sqlite-wal")).unwrap();
     drop(writer);
     set_mode(store_dir, 0o555);
-    let output = run_as_reader(&["stats", "-s", archived.to_str().unwrap()]);
+    let output = run_as_reader(dir.path(), &["stats", "-s", archived.to_str().unwrap()]);
     let error = crate::support::cli::error_output(&output);
     assert!(
         error.contains("readonly") || error.contains("read-only"),
