@@ -387,7 +387,8 @@ impl PeriodicPrune {
     ///
     /// # Errors
     ///
-    /// The thread could not be spawned.
+    /// `InvalidInput` for a zero `interval` (the thread would prune without pause); the
+    /// thread could not be spawned.
     pub fn start(
         root: std::path::PathBuf,
         checkpoint_dir: Option<std::path::PathBuf>,
@@ -395,6 +396,12 @@ impl PeriodicPrune {
         interval: Duration,
         mut report: PruneReporter,
     ) -> std::io::Result<PeriodicPrune> {
+        if interval.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the interval between periodic prunes must be more than zero",
+            ));
+        }
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("esl-replay-retention".into())

@@ -649,3 +649,22 @@ fn a_tail_stops_at_records_pruned_before_it_read_them() {
         .unwrap();
     assert_eq!(seen, [4, 5]);
 }
+
+/// A zero interval is refused: the schedule's thread would prune without pause.
+#[test]
+fn periodic_retention_refuses_a_zero_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = retention::PeriodicPrune::start(
+        dir.path().join("store"),
+        None,
+        PrunePolicy::default(),
+        Duration::ZERO,
+        Box::new(|_| {}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::InvalidInput,
+        "{refused}"
+    );
+}
