@@ -47,11 +47,8 @@ fn existing_log(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot list the log directory {}", dir.display()))?;
     let is_log_file = |name: &str| {
         [codec::START_FILE, codec::CLEAN_FILE, codec::DURABLE_FILE].contains(&name)
-            || [".seg", ".idx"].iter().any(|extension| {
-                name.strip_suffix(extension).is_some_and(|base| {
-                    base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit())
-                })
-            })
+            || codec::segment_base(name).is_some()
+            || codec::index_base(name).is_some()
     };
     if entries
         .flatten()

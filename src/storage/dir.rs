@@ -40,6 +40,18 @@ pub fn index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.idx"))
 }
 
+/// The base sequence a segment file's name gives [DIR-01] (`None` for any other name).
+#[must_use]
+pub fn segment_base(name: &str) -> Option<u64> {
+    parse_base(name, ".seg")
+}
+
+/// The base sequence an index file's name gives [DIR-01] (`None` for any other name).
+#[must_use]
+pub fn index_base(name: &str) -> Option<u64> {
+    parse_base(name, ".idx")
+}
+
 fn parse_base(name: &str, extension: &str) -> Option<u64> {
     let digits = name.strip_suffix(extension)?;
     if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {

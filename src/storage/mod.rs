@@ -82,7 +82,7 @@ pub const FRAME_OVERHEAD: u64 = frame::FRAME_HEADER_LEN as u64;
 pub mod codec {
     pub use super::dir::{
         CLEAN_FILE, DURABLE_FILE, RECYCLE_POOL, RETENTION_LOCK, SPARE_FILE, START_FILE,
-        WRITER_LOCK, index_path, recycle_path, segment_path,
+        WRITER_LOCK, index_base, index_path, recycle_path, segment_base, segment_path,
     };
     pub use super::frame::{
         Decoded, FRAME_HEADER_LEN, FRAME_PAYLOAD_LIMIT, FrameKind, decode as decode_frame,

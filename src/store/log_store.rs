@@ -1024,14 +1024,13 @@ fn refuse_raw_log(root: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(());
     };
-    let is_segment = |name: &str| {
-        name.strip_suffix(".seg")
-            .is_some_and(|base| base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit()))
-    };
-    if entries
-        .flatten()
-        .any(|entry| entry.file_name().to_str().is_some_and(is_segment))
-    {
+    if entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(crate::storage::codec::segment_base)
+            .is_some()
+    }) {
         return Err(Error::NotAStore {
             path: root.to_path_buf(),
             reason: "it is a segment log (a store keeps its log in a `log` subdirectory); \

@@ -41,7 +41,6 @@
 //! nothing is skipped.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -742,11 +741,7 @@ impl SqliteStore {
         let database = self.resolved_path();
         ["", "-wal", "-shm"]
             .iter()
-            .map(|suffix| {
-                let mut name = OsString::from(database.as_os_str());
-                name.push(suffix);
-                std::fs::metadata(PathBuf::from(name)).map_or(0, |metadata| metadata.len())
-            })
+            .map(|suffix| std::fs::metadata(beside(&database, suffix)).map_or(0, |m| m.len()))
             .sum()
     }
 }
@@ -926,9 +921,7 @@ impl ArtifactReader for SqliteStore {
         // truncation or zeroed header `synchronous=NORMAL` leaves unsynced), then the
         // database file.
         for suffix in ["-wal", "-journal", ""] {
-            let mut name = OsString::from(database.as_os_str());
-            name.push(suffix);
-            let path = PathBuf::from(name);
+            let path = beside(&database, suffix);
             let file = match sync_handle(&path) {
                 Ok(None) if !suffix.is_empty() => continue,
                 opened => opened.and_then(|file| file.ok_or(std::io::ErrorKind::NotFound.into())),
@@ -1015,19 +1008,23 @@ fn sqlite_error<'a>(
     }
 }
 
+/// The file SQLite keeps beside `database` under the name with `suffix` added (`-wal`,
+/// `-shm`, `-journal`; `""` is the database itself).
+fn beside(database: &Path, suffix: &str) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Whether the database at `path` is alone in a directory this process cannot write to: no
 /// `-shm` file, no write-ahead log with anything in it, the directory not writable.
 fn frozen_directory(path: &Path) -> bool {
-    let beside = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        std::fs::metadata(name)
-    };
-    let wal_empty = match beside("-wal") {
+    let wal_empty = match std::fs::metadata(beside(path, "-wal")) {
         Ok(metadata) => metadata.len() == 0,
         Err(error) => error.kind() == std::io::ErrorKind::NotFound,
     };
-    let no_shm = beside("-shm").is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+    let no_shm = std::fs::metadata(beside(path, "-shm"))
+        .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
