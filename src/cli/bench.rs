@@ -74,7 +74,12 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
         BenchCommand::Retention(args) => (&args.dir, Some(args.records)),
     };
     let (dir, temporary) = match dir {
-        Some(dir) => (dir.clone(), false),
+        // The figures count every record in the stores, so stores left by an earlier run
+        // would be read again and miscounted.
+        Some(dir) => (
+            super::input::new_or_empty(dir, "the bench writes its stores there")?,
+            false,
+        ),
         None => (
             std::env::temp_dir().join(format!("esl-replay-bench-{}", std::process::id())),
             true,
@@ -84,17 +89,6 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<Outcome> {
     // (dropped while unwinding), SIGINT or SIGTERM (the watcher below).
     let _removed = temporary.then(|| TemporaryDir::remove_on_signal(dir.clone()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // The figures count every record in the stores, so stores left by an earlier run would
-    // be read again and miscounted.
-    let occupied = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .next()
-        .is_some();
-    anyhow::ensure!(
-        temporary || !occupied,
-        "{} is not empty: the bench writes its stores there, so give it a new or empty directory",
-        dir.display()
-    );
     match (command, records) {
         (BenchCommand::Compare(args), _) => compare(&dir, args),
         (BenchCommand::Retention(_), Some(records)) => retention(&dir, records),

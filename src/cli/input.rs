@@ -1,12 +1,13 @@
 //! What users hand the command line, checked before it reaches library code: durations and
-//! factors that arithmetic cannot overflow on, and files read with a size limit.
+//! factors that arithmetic cannot overflow on, files read with a size limit, and directories
+//! a demo or bench fills, which must be new or empty.
 //!
 //! The limits on whole-file inputs (documented in the README, "Limits on input"):
 //! evidence bundles [`MAX_BUNDLE_BYTES`], scenario expectations [`MAX_SCENARIO_BYTES`],
 //! configuration files [`MAX_CONFIG_BYTES`], password and token files
 //! [`MAX_SECRET_BYTES`]. A longer input is refused after reading one byte past the limit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -92,6 +93,24 @@ pub(crate) fn parse_non_negative(text: &str) -> Result<f64, String> {
             "{text:?} is not a number at or above 0 (e.g. 0, 2.5 or 100; at most 1.8e19)"
         )),
     }
+}
+
+/// `--dir`, refused unless it is missing or an empty directory: a demo or bench that writes
+/// its own data there (`why` says so) would otherwise add it to a real store, and count
+/// what was there as its own.
+pub(crate) fn new_or_empty(dir: &Path, why: &str) -> anyhow::Result<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "--dir {} is not empty: {why}, so give it a new or empty directory",
+            dir.display()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot list --dir {}", dir.display()));
+        }
+    }
+    Ok(dir.to_path_buf())
 }
 
 #[cfg(test)]

@@ -64,7 +64,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         bail!("--rate must be a positive number of events per second");
     }
     let (dir, temporary) = match &args.dir {
-        Some(dir) => (new_or_empty(dir)?, false),
+        Some(dir) => (
+            super::input::new_or_empty(dir, "the demo writes its own store there")?,
+            false,
+        ),
         None => (
             std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())),
             true,
@@ -75,23 +78,6 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
-}
-
-/// `dir`, refused unless it is missing or an empty directory: a demo writes its own data,
-/// and would otherwise add it to a real store and count what was there as its own.
-fn new_or_empty(dir: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => anyhow::ensure!(
-            entries.next().is_none(),
-            "--dir {} is not empty: the demo writes its own store there, so give it a new or empty directory",
-            dir.display()
-        ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot list --dir {}", dir.display()));
-        }
-    }
-    Ok(dir.to_path_buf())
 }
 
 fn pipeline(dir: &Path, args: &DemoArgs) -> anyhow::Result<Outcome> {

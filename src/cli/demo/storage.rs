@@ -74,7 +74,10 @@ pub(super) fn run(args: &StorageArgs) -> anyhow::Result<Outcome> {
         return child_writer(dir);
     }
     let (dir, temporary) = match &args.dir {
-        Some(dir) => (super::new_or_empty(dir)?, false),
+        Some(dir) => (
+            crate::cli::input::new_or_empty(dir, "the demo writes its own log there")?,
+            false,
+        ),
         None => (
             std::env::temp_dir().join(format!("esl-replay-demo-{}", std::process::id())),
             true,
